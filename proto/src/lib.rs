@@ -1,0 +1,26 @@
+//! The Deskpulse wire contract, package `deskpulse.v1`.
+//!
+//! The `.proto` sources live in `proto/proto/deskpulse/v1/`. `cargo xtask
+//! codegen` compiles them with a pure-Rust protobuf compiler and writes the
+//! Rust below into `src/generated/`, which is committed, so no build needs
+//! `protoc`. A test in `xtask` fails when the committed copy is stale.
+//!
+//! # Layout
+//! - [`v1`]: the generated messages, clients and servers.
+//! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for server reflection.
+//! - [`INVENTORY_SCHEMA_VERSION`]: the inventory schema agents write today.
+
+/// Generated from `proto/deskpulse/v1/*.proto`; never edit by hand.
+#[rustfmt::skip]
+#[allow(clippy::all, clippy::pedantic, missing_docs)] // generated code follows prost's style, not ours
+pub mod v1 {
+    include!("generated/deskpulse.v1.rs");
+}
+
+/// The encoded `FileDescriptorSet` of every `deskpulse.v1` file, for gRPC
+/// server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!("generated/descriptor.bin");
+
+/// The inventory schema version this build writes into
+/// [`v1::Inventory::schema_version`]. Raise it when fields are added.
+pub const INVENTORY_SCHEMA_VERSION: u32 = 1;

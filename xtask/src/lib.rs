@@ -1,0 +1,22 @@
+//! Development tasks behind `cargo xtask …`, as a library so tests can call
+//! them.
+//!
+//! # Layout
+//! - [`codegen`]: compiles `proto/` into the committed Rust.
+//! - [`demo`]: builds everything and shows a collector, an agent and the CLI
+//!   working together on loopback.
+//! - [`pg`]: starts a local PostgreSQL for the tests when none answers.
+
+pub mod codegen;
+pub mod demo;
+pub mod pg;
+
+use std::path::{Path, PathBuf};
+
+/// The workspace root, found from this crate's manifest dir.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}

@@ -34,6 +34,8 @@ pub fn generate(root: &Path, out_dir: &Path) -> Result<()> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
+        // Serialize lets `--json` output and fixtures reuse the wire types.
+        .type_attribute(".deskpulse.v1", "#[derive(serde::Serialize)]")
         .out_dir(out_dir)
         .compile_fds(fds)
         .context("generating Rust from the descriptors")?;

@@ -1,0 +1,195 @@
+//! `deskpulse-collector`: the central server and its admin commands.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use deskpulse_collector::clock::{SharedClock, SystemClock};
+use deskpulse_collector::config::{self, LogFormat, ProcessEnv, ServeFlags, StoreFlags};
+use deskpulse_collector::exit::{CommandResult, Failure, init_logging};
+use deskpulse_collector::server::{self, ServerContext};
+use deskpulse_collector::store::Role;
+use deskpulse_collector::admin;
+use tokio_util::sync::CancellationToken;
+
+/// The Deskpulse collector: enrolls agents, stores inventory and health, and
+/// serves the technician API on one TLS port.
+#[derive(Parser)]
+#[command(name = "deskpulse-collector", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server. Prints `listening ADDR` on stdout once it accepts
+    /// connections; logs go to stderr.
+    Serve(ServeFlags),
+    /// Manage agent enrollment tokens.
+    #[command(subcommand)]
+    EnrollToken(EnrollTokenCommand),
+    /// Manage technician API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// The fleet CA.
+    #[command(subcommand)]
+    Ca(CaCommand),
+}
+
+#[derive(Subcommand)]
+enum EnrollTokenCommand {
+    /// Print a new enrollment token on stdout.
+    Create {
+        #[command(flatten)]
+        store: StoreFlags,
+        /// How long the token works, e.g. 24h, 30m, 7d (at most 30 days).
+        #[arg(long, default_value = "24h", value_parser = parse_ttl)]
+        ttl: Duration,
+        /// How many agents may enroll with it (1 to 10000).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        uses: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a new API token on stdout, creating the technician if new.
+    Create {
+        #[command(flatten)]
+        store: StoreFlags,
+        /// What the token may do.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// The technician's name.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Print the CA certificate (PEM) on stdout and its pin on stderr.
+    Export {
+        #[command(flatten)]
+        store: StoreFlags,
+    },
+}
+
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = humantime::parse_duration(text).map_err(|e| format!("{e}; try e.g. 24h"))?;
+    if ttl < Duration::from_secs(60) || ttl > Duration::from_secs(30 * 24 * 3600) {
+        return Err("must be between 1m and 30d".into());
+    }
+    Ok(ttl)
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    text.parse()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => failure.report("deskpulse-collector"),
+    }
+}
+
+fn runtime() -> CommandResult<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))
+}
+
+fn run(command: Command) -> CommandResult {
+    // Both ring and aws-lc could end up linked; pick one explicitly so rustls
+    // never has to guess (and panic).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let clock = SystemClock;
+    match command {
+        Command::Serve(flags) => {
+            let config = config::resolve_serve(&flags, &ProcessEnv).map_err(Failure::usage)?;
+            init_logging(config.log_format == LogFormat::Json, "info");
+            runtime()?.block_on(serve(config))
+        }
+        Command::EnrollToken(EnrollTokenCommand::Create { store, ttl, uses }) => {
+            let store = config::resolve_store_flags(&store, &ProcessEnv).map_err(Failure::usage)?;
+            init_logging(false, "warn");
+            runtime()?.block_on(admin::create_enrollment_token(&store, &clock, ttl, uses))
+        }
+        Command::Token(TokenCommand::Create { store, role, name }) => {
+            let store = config::resolve_store_flags(&store, &ProcessEnv).map_err(Failure::usage)?;
+            admin::validate_technician_name(&name).map_err(Failure::usage)?;
+            init_logging(false, "warn");
+            runtime()?.block_on(admin::create_api_token(&store, &clock, &name, role))
+        }
+        Command::Ca(CaCommand::Export { store }) => {
+            let store = config::resolve_store_flags(&store, &ProcessEnv).map_err(Failure::usage)?;
+            init_logging(false, "warn");
+            runtime()?.block_on(admin::export_ca(&store, &clock))
+        }
+    }
+}
+
+async fn serve(config: config::ServeConfig) -> CommandResult {
+    let clock: SharedClock = Arc::new(SystemClock);
+    let dir = admin::open(&config.store, clock.as_ref()).await?;
+    let listener = server::bind(config.listen)
+        .await
+        .map_err(Failure::runtime)?;
+    let identity = dir
+        .server_identity(&config.hostnames, clock.now_ms())
+        .map_err(Failure::runtime)?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Failure::runtime(format!("cannot read the bound address: {e}")))?;
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let ctx = ServerContext {
+        store: dir.store.clone(),
+        clock,
+        ca: Arc::new(dir.ca),
+        replica: dir.replica_id.clone(),
+        shutdown,
+    };
+    tracing::info!(%addr, data_dir = %config.store.data_dir.display(), "collector listening");
+    {
+        let mut stdout = std::io::stdout().lock();
+        let _ = writeln!(stdout, "listening {addr}");
+        let _ = stdout.flush();
+    }
+    server::serve(ctx, listener, &identity, config.shutdown_grace)
+        .await
+        .map_err(Failure::runtime)?;
+    tracing::info!("collector stopped");
+    Ok(())
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutdown requested; draining");
+    shutdown.cancel();
+}

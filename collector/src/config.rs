@@ -1,0 +1,261 @@
+//! Process configuration for `deskpulse-collector` (D7): one typed struct,
+//! layered file < environment (`DESKPULSE_COLLECTOR_*`) < flags. Fleet policy
+//! is not here: it lives in the store so every replica sees the same.
+//!
+//! The environment is read through [`Env`] so tests pass a map instead of
+//! changing the process environment.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Where the collector keeps its state when nothing says otherwise (D9).
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/deskpulse-collector";
+/// The default listen address: every interface, one TLS port (D1).
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:7443";
+/// How long shutdown waits for streams and writes to drain.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A config error: the one line to print before exiting with code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Reads environment variables.
+pub trait Env {
+    /// The value of `key`, if set.
+    fn var(&self, key: &str) -> Option<String>;
+}
+
+/// The real process environment.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Env for HashMap<String, String> {
+    fn var(&self, key: &str) -> Option<String> {
+        self.get(key).cloned()
+    }
+}
+
+/// How logs are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Where the store is: the data dir and, optionally, a database URL.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct StoreFlags {
+    /// The data dir: CA, server certificate, initial admin token and the
+    /// embedded database [env: DESKPULSE_COLLECTOR_DATA_DIR] [default:
+    /// /var/lib/deskpulse-collector]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The database URL; default is SQLite in the data dir, sqlite://DIR/deskpulse.db
+    /// [env: DESKPULSE_COLLECTOR_DATABASE]
+    #[arg(long, value_name = "URL")]
+    pub database: Option<String>,
+}
+
+/// Flags of `deskpulse-collector serve`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeFlags {
+    /// A TOML config file; its keys are those of the flags, with underscores
+    /// (listen, data_dir, database, hostnames, log_format, shutdown_grace)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The address of the single TLS port [env: DESKPULSE_COLLECTOR_LISTEN]
+    /// [default: 0.0.0.0:7443]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    #[command(flatten)]
+    pub store: StoreFlags,
+    /// An extra name for the server certificate; repeat for more. localhost,
+    /// 127.0.0.1 and ::1 are always included [env:
+    /// DESKPULSE_COLLECTOR_HOSTNAMES, comma separated]
+    #[arg(long = "hostname", value_name = "NAME")]
+    pub hostnames: Vec<String>,
+    /// Log format on stderr [env: DESKPULSE_COLLECTOR_LOG_FORMAT]
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// How long shutdown waits for streams to drain, e.g. 10s [env:
+    /// DESKPULSE_COLLECTOR_SHUTDOWN_GRACE]
+    #[arg(long, value_name = "DURATION")]
+    pub shutdown_grace: Option<String>,
+}
+
+/// The config file's shape. Unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServeFile {
+    listen: Option<String>,
+    data_dir: Option<PathBuf>,
+    database: Option<String>,
+    hostnames: Option<Vec<String>>,
+    log_format: Option<LogFormat>,
+    shutdown_grace: Option<String>,
+}
+
+/// Where the store lives, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    /// The data dir.
+    pub data_dir: PathBuf,
+    /// The database URL.
+    pub database_url: String,
+}
+
+/// The resolved `serve` config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServeConfig {
+    /// The TLS port's address.
+    pub listen: SocketAddr,
+    /// The store.
+    pub store: StoreConfig,
+    /// Extra server certificate names.
+    pub hostnames: Vec<String>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Shutdown drain limit.
+    pub shutdown_grace: Duration,
+}
+
+const ENV_PREFIX: &str = "DESKPULSE_COLLECTOR_";
+
+fn env(env: &dyn Env, key: &str) -> Option<String> {
+    env.var(&format!("{ENV_PREFIX}{key}"))
+}
+
+/// The sqlite URL for the embedded database in `data_dir`.
+pub fn default_database_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("deskpulse.db").display())
+}
+
+fn check_database_url(url: &str) -> Result<(), ConfigError> {
+    if url.starts_with("sqlite://") {
+        return Ok(());
+    }
+    Err(ConfigError(format!(
+        "unsupported database URL {url:?}: expected sqlite://PATH"
+    )))
+}
+
+/// Resolves the store location from file values, env and flags.
+fn resolve_store(
+    flags: &StoreFlags,
+    file_data_dir: Option<PathBuf>,
+    file_database: Option<String>,
+    vars: &dyn Env,
+) -> Result<StoreConfig, ConfigError> {
+    let data_dir = flags
+        .data_dir
+        .clone()
+        .or_else(|| env(vars, "DATA_DIR").map(PathBuf::from))
+        .or(file_data_dir)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR));
+    if data_dir.as_os_str().is_empty() {
+        return Err(ConfigError("the data dir must not be empty".into()));
+    }
+    let database_url = flags
+        .database
+        .clone()
+        .or_else(|| env(vars, "DATABASE"))
+        .or(file_database)
+        .unwrap_or_else(|| default_database_url(&data_dir));
+    check_database_url(&database_url)?;
+    Ok(StoreConfig {
+        data_dir,
+        database_url,
+    })
+}
+
+/// Resolves the store location for admin commands (no config file).
+pub fn resolve_store_flags(flags: &StoreFlags, vars: &dyn Env) -> Result<StoreConfig, ConfigError> {
+    resolve_store(flags, None, None, vars)
+}
+
+fn parse_duration(what: &str, value: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(value)
+        .map_err(|e| ConfigError(format!("{what}: {value:?} is not a duration ({e}); try e.g. 10s")))
+}
+
+/// Resolves `serve`'s config: file < env < flags.
+pub fn resolve_serve(flags: &ServeFlags, vars: &dyn Env) -> Result<ServeConfig, ConfigError> {
+    let file = match &flags.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError(format!("cannot read config file {}: {e}", path.display()))
+            })?;
+            toml::from_str::<ServeFile>(&text).map_err(|e| {
+                let msg = e.message().to_owned();
+                ConfigError(format!("config file {}: {msg}", path.display()))
+            })?
+        }
+        None => ServeFile::default(),
+    };
+    let listen_text = flags
+        .listen
+        .clone()
+        .or_else(|| env(vars, "LISTEN"))
+        .or(file.listen)
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    let listen = listen_text.parse::<SocketAddr>().map_err(|_| {
+        ConfigError(format!(
+            "listen address {listen_text:?} is not IP:PORT, e.g. 0.0.0.0:7443"
+        ))
+    })?;
+    let store = resolve_store(&flags.store, file.data_dir, file.database, vars)?;
+    let hostnames = if !flags.hostnames.is_empty() {
+        flags.hostnames.clone()
+    } else if let Some(list) = env(vars, "HOSTNAMES") {
+        list.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()
+    } else {
+        file.hostnames.unwrap_or_default()
+    };
+    let log_format = match flags.log_format {
+        Some(format) => format,
+        None => match env(vars, "LOG_FORMAT").as_deref() {
+            Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "{ENV_PREFIX}LOG_FORMAT={other:?}: expected text or json"
+                )));
+            }
+            None => file.log_format.unwrap_or_default(),
+        },
+    };
+    let shutdown_grace = match flags
+        .shutdown_grace
+        .clone()
+        .or_else(|| env(vars, "SHUTDOWN_GRACE"))
+        .or(file.shutdown_grace)
+    {
+        Some(text) => parse_duration("shutdown grace", &text)?,
+        None => DEFAULT_SHUTDOWN_GRACE,
+    };
+    Ok(ServeConfig {
+        listen,
+        store,
+        hostnames,
+        log_format,
+        shutdown_grace,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,92 @@
+use std::collections::HashMap;
+use std::io::Write;
+
+use super::*;
+
+fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn file(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().expect("temp file");
+    f.write_all(text.as_bytes()).expect("write");
+    f
+}
+
+#[test]
+fn defaults_apply_when_nothing_is_set() {
+    let config = resolve_serve(&ServeFlags::default(), &vars(&[])).expect("resolves");
+    assert_eq!(config.listen.to_string(), DEFAULT_LISTEN);
+    assert_eq!(config.store.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+    assert_eq!(
+        config.store.database_url,
+        "sqlite:///var/lib/deskpulse-collector/deskpulse.db"
+    );
+    assert_eq!(config.shutdown_grace, DEFAULT_SHUTDOWN_GRACE);
+}
+
+#[test]
+fn flags_beat_env_and_env_beats_file() {
+    let f = file("listen = \"127.0.0.1:1000\"\ndata_dir = \"/from/file\"\nhostnames = [\"file.example\"]\n");
+    let mut flags = ServeFlags {
+        config: Some(f.path().to_path_buf()),
+        ..ServeFlags::default()
+    };
+    let env = vars(&[
+        ("DESKPULSE_COLLECTOR_LISTEN", "127.0.0.1:2000"),
+        ("DESKPULSE_COLLECTOR_HOSTNAMES", "a.example, b.example"),
+    ]);
+    let config = resolve_serve(&flags, &env).expect("resolves");
+    assert_eq!(config.listen.to_string(), "127.0.0.1:2000");
+    assert_eq!(config.store.data_dir, PathBuf::from("/from/file"));
+    assert_eq!(config.hostnames, vec!["a.example", "b.example"]);
+
+    flags.listen = Some("127.0.0.1:3000".into());
+    flags.store.data_dir = Some("/from/flag".into());
+    let config = resolve_serve(&flags, &env).expect("resolves");
+    assert_eq!(config.listen.to_string(), "127.0.0.1:3000");
+    assert_eq!(config.store.data_dir, PathBuf::from("/from/flag"));
+}
+
+#[test]
+fn an_unknown_key_names_the_key() {
+    let f = file("listne = \"127.0.0.1:1\"\n");
+    let flags = ServeFlags {
+        config: Some(f.path().to_path_buf()),
+        ..ServeFlags::default()
+    };
+    let error = resolve_serve(&flags, &vars(&[])).expect_err("unknown key");
+    assert!(error.to_string().contains("unknown field `listne`"), "{error}");
+    assert!(!error.to_string().contains('\n'), "one line: {error}");
+}
+
+#[test]
+fn bad_values_get_one_line_errors() {
+    let flags = ServeFlags {
+        listen: Some("nonsense".into()),
+        ..ServeFlags::default()
+    };
+    let error = resolve_serve(&flags, &vars(&[])).expect_err("bad listen");
+    assert!(error.to_string().contains("\"nonsense\" is not IP:PORT"), "{error}");
+
+    let error = resolve_serve(
+        &ServeFlags::default(),
+        &vars(&[("DESKPULSE_COLLECTOR_DATABASE", "mysql://x")]),
+    )
+    .expect_err("bad url");
+    assert!(error.to_string().contains("unsupported database URL"), "{error}");
+
+    let error = resolve_serve(
+        &ServeFlags::default(),
+        &vars(&[("DESKPULSE_COLLECTOR_SHUTDOWN_GRACE", "soon")]),
+    )
+    .expect_err("bad duration");
+    assert!(error.to_string().contains("not a duration"), "{error}");
+
+    let missing = ServeFlags {
+        config: Some("/nonexistent/collector.toml".into()),
+        ..ServeFlags::default()
+    };
+    let error = resolve_serve(&missing, &vars(&[])).expect_err("missing file");
+    assert!(error.to_string().contains("cannot read config file"), "{error}");
+}

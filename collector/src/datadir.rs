@@ -1,0 +1,269 @@
+//! The collector's data dir (D6): the CA, the server certificate, the
+//! initial admin token and the embedded database. Whichever command comes
+//! first, `serve` or an admin command, initialises it, idempotently and under
+//! an exclusive lock, so two commands started together never make two CAs.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use crate::clock::Clock;
+use crate::config::StoreConfig;
+use crate::pki::{self, CertificateAuthority, KeyAndCert, PkiError};
+use crate::secrets;
+use crate::store::{self, CaRecord, NewApiToken, Role, SharedStore, StoreError};
+
+const CA_CERT: &str = "ca.pem";
+const CA_KEY: &str = "ca.key";
+const SERVER_CERT: &str = "server.pem";
+const SERVER_KEY: &str = "server.key";
+const LOCK: &str = ".init.lock";
+const REPLICA_ID: &str = "replica-id";
+/// The file holding the first admin's API token (mode 0600, never printed).
+pub const INITIAL_ADMIN_TOKEN: &str = "initial-admin-token";
+/// The technician the initial admin token belongs to.
+pub const INITIAL_ADMIN_NAME: &str = "admin";
+/// Names always in the server certificate.
+pub const DEFAULT_SERVER_NAMES: &[&str] = &["localhost", "127.0.0.1", "::1"];
+/// A server certificate closer than this to expiry is reissued at start.
+const SERVER_CERT_RENEW_BEFORE_SECS: i64 = 30 * 24 * 3600;
+
+/// What can go wrong with the data dir.
+#[derive(Debug, thiserror::Error)]
+pub enum DataDirError {
+    /// A file operation failed.
+    #[error("{what} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The path concerned.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A certificate or key failed.
+    #[error("{0}")]
+    Pki(#[from] PkiError),
+    /// This replica's CA is not the fleet's (D2).
+    #[error(
+        "the CA in {dir} (sha256 {local}) is not the fleet CA recorded in the database \
+         (sha256 {stored}); give this replica the fleet CA with `deskpulse-collector ca import`"
+    )]
+    CaMismatch {
+        /// The data dir.
+        dir: PathBuf,
+        /// This data dir's CA fingerprint.
+        local: String,
+        /// The store's.
+        stored: String,
+    },
+}
+
+impl DataDirError {
+    /// True for errors that are configuration problems (exit code 2).
+    pub fn is_config(&self) -> bool {
+        matches!(self, DataDirError::CaMismatch { .. })
+    }
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> DataDirError + 'a {
+    move |source| DataDirError::Io {
+        what,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// An initialised data dir with its open store.
+pub struct DataDir {
+    root: PathBuf,
+    /// The open store.
+    pub store: SharedStore,
+    /// The fleet CA.
+    pub ca: CertificateAuthority,
+    /// This replica's stable id, kept in the data dir so a restart can clear
+    /// the stream markers its previous run left.
+    pub replica_id: String,
+}
+
+impl std::fmt::Debug for DataDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataDir").field("root", &self.root).finish_non_exhaustive()
+    }
+}
+
+/// Writes `contents` to `path` atomically (temp file, fsync, rename) with
+/// the given mode, so a crash never leaves a half-written secret.
+pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), DataDirError> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io("cannot write into", dir))?;
+    tmp.as_file()
+        .set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(io("cannot set permissions on", path))?;
+    tmp.write_all(contents).map_err(io("cannot write", path))?;
+    tmp.as_file().sync_all().map_err(io("cannot sync", path))?;
+    tmp.persist(path)
+        .map_err(|e| DataDirError::Io {
+            what: "cannot replace",
+            path: path.to_path_buf(),
+            source: e.error,
+        })?;
+    Ok(())
+}
+
+fn read(path: &Path) -> Result<Option<String>, DataDirError> {
+    match fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(io("cannot read", path)(e)),
+    }
+}
+
+/// Holds the init lock until dropped.
+struct InitLock(File);
+
+impl InitLock {
+    fn take(root: &Path) -> Result<Self, DataDirError> {
+        let path = root.join(LOCK);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io("cannot open", &path))?;
+        file.lock().map_err(io("cannot lock", &path))?;
+        Ok(Self(file))
+    }
+}
+
+impl Drop for InitLock {
+    fn drop(&mut self) {
+        let _ = self.0.unlock();
+    }
+}
+
+impl DataDir {
+    /// Opens the data dir, creating and initialising whatever is missing:
+    /// the dir itself (0700), the CA, the store, and on a fresh store the
+    /// initial admin token.
+    pub async fn open(config: &StoreConfig, clock: &dyn Clock) -> Result<Self, DataDirError> {
+        let root = config.data_dir.clone();
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(&root)
+            .map_err(io("cannot create data dir", &root))?;
+        let _lock = InitLock::take(&root)?;
+
+        let ca = load_or_create_ca(&root)?;
+        let replica_path = root.join(REPLICA_ID);
+        let replica_id = match read(&replica_path)? {
+            Some(id) if !id.trim().is_empty() => id.trim().to_owned(),
+            _ => {
+                let id = uuid::Uuid::new_v4().to_string();
+                write_atomic(&replica_path, id.as_bytes(), 0o644)?;
+                id
+            }
+        };
+        let store = store::open(&config.database_url).await?;
+        match store.record_fleet_ca(&ca.fingerprint()).await? {
+            CaRecord::Recorded | CaRecord::Matches => {}
+            CaRecord::Mismatch(stored) => {
+                return Err(DataDirError::CaMismatch {
+                    dir: root,
+                    local: ca.fingerprint(),
+                    stored,
+                });
+            }
+        }
+        if !store.has_technicians().await? {
+            let token = secrets::new_token(secrets::API_TOKEN_PREFIX);
+            // The file first: if the store write fails, the next start finds
+            // no technician and makes a new token, overwriting this one.
+            write_atomic(&root.join(INITIAL_ADMIN_TOKEN), format!("{token}\n").as_bytes(), 0o600)?;
+            store
+                .create_api_token(
+                    &NewApiToken {
+                        technician_name: INITIAL_ADMIN_NAME.to_owned(),
+                        role: Role::Admin,
+                        token_id: uuid::Uuid::new_v4().to_string(),
+                        token_sha256: secrets::token_hash(&token),
+                    },
+                    clock.now_ms(),
+                )
+                .await?;
+            tracing::info!(
+                path = %root.join(INITIAL_ADMIN_TOKEN).display(),
+                "wrote the initial admin API token"
+            );
+        }
+        Ok(Self {
+            root,
+            store,
+            ca,
+            replica_id,
+        })
+    }
+
+    /// The data dir's path.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The server certificate chain and key for `extra_names` plus the
+    /// defaults, reusing the one on disk while it covers every name and is
+    /// not close to expiry.
+    pub fn server_identity(&self, extra_names: &[String], now_ms: i64) -> Result<KeyAndCert, DataDirError> {
+        let _lock = InitLock::take(&self.root)?;
+        let mut wanted: Vec<String> = DEFAULT_SERVER_NAMES.iter().map(|s| (*s).to_owned()).collect();
+        for name in extra_names {
+            if !wanted.contains(name) {
+                wanted.push(name.clone());
+            }
+        }
+        let cert_path = self.root.join(SERVER_CERT);
+        let key_path = self.root.join(SERVER_KEY);
+        if let (Some(cert_pem), Some(key_pem)) = (read(&cert_path)?, read(&key_path)?) {
+            let (names, expiry) = pki::names_and_expiry(&cert_pem)?;
+            let fresh = expiry.saturating_mul(1000) > now_ms + SERVER_CERT_RENEW_BEFORE_SECS * 1000;
+            let issued_by_this_ca = cert_pem.ends_with(self.ca.cert_pem());
+            if fresh && issued_by_this_ca && wanted.iter().all(|n| names.contains(n)) {
+                return Ok(KeyAndCert { cert_pem, key_pem });
+            }
+        }
+        let made = self.ca.issue_server_cert(&wanted)?;
+        write_atomic(&key_path, made.key_pem.as_bytes(), 0o600)?;
+        write_atomic(&cert_path, made.cert_pem.as_bytes(), 0o644)?;
+        tracing::info!(names = ?wanted, "issued a new server certificate");
+        Ok(made)
+    }
+}
+
+fn load_or_create_ca(root: &Path) -> Result<CertificateAuthority, DataDirError> {
+    let cert_path = root.join(CA_CERT);
+    let key_path = root.join(CA_KEY);
+    match (read(&cert_path)?, read(&key_path)?) {
+        (Some(cert), Some(key)) => Ok(CertificateAuthority::load(&cert, &key)?),
+        (None, None) => {
+            let made = CertificateAuthority::generate()?;
+            write_atomic(&key_path, made.key_pem.as_bytes(), 0o600)?;
+            write_atomic(&cert_path, made.cert_pem.as_bytes(), 0o644)?;
+            tracing::info!(dir = %root.display(), "created the fleet CA");
+            Ok(CertificateAuthority::load(&made.cert_pem, &made.key_pem)?)
+        }
+        (Some(_), None) => Err(DataDirError::Io {
+            what: "the CA key is missing beside",
+            path: cert_path,
+            source: std::io::ErrorKind::NotFound.into(),
+        }),
+        (None, Some(_)) => Err(DataDirError::Io {
+            what: "the CA certificate is missing beside",
+            path: key_path,
+            source: std::io::ErrorKind::NotFound.into(),
+        }),
+    }
+}

@@ -1,0 +1,87 @@
+//! The ingest writer: one task that takes validated reports from every agent
+//! session through a bounded queue and stores them in batched transactions.
+//! Each report's submitter learns when its transaction has committed, and
+//! only then acknowledges it to the agent (promise 1).
+//!
+//! Batching turns many small per-report transactions into a few large ones,
+//! which is what lets one store keep up with a large fleet; the bounded queue
+//! pushes back on sessions instead of growing without limit.
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::clock::SharedClock;
+use crate::store::{IncomingReport, SharedStore};
+
+/// How many reports may wait for the writer before sessions wait too.
+const QUEUE_DEPTH: usize = 4096;
+/// The most reports stored in one transaction.
+const MAX_BATCH: usize = 512;
+
+/// The outcome of one report: `Ok` once committed, or the store's error.
+pub type Committed = Result<(), String>;
+
+struct Job {
+    report: IncomingReport,
+    done: oneshot::Sender<Committed>,
+}
+
+/// The handle sessions submit reports through. Cloning is cheap; the writer
+/// stops once every handle is dropped and the queue is drained.
+#[derive(Clone, Debug)]
+pub struct Ingest {
+    queue: mpsc::Sender<Job>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job").field("seq", &self.report.seq).finish_non_exhaustive()
+    }
+}
+
+/// The writer is gone (shutdown); the report was not stored.
+#[derive(Debug, thiserror::Error)]
+#[error("the collector is shutting down")]
+pub struct IngestClosed;
+
+impl Ingest {
+    /// Starts the writer task.
+    pub fn spawn(store: SharedStore, clock: SharedClock) -> (Self, JoinHandle<()>) {
+        let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
+        let writer = tokio::spawn(write_batches(rx, store, clock));
+        (Self { queue }, writer)
+    }
+
+    /// Queues a report. The returned receiver resolves once it is committed.
+    pub async fn submit(
+        &self,
+        report: IncomingReport,
+    ) -> Result<oneshot::Receiver<Committed>, IngestClosed> {
+        let (done, committed) = oneshot::channel();
+        self.queue
+            .send(Job { report, done })
+            .await
+            .map_err(|_| IngestClosed)?;
+        Ok(committed)
+    }
+}
+
+async fn write_batches(mut rx: mpsc::Receiver<Job>, store: SharedStore, clock: SharedClock) {
+    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+        let (reports, waiters): (Vec<_>, Vec<_>) =
+            jobs.drain(..).map(|job| (job.report, job.done)).unzip();
+        let outcome = store
+            .store_reports(&reports, clock.now_ms())
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, reports = reports.len(), "storing a batch of reports failed");
+                error.to_string()
+            });
+        for waiter in waiters {
+            // A session that went away no longer needs its answer.
+            let _ = waiter.send(outcome.clone());
+        }
+    }
+    tracing::debug!("ingest writer drained and stopped");
+}

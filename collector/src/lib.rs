@@ -1,0 +1,28 @@
+//! The Deskpulse collector: enrolls agents, stores their reports, and serves
+//! the technician API. Two binaries share this library: `deskpulse-collector`
+//! (the server and its admin commands) and `deskpulse` (the technician CLI).
+//!
+//! # Layout
+//! - [`config`]: the server's process config, layered file < env < flags.
+//! - [`datadir`]: the data dir: CA, server certificate, initial admin token.
+//! - [`pki`]: the fleet CA and the certificates it issues.
+//! - [`secrets`]: API and enrollment tokens, stored only hashed.
+//! - [`store`]: the storage interface and its SQLite backend.
+//! - [`ingest`]: the batching writer between agent sessions and the store.
+//! - [`server`]: the gRPC services on the single TLS port.
+//! - [`admin`]: the admin commands that work on the data dir directly.
+//! - [`cli`]: the technician CLI, `deskpulse`.
+//! - [`clock`]: injected time.
+//! - [`exit`]: errors that carry their process exit code (D11).
+
+pub mod admin;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod datadir;
+pub mod exit;
+pub mod ingest;
+pub mod pki;
+pub mod secrets;
+pub mod server;
+pub mod store;

@@ -1,0 +1,321 @@
+//! The agent service: one long-lived stream per connected agent.
+//!
+//! The host id comes from the verified client certificate only
+//! ([`require_host_certificate`]), and the certificate must be the host's
+//! current one in the store, so a superseded certificate stops working once
+//! the hardware enrolls again. Reports are validated, handed to the ingest
+//! writer, and acknowledged in order once committed; a bounded number may be
+//! in flight per stream, which pushes back on a fast agent.
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use deskpulse_proto::v1::agent_message::Kind;
+use deskpulse_proto::v1::agent_service_server::AgentService;
+use deskpulse_proto::v1::collector_message::Kind as Outgoing;
+use deskpulse_proto::v1::report::Payload;
+use deskpulse_proto::v1::{
+    Ack, AgentMessage, CollectorMessage, GoodbyeReason, Hello, Rejected, Report,
+};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{info, warn};
+
+use super::ServerContext;
+use crate::ingest::{Committed, Ingest};
+use crate::pki;
+use crate::secrets::sha256_hex;
+use crate::store::{IncomingReport, ReportPayload, SessionOpen};
+
+/// Reports per stream that may wait for their commit at once.
+const MAX_IN_FLIGHT: usize = 64;
+/// How long an agent has to say Hello after opening its stream.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+/// The longest spool id accepted.
+const MAX_SPOOL_ID: usize = 64;
+
+/// Who is calling, from the verified client certificate.
+#[derive(Debug, Clone)]
+pub struct AgentIdentity {
+    /// The host id: the certificate's subject common name.
+    pub host_id: String,
+    /// SHA-256 of the certificate's DER, hex.
+    pub cert_sha256: String,
+}
+
+/// Interceptor on the agent service: refuses any call without a client
+/// certificate issued by the fleet CA, and records the caller's identity.
+/// rustls has already verified the chain when a certificate is present.
+pub fn require_host_certificate(mut request: Request<()>) -> Result<Request<()>, Status> {
+    let peer = request.remote_addr();
+    let Some(leaf) = request.peer_certs().and_then(|certs| certs.first().cloned()) else {
+        info!(?peer, "refused an agent call without a client certificate");
+        return Err(Status::unauthenticated(
+            "the agent service needs a host certificate issued by this collector: enroll first",
+        ));
+    };
+    let host_id = pki::common_name(&leaf).filter(|cn| uuid::Uuid::parse_str(cn).is_ok());
+    let Some(host_id) = host_id else {
+        info!(?peer, "refused an agent call whose certificate names no host id");
+        return Err(Status::unauthenticated(
+            "the client certificate is not a host certificate",
+        ));
+    };
+    request.extensions_mut().insert(AgentIdentity {
+        host_id,
+        cert_sha256: sha256_hex(&leaf),
+    });
+    Ok(request)
+}
+
+/// The agent service implementation.
+#[derive(Debug)]
+pub struct AgentSessions {
+    ctx: ServerContext,
+    ingest: Ingest,
+}
+
+impl AgentSessions {
+    /// A service that stores reports through `ingest`.
+    pub fn new(ctx: ServerContext, ingest: Ingest) -> Self {
+        Self { ctx, ingest }
+    }
+}
+
+type Outbound = Result<CollectorMessage, Status>;
+
+fn outgoing(kind: Outgoing) -> Outbound {
+    Ok(CollectorMessage { kind: Some(kind) })
+}
+
+#[tonic::async_trait]
+impl AgentService for AgentSessions {
+    type SessionStream = Pin<Box<dyn tokio_stream::Stream<Item = Outbound> + Send>>;
+
+    #[tracing::instrument(skip_all, fields(host))]
+    async fn session(
+        &self,
+        request: Request<Streaming<AgentMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let identity = request
+            .extensions()
+            .get::<AgentIdentity>()
+            .cloned()
+            .ok_or_else(|| Status::unauthenticated("no host certificate"))?;
+        tracing::Span::current().record("host", identity.host_id.as_str());
+        let current = self
+            .ctx
+            .store
+            .host_cert_sha256(&identity.host_id)
+            .await
+            .map_err(internal)?;
+        match current {
+            Some(sha) if sha == identity.cert_sha256 => {}
+            Some(_) => {
+                info!("refused a superseded host certificate");
+                return Err(Status::unauthenticated(
+                    "this host certificate was superseded by a newer enrollment",
+                ));
+            }
+            None => {
+                info!("refused a certificate for an unknown host");
+                return Err(Status::unauthenticated("this host is not enrolled here"));
+            }
+        }
+        let mut inbound = request.into_inner();
+        let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
+            Ok(Ok(Some(AgentMessage {
+                kind: Some(Kind::Hello(hello)),
+            }))) => hello,
+            Ok(Err(status)) => return Err(malformed(status)),
+            Err(_) => return Err(Status::deadline_exceeded("no Hello within 30 s")),
+            Ok(_) => {
+                return Err(Status::invalid_argument(
+                    "the first message of a session must be Hello",
+                ));
+            }
+        };
+        let session = SessionOpen {
+            host_id: identity.host_id.clone(),
+            replica: self.ctx.replica.clone(),
+            agent_version: truncate(&hello.agent_version, 64),
+            health_interval_secs: hello.health_interval_secs.clamp(1, 86_400),
+        };
+        self.ctx
+            .store
+            .session_opened(&session, self.ctx.clock.now_ms())
+            .await
+            .map_err(internal)?;
+        info!(agent_version = %session.agent_version, "agent connected");
+        let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT + 8);
+        tokio::spawn(run_session(
+            self.ctx.clone(),
+            self.ingest.clone(),
+            identity.host_id,
+            hello,
+            inbound,
+            tx,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+fn internal(error: crate::store::StoreError) -> Status {
+    tracing::error!(%error, "store error in the agent service");
+    Status::internal("the collector's store failed; retry later")
+}
+
+fn malformed(status: Status) -> Status {
+    // Decode failures and size limits arrive as a Status from the stream;
+    // keep their code and say plainly what was wrong.
+    Status::new(
+        status.code(),
+        format!("malformed agent message: {}", status.message()),
+    )
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
+}
+
+async fn run_session(
+    ctx: ServerContext,
+    ingest: Ingest,
+    host_id: String,
+    _hello: Hello,
+    mut inbound: Streaming<AgentMessage>,
+    tx: mpsc::Sender<Outbound>,
+) {
+    let mut pending = FuturesOrdered::new();
+    let mut goodbye: Option<&'static str> = None;
+    let mut inbound_open = true;
+    loop {
+        tokio::select! {
+            biased;
+            () = ctx.shutdown.cancelled() => break,
+            Some((spool_id, seq, committed)) = pending.next(), if !pending.is_empty() => {
+                let committed: Result<Committed, _> = committed;
+                let reply = match committed {
+                    Ok(Ok(())) => Outgoing::Ack(Ack { spool_id, seq }),
+                    // Not stored: say nothing, so the agent keeps the report
+                    // and sends it again on its next connection.
+                    Ok(Err(_)) | Err(_) => {
+                        let _ = tx.send(Err(Status::unavailable("the collector could not store a report; reconnect and resend"))).await;
+                        break;
+                    }
+                };
+                if tx.send(outgoing(reply)).await.is_err() {
+                    break;
+                }
+            }
+            message = inbound.message(), if inbound_open && pending.len() < MAX_IN_FLIGHT => {
+                match message {
+                    Ok(Some(AgentMessage { kind: Some(Kind::Report(report)) })) => {
+                        match validate(&host_id, report) {
+                            Ok(report) => {
+                                let (spool_id, seq) = (report.spool_id.clone(), report.seq);
+                                match ingest.submit(report).await {
+                                    Ok(committed) => pending.push_back(async move { (spool_id, seq, committed.await) }),
+                                    Err(_) => break,
+                                }
+                            }
+                            Err(rejected) => {
+                                warn!(host = %host_id, seq = rejected.seq, reason = %rejected.reason, "rejected a report");
+                                if tx.send(outgoing(Outgoing::Rejected(rejected))).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Ok(Some(AgentMessage { kind: Some(Kind::Goodbye(bye)) })) => {
+                        goodbye = Some(goodbye_reason(bye.reason()));
+                    }
+                    Ok(Some(AgentMessage { kind: Some(Kind::Hello(_)) })) => {
+                        let _ = tx.send(Err(Status::invalid_argument("Hello may only be the first message"))).await;
+                        break;
+                    }
+                    Ok(Some(AgentMessage { kind: None })) => {
+                        let _ = tx.send(Err(Status::invalid_argument("an agent message must set one kind"))).await;
+                        break;
+                    }
+                    Ok(None) => inbound_open = false,
+                    Err(status) => {
+                        info!(host = %host_id, %status, "agent stream failed");
+                        let _ = tx.send(Err(malformed(status))).await;
+                        break;
+                    }
+                }
+            }
+            else => break,
+        }
+    }
+    if let Err(error) = ctx
+        .store
+        .session_closed(&host_id, &ctx.replica, goodbye, ctx.clock.now_ms())
+        .await
+    {
+        tracing::error!(%error, host = %host_id, "recording the end of a session failed");
+    }
+    info!(host = %host_id, goodbye = goodbye.unwrap_or("none"), "agent disconnected");
+}
+
+fn goodbye_reason(reason: GoodbyeReason) -> &'static str {
+    match reason {
+        GoodbyeReason::Unspecified | GoodbyeReason::Shutdown => "shutdown",
+        GoodbyeReason::Sleep => "sleep",
+        GoodbyeReason::ServiceStop => "service-stop",
+    }
+}
+
+/// Checks a report's key and payload and encodes it for the store.
+fn validate(host_id: &str, report: Report) -> Result<IncomingReport, Rejected> {
+    let reject = |reason: &str| Rejected {
+        spool_id: truncate(&report.spool_id, MAX_SPOOL_ID),
+        seq: report.seq,
+        reason: reason.to_owned(),
+    };
+    let id_ok = !report.spool_id.is_empty()
+        && report.spool_id.len() <= MAX_SPOOL_ID
+        && report
+            .spool_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !id_ok {
+        return Err(reject("spool_id must be 1-64 characters of [A-Za-z0-9_-]"));
+    }
+    if report.seq == 0 || i64::try_from(report.seq).is_err() {
+        return Err(reject("seq must be between 1 and 2^63-1"));
+    }
+    if report.collected_at_unix_ms <= 0 {
+        return Err(reject("collected_at_unix_ms must be set"));
+    }
+    let payload = match &report.payload {
+        Some(Payload::Inventory(inventory)) => {
+            let os = inventory.os.clone().unwrap_or_default();
+            if os.hostname.len() > 255 {
+                return Err(reject("the host name is longer than 255 bytes"));
+            }
+            ReportPayload::Inventory {
+                encoded: inventory.encode_to_vec(),
+                hostname: os.hostname,
+                os_name: truncate(&os.name, 128),
+                os_version: truncate(&os.version, 64),
+            }
+        }
+        Some(Payload::Health(health)) => ReportPayload::Health {
+            encoded: health.encode_to_vec(),
+        },
+        None => return Err(reject("a report must carry a payload")),
+    };
+    Ok(IncomingReport {
+        host_id: host_id.to_owned(),
+        spool_id: report.spool_id,
+        seq: report.seq,
+        collected_at_ms: report.collected_at_unix_ms,
+        payload,
+    })
+}

@@ -1,0 +1,107 @@
+//! Enrollment: a one-time token and a CSR become a host certificate. The
+//! token is checked and consumed, the host id chosen (or the hardware's old
+//! one reused, D4), and the certificate recorded, in one store transaction.
+
+use deskpulse_proto::v1::enrollment_server::Enrollment;
+use deskpulse_proto::v1::{EnrollRequest, EnrollResponse};
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+use super::ServerContext;
+use crate::secrets::token_hash;
+use crate::store::{self, EnrollOutcome, HostCert};
+
+/// The enrollment service.
+#[derive(Debug)]
+pub struct EnrollmentService {
+    ctx: ServerContext,
+}
+
+impl EnrollmentService {
+    /// A service issuing from `ctx.ca`.
+    pub fn new(ctx: ServerContext) -> Self {
+        Self { ctx }
+    }
+}
+
+fn clean(field: &str, value: &str, max: usize) -> Result<String, Status> {
+    let value = value.trim();
+    if value.len() > max || value.chars().any(char::is_control) {
+        return Err(Status::invalid_argument(format!(
+            "{field} must be at most {max} printable characters"
+        )));
+    }
+    Ok(value.to_owned())
+}
+
+#[tonic::async_trait]
+impl Enrollment for EnrollmentService {
+    #[tracing::instrument(skip_all, fields(hostname))]
+    async fn enroll(
+        &self,
+        request: Request<EnrollRequest>,
+    ) -> Result<Response<EnrollResponse>, Status> {
+        let peer = request.remote_addr();
+        let request = request.into_inner();
+        let hostname = clean("hostname", &request.hostname, 255)?;
+        tracing::Span::current().record("hostname", hostname.as_str());
+        if request.token.trim().is_empty() {
+            return Err(Status::unauthenticated("an enrollment token is required"));
+        }
+        if request.csr_der.is_empty() {
+            return Err(Status::invalid_argument("csr_der is empty"));
+        }
+        let store_request = store::EnrollRequest {
+            token_sha256: token_hash(&request.token),
+            hostname,
+            hardware_uuid: clean("hardware_uuid", &request.hardware_uuid, 64)?.to_ascii_lowercase(),
+            hardware_serial: clean("hardware_serial", &request.hardware_serial, 128)?,
+        };
+        // Parse the CSR before touching the token, so a malformed request
+        // does not burn a use of it.
+        let ca = self.ctx.ca.clone();
+        let csr = request.csr_der;
+        ca.sign_host_csr(&csr, &uuid::Uuid::nil().to_string())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let issue = move |host_id: &str| {
+            ca.sign_host_csr(&csr, host_id)
+                .map(|c| HostCert {
+                    cert_pem: c.cert_pem,
+                    serial_hex: c.serial_hex,
+                    sha256_hex: c.sha256_hex,
+                })
+                .map_err(|e| e.to_string())
+        };
+        let outcome = self
+            .ctx
+            .store
+            .enroll(&store_request, self.ctx.clock.now_ms(), &issue)
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, "enrollment failed in the store");
+                Status::internal("enrollment failed in the collector's store; retry later")
+            })?;
+        let refused = |why: &str| {
+            info!(?peer, reason = why, "refused an enrollment");
+            Err(Status::unauthenticated(format!("enrollment refused: {why}")))
+        };
+        match outcome {
+            EnrollOutcome::Enrolled {
+                host_id,
+                cert_pem,
+                relinked,
+            } => {
+                info!(%host_id, relinked, "enrolled a host");
+                Ok(Response::new(EnrollResponse {
+                    host_id,
+                    certificate_pem: cert_pem,
+                    ca_bundle_pem: self.ctx.ca.cert_pem().to_owned(),
+                    relinked,
+                }))
+            }
+            EnrollOutcome::UnknownToken => refused("the enrollment token is not known"),
+            EnrollOutcome::ExpiredToken => refused("the enrollment token has expired"),
+            EnrollOutcome::UsedToken => refused("the enrollment token has no uses left"),
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! The gRPC server: one TLS port (D1) serving enrollment, the agent service,
+//! the technician API, gRPC health and reflection.
+//!
+//! # Layout
+//! - [`enrollment`]: turns enrollment tokens and CSRs into host certificates.
+//! - [`agent`]: the agents' long-lived sessions, and the certificate check
+//!   that guards them.
+//! - [`technician`]: the technician API, with token authentication and
+//!   role checks.
+
+pub mod agent;
+pub mod enrollment;
+pub mod technician;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deskpulse_proto::v1::agent_service_server::AgentServiceServer;
+use deskpulse_proto::v1::enrollment_server::EnrollmentServer;
+use deskpulse_proto::v1::technician_server::TechnicianServer;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+
+use crate::clock::SharedClock;
+use crate::ingest::Ingest;
+use crate::pki::{CertificateAuthority, KeyAndCert};
+use crate::store::SharedStore;
+
+/// The largest message an agent may send: a full inventory of a PC with
+/// thousands of packages is well under 1 MiB.
+pub const MAX_AGENT_MESSAGE: usize = 4 * 1024 * 1024;
+/// The largest technician API request.
+pub const MAX_TECHNICIAN_MESSAGE: usize = 1024 * 1024;
+/// The largest enrollment request (a CSR and a few names).
+pub const MAX_ENROLL_MESSAGE: usize = 64 * 1024;
+
+/// What the server needs to run.
+#[derive(Clone)]
+pub struct ServerContext {
+    /// The store.
+    pub store: SharedStore,
+    /// The clock.
+    pub clock: SharedClock,
+    /// The fleet CA, for enrollment.
+    pub ca: Arc<CertificateAuthority>,
+    /// This replica's id, for presence.
+    pub replica: String,
+    /// Cancelled on shutdown; sessions end when it fires.
+    pub shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for ServerContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerContext").field("replica", &self.replica).finish_non_exhaustive()
+    }
+}
+
+/// What can stop the server.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TLS setup or the transport failed.
+    #[error("server error: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// Reflection could not be set up.
+    #[error("reflection setup failed: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+    /// The store failed at start.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Binds the listen address. Separate from [`serve`] so the caller can
+/// report the bound address (D10) and fail early on a taken port.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })
+}
+
+/// Serves until `ctx.shutdown` is cancelled, then drains for at most
+/// `grace`.
+pub async fn serve(
+    ctx: ServerContext,
+    listener: TcpListener,
+    identity: &KeyAndCert,
+    grace: Duration,
+) -> Result<(), ServeError> {
+    ctx.store.clear_replica_sessions(&ctx.replica).await?;
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(&identity.cert_pem, &identity.key_pem))
+        .client_ca_root(Certificate::from_pem(ctx.ca.cert_pem()))
+        // Enrollment and the technician API have no client certificate; the
+        // agent service checks for one itself (D1).
+        .client_auth_optional(true)
+        .timeout(Duration::from_secs(10));
+
+    let (ingest, writer) = Ingest::spawn(ctx.store.clone(), ctx.clock.clone());
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<AgentServiceServer<agent::AgentSessions>>().await;
+    health.set_serving::<EnrollmentServer<enrollment::EnrollmentService>>().await;
+    health.set_serving::<TechnicianServer<technician::TechnicianApi>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(deskpulse_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let agents = AgentServiceServer::new(agent::AgentSessions::new(ctx.clone(), ingest))
+        .max_decoding_message_size(MAX_AGENT_MESSAGE)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .send_compressed(CompressionEncoding::Zstd);
+    let agents = tonic::service::interceptor::InterceptedService::new(agents, agent::require_host_certificate);
+    let enroll = EnrollmentServer::new(enrollment::EnrollmentService::new(ctx.clone()))
+        .max_decoding_message_size(MAX_ENROLL_MESSAGE);
+    let technicians = TechnicianServer::new(technician::TechnicianApi::new(ctx.clone()))
+        .max_decoding_message_size(MAX_TECHNICIAN_MESSAGE)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .send_compressed(CompressionEncoding::Zstd);
+
+    let incoming = TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .with_keepalive(Some(Duration::from_secs(60)));
+    let shutdown = ctx.shutdown.clone();
+    let server = tonic::transport::Server::builder()
+        .tls_config(tls)?
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(enroll)
+        .add_service(agents)
+        .add_service(technicians)
+        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
+
+    tokio::pin!(server);
+    let result = tokio::select! {
+        result = &mut server => result,
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(grace).await;
+        } => {
+            tracing::warn!(?grace, "shutdown grace period ended; dropping the remaining connections");
+            Ok(())
+        }
+    };
+    drop(ctx);
+    // The writer ends once every session has dropped its ingest handle and
+    // the queue is empty; give it the rest of the grace period.
+    match tokio::time::timeout(grace, writer).await {
+        Ok(_) => tracing::info!("ingest drained"),
+        Err(_) => tracing::warn!(?grace, "shutdown grace period ended before the ingest queue drained"),
+    }
+    result.map_err(ServeError::from)
+}

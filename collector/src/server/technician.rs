@@ -1,0 +1,274 @@
+//! The technician API. Every call authenticates its bearer API token and
+//! checks the caller's role before doing anything else.
+
+use deskpulse_proto::v1::technician_server::Technician;
+use deskpulse_proto::v1::{
+    CreateEnrollmentTokenRequest, CreateEnrollmentTokenResponse, GetHostRequest,
+    GetHostResponse, HealthSample, HostSummary, Inventory, ListHostsRequest, ListHostsResponse,
+    Presence, WhoAmIRequest, WhoAmIResponse,
+};
+use prost::Message;
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+use super::ServerContext;
+use crate::secrets::{self, token_hash};
+use crate::store::{AuditEntry, Caller, HostRow, NewEnrollmentToken, Role, StoreError};
+
+/// Default and largest page sizes of list calls (D19).
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+/// Enrollment tokens live at most 30 days and allow at most 10,000 uses.
+const MAX_ENROLL_TTL_SECS: u64 = 30 * 24 * 3600;
+const MAX_ENROLL_USES: u32 = 10_000;
+const DEFAULT_ENROLL_TTL_SECS: u64 = 24 * 3600;
+
+/// The technician API.
+#[derive(Debug)]
+pub struct TechnicianApi {
+    ctx: ServerContext,
+}
+
+impl TechnicianApi {
+    /// An API over `ctx.store`.
+    pub fn new(ctx: ServerContext) -> Self {
+        Self { ctx }
+    }
+
+    /// Authenticates the bearer token and checks that its role is at least
+    /// `needed` for `action`.
+    async fn authorize<T>(&self, request: &Request<T>, needed: Role, action: &str) -> Result<Caller, Status> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .ok_or_else(|| Status::unauthenticated("no API token: pass --token or set DESKPULSE_TOKEN"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .ok_or_else(|| Status::unauthenticated("the authorization header must be \"Bearer TOKEN\""))?;
+        let caller = self
+            .ctx
+            .store
+            .authenticate(&token_hash(token))
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| {
+                info!(action, "refused an unknown or revoked API token");
+                Status::unauthenticated("the API token is unknown or revoked")
+            })?;
+        if caller.role < needed {
+            info!(action, technician = %caller.name, role = %caller.role, "refused: role too low");
+            return Err(Status::permission_denied(format!(
+                "{action} needs the {needed} role; {} has the {} role",
+                caller.name, caller.role
+            )));
+        }
+        Ok(caller)
+    }
+
+    fn summary(&self, row: &HostRow) -> HostSummary {
+        HostSummary {
+            host_id: row.id.clone(),
+            hostname: row.hostname.clone(),
+            os_name: row.os_name.clone(),
+            os_version: row.os_version.clone(),
+            last_seen_unix_ms: row.last_seen_at_ms.unwrap_or(0),
+            presence: if row.is_online(self.ctx.clock.now_ms()) {
+                Presence::Online
+            } else {
+                Presence::Offline
+            } as i32,
+            enrolled_at_unix_ms: row.enrolled_at_ms,
+        }
+    }
+}
+
+fn internal(error: StoreError) -> Status {
+    tracing::error!(%error, "store error in the technician API");
+    Status::internal("the collector's store failed; retry later")
+}
+
+fn role_to_wire(role: Role) -> deskpulse_proto::v1::Role {
+    match role {
+        Role::Viewer => deskpulse_proto::v1::Role::Viewer,
+        Role::Technician => deskpulse_proto::v1::Role::Technician,
+        Role::Admin => deskpulse_proto::v1::Role::Admin,
+    }
+}
+
+/// Page tokens are the hex of "hostname NUL id" of the last row returned.
+fn encode_page_token(row: &HostRow) -> String {
+    hex::encode(format!("{}\0{}", row.hostname, row.id))
+}
+
+fn decode_page_token(token: &str) -> Result<Option<(String, String)>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let bad = || Status::invalid_argument("page_token is not one this server issued");
+    let bytes = hex::decode(token).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (name, id) = text.split_once('\0').ok_or_else(bad)?;
+    Ok(Some((name.to_owned(), id.to_owned())))
+}
+
+#[tonic::async_trait]
+impl Technician for TechnicianApi {
+    async fn who_am_i(&self, request: Request<WhoAmIRequest>) -> Result<Response<WhoAmIResponse>, Status> {
+        let caller = self.authorize(&request, Role::Viewer, "whoami").await?;
+        Ok(Response::new(WhoAmIResponse {
+            technician_id: caller.technician_id,
+            name: caller.name,
+            role: role_to_wire(caller.role) as i32,
+            token_id: caller.token_id,
+        }))
+    }
+
+    async fn list_hosts(&self, request: Request<ListHostsRequest>) -> Result<Response<ListHostsResponse>, Status> {
+        self.authorize(&request, Role::Viewer, "listing hosts").await?;
+        let request = request.into_inner();
+        let size = match request.page_size {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let after = decode_page_token(&request.page_token)?;
+        let mut rows = self
+            .ctx
+            .store
+            .list_hosts(after.as_ref().map(|(n, i)| (n.as_str(), i.as_str())), size + 1)
+            .await
+            .map_err(internal)?;
+        let more = rows.len() > size as usize;
+        rows.truncate(size as usize);
+        let next_page_token = match (more, rows.last()) {
+            (true, Some(last)) => encode_page_token(last),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListHostsResponse {
+            hosts: rows.iter().map(|row| self.summary(row)).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn get_host(&self, request: Request<GetHostRequest>) -> Result<Response<GetHostResponse>, Status> {
+        self.authorize(&request, Role::Viewer, "showing a host").await?;
+        let query = request.into_inner().host;
+        let query = query.trim();
+        if query.is_empty() {
+            return Err(Status::invalid_argument("HOST is empty: give a host name or id"));
+        }
+        let rows = self.ctx.store.find_hosts(query).await.map_err(internal)?;
+        let row = match rows.as_slice() {
+            [] => return Err(Status::not_found(format!("no host matches {query:?}"))),
+            [one] => one,
+            many => {
+                let candidates: Vec<String> = many
+                    .iter()
+                    .map(|r| format!("{} ({})", r.id, r.hostname))
+                    .collect();
+                return Err(Status::invalid_argument(format!(
+                    "{query:?} matches {} hosts; use a host id: {}",
+                    many.len(),
+                    candidates.join(", ")
+                )));
+            }
+        };
+        let detail = self
+            .ctx
+            .store
+            .host_detail(&row.id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("host {} was removed", row.id)))?;
+        let inventory = match &detail.inventory {
+            Some((bytes, _)) => Some(Inventory::decode(bytes.as_slice()).map_err(|e| {
+                tracing::error!(error = %e, host = %row.id, "stored inventory does not decode");
+                Status::internal("the stored inventory is corrupt")
+            })?),
+            None => None,
+        };
+        let last_health = match &detail.health {
+            Some((bytes, _)) => Some(HealthSample::decode(bytes.as_slice()).map_err(|e| {
+                tracing::error!(error = %e, host = %row.id, "stored health sample does not decode");
+                Status::internal("the stored health sample is corrupt")
+            })?),
+            None => None,
+        };
+        Ok(Response::new(GetHostResponse {
+            summary: Some(self.summary(&detail.row)),
+            inventory,
+            inventory_at_unix_ms: detail.inventory.as_ref().map_or(0, |(_, at)| *at),
+            last_health,
+            health_at_unix_ms: detail.health.as_ref().map_or(0, |(_, at)| *at),
+            certificate_serial: detail.row.cert_serial.clone(),
+            certificate_sha256: detail.row.cert_sha256.clone(),
+            goodbye_reason: detail.row.goodbye_reason.clone().unwrap_or_default(),
+            agent_version: detail.row.agent_version.clone(),
+        }))
+    }
+
+    async fn create_enrollment_token(
+        &self,
+        request: Request<CreateEnrollmentTokenRequest>,
+    ) -> Result<Response<CreateEnrollmentTokenResponse>, Status> {
+        let caller = self
+            .authorize(&request, Role::Admin, "creating an enrollment token")
+            .await?;
+        let request = request.into_inner();
+        let ttl = match request.ttl_secs {
+            0 => DEFAULT_ENROLL_TTL_SECS,
+            n if n > MAX_ENROLL_TTL_SECS => {
+                return Err(Status::invalid_argument("ttl_secs may be at most 30 days"));
+            }
+            n => n,
+        };
+        let uses = match request.uses {
+            0 => 1,
+            n if n > MAX_ENROLL_USES => {
+                return Err(Status::invalid_argument("uses may be at most 10000"));
+            }
+            n => n,
+        };
+        let now = self.ctx.clock.now_ms();
+        let (token, record) = new_enrollment_token(now, ttl, uses, &caller.name);
+        self.ctx
+            .store
+            .create_enrollment_token(&record, now)
+            .await
+            .map_err(internal)?;
+        self.ctx
+            .store
+            .append_audit(
+                &AuditEntry {
+                    technician_id: Some(caller.technician_id),
+                    token_id: Some(caller.token_id),
+                    action: "enrollment-token.create".into(),
+                    subject: record.id.clone(),
+                    detail: format!("ttl {ttl}s; uses {uses}"),
+                },
+                now,
+            )
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(CreateEnrollmentTokenResponse {
+            token,
+            expires_at_unix_ms: record.expires_at_ms,
+            uses,
+        }))
+    }
+}
+
+/// A new enrollment token and its stored form.
+pub fn new_enrollment_token(now_ms: i64, ttl_secs: u64, uses: u32, created_by: &str) -> (String, NewEnrollmentToken) {
+    let token = secrets::new_token(secrets::ENROLLMENT_TOKEN_PREFIX);
+    let ttl_ms = i64::try_from(ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let record = NewEnrollmentToken {
+        id: uuid::Uuid::new_v4().to_string(),
+        token_sha256: secrets::token_hash(&token),
+        expires_at_ms: now_ms.saturating_add(ttl_ms),
+        uses,
+        created_by: created_by.to_owned(),
+    };
+    (token, record)
+}

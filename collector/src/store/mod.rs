@@ -1,0 +1,382 @@
+//! The store: everything the collector keeps, behind one interface that each
+//! backend implements. SQL dialect quirks stay inside the backend.
+//!
+//! # Layout
+//! - [`Store`]: the interface the server and admin commands use.
+//! - [`sqlite`]: the embedded default (bundled SQLite, WAL mode).
+//! - The plain types here are what crosses the interface; wire types do not.
+
+pub mod sqlite;
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// Applying the schema migrations failed.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// The database URL is not one we support.
+    #[error("{0}")]
+    Url(String),
+    /// A row held something this build cannot read.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The request conflicts with what is stored.
+    #[error("{0}")]
+    Conflict(String),
+    /// The host-certificate issuer failed during enrollment.
+    #[error("issuing the host certificate failed: {0}")]
+    Issue(String),
+}
+
+/// Result alias for store calls.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A technician's role. Each includes the rights of the ones before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Reads.
+    Viewer,
+    /// Reads, works tickets, runs diagnostics.
+    Technician,
+    /// Everything, including tokens and policy.
+    Admin,
+}
+
+impl Role {
+    /// The name used in the database, the CLI and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Technician => "technician",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Role {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "viewer" => Ok(Role::Viewer),
+            "technician" => Ok(Role::Technician),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!(
+                "unknown role {other:?}: expected admin, technician or viewer"
+            )),
+        }
+    }
+}
+
+/// Who is calling the technician API: the token's technician.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The technician's id.
+    pub technician_id: String,
+    /// The technician's name.
+    pub name: String,
+    /// The technician's role.
+    pub role: Role,
+    /// The id of the token used.
+    pub token_id: String,
+}
+
+/// The outcome of checking the fleet CA against the store (D2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaRecord {
+    /// The store had no CA; this one is now recorded.
+    Recorded,
+    /// The store's CA is this one.
+    Matches,
+    /// The store holds a different CA, with this fingerprint.
+    Mismatch(String),
+}
+
+/// A new API token to store.
+#[derive(Debug, Clone)]
+pub struct NewApiToken {
+    /// The technician's name; the technician is created if new.
+    pub technician_name: String,
+    /// The role for a new technician. An existing technician keeps theirs
+    /// unless it differs, which is an error.
+    pub role: Role,
+    /// The token id.
+    pub token_id: String,
+    /// SHA-256 of the token.
+    pub token_sha256: String,
+}
+
+/// A new enrollment token to store.
+#[derive(Debug, Clone)]
+pub struct NewEnrollmentToken {
+    /// The token id.
+    pub id: String,
+    /// SHA-256 of the token.
+    pub token_sha256: String,
+    /// When it stops working.
+    pub expires_at_ms: i64,
+    /// How many enrollments it allows.
+    pub uses: u32,
+    /// Who made it: a technician name, or "local-admin" for the CLI on the
+    /// server.
+    pub created_by: String,
+}
+
+/// An enrollment request, as the store sees it.
+#[derive(Debug, Clone)]
+pub struct EnrollRequest {
+    /// SHA-256 of the enrollment token presented.
+    pub token_sha256: String,
+    /// The host name the agent stated (informational).
+    pub hostname: String,
+    /// Firmware hardware UUID, or empty.
+    pub hardware_uuid: String,
+    /// Firmware serial, or empty.
+    pub hardware_serial: String,
+}
+
+/// A certificate issued inside the enrollment transaction.
+#[derive(Debug, Clone)]
+pub struct HostCert {
+    /// PEM text.
+    pub cert_pem: String,
+    /// Serial, hex.
+    pub serial_hex: String,
+    /// SHA-256 of the DER, hex.
+    pub sha256_hex: String,
+}
+
+/// Issues a certificate for a host id. Called by the store once the token is
+/// accepted and the host id is known, inside the same transaction.
+pub type IssueCert<'a> = &'a (dyn Fn(&str) -> Result<HostCert, String> + Send + Sync);
+
+/// The outcome of an enrollment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnrollOutcome {
+    /// Enrolled, with this host id and certificate.
+    Enrolled {
+        /// The host id.
+        host_id: String,
+        /// The issued certificate, PEM.
+        cert_pem: String,
+        /// True if the hardware was known and linked to its old host id.
+        relinked: bool,
+    },
+    /// No such token.
+    UnknownToken,
+    /// The token has expired.
+    ExpiredToken,
+    /// The token has no uses left.
+    UsedToken,
+}
+
+/// The session facts recorded when an agent connects.
+#[derive(Debug, Clone)]
+pub struct SessionOpen {
+    /// The host id from the certificate.
+    pub host_id: String,
+    /// The replica that holds the stream.
+    pub replica: String,
+    /// The agent's version.
+    pub agent_version: String,
+    /// The agent's health interval in seconds.
+    pub health_interval_secs: u32,
+}
+
+/// A report ready to store, already validated.
+#[derive(Debug, Clone)]
+pub struct IncomingReport {
+    /// The host id from the certificate.
+    pub host_id: String,
+    /// The spool id.
+    pub spool_id: String,
+    /// The sequence number.
+    pub seq: u64,
+    /// When the agent collected it.
+    pub collected_at_ms: i64,
+    /// The payload.
+    pub payload: ReportPayload,
+}
+
+/// What a report carries, encoded, plus the fields the store indexes.
+#[derive(Debug, Clone)]
+pub enum ReportPayload {
+    /// A full inventory.
+    Inventory {
+        /// The encoded `Inventory` message.
+        encoded: Vec<u8>,
+        /// Its host name.
+        hostname: String,
+        /// Its OS name.
+        os_name: String,
+        /// Its OS version.
+        os_version: String,
+    },
+    /// A health sample, encoded.
+    Health {
+        /// The encoded `HealthSample` message.
+        encoded: Vec<u8>,
+    },
+}
+
+/// A host's row, as the technician API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRow {
+    /// The host id.
+    pub id: String,
+    /// The host name.
+    pub hostname: String,
+    /// The OS name.
+    pub os_name: String,
+    /// The OS version.
+    pub os_version: String,
+    /// When enrolled.
+    pub enrolled_at_ms: i64,
+    /// When last heard from.
+    pub last_seen_at_ms: Option<i64>,
+    /// The replica holding its stream, if any.
+    pub session_replica: Option<String>,
+    /// Why it last said goodbye, if it did since it last connected.
+    pub goodbye_reason: Option<String>,
+    /// Its health interval, seconds.
+    pub health_interval_secs: u32,
+    /// The agent's version.
+    pub agent_version: String,
+    /// Certificate serial, hex.
+    pub cert_serial: String,
+    /// Certificate SHA-256, hex.
+    pub cert_sha256: String,
+}
+
+/// How many health intervals of silence make a host offline (D18).
+pub const OFFLINE_AFTER_INTERVALS: i64 = 3;
+
+impl HostRow {
+    /// Online while it holds a stream, or was seen within its offline window
+    /// and has not said goodbye since (D18).
+    pub fn is_online(&self, now_ms: i64) -> bool {
+        if self.session_replica.is_some() {
+            return true;
+        }
+        if self.goodbye_reason.is_some() {
+            return false;
+        }
+        let window = OFFLINE_AFTER_INTERVALS * i64::from(self.health_interval_secs) * 1000;
+        self.last_seen_at_ms
+            .is_some_and(|seen| now_ms.saturating_sub(seen) <= window)
+    }
+}
+
+/// A host in detail: its row plus the latest encoded inventory and health.
+#[derive(Debug, Clone)]
+pub struct HostDetail {
+    /// The summary row.
+    pub row: HostRow,
+    /// The encoded latest `Inventory` and when it was collected.
+    pub inventory: Option<(Vec<u8>, i64)>,
+    /// The encoded latest `HealthSample` and when it was collected.
+    pub health: Option<(Vec<u8>, i64)>,
+}
+
+/// One audit entry to append.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    /// The technician who acted, if any (a local admin command has none).
+    pub technician_id: Option<String>,
+    /// The token used, if any.
+    pub token_id: Option<String>,
+    /// What was done, e.g. "enrollment-token.create".
+    pub action: String,
+    /// What it was done to, e.g. a host id or token id.
+    pub subject: String,
+    /// Free text.
+    pub detail: String,
+}
+
+/// The store interface.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Records the fleet CA on first use, or compares it with the recorded
+    /// one (D2).
+    async fn record_fleet_ca(&self, fingerprint: &str) -> StoreResult<CaRecord>;
+
+    /// True when at least one technician exists.
+    async fn has_technicians(&self) -> StoreResult<bool>;
+
+    /// Stores an API token, creating its technician if new. Returns the
+    /// technician id. A technician that exists with another role is a
+    /// [`StoreError::Conflict`].
+    async fn create_api_token(&self, token: &NewApiToken, now_ms: i64) -> StoreResult<String>;
+
+    /// The caller a token belongs to, if it is known and not revoked.
+    async fn authenticate(&self, token_sha256: &str) -> StoreResult<Option<Caller>>;
+
+    /// Stores an enrollment token.
+    async fn create_enrollment_token(&self, token: &NewEnrollmentToken, now_ms: i64) -> StoreResult<()>;
+
+    /// In one transaction: checks and consumes the token, finds the host
+    /// this hardware enrolled as before or makes a new id, has `issue` sign a
+    /// certificate for it, and records the certificate.
+    async fn enroll(&self, request: &EnrollRequest, now_ms: i64, issue: IssueCert<'_>) -> StoreResult<EnrollOutcome>;
+
+    /// The SHA-256 of the host's current certificate, if the host exists.
+    async fn host_cert_sha256(&self, host_id: &str) -> StoreResult<Option<String>>;
+
+    /// Records that an agent opened its stream on a replica.
+    async fn session_opened(&self, session: &SessionOpen, now_ms: i64) -> StoreResult<()>;
+
+    /// Records that a stream closed, with the goodbye reason if one came.
+    async fn session_closed(&self, host_id: &str, replica: &str, goodbye: Option<&str>, now_ms: i64) -> StoreResult<()>;
+
+    /// Clears stream markers a crashed run of this replica left behind.
+    async fn clear_replica_sessions(&self, replica: &str) -> StoreResult<()>;
+
+    /// Stores a batch of reports in one transaction. A report whose key
+    /// (host, spool_id, seq) was stored before is skipped (D14). Returns once
+    /// the transaction is committed.
+    async fn store_reports(&self, reports: &[IncomingReport], now_ms: i64) -> StoreResult<()>;
+
+    /// Hosts ordered by (hostname, id), after the given key, at most `limit`.
+    async fn list_hosts(&self, after: Option<(&str, &str)>, limit: u32) -> StoreResult<Vec<HostRow>>;
+
+    /// Hosts whose id equals or starts with `query`, or whose host name
+    /// equals it (case-insensitively).
+    async fn find_hosts(&self, query: &str) -> StoreResult<Vec<HostRow>>;
+
+    /// A host with its latest inventory and health.
+    async fn host_detail(&self, host_id: &str) -> StoreResult<Option<HostDetail>>;
+
+    /// Appends to the audit log.
+    async fn append_audit(&self, entry: &AuditEntry, now_ms: i64) -> StoreResult<()>;
+}
+
+/// The shared store handle.
+pub type SharedStore = Arc<dyn Store>;
+
+/// Opens the store named by `url` (`sqlite://PATH`), creating and migrating
+/// it as needed.
+pub async fn open(url: &str) -> StoreResult<SharedStore> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        return Ok(Arc::new(sqlite::SqliteStore::open(std::path::Path::new(path)).await?));
+    }
+    Err(StoreError::Url(format!(
+        "unsupported database URL {url:?}: expected sqlite://PATH"
+    )))
+}
+
+#[cfg(test)]
+mod tests;

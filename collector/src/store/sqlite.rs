@@ -1,0 +1,475 @@
+//! The embedded SQLite backend: bundled SQLite in WAL mode, schema managed by
+//! migrations in `collector/migrations/sqlite/`.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+
+use super::{
+    AuditEntry, CaRecord, Caller, EnrollOutcome, EnrollRequest, HostDetail, HostRow,
+    IncomingReport, IssueCert, NewApiToken, NewEnrollmentToken, ReportPayload, Role,
+    SessionOpen, Store, StoreError, StoreResult,
+};
+
+/// The fleet_meta key holding the CA fingerprint.
+const CA_FINGERPRINT_KEY: &str = "ca_sha256";
+
+/// The SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) and migrates the database at `path`.
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // NORMAL in WAL mode keeps every commit atomic and durable against
+            // process crashes; FULL adds an fsync per commit for power loss.
+            // Acks promise durability, so pay for FULL: commits are batched.
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+fn host_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<HostRow> {
+    let interval: i64 = row.try_get("health_interval_secs")?;
+    Ok(HostRow {
+        id: row.try_get("id")?,
+        hostname: row.try_get("hostname")?,
+        os_name: row.try_get("os_name")?,
+        os_version: row.try_get("os_version")?,
+        enrolled_at_ms: row.try_get("enrolled_at_ms")?,
+        last_seen_at_ms: row.try_get("last_seen_at_ms")?,
+        session_replica: row.try_get("session_replica")?,
+        goodbye_reason: row.try_get("goodbye_reason")?,
+        health_interval_secs: u32::try_from(interval).unwrap_or(60),
+        agent_version: row.try_get("agent_version")?,
+        cert_serial: row.try_get("cert_serial")?,
+        cert_sha256: row.try_get("cert_sha256")?,
+    })
+}
+
+const HOST_COLUMNS: &str = "id, hostname, os_name, os_version, enrolled_at_ms, last_seen_at_ms, \
+     session_replica, goodbye_reason, health_interval_secs, agent_version, cert_serial, cert_sha256";
+
+fn seq_i64(seq: u64) -> StoreResult<i64> {
+    i64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("sequence number {seq} too large")))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn record_fleet_ca(&self, fingerprint: &str) -> StoreResult<CaRecord> {
+        let inserted = sqlx::query("INSERT OR IGNORE INTO fleet_meta (key, value) VALUES (?, ?)")
+            .bind(CA_FINGERPRINT_KEY)
+            .bind(fingerprint)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        if inserted == 1 {
+            return Ok(CaRecord::Recorded);
+        }
+        let stored: String = sqlx::query_scalar("SELECT value FROM fleet_meta WHERE key = ?")
+            .bind(CA_FINGERPRINT_KEY)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(if stored == fingerprint {
+            CaRecord::Matches
+        } else {
+            CaRecord::Mismatch(stored)
+        })
+    }
+
+    async fn has_technicians(&self) -> StoreResult<bool> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM technicians")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(count > 0)
+    }
+
+    async fn create_api_token(&self, token: &NewApiToken, now_ms: i64) -> StoreResult<String> {
+        let mut tx = self.pool.begin().await?;
+        let existing = sqlx::query("SELECT id, role FROM technicians WHERE name = ?")
+            .bind(&token.technician_name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let technician_id = match existing {
+            Some(row) => {
+                let role: String = row.try_get("role")?;
+                if role != token.role.as_str() {
+                    return Err(StoreError::Conflict(format!(
+                        "technician {:?} exists with role {role}, not {}",
+                        token.technician_name, token.role
+                    )));
+                }
+                row.try_get("id")?
+            }
+            None => {
+                let id = uuid::Uuid::new_v4().to_string();
+                sqlx::query(
+                    "INSERT INTO technicians (id, name, role, created_at_ms) VALUES (?, ?, ?, ?)",
+                )
+                .bind(&id)
+                .bind(&token.technician_name)
+                .bind(token.role.as_str())
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+                id
+            }
+        };
+        sqlx::query(
+            "INSERT INTO api_tokens (id, technician_id, token_sha256, created_at_ms) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&token.token_id)
+        .bind(&technician_id)
+        .bind(&token.token_sha256)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(technician_id)
+    }
+
+    async fn authenticate(&self, token_sha256: &str) -> StoreResult<Option<Caller>> {
+        let row = sqlx::query(
+            "SELECT t.id AS token_id, p.id AS technician_id, p.name, p.role \
+             FROM api_tokens t JOIN technicians p ON p.id = t.technician_id \
+             WHERE t.token_sha256 = ? AND t.revoked_at_ms IS NULL",
+        )
+        .bind(token_sha256)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let role: String = row.try_get("role")?;
+        Ok(Some(Caller {
+            technician_id: row.try_get("technician_id")?,
+            name: row.try_get("name")?,
+            role: Role::from_str(&role).map_err(StoreError::Corrupt)?,
+            token_id: row.try_get("token_id")?,
+        }))
+    }
+
+    async fn create_enrollment_token(&self, token: &NewEnrollmentToken, now_ms: i64) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO enrollment_tokens \
+             (id, token_sha256, created_at_ms, expires_at_ms, uses_allowed, uses_left, created_by) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&token.id)
+        .bind(&token.token_sha256)
+        .bind(now_ms)
+        .bind(token.expires_at_ms)
+        .bind(i64::from(token.uses))
+        .bind(i64::from(token.uses))
+        .bind(&token.created_by)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn enroll(&self, request: &EnrollRequest, now_ms: i64, issue: IssueCert<'_>) -> StoreResult<EnrollOutcome> {
+        // BEGIN IMMEDIATE takes the write lock up front, so two enrollments
+        // racing for the last use of a token cannot both read uses_left = 1.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let outcome = enroll_in_tx(&mut tx, request, now_ms, issue).await?;
+        if matches!(outcome, EnrollOutcome::Enrolled { .. }) {
+            tx.commit().await?;
+        }
+        Ok(outcome)
+    }
+
+    async fn host_cert_sha256(&self, host_id: &str) -> StoreResult<Option<String>> {
+        Ok(sqlx::query_scalar("SELECT cert_sha256 FROM hosts WHERE id = ?")
+            .bind(host_id)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
+    async fn session_opened(&self, session: &SessionOpen, now_ms: i64) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE hosts SET session_replica = ?, goodbye_reason = NULL, last_seen_at_ms = ?, \
+             agent_version = ?, health_interval_secs = ? WHERE id = ?",
+        )
+        .bind(&session.replica)
+        .bind(now_ms)
+        .bind(&session.agent_version)
+        .bind(i64::from(session.health_interval_secs))
+        .bind(&session.host_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn session_closed(&self, host_id: &str, replica: &str, goodbye: Option<&str>, now_ms: i64) -> StoreResult<()> {
+        // Only the replica that holds the stream clears it: the agent may
+        // already have reconnected elsewhere.
+        sqlx::query(
+            "UPDATE hosts SET session_replica = NULL, goodbye_reason = ?, last_seen_at_ms = ? \
+             WHERE id = ? AND session_replica = ?",
+        )
+        .bind(goodbye)
+        .bind(now_ms)
+        .bind(host_id)
+        .bind(replica)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn clear_replica_sessions(&self, replica: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE hosts SET session_replica = NULL WHERE session_replica = ?")
+            .bind(replica)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn store_reports(&self, reports: &[IncomingReport], now_ms: i64) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        for report in reports {
+            let fresh = sqlx::query(
+                "INSERT OR IGNORE INTO received_reports (host_id, spool_id, seq, received_at_ms) \
+                 VALUES (?, ?, ?, ?)",
+            )
+            .bind(&report.host_id)
+            .bind(&report.spool_id)
+            .bind(seq_i64(report.seq)?)
+            .bind(now_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+                == 1;
+            if !fresh {
+                continue;
+            }
+            // A resent older report must not overwrite newer state, hence
+            // the collected-at guards.
+            match &report.payload {
+                ReportPayload::Inventory {
+                    encoded,
+                    hostname,
+                    os_name,
+                    os_version,
+                } => {
+                    sqlx::query(
+                        "UPDATE hosts SET inventory = ?, inventory_at_ms = ?, hostname = ?, \
+                         os_name = ?, os_version = ? \
+                         WHERE id = ? AND (inventory_at_ms IS NULL OR inventory_at_ms <= ?)",
+                    )
+                    .bind(encoded)
+                    .bind(report.collected_at_ms)
+                    .bind(hostname)
+                    .bind(os_name)
+                    .bind(os_version)
+                    .bind(&report.host_id)
+                    .bind(report.collected_at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                ReportPayload::Health { encoded } => {
+                    sqlx::query(
+                        "UPDATE hosts SET last_health = ?, health_at_ms = ? \
+                         WHERE id = ? AND (health_at_ms IS NULL OR health_at_ms <= ?)",
+                    )
+                    .bind(encoded)
+                    .bind(report.collected_at_ms)
+                    .bind(&report.host_id)
+                    .bind(report.collected_at_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+        }
+        let mut hosts: Vec<&str> = reports.iter().map(|r| r.host_id.as_str()).collect();
+        hosts.sort_unstable();
+        hosts.dedup();
+        for host in hosts {
+            sqlx::query("UPDATE hosts SET last_seen_at_ms = ? WHERE id = ?")
+                .bind(now_ms)
+                .bind(host)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_hosts(&self, after: Option<(&str, &str)>, limit: u32) -> StoreResult<Vec<HostRow>> {
+        let (name, id) = after.unwrap_or(("", ""));
+        let sql = format!(
+            "SELECT {HOST_COLUMNS} FROM hosts WHERE (hostname, id) > (?, ?) \
+             ORDER BY hostname, id LIMIT ?"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(name)
+            .bind(id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(host_row).collect()
+    }
+
+    async fn find_hosts(&self, query: &str) -> StoreResult<Vec<HostRow>> {
+        let prefix = format!("{}%", query.to_ascii_lowercase().replace(['%', '_'], ""));
+        let sql = format!(
+            "SELECT {HOST_COLUMNS} FROM hosts \
+             WHERE id = ? OR id LIKE ? OR hostname = ? COLLATE NOCASE ORDER BY hostname, id LIMIT 50"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(query)
+            .bind(prefix)
+            .bind(query)
+            .fetch_all(&self.pool)
+            .await?;
+        let rows: Vec<HostRow> = rows.iter().map(host_row).collect::<StoreResult<_>>()?;
+        // An exact id or host name wins over prefixes it happens to share.
+        let exact: Vec<HostRow> = rows
+            .iter()
+            .filter(|r| r.id == query || r.hostname.eq_ignore_ascii_case(query))
+            .cloned()
+            .collect();
+        Ok(if exact.is_empty() { rows } else { exact })
+    }
+
+    async fn host_detail(&self, host_id: &str) -> StoreResult<Option<HostDetail>> {
+        let sql = format!(
+            "SELECT {HOST_COLUMNS}, inventory, inventory_at_ms, last_health, health_at_ms \
+             FROM hosts WHERE id = ?"
+        );
+        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(host_id)
+            .fetch_optional(&self.pool)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let inventory: Option<Vec<u8>> = row.try_get("inventory")?;
+        let inventory_at: Option<i64> = row.try_get("inventory_at_ms")?;
+        let health: Option<Vec<u8>> = row.try_get("last_health")?;
+        let health_at: Option<i64> = row.try_get("health_at_ms")?;
+        Ok(Some(HostDetail {
+            row: host_row(&row)?,
+            inventory: inventory.zip(inventory_at),
+            health: health.zip(health_at),
+        }))
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry, now_ms: i64) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_log (at_ms, actor_technician_id, actor_token_id, action, subject, detail) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(now_ms)
+        .bind(&entry.technician_id)
+        .bind(&entry.token_id)
+        .bind(&entry.action)
+        .bind(&entry.subject)
+        .bind(&entry.detail)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}
+
+async fn enroll_in_tx(
+    conn: &mut sqlx::SqliteConnection,
+    request: &EnrollRequest,
+    now_ms: i64,
+    issue: IssueCert<'_>,
+) -> StoreResult<EnrollOutcome> {
+    let token = sqlx::query(
+        "SELECT id, expires_at_ms, uses_left FROM enrollment_tokens WHERE token_sha256 = ?",
+    )
+    .bind(&request.token_sha256)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(token) = token else {
+        return Ok(EnrollOutcome::UnknownToken);
+    };
+    let token_id: String = token.try_get("id")?;
+    let expires_at: i64 = token.try_get("expires_at_ms")?;
+    let uses_left: i64 = token.try_get("uses_left")?;
+    if expires_at <= now_ms {
+        return Ok(EnrollOutcome::ExpiredToken);
+    }
+    if uses_left <= 0 {
+        return Ok(EnrollOutcome::UsedToken);
+    }
+    sqlx::query("UPDATE enrollment_tokens SET uses_left = uses_left - 1 WHERE id = ?")
+        .bind(&token_id)
+        .execute(&mut *conn)
+        .await?;
+
+    let known: Option<String> = sqlx::query_scalar(
+        "SELECT id FROM hosts \
+         WHERE (? <> '' AND hardware_uuid = ?) OR (? <> '' AND hardware_serial = ?) \
+         ORDER BY enrolled_at_ms DESC LIMIT 1",
+    )
+    .bind(&request.hardware_uuid)
+    .bind(&request.hardware_uuid)
+    .bind(&request.hardware_serial)
+    .bind(&request.hardware_serial)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let relinked = known.is_some();
+    let host_id = known.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let cert = issue(&host_id).map_err(StoreError::Issue)?;
+    if relinked {
+        sqlx::query(
+            "UPDATE hosts SET hostname = ?, cert_serial = ?, cert_sha256 = ?, enrolled_at_ms = ? \
+             WHERE id = ?",
+        )
+        .bind(&request.hostname)
+        .bind(&cert.serial_hex)
+        .bind(&cert.sha256_hex)
+        .bind(now_ms)
+        .bind(&host_id)
+        .execute(&mut *conn)
+        .await?;
+    } else {
+        sqlx::query(
+            "INSERT INTO hosts (id, hostname, hardware_uuid, hardware_serial, cert_serial, \
+             cert_sha256, enrolled_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&host_id)
+        .bind(&request.hostname)
+        .bind(&request.hardware_uuid)
+        .bind(&request.hardware_serial)
+        .bind(&cert.serial_hex)
+        .bind(&cert.sha256_hex)
+        .bind(now_ms)
+        .execute(&mut *conn)
+        .await?;
+    }
+    sqlx::query(
+        "INSERT INTO audit_log (at_ms, action, subject, detail) VALUES (?, 'host.enroll', ?, ?)",
+    )
+    .bind(now_ms)
+    .bind(&host_id)
+    .bind(format!(
+        "token {token_id}; hostname {:?}; relinked {relinked}",
+        request.hostname
+    ))
+    .execute(&mut *conn)
+    .await?;
+    Ok(EnrollOutcome::Enrolled {
+        host_id,
+        cert_pem: cert.cert_pem,
+        relinked,
+    })
+}

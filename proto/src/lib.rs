@@ -9,6 +9,9 @@
 //! - [`v1`]: the generated messages, clients and servers.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for server reflection.
 //! - [`INVENTORY_SCHEMA_VERSION`]: the inventory schema agents write today.
+//! - [`client`]: readable one-line errors for gRPC clients.
+
+pub mod client;
 
 /// Generated from `proto/deskpulse/v1/*.proto`; never edit by hand.
 #[rustfmt::skip]

@@ -1,1 +1,192 @@
-//! The technician CLI, `deskpulse`.
+//! The technician CLI, `deskpulse`: talks TLS to the collector's technician
+//! API with an API token. Human tables by default; `--json` gives stable
+//! JSON for scripts (documented in `docs/cli-json.md`).
+//!
+//! # Layout
+//! - [`settings`]: connection settings from flags, env and `cli.toml` (D8).
+//! - [`output`]: tables, time formatting and the JSON shapes.
+//! - this module: the commands and their dispatch.
+
+pub mod output;
+pub mod settings;
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use deskpulse_proto::v1::technician_client::TechnicianClient;
+use deskpulse_proto::v1::{
+    CreateEnrollmentTokenRequest, GetHostRequest, ListHostsRequest, WhoAmIRequest,
+};
+use tonic::codec::CompressionEncoding;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use crate::exit::{CommandResult, Failure};
+use settings::{ConnectionFlags, Settings};
+
+/// The Deskpulse technician CLI.
+#[derive(Debug, Parser)]
+#[command(name = "deskpulse", version)]
+pub struct Cli {
+    #[command(flatten)]
+    connection: ConnectionFlags,
+    /// Print stable JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// List hosts with OS, last seen and online/offline.
+    Hosts,
+    /// One host.
+    #[command(subcommand)]
+    Host(HostCommand),
+    /// Show who the API token belongs to.
+    Whoami,
+    /// Enrollment tokens (admin).
+    #[command(subcommand, name = "enroll-token")]
+    EnrollToken(EnrollTokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum HostCommand {
+    /// A host's summary, inventory and last health sample.
+    Show {
+        /// A host name, a host id, or a unique prefix of an id.
+        host: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EnrollTokenCommand {
+    /// Print a new enrollment token on stdout.
+    Create {
+        /// How long it works, e.g. 24h (at most 30d).
+        #[arg(long, default_value = "24h", value_parser = parse_ttl)]
+        ttl: Duration,
+        /// How many agents may enroll with it.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        uses: u32,
+    },
+}
+
+fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = humantime::parse_duration(text).map_err(|e| format!("{e}; try e.g. 24h"))?;
+    if ttl < Duration::from_secs(60) || ttl > Duration::from_secs(30 * 24 * 3600) {
+        return Err("must be between 1m and 30d".into());
+    }
+    Ok(ttl)
+}
+
+/// Adds the bearer token to every call.
+#[derive(Clone)]
+struct BearerToken(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        request.metadata_mut().insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+type Client = TechnicianClient<InterceptedService<Channel, BearerToken>>;
+
+async fn connect(settings: &Settings) -> CommandResult<Client> {
+    let ca = std::fs::read_to_string(&settings.ca_file).map_err(|e| {
+        Failure::runtime(format!("cannot read CA file {}: {e}", settings.ca_file.display()))
+    })?;
+    let token = format!("Bearer {}", settings.token)
+        .parse()
+        .map_err(|_| Failure::usage("the API token contains characters not allowed in a header"))?;
+    let endpoint = Endpoint::from(settings.collector.clone())
+        .tls_config(ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)))
+        .map_err(|e| Failure::runtime(deskpulse_proto::client::describe_error(&e)))?
+        .connect_timeout(Duration::from_secs(10));
+    let channel = endpoint.connect().await.map_err(|e| {
+        Failure::runtime(format!(
+            "cannot reach the collector at {}: {}",
+            settings.collector,
+            deskpulse_proto::client::describe_error(&e)
+        ))
+    })?;
+    Ok(TechnicianClient::with_interceptor(channel, BearerToken(token))
+        .send_compressed(CompressionEncoding::Zstd)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .max_decoding_message_size(16 * 1024 * 1024))
+}
+
+fn call_failed(status: tonic::Status) -> Failure {
+    Failure::runtime(deskpulse_proto::client::describe_status(&status))
+}
+
+/// Runs the CLI; returns the failure to report, if any.
+pub fn main(cli: Cli, env: &dyn crate::config::Env) -> CommandResult {
+    let settings = settings::resolve(&cli.connection, env).map_err(Failure::usage)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(run(cli.command, &settings, cli.json))
+}
+
+async fn run(command: Command, settings: &Settings, json: bool) -> CommandResult {
+    let mut client = connect(settings).await?;
+    match command {
+        Command::Hosts => {
+            let mut hosts = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let page = client
+                    .list_hosts(ListHostsRequest {
+                        page_size: 500,
+                        page_token,
+                    })
+                    .await
+                    .map_err(call_failed)?
+                    .into_inner();
+                hosts.extend(page.hosts);
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+            output::hosts(&hosts, json)
+        }
+        Command::Host(HostCommand::Show { host }) => {
+            let detail = client
+                .get_host(GetHostRequest { host })
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            output::host(&detail, json)
+        }
+        Command::Whoami => {
+            let me = client
+                .who_am_i(WhoAmIRequest {})
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            output::whoami(&me, json)
+        }
+        Command::EnrollToken(EnrollTokenCommand::Create { ttl, uses }) => {
+            let created = client
+                .create_enrollment_token(CreateEnrollmentTokenRequest {
+                    ttl_secs: ttl.as_secs(),
+                    uses,
+                })
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            println!("{}", created.token);
+            eprintln!(
+                "allows {} enrollment(s); expires {}",
+                created.uses,
+                output::time(created.expires_at_unix_ms)
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,201 @@
+//! The agent's config: one typed struct, layered file < environment
+//! (`DESKPULSE_AGENT_*`) < flags. Unknown file keys are errors. The
+//! environment is read through [`Env`] so tests pass a map.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The state dir when nothing says otherwise (D9).
+#[cfg(target_os = "linux")]
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/deskpulse-agent";
+/// The state dir when nothing says otherwise (D9).
+#[cfg(target_os = "macos")]
+pub const DEFAULT_STATE_DIR: &str = "/Library/Application Support/Deskpulse/agent";
+/// The state dir when nothing says otherwise (D9).
+#[cfg(windows)]
+pub const DEFAULT_STATE_DIR: &str = r"C:\ProgramData\Deskpulse\agent";
+/// The state dir when nothing says otherwise (D9).
+#[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/deskpulse-agent";
+
+/// A full inventory every six hours by default.
+pub const DEFAULT_INVENTORY_INTERVAL: Duration = Duration::from_secs(6 * 3600);
+/// A health sample every minute by default.
+pub const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(60);
+
+/// A config error: one line, exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+/// Reads environment variables.
+pub trait Env {
+    /// The value of `key`, if set and not empty.
+    fn var(&self, key: &str) -> Option<String>;
+}
+
+/// The real process environment.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, key: &str) -> Option<String> {
+        std::env::var(key).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Env for HashMap<String, String> {
+    fn var(&self, key: &str) -> Option<String> {
+        self.get(key).cloned()
+    }
+}
+
+/// How logs are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags shared by the commands that read config.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AgentFlags {
+    /// A TOML config file; keys: state_dir, system_root, inventory_interval,
+    /// health_interval, log_format [env: DESKPULSE_AGENT_CONFIG]
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Where the agent keeps its key, certificates and status [env:
+    /// DESKPULSE_AGENT_STATE_DIR]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// The root under which file-based sources are read (D13) [env:
+    /// DESKPULSE_AGENT_SYSTEM_ROOT] [default: /]
+    #[arg(long, value_name = "DIR")]
+    pub system_root: Option<PathBuf>,
+    /// How often to send a full inventory, e.g. 6h [env:
+    /// DESKPULSE_AGENT_INVENTORY_INTERVAL]
+    #[arg(long, value_name = "DURATION")]
+    pub inventory_interval: Option<String>,
+    /// How often to send a health sample, e.g. 60s [env:
+    /// DESKPULSE_AGENT_HEALTH_INTERVAL]
+    #[arg(long, value_name = "DURATION")]
+    pub health_interval: Option<String>,
+    /// Log format on stderr [env: DESKPULSE_AGENT_LOG_FORMAT]
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentFile {
+    state_dir: Option<PathBuf>,
+    system_root: Option<PathBuf>,
+    inventory_interval: Option<String>,
+    health_interval: Option<String>,
+    log_format: Option<LogFormat>,
+}
+
+/// The resolved agent config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentConfig {
+    /// The state dir.
+    pub state_dir: PathBuf,
+    /// The system root for file-based sources.
+    pub system_root: PathBuf,
+    /// Full inventory interval.
+    pub inventory_interval: Duration,
+    /// Health sample interval.
+    pub health_interval: Duration,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+const PREFIX: &str = "DESKPULSE_AGENT_";
+
+fn interval(what: &str, text: &str, min: Duration) -> Result<Duration, ConfigError> {
+    let value = humantime::parse_duration(text)
+        .map_err(|e| ConfigError(format!("{what} {text:?} is not a duration ({e}); try e.g. 60s")))?;
+    if value < min {
+        return Err(ConfigError(format!(
+            "{what} {text:?} is too short; the minimum is {}",
+            humantime::format_duration(min)
+        )));
+    }
+    Ok(value)
+}
+
+/// Resolves the config: file < env < flags.
+pub fn resolve(flags: &AgentFlags, vars: &dyn Env) -> Result<AgentConfig, ConfigError> {
+    let var = |key: &str| vars.var(&format!("{PREFIX}{key}"));
+    let file = match flags.config.clone().or_else(|| var("CONFIG").map(PathBuf::from)) {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                ConfigError(format!("cannot read config file {}: {e}", path.display()))
+            })?;
+            toml::from_str::<AgentFile>(&text).map_err(|e| {
+                ConfigError(format!("config file {}: {}", path.display(), e.message()))
+            })?
+        }
+        None => AgentFile::default(),
+    };
+    let state_dir = flags
+        .state_dir
+        .clone()
+        .or_else(|| var("STATE_DIR").map(PathBuf::from))
+        .or(file.state_dir)
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    let system_root = flags
+        .system_root
+        .clone()
+        .or_else(|| var("SYSTEM_ROOT").map(PathBuf::from))
+        .or(file.system_root)
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let inventory_interval = match flags
+        .inventory_interval
+        .clone()
+        .or_else(|| var("INVENTORY_INTERVAL"))
+        .or(file.inventory_interval)
+    {
+        Some(text) => interval("inventory interval", &text, Duration::from_secs(1))?,
+        None => DEFAULT_INVENTORY_INTERVAL,
+    };
+    let health_interval = match flags
+        .health_interval
+        .clone()
+        .or_else(|| var("HEALTH_INTERVAL"))
+        .or(file.health_interval)
+    {
+        Some(text) => interval("health interval", &text, Duration::from_secs(1))?,
+        None => DEFAULT_HEALTH_INTERVAL,
+    };
+    let log_format = match flags.log_format {
+        Some(format) => format,
+        None => match var("LOG_FORMAT").as_deref() {
+            Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError(format!(
+                    "{PREFIX}LOG_FORMAT={other:?}: expected text or json"
+                )));
+            }
+            None => file.log_format.unwrap_or_default(),
+        },
+    };
+    Ok(AgentConfig {
+        state_dir,
+        system_root,
+        inventory_interval,
+        health_interval,
+        log_format,
+    })
+}
+
+#[cfg(test)]
+mod tests;

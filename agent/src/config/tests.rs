@@ -1,0 +1,68 @@
+use std::collections::HashMap;
+use std::io::Write;
+
+use super::*;
+
+fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+fn config_file(text: &str) -> tempfile::NamedTempFile {
+    let mut f = tempfile::NamedTempFile::new().expect("temp file");
+    f.write_all(text.as_bytes()).expect("write");
+    f
+}
+
+#[test]
+fn defaults() {
+    let config = resolve(&AgentFlags::default(), &vars(&[])).expect("resolves");
+    assert_eq!(config.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+    assert_eq!(config.system_root, PathBuf::from("/"));
+    assert_eq!(config.inventory_interval, DEFAULT_INVENTORY_INTERVAL);
+    assert_eq!(config.health_interval, DEFAULT_HEALTH_INTERVAL);
+}
+
+#[test]
+fn file_then_env_then_flags() {
+    let f = config_file("state_dir = \"/file\"\nhealth_interval = \"30s\"\ninventory_interval = \"1h\"\n");
+    let mut flags = AgentFlags {
+        config: Some(f.path().to_path_buf()),
+        ..AgentFlags::default()
+    };
+    let env = vars(&[("DESKPULSE_AGENT_HEALTH_INTERVAL", "20s")]);
+    let config = resolve(&flags, &env).expect("resolves");
+    assert_eq!(config.state_dir, PathBuf::from("/file"));
+    assert_eq!(config.health_interval, Duration::from_secs(20));
+    assert_eq!(config.inventory_interval, Duration::from_secs(3600));
+    flags.health_interval = Some("10s".into());
+    assert_eq!(
+        resolve(&flags, &env).expect("resolves").health_interval,
+        Duration::from_secs(10)
+    );
+}
+
+#[test]
+fn unknown_keys_and_bad_values_are_one_line_errors() {
+    let f = config_file("health_intreval = \"30s\"\n");
+    let flags = AgentFlags {
+        config: Some(f.path().to_path_buf()),
+        ..AgentFlags::default()
+    };
+    let error = resolve(&flags, &vars(&[])).expect_err("unknown key");
+    assert!(error.0.contains("unknown field `health_intreval`"), "{error}");
+    assert!(!error.0.contains('\n'));
+
+    let error = resolve(
+        &AgentFlags::default(),
+        &vars(&[("DESKPULSE_AGENT_HEALTH_INTERVAL", "often")]),
+    )
+    .expect_err("bad duration");
+    assert!(error.0.contains("not a duration"), "{error}");
+
+    let error = resolve(
+        &AgentFlags::default(),
+        &vars(&[("DESKPULSE_AGENT_HEALTH_INTERVAL", "10ms")]),
+    )
+    .expect_err("too short");
+    assert!(error.0.contains("too short"), "{error}");
+}

@@ -1,0 +1,22 @@
+//! The Deskpulse agent: collects inventory and health on a PC and reports them
+//! to the collector over mutual TLS.
+//!
+//! # Layout
+//! - [`collect`]: reads inventory and health from the system, under a
+//!   configurable system root (D13).
+//! - [`config`]: the agent's config, layered file < env < flags.
+//! - [`state`]: the state dir: key, certificates, enrollment, status, lock.
+//! - [`transport`]: TLS channels to the collector and the CA pin bootstrap.
+//! - [`enroll`]: `deskpulse-agent enroll`.
+//! - [`outbox`]: reports waiting for acknowledgement.
+//! - [`session`]: the service loop and `run --once`.
+//! - [`local`]: the running service's local socket.
+
+pub mod collect;
+pub mod config;
+pub mod enroll;
+pub mod local;
+pub mod outbox;
+pub mod session;
+pub mod state;
+pub mod transport;

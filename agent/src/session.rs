@@ -1,0 +1,397 @@
+//! The agent's work loop: collect on schedule, keep a session with the
+//! collector, send what waits in the outbox, and drop what is acknowledged.
+//!
+//! The connection is an explicit state machine, Connected or
+//! Disconnected(retry at), with capped exponential backoff and jitter, and a
+//! log line on each change. Collection goes on while disconnected.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use deskpulse_proto::v1::agent_message::Kind;
+use deskpulse_proto::v1::agent_service_client::AgentServiceClient;
+use deskpulse_proto::v1::collector_message::Kind as Incoming;
+use deskpulse_proto::v1::report::Payload;
+use deskpulse_proto::v1::{AgentMessage, CollectorMessage, Goodbye, GoodbyeReason, Hello};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::Streaming;
+use tonic::codec::CompressionEncoding;
+use tracing::{info, warn};
+
+use crate::collect::{HealthSampler, collect_inventory};
+use crate::config::AgentConfig;
+use crate::outbox::{DEFAULT_CAPACITY, Outbox};
+use crate::state::{Credentials, StateDir, Status};
+use crate::transport;
+
+/// The largest message the agent accepts from the collector.
+const MAX_INBOUND_MESSAGE: usize = 4 * 1024 * 1024;
+/// Reports queued on the wire at once.
+const SEND_QUEUE: usize = 256;
+/// The first retry delay and the cap of the exponential backoff.
+const BACKOFF_START: Duration = Duration::from_secs(1);
+const BACKOFF_CAP: Duration = Duration::from_secs(60);
+/// How long `run --once` waits for its acknowledgements.
+const ONCE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often the live status is written to disk at most, so `status` after a
+/// crash is not far behind.
+const STATUS_SAVE_EVERY: Duration = Duration::from_secs(300);
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// What the running service shares with the local socket.
+#[derive(Debug, Default)]
+pub struct LiveStatus {
+    /// The status as `status` shows it.
+    pub status: Status,
+}
+
+/// Shared handle to the live status.
+pub type SharedStatus = Arc<Mutex<LiveStatus>>;
+
+fn update(shared: &SharedStatus, change: impl FnOnce(&mut Status)) {
+    if let Ok(mut live) = shared.lock() {
+        change(&mut live.status);
+    }
+}
+
+/// Capped exponential backoff with full jitter.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            next: BACKOFF_START,
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before the next attempt: a random point in the upper half
+    /// of the current step, so a fleet does not reconnect in lockstep.
+    pub fn next_delay(&mut self) -> Duration {
+        let step = self.next;
+        self.next = (self.next * 2).min(BACKOFF_CAP);
+        let half = step / 2;
+        let jitter = rand::random_range(0..=half.as_millis().max(1) as u64);
+        half + Duration::from_millis(jitter)
+    }
+
+    /// Back to the first step after a success.
+    pub fn reset(&mut self) {
+        self.next = BACKOFF_START;
+    }
+}
+
+/// An open session: the send side and the collector's replies.
+struct Session {
+    tx: mpsc::Sender<AgentMessage>,
+    inbound: Streaming<CollectorMessage>,
+    /// The highest seq already written to this session.
+    sent_up_to: u64,
+}
+
+/// What can end a session attempt.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// Reaching the collector failed.
+    #[error(transparent)]
+    Transport(#[from] transport::TransportError),
+    /// The collector answered with an error.
+    #[error("{0}")]
+    Status(String),
+    /// The stream ended.
+    #[error("the collector closed the session")]
+    Closed,
+}
+
+fn status_error(status: &tonic::Status) -> SessionError {
+    SessionError::Status(deskpulse_proto::client::describe_status(status))
+}
+
+fn hello(config: &AgentConfig) -> AgentMessage {
+    AgentMessage {
+        kind: Some(Kind::Hello(Hello {
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            inventory_schema_version: deskpulse_proto::INVENTORY_SCHEMA_VERSION,
+            health_interval_secs: u32::try_from(config.health_interval.as_secs()).unwrap_or(u32::MAX),
+        })),
+    }
+}
+
+async fn open_session(creds: &Credentials, config: &AgentConfig) -> Result<Session, SessionError> {
+    let channel = transport::connect(
+        &creds.enrollment.collector,
+        &creds.ca_pem,
+        Some((&creds.cert_pem, &creds.key_pem)),
+    )
+    .await?;
+    let (tx, rx) = mpsc::channel(SEND_QUEUE);
+    tx.send(hello(config)).await.map_err(|_| SessionError::Closed)?;
+    let mut client = AgentServiceClient::new(channel)
+        .send_compressed(CompressionEncoding::Zstd)
+        .accept_compressed(CompressionEncoding::Zstd)
+        .max_decoding_message_size(MAX_INBOUND_MESSAGE);
+    let response = client
+        .session(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| status_error(&s))?;
+    Ok(Session {
+        tx,
+        inbound: response.into_inner(),
+        sent_up_to: 0,
+    })
+}
+
+impl Session {
+    /// Writes every pending report this session has not sent yet.
+    async fn flush(&mut self, outbox: &Outbox) -> Result<(), SessionError> {
+        let reports: Vec<_> = outbox.after(self.sent_up_to).cloned().collect();
+        for report in reports {
+            let seq = report.seq;
+            self.tx
+                .send(AgentMessage {
+                    kind: Some(Kind::Report(report)),
+                })
+                .await
+                .map_err(|_| SessionError::Closed)?;
+            self.sent_up_to = seq;
+        }
+        Ok(())
+    }
+
+    /// Says goodbye and waits briefly for the collector to close.
+    async fn close(mut self, reason: GoodbyeReason) {
+        let _ = self
+            .tx
+            .send(AgentMessage {
+                kind: Some(Kind::Goodbye(Goodbye {
+                    reason: reason as i32,
+                })),
+            })
+            .await;
+        drop(self.tx);
+        let drain = async { while let Ok(Some(_)) = self.inbound.message().await {} };
+        let _ = tokio::time::timeout(Duration::from_secs(5), drain).await;
+    }
+}
+
+/// Applies one collector message to the outbox. Returns true when a report
+/// was acknowledged.
+fn handle_incoming(message: CollectorMessage, outbox: &mut Outbox) -> bool {
+    match message.kind {
+        Some(Incoming::Ack(ack)) => outbox.remove(&ack.spool_id, ack.seq),
+        Some(Incoming::Rejected(rejected)) => {
+            warn!(seq = rejected.seq, reason = %rejected.reason, "the collector rejected a report; dropping it");
+            outbox.remove(&rejected.spool_id, rejected.seq);
+            false
+        }
+        None => false,
+    }
+}
+
+/// The outcome of `run --once`.
+#[derive(Debug)]
+pub struct OnceOutcome {
+    /// The host id.
+    pub host_id: String,
+    /// Reports acknowledged.
+    pub acknowledged: usize,
+}
+
+/// `run --once`: one inventory and one health sample, sent and
+/// acknowledged, then goodbye.
+pub async fn run_once(config: &AgentConfig, state: &StateDir) -> Result<OnceOutcome, SessionError> {
+    let creds = state.credentials().map_err(|e| SessionError::Status(e.to_string()))?;
+    let mut status = state.status().unwrap_or_default();
+    let result = once(config, &creds).await;
+    match &result {
+        Ok(_) => status.last_success_unix_ms = Some(now_ms()),
+        Err(error) => {
+            status.last_error = Some(error.to_string());
+            status.last_error_unix_ms = Some(now_ms());
+        }
+    }
+    status.connected = false;
+    if let Err(error) = state.save_status(&status) {
+        warn!(%error, "cannot save the status");
+    }
+    result
+}
+
+async fn once(config: &AgentConfig, creds: &Credentials) -> Result<OnceOutcome, SessionError> {
+    let mut outbox = Outbox::new(DEFAULT_CAPACITY);
+    let mut sampler = HealthSampler::new(&config.system_root);
+    outbox.push(Payload::Inventory(collect_inventory(&config.system_root)), now_ms());
+    outbox.push(Payload::Health(sampler.sample()), now_ms());
+    let expected = outbox.len();
+    let mut session = open_session(creds, config).await?;
+    session.flush(&outbox).await?;
+    let wait = async {
+        while !outbox.is_empty() {
+            match session.inbound.message().await {
+                Ok(Some(message)) => {
+                    handle_incoming(message, &mut outbox);
+                }
+                Ok(None) => return Err(SessionError::Closed),
+                Err(status) => return Err(status_error(&status)),
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(ONCE_TIMEOUT, wait).await {
+        Ok(result) => result?,
+        Err(_) => {
+            return Err(SessionError::Status(format!(
+                "{} of {expected} reports were not acknowledged within {}s",
+                outbox.len(),
+                ONCE_TIMEOUT.as_secs()
+            )));
+        }
+    }
+    session.close(GoodbyeReason::ServiceStop).await;
+    Ok(OnceOutcome {
+        host_id: creds.enrollment.host_id.clone(),
+        acknowledged: expected,
+    })
+}
+
+/// The service loop: runs until `shutdown` is cancelled.
+pub async fn run_service(
+    config: &AgentConfig,
+    state: &StateDir,
+    live: SharedStatus,
+    shutdown: CancellationToken,
+) -> Result<(), SessionError> {
+    let creds = state.credentials().map_err(|e| SessionError::Status(e.to_string()))?;
+    let mut outbox = Outbox::new(DEFAULT_CAPACITY);
+    let mut sampler = HealthSampler::new(&config.system_root);
+    let mut inventory_tick = tokio::time::interval(config.inventory_interval);
+    let mut health_tick = tokio::time::interval(config.health_interval);
+    // A missed tick (a sleeping laptop) means one sample now, not a burst.
+    inventory_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    health_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut backoff = Backoff::default();
+    let mut session: Option<Session> = None;
+    let mut retry_at = Instant::now();
+    let mut last_saved = Instant::now();
+    update(&live, |s| *s = state.status().unwrap_or_default());
+    update(&live, |s| s.connected = false);
+    info!(collector = %creds.enrollment.collector, host = %creds.enrollment.host_id, "agent service started");
+
+    loop {
+        let mut fresh = false;
+        let mut failure: Option<SessionError> = None;
+        tokio::select! {
+            () = shutdown.cancelled() => break,
+            _ = inventory_tick.tick() => {
+                outbox.push(Payload::Inventory(collect_inventory(&config.system_root)), now_ms());
+                fresh = true;
+            }
+            _ = health_tick.tick() => {
+                outbox.push(Payload::Health(sampler.sample()), now_ms());
+                fresh = true;
+            }
+            () = tokio::time::sleep_until(retry_at), if session.is_none() => {
+                match open_session(&creds, config).await {
+                    Ok(opened) => {
+                        info!(collector = %creds.enrollment.collector, "connected");
+                        backoff.reset();
+                        update(&live, |s| s.connected = true);
+                        session = Some(opened);
+                        fresh = true;
+                    }
+                    Err(error) => failure = Some(error),
+                }
+            }
+            message = async {
+                match session.as_mut() {
+                    Some(s) => s.inbound.message().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                match message {
+                    Ok(Some(message)) => {
+                        if handle_incoming(message, &mut outbox) {
+                            update(&live, |s| s.last_success_unix_ms = Some(now_ms()));
+                        }
+                    }
+                    Ok(None) => failure = Some(SessionError::Closed),
+                    Err(status) => failure = Some(status_error(&status)),
+                }
+            }
+        }
+        if fresh && failure.is_none() {
+            if let Some(open) = session.as_mut() {
+                if let Err(error) = open.flush(&outbox).await {
+                    failure = Some(error);
+                }
+            }
+        }
+        if let Some(error) = failure {
+            let delay = backoff.next_delay();
+            if session.take().is_some() {
+                warn!(%error, retry_in = ?delay, "disconnected");
+            } else {
+                warn!(%error, retry_in = ?delay, "cannot connect");
+            }
+            retry_at = Instant::now() + delay;
+            update(&live, |s| {
+                s.connected = false;
+                s.last_error = Some(error.to_string());
+                s.last_error_unix_ms = Some(now_ms());
+            });
+        }
+        update(&live, |s| s.unacknowledged = outbox.len() as u64);
+        if last_saved.elapsed() >= STATUS_SAVE_EVERY {
+            save_live(state, &live);
+            last_saved = Instant::now();
+        }
+    }
+    if let Some(open) = session.take() {
+        open.close(GoodbyeReason::ServiceStop).await;
+    }
+    update(&live, |s| s.connected = false);
+    save_live(state, &live);
+    info!(unacknowledged = outbox.len(), "agent service stopped");
+    Ok(())
+}
+
+fn save_live(state: &StateDir, live: &SharedStatus) {
+    let snapshot = live.lock().map(|l| l.status.clone()).unwrap_or_default();
+    if let Err(error) = state.save_status(&snapshot) {
+        warn!(%error, "cannot save the status");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_to_its_cap_with_jitter_and_resets() {
+        let mut backoff = Backoff::default();
+        let first = backoff.next_delay();
+        assert!(first >= BACKOFF_START / 2 && first <= BACKOFF_START);
+        let mut last = first;
+        for _ in 0..20 {
+            last = backoff.next_delay();
+            assert!(last <= BACKOFF_CAP);
+        }
+        assert!(last >= BACKOFF_CAP / 2, "reaches the cap: {last:?}");
+        backoff.reset();
+        assert!(backoff.next_delay() <= BACKOFF_START);
+    }
+}

@@ -1,0 +1,288 @@
+//! What the CLI prints: aligned tables for people, and stable JSON shapes
+//! for scripts. The JSON shapes are documented in `docs/cli-json.md`;
+//! change them only by adding fields.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use deskpulse_proto::v1::{GetHostResponse, HostSummary, Presence, Role, WhoAmIResponse};
+use serde::Serialize;
+
+use crate::exit::{CommandResult, Failure};
+
+/// An RFC 3339 time for milliseconds since the epoch; "never" for 0.
+pub fn time(ms: i64) -> String {
+    if ms <= 0 {
+        return "never".into();
+    }
+    let at = UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs());
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+/// "5m ago" style age of a time; "never" for 0.
+pub fn ago(ms: i64) -> String {
+    if ms <= 0 {
+        return "never".into();
+    }
+    let at = UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs());
+    match SystemTime::now().duration_since(at) {
+        Ok(age) => format!("{} ago", humantime::format_duration(Duration::from_secs(age.as_secs().max(1)))),
+        Err(_) => "just now".into(),
+    }
+}
+
+fn iso(ms: i64) -> Option<String> {
+    (ms > 0).then(|| time(ms))
+}
+
+/// Prints rows as columns padded to the widest cell.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(w) = widths.get_mut(i) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                let pad = widths[i] - cell.chars().count();
+                out.push_str(cell);
+                out.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        out.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for row in rows {
+        out.push_str(&line(row.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+fn print_json<T: Serialize>(value: &T) -> CommandResult {
+    let text = serde_json::to_string_pretty(value).map_err(Failure::runtime)?;
+    println!("{text}");
+    Ok(())
+}
+
+fn presence(p: i32) -> &'static str {
+    match Presence::try_from(p) {
+        Ok(Presence::Online) => "online",
+        Ok(Presence::Offline) => "offline",
+        _ => "unknown",
+    }
+}
+
+/// One host in `hosts --json`.
+#[derive(Debug, Serialize)]
+pub struct HostJson<'a> {
+    /// The host id.
+    pub host_id: &'a str,
+    /// The host name.
+    pub hostname: &'a str,
+    /// OS name.
+    pub os_name: &'a str,
+    /// OS version.
+    pub os_version: &'a str,
+    /// "online" or "offline".
+    pub presence: &'static str,
+    /// When last seen, RFC 3339, or null.
+    pub last_seen: Option<String>,
+    /// When enrolled, RFC 3339.
+    pub enrolled_at: Option<String>,
+}
+
+impl<'a> From<&'a HostSummary> for HostJson<'a> {
+    fn from(h: &'a HostSummary) -> Self {
+        Self {
+            host_id: &h.host_id,
+            hostname: &h.hostname,
+            os_name: &h.os_name,
+            os_version: &h.os_version,
+            presence: presence(h.presence),
+            last_seen: iso(h.last_seen_unix_ms),
+            enrolled_at: iso(h.enrolled_at_unix_ms),
+        }
+    }
+}
+
+/// `deskpulse hosts`.
+pub fn hosts(hosts: &[HostSummary], json: bool) -> CommandResult {
+    if json {
+        let rows: Vec<HostJson<'_>> = hosts.iter().map(HostJson::from).collect();
+        return print_json(&rows);
+    }
+    if hosts.is_empty() {
+        eprintln!("no hosts enrolled yet");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = hosts
+        .iter()
+        .map(|h| {
+            vec![
+                h.hostname.clone(),
+                format!("{} {}", h.os_name, h.os_version).trim().to_owned(),
+                ago(h.last_seen_unix_ms),
+                presence(h.presence).to_owned(),
+                h.host_id.clone(),
+            ]
+        })
+        .collect();
+    print!("{}", table(&["HOSTNAME", "OS", "LAST SEEN", "STATUS", "HOST ID"], &rows));
+    Ok(())
+}
+
+/// `deskpulse host show --json`.
+#[derive(Debug, Serialize)]
+struct HostDetailJson<'a> {
+    #[serde(flatten)]
+    host: HostJson<'a>,
+    agent_version: &'a str,
+    goodbye_reason: Option<&'a str>,
+    certificate_serial: &'a str,
+    certificate_sha256: &'a str,
+    inventory_at: Option<String>,
+    inventory: Option<&'a deskpulse_proto::v1::Inventory>,
+    health_at: Option<String>,
+    health: Option<&'a deskpulse_proto::v1::HealthSample>,
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+/// `deskpulse host show`.
+pub fn host(detail: &GetHostResponse, json: bool) -> CommandResult {
+    let summary = detail.summary.clone().unwrap_or_default();
+    if json {
+        return print_json(&HostDetailJson {
+            host: HostJson::from(&summary),
+            agent_version: &detail.agent_version,
+            goodbye_reason: (!detail.goodbye_reason.is_empty()).then_some(detail.goodbye_reason.as_str()),
+            certificate_serial: &detail.certificate_serial,
+            certificate_sha256: &detail.certificate_sha256,
+            inventory_at: iso(detail.inventory_at_unix_ms),
+            inventory: detail.inventory.as_ref(),
+            health_at: iso(detail.health_at_unix_ms),
+            health: detail.last_health.as_ref(),
+        });
+    }
+    let mut out = String::new();
+    let mut field = |name: &str, value: String| out.push_str(&format!("{name:<15}{value}\n"));
+    field("host", format!("{} ({})", summary.hostname, summary.host_id));
+    field(
+        "status",
+        format!("{}, last seen {}", presence(summary.presence), ago(summary.last_seen_unix_ms)),
+    );
+    if !detail.goodbye_reason.is_empty() {
+        field("said goodbye", detail.goodbye_reason.clone());
+    }
+    field("enrolled", time(summary.enrolled_at_unix_ms));
+    field("agent", detail.agent_version.clone());
+    field("certificate", format!("serial {}", detail.certificate_serial));
+    if let Some(inv) = &detail.inventory {
+        let os = inv.os.clone().unwrap_or_default();
+        field("os", format!("{} {} (kernel {}, {})", os.name, os.version, os.kernel_version, os.arch));
+        if let Some(system) = &inv.system {
+            if !system.vendor.is_empty() || !system.model.is_empty() {
+                field("model", format!("{} {}", system.vendor, system.model).trim().to_owned());
+            }
+            if !system.serial.is_empty() {
+                field("serial", system.serial.clone());
+            }
+        }
+        if let Some(cpu) = &inv.cpu {
+            field("cpu", format!("{} ({} logical cores)", cpu.model, cpu.logical_cores));
+        }
+        if let Some(mem) = &inv.memory {
+            field("memory", format!("{} total, {} available", gib(mem.total_bytes), gib(mem.available_bytes)));
+        }
+        for fs in inv.storage.iter().flat_map(|s| &s.filesystems) {
+            field(
+                "filesystem",
+                format!("{} {} {} free of {}", fs.mount_point, fs.fs_type, gib(fs.available_bytes), gib(fs.total_bytes)),
+            );
+        }
+        for nic in inv.network.iter().flat_map(|n| &n.interfaces) {
+            let addrs: Vec<&str> = nic.ipv4.iter().chain(&nic.ipv6).map(String::as_str).collect();
+            field("interface", format!("{} {} {}", nic.name, nic.mac, addrs.join(" ")).trim().to_owned());
+        }
+        let packages = inv.software.as_ref().map_or(0, |s| s.packages.len());
+        field("packages", packages.to_string());
+        field("inventory at", time(detail.inventory_at_unix_ms));
+    } else {
+        field("inventory", "none received yet".into());
+    }
+    if let Some(h) = &detail.last_health {
+        let fs: Vec<String> = h
+            .filesystems
+            .iter()
+            .map(|f| format!("{} {:.0}%", f.mount_point, f.used_percent))
+            .collect();
+        field(
+            "health",
+            format!(
+                "cpu {:.0}%, memory {:.0}%, disk {} at {}",
+                h.cpu_percent,
+                h.memory_used_percent,
+                fs.join(", "),
+                time(detail.health_at_unix_ms)
+            ),
+        );
+    }
+    print!("{out}");
+    Ok(())
+}
+
+/// `deskpulse whoami`.
+pub fn whoami(me: &WhoAmIResponse, json: bool) -> CommandResult {
+    let role = match Role::try_from(me.role) {
+        Ok(Role::Admin) => "admin",
+        Ok(Role::Technician) => "technician",
+        Ok(Role::Viewer) => "viewer",
+        _ => "unknown",
+    };
+    if json {
+        #[derive(Serialize)]
+        struct Me<'a> {
+            technician_id: &'a str,
+            name: &'a str,
+            role: &'a str,
+            token_id: &'a str,
+        }
+        return print_json(&Me {
+            technician_id: &me.technician_id,
+            name: &me.name,
+            role,
+            token_id: &me.token_id,
+        });
+    }
+    println!("{} ({role}), token {}", me.name, me.token_id);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_align_columns_and_trim_trailing_space() {
+        let out = table(
+            &["A", "LONGER"],
+            &[vec!["wide cell".into(), "x".into()], vec!["b".into(), "".into()]],
+        );
+        assert_eq!(out, "A          LONGER\nwide cell  x\nb\n");
+    }
+
+    #[test]
+    fn zero_times_read_never() {
+        assert_eq!(time(0), "never");
+        assert_eq!(ago(0), "never");
+        assert_eq!(time(1_700_000_000_000), "2023-11-14T22:13:20Z");
+    }
+}

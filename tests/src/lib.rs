@@ -1,0 +1,361 @@
+//! Support for the end-to-end tests: finds the real binaries, starts a
+//! collector on 127.0.0.1:0 (reading its `listening` line, never sleeping),
+//! enrolls agents in temp state dirs, runs the CLI, and builds gRPC clients
+//! with or without a host certificate.
+//!
+//! # Layout
+//! - [`bin`]: the path of a built binary, or a failure naming the build command.
+//! - [`Collector`]: a `deskpulse-collector serve` child process.
+//! - [`Agent`]: a state dir and the `deskpulse-agent` commands on it.
+//! - [`raw`]: a gRPC codec that sends arbitrary bytes, for malformed input.
+
+pub mod raw;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+/// The path of a workspace binary built by `cargo build --workspace --bins`.
+pub fn bin(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target.join("debug").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (`cargo xtask test` does)",
+        path.display()
+    );
+    path
+}
+
+/// Output of a finished command, as text.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl From<Output> for Run {
+    fn from(output: Output) -> Self {
+        Self {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    /// Panics with both streams unless the exit code is `code`.
+    pub fn expect_code(self, code: i32) -> Self {
+        assert_eq!(
+            self.code, code,
+            "expected exit {code}, got {}\nstdout: {}\nstderr: {}",
+            self.code, self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// The last stderr line: where the one-line error is.
+    pub fn error_line(&self) -> &str {
+        self.stderr.lines().last().unwrap_or("")
+    }
+}
+
+/// Runs a command to completion with a timeout.
+pub fn run(cmd: &mut Command) -> Run {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env_remove("RUST_BACKTRACE")
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let output = rx
+        .recv_timeout(Duration::from_secs(120))
+        .unwrap_or_else(|_| panic!("{cmd:?} did not finish within 120 s"))
+        .unwrap_or_else(|e| panic!("{cmd:?} failed to run: {e}"));
+    Run::from(output)
+}
+
+/// A running `deskpulse-collector serve`.
+#[derive(Debug)]
+pub struct Collector {
+    child: Option<Child>,
+    /// The bound address.
+    pub addr: std::net::SocketAddr,
+    /// The data dir (kept alive with the collector).
+    pub data_dir: tempfile::TempDir,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Collector {
+    /// Starts a collector on 127.0.0.1:0 with a fresh data dir.
+    pub fn start() -> Self {
+        Self::start_in(tempfile::tempdir().expect("temp data dir"), &[])
+    }
+
+    /// Starts a collector on 127.0.0.1:0 with `data_dir` and extra args.
+    pub fn start_in(data_dir: tempfile::TempDir, extra: &[&str]) -> Self {
+        let mut child = Command::new(bin("deskpulse-collector"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir.path())
+            .args(extra)
+            .env_remove("RUST_BACKTRACE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start deskpulse-collector");
+        let stdout = child.stdout.take().expect("stdout");
+        let stderr_pipe = child.stderr.take().expect("stderr");
+        let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = stderr.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
+                if let Ok(mut s) = sink.lock() {
+                    s.push_str(&line);
+                    s.push('\n');
+                }
+            }
+        });
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("listening ") {
+                    let _ = tx.send(addr.to_owned());
+                }
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => addr.parse().expect("listening line holds an address"),
+            Err(_) => {
+                let _ = child.kill();
+                let logs = stderr.lock().map(|s| s.clone()).unwrap_or_default();
+                panic!("the collector printed no `listening` line within 60 s; stderr:\n{logs}");
+            }
+        };
+        Self {
+            child: Some(child),
+            addr,
+            data_dir,
+            stderr,
+        }
+    }
+
+    /// `https://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// The CA certificate file in the data dir.
+    pub fn ca_file(&self) -> PathBuf {
+        self.data_dir.path().join("ca.pem")
+    }
+
+    /// The initial admin API token.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.path().join("initial-admin-token"))
+            .expect("initial-admin-token")
+            .trim()
+            .to_owned()
+    }
+
+    /// Runs a `deskpulse-collector` admin command on this data dir.
+    pub fn admin(&self, args: &[&str]) -> Run {
+        run(Command::new(bin("deskpulse-collector"))
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.data_dir.path()))
+    }
+
+    /// A new enrollment token with `uses` uses.
+    pub fn enrollment_token(&self, uses: u32) -> String {
+        let uses = uses.to_string();
+        let out = self
+            .admin(&["enroll-token", "create", "--uses", &uses])
+            .expect_code(0);
+        out.stdout.trim().to_owned()
+    }
+
+    /// A new API token for a technician.
+    pub fn api_token(&self, name: &str, role: &str) -> String {
+        let out = self
+            .admin(&["token", "create", "--name", name, "--role", role])
+            .expect_code(0);
+        out.stdout.trim().to_owned()
+    }
+
+    /// Runs the technician CLI against this collector with `token`.
+    pub fn cli(&self, token: &str, args: &[&str]) -> Run {
+        let home = tempfile::tempdir().expect("temp home");
+        run(Command::new(bin("deskpulse"))
+            .env("HOME", home.path())
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("DESKPULSE_URL")
+            .env_remove("DESKPULSE_TOKEN")
+            .env_remove("DESKPULSE_CA_FILE")
+            .arg("--collector")
+            .arg(self.url())
+            .arg("--token")
+            .arg(token)
+            .arg("--ca-file")
+            .arg(self.ca_file())
+            .args(args))
+    }
+
+    /// The collector's stderr so far.
+    pub fn logs(&self) -> String {
+        self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits for the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut child = self.child.take()?;
+        let pid = i32::try_from(child.id()).ok()?;
+        // SAFETY-free: kill(2) through libc is the only way to send SIGTERM.
+        send_signal(pid, libc::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// A TLS channel to the collector, with a client identity or without.
+    pub async fn channel(&self, identity: Option<(&str, &str)>) -> Channel {
+        let ca = std::fs::read_to_string(self.ca_file()).expect("ca.pem");
+        let mut tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca));
+        if let Some((cert, key)) = identity {
+            tls = tls.identity(Identity::from_pem(cert, key));
+        }
+        Endpoint::from_shared(self.url())
+            .expect("url")
+            .tls_config(tls)
+            .expect("tls")
+            .connect()
+            .await
+            .expect("connect")
+    }
+}
+
+/// Sends a signal to a process.
+pub fn send_signal(pid: i32, signal: i32) {
+    #[allow(unsafe_code)] // kill(2) has no safe std wrapper; pid and signal are plain integers
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// An agent state dir and the `deskpulse-agent` commands on it.
+#[derive(Debug)]
+pub struct Agent {
+    /// The state dir.
+    pub state_dir: tempfile::TempDir,
+}
+
+impl Default for Agent {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Agent {
+    /// A fresh, unenrolled agent.
+    pub fn new() -> Self {
+        Self {
+            state_dir: tempfile::tempdir().expect("temp state dir"),
+        }
+    }
+
+    /// Runs `deskpulse-agent ARGS --state-dir DIR`.
+    pub fn command(&self, args: &[&str]) -> Run {
+        run(&mut self.cmd(args))
+    }
+
+    /// The command, not yet run.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(bin("deskpulse-agent"));
+        cmd.args(args).arg("--state-dir").arg(self.state_dir.path());
+        for var in ["DESKPULSE_AGENT_CONFIG", "DESKPULSE_AGENT_STATE_DIR", "DESKPULSE_AGENT_SYSTEM_ROOT"] {
+            cmd.env_remove(var);
+        }
+        cmd.env_remove("RUST_BACKTRACE");
+        cmd
+    }
+
+    /// Enrolls with `collector` using the CA file and a token.
+    pub fn enroll(&self, collector: &Collector, token: &str) -> Run {
+        let ca = collector.ca_file();
+        self.command(&[
+            "enroll",
+            "--collector",
+            &collector.url(),
+            "--token",
+            token,
+            "--ca-file",
+            ca.to_str().expect("utf-8 path"),
+        ])
+    }
+
+    /// The host id after enrollment.
+    pub fn host_id(&self) -> String {
+        let text = std::fs::read_to_string(self.state_dir.path().join("enrollment.toml"))
+            .expect("enrollment.toml");
+        text.lines()
+            .find_map(|l| l.strip_prefix("host_id = "))
+            .expect("host_id line")
+            .trim_matches('"')
+            .to_owned()
+    }
+
+    /// The host certificate and key, PEM.
+    pub fn identity(&self) -> (String, String) {
+        let read = |name: &str| {
+            std::fs::read_to_string(self.state_dir.path().join(name)).expect("state file")
+        };
+        (read("agent.pem"), read("agent.key"))
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, for at most `limit`.
+pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return Some(value);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -1,0 +1,377 @@
+//! The foundation end to end: a real collector on 127.0.0.1:0, real agents
+//! enrolling with real tokens and certificates, reports over mutual TLS, and
+//! the technician API and CLI reading them back.
+
+use std::time::Duration;
+
+use deskpulse_proto::v1::agent_message::Kind;
+use deskpulse_proto::v1::agent_service_client::AgentServiceClient;
+use deskpulse_proto::v1::collector_message::Kind as Reply;
+use deskpulse_proto::v1::report::Payload;
+use deskpulse_proto::v1::technician_client::TechnicianClient;
+use deskpulse_proto::v1::{
+    AgentMessage, CreateEnrollmentTokenRequest, GetHostRequest, HealthSample, Hello,
+    ListHostsRequest, Report,
+};
+use deskpulse_tests::{Agent, Collector, raw::RawCodec, wait_for};
+use prost::Message;
+use tokio_stream::StreamExt;
+use tonic::Code;
+use tonic::metadata::MetadataValue;
+
+fn json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+fn install_crypto() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+#[test]
+fn an_enrolled_agent_reports_and_technicians_see_it_in_the_cli() {
+    let collector = Collector::start();
+    let agent = Agent::new();
+    let enrolled = agent.enroll(&collector, &collector.enrollment_token(1)).expect_code(0);
+    assert!(enrolled.stdout.starts_with("enrolled as host "), "{}", enrolled.stdout);
+    let host_id = agent.host_id();
+
+    let once = agent.command(&["run", "--once"]).expect_code(0);
+    assert!(once.stdout.contains("all acknowledged"), "{}", once.stdout);
+
+    let token = collector.admin_token();
+    let hosts = collector.cli(&token, &["--json", "hosts"]).expect_code(0);
+    let hosts = json(&hosts.stdout);
+    let hosts = hosts.as_array().expect("array");
+    assert_eq!(hosts.len(), 1);
+    assert_eq!(hosts[0]["host_id"], host_id.as_str());
+    let hostname = hosts[0]["hostname"].as_str().expect("hostname").to_owned();
+    assert!(!hostname.is_empty());
+    assert!(hosts[0]["last_seen"].is_string());
+    // `run --once` says goodbye, so the host is offline right after.
+    assert_eq!(hosts[0]["presence"], "offline");
+
+    let table = collector.cli(&token, &["hosts"]).expect_code(0);
+    assert!(table.stdout.starts_with("HOSTNAME"), "{}", table.stdout);
+    assert!(table.stdout.contains(&host_id), "{}", table.stdout);
+
+    let show = collector.cli(&token, &["host", "show", &hostname, "--json"]).expect_code(0);
+    let show = json(&show.stdout);
+    assert_eq!(show["host_id"], host_id.as_str());
+    assert_eq!(show["goodbye_reason"], "service-stop");
+    let logical = show["inventory"]["cpu"]["logical_cores"].as_u64().expect("cpu cores");
+    assert!(logical >= 1);
+    assert!(show["health"]["memory_used_percent"].as_f64().is_some(), "{show}");
+
+    // A prefix of the host id works as HOST too.
+    let by_prefix = collector.cli(&token, &["host", "show", &host_id[..8]]).expect_code(0);
+    assert!(by_prefix.stdout.contains(&host_id), "{}", by_prefix.stdout);
+    let missing = collector.cli(&token, &["host", "show", "no-such-host"]).expect_code(1);
+    assert!(missing.error_line().contains("no host matches"), "{}", missing.stderr);
+}
+
+#[test]
+fn enrollment_tokens_are_single_use_and_unknown_ones_are_refused() {
+    let collector = Collector::start();
+    let token = collector.enrollment_token(1);
+    Agent::new().enroll(&collector, &token).expect_code(0);
+
+    let reused = Agent::new().enroll(&collector, &token).expect_code(1);
+    assert!(reused.error_line().contains("no uses left"), "{}", reused.stderr);
+
+    let unknown = Agent::new()
+        .enroll(&collector, "dpe_0000000000000000000000000000000000000000000000000000000000000000")
+        .expect_code(1);
+    assert!(unknown.error_line().contains("not known"), "{}", unknown.stderr);
+    assert!(collector.logs().contains("refused an enrollment"), "{}", collector.logs());
+}
+
+#[test]
+fn enrolling_with_the_ca_pin_works_and_a_wrong_pin_is_refused() {
+    let collector = Collector::start();
+    let export = collector.admin(&["ca", "export"]).expect_code(0);
+    assert!(export.stdout.starts_with("-----BEGIN CERTIFICATE-----"));
+    let pin = export
+        .stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("ca-sha256 "))
+        .expect("pin on stderr")
+        .to_owned();
+
+    let wrong = "0".repeat(64);
+    let agent = Agent::new();
+    let refused = agent
+        .command(&["enroll", "--collector", &collector.url(), "--token", "x", "--ca-sha256", &wrong])
+        .expect_code(1);
+    assert!(refused.error_line().contains("--ca-sha256"), "{}", refused.stderr);
+
+    let token = collector.enrollment_token(1);
+    agent
+        .command(&["enroll", "--collector", &collector.url(), "--token", &token, "--ca-sha256", &pin])
+        .expect_code(0);
+    agent.command(&["run", "--once"]).expect_code(0);
+}
+
+#[test]
+fn the_same_hardware_enrolling_again_keeps_its_host_id_and_old_certificates_stop_working() {
+    let collector = Collector::start();
+    let token = collector.enrollment_token(2);
+    let first = Agent::new();
+    first.enroll(&collector, &token).expect_code(0);
+    let second = Agent::new();
+    let again = second.enroll(&collector, &token).expect_code(0);
+    // Two state dirs on one machine read the same hardware; where the VM
+    // exposes no hardware UUID or serial there is nothing to link by.
+    let hardware_known = std::fs::read_to_string("/sys/class/dmi/id/product_uuid").is_ok();
+    if hardware_known {
+        assert!(again.stdout.contains("linked to its existing host"), "{}", again.stdout);
+        assert_eq!(first.host_id(), second.host_id());
+        let stale = first.command(&["run", "--once"]).expect_code(1);
+        assert!(stale.error_line().contains("superseded"), "{}", stale.stderr);
+    } else {
+        assert_ne!(first.host_id(), second.host_id());
+    }
+    second.command(&["run", "--once"]).expect_code(0);
+}
+
+#[tokio::test]
+async fn the_agent_service_refuses_callers_without_a_fleet_certificate() {
+    install_crypto();
+    let collector = Collector::start();
+    let hello = AgentMessage {
+        kind: Some(Kind::Hello(Hello::default())),
+    };
+
+    // No client certificate at all: the interceptor refuses, and says so.
+    let channel = collector.channel(None).await;
+    let status = AgentServiceClient::new(channel)
+        .session(tokio_stream::iter(vec![hello.clone()]))
+        .await
+        .expect_err("no certificate must be refused");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(status.message().contains("enroll first"), "{status:?}");
+    assert!(
+        wait_for(Duration::from_secs(5), || collector
+            .logs()
+            .contains("refused an agent call without a client certificate")
+            .then_some(()))
+        .is_some(),
+        "the refusal is logged: {}",
+        collector.logs()
+    );
+
+    // A certificate from another CA never gets past the TLS handshake.
+    let other = tempfile::tempdir().expect("temp dir");
+    let other_ca = Collector::start_in(other, &[]);
+    let impostor = Agent::new();
+    impostor.enroll(&other_ca, &other_ca.enrollment_token(1)).expect_code(0);
+    let (cert, key) = impostor.identity();
+    let ca = std::fs::read_to_string(collector.ca_file()).expect("ca");
+    let tls = tonic::transport::ClientTlsConfig::new()
+        .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+        .identity(tonic::transport::Identity::from_pem(cert, key));
+    let attempt = async {
+        let channel = tonic::transport::Endpoint::from_shared(collector.url())
+            .expect("url")
+            .tls_config(tls)
+            .expect("tls")
+            .connect()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        AgentServiceClient::new(channel)
+            .session(tokio_stream::iter(vec![hello.clone()]))
+            .await
+            .map(|_| ())
+    };
+    let refused = attempt.await.expect_err("a foreign certificate must be refused");
+    assert_ne!(refused.code(), Code::Ok);
+
+    // The impostor's own report never reached this collector.
+    let token = collector.admin_token();
+    let hosts = json(&collector.cli(&token, &["--json", "hosts"]).expect_code(0).stdout);
+    assert_eq!(hosts.as_array().map(Vec::len), Some(0));
+}
+
+#[tokio::test]
+async fn api_tokens_are_checked_and_roles_enforced() {
+    install_crypto();
+    let collector = Collector::start();
+    let viewer = collector.api_token("vera", "viewer");
+
+    let wrong = collector.cli("dpt_not-a-real-token", &["hosts"]).expect_code(1);
+    assert!(wrong.error_line().contains("unknown or revoked"), "{}", wrong.stderr);
+
+    collector.cli(&viewer, &["hosts"]).expect_code(0);
+    let denied = collector.cli(&viewer, &["enroll-token", "create"]).expect_code(1);
+    assert!(
+        denied.error_line().contains("needs the admin role; vera has the viewer role"),
+        "{}",
+        denied.stderr
+    );
+
+    let channel = collector.channel(None).await;
+    let mut api = TechnicianClient::new(channel);
+    let mut request = tonic::Request::new(CreateEnrollmentTokenRequest::default());
+    let header: MetadataValue<_> = format!("Bearer {viewer}").parse().expect("header");
+    request.metadata_mut().insert("authorization", header);
+    let status = api.create_enrollment_token(request).await.expect_err("viewer");
+    assert_eq!(status.code(), Code::PermissionDenied);
+    let status = api
+        .list_hosts(ListHostsRequest::default())
+        .await
+        .expect_err("no token");
+    assert_eq!(status.code(), Code::Unauthenticated);
+
+    // An admin's token made through the API enrolls an agent.
+    let admin = collector.admin_token();
+    let made = collector.cli(&admin, &["enroll-token", "create", "--uses", "1"]).expect_code(0);
+    let token = made.stdout.trim();
+    assert!(token.starts_with("dpe_"), "secret alone on stdout: {}", made.stdout);
+    Agent::new().enroll(&collector, token).expect_code(0);
+
+    // A technician name keeps its role.
+    let clash = collector
+        .admin(&["token", "create", "--name", "vera", "--role", "admin"])
+        .expect_code(2);
+    assert!(clash.error_line().contains("exists with role viewer"), "{}", clash.stderr);
+}
+
+fn report(seq: u64, payload: Payload) -> AgentMessage {
+    AgentMessage {
+        kind: Some(Kind::Report(Report {
+            spool_id: "test-spool".into(),
+            seq,
+            collected_at_unix_ms: 1_700_000_000_000 + seq as i64,
+            payload: Some(payload),
+        })),
+    }
+}
+
+#[tokio::test]
+async fn malformed_and_oversized_messages_get_clear_errors_and_others_keep_being_served() {
+    install_crypto();
+    let collector = Collector::start();
+    let token = collector.enrollment_token(2);
+    let bad = Agent::new();
+    bad.enroll(&collector, &token).expect_code(0);
+    let good = Agent::new();
+    good.enroll(&collector, &token).expect_code(0);
+    let (cert, key) = bad.identity();
+
+    // Garbage bytes after a valid Hello.
+    let channel = collector.channel(Some((&cert, &key))).await;
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let hello = AgentMessage {
+        kind: Some(Kind::Hello(Hello {
+            agent_version: "test".into(),
+            inventory_schema_version: 1,
+            health_interval_secs: 60,
+        })),
+    }
+    .encode_to_vec();
+    let messages = vec![hello.clone(), vec![0xff, 0xff, 0xff, 0xff, 0x0f]];
+    let path = http_path("/deskpulse.v1.AgentService/Session");
+    let response = grpc
+        .streaming(tonic::Request::new(tokio_stream::iter(messages)), path, RawCodec)
+        .await;
+    let status = match response {
+        Err(status) => status,
+        Ok(response) => {
+            let mut stream = response.into_inner();
+            loop {
+                match stream.next().await {
+                    Some(Ok(_)) => continue,
+                    Some(Err(status)) => break status,
+                    None => panic!("the stream ended without an error"),
+                }
+            }
+        }
+    };
+    assert!(status.message().contains("malformed agent message"), "{status:?}");
+
+    // A message past the size limit.
+    let channel = collector.channel(Some((&cert, &key))).await;
+    let huge = report(
+        1,
+        Payload::Health(HealthSample {
+            filesystems: vec![
+                deskpulse_proto::v1::FilesystemUsage {
+                    mount_point: "x".repeat(5 * 1024 * 1024),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }),
+    );
+    let hello_msg = AgentMessage::decode(hello.as_slice()).expect("hello");
+    let response = AgentServiceClient::new(channel)
+        .session(tokio_stream::iter(vec![hello_msg.clone(), huge]))
+        .await;
+    let status = match response {
+        Err(status) => status,
+        Ok(response) => {
+            let mut stream = response.into_inner();
+            loop {
+                match stream.next().await {
+                    Some(Ok(_)) => continue,
+                    Some(Err(status)) => break status,
+                    None => panic!("the stream ended without an error"),
+                }
+            }
+        }
+    };
+    assert!(
+        matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted),
+        "{status:?}"
+    );
+    assert!(status.message().contains("too large"), "{status:?}");
+
+    // A report without payload is rejected by itself; the stream goes on
+    // and a valid report after it is acknowledged.
+    let channel = collector.channel(Some((&cert, &key))).await;
+    let empty = AgentMessage {
+        kind: Some(Kind::Report(Report {
+            spool_id: "test-spool".into(),
+            seq: 7,
+            collected_at_unix_ms: 1,
+            payload: None,
+        })),
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    tx.send(hello_msg).await.expect("send");
+    tx.send(empty).await.expect("send");
+    tx.send(report(8, Payload::Health(HealthSample::default()))).await.expect("send");
+    let mut replies = AgentServiceClient::new(channel)
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("session")
+        .into_inner();
+    let first = replies.message().await.expect("reply").expect("some");
+    match first.kind {
+        Some(Reply::Rejected(rejected)) => {
+            assert_eq!(rejected.seq, 7);
+            assert!(rejected.reason.contains("payload"), "{rejected:?}");
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    let second = replies.message().await.expect("reply").expect("some");
+    assert!(matches!(second.kind, Some(Reply::Ack(ref a)) if a.seq == 8), "{second:?}");
+    drop(tx);
+
+    // Meanwhile the other agent is served as usual.
+    good.command(&["run", "--once"]).expect_code(0);
+    let admin = collector.admin_token();
+    let channel = collector.channel(None).await;
+    let mut api = TechnicianClient::new(channel);
+    let mut request = tonic::Request::new(GetHostRequest {
+        host: good.host_id(),
+    });
+    let header: MetadataValue<_> = format!("Bearer {admin}").parse().expect("header");
+    request.metadata_mut().insert("authorization", header);
+    let host = api.get_host(request).await.expect("get host").into_inner();
+    assert!(host.inventory.is_some());
+}
+
+fn http_path(path: &'static str) -> tonic::codegen::http::uri::PathAndQuery {
+    tonic::codegen::http::uri::PathAndQuery::from_static(path)
+}

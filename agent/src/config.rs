@@ -120,8 +120,11 @@ pub struct AgentConfig {
 const PREFIX: &str = "DESKPULSE_AGENT_";
 
 fn interval(what: &str, text: &str, min: Duration) -> Result<Duration, ConfigError> {
-    let value = humantime::parse_duration(text)
-        .map_err(|e| ConfigError(format!("{what} {text:?} is not a duration ({e}); try e.g. 60s")))?;
+    let value = humantime::parse_duration(text).map_err(|e| {
+        ConfigError(format!(
+            "{what} {text:?} is not a duration ({e}); try e.g. 60s"
+        ))
+    })?;
     if value < min {
         return Err(ConfigError(format!(
             "{what} {text:?} is too short; the minimum is {}",
@@ -134,7 +137,11 @@ fn interval(what: &str, text: &str, min: Duration) -> Result<Duration, ConfigErr
 /// Resolves the config: file < env < flags.
 pub fn resolve(flags: &AgentFlags, vars: &dyn Env) -> Result<AgentConfig, ConfigError> {
     let var = |key: &str| vars.var(&format!("{PREFIX}{key}"));
-    let file = match flags.config.clone().or_else(|| var("CONFIG").map(PathBuf::from)) {
+    let file = match flags
+        .config
+        .clone()
+        .or_else(|| var("CONFIG").map(PathBuf::from))
+    {
         Some(path) => {
             let text = std::fs::read_to_string(&path).map_err(|e| {
                 ConfigError(format!("cannot read config file {}: {e}", path.display()))

@@ -92,7 +92,10 @@ mod unix {
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
         let reply = match serde_json::from_str::<LocalRequest>(&line) {
             Ok(LocalRequest::Status) => {
-                debug!(uid = peer.map(|p| p.uid()), "status asked on the local socket");
+                debug!(
+                    uid = peer.map(|p| p.uid()),
+                    "status asked on the local socket"
+                );
                 let status = live.lock().map(|l| l.status.clone()).unwrap_or_default();
                 LocalReply::Status(status)
             }
@@ -126,9 +129,12 @@ mod unix {
         text.push(b'\n');
         write.write_all(&text).await?;
         let mut line = String::new();
-        tokio::time::timeout(Duration::from_secs(5), BufReader::new(read).read_line(&mut line))
-            .await
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            BufReader::new(read).read_line(&mut line),
+        )
+        .await
+        .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
         serde_json::from_str(&line)
             .map(Some)
             .map_err(std::io::Error::other)

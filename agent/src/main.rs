@@ -120,7 +120,10 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("deskpulse-agent: error: {}", failure.message.replace('\n', " "));
+            eprintln!(
+                "deskpulse-agent: error: {}",
+                failure.message.replace('\n', " ")
+            );
             ExitCode::from(failure.code)
         }
     }
@@ -188,7 +191,10 @@ fn run(command: Command) -> Result<(), Failure> {
                 ))
                 .map_err(failed)?;
             if enrolled.relinked {
-                println!("enrolled as host {} (this hardware was enrolled before; linked to its existing host)", enrolled.host_id);
+                println!(
+                    "enrolled as host {} (this hardware was enrolled before; linked to its existing host)",
+                    enrolled.host_id
+                );
             } else {
                 println!("enrolled as host {}", enrolled.host_id);
             }
@@ -304,10 +310,13 @@ fn format_time(ms: Option<i64>) -> String {
     let Some(ms) = ms else {
         return "never".into();
     };
-    let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
+    let at =
+        std::time::UNIX_EPOCH + std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0));
     let ago = std::time::SystemTime::now()
         .duration_since(at)
-        .map(|d| humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string())
+        .map(|d| {
+            humantime::format_duration(std::time::Duration::from_secs(d.as_secs())).to_string()
+        })
         .unwrap_or_else(|_| "0s".into());
     format!("{} ({ago} ago)", humantime::format_rfc3339_seconds(at))
 }
@@ -319,7 +328,10 @@ fn status(config: &AgentConfig, json: bool) -> Result<(), Failure> {
         #[cfg(unix)]
         {
             runtime()?
-                .block_on(local::ask(&state.socket_path(), &local::LocalRequest::Status))
+                .block_on(local::ask(
+                    &state.socket_path(),
+                    &local::LocalRequest::Status,
+                ))
                 .ok()
                 .flatten()
                 .and_then(|reply| match reply {
@@ -366,7 +378,10 @@ fn status(config: &AgentConfig, json: bool) -> Result<(), Failure> {
             (false, _) => "not running",
         }
     );
-    println!("last report:     {}", format_time(view.status.last_success_unix_ms));
+    println!(
+        "last report:     {}",
+        format_time(view.status.last_success_unix_ms)
+    );
     match &view.status.last_error {
         Some(error) => println!(
             "last error:      {error} ({})",

@@ -126,7 +126,8 @@ fn hello(config: &AgentConfig) -> AgentMessage {
         kind: Some(Kind::Hello(Hello {
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             inventory_schema_version: deskpulse_proto::INVENTORY_SCHEMA_VERSION,
-            health_interval_secs: u32::try_from(config.health_interval.as_secs()).unwrap_or(u32::MAX),
+            health_interval_secs: u32::try_from(config.health_interval.as_secs())
+                .unwrap_or(u32::MAX),
         })),
     }
 }
@@ -139,7 +140,9 @@ async fn open_session(creds: &Credentials, config: &AgentConfig) -> Result<Sessi
     )
     .await?;
     let (tx, rx) = mpsc::channel(SEND_QUEUE);
-    tx.send(hello(config)).await.map_err(|_| SessionError::Closed)?;
+    tx.send(hello(config))
+        .await
+        .map_err(|_| SessionError::Closed)?;
     let mut client = AgentServiceClient::new(channel)
         .send_compressed(CompressionEncoding::Zstd)
         .accept_compressed(CompressionEncoding::Zstd)
@@ -214,7 +217,9 @@ pub struct OnceOutcome {
 /// `run --once`: one inventory and one health sample, sent and
 /// acknowledged, then goodbye.
 pub async fn run_once(config: &AgentConfig, state: &StateDir) -> Result<OnceOutcome, SessionError> {
-    let creds = state.credentials().map_err(|e| SessionError::Status(e.to_string()))?;
+    let creds = state
+        .credentials()
+        .map_err(|e| SessionError::Status(e.to_string()))?;
     let mut status = state.status().unwrap_or_default();
     let result = once(config, &creds).await;
     match &result {
@@ -234,7 +239,10 @@ pub async fn run_once(config: &AgentConfig, state: &StateDir) -> Result<OnceOutc
 async fn once(config: &AgentConfig, creds: &Credentials) -> Result<OnceOutcome, SessionError> {
     let mut outbox = Outbox::new(DEFAULT_CAPACITY);
     let mut sampler = HealthSampler::new(&config.system_root);
-    outbox.push(Payload::Inventory(collect_inventory(&config.system_root)), now_ms());
+    outbox.push(
+        Payload::Inventory(collect_inventory(&config.system_root)),
+        now_ms(),
+    );
     outbox.push(Payload::Health(sampler.sample()), now_ms());
     let expected = outbox.len();
     let mut session = open_session(creds, config).await?;
@@ -275,7 +283,9 @@ pub async fn run_service(
     live: SharedStatus,
     shutdown: CancellationToken,
 ) -> Result<(), SessionError> {
-    let creds = state.credentials().map_err(|e| SessionError::Status(e.to_string()))?;
+    let creds = state
+        .credentials()
+        .map_err(|e| SessionError::Status(e.to_string()))?;
     let mut outbox = Outbox::new(DEFAULT_CAPACITY);
     let mut sampler = HealthSampler::new(&config.system_root);
     let mut inventory_tick = tokio::time::interval(config.inventory_interval);
@@ -333,12 +343,12 @@ pub async fn run_service(
                 }
             }
         }
-        if fresh && failure.is_none() {
-            if let Some(open) = session.as_mut() {
-                if let Err(error) = open.flush(&outbox).await {
-                    failure = Some(error);
-                }
-            }
+        if fresh
+            && failure.is_none()
+            && let Some(open) = session.as_mut()
+            && let Err(error) = open.flush(&outbox).await
+        {
+            failure = Some(error);
         }
         if let Some(error) = failure {
             let delay = backoff.next_delay();

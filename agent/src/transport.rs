@@ -37,7 +37,11 @@ pub enum TransportError {
 
 /// Checks that `url` is `https://HOST:PORT` and returns it parsed.
 pub fn parse_collector_url(url: &str) -> Result<Uri, TransportError> {
-    let bad = |why: &str| TransportError::BadUrl(format!("collector URL {url:?} {why}; expected https://HOST:PORT"));
+    let bad = |why: &str| {
+        TransportError::BadUrl(format!(
+            "collector URL {url:?} {why}; expected https://HOST:PORT"
+        ))
+    };
     let uri: Uri = url.parse().map_err(|_| bad("does not parse"))?;
     if uri.scheme_str() != Some("https") {
         return Err(bad("must use https"));
@@ -112,7 +116,12 @@ impl ServerCertVerifier for ChainRecorder {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -121,17 +130,28 @@ impl ServerCertVerifier for ChainRecorder {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
 /// Normalises a `--ca-sha256` pin: 64 hex digits, colons allowed, any case.
 pub fn parse_pin(pin: &str) -> Result<String, String> {
-    let normal: String = pin.chars().filter(|c| *c != ':').collect::<String>().to_ascii_lowercase();
+    let normal: String = pin
+        .chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase();
     if normal.len() != 64 || !normal.chars().all(|c| c.is_ascii_hexdigit()) {
         return Err(format!(
             "--ca-sha256 {pin:?} is not a SHA-256 in hex (64 hex digits); `deskpulse-collector ca export` prints it"
@@ -148,7 +168,11 @@ pub async fn fetch_pinned_ca(url: &str, pin: &str) -> Result<String, TransportEr
         url: url.to_owned(),
         reason,
     };
-    let host = uri.host().unwrap_or_default().trim_matches(['[', ']']).to_owned();
+    let host = uri
+        .host()
+        .unwrap_or_default()
+        .trim_matches(['[', ']'])
+        .to_owned();
     let port = uri.port_u16().unwrap_or(443);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let recorder = Arc::new(ChainRecorder {
@@ -161,11 +185,15 @@ pub async fn fetch_pinned_ca(url: &str, pin: &str) -> Result<String, TransportEr
         .dangerous()
         .with_custom_certificate_verifier(recorder.clone())
         .with_no_client_auth();
-    let name = ServerName::try_from(host.clone()).map_err(|e| failed(format!("bad host name: {e}")))?;
-    let tcp = tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect((host.as_str(), port)))
-        .await
-        .map_err(|_| failed("timed out connecting".into()))?
-        .map_err(|e| failed(e.to_string()))?;
+    let name =
+        ServerName::try_from(host.clone()).map_err(|e| failed(format!("bad host name: {e}")))?;
+    let tcp = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    .map_err(|_| failed("timed out connecting".into()))?
+    .map_err(|e| failed(e.to_string()))?;
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
     let stream = tokio::time::timeout(Duration::from_secs(10), connector.connect(name, tcp))
         .await
@@ -176,7 +204,9 @@ pub async fn fetch_pinned_ca(url: &str, pin: &str) -> Result<String, TransportEr
     let ca = chain
         .iter()
         .find(|cert| hex::encode(Sha256::digest(cert.as_ref())) == pin)
-        .ok_or_else(|| TransportError::PinMismatch { url: url.to_owned() })?;
+        .ok_or_else(|| TransportError::PinMismatch {
+            url: url.to_owned(),
+        })?;
     Ok(der_to_pem(ca.as_ref()))
 }
 
@@ -200,7 +230,12 @@ mod tests {
     fn collector_urls_must_be_https_with_a_port() {
         assert!(parse_collector_url("https://127.0.0.1:7443").is_ok());
         assert!(parse_collector_url("https://collector.example:7443/").is_ok());
-        for bad in ["http://127.0.0.1:7443", "https://127.0.0.1", "not a url", "https://h:1/x"] {
+        for bad in [
+            "http://127.0.0.1:7443",
+            "https://127.0.0.1",
+            "not a url",
+            "https://h:1/x",
+        ] {
             let error = parse_collector_url(bad).expect_err(bad).to_string();
             assert!(error.contains("expected https://HOST:PORT"), "{error}");
         }

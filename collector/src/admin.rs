@@ -71,7 +71,11 @@ pub async fn create_enrollment_token(
 
 /// Checks a technician name: 1-64 printable characters, no surrounding space.
 pub fn validate_technician_name(name: &str) -> Result<(), String> {
-    if name.is_empty() || name.len() > 64 || name.trim() != name || name.chars().any(char::is_control) {
+    if name.is_empty()
+        || name.len() > 64
+        || name.trim() != name
+        || name.chars().any(char::is_control)
+    {
         return Err(format!(
             "technician name {name:?} must be 1-64 printable characters without surrounding spaces"
         ));
@@ -114,7 +118,9 @@ pub async fn create_api_token(
                 token_id: None,
                 action: "api-token.create".into(),
                 subject: token_id.clone(),
-                detail: format!("by {LOCAL_ADMIN}; technician {name} ({technician_id}); role {role}"),
+                detail: format!(
+                    "by {LOCAL_ADMIN}; technician {name} ({technician_id}); role {role}"
+                ),
             },
             now,
         )

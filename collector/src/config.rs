@@ -189,8 +189,11 @@ pub fn resolve_store_flags(flags: &StoreFlags, vars: &dyn Env) -> Result<StoreCo
 }
 
 fn parse_duration(what: &str, value: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(value)
-        .map_err(|e| ConfigError(format!("{what}: {value:?} is not a duration ({e}); try e.g. 10s")))
+    humantime::parse_duration(value).map_err(|e| {
+        ConfigError(format!(
+            "{what}: {value:?} is not a duration ({e}); try e.g. 10s"
+        ))
+    })
 }
 
 /// Resolves `serve`'s config: file < env < flags.
@@ -222,7 +225,10 @@ pub fn resolve_serve(flags: &ServeFlags, vars: &dyn Env) -> Result<ServeConfig, 
     let hostnames = if !flags.hostnames.is_empty() {
         flags.hostnames.clone()
     } else if let Some(list) = env(vars, "HOSTNAMES") {
-        list.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect()
+        list.split(',')
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+            .collect()
     } else {
         file.hostnames.unwrap_or_default()
     };

@@ -92,7 +92,9 @@ pub struct DataDir {
 
 impl std::fmt::Debug for DataDir {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DataDir").field("root", &self.root).finish_non_exhaustive()
+        f.debug_struct("DataDir")
+            .field("root", &self.root)
+            .finish_non_exhaustive()
     }
 }
 
@@ -106,12 +108,11 @@ pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), DataD
         .map_err(io("cannot set permissions on", path))?;
     tmp.write_all(contents).map_err(io("cannot write", path))?;
     tmp.as_file().sync_all().map_err(io("cannot sync", path))?;
-    tmp.persist(path)
-        .map_err(|e| DataDirError::Io {
-            what: "cannot replace",
-            path: path.to_path_buf(),
-            source: e.error,
-        })?;
+    tmp.persist(path).map_err(|e| DataDirError::Io {
+        what: "cannot replace",
+        path: path.to_path_buf(),
+        source: e.error,
+    })?;
     Ok(())
 }
 
@@ -184,7 +185,11 @@ impl DataDir {
             let token = secrets::new_token(secrets::API_TOKEN_PREFIX);
             // The file first: if the store write fails, the next start finds
             // no technician and makes a new token, overwriting this one.
-            write_atomic(&root.join(INITIAL_ADMIN_TOKEN), format!("{token}\n").as_bytes(), 0o600)?;
+            write_atomic(
+                &root.join(INITIAL_ADMIN_TOKEN),
+                format!("{token}\n").as_bytes(),
+                0o600,
+            )?;
             store
                 .create_api_token(
                     &NewApiToken {
@@ -217,9 +222,16 @@ impl DataDir {
     /// The server certificate chain and key for `extra_names` plus the
     /// defaults, reusing the one on disk while it covers every name and is
     /// not close to expiry.
-    pub fn server_identity(&self, extra_names: &[String], now_ms: i64) -> Result<KeyAndCert, DataDirError> {
+    pub fn server_identity(
+        &self,
+        extra_names: &[String],
+        now_ms: i64,
+    ) -> Result<KeyAndCert, DataDirError> {
         let _lock = InitLock::take(&self.root)?;
-        let mut wanted: Vec<String> = DEFAULT_SERVER_NAMES.iter().map(|s| (*s).to_owned()).collect();
+        let mut wanted: Vec<String> = DEFAULT_SERVER_NAMES
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect();
         for name in extra_names {
             if !wanted.contains(name) {
                 wanted.push(name.clone());

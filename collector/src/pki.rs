@@ -9,8 +9,7 @@ use std::net::IpAddr;
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
-    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType,
-    SerialNumber,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls::pki_types::{CertificateDer, CertificateSigningRequestDer};
 use time::{Duration, OffsetDateTime};
@@ -162,10 +161,13 @@ impl CertificateAuthority {
     /// Issues a client certificate for `host_id` from an agent's CSR. Only
     /// the CSR's public key is used.
     pub fn sign_host_csr(&self, csr_der: &[u8], host_id: &str) -> Result<IssuedCert, PkiError> {
-        let csr = CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(
-            csr_der,
-        ))
-        .map_err(|e| PkiError::Parse(format!("the CSR is not a valid signed PKCS#10 request: {e}")))?;
+        let csr =
+            CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
+                .map_err(|e| {
+                    PkiError::Parse(format!(
+                        "the CSR is not a valid signed PKCS#10 request: {e}"
+                    ))
+                })?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, host_id);
@@ -195,9 +197,9 @@ fn san(name: &str) -> Result<SanType, PkiError> {
     }
     let valid = !name.is_empty()
         && name.len() <= 253
-        && name
-            .split('.')
-            .all(|label| !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+        && name.split('.').all(|label| {
+            !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
     let invalid = || PkiError::Parse(format!("{name:?} is not a valid host name"));
     if !valid {
         return Err(invalid());

@@ -54,7 +54,12 @@ pub fn describe_status(status: &tonic::Status) -> String {
         source = cause.source();
     }
     let lower = line.to_ascii_lowercase();
-    let vague = ["connection closed", "operation was canceled", "broken pipe", "connection reset"];
+    let vague = [
+        "connection closed",
+        "operation was canceled",
+        "broken pipe",
+        "connection reset",
+    ];
     if vague.iter().any(|v| lower.contains(v)) {
         line.push_str(
             " (the collector closed the connection; it may have refused this client's TLS certificate)",

@@ -305,7 +305,11 @@ impl Agent {
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin("deskpulse-agent"));
         cmd.args(args).arg("--state-dir").arg(self.state_dir.path());
-        for var in ["DESKPULSE_AGENT_CONFIG", "DESKPULSE_AGENT_STATE_DIR", "DESKPULSE_AGENT_SYSTEM_ROOT"] {
+        for var in [
+            "DESKPULSE_AGENT_CONFIG",
+            "DESKPULSE_AGENT_STATE_DIR",
+            "DESKPULSE_AGENT_SYSTEM_ROOT",
+        ] {
             cmd.env_remove(var);
         }
         cmd.env_remove("RUST_BACKTRACE");

@@ -10,9 +10,17 @@ fn collector(args: &[&str]) -> Run {
 }
 
 fn assert_one_line(out: &Run, needle: &str) {
-    let lines: Vec<&str> = out.stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    let lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
     assert_eq!(lines.len(), 1, "one line of error, got: {}", out.stderr);
-    assert!(lines[0].contains(needle), "{:?} should mention {needle:?}", lines[0]);
+    assert!(
+        lines[0].contains(needle),
+        "{:?} should mention {needle:?}",
+        lines[0]
+    );
     assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
 }
 
@@ -26,7 +34,12 @@ fn an_unknown_config_key_is_a_config_error() {
     let agent_file = tempfile::NamedTempFile::new().expect("temp");
     std::fs::write(agent_file.path(), "colector = 1\n").expect("write");
     let out = Agent::new()
-        .command(&["run", "--once", "--config", agent_file.path().to_str().expect("path")])
+        .command(&[
+            "run",
+            "--once",
+            "--config",
+            agent_file.path().to_str().expect("path"),
+        ])
         .expect_code(2);
     assert_one_line(&out, "unknown field `colector`");
 }
@@ -36,8 +49,14 @@ fn an_unusable_data_dir_is_named() {
     let dir = tempfile::tempdir().expect("temp");
     let file = dir.path().join("not-a-dir");
     std::fs::write(&file, "x").expect("write");
-    let out = collector(&["serve", "--listen", "127.0.0.1:0", "--data-dir", file.to_str().expect("path")])
-        .expect_code(1);
+    let out = collector(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        file.to_str().expect("path"),
+    ])
+    .expect_code(1);
     assert_one_line(&out, "cannot create data dir");
 }
 
@@ -46,9 +65,20 @@ fn a_port_in_use_is_named() {
     let first = Collector::start();
     let addr = first.addr.to_string();
     let dir = tempfile::tempdir().expect("temp");
-    let out = collector(&["serve", "--listen", &addr, "--data-dir", dir.path().to_str().expect("path")])
-        .expect_code(1);
-    assert!(out.error_line().contains(&format!("cannot listen on {addr}")), "{}", out.stderr);
+    let out = collector(&[
+        "serve",
+        "--listen",
+        &addr,
+        "--data-dir",
+        dir.path().to_str().expect("path"),
+    ])
+    .expect_code(1);
+    assert!(
+        out.error_line()
+            .contains(&format!("cannot listen on {addr}")),
+        "{}",
+        out.stderr
+    );
     assert!(out.error_line().contains("in use"), "{}", out.stderr);
 }
 
@@ -59,13 +89,29 @@ fn bad_urls_and_listen_addresses_are_usage_errors() {
 
     let agent = Agent::new();
     let out = agent
-        .command(&["enroll", "--collector", "http://127.0.0.1:1", "--token", "t", "--ca-sha256", &"a".repeat(64)])
+        .command(&[
+            "enroll",
+            "--collector",
+            "http://127.0.0.1:1",
+            "--token",
+            "t",
+            "--ca-sha256",
+            &"a".repeat(64),
+        ])
         .expect_code(2);
     assert_one_line(&out, "must use https");
 
     let out = run(std::process::Command::new(bin("deskpulse"))
         .env("HOME", "/nonexistent")
-        .args(["--collector", "127.0.0.1:7443", "--token", "t", "--ca-file", "x", "hosts"]))
+        .args([
+            "--collector",
+            "127.0.0.1:7443",
+            "--token",
+            "t",
+            "--ca-file",
+            "x",
+            "hosts",
+        ]))
     .expect_code(2);
     assert_one_line(&out, "expected https://HOST:PORT");
 
@@ -85,12 +131,31 @@ fn missing_certificates_are_named() {
     assert_one_line(&out, "not enrolled");
 
     let out = agent
-        .command(&["enroll", "--collector", &collector.url(), "--token", "t", "--ca-file", "/nonexistent/ca.pem"])
+        .command(&[
+            "enroll",
+            "--collector",
+            &collector.url(),
+            "--token",
+            "t",
+            "--ca-file",
+            "/nonexistent/ca.pem",
+        ])
         .expect_code(1);
     assert_one_line(&out, "/nonexistent/ca.pem");
 
-    let out = collector.cli(&collector.admin_token(), &["--ca-file", "/nonexistent/ca.pem", "hosts"]);
-    let out = out.expect_code(1);
+    let url = collector.url();
+    let out = run(std::process::Command::new(bin("deskpulse"))
+        .env("HOME", "/nonexistent")
+        .args([
+            "--collector",
+            &url,
+            "--token",
+            "t",
+            "--ca-file",
+            "/nonexistent/ca.pem",
+            "hosts",
+        ]))
+    .expect_code(1);
     assert_one_line(&out, "cannot read CA file /nonexistent/ca.pem");
 }
 
@@ -98,8 +163,14 @@ fn missing_certificates_are_named() {
 fn the_collector_drains_and_exits_cleanly_on_sigterm() {
     let mut collector = Collector::start();
     let agent = Agent::new();
-    agent.enroll(&collector, &collector.enrollment_token(1)).expect_code(0);
+    agent
+        .enroll(&collector, &collector.enrollment_token(1))
+        .expect_code(0);
     agent.command(&["run", "--once"]).expect_code(0);
     assert_eq!(collector.terminate(), Some(0), "{}", collector.logs());
-    assert!(collector.logs().contains("collector stopped"), "{}", collector.logs());
+    assert!(
+        collector.logs().contains("collector stopped"),
+        "{}",
+        collector.logs()
+    );
 }

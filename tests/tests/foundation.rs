@@ -31,8 +31,14 @@ fn install_crypto() {
 fn an_enrolled_agent_reports_and_technicians_see_it_in_the_cli() {
     let collector = Collector::start();
     let agent = Agent::new();
-    let enrolled = agent.enroll(&collector, &collector.enrollment_token(1)).expect_code(0);
-    assert!(enrolled.stdout.starts_with("enrolled as host "), "{}", enrolled.stdout);
+    let enrolled = agent
+        .enroll(&collector, &collector.enrollment_token(1))
+        .expect_code(0);
+    assert!(
+        enrolled.stdout.starts_with("enrolled as host "),
+        "{}",
+        enrolled.stdout
+    );
     let host_id = agent.host_id();
 
     let once = agent.command(&["run", "--once"]).expect_code(0);
@@ -54,19 +60,34 @@ fn an_enrolled_agent_reports_and_technicians_see_it_in_the_cli() {
     assert!(table.stdout.starts_with("HOSTNAME"), "{}", table.stdout);
     assert!(table.stdout.contains(&host_id), "{}", table.stdout);
 
-    let show = collector.cli(&token, &["host", "show", &hostname, "--json"]).expect_code(0);
+    let show = collector
+        .cli(&token, &["host", "show", &hostname, "--json"])
+        .expect_code(0);
     let show = json(&show.stdout);
     assert_eq!(show["host_id"], host_id.as_str());
-    assert_eq!(show["goodbye_reason"], "service-stop");
-    let logical = show["inventory"]["cpu"]["logical_cores"].as_u64().expect("cpu cores");
+    assert_eq!(show["goodbye_reason"], "service-stop", "{show}");
+    let logical = show["inventory"]["cpu"]["logical_cores"]
+        .as_u64()
+        .expect("cpu cores");
     assert!(logical >= 1);
-    assert!(show["health"]["memory_used_percent"].as_f64().is_some(), "{show}");
+    assert!(
+        show["health"]["memory_used_percent"].as_f64().is_some(),
+        "{show}"
+    );
 
     // A prefix of the host id works as HOST too.
-    let by_prefix = collector.cli(&token, &["host", "show", &host_id[..8]]).expect_code(0);
+    let by_prefix = collector
+        .cli(&token, &["host", "show", &host_id[..8]])
+        .expect_code(0);
     assert!(by_prefix.stdout.contains(&host_id), "{}", by_prefix.stdout);
-    let missing = collector.cli(&token, &["host", "show", "no-such-host"]).expect_code(1);
-    assert!(missing.error_line().contains("no host matches"), "{}", missing.stderr);
+    let missing = collector
+        .cli(&token, &["host", "show", "no-such-host"])
+        .expect_code(1);
+    assert!(
+        missing.error_line().contains("no host matches"),
+        "{}",
+        missing.stderr
+    );
 }
 
 #[test]
@@ -76,13 +97,28 @@ fn enrollment_tokens_are_single_use_and_unknown_ones_are_refused() {
     Agent::new().enroll(&collector, &token).expect_code(0);
 
     let reused = Agent::new().enroll(&collector, &token).expect_code(1);
-    assert!(reused.error_line().contains("no uses left"), "{}", reused.stderr);
+    assert!(
+        reused.error_line().contains("no uses left"),
+        "{}",
+        reused.stderr
+    );
 
     let unknown = Agent::new()
-        .enroll(&collector, "dpe_0000000000000000000000000000000000000000000000000000000000000000")
+        .enroll(
+            &collector,
+            "dpe_0000000000000000000000000000000000000000000000000000000000000000",
+        )
         .expect_code(1);
-    assert!(unknown.error_line().contains("not known"), "{}", unknown.stderr);
-    assert!(collector.logs().contains("refused an enrollment"), "{}", collector.logs());
+    assert!(
+        unknown.error_line().contains("not known"),
+        "{}",
+        unknown.stderr
+    );
+    assert!(
+        collector.logs().contains("refused an enrollment"),
+        "{}",
+        collector.logs()
+    );
 }
 
 #[test]
@@ -100,13 +136,33 @@ fn enrolling_with_the_ca_pin_works_and_a_wrong_pin_is_refused() {
     let wrong = "0".repeat(64);
     let agent = Agent::new();
     let refused = agent
-        .command(&["enroll", "--collector", &collector.url(), "--token", "x", "--ca-sha256", &wrong])
+        .command(&[
+            "enroll",
+            "--collector",
+            &collector.url(),
+            "--token",
+            "x",
+            "--ca-sha256",
+            &wrong,
+        ])
         .expect_code(1);
-    assert!(refused.error_line().contains("--ca-sha256"), "{}", refused.stderr);
+    assert!(
+        refused.error_line().contains("--ca-sha256"),
+        "{}",
+        refused.stderr
+    );
 
     let token = collector.enrollment_token(1);
     agent
-        .command(&["enroll", "--collector", &collector.url(), "--token", &token, "--ca-sha256", &pin])
+        .command(&[
+            "enroll",
+            "--collector",
+            &collector.url(),
+            "--token",
+            &token,
+            "--ca-sha256",
+            &pin,
+        ])
         .expect_code(0);
     agent.command(&["run", "--once"]).expect_code(0);
 }
@@ -123,10 +179,18 @@ fn the_same_hardware_enrolling_again_keeps_its_host_id_and_old_certificates_stop
     // exposes no hardware UUID or serial there is nothing to link by.
     let hardware_known = std::fs::read_to_string("/sys/class/dmi/id/product_uuid").is_ok();
     if hardware_known {
-        assert!(again.stdout.contains("linked to its existing host"), "{}", again.stdout);
+        assert!(
+            again.stdout.contains("linked to its existing host"),
+            "{}",
+            again.stdout
+        );
         assert_eq!(first.host_id(), second.host_id());
         let stale = first.command(&["run", "--once"]).expect_code(1);
-        assert!(stale.error_line().contains("superseded"), "{}", stale.stderr);
+        assert!(
+            stale.error_line().contains("superseded"),
+            "{}",
+            stale.stderr
+        );
     } else {
         assert_ne!(first.host_id(), second.host_id());
     }
@@ -163,7 +227,9 @@ async fn the_agent_service_refuses_callers_without_a_fleet_certificate() {
     let other = tempfile::tempdir().expect("temp dir");
     let other_ca = Collector::start_in(other, &[]);
     let impostor = Agent::new();
-    impostor.enroll(&other_ca, &other_ca.enrollment_token(1)).expect_code(0);
+    impostor
+        .enroll(&other_ca, &other_ca.enrollment_token(1))
+        .expect_code(0);
     let (cert, key) = impostor.identity();
     let ca = std::fs::read_to_string(collector.ca_file()).expect("ca");
     let tls = tonic::transport::ClientTlsConfig::new()
@@ -182,12 +248,19 @@ async fn the_agent_service_refuses_callers_without_a_fleet_certificate() {
             .await
             .map(|_| ())
     };
-    let refused = attempt.await.expect_err("a foreign certificate must be refused");
+    let refused = attempt
+        .await
+        .expect_err("a foreign certificate must be refused");
     assert_ne!(refused.code(), Code::Ok);
 
     // The impostor's own report never reached this collector.
     let token = collector.admin_token();
-    let hosts = json(&collector.cli(&token, &["--json", "hosts"]).expect_code(0).stdout);
+    let hosts = json(
+        &collector
+            .cli(&token, &["--json", "hosts"])
+            .expect_code(0)
+            .stdout,
+    );
     assert_eq!(hosts.as_array().map(Vec::len), Some(0));
 }
 
@@ -197,13 +270,23 @@ async fn api_tokens_are_checked_and_roles_enforced() {
     let collector = Collector::start();
     let viewer = collector.api_token("vera", "viewer");
 
-    let wrong = collector.cli("dpt_not-a-real-token", &["hosts"]).expect_code(1);
-    assert!(wrong.error_line().contains("unknown or revoked"), "{}", wrong.stderr);
+    let wrong = collector
+        .cli("dpt_not-a-real-token", &["hosts"])
+        .expect_code(1);
+    assert!(
+        wrong.error_line().contains("unknown or revoked"),
+        "{}",
+        wrong.stderr
+    );
 
     collector.cli(&viewer, &["hosts"]).expect_code(0);
-    let denied = collector.cli(&viewer, &["enroll-token", "create"]).expect_code(1);
+    let denied = collector
+        .cli(&viewer, &["enroll-token", "create"])
+        .expect_code(1);
     assert!(
-        denied.error_line().contains("needs the admin role; vera has the viewer role"),
+        denied
+            .error_line()
+            .contains("needs the admin role; vera has the viewer role"),
         "{}",
         denied.stderr
     );
@@ -213,7 +296,10 @@ async fn api_tokens_are_checked_and_roles_enforced() {
     let mut request = tonic::Request::new(CreateEnrollmentTokenRequest::default());
     let header: MetadataValue<_> = format!("Bearer {viewer}").parse().expect("header");
     request.metadata_mut().insert("authorization", header);
-    let status = api.create_enrollment_token(request).await.expect_err("viewer");
+    let status = api
+        .create_enrollment_token(request)
+        .await
+        .expect_err("viewer");
     assert_eq!(status.code(), Code::PermissionDenied);
     let status = api
         .list_hosts(ListHostsRequest::default())
@@ -223,16 +309,26 @@ async fn api_tokens_are_checked_and_roles_enforced() {
 
     // An admin's token made through the API enrolls an agent.
     let admin = collector.admin_token();
-    let made = collector.cli(&admin, &["enroll-token", "create", "--uses", "1"]).expect_code(0);
+    let made = collector
+        .cli(&admin, &["enroll-token", "create", "--uses", "1"])
+        .expect_code(0);
     let token = made.stdout.trim();
-    assert!(token.starts_with("dpe_"), "secret alone on stdout: {}", made.stdout);
+    assert!(
+        token.starts_with("dpe_"),
+        "secret alone on stdout: {}",
+        made.stdout
+    );
     Agent::new().enroll(&collector, token).expect_code(0);
 
     // A technician name keeps its role.
     let clash = collector
         .admin(&["token", "create", "--name", "vera", "--role", "admin"])
         .expect_code(2);
-    assert!(clash.error_line().contains("exists with role viewer"), "{}", clash.stderr);
+    assert!(
+        clash.error_line().contains("exists with role viewer"),
+        "{}",
+        clash.stderr
+    );
 }
 
 fn report(seq: u64, payload: Payload) -> AgentMessage {
@@ -272,7 +368,11 @@ async fn malformed_and_oversized_messages_get_clear_errors_and_others_keep_being
     let messages = vec![hello.clone(), vec![0xff, 0xff, 0xff, 0xff, 0x0f]];
     let path = http_path("/deskpulse.v1.AgentService/Session");
     let response = grpc
-        .streaming(tonic::Request::new(tokio_stream::iter(messages)), path, RawCodec)
+        .streaming(
+            tonic::Request::new(tokio_stream::iter(messages)),
+            path,
+            RawCodec,
+        )
         .await;
     let status = match response {
         Err(status) => status,
@@ -287,19 +387,20 @@ async fn malformed_and_oversized_messages_get_clear_errors_and_others_keep_being
             }
         }
     };
-    assert!(status.message().contains("malformed agent message"), "{status:?}");
+    assert!(
+        status.message().contains("malformed agent message"),
+        "{status:?}"
+    );
 
     // A message past the size limit.
     let channel = collector.channel(Some((&cert, &key))).await;
     let huge = report(
         1,
         Payload::Health(HealthSample {
-            filesystems: vec![
-                deskpulse_proto::v1::FilesystemUsage {
-                    mount_point: "x".repeat(5 * 1024 * 1024),
-                    ..Default::default()
-                },
-            ],
+            filesystems: vec![deskpulse_proto::v1::FilesystemUsage {
+                mount_point: "x".repeat(5 * 1024 * 1024),
+                ..Default::default()
+            }],
             ..Default::default()
         }),
     );
@@ -340,7 +441,9 @@ async fn malformed_and_oversized_messages_get_clear_errors_and_others_keep_being
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     tx.send(hello_msg).await.expect("send");
     tx.send(empty).await.expect("send");
-    tx.send(report(8, Payload::Health(HealthSample::default()))).await.expect("send");
+    tx.send(report(8, Payload::Health(HealthSample::default())))
+        .await
+        .expect("send");
     let mut replies = AgentServiceClient::new(channel)
         .session(tokio_stream::wrappers::ReceiverStream::new(rx))
         .await
@@ -355,7 +458,10 @@ async fn malformed_and_oversized_messages_get_clear_errors_and_others_keep_being
         other => panic!("expected a rejection, got {other:?}"),
     }
     let second = replies.message().await.expect("reply").expect("some");
-    assert!(matches!(second.kind, Some(Reply::Ack(ref a)) if a.seq == 8), "{second:?}");
+    assert!(
+        matches!(second.kind, Some(Reply::Ack(ref a)) if a.seq == 8),
+        "{second:?}"
+    );
     drop(tx);
 
     // Meanwhile the other agent is served as usual.

@@ -27,8 +27,7 @@ pub fn generate(root: &Path, out_dir: &Path) -> Result<()> {
     let include = root.join("proto/proto");
     let files: Vec<PathBuf> = PROTO_FILES.iter().map(|f| include.join(f)).collect();
     let fds = protox::compile(&files, [&include]).context("compiling the .proto files")?;
-    fs::create_dir_all(out_dir)
-        .with_context(|| format!("creating {}", out_dir.display()))?;
+    fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     fs::write(out_dir.join("descriptor.bin"), fds.encode_to_vec())
         .context("writing descriptor.bin")?;
     tonic_prost_build::configure()

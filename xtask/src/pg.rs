@@ -36,7 +36,9 @@ pub fn ensure_running() -> Result<()> {
     let data = crate::workspace_root().join("target/pg");
     if !data.join("PG_VERSION").exists() {
         std::fs::create_dir_all(&data)?;
-        run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(&data))?;
+        run(Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&data))?;
         run(as_postgres(&bin.join("initdb"))
             .args(["--auth=trust", "--username=postgres", "-D"])
             .arg(&data))?;
@@ -46,7 +48,12 @@ pub fn ensure_running() -> Result<()> {
         .arg(&data)
         .args(["-l"])
         .arg(data.join("server.log"))
-        .args(["-o", "-c listen_addresses=127.0.0.1 -p 5432 -k /tmp", "-w", "start"]))?;
+        .args([
+            "-o",
+            "-c listen_addresses=127.0.0.1 -p 5432 -k /tmp",
+            "-w",
+            "start",
+        ]))?;
     if !answers() {
         bail!("PostgreSQL started but does not answer on {ADDR}");
     }

@@ -4,7 +4,10 @@ use std::io::Write;
 use super::*;
 
 fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn config_file(text: &str) -> tempfile::NamedTempFile {
@@ -24,7 +27,9 @@ fn defaults() {
 
 #[test]
 fn file_then_env_then_flags() {
-    let f = config_file("state_dir = \"/file\"\nhealth_interval = \"30s\"\ninventory_interval = \"1h\"\n");
+    let f = config_file(
+        "state_dir = \"/file\"\nhealth_interval = \"30s\"\ninventory_interval = \"1h\"\n",
+    );
     let mut flags = AgentFlags {
         config: Some(f.path().to_path_buf()),
         ..AgentFlags::default()
@@ -49,7 +54,10 @@ fn unknown_keys_and_bad_values_are_one_line_errors() {
         ..AgentFlags::default()
     };
     let error = resolve(&flags, &vars(&[])).expect_err("unknown key");
-    assert!(error.0.contains("unknown field `health_intreval`"), "{error}");
+    assert!(
+        error.0.contains("unknown field `health_intreval`"),
+        "{error}"
+    );
     assert!(!error.0.contains('\n'));
 
     let error = resolve(

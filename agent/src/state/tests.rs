@@ -17,7 +17,10 @@ fn creds() -> Credentials {
 fn enrollment_round_trips_and_the_key_is_private() {
     let dir = tempfile::tempdir().expect("temp dir");
     let state = StateDir::new(dir.path().join("state"));
-    assert!(matches!(state.credentials(), Err(StateError::NotEnrolled { .. })));
+    assert!(matches!(
+        state.credentials(),
+        Err(StateError::NotEnrolled { .. })
+    ));
     state.save_enrollment(&creds()).expect("save");
     let loaded = state.credentials().expect("load");
     assert_eq!(loaded.enrollment, creds().enrollment);
@@ -25,7 +28,10 @@ fn enrollment_round_trips_and_the_key_is_private() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        let mode = fs::metadata(state.root().join(KEY)).expect("meta").permissions().mode();
+        let mode = fs::metadata(state.root().join(KEY))
+            .expect("meta")
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
     }
 }
@@ -36,7 +42,12 @@ fn a_second_lock_is_refused_while_the_first_is_held() {
     let state = StateDir::new(dir.path());
     let first = state.lock().expect("first lock");
     let error = state.lock().expect_err("second lock");
-    assert!(error.to_string().contains("another deskpulse-agent is running"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("another deskpulse-agent is running"),
+        "{error}"
+    );
     drop(first);
     state.lock().expect("lock after release");
 }
@@ -47,7 +58,10 @@ fn corrupt_files_name_the_file() {
     let state = StateDir::new(dir.path());
     fs::write(dir.path().join(ENROLLMENT), "host_id = 3").expect("write");
     let error = state.enrollment().expect_err("corrupt");
-    assert!(error.to_string().contains("enrollment.toml is corrupt"), "{error}");
+    assert!(
+        error.to_string().contains("enrollment.toml is corrupt"),
+        "{error}"
+    );
     fs::write(dir.path().join(STATUS), "{not json").expect("write");
     assert!(state.status().is_err());
 }

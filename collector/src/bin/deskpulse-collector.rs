@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use deskpulse_collector::admin;
 use deskpulse_collector::clock::{SharedClock, SystemClock};
 use deskpulse_collector::config::{self, LogFormat, ProcessEnv, ServeFlags, StoreFlags};
 use deskpulse_collector::exit::{CommandResult, Failure, init_logging};
 use deskpulse_collector::server::{self, ServerContext};
 use deskpulse_collector::store::Role;
-use deskpulse_collector::admin;
 use tokio_util::sync::CancellationToken;
 
 /// The Deskpulse collector: enrolls agents, stores inventory and health, and

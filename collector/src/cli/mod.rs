@@ -86,8 +86,13 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
 struct BearerToken(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
 
 impl tonic::service::Interceptor for BearerToken {
-    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        request.metadata_mut().insert("authorization", self.0.clone());
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
         Ok(request)
     }
 }
@@ -96,7 +101,10 @@ type Client = TechnicianClient<InterceptedService<Channel, BearerToken>>;
 
 async fn connect(settings: &Settings) -> CommandResult<Client> {
     let ca = std::fs::read_to_string(&settings.ca_file).map_err(|e| {
-        Failure::runtime(format!("cannot read CA file {}: {e}", settings.ca_file.display()))
+        Failure::runtime(format!(
+            "cannot read CA file {}: {e}",
+            settings.ca_file.display()
+        ))
     })?;
     let token = format!("Bearer {}", settings.token)
         .parse()
@@ -112,10 +120,12 @@ async fn connect(settings: &Settings) -> CommandResult<Client> {
             deskpulse_proto::client::describe_error(&e)
         ))
     })?;
-    Ok(TechnicianClient::with_interceptor(channel, BearerToken(token))
-        .send_compressed(CompressionEncoding::Zstd)
-        .accept_compressed(CompressionEncoding::Zstd)
-        .max_decoding_message_size(16 * 1024 * 1024))
+    Ok(
+        TechnicianClient::with_interceptor(channel, BearerToken(token))
+            .send_compressed(CompressionEncoding::Zstd)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .max_decoding_message_size(16 * 1024 * 1024),
+    )
 }
 
 fn call_failed(status: tonic::Status) -> Failure {

@@ -25,7 +25,10 @@ pub fn ago(ms: i64) -> String {
     }
     let at = UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs());
     match SystemTime::now().duration_since(at) {
-        Ok(age) => format!("{} ago", humantime::format_duration(Duration::from_secs(age.as_secs().max(1)))),
+        Ok(age) => format!(
+            "{} ago",
+            humantime::format_duration(Duration::from_secs(age.as_secs().max(1)))
+        ),
         Err(_) => "just now".into(),
     }
 }
@@ -133,7 +136,10 @@ pub fn hosts(hosts: &[HostSummary], json: bool) -> CommandResult {
             ]
         })
         .collect();
-    print!("{}", table(&["HOSTNAME", "OS", "LAST SEEN", "STATUS", "HOST ID"], &rows));
+    print!(
+        "{}",
+        table(&["HOSTNAME", "OS", "LAST SEEN", "STATUS", "HOST ID"], &rows)
+    );
     Ok(())
 }
 
@@ -163,7 +169,8 @@ pub fn host(detail: &GetHostResponse, json: bool) -> CommandResult {
         return print_json(&HostDetailJson {
             host: HostJson::from(&summary),
             agent_version: &detail.agent_version,
-            goodbye_reason: (!detail.goodbye_reason.is_empty()).then_some(detail.goodbye_reason.as_str()),
+            goodbye_reason: (!detail.goodbye_reason.is_empty())
+                .then_some(detail.goodbye_reason.as_str()),
             certificate_serial: &detail.certificate_serial,
             certificate_sha256: &detail.certificate_sha256,
             inventory_at: iso(detail.inventory_at_unix_ms),
@@ -174,43 +181,90 @@ pub fn host(detail: &GetHostResponse, json: bool) -> CommandResult {
     }
     let mut out = String::new();
     let mut field = |name: &str, value: String| out.push_str(&format!("{name:<15}{value}\n"));
-    field("host", format!("{} ({})", summary.hostname, summary.host_id));
+    field(
+        "host",
+        format!("{} ({})", summary.hostname, summary.host_id),
+    );
     field(
         "status",
-        format!("{}, last seen {}", presence(summary.presence), ago(summary.last_seen_unix_ms)),
+        format!(
+            "{}, last seen {}",
+            presence(summary.presence),
+            ago(summary.last_seen_unix_ms)
+        ),
     );
     if !detail.goodbye_reason.is_empty() {
         field("said goodbye", detail.goodbye_reason.clone());
     }
     field("enrolled", time(summary.enrolled_at_unix_ms));
     field("agent", detail.agent_version.clone());
-    field("certificate", format!("serial {}", detail.certificate_serial));
+    field(
+        "certificate",
+        format!("serial {}", detail.certificate_serial),
+    );
     if let Some(inv) = &detail.inventory {
         let os = inv.os.clone().unwrap_or_default();
-        field("os", format!("{} {} (kernel {}, {})", os.name, os.version, os.kernel_version, os.arch));
+        field(
+            "os",
+            format!(
+                "{} {} (kernel {}, {})",
+                os.name, os.version, os.kernel_version, os.arch
+            ),
+        );
         if let Some(system) = &inv.system {
             if !system.vendor.is_empty() || !system.model.is_empty() {
-                field("model", format!("{} {}", system.vendor, system.model).trim().to_owned());
+                field(
+                    "model",
+                    format!("{} {}", system.vendor, system.model)
+                        .trim()
+                        .to_owned(),
+                );
             }
             if !system.serial.is_empty() {
                 field("serial", system.serial.clone());
             }
         }
         if let Some(cpu) = &inv.cpu {
-            field("cpu", format!("{} ({} logical cores)", cpu.model, cpu.logical_cores));
+            field(
+                "cpu",
+                format!("{} ({} logical cores)", cpu.model, cpu.logical_cores),
+            );
         }
         if let Some(mem) = &inv.memory {
-            field("memory", format!("{} total, {} available", gib(mem.total_bytes), gib(mem.available_bytes)));
+            field(
+                "memory",
+                format!(
+                    "{} total, {} available",
+                    gib(mem.total_bytes),
+                    gib(mem.available_bytes)
+                ),
+            );
         }
         for fs in inv.storage.iter().flat_map(|s| &s.filesystems) {
             field(
                 "filesystem",
-                format!("{} {} {} free of {}", fs.mount_point, fs.fs_type, gib(fs.available_bytes), gib(fs.total_bytes)),
+                format!(
+                    "{} {} {} free of {}",
+                    fs.mount_point,
+                    fs.fs_type,
+                    gib(fs.available_bytes),
+                    gib(fs.total_bytes)
+                ),
             );
         }
         for nic in inv.network.iter().flat_map(|n| &n.interfaces) {
-            let addrs: Vec<&str> = nic.ipv4.iter().chain(&nic.ipv6).map(String::as_str).collect();
-            field("interface", format!("{} {} {}", nic.name, nic.mac, addrs.join(" ")).trim().to_owned());
+            let addrs: Vec<&str> = nic
+                .ipv4
+                .iter()
+                .chain(&nic.ipv6)
+                .map(String::as_str)
+                .collect();
+            field(
+                "interface",
+                format!("{} {} {}", nic.name, nic.mac, addrs.join(" "))
+                    .trim()
+                    .to_owned(),
+            );
         }
         let packages = inv.software.as_ref().map_or(0, |s| s.packages.len());
         field("packages", packages.to_string());
@@ -274,7 +328,10 @@ mod tests {
     fn tables_align_columns_and_trim_trailing_space() {
         let out = table(
             &["A", "LONGER"],
-            &[vec!["wide cell".into(), "x".into()], vec!["b".into(), "".into()]],
+            &[
+                vec!["wide cell".into(), "x".into()],
+                vec!["b".into(), "".into()],
+            ],
         );
         assert_eq!(out, "A          LONGER\nwide cell  x\nb\n");
     }

@@ -46,10 +46,10 @@ pub struct Settings {
 /// The config file path: `$XDG_CONFIG_HOME/deskpulse/cli.toml`, else
 /// `$HOME/.config/deskpulse/cli.toml`.
 pub fn config_path(env: &dyn Env) -> Option<PathBuf> {
-    let base = env
-        .var("XDG_CONFIG_HOME")
-        .map(PathBuf::from)
-        .or_else(|| env.var("HOME").map(|home| PathBuf::from(home).join(".config")))?;
+    let base = env.var("XDG_CONFIG_HOME").map(PathBuf::from).or_else(|| {
+        env.var("HOME")
+            .map(|home| PathBuf::from(home).join(".config"))
+    })?;
     Some(base.join("deskpulse").join("cli.toml"))
 }
 
@@ -73,7 +73,12 @@ pub fn resolve(flags: &ConnectionFlags, env: &dyn Env) -> Result<Settings, Strin
         .clone()
         .or_else(|| env.var("DESKPULSE_URL"))
         .or(file.collector)
-        .ok_or_else(|| format!("no collector URL: {}", where_("--collector", "DESKPULSE_URL", "collector")))?;
+        .ok_or_else(|| {
+            format!(
+                "no collector URL: {}",
+                where_("--collector", "DESKPULSE_URL", "collector")
+            )
+        })?;
     let collector = parse_url(&url)?;
     let token = flags
         .token
@@ -82,13 +87,23 @@ pub fn resolve(flags: &ConnectionFlags, env: &dyn Env) -> Result<Settings, Strin
         .or(file.token)
         .map(|t| t.trim().to_owned())
         .filter(|t| !t.is_empty())
-        .ok_or_else(|| format!("no API token: {}", where_("--token", "DESKPULSE_TOKEN", "token")))?;
+        .ok_or_else(|| {
+            format!(
+                "no API token: {}",
+                where_("--token", "DESKPULSE_TOKEN", "token")
+            )
+        })?;
     let ca_file = flags
         .ca_file
         .clone()
         .or_else(|| env.var("DESKPULSE_CA_FILE").map(PathBuf::from))
         .or(file.ca_file)
-        .ok_or_else(|| format!("no CA file: {}", where_("--ca-file", "DESKPULSE_CA_FILE", "ca_file")))?;
+        .ok_or_else(|| {
+            format!(
+                "no CA file: {}",
+                where_("--ca-file", "DESKPULSE_CA_FILE", "ca_file")
+            )
+        })?;
     Ok(Settings {
         collector,
         token,
@@ -116,7 +131,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -140,7 +158,10 @@ mod tests {
             ..ConnectionFlags::default()
         };
         assert_eq!(
-            resolve(&flags, &vars).expect("resolves").collector.to_string(),
+            resolve(&flags, &vars)
+                .expect("resolves")
+                .collector
+                .to_string(),
             "https://flag:2/"
         );
     }
@@ -148,7 +169,10 @@ mod tests {
     #[test]
     fn missing_and_bad_settings_say_how_to_fix_them() {
         let error = resolve(&ConnectionFlags::default(), &env(&[])).expect_err("no url");
-        assert!(error.contains("no collector URL: pass --collector"), "{error}");
+        assert!(
+            error.contains("no collector URL: pass --collector"),
+            "{error}"
+        );
         let flags = ConnectionFlags {
             collector: Some("http://x:1".into()),
             token: Some("t".into()),

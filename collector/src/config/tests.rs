@@ -4,7 +4,10 @@ use std::io::Write;
 use super::*;
 
 fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn file(text: &str) -> tempfile::NamedTempFile {
@@ -27,7 +30,9 @@ fn defaults_apply_when_nothing_is_set() {
 
 #[test]
 fn flags_beat_env_and_env_beats_file() {
-    let f = file("listen = \"127.0.0.1:1000\"\ndata_dir = \"/from/file\"\nhostnames = [\"file.example\"]\n");
+    let f = file(
+        "listen = \"127.0.0.1:1000\"\ndata_dir = \"/from/file\"\nhostnames = [\"file.example\"]\n",
+    );
     let mut flags = ServeFlags {
         config: Some(f.path().to_path_buf()),
         ..ServeFlags::default()
@@ -56,7 +61,10 @@ fn an_unknown_key_names_the_key() {
         ..ServeFlags::default()
     };
     let error = resolve_serve(&flags, &vars(&[])).expect_err("unknown key");
-    assert!(error.to_string().contains("unknown field `listne`"), "{error}");
+    assert!(
+        error.to_string().contains("unknown field `listne`"),
+        "{error}"
+    );
     assert!(!error.to_string().contains('\n'), "one line: {error}");
 }
 
@@ -67,14 +75,20 @@ fn bad_values_get_one_line_errors() {
         ..ServeFlags::default()
     };
     let error = resolve_serve(&flags, &vars(&[])).expect_err("bad listen");
-    assert!(error.to_string().contains("\"nonsense\" is not IP:PORT"), "{error}");
+    assert!(
+        error.to_string().contains("\"nonsense\" is not IP:PORT"),
+        "{error}"
+    );
 
     let error = resolve_serve(
         &ServeFlags::default(),
         &vars(&[("DESKPULSE_COLLECTOR_DATABASE", "mysql://x")]),
     )
     .expect_err("bad url");
-    assert!(error.to_string().contains("unsupported database URL"), "{error}");
+    assert!(
+        error.to_string().contains("unsupported database URL"),
+        "{error}"
+    );
 
     let error = resolve_serve(
         &ServeFlags::default(),
@@ -88,5 +102,8 @@ fn bad_values_get_one_line_errors() {
         ..ServeFlags::default()
     };
     let error = resolve_serve(&missing, &vars(&[])).expect_err("missing file");
-    assert!(error.to_string().contains("cannot read config file"), "{error}");
+    assert!(
+        error.to_string().contains("cannot read config file"),
+        "{error}"
+    );
 }

@@ -27,14 +27,22 @@ fn a_csr_contributes_only_its_key_never_ca_rights_or_names() {
         Some("6f1c2a52-0000-4000-8000-000000000001")
     );
     let (names, _) = names_and_expiry(&issued.cert_pem).expect("names");
-    assert!(names.is_empty(), "requested SANs must be dropped: {names:?}");
+    assert!(
+        names.is_empty(),
+        "requested SANs must be dropped: {names:?}"
+    );
     assert_eq!(issued.sha256_hex, crate::secrets::sha256_hex(&der));
-    assert_eq!(cert.raw_serial_as_string().replace(':', ""), issued.serial_hex);
+    assert_eq!(
+        cert.raw_serial_as_string().replace(':', ""),
+        issued.serial_hex
+    );
 }
 
 #[test]
 fn garbage_csr_is_a_clear_error() {
-    let error = ca().sign_host_csr(b"not a csr", "h").expect_err("must fail");
+    let error = ca()
+        .sign_host_csr(b"not a csr", "h")
+        .expect_err("must fail");
     assert!(error.to_string().contains("CSR"), "{error}");
 }
 
@@ -58,5 +66,8 @@ fn invalid_host_name_is_refused() {
     let error = ca()
         .issue_server_cert(&["bad name with spaces".to_string()])
         .expect_err("must fail");
-    assert!(error.to_string().contains("not a valid host name"), "{error}");
+    assert!(
+        error.to_string().contains("not a valid host name"),
+        "{error}"
+    );
 }

@@ -52,7 +52,10 @@ pub struct AgentIdentity {
 /// rustls has already verified the chain when a certificate is present.
 pub fn require_host_certificate(mut request: Request<()>) -> Result<Request<()>, Status> {
     let peer = request.remote_addr();
-    let Some(leaf) = request.peer_certs().and_then(|certs| certs.first().cloned()) else {
+    let Some(leaf) = request
+        .peer_certs()
+        .and_then(|certs| certs.first().cloned())
+    else {
         info!(?peer, "refused an agent call without a client certificate");
         return Err(Status::unauthenticated(
             "the agent service needs a host certificate issued by this collector: enroll first",
@@ -60,7 +63,10 @@ pub fn require_host_certificate(mut request: Request<()>) -> Result<Request<()>,
     };
     let host_id = pki::common_name(&leaf).filter(|cn| uuid::Uuid::parse_str(cn).is_ok());
     let Some(host_id) = host_id else {
-        info!(?peer, "refused an agent call whose certificate names no host id");
+        info!(
+            ?peer,
+            "refused an agent call whose certificate names no host id"
+        );
         return Err(Status::unauthenticated(
             "the client certificate is not a host certificate",
         ));
@@ -194,6 +200,9 @@ async fn run_session(
     let mut goodbye: Option<&'static str> = None;
     let mut inbound_open = true;
     loop {
+        if !inbound_open && pending.is_empty() {
+            break;
+        }
         tokio::select! {
             biased;
             () = ctx.shutdown.cancelled() => break,
@@ -250,7 +259,6 @@ async fn run_session(
                     }
                 }
             }
-            else => break,
         }
     }
     if let Err(error) = ctx

@@ -83,7 +83,9 @@ impl Enrollment for EnrollmentService {
             })?;
         let refused = |why: &str| {
             info!(?peer, reason = why, "refused an enrollment");
-            Err(Status::unauthenticated(format!("enrollment refused: {why}")))
+            Err(Status::unauthenticated(format!(
+                "enrollment refused: {why}"
+            )))
         };
         match outcome {
             EnrollOutcome::Enrolled {

@@ -55,7 +55,9 @@ pub struct ServerContext {
 
 impl std::fmt::Debug for ServerContext {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ServerContext").field("replica", &self.replica).finish_non_exhaustive()
+        f.debug_struct("ServerContext")
+            .field("replica", &self.replica)
+            .finish_non_exhaustive()
     }
 }
 
@@ -109,9 +111,15 @@ pub async fn serve(
     let (ingest, writer) = Ingest::spawn(ctx.store.clone(), ctx.clock.clone());
 
     let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_serving::<AgentServiceServer<agent::AgentSessions>>().await;
-    health.set_serving::<EnrollmentServer<enrollment::EnrollmentService>>().await;
-    health.set_serving::<TechnicianServer<technician::TechnicianApi>>().await;
+    health
+        .set_serving::<AgentServiceServer<agent::AgentSessions>>()
+        .await;
+    health
+        .set_serving::<EnrollmentServer<enrollment::EnrollmentService>>()
+        .await;
+    health
+        .set_serving::<TechnicianServer<technician::TechnicianApi>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(deskpulse_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -121,7 +129,10 @@ pub async fn serve(
         .max_decoding_message_size(MAX_AGENT_MESSAGE)
         .accept_compressed(CompressionEncoding::Zstd)
         .send_compressed(CompressionEncoding::Zstd);
-    let agents = tonic::service::interceptor::InterceptedService::new(agents, agent::require_host_certificate);
+    let agents = tonic::service::interceptor::InterceptedService::new(
+        agents,
+        agent::require_host_certificate,
+    );
     let enroll = EnrollmentServer::new(enrollment::EnrollmentService::new(ctx.clone()))
         .max_decoding_message_size(MAX_ENROLL_MESSAGE);
     let technicians = TechnicianServer::new(technician::TechnicianApi::new(ctx.clone()))
@@ -144,8 +155,11 @@ pub async fn serve(
         .add_service(technicians)
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
 
-    tokio::pin!(server);
-    let result = tokio::select! {
+    // The block drops the server, and with it the services' ingest
+    // handles, so the writer below can finish.
+    let result = {
+        tokio::pin!(server);
+        tokio::select! {
         result = &mut server => result,
         () = async {
             shutdown.cancelled().await;
@@ -154,13 +168,17 @@ pub async fn serve(
             tracing::warn!(?grace, "shutdown grace period ended; dropping the remaining connections");
             Ok(())
         }
+        }
     };
     drop(ctx);
     // The writer ends once every session has dropped its ingest handle and
     // the queue is empty; give it the rest of the grace period.
     match tokio::time::timeout(grace, writer).await {
         Ok(_) => tracing::info!("ingest drained"),
-        Err(_) => tracing::warn!(?grace, "shutdown grace period ended before the ingest queue drained"),
+        Err(_) => tracing::warn!(
+            ?grace,
+            "shutdown grace period ended before the ingest queue drained"
+        ),
     }
     result.map_err(ServeError::from)
 }

@@ -3,9 +3,9 @@
 
 use deskpulse_proto::v1::technician_server::Technician;
 use deskpulse_proto::v1::{
-    CreateEnrollmentTokenRequest, CreateEnrollmentTokenResponse, GetHostRequest,
-    GetHostResponse, HealthSample, HostSummary, Inventory, ListHostsRequest, ListHostsResponse,
-    Presence, WhoAmIRequest, WhoAmIResponse,
+    CreateEnrollmentTokenRequest, CreateEnrollmentTokenResponse, GetHostRequest, GetHostResponse,
+    HealthSample, HostSummary, Inventory, ListHostsRequest, ListHostsResponse, Presence,
+    WhoAmIRequest, WhoAmIResponse,
 };
 use prost::Message;
 use tonic::{Request, Response, Status};
@@ -37,16 +37,22 @@ impl TechnicianApi {
 
     /// Authenticates the bearer token and checks that its role is at least
     /// `needed` for `action`.
-    async fn authorize<T>(&self, request: &Request<T>, needed: Role, action: &str) -> Result<Caller, Status> {
-        let header = request
-            .metadata()
-            .get("authorization")
-            .ok_or_else(|| Status::unauthenticated("no API token: pass --token or set DESKPULSE_TOKEN"))?;
+    async fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        needed: Role,
+        action: &str,
+    ) -> Result<Caller, Status> {
+        let header = request.metadata().get("authorization").ok_or_else(|| {
+            Status::unauthenticated("no API token: pass --token or set DESKPULSE_TOKEN")
+        })?;
         let token = header
             .to_str()
             .ok()
             .and_then(|value| value.strip_prefix("Bearer "))
-            .ok_or_else(|| Status::unauthenticated("the authorization header must be \"Bearer TOKEN\""))?;
+            .ok_or_else(|| {
+                Status::unauthenticated("the authorization header must be \"Bearer TOKEN\"")
+            })?;
         let caller = self
             .ctx
             .store
@@ -115,7 +121,10 @@ fn decode_page_token(token: &str) -> Result<Option<(String, String)>, Status> {
 
 #[tonic::async_trait]
 impl Technician for TechnicianApi {
-    async fn who_am_i(&self, request: Request<WhoAmIRequest>) -> Result<Response<WhoAmIResponse>, Status> {
+    async fn who_am_i(
+        &self,
+        request: Request<WhoAmIRequest>,
+    ) -> Result<Response<WhoAmIResponse>, Status> {
         let caller = self.authorize(&request, Role::Viewer, "whoami").await?;
         Ok(Response::new(WhoAmIResponse {
             technician_id: caller.technician_id,
@@ -125,8 +134,12 @@ impl Technician for TechnicianApi {
         }))
     }
 
-    async fn list_hosts(&self, request: Request<ListHostsRequest>) -> Result<Response<ListHostsResponse>, Status> {
-        self.authorize(&request, Role::Viewer, "listing hosts").await?;
+    async fn list_hosts(
+        &self,
+        request: Request<ListHostsRequest>,
+    ) -> Result<Response<ListHostsResponse>, Status> {
+        self.authorize(&request, Role::Viewer, "listing hosts")
+            .await?;
         let request = request.into_inner();
         let size = match request.page_size {
             0 => DEFAULT_PAGE,
@@ -136,7 +149,10 @@ impl Technician for TechnicianApi {
         let mut rows = self
             .ctx
             .store
-            .list_hosts(after.as_ref().map(|(n, i)| (n.as_str(), i.as_str())), size + 1)
+            .list_hosts(
+                after.as_ref().map(|(n, i)| (n.as_str(), i.as_str())),
+                size + 1,
+            )
             .await
             .map_err(internal)?;
         let more = rows.len() > size as usize;
@@ -151,12 +167,18 @@ impl Technician for TechnicianApi {
         }))
     }
 
-    async fn get_host(&self, request: Request<GetHostRequest>) -> Result<Response<GetHostResponse>, Status> {
-        self.authorize(&request, Role::Viewer, "showing a host").await?;
+    async fn get_host(
+        &self,
+        request: Request<GetHostRequest>,
+    ) -> Result<Response<GetHostResponse>, Status> {
+        self.authorize(&request, Role::Viewer, "showing a host")
+            .await?;
         let query = request.into_inner().host;
         let query = query.trim();
         if query.is_empty() {
-            return Err(Status::invalid_argument("HOST is empty: give a host name or id"));
+            return Err(Status::invalid_argument(
+                "HOST is empty: give a host name or id",
+            ));
         }
         let rows = self.ctx.store.find_hosts(query).await.map_err(internal)?;
         let row = match rows.as_slice() {
@@ -260,7 +282,12 @@ impl Technician for TechnicianApi {
 }
 
 /// A new enrollment token and its stored form.
-pub fn new_enrollment_token(now_ms: i64, ttl_secs: u64, uses: u32, created_by: &str) -> (String, NewEnrollmentToken) {
+pub fn new_enrollment_token(
+    now_ms: i64,
+    ttl_secs: u64,
+    uses: u32,
+    created_by: &str,
+) -> (String, NewEnrollmentToken) {
     let token = secrets::new_token(secrets::ENROLLMENT_TOKEN_PREFIX);
     let ttl_ms = i64::try_from(ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let record = NewEnrollmentToken {

@@ -326,12 +326,21 @@ pub trait Store: Send + Sync + 'static {
     async fn authenticate(&self, token_sha256: &str) -> StoreResult<Option<Caller>>;
 
     /// Stores an enrollment token.
-    async fn create_enrollment_token(&self, token: &NewEnrollmentToken, now_ms: i64) -> StoreResult<()>;
+    async fn create_enrollment_token(
+        &self,
+        token: &NewEnrollmentToken,
+        now_ms: i64,
+    ) -> StoreResult<()>;
 
     /// In one transaction: checks and consumes the token, finds the host
     /// this hardware enrolled as before or makes a new id, has `issue` sign a
     /// certificate for it, and records the certificate.
-    async fn enroll(&self, request: &EnrollRequest, now_ms: i64, issue: IssueCert<'_>) -> StoreResult<EnrollOutcome>;
+    async fn enroll(
+        &self,
+        request: &EnrollRequest,
+        now_ms: i64,
+        issue: IssueCert<'_>,
+    ) -> StoreResult<EnrollOutcome>;
 
     /// The SHA-256 of the host's current certificate, if the host exists.
     async fn host_cert_sha256(&self, host_id: &str) -> StoreResult<Option<String>>;
@@ -340,7 +349,13 @@ pub trait Store: Send + Sync + 'static {
     async fn session_opened(&self, session: &SessionOpen, now_ms: i64) -> StoreResult<()>;
 
     /// Records that a stream closed, with the goodbye reason if one came.
-    async fn session_closed(&self, host_id: &str, replica: &str, goodbye: Option<&str>, now_ms: i64) -> StoreResult<()>;
+    async fn session_closed(
+        &self,
+        host_id: &str,
+        replica: &str,
+        goodbye: Option<&str>,
+        now_ms: i64,
+    ) -> StoreResult<()>;
 
     /// Clears stream markers a crashed run of this replica left behind.
     async fn clear_replica_sessions(&self, replica: &str) -> StoreResult<()>;
@@ -351,7 +366,11 @@ pub trait Store: Send + Sync + 'static {
     async fn store_reports(&self, reports: &[IncomingReport], now_ms: i64) -> StoreResult<()>;
 
     /// Hosts ordered by (hostname, id), after the given key, at most `limit`.
-    async fn list_hosts(&self, after: Option<(&str, &str)>, limit: u32) -> StoreResult<Vec<HostRow>>;
+    async fn list_hosts(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: u32,
+    ) -> StoreResult<Vec<HostRow>>;
 
     /// Hosts whose id equals or starts with `query`, or whose host name
     /// equals it (case-insensitively).
@@ -371,7 +390,9 @@ pub type SharedStore = Arc<dyn Store>;
 /// it as needed.
 pub async fn open(url: &str) -> StoreResult<SharedStore> {
     if let Some(path) = url.strip_prefix("sqlite://") {
-        return Ok(Arc::new(sqlite::SqliteStore::open(std::path::Path::new(path)).await?));
+        return Ok(Arc::new(
+            sqlite::SqliteStore::open(std::path::Path::new(path)).await?,
+        ));
     }
     Err(StoreError::Url(format!(
         "unsupported database URL {url:?}: expected sqlite://PATH"

@@ -11,8 +11,8 @@ use sqlx::{Row, SqlitePool};
 
 use super::{
     AuditEntry, CaRecord, Caller, EnrollOutcome, EnrollRequest, HostDetail, HostRow,
-    IncomingReport, IssueCert, NewApiToken, NewEnrollmentToken, ReportPayload, Role,
-    SessionOpen, Store, StoreError, StoreResult,
+    IncomingReport, IssueCert, NewApiToken, NewEnrollmentToken, ReportPayload, Role, SessionOpen,
+    Store, StoreError, StoreResult,
 };
 
 /// The fleet_meta key holding the CA fingerprint.
@@ -164,7 +164,11 @@ impl Store for SqliteStore {
         }))
     }
 
-    async fn create_enrollment_token(&self, token: &NewEnrollmentToken, now_ms: i64) -> StoreResult<()> {
+    async fn create_enrollment_token(
+        &self,
+        token: &NewEnrollmentToken,
+        now_ms: i64,
+    ) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO enrollment_tokens \
              (id, token_sha256, created_at_ms, expires_at_ms, uses_allowed, uses_left, created_by) \
@@ -182,7 +186,12 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn enroll(&self, request: &EnrollRequest, now_ms: i64, issue: IssueCert<'_>) -> StoreResult<EnrollOutcome> {
+    async fn enroll(
+        &self,
+        request: &EnrollRequest,
+        now_ms: i64,
+        issue: IssueCert<'_>,
+    ) -> StoreResult<EnrollOutcome> {
         // BEGIN IMMEDIATE takes the write lock up front, so two enrollments
         // racing for the last use of a token cannot both read uses_left = 1.
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -194,10 +203,12 @@ impl Store for SqliteStore {
     }
 
     async fn host_cert_sha256(&self, host_id: &str) -> StoreResult<Option<String>> {
-        Ok(sqlx::query_scalar("SELECT cert_sha256 FROM hosts WHERE id = ?")
-            .bind(host_id)
-            .fetch_optional(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT cert_sha256 FROM hosts WHERE id = ?")
+                .bind(host_id)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     async fn session_opened(&self, session: &SessionOpen, now_ms: i64) -> StoreResult<()> {
@@ -215,7 +226,13 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn session_closed(&self, host_id: &str, replica: &str, goodbye: Option<&str>, now_ms: i64) -> StoreResult<()> {
+    async fn session_closed(
+        &self,
+        host_id: &str,
+        replica: &str,
+        goodbye: Option<&str>,
+        now_ms: i64,
+    ) -> StoreResult<()> {
         // Only the replica that holds the stream clears it: the agent may
         // already have reconnected elsewhere.
         sqlx::query(
@@ -309,7 +326,11 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn list_hosts(&self, after: Option<(&str, &str)>, limit: u32) -> StoreResult<Vec<HostRow>> {
+    async fn list_hosts(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: u32,
+    ) -> StoreResult<Vec<HostRow>> {
         let (name, id) = after.unwrap_or(("", ""));
         let sql = format!(
             "SELECT {HOST_COLUMNS} FROM hosts WHERE (hostname, id) > (?, ?) \

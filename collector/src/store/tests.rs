@@ -57,17 +57,29 @@ async fn enrollment_tokens_expire_and_run_out() {
     let (_dir, store) = sqlite().await;
     let clock = ManualClock::new(1_000_000);
     token(&store, "once", clock.now_ms() + 60_000, 1).await;
-    let first = store.enroll(&request("once", ""), clock.now_ms(), &cert).await.expect("enroll");
+    let first = store
+        .enroll(&request("once", ""), clock.now_ms(), &cert)
+        .await
+        .expect("enroll");
     host_id(&first);
-    let again = store.enroll(&request("once", ""), clock.now_ms(), &cert).await.expect("enroll");
+    let again = store
+        .enroll(&request("once", ""), clock.now_ms(), &cert)
+        .await
+        .expect("enroll");
     assert_eq!(again, EnrollOutcome::UsedToken);
 
     token(&store, "later", clock.now_ms() + 60_000, 5).await;
     clock.advance(std::time::Duration::from_secs(61));
-    let late = store.enroll(&request("later", ""), clock.now_ms(), &cert).await.expect("enroll");
+    let late = store
+        .enroll(&request("later", ""), clock.now_ms(), &cert)
+        .await
+        .expect("enroll");
     assert_eq!(late, EnrollOutcome::ExpiredToken);
 
-    let unknown = store.enroll(&request("nope", ""), clock.now_ms(), &cert).await.expect("enroll");
+    let unknown = store
+        .enroll(&request("nope", ""), clock.now_ms(), &cert)
+        .await
+        .expect("enroll");
     assert_eq!(unknown, EnrollOutcome::UnknownToken);
 }
 
@@ -76,9 +88,15 @@ async fn a_failed_issue_does_not_use_up_the_token() {
     let (_dir, store) = sqlite().await;
     token(&store, "t", i64::MAX, 1).await;
     let failing = |_: &str| -> Result<HostCert, String> { Err("signer offline".into()) };
-    let error = store.enroll(&request("t", ""), 0, &failing).await.expect_err("fails");
+    let error = store
+        .enroll(&request("t", ""), 0, &failing)
+        .await
+        .expect_err("fails");
     assert!(error.to_string().contains("signer offline"));
-    let outcome = store.enroll(&request("t", ""), 0, &cert).await.expect("enroll");
+    let outcome = store
+        .enroll(&request("t", ""), 0, &cert)
+        .await
+        .expect("enroll");
     host_id(&outcome);
 }
 
@@ -86,9 +104,18 @@ async fn a_failed_issue_does_not_use_up_the_token() {
 async fn known_hardware_is_relinked_to_its_host() {
     let (_dir, store) = sqlite().await;
     token(&store, "t", i64::MAX, 3).await;
-    let a = store.enroll(&request("t", "uuid-1"), 1, &cert).await.expect("enroll");
-    let b = store.enroll(&request("t", "uuid-1"), 2, &cert).await.expect("enroll");
-    let c = store.enroll(&request("t", "uuid-2"), 3, &cert).await.expect("enroll");
+    let a = store
+        .enroll(&request("t", "uuid-1"), 1, &cert)
+        .await
+        .expect("enroll");
+    let b = store
+        .enroll(&request("t", "uuid-1"), 2, &cert)
+        .await
+        .expect("enroll");
+    let c = store
+        .enroll(&request("t", "uuid-2"), 3, &cert)
+        .await
+        .expect("enroll");
     assert_eq!(host_id(&a), host_id(&b));
     assert!(matches!(b, EnrollOutcome::Enrolled { relinked: true, .. }));
     assert_ne!(host_id(&a), host_id(&c));
@@ -98,7 +125,12 @@ async fn known_hardware_is_relinked_to_its_host() {
 async fn reports_are_stored_once_and_old_ones_never_overwrite_new_state() {
     let (_dir, store) = sqlite().await;
     token(&store, "t", i64::MAX, 1).await;
-    let id = host_id(&store.enroll(&request("t", ""), 0, &cert).await.expect("enroll"));
+    let id = host_id(
+        &store
+            .enroll(&request("t", ""), 0, &cert)
+            .await
+            .expect("enroll"),
+    );
     let inventory = |seq: u64, at: i64, name: &str| IncomingReport {
         host_id: id.clone(),
         spool_id: "s".into(),
@@ -111,7 +143,10 @@ async fn reports_are_stored_once_and_old_ones_never_overwrite_new_state() {
             os_version: "12".into(),
         },
     };
-    store.store_reports(&[inventory(2, 200, "new")], 1000).await.expect("store");
+    store
+        .store_reports(&[inventory(2, 200, "new")], 1000)
+        .await
+        .expect("store");
     // Older report arriving late, and a duplicate of the new one.
     store
         .store_reports(&[inventory(1, 100, "old"), inventory(2, 100, "dup")], 2000)
@@ -131,16 +166,27 @@ async fn hosts_page_in_order_and_lookups_report_ambiguity() {
     for name in ["carol", "alice", "bob", "alice"] {
         let mut req = request("t", "");
         req.hostname = name.into();
-        ids.push(host_id(&store.enroll(&req, 0, &cert).await.expect("enroll")));
+        ids.push(host_id(
+            &store.enroll(&req, 0, &cert).await.expect("enroll"),
+        ));
     }
     let first = store.list_hosts(None, 2).await.expect("page 1");
-    assert_eq!(first.iter().map(|h| h.hostname.as_str()).collect::<Vec<_>>(), ["alice", "alice"]);
+    assert_eq!(
+        first
+            .iter()
+            .map(|h| h.hostname.as_str())
+            .collect::<Vec<_>>(),
+        ["alice", "alice"]
+    );
     let last = first.last().expect("last");
     let rest = store
         .list_hosts(Some((&last.hostname, &last.id)), 10)
         .await
         .expect("page 2");
-    assert_eq!(rest.iter().map(|h| h.hostname.as_str()).collect::<Vec<_>>(), ["bob", "carol"]);
+    assert_eq!(
+        rest.iter().map(|h| h.hostname.as_str()).collect::<Vec<_>>(),
+        ["bob", "carol"]
+    );
 
     assert_eq!(store.find_hosts("ALICE").await.expect("find").len(), 2);
     assert_eq!(store.find_hosts("bob").await.expect("find").len(), 1);
@@ -152,11 +198,19 @@ async fn hosts_page_in_order_and_lookups_report_ambiguity() {
 async fn presence_follows_streams_goodbyes_and_silence() {
     let (_dir, store) = sqlite().await;
     token(&store, "t", i64::MAX, 1).await;
-    let id = host_id(&store.enroll(&request("t", ""), 0, &cert).await.expect("enroll"));
+    let id = host_id(
+        &store
+            .enroll(&request("t", ""), 0, &cert)
+            .await
+            .expect("enroll"),
+    );
     let row = |store: SharedStore, id: String| async move {
         store.find_hosts(&id).await.expect("find").remove(0)
     };
-    assert!(!row(store.clone(), id.clone()).await.is_online(0), "never seen");
+    assert!(
+        !row(store.clone(), id.clone()).await.is_online(0),
+        "never seen"
+    );
 
     let session = SessionOpen {
         host_id: id.clone(),
@@ -165,21 +219,33 @@ async fn presence_follows_streams_goodbyes_and_silence() {
         health_interval_secs: 60,
     };
     store.session_opened(&session, 1000).await.expect("open");
-    assert!(row(store.clone(), id.clone()).await.is_online(10_000_000), "holds a stream");
+    assert!(
+        row(store.clone(), id.clone()).await.is_online(10_000_000),
+        "holds a stream"
+    );
 
     // Another replica's close does not clear this replica's stream.
-    store.session_closed(&id, "r2", None, 2000).await.expect("close");
+    store
+        .session_closed(&id, "r2", None, 2000)
+        .await
+        .expect("close");
     assert!(row(store.clone(), id.clone()).await.is_online(10_000_000));
 
     // A lost connection: online until three intervals of silence.
-    store.session_closed(&id, "r1", None, 2000).await.expect("close");
+    store
+        .session_closed(&id, "r1", None, 2000)
+        .await
+        .expect("close");
     let lost = row(store.clone(), id.clone()).await;
     assert!(lost.is_online(2000 + 180_000));
     assert!(!lost.is_online(2000 + 180_001));
 
     // A goodbye: offline at once.
     store.session_opened(&session, 3000).await.expect("open");
-    store.session_closed(&id, "r1", Some("sleep"), 3000).await.expect("close");
+    store
+        .session_closed(&id, "r1", Some("sleep"), 3000)
+        .await
+        .expect("close");
     let gone = row(store.clone(), id.clone()).await;
     assert!(!gone.is_online(3001));
     assert_eq!(gone.goodbye_reason.as_deref(), Some("sleep"));
@@ -195,21 +261,48 @@ async fn api_tokens_authenticate_their_technician_and_keep_roles() {
         token_sha256: crate::secrets::token_hash(token),
     };
     assert!(!store.has_technicians().await.expect("count"));
-    let tech = store.create_api_token(&make("tina", Role::Technician, "a"), 0).await.expect("create");
-    let again = store.create_api_token(&make("tina", Role::Technician, "b"), 0).await.expect("second token");
+    let tech = store
+        .create_api_token(&make("tina", Role::Technician, "a"), 0)
+        .await
+        .expect("create");
+    let again = store
+        .create_api_token(&make("tina", Role::Technician, "b"), 0)
+        .await
+        .expect("second token");
     assert_eq!(tech, again, "the same technician gets another token");
-    let clash = store.create_api_token(&make("tina", Role::Admin, "c"), 0).await;
+    let clash = store
+        .create_api_token(&make("tina", Role::Admin, "c"), 0)
+        .await;
     assert!(matches!(clash, Err(StoreError::Conflict(_))));
-    let caller = store.authenticate(&crate::secrets::token_hash("b")).await.expect("auth").expect("known");
-    assert_eq!((caller.name.as_str(), caller.role), ("tina", Role::Technician));
-    assert!(store.authenticate(&crate::secrets::token_hash("c")).await.expect("auth").is_none());
+    let caller = store
+        .authenticate(&crate::secrets::token_hash("b"))
+        .await
+        .expect("auth")
+        .expect("known");
+    assert_eq!(
+        (caller.name.as_str(), caller.role),
+        ("tina", Role::Technician)
+    );
+    assert!(
+        store
+            .authenticate(&crate::secrets::token_hash("c"))
+            .await
+            .expect("auth")
+            .is_none()
+    );
 }
 
 #[tokio::test]
 async fn the_fleet_ca_is_recorded_once_and_a_different_one_is_a_mismatch() {
     let (_dir, store) = sqlite().await;
-    assert_eq!(store.record_fleet_ca("aa").await.expect("record"), CaRecord::Recorded);
-    assert_eq!(store.record_fleet_ca("aa").await.expect("record"), CaRecord::Matches);
+    assert_eq!(
+        store.record_fleet_ca("aa").await.expect("record"),
+        CaRecord::Recorded
+    );
+    assert_eq!(
+        store.record_fleet_ca("aa").await.expect("record"),
+        CaRecord::Matches
+    );
     assert_eq!(
         store.record_fleet_ca("bb").await.expect("record"),
         CaRecord::Mismatch("aa".into())

@@ -110,8 +110,14 @@ impl Collector {
 
     /// Starts a collector on 127.0.0.1:0 with `data_dir` and extra args.
     pub fn start_in(data_dir: tempfile::TempDir, extra: &[&str]) -> Self {
+        Self::start_on(data_dir, "127.0.0.1:0", extra)
+    }
+
+    /// Starts a collector listening on `listen` with `data_dir` and extra
+    /// args.
+    pub fn start_on(data_dir: tempfile::TempDir, listen: &str, extra: &[&str]) -> Self {
         let mut child = Command::new(bin("deskpulse-collector"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data_dir.path())
             .args(extra)
             .env_remove("RUST_BACKTRACE")
@@ -220,6 +226,12 @@ impl Collector {
     /// The collector's stderr so far.
     pub fn logs(&self) -> String {
         self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// Stops the collector (SIGTERM) and hands back its data dir.
+    pub fn into_data_dir(mut self) -> tempfile::TempDir {
+        self.terminate();
+        std::mem::replace(&mut self.data_dir, tempfile::tempdir().expect("temp dir"))
     }
 
     /// Sends SIGTERM and waits for the exit code.

@@ -131,6 +131,25 @@ pub async fn create_api_token(
     Ok(())
 }
 
+/// `ca import`: installs the fleet CA from PEM files, then opens the data
+/// dir so the store confirms it is the fleet's CA (D2).
+pub async fn import_ca(
+    config: &StoreConfig,
+    clock: &dyn Clock,
+    cert_file: &std::path::Path,
+    key_file: &std::path::Path,
+) -> CommandResult {
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .map_err(|e| Failure::runtime(format!("cannot read {}: {e}", path.display())))
+    };
+    let (cert, key) = (read(cert_file)?, read(key_file)?);
+    let ca = crate::datadir::import_ca(&config.data_dir, &cert, &key).map_err(open_failure)?;
+    open(config, clock).await?;
+    eprintln!("imported the fleet CA (sha256 {})", ca.fingerprint());
+    Ok(())
+}
+
 /// `ca export`: the CA certificate on stdout, its pin on stderr (D3).
 pub async fn export_ca(config: &StoreConfig, clock: &dyn Clock) -> CommandResult {
     let dir = open(config, clock).await?;

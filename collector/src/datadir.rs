@@ -255,6 +255,43 @@ impl DataDir {
     }
 }
 
+/// Installs the fleet CA's certificate and key into the data dir at `root`
+/// (D2: how a second replica gets the fleet CA). The pair is checked first;
+/// the old server certificate is removed so the next `serve` issues one from
+/// the imported CA.
+pub fn import_ca(
+    root: &Path,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<CertificateAuthority, DataDirError> {
+    let ca = CertificateAuthority::load(cert_pem, key_pem)?;
+    ca.issue_server_cert(&["localhost".to_owned()])
+        .map_err(|e| {
+            PkiError::Parse(format!(
+                "the key does not sign for this CA certificate: {e}"
+            ))
+        })?;
+    if !pki::is_ca_for_key(cert_pem, key_pem)? {
+        return Err(PkiError::Parse("the key does not belong to the CA certificate".into()).into());
+    }
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(root)
+        .map_err(io("cannot create data dir", root))?;
+    let _lock = InitLock::take(root)?;
+    write_atomic(&root.join(CA_KEY), key_pem.as_bytes(), 0o600)?;
+    write_atomic(&root.join(CA_CERT), cert_pem.as_bytes(), 0o644)?;
+    for stale in [SERVER_CERT, SERVER_KEY] {
+        match fs::remove_file(root.join(stale)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io("cannot remove", &root.join(stale))(e)),
+        }
+    }
+    Ok(ca)
+}
+
 fn load_or_create_ca(root: &Path) -> Result<CertificateAuthority, DataDirError> {
     let cert_path = root.join(CA_CERT);
     let key_path = root.join(CA_KEY);
@@ -279,3 +316,6 @@ fn load_or_create_ca(root: &Path) -> Result<CertificateAuthority, DataDirError> 
         }),
     }
 }
+
+#[cfg(test)]
+mod tests;

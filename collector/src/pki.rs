@@ -217,6 +217,18 @@ pub fn first_cert_der(pem: &str) -> Result<CertificateDer<'static>, PkiError> {
         .map_err(|e| PkiError::Parse(format!("the certificate PEM does not parse: {e}")))
 }
 
+/// True when the first certificate in `cert_pem` is a CA certificate whose
+/// public key is the public half of `key_pem`.
+pub fn is_ca_for_key(cert_pem: &str, key_pem: &str) -> Result<bool, PkiError> {
+    let key = KeyPair::from_pem(key_pem)
+        .map_err(|e| PkiError::Parse(format!("the key does not parse: {e}")))?;
+    let der = first_cert_der(cert_pem)?;
+    let (_, cert) = X509Certificate::from_der(&der)
+        .map_err(|e| PkiError::Parse(format!("the certificate does not parse: {e}")))?;
+    let public = cert.public_key().subject_public_key.data.as_ref();
+    Ok(cert.is_ca() && public == key.public_key_raw())
+}
+
 /// The subject common name of a DER certificate.
 pub fn common_name(der: &[u8]) -> Option<String> {
     let (_, cert) = X509Certificate::from_der(der).ok()?;

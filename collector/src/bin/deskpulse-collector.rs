@@ -76,6 +76,18 @@ enum CaCommand {
         #[command(flatten)]
         store: StoreFlags,
     },
+    /// Install the fleet CA (certificate and key, PEM) into this replica's
+    /// data dir, so every replica issues from the same CA.
+    Import {
+        #[command(flatten)]
+        store: StoreFlags,
+        /// The CA certificate, PEM (ca.pem from the first replica).
+        #[arg(long, value_name = "FILE")]
+        cert: std::path::PathBuf,
+        /// The CA private key, PEM (ca.key from the first replica).
+        #[arg(long, value_name = "FILE")]
+        key: std::path::PathBuf,
+    },
 }
 
 fn parse_ttl(text: &str) -> Result<Duration, String> {
@@ -131,6 +143,11 @@ fn run(command: Command) -> CommandResult {
             let store = config::resolve_store_flags(&store, &ProcessEnv).map_err(Failure::usage)?;
             init_logging(false, "warn");
             runtime()?.block_on(admin::export_ca(&store, &clock))
+        }
+        Command::Ca(CaCommand::Import { store, cert, key }) => {
+            let store = config::resolve_store_flags(&store, &ProcessEnv).map_err(Failure::usage)?;
+            init_logging(false, "warn");
+            runtime()?.block_on(admin::import_ca(&store, &clock, &cert, &key))
         }
     }
 }

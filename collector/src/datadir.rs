@@ -265,12 +265,6 @@ pub fn import_ca(
     key_pem: &str,
 ) -> Result<CertificateAuthority, DataDirError> {
     let ca = CertificateAuthority::load(cert_pem, key_pem)?;
-    ca.issue_server_cert(&["localhost".to_owned()])
-        .map_err(|e| {
-            PkiError::Parse(format!(
-                "the key does not sign for this CA certificate: {e}"
-            ))
-        })?;
     if !pki::is_ca_for_key(cert_pem, key_pem)? {
         return Err(PkiError::Parse("the key does not belong to the CA certificate".into()).into());
     }

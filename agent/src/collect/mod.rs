@@ -30,6 +30,7 @@ pub fn collect_inventory(system_root: &Path) -> Inventory {
             arch: System::cpu_arch(),
             boot_time_unix_s: System::boot_time().unwrap_or_default() as i64,
             uptime_secs: System::uptime().unwrap_or_default(),
+            ..Default::default()
         }),
         cpu: Some(CpuInfo {
             model: cpus
@@ -43,11 +44,13 @@ pub fn collect_inventory(system_root: &Path) -> Inventory {
             logical_cores: cpus.len() as u32,
             physical_cores: System::physical_core_count().unwrap_or_default() as u32,
             frequency_mhz: cpus.first().map(|c| c.frequency()).unwrap_or_default(),
+            ..Default::default()
         }),
         memory: Some(MemoryInfo {
             total_bytes: sys.total_memory(),
             available_bytes: sys.available_memory(),
             swap_total_bytes: sys.total_swap(),
+            ..Default::default()
         }),
         storage: Some(StorageInfo {
             filesystems: disks
@@ -62,6 +65,7 @@ pub fn collect_inventory(system_root: &Path) -> Inventory {
                     removable: d.is_removable(),
                 })
                 .collect(),
+            ..Default::default()
         }),
         network: Some(NetworkInfo {
             interfaces: nets
@@ -85,10 +89,13 @@ pub fn collect_inventory(system_root: &Path) -> Inventory {
                         .collect(),
                 })
                 .collect(),
+            ..Default::default()
         }),
         software: Some(SoftwareInfo {
             packages: dpkg(system_root),
+            ..Default::default()
         }),
+        ..Default::default()
     }
 }
 
@@ -107,7 +114,7 @@ fn dpkg(root: &Path) -> Vec<Package> {
                 name: field("Package").unwrap_or_default(),
                 version: field("Version").unwrap_or_default(),
                 arch: field("Architecture").unwrap_or_default(),
-                publisher: String::new(),
+                ..Default::default()
             })
         })
         .collect()

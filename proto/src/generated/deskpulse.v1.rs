@@ -27,6 +27,40 @@ pub struct Inventory {
     /// Installed software packages.
     #[prost(message, optional, tag = "8")]
     pub software: ::core::option::Option<SoftwareInfo>,
+    /// Graphics adapters.
+    #[prost(message, optional, tag = "9")]
+    pub gpu: ::core::option::Option<GpuInfo>,
+    /// Batteries.
+    #[prost(message, optional, tag = "10")]
+    pub battery: ::core::option::Option<BatteryInfo>,
+    /// Local accounts and sessions.
+    #[prost(message, optional, tag = "11")]
+    pub users: ::core::option::Option<UsersInfo>,
+    /// Security posture.
+    #[prost(message, optional, tag = "12")]
+    pub security: ::core::option::Option<SecurityInfo>,
+    /// System services.
+    #[prost(message, optional, tag = "13")]
+    pub services: ::core::option::Option<ServicesInfo>,
+    /// Values the agent could not collect, with the reason for each.
+    #[prost(message, repeated, tag = "14")]
+    pub unavailable: ::prost::alloc::vec::Vec<Unavailable>,
+}
+/// One value the agent could not collect.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Unavailable {
+    /// The field's path from Inventory, dotted, e.g. "system.serial",
+    /// "memory.modules" or "security.antivirus". A whole section is named by
+    /// its own name, e.g. "battery".
+    #[prost(string, tag = "1")]
+    pub field: ::prost::alloc::string::String,
+    /// Why.
+    #[prost(enumeration = "UnavailableReason", tag = "2")]
+    pub reason: i32,
+    /// One line for a person, e.g. "/sys/class/dmi/id/product_serial: permission denied".
+    #[prost(string, tag = "3")]
+    pub detail: ::prost::alloc::string::String,
 }
 /// Firmware identity of the machine.
 #[derive(serde::Serialize)]
@@ -44,6 +78,29 @@ pub struct SystemInfo {
     /// Hardware (SMBIOS) UUID, lowercase, empty when unknown.
     #[prost(string, tag = "4")]
     pub hardware_uuid: ::prost::alloc::string::String,
+    /// Chassis type: "desktop", "laptop", "notebook", "server", "tower",
+    /// "mini-pc", "all-in-one", "tablet", "convertible", "virtual", "other", ...
+    /// (SMBIOS type 3 names, lowercased and hyphenated).
+    #[prost(string, tag = "5")]
+    pub chassis_type: ::prost::alloc::string::String,
+    /// BIOS or UEFI firmware vendor.
+    #[prost(string, tag = "6")]
+    pub bios_vendor: ::prost::alloc::string::String,
+    /// Firmware version.
+    #[prost(string, tag = "7")]
+    pub bios_version: ::prost::alloc::string::String,
+    /// Firmware release date as the firmware writes it, e.g. "03/14/2023".
+    #[prost(string, tag = "8")]
+    pub bios_date: ::prost::alloc::string::String,
+    /// Baseboard (motherboard) manufacturer.
+    #[prost(string, tag = "9")]
+    pub baseboard_vendor: ::prost::alloc::string::String,
+    /// Baseboard product name.
+    #[prost(string, tag = "10")]
+    pub baseboard_model: ::prost::alloc::string::String,
+    /// Baseboard serial number.
+    #[prost(string, tag = "11")]
+    pub baseboard_serial: ::prost::alloc::string::String,
 }
 /// The operating system.
 #[derive(serde::Serialize)]
@@ -70,6 +127,22 @@ pub struct OsInfo {
     /// Seconds since boot at collection time.
     #[prost(uint64, tag = "7")]
     pub uptime_secs: u64,
+    /// The build, e.g. Windows "22631.3296" or macOS "23E224"; on Linux the
+    /// distribution's VERSION string.
+    #[prost(string, tag = "8")]
+    pub build: ::prost::alloc::string::String,
+    /// When the OS was installed, seconds since the Unix epoch, 0 when unknown.
+    #[prost(int64, tag = "9")]
+    pub install_date_unix_s: i64,
+    /// The IANA time zone, e.g. "Europe/Berlin".
+    #[prost(string, tag = "10")]
+    pub timezone: ::prost::alloc::string::String,
+    /// The domain (AD, realm) the machine belongs to, empty when none.
+    #[prost(string, tag = "11")]
+    pub domain: ::prost::alloc::string::String,
+    /// The workgroup, on Windows machines outside a domain.
+    #[prost(string, tag = "12")]
+    pub workgroup: ::prost::alloc::string::String,
 }
 /// The processor.
 #[derive(serde::Serialize)]
@@ -87,13 +160,16 @@ pub struct CpuInfo {
     /// Physical cores, 0 when unknown.
     #[prost(uint32, tag = "4")]
     pub physical_cores: u32,
-    /// The reported frequency in MHz, 0 when unknown.
+    /// The base (nominal) frequency in MHz, 0 when unknown.
     #[prost(uint64, tag = "5")]
     pub frequency_mhz: u64,
+    /// The CPU architecture, e.g. "x86_64", "aarch64".
+    #[prost(string, tag = "6")]
+    pub arch: ::prost::alloc::string::String,
 }
 /// Main memory.
 #[derive(serde::Serialize)]
-#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct MemoryInfo {
     /// Installed memory visible to the OS.
     #[prost(uint64, tag = "1")]
@@ -104,6 +180,35 @@ pub struct MemoryInfo {
     /// Total swap space.
     #[prost(uint64, tag = "3")]
     pub swap_total_bytes: u64,
+    /// Installed memory modules, from the firmware tables (SMBIOS type 17).
+    #[prost(message, repeated, tag = "4")]
+    pub modules: ::prost::alloc::vec::Vec<MemoryModule>,
+}
+/// One installed memory module.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct MemoryModule {
+    /// The slot ("device locator"), e.g. "DIMM A1".
+    #[prost(string, tag = "1")]
+    pub slot: ::prost::alloc::string::String,
+    /// Size.
+    #[prost(uint64, tag = "2")]
+    pub size_bytes: u64,
+    /// Memory type, e.g. "DDR4", "LPDDR5".
+    #[prost(string, tag = "3")]
+    pub memory_type: ::prost::alloc::string::String,
+    /// Speed in MT/s, 0 when unknown.
+    #[prost(uint32, tag = "4")]
+    pub speed_mts: u32,
+    /// Manufacturer.
+    #[prost(string, tag = "5")]
+    pub manufacturer: ::prost::alloc::string::String,
+    /// Part number.
+    #[prost(string, tag = "6")]
+    pub part_number: ::prost::alloc::string::String,
+    /// Serial number.
+    #[prost(string, tag = "7")]
+    pub serial: ::prost::alloc::string::String,
 }
 /// Mounted, real (not pseudo) filesystems.
 #[derive(serde::Serialize)]
@@ -112,6 +217,32 @@ pub struct StorageInfo {
     /// One entry per mount point.
     #[prost(message, repeated, tag = "1")]
     pub filesystems: ::prost::alloc::vec::Vec<Filesystem>,
+    /// Physical disks.
+    #[prost(message, repeated, tag = "2")]
+    pub disks: ::prost::alloc::vec::Vec<Disk>,
+}
+/// One physical disk.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Disk {
+    /// The OS device name, e.g. "nvme0n1", "sda", "\\.\PHYSICALDRIVE0".
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// The model.
+    #[prost(string, tag = "2")]
+    pub model: ::prost::alloc::string::String,
+    /// The serial number.
+    #[prost(string, tag = "3")]
+    pub serial: ::prost::alloc::string::String,
+    /// Capacity.
+    #[prost(uint64, tag = "4")]
+    pub size_bytes: u64,
+    /// HDD, SSD or NVMe.
+    #[prost(enumeration = "DiskKind", tag = "5")]
+    pub kind: i32,
+    /// True for removable media (USB sticks, card readers).
+    #[prost(bool, tag = "6")]
+    pub removable: bool,
 }
 /// One mounted filesystem.
 #[derive(serde::Serialize)]
@@ -143,6 +274,12 @@ pub struct NetworkInfo {
     /// One entry per interface, loopback excluded.
     #[prost(message, repeated, tag = "1")]
     pub interfaces: ::prost::alloc::vec::Vec<NetworkInterface>,
+    /// Default gateways, IPv4 and IPv6.
+    #[prost(string, repeated, tag = "2")]
+    pub default_gateways: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// DNS servers in use.
+    #[prost(string, repeated, tag = "3")]
+    pub dns_servers: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 /// One network interface.
 #[derive(serde::Serialize)]
@@ -160,6 +297,15 @@ pub struct NetworkInterface {
     /// IPv6 addresses with prefix length.
     #[prost(string, repeated, tag = "4")]
     pub ipv6: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// True when the link is up.
+    #[prost(bool, tag = "5")]
+    pub up: bool,
+    /// Link speed in Mbit/s, 0 when unknown.
+    #[prost(uint64, tag = "6")]
+    pub speed_mbps: u64,
+    /// True for wireless interfaces.
+    #[prost(bool, tag = "7")]
+    pub wireless: bool,
 }
 /// Installed software.
 #[derive(serde::Serialize)]
@@ -168,6 +314,23 @@ pub struct SoftwareInfo {
     /// Every installed package known to the sources the agent read.
     #[prost(message, repeated, tag = "1")]
     pub packages: ::prost::alloc::vec::Vec<Package>,
+    /// Installed Windows updates (hotfixes, KBs).
+    #[prost(message, repeated, tag = "2")]
+    pub hotfixes: ::prost::alloc::vec::Vec<Hotfix>,
+}
+/// One installed Windows update.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Hotfix {
+    /// The id, e.g. "KB5034441".
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    /// Its description, e.g. "Security Update".
+    #[prost(string, tag = "2")]
+    pub description: ::prost::alloc::string::String,
+    /// When it was installed, seconds since the Unix epoch, 0 when unknown.
+    #[prost(int64, tag = "3")]
+    pub installed_unix_s: i64,
 }
 /// One installed package.
 #[derive(serde::Serialize)]
@@ -188,6 +351,200 @@ pub struct Package {
     /// The vendor or origin (D17), empty when unknown.
     #[prost(string, tag = "5")]
     pub publisher: ::prost::alloc::string::String,
+    /// When it was installed, seconds since the Unix epoch, 0 when unknown.
+    #[prost(int64, tag = "6")]
+    pub install_date_unix_s: i64,
+    /// Where it came from: a repository, "registry-hklm-64", "app-bundle", a
+    /// Homebrew tap, a snap channel, ...
+    #[prost(string, tag = "7")]
+    pub source: ::prost::alloc::string::String,
+}
+/// Graphics adapters.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct GpuInfo {
+    /// One entry per adapter.
+    #[prost(message, repeated, tag = "1")]
+    pub gpus: ::prost::alloc::vec::Vec<Gpu>,
+}
+/// One graphics adapter.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Gpu {
+    /// The vendor, e.g. "Intel Corporation", "NVIDIA Corporation".
+    #[prost(string, tag = "1")]
+    pub vendor: ::prost::alloc::string::String,
+    /// The model.
+    #[prost(string, tag = "2")]
+    pub model: ::prost::alloc::string::String,
+    /// The kernel or OS driver in use.
+    #[prost(string, tag = "3")]
+    pub driver: ::prost::alloc::string::String,
+}
+/// Batteries.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct BatteryInfo {
+    /// One entry per battery.
+    #[prost(message, repeated, tag = "1")]
+    pub batteries: ::prost::alloc::vec::Vec<Battery>,
+}
+/// One battery.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Battery {
+    /// The OS name, e.g. "BAT0".
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// Manufacturer.
+    #[prost(string, tag = "2")]
+    pub manufacturer: ::prost::alloc::string::String,
+    /// Model.
+    #[prost(string, tag = "3")]
+    pub model: ::prost::alloc::string::String,
+    /// Capacity when new, mWh.
+    #[prost(uint64, tag = "4")]
+    pub design_capacity_mwh: u64,
+    /// Capacity when fully charged today, mWh.
+    #[prost(uint64, tag = "5")]
+    pub full_charge_capacity_mwh: u64,
+    /// Charge cycles, 0 when unknown.
+    #[prost(uint32, tag = "6")]
+    pub cycle_count: u32,
+    /// full_charge / design, percent, 0 when unknown.
+    #[prost(float, tag = "7")]
+    pub health_percent: f32,
+}
+/// Local accounts and who uses the machine.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct UsersInfo {
+    /// Local human accounts (system accounts left out).
+    #[prost(message, repeated, tag = "1")]
+    pub users: ::prost::alloc::vec::Vec<LocalUser>,
+    /// Sessions open now.
+    #[prost(message, repeated, tag = "2")]
+    pub sessions: ::prost::alloc::vec::Vec<UserSession>,
+    /// The last user to log in, empty when unknown.
+    #[prost(string, tag = "3")]
+    pub last_login_user: ::prost::alloc::string::String,
+    /// When that was, seconds since the Unix epoch, 0 when unknown.
+    #[prost(int64, tag = "4")]
+    pub last_login_unix_s: i64,
+}
+/// One local account.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct LocalUser {
+    /// The login name.
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// The full name (GECOS), empty when not set.
+    #[prost(string, tag = "2")]
+    pub full_name: ::prost::alloc::string::String,
+    /// The numeric id (uid, or the RID on Windows).
+    #[prost(string, tag = "3")]
+    pub id: ::prost::alloc::string::String,
+    /// True when a member of an administrators group (sudo, wheel, admin,
+    /// Administrators).
+    #[prost(bool, tag = "4")]
+    pub admin: bool,
+    /// True when the account is disabled or locked.
+    #[prost(bool, tag = "5")]
+    pub disabled: bool,
+}
+/// One logged-in session.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct UserSession {
+    /// The user.
+    #[prost(string, tag = "1")]
+    pub user: ::prost::alloc::string::String,
+    /// The terminal or session name, e.g. "tty1", "console", "pts/0".
+    #[prost(string, tag = "2")]
+    pub terminal: ::prost::alloc::string::String,
+    /// Where from, for remote sessions.
+    #[prost(string, tag = "3")]
+    pub host: ::prost::alloc::string::String,
+    /// When it started, seconds since the Unix epoch.
+    #[prost(int64, tag = "4")]
+    pub started_unix_s: i64,
+}
+/// Security posture.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SecurityInfo {
+    /// Host firewall state.
+    #[prost(enumeration = "ProtectionState", tag = "1")]
+    pub firewall: i32,
+    /// The firewall product or mechanism, e.g. "nftables", "ufw", "Windows Defender Firewall".
+    #[prost(string, tag = "2")]
+    pub firewall_product: ::prost::alloc::string::String,
+    /// Encryption of each volume.
+    #[prost(message, repeated, tag = "3")]
+    pub encryption: ::prost::alloc::vec::Vec<VolumeEncryption>,
+    /// Antivirus products registered with the OS.
+    #[prost(message, repeated, tag = "4")]
+    pub antivirus: ::prost::alloc::vec::Vec<Antivirus>,
+    /// True when the OS waits for a reboot to finish an update.
+    #[prost(bool, tag = "5")]
+    pub reboot_pending: bool,
+    /// Pending OS updates; see Inventory.unavailable when not counted.
+    #[prost(uint32, tag = "6")]
+    pub pending_updates: u32,
+}
+/// One volume's encryption.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct VolumeEncryption {
+    /// The volume: mount point, device or drive letter.
+    #[prost(string, tag = "1")]
+    pub volume: ::prost::alloc::string::String,
+    /// "luks", "bitlocker", "filevault", or empty when not encrypted.
+    #[prost(string, tag = "2")]
+    pub method: ::prost::alloc::string::String,
+    /// True when encrypted.
+    #[prost(bool, tag = "3")]
+    pub encrypted: bool,
+}
+/// One antivirus product.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Antivirus {
+    /// The product name.
+    #[prost(string, tag = "1")]
+    pub product: ::prost::alloc::string::String,
+    /// Real-time protection on or off.
+    #[prost(enumeration = "ProtectionState", tag = "2")]
+    pub state: i32,
+    /// True when its signatures are up to date.
+    #[prost(bool, tag = "3")]
+    pub up_to_date: bool,
+}
+/// System services.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ServicesInfo {
+    /// One entry per service.
+    #[prost(message, repeated, tag = "1")]
+    pub services: ::prost::alloc::vec::Vec<Service>,
+}
+/// One system service.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Service {
+    /// The service's name, e.g. "sshd.service", "Spooler".
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// The display name or description.
+    #[prost(string, tag = "2")]
+    pub display_name: ::prost::alloc::string::String,
+    /// The run state: "running", "stopped", "failed", ...
+    #[prost(string, tag = "3")]
+    pub state: ::prost::alloc::string::String,
+    /// The start mode: "enabled", "disabled", "auto", "manual", "static", ...
+    #[prost(string, tag = "4")]
+    pub start_mode: ::prost::alloc::string::String,
 }
 /// One health sample: a cheap, frequent view of how the PC is doing.
 #[derive(serde::Serialize)]
@@ -219,6 +576,120 @@ pub struct FilesystemUsage {
     /// Space available to unprivileged users.
     #[prost(uint64, tag = "3")]
     pub available_bytes: u64,
+}
+/// Why a value is missing.
+#[derive(serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum UnavailableReason {
+    /// Not given.
+    Unspecified = 0,
+    /// The source exists but the agent may not read it (e.g. root-only files).
+    NotPermitted = 1,
+    /// The machine has no such source (e.g. no SMBIOS tables in a VM).
+    NotPresent = 2,
+    /// This OS or agent build does not collect it.
+    NotSupported = 3,
+    /// The source was there but could not be read or parsed.
+    Failed = 4,
+}
+impl UnavailableReason {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "UNAVAILABLE_REASON_UNSPECIFIED",
+            Self::NotPermitted => "UNAVAILABLE_REASON_NOT_PERMITTED",
+            Self::NotPresent => "UNAVAILABLE_REASON_NOT_PRESENT",
+            Self::NotSupported => "UNAVAILABLE_REASON_NOT_SUPPORTED",
+            Self::Failed => "UNAVAILABLE_REASON_FAILED",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "UNAVAILABLE_REASON_UNSPECIFIED" => Some(Self::Unspecified),
+            "UNAVAILABLE_REASON_NOT_PERMITTED" => Some(Self::NotPermitted),
+            "UNAVAILABLE_REASON_NOT_PRESENT" => Some(Self::NotPresent),
+            "UNAVAILABLE_REASON_NOT_SUPPORTED" => Some(Self::NotSupported),
+            "UNAVAILABLE_REASON_FAILED" => Some(Self::Failed),
+            _ => None,
+        }
+    }
+}
+/// The kind of a physical disk.
+#[derive(serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum DiskKind {
+    /// Not known.
+    Unspecified = 0,
+    /// A spinning disk.
+    Hdd = 1,
+    /// A SATA or SAS solid-state disk.
+    Ssd = 2,
+    /// An NVMe solid-state disk.
+    Nvme = 3,
+}
+impl DiskKind {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "DISK_KIND_UNSPECIFIED",
+            Self::Hdd => "DISK_KIND_HDD",
+            Self::Ssd => "DISK_KIND_SSD",
+            Self::Nvme => "DISK_KIND_NVME",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "DISK_KIND_UNSPECIFIED" => Some(Self::Unspecified),
+            "DISK_KIND_HDD" => Some(Self::Hdd),
+            "DISK_KIND_SSD" => Some(Self::Ssd),
+            "DISK_KIND_NVME" => Some(Self::Nvme),
+            _ => None,
+        }
+    }
+}
+/// The state of a protection.
+#[derive(serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum ProtectionState {
+    /// Not known.
+    Unspecified = 0,
+    /// On.
+    On = 1,
+    /// Off.
+    Off = 2,
+}
+impl ProtectionState {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "PROTECTION_STATE_UNSPECIFIED",
+            Self::On => "PROTECTION_STATE_ON",
+            Self::Off => "PROTECTION_STATE_OFF",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "PROTECTION_STATE_UNSPECIFIED" => Some(Self::Unspecified),
+            "PROTECTION_STATE_ON" => Some(Self::On),
+            "PROTECTION_STATE_OFF" => Some(Self::Off),
+            _ => None,
+        }
+    }
 }
 /// A message from the agent.
 #[derive(serde::Serialize)]

@@ -87,6 +87,7 @@ pub fn collect_inventory(system_root: &Path) -> Inventory {
                         .filter(|n| n.addr.is_ipv6())
                         .map(|n| n.to_string())
                         .collect(),
+                    ..Default::default()
                 })
                 .collect(),
             ..Default::default()

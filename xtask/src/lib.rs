@@ -2,11 +2,13 @@
 //! them.
 //!
 //! # Layout
+//! - [`bench_agent`]: what the agent costs, beside the peer agents.
 //! - [`codegen`]: compiles `proto/` into the committed Rust.
 //! - [`demo`]: builds everything and shows a collector, an agent and the CLI
 //!   working together on loopback.
 //! - [`pg`]: starts a local PostgreSQL for the tests when none answers.
 
+pub mod bench_agent;
 pub mod codegen;
 pub mod demo;
 pub mod pg;

@@ -27,6 +27,9 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Measure the agent's inventory cost, wire size and idle cost beside
+    /// the peer agents from Debian's packages.
+    BenchAgent(xtask::bench_agent::BenchArgs),
     /// Make sure PostgreSQL answers on 127.0.0.1:5432, starting a local
     /// cluster when none does.
     Pg,
@@ -55,6 +58,7 @@ fn run(task: Task) -> Result<()> {
             cargo(&root, &test)
         }
         Task::Pg => xtask::pg::ensure_running(),
+        Task::BenchAgent(args) => xtask::bench_agent::run(&root, &args),
     }
 }
 

@@ -1,0 +1,471 @@
+//! `cargo xtask bench-agent`: what the agent costs on this machine, beside
+//! the peer agents from Debian's packages, measured in the same run (issue 4,
+//! D34, D36).
+//!
+//! - One full inventory, as `deskpulse-agent inventory --json` does it: wall
+//!   time, CPU time and peak RSS of the whole process (from `wait4`), over
+//!   several runs; the same for `fusioninventory-agent --local` and
+//!   `ocsinventory-agent --local`.
+//! - The full inventory on the wire: protobuf, zstd-compressed (D17).
+//! - The agent as a service, holding its stream to a collector with default
+//!   intervals, idle: PSS summed over its processes (D36) and CPU share, over
+//!   a window (10 minutes by default), side by side with `zabbix_agentd`,
+//!   `zabbix_agent2` and `prometheus-node-exporter` running in the same
+//!   window.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use prost::Message;
+
+/// Options of `cargo xtask bench-agent`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// How long to watch the idle services, in seconds.
+    #[arg(long, default_value_t = 600)]
+    pub idle_secs: u64,
+    /// One-shot inventory runs per program.
+    #[arg(long, default_value_t = 10)]
+    pub runs: usize,
+    /// Do not run the peer agents.
+    #[arg(long)]
+    pub skip_peers: bool,
+    /// Use the release binaries already built.
+    #[arg(long)]
+    pub skip_build: bool,
+}
+
+/// Wall, CPU and peak RSS of one finished process.
+#[derive(Debug, Clone, Copy)]
+struct Cost {
+    wall: Duration,
+    cpu: Duration,
+    max_rss_kib: u64,
+}
+
+/// Runs `cmd` to completion and reads its resource use with wait4(2).
+fn measure(cmd: &mut Command) -> Result<Cost> {
+    let started = Instant::now();
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    let pid = i32::try_from(child.id()).context("pid")?;
+    let (status, usage) = wait4(pid)?;
+    let wall = started.elapsed();
+    if status != 0 {
+        bail!("{cmd:?} exited with status {status}");
+    }
+    let tv = |t: libc::timeval| {
+        Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+    };
+    Ok(Cost {
+        wall,
+        cpu: tv(usage.ru_utime) + tv(usage.ru_stime),
+        max_rss_kib: u64::try_from(usage.ru_maxrss).unwrap_or(0),
+    })
+}
+
+#[allow(unsafe_code)] // wait4(2) is the only way to get one child's rusage; the pointers are to locals
+fn wait4(pid: i32) -> Result<(i32, libc::rusage)> {
+    let mut status = 0;
+    // SAFETY: rusage is plain old data; zeroed is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are to live locals of the right types.
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    if rc < 0 {
+        bail!("wait4 failed: {}", std::io::Error::last_os_error());
+    }
+    Ok((status, usage))
+}
+
+fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+struct OneShot {
+    name: String,
+    wall_ms: f64,
+    cpu_ms: f64,
+    rss_mib: f64,
+}
+
+fn one_shot(name: &str, runs: usize, mut make: impl FnMut() -> Command) -> Result<OneShot> {
+    let mut costs = Vec::new();
+    for _ in 0..runs {
+        costs.push(measure(&mut make())?);
+    }
+    Ok(OneShot {
+        name: name.to_owned(),
+        wall_ms: median(costs.iter().map(|c| c.wall.as_secs_f64() * 1e3).collect()),
+        cpu_ms: median(costs.iter().map(|c| c.cpu.as_secs_f64() * 1e3).collect()),
+        rss_mib: costs
+            .iter()
+            .map(|c| c.max_rss_kib as f64 / 1024.0)
+            .fold(0.0, f64::max),
+    })
+}
+
+/// PSS in KiB of one process, from smaps_rollup (D36).
+fn pss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// CPU ticks (utime + stime) of one process.
+fn cpu_ticks(pid: u32) -> u64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0;
+    };
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let num = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15 of stat; here 0-based after ')' they are 11 and 12.
+    num(11) + num(12)
+}
+
+/// The pid and every descendant of it.
+fn process_tree(root: u32) -> Vec<u32> {
+    let mut parents: BTreeMap<u32, u32> = BTreeMap::new();
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) {
+                let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+                if let Some(ppid) = rest.split_whitespace().nth(1).and_then(|v| v.parse().ok()) {
+                    parents.insert(pid, ppid);
+                }
+            }
+        }
+    }
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, p)| **p == parent)
+                .map(|(c, _)| *c),
+        );
+        i += 1;
+    }
+    tree
+}
+
+struct Daemon {
+    name: String,
+    child: Child,
+    start_ticks: u64,
+    max_pss_kib: u64,
+}
+
+impl Daemon {
+    fn ticks(&self) -> u64 {
+        process_tree(self.child.id())
+            .into_iter()
+            .map(cpu_ticks)
+            .sum()
+    }
+    fn pss(&self) -> u64 {
+        process_tree(self.child.id()).into_iter().map(pss_kib).sum()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        for pid in process_tree(self.child.id()).into_iter().rev() {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+fn daemon(name: &str, cmd: &mut Command) -> Result<Daemon> {
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {name}"))?;
+    Ok(Daemon {
+        name: name.to_owned(),
+        child,
+        start_ticks: 0,
+        max_pss_kib: 0,
+    })
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?
+        .to_string_lossy()
+        .split(':')
+        .map(|dir| Path::new(dir).join(program))
+        .find(|p| p.exists())
+}
+
+/// Starts a collector and an enrolled agent service in `dir`; returns both.
+fn start_agent_service(root: &Path, release: &Path, dir: &Path) -> Result<(Daemon, Daemon)> {
+    let debug = root.join("target/debug");
+    let collector_bin = if release.join("deskpulse-collector").exists() {
+        release.join("deskpulse-collector")
+    } else {
+        debug.join("deskpulse-collector")
+    };
+    let data = dir.join("collector");
+    let state = dir.join("agent");
+    let mut child = Command::new(&collector_bin)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting the collector")?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+    let addr = line
+        .trim()
+        .strip_prefix("listening ")
+        .context("no listening line")?
+        .to_owned();
+    let collector = Daemon {
+        name: "collector".into(),
+        child,
+        start_ticks: 0,
+        max_pss_kib: 0,
+    };
+    let token = Command::new(&collector_bin)
+        .args(["enroll-token", "create", "--data-dir"])
+        .arg(&data)
+        .output()?;
+    let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
+    let status = Command::new(release.join("deskpulse-agent"))
+        .args([
+            "enroll",
+            "--collector",
+            &format!("https://{addr}"),
+            "--token",
+            &token,
+            "--ca-file",
+        ])
+        .arg(data.join("ca.pem"))
+        .arg("--state-dir")
+        .arg(&state)
+        .stdout(Stdio::null())
+        .status()?;
+    if !status.success() {
+        bail!("enrolling the benchmark agent failed");
+    }
+    let agent = daemon(
+        "deskpulse-agent run",
+        Command::new(release.join("deskpulse-agent"))
+            .args(["run", "--state-dir"])
+            .arg(&state),
+    )?;
+    Ok((collector, agent))
+}
+
+/// Runs the benchmark and prints the tables.
+pub fn run(root: &Path, args: &BenchArgs) -> Result<()> {
+    if !args.skip_build {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--release",
+                "-p",
+                "deskpulse-agent",
+                "-p",
+                "deskpulse-collector",
+            ])
+            .current_dir(root)
+            .status()?;
+        if !status.success() {
+            bail!("cargo build --release failed");
+        }
+    }
+    let release = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("release");
+    let agent_bin = release.join("deskpulse-agent");
+    if !agent_bin.exists() {
+        bail!(
+            "{} is missing: run without --skip-build",
+            agent_bin.display()
+        );
+    }
+
+    // One full inventory.
+    let mut shots = vec![one_shot(
+        "deskpulse-agent inventory --json",
+        args.runs,
+        || {
+            let mut c = Command::new(&agent_bin);
+            c.args(["inventory", "--json"]);
+            c
+        },
+    )?];
+    let scratch = tempfile::tempdir()?;
+    if !args.skip_peers {
+        for (name, program, extra) in [
+            (
+                "fusioninventory-agent --local",
+                "fusioninventory-agent",
+                vec!["--local"],
+            ),
+            (
+                "ocsinventory-agent --local",
+                "ocsinventory-agent",
+                vec!["--local"],
+            ),
+        ] {
+            match which(program) {
+                Some(path) => {
+                    let out = scratch.path().join(program);
+                    std::fs::create_dir_all(&out)?;
+                    let runs = args.runs.min(3);
+                    match one_shot(name, runs, || {
+                        let mut c = Command::new(&path);
+                        c.args(&extra).arg(&out);
+                        c
+                    }) {
+                        Ok(shot) => shots.push(shot),
+                        Err(error) => eprintln!("{name}: {error:#}"),
+                    }
+                }
+                None => eprintln!("{program} is not installed: apt-get install {program}"),
+            }
+        }
+    }
+    println!("\nOne full inventory (median of runs; peak RSS is the max)");
+    println!(
+        "{:<36} {:>10} {:>10} {:>10} {:>8} {:>8}",
+        "program", "wall ms", "CPU ms", "RSS MiB", "wall x", "CPU x"
+    );
+    let ours = (shots[0].wall_ms, shots[0].cpu_ms);
+    for s in &shots {
+        println!(
+            "{:<36} {:>10.1} {:>10.1} {:>10.1} {:>8.1} {:>8.1}",
+            s.name,
+            s.wall_ms,
+            s.cpu_ms,
+            s.rss_mib,
+            s.wall_ms / ours.0.max(0.001),
+            s.cpu_ms / ours.1.max(0.001)
+        );
+    }
+
+    // The inventory on the wire.
+    let inventory = deskpulse_agent::collect::collect_inventory(Path::new("/"));
+    let packages = inventory.software.as_ref().map_or(0, |s| s.packages.len());
+    let encoded = inventory.encode_to_vec();
+    let compressed = zstd::encode_all(encoded.as_slice(), 3)?;
+    println!(
+        "\nFull inventory on the wire: {} bytes protobuf, {} bytes zstd (level 3), {packages} packages",
+        encoded.len(),
+        compressed.len()
+    );
+
+    // Idle services.
+    let dir = tempfile::tempdir()?;
+    let (collector, agent) = start_agent_service(root, &release, dir.path())?;
+    let mut daemons = vec![agent];
+    if !args.skip_peers {
+        let peers: Vec<(&str, &str, Vec<String>)> = vec![
+            (
+                "zabbix_agentd",
+                "zabbix_agentd",
+                vec![
+                    "-f".into(),
+                    "-c".into(),
+                    "/etc/zabbix/zabbix_agentd.conf".into(),
+                ],
+            ),
+            (
+                "zabbix_agent2",
+                "zabbix_agent2",
+                vec!["-c".into(), "/etc/zabbix/zabbix_agent2.conf".into()],
+            ),
+            (
+                "prometheus-node-exporter",
+                "prometheus-node-exporter",
+                vec!["--web.listen-address=127.0.0.1:19100".into()],
+            ),
+        ];
+        for (name, program, peer_args) in peers {
+            let path = which(program).or_else(|| {
+                let sbin = Path::new("/usr/sbin").join(program);
+                sbin.exists().then_some(sbin)
+            });
+            match path {
+                Some(path) => match daemon(name, Command::new(path).args(&peer_args)) {
+                    Ok(d) => daemons.push(d),
+                    Err(error) => eprintln!("{name}: {error:#}"),
+                },
+                None => eprintln!("{program} is not installed"),
+            }
+        }
+    }
+    // Let start-up work (the first inventory, handshakes) settle first.
+    std::thread::sleep(Duration::from_secs(15));
+    for d in &mut daemons {
+        d.start_ticks = d.ticks();
+    }
+    let window = Duration::from_secs(args.idle_secs);
+    let started = Instant::now();
+    eprintln!("watching idle services for {}s ...", window.as_secs());
+    while started.elapsed() < window {
+        for d in &mut daemons {
+            d.max_pss_kib = d.max_pss_kib.max(d.pss());
+        }
+        std::thread::sleep(Duration::from_secs(5));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let hz = 100.0; // USER_HZ on Linux
+    println!("\nIdle as a service over {elapsed:.0}s (PSS summed over the process tree, D36)");
+    println!(
+        "{:<28} {:>12} {:>12} {:>10} {:>10}",
+        "program", "PSS MiB", "CPU % core", "PSS x", "CPU x"
+    );
+    let ours_pss = daemons[0].max_pss_kib as f64;
+    let ours_cpu = (daemons[0].ticks() - daemons[0].start_ticks) as f64 / hz / elapsed * 100.0;
+    for d in &daemons {
+        let cpu = (d.ticks().saturating_sub(d.start_ticks)) as f64 / hz / elapsed * 100.0;
+        println!(
+            "{:<28} {:>12.2} {:>12.4} {:>10.1} {:>10}",
+            d.name,
+            d.max_pss_kib as f64 / 1024.0,
+            cpu,
+            d.max_pss_kib as f64 / ours_pss.max(1.0),
+            if ours_cpu > 0.0 {
+                format!("{:.1}", cpu / ours_cpu)
+            } else {
+                "n/a".into()
+            }
+        );
+    }
+    drop(daemons);
+    drop(collector);
+    Ok(())
+}

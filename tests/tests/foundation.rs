@@ -374,19 +374,7 @@ async fn malformed_and_oversized_messages_get_clear_errors_and_others_keep_being
             RawCodec,
         )
         .await;
-    let status = match response {
-        Err(status) => status,
-        Ok(response) => {
-            let mut stream = response.into_inner();
-            loop {
-                match stream.next().await {
-                    Some(Ok(_)) => continue,
-                    Some(Err(status)) => break status,
-                    None => panic!("the stream ended without an error"),
-                }
-            }
-        }
-    };
+    let status = first_error(response).await;
     assert!(
         status.message().contains("malformed agent message"),
         "{status:?}"
@@ -408,19 +396,7 @@ async fn malformed_and_oversized_messages_get_clear_errors_and_others_keep_being
     let response = AgentServiceClient::new(channel)
         .session(tokio_stream::iter(vec![hello_msg.clone(), huge]))
         .await;
-    let status = match response {
-        Err(status) => status,
-        Ok(response) => {
-            let mut stream = response.into_inner();
-            loop {
-                match stream.next().await {
-                    Some(Ok(_)) => continue,
-                    Some(Err(status)) => break status,
-                    None => panic!("the stream ended without an error"),
-                }
-            }
-        }
-    };
+    let status = first_error(response).await;
     assert!(
         matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted),
         "{status:?}"
@@ -476,6 +452,23 @@ async fn malformed_and_oversized_messages_get_clear_errors_and_others_keep_being
     request.metadata_mut().insert("authorization", header);
     let host = api.get_host(request).await.expect("get host").into_inner();
     assert!(host.inventory.is_some());
+}
+
+/// The error a streaming call ends with: at once, or after some replies.
+async fn first_error<T>(
+    response: Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>,
+) -> tonic::Status {
+    let mut stream = match response {
+        Err(status) => return status,
+        Ok(response) => response.into_inner(),
+    };
+    loop {
+        match stream.next().await {
+            Some(Ok(_)) => continue,
+            Some(Err(status)) => return status,
+            None => panic!("the stream ended without an error"),
+        }
+    }
 }
 
 fn http_path(path: &'static str) -> tonic::codegen::http::uri::PathAndQuery {

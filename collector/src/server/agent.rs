@@ -14,9 +14,7 @@ use deskpulse_proto::v1::agent_message::Kind;
 use deskpulse_proto::v1::agent_service_server::AgentService;
 use deskpulse_proto::v1::collector_message::Kind as Outgoing;
 use deskpulse_proto::v1::report::Payload;
-use deskpulse_proto::v1::{
-    Ack, AgentMessage, CollectorMessage, GoodbyeReason, Hello, Rejected, Report,
-};
+use deskpulse_proto::v1::{Ack, AgentMessage, CollectorMessage, GoodbyeReason, Rejected, Report};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use prost::Message;
@@ -162,7 +160,6 @@ impl AgentService for AgentSessions {
             self.ctx.clone(),
             self.ingest.clone(),
             identity.host_id,
-            hello,
             inbound,
             tx,
         ));
@@ -192,7 +189,6 @@ async fn run_session(
     ctx: ServerContext,
     ingest: Ingest,
     host_id: String,
-    _hello: Hello,
     mut inbound: Streaming<AgentMessage>,
     tx: mpsc::Sender<Outbound>,
 ) {

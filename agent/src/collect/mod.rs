@@ -1,170 +1,271 @@
-//! Inventory and health collection (interim minimal version; the fuller
-//! module with fixture-tested parsers replaces it).
+//! Inventory and health collection. Every file-based source is read under a
+//! system root (D13), so tests point the real code at a fixture tree.
+//!
+//! # Layout
+//! - this module: [`collect_inventory`] puts the sections together, and
+//!   [`HealthSampler`] takes health samples.
+//! - [`os_release`], [`mounts`]: the OS name and the real filesystems.
+//! - `hw`: system, CPU, memory, disks, network, GPU, battery.
+//! - `host`: OS details, users, security posture, services.
+//! - `software`: installed packages of every ecosystem.
+//! - [`render`]: the text shown by `inventory` and `health` without `--json`.
+//!
+//! Parsers are plain functions over text or bytes, tested with fixtures;
+//! platform adapters only read raw data.
+
+mod interim;
+pub mod mounts;
+pub mod os_release;
+pub mod render;
 
 use std::path::Path;
 
 use deskpulse_proto::v1::{
-    CpuInfo, FilesystemUsage, HealthSample, Inventory, MemoryInfo, NetworkInfo, NetworkInterface,
-    OsInfo, Package, SoftwareInfo, StorageInfo, SystemInfo,
+    FilesystemUsage, HealthSample, Inventory, OsInfo, StorageInfo, Unavailable, UnavailableReason,
 };
-use sysinfo::{Disks, Networks, System};
 
-/// Collects the full inventory.
-pub fn collect_inventory(system_root: &Path) -> Inventory {
-    let mut sys = System::new().unwrap_or_else(|_| {
-        System::new_with_specifics(sysinfo::RefreshKind::nothing()).expect("sysinfo")
+pub use render::{render_health, render_inventory};
+
+/// Records a value the agent could not collect.
+pub fn unavailable(
+    inv: &mut Inventory,
+    field: &str,
+    reason: UnavailableReason,
+    detail: impl Into<String>,
+) {
+    inv.unavailable.push(Unavailable {
+        field: field.to_owned(),
+        reason: reason as i32,
+        detail: detail.into(),
     });
-    sys.refresh_memory();
-    sys.refresh_cpu_all();
-    let cpus = sys.cpus();
-    let disks = Disks::new_with_refreshed_list().ok();
-    let nets = Networks::new_with_refreshed_list().ok();
-    Inventory {
-        schema_version: deskpulse_proto::INVENTORY_SCHEMA_VERSION,
-        system: Some(SystemInfo::default()),
-        os: Some(OsInfo {
-            hostname: System::host_name().unwrap_or_default(),
-            name: System::name().unwrap_or_default(),
-            version: System::os_version().unwrap_or_default(),
-            kernel_version: System::kernel_version().unwrap_or_default(),
-            arch: System::cpu_arch(),
-            boot_time_unix_s: System::boot_time().unwrap_or_default() as i64,
-            uptime_secs: System::uptime().unwrap_or_default(),
-            ..Default::default()
-        }),
-        cpu: Some(CpuInfo {
-            model: cpus
-                .first()
-                .map(|c| c.brand().to_owned())
-                .unwrap_or_default(),
-            vendor: cpus
-                .first()
-                .map(|c| c.vendor_id().to_owned())
-                .unwrap_or_default(),
-            logical_cores: cpus.len() as u32,
-            physical_cores: System::physical_core_count().unwrap_or_default() as u32,
-            frequency_mhz: cpus.first().map(|c| c.frequency()).unwrap_or_default(),
-            ..Default::default()
-        }),
-        memory: Some(MemoryInfo {
-            total_bytes: sys.total_memory(),
-            available_bytes: sys.available_memory(),
-            swap_total_bytes: sys.total_swap(),
-            ..Default::default()
-        }),
-        storage: Some(StorageInfo {
-            filesystems: disks
-                .iter()
-                .flat_map(|d| d.iter())
-                .map(|d| deskpulse_proto::v1::Filesystem {
-                    mount_point: d.mount_point().display().to_string(),
-                    device: d.name().to_string_lossy().into_owned(),
-                    fs_type: d.file_system().to_string_lossy().into_owned(),
-                    total_bytes: d.total_space(),
-                    available_bytes: d.available_space(),
-                    removable: d.is_removable(),
-                })
-                .collect(),
-            ..Default::default()
-        }),
-        network: Some(NetworkInfo {
-            interfaces: nets
-                .iter()
-                .flat_map(|n| n.iter())
-                .filter(|(name, _)| name.to_string_lossy() != "lo")
-                .map(|(name, data)| NetworkInterface {
-                    name: name.to_string_lossy().into_owned(),
-                    mac: data.mac_address().to_string(),
-                    ipv4: data
-                        .ip_networks()
-                        .iter()
-                        .filter(|n| n.addr.is_ipv4())
-                        .map(|n| n.to_string())
-                        .collect(),
-                    ipv6: data
-                        .ip_networks()
-                        .iter()
-                        .filter(|n| n.addr.is_ipv6())
-                        .map(|n| n.to_string())
-                        .collect(),
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        }),
-        software: Some(SoftwareInfo {
-            packages: dpkg(system_root),
-            ..Default::default()
-        }),
-        ..Default::default()
+}
+
+/// The reason matching an I/O error: permission, absence, or failure.
+pub fn reason_for(error: &std::io::Error) -> UnavailableReason {
+    match error.kind() {
+        std::io::ErrorKind::PermissionDenied => UnavailableReason::NotPermitted,
+        std::io::ErrorKind::NotFound => UnavailableReason::NotPresent,
+        _ => UnavailableReason::Failed,
     }
 }
 
-fn dpkg(root: &Path) -> Vec<Package> {
-    let text = std::fs::read_to_string(root.join("var/lib/dpkg/status")).unwrap_or_default();
-    text.split("\n\n")
-        .filter_map(|stanza| {
-            let field = |name: &str| {
-                stanza
-                    .lines()
-                    .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(": ")))
-                    .map(str::to_owned)
-            };
-            (field("Status")? == "install ok installed").then(|| Package {
-                ecosystem: "dpkg".into(),
-                name: field("Package").unwrap_or_default(),
-                version: field("Version").unwrap_or_default(),
-                arch: field("Architecture").unwrap_or_default(),
-                ..Default::default()
+/// Collects the full inventory of the machine whose files are under
+/// `system_root`.
+pub fn collect_inventory(system_root: &Path) -> Inventory {
+    let mut inv = Inventory {
+        schema_version: deskpulse_proto::INVENTORY_SCHEMA_VERSION,
+        ..Inventory::default()
+    };
+    inv.os = Some(os_basics(system_root, &mut inv));
+    let filesystems = filesystems(system_root, &mut inv);
+    inv.storage = Some(StorageInfo {
+        filesystems,
+        ..StorageInfo::default()
+    });
+    interim::fill(system_root, &mut inv);
+    inv
+}
+
+/// Host name, kernel, boot time and uptime come from the running kernel;
+/// name and version from os-release under the root.
+fn os_basics(root: &Path, inv: &mut Inventory) -> OsInfo {
+    let mut os = OsInfo {
+        hostname: sysinfo::System::host_name().unwrap_or_default(),
+        kernel_version: sysinfo::System::kernel_version().unwrap_or_default(),
+        arch: std::env::consts::ARCH.to_owned(),
+        boot_time_unix_s: i64::try_from(sysinfo::System::boot_time().unwrap_or(0)).unwrap_or(0),
+        uptime_secs: sysinfo::System::uptime().unwrap_or(0),
+        ..OsInfo::default()
+    };
+    if cfg!(target_os = "linux") {
+        let text = std::fs::read_to_string(root.join("etc/os-release"))
+            .or_else(|_| std::fs::read_to_string(root.join("usr/lib/os-release")));
+        match text {
+            Ok(text) => {
+                let fields = os_release::parse(&text);
+                let get = |k: &str| fields.get(k).cloned().unwrap_or_default();
+                os.name = get("NAME");
+                os.version = get("VERSION_ID");
+            }
+            Err(error) => unavailable(
+                inv,
+                "os.name",
+                reason_for(&error),
+                format!("etc/os-release: {error}"),
+            ),
+        }
+    } else {
+        os.name = sysinfo::System::name().unwrap_or_default();
+        os.version = sysinfo::System::os_version().unwrap_or_default();
+    }
+    os
+}
+
+/// Real filesystems with their sizes.
+fn filesystems(root: &Path, inv: &mut Inventory) -> Vec<deskpulse_proto::v1::Filesystem> {
+    #[cfg(target_os = "linux")]
+    {
+        let read = |p: &str| std::fs::read_to_string(root.join(p));
+        let (mounts, types) = match (read("proc/mounts"), read("proc/filesystems")) {
+            (Ok(m), Ok(t)) => (m, t),
+            (Err(error), _) | (_, Err(error)) => {
+                unavailable(
+                    inv,
+                    "storage.filesystems",
+                    reason_for(&error),
+                    format!("proc: {error}"),
+                );
+                return Vec::new();
+            }
+        };
+        let pseudo = mounts::pseudo_types(&types);
+        let removable = removable_devices(root);
+        mounts::real_mounts(&mounts, &pseudo)
+            .into_iter()
+            .map(|m| {
+                let (total, available) = space(&root.join(m.mount_point.trim_start_matches('/')));
+                let removable = removable
+                    .iter()
+                    .any(|dev| m.device.starts_with(dev.as_str()));
+                deskpulse_proto::v1::Filesystem {
+                    mount_point: m.mount_point,
+                    device: m.device,
+                    fs_type: m.fs_type,
+                    total_bytes: total,
+                    available_bytes: available,
+                    removable,
+                }
             })
+            .collect()
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (root, inv);
+        sysinfo::Disks::new_with_refreshed_list()
+            .map(|disks| {
+                disks
+                    .iter()
+                    .map(|d| deskpulse_proto::v1::Filesystem {
+                        mount_point: d.mount_point().display().to_string(),
+                        device: d.name().to_string_lossy().into_owned(),
+                        fs_type: d.file_system().to_string_lossy().into_owned(),
+                        total_bytes: d.total_space(),
+                        available_bytes: d.available_space(),
+                        removable: d.is_removable(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// `/dev/...` prefixes of block devices marked removable in sysfs.
+#[cfg(target_os = "linux")]
+fn removable_devices(root: &Path) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(root.join("sys/block")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter(|e| {
+            std::fs::read_to_string(e.path().join("removable")).is_ok_and(|v| v.trim() == "1")
         })
+        .map(|e| format!("/dev/{}", e.file_name().to_string_lossy()))
         .collect()
 }
 
-/// Keeps sysinfo state between samples.
+/// Capacity and space available to unprivileged users, from statvfs.
+#[cfg(unix)]
+fn space(path: &Path) -> (u64, u64) {
+    match rustix::fs::statvfs(path) {
+        Ok(s) => (s.f_blocks * s.f_frsize, s.f_bavail * s.f_frsize),
+        Err(_) => (0, 0),
+    }
+}
+
+/// CPU time counters from `/proc/stat`'s first line: (busy, total) ticks.
+fn cpu_ticks(stat: &str) -> Option<(u64, u64)> {
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let values: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let total: u64 = values.iter().take(8).sum();
+    // idle and iowait are not busy time.
+    let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
+    Some((total.saturating_sub(idle), total))
+}
+
+/// `MemTotal` and `MemAvailable` from `/proc/meminfo`, in bytes.
+pub fn meminfo(text: &str) -> (u64, u64) {
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .map_or(0, |kib| kib * 1024)
+    };
+    (field("MemTotal:"), field("MemAvailable:"))
+}
+
+/// Takes health samples; keeps the CPU counters of the previous sample so
+/// CPU % covers the interval between samples (the first covers the time
+/// since boot).
+#[derive(Debug)]
 pub struct HealthSampler {
-    sys: System,
+    root: std::path::PathBuf,
+    last_cpu: Option<(u64, u64)>,
 }
 
 impl HealthSampler {
-    /// A sampler.
-    pub fn new(_system_root: &Path) -> Self {
+    /// A sampler reading under `system_root`.
+    pub fn new(system_root: &Path) -> Self {
         Self {
-            sys: System::new().expect("sysinfo"),
+            root: system_root.to_path_buf(),
+            last_cpu: None,
         }
     }
 
     /// One sample.
     pub fn sample(&mut self) -> HealthSample {
-        self.sys.refresh_cpu_usage();
-        self.sys.refresh_memory();
-        let total = self.sys.total_memory().max(1);
-        let disks = Disks::new_with_refreshed_list().ok();
+        let read = |p: &str| std::fs::read_to_string(self.root.join(p)).unwrap_or_default();
+        let now = cpu_ticks(&read("proc/stat"));
+        let cpu_percent = match (now, self.last_cpu) {
+            (Some((busy, total)), Some((last_busy, last_total))) if total > last_total => {
+                (busy.saturating_sub(last_busy)) as f32 * 100.0 / (total - last_total) as f32
+            }
+            (Some((busy, total)), _) if total > 0 => busy as f32 * 100.0 / total as f32,
+            _ => 0.0,
+        };
+        if now.is_some() {
+            self.last_cpu = now;
+        }
+        let (total, available) = meminfo(&read("proc/meminfo"));
+        let memory_used_percent = if total > 0 {
+            total.saturating_sub(available) as f32 * 100.0 / total as f32
+        } else {
+            0.0
+        };
+        let mut scratch = Inventory::default();
+        let filesystems = filesystems(&self.root, &mut scratch)
+            .into_iter()
+            .map(|fs| FilesystemUsage {
+                used_percent: if fs.total_bytes > 0 {
+                    (fs.total_bytes - fs.available_bytes.min(fs.total_bytes)) as f32 * 100.0
+                        / fs.total_bytes as f32
+                } else {
+                    0.0
+                },
+                mount_point: fs.mount_point,
+                available_bytes: fs.available_bytes,
+            })
+            .collect();
         HealthSample {
-            cpu_percent: self.sys.global_cpu_usage(),
-            memory_used_percent: (total - self.sys.available_memory()) as f32 * 100.0
-                / total as f32,
-            uptime_secs: System::uptime().unwrap_or_default(),
-            filesystems: disks
-                .iter()
-                .flat_map(|d| d.iter())
-                .map(|d| FilesystemUsage {
-                    mount_point: d.mount_point().display().to_string(),
-                    used_percent: (d.total_space() - d.available_space()) as f32 * 100.0
-                        / d.total_space().max(1) as f32,
-                    available_bytes: d.available_space(),
-                })
-                .collect(),
+            cpu_percent,
+            memory_used_percent,
+            uptime_secs: sysinfo::System::uptime().unwrap_or(0),
+            filesystems,
         }
     }
 }
 
-/// Text rendering of an inventory.
-pub fn render_inventory(inv: &Inventory) -> String {
-    format!("{inv:#?}\n")
-}
-
-/// Text rendering of a health sample.
-pub fn render_health(h: &HealthSample) -> String {
-    format!("{h:#?}\n")
-}
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,342 @@
+//! The text `deskpulse-agent inventory` and `health` print without
+//! `--json`: one section per heading, one line per item, and every
+//! unavailable value with its reason at the end.
+
+use std::fmt::Write;
+
+use deskpulse_proto::v1::{DiskKind, HealthSample, Inventory, ProtectionState, UnavailableReason};
+
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+fn date(unix_s: i64) -> String {
+    if unix_s <= 0 {
+        return "unknown".into();
+    }
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_s.unsigned_abs());
+    humantime::format_rfc3339_seconds(at).to_string()
+}
+
+fn or_dash(text: &str) -> &str {
+    if text.is_empty() { "-" } else { text }
+}
+
+fn state(value: i32) -> &'static str {
+    match ProtectionState::try_from(value) {
+        Ok(ProtectionState::On) => "on",
+        Ok(ProtectionState::Off) => "off",
+        _ => "unknown",
+    }
+}
+
+fn reason(value: i32) -> &'static str {
+    match UnavailableReason::try_from(value) {
+        Ok(UnavailableReason::NotPermitted) => "not permitted",
+        Ok(UnavailableReason::NotPresent) => "not present",
+        Ok(UnavailableReason::NotSupported) => "not supported",
+        Ok(UnavailableReason::Failed) => "failed",
+        _ => "unknown",
+    }
+}
+
+/// The inventory as text.
+pub fn render_inventory(inv: &Inventory) -> String {
+    let mut out = String::new();
+    // Writing to a String cannot fail; the results are ignored on purpose.
+    let mut line = |text: String| {
+        let _ = writeln!(out, "{text}");
+    };
+    if let Some(s) = &inv.system {
+        line("[system]".into());
+        line(format!(
+            "  {} {} (chassis {})",
+            or_dash(&s.vendor),
+            or_dash(&s.model),
+            or_dash(&s.chassis_type)
+        ));
+        line(format!(
+            "  serial {}  uuid {}",
+            or_dash(&s.serial),
+            or_dash(&s.hardware_uuid)
+        ));
+        line(format!(
+            "  bios {} {} {}",
+            or_dash(&s.bios_vendor),
+            or_dash(&s.bios_version),
+            or_dash(&s.bios_date)
+        ));
+        line(format!(
+            "  baseboard {} {} serial {}",
+            or_dash(&s.baseboard_vendor),
+            or_dash(&s.baseboard_model),
+            or_dash(&s.baseboard_serial)
+        ));
+    }
+    if let Some(os) = &inv.os {
+        line("[os]".into());
+        line(format!(
+            "  {} {} ({}) kernel {} {}",
+            or_dash(&os.name),
+            or_dash(&os.version),
+            or_dash(&os.build),
+            or_dash(&os.kernel_version),
+            os.arch
+        ));
+        line(format!(
+            "  hostname {}  domain {}  timezone {}",
+            or_dash(&os.hostname),
+            or_dash(&os.domain),
+            or_dash(&os.timezone)
+        ));
+        line(format!(
+            "  installed {}  booted {}  up {}s",
+            date(os.install_date_unix_s),
+            date(os.boot_time_unix_s),
+            os.uptime_secs
+        ));
+    }
+    if let Some(cpu) = &inv.cpu {
+        line("[cpu]".into());
+        line(format!(
+            "  {} ({}) {} physical / {} logical cores, {} MHz, {}",
+            or_dash(&cpu.model),
+            or_dash(&cpu.vendor),
+            cpu.physical_cores,
+            cpu.logical_cores,
+            cpu.frequency_mhz,
+            or_dash(&cpu.arch)
+        ));
+    }
+    if let Some(mem) = &inv.memory {
+        line("[memory]".into());
+        line(format!(
+            "  {} total, {} available, {} swap",
+            size(mem.total_bytes),
+            size(mem.available_bytes),
+            size(mem.swap_total_bytes)
+        ));
+        for m in &mem.modules {
+            line(format!(
+                "  {} {} {} {} MT/s {} {} serial {}",
+                or_dash(&m.slot),
+                size(m.size_bytes),
+                or_dash(&m.memory_type),
+                m.speed_mts,
+                or_dash(&m.manufacturer),
+                or_dash(&m.part_number),
+                or_dash(&m.serial)
+            ));
+        }
+    }
+    if let Some(storage) = &inv.storage {
+        line("[storage]".into());
+        for d in &storage.disks {
+            let kind = match DiskKind::try_from(d.kind) {
+                Ok(DiskKind::Hdd) => "HDD",
+                Ok(DiskKind::Ssd) => "SSD",
+                Ok(DiskKind::Nvme) => "NVMe",
+                _ => "disk",
+            };
+            line(format!(
+                "  {} {kind} {} {} serial {}{}",
+                d.name,
+                size(d.size_bytes),
+                or_dash(&d.model),
+                or_dash(&d.serial),
+                if d.removable { " removable" } else { "" }
+            ));
+        }
+        for fs in &storage.filesystems {
+            line(format!(
+                "  {} {} on {} {} free of {}",
+                fs.mount_point,
+                fs.fs_type,
+                fs.device,
+                size(fs.available_bytes),
+                size(fs.total_bytes)
+            ));
+        }
+    }
+    if let Some(net) = &inv.network {
+        line("[network]".into());
+        for i in &net.interfaces {
+            let addrs: Vec<&str> = i.ipv4.iter().chain(&i.ipv6).map(String::as_str).collect();
+            line(format!(
+                "  {} {} {}{}{} {}",
+                i.name,
+                or_dash(&i.mac),
+                if i.up { "up" } else { "down" },
+                if i.speed_mbps > 0 {
+                    format!(" {} Mbit/s", i.speed_mbps)
+                } else {
+                    String::new()
+                },
+                if i.wireless { " wireless" } else { "" },
+                addrs.join(" ")
+            ));
+        }
+        line(format!(
+            "  gateways {}  dns {}",
+            net.default_gateways.join(" "),
+            net.dns_servers.join(" ")
+        ));
+    }
+    if let Some(gpu) = &inv.gpu {
+        line("[gpu]".into());
+        for g in &gpu.gpus {
+            line(format!(
+                "  {} {} (driver {})",
+                or_dash(&g.vendor),
+                or_dash(&g.model),
+                or_dash(&g.driver)
+            ));
+        }
+    }
+    if let Some(battery) = &inv.battery {
+        line("[battery]".into());
+        for b in &battery.batteries {
+            line(format!(
+                "  {} {} {} health {:.0}% ({} of {} mWh) {} cycles",
+                b.name,
+                or_dash(&b.manufacturer),
+                or_dash(&b.model),
+                b.health_percent,
+                b.full_charge_capacity_mwh,
+                b.design_capacity_mwh,
+                b.cycle_count
+            ));
+        }
+    }
+    if let Some(users) = &inv.users {
+        line("[users]".into());
+        for u in &users.users {
+            line(format!(
+                "  {} ({}) id {}{}{}",
+                u.name,
+                or_dash(&u.full_name),
+                u.id,
+                if u.admin { " admin" } else { "" },
+                if u.disabled { " disabled" } else { "" }
+            ));
+        }
+        for s in &users.sessions {
+            line(format!(
+                "  logged in: {} on {} {} since {}",
+                s.user,
+                s.terminal,
+                s.host,
+                date(s.started_unix_s)
+            ));
+        }
+        line(format!(
+            "  last login: {} at {}",
+            or_dash(&users.last_login_user),
+            date(users.last_login_unix_s)
+        ));
+    }
+    if let Some(sec) = &inv.security {
+        line("[security]".into());
+        line(format!(
+            "  firewall {} ({})",
+            state(sec.firewall),
+            or_dash(&sec.firewall_product)
+        ));
+        for e in &sec.encryption {
+            line(format!(
+                "  {} {}",
+                e.volume,
+                if e.encrypted {
+                    e.method.as_str()
+                } else {
+                    "not encrypted"
+                }
+            ));
+        }
+        for a in &sec.antivirus {
+            line(format!(
+                "  antivirus {} {}{}",
+                a.product,
+                state(a.state),
+                if a.up_to_date { "" } else { " out of date" }
+            ));
+        }
+        line(format!(
+            "  reboot pending: {}  pending updates: {}",
+            sec.reboot_pending, sec.pending_updates
+        ));
+    }
+    if let Some(services) = &inv.services {
+        line(format!("[services] {}", services.services.len()));
+        for s in &services.services {
+            line(format!(
+                "  {} {} {}",
+                s.name,
+                or_dash(&s.state),
+                or_dash(&s.start_mode)
+            ));
+        }
+    }
+    if let Some(software) = &inv.software {
+        line(format!("[software] {} packages", software.packages.len()));
+        for p in &software.packages {
+            line(format!(
+                "  {} {} {} {} {}",
+                p.ecosystem,
+                p.name,
+                p.version,
+                or_dash(&p.arch),
+                or_dash(&p.publisher)
+            ));
+        }
+        for h in &software.hotfixes {
+            line(format!(
+                "  hotfix {} {} {}",
+                h.id,
+                h.description,
+                date(h.installed_unix_s)
+            ));
+        }
+    }
+    if !inv.unavailable.is_empty() {
+        line("[unavailable]".into());
+        for u in &inv.unavailable {
+            line(format!(
+                "  {}: {} ({})",
+                u.field,
+                reason(u.reason),
+                u.detail
+            ));
+        }
+    }
+    out
+}
+
+/// The health sample as text.
+pub fn render_health(h: &HealthSample) -> String {
+    let mut out = format!(
+        "cpu {:.1}%  memory {:.1}%  up {}s\n",
+        h.cpu_percent, h.memory_used_percent, h.uptime_secs
+    );
+    for fs in &h.filesystems {
+        let _ = writeln!(
+            out,
+            "{} {:.1}% used, {} free",
+            fs.mount_point,
+            fs.used_percent,
+            size(fs.available_bytes)
+        );
+    }
+    out
+}

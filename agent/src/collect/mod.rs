@@ -5,7 +5,7 @@
 //! - this module: [`collect_inventory`] puts the sections together, and
 //!   [`HealthSampler`] takes health samples.
 //! - [`os_release`], [`mounts`]: the OS name and the real filesystems.
-//! - `hw`: system, CPU, memory, disks, network, GPU, battery.
+//! - [`hardware`]: system, CPU, memory, disks, network, GPU, battery.
 //! - `host`: OS details, users, security posture, services.
 //! - `software`: installed packages of every ecosystem.
 //! - [`render`]: the text shown by `inventory` and `health` without `--json`.
@@ -13,6 +13,7 @@
 //! Parsers are plain functions over text or bytes, tested with fixtures;
 //! platform adapters only read raw data.
 
+pub mod hardware;
 mod interim;
 pub mod mounts;
 pub mod os_release;
@@ -62,6 +63,7 @@ pub fn collect_inventory(system_root: &Path) -> Inventory {
         filesystems,
         ..StorageInfo::default()
     });
+    hardware::collect(system_root, &mut inv);
     interim::fill(system_root, &mut inv);
     inv
 }

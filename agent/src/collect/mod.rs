@@ -7,16 +7,16 @@
 //! - [`os_release`], [`mounts`]: the OS name and the real filesystems.
 //! - [`hardware`]: system, CPU, memory, disks, network, GPU, battery.
 //! - `host`: OS details, users, security posture, services.
-//! - `software`: installed packages of every ecosystem.
+//! - [`packages`]: installed software of every ecosystem.
 //! - [`render`]: the text shown by `inventory` and `health` without `--json`.
 //!
 //! Parsers are plain functions over text or bytes, tested with fixtures;
 //! platform adapters only read raw data.
 
 pub mod hardware;
-mod interim;
 pub mod mounts;
 pub mod os_release;
+pub mod packages;
 pub mod render;
 
 use std::path::Path;
@@ -64,7 +64,7 @@ pub fn collect_inventory(system_root: &Path) -> Inventory {
         ..StorageInfo::default()
     });
     hardware::collect(system_root, &mut inv);
-    interim::fill(system_root, &mut inv);
+    packages::collect(system_root, &mut inv);
     inv
 }
 

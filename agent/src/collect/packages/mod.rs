@@ -1,0 +1,121 @@
+//! Installed software. On Linux every package database present is read:
+//! dpkg, rpm, apk, pacman, snap and flatpak, all as files under the system
+//! root, with no program spawned.
+//!
+//! # Layout
+//! - [`dpkg`], [`alpine`], [`pacman`], [`snap`]: parsers of each database.
+//! - this module: finding the databases and filling `software`.
+
+pub mod alpine;
+pub mod dpkg;
+pub mod pacman;
+pub mod snap;
+
+use std::path::Path;
+use std::time::UNIX_EPOCH;
+
+use deskpulse_proto::v1::{Inventory, Package, SoftwareInfo, UnavailableReason};
+
+use super::{reason_for, unavailable};
+
+/// Fills `software.packages` from every package database present.
+pub fn collect(root: &Path, inv: &mut Inventory) {
+    let mut packages = Vec::new();
+    if cfg!(target_os = "linux") {
+        dpkg_packages(root, inv, &mut packages);
+        rpm_packages(root, inv);
+        if let Ok(text) = std::fs::read_to_string(root.join("lib/apk/db/installed")) {
+            packages.extend(alpine::parse_installed(&text));
+        }
+        pacman_packages(root, &mut packages);
+        packages.extend(snap::installed(root));
+        packages.extend(snap::flatpaks(root));
+    } else {
+        unavailable(
+            inv,
+            "software",
+            UnavailableReason::NotSupported,
+            "this agent build does not read this OS's software yet",
+        );
+    }
+    inv.software = Some(SoftwareInfo {
+        packages,
+        ..SoftwareInfo::default()
+    });
+}
+
+fn dpkg_packages(root: &Path, inv: &mut Inventory, out: &mut Vec<Package>) {
+    let status = root.join("var/lib/dpkg/status");
+    let text = match std::fs::read_to_string(&status) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return,
+        Err(error) => {
+            unavailable(
+                inv,
+                "software.dpkg",
+                reason_for(&error),
+                format!("var/lib/dpkg/status: {error}"),
+            );
+            return;
+        }
+    };
+    let info = root.join("var/lib/dpkg/info");
+    for p in dpkg::parse_status(&text) {
+        // dpkg writes NAME.list, or NAME:ARCH.list for multi-arch packages;
+        // its mtime is when the package was last installed or upgraded.
+        let installed = [
+            format!("{}.list", p.name),
+            format!("{}:{}.list", p.name, p.arch),
+        ]
+        .iter()
+        .find_map(|f| std::fs::metadata(info.join(f)).ok())
+        .and_then(|m| m.modified().ok())
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0));
+        let mut package = dpkg::to_package(p);
+        package.install_date_unix_s = installed;
+        out.push(package);
+    }
+    if out.iter().all(|p| p.publisher.is_empty()) && !out.is_empty() {
+        unavailable(
+            inv,
+            "software.dpkg.publisher",
+            UnavailableReason::NotSupported,
+            "dpkg records an Origin for few packages; matching apt's lists is not done",
+        );
+    }
+}
+
+fn rpm_packages(root: &Path, inv: &mut Inventory) {
+    for db in [
+        "var/lib/rpm/rpmdb.sqlite",
+        "usr/lib/sysimage/rpm/rpmdb.sqlite",
+        "var/lib/rpm/Packages",
+    ] {
+        if root.join(db).exists() {
+            unavailable(
+                inv,
+                "software.rpm",
+                UnavailableReason::NotSupported,
+                format!("{db} is present but this agent build does not read rpm databases yet"),
+            );
+            return;
+        }
+    }
+}
+
+fn pacman_packages(root: &Path, out: &mut Vec<Package>) {
+    let Ok(dir) = std::fs::read_dir(root.join("var/lib/pacman/local")) else {
+        return;
+    };
+    let mut found: Vec<Package> = dir
+        .flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("desc")).ok())
+        .filter_map(|text| pacman::parse_desc(&text))
+        .collect();
+    found.sort_by(|a, b| a.name.cmp(&b.name));
+    out.extend(found);
+}
+
+#[cfg(test)]
+mod tests;

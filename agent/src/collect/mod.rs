@@ -6,7 +6,7 @@
 //!   [`HealthSampler`] takes health samples.
 //! - [`os_release`], [`mounts`]: the OS name and the real filesystems.
 //! - [`hardware`]: system, CPU, memory, disks, network, GPU, battery.
-//! - `host`: OS details, users, security posture, services.
+//! - [`host`]: OS details, users, security posture, services.
 //! - [`packages`]: installed software of every ecosystem.
 //! - [`render`]: the text shown by `inventory` and `health` without `--json`.
 //!
@@ -14,6 +14,7 @@
 //! platform adapters only read raw data.
 
 pub mod hardware;
+pub mod host;
 pub mod mounts;
 pub mod os_release;
 pub mod packages;
@@ -64,6 +65,7 @@ pub fn collect_inventory(system_root: &Path) -> Inventory {
         ..StorageInfo::default()
     });
     hardware::collect(system_root, &mut inv);
+    host::collect(system_root, &mut inv, true);
     packages::collect(system_root, &mut inv);
     inv
 }

@@ -1,0 +1,161 @@
+//! Security posture on Linux, from files: the host firewall manager that is
+//! enabled (ufw, firewalld, nftables), LUKS encryption under each real
+//! filesystem (following device-mapper slaves, so LVM on LUKS counts),
+//! ClamAV as the antivirus when installed, a pending reboot, and the count of
+//! pending updates that update-notifier leaves behind.
+
+use std::path::Path;
+
+use deskpulse_proto::v1::{Antivirus, ProtectionState};
+
+/// The firewall state and the product that decides it. `None` when no known
+/// firewall manager is installed and nothing else can be told.
+pub fn firewall(root: &Path) -> Option<(ProtectionState, String)> {
+    if let Ok(conf) = std::fs::read_to_string(root.join("etc/ufw/ufw.conf")) {
+        let on = conf.lines().any(|l| {
+            l.trim()
+                .trim_matches('"')
+                .eq_ignore_ascii_case("ENABLED=yes")
+        });
+        return Some((
+            if on {
+                ProtectionState::On
+            } else {
+                ProtectionState::Off
+            },
+            "ufw".into(),
+        ));
+    }
+    let wants = |target: &str, unit: &str| {
+        std::fs::symlink_metadata(root.join("etc/systemd/system").join(target).join(unit)).is_ok()
+    };
+    if root
+        .join("usr/lib/systemd/system/firewalld.service")
+        .exists()
+        || root.join("lib/systemd/system/firewalld.service").exists()
+    {
+        let on = wants("multi-user.target.wants", "firewalld.service");
+        return Some((
+            if on {
+                ProtectionState::On
+            } else {
+                ProtectionState::Off
+            },
+            "firewalld".into(),
+        ));
+    }
+    if root.join("etc/nftables.conf").exists() {
+        let on = wants("sysinit.target.wants", "nftables.service")
+            || wants("multi-user.target.wants", "nftables.service");
+        return Some((
+            if on {
+                ProtectionState::On
+            } else {
+                ProtectionState::Off
+            },
+            "nftables".into(),
+        ));
+    }
+    None
+}
+
+/// True when the block device `dm` (e.g. "dm-0") is a LUKS mapping or sits
+/// on one.
+pub fn is_luks(root: &Path, dm: &str, depth: u8) -> bool {
+    if depth > 8 {
+        return false;
+    }
+    let base = root.join("sys/block").join(dm);
+    let uuid = std::fs::read_to_string(base.join("dm/uuid")).unwrap_or_default();
+    if uuid.starts_with("CRYPT-LUKS") {
+        return true;
+    }
+    std::fs::read_dir(base.join("slaves"))
+        .map(|d| {
+            d.flatten()
+                .any(|s| is_luks(root, &s.file_name().to_string_lossy(), depth + 1))
+        })
+        .unwrap_or(false)
+}
+
+/// The `dm-N` name behind a mount's device, for /dev/dm-N and
+/// /dev/mapper/NAME.
+pub fn dm_name(root: &Path, device: &str) -> Option<String> {
+    if let Some(dm) = device
+        .strip_prefix("/dev/")
+        .filter(|d| d.starts_with("dm-"))
+    {
+        return Some(dm.to_owned());
+    }
+    let mapped = device.strip_prefix("/dev/mapper/")?;
+    std::fs::read_dir(root.join("sys/block"))
+        .ok()?
+        .flatten()
+        .find_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let dm_name = std::fs::read_to_string(e.path().join("dm/name")).ok()?;
+            (dm_name.trim() == mapped).then_some(name)
+        })
+}
+
+/// ClamAV when installed: on when its daemon is enabled, up to date when
+/// the signature database changed within a week.
+pub fn clamav(root: &Path, now_unix_s: i64) -> Option<Antivirus> {
+    let installed = root.join("usr/sbin/clamd").exists() || root.join("usr/bin/clamscan").exists();
+    if !installed {
+        return None;
+    }
+    let enabled = std::fs::symlink_metadata(
+        root.join("etc/systemd/system/multi-user.target.wants/clamav-daemon.service"),
+    )
+    .is_ok();
+    let fresh = ["var/lib/clamav/daily.cld", "var/lib/clamav/daily.cvd"]
+        .iter()
+        .any(|f| {
+            std::fs::metadata(root.join(f))
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .is_some_and(|d| now_unix_s - i64::try_from(d.as_secs()).unwrap_or(0) < 7 * 86_400)
+        });
+    Some(Antivirus {
+        product: "ClamAV".into(),
+        state: if enabled {
+            ProtectionState::On
+        } else {
+            ProtectionState::Off
+        } as i32,
+        up_to_date: fresh,
+    })
+}
+
+/// The count update-notifier wrote, e.g. "12 updates can be applied
+/// immediately." or "3 packages can be updated."
+pub fn pending_updates(text: &str) -> Option<u32> {
+    text.lines().find_map(|l| {
+        let l = l.trim();
+        let (count, rest) = l.split_once(' ')?;
+        let count: u32 = count.parse().ok()?;
+        (rest.starts_with("update") || rest.starts_with("package")).then_some(count)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn update_notifier_counts() {
+        assert_eq!(
+            pending_updates(
+                "\n12 updates can be applied immediately.\n5 of these updates are standard security updates.\n"
+            ),
+            Some(12)
+        );
+        assert_eq!(
+            pending_updates("3 packages can be updated.\n0 updates are security updates.\n"),
+            Some(3)
+        );
+        assert_eq!(pending_updates("nothing here\n"), None);
+    }
+}

@@ -10,8 +10,12 @@
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for server reflection.
 //! - [`INVENTORY_SCHEMA_VERSION`]: the inventory schema agents write today.
 //! - [`client`]: readable one-line errors for gRPC clients.
+//! - [`sections`]: inventory section names (D16).
+//! - [`render`]: the text form of inventories and health samples.
 
 pub mod client;
+pub mod render;
+pub mod sections;
 
 /// Generated from `proto/deskpulse/v1/*.proto`; never edit by hand.
 #[rustfmt::skip]

@@ -8,7 +8,6 @@
 //! - [`hardware`]: system, CPU, memory, disks, network, GPU, battery.
 //! - [`host`]: OS details, users, security posture, services.
 //! - [`packages`]: installed software of every ecosystem.
-//! - [`render`]: the text shown by `inventory` and `health` without `--json`.
 //!
 //! Parsers are plain functions over text or bytes, tested with fixtures;
 //! platform adapters only read raw data.
@@ -18,7 +17,6 @@ pub mod host;
 pub mod mounts;
 pub mod os_release;
 pub mod packages;
-pub mod render;
 
 use std::path::Path;
 
@@ -26,7 +24,7 @@ use deskpulse_proto::v1::{
     FilesystemUsage, HealthSample, Inventory, OsInfo, StorageInfo, Unavailable, UnavailableReason,
 };
 
-pub use render::{render_health, render_inventory};
+pub use deskpulse_proto::render::{render_health, render_inventory};
 
 /// Records a value the agent could not collect.
 pub fn unavailable(

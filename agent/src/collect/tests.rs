@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 
 use super::*;
+use deskpulse_proto::render::render_inventory;
 
 fn fixture_root() -> PathBuf {
     let dir = tempfile::tempdir().expect("temp dir").keep();

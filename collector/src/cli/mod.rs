@@ -153,6 +153,7 @@ async fn run(command: Command, settings: &Settings, json: bool) -> CommandResult
                     .list_hosts(ListHostsRequest {
                         page_size: 500,
                         page_token,
+                        filter: None,
                     })
                     .await
                     .map_err(call_failed)?

@@ -4,9 +4,11 @@
 //! # Layout
 //! - [`Store`]: the interface the server and admin commands use.
 //! - [`sqlite`]: the embedded default (bundled SQLite, WAL mode).
+//! - [`versions`]: per-ecosystem version ordering as sortable keys.
 //! - The plain types here are what crosses the interface; wire types do not.
 
 pub mod sqlite;
+pub mod versions;
 
 use std::fmt;
 use std::str::FromStr;

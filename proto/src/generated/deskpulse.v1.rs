@@ -577,6 +577,81 @@ pub struct FilesystemUsage {
     #[prost(uint64, tag = "3")]
     pub available_bytes: u64,
 }
+/// The sections of an inventory (D16). "hardware" on the command line means
+/// system, cpu, memory, storage, gpu and battery.
+#[derive(serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum InventorySection {
+    /// Not a section.
+    Unspecified = 0,
+    /// Firmware identity.
+    System = 1,
+    /// Processor.
+    Cpu = 2,
+    /// Memory and modules.
+    Memory = 3,
+    /// Disks and filesystems.
+    Storage = 4,
+    /// Interfaces, gateways, DNS.
+    Network = 5,
+    /// Graphics adapters.
+    Gpu = 6,
+    /// Batteries.
+    Battery = 7,
+    /// Operating system.
+    Os = 8,
+    /// Accounts and sessions.
+    Users = 9,
+    /// Security posture.
+    Security = 10,
+    /// Installed software.
+    Software = 11,
+    /// System services.
+    Services = 12,
+}
+impl InventorySection {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "INVENTORY_SECTION_UNSPECIFIED",
+            Self::System => "INVENTORY_SECTION_SYSTEM",
+            Self::Cpu => "INVENTORY_SECTION_CPU",
+            Self::Memory => "INVENTORY_SECTION_MEMORY",
+            Self::Storage => "INVENTORY_SECTION_STORAGE",
+            Self::Network => "INVENTORY_SECTION_NETWORK",
+            Self::Gpu => "INVENTORY_SECTION_GPU",
+            Self::Battery => "INVENTORY_SECTION_BATTERY",
+            Self::Os => "INVENTORY_SECTION_OS",
+            Self::Users => "INVENTORY_SECTION_USERS",
+            Self::Security => "INVENTORY_SECTION_SECURITY",
+            Self::Software => "INVENTORY_SECTION_SOFTWARE",
+            Self::Services => "INVENTORY_SECTION_SERVICES",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "INVENTORY_SECTION_UNSPECIFIED" => Some(Self::Unspecified),
+            "INVENTORY_SECTION_SYSTEM" => Some(Self::System),
+            "INVENTORY_SECTION_CPU" => Some(Self::Cpu),
+            "INVENTORY_SECTION_MEMORY" => Some(Self::Memory),
+            "INVENTORY_SECTION_STORAGE" => Some(Self::Storage),
+            "INVENTORY_SECTION_NETWORK" => Some(Self::Network),
+            "INVENTORY_SECTION_GPU" => Some(Self::Gpu),
+            "INVENTORY_SECTION_BATTERY" => Some(Self::Battery),
+            "INVENTORY_SECTION_OS" => Some(Self::Os),
+            "INVENTORY_SECTION_USERS" => Some(Self::Users),
+            "INVENTORY_SECTION_SECURITY" => Some(Self::Security),
+            "INVENTORY_SECTION_SOFTWARE" => Some(Self::Software),
+            "INVENTORY_SECTION_SERVICES" => Some(Self::Services),
+            _ => None,
+        }
+    }
+}
 /// Why a value is missing.
 #[derive(serde::Serialize)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
@@ -1538,7 +1613,7 @@ pub struct WhoAmIResponse {
 }
 /// Asks for one page of hosts.
 #[derive(serde::Serialize)]
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct ListHostsRequest {
     /// How many hosts at most; 0 means the server's default (100). The server
     /// caps it at 1000.
@@ -1547,6 +1622,53 @@ pub struct ListHostsRequest {
     /// The next_page_token of the previous page; empty for the first page.
     #[prost(string, tag = "2")]
     pub page_token: ::prost::alloc::string::String,
+    /// Only hosts matching every condition set here.
+    #[prost(message, optional, tag = "3")]
+    pub filter: ::core::option::Option<HostFilter>,
+}
+/// Conditions on hosts; unset fields match everything.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct HostFilter {
+    /// A package name installed on the host, exact.
+    #[prost(string, tag = "1")]
+    pub software_name: ::prost::alloc::string::String,
+    /// Compare the installed version of software_name: "\<", "\<=", "=", ">=",
+    /// ">", or empty for any version. Versions are ordered by each package's
+    /// ecosystem (Debian rules for dpkg, RPM rules for rpm).
+    #[prost(string, tag = "2")]
+    pub software_op: ::prost::alloc::string::String,
+    /// The version to compare with.
+    #[prost(string, tag = "3")]
+    pub software_version: ::prost::alloc::string::String,
+    /// Text the OS name and version contain, case-insensitive.
+    #[prost(string, tag = "4")]
+    pub os: ::prost::alloc::string::String,
+    /// The system serial number, exact, case-insensitive.
+    #[prost(string, tag = "5")]
+    pub serial: ::prost::alloc::string::String,
+    /// Text the vendor and model contain, case-insensitive.
+    #[prost(string, tag = "6")]
+    pub model: ::prost::alloc::string::String,
+    /// A filesystem with less free space than this percentage (0 = unset).
+    #[prost(float, tag = "7")]
+    pub disk_free_below: f32,
+    /// Only offline hosts.
+    #[prost(bool, tag = "8")]
+    pub offline: bool,
+    /// A local account, a logged-in user or the last user to log in, exact,
+    /// case-insensitive.
+    #[prost(string, tag = "9")]
+    pub user: ::prost::alloc::string::String,
+    /// An IP address of one of the host's interfaces.
+    #[prost(string, tag = "10")]
+    pub ip: ::prost::alloc::string::String,
+    /// A MAC address, any case, ':' or '-' separated.
+    #[prost(string, tag = "11")]
+    pub mac: ::prost::alloc::string::String,
+    /// Tags the host carries, each "key=value".
+    #[prost(string, repeated, tag = "12")]
+    pub tags: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 /// One page of hosts.
 #[derive(serde::Serialize)]

@@ -1,10 +1,13 @@
-//! The text `deskpulse-agent inventory` and `health` print without
-//! `--json`: one section per heading, one line per item, and every
-//! unavailable value with its reason at the end.
+//! The text form of an inventory and a health sample, shared by
+//! `deskpulse-agent inventory`/`health` and `deskpulse inventory`: one
+//! section per heading, one line per item, and every unavailable value with
+//! its reason at the end.
 
 use std::fmt::Write;
 
-use deskpulse_proto::v1::{DiskKind, HealthSample, Inventory, ProtectionState, UnavailableReason};
+use crate::v1::{
+    DiskKind, HealthSample, Inventory, InventorySection, ProtectionState, UnavailableReason,
+};
 
 fn size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -51,14 +54,23 @@ fn reason(value: i32) -> &'static str {
     }
 }
 
-/// The inventory as text.
+/// The whole inventory as text.
 pub fn render_inventory(inv: &Inventory) -> String {
+    render_sections(inv, &crate::sections::ALL)
+}
+
+/// The chosen sections of an inventory as text, with the unavailable
+/// values that concern them.
+pub fn render_sections(inv: &Inventory, sections: &[InventorySection]) -> String {
+    let wants = |s: InventorySection| sections.contains(&s);
     let mut out = String::new();
     // Writing to a String cannot fail; the results are ignored on purpose.
     let mut line = |text: String| {
         let _ = writeln!(out, "{text}");
     };
-    if let Some(s) = &inv.system {
+    if wants(InventorySection::System)
+        && let Some(s) = &inv.system
+    {
         line("[system]".into());
         line(format!(
             "  {} {} (chassis {})",
@@ -84,7 +96,9 @@ pub fn render_inventory(inv: &Inventory) -> String {
             or_dash(&s.baseboard_serial)
         ));
     }
-    if let Some(os) = &inv.os {
+    if wants(InventorySection::Os)
+        && let Some(os) = &inv.os
+    {
         line("[os]".into());
         line(format!(
             "  {} {} ({}) kernel {} {}",
@@ -107,7 +121,9 @@ pub fn render_inventory(inv: &Inventory) -> String {
             os.uptime_secs
         ));
     }
-    if let Some(cpu) = &inv.cpu {
+    if wants(InventorySection::Cpu)
+        && let Some(cpu) = &inv.cpu
+    {
         line("[cpu]".into());
         line(format!(
             "  {} ({}) {} physical / {} logical cores, {} MHz, {}",
@@ -119,7 +135,9 @@ pub fn render_inventory(inv: &Inventory) -> String {
             or_dash(&cpu.arch)
         ));
     }
-    if let Some(mem) = &inv.memory {
+    if wants(InventorySection::Memory)
+        && let Some(mem) = &inv.memory
+    {
         line("[memory]".into());
         line(format!(
             "  {} total, {} available, {} swap",
@@ -140,7 +158,9 @@ pub fn render_inventory(inv: &Inventory) -> String {
             ));
         }
     }
-    if let Some(storage) = &inv.storage {
+    if wants(InventorySection::Storage)
+        && let Some(storage) = &inv.storage
+    {
         line("[storage]".into());
         for d in &storage.disks {
             let kind = match DiskKind::try_from(d.kind) {
@@ -169,7 +189,9 @@ pub fn render_inventory(inv: &Inventory) -> String {
             ));
         }
     }
-    if let Some(net) = &inv.network {
+    if wants(InventorySection::Network)
+        && let Some(net) = &inv.network
+    {
         line("[network]".into());
         for i in &net.interfaces {
             let addrs: Vec<&str> = i.ipv4.iter().chain(&i.ipv6).map(String::as_str).collect();
@@ -193,7 +215,9 @@ pub fn render_inventory(inv: &Inventory) -> String {
             net.dns_servers.join(" ")
         ));
     }
-    if let Some(gpu) = &inv.gpu {
+    if wants(InventorySection::Gpu)
+        && let Some(gpu) = &inv.gpu
+    {
         line("[gpu]".into());
         for g in &gpu.gpus {
             line(format!(
@@ -204,7 +228,9 @@ pub fn render_inventory(inv: &Inventory) -> String {
             ));
         }
     }
-    if let Some(battery) = &inv.battery {
+    if wants(InventorySection::Battery)
+        && let Some(battery) = &inv.battery
+    {
         line("[battery]".into());
         for b in &battery.batteries {
             line(format!(
@@ -219,7 +245,9 @@ pub fn render_inventory(inv: &Inventory) -> String {
             ));
         }
     }
-    if let Some(users) = &inv.users {
+    if wants(InventorySection::Users)
+        && let Some(users) = &inv.users
+    {
         line("[users]".into());
         for u in &users.users {
             line(format!(
@@ -246,7 +274,9 @@ pub fn render_inventory(inv: &Inventory) -> String {
             date(users.last_login_unix_s)
         ));
     }
-    if let Some(sec) = &inv.security {
+    if wants(InventorySection::Security)
+        && let Some(sec) = &inv.security
+    {
         line("[security]".into());
         line(format!(
             "  firewall {} ({})",
@@ -277,7 +307,9 @@ pub fn render_inventory(inv: &Inventory) -> String {
             sec.reboot_pending, sec.pending_updates
         ));
     }
-    if let Some(services) = &inv.services {
+    if wants(InventorySection::Services)
+        && let Some(services) = &inv.services
+    {
         line(format!("[services] {}", services.services.len()));
         for s in &services.services {
             line(format!(
@@ -288,7 +320,9 @@ pub fn render_inventory(inv: &Inventory) -> String {
             ));
         }
     }
-    if let Some(software) = &inv.software {
+    if wants(InventorySection::Software)
+        && let Some(software) = &inv.software
+    {
         line(format!("[software] {} packages", software.packages.len()));
         for p in &software.packages {
             line(format!(
@@ -309,9 +343,17 @@ pub fn render_inventory(inv: &Inventory) -> String {
             ));
         }
     }
-    if !inv.unavailable.is_empty() {
+    let relevant: Vec<_> = inv
+        .unavailable
+        .iter()
+        .filter(|u| {
+            let head = u.field.split('.').next().unwrap_or("");
+            crate::sections::parse(head).is_ok_and(|s| s.iter().any(|x| sections.contains(x)))
+        })
+        .collect();
+    if !relevant.is_empty() {
         line("[unavailable]".into());
-        for u in &inv.unavailable {
+        for u in relevant {
             line(format!(
                 "  {}: {} ({})",
                 u.field,

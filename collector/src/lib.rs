@@ -6,6 +6,7 @@
 //! - [`config`]: the server's process config, layered file < env < flags.
 //! - [`datadir`]: the data dir: CA, server certificate, initial admin token.
 //! - [`pki`]: the fleet CA and the certificates it issues.
+//! - [`query`]: host filters as typed, checked and made into store queries.
 //! - [`secrets`]: API and enrollment tokens, stored only hashed.
 //! - [`store`]: the storage interface and its SQLite backend.
 //! - [`ingest`]: the batching writer between agent sessions and the store.
@@ -23,6 +24,7 @@ pub mod datadir;
 pub mod exit;
 pub mod ingest;
 pub mod pki;
+pub mod query;
 pub mod secrets;
 pub mod server;
 pub mod store;

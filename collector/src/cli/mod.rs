@@ -15,7 +15,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use deskpulse_proto::v1::technician_client::TechnicianClient;
 use deskpulse_proto::v1::{
-    CreateEnrollmentTokenRequest, GetHostRequest, ListHostsRequest, WhoAmIRequest,
+    CreateEnrollmentTokenRequest, GetHostRequest, ListHostsRequest, SetHostTagRequest,
+    WhoAmIRequest,
 };
 use tonic::codec::CompressionEncoding;
 use tonic::service::interceptor::InterceptedService;
@@ -39,8 +40,19 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// List hosts with OS, last seen and online/offline.
-    Hosts,
+    /// List hosts with OS, last seen and online/offline; the filters
+    /// combine with AND.
+    Hosts(HostFilterArgs),
+    /// A host's inventory, or one section of it.
+    Inventory {
+        /// A host name, a host id, or a unique prefix of an id.
+        host: String,
+        /// system, cpu, memory, storage, network, gpu, battery, os, users,
+        /// security, software, services, or hardware (system, cpu, memory,
+        /// storage, gpu and battery).
+        #[arg(long, value_parser = parse_section)]
+        section: Option<Vec<deskpulse_proto::v1::InventorySection>>,
+    },
     /// One host.
     #[command(subcommand)]
     Host(HostCommand),
@@ -58,6 +70,14 @@ enum HostCommand {
         /// A host name, a host id, or a unique prefix of an id.
         host: String,
     },
+    /// Set a tag (key=value) on a host, or remove it (key=).
+    Tag {
+        /// A host name, a host id, or a unique prefix of an id.
+        host: String,
+        /// key=value, e.g. criticality=high or site=berlin.
+        #[arg(value_parser = |t: &str| crate::query::parse_tag(t, true))]
+        tag: (String, String),
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,6 +91,86 @@ enum EnrollTokenCommand {
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         uses: u32,
     },
+}
+
+/// The filters of `deskpulse hosts`.
+#[derive(Debug, Clone, Default, clap::Args)]
+struct HostFilterArgs {
+    /// Hosts with a package installed: NAME, or NAME<VERSION (also <=, =,
+    /// >=, >), ordered by the package's own ecosystem rules.
+    #[arg(long, value_name = "SPEC", value_parser = crate::query::parse_software)]
+    software: Option<(String, Option<(crate::store::VersionOp, String)>)>,
+    /// OS name or version containing TEXT.
+    #[arg(long, value_name = "TEXT")]
+    os: Option<String>,
+    /// The system serial number.
+    #[arg(long)]
+    serial: Option<String>,
+    /// Vendor or model containing TEXT.
+    #[arg(long, value_name = "TEXT")]
+    model: Option<String>,
+    /// A filesystem with less free space than PCT percent.
+    #[arg(long, value_name = "PCT", value_parser = parse_percent)]
+    disk_free_below: Option<f32>,
+    /// Only offline hosts.
+    #[arg(long)]
+    offline: bool,
+    /// A local account, logged-in user or last user named NAME: whose PC is this?
+    #[arg(long, value_name = "NAME")]
+    user: Option<String>,
+    /// An IP address of the host.
+    #[arg(long, value_name = "ADDR", value_parser = crate::query::parse_ip)]
+    ip: Option<String>,
+    /// A MAC address of the host.
+    #[arg(long, value_name = "ADDR", value_parser = crate::query::parse_mac)]
+    mac: Option<String>,
+    /// A tag key=value; repeat for more.
+    #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = |t: &str| crate::query::parse_tag(t, false))]
+    tags: Vec<(String, String)>,
+}
+
+impl HostFilterArgs {
+    fn to_wire(&self) -> deskpulse_proto::v1::HostFilter {
+        let (software_name, software_op, software_version) = match &self.software {
+            Some((name, Some((op, version)))) => (
+                name.clone(),
+                crate::query::op_symbol(*op).to_owned(),
+                version.clone(),
+            ),
+            Some((name, None)) => (name.clone(), String::new(), String::new()),
+            None => Default::default(),
+        };
+        deskpulse_proto::v1::HostFilter {
+            software_name,
+            software_op,
+            software_version,
+            os: self.os.clone().unwrap_or_default(),
+            serial: self.serial.clone().unwrap_or_default(),
+            model: self.model.clone().unwrap_or_default(),
+            disk_free_below: self.disk_free_below.unwrap_or(0.0),
+            offline: self.offline,
+            user: self.user.clone().unwrap_or_default(),
+            ip: self.ip.clone().unwrap_or_default(),
+            mac: self.mac.clone().unwrap_or_default(),
+            tags: self.tags.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+        }
+    }
+}
+
+fn parse_percent(text: &str) -> Result<f32, String> {
+    let value: f32 = text
+        .trim()
+        .trim_end_matches('%')
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if !(value > 0.0 && value <= 100.0) {
+        return Err("must be more than 0 and at most 100".into());
+    }
+    Ok(value)
+}
+
+fn parse_section(text: &str) -> Result<Vec<deskpulse_proto::v1::InventorySection>, String> {
+    deskpulse_proto::sections::parse(text)
 }
 
 fn parse_ttl(text: &str) -> Result<Duration, String> {
@@ -145,7 +245,7 @@ pub fn main(cli: Cli, env: &dyn crate::config::Env) -> CommandResult {
 async fn run(command: Command, settings: &Settings, json: bool) -> CommandResult {
     let mut client = connect(settings).await?;
     match command {
-        Command::Hosts => {
+        Command::Hosts(filter) => {
             let mut hosts = Vec::new();
             let mut page_token = String::new();
             loop {
@@ -153,7 +253,7 @@ async fn run(command: Command, settings: &Settings, json: bool) -> CommandResult
                     .list_hosts(ListHostsRequest {
                         page_size: 500,
                         page_token,
-                        filter: None,
+                        filter: Some(filter.to_wire()),
                     })
                     .await
                     .map_err(call_failed)?
@@ -173,6 +273,34 @@ async fn run(command: Command, settings: &Settings, json: bool) -> CommandResult
                 .map_err(call_failed)?
                 .into_inner();
             output::host(&detail, json)
+        }
+        Command::Inventory { host, section } => {
+            let detail = client
+                .get_host(GetHostRequest { host })
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            let sections = section.unwrap_or_else(|| deskpulse_proto::sections::ALL.to_vec());
+            output::inventory(&detail, &sections, json)
+        }
+        Command::Host(HostCommand::Tag {
+            host,
+            tag: (key, value),
+        }) => {
+            let reply = client
+                .set_host_tag(SetHostTagRequest { host, key, value })
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"host_id": reply.host_id, "tags": reply.tags})
+                );
+            } else {
+                println!("{}: {}", reply.host_id, reply.tags.join(" "));
+            }
+            Ok(())
         }
         Command::Whoami => {
             let me = client

@@ -4,7 +4,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use deskpulse_proto::v1::{GetHostResponse, HostSummary, Presence, Role, WhoAmIResponse};
+use deskpulse_proto::v1::{
+    GetHostResponse, HostSummary, InventorySection, Presence, Role, WhoAmIResponse,
+};
 use serde::Serialize;
 
 use crate::exit::{CommandResult, Failure};
@@ -149,6 +151,7 @@ struct HostDetailJson<'a> {
     #[serde(flatten)]
     host: HostJson<'a>,
     agent_version: &'a str,
+    tags: &'a [String],
     goodbye_reason: Option<&'a str>,
     certificate_serial: &'a str,
     certificate_sha256: &'a str,
@@ -169,6 +172,7 @@ pub fn host(detail: &GetHostResponse, json: bool) -> CommandResult {
         return print_json(&HostDetailJson {
             host: HostJson::from(&summary),
             agent_version: &detail.agent_version,
+            tags: &detail.tags,
             goodbye_reason: (!detail.goodbye_reason.is_empty())
                 .then_some(detail.goodbye_reason.as_str()),
             certificate_serial: &detail.certificate_serial,
@@ -197,6 +201,9 @@ pub fn host(detail: &GetHostResponse, json: bool) -> CommandResult {
         field("said goodbye", detail.goodbye_reason.clone());
     }
     field("enrolled", time(summary.enrolled_at_unix_ms));
+    if !detail.tags.is_empty() {
+        field("tags", detail.tags.join(" "));
+    }
     field("agent", detail.agent_version.clone());
     field(
         "certificate",
@@ -291,6 +298,61 @@ pub fn host(detail: &GetHostResponse, json: bool) -> CommandResult {
     }
     print!("{out}");
     Ok(())
+}
+
+/// `deskpulse inventory HOST [--section S]`: text per section, or JSON
+/// `{"host_id", "hostname", "inventory_at", "sections": {NAME: {...}}}` with
+/// the wire field names, plus the `unavailable` entries of those sections.
+pub fn inventory(
+    detail: &GetHostResponse,
+    sections: &[InventorySection],
+    json: bool,
+) -> CommandResult {
+    let summary = detail.summary.clone().unwrap_or_default();
+    let Some(inv) = &detail.inventory else {
+        return Err(Failure::runtime(format!(
+            "{} has not sent an inventory yet",
+            summary.hostname
+        )));
+    };
+    if !json {
+        println!(
+            "{} ({}) inventory at {}",
+            summary.hostname,
+            summary.host_id,
+            time(detail.inventory_at_unix_ms)
+        );
+        print!(
+            "{}",
+            deskpulse_proto::render::render_sections(inv, sections)
+        );
+        return Ok(());
+    }
+    let whole = serde_json::to_value(inv).map_err(Failure::runtime)?;
+    let mut picked = serde_json::Map::new();
+    for s in sections {
+        let name = deskpulse_proto::sections::name(*s);
+        picked.insert(
+            name.to_owned(),
+            whole.get(name).cloned().unwrap_or(serde_json::Value::Null),
+        );
+    }
+    let names: Vec<&str> = sections
+        .iter()
+        .map(|s| deskpulse_proto::sections::name(*s))
+        .collect();
+    let unavailable: Vec<&deskpulse_proto::v1::Unavailable> = inv
+        .unavailable
+        .iter()
+        .filter(|u| names.contains(&u.field.split('.').next().unwrap_or("")))
+        .collect();
+    print_json(&serde_json::json!({
+        "host_id": summary.host_id,
+        "hostname": summary.hostname,
+        "inventory_at": iso(detail.inventory_at_unix_ms),
+        "sections": picked,
+        "unavailable": unavailable,
+    }))
 }
 
 /// `deskpulse whoami`.

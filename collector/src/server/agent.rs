@@ -308,10 +308,12 @@ fn validate(host_id: &str, report: Report) -> Result<IncomingReport, Rejected> {
                 hostname: os.hostname,
                 os_name: truncate(&os.name, 128),
                 os_version: truncate(&os.version, 64),
+                facts: Box::new(super::facts::inventory_facts(inventory)),
             }
         }
         Some(Payload::Health(health)) => ReportPayload::Health {
             encoded: health.encode_to_vec(),
+            free: super::facts::health_free(health),
         },
         None => return Err(reject("a report must carry a payload")),
     };

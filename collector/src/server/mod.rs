@@ -5,11 +5,13 @@
 //! - [`enrollment`]: turns enrollment tokens and CSRs into host certificates.
 //! - [`agent`]: the agents' long-lived sessions, and the certificate check
 //!   that guards them.
+//! - [`facts`]: what fleet queries search, taken from wire inventories.
 //! - [`technician`]: the technician API, with token authentication and
 //!   role checks.
 
 pub mod agent;
 pub mod enrollment;
+pub mod facts;
 pub mod technician;
 
 use std::net::SocketAddr;

@@ -5,7 +5,7 @@ use deskpulse_proto::v1::technician_server::Technician;
 use deskpulse_proto::v1::{
     CreateEnrollmentTokenRequest, CreateEnrollmentTokenResponse, GetHostRequest, GetHostResponse,
     HealthSample, HostSummary, Inventory, ListHostsRequest, ListHostsResponse, Presence,
-    WhoAmIRequest, WhoAmIResponse,
+    SetHostTagRequest, SetHostTagResponse, WhoAmIRequest, WhoAmIResponse,
 };
 use prost::Message;
 use tonic::{Request, Response, Status};
@@ -71,6 +71,44 @@ impl TechnicianApi {
             )));
         }
         Ok(caller)
+    }
+
+    /// The one host `query` names, or NOT_FOUND, or INVALID_ARGUMENT naming
+    /// the candidates when several match (D4).
+    async fn resolve_host(&self, query: &str) -> Result<HostRow, Status> {
+        let query = query.trim();
+        if query.is_empty() {
+            return Err(Status::invalid_argument(
+                "HOST is empty: give a host name or id",
+            ));
+        }
+        let mut rows = self.ctx.store.find_hosts(query).await.map_err(internal)?;
+        match rows.len() {
+            0 => Err(Status::not_found(format!("no host matches {query:?}"))),
+            1 => Ok(rows.remove(0)),
+            n => {
+                let candidates: Vec<String> = rows
+                    .iter()
+                    .map(|r| format!("{} ({})", r.id, r.hostname))
+                    .collect();
+                Err(Status::invalid_argument(format!(
+                    "{query:?} matches {n} hosts; use a host id: {}",
+                    candidates.join(", ")
+                )))
+            }
+        }
+    }
+
+    async fn tag_strings(&self, host_id: &str) -> Result<Vec<String>, Status> {
+        Ok(self
+            .ctx
+            .store
+            .tags(host_id)
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect())
     }
 
     fn summary(&self, row: &HostRow) -> HostSummary {
@@ -146,10 +184,14 @@ impl Technician for TechnicianApi {
             n => n.min(MAX_PAGE),
         };
         let after = decode_page_token(&request.page_token)?;
+        let query =
+            crate::query::from_filter(&request.filter.unwrap_or_default(), self.ctx.clock.now_ms())
+                .map_err(Status::invalid_argument)?;
         let mut rows = self
             .ctx
             .store
             .list_hosts(
+                &query,
                 after.as_ref().map(|(n, i)| (n.as_str(), i.as_str())),
                 size + 1,
             )
@@ -173,29 +215,7 @@ impl Technician for TechnicianApi {
     ) -> Result<Response<GetHostResponse>, Status> {
         self.authorize(&request, Role::Viewer, "showing a host")
             .await?;
-        let query = request.into_inner().host;
-        let query = query.trim();
-        if query.is_empty() {
-            return Err(Status::invalid_argument(
-                "HOST is empty: give a host name or id",
-            ));
-        }
-        let rows = self.ctx.store.find_hosts(query).await.map_err(internal)?;
-        let row = match rows.as_slice() {
-            [] => return Err(Status::not_found(format!("no host matches {query:?}"))),
-            [one] => one,
-            many => {
-                let candidates: Vec<String> = many
-                    .iter()
-                    .map(|r| format!("{} ({})", r.id, r.hostname))
-                    .collect();
-                return Err(Status::invalid_argument(format!(
-                    "{query:?} matches {} hosts; use a host id: {}",
-                    many.len(),
-                    candidates.join(", ")
-                )));
-            }
-        };
+        let row = self.resolve_host(&request.into_inner().host).await?;
         let detail = self
             .ctx
             .store
@@ -227,6 +247,44 @@ impl Technician for TechnicianApi {
             certificate_sha256: detail.row.cert_sha256.clone(),
             goodbye_reason: detail.row.goodbye_reason.clone().unwrap_or_default(),
             agent_version: detail.row.agent_version.clone(),
+            tags: self.tag_strings(&detail.row.id).await?,
+        }))
+    }
+
+    async fn set_host_tag(
+        &self,
+        request: Request<SetHostTagRequest>,
+    ) -> Result<Response<SetHostTagResponse>, Status> {
+        let caller = self
+            .authorize(&request, Role::Technician, "tagging a host")
+            .await?;
+        let request = request.into_inner();
+        let (key, value) =
+            crate::query::parse_tag(&format!("{}={}", request.key, request.value), true)
+                .map_err(Status::invalid_argument)?;
+        let row = self.resolve_host(&request.host).await?;
+        self.ctx
+            .store
+            .set_tag(&row.id, &key, &value)
+            .await
+            .map_err(internal)?;
+        self.ctx
+            .store
+            .append_audit(
+                &AuditEntry {
+                    technician_id: Some(caller.technician_id),
+                    token_id: Some(caller.token_id),
+                    action: "host.tag".into(),
+                    subject: row.id.clone(),
+                    detail: format!("{key}={value}"),
+                },
+                self.ctx.clock.now_ms(),
+            )
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(SetHostTagResponse {
+            tags: self.tag_strings(&row.id).await?,
+            host_id: row.id,
         }))
     }
 

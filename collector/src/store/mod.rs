@@ -227,12 +227,91 @@ pub enum ReportPayload {
         os_name: String,
         /// Its OS version.
         os_version: String,
+        /// What fleet queries search.
+        facts: Box<InventoryFacts>,
     },
     /// A health sample, encoded.
     Health {
         /// The encoded `HealthSample` message.
         encoded: Vec<u8>,
+        /// Free space per filesystem: (mount point, free percent).
+        free: Vec<(String, f32)>,
     },
+}
+
+/// One installed package, as the store indexes it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PackageKey {
+    /// The ecosystem, e.g. "dpkg".
+    pub ecosystem: String,
+    /// The name.
+    pub name: String,
+    /// The version.
+    pub version: String,
+}
+
+/// The searchable facts of an inventory.
+#[derive(Debug, Clone, Default)]
+pub struct InventoryFacts {
+    /// Installed packages.
+    pub packages: Vec<PackageKey>,
+    /// (kind, value) pairs: user, ip, mac, serial, model, os; lowercased.
+    pub facts: Vec<(&'static str, String)>,
+    /// Free space per filesystem: (mount point, free percent).
+    pub free: Vec<(String, f32)>,
+}
+
+/// A comparison in a software filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VersionOp {
+    /// Older than.
+    Less,
+    /// Older than or equal.
+    LessEqual,
+    /// Equal.
+    Equal,
+    /// Newer than or equal.
+    GreaterEqual,
+    /// Newer than.
+    Greater,
+}
+
+impl VersionOp {
+    /// The SQL operator.
+    pub fn sql(self) -> &'static str {
+        match self {
+            VersionOp::Less => "<",
+            VersionOp::LessEqual => "<=",
+            VersionOp::Equal => "=",
+            VersionOp::GreaterEqual => ">=",
+            VersionOp::Greater => ">",
+        }
+    }
+}
+
+/// Conditions on hosts; `None` and empty match everything.
+#[derive(Debug, Clone, Default)]
+pub struct HostQuery {
+    /// Package name, with an optional version comparison.
+    pub software: Option<(String, Option<(VersionOp, String)>)>,
+    /// Substring of "os name version", lowercased.
+    pub os: Option<String>,
+    /// System serial, lowercased.
+    pub serial: Option<String>,
+    /// Substring of "vendor model", lowercased.
+    pub model: Option<String>,
+    /// Some filesystem has less free space than this percentage.
+    pub disk_free_below: Option<f32>,
+    /// Only offline hosts, as of this time (ms).
+    pub offline_at_ms: Option<i64>,
+    /// User name, lowercased.
+    pub user: Option<String>,
+    /// IP address.
+    pub ip: Option<String>,
+    /// MAC address, lowercased with ':'.
+    pub mac: Option<String>,
+    /// Tags as (key, value).
+    pub tags: Vec<(String, String)>,
 }
 
 /// A host's row, as the technician API shows it.
@@ -367,12 +446,20 @@ pub trait Store: Send + Sync + 'static {
     /// the transaction is committed.
     async fn store_reports(&self, reports: &[IncomingReport], now_ms: i64) -> StoreResult<()>;
 
-    /// Hosts ordered by (hostname, id), after the given key, at most `limit`.
+    /// Hosts matching `query`, ordered by (hostname, id), after the given
+    /// key, at most `limit`.
     async fn list_hosts(
         &self,
+        query: &HostQuery,
         after: Option<(&str, &str)>,
         limit: u32,
     ) -> StoreResult<Vec<HostRow>>;
+
+    /// Sets (or with an empty value, removes) a tag on a host.
+    async fn set_tag(&self, host_id: &str, key: &str, value: &str) -> StoreResult<()>;
+
+    /// A host's tags, ordered by key.
+    async fn tags(&self, host_id: &str) -> StoreResult<Vec<(String, String)>>;
 
     /// Hosts whose id equals or starts with `query`, or whose host name
     /// equals it (case-insensitively).

@@ -141,6 +141,7 @@ async fn reports_are_stored_once_and_old_ones_never_overwrite_new_state() {
             hostname: name.into(),
             os_name: "Debian".into(),
             os_version: "12".into(),
+            facts: Box::default(),
         },
     };
     store
@@ -170,7 +171,10 @@ async fn hosts_page_in_order_and_lookups_report_ambiguity() {
             &store.enroll(&req, 0, &cert).await.expect("enroll"),
         ));
     }
-    let first = store.list_hosts(None, 2).await.expect("page 1");
+    let first = store
+        .list_hosts(&HostQuery::default(), None, 2)
+        .await
+        .expect("page 1");
     assert_eq!(
         first
             .iter()
@@ -180,7 +184,7 @@ async fn hosts_page_in_order_and_lookups_report_ambiguity() {
     );
     let last = first.last().expect("last");
     let rest = store
-        .list_hosts(Some((&last.hostname, &last.id)), 10)
+        .list_hosts(&HostQuery::default(), Some((&last.hostname, &last.id)), 10)
         .await
         .expect("page 2");
     assert_eq!(
@@ -307,4 +311,221 @@ async fn the_fleet_ca_is_recorded_once_and_a_different_one_is_a_mismatch() {
         store.record_fleet_ca("bb").await.expect("record"),
         CaRecord::Mismatch("aa".into())
     );
+}
+
+fn inventory_report(host: &str, seq: u64, facts: InventoryFacts) -> IncomingReport {
+    IncomingReport {
+        host_id: host.to_owned(),
+        spool_id: "s".into(),
+        seq,
+        collected_at_ms: i64::try_from(seq).expect("small"),
+        payload: ReportPayload::Inventory {
+            encoded: Vec::new(),
+            hostname: format!("pc-{seq}"),
+            os_name: "Debian GNU/Linux".into(),
+            os_version: "12".into(),
+            facts: Box::new(facts),
+        },
+    }
+}
+
+fn pkg(ecosystem: &str, name: &str, version: &str) -> PackageKey {
+    PackageKey {
+        ecosystem: ecosystem.into(),
+        name: name.into(),
+        version: version.into(),
+    }
+}
+
+async fn ids(store: &SharedStore, query: &HostQuery) -> Vec<String> {
+    let mut ids: Vec<String> = store
+        .list_hosts(query, None, 100)
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|h| h.id)
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn fleet_queries_use_each_ecosystems_version_order_and_the_facts() {
+    let (_dir, store) = sqlite().await;
+    token(&store, "t", i64::MAX, 3).await;
+    let a = host_id(
+        &store
+            .enroll(&request("t", "a"), 0, &cert)
+            .await
+            .expect("enroll"),
+    );
+    let b = host_id(
+        &store
+            .enroll(&request("t", "b"), 0, &cert)
+            .await
+            .expect("enroll"),
+    );
+    let c = host_id(
+        &store
+            .enroll(&request("t", "c"), 0, &cert)
+            .await
+            .expect("enroll"),
+    );
+    let facts = |packages: Vec<PackageKey>, user: &str, ip: &str, free: f32| InventoryFacts {
+        packages,
+        facts: vec![
+            ("user", user.into()),
+            ("ip", ip.into()),
+            ("os", "debian gnu/linux 12".into()),
+            ("model", "lenovo thinkpad t14".into()),
+        ],
+        free: vec![("/".into(), free)],
+    };
+    store
+        .store_reports(
+            &[
+                inventory_report(
+                    &a,
+                    1,
+                    facts(
+                        vec![
+                            pkg("dpkg", "openssl", "3.0.11-1~deb12u2"),
+                            pkg("dpkg", "firefox-esr", "115.6.0esr-1"),
+                        ],
+                        "alice",
+                        "10.1.2.3",
+                        50.0,
+                    ),
+                ),
+                inventory_report(
+                    &b,
+                    2,
+                    facts(
+                        vec![pkg("dpkg", "openssl", "3.0.13-1~deb12u1")],
+                        "bob",
+                        "10.1.2.4",
+                        5.0,
+                    ),
+                ),
+                inventory_report(
+                    &c,
+                    3,
+                    facts(
+                        vec![pkg("rpm", "openssl", "1:3.0.7-24.el9")],
+                        "carol",
+                        "10.1.2.5",
+                        80.0,
+                    ),
+                ),
+            ],
+            10,
+        )
+        .await
+        .expect("store");
+    let soft = |name: &str, op: Option<(VersionOp, &str)>| HostQuery {
+        software: Some((name.into(), op.map(|(o, v)| (o, v.to_owned())))),
+        ..HostQuery::default()
+    };
+    // Debian: 3.0.11-1~deb12u2 < 3.0.13; RPM: 1:3.0.7 has an epoch, so it is newer.
+    assert_eq!(
+        ids(&store, &soft("openssl", Some((VersionOp::Less, "3.0.13")))).await,
+        vec![a.clone()]
+    );
+    let mut all = vec![a.clone(), b.clone(), c.clone()];
+    all.sort();
+    assert_eq!(
+        ids(&store, &soft("openssl", Some((VersionOp::Less, "2:0")))).await,
+        all
+    );
+    assert_eq!(
+        ids(&store, &soft("firefox-esr", None)).await,
+        vec![a.clone()]
+    );
+    assert!(ids(&store, &soft("nothing", None)).await.is_empty());
+    let q = |f: fn(&mut HostQuery)| {
+        let mut q = HostQuery::default();
+        f(&mut q);
+        q
+    };
+    assert_eq!(
+        ids(&store, &q(|q| q.user = Some("bob".into()))).await,
+        vec![b.clone()]
+    );
+    assert_eq!(
+        ids(&store, &q(|q| q.ip = Some("10.1.2.5".into()))).await,
+        vec![c.clone()]
+    );
+    assert_eq!(
+        ids(&store, &q(|q| q.disk_free_below = Some(10.0))).await,
+        vec![b.clone()]
+    );
+    assert_eq!(
+        ids(&store, &q(|q| q.model = Some("thinkpad".into())))
+            .await
+            .len(),
+        3
+    );
+    assert_eq!(
+        ids(&store, &q(|q| q.os = Some("gnu/linux 12".into())))
+            .await
+            .len(),
+        3
+    );
+
+    // A new inventory replaces the software: openssl upgraded on a.
+    store
+        .store_reports(
+            &[inventory_report(
+                &a,
+                4,
+                facts(
+                    vec![pkg("dpkg", "openssl", "3.0.13-1~deb12u1")],
+                    "alice",
+                    "10.1.2.3",
+                    50.0,
+                ),
+            )],
+            20,
+        )
+        .await
+        .expect("store");
+    assert!(
+        ids(&store, &soft("openssl", Some((VersionOp::Less, "3.0.13"))))
+            .await
+            .is_empty()
+    );
+    assert!(
+        ids(&store, &soft("firefox-esr", None)).await.is_empty(),
+        "removed packages leave"
+    );
+
+    // Tags.
+    store.set_tag(&b, "site", "berlin").await.expect("tag");
+    assert_eq!(
+        ids(
+            &store,
+            &q(|q| q.tags = vec![("site".into(), "berlin".into())])
+        )
+        .await,
+        vec![b.clone()]
+    );
+    store.set_tag(&b, "site", "").await.expect("untag");
+    assert!(store.tags(&b).await.expect("tags").is_empty());
+
+    // Offline: never seen is offline; a stream makes it online.
+    let offline = q(|q| q.offline_at_ms = Some(1_000_000));
+    assert_eq!(ids(&store, &offline).await.len(), 3);
+    store
+        .session_opened(
+            &SessionOpen {
+                host_id: a.clone(),
+                replica: "r".into(),
+                agent_version: "1".into(),
+                health_interval_secs: 60,
+            },
+            1_000_000,
+        )
+        .await
+        .expect("open");
+    assert!(!ids(&store, &offline).await.contains(&a));
 }

@@ -1748,6 +1748,34 @@ pub struct GetHostResponse {
     /// The agent version from the last Hello.
     #[prost(string, tag = "9")]
     pub agent_version: ::prost::alloc::string::String,
+    /// The host's tags, "key=value", ordered by key.
+    #[prost(string, repeated, tag = "10")]
+    pub tags: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+}
+/// Sets or removes one tag.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetHostTagRequest {
+    /// A host id, a unique prefix of one, or a host name.
+    #[prost(string, tag = "1")]
+    pub host: ::prost::alloc::string::String,
+    /// The tag key: 1-64 characters of \[a-z0-9\_.-\].
+    #[prost(string, tag = "2")]
+    pub key: ::prost::alloc::string::String,
+    /// The value, at most 256 characters; empty removes the tag.
+    #[prost(string, tag = "3")]
+    pub value: ::prost::alloc::string::String,
+}
+/// The host's tags after the change.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetHostTagResponse {
+    /// The host id.
+    #[prost(string, tag = "1")]
+    pub host_id: ::prost::alloc::string::String,
+    /// Its tags, "key=value", ordered by key.
+    #[prost(string, repeated, tag = "2")]
+    pub tags: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 /// Asks for a new enrollment token.
 #[derive(serde::Serialize)]
@@ -2011,6 +2039,32 @@ pub mod technician_client {
                 .insert(GrpcMethod::new("deskpulse.v1.Technician", "GetHost"));
             self.inner.unary(req, path, codec).await
         }
+        /// Sets or removes a tag on a host ("key=value"; "key=" removes).
+        /// Technician or admin.
+        pub async fn set_host_tag(
+            &mut self,
+            request: impl tonic::IntoRequest<super::SetHostTagRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SetHostTagResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/deskpulse.v1.Technician/SetHostTag",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("deskpulse.v1.Technician", "SetHostTag"));
+            self.inner.unary(req, path, codec).await
+        }
         /// Creates an enrollment token. Admin only.
         pub async fn create_enrollment_token(
             &mut self,
@@ -2072,6 +2126,15 @@ pub mod technician_server {
             &self,
             request: tonic::Request<super::GetHostRequest>,
         ) -> std::result::Result<tonic::Response<super::GetHostResponse>, tonic::Status>;
+        /// Sets or removes a tag on a host ("key=value"; "key=" removes).
+        /// Technician or admin.
+        async fn set_host_tag(
+            &self,
+            request: tonic::Request<super::SetHostTagRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SetHostTagResponse>,
+            tonic::Status,
+        >;
         /// Creates an enrollment token. Admin only.
         async fn create_enrollment_token(
             &self,
@@ -2276,6 +2339,51 @@ pub mod technician_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = GetHostSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/deskpulse.v1.Technician/SetHostTag" => {
+                    #[allow(non_camel_case_types)]
+                    struct SetHostTagSvc<T: Technician>(pub Arc<T>);
+                    impl<
+                        T: Technician,
+                    > tonic::server::UnaryService<super::SetHostTagRequest>
+                    for SetHostTagSvc<T> {
+                        type Response = super::SetHostTagResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::SetHostTagRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Technician>::set_host_tag(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = SetHostTagSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

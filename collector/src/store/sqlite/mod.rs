@@ -1,5 +1,12 @@
 //! The embedded SQLite backend: bundled SQLite in WAL mode, schema managed by
 //! migrations in `collector/migrations/sqlite/`.
+//!
+//! # Layout
+//! - this module: the `Store` implementation.
+//! - [`fleet`]: the normalised fleet-query tables: writing them in batches
+//!   and turning a host query into SQL.
+
+pub mod fleet;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -7,7 +14,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+
+use super::HostQuery;
 
 use super::{
     AuditEntry, CaRecord, Caller, EnrollOutcome, EnrollRequest, HostDetail, HostRow,
@@ -282,8 +291,9 @@ impl Store for SqliteStore {
                     hostname,
                     os_name,
                     os_version,
+                    facts,
                 } => {
-                    sqlx::query(
+                    let applied = sqlx::query(
                         "UPDATE hosts SET inventory = ?, inventory_at_ms = ?, hostname = ?, \
                          os_name = ?, os_version = ? \
                          WHERE id = ? AND (inventory_at_ms IS NULL OR inventory_at_ms <= ?)",
@@ -296,10 +306,17 @@ impl Store for SqliteStore {
                     .bind(&report.host_id)
                     .bind(report.collected_at_ms)
                     .execute(&mut *tx)
-                    .await?;
+                    .await?
+                    .rows_affected()
+                        == 1;
+                    if applied {
+                        fleet::replace_facts(&mut tx, &report.host_id, facts).await?;
+                        fleet::replace_software(&mut tx, &report.host_id, &facts.packages).await?;
+                        fleet::replace_free(&mut tx, &report.host_id, &facts.free).await?;
+                    }
                 }
-                ReportPayload::Health { encoded } => {
-                    sqlx::query(
+                ReportPayload::Health { encoded, free } => {
+                    let applied = sqlx::query(
                         "UPDATE hosts SET last_health = ?, health_at_ms = ? \
                          WHERE id = ? AND (health_at_ms IS NULL OR health_at_ms <= ?)",
                     )
@@ -308,7 +325,12 @@ impl Store for SqliteStore {
                     .bind(&report.host_id)
                     .bind(report.collected_at_ms)
                     .execute(&mut *tx)
-                    .await?;
+                    .await?
+                    .rows_affected()
+                        == 1;
+                    if applied {
+                        fleet::replace_free(&mut tx, &report.host_id, free).await?;
+                    }
                 }
             }
         }
@@ -328,21 +350,51 @@ impl Store for SqliteStore {
 
     async fn list_hosts(
         &self,
+        query: &HostQuery,
         after: Option<(&str, &str)>,
         limit: u32,
     ) -> StoreResult<Vec<HostRow>> {
         let (name, id) = after.unwrap_or(("", ""));
-        let sql = format!(
-            "SELECT {HOST_COLUMNS} FROM hosts WHERE (hostname, id) > (?, ?) \
-             ORDER BY hostname, id LIMIT ?"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(name)
-            .bind(id)
-            .bind(i64::from(limit))
+        let mut sql = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {HOST_COLUMNS} FROM hosts WHERE (hostname, id) > ("
+        ));
+        sql.push_bind(name).push(", ").push_bind(id).push(")");
+        fleet::push_conditions(&mut sql, query);
+        sql.push(" ORDER BY hostname, id LIMIT ")
+            .push_bind(i64::from(limit));
+        let rows = sql.build().fetch_all(&self.pool).await?;
+        rows.iter().map(host_row).collect()
+    }
+
+    async fn set_tag(&self, host_id: &str, key: &str, value: &str) -> StoreResult<()> {
+        if value.is_empty() {
+            sqlx::query("DELETE FROM host_tags WHERE host_id = ? AND key = ?")
+                .bind(host_id)
+                .bind(key)
+                .execute(&self.pool)
+                .await?;
+        } else {
+            sqlx::query(
+                "INSERT INTO host_tags (host_id, key, value) VALUES (?, ?, ?) \
+                 ON CONFLICT (host_id, key) DO UPDATE SET value = excluded.value",
+            )
+            .bind(host_id)
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn tags(&self, host_id: &str) -> StoreResult<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT key, value FROM host_tags WHERE host_id = ? ORDER BY key")
+            .bind(host_id)
             .fetch_all(&self.pool)
             .await?;
-        rows.iter().map(host_row).collect()
+        rows.iter()
+            .map(|r| Ok((r.try_get("key")?, r.try_get("value")?)))
+            .collect()
     }
 
     async fn find_hosts(&self, query: &str) -> StoreResult<Vec<HostRow>> {

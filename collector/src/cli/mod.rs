@@ -51,7 +51,7 @@ enum Command {
         /// security, software, services, or hardware (system, cpu, memory,
         /// storage, gpu and battery).
         #[arg(long, value_parser = parse_section)]
-        section: Option<Vec<deskpulse_proto::v1::InventorySection>>,
+        section: Option<Sections>,
     },
     /// One host.
     #[command(subcommand)]
@@ -169,8 +169,12 @@ fn parse_percent(text: &str) -> Result<f32, String> {
     Ok(value)
 }
 
-fn parse_section(text: &str) -> Result<Vec<deskpulse_proto::v1::InventorySection>, String> {
-    deskpulse_proto::sections::parse(text)
+/// The sections one `--section` name stands for.
+#[derive(Debug, Clone)]
+struct Sections(Vec<deskpulse_proto::v1::InventorySection>);
+
+fn parse_section(text: &str) -> Result<Sections, String> {
+    deskpulse_proto::sections::parse(text).map(Sections)
 }
 
 fn parse_ttl(text: &str) -> Result<Duration, String> {
@@ -280,7 +284,7 @@ async fn run(command: Command, settings: &Settings, json: bool) -> CommandResult
                 .await
                 .map_err(call_failed)?
                 .into_inner();
-            let sections = section.unwrap_or_else(|| deskpulse_proto::sections::ALL.to_vec());
+            let sections = section.map_or_else(|| deskpulse_proto::sections::ALL.to_vec(), |s| s.0);
             output::inventory(&detail, &sections, json)
         }
         Command::Host(HostCommand::Tag {
@@ -327,5 +331,49 @@ async fn run(command: Command, settings: &Settings, json: bool) -> CommandResult
             );
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn filters_and_sections_parse_before_any_network_io() {
+        let cli = Cli::try_parse_from([
+            "deskpulse",
+            "hosts",
+            "--software",
+            "openssl<3.0.13",
+            "--mac",
+            "A0-B1-C2-D3-E4-F5",
+            "--tag",
+            "site=berlin",
+        ])
+        .expect("parses");
+        let Command::Hosts(filter) = cli.command else {
+            panic!("hosts");
+        };
+        let wire = filter.to_wire();
+        assert_eq!(
+            (
+                wire.software_name.as_str(),
+                wire.software_op.as_str(),
+                wire.software_version.as_str()
+            ),
+            ("openssl", "<", "3.0.13")
+        );
+        assert_eq!(wire.mac, "a0:b1:c2:d3:e4:f5");
+        assert_eq!(wire.tags, ["site=berlin"]);
+        let error = Cli::try_parse_from(["deskpulse", "inventory", "pc", "--section", "disks"])
+            .expect_err("bad section");
+        assert_eq!(error.exit_code(), 2);
     }
 }

@@ -53,7 +53,7 @@ fn packages(rng: &mut Rng, host: usize, count: usize, rpm: bool) -> Vec<PackageK
             pick(rng, &OPENSSL_DEB)
         },
     });
-    if host % 3 == 0 {
+    if host.is_multiple_of(3) {
         out.push(PackageKey {
             ecosystem: ecosystem.into(),
             name: "firefox".into(),
@@ -130,7 +130,7 @@ async fn load(store: &SharedStore, hosts: usize, per_host: usize) -> Vec<String>
             .enumerate()
             .map(|(j, id)| {
                 let n = batch_no * 16 + j;
-                let rpm = n % 5 == 0;
+                let rpm = n.is_multiple_of(5);
                 let pkgs = packages(&mut rng, n, per_host, rpm);
                 rows += pkgs.len();
                 let user = if n == 4242 % hosts.max(1) {
@@ -170,7 +170,7 @@ async fn load(store: &SharedStore, hosts: usize, per_host: usize) -> Vec<String>
             })
             .collect();
         store.store_reports(&reports, 1).await.expect("store");
-        if batch_no % 100 == 0 {
+        if batch_no.is_multiple_of(100) {
             eprint!("\rloaded {} of {hosts} hosts", (batch_no + 1) * 16);
         }
     }

@@ -3,13 +3,18 @@
 //! root, with no program spawned.
 //!
 //! # Layout
-//! - [`dpkg`], [`alpine`], [`pacman`], [`snap`]: parsers of each database.
+//! - [`dpkg`], [`alpine`], [`pacman`], [`snap`]: parsers of each Linux database.
+//! - [`macos`]: app bundles, installer receipts, Homebrew (file-based, so
+//!   tested here on fixture roots).
+//! - [`windows`]: the registry's Uninstall keys, from `.reg` export text.
 //! - this module: finding the databases and filling `software`.
 
 pub mod alpine;
 pub mod dpkg;
+pub mod macos;
 pub mod pacman;
 pub mod snap;
+pub mod windows;
 
 use std::path::Path;
 use std::time::UNIX_EPOCH;
@@ -30,6 +35,11 @@ pub fn collect(root: &Path, inv: &mut Inventory) {
         pacman_packages(root, &mut packages);
         packages.extend(snap::installed(root));
         packages.extend(snap::flatpaks(root));
+    } else if cfg!(target_os = "macos") {
+        packages.extend(macos::collect(root));
+    } else if cfg!(windows) {
+        #[cfg(windows)]
+        packages.extend(windows::collect());
     } else {
         unavailable(
             inv,

@@ -1,0 +1,310 @@
+//! Windows software from the registry's Uninstall keys, 64-bit
+//! (`HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Uninstall`), 32-bit
+//! (`HKLM\SOFTWARE\WOW6432Node\…\Uninstall`) and per user
+//! (`HKU\<SID>\…\Uninstall`), plus hotfixes.
+//!
+//! The parser reads the `.reg` export text that `reg export` and regedit
+//! write (UTF-16LE with a BOM, or UTF-8), so the same code runs on Windows
+//! and in fixture tests here. The Windows adapter exports the keys with
+//! `reg.exe` (a timeout, no shell) and hands the text to [`parse_reg`]; it is
+//! not compiled on our Linux machines.
+
+use std::collections::BTreeMap;
+
+use deskpulse_proto::v1::{Hotfix, Package};
+
+/// A registry value as exported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RegValue {
+    /// REG_SZ.
+    String(String),
+    /// REG_DWORD.
+    Dword(u32),
+    /// REG_EXPAND_SZ or REG_MULTI_SZ, decoded.
+    Strings(Vec<String>),
+    /// Any other type, raw bytes.
+    Binary(Vec<u8>),
+}
+
+/// Key path → (value name → value), in file order of keys.
+pub type RegKeys = BTreeMap<String, BTreeMap<String, RegValue>>;
+
+/// Decodes the bytes of a `.reg` file: UTF-16LE with BOM, or UTF-8.
+pub fn decode(bytes: &[u8]) -> String {
+    if let Some(rest) = bytes.strip_prefix(&[0xFF, 0xFE]) {
+        let units: Vec<u16> = rest
+            .chunks_exact(2)
+            .map(|p| u16::from_le_bytes([p[0], p[1]]))
+            .collect();
+        return String::from_utf16_lossy(&units);
+    }
+    String::from_utf8_lossy(bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes)).into_owned()
+}
+
+fn unquote(text: &str) -> Option<(String, &str)> {
+    let rest = text.strip_prefix('"')?;
+    let mut out = String::new();
+    let mut chars = rest.char_indices();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\\' => {
+                if let Some((_, next)) = chars.next() {
+                    out.push(next);
+                }
+            }
+            '"' => return Some((out, &rest[i + 1..])),
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+fn hex_bytes(text: &str) -> Vec<u8> {
+    text.split(',')
+        .filter_map(|b| u8::from_str_radix(b.trim(), 16).ok())
+        .collect()
+}
+
+fn utf16_strings(bytes: &[u8]) -> Vec<String> {
+    let units: Vec<u16> = bytes
+        .chunks_exact(2)
+        .map(|p| u16::from_le_bytes([p[0], p[1]]))
+        .collect();
+    String::from_utf16_lossy(&units)
+        .split('\0')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn parse_value(data: &str) -> Option<RegValue> {
+    if let Some((s, _)) = unquote(data) {
+        return Some(RegValue::String(s));
+    }
+    if let Some(hex) = data.strip_prefix("dword:") {
+        return u32::from_str_radix(hex.trim(), 16)
+            .ok()
+            .map(RegValue::Dword);
+    }
+    if let Some(hex) = data
+        .strip_prefix("hex(2):")
+        .or_else(|| data.strip_prefix("hex(7):"))
+    {
+        return Some(RegValue::Strings(utf16_strings(&hex_bytes(hex))));
+    }
+    let (_, hex) = data.split_once(':')?;
+    Some(RegValue::Binary(hex_bytes(hex)))
+}
+
+/// Parses `.reg` export text into keys and values. Unknown lines are
+/// skipped; a value line may continue over lines ending in `\`.
+pub fn parse_reg(text: &str) -> RegKeys {
+    let mut keys = RegKeys::new();
+    let mut current: Option<String> = None;
+    let mut pending = String::new();
+    for raw in text.lines() {
+        let line = raw.trim_end_matches('\r');
+        if let Some(cont) = line.strip_suffix('\\')
+            && !pending.is_empty() | line.contains('=')
+        {
+            pending.push_str(cont.trim_start());
+            continue;
+        }
+        let line = if pending.is_empty() {
+            line.trim().to_owned()
+        } else {
+            let joined = format!("{pending}{}", line.trim_start());
+            pending.clear();
+            joined
+        };
+        if let Some(path) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
+            if path.starts_with('-') {
+                current = None;
+                continue;
+            }
+            keys.entry(path.to_owned()).or_default();
+            current = Some(path.to_owned());
+            continue;
+        }
+        let Some(key) = &current else { continue };
+        let (name, data) = if let Some(rest) = line.strip_prefix('@') {
+            (String::new(), rest.strip_prefix('=').unwrap_or(""))
+        } else if let Some((name, rest)) = unquote(&line) {
+            (name, rest.strip_prefix('=').unwrap_or(""))
+        } else {
+            continue;
+        };
+        if let Some(value) = parse_value(data)
+            && let Some(values) = keys.get_mut(key)
+        {
+            values.insert(name, value);
+        }
+    }
+    keys
+}
+
+fn text(values: &BTreeMap<String, RegValue>, name: &str) -> String {
+    match values.get(name) {
+        Some(RegValue::String(s)) => s.trim().to_owned(),
+        Some(RegValue::Strings(list)) => list.first().cloned().unwrap_or_default(),
+        _ => String::new(),
+    }
+}
+
+/// `YYYYMMDD` as seconds since the epoch (midnight UTC), 0 when malformed.
+pub fn install_date(value: &str) -> i64 {
+    let v = value.trim();
+    if v.len() != 8 || !v.bytes().all(|b| b.is_ascii_digit()) {
+        return 0;
+    }
+    let (y, m, d) = (
+        v[..4].parse::<i64>().unwrap_or(0),
+        v[4..6].parse::<i64>().unwrap_or(0),
+        v[6..].parse::<i64>().unwrap_or(0),
+    );
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return 0;
+    }
+    // Days from civil (Howard Hinnant's algorithm).
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    (era * 146_097 + doe - 719_468) * 86_400
+}
+
+/// Where an Uninstall key sits: 64-bit, 32-bit or per user.
+fn source_of(path: &str) -> &'static str {
+    let upper = path.to_ascii_uppercase();
+    if upper.starts_with("HKEY_USERS") || upper.starts_with("HKEY_CURRENT_USER") {
+        "registry-user"
+    } else if upper.contains("WOW6432NODE") {
+        "registry-hklm-32"
+    } else {
+        "registry-hklm-64"
+    }
+}
+
+/// Installed programs from the Uninstall keys, as "Apps & features" lists
+/// them: entries with a DisplayName, minus system components and updates
+/// that belong to a parent entry.
+pub fn uninstall_entries(keys: &RegKeys) -> Vec<Package> {
+    let mut out = Vec::new();
+    for (path, values) in keys {
+        let Some((parent, _)) = path.rsplit_once('\\') else {
+            continue;
+        };
+        if !parent.to_ascii_lowercase().ends_with("\\uninstall") {
+            continue;
+        }
+        let name = text(values, "DisplayName");
+        if name.is_empty()
+            || matches!(values.get("SystemComponent"), Some(RegValue::Dword(1)))
+            || !text(values, "ParentKeyName").is_empty()
+        {
+            continue;
+        }
+        out.push(Package {
+            ecosystem: "windows".into(),
+            name,
+            version: text(values, "DisplayVersion"),
+            arch: if source_of(path) == "registry-hklm-32" {
+                "x86".into()
+            } else {
+                String::new()
+            },
+            publisher: text(values, "Publisher"),
+            install_date_unix_s: install_date(&text(values, "InstallDate")),
+            source: source_of(path).into(),
+        });
+    }
+    out
+}
+
+/// Hotfixes from `Get-CimInstance Win32_QuickFixEngineering | ConvertTo-Json`.
+pub fn hotfixes(json: &str) -> Vec<Hotfix> {
+    let value: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+    let items = match value {
+        serde_json::Value::Array(items) => items,
+        single @ serde_json::Value::Object(_) => vec![single],
+        _ => Vec::new(),
+    };
+    items
+        .iter()
+        .filter_map(|h| {
+            let id = h["HotFixID"].as_str()?.trim().to_owned();
+            // InstalledOn comes as M/D/YYYY text, or a CIM date object.
+            let date = h["InstalledOn"]["DateTime"]
+                .as_str()
+                .or(h["InstalledOn"].as_str())
+                .unwrap_or("");
+            let parts: Vec<&str> = date
+                .split(|c: char| c == '/' || c.is_whitespace())
+                .collect();
+            let installed = match parts.as_slice() {
+                [m, d, y, ..] => install_date(&format!("{y:0>4}{m:0>2}{d:0>2}")),
+                _ => 0,
+            };
+            Some(Hotfix {
+                id,
+                description: h["Description"].as_str().unwrap_or("").to_owned(),
+                installed_unix_s: installed,
+            })
+        })
+        .collect()
+}
+
+#[cfg(windows)]
+pub use adapter::collect;
+
+/// The thin Windows adapter: `reg export` each Uninstall root and parse.
+#[cfg(windows)]
+mod adapter {
+    use std::process::Command;
+
+    use deskpulse_proto::v1::Package;
+
+    const ROOTS: &[&str] = &[
+        r"HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Uninstall",
+        r"HKLM\SOFTWARE\WOW6432Node\Microsoft\Windows\CurrentVersion\Uninstall",
+    ];
+
+    fn export(key: &str) -> Option<String> {
+        let file = std::env::temp_dir().join(format!("deskpulse-{}.reg", std::process::id()));
+        let status = Command::new("reg.exe")
+            .args(["export", key])
+            .arg(&file)
+            .arg("/y")
+            .status()
+            .ok()?;
+        let bytes = status
+            .success()
+            .then(|| std::fs::read(&file).ok())
+            .flatten();
+        let _ = std::fs::remove_file(&file);
+        bytes.map(|b| super::decode(&b))
+    }
+
+    /// Installed programs of the machine and of every loaded user hive.
+    pub fn collect() -> Vec<Package> {
+        let mut keys: Vec<String> = ROOTS.iter().map(|k| (*k).to_owned()).collect();
+        if let Ok(out) = Command::new("reg.exe").args(["query", "HKU"]).output() {
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let sid = line.trim();
+                if sid.starts_with(r"HKEY_USERS\S-1-5-21-") && !sid.ends_with("_Classes") {
+                    keys.push(format!(
+                        r"{sid}\Software\Microsoft\Windows\CurrentVersion\Uninstall"
+                    ));
+                }
+            }
+        }
+        keys.iter()
+            .filter_map(|k| export(k))
+            .flat_map(|text| super::uninstall_entries(&super::parse_reg(&text)))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests;

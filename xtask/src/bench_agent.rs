@@ -224,7 +224,12 @@ fn which(program: &str) -> Option<PathBuf> {
 }
 
 /// Starts a collector and an enrolled agent service in `dir`; returns both.
-fn start_agent_service(root: &Path, release: &Path, dir: &Path) -> Result<(Daemon, Daemon)> {
+fn start_agent_service(
+    root: &Path,
+    release: &Path,
+    agent_bin: &Path,
+    dir: &Path,
+) -> Result<(Daemon, Daemon)> {
     let debug = root.join("target/debug");
     let collector_bin = if release.join("deskpulse-collector").exists() {
         release.join("deskpulse-collector")
@@ -259,7 +264,7 @@ fn start_agent_service(root: &Path, release: &Path, dir: &Path) -> Result<(Daemo
         .arg(&data)
         .output()?;
     let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
-    let status = Command::new(release.join("deskpulse-agent"))
+    let status = Command::new(agent_bin)
         .args([
             "enroll",
             "--collector",
@@ -278,7 +283,7 @@ fn start_agent_service(root: &Path, release: &Path, dir: &Path) -> Result<(Daemo
     }
     let agent = daemon(
         "deskpulse-agent run",
-        Command::new(release.join("deskpulse-agent"))
+        Command::new(agent_bin)
             .args(["run", "--state-dir"])
             .arg(&state),
     )?;
@@ -304,11 +309,12 @@ pub fn run(root: &Path, args: &BenchArgs) -> Result<()> {
             bail!("cargo build --release failed");
         }
     }
-    let release = std::env::var_os("CARGO_TARGET_DIR")
+    let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
-        .join("release");
-    let agent_bin = release.join("deskpulse-agent");
+        .unwrap_or_else(|| root.join("target"));
+    let release = target.join("release");
+    // The agent is measured as it ships: the small `agent-release` build.
+    let agent_bin = target.join("agent-release").join("deskpulse-agent");
     if !agent_bin.exists() {
         bail!(
             "{} is missing: run without --skip-build",
@@ -389,7 +395,7 @@ pub fn run(root: &Path, args: &BenchArgs) -> Result<()> {
 
     // Idle services.
     let dir = tempfile::tempdir()?;
-    let (collector, agent) = start_agent_service(root, &release, dir.path())?;
+    let (collector, agent) = start_agent_service(root, &release, &agent_bin, dir.path())?;
     let mut daemons = vec![agent];
     if !args.skip_peers {
         let peers: Vec<(&str, &str, Vec<String>)> = vec![

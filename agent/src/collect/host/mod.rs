@@ -107,7 +107,9 @@ fn os_details(root: &Path, inv: &mut Inventory) {
     // is made with the root filesystem. Neither is perfect; both are cheap.
     let installed = ["var/log/installer", "lost+found"]
         .iter()
-        .find_map(|p| mtime_unix_s(&root.join(p)));
+        .filter_map(|p| mtime_unix_s(&root.join(p)))
+        // Images built without a clock stamp 1970; that dates nothing.
+        .find(|t| *t > 631_152_000);
     if installed.is_none() {
         unavailable(
             inv,

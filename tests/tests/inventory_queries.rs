@@ -10,7 +10,9 @@ fn json(text: &str) -> serde_json::Value {
 fn reported() -> (Collector, Agent, String) {
     let collector = Collector::start();
     let agent = Agent::new();
-    agent.enroll(&collector, &collector.enrollment_token(1)).expect_code(0);
+    agent
+        .enroll(&collector, &collector.enrollment_token(1))
+        .expect_code(0);
     agent.command(&["run", "--once"]).expect_code(0);
     let token = collector.admin_token();
     (collector, agent, token)
@@ -33,19 +35,30 @@ fn one_section_of_the_inventory_as_json_and_text() {
     let (collector, agent, token) = reported();
     let host = agent.host_id();
     let out = collector
-        .cli(&token, &["inventory", &host, "--section", "software", "--json"])
+        .cli(
+            &token,
+            &["inventory", &host, "--section", "software", "--json"],
+        )
         .expect_code(0);
     let v = json(&out.stdout);
     assert_eq!(v["host_id"], host.as_str());
     let sections = v["sections"].as_object().expect("sections");
     assert_eq!(sections.keys().collect::<Vec<_>>(), ["software"]);
-    let packages = v["sections"]["software"]["packages"].as_array().expect("packages");
+    let packages = v["sections"]["software"]["packages"]
+        .as_array()
+        .expect("packages");
     if std::path::Path::new("/var/lib/dpkg/status").exists() {
-        assert!(packages.iter().any(|p| p["name"] == "dpkg"), "dpkg lists itself");
+        assert!(
+            packages.iter().any(|p| p["name"] == "dpkg"),
+            "dpkg lists itself"
+        );
     }
 
     let hardware = collector
-        .cli(&token, &["inventory", &host, "--section", "hardware", "--json"])
+        .cli(
+            &token,
+            &["inventory", &host, "--section", "hardware", "--json"],
+        )
         .expect_code(0);
     let keys: Vec<String> = json(&hardware.stdout)["sections"]
         .as_object()
@@ -56,11 +69,24 @@ fn one_section_of_the_inventory_as_json_and_text() {
     assert_eq!(keys.len(), 6, "hardware is six sections: {keys:?}");
 
     let text = collector.cli(&token, &["inventory", &host]).expect_code(0);
-    for heading in ["[os]", "[cpu]", "[memory]", "[storage]", "[network]", "[software]"] {
-        assert!(text.stdout.contains(heading), "{heading} in {}", text.stdout);
+    for heading in [
+        "[os]",
+        "[cpu]",
+        "[memory]",
+        "[storage]",
+        "[network]",
+        "[software]",
+    ] {
+        assert!(
+            text.stdout.contains(heading),
+            "{heading} in {}",
+            text.stdout
+        );
     }
 
-    let bad = collector.cli(&token, &["inventory", &host, "--section", "disks"]).expect_code(2);
+    let bad = collector
+        .cli(&token, &["inventory", &host, "--section", "disks"])
+        .expect_code(2);
     assert!(bad.stderr.contains("unknown section"), "{}", bad.stderr);
 }
 
@@ -84,27 +110,81 @@ fn hosts_filters_find_this_machine_and_only_when_they_match() {
         let name = pkg["name"].as_str().expect("name");
         let version = pkg["version"].as_str().expect("version");
         assert_eq!(host_ids(&collector, &token, &["--software", name]), me);
-        assert_eq!(host_ids(&collector, &token, &["--software", &format!("{name}={version}")]), me);
-        assert_eq!(host_ids(&collector, &token, &["--software", &format!("{name}<{version}")]), none);
-        assert_eq!(host_ids(&collector, &token, &["--software", &format!("{name}<99999:0")]), me);
+        assert_eq!(
+            host_ids(
+                &collector,
+                &token,
+                &["--software", &format!("{name}={version}")]
+            ),
+            me
+        );
+        assert_eq!(
+            host_ids(
+                &collector,
+                &token,
+                &["--software", &format!("{name}<{version}")]
+            ),
+            none
+        );
+        assert_eq!(
+            host_ids(
+                &collector,
+                &token,
+                &["--software", &format!("{name}<99999:0")]
+            ),
+            me
+        );
     }
     if let Some(ip) = inventory["sections"]["network"]["interfaces"]
         .as_array()
-        .and_then(|nics| nics.iter().find_map(|n| n["ipv4"].as_array()?.first()?.as_str()))
+        .and_then(|nics| {
+            nics.iter()
+                .find_map(|n| n["ipv4"].as_array()?.first()?.as_str())
+        })
     {
         let ip = ip.split('/').next().expect("address");
         assert_eq!(host_ids(&collector, &token, &["--ip", ip]), me);
     }
-    assert_eq!(host_ids(&collector, &token, &["--ip", "203.0.113.250"]), none);
-    assert_eq!(host_ids(&collector, &token, &["--user", "root"]), me, "root is a local account");
-    assert_eq!(host_ids(&collector, &token, &["--user", "nobody-here"]), none);
-    assert_eq!(host_ids(&collector, &token, &["--offline"]), me, "run --once said goodbye");
-    assert_eq!(host_ids(&collector, &token, &["--disk-free-below", "100"]), me);
+    assert_eq!(
+        host_ids(&collector, &token, &["--ip", "203.0.113.250"]),
+        none
+    );
+    assert_eq!(
+        host_ids(&collector, &token, &["--user", "root"]),
+        me,
+        "root is a local account"
+    );
+    assert_eq!(
+        host_ids(&collector, &token, &["--user", "nobody-here"]),
+        none
+    );
+    assert_eq!(
+        host_ids(&collector, &token, &["--offline"]),
+        me,
+        "run --once said goodbye"
+    );
+    assert_eq!(
+        host_ids(&collector, &token, &["--disk-free-below", "100"]),
+        me
+    );
 
-    collector.cli(&token, &["host", "tag", &host, "criticality=high"]).expect_code(0);
-    assert_eq!(host_ids(&collector, &token, &["--tag", "criticality=high"]), me);
-    assert_eq!(host_ids(&collector, &token, &["--tag", "criticality=low"]), none);
-    let show = json(&collector.cli(&token, &["--json", "host", "show", &host]).expect_code(0).stdout);
+    collector
+        .cli(&token, &["host", "tag", &host, "criticality=high"])
+        .expect_code(0);
+    assert_eq!(
+        host_ids(&collector, &token, &["--tag", "criticality=high"]),
+        me
+    );
+    assert_eq!(
+        host_ids(&collector, &token, &["--tag", "criticality=low"]),
+        none
+    );
+    let show = json(
+        &collector
+            .cli(&token, &["--json", "host", "show", &host])
+            .expect_code(0)
+            .stdout,
+    );
     assert_eq!(show["tags"][0], "criticality=high");
 
     for (args, needle) in [

@@ -123,7 +123,7 @@ pub fn hosts(hosts: &[HostSummary], json: bool) -> CommandResult {
         return print_json(&rows);
     }
     if hosts.is_empty() {
-        eprintln!("no hosts enrolled yet");
+        eprintln!("no hosts match");
         return Ok(());
     }
     let rows: Vec<Vec<String>> = hosts

@@ -3,7 +3,7 @@
 //! root, with no program spawned.
 //!
 //! # Layout
-//! - [`dpkg`], [`alpine`], [`pacman`], [`snap`]: parsers of each Linux database.
+//! - [`dpkg`], [`rpm`], [`alpine`], [`pacman`], [`snap`]: each Linux database.
 //! - [`macos`]: app bundles, installer receipts, Homebrew (file-based, so
 //!   tested here on fixture roots).
 //! - [`windows`]: the registry's Uninstall keys, from `.reg` export text.
@@ -13,6 +13,7 @@ pub mod alpine;
 pub mod dpkg;
 pub mod macos;
 pub mod pacman;
+pub mod rpm;
 pub mod snap;
 pub mod windows;
 
@@ -28,7 +29,7 @@ pub fn collect(root: &Path, inv: &mut Inventory) {
     let mut packages = Vec::new();
     if cfg!(target_os = "linux") {
         dpkg_packages(root, inv, &mut packages);
-        rpm_packages(root, inv);
+        rpm_packages(root, inv, &mut packages);
         if let Ok(text) = std::fs::read_to_string(root.join("lib/apk/db/installed")) {
             packages.extend(alpine::parse_installed(&text));
         }
@@ -96,21 +97,32 @@ fn dpkg_packages(root: &Path, inv: &mut Inventory, out: &mut Vec<Package>) {
     }
 }
 
-fn rpm_packages(root: &Path, inv: &mut Inventory) {
+fn rpm_packages(root: &Path, inv: &mut Inventory, out: &mut Vec<Package>) {
     for db in [
         "var/lib/rpm/rpmdb.sqlite",
         "usr/lib/sysimage/rpm/rpmdb.sqlite",
-        "var/lib/rpm/Packages",
     ] {
-        if root.join(db).exists() {
-            unavailable(
-                inv,
-                "software.rpm",
-                UnavailableReason::NotSupported,
-                format!("{db} is present but this agent build does not read rpm databases yet"),
-            );
+        let path = root.join(db);
+        if path.exists() {
+            match rpm::read_db(&path) {
+                Ok(packages) => out.extend(packages),
+                Err(error) => unavailable(
+                    inv,
+                    "software.rpm",
+                    UnavailableReason::Failed,
+                    format!("{db}: {error}"),
+                ),
+            }
             return;
         }
+    }
+    if root.join("var/lib/rpm/Packages").exists() {
+        unavailable(
+            inv,
+            "software.rpm",
+            UnavailableReason::NotSupported,
+            "var/lib/rpm/Packages is a Berkeley DB rpmdb (rpm < 4.16), which this agent does not read",
+        );
     }
 }
 

@@ -88,7 +88,7 @@ fn every_linux_database_present_is_read() {
 #[test]
 fn an_rpm_database_we_cannot_read_is_named() {
     let t = Tree::new();
-    t.write("var/lib/rpm/rpmdb.sqlite", "SQLite format 3\0");
+    t.write("var/lib/rpm/Packages", "berkeley db");
     let inv = collected(&t);
     let rpm = inv
         .unavailable

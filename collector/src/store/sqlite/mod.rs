@@ -45,7 +45,11 @@ impl SqliteStore {
             // Acks promise durability, so pay for FULL: commits are batched.
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(10));
+            .busy_timeout(Duration::from_secs(10))
+            // The fleet tables reach millions of rows keyed by random host
+            // ids; SQLite's default 2 MB page cache thrashes on them.
+            .pragma("cache_size", "-65536")
+            .pragma("mmap_size", "268435456");
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)

@@ -106,6 +106,18 @@ mod tests {
     }
 
     #[test]
+    fn squashfs_and_overlay_are_pseudo_even_when_not_listed_nodev() {
+        // squashfs is block-backed, so the kernel never lists it `nodev`;
+        // overlay is missing when its module was loaded after the read.
+        let pseudo = pseudo_types("nodev\tproc\n\text4\n\tsquashfs\n");
+        let mounts = "/dev/loop3 /snap/firefox/1 squashfs ro 0 0\n\
+                      overlay /merged overlay rw 0 0\n/dev/sda2 / ext4 rw 0 0\n";
+        let real = real_mounts(mounts, &pseudo);
+        assert_eq!(real.len(), 1, "{real:?}");
+        assert_eq!(real[0].mount_point, "/");
+    }
+
+    #[test]
     fn a_trailing_backslash_is_kept() {
         assert_eq!(unescape("a\\"), "a\\");
         assert_eq!(unescape("a\\01"), "a\\01");

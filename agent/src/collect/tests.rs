@@ -97,3 +97,211 @@ fn the_text_rendering_names_unavailable_values_with_their_reason() {
     assert!(text.contains("os.name: not present"), "{text}");
     let _ = std::fs::remove_dir_all(root);
 }
+
+/// The checked-in tree of a Debian-like machine (D13): os-release in both
+/// places, a dpkg status database, and `/proc/{filesystems,mounts}`. dpkg
+/// and findmnt read the same files in the tests below (D32).
+fn checked_in_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/root")
+}
+
+/// The output of a Debian tool run on the fixture, or `None` when the tool
+/// is missing outside CI.
+fn tool_output(program: &str, args: &[&std::ffi::OsStr]) -> Option<String> {
+    match std::process::Command::new(program).args(args).output() {
+        Ok(out) if out.status.success() => Some(String::from_utf8_lossy(&out.stdout).into_owned()),
+        other => {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "{program} is required in CI: {other:?}"
+            );
+            eprintln!("SKIPPED: {program} did not run: {other:?}");
+            None
+        }
+    }
+}
+
+fn dpkg_rows(inv: &Inventory) -> Vec<(String, String, String)> {
+    inv.software
+        .as_ref()
+        .expect("software")
+        .packages
+        .iter()
+        .filter(|p| p.ecosystem == "dpkg")
+        .map(|p| (p.name.clone(), p.version.clone(), p.arch.clone()))
+        .collect()
+}
+
+#[test]
+fn the_checked_in_root_gives_the_file_based_fields() {
+    let root = checked_in_root();
+    let inv = collect_inventory(&root);
+    assert_eq!(
+        inv.schema_version,
+        deskpulse_proto::INVENTORY_SCHEMA_VERSION
+    );
+
+    let os = inv.os.clone().expect("os");
+    assert_eq!(
+        (os.name.as_str(), os.version.as_str()),
+        ("Fixture GNU/Linux", "12"),
+        "etc/os-release wins over usr/lib/os-release"
+    );
+
+    let fs: Vec<(&str, &str, &str)> = inv
+        .storage
+        .as_ref()
+        .expect("storage")
+        .filesystems
+        .iter()
+        .map(|f| {
+            (
+                f.mount_point.as_str(),
+                f.device.as_str(),
+                f.fs_type.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        fs,
+        [
+            ("/", "/dev/nvme0n1p2", "ext4"),
+            ("/boot/efi", "/dev/nvme0n1p1", "vfat"),
+            ("/media/alice/USB Stick", "/dev/sda1", "vfat"),
+            // Two mounts on /home: the later one hides the earlier.
+            ("/home", "/dev/nvme1n1p1", "btrfs"),
+        ],
+        "sysfs, proc, devtmpfs, tmpfs and cgroup2 are nodev; squashfs and overlay (not nodev in this fixture) are pseudo by name (D35)"
+    );
+
+    let software = inv.software.as_ref().expect("software");
+    assert!(
+        software
+            .packages
+            .iter()
+            .all(|p| p.ecosystem == "dpkg" && p.publisher.is_empty()),
+        "dpkg has no per-package vendor, and the fixture sets no Origin"
+    );
+    let row = |n: &str, v: &str, a: &str| (n.to_owned(), v.to_owned(), a.to_owned());
+    assert_eq!(
+        dpkg_rows(&inv),
+        [
+            // The description's indented "Status:"/"Version:" lines are
+            // continuation text, not fields.
+            row("bash", "5.2.15-2+b8", "amd64"),
+            row("libc6", "2.36-9+deb12u4", "amd64"),
+            // old-editor is "deinstall ok config-files" (rc): not installed.
+            row("tzdata", "2024a-0+deb12u1", "all"),
+            row("vim-tiny", "2:9.0.1378-2", "amd64"),
+        ]
+    );
+
+    // Health reports the same real filesystems.
+    let health = HealthSampler::new(&root).sample();
+    let points: Vec<&str> = health
+        .filesystems
+        .iter()
+        .map(|f| f.mount_point.as_str())
+        .collect();
+    assert_eq!(
+        points,
+        ["/", "/boot/efi", "/media/alice/USB Stick", "/home"]
+    );
+}
+
+#[test]
+fn dpkg_query_reads_the_checked_in_root_as_we_do() {
+    let admindir = checked_in_root().join("var/lib/dpkg");
+    let mut arg = std::ffi::OsString::from("--admindir=");
+    arg.push(&admindir);
+    let Some(listing) = tool_output(
+        "dpkg-query",
+        &[
+            &arg,
+            "-W".as_ref(),
+            "-f".as_ref(),
+            "${db:Status-Abbrev}|${Package}|${Version}|${Architecture}\\n".as_ref(),
+        ],
+    ) else {
+        return;
+    };
+    let theirs: Vec<(String, String, String)> = listing
+        .lines()
+        .filter_map(|l| l.strip_prefix("ii |"))
+        .filter_map(|l| {
+            let mut f = l.split('|').map(str::to_owned);
+            Some((f.next()?, f.next()?, f.next()?))
+        })
+        .collect();
+    assert!(
+        listing.contains("rc |old-editor"),
+        "the fixture keeps a removed package: {listing}"
+    );
+    assert_eq!(dpkg_rows(&collect_inventory(&checked_in_root())), theirs);
+}
+
+#[test]
+fn findmnt_decodes_the_checked_in_mounts_as_we_do() {
+    let root = checked_in_root();
+    let mounts = root.join("proc/mounts");
+    let Some(json) = tool_output(
+        "findmnt",
+        &[
+            "--tab-file".as_ref(),
+            mounts.as_os_str(),
+            "-J".as_ref(),
+            "-l".as_ref(),
+            "-o".as_ref(),
+            "TARGET,SOURCE,FSTYPE".as_ref(),
+        ],
+    ) else {
+        return;
+    };
+    let parsed: serde_json::Value = serde_json::from_str(&json).expect("findmnt JSON");
+    let pseudo = mounts::pseudo_types(
+        &std::fs::read_to_string(root.join("proc/filesystems")).expect("filesystems"),
+    );
+    let mut theirs: Vec<(String, String, String)> = Vec::new();
+    for fs in parsed["filesystems"].as_array().expect("filesystems") {
+        let field = |k: &str| fs[k].as_str().unwrap_or_default().to_owned();
+        if pseudo.contains(&field("fstype")) {
+            continue;
+        }
+        theirs.retain(|(target, _, _)| *target != field("target"));
+        theirs.push((field("target"), field("source"), field("fstype")));
+    }
+    let ours: Vec<(String, String, String)> = collect_inventory(&root)
+        .storage
+        .expect("storage")
+        .filesystems
+        .into_iter()
+        .map(|f| (f.mount_point, f.device, f.fs_type))
+        .collect();
+    assert_eq!(ours, theirs);
+}
+
+#[test]
+fn usr_lib_os_release_is_the_fallback() {
+    let root = fixture_root();
+    std::fs::remove_file(root.join("etc/os-release")).expect("rm");
+    let usr_lib = root.join("usr/lib");
+    std::fs::create_dir_all(&usr_lib).expect("mkdir");
+    std::fs::write(
+        usr_lib.join("os-release"),
+        "# vendor copy\nNAME='Fallback OS'\nVERSION_ID=3.2\n",
+    )
+    .expect("write");
+    let inv = collect_inventory(&root);
+    let os = inv.os.clone().expect("os");
+    assert_eq!(
+        (os.name.as_str(), os.version.as_str()),
+        ("Fallback OS", "3.2")
+    );
+    assert!(
+        inv.unavailable.iter().all(|u| u.field != "os.name"),
+        "{:?}",
+        inv.unavailable
+    );
+    let _ = std::fs::remove_dir_all(root);
+}

@@ -8,15 +8,22 @@
 //! - [`hardware`]: system, CPU, memory, disks, network, GPU, battery.
 //! - [`host`]: OS details, users, security posture, services.
 //! - [`packages`]: installed software of every ecosystem.
+//! - [`windows`], [`macos`]: every non-software section on those OSes,
+//!   from one snapshot each (WMI; `system_profiler` and plist files).
+//! - [`spawn`]: running a program with a timeout and no shell, for the
+//!   facts no file holds.
 //!
 //! Parsers are plain functions over text or bytes, tested with fixtures;
 //! platform adapters only read raw data.
 
 pub mod hardware;
 pub mod host;
+pub mod macos;
 pub mod mounts;
 pub mod os_release;
 pub mod packages;
+pub mod spawn;
+pub mod windows;
 
 use std::path::Path;
 
@@ -62,10 +69,38 @@ pub fn collect_inventory(system_root: &Path) -> Inventory {
         filesystems,
         ..StorageInfo::default()
     });
-    hardware::collect(system_root, &mut inv);
-    host::collect(system_root, &mut inv, true);
+    if cfg!(target_os = "linux") {
+        hardware::collect(system_root, &mut inv);
+        host::collect(system_root, &mut inv, true);
+    } else {
+        platform_sections(system_root, &mut inv);
+    }
     packages::collect(system_root, &mut inv);
     inv
+}
+
+/// Hardware, OS details, users, security and services where they do not
+/// come from Linux's files.
+fn platform_sections(root: &Path, inv: &mut Inventory) {
+    #[cfg(windows)]
+    {
+        let _ = root;
+        windows::collect(inv);
+    }
+    #[cfg(target_os = "macos")]
+    macos::collect(root, inv);
+    #[cfg(not(any(windows, target_os = "macos")))]
+    {
+        let _ = root;
+        for section in ["hardware", "users", "security", "services"] {
+            unavailable(
+                inv,
+                section,
+                UnavailableReason::NotSupported,
+                "this agent build does not collect it on this OS",
+            );
+        }
+    }
 }
 
 /// Host name, kernel, boot time and uptime come from the running kernel;

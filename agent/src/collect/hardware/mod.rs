@@ -26,27 +26,9 @@ fn read(path: &Path) -> std::io::Result<String> {
     std::fs::read_to_string(path).map(|s| s.trim().to_owned())
 }
 
-/// Fills system, cpu, memory, storage.disks, network, gpu and battery.
+/// Fills system, cpu, memory, storage.disks, network, gpu and battery on
+/// Linux.
 pub fn collect(root: &Path, inv: &mut Inventory) {
-    if !cfg!(target_os = "linux") {
-        for section in [
-            "system",
-            "cpu",
-            "memory",
-            "storage.disks",
-            "network",
-            "gpu",
-            "battery",
-        ] {
-            unavailable(
-                inv,
-                section,
-                UnavailableReason::NotSupported,
-                "this agent build does not collect it on this OS yet",
-            );
-        }
-        return;
-    }
     let table = std::fs::read(root.join("sys/firmware/dmi/tables/DMI"));
     let smbios = table.as_ref().ok().map(|t| smbios::parse(t));
     system(root, smbios.as_ref(), inv);

@@ -22,6 +22,7 @@ pub fn is_placeholder(value: &str) -> bool {
         "system manufacturer",
         "not specified",
         "not applicable",
+        "not available",
         "none",
         "n/a",
         "0",

@@ -134,7 +134,7 @@ fn structures(table: &[u8]) -> Vec<Structure<'_>> {
 }
 
 /// SMBIOS memory type codes (7.18.2) that still turn up in PCs.
-fn memory_type(code: u8) -> &'static str {
+pub fn memory_type(code: u8) -> &'static str {
     match code {
         0x12 => "DDR",
         0x13 => "DDR2",

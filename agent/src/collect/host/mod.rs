@@ -21,32 +21,21 @@ use deskpulse_proto::v1::{
 
 use super::{reason_for, unavailable};
 
-fn now_unix_s() -> i64 {
+pub(crate) fn now_unix_s() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(0))
 }
 
-fn mtime_unix_s(path: &Path) -> Option<i64> {
+pub(crate) fn mtime_unix_s(path: &Path) -> Option<i64> {
     let modified = std::fs::metadata(path).ok()?.modified().ok()?;
     let secs = modified.duration_since(UNIX_EPOCH).ok()?.as_secs();
     i64::try_from(secs).ok()
 }
 
-/// Fills the OS details, users, security and services. `slow` runs the
+/// Fills the OS details, users, security and services on Linux. `slow` runs the
 /// slow probes too (pending updates); the caller caches them (D24).
 pub fn collect(root: &Path, inv: &mut Inventory, slow: bool) {
-    if !cfg!(target_os = "linux") {
-        for section in ["users", "security", "services", "os.install_date_unix_s"] {
-            unavailable(
-                inv,
-                section,
-                UnavailableReason::NotSupported,
-                "this agent build does not collect it on this OS yet",
-            );
-        }
-        return;
-    }
     os_details(root, inv);
     users_section(root, inv);
     security_section(root, inv, slow);

@@ -224,13 +224,13 @@ pub fn uninstall_entries(keys: &RegKeys) -> Vec<Package> {
 
 /// Hotfixes from `Get-CimInstance Win32_QuickFixEngineering | ConvertTo-Json`.
 pub fn hotfixes(json: &str) -> Vec<Hotfix> {
-    let value: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
-    let items = match value {
-        serde_json::Value::Array(items) => items,
-        single @ serde_json::Value::Object(_) => vec![single],
-        _ => Vec::new(),
-    };
-    items
+    hotfixes_from(&serde_json::from_str(json).unwrap_or_default())
+}
+
+/// Hotfixes from an already parsed array (or single object, as
+/// `ConvertTo-Json` writes a one-element list).
+pub fn hotfixes_from(value: &serde_json::Value) -> Vec<Hotfix> {
+    one_or_many(value)
         .iter()
         .filter_map(|h| {
             let id = h["HotFixID"].as_str()?.trim().to_owned();
@@ -255,33 +255,39 @@ pub fn hotfixes(json: &str) -> Vec<Hotfix> {
         .collect()
 }
 
+/// The items of a JSON array, or the value itself when `ConvertTo-Json`
+/// collapsed a one-element list into an object; nothing for null.
+pub fn one_or_many(value: &serde_json::Value) -> Vec<&serde_json::Value> {
+    match value {
+        serde_json::Value::Array(items) => items.iter().collect(),
+        serde_json::Value::Null => Vec::new(),
+        single => vec![single],
+    }
+}
+
 #[cfg(windows)]
 pub use adapter::collect;
 
 /// The thin Windows adapter: `reg export` each Uninstall root and parse.
 #[cfg(windows)]
 mod adapter {
-    use std::process::Command;
+    use std::time::Duration;
 
     use deskpulse_proto::v1::Package;
+
+    use crate::collect::spawn;
 
     const ROOTS: &[&str] = &[
         r"HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Uninstall",
         r"HKLM\SOFTWARE\WOW6432Node\Microsoft\Windows\CurrentVersion\Uninstall",
     ];
+    const TIMEOUT: Duration = Duration::from_secs(30);
 
     fn export(key: &str) -> Option<String> {
         let file = std::env::temp_dir().join(format!("deskpulse-{}.reg", std::process::id()));
-        let status = Command::new("reg.exe")
-            .args(["export", key])
-            .arg(&file)
-            .arg("/y")
-            .status()
-            .ok()?;
-        let bytes = status
-            .success()
-            .then(|| std::fs::read(&file).ok())
-            .flatten();
+        let path = file.to_string_lossy().into_owned();
+        let exported = spawn::output("reg.exe", &["export", key, &path, "/y"], TIMEOUT).is_ok();
+        let bytes = exported.then(|| std::fs::read(&file).ok()).flatten();
         let _ = std::fs::remove_file(&file);
         bytes.map(|b| super::decode(&b))
     }
@@ -289,8 +295,8 @@ mod adapter {
     /// Installed programs of the machine and of every loaded user hive.
     pub fn collect() -> Vec<Package> {
         let mut keys: Vec<String> = ROOTS.iter().map(|k| (*k).to_owned()).collect();
-        if let Ok(out) = Command::new("reg.exe").args(["query", "HKU"]).output() {
-            for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Ok(out) = spawn::output("reg.exe", &["query", "HKU"], TIMEOUT) {
+            for line in String::from_utf8_lossy(&out).lines() {
                 let sid = line.trim();
                 if sid.starts_with(r"HKEY_USERS\S-1-5-21-") && !sid.ends_with("_Classes") {
                     keys.push(format!(

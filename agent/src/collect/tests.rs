@@ -180,8 +180,8 @@ fn the_checked_in_root_gives_the_file_based_fields() {
         software
             .packages
             .iter()
-            .all(|p| p.ecosystem == "dpkg" && p.publisher.is_empty()),
-        "dpkg has no per-package vendor, and the fixture sets no Origin"
+            .all(|p| p.ecosystem == "dpkg" && p.publisher == "Debian"),
+        "every installed fixture package has a Debian maintainer address and no Origin"
     );
     let row = |n: &str, v: &str, a: &str| (n.to_owned(), v.to_owned(), a.to_owned());
     assert_eq!(

@@ -16,6 +16,40 @@ pub struct DpkgPackage {
     pub arch: String,
     /// The Origin field, rarely set.
     pub origin: String,
+    /// The Maintainer field, "Name <address>".
+    pub maintainer: String,
+}
+
+/// The publisher (D17) of a dpkg package: its Origin when dpkg recorded
+/// one, else the distribution whose lists the maintainer address belongs
+/// to, else the maintainer's name (a vendor's team for third-party
+/// packages: "Google Inc.", "Microsoft Corporation"). The address itself is
+/// never the publisher.
+pub fn publisher(origin: &str, maintainer: &str) -> String {
+    if !origin.is_empty() {
+        return origin.to_owned();
+    }
+    let (name, address) = match maintainer.split_once('<') {
+        Some((name, rest)) => (name.trim(), rest.trim_end_matches('>').trim()),
+        None if maintainer.contains('@') => ("", maintainer.trim()),
+        None => (maintainer.trim(), ""),
+    };
+    let domain = address
+        .rsplit_once('@')
+        .map(|(_, d)| d.to_ascii_lowercase())
+        .unwrap_or_default();
+    let under = |root: &str| domain == root || domain.ends_with(&format!(".{root}"));
+    if under("debian.org") || under("debian.net") {
+        "Debian".into()
+    } else if under("ubuntu.com") || under("canonical.com") {
+        "Ubuntu".into()
+    } else if under("linuxmint.com") {
+        "Linux Mint".into()
+    } else if under("raspberrypi.com") || under("raspberrypi.org") {
+        "Raspberry Pi".into()
+    } else {
+        name.trim_matches('"').to_owned()
+    }
 }
 
 /// The installed packages of a status file, in file order.
@@ -48,6 +82,7 @@ pub fn parse_status(text: &str) -> Vec<DpkgPackage> {
             "Version" => current.version = value.to_owned(),
             "Architecture" => current.arch = value.to_owned(),
             "Origin" => current.origin = value.to_owned(),
+            "Maintainer" => current.maintainer = value.to_owned(),
             "Status" => {
                 installed =
                     value.split_whitespace().collect::<Vec<_>>() == ["install", "ok", "installed"]
@@ -66,7 +101,7 @@ pub fn to_package(p: DpkgPackage) -> Package {
         name: p.name,
         version: p.version,
         arch: p.arch,
-        publisher: p.origin,
+        publisher: publisher(&p.origin, &p.maintainer),
         source: "dpkg".into(),
         ..Package::default()
     }
@@ -94,6 +129,40 @@ Package: no-version\nStatus: install ok installed\n";
         assert_eq!(pkgs[0].arch, "amd64");
         assert_eq!(pkgs[1].origin, "Debian");
         assert_eq!(pkgs[2].version, "1:2.3-4");
+    }
+
+    #[test]
+    fn publisher_is_an_origin_or_vendor_never_an_address() {
+        assert_eq!(publisher("Debian", "Someone <x@example.com>"), "Debian");
+        let cases = [
+            (
+                "GNU Libc Maintainers <debian-glibc@lists.debian.org>",
+                "Debian",
+            ),
+            ("Santiago Vila <sanvila@debian.org>", "Debian"),
+            (
+                "Debian Rust Maintainers <pkg-rust-maintainers@alioth-lists.debian.net>",
+                "Debian",
+            ),
+            (
+                "Ubuntu Developers <ubuntu-devel-discuss@lists.ubuntu.com>",
+                "Ubuntu",
+            ),
+            (
+                "Chrome Linux Team <chromium-dev@chromium.org>",
+                "Chrome Linux Team",
+            ),
+            (
+                "Microsoft Corporation <vscode-linux@microsoft.com>",
+                "Microsoft Corporation",
+            ),
+            ("\"Docker, Inc.\" <support@docker.com>", "Docker, Inc."),
+            ("nobody@example.com", ""),
+            ("", ""),
+        ];
+        for (maintainer, expected) in cases {
+            assert_eq!(publisher("", maintainer), expected, "{maintainer}");
+        }
     }
 
     #[test]

@@ -87,14 +87,6 @@ fn dpkg_packages(root: &Path, inv: &mut Inventory, out: &mut Vec<Package>) {
         package.install_date_unix_s = installed;
         out.push(package);
     }
-    if out.iter().all(|p| p.publisher.is_empty()) && !out.is_empty() {
-        unavailable(
-            inv,
-            "software.dpkg.publisher",
-            UnavailableReason::NotSupported,
-            "dpkg records an Origin for few packages; matching apt's lists is not done",
-        );
-    }
 }
 
 fn rpm_packages(root: &Path, inv: &mut Inventory, out: &mut Vec<Package>) {

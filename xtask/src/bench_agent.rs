@@ -411,7 +411,10 @@ pub fn run(root: &Path, args: &BenchArgs) -> Result<()> {
             (
                 "zabbix_agent2",
                 "zabbix_agent2",
-                vec!["-c".into(), "/etc/zabbix/zabbix_agent2.conf".into()],
+                vec![
+                    "-c".into(),
+                    zabbix_agent2_config(dir.path())?.display().to_string(),
+                ],
             ),
             (
                 "prometheus-node-exporter",
@@ -474,4 +477,29 @@ pub fn run(root: &Path, args: &BenchArgs) -> Result<()> {
     drop(daemons);
     drop(collector);
     Ok(())
+}
+
+/// zabbix_agent2's packaged config with its own port, socket and log, so it
+/// runs beside zabbix_agentd (both default to port 10050) instead of
+/// failing to bind.
+fn zabbix_agent2_config(dir: &Path) -> Result<PathBuf> {
+    let packaged = "/etc/zabbix/zabbix_agent2.conf";
+    let text = std::fs::read_to_string(packaged).unwrap_or_default();
+    let mut config: String = text
+        .lines()
+        .filter(|l| {
+            !["ListenPort=", "ControlSocket=", "LogFile=", "LogType=", "PidFile="]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
+        // Relative includes are relative to the packaged file's directory.
+        .map(|l| l.replace("Include=./", "Include=/etc/zabbix/") + "\n")
+        .collect();
+    config.push_str(&format!(
+        "ListenPort=10052\nControlSocket={0}/agent2.sock\nLogType=file\nLogFile={0}/agent2.log\nPidFile={0}/agent2.pid\n",
+        dir.display()
+    ));
+    let path = dir.join("zabbix_agent2.conf");
+    std::fs::write(&path, config)?;
+    Ok(path)
 }

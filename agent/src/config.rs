@@ -68,7 +68,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct AgentFlags {
     /// A TOML config file; keys: state_dir, system_root, inventory_interval,
-    /// health_interval, log_format [env: DESKPULSE_AGENT_CONFIG]
+    /// health_interval, log_format, and [spool] health_max_mib,
+    /// inventory_max_mib, results_max_mib [env: DESKPULSE_AGENT_CONFIG]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Where the agent keeps its key, certificates and status [env:
@@ -92,6 +93,15 @@ pub struct AgentFlags {
     pub log_format: Option<LogFormat>,
 }
 
+/// The spool's bounds in the config file, in MiB.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpoolFile {
+    health_max_mib: Option<u64>,
+    inventory_max_mib: Option<u64>,
+    results_max_mib: Option<u64>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AgentFile {
@@ -100,6 +110,7 @@ struct AgentFile {
     inventory_interval: Option<String>,
     health_interval: Option<String>,
     log_format: Option<LogFormat>,
+    spool: Option<SpoolFile>,
 }
 
 /// The resolved agent config.
@@ -115,6 +126,8 @@ pub struct AgentConfig {
     pub health_interval: Duration,
     /// Log format.
     pub log_format: LogFormat,
+    /// The spool's bound per class.
+    pub spool_limits: crate::spool::Limits,
 }
 
 const PREFIX: &str = "DESKPULSE_AGENT_";
@@ -195,12 +208,67 @@ pub fn resolve(flags: &AgentFlags, vars: &dyn Env) -> Result<AgentConfig, Config
             None => file.log_format.unwrap_or_default(),
         },
     };
+    let spool_limits = spool_limits(file.spool.unwrap_or_default(), &var)?;
     Ok(AgentConfig {
         state_dir,
         system_root,
         inventory_interval,
         health_interval,
         log_format,
+        spool_limits,
+    })
+}
+
+/// Spool bounds: `[spool]` in the file < `DESKPULSE_AGENT_SPOOL_*_MAX_MIB`.
+fn spool_limits(
+    file: SpoolFile,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<crate::spool::Limits, ConfigError> {
+    let defaults = crate::spool::Limits::default();
+    let mib = |key: &str, from_file: Option<u64>, default: u64| -> Result<u64, ConfigError> {
+        let (value, source) = match var(key) {
+            Some(text) => (
+                text.trim().parse::<u64>().map_err(|_| {
+                    ConfigError(format!(
+                        "{PREFIX}{key}={text:?}: expected a whole number of MiB, e.g. 16"
+                    ))
+                })?,
+                format!("{PREFIX}{key}"),
+            ),
+            None => match from_file {
+                Some(v) => (
+                    v,
+                    format!(
+                        "[spool] {}",
+                        key.trim_start_matches("SPOOL_").to_ascii_lowercase()
+                    ),
+                ),
+                None => return Ok(default),
+            },
+        };
+        if !(1..=4096).contains(&value) {
+            return Err(ConfigError(format!(
+                "{source} = {value} MiB is out of range; use 1 to 4096"
+            )));
+        }
+        Ok(value << 20)
+    };
+    Ok(crate::spool::Limits {
+        health_bytes: mib(
+            "SPOOL_HEALTH_MAX_MIB",
+            file.health_max_mib,
+            defaults.health_bytes,
+        )?,
+        inventory_bytes: mib(
+            "SPOOL_INVENTORY_MAX_MIB",
+            file.inventory_max_mib,
+            defaults.inventory_bytes,
+        )?,
+        results_bytes: mib(
+            "SPOOL_RESULTS_MAX_MIB",
+            file.results_max_mib,
+            defaults.results_bytes,
+        )?,
     })
 }
 

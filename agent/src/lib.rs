@@ -8,7 +8,7 @@
 //! - [`state`]: the state dir: key, certificates, enrollment, status, lock.
 //! - [`transport`]: TLS channels to the collector and the CA pin bootstrap.
 //! - [`enroll`]: `deskpulse-agent enroll`.
-//! - [`outbox`]: reports waiting for acknowledgement.
+//! - [`spool`]: the durable on-disk spool of reports awaiting acknowledgement.
 //! - [`session`]: the service loop and `run --once`.
 //! - [`local`]: the running service's local socket.
 
@@ -16,7 +16,7 @@ pub mod collect;
 pub mod config;
 pub mod enroll;
 pub mod local;
-pub mod outbox;
 pub mod session;
+pub mod spool;
 pub mod state;
 pub mod transport;

@@ -10,7 +10,7 @@ use deskpulse_agent::config::{self, AgentConfig, AgentFlags, LogFormat, ProcessE
 use deskpulse_agent::enroll::{self, CaSource};
 use deskpulse_agent::session::{self, LiveStatus};
 use deskpulse_agent::state::{StateDir, Status};
-use deskpulse_agent::{collect, local, transport};
+use deskpulse_agent::{collect, local, spool, transport};
 use tokio_util::sync::CancellationToken;
 
 /// The Deskpulse agent: inventory and health of this PC, reported to the
@@ -347,7 +347,16 @@ fn status(config: &AgentConfig, json: bool) -> Result<(), Failure> {
     let service_running = live.is_some();
     let status = match live {
         Some(status) => status,
-        None => state.status().map_err(failed)?,
+        None => {
+            let mut saved = state.status().map_err(failed)?;
+            // The saved status may lag a killed service; the spool is exact.
+            if let Ok(stats) = spool::Spool::inspect(&state.spool_dir()) {
+                saved.unacknowledged =
+                    stats.health.records + stats.inventory.records + stats.results.records;
+                saved.spool = stats;
+            }
+            saved
+        }
     };
     let view = StatusView {
         state_dir: config.state_dir.clone(),
@@ -390,5 +399,23 @@ fn status(config: &AgentConfig, json: bool) -> Result<(), Failure> {
         None => println!("last error:      none"),
     }
     println!("unacknowledged:  {}", view.status.unacknowledged);
+    let spool = &view.status.spool;
+    for (class, depth) in [
+        ("health", &spool.health),
+        ("inventory", &spool.inventory),
+        ("results", &spool.results),
+    ] {
+        println!(
+            "spool {class:<10} {} waiting, {} bytes, oldest {}",
+            depth.records,
+            depth.bytes,
+            format_time(depth.oldest_unix_ms)
+        );
+    }
+    let d = &spool.dropped;
+    println!(
+        "spool dropped:   {} health thinned, {} health dropped, {} inventories superseded, {} results refused, {} unwritable",
+        d.health_thinned, d.health_dropped, d.inventory_superseded, d.results_refused, d.unwritable
+    );
     Ok(())
 }

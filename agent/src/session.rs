@@ -1,5 +1,6 @@
-//! The agent's work loop: collect on schedule, keep a session with the
-//! collector, send what waits in the outbox, and drop what is acknowledged.
+//! The agent's work loop: collect on schedule, append to the durable spool,
+//! keep a session with the collector, send what waits in the spool, and
+//! drop what is acknowledged.
 //!
 //! The connection is an explicit state machine, Connected or
 //! Disconnected(retry at), with capped exponential backoff and jitter, and a
@@ -23,7 +24,7 @@ use tracing::{info, warn};
 
 use crate::collect::{HealthSampler, collect_inventory};
 use crate::config::AgentConfig;
-use crate::outbox::{DEFAULT_CAPACITY, Outbox};
+use crate::spool::{Resolution, Spool, SpoolError};
 use crate::state::{Credentials, StateDir, Status};
 use crate::transport;
 
@@ -31,6 +32,9 @@ use crate::transport;
 const MAX_INBOUND_MESSAGE: usize = 4 * 1024 * 1024;
 /// Reports queued on the wire at once.
 const SEND_QUEUE: usize = 256;
+/// Reports read back from the spool at a time, so a long backlog is sent
+/// without holding it all in memory.
+const READ_BATCH: usize = 64;
 /// The first retry delay and the cap of the exponential backoff.
 const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_CAP: Duration = Duration::from_secs(60);
@@ -115,6 +119,9 @@ pub enum SessionError {
     /// The stream ended.
     #[error("the collector closed the session")]
     Closed,
+    /// The spool could not be opened or read.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
 }
 
 fn status_error(status: &tonic::Status) -> SessionError {
@@ -159,20 +166,24 @@ async fn open_session(creds: &Credentials, config: &AgentConfig) -> Result<Sessi
 }
 
 impl Session {
-    /// Writes every pending report this session has not sent yet.
-    async fn flush(&mut self, outbox: &Outbox) -> Result<(), SessionError> {
-        let reports: Vec<_> = outbox.after(self.sent_up_to).cloned().collect();
-        for report in reports {
-            let seq = report.seq;
-            self.tx
-                .send(AgentMessage {
-                    kind: Some(Kind::Report(report)),
-                })
-                .await
-                .map_err(|_| SessionError::Closed)?;
-            self.sent_up_to = seq;
+    /// Writes every waiting report this session has not sent yet.
+    async fn flush(&mut self, spool: &mut Spool) -> Result<(), SessionError> {
+        loop {
+            let reports = spool.read_after(self.sent_up_to, READ_BATCH)?;
+            if reports.is_empty() {
+                return Ok(());
+            }
+            for report in reports {
+                let seq = report.seq;
+                self.tx
+                    .send(AgentMessage {
+                        kind: Some(Kind::Report(report)),
+                    })
+                    .await
+                    .map_err(|_| SessionError::Closed)?;
+                self.sent_up_to = seq;
+            }
         }
-        Ok(())
     }
 
     /// Says goodbye and waits briefly for the collector to close.
@@ -191,18 +202,44 @@ impl Session {
     }
 }
 
-/// Applies one collector message to the outbox. Returns true when a report
+/// Applies one collector message to the spool. Returns true when a report
 /// was acknowledged.
-fn handle_incoming(message: CollectorMessage, outbox: &mut Outbox) -> bool {
-    match message.kind {
-        Some(Incoming::Ack(ack)) => outbox.remove(&ack.spool_id, ack.seq),
+fn handle_incoming(message: CollectorMessage, spool: &mut Spool) -> bool {
+    let (spool_id, seq, why) = match message.kind {
+        Some(Incoming::Ack(ack)) => (ack.spool_id, ack.seq, Resolution::Acknowledged),
         Some(Incoming::Rejected(rejected)) => {
             warn!(seq = rejected.seq, reason = %rejected.reason, "the collector rejected a report; dropping it");
-            outbox.remove(&rejected.spool_id, rejected.seq);
+            (rejected.spool_id, rejected.seq, Resolution::Rejected)
+        }
+        None => return false,
+    };
+    match spool.remove(&spool_id, seq, why) {
+        Ok(removed) => removed && why == Resolution::Acknowledged,
+        // The report stays on disk and is sent again after a restart; the
+        // collector stores it once (D14).
+        Err(error) => {
+            warn!(%error, seq, "cannot record the acknowledgement in the spool");
+            why == Resolution::Acknowledged
+        }
+    }
+}
+
+/// Appends a report, logging (not failing) when the disk refuses it.
+fn spool_push(spool: &mut Spool, payload: Payload) -> bool {
+    match spool.push(payload, now_ms()) {
+        Ok(_) => true,
+        Err(error) => {
+            warn!(%error, "a report could not be spooled and is lost; it is counted as dropped");
             false
         }
-        None => false,
     }
+}
+
+/// Opens the spool in the state dir and logs what recovery found.
+fn open_spool(config: &AgentConfig, state: &StateDir) -> Result<Spool, SessionError> {
+    let (spool, recovery) = Spool::open(&state.spool_dir(), config.spool_limits)?;
+    Spool::log_recovery(&recovery);
+    Ok(spool)
 }
 
 /// The outcome of `run --once`.
@@ -221,7 +258,7 @@ pub async fn run_once(config: &AgentConfig, state: &StateDir) -> Result<OnceOutc
         .credentials()
         .map_err(|e| SessionError::Status(e.to_string()))?;
     let mut status = state.status().unwrap_or_default();
-    let result = once(config, &creds).await;
+    let result = once(config, state, &creds).await;
     match &result {
         Ok(_) => status.last_success_unix_ms = Some(now_ms()),
         Err(error) => {
@@ -236,22 +273,27 @@ pub async fn run_once(config: &AgentConfig, state: &StateDir) -> Result<OnceOutc
     result
 }
 
-async fn once(config: &AgentConfig, creds: &Credentials) -> Result<OnceOutcome, SessionError> {
-    let mut outbox = Outbox::new(DEFAULT_CAPACITY);
+async fn once(
+    config: &AgentConfig,
+    state: &StateDir,
+    creds: &Credentials,
+) -> Result<OnceOutcome, SessionError> {
+    let mut spool = open_spool(config, state)?;
     let mut sampler = HealthSampler::new(&config.system_root);
-    outbox.push(
+    spool.push(
         Payload::Inventory(collect_inventory(&config.system_root)),
         now_ms(),
-    );
-    outbox.push(Payload::Health(sampler.sample()), now_ms());
-    let expected = outbox.len();
+    )?;
+    spool.push(Payload::Health(sampler.sample()), now_ms())?;
+    // Whatever an earlier run left waiting goes too.
+    let expected = spool.len();
     let mut session = open_session(creds, config).await?;
-    session.flush(&outbox).await?;
+    session.flush(&mut spool).await?;
     let wait = async {
-        while !outbox.is_empty() {
+        while !spool.is_empty() {
             match session.inbound.message().await {
                 Ok(Some(message)) => {
-                    handle_incoming(message, &mut outbox);
+                    handle_incoming(message, &mut spool);
                 }
                 Ok(None) => return Err(SessionError::Closed),
                 Err(status) => return Err(status_error(&status)),
@@ -263,8 +305,8 @@ async fn once(config: &AgentConfig, creds: &Credentials) -> Result<OnceOutcome, 
         Ok(result) => result?,
         Err(_) => {
             return Err(SessionError::Status(format!(
-                "{} of {expected} reports were not acknowledged within {}s",
-                outbox.len(),
+                "{} of {expected} reports were not acknowledged within {}s; they stay in the spool",
+                spool.len(),
                 ONCE_TIMEOUT.as_secs()
             )));
         }
@@ -286,7 +328,7 @@ pub async fn run_service(
     let creds = state
         .credentials()
         .map_err(|e| SessionError::Status(e.to_string()))?;
-    let mut outbox = Outbox::new(DEFAULT_CAPACITY);
+    let mut spool = open_spool(config, state)?;
     let mut sampler = HealthSampler::new(&config.system_root);
     let mut inventory_tick = tokio::time::interval(config.inventory_interval);
     let mut health_tick = tokio::time::interval(config.health_interval);
@@ -307,12 +349,10 @@ pub async fn run_service(
         tokio::select! {
             () = shutdown.cancelled() => break,
             _ = inventory_tick.tick() => {
-                outbox.push(Payload::Inventory(collect_inventory(&config.system_root)), now_ms());
-                fresh = true;
+                fresh = spool_push(&mut spool, Payload::Inventory(collect_inventory(&config.system_root)));
             }
             _ = health_tick.tick() => {
-                outbox.push(Payload::Health(sampler.sample()), now_ms());
-                fresh = true;
+                fresh = spool_push(&mut spool, Payload::Health(sampler.sample()));
             }
             () = tokio::time::sleep_until(retry_at), if session.is_none() => {
                 match open_session(&creds, config).await {
@@ -334,7 +374,7 @@ pub async fn run_service(
             } => {
                 match message {
                     Ok(Some(message)) => {
-                        if handle_incoming(message, &mut outbox) {
+                        if handle_incoming(message, &mut spool) {
                             update(&live, |s| s.last_success_unix_ms = Some(now_ms()));
                         }
                     }
@@ -346,7 +386,7 @@ pub async fn run_service(
         if fresh
             && failure.is_none()
             && let Some(open) = session.as_mut()
-            && let Err(error) = open.flush(&outbox).await
+            && let Err(error) = open.flush(&mut spool).await
         {
             failure = Some(error);
         }
@@ -364,7 +404,10 @@ pub async fn run_service(
                 s.last_error_unix_ms = Some(now_ms());
             });
         }
-        update(&live, |s| s.unacknowledged = outbox.len() as u64);
+        update(&live, |s| {
+            s.unacknowledged = spool.len() as u64;
+            s.spool = spool.stats();
+        });
         if last_saved.elapsed() >= STATUS_SAVE_EVERY {
             save_live(state, &live);
             last_saved = Instant::now();
@@ -375,7 +418,10 @@ pub async fn run_service(
     }
     update(&live, |s| s.connected = false);
     save_live(state, &live);
-    info!(unacknowledged = outbox.len(), "agent service stopped");
+    info!(
+        unacknowledged = spool.len(),
+        "agent service stopped; unacknowledged reports stay in the spool"
+    );
     Ok(())
 }
 

@@ -111,6 +111,9 @@ pub struct Status {
     /// Reports collected but not yet acknowledged.
     #[serde(default)]
     pub unacknowledged: u64,
+    /// The spool's depth per class and its drop counts.
+    #[serde(default)]
+    pub spool: crate::spool::SpoolStats,
 }
 
 /// The state dir.
@@ -169,6 +172,11 @@ impl StateDir {
     /// Its path.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// Where the durable spool lives.
+    pub fn spool_dir(&self) -> PathBuf {
+        self.root.join("spool")
     }
 
     /// The local socket's path.

@@ -488,9 +488,15 @@ fn zabbix_agent2_config(dir: &Path) -> Result<PathBuf> {
     let mut config: String = text
         .lines()
         .filter(|l| {
-            !["ListenPort=", "ControlSocket=", "LogFile=", "LogType=", "PidFile="]
-                .iter()
-                .any(|k| l.starts_with(k))
+            ![
+                "ListenPort=",
+                "ControlSocket=",
+                "LogFile=",
+                "LogType=",
+                "PidFile=",
+            ]
+            .iter()
+            .any(|k| l.starts_with(k))
         })
         // Relative includes are relative to the packaged file's directory.
         .map(|l| l.replace("Include=./", "Include=/etc/zabbix/") + "\n")

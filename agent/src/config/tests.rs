@@ -74,3 +74,52 @@ fn unknown_keys_and_bad_values_are_one_line_errors() {
     .expect_err("too short");
     assert!(error.0.contains("too short"), "{error}");
 }
+
+#[test]
+fn spool_bounds_from_file_then_env() {
+    let defaults = resolve(&AgentFlags::default(), &vars(&[])).expect("resolves");
+    assert_eq!(defaults.spool_limits, crate::spool::Limits::default());
+    let f = config_file("[spool]\nhealth_max_mib = 8\nresults_max_mib = 2\n");
+    let flags = AgentFlags {
+        config: Some(f.path().to_path_buf()),
+        ..AgentFlags::default()
+    };
+    let env = vars(&[("DESKPULSE_AGENT_SPOOL_HEALTH_MAX_MIB", "4")]);
+    let limits = resolve(&flags, &env).expect("resolves").spool_limits;
+    assert_eq!(limits.health_bytes, 4 << 20, "env beats the file");
+    assert_eq!(limits.results_bytes, 2 << 20);
+    assert_eq!(
+        limits.inventory_bytes,
+        crate::spool::Limits::default().inventory_bytes
+    );
+}
+
+#[test]
+fn bad_spool_bounds_are_one_line_errors() {
+    let bad_env = vars(&[("DESKPULSE_AGENT_SPOOL_INVENTORY_MAX_MIB", "lots")]);
+    let err = resolve(&AgentFlags::default(), &bad_env).expect_err("must fail");
+    assert_eq!(
+        err.to_string(),
+        "DESKPULSE_AGENT_SPOOL_INVENTORY_MAX_MIB=\"lots\": expected a whole number of MiB, e.g. 16"
+    );
+    let f = config_file("[spool]\nhealth_max_mib = 0\n");
+    let flags = AgentFlags {
+        config: Some(f.path().to_path_buf()),
+        ..AgentFlags::default()
+    };
+    let err = resolve(&flags, &vars(&[])).expect_err("must fail");
+    assert_eq!(
+        err.to_string(),
+        "[spool] health_max_mib = 0 MiB is out of range; use 1 to 4096"
+    );
+    let f = config_file("[spool]\nhealth_max = 3\n");
+    let flags = AgentFlags {
+        config: Some(f.path().to_path_buf()),
+        ..AgentFlags::default()
+    };
+    let err = resolve(&flags, &vars(&[]))
+        .expect_err("must fail")
+        .to_string();
+    assert!(err.contains("unknown field `health_max`"), "{err}");
+    assert!(!err.contains('\n'), "{err}");
+}

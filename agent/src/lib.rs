@@ -9,12 +9,14 @@
 //! - [`transport`]: TLS channels to the collector and the CA pin bootstrap.
 //! - [`enroll`]: `deskpulse-agent enroll`.
 //! - [`spool`]: the durable on-disk spool of reports awaiting acknowledgement.
+//! - [`inventory_base`]: the acknowledged snapshot that deltas are taken against.
 //! - [`session`]: the service loop and `run --once`.
 //! - [`local`]: the running service's local socket.
 
 pub mod collect;
 pub mod config;
 pub mod enroll;
+pub mod inventory_base;
 pub mod local;
 pub mod session;
 pub mod spool;

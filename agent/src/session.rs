@@ -13,7 +13,9 @@ use deskpulse_proto::v1::agent_message::Kind;
 use deskpulse_proto::v1::agent_service_client::AgentServiceClient;
 use deskpulse_proto::v1::collector_message::Kind as Incoming;
 use deskpulse_proto::v1::report::Payload;
-use deskpulse_proto::v1::{AgentMessage, CollectorMessage, Goodbye, GoodbyeReason, Hello};
+use deskpulse_proto::v1::{
+    AgentMessage, CollectorMessage, Goodbye, GoodbyeReason, Hello, SpoolCounters,
+};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
@@ -24,7 +26,8 @@ use tracing::{info, warn};
 
 use crate::collect::{HealthSampler, collect_inventory};
 use crate::config::AgentConfig;
-use crate::spool::{Resolution, Spool, SpoolError};
+use crate::inventory_base::InventoryBase;
+use crate::spool::{Dropped, Resolution, Spool, SpoolError};
 use crate::state::{Credentials, StateDir, Status};
 use crate::transport;
 
@@ -166,6 +169,14 @@ async fn open_session(creds: &Credentials, config: &AgentConfig) -> Result<Sessi
 }
 
 impl Session {
+    /// Sends one message.
+    async fn send(&mut self, message: AgentMessage) -> Result<(), SessionError> {
+        self.tx
+            .send(message)
+            .await
+            .map_err(|_| SessionError::Closed)
+    }
+
     /// Writes every waiting report this session has not sent yet.
     async fn flush(&mut self, spool: &mut Spool) -> Result<(), SessionError> {
         loop {
@@ -202,25 +213,88 @@ impl Session {
     }
 }
 
-/// Applies one collector message to the spool. Returns true when a report
-/// was acknowledged.
-fn handle_incoming(message: CollectorMessage, spool: &mut Spool) -> bool {
+/// What a collector message changed.
+#[derive(Debug, Default, Clone, Copy)]
+struct Handled {
+    /// A report was acknowledged.
+    acknowledged: bool,
+    /// The collector wants a full inventory.
+    resync: bool,
+}
+
+/// Applies one collector message to the spool and the inventory base.
+fn handle_incoming(
+    message: CollectorMessage,
+    spool: &mut Spool,
+    base: &mut InventoryBase,
+) -> Handled {
     let (spool_id, seq, why) = match message.kind {
         Some(Incoming::Ack(ack)) => (ack.spool_id, ack.seq, Resolution::Acknowledged),
         Some(Incoming::Rejected(rejected)) => {
             warn!(seq = rejected.seq, reason = %rejected.reason, "the collector rejected a report; dropping it");
             (rejected.spool_id, rejected.seq, Resolution::Rejected)
         }
-        None => return false,
+        Some(Incoming::ResyncInventory(resync)) => {
+            info!(reason = %resync.reason, "the collector asks for a full inventory");
+            base.forget();
+            return Handled {
+                resync: true,
+                ..Handled::default()
+            };
+        }
+        None => return Handled::default(),
     };
+    let acknowledged = why == Resolution::Acknowledged;
+    if acknowledged && spool_id == spool.spool_id() {
+        base.acknowledged(seq);
+    }
     match spool.remove(&spool_id, seq, why) {
-        Ok(removed) => removed && why == Resolution::Acknowledged,
+        Ok(removed) => Handled {
+            acknowledged: removed && acknowledged,
+            resync: false,
+        },
         // The report stays on disk and is sent again after a restart; the
         // collector stores it once (D14).
         Err(error) => {
             warn!(%error, seq, "cannot record the acknowledgement in the spool");
-            why == Resolution::Acknowledged
+            Handled {
+                acknowledged,
+                resync: false,
+            }
         }
+    }
+}
+
+/// Collects the inventory and spools it: a delta against the acknowledged
+/// base, or the full snapshot.
+fn push_inventory(spool: &mut Spool, base: &mut InventoryBase, config: &AgentConfig) -> bool {
+    let snapshot = collect_inventory(&config.system_root);
+    match spool.push(base.payload_for(&snapshot), now_ms()) {
+        Ok(seq) => {
+            base.spooled(seq, &snapshot);
+            true
+        }
+        Err(error) => {
+            warn!(%error, "the inventory could not be spooled and is lost; it is counted as dropped");
+            false
+        }
+    }
+}
+
+/// The spool's drop counts as the collector receives them.
+fn spool_counters(spool: &Spool) -> AgentMessage {
+    let stats = spool.stats();
+    let d = stats.dropped;
+    AgentMessage {
+        kind: Some(Kind::Spool(SpoolCounters {
+            spool_id: spool.spool_id().to_owned(),
+            health_thinned: d.health_thinned,
+            health_dropped: d.health_dropped,
+            inventory_superseded: d.inventory_superseded,
+            results_refused: d.results_refused,
+            unwritable: d.unwritable,
+            waiting: spool.len() as u64,
+        })),
     }
 }
 
@@ -279,21 +353,25 @@ async fn once(
     creds: &Credentials,
 ) -> Result<OnceOutcome, SessionError> {
     let mut spool = open_spool(config, state)?;
+    let mut base = InventoryBase::open(&state.inventory_dir());
     let mut sampler = HealthSampler::new(&config.system_root);
-    spool.push(
-        Payload::Inventory(collect_inventory(&config.system_root)),
-        now_ms(),
-    )?;
+    let snapshot = collect_inventory(&config.system_root);
+    let seq = spool.push(base.payload_for(&snapshot), now_ms())?;
+    base.spooled(seq, &snapshot);
     spool.push(Payload::Health(sampler.sample()), now_ms())?;
     // Whatever an earlier run left waiting goes too.
     let expected = spool.len();
     let mut session = open_session(creds, config).await?;
+    session.send(spool_counters(&spool)).await?;
     session.flush(&mut spool).await?;
     let wait = async {
         while !spool.is_empty() {
             match session.inbound.message().await {
                 Ok(Some(message)) => {
-                    handle_incoming(message, &mut spool);
+                    if handle_incoming(message, &mut spool, &mut base).resync {
+                        push_inventory(&mut spool, &mut base, config);
+                        session.flush(&mut spool).await?;
+                    }
                 }
                 Ok(None) => return Err(SessionError::Closed),
                 Err(status) => return Err(status_error(&status)),
@@ -329,7 +407,9 @@ pub async fn run_service(
         .credentials()
         .map_err(|e| SessionError::Status(e.to_string()))?;
     let mut spool = open_spool(config, state)?;
+    let mut base = InventoryBase::open(&state.inventory_dir());
     let mut sampler = HealthSampler::new(&config.system_root);
+    let mut counters_sent: Option<Dropped> = None;
     let mut inventory_tick = tokio::time::interval(config.inventory_interval);
     let mut health_tick = tokio::time::interval(config.health_interval);
     // A missed tick (a sleeping laptop) means one sample now, not a burst.
@@ -349,7 +429,7 @@ pub async fn run_service(
         tokio::select! {
             () = shutdown.cancelled() => break,
             _ = inventory_tick.tick() => {
-                fresh = spool_push(&mut spool, Payload::Inventory(collect_inventory(&config.system_root)));
+                fresh = push_inventory(&mut spool, &mut base, config);
             }
             _ = health_tick.tick() => {
                 fresh = spool_push(&mut spool, Payload::Health(sampler.sample()));
@@ -361,6 +441,7 @@ pub async fn run_service(
                         backoff.reset();
                         update(&live, |s| s.connected = true);
                         session = Some(opened);
+                        counters_sent = None;
                         fresh = true;
                     }
                     Err(error) => failure = Some(error),
@@ -374,8 +455,12 @@ pub async fn run_service(
             } => {
                 match message {
                     Ok(Some(message)) => {
-                        if handle_incoming(message, &mut spool) {
+                        let handled = handle_incoming(message, &mut spool, &mut base);
+                        if handled.acknowledged {
                             update(&live, |s| s.last_success_unix_ms = Some(now_ms()));
+                        }
+                        if handled.resync {
+                            fresh = push_inventory(&mut spool, &mut base, config);
                         }
                     }
                     Ok(None) => failure = Some(SessionError::Closed),
@@ -383,12 +468,21 @@ pub async fn run_service(
                 }
             }
         }
-        if fresh
-            && failure.is_none()
+        if failure.is_none()
             && let Some(open) = session.as_mut()
-            && let Err(error) = open.flush(&mut spool).await
         {
-            failure = Some(error);
+            let dropped = spool.stats().dropped;
+            let mut sent = Ok(());
+            if counters_sent != Some(dropped) {
+                sent = open.send(spool_counters(&spool)).await;
+                counters_sent = Some(dropped);
+            }
+            if sent.is_ok() && fresh {
+                sent = open.flush(&mut spool).await;
+            }
+            if let Err(error) = sent {
+                failure = Some(error);
+            }
         }
         if let Some(error) = failure {
             let delay = backoff.next_delay();

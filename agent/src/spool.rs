@@ -75,7 +75,7 @@ impl Class {
     fn of(payload: &Payload) -> Self {
         match payload {
             Payload::Health(_) => Class::Health,
-            Payload::Inventory(_) => Class::Inventory,
+            Payload::Inventory(_) | Payload::InventoryDelta(_) => Class::Inventory,
         }
     }
 

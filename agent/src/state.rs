@@ -179,6 +179,11 @@ impl StateDir {
         self.root.join("spool")
     }
 
+    /// Where the inventory delta base lives.
+    pub fn inventory_dir(&self) -> PathBuf {
+        self.root.join("inventory")
+    }
+
     /// The local socket's path.
     pub fn socket_path(&self) -> PathBuf {
         self.root.join(SOCKET)

@@ -11,15 +11,16 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::clock::SharedClock;
-use crate::store::{IncomingReport, SharedStore};
+use crate::store::{IncomingReport, ReportOutcome, SharedStore};
 
 /// How many reports may wait for the writer before sessions wait too.
 const QUEUE_DEPTH: usize = 4096;
 /// The most reports stored in one transaction.
 const MAX_BATCH: usize = 512;
 
-/// The outcome of one report: `Ok` once committed, or the store's error.
-pub type Committed = Result<(), String>;
+/// The outcome of one report once its transaction committed, or the
+/// store's error.
+pub type Committed = Result<ReportOutcome, String>;
 
 struct Job {
     report: IncomingReport,
@@ -73,16 +74,19 @@ async fn write_batches(mut rx: mpsc::Receiver<Job>, store: SharedStore, clock: S
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let (reports, waiters): (Vec<_>, Vec<_>) =
             jobs.drain(..).map(|job| (job.report, job.done)).unzip();
-        let outcome = store
-            .store_reports(&reports, clock.now_ms())
-            .await
-            .map_err(|error| {
+        match store.store_reports(&reports, clock.now_ms()).await {
+            Ok(outcomes) => {
+                for (waiter, outcome) in waiters.into_iter().zip(outcomes) {
+                    // A session that went away no longer needs its answer.
+                    let _ = waiter.send(Ok(outcome));
+                }
+            }
+            Err(error) => {
                 tracing::error!(%error, reports = reports.len(), "storing a batch of reports failed");
-                error.to_string()
-            });
-        for waiter in waiters {
-            // A session that went away no longer needs its answer.
-            let _ = waiter.send(outcome.clone());
+                for waiter in waiters {
+                    let _ = waiter.send(Err(error.to_string()));
+                }
+            }
         }
     }
     tracing::debug!("ingest writer drained and stopped");

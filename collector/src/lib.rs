@@ -9,6 +9,8 @@
 //! - [`query`]: host filters as typed, checked and made into store queries.
 //! - [`secrets`]: API and enrollment tokens, stored only hashed.
 //! - [`store`]: the storage interface and its SQLite backend.
+//! - [`facts`]: the values of an inventory that fleet queries search.
+//! - [`changes`]: item-by-item inventory changes for the change log.
 //! - [`ingest`]: the batching writer between agent sessions and the store.
 //! - [`server`]: the gRPC services on the single TLS port.
 //! - [`admin`]: the admin commands that work on the data dir directly.
@@ -17,11 +19,13 @@
 //! - [`exit`]: errors that carry their process exit code (D11).
 
 pub mod admin;
+pub mod changes;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod datadir;
 pub mod exit;
+pub mod facts;
 pub mod ingest;
 pub mod pki;
 pub mod query;

@@ -12,8 +12,10 @@
 //! - [`client`]: readable one-line errors for gRPC clients.
 //! - [`sections`]: inventory section names (D16).
 //! - [`render`]: the text form of inventories and health samples.
+//! - [`delta`]: inventory deltas, their canonical hashes and applying them.
 
 pub mod client;
+pub mod delta;
 pub mod render;
 pub mod sections;
 

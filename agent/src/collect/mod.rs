@@ -76,6 +76,8 @@ pub fn collect_inventory(system_root: &Path) -> Inventory {
         platform_sections(system_root, &mut inv);
     }
     packages::collect(system_root, &mut inv);
+    // Sorted as snapshot hashes expect, so deltas compare like with like.
+    deskpulse_proto::delta::canonicalize(&mut inv);
     inv
 }
 

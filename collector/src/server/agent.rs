@@ -14,7 +14,9 @@ use deskpulse_proto::v1::agent_message::Kind;
 use deskpulse_proto::v1::agent_service_server::AgentService;
 use deskpulse_proto::v1::collector_message::Kind as Outgoing;
 use deskpulse_proto::v1::report::Payload;
-use deskpulse_proto::v1::{Ack, AgentMessage, CollectorMessage, GoodbyeReason, Rejected, Report};
+use deskpulse_proto::v1::{
+    Ack, AgentMessage, CollectorMessage, GoodbyeReason, Rejected, Report, ResyncInventory,
+};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use prost::Message;
@@ -27,7 +29,7 @@ use super::ServerContext;
 use crate::ingest::{Committed, Ingest};
 use crate::pki;
 use crate::secrets::sha256_hex;
-use crate::store::{IncomingReport, ReportPayload, SessionOpen};
+use crate::store::{IncomingReport, ReportOutcome, ReportPayload, SessionOpen};
 
 /// Reports per stream that may wait for their commit at once.
 const MAX_IN_FLIGHT: usize = 64;
@@ -205,7 +207,14 @@ async fn run_session(
             Some((spool_id, seq, committed)) = pending.next(), if !pending.is_empty() => {
                 let committed: Result<Committed, _> = committed;
                 let reply = match committed {
-                    Ok(Ok(())) => Outgoing::Ack(Ack { spool_id, seq }),
+                    Ok(Ok(ReportOutcome::Resync(reason))) => {
+                        warn!(host = %host_id, seq, %reason, "an inventory delta did not fit; asking for a full inventory");
+                        if tx.send(outgoing(Outgoing::Ack(Ack { spool_id, seq }))).await.is_err() {
+                            break;
+                        }
+                        Outgoing::ResyncInventory(ResyncInventory { reason })
+                    }
+                    Ok(Ok(_)) => Outgoing::Ack(Ack { spool_id, seq }),
                     // Not stored: say nothing, so the agent keeps the report
                     // and sends it again on its next connection.
                     Ok(Err(_)) | Err(_) => {
@@ -234,6 +243,14 @@ async fn run_session(
                                     break;
                                 }
                             }
+                        }
+                    }
+                    Ok(Some(AgentMessage { kind: Some(Kind::Spool(counters)) })) => {
+                        if let Err(error) = ctx.store.record_spool_counters(&host_id, &counters.encode_to_vec(), ctx.clock.now_ms()).await {
+                            tracing::error!(%error, host = %host_id, "recording spool counters failed");
+                        }
+                        if counters.health_dropped + counters.unwritable + counters.results_refused > 0 {
+                            warn!(host = %host_id, health_dropped = counters.health_dropped, unwritable = counters.unwritable, results_refused = counters.results_refused, "the agent's spool lost reports");
                         }
                     }
                     Ok(Some(AgentMessage { kind: Some(Kind::Goodbye(bye)) })) => {
@@ -299,6 +316,9 @@ fn validate(host_id: &str, report: Report) -> Result<IncomingReport, Rejected> {
     }
     let payload = match &report.payload {
         Some(Payload::Inventory(inventory)) => {
+            let mut inventory = inventory.clone();
+            deskpulse_proto::delta::canonicalize(&mut inventory);
+            let inventory = &inventory;
             let os = inventory.os.clone().unwrap_or_default();
             if os.hostname.len() > 255 {
                 return Err(reject("the host name is longer than 255 bytes"));
@@ -308,12 +328,22 @@ fn validate(host_id: &str, report: Report) -> Result<IncomingReport, Rejected> {
                 hostname: os.hostname,
                 os_name: truncate(&os.name, 128),
                 os_version: truncate(&os.version, 64),
-                facts: Box::new(super::facts::inventory_facts(inventory)),
+                facts: Box::new(crate::facts::inventory_facts(inventory)),
+            }
+        }
+        Some(Payload::InventoryDelta(delta)) => {
+            if delta.base_sha256.len() != 32 || delta.result_sha256.len() != 32 {
+                return Err(reject(
+                    "an inventory delta needs 32-byte base and result hashes",
+                ));
+            }
+            ReportPayload::InventoryDelta {
+                encoded: delta.encode_to_vec(),
             }
         }
         Some(Payload::Health(health)) => ReportPayload::Health {
             encoded: health.encode_to_vec(),
-            free: super::facts::health_free(health),
+            free: crate::facts::health_free(health),
         },
         None => return Err(reject("a report must carry a payload")),
     };

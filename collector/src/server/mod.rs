@@ -11,7 +11,6 @@
 
 pub mod agent;
 pub mod enrollment;
-pub mod facts;
 pub mod technician;
 
 use std::net::SocketAddr;

@@ -230,6 +230,12 @@ pub enum ReportPayload {
         /// What fleet queries search.
         facts: Box<InventoryFacts>,
     },
+    /// An inventory delta, encoded; the store applies it to the stored
+    /// inventory.
+    InventoryDelta {
+        /// The encoded `InventoryDelta` message.
+        encoded: Vec<u8>,
+    },
     /// A health sample, encoded.
     Health {
         /// The encoded `HealthSample` message.
@@ -237,6 +243,50 @@ pub enum ReportPayload {
         /// Free space per filesystem: (mount point, free percent).
         free: Vec<(String, f32)>,
     },
+}
+
+/// What storing one report did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReportOutcome {
+    /// Stored now.
+    Stored,
+    /// Stored before (D14); nothing changed.
+    Duplicate,
+    /// Recorded, but its inventory delta did not fit the stored inventory:
+    /// the agent must send a full one. The reason is one line.
+    Resync(String),
+}
+
+/// Which change-log entries to list.
+#[derive(Debug, Clone, Default)]
+pub struct ChangeQuery {
+    /// One host, or the whole fleet.
+    pub host_id: Option<String>,
+    /// Only changes observed at or after this time (ms).
+    pub since_ms: i64,
+    /// Only these sections (D16 names); empty means all.
+    pub sections: Vec<String>,
+    /// At most this many, newest first.
+    pub limit: u32,
+}
+
+/// One change-log entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeRow {
+    /// The host.
+    pub host_id: String,
+    /// Its current host name.
+    pub hostname: String,
+    /// When the change was observed (the inventory's collection time).
+    pub observed_at_ms: i64,
+    /// The section.
+    pub section: String,
+    /// The item.
+    pub item: String,
+    /// The value before; `None` when the item is new.
+    pub old_value: Option<String>,
+    /// The value after; `None` when the item is gone.
+    pub new_value: Option<String>,
 }
 
 /// One installed package, as the store indexes it.
@@ -371,6 +421,8 @@ pub struct HostDetail {
     pub inventory: Option<(Vec<u8>, i64)>,
     /// The encoded latest `HealthSample` and when it was collected.
     pub health: Option<(Vec<u8>, i64)>,
+    /// The encoded latest `SpoolCounters` and when it came.
+    pub spool_counters: Option<(Vec<u8>, i64)>,
 }
 
 /// One audit entry to append.
@@ -442,9 +494,28 @@ pub trait Store: Send + Sync + 'static {
     async fn clear_replica_sessions(&self, replica: &str) -> StoreResult<()>;
 
     /// Stores a batch of reports in one transaction. A report whose key
-    /// (host, spool_id, seq) was stored before is skipped (D14). Returns once
-    /// the transaction is committed.
-    async fn store_reports(&self, reports: &[IncomingReport], now_ms: i64) -> StoreResult<()>;
+    /// (host, spool_id, seq) was stored before is skipped (D14). Returns,
+    /// once the transaction is committed, one outcome per report.
+    async fn store_reports(
+        &self,
+        reports: &[IncomingReport],
+        now_ms: i64,
+    ) -> StoreResult<Vec<ReportOutcome>>;
+
+    /// Keeps an agent's latest encoded `SpoolCounters`.
+    async fn record_spool_counters(
+        &self,
+        host_id: &str,
+        encoded: &[u8],
+        now_ms: i64,
+    ) -> StoreResult<()>;
+
+    /// Change-log entries, newest first.
+    async fn list_changes(&self, query: &ChangeQuery) -> StoreResult<Vec<ChangeRow>>;
+
+    /// Deletes change-log entries observed before `before_ms`; returns how
+    /// many.
+    async fn purge_changes(&self, before_ms: i64) -> StoreResult<u64>;
 
     /// Hosts matching `query`, ordered by (hostname, id), after the given
     /// key, at most `limit`.

@@ -577,6 +577,72 @@ pub struct FilesystemUsage {
     #[prost(uint64, tag = "3")]
     pub available_bytes: u64,
 }
+/// The change from one inventory snapshot to the next (issue "Nothing lost").
+/// Applying it to the snapshot whose hash is base_sha256 gives the snapshot
+/// whose hash is result_sha256. Hashes are SHA-256 of the canonical encoding:
+/// the protobuf encoding of the Inventory with packages sorted by (ecosystem,
+/// name, arch, source, version) and services by name.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct InventoryDelta {
+    /// The inventory schema version of the result.
+    #[prost(uint32, tag = "1")]
+    pub schema_version: u32,
+    /// The hash of the snapshot this delta applies to: the last one the
+    /// collector acknowledged.
+    #[prost(bytes = "vec", tag = "2")]
+    pub base_sha256: ::prost::alloc::vec::Vec<u8>,
+    /// The hash of the snapshot after applying the delta.
+    #[prost(bytes = "vec", tag = "3")]
+    pub result_sha256: ::prost::alloc::vec::Vec<u8>,
+    /// The sections listed in replaced_sections, whole, as they are now. A
+    /// listed section left unset here is now absent.
+    #[prost(message, optional, tag = "4")]
+    pub replaced: ::core::option::Option<Inventory>,
+    /// Which sections are replaced whole. SOFTWARE here means the whole package
+    /// and hotfix lists; otherwise packages change one by one below.
+    #[prost(enumeration = "InventorySection", repeated, tag = "5")]
+    pub replaced_sections: ::prost::alloc::vec::Vec<i32>,
+    /// Packages new or changed, keyed by (ecosystem, name, arch, source).
+    #[prost(message, repeated, tag = "6")]
+    pub packages_upserted: ::prost::alloc::vec::Vec<Package>,
+    /// Packages gone, by the same key.
+    #[prost(message, repeated, tag = "7")]
+    pub packages_removed: ::prost::alloc::vec::Vec<PackageRef>,
+    /// Services new or changed, keyed by name.
+    #[prost(message, repeated, tag = "8")]
+    pub services_upserted: ::prost::alloc::vec::Vec<Service>,
+    /// Services gone, by name.
+    #[prost(string, repeated, tag = "9")]
+    pub services_removed: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The hotfix list, when it changed (replaced whole).
+    #[prost(message, repeated, tag = "10")]
+    pub hotfixes: ::prost::alloc::vec::Vec<Hotfix>,
+    /// True when the hotfix list changed, so an emptied list is told apart.
+    #[prost(bool, tag = "11")]
+    pub hotfixes_replaced: bool,
+    /// True when the unavailable list changed; the new list is in
+    /// replaced.unavailable.
+    #[prost(bool, tag = "12")]
+    pub unavailable_replaced: bool,
+}
+/// Names one package in a delta.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PackageRef {
+    /// The package ecosystem.
+    #[prost(string, tag = "1")]
+    pub ecosystem: ::prost::alloc::string::String,
+    /// The package name.
+    #[prost(string, tag = "2")]
+    pub name: ::prost::alloc::string::String,
+    /// The architecture.
+    #[prost(string, tag = "3")]
+    pub arch: ::prost::alloc::string::String,
+    /// The source.
+    #[prost(string, tag = "4")]
+    pub source: ::prost::alloc::string::String,
+}
 /// The sections of an inventory (D16). "hardware" on the command line means
 /// system, cpu, memory, storage, gpu and battery.
 #[derive(serde::Serialize)]
@@ -771,7 +837,7 @@ impl ProtectionState {
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct AgentMessage {
     /// Exactly one kind is set; a message with none is rejected.
-    #[prost(oneof = "agent_message::Kind", tags = "1, 2, 3")]
+    #[prost(oneof = "agent_message::Kind", tags = "1, 2, 3, 4")]
     pub kind: ::core::option::Option<agent_message::Kind>,
 }
 /// Nested message and enum types in `AgentMessage`.
@@ -789,7 +855,38 @@ pub mod agent_message {
         /// The agent is about to close the stream on purpose.
         #[prost(message, tag = "3")]
         Goodbye(super::Goodbye),
+        /// What the agent's spool gave up. Sent after the Hello and whenever a
+        /// count changes, so data loss is visible at the collector.
+        #[prost(message, tag = "4")]
+        Spool(super::SpoolCounters),
     }
+}
+/// Reports the agent's spool gave up since the spool was created. Counts only
+/// grow; a new spool id starts them at zero.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SpoolCounters {
+    /// The spool these counts belong to.
+    #[prost(string, tag = "1")]
+    pub spool_id: ::prost::alloc::string::String,
+    /// Health samples removed to thin old samples when the spool was full.
+    #[prost(uint64, tag = "2")]
+    pub health_thinned: u64,
+    /// Health samples dropped, oldest first, when thinning was not enough.
+    #[prost(uint64, tag = "3")]
+    pub health_dropped: u64,
+    /// Inventory snapshots replaced by a newer one before they were sent.
+    #[prost(uint64, tag = "4")]
+    pub inventory_superseded: u64,
+    /// Results refused because the results bound was reached.
+    #[prost(uint64, tag = "5")]
+    pub results_refused: u64,
+    /// Reports lost because the disk refused the write (a full disk).
+    #[prost(uint64, tag = "6")]
+    pub unwritable: u64,
+    /// Reports waiting in the spool when this was sent.
+    #[prost(uint64, tag = "7")]
+    pub waiting: u64,
 }
 /// The agent introduces itself. It carries no identity: that comes from the
 /// client certificate.
@@ -822,7 +919,7 @@ pub struct Report {
     #[prost(int64, tag = "3")]
     pub collected_at_unix_ms: i64,
     /// What is reported. Exactly one is set.
-    #[prost(oneof = "report::Payload", tags = "10, 11")]
+    #[prost(oneof = "report::Payload", tags = "10, 11, 12")]
     pub payload: ::core::option::Option<report::Payload>,
 }
 /// Nested message and enum types in `Report`.
@@ -837,6 +934,9 @@ pub mod report {
         /// One health sample.
         #[prost(message, tag = "11")]
         Health(super::HealthSample),
+        /// What changed since the last snapshot the collector acknowledged.
+        #[prost(message, tag = "12")]
+        InventoryDelta(super::InventoryDelta),
     }
 }
 /// The agent says goodbye, so the collector can tell a clean stop from a lost
@@ -853,7 +953,7 @@ pub struct Goodbye {
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct CollectorMessage {
     /// Exactly one kind is set.
-    #[prost(oneof = "collector_message::Kind", tags = "1, 2")]
+    #[prost(oneof = "collector_message::Kind", tags = "1, 2, 3")]
     pub kind: ::core::option::Option<collector_message::Kind>,
 }
 /// Nested message and enum types in `CollectorMessage`.
@@ -868,7 +968,21 @@ pub mod collector_message {
         /// A report can never be stored; resending it is pointless.
         #[prost(message, tag = "2")]
         Rejected(super::Rejected),
+        /// The collector could not apply an inventory delta; the agent sends a
+        /// full snapshot next.
+        #[prost(message, tag = "3")]
+        ResyncInventory(super::ResyncInventory),
     }
+}
+/// The collector's inventory of this host does not match the base of the
+/// agent's delta (its snapshot hash differs). The agent forgets its base and
+/// sends a full inventory at once.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ResyncInventory {
+    /// A one-line reason, for the agent's log.
+    #[prost(string, tag = "1")]
+    pub reason: ::prost::alloc::string::String,
 }
 /// The report (spool_id, seq) is committed to the collector's store; the agent
 /// may now drop it.

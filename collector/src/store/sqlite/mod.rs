@@ -7,6 +7,7 @@
 //!   and turning a host query into SQL.
 
 pub mod fleet;
+mod inventory;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -18,10 +19,14 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::HostQuery;
 
+use deskpulse_proto::v1::Inventory;
+use inventory::StoredInventory;
+use prost::Message;
+
 use super::{
-    AuditEntry, CaRecord, Caller, EnrollOutcome, EnrollRequest, HostDetail, HostRow,
-    IncomingReport, IssueCert, NewApiToken, NewEnrollmentToken, ReportPayload, Role, SessionOpen,
-    Store, StoreError, StoreResult,
+    AuditEntry, CaRecord, Caller, ChangeQuery, ChangeRow, EnrollOutcome, EnrollRequest, HostDetail,
+    HostRow, IncomingReport, IssueCert, NewApiToken, NewEnrollmentToken, ReportOutcome,
+    ReportPayload, Role, SessionOpen, Store, StoreError, StoreResult,
 };
 
 /// The fleet_meta key holding the CA fingerprint.
@@ -269,8 +274,13 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn store_reports(&self, reports: &[IncomingReport], now_ms: i64) -> StoreResult<()> {
+    async fn store_reports(
+        &self,
+        reports: &[IncomingReport],
+        now_ms: i64,
+    ) -> StoreResult<Vec<ReportOutcome>> {
         let mut tx = self.pool.begin().await?;
+        let mut outcomes = Vec::with_capacity(reports.len());
         for report in reports {
             let fresh = sqlx::query(
                 "INSERT OR IGNORE INTO received_reports (host_id, spool_id, seq, received_at_ms) \
@@ -285,11 +295,10 @@ impl Store for SqliteStore {
             .rows_affected()
                 == 1;
             if !fresh {
+                outcomes.push(ReportOutcome::Duplicate);
                 continue;
             }
-            // A resent older report must not overwrite newer state, hence
-            // the collected-at guards.
-            match &report.payload {
+            let outcome = match &report.payload {
                 ReportPayload::Inventory {
                     encoded,
                     hostname,
@@ -297,27 +306,19 @@ impl Store for SqliteStore {
                     os_version,
                     facts,
                 } => {
-                    let applied = sqlx::query(
-                        "UPDATE hosts SET inventory = ?, inventory_at_ms = ?, hostname = ?, \
-                         os_name = ?, os_version = ? \
-                         WHERE id = ? AND (inventory_at_ms IS NULL OR inventory_at_ms <= ?)",
-                    )
-                    .bind(encoded)
-                    .bind(report.collected_at_ms)
-                    .bind(hostname)
-                    .bind(os_name)
-                    .bind(os_version)
-                    .bind(&report.host_id)
-                    .bind(report.collected_at_ms)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-                        == 1;
-                    if applied {
-                        fleet::replace_facts(&mut tx, &report.host_id, facts).await?;
-                        fleet::replace_software(&mut tx, &report.host_id, &facts.packages).await?;
-                        fleet::replace_free(&mut tx, &report.host_id, &facts.free).await?;
-                    }
+                    let new = Inventory::decode(encoded.as_slice()).unwrap_or_default();
+                    let stored = StoredInventory {
+                        encoded,
+                        hostname,
+                        os_name,
+                        os_version,
+                        facts,
+                    };
+                    inventory::store(&mut tx, report, &stored, &new).await?;
+                    ReportOutcome::Stored
+                }
+                ReportPayload::InventoryDelta { encoded } => {
+                    inventory::apply_delta(&mut tx, report, encoded).await?
                 }
                 ReportPayload::Health { encoded, free } => {
                     let applied = sqlx::query(
@@ -335,8 +336,10 @@ impl Store for SqliteStore {
                     if applied {
                         fleet::replace_free(&mut tx, &report.host_id, free).await?;
                     }
+                    ReportOutcome::Stored
                 }
-            }
+            };
+            outcomes.push(outcome);
         }
         let mut hosts: Vec<&str> = reports.iter().map(|r| r.host_id.as_str()).collect();
         hosts.sort_unstable();
@@ -349,7 +352,36 @@ impl Store for SqliteStore {
                 .await?;
         }
         tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn record_spool_counters(
+        &self,
+        host_id: &str,
+        encoded: &[u8],
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        sqlx::query("UPDATE hosts SET spool_counters = ?, spool_counters_at_ms = ? WHERE id = ?")
+            .bind(encoded)
+            .bind(now_ms)
+            .bind(host_id)
+            .execute(&self.pool)
+            .await?;
         Ok(())
+    }
+
+    async fn list_changes(&self, query: &ChangeQuery) -> StoreResult<Vec<ChangeRow>> {
+        inventory::list_changes(&self.pool, query).await
+    }
+
+    async fn purge_changes(&self, before_ms: i64) -> StoreResult<u64> {
+        Ok(
+            sqlx::query("DELETE FROM host_changes WHERE observed_at_ms < ?")
+                .bind(before_ms)
+                .execute(&self.pool)
+                .await?
+                .rows_affected(),
+        )
     }
 
     async fn list_hosts(
@@ -425,8 +457,8 @@ impl Store for SqliteStore {
 
     async fn host_detail(&self, host_id: &str) -> StoreResult<Option<HostDetail>> {
         let sql = format!(
-            "SELECT {HOST_COLUMNS}, inventory, inventory_at_ms, last_health, health_at_ms \
-             FROM hosts WHERE id = ?"
+            "SELECT {HOST_COLUMNS}, inventory, inventory_at_ms, last_health, health_at_ms, \
+             spool_counters, spool_counters_at_ms FROM hosts WHERE id = ?"
         );
         let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(host_id)
@@ -439,10 +471,13 @@ impl Store for SqliteStore {
         let inventory_at: Option<i64> = row.try_get("inventory_at_ms")?;
         let health: Option<Vec<u8>> = row.try_get("last_health")?;
         let health_at: Option<i64> = row.try_get("health_at_ms")?;
+        let spool: Option<Vec<u8>> = row.try_get("spool_counters")?;
+        let spool_at: Option<i64> = row.try_get("spool_counters_at_ms")?;
         Ok(Some(HostDetail {
             row: host_row(&row)?,
             inventory: inventory.zip(inventory_at),
             health: health.zip(health_at),
+            spool_counters: spool.zip(spool_at),
         }))
     }
 

@@ -1,0 +1,169 @@
+//! The inventory base: the last snapshot the collector acknowledged, which
+//! the next inventory is sent as a delta against.
+//!
+//! Two files in `inventory/` under the state dir: `base.pb`, the
+//! acknowledged snapshot, and `pending.pb`, the newest snapshot in the
+//! spool with its seq (8 bytes, then the encoded inventory). When that seq
+//! is acknowledged the pending snapshot becomes the base. Every inventory
+//! record is a full snapshot or a delta against the acknowledged base, so a
+//! newer one can supersede an older one in the spool. Anything unreadable
+//! here only costs a full snapshot: the base is forgotten, never trusted.
+
+use std::path::{Path, PathBuf};
+
+use deskpulse_proto::delta;
+use deskpulse_proto::v1::Inventory;
+use deskpulse_proto::v1::report::Payload;
+use prost::Message;
+use tracing::warn;
+
+use crate::state::write_atomic;
+
+/// The acknowledged snapshot and the pending one.
+#[derive(Debug)]
+pub struct InventoryBase {
+    dir: PathBuf,
+    pending_seq: Option<u64>,
+}
+
+impl InventoryBase {
+    /// Opens the base files in `dir` (created when first written).
+    pub fn open(dir: &Path) -> Self {
+        let pending_seq = std::fs::read(dir.join("pending.pb"))
+            .ok()
+            .and_then(|b| b.get(..8).and_then(|s| s.try_into().ok()))
+            .map(u64::from_le_bytes);
+        Self {
+            dir: dir.to_owned(),
+            pending_seq,
+        }
+    }
+
+    fn base(&self) -> Option<Inventory> {
+        let bytes = std::fs::read(self.dir.join("base.pb")).ok()?;
+        Inventory::decode(bytes.as_slice()).ok()
+    }
+
+    /// What to spool for a freshly collected (canonical) snapshot: a delta
+    /// against the base, or the full snapshot when there is no base.
+    pub fn payload_for(&self, next: &Inventory) -> Payload {
+        match self.base() {
+            Some(base) => Payload::InventoryDelta(delta::diff(&base, next)),
+            None => Payload::Inventory(next.clone()),
+        }
+    }
+
+    /// Remembers `snapshot` as the one spooled under `seq`.
+    pub fn spooled(&mut self, seq: u64, snapshot: &Inventory) {
+        let mut bytes = seq.to_le_bytes().to_vec();
+        snapshot.encode(&mut bytes).unwrap_or_default();
+        let written = std::fs::create_dir_all(&self.dir)
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                write_atomic(&self.dir.join("pending.pb"), &bytes, 0o600).map_err(|e| e.to_string())
+            });
+        match written {
+            Ok(()) => self.pending_seq = Some(seq),
+            // Without it the next delta uses an older base; the collector
+            // then asks for a resync, which heals it.
+            Err(error) => warn!(%error, "cannot save the pending inventory snapshot"),
+        }
+    }
+
+    /// The report `seq` was acknowledged: if it carried the pending
+    /// snapshot, that snapshot is the base now.
+    pub fn acknowledged(&mut self, seq: u64) {
+        if self.pending_seq != Some(seq) {
+            return;
+        }
+        let pending = self.dir.join("pending.pb");
+        let moved = std::fs::read(&pending)
+            .map_err(|e| e.to_string())
+            .and_then(|b| {
+                write_atomic(
+                    &self.dir.join("base.pb"),
+                    b.get(8..).unwrap_or_default(),
+                    0o600,
+                )
+                .map_err(|e| e.to_string())
+            });
+        if let Err(error) = moved {
+            warn!(%error, "cannot save the acknowledged inventory as the delta base");
+            self.forget();
+            return;
+        }
+        let _ = std::fs::remove_file(pending);
+        self.pending_seq = None;
+    }
+
+    /// Drops the base, so the next inventory is sent whole.
+    pub fn forget(&mut self) {
+        for file in ["base.pb", "pending.pb"] {
+            let _ = std::fs::remove_file(self.dir.join(file));
+        }
+        self.pending_seq = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use deskpulse_proto::v1::OsInfo;
+
+    use super::*;
+
+    fn snapshot(hostname: &str) -> Inventory {
+        Inventory {
+            os: Some(OsInfo {
+                hostname: hostname.into(),
+                ..OsInfo::default()
+            }),
+            ..Inventory::default()
+        }
+    }
+
+    #[test]
+    fn full_first_then_deltas_against_the_acknowledged_snapshot() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut base = InventoryBase::open(dir.path());
+        let first = snapshot("a");
+        assert!(matches!(base.payload_for(&first), Payload::Inventory(_)));
+        base.spooled(1, &first);
+        assert!(
+            matches!(base.payload_for(&first), Payload::Inventory(_)),
+            "no delta before the acknowledgement"
+        );
+        base.acknowledged(7);
+        assert!(matches!(base.payload_for(&first), Payload::Inventory(_)));
+        base.acknowledged(1);
+        let Payload::InventoryDelta(d) = base.payload_for(&snapshot("b")) else {
+            panic!("a delta once acknowledged");
+        };
+        assert_eq!(d.base_sha256, delta::snapshot_hash(&first));
+
+        // The pending seq survives a restart.
+        base.spooled(2, &snapshot("b"));
+        let mut reopened = InventoryBase::open(dir.path());
+        reopened.acknowledged(2);
+        let Payload::InventoryDelta(d) = reopened.payload_for(&snapshot("c")) else {
+            panic!("a delta");
+        };
+        assert_eq!(d.base_sha256, delta::snapshot_hash(&snapshot("b")));
+
+        reopened.forget();
+        assert!(matches!(
+            reopened.payload_for(&snapshot("c")),
+            Payload::Inventory(_)
+        ));
+    }
+
+    #[test]
+    fn a_corrupt_base_means_a_full_snapshot() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        std::fs::write(dir.path().join("base.pb"), b"\xff\xff\xff garbage").expect("write");
+        let base = InventoryBase::open(dir.path());
+        assert!(matches!(
+            base.payload_for(&snapshot("a")),
+            Payload::Inventory(_)
+        ));
+    }
+}

@@ -75,7 +75,8 @@ pub struct StoreFlags {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ServeFlags {
     /// A TOML config file; its keys are those of the flags, with underscores
-    /// (listen, data_dir, database, hostnames, log_format, shutdown_grace)
+    /// (listen, data_dir, database, hostnames, log_format, shutdown_grace,
+    /// change_retention)
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The address of the single TLS port [env: DESKPULSE_COLLECTOR_LISTEN]
@@ -96,6 +97,10 @@ pub struct ServeFlags {
     /// DESKPULSE_COLLECTOR_SHUTDOWN_GRACE]
     #[arg(long, value_name = "DURATION")]
     pub shutdown_grace: Option<String>,
+    /// How long the change log keeps entries, e.g. 365d [env:
+    /// DESKPULSE_COLLECTOR_CHANGE_RETENTION] [default: 365d]
+    #[arg(long, value_name = "DURATION")]
+    pub change_retention: Option<String>,
 }
 
 /// The config file's shape. Unknown keys are errors.
@@ -108,6 +113,7 @@ struct ServeFile {
     hostnames: Option<Vec<String>>,
     log_format: Option<LogFormat>,
     shutdown_grace: Option<String>,
+    change_retention: Option<String>,
 }
 
 /// Where the store lives, resolved.
@@ -132,9 +138,13 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
     /// Shutdown drain limit.
     pub shutdown_grace: Duration,
+    /// How long change-log entries are kept.
+    pub change_retention: Duration,
 }
 
 const ENV_PREFIX: &str = "DESKPULSE_COLLECTOR_";
+/// Change-log entries are kept a year unless configured otherwise.
+pub const DEFAULT_CHANGE_RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
 
 fn env(env: &dyn Env, key: &str) -> Option<String> {
     env.var(&format!("{ENV_PREFIX}{key}"))
@@ -254,7 +264,25 @@ pub fn resolve_serve(flags: &ServeFlags, vars: &dyn Env) -> Result<ServeConfig, 
         Some(text) => parse_duration("shutdown grace", &text)?,
         None => DEFAULT_SHUTDOWN_GRACE,
     };
+    let change_retention = match flags
+        .change_retention
+        .clone()
+        .or_else(|| env(vars, "CHANGE_RETENTION"))
+        .or(file.change_retention)
+    {
+        Some(text) => {
+            let value = parse_duration("change retention", &text)?;
+            if value < Duration::from_secs(24 * 3600) {
+                return Err(ConfigError(format!(
+                    "change retention {text:?} is too short; the minimum is 1d"
+                )));
+            }
+            value
+        }
+        None => DEFAULT_CHANGE_RETENTION,
+    };
     Ok(ServeConfig {
+        change_retention,
         listen,
         store,
         hostnames,

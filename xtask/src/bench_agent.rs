@@ -308,6 +308,19 @@ pub fn run(root: &Path, args: &BenchArgs) -> Result<()> {
         if !status.success() {
             bail!("cargo build --release failed");
         }
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "build",
+                "--profile",
+                "agent-release",
+                "-p",
+                "deskpulse-agent",
+            ])
+            .current_dir(root)
+            .status()?;
+        if !status.success() {
+            bail!("cargo build --profile agent-release failed");
+        }
     }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)

@@ -15,8 +15,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use deskpulse_proto::v1::technician_client::TechnicianClient;
 use deskpulse_proto::v1::{
-    CreateEnrollmentTokenRequest, GetHostRequest, ListHostsRequest, SetHostTagRequest,
-    WhoAmIRequest,
+    CreateEnrollmentTokenRequest, GetHostRequest, ListChangesRequest, ListHostsRequest,
+    SetHostTagRequest, WhoAmIRequest,
 };
 use tonic::codec::CompressionEncoding;
 use tonic::service::interceptor::InterceptedService;
@@ -56,6 +56,23 @@ enum Command {
     /// One host.
     #[command(subcommand)]
     Host(HostCommand),
+    /// The change log: what changed on one host, or across the fleet,
+    /// newest first.
+    Changes {
+        /// A host name, a host id, or a unique prefix of an id; omit for the
+        /// whole fleet.
+        host: Option<String>,
+        /// How far back, e.g. 24h or 7d.
+        #[arg(long, default_value = "7d", value_parser = parse_since)]
+        since: Duration,
+        /// Only this section (system, cpu, ..., software, services, or
+        /// hardware); repeat for more.
+        #[arg(long = "section", value_parser = parse_section)]
+        sections: Vec<Sections>,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=5000))]
+        limit: u32,
+    },
     /// Show who the API token belongs to.
     Whoami,
     /// Enrollment tokens (admin).
@@ -175,6 +192,14 @@ struct Sections(Vec<deskpulse_proto::v1::InventorySection>);
 
 fn parse_section(text: &str) -> Result<Sections, String> {
     deskpulse_proto::sections::parse(text).map(Sections)
+}
+
+fn parse_since(text: &str) -> Result<Duration, String> {
+    let since = humantime::parse_duration(text).map_err(|e| format!("{e}; try e.g. 24h or 7d"))?;
+    if since.is_zero() || since > Duration::from_secs(100 * 365 * 24 * 3600) {
+        return Err("must be more than 0 and at most 100 years".into());
+    }
+    Ok(since)
 }
 
 fn parse_ttl(text: &str) -> Result<Duration, String> {
@@ -305,6 +330,32 @@ async fn run(command: Command, settings: &Settings, json: bool) -> CommandResult
                 println!("{}: {}", reply.host_id, reply.tags.join(" "));
             }
             Ok(())
+        }
+        Command::Changes {
+            host,
+            since,
+            sections,
+            limit,
+        } => {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+            let since_ms = i64::try_from(since.as_millis()).unwrap_or(i64::MAX);
+            let list = client
+                .list_changes(ListChangesRequest {
+                    host: host.unwrap_or_default(),
+                    since_unix_ms: now_ms.saturating_sub(since_ms),
+                    sections: sections
+                        .iter()
+                        .flat_map(|s| &s.0)
+                        .map(|s| deskpulse_proto::sections::name(*s).to_owned())
+                        .collect(),
+                    limit,
+                })
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            output::changes(&list, json)
         }
         Command::Whoami => {
             let me = client

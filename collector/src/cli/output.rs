@@ -5,7 +5,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use deskpulse_proto::v1::{
-    GetHostResponse, HostSummary, InventorySection, Presence, Role, WhoAmIResponse,
+    GetHostResponse, HostSummary, InventoryChange, InventorySection, ListChangesResponse, Presence,
+    Role, WhoAmIResponse,
 };
 use serde::Serialize;
 
@@ -159,6 +160,83 @@ struct HostDetailJson<'a> {
     inventory: Option<&'a deskpulse_proto::v1::Inventory>,
     health_at: Option<String>,
     health: Option<&'a deskpulse_proto::v1::HealthSample>,
+    spool: Option<&'a deskpulse_proto::v1::SpoolCounters>,
+    spool_at: Option<String>,
+    recent_changes: Vec<ChangeJson<'a>>,
+}
+
+/// One change-log entry in `--json` output.
+#[derive(Debug, Serialize)]
+struct ChangeJson<'a> {
+    host_id: &'a str,
+    hostname: &'a str,
+    observed_at: Option<String>,
+    section: &'a str,
+    item: &'a str,
+    kind: &'a str,
+    old: Option<&'a str>,
+    new: Option<&'a str>,
+}
+
+impl<'a> From<&'a InventoryChange> for ChangeJson<'a> {
+    fn from(c: &'a InventoryChange) -> Self {
+        let present = |v: &'a str, absent: bool| (!absent).then_some(v);
+        Self {
+            host_id: &c.host_id,
+            hostname: &c.hostname,
+            observed_at: iso(c.observed_at_unix_ms),
+            section: &c.section,
+            item: &c.item,
+            kind: &c.kind,
+            old: present(&c.old_value, c.kind == "added" || c.kind == "baseline"),
+            new: present(&c.new_value, c.kind == "removed"),
+        }
+    }
+}
+
+/// The old → new text of a change.
+fn change_text(c: &InventoryChange) -> String {
+    match c.kind.as_str() {
+        "added" => format!("added: {}", c.new_value),
+        "removed" => format!("removed (was {})", c.old_value),
+        "baseline" => format!("first inventory, {}", c.new_value),
+        _ => format!("{} -> {}", c.old_value, c.new_value),
+    }
+}
+
+/// `deskpulse changes`: a table, or `{"changes": [...], "truncated"}`.
+pub fn changes(list: &ListChangesResponse, json: bool) -> CommandResult {
+    if json {
+        return print_json(&serde_json::json!({
+            "changes": list.changes.iter().map(ChangeJson::from).collect::<Vec<_>>(),
+            "truncated": list.truncated,
+        }));
+    }
+    if list.changes.is_empty() {
+        println!("no changes match");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = list
+        .changes
+        .iter()
+        .map(|c| {
+            vec![
+                time(c.observed_at_unix_ms),
+                c.hostname.clone(),
+                c.section.clone(),
+                c.item.clone(),
+                change_text(c),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(&["observed", "host", "section", "item", "change"], &rows)
+    );
+    if list.truncated {
+        eprintln!("more changes match; narrow with --since or --section, or raise --limit");
+    }
+    Ok(())
 }
 
 fn gib(bytes: u64) -> String {
@@ -181,6 +259,9 @@ pub fn host(detail: &GetHostResponse, json: bool) -> CommandResult {
             inventory: detail.inventory.as_ref(),
             health_at: iso(detail.health_at_unix_ms),
             health: detail.last_health.as_ref(),
+            spool: detail.spool.as_ref(),
+            spool_at: iso(detail.spool_at_unix_ms),
+            recent_changes: detail.recent_changes.iter().map(ChangeJson::from).collect(),
         });
     }
     let mut out = String::new();
@@ -293,6 +374,33 @@ pub fn host(detail: &GetHostResponse, json: bool) -> CommandResult {
                 h.memory_used_percent,
                 fs.join(", "),
                 time(detail.health_at_unix_ms)
+            ),
+        );
+    }
+    if let Some(spool) = &detail.spool {
+        let lost = spool.health_dropped + spool.unwritable + spool.results_refused;
+        field(
+            "agent spool",
+            format!(
+                "{} waiting; {} health samples thinned, {} dropped, {} unwritable, {} results refused{}",
+                spool.waiting,
+                spool.health_thinned,
+                spool.health_dropped,
+                spool.unwritable,
+                spool.results_refused,
+                if lost > 0 { " (data was lost)" } else { "" }
+            ),
+        );
+    }
+    for c in &detail.recent_changes {
+        field(
+            "change",
+            format!(
+                "{} {} {}: {}",
+                time(c.observed_at_unix_ms),
+                c.section,
+                c.item,
+                change_text(c)
             ),
         );
     }

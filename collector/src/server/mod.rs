@@ -92,6 +92,25 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
         .map_err(|source| ServeError::Bind { addr, source })
 }
 
+/// Deletes change-log entries past their retention, hourly, until
+/// shutdown.
+pub async fn purge_changes(ctx: ServerContext, retention: Duration) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    loop {
+        tokio::select! {
+            () = ctx.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let before = ctx.clock.now_ms().saturating_sub(retention_ms);
+        match ctx.store.purge_changes(before).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "change-log entries past their retention deleted"),
+            Err(error) => tracing::warn!(%error, "purging old change-log entries failed"),
+        }
+    }
+}
+
 /// Serves until `ctx.shutdown` is cancelled, then drains for at most
 /// `grace`.
 pub async fn serve(

@@ -4,8 +4,9 @@
 use deskpulse_proto::v1::technician_server::Technician;
 use deskpulse_proto::v1::{
     CreateEnrollmentTokenRequest, CreateEnrollmentTokenResponse, GetHostRequest, GetHostResponse,
-    HealthSample, HostSummary, Inventory, ListHostsRequest, ListHostsResponse, Presence,
-    SetHostTagRequest, SetHostTagResponse, WhoAmIRequest, WhoAmIResponse,
+    HealthSample, HostSummary, Inventory, InventoryChange, ListChangesRequest, ListChangesResponse,
+    ListHostsRequest, ListHostsResponse, Presence, SetHostTagRequest, SetHostTagResponse,
+    SpoolCounters, WhoAmIRequest, WhoAmIResponse,
 };
 use prost::Message;
 use tonic::{Request, Response, Status};
@@ -13,7 +14,34 @@ use tracing::info;
 
 use super::ServerContext;
 use crate::secrets::{self, token_hash};
-use crate::store::{AuditEntry, Caller, HostRow, NewEnrollmentToken, Role, StoreError};
+use crate::store::{
+    AuditEntry, Caller, ChangeQuery, ChangeRow, HostRow, NewEnrollmentToken, Role, StoreError,
+};
+
+/// Change-log entries shown with a host.
+const RECENT_CHANGES: u32 = 20;
+/// The default and the largest page of change-log entries.
+const DEFAULT_CHANGES: u32 = 500;
+const MAX_CHANGES: u32 = 5000;
+
+fn change_message(row: ChangeRow) -> InventoryChange {
+    let kind = match (&row.old_value, &row.new_value) {
+        _ if row.section == "inventory" => "baseline",
+        (None, _) => "added",
+        (_, None) => "removed",
+        _ => "changed",
+    };
+    InventoryChange {
+        host_id: row.host_id,
+        hostname: row.hostname,
+        observed_at_unix_ms: row.observed_at_ms,
+        section: row.section,
+        item: row.item,
+        old_value: row.old_value.unwrap_or_default(),
+        new_value: row.new_value.unwrap_or_default(),
+        kind: kind.into(),
+    }
+}
 
 /// Default and largest page sizes of list calls (D19).
 const DEFAULT_PAGE: u32 = 100;
@@ -248,6 +276,75 @@ impl Technician for TechnicianApi {
             goodbye_reason: detail.row.goodbye_reason.clone().unwrap_or_default(),
             agent_version: detail.row.agent_version.clone(),
             tags: self.tag_strings(&detail.row.id).await?,
+            recent_changes: self
+                .ctx
+                .store
+                .list_changes(&ChangeQuery {
+                    host_id: Some(detail.row.id.clone()),
+                    since_ms: 0,
+                    sections: Vec::new(),
+                    limit: RECENT_CHANGES,
+                })
+                .await
+                .map_err(internal)?
+                .into_iter()
+                .map(change_message)
+                .collect(),
+            spool: detail
+                .spool_counters
+                .as_ref()
+                .and_then(|(bytes, _)| SpoolCounters::decode(bytes.as_slice()).ok()),
+            spool_at_unix_ms: detail.spool_counters.as_ref().map_or(0, |(_, at)| *at),
+        }))
+    }
+
+    async fn list_changes(
+        &self,
+        request: Request<ListChangesRequest>,
+    ) -> Result<Response<ListChangesResponse>, Status> {
+        self.authorize(&request, Role::Viewer, "listing changes")
+            .await?;
+        let request = request.into_inner();
+        let host_id = if request.host.trim().is_empty() {
+            None
+        } else {
+            Some(self.resolve_host(&request.host).await?.id)
+        };
+        let mut sections = Vec::new();
+        for text in &request.sections {
+            let parsed =
+                deskpulse_proto::sections::parse(text).map_err(Status::invalid_argument)?;
+            sections.extend(
+                parsed
+                    .into_iter()
+                    .map(|s| deskpulse_proto::sections::name(s).to_owned()),
+            );
+        }
+        let limit = match request.limit {
+            0 => DEFAULT_CHANGES,
+            n if n > MAX_CHANGES => {
+                return Err(Status::invalid_argument(format!(
+                    "limit {n} is too large; the most is {MAX_CHANGES}"
+                )));
+            }
+            n => n,
+        };
+        let mut rows = self
+            .ctx
+            .store
+            .list_changes(&ChangeQuery {
+                host_id,
+                since_ms: request.since_unix_ms,
+                sections,
+                limit: limit + 1,
+            })
+            .await
+            .map_err(internal)?;
+        let truncated = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        Ok(Response::new(ListChangesResponse {
+            changes: rows.into_iter().map(change_message).collect(),
+            truncated,
         }))
     }
 

@@ -1865,6 +1865,74 @@ pub struct GetHostResponse {
     /// The host's tags, "key=value", ordered by key.
     #[prost(string, repeated, tag = "10")]
     pub tags: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The most recent change-log entries, newest first.
+    #[prost(message, repeated, tag = "11")]
+    pub recent_changes: ::prost::alloc::vec::Vec<InventoryChange>,
+    /// What the agent's spool gave up, as it last said; absent until it does.
+    #[prost(message, optional, tag = "12")]
+    pub spool: ::core::option::Option<SpoolCounters>,
+    /// When the agent last sent those counts, ms since the Unix epoch.
+    #[prost(int64, tag = "13")]
+    pub spool_at_unix_ms: i64,
+}
+/// Asks for change-log entries.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListChangesRequest {
+    /// A host id, a unique prefix of one, or a host name; empty for the whole
+    /// fleet.
+    #[prost(string, tag = "1")]
+    pub host: ::prost::alloc::string::String,
+    /// Only changes observed at or after this time, ms since the Unix epoch.
+    #[prost(int64, tag = "2")]
+    pub since_unix_ms: i64,
+    /// Only these sections (D16 names, "hardware" allowed); empty for all.
+    #[prost(string, repeated, tag = "3")]
+    pub sections: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// At most this many (1-5000); 0 means 500.
+    #[prost(uint32, tag = "4")]
+    pub limit: u32,
+}
+/// Change-log entries, newest first.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListChangesResponse {
+    /// The entries.
+    #[prost(message, repeated, tag = "1")]
+    pub changes: ::prost::alloc::vec::Vec<InventoryChange>,
+    /// True when more entries matched than the limit allowed.
+    #[prost(bool, tag = "2")]
+    pub truncated: bool,
+}
+/// One observed change of one inventory item.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct InventoryChange {
+    /// The host id.
+    #[prost(string, tag = "1")]
+    pub host_id: ::prost::alloc::string::String,
+    /// The host's current name.
+    #[prost(string, tag = "2")]
+    pub hostname: ::prost::alloc::string::String,
+    /// When the change was observed: the collection time of the inventory
+    /// that showed it, ms since the Unix epoch.
+    #[prost(int64, tag = "3")]
+    pub observed_at_unix_ms: i64,
+    /// The section (D16 name), or "inventory" for a host's baseline entry.
+    #[prost(string, tag = "4")]
+    pub section: ::prost::alloc::string::String,
+    /// The item, e.g. "package dpkg/openssl:amd64".
+    #[prost(string, tag = "5")]
+    pub item: ::prost::alloc::string::String,
+    /// The value before; empty when the item is new (see kind).
+    #[prost(string, tag = "6")]
+    pub old_value: ::prost::alloc::string::String,
+    /// The value after; empty when the item is gone (see kind).
+    #[prost(string, tag = "7")]
+    pub new_value: ::prost::alloc::string::String,
+    /// "added", "removed", "changed" or "baseline".
+    #[prost(string, tag = "8")]
+    pub kind: ::prost::alloc::string::String,
 }
 /// Sets or removes one tag.
 #[derive(serde::Serialize)]
@@ -2206,6 +2274,32 @@ pub mod technician_client {
                 );
             self.inner.unary(req, path, codec).await
         }
+        /// Lists change-log entries of one host or the whole fleet, newest first.
+        /// Any role.
+        pub async fn list_changes(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListChangesRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListChangesResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/deskpulse.v1.Technician/ListChanges",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("deskpulse.v1.Technician", "ListChanges"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -2255,6 +2349,15 @@ pub mod technician_server {
             request: tonic::Request<super::CreateEnrollmentTokenRequest>,
         ) -> std::result::Result<
             tonic::Response<super::CreateEnrollmentTokenResponse>,
+            tonic::Status,
+        >;
+        /// Lists change-log entries of one host or the whole fleet, newest first.
+        /// Any role.
+        async fn list_changes(
+            &self,
+            request: tonic::Request<super::ListChangesRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListChangesResponse>,
             tonic::Status,
         >;
     }
@@ -2544,6 +2647,51 @@ pub mod technician_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = CreateEnrollmentTokenSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/deskpulse.v1.Technician/ListChanges" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListChangesSvc<T: Technician>(pub Arc<T>);
+                    impl<
+                        T: Technician,
+                    > tonic::server::UnaryService<super::ListChangesRequest>
+                    for ListChangesSvc<T> {
+                        type Response = super::ListChangesResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListChangesRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Technician>::list_changes(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListChangesSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

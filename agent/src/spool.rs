@@ -731,6 +731,11 @@ impl Spool {
         Ok(out)
     }
 
+    /// The seq the next report will get: every lower one was assigned.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
+    }
+
     /// True when `seq` still waits.
     pub fn is_pending(&self, seq: u64) -> bool {
         self.pending.contains_key(&seq)

@@ -234,6 +234,16 @@ impl Collector {
         std::mem::replace(&mut self.data_dir, tempfile::tempdir().expect("temp dir"))
     }
 
+    /// Kills the collector with SIGKILL, as a crash would, and hands back
+    /// its data dir.
+    pub fn kill_9(mut self) -> tempfile::TempDir {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        std::mem::replace(&mut self.data_dir, tempfile::tempdir().expect("temp dir"))
+    }
+
     /// Sends SIGTERM and waits for the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
@@ -284,6 +294,54 @@ impl Drop for Collector {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// A running `deskpulse-agent run` service.
+#[derive(Debug)]
+pub struct AgentService(Child);
+
+impl AgentService {
+    /// Starts `deskpulse-agent run --health-interval 1s ARGS`.
+    pub fn start(agent: &Agent, args: &[&str]) -> Self {
+        Self::start_with_env(agent, args, &[])
+    }
+
+    /// Starts the service with extra environment variables.
+    pub fn start_with_env(agent: &Agent, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let child = agent
+            .cmd(&[&["run", "--health-interval", "1s"], args].concat())
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(if std::env::var_os("DESKPULSE_TEST_AGENT_LOGS").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .expect("start the agent service");
+        Self(child)
+    }
+
+    /// Stops it with SIGTERM; its exit code.
+    pub fn stop(mut self) -> Option<i32> {
+        send_signal(i32::try_from(self.0.id()).ok()?, libc::SIGTERM);
+        let status = wait_for(Duration::from_secs(20), || self.0.try_wait().ok().flatten());
+        status.and_then(|s| s.code())
+    }
+
+    /// Kills it with SIGKILL, wherever it is.
+    pub fn kill_9(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for AgentService {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

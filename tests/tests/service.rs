@@ -3,41 +3,12 @@
 //! stream and the goodbye (D18), and the agent reconnects after the
 //! collector comes back.
 
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use deskpulse_tests::{Agent, Collector, send_signal, wait_for};
+use deskpulse_tests::{Agent, AgentService, Collector, wait_for};
 
 fn json(text: &str) -> Option<serde_json::Value> {
     serde_json::from_str(text).ok()
-}
-
-struct Service(Child);
-
-impl Service {
-    fn start(agent: &Agent) -> Self {
-        let child = agent
-            .cmd(&["run", "--health-interval", "1s"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the agent service");
-        Self(child)
-    }
-
-    fn stop(mut self) -> Option<i32> {
-        send_signal(i32::try_from(self.0.id()).ok()?, libc::SIGTERM);
-        let status = wait_for(Duration::from_secs(20), || self.0.try_wait().ok().flatten());
-        status.and_then(|s| s.code())
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn status(agent: &Agent) -> serde_json::Value {
@@ -68,7 +39,7 @@ fn the_service_reports_answers_status_and_says_goodbye() {
     assert_eq!(not_running["enrolled"], true);
     assert_eq!(not_running["service_running"], false);
 
-    let service = Service::start(&agent);
+    let service = AgentService::start(&agent, &[]);
     let live = wait_for(Duration::from_secs(30), || {
         let s = status(&agent);
         (s["service_running"] == true
@@ -121,7 +92,7 @@ fn the_service_reconnects_when_the_collector_comes_back() {
         .enroll(&collector, &collector.enrollment_token(1))
         .expect_code(0);
     let addr = collector.addr.to_string();
-    let service = Service::start(&agent);
+    let service = AgentService::start(&agent, &[]);
     wait_for(Duration::from_secs(30), || {
         (status(&agent)["connected"] == true).then_some(())
     })

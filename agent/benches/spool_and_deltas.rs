@@ -45,8 +45,14 @@ fn spool_rates() {
             .expect("ack");
     }
     let ack = started.elapsed().as_secs_f64();
-    println!("spool append (fsync each): {n} records in {append:.2}s = {:.0} records/s", n as f64 / append);
-    println!("spool acknowledge:         {n} records in {ack:.3}s = {:.0} records/s", n as f64 / ack);
+    println!(
+        "spool append (fsync each): {n} records in {append:.2}s = {:.0} records/s",
+        n as f64 / append
+    );
+    println!(
+        "spool acknowledge:         {n} records in {ack:.3}s = {:.0} records/s",
+        n as f64 / ack
+    );
 }
 
 fn sizes(label: &str, payload: Payload) {
@@ -92,7 +98,10 @@ fn deltas() {
     let mut next = collect_inventory(Path::new("/"));
     next.software.clone_from(&base.software);
     delta::canonicalize(&mut next);
-    sizes("delta, no change", Payload::InventoryDelta(delta::diff(&base, &next)));
+    sizes(
+        "delta, no change",
+        Payload::InventoryDelta(delta::diff(&base, &next)),
+    );
 
     let mut upgraded = next.clone();
     if let Some(p) = upgraded

@@ -76,7 +76,7 @@ pub struct StoreFlags {
 pub struct ServeFlags {
     /// A TOML config file; its keys are those of the flags, with underscores
     /// (listen, data_dir, database, hostnames, log_format, shutdown_grace,
-    /// change_retention)
+    /// change_retention, health_raw_retention, health_retention)
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The address of the single TLS port [env: DESKPULSE_COLLECTOR_LISTEN]
@@ -101,6 +101,15 @@ pub struct ServeFlags {
     /// DESKPULSE_COLLECTOR_CHANGE_RETENTION] [default: 365d]
     #[arg(long, value_name = "DURATION")]
     pub change_retention: Option<String>,
+    /// How long health samples are kept as sent; older ones are folded into
+    /// hourly points, e.g. 7d [env: DESKPULSE_COLLECTOR_HEALTH_RAW_RETENTION]
+    /// [default: 7d]
+    #[arg(long, value_name = "DURATION")]
+    pub health_raw_retention: Option<String>,
+    /// How long health history is kept at all, e.g. 90d [env:
+    /// DESKPULSE_COLLECTOR_HEALTH_RETENTION] [default: 90d]
+    #[arg(long, value_name = "DURATION")]
+    pub health_retention: Option<String>,
 }
 
 /// The config file's shape. Unknown keys are errors.
@@ -114,6 +123,8 @@ struct ServeFile {
     log_format: Option<LogFormat>,
     shutdown_grace: Option<String>,
     change_retention: Option<String>,
+    health_raw_retention: Option<String>,
+    health_retention: Option<String>,
 }
 
 /// Where the store lives, resolved.
@@ -138,13 +149,28 @@ pub struct ServeConfig {
     pub log_format: LogFormat,
     /// Shutdown drain limit.
     pub shutdown_grace: Duration,
-    /// How long change-log entries are kept.
-    pub change_retention: Duration,
+    /// How long history is kept.
+    pub retention: Retention,
+}
+
+/// How long the collector keeps history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Change-log entries.
+    pub changes: Duration,
+    /// Health samples as sent, before they are folded into hourly points.
+    pub health_raw: Duration,
+    /// Health history of any resolution.
+    pub health: Duration,
 }
 
 const ENV_PREFIX: &str = "DESKPULSE_COLLECTOR_";
 /// Change-log entries are kept a year unless configured otherwise.
 pub const DEFAULT_CHANGE_RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Health samples are kept as sent for a week, then hourly.
+pub const DEFAULT_HEALTH_RAW_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Health history is kept 90 days.
+pub const DEFAULT_HEALTH_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 
 fn env(env: &dyn Env, key: &str) -> Option<String> {
     env.var(&format!("{ENV_PREFIX}{key}"))
@@ -264,25 +290,53 @@ pub fn resolve_serve(flags: &ServeFlags, vars: &dyn Env) -> Result<ServeConfig, 
         Some(text) => parse_duration("shutdown grace", &text)?,
         None => DEFAULT_SHUTDOWN_GRACE,
     };
-    let change_retention = match flags
-        .change_retention
-        .clone()
-        .or_else(|| env(vars, "CHANGE_RETENTION"))
-        .or(file.change_retention)
-    {
-        Some(text) => {
-            let value = parse_duration("change retention", &text)?;
-            if value < Duration::from_secs(24 * 3600) {
-                return Err(ConfigError(format!(
-                    "change retention {text:?} is too short; the minimum is 1d"
-                )));
-            }
-            value
+    let retention_of = |what: &str,
+                        flag: &Option<String>,
+                        key: &str,
+                        from_file: Option<String>,
+                        default: Duration|
+     -> Result<Duration, ConfigError> {
+        let Some(text) = flag.clone().or_else(|| env(vars, key)).or(from_file) else {
+            return Ok(default);
+        };
+        let value = parse_duration(what, &text)?;
+        if value < Duration::from_secs(24 * 3600) {
+            return Err(ConfigError(format!(
+                "{what} {text:?} is too short; the minimum is 1d"
+            )));
         }
-        None => DEFAULT_CHANGE_RETENTION,
+        Ok(value)
     };
+    let retention = Retention {
+        changes: retention_of(
+            "change retention",
+            &flags.change_retention,
+            "CHANGE_RETENTION",
+            file.change_retention,
+            DEFAULT_CHANGE_RETENTION,
+        )?,
+        health_raw: retention_of(
+            "health raw retention",
+            &flags.health_raw_retention,
+            "HEALTH_RAW_RETENTION",
+            file.health_raw_retention,
+            DEFAULT_HEALTH_RAW_RETENTION,
+        )?,
+        health: retention_of(
+            "health retention",
+            &flags.health_retention,
+            "HEALTH_RETENTION",
+            file.health_retention,
+            DEFAULT_HEALTH_RETENTION,
+        )?,
+    };
+    if retention.health < retention.health_raw {
+        return Err(ConfigError(
+            "health retention must be at least the health raw retention".into(),
+        ));
+    }
     Ok(ServeConfig {
-        change_retention,
+        retention,
         listen,
         store,
         hostnames,

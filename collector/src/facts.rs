@@ -93,6 +93,19 @@ pub fn health_free(health: &HealthSample) -> Vec<(String, f32)> {
         .collect()
 }
 
+/// The readings the health history keeps of a sample.
+pub fn health_reading(health: &HealthSample) -> crate::store::HealthReading {
+    crate::store::HealthReading {
+        cpu_percent: health.cpu_percent.clamp(0.0, 100.0),
+        memory_used_percent: health.memory_used_percent.clamp(0.0, 100.0),
+        disk_used_max_percent: health
+            .filesystems
+            .iter()
+            .map(|f| f.used_percent.clamp(0.0, 100.0))
+            .fold(0.0, f32::max),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use deskpulse_proto::v1::{

@@ -447,6 +447,7 @@ async fn malformed_and_oversized_messages_get_clear_errors_and_others_keep_being
     let mut api = TechnicianClient::new(channel);
     let mut request = tonic::Request::new(GetHostRequest {
         host: good.host_id(),
+        health_since_unix_ms: 0,
     });
     let header: MetadataValue<_> = format!("Bearer {admin}").parse().expect("header");
     request.metadata_mut().insert("authorization", header);

@@ -100,6 +100,19 @@ fn offline_reports_survive_kill_9_and_arrive_exactly_once() {
     .expect("every health sample collected before the kill arrives");
     assert_eq!(service.stop(), Some(0));
 
+    let token = collector.admin_token();
+    let shown = collector
+        .cli(&token, &["--json", "host", "show", &host, "--health", "1h"])
+        .expect_code(0);
+    let detail: serde_json::Value = serde_json::from_str(&shown.stdout).expect("json");
+    let history = detail["health_history"].as_array().expect("health_history");
+    assert!(history.len() >= before.health.len(), "{history:?}");
+    let text = collector
+        .cli(&token, &["host", "show", &host, "--health", "1h"])
+        .expect_code(0);
+    assert!(text.stdout.contains("health trend"), "{}", text.stdout);
+    assert!(text.stdout.contains("cpu peak"), "{}", text.stdout);
+
     let after = spool_of(&agent);
     assert_eq!(after.id, before.id, "the spool survived both restarts");
     let got = received(collector.data_dir.path(), &host, &before.id);

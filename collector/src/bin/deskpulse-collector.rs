@@ -179,7 +179,7 @@ async fn serve(config: config::ServeConfig) -> CommandResult {
         let _ = writeln!(stdout, "listening {addr}");
         let _ = stdout.flush();
     }
-    tokio::spawn(server::purge_changes(ctx.clone(), config.change_retention));
+    tokio::spawn(server::maintain_history(ctx.clone(), config.retention));
     server::serve(ctx, listener, &identity, config.shutdown_grace)
         .await
         .map_err(Failure::runtime)?;

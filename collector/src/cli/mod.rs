@@ -82,10 +82,13 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum HostCommand {
-    /// A host's summary, inventory and last health sample.
+    /// A host's summary, inventory, last health sample and recent changes.
     Show {
         /// A host name, a host id, or a unique prefix of an id.
         host: String,
+        /// Also show the health trend over this long, e.g. 24h or 30d.
+        #[arg(long, value_name = "DURATION", value_parser = parse_since)]
+        health: Option<Duration>,
     },
     /// Set a tag (key=value) on a host, or remove it (key=).
     Tag {
@@ -194,6 +197,12 @@ fn parse_section(text: &str) -> Result<Sections, String> {
     deskpulse_proto::sections::parse(text).map(Sections)
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 fn parse_since(text: &str) -> Result<Duration, String> {
     let since = humantime::parse_duration(text).map_err(|e| format!("{e}; try e.g. 24h or 7d"))?;
     if since.is_zero() || since > Duration::from_secs(100 * 365 * 24 * 3600) {
@@ -295,17 +304,26 @@ async fn run(command: Command, settings: &Settings, json: bool) -> CommandResult
             }
             output::hosts(&hosts, json)
         }
-        Command::Host(HostCommand::Show { host }) => {
+        Command::Host(HostCommand::Show { host, health }) => {
+            let health_since_unix_ms = health.map_or(0, |window| {
+                now_ms().saturating_sub(i64::try_from(window.as_millis()).unwrap_or(i64::MAX))
+            });
             let detail = client
-                .get_host(GetHostRequest { host })
+                .get_host(GetHostRequest {
+                    host,
+                    health_since_unix_ms,
+                })
                 .await
                 .map_err(call_failed)?
                 .into_inner();
-            output::host(&detail, json)
+            output::host(&detail, health.is_some(), json)
         }
         Command::Inventory { host, section } => {
             let detail = client
-                .get_host(GetHostRequest { host })
+                .get_host(GetHostRequest {
+                    host,
+                    health_since_unix_ms: 0,
+                })
                 .await
                 .map_err(call_failed)?
                 .into_inner();
@@ -337,14 +355,11 @@ async fn run(command: Command, settings: &Settings, json: bool) -> CommandResult
             sections,
             limit,
         } => {
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
             let since_ms = i64::try_from(since.as_millis()).unwrap_or(i64::MAX);
             let list = client
                 .list_changes(ListChangesRequest {
                     host: host.unwrap_or_default(),
-                    since_unix_ms: now_ms.saturating_sub(since_ms),
+                    since_unix_ms: now_ms().saturating_sub(since_ms),
                     sections: sections
                         .iter()
                         .flat_map(|s| &s.0)

@@ -5,8 +5,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use deskpulse_proto::v1::{
-    GetHostResponse, HostSummary, InventoryChange, InventorySection, ListChangesResponse, Presence,
-    Role, WhoAmIResponse,
+    GetHostResponse, HealthPoint, HostSummary, InventoryChange, InventorySection,
+    ListChangesResponse, Presence, Role, WhoAmIResponse,
 };
 use serde::Serialize;
 
@@ -163,6 +163,76 @@ struct HostDetailJson<'a> {
     spool: Option<&'a deskpulse_proto::v1::SpoolCounters>,
     spool_at: Option<String>,
     recent_changes: Vec<ChangeJson<'a>>,
+    health_history: Vec<HealthPointJson>,
+}
+
+/// One health-history point in `--json` output.
+#[derive(Debug, Serialize)]
+struct HealthPointJson {
+    at: Option<String>,
+    resolution_secs: u32,
+    samples: u32,
+    cpu_percent: f32,
+    cpu_max_percent: f32,
+    memory_used_percent: f32,
+    disk_used_max_percent: f32,
+}
+
+/// The health trend as rows of up to 24 equal time buckets: average and
+/// peak CPU, average memory, fullest disk, and a bar of the CPU average.
+fn health_trend(points: &[HealthPoint]) -> String {
+    let (Some(first), Some(last)) = (points.first(), points.last()) else {
+        return "no health samples in that window\n".into();
+    };
+    let span = (last.at_unix_ms - first.at_unix_ms).max(1);
+    let buckets = 24i64.min(points.len() as i64).max(1);
+    let width = (span + buckets) / buckets;
+    let mut rows = Vec::new();
+    for b in 0..buckets {
+        let start = first.at_unix_ms + b * width;
+        let inside: Vec<&HealthPoint> = points
+            .iter()
+            .filter(|p| p.at_unix_ms >= start && (p.at_unix_ms < start + width || b == buckets - 1))
+            .collect();
+        let samples: u32 = inside.iter().map(|p| p.samples.max(1)).sum();
+        if samples == 0 {
+            continue;
+        }
+        let weighted = |f: fn(&HealthPoint) -> f32| {
+            inside
+                .iter()
+                .map(|p| f(p) * p.samples.max(1) as f32)
+                .sum::<f32>()
+                / samples as f32
+        };
+        let cpu = weighted(|p| p.cpu_percent);
+        let peak = inside.iter().map(|p| p.cpu_max_percent).fold(0.0, f32::max);
+        let disk = inside
+            .iter()
+            .map(|p| p.disk_used_max_percent)
+            .fold(0.0, f32::max);
+        rows.push(vec![
+            time(start),
+            samples.to_string(),
+            format!("{cpu:.0}%"),
+            format!("{peak:.0}%"),
+            format!("{:.0}%", weighted(|p| p.memory_used_percent)),
+            format!("{disk:.0}%"),
+            "#".repeat((cpu / 5.0).round() as usize),
+        ]);
+    }
+    table(
+        &[
+            "from",
+            "samples",
+            "cpu",
+            "cpu peak",
+            "memory",
+            "disk",
+            "cpu trend",
+        ],
+        &rows,
+    )
 }
 
 /// One change-log entry in `--json` output.
@@ -244,7 +314,7 @@ fn gib(bytes: u64) -> String {
 }
 
 /// `deskpulse host show`.
-pub fn host(detail: &GetHostResponse, json: bool) -> CommandResult {
+pub fn host(detail: &GetHostResponse, health_asked: bool, json: bool) -> CommandResult {
     let summary = detail.summary.clone().unwrap_or_default();
     if json {
         return print_json(&HostDetailJson {
@@ -262,6 +332,19 @@ pub fn host(detail: &GetHostResponse, json: bool) -> CommandResult {
             spool: detail.spool.as_ref(),
             spool_at: iso(detail.spool_at_unix_ms),
             recent_changes: detail.recent_changes.iter().map(ChangeJson::from).collect(),
+            health_history: detail
+                .health_history
+                .iter()
+                .map(|p| HealthPointJson {
+                    at: iso(p.at_unix_ms),
+                    resolution_secs: p.resolution_secs,
+                    samples: p.samples,
+                    cpu_percent: p.cpu_percent,
+                    cpu_max_percent: p.cpu_max_percent,
+                    memory_used_percent: p.memory_used_percent,
+                    disk_used_max_percent: p.disk_used_max_percent,
+                })
+                .collect(),
         });
     }
     let mut out = String::new();
@@ -392,6 +475,7 @@ pub fn host(detail: &GetHostResponse, json: bool) -> CommandResult {
             ),
         );
     }
+    let trend = health_asked.then(|| health_trend(&detail.health_history));
     for c in &detail.recent_changes {
         field(
             "change",
@@ -405,6 +489,9 @@ pub fn host(detail: &GetHostResponse, json: bool) -> CommandResult {
         );
     }
     print!("{out}");
+    if let Some(trend) = trend {
+        print!("\nhealth trend\n{trend}");
+    }
     Ok(())
 }
 

@@ -107,3 +107,43 @@ fn bad_values_get_one_line_errors() {
         "{error}"
     );
 }
+
+#[test]
+fn history_retention_is_layered_and_checked() {
+    let config = resolve_serve(&ServeFlags::default(), &vars(&[])).expect("defaults");
+    assert_eq!(config.retention.changes, DEFAULT_CHANGE_RETENTION);
+    assert_eq!(config.retention.health_raw, DEFAULT_HEALTH_RAW_RETENTION);
+    assert_eq!(config.retention.health, DEFAULT_HEALTH_RETENTION);
+
+    let f = file("change_retention = \"30d\"\nhealth_retention = \"400d\"\n");
+    let flags = ServeFlags {
+        config: Some(f.path().to_path_buf()),
+        health_raw_retention: Some("2d".into()),
+        ..ServeFlags::default()
+    };
+    let env = vars(&[("DESKPULSE_COLLECTOR_CHANGE_RETENTION", "60d")]);
+    let retention = resolve_serve(&flags, &env).expect("resolves").retention;
+    assert_eq!(retention.changes, Duration::from_secs(60 * 86_400));
+    assert_eq!(retention.health_raw, Duration::from_secs(2 * 86_400));
+    assert_eq!(retention.health, Duration::from_secs(400 * 86_400));
+
+    let short = ServeFlags {
+        change_retention: Some("2h".into()),
+        ..ServeFlags::default()
+    };
+    let err = resolve_serve(&short, &vars(&[])).expect_err("too short");
+    assert_eq!(
+        err.to_string(),
+        "change retention \"2h\" is too short; the minimum is 1d"
+    );
+    let inverted = ServeFlags {
+        health_raw_retention: Some("30d".into()),
+        health_retention: Some("7d".into()),
+        ..ServeFlags::default()
+    };
+    let err = resolve_serve(&inverted, &vars(&[])).expect_err("inverted");
+    assert_eq!(
+        err.to_string(),
+        "health retention must be at least the health raw retention"
+    );
+}

@@ -344,6 +344,7 @@ fn validate(host_id: &str, report: Report) -> Result<IncomingReport, Rejected> {
         Some(Payload::Health(health)) => ReportPayload::Health {
             encoded: health.encode_to_vec(),
             free: crate::facts::health_free(health),
+            reading: crate::facts::health_reading(health),
         },
         None => return Err(reject("a report must carry a payload")),
     };

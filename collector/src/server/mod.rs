@@ -92,21 +92,32 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ServeError> {
         .map_err(|source| ServeError::Bind { addr, source })
 }
 
-/// Deletes change-log entries past their retention, hourly, until
-/// shutdown.
-pub async fn purge_changes(ctx: ServerContext, retention: Duration) {
+/// Hourly until shutdown: folds old health samples into hourly points and
+/// deletes history past its retention.
+pub async fn maintain_history(ctx: ServerContext, retention: crate::config::Retention) {
+    let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     let mut tick = tokio::time::interval(Duration::from_secs(3600));
-    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
     loop {
         tokio::select! {
             () = ctx.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let before = ctx.clock.now_ms().saturating_sub(retention_ms);
-        match ctx.store.purge_changes(before).await {
+        let now = ctx.clock.now_ms();
+        match ctx
+            .store
+            .purge_changes(now.saturating_sub(ms(retention.changes)))
+            .await
+        {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "change-log entries past their retention deleted"),
             Err(error) => tracing::warn!(%error, "purging old change-log entries failed"),
+        }
+        let raw_before = now.saturating_sub(ms(retention.health_raw));
+        let keep_after = now.saturating_sub(ms(retention.health));
+        match ctx.store.downsample_health(raw_before, keep_after).await {
+            Ok((0, 0)) => {}
+            Ok((folded, purged)) => tracing::info!(folded, purged, "health history downsampled"),
+            Err(error) => tracing::warn!(%error, "downsampling health history failed"),
         }
     }
 }

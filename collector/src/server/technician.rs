@@ -4,9 +4,9 @@
 use deskpulse_proto::v1::technician_server::Technician;
 use deskpulse_proto::v1::{
     CreateEnrollmentTokenRequest, CreateEnrollmentTokenResponse, GetHostRequest, GetHostResponse,
-    HealthSample, HostSummary, Inventory, InventoryChange, ListChangesRequest, ListChangesResponse,
-    ListHostsRequest, ListHostsResponse, Presence, SetHostTagRequest, SetHostTagResponse,
-    SpoolCounters, WhoAmIRequest, WhoAmIResponse,
+    HealthPoint, HealthSample, HostSummary, Inventory, InventoryChange, ListChangesRequest,
+    ListChangesResponse, ListHostsRequest, ListHostsResponse, Presence, SetHostTagRequest,
+    SetHostTagResponse, SpoolCounters, WhoAmIRequest, WhoAmIResponse,
 };
 use prost::Message;
 use tonic::{Request, Response, Status};
@@ -243,7 +243,28 @@ impl Technician for TechnicianApi {
     ) -> Result<Response<GetHostResponse>, Status> {
         self.authorize(&request, Role::Viewer, "showing a host")
             .await?;
-        let row = self.resolve_host(&request.into_inner().host).await?;
+        let request = request.into_inner();
+        let row = self.resolve_host(&request.host).await?;
+        let health_history = if request.health_since_unix_ms > 0 {
+            self.ctx
+                .store
+                .health_history(&row.id, request.health_since_unix_ms)
+                .await
+                .map_err(internal)?
+                .into_iter()
+                .map(|p| HealthPoint {
+                    at_unix_ms: p.at_ms,
+                    resolution_secs: p.resolution_s,
+                    samples: p.samples,
+                    cpu_percent: p.cpu_percent,
+                    cpu_max_percent: p.cpu_max_percent,
+                    memory_used_percent: p.memory_used_percent,
+                    disk_used_max_percent: p.disk_used_max_percent,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let detail = self
             .ctx
             .store
@@ -295,6 +316,7 @@ impl Technician for TechnicianApi {
                 .as_ref()
                 .and_then(|(bytes, _)| SpoolCounters::decode(bytes.as_slice()).ok()),
             spool_at_unix_ms: detail.spool_counters.as_ref().map_or(0, |(_, at)| *at),
+            health_history,
         }))
     }
 

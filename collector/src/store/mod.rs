@@ -242,7 +242,39 @@ pub enum ReportPayload {
         encoded: Vec<u8>,
         /// Free space per filesystem: (mount point, free percent).
         free: Vec<(String, f32)>,
+        /// The readings kept in the health history.
+        reading: HealthReading,
     },
+}
+
+/// The readings of one health sample that the history keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct HealthReading {
+    /// CPU use, percent.
+    pub cpu_percent: f32,
+    /// Memory in use, percent.
+    pub memory_used_percent: f32,
+    /// The fullest filesystem's use, percent.
+    pub disk_used_max_percent: f32,
+}
+
+/// One point of a host's health history: a raw sample, or an hour of them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct HealthPoint {
+    /// The sample's time, or the start of its hour.
+    pub at_ms: i64,
+    /// 0 for a raw sample, 3600 for an hourly aggregate.
+    pub resolution_s: u32,
+    /// How many samples it stands for.
+    pub samples: u32,
+    /// Average CPU use, percent.
+    pub cpu_percent: f32,
+    /// Highest CPU use, percent.
+    pub cpu_max_percent: f32,
+    /// Average memory use, percent.
+    pub memory_used_percent: f32,
+    /// Highest use of the fullest filesystem, percent.
+    pub disk_used_max_percent: f32,
 }
 
 /// What storing one report did.
@@ -516,6 +548,18 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes change-log entries observed before `before_ms`; returns how
     /// many.
     async fn purge_changes(&self, before_ms: i64) -> StoreResult<u64>;
+
+    /// A host's health history since `since_ms`, oldest first.
+    async fn health_history(&self, host_id: &str, since_ms: i64) -> StoreResult<Vec<HealthPoint>>;
+
+    /// Folds raw health samples older than `raw_before_ms` into hourly
+    /// points and deletes points older than `keep_after_ms`. Returns (raw
+    /// samples folded, points deleted).
+    async fn downsample_health(
+        &self,
+        raw_before_ms: i64,
+        keep_after_ms: i64,
+    ) -> StoreResult<(u64, u64)>;
 
     /// Hosts matching `query`, ordered by (hostname, id), after the given
     /// key, at most `limit`.

@@ -529,3 +529,211 @@ async fn fleet_queries_use_each_ecosystems_version_order_and_the_facts() {
         .expect("open");
     assert!(!ids(&store, &offline).await.contains(&a));
 }
+
+async fn enrolled_host(store: &SharedStore) -> String {
+    token(store, "h", i64::MAX, 1).await;
+    host_id(
+        &store
+            .enroll(&request("h", ""), 0, &cert)
+            .await
+            .expect("enroll"),
+    )
+}
+
+fn health_report(host: &str, seq: u64, at_ms: i64, cpu: f32, disk: f32) -> IncomingReport {
+    IncomingReport {
+        host_id: host.to_owned(),
+        spool_id: "s".into(),
+        seq,
+        collected_at_ms: at_ms,
+        payload: ReportPayload::Health {
+            encoded: Vec::new(),
+            free: Vec::new(),
+            reading: HealthReading {
+                cpu_percent: cpu,
+                memory_used_percent: 50.0,
+                disk_used_max_percent: disk,
+            },
+        },
+    }
+}
+
+#[tokio::test]
+async fn health_history_is_downsampled_to_hours_then_purged() {
+    let (_dir, store) = sqlite().await;
+    let id = enrolled_host(&store).await;
+    let hour = 3_600_000;
+    // Two hours of samples every 20 minutes, from hour 10 on.
+    let reports: Vec<IncomingReport> = (0..6)
+        .map(|i| {
+            health_report(
+                &id,
+                i + 1,
+                10 * hour + i64::try_from(i).expect("small") * 20 * 60_000,
+                10.0 * (i + 1) as f32,
+                60.0 + i as f32,
+            )
+        })
+        .collect();
+    let outcomes = store.store_reports(&reports, 0).await.expect("store");
+    assert!(outcomes.iter().all(|o| *o == ReportOutcome::Stored));
+    let raw = store.health_history(&id, 0).await.expect("history");
+    assert_eq!(raw.len(), 6);
+    assert!(raw.iter().all(|p| p.resolution_s == 0 && p.samples == 1));
+
+    // Fold everything before 11:30: only hour 10 is whole.
+    let (folded, purged) = store
+        .downsample_health(11 * hour + hour / 2, 0)
+        .await
+        .expect("downsample");
+    assert_eq!((folded, purged), (3, 0));
+    let history = store.health_history(&id, 0).await.expect("history");
+    assert_eq!(history.len(), 4, "{history:?}");
+    let hourly = &history[0];
+    assert_eq!(
+        (hourly.at_ms, hourly.resolution_s, hourly.samples),
+        (10 * hour, 3600, 3)
+    );
+    assert!(
+        (hourly.cpu_percent - 20.0).abs() < 0.01,
+        "average of 10, 20, 30"
+    );
+    assert!((hourly.cpu_max_percent - 30.0).abs() < 0.01);
+    assert!((hourly.disk_used_max_percent - 62.0).abs() < 0.01);
+
+    // Folding again adds nothing twice; purging drops the old hour.
+    assert_eq!(
+        store.downsample_health(11 * hour, 0).await.expect("again"),
+        (0, 0)
+    );
+    let (_, purged) = store
+        .downsample_health(11 * hour, 11 * hour)
+        .await
+        .expect("purge");
+    assert_eq!(purged, 1);
+    assert_eq!(
+        store.health_history(&id, 0).await.expect("history").len(),
+        3
+    );
+    assert_eq!(
+        store
+            .health_history(&id, 11 * hour + 10 * 60_000)
+            .await
+            .expect("window")
+            .len(),
+        2,
+        "the window starts where asked"
+    );
+}
+
+#[tokio::test]
+async fn deltas_that_do_not_fit_ask_for_a_resync_and_changes_are_logged() {
+    use deskpulse_proto::v1::{Inventory, OsInfo, Package, SoftwareInfo};
+    use prost::Message;
+
+    let (_dir, store) = sqlite().await;
+    let id = enrolled_host(&store).await;
+    let inventory = |version: &str| {
+        let mut inv = Inventory {
+            os: Some(OsInfo {
+                hostname: "pc-1".into(),
+                ..OsInfo::default()
+            }),
+            software: Some(SoftwareInfo {
+                packages: vec![Package {
+                    ecosystem: "dpkg".into(),
+                    name: "openssl".into(),
+                    version: version.into(),
+                    arch: "amd64".into(),
+                    ..Package::default()
+                }],
+                ..SoftwareInfo::default()
+            }),
+            ..Inventory::default()
+        };
+        deskpulse_proto::delta::canonicalize(&mut inv);
+        inv
+    };
+    let report = |seq: u64, payload: ReportPayload| IncomingReport {
+        host_id: id.clone(),
+        spool_id: "s".into(),
+        seq,
+        collected_at_ms: i64::try_from(seq).expect("small") * 1000,
+        payload,
+    };
+    let delta = |from: &Inventory, to: &Inventory| ReportPayload::InventoryDelta {
+        encoded: deskpulse_proto::delta::diff(from, to).encode_to_vec(),
+    };
+    let (v1, v2, v3) = (
+        inventory("3.0.11-1"),
+        inventory("3.0.13-1"),
+        inventory("3.0.15-1"),
+    );
+
+    // A delta before any inventory: nothing to apply it to.
+    let out = store
+        .store_reports(&[report(1, delta(&v1, &v2))], 0)
+        .await
+        .expect("store");
+    assert!(
+        matches!(&out[0], ReportOutcome::Resync(why) if why.contains("no inventory")),
+        "{out:?}"
+    );
+
+    let full = ReportPayload::Inventory {
+        encoded: v1.encode_to_vec(),
+        hostname: "pc-1".into(),
+        os_name: String::new(),
+        os_version: String::new(),
+        facts: Box::default(),
+    };
+    let out = store
+        .store_reports(&[report(2, full), report(3, delta(&v1, &v2))], 0)
+        .await
+        .expect("store");
+    assert_eq!(out, [ReportOutcome::Stored, ReportOutcome::Stored]);
+    // The same delta again is a duplicate; one from the wrong base resyncs.
+    let out = store
+        .store_reports(&[report(3, delta(&v1, &v2)), report(4, delta(&v1, &v3))], 0)
+        .await
+        .expect("store");
+    assert_eq!(out[0], ReportOutcome::Duplicate);
+    assert!(
+        matches!(&out[1], ReportOutcome::Resync(why) if why.contains("base")),
+        "{out:?}"
+    );
+
+    let detail = store.host_detail(&id).await.expect("detail").expect("host");
+    let stored =
+        Inventory::decode(detail.inventory.expect("inventory").0.as_slice()).expect("decode");
+    assert_eq!(stored, v2);
+
+    let changes = store
+        .list_changes(&ChangeQuery {
+            host_id: Some(id.clone()),
+            since_ms: 0,
+            sections: vec!["software".into()],
+            limit: 10,
+        })
+        .await
+        .expect("changes");
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0].item, "package dpkg/openssl:amd64");
+    assert_eq!(
+        (
+            changes[0].old_value.as_deref(),
+            changes[0].new_value.as_deref()
+        ),
+        (Some("3.0.11-1"), Some("3.0.13-1"))
+    );
+    let all = store
+        .list_changes(&ChangeQuery {
+            limit: 10,
+            ..ChangeQuery::default()
+        })
+        .await
+        .expect("changes");
+    assert_eq!(all.len(), 2, "the baseline and the upgrade: {all:?}");
+    assert_eq!(all[1].section, "inventory");
+    assert_eq!(store.purge_changes(2_500).await.expect("purge"), 1);
+}

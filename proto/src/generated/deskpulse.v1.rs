@@ -1829,6 +1829,10 @@ pub struct GetHostRequest {
     /// A host id, a unique prefix of one, or a host name.
     #[prost(string, tag = "1")]
     pub host: ::prost::alloc::string::String,
+    /// When set, the health history since this time (ms since the Unix epoch)
+    /// comes back in health_history.
+    #[prost(int64, tag = "2")]
+    pub health_since_unix_ms: i64,
 }
 /// One host in detail.
 #[derive(serde::Serialize)]
@@ -1874,6 +1878,36 @@ pub struct GetHostResponse {
     /// When the agent last sent those counts, ms since the Unix epoch.
     #[prost(int64, tag = "13")]
     pub spool_at_unix_ms: i64,
+    /// The health history asked for, oldest first: raw samples, and hourly
+    /// points where raw samples were folded (older than the raw retention).
+    #[prost(message, repeated, tag = "14")]
+    pub health_history: ::prost::alloc::vec::Vec<HealthPoint>,
+}
+/// One point of a host's health history.
+#[derive(serde::Serialize)]
+#[derive(Clone, Copy, PartialEq, ::prost::Message)]
+pub struct HealthPoint {
+    /// The sample's time, or the start of its hour, ms since the Unix epoch.
+    #[prost(int64, tag = "1")]
+    pub at_unix_ms: i64,
+    /// 0 for a raw sample, 3600 for an hour of samples.
+    #[prost(uint32, tag = "2")]
+    pub resolution_secs: u32,
+    /// How many samples the point stands for.
+    #[prost(uint32, tag = "3")]
+    pub samples: u32,
+    /// Average CPU use, percent.
+    #[prost(float, tag = "4")]
+    pub cpu_percent: f32,
+    /// Highest CPU use, percent.
+    #[prost(float, tag = "5")]
+    pub cpu_max_percent: f32,
+    /// Average memory use, percent.
+    #[prost(float, tag = "6")]
+    pub memory_used_percent: f32,
+    /// Highest use of the fullest filesystem, percent.
+    #[prost(float, tag = "7")]
+    pub disk_used_max_percent: f32,
 }
 /// Asks for change-log entries.
 #[derive(serde::Serialize)]

@@ -24,9 +24,9 @@ use inventory::StoredInventory;
 use prost::Message;
 
 use super::{
-    AuditEntry, CaRecord, Caller, ChangeQuery, ChangeRow, EnrollOutcome, EnrollRequest, HostDetail,
-    HostRow, IncomingReport, IssueCert, NewApiToken, NewEnrollmentToken, ReportOutcome,
-    ReportPayload, Role, SessionOpen, Store, StoreError, StoreResult,
+    AuditEntry, CaRecord, Caller, ChangeQuery, ChangeRow, EnrollOutcome, EnrollRequest,
+    HealthPoint, HostDetail, HostRow, IncomingReport, IssueCert, NewApiToken, NewEnrollmentToken,
+    ReportOutcome, ReportPayload, Role, SessionOpen, Store, StoreError, StoreResult,
 };
 
 /// The fleet_meta key holding the CA fingerprint.
@@ -320,7 +320,24 @@ impl Store for SqliteStore {
                 ReportPayload::InventoryDelta { encoded } => {
                     inventory::apply_delta(&mut tx, report, encoded).await?
                 }
-                ReportPayload::Health { encoded, free } => {
+                ReportPayload::Health {
+                    encoded,
+                    free,
+                    reading,
+                } => {
+                    sqlx::query(
+                        "INSERT OR IGNORE INTO health_samples (host_id, resolution_s, at_ms, samples, \
+                         cpu_percent, cpu_max_percent, memory_used_percent, disk_used_max_percent) \
+                         VALUES (?, 0, ?, 1, ?, ?, ?, ?)",
+                    )
+                    .bind(&report.host_id)
+                    .bind(report.collected_at_ms)
+                    .bind(reading.cpu_percent)
+                    .bind(reading.cpu_percent)
+                    .bind(reading.memory_used_percent)
+                    .bind(reading.disk_used_max_percent)
+                    .execute(&mut *tx)
+                    .await?;
                     let applied = sqlx::query(
                         "UPDATE hosts SET last_health = ?, health_at_ms = ? \
                          WHERE id = ? AND (health_at_ms IS NULL OR health_at_ms <= ?)",
@@ -372,6 +389,74 @@ impl Store for SqliteStore {
 
     async fn list_changes(&self, query: &ChangeQuery) -> StoreResult<Vec<ChangeRow>> {
         inventory::list_changes(&self.pool, query).await
+    }
+
+    async fn health_history(&self, host_id: &str, since_ms: i64) -> StoreResult<Vec<HealthPoint>> {
+        let rows = sqlx::query(
+            "SELECT at_ms, resolution_s, samples, cpu_percent, cpu_max_percent, \
+             memory_used_percent, disk_used_max_percent FROM health_samples \
+             WHERE host_id = ? AND resolution_s IN (0, 3600) AND at_ms >= ? ORDER BY at_ms",
+        )
+        .bind(host_id)
+        .bind(since_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let int = |name: &str| -> StoreResult<u32> {
+                    let v: i64 = r.try_get(name)?;
+                    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{name} {v}")))
+                };
+                Ok(HealthPoint {
+                    at_ms: r.try_get("at_ms")?,
+                    resolution_s: int("resolution_s")?,
+                    samples: int("samples")?,
+                    cpu_percent: r.try_get("cpu_percent")?,
+                    cpu_max_percent: r.try_get("cpu_max_percent")?,
+                    memory_used_percent: r.try_get("memory_used_percent")?,
+                    disk_used_max_percent: r.try_get("disk_used_max_percent")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn downsample_health(
+        &self,
+        raw_before_ms: i64,
+        keep_after_ms: i64,
+    ) -> StoreResult<(u64, u64)> {
+        let mut tx = self.pool.begin().await?;
+        // Hours are folded whole: only hours that ended before the cut.
+        let cut = raw_before_ms - raw_before_ms.rem_euclid(3_600_000);
+        sqlx::query(
+            "INSERT INTO health_samples (host_id, resolution_s, at_ms, samples, cpu_percent, \
+             cpu_max_percent, memory_used_percent, disk_used_max_percent) \
+             SELECT host_id, 3600, (at_ms / 3600000) * 3600000, COUNT(*), AVG(cpu_percent), \
+             MAX(cpu_max_percent), AVG(memory_used_percent), MAX(disk_used_max_percent) \
+             FROM health_samples WHERE resolution_s = 0 AND at_ms < ? \
+             GROUP BY host_id, at_ms / 3600000 \
+             ON CONFLICT (host_id, resolution_s, at_ms) DO UPDATE SET \
+             cpu_percent = (cpu_percent * samples + excluded.cpu_percent * excluded.samples) / (samples + excluded.samples), \
+             memory_used_percent = (memory_used_percent * samples + excluded.memory_used_percent * excluded.samples) / (samples + excluded.samples), \
+             cpu_max_percent = MAX(cpu_max_percent, excluded.cpu_max_percent), \
+             disk_used_max_percent = MAX(disk_used_max_percent, excluded.disk_used_max_percent), \
+             samples = samples + excluded.samples",
+        )
+        .bind(cut)
+        .execute(&mut *tx)
+        .await?;
+        let folded = sqlx::query("DELETE FROM health_samples WHERE resolution_s = 0 AND at_ms < ?")
+            .bind(cut)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        let purged = sqlx::query("DELETE FROM health_samples WHERE at_ms < ?")
+            .bind(keep_after_ms)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok((folded, purged))
     }
 
     async fn purge_changes(&self, before_ms: i64) -> StoreResult<u64> {

@@ -269,7 +269,7 @@ fn handle_incoming(
 /// base, or the full snapshot.
 fn push_inventory(spool: &mut Spool, base: &mut InventoryBase, config: &AgentConfig) -> bool {
     let snapshot = collect_inventory(&config.system_root);
-    match spool.push(base.payload_for(&snapshot), now_ms()) {
+    let spooled = match spool.push(base.payload_for(&snapshot), now_ms()) {
         Ok(seq) => {
             base.spooled(seq, &snapshot);
             true
@@ -278,7 +278,10 @@ fn push_inventory(spool: &mut Spool, base: &mut InventoryBase, config: &AgentCon
             warn!(%error, "the inventory could not be spooled and is lost; it is counted as dropped");
             false
         }
-    }
+    };
+    drop(snapshot);
+    crate::collect::release_freed_memory();
+    spooled
 }
 
 /// The spool's drop counts as the collector receives them.

@@ -186,12 +186,10 @@ impl Session {
             }
             for report in reports {
                 let seq = report.seq;
-                self.tx
-                    .send(AgentMessage {
-                        kind: Some(Kind::Report(report)),
-                    })
-                    .await
-                    .map_err(|_| SessionError::Closed)?;
+                self.send(AgentMessage {
+                    kind: Some(Kind::Report(report)),
+                })
+                .await?;
                 self.sent_up_to = seq;
             }
         }

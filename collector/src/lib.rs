@@ -11,6 +11,7 @@
 //! - [`store`]: the storage interface and its SQLite backend.
 //! - [`facts`]: the values of an inventory that fleet queries search.
 //! - [`changes`]: item-by-item inventory changes for the change log.
+//! - [`rules`]: health rules, their state machine and ticket priority.
 //! - [`ingest`]: the batching writer between agent sessions and the store.
 //! - [`server`]: the gRPC services on the single TLS port.
 //! - [`admin`]: the admin commands that work on the data dir directly.
@@ -29,6 +30,7 @@ pub mod facts;
 pub mod ingest;
 pub mod pki;
 pub mod query;
+pub mod rules;
 pub mod secrets;
 pub mod server;
 pub mod store;

@@ -237,11 +237,19 @@ fn a_full_spool_thins_old_health_and_reports_the_drops() {
         (spool.spool_id().to_owned(), last)
     };
 
+    // Thinning happens offline, so no old sample is already in flight.
+    let addr = collector.addr.to_string();
+    let data_dir = collector.into_data_dir();
     let service = AgentService::start_with_env(
         &agent,
         &[],
         &[("DESKPULSE_AGENT_SPOOL_HEALTH_MAX_MIB", "1")],
     );
+    wait_for(Duration::from_secs(60), || {
+        (status(&agent)["spool"]["dropped"]["health_thinned"].as_u64() > Some(0)).then_some(())
+    })
+    .expect("the agent thins its spool while offline");
+    let collector = Collector::start_on(data_dir, &addr, &[]);
     let token = collector.admin_token();
     let shown = wait_for(Duration::from_secs(90), || {
         let out = collector

@@ -180,6 +180,7 @@ async fn serve(config: config::ServeConfig) -> CommandResult {
         let _ = stdout.flush();
     }
     tokio::spawn(server::maintain_history(ctx.clone(), config.retention));
+    tokio::spawn(server::advance_rule_timers(ctx.clone()));
     server::serve(ctx, listener, &identity, config.shutdown_grace)
         .await
         .map_err(Failure::runtime)?;

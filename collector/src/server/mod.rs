@@ -122,6 +122,24 @@ pub async fn maintain_history(ctx: ServerContext, retention: crate::config::Rete
     }
 }
 
+/// Every minute until shutdown: advances rule timers, so a recovered
+/// condition auto-resolves its ticket after the quiet period even when no
+/// sample arrives.
+pub async fn advance_rule_timers(ctx: ServerContext) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            () = ctx.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match ctx.store.advance_rule_timers(ctx.clock.now_ms()).await {
+            Ok(0) => {}
+            Ok(actions) => tracing::info!(actions, "rule timers advanced"),
+            Err(error) => tracing::warn!(%error, "advancing rule timers failed"),
+        }
+    }
+}
+
 /// Serves until `ctx.shutdown` is cancelled, then drains for at most
 /// `grace`.
 pub async fn serve(

@@ -321,6 +321,64 @@ pub struct ChangeRow {
     pub new_value: Option<String>,
 }
 
+/// Which tickets to list.
+#[derive(Debug, Clone, Default)]
+pub struct TicketQuery {
+    /// Only tickets that are not resolved or closed (D22 `--status open`).
+    pub open_only: bool,
+    /// Only this exact status.
+    pub status: Option<String>,
+    /// Only this host.
+    pub host_id: Option<String>,
+    /// Only this priority, "P1" … "P4".
+    pub priority: Option<String>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// One ticket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TicketRow {
+    /// The ticket id.
+    pub id: i64,
+    /// The host.
+    pub host_id: String,
+    /// Its current name.
+    pub hostname: String,
+    /// The rule that opened it; empty for a manual ticket.
+    pub rule: String,
+    /// The subject (mount point, service, ...), or empty.
+    pub subject: String,
+    /// The title.
+    pub title: String,
+    /// new, open, in_progress, waiting, resolved, closed.
+    pub status: String,
+    /// "P1" … "P4".
+    pub priority: String,
+    /// The rule's severity.
+    pub severity: String,
+    /// The technician working it.
+    pub assignee: Option<String>,
+    /// How often it was escalated.
+    pub escalation: u32,
+    /// How often its condition fired.
+    pub occurrences: u32,
+    /// How often it reopened after resolving.
+    pub flaps: u32,
+    /// When it opened.
+    pub opened_at_ms: i64,
+    /// When it last changed.
+    pub updated_at_ms: i64,
+    /// When it resolved, if it is resolved.
+    pub resolved_at_ms: Option<i64>,
+    /// When the first response is due.
+    pub response_due_ms: i64,
+    /// When the resolution is due.
+    pub resolution_due_ms: i64,
+    /// What fired it, JSON (D23).
+    pub evidence: String,
+}
+
 /// One installed package, as the store indexes it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PackageKey {
@@ -548,6 +606,13 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes change-log entries observed before `before_ms`; returns how
     /// many.
     async fn purge_changes(&self, before_ms: i64) -> StoreResult<u64>;
+
+    /// Advances rule timers (quiet periods, reopen windows) to `now_ms`;
+    /// returns how many ticket actions that took.
+    async fn advance_rule_timers(&self, now_ms: i64) -> StoreResult<u64>;
+
+    /// Tickets, by priority then resolution due time.
+    async fn list_tickets(&self, query: &TicketQuery) -> StoreResult<Vec<TicketRow>>;
 
     /// A host's health history since `since_ms`, oldest first.
     async fn health_history(&self, host_id: &str, since_ms: i64) -> StoreResult<Vec<HealthPoint>>;

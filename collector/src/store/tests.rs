@@ -737,3 +737,108 @@ async fn deltas_that_do_not_fit_ask_for_a_resync_and_changes_are_logged() {
     assert_eq!(all[1].section, "inventory");
     assert_eq!(store.purge_changes(2_500).await.expect("purge"), 1);
 }
+
+fn disk_sample(host: &str, seq: u64, at_ms: i64, used: f32) -> IncomingReport {
+    IncomingReport {
+        host_id: host.to_owned(),
+        spool_id: "rules".into(),
+        seq,
+        collected_at_ms: at_ms,
+        payload: ReportPayload::Health {
+            encoded: Vec::new(),
+            free: vec![("/".into(), 100.0 - used), ("/boot".into(), 70.0)],
+            reading: HealthReading {
+                cpu_percent: 5.0,
+                memory_used_percent: 40.0,
+                disk_used_max_percent: used,
+            },
+        },
+    }
+}
+
+#[tokio::test]
+async fn a_full_disk_opens_one_ticket_resolves_after_quiet_and_reopens() {
+    let (_dir, store) = sqlite().await;
+    let id = enrolled_host(&store).await;
+    store
+        .set_tag(&id, "criticality", "high")
+        .await
+        .expect("tag");
+    let min = 60_000;
+    let open = TicketQuery {
+        open_only: true,
+        limit: 10,
+        ..TicketQuery::default()
+    };
+    // 95 % for 12 minutes: disk-full (> 90 for 10 min) fires once; the
+    // disk-almost-full rule (> 80 for 1 h) is still pending.
+    for m in 0..12u64 {
+        let at = i64::try_from(m).expect("small") * min;
+        store
+            .store_reports(&[disk_sample(&id, m + 1, at, 95.0)], at)
+            .await
+            .expect("store");
+    }
+    let tickets = store.list_tickets(&open).await.expect("list");
+    assert_eq!(tickets.len(), 1, "{tickets:?}");
+    let ticket = &tickets[0];
+    assert_eq!(
+        (ticket.rule.as_str(), ticket.subject.as_str()),
+        ("disk-full", "/")
+    );
+    assert_eq!(ticket.priority, "P1", "high impact x high severity");
+    assert_eq!(ticket.status, "new");
+    assert_eq!(ticket.title, "disk-full: / is 95% full");
+    assert_eq!(ticket.occurrences, 1);
+    assert!(
+        ticket.evidence.contains("\"value\":95"),
+        "{}",
+        ticket.evidence
+    );
+
+    // Inside the hysteresis band (between 85 and 90): nothing changes.
+    store
+        .store_reports(&[disk_sample(&id, 20, 12 * min, 88.0)], 12 * min)
+        .await
+        .expect("store");
+    assert_eq!(
+        store.advance_rule_timers(40 * min).await.expect("timers"),
+        0
+    );
+    // Recovered, then the quiet period (15 min) passes with no sample.
+    store
+        .store_reports(&[disk_sample(&id, 21, 13 * min, 50.0)], 13 * min)
+        .await
+        .expect("store");
+    assert_eq!(
+        store.advance_rule_timers(20 * min).await.expect("timers"),
+        0
+    );
+    assert_eq!(
+        store.advance_rule_timers(29 * min).await.expect("timers"),
+        1
+    );
+    assert!(store.list_tickets(&open).await.expect("list").is_empty());
+    let all = TicketQuery {
+        limit: 10,
+        ..TicketQuery::default()
+    };
+    let resolved = store.list_tickets(&all).await.expect("list");
+    assert_eq!(resolved[0].status, "resolved");
+
+    // Fires again within the reopen window: the same ticket, one flap.
+    for m in 30..42u64 {
+        let at = i64::try_from(m).expect("small") * min;
+        store
+            .store_reports(&[disk_sample(&id, 100 + m, at, 97.0)], at)
+            .await
+            .expect("store");
+    }
+    let reopened = store.list_tickets(&open).await.expect("list");
+    assert_eq!(reopened.len(), 1);
+    assert_eq!(reopened[0].id, ticket.id);
+    assert_eq!(
+        (reopened[0].status.as_str(), reopened[0].flaps),
+        ("open", 1)
+    );
+}

@@ -8,6 +8,7 @@
 
 pub mod fleet;
 mod inventory;
+mod tickets;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -19,6 +20,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::HostQuery;
 
+use crate::rules::model::Metric;
 use deskpulse_proto::v1::Inventory;
 use inventory::StoredInventory;
 use prost::Message;
@@ -26,7 +28,8 @@ use prost::Message;
 use super::{
     AuditEntry, CaRecord, Caller, ChangeQuery, ChangeRow, EnrollOutcome, EnrollRequest,
     HealthPoint, HostDetail, HostRow, IncomingReport, IssueCert, NewApiToken, NewEnrollmentToken,
-    ReportOutcome, ReportPayload, Role, SessionOpen, Store, StoreError, StoreResult,
+    ReportOutcome, ReportPayload, Role, SessionOpen, Store, StoreError, StoreResult, TicketQuery,
+    TicketRow,
 };
 
 /// The fleet_meta key holding the CA fingerprint.
@@ -338,6 +341,33 @@ impl Store for SqliteStore {
                     .bind(reading.disk_used_max_percent)
                     .execute(&mut *tx)
                     .await?;
+                    let mut readings = vec![
+                        (
+                            Metric::CpuPercent,
+                            String::new(),
+                            f64::from(reading.cpu_percent),
+                        ),
+                        (
+                            Metric::MemoryUsedPercent,
+                            String::new(),
+                            f64::from(reading.memory_used_percent),
+                        ),
+                    ];
+                    readings.extend(free.iter().map(|(mount, free_percent)| {
+                        (
+                            Metric::DiskUsedPercent,
+                            mount.clone(),
+                            f64::from(100.0 - free_percent),
+                        )
+                    }));
+                    tickets::evaluate(
+                        &mut tx,
+                        &report.host_id,
+                        &readings,
+                        report.collected_at_ms,
+                        now_ms,
+                    )
+                    .await?;
                     let applied = sqlx::query(
                         "UPDATE hosts SET last_health = ?, health_at_ms = ? \
                          WHERE id = ? AND (health_at_ms IS NULL OR health_at_ms <= ?)",
@@ -389,6 +419,14 @@ impl Store for SqliteStore {
 
     async fn list_changes(&self, query: &ChangeQuery) -> StoreResult<Vec<ChangeRow>> {
         inventory::list_changes(&self.pool, query).await
+    }
+
+    async fn advance_rule_timers(&self, now_ms: i64) -> StoreResult<u64> {
+        tickets::advance_timers(&self.pool, now_ms).await
+    }
+
+    async fn list_tickets(&self, query: &TicketQuery) -> StoreResult<Vec<TicketRow>> {
+        tickets::list(&self.pool, query).await
     }
 
     async fn health_history(&self, host_id: &str, since_ms: i64) -> StoreResult<Vec<HealthPoint>> {

@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 use deskpulse_proto::v1::technician_client::TechnicianClient;
 use deskpulse_proto::v1::{
     CreateEnrollmentTokenRequest, GetHostRequest, ListChangesRequest, ListHostsRequest,
-    SetHostTagRequest, WhoAmIRequest,
+    ListTicketsRequest, SetHostTagRequest, WhoAmIRequest,
 };
 use tonic::codec::CompressionEncoding;
 use tonic::service::interceptor::InterceptedService;
@@ -72,6 +72,19 @@ enum Command {
         /// At most this many entries.
         #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=5000))]
         limit: u32,
+    },
+    /// Tickets, by priority then SLA due time.
+    Tickets {
+        /// "open" (anything not resolved), or new, in_progress, waiting,
+        /// resolved, closed.
+        #[arg(long)]
+        status: Option<String>,
+        /// P1, P2, P3 or P4.
+        #[arg(long)]
+        priority: Option<String>,
+        /// A host name, a host id, or a unique prefix of an id.
+        #[arg(long)]
+        host: Option<String>,
     },
     /// Show who the API token belongs to.
     Whoami,
@@ -371,6 +384,23 @@ async fn run(command: Command, settings: &Settings, json: bool) -> CommandResult
                 .map_err(call_failed)?
                 .into_inner();
             output::changes(&list, json)
+        }
+        Command::Tickets {
+            status,
+            priority,
+            host,
+        } => {
+            let list = client
+                .list_tickets(ListTicketsRequest {
+                    status: status.unwrap_or_default(),
+                    host: host.unwrap_or_default(),
+                    priority: priority.unwrap_or_default(),
+                    limit: 0,
+                })
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            output::tickets(&list.tickets, json)
         }
         Command::Whoami => {
             let me = client

@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use deskpulse_proto::v1::{
     GetHostResponse, HealthPoint, HostSummary, InventoryChange, InventorySection,
-    ListChangesResponse, Presence, Role, WhoAmIResponse,
+    ListChangesResponse, Presence, Role, Ticket, WhoAmIResponse,
 };
 use serde::Serialize;
 
@@ -272,6 +272,70 @@ fn change_text(c: &InventoryChange) -> String {
         "baseline" => format!("first inventory, {}", c.new_value),
         _ => format!("{} -> {}", c.old_value, c.new_value),
     }
+}
+
+/// `deskpulse tickets`: a table, or the wire fields as JSON with times in
+/// RFC 3339 and the evidence parsed.
+pub fn tickets(list: &[Ticket], json: bool) -> CommandResult {
+    if json {
+        let items: Vec<serde_json::Value> = list
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "id": t.id,
+                    "host_id": t.host_id,
+                    "hostname": t.hostname,
+                    "rule": t.rule,
+                    "subject": t.subject,
+                    "title": t.title,
+                    "status": t.status,
+                    "priority": t.priority,
+                    "severity": t.severity,
+                    "assignee": (!t.assignee.is_empty()).then_some(&t.assignee),
+                    "escalation": t.escalation,
+                    "occurrences": t.occurrences,
+                    "flaps": t.flaps,
+                    "opened_at": iso(t.opened_at_unix_ms),
+                    "updated_at": iso(t.updated_at_unix_ms),
+                    "resolved_at": iso(t.resolved_at_unix_ms),
+                    "response_due": iso(t.response_due_unix_ms),
+                    "resolution_due": iso(t.resolution_due_unix_ms),
+                    "evidence": serde_json::from_str::<serde_json::Value>(&t.evidence_json).ok(),
+                })
+            })
+            .collect();
+        return print_json(&items);
+    }
+    if list.is_empty() {
+        println!("no tickets match");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|t| {
+            vec![
+                t.id.to_string(),
+                t.priority.clone(),
+                t.status.clone(),
+                t.hostname.clone(),
+                t.title.clone(),
+                if t.occurrences > 1 {
+                    format!("x{}", t.occurrences)
+                } else {
+                    String::new()
+                },
+                time(t.resolution_due_unix_ms),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &["id", "pri", "status", "host", "title", "seen", "resolve by"],
+            &rows
+        )
+    );
+    Ok(())
 }
 
 /// `deskpulse changes`: a table, or `{"changes": [...], "truncated"}`.

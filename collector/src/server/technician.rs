@@ -5,8 +5,9 @@ use deskpulse_proto::v1::technician_server::Technician;
 use deskpulse_proto::v1::{
     CreateEnrollmentTokenRequest, CreateEnrollmentTokenResponse, GetHostRequest, GetHostResponse,
     HealthPoint, HealthSample, HostSummary, Inventory, InventoryChange, ListChangesRequest,
-    ListChangesResponse, ListHostsRequest, ListHostsResponse, Presence, SetHostTagRequest,
-    SetHostTagResponse, SpoolCounters, WhoAmIRequest, WhoAmIResponse,
+    ListChangesResponse, ListHostsRequest, ListHostsResponse, ListTicketsRequest,
+    ListTicketsResponse, Presence, SetHostTagRequest, SetHostTagResponse, SpoolCounters, Ticket,
+    WhoAmIRequest, WhoAmIResponse,
 };
 use prost::Message;
 use tonic::{Request, Response, Status};
@@ -16,11 +17,46 @@ use super::ServerContext;
 use crate::secrets::{self, token_hash};
 use crate::store::{
     AuditEntry, Caller, ChangeQuery, ChangeRow, HostRow, NewEnrollmentToken, Role, StoreError,
+    TicketQuery, TicketRow,
 };
+
+/// Ticket statuses (D22).
+const TICKET_STATUSES: [&str; 6] = [
+    "new",
+    "open",
+    "in_progress",
+    "waiting",
+    "resolved",
+    "closed",
+];
+
+fn ticket_message(row: TicketRow) -> Ticket {
+    Ticket {
+        id: row.id,
+        host_id: row.host_id,
+        hostname: row.hostname,
+        rule: row.rule,
+        subject: row.subject,
+        title: row.title,
+        status: row.status,
+        priority: row.priority,
+        severity: row.severity,
+        assignee: row.assignee.unwrap_or_default(),
+        escalation: row.escalation,
+        occurrences: row.occurrences,
+        flaps: row.flaps,
+        opened_at_unix_ms: row.opened_at_ms,
+        updated_at_unix_ms: row.updated_at_ms,
+        resolved_at_unix_ms: row.resolved_at_ms.unwrap_or(0),
+        response_due_unix_ms: row.response_due_ms,
+        resolution_due_unix_ms: row.resolution_due_ms,
+        evidence_json: row.evidence,
+    }
+}
 
 /// Change-log entries shown with a host.
 const RECENT_CHANGES: u32 = 20;
-/// The default and the largest page of change-log entries.
+/// The default and the largest page of change-log entries and tickets.
 const DEFAULT_CHANGES: u32 = 500;
 const MAX_CHANGES: u32 = 5000;
 
@@ -317,6 +353,58 @@ impl Technician for TechnicianApi {
                 .and_then(|(bytes, _)| SpoolCounters::decode(bytes.as_slice()).ok()),
             spool_at_unix_ms: detail.spool_counters.as_ref().map_or(0, |(_, at)| *at),
             health_history,
+        }))
+    }
+
+    async fn list_tickets(
+        &self,
+        request: Request<ListTicketsRequest>,
+    ) -> Result<Response<ListTicketsResponse>, Status> {
+        self.authorize(&request, Role::Viewer, "listing tickets")
+            .await?;
+        let request = request.into_inner();
+        let status = request.status.trim().to_ascii_lowercase();
+        let open_only = status == "open";
+        if !status.is_empty() && !TICKET_STATUSES.contains(&status.as_str()) {
+            return Err(Status::invalid_argument(format!(
+                "unknown status {status:?}; expected one of {}",
+                TICKET_STATUSES.join(", ")
+            )));
+        }
+        let priority = request.priority.trim().to_ascii_uppercase();
+        if !priority.is_empty() && !["P1", "P2", "P3", "P4"].contains(&priority.as_str()) {
+            return Err(Status::invalid_argument(format!(
+                "unknown priority {priority:?}; expected P1, P2, P3 or P4"
+            )));
+        }
+        let host_id = if request.host.trim().is_empty() {
+            None
+        } else {
+            Some(self.resolve_host(&request.host).await?.id)
+        };
+        let limit = match request.limit {
+            0 => DEFAULT_CHANGES,
+            n if n > MAX_CHANGES => {
+                return Err(Status::invalid_argument(format!(
+                    "limit {n} is too large; the most is {MAX_CHANGES}"
+                )));
+            }
+            n => n,
+        };
+        let rows = self
+            .ctx
+            .store
+            .list_tickets(&TicketQuery {
+                open_only,
+                status: (!status.is_empty() && !open_only).then_some(status),
+                host_id,
+                priority: (!priority.is_empty()).then_some(priority),
+                limit,
+            })
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(ListTicketsResponse {
+            tickets: rows.into_iter().map(ticket_message).collect(),
         }))
     }
 

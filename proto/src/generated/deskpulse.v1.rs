@@ -2018,6 +2018,95 @@ pub struct CreateEnrollmentTokenResponse {
     #[prost(uint32, tag = "3")]
     pub uses: u32,
 }
+/// Asks for tickets.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListTicketsRequest {
+    /// "open" (any ticket not resolved or closed, D22), or one status: new,
+    /// open, in_progress, waiting, resolved, closed. Empty for all.
+    #[prost(string, tag = "1")]
+    pub status: ::prost::alloc::string::String,
+    /// A host id, a unique prefix of one, or a host name; empty for all.
+    #[prost(string, tag = "2")]
+    pub host: ::prost::alloc::string::String,
+    /// "P1" to "P4"; empty for all.
+    #[prost(string, tag = "3")]
+    pub priority: ::prost::alloc::string::String,
+    /// At most this many (1-5000); 0 means 500.
+    #[prost(uint32, tag = "4")]
+    pub limit: u32,
+}
+/// Tickets, by priority then resolution due time.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListTicketsResponse {
+    /// The tickets.
+    #[prost(message, repeated, tag = "1")]
+    pub tickets: ::prost::alloc::vec::Vec<Ticket>,
+}
+/// One ticket.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Ticket {
+    /// The ticket id.
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+    /// The host id.
+    #[prost(string, tag = "2")]
+    pub host_id: ::prost::alloc::string::String,
+    /// The host's current name.
+    #[prost(string, tag = "3")]
+    pub hostname: ::prost::alloc::string::String,
+    /// The rule that opened it; empty for a manual ticket.
+    #[prost(string, tag = "4")]
+    pub rule: ::prost::alloc::string::String,
+    /// The subject: a mount point, service or disk; empty when none.
+    #[prost(string, tag = "5")]
+    pub subject: ::prost::alloc::string::String,
+    /// The title.
+    #[prost(string, tag = "6")]
+    pub title: ::prost::alloc::string::String,
+    /// new, open, in_progress, waiting, resolved or closed.
+    #[prost(string, tag = "7")]
+    pub status: ::prost::alloc::string::String,
+    /// "P1" to "P4", from impact (the host's criticality) x urgency (the
+    /// rule's severity).
+    #[prost(string, tag = "8")]
+    pub priority: ::prost::alloc::string::String,
+    /// The rule's severity: critical, high, medium or low.
+    #[prost(string, tag = "9")]
+    pub severity: ::prost::alloc::string::String,
+    /// The technician working it; empty when unassigned.
+    #[prost(string, tag = "10")]
+    pub assignee: ::prost::alloc::string::String,
+    /// How often it was escalated.
+    #[prost(uint32, tag = "11")]
+    pub escalation: u32,
+    /// How often its condition fired.
+    #[prost(uint32, tag = "12")]
+    pub occurrences: u32,
+    /// How often it reopened after resolving.
+    #[prost(uint32, tag = "13")]
+    pub flaps: u32,
+    /// When it opened, ms since the Unix epoch.
+    #[prost(int64, tag = "14")]
+    pub opened_at_unix_ms: i64,
+    /// When it last changed, ms since the Unix epoch.
+    #[prost(int64, tag = "15")]
+    pub updated_at_unix_ms: i64,
+    /// When it resolved; 0 while it is not resolved.
+    #[prost(int64, tag = "16")]
+    pub resolved_at_unix_ms: i64,
+    /// When the first response is due, ms since the Unix epoch.
+    #[prost(int64, tag = "17")]
+    pub response_due_unix_ms: i64,
+    /// When the resolution is due, ms since the Unix epoch.
+    #[prost(int64, tag = "18")]
+    pub resolution_due_unix_ms: i64,
+    /// What fired it, as JSON: rule, metric, op, threshold, subject, value.
+    #[prost(string, tag = "19")]
+    pub evidence_json: ::prost::alloc::string::String,
+}
 /// What a token may do. Each role includes the rights of the ones below it.
 #[derive(serde::Serialize)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
@@ -2334,6 +2423,31 @@ pub mod technician_client {
                 .insert(GrpcMethod::new("deskpulse.v1.Technician", "ListChanges"));
             self.inner.unary(req, path, codec).await
         }
+        /// Lists tickets by priority, then by resolution due time. Any role.
+        pub async fn list_tickets(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListTicketsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListTicketsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/deskpulse.v1.Technician/ListTickets",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("deskpulse.v1.Technician", "ListTickets"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -2392,6 +2506,14 @@ pub mod technician_server {
             request: tonic::Request<super::ListChangesRequest>,
         ) -> std::result::Result<
             tonic::Response<super::ListChangesResponse>,
+            tonic::Status,
+        >;
+        /// Lists tickets by priority, then by resolution due time. Any role.
+        async fn list_tickets(
+            &self,
+            request: tonic::Request<super::ListTicketsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListTicketsResponse>,
             tonic::Status,
         >;
     }
@@ -2726,6 +2848,51 @@ pub mod technician_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListChangesSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/deskpulse.v1.Technician/ListTickets" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListTicketsSvc<T: Technician>(pub Arc<T>);
+                    impl<
+                        T: Technician,
+                    > tonic::server::UnaryService<super::ListTicketsRequest>
+                    for ListTicketsSvc<T> {
+                        type Response = super::ListTicketsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListTicketsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Technician>::list_tickets(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListTicketsSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -32,8 +32,17 @@ CREATE TABLE tickets (
     resolved_at_ms    INTEGER,
     response_due_ms   INTEGER NOT NULL,
     resolution_due_ms INTEGER NOT NULL,
-    -- What fired it, copied (D23): JSON.
-    evidence          TEXT NOT NULL
+    -- What fired it, copied (D23): JSON; '{}' for a manual ticket.
+    evidence          TEXT NOT NULL,
+    -- The first technician action: meets the response target (D22).
+    responded_at_ms   INTEGER,
+    -- While waiting, the SLA clock is paused from this time (D22).
+    waiting_since_ms  INTEGER,
+    -- Set once the response or resolution target was missed and escalated.
+    response_breached   INTEGER NOT NULL DEFAULT 0,
+    resolution_breached INTEGER NOT NULL DEFAULT 0,
+    -- How it was resolved, for the knowledge base.
+    resolution        TEXT
 );
 CREATE INDEX tickets_by_status ON tickets (status, priority, resolution_due_ms);
 CREATE INDEX tickets_by_host ON tickets (host_id, opened_at_ms);

@@ -124,7 +124,7 @@ pub async fn maintain_history(ctx: ServerContext, retention: crate::config::Rete
 
 /// Every minute until shutdown: advances rule timers, so a recovered
 /// condition auto-resolves its ticket after the quiet period even when no
-/// sample arrives.
+/// sample arrives, and escalates tickets whose SLA targets passed.
 pub async fn advance_rule_timers(ctx: ServerContext) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
@@ -136,6 +136,11 @@ pub async fn advance_rule_timers(ctx: ServerContext) {
             Ok(0) => {}
             Ok(actions) => tracing::info!(actions, "rule timers advanced"),
             Err(error) => tracing::warn!(%error, "advancing rule timers failed"),
+        }
+        match ctx.store.advance_sla(ctx.clock.now_ms()).await {
+            Ok(0) => {}
+            Ok(changed) => tracing::info!(changed, "tickets escalated or closed on their SLA"),
+            Err(error) => tracing::warn!(%error, "advancing ticket SLAs failed"),
         }
     }
 }

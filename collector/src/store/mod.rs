@@ -377,6 +377,47 @@ pub struct TicketRow {
     pub resolution_due_ms: i64,
     /// What fired it, JSON (D23).
     pub evidence: String,
+    /// When a technician first acted on it.
+    pub responded_at_ms: Option<i64>,
+    /// How it was resolved.
+    pub resolution: Option<String>,
+}
+
+/// One worklog entry of a ticket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorklogEntry {
+    /// When.
+    pub at_ms: i64,
+    /// "system" or the technician's name.
+    pub author: String,
+    /// The note.
+    pub note: String,
+}
+
+/// A technician's change to a ticket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TicketChange {
+    /// Assign to this technician.
+    Assign(String),
+    /// Add a worklog note.
+    Note(String),
+    /// Set the status (D22 statuses).
+    Status(String),
+    /// Resolve with a resolution text.
+    Resolve(String),
+    /// Raise the escalation level by one.
+    Escalate,
+    /// Reopen a resolved or closed ticket.
+    Reopen,
+}
+
+/// What a changed ticket's update did not allow, one line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TicketRefusal {
+    /// No such ticket.
+    NotFound,
+    /// The change does not apply to the ticket as it is.
+    Invalid(String),
 }
 
 /// One installed package, as the store indexes it.
@@ -613,6 +654,34 @@ pub trait Store: Send + Sync + 'static {
 
     /// Tickets, by priority then resolution due time.
     async fn list_tickets(&self, query: &TicketQuery) -> StoreResult<Vec<TicketRow>>;
+
+    /// Opens a manual ticket on a host; priority from the host's impact
+    /// and medium urgency unless given.
+    async fn create_ticket(
+        &self,
+        host_id: &str,
+        title: &str,
+        priority: Option<&str>,
+        author: &str,
+        now_ms: i64,
+    ) -> StoreResult<TicketRow>;
+
+    /// A ticket and its worklog, oldest first.
+    async fn ticket(&self, id: i64) -> StoreResult<Option<(TicketRow, Vec<WorklogEntry>)>>;
+
+    /// Applies a technician's change, with a worklog entry. The first
+    /// action meets the response target (D22).
+    async fn update_ticket(
+        &self,
+        id: i64,
+        change: &TicketChange,
+        author: &str,
+        now_ms: i64,
+    ) -> StoreResult<Result<TicketRow, TicketRefusal>>;
+
+    /// Escalates tickets whose SLA targets passed, and closes resolved
+    /// tickets past the reopen window. Returns how many it changed.
+    async fn advance_sla(&self, now_ms: i64) -> StoreResult<u64>;
 
     /// A host's health history since `since_ms`, oldest first.
     async fn health_history(&self, host_id: &str, since_ms: i64) -> StoreResult<Vec<HealthPoint>>;

@@ -842,3 +842,102 @@ async fn a_full_disk_opens_one_ticket_resolves_after_quiet_and_reopens() {
         ("open", 1)
     );
 }
+
+#[tokio::test]
+async fn the_ticket_workflow_meets_response_pauses_while_waiting_and_escalates() {
+    let (_dir, store) = sqlite().await;
+    let id = enrolled_host(&store).await;
+    let t0 = 1_000_000;
+    let min = 60_000;
+    let ticket = store
+        .create_ticket(&id, "Outlook keeps crashing", None, "alice", t0)
+        .await
+        .expect("create");
+    assert_eq!(
+        (ticket.status.as_str(), ticket.priority.as_str()),
+        ("new", "P3")
+    );
+    assert_eq!(ticket.responded_at_ms, None);
+
+    // Nobody responds within the P3 target (4 h): escalated once, not twice.
+    assert_eq!(store.advance_sla(t0 + 5 * 60 * min).await.expect("sla"), 1);
+    assert_eq!(store.advance_sla(t0 + 6 * 60 * min).await.expect("sla"), 0);
+    let (row, log) = store.ticket(ticket.id).await.expect("get").expect("some");
+    assert_eq!(row.escalation, 1);
+    assert!(
+        log.iter()
+            .any(|e| e.note.contains("SLA response target missed")),
+        "{log:?}"
+    );
+
+    let change = |c: TicketChange, at: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .update_ticket(ticket.id, &c, "bob", at)
+                .await
+                .expect("update")
+        }
+    };
+    let assigned = change(TicketChange::Assign("bob".into()), t0 + 7 * 60 * min)
+        .await
+        .expect("assign");
+    assert_eq!(assigned.status, "open", "assigning a new ticket opens it");
+    assert_eq!(assigned.responded_at_ms, Some(t0 + 7 * 60 * min));
+    let due = assigned.resolution_due_ms;
+    change(TicketChange::Status("waiting".into()), t0 + 8 * 60 * min)
+        .await
+        .expect("waiting");
+    let resumed = change(
+        TicketChange::Status("in_progress".into()),
+        t0 + 10 * 60 * min,
+    )
+    .await
+    .expect("resume");
+    assert_eq!(
+        resumed.resolution_due_ms,
+        due + 2 * 60 * min,
+        "waiting paused the clock"
+    );
+
+    let refused = change(TicketChange::Status("done".into()), t0).await;
+    assert!(matches!(refused, Err(TicketRefusal::Invalid(ref m)) if m.contains("unknown status")));
+    let refused = change(TicketChange::Reopen, t0).await;
+    assert!(matches!(refused, Err(TicketRefusal::Invalid(_))));
+    let resolved = change(
+        TicketChange::Resolve("reinstalled the Outlook add-in".into()),
+        t0 + 11 * 60 * min,
+    )
+    .await
+    .expect("resolve");
+    assert_eq!(resolved.status, "resolved");
+    assert_eq!(
+        resolved.resolution.as_deref(),
+        Some("reinstalled the Outlook add-in")
+    );
+    let reopened = change(TicketChange::Reopen, t0 + 12 * 60 * min)
+        .await
+        .expect("reopen");
+    assert_eq!(reopened.status, "open");
+    assert_eq!(
+        store
+            .update_ticket(9999, &TicketChange::Escalate, "bob", t0)
+            .await
+            .expect("update"),
+        Err(TicketRefusal::NotFound)
+    );
+
+    // A resolved ticket closes once the reopen window (24 h) has passed.
+    change(TicketChange::Resolve("again".into()), t0 + 13 * 60 * min)
+        .await
+        .expect("resolve");
+    store
+        .advance_sla(t0 + 13 * 60 * min + 25 * 60 * min * 60)
+        .await
+        .expect("sla");
+    let (row, log) = store.ticket(ticket.id).await.expect("get").expect("some");
+    assert_eq!(row.status, "closed");
+    let authors: Vec<&str> = log.iter().map(|e| e.author.as_str()).collect();
+    assert_eq!(authors.first(), Some(&"alice"));
+    assert!(authors.contains(&"system") && authors.contains(&"bob"));
+}

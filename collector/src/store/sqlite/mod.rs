@@ -28,8 +28,8 @@ use prost::Message;
 use super::{
     AuditEntry, CaRecord, Caller, ChangeQuery, ChangeRow, EnrollOutcome, EnrollRequest,
     HealthPoint, HostDetail, HostRow, IncomingReport, IssueCert, NewApiToken, NewEnrollmentToken,
-    ReportOutcome, ReportPayload, Role, SessionOpen, Store, StoreError, StoreResult, TicketQuery,
-    TicketRow,
+    ReportOutcome, ReportPayload, Role, SessionOpen, Store, StoreError, StoreResult, TicketChange,
+    TicketQuery, TicketRefusal, TicketRow, WorklogEntry,
 };
 
 /// The fleet_meta key holding the CA fingerprint.
@@ -427,6 +427,35 @@ impl Store for SqliteStore {
 
     async fn list_tickets(&self, query: &TicketQuery) -> StoreResult<Vec<TicketRow>> {
         tickets::list(&self.pool, query).await
+    }
+
+    async fn create_ticket(
+        &self,
+        host_id: &str,
+        title: &str,
+        priority: Option<&str>,
+        author: &str,
+        now_ms: i64,
+    ) -> StoreResult<TicketRow> {
+        tickets::create(&self.pool, host_id, title, priority, author, now_ms).await
+    }
+
+    async fn ticket(&self, id: i64) -> StoreResult<Option<(TicketRow, Vec<WorklogEntry>)>> {
+        tickets::get(&self.pool, id).await
+    }
+
+    async fn update_ticket(
+        &self,
+        id: i64,
+        change: &TicketChange,
+        author: &str,
+        now_ms: i64,
+    ) -> StoreResult<Result<TicketRow, TicketRefusal>> {
+        tickets::update(&self.pool, id, change, author, now_ms).await
+    }
+
+    async fn advance_sla(&self, now_ms: i64) -> StoreResult<u64> {
+        tickets::advance_sla(&self.pool, now_ms).await
     }
 
     async fn health_history(&self, host_id: &str, since_ms: i64) -> StoreResult<Vec<HealthPoint>> {

@@ -8,7 +8,15 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 use crate::rules::model::{Metric, Rule, default_rules};
 use crate::rules::priority::{Impact, Priority, default_sla};
 use crate::rules::{Lifecycle, RuleState, TicketAction, step};
-use crate::store::{StoreError, StoreResult, TicketQuery, TicketRow};
+use crate::store::{
+    StoreError, StoreResult, TicketChange, TicketQuery, TicketRefusal, TicketRow, WorklogEntry,
+};
+
+/// The columns `ticket_row` reads.
+const TICKET_COLUMNS: &str = "t.id, t.host_id, h.hostname, t.rule, t.subject, t.title, t.status, \
+     t.priority, t.severity, t.assignee, t.escalation, t.occurrences, t.flaps, t.opened_at_ms, \
+     t.updated_at_ms, t.resolved_at_ms, t.response_due_ms, t.resolution_due_ms, t.evidence, \
+     t.responded_at_ms, t.resolution";
 
 /// One reading of a sample: metric, subject (mount point or empty), value.
 pub type Reading = (Metric, String, f64);
@@ -99,14 +107,23 @@ async fn worklog(
     at_ms: i64,
     note: &str,
 ) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO ticket_worklog (ticket_id, at_ms, author, note) VALUES (?, ?, 'system', ?)",
-    )
-    .bind(ticket)
-    .bind(at_ms)
-    .bind(note)
-    .execute(&mut **tx)
-    .await?;
+    worklog_by(tx, ticket, at_ms, "system", note).await
+}
+
+async fn worklog_by(
+    tx: &mut Transaction<'static, Sqlite>,
+    ticket: i64,
+    at_ms: i64,
+    author: &str,
+    note: &str,
+) -> StoreResult<()> {
+    sqlx::query("INSERT INTO ticket_worklog (ticket_id, at_ms, author, note) VALUES (?, ?, ?, ?)")
+        .bind(ticket)
+        .bind(at_ms)
+        .bind(author)
+        .bind(note)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
 }
 
@@ -313,14 +330,41 @@ pub async fn advance_timers(pool: &SqlitePool, now_ms: i64) -> StoreResult<u64> 
     Ok(actions)
 }
 
+fn ticket_row(r: &sqlx::sqlite::SqliteRow) -> StoreResult<TicketRow> {
+    let int = |name: &str| -> StoreResult<u32> {
+        let v: i64 = r.try_get(name)?;
+        u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{name} {v}")))
+    };
+    Ok(TicketRow {
+        id: r.try_get("id")?,
+        host_id: r.try_get("host_id")?,
+        hostname: r.try_get("hostname")?,
+        rule: r.try_get("rule")?,
+        subject: r.try_get("subject")?,
+        title: r.try_get("title")?,
+        status: r.try_get("status")?,
+        priority: r.try_get("priority")?,
+        severity: r.try_get("severity")?,
+        assignee: r.try_get("assignee")?,
+        escalation: int("escalation")?,
+        occurrences: int("occurrences")?,
+        flaps: int("flaps")?,
+        opened_at_ms: r.try_get("opened_at_ms")?,
+        updated_at_ms: r.try_get("updated_at_ms")?,
+        resolved_at_ms: r.try_get("resolved_at_ms")?,
+        response_due_ms: r.try_get("response_due_ms")?,
+        resolution_due_ms: r.try_get("resolution_due_ms")?,
+        evidence: r.try_get("evidence")?,
+        responded_at_ms: r.try_get("responded_at_ms")?,
+        resolution: r.try_get("resolution")?,
+    })
+}
+
 /// Tickets, by priority then resolution due time.
 pub async fn list(pool: &SqlitePool, query: &TicketQuery) -> StoreResult<Vec<TicketRow>> {
-    let mut sql = QueryBuilder::<Sqlite>::new(
-        "SELECT t.id, t.host_id, h.hostname, t.rule, t.subject, t.title, t.status, t.priority, \
-         t.severity, t.assignee, t.escalation, t.occurrences, t.flaps, t.opened_at_ms, \
-         t.updated_at_ms, t.resolved_at_ms, t.response_due_ms, t.resolution_due_ms, t.evidence \
-         FROM tickets t JOIN hosts h ON h.id = t.host_id WHERE 1 = 1",
-    );
+    let mut sql = QueryBuilder::<Sqlite>::new(format!(
+        "SELECT {TICKET_COLUMNS} FROM tickets t JOIN hosts h ON h.id = t.host_id WHERE 1 = 1"
+    ));
     if query.open_only {
         sql.push(" AND t.status NOT IN ('resolved', 'closed')");
     }
@@ -336,33 +380,276 @@ pub async fn list(pool: &SqlitePool, query: &TicketQuery) -> StoreResult<Vec<Tic
     sql.push(" ORDER BY t.priority, t.resolution_due_ms, t.id LIMIT ")
         .push_bind(i64::from(query.limit));
     let rows = sql.build().fetch_all(pool).await?;
-    rows.iter()
-        .map(|r| {
-            let int = |name: &str| -> StoreResult<u32> {
-                let v: i64 = r.try_get(name)?;
-                u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{name} {v}")))
-            };
-            Ok(TicketRow {
-                id: r.try_get("id")?,
-                host_id: r.try_get("host_id")?,
-                hostname: r.try_get("hostname")?,
-                rule: r.try_get("rule")?,
-                subject: r.try_get("subject")?,
-                title: r.try_get("title")?,
-                status: r.try_get("status")?,
-                priority: r.try_get("priority")?,
-                severity: r.try_get("severity")?,
-                assignee: r.try_get("assignee")?,
-                escalation: int("escalation")?,
-                occurrences: int("occurrences")?,
-                flaps: int("flaps")?,
-                opened_at_ms: r.try_get("opened_at_ms")?,
-                updated_at_ms: r.try_get("updated_at_ms")?,
-                resolved_at_ms: r.try_get("resolved_at_ms")?,
-                response_due_ms: r.try_get("response_due_ms")?,
-                resolution_due_ms: r.try_get("resolution_due_ms")?,
-                evidence: r.try_get("evidence")?,
-            })
+    rows.iter().map(ticket_row).collect()
+}
+
+async fn one(tx: &mut Transaction<'static, Sqlite>, id: i64) -> StoreResult<Option<TicketRow>> {
+    let sql = format!(
+        "SELECT {TICKET_COLUMNS} FROM tickets t JOIN hosts h ON h.id = t.host_id WHERE t.id = ?"
+    );
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    row.as_ref().map(ticket_row).transpose()
+}
+
+/// Opens a manual ticket.
+pub async fn create(
+    pool: &SqlitePool,
+    host: &str,
+    title: &str,
+    priority: Option<&str>,
+    author: &str,
+    now_ms: i64,
+) -> StoreResult<TicketRow> {
+    let mut tx = pool.begin().await?;
+    let tags = host_tags(&mut tx, host).await?;
+    let priority = match priority {
+        Some("P1") => Priority::P1,
+        Some("P2") => Priority::P2,
+        Some("P4") => Priority::P4,
+        Some(_) => Priority::P3,
+        None => Priority::of(Impact::of(&tags), crate::rules::priority::Severity::Medium),
+    };
+    let sla = default_sla(priority);
+    let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+    let id: i64 = sqlx::query(
+        "INSERT INTO tickets (host_id, rule, subject, title, status, priority, severity, \
+         opened_at_ms, updated_at_ms, response_due_ms, resolution_due_ms, evidence) \
+         VALUES (?, '', '', ?, 'new', ?, 'medium', ?, ?, ?, ?, '{}') RETURNING id",
+    )
+    .bind(host)
+    .bind(title)
+    .bind(priority.name())
+    .bind(now_ms)
+    .bind(now_ms)
+    .bind(now_ms.saturating_add(ms(sla.response)))
+    .bind(now_ms.saturating_add(ms(sla.resolution)))
+    .fetch_one(&mut *tx)
+    .await?
+    .try_get("id")?;
+    worklog_by(&mut tx, id, now_ms, author, "opened by hand").await?;
+    let row = one(&mut tx, id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("ticket {id} vanished")))?;
+    tx.commit().await?;
+    Ok(row)
+}
+
+/// A ticket and its worklog.
+pub async fn get(
+    pool: &SqlitePool,
+    id: i64,
+) -> StoreResult<Option<(TicketRow, Vec<WorklogEntry>)>> {
+    let mut tx = pool.begin().await?;
+    let Some(row) = one(&mut tx, id).await? else {
+        return Ok(None);
+    };
+    let log = sqlx::query(
+        "SELECT at_ms, author, note FROM ticket_worklog WHERE ticket_id = ? ORDER BY at_ms, id",
+    )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(WorklogEntry {
+            at_ms: r.try_get("at_ms")?,
+            author: r.try_get("author")?,
+            note: r.try_get("note")?,
         })
-        .collect()
+    })
+    .collect::<StoreResult<Vec<_>>>()?;
+    tx.commit().await?;
+    Ok(Some((row, log)))
+}
+
+/// The statuses a technician may set (D22).
+const STATUSES: [&str; 6] = [
+    "new",
+    "open",
+    "in_progress",
+    "waiting",
+    "resolved",
+    "closed",
+];
+
+/// Applies a technician's change.
+pub async fn update(
+    pool: &SqlitePool,
+    id: i64,
+    change: &TicketChange,
+    author: &str,
+    now_ms: i64,
+) -> StoreResult<Result<TicketRow, TicketRefusal>> {
+    let mut tx = pool.begin().await?;
+    let Some(before) = one(&mut tx, id).await? else {
+        return Ok(Err(TicketRefusal::NotFound));
+    };
+    let closed = matches!(before.status.as_str(), "resolved" | "closed");
+    let note = match change {
+        TicketChange::Assign(name) => {
+            sqlx::query(
+                "UPDATE tickets SET assignee = ?, \
+                 status = CASE status WHEN 'new' THEN 'open' ELSE status END WHERE id = ?",
+            )
+            .bind(name)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            format!("assigned to {name}")
+        }
+        TicketChange::Note(text) => text.clone(),
+        TicketChange::Status(status) => {
+            if !STATUSES.contains(&status.as_str()) {
+                return Ok(Err(TicketRefusal::Invalid(format!(
+                    "unknown status {status:?}; expected one of {}",
+                    STATUSES.join(", ")
+                ))));
+            }
+            if status == "resolved" {
+                return Ok(Err(TicketRefusal::Invalid(
+                    "resolve a ticket with `ticket resolve ID --resolution TEXT`".into(),
+                )));
+            }
+            sqlx::query("UPDATE tickets SET status = ? WHERE id = ?")
+                .bind(status)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            format!("status {} -> {status}", before.status)
+        }
+        TicketChange::Resolve(resolution) => {
+            if closed {
+                return Ok(Err(TicketRefusal::Invalid(format!(
+                    "ticket {id} is already {}",
+                    before.status
+                ))));
+            }
+            sqlx::query(
+                "UPDATE tickets SET status = 'resolved', resolution = ?, resolved_at_ms = ? WHERE id = ?",
+            )
+            .bind(resolution)
+            .bind(now_ms)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            format!("resolved: {resolution}")
+        }
+        TicketChange::Escalate => {
+            sqlx::query("UPDATE tickets SET escalation = escalation + 1 WHERE id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            format!("escalated to level {}", before.escalation + 1)
+        }
+        TicketChange::Reopen => {
+            if !closed {
+                return Ok(Err(TicketRefusal::Invalid(format!(
+                    "ticket {id} is {}, not resolved or closed",
+                    before.status
+                ))));
+            }
+            sqlx::query("UPDATE tickets SET status = 'open', resolved_at_ms = NULL WHERE id = ?")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            "reopened by hand".into()
+        }
+    };
+    // The SLA clock pauses while waiting: the resolution target moves by
+    // the time spent waiting (D22).
+    let waiting_now = matches!(change, TicketChange::Status(s) if s == "waiting");
+    if waiting_now && before.status != "waiting" {
+        sqlx::query("UPDATE tickets SET waiting_since_ms = ? WHERE id = ?")
+            .bind(now_ms)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    } else if before.status == "waiting"
+        && !waiting_now
+        && !matches!(
+            change,
+            TicketChange::Note(_) | TicketChange::Assign(_) | TicketChange::Escalate
+        )
+    {
+        sqlx::query(
+            "UPDATE tickets SET resolution_due_ms = resolution_due_ms + (? - waiting_since_ms), \
+             waiting_since_ms = NULL WHERE id = ? AND waiting_since_ms IS NOT NULL",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    // The first technician action meets the response target.
+    sqlx::query(
+        "UPDATE tickets SET updated_at_ms = ?1, responded_at_ms = COALESCE(responded_at_ms, ?1) WHERE id = ?2",
+    )
+    .bind(now_ms)
+    .bind(id)
+    .execute(&mut *tx)
+    .await?;
+    worklog_by(&mut tx, id, now_ms, author, &note).await?;
+    let after = one(&mut tx, id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("ticket {id} vanished")))?;
+    tx.commit().await?;
+    Ok(Ok(after))
+}
+
+/// Escalates missed SLA targets once each, and closes resolved tickets past
+/// the reopen window (D22).
+pub async fn advance_sla(pool: &SqlitePool, now_ms: i64) -> StoreResult<u64> {
+    let mut tx = pool.begin().await?;
+    let mut changed = 0;
+    for (flag, due, what) in [
+        (
+            "response_breached",
+            "responded_at_ms IS NULL AND response_due_ms",
+            "response",
+        ),
+        ("resolution_breached", "resolution_due_ms", "resolution"),
+    ] {
+        let sql = format!(
+            "SELECT id, escalation FROM tickets WHERE status NOT IN ('resolved', 'closed', 'waiting') \
+             AND {flag} = 0 AND {due} < ?"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now_ms)
+            .fetch_all(&mut *tx)
+            .await?;
+        for row in rows {
+            let id: i64 = row.try_get("id")?;
+            let level: i64 = row.try_get("escalation")?;
+            let update = format!(
+                "UPDATE tickets SET {flag} = 1, escalation = escalation + 1, updated_at_ms = ? WHERE id = ?"
+            );
+            sqlx::query(sqlx::AssertSqlSafe(update))
+                .bind(now_ms)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            worklog(
+                &mut tx,
+                id,
+                now_ms,
+                &format!("SLA {what} target missed: escalated to level {}", level + 1),
+            )
+            .await?;
+            changed += 1;
+        }
+    }
+    let closed = sqlx::query(
+        "UPDATE tickets SET status = 'closed', updated_at_ms = ?1 \
+         WHERE status = 'resolved' AND resolved_at_ms < ?1 - ?2",
+    )
+    .bind(now_ms)
+    .bind(Lifecycle::default().reopen_window_ms)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(changed + closed)
 }

@@ -3,10 +3,11 @@
 
 use deskpulse_proto::v1::technician_server::Technician;
 use deskpulse_proto::v1::{
-    CreateEnrollmentTokenRequest, CreateEnrollmentTokenResponse, GetHostRequest, GetHostResponse,
-    HealthPoint, HealthSample, HostSummary, Inventory, InventoryChange, ListChangesRequest,
-    ListChangesResponse, ListHostsRequest, ListHostsResponse, ListTicketsRequest,
-    ListTicketsResponse, Presence, SetHostTagRequest, SetHostTagResponse, SpoolCounters, Ticket,
+    CreateEnrollmentTokenRequest, CreateEnrollmentTokenResponse, CreateTicketRequest,
+    GetHostRequest, GetHostResponse, GetTicketRequest, GetTicketResponse, HealthPoint,
+    HealthSample, HostSummary, Inventory, InventoryChange, ListChangesRequest, ListChangesResponse,
+    ListHostsRequest, ListHostsResponse, ListTicketsRequest, ListTicketsResponse, Presence,
+    SetHostTagRequest, SetHostTagResponse, SpoolCounters, Ticket, UpdateTicketRequest,
     WhoAmIRequest, WhoAmIResponse,
 };
 use prost::Message;
@@ -17,8 +18,36 @@ use super::ServerContext;
 use crate::secrets::{self, token_hash};
 use crate::store::{
     AuditEntry, Caller, ChangeQuery, ChangeRow, HostRow, NewEnrollmentToken, Role, StoreError,
-    TicketQuery, TicketRow,
+    TicketChange, TicketQuery, TicketRefusal, TicketRow, WorklogEntry,
 };
+use deskpulse_proto::v1::update_ticket_request::Change;
+
+fn ticket_response(row: TicketRow, worklog: Vec<WorklogEntry>) -> GetTicketResponse {
+    GetTicketResponse {
+        ticket: Some(ticket_message(row)),
+        worklog: worklog
+            .into_iter()
+            .map(|e| deskpulse_proto::v1::WorklogEntry {
+                at_unix_ms: e.at_ms,
+                author: e.author,
+                note: e.note,
+            })
+            .collect(),
+    }
+}
+
+/// The longest note or resolution kept.
+const MAX_NOTE: usize = 10_000;
+
+fn text_arg(what: &str, text: &str, max: usize) -> Result<String, Status> {
+    let text = text.trim();
+    if text.is_empty() || text.chars().count() > max {
+        return Err(Status::invalid_argument(format!(
+            "{what} must be 1-{max} characters"
+        )));
+    }
+    Ok(text.to_owned())
+}
 
 /// Ticket statuses (D22).
 const TICKET_STATUSES: [&str; 6] = [
@@ -406,6 +435,116 @@ impl Technician for TechnicianApi {
         Ok(Response::new(ListTicketsResponse {
             tickets: rows.into_iter().map(ticket_message).collect(),
         }))
+    }
+
+    async fn get_ticket(
+        &self,
+        request: Request<GetTicketRequest>,
+    ) -> Result<Response<GetTicketResponse>, Status> {
+        self.authorize(&request, Role::Viewer, "showing a ticket")
+            .await?;
+        let id = request.into_inner().id;
+        let (row, log) = self
+            .ctx
+            .store
+            .ticket(id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("no ticket {id}")))?;
+        Ok(Response::new(ticket_response(row, log)))
+    }
+
+    async fn create_ticket(
+        &self,
+        request: Request<CreateTicketRequest>,
+    ) -> Result<Response<GetTicketResponse>, Status> {
+        let caller = self
+            .authorize(&request, Role::Technician, "opening a ticket")
+            .await?;
+        let request = request.into_inner();
+        let title = text_arg("the title", &request.title, 200)?;
+        let priority = request.priority.trim().to_ascii_uppercase();
+        if !priority.is_empty() && !["P1", "P2", "P3", "P4"].contains(&priority.as_str()) {
+            return Err(Status::invalid_argument(format!(
+                "unknown priority {priority:?}; expected P1, P2, P3 or P4"
+            )));
+        }
+        let host = self.resolve_host(&request.host).await?;
+        let row = self
+            .ctx
+            .store
+            .create_ticket(
+                &host.id,
+                &title,
+                (!priority.is_empty()).then_some(priority.as_str()),
+                &caller.name,
+                self.ctx.clock.now_ms(),
+            )
+            .await
+            .map_err(internal)?;
+        let (row, log) = self
+            .ctx
+            .store
+            .ticket(row.id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| Status::internal("the new ticket vanished"))?;
+        Ok(Response::new(ticket_response(row, log)))
+    }
+
+    async fn update_ticket(
+        &self,
+        request: Request<UpdateTicketRequest>,
+    ) -> Result<Response<GetTicketResponse>, Status> {
+        let caller = self
+            .authorize(&request, Role::Technician, "changing a ticket")
+            .await?;
+        let request = request.into_inner();
+        let change = match request.change {
+            Some(Change::Assign(name)) => {
+                let name = text_arg("the assignee", &name, 64)?;
+                TicketChange::Assign(if name == "me" {
+                    caller.name.clone()
+                } else {
+                    name
+                })
+            }
+            Some(Change::Note(text)) => TicketChange::Note(text_arg("the note", &text, MAX_NOTE)?),
+            Some(Change::Status(status)) => {
+                TicketChange::Status(status.trim().to_ascii_lowercase())
+            }
+            Some(Change::Resolve(text)) => {
+                TicketChange::Resolve(text_arg("the resolution", &text, MAX_NOTE)?)
+            }
+            Some(Change::Escalate(true)) => TicketChange::Escalate,
+            Some(Change::Reopen(true)) => TicketChange::Reopen,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "a ticket update must set one change",
+                ));
+            }
+        };
+        let updated = self
+            .ctx
+            .store
+            .update_ticket(request.id, &change, &caller.name, self.ctx.clock.now_ms())
+            .await
+            .map_err(internal)?;
+        match updated {
+            Ok(_) => {}
+            Err(TicketRefusal::NotFound) => {
+                return Err(Status::not_found(format!("no ticket {}", request.id)));
+            }
+            Err(TicketRefusal::Invalid(why)) => return Err(Status::failed_precondition(why)),
+        }
+        let (row, log) = self
+            .ctx
+            .store
+            .ticket(request.id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("no ticket {}", request.id)))?;
+        Ok(Response::new(ticket_response(row, log)))
     }
 
     async fn list_changes(

@@ -2107,6 +2107,90 @@ pub struct Ticket {
     #[prost(string, tag = "19")]
     pub evidence_json: ::prost::alloc::string::String,
 }
+/// Asks for one ticket.
+#[derive(serde::Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetTicketRequest {
+    /// The ticket id.
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+}
+/// One ticket with its worklog.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct GetTicketResponse {
+    /// The ticket.
+    #[prost(message, optional, tag = "1")]
+    pub ticket: ::core::option::Option<Ticket>,
+    /// The worklog, oldest first.
+    #[prost(message, repeated, tag = "2")]
+    pub worklog: ::prost::alloc::vec::Vec<WorklogEntry>,
+}
+/// One worklog entry.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct WorklogEntry {
+    /// When, ms since the Unix epoch.
+    #[prost(int64, tag = "1")]
+    pub at_unix_ms: i64,
+    /// "system" or the technician's name.
+    #[prost(string, tag = "2")]
+    pub author: ::prost::alloc::string::String,
+    /// The note.
+    #[prost(string, tag = "3")]
+    pub note: ::prost::alloc::string::String,
+}
+/// Opens a ticket by hand.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CreateTicketRequest {
+    /// A host id, a unique prefix of one, or a host name.
+    #[prost(string, tag = "1")]
+    pub host: ::prost::alloc::string::String,
+    /// The title, 1-200 characters.
+    #[prost(string, tag = "2")]
+    pub title: ::prost::alloc::string::String,
+    /// "P1" to "P4"; empty for the host's impact x medium urgency.
+    #[prost(string, tag = "3")]
+    pub priority: ::prost::alloc::string::String,
+}
+/// One change to a ticket.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct UpdateTicketRequest {
+    /// The ticket id.
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+    /// Exactly one change.
+    #[prost(oneof = "update_ticket_request::Change", tags = "2, 3, 4, 5, 6, 7")]
+    pub change: ::core::option::Option<update_ticket_request::Change>,
+}
+/// Nested message and enum types in `UpdateTicketRequest`.
+pub mod update_ticket_request {
+    /// Exactly one change.
+    #[derive(serde::Serialize)]
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Change {
+        /// Assign to this technician ("me" for the caller).
+        #[prost(string, tag = "2")]
+        Assign(::prost::alloc::string::String),
+        /// Add a worklog note.
+        #[prost(string, tag = "3")]
+        Note(::prost::alloc::string::String),
+        /// Set the status: new, open, in_progress, waiting or closed.
+        #[prost(string, tag = "4")]
+        Status(::prost::alloc::string::String),
+        /// Resolve with this resolution text.
+        #[prost(string, tag = "5")]
+        Resolve(::prost::alloc::string::String),
+        /// Raise the escalation level by one.
+        #[prost(bool, tag = "6")]
+        Escalate(bool),
+        /// Reopen a resolved or closed ticket.
+        #[prost(bool, tag = "7")]
+        Reopen(bool),
+    }
+}
 /// What a token may do. Each role includes the rights of the ones below it.
 #[derive(serde::Serialize)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
@@ -2448,6 +2532,82 @@ pub mod technician_client {
                 .insert(GrpcMethod::new("deskpulse.v1.Technician", "ListTickets"));
             self.inner.unary(req, path, codec).await
         }
+        /// One ticket with its worklog. Any role.
+        pub async fn get_ticket(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetTicketRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetTicketResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/deskpulse.v1.Technician/GetTicket",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("deskpulse.v1.Technician", "GetTicket"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Opens a ticket by hand. Technician or admin.
+        pub async fn create_ticket(
+            &mut self,
+            request: impl tonic::IntoRequest<super::CreateTicketRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetTicketResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/deskpulse.v1.Technician/CreateTicket",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("deskpulse.v1.Technician", "CreateTicket"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Assigns, notes, sets the status, resolves, escalates or reopens a
+        /// ticket. Technician or admin.
+        pub async fn update_ticket(
+            &mut self,
+            request: impl tonic::IntoRequest<super::UpdateTicketRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetTicketResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/deskpulse.v1.Technician/UpdateTicket",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("deskpulse.v1.Technician", "UpdateTicket"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -2514,6 +2674,31 @@ pub mod technician_server {
             request: tonic::Request<super::ListTicketsRequest>,
         ) -> std::result::Result<
             tonic::Response<super::ListTicketsResponse>,
+            tonic::Status,
+        >;
+        /// One ticket with its worklog. Any role.
+        async fn get_ticket(
+            &self,
+            request: tonic::Request<super::GetTicketRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetTicketResponse>,
+            tonic::Status,
+        >;
+        /// Opens a ticket by hand. Technician or admin.
+        async fn create_ticket(
+            &self,
+            request: tonic::Request<super::CreateTicketRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetTicketResponse>,
+            tonic::Status,
+        >;
+        /// Assigns, notes, sets the status, resolves, escalates or reopens a
+        /// ticket. Technician or admin.
+        async fn update_ticket(
+            &self,
+            request: tonic::Request<super::UpdateTicketRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetTicketResponse>,
             tonic::Status,
         >;
     }
@@ -2893,6 +3078,141 @@ pub mod technician_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListTicketsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/deskpulse.v1.Technician/GetTicket" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetTicketSvc<T: Technician>(pub Arc<T>);
+                    impl<
+                        T: Technician,
+                    > tonic::server::UnaryService<super::GetTicketRequest>
+                    for GetTicketSvc<T> {
+                        type Response = super::GetTicketResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetTicketRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Technician>::get_ticket(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetTicketSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/deskpulse.v1.Technician/CreateTicket" => {
+                    #[allow(non_camel_case_types)]
+                    struct CreateTicketSvc<T: Technician>(pub Arc<T>);
+                    impl<
+                        T: Technician,
+                    > tonic::server::UnaryService<super::CreateTicketRequest>
+                    for CreateTicketSvc<T> {
+                        type Response = super::GetTicketResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::CreateTicketRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Technician>::create_ticket(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = CreateTicketSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/deskpulse.v1.Technician/UpdateTicket" => {
+                    #[allow(non_camel_case_types)]
+                    struct UpdateTicketSvc<T: Technician>(pub Arc<T>);
+                    impl<
+                        T: Technician,
+                    > tonic::server::UnaryService<super::UpdateTicketRequest>
+                    for UpdateTicketSvc<T> {
+                        type Response = super::GetTicketResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::UpdateTicketRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Technician>::update_ticket(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = UpdateTicketSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -315,6 +315,7 @@ impl HealthSampler {
             memory_used_percent,
             uptime_secs: sysinfo::System::uptime().unwrap_or(0),
             filesystems,
+            ..Default::default()
         }
     }
 }

@@ -346,6 +346,9 @@ fn validate(host_id: &str, report: Report) -> Result<IncomingReport, Rejected> {
             free: crate::facts::health_free(health),
             reading: crate::facts::health_reading(health),
         },
+        Some(Payload::UserIssue(_)) => {
+            return Err(reject("user issues are not accepted by this collector yet"));
+        }
         None => return Err(reject("a report must carry a payload")),
     };
     Ok(IncomingReport {

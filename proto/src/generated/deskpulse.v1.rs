@@ -562,6 +562,136 @@ pub struct HealthSample {
     /// Usage of each real filesystem.
     #[prost(message, repeated, tag = "4")]
     pub filesystems: ::prost::alloc::vec::Vec<FilesystemUsage>,
+    /// Load average over 1, 5 and 15 minutes; 0 where the OS keeps none.
+    #[prost(float, tag = "5")]
+    pub load_1m: f32,
+    #[prost(float, tag = "6")]
+    pub load_5m: f32,
+    #[prost(float, tag = "7")]
+    pub load_15m: f32,
+    /// Logical CPUs, so load can be read per core.
+    #[prost(uint32, tag = "8")]
+    pub logical_cpus: u32,
+    /// Swap in use, percent of total, 0..100; 0 without swap.
+    #[prost(float, tag = "9")]
+    pub swap_used_percent: f32,
+    /// Temperature sensors the OS exposes.
+    #[prost(message, repeated, tag = "10")]
+    pub temperatures: ::prost::alloc::vec::Vec<TemperatureReading>,
+    /// Each battery's health and charge.
+    #[prost(message, repeated, tag = "11")]
+    pub batteries: ::prost::alloc::vec::Vec<BatteryHealth>,
+    /// True when the OS waits for a reboot to finish an update.
+    #[prost(bool, tag = "12")]
+    pub reboot_pending: bool,
+    /// The services on the agent's watched list, with their run state.
+    #[prost(message, repeated, tag = "13")]
+    pub services: ::prost::alloc::vec::Vec<ServiceHealth>,
+    /// SMART health per disk, from the cached slow probe (D24).
+    #[prost(message, repeated, tag = "14")]
+    pub disks: ::prost::alloc::vec::Vec<DiskHealth>,
+    /// When the OS last installed updates successfully, ms since the Unix
+    /// epoch; 0 when not known.
+    #[prost(int64, tag = "15")]
+    pub last_update_unix_ms: i64,
+    /// Security posture, from the cached posture probe (D24). Unset when the
+    /// probe has not run yet.
+    #[prost(message, optional, tag = "16")]
+    pub posture: ::core::option::Option<SecurityPosture>,
+    /// Readings this sample could not take, and why; paths are
+    /// "health.<field>", e.g. "health.disks".
+    #[prost(message, repeated, tag = "17")]
+    pub unavailable: ::prost::alloc::vec::Vec<Unavailable>,
+}
+/// One temperature sensor.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct TemperatureReading {
+    /// The sensor, e.g. "coretemp Package id 0" or "acpitz".
+    #[prost(string, tag = "1")]
+    pub sensor: ::prost::alloc::string::String,
+    /// Degrees Celsius.
+    #[prost(float, tag = "2")]
+    pub celsius: f32,
+    /// The sensor's critical threshold, 0 when not exposed.
+    #[prost(float, tag = "3")]
+    pub critical_celsius: f32,
+}
+/// One battery's health in a health sample.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct BatteryHealth {
+    /// The OS name, e.g. "BAT0".
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// Full-charge capacity over design capacity, percent; 0 when unknown.
+    #[prost(float, tag = "2")]
+    pub health_percent: f32,
+    /// Current charge, percent.
+    #[prost(float, tag = "3")]
+    pub charge_percent: f32,
+    /// Charge cycles, 0 when unknown.
+    #[prost(uint32, tag = "4")]
+    pub cycle_count: u32,
+}
+/// One watched service's run state.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ServiceHealth {
+    /// The service name as configured, e.g. "cups.service", "Spooler".
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// "running", "stopped", "failed", or "missing" when no such service
+    /// exists.
+    #[prost(string, tag = "2")]
+    pub state: ::prost::alloc::string::String,
+}
+/// SMART health of one disk (smartctl -j), cached (D24).
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct DiskHealth {
+    /// The device, e.g. "/dev/nvme0n1" or "/dev/sda".
+    #[prost(string, tag = "1")]
+    pub device: ::prost::alloc::string::String,
+    /// The model name.
+    #[prost(string, tag = "2")]
+    pub model: ::prost::alloc::string::String,
+    /// The serial number.
+    #[prost(string, tag = "3")]
+    pub serial: ::prost::alloc::string::String,
+    /// The overall self-assessment: true when it passed.
+    #[prost(bool, tag = "4")]
+    pub passed: bool,
+    /// Current temperature, Celsius; 0 when not reported.
+    #[prost(float, tag = "5")]
+    pub temperature_celsius: f32,
+    /// SATA: reallocated sectors (attribute 5); NVMe: media errors.
+    #[prost(uint64, tag = "6")]
+    pub reallocated_sectors: u64,
+    /// NVMe: percentage of rated endurance used; 0 otherwise.
+    #[prost(uint32, tag = "7")]
+    pub percentage_used: u32,
+    /// When the probe ran, ms since the Unix epoch.
+    #[prost(int64, tag = "8")]
+    pub checked_at_unix_ms: i64,
+}
+/// Antivirus, firewall and disk encryption, as a health reading (D24).
+#[derive(serde::Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SecurityPosture {
+    /// Real-time antivirus protection; unspecified where no product is
+    /// registered or the OS has no notion of one.
+    #[prost(enumeration = "ProtectionState", tag = "1")]
+    pub antivirus: i32,
+    /// The host firewall.
+    #[prost(enumeration = "ProtectionState", tag = "2")]
+    pub firewall: i32,
+    /// Encryption of the system volume.
+    #[prost(enumeration = "ProtectionState", tag = "3")]
+    pub encryption: i32,
+    /// When the probe ran, ms since the Unix epoch.
+    #[prost(int64, tag = "4")]
+    pub checked_at_unix_ms: i64,
 }
 /// Usage of one filesystem in a health sample.
 #[derive(serde::Serialize)]
@@ -919,7 +1049,7 @@ pub struct Report {
     #[prost(int64, tag = "3")]
     pub collected_at_unix_ms: i64,
     /// What is reported. Exactly one is set.
-    #[prost(oneof = "report::Payload", tags = "10, 11, 12")]
+    #[prost(oneof = "report::Payload", tags = "10, 11, 12, 13")]
     pub payload: ::core::option::Option<report::Payload>,
 }
 /// Nested message and enum types in `Report`.
@@ -937,7 +1067,27 @@ pub mod report {
         /// What changed since the last snapshot the collector acknowledged.
         #[prost(message, tag = "12")]
         InventoryDelta(super::InventoryDelta),
+        /// An employee reported a problem from this PC.
+        #[prost(message, tag = "13")]
+        UserIssue(super::UserIssue),
     }
+}
+/// An employee's problem report (`deskpulse-agent report-issue "TEXT"`).
+/// The collector opens a ticket for the host, attaching the sample and the
+/// host's recent changes.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct UserIssue {
+    /// What the employee wrote, 1-2000 characters.
+    #[prost(string, tag = "1")]
+    pub text: ::prost::alloc::string::String,
+    /// The OS user who reported it, from the local socket's peer credentials
+    /// (D12); never typed by the user.
+    #[prost(string, tag = "2")]
+    pub os_user: ::prost::alloc::string::String,
+    /// A health sample taken when the issue was reported.
+    #[prost(message, optional, tag = "3")]
+    pub health: ::core::option::Option<HealthSample>,
 }
 /// The agent says goodbye, so the collector can tell a clean stop from a lost
 /// connection.

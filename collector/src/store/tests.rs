@@ -546,15 +546,45 @@ fn health_report(host: &str, seq: u64, at_ms: i64, cpu: f32, disk: f32) -> Incom
         spool_id: "s".into(),
         seq,
         collected_at_ms: at_ms,
-        payload: ReportPayload::Health {
-            encoded: Vec::new(),
-            free: Vec::new(),
-            reading: HealthReading {
+        payload: health_payload(
+            Vec::new(),
+            HealthReading {
                 cpu_percent: cpu,
                 memory_used_percent: 50.0,
                 disk_used_max_percent: disk,
             },
-        },
+        ),
+    }
+}
+
+/// A health payload whose rule readings follow from its history reading
+/// and free space, as `facts::health_readings` makes them from a sample.
+fn health_payload(free: Vec<(String, f32)>, reading: HealthReading) -> ReportPayload {
+    use crate::rules::model::Metric;
+    let mut readings = vec![
+        (
+            Metric::CpuPercent,
+            String::new(),
+            f64::from(reading.cpu_percent),
+        ),
+        (
+            Metric::MemoryUsedPercent,
+            String::new(),
+            f64::from(reading.memory_used_percent),
+        ),
+    ];
+    readings.extend(free.iter().map(|(mount, free)| {
+        (
+            Metric::DiskUsedPercent,
+            mount.clone(),
+            f64::from(100.0 - free),
+        )
+    }));
+    ReportPayload::Health {
+        encoded: Vec::new(),
+        free,
+        reading,
+        readings,
     }
 }
 
@@ -744,15 +774,14 @@ fn disk_sample(host: &str, seq: u64, at_ms: i64, used: f32) -> IncomingReport {
         spool_id: "rules".into(),
         seq,
         collected_at_ms: at_ms,
-        payload: ReportPayload::Health {
-            encoded: Vec::new(),
-            free: vec![("/".into(), 100.0 - used), ("/boot".into(), 70.0)],
-            reading: HealthReading {
+        payload: health_payload(
+            vec![("/".into(), 100.0 - used), ("/boot".into(), 70.0)],
+            HealthReading {
                 cpu_percent: 5.0,
                 memory_used_percent: 40.0,
                 disk_used_max_percent: used,
             },
-        },
+        ),
     }
 }
 

@@ -315,4 +315,74 @@ mod tests {
         assert_eq!(f.free, vec![("/".to_string(), 5.0)]);
         assert_eq!(f.packages.len(), 1);
     }
+
+    #[test]
+    fn health_readings_cover_each_metric_and_leave_out_what_was_not_measured() {
+        use deskpulse_proto::v1::{
+            DiskHealth, FilesystemUsage, SecurityPosture, ServiceHealth, TemperatureReading,
+        };
+        let sample = HealthSample {
+            cpu_percent: 12.0,
+            memory_used_percent: 40.0,
+            load_5m: 6.0,
+            logical_cpus: 4,
+            filesystems: vec![FilesystemUsage {
+                mount_point: "/".into(),
+                used_percent: 93.0,
+                available_bytes: 512 << 20,
+            }],
+            temperatures: vec![TemperatureReading {
+                sensor: "coretemp Package id 0".into(),
+                celsius: 71.0,
+                critical_celsius: 100.0,
+            }],
+            services: vec![
+                ServiceHealth {
+                    name: "cups.service".into(),
+                    state: "failed".into(),
+                },
+                ServiceHealth {
+                    name: "sshd.service".into(),
+                    state: "running".into(),
+                },
+            ],
+            disks: vec![DiskHealth {
+                device: "/dev/sda".into(),
+                passed: false,
+                ..Default::default()
+            }],
+            last_update_unix_ms: 1_000,
+            posture: Some(SecurityPosture {
+                antivirus: ProtectionState::Off as i32,
+                firewall: ProtectionState::Unspecified as i32,
+                encryption: ProtectionState::On as i32,
+                checked_at_unix_ms: 1,
+            }),
+            ..Default::default()
+        };
+        let readings = health_readings(&sample, 1_000 + 40 * 86_400_000);
+        let get = |metric: Metric, subject: &str| {
+            readings
+                .iter()
+                .find(|(m, s, _)| *m == metric && s == subject)
+                .map(|(_, _, v)| *v)
+        };
+        assert_eq!(get(Metric::LoadPerCpu, ""), Some(1.5));
+        assert_eq!(get(Metric::DiskUsedPercent, "/"), Some(93.0));
+        assert_eq!(get(Metric::DiskFreeMib, "/"), Some(512.0));
+        assert_eq!(
+            get(Metric::TemperatureCelsius, "coretemp Package id 0"),
+            Some(71.0)
+        );
+        assert_eq!(get(Metric::ServiceDown, "cups.service"), Some(1.0));
+        assert_eq!(get(Metric::ServiceDown, "sshd.service"), Some(0.0));
+        assert_eq!(get(Metric::SmartFailed, "/dev/sda"), Some(1.0));
+        assert_eq!(get(Metric::DaysSinceUpdate, ""), Some(40.0));
+        assert_eq!(get(Metric::AntivirusOff, ""), Some(1.0));
+        assert_eq!(get(Metric::EncryptionOff, ""), Some(0.0));
+        // Not measured: no reading rather than a reading of 0.
+        assert_eq!(get(Metric::FirewallOff, ""), None);
+        assert_eq!(get(Metric::BatteryHealthPercent, ""), None);
+        assert_eq!(get(Metric::UptimeDays, ""), None);
+    }
 }

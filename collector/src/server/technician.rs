@@ -712,7 +712,10 @@ impl Technician for TechnicianApi {
             .await
             .map_err(internal)?
             .ok_or_else(|| Status::internal("the new ticket vanished"))?;
-        Ok(Response::new(ticket_response(row, log)))
+        let mut response = ticket_response(row.clone(), log);
+        // Earlier tickets on the host show at once whether this is a repeat.
+        self.add_context(&mut response, &row).await?;
+        Ok(Response::new(response))
     }
 
     async fn update_ticket(

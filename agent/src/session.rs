@@ -138,6 +138,7 @@ fn hello(config: &AgentConfig) -> AgentMessage {
             inventory_schema_version: deskpulse_proto::INVENTORY_SCHEMA_VERSION,
             health_interval_secs: u32::try_from(config.health_interval.as_secs())
                 .unwrap_or(u32::MAX),
+            ..Hello::default()
         })),
     }
 }
@@ -240,7 +241,10 @@ fn handle_incoming(
                 ..Handled::default()
             };
         }
-        None => return Handled::default(),
+        // Diagnostics are not run by this build yet.
+        Some(Incoming::RunDiagnostic(_) | Incoming::CancelDiagnostic(_)) | None => {
+            return Handled::default();
+        }
     };
     let acknowledged = why == Resolution::Acknowledged;
     if acknowledged && spool_id == spool.spool_id() {

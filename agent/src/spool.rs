@@ -76,7 +76,7 @@ impl Class {
         match payload {
             Payload::Health(_) => Class::Health,
             Payload::Inventory(_) | Payload::InventoryDelta(_) => Class::Inventory,
-            Payload::UserIssue(_) => Class::Results,
+            Payload::UserIssue(_) | Payload::DiagnosticResult(_) => Class::Results,
         }
     }
 

@@ -9,11 +9,14 @@
 //! - [`v1`]: the generated messages, clients and servers.
 //! - [`FILE_DESCRIPTOR_SET`]: the encoded descriptors, for server reflection.
 //! - [`INVENTORY_SCHEMA_VERSION`]: the inventory schema agents write today.
+//! - [`catalog`]: the diagnostic catalog (D25): ids, limits, risk, and the
+//!   parameter checks the agent and the collector both run.
 //! - [`client`]: readable one-line errors for gRPC clients.
 //! - [`sections`]: inventory section names (D16).
 //! - [`render`]: the text form of inventories and health samples.
 //! - [`delta`]: inventory deltas, their canonical hashes and applying them.
 
+pub mod catalog;
 pub mod client;
 pub mod delta;
 pub mod render;

@@ -362,6 +362,7 @@ async fn malformed_and_oversized_messages_get_clear_errors_and_others_keep_being
             agent_version: "test".into(),
             inventory_schema_version: 1,
             health_interval_secs: 60,
+            ..Hello::default()
         })),
     }
     .encode_to_vec();

@@ -60,6 +60,7 @@ async fn send(collector: &Collector, agent: &Agent, reports: Vec<AgentMessage>) 
             agent_version: "test".into(),
             inventory_schema_version: 1,
             health_interval_secs: 60,
+            ..Hello::default()
         })),
     }];
     let expected = reports.len();

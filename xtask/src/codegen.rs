@@ -11,6 +11,7 @@ use prost::Message;
 /// The `.proto` files, relative to the include root `proto/proto`.
 const PROTO_FILES: &[&str] = &[
     "deskpulse/v1/agent.proto",
+    "deskpulse/v1/diagnostics.proto",
     "deskpulse/v1/enrollment.proto",
     "deskpulse/v1/inventory.proto",
     "deskpulse/v1/technician.proto",

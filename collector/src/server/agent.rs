@@ -253,6 +253,7 @@ async fn run_session(
                             warn!(host = %host_id, health_dropped = counters.health_dropped, unwritable = counters.unwritable, results_refused = counters.results_refused, "the agent's spool lost reports");
                         }
                     }
+                    Ok(Some(AgentMessage { kind: Some(Kind::DiagnosticOutput(_)) })) => {}
                     Ok(Some(AgentMessage { kind: Some(Kind::Goodbye(bye)) })) => {
                         goodbye = Some(goodbye_reason(bye.reason()));
                     }
@@ -378,6 +379,11 @@ fn validate(host_id: &str, report: Report) -> Result<IncomingReport, Rejected> {
                     .as_ref()
                     .map_or(serde_json::Value::Null, crate::facts::health_evidence),
             }
+        }
+        Some(Payload::DiagnosticResult(_)) => {
+            return Err(reject(
+                "diagnostic results are not accepted by this collector yet",
+            ));
         }
         None => return Err(reject("a report must carry a payload")),
     };

@@ -239,7 +239,9 @@ fn run(command: Command) -> Result<(), Failure> {
                 system_root: args.system_root,
                 ..AgentFlags::default()
             })?;
-            let sample = collect::HealthSampler::new(&config.system_root).sample();
+            let sample =
+                collect::HealthSampler::with_settings(&config.system_root, config.health.clone())
+                    .sample();
             if args.json {
                 print_json(&sample)
             } else {

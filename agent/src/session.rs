@@ -355,7 +355,7 @@ async fn once(
 ) -> Result<OnceOutcome, SessionError> {
     let mut spool = open_spool(config, state)?;
     let mut base = InventoryBase::open(&state.inventory_dir());
-    let mut sampler = HealthSampler::new(&config.system_root);
+    let mut sampler = HealthSampler::with_settings(&config.system_root, config.health.clone());
     let snapshot = collect_inventory(&config.system_root);
     let seq = spool.push(base.payload_for(&snapshot), now_ms())?;
     base.spooled(seq, &snapshot);
@@ -409,7 +409,7 @@ pub async fn run_service(
         .map_err(|e| SessionError::Status(e.to_string()))?;
     let mut spool = open_spool(config, state)?;
     let mut base = InventoryBase::open(&state.inventory_dir());
-    let mut sampler = HealthSampler::new(&config.system_root);
+    let mut sampler = HealthSampler::with_settings(&config.system_root, config.health.clone());
     let mut counters_sent: Option<Dropped> = None;
     let mut inventory_tick = tokio::time::interval(config.inventory_interval);
     let mut health_tick = tokio::time::interval(config.health_interval);

@@ -263,6 +263,21 @@ fn a_laptop_sample_has_every_reading() {
     );
     assert_eq!(posture.checked_at_unix_ms, 1_000);
     assert!(h.unavailable.is_empty(), "{:?}", h.unavailable);
+
+    // `deskpulse-agent health` and the CLI print the same text.
+    let text = deskpulse_proto::render::render_health(&h);
+    for line in [
+        "load 0.52 0.41 0.30 on 2 logical CPUs",
+        "temperature coretemp Package id 0 52.5 °C (critical 100 °C)",
+        "battery BAT0 health 80%, charge 81%, 312 cycles",
+        "reboot pending: true",
+        "service nope.service missing",
+        "disk /dev/nvme0n1 SAMSUNG MZVL2512HCJQ-00BL7 (S64KNX0T512345) SMART passed, 41 °C, 2 reallocated/media errors, 7% worn",
+        "last OS update 2024-04-30T09:01:10Z",
+        "posture: antivirus off, firewall on, encryption off",
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line:?} in\n{text}");
+    }
 }
 
 #[test]

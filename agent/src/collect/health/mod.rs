@@ -442,37 +442,73 @@ pub fn temperatures(root: &Path) -> Vec<TemperatureReading> {
     out
 }
 
-/// The posture from the inventory's security collector: antivirus on when
-/// a registered product is on, off when every one is off, unspecified when
-/// there is none; the firewall as the collector reads it; encryption of the
-/// volume mounted at `/`.
+/// The posture from the inventory's security collector on this OS (D24:
+/// every posture interval, not every tick).
 fn read_posture(root: &Path, now_unix_ms: i64) -> (Option<SecurityPosture>, Vec<Unavailable>) {
-    if !cfg!(target_os = "linux") {
-        return (
+    let mut scratch = Inventory::default();
+    #[cfg(target_os = "linux")]
+    let sec = super::host::security_info(root, &mut scratch, false);
+    // fdesetup and preference plists: cheap enough for the posture interval.
+    #[cfg(target_os = "macos")]
+    let sec = super::macos::security_now(root, &mut scratch);
+    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+    {
+        // Windows posture comes from the full WMI snapshot, too costly for
+        // a ten-minute probe; it arrives with each inventory instead.
+        let _ = (root, now_unix_ms, &mut scratch);
+        (
             None,
             vec![missing(
                 "health.posture",
                 UnavailableReason::NotSupported,
-                "this agent build reads posture in health samples on Linux only",
+                "this agent build reads posture in health samples on Linux and macOS only",
             )],
-        );
+        )
     }
-    let mut scratch = Inventory::default();
-    let sec = super::host::security_info(root, &mut scratch, false);
-    let mut unavailable: Vec<Unavailable> = scratch
-        .unavailable
+    #[cfg(any(target_os = "linux", target_os = "macos"))]
+    posture_from(&sec, "/", scratch.unavailable, now_unix_ms)
+}
+
+/// A posture from a security section (any OS, so it is tested on the
+/// Windows and macOS fixtures too): antivirus on when a registered product
+/// is on, off when every one is off, unspecified when there is none; the
+/// firewall as read; encryption of `system_volume` ("/", or "C:" on
+/// Windows). `unavailable` holds the collector's `security.*` entries,
+/// of which the antivirus, firewall and encryption ones are renamed
+/// `health.posture.*`.
+pub fn posture_from(
+    sec: &deskpulse_proto::v1::SecurityInfo,
+    system_volume: &str,
+    unavailable: Vec<Unavailable>,
+    now_unix_ms: i64,
+) -> (Option<SecurityPosture>, Vec<Unavailable>) {
+    let mut unavailable: Vec<Unavailable> = unavailable
         .into_iter()
+        // Only what posture covers; a reboot flag or update count is not.
+        .filter(|u| {
+            [
+                "security.antivirus",
+                "security.firewall",
+                "security.encryption",
+            ]
+            .iter()
+            .any(|f| u.field.starts_with(f))
+        })
         .map(|mut u| {
             u.field = u.field.replacen("security.", "health.posture.", 1);
             u
         })
         .collect();
+    let mut name = |field: &str, detail: &str| {
+        if !unavailable.iter().any(|u| u.field == field) {
+            unavailable.push(missing(field, UnavailableReason::NotPresent, detail));
+        }
+    };
     let antivirus = if sec.antivirus.is_empty() {
-        unavailable.push(missing(
+        name(
             "health.posture.antivirus",
-            UnavailableReason::NotPresent,
             "no antivirus product found (on Linux the agent knows ClamAV)",
-        ));
+        );
         ProtectionState::Unspecified
     } else if sec
         .antivirus
@@ -483,15 +519,18 @@ fn read_posture(root: &Path, now_unix_ms: i64) -> (Option<SecurityPosture>, Vec<
     } else {
         ProtectionState::Off
     };
-    let encryption = match sec.encryption.iter().find(|v| v.volume == "/") {
+    let encryption = match sec
+        .encryption
+        .iter()
+        .find(|v| v.volume.eq_ignore_ascii_case(system_volume))
+    {
         Some(v) if v.encrypted => ProtectionState::On,
         Some(_) => ProtectionState::Off,
         None => {
-            unavailable.push(missing(
+            name(
                 "health.posture.encryption",
-                UnavailableReason::NotPresent,
-                "no real filesystem is mounted at /",
-            ));
+                &format!("the encryption of {system_volume} is not known"),
+            );
             ProtectionState::Unspecified
         }
     };

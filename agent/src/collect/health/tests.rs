@@ -487,3 +487,91 @@ fn the_real_smartctl_on_this_machine_gives_disks_or_clear_unavailable_entries() 
         }
     }
 }
+
+/// The posture derivation is OS-free: here it runs on the security sections
+/// the Windows (WMI snapshot) and macOS (plist files) parsers make of their
+/// fixtures.
+#[test]
+fn posture_from_the_windows_and_macos_security_sections() {
+    let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut inv = Inventory::default();
+    let json =
+        std::fs::read_to_string(fixtures.join("windows/snapshot-laptop.json")).expect("fixture");
+    super::super::windows::apply_snapshot(&json, &mut inv).expect("applies");
+    let sec = inv.security.clone().expect("security");
+    let (posture, missing) = posture_from(&sec, "C:", inv.unavailable.clone(), 5);
+    let posture = posture.expect("posture");
+    assert_eq!(posture.firewall, sec.firewall);
+    let expected_av = if sec
+        .antivirus
+        .iter()
+        .any(|a| a.state == ProtectionState::On as i32)
+    {
+        ProtectionState::On
+    } else {
+        ProtectionState::Off
+    };
+    assert!(
+        !sec.antivirus.is_empty(),
+        "the laptop fixture has antivirus"
+    );
+    assert_eq!(posture.antivirus, expected_av as i32);
+    let c = sec
+        .encryption
+        .iter()
+        .find(|v| v.volume == "C:")
+        .expect("the fixture has C:");
+    assert_eq!(
+        posture.encryption,
+        if c.encrypted {
+            ProtectionState::On
+        } else {
+            ProtectionState::Off
+        } as i32
+    );
+    assert!(
+        missing
+            .iter()
+            .all(|u| u.field.starts_with("health.posture."))
+    );
+
+    let mut inv = Inventory::default();
+    super::super::macos::apply_files(&fixtures.join("macos/root"), &mut inv, Ok(true), None, 0);
+    let sec = inv.security.clone().expect("security");
+    let (posture, missing) = posture_from(&sec, "/", inv.unavailable.clone(), 5);
+    assert_eq!(
+        posture.map(|p| (p.antivirus, p.firewall, p.encryption)),
+        Some((
+            ProtectionState::On as i32,
+            ProtectionState::On as i32,
+            ProtectionState::On as i32
+        ))
+    );
+    // macOS has no reboot flag (security.reboot_pending is unavailable);
+    // that is not a posture gap.
+    assert!(missing.is_empty(), "{missing:?}");
+
+    // No product and no system volume: unspecified, and named once.
+    let (posture, missing) = posture_from(
+        &deskpulse_proto::v1::SecurityInfo::default(),
+        "/",
+        vec![missing_entry("security.antivirus")],
+        5,
+    );
+    let posture = posture.expect("posture");
+    assert_eq!(posture.antivirus, ProtectionState::Unspecified as i32);
+    assert_eq!(posture.encryption, ProtectionState::Unspecified as i32);
+    let fields: Vec<&str> = missing.iter().map(|u| u.field.as_str()).collect();
+    assert_eq!(
+        fields,
+        ["health.posture.antivirus", "health.posture.encryption"]
+    );
+}
+
+fn missing_entry(field: &str) -> Unavailable {
+    Unavailable {
+        field: field.into(),
+        reason: UnavailableReason::NotPresent as i32,
+        detail: "fixture".into(),
+    }
+}

@@ -70,7 +70,8 @@ pub struct AgentFlags {
     /// A TOML config file; keys: state_dir, system_root, inventory_interval,
     /// health_interval, log_format, [spool] health_max_mib,
     /// inventory_max_mib, results_max_mib, and [health] watch_services,
-    /// posture_interval, smart_interval, updates_interval [env:
+    /// posture_interval, smart_interval, updates_interval,
+    /// services_interval [env:
     /// DESKPULSE_AGENT_CONFIG]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -113,6 +114,7 @@ struct HealthFile {
     posture_interval: Option<String>,
     smart_interval: Option<String>,
     updates_interval: Option<String>,
+    services_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -323,6 +325,12 @@ fn health_settings(
             "[health] updates_interval",
             file.updates_interval,
             defaults.updates_interval,
+        )?,
+        services_interval: probe(
+            "HEALTH_SERVICES_INTERVAL",
+            "[health] services_interval",
+            file.services_interval,
+            defaults.services_interval,
         )?,
     })
 }

@@ -156,6 +156,7 @@ fn health_settings_from_file_then_env() {
             "NetworkManager.service, cron",
         ),
         ("DESKPULSE_AGENT_HEALTH_UPDATES_INTERVAL", "2h"),
+        ("DESKPULSE_AGENT_HEALTH_SERVICES_INTERVAL", "30s"),
     ]);
     let config = resolve(&flags, &env).expect("resolves");
     assert_eq!(
@@ -163,6 +164,7 @@ fn health_settings_from_file_then_env() {
         ["NetworkManager.service", "cron"]
     );
     assert_eq!(config.health.updates_interval, Duration::from_secs(7200));
+    assert_eq!(config.health.services_interval, Duration::from_secs(30));
 }
 
 #[test]

@@ -1,9 +1,10 @@
 //! Health samples. The cheap readings (CPU, memory, swap, load,
-//! filesystems, temperatures, batteries, a pending reboot, the watched
-//! services) are read from files under the system root (D13) on every
-//! tick. The slow probes run on their own intervals and their results are
-//! cached in the sampler (D24): security posture (default every 10 min),
-//! SMART through `smartctl` and the last OS update (default every 6 h).
+//! filesystems, temperatures, batteries, a pending reboot) are read from
+//! files under the system root (D13) on every tick. The slow probes run on
+//! their own intervals and their results are cached in the sampler (D24):
+//! the watched services through one `systemctl show` (default every
+//! 5 min), security posture (10 min), SMART through `smartctl` and the last
+//! OS update (6 h).
 //! The sampler takes the time as an argument ([`HealthSampler::sample_at`])
 //! so tests show a probe is not re-run before its interval without
 //! sleeping.
@@ -30,6 +31,11 @@ pub const DEFAULT_POSTURE_INTERVAL: Duration = Duration::from_secs(600);
 pub const DEFAULT_SMART_INTERVAL: Duration = Duration::from_secs(6 * 3600);
 /// The last OS update every six hours by default (D24).
 pub const DEFAULT_UPDATES_INTERVAL: Duration = Duration::from_secs(6 * 3600);
+/// The watched services' states every five minutes by default (D24): one
+/// `systemctl show` for the whole list.
+pub const DEFAULT_SERVICES_INTERVAL: Duration = Duration::from_secs(300);
+/// How long one `systemctl show` may take.
+const SYSTEMCTL_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one `smartctl` may take before it is killed.
 const SMARTCTL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -44,6 +50,8 @@ pub struct HealthSettings {
     pub smart_interval: Duration,
     /// How often the last OS update is looked up.
     pub updates_interval: Duration,
+    /// How often the watched services' states are read.
+    pub services_interval: Duration,
 }
 
 impl Default for HealthSettings {
@@ -53,6 +61,7 @@ impl Default for HealthSettings {
             posture_interval: DEFAULT_POSTURE_INTERVAL,
             smart_interval: DEFAULT_SMART_INTERVAL,
             updates_interval: DEFAULT_UPDATES_INTERVAL,
+            services_interval: DEFAULT_SERVICES_INTERVAL,
         }
     }
 }
@@ -60,6 +69,22 @@ impl Default for HealthSettings {
 /// Runs `smartctl -j -H -A DEVICE` and hands back its stdout, whatever its
 /// exit code (a bit mask whose JSON still says what happened).
 pub type SmartRunner = Box<dyn FnMut(&str) -> Result<Vec<u8>, SpawnError> + Send>;
+
+/// Runs `systemctl show` for the watched units and hands back its stdout.
+pub type ServiceRunner = Box<dyn FnMut(&[String]) -> Result<Vec<u8>, SpawnError> + Send>;
+
+/// The real `systemctl show`: one process for the whole watched list.
+fn systemctl_show(units: &[String]) -> Result<Vec<u8>, SpawnError> {
+    let mut args = vec!["show", "--property=LoadState,ActiveState", "--"];
+    args.extend(units.iter().map(String::as_str));
+    let done = spawn::run("systemctl", &args, SYSTEMCTL_TIMEOUT)?;
+    match done.code {
+        Some(0) => Ok(done.stdout),
+        code => Err(SpawnError::Failed(format!(
+            "systemctl show: exited with {code:?}"
+        ))),
+    }
+}
 
 /// The real `smartctl`, through the one spawn helper.
 fn smartctl(device: &str) -> Result<Vec<u8>, SpawnError> {
@@ -110,6 +135,8 @@ pub struct HealthSampler {
     settings: HealthSettings,
     last_cpu: Option<(u64, u64)>,
     smart_runner: Option<SmartRunner>,
+    service_runner: Option<ServiceRunner>,
+    services: Cached<(Vec<ServiceHealth>, Vec<Unavailable>)>,
     posture: Cached<(Option<SecurityPosture>, Vec<Unavailable>)>,
     smart: Cached<SmartResult>,
     updates: Cached<Option<UpdateResult>>,
@@ -156,10 +183,18 @@ impl HealthSampler {
             settings,
             last_cpu: None,
             smart_runner: real_root.then(|| Box::new(smartctl) as SmartRunner),
+            service_runner: real_root.then(|| Box::new(systemctl_show) as ServiceRunner),
+            services: Cached::default(),
             posture: Cached::default(),
             smart: Cached::default(),
             updates: Cached::default(),
         }
+    }
+
+    /// Replaces how `systemctl show` is run (tests hand in fixture output).
+    pub fn with_service_runner(mut self, runner: ServiceRunner) -> Self {
+        self.service_runner = Some(runner);
+        self
     }
 
     /// Replaces how `smartctl` is run (tests hand in fixture output).
@@ -239,7 +274,7 @@ impl HealthSampler {
                 cycle_count: b.cycle_count,
             })
             .collect();
-        let services = self.watched_services(&mut unavailable);
+        let services = self.watched_services(now, &mut unavailable);
         let posture = self.posture(now, now_unix_ms, &mut unavailable);
         let disks = self.disks(now, now_unix_ms, &mut unavailable);
         let last_update_unix_ms = self.last_update(now, &mut unavailable);
@@ -264,28 +299,67 @@ impl HealthSampler {
         }
     }
 
-    /// The watched services' states; one unit lookup each, cheap enough
-    /// for every tick.
-    fn watched_services(&self, unavailable: &mut Vec<Unavailable>) -> Vec<ServiceHealth> {
+    /// The watched services' states, every services interval: from one
+    /// `systemctl show` on the running system, which knows failed units;
+    /// from the unit files under a fixture root (or when systemctl fails),
+    /// which tell only running, stopped and missing.
+    fn watched_services(
+        &mut self,
+        now: Instant,
+        unavailable: &mut Vec<Unavailable>,
+    ) -> Vec<ServiceHealth> {
         if self.settings.watch_services.is_empty() {
             return Vec::new();
         }
-        if !self.root.join("run/systemd/system").exists() {
-            unavailable.push(missing(
-                "health.services",
-                UnavailableReason::NotPresent,
-                "systemd is not running, so run states are not known",
-            ));
-            return Vec::new();
+        if self.services.due(now, self.settings.services_interval) {
+            self.services.value = self.read_services();
+            self.services.at = Some(now);
         }
-        self.settings
-            .watch_services
-            .iter()
-            .map(|name| ServiceHealth {
-                name: name.clone(),
-                state: super::host::services::watched_state(&self.root, name).to_owned(),
-            })
-            .collect()
+        unavailable.extend(self.services.value.1.iter().cloned());
+        self.services.value.0.clone()
+    }
+
+    fn read_services(&mut self) -> (Vec<ServiceHealth>, Vec<Unavailable>) {
+        let names = &self.settings.watch_services;
+        if !self.root.join("run/systemd/system").exists() {
+            return (
+                Vec::new(),
+                vec![missing(
+                    "health.services",
+                    UnavailableReason::NotPresent,
+                    "systemd is not running, so run states are not known",
+                )],
+            );
+        }
+        let from_files = |root: &Path| -> Vec<ServiceHealth> {
+            names
+                .iter()
+                .map(|name| ServiceHealth {
+                    name: name.clone(),
+                    state: super::host::services::watched_state(root, name).to_owned(),
+                })
+                .collect()
+        };
+        let Some(runner) = self.service_runner.as_mut() else {
+            return (from_files(&self.root), Vec::new());
+        };
+        let shown = runner(names).map_err(|e| e.to_string()).and_then(|out| {
+            parse::systemctl_show(&String::from_utf8_lossy(&out), names)
+                .ok_or_else(|| "systemctl show: unexpected output".to_owned())
+        });
+        match shown {
+            Ok(services) => (services, Vec::new()),
+            Err(error) => (
+                from_files(&self.root),
+                vec![missing(
+                    "health.services",
+                    UnavailableReason::Failed,
+                    format!(
+                        "{error}; states read from unit files, where a failed unit reads as stopped"
+                    ),
+                )],
+            ),
+        }
     }
 
     /// Antivirus, firewall and encryption from the security collector,
@@ -562,7 +636,15 @@ pub fn smart_devices(root: &Path) -> Vec<String> {
 fn read_smart(root: &Path, runner: &mut SmartRunner, now_unix_ms: i64) -> SmartResult {
     let mut disks = Vec::new();
     let mut unavailable = Vec::new();
-    for device in smart_devices(root) {
+    let devices = smart_devices(root);
+    if devices.is_empty() {
+        unavailable.push(missing(
+            "health.disks",
+            UnavailableReason::NotPresent,
+            "no whole disks under sys/block to ask smartctl about",
+        ));
+    }
+    for device in devices {
         match runner(&device) {
             Ok(json) => match parse::smart(&device, &json, now_unix_ms) {
                 Ok(disk) => disks.push(disk),

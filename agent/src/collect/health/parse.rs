@@ -1,8 +1,8 @@
-//! Plain parsers behind the health sample: `/proc` text, `smartctl -j`
-//! JSON, apt's history log and dpkg's log. No I/O here, so every one is
+//! Plain parsers behind the health sample: `/proc` text, `systemctl show`,
+//! `smartctl -j` JSON, apt's history log and dpkg's log. No I/O here, so every one is
 //! tested on fixtures.
 
-use deskpulse_proto::v1::{DiskHealth, UnavailableReason};
+use deskpulse_proto::v1::{DiskHealth, ServiceHealth, UnavailableReason};
 
 /// The 1, 5 and 15 minute load averages of `/proc/loadavg`.
 pub fn loadavg(text: &str) -> Option<(f32, f32, f32)> {
@@ -37,6 +37,44 @@ pub fn swap_used_percent(meminfo: &str) -> f32 {
         return 0.0;
     }
     total.saturating_sub(free) as f32 * 100.0 / total as f32
+}
+
+/// The watched services' states from `systemctl show
+/// --property=LoadState,ActiveState -- NAMES...`, which prints one block
+/// of `Key=value` lines per unit, in the order asked, separated by blank
+/// lines. A unit systemd cannot find is "missing"; active, reloading and
+/// activating are "running"; failed is "failed"; the rest "stopped".
+/// `None` when the blocks do not match the names.
+pub fn systemctl_show(text: &str, names: &[String]) -> Option<Vec<ServiceHealth>> {
+    let blocks: Vec<&str> = text
+        .split("\n\n")
+        .map(str::trim)
+        .filter(|b| !b.is_empty())
+        .collect();
+    if blocks.len() != names.len() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(names.len());
+    for (name, block) in names.iter().zip(blocks) {
+        let value = |key: &str| {
+            block
+                .lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+                .unwrap_or_default()
+        };
+        let state = match (value("LoadState"), value("ActiveState")) {
+            ("", "") => return None,
+            ("not-found", _) => "missing",
+            (_, "active" | "reloading" | "activating") => "running",
+            (_, "failed") => "failed",
+            _ => "stopped",
+        };
+        out.push(ServiceHealth {
+            name: name.clone(),
+            state: state.to_owned(),
+        });
+    }
+    Some(out)
 }
 
 /// A sysfs temperature in millidegrees Celsius, as degrees. Sensors that

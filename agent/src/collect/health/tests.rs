@@ -320,6 +320,7 @@ fn slow_probes_are_not_rerun_before_their_interval() {
         posture_interval: Duration::from_secs(600),
         smart_interval: Duration::from_secs(6 * 3600),
         updates_interval: Duration::from_secs(6 * 3600),
+        services_interval: Duration::from_secs(300),
         ..settings()
     };
     let mut sampler = HealthSampler::with_settings(&root.0, settings)
@@ -336,13 +337,17 @@ fn slow_probes_are_not_rerun_before_their_interval() {
         )
         .link("run/systemd/units/invocation:ssh.service", "fedcba9876543210");
 
-    // Nine minutes later: the cheap readings are fresh, the probes cached.
+    // Two minutes later every probe is cached, services too.
+    let soon = sampler.sample_at(start + Duration::from_secs(120), 1_500);
+    assert_eq!(soon.services[1].state, "stopped", "services are cached");
+
+    // Nine minutes later: the services are read again, the rest cached.
     let later = sampler.sample_at(start + Duration::from_secs(540), 2_000);
     assert_eq!(calls.load(Ordering::SeqCst), 1, "SMART is not re-run");
     assert_eq!(later.disks, first.disks);
     assert_eq!(later.posture, first.posture, "posture is cached");
     assert_eq!(later.last_update_unix_ms, first.last_update_unix_ms);
-    assert_eq!(later.services[1].state, "running", "services every tick");
+    assert_eq!(later.services[1].state, "running", "services past 5 min");
 
     // Past the posture interval only posture is read again.
     let after = sampler.sample_at(start + Duration::from_secs(601), 3_000);
@@ -574,4 +579,74 @@ fn missing_entry(field: &str) -> Unavailable {
         reason: UnavailableReason::NotPresent as i32,
         detail: "fixture".into(),
     }
+}
+
+#[test]
+fn systemctl_show_tells_failed_from_stopped_and_missing() {
+    let names: Vec<String> = ["cups.service", "sshd", "nope.service", "backup.service"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    // As systemd 252 prints `systemctl show --property=LoadState,ActiveState`
+    // for four units.
+    let text = "LoadState=loaded\nActiveState=active\n\nActiveState=inactive\nLoadState=loaded\n\nLoadState=not-found\nActiveState=inactive\n\nLoadState=loaded\nActiveState=failed\n";
+    let states: Vec<(String, String)> = parse::systemctl_show(text, &names)
+        .expect("parses")
+        .into_iter()
+        .map(|s| (s.name, s.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("cups.service".into(), "running".into()),
+            ("sshd".into(), "stopped".into()),
+            ("nope.service".into(), "missing".into()),
+            ("backup.service".into(), "failed".into()),
+        ]
+    );
+    assert_eq!(parse::systemctl_show("LoadState=loaded\n", &names), None);
+
+    // The sampler on a running system asks systemctl once per interval.
+    let root = laptop();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = calls.clone();
+    let owned = text.to_owned();
+    let runner: ServiceRunner = Box::new(move |units: &[String]| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        assert_eq!(units.len(), 4);
+        Ok(owned.clone().into_bytes())
+    });
+    let mut sampler = HealthSampler::with_settings(
+        &root.0,
+        HealthSettings {
+            watch_services: names.clone(),
+            ..HealthSettings::default()
+        },
+    )
+    .with_service_runner(runner);
+    let start = Instant::now();
+    let h = sampler.sample_at(start, 1);
+    assert_eq!(h.services[3].state, "failed");
+    sampler.sample_at(start + Duration::from_secs(60), 2);
+    assert_eq!(calls.load(Ordering::SeqCst), 1, "cached for 5 min");
+    sampler.sample_at(start + Duration::from_secs(300), 3);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+
+    // When systemctl fails, the unit files answer, and the gap is named.
+    let broken: ServiceRunner = Box::new(|_: &[String]| {
+        Err(SpawnError::Failed(
+            "systemctl show: exited with Some(1)".into(),
+        ))
+    });
+    let h = HealthSampler::with_settings(&root.0, settings())
+        .with_service_runner(broken)
+        .sample_at(Instant::now(), 1);
+    assert_eq!(h.services[0].state, "running");
+    assert!(
+        h.unavailable
+            .iter()
+            .any(|u| u.field == "health.services" && u.detail.contains("unit files")),
+        "{:?}",
+        h.unavailable
+    );
 }

@@ -89,9 +89,9 @@ pub fn services(root: &Path, running: bool) -> Vec<Service> {
 /// unit file of that name exists, else "running" or "stopped" as
 /// [`services`] reads them. A name without a unit suffix means its
 /// `.service`. It looks the one unit up instead of scanning every unit
-/// directory, so it is cheap enough for every health tick. systemd leaves
-/// no file that tells a failed unit from a stopped one, so "failed" is not
-/// reported from files; a failed unit reads as "stopped".
+/// directory. The health sampler uses it under a fixture root, or when
+/// `systemctl show` fails: systemd leaves no file that tells a failed unit
+/// from a stopped one, so "failed" is not reported from files.
 pub fn watched_state(root: &Path, name: &str) -> &'static str {
     let unit = if name.contains('.') {
         name.to_owned()

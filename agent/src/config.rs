@@ -68,8 +68,11 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct AgentFlags {
     /// A TOML config file; keys: state_dir, system_root, inventory_interval,
-    /// health_interval, log_format, and [spool] health_max_mib,
-    /// inventory_max_mib, results_max_mib [env: DESKPULSE_AGENT_CONFIG]
+    /// health_interval, log_format, [spool] health_max_mib,
+    /// inventory_max_mib, results_max_mib, and [health] watch_services,
+    /// posture_interval, smart_interval, updates_interval,
+    /// services_interval [env:
+    /// DESKPULSE_AGENT_CONFIG]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Where the agent keeps its key, certificates and status [env:
@@ -102,6 +105,18 @@ struct SpoolFile {
     results_max_mib: Option<u64>,
 }
 
+/// `[health]` in the config file: the watched services and the slow
+/// probes' intervals (D24).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HealthFile {
+    watch_services: Option<Vec<String>>,
+    posture_interval: Option<String>,
+    smart_interval: Option<String>,
+    updates_interval: Option<String>,
+    services_interval: Option<String>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AgentFile {
@@ -111,6 +126,7 @@ struct AgentFile {
     health_interval: Option<String>,
     log_format: Option<LogFormat>,
     spool: Option<SpoolFile>,
+    health: Option<HealthFile>,
 }
 
 /// The resolved agent config.
@@ -128,6 +144,8 @@ pub struct AgentConfig {
     pub log_format: LogFormat,
     /// The spool's bound per class.
     pub spool_limits: crate::spool::Limits,
+    /// Watched services and slow probe intervals.
+    pub health: crate::collect::HealthSettings,
 }
 
 const PREFIX: &str = "DESKPULSE_AGENT_";
@@ -209,6 +227,7 @@ pub fn resolve(flags: &AgentFlags, vars: &dyn Env) -> Result<AgentConfig, Config
         },
     };
     let spool_limits = spool_limits(file.spool.unwrap_or_default(), &var)?;
+    let health = health_settings(file.health.unwrap_or_default(), &var)?;
     Ok(AgentConfig {
         state_dir,
         system_root,
@@ -216,6 +235,103 @@ pub fn resolve(flags: &AgentFlags, vars: &dyn Env) -> Result<AgentConfig, Config
         health_interval,
         log_format,
         spool_limits,
+        health,
+    })
+}
+
+/// The most services one agent watches.
+const MAX_WATCHED: usize = 64;
+/// The longest slow probe interval accepted.
+const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(30 * 86_400);
+
+/// A service name that is safe to look up as a file name and to print: a
+/// letter or digit, then letters, digits and `_ . @ : -`, at most 128.
+pub fn valid_service_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.@:-".contains(c))
+        && !name.contains("..")
+}
+
+/// `[health]` in the file < `DESKPULSE_AGENT_HEALTH_*`.
+fn health_settings(
+    file: HealthFile,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<crate::collect::HealthSettings, ConfigError> {
+    let defaults = crate::collect::HealthSettings::default();
+    let (names, source) = match var("HEALTH_WATCH_SERVICES") {
+        Some(text) => (
+            text.split(',')
+                .map(|n| n.trim().to_owned())
+                .filter(|n| !n.is_empty())
+                .collect(),
+            format!("{PREFIX}HEALTH_WATCH_SERVICES"),
+        ),
+        None => (
+            file.watch_services.unwrap_or_default(),
+            "[health] watch_services".to_owned(),
+        ),
+    };
+    let mut watch_services: Vec<String> = Vec::new();
+    for name in names {
+        if !valid_service_name(&name) {
+            return Err(ConfigError(format!(
+                "{source}: {name:?} is not a service name (letters, digits and _ . @ : -, e.g. cups.service)"
+            )));
+        }
+        if !watch_services.contains(&name) {
+            watch_services.push(name);
+        }
+    }
+    if watch_services.len() > MAX_WATCHED {
+        return Err(ConfigError(format!(
+            "{source}: {} services; watch at most {MAX_WATCHED}",
+            watch_services.len()
+        )));
+    }
+    let probe = |key: &str, what: &str, from_file: Option<String>, default: Duration| {
+        let (text, what) = match (var(key), from_file) {
+            (Some(text), _) => (text, format!("{PREFIX}{key}")),
+            (None, Some(text)) => (text, what.to_owned()),
+            (None, None) => return Ok(default),
+        };
+        let value = interval(&what, &text, Duration::from_secs(1))?;
+        if value > MAX_PROBE_INTERVAL {
+            return Err(ConfigError(format!(
+                "{what} {text:?} is too long; the maximum is 30days"
+            )));
+        }
+        Ok(value)
+    };
+    Ok(crate::collect::HealthSettings {
+        watch_services,
+        posture_interval: probe(
+            "HEALTH_POSTURE_INTERVAL",
+            "[health] posture_interval",
+            file.posture_interval,
+            defaults.posture_interval,
+        )?,
+        smart_interval: probe(
+            "HEALTH_SMART_INTERVAL",
+            "[health] smart_interval",
+            file.smart_interval,
+            defaults.smart_interval,
+        )?,
+        updates_interval: probe(
+            "HEALTH_UPDATES_INTERVAL",
+            "[health] updates_interval",
+            file.updates_interval,
+            defaults.updates_interval,
+        )?,
+        services_interval: probe(
+            "HEALTH_SERVICES_INTERVAL",
+            "[health] services_interval",
+            file.services_interval,
+            defaults.services_interval,
+        )?,
     })
 }
 

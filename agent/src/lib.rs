@@ -12,11 +12,13 @@
 //! - [`inventory_base`]: the acknowledged snapshot that deltas are taken against.
 //! - [`session`]: the service loop and `run --once`.
 //! - [`local`]: the running service's local socket.
+//! - [`issue`]: `report-issue`, an employee's problem report.
 
 pub mod collect;
 pub mod config;
 pub mod enroll;
 pub mod inventory_base;
+pub mod issue;
 pub mod local;
 pub mod session;
 pub mod spool;

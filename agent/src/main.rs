@@ -39,6 +39,14 @@ enum Command {
     Inventory(LocalArgs),
     /// Print one health sample, as the agent would send it.
     Health(LocalArgs),
+    /// Report a problem to the help desk; a health sample of this PC goes
+    /// with it. Queued while offline, never lost.
+    ReportIssue {
+        /// What is wrong, 1-2000 characters, e.g. "Outlook keeps crashing".
+        text: String,
+        #[command(flatten)]
+        state: StateArgs,
+    },
     /// Show the enrollment, the last successful report and the last error.
     Status {
         #[command(flatten)]
@@ -239,13 +247,24 @@ fn run(command: Command) -> Result<(), Failure> {
                 system_root: args.system_root,
                 ..AgentFlags::default()
             })?;
-            let sample = collect::HealthSampler::new(&config.system_root).sample();
+            let sample =
+                collect::HealthSampler::with_settings(&config.system_root, config.health.clone())
+                    .sample();
             if args.json {
                 print_json(&sample)
             } else {
                 print!("{}", collect::render_health(&sample));
                 Ok(())
             }
+        }
+        Command::ReportIssue { text, state } => {
+            let text = deskpulse_agent::issue::validate_text(&text).map_err(usage)?;
+            let config = resolve(AgentFlags {
+                config: state.config,
+                state_dir: state.state_dir,
+                ..AgentFlags::default()
+            })?;
+            report_issue(&config, text)
         }
         Command::Status { state, json } => {
             let config = resolve(AgentFlags {
@@ -261,20 +280,84 @@ fn run(command: Command) -> Result<(), Failure> {
 async fn service(config: &AgentConfig, state: &StateDir) -> Result<(), Failure> {
     let shutdown = CancellationToken::new();
     let live = Arc::new(Mutex::new(LiveStatus::default()));
+    // A few reports at once is plenty; each waits for its spool write.
+    let (issues, issue_queue) = tokio::sync::mpsc::channel(8);
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     #[cfg(unix)]
     {
         let path = state.socket_path();
-        let (live, shutdown) = (live.clone(), shutdown.clone());
+        let service = local::Service {
+            live: live.clone(),
+            issues,
+            system_root: config.system_root.clone(),
+        };
+        let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(error) = local::serve(&path, live, shutdown).await {
+            if let Err(error) = local::serve(&path, service, shutdown).await {
                 tracing::warn!(%error, path = %path.display(), "the local socket is unavailable; `status` will read the saved status");
             }
         });
     }
-    session::run_service(config, state, live, shutdown)
+    #[cfg(not(unix))]
+    drop(issues);
+    session::run_service(config, state, live, issue_queue, shutdown)
         .await
         .map_err(failed)
+}
+
+/// `report-issue`: through the running service when there is one, else
+/// straight into the spool under the state dir lock.
+fn report_issue(config: &AgentConfig, text: String) -> Result<(), Failure> {
+    let state = StateDir::new(&config.state_dir);
+    if state.enrollment().map_err(failed)?.is_none() {
+        return Err(failed(
+            "this agent is not enrolled, so the help desk cannot be reached: run `deskpulse-agent enroll` first",
+        ));
+    }
+    #[cfg(unix)]
+    let asked = runtime()?.block_on(local::ask(
+        &state.socket_path(),
+        &local::LocalRequest::ReportIssue { text: text.clone() },
+        local::REPORT_TIMEOUT,
+    ));
+    #[cfg(not(unix))]
+    let asked: std::io::Result<Option<local::LocalReply>> = Ok(None);
+    let unreachable = match asked {
+        Ok(Some(local::LocalReply::Reported { connected, .. })) => {
+            if connected {
+                println!("reported; it is on its way to the help desk");
+            } else {
+                println!("reported; it will reach the help desk (queued while offline)");
+            }
+            return Ok(());
+        }
+        Ok(Some(local::LocalReply::Error { message })) => return Err(failed(message)),
+        Ok(Some(local::LocalReply::Status(_))) => {
+            return Err(failed("the agent service gave an unexpected answer"));
+        }
+        Ok(None) => None,
+        Err(error) => Some(error),
+    };
+    match deskpulse_agent::issue::report_offline(
+        config,
+        &state,
+        text,
+        deskpulse_agent::issue::caller(&config.system_root),
+    ) {
+        Ok(_) => {
+            println!(
+                "reported; the agent service is not running, so it will reach the help desk when the service next runs"
+            );
+            Ok(())
+        }
+        Err(deskpulse_agent::issue::IssueError::State(
+            deskpulse_agent::state::StateError::Busy { .. },
+        )) => Err(failed(format!(
+            "the agent service is running but did not answer on its local socket ({}); try again",
+            unreachable.map_or_else(|| "no answer".to_owned(), |e| e.to_string())
+        ))),
+        Err(error) => Err(failed(error)),
+    }
 }
 
 async fn cancel_on_signal(shutdown: CancellationToken) {
@@ -331,12 +414,13 @@ fn status(config: &AgentConfig, json: bool) -> Result<(), Failure> {
                 .block_on(local::ask(
                     &state.socket_path(),
                     &local::LocalRequest::Status,
+                    std::time::Duration::from_secs(5),
                 ))
                 .ok()
                 .flatten()
                 .and_then(|reply| match reply {
                     local::LocalReply::Status(status) => Some(status),
-                    local::LocalReply::Error { .. } => None,
+                    local::LocalReply::Error { .. } | local::LocalReply::Reported { .. } => None,
                 })
         }
         #[cfg(not(unix))]

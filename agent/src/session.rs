@@ -27,6 +27,7 @@ use tracing::{info, warn};
 use crate::collect::{HealthSampler, collect_inventory};
 use crate::config::AgentConfig;
 use crate::inventory_base::InventoryBase;
+use crate::issue::{self, IssueRequest};
 use crate::spool::{Dropped, Resolution, Spool, SpoolError};
 use crate::state::{Credentials, StateDir, Status};
 use crate::transport;
@@ -359,7 +360,7 @@ async fn once(
 ) -> Result<OnceOutcome, SessionError> {
     let mut spool = open_spool(config, state)?;
     let mut base = InventoryBase::open(&state.inventory_dir());
-    let mut sampler = HealthSampler::new(&config.system_root);
+    let mut sampler = HealthSampler::with_settings(&config.system_root, config.health.clone());
     let snapshot = collect_inventory(&config.system_root);
     let seq = spool.push(base.payload_for(&snapshot), now_ms())?;
     base.spooled(seq, &snapshot);
@@ -401,11 +402,13 @@ async fn once(
     })
 }
 
-/// The service loop: runs until `shutdown` is cancelled.
+/// The service loop: runs until `shutdown` is cancelled. Employees'
+/// reports arrive on `issues` from the local socket.
 pub async fn run_service(
     config: &AgentConfig,
     state: &StateDir,
     live: SharedStatus,
+    mut issues: mpsc::Receiver<IssueRequest>,
     shutdown: CancellationToken,
 ) -> Result<(), SessionError> {
     let creds = state
@@ -413,7 +416,7 @@ pub async fn run_service(
         .map_err(|e| SessionError::Status(e.to_string()))?;
     let mut spool = open_spool(config, state)?;
     let mut base = InventoryBase::open(&state.inventory_dir());
-    let mut sampler = HealthSampler::new(&config.system_root);
+    let mut sampler = HealthSampler::with_settings(&config.system_root, config.health.clone());
     let mut counters_sent: Option<Dropped> = None;
     let mut inventory_tick = tokio::time::interval(config.inventory_interval);
     let mut health_tick = tokio::time::interval(config.health_interval);
@@ -438,6 +441,23 @@ pub async fn run_service(
             }
             _ = health_tick.tick() => {
                 fresh = spool_push(&mut spool, Payload::Health(sampler.sample()));
+            }
+            Some(request) = issues.recv() => {
+                // A fresh sample: the cheap readings now, the slow probes
+                // from their cache (D24). Durable before the reply (D14).
+                let payload = issue::payload(request.text, request.os_user, sampler.sample());
+                let answer = match spool.push(payload, now_ms()) {
+                    Ok(seq) => {
+                        info!(seq, "an employee reported an issue; spooled");
+                        fresh = true;
+                        Ok(session.is_some())
+                    }
+                    Err(error) => {
+                        warn!(%error, "an issue report could not be spooled");
+                        Err(format!("the report could not be saved in the spool: {error}"))
+                    }
+                };
+                let _ = request.reply.send(answer);
             }
             () = tokio::time::sleep_until(retry_at), if session.is_none() => {
                 match open_session(&creds, config).await {

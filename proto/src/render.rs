@@ -365,11 +365,17 @@ pub fn render_sections(inv: &Inventory, sections: &[InventorySection]) -> String
     out
 }
 
-/// The health sample as text.
+/// The health sample as text: the cheap readings, then the cached slow
+/// probes (services, disks, last update, posture), then what is missing.
 pub fn render_health(h: &HealthSample) -> String {
     let mut out = format!(
-        "cpu {:.1}%  memory {:.1}%  up {}s\n",
-        h.cpu_percent, h.memory_used_percent, h.uptime_secs
+        "cpu {:.1}%  memory {:.1}%  swap {:.1}%  up {}s\n",
+        h.cpu_percent, h.memory_used_percent, h.swap_used_percent, h.uptime_secs
+    );
+    let _ = writeln!(
+        out,
+        "load {:.2} {:.2} {:.2} on {} logical CPUs",
+        h.load_1m, h.load_5m, h.load_15m, h.logical_cpus
     );
     for fs in &h.filesystems {
         let _ = writeln!(
@@ -379,6 +385,64 @@ pub fn render_health(h: &HealthSample) -> String {
             fs.used_percent,
             size(fs.available_bytes)
         );
+    }
+    for t in &h.temperatures {
+        let critical = if t.critical_celsius > 0.0 {
+            format!(" (critical {:.0} °C)", t.critical_celsius)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "temperature {} {:.1} °C{critical}",
+            t.sensor, t.celsius
+        );
+    }
+    for b in &h.batteries {
+        let _ = writeln!(
+            out,
+            "battery {} health {:.0}%, charge {:.0}%, {} cycles",
+            b.name, b.health_percent, b.charge_percent, b.cycle_count
+        );
+    }
+    let _ = writeln!(out, "reboot pending: {}", h.reboot_pending);
+    for s in &h.services {
+        let _ = writeln!(out, "service {} {}", s.name, s.state);
+    }
+    for d in &h.disks {
+        let wear = if d.percentage_used > 0 {
+            format!(", {}% worn", d.percentage_used)
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "disk {} {} ({}) SMART {}, {:.0} °C, {} reallocated/media errors{wear}",
+            d.device,
+            or_dash(&d.model),
+            or_dash(&d.serial),
+            if d.passed { "passed" } else { "FAILED" },
+            d.temperature_celsius,
+            d.reallocated_sectors
+        );
+    }
+    if h.last_update_unix_ms > 0 {
+        let _ = writeln!(out, "last OS update {}", date(h.last_update_unix_ms / 1000));
+    }
+    if let Some(p) = &h.posture {
+        let _ = writeln!(
+            out,
+            "posture: antivirus {}, firewall {}, encryption {}",
+            state(p.antivirus),
+            state(p.firewall),
+            state(p.encryption)
+        );
+    }
+    if !h.unavailable.is_empty() {
+        out.push_str("[unavailable]\n");
+        for u in &h.unavailable {
+            let _ = writeln!(out, "  {}: {} ({})", u.field, reason(u.reason), u.detail);
+        }
     }
     out
 }

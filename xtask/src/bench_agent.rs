@@ -285,7 +285,13 @@ fn start_agent_service(
         "deskpulse-agent run",
         Command::new(agent_bin)
             .args(["run", "--state-dir"])
-            .arg(&state),
+            .arg(&state)
+            // D24: the idle budget counts every slow probe; posture and
+            // SMART run by default, the services probe only with a list.
+            .env(
+                "DESKPULSE_AGENT_HEALTH_WATCH_SERVICES",
+                "cron.service,ssh.service",
+            ),
     )?;
     Ok((collector, agent))
 }

@@ -2,8 +2,9 @@
 //! system root (D13), so tests point the real code at a fixture tree.
 //!
 //! # Layout
-//! - this module: [`collect_inventory`] puts the sections together, and
-//!   [`HealthSampler`] takes health samples.
+//! - this module: [`collect_inventory`] puts the sections together.
+//! - [`health`]: [`HealthSampler`] takes health samples, with the slow
+//!   probes cached on their own intervals (D24).
 //! - [`os_release`], [`mounts`]: the OS name and the real filesystems.
 //! - [`hardware`]: system, CPU, memory, disks, network, GPU, battery.
 //! - [`host`]: OS details, users, security posture, services.
@@ -17,6 +18,7 @@
 //! platform adapters only read raw data.
 
 pub mod hardware;
+pub mod health;
 pub mod host;
 pub mod macos;
 pub mod mounts;
@@ -27,9 +29,9 @@ pub mod windows;
 
 use std::path::Path;
 
-use deskpulse_proto::v1::{
-    FilesystemUsage, HealthSample, Inventory, OsInfo, StorageInfo, Unavailable, UnavailableReason,
-};
+use deskpulse_proto::v1::{Inventory, OsInfo, StorageInfo, Unavailable, UnavailableReason};
+
+pub use health::{HealthSampler, HealthSettings};
 
 pub use deskpulse_proto::render::{render_health, render_inventory};
 
@@ -234,19 +236,6 @@ fn space(path: &Path) -> (u64, u64) {
     }
 }
 
-/// CPU time counters from `/proc/stat`'s first line: (busy, total) ticks.
-fn cpu_ticks(stat: &str) -> Option<(u64, u64)> {
-    let line = stat.lines().next()?.strip_prefix("cpu ")?;
-    let values: Vec<u64> = line
-        .split_whitespace()
-        .filter_map(|v| v.parse().ok())
-        .collect();
-    let total: u64 = values.iter().take(8).sum();
-    // idle and iowait are not busy time.
-    let idle = values.get(3).copied().unwrap_or(0) + values.get(4).copied().unwrap_or(0);
-    Some((total.saturating_sub(idle), total))
-}
-
 /// `MemTotal` and `MemAvailable` from `/proc/meminfo`, in bytes.
 pub fn meminfo(text: &str) -> (u64, u64) {
     let field = |key: &str| {
@@ -256,68 +245,6 @@ pub fn meminfo(text: &str) -> (u64, u64) {
             .map_or(0, |kib| kib * 1024)
     };
     (field("MemTotal:"), field("MemAvailable:"))
-}
-
-/// Takes health samples; keeps the CPU counters of the previous sample so
-/// CPU % covers the interval between samples (the first covers the time
-/// since boot).
-#[derive(Debug)]
-pub struct HealthSampler {
-    root: std::path::PathBuf,
-    last_cpu: Option<(u64, u64)>,
-}
-
-impl HealthSampler {
-    /// A sampler reading under `system_root`.
-    pub fn new(system_root: &Path) -> Self {
-        Self {
-            root: system_root.to_path_buf(),
-            last_cpu: None,
-        }
-    }
-
-    /// One sample.
-    pub fn sample(&mut self) -> HealthSample {
-        let read = |p: &str| std::fs::read_to_string(self.root.join(p)).unwrap_or_default();
-        let now = cpu_ticks(&read("proc/stat"));
-        let cpu_percent = match (now, self.last_cpu) {
-            (Some((busy, total)), Some((last_busy, last_total))) if total > last_total => {
-                (busy.saturating_sub(last_busy)) as f32 * 100.0 / (total - last_total) as f32
-            }
-            (Some((busy, total)), _) if total > 0 => busy as f32 * 100.0 / total as f32,
-            _ => 0.0,
-        };
-        if now.is_some() {
-            self.last_cpu = now;
-        }
-        let (total, available) = meminfo(&read("proc/meminfo"));
-        let memory_used_percent = if total > 0 {
-            total.saturating_sub(available) as f32 * 100.0 / total as f32
-        } else {
-            0.0
-        };
-        let mut scratch = Inventory::default();
-        let filesystems = filesystems(&self.root, &mut scratch)
-            .into_iter()
-            .map(|fs| FilesystemUsage {
-                used_percent: if fs.total_bytes > 0 {
-                    (fs.total_bytes - fs.available_bytes.min(fs.total_bytes)) as f32 * 100.0
-                        / fs.total_bytes as f32
-                } else {
-                    0.0
-                },
-                mount_point: fs.mount_point,
-                available_bytes: fs.available_bytes,
-            })
-            .collect();
-        HealthSample {
-            cpu_percent,
-            memory_used_percent,
-            uptime_secs: sysinfo::System::uptime().unwrap_or(0),
-            filesystems,
-            ..Default::default()
-        }
-    }
 }
 
 #[cfg(test)]

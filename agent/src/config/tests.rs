@@ -123,3 +123,91 @@ fn bad_spool_bounds_are_one_line_errors() {
     assert!(err.contains("unknown field `health_max`"), "{err}");
     assert!(!err.contains('\n'), "{err}");
 }
+
+#[test]
+fn health_settings_from_file_then_env() {
+    let defaults = resolve(&AgentFlags::default(), &vars(&[])).expect("resolves");
+    assert_eq!(defaults.health, crate::collect::HealthSettings::default());
+    assert_eq!(defaults.health.posture_interval, Duration::from_secs(600));
+    assert_eq!(
+        defaults.health.smart_interval,
+        Duration::from_secs(6 * 3600)
+    );
+
+    let f = config_file(
+        "[health]\nwatch_services = [\"cups.service\", \"sshd\", \"cups.service\"]\nposture_interval = \"5m\"\nsmart_interval = \"1h\"\n",
+    );
+    let flags = AgentFlags {
+        config: Some(f.path().to_path_buf()),
+        ..AgentFlags::default()
+    };
+    let config = resolve(&flags, &vars(&[])).expect("resolves");
+    assert_eq!(config.health.watch_services, ["cups.service", "sshd"]);
+    assert_eq!(config.health.posture_interval, Duration::from_secs(300));
+    assert_eq!(config.health.smart_interval, Duration::from_secs(3600));
+    assert_eq!(
+        config.health.updates_interval,
+        Duration::from_secs(6 * 3600)
+    );
+
+    let env = vars(&[
+        (
+            "DESKPULSE_AGENT_HEALTH_WATCH_SERVICES",
+            "NetworkManager.service, cron",
+        ),
+        ("DESKPULSE_AGENT_HEALTH_UPDATES_INTERVAL", "2h"),
+        ("DESKPULSE_AGENT_HEALTH_SERVICES_INTERVAL", "30s"),
+    ]);
+    let config = resolve(&flags, &env).expect("resolves");
+    assert_eq!(
+        config.health.watch_services,
+        ["NetworkManager.service", "cron"]
+    );
+    assert_eq!(config.health.updates_interval, Duration::from_secs(7200));
+    assert_eq!(config.health.services_interval, Duration::from_secs(30));
+}
+
+#[test]
+fn unsafe_service_names_and_bad_probe_intervals_are_one_line_errors() {
+    for bad in ["../etc/passwd", "cups service", "-x", "a/b", "x\ny", ""] {
+        let f = config_file(&format!(
+            "[health]\nwatch_services = [{}]\n",
+            toml::Value::String(bad.into())
+        ));
+        let flags = AgentFlags {
+            config: Some(f.path().to_path_buf()),
+            ..AgentFlags::default()
+        };
+        let error = resolve(&flags, &vars(&[])).expect_err(bad);
+        assert!(
+            error.0.contains("[health] watch_services") && error.0.contains("not a service name"),
+            "{error}"
+        );
+        assert!(!error.0.contains('\n'), "{error}");
+    }
+    let error = resolve(
+        &AgentFlags::default(),
+        &vars(&[("DESKPULSE_AGENT_HEALTH_WATCH_SERVICES", "ok.service,$(id)")]),
+    )
+    .expect_err("env");
+    assert!(
+        error.0.contains("DESKPULSE_AGENT_HEALTH_WATCH_SERVICES"),
+        "{error}"
+    );
+
+    let error = resolve(
+        &AgentFlags::default(),
+        &vars(&[("DESKPULSE_AGENT_HEALTH_SMART_INTERVAL", "90days")]),
+    )
+    .expect_err("too long");
+    assert!(error.0.contains("too long"), "{error}");
+    let error = resolve(
+        &AgentFlags::default(),
+        &vars(&[("DESKPULSE_AGENT_HEALTH_POSTURE_INTERVAL", "soon")]),
+    )
+    .expect_err("not a duration");
+    assert!(
+        error.0.contains("DESKPULSE_AGENT_HEALTH_POSTURE_INTERVAL"),
+        "{error}"
+    );
+}

@@ -15,8 +15,8 @@ pub mod smbios;
 use std::path::Path;
 
 use deskpulse_proto::v1::{
-    BatteryInfo, CpuInfo, Disk, Gpu, GpuInfo, Inventory, MemoryInfo, MemoryModule, NetworkInfo,
-    NetworkInterface, SystemInfo, UnavailableReason,
+    Battery, BatteryInfo, CpuInfo, Disk, Gpu, GpuInfo, Inventory, MemoryInfo, MemoryModule,
+    NetworkInfo, NetworkInterface, SystemInfo, UnavailableReason,
 };
 
 use super::{reason_for, unavailable};
@@ -409,6 +409,14 @@ fn gpus(root: &Path, inv: &mut Inventory) {
 }
 
 fn batteries(root: &Path, inv: &mut Inventory) {
+    let batteries = linux_batteries(root).into_iter().map(|(b, _)| b).collect();
+    inv.battery = Some(BatteryInfo { batteries });
+}
+
+/// Every `sys/class/power_supply` entry of type Battery, sorted by name,
+/// with its current charge in percent (`capacity`) when exposed. Shared by
+/// the inventory and the health sampler, so both read batteries one way.
+pub fn linux_batteries(root: &Path) -> Vec<(Battery, Option<f32>)> {
     let supply = root.join("sys/class/power_supply");
     let mut batteries = Vec::new();
     if let Ok(dir) = std::fs::read_dir(&supply) {
@@ -423,7 +431,7 @@ fn batteries(root: &Path, inv: &mut Inventory) {
                 continue;
             }
             let num = |f: &str| read(&base.join(f)).ok().and_then(|v| v.parse::<u64>().ok());
-            batteries.push(parse::battery(
+            let battery = parse::battery(
                 &name,
                 read(&base.join("manufacturer")).unwrap_or_default(),
                 read(&base.join("model_name")).unwrap_or_default(),
@@ -435,10 +443,12 @@ fn batteries(root: &Path, inv: &mut Inventory) {
                     voltage_min_design_uv: num("voltage_min_design"),
                     cycle_count: num("cycle_count"),
                 },
-            ));
+            );
+            let capacity = num("capacity").map(|c| c.min(100) as f32);
+            batteries.push((battery, capacity));
         }
     }
-    inv.battery = Some(BatteryInfo { batteries });
+    batteries
 }
 
 #[cfg(test)]

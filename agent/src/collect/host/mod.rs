@@ -188,6 +188,14 @@ fn read_tail(path: &Path, max: usize) -> Option<Vec<u8>> {
 }
 
 fn security_section(root: &Path, inv: &mut Inventory, slow: bool) {
+    let sec = security_info(root, inv, slow);
+    inv.security = Some(sec);
+}
+
+/// The security section under `root`; what it could not read goes into
+/// `inv.unavailable`. The health sampler's posture probe calls it too, so
+/// inventory and health never disagree on what is on.
+pub fn security_info(root: &Path, inv: &mut Inventory, slow: bool) -> SecurityInfo {
     let mut sec = SecurityInfo::default();
     match security::firewall(root) {
         Some((state, product)) => {
@@ -217,8 +225,7 @@ fn security_section(root: &Path, inv: &mut Inventory, slow: bool) {
         });
     }
     sec.antivirus.extend(security::clamav(root, now_unix_s()));
-    sec.reboot_pending =
-        root.join("run/reboot-required").exists() || root.join("var/run/reboot-required").exists();
+    sec.reboot_pending = security::reboot_pending(root);
     if slow {
         match std::fs::read_to_string(root.join("var/lib/update-notifier/updates-available"))
             .ok()
@@ -233,7 +240,7 @@ fn security_section(root: &Path, inv: &mut Inventory, slow: bool) {
             ),
         }
     }
-    inv.security = Some(sec);
+    sec
 }
 
 #[cfg(test)]

@@ -129,6 +129,12 @@ pub fn clamav(root: &Path, now_unix_s: i64) -> Option<Antivirus> {
     })
 }
 
+/// True when a package asked for a reboot (Debian's and Ubuntu's
+/// `reboot-required` flag file).
+pub fn reboot_pending(root: &Path) -> bool {
+    root.join("run/reboot-required").exists() || root.join("var/run/reboot-required").exists()
+}
+
 /// The count update-notifier wrote, e.g. "12 updates can be applied
 /// immediately." or "3 packages can be updated."
 pub fn pending_updates(text: &str) -> Option<u32> {

@@ -70,19 +70,7 @@ pub fn services(root: &Path, running: bool) -> Vec<Service> {
             } else {
                 "static"
             };
-            let state = if !running {
-                ""
-            } else if std::fs::symlink_metadata(
-                // A link whose target is the invocation id: it dangles on purpose.
-                root.join("run/systemd/units")
-                    .join(format!("invocation:{name}")),
-            )
-            .is_ok()
-            {
-                "running"
-            } else {
-                "stopped"
-            };
+            let state = if running { run_state(root, &name) } else { "" };
             units.insert(
                 name.clone(),
                 Service {
@@ -95,6 +83,47 @@ pub fn services(root: &Path, running: bool) -> Vec<Service> {
         }
     }
     units.into_values().collect()
+}
+
+/// The run state of one watched unit, for health samples: "missing" when no
+/// unit file of that name exists, else "running" or "stopped" as
+/// [`services`] reads them. A name without a unit suffix means its
+/// `.service`. It looks the one unit up instead of scanning every unit
+/// directory. The health sampler uses it under a fixture root, or when
+/// `systemctl show` fails: systemd leaves no file that tells a failed unit
+/// from a stopped one, so "failed" is not reported from files.
+pub fn watched_state(root: &Path, name: &str) -> &'static str {
+    let unit = if name.contains('.') {
+        name.to_owned()
+    } else {
+        format!("{name}.service")
+    };
+    let found = UNIT_DIRS
+        .iter()
+        .any(|dir| std::fs::symlink_metadata(root.join(dir).join(&unit)).is_ok());
+    if !found {
+        return "missing";
+    }
+    if run_state(root, &unit) == "running" {
+        "running"
+    } else {
+        "stopped"
+    }
+}
+
+/// "running" when systemd keeps an invocation id for the unit.
+fn run_state(root: &Path, name: &str) -> &'static str {
+    // A link whose target is the invocation id: it dangles on purpose.
+    if std::fs::symlink_metadata(
+        root.join("run/systemd/units")
+            .join(format!("invocation:{name}")),
+    )
+    .is_ok()
+    {
+        "running"
+    } else {
+        "stopped"
+    }
 }
 
 /// True when some `*.wants/` or `*.requires/` directory links the unit.

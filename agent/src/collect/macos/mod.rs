@@ -612,7 +612,7 @@ pub fn launchd_services(
 }
 
 #[cfg(target_os = "macos")]
-pub use adapter::collect;
+pub use adapter::{collect, security_now};
 
 /// The thin adapter: spawn the programs, then apply their output and the
 /// files under the root.
@@ -676,6 +676,17 @@ mod adapter {
             .map(|out| super::launchctl_running(&String::from_utf8_lossy(&out)));
         let now = crate::collect::host::now_unix_s();
         super::apply_files(root, inv, filevault, running.as_ref(), now);
+    }
+
+    /// The security section alone, for the health sampler's posture probe:
+    /// one `fdesetup status` and the preference plists, no
+    /// `system_profiler`.
+    pub fn security_now(root: &Path, inv: &mut Inventory) -> deskpulse_proto::v1::SecurityInfo {
+        let filevault = spawn::output("/usr/bin/fdesetup", &["status"], TIMEOUT).and_then(|out| {
+            super::filevault(&String::from_utf8_lossy(&out))
+                .ok_or_else(|| "fdesetup status: unexpected answer".to_owned())
+        });
+        super::security(root, inv, filevault, crate::collect::host::now_unix_s())
     }
 }
 

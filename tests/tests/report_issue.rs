@@ -1,0 +1,174 @@
+//! `deskpulse-agent report-issue` with the real binary: bad text is a usage
+//! error before anything else, an unenrolled agent says so, a report made
+//! while the service is not running lands in the spool with the reporter's
+//! name and a health sample, and a running service takes one over its
+//! local socket.
+
+use std::time::Duration;
+
+use deskpulse_agent::spool::{Limits, Spool};
+use deskpulse_agent::state::{Credentials, Enrollment, StateDir};
+use deskpulse_proto::v1::UserIssue;
+use deskpulse_proto::v1::report::Payload;
+use deskpulse_tests::{Agent, AgentService, Collector, Run, bin, run, wait_for};
+
+fn one_line(out: &Run, needle: &str) {
+    let lines: Vec<&str> = out
+        .stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .collect();
+    assert_eq!(lines.len(), 1, "one line of error, got: {}", out.stderr);
+    assert!(
+        lines[0].contains(needle),
+        "{:?} should mention {needle:?}",
+        lines[0]
+    );
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+}
+
+#[test]
+fn bad_text_is_a_usage_error_and_an_unenrolled_agent_says_so() {
+    let agent = Agent::new();
+    for (text, needle) in [
+        ("   ", "empty"),
+        ("clear\u{1b}[2J", "control character"),
+        (&"x".repeat(2001) as &str, "2001 characters"),
+    ] {
+        let out = agent.command(&["report-issue", text]).expect_code(2);
+        one_line(&out, needle);
+    }
+    let out = agent
+        .command(&["report-issue", "Outlook keeps crashing"])
+        .expect_code(1);
+    one_line(&out, "not enrolled");
+    assert!(
+        !agent.state_dir.path().join("spool").exists(),
+        "nothing written for a refused report"
+    );
+}
+
+#[test]
+fn an_unsafe_watched_service_name_is_a_config_error() {
+    let dir = tempfile::tempdir().expect("temp");
+    let config = dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        "[health]\nwatch_services = [\"../../etc/shadow\"]\n",
+    )
+    .expect("write");
+    let out = run(std::process::Command::new(bin("deskpulse-agent"))
+        .args(["health", "--config"])
+        .arg(&config))
+    .expect_code(2);
+    one_line(&out, "not a service name");
+}
+
+/// An enrolled state dir (the collector named in it is never reached) and a
+/// config whose system root has a passwd naming the current user.
+fn enrolled_offline(agent: &Agent) -> std::path::PathBuf {
+    let state = StateDir::new(agent.state_dir.path());
+    state
+        .save_enrollment(&Credentials {
+            enrollment: Enrollment {
+                collector: "https://127.0.0.1:1".into(),
+                host_id: "00000000-0000-4000-8000-000000000002".into(),
+                enrolled_at_unix_ms: 1,
+            },
+            cert_pem: "unused".into(),
+            key_pem: "unused".into(),
+            ca_pem: "unused".into(),
+        })
+        .expect("enrollment");
+    let root = agent.state_dir.path().join("fixture-root");
+    std::fs::create_dir_all(root.join("etc")).expect("mkdir");
+    std::fs::create_dir_all(root.join("proc")).expect("mkdir");
+    let uid = current_uid();
+    std::fs::write(
+        root.join("etc/passwd"),
+        format!("employee:x:{uid}:{uid}:An Employee:/home/employee:/bin/sh\n"),
+    )
+    .expect("passwd");
+    std::fs::write(root.join("proc/loadavg"), "3.25 2.00 1.00 1/100 7\n").expect("loadavg");
+    let config = agent.state_dir.path().join("agent.toml");
+    std::fs::write(
+        &config,
+        format!("system_root = {:?}\n", root.to_str().expect("utf-8")),
+    )
+    .expect("config");
+    config
+}
+
+/// The uid of this test process, as the agent's offline path sees it.
+fn current_uid() -> u32 {
+    let out = run(std::process::Command::new("id").arg("-u"));
+    out.stdout.trim().parse().expect("id -u")
+}
+
+fn spooled_issues(agent: &Agent) -> Vec<UserIssue> {
+    let (mut spool, _) =
+        Spool::open(&agent.state_dir.path().join("spool"), Limits::default()).expect("spool");
+    spool
+        .read_after(0, 1000)
+        .expect("read")
+        .into_iter()
+        .filter_map(|r| match r.payload {
+            Some(Payload::UserIssue(issue)) => Some(issue),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn without_the_service_the_report_is_spooled_for_the_next_run() {
+    let agent = Agent::new();
+    let config = enrolled_offline(&agent);
+    let out = agent
+        .command(&[
+            "report-issue",
+            "  The VPN drops every hour\n\tsince the update ",
+            "--config",
+            config.to_str().expect("utf-8"),
+        ])
+        .expect_code(0);
+    assert!(
+        out.stdout.starts_with("reported;") && out.stdout.contains("when the service next runs"),
+        "{}",
+        out.stdout
+    );
+    let issues = spooled_issues(&agent);
+    assert_eq!(issues.len(), 1, "{issues:?}");
+    assert_eq!(
+        issues[0].text,
+        "The VPN drops every hour\n\tsince the update"
+    );
+    assert_eq!(issues[0].os_user, "employee");
+    assert_eq!(issues[0].health.as_ref().map(|h| h.load_1m), Some(3.25));
+    let stats = Spool::inspect(&agent.state_dir.path().join("spool")).expect("inspect");
+    assert_eq!(stats.results.records, 1);
+}
+
+#[test]
+fn a_running_service_takes_the_report_over_its_local_socket() {
+    let collector = Collector::start();
+    let agent = Agent::new();
+    agent
+        .enroll(&collector, &collector.enrollment_token(1))
+        .expect_code(0);
+    let _service = AgentService::start(&agent, &[]);
+    wait_for(Duration::from_secs(30), || {
+        let out = agent.command(&["status", "--json"]);
+        let s: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+        (s["service_running"] == true && s["connected"] == true).then_some(())
+    })
+    .expect("the service connects");
+    let out = agent
+        .command(&["report-issue", "The printer on floor 3 eats paper"])
+        .expect_code(0);
+    assert_eq!(
+        out.stdout.trim(),
+        "reported; it is on its way to the help desk",
+        "{}",
+        out.stderr
+    );
+}

@@ -171,4 +171,28 @@ fn a_running_service_takes_the_report_over_its_local_socket() {
         "{}",
         out.stderr
     );
+    // The collector opens a ticket for this host naming the reporter, with
+    // the fresh health sample copied in as evidence.
+    let token = collector.admin_token();
+    let ticket = wait_for(Duration::from_secs(30), || {
+        let out = collector.cli(&token, &["--json", "tickets", "--status", "open"]);
+        let list: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+        list.as_array()?
+            .iter()
+            .find(|t| t["rule"] == "user-report")
+            .cloned()
+    })
+    .expect("a user-report ticket");
+    assert_eq!(ticket["host_id"], agent.host_id().as_str());
+    let user = run(std::process::Command::new("id").arg("-un"));
+    let reporter = user.stdout.trim();
+    assert_eq!(
+        ticket["title"],
+        format!("reported by {reporter}: The printer on floor 3 eats paper").as_str()
+    );
+    assert_eq!(ticket["evidence"]["reported_by"], reporter);
+    assert!(
+        ticket["evidence"]["health"]["memory_used_percent"].as_f64() > Some(0.0),
+        "{ticket}"
+    );
 }

@@ -172,6 +172,7 @@ async fn serve(config: config::ServeConfig) -> CommandResult {
         ca: Arc::new(dir.ca),
         replica: dir.replica_id.clone(),
         shutdown,
+        dispatch: Arc::default(),
     };
     tracing::info!(%addr, data_dir = %config.store.data_dir.display(), "collector listening");
     {

@@ -26,6 +26,9 @@
 //! name = "new-local-admin"
 //! change = "new_local_admin"
 //! severity = "critical"
+//!
+//! [diagnostics.roles]      # who may run what; defaults: read-only ones
+//! restart_service = "technician"   # technician, state-changing ones admin
 //! ```
 
 use std::time::Duration;
@@ -35,9 +38,13 @@ use jiff::civil::{Date, Weekday};
 use jiff::tz::TimeZone;
 use serde::Deserialize;
 
+use deskpulse_proto::catalog;
+use deskpulse_proto::v1::DiagnosticRisk;
+
 use super::Lifecycle;
 use super::model::{self, ChangeRule, RawChangeRule, RawRule, Rule};
 use super::priority::{Priority, SlaTarget, default_sla};
+use crate::store::Role;
 
 /// The policy in force.
 #[derive(Debug, Clone)]
@@ -54,6 +61,8 @@ pub struct Policy {
     pub calendar: Calendar,
     /// Quiet period and reopen window.
     pub lifecycle: Lifecycle,
+    /// Per-diagnostic role overrides (D7).
+    pub diagnostic_roles: Vec<(String, Role)>,
 }
 
 impl Default for Policy {
@@ -67,6 +76,7 @@ impl Default for Policy {
             sla: PRIORITIES.map(default_sla),
             calendar: Calendar::Always,
             lifecycle: Lifecycle::default(),
+            diagnostic_roles: Vec::new(),
         })
     }
 }
@@ -83,6 +93,22 @@ impl Policy {
     pub fn rule(&self, name: &str) -> Option<&Rule> {
         self.rules.iter().find(|r| r.name == name)
     }
+
+    /// The least role that may run a diagnostic: the policy's override, or
+    /// technician for read-only ones and admin for state-changing ones.
+    pub fn diagnostic_role(&self, spec: &catalog::Spec) -> Role {
+        self.diagnostic_roles
+            .iter()
+            .find(|(id, _)| id == spec.id)
+            .map_or(
+                if spec.risk == DiagnosticRisk::ReadOnly {
+                    Role::Technician
+                } else {
+                    Role::Admin
+                },
+                |(_, role)| *role,
+            )
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,6 +124,15 @@ struct PolicyFile {
     rule: Vec<RawRule>,
     #[serde(default)]
     change_rule: Vec<RawChangeRule>,
+    #[serde(default)]
+    diagnostics: Option<RawDiagnostics>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDiagnostics {
+    #[serde(default)]
+    roles: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -277,6 +312,23 @@ pub fn parse_policy(text: &str) -> Result<Policy, String> {
         None => Calendar::Always,
         Some(raw) => Calendar::Hours(BusinessHours::parse(raw)?),
     };
+    let mut diagnostic_roles = Vec::new();
+    for (id, role) in file.diagnostics.iter().flat_map(|d| &d.roles) {
+        if catalog::spec(id).is_none() {
+            return Err(format!(
+                "diagnostics.roles: {id:?} is not in the diagnostic catalog"
+            ));
+        }
+        let role: Role = role
+            .parse()
+            .map_err(|e| format!("diagnostics.roles.{id}: {e}"))?;
+        if role == Role::Viewer {
+            return Err(format!(
+                "diagnostics.roles.{id}: a viewer may not run diagnostics; use technician or admin"
+            ));
+        }
+        diagnostic_roles.push((id.clone(), role));
+    }
     Ok(Policy {
         rules,
         change_rules,
@@ -284,6 +336,7 @@ pub fn parse_policy(text: &str) -> Result<Policy, String> {
         sla,
         calendar,
         lifecycle,
+        diagnostic_roles,
     })
 }
 

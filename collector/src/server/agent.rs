@@ -15,7 +15,8 @@ use deskpulse_proto::v1::agent_service_server::AgentService;
 use deskpulse_proto::v1::collector_message::Kind as Outgoing;
 use deskpulse_proto::v1::report::Payload;
 use deskpulse_proto::v1::{
-    Ack, AgentMessage, CollectorMessage, GoodbyeReason, Rejected, Report, ResyncInventory,
+    Ack, AgentMessage, CollectorMessage, DiagnosticOutcome, GoodbyeReason, Rejected, Report,
+    ResyncInventory,
 };
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
@@ -29,7 +30,7 @@ use super::ServerContext;
 use crate::ingest::{Committed, Ingest};
 use crate::pki;
 use crate::secrets::sha256_hex;
-use crate::store::{IncomingReport, ReportOutcome, ReportPayload, SessionOpen};
+use crate::store::{IncomingReport, JobResult, ReportOutcome, ReportPayload, SessionOpen};
 
 /// Reports per stream that may wait for their commit at once.
 const MAX_IN_FLIGHT: usize = 64;
@@ -92,7 +93,7 @@ impl AgentSessions {
     }
 }
 
-type Outbound = Result<CollectorMessage, Status>;
+use super::dispatch::Outbound;
 
 fn outgoing(kind: Outgoing) -> Outbound {
     Ok(CollectorMessage { kind: Some(kind) })
@@ -150,6 +151,15 @@ impl AgentService for AgentSessions {
             replica: self.ctx.replica.clone(),
             agent_version: truncate(&hello.agent_version, 64),
             health_interval_secs: hello.health_interval_secs.clamp(1, 86_400),
+            catalog_version: hello.catalog_version,
+            // Only catalog ids are kept: the list is shown to technicians.
+            enabled_diagnostics: hello
+                .enabled_diagnostics
+                .iter()
+                .filter(|id| deskpulse_proto::catalog::spec(id).is_some())
+                .take(deskpulse_proto::catalog::CATALOG.len())
+                .cloned()
+                .collect(),
         };
         self.ctx
             .store
@@ -158,12 +168,34 @@ impl AgentService for AgentSessions {
             .map_err(internal)?;
         info!(agent_version = %session.agent_version, "agent connected");
         let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT + 8);
+        // Registered before the queued jobs are read, so a job made in
+        // between is delivered one way or the other (the agent runs a job
+        // id once).
+        let guard = self.ctx.dispatch.register(&identity.host_id, tx.clone());
+        let now = self.ctx.clock.now_ms();
+        match self
+            .ctx
+            .store
+            .deliverable_jobs(&identity.host_id, now)
+            .await
+        {
+            Ok(jobs) => {
+                for job in jobs {
+                    if let Err(error) = self.ctx.dispatch.deliver(&self.ctx.store, &job, now).await
+                    {
+                        tracing::error!(%error, job = %job.id, "delivering a queued job failed");
+                    }
+                }
+            }
+            Err(error) => tracing::error!(%error, "reading queued jobs failed"),
+        }
         tokio::spawn(run_session(
             self.ctx.clone(),
             self.ingest.clone(),
             identity.host_id,
             inbound,
             tx,
+            guard,
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -193,6 +225,7 @@ async fn run_session(
     host_id: String,
     mut inbound: Streaming<AgentMessage>,
     tx: mpsc::Sender<Outbound>,
+    _registered: super::dispatch::SessionGuard,
 ) {
     let mut pending = FuturesOrdered::new();
     let mut goodbye: Option<&'static str> = None;
@@ -204,8 +237,12 @@ async fn run_session(
         tokio::select! {
             biased;
             () = ctx.shutdown.cancelled() => break,
-            Some((spool_id, seq, committed)) = pending.next(), if !pending.is_empty() => {
+            Some((spool_id, seq, job, committed)) = pending.next(), if !pending.is_empty() => {
                 let committed: Result<Committed, _> = committed;
+                let job: Option<String> = job;
+                if let (Some(job), Ok(Ok(_))) = (job.as_deref(), &committed) {
+                    ctx.dispatch.finished(job);
+                }
                 let reply = match committed {
                     Ok(Ok(ReportOutcome::Resync(reason))) => {
                         warn!(host = %host_id, seq, %reason, "an inventory delta did not fit; asking for a full inventory");
@@ -232,8 +269,12 @@ async fn run_session(
                         match validate(&host_id, report) {
                             Ok(report) => {
                                 let (spool_id, seq) = (report.spool_id.clone(), report.seq);
+                                let job: Option<String> = match &report.payload {
+                                    ReportPayload::DiagnosticResult(result) => Some(result.job_id.clone()),
+                                    _ => None,
+                                };
                                 match ingest.submit(report).await {
-                                    Ok(committed) => pending.push_back(async move { (spool_id, seq, committed.await) }),
+                                    Ok(committed) => pending.push_back(async move { (spool_id, seq, job, committed.await) }),
                                     Err(_) => break,
                                 }
                             }
@@ -253,7 +294,9 @@ async fn run_session(
                             warn!(host = %host_id, health_dropped = counters.health_dropped, unwritable = counters.unwritable, results_refused = counters.results_refused, "the agent's spool lost reports");
                         }
                     }
-                    Ok(Some(AgentMessage { kind: Some(Kind::DiagnosticOutput(_)) })) => {}
+                    Ok(Some(AgentMessage { kind: Some(Kind::DiagnosticOutput(chunk)) })) => {
+                        ctx.dispatch.output(&host_id, chunk);
+                    }
                     Ok(Some(AgentMessage { kind: Some(Kind::Goodbye(bye)) })) => {
                         goodbye = Some(goodbye_reason(bye.reason()));
                     }
@@ -380,10 +423,30 @@ fn validate(host_id: &str, report: Report) -> Result<IncomingReport, Rejected> {
                     .map_or(serde_json::Value::Null, crate::facts::health_evidence),
             }
         }
-        Some(Payload::DiagnosticResult(_)) => {
-            return Err(reject(
-                "diagnostic results are not accepted by this collector yet",
-            ));
+        Some(Payload::DiagnosticResult(result)) => {
+            if uuid::Uuid::parse_str(&result.job_id).is_err() {
+                return Err(reject("a diagnostic result must name its job by UUID"));
+            }
+            let outcome = match result.outcome() {
+                DiagnosticOutcome::Completed => "completed",
+                DiagnosticOutcome::Failed => "failed",
+                DiagnosticOutcome::TimedOut => "timed_out",
+                DiagnosticOutcome::Refused => "refused",
+                DiagnosticOutcome::Cancelled => "cancelled",
+                DiagnosticOutcome::Unspecified => {
+                    return Err(reject("a diagnostic result must give its outcome"));
+                }
+            };
+            ReportPayload::DiagnosticResult(Box::new(JobResult {
+                job_id: result.job_id.clone(),
+                outcome: outcome.into(),
+                exit_code: result.exit_code,
+                output: result.output.clone(),
+                truncated: result.truncated,
+                started_at_ms: result.started_at_unix_ms,
+                finished_at_ms: result.finished_at_unix_ms,
+                reason: truncate(&result.reason, 500),
+            }))
         }
         None => return Err(reject("a report must carry a payload")),
     };

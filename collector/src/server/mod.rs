@@ -5,11 +5,14 @@
 //! - [`enrollment`]: turns enrollment tokens and CSRs into host certificates.
 //! - [`agent`]: the agents' long-lived sessions, and the certificate check
 //!   that guards them.
+//! - [`dispatch`]: the live side of diagnostic jobs on this replica:
+//!   delivering them to connected agents, relaying their output.
 //! - [`facts`]: what fleet queries search, taken from wire inventories.
 //! - [`technician`]: the technician API, with token authentication and
 //!   role checks.
 
 pub mod agent;
+pub mod dispatch;
 pub mod enrollment;
 pub mod technician;
 
@@ -52,6 +55,8 @@ pub struct ServerContext {
     pub replica: String,
     /// Cancelled on shutdown; sessions end when it fires.
     pub shutdown: CancellationToken,
+    /// Diagnostic jobs in flight on this replica.
+    pub dispatch: Arc<dispatch::Dispatch>,
 }
 
 impl std::fmt::Debug for ServerContext {

@@ -197,6 +197,10 @@ pub struct SessionOpen {
     pub agent_version: String,
     /// The agent's health interval in seconds.
     pub health_interval_secs: u32,
+    /// The agent's diagnostic catalog version.
+    pub catalog_version: u32,
+    /// The diagnostics the agent's own config enables (D25).
+    pub enabled_diagnostics: Vec<String>,
 }
 
 /// A report ready to store, already validated.
@@ -247,6 +251,8 @@ pub enum ReportPayload {
         /// What the rules evaluate.
         readings: Vec<Reading>,
     },
+    /// A diagnostic's final result; finishes its job.
+    DiagnosticResult(Box<JobResult>),
     /// An employee's problem report: opens a ticket.
     UserIssue {
         /// What they wrote, checked.
@@ -256,6 +262,123 @@ pub enum ReportPayload {
         /// The attached health sample, as evidence JSON.
         health: serde_json::Value,
     },
+}
+
+/// A diagnostic's final result as the agent sent it (D26).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobResult {
+    /// The job id.
+    pub job_id: String,
+    /// completed, failed, timed_out, refused or cancelled.
+    pub outcome: String,
+    /// The program's exit code.
+    pub exit_code: i32,
+    /// The capped output.
+    pub output: Vec<u8>,
+    /// True when the agent cut the output at the cap.
+    pub truncated: bool,
+    /// When it started and finished on the agent.
+    pub started_at_ms: i64,
+    /// When it finished.
+    pub finished_at_ms: i64,
+    /// Why it was refused or failed.
+    pub reason: String,
+}
+
+/// A diagnostic job to record.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// The job id (a UUID).
+    pub id: String,
+    /// The host.
+    pub host_id: String,
+    /// The catalog id.
+    pub diagnostic: String,
+    /// The encoded `DiagnosticParams`.
+    pub params: Vec<u8>,
+    /// `catalog::describe` of them.
+    pub params_text: String,
+    /// "read-only" or "changes-state".
+    pub risk: String,
+    /// Who asked.
+    pub caller: Caller,
+    /// The ticket to attach the result to.
+    pub ticket_id: Option<i64>,
+    /// When the request expires if it has not reached the agent.
+    pub expires_at_ms: i64,
+}
+
+/// One diagnostic job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRow {
+    /// The job id.
+    pub id: String,
+    /// The host.
+    pub host_id: String,
+    /// Its current name.
+    pub hostname: String,
+    /// The catalog id.
+    pub diagnostic: String,
+    /// The encoded `DiagnosticParams`.
+    pub params: Vec<u8>,
+    /// The parameters as text.
+    pub params_text: String,
+    /// "read-only" or "changes-state".
+    pub risk: String,
+    /// Who asked.
+    pub requested_by: String,
+    /// The ticket the result is attached to.
+    pub ticket_id: Option<i64>,
+    /// queued, sent, completed, failed, timed_out, refused, cancelled,
+    /// expired.
+    pub state: String,
+    /// When asked.
+    pub created_at_ms: i64,
+    /// When the request expires unless delivered.
+    pub expires_at_ms: i64,
+    /// When it was last sent to the agent.
+    pub sent_at_ms: Option<i64>,
+    /// When it started on the agent.
+    pub started_at_ms: Option<i64>,
+    /// When it finished.
+    pub finished_at_ms: Option<i64>,
+    /// The program's exit code.
+    pub exit_code: Option<i32>,
+    /// Why it was refused, failed, cancelled or expired.
+    pub reason: Option<String>,
+    /// The capped output.
+    pub output: Vec<u8>,
+    /// True when the output was cut at the cap.
+    pub truncated: bool,
+    /// True once a technician asked to cancel it.
+    pub cancel_requested: bool,
+}
+
+impl JobRow {
+    /// True once the job can change no more.
+    pub fn is_finished(&self) -> bool {
+        !matches!(self.state.as_str(), "queued" | "sent")
+    }
+}
+
+/// Which jobs to list.
+#[derive(Debug, Clone, Default)]
+pub struct JobQuery {
+    /// Only this host.
+    pub host_id: Option<String>,
+    /// Only this state.
+    pub state: Option<String>,
+    /// At most this many, newest first.
+    pub limit: u32,
+}
+
+/// What a host's agent said about diagnostics on its last connect.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostDiagnostics {
+    /// Its catalog version; 0 before it first said.
+    pub catalog_version: u32,
+    /// The diagnostics its config enables.
+    pub enabled: Vec<String>,
 }
 
 /// One reading of a health sample for the rules: metric, subject (mount
@@ -766,6 +889,34 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends to the audit log.
     async fn append_audit(&self, entry: &AuditEntry, now_ms: i64) -> StoreResult<()>;
+
+    /// Records a diagnostic job, queued.
+    async fn create_job(&self, job: &NewJob, now_ms: i64) -> StoreResult<JobRow>;
+
+    /// A job by id.
+    async fn job(&self, id: &str) -> StoreResult<Option<JobRow>>;
+
+    /// Jobs, newest first.
+    async fn list_jobs(&self, query: &JobQuery) -> StoreResult<Vec<JobRow>>;
+
+    /// The host's jobs still to deliver: queued or sent, not expired, not
+    /// cancelled, oldest first.
+    async fn deliverable_jobs(&self, host_id: &str, now_ms: i64) -> StoreResult<Vec<JobRow>>;
+
+    /// Marks a job as sent to its agent.
+    async fn job_sent(&self, id: &str, now_ms: i64) -> StoreResult<()>;
+
+    /// Cancels a job: a queued one is finished as cancelled at once; a sent
+    /// one is marked, and finishes when the agent reports. `Ok(None)` when
+    /// there is no such job.
+    async fn cancel_job(&self, id: &str, now_ms: i64) -> StoreResult<Option<JobRow>>;
+
+    /// Finishes queued or sent jobs whose request expired before the
+    /// agent started them; returns them.
+    async fn expire_jobs(&self, now_ms: i64) -> StoreResult<Vec<JobRow>>;
+
+    /// What a host's agent said about diagnostics when it last connected.
+    async fn host_diagnostics(&self, host_id: &str) -> StoreResult<HostDiagnostics>;
 }
 
 /// The shared store handle.

@@ -2849,6 +2849,217 @@ pub struct SlaTargetInfo {
     #[prost(uint64, tag = "3")]
     pub resolution_secs: u64,
 }
+/// Asks to run a diagnostic.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct RunDiagnosticRequest {
+    /// A host id, a unique prefix of one, or a host name.
+    #[prost(string, tag = "1")]
+    pub host: ::prost::alloc::string::String,
+    /// The catalog id, e.g. "ping".
+    #[prost(string, tag = "2")]
+    pub diagnostic: ::prost::alloc::string::String,
+    /// The parameters as key=value pairs; see ListDiagnostics.
+    #[prost(message, repeated, tag = "3")]
+    pub params: ::prost::alloc::vec::Vec<DiagnosticParam>,
+    /// A ticket to attach the result to; 0 for none.
+    #[prost(int64, tag = "4")]
+    pub ticket_id: i64,
+    /// How long the request waits for an offline host, 60 s to 7 days; 0
+    /// means 24 hours.
+    #[prost(uint64, tag = "5")]
+    pub ttl_secs: u64,
+    /// Keep the stream open until the job finishes even while the host is
+    /// offline (D27).
+    #[prost(bool, tag = "6")]
+    pub wait: bool,
+    /// End the stream once the job is recorded, even if the host is online.
+    #[prost(bool, tag = "7")]
+    pub no_wait: bool,
+}
+/// One key=value parameter.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DiagnosticParam {
+    /// The parameter's name.
+    #[prost(string, tag = "1")]
+    pub key: ::prost::alloc::string::String,
+    /// Its value.
+    #[prost(string, tag = "2")]
+    pub value: ::prost::alloc::string::String,
+}
+/// What happens to a job, as it happens.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct JobEvent {
+    #[prost(oneof = "job_event::Kind", tags = "1, 2")]
+    pub kind: ::core::option::Option<job_event::Kind>,
+}
+/// Nested message and enum types in `JobEvent`.
+pub mod job_event {
+    #[derive(serde::Serialize)]
+    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    pub enum Kind {
+        /// The job as recorded: first when it is queued or sent, last when it
+        /// finished (with its stored output).
+        #[prost(message, tag = "1")]
+        Job(super::Job),
+        /// A chunk of live output (best effort; the stored output is
+        /// authoritative).
+        #[prost(bytes, tag = "2")]
+        Output(::prost::alloc::vec::Vec<u8>),
+    }
+}
+/// One diagnostic job.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Job {
+    /// The job id (a UUID).
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    /// The host.
+    #[prost(string, tag = "2")]
+    pub host_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "3")]
+    pub hostname: ::prost::alloc::string::String,
+    /// The catalog id and the parameters as key=value text.
+    #[prost(string, tag = "4")]
+    pub diagnostic: ::prost::alloc::string::String,
+    #[prost(string, tag = "5")]
+    pub params: ::prost::alloc::string::String,
+    /// "read-only" or "changes-state".
+    #[prost(string, tag = "6")]
+    pub risk: ::prost::alloc::string::String,
+    /// The technician who asked.
+    #[prost(string, tag = "7")]
+    pub requested_by: ::prost::alloc::string::String,
+    /// The ticket the result is attached to; 0 for none.
+    #[prost(int64, tag = "8")]
+    pub ticket_id: i64,
+    /// queued, sent, completed, failed, timed_out, refused, cancelled,
+    /// expired.
+    #[prost(string, tag = "9")]
+    pub state: ::prost::alloc::string::String,
+    /// Times in ms since the Unix epoch; 0 when not yet.
+    #[prost(int64, tag = "10")]
+    pub created_at_unix_ms: i64,
+    #[prost(int64, tag = "11")]
+    pub expires_at_unix_ms: i64,
+    #[prost(int64, tag = "12")]
+    pub sent_at_unix_ms: i64,
+    #[prost(int64, tag = "13")]
+    pub started_at_unix_ms: i64,
+    #[prost(int64, tag = "14")]
+    pub finished_at_unix_ms: i64,
+    /// The diagnostic's own exit status, when it completed.
+    #[prost(int32, tag = "15")]
+    pub exit_code: i32,
+    #[prost(bool, tag = "16")]
+    pub has_exit_code: bool,
+    /// Why it was refused, failed, cancelled or expired.
+    #[prost(string, tag = "17")]
+    pub reason: ::prost::alloc::string::String,
+    /// The stored output (only in GetJob, CancelJob and RunDiagnostic's last
+    /// event).
+    #[prost(bytes = "vec", tag = "18")]
+    pub output: ::prost::alloc::vec::Vec<u8>,
+    /// True when the output was cut at the diagnostic's cap.
+    #[prost(bool, tag = "19")]
+    pub truncated: bool,
+    /// True once a cancel was asked for.
+    #[prost(bool, tag = "20")]
+    pub cancel_requested: bool,
+}
+/// Asks for jobs.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListJobsRequest {
+    /// A host, as in RunDiagnosticRequest; empty for all.
+    #[prost(string, tag = "1")]
+    pub host: ::prost::alloc::string::String,
+    /// One state; empty for all.
+    #[prost(string, tag = "2")]
+    pub state: ::prost::alloc::string::String,
+    /// At most this many (1-1000); 0 means 100.
+    #[prost(uint32, tag = "3")]
+    pub limit: u32,
+}
+/// Jobs, newest first, without their output.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListJobsResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub jobs: ::prost::alloc::vec::Vec<Job>,
+}
+/// Names one job.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetJobRequest {
+    /// The job id.
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+}
+/// Asks for the catalog.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListDiagnosticsRequest {
+    /// A host, to see what its agent enables; empty for the catalog alone.
+    #[prost(string, tag = "1")]
+    pub host: ::prost::alloc::string::String,
+}
+/// The catalog.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListDiagnosticsResponse {
+    /// The collector's catalog version.
+    #[prost(uint32, tag = "1")]
+    pub catalog_version: u32,
+    /// Every diagnostic.
+    #[prost(message, repeated, tag = "2")]
+    pub diagnostics: ::prost::alloc::vec::Vec<DiagnosticInfo>,
+    /// The host asked about, if any, and the catalog version its agent
+    /// reported (0 before it connected).
+    #[prost(string, tag = "3")]
+    pub host_id: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub hostname: ::prost::alloc::string::String,
+    #[prost(uint32, tag = "5")]
+    pub host_catalog_version: u32,
+}
+/// One catalog entry.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct DiagnosticInfo {
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub description: ::prost::alloc::string::String,
+    /// "read-only" or "changes-state".
+    #[prost(string, tag = "3")]
+    pub risk: ::prost::alloc::string::String,
+    #[prost(uint64, tag = "4")]
+    pub timeout_secs: u64,
+    #[prost(uint64, tag = "5")]
+    pub output_cap_bytes: u64,
+    /// Its parameters.
+    #[prost(message, repeated, tag = "6")]
+    pub params: ::prost::alloc::vec::Vec<DiagnosticParamInfo>,
+    /// The least role that may run it under the policy in force.
+    #[prost(string, tag = "7")]
+    pub role: ::prost::alloc::string::String,
+    /// With a host: whether its agent enables it (the agent has the final say).
+    #[prost(bool, tag = "8")]
+    pub enabled_on_host: bool,
+}
+/// One parameter of a diagnostic.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DiagnosticParamInfo {
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    #[prost(string, tag = "2")]
+    pub help: ::prost::alloc::string::String,
+}
 /// What a token may do. Each role includes the rights of the ones below it.
 #[derive(serde::Serialize)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
@@ -3316,6 +3527,129 @@ pub mod technician_client {
                 .insert(GrpcMethod::new("deskpulse.v1.Technician", "ApplyRules"));
             self.inner.unary(req, path, codec).await
         }
+        /// Runs a diagnostic on a host: technicians may run read-only ones,
+        /// admins state-changing ones too, unless the policy says otherwise;
+        /// viewers nothing. Streams the job as it goes: first the job as recorded,
+        /// then live output chunks, then the job with its stored result (D26,
+        /// D27). Every request and refusal is audited.
+        pub async fn run_diagnostic(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RunDiagnosticRequest>,
+        ) -> std::result::Result<
+            tonic::Response<tonic::codec::Streaming<super::JobEvent>>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/deskpulse.v1.Technician/RunDiagnostic",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("deskpulse.v1.Technician", "RunDiagnostic"));
+            self.inner.server_streaming(req, path, codec).await
+        }
+        /// Lists jobs, newest first. Any role.
+        pub async fn list_jobs(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListJobsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListJobsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/deskpulse.v1.Technician/ListJobs",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("deskpulse.v1.Technician", "ListJobs"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// One job with its output. Any role.
+        pub async fn get_job(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetJobRequest>,
+        ) -> std::result::Result<tonic::Response<super::Job>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/deskpulse.v1.Technician/GetJob",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("deskpulse.v1.Technician", "GetJob"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Cancels a queued or running job. Technician or admin; audited.
+        pub async fn cancel_job(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetJobRequest>,
+        ) -> std::result::Result<tonic::Response<super::Job>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/deskpulse.v1.Technician/CancelJob",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("deskpulse.v1.Technician", "CancelJob"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// The diagnostic catalog, and what one host's agent enables. Any role.
+        pub async fn list_diagnostics(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListDiagnosticsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListDiagnosticsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/deskpulse.v1.Technician/ListDiagnostics",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("deskpulse.v1.Technician", "ListDiagnostics"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -3423,6 +3757,50 @@ pub mod technician_server {
             request: tonic::Request<super::ApplyRulesRequest>,
         ) -> std::result::Result<
             tonic::Response<super::ListRulesResponse>,
+            tonic::Status,
+        >;
+        /// Server streaming response type for the RunDiagnostic method.
+        type RunDiagnosticStream: tonic::codegen::tokio_stream::Stream<
+                Item = std::result::Result<super::JobEvent, tonic::Status>,
+            >
+            + std::marker::Send
+            + 'static;
+        /// Runs a diagnostic on a host: technicians may run read-only ones,
+        /// admins state-changing ones too, unless the policy says otherwise;
+        /// viewers nothing. Streams the job as it goes: first the job as recorded,
+        /// then live output chunks, then the job with its stored result (D26,
+        /// D27). Every request and refusal is audited.
+        async fn run_diagnostic(
+            &self,
+            request: tonic::Request<super::RunDiagnosticRequest>,
+        ) -> std::result::Result<
+            tonic::Response<Self::RunDiagnosticStream>,
+            tonic::Status,
+        >;
+        /// Lists jobs, newest first. Any role.
+        async fn list_jobs(
+            &self,
+            request: tonic::Request<super::ListJobsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListJobsResponse>,
+            tonic::Status,
+        >;
+        /// One job with its output. Any role.
+        async fn get_job(
+            &self,
+            request: tonic::Request<super::GetJobRequest>,
+        ) -> std::result::Result<tonic::Response<super::Job>, tonic::Status>;
+        /// Cancels a queued or running job. Technician or admin; audited.
+        async fn cancel_job(
+            &self,
+            request: tonic::Request<super::GetJobRequest>,
+        ) -> std::result::Result<tonic::Response<super::Job>, tonic::Status>;
+        /// The diagnostic catalog, and what one host's agent enables. Any role.
+        async fn list_diagnostics(
+            &self,
+            request: tonic::Request<super::ListDiagnosticsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListDiagnosticsResponse>,
             tonic::Status,
         >;
     }
@@ -4027,6 +4405,228 @@ pub mod technician_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ApplyRulesSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/deskpulse.v1.Technician/RunDiagnostic" => {
+                    #[allow(non_camel_case_types)]
+                    struct RunDiagnosticSvc<T: Technician>(pub Arc<T>);
+                    impl<
+                        T: Technician,
+                    > tonic::server::ServerStreamingService<super::RunDiagnosticRequest>
+                    for RunDiagnosticSvc<T> {
+                        type Response = super::JobEvent;
+                        type ResponseStream = T::RunDiagnosticStream;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::ResponseStream>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RunDiagnosticRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Technician>::run_diagnostic(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RunDiagnosticSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.server_streaming(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/deskpulse.v1.Technician/ListJobs" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListJobsSvc<T: Technician>(pub Arc<T>);
+                    impl<
+                        T: Technician,
+                    > tonic::server::UnaryService<super::ListJobsRequest>
+                    for ListJobsSvc<T> {
+                        type Response = super::ListJobsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListJobsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Technician>::list_jobs(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListJobsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/deskpulse.v1.Technician/GetJob" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetJobSvc<T: Technician>(pub Arc<T>);
+                    impl<T: Technician> tonic::server::UnaryService<super::GetJobRequest>
+                    for GetJobSvc<T> {
+                        type Response = super::Job;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetJobRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Technician>::get_job(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetJobSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/deskpulse.v1.Technician/CancelJob" => {
+                    #[allow(non_camel_case_types)]
+                    struct CancelJobSvc<T: Technician>(pub Arc<T>);
+                    impl<T: Technician> tonic::server::UnaryService<super::GetJobRequest>
+                    for CancelJobSvc<T> {
+                        type Response = super::Job;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetJobRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Technician>::cancel_job(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = CancelJobSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/deskpulse.v1.Technician/ListDiagnostics" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListDiagnosticsSvc<T: Technician>(pub Arc<T>);
+                    impl<
+                        T: Technician,
+                    > tonic::server::UnaryService<super::ListDiagnosticsRequest>
+                    for ListDiagnosticsSvc<T> {
+                        type Response = super::ListDiagnosticsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListDiagnosticsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Technician>::list_diagnostics(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListDiagnosticsSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -176,6 +176,14 @@ fn bad_policies_get_one_line_errors() {
             "tickets.quiet \"later\" is not a duration",
         ),
         ("[colour]\n", "rule file: unknown field `colour`"),
+        (
+            "[diagnostics.roles]\nformat_disk = \"admin\"\n",
+            "diagnostics.roles: \"format_disk\" is not in the diagnostic catalog",
+        ),
+        (
+            "[diagnostics.roles]\nping = \"viewer\"\n",
+            "diagnostics.roles.ping: a viewer may not run diagnostics",
+        ),
     ];
     for (text, expected) in cases {
         let err = parse_policy(text).expect_err(text);
@@ -185,4 +193,24 @@ fn bad_policies_get_one_line_errors() {
         );
         assert!(!err.contains('\n'), "{err:?}");
     }
+}
+
+#[test]
+fn diagnostic_roles_default_by_risk_and_follow_overrides() {
+    let spec = |id: &str| deskpulse_proto::catalog::spec(id).expect("in the catalog");
+    let defaults = Policy::default();
+    assert_eq!(defaults.diagnostic_role(spec("ping")), Role::Technician);
+    assert_eq!(
+        defaults.diagnostic_role(spec("restart_service")),
+        Role::Admin
+    );
+    let policy = parse_policy(
+        "[diagnostics.roles]\nrestart_service = \"technician\"\npending_updates = \"admin\"\n",
+    )
+    .expect("valid");
+    assert_eq!(
+        policy.diagnostic_role(spec("restart_service")),
+        Role::Technician
+    );
+    assert_eq!(policy.diagnostic_role(spec("pending_updates")), Role::Admin);
 }

@@ -8,6 +8,7 @@
 
 pub mod fleet;
 mod inventory;
+mod jobs;
 mod tickets;
 
 use std::path::Path;
@@ -29,9 +30,10 @@ use prost::Message;
 
 use super::{
     AuditEntry, CaRecord, Caller, ChangeQuery, ChangeRow, EnrollOutcome, EnrollRequest,
-    HealthPoint, HostDetail, HostRow, IncomingReport, IssueCert, NewApiToken, NewEnrollmentToken,
-    PolicyRecord, ReportOutcome, ReportPayload, Role, SessionOpen, Store, StoreError, StoreResult,
-    TicketChange, TicketQuery, TicketRefusal, TicketRow, WorklogEntry,
+    HealthPoint, HostDetail, HostDiagnostics, HostRow, IncomingReport, IssueCert, JobQuery, JobRow,
+    NewApiToken, NewEnrollmentToken, NewJob, PolicyRecord, ReportOutcome, ReportPayload, Role,
+    SessionOpen, Store, StoreError, StoreResult, TicketChange, TicketQuery, TicketRefusal,
+    TicketRow, WorklogEntry,
 };
 
 /// The fleet_meta key holding the CA fingerprint.
@@ -278,12 +280,15 @@ impl Store for SqliteStore {
     async fn session_opened(&self, session: &SessionOpen, now_ms: i64) -> StoreResult<()> {
         sqlx::query(
             "UPDATE hosts SET session_replica = ?, goodbye_reason = NULL, last_seen_at_ms = ?, \
-             agent_version = ?, health_interval_secs = ? WHERE id = ?",
+             agent_version = ?, health_interval_secs = ?, catalog_version = ?, \
+             enabled_diagnostics = ? WHERE id = ?",
         )
         .bind(&session.replica)
         .bind(now_ms)
         .bind(&session.agent_version)
         .bind(i64::from(session.health_interval_secs))
+        .bind(i64::from(session.catalog_version))
+        .bind(session.enabled_diagnostics.join(","))
         .bind(&session.host_id)
         .execute(&self.pool)
         .await?;
@@ -367,6 +372,10 @@ impl Store for SqliteStore {
                 }
                 ReportPayload::InventoryDelta { encoded } => {
                     inventory::apply_delta(&mut tx, policy, report, encoded, now_ms).await?
+                }
+                ReportPayload::DiagnosticResult(result) => {
+                    jobs::finish(&mut tx, &report.host_id, result, now_ms).await?;
+                    ReportOutcome::Stored
                 }
                 ReportPayload::UserIssue {
                     text,
@@ -728,19 +737,42 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit(&self, entry: &AuditEntry, now_ms: i64) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO audit_log (at_ms, actor_technician_id, actor_token_id, action, subject, detail) \
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(now_ms)
-        .bind(&entry.technician_id)
-        .bind(&entry.token_id)
-        .bind(&entry.action)
-        .bind(&entry.subject)
-        .bind(&entry.detail)
-        .execute(&self.pool)
-        .await?;
+        let mut tx = self.pool.begin().await?;
+        append_audit_in(&mut tx, entry, now_ms).await?;
+        tx.commit().await?;
         Ok(())
+    }
+
+    async fn create_job(&self, job: &NewJob, now_ms: i64) -> StoreResult<JobRow> {
+        jobs::create(&self.pool, job, now_ms).await
+    }
+
+    async fn job(&self, id: &str) -> StoreResult<Option<JobRow>> {
+        jobs::get(&self.pool, id).await
+    }
+
+    async fn list_jobs(&self, query: &JobQuery) -> StoreResult<Vec<JobRow>> {
+        jobs::list(&self.pool, query).await
+    }
+
+    async fn deliverable_jobs(&self, host_id: &str, now_ms: i64) -> StoreResult<Vec<JobRow>> {
+        jobs::deliverable(&self.pool, host_id, now_ms).await
+    }
+
+    async fn job_sent(&self, id: &str, now_ms: i64) -> StoreResult<()> {
+        jobs::sent(&self.pool, id, now_ms).await
+    }
+
+    async fn cancel_job(&self, id: &str, now_ms: i64) -> StoreResult<Option<JobRow>> {
+        jobs::cancel(&self.pool, id, now_ms).await
+    }
+
+    async fn expire_jobs(&self, now_ms: i64) -> StoreResult<Vec<JobRow>> {
+        jobs::expire(&self.pool, now_ms).await
+    }
+
+    async fn host_diagnostics(&self, host_id: &str) -> StoreResult<HostDiagnostics> {
+        jobs::host_diagnostics(&self.pool, host_id).await
     }
 }
 
@@ -830,4 +862,26 @@ async fn enroll_in_tx(
         cert_pem: cert.cert_pem,
         relinked,
     })
+}
+
+/// Appends an audit entry inside a transaction, so an action and its audit
+/// entry commit together.
+pub(crate) async fn append_audit_in(
+    tx: &mut sqlx::Transaction<'static, Sqlite>,
+    entry: &AuditEntry,
+    now_ms: i64,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (at_ms, actor_technician_id, actor_token_id, action, subject, detail) \
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(now_ms)
+    .bind(&entry.technician_id)
+    .bind(&entry.token_id)
+    .bind(&entry.action)
+    .bind(&entry.subject)
+    .bind(&entry.detail)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

@@ -1,5 +1,11 @@
 //! The technician API. Every call authenticates its bearer API token and
 //! checks the caller's role before doing anything else.
+//!
+//! # Layout
+//! - this module: hosts, inventory, changes, tickets, rules, enrollment.
+//! - [`jobs`]: diagnostics: run, jobs, cancel, the catalog.
+
+mod jobs;
 
 use deskpulse_proto::v1::technician_server::Technician;
 use deskpulse_proto::v1::{
@@ -424,6 +430,43 @@ fn decode_page_token(token: &str) -> Result<Option<(String, String)>, Status> {
 
 #[tonic::async_trait]
 impl Technician for TechnicianApi {
+    type RunDiagnosticStream = jobs::JobStream;
+
+    async fn run_diagnostic(
+        &self,
+        request: Request<deskpulse_proto::v1::RunDiagnosticRequest>,
+    ) -> Result<Response<Self::RunDiagnosticStream>, Status> {
+        self.run_diagnostic_impl(request).await
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<deskpulse_proto::v1::ListJobsRequest>,
+    ) -> Result<Response<deskpulse_proto::v1::ListJobsResponse>, Status> {
+        self.list_jobs_impl(request).await
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<deskpulse_proto::v1::GetJobRequest>,
+    ) -> Result<Response<deskpulse_proto::v1::Job>, Status> {
+        self.get_job_impl(request).await
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<deskpulse_proto::v1::GetJobRequest>,
+    ) -> Result<Response<deskpulse_proto::v1::Job>, Status> {
+        self.cancel_job_impl(request).await
+    }
+
+    async fn list_diagnostics(
+        &self,
+        request: Request<deskpulse_proto::v1::ListDiagnosticsRequest>,
+    ) -> Result<Response<deskpulse_proto::v1::ListDiagnosticsResponse>, Status> {
+        self.list_diagnostics_impl(request).await
+    }
+
     async fn who_am_i(
         &self,
         request: Request<WhoAmIRequest>,

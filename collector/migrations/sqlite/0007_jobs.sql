@@ -1,0 +1,35 @@
+-- Issue 7: diagnostic jobs. A job is recorded when a technician asks, sent
+-- to the agent at once or when it reconnects, and finished by the agent's
+-- spooled result (D26), by a cancel, or by its expiry.
+CREATE TABLE jobs (
+    id              TEXT PRIMARY KEY,
+    host_id         TEXT NOT NULL,
+    diagnostic      TEXT NOT NULL,
+    -- The encoded DiagnosticParams, and catalog::describe of them.
+    params          BLOB NOT NULL,
+    params_text     TEXT NOT NULL,
+    risk            TEXT NOT NULL,
+    requested_by    TEXT NOT NULL,
+    technician_id   TEXT,
+    token_id        TEXT,
+    ticket_id       INTEGER,
+    -- queued, sent, completed, failed, timed_out, refused, cancelled, expired.
+    state           TEXT NOT NULL,
+    created_at_ms   INTEGER NOT NULL,
+    expires_at_ms   INTEGER NOT NULL,
+    sent_at_ms      INTEGER,
+    started_at_ms   INTEGER,
+    finished_at_ms  INTEGER,
+    exit_code       INTEGER,
+    reason          TEXT,
+    output          BLOB,
+    truncated       INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX jobs_by_host ON jobs (host_id, state, created_at_ms);
+CREATE INDEX jobs_by_state ON jobs (state, expires_at_ms);
+CREATE INDEX jobs_by_created ON jobs (created_at_ms);
+
+-- What the agent said it enables on its last connect (D25).
+ALTER TABLE hosts ADD COLUMN catalog_version INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE hosts ADD COLUMN enabled_diagnostics TEXT NOT NULL DEFAULT '';

@@ -1,0 +1,470 @@
+//! The diagnostic half of the technician API: `run`, `jobs`, `job show`,
+//! `job cancel` and `diagnostics`. The collector checks the role and the
+//! parameters (for an early, clear error), records and audits the request,
+//! delivers it to a connected agent at once, and streams the output back;
+//! the agent checks everything again and has the final say (D25).
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use deskpulse_proto::catalog;
+use deskpulse_proto::v1::job_event::Kind as Event;
+use deskpulse_proto::v1::{
+    DiagnosticInfo, DiagnosticParamInfo, DiagnosticRisk, GetJobRequest, Job, JobEvent,
+    ListDiagnosticsRequest, ListDiagnosticsResponse, ListJobsRequest, ListJobsResponse,
+    RunDiagnosticRequest,
+};
+use prost::Message;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+use super::{TechnicianApi, internal};
+use crate::server::dispatch::JobEvent as Live;
+use crate::store::{AuditEntry, Caller, JobQuery, JobRow, NewJob, Role};
+
+/// The stream `RunDiagnostic` answers with.
+pub type JobStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<JobEvent, Status>> + Send>>;
+
+/// Request TTLs: default, least and most.
+const DEFAULT_TTL: Duration = Duration::from_secs(24 * 3600);
+const MIN_TTL: Duration = Duration::from_secs(60);
+const MAX_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often a watched job is re-read from the store, in case its finish
+/// was not heard live (another replica, an expiry).
+const RECHECK: Duration = Duration::from_secs(1);
+/// Parameters a request may carry.
+const MAX_PARAMS: usize = 16;
+
+fn risk_name(risk: DiagnosticRisk) -> &'static str {
+    if risk == DiagnosticRisk::ReadOnly {
+        "read-only"
+    } else {
+        "changes-state"
+    }
+}
+
+/// A job for the wire; the output only when asked.
+pub fn job_message(row: &JobRow, with_output: bool) -> Job {
+    Job {
+        id: row.id.clone(),
+        host_id: row.host_id.clone(),
+        hostname: row.hostname.clone(),
+        diagnostic: row.diagnostic.clone(),
+        params: row.params_text.clone(),
+        risk: row.risk.clone(),
+        requested_by: row.requested_by.clone(),
+        ticket_id: row.ticket_id.unwrap_or(0),
+        state: row.state.clone(),
+        created_at_unix_ms: row.created_at_ms,
+        expires_at_unix_ms: row.expires_at_ms,
+        sent_at_unix_ms: row.sent_at_ms.unwrap_or(0),
+        started_at_unix_ms: row.started_at_ms.unwrap_or(0),
+        finished_at_unix_ms: row.finished_at_ms.unwrap_or(0),
+        exit_code: row.exit_code.unwrap_or(0),
+        has_exit_code: row.exit_code.is_some(),
+        reason: row.reason.clone().unwrap_or_default(),
+        output: if with_output {
+            row.output.clone()
+        } else {
+            Vec::new()
+        },
+        truncated: row.truncated,
+        cancel_requested: row.cancel_requested,
+    }
+}
+
+impl TechnicianApi {
+    /// Audits a refused request, then returns the refusal.
+    async fn refuse(
+        &self,
+        caller: &Caller,
+        host: &str,
+        what: &str,
+        status: Status,
+    ) -> Result<Response<JobStream>, Status> {
+        info!(technician = %caller.name, host, what, reason = status.message(), "refused a diagnostic request");
+        self.ctx
+            .store
+            .append_audit(
+                &AuditEntry {
+                    technician_id: Some(caller.technician_id.clone()),
+                    token_id: Some(caller.token_id.clone()),
+                    action: "diagnostic.refuse".into(),
+                    subject: format!("host {host}"),
+                    detail: format!("{what}: {}", status.message()),
+                },
+                self.ctx.clock.now_ms(),
+            )
+            .await
+            .map_err(internal)?;
+        Err(status)
+    }
+
+    pub(super) async fn run_diagnostic_impl(
+        &self,
+        request: Request<RunDiagnosticRequest>,
+    ) -> Result<Response<JobStream>, Status> {
+        let caller = self
+            .authorize(&request, Role::Viewer, "running a diagnostic")
+            .await?;
+        let request = request.into_inner();
+        let host = self.resolve_host(&request.host).await?;
+        let what = request.diagnostic.trim().to_owned();
+        // A viewer may not run anything; refused and audited like any
+        // other refusal.
+        if caller.role < Role::Technician {
+            let status = Status::permission_denied(format!(
+                "running a diagnostic needs the technician role; {} has the {} role",
+                caller.name, caller.role
+            ));
+            return self.refuse(&caller, &host.id, &what, status).await;
+        }
+        if request.params.len() > MAX_PARAMS {
+            let status =
+                Status::invalid_argument(format!("at most {MAX_PARAMS} parameters are allowed"));
+            return self.refuse(&caller, &host.id, &what, status).await;
+        }
+        let pairs: Vec<(String, String)> = request
+            .params
+            .iter()
+            .map(|p| (p.key.trim().to_owned(), p.value.clone()))
+            .collect();
+        let params = match catalog::parse(&what, &pairs) {
+            Ok(params) => params,
+            Err(line) => {
+                let status = Status::invalid_argument(line);
+                return self.refuse(&caller, &host.id, &what, status).await;
+            }
+        };
+        let Some(spec) = catalog::spec(&what) else {
+            return Err(Status::invalid_argument("unknown diagnostic"));
+        };
+        let policy = self.ctx.store.policy().await.map_err(internal)?;
+        let needed = policy.policy.diagnostic_role(spec);
+        if caller.role < needed {
+            let status = Status::permission_denied(format!(
+                "{} {} the PC and needs the {needed} role; {} has the {} role",
+                spec.id,
+                if spec.risk == DiagnosticRisk::ReadOnly {
+                    "reads"
+                } else {
+                    "changes"
+                },
+                caller.name,
+                caller.role
+            ));
+            return self.refuse(&caller, &host.id, &what, status).await;
+        }
+        let reported = self
+            .ctx
+            .store
+            .host_diagnostics(&host.id)
+            .await
+            .map_err(internal)?;
+        if reported.catalog_version > 0 && !reported.enabled.iter().any(|id| id == spec.id) {
+            let status = Status::failed_precondition(format!(
+                "the agent on {} does not enable {}; its own config decides (D25)",
+                host.hostname, spec.id
+            ));
+            return self.refuse(&caller, &host.id, &what, status).await;
+        }
+        let ticket_id = match request.ticket_id {
+            0 => None,
+            id => {
+                let found = self.ctx.store.ticket(id).await.map_err(internal)?;
+                match found {
+                    Some((ticket, _)) if ticket.host_id == host.id => Some(id),
+                    Some(_) => {
+                        return Err(Status::invalid_argument(format!(
+                            "ticket {id} is not about {}",
+                            host.hostname
+                        )));
+                    }
+                    None => return Err(Status::not_found(format!("no ticket {id}"))),
+                }
+            }
+        };
+        let ttl = match request.ttl_secs {
+            0 => DEFAULT_TTL,
+            secs => Duration::from_secs(secs),
+        };
+        if !(MIN_TTL..=MAX_TTL).contains(&ttl) {
+            return Err(Status::invalid_argument("ttl must be between 1m and 7d"));
+        }
+        let now = self.ctx.clock.now_ms();
+        let id = uuid::Uuid::new_v4().to_string();
+        // Watch before delivering, so no output is missed.
+        let mut live = self.ctx.dispatch.watch(&id);
+        let job = self
+            .ctx
+            .store
+            .create_job(
+                &NewJob {
+                    id: id.clone(),
+                    host_id: host.id.clone(),
+                    diagnostic: spec.id.to_owned(),
+                    params: params.encode_to_vec(),
+                    params_text: catalog::describe(&params),
+                    risk: risk_name(spec.risk).to_owned(),
+                    caller: caller.clone(),
+                    ticket_id,
+                    expires_at_ms: now
+                        .saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)),
+                },
+                now,
+            )
+            .await
+            .map_err(internal)?;
+        let delivered = self
+            .ctx
+            .dispatch
+            .deliver(&self.ctx.store, &job, now)
+            .await
+            .map_err(internal)?;
+        info!(job = %id, host = %host.id, diagnostic = spec.id, delivered, technician = %caller.name, "diagnostic requested");
+        let first = if delivered {
+            self.ctx
+                .store
+                .job(&id)
+                .await
+                .map_err(internal)?
+                .unwrap_or(job)
+        } else {
+            job
+        };
+        let (tx, rx) = mpsc::channel(64);
+        let _ = tx
+            .send(Ok(JobEvent {
+                kind: Some(Event::Job(job_message(&first, false))),
+            }))
+            .await;
+        let online = host.is_online(now) || delivered;
+        if request.no_wait || (!online && !request.wait) {
+            self.ctx.dispatch.unwatch(&id);
+            return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
+        }
+        let ctx = self.ctx.clone();
+        tokio::spawn(async move {
+            let mut recheck = tokio::time::interval(RECHECK);
+            loop {
+                tokio::select! {
+                    () = ctx.shutdown.cancelled() => break,
+                    () = tx.closed() => break,
+                    event = live.recv() => match event {
+                        Ok(Live::Output(chunk)) => {
+                            if tx.send(Ok(JobEvent { kind: Some(Event::Output(chunk)) })).await.is_err() {
+                                break;
+                            }
+                            continue;
+                        }
+                        Ok(Live::Finished) => {}
+                        // Lagged: chunks were dropped (best effort); closed:
+                        // the job finished on another path. Re-read.
+                        Err(_) => live = ctx.dispatch.watch(&id),
+                    },
+                    _ = recheck.tick() => {}
+                }
+                match ctx.store.job(&id).await {
+                    Ok(Some(row)) if row.is_finished() => {
+                        let _ = tx
+                            .send(Ok(JobEvent {
+                                kind: Some(Event::Job(job_message(&row, true))),
+                            }))
+                            .await;
+                        break;
+                    }
+                    // Not finished yet: a live finish always follows the
+                    // commit, so this is a recheck tick or an output chunk.
+                    Ok(_) => {}
+                    Err(error) => {
+                        tracing::error!(%error, job = %id, "reading a watched job failed");
+                        let _ = tx
+                            .send(Err(Status::internal(
+                                "the collector's store failed; retry later",
+                            )))
+                            .await;
+                        break;
+                    }
+                }
+            }
+            ctx.dispatch.unwatch(&id);
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    pub(super) async fn list_jobs_impl(
+        &self,
+        request: Request<ListJobsRequest>,
+    ) -> Result<Response<ListJobsResponse>, Status> {
+        self.authorize(&request, Role::Viewer, "listing jobs")
+            .await?;
+        let request = request.into_inner();
+        let host_id = match request.host.trim() {
+            "" => None,
+            host => Some(self.resolve_host(host).await?.id),
+        };
+        const STATES: [&str; 8] = [
+            "queued",
+            "sent",
+            "completed",
+            "failed",
+            "timed_out",
+            "refused",
+            "cancelled",
+            "expired",
+        ];
+        let state = request.state.trim().to_ascii_lowercase();
+        if !state.is_empty() && !STATES.contains(&state.as_str()) {
+            return Err(Status::invalid_argument(format!(
+                "unknown job state {state:?}; expected one of {}",
+                STATES.join(", ")
+            )));
+        }
+        let limit = match request.limit {
+            0 => 100,
+            n => n.min(1000),
+        };
+        let rows = self
+            .ctx
+            .store
+            .list_jobs(&JobQuery {
+                host_id,
+                state: (!state.is_empty()).then_some(state),
+                limit,
+            })
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(ListJobsResponse {
+            jobs: rows.iter().map(|r| job_message(r, false)).collect(),
+        }))
+    }
+
+    async fn find_job(&self, id: &str) -> Result<JobRow, Status> {
+        let id = id.trim();
+        if uuid::Uuid::parse_str(id).is_err() {
+            return Err(Status::invalid_argument(format!(
+                "{id:?} is not a job id (a UUID, as `deskpulse jobs` lists)"
+            )));
+        }
+        self.ctx
+            .store
+            .job(id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("no job {id}")))
+    }
+
+    pub(super) async fn get_job_impl(
+        &self,
+        request: Request<GetJobRequest>,
+    ) -> Result<Response<Job>, Status> {
+        self.authorize(&request, Role::Viewer, "showing a job")
+            .await?;
+        let job = self.find_job(&request.into_inner().id).await?;
+        Ok(Response::new(job_message(&job, true)))
+    }
+
+    pub(super) async fn cancel_job_impl(
+        &self,
+        request: Request<GetJobRequest>,
+    ) -> Result<Response<Job>, Status> {
+        let caller = self
+            .authorize(&request, Role::Technician, "cancelling a job")
+            .await?;
+        let job = self.find_job(&request.into_inner().id).await?;
+        if job.is_finished() {
+            return Err(Status::failed_precondition(format!(
+                "job {} is already {}",
+                job.id, job.state
+            )));
+        }
+        let now = self.ctx.clock.now_ms();
+        let after = self
+            .ctx
+            .store
+            .cancel_job(&job.id, now)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("no job {}", job.id)))?;
+        let told = after.state == "sent" && self.ctx.dispatch.cancel(&job.host_id, &job.id).await;
+        self.ctx
+            .store
+            .append_audit(
+                &AuditEntry {
+                    technician_id: Some(caller.technician_id.clone()),
+                    token_id: Some(caller.token_id.clone()),
+                    action: "diagnostic.cancel".into(),
+                    subject: format!("job {} on host {}", job.id, job.host_id),
+                    detail: if after.state == "cancelled" {
+                        "cancelled before it reached the agent".into()
+                    } else if told {
+                        "the agent was told to stop it".into()
+                    } else {
+                        "the agent is not connected here; it stops the job when told".into()
+                    },
+                },
+                now,
+            )
+            .await
+            .map_err(internal)?;
+        if after.state == "cancelled" {
+            self.ctx.dispatch.finished(&job.id);
+        }
+        Ok(Response::new(job_message(&after, true)))
+    }
+
+    pub(super) async fn list_diagnostics_impl(
+        &self,
+        request: Request<ListDiagnosticsRequest>,
+    ) -> Result<Response<ListDiagnosticsResponse>, Status> {
+        self.authorize(&request, Role::Viewer, "listing diagnostics")
+            .await?;
+        let request = request.into_inner();
+        let host = match request.host.trim() {
+            "" => None,
+            host => Some(self.resolve_host(host).await?),
+        };
+        let reported = match &host {
+            Some(h) => Some(
+                self.ctx
+                    .store
+                    .host_diagnostics(&h.id)
+                    .await
+                    .map_err(internal)?,
+            ),
+            None => None,
+        };
+        let policy = self.ctx.store.policy().await.map_err(internal)?;
+        let diagnostics = catalog::CATALOG
+            .iter()
+            .map(|spec| DiagnosticInfo {
+                id: spec.id.into(),
+                description: spec.description.into(),
+                risk: risk_name(spec.risk).into(),
+                timeout_secs: spec.timeout.as_secs(),
+                output_cap_bytes: spec.output_cap as u64,
+                params: spec
+                    .params
+                    .iter()
+                    .map(|(name, help)| DiagnosticParamInfo {
+                        name: (*name).into(),
+                        help: (*help).into(),
+                    })
+                    .collect(),
+                role: policy.policy.diagnostic_role(spec).as_str().into(),
+                enabled_on_host: reported
+                    .as_ref()
+                    .is_some_and(|r| r.enabled.iter().any(|id| id == spec.id)),
+            })
+            .collect();
+        Ok(Response::new(ListDiagnosticsResponse {
+            catalog_version: catalog::CATALOG_VERSION,
+            diagnostics,
+            host_id: host.as_ref().map(|h| h.id.clone()).unwrap_or_default(),
+            hostname: host.map(|h| h.hostname).unwrap_or_default(),
+            host_catalog_version: reported.map_or(0, |r| r.catalog_version),
+        }))
+    }
+}

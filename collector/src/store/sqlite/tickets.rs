@@ -5,6 +5,8 @@
 
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
+use super::webhooks::{self, TicketEvent};
+
 use crate::rules::model::{Metric, Rule, default_rules};
 use crate::rules::priority::{Impact, Priority, default_sla};
 use crate::rules::{Lifecycle, RuleState, TicketAction, step};
@@ -156,6 +158,7 @@ async fn act(
             .bind(id)
             .execute(&mut **tx)
             .await?;
+            webhooks::enqueue(tx, TicketEvent::Updated, id, now_ms).await?;
             Ok(Some(id))
         }
         (TicketAction::Resolve, Some(id)) => {
@@ -175,6 +178,7 @@ async fn act(
                 "auto-resolved: the condition recovered and stayed recovered for the quiet period",
             )
             .await?;
+            webhooks::enqueue(tx, TicketEvent::Resolved, id, now_ms).await?;
             Ok(Some(id))
         }
         (TicketAction::Reopen, Some(id)) => {
@@ -193,6 +197,7 @@ async fn act(
                 &format!("reopened: {} fired again ({value:.1})", rule.name),
             )
             .await?;
+            webhooks::enqueue(tx, TicketEvent::Opened, id, now_ms).await?;
             Ok(Some(id))
         }
         // Open, or an action whose ticket is gone: a new ticket.
@@ -243,6 +248,7 @@ async fn act(
                 ),
             )
             .await?;
+            webhooks::enqueue(tx, TicketEvent::Opened, id, now_ms).await?;
             Ok(Some(id))
         }
     }
@@ -430,6 +436,7 @@ pub async fn create(
     .await?
     .try_get("id")?;
     worklog_by(&mut tx, id, now_ms, author, "opened by hand").await?;
+    webhooks::enqueue(&mut tx, TicketEvent::Opened, id, now_ms).await?;
     let row = one(&mut tx, id)
         .await?
         .ok_or_else(|| StoreError::Corrupt(format!("ticket {id} vanished")))?;
@@ -592,6 +599,7 @@ pub async fn update(
     .execute(&mut *tx)
     .await?;
     worklog_by(&mut tx, id, now_ms, author, &note).await?;
+    webhooks::enqueue(&mut tx, webhooks::event_of(change), id, now_ms).await?;
     let after = one(&mut tx, id)
         .await?
         .ok_or_else(|| StoreError::Corrupt(format!("ticket {id} vanished")))?;
@@ -638,6 +646,7 @@ pub async fn advance_sla(pool: &SqlitePool, now_ms: i64) -> StoreResult<u64> {
                 &format!("SLA {what} target missed: escalated to level {}", level + 1),
             )
             .await?;
+            webhooks::enqueue(&mut tx, TicketEvent::Escalated, id, now_ms).await?;
             changed += 1;
         }
     }

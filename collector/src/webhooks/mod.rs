@@ -193,7 +193,6 @@ type HmacSha256 = Hmac<Sha256>;
 
 fn mac(secret: &str, timestamp: i64, body: &[u8]) -> HmacSha256 {
     // HMAC takes a key of any length, so this never fails.
-    #[allow(clippy::expect_used)] // new_from_slice is infallible for HMAC
     let mut mac = HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key");
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");

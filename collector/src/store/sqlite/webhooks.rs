@@ -288,3 +288,80 @@ pub async fn record(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use crate::store::sqlite::SqliteStore;
+
+    async fn outbox_rows(pool: &SqlitePool) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM webhook_outbox")
+            .fetch_one(pool)
+            .await
+            .expect("count")
+    }
+
+    #[tokio::test]
+    async fn an_event_reaches_the_outbox_only_if_its_ticket_change_commits() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("t.db"))
+            .await
+            .expect("open");
+        store
+            .add_webhook(
+                &NewWebhook {
+                    url: "https://h.example.com/".into(),
+                    events: TicketEvent::ALL.to_vec(),
+                    secret: "s".into(),
+                    created_by: "admin".into(),
+                },
+                0,
+            )
+            .await
+            .expect("webhook");
+        sqlx::query(
+            "INSERT INTO hosts (id, hostname, hardware_uuid, hardware_serial, cert_serial, \
+             cert_sha256, enrolled_at_ms) VALUES ('h1', 'pc-1', '', '', '01', 'x', 0)",
+        )
+        .execute(&store.pool)
+        .await
+        .expect("host");
+        let ticket = store
+            .create_ticket("h1", "Spooler", None, "alice", 1)
+            .await
+            .expect("ticket");
+        assert_eq!(outbox_rows(&store.pool).await, 1, "opened, committed");
+
+        // A change and its event in one transaction that rolls back.
+        let mut tx = store.pool.begin().await.expect("begin");
+        sqlx::query("UPDATE tickets SET occurrences = occurrences + 1 WHERE id = ?")
+            .bind(ticket.id)
+            .execute(&mut *tx)
+            .await
+            .expect("update");
+        enqueue(&mut tx, TicketEvent::Updated, ticket.id, 2)
+            .await
+            .expect("enqueue");
+        let inside: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM webhook_outbox")
+            .fetch_one(&mut *tx)
+            .await
+            .expect("count");
+        assert_eq!(inside, 2);
+        tx.rollback().await.expect("rollback");
+        assert_eq!(
+            outbox_rows(&store.pool).await,
+            1,
+            "rolled back with the change"
+        );
+
+        // A ticket change that fails inside the store (an unknown status)
+        // leaves no event either.
+        let refused = store
+            .update_ticket(ticket.id, &TicketChange::Status("bogus".into()), "alice", 3)
+            .await
+            .expect("update");
+        assert!(refused.is_err());
+        assert_eq!(outbox_rows(&store.pool).await, 1);
+    }
+}

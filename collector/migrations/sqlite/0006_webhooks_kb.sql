@@ -39,6 +39,9 @@ CREATE TABLE webhook_outbox (
 );
 CREATE INDEX webhook_outbox_due ON webhook_outbox (state, next_attempt_at_ms);
 CREATE INDEX webhook_outbox_by_webhook ON webhook_outbox (webhook_id, state);
+-- A ticket's events go to each receiver in order: only the oldest pending
+-- row of a (webhook, ticket) may be claimed.
+CREATE INDEX webhook_outbox_by_ticket ON webhook_outbox (webhook_id, ticket_id, state, id);
 
 -- The knowledge base: resolved and closed tickets' title, resolution and
 -- technician notes (system notes left out), rowid = ticket id. Porter

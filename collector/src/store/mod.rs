@@ -892,6 +892,10 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
     ) -> StoreResult<()>;
 
+    /// Deletes finished (delivered or given-up) deliveries of events older
+    /// than `before_ms`; returns how many.
+    async fn purge_deliveries(&self, before_ms: i64) -> StoreResult<u64>;
+
     /// Resolved and closed tickets matching `terms` (any of them), best
     /// first by bm25, at most `limit`. Terms are plain words; the backend
     /// quotes them, so no query syntax reaches the index.

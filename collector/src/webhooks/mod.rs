@@ -44,6 +44,9 @@ pub const LEASE: Duration = Duration::from_secs(60);
 pub const CONCURRENCY: u32 = 16;
 /// How often the background task looks for due deliveries.
 pub const POLL: Duration = Duration::from_secs(5);
+/// Finished deliveries are kept this long, so `deskpulse webhooks` counts
+/// cover the last 30 days.
+pub const KEEP_FINISHED: Duration = Duration::from_secs(30 * 24 * 3600);
 /// The longest URL accepted.
 const MAX_URL: usize = 2048;
 /// The longest secret accepted.
@@ -438,15 +441,28 @@ fn describe(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Until `shutdown`: every [`POLL`], delivers what is due, pass after pass
-/// while passes come back full. A pass finishes before shutdown is honoured;
-/// its requests time out after [`REQUEST_TIMEOUT`].
+/// while passes deliver something (a ticket's next event becomes claimable
+/// once the one before it is delivered) or come back full. A pass finishes
+/// before shutdown is honoured; its requests time out after
+/// [`REQUEST_TIMEOUT`]. Hourly, finished deliveries past [`KEEP_FINISHED`]
+/// are deleted.
 pub async fn run(deliverer: Deliverer, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut purge = tokio::time::interval(Duration::from_secs(3600));
     loop {
         tokio::select! {
             () = shutdown.cancelled() => return,
             _ = tick.tick() => {}
+            _ = purge.tick() => {
+                let before = deliverer.clock.now_ms().saturating_sub(ms(KEEP_FINISHED));
+                match deliverer.store.purge_deliveries(before).await {
+                    Ok(0) => {}
+                    Ok(purged) => tracing::info!(purged, "finished webhook deliveries past their retention deleted"),
+                    Err(error) => tracing::warn!(%error, "purging finished webhook deliveries failed"),
+                }
+                continue;
+            }
         }
         loop {
             match deliverer.deliver_due().await {
@@ -455,7 +471,8 @@ pub async fn run(deliverer: Deliverer, shutdown: CancellationToken) {
                         tracing::debug!(?run, "webhook deliveries");
                     }
                     let done = run.delivered + run.retrying + run.gave_up;
-                    if done < CONCURRENCY || shutdown.is_cancelled() {
+                    let more = run.delivered > 0 || done >= CONCURRENCY;
+                    if !more || shutdown.is_cancelled() {
                         break;
                     }
                 }

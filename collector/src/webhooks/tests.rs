@@ -205,6 +205,18 @@ async fn a_delivered_ticket_opened_event_carries_a_signature_the_receiver_verifi
     )
     .expect("the signature verifies");
     assert_eq!(signed_at, T0 / 1000);
+    // Checked independently of `verify`: what a receiver's own code does.
+    let mut expected = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
+    expected.update(format!("{}.", T0 / 1000).as_bytes());
+    expected.update(&request.body);
+    assert_eq!(
+        request.signature,
+        format!(
+            "t={},sha256={}",
+            T0 / 1000,
+            hex::encode(expected.finalize().into_bytes())
+        )
+    );
     assert!(
         verify(
             "another-secret",
@@ -400,11 +412,35 @@ async fn every_ticket_change_queues_its_event_for_the_webhooks_that_want_it() {
         .expect("update");
     assert!(refused.is_err());
 
-    let clock = ManualClock::new(T0 + 5000);
-    let claimed = store
-        .claim_deliveries(clock.now_ms(), 60_000, 100)
-        .await
-        .expect("claim");
+    // Each pass claims only the oldest pending event of a (webhook,
+    // ticket), so a receiver sees a ticket's events in order.
+    let now = T0 + 5000;
+    let mut claimed: Vec<Delivery> = Vec::new();
+    loop {
+        let pass = store
+            .claim_deliveries(now, 60_000, 100)
+            .await
+            .expect("claim");
+        if pass.is_empty() {
+            break;
+        }
+        assert!(pass.len() <= 2, "one per webhook and ticket: {pass:?}");
+        // Leased: the same rows are not claimed again meanwhile.
+        assert!(
+            store
+                .claim_deliveries(now, 60_000, 100)
+                .await
+                .expect("claim")
+                .is_empty()
+        );
+        for d in &pass {
+            store
+                .record_delivery(d.id, &DeliveryOutcome::Delivered(200), now)
+                .await
+                .expect("record");
+        }
+        claimed.extend(pass);
+    }
     let events = |url: &str| -> Vec<&str> {
         claimed
             .iter()
@@ -434,23 +470,18 @@ async fn every_ticket_change_queues_its_event_for_the_webhooks_that_want_it() {
     assert_eq!(body["ticket"]["resolution"], "cleared the stuck job");
     assert_eq!(body["ticket"]["assignee"], "alice");
     assert_eq!(body["ticket"]["escalation"], 1);
-    // Claimed rows are leased: not claimed again until the lease ends.
-    assert!(
-        store
-            .claim_deliveries(clock.now_ms(), 60_000, 100)
-            .await
-            .expect("claim")
-            .is_empty()
-    );
-    assert_eq!(
-        store
-            .claim_deliveries(clock.now_ms() + 60_000, 60_000, 100)
-            .await
-            .expect("claim")
-            .len(),
-        7
-    );
+    assert_eq!(status_of(&store, all).await.delivered, 6);
 
+    // Finished deliveries are purged after their retention.
+    assert_eq!(store.purge_deliveries(now + 1).await.expect("purge"), 7);
+    assert_eq!(status_of(&store, all).await.delivered, 0);
+
+    // A new event for each webhook, then removal.
+    store
+        .update_ticket(t.id, &TicketChange::Resolve("again".into()), "alice", now)
+        .await
+        .expect("update")
+        .expect("resolved");
     // Removing a webhook drops its queue; the other keeps its own.
     assert!(store.remove_webhook(all).await.expect("remove"));
     assert!(!store.remove_webhook(all).await.expect("remove again"));
@@ -491,15 +522,8 @@ async fn rule_tickets_queue_opened_resolved_and_escalated_in_the_ingest_and_time
             .await
             .expect("store");
     }
-    let events =
-        |claimed: &[Delivery]| -> Vec<String> { claimed.iter().map(|d| d.event.clone()).collect() };
-    let far = T0 + 1_000 * 24 * 3_600_000;
-    let opened = store
-        .claim_deliveries(T0 + 12 * min, 0, 100)
-        .await
-        .expect("claim");
-    assert_eq!(events(&opened), ["ticket.opened"]);
-    // The SLA response target passes: escalated.
+    assert_eq!(drain(&store, T0 + 12 * min).await, ["ticket.opened"]);
+    // The SLA targets pass: escalated.
     store.advance_sla(T0 + 48 * 3_600_000).await.expect("sla");
     // Recovered, and quiet for longer than the quiet period: resolved.
     let back = T0 + 13 * min;
@@ -511,10 +535,35 @@ async fn rule_tickets_queue_opened_resolved_and_escalated_in_the_ingest_and_time
         .advance_rule_timers(back + 60 * min)
         .await
         .expect("timers");
-    let later = store.claim_deliveries(far, 0, 100).await.expect("claim");
-    let later = events(&later);
-    assert!(later.contains(&"ticket.escalated".to_owned()), "{later:?}");
-    assert!(later.contains(&"ticket.resolved".to_owned()), "{later:?}");
+    let later = drain(&store, T0 + 1_000 * 24 * 3_600_000).await;
+    assert_eq!(
+        later.first().map(String::as_str),
+        Some("ticket.escalated"),
+        "{later:?}"
+    );
+    assert_eq!(
+        later.last().map(String::as_str),
+        Some("ticket.resolved"),
+        "{later:?}"
+    );
+}
+
+/// Claims and marks delivered everything due at `now`, in claim order.
+async fn drain(store: &SharedStore, now: i64) -> Vec<String> {
+    let mut events = Vec::new();
+    loop {
+        let pass = store.claim_deliveries(now, 0, 100).await.expect("claim");
+        if pass.is_empty() {
+            return events;
+        }
+        for d in pass {
+            store
+                .record_delivery(d.id, &DeliveryOutcome::Delivered(200), now)
+                .await
+                .expect("record");
+            events.push(d.event);
+        }
+    }
 }
 
 #[tokio::test]

@@ -683,6 +683,10 @@ impl Store for SqliteStore {
         webhooks::record(&self.pool, id, outcome, now_ms).await
     }
 
+    async fn purge_deliveries(&self, before_ms: i64) -> StoreResult<u64> {
+        webhooks::purge(&self.pool, before_ms).await
+    }
+
     async fn search_kb(&self, terms: &[String], limit: u32) -> StoreResult<Vec<KbHit>> {
         kb::search(&self.pool, terms, limit).await
     }

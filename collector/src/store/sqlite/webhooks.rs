@@ -193,7 +193,10 @@ pub async fn list(pool: &SqlitePool) -> StoreResult<Vec<WebhookStatus>> {
         .collect()
 }
 
-/// Claims due deliveries by pushing their due time out by the lease.
+/// Claims due deliveries by pushing their due time out by the lease. Only
+/// the oldest pending event of each (webhook, ticket) is claimable, so a
+/// receiver sees a ticket's events in order even across retries; a
+/// delivery given up on stops holding back the ones after it.
 /// BEGIN IMMEDIATE takes the write lock before reading, so two claimers
 /// never take the same row (PostgreSQL will use FOR UPDATE SKIP LOCKED).
 pub async fn claim(
@@ -207,6 +210,8 @@ pub async fn claim(
         "SELECT o.id, o.delivery_id, o.event, o.body, o.attempts, o.created_at_ms, w.url, w.secret \
          FROM webhook_outbox o JOIN webhooks w ON w.id = o.webhook_id \
          WHERE o.state = 'pending' AND o.next_attempt_at_ms <= ? \
+         AND NOT EXISTS (SELECT 1 FROM webhook_outbox p WHERE p.webhook_id = o.webhook_id \
+           AND p.ticket_id = o.ticket_id AND p.state = 'pending' AND p.id < o.id) \
          ORDER BY o.next_attempt_at_ms, o.id LIMIT ?",
     )
     .bind(now_ms)
@@ -244,6 +249,17 @@ pub async fn claim(
     update.build().execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(deliveries)
+}
+
+/// Deletes delivered and given-up deliveries older than `before_ms`.
+pub async fn purge(pool: &SqlitePool, before_ms: i64) -> StoreResult<u64> {
+    Ok(sqlx::query(
+        "DELETE FROM webhook_outbox WHERE state IN ('delivered', 'failed') AND created_at_ms < ?",
+    )
+    .bind(before_ms)
+    .execute(pool)
+    .await?
+    .rows_affected())
 }
 
 /// Records one attempt.

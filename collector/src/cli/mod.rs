@@ -16,6 +16,7 @@ use clap::{Parser, Subcommand};
 use deskpulse_proto::v1::technician_client::TechnicianClient;
 use deskpulse_proto::v1::{
     AddWebhookRequest, ListWebhooksRequest, RemoveWebhookRequest, SearchKbRequest,
+    SetWebhookEnabledRequest,
 };
 use deskpulse_proto::v1::{
     CreateEnrollmentTokenRequest, GetHostRequest, ListChangesRequest, ListHostsRequest,
@@ -125,6 +126,17 @@ enum WebhookCommand {
     /// Remove a webhook and its queued deliveries (admin).
     Remove {
         /// The webhook id, as `deskpulse webhooks` lists it.
+        id: i64,
+    },
+    /// Pause a webhook: no events are queued for it, and queued deliveries
+    /// wait (admin).
+    Disable {
+        /// The webhook id.
+        id: i64,
+    },
+    /// Resume a paused webhook (admin).
+    Enable {
+        /// The webhook id.
         id: i64,
     },
 }
@@ -372,6 +384,25 @@ fn call_failed(status: tonic::Status) -> Failure {
     Failure::runtime(deskpulse_proto::client::describe_status(&status))
 }
 
+async fn set_webhook_enabled(
+    client: &mut Client,
+    id: i64,
+    enabled: bool,
+    json: bool,
+) -> CommandResult {
+    let hook = client
+        .set_webhook_enabled(SetWebhookEnabledRequest { id, enabled })
+        .await
+        .map_err(call_failed)?
+        .into_inner();
+    if json {
+        return output::webhook_added(&hook, json);
+    }
+    let state = if hook.enabled { "enabled" } else { "paused" };
+    println!("webhook {} {state}: {}", hook.id, hook.url);
+    Ok(())
+}
+
 /// Runs the CLI; returns the failure to report, if any.
 pub fn main(cli: Cli, env: &dyn crate::config::Env) -> CommandResult {
     let settings = settings::resolve(&cli.connection, env).map_err(Failure::usage)?;
@@ -565,6 +596,12 @@ async fn run(
             }
             Ok(())
         }
+        Command::Webhooks {
+            command: Some(WebhookCommand::Enable { id }),
+        } => set_webhook_enabled(&mut client, id, true, json).await,
+        Command::Webhooks {
+            command: Some(WebhookCommand::Disable { id }),
+        } => set_webhook_enabled(&mut client, id, false, json).await,
         Command::Kb(KbCommand::Search { query, limit }) => {
             let found = client
                 .search_kb(SearchKbRequest { query, limit })

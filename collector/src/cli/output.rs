@@ -705,7 +705,11 @@ pub fn webhooks(list: &[Webhook], json: bool) -> CommandResult {
             vec![
                 w.id.to_string(),
                 w.url.clone(),
-                events_text(&w.events),
+                if w.enabled {
+                    events_text(&w.events)
+                } else {
+                    format!("{} (paused)", events_text(&w.events))
+                },
                 w.pending.to_string(),
                 w.delivered.to_string(),
                 w.failed.to_string(),
@@ -737,7 +741,7 @@ pub fn webhooks(list: &[Webhook], json: bool) -> CommandResult {
     Ok(())
 }
 
-/// `deskpulse webhooks add`: the new webhook.
+/// `deskpulse webhooks add`, `enable`, `disable`: the webhook as it now is.
 pub fn webhook_added(w: &Webhook, json: bool) -> CommandResult {
     if json {
         return print_json(&WebhookJson::from(w));

@@ -4,7 +4,7 @@
 use deskpulse_proto::v1::technician_server::Technician;
 use deskpulse_proto::v1::{
     AddWebhookRequest, KbMatch, ListWebhooksRequest, ListWebhooksResponse, RemoveWebhookRequest,
-    RemoveWebhookResponse, SearchKbRequest, SearchKbResponse, Webhook,
+    RemoveWebhookResponse, SearchKbRequest, SearchKbResponse, SetWebhookEnabledRequest, Webhook,
 };
 use deskpulse_proto::v1::{
     CreateEnrollmentTokenRequest, CreateEnrollmentTokenResponse, CreateTicketRequest,
@@ -665,6 +665,13 @@ impl Technician for TechnicianApi {
         }))
     }
 
+    async fn set_webhook_enabled(
+        &self,
+        request: Request<SetWebhookEnabledRequest>,
+    ) -> Result<Response<Webhook>, Status> {
+        self.set_webhook_enabled_call(request).await
+    }
+
     async fn search_kb(
         &self,
         request: Request<SearchKbRequest>,
@@ -855,6 +862,35 @@ impl TechnicianApi {
         )
         .await?;
         Ok(Response::new(self.webhook_status(id).await?))
+    }
+
+    /// SetWebhookEnabled: admin only.
+    pub async fn set_webhook_enabled_call(
+        &self,
+        request: Request<SetWebhookEnabledRequest>,
+    ) -> Result<Response<Webhook>, Status> {
+        let caller = self
+            .authorize(&request, Role::Admin, "pausing or resuming a webhook")
+            .await?;
+        let request = request.into_inner();
+        if !self
+            .ctx
+            .store
+            .set_webhook_enabled(request.id, request.enabled)
+            .await
+            .map_err(internal)?
+        {
+            return Err(Status::not_found(format!("no webhook {}", request.id)));
+        }
+        let hook = self.webhook_status(request.id).await?;
+        let action = if request.enabled {
+            "webhook.enable"
+        } else {
+            "webhook.disable"
+        };
+        self.audit(&caller, action, request.id.to_string(), hook.url.clone())
+            .await?;
+        Ok(Response::new(hook))
     }
 
     /// RemoveWebhook: admin only.

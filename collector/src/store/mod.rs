@@ -871,6 +871,10 @@ pub trait Store: Send + Sync + 'static {
     /// Removes a webhook and its queued deliveries; false if there was none.
     async fn remove_webhook(&self, id: i64) -> StoreResult<bool>;
 
+    /// Pauses or resumes a webhook; false if there is none. A paused
+    /// webhook gets no new events and its queued deliveries wait.
+    async fn set_webhook_enabled(&self, id: i64, enabled: bool) -> StoreResult<bool>;
+
     /// Every webhook with its delivery counts, by id; secrets left out.
     async fn list_webhooks(&self) -> StoreResult<Vec<WebhookStatus>>;
 

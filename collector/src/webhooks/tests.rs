@@ -644,7 +644,9 @@ fn authed<T>(token: &str, message: T) -> tonic::Request<T> {
 
 #[tokio::test]
 async fn the_api_refuses_bad_webhooks_lets_only_admins_change_them_and_audits_each_change() {
-    use deskpulse_proto::v1::{AddWebhookRequest, ListWebhooksRequest, RemoveWebhookRequest};
+    use deskpulse_proto::v1::{
+        AddWebhookRequest, ListWebhooksRequest, RemoveWebhookRequest, SetWebhookEnabledRequest,
+    };
     let (dir, store) = store().await;
     let clock = ManualClock::new(T0);
     let api = api(&store, &clock).await;
@@ -698,6 +700,52 @@ async fn the_api_refuses_bad_webhooks_lets_only_admins_change_them_and_audits_ea
     assert_eq!(listed.webhooks.len(), 1);
     assert!(!format!("{listed:?}").contains(SECRET));
 
+    // Paused, a webhook gets no events and its queue waits; resumed, the
+    // waiting delivery goes out.
+    let host = host(&store).await;
+    store
+        .create_ticket(&host, "queued before the pause", None, "bob", T0)
+        .await
+        .expect("ticket");
+    let pause = |enabled| SetWebhookEnabledRequest {
+        id: added.id,
+        enabled,
+    };
+    let refused = api
+        .set_webhook_enabled(authed(&tech, pause(false)))
+        .await
+        .expect_err("technician");
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    let paused = api
+        .set_webhook_enabled(authed(&admin, pause(false)))
+        .await
+        .expect("paused")
+        .into_inner();
+    assert!(!paused.enabled);
+    store
+        .create_ticket(&host, "while paused", None, "bob", T0)
+        .await
+        .expect("ticket");
+    assert_eq!(status_of(&store, added.id).await.pending, 1);
+    assert!(
+        store
+            .claim_deliveries(T0, 0, 10)
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    api.set_webhook_enabled(authed(&admin, pause(true)))
+        .await
+        .expect("resumed");
+    assert_eq!(
+        store
+            .claim_deliveries(T0, 0, 10)
+            .await
+            .expect("claim")
+            .len(),
+        1
+    );
+
     let refused = api
         .remove_webhook(authed(&tech, RemoveWebhookRequest { id: added.id }))
         .await
@@ -731,6 +779,16 @@ async fn the_api_refuses_bad_webhooks_lets_only_admins_change_them_and_audits_ea
                 "webhook.add".to_owned(),
                 added.id.to_string(),
                 "https://h.example.com/hook; events ticket.opened".to_owned()
+            ),
+            (
+                "webhook.disable".to_owned(),
+                added.id.to_string(),
+                "https://h.example.com/hook".to_owned()
+            ),
+            (
+                "webhook.enable".to_owned(),
+                added.id.to_string(),
+                "https://h.example.com/hook".to_owned()
             ),
             (
                 "webhook.remove".to_owned(),

@@ -2415,6 +2415,19 @@ pub struct RemoveWebhookResponse {
 #[derive(serde::Serialize)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ListWebhooksRequest {}
+/// Pauses or resumes a webhook. While paused no events are queued for it and
+/// its queued deliveries wait; resumed, they go out (those older than about
+/// 24 hours are given up on their next failure).
+#[derive(serde::Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetWebhookEnabledRequest {
+    /// The webhook id.
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+    /// True to resume, false to pause.
+    #[prost(bool, tag = "2")]
+    pub enabled: bool,
+}
 /// Every webhook, by id.
 #[derive(serde::Serialize)]
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -2961,6 +2974,28 @@ pub mod technician_client {
                 .insert(GrpcMethod::new("deskpulse.v1.Technician", "ListWebhooks"));
             self.inner.unary(req, path, codec).await
         }
+        /// Pauses or resumes a webhook. Admin only; audited.
+        pub async fn set_webhook_enabled(
+            &mut self,
+            request: impl tonic::IntoRequest<super::SetWebhookEnabledRequest>,
+        ) -> std::result::Result<tonic::Response<super::Webhook>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/deskpulse.v1.Technician/SetWebhookEnabled",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("deskpulse.v1.Technician", "SetWebhookEnabled"));
+            self.inner.unary(req, path, codec).await
+        }
         /// Searches past resolutions (the knowledge base), best match first. Any
         /// role.
         pub async fn search_kb(
@@ -3101,6 +3136,11 @@ pub mod technician_server {
             tonic::Response<super::ListWebhooksResponse>,
             tonic::Status,
         >;
+        /// Pauses or resumes a webhook. Admin only; audited.
+        async fn set_webhook_enabled(
+            &self,
+            request: tonic::Request<super::SetWebhookEnabledRequest>,
+        ) -> std::result::Result<tonic::Response<super::Webhook>, tonic::Status>;
         /// Searches past resolutions (the knowledge base), best match first. Any
         /// role.
         async fn search_kb(
@@ -3757,6 +3797,52 @@ pub mod technician_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListWebhooksSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/deskpulse.v1.Technician/SetWebhookEnabled" => {
+                    #[allow(non_camel_case_types)]
+                    struct SetWebhookEnabledSvc<T: Technician>(pub Arc<T>);
+                    impl<
+                        T: Technician,
+                    > tonic::server::UnaryService<super::SetWebhookEnabledRequest>
+                    for SetWebhookEnabledSvc<T> {
+                        type Response = super::Webhook;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::SetWebhookEnabledRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Technician>::set_webhook_enabled(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = SetWebhookEnabledSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -661,6 +661,10 @@ impl Store for SqliteStore {
         webhooks::remove(&self.pool, id).await
     }
 
+    async fn set_webhook_enabled(&self, id: i64, enabled: bool) -> StoreResult<bool> {
+        webhooks::set_enabled(&self.pool, id, enabled).await
+    }
+
     async fn list_webhooks(&self) -> StoreResult<Vec<WebhookStatus>> {
         webhooks::list(&self.pool).await
     }

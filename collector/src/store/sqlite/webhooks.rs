@@ -154,6 +154,17 @@ pub async fn remove(pool: &SqlitePool, id: i64) -> StoreResult<bool> {
         == 1)
 }
 
+/// Pauses or resumes a webhook.
+pub async fn set_enabled(pool: &SqlitePool, id: i64, enabled: bool) -> StoreResult<bool> {
+    Ok(sqlx::query("UPDATE webhooks SET enabled = ? WHERE id = ?")
+        .bind(i64::from(enabled))
+        .bind(id)
+        .execute(pool)
+        .await?
+        .rows_affected()
+        == 1)
+}
+
 /// Every webhook with its delivery counts; the secret is never selected.
 pub async fn list(pool: &SqlitePool) -> StoreResult<Vec<WebhookStatus>> {
     let rows = sqlx::query(
@@ -209,7 +220,7 @@ pub async fn claim(
     let rows = sqlx::query(
         "SELECT o.id, o.delivery_id, o.event, o.body, o.attempts, o.created_at_ms, w.url, w.secret \
          FROM webhook_outbox o JOIN webhooks w ON w.id = o.webhook_id \
-         WHERE o.state = 'pending' AND o.next_attempt_at_ms <= ? \
+         WHERE o.state = 'pending' AND o.next_attempt_at_ms <= ? AND w.enabled = 1 \
          AND NOT EXISTS (SELECT 1 FROM webhook_outbox p WHERE p.webhook_id = o.webhook_id \
            AND p.ticket_id = o.ticket_id AND p.state = 'pending' AND p.id < o.id) \
          ORDER BY o.next_attempt_at_ms, o.id LIMIT ?",

@@ -468,8 +468,8 @@ impl FromStr for TicketEvent {
     }
 }
 
-/// A webhook to store, already checked.
-#[derive(Debug, Clone)]
+/// A webhook to store, already checked. Its `Debug` leaves the secret out.
+#[derive(Clone)]
 pub struct NewWebhook {
     /// The receiver's http or https URL.
     pub url: String,
@@ -479,6 +479,17 @@ pub struct NewWebhook {
     pub secret: String,
     /// Who added it.
     pub created_by: String,
+}
+
+impl fmt::Debug for NewWebhook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewWebhook")
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .field("secret", &"<redacted>")
+            .field("created_by", &self.created_by)
+            .finish()
+    }
 }
 
 /// A webhook and how its deliveries stand; never carries the secret.
@@ -508,8 +519,9 @@ pub struct WebhookStatus {
     pub last_error: Option<String>,
 }
 
-/// A claimed delivery, with what it takes to send it.
-#[derive(Debug, Clone)]
+/// A claimed delivery, with what it takes to send it. Its `Debug` leaves
+/// the secret out, so logging a delivery cannot leak it.
+#[derive(Clone)]
 pub struct Delivery {
     /// The outbox row id.
     pub id: i64,
@@ -527,6 +539,20 @@ pub struct Delivery {
     pub attempts: u32,
     /// When the event happened.
     pub created_at_ms: i64,
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("id", &self.id)
+            .field("delivery_id", &self.delivery_id)
+            .field("event", &self.event)
+            .field("url", &self.url)
+            .field("secret", &"<redacted>")
+            .field("attempts", &self.attempts)
+            .field("created_at_ms", &self.created_at_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What one delivery attempt came to.

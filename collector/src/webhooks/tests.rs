@@ -249,6 +249,16 @@ async fn a_delivered_ticket_opened_event_carries_a_signature_the_receiver_verifi
     assert_eq!((status.pending, status.delivered, status.failed), (0, 1, 0));
     assert_eq!(status.last_attempt_at_ms, Some(T0));
     assert_eq!(status.last_error, None);
+    let hook_debug = format!(
+        "{:?}",
+        NewWebhook {
+            url: url.clone(),
+            events: vec![],
+            secret: SECRET.into(),
+            created_by: String::new(),
+        }
+    );
+    assert!(!hook_debug.contains(SECRET), "{hook_debug}");
     // Delivered once: nothing is due any more.
     assert_eq!(
         deliverer.deliver_due().await.expect("deliver"),
@@ -460,6 +470,10 @@ async fn every_ticket_change_queues_its_event_for_the_webhooks_that_want_it() {
         ]
     );
     assert_eq!(events("https://resolved.example.com/"), ["ticket.resolved"]);
+    assert!(
+        !format!("{claimed:?}").contains(SECRET),
+        "Debug leaks the secret"
+    );
     // The body shows the ticket as that change left it.
     let resolved = claimed
         .iter()

@@ -273,6 +273,7 @@ pub struct Deliverer {
     store: SharedStore,
     clock: SharedClock,
     client: HttpClient,
+    timeout: Duration,
 }
 
 impl std::fmt::Debug for Deliverer {
@@ -328,7 +329,15 @@ impl Deliverer {
             store,
             clock,
             client,
+            timeout: REQUEST_TIMEOUT,
         }
+    }
+
+    /// The same, with another per-request timeout (tests use a short one
+    /// rather than wait out ten real seconds).
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
 
     /// One pass: claims up to [`CONCURRENCY`] due deliveries, POSTs them
@@ -372,7 +381,7 @@ impl Deliverer {
         Ok(run)
     }
 
-    /// One POST; never longer than [`REQUEST_TIMEOUT`].
+    /// One POST; never longer than the timeout ([`REQUEST_TIMEOUT`]).
     async fn attempt(&self, delivery: &Delivery) -> DeliveryOutcome {
         let now = self.clock.now_ms();
         let failed = |status: Option<u16>, error: String| {
@@ -404,10 +413,13 @@ impl Deliverer {
             Ok(request) => request,
             Err(e) => return failed(None, format!("cannot build the request: {e}")),
         };
-        match tokio::time::timeout(REQUEST_TIMEOUT, self.client.request(request)).await {
+        match tokio::time::timeout(self.timeout, self.client.request(request)).await {
             Err(_) => failed(
                 None,
-                format!("no response within {}s", REQUEST_TIMEOUT.as_secs()),
+                format!(
+                    "no response within {}",
+                    humantime::format_duration(self.timeout)
+                ),
             ),
             Ok(Err(e)) => failed(None, describe(&e)),
             Ok(Ok(response)) => {

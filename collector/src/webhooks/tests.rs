@@ -337,6 +337,55 @@ async fn a_down_receiver_is_retried_with_backoff_and_reached_once_it_is_up() {
     assert_eq!(status.last_error, None);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_never_answers_is_timed_out_while_ingest_goes_on() {
+    let (_dir, store) = store().await;
+    let clock = ManualClock::new(T0);
+    // Accepts connections and never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/", listener.local_addr().expect("addr"));
+    let (held_tx, mut held) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = held_tx.send(stream);
+        }
+    });
+    let hook = add_hook(&store, &url, &TicketEvent::ALL).await;
+    let host = host(&store).await;
+    store
+        .create_ticket(&host, "Slow receiver", None, "alice", T0)
+        .await
+        .expect("ticket");
+    let deliverer =
+        Deliverer::new(store.clone(), Arc::new(clock.clone())).with_timeout(Duration::from_secs(3));
+    let pass = tokio::spawn({
+        let deliverer = deliverer.clone();
+        async move { deliverer.deliver_due().await }
+    });
+    // While the request hangs, health samples are stored and evaluated.
+    let _stream = held.recv().await.expect("the receiver was reached");
+    for m in 0..12 {
+        let at = T0 + m * 60_000;
+        store
+            .store_reports(&[disk_sample(&host, m as u64 + 1, at, 95.0)], at)
+            .await
+            .expect("ingest is not held up");
+    }
+    assert!(!pass.is_finished(), "the request should still hang");
+    let run = pass.await.expect("join").expect("deliver");
+    assert_eq!(
+        run,
+        DeliveryRun {
+            retrying: 1,
+            ..DeliveryRun::default()
+        }
+    );
+    let status = status_of(&store, hook).await;
+    assert_eq!(status.last_error.as_deref(), Some("no response within 3s"));
+    // The ticket the samples opened is queued behind it.
+    assert_eq!(status.pending, 2);
+}
+
 #[tokio::test]
 async fn a_receiver_that_keeps_failing_is_given_up_after_a_day() {
     let (_dir, store) = store().await;

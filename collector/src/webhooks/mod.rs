@@ -22,6 +22,7 @@ use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::CertificateDer;
 use serde::Serialize;
 use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
@@ -282,15 +283,17 @@ impl std::fmt::Debug for Deliverer {
     }
 }
 
-/// A rustls client config on ring with the OS's trusted roots.
-fn tls_config() -> rustls::ClientConfig {
+/// A rustls client config on ring with the OS's trusted roots, plus
+/// `extra_roots`.
+fn tls_config(extra_roots: &[CertificateDer<'static>]) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
+    let (extra, _) = roots.add_parsable_certificates(extra_roots.iter().cloned());
     let found = rustls_native_certs::load_native_certs();
     for error in &found.errors {
         tracing::warn!(%error, "reading the system's trusted certificates");
     }
     let (added, _) = roots.add_parsable_certificates(found.certs);
-    if added == 0 {
+    if added + extra == 0 {
         tracing::warn!("no trusted root certificates found; https webhooks will fail");
     }
     // An explicit provider: the process-wide default may be unset in tests
@@ -312,13 +315,23 @@ fn tls_config() -> rustls::ClientConfig {
 }
 
 impl Deliverer {
-    /// A deliverer over `store`, taking "now" from `clock`.
+    /// A deliverer over `store`, taking "now" from `clock`, trusting the
+    /// OS's roots for `https://` receivers.
     pub fn new(store: SharedStore, clock: SharedClock) -> Self {
+        Self::trusting(store, clock, &[])
+    }
+
+    /// The same, also trusting `extra_roots` (a private CA's certificates).
+    pub fn trusting(
+        store: SharedStore,
+        clock: SharedClock,
+        extra_roots: &[CertificateDer<'static>],
+    ) -> Self {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(REQUEST_TIMEOUT));
         let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls_config())
+            .with_tls_config(tls_config(extra_roots))
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);

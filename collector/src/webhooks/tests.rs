@@ -40,6 +40,15 @@ struct Received {
 /// A tiny HTTP/1 receiver on `listener` that answers every request with the
 /// status in `status` and reports what it got.
 fn receiver(listener: TcpListener, status: Arc<AtomicU16>) -> mpsc::UnboundedReceiver<Received> {
+    serve_receiver(listener, None, status)
+}
+
+/// The same, over TLS with `tls` when given.
+fn serve_receiver(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    status: Arc<AtomicU16>,
+) -> mpsc::UnboundedReceiver<Received> {
     let (tx, rx) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         loop {
@@ -48,50 +57,64 @@ fn receiver(listener: TcpListener, status: Arc<AtomicU16>) -> mpsc::UnboundedRec
             };
             let tx = tx.clone();
             let status = status.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let service = service_fn(move |request: hyper::Request<Incoming>| {
-                    let tx = tx.clone();
-                    let status = status.clone();
-                    async move {
-                        let header = |name: &str| {
-                            request
-                                .headers()
-                                .get(name)
-                                .and_then(|v| v.to_str().ok())
-                                .unwrap_or_default()
-                                .to_owned()
-                        };
-                        let (event, delivery, signature) = (
-                            header("x-deskpulse-event"),
-                            header("x-deskpulse-delivery"),
-                            header("x-deskpulse-signature"),
-                        );
-                        let body = request
-                            .into_body()
-                            .collect()
-                            .await
-                            .map(|b| b.to_bytes().to_vec())
-                            .unwrap_or_default();
-                        let _ = tx.send(Received {
-                            event,
-                            delivery,
-                            signature,
-                            body,
-                        });
-                        let mut response = hyper::Response::new(Full::new(Bytes::from("ok")));
-                        *response.status_mut() =
-                            hyper::StatusCode::from_u16(status.load(Ordering::SeqCst))
-                                .unwrap_or(hyper::StatusCode::OK);
-                        Ok::<_, Infallible>(response)
+                match tls {
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            serve_connection(stream, tx, status).await;
+                        }
                     }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                    None => serve_connection(stream, tx, status).await,
+                }
             });
         }
     });
     rx
+}
+
+async fn serve_connection<S>(stream: S, tx: mpsc::UnboundedSender<Received>, status: Arc<AtomicU16>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request: hyper::Request<Incoming>| {
+        let tx = tx.clone();
+        let status = status.clone();
+        async move {
+            let header = |name: &str| {
+                request
+                    .headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let (event, delivery, signature) = (
+                header("x-deskpulse-event"),
+                header("x-deskpulse-delivery"),
+                header("x-deskpulse-signature"),
+            );
+            let body = request
+                .into_body()
+                .collect()
+                .await
+                .map(|b| b.to_bytes().to_vec())
+                .unwrap_or_default();
+            let _ = tx.send(Received {
+                event,
+                delivery,
+                signature,
+                body,
+            });
+            let mut response = hyper::Response::new(Full::new(Bytes::from("ok")));
+            *response.status_mut() = hyper::StatusCode::from_u16(status.load(Ordering::SeqCst))
+                .unwrap_or(hyper::StatusCode::OK);
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }
 
 async fn store() -> (tempfile::TempDir, SharedStore) {
@@ -384,6 +407,73 @@ async fn a_receiver_that_never_answers_is_timed_out_while_ingest_goes_on() {
     assert_eq!(status.last_error.as_deref(), Some("no response within 3s"));
     // The ticket the samples opened is queued behind it.
     assert_eq!(status.pending, 2);
+}
+
+#[tokio::test]
+async fn https_receivers_are_reached_over_rustls_and_their_certificate_is_checked() {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let (_dir, store) = store().await;
+    let clock = ManualClock::new(T0);
+    // A private CA and a server certificate for localhost.
+    let ca = crate::pki::CertificateAuthority::generate().expect("CA");
+    let ca_der = crate::pki::first_cert_der(&ca.cert_pem).expect("CA DER");
+    let ca = crate::pki::CertificateAuthority::load(&ca.cert_pem, &ca.key_pem).expect("load");
+    let server = ca
+        .issue_server_cert(&["localhost".into()])
+        .expect("server cert");
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_slice_iter(server.cert_pem.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("chain");
+    let key = PrivateKeyDer::from_pem_slice(server.key_pem.as_bytes()).expect("key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .expect("server config");
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let mut got = serve_receiver(
+        listener,
+        Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))),
+        Arc::new(AtomicU16::new(200)),
+    );
+    let hook = add_hook(
+        &store,
+        &format!("https://localhost:{port}/hook"),
+        &TicketEvent::ALL,
+    )
+    .await;
+    let host = host(&store).await;
+    store
+        .create_ticket(&host, "Over TLS", None, "alice", T0)
+        .await
+        .expect("ticket");
+
+    // Without the private CA among its roots the collector refuses the
+    // receiver's certificate: TLS is checked, not merely used.
+    let untrusting = Deliverer::new(store.clone(), Arc::new(clock.clone()));
+    assert_eq!(untrusting.deliver_due().await.expect("deliver").retrying, 1);
+    let error = status_of(&store, hook).await.last_error.unwrap_or_default();
+    assert!(error.to_lowercase().contains("certificate"), "{error}");
+
+    clock.advance(Duration::from_secs(40));
+    let trusting = Deliverer::trusting(store.clone(), Arc::new(clock.clone()), &[ca_der]);
+    assert_eq!(trusting.deliver_due().await.expect("deliver").delivered, 1);
+    let request = got.recv().await.expect("delivered over TLS");
+    assert_eq!(request.event, "ticket.opened");
+    verify(
+        SECRET,
+        &request.signature,
+        &request.body,
+        clock.now_ms() / 1000,
+        0,
+    )
+    .expect("signed");
 }
 
 #[tokio::test]

@@ -95,8 +95,8 @@ enum Command {
     /// Enrollment tokens (admin).
     #[command(subcommand, name = "enroll-token")]
     EnrollToken(EnrollTokenCommand),
-    /// Webhooks for ticket events, each with its delivery status; `add` and
-    /// `remove` need the admin role.
+    /// Webhooks for ticket events, each with its delivery status; `add`,
+    /// `remove`, `disable` and `enable` need the admin role.
     Webhooks {
         #[command(subcommand)]
         command: Option<WebhookCommand>,

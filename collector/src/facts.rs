@@ -2,9 +2,10 @@
 //! which values of an inventory the fleet filters search, normalised
 //! (lowercase, addresses without prefix length).
 
-use deskpulse_proto::v1::{HealthSample, Inventory};
+use deskpulse_proto::v1::{HealthSample, Inventory, ProtectionState};
 
-use crate::store::{InventoryFacts, PackageKey};
+use crate::rules::model::Metric;
+use crate::store::{InventoryFacts, PackageKey, Reading};
 
 fn free_percent(total: u64, available: u64) -> f32 {
     if total == 0 {
@@ -23,6 +24,7 @@ pub fn inventory_facts(inv: &Inventory) -> InventoryFacts {
         ));
     }
     if let Some(system) = &inv.system {
+        facts.push(("chassis", system.chassis_type.trim().to_lowercase()));
         facts.push(("serial", system.serial.trim().to_lowercase()));
         facts.push((
             "model",
@@ -106,6 +108,141 @@ pub fn health_reading(health: &HealthSample) -> crate::store::HealthReading {
     }
 }
 
+fn flag(on: bool) -> f64 {
+    if on { 1.0 } else { 0.0 }
+}
+
+const DAY_MS: f64 = 86_400_000.0;
+
+/// What the rules evaluate of a sample (see `Metric`). A reading the agent
+/// did not take is left out rather than read as 0, so a missing probe can
+/// neither fire nor clear a rule.
+pub fn health_readings(health: &HealthSample, collected_at_ms: i64) -> Vec<Reading> {
+    let one = |metric: Metric, value: f64| (metric, String::new(), value);
+    let mut readings = vec![
+        one(
+            Metric::CpuPercent,
+            f64::from(health.cpu_percent.clamp(0.0, 100.0)),
+        ),
+        one(
+            Metric::MemoryUsedPercent,
+            f64::from(health.memory_used_percent.clamp(0.0, 100.0)),
+        ),
+        one(
+            Metric::SwapUsedPercent,
+            f64::from(health.swap_used_percent.clamp(0.0, 100.0)),
+        ),
+        one(Metric::RebootPending, flag(health.reboot_pending)),
+    ];
+    if health.uptime_secs > 0 {
+        readings.push(one(
+            Metric::UptimeDays,
+            (health.uptime_secs as f64 / 86_400.0).floor(),
+        ));
+    }
+    if health.logical_cpus > 0 {
+        readings.push(one(
+            Metric::LoadPerCpu,
+            f64::from(health.load_5m.max(0.0)) / f64::from(health.logical_cpus),
+        ));
+    }
+    for fs in &health.filesystems {
+        readings.push((
+            Metric::DiskUsedPercent,
+            fs.mount_point.clone(),
+            f64::from(fs.used_percent.clamp(0.0, 100.0)),
+        ));
+        readings.push((
+            Metric::DiskFreeMib,
+            fs.mount_point.clone(),
+            (fs.available_bytes / (1024 * 1024)) as f64,
+        ));
+    }
+    for t in &health.temperatures {
+        readings.push((
+            Metric::TemperatureCelsius,
+            t.sensor.clone(),
+            f64::from(t.celsius),
+        ));
+    }
+    for b in health.batteries.iter().filter(|b| b.health_percent > 0.0) {
+        readings.push((
+            Metric::BatteryHealthPercent,
+            b.name.clone(),
+            f64::from(b.health_percent),
+        ));
+    }
+    for s in &health.services {
+        readings.push((
+            Metric::ServiceDown,
+            s.name.clone(),
+            flag(s.state != "running"),
+        ));
+    }
+    for d in &health.disks {
+        readings.push((Metric::SmartFailed, d.device.clone(), flag(!d.passed)));
+        if d.percentage_used > 0 {
+            readings.push((
+                Metric::DiskWearPercent,
+                d.device.clone(),
+                f64::from(d.percentage_used),
+            ));
+        }
+    }
+    if health.last_update_unix_ms > 0 {
+        let days = (collected_at_ms - health.last_update_unix_ms) as f64 / DAY_MS;
+        readings.push(one(Metric::DaysSinceUpdate, days.max(0.0).floor()));
+    }
+    if let Some(p) = &health.posture {
+        let known = |state: i32| state != ProtectionState::Unspecified as i32;
+        let off = |state: i32| flag(state == ProtectionState::Off as i32);
+        for (metric, state) in [
+            (Metric::AntivirusOff, p.antivirus),
+            (Metric::FirewallOff, p.firewall),
+            (Metric::EncryptionOff, p.encryption),
+        ] {
+            if known(state) {
+                readings.push(one(metric, off(state)));
+            }
+        }
+    }
+    readings
+}
+
+/// A health sample as ticket evidence (D23): the readings a technician
+/// looks at, as JSON.
+pub fn health_evidence(health: &HealthSample) -> serde_json::Value {
+    let state = |s: i32| match ProtectionState::try_from(s) {
+        Ok(ProtectionState::On) => "on",
+        Ok(ProtectionState::Off) => "off",
+        _ => "unknown",
+    };
+    serde_json::json!({
+        "cpu_percent": health.cpu_percent,
+        "memory_used_percent": health.memory_used_percent,
+        "swap_used_percent": health.swap_used_percent,
+        "load": [health.load_1m, health.load_5m, health.load_15m],
+        "uptime_secs": health.uptime_secs,
+        "reboot_pending": health.reboot_pending,
+        "filesystems": health.filesystems.iter().map(|f| serde_json::json!({
+            "mount_point": f.mount_point,
+            "used_percent": f.used_percent,
+            "available_bytes": f.available_bytes,
+        })).collect::<Vec<_>>(),
+        "services": health.services.iter().map(|s| serde_json::json!({
+            "name": s.name, "state": s.state,
+        })).collect::<Vec<_>>(),
+        "disks": health.disks.iter().map(|d| serde_json::json!({
+            "device": d.device, "passed": d.passed, "temperature_celsius": d.temperature_celsius,
+        })).collect::<Vec<_>>(),
+        "posture": health.posture.as_ref().map(|p| serde_json::json!({
+            "antivirus": state(p.antivirus),
+            "firewall": state(p.firewall),
+            "encryption": state(p.encryption),
+        })),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use deskpulse_proto::v1::{
@@ -177,5 +314,75 @@ mod tests {
         }
         assert_eq!(f.free, vec![("/".to_string(), 5.0)]);
         assert_eq!(f.packages.len(), 1);
+    }
+
+    #[test]
+    fn health_readings_cover_each_metric_and_leave_out_what_was_not_measured() {
+        use deskpulse_proto::v1::{
+            DiskHealth, FilesystemUsage, SecurityPosture, ServiceHealth, TemperatureReading,
+        };
+        let sample = HealthSample {
+            cpu_percent: 12.0,
+            memory_used_percent: 40.0,
+            load_5m: 6.0,
+            logical_cpus: 4,
+            filesystems: vec![FilesystemUsage {
+                mount_point: "/".into(),
+                used_percent: 93.0,
+                available_bytes: 512 << 20,
+            }],
+            temperatures: vec![TemperatureReading {
+                sensor: "coretemp Package id 0".into(),
+                celsius: 71.0,
+                critical_celsius: 100.0,
+            }],
+            services: vec![
+                ServiceHealth {
+                    name: "cups.service".into(),
+                    state: "failed".into(),
+                },
+                ServiceHealth {
+                    name: "sshd.service".into(),
+                    state: "running".into(),
+                },
+            ],
+            disks: vec![DiskHealth {
+                device: "/dev/sda".into(),
+                passed: false,
+                ..Default::default()
+            }],
+            last_update_unix_ms: 1_000,
+            posture: Some(SecurityPosture {
+                antivirus: ProtectionState::Off as i32,
+                firewall: ProtectionState::Unspecified as i32,
+                encryption: ProtectionState::On as i32,
+                checked_at_unix_ms: 1,
+            }),
+            ..Default::default()
+        };
+        let readings = health_readings(&sample, 1_000 + 40 * 86_400_000);
+        let get = |metric: Metric, subject: &str| {
+            readings
+                .iter()
+                .find(|(m, s, _)| *m == metric && s == subject)
+                .map(|(_, _, v)| *v)
+        };
+        assert_eq!(get(Metric::LoadPerCpu, ""), Some(1.5));
+        assert_eq!(get(Metric::DiskUsedPercent, "/"), Some(93.0));
+        assert_eq!(get(Metric::DiskFreeMib, "/"), Some(512.0));
+        assert_eq!(
+            get(Metric::TemperatureCelsius, "coretemp Package id 0"),
+            Some(71.0)
+        );
+        assert_eq!(get(Metric::ServiceDown, "cups.service"), Some(1.0));
+        assert_eq!(get(Metric::ServiceDown, "sshd.service"), Some(0.0));
+        assert_eq!(get(Metric::SmartFailed, "/dev/sda"), Some(1.0));
+        assert_eq!(get(Metric::DaysSinceUpdate, ""), Some(40.0));
+        assert_eq!(get(Metric::AntivirusOff, ""), Some(1.0));
+        assert_eq!(get(Metric::EncryptionOff, ""), Some(0.0));
+        // Not measured: no reading rather than a reading of 0.
+        assert_eq!(get(Metric::FirewallOff, ""), None);
+        assert_eq!(get(Metric::BatteryHealthPercent, ""), None);
+        assert_eq!(get(Metric::UptimeDays, ""), None);
     }
 }

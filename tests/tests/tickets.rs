@@ -3,6 +3,8 @@
 //! ticket once the disk has been full for the rule's duration, with the
 //! priority the impact x urgency matrix gives, and `deskpulse tickets`
 //! lists it. Sample times, not the wall clock, drive the durations (D30).
+//! A technician then works the ticket through the CLI, and an admin applies
+//! a policy file that changes the rules in force.
 
 use deskpulse_proto::v1::agent_message::Kind;
 use deskpulse_proto::v1::agent_service_client::AgentServiceClient;
@@ -12,11 +14,22 @@ use deskpulse_proto::v1::{AgentMessage, FilesystemUsage, HealthSample, Hello, Re
 use deskpulse_tests::{Agent, Collector};
 
 fn sample(seq: u64, minute: i64, used: f32) -> AgentMessage {
+    sample_at(seq, 1_764_000_000_000 + minute * 60_000, used)
+}
+
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970");
+    i64::try_from(since.as_millis()).expect("fits")
+}
+
+fn sample_at(seq: u64, at_ms: i64, used: f32) -> AgentMessage {
     AgentMessage {
         kind: Some(Kind::Report(Report {
             spool_id: "tickets-test".into(),
             seq,
-            collected_at_unix_ms: 1_764_000_000_000 + minute * 60_000,
+            collected_at_unix_ms: at_ms,
             payload: Some(Payload::Health(HealthSample {
                 cpu_percent: 3.0,
                 memory_used_percent: 30.0,
@@ -38,19 +51,8 @@ fn sample(seq: u64, minute: i64, used: f32) -> AgentMessage {
     }
 }
 
-#[tokio::test]
-async fn a_full_disk_for_the_rules_duration_opens_one_prioritised_ticket() {
-    let collector = Collector::start();
-    let agent = Agent::new();
-    agent
-        .enroll(&collector, &collector.enrollment_token(1))
-        .expect_code(0);
-    let token = collector.admin_token();
-    let host = agent.host_id();
-    collector
-        .cli(&token, &["host", "tag", &host, "criticality=low"])
-        .expect_code(0);
-
+/// Sends `reports` on one session of `agent` and waits for every Ack.
+async fn send(collector: &Collector, agent: &Agent, reports: Vec<AgentMessage>) {
     let (cert, key) = agent.identity();
     let channel = collector.channel(Some((&cert, &key))).await;
     let mut messages = vec![AgentMessage {
@@ -60,10 +62,8 @@ async fn a_full_disk_for_the_rules_duration_opens_one_prioritised_ticket() {
             health_interval_secs: 60,
         })),
     }];
-    // Fifteen minutes at 95 % on "/": the disk-full rule (> 90 % for 10 min)
-    // fires once; "/data" stays at 20 %.
-    messages.extend((0..15).map(|m| sample(m + 1, i64::try_from(m).expect("small"), 95.0)));
-    let expected = messages.len() - 1;
+    let expected = reports.len();
+    messages.extend(reports);
     let mut replies = AgentServiceClient::new(channel)
         .session(tokio_stream::iter(messages))
         .await
@@ -73,6 +73,33 @@ async fn a_full_disk_for_the_rules_duration_opens_one_prioritised_ticket() {
         let reply = replies.message().await.expect("reply").expect("some");
         assert!(matches!(reply.kind, Some(Reply::Ack(_))), "{reply:?}");
     }
+}
+
+fn enrolled(collector: &Collector) -> Agent {
+    let agent = Agent::new();
+    agent
+        .enroll(collector, &collector.enrollment_token(1))
+        .expect_code(0);
+    agent
+}
+
+fn json(run: &deskpulse_tests::Run) -> serde_json::Value {
+    serde_json::from_str(&run.stdout).expect("json on stdout")
+}
+
+#[tokio::test]
+async fn a_full_disk_for_the_rules_duration_opens_one_prioritised_ticket() {
+    let collector = Collector::start();
+    let agent = enrolled(&collector);
+    let token = collector.admin_token();
+    let host = agent.host_id();
+    collector
+        .cli(&token, &["host", "tag", &host, "criticality=low"])
+        .expect_code(0);
+    // Fifteen minutes at 95 % on "/": the disk-full rule (> 90 % for 10 min)
+    // fires once; "/data" stays at 20 %.
+    let samples = (0..15).map(|m| sample(m + 1, i64::try_from(m).expect("small"), 95.0));
+    send(&collector, &agent, samples.collect()).await;
 
     let out = collector
         .cli(&token, &["--json", "tickets", "--status", "open"])
@@ -105,5 +132,199 @@ async fn a_full_disk_for_the_rules_duration_opens_one_prioritised_ticket() {
         bad.error_line().contains("unknown status \"done\""),
         "{}",
         bad.stderr
+    );
+}
+
+#[tokio::test]
+async fn a_technician_works_a_ticket_and_an_admin_changes_the_rules() {
+    let collector = Collector::start();
+    let agent = enrolled(&collector);
+    let admin = collector.admin_token();
+    let alice = collector.api_token("alice", "technician");
+    let viewer = collector.api_token("vic", "viewer");
+
+    // A policy that fires at 50 % at once, applied by the admin; a
+    // technician may not apply one, and a bad file is refused whole.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nname = \"disk-full\"\nmetric = \"disk_used_percent\"\nop = \">\"\n\
+         threshold = 50\nrecover = 40\nseverity = \"critical\"\n\n[[rule]]\n\
+         name = \"cpu-saturated\"\nenabled = false\n",
+    )
+    .expect("write");
+    let path = rules.to_str().expect("utf-8");
+    let refused = collector.cli(&alice, &["rules", "apply", path]);
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused.error_line().contains("needs the admin role"),
+        "{}",
+        refused.stderr
+    );
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[[rule]]\nname = \"x\"\nmetric = \"fan_speed\"\n").expect("write");
+    let refused = collector.cli(&admin, &["rules", "apply", bad.to_str().expect("utf-8")]);
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused
+            .error_line()
+            .contains("unknown metric \"fan_speed\""),
+        "{}",
+        refused.stderr
+    );
+    let missing = collector.cli(&admin, &["rules", "apply", "/nonexistent/rules.toml"]);
+    assert_eq!(missing.code, 2, "{}", missing.stderr);
+    let applied = json(
+        &collector
+            .cli(&admin, &["--json", "rules", "apply", path])
+            .expect_code(0),
+    );
+    assert_eq!(applied["version"], 1);
+    let in_force = json(&collector.cli(&viewer, &["--json", "rules"]).expect_code(0));
+    let names: Vec<&str> = in_force["rules"]
+        .as_array()
+        .expect("rules")
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"disk-full") && !names.contains(&"cpu-saturated"),
+        "{names:?}"
+    );
+    let text = collector.cli(&viewer, &["rules"]).expect_code(0);
+    assert!(
+        text.stdout.contains("version 1 applied by admin"),
+        "{}",
+        text.stdout
+    );
+
+    send(
+        &collector,
+        &agent,
+        vec![sample_at(1, now_ms() - 60_000, 60.0)],
+    )
+    .await;
+    let list = json(
+        &collector
+            .cli(&alice, &["--json", "tickets", "--status", "open"])
+            .expect_code(0),
+    );
+    let id = list[0]["id"].as_i64().expect("a ticket");
+    assert_eq!(list[0]["priority"], "P1", "medium impact x critical");
+    let id_arg = id.to_string();
+
+    collector
+        .cli(&viewer, &["ticket", "assign", &id_arg, "me"])
+        .expect_code(1);
+    collector
+        .cli(&alice, &["ticket", "assign", &id_arg, "me"])
+        .expect_code(0);
+    collector
+        .cli(
+            &alice,
+            &[
+                "ticket",
+                "note",
+                &id_arg,
+                "asked the user to empty Downloads",
+            ],
+        )
+        .expect_code(0);
+    collector
+        .cli(&alice, &["ticket", "status", &id_arg, "waiting"])
+        .expect_code(0);
+    let usage = collector.cli(&alice, &["ticket", "status", &id_arg, "done"]);
+    assert_eq!(usage.code, 2, "{}", usage.stderr);
+    let mine = json(
+        &collector
+            .cli(&alice, &["--json", "tickets", "--assignee", "me"])
+            .expect_code(0),
+    );
+    assert_eq!(mine.as_array().map(Vec::len), Some(1));
+    assert_eq!(mine[0]["status"], "waiting");
+    assert!(
+        mine[0]["responded_at"].is_string(),
+        "the first action meets the response target"
+    );
+    collector
+        .cli(
+            &alice,
+            &[
+                "ticket",
+                "resolve",
+                &id_arg,
+                "--resolution",
+                "cleared 40 GB of old installers",
+            ],
+        )
+        .expect_code(0);
+    let again = collector.cli(
+        &alice,
+        &["ticket", "resolve", &id_arg, "--resolution", "twice"],
+    );
+    assert_eq!(again.code, 1);
+    assert!(
+        again.error_line().contains("already resolved"),
+        "{}",
+        again.stderr
+    );
+
+    let shown = json(
+        &collector
+            .cli(&viewer, &["--json", "ticket", "show", &id_arg])
+            .expect_code(0),
+    );
+    assert_eq!(shown["ticket"]["status"], "resolved");
+    assert_eq!(
+        shown["ticket"]["resolution"],
+        "cleared 40 GB of old installers"
+    );
+    assert_eq!(shown["host"]["host_id"], agent.host_id().as_str());
+    assert_eq!(shown["recent_health"].as_array().map(Vec::len), Some(1));
+    let notes: Vec<&str> = shown["worklog"]
+        .as_array()
+        .expect("worklog")
+        .iter()
+        .filter_map(|w| w["note"].as_str())
+        .collect();
+    assert_eq!(notes.len(), 5, "{notes:?}");
+    assert!(notes[1].starts_with("assigned to alice"), "{notes:?}");
+    let text = collector
+        .cli(&alice, &["ticket", "show", &id_arg])
+        .expect_code(0);
+    assert!(
+        text.stdout.contains("disk_used_percent > 50"),
+        "{}",
+        text.stdout
+    );
+
+    // A manual ticket on the same host lists the earlier one as related.
+    let host = agent.host_id();
+    let new = json(
+        &collector
+            .cli(
+                &alice,
+                &[
+                    "--json",
+                    "ticket",
+                    "new",
+                    &host,
+                    "--title",
+                    "disk filling again",
+                    "--priority",
+                    "p2",
+                ],
+            )
+            .expect_code(0),
+    );
+    assert_eq!(new["ticket"]["priority"], "P2");
+    assert_eq!(new["related"][0]["id"], id);
+    let none = collector.cli(&alice, &["ticket", "show", "99999"]);
+    assert_eq!(none.code, 1);
+    assert!(
+        none.error_line().contains("no ticket 99999"),
+        "{}",
+        none.stderr
     );
 }

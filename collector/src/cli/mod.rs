@@ -14,13 +14,15 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use deskpulse_proto::v1::technician_client::TechnicianClient;
+use deskpulse_proto::v1::update_ticket_request::Change;
 use deskpulse_proto::v1::{
     AddWebhookRequest, ListWebhooksRequest, RemoveWebhookRequest, SearchKbRequest,
     SetWebhookEnabledRequest,
 };
 use deskpulse_proto::v1::{
-    CreateEnrollmentTokenRequest, GetHostRequest, ListChangesRequest, ListHostsRequest,
-    ListTicketsRequest, SetHostTagRequest, WhoAmIRequest,
+    ApplyRulesRequest, CreateEnrollmentTokenRequest, CreateTicketRequest, GetHostRequest,
+    GetTicketRequest, GetTicketResponse, ListChangesRequest, ListHostsRequest, ListRulesRequest,
+    ListTicketsRequest, SetHostTagRequest, UpdateTicketRequest, WhoAmIRequest,
 };
 use tonic::codec::CompressionEncoding;
 use tonic::service::interceptor::InterceptedService;
@@ -89,6 +91,18 @@ enum Command {
         /// A host name, a host id, or a unique prefix of an id.
         #[arg(long)]
         host: Option<String>,
+        /// A technician's name, or "me".
+        #[arg(long)]
+        assignee: Option<String>,
+    },
+    /// One ticket: show it, open one by hand, or work it.
+    #[command(subcommand)]
+    Ticket(TicketCommand),
+    /// The rules in force, with SLA targets and business hours; `rules
+    /// apply FILE` applies a policy file (admin).
+    Rules {
+        #[command(subcommand)]
+        command: Option<RulesCommand>,
     },
     /// Show who the API token belongs to.
     Whoami,
@@ -212,6 +226,86 @@ enum HostCommand {
         #[arg(value_parser = |t: &str| crate::query::parse_tag(t, true))]
         tag: (String, String),
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum TicketCommand {
+    /// A ticket with its evidence, worklog and the host's context.
+    Show {
+        /// The ticket id.
+        id: i64,
+    },
+    /// Open a ticket by hand.
+    New {
+        /// A host name, a host id, or a unique prefix of an id.
+        host: String,
+        /// What is wrong, 1-200 characters.
+        #[arg(long)]
+        title: String,
+        /// P1, P2, P3 or P4; by default the host's impact x medium urgency.
+        #[arg(long, value_parser = parse_priority)]
+        priority: Option<String>,
+    },
+    /// Assign a ticket to a technician ("me" for yourself).
+    Assign {
+        /// The ticket id.
+        id: i64,
+        /// The technician's name, or "me".
+        technician: String,
+    },
+    /// Add a note to a ticket's worklog.
+    Note {
+        /// The ticket id.
+        id: i64,
+        /// The note.
+        text: String,
+    },
+    /// Set a ticket's status: new, open, in_progress, waiting (pauses the
+    /// SLA clock) or closed.
+    Status {
+        /// The ticket id.
+        id: i64,
+        /// The new status.
+        #[arg(value_parser = ["new", "open", "in_progress", "waiting", "closed"])]
+        status: String,
+    },
+    /// Resolve a ticket, saying how: the knowledge base searches this.
+    Resolve {
+        /// The ticket id.
+        id: i64,
+        /// How it was fixed.
+        #[arg(long)]
+        resolution: String,
+    },
+    /// Raise a ticket's escalation level by one.
+    Escalate {
+        /// The ticket id.
+        id: i64,
+    },
+    /// Reopen a resolved or closed ticket.
+    Reopen {
+        /// The ticket id.
+        id: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RulesCommand {
+    /// Check and apply a policy file (TOML; see docs/rules.md) to the
+    /// fleet. Admin only.
+    Apply {
+        /// The policy file.
+        file: std::path::PathBuf,
+    },
+}
+
+fn parse_priority(text: &str) -> Result<String, String> {
+    let upper = text.trim().to_ascii_uppercase();
+    if ["P1", "P2", "P3", "P4"].contains(&upper.as_str()) {
+        Ok(upper)
+    } else {
+        Err("expected P1, P2, P3 or P4".into())
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -380,6 +474,19 @@ async fn connect(settings: &Settings) -> CommandResult<Client> {
     )
 }
 
+async fn update(
+    client: &mut Client,
+    id: i64,
+    change: Change,
+) -> Result<tonic::Response<GetTicketResponse>, tonic::Status> {
+    client
+        .update_ticket(UpdateTicketRequest {
+            id,
+            change: Some(change),
+        })
+        .await
+}
+
 fn call_failed(status: tonic::Status) -> Failure {
     Failure::runtime(deskpulse_proto::client::describe_status(&status))
 }
@@ -521,6 +628,7 @@ async fn run(
             status,
             priority,
             host,
+            assignee,
         } => {
             let list = client
                 .list_tickets(ListTicketsRequest {
@@ -528,11 +636,59 @@ async fn run(
                     host: host.unwrap_or_default(),
                     priority: priority.unwrap_or_default(),
                     limit: 0,
+                    assignee: assignee.unwrap_or_default(),
                 })
                 .await
                 .map_err(call_failed)?
                 .into_inner();
             output::tickets(&list.tickets, json)
+        }
+        Command::Ticket(command) => {
+            let reply = match command {
+                TicketCommand::Show { id } => client.get_ticket(GetTicketRequest { id }).await,
+                TicketCommand::New {
+                    host,
+                    title,
+                    priority,
+                } => {
+                    client
+                        .create_ticket(CreateTicketRequest {
+                            host,
+                            title,
+                            priority: priority.unwrap_or_default(),
+                        })
+                        .await
+                }
+                TicketCommand::Assign { id, technician } => {
+                    update(&mut client, id, Change::Assign(technician)).await
+                }
+                TicketCommand::Note { id, text } => {
+                    update(&mut client, id, Change::Note(text)).await
+                }
+                TicketCommand::Status { id, status } => {
+                    update(&mut client, id, Change::Status(status)).await
+                }
+                TicketCommand::Resolve { id, resolution } => {
+                    update(&mut client, id, Change::Resolve(resolution)).await
+                }
+                TicketCommand::Escalate { id } => {
+                    update(&mut client, id, Change::Escalate(true)).await
+                }
+                TicketCommand::Reopen { id } => update(&mut client, id, Change::Reopen(true)).await,
+            };
+            output::ticket(&reply.map_err(call_failed)?.into_inner(), json)
+        }
+        Command::Rules { command } => {
+            let policy = match command {
+                None => client.list_rules(ListRulesRequest {}).await,
+                Some(RulesCommand::Apply { file }) => {
+                    let text = std::fs::read_to_string(&file).map_err(|e| {
+                        Failure::usage(format!("cannot read rule file {}: {e}", file.display()))
+                    })?;
+                    client.apply_rules(ApplyRulesRequest { text }).await
+                }
+            };
+            output::rules(&policy.map_err(call_failed)?.into_inner(), json)
         }
         Command::Whoami => {
             let me = client

@@ -5,8 +5,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use deskpulse_proto::v1::{
-    GetHostResponse, HealthPoint, HostSummary, InventoryChange, InventorySection,
-    ListChangesResponse, Presence, Role, Ticket, WhoAmIResponse,
+    GetHostResponse, GetTicketResponse, HealthPoint, HostSummary, InventoryChange,
+    InventorySection, ListChangesResponse, ListRulesResponse, Presence, Role, Ticket,
+    WhoAmIResponse,
 };
 use deskpulse_proto::v1::{KbMatch, Webhook};
 use serde::Serialize;
@@ -275,36 +276,378 @@ fn change_text(c: &InventoryChange) -> String {
     }
 }
 
-/// `deskpulse tickets`: a table, or the wire fields as JSON with times in
-/// RFC 3339 and the evidence parsed.
+/// One ticket as JSON: the wire fields with times in RFC 3339 and the
+/// evidence parsed.
+fn ticket_json(t: &Ticket) -> serde_json::Value {
+    serde_json::json!({
+        "id": t.id,
+        "host_id": t.host_id,
+        "hostname": t.hostname,
+        "rule": t.rule,
+        "subject": t.subject,
+        "title": t.title,
+        "status": t.status,
+        "priority": t.priority,
+        "severity": t.severity,
+        "assignee": (!t.assignee.is_empty()).then_some(&t.assignee),
+        "escalation": t.escalation,
+        "occurrences": t.occurrences,
+        "flaps": t.flaps,
+        "opened_at": iso(t.opened_at_unix_ms),
+        "updated_at": iso(t.updated_at_unix_ms),
+        "resolved_at": iso(t.resolved_at_unix_ms),
+        "responded_at": iso(t.responded_at_unix_ms),
+        "response_due": iso(t.response_due_unix_ms),
+        "resolution_due": iso(t.resolution_due_unix_ms),
+        "resolution": (!t.resolution.is_empty()).then_some(&t.resolution),
+        "evidence": serde_json::from_str::<serde_json::Value>(&t.evidence_json).ok(),
+    })
+}
+
+fn health_point_json(p: &HealthPoint) -> HealthPointJson {
+    HealthPointJson {
+        at: iso(p.at_unix_ms),
+        resolution_secs: p.resolution_secs,
+        samples: p.samples,
+        cpu_percent: p.cpu_percent,
+        cpu_max_percent: p.cpu_max_percent,
+        memory_used_percent: p.memory_used_percent,
+        disk_used_max_percent: p.disk_used_max_percent,
+    }
+}
+
+/// The evidence of a ticket, one line per fact, for people.
+fn evidence_lines(t: &Ticket) -> Vec<String> {
+    let Ok(serde_json::Value::Object(map)) = serde_json::from_str(&t.evidence_json) else {
+        return Vec::new();
+    };
+    let mut lines = Vec::new();
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if let Some(metric) = map.get("metric") {
+        lines.push(format!(
+            "{} {} {} for {} min{}: value {} at {}",
+            text(metric),
+            map.get("op").map(text).unwrap_or_default(),
+            map.get("threshold").map(text).unwrap_or_default(),
+            map.get("for_ms")
+                .and_then(serde_json::Value::as_i64)
+                .unwrap_or(0)
+                / 60_000,
+            map.get("subject")
+                .and_then(serde_json::Value::as_str)
+                .filter(|s| !s.is_empty())
+                .map(|s| format!(" on {s}"))
+                .unwrap_or_default(),
+            map.get("value").map(text).unwrap_or_default(),
+            time(
+                map.get("sample_at_ms")
+                    .and_then(serde_json::Value::as_i64)
+                    .unwrap_or(0)
+            ),
+        ));
+    }
+    if let Some(detail) = map.get("detail") {
+        lines.push(format!(
+            "change {}: {}",
+            map.get("change").map(text).unwrap_or_default(),
+            text(detail)
+        ));
+    }
+    if let Some(who) = map.get("reported_by") {
+        lines.push(format!(
+            "reported by {} at {}: {}",
+            text(who),
+            time(
+                map.get("reported_at_ms")
+                    .and_then(serde_json::Value::as_i64)
+                    .unwrap_or(0)
+            ),
+            map.get("text").map(text).unwrap_or_default()
+        ));
+        if let Some(h) = map.get("health").filter(|h| !h.is_null()) {
+            lines.push(format!(
+                "health then: cpu {}%, memory {}%, swap {}%",
+                h.get("cpu_percent").map(text).unwrap_or_default(),
+                h.get("memory_used_percent").map(text).unwrap_or_default(),
+                h.get("swap_used_percent").map(text).unwrap_or_default(),
+            ));
+        }
+        if let Some(changes) = map
+            .get("recent_changes")
+            .and_then(serde_json::Value::as_array)
+        {
+            lines.push(format!(
+                "{} recent changes copied with the report",
+                changes.len()
+            ));
+        }
+    }
+    lines
+}
+
+/// `deskpulse ticket show ID` (and the reply of every ticket change): the
+/// ticket, its evidence and worklog, and the host's context.
+pub fn ticket(detail: &GetTicketResponse, json: bool) -> CommandResult {
+    let t = detail.ticket.clone().unwrap_or_default();
+    if json {
+        return print_json(&serde_json::json!({
+            "ticket": ticket_json(&t),
+            "worklog": detail.worklog.iter().map(|w| serde_json::json!({
+                "at": iso(w.at_unix_ms),
+                "author": w.author,
+                "note": w.note,
+            })).collect::<Vec<_>>(),
+            "host": detail.host.as_ref().map(HostJson::from),
+            "inventory_summary": detail.inventory_summary.as_ref(),
+            "recent_changes": detail.recent_changes.iter().map(ChangeJson::from).collect::<Vec<_>>(),
+            "recent_health": detail.recent_health.iter().map(health_point_json).collect::<Vec<_>>(),
+            "related": detail.related.iter().map(ticket_json).collect::<Vec<_>>(),
+        }));
+    }
+    let mut out = String::new();
+    let mut field = |name: &str, value: String| out.push_str(&format!("{name:<15}{value}\n"));
+    field("ticket", format!("#{} {}", t.id, t.title));
+    field(
+        "status",
+        format!(
+            "{} {}{}",
+            t.priority,
+            t.status,
+            if t.escalation > 0 {
+                format!(", escalated to level {}", t.escalation)
+            } else {
+                String::new()
+            }
+        ),
+    );
+    field("host", format!("{} ({})", t.hostname, t.host_id));
+    if !t.rule.is_empty() {
+        field(
+            "rule",
+            format!(
+                "{} ({}){}",
+                t.rule,
+                t.severity,
+                if t.subject.is_empty() {
+                    String::new()
+                } else {
+                    format!(" on {}", t.subject)
+                }
+            ),
+        );
+    }
+    field(
+        "assignee",
+        if t.assignee.is_empty() {
+            "nobody".into()
+        } else {
+            t.assignee.clone()
+        },
+    );
+    field(
+        "seen",
+        format!("{} time(s), reopened {} time(s)", t.occurrences, t.flaps),
+    );
+    field("opened", time(t.opened_at_unix_ms));
+    field(
+        "response due",
+        if t.responded_at_unix_ms > 0 {
+            format!(
+                "{} (met {})",
+                time(t.response_due_unix_ms),
+                time(t.responded_at_unix_ms)
+            )
+        } else {
+            time(t.response_due_unix_ms)
+        },
+    );
+    field("resolve by", time(t.resolution_due_unix_ms));
+    if !t.resolution.is_empty() {
+        field(
+            "resolved",
+            format!("{}: {}", time(t.resolved_at_unix_ms), t.resolution),
+        );
+    }
+    for line in evidence_lines(&t) {
+        field("evidence", line);
+    }
+    if let Some(host) = &detail.host {
+        field(
+            "host status",
+            format!(
+                "{}, last seen {}",
+                presence(host.presence),
+                ago(host.last_seen_unix_ms)
+            ),
+        );
+    }
+    if let Some(inv) = &detail.inventory_summary {
+        let os = inv.os.clone().unwrap_or_default();
+        let cpu = inv.cpu.clone().unwrap_or_default();
+        let memory = inv.memory.as_ref().map_or(0, |m| m.total_bytes);
+        field(
+            "inventory",
+            format!(
+                "{} {}, {} ({} cores), {} memory",
+                os.name,
+                os.version,
+                cpu.model,
+                cpu.logical_cores,
+                gib(memory)
+            ),
+        );
+    }
+    if let Some(last) = detail.recent_health.last() {
+        field(
+            "health",
+            format!(
+                "{} samples in 24h; latest cpu {:.0}%, memory {:.0}%, fullest disk {:.0}%",
+                detail.recent_health.len(),
+                last.cpu_percent,
+                last.memory_used_percent,
+                last.disk_used_max_percent
+            ),
+        );
+    }
+    for c in &detail.recent_changes {
+        field(
+            "change",
+            format!(
+                "{} {} {}: {}",
+                time(c.observed_at_unix_ms),
+                c.section,
+                c.item,
+                change_text(c)
+            ),
+        );
+    }
+    for r in &detail.related {
+        field(
+            "earlier",
+            format!(
+                "#{} {} {}{}",
+                r.id,
+                r.status,
+                r.title,
+                if r.resolution.is_empty() {
+                    String::new()
+                } else {
+                    format!(" -- {}", r.resolution)
+                }
+            ),
+        );
+    }
+    out.push_str("worklog\n");
+    for w in &detail.worklog {
+        out.push_str(&format!(
+            "  {} {}: {}\n",
+            time(w.at_unix_ms),
+            w.author,
+            w.note
+        ));
+    }
+    print!("{out}");
+    Ok(())
+}
+
+/// `deskpulse rules`: the policy in force.
+pub fn rules(policy: &ListRulesResponse, json: bool) -> CommandResult {
+    if json {
+        return print_json(&serde_json::json!({
+            "version": policy.version,
+            "applied_by": (!policy.applied_by.is_empty()).then_some(&policy.applied_by),
+            "applied_at": iso(policy.applied_at_unix_ms),
+            "business_hours": policy.business_hours,
+            "quiet_secs": policy.quiet_secs,
+            "reopen_window_secs": policy.reopen_window_secs,
+            "sla": policy.sla.iter().map(|t| serde_json::json!({
+                "priority": t.priority,
+                "response_secs": t.response_secs,
+                "resolution_secs": t.resolution_secs,
+            })).collect::<Vec<_>>(),
+            "rules": policy.rules.iter().map(|r| if r.kind == "metric" {
+                serde_json::json!({
+                    "name": r.name, "kind": r.kind, "metric": r.on, "op": r.op,
+                    "threshold": r.threshold, "recover": r.recover, "for_secs": r.for_secs,
+                    "severity": r.severity, "scope": r.scope, "source": r.source,
+                })
+            } else {
+                serde_json::json!({
+                    "name": r.name, "kind": r.kind, "change": r.on,
+                    "severity": r.severity, "scope": r.scope, "source": r.source,
+                })
+            }).collect::<Vec<_>>(),
+        }));
+    }
+    let span = |secs: u64| humantime::format_duration(Duration::from_secs(secs)).to_string();
+    if policy.version == 0 {
+        println!("policy: the built-in defaults");
+    } else {
+        println!(
+            "policy: version {} applied by {} at {}",
+            policy.version,
+            policy.applied_by,
+            time(policy.applied_at_unix_ms)
+        );
+    }
+    println!(
+        "business hours: {}; auto-resolve after {} quiet; reopen within {}",
+        policy.business_hours,
+        span(policy.quiet_secs),
+        span(policy.reopen_window_secs)
+    );
+    let sla: Vec<String> = policy
+        .sla
+        .iter()
+        .map(|t| {
+            format!(
+                "{} respond {} resolve {}",
+                t.priority,
+                span(t.response_secs),
+                span(t.resolution_secs)
+            )
+        })
+        .collect();
+    println!("sla: {}\n", sla.join("; "));
+    let rows: Vec<Vec<String>> = policy
+        .rules
+        .iter()
+        .map(|r| {
+            let condition = if r.kind == "metric" {
+                let mut c = format!("{} {} {}", r.on, r.op, r.threshold);
+                if r.recover != r.threshold {
+                    c.push_str(&format!(" (clears at {})", r.recover));
+                }
+                if r.for_secs > 0 {
+                    c.push_str(&format!(" for {}", span(r.for_secs)));
+                }
+                c
+            } else {
+                format!("inventory change: {}", r.on)
+            };
+            vec![
+                r.name.clone(),
+                r.severity.clone(),
+                condition,
+                r.scope.join(" "),
+                r.source.clone(),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(&["rule", "severity", "condition", "scope", "source"], &rows)
+    );
+    Ok(())
+}
+
+/// `deskpulse tickets`: a table, or [`ticket_json`] for each.
 pub fn tickets(list: &[Ticket], json: bool) -> CommandResult {
     if json {
-        let items: Vec<serde_json::Value> = list
-            .iter()
-            .map(|t| {
-                serde_json::json!({
-                    "id": t.id,
-                    "host_id": t.host_id,
-                    "hostname": t.hostname,
-                    "rule": t.rule,
-                    "subject": t.subject,
-                    "title": t.title,
-                    "status": t.status,
-                    "priority": t.priority,
-                    "severity": t.severity,
-                    "assignee": (!t.assignee.is_empty()).then_some(&t.assignee),
-                    "escalation": t.escalation,
-                    "occurrences": t.occurrences,
-                    "flaps": t.flaps,
-                    "opened_at": iso(t.opened_at_unix_ms),
-                    "updated_at": iso(t.updated_at_unix_ms),
-                    "resolved_at": iso(t.resolved_at_unix_ms),
-                    "response_due": iso(t.response_due_unix_ms),
-                    "resolution_due": iso(t.resolution_due_unix_ms),
-                    "evidence": serde_json::from_str::<serde_json::Value>(&t.evidence_json).ok(),
-                })
-            })
-            .collect();
+        let items: Vec<serde_json::Value> = list.iter().map(ticket_json).collect();
         return print_json(&items);
     }
     if list.is_empty() {
@@ -400,15 +743,7 @@ pub fn host(detail: &GetHostResponse, health_asked: bool, json: bool) -> Command
             health_history: detail
                 .health_history
                 .iter()
-                .map(|p| HealthPointJson {
-                    at: iso(p.at_unix_ms),
-                    resolution_secs: p.resolution_secs,
-                    samples: p.samples,
-                    cpu_percent: p.cpu_percent,
-                    cpu_max_percent: p.cpu_max_percent,
-                    memory_used_percent: p.memory_used_percent,
-                    disk_used_max_percent: p.disk_used_max_percent,
-                })
+                .map(health_point_json)
                 .collect(),
         });
     }

@@ -7,13 +7,15 @@
 //! - [`model`]: rules as admins write them (TOML), checked, with the
 //!   default set a help desk switches on as it is.
 //! - [`priority`]: the impact × urgency matrix and SLA targets.
+//! - [`policy`]: fleet policy as applied by admins: rules merged over the
+//!   defaults, SLA targets, the business-hours calendar, lifecycle timing.
+//! - [`events`]: the inventory changes change rules fire on.
 //! - this module: the per-(host, rule, subject) state machine with
 //!   duration, hysteresis, quiet period and reopen window.
-//!
-//! The store wiring, ticket commands, webhooks and knowledge base build on
-//! this and are not written yet.
 
+pub mod events;
 pub mod model;
+pub mod policy;
 pub mod priority;
 
 use model::Rule;

@@ -20,45 +20,153 @@ use serde::Deserialize;
 use super::priority::Severity;
 
 /// What a rule measures. Per-subject metrics make one state (and one
-/// ticket) per subject (D20).
+/// ticket) per subject (D20). Flags read 1 when true and 0 when false.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Metric {
     /// CPU use over the sample interval, percent.
     CpuPercent,
     /// Memory in use, percent.
     MemoryUsedPercent,
+    /// Swap in use, percent; 0 without swap.
+    SwapUsedPercent,
+    /// The 5-minute load average divided by the logical CPUs.
+    LoadPerCpu,
     /// Use of one filesystem, percent; the subject is its mount point.
     DiskUsedPercent,
+    /// Free space of one filesystem, MiB; the subject is its mount point.
+    DiskFreeMib,
+    /// One temperature sensor, Celsius; the subject is the sensor.
+    TemperatureCelsius,
+    /// A battery's full-charge over design capacity, percent; the subject
+    /// is the battery.
+    BatteryHealthPercent,
+    /// Days since boot.
+    UptimeDays,
+    /// 1 while the OS waits for a reboot.
+    RebootPending,
+    /// 1 while a watched service is not running; the subject is the
+    /// service.
+    ServiceDown,
+    /// 1 when a disk fails its SMART self-assessment; the subject is the
+    /// device.
+    SmartFailed,
+    /// NVMe rated endurance used, percent; the subject is the device.
+    DiskWearPercent,
+    /// Days since the OS last installed updates.
+    DaysSinceUpdate,
+    /// 1 while a registered antivirus has real-time protection off.
+    AntivirusOff,
+    /// 1 while the host firewall is off.
+    FirewallOff,
+    /// 1 while the system volume is not encrypted.
+    EncryptionOff,
     /// Minutes since the host was last heard from; only hosts that should
     /// always be on (D18).
     OfflineMinutes,
 }
 
 impl Metric {
-    const NAMES: [(&'static str, Metric); 4] = [
-        ("cpu_percent", Metric::CpuPercent),
-        ("memory_used_percent", Metric::MemoryUsedPercent),
-        ("disk_used_percent", Metric::DiskUsedPercent),
-        ("offline_minutes", Metric::OfflineMinutes),
+    /// Every metric with its rule-file name and unit, in display order.
+    pub const ALL: [(&'static str, Metric, &'static str); 18] = [
+        ("cpu_percent", Metric::CpuPercent, "%"),
+        ("memory_used_percent", Metric::MemoryUsedPercent, "%"),
+        ("swap_used_percent", Metric::SwapUsedPercent, "%"),
+        ("load_per_cpu", Metric::LoadPerCpu, ""),
+        ("disk_used_percent", Metric::DiskUsedPercent, "%"),
+        ("disk_free_mib", Metric::DiskFreeMib, " MiB"),
+        ("temperature_celsius", Metric::TemperatureCelsius, " C"),
+        ("battery_health_percent", Metric::BatteryHealthPercent, "%"),
+        ("uptime_days", Metric::UptimeDays, " days"),
+        ("reboot_pending", Metric::RebootPending, ""),
+        ("service_down", Metric::ServiceDown, ""),
+        ("smart_failed", Metric::SmartFailed, ""),
+        ("disk_wear_percent", Metric::DiskWearPercent, "%"),
+        ("days_since_update", Metric::DaysSinceUpdate, " days"),
+        ("antivirus_off", Metric::AntivirusOff, ""),
+        ("firewall_off", Metric::FirewallOff, ""),
+        ("encryption_off", Metric::EncryptionOff, ""),
+        ("offline_minutes", Metric::OfflineMinutes, " min"),
     ];
 
     /// The name used in rule files.
     pub fn name(self) -> &'static str {
-        Self::NAMES
+        Self::ALL
             .iter()
-            .find(|(_, m)| *m == self)
+            .find(|(_, m, _)| *m == self)
+            .map_or("", |(n, _, _)| n)
+    }
+
+    /// How a reading of this metric is written, e.g. "93%" or "1".
+    pub fn format(self, value: f64) -> String {
+        let unit = Self::ALL
+            .iter()
+            .find(|(_, m, _)| *m == self)
+            .map_or("", |(_, _, u)| u);
+        if value.fract() == 0.0 {
+            format!("{value:.0}{unit}")
+        } else {
+            format!("{value:.1}{unit}")
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, String> {
+        Self::ALL
+            .iter()
+            .find(|(n, _, _)| *n == text)
+            .map(|(_, m, _)| *m)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Self::ALL.iter().map(|(n, _, _)| *n).collect();
+                format!(
+                    "unknown metric {text:?}; expected one of {}",
+                    names.join(", ")
+                )
+            })
+    }
+}
+
+/// An inventory change that a change rule fires on. The subject is the
+/// disk, account, product or volume concerned (D20).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChangeKind {
+    /// Total memory went down.
+    MemoryDecreased,
+    /// A disk's serial number changed.
+    DiskSerialChanged,
+    /// A local account gained administrator rights, or a new one has them.
+    NewLocalAdmin,
+    /// An antivirus product's real-time protection went from on to off.
+    AntivirusDisabled,
+    /// A volume went from encrypted to not encrypted.
+    EncryptionDisabled,
+}
+
+impl ChangeKind {
+    /// Every change kind with its rule-file name.
+    pub const ALL: [(&'static str, ChangeKind); 5] = [
+        ("memory_decreased", ChangeKind::MemoryDecreased),
+        ("disk_serial_changed", ChangeKind::DiskSerialChanged),
+        ("new_local_admin", ChangeKind::NewLocalAdmin),
+        ("antivirus_disabled", ChangeKind::AntivirusDisabled),
+        ("encryption_disabled", ChangeKind::EncryptionDisabled),
+    ];
+
+    /// The name used in rule files.
+    pub fn name(self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(_, k)| *k == self)
             .map_or("", |(n, _)| n)
     }
 
     fn parse(text: &str) -> Result<Self, String> {
-        Self::NAMES
+        Self::ALL
             .iter()
             .find(|(n, _)| *n == text)
-            .map(|(_, m)| *m)
+            .map(|(_, k)| *k)
             .ok_or_else(|| {
-                let names: Vec<&str> = Self::NAMES.iter().map(|(n, _)| *n).collect();
+                let names: Vec<&str> = Self::ALL.iter().map(|(n, _)| *n).collect();
                 format!(
-                    "unknown metric {text:?}; expected one of {}",
+                    "unknown change {text:?}; expected one of {}",
                     names.join(", ")
                 )
             })
@@ -142,57 +250,111 @@ impl Rule {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RuleFile {
-    #[serde(default)]
-    rule: Vec<RawRule>,
+/// A checked inventory-change rule: it fires once per change, and its
+/// ticket stays open until a technician resolves it (a change has no
+/// recovery to wait for).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeRule {
+    /// Unique name, e.g. "memory-decreased".
+    pub name: String,
+    /// The change it fires on.
+    pub change: ChangeKind,
+    /// Urgency for the priority matrix.
+    pub severity: Severity,
+    /// Host tags (key, value) that must all match; empty for every host.
+    pub scope: Vec<(String, String)>,
 }
 
+impl ChangeRule {
+    /// True when the rule applies to a host with these tags.
+    pub fn in_scope(&self, tags: &[(String, String)]) -> bool {
+        self.scope.iter().all(|wanted| tags.contains(wanted))
+    }
+}
+
+/// A `[[rule]]` table as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawRule {
-    name: String,
-    metric: String,
-    op: String,
-    threshold: f64,
+pub(super) struct RawRule {
+    pub(super) name: String,
+    metric: Option<String>,
+    op: Option<String>,
+    threshold: Option<f64>,
     recover: Option<f64>,
     #[serde(rename = "for", default)]
     duration: Option<String>,
-    severity: String,
+    severity: Option<String>,
     #[serde(default)]
     scope: Vec<String>,
+    /// `false` switches off the default rule of the same name.
+    #[serde(default = "yes")]
+    pub(super) enabled: bool,
 }
 
-fn check(raw: RawRule) -> Result<Rule, String> {
-    let name = raw.name.trim().to_owned();
-    let valid_name = !name.is_empty()
+/// A `[[change_rule]]` table as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawChangeRule {
+    pub(super) name: String,
+    change: Option<String>,
+    severity: Option<String>,
+    #[serde(default)]
+    scope: Vec<String>,
+    #[serde(default = "yes")]
+    pub(super) enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// Checks a rule name: the error names the raw text.
+pub(super) fn check_name(raw: &str) -> Result<String, String> {
+    let name = raw.trim().to_owned();
+    let valid = !name.is_empty()
         && name.len() <= 64
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-    if !valid_name {
-        return Err(format!(
-            "rule name {:?} must be 1-64 characters of [A-Za-z0-9_-]",
-            raw.name
-        ));
+    if valid {
+        Ok(name)
+    } else {
+        Err(format!(
+            "rule name {raw:?} must be 1-64 characters of [A-Za-z0-9_-]"
+        ))
     }
+}
+
+fn scope(tags: &[String], at: &dyn Fn(String) -> String) -> Result<Vec<(String, String)>, String> {
+    tags.iter()
+        .map(|tag| {
+            crate::query::parse_tag(tag, false).map_err(|e| at(format!("scope {tag:?}: {e}")))
+        })
+        .collect()
+}
+
+fn required<T>(value: Option<T>, field: &str) -> Result<T, String> {
+    value.ok_or_else(|| format!("{field} is required"))
+}
+
+pub(super) fn check(raw: RawRule) -> Result<Rule, String> {
+    let name = check_name(&raw.name)?;
     let at = |e: String| format!("rule {name}: {e}");
-    let metric = Metric::parse(&raw.metric).map_err(at)?;
-    let op = Op::parse(&raw.op).map_err(at)?;
-    if !raw.threshold.is_finite() {
+    let metric = Metric::parse(&required(raw.metric, "metric").map_err(at)?).map_err(at)?;
+    let op = Op::parse(&required(raw.op, "op").map_err(at)?).map_err(at)?;
+    let threshold = required(raw.threshold, "threshold").map_err(at)?;
+    if !threshold.is_finite() {
         return Err(at("threshold must be a finite number".into()));
     }
-    let recover = raw.recover.unwrap_or(raw.threshold);
+    let recover = raw.recover.unwrap_or(threshold);
     let recover_ok = match op {
-        Op::Greater => recover <= raw.threshold,
-        Op::Less => recover >= raw.threshold,
-        Op::Equal => recover == raw.threshold,
+        Op::Greater => recover <= threshold,
+        Op::Less => recover >= threshold,
+        Op::Equal => recover == threshold,
     };
     if !recover.is_finite() || !recover_ok {
         return Err(at(format!(
-            "recover {recover} must be on the clear side of threshold {} for op {}",
-            raw.threshold,
+            "recover {recover} must be on the clear side of threshold {threshold} for op {}",
             op.symbol()
         )));
     }
@@ -207,42 +369,45 @@ fn check(raw: RawRule) -> Result<Rule, String> {
     if duration > Duration::from_secs(7 * 24 * 3600) {
         return Err(at("for must be at most 7d".into()));
     }
-    let severity = Severity::parse(&raw.severity).map_err(at)?;
-    let scope = raw
-        .scope
-        .iter()
-        .map(|tag| {
-            crate::query::parse_tag(tag, false).map_err(|e| at(format!("scope {tag:?}: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let severity = Severity::parse(&required(raw.severity, "severity").map_err(at)?).map_err(at)?;
     Ok(Rule {
-        name,
         metric,
         op,
-        threshold: raw.threshold,
+        threshold,
         recover,
         duration_ms: i64::try_from(duration.as_millis()).unwrap_or(i64::MAX),
         severity,
-        scope,
+        scope: scope(&raw.scope, &at)?,
+        name,
     })
 }
 
-/// Parses and checks a rule file. Errors are one line and name the rule.
-pub fn parse_rules(text: &str) -> Result<Vec<Rule>, String> {
-    let file: RuleFile =
-        toml::from_str(text).map_err(|e| format!("rule file: {}", e.message().trim()))?;
-    let mut rules = Vec::with_capacity(file.rule.len());
-    for raw in file.rule {
-        let rule = check(raw)?;
-        if rules.iter().any(|r: &Rule| r.name == rule.name) {
-            return Err(format!("rule {} is defined twice", rule.name));
-        }
-        rules.push(rule);
-    }
-    Ok(rules)
+pub(super) fn check_change(raw: RawChangeRule) -> Result<ChangeRule, String> {
+    let name = check_name(&raw.name)?;
+    let at = |e: String| format!("change rule {name}: {e}");
+    let change = ChangeKind::parse(&required(raw.change, "change").map_err(at)?).map_err(at)?;
+    let severity = Severity::parse(&required(raw.severity, "severity").map_err(at)?).map_err(at)?;
+    Ok(ChangeRule {
+        change,
+        severity,
+        scope: scope(&raw.scope, &at)?,
+        name,
+    })
 }
 
-/// The default rule set: what a help desk switches on as it is.
+/// Parses and checks a file's `[[rule]]` tables: the rules it defines or
+/// replaces. Errors are one line and name the rule.
+pub fn parse_rules(text: &str) -> Result<Vec<Rule>, String> {
+    let policy = super::policy::parse_policy(text)?;
+    Ok(policy
+        .rules
+        .into_iter()
+        .filter(|r| policy.applied.contains(&r.name))
+        .collect())
+}
+
+/// The default rules: what a help desk switches on as it is. Every
+/// threshold waits long enough that a passing spike raises nothing.
 pub const DEFAULT_RULES: &str = r#"
 [[rule]]
 name = "disk-full"
@@ -281,16 +446,114 @@ for = "30m"
 severity = "medium"
 
 [[rule]]
+name = "swap-exhausted"
+metric = "swap_used_percent"
+op = ">"
+threshold = 90
+recover = 70
+for = "15m"
+severity = "medium"
+
+[[rule]]
+name = "overheating"
+metric = "temperature_celsius"
+op = ">"
+threshold = 90
+recover = 80
+for = "5m"
+severity = "high"
+
+[[rule]]
+name = "battery-worn"
+metric = "battery_health_percent"
+op = "<"
+threshold = 50
+recover = 55
+for = "1h"
+severity = "low"
+
+[[rule]]
+name = "service-down"
+metric = "service_down"
+op = "=="
+threshold = 1
+for = "5m"
+severity = "high"
+
+[[rule]]
+name = "smart-failing"
+metric = "smart_failed"
+op = "=="
+threshold = 1
+severity = "critical"
+
+[[rule]]
+name = "disk-worn-out"
+metric = "disk_wear_percent"
+op = ">"
+threshold = 90
+recover = 90
+severity = "medium"
+
+[[rule]]
+name = "updates-stale"
+metric = "days_since_update"
+op = ">"
+threshold = 30
+recover = 7
+for = "1h"
+severity = "medium"
+
+[[rule]]
+name = "reboot-overdue"
+metric = "reboot_pending"
+op = "=="
+threshold = 1
+for = "3d"
+severity = "low"
+
+[[rule]]
+name = "antivirus-off"
+metric = "antivirus_off"
+op = "=="
+threshold = 1
+severity = "high"
+
+[[rule]]
 name = "offline"
 metric = "offline_minutes"
 op = ">"
 threshold = 10
 recover = 0
 severity = "high"
+
+[[change_rule]]
+name = "memory-decreased"
+change = "memory_decreased"
+severity = "high"
+
+[[change_rule]]
+name = "disk-replaced"
+change = "disk_serial_changed"
+severity = "medium"
+
+[[change_rule]]
+name = "new-local-admin"
+change = "new_local_admin"
+severity = "high"
+
+[[change_rule]]
+name = "antivirus-disabled"
+change = "antivirus_disabled"
+severity = "high"
+
+[[change_rule]]
+name = "encryption-disabled"
+change = "encryption_disabled"
+severity = "high"
 "#;
 
 /// The default rules, checked.
 pub fn default_rules() -> Vec<Rule> {
-    // Checked by a test, so this cannot fail at run time.
-    parse_rules(DEFAULT_RULES).unwrap_or_default()
+    super::policy::Policy::default().rules
 }

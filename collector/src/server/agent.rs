@@ -292,6 +292,9 @@ fn goodbye_reason(reason: GoodbyeReason) -> &'static str {
     }
 }
 
+/// The longest text of an employee's problem report.
+const MAX_ISSUE_TEXT: usize = 2000;
+
 /// Checks a report's key and payload and encodes it for the store.
 fn validate(host_id: &str, report: Report) -> Result<IncomingReport, Rejected> {
     let reject = |reason: &str| Rejected {
@@ -345,9 +348,36 @@ fn validate(host_id: &str, report: Report) -> Result<IncomingReport, Rejected> {
             encoded: health.encode_to_vec(),
             free: crate::facts::health_free(health),
             reading: crate::facts::health_reading(health),
+            readings: crate::facts::health_readings(health, report.collected_at_unix_ms),
         },
-        Some(Payload::UserIssue(_)) => {
-            return Err(reject("user issues are not accepted by this collector yet"));
+        Some(Payload::UserIssue(issue)) => {
+            let text = issue.text.trim();
+            let length = text.chars().count();
+            if length == 0 || length > MAX_ISSUE_TEXT {
+                return Err(reject(&format!(
+                    "a user issue's text must be 1-{MAX_ISSUE_TEXT} characters"
+                )));
+            }
+            if text
+                .chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t')
+            {
+                return Err(reject(
+                    "a user issue's text may not hold control characters",
+                ));
+            }
+            let os_user = issue.os_user.trim();
+            if os_user.is_empty() || os_user.len() > 256 || os_user.chars().any(char::is_control) {
+                return Err(reject("a user issue must name its OS user (1-256 bytes)"));
+            }
+            ReportPayload::UserIssue {
+                text: text.to_owned(),
+                os_user: os_user.to_owned(),
+                health: issue
+                    .health
+                    .as_ref()
+                    .map_or(serde_json::Value::Null, crate::facts::health_evidence),
+            }
         }
         None => return Err(reject("a report must carry a payload")),
     };

@@ -7,22 +7,24 @@ use deskpulse_proto::v1::{
     RemoveWebhookResponse, SearchKbRequest, SearchKbResponse, SetWebhookEnabledRequest, Webhook,
 };
 use deskpulse_proto::v1::{
-    CreateEnrollmentTokenRequest, CreateEnrollmentTokenResponse, CreateTicketRequest,
-    GetHostRequest, GetHostResponse, GetTicketRequest, GetTicketResponse, HealthPoint,
-    HealthSample, HostSummary, Inventory, InventoryChange, ListChangesRequest, ListChangesResponse,
-    ListHostsRequest, ListHostsResponse, ListTicketsRequest, ListTicketsResponse, Presence,
-    SetHostTagRequest, SetHostTagResponse, SpoolCounters, Ticket, UpdateTicketRequest,
-    WhoAmIRequest, WhoAmIResponse,
+    ApplyRulesRequest, CreateEnrollmentTokenRequest, CreateEnrollmentTokenResponse,
+    CreateTicketRequest, GetHostRequest, GetHostResponse, GetTicketRequest, GetTicketResponse,
+    HealthPoint, HealthSample, HostSummary, Inventory, InventoryChange, ListChangesRequest,
+    ListChangesResponse, ListHostsRequest, ListHostsResponse, ListRulesRequest, ListRulesResponse,
+    ListTicketsRequest, ListTicketsResponse, Presence, RuleInfo, SetHostTagRequest,
+    SetHostTagResponse, SlaTargetInfo, SpoolCounters, Ticket, UpdateTicketRequest, WhoAmIRequest,
+    WhoAmIResponse,
 };
 use prost::Message;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
 use super::ServerContext;
+use crate::rules::priority::Priority;
 use crate::secrets::{self, token_hash};
 use crate::store::{
-    AuditEntry, Caller, ChangeQuery, ChangeRow, HostRow, NewEnrollmentToken, Role, StoreError,
-    TicketChange, TicketQuery, TicketRefusal, TicketRow, WorklogEntry,
+    AuditEntry, Caller, ChangeQuery, ChangeRow, HostRow, NewEnrollmentToken, PolicyRecord, Role,
+    StoreError, TicketChange, TicketQuery, TicketRefusal, TicketRow, WorklogEntry,
 };
 use crate::store::{NewWebhook, WebhookStatus};
 use deskpulse_proto::v1::update_ticket_request::Change;
@@ -38,6 +40,7 @@ fn ticket_response(row: TicketRow, worklog: Vec<WorklogEntry>) -> GetTicketRespo
                 note: e.note,
             })
             .collect(),
+        ..Default::default()
     }
 }
 
@@ -85,11 +88,15 @@ fn ticket_message(row: TicketRow) -> Ticket {
         response_due_unix_ms: row.response_due_ms,
         resolution_due_unix_ms: row.resolution_due_ms,
         evidence_json: row.evidence,
+        resolution: row.resolution.unwrap_or_default(),
+        responded_at_unix_ms: row.responded_at_ms.unwrap_or(0),
     }
 }
 
 /// Change-log entries shown with a host.
 const RECENT_CHANGES: u32 = 20;
+/// Earlier tickets shown with a ticket.
+const RELATED_TICKETS: u32 = 10;
 /// The default and the largest page of change-log entries and tickets.
 const DEFAULT_CHANGES: u32 = 500;
 const MAX_CHANGES: u32 = 5000;
@@ -209,6 +216,85 @@ impl TechnicianApi {
             .collect())
     }
 
+    /// Adds the host's context to a ticket: summary, inventory without the
+    /// long lists, recent changes and health, and related tickets.
+    async fn add_context(
+        &self,
+        response: &mut GetTicketResponse,
+        ticket: &TicketRow,
+    ) -> Result<(), Status> {
+        let store = &self.ctx.store;
+        let now = self.ctx.clock.now_ms();
+        if let Some(detail) = store.host_detail(&ticket.host_id).await.map_err(internal)? {
+            response.host = Some(self.summary(&detail.row));
+            response.inventory_summary = detail
+                .inventory
+                .and_then(|(bytes, _)| Inventory::decode(bytes.as_slice()).ok())
+                .map(|mut inventory| {
+                    inventory.software = None;
+                    inventory.services = None;
+                    inventory
+                });
+        }
+        response.recent_changes = store
+            .list_changes(&ChangeQuery {
+                host_id: Some(ticket.host_id.clone()),
+                since_ms: now - 7 * 86_400_000,
+                sections: Vec::new(),
+                limit: RECENT_CHANGES,
+            })
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .map(change_message)
+            .collect();
+        response.recent_health = store
+            .health_history(&ticket.host_id, now - 86_400_000)
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .map(health_point)
+            .collect();
+        let mut related = store
+            .list_tickets(&TicketQuery {
+                host_id: Some(ticket.host_id.clone()),
+                limit: RELATED_TICKETS + 1,
+                ..Default::default()
+            })
+            .await
+            .map_err(internal)?;
+        if !ticket.rule.is_empty() {
+            related.extend(
+                store
+                    .list_tickets(&TicketQuery {
+                        rule: Some(ticket.rule.clone()),
+                        status: Some("resolved".into()),
+                        limit: RELATED_TICKETS,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(internal)?,
+            );
+            related.extend(
+                store
+                    .list_tickets(&TicketQuery {
+                        rule: Some(ticket.rule.clone()),
+                        status: Some("closed".into()),
+                        limit: RELATED_TICKETS,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(internal)?,
+            );
+        }
+        related.retain(|t| t.id != ticket.id);
+        related.sort_by_key(|t| std::cmp::Reverse(t.opened_at_ms));
+        related.dedup_by_key(|t| t.id);
+        related.truncate(RELATED_TICKETS as usize);
+        response.related = related.into_iter().map(ticket_message).collect();
+        Ok(())
+    }
+
     fn summary(&self, row: &HostRow) -> HostSummary {
         HostSummary {
             host_id: row.id.clone(),
@@ -223,6 +309,92 @@ impl TechnicianApi {
             } as i32,
             enrolled_at_unix_ms: row.enrolled_at_ms,
         }
+    }
+}
+
+fn health_point(p: crate::store::HealthPoint) -> HealthPoint {
+    HealthPoint {
+        at_unix_ms: p.at_ms,
+        resolution_secs: p.resolution_s,
+        samples: p.samples,
+        cpu_percent: p.cpu_percent,
+        cpu_max_percent: p.cpu_max_percent,
+        memory_used_percent: p.memory_used_percent,
+        disk_used_max_percent: p.disk_used_max_percent,
+    }
+}
+
+fn parse_priority(text: &str) -> Result<Option<Priority>, Status> {
+    match text.trim().to_ascii_uppercase().as_str() {
+        "" => Ok(None),
+        "P1" => Ok(Some(Priority::P1)),
+        "P2" => Ok(Some(Priority::P2)),
+        "P3" => Ok(Some(Priority::P3)),
+        "P4" => Ok(Some(Priority::P4)),
+        other => Err(Status::invalid_argument(format!(
+            "unknown priority {other:?}; expected P1, P2, P3 or P4"
+        ))),
+    }
+}
+
+/// The largest policy file `rules apply` takes.
+const MAX_POLICY_TEXT: usize = 256 * 1024;
+
+fn rules_response(record: &PolicyRecord) -> ListRulesResponse {
+    let policy = &record.policy;
+    let secs = |ms: i64| u64::try_from(ms / 1000).unwrap_or(0);
+    let source = |name: &str| {
+        if policy.applied.iter().any(|n| n == name) {
+            "applied"
+        } else {
+            "default"
+        }
+    };
+    let scope = |tags: &[(String, String)]| tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut rules: Vec<RuleInfo> = policy
+        .rules
+        .iter()
+        .map(|r| RuleInfo {
+            name: r.name.clone(),
+            kind: "metric".into(),
+            on: r.metric.name().into(),
+            op: r.op.symbol().into(),
+            threshold: r.threshold,
+            recover: r.recover,
+            for_secs: secs(r.duration_ms),
+            severity: r.severity.name().into(),
+            scope: scope(&r.scope),
+            source: source(&r.name).into(),
+        })
+        .collect();
+    rules.extend(policy.change_rules.iter().map(|r| RuleInfo {
+        name: r.name.clone(),
+        kind: "change".into(),
+        on: r.change.name().into(),
+        severity: r.severity.name().into(),
+        scope: scope(&r.scope),
+        source: source(&r.name).into(),
+        ..Default::default()
+    }));
+    ListRulesResponse {
+        version: record.version,
+        applied_by: record.applied_by.clone(),
+        applied_at_unix_ms: record.applied_at_ms,
+        rules,
+        sla: [Priority::P1, Priority::P2, Priority::P3, Priority::P4]
+            .into_iter()
+            .map(|p| {
+                let t = policy.sla(p);
+                SlaTargetInfo {
+                    priority: p.name().into(),
+                    response_secs: t.response.as_secs(),
+                    resolution_secs: t.resolution.as_secs(),
+                }
+            })
+            .collect(),
+        business_hours: policy.calendar.summary(),
+        quiet_secs: secs(policy.lifecycle.quiet_ms),
+        reopen_window_secs: secs(policy.lifecycle.reopen_window_ms),
     }
 }
 
@@ -322,15 +494,7 @@ impl Technician for TechnicianApi {
                 .await
                 .map_err(internal)?
                 .into_iter()
-                .map(|p| HealthPoint {
-                    at_unix_ms: p.at_ms,
-                    resolution_secs: p.resolution_s,
-                    samples: p.samples,
-                    cpu_percent: p.cpu_percent,
-                    cpu_max_percent: p.cpu_max_percent,
-                    memory_used_percent: p.memory_used_percent,
-                    disk_used_max_percent: p.disk_used_max_percent,
-                })
+                .map(health_point)
                 .collect()
         } else {
             Vec::new()
@@ -394,9 +558,15 @@ impl Technician for TechnicianApi {
         &self,
         request: Request<ListTicketsRequest>,
     ) -> Result<Response<ListTicketsResponse>, Status> {
-        self.authorize(&request, Role::Viewer, "listing tickets")
+        let caller = self
+            .authorize(&request, Role::Viewer, "listing tickets")
             .await?;
         let request = request.into_inner();
+        let assignee = match request.assignee.trim() {
+            "" => None,
+            "me" => Some(caller.name.clone()),
+            name => Some(name.to_owned()),
+        };
         let status = request.status.trim().to_ascii_lowercase();
         let open_only = status == "open";
         if !status.is_empty() && !TICKET_STATUSES.contains(&status.as_str()) {
@@ -433,6 +603,8 @@ impl Technician for TechnicianApi {
                 status: (!status.is_empty() && !open_only).then_some(status),
                 host_id,
                 priority: (!priority.is_empty()).then_some(priority),
+                assignee,
+                rule: None,
                 limit,
             })
             .await
@@ -456,7 +628,63 @@ impl Technician for TechnicianApi {
             .await
             .map_err(internal)?
             .ok_or_else(|| Status::not_found(format!("no ticket {id}")))?;
-        Ok(Response::new(ticket_response(row, log)))
+        let mut response = ticket_response(row.clone(), log);
+        self.add_context(&mut response, &row).await?;
+        Ok(Response::new(response))
+    }
+
+    async fn list_rules(
+        &self,
+        request: Request<ListRulesRequest>,
+    ) -> Result<Response<ListRulesResponse>, Status> {
+        self.authorize(&request, Role::Viewer, "listing rules")
+            .await?;
+        let record = self.ctx.store.policy().await.map_err(internal)?;
+        Ok(Response::new(rules_response(&record)))
+    }
+
+    async fn apply_rules(
+        &self,
+        request: Request<ApplyRulesRequest>,
+    ) -> Result<Response<ListRulesResponse>, Status> {
+        let caller = self
+            .authorize(&request, Role::Admin, "applying rules")
+            .await?;
+        let text = request.into_inner().text;
+        if text.len() > MAX_POLICY_TEXT {
+            return Err(Status::invalid_argument(format!(
+                "the rule file is larger than {} KiB",
+                MAX_POLICY_TEXT / 1024
+            )));
+        }
+        let record = self
+            .ctx
+            .store
+            .apply_policy(&text, &caller.name, self.ctx.clock.now_ms())
+            .await
+            .map_err(internal)?
+            .map_err(Status::invalid_argument)?;
+        self.ctx
+            .store
+            .append_audit(
+                &AuditEntry {
+                    technician_id: Some(caller.technician_id.clone()),
+                    token_id: Some(caller.token_id.clone()),
+                    action: "policy.apply".into(),
+                    subject: format!("version {}", record.version),
+                    detail: format!(
+                        "{} rules in force, {} from the file; sha256 {}",
+                        record.policy.rules.len() + record.policy.change_rules.len(),
+                        record.policy.applied.len(),
+                        secrets::sha256_hex(text.as_bytes())
+                    ),
+                },
+                self.ctx.clock.now_ms(),
+            )
+            .await
+            .map_err(internal)?;
+        info!(version = record.version, technician = %caller.name, "fleet policy applied");
+        Ok(Response::new(rules_response(&record)))
     }
 
     async fn create_ticket(
@@ -468,12 +696,7 @@ impl Technician for TechnicianApi {
             .await?;
         let request = request.into_inner();
         let title = text_arg("the title", &request.title, 200)?;
-        let priority = request.priority.trim().to_ascii_uppercase();
-        if !priority.is_empty() && !["P1", "P2", "P3", "P4"].contains(&priority.as_str()) {
-            return Err(Status::invalid_argument(format!(
-                "unknown priority {priority:?}; expected P1, P2, P3 or P4"
-            )));
-        }
+        let priority = parse_priority(&request.priority)?;
         let host = self.resolve_host(&request.host).await?;
         let row = self
             .ctx
@@ -481,7 +704,7 @@ impl Technician for TechnicianApi {
             .create_ticket(
                 &host.id,
                 &title,
-                (!priority.is_empty()).then_some(priority.as_str()),
+                priority,
                 &caller.name,
                 self.ctx.clock.now_ms(),
             )
@@ -494,7 +717,10 @@ impl Technician for TechnicianApi {
             .await
             .map_err(internal)?
             .ok_or_else(|| Status::internal("the new ticket vanished"))?;
-        Ok(Response::new(ticket_response(row, log)))
+        let mut response = ticket_response(row.clone(), log);
+        // Earlier tickets on the host show at once whether this is a repeat.
+        self.add_context(&mut response, &row).await?;
+        Ok(Response::new(response))
     }
 
     async fn update_ticket(

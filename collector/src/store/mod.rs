@@ -244,7 +244,37 @@ pub enum ReportPayload {
         free: Vec<(String, f32)>,
         /// The readings kept in the health history.
         reading: HealthReading,
+        /// What the rules evaluate.
+        readings: Vec<Reading>,
     },
+    /// An employee's problem report: opens a ticket.
+    UserIssue {
+        /// What they wrote, checked.
+        text: String,
+        /// The OS user who reported it.
+        os_user: String,
+        /// The attached health sample, as evidence JSON.
+        health: serde_json::Value,
+    },
+}
+
+/// One reading of a health sample for the rules: metric, subject (mount
+/// point, sensor, service, device or empty), value.
+pub type Reading = (crate::rules::model::Metric, String, f64);
+
+/// The fleet policy in force (D7), as applied.
+#[derive(Debug, Clone)]
+pub struct PolicyRecord {
+    /// Increases with every apply; 0 for the built-in defaults.
+    pub version: i64,
+    /// The applied TOML text; empty for the defaults.
+    pub text: String,
+    /// Who applied it.
+    pub applied_by: String,
+    /// When.
+    pub applied_at_ms: i64,
+    /// The checked policy.
+    pub policy: crate::rules::policy::Policy,
 }
 
 /// The readings of one health sample that the history keeps.
@@ -332,6 +362,10 @@ pub struct TicketQuery {
     pub host_id: Option<String>,
     /// Only this priority, "P1" … "P4".
     pub priority: Option<String>,
+    /// Only tickets assigned to this technician.
+    pub assignee: Option<String>,
+    /// Only tickets opened by this rule.
+    pub rule: Option<String>,
     /// At most this many.
     pub limit: u32,
 }
@@ -820,9 +854,22 @@ pub trait Store: Send + Sync + 'static {
     /// many.
     async fn purge_changes(&self, before_ms: i64) -> StoreResult<u64>;
 
-    /// Advances rule timers (quiet periods, reopen windows) to `now_ms`;
-    /// returns how many ticket actions that took.
+    /// Advances rule timers (quiet periods, reopen windows) and evaluates
+    /// the offline rules (D18) at `now_ms`; returns how many ticket actions
+    /// that took.
     async fn advance_rule_timers(&self, now_ms: i64) -> StoreResult<u64>;
+
+    /// The fleet policy in force.
+    async fn policy(&self) -> StoreResult<std::sync::Arc<PolicyRecord>>;
+
+    /// Checks and applies a policy file (D7); the previous one is kept as
+    /// history. `Ok(Err(line))` is a policy the checks refused.
+    async fn apply_policy(
+        &self,
+        text: &str,
+        applied_by: &str,
+        now_ms: i64,
+    ) -> StoreResult<Result<std::sync::Arc<PolicyRecord>, String>>;
 
     /// Tickets, by priority then resolution due time.
     async fn list_tickets(&self, query: &TicketQuery) -> StoreResult<Vec<TicketRow>>;
@@ -833,7 +880,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         host_id: &str,
         title: &str,
-        priority: Option<&str>,
+        priority: Option<crate::rules::priority::Priority>,
         author: &str,
         now_ms: i64,
     ) -> StoreResult<TicketRow>;
@@ -945,6 +992,24 @@ pub fn search_terms(text: &str) -> Vec<String> {
 
 /// The shared store handle.
 pub type SharedStore = Arc<dyn Store>;
+
+/// Chassis types (D18, as the agent names SMBIOS chassis codes) of hosts
+/// that should always be on; other hosts need the `always-on` tag.
+pub const ALWAYS_ON_CHASSIS: [&str; 13] = [
+    "desktop",
+    "low-profile-desktop",
+    "pizza-box",
+    "mini-tower",
+    "tower",
+    "all-in-one",
+    "space-saving",
+    "lunch-box",
+    "main-server-chassis",
+    "rack-mount-chassis",
+    "multi-system-chassis",
+    "blade",
+    "mini-pc",
+];
 
 /// Opens the store named by `url` (`sqlite://PATH`), creating and migrating
 /// it as needed.

@@ -546,15 +546,45 @@ fn health_report(host: &str, seq: u64, at_ms: i64, cpu: f32, disk: f32) -> Incom
         spool_id: "s".into(),
         seq,
         collected_at_ms: at_ms,
-        payload: ReportPayload::Health {
-            encoded: Vec::new(),
-            free: Vec::new(),
-            reading: HealthReading {
+        payload: health_payload(
+            Vec::new(),
+            HealthReading {
                 cpu_percent: cpu,
                 memory_used_percent: 50.0,
                 disk_used_max_percent: disk,
             },
-        },
+        ),
+    }
+}
+
+/// A health payload whose rule readings follow from its history reading
+/// and free space, as `facts::health_readings` makes them from a sample.
+fn health_payload(free: Vec<(String, f32)>, reading: HealthReading) -> ReportPayload {
+    use crate::rules::model::Metric;
+    let mut readings = vec![
+        (
+            Metric::CpuPercent,
+            String::new(),
+            f64::from(reading.cpu_percent),
+        ),
+        (
+            Metric::MemoryUsedPercent,
+            String::new(),
+            f64::from(reading.memory_used_percent),
+        ),
+    ];
+    readings.extend(free.iter().map(|(mount, free)| {
+        (
+            Metric::DiskUsedPercent,
+            mount.clone(),
+            f64::from(100.0 - free),
+        )
+    }));
+    ReportPayload::Health {
+        encoded: Vec::new(),
+        free,
+        reading,
+        readings,
     }
 }
 
@@ -744,15 +774,14 @@ fn disk_sample(host: &str, seq: u64, at_ms: i64, used: f32) -> IncomingReport {
         spool_id: "rules".into(),
         seq,
         collected_at_ms: at_ms,
-        payload: ReportPayload::Health {
-            encoded: Vec::new(),
-            free: vec![("/".into(), 100.0 - used), ("/boot".into(), 70.0)],
-            reading: HealthReading {
+        payload: health_payload(
+            vec![("/".into(), 100.0 - used), ("/boot".into(), 70.0)],
+            HealthReading {
                 cpu_percent: 5.0,
                 memory_used_percent: 40.0,
                 disk_used_max_percent: used,
             },
-        },
+        ),
     }
 }
 
@@ -940,4 +969,323 @@ async fn the_ticket_workflow_meets_response_pauses_while_waiting_and_escalates()
     let authors: Vec<&str> = log.iter().map(|e| e.author.as_str()).collect();
     assert_eq!(authors.first(), Some(&"alice"));
     assert!(authors.contains(&"system") && authors.contains(&"bob"));
+}
+
+/// A full inventory report carrying a real encoded inventory, with the
+/// facts taken from it as the server does at the boundary.
+fn full_inventory(
+    host: &str,
+    seq: u64,
+    at_ms: i64,
+    inv: &deskpulse_proto::v1::Inventory,
+) -> IncomingReport {
+    use prost::Message;
+    IncomingReport {
+        host_id: host.to_owned(),
+        spool_id: "inv".into(),
+        seq,
+        collected_at_ms: at_ms,
+        payload: ReportPayload::Inventory {
+            encoded: inv.encode_to_vec(),
+            hostname: "pc-1".into(),
+            os_name: "Debian GNU/Linux".into(),
+            os_version: "12".into(),
+            facts: Box::new(crate::facts::inventory_facts(inv)),
+        },
+    }
+}
+
+fn open_tickets() -> TicketQuery {
+    TicketQuery {
+        open_only: true,
+        limit: 50,
+        ..TicketQuery::default()
+    }
+}
+
+#[tokio::test]
+async fn an_always_on_host_that_goes_silent_gets_one_offline_ticket_and_a_laptop_none() {
+    use deskpulse_proto::v1::{Inventory, SystemInfo};
+    let (_dir, store) = sqlite().await;
+    let min = 60_000;
+    let desktop = enrolled_host(&store).await;
+    token(&store, "l", i64::MAX, 1).await;
+    let laptop = host_id(
+        &store
+            .enroll(&request("l", "laptop-uuid"), 0, &cert)
+            .await
+            .expect("enroll"),
+    );
+    for (host, chassis) in [(&desktop, "desktop"), (&laptop, "notebook")] {
+        let inv = Inventory {
+            system: Some(SystemInfo {
+                chassis_type: chassis.into(),
+                ..SystemInfo::default()
+            }),
+            ..Inventory::default()
+        };
+        store
+            .store_reports(&[full_inventory(host, 1, 0, &inv)], 0)
+            .await
+            .expect("store");
+    }
+    // Seen at 0 with a 60 s interval: online for 3 min, then offline; the
+    // offline rule (> 10 min) fires once the silence passes 10 minutes.
+    assert_eq!(store.advance_rule_timers(9 * min).await.expect("timers"), 0);
+    assert_eq!(
+        store.advance_rule_timers(11 * min).await.expect("timers"),
+        1
+    );
+    assert_eq!(
+        store.advance_rule_timers(12 * min).await.expect("timers"),
+        0
+    );
+    let tickets = store.list_tickets(&open_tickets()).await.expect("list");
+    assert_eq!(tickets.len(), 1, "{tickets:?}");
+    assert_eq!(
+        (tickets[0].host_id.as_str(), tickets[0].rule.as_str()),
+        (desktop.as_str(), "offline")
+    );
+    assert_eq!(tickets[0].title, "offline: offline for 11 min");
+
+    // The laptop tagged always-on gets one too; always-on=no opts out.
+    store
+        .set_tag(&laptop, "always-on", "yes")
+        .await
+        .expect("tag");
+    store.advance_rule_timers(13 * min).await.expect("timers");
+    assert_eq!(
+        store
+            .list_tickets(&open_tickets())
+            .await
+            .expect("list")
+            .len(),
+        2
+    );
+
+    // The desktop comes back: the ticket resolves after the quiet period.
+    store
+        .session_opened(
+            &SessionOpen {
+                host_id: desktop.clone(),
+                replica: "r1".into(),
+                agent_version: "0.1.0".into(),
+                health_interval_secs: 60,
+            },
+            14 * min,
+        )
+        .await
+        .expect("session");
+    store.advance_rule_timers(15 * min).await.expect("timers");
+    store.advance_rule_timers(31 * min).await.expect("timers");
+    let open: Vec<String> = store
+        .list_tickets(&open_tickets())
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|t| t.host_id)
+        .collect();
+    assert_eq!(open, [laptop.clone()], "the desktop's ticket auto-resolved");
+}
+
+#[tokio::test]
+async fn inventory_changes_open_tickets_once_and_the_first_inventory_none() {
+    use deskpulse_proto::v1::{Inventory, LocalUser, MemoryInfo, UsersInfo};
+    let (_dir, store) = sqlite().await;
+    let id = enrolled_host(&store).await;
+    let pc = |gib: u64, admins: &[&str]| Inventory {
+        memory: Some(MemoryInfo {
+            total_bytes: gib << 30,
+            ..MemoryInfo::default()
+        }),
+        users: Some(UsersInfo {
+            users: admins
+                .iter()
+                .map(|n| LocalUser {
+                    name: (*n).into(),
+                    admin: true,
+                    ..LocalUser::default()
+                })
+                .collect(),
+            ..UsersInfo::default()
+        }),
+        ..Inventory::default()
+    };
+    let mut seq = 0;
+    let mut send = async |inv: Inventory, at: i64| {
+        seq += 1;
+        store
+            .store_reports(&[full_inventory(&id, seq, at, &inv)], at)
+            .await
+            .expect("store");
+    };
+    send(pc(16, &["root"]), 1_000).await; // a baseline fires nothing
+    assert!(
+        store
+            .list_tickets(&open_tickets())
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    send(pc(16, &["root"]), 2_000).await;
+    assert!(
+        store
+            .list_tickets(&open_tickets())
+            .await
+            .expect("list")
+            .is_empty()
+    );
+    send(pc(8, &["root", "mallory"]), 3_000).await;
+    let mut tickets = store.list_tickets(&open_tickets()).await.expect("list");
+    tickets.sort_by(|a, b| a.rule.cmp(&b.rule));
+    let seen: Vec<(&str, &str, &str)> = tickets
+        .iter()
+        .map(|t| (t.rule.as_str(), t.subject.as_str(), t.priority.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("memory-decreased", "", "P2"),
+            ("new-local-admin", "mallory", "P2")
+        ]
+    );
+    assert!(
+        tickets[0].evidence.contains("16.0 GiB -> 8.0 GiB"),
+        "{}",
+        tickets[0].evidence
+    );
+    // The same change again counts an occurrence on the open ticket.
+    send(pc(16, &["root"]), 4_000).await;
+    send(pc(8, &["root"]), 5_000).await;
+    let again = store.list_tickets(&open_tickets()).await.expect("list");
+    assert_eq!(again.len(), 2);
+    let memory = again
+        .iter()
+        .find(|t| t.rule == "memory-decreased")
+        .expect("memory");
+    assert_eq!(memory.occurrences, 2);
+}
+
+#[tokio::test]
+async fn an_employee_report_opens_a_ticket_with_its_sample_and_is_stored_once() {
+    let (_dir, store) = sqlite().await;
+    let id = enrolled_host(&store).await;
+    let issue = IncomingReport {
+        host_id: id.clone(),
+        spool_id: "s".into(),
+        seq: 7,
+        collected_at_ms: 5_000,
+        payload: ReportPayload::UserIssue {
+            text: "Outlook keeps crashing\nsince this morning".into(),
+            os_user: "alice".into(),
+            health: serde_json::json!({"cpu_percent": 97.0}),
+        },
+    };
+    store
+        .store_reports(&[issue.clone()], 6_000)
+        .await
+        .expect("store");
+    // A resend after a lost acknowledgement is the same report (D14).
+    store.store_reports(&[issue], 7_000).await.expect("store");
+    let tickets = store.list_tickets(&open_tickets()).await.expect("list");
+    assert_eq!(tickets.len(), 1);
+    let t = &tickets[0];
+    assert_eq!(t.title, "reported by alice: Outlook keeps crashing");
+    assert_eq!(t.rule, "user-report");
+    let evidence: serde_json::Value = serde_json::from_str(&t.evidence).expect("json");
+    assert_eq!(evidence["reported_by"], "alice");
+    assert_eq!(evidence["health"]["cpu_percent"], 97.0);
+    let (_, log) = store.ticket(t.id).await.expect("get").expect("exists");
+    assert_eq!(log[0].author, "alice");
+}
+
+#[tokio::test]
+async fn an_applied_policy_is_kept_across_restarts_and_drives_evaluation() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!("sqlite://{}", dir.path().join("test.db").display());
+    let store = open(&url).await.expect("open");
+    assert_eq!(store.policy().await.expect("policy").version, 0);
+    let refused = store
+        .apply_policy("[[rule]]\nname = \"x\"\n", "admin", 1)
+        .await
+        .expect("store");
+    assert_eq!(
+        refused.expect_err("bad").as_str(),
+        "rule x: metric is required"
+    );
+    let text = r#"
+[sla.P3]
+response = "1h"
+resolution = "10h"
+
+[business_hours]
+timezone = "UTC"
+days = ["mon", "tue", "wed", "thu", "fri"]
+hours = "09:00-17:00"
+
+[[rule]]
+name = "disk-full"
+metric = "disk_used_percent"
+op = ">"
+threshold = 50
+recover = 40
+severity = "medium"
+"#;
+    let applied = store
+        .apply_policy(text, "admin", 2)
+        .await
+        .expect("store")
+        .expect("valid");
+    assert_eq!(applied.version, 1);
+    drop(store);
+
+    let store = open(&url).await.expect("reopen");
+    let record = store.policy().await.expect("policy");
+    assert_eq!((record.version, record.applied_by.as_str()), (1, "admin"));
+    let id = enrolled_host(&store).await;
+    // Monday 2026-12-07 16:00Z: 60 % full fires the stricter disk-full at
+    // once (no duration); P3 resolution is 10 business hours: 1 h on
+    // Monday, 8 h on Tuesday, 1 h on Wednesday.
+    let monday = 1_796_659_200_000; // 2026-12-07T16:00:00Z
+    store
+        .store_reports(&[disk_sample(&id, 1, monday, 60.0)], monday)
+        .await
+        .expect("store");
+    let tickets = store.list_tickets(&open_tickets()).await.expect("list");
+    assert_eq!(tickets.len(), 1, "{tickets:?}");
+    assert_eq!(tickets[0].priority, "P3");
+    assert_eq!(tickets[0].response_due_ms, monday + 3_600_000);
+    assert_eq!(
+        tickets[0].resolution_due_ms,
+        monday + 24 * 3_600_000 + 18 * 3_600_000,
+        "Wednesday 10:00"
+    );
+}
+
+#[tokio::test]
+async fn tickets_filter_by_assignee() {
+    let (_dir, store) = sqlite().await;
+    let id = enrolled_host(&store).await;
+    let mine = store
+        .create_ticket(&id, "printer", None, "alice", 1)
+        .await
+        .expect("create");
+    store
+        .create_ticket(&id, "vpn", None, "alice", 1)
+        .await
+        .expect("create");
+    store
+        .update_ticket(mine.id, &TicketChange::Assign("alice".into()), "alice", 2)
+        .await
+        .expect("update")
+        .expect("allowed");
+    let assigned = store
+        .list_tickets(&TicketQuery {
+            assignee: Some("alice".into()),
+            limit: 10,
+            ..TicketQuery::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(assigned.iter().map(|t| t.id).collect::<Vec<_>>(), [mine.id]);
 }

@@ -204,7 +204,13 @@ async fn a_delivered_ticket_opened_event_carries_a_signature_the_receiver_verifi
     let hook = add_hook(&store, &url, &TicketEvent::ALL).await;
     let host = host(&store).await;
     let ticket = store
-        .create_ticket(&host, "Print spooler crashes", Some("P2"), "alice", T0)
+        .create_ticket(
+            &host,
+            "Print spooler crashes",
+            Some(crate::rules::priority::Priority::P2),
+            "alice",
+            T0,
+        )
         .await
         .expect("ticket");
 
@@ -657,6 +663,11 @@ fn disk_sample(host: &str, seq: u64, at_ms: i64, used: f32) -> crate::store::Inc
                 memory_used_percent: 40.0,
                 disk_used_max_percent: used,
             },
+            readings: vec![(
+                crate::rules::model::Metric::DiskUsedPercent,
+                "/".into(),
+                f64::from(used),
+            )],
         },
     }
 }

@@ -2185,6 +2185,9 @@ pub struct ListTicketsRequest {
     /// At most this many (1-5000); 0 means 500.
     #[prost(uint32, tag = "4")]
     pub limit: u32,
+    /// A technician's name, or "me" for the caller; empty for all.
+    #[prost(string, tag = "5")]
+    pub assignee: ::prost::alloc::string::String,
 }
 /// Tickets, by priority then resolution due time.
 #[derive(serde::Serialize)]
@@ -2253,9 +2256,20 @@ pub struct Ticket {
     /// When the resolution is due, ms since the Unix epoch.
     #[prost(int64, tag = "18")]
     pub resolution_due_unix_ms: i64,
-    /// What fired it, as JSON: rule, metric, op, threshold, subject, value.
+    /// What fired it, copied when it fired (D23), as JSON: for a health rule
+    /// rule, metric, op, threshold, recover, for_ms, subject, value and
+    /// sample_at_ms; for a change rule rule, change, subject, detail and
+    /// observed_at_ms; for an employee's report reported_by, text, health and
+    /// recent_changes; {} for a manual ticket.
     #[prost(string, tag = "19")]
     pub evidence_json: ::prost::alloc::string::String,
+    /// How it was resolved; empty while unresolved.
+    #[prost(string, tag = "20")]
+    pub resolution: ::prost::alloc::string::String,
+    /// When a technician first acted on it (meets the response target, D22);
+    /// 0 before.
+    #[prost(int64, tag = "21")]
+    pub responded_at_unix_ms: i64,
 }
 /// Asks for one ticket.
 #[derive(serde::Serialize)]
@@ -2265,7 +2279,7 @@ pub struct GetTicketRequest {
     #[prost(int64, tag = "1")]
     pub id: i64,
 }
-/// One ticket with its worklog.
+/// One ticket with its worklog and the host's context.
 #[derive(serde::Serialize)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct GetTicketResponse {
@@ -2275,6 +2289,22 @@ pub struct GetTicketResponse {
     /// The worklog, oldest first.
     #[prost(message, repeated, tag = "2")]
     pub worklog: ::prost::alloc::vec::Vec<WorklogEntry>,
+    /// The host, as in the host list.
+    #[prost(message, optional, tag = "3")]
+    pub host: ::core::option::Option<HostSummary>,
+    /// The host's last inventory without its software and services lists.
+    #[prost(message, optional, tag = "4")]
+    pub inventory_summary: ::core::option::Option<Inventory>,
+    /// The host's recent changes, newest first (at most 20 of the last 7 days).
+    #[prost(message, repeated, tag = "5")]
+    pub recent_changes: ::prost::alloc::vec::Vec<InventoryChange>,
+    /// The host's health over the last 24 hours.
+    #[prost(message, repeated, tag = "6")]
+    pub recent_health: ::prost::alloc::vec::Vec<HealthPoint>,
+    /// Earlier tickets on this host or from this rule, newest first, with
+    /// their resolutions (at most 10).
+    #[prost(message, repeated, tag = "7")]
+    pub related: ::prost::alloc::vec::Vec<Ticket>,
 }
 /// One worklog entry.
 #[derive(serde::Serialize)]
@@ -2340,6 +2370,96 @@ pub mod update_ticket_request {
         #[prost(bool, tag = "7")]
         Reopen(bool),
     }
+}
+/// Asks for the policy in force.
+#[derive(serde::Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListRulesRequest {}
+/// Applies a policy file.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ApplyRulesRequest {
+    /// The TOML text: [rule](rule), [change_rule](change_rule), \[sla.Pn\], \[business_hours\],
+    /// \[tickets\]; see docs/rules.md. At most 256 KiB.
+    #[prost(string, tag = "1")]
+    pub text: ::prost::alloc::string::String,
+}
+/// The fleet policy in force.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListRulesResponse {
+    /// Increases with every apply; 0 while the built-in defaults are in force.
+    #[prost(int64, tag = "1")]
+    pub version: i64,
+    /// Who applied it, and when (ms since the Unix epoch); empty and 0 for
+    /// the defaults.
+    #[prost(string, tag = "2")]
+    pub applied_by: ::prost::alloc::string::String,
+    #[prost(int64, tag = "3")]
+    pub applied_at_unix_ms: i64,
+    /// Every rule in force.
+    #[prost(message, repeated, tag = "4")]
+    pub rules: ::prost::alloc::vec::Vec<RuleInfo>,
+    /// SLA targets, P1 to P4.
+    #[prost(message, repeated, tag = "5")]
+    pub sla: ::prost::alloc::vec::Vec<SlaTargetInfo>,
+    /// "24x7", or the business hours, e.g. "mon,tue,wed,thu,fri 08:00-18:00
+    /// Europe/Berlin".
+    #[prost(string, tag = "6")]
+    pub business_hours: ::prost::alloc::string::String,
+    /// Recovered this long, a ticket auto-resolves.
+    #[prost(uint64, tag = "7")]
+    pub quiet_secs: u64,
+    /// A re-fire within this long after resolving reopens the same ticket.
+    #[prost(uint64, tag = "8")]
+    pub reopen_window_secs: u64,
+}
+/// One rule in force.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct RuleInfo {
+    /// The rule's name.
+    #[prost(string, tag = "1")]
+    pub name: ::prost::alloc::string::String,
+    /// "metric" (health sample or offline) or "change" (inventory change).
+    #[prost(string, tag = "2")]
+    pub kind: ::prost::alloc::string::String,
+    /// The metric or the change it fires on.
+    #[prost(string, tag = "3")]
+    pub on: ::prost::alloc::string::String,
+    /// For metric rules: the comparison, threshold, recovery threshold and
+    /// how long the condition must hold.
+    #[prost(string, tag = "4")]
+    pub op: ::prost::alloc::string::String,
+    #[prost(double, tag = "5")]
+    pub threshold: f64,
+    #[prost(double, tag = "6")]
+    pub recover: f64,
+    #[prost(uint64, tag = "7")]
+    pub for_secs: u64,
+    /// critical, high, medium or low.
+    #[prost(string, tag = "8")]
+    pub severity: ::prost::alloc::string::String,
+    /// Host tags (key=value) that must all match; empty for every host.
+    #[prost(string, repeated, tag = "9")]
+    pub scope: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// "default" or "applied".
+    #[prost(string, tag = "10")]
+    pub source: ::prost::alloc::string::String,
+}
+/// One priority's SLA targets.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SlaTargetInfo {
+    /// "P1" to "P4".
+    #[prost(string, tag = "1")]
+    pub priority: ::prost::alloc::string::String,
+    /// First technician action within this.
+    #[prost(uint64, tag = "2")]
+    pub response_secs: u64,
+    /// Resolved within this.
+    #[prost(uint64, tag = "3")]
+    pub resolution_secs: u64,
 }
 /// Adds a webhook.
 #[derive(serde::Serialize)]
@@ -2902,6 +3022,56 @@ pub mod technician_client {
                 .insert(GrpcMethod::new("deskpulse.v1.Technician", "UpdateTicket"));
             self.inner.unary(req, path, codec).await
         }
+        /// The fleet policy in force: rules, SLA targets, business hours. Any role.
+        pub async fn list_rules(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListRulesRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListRulesResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/deskpulse.v1.Technician/ListRules",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("deskpulse.v1.Technician", "ListRules"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Checks and applies a policy file (D7). Admin only; audited.
+        pub async fn apply_rules(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ApplyRulesRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListRulesResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/deskpulse.v1.Technician/ApplyRules",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("deskpulse.v1.Technician", "ApplyRules"));
+            self.inner.unary(req, path, codec).await
+        }
         /// Adds a webhook that receives ticket events. Admin only; audited.
         pub async fn add_webhook(
             &mut self,
@@ -3113,6 +3283,22 @@ pub mod technician_server {
             request: tonic::Request<super::UpdateTicketRequest>,
         ) -> std::result::Result<
             tonic::Response<super::GetTicketResponse>,
+            tonic::Status,
+        >;
+        /// The fleet policy in force: rules, SLA targets, business hours. Any role.
+        async fn list_rules(
+            &self,
+            request: tonic::Request<super::ListRulesRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListRulesResponse>,
+            tonic::Status,
+        >;
+        /// Checks and applies a policy file (D7). Admin only; audited.
+        async fn apply_rules(
+            &self,
+            request: tonic::Request<super::ApplyRulesRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListRulesResponse>,
             tonic::Status,
         >;
         /// Adds a webhook that receives ticket events. Admin only; audited.
@@ -3662,6 +3848,96 @@ pub mod technician_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = UpdateTicketSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/deskpulse.v1.Technician/ListRules" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListRulesSvc<T: Technician>(pub Arc<T>);
+                    impl<
+                        T: Technician,
+                    > tonic::server::UnaryService<super::ListRulesRequest>
+                    for ListRulesSvc<T> {
+                        type Response = super::ListRulesResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListRulesRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Technician>::list_rules(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListRulesSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/deskpulse.v1.Technician/ApplyRules" => {
+                    #[allow(non_camel_case_types)]
+                    struct ApplyRulesSvc<T: Technician>(pub Arc<T>);
+                    impl<
+                        T: Technician,
+                    > tonic::server::UnaryService<super::ApplyRulesRequest>
+                    for ApplyRulesSvc<T> {
+                        type Response = super::ListRulesResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ApplyRulesRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Technician>::apply_rules(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ApplyRulesSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

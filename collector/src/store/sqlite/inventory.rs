@@ -9,6 +9,7 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
 use super::fleet;
 use crate::changes;
+use crate::rules::policy::Policy;
 use crate::store::{
     ChangeQuery, ChangeRow, IncomingReport, InventoryFacts, ReportOutcome, StoreResult,
 };
@@ -51,9 +52,11 @@ async fn current(
 /// what changed against the previous one.
 pub async fn store(
     tx: &mut Transaction<'static, Sqlite>,
+    policy: &Policy,
     report: &IncomingReport,
     stored: &StoredInventory<'_>,
     new: &Inventory,
+    now_ms: i64,
 ) -> StoreResult<()> {
     let (old, old_at) = current(tx, &report.host_id).await?;
     // A resent older report must not overwrite newer state.
@@ -76,15 +79,30 @@ pub async fn store(
     fleet::replace_software(tx, &report.host_id, &stored.facts.packages).await?;
     fleet::replace_free(tx, &report.host_id, &stored.facts.free).await?;
     let changes = changes::diff(old.as_ref(), new);
-    insert_changes(tx, &report.host_id, report.collected_at_ms, &changes).await
+    insert_changes(tx, &report.host_id, report.collected_at_ms, &changes).await?;
+    if let Some(old) = &old {
+        let events = crate::rules::events::detect(old, new);
+        super::tickets::evaluate_changes(
+            tx,
+            policy,
+            &report.host_id,
+            &events,
+            report.collected_at_ms,
+            now_ms,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Applies an inventory delta to the stored inventory. A delta that does
 /// not fit asks the agent for a full inventory instead.
 pub async fn apply_delta(
     tx: &mut Transaction<'static, Sqlite>,
+    policy: &Policy,
     report: &IncomingReport,
     encoded: &[u8],
+    now_ms: i64,
 ) -> StoreResult<ReportOutcome> {
     let Ok(delta) = InventoryDelta::decode(encoded) else {
         return Ok(ReportOutcome::Resync(
@@ -115,7 +133,7 @@ pub async fn apply_delta(
         os_version: &os.version,
         facts: &facts,
     };
-    store(tx, report, &stored, &new).await?;
+    store(tx, policy, report, &stored, &new, now_ms).await?;
     Ok(ReportOutcome::Stored)
 }
 

@@ -16,6 +16,7 @@ mod webhooks;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,7 +25,8 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 use super::HostQuery;
 
-use crate::rules::model::Metric;
+use crate::rules::policy::{Policy, parse_policy};
+use crate::rules::priority::Priority;
 use deskpulse_proto::v1::Inventory;
 use inventory::StoredInventory;
 use prost::Message;
@@ -32,8 +34,8 @@ use prost::Message;
 use super::{
     AuditEntry, CaRecord, Caller, ChangeQuery, ChangeRow, EnrollOutcome, EnrollRequest,
     HealthPoint, HostDetail, HostRow, IncomingReport, IssueCert, NewApiToken, NewEnrollmentToken,
-    ReportOutcome, ReportPayload, Role, SessionOpen, Store, StoreError, StoreResult, TicketChange,
-    TicketQuery, TicketRefusal, TicketRow, WorklogEntry,
+    PolicyRecord, ReportOutcome, ReportPayload, Role, SessionOpen, Store, StoreError, StoreResult,
+    TicketChange, TicketQuery, TicketRefusal, TicketRow, WorklogEntry,
 };
 use super::{Delivery, DeliveryOutcome, KbHit, NewWebhook, WebhookStatus};
 
@@ -44,6 +46,9 @@ const CA_FINGERPRINT_KEY: &str = "ca_sha256";
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The policy in force, parsed once per apply rather than per sample.
+    /// One SQLite database has one collector, so the cache cannot go stale.
+    policy: Arc<RwLock<Arc<PolicyRecord>>>,
 }
 
 impl SqliteStore {
@@ -68,8 +73,46 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        let policy = Arc::new(RwLock::new(Arc::new(load_policy(&pool).await?)));
+        Ok(Self { pool, policy })
     }
+
+    fn current_policy(&self) -> Arc<PolicyRecord> {
+        match self.policy.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+/// The newest applied policy, or the built-in defaults.
+async fn load_policy(pool: &SqlitePool) -> StoreResult<PolicyRecord> {
+    let row = sqlx::query(
+        "SELECT version, text, applied_by, applied_at_ms FROM fleet_policy \
+         ORDER BY version DESC LIMIT 1",
+    )
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else {
+        return Ok(PolicyRecord {
+            version: 0,
+            text: String::new(),
+            applied_by: String::new(),
+            applied_at_ms: 0,
+            policy: Policy::default(),
+        });
+    };
+    let text: String = row.try_get("text")?;
+    let version: i64 = row.try_get("version")?;
+    let policy = parse_policy(&text)
+        .map_err(|e| StoreError::Corrupt(format!("fleet policy version {version}: {e}")))?;
+    Ok(PolicyRecord {
+        version,
+        text,
+        applied_by: row.try_get("applied_by")?,
+        applied_at_ms: row.try_get("applied_at_ms")?,
+        policy,
+    })
 }
 
 fn host_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<HostRow> {
@@ -287,6 +330,8 @@ impl Store for SqliteStore {
         reports: &[IncomingReport],
         now_ms: i64,
     ) -> StoreResult<Vec<ReportOutcome>> {
+        let policy = self.current_policy();
+        let policy = &policy.policy;
         let mut tx = self.pool.begin().await?;
         let mut outcomes = Vec::with_capacity(reports.len());
         for report in reports {
@@ -322,16 +367,35 @@ impl Store for SqliteStore {
                         os_version,
                         facts,
                     };
-                    inventory::store(&mut tx, report, &stored, &new).await?;
+                    inventory::store(&mut tx, policy, report, &stored, &new, now_ms).await?;
                     ReportOutcome::Stored
                 }
                 ReportPayload::InventoryDelta { encoded } => {
-                    inventory::apply_delta(&mut tx, report, encoded).await?
+                    inventory::apply_delta(&mut tx, policy, report, encoded, now_ms).await?
+                }
+                ReportPayload::UserIssue {
+                    text,
+                    os_user,
+                    health,
+                } => {
+                    tickets::open_user_issue(
+                        &mut tx,
+                        policy,
+                        &report.host_id,
+                        text,
+                        os_user,
+                        health,
+                        report.collected_at_ms,
+                        now_ms,
+                    )
+                    .await?;
+                    ReportOutcome::Stored
                 }
                 ReportPayload::Health {
                     encoded,
                     free,
                     reading,
+                    readings,
                 } => {
                     sqlx::query(
                         "INSERT OR IGNORE INTO health_samples (host_id, resolution_s, at_ms, samples, \
@@ -346,29 +410,11 @@ impl Store for SqliteStore {
                     .bind(reading.disk_used_max_percent)
                     .execute(&mut *tx)
                     .await?;
-                    let mut readings = vec![
-                        (
-                            Metric::CpuPercent,
-                            String::new(),
-                            f64::from(reading.cpu_percent),
-                        ),
-                        (
-                            Metric::MemoryUsedPercent,
-                            String::new(),
-                            f64::from(reading.memory_used_percent),
-                        ),
-                    ];
-                    readings.extend(free.iter().map(|(mount, free_percent)| {
-                        (
-                            Metric::DiskUsedPercent,
-                            mount.clone(),
-                            f64::from(100.0 - free_percent),
-                        )
-                    }));
                     tickets::evaluate(
                         &mut tx,
+                        policy,
                         &report.host_id,
-                        &readings,
+                        readings,
                         report.collected_at_ms,
                         now_ms,
                     )
@@ -427,7 +473,44 @@ impl Store for SqliteStore {
     }
 
     async fn advance_rule_timers(&self, now_ms: i64) -> StoreResult<u64> {
-        tickets::advance_timers(&self.pool, now_ms).await
+        tickets::advance_timers(&self.pool, &self.current_policy().policy, now_ms).await
+    }
+
+    async fn policy(&self) -> StoreResult<Arc<PolicyRecord>> {
+        Ok(self.current_policy())
+    }
+
+    async fn apply_policy(
+        &self,
+        text: &str,
+        applied_by: &str,
+        now_ms: i64,
+    ) -> StoreResult<Result<Arc<PolicyRecord>, String>> {
+        let policy = match parse_policy(text) {
+            Ok(policy) => policy,
+            Err(line) => return Ok(Err(line)),
+        };
+        let version: i64 = sqlx::query_scalar(
+            "INSERT INTO fleet_policy (text, applied_by, applied_at_ms) VALUES (?, ?, ?) \
+             RETURNING version",
+        )
+        .bind(text)
+        .bind(applied_by)
+        .bind(now_ms)
+        .fetch_one(&self.pool)
+        .await?;
+        let record = Arc::new(PolicyRecord {
+            version,
+            text: text.to_owned(),
+            applied_by: applied_by.to_owned(),
+            applied_at_ms: now_ms,
+            policy,
+        });
+        match self.policy.write() {
+            Ok(mut guard) => *guard = record.clone(),
+            Err(poisoned) => *poisoned.into_inner() = record.clone(),
+        }
+        Ok(Ok(record))
     }
 
     async fn list_tickets(&self, query: &TicketQuery) -> StoreResult<Vec<TicketRow>> {
@@ -438,11 +521,21 @@ impl Store for SqliteStore {
         &self,
         host_id: &str,
         title: &str,
-        priority: Option<&str>,
+        priority: Option<Priority>,
         author: &str,
         now_ms: i64,
     ) -> StoreResult<TicketRow> {
-        tickets::create(&self.pool, host_id, title, priority, author, now_ms).await
+        let policy = self.current_policy();
+        tickets::create(
+            &self.pool,
+            &policy.policy,
+            host_id,
+            title,
+            priority,
+            author,
+            now_ms,
+        )
+        .await
     }
 
     async fn ticket(&self, id: i64) -> StoreResult<Option<(TicketRow, Vec<WorklogEntry>)>> {
@@ -456,11 +549,12 @@ impl Store for SqliteStore {
         author: &str,
         now_ms: i64,
     ) -> StoreResult<Result<TicketRow, TicketRefusal>> {
-        tickets::update(&self.pool, id, change, author, now_ms).await
+        let policy = self.current_policy();
+        tickets::update(&self.pool, &policy.policy, id, change, author, now_ms).await
     }
 
     async fn advance_sla(&self, now_ms: i64) -> StoreResult<u64> {
-        tickets::advance_sla(&self.pool, now_ms).await
+        tickets::advance_sla(&self.pool, &self.current_policy().policy, now_ms).await
     }
 
     async fn health_history(&self, host_id: &str, since_ms: i64) -> StoreResult<Vec<HealthPoint>> {

@@ -1,17 +1,24 @@
-//! Health rules on SQLite: each health sample is evaluated in the
-//! transaction that stores it, so rule state (D21) and the tickets it opens
-//! commit with the sample, and a host's samples are evaluated in order.
-//! Timers (quiet periods) advance from the maintenance task.
+//! Tickets on SQLite. Each health sample is evaluated in the transaction
+//! that stores it, and each inventory's changes in the transaction that
+//! stores the inventory, so rule state (D21) and the tickets it opens
+//! commit with the report, and a host's reports are evaluated in order.
+//! Timers (quiet periods, reopen windows, offline hosts, SLA targets)
+//! advance from the one-minute maintenance task.
+
+use std::collections::HashMap;
 
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
 use super::webhooks::{self, TicketEvent};
 
-use crate::rules::model::{Metric, Rule, default_rules};
-use crate::rules::priority::{Impact, Priority, default_sla};
-use crate::rules::{Lifecycle, RuleState, TicketAction, step};
+use crate::rules::events::ChangeEvent;
+use crate::rules::model::{Metric, Rule};
+use crate::rules::policy::Policy;
+use crate::rules::priority::{Impact, Priority, Severity};
+use crate::rules::{RuleState, TicketAction, step};
 use crate::store::{
-    StoreError, StoreResult, TicketChange, TicketQuery, TicketRefusal, TicketRow, WorklogEntry,
+    ALWAYS_ON_CHASSIS, OFFLINE_AFTER_INTERVALS, Reading, StoreError, StoreResult, TicketChange,
+    TicketQuery, TicketRefusal, TicketRow, WorklogEntry,
 };
 
 /// The columns `ticket_row` reads.
@@ -20,13 +27,16 @@ const TICKET_COLUMNS: &str = "t.id, t.host_id, h.hostname, t.rule, t.subject, t.
      t.updated_at_ms, t.resolved_at_ms, t.response_due_ms, t.resolution_due_ms, t.evidence, \
      t.responded_at_ms, t.resolution";
 
-/// One reading of a sample: metric, subject (mount point or empty), value.
-pub type Reading = (Metric, String, f64);
+/// The rule name of tickets employees open from their PC.
+pub const USER_REPORT_RULE: &str = "user-report";
 
-async fn host_tags(
-    tx: &mut Transaction<'static, Sqlite>,
-    host: &str,
-) -> StoreResult<Vec<(String, String)>> {
+type Tx = Transaction<'static, Sqlite>;
+
+fn ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+async fn host_tags(tx: &mut Tx, host: &str) -> StoreResult<Vec<(String, String)>> {
     let rows = sqlx::query("SELECT key, value FROM host_tags WHERE host_id = ?")
         .bind(host)
         .fetch_all(&mut **tx)
@@ -36,8 +46,34 @@ async fn host_tags(
         .collect()
 }
 
+fn parse_state(text: &str) -> StoreResult<RuleState> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("rule state {text:?}: {e}")))
+}
+
+/// Every rule state of a host, by (rule, subject): one query per sample
+/// rather than one per rule.
+async fn host_states(
+    tx: &mut Tx,
+    host: &str,
+) -> StoreResult<HashMap<(String, String), (RuleState, Option<i64>)>> {
+    let rows =
+        sqlx::query("SELECT rule, subject, state, ticket_id FROM rule_states WHERE host_id = ?")
+            .bind(host)
+            .fetch_all(&mut **tx)
+            .await?;
+    rows.iter()
+        .map(|r| {
+            let text: String = r.try_get("state")?;
+            Ok((
+                (r.try_get("rule")?, r.try_get("subject")?),
+                (parse_state(&text)?, r.try_get("ticket_id")?),
+            ))
+        })
+        .collect()
+}
+
 async fn load_state(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Tx,
     host: &str,
     rule: &str,
     subject: &str,
@@ -54,13 +90,11 @@ async fn load_state(
         return Ok((RuleState::Ok, None));
     };
     let text: String = row.try_get("state")?;
-    let state = serde_json::from_str(&text)
-        .map_err(|e| StoreError::Corrupt(format!("rule state {text:?}: {e}")))?;
-    Ok((state, row.try_get("ticket_id")?))
+    Ok((parse_state(&text)?, row.try_get("ticket_id")?))
 }
 
 async fn save_state(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Tx,
     host: &str,
     rule: &str,
     subject: &str,
@@ -94,26 +128,36 @@ async fn save_state(
 }
 
 fn title(rule: &Rule, subject: &str, value: f64) -> String {
+    let shown = rule.metric.format(value);
     let what = match rule.metric {
-        Metric::DiskUsedPercent => format!("{subject} is {value:.0}% full"),
-        Metric::CpuPercent => format!("CPU at {value:.0}%"),
-        Metric::MemoryUsedPercent => format!("memory {value:.0}% used"),
-        Metric::OfflineMinutes => format!("offline for {value:.0} minutes"),
+        Metric::DiskUsedPercent => format!("{subject} is {shown} full"),
+        Metric::DiskFreeMib => format!("{subject} has {shown} free"),
+        Metric::CpuPercent => format!("CPU at {shown}"),
+        Metric::MemoryUsedPercent => format!("memory {shown} used"),
+        Metric::SwapUsedPercent => format!("swap {shown} used"),
+        Metric::LoadPerCpu => format!("load {shown} per CPU"),
+        Metric::TemperatureCelsius => format!("{subject} at {shown}"),
+        Metric::BatteryHealthPercent => format!("battery {subject} down to {shown} of design"),
+        Metric::UptimeDays => format!("up for {shown}"),
+        Metric::RebootPending => "a reboot is pending".to_owned(),
+        Metric::ServiceDown => format!("service {subject} is not running"),
+        Metric::SmartFailed => format!("disk {subject} fails its SMART check"),
+        Metric::DiskWearPercent => format!("disk {subject} has used {shown} of its endurance"),
+        Metric::DaysSinceUpdate => format!("no OS updates for {shown}"),
+        Metric::AntivirusOff => "antivirus real-time protection is off".to_owned(),
+        Metric::FirewallOff => "the firewall is off".to_owned(),
+        Metric::EncryptionOff => "the system volume is not encrypted".to_owned(),
+        Metric::OfflineMinutes => format!("offline for {shown}"),
     };
     format!("{}: {what}", rule.name)
 }
 
-async fn worklog(
-    tx: &mut Transaction<'static, Sqlite>,
-    ticket: i64,
-    at_ms: i64,
-    note: &str,
-) -> StoreResult<()> {
+async fn worklog(tx: &mut Tx, ticket: i64, at_ms: i64, note: &str) -> StoreResult<()> {
     worklog_by(tx, ticket, at_ms, "system", note).await
 }
 
 async fn worklog_by(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Tx,
     ticket: i64,
     at_ms: i64,
     author: &str,
@@ -129,6 +173,52 @@ async fn worklog_by(
     Ok(())
 }
 
+/// A ticket to open.
+struct NewTicket<'a> {
+    host: &'a str,
+    rule: &'a str,
+    subject: &'a str,
+    title: &'a str,
+    severity: Severity,
+    priority: Priority,
+    evidence: &'a serde_json::Value,
+    author: &'a str,
+    note: &'a str,
+}
+
+/// Opens a ticket with its SLA due times on the policy's calendar; the one
+/// way every kind of ticket (rule, change, employee, manual) is made.
+async fn open_ticket(
+    tx: &mut Tx,
+    policy: &Policy,
+    new: &NewTicket<'_>,
+    now_ms: i64,
+) -> StoreResult<i64> {
+    let sla = policy.sla(new.priority);
+    let id: i64 = sqlx::query(
+        "INSERT INTO tickets (host_id, rule, subject, title, status, priority, severity, \
+         opened_at_ms, updated_at_ms, response_due_ms, resolution_due_ms, evidence) \
+         VALUES (?, ?, ?, ?, 'new', ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(new.host)
+    .bind(new.rule)
+    .bind(new.subject)
+    .bind(new.title)
+    .bind(new.priority.name())
+    .bind(new.severity.name())
+    .bind(now_ms)
+    .bind(now_ms)
+    .bind(policy.calendar.add(now_ms, ms(sla.response)))
+    .bind(policy.calendar.add(now_ms, ms(sla.resolution)))
+    .bind(new.evidence.to_string())
+    .fetch_one(&mut **tx)
+    .await?
+    .try_get("id")?;
+    worklog_by(tx, id, now_ms, new.author, new.note).await?;
+    webhooks::enqueue(tx, TicketEvent::Opened, id, now_ms).await?;
+    Ok(id)
+}
+
 /// What fired, for the ticket's evidence (D23).
 struct Firing<'a> {
     rule: &'a Rule,
@@ -138,8 +228,10 @@ struct Firing<'a> {
 }
 
 /// Carries out a ticket action; returns the ticket the state points to.
+#[allow(clippy::too_many_arguments)] // the transaction, policy and the event's own fields; a struct would only rename them
 async fn act(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Tx,
+    policy: &Policy,
     host: &str,
     tags: &[(String, String)],
     firing: &Firing<'_>,
@@ -162,29 +254,37 @@ async fn act(
             Ok(Some(id))
         }
         (TicketAction::Resolve, Some(id)) => {
-            sqlx::query(
-                "UPDATE tickets SET status = 'resolved', resolved_at_ms = ?, updated_at_ms = ? \
+            // A technician may have resolved it by hand already.
+            let resolved = sqlx::query(
+                "UPDATE tickets SET status = 'resolved', resolved_at_ms = ?, updated_at_ms = ?, \
+                 resolution = COALESCE(resolution, 'recovered by itself') \
                  WHERE id = ? AND status NOT IN ('resolved', 'closed')",
             )
             .bind(now_ms)
             .bind(now_ms)
             .bind(id)
             .execute(&mut **tx)
-            .await?;
-            worklog(
-                tx,
-                id,
-                now_ms,
-                "auto-resolved: the condition recovered and stayed recovered for the quiet period",
-            )
-            .await?;
-            webhooks::enqueue(tx, TicketEvent::Resolved, id, now_ms).await?;
+            .await?
+            .rows_affected();
+            if resolved == 1 {
+                worklog(
+                    tx,
+                    id,
+                    now_ms,
+                    &format!(
+                        "auto-resolved: the condition recovered and stayed recovered for {} min",
+                        policy.lifecycle.quiet_ms / 60_000
+                    ),
+                )
+                .await?;
+                webhooks::enqueue(tx, TicketEvent::Resolved, id, now_ms).await?;
+            }
             Ok(Some(id))
         }
         (TicketAction::Reopen, Some(id)) => {
             sqlx::query(
                 "UPDATE tickets SET status = 'open', flaps = flaps + 1, occurrences = occurrences + 1, \
-                 resolved_at_ms = NULL, updated_at_ms = ? WHERE id = ?",
+                 resolved_at_ms = NULL, resolution = NULL, updated_at_ms = ? WHERE id = ?",
             )
             .bind(now_ms)
             .bind(id)
@@ -194,7 +294,11 @@ async fn act(
                 tx,
                 id,
                 now_ms,
-                &format!("reopened: {} fired again ({value:.1})", rule.name),
+                &format!(
+                    "reopened: {} fired again ({})",
+                    rule.name,
+                    rule.metric.format(value)
+                ),
             )
             .await?;
             webhooks::enqueue(tx, TicketEvent::Opened, id, now_ms).await?;
@@ -202,77 +306,66 @@ async fn act(
         }
         // Open, or an action whose ticket is gone: a new ticket.
         _ => {
-            let priority = Priority::of(Impact::of(tags), rule.severity);
-            let sla = default_sla(priority);
-            let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
             let evidence = serde_json::json!({
                 "rule": rule.name,
                 "metric": rule.metric.name(),
                 "op": rule.op.symbol(),
                 "threshold": rule.threshold,
+                "recover": rule.recover,
                 "for_ms": rule.duration_ms,
                 "subject": firing.subject,
                 "value": firing.value,
                 "sample_at_ms": firing.sample_at_ms,
             });
-            let id: i64 = sqlx::query(
-                "INSERT INTO tickets (host_id, rule, subject, title, status, priority, severity, \
-                 opened_at_ms, updated_at_ms, response_due_ms, resolution_due_ms, evidence) \
-                 VALUES (?, ?, ?, ?, 'new', ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            )
-            .bind(host)
-            .bind(&rule.name)
-            .bind(firing.subject)
-            .bind(title(rule, firing.subject, value))
-            .bind(priority.name())
-            .bind(rule.severity.name())
-            .bind(now_ms)
-            .bind(now_ms)
-            .bind(now_ms.saturating_add(ms(sla.response)))
-            .bind(now_ms.saturating_add(ms(sla.resolution)))
-            .bind(evidence.to_string())
-            .fetch_one(&mut **tx)
-            .await?
-            .try_get("id")?;
-            worklog(
+            let note = format!(
+                "opened by rule {}: {} {} {} for {} min (value {})",
+                rule.name,
+                rule.metric.name(),
+                rule.op.symbol(),
+                rule.threshold,
+                rule.duration_ms / 60_000,
+                rule.metric.format(value)
+            );
+            let id = open_ticket(
                 tx,
-                id,
+                policy,
+                &NewTicket {
+                    host,
+                    rule: &rule.name,
+                    subject: firing.subject,
+                    title: &title(rule, firing.subject, value),
+                    severity: rule.severity,
+                    priority: Priority::of(Impact::of(tags), rule.severity),
+                    evidence: &evidence,
+                    author: "system",
+                    note: &note,
+                },
                 now_ms,
-                &format!(
-                    "opened by rule {}: {} {} {} for {} min (value {value:.1})",
-                    rule.name,
-                    rule.metric.name(),
-                    rule.op.symbol(),
-                    rule.threshold,
-                    rule.duration_ms / 60_000
-                ),
             )
             .await?;
-            webhooks::enqueue(tx, TicketEvent::Opened, id, now_ms).await?;
             Ok(Some(id))
         }
     }
 }
 
-/// Evaluates one host's sample against the rules in force.
+/// Evaluates one host's health sample against the rules in force.
 pub async fn evaluate(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut Tx,
+    policy: &Policy,
     host: &str,
     readings: &[Reading],
     sample_at_ms: i64,
     now_ms: i64,
 ) -> StoreResult<()> {
     let tags = host_tags(tx, host).await?;
-    for rule in default_rules().iter().filter(|r| r.in_scope(&tags)) {
+    let states = host_states(tx, host).await?;
+    for rule in policy.rules.iter().filter(|r| r.in_scope(&tags)) {
         for (_, subject, value) in readings.iter().filter(|(m, _, _)| *m == rule.metric) {
-            let (state, ticket) = load_state(tx, host, &rule.name, subject).await?;
-            let (next, action) = step(
-                rule,
-                state,
-                Some(*value),
-                sample_at_ms,
-                Lifecycle::default(),
-            );
+            let (state, ticket) = states
+                .get(&(rule.name.clone(), subject.clone()))
+                .copied()
+                .unwrap_or((RuleState::Ok, None));
+            let (next, action) = step(rule, state, Some(*value), sample_at_ms, policy.lifecycle);
             let ticket = match action {
                 Some(action) => {
                     let firing = Firing {
@@ -281,7 +374,7 @@ pub async fn evaluate(
                         value: Some(*value),
                         sample_at_ms,
                     };
-                    act(tx, host, &tags, &firing, action, ticket, now_ms).await?
+                    act(tx, policy, host, &tags, &firing, action, ticket, now_ms).await?
                 }
                 None => ticket,
             };
@@ -293,27 +386,279 @@ pub async fn evaluate(
     Ok(())
 }
 
-/// Advances every waiting timer (quiet periods, reopen windows) to
-/// `now_ms`. Returns how many ticket actions it took.
-pub async fn advance_timers(pool: &SqlitePool, now_ms: i64) -> StoreResult<u64> {
+/// Fires the change rules on one stored inventory's changes. A change
+/// whose ticket is still open counts an occurrence; one whose ticket
+/// resolved within the reopen window reopens it; otherwise a new ticket.
+pub async fn evaluate_changes(
+    tx: &mut Tx,
+    policy: &Policy,
+    host: &str,
+    events: &[ChangeEvent],
+    observed_at_ms: i64,
+    now_ms: i64,
+) -> StoreResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let tags = host_tags(tx, host).await?;
+    for event in events {
+        for rule in policy
+            .change_rules
+            .iter()
+            .filter(|r| r.change == event.kind && r.in_scope(&tags))
+        {
+            let (_, ticket) = load_state(tx, host, &rule.name, &event.subject).await?;
+            let previous = match ticket {
+                Some(id) => sqlx::query("SELECT status, resolved_at_ms FROM tickets WHERE id = ?")
+                    .bind(id)
+                    .fetch_optional(&mut **tx)
+                    .await?
+                    .map(|r| -> StoreResult<(i64, String, Option<i64>)> {
+                        Ok((id, r.try_get("status")?, r.try_get("resolved_at_ms")?))
+                    })
+                    .transpose()?,
+                None => None,
+            };
+            let id = match previous {
+                Some((id, status, _)) if !matches!(status.as_str(), "resolved" | "closed") => {
+                    sqlx::query(
+                        "UPDATE tickets SET occurrences = occurrences + 1, updated_at_ms = ? WHERE id = ?",
+                    )
+                    .bind(now_ms)
+                    .bind(id)
+                    .execute(&mut **tx)
+                    .await?;
+                    worklog(tx, id, now_ms, &format!("happened again: {}", event.detail)).await?;
+                    webhooks::enqueue(tx, TicketEvent::Updated, id, now_ms).await?;
+                    id
+                }
+                Some((id, status, Some(resolved)))
+                    if status == "resolved"
+                        && now_ms - resolved <= policy.lifecycle.reopen_window_ms =>
+                {
+                    sqlx::query(
+                        "UPDATE tickets SET status = 'open', flaps = flaps + 1, \
+                         occurrences = occurrences + 1, resolved_at_ms = NULL, resolution = NULL, \
+                         updated_at_ms = ? WHERE id = ?",
+                    )
+                    .bind(now_ms)
+                    .bind(id)
+                    .execute(&mut **tx)
+                    .await?;
+                    worklog(tx, id, now_ms, &format!("reopened: {}", event.detail)).await?;
+                    webhooks::enqueue(tx, TicketEvent::Opened, id, now_ms).await?;
+                    id
+                }
+                _ => {
+                    let evidence = serde_json::json!({
+                        "rule": rule.name,
+                        "change": rule.change.name(),
+                        "subject": event.subject,
+                        "detail": event.detail,
+                        "observed_at_ms": observed_at_ms,
+                    });
+                    open_ticket(
+                        tx,
+                        policy,
+                        &NewTicket {
+                            host,
+                            rule: &rule.name,
+                            subject: &event.subject,
+                            title: &format!("{}: {}", rule.name, event.detail),
+                            severity: rule.severity,
+                            priority: Priority::of(Impact::of(&tags), rule.severity),
+                            evidence: &evidence,
+                            author: "system",
+                            note: &format!("opened by change rule {}: {}", rule.name, event.detail),
+                        },
+                        now_ms,
+                    )
+                    .await?
+                }
+            };
+            let state = RuleState::Firing {
+                fired_at_ms: observed_at_ms,
+            };
+            save_state(tx, host, &rule.name, &event.subject, state, Some(id)).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Opens the ticket of an employee's problem report (D12), with the health
+/// sample they sent and the host's recent changes copied in (D23).
+#[allow(clippy::too_many_arguments)] // the transaction, policy and the event's own fields; a struct would only rename them
+pub async fn open_user_issue(
+    tx: &mut Tx,
+    policy: &Policy,
+    host: &str,
+    text: &str,
+    os_user: &str,
+    health: &serde_json::Value,
+    reported_at_ms: i64,
+    now_ms: i64,
+) -> StoreResult<i64> {
+    let tags = host_tags(tx, host).await?;
+    let changes = sqlx::query(
+        "SELECT observed_at_ms, section, item, old_value, new_value FROM host_changes \
+         WHERE host_id = ? AND observed_at_ms >= ? AND item <> 'baseline' \
+         ORDER BY observed_at_ms DESC, id DESC LIMIT 20",
+    )
+    .bind(host)
+    .bind(reported_at_ms - 7 * 86_400_000)
+    .fetch_all(&mut **tx)
+    .await?
+    .iter()
+    .map(|r| -> StoreResult<serde_json::Value> {
+        Ok(serde_json::json!({
+            "observed_at_ms": r.try_get::<i64, _>("observed_at_ms")?,
+            "section": r.try_get::<String, _>("section")?,
+            "item": r.try_get::<String, _>("item")?,
+            "old": r.try_get::<Option<String>, _>("old_value")?,
+            "new": r.try_get::<Option<String>, _>("new_value")?,
+        }))
+    })
+    .collect::<StoreResult<Vec<_>>>()?;
+    let first_line = text.lines().next().unwrap_or(text);
+    let mut title: String = first_line.chars().take(120).collect();
+    if title.len() < first_line.len() {
+        title.push('…');
+    }
+    let evidence = serde_json::json!({
+        "rule": USER_REPORT_RULE,
+        "reported_by": os_user,
+        "text": text,
+        "reported_at_ms": reported_at_ms,
+        "health": health,
+        "recent_changes": changes,
+    });
+    open_ticket(
+        tx,
+        policy,
+        &NewTicket {
+            host,
+            rule: USER_REPORT_RULE,
+            subject: "",
+            title: &format!("reported by {os_user}: {title}"),
+            severity: Severity::Medium,
+            priority: Priority::of(Impact::of(&tags), Severity::Medium),
+            evidence: &evidence,
+            author: os_user,
+            note: &format!("reported from the PC by {os_user}: {text}"),
+        },
+        now_ms,
+    )
+    .await
+}
+
+/// The minutes a host has been offline (D18): 0 while it is online.
+fn offline_minutes(row: &sqlx::sqlite::SqliteRow, now_ms: i64) -> StoreResult<f64> {
+    let replica: Option<String> = row.try_get("session_replica")?;
+    let goodbye: Option<String> = row.try_get("goodbye_reason")?;
+    let seen: Option<i64> = row.try_get("last_seen_at_ms")?;
+    let enrolled: i64 = row.try_get("enrolled_at_ms")?;
+    let interval: i64 = row.try_get("health_interval_secs")?;
+    let seen = seen.unwrap_or(enrolled);
+    let silent = now_ms.saturating_sub(seen);
+    let online = replica.is_some()
+        || (goodbye.is_none() && silent <= OFFLINE_AFTER_INTERVALS * interval * 1000);
+    Ok(if online {
+        0.0
+    } else {
+        (silent / 60_000) as f64
+    })
+}
+
+/// Evaluates the offline rules: each always-on host that has been silent
+/// past the smallest threshold, or has an offline rule state to move on.
+async fn evaluate_offline(tx: &mut Tx, policy: &Policy, now_ms: i64) -> StoreResult<u64> {
+    let rules: Vec<&Rule> = policy
+        .rules
+        .iter()
+        .filter(|r| r.metric == Metric::OfflineMinutes)
+        .collect();
+    let Some(min_threshold) = rules.iter().map(|r| r.threshold).reduce(f64::min) else {
+        return Ok(0);
+    };
+    let silent_before = now_ms - (min_threshold.max(0.0) * 60_000.0) as i64;
+    let mut sql = QueryBuilder::<Sqlite>::new(
+        "SELECT h.id, h.session_replica, h.goodbye_reason, h.last_seen_at_ms, h.enrolled_at_ms, \
+         h.health_interval_secs FROM hosts h WHERE ((h.session_replica IS NULL \
+         AND COALESCE(h.last_seen_at_ms, h.enrolled_at_ms) < ",
+    );
+    sql.push_bind(silent_before);
+    // Always-on (D18): a desktop or server chassis, or the always-on tag;
+    // `always-on=no` opts a host out.
+    sql.push(
+        " AND NOT EXISTS (SELECT 1 FROM host_tags t WHERE t.host_id = h.id AND t.key = 'always-on' \
+         AND t.value IN ('no', 'false', '0')) \
+         AND (EXISTS (SELECT 1 FROM host_tags t WHERE t.host_id = h.id AND t.key = 'always-on') \
+         OR EXISTS (SELECT 1 FROM host_facts f WHERE f.host_id = h.id AND f.kind = 'chassis' AND f.value IN (",
+    );
+    let mut list = sql.separated(", ");
+    for chassis in ALWAYS_ON_CHASSIS {
+        list.push_bind(chassis);
+    }
+    sql.push(")))) OR h.id IN (SELECT host_id FROM rule_states WHERE rule IN (");
+    let mut list = sql.separated(", ");
+    for rule in &rules {
+        list.push_bind(rule.name.as_str());
+    }
+    sql.push(")))");
+    let hosts = sql.build().fetch_all(&mut **tx).await?;
+    let mut actions = 0;
+    for row in hosts {
+        let host: String = row.try_get("id")?;
+        let minutes = offline_minutes(&row, now_ms)?;
+        let tags = host_tags(tx, &host).await?;
+        for rule in rules.iter().filter(|r| r.in_scope(&tags)) {
+            let (state, ticket) = load_state(tx, &host, &rule.name, "").await?;
+            let (next, action) = step(rule, state, Some(minutes), now_ms, policy.lifecycle);
+            let ticket = match action {
+                Some(action) => {
+                    actions += 1;
+                    let firing = Firing {
+                        rule,
+                        subject: "",
+                        value: Some(minutes),
+                        sample_at_ms: now_ms,
+                    };
+                    act(tx, policy, &host, &tags, &firing, action, ticket, now_ms).await?
+                }
+                None => ticket,
+            };
+            if next != state || action.is_some() {
+                save_state(tx, &host, &rule.name, "", next, ticket).await?;
+            }
+        }
+    }
+    Ok(actions)
+}
+
+/// Advances every waiting timer (quiet periods, reopen windows) and the
+/// offline rules to `now_ms`. Returns how many ticket actions it took.
+pub async fn advance_timers(pool: &SqlitePool, policy: &Policy, now_ms: i64) -> StoreResult<u64> {
     let mut tx = pool.begin().await?;
+    let mut actions = evaluate_offline(&mut tx, policy, now_ms).await?;
     let rows = sqlx::query(
-        "SELECT host_id, rule, subject FROM rule_states \
+        "SELECT host_id, rule, subject, state, ticket_id FROM rule_states \
          WHERE state LIKE '{\"phase\":\"recovering\"%' OR state LIKE '{\"phase\":\"resolved\"%'",
     )
     .fetch_all(&mut *tx)
     .await?;
-    let rules = default_rules();
-    let mut actions = 0;
     for row in rows {
         let host: String = row.try_get("host_id")?;
         let name: String = row.try_get("rule")?;
         let subject: String = row.try_get("subject")?;
-        let Some(rule) = rules.iter().find(|r| r.name == name) else {
+        let text: String = row.try_get("state")?;
+        let ticket: Option<i64> = row.try_get("ticket_id")?;
+        let state = parse_state(&text)?;
+        let Some(rule) = policy.rule(&name) else {
+            // A rule no longer in force: its state has nothing to wait for.
+            save_state(&mut tx, &host, &name, &subject, RuleState::Ok, None).await?;
             continue;
         };
-        let (state, ticket) = load_state(&mut tx, &host, &name, &subject).await?;
-        let (next, action) = step(rule, state, None, now_ms, Lifecycle::default());
+        let (next, action) = step(rule, state, None, now_ms, policy.lifecycle);
         let ticket = match action {
             Some(action) => {
                 actions += 1;
@@ -324,7 +669,10 @@ pub async fn advance_timers(pool: &SqlitePool, now_ms: i64) -> StoreResult<u64> 
                     value: None,
                     sample_at_ms: now_ms,
                 };
-                act(&mut tx, &host, &tags, &firing, action, ticket, now_ms).await?
+                act(
+                    &mut tx, policy, &host, &tags, &firing, action, ticket, now_ms,
+                )
+                .await?
             }
             None => ticket,
         };
@@ -383,6 +731,12 @@ pub async fn list(pool: &SqlitePool, query: &TicketQuery) -> StoreResult<Vec<Tic
     if let Some(priority) = &query.priority {
         sql.push(" AND t.priority = ").push_bind(priority.as_str());
     }
+    if let Some(assignee) = &query.assignee {
+        sql.push(" AND t.assignee = ").push_bind(assignee.as_str());
+    }
+    if let Some(rule) = &query.rule {
+        sql.push(" AND t.rule = ").push_bind(rule.as_str());
+    }
     sql.push(" ORDER BY t.priority, t.resolution_due_ms, t.id LIMIT ")
         .push_bind(i64::from(query.limit));
     let rows = sql.build().fetch_all(pool).await?;
@@ -403,40 +757,33 @@ async fn one(tx: &mut Transaction<'static, Sqlite>, id: i64) -> StoreResult<Opti
 /// Opens a manual ticket.
 pub async fn create(
     pool: &SqlitePool,
+    policy: &Policy,
     host: &str,
     title: &str,
-    priority: Option<&str>,
+    priority: Option<Priority>,
     author: &str,
     now_ms: i64,
 ) -> StoreResult<TicketRow> {
     let mut tx = pool.begin().await?;
     let tags = host_tags(&mut tx, host).await?;
-    let priority = match priority {
-        Some("P1") => Priority::P1,
-        Some("P2") => Priority::P2,
-        Some("P4") => Priority::P4,
-        Some(_) => Priority::P3,
-        None => Priority::of(Impact::of(&tags), crate::rules::priority::Severity::Medium),
-    };
-    let sla = default_sla(priority);
-    let ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
-    let id: i64 = sqlx::query(
-        "INSERT INTO tickets (host_id, rule, subject, title, status, priority, severity, \
-         opened_at_ms, updated_at_ms, response_due_ms, resolution_due_ms, evidence) \
-         VALUES (?, '', '', ?, 'new', ?, 'medium', ?, ?, ?, ?, '{}') RETURNING id",
+    let priority = priority.unwrap_or_else(|| Priority::of(Impact::of(&tags), Severity::Medium));
+    let id = open_ticket(
+        &mut tx,
+        policy,
+        &NewTicket {
+            host,
+            rule: "",
+            subject: "",
+            title,
+            severity: Severity::Medium,
+            priority,
+            evidence: &serde_json::json!({}),
+            author,
+            note: "opened by hand",
+        },
+        now_ms,
     )
-    .bind(host)
-    .bind(title)
-    .bind(priority.name())
-    .bind(now_ms)
-    .bind(now_ms)
-    .bind(now_ms.saturating_add(ms(sla.response)))
-    .bind(now_ms.saturating_add(ms(sla.resolution)))
-    .fetch_one(&mut *tx)
-    .await?
-    .try_get("id")?;
-    worklog_by(&mut tx, id, now_ms, author, "opened by hand").await?;
-    webhooks::enqueue(&mut tx, TicketEvent::Opened, id, now_ms).await?;
+    .await?;
     let row = one(&mut tx, id)
         .await?
         .ok_or_else(|| StoreError::Corrupt(format!("ticket {id} vanished")))?;
@@ -485,6 +832,7 @@ const STATUSES: [&str; 6] = [
 /// Applies a technician's change.
 pub async fn update(
     pool: &SqlitePool,
+    policy: &Policy,
     id: i64,
     change: &TicketChange,
     author: &str,
@@ -565,8 +913,8 @@ pub async fn update(
             "reopened by hand".into()
         }
     };
-    // The SLA clock pauses while waiting: the resolution target moves by
-    // the time spent waiting (D22).
+    // The SLA clock pauses while waiting (D22): the business time that was
+    // left when waiting began is counted again from now.
     let waiting_now = matches!(change, TicketChange::Status(s) if s == "waiting");
     if waiting_now && before.status != "waiting" {
         sqlx::query("UPDATE tickets SET waiting_since_ms = ? WHERE id = ?")
@@ -581,14 +929,21 @@ pub async fn update(
             TicketChange::Note(_) | TicketChange::Assign(_) | TicketChange::Escalate
         )
     {
-        sqlx::query(
-            "UPDATE tickets SET resolution_due_ms = resolution_due_ms + (? - waiting_since_ms), \
-             waiting_since_ms = NULL WHERE id = ? AND waiting_since_ms IS NOT NULL",
-        )
-        .bind(now_ms)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
+        let since: Option<i64> =
+            sqlx::query_scalar("SELECT waiting_since_ms FROM tickets WHERE id = ?")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+        if let Some(since) = since {
+            let left = policy.calendar.between(since, before.resolution_due_ms);
+            sqlx::query(
+                "UPDATE tickets SET resolution_due_ms = ?, waiting_since_ms = NULL WHERE id = ?",
+            )
+            .bind(policy.calendar.add(now_ms, left))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
     }
     // The first technician action meets the response target.
     sqlx::query(
@@ -609,7 +964,7 @@ pub async fn update(
 
 /// Escalates missed SLA targets once each, and closes resolved tickets past
 /// the reopen window (D22).
-pub async fn advance_sla(pool: &SqlitePool, now_ms: i64) -> StoreResult<u64> {
+pub async fn advance_sla(pool: &SqlitePool, policy: &Policy, now_ms: i64) -> StoreResult<u64> {
     let mut tx = pool.begin().await?;
     let mut changed = 0;
     for (flag, due, what) in [
@@ -655,7 +1010,7 @@ pub async fn advance_sla(pool: &SqlitePool, now_ms: i64) -> StoreResult<u64> {
          WHERE status = 'resolved' AND resolved_at_ms < ?1 - ?2",
     )
     .bind(now_ms)
-    .bind(Lifecycle::default().reopen_window_ms)
+    .bind(policy.lifecycle.reopen_window_ms)
     .execute(&mut *tx)
     .await?
     .rows_affected();

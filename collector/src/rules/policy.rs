@@ -1,0 +1,492 @@
+//! Fleet policy (D7): the rules in force, SLA targets per priority, the
+//! business-hours calendar SLAs run on, and the ticket lifecycle timing.
+//! An admin applies it with `deskpulse rules apply FILE`; the store keeps
+//! the text, so every replica evaluates the same policy.
+//!
+//! ```toml
+//! [tickets]
+//! quiet = "15m"            # recovered this long: auto-resolve
+//! reopen_window = "24h"    # a re-fire within this reopens the same ticket
+//!
+//! [sla.P1]                 # P1..P4; unset priorities keep their defaults
+//! response = "15m"
+//! resolution = "4h"
+//!
+//! [business_hours]         # omit for 24x7
+//! timezone = "Europe/Berlin"
+//! days = ["mon", "tue", "wed", "thu", "fri"]
+//! hours = "08:00-18:00"
+//! holidays = ["2026-12-25"]
+//!
+//! [[rule]]                 # see `model`; a rule named like a default replaces it
+//! name = "disk-full"
+//! enabled = false          # switches a default off
+//!
+//! [[change_rule]]
+//! name = "new-local-admin"
+//! change = "new_local_admin"
+//! severity = "critical"
+//! ```
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use jiff::civil::{Date, Weekday};
+use jiff::tz::TimeZone;
+use serde::Deserialize;
+
+use super::Lifecycle;
+use super::model::{self, ChangeRule, RawChangeRule, RawRule, Rule};
+use super::priority::{Priority, SlaTarget, default_sla};
+
+/// The policy in force.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// Metric rules, defaults first, then the applied file's new ones.
+    pub rules: Vec<Rule>,
+    /// Inventory-change rules.
+    pub change_rules: Vec<ChangeRule>,
+    /// Which rules came from the applied file rather than the defaults.
+    pub applied: Vec<String>,
+    /// SLA targets, P1 to P4.
+    pub sla: [SlaTarget; 4],
+    /// When SLA clocks run.
+    pub calendar: Calendar,
+    /// Quiet period and reopen window.
+    pub lifecycle: Lifecycle,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        // The defaults are checked by a test, so this cannot fail at run
+        // time; an empty policy is the safe fallback regardless.
+        parse_policy("").unwrap_or_else(|_| Policy {
+            rules: Vec::new(),
+            change_rules: Vec::new(),
+            applied: Vec::new(),
+            sla: PRIORITIES.map(default_sla),
+            calendar: Calendar::Always,
+            lifecycle: Lifecycle::default(),
+        })
+    }
+}
+
+const PRIORITIES: [Priority; 4] = [Priority::P1, Priority::P2, Priority::P3, Priority::P4];
+
+impl Policy {
+    /// The SLA target of a priority.
+    pub fn sla(&self, priority: Priority) -> SlaTarget {
+        self.sla[PRIORITIES.iter().position(|p| *p == priority).unwrap_or(2)]
+    }
+
+    /// A metric rule by name.
+    pub fn rule(&self, name: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.name == name)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[serde(default)]
+    tickets: Option<RawTickets>,
+    #[serde(default)]
+    sla: std::collections::BTreeMap<String, RawSla>,
+    #[serde(default)]
+    business_hours: Option<RawHours>,
+    #[serde(default)]
+    rule: Vec<RawRule>,
+    #[serde(default)]
+    change_rule: Vec<RawChangeRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTickets {
+    quiet: Option<String>,
+    reopen_window: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSla {
+    response: String,
+    resolution: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHours {
+    timezone: String,
+    days: Vec<String>,
+    hours: String,
+    #[serde(default)]
+    holidays: Vec<String>,
+}
+
+fn duration(what: &str, text: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let d = humantime::parse_duration(text)
+        .map_err(|e| format!("{what} {text:?} is not a duration ({e}); try e.g. 4h"))?;
+    if d < min || d > max {
+        return Err(format!(
+            "{what} must be between {} and {}",
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(d)
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Parses and checks a policy file and merges it over the defaults. Errors
+/// are one line and name the table or rule.
+pub fn parse_policy(text: &str) -> Result<Policy, String> {
+    let defaults: PolicyFile = toml::from_str(model::DEFAULT_RULES)
+        .map_err(|e| format!("default rules: {}", e.message().trim()))?;
+    let file: PolicyFile =
+        toml::from_str(text).map_err(|e| format!("rule file: {}", e.message().trim()))?;
+
+    let mut applied = Vec::new();
+    let mut rules: Vec<Rule> = Vec::new();
+    for raw in defaults.rule {
+        rules.push(model::check(raw)?);
+    }
+    let mut seen = std::collections::HashSet::new();
+    for raw in file.rule {
+        let name = model::check_name(&raw.name)?;
+        if !seen.insert(name.clone()) {
+            return Err(format!("rule {name} is defined twice"));
+        }
+        let existing = rules.iter().position(|r| r.name == name);
+        if !raw.enabled {
+            match existing {
+                Some(i) => {
+                    rules.remove(i);
+                    applied.push(name);
+                    continue;
+                }
+                None => {
+                    return Err(format!(
+                        "rule {name}: enabled = false names no default rule"
+                    ));
+                }
+            }
+        }
+        let rule = model::check(raw)?;
+        applied.push(rule.name.clone());
+        match existing {
+            Some(i) => rules[i] = rule,
+            None => rules.push(rule),
+        }
+    }
+
+    let mut change_rules: Vec<ChangeRule> = Vec::new();
+    for raw in defaults.change_rule {
+        change_rules.push(model::check_change(raw)?);
+    }
+    for raw in file.change_rule {
+        let name = model::check_name(&raw.name)?;
+        if !seen.insert(name.clone()) {
+            return Err(format!("rule {name} is defined twice"));
+        }
+        if rules.iter().any(|r| r.name == name) {
+            return Err(format!("change rule {name}: a metric rule has that name"));
+        }
+        let existing = change_rules.iter().position(|r| r.name == name);
+        if !raw.enabled {
+            match existing {
+                Some(i) => {
+                    change_rules.remove(i);
+                    applied.push(name);
+                    continue;
+                }
+                None => {
+                    return Err(format!(
+                        "change rule {name}: enabled = false names no default rule"
+                    ));
+                }
+            }
+        }
+        let rule = model::check_change(raw)?;
+        applied.push(rule.name.clone());
+        match existing {
+            Some(i) => change_rules[i] = rule,
+            None => change_rules.push(rule),
+        }
+    }
+    if let Some(clash) = change_rules
+        .iter()
+        .find(|c| rules.iter().any(|r| r.name == c.name))
+    {
+        return Err(format!("rule {} is defined twice", clash.name));
+    }
+
+    let mut sla = PRIORITIES.map(default_sla);
+    for (key, raw) in &file.sla {
+        let Some(i) = PRIORITIES.iter().position(|p| p.name() == key) else {
+            return Err(format!("sla.{key}: expected P1, P2, P3 or P4"));
+        };
+        let year = Duration::from_secs(365 * 24 * 3600);
+        let response = duration(
+            &format!("sla.{key}.response"),
+            &raw.response,
+            Duration::from_secs(60),
+            year,
+        )?;
+        let resolution = duration(
+            &format!("sla.{key}.resolution"),
+            &raw.resolution,
+            Duration::from_secs(60),
+            year,
+        )?;
+        if resolution < response {
+            return Err(format!(
+                "sla.{key}: resolution must not be shorter than response"
+            ));
+        }
+        sla[i] = SlaTarget {
+            response,
+            resolution,
+        };
+    }
+
+    let mut lifecycle = Lifecycle::default();
+    if let Some(t) = &file.tickets {
+        if let Some(q) = &t.quiet {
+            lifecycle.quiet_ms = ms(duration(
+                "tickets.quiet",
+                q,
+                Duration::ZERO,
+                Duration::from_secs(7 * 24 * 3600),
+            )?);
+        }
+        if let Some(w) = &t.reopen_window {
+            lifecycle.reopen_window_ms = ms(duration(
+                "tickets.reopen_window",
+                w,
+                Duration::ZERO,
+                Duration::from_secs(90 * 24 * 3600),
+            )?);
+        }
+    }
+
+    let calendar = match &file.business_hours {
+        None => Calendar::Always,
+        Some(raw) => Calendar::Hours(BusinessHours::parse(raw)?),
+    };
+    Ok(Policy {
+        rules,
+        change_rules,
+        applied,
+        sla,
+        calendar,
+        lifecycle,
+    })
+}
+
+/// When SLA clocks run.
+#[derive(Debug, Clone)]
+pub enum Calendar {
+    /// Around the clock (the default).
+    Always,
+    /// Only within business hours.
+    Hours(BusinessHours),
+}
+
+/// A weekly business-hours calendar in one time zone, with holidays. DST is
+/// handled by the time zone: hours are local wall-clock hours.
+#[derive(Debug, Clone)]
+pub struct BusinessHours {
+    /// The zone name, e.g. "Europe/Berlin".
+    pub zone_name: String,
+    zone: TimeZone,
+    /// Monday first.
+    days: [bool; 7],
+    start: (i8, i8),
+    end: (i8, i8),
+    holidays: Vec<Date>,
+    /// As written, for listing: "mon-fri 08:00-18:00".
+    pub summary: String,
+}
+
+fn hhmm(text: &str) -> Option<(i8, i8)> {
+    let (h, m) = text.trim().split_once(':')?;
+    let (h, m): (i8, i8) = (h.parse().ok()?, m.parse().ok()?);
+    ((0..=24).contains(&h) && (0..60).contains(&m) && (h < 24 || m == 0)).then_some((h, m))
+}
+
+impl BusinessHours {
+    fn parse(raw: &RawHours) -> Result<Self, String> {
+        let zone = TimeZone::get(raw.timezone.trim()).map_err(|_| {
+            format!(
+                "business_hours.timezone {:?} is not a known time zone; try e.g. Europe/Berlin",
+                raw.timezone
+            )
+        })?;
+        const NAMES: [&str; 7] = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"];
+        let mut days = [false; 7];
+        for day in &raw.days {
+            let lower = day.trim().to_ascii_lowercase();
+            let Some(i) = NAMES.iter().position(|n| lower.starts_with(n)) else {
+                return Err(format!(
+                    "business_hours.days: {day:?} is not a weekday; expected mon..sun"
+                ));
+            };
+            days[i] = true;
+        }
+        if !days.contains(&true) {
+            return Err("business_hours.days must name at least one day".into());
+        }
+        let (start, end) = raw
+            .hours
+            .split_once('-')
+            .and_then(|(a, b)| Some((hhmm(a)?, hhmm(b)?)))
+            .filter(|(a, b)| a < b)
+            .ok_or_else(|| {
+                format!(
+                    "business_hours.hours {:?} must be HH:MM-HH:MM with the start first",
+                    raw.hours
+                )
+            })?;
+        let holidays = raw
+            .holidays
+            .iter()
+            .map(|d| {
+                d.trim().parse::<Date>().map_err(|_| {
+                    format!("business_hours.holidays: {d:?} is not a date like 2026-12-25")
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let day_list: Vec<&str> = NAMES
+            .iter()
+            .zip(days)
+            .filter(|(_, on)| *on)
+            .map(|(n, _)| *n)
+            .collect();
+        Ok(Self {
+            zone_name: raw.timezone.trim().to_owned(),
+            zone,
+            days,
+            start,
+            end,
+            holidays,
+            summary: format!(
+                "{} {:02}:{:02}-{:02}:{:02} {}",
+                day_list.join(","),
+                start.0,
+                start.1,
+                end.0,
+                end.1,
+                raw.timezone.trim()
+            ),
+        })
+    }
+
+    /// The business window of a date, as ms, if it is a business day.
+    fn window(&self, date: Date) -> Option<(i64, i64)> {
+        let weekday: Weekday = date.weekday();
+        let index = usize::try_from(weekday.to_monday_zero_offset()).unwrap_or(0);
+        if !self.days[index] || self.holidays.contains(&date) {
+            return None;
+        }
+        let at = |(h, m): (i8, i8)| -> Option<i64> {
+            let civil = if h == 24 {
+                date.tomorrow().ok()?.at(0, 0, 0, 0)
+            } else {
+                date.at(h, m, 0, 0)
+            };
+            Some(
+                civil
+                    .to_zoned_datetime(self.zone.clone())
+                    .ok()?
+                    .timestamp()
+                    .as_millisecond(),
+            )
+        };
+        Some((at(self.start)?, at(self.end)?))
+    }
+
+    fn date_of(&self, at_ms: i64) -> Option<Date> {
+        Some(
+            Timestamp::from_millisecond(at_ms)
+                .ok()?
+                .to_zoned_datetime(self.zone.clone())
+                .date(),
+        )
+    }
+}
+
+/// Business days searched ahead before giving up: ten years.
+const HORIZON_DAYS: usize = 3660;
+
+impl Calendar {
+    /// The time `business_ms` of business time after `from_ms`.
+    pub fn add(&self, from_ms: i64, business_ms: i64) -> i64 {
+        let Calendar::Hours(hours) = self else {
+            return from_ms.saturating_add(business_ms);
+        };
+        let Some(mut date) = hours.date_of(from_ms) else {
+            return from_ms.saturating_add(business_ms);
+        };
+        let mut left = business_ms.max(0);
+        let cursor = from_ms;
+        for _ in 0..HORIZON_DAYS {
+            if let Some((start, end)) = hours.window(date) {
+                let begin = cursor.max(start);
+                if begin < end {
+                    if left <= end - begin {
+                        return begin + left;
+                    }
+                    left -= end - begin;
+                }
+            }
+            let Ok(next) = date.tomorrow() else { break };
+            date = next;
+        }
+        from_ms.saturating_add(business_ms)
+    }
+
+    /// The business time between `from_ms` and `to_ms` (0 when `to_ms` is
+    /// not later).
+    pub fn between(&self, from_ms: i64, to_ms: i64) -> i64 {
+        if to_ms <= from_ms {
+            return 0;
+        }
+        let Calendar::Hours(hours) = self else {
+            return to_ms - from_ms;
+        };
+        let Some(mut date) = hours.date_of(from_ms) else {
+            return to_ms - from_ms;
+        };
+        let mut total = 0;
+        for _ in 0..HORIZON_DAYS {
+            if let Some((start, end)) = hours.window(date) {
+                if start >= to_ms {
+                    break;
+                }
+                let (a, b) = (start.max(from_ms), end.min(to_ms));
+                total += (b - a).max(0);
+            }
+            let Ok(next) = date.tomorrow() else { break };
+            date = next;
+            if hours.window(date).is_some_and(|(start, _)| start >= to_ms) {
+                break;
+            }
+        }
+        total
+    }
+
+    /// "24x7" or the business hours as written.
+    pub fn summary(&self) -> String {
+        match self {
+            Calendar::Always => "24x7".into(),
+            Calendar::Hours(h) => h.summary.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,188 @@
+use super::*;
+
+const HOUR: i64 = 3_600_000;
+
+fn at(text: &str) -> i64 {
+    text.parse::<Timestamp>()
+        .expect("a timestamp")
+        .as_millisecond()
+}
+
+fn berlin_office() -> Calendar {
+    parse_policy(
+        r#"
+[business_hours]
+timezone = "Europe/Berlin"
+days = ["mon", "tue", "wed", "thu", "fri"]
+hours = "08:00-18:00"
+holidays = ["2026-12-25"]
+"#,
+    )
+    .expect("valid")
+    .calendar
+}
+
+#[test]
+fn the_default_policy_checks_and_runs_around_the_clock() {
+    let policy = parse_policy("").expect("defaults are valid");
+    assert!(policy.rules.len() >= 10, "{}", policy.rules.len());
+    assert_eq!(policy.change_rules.len(), 5);
+    assert!(policy.applied.is_empty());
+    assert_eq!(policy.calendar.summary(), "24x7");
+    assert_eq!(policy.calendar.add(1_000, 4 * HOUR), 1_000 + 4 * HOUR);
+    assert_eq!(
+        policy.sla(Priority::P1).response,
+        Duration::from_secs(15 * 60)
+    );
+}
+
+#[test]
+fn business_time_skips_nights_weekends_and_holidays() {
+    let cal = berlin_office();
+    // Friday 2026-12-04 17:00 CET (16:00Z) + 4 business hours: one hour on
+    // Friday, then Monday 08:00-11:00 CET.
+    let friday = at("2026-12-04T16:00:00Z");
+    assert_eq!(cal.add(friday, 4 * HOUR), at("2026-12-07T10:00:00Z"));
+    assert_eq!(cal.between(friday, at("2026-12-07T10:00:00Z")), 4 * HOUR);
+    // Before opening time the clock starts at 08:00.
+    assert_eq!(
+        cal.add(at("2026-12-08T05:00:00Z"), HOUR),
+        at("2026-12-08T08:00:00Z")
+    );
+    // Christmas Day (a Friday) is a holiday: Thursday 17:00 + 2 h lands on
+    // Monday 28th at 09:00 CET.
+    assert_eq!(
+        cal.add(at("2026-12-24T16:00:00Z"), 2 * HOUR),
+        at("2026-12-28T08:00:00Z")
+    );
+}
+
+#[test]
+fn business_hours_follow_daylight_saving_time() {
+    let cal = berlin_office();
+    // After the switch to CEST (2027-03-28) 08:00 local is 06:00Z.
+    assert_eq!(
+        cal.add(at("2027-03-29T00:00:00Z"), HOUR),
+        at("2027-03-29T07:00:00Z")
+    );
+}
+
+#[test]
+fn applied_rules_replace_add_and_switch_off_defaults() {
+    let policy = parse_policy(
+        r#"
+[tickets]
+quiet = "5m"
+
+[sla.P2]
+response = "30m"
+resolution = "1d"
+
+[[rule]]
+name = "disk-full"
+metric = "disk_used_percent"
+op = ">"
+threshold = 95
+recover = 90
+for = "5m"
+severity = "critical"
+scope = ["site=berlin"]
+
+[[rule]]
+name = "cpu-saturated"
+enabled = false
+
+[[rule]]
+name = "firewall-off"
+metric = "firewall_off"
+op = "=="
+threshold = 1
+severity = "medium"
+
+[[change_rule]]
+name = "new-local-admin"
+change = "new_local_admin"
+severity = "critical"
+"#,
+    )
+    .expect("valid");
+    let disk = policy.rule("disk-full").expect("kept, replaced");
+    assert_eq!(disk.threshold, 95.0);
+    assert_eq!(disk.scope, [("site".to_string(), "berlin".to_string())]);
+    assert!(policy.rule("cpu-saturated").is_none());
+    assert!(policy.rule("firewall-off").is_some());
+    assert!(
+        policy.rule("memory-exhausted").is_some(),
+        "untouched default"
+    );
+    assert_eq!(policy.lifecycle.quiet_ms, 5 * 60_000);
+    assert_eq!(policy.sla(Priority::P2).response, Duration::from_secs(1800));
+    assert_eq!(
+        policy
+            .change_rules
+            .iter()
+            .find(|r| r.name == "new-local-admin")
+            .map(|r| r.severity),
+        Some(super::super::priority::Severity::Critical)
+    );
+    assert_eq!(
+        policy.applied,
+        [
+            "disk-full",
+            "cpu-saturated",
+            "firewall-off",
+            "new-local-admin"
+        ]
+    );
+}
+
+#[test]
+fn bad_policies_get_one_line_errors() {
+    let cases = [
+        (
+            "[sla.P5]\nresponse = \"1h\"\nresolution = \"2h\"\n",
+            "sla.P5: expected P1",
+        ),
+        (
+            "[sla.P1]\nresponse = \"2h\"\nresolution = \"1h\"\n",
+            "sla.P1: resolution must not be shorter",
+        ),
+        (
+            "[business_hours]\ntimezone = \"Mars/Olympus\"\ndays = [\"mon\"]\nhours = \"08:00-18:00\"\n",
+            "business_hours.timezone \"Mars/Olympus\" is not a known time zone",
+        ),
+        (
+            "[business_hours]\ntimezone = \"UTC\"\ndays = [\"mon\"]\nhours = \"18:00-08:00\"\n",
+            "business_hours.hours \"18:00-08:00\" must be",
+        ),
+        (
+            "[business_hours]\ntimezone = \"UTC\"\ndays = []\nhours = \"08:00-18:00\"\n",
+            "business_hours.days must name",
+        ),
+        (
+            "[[rule]]\nname = \"nope\"\nenabled = false\n",
+            "rule nope: enabled = false names no default",
+        ),
+        (
+            "[[rule]]\nname = \"x\"\nmetric = \"cpu_percent\"\n",
+            "rule x: op is required",
+        ),
+        (
+            "[[change_rule]]\nname = \"c\"\nchange = \"moved_desk\"\nseverity = \"low\"\n",
+            "change rule c: unknown change \"moved_desk\"",
+        ),
+        (
+            "[tickets]\nquiet = \"later\"\n",
+            "tickets.quiet \"later\" is not a duration",
+        ),
+        ("[colour]\n", "rule file: unknown field `colour`"),
+    ];
+    for (text, expected) in cases {
+        let err = parse_policy(text).expect_err(text);
+        assert!(
+            err.starts_with(expected),
+            "{err:?} should start with {expected:?}"
+        );
+        assert!(!err.contains('\n'), "{err:?}");
+    }
+}

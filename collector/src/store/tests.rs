@@ -1085,7 +1085,11 @@ async fn an_always_on_host_that_goes_silent_gets_one_offline_ticket_and_a_laptop
         .into_iter()
         .map(|t| t.host_id)
         .collect();
-    assert_eq!(open, [laptop.clone()], "the desktop's ticket auto-resolved");
+    assert_eq!(
+        open,
+        std::slice::from_ref(&laptop),
+        "the desktop's ticket auto-resolved"
+    );
 }
 
 #[tokio::test]
@@ -1182,7 +1186,7 @@ async fn an_employee_report_opens_a_ticket_with_its_sample_and_is_stored_once() 
         },
     };
     store
-        .store_reports(&[issue.clone()], 6_000)
+        .store_reports(std::slice::from_ref(&issue), 6_000)
         .await
         .expect("store");
     // A resend after a lost acknowledgement is the same report (D14).

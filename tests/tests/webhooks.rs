@@ -2,8 +2,9 @@
 //! a webhook with `deskpulse webhooks add --secret-file`, a full disk on a
 //! real agent session opens a ticket, and the running collector's delivery
 //! task POSTs a signed `ticket.opened` to a receiver on loopback, which
-//! verifies it; `deskpulse webhooks` then shows it delivered. Bad input is
-//! refused with the documented exit codes.
+//! verifies it; `deskpulse webhooks` then shows it delivered, and once a
+//! technician resolves the ticket `deskpulse kb search` finds it. Bad input
+//! is refused with the documented exit codes.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -248,6 +249,40 @@ async fn a_rule_ticket_is_delivered_signed_to_a_webhook_added_from_the_cli() {
         none.stdout.contains("no past resolution matches"),
         "{}",
         none.stdout
+    );
+
+    // A technician resolves the ticket, saying how; the knowledge base
+    // finds it by a word of that resolution, for any role.
+    let ticket_id = body["ticket"]["id"]
+        .as_i64()
+        .expect("ticket id")
+        .to_string();
+    collector
+        .cli(
+            &admin,
+            &[
+                "ticket",
+                "resolve",
+                &ticket_id,
+                "--resolution",
+                "Purged the print spooler queue and rotated old logs",
+            ],
+        )
+        .expect_code(0);
+    let found = collector
+        .cli(&viewer, &["--json", "kb", "search", "spooler crash"])
+        .expect_code(0);
+    let found: serde_json::Value = serde_json::from_str(&found.stdout).expect("json");
+    assert_eq!(found[0]["ticket_id"].to_string(), ticket_id, "{found}");
+    assert_eq!(found[0]["rule"], "disk-full");
+    assert!(found[0]["resolved_at"].is_string(), "{found}");
+    let text = collector
+        .cli(&viewer, &["kb", "search", "spooler"])
+        .expect_code(0);
+    assert!(
+        text.stdout.contains("> Purged the print spooler queue"),
+        "{}",
+        text.stdout
     );
 
     collector

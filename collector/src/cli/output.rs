@@ -1128,7 +1128,7 @@ pub fn kb(matches: &[KbMatch], json: bool) -> CommandResult {
         );
         println!("  {}", m.title);
         if m.resolution.is_empty() {
-            println!("  (resolved on its own)");
+            println!("  (no resolution written)");
         } else {
             for line in m.resolution.lines() {
                 println!("  > {line}");

@@ -618,7 +618,7 @@ pub struct KbHit {
     pub title: String,
     /// The rule that opened it; empty for a manual ticket.
     pub rule: String,
-    /// How it was resolved; empty when it auto-resolved.
+    /// How it was resolved; empty when none was written.
     pub resolution: String,
     /// When it resolved.
     pub resolved_at_ms: Option<i64>,

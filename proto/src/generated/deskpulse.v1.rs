@@ -2587,7 +2587,7 @@ pub struct KbMatch {
     /// The rule that opened it; empty for a manual ticket.
     #[prost(string, tag = "5")]
     pub rule: ::prost::alloc::string::String,
-    /// How it was resolved; empty when it resolved on its own.
+    /// How it was resolved; empty when none was written.
     #[prost(string, tag = "6")]
     pub resolution: ::prost::alloc::string::String,
     /// When it resolved, ms since the Unix epoch.

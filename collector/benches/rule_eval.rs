@@ -25,7 +25,7 @@ use deskpulse_proto::v1::{
 /// A realistic sample: three filesystems, two sensors, two watched
 /// services, posture; a few hosts run hot and disks fill slowly.
 fn sample(host: u32, round: i64) -> HealthSample {
-    let hot = host % 97 == 0;
+    let hot = host.is_multiple_of(97);
     let fs = |mount: &str, used: u32| FilesystemUsage {
         mount_point: mount.into(),
         used_percent: used as f32,
@@ -33,7 +33,7 @@ fn sample(host: u32, round: i64) -> HealthSample {
     };
     HealthSample {
         cpu_percent: if hot { 99.0 } else { (host % 50) as f32 },
-        memory_used_percent: if host % 89 == 0 { 97.0 } else { 40.0 },
+        memory_used_percent: if host.is_multiple_of(89) { 97.0 } else { 40.0 },
         load_5m: 0.5,
         logical_cpus: 8,
         uptime_secs: 86_400 * 3,
@@ -57,7 +57,12 @@ fn sample(host: u32, round: i64) -> HealthSample {
         services: vec![
             ServiceHealth {
                 name: "cups.service".into(),
-                state: if host % 53 == 0 { "failed" } else { "running" }.into(),
+                state: if host.is_multiple_of(53) {
+                    "failed"
+                } else {
+                    "running"
+                }
+                .into(),
             },
             ServiceHealth {
                 name: "sshd.service".into(),

@@ -14,6 +14,7 @@
 //! - [`rules`]: health rules, their state machine and ticket priority.
 //! - [`ingest`]: the batching writer between agent sessions and the store.
 //! - [`server`]: the gRPC services on the single TLS port.
+//! - [`webhooks`]: signed ticket-event deliveries from the store's outbox.
 //! - [`admin`]: the admin commands that work on the data dir directly.
 //! - [`cli`]: the technician CLI, `deskpulse`.
 //! - [`clock`]: injected time.
@@ -34,3 +35,4 @@ pub mod rules;
 pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod webhooks;

@@ -182,6 +182,14 @@ async fn serve(config: config::ServeConfig) -> CommandResult {
     }
     tokio::spawn(server::maintain_history(ctx.clone(), config.retention));
     tokio::spawn(server::advance_rule_timers(ctx.clone()));
+    // Webhooks go out from their own task: ingest and rules only write the
+    // outbox, so a slow receiver never holds them up.
+    let deliverer =
+        deskpulse_collector::webhooks::Deliverer::new(ctx.store.clone(), ctx.clock.clone());
+    tokio::spawn(deskpulse_collector::webhooks::run(
+        deliverer,
+        ctx.shutdown.clone(),
+    ));
     server::serve(ctx, listener, &identity, config.shutdown_grace)
         .await
         .map_err(Failure::runtime)?;

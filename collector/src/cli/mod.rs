@@ -16,6 +16,10 @@ use clap::{Parser, Subcommand};
 use deskpulse_proto::v1::technician_client::TechnicianClient;
 use deskpulse_proto::v1::update_ticket_request::Change;
 use deskpulse_proto::v1::{
+    AddWebhookRequest, ListWebhooksRequest, RemoveWebhookRequest, SearchKbRequest,
+    SetWebhookEnabledRequest,
+};
+use deskpulse_proto::v1::{
     ApplyRulesRequest, CreateEnrollmentTokenRequest, CreateTicketRequest, GetHostRequest,
     GetTicketRequest, GetTicketResponse, ListChangesRequest, ListHostsRequest, ListRulesRequest,
     ListTicketsRequest, SetHostTagRequest, UpdateTicketRequest, WhoAmIRequest,
@@ -105,6 +109,103 @@ enum Command {
     /// Enrollment tokens (admin).
     #[command(subcommand, name = "enroll-token")]
     EnrollToken(EnrollTokenCommand),
+    /// Webhooks for ticket events, each with its delivery status; `add`,
+    /// `remove`, `disable` and `enable` need the admin role.
+    Webhooks {
+        #[command(subcommand)]
+        command: Option<WebhookCommand>,
+    },
+    /// The knowledge base: past resolutions.
+    #[command(subcommand)]
+    Kb(KbCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum WebhookCommand {
+    /// Add a webhook (admin). The secret that signs its payloads is read
+    /// from --secret-file, or from DESKPULSE_WEBHOOK_SECRET, never from the
+    /// command line.
+    Add {
+        /// The receiver's http:// or https:// URL.
+        #[arg(value_parser = crate::webhooks::check_url)]
+        url: String,
+        /// ticket.opened, ticket.updated, ticket.escalated or
+        /// ticket.resolved; repeat for more. Default: all of them.
+        #[arg(long = "event", value_name = "EVENT", value_parser = parse_event)]
+        events: Vec<crate::store::TicketEvent>,
+        /// A file holding the secret (one line); "-" reads stdin.
+        #[arg(long, value_name = "FILE")]
+        secret_file: Option<std::path::PathBuf>,
+    },
+    /// Remove a webhook and its queued deliveries (admin).
+    Remove {
+        /// The webhook id, as `deskpulse webhooks` lists it.
+        id: i64,
+    },
+    /// Pause a webhook: no events are queued for it, and queued deliveries
+    /// wait (admin).
+    Disable {
+        /// The webhook id.
+        id: i64,
+    },
+    /// Resume a paused webhook (admin).
+    Enable {
+        /// The webhook id.
+        id: i64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KbCommand {
+    /// Past resolutions matching any of the words, best match first.
+    Search {
+        /// Plain words, e.g. "spooler crash".
+        #[arg(value_parser = parse_kb_query)]
+        query: String,
+        /// At most this many matches.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=200))]
+        limit: u32,
+    },
+}
+
+fn parse_event(text: &str) -> Result<crate::store::TicketEvent, String> {
+    text.trim().parse()
+}
+
+fn parse_kb_query(text: &str) -> Result<String, String> {
+    if crate::store::search_terms(text).is_empty() {
+        return Err("the search is empty: give one or more words".into());
+    }
+    Ok(text.to_owned())
+}
+
+/// The environment variable a webhook secret may come from.
+const WEBHOOK_SECRET_ENV: &str = "DESKPULSE_WEBHOOK_SECRET";
+
+/// The secret for `webhooks add`, from its file, stdin or the environment.
+/// An unreadable file is a failure (1); a missing or bad secret is a usage
+/// error (2), found before the collector is contacted.
+fn webhook_secret(
+    file: Option<&std::path::Path>,
+    env: &dyn crate::config::Env,
+) -> CommandResult<String> {
+    let text = match file {
+        Some(path) if path.as_os_str() == "-" => {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut text)
+                .map_err(|e| Failure::runtime(format!("cannot read the secret from stdin: {e}")))?;
+            text
+        }
+        Some(path) => std::fs::read_to_string(path).map_err(|e| {
+            Failure::runtime(format!("cannot read secret file {}: {e}", path.display()))
+        })?,
+        None => env.var(WEBHOOK_SECRET_ENV).ok_or_else(|| {
+            Failure::usage(format!(
+                "webhooks add needs a secret: --secret-file FILE, --secret-file - (stdin) or {WEBHOOK_SECRET_ENV}"
+            ))
+        })?,
+    };
+    crate::webhooks::check_secret(&text).map_err(Failure::usage)
 }
 
 #[derive(Debug, Subcommand)]
@@ -390,6 +491,25 @@ fn call_failed(status: tonic::Status) -> Failure {
     Failure::runtime(deskpulse_proto::client::describe_status(&status))
 }
 
+async fn set_webhook_enabled(
+    client: &mut Client,
+    id: i64,
+    enabled: bool,
+    json: bool,
+) -> CommandResult {
+    let hook = client
+        .set_webhook_enabled(SetWebhookEnabledRequest { id, enabled })
+        .await
+        .map_err(call_failed)?
+        .into_inner();
+    if json {
+        return output::webhook_added(&hook, json);
+    }
+    let state = if hook.enabled { "enabled" } else { "paused" };
+    println!("webhook {} {state}: {}", hook.id, hook.url);
+    Ok(())
+}
+
 /// Runs the CLI; returns the failure to report, if any.
 pub fn main(cli: Cli, env: &dyn crate::config::Env) -> CommandResult {
     let settings = settings::resolve(&cli.connection, env).map_err(Failure::usage)?;
@@ -397,10 +517,22 @@ pub fn main(cli: Cli, env: &dyn crate::config::Env) -> CommandResult {
         .enable_all()
         .build()
         .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))?;
-    runtime.block_on(run(cli.command, &settings, cli.json))
+    // Read before any connection, so a missing secret is a usage error.
+    let secret = match &cli.command {
+        Command::Webhooks {
+            command: Some(WebhookCommand::Add { secret_file, .. }),
+        } => Some(webhook_secret(secret_file.as_deref(), env)?),
+        _ => None,
+    };
+    runtime.block_on(run(cli.command, &settings, cli.json, secret))
 }
 
-async fn run(command: Command, settings: &Settings, json: bool) -> CommandResult {
+async fn run(
+    command: Command,
+    settings: &Settings,
+    json: bool,
+    secret: Option<String>,
+) -> CommandResult {
     let mut client = connect(settings).await?;
     match command {
         Command::Hosts(filter) => {
@@ -583,6 +715,57 @@ async fn run(command: Command, settings: &Settings, json: bool) -> CommandResult
             );
             Ok(())
         }
+        Command::Webhooks { command: None } => {
+            let list = client
+                .list_webhooks(ListWebhooksRequest {})
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            output::webhooks(&list.webhooks, json)
+        }
+        Command::Webhooks {
+            command: Some(WebhookCommand::Add { url, events, .. }),
+        } => {
+            let added = client
+                .add_webhook(AddWebhookRequest {
+                    url,
+                    events: events.iter().map(|e| e.name().to_owned()).collect(),
+                    secret: secret.unwrap_or_default(),
+                })
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            output::webhook_added(&added, json)
+        }
+        Command::Webhooks {
+            command: Some(WebhookCommand::Remove { id }),
+        } => {
+            let removed = client
+                .remove_webhook(RemoveWebhookRequest { id })
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            if json {
+                println!("{}", serde_json::json!({ "removed": removed.id }));
+            } else {
+                println!("webhook {} removed", removed.id);
+            }
+            Ok(())
+        }
+        Command::Webhooks {
+            command: Some(WebhookCommand::Enable { id }),
+        } => set_webhook_enabled(&mut client, id, true, json).await,
+        Command::Webhooks {
+            command: Some(WebhookCommand::Disable { id }),
+        } => set_webhook_enabled(&mut client, id, false, json).await,
+        Command::Kb(KbCommand::Search { query, limit }) => {
+            let found = client
+                .search_kb(SearchKbRequest { query, limit })
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            output::kb(&found.matches, json)
+        }
     }
 }
 
@@ -627,5 +810,84 @@ mod tests {
         let error = Cli::try_parse_from(["deskpulse", "inventory", "pc", "--section", "disks"])
             .expect_err("bad section");
         assert_eq!(error.exit_code(), 2);
+    }
+
+    struct Vars(Vec<(&'static str, &'static str)>);
+
+    impl crate::config::Env for Vars {
+        fn var(&self, key: &str) -> Option<String> {
+            self.0
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn bad_webhook_and_kb_input_is_a_usage_error_before_any_io() {
+        for args in [
+            &["deskpulse", "webhooks", "add", "ftp://example.com/hook"][..],
+            &["deskpulse", "webhooks", "add", "not a url"],
+            &["deskpulse", "webhooks", "add", "https://u:pw@example.com/"],
+            &[
+                "deskpulse",
+                "webhooks",
+                "add",
+                "https://example.com/",
+                "--event",
+                "ticket.deleted",
+            ],
+            &["deskpulse", "kb", "search", "   "],
+            &["deskpulse", "kb", "search", "-- *"],
+            &["deskpulse", "webhooks", "remove", "seven"],
+        ] {
+            let error = Cli::try_parse_from(args).expect_err("refused");
+            assert_eq!(error.exit_code(), 2, "{args:?}");
+        }
+        let cli = Cli::try_parse_from([
+            "deskpulse",
+            "webhooks",
+            "add",
+            "https://hooks.example.com/deskpulse",
+            "--event",
+            "ticket.opened",
+            "--event",
+            "ticket.resolved",
+        ])
+        .expect("parses");
+        let Command::Webhooks {
+            command: Some(WebhookCommand::Add { events, .. }),
+        } = cli.command
+        else {
+            panic!("webhooks add");
+        };
+        assert_eq!(
+            events,
+            [
+                crate::store::TicketEvent::Opened,
+                crate::store::TicketEvent::Resolved
+            ]
+        );
+
+        // The secret: from the environment, never empty, one line.
+        let missing = webhook_secret(None, &Vars(vec![])).expect_err("no secret");
+        assert_eq!(missing.code, 2);
+        let empty =
+            webhook_secret(None, &Vars(vec![(WEBHOOK_SECRET_ENV, " ")])).expect_err("empty");
+        assert_eq!(empty.code, 2);
+        assert_eq!(
+            webhook_secret(None, &Vars(vec![(WEBHOOK_SECRET_ENV, "s3cret\n")])).expect("ok"),
+            "s3cret"
+        );
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("secret");
+        std::fs::write(&file, "from-a-file\n").expect("write");
+        assert_eq!(
+            webhook_secret(Some(&file), &Vars(vec![])).expect("ok"),
+            "from-a-file"
+        );
+        let unreadable =
+            webhook_secret(Some(&dir.path().join("nope")), &Vars(vec![])).expect_err("no file");
+        assert_eq!(unreadable.code, 1);
     }
 }

@@ -9,6 +9,7 @@ use deskpulse_proto::v1::{
     InventorySection, ListChangesResponse, ListRulesResponse, Presence, Role, Ticket,
     WhoAmIResponse,
 };
+use deskpulse_proto::v1::{KbMatch, Webhook};
 use serde::Serialize;
 
 use crate::exit::{CommandResult, Failure};
@@ -973,6 +974,167 @@ pub fn whoami(me: &WhoAmIResponse, json: bool) -> CommandResult {
         });
     }
     println!("{} ({role}), token {}", me.name, me.token_id);
+    Ok(())
+}
+
+#[derive(Serialize)]
+struct WebhookJson<'a> {
+    id: i64,
+    url: &'a str,
+    events: &'a [String],
+    enabled: bool,
+    created_at: Option<String>,
+    created_by: &'a str,
+    pending: u64,
+    delivered: u64,
+    failed: u64,
+    last_attempt: Option<String>,
+    last_error: Option<&'a str>,
+}
+
+impl<'a> From<&'a Webhook> for WebhookJson<'a> {
+    fn from(w: &'a Webhook) -> Self {
+        Self {
+            id: w.id,
+            url: &w.url,
+            events: &w.events,
+            enabled: w.enabled,
+            created_at: iso(w.created_at_unix_ms),
+            created_by: &w.created_by,
+            pending: w.pending,
+            delivered: w.delivered,
+            failed: w.failed,
+            last_attempt: iso(w.last_attempt_unix_ms),
+            last_error: (!w.last_error.is_empty()).then_some(w.last_error.as_str()),
+        }
+    }
+}
+
+fn events_text(events: &[String]) -> String {
+    if events.len() == crate::store::TicketEvent::ALL.len() {
+        "all".into()
+    } else {
+        events
+            .iter()
+            .map(|e| e.trim_start_matches("ticket."))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// `deskpulse webhooks`: a table with delivery counts, or an array of
+/// webhook objects. No secret is ever shown: the API does not return one.
+pub fn webhooks(list: &[Webhook], json: bool) -> CommandResult {
+    if json {
+        return print_json(&list.iter().map(WebhookJson::from).collect::<Vec<_>>());
+    }
+    if list.is_empty() {
+        println!(
+            "no webhooks; an admin adds one with `deskpulse webhooks add URL --secret-file FILE`"
+        );
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|w| {
+            vec![
+                w.id.to_string(),
+                w.url.clone(),
+                if w.enabled {
+                    events_text(&w.events)
+                } else {
+                    format!("{} (paused)", events_text(&w.events))
+                },
+                w.pending.to_string(),
+                w.delivered.to_string(),
+                w.failed.to_string(),
+                ago(w.last_attempt_unix_ms),
+                if w.last_error.is_empty() {
+                    "-".into()
+                } else {
+                    w.last_error.clone()
+                },
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(
+            &[
+                "id",
+                "url",
+                "events",
+                "pending",
+                "delivered",
+                "failed",
+                "last attempt",
+                "last error"
+            ],
+            &rows
+        )
+    );
+    Ok(())
+}
+
+/// `deskpulse webhooks add`, `enable`, `disable`: the webhook as it now is.
+pub fn webhook_added(w: &Webhook, json: bool) -> CommandResult {
+    if json {
+        return print_json(&WebhookJson::from(w));
+    }
+    println!(
+        "webhook {} added: {} ({})",
+        w.id,
+        w.url,
+        events_text(&w.events)
+    );
+    Ok(())
+}
+
+/// `deskpulse kb search`: one block per past resolution, best first, or an
+/// array of matches.
+pub fn kb(matches: &[KbMatch], json: bool) -> CommandResult {
+    if json {
+        let items: Vec<serde_json::Value> = matches
+            .iter()
+            .map(|m| {
+                serde_json::json!({
+                    "ticket_id": m.ticket_id,
+                    "host_id": m.host_id,
+                    "hostname": m.hostname,
+                    "title": m.title,
+                    "rule": m.rule,
+                    "resolution": (!m.resolution.is_empty()).then_some(&m.resolution),
+                    "resolved_at": iso(m.resolved_at_unix_ms),
+                    "rank": m.rank,
+                })
+            })
+            .collect();
+        return print_json(&items);
+    }
+    if matches.is_empty() {
+        println!("no past resolution matches");
+        return Ok(());
+    }
+    for (i, m) in matches.iter().enumerate() {
+        if i > 0 {
+            println!();
+        }
+        let rule = if m.rule.is_empty() { "manual" } else { &m.rule };
+        println!(
+            "#{}  {}  resolved {}  rule {rule}",
+            m.ticket_id,
+            m.hostname,
+            time(m.resolved_at_unix_ms)
+        );
+        println!("  {}", m.title);
+        if m.resolution.is_empty() {
+            println!("  (no resolution written)");
+        } else {
+            for line in m.resolution.lines() {
+                println!("  > {line}");
+            }
+        }
+    }
     Ok(())
 }
 

@@ -187,7 +187,7 @@ pub enum EnrollOutcome {
 }
 
 /// The session facts recorded when an agent connects.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct SessionOpen {
     /// The host id from the certificate.
     pub host_id: String,
@@ -577,6 +577,178 @@ pub enum TicketRefusal {
     Invalid(String),
 }
 
+/// A ticket event that webhooks subscribe to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TicketEvent {
+    /// A ticket opened, or reopened after resolving.
+    Opened,
+    /// A ticket changed: an occurrence, an assignment, a note, a status.
+    Updated,
+    /// A ticket's escalation level rose (SLA missed, or by hand).
+    Escalated,
+    /// A ticket resolved, automatically or by a technician.
+    Resolved,
+}
+
+impl TicketEvent {
+    /// Every event, in the order the CLI lists them.
+    pub const ALL: [TicketEvent; 4] = [
+        TicketEvent::Opened,
+        TicketEvent::Updated,
+        TicketEvent::Escalated,
+        TicketEvent::Resolved,
+    ];
+
+    /// The wire name, e.g. `ticket.opened`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TicketEvent::Opened => "ticket.opened",
+            TicketEvent::Updated => "ticket.updated",
+            TicketEvent::Escalated => "ticket.escalated",
+            TicketEvent::Resolved => "ticket.resolved",
+        }
+    }
+}
+
+impl FromStr for TicketEvent {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        TicketEvent::ALL
+            .into_iter()
+            .find(|e| e.name() == s)
+            .ok_or_else(|| {
+                format!(
+                    "unknown event {s:?}: expected ticket.opened, ticket.updated, \
+                     ticket.escalated or ticket.resolved"
+                )
+            })
+    }
+}
+
+/// A webhook to store, already checked. Its `Debug` leaves the secret out.
+#[derive(Clone)]
+pub struct NewWebhook {
+    /// The receiver's http or https URL.
+    pub url: String,
+    /// The events it receives; never empty.
+    pub events: Vec<TicketEvent>,
+    /// The HMAC key. Stored as given, since signing needs it; never returned.
+    pub secret: String,
+    /// Who added it.
+    pub created_by: String,
+}
+
+impl fmt::Debug for NewWebhook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewWebhook")
+            .field("url", &self.url)
+            .field("events", &self.events)
+            .field("secret", &"<redacted>")
+            .field("created_by", &self.created_by)
+            .finish()
+    }
+}
+
+/// A webhook and how its deliveries stand; never carries the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookStatus {
+    /// The webhook id.
+    pub id: i64,
+    /// The receiver's URL.
+    pub url: String,
+    /// The events it receives.
+    pub events: Vec<TicketEvent>,
+    /// Whether events are queued for it.
+    pub enabled: bool,
+    /// When it was added.
+    pub created_at_ms: i64,
+    /// Who added it.
+    pub created_by: String,
+    /// Deliveries waiting (first try or retry).
+    pub pending: u64,
+    /// Deliveries the receiver accepted.
+    pub delivered: u64,
+    /// Deliveries given up on.
+    pub failed: u64,
+    /// When a delivery was last tried.
+    pub last_attempt_at_ms: Option<i64>,
+    /// The last error, if the last attempt failed.
+    pub last_error: Option<String>,
+}
+
+/// A claimed delivery, with what it takes to send it. Its `Debug` leaves
+/// the secret out, so logging a delivery cannot leak it.
+#[derive(Clone)]
+pub struct Delivery {
+    /// The outbox row id.
+    pub id: i64,
+    /// The delivery id the receiver sees (`X-Deskpulse-Delivery`).
+    pub delivery_id: String,
+    /// The event name.
+    pub event: String,
+    /// The receiver's URL.
+    pub url: String,
+    /// The HMAC key.
+    pub secret: String,
+    /// The JSON body.
+    pub body: String,
+    /// Attempts made before this one.
+    pub attempts: u32,
+    /// When the event happened.
+    pub created_at_ms: i64,
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("id", &self.id)
+            .field("delivery_id", &self.delivery_id)
+            .field("event", &self.event)
+            .field("url", &self.url)
+            .field("secret", &"<redacted>")
+            .field("attempts", &self.attempts)
+            .field("created_at_ms", &self.created_at_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one delivery attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// The receiver answered 2xx with this status.
+    Delivered(u16),
+    /// It did not; try again at `retry_at_ms`, or give up when `None`.
+    Failed {
+        /// The HTTP status, if a response came.
+        status: Option<u16>,
+        /// One line.
+        error: String,
+        /// The next attempt, or `None` to mark the delivery failed.
+        retry_at_ms: Option<i64>,
+    },
+}
+
+/// One knowledge-base match: a past resolution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KbHit {
+    /// The ticket id.
+    pub ticket_id: i64,
+    /// The host.
+    pub host_id: String,
+    /// Its current name.
+    pub hostname: String,
+    /// The ticket's title.
+    pub title: String,
+    /// The rule that opened it; empty for a manual ticket.
+    pub rule: String,
+    /// How it was resolved; empty when none was written.
+    pub resolution: String,
+    /// When it resolved.
+    pub resolved_at_ms: Option<i64>,
+    /// FTS5 bm25 rank: lower is a better match.
+    pub rank: f64,
+}
+
 /// One installed package, as the store indexes it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PackageKey {
@@ -917,6 +1089,57 @@ pub trait Store: Send + Sync + 'static {
 
     /// What a host's agent said about diagnostics when it last connected.
     async fn host_diagnostics(&self, host_id: &str) -> StoreResult<HostDiagnostics>;
+
+    /// Stores a webhook (D7 policy); returns its id.
+    async fn add_webhook(&self, hook: &NewWebhook, now_ms: i64) -> StoreResult<i64>;
+
+    /// Removes a webhook and its queued deliveries; false if there was none.
+    async fn remove_webhook(&self, id: i64) -> StoreResult<bool>;
+
+    /// Pauses or resumes a webhook; false if there is none. A paused
+    /// webhook gets no new events and its queued deliveries wait.
+    async fn set_webhook_enabled(&self, id: i64, enabled: bool) -> StoreResult<bool>;
+
+    /// Every webhook with its delivery counts, by id; secrets left out.
+    async fn list_webhooks(&self) -> StoreResult<Vec<WebhookStatus>>;
+
+    /// Claims up to `limit` due pending deliveries, oldest first, for
+    /// `lease_ms`: they are not due again until the lease ends, so a
+    /// delivery cut off by a crash is retried, not lost.
+    async fn claim_deliveries(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Delivery>>;
+
+    /// Records one attempt of a claimed delivery.
+    async fn record_delivery(
+        &self,
+        id: i64,
+        outcome: &DeliveryOutcome,
+        now_ms: i64,
+    ) -> StoreResult<()>;
+
+    /// Deletes finished (delivered or given-up) deliveries of events older
+    /// than `before_ms`; returns how many.
+    async fn purge_deliveries(&self, before_ms: i64) -> StoreResult<u64>;
+
+    /// Resolved and closed tickets matching `terms` (any of them), best
+    /// first by bm25, at most `limit`. Terms are plain words; the backend
+    /// quotes them, so no query syntax reaches the index.
+    async fn search_kb(&self, terms: &[String], limit: u32) -> StoreResult<Vec<KbHit>>;
+}
+
+/// The words of a knowledge-base query: split on whitespace, keeping only
+/// words with a letter or digit (FTS5 finds nothing in pure punctuation).
+/// An empty result means there is nothing to search for.
+pub fn search_terms(text: &str) -> Vec<String> {
+    text.split_whitespace()
+        .filter(|w| w.chars().any(char::is_alphanumeric))
+        .take(32)
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The shared store handle.

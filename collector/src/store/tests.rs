@@ -221,6 +221,7 @@ async fn presence_follows_streams_goodbyes_and_silence() {
         replica: "r1".into(),
         agent_version: "1".into(),
         health_interval_secs: 60,
+        ..SessionOpen::default()
     };
     store.session_opened(&session, 1000).await.expect("open");
     assert!(
@@ -522,6 +523,7 @@ async fn fleet_queries_use_each_ecosystems_version_order_and_the_facts() {
                 replica: "r".into(),
                 agent_version: "1".into(),
                 health_interval_secs: 60,
+                ..SessionOpen::default()
             },
             1_000_000,
         )
@@ -1071,6 +1073,7 @@ async fn an_always_on_host_that_goes_silent_gets_one_offline_ticket_and_a_laptop
                 replica: "r1".into(),
                 agent_version: "0.1.0".into(),
                 health_interval_secs: 60,
+                ..SessionOpen::default()
             },
             14 * min,
         )
@@ -1085,7 +1088,11 @@ async fn an_always_on_host_that_goes_silent_gets_one_offline_ticket_and_a_laptop
         .into_iter()
         .map(|t| t.host_id)
         .collect();
-    assert_eq!(open, [laptop.clone()], "the desktop's ticket auto-resolved");
+    assert_eq!(
+        open,
+        std::slice::from_ref(&laptop),
+        "the desktop's ticket auto-resolved"
+    );
 }
 
 #[tokio::test]
@@ -1182,7 +1189,7 @@ async fn an_employee_report_opens_a_ticket_with_its_sample_and_is_stored_once() 
         },
     };
     store
-        .store_reports(&[issue.clone()], 6_000)
+        .store_reports(std::slice::from_ref(&issue), 6_000)
         .await
         .expect("store");
     // A resend after a lost acknowledgement is the same report (D14).

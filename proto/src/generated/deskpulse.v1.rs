@@ -3060,6 +3060,150 @@ pub struct DiagnosticParamInfo {
     #[prost(string, tag = "2")]
     pub help: ::prost::alloc::string::String,
 }
+/// Adds a webhook.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AddWebhookRequest {
+    /// The receiver: an http:// or https:// URL without user info.
+    #[prost(string, tag = "1")]
+    pub url: ::prost::alloc::string::String,
+    /// Event names: ticket.opened, ticket.updated, ticket.escalated,
+    /// ticket.resolved. Empty means all of them.
+    #[prost(string, repeated, tag = "2")]
+    pub events: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The HMAC-SHA256 key that signs each payload (X-Deskpulse-Signature).
+    /// Stored so it can sign; never returned by any call.
+    #[prost(string, tag = "3")]
+    pub secret: ::prost::alloc::string::String,
+}
+/// A webhook and how its deliveries stand. Carries no secret.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Webhook {
+    /// The webhook id.
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+    /// The receiver's URL.
+    #[prost(string, tag = "2")]
+    pub url: ::prost::alloc::string::String,
+    /// The events it receives.
+    #[prost(string, repeated, tag = "3")]
+    pub events: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Whether events are queued for it.
+    #[prost(bool, tag = "4")]
+    pub enabled: bool,
+    /// When it was added, ms since the Unix epoch.
+    #[prost(int64, tag = "5")]
+    pub created_at_unix_ms: i64,
+    /// Who added it.
+    #[prost(string, tag = "6")]
+    pub created_by: ::prost::alloc::string::String,
+    /// Deliveries waiting for their first try or a retry.
+    #[prost(uint64, tag = "7")]
+    pub pending: u64,
+    /// Deliveries the receiver accepted (2xx).
+    #[prost(uint64, tag = "8")]
+    pub delivered: u64,
+    /// Deliveries given up on after about 24 hours of failures.
+    #[prost(uint64, tag = "9")]
+    pub failed: u64,
+    /// When a delivery was last tried, ms since the Unix epoch; 0 for never.
+    #[prost(int64, tag = "10")]
+    pub last_attempt_unix_ms: i64,
+    /// The error of the most recent attempt; empty if it succeeded.
+    #[prost(string, tag = "11")]
+    pub last_error: ::prost::alloc::string::String,
+}
+/// Removes a webhook.
+#[derive(serde::Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RemoveWebhookRequest {
+    /// The webhook id.
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+}
+/// The removal.
+#[derive(serde::Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RemoveWebhookResponse {
+    /// The id removed.
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+}
+/// Lists webhooks.
+#[derive(serde::Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListWebhooksRequest {}
+/// Pauses or resumes a webhook. While paused no events are queued for it and
+/// its queued deliveries wait; resumed, they go out (those older than about
+/// 24 hours are given up on their next failure).
+#[derive(serde::Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SetWebhookEnabledRequest {
+    /// The webhook id.
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+    /// True to resume, false to pause.
+    #[prost(bool, tag = "2")]
+    pub enabled: bool,
+}
+/// Every webhook, by id.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListWebhooksResponse {
+    /// The webhooks.
+    #[prost(message, repeated, tag = "1")]
+    pub webhooks: ::prost::alloc::vec::Vec<Webhook>,
+}
+/// Searches the knowledge base.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct SearchKbRequest {
+    /// Plain words; any FTS syntax in them is taken as text. Must hold at least
+    /// one word.
+    #[prost(string, tag = "1")]
+    pub query: ::prost::alloc::string::String,
+    /// At most this many matches; 0 means 20, the most is 200.
+    #[prost(uint32, tag = "2")]
+    pub limit: u32,
+}
+/// One past resolution.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct KbMatch {
+    /// The ticket id.
+    #[prost(int64, tag = "1")]
+    pub ticket_id: i64,
+    /// The host id.
+    #[prost(string, tag = "2")]
+    pub host_id: ::prost::alloc::string::String,
+    /// The host's current name.
+    #[prost(string, tag = "3")]
+    pub hostname: ::prost::alloc::string::String,
+    /// The ticket's title.
+    #[prost(string, tag = "4")]
+    pub title: ::prost::alloc::string::String,
+    /// The rule that opened it; empty for a manual ticket.
+    #[prost(string, tag = "5")]
+    pub rule: ::prost::alloc::string::String,
+    /// How it was resolved; empty when none was written.
+    #[prost(string, tag = "6")]
+    pub resolution: ::prost::alloc::string::String,
+    /// When it resolved, ms since the Unix epoch.
+    #[prost(int64, tag = "7")]
+    pub resolved_at_unix_ms: i64,
+    /// The bm25 score; lower is a better match.
+    #[prost(double, tag = "8")]
+    pub rank: f64,
+}
+/// Matches, best first.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct SearchKbResponse {
+    /// The matches.
+    #[prost(message, repeated, tag = "1")]
+    pub matches: ::prost::alloc::vec::Vec<KbMatch>,
+}
 /// What a token may do. Each role includes the rights of the ones below it.
 #[derive(serde::Serialize)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
@@ -3650,6 +3794,126 @@ pub mod technician_client {
                 .insert(GrpcMethod::new("deskpulse.v1.Technician", "ListDiagnostics"));
             self.inner.unary(req, path, codec).await
         }
+        /// Adds a webhook that receives ticket events. Admin only; audited.
+        pub async fn add_webhook(
+            &mut self,
+            request: impl tonic::IntoRequest<super::AddWebhookRequest>,
+        ) -> std::result::Result<tonic::Response<super::Webhook>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/deskpulse.v1.Technician/AddWebhook",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("deskpulse.v1.Technician", "AddWebhook"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Removes a webhook and its queued deliveries. Admin only; audited.
+        pub async fn remove_webhook(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RemoveWebhookRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RemoveWebhookResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/deskpulse.v1.Technician/RemoveWebhook",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("deskpulse.v1.Technician", "RemoveWebhook"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Lists webhooks with their delivery status; never their secrets. Any role.
+        pub async fn list_webhooks(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListWebhooksRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListWebhooksResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/deskpulse.v1.Technician/ListWebhooks",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("deskpulse.v1.Technician", "ListWebhooks"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Pauses or resumes a webhook. Admin only; audited.
+        pub async fn set_webhook_enabled(
+            &mut self,
+            request: impl tonic::IntoRequest<super::SetWebhookEnabledRequest>,
+        ) -> std::result::Result<tonic::Response<super::Webhook>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/deskpulse.v1.Technician/SetWebhookEnabled",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("deskpulse.v1.Technician", "SetWebhookEnabled"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Searches past resolutions (the knowledge base), best match first. Any
+        /// role.
+        pub async fn search_kb(
+            &mut self,
+            request: impl tonic::IntoRequest<super::SearchKbRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SearchKbResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/deskpulse.v1.Technician/SearchKb",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("deskpulse.v1.Technician", "SearchKb"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -3801,6 +4065,41 @@ pub mod technician_server {
             request: tonic::Request<super::ListDiagnosticsRequest>,
         ) -> std::result::Result<
             tonic::Response<super::ListDiagnosticsResponse>,
+            tonic::Status,
+        >;
+        /// Adds a webhook that receives ticket events. Admin only; audited.
+        async fn add_webhook(
+            &self,
+            request: tonic::Request<super::AddWebhookRequest>,
+        ) -> std::result::Result<tonic::Response<super::Webhook>, tonic::Status>;
+        /// Removes a webhook and its queued deliveries. Admin only; audited.
+        async fn remove_webhook(
+            &self,
+            request: tonic::Request<super::RemoveWebhookRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RemoveWebhookResponse>,
+            tonic::Status,
+        >;
+        /// Lists webhooks with their delivery status; never their secrets. Any role.
+        async fn list_webhooks(
+            &self,
+            request: tonic::Request<super::ListWebhooksRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListWebhooksResponse>,
+            tonic::Status,
+        >;
+        /// Pauses or resumes a webhook. Admin only; audited.
+        async fn set_webhook_enabled(
+            &self,
+            request: tonic::Request<super::SetWebhookEnabledRequest>,
+        ) -> std::result::Result<tonic::Response<super::Webhook>, tonic::Status>;
+        /// Searches past resolutions (the knowledge base), best match first. Any
+        /// role.
+        async fn search_kb(
+            &self,
+            request: tonic::Request<super::SearchKbRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::SearchKbResponse>,
             tonic::Status,
         >;
     }
@@ -4627,6 +4926,232 @@ pub mod technician_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = ListDiagnosticsSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/deskpulse.v1.Technician/AddWebhook" => {
+                    #[allow(non_camel_case_types)]
+                    struct AddWebhookSvc<T: Technician>(pub Arc<T>);
+                    impl<
+                        T: Technician,
+                    > tonic::server::UnaryService<super::AddWebhookRequest>
+                    for AddWebhookSvc<T> {
+                        type Response = super::Webhook;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::AddWebhookRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Technician>::add_webhook(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = AddWebhookSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/deskpulse.v1.Technician/RemoveWebhook" => {
+                    #[allow(non_camel_case_types)]
+                    struct RemoveWebhookSvc<T: Technician>(pub Arc<T>);
+                    impl<
+                        T: Technician,
+                    > tonic::server::UnaryService<super::RemoveWebhookRequest>
+                    for RemoveWebhookSvc<T> {
+                        type Response = super::RemoveWebhookResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RemoveWebhookRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Technician>::remove_webhook(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RemoveWebhookSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/deskpulse.v1.Technician/ListWebhooks" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListWebhooksSvc<T: Technician>(pub Arc<T>);
+                    impl<
+                        T: Technician,
+                    > tonic::server::UnaryService<super::ListWebhooksRequest>
+                    for ListWebhooksSvc<T> {
+                        type Response = super::ListWebhooksResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListWebhooksRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Technician>::list_webhooks(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListWebhooksSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/deskpulse.v1.Technician/SetWebhookEnabled" => {
+                    #[allow(non_camel_case_types)]
+                    struct SetWebhookEnabledSvc<T: Technician>(pub Arc<T>);
+                    impl<
+                        T: Technician,
+                    > tonic::server::UnaryService<super::SetWebhookEnabledRequest>
+                    for SetWebhookEnabledSvc<T> {
+                        type Response = super::Webhook;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::SetWebhookEnabledRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Technician>::set_webhook_enabled(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = SetWebhookEnabledSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/deskpulse.v1.Technician/SearchKb" => {
+                    #[allow(non_camel_case_types)]
+                    struct SearchKbSvc<T: Technician>(pub Arc<T>);
+                    impl<
+                        T: Technician,
+                    > tonic::server::UnaryService<super::SearchKbRequest>
+                    for SearchKbSvc<T> {
+                        type Response = super::SearchKbResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::SearchKbRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Technician>::search_kb(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = SearchKbSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

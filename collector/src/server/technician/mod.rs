@@ -9,6 +9,10 @@ mod jobs;
 
 use deskpulse_proto::v1::technician_server::Technician;
 use deskpulse_proto::v1::{
+    AddWebhookRequest, KbMatch, ListWebhooksRequest, ListWebhooksResponse, RemoveWebhookRequest,
+    RemoveWebhookResponse, SearchKbRequest, SearchKbResponse, SetWebhookEnabledRequest, Webhook,
+};
+use deskpulse_proto::v1::{
     ApplyRulesRequest, CreateEnrollmentTokenRequest, CreateEnrollmentTokenResponse,
     CreateTicketRequest, GetHostRequest, GetHostResponse, GetTicketRequest, GetTicketResponse,
     HealthPoint, HealthSample, HostSummary, Inventory, InventoryChange, ListChangesRequest,
@@ -28,6 +32,7 @@ use crate::store::{
     AuditEntry, Caller, ChangeQuery, ChangeRow, HostRow, NewEnrollmentToken, PolicyRecord, Role,
     StoreError, TicketChange, TicketQuery, TicketRefusal, TicketRow, WorklogEntry,
 };
+use crate::store::{NewWebhook, WebhookStatus};
 use deskpulse_proto::v1::update_ticket_request::Change;
 
 fn ticket_response(row: TicketRow, worklog: Vec<WorklogEntry>) -> GetTicketResponse {
@@ -903,6 +908,84 @@ impl Technician for TechnicianApi {
         }))
     }
 
+    async fn add_webhook(
+        &self,
+        request: Request<AddWebhookRequest>,
+    ) -> Result<Response<Webhook>, Status> {
+        self.add_webhook_call(request).await
+    }
+
+    async fn remove_webhook(
+        &self,
+        request: Request<RemoveWebhookRequest>,
+    ) -> Result<Response<RemoveWebhookResponse>, Status> {
+        self.remove_webhook_call(request).await
+    }
+
+    async fn list_webhooks(
+        &self,
+        request: Request<ListWebhooksRequest>,
+    ) -> Result<Response<ListWebhooksResponse>, Status> {
+        self.authorize(&request, Role::Viewer, "listing webhooks")
+            .await?;
+        let webhooks = self.ctx.store.list_webhooks().await.map_err(internal)?;
+        Ok(Response::new(ListWebhooksResponse {
+            webhooks: webhooks.into_iter().map(webhook_message).collect(),
+        }))
+    }
+
+    async fn set_webhook_enabled(
+        &self,
+        request: Request<SetWebhookEnabledRequest>,
+    ) -> Result<Response<Webhook>, Status> {
+        self.set_webhook_enabled_call(request).await
+    }
+
+    async fn search_kb(
+        &self,
+        request: Request<SearchKbRequest>,
+    ) -> Result<Response<SearchKbResponse>, Status> {
+        self.authorize(&request, Role::Viewer, "searching the knowledge base")
+            .await?;
+        let request = request.into_inner();
+        if request.query.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "the search is empty: give one or more words",
+            ));
+        }
+        let limit = match request.limit {
+            0 => DEFAULT_KB,
+            n if n > MAX_KB => {
+                return Err(Status::invalid_argument(format!(
+                    "limit {n} is too large; the most is {MAX_KB}"
+                )));
+            }
+            n => n,
+        };
+        let terms = crate::store::search_terms(&request.query);
+        let hits = self
+            .ctx
+            .store
+            .search_kb(&terms, limit)
+            .await
+            .map_err(internal)?;
+        Ok(Response::new(SearchKbResponse {
+            matches: hits
+                .into_iter()
+                .map(|h| KbMatch {
+                    ticket_id: h.ticket_id,
+                    host_id: h.host_id,
+                    hostname: h.hostname,
+                    title: h.title,
+                    rule: h.rule,
+                    resolution: h.resolution,
+                    resolved_at_unix_ms: h.resolved_at_ms.unwrap_or(0),
+                    rank: h.rank,
+                })
+                .collect(),
+        }))
+    }
+
     async fn create_enrollment_token(
         &self,
         request: Request<CreateEnrollmentTokenRequest>,
@@ -951,6 +1034,150 @@ impl Technician for TechnicianApi {
             expires_at_unix_ms: record.expires_at_ms,
             uses,
         }))
+    }
+}
+
+fn webhook_message(w: WebhookStatus) -> Webhook {
+    Webhook {
+        id: w.id,
+        url: w.url,
+        events: w.events.iter().map(|e| e.name().to_owned()).collect(),
+        enabled: w.enabled,
+        created_at_unix_ms: w.created_at_ms,
+        created_by: w.created_by,
+        pending: w.pending,
+        delivered: w.delivered,
+        failed: w.failed,
+        last_attempt_unix_ms: w.last_attempt_at_ms.unwrap_or(0),
+        last_error: w.last_error.unwrap_or_default(),
+    }
+}
+
+/// The default and the largest number of knowledge-base matches.
+const DEFAULT_KB: u32 = 20;
+const MAX_KB: u32 = 200;
+
+impl TechnicianApi {
+    async fn webhook_status(&self, id: i64) -> Result<Webhook, Status> {
+        self.ctx
+            .store
+            .list_webhooks()
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .find(|w| w.id == id)
+            .map(webhook_message)
+            .ok_or_else(|| Status::not_found(format!("no webhook {id}")))
+    }
+
+    async fn audit(
+        &self,
+        caller: &Caller,
+        action: &str,
+        subject: String,
+        detail: String,
+    ) -> Result<(), Status> {
+        self.ctx
+            .store
+            .append_audit(
+                &AuditEntry {
+                    technician_id: Some(caller.technician_id.clone()),
+                    token_id: Some(caller.token_id.clone()),
+                    action: action.into(),
+                    subject,
+                    detail,
+                },
+                self.ctx.clock.now_ms(),
+            )
+            .await
+            .map_err(internal)
+    }
+
+    /// AddWebhook: admin only; the secret is checked and stored, never
+    /// logged or audited.
+    pub async fn add_webhook_call(
+        &self,
+        request: Request<AddWebhookRequest>,
+    ) -> Result<Response<Webhook>, Status> {
+        let caller = self
+            .authorize(&request, Role::Admin, "adding a webhook")
+            .await?;
+        let request = request.into_inner();
+        let url = crate::webhooks::check_url(&request.url).map_err(Status::invalid_argument)?;
+        let events =
+            crate::webhooks::parse_events(&request.events).map_err(Status::invalid_argument)?;
+        let secret =
+            crate::webhooks::check_secret(&request.secret).map_err(Status::invalid_argument)?;
+        let id = self
+            .ctx
+            .store
+            .add_webhook(
+                &NewWebhook {
+                    url: url.clone(),
+                    events: events.clone(),
+                    secret,
+                    created_by: caller.name.clone(),
+                },
+                self.ctx.clock.now_ms(),
+            )
+            .await
+            .map_err(internal)?;
+        let names: Vec<&str> = events.iter().map(|e| e.name()).collect();
+        self.audit(
+            &caller,
+            "webhook.add",
+            id.to_string(),
+            format!("{url}; events {}", names.join(",")),
+        )
+        .await?;
+        Ok(Response::new(self.webhook_status(id).await?))
+    }
+
+    /// SetWebhookEnabled: admin only.
+    pub async fn set_webhook_enabled_call(
+        &self,
+        request: Request<SetWebhookEnabledRequest>,
+    ) -> Result<Response<Webhook>, Status> {
+        let caller = self
+            .authorize(&request, Role::Admin, "pausing or resuming a webhook")
+            .await?;
+        let request = request.into_inner();
+        if !self
+            .ctx
+            .store
+            .set_webhook_enabled(request.id, request.enabled)
+            .await
+            .map_err(internal)?
+        {
+            return Err(Status::not_found(format!("no webhook {}", request.id)));
+        }
+        let hook = self.webhook_status(request.id).await?;
+        let action = if request.enabled {
+            "webhook.enable"
+        } else {
+            "webhook.disable"
+        };
+        self.audit(&caller, action, request.id.to_string(), hook.url.clone())
+            .await?;
+        Ok(Response::new(hook))
+    }
+
+    /// RemoveWebhook: admin only.
+    pub async fn remove_webhook_call(
+        &self,
+        request: Request<RemoveWebhookRequest>,
+    ) -> Result<Response<RemoveWebhookResponse>, Status> {
+        let caller = self
+            .authorize(&request, Role::Admin, "removing a webhook")
+            .await?;
+        let id = request.into_inner().id;
+        let url = self.webhook_status(id).await?.url;
+        if !self.ctx.store.remove_webhook(id).await.map_err(internal)? {
+            return Err(Status::not_found(format!("no webhook {id}")));
+        }
+        self.audit(&caller, "webhook.remove", id.to_string(), url)
+            .await?;
+        Ok(Response::new(RemoveWebhookResponse { id }))
     }
 }
 

@@ -5,11 +5,15 @@
 //! - this module: the `Store` implementation.
 //! - [`fleet`]: the normalised fleet-query tables: writing them in batches
 //!   and turning a host query into SQL.
+//! - `webhooks`: webhook policy and the outbox ticket changes write into.
+//! - `kb`: the knowledge base, an FTS5 index of resolved tickets.
 
 pub mod fleet;
 mod inventory;
 mod jobs;
+mod kb;
 mod tickets;
+mod webhooks;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -35,6 +39,7 @@ use super::{
     SessionOpen, Store, StoreError, StoreResult, TicketChange, TicketQuery, TicketRefusal,
     TicketRow, WorklogEntry,
 };
+use super::{Delivery, DeliveryOutcome, KbHit, NewWebhook, WebhookStatus};
 
 /// The fleet_meta key holding the CA fingerprint.
 const CA_FINGERPRINT_KEY: &str = "ca_sha256";
@@ -773,6 +778,48 @@ impl Store for SqliteStore {
 
     async fn host_diagnostics(&self, host_id: &str) -> StoreResult<HostDiagnostics> {
         jobs::host_diagnostics(&self.pool, host_id).await
+    }
+
+    async fn add_webhook(&self, hook: &NewWebhook, now_ms: i64) -> StoreResult<i64> {
+        webhooks::add(&self.pool, hook, now_ms).await
+    }
+
+    async fn remove_webhook(&self, id: i64) -> StoreResult<bool> {
+        webhooks::remove(&self.pool, id).await
+    }
+
+    async fn set_webhook_enabled(&self, id: i64, enabled: bool) -> StoreResult<bool> {
+        webhooks::set_enabled(&self.pool, id, enabled).await
+    }
+
+    async fn list_webhooks(&self) -> StoreResult<Vec<WebhookStatus>> {
+        webhooks::list(&self.pool).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Delivery>> {
+        webhooks::claim(&self.pool, now_ms, lease_ms, limit).await
+    }
+
+    async fn record_delivery(
+        &self,
+        id: i64,
+        outcome: &DeliveryOutcome,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        webhooks::record(&self.pool, id, outcome, now_ms).await
+    }
+
+    async fn purge_deliveries(&self, before_ms: i64) -> StoreResult<u64> {
+        webhooks::purge(&self.pool, before_ms).await
+    }
+
+    async fn search_kb(&self, terms: &[String], limit: u32) -> StoreResult<Vec<KbHit>> {
+        kb::search(&self.pool, terms, limit).await
     }
 }
 

@@ -9,6 +9,8 @@ use std::collections::HashMap;
 
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
+use super::webhooks::{self, TicketEvent};
+
 use crate::rules::events::ChangeEvent;
 use crate::rules::model::{Metric, Rule};
 use crate::rules::policy::Policy;
@@ -213,6 +215,7 @@ async fn open_ticket(
     .await?
     .try_get("id")?;
     worklog_by(tx, id, now_ms, new.author, new.note).await?;
+    webhooks::enqueue(tx, TicketEvent::Opened, id, now_ms).await?;
     Ok(id)
 }
 
@@ -225,6 +228,7 @@ struct Firing<'a> {
 }
 
 /// Carries out a ticket action; returns the ticket the state points to.
+#[allow(clippy::too_many_arguments)] // the transaction, policy and the event's own fields; a struct would only rename them
 async fn act(
     tx: &mut Tx,
     policy: &Policy,
@@ -246,6 +250,7 @@ async fn act(
             .bind(id)
             .execute(&mut **tx)
             .await?;
+            webhooks::enqueue(tx, TicketEvent::Updated, id, now_ms).await?;
             Ok(Some(id))
         }
         (TicketAction::Resolve, Some(id)) => {
@@ -272,6 +277,7 @@ async fn act(
                     ),
                 )
                 .await?;
+                webhooks::enqueue(tx, TicketEvent::Resolved, id, now_ms).await?;
             }
             Ok(Some(id))
         }
@@ -295,6 +301,7 @@ async fn act(
                 ),
             )
             .await?;
+            webhooks::enqueue(tx, TicketEvent::Opened, id, now_ms).await?;
             Ok(Some(id))
         }
         // Open, or an action whose ticket is gone: a new ticket.
@@ -422,6 +429,7 @@ pub async fn evaluate_changes(
                     .execute(&mut **tx)
                     .await?;
                     worklog(tx, id, now_ms, &format!("happened again: {}", event.detail)).await?;
+                    webhooks::enqueue(tx, TicketEvent::Updated, id, now_ms).await?;
                     id
                 }
                 Some((id, status, Some(resolved)))
@@ -438,6 +446,7 @@ pub async fn evaluate_changes(
                     .execute(&mut **tx)
                     .await?;
                     worklog(tx, id, now_ms, &format!("reopened: {}", event.detail)).await?;
+                    webhooks::enqueue(tx, TicketEvent::Opened, id, now_ms).await?;
                     id
                 }
                 _ => {
@@ -478,6 +487,7 @@ pub async fn evaluate_changes(
 
 /// Opens the ticket of an employee's problem report (D12), with the health
 /// sample they sent and the host's recent changes copied in (D23).
+#[allow(clippy::too_many_arguments)] // the transaction, policy and the event's own fields; a struct would only rename them
 pub async fn open_user_issue(
     tx: &mut Tx,
     policy: &Policy,
@@ -944,6 +954,7 @@ pub async fn update(
     .execute(&mut *tx)
     .await?;
     worklog_by(&mut tx, id, now_ms, author, &note).await?;
+    webhooks::enqueue(&mut tx, webhooks::event_of(change), id, now_ms).await?;
     let after = one(&mut tx, id)
         .await?
         .ok_or_else(|| StoreError::Corrupt(format!("ticket {id} vanished")))?;
@@ -990,6 +1001,7 @@ pub async fn advance_sla(pool: &SqlitePool, policy: &Policy, now_ms: i64) -> Sto
                 &format!("SLA {what} target missed: escalated to level {}", level + 1),
             )
             .await?;
+            webhooks::enqueue(&mut tx, TicketEvent::Escalated, id, now_ms).await?;
             changed += 1;
         }
     }

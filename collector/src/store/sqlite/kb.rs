@@ -1,0 +1,56 @@
+//! The knowledge base on SQLite: an FTS5 index (`kb_fts`) of resolved and
+//! closed tickets' title, resolution and technician notes, kept in step by
+//! triggers (migration 0006) inside the transactions that change tickets,
+//! and ranked by bm25.
+
+use sqlx::{Row, SqlitePool};
+
+use crate::store::{KbHit, StoreResult};
+
+/// bm25 column weights for (title, resolution, notes): a word in the
+/// resolution says most about what fixed it, the title next.
+const RANK: &str = "bm25(kb_fts, 2.0, 4.0, 1.0)";
+
+/// Builds an FTS5 query from plain words: each one a quoted phrase (an
+/// embedded quote doubled), joined with OR, so FTS5 syntax in the input
+/// (`NEAR`, `*`, `:`, `-`, parentheses) is only ever text, and bm25 ranks
+/// tickets matching more of the words first.
+pub fn fts_query(terms: &[String]) -> String {
+    terms
+        .iter()
+        .map(|t| format!("\"{}\"", t.replace('"', "\"\"")))
+        .collect::<Vec<_>>()
+        .join(" OR ")
+}
+
+/// Matches, best first.
+pub async fn search(pool: &SqlitePool, terms: &[String], limit: u32) -> StoreResult<Vec<KbHit>> {
+    if terms.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT t.id, t.host_id, h.hostname, t.title, t.rule, COALESCE(t.resolution, '') AS resolution, \
+         t.resolved_at_ms, {RANK} AS rank \
+         FROM kb_fts JOIN tickets t ON t.id = kb_fts.rowid JOIN hosts h ON h.id = t.host_id \
+         WHERE kb_fts MATCH ? ORDER BY rank, t.id DESC LIMIT ?"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(fts_query(terms))
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(KbHit {
+                ticket_id: r.try_get("id")?,
+                host_id: r.try_get("host_id")?,
+                hostname: r.try_get("hostname")?,
+                title: r.try_get("title")?,
+                rule: r.try_get("rule")?,
+                resolution: r.try_get("resolution")?,
+                resolved_at_ms: r.try_get("resolved_at_ms")?,
+                rank: r.try_get("rank")?,
+            })
+        })
+        .collect()
+}

@@ -7,6 +7,7 @@
 //! - [`output`]: tables, time formatting and the JSON shapes.
 //! - this module: the commands and their dispatch.
 
+mod diagnostics;
 pub mod output;
 pub mod settings;
 
@@ -118,6 +119,30 @@ enum Command {
     /// The knowledge base: past resolutions.
     #[command(subcommand)]
     Kb(KbCommand),
+    /// Run an allow-listed diagnostic on a host: streams its output while
+    /// the host is online; queues it while the host is offline.
+    Run(diagnostics::RunArgs),
+    /// Diagnostic jobs, newest first.
+    Jobs {
+        /// A host name, a host id, or a unique prefix of an id.
+        #[arg(long)]
+        host: Option<String>,
+        /// queued, sent, completed, failed, timed_out, refused, cancelled
+        /// or expired.
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+    },
+    /// One diagnostic job: show it, or cancel it.
+    #[command(subcommand)]
+    Job(diagnostics::JobCommand),
+    /// The diagnostic catalog; with a host, what its agent enables.
+    Diagnostics {
+        /// A host name, a host id, or a unique prefix of an id.
+        host: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -524,6 +549,9 @@ pub fn main(cli: Cli, env: &dyn crate::config::Env) -> CommandResult {
         } => Some(webhook_secret(secret_file.as_deref(), env)?),
         _ => None,
     };
+    if let Command::Run(args) = &cli.command {
+        args.check()?;
+    }
     runtime.block_on(run(cli.command, &settings, cli.json, secret))
 }
 
@@ -758,6 +786,12 @@ async fn run(
         Command::Webhooks {
             command: Some(WebhookCommand::Disable { id }),
         } => set_webhook_enabled(&mut client, id, false, json).await,
+        Command::Run(args) => diagnostics::run(&mut client, args, json).await,
+        Command::Jobs { host, state, limit } => {
+            diagnostics::list(&mut client, host, state, limit, json).await
+        }
+        Command::Job(command) => diagnostics::job(&mut client, command, json).await,
+        Command::Diagnostics { host } => diagnostics::catalog(&mut client, host, json).await,
         Command::Kb(KbCommand::Search { query, limit }) => {
             let found = client
                 .search_kb(SearchKbRequest { query, limit })

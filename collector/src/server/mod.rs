@@ -129,7 +129,8 @@ pub async fn maintain_history(ctx: ServerContext, retention: crate::config::Rete
 
 /// Every minute until shutdown: advances rule timers, so a recovered
 /// condition auto-resolves its ticket after the quiet period even when no
-/// sample arrives, and escalates tickets whose SLA targets passed.
+/// sample arrives, escalates tickets whose SLA targets passed, and expires
+/// diagnostic requests past their TTL.
 pub async fn advance_rule_timers(ctx: ServerContext) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
@@ -146,6 +147,15 @@ pub async fn advance_rule_timers(ctx: ServerContext) {
             Ok(0) => {}
             Ok(changed) => tracing::info!(changed, "tickets escalated or closed on their SLA"),
             Err(error) => tracing::warn!(%error, "advancing ticket SLAs failed"),
+        }
+        match ctx.store.expire_jobs(ctx.clock.now_ms()).await {
+            Ok(expired) => {
+                for job in expired {
+                    tracing::info!(job = %job.id, host = %job.host_id, diagnostic = %job.diagnostic, "diagnostic request expired");
+                    ctx.dispatch.finished(&job.id);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "expiring diagnostic jobs failed"),
         }
     }
 }

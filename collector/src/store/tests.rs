@@ -1296,3 +1296,159 @@ async fn tickets_filter_by_assignee() {
         .expect("list");
     assert_eq!(assigned.iter().map(|t| t.id).collect::<Vec<_>>(), [mine.id]);
 }
+
+fn ping_job(host: &str, id: &str, expires_at_ms: i64) -> NewJob {
+    use prost::Message;
+    let params =
+        deskpulse_proto::catalog::parse("ping", &[("host".to_string(), "127.0.0.1".to_string())])
+            .expect("valid");
+    NewJob {
+        id: id.into(),
+        host_id: host.into(),
+        diagnostic: "ping".into(),
+        params: params.encode_to_vec(),
+        params_text: deskpulse_proto::catalog::describe(&params),
+        risk: "read-only".into(),
+        caller: Caller {
+            technician_id: "t1".into(),
+            name: "alice".into(),
+            role: Role::Technician,
+            token_id: "k1".into(),
+        },
+        ticket_id: None,
+        expires_at_ms,
+    }
+}
+
+fn result_report(host: &str, seq: u64, job: &str, outcome: &str) -> IncomingReport {
+    IncomingReport {
+        host_id: host.into(),
+        spool_id: "diag".into(),
+        seq,
+        collected_at_ms: 2_000,
+        payload: ReportPayload::DiagnosticResult(Box::new(JobResult {
+            job_id: job.into(),
+            outcome: outcome.into(),
+            exit_code: 0,
+            output: b"64 bytes from 127.0.0.1\n".to_vec(),
+            truncated: false,
+            started_at_ms: 1_500,
+            finished_at_ms: 1_900,
+            reason: String::new(),
+        })),
+    }
+}
+
+#[tokio::test]
+async fn jobs_are_queued_delivered_finished_once_and_only_by_their_host() {
+    let (_dir, store) = sqlite().await;
+    let host = enrolled_host(&store).await;
+    token(&store, "o", i64::MAX, 1).await;
+    let other = host_id(
+        &store
+            .enroll(&request("o", "other-uuid"), 0, &cert)
+            .await
+            .expect("enroll"),
+    );
+    let id = "00000000-0000-4000-8000-000000000001";
+    let job = store
+        .create_job(&ping_job(&host, id, 100_000), 1_000)
+        .await
+        .expect("create");
+    assert_eq!(
+        (job.state.as_str(), job.params_text.as_str()),
+        ("queued", "host=127.0.0.1")
+    );
+    let due = store.deliverable_jobs(&host, 1_000).await.expect("due");
+    assert_eq!(due.len(), 1);
+    assert!(
+        store
+            .deliverable_jobs(&other, 1_000)
+            .await
+            .expect("due")
+            .is_empty()
+    );
+    store.job_sent(id, 1_100).await.expect("sent");
+    // Another host cannot finish this host's job.
+    store
+        .store_reports(&[result_report(&other, 1, id, "completed")], 1_200)
+        .await
+        .expect("store");
+    assert_eq!(
+        store.job(id).await.expect("get").expect("job").state,
+        "sent"
+    );
+    store
+        .store_reports(&[result_report(&host, 1, id, "completed")], 1_300)
+        .await
+        .expect("store");
+    let done = store.job(id).await.expect("get").expect("job");
+    assert_eq!(
+        (done.state.as_str(), done.exit_code),
+        ("completed", Some(0))
+    );
+    assert_eq!(done.output, b"64 bytes from 127.0.0.1\n");
+    // A second result for a finished job changes nothing.
+    store
+        .store_reports(&[result_report(&host, 2, id, "failed")], 1_400)
+        .await
+        .expect("store");
+    assert_eq!(
+        store.job(id).await.expect("get").expect("job").state,
+        "completed"
+    );
+    assert!(
+        store
+            .deliverable_jobs(&host, 1_500)
+            .await
+            .expect("due")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_request_past_its_ttl_expires_visibly_and_a_queued_one_cancels() {
+    let (_dir, store) = sqlite().await;
+    let host = enrolled_host(&store).await;
+    let stale = "00000000-0000-4000-8000-000000000002";
+    let queued = "00000000-0000-4000-8000-000000000003";
+    store
+        .create_job(&ping_job(&host, stale, 60_000), 0)
+        .await
+        .expect("create");
+    store
+        .create_job(&ping_job(&host, queued, 600_000), 0)
+        .await
+        .expect("create");
+    assert!(store.expire_jobs(59_999).await.expect("expire").is_empty());
+    let expired = store.expire_jobs(60_000).await.expect("expire");
+    assert_eq!(
+        expired.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+        [stale]
+    );
+    let row = store.job(stale).await.expect("get").expect("job");
+    assert_eq!(row.state, "expired");
+    assert!(
+        row.reason.as_deref().unwrap_or("").contains("expired"),
+        "{row:?}"
+    );
+    let due = store.deliverable_jobs(&host, 60_000).await.expect("due");
+    assert_eq!(
+        due.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+        [queued]
+    );
+    let cancelled = store
+        .cancel_job(queued, 61_000)
+        .await
+        .expect("cancel")
+        .expect("job");
+    assert_eq!(cancelled.state, "cancelled");
+    assert!(
+        store
+            .deliverable_jobs(&host, 62_000)
+            .await
+            .expect("due")
+            .is_empty()
+    );
+    assert!(store.cancel_job("nope", 0).await.expect("cancel").is_none());
+}

@@ -36,7 +36,9 @@ fn every_catalog_entry_parses_and_defaults_enable_read_only_only() {
 #[test]
 fn injection_attempts_are_refused_with_a_clear_error() {
     let huge = "a".repeat(1024 * 1024);
-    let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
+    /// (diagnostic, parameters, what the error must say).
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         (
             "ping",
             vec![("host", "8.8.8.8; rm -rf /")],

@@ -207,9 +207,15 @@ impl Collector {
 
     /// Runs the technician CLI against this collector with `token`.
     pub fn cli(&self, token: &str, args: &[&str]) -> Run {
-        let home = tempfile::tempdir().expect("temp home");
-        run(Command::new(bin("deskpulse"))
-            .env("HOME", home.path())
+        run(&mut self.cli_command(token, args))
+    }
+
+    /// The technician CLI command against this collector, to spawn and
+    /// wait for later. HOME points nowhere, so no user config is read.
+    pub fn cli_command(&self, token: &str, args: &[&str]) -> Command {
+        let mut command = Command::new(bin("deskpulse"));
+        command
+            .env("HOME", "/nonexistent")
             .env_remove("XDG_CONFIG_HOME")
             .env_remove("DESKPULSE_URL")
             .env_remove("DESKPULSE_TOKEN")
@@ -220,7 +226,8 @@ impl Collector {
             .arg(token)
             .arg("--ca-file")
             .arg(self.ca_file())
-            .args(args))
+            .args(args);
+        command
     }
 
     /// The collector's stderr so far.

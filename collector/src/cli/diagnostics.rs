@@ -125,14 +125,14 @@ fn print_json(value: &serde_json::Value) -> CommandResult {
 
 /// One line saying how a job stands.
 fn summary(job: &Job) -> String {
-    let took = (job.finished_at_unix_ms > 0 && job.started_at_unix_ms > 0)
-        .then(|| {
-            format!(
-                ", took {} ms",
-                job.finished_at_unix_ms - job.started_at_unix_ms
-            )
-        })
-        .unwrap_or_default();
+    let took = if job.finished_at_unix_ms > 0 && job.started_at_unix_ms > 0 {
+        format!(
+            ", took {} ms",
+            job.finished_at_unix_ms - job.started_at_unix_ms
+        )
+    } else {
+        String::new()
+    };
     match job.state.as_str() {
         "completed" => format!(
             "job {}: {} on {} completed, exit status {}{took}{}",

@@ -75,14 +75,19 @@ pub struct StoreFlags {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ServeFlags {
     /// A TOML config file; its keys are those of the flags, with underscores
-    /// (listen, data_dir, database, hostnames, log_format, shutdown_grace,
-    /// change_retention, health_raw_retention, health_retention)
+    /// (listen, metrics_listen, data_dir, database, hostnames, log_format,
+    /// shutdown_grace, change_retention, health_raw_retention,
+    /// health_retention)
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The address of the single TLS port [env: DESKPULSE_COLLECTOR_LISTEN]
     /// [default: 0.0.0.0:7443]
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Serve Prometheus metrics over plain HTTP on this address, at
+    /// /metrics; off unless set [env: DESKPULSE_COLLECTOR_METRICS_LISTEN]
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
     #[command(flatten)]
     pub store: StoreFlags,
     /// An extra name for the server certificate; repeat for more. localhost,
@@ -117,6 +122,7 @@ pub struct ServeFlags {
 #[serde(deny_unknown_fields)]
 struct ServeFile {
     listen: Option<String>,
+    metrics_listen: Option<String>,
     data_dir: Option<PathBuf>,
     database: Option<String>,
     hostnames: Option<Vec<String>>,
@@ -141,6 +147,8 @@ pub struct StoreConfig {
 pub struct ServeConfig {
     /// The TLS port's address.
     pub listen: SocketAddr,
+    /// Where /metrics is served, if anywhere.
+    pub metrics_listen: Option<SocketAddr>,
     /// The store.
     pub store: StoreConfig,
     /// Extra server certificate names.
@@ -257,6 +265,24 @@ pub fn resolve_serve(flags: &ServeFlags, vars: &dyn Env) -> Result<ServeConfig, 
             "listen address {listen_text:?} is not IP:PORT, e.g. 0.0.0.0:7443"
         ))
     })?;
+    let metrics_listen = flags
+        .metrics_listen
+        .clone()
+        .or_else(|| env(vars, "METRICS_LISTEN"))
+        .or(file.metrics_listen)
+        .map(|text| {
+            text.parse::<SocketAddr>().map_err(|_| {
+                ConfigError(format!(
+                    "metrics listen address {text:?} is not IP:PORT, e.g. 127.0.0.1:9464"
+                ))
+            })
+        })
+        .transpose()?;
+    if metrics_listen == Some(listen) && listen.port() != 0 {
+        return Err(ConfigError(format!(
+            "the metrics address {listen} is the TLS port's; give it its own port"
+        )));
+    }
     let store = resolve_store(&flags.store, file.data_dir, file.database, vars)?;
     let hostnames = if !flags.hostnames.is_empty() {
         flags.hostnames.clone()
@@ -338,6 +364,7 @@ pub fn resolve_serve(flags: &ServeFlags, vars: &dyn Env) -> Result<ServeConfig, 
     Ok(ServeConfig {
         retention,
         listen,
+        metrics_listen,
         store,
         hostnames,
         log_format,

@@ -74,7 +74,12 @@ async fn write_batches(mut rx: mpsc::Receiver<Job>, store: SharedStore, clock: S
     while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
         let (reports, waiters): (Vec<_>, Vec<_>) =
             jobs.drain(..).map(|job| (job.report, job.done)).unzip();
-        match store.store_reports(&reports, clock.now_ms()).await {
+        metrics::gauge!(crate::metrics::QUEUE_DEPTH).set(rx.len() as f64);
+        metrics::histogram!(crate::metrics::STORE_BATCH_REPORTS).record(reports.len() as f64);
+        let started = std::time::Instant::now();
+        let stored = store.store_reports(&reports, clock.now_ms()).await;
+        metrics::histogram!(crate::metrics::STORE_BATCH).record(started.elapsed().as_secs_f64());
+        match stored {
             Ok(outcomes) => {
                 for (waiter, outcome) in waiters.into_iter().zip(outcomes) {
                     // A session that went away no longer needs its answer.

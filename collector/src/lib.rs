@@ -13,6 +13,7 @@
 //! - [`changes`]: item-by-item inventory changes for the change log.
 //! - [`rules`]: health rules, their state machine and ticket priority.
 //! - [`ingest`]: the batching writer between agent sessions and the store.
+//! - [`metrics`]: Prometheus metrics on `--metrics-listen`.
 //! - [`server`]: the gRPC services on the single TLS port.
 //! - [`webhooks`]: signed ticket-event deliveries from the store's outbox.
 //! - [`admin`]: the admin commands that work on the data dir directly.
@@ -29,6 +30,7 @@ pub mod datadir;
 pub mod exit;
 pub mod facts;
 pub mod ingest;
+pub mod metrics;
 pub mod pki;
 pub mod query;
 pub mod rules;

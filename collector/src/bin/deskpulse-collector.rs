@@ -158,6 +158,16 @@ async fn serve(config: config::ServeConfig) -> CommandResult {
     let listener = server::bind(config.listen)
         .await
         .map_err(Failure::runtime)?;
+    let metrics = match config.metrics_listen {
+        Some(addr) => {
+            let listener = deskpulse_collector::metrics::bind(addr)
+                .await
+                .map_err(Failure::runtime)?;
+            let handle = deskpulse_collector::metrics::install().map_err(Failure::runtime)?;
+            Some((listener, handle))
+        }
+        None => None,
+    };
     let identity = dir
         .server_identity(&config.hostnames, clock.now_ms())
         .map_err(Failure::runtime)?;
@@ -179,6 +189,17 @@ async fn serve(config: config::ServeConfig) -> CommandResult {
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "listening {addr}");
         let _ = stdout.flush();
+    }
+    if let Some((listener, handle)) = metrics {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "metrics listening");
+        }
+        tokio::spawn(deskpulse_collector::metrics::serve(
+            listener,
+            handle,
+            ctx.store.clone(),
+            ctx.shutdown.clone(),
+        ));
     }
     tokio::spawn(server::maintain_history(ctx.clone(), config.retention));
     tokio::spawn(server::advance_rule_timers(ctx.clone()));

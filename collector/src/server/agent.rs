@@ -229,6 +229,7 @@ async fn run_session(
 ) {
     let mut pending = FuturesOrdered::new();
     let mut goodbye: Option<&'static str> = None;
+    metrics::gauge!(crate::metrics::AGENTS_CONNECTED).increment(1.0);
     let mut inbound_open = true;
     loop {
         if !inbound_open && pending.is_empty() {
@@ -237,9 +238,11 @@ async fn run_session(
         tokio::select! {
             biased;
             () = ctx.shutdown.cancelled() => break,
-            Some((spool_id, seq, job, committed)) = pending.next(), if !pending.is_empty() => {
+            Some((spool_id, seq, job, received, committed)) = pending.next(), if !pending.is_empty() => {
                 let committed: Result<Committed, _> = committed;
                 let job: Option<String> = job;
+                let received: std::time::Instant = received;
+                metrics::histogram!(crate::metrics::INGEST_LATENCY).record(received.elapsed().as_secs_f64());
                 if let (Some(job), Ok(Ok(_))) = (job.as_deref(), &committed) {
                     ctx.dispatch.finished(job);
                 }
@@ -273,12 +276,15 @@ async fn run_session(
                                     ReportPayload::DiagnosticResult(result) => Some(result.job_id.clone()),
                                     _ => None,
                                 };
+                                metrics::counter!(crate::metrics::REPORTS, "kind" => report.payload.kind()).increment(1);
+                                let received = std::time::Instant::now();
                                 match ingest.submit(report).await {
-                                    Ok(committed) => pending.push_back(async move { (spool_id, seq, job, committed.await) }),
+                                    Ok(committed) => pending.push_back(async move { (spool_id, seq, job, received, committed.await) }),
                                     Err(_) => break,
                                 }
                             }
                             Err(rejected) => {
+                                metrics::counter!(crate::metrics::REJECTED).increment(1);
                                 warn!(host = %host_id, seq = rejected.seq, reason = %rejected.reason, "rejected a report");
                                 if tx.send(outgoing(Outgoing::Rejected(rejected))).await.is_err() {
                                     break;
@@ -318,6 +324,7 @@ async fn run_session(
             }
         }
     }
+    metrics::gauge!(crate::metrics::AGENTS_CONNECTED).decrement(1.0);
     if let Err(error) = ctx
         .store
         .session_closed(&host_id, &ctx.replica, goodbye, ctx.clock.now_ms())

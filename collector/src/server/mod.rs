@@ -160,6 +160,43 @@ pub async fn advance_rule_timers(ctx: ServerContext) {
     }
 }
 
+/// How often the store is pinged for the gRPC health service.
+const STORE_CHECK: Duration = Duration::from_secs(5);
+
+/// Keeps the gRPC health service honest: every service reports NOT_SERVING
+/// while the store does not answer, and SERVING again once it does.
+async fn watch_store(ctx: ServerContext, health: tonic_health::server::HealthReporter) {
+    let mut tick = tokio::time::interval(STORE_CHECK);
+    let mut up = true;
+    loop {
+        tokio::select! {
+            () = ctx.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let answered = ctx.store.ping().await;
+        if answered.is_ok() == up {
+            continue;
+        }
+        up = answered.is_ok();
+        let status = if up {
+            tracing::info!("the store answers again; serving");
+            tonic_health::ServingStatus::Serving
+        } else {
+            let error = answered.err().map(|e| e.to_string()).unwrap_or_default();
+            tracing::error!(%error, "the store does not answer; reporting NOT_SERVING");
+            tonic_health::ServingStatus::NotServing
+        };
+        for service in [
+            "",
+            "deskpulse.v1.AgentService",
+            "deskpulse.v1.Enrollment",
+            "deskpulse.v1.Technician",
+        ] {
+            health.set_service_status(service, status).await;
+        }
+    }
+}
+
 /// Serves until `ctx.shutdown` is cancelled, then drains for at most
 /// `grace`.
 pub async fn serve(
@@ -189,6 +226,7 @@ pub async fn serve(
     health
         .set_serving::<TechnicianServer<technician::TechnicianApi>>()
         .await;
+    tokio::spawn(watch_store(ctx.clone(), health.clone()));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(deskpulse_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

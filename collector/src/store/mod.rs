@@ -264,6 +264,19 @@ pub enum ReportPayload {
     },
 }
 
+impl ReportPayload {
+    /// The payload's kind, as metrics label it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ReportPayload::Inventory { .. } => "inventory",
+            ReportPayload::InventoryDelta { .. } => "inventory_delta",
+            ReportPayload::Health { .. } => "health",
+            ReportPayload::DiagnosticResult(_) => "diagnostic_result",
+            ReportPayload::UserIssue { .. } => "user_issue",
+        }
+    }
+}
+
 /// A diagnostic's final result as the agent sent it (D26).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobResult {
@@ -370,6 +383,17 @@ pub struct JobQuery {
     pub state: Option<String>,
     /// At most this many, newest first.
     pub limit: u32,
+}
+
+/// The fleet's state as metrics read it at scrape time.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StoreGauges {
+    /// Tickets not resolved or closed, by priority.
+    pub open_tickets: Vec<(String, u64)>,
+    /// Diagnostic jobs, by state.
+    pub jobs: Vec<(String, u64)>,
+    /// Webhook deliveries waiting.
+    pub outbox_pending: u64,
 }
 
 /// What a host's agent said about diagnostics on its last connect.
@@ -1089,6 +1113,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// What a host's agent said about diagnostics when it last connected.
     async fn host_diagnostics(&self, host_id: &str) -> StoreResult<HostDiagnostics>;
+
+    /// Answers when the store can serve requests (gRPC health, D31 issue 8).
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Counts for the metrics endpoint.
+    async fn gauges(&self) -> StoreResult<StoreGauges>;
 
     /// Stores a webhook (D7 policy); returns its id.
     async fn add_webhook(&self, hook: &NewWebhook, now_ms: i64) -> StoreResult<i64>;

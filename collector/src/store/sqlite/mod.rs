@@ -36,8 +36,8 @@ use super::{
     AuditEntry, CaRecord, Caller, ChangeQuery, ChangeRow, EnrollOutcome, EnrollRequest,
     HealthPoint, HostDetail, HostDiagnostics, HostRow, IncomingReport, IssueCert, JobQuery, JobRow,
     NewApiToken, NewEnrollmentToken, NewJob, PolicyRecord, ReportOutcome, ReportPayload, Role,
-    SessionOpen, Store, StoreError, StoreResult, TicketChange, TicketQuery, TicketRefusal,
-    TicketRow, WorklogEntry,
+    SessionOpen, Store, StoreError, StoreGauges, StoreResult, TicketChange, TicketQuery,
+    TicketRefusal, TicketRow, WorklogEntry,
 };
 use super::{Delivery, DeliveryOutcome, KbHit, NewWebhook, WebhookStatus};
 
@@ -778,6 +778,41 @@ impl Store for SqliteStore {
 
     async fn host_diagnostics(&self, host_id: &str) -> StoreResult<HostDiagnostics> {
         jobs::host_diagnostics(&self.pool, host_id).await
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn gauges(&self) -> StoreResult<StoreGauges> {
+        let counts = |sql: &'static str| {
+            let pool = self.pool.clone();
+            async move {
+                sqlx::query(sql)
+                    .fetch_all(&pool)
+                    .await?
+                    .iter()
+                    .map(|r| {
+                        let n: i64 = r.try_get(1)?;
+                        Ok((r.try_get::<String, _>(0)?, u64::try_from(n).unwrap_or(0)))
+                    })
+                    .collect::<StoreResult<Vec<(String, u64)>>>()
+            }
+        };
+        let outbox: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM webhook_outbox WHERE state = 'pending'")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(StoreGauges {
+            open_tickets: counts(
+                "SELECT priority, COUNT(*) FROM tickets \
+                 WHERE status NOT IN ('resolved', 'closed') GROUP BY priority",
+            )
+            .await?,
+            jobs: counts("SELECT state, COUNT(*) FROM jobs GROUP BY state").await?,
+            outbox_pending: u64::try_from(outbox).unwrap_or(0),
+        })
     }
 
     async fn add_webhook(&self, hook: &NewWebhook, now_ms: i64) -> StoreResult<i64> {

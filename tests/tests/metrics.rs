@@ -1,0 +1,163 @@
+//! Prometheus metrics (issue 8, observability): the real collector serves
+//! `/metrics` on `--metrics-listen` in the standard text format, checked by
+//! `promtool check metrics` (Debian package `prometheus`; required in CI),
+//! and the counters move when an agent reports.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use deskpulse_proto::v1::agent_message::Kind;
+use deskpulse_proto::v1::agent_service_client::AgentServiceClient;
+use deskpulse_proto::v1::collector_message::Kind as Reply;
+use deskpulse_proto::v1::report::Payload;
+use deskpulse_proto::v1::{AgentMessage, HealthSample, Hello, Report};
+use deskpulse_tests::{Agent, Collector, wait_for};
+
+/// The logs without terminal colour codes.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn scrape(addr: &str, path: &str) -> (String, String) {
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to metrics");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    (head.to_owned(), body.to_owned())
+}
+
+#[tokio::test]
+async fn metrics_are_served_in_the_exposition_format_and_count_reports() {
+    let collector = Collector::start_in(
+        tempfile::tempdir().expect("data dir"),
+        &["--metrics-listen", "127.0.0.1:0"],
+    );
+    let addr = wait_for(Duration::from_secs(30), || {
+        let logs = strip_ansi(&collector.logs());
+        let line = logs.lines().find(|l| l.contains("metrics listening"))?;
+        let at = line.find("addr=")? + 5;
+        Some(line[at..].split_whitespace().next()?.to_owned())
+    })
+    .expect("the collector logs its metrics address");
+
+    let agent = Agent::new();
+    agent
+        .enroll(&collector, &collector.enrollment_token(1))
+        .expect_code(0);
+    let (cert, key) = agent.identity();
+    let channel = collector.channel(Some((&cert, &key))).await;
+    let messages = vec![
+        AgentMessage {
+            kind: Some(Kind::Hello(Hello {
+                agent_version: "test".into(),
+                inventory_schema_version: 1,
+                health_interval_secs: 60,
+                ..Hello::default()
+            })),
+        },
+        AgentMessage {
+            kind: Some(Kind::Report(Report {
+                spool_id: "metrics".into(),
+                seq: 1,
+                collected_at_unix_ms: 1_764_000_000_000,
+                payload: Some(Payload::Health(HealthSample {
+                    cpu_percent: 5.0,
+                    ..HealthSample::default()
+                })),
+            })),
+        },
+    ];
+    let mut replies = AgentServiceClient::new(channel)
+        .session(tokio_stream::iter(messages))
+        .await
+        .expect("session")
+        .into_inner();
+    let reply = replies.message().await.expect("reply").expect("some");
+    assert!(matches!(reply.kind, Some(Reply::Ack(_))), "{reply:?}");
+
+    let (head, body) = scrape(&addr, "/metrics");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    for wanted in [
+        "deskpulse_reports_total{kind=\"health\"} 1",
+        "deskpulse_ingest_latency_seconds_bucket",
+        "deskpulse_store_batch_seconds_count",
+        "deskpulse_tickets_open{priority=\"P1\"} 0",
+        "deskpulse_webhook_outbox_pending 0",
+        "deskpulse_store_up 1",
+        "# HELP deskpulse_agents_connected",
+    ] {
+        assert!(body.contains(wanted), "{wanted} in\n{body}");
+    }
+    let (head, _) = scrape(&addr, "/other");
+    assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+
+    match std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+    {
+        Ok(mut child) => {
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(body.as_bytes())
+                .expect("feed promtool");
+            let out = child.wait_with_output().expect("promtool");
+            assert!(
+                out.status.success(),
+                "promtool check metrics: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Err(error) => {
+            assert_ne!(
+                std::env::var("CI").as_deref(),
+                Ok("true"),
+                "promtool is required in CI: {error}"
+            );
+            eprintln!("SKIPPED: promtool did not run: {error}");
+        }
+    }
+}
+
+#[test]
+fn a_bad_metrics_address_is_a_config_error() {
+    let out = deskpulse_tests::run(
+        std::process::Command::new(deskpulse_tests::bin("deskpulse-collector"))
+            .args([
+                "serve",
+                "--metrics-listen",
+                "nine-four-six-four",
+                "--data-dir",
+            ])
+            .arg(tempfile::tempdir().expect("dir").path()),
+    );
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert!(
+        out.error_line().contains("metrics listen address"),
+        "{}",
+        out.stderr
+    );
+}

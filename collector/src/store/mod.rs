@@ -924,6 +924,19 @@ pub struct AuditEntry {
     pub detail: String,
 }
 
+impl AuditEntry {
+    /// An entry for an action a technician took through the API.
+    pub fn by(caller: &Caller, action: &str, subject: String, detail: String) -> Self {
+        Self {
+            technician_id: Some(caller.technician_id.clone()),
+            token_id: Some(caller.token_id.clone()),
+            action: action.to_owned(),
+            subject,
+            detail,
+        }
+    }
+}
+
 /// The store interface.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {

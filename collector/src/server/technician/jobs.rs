@@ -22,7 +22,7 @@ use tracing::info;
 
 use super::{TechnicianApi, internal};
 use crate::server::dispatch::JobEvent as Live;
-use crate::store::{AuditEntry, Caller, JobQuery, JobRow, NewJob, Role};
+use crate::store::{Caller, JobQuery, JobRow, NewJob, Role};
 
 /// The stream `RunDiagnostic` answers with.
 pub type JobStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<JobEvent, Status>> + Send>>;
@@ -85,20 +85,13 @@ impl TechnicianApi {
         status: Status,
     ) -> Result<Response<JobStream>, Status> {
         info!(technician = %caller.name, host, what, reason = status.message(), "refused a diagnostic request");
-        self.ctx
-            .store
-            .append_audit(
-                &AuditEntry {
-                    technician_id: Some(caller.technician_id.clone()),
-                    token_id: Some(caller.token_id.clone()),
-                    action: "diagnostic.refuse".into(),
-                    subject: format!("host {host}"),
-                    detail: format!("{what}: {}", status.message()),
-                },
-                self.ctx.clock.now_ms(),
-            )
-            .await
-            .map_err(internal)?;
+        self.audit(
+            caller,
+            "diagnostic.refuse",
+            format!("host {host}"),
+            format!("{what}: {}", status.message()),
+        )
+        .await?;
         Err(status)
     }
 
@@ -389,26 +382,19 @@ impl TechnicianApi {
             .map_err(internal)?
             .ok_or_else(|| Status::not_found(format!("no job {}", job.id)))?;
         let told = after.state == "sent" && self.ctx.dispatch.cancel(&job.host_id, &job.id).await;
-        self.ctx
-            .store
-            .append_audit(
-                &AuditEntry {
-                    technician_id: Some(caller.technician_id.clone()),
-                    token_id: Some(caller.token_id.clone()),
-                    action: "diagnostic.cancel".into(),
-                    subject: format!("job {} on host {}", job.id, job.host_id),
-                    detail: if after.state == "cancelled" {
-                        "cancelled before it reached the agent".into()
-                    } else if told {
-                        "the agent was told to stop it".into()
-                    } else {
-                        "the agent is not connected here; it stops the job when told".into()
-                    },
-                },
-                now,
-            )
-            .await
-            .map_err(internal)?;
+        self.audit(
+            &caller,
+            "diagnostic.cancel",
+            format!("job {} on host {}", job.id, job.host_id),
+            if after.state == "cancelled" {
+                "cancelled before it reached the agent".into()
+            } else if told {
+                "the agent was told to stop it".into()
+            } else {
+                "the agent is not connected here; it stops the job when told".into()
+            },
+        )
+        .await?;
         if after.state == "cancelled" {
             self.ctx.dispatch.finished(&job.id);
         }

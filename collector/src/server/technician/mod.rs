@@ -707,25 +707,18 @@ impl Technician for TechnicianApi {
             .await
             .map_err(internal)?
             .map_err(Status::invalid_argument)?;
-        self.ctx
-            .store
-            .append_audit(
-                &AuditEntry {
-                    technician_id: Some(caller.technician_id.clone()),
-                    token_id: Some(caller.token_id.clone()),
-                    action: "policy.apply".into(),
-                    subject: format!("version {}", record.version),
-                    detail: format!(
-                        "{} rules in force, {} from the file; sha256 {}",
-                        record.policy.rules.len() + record.policy.change_rules.len(),
-                        record.policy.applied.len(),
-                        secrets::sha256_hex(text.as_bytes())
-                    ),
-                },
-                self.ctx.clock.now_ms(),
-            )
-            .await
-            .map_err(internal)?;
+        self.audit(
+            &caller,
+            "policy.apply",
+            format!("version {}", record.version),
+            format!(
+                "{} rules in force, {} from the file; sha256 {}",
+                record.policy.rules.len() + record.policy.change_rules.len(),
+                record.policy.applied.len(),
+                secrets::sha256_hex(text.as_bytes())
+            ),
+        )
+        .await?;
         info!(version = record.version, technician = %caller.name, "fleet policy applied");
         Ok(Response::new(rules_response(&record)))
     }
@@ -888,20 +881,13 @@ impl Technician for TechnicianApi {
             .set_tag(&row.id, &key, &value)
             .await
             .map_err(internal)?;
-        self.ctx
-            .store
-            .append_audit(
-                &AuditEntry {
-                    technician_id: Some(caller.technician_id),
-                    token_id: Some(caller.token_id),
-                    action: "host.tag".into(),
-                    subject: row.id.clone(),
-                    detail: format!("{key}={value}"),
-                },
-                self.ctx.clock.now_ms(),
-            )
-            .await
-            .map_err(internal)?;
+        self.audit(
+            &caller,
+            "host.tag",
+            row.id.clone(),
+            format!("{key}={value}"),
+        )
+        .await?;
         Ok(Response::new(SetHostTagResponse {
             tags: self.tag_strings(&row.id).await?,
             host_id: row.id,
@@ -1015,20 +1001,13 @@ impl Technician for TechnicianApi {
             .create_enrollment_token(&record, now)
             .await
             .map_err(internal)?;
-        self.ctx
-            .store
-            .append_audit(
-                &AuditEntry {
-                    technician_id: Some(caller.technician_id),
-                    token_id: Some(caller.token_id),
-                    action: "enrollment-token.create".into(),
-                    subject: record.id.clone(),
-                    detail: format!("ttl {ttl}s; uses {uses}"),
-                },
-                now,
-            )
-            .await
-            .map_err(internal)?;
+        self.audit(
+            &caller,
+            "enrollment-token.create",
+            record.id.clone(),
+            format!("ttl {ttl}s; uses {uses}"),
+        )
+        .await?;
         Ok(Response::new(CreateEnrollmentTokenResponse {
             token,
             expires_at_unix_ms: record.expires_at_ms,
@@ -1080,13 +1059,7 @@ impl TechnicianApi {
         self.ctx
             .store
             .append_audit(
-                &AuditEntry {
-                    technician_id: Some(caller.technician_id.clone()),
-                    token_id: Some(caller.token_id.clone()),
-                    action: action.into(),
-                    subject,
-                    detail,
-                },
+                &AuditEntry::by(caller, action, subject, detail),
                 self.ctx.clock.now_ms(),
             )
             .await

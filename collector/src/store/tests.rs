@@ -1452,3 +1452,30 @@ async fn a_request_past_its_ttl_expires_visibly_and_a_queued_one_cancels() {
     );
     assert!(store.cancel_job("nope", 0).await.expect("cancel").is_none());
 }
+
+#[tokio::test]
+async fn a_result_for_a_job_with_a_ticket_lands_in_the_tickets_worklog() {
+    let (_dir, store) = sqlite().await;
+    let host = enrolled_host(&store).await;
+    let ticket = store
+        .create_ticket(&host, "network drops", None, "alice", 500)
+        .await
+        .expect("ticket");
+    let id = "00000000-0000-4000-8000-000000000004";
+    let mut job = ping_job(&host, id, 100_000);
+    job.ticket_id = Some(ticket.id);
+    store.create_job(&job, 1_000).await.expect("create");
+    store.job_sent(id, 1_100).await.expect("sent");
+    store
+        .store_reports(&[result_report(&host, 1, id, "completed")], 1_300)
+        .await
+        .expect("store");
+    let (_, log) = store.ticket(ticket.id).await.expect("get").expect("ticket");
+    let note = &log.last().expect("a worklog entry").note;
+    assert!(
+        note.starts_with(&format!(
+            "diagnostic job {id}: ping host=127.0.0.1: completed exit 0"
+        )) && note.contains("64 bytes from 127.0.0.1"),
+        "{note}"
+    );
+}

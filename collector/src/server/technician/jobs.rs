@@ -190,7 +190,7 @@ impl TechnicianApi {
         let id = uuid::Uuid::new_v4().to_string();
         // Watch before delivering, so no output is missed.
         let mut live = self.ctx.dispatch.watch(&id);
-        let job = self
+        let created = self
             .ctx
             .store
             .create_job(
@@ -208,22 +208,26 @@ impl TechnicianApi {
                 },
                 now,
             )
-            .await
-            .map_err(internal)?;
-        let delivered = self
-            .ctx
-            .dispatch
-            .deliver(&self.ctx.store, &job, now)
-            .await
-            .map_err(internal)?;
+            .await;
+        let job = match created {
+            Ok(job) => job,
+            Err(error) => {
+                self.ctx.dispatch.unwatch(&id);
+                return Err(internal(error));
+            }
+        };
+        // A delivery that fails leaves the job queued: it goes out when the
+        // agent reconnects.
+        let delivered = match self.ctx.dispatch.deliver(&self.ctx.store, &job, now).await {
+            Ok(delivered) => delivered,
+            Err(error) => {
+                tracing::error!(%error, job = %id, "delivering a new job failed; it stays queued");
+                false
+            }
+        };
         info!(job = %id, host = %host.id, diagnostic = spec.id, delivered, technician = %caller.name, "diagnostic requested");
         let first = if delivered {
-            self.ctx
-                .store
-                .job(&id)
-                .await
-                .map_err(internal)?
-                .unwrap_or(job)
+            self.ctx.store.job(&id).await.ok().flatten().unwrap_or(job)
         } else {
             job
         };

@@ -61,12 +61,10 @@ pub fn run(program: &str, args: &[&str], timeout: Duration) -> Result<Finished, 
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     own_group(&mut command);
-    let mut child = command
-        .spawn()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => SpawnError::NotFound(program.to_owned()),
-            _ => SpawnError::Failed(format!("{program}: {e}")),
-        })?;
+    let mut child = command.spawn().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => SpawnError::NotFound(program.to_owned()),
+        _ => SpawnError::Failed(format!("{program}: {e}")),
+    })?;
     // Read on a thread so a chatty program cannot block on a full pipe while
     // we wait for it to exit.
     let stdout = child.stdout.take();
@@ -182,7 +180,8 @@ pub fn stream(
     cancel: &AtomicBool,
     on_chunk: &mut dyn FnMut(&[u8]),
 ) -> Result<Streamed, SpawnError> {
-    let (reader, writer) = std::io::pipe().map_err(|e| SpawnError::Failed(format!("{program}: {e}")))?;
+    let (reader, writer) =
+        std::io::pipe().map_err(|e| SpawnError::Failed(format!("{program}: {e}")))?;
     let writer_err = writer
         .try_clone()
         .map_err(|e| SpawnError::Failed(format!("{program}: {e}")))?;
@@ -441,6 +440,9 @@ mod tests {
             .trim()
             .parse()
             .expect("pid");
-        assert!(!alive(pid), "the background sleep was killed with the group");
+        assert!(
+            !alive(pid),
+            "the background sleep was killed with the group"
+        );
     }
 }

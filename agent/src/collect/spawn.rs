@@ -76,22 +76,28 @@ pub fn run(program: &str, args: &[&str], timeout: Duration) -> Result<Finished, 
         buf
     });
     let deadline = Instant::now() + timeout;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
+    loop {
+        match has_exited(&mut child) {
+            Ok(true) => break,
+            Ok(false) if Instant::now() >= deadline => {
                 kill_tree(&mut child);
                 return Err(SpawnError::Failed(format!(
                     "{program}: no answer within {timeout:?}, killed"
                 )));
             }
-            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Err(SpawnError::Failed(format!("{program}: {e}"))),
+            Ok(false) => std::thread::sleep(Duration::from_millis(10)),
+            Err(e) => {
+                kill_tree(&mut child);
+                return Err(SpawnError::Failed(format!("{program}: {e}")));
+            }
         }
-    };
+    }
     // Anything the program left running in its group goes too, so the
-    // pipe closes and nothing outlives the probe.
+    // pipe closes and nothing outlives the probe; then the leader is reaped.
     kill_group(&child);
+    let status = child
+        .wait()
+        .map_err(|e| SpawnError::Failed(format!("{program}: {e}")))?;
     let stdout = reader.join().unwrap_or_default();
     Ok(Finished {
         code: status.code(),
@@ -121,6 +127,25 @@ fn kill_group(child: &std::process::Child) {
     }
     #[cfg(not(unix))]
     let _ = child;
+}
+
+/// True once the child has exited, without reaping it (`waitid` with
+/// `WNOWAIT`): while it is an unreaped zombie its pid, and so its process
+/// group id, stays reserved, and killing the group cannot reach a process
+/// that reused the number.
+#[cfg(unix)]
+fn has_exited(child: &mut std::process::Child) -> std::io::Result<bool> {
+    use rustix::process::{Pid, WaitId, WaitIdOptions, waitid};
+    let Some(pid) = Pid::from_raw(child.id() as i32) else {
+        return Ok(true);
+    };
+    let options = WaitIdOptions::EXITED | WaitIdOptions::NOWAIT | WaitIdOptions::NOHANG;
+    Ok(waitid(WaitId::Pid(pid), options)?.is_some())
+}
+
+#[cfg(not(unix))]
+fn has_exited(child: &mut std::process::Child) -> std::io::Result<bool> {
+    Ok(child.try_wait()?.is_some())
 }
 
 /// Kills the group, then the child itself (on Windows the only one), and
@@ -249,9 +274,9 @@ pub fn stream(
         } else if Instant::now() >= deadline {
             ending = Some(Ending::TimedOut);
         } else {
-            match child.try_wait() {
-                Ok(Some(status)) => ending = Some(Ending::Exited(status.code())),
-                Ok(None) => {}
+            match has_exited(&mut child) {
+                Ok(true) => ending = Some(Ending::Exited(None)),
+                Ok(false) => {}
                 Err(e) => {
                     kill_tree(&mut child);
                     return Err(SpawnError::Failed(format!("{program}: {e}")));
@@ -259,9 +284,16 @@ pub fn stream(
             }
         }
     }
-    let ending = ending.unwrap_or(Ending::TimedOut);
+    let mut ending = ending.unwrap_or(Ending::TimedOut);
     let mut truncated = ending == Ending::Capped;
-    kill_tree(&mut child);
+    // The group is killed while the exited leader is still unreaped, so
+    // its pid (the group id) cannot have been reused by a stranger.
+    kill_group(&child);
+    let _ = child.kill();
+    let status = child.wait();
+    if ending == Ending::Exited(None) {
+        ending = Ending::Exited(status.ok().and_then(|s| s.code()));
+    }
     // With the group dead the pipe closes; take what is still buffered.
     // The bound covers a process that escaped the group and holds the pipe.
     let drain_until = Instant::now() + Duration::from_secs(1);
@@ -332,14 +364,24 @@ mod tests {
     }
 
     /// A pid is gone once it is reaped or a zombie (its parent, init here,
-    /// may not have reaped it yet): either way it runs nothing.
+    /// may not have reaped it yet): either way it runs nothing. A process
+    /// that got SIGKILL still needs a moment to finish exiting, so this
+    /// polls for up to five seconds before calling it alive.
     fn alive(pid: u32) -> bool {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Ok(stat) => !stat
+        let dead = || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Ok(stat) => stat
                 .rsplit_once(')')
                 .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
-            Err(_) => false,
+            Err(_) => true,
+        };
+        let until = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < until {
+            if dead() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
         }
+        !dead()
     }
 
     /// Starts a tree (two background sleeps and a waiting shell), prints

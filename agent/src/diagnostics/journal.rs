@@ -51,7 +51,22 @@ impl Journal {
             lines: 0,
         };
         match std::fs::read_to_string(&journal.path) {
-            Ok(text) => {
+            Ok(mut text) => {
+                // A last line without its newline is a write the crash cut
+                // short. Its fsync never returned, so that job never ran:
+                // the line is dropped, and cut from the file so the next
+                // line starts clean.
+                if !text.is_empty() && !text.ends_with('\n') {
+                    let keep = text.rfind('\n').map_or(0, |i| i + 1);
+                    text.truncate(keep);
+                    if let Err(error) = OpenOptions::new()
+                        .write(true)
+                        .open(&journal.path)
+                        .and_then(|f| f.set_len(keep as u64))
+                    {
+                        warn!(%error, "cannot cut the torn end off the diagnostics journal");
+                    }
+                }
                 for line in text.lines() {
                     journal.lines += 1;
                     let mut parts = line.split(' ');
@@ -63,7 +78,7 @@ impl Journal {
                         (Some("F"), Some(job)) if super::valid_job_id(job) => {
                             journal.remember(job, None);
                         }
-                        // A torn last line or garbage: skipped.
+                        // Garbage: skipped.
                         _ => {}
                     }
                 }
@@ -90,7 +105,15 @@ impl Journal {
     }
 
     fn remember(&mut self, job: &str, running: Option<String>) {
-        if self.jobs.insert(job.to_owned(), running).is_none() {
+        // Once answered, always answered.
+        if let Some(known) = self.jobs.get_mut(job) {
+            if running.is_none() {
+                *known = None;
+            }
+            return;
+        }
+        {
+            self.jobs.insert(job.to_owned(), running);
             self.order.push_back(job.to_owned());
             while self.order.len() > KEEP {
                 if let Some(old) = self.order.pop_front() {

@@ -423,17 +423,11 @@ fn disk_usage(
             let size = allocated(&meta);
             grand += size;
             let child_rel = rel.join(entry.file_name());
-            // Credit every listed ancestor (and the entry itself when it is
-            // a listed directory).
+            // Credit every listed ancestor and the entry itself, so a big
+            // file near the top shows as well as a big directory.
             let mut ancestor = PathBuf::new();
-            for (i, part) in child_rel.components().enumerate() {
-                if i >= depth {
-                    break;
-                }
+            for part in child_rel.components().take(depth) {
                 ancestor.push(part);
-                if ancestor == child_rel && !meta.is_dir() {
-                    break;
-                }
                 *totals.entry(ancestor.clone()).or_default() += size;
             }
             if meta.is_dir() && device(&meta) == dev {

@@ -146,7 +146,6 @@ fn hello(config: &AgentConfig) -> AgentMessage {
                 .iter()
                 .map(|id| (*id).to_owned())
                 .collect(),
-            ..Hello::default()
         })),
     }
 }
@@ -619,6 +618,30 @@ fn save_live(state: &StateDir, live: &SharedStatus) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hello_reports_the_catalog_version_and_this_agents_allowlist() {
+        let flags = crate::config::AgentFlags::default();
+        let env: std::collections::HashMap<String, String> = [(
+            "DESKPULSE_AGENT_DIAGNOSTICS_ENABLE".to_owned(),
+            "flush_dns".to_owned(),
+        )]
+        .into();
+        let config = crate::config::resolve(&flags, &env).expect("config");
+        let Some(Kind::Hello(hello)) = hello(&config).kind else {
+            panic!("a hello");
+        };
+        assert_eq!(
+            hello.catalog_version,
+            deskpulse_proto::catalog::CATALOG_VERSION
+        );
+        let mut expected: Vec<String> = deskpulse_proto::catalog::default_enabled()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        expected.push("flush_dns".into());
+        assert_eq!(hello.enabled_diagnostics, expected);
+    }
 
     #[test]
     fn backoff_grows_to_its_cap_with_jitter_and_resets() {

@@ -409,7 +409,7 @@ fn disk_usage(
                 stopped = Some("the entry limit");
                 break 'walk;
             }
-            if entries % 1024 == 0 {
+            if entries.is_multiple_of(1024) {
                 check_stop(stop)?;
                 if Instant::now() >= deadline {
                     stopped = Some("the time limit");
@@ -640,7 +640,7 @@ impl ClearWalk<'_> {
         drop(list);
         for name in names {
             self.seen += 1;
-            if self.seen % 256 == 0 {
+            if self.seen.is_multiple_of(256) {
                 if self.stop.load(Ordering::Relaxed) {
                     return Err(ClearError::Stopped(Stop::Cancelled));
                 }

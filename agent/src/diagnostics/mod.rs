@@ -54,6 +54,11 @@ pub const MAX_QUEUED: usize = 16;
 /// Live output messages buffered towards the session; past this chunks are
 /// dropped (the final result carries the whole capped output anyway).
 const OUTPUT_QUEUE: usize = 64;
+/// Refusals answered per hour. Past this, a refused request is logged and
+/// left unanswered (it expires at the collector): a flood of bad requests
+/// from a compromised collector must not fill the spool's results class,
+/// which also carries employees' issue reports.
+const REFUSALS_PER_HOUR: u32 = 120;
 /// How long a job that was stopped (timeout, cancel) gets to return what it
 /// wrote after its process tree was killed.
 const STOP_GRACE: Duration = Duration::from_secs(2);
@@ -245,6 +250,8 @@ pub struct Executor {
     output_tx: mpsc::Sender<DiagnosticOutput>,
     output_rx: mpsc::Receiver<DiagnosticOutput>,
     started: Arc<AtomicUsize>,
+    /// Refusals left in this hour, and when the hour began.
+    refusals: (u32, std::time::Instant),
 }
 
 impl Executor {
@@ -282,6 +289,7 @@ impl Executor {
                 output_tx,
                 output_rx,
                 started: Arc::new(AtomicUsize::new(0)),
+                refusals: (REFUSALS_PER_HOUR, std::time::Instant::now()),
             },
             answers,
         )
@@ -359,12 +367,12 @@ impl Executor {
         }
         if let Some((id, reason)) = self.refuse_reason(&run) {
             info!(job = %run.job_id, diagnostic = %id, %reason, "diagnostic refused");
-            return Some(refusal(&run.job_id, &id, reason));
+            return self.answer_refusal(refusal(&run.job_id, &id, reason));
         }
         if self.running.len() >= MAX_RUNNING {
             if self.queue.len() >= MAX_QUEUED {
                 let id = run.params.as_ref().map(catalog::id_of).unwrap_or("");
-                return Some(refusal(
+                return self.answer_refusal(refusal(
                     &run.job_id,
                     id,
                     format!("{MAX_QUEUED} diagnostics are already waiting on this PC"),
@@ -374,6 +382,21 @@ impl Executor {
             return None;
         }
         self.start(run)
+    }
+
+    /// A refusal to answer, while this hour's budget lasts.
+    fn answer_refusal(&mut self, answer: DiagnosticResult) -> Option<DiagnosticResult> {
+        let (left, since) = &mut self.refusals;
+        if since.elapsed() >= Duration::from_secs(3600) {
+            *left = REFUSALS_PER_HOUR;
+            *since = std::time::Instant::now();
+        }
+        if *left == 0 {
+            warn!(job = %answer.job_id, "too many refused diagnostic requests this hour; this one is not answered");
+            return None;
+        }
+        *left -= 1;
+        Some(answer)
     }
 
     /// Starts a job that passed admission. The journal records it first,

@@ -272,6 +272,22 @@ async fn injection_attempts_are_refused_and_nothing_runs() {
 }
 
 #[tokio::test]
+async fn a_flood_of_refusals_is_answered_only_up_to_the_hourly_budget() {
+    let mut f = executor();
+    let mut answered = 0;
+    for i in 0..(REFUSALS_PER_HOUR + 50) {
+        if f.executor
+            .submit(request(&format!("job-{i}"), ping("$(id)", 1)))
+            .is_some()
+        {
+            answered += 1;
+        }
+    }
+    assert_eq!(answered, REFUSALS_PER_HOUR, "the spool is not flooded");
+    assert_eq!(f.executor.started_count(), 0);
+}
+
+#[tokio::test]
 async fn a_malformed_job_id_is_ignored() {
     let mut f = executor();
     assert!(

@@ -459,15 +459,17 @@ impl Executor {
         None
     }
 
-    /// The next live chunk or finished result.
+    /// The next live chunk or finished result. Chunks come first: a job
+    /// writes its output before it sends its result, so a result is never
+    /// seen ahead of its job's buffered chunks.
     pub async fn next_event(&mut self) -> Event {
         tokio::select! {
             biased;
+            Some(chunk) = self.output_rx.recv() => Event::Output(chunk),
             Some(done) = self.done_rx.recv() => {
                 self.running.remove(&done.job_id);
                 Event::Done(done)
             }
-            Some(chunk) = self.output_rx.recv() => Event::Output(chunk),
         }
     }
 

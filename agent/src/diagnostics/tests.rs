@@ -883,6 +883,27 @@ async fn smart_report_runs_smartctl_on_every_whole_disk() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_updates_asks_the_package_manager() {
+    // apt reads its local lists; nothing leaves the machine.
+    if run::which("apt").is_none() {
+        eprintln!("SKIPPED: no apt here");
+        return;
+    }
+    let mut f = executor();
+    let result = run(
+        &mut f.executor,
+        "job-1",
+        params(Kind::PendingUpdates(PendingUpdatesParams {})),
+    )
+    .await;
+    assert_eq!(
+        (outcome(&result), result.exit_code),
+        (DiagnosticOutcome::Completed, 0)
+    );
+    assert!(text(&result).contains("Listing..."), "{}", text(&result));
+}
+
 // ---- disk usage and clear_temp under a fixture root (D13) ----
 
 fn write(root: &Path, rel: &str, bytes: usize) {

@@ -71,7 +71,7 @@ pub struct AgentFlags {
     /// health_interval, log_format, [spool] health_max_mib,
     /// inventory_max_mib, results_max_mib, and [health] watch_services,
     /// posture_interval, smart_interval, updates_interval,
-    /// services_interval [env:
+    /// services_interval, and [diagnostics] enable, disable [env:
     /// DESKPULSE_AGENT_CONFIG]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -117,6 +117,16 @@ struct HealthFile {
     services_interval: Option<String>,
 }
 
+/// `[diagnostics]` in the config file: catalog ids switched on or off on
+/// top of the default (every read-only diagnostic on, every state-changing
+/// one off).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiagnosticsFile {
+    enable: Option<Vec<String>>,
+    disable: Option<Vec<String>>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AgentFile {
@@ -127,6 +137,7 @@ struct AgentFile {
     log_format: Option<LogFormat>,
     spool: Option<SpoolFile>,
     health: Option<HealthFile>,
+    diagnostics: Option<DiagnosticsFile>,
 }
 
 /// The resolved agent config.
@@ -146,6 +157,9 @@ pub struct AgentConfig {
     pub spool_limits: crate::spool::Limits,
     /// Watched services and slow probe intervals.
     pub health: crate::collect::HealthSettings,
+    /// The catalog ids this agent runs, in catalog order; the agent's own
+    /// allowlist (D25), whatever the collector asks.
+    pub enabled_diagnostics: Vec<&'static str>,
 }
 
 const PREFIX: &str = "DESKPULSE_AGENT_";
@@ -228,6 +242,7 @@ pub fn resolve(flags: &AgentFlags, vars: &dyn Env) -> Result<AgentConfig, Config
     };
     let spool_limits = spool_limits(file.spool.unwrap_or_default(), &var)?;
     let health = health_settings(file.health.unwrap_or_default(), &var)?;
+    let enabled_diagnostics = enabled_diagnostics(file.diagnostics.unwrap_or_default(), &var)?;
     Ok(AgentConfig {
         state_dir,
         system_root,
@@ -236,7 +251,61 @@ pub fn resolve(flags: &AgentFlags, vars: &dyn Env) -> Result<AgentConfig, Config
         log_format,
         spool_limits,
         health,
+        enabled_diagnostics,
     })
+}
+
+/// The enabled diagnostics: the catalog default, plus `enable`, minus
+/// `disable`. Each list comes from `DESKPULSE_AGENT_DIAGNOSTICS_ENABLE` /
+/// `_DISABLE` (comma-separated) when set, else from `[diagnostics]`. An id
+/// the catalog does not have, or one in both lists, is an error: a typo
+/// must not leave a diagnostic silently on or off.
+fn enabled_diagnostics(
+    file: DiagnosticsFile,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<&'static str>, ConfigError> {
+    use deskpulse_proto::catalog;
+    let list = |key: &str, name: &str, from_file: Option<Vec<String>>| {
+        let (ids, source) = match var(key) {
+            Some(text) => (
+                text.split(',')
+                    .map(|n| n.trim().to_owned())
+                    .filter(|n| !n.is_empty())
+                    .collect(),
+                format!("{PREFIX}{key}"),
+            ),
+            None => (
+                from_file.unwrap_or_default(),
+                format!("[diagnostics] {name}"),
+            ),
+        };
+        let mut out: Vec<&'static str> = Vec::new();
+        for id in ids {
+            let Some(spec) = catalog::spec(&id) else {
+                let known: Vec<&str> = catalog::CATALOG.iter().map(|s| s.id).collect();
+                return Err(ConfigError(format!(
+                    "{source}: {:?} is not a diagnostic; the catalog has {}",
+                    id.chars().take(64).collect::<String>(),
+                    known.join(", ")
+                )));
+            };
+            out.push(spec.id);
+        }
+        Ok(out)
+    };
+    let enable = list("DIAGNOSTICS_ENABLE", "enable", file.enable)?;
+    let disable = list("DIAGNOSTICS_DISABLE", "disable", file.disable)?;
+    if let Some(both) = enable.iter().find(|id| disable.contains(id)) {
+        return Err(ConfigError(format!(
+            "diagnostics: {both} is both enabled and disabled; say one"
+        )));
+    }
+    let defaults = catalog::default_enabled();
+    Ok(catalog::CATALOG
+        .iter()
+        .map(|s| s.id)
+        .filter(|id| (defaults.contains(id) || enable.contains(id)) && !disable.contains(id))
+        .collect())
 }
 
 /// The most services one agent watches.

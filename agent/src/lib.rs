@@ -13,9 +13,12 @@
 //! - [`session`]: the service loop and `run --once`.
 //! - [`local`]: the running service's local socket.
 //! - [`issue`]: `report-issue`, an employee's problem report.
+//! - [`diagnostics`]: remote diagnostics: the agent's own allowlist and
+//!   checks, the executor, and each diagnostic per platform.
 
 pub mod collect;
 pub mod config;
+pub mod diagnostics;
 pub mod enroll;
 pub mod inventory_base;
 pub mod issue;

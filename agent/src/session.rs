@@ -14,7 +14,7 @@ use deskpulse_proto::v1::agent_service_client::AgentServiceClient;
 use deskpulse_proto::v1::collector_message::Kind as Incoming;
 use deskpulse_proto::v1::report::Payload;
 use deskpulse_proto::v1::{
-    AgentMessage, CollectorMessage, Goodbye, GoodbyeReason, Hello, SpoolCounters,
+    AgentMessage, CollectorMessage, DiagnosticResult, Goodbye, GoodbyeReason, Hello, SpoolCounters,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -26,6 +26,7 @@ use tracing::{info, warn};
 
 use crate::collect::{HealthSampler, collect_inventory};
 use crate::config::AgentConfig;
+use crate::diagnostics::{self, Executor};
 use crate::inventory_base::InventoryBase;
 use crate::issue::{self, IssueRequest};
 use crate::spool::{Dropped, Resolution, Spool, SpoolError};
@@ -139,7 +140,12 @@ fn hello(config: &AgentConfig) -> AgentMessage {
             inventory_schema_version: deskpulse_proto::INVENTORY_SCHEMA_VERSION,
             health_interval_secs: u32::try_from(config.health_interval.as_secs())
                 .unwrap_or(u32::MAX),
-            ..Hello::default()
+            catalog_version: deskpulse_proto::catalog::CATALOG_VERSION,
+            enabled_diagnostics: config
+                .enabled_diagnostics
+                .iter()
+                .map(|id| (*id).to_owned())
+                .collect(),
         })),
     }
 }
@@ -242,7 +248,9 @@ fn handle_incoming(
                 ..Handled::default()
             };
         }
-        // Diagnostics are not run by this build yet.
+        // The service loop hands diagnostics to its executor before this;
+        // `run --once` runs none: the collector delivers them again on the
+        // service's next connect.
         Some(Incoming::RunDiagnostic(_) | Incoming::CancelDiagnostic(_)) | None => {
             return Handled::default();
         }
@@ -313,6 +321,20 @@ fn spool_push(spool: &mut Spool, payload: Payload) -> bool {
             false
         }
     }
+}
+
+/// Spools a diagnostic's answer (D26: durable, acknowledged like any
+/// report), records it in the executor's journal, and does the same for
+/// any queued job that could not start in the slot it freed. True when
+/// something was spooled.
+fn answer(spool: &mut Spool, executor: &mut Executor, result: DiagnosticResult) -> bool {
+    let mut spooled = false;
+    let mut pending = vec![result];
+    while let Some(result) = pending.pop() {
+        spooled |= spool_push(spool, Payload::DiagnosticResult(result.clone()));
+        pending.extend(executor.recorded(&result));
+    }
+    spooled
 }
 
 /// Opens the spool in the state dir and logs what recovery found.
@@ -417,6 +439,16 @@ pub async fn run_service(
     let mut spool = open_spool(config, state)?;
     let mut base = InventoryBase::open(&state.inventory_dir());
     let mut sampler = HealthSampler::with_settings(&config.system_root, config.health.clone());
+    let (mut executor, interrupted) = Executor::open(
+        &state.root().join("diagnostics"),
+        diagnostics::Context {
+            system_root: config.system_root.clone(),
+        },
+        config.enabled_diagnostics.clone(),
+    );
+    for result in interrupted {
+        spool_push(&mut spool, Payload::DiagnosticResult(result));
+    }
     let mut counters_sent: Option<Dropped> = None;
     let mut inventory_tick = tokio::time::interval(config.inventory_interval);
     let mut health_tick = tokio::time::interval(config.health_interval);
@@ -459,6 +491,20 @@ pub async fn run_service(
                 };
                 let _ = request.reply.send(answer);
             }
+            event = executor.next_event() => match event {
+                // Best effort (D26): a full send queue or no session drops
+                // the chunk; the spooled result has the whole output.
+                diagnostics::Event::Output(chunk) => {
+                    if let Some(open) = session.as_ref() {
+                        let _ = open.tx.try_send(AgentMessage {
+                            kind: Some(Kind::DiagnosticOutput(chunk)),
+                        });
+                    }
+                }
+                diagnostics::Event::Done(result) => {
+                    fresh = answer(&mut spool, &mut executor, result);
+                }
+            },
             () = tokio::time::sleep_until(retry_at), if session.is_none() => {
                 match open_session(&creds, config).await {
                     Ok(opened) => {
@@ -479,6 +525,18 @@ pub async fn run_service(
                 }
             } => {
                 match message {
+                    // Diagnostics may arrive at any time, also right after
+                    // the Hello for jobs queued while we were away.
+                    Ok(Some(CollectorMessage { kind: Some(Incoming::RunDiagnostic(run)) })) => {
+                        if let Some(refused) = executor.submit(run) {
+                            fresh = answer(&mut spool, &mut executor, refused);
+                        }
+                    }
+                    Ok(Some(CollectorMessage { kind: Some(Incoming::CancelDiagnostic(cancel)) })) => {
+                        if let Some(cancelled) = executor.cancel(&cancel.job_id) {
+                            fresh = answer(&mut spool, &mut executor, cancelled);
+                        }
+                    }
                     Ok(Some(message)) => {
                         let handled = handle_incoming(message, &mut spool, &mut base);
                         if handled.acknowledged {
@@ -532,7 +590,13 @@ pub async fn run_service(
             last_saved = Instant::now();
         }
     }
-    if let Some(open) = session.take() {
+    // No diagnostic outlives the service: running ones are killed and
+    // answered CANCELLED, and the answers go out if the session still is.
+    for result in executor.shutdown().await {
+        answer(&mut spool, &mut executor, result);
+    }
+    if let Some(mut open) = session.take() {
+        let _ = open.flush(&mut spool).await;
         open.close(GoodbyeReason::ServiceStop).await;
     }
     update(&live, |s| s.connected = false);
@@ -554,6 +618,30 @@ fn save_live(state: &StateDir, live: &SharedStatus) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hello_reports_the_catalog_version_and_this_agents_allowlist() {
+        let flags = crate::config::AgentFlags::default();
+        let env: std::collections::HashMap<String, String> = [(
+            "DESKPULSE_AGENT_DIAGNOSTICS_ENABLE".to_owned(),
+            "flush_dns".to_owned(),
+        )]
+        .into();
+        let config = crate::config::resolve(&flags, &env).expect("config");
+        let Some(Kind::Hello(hello)) = hello(&config).kind else {
+            panic!("a hello");
+        };
+        assert_eq!(
+            hello.catalog_version,
+            deskpulse_proto::catalog::CATALOG_VERSION
+        );
+        let mut expected: Vec<String> = deskpulse_proto::catalog::default_enabled()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        expected.push("flush_dns".into());
+        assert_eq!(hello.enabled_diagnostics, expected);
+    }
 
     #[test]
     fn backoff_grows_to_its_cap_with_jitter_and_resets() {

@@ -211,3 +211,84 @@ fn unsafe_service_names_and_bad_probe_intervals_are_one_line_errors() {
         "{error}"
     );
 }
+
+#[test]
+fn diagnostics_default_to_every_read_only_one() {
+    let config = resolve(&AgentFlags::default(), &vars(&[])).expect("resolves");
+    assert_eq!(
+        config.enabled_diagnostics,
+        deskpulse_proto::catalog::default_enabled()
+    );
+    assert!(!config.enabled_diagnostics.contains(&"restart_service"));
+}
+
+#[test]
+fn diagnostics_enable_and_disable_from_file_then_env() {
+    let f = config_file("[diagnostics]\nenable = [\"flush_dns\"]\ndisable = [\"ping\"]\n");
+    let flags = AgentFlags {
+        config: Some(f.path().to_path_buf()),
+        ..AgentFlags::default()
+    };
+    let config = resolve(&flags, &vars(&[])).expect("resolves");
+    assert!(config.enabled_diagnostics.contains(&"flush_dns"));
+    assert!(!config.enabled_diagnostics.contains(&"ping"));
+    assert!(config.enabled_diagnostics.contains(&"traceroute"));
+    // The env list replaces the file's list of the same name.
+    let env = vars(&[
+        (
+            "DESKPULSE_AGENT_DIAGNOSTICS_ENABLE",
+            "restart_service, clear_temp",
+        ),
+        ("DESKPULSE_AGENT_DIAGNOSTICS_DISABLE", "dns_lookup"),
+    ]);
+    let config = resolve(&flags, &env).expect("resolves");
+    assert!(config.enabled_diagnostics.contains(&"restart_service"));
+    assert!(config.enabled_diagnostics.contains(&"clear_temp"));
+    assert!(!config.enabled_diagnostics.contains(&"flush_dns"));
+    assert!(config.enabled_diagnostics.contains(&"ping"));
+    assert!(!config.enabled_diagnostics.contains(&"dns_lookup"));
+}
+
+#[test]
+fn unknown_or_contradictory_diagnostics_are_one_line_errors() {
+    let f = config_file("[diagnostics]\nenable = [\"shell\"]\n");
+    let flags = AgentFlags {
+        config: Some(f.path().to_path_buf()),
+        ..AgentFlags::default()
+    };
+    let error = resolve(&flags, &vars(&[])).expect_err("unknown id");
+    assert!(
+        error
+            .0
+            .starts_with("[diagnostics] enable: \"shell\" is not a diagnostic"),
+        "{error}"
+    );
+    assert!(!error.0.contains('\n'));
+    let error = resolve(
+        &AgentFlags::default(),
+        &vars(&[("DESKPULSE_AGENT_DIAGNOSTICS_DISABLE", "pnig")]),
+    )
+    .expect_err("unknown id");
+    assert!(
+        error
+            .0
+            .contains("DESKPULSE_AGENT_DIAGNOSTICS_DISABLE: \"pnig\""),
+        "{error}"
+    );
+    let error = resolve(
+        &AgentFlags::default(),
+        &vars(&[
+            ("DESKPULSE_AGENT_DIAGNOSTICS_ENABLE", "ping"),
+            ("DESKPULSE_AGENT_DIAGNOSTICS_DISABLE", "ping"),
+        ]),
+    )
+    .expect_err("both");
+    assert!(error.0.contains("both enabled and disabled"), "{error}");
+    let f = config_file("[diagnostics]\nenabled = [\"ping\"]\n");
+    let flags = AgentFlags {
+        config: Some(f.path().to_path_buf()),
+        ..AgentFlags::default()
+    };
+    let error = resolve(&flags, &vars(&[])).expect_err("unknown key");
+    assert!(error.0.contains("unknown field `enabled`"), "{error}");
+}

@@ -279,7 +279,9 @@ fn disks(root: &Path, inv: &mut Inventory) {
     inv.storage.get_or_insert_with(Default::default).disks = disks;
 }
 
-fn network(root: &Path, inv: &mut Inventory) {
+/// Interfaces, gateways and DNS servers into `inv.network`; shared with
+/// the `network_config` diagnostic.
+pub fn network(root: &Path, inv: &mut Inventory) {
     let net = root.join("sys/class/net");
     let mut interfaces = Vec::new();
     match std::fs::read_dir(&net) {

@@ -37,6 +37,19 @@ enum Command {
     /// The fleet CA.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// The tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the audit hash chain and its signed anchors in this data dir;
+    /// exits 1 naming the first problem.
+    Verify {
+        #[command(flatten)]
+        store: StoreFlags,
+    },
 }
 
 #[derive(Subcommand)]
@@ -144,6 +157,11 @@ fn run(command: Command) -> CommandResult {
             init_logging(false, "warn");
             runtime()?.block_on(admin::export_ca(&store, &clock))
         }
+        Command::Audit(AuditCommand::Verify { store }) => {
+            let store = config::resolve_store_flags(&store, &ProcessEnv).map_err(Failure::usage)?;
+            init_logging(false, "warn");
+            runtime()?.block_on(admin::verify_audit(&store, &clock))
+        }
         Command::Ca(CaCommand::Import { store, cert, key }) => {
             let store = config::resolve_store_flags(&store, &ProcessEnv).map_err(Failure::usage)?;
             init_logging(false, "warn");
@@ -173,6 +191,7 @@ async fn serve(config: config::ServeConfig) -> CommandResult {
         replica: dir.replica_id.clone(),
         shutdown,
         dispatch: Arc::default(),
+        audit: dir.audit.clone(),
     };
     tracing::info!(%addr, data_dir = %config.store.data_dir.display(), "collector listening");
     {
@@ -188,6 +207,14 @@ async fn serve(config: config::ServeConfig) -> CommandResult {
         deskpulse_collector::webhooks::Deliverer::new(ctx.store.clone(), ctx.clock.clone());
     tokio::spawn(deskpulse_collector::webhooks::run(
         deliverer,
+        ctx.shutdown.clone(),
+    ));
+    // D28: the chain head is signed into the anchor file every minute (and
+    // once more on shutdown), outside the database.
+    tokio::spawn(deskpulse_collector::audit::run_anchoring(
+        ctx.audit.clone(),
+        ctx.store.clone(),
+        ctx.clock.clone(),
         ctx.shutdown.clone(),
     ));
     server::serve(ctx, listener, &identity, config.shutdown_grace)

@@ -5,8 +5,10 @@
 //! # Layout
 //! - [`settings`]: connection settings from flags, env and `cli.toml` (D8).
 //! - [`output`]: tables, time formatting and the JSON shapes.
+//! - `audit`: `deskpulse audit`, listing and `--verify`.
 //! - this module: the commands and their dispatch.
 
+mod audit;
 pub mod output;
 pub mod settings;
 
@@ -118,6 +120,9 @@ enum Command {
     /// The knowledge base: past resolutions.
     #[command(subcommand)]
     Kb(KbCommand),
+    /// The audit log, newest first; `--verify` checks its hash chain and
+    /// signed anchors (admin).
+    Audit(audit::AuditArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -766,6 +771,7 @@ async fn run(
                 .into_inner();
             output::kb(&found.matches, json)
         }
+        Command::Audit(args) => audit::run(&mut client, args, json).await,
     }
 }
 

@@ -34,8 +34,11 @@ fn audited_actions_are_listed_verified_and_a_database_edit_is_named() {
         .expect_code(0);
     let dir = tempfile::tempdir().expect("temp dir");
     let rules = dir.path().join("rules.toml");
-    std::fs::write(&rules, "[[rule]]\nname = \"cpu-saturated\"\nenabled = false\n")
-        .expect("write rules");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nname = \"cpu-saturated\"\nenabled = false\n",
+    )
+    .expect("write rules");
     collector
         .cli(&admin, &["rules", "apply", rules.to_str().expect("utf-8")])
         .expect_code(0);
@@ -75,14 +78,21 @@ fn audited_actions_are_listed_verified_and_a_database_edit_is_named() {
     assert_eq!(actions(&tokens), ["api-token.create", "api-token.create"]);
     let newest = json(
         &collector
-            .cli(&viewer, &["--json", "audit", "--limit", "2", "--since", "1h"])
+            .cli(
+                &viewer,
+                &["--json", "audit", "--limit", "2", "--since", "1h"],
+            )
             .expect_code(0),
     );
     assert_eq!(actions(&newest), ["policy.apply", "host.tag"]);
     assert_eq!(newest["truncated"], true);
     let table = collector.cli(&viewer, &["audit"]).expect_code(0);
     assert!(
-        table.stdout.lines().next().is_some_and(|l| l.starts_with("id"))
+        table
+            .stdout
+            .lines()
+            .next()
+            .is_some_and(|l| l.starts_with("id"))
             && table.stdout.contains("criticality=high"),
         "{}",
         table.stdout
@@ -93,18 +103,18 @@ fn audited_actions_are_listed_verified_and_a_database_edit_is_named() {
     let refused = collector.cli(&alice, &["audit", "--verify"]);
     assert_eq!(refused.code, 1, "{}", refused.stderr);
     assert!(refused.error_line().contains("admin"), "{}", refused.stderr);
-    let ok = collector
-        .cli(&admin, &["audit", "--verify"])
-        .expect_code(0);
+    let ok = collector.cli(&admin, &["audit", "--verify"]).expect_code(0);
     let line = ok.stdout.trim();
     assert!(
         line.starts_with("audit chain intact: 6 entries, ") && !line.ends_with(" 0 anchors"),
         "{line}"
     );
-    let ok = collector
-        .admin(&["audit", "verify"])
-        .expect_code(0);
-    assert!(ok.stdout.starts_with("audit chain intact: 6 entries"), "{}", ok.stdout);
+    let ok = collector.admin(&["audit", "verify"]).expect_code(0);
+    assert!(
+        ok.stdout.starts_with("audit chain intact: 6 entries"),
+        "{}",
+        ok.stdout
+    );
 
     // Someone with the database file rewrites what alice did.
     let db = rusqlite::Connection::open(collector.data_dir.path().join("deskpulse.db"))
@@ -128,7 +138,11 @@ fn audited_actions_are_listed_verified_and_a_database_edit_is_named() {
 
     let caught = collector.cli(&admin, &["audit", "--verify"]);
     assert_eq!(caught.code, 1, "{}", caught.stderr);
-    assert!(caught.error_line().ends_with(&expected), "{}", caught.stderr);
+    assert!(
+        caught.error_line().ends_with(&expected),
+        "{}",
+        caught.stderr
+    );
     assert_eq!(caught.stderr.lines().count(), 1, "{}", caught.stderr);
     let caught = collector.cli(&admin, &["--json", "audit", "--verify"]);
     assert_eq!(caught.code, 1);
@@ -144,5 +158,9 @@ fn audited_actions_are_listed_verified_and_a_database_edit_is_named() {
             .arg(data_dir.path()),
     );
     assert_eq!(caught.code, 1, "{}", caught.stderr);
-    assert!(caught.error_line().ends_with(&expected), "{}", caught.stderr);
+    assert!(
+        caught.error_line().ends_with(&expected),
+        "{}",
+        caught.stderr
+    );
 }

@@ -187,7 +187,11 @@ impl AuditAnchor {
     /// Signs the store's current head and appends it to the anchor file
     /// (O_APPEND, fsynced), unless this process anchored that head already.
     /// Returns the anchor written, if any.
-    pub async fn anchor(&self, store: &dyn Store, now_ms: i64) -> Result<Option<Anchor>, AuditError> {
+    pub async fn anchor(
+        &self,
+        store: &dyn Store,
+        now_ms: i64,
+    ) -> Result<Option<Anchor>, AuditError> {
         let head = store.audit_head().await?;
         let mut last = match self.last.lock() {
             Ok(guard) => guard,

@@ -53,7 +53,11 @@ impl Fixture {
     }
 
     async fn problem(&self) -> String {
-        let v = self.anchor.verify(self.store.as_ref()).await.expect("verify");
+        let v = self
+            .anchor
+            .verify(self.store.as_ref())
+            .await
+            .expect("verify");
         v.problem.expect("verify must find the tampering")
     }
 
@@ -92,7 +96,9 @@ async fn many_appends_verify_and_rolled_back_ones_leave_no_trace() {
     // An action that fails after appending its audit entry rolls both back:
     // no row, and the head has not moved, so the next append links on.
     let mut tx = f.raw.begin().await.expect("begin");
-    append_audit_in(&mut tx, &entry(99), T0).await.expect("append in tx");
+    append_audit_in(&mut tx, &entry(99), T0)
+        .await
+        .expect("append in tx");
     tx.rollback().await.expect("rollback");
     for i in 31..=40 {
         f.append(i).await;
@@ -167,7 +173,15 @@ async fn an_edit_with_its_hash_recomputed_breaks_the_next_link() {
     for i in 1..=20 {
         f.append(i).await;
     }
-    let row: (i64, i64, Option<String>, Option<String>, String, String, String) = sqlx::query_as(
+    let row: (
+        i64,
+        i64,
+        Option<String>,
+        Option<String>,
+        String,
+        String,
+        String,
+    ) = sqlx::query_as(
         "SELECT id, at_ms, actor_technician_id, actor_token_id, action, subject, prev_hash \
          FROM audit_log WHERE seq = 17",
     )
@@ -184,12 +198,14 @@ async fn an_edit_with_its_hash_recomputed_breaks_the_next_link() {
         detail: "forged",
         prev_hash: &row.6,
     });
-    sqlx::query("UPDATE audit_log SET subject = 'host-x', detail = 'forged', hash = ? WHERE id = ?")
-        .bind(&hash)
-        .bind(row.0)
-        .execute(&f.raw)
-        .await
-        .expect("tamper");
+    sqlx::query(
+        "UPDATE audit_log SET subject = 'host-x', detail = 'forged', hash = ? WHERE id = ?",
+    )
+    .bind(&hash)
+    .bind(row.0)
+    .execute(&f.raw)
+    .await
+    .expect("tamper");
     let next = f.id_at_seq(18).await;
     assert_eq!(
         f.problem().await,
@@ -225,7 +241,16 @@ async fn a_deleted_middle_row_is_named_as_a_gap() {
 /// Recomputes every hash from `from_seq` on with the public algorithm and
 /// moves the head, as someone with write access to the database could.
 async fn rewrite_chain(raw: &SqlitePool, from_seq: i64) {
-    type Row = (i64, i64, Option<String>, Option<String>, String, String, String, String);
+    type Row = (
+        i64,
+        i64,
+        Option<String>,
+        Option<String>,
+        String,
+        String,
+        String,
+        String,
+    );
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT seq, at_ms, actor_technician_id, actor_token_id, action, subject, detail, \
          prev_hash FROM audit_log ORDER BY seq",

@@ -782,9 +782,7 @@ async fn api(
         replica: "test".into(),
         shutdown: tokio_util::sync::CancellationToken::new(),
         dispatch: Arc::default(),
-        audit: Arc::new(
-            crate::audit::AuditAnchor::load_or_create(dir).expect("audit key"),
-        ),
+        audit: Arc::new(crate::audit::AuditAnchor::load_or_create(dir).expect("audit key")),
     })
 }
 

@@ -133,8 +133,12 @@ impl TechnicianApi {
                 Status::internal(format!("audit verification could not run: {error}"))
             })?;
         match &v.problem {
-            None => info!(technician = %caller.name, entries = v.entries, anchors = v.anchors, "audit chain verified"),
-            Some(problem) => warn!(technician = %caller.name, %problem, "audit chain verification failed"),
+            None => {
+                info!(technician = %caller.name, entries = v.entries, anchors = v.anchors, "audit chain verified")
+            }
+            Some(problem) => {
+                warn!(technician = %caller.name, %problem, "audit chain verification failed")
+            }
         }
         Ok(Response::new(VerifyAuditResponse {
             ok: v.problem.is_none(),

@@ -80,7 +80,10 @@ impl SqliteStore {
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         let chained = audit::chain_unchained(&pool).await?;
         if chained > 0 {
-            tracing::info!(rows = chained, "chained the audit entries written before 0008");
+            tracing::info!(
+                rows = chained,
+                "chained the audit entries written before 0008"
+            );
         }
         let policy = Arc::new(RwLock::new(Arc::new(load_policy(&pool).await?)));
         Ok(Self { pool, policy })

@@ -35,10 +35,15 @@ fn anchor_text(a: &Anchor) -> String {
     format!("anchor at seq {} ({})", a.seq, rfc3339(a.at_ms))
 }
 
-/// The anchor lines with good signatures by seq, and the first bad line.
-fn read_anchors(
-    key: &AuditAnchor,
-) -> Result<(BTreeMap<i64, Vec<Anchor>>, u64, Option<String>), AuditError> {
+/// The anchor file read: lines with good signatures by seq, how many, and
+/// the first bad line.
+struct Anchors {
+    by_seq: BTreeMap<i64, Vec<Anchor>>,
+    good: u64,
+    bad_line: Option<String>,
+}
+
+fn read_anchors(key: &AuditAnchor) -> Result<Anchors, AuditError> {
     let path = key.log_path();
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
@@ -72,7 +77,11 @@ fn read_anchors(
             problem = found;
         }
     }
-    Ok((by_seq, good, problem))
+    Ok(Anchors {
+        by_seq,
+        good,
+        bad_line: problem,
+    })
 }
 
 fn rewritten(a: &Anchor) -> String {
@@ -88,7 +97,11 @@ pub(super) async fn verify(
     key: &AuditAnchor,
     store: &dyn Store,
 ) -> Result<Verification, AuditError> {
-    let (anchors, anchor_count, bad_line) = read_anchors(key)?;
+    let Anchors {
+        by_seq: anchors,
+        good: anchor_count,
+        bad_line,
+    } = read_anchors(key)?;
     let done = |entries, problem| Verification {
         entries,
         anchors: anchor_count,

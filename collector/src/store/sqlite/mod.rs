@@ -950,5 +950,5 @@ pub(crate) async fn append_audit_in(
     entry: &AuditEntry,
     now_ms: i64,
 ) -> StoreResult<()> {
-    audit::append(&mut **tx, entry, now_ms).await
+    audit::append(tx, entry, now_ms).await
 }

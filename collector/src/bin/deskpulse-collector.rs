@@ -211,7 +211,7 @@ async fn serve(config: config::ServeConfig) -> CommandResult {
     ));
     // D28: the chain head is signed into the anchor file every minute (and
     // once more on shutdown), outside the database.
-    tokio::spawn(deskpulse_collector::audit::run_anchoring(
+    let anchoring = tokio::spawn(deskpulse_collector::audit::run_anchoring(
         ctx.audit.clone(),
         ctx.store.clone(),
         ctx.clock.clone(),
@@ -220,6 +220,9 @@ async fn serve(config: config::ServeConfig) -> CommandResult {
     server::serve(ctx, listener, &identity, config.shutdown_grace)
         .await
         .map_err(Failure::runtime)?;
+    // The anchoring task signs the final head once shutdown is cancelled;
+    // wait for it, briefly, so a clean stop leaves that anchor written.
+    let _ = tokio::time::timeout(Duration::from_secs(5), anchoring).await;
     tracing::info!("collector stopped");
     Ok(())
 }

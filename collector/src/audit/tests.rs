@@ -149,6 +149,66 @@ async fn concurrent_appends_never_fork_the_chain() {
 }
 
 #[tokio::test]
+async fn verifying_while_entries_are_appended_finds_no_problem() {
+    let f = Fixture::new().await;
+    for i in 1..=5 {
+        f.append(i).await;
+    }
+    f.anchor_at(T0).await;
+    let store = f.store.clone();
+    let writer = tokio::spawn(async move {
+        for i in 6..=200 {
+            store.append_audit(&entry(i), T0 + i).await.expect("append");
+        }
+    });
+    while !writer.is_finished() {
+        let v = f.anchor.verify(f.store.as_ref()).await.expect("verify");
+        assert_eq!(v.problem, None);
+    }
+    writer.await.expect("writer");
+    let v = f.anchor.verify(f.store.as_ref()).await.expect("verify");
+    assert_eq!((v.entries, v.problem), (200, None));
+}
+
+#[tokio::test]
+async fn a_row_forged_past_the_head_is_named() {
+    let f = Fixture::new().await;
+    for i in 1..=5 {
+        f.append(i).await;
+    }
+    let (prev, at): (String, i64) =
+        sqlx::query_as("SELECT hash, at_ms FROM audit_log WHERE seq = 5")
+            .fetch_one(&f.raw)
+            .await
+            .expect("row 5");
+    let hash = chain::entry_hash(&Link {
+        seq: 6,
+        at_ms: at,
+        technician_id: None,
+        token_id: None,
+        action: "x",
+        subject: "",
+        detail: "",
+        prev_hash: &prev,
+    });
+    sqlx::query(
+        "INSERT INTO audit_log (seq, at_ms, action, subject, detail, prev_hash, hash) \
+         VALUES (6, ?, 'x', '', '', ?, ?)",
+    )
+    .bind(at)
+    .bind(&prev)
+    .bind(&hash)
+    .execute(&f.raw)
+    .await
+    .expect("forged row");
+    let id = f.id_at_seq(6).await;
+    assert_eq!(
+        f.problem().await,
+        format!("audit row {id} is past the chain head (inserted by hand?)")
+    );
+}
+
+#[tokio::test]
 async fn an_edited_detail_is_named_by_its_row() {
     let f = Fixture::new().await;
     for i in 1..=20 {

@@ -3,7 +3,8 @@
 //!
 //! What it catches: an edited row (its hash no longer matches), an edited
 //! row whose hash was recomputed (the next row no longer links), a deleted
-//! row (seq jumps), a row inserted outside the chain, a whole chain rewritten
+//! row (seq jumps), a row inserted outside the chain or past its head, a
+//! whole chain rewritten
 //! consistently (an anchor's hash differs at its seq), rows removed from the
 //! end (the head or an anchor says more existed), and a forged or edited
 //! anchor line (its signature fails). What it cannot catch: rows removed from
@@ -102,6 +103,11 @@ pub(super) async fn verify(
         good: anchor_count,
         bad_line,
     } = read_anchors(key)?;
+    // The head is read once, after the anchor file and before the walk: an
+    // anchor read is never newer than this head, and entries appended while
+    // the walk runs (seq above it) are left for the next verification
+    // rather than mistaken for a mismatch.
+    let head = store.audit_head().await?;
     let done = |entries, problem| Verification {
         entries,
         anchors: anchor_count,
@@ -116,12 +122,13 @@ pub(super) async fn verify(
     let mut prev_hash = GENESIS.to_owned();
     let mut prev_id: Option<i64> = None;
     let mut last_seq = 0i64;
-    loop {
+    while last_seq < head.seq {
         let page = store.audit_chain(last_seq, PAGE).await?;
         if page.is_empty() {
             break;
         }
-        for row in &page {
+        let before = last_seq;
+        for row in page.iter().take_while(|r| r.seq.unwrap_or(0) <= head.seq) {
             let id = row.id;
             let seq = row.seq.unwrap_or(0);
             if seq != last_seq + 1 {
@@ -180,6 +187,10 @@ pub(super) async fn verify(
             prev_id = Some(id);
             last_seq = seq;
         }
+        if last_seq == before {
+            // Only rows past the head were left: nothing more to walk.
+            break;
+        }
     }
     let after = match prev_id {
         Some(id) => format!("rows after {id} are missing (truncated?)"),
@@ -193,10 +204,24 @@ pub(super) async fn verify(
             )),
         ));
     }
+    // A row past the snapshot head is fine if it was appended since (its
+    // commit moved the head too); one the head still does not cover was
+    // put there by hand.
+    if let Some(past) = store.audit_chain(head.seq, 1).await?.first() {
+        let now = store.audit_head().await?;
+        if past.seq.unwrap_or(0) > now.seq {
+            return Ok(done(
+                entries,
+                Some(format!(
+                    "audit row {} is past the chain head (inserted by hand?)",
+                    past.id
+                )),
+            ));
+        }
+    }
     if let Some(line) = bad_line {
         return Ok(done(entries, Some(line)));
     }
-    let head = store.audit_head().await?;
     if head.seq > last_seq {
         return Ok(done(
             entries,

@@ -164,3 +164,90 @@ fn audited_actions_are_listed_verified_and_a_database_edit_is_named() {
         caught.stderr
     );
 }
+
+/// Someone with the database file recomputes every hash after changing a
+/// row, with the documented algorithm, and moves the head: the chain is
+/// consistent again, but the heads signed into the anchor file are not in it.
+#[test]
+fn a_consistently_rewritten_chain_fails_on_the_anchors() {
+    use deskpulse_collector::audit::chain::{GENESIS, Link, entry_hash};
+
+    let collector = Collector::start();
+    collector.api_token("alice", "technician");
+    collector.api_token("bob", "technician");
+    collector.enrollment_token(2);
+    let data_dir = collector.into_data_dir();
+
+    let db = rusqlite::Connection::open(data_dir.path().join("deskpulse.db"))
+        .expect("open the database file");
+    type Row = (
+        i64,
+        i64,
+        Option<String>,
+        Option<String>,
+        String,
+        String,
+        String,
+    );
+    let rows: Vec<Row> = db
+        .prepare(
+            "SELECT seq, at_ms, actor_technician_id, actor_token_id, action, subject, detail \
+             FROM audit_log ORDER BY seq",
+        )
+        .expect("prepare")
+        .query_map([], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        })
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    assert_eq!(rows.len(), 3);
+    let mut prev = GENESIS.to_owned();
+    for (seq, at_ms, tech, token, action, subject, detail) in rows {
+        let detail = if seq == 1 {
+            "by local-admin; technician mallory".to_owned()
+        } else {
+            detail
+        };
+        let hash = entry_hash(&Link {
+            seq,
+            at_ms,
+            technician_id: tech.as_deref(),
+            token_id: token.as_deref(),
+            action: &action,
+            subject: &subject,
+            detail: &detail,
+            prev_hash: &prev,
+        });
+        db.execute(
+            "UPDATE audit_log SET detail = ?1, prev_hash = ?2, hash = ?3 WHERE seq = ?4",
+            rusqlite::params![detail, prev, hash, seq],
+        )
+        .expect("rewrite");
+        prev = hash;
+    }
+    db.execute("UPDATE audit_head SET hash = ?1 WHERE id = 1", [&prev])
+        .expect("head");
+    drop(db);
+
+    let caught = deskpulse_tests::run(
+        std::process::Command::new(deskpulse_tests::bin("deskpulse-collector"))
+            .args(["audit", "verify", "--data-dir"])
+            .arg(data_dir.path()),
+    );
+    assert_eq!(caught.code, 1, "{}", caught.stderr);
+    let line = caught.error_line();
+    assert!(
+        line.contains("anchor at seq 1 (") && line.ends_with("the chain was rewritten"),
+        "{}",
+        caught.stderr
+    );
+}

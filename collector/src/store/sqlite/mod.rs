@@ -183,7 +183,11 @@ impl Store for SqliteStore {
     }
 
     async fn create_api_token(&self, token: &NewApiToken, now_ms: i64) -> StoreResult<String> {
-        let mut tx = self.pool.begin().await?;
+        // IMMEDIATE: this transaction reads, then writes. Begun deferred, a
+        // write committed by `serve` in between makes SQLite refuse the
+        // upgrade at once ("database is locked", no busy wait), which
+        // `token create` right after `serve` starts hit now and then.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let existing = sqlx::query("SELECT id, role FROM technicians WHERE name = ?")
             .bind(&token.technician_name)
             .fetch_optional(&mut *tx)

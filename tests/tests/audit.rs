@@ -76,6 +76,18 @@ fn audited_actions_are_listed_verified_and_a_database_edit_is_named() {
             .expect_code(0),
     );
     assert_eq!(actions(&tokens), ["api-token.create", "api-token.create"]);
+    let by_alice = json(
+        &collector
+            .cli(&viewer, &["--json", "audit", "--technician", "alice"])
+            .expect_code(0),
+    );
+    assert_eq!(actions(&by_alice), ["host.tag"]);
+    let mine = json(
+        &collector
+            .cli(&alice, &["--json", "audit", "--technician", "me"])
+            .expect_code(0),
+    );
+    assert_eq!(actions(&mine), ["host.tag"]);
     let newest = json(
         &collector
             .cli(

@@ -1,6 +1,8 @@
 //! The admin commands of `deskpulse-collector` that work on the data dir and
 //! store directly, whether or not a server is running: `enroll-token
-//! create`, `token create` and `ca export`. A command that makes a secret
+//! create`, `token create`, `ca export` and `audit verify`. Each command
+//! that appends to the audit log anchors the chain head before it exits
+//! (D28). A command that makes a secret
 //! prints the secret alone on stdout; everything else goes to stderr.
 
 use std::time::Duration;
@@ -60,6 +62,7 @@ pub async fn create_enrollment_token(
         )
         .await
         .map_err(store_failure)?;
+    dir.audit.anchor_or_warn(dir.store.as_ref(), now).await;
     println!("{token}");
     eprintln!(
         "enrollment token {} allows {uses} enrollment(s) and expires in {}",
@@ -126,6 +129,7 @@ pub async fn create_api_token(
         )
         .await
         .map_err(store_failure)?;
+    dir.audit.anchor_or_warn(dir.store.as_ref(), now).await;
     println!("{token}");
     eprintln!("API token {token_id} for {name} ({role})");
     Ok(())
@@ -155,5 +159,26 @@ pub async fn export_ca(config: &StoreConfig, clock: &dyn Clock) -> CommandResult
     let dir = open(config, clock).await?;
     print!("{}", dir.ca.cert_pem());
     eprintln!("ca-sha256 {}", dir.ca.fingerprint());
+    Ok(())
+}
+
+/// `audit verify`: walks the audit chain in the data dir's database and
+/// checks every anchor line against it and the audit key (D28). Prints
+/// "audit chain intact: N entries, M anchors" on stdout, or fails (exit 1)
+/// with the first problem on one line.
+pub async fn verify_audit(config: &StoreConfig, clock: &dyn Clock) -> CommandResult {
+    let dir = open(config, clock).await?;
+    let v = dir
+        .audit
+        .verify(dir.store.as_ref())
+        .await
+        .map_err(Failure::runtime)?;
+    if let Some(problem) = v.problem {
+        return Err(Failure::runtime(problem));
+    }
+    println!(
+        "audit chain intact: {} entries, {} anchors",
+        v.entries, v.anchors
+    );
     Ok(())
 }

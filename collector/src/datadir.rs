@@ -1,5 +1,6 @@
 //! The collector's data dir (D6): the CA, the server certificate, the
-//! initial admin token and the embedded database. Whichever command comes
+//! initial admin token, the audit key and anchor file (D28) and the
+//! embedded database. Whichever command comes
 //! first, `serve` or an admin command, initialises it, idempotently and under
 //! an exclusive lock, so two commands started together never make two CAs.
 
@@ -48,6 +49,9 @@ pub enum DataDirError {
     /// A certificate or key failed.
     #[error("{0}")]
     Pki(#[from] PkiError),
+    /// The audit key could not be loaded or made.
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
     /// This replica's CA is not the fleet's (D2).
     #[error(
         "the CA in {dir} (sha256 {local}) is not the fleet CA recorded in the database \
@@ -88,6 +92,8 @@ pub struct DataDir {
     /// This replica's stable id, kept in the data dir so a restart can clear
     /// the stream markers its previous run left.
     pub replica_id: String,
+    /// The audit key and anchor file (D28).
+    pub audit: std::sync::Arc<crate::audit::AuditAnchor>,
 }
 
 impl std::fmt::Debug for DataDir {
@@ -161,6 +167,8 @@ impl DataDir {
         let _lock = InitLock::take(&root)?;
 
         let ca = load_or_create_ca(&root)?;
+        // Under the same lock as the CA: one key per data dir, ever.
+        let audit = std::sync::Arc::new(crate::audit::AuditAnchor::load_or_create(&root)?);
         let replica_path = root.join(REPLICA_ID);
         let replica_id = match read(&replica_path)? {
             Some(id) if !id.trim().is_empty() => id.trim().to_owned(),
@@ -211,6 +219,7 @@ impl DataDir {
             store,
             ca,
             replica_id,
+            audit,
         })
     }
 

@@ -16,12 +16,15 @@
 //! - [`metrics`]: Prometheus metrics on `--metrics-listen`.
 //! - [`server`]: the gRPC services on the single TLS port.
 //! - [`webhooks`]: signed ticket-event deliveries from the store's outbox.
+//! - [`audit`]: the tamper-evident audit log: entry hash, audit key,
+//!   anchor file, verification (D28).
 //! - [`admin`]: the admin commands that work on the data dir directly.
 //! - [`cli`]: the technician CLI, `deskpulse`.
 //! - [`clock`]: injected time.
 //! - [`exit`]: errors that carry their process exit code (D11).
 
 pub mod admin;
+pub mod audit;
 pub mod changes;
 pub mod cli;
 pub mod clock;

@@ -37,6 +37,19 @@ enum Command {
     /// The fleet CA.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// The tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the audit hash chain and its signed anchors in this data dir;
+    /// exits 1 naming the first problem.
+    Verify {
+        #[command(flatten)]
+        store: StoreFlags,
+    },
 }
 
 #[derive(Subcommand)]
@@ -144,6 +157,11 @@ fn run(command: Command) -> CommandResult {
             init_logging(false, "warn");
             runtime()?.block_on(admin::export_ca(&store, &clock))
         }
+        Command::Audit(AuditCommand::Verify { store }) => {
+            let store = config::resolve_store_flags(&store, &ProcessEnv).map_err(Failure::usage)?;
+            init_logging(false, "warn");
+            runtime()?.block_on(admin::verify_audit(&store, &clock))
+        }
         Command::Ca(CaCommand::Import { store, cert, key }) => {
             let store = config::resolve_store_flags(&store, &ProcessEnv).map_err(Failure::usage)?;
             init_logging(false, "warn");
@@ -183,6 +201,7 @@ async fn serve(config: config::ServeConfig) -> CommandResult {
         replica: dir.replica_id.clone(),
         shutdown,
         dispatch: Arc::default(),
+        audit: dir.audit.clone(),
     };
     tracing::info!(%addr, data_dir = %config.store.data_dir.display(), "collector listening");
     {
@@ -211,9 +230,20 @@ async fn serve(config: config::ServeConfig) -> CommandResult {
         deliverer,
         ctx.shutdown.clone(),
     ));
+    // D28: the chain head is signed into the anchor file every minute (and
+    // once more on shutdown), outside the database.
+    let anchoring = tokio::spawn(deskpulse_collector::audit::run_anchoring(
+        ctx.audit.clone(),
+        ctx.store.clone(),
+        ctx.clock.clone(),
+        ctx.shutdown.clone(),
+    ));
     server::serve(ctx, listener, &identity, config.shutdown_grace)
         .await
         .map_err(Failure::runtime)?;
+    // The anchoring task signs the final head once shutdown is cancelled;
+    // wait for it, briefly, so a clean stop leaves that anchor written.
+    let _ = tokio::time::timeout(Duration::from_secs(5), anchoring).await;
     tracing::info!("collector stopped");
     Ok(())
 }

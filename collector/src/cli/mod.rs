@@ -5,8 +5,10 @@
 //! # Layout
 //! - [`settings`]: connection settings from flags, env and `cli.toml` (D8).
 //! - [`output`]: tables, time formatting and the JSON shapes.
+//! - `audit`: `deskpulse audit`, listing and `--verify`.
 //! - this module: the commands and their dispatch.
 
+mod audit;
 mod diagnostics;
 pub mod output;
 pub mod settings;
@@ -143,6 +145,9 @@ enum Command {
         /// A host name, a host id, or a unique prefix of an id.
         host: Option<String>,
     },
+    /// The audit log, newest first; `--verify` checks its hash chain and
+    /// signed anchors (admin).
+    Audit(audit::AuditArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -800,6 +805,7 @@ async fn run(
                 .into_inner();
             output::kb(&found.matches, json)
         }
+        Command::Audit(args) => audit::run(&mut client, args, json).await,
     }
 }
 

@@ -57,6 +57,8 @@ pub struct ServerContext {
     pub shutdown: CancellationToken,
     /// Diagnostic jobs in flight on this replica.
     pub dispatch: Arc<dispatch::Dispatch>,
+    /// The audit key and anchor file (D28).
+    pub audit: Arc<crate::audit::AuditAnchor>,
 }
 
 impl std::fmt::Debug for ServerContext {

@@ -937,6 +937,60 @@ impl AuditEntry {
     }
 }
 
+/// One stored audit entry, with its place in the hash chain (D28).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// The row id.
+    pub id: i64,
+    /// Its place in the chain, from 1; None only for a row never chained.
+    pub seq: Option<i64>,
+    /// When, ms since the Unix epoch.
+    pub at_ms: i64,
+    /// The acting technician's id, if any.
+    pub technician_id: Option<String>,
+    /// That technician's current name, for display (not hashed).
+    pub technician_name: Option<String>,
+    /// The API token used, if any.
+    pub token_id: Option<String>,
+    /// What was done.
+    pub action: String,
+    /// What it was done to.
+    pub subject: String,
+    /// Free text.
+    pub detail: String,
+    /// The previous entry's hash.
+    pub prev_hash: Option<String>,
+    /// This entry's hash.
+    pub hash: Option<String>,
+}
+
+/// Which audit entries to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Only entries whose subject contains this text (a host id).
+    pub subject_contains: Option<String>,
+    /// Only entries by the technician with this name.
+    pub technician: Option<String>,
+    /// Only actions starting with this text, e.g. "diagnostic.".
+    pub action_prefix: Option<String>,
+    /// Only entries at or after this time, ms since the Unix epoch.
+    pub since_ms: i64,
+    /// Only entries with a smaller id (the page token).
+    pub before_id: Option<i64>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// The audit chain's head: the last seq and its hash (0 and
+/// `audit::chain::GENESIS` for an empty chain).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditHead {
+    /// The last entry's seq.
+    pub seq: i64,
+    /// The last entry's hash.
+    pub hash: String,
+}
+
 /// The store interface.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -1172,6 +1226,19 @@ pub trait Store: Send + Sync + 'static {
     /// first by bm25, at most `limit`. Terms are plain words; the backend
     /// quotes them, so no query syntax reaches the index.
     async fn search_kb(&self, terms: &[String], limit: u32) -> StoreResult<Vec<KbHit>>;
+
+    /// Audit entries matching `query`, newest first (by id).
+    async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRecord>>;
+
+    /// Up to `limit` chained audit entries with seq greater than
+    /// `after_seq`, in chain order, for verification.
+    async fn audit_chain(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditRecord>>;
+
+    /// The audit chain's head row.
+    async fn audit_head(&self) -> StoreResult<AuditHead>;
+
+    /// The smallest id of an audit row outside the chain (no seq or hash).
+    async fn first_unchained_audit(&self) -> StoreResult<Option<i64>>;
 }
 
 /// The words of a knowledge-base query: split on whitespace, keeping only

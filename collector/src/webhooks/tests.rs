@@ -768,7 +768,11 @@ fn backoff_doubles_from_thirty_seconds_to_an_hour_with_jitter() {
 }
 
 /// The technician API over a real store, called in-process.
-async fn api(store: &SharedStore, clock: &ManualClock) -> crate::server::technician::TechnicianApi {
+async fn api(
+    dir: &std::path::Path,
+    store: &SharedStore,
+    clock: &ManualClock,
+) -> crate::server::technician::TechnicianApi {
     let ca = crate::pki::CertificateAuthority::generate().expect("CA");
     let ca = crate::pki::CertificateAuthority::load(&ca.cert_pem, &ca.key_pem).expect("load CA");
     crate::server::technician::TechnicianApi::new(crate::server::ServerContext {
@@ -778,6 +782,7 @@ async fn api(store: &SharedStore, clock: &ManualClock) -> crate::server::technic
         replica: "test".into(),
         shutdown: tokio_util::sync::CancellationToken::new(),
         dispatch: Arc::default(),
+        audit: Arc::new(crate::audit::AuditAnchor::load_or_create(dir).expect("audit key")),
     })
 }
 
@@ -814,7 +819,7 @@ async fn the_api_refuses_bad_webhooks_lets_only_admins_change_them_and_audits_ea
     };
     let (dir, store) = store().await;
     let clock = ManualClock::new(T0);
-    let api = api(&store, &clock).await;
+    let api = api(dir.path(), &store, &clock).await;
     let admin = api_token(&store, "root", Role::Admin).await;
     let tech = api_token(&store, "bob", Role::Technician).await;
     let add = |url: &str, events: &[&str], secret: &str| AddWebhookRequest {
@@ -974,7 +979,7 @@ async fn the_api_refuses_bad_webhooks_lets_only_admins_change_them_and_audits_ea
 #[tokio::test]
 async fn the_knowledge_base_finds_past_resolutions_best_first() {
     use deskpulse_proto::v1::SearchKbRequest;
-    let (_dir, store) = store().await;
+    let (dir, store) = store().await;
     let clock = ManualClock::new(T0);
     let host = host(&store).await;
     let resolve = |title: &'static str, resolution: &'static str| {
@@ -1015,7 +1020,7 @@ async fn the_knowledge_base_finds_past_resolutions_best_first() {
         .await
         .expect("open ticket");
 
-    let api = api(&store, &clock).await;
+    let api = api(dir.path(), &store, &clock).await;
     let viewer = api_token(&store, "vera", Role::Viewer).await;
     let search = |query: &str| SearchKbRequest {
         query: query.into(),

@@ -3204,6 +3204,97 @@ pub struct SearchKbResponse {
     #[prost(message, repeated, tag = "1")]
     pub matches: ::prost::alloc::vec::Vec<KbMatch>,
 }
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListAuditRequest {
+    /// Only entries about this host: a host id, a unique prefix of one, or a
+    /// host name, resolved like other commands; an entry is about the host
+    /// when its subject contains the host id. Empty for all.
+    #[prost(string, tag = "1")]
+    pub host: ::prost::alloc::string::String,
+    /// Only entries by the technician with this name; "me" is the caller.
+    #[prost(string, tag = "2")]
+    pub technician: ::prost::alloc::string::String,
+    /// Only actions starting with this text, e.g. "diagnostic.".
+    #[prost(string, tag = "3")]
+    pub action_prefix: ::prost::alloc::string::String,
+    /// Only entries at or after this time, ms since the Unix epoch.
+    #[prost(int64, tag = "4")]
+    pub since_unix_ms: i64,
+    /// At most this many per page (1-1000); 0 means 100.
+    #[prost(uint32, tag = "5")]
+    pub page_size: u32,
+    /// The next_page_token of the previous page; empty for the first.
+    #[prost(string, tag = "6")]
+    pub page_token: ::prost::alloc::string::String,
+}
+/// One audit entry.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct AuditEntry {
+    /// The row id.
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+    /// Its place in the hash chain, from 1.
+    #[prost(int64, tag = "2")]
+    pub seq: i64,
+    /// When, ms since the Unix epoch.
+    #[prost(int64, tag = "3")]
+    pub at_unix_ms: i64,
+    /// The acting technician's name; empty for the collector itself or a
+    /// command run on the server (the detail then says which).
+    #[prost(string, tag = "4")]
+    pub technician: ::prost::alloc::string::String,
+    /// The acting technician's id; empty as above.
+    #[prost(string, tag = "5")]
+    pub technician_id: ::prost::alloc::string::String,
+    /// The API token used; empty as above.
+    #[prost(string, tag = "6")]
+    pub token_id: ::prost::alloc::string::String,
+    /// What was done, e.g. "api-token.create", "diagnostic.request".
+    #[prost(string, tag = "7")]
+    pub action: ::prost::alloc::string::String,
+    /// What it was done to, e.g. a host id, a token id, "job J on host H".
+    #[prost(string, tag = "8")]
+    pub subject: ::prost::alloc::string::String,
+    /// Free text: parameters, outcome.
+    #[prost(string, tag = "9")]
+    pub detail: ::prost::alloc::string::String,
+    /// The entry's hash in the chain, hex.
+    #[prost(string, tag = "10")]
+    pub hash: ::prost::alloc::string::String,
+}
+/// A page of audit entries, newest first.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListAuditResponse {
+    /// The entries.
+    #[prost(message, repeated, tag = "1")]
+    pub entries: ::prost::alloc::vec::Vec<AuditEntry>,
+    /// Pass as page_token for the next page; empty on the last.
+    #[prost(string, tag = "2")]
+    pub next_page_token: ::prost::alloc::string::String,
+}
+#[derive(serde::Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct VerifyAuditRequest {}
+/// The outcome of walking the audit chain.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct VerifyAuditResponse {
+    /// True when no problem was found.
+    #[prost(bool, tag = "1")]
+    pub ok: bool,
+    /// The first problem, one line, naming the row or anchor; empty when ok.
+    #[prost(string, tag = "2")]
+    pub problem: ::prost::alloc::string::String,
+    /// Chain entries checked.
+    #[prost(uint64, tag = "3")]
+    pub entries_checked: u64,
+    /// Anchor lines whose signature held.
+    #[prost(uint64, tag = "4")]
+    pub anchors_checked: u64,
+}
 /// What a token may do. Each role includes the rights of the ones below it.
 #[derive(serde::Serialize)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
@@ -3914,6 +4005,57 @@ pub mod technician_client {
                 .insert(GrpcMethod::new("deskpulse.v1.Technician", "SearchKb"));
             self.inner.unary(req, path, codec).await
         }
+        /// The audit log, newest first, paged (D19). Any role.
+        pub async fn list_audit(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListAuditRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListAuditResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/deskpulse.v1.Technician/ListAudit",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("deskpulse.v1.Technician", "ListAudit"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Walks the audit hash chain and the signed anchors of its head (D28).
+        /// Admin only.
+        pub async fn verify_audit(
+            &mut self,
+            request: impl tonic::IntoRequest<super::VerifyAuditRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::VerifyAuditResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = tonic_prost::ProstCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/deskpulse.v1.Technician/VerifyAudit",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("deskpulse.v1.Technician", "VerifyAudit"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -4100,6 +4242,23 @@ pub mod technician_server {
             request: tonic::Request<super::SearchKbRequest>,
         ) -> std::result::Result<
             tonic::Response<super::SearchKbResponse>,
+            tonic::Status,
+        >;
+        /// The audit log, newest first, paged (D19). Any role.
+        async fn list_audit(
+            &self,
+            request: tonic::Request<super::ListAuditRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListAuditResponse>,
+            tonic::Status,
+        >;
+        /// Walks the audit hash chain and the signed anchors of its head (D28).
+        /// Admin only.
+        async fn verify_audit(
+            &self,
+            request: tonic::Request<super::VerifyAuditRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::VerifyAuditResponse>,
             tonic::Status,
         >;
     }
@@ -5152,6 +5311,96 @@ pub mod technician_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = SearchKbSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/deskpulse.v1.Technician/ListAudit" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListAuditSvc<T: Technician>(pub Arc<T>);
+                    impl<
+                        T: Technician,
+                    > tonic::server::UnaryService<super::ListAuditRequest>
+                    for ListAuditSvc<T> {
+                        type Response = super::ListAuditResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListAuditRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Technician>::list_audit(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListAuditSvc(inner);
+                        let codec = tonic_prost::ProstCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/deskpulse.v1.Technician/VerifyAudit" => {
+                    #[allow(non_camel_case_types)]
+                    struct VerifyAuditSvc<T: Technician>(pub Arc<T>);
+                    impl<
+                        T: Technician,
+                    > tonic::server::UnaryService<super::VerifyAuditRequest>
+                    for VerifyAuditSvc<T> {
+                        type Response = super::VerifyAuditResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::VerifyAuditRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Technician>::verify_audit(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = VerifyAuditSvc(inner);
                         let codec = tonic_prost::ProstCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -4,7 +4,9 @@
 //! # Layout
 //! - this module: hosts, inventory, changes, tickets, rules, enrollment.
 //! - [`jobs`]: diagnostics: run, jobs, cancel, the catalog.
+//! - `audit`: the audit log: listing, verification, anchoring the head.
 
+mod audit;
 mod jobs;
 
 use deskpulse_proto::v1::technician_server::Technician;
@@ -719,6 +721,7 @@ impl Technician for TechnicianApi {
             ),
         )
         .await?;
+        self.anchor_audit().await;
         info!(version = record.version, technician = %caller.name, "fleet policy applied");
         Ok(Response::new(rules_response(&record)))
     }
@@ -1008,11 +1011,26 @@ impl Technician for TechnicianApi {
             format!("ttl {ttl}s; uses {uses}"),
         )
         .await?;
+        self.anchor_audit().await;
         Ok(Response::new(CreateEnrollmentTokenResponse {
             token,
             expires_at_unix_ms: record.expires_at_ms,
             uses,
         }))
+    }
+
+    async fn list_audit(
+        &self,
+        request: Request<deskpulse_proto::v1::ListAuditRequest>,
+    ) -> Result<Response<deskpulse_proto::v1::ListAuditResponse>, Status> {
+        self.list_audit_impl(request).await
+    }
+
+    async fn verify_audit(
+        &self,
+        request: Request<deskpulse_proto::v1::VerifyAuditRequest>,
+    ) -> Result<Response<deskpulse_proto::v1::VerifyAuditResponse>, Status> {
+        self.verify_audit_impl(request).await
     }
 }
 
@@ -1063,7 +1081,10 @@ impl TechnicianApi {
                 self.ctx.clock.now_ms(),
             )
             .await
-            .map_err(internal)
+            .map_err(internal)?;
+        // Webhook changes are admin actions: anchor at once.
+        self.anchor_audit().await;
+        Ok(())
     }
 
     /// AddWebhook: admin only; the secret is checked and stored, never

@@ -7,7 +7,9 @@
 //!   and turning a host query into SQL.
 //! - `webhooks`: webhook policy and the outbox ticket changes write into.
 //! - `kb`: the knowledge base, an FTS5 index of resolved tickets.
+//! - `audit`: the audit hash chain: the one append path and its head row.
 
+mod audit;
 pub mod fleet;
 mod inventory;
 mod jobs;
@@ -39,6 +41,7 @@ use super::{
     SessionOpen, Store, StoreError, StoreGauges, StoreResult, TicketChange, TicketQuery,
     TicketRefusal, TicketRow, WorklogEntry,
 };
+use super::{AuditHead, AuditQuery, AuditRecord};
 use super::{Delivery, DeliveryOutcome, KbHit, NewWebhook, WebhookStatus};
 
 /// The fleet_meta key holding the CA fingerprint.
@@ -75,6 +78,13 @@ impl SqliteStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        let chained = audit::chain_unchained(&pool).await?;
+        if chained > 0 {
+            tracing::info!(
+                rows = chained,
+                "chained the audit entries written before 0008"
+            );
+        }
         let policy = Arc::new(RwLock::new(Arc::new(load_policy(&pool).await?)));
         Ok(Self { pool, policy })
     }
@@ -173,7 +183,11 @@ impl Store for SqliteStore {
     }
 
     async fn create_api_token(&self, token: &NewApiToken, now_ms: i64) -> StoreResult<String> {
-        let mut tx = self.pool.begin().await?;
+        // IMMEDIATE: this transaction reads, then writes. Begun deferred, a
+        // write committed by `serve` in between makes SQLite refuse the
+        // upgrade at once ("database is locked", no busy wait), which
+        // `token create` right after `serve` starts hit now and then.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let existing = sqlx::query("SELECT id, role FROM technicians WHERE name = ?")
             .bind(&token.technician_name)
             .fetch_optional(&mut *tx)
@@ -856,6 +870,22 @@ impl Store for SqliteStore {
     async fn search_kb(&self, terms: &[String], limit: u32) -> StoreResult<Vec<KbHit>> {
         kb::search(&self.pool, terms, limit).await
     }
+
+    async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRecord>> {
+        audit::list(&self.pool, query).await
+    }
+
+    async fn audit_chain(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditRecord>> {
+        audit::chain_page(&self.pool, after_seq, limit).await
+    }
+
+    async fn audit_head(&self) -> StoreResult<AuditHead> {
+        audit::head(&self.pool).await
+    }
+
+    async fn first_unchained_audit(&self) -> StoreResult<Option<i64>> {
+        audit::first_unchained(&self.pool).await
+    }
 }
 
 async fn enroll_in_tx(
@@ -928,16 +958,20 @@ async fn enroll_in_tx(
         .execute(&mut *conn)
         .await?;
     }
-    sqlx::query(
-        "INSERT INTO audit_log (at_ms, action, subject, detail) VALUES (?, 'host.enroll', ?, ?)",
+    audit::append(
+        &mut *conn,
+        &AuditEntry {
+            technician_id: None,
+            token_id: None,
+            action: "host.enroll".into(),
+            subject: host_id.clone(),
+            detail: format!(
+                "token {token_id}; hostname {:?}; relinked {relinked}",
+                request.hostname
+            ),
+        },
+        now_ms,
     )
-    .bind(now_ms)
-    .bind(&host_id)
-    .bind(format!(
-        "token {token_id}; hostname {:?}; relinked {relinked}",
-        request.hostname
-    ))
-    .execute(&mut *conn)
     .await?;
     Ok(EnrollOutcome::Enrolled {
         host_id,
@@ -947,23 +981,13 @@ async fn enroll_in_tx(
 }
 
 /// Appends an audit entry inside a transaction, so an action and its audit
-/// entry commit together.
+/// entry commit together. The one way into the audit log (with
+/// `enroll_in_tx`, which calls the same `audit::append`): it extends the
+/// hash chain and moves its head row in `tx` (D28).
 pub(crate) async fn append_audit_in(
     tx: &mut sqlx::Transaction<'static, Sqlite>,
     entry: &AuditEntry,
     now_ms: i64,
 ) -> StoreResult<()> {
-    sqlx::query(
-        "INSERT INTO audit_log (at_ms, actor_technician_id, actor_token_id, action, subject, detail) \
-         VALUES (?, ?, ?, ?, ?, ?)",
-    )
-    .bind(now_ms)
-    .bind(&entry.technician_id)
-    .bind(&entry.token_id)
-    .bind(&entry.action)
-    .bind(&entry.subject)
-    .bind(&entry.detail)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
+    audit::append(tx, entry, now_ms).await
 }

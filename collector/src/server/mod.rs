@@ -167,8 +167,12 @@ const STORE_CHECK: Duration = Duration::from_secs(5);
 
 /// Keeps the gRPC health service honest: every service reports NOT_SERVING
 /// while the store does not answer, and SERVING again once it does.
-async fn watch_store(ctx: ServerContext, health: tonic_health::server::HealthReporter) {
-    let mut tick = tokio::time::interval(STORE_CHECK);
+async fn watch_store(
+    ctx: ServerContext,
+    health: tonic_health::server::HealthReporter,
+    every: Duration,
+) {
+    let mut tick = tokio::time::interval(every);
     let mut up = true;
     loop {
         tokio::select! {
@@ -228,7 +232,7 @@ pub async fn serve(
     health
         .set_serving::<TechnicianServer<technician::TechnicianApi>>()
         .await;
-    tokio::spawn(watch_store(ctx.clone(), health.clone()));
+    tokio::spawn(watch_store(ctx.clone(), health.clone(), STORE_CHECK));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(deskpulse_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -291,3 +295,6 @@ pub async fn serve(
     }
     result.map_err(ServeError::from)
 }
+
+#[cfg(test)]
+mod tests;

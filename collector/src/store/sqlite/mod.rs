@@ -89,6 +89,12 @@ impl SqliteStore {
         Ok(Self { pool, policy })
     }
 
+    /// Closes every connection: later calls fail as an unreachable
+    /// database would (the health service's test uses it).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
     fn current_policy(&self) -> Arc<PolicyRecord> {
         match self.policy.read() {
             Ok(guard) => guard.clone(),

@@ -176,6 +176,14 @@ pub fn run(root: &Path, args: &DemoArgs) -> Result<()> {
         &format!("deskpulse host show {host_id}"),
         &mut cli(&["host", "show", &host_id]),
     )?;
+    show(
+        "deskpulse tickets --status open",
+        &mut cli(&["tickets", "--status", "open"]),
+    )?;
+    show(
+        &format!("deskpulse diagnostics {host_id}"),
+        &mut cli(&["diagnostics", &host_id]),
+    )?;
 
     if args.no_wait {
         drop(collector);
@@ -199,6 +207,13 @@ pub fn run(root: &Path, args: &DemoArgs) -> Result<()> {
          {cli} hosts\n\
          {cli} host show {host_id}\n\
          {cli} --json host show {host_id}\n\
+         {cli} run {host_id} ping --param host=127.0.0.1 --param count=2\n\
+         {cli} run {host_id} top_processes --param sort=memory\n\
+         {cli} ticket new {host_id} --title \"printer jams\"\n\
+         {cli} tickets\n\
+         {cli} rules\n\
+         {cli} audit --verify\n\
+         {agent_bin} report-issue \"Outlook keeps crashing\" --state-dir {state}\n\
          {agent_bin} status --state-dir {state}\n",
         dir = demo.display(),
         data = data_dir.display(),

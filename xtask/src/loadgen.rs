@@ -118,7 +118,12 @@ fn cpu_ticks(pid: u32) -> u64 {
         return 0;
     };
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let get = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let get = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     get(11) + get(12)
 }
 
@@ -292,7 +297,11 @@ fn packages(index: usize, generation: u32, count: usize) -> Vec<Package> {
     let mut out: Vec<Package> = (0..count)
         .map(|k| {
             // A fleet-wide pool of names, with a per-agent slice of variety.
-            let id = if k % 10 == 0 { k + index % 7 * count } else { k };
+            let id = if k % 10 == 0 {
+                k + index % 7 * count
+            } else {
+                k
+            };
             let prefix = names[id % names.len()];
             Package {
                 ecosystem: "dpkg".into(),
@@ -410,7 +419,12 @@ fn inventory(index: usize, generation: u32, count: usize) -> Inventory {
                     (index >> 8) & 0xff,
                     index & 0xff
                 ),
-                ipv4: vec![format!("10.{}.{}.{}", index >> 16 & 0xff, index >> 8 & 0xff, index & 0xff)],
+                ipv4: vec![format!(
+                    "10.{}.{}.{}",
+                    index >> 16 & 0xff,
+                    index >> 8 & 0xff,
+                    index & 0xff
+                )],
                 ipv6: Vec::new(),
                 up: true,
                 speed_mbps: 1000,
@@ -552,14 +566,14 @@ async fn run_agent(mut run: AgentRun) {
     let started = Instant::now();
     let mut reconnected = false;
     loop {
-        let endpoint =
-            match tls_endpoint(&run.url, &run.ca, Some(run.agent.identity.clone())).await {
-                Ok(e) => e,
-                Err(e) => {
-                    run.stats.error(&format!("endpoint: {e}"));
-                    break;
-                }
-            };
+        let endpoint = match tls_endpoint(&run.url, &run.ca, Some(run.agent.identity.clone())).await
+        {
+            Ok(e) => e,
+            Err(e) => {
+                run.stats.error(&format!("endpoint: {e}"));
+                break;
+            }
+        };
         let channel: Channel = {
             let Ok(_permit) = run.handshakes.acquire().await else {
                 break;
@@ -626,11 +640,7 @@ async fn run_agent(mut run: AgentRun) {
         if acked_generation.is_none() {
             let (s, sent, msg) = send(
                 &mut seq,
-                Payload::Inventory(inventory(
-                    run.agent.index,
-                    next_generation,
-                    run.packages,
-                )),
+                Payload::Inventory(inventory(run.agent.index, next_generation, run.packages)),
                 INVENTORY,
                 next_generation,
             );
@@ -644,10 +654,8 @@ async fn run_agent(mut run: AgentRun) {
         let jitter = run
             .health_interval
             .mul_f64(rand::rng().random_range(0.0..1.0));
-        let mut ticker = tokio::time::interval_at(
-            tokio::time::Instant::now() + jitter,
-            run.health_interval,
-        );
+        let mut ticker =
+            tokio::time::interval_at(tokio::time::Instant::now() + jitter, run.health_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut drop_now = false;
         let mut stopping = *run.stop.borrow();
@@ -838,7 +846,10 @@ pub fn run(root: &Path, args: &LoadgenArgs) -> Result<()> {
             let ca_file = args.ca_file.as_ref().context("--ca-file is required")?;
             let ca = std::fs::read_to_string(ca_file)
                 .with_context(|| format!("reading {}", ca_file.display()))?;
-            let token = args.enroll_token.clone().context("--enroll-token is required")?;
+            let token = args
+                .enroll_token
+                .clone()
+                .context("--enroll-token is required")?;
             (None, url.clone(), ca, vec![token])
         }
         None => {
@@ -920,13 +931,11 @@ async fn drive(
     let (stop_tx, stop_rx) = watch::channel(false);
     let handshakes = Arc::new(Semaphore::new(args.concurrency.max(1)));
     let mut set = tokio::task::JoinSet::new();
-    let disconnecting = ((args.disconnect_percent.clamp(0.0, 100.0) / 100.0) * args.agents as f64)
-        .round() as usize;
+    let disconnecting =
+        ((args.disconnect_percent.clamp(0.0, 100.0) / 100.0) * args.agents as f64).round() as usize;
     for agent in agents {
-        let disconnect_after = (agent.index < disconnecting).then(|| {
-            args.duration
-                .mul_f64(rand::rng().random_range(0.1..0.8))
-        });
+        let disconnect_after = (agent.index < disconnecting)
+            .then(|| args.duration.mul_f64(rand::rng().random_range(0.1..0.8)));
         set.spawn(run_agent(AgentRun {
             agent,
             url: url.to_owned(),
@@ -940,11 +949,16 @@ async fn drive(
             stop: stop_rx.clone(),
         }));
     }
-    let progress = bar(args.agents as u64, "connected / first inventories acknowledged");
+    let progress = bar(
+        args.agents as u64,
+        "connected / first inventories acknowledged",
+    );
     let mut connected_in = None;
     while stats.first_inventories.load(Ordering::Relaxed) < args.agents {
         let connected = stats.connected.load(Ordering::Relaxed);
-        if connected_in.is_none() && connected + stats.failed_agents.load(Ordering::Relaxed) >= args.agents {
+        if connected_in.is_none()
+            && connected + stats.failed_agents.load(Ordering::Relaxed) >= args.agents
+        {
             connected_in = Some(ramp_start.elapsed());
         }
         progress.set_position(stats.first_inventories.load(Ordering::Relaxed) as u64);
@@ -1090,20 +1104,46 @@ fn print_summary(s: &serde_json::Value) {
         ("health interval (s)", f(&s["health_interval_s"])),
         ("ramp: enrolled (s)", f(&s["ramp"]["enrolled_s"])),
         ("ramp: all connected (s)", f(&s["ramp"]["connected_s"])),
-        ("ramp: first inventories acked (s)", f(&s["ramp"]["first_inventories_acked_s"])),
-        ("ramp: first inventory latency", lat(&s["ramp"]["first_inventory_latency"])),
+        (
+            "ramp: first inventories acked (s)",
+            f(&s["ramp"]["first_inventories_acked_s"]),
+        ),
+        (
+            "ramp: first inventory latency",
+            lat(&s["ramp"]["first_inventory_latency"]),
+        ),
         ("steady: seconds", f(&s["steady"]["seconds"])),
         ("steady: reports sent/s", f(&s["steady"]["sent_per_s"])),
         ("steady: reports acked/s", f(&s["steady"]["acked_per_s"])),
         ("steady: report->Ack latency", lat(&s["steady"]["latency"])),
-        ("steady: health latency", lat(&s["steady"]["health_latency"])),
+        (
+            "steady: health latency",
+            lat(&s["steady"]["health_latency"]),
+        ),
         ("steady: delta latency", lat(&s["steady"]["delta_latency"])),
-        ("reports sent / acked (total)", format!("{} / {}", f(&s["totals"]["reports_sent"]), f(&s["totals"]["reports_acked"]))),
+        (
+            "reports sent / acked (total)",
+            format!(
+                "{} / {}",
+                f(&s["totals"]["reports_sent"]),
+                f(&s["totals"]["reports_acked"])
+            ),
+        ),
         ("deltas sent", f(&s["totals"]["deltas_sent"])),
         ("planned reconnects", f(&s["totals"]["planned_reconnects"])),
         ("errors", f(&s["totals"]["errors"])),
-        ("collector CPU s (ramp / steady)", format!("{} / {}", f(&s["collector"]["cpu_s_ramp"]), f(&s["collector"]["cpu_s_steady"]))),
-        ("collector CPU % of one core (steady)", f(&s["collector"]["cpu_percent_steady"])),
+        (
+            "collector CPU s (ramp / steady)",
+            format!(
+                "{} / {}",
+                f(&s["collector"]["cpu_s_ramp"]),
+                f(&s["collector"]["cpu_s_steady"])
+            ),
+        ),
+        (
+            "collector CPU % of one core (steady)",
+            f(&s["collector"]["cpu_percent_steady"]),
+        ),
         ("collector peak RSS (MiB)", format!("{rss_mib:.1}")),
         ("store on disk (MiB)", format!("{store_mib:.1}")),
     ];
@@ -1118,6 +1158,8 @@ fn print_summary(s: &serde_json::Value) {
         }
     }
     if !s["collector"]["self_started"].as_bool().unwrap_or(false) {
-        println!("(collector CPU, RSS and store size are measured only for a collector this started)");
+        println!(
+            "(collector CPU, RSS and store size are measured only for a collector this started)"
+        );
     }
 }

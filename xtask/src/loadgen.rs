@@ -250,6 +250,7 @@ struct Stats {
     acked: AtomicU64,
     errors: AtomicU64,
     reconnects: AtomicU64,
+    retries: AtomicU64,
     deltas: AtomicU64,
     error_kinds: Mutex<HashMap<String, u64>>,
     /// (steady?, kind, microseconds from send to Ack).
@@ -565,24 +566,30 @@ async fn run_agent(mut run: AgentRun) {
     let mut disconnect_at = None;
     let started = Instant::now();
     let mut reconnected = false;
-    loop {
+    let mut ever_connected = false;
+    let mut failures = 0u32;
+    'session: loop {
         let endpoint = match tls_endpoint(&run.url, &run.ca, Some(run.agent.identity.clone())).await
         {
             Ok(e) => e,
             Err(e) => {
                 run.stats.error(&format!("endpoint: {e}"));
-                break;
+                break 'session;
             }
         };
         let channel: Channel = {
             let Ok(_permit) = run.handshakes.acquire().await else {
-                break;
+                break 'session;
             };
             match endpoint.connect().await {
                 Ok(c) => c,
                 Err(e) => {
                     run.stats.error(&format!("connect: {e}"));
-                    break;
+                    drop(_permit);
+                    if !retry(&mut failures, &run).await {
+                        break 'session;
+                    }
+                    continue 'session;
                 }
             }
         };
@@ -608,13 +615,17 @@ async fn run_agent(mut run: AgentRun) {
             Ok(r) => r.into_inner(),
             Err(s) => {
                 run.stats.error(&format!("session: {}", s.message()));
-                break;
+                if !retry(&mut failures, &run).await {
+                    break 'session;
+                }
+                continue 'session;
             }
         };
-        if reconnected {
-            run.stats.reconnects.fetch_add(1, Ordering::Relaxed);
-        } else {
+        if !ever_connected {
+            ever_connected = true;
             run.stats.connected.fetch_add(1, Ordering::Relaxed);
+        } else if reconnected {
+            run.stats.reconnects.fetch_add(1, Ordering::Relaxed);
         }
         let mut pending: HashMap<u64, Sent> = HashMap::new();
         let send = |seq: &mut u64, payload: Payload, kind: u8, generation: u32| {
@@ -648,7 +659,10 @@ async fn run_agent(mut run: AgentRun) {
             run.stats.sent.fetch_add(1, Ordering::Relaxed);
             if tx.send(msg).await.is_err() {
                 run.stats.error("stream closed");
-                break;
+                if !retry(&mut failures, &run).await {
+                    break 'session;
+                }
+                continue 'session;
             }
         }
         let jitter = run
@@ -763,12 +777,10 @@ async fn run_agent(mut run: AgentRun) {
             for _ in 0..pending.len() {
                 run.stats.error("not acknowledged (stream failed)");
             }
-            run.stats.failed_agents.fetch_add(1, Ordering::Relaxed);
-            if !first_done {
-                // Counted as done, so the ramp can end.
-                run.stats.first_inventories.fetch_add(1, Ordering::Relaxed);
+            if !retry(&mut failures, &run).await {
+                break 'session;
             }
-            return;
+            continue 'session;
         }
         let reason = if drop_now && !stopping {
             GoodbyeReason::Sleep
@@ -800,11 +812,28 @@ async fn run_agent(mut run: AgentRun) {
             return;
         }
     }
+    // Given up: counted as done, so the ramp can end.
     run.stats.failed_agents.fetch_add(1, Ordering::Relaxed);
     if !first_done {
         run.stats.first_inventories.fetch_add(1, Ordering::Relaxed);
     }
 }
+
+/// After a failure (already counted as an error): waits and says whether to
+/// try again, as a real agent would, up to [`MAX_RETRIES`] times.
+async fn retry(failures: &mut u32, run: &AgentRun) -> bool {
+    *failures += 1;
+    if *failures > MAX_RETRIES || *run.stop.borrow() {
+        return false;
+    }
+    run.stats.retries.fetch_add(1, Ordering::Relaxed);
+    let pause = Duration::from_millis(500 * u64::from(*failures));
+    tokio::time::sleep(pause).await;
+    !*run.stop.borrow()
+}
+
+/// How often one agent reconnects after failures before giving up.
+const MAX_RETRIES: u32 = 5;
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -904,6 +933,8 @@ async fn drive(
 ) -> Result<serde_json::Value> {
     let stats = Arc::new(Stats::default());
     let ticks_at_start = pid.map(cpu_ticks).unwrap_or(0);
+    let me = std::process::id();
+    let own_at_start = cpu_ticks(me);
     let ramp_start = Instant::now();
 
     let progress = bar(args.agents as u64, "enrolling");
@@ -974,6 +1005,7 @@ async fn drive(
     let steady_start = Instant::now();
     let _ = stats.steady_start.set(steady_start);
     let ticks_at_steady = pid.map(cpu_ticks).unwrap_or(0);
+    let own_at_steady = cpu_ticks(me);
     let acked_at_steady = stats.acked.load(Ordering::Relaxed);
     let sent_at_steady = stats.sent.load(Ordering::Relaxed);
     println!(
@@ -1002,6 +1034,7 @@ async fn drive(
     }
     let steady = steady_start.elapsed();
     let ticks_at_end = pid.map(cpu_ticks).unwrap_or(0);
+    let own_at_end = cpu_ticks(me);
     let sent_steady = stats.sent.load(Ordering::Relaxed) - sent_at_steady;
     progress.finish_and_clear();
     let _ = stop_tx.send(true);
@@ -1048,6 +1081,11 @@ async fn drive(
             "cpu_percent_steady": (ticks_at_end.saturating_sub(ticks_at_steady)) as f64 / hz / steady.as_secs_f64() * 100.0,
             "peak_rss_kib": peak_rss,
         },
+        "loadgen": {
+            "cpu_s_ramp": (own_at_steady.saturating_sub(own_at_start)) as f64 / hz,
+            "cpu_s_steady": (own_at_end.saturating_sub(own_at_steady)) as f64 / hz,
+            "cpu_percent_steady": (own_at_end.saturating_sub(own_at_steady)) as f64 / hz / steady.as_secs_f64() * 100.0,
+        },
         "ramp": {
             "enrolled_s": enrolled_in.as_secs_f64(),
             "connected_s": connected_in.as_secs_f64(),
@@ -1071,6 +1109,7 @@ async fn drive(
             "reports_acked": stats.acked.load(Ordering::Relaxed),
             "deltas_sent": stats.deltas.load(Ordering::Relaxed),
             "planned_reconnects": stats.reconnects.load(Ordering::Relaxed),
+            "reconnects_after_errors": stats.retries.load(Ordering::Relaxed),
             "failed_agents": stats.failed_agents.load(Ordering::Relaxed),
             "errors": stats.errors.load(Ordering::Relaxed),
             "error_kinds": errors.into_iter().map(|(k, n)| (k, serde_json::Value::from(n))).collect::<serde_json::Map<String, serde_json::Value>>(),
@@ -1131,6 +1170,11 @@ fn print_summary(s: &serde_json::Value) {
         ),
         ("deltas sent", f(&s["totals"]["deltas_sent"])),
         ("planned reconnects", f(&s["totals"]["planned_reconnects"])),
+        (
+            "reconnects after errors",
+            f(&s["totals"]["reconnects_after_errors"]),
+        ),
+        ("agents given up", f(&s["totals"]["failed_agents"])),
         ("errors", f(&s["totals"]["errors"])),
         (
             "collector CPU s (ramp / steady)",
@@ -1143,6 +1187,18 @@ fn print_summary(s: &serde_json::Value) {
         (
             "collector CPU % of one core (steady)",
             f(&s["collector"]["cpu_percent_steady"]),
+        ),
+        (
+            "loadgen CPU s (ramp / steady)",
+            format!(
+                "{} / {}",
+                f(&s["loadgen"]["cpu_s_ramp"]),
+                f(&s["loadgen"]["cpu_s_steady"])
+            ),
+        ),
+        (
+            "loadgen CPU % of one core (steady)",
+            f(&s["loadgen"]["cpu_percent_steady"]),
         ),
         ("collector peak RSS (MiB)", format!("{rss_mib:.1}")),
         ("store on disk (MiB)", format!("{store_mib:.1}")),

@@ -6,11 +6,14 @@
 //! - [`codegen`]: compiles `proto/` into the committed Rust.
 //! - [`demo`]: builds everything and shows a collector, an agent and the CLI
 //!   working together on loopback.
+//! - [`loadgen`]: simulates a fleet of agents against a collector and
+//!   measures it.
 //! - [`pg`]: starts a local PostgreSQL for the tests when none answers.
 
 pub mod bench_agent;
 pub mod codegen;
 pub mod demo;
+pub mod loadgen;
 pub mod pg;
 
 use std::path::{Path, PathBuf};

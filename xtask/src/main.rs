@@ -30,6 +30,9 @@ enum Task {
     /// Measure the agent's inventory cost, wire size and idle cost beside
     /// the peer agents from Debian's packages.
     BenchAgent(xtask::bench_agent::BenchArgs),
+    /// Simulate a fleet of enrolled agents against a collector and print the
+    /// achieved report rate, Ack latency, errors and collector cost.
+    Loadgen(xtask::loadgen::LoadgenArgs),
     /// Make sure PostgreSQL answers on 127.0.0.1:5432, starting a local
     /// cluster when none does.
     Pg,
@@ -59,6 +62,7 @@ fn run(task: Task) -> Result<()> {
         }
         Task::Pg => xtask::pg::ensure_running(),
         Task::BenchAgent(args) => xtask::bench_agent::run(&root, &args),
+        Task::Loadgen(args) => xtask::loadgen::run(&root, &args),
     }
 }
 

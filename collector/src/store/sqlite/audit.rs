@@ -73,7 +73,7 @@ pub(super) async fn chain_unchained(pool: &SqlitePool) -> StoreResult<u64> {
     if done.is_some() {
         return Ok(0);
     }
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = super::begin_write(pool).await?;
     // Checked again under the write lock: two processes may open at once.
     let done: Option<String> = sqlx::query_scalar("SELECT value FROM fleet_meta WHERE key = ?")
         .bind(LEGACY_CHAINED)

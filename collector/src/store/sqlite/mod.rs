@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
 use super::HostQuery;
 
@@ -101,6 +101,15 @@ impl SqliteStore {
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
+}
+
+/// Begins a transaction that will write. IMMEDIATE takes the write lock
+/// up front (waiting out the busy timeout): begun deferred, a transaction
+/// that reads and then writes is refused at once ("database is locked",
+/// no busy wait) when another connection committed a write in between,
+/// which concurrent agents, technicians and timers make likely.
+pub(crate) async fn begin_write(pool: &SqlitePool) -> StoreResult<Transaction<'static, Sqlite>> {
+    Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
 }
 
 /// The newest applied policy, or the built-in defaults.
@@ -189,11 +198,9 @@ impl Store for SqliteStore {
     }
 
     async fn create_api_token(&self, token: &NewApiToken, now_ms: i64) -> StoreResult<String> {
-        // IMMEDIATE: this transaction reads, then writes. Begun deferred, a
-        // write committed by `serve` in between makes SQLite refuse the
-        // upgrade at once ("database is locked", no busy wait), which
-        // `token create` right after `serve` starts hit now and then.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // It reads, then writes: `token create` right after `serve` starts
+        // hit the deferred upgrade failure now and then (see begin_write).
+        let mut tx = begin_write(&self.pool).await?;
         let existing = sqlx::query("SELECT id, role FROM technicians WHERE name = ?")
             .bind(&token.technician_name)
             .fetch_optional(&mut *tx)
@@ -285,7 +292,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<EnrollOutcome> {
         // BEGIN IMMEDIATE takes the write lock up front, so two enrollments
         // racing for the last use of a token cannot both read uses_left = 1.
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx = begin_write(&self.pool).await?;
         let outcome = enroll_in_tx(&mut tx, request, now_ms, issue).await?;
         if matches!(outcome, EnrollOutcome::Enrolled { .. }) {
             tx.commit().await?;
@@ -357,7 +364,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Vec<ReportOutcome>> {
         let policy = self.current_policy();
         let policy = &policy.policy;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         let mut outcomes = Vec::with_capacity(reports.len());
         for report in reports {
             let fresh = sqlx::query(
@@ -620,7 +627,7 @@ impl Store for SqliteStore {
         raw_before_ms: i64,
         keep_after_ms: i64,
     ) -> StoreResult<(u64, u64)> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         // Hours are folded whole: only hours that ended before the cut.
         let cut = raw_before_ms - raw_before_ms.rem_euclid(3_600_000);
         sqlx::query(
@@ -762,7 +769,7 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit(&self, entry: &AuditEntry, now_ms: i64) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = begin_write(&self.pool).await?;
         append_audit_in(&mut tx, entry, now_ms).await?;
         tx.commit().await?;
         Ok(())

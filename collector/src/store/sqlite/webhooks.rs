@@ -216,7 +216,7 @@ pub async fn claim(
     lease_ms: i64,
     limit: u32,
 ) -> StoreResult<Vec<Delivery>> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = super::begin_write(pool).await?;
     let rows = sqlx::query(
         "SELECT o.id, o.delivery_id, o.event, o.body, o.attempts, o.created_at_ms, w.url, w.secret \
          FROM webhook_outbox o JOIN webhooks w ON w.id = o.webhook_id \

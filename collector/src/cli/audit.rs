@@ -8,7 +8,7 @@ use std::time::Duration;
 use deskpulse_proto::v1::{AuditEntry, ListAuditRequest, VerifyAuditRequest};
 use serde::Serialize;
 
-use super::output::{table, time};
+use super::output::{print_json, table, time};
 use super::{Client, call_failed, now_ms};
 use crate::exit::{CommandResult, Failure};
 
@@ -76,12 +76,6 @@ impl<'a> From<&'a AuditEntry> for EntryJson<'a> {
             hash: &e.hash,
         }
     }
-}
-
-fn print_json(value: &serde_json::Value) -> CommandResult {
-    let text = serde_json::to_string_pretty(value).map_err(Failure::runtime)?;
-    println!("{text}");
-    Ok(())
 }
 
 /// Runs `deskpulse audit`.

@@ -15,7 +15,7 @@ use deskpulse_proto::v1::{
 };
 use serde_json::json;
 
-use super::output::{table, time};
+use super::output::{iso, print_json, table, time};
 use super::{Client, call_failed};
 use crate::exit::{CommandResult, Failure};
 
@@ -88,10 +88,6 @@ impl RunArgs {
     }
 }
 
-fn iso(ms: i64) -> Option<String> {
-    (ms > 0).then(|| time(ms))
-}
-
 /// A job as JSON (documented in docs/cli-json.md).
 pub fn job_json(job: &Job) -> serde_json::Value {
     json!({
@@ -115,12 +111,6 @@ pub fn job_json(job: &Job) -> serde_json::Value {
         "truncated": job.truncated,
         "cancel_requested": job.cancel_requested,
     })
-}
-
-fn print_json(value: &serde_json::Value) -> CommandResult {
-    let text = serde_json::to_string_pretty(value).map_err(Failure::runtime)?;
-    println!("{text}");
-    Ok(())
 }
 
 /// One line saying how a job stands.

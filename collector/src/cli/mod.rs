@@ -330,12 +330,7 @@ enum RulesCommand {
 }
 
 fn parse_priority(text: &str) -> Result<String, String> {
-    let upper = text.trim().to_ascii_uppercase();
-    if ["P1", "P2", "P3", "P4"].contains(&upper.as_str()) {
-        Ok(upper)
-    } else {
-        Err("expected P1, P2, P3 or P4".into())
-    }
+    crate::rules::priority::Priority::parse(text).map(|p| p.name().to_owned())
 }
 
 #[derive(Debug, Subcommand)]

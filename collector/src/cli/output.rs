@@ -38,7 +38,7 @@ pub fn ago(ms: i64) -> String {
     }
 }
 
-fn iso(ms: i64) -> Option<String> {
+pub(super) fn iso(ms: i64) -> Option<String> {
     (ms > 0).then(|| time(ms))
 }
 
@@ -72,7 +72,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-fn print_json<T: Serialize>(value: &T) -> CommandResult {
+pub(super) fn print_json<T: Serialize>(value: &T) -> CommandResult {
     let text = serde_json::to_string_pretty(value).map_err(Failure::runtime)?;
     println!("{text}");
     Ok(())

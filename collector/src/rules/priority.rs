@@ -100,6 +100,19 @@ impl Priority {
         }
     }
 
+    /// Parses "P1" … "P4", in either case.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_uppercase().as_str() {
+            "P1" => Ok(Priority::P1),
+            "P2" => Ok(Priority::P2),
+            "P3" => Ok(Priority::P3),
+            "P4" => Ok(Priority::P4),
+            other => Err(format!(
+                "unknown priority {other:?}; expected P1, P2, P3 or P4"
+            )),
+        }
+    }
+
     /// "P1" … "P4".
     pub fn name(self) -> &'static str {
         match self {

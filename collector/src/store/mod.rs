@@ -498,6 +498,16 @@ pub struct ChangeRow {
     pub new_value: Option<String>,
 }
 
+/// Ticket statuses (D22), in workflow order.
+pub const TICKET_STATUSES: [&str; 6] = [
+    "new",
+    "open",
+    "in_progress",
+    "waiting",
+    "resolved",
+    "closed",
+];
+
 /// Which tickets to list.
 #[derive(Debug, Clone, Default)]
 pub struct TicketQuery {

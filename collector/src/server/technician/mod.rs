@@ -32,7 +32,7 @@ use crate::rules::priority::Priority;
 use crate::secrets::{self, token_hash};
 use crate::store::{
     AuditEntry, Caller, ChangeQuery, ChangeRow, HostRow, NewEnrollmentToken, PolicyRecord, Role,
-    StoreError, TicketChange, TicketQuery, TicketRefusal, TicketRow, WorklogEntry,
+    StoreError, TICKET_STATUSES, TicketChange, TicketQuery, TicketRefusal, TicketRow, WorklogEntry,
 };
 use crate::store::{NewWebhook, WebhookStatus};
 use deskpulse_proto::v1::update_ticket_request::Change;
@@ -64,16 +64,6 @@ fn text_arg(what: &str, text: &str, max: usize) -> Result<String, Status> {
     }
     Ok(text.to_owned())
 }
-
-/// Ticket statuses (D22).
-const TICKET_STATUSES: [&str; 6] = [
-    "new",
-    "open",
-    "in_progress",
-    "waiting",
-    "resolved",
-    "closed",
-];
 
 fn ticket_message(row: TicketRow) -> Ticket {
     Ticket {
@@ -333,15 +323,11 @@ fn health_point(p: crate::store::HealthPoint) -> HealthPoint {
 }
 
 fn parse_priority(text: &str) -> Result<Option<Priority>, Status> {
-    match text.trim().to_ascii_uppercase().as_str() {
+    match text.trim() {
         "" => Ok(None),
-        "P1" => Ok(Some(Priority::P1)),
-        "P2" => Ok(Some(Priority::P2)),
-        "P3" => Ok(Some(Priority::P3)),
-        "P4" => Ok(Some(Priority::P4)),
-        other => Err(Status::invalid_argument(format!(
-            "unknown priority {other:?}; expected P1, P2, P3 or P4"
-        ))),
+        text => Priority::parse(text)
+            .map(Some)
+            .map_err(Status::invalid_argument),
     }
 }
 

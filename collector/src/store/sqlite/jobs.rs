@@ -60,15 +60,6 @@ where
     row.as_ref().map(job_row).transpose()
 }
 
-/// Appends an audit entry inside `tx`.
-pub async fn audit(
-    tx: &mut Transaction<'static, Sqlite>,
-    entry: &AuditEntry,
-    now_ms: i64,
-) -> StoreResult<()> {
-    super::append_audit_in(tx, entry, now_ms).await
-}
-
 fn system(action: &str, job: &JobRow, detail: String) -> AuditEntry {
     AuditEntry {
         technician_id: None,
@@ -101,7 +92,7 @@ pub async fn create(pool: &SqlitePool, job: &NewJob, now_ms: i64) -> StoreResult
     .bind(job.expires_at_ms)
     .execute(&mut *tx)
     .await?;
-    audit(
+    super::append_audit_in(
         &mut tx,
         &AuditEntry {
             technician_id: Some(job.caller.technician_id.clone()),
@@ -178,7 +169,7 @@ pub async fn sent(pool: &SqlitePool, id: &str, now_ms: i64) -> StoreResult<()> {
     .rows_affected()
         == 1;
     if first && let Some(job) = one(&mut *tx, id).await? {
-        audit(
+        super::append_audit_in(
             &mut tx,
             &system("diagnostic.start", &job, "delivered to the agent".into()),
             now_ms,
@@ -254,7 +245,7 @@ pub async fn expire(pool: &SqlitePool, now_ms: i64) -> StoreResult<Vec<JobRow>> 
         .rows_affected()
             == 1;
         if done && let Some(job) = one(&mut *tx, &id).await? {
-            audit(
+            super::append_audit_in(
                 &mut tx,
                 &system("diagnostic.expire", &job, "expired".into()),
                 now_ms,
@@ -321,7 +312,7 @@ pub async fn finish(
             format!(" ({})", result.reason)
         }
     );
-    audit(tx, &system(verb, &job, detail.clone()), now_ms).await?;
+    super::append_audit_in(tx, &system(verb, &job, detail.clone()), now_ms).await?;
     if let Some(ticket) = job.ticket_id {
         // The result is attached to the ticket: the worklog names the job
         // and carries the start of the output.

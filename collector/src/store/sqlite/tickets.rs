@@ -17,8 +17,8 @@ use crate::rules::policy::Policy;
 use crate::rules::priority::{Impact, Priority, Severity};
 use crate::rules::{RuleState, TicketAction, step};
 use crate::store::{
-    ALWAYS_ON_CHASSIS, OFFLINE_AFTER_INTERVALS, Reading, StoreError, StoreResult, TicketChange,
-    TicketQuery, TicketRefusal, TicketRow, WorklogEntry,
+    ALWAYS_ON_CHASSIS, OFFLINE_AFTER_INTERVALS, Reading, StoreError, StoreResult, TICKET_STATUSES,
+    TicketChange, TicketQuery, TicketRefusal, TicketRow, WorklogEntry,
 };
 
 /// The columns `ticket_row` reads.
@@ -819,16 +819,6 @@ pub async fn get(
     Ok(Some((row, log)))
 }
 
-/// The statuses a technician may set (D22).
-const STATUSES: [&str; 6] = [
-    "new",
-    "open",
-    "in_progress",
-    "waiting",
-    "resolved",
-    "closed",
-];
-
 /// Applies a technician's change.
 pub async fn update(
     pool: &SqlitePool,
@@ -857,10 +847,10 @@ pub async fn update(
         }
         TicketChange::Note(text) => text.clone(),
         TicketChange::Status(status) => {
-            if !STATUSES.contains(&status.as_str()) {
+            if !TICKET_STATUSES.contains(&status.as_str()) {
                 return Ok(Err(TicketRefusal::Invalid(format!(
                     "unknown status {status:?}; expected one of {}",
-                    STATUSES.join(", ")
+                    TICKET_STATUSES.join(", ")
                 ))));
             }
             if status == "resolved" {

@@ -1,5 +1,5 @@
 //! Injected time. Everything that compares against "now" (token expiry,
-//! presence, later SLA timers) asks a [`Clock`], so tests can move time
+//! presence, rule timers, SLAs, job expiry) asks a [`Clock`], so tests can move time
 //! instead of sleeping.
 
 use std::sync::Arc;

@@ -8,6 +8,8 @@
 //! - [`Collector`]: a `deskpulse-collector serve` child process.
 //! - [`Agent`]: a state dir and the `deskpulse-agent` commands on it.
 //! - [`raw`]: a gRPC codec that sends arbitrary bytes, for malformed input.
+//! - [`postgres_database`]: a fresh PostgreSQL database, when the run has
+//!   one (`DESKPULSE_TEST_DATABASE_URL`).
 
 pub mod raw;
 
@@ -438,5 +440,77 @@ pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Opt
             return None;
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The variable naming the PostgreSQL server the tests may use (an admin
+/// URL such as `postgres://postgres@127.0.0.1:5432/postgres`).
+pub const TEST_DATABASE_VAR: &str = "DESKPULSE_TEST_DATABASE_URL";
+
+/// The URL of a fresh, empty PostgreSQL database for one test, made on the
+/// server `DESKPULSE_TEST_DATABASE_URL` names. Without that variable the
+/// test says loudly that it skipped and gets `None`; with `CI=true` it
+/// fails instead, so CI never skips silently (D31).
+pub fn postgres_database(test: &str) -> Option<String> {
+    let Ok(admin) = std::env::var(TEST_DATABASE_VAR) else {
+        if std::env::var("CI").is_ok_and(|v| v == "true") {
+            panic!("{TEST_DATABASE_VAR} is not set: CI runs every PostgreSQL test (D31)");
+        }
+        eprintln!("SKIPPED {test}: set {TEST_DATABASE_VAR} to run the PostgreSQL tests");
+        return None;
+    };
+    let name = format!("dp_e2e_{}", uuid::Uuid::new_v4().simple());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    runtime.block_on(async {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("{TEST_DATABASE_VAR}={admin}: {e}"));
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("creating database {name}: {e}"));
+    });
+    Some(with_database(&admin, &name))
+}
+
+/// `url` naming database `name` instead of its own.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority_start = base.find("://").map_or(0, |i| i + 3);
+    let root = match base[authority_start..].find('/') {
+        Some(slash) => &base[..authority_start + slash],
+        None => base,
+    };
+    match query {
+        Some(query) => format!("{root}/{name}?{query}"),
+        None => format!("{root}/{name}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn a_database_url_is_pointed_at_another_database() {
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432/postgres", "x"),
+            "postgres://postgres@127.0.0.1:5432/x"
+        );
+        assert_eq!(
+            with_database("postgres://u:p@h/db?sslmode=disable", "x"),
+            "postgres://u:p@h/x?sslmode=disable"
+        );
+        assert_eq!(
+            with_database("postgres://h:5432", "x"),
+            "postgres://h:5432/x"
+        );
     }
 }

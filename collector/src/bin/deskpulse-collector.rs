@@ -194,15 +194,34 @@ async fn serve(config: config::ServeConfig) -> CommandResult {
         .map_err(|e| Failure::runtime(format!("cannot read the bound address: {e}")))?;
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
+    // Replicas sharing a PostgreSQL store reach each other's agents and
+    // technicians through it; an embedded store has one collector.
+    let dispatch = if config.store.database_url.starts_with("postgres") {
+        let relay = server::relay::Relay::connect(
+            &config.store.database_url,
+            &dir.replica_id,
+            shutdown.clone(),
+        )
+        .await
+        .map_err(|e| Failure::runtime(format!("cannot start the replica relay: {e}")))?;
+        Arc::new(server::dispatch::Dispatch::with_relay(relay))
+    } else {
+        Arc::default()
+    };
     let ctx = ServerContext {
         store: dir.store.clone(),
         clock,
         ca: Arc::new(dir.ca),
         replica: dir.replica_id.clone(),
         shutdown,
-        dispatch: Arc::default(),
+        dispatch,
         audit: dir.audit.clone(),
     };
+    tokio::spawn(ctx.dispatch.clone().follow(
+        ctx.store.clone(),
+        ctx.clock.clone(),
+        ctx.shutdown.clone(),
+    ));
     tracing::info!(%addr, data_dir = %config.store.data_dir.display(), "collector listening");
     {
         let mut stdout = std::io::stdout().lock();

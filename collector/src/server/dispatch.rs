@@ -1,8 +1,10 @@
-//! Getting diagnostic jobs to agents and their live output to technicians,
-//! within one replica: which host holds a stream here, which job runs on
-//! which host, and who watches a job's output. The durable state (jobs,
-//! results) is in the store; this is only the live, best-effort part
-//! (D26): a lost chunk is never a lost result.
+//! Getting diagnostic jobs to agents and their live output to technicians:
+//! which host holds a stream on this replica, which job runs on which host,
+//! and who watches a job's output. The durable state (jobs, results) is in
+//! the store; this is only the live, best-effort part (D26): a lost chunk
+//! is never a lost result. With several replicas, what happens on one
+//! reaches the others through the [`Relay`], and [`Dispatch::follow`] acts
+//! on what the others say.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,7 +17,9 @@ use prost::Message;
 use tokio::sync::{broadcast, mpsc};
 use tonic::Status;
 
-use crate::store::{JobRow, SharedStore, StoreResult};
+use super::relay::{Relay, RelayEvent};
+use crate::clock::SharedClock;
+use crate::store::{JobQuery, JobRow, SharedStore, StoreResult};
 
 /// What the session sends the agent.
 pub type Outbound = Result<CollectorMessage, Status>;
@@ -47,6 +51,8 @@ struct Inner {
 #[derive(Debug, Default)]
 pub struct Dispatch {
     inner: Mutex<Inner>,
+    /// The other replicas, when the store is shared.
+    relay: Option<Arc<Relay>>,
 }
 
 /// Unregisters a session when it ends, unless a newer session of the same
@@ -72,6 +78,14 @@ impl Drop for SessionGuard {
 }
 
 impl Dispatch {
+    /// The live side of a replica that shares its store through `relay`.
+    pub fn with_relay(relay: Arc<Relay>) -> Self {
+        Self {
+            inner: Mutex::default(),
+            relay: Some(relay),
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Inner> {
         // A panic while holding this lock leaves maps that are still
         // consistent (each update is one insert or remove).
@@ -104,7 +118,9 @@ impl Dispatch {
     }
 
     /// Sends a job to its host if the host is connected here, and records
-    /// it as sent. Returns whether it went out.
+    /// it as sent. Returns whether it went out from here; otherwise the
+    /// other replicas are told, and the one holding the host's stream
+    /// delivers it.
     pub async fn deliver(
         &self,
         store: &SharedStore,
@@ -112,6 +128,12 @@ impl Dispatch {
         now_ms: i64,
     ) -> StoreResult<bool> {
         let Some(tx) = self.sender(&job.host_id) else {
+            if let Some(relay) = &self.relay {
+                relay.publish(RelayEvent::JobQueued {
+                    job_id: job.id.clone(),
+                    host_id: job.host_id.clone(),
+                });
+            }
             return Ok(false);
         };
         let Ok(params) = DiagnosticParams::decode(job.params.as_slice()) else {
@@ -138,9 +160,16 @@ impl Dispatch {
         Ok(true)
     }
 
-    /// Asks the host's agent to stop a job, if the host is connected here.
+    /// Asks the host's agent to stop a job. Returns whether the host is
+    /// connected here; otherwise the other replicas are told.
     pub async fn cancel(&self, host: &str, job_id: &str) -> bool {
         let Some(tx) = self.sender(host) else {
+            if let Some(relay) = &self.relay {
+                relay.publish(RelayEvent::JobCancel {
+                    job_id: job_id.to_owned(),
+                    host_id: host.to_owned(),
+                });
+            }
             return false;
         };
         let message = CollectorMessage {
@@ -164,22 +193,122 @@ impl Dispatch {
     /// host does not run are dropped, so an agent cannot write into
     /// another host's job.
     pub fn output(&self, host: &str, chunk: DiagnosticOutput) {
-        let inner = self.lock();
-        if inner.running.get(&chunk.job_id).map(String::as_str) != Some(host) {
-            return;
+        {
+            let inner = self.lock();
+            if inner.running.get(&chunk.job_id).map(String::as_str) != Some(host) {
+                return;
+            }
+            if let Some(watchers) = inner.watchers.get(&chunk.job_id) {
+                let _ = watchers.send(JobEvent::Output(chunk.data.clone()));
+            }
         }
-        if let Some(watchers) = inner.watchers.get(&chunk.job_id) {
-            let _ = watchers.send(JobEvent::Output(chunk.data));
+        if let Some(relay) = &self.relay {
+            relay.publish_output(&chunk.job_id, &chunk.data);
         }
     }
 
-    /// A job's result is stored: tells its watchers and forgets it.
+    /// A job's result is stored: tells its watchers, here and on the other
+    /// replicas, and forgets it.
     pub fn finished(&self, job_id: &str) {
+        self.finished_here(job_id);
+        if let Some(relay) = &self.relay {
+            relay.publish(RelayEvent::Finished {
+                job_id: job_id.to_owned(),
+            });
+        }
+    }
+
+    fn finished_here(&self, job_id: &str) {
         let mut inner = self.lock();
         inner.running.remove(job_id);
         if let Some(watchers) = inner.watchers.remove(job_id) {
             let _ = watchers.send(JobEvent::Finished);
         }
+    }
+
+    fn output_here(&self, job_id: &str, data: Vec<u8>) {
+        if let Some(watchers) = self.lock().watchers.get(job_id) {
+            let _ = watchers.send(JobEvent::Output(data));
+        }
+    }
+
+    /// Acts on what the other replicas say until `shutdown`: delivers and
+    /// cancels jobs of hosts connected here, and relays output and finishes
+    /// to the technicians watching here. Without a relay it returns at once.
+    pub async fn follow(
+        self: Arc<Self>,
+        store: SharedStore,
+        clock: SharedClock,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) {
+        let Some(relay) = self.relay.clone() else {
+            return;
+        };
+        let mut heard = relay.subscribe();
+        loop {
+            let event = tokio::select! {
+                () = shutdown.cancelled() => return,
+                event = heard.recv() => event,
+            };
+            let result = match event {
+                Ok(event) => self.act_on(&store, &clock, event).await,
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(
+                        missed,
+                        "the relay follower lagged; resyncing from the store"
+                    );
+                    self.act_on(&store, &clock, RelayEvent::Resync).await
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            };
+            if let Err(error) = result {
+                tracing::warn!(%error, "acting on a relay event failed");
+            }
+        }
+    }
+
+    async fn act_on(
+        &self,
+        store: &SharedStore,
+        clock: &SharedClock,
+        event: RelayEvent,
+    ) -> StoreResult<()> {
+        match event {
+            RelayEvent::JobQueued { job_id, host_id } => {
+                if !self.connected(&host_id) {
+                    return Ok(());
+                }
+                if let Some(job) = store.job(&job_id).await?
+                    && job.state == "queued"
+                {
+                    self.deliver(store, &job, clock.now_ms()).await?;
+                }
+            }
+            RelayEvent::JobCancel { job_id, host_id } => {
+                if self.connected(&host_id) {
+                    self.cancel(&host_id, &job_id).await;
+                }
+            }
+            RelayEvent::Output { job_id, data } => match hex::decode(&data) {
+                Ok(data) => self.output_here(&job_id, data),
+                Err(_) => tracing::warn!(job = %job_id, "ignored unreadable relayed output"),
+            },
+            RelayEvent::Finished { job_id } => self.finished_here(&job_id),
+            RelayEvent::Resync => {
+                let queued = store
+                    .list_jobs(&JobQuery {
+                        host_id: None,
+                        state: Some("queued".into()),
+                        limit: 10_000,
+                    })
+                    .await?;
+                let now = clock.now_ms();
+                for job in queued.iter().filter(|job| self.connected(&job.host_id)) {
+                    self.deliver(store, job, now).await?;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Drops a watcher entry nobody listens to any more.

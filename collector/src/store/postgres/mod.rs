@@ -291,6 +291,156 @@ pub(crate) async fn lock_host(
     Ok(())
 }
 
+/// One attempt at `store_reports`: the whole batch in one transaction,
+/// under the lock of every host in it.
+async fn store_reports_once(
+    pool: &PgPool,
+    policy: &Policy,
+    reports: &[IncomingReport],
+    now_ms: i64,
+) -> StoreResult<Vec<ReportOutcome>> {
+    let mut hosts: Vec<&str> = reports.iter().map(|r| r.host_id.as_str()).collect();
+    hosts.sort_unstable();
+    hosts.dedup();
+    let mut tx = pool.begin().await?;
+    for host in &hosts {
+        lock_host(&mut tx, host).await?;
+    }
+    let mut outcomes = Vec::with_capacity(reports.len());
+    for report in reports {
+        let fresh = sqlx::query(
+            "INSERT INTO received_reports (host_id, spool_id, seq, received_at_ms) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(&report.host_id)
+        .bind(&report.spool_id)
+        .bind(seq_i64(report.seq)?)
+        .bind(now_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if !fresh {
+            outcomes.push(ReportOutcome::Duplicate);
+            continue;
+        }
+        let outcome = match &report.payload {
+            ReportPayload::Inventory {
+                encoded,
+                hostname,
+                os_name,
+                os_version,
+                facts,
+            } => {
+                let new = Inventory::decode(encoded.as_slice()).unwrap_or_default();
+                let stored = StoredInventory {
+                    encoded,
+                    hostname,
+                    os_name,
+                    os_version,
+                    facts,
+                };
+                inventory::store(&mut tx, policy, report, &stored, &new, now_ms).await?;
+                ReportOutcome::Stored
+            }
+            ReportPayload::InventoryDelta { encoded } => {
+                inventory::apply_delta(&mut tx, policy, report, encoded, now_ms).await?
+            }
+            ReportPayload::DiagnosticResult(result) => {
+                jobs::finish(&mut tx, &report.host_id, result, now_ms).await?;
+                ReportOutcome::Stored
+            }
+            ReportPayload::UserIssue {
+                text,
+                os_user,
+                health,
+            } => {
+                tickets::open_user_issue(
+                    &mut tx,
+                    policy,
+                    &report.host_id,
+                    text,
+                    os_user,
+                    health,
+                    report.collected_at_ms,
+                    now_ms,
+                )
+                .await?;
+                ReportOutcome::Stored
+            }
+            ReportPayload::Health {
+                encoded,
+                free,
+                reading,
+                readings,
+            } => {
+                sqlx::query(
+                    "INSERT INTO health_samples (host_id, resolution_s, at_ms, samples, \
+                     cpu_percent, cpu_max_percent, memory_used_percent, disk_used_max_percent) \
+                     VALUES ($1, 0, $2, 1, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                )
+                .bind(&report.host_id)
+                .bind(report.collected_at_ms)
+                .bind(reading.cpu_percent)
+                .bind(reading.cpu_percent)
+                .bind(reading.memory_used_percent)
+                .bind(reading.disk_used_max_percent)
+                .execute(&mut *tx)
+                .await?;
+                tickets::evaluate(
+                    &mut tx,
+                    policy,
+                    &report.host_id,
+                    readings,
+                    report.collected_at_ms,
+                    now_ms,
+                )
+                .await?;
+                let applied = sqlx::query(
+                    "UPDATE hosts SET last_health = $1, health_at_ms = $2 \
+                     WHERE id = $3 AND (health_at_ms IS NULL OR health_at_ms <= $2)",
+                )
+                .bind(encoded)
+                .bind(report.collected_at_ms)
+                .bind(&report.host_id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if applied {
+                    fleet::replace_free(&mut tx, &report.host_id, free).await?;
+                }
+                ReportOutcome::Stored
+            }
+        };
+        outcomes.push(outcome);
+    }
+    sqlx::query("UPDATE hosts SET last_seen_at_ms = $1 WHERE id = ANY($2)")
+        .bind(now_ms)
+        .bind(&hosts)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// Tries per batch of reports. Batches from several replicas can deadlock
+/// when they intern the same new catalog rows in different host orders
+/// (a fleet-wide update arriving everywhere at once); PostgreSQL then
+/// aborts one of them, which simply runs again.
+const STORE_ATTEMPTS: u32 = 3;
+
+/// A deadlock or serialisation failure: the transaction lost a race and
+/// may be run again as it was.
+fn is_transient(error: &StoreError) -> bool {
+    match error {
+        StoreError::Database(sqlx::Error::Database(db)) => {
+            matches!(db.code().as_deref(), Some("40P01" | "40001"))
+        }
+        _ => false,
+    }
+}
+
 fn host_row(row: &PgRow) -> StoreResult<HostRow> {
     let interval: i64 = row.try_get("health_interval_secs")?;
     Ok(HostRow {
@@ -518,130 +668,18 @@ impl Store for PostgresStore {
         now_ms: i64,
     ) -> StoreResult<Vec<ReportOutcome>> {
         let policy = self.current_policy();
-        let policy = &policy.policy;
-        let mut hosts: Vec<&str> = reports.iter().map(|r| r.host_id.as_str()).collect();
-        hosts.sort_unstable();
-        hosts.dedup();
-        let mut tx = self.pool.begin().await?;
-        for host in &hosts {
-            lock_host(&mut tx, host).await?;
-        }
-        let mut outcomes = Vec::with_capacity(reports.len());
-        for report in reports {
-            let fresh = sqlx::query(
-                "INSERT INTO received_reports (host_id, spool_id, seq, received_at_ms) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
-            )
-            .bind(&report.host_id)
-            .bind(&report.spool_id)
-            .bind(seq_i64(report.seq)?)
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
-            if !fresh {
-                outcomes.push(ReportOutcome::Duplicate);
-                continue;
+        let mut attempt = 1;
+        loop {
+            match store_reports_once(&self.pool, &policy.policy, reports, now_ms).await {
+                // The batch rolled back whole (idempotency keys included),
+                // so running it again is safe.
+                Err(error) if attempt < STORE_ATTEMPTS && is_transient(&error) => {
+                    tracing::warn!(%error, attempt, "storing a batch of reports collided; retrying");
+                    attempt += 1;
+                }
+                result => return result,
             }
-            let outcome = match &report.payload {
-                ReportPayload::Inventory {
-                    encoded,
-                    hostname,
-                    os_name,
-                    os_version,
-                    facts,
-                } => {
-                    let new = Inventory::decode(encoded.as_slice()).unwrap_or_default();
-                    let stored = StoredInventory {
-                        encoded,
-                        hostname,
-                        os_name,
-                        os_version,
-                        facts,
-                    };
-                    inventory::store(&mut tx, policy, report, &stored, &new, now_ms).await?;
-                    ReportOutcome::Stored
-                }
-                ReportPayload::InventoryDelta { encoded } => {
-                    inventory::apply_delta(&mut tx, policy, report, encoded, now_ms).await?
-                }
-                ReportPayload::DiagnosticResult(result) => {
-                    jobs::finish(&mut tx, &report.host_id, result, now_ms).await?;
-                    ReportOutcome::Stored
-                }
-                ReportPayload::UserIssue {
-                    text,
-                    os_user,
-                    health,
-                } => {
-                    tickets::open_user_issue(
-                        &mut tx,
-                        policy,
-                        &report.host_id,
-                        text,
-                        os_user,
-                        health,
-                        report.collected_at_ms,
-                        now_ms,
-                    )
-                    .await?;
-                    ReportOutcome::Stored
-                }
-                ReportPayload::Health {
-                    encoded,
-                    free,
-                    reading,
-                    readings,
-                } => {
-                    sqlx::query(
-                        "INSERT INTO health_samples (host_id, resolution_s, at_ms, samples, \
-                         cpu_percent, cpu_max_percent, memory_used_percent, disk_used_max_percent) \
-                         VALUES ($1, 0, $2, 1, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(&report.host_id)
-                    .bind(report.collected_at_ms)
-                    .bind(reading.cpu_percent)
-                    .bind(reading.cpu_percent)
-                    .bind(reading.memory_used_percent)
-                    .bind(reading.disk_used_max_percent)
-                    .execute(&mut *tx)
-                    .await?;
-                    tickets::evaluate(
-                        &mut tx,
-                        policy,
-                        &report.host_id,
-                        readings,
-                        report.collected_at_ms,
-                        now_ms,
-                    )
-                    .await?;
-                    let applied = sqlx::query(
-                        "UPDATE hosts SET last_health = $1, health_at_ms = $2 \
-                         WHERE id = $3 AND (health_at_ms IS NULL OR health_at_ms <= $2)",
-                    )
-                    .bind(encoded)
-                    .bind(report.collected_at_ms)
-                    .bind(&report.host_id)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-                        == 1;
-                    if applied {
-                        fleet::replace_free(&mut tx, &report.host_id, free).await?;
-                    }
-                    ReportOutcome::Stored
-                }
-            };
-            outcomes.push(outcome);
         }
-        sqlx::query("UPDATE hosts SET last_seen_at_ms = $1 WHERE id = ANY($2)")
-            .bind(now_ms)
-            .bind(&hosts)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(outcomes)
     }
 
     async fn record_spool_counters(

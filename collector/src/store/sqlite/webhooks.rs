@@ -306,8 +306,8 @@ pub async fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
     use crate::store::sqlite::SqliteStore;
+    use crate::store::{Store, TicketChange};
 
     async fn outbox_rows(pool: &SqlitePool) -> i64 {
         sqlx::query_scalar("SELECT COUNT(*) FROM webhook_outbox")

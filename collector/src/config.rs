@@ -65,7 +65,8 @@ pub struct StoreFlags {
     /// /var/lib/deskpulse-collector]
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// The database URL; default is SQLite in the data dir, sqlite://DIR/deskpulse.db
+    /// The database URL: sqlite://PATH or postgres://USER@HOST:PORT/DB; default is
+    /// SQLite in the data dir, sqlite://DIR/deskpulse.db
     /// [env: DESKPULSE_COLLECTOR_DATABASE]
     #[arg(long, value_name = "URL")]
     pub database: Option<String>,
@@ -190,12 +191,7 @@ pub fn default_database_url(data_dir: &Path) -> String {
 }
 
 fn check_database_url(url: &str) -> Result<(), ConfigError> {
-    if url.starts_with("sqlite://") {
-        return Ok(());
-    }
-    Err(ConfigError(format!(
-        "unsupported database URL {url:?}: expected sqlite://PATH"
-    )))
+    crate::store::check_url(url).map_err(ConfigError)
 }
 
 /// Resolves the store location from file values, env and flags.

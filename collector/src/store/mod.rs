@@ -4,6 +4,8 @@
 //! # Layout
 //! - [`Store`]: the interface the server and admin commands use.
 //! - [`sqlite`]: the embedded default (bundled SQLite, WAL mode).
+//! - [`postgres`]: PostgreSQL, for large fleets and several replicas
+//!   sharing one database.
 //! - [`versions`]: per-ecosystem version ordering as sortable keys.
 //! - The plain types here are what crosses the interface; wire types do not.
 
@@ -1284,16 +1286,37 @@ pub const ALWAYS_ON_CHASSIS: [&str; 13] = [
     "mini-pc",
 ];
 
-/// Opens the store named by `url` (`sqlite://PATH`), creating and migrating
-/// it as needed.
+/// The URL forms [`open`] accepts, for error messages.
+const URL_FORMS: &str = "sqlite://PATH or postgres://USER@HOST:PORT/DATABASE";
+
+/// Which backend `url` names, or a one-line error naming the accepted
+/// forms. Config checks it before any I/O, so a bad URL is exit code 2.
+pub fn check_url(url: &str) -> Result<(), String> {
+    if url.starts_with("sqlite://") || is_postgres_url(url) {
+        return Ok(());
+    }
+    Err(format!(
+        "unsupported database URL {url:?}: expected {URL_FORMS}"
+    ))
+}
+
+fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Opens the store named by `url` (`sqlite://PATH`, `postgres://…` or
+/// `postgresql://…`), creating and migrating it as needed.
 pub async fn open(url: &str) -> StoreResult<SharedStore> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         return Ok(Arc::new(
             sqlite::SqliteStore::open(std::path::Path::new(path)).await?,
         ));
     }
+    if is_postgres_url(url) {
+        return Ok(Arc::new(postgres::PostgresStore::open(url).await?));
+    }
     Err(StoreError::Url(format!(
-        "unsupported database URL {url:?}: expected sqlite://PATH"
+        "unsupported database URL {url:?}: expected {URL_FORMS}"
     )))
 }
 

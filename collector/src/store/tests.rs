@@ -1,15 +1,257 @@
-//! The store contract: behaviour every backend must show. Each test runs
-//! against a fresh SQLite database; the PostgreSQL backend will run the same
-//! functions.
+//! The store contract: behaviour every backend must show. One suite: each
+//! test is an `async fn(TestDb)` listed once in [`contract!`], which runs
+//! it as `sqlite::NAME` against a fresh SQLite file and as `postgres::NAME`
+//! against a fresh PostgreSQL database.
+//!
+//! The PostgreSQL variants need `DESKPULSE_TEST_DATABASE_URL`, an admin URL
+//! such as `postgres://postgres@127.0.0.1:5432/postgres` (`.ci/run` sets it
+//! after `cargo xtask pg`). Each test creates its own `dp_test_*` database
+//! through it and drops it afterwards. Without the variable they skip
+//! loudly, or fail when `CI=true`, so CI never skips them silently (D31).
+
+use std::future::Future;
+
+use sqlx::{Connection, PgConnection};
 
 use super::*;
 use crate::clock::{Clock, ManualClock};
 
-async fn sqlite() -> (tempfile::TempDir, SharedStore) {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}", dir.path().join("test.db").display());
-    let store = open(&url).await.expect("open store");
-    (dir, store)
+/// Names the variable the PostgreSQL contract tests need.
+const PG_URL_VAR: &str = "DESKPULSE_TEST_DATABASE_URL";
+
+/// Databases of runs older than this are left-overs (a test that panicked
+/// before its cleanup, a killed run) and are dropped by the next run.
+const STALE_AFTER_SECS: u64 = 3600;
+
+/// The backends the contract runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// One test's fresh, empty database with the store open on it.
+struct TestDb {
+    /// Its URL: opening it again is what a restarted collector, or a second
+    /// replica, does.
+    url: String,
+    /// The store, open on `url`.
+    store: SharedStore,
+    /// Keeps a SQLite database's directory for the test's lifetime.
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Where a PostgreSQL test database lives, to drop it after the test.
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+}
+
+/// Runs `test` on a fresh database of `backend`, then drops the database,
+/// whether the test passed or panicked.
+async fn run<F, Fut>(backend: Backend, test: F)
+where
+    F: FnOnce(TestDb) -> Fut,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let (db, pg) = match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let url = format!("sqlite://{}", dir.path().join("test.db").display());
+            let store = open(&url).await.expect("open the SQLite store");
+            let db = TestDb {
+                url,
+                store,
+                _dir: Some(dir),
+            };
+            (db, None)
+        }
+        Backend::Postgres => {
+            let Some(pg) = create_pg_database().await else {
+                return;
+            };
+            let url = with_database(&pg.admin_url, &pg.name);
+            let store = open(&url).await.expect("open the PostgreSQL store");
+            let db = TestDb {
+                url,
+                store,
+                _dir: None,
+            };
+            (db, Some(pg))
+        }
+    };
+    // On its own task, so a panic comes back here as a value and the
+    // database is dropped before the panic goes on.
+    let outcome = tokio::spawn(test(db)).await;
+    if let Some(pg) = pg {
+        drop_pg_database(&pg).await;
+    }
+    if let Err(error) = outcome {
+        match error.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(error) => panic!("contract test did not finish: {error}"),
+        }
+    }
+}
+
+/// The admin URL, or `None` after saying loudly why the test is skipped.
+fn pg_admin_url() -> Option<String> {
+    match std::env::var(PG_URL_VAR) {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!(
+                    "{PG_URL_VAR} is not set: with CI=true the PostgreSQL contract tests \
+                     must run (e.g. {PG_URL_VAR}=postgres://postgres@127.0.0.1:5432/postgres)"
+                );
+            }
+            eprintln!(
+                "SKIPPED: set {PG_URL_VAR} to run the PostgreSQL contract tests \
+                 (e.g. postgres://postgres@127.0.0.1:5432/postgres)"
+            );
+            None
+        }
+    }
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Creates `dp_test_<unix secs>_<random>`, first dropping the left-overs
+/// of runs more than an hour old.
+async fn create_pg_database() -> Option<PgDatabase> {
+    let admin_url = pg_admin_url()?;
+    let mut admin = PgConnection::connect(&admin_url)
+        .await
+        .unwrap_or_else(|e| panic!("cannot connect to {PG_URL_VAR}={admin_url}: {e}"));
+    let names: Vec<String> =
+        sqlx::query_scalar(r"SELECT datname FROM pg_database WHERE datname LIKE 'dp\_test\_%'")
+            .fetch_all(&mut admin)
+            .await
+            .expect("list test databases");
+    let now = unix_secs();
+    for name in names {
+        let created = name
+            .strip_prefix("dp_test_")
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|secs| secs.parse::<u64>().ok());
+        if created.is_some_and(|at| at + STALE_AFTER_SECS < now) {
+            // Best effort: another run may be dropping it too.
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"
+            )))
+            .execute(&mut admin)
+            .await;
+        }
+    }
+    let name = format!(
+        "dp_test_{now}_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+        .execute(&mut admin)
+        .await
+        .unwrap_or_else(|e| panic!("create test database {name}: {e}"));
+    let _ = admin.close().await;
+    Some(PgDatabase { admin_url, name })
+}
+
+/// Best effort: a database left behind is dropped by a later run.
+async fn drop_pg_database(pg: &PgDatabase) {
+    let Ok(mut admin) = PgConnection::connect(&pg.admin_url).await else {
+        return;
+    };
+    // FORCE: the store's pool may still be closing its connections.
+    let dropped = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+        pg.name
+    )))
+    .execute(&mut admin)
+    .await;
+    if let Err(error) = dropped {
+        eprintln!("could not drop test database {}: {error}", pg.name);
+    }
+    let _ = admin.close().await;
+}
+
+/// `url` with its database replaced by `name`, query string kept.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let authority = base.find("://").map_or(0, |i| i + 3);
+    let path = base[authority..]
+        .find('/')
+        .map_or(base.len(), |i| authority + i);
+    let mut out = format!("{}/{name}", &base[..path]);
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
+    }
+    out
+}
+
+/// Lists the contract tests once; generates `sqlite::NAME` and
+/// `postgres::NAME` for each (only the latter for those after
+/// `postgres only:`). A test function left out of the list is dead
+/// code, which the lints refuse, so none is forgotten.
+macro_rules! contract {
+    ($($name:ident),* $(,)?; postgres only: $($pg_name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::run(super::Backend::Sqlite, super::$name).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::run(super::Backend::Postgres, super::$name).await;
+                }
+            )*
+            $(
+                #[tokio::test]
+                async fn $pg_name() {
+                    super::run(super::Backend::Postgres, super::$pg_name).await;
+                }
+            )*
+        }
+    };
+}
+
+contract! {
+    enrollment_tokens_expire_and_run_out,
+    a_failed_issue_does_not_use_up_the_token,
+    known_hardware_is_relinked_to_its_host,
+    reports_are_stored_once_and_old_ones_never_overwrite_new_state,
+    hosts_page_in_order_and_lookups_report_ambiguity,
+    presence_follows_streams_goodbyes_and_silence,
+    api_tokens_authenticate_their_technician_and_keep_roles,
+    the_fleet_ca_is_recorded_once_and_a_different_one_is_a_mismatch,
+    fleet_queries_use_each_ecosystems_version_order_and_the_facts,
+    health_history_is_downsampled_to_hours_then_purged,
+    deltas_that_do_not_fit_ask_for_a_resync_and_changes_are_logged,
+    a_full_disk_opens_one_ticket_resolves_after_quiet_and_reopens,
+    the_ticket_workflow_meets_response_pauses_while_waiting_and_escalates,
+    an_always_on_host_that_goes_silent_gets_one_offline_ticket_and_a_laptop_none,
+    inventory_changes_open_tickets_once_and_the_first_inventory_none,
+    an_employee_report_opens_a_ticket_with_its_sample_and_is_stored_once,
+    an_applied_policy_is_kept_across_restarts_and_drives_evaluation,
+    tickets_filter_by_assignee,
+    jobs_are_queued_delivered_finished_once_and_only_by_their_host,
+    a_request_past_its_ttl_expires_visibly_and_a_queued_one_cancels,
+    a_result_for_a_job_with_a_ticket_lands_in_the_tickets_worklog;
+    // One SQLite database has one collector: no other cache to reach.
+    postgres only:
+    a_policy_applied_by_one_replica_reaches_the_others,
 }
 
 fn cert(host_id: &str) -> Result<HostCert, String> {
@@ -52,9 +294,8 @@ fn host_id(outcome: &EnrollOutcome) -> String {
     }
 }
 
-#[tokio::test]
-async fn enrollment_tokens_expire_and_run_out() {
-    let (_dir, store) = sqlite().await;
+async fn enrollment_tokens_expire_and_run_out(db: TestDb) {
+    let store = db.store.clone();
     let clock = ManualClock::new(1_000_000);
     token(&store, "once", clock.now_ms() + 60_000, 1).await;
     let first = store
@@ -83,9 +324,8 @@ async fn enrollment_tokens_expire_and_run_out() {
     assert_eq!(unknown, EnrollOutcome::UnknownToken);
 }
 
-#[tokio::test]
-async fn a_failed_issue_does_not_use_up_the_token() {
-    let (_dir, store) = sqlite().await;
+async fn a_failed_issue_does_not_use_up_the_token(db: TestDb) {
+    let store = db.store.clone();
     token(&store, "t", i64::MAX, 1).await;
     let failing = |_: &str| -> Result<HostCert, String> { Err("signer offline".into()) };
     let error = store
@@ -100,9 +340,8 @@ async fn a_failed_issue_does_not_use_up_the_token() {
     host_id(&outcome);
 }
 
-#[tokio::test]
-async fn known_hardware_is_relinked_to_its_host() {
-    let (_dir, store) = sqlite().await;
+async fn known_hardware_is_relinked_to_its_host(db: TestDb) {
+    let store = db.store.clone();
     token(&store, "t", i64::MAX, 3).await;
     let a = store
         .enroll(&request("t", "uuid-1"), 1, &cert)
@@ -121,9 +360,8 @@ async fn known_hardware_is_relinked_to_its_host() {
     assert_ne!(host_id(&a), host_id(&c));
 }
 
-#[tokio::test]
-async fn reports_are_stored_once_and_old_ones_never_overwrite_new_state() {
-    let (_dir, store) = sqlite().await;
+async fn reports_are_stored_once_and_old_ones_never_overwrite_new_state(db: TestDb) {
+    let store = db.store.clone();
     token(&store, "t", i64::MAX, 1).await;
     let id = host_id(
         &store
@@ -159,9 +397,8 @@ async fn reports_are_stored_once_and_old_ones_never_overwrite_new_state() {
     assert_eq!(detail.row.last_seen_at_ms, Some(2000));
 }
 
-#[tokio::test]
-async fn hosts_page_in_order_and_lookups_report_ambiguity() {
-    let (_dir, store) = sqlite().await;
+async fn hosts_page_in_order_and_lookups_report_ambiguity(db: TestDb) {
+    let store = db.store.clone();
     token(&store, "t", i64::MAX, 10).await;
     let mut ids = Vec::new();
     for name in ["carol", "alice", "bob", "alice"] {
@@ -198,9 +435,8 @@ async fn hosts_page_in_order_and_lookups_report_ambiguity() {
     assert!(store.find_hosts("zed").await.expect("find").is_empty());
 }
 
-#[tokio::test]
-async fn presence_follows_streams_goodbyes_and_silence() {
-    let (_dir, store) = sqlite().await;
+async fn presence_follows_streams_goodbyes_and_silence(db: TestDb) {
+    let store = db.store.clone();
     token(&store, "t", i64::MAX, 1).await;
     let id = host_id(
         &store
@@ -256,9 +492,8 @@ async fn presence_follows_streams_goodbyes_and_silence() {
     assert_eq!(gone.goodbye_reason.as_deref(), Some("sleep"));
 }
 
-#[tokio::test]
-async fn api_tokens_authenticate_their_technician_and_keep_roles() {
-    let (_dir, store) = sqlite().await;
+async fn api_tokens_authenticate_their_technician_and_keep_roles(db: TestDb) {
+    let store = db.store.clone();
     let make = |name: &str, role: Role, token: &str| NewApiToken {
         technician_name: name.into(),
         role,
@@ -297,9 +532,8 @@ async fn api_tokens_authenticate_their_technician_and_keep_roles() {
     );
 }
 
-#[tokio::test]
-async fn the_fleet_ca_is_recorded_once_and_a_different_one_is_a_mismatch() {
-    let (_dir, store) = sqlite().await;
+async fn the_fleet_ca_is_recorded_once_and_a_different_one_is_a_mismatch(db: TestDb) {
+    let store = db.store.clone();
     assert_eq!(
         store.record_fleet_ca("aa").await.expect("record"),
         CaRecord::Recorded
@@ -350,9 +584,8 @@ async fn ids(store: &SharedStore, query: &HostQuery) -> Vec<String> {
     ids
 }
 
-#[tokio::test]
-async fn fleet_queries_use_each_ecosystems_version_order_and_the_facts() {
-    let (_dir, store) = sqlite().await;
+async fn fleet_queries_use_each_ecosystems_version_order_and_the_facts(db: TestDb) {
+    let store = db.store.clone();
     token(&store, "t", i64::MAX, 3).await;
     let a = host_id(
         &store
@@ -590,9 +823,8 @@ fn health_payload(free: Vec<(String, f32)>, reading: HealthReading) -> ReportPay
     }
 }
 
-#[tokio::test]
-async fn health_history_is_downsampled_to_hours_then_purged() {
-    let (_dir, store) = sqlite().await;
+async fn health_history_is_downsampled_to_hours_then_purged(db: TestDb) {
+    let store = db.store.clone();
     let id = enrolled_host(&store).await;
     let hour = 3_600_000;
     // Two hours of samples every 20 minutes, from hour 10 on.
@@ -658,12 +890,11 @@ async fn health_history_is_downsampled_to_hours_then_purged() {
     );
 }
 
-#[tokio::test]
-async fn deltas_that_do_not_fit_ask_for_a_resync_and_changes_are_logged() {
+async fn deltas_that_do_not_fit_ask_for_a_resync_and_changes_are_logged(db: TestDb) {
     use deskpulse_proto::v1::{Inventory, OsInfo, Package, SoftwareInfo};
     use prost::Message;
 
-    let (_dir, store) = sqlite().await;
+    let store = db.store.clone();
     let id = enrolled_host(&store).await;
     let inventory = |version: &str| {
         let mut inv = Inventory {
@@ -787,9 +1018,8 @@ fn disk_sample(host: &str, seq: u64, at_ms: i64, used: f32) -> IncomingReport {
     }
 }
 
-#[tokio::test]
-async fn a_full_disk_opens_one_ticket_resolves_after_quiet_and_reopens() {
-    let (_dir, store) = sqlite().await;
+async fn a_full_disk_opens_one_ticket_resolves_after_quiet_and_reopens(db: TestDb) {
+    let store = db.store.clone();
     let id = enrolled_host(&store).await;
     store
         .set_tag(&id, "criticality", "high")
@@ -874,9 +1104,8 @@ async fn a_full_disk_opens_one_ticket_resolves_after_quiet_and_reopens() {
     );
 }
 
-#[tokio::test]
-async fn the_ticket_workflow_meets_response_pauses_while_waiting_and_escalates() {
-    let (_dir, store) = sqlite().await;
+async fn the_ticket_workflow_meets_response_pauses_while_waiting_and_escalates(db: TestDb) {
+    let store = db.store.clone();
     let id = enrolled_host(&store).await;
     let t0 = 1_000_000;
     let min = 60_000;
@@ -1005,10 +1234,9 @@ fn open_tickets() -> TicketQuery {
     }
 }
 
-#[tokio::test]
-async fn an_always_on_host_that_goes_silent_gets_one_offline_ticket_and_a_laptop_none() {
+async fn an_always_on_host_that_goes_silent_gets_one_offline_ticket_and_a_laptop_none(db: TestDb) {
     use deskpulse_proto::v1::{Inventory, SystemInfo};
-    let (_dir, store) = sqlite().await;
+    let store = db.store.clone();
     let min = 60_000;
     let desktop = enrolled_host(&store).await;
     token(&store, "l", i64::MAX, 1).await;
@@ -1095,10 +1323,9 @@ async fn an_always_on_host_that_goes_silent_gets_one_offline_ticket_and_a_laptop
     );
 }
 
-#[tokio::test]
-async fn inventory_changes_open_tickets_once_and_the_first_inventory_none() {
+async fn inventory_changes_open_tickets_once_and_the_first_inventory_none(db: TestDb) {
     use deskpulse_proto::v1::{Inventory, LocalUser, MemoryInfo, UsersInfo};
-    let (_dir, store) = sqlite().await;
+    let store = db.store.clone();
     let id = enrolled_host(&store).await;
     let pc = |gib: u64, admins: &[&str]| Inventory {
         memory: Some(MemoryInfo {
@@ -1173,9 +1400,8 @@ async fn inventory_changes_open_tickets_once_and_the_first_inventory_none() {
     assert_eq!(memory.occurrences, 2);
 }
 
-#[tokio::test]
-async fn an_employee_report_opens_a_ticket_with_its_sample_and_is_stored_once() {
-    let (_dir, store) = sqlite().await;
+async fn an_employee_report_opens_a_ticket_with_its_sample_and_is_stored_once(db: TestDb) {
+    let store = db.store.clone();
     let id = enrolled_host(&store).await;
     let issue = IncomingReport {
         host_id: id.clone(),
@@ -1206,11 +1432,10 @@ async fn an_employee_report_opens_a_ticket_with_its_sample_and_is_stored_once() 
     assert_eq!(log[0].author, "alice");
 }
 
-#[tokio::test]
-async fn an_applied_policy_is_kept_across_restarts_and_drives_evaluation() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let url = format!("sqlite://{}", dir.path().join("test.db").display());
-    let store = open(&url).await.expect("open");
+async fn an_applied_policy_is_kept_across_restarts_and_drives_evaluation(db: TestDb) {
+    let TestDb {
+        url, store, _dir, ..
+    } = db;
     assert_eq!(store.policy().await.expect("policy").version, 0);
     let refused = store
         .apply_policy("[[rule]]\nname = \"x\"\n", "admin", 1)
@@ -1269,9 +1494,66 @@ severity = "medium"
     );
 }
 
-#[tokio::test]
-async fn tickets_filter_by_assignee() {
-    let (_dir, store) = sqlite().await;
+/// Replicas share one database (D2, D7): a policy applied through one must
+/// reach the others' caches, also after their listener lost its connection.
+async fn a_policy_applied_by_one_replica_reaches_the_others(db: TestDb) {
+    let replica = open(&db.url).await.expect("open a second replica");
+    assert_eq!(replica.policy().await.expect("policy").version, 0);
+    let first = db
+        .store
+        .apply_policy(
+            "[[rule]]\nname = \"a\"\nmetric = \"cpu_percent\"\nop = \">\"\nthreshold = 90\n",
+            "admin",
+            1,
+        )
+        .await
+        .expect("store")
+        .expect("valid");
+    replica_reaches(&replica, &first).await;
+
+    // Cut every listener off; the one that reconnects must not miss an
+    // apply made while it was away.
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+    )
+    .execute(&mut PgConnection::connect(&db.url).await.expect("connect"))
+    .await
+    .expect("terminate the listeners");
+    let second = db
+        .store
+        .apply_policy(
+            "[[rule]]\nname = \"b\"\nmetric = \"cpu_percent\"\nop = \">\"\nthreshold = 95\n",
+            "admin",
+            2,
+        )
+        .await
+        .expect("store")
+        .expect("valid");
+    replica_reaches(&replica, &second).await;
+}
+
+/// Polls until `replica` holds `applied` (notifications are asynchronous).
+async fn replica_reaches(replica: &SharedStore, applied: &PolicyRecord) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let seen = replica.policy().await.expect("policy");
+        if seen.version == applied.version {
+            assert_eq!(seen.text, applied.text);
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the other replica still has policy version {}, not {}",
+            seen.version,
+            applied.version
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+async fn tickets_filter_by_assignee(db: TestDb) {
+    let store = db.store.clone();
     let id = enrolled_host(&store).await;
     let mine = store
         .create_ticket(&id, "printer", None, "alice", 1)
@@ -1339,9 +1621,8 @@ fn result_report(host: &str, seq: u64, job: &str, outcome: &str) -> IncomingRepo
     }
 }
 
-#[tokio::test]
-async fn jobs_are_queued_delivered_finished_once_and_only_by_their_host() {
-    let (_dir, store) = sqlite().await;
+async fn jobs_are_queued_delivered_finished_once_and_only_by_their_host(db: TestDb) {
+    let store = db.store.clone();
     let host = enrolled_host(&store).await;
     token(&store, "o", i64::MAX, 1).await;
     let other = host_id(
@@ -1406,9 +1687,8 @@ async fn jobs_are_queued_delivered_finished_once_and_only_by_their_host() {
     );
 }
 
-#[tokio::test]
-async fn a_request_past_its_ttl_expires_visibly_and_a_queued_one_cancels() {
-    let (_dir, store) = sqlite().await;
+async fn a_request_past_its_ttl_expires_visibly_and_a_queued_one_cancels(db: TestDb) {
+    let store = db.store.clone();
     let host = enrolled_host(&store).await;
     let stale = "00000000-0000-4000-8000-000000000002";
     let queued = "00000000-0000-4000-8000-000000000003";
@@ -1453,9 +1733,8 @@ async fn a_request_past_its_ttl_expires_visibly_and_a_queued_one_cancels() {
     assert!(store.cancel_job("nope", 0).await.expect("cancel").is_none());
 }
 
-#[tokio::test]
-async fn a_result_for_a_job_with_a_ticket_lands_in_the_tickets_worklog() {
-    let (_dir, store) = sqlite().await;
+async fn a_result_for_a_job_with_a_ticket_lands_in_the_tickets_worklog(db: TestDb) {
+    let store = db.store.clone();
     let host = enrolled_host(&store).await;
     let ticket = store
         .create_ticket(&host, "network drops", None, "alice", 500)

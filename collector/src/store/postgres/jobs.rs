@@ -97,7 +97,7 @@ pub async fn create(pool: &PgPool, job: &NewJob, now_ms: i64) -> StoreResult<Job
     .bind(job.expires_at_ms)
     .execute(&mut *tx)
     .await?;
-    super::audit::append(
+    super::append_audit_in(
         &mut tx,
         &AuditEntry {
             technician_id: Some(job.caller.technician_id.clone()),
@@ -184,7 +184,7 @@ pub async fn sent(pool: &PgPool, id: &str, now_ms: i64) -> StoreResult<()> {
     .rows_affected()
         == 1;
     if first && let Some(job) = one(&mut *tx, id).await? {
-        super::audit::append(
+        super::append_audit_in(
             &mut tx,
             &system("diagnostic.start", &job, "delivered to the agent".into()),
             now_ms,
@@ -279,7 +279,7 @@ pub async fn expire(pool: &PgPool, now_ms: i64) -> StoreResult<Vec<JobRow>> {
         .execute(&mut *tx)
         .await?;
         if let Some(job) = one(&mut *tx, &id).await? {
-            super::audit::append(
+            super::append_audit_in(
                 &mut tx,
                 &system("diagnostic.expire", &job, "expired".into()),
                 now_ms,
@@ -346,7 +346,7 @@ pub async fn finish(
             format!(" ({})", result.reason)
         }
     );
-    super::audit::append(tx, &system(verb, &job, detail.clone()), now_ms).await?;
+    super::append_audit_in(tx, &system(verb, &job, detail.clone()), now_ms).await?;
     if let Some(ticket) = job.ticket_id {
         // The result is attached to the ticket: the worklog names the job
         // and carries the start of the output.

@@ -7,17 +7,20 @@
 //!
 //! SQLite serialises all writers; here several replicas write at once, so
 //! the locks are explicit (D21):
-//! - a host's rule evaluation holds its `hosts` row lock ([`lock_host`]),
-//!   so two replicas never evaluate one host's state at the same time;
-//! - the timer passes claim hosts, and the SLA pass tickets, with
-//!   `FOR UPDATE SKIP LOCKED`: a replica passes over what another is
-//!   working on, and re-reads state under the lock, so a due timer fires
-//!   once, on whichever replica claims it;
+//! - a host's rule evaluation runs under the host's evaluation lock
+//!   (`super::lock_host`, an advisory transaction lock), which the ingest
+//!   path takes for every host of a batch, in id order, before it calls
+//!   [`evaluate`], [`evaluate_changes`] or [`open_user_issue`];
+//! - the timer passes take the same lock with [`try_lock_host`], the
+//!   advisory-lock form of `FOR UPDATE SKIP LOCKED`: a host held elsewhere
+//!   is passed over, and the state of a host it gets is read only then, so
+//!   a due timer fires once, on whichever replica claims it;
+//! - the SLA pass claims tickets with `FOR UPDATE SKIP LOCKED`;
 //! - a technician's change locks its ticket row before reading it.
 //!
-//! Lock order: host row, then ticket rows, then (in jobs) the audit head.
-//! The maintenance passes only ever skip, never wait, for a host or a
-//! ticket, so they cannot close a cycle with the ingest path.
+//! Lock order: host, then ticket rows, then (in jobs) the audit head. The
+//! maintenance passes never wait for a host or a ticket another
+//! transaction holds, so they cannot close a cycle with the ingest path.
 
 use std::collections::HashMap;
 
@@ -49,16 +52,18 @@ fn ms(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Serialises rule evaluation for one host across replicas (D21): the
-/// host's row stays locked until the caller's transaction ends. Taking it
-/// again in the same transaction is free, so the ingest path may lock a
-/// batch's hosts up front (in id order) and evaluate under those locks.
-pub async fn lock_host(tx: &mut Tx, host: &str) -> StoreResult<()> {
-    sqlx::query("SELECT id FROM hosts WHERE id = $1 FOR UPDATE")
-        .bind(host)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+/// Takes the host's evaluation lock if no other transaction holds it, and
+/// says whether it did; held until the transaction ends. The same lock as
+/// `super::lock_host` (the key must stay the same as there), without the
+/// wait, so a timer pass skips hosts that are being evaluated or that
+/// another replica's pass has claimed.
+async fn try_lock_host(tx: &mut Tx, host: &str) -> StoreResult<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT pg_try_advisory_xact_lock(hashtextextended('deskpulse.host:' || $1, 0))",
+    )
+    .bind(host)
+    .fetch_one(&mut **tx)
+    .await?)
 }
 
 async fn host_tags(tx: &mut Tx, host: &str) -> StoreResult<Vec<(String, String)>> {
@@ -350,7 +355,8 @@ async fn act(
     }
 }
 
-/// Evaluates one host's health sample against the rules in force.
+/// Evaluates one host's health sample against the rules in force. The
+/// caller holds the host's evaluation lock (`super::lock_host`).
 pub async fn evaluate(
     tx: &mut Tx,
     policy: &Policy,
@@ -359,7 +365,6 @@ pub async fn evaluate(
     sample_at_ms: i64,
     now_ms: i64,
 ) -> StoreResult<()> {
-    lock_host(tx, host).await?;
     let tags = host_tags(tx, host).await?;
     let states = host_states(tx, host).await?;
     for rule in policy.rules.iter().filter(|r| r.in_scope(&tags)) {
@@ -392,6 +397,7 @@ pub async fn evaluate(
 /// Fires the change rules on one stored inventory's changes. A change
 /// whose ticket is still open counts an occurrence; one whose ticket
 /// resolved within the reopen window reopens it; otherwise a new ticket.
+/// The caller holds the host's evaluation lock (`super::lock_host`).
 pub async fn evaluate_changes(
     tx: &mut Tx,
     policy: &Policy,
@@ -403,7 +409,6 @@ pub async fn evaluate_changes(
     if events.is_empty() {
         return Ok(());
     }
-    lock_host(tx, host).await?;
     let tags = host_tags(tx, host).await?;
     for event in events {
         for rule in policy
@@ -490,7 +495,8 @@ pub async fn evaluate_changes(
 }
 
 /// Opens the ticket of an employee's problem report (D12), with the health
-/// sample they sent and the host's recent changes copied in (D23).
+/// sample they sent and the host's recent changes copied in (D23). The
+/// caller holds the host's evaluation lock (`super::lock_host`).
 #[allow(clippy::too_many_arguments)] // the transaction, policy and the event's own fields; a struct would only rename them
 pub async fn open_user_issue(
     tx: &mut Tx,
@@ -502,7 +508,6 @@ pub async fn open_user_issue(
     reported_at_ms: i64,
     now_ms: i64,
 ) -> StoreResult<i64> {
-    lock_host(tx, host).await?;
     let tags = host_tags(tx, host).await?;
     let changes = sqlx::query(
         "SELECT observed_at_ms, section, item, old_value, new_value FROM host_changes \
@@ -588,8 +593,7 @@ async fn evaluate_offline(tx: &mut Tx, policy: &Policy, now_ms: i64) -> StoreRes
     };
     let silent_before = now_ms - (min_threshold.max(0.0) * 60_000.0) as i64;
     let mut sql = QueryBuilder::<Postgres>::new(
-        "SELECT h.id, h.session_replica, h.goodbye_reason, h.last_seen_at_ms, h.enrolled_at_ms, \
-         h.health_interval_secs FROM hosts h WHERE ((h.session_replica IS NULL \
+        "SELECT h.id FROM hosts h WHERE ((h.session_replica IS NULL \
          AND COALESCE(h.last_seen_at_ms, h.enrolled_at_ms) < ",
     );
     sql.push_bind(silent_before);
@@ -610,14 +614,23 @@ async fn evaluate_offline(tx: &mut Tx, policy: &Policy, now_ms: i64) -> StoreRes
     for rule in &rules {
         list.push_bind(rule.name.as_str());
     }
-    // Claimed, not just read: a host another replica is evaluating (or an
-    // agent's report is being stored for) is left to that one, and the row
-    // returned is the host's latest, so presence is judged under the lock.
-    sql.push("))) ORDER BY h.id FOR UPDATE OF h SKIP LOCKED");
-    let hosts = sql.build().fetch_all(&mut **tx).await?;
+    sql.push("))) ORDER BY h.id");
+    let candidates: Vec<String> = sql.build_query_scalar().fetch_all(&mut **tx).await?;
     let mut actions = 0;
-    for row in hosts {
-        let host: String = row.try_get("id")?;
+    for host in candidates {
+        // Claimed, not just read: a host being evaluated, or claimed by
+        // another replica's pass, is left to that one. Presence is read
+        // again under the lock, so a report stored meanwhile counts.
+        if !try_lock_host(tx, &host).await? {
+            continue;
+        }
+        let row = sqlx::query(
+            "SELECT session_replica, goodbye_reason, last_seen_at_ms, enrolled_at_ms, \
+             health_interval_secs FROM hosts WHERE id = $1",
+        )
+        .bind(&host)
+        .fetch_one(&mut **tx)
+        .await?;
         let minutes = offline_minutes(&row, now_ms)?;
         let tags = host_tags(tx, &host).await?;
         for rule in rules.iter().filter(|r| r.in_scope(&tags)) {
@@ -655,14 +668,17 @@ pub async fn advance_timers(pool: &PgPool, policy: &Policy, now_ms: i64) -> Stor
     // them again. The states are read only once the host is held, so a
     // timer another pass just fired is seen as fired.
     let hosts: Vec<String> = sqlx::query_scalar(
-        "SELECT h.id FROM hosts h WHERE h.id IN (SELECT host_id FROM rule_states \
-         WHERE state LIKE '{\"phase\":\"recovering\"%' OR state LIKE '{\"phase\":\"resolved\"%') \
-         ORDER BY h.id FOR UPDATE OF h SKIP LOCKED",
+        "SELECT DISTINCT host_id FROM rule_states \
+         WHERE state LIKE '{\"phase\":\"recovering\"%' OR state LIKE '{\"phase\":\"resolved\"%' \
+         ORDER BY host_id",
     )
     .fetch_all(&mut *tx)
     .await?;
     let mut rows = Vec::new();
     for host in &hosts {
+        if !try_lock_host(&mut tx, host).await? {
+            continue;
+        }
         rows.extend(
             sqlx::query(
                 "SELECT host_id, rule, subject, state, ticket_id FROM rule_states \

@@ -250,7 +250,8 @@ contract! {
     a_request_past_its_ttl_expires_visibly_and_a_queued_one_cancels,
     a_result_for_a_job_with_a_ticket_lands_in_the_tickets_worklog,
     timer_passes_on_two_replicas_at_once_fire_each_due_timer_once,
-    the_knowledge_base_finds_resolved_tickets_best_match_first;
+    the_knowledge_base_finds_resolved_tickets_best_match_first,
+    audit_appends_from_two_replicas_form_one_chain_and_edits_are_named;
     // One SQLite database has one collector: no other cache to reach.
     postgres only:
     a_policy_applied_by_one_replica_reaches_the_others,
@@ -1900,5 +1901,74 @@ async fn the_knowledge_base_finds_resolved_tickets_best_match_first(db: TestDb) 
             .await
             .expect("search")
             .is_empty()
+    );
+}
+
+/// Runs `sql` on a connection of its own, outside the store: what someone
+/// with write access to the database could do.
+async fn tamper(db: &TestDb, sql: String) {
+    let sql = sqlx::AssertSqlSafe(sql);
+    if db.url.starts_with("postgres") {
+        let mut conn = PgConnection::connect(&db.url).await.expect("connect");
+        sqlx::query(sql).execute(&mut conn).await.expect("tamper");
+    } else {
+        let mut conn = sqlx::SqliteConnection::connect(&db.url)
+            .await
+            .expect("connect");
+        sqlx::query(sql).execute(&mut conn).await.expect("tamper");
+    }
+}
+
+async fn audit_appends_from_two_replicas_form_one_chain_and_edits_are_named(db: TestDb) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let anchor = crate::audit::AuditAnchor::load_or_create(dir.path()).expect("audit key");
+    let replica = open(&db.url).await.expect("open a second replica");
+    let entry = |i: i64| AuditEntry {
+        technician_id: (i % 3 != 0).then(|| format!("tech-{}", i % 2)),
+        token_id: None,
+        action: "host.tag".into(),
+        subject: format!("host-{}", i % 4),
+        detail: format!("entry {i}; \u{e9}t\u{e9}"),
+    };
+    let mut tasks = Vec::new();
+    for i in 1..=40 {
+        let store = if i % 2 == 0 {
+            db.store.clone()
+        } else {
+            replica.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            store
+                .append_audit(&entry(i), 1_000 + i)
+                .await
+                .expect("append");
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task");
+    }
+    let chain = db.store.audit_chain(0, 100).await.expect("chain");
+    assert_eq!(
+        chain.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (1..=40).map(Some).collect::<Vec<_>>()
+    );
+    anchor
+        .anchor(db.store.as_ref(), 2_000)
+        .await
+        .expect("anchor")
+        .expect("a new head was anchored");
+    let verified = anchor.verify(db.store.as_ref()).await.expect("verify");
+    assert_eq!((verified.entries, verified.problem), (40, None));
+
+    let edited = chain[16].id;
+    tamper(
+        &db,
+        format!("UPDATE audit_log SET detail = 'nothing happened' WHERE id = {edited}"),
+    )
+    .await;
+    let verified = anchor.verify(db.store.as_ref()).await.expect("verify");
+    assert_eq!(
+        verified.problem.as_deref(),
+        Some(format!("audit row {edited}: hash does not match its contents (edited?)").as_str())
     );
 }

@@ -51,38 +51,34 @@ struct PgDatabase {
 /// whether the test passed or panicked.
 async fn run<F, Fut>(backend: Backend, test: F)
 where
-    F: FnOnce(TestDb) -> Fut,
+    F: FnOnce(TestDb) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let (db, pg) = match backend {
+    let (url, dir, pg) = match backend {
         Backend::Sqlite => {
             let dir = tempfile::tempdir().expect("temp dir");
             let url = format!("sqlite://{}", dir.path().join("test.db").display());
-            let store = open(&url).await.expect("open the SQLite store");
-            let db = TestDb {
-                url,
-                store,
-                _dir: Some(dir),
-            };
-            (db, None)
+            (url, Some(dir), None)
         }
         Backend::Postgres => {
             let Some(pg) = create_pg_database().await else {
                 return;
             };
-            let url = with_database(&pg.admin_url, &pg.name);
-            let store = open(&url).await.expect("open the PostgreSQL store");
-            let db = TestDb {
-                url,
-                store,
-                _dir: None,
-            };
-            (db, Some(pg))
+            (with_database(&pg.admin_url, &pg.name), None, Some(pg))
         }
     };
-    // On its own task, so a panic comes back here as a value and the
-    // database is dropped before the panic goes on.
-    let outcome = tokio::spawn(test(db)).await;
+    // On its own task, so a panic (in opening, too) comes back here as a
+    // value and the database is dropped before the panic goes on.
+    let outcome = tokio::spawn(async move {
+        let store = open(&url).await.expect("open the store");
+        test(TestDb {
+            url,
+            store,
+            _dir: dir,
+        })
+        .await;
+    })
+    .await;
     if let Some(pg) = pg {
         drop_pg_database(&pg).await;
     }
@@ -1505,7 +1501,7 @@ async fn a_policy_applied_by_one_replica_reaches_the_others(db: TestDb) {
     let first = db
         .store
         .apply_policy(
-            "[[rule]]\nname = \"a\"\nmetric = \"cpu_percent\"\nop = \">\"\nthreshold = 90\n",
+            "[[rule]]\nname = \"a\"\nmetric = \"cpu_percent\"\nop = \">\"\nthreshold = 90\nseverity = \"low\"\n",
             "admin",
             1,
         )
@@ -1516,17 +1512,18 @@ async fn a_policy_applied_by_one_replica_reaches_the_others(db: TestDb) {
 
     // Cut every listener off; the one that reconnects must not miss an
     // apply made while it was away.
-    sqlx::query(
+    let cut: Vec<bool> = sqlx::query_scalar(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
          WHERE datname = current_database() AND query LIKE 'LISTEN%'",
     )
-    .execute(&mut PgConnection::connect(&db.url).await.expect("connect"))
+    .fetch_all(&mut PgConnection::connect(&db.url).await.expect("connect"))
     .await
     .expect("terminate the listeners");
+    assert_eq!(cut, [true, true], "one listener per replica");
     let second = db
         .store
         .apply_policy(
-            "[[rule]]\nname = \"b\"\nmetric = \"cpu_percent\"\nop = \">\"\nthreshold = 95\n",
+            "[[rule]]\nname = \"b\"\nmetric = \"cpu_percent\"\nop = \">\"\nthreshold = 95\nseverity = \"low\"\n",
             "admin",
             2,
         )

@@ -86,7 +86,7 @@ pub struct PostgresStore {
     /// and kept current by the policy listener task.
     policy: Cache,
     /// Stops the listener task when the last clone of the store goes.
-    _follower: Arc<PolicyFollower>,
+    follower: Arc<PolicyFollower>,
 }
 
 /// Owns the policy listener task.
@@ -140,14 +140,14 @@ impl PostgresStore {
         Ok(Self {
             pool,
             policy,
-            _follower: Arc::new(PolicyFollower(task.abort_handle())),
+            follower: Arc::new(PolicyFollower(task.abort_handle())),
         })
     }
 
     /// Closes every connection: later calls fail as an unreachable
     /// database would.
     pub async fn close(&self) {
-        self._follower.0.abort();
+        self.follower.0.abort();
         self.pool.close().await;
     }
 

@@ -15,7 +15,7 @@ use crate::rules::events::ChangeEvent;
 use crate::rules::model::{Metric, Rule};
 use crate::rules::policy::Policy;
 use crate::rules::priority::{Impact, Priority, Severity};
-use crate::rules::{RuleState, TicketAction, step};
+use crate::rules::{RuleState, TicketAction, USER_REPORT_RULE, step};
 use crate::store::{
     ALWAYS_ON_CHASSIS, OFFLINE_AFTER_INTERVALS, Reading, StoreError, StoreResult, TICKET_STATUSES,
     TicketChange, TicketQuery, TicketRefusal, TicketRow, WorklogEntry,
@@ -26,8 +26,6 @@ const TICKET_COLUMNS: &str = "t.id, t.host_id, h.hostname, t.rule, t.subject, t.
      t.priority, t.severity, t.assignee, t.escalation, t.occurrences, t.flaps, t.opened_at_ms, \
      t.updated_at_ms, t.resolved_at_ms, t.response_due_ms, t.resolution_due_ms, t.evidence, \
      t.responded_at_ms, t.resolution";
-
-use crate::rules::USER_REPORT_RULE;
 
 type Tx = Transaction<'static, Sqlite>;
 

@@ -3,9 +3,9 @@
 //! expired): recorded when a technician asks, marked sent when delivered,
 //! finished by the agent's spooled result (in the transaction that stores
 //! the report), by a cancel or by expiry. Every start and finish is audited
-//! in the same transaction. A change reads the job under its row lock, and
-//! expiry claims due jobs with `FOR UPDATE SKIP LOCKED`, so replicas running
-//! the same maintenance pass expire (and audit) each job once.
+//! in the same transaction. A cancel decides on the job under its row lock,
+//! and expiry claims due jobs with `FOR UPDATE SKIP LOCKED`, so replicas
+//! running the same maintenance pass expire (and audit) each job once.
 
 use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
 

@@ -21,6 +21,9 @@ pub mod priority;
 use model::Rule;
 use serde::{Deserialize, Serialize};
 
+/// The rule name of tickets employees open from their PC.
+pub const USER_REPORT_RULE: &str = "user-report";
+
 /// Timing of the ticket lifecycle, fleet policy (D7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lifecycle {

@@ -248,6 +248,33 @@ impl Rule {
     pub fn in_scope(&self, tags: &[(String, String)]) -> bool {
         self.scope.iter().all(|wanted| tags.contains(wanted))
     }
+
+    /// The title of the ticket this rule opens for `subject` at `value`;
+    /// both store backends name tickets with it.
+    pub fn ticket_title(&self, subject: &str, value: f64) -> String {
+        let shown = self.metric.format(value);
+        let what = match self.metric {
+            Metric::DiskUsedPercent => format!("{subject} is {shown} full"),
+            Metric::DiskFreeMib => format!("{subject} has {shown} free"),
+            Metric::CpuPercent => format!("CPU at {shown}"),
+            Metric::MemoryUsedPercent => format!("memory {shown} used"),
+            Metric::SwapUsedPercent => format!("swap {shown} used"),
+            Metric::LoadPerCpu => format!("load {shown} per CPU"),
+            Metric::TemperatureCelsius => format!("{subject} at {shown}"),
+            Metric::BatteryHealthPercent => format!("battery {subject} down to {shown} of design"),
+            Metric::UptimeDays => format!("up for {shown}"),
+            Metric::RebootPending => "a reboot is pending".to_owned(),
+            Metric::ServiceDown => format!("service {subject} is not running"),
+            Metric::SmartFailed => format!("disk {subject} fails its SMART check"),
+            Metric::DiskWearPercent => format!("disk {subject} has used {shown} of its endurance"),
+            Metric::DaysSinceUpdate => format!("no OS updates for {shown}"),
+            Metric::AntivirusOff => "antivirus real-time protection is off".to_owned(),
+            Metric::FirewallOff => "the firewall is off".to_owned(),
+            Metric::EncryptionOff => "the system volume is not encrypted".to_owned(),
+            Metric::OfflineMinutes => format!("offline for {shown}"),
+        };
+        format!("{}: {what}", self.name)
+    }
 }
 
 /// A checked inventory-change rule: it fires once per change, and its

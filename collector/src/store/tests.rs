@@ -252,7 +252,10 @@ contract! {
     tickets_filter_by_assignee,
     jobs_are_queued_delivered_finished_once_and_only_by_their_host,
     a_request_past_its_ttl_expires_visibly_and_a_queued_one_cancels,
-    a_result_for_a_job_with_a_ticket_lands_in_the_tickets_worklog;
+    a_result_for_a_job_with_a_ticket_lands_in_the_tickets_worklog,
+    timer_passes_on_two_replicas_at_once_fire_each_due_timer_once,
+    the_knowledge_base_finds_resolved_tickets_best_match_first,
+    audit_appends_from_two_replicas_form_one_chain_and_edits_are_named;
     // One SQLite database has one collector: no other cache to reach.
     postgres only:
     a_policy_applied_by_one_replica_reaches_the_others,
@@ -1761,5 +1764,216 @@ async fn a_result_for_a_job_with_a_ticket_lands_in_the_tickets_worklog(db: TestD
             "diagnostic job {id}: ping host=127.0.0.1: completed exit 0"
         )) && note.contains("64 bytes from 127.0.0.1"),
         "{note}"
+    );
+}
+
+async fn timer_passes_on_two_replicas_at_once_fire_each_due_timer_once(db: TestDb) {
+    // Two stores on one database: two replicas (on SQLite, two pools on
+    // one file), each running its maintenance pass.
+    let store = db.store.clone();
+    let replica = open(&db.url).await.expect("open a second replica");
+    let min = 60_000;
+    token(&store, "many", i64::MAX, 4).await;
+    let mut hosts = Vec::new();
+    for i in 0..4 {
+        let outcome = store
+            .enroll(&request("many", &format!("uuid-{i}")), 0, &cert)
+            .await
+            .expect("enroll");
+        hosts.push(host_id(&outcome));
+    }
+    // Each host: disk-full fires (95 % for 12 min), then recovers at 13
+    // min, so its quiet period (15 min) ends at 28 min.
+    for host in &hosts {
+        for m in 0..12u64 {
+            let at = i64::try_from(m).expect("small") * min;
+            store
+                .store_reports(&[disk_sample(host, m + 1, at, 95.0)], at)
+                .await
+                .expect("store");
+        }
+        store
+            .store_reports(&[disk_sample(host, 50, 13 * min, 50.0)], 13 * min)
+            .await
+            .expect("store");
+    }
+    let (a, b) = tokio::join!(
+        store.advance_rule_timers(29 * min),
+        replica.advance_rule_timers(29 * min)
+    );
+    let fired = a.expect("timers") + b.expect("timers");
+    // A pass that skipped a claimed host leaves it for the next one.
+    let later = store.advance_rule_timers(30 * min).await.expect("timers")
+        + replica.advance_rule_timers(30 * min).await.expect("timers");
+    assert_eq!(fired + later, 4, "one resolve per host: {fired} + {later}");
+    let tickets = store
+        .list_tickets(&TicketQuery {
+            limit: 10,
+            ..TicketQuery::default()
+        })
+        .await
+        .expect("list");
+    assert_eq!(tickets.len(), 4, "{tickets:?}");
+    for ticket in tickets {
+        assert_eq!(ticket.status, "resolved", "{ticket:?}");
+        let (_, log) = store.ticket(ticket.id).await.expect("get").expect("found");
+        let resolves = log
+            .iter()
+            .filter(|e| e.note.starts_with("auto-resolved"))
+            .count();
+        assert_eq!(resolves, 1, "{log:?}");
+    }
+}
+
+async fn the_knowledge_base_finds_resolved_tickets_best_match_first(db: TestDb) {
+    let store = db.store.clone();
+    let host = enrolled_host(&store).await;
+    let resolve = |title: &'static str, resolution: &'static str| {
+        let store = store.clone();
+        let host = host.clone();
+        async move {
+            let t = store
+                .create_ticket(&host, title, None, "alice", 1)
+                .await
+                .expect("ticket");
+            store
+                .update_ticket(t.id, &TicketChange::Resolve(resolution.into()), "alice", 2)
+                .await
+                .expect("update")
+                .expect("resolved");
+            t.id
+        }
+    };
+    let printer = resolve(
+        "Printing stops",
+        "The print spooler crashed on a corrupt driver; reinstalled the driver",
+    )
+    .await;
+    let vpn = resolve("VPN drops every hour", "Renewed the VPN certificate").await;
+    let disk = resolve("Disk almost full", "Deleted old crash dumps").await;
+    // Open: not a past resolution, however well it matches.
+    store
+        .create_ticket(&host, "Spooler crashed driver", None, "alice", 3)
+        .await
+        .expect("open ticket");
+    let words = |text: &str| text.split(' ').map(str::to_owned).collect::<Vec<_>>();
+
+    let hits = store
+        .search_kb(&words("spooler crash driver"), 10)
+        .await
+        .expect("search");
+    // Three words (stemmed: "crashed") beat one ("crash dumps").
+    assert_eq!(
+        hits.iter().map(|h| h.ticket_id).collect::<Vec<_>>(),
+        [printer, disk],
+        "{hits:?}"
+    );
+    assert!(hits[0].rank < hits[1].rank, "{hits:?}");
+    assert_eq!(hits[0].hostname, "pc-1");
+    assert_eq!(hits[0].resolved_at_ms, Some(2));
+    assert!(hits[0].resolution.contains("corrupt driver"));
+
+    let by_title = store.search_kb(&words("hour"), 10).await.expect("search");
+    assert_eq!(
+        by_title.iter().map(|h| h.ticket_id).collect::<Vec<_>>(),
+        [vpn]
+    );
+    // Query syntax of either engine is only text.
+    for odd in [
+        "\"vpn",
+        "vpn*",
+        "NEAR(vpn)",
+        "-vpn",
+        "vpn:*",
+        "!vpn",
+        "(",
+        "or",
+    ] {
+        store
+            .search_kb(&[odd.to_owned()], 10)
+            .await
+            .unwrap_or_else(|e| panic!("{odd:?}: {e}"));
+    }
+    // Reopened: out of the knowledge base until it resolves again.
+    store
+        .update_ticket(vpn, &TicketChange::Reopen, "alice", 4)
+        .await
+        .expect("update")
+        .expect("reopened");
+    assert!(
+        store
+            .search_kb(&words("certificate"), 10)
+            .await
+            .expect("search")
+            .is_empty()
+    );
+}
+
+/// Runs `sql` on a connection of its own, outside the store: what someone
+/// with write access to the database could do.
+async fn tamper(db: &TestDb, sql: String) {
+    let sql = sqlx::AssertSqlSafe(sql);
+    if db.url.starts_with("postgres") {
+        let mut conn = PgConnection::connect(&db.url).await.expect("connect");
+        sqlx::query(sql).execute(&mut conn).await.expect("tamper");
+    } else {
+        let mut conn = sqlx::SqliteConnection::connect(&db.url)
+            .await
+            .expect("connect");
+        sqlx::query(sql).execute(&mut conn).await.expect("tamper");
+    }
+}
+
+async fn audit_appends_from_two_replicas_form_one_chain_and_edits_are_named(db: TestDb) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let anchor = crate::audit::AuditAnchor::load_or_create(dir.path()).expect("audit key");
+    let replica = open(&db.url).await.expect("open a second replica");
+    let entry = |i: i64| AuditEntry {
+        technician_id: (i % 3 != 0).then(|| format!("tech-{}", i % 2)),
+        token_id: None,
+        action: "host.tag".into(),
+        subject: format!("host-{}", i % 4),
+        detail: format!("entry {i}; \u{e9}t\u{e9}"),
+    };
+    let mut tasks = Vec::new();
+    for i in 1..=40 {
+        let store = if i % 2 == 0 {
+            db.store.clone()
+        } else {
+            replica.clone()
+        };
+        tasks.push(tokio::spawn(async move {
+            store
+                .append_audit(&entry(i), 1_000 + i)
+                .await
+                .expect("append");
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task");
+    }
+    let chain = db.store.audit_chain(0, 100).await.expect("chain");
+    assert_eq!(
+        chain.iter().map(|r| r.seq).collect::<Vec<_>>(),
+        (1..=40).map(Some).collect::<Vec<_>>()
+    );
+    anchor
+        .anchor(db.store.as_ref(), 2_000)
+        .await
+        .expect("anchor")
+        .expect("a new head was anchored");
+    let verified = anchor.verify(db.store.as_ref()).await.expect("verify");
+    assert_eq!((verified.entries, verified.problem), (40, None));
+
+    let edited = chain[16].id;
+    tamper(
+        &db,
+        format!("UPDATE audit_log SET detail = 'nothing happened' WHERE id = {edited}"),
+    )
+    .await;
+    let verified = anchor.verify(db.store.as_ref()).await.expect("verify");
+    assert_eq!(
+        verified.problem.as_deref(),
+        Some(format!("audit row {edited}: hash does not match its contents (edited?)").as_str())
     );
 }

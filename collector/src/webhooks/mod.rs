@@ -28,7 +28,9 @@ use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 
 use crate::clock::SharedClock;
-use crate::store::{Delivery, DeliveryOutcome, SharedStore, StoreResult, TicketEvent};
+use crate::store::{
+    Delivery, DeliveryOutcome, SharedStore, StoreResult, TicketChange, TicketEvent,
+};
 
 /// How long one POST may take, connect to status line.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,6 +54,20 @@ pub const KEEP_FINISHED: Duration = Duration::from_secs(30 * 24 * 3600);
 const MAX_URL: usize = 2048;
 /// The longest secret accepted.
 const MAX_SECRET: usize = 1024;
+
+/// The event a technician's change raises, on either store backend. A reopen is `ticket.opened`: a
+/// receiver paging on new problems wants to hear that one is back (the
+/// payload's `flaps` and unchanged ticket id tell it apart from a new one).
+pub fn event_of(change: &TicketChange) -> TicketEvent {
+    match change {
+        TicketChange::Resolve(_) => TicketEvent::Resolved,
+        TicketChange::Escalate => TicketEvent::Escalated,
+        TicketChange::Reopen => TicketEvent::Opened,
+        TicketChange::Assign(_) | TicketChange::Note(_) | TicketChange::Status(_) => {
+            TicketEvent::Updated
+        }
+    }
+}
 
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)

@@ -1,11 +1,62 @@
-//! The knowledge base on PostgreSQL full-text search. SKELETON: a stub with
-//! the SQLite module's signature, to be replaced by the real search.
+//! The knowledge base on PostgreSQL full-text search: `kb_fts` holds one
+//! weighted `tsvector` per resolved or closed ticket (title, resolution and
+//! technician notes, as SQLite's FTS5 table), kept in step by the triggers
+//! of migration 0006 inside the transactions that change tickets, searched
+//! through its GIN index and ranked by `ts_rank`.
 
-use sqlx::PgPool;
+use sqlx::{PgPool, Row};
 
-use super::pending;
 use crate::store::{KbHit, StoreResult};
 
-pub async fn search(_pool: &PgPool, _terms: &[String], _limit: u32) -> StoreResult<Vec<KbHit>> {
-    Err(pending("kb::search"))
+/// `ts_rank` weights for the {D, C, B, A} labels; C is the notes, B the
+/// title, A the resolution: 1 : 2 : 4, the proportions of SQLite's bm25
+/// column weights.
+const RANK: &str = "ts_rank('{0.1, 0.25, 0.5, 1.0}', k.document, q.query)";
+
+/// Builds a `websearch_to_tsquery` input from plain words: each one a
+/// quoted phrase (a quote inside dropped), joined with `or`, so search
+/// syntax in the input (`-`, `or`, quotes) is only ever text, and tickets
+/// matching more of the words rank first, as on SQLite.
+/// `websearch_to_tsquery` never fails on its input, whatever it holds.
+pub fn ts_query(terms: &[String]) -> String {
+    terms
+        .iter()
+        .map(|t| format!("\"{}\"", t.replace('"', " ")))
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
+/// Matches, best first. `rank` is the negated `ts_rank`, so that, as on
+/// SQLite, a lower rank is a better match.
+pub async fn search(pool: &PgPool, terms: &[String], limit: u32) -> StoreResult<Vec<KbHit>> {
+    if terms.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT t.id, t.host_id, h.hostname, t.title, t.rule, COALESCE(t.resolution, '') AS resolution, \
+         t.resolved_at_ms, -{RANK}::float8 AS rank \
+         FROM (SELECT websearch_to_tsquery('english', $1) AS query) q \
+         JOIN kb_fts k ON k.document @@ q.query \
+         JOIN tickets t ON t.id = k.ticket_id JOIN hosts h ON h.id = t.host_id \
+         ORDER BY rank, t.id DESC LIMIT $2"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(ts_query(terms))
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(KbHit {
+                ticket_id: r.try_get("id")?,
+                host_id: r.try_get("host_id")?,
+                hostname: r.try_get("hostname")?,
+                title: r.try_get("title")?,
+                rule: r.try_get("rule")?,
+                resolution: r.try_get("resolution")?,
+                resolved_at_ms: r.try_get("resolved_at_ms")?,
+                rank: r.try_get("rank")?,
+            })
+        })
+        .collect()
 }

@@ -1,45 +1,308 @@
-//! Webhook policy and outbox on PostgreSQL. SKELETON: stubs with the SQLite
-//! module's signatures, to be replaced by the port of `sqlite/webhooks.rs`.
+//! Webhooks on PostgreSQL: the webhook policy rows, and the outbox that
+//! ticket changes write into inside their own transaction ([`enqueue`]), so
+//! an event is queued if and only if its change commits. Delivery state
+//! (attempts, backoff, errors) lives on the outbox rows. Several replicas
+//! deliver from the same outbox; [`claim`] hands each due row to one of
+//! them (D21).
 
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
 
-use super::pending;
-use crate::store::{Delivery, DeliveryOutcome, NewWebhook, StoreResult, WebhookStatus};
+use crate::store::TicketEvent;
+use crate::store::{Delivery, DeliveryOutcome, NewWebhook, StoreError, StoreResult, WebhookStatus};
+use crate::webhooks::{TicketPayload, payload, rfc3339};
 
-pub async fn add(_pool: &PgPool, _hook: &NewWebhook, _now_ms: i64) -> StoreResult<i64> {
-    Err(pending("webhooks::add"))
+fn events_text(events: &[TicketEvent]) -> String {
+    events
+        .iter()
+        .map(|e| e.name())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
-pub async fn remove(_pool: &PgPool, _id: i64) -> StoreResult<bool> {
-    Err(pending("webhooks::remove"))
+fn events_of(text: &str) -> StoreResult<Vec<TicketEvent>> {
+    text.split(',')
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(StoreError::Corrupt))
+        .collect()
 }
 
-pub async fn set_enabled(_pool: &PgPool, _id: i64, _enabled: bool) -> StoreResult<bool> {
-    Err(pending("webhooks::set_enabled"))
-}
-
-pub async fn list(_pool: &PgPool) -> StoreResult<Vec<WebhookStatus>> {
-    Err(pending("webhooks::list"))
-}
-
-pub async fn claim(
-    _pool: &PgPool,
-    _now_ms: i64,
-    _lease_ms: i64,
-    _limit: u32,
-) -> StoreResult<Vec<Delivery>> {
-    Err(pending("webhooks::claim"))
-}
-
-pub async fn purge(_pool: &PgPool, _before_ms: i64) -> StoreResult<u64> {
-    Err(pending("webhooks::purge"))
-}
-
-pub async fn record(
-    _pool: &PgPool,
-    _id: i64,
-    _outcome: &DeliveryOutcome,
-    _now_ms: i64,
+/// Queues `event` for `ticket_id` to every enabled webhook that subscribes
+/// to it, in the caller's transaction. The body is built now, so it shows
+/// the ticket as this change left it, even if it is delivered hours later.
+pub async fn enqueue(
+    tx: &mut Transaction<'static, Postgres>,
+    event: TicketEvent,
+    ticket_id: i64,
+    now_ms: i64,
 ) -> StoreResult<()> {
-    Err(pending("webhooks::record"))
+    // The common case on the ingest path is no webhooks at all: one indexed
+    // read and done.
+    let hooks: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM webhooks WHERE enabled AND (',' || events || ',') LIKE $1 ORDER BY id",
+    )
+    .bind(format!("%,{},%", event.name()))
+    .fetch_all(&mut **tx)
+    .await?;
+    if hooks.is_empty() {
+        return Ok(());
+    }
+    let Some(ticket) = ticket_payload(tx, ticket_id).await? else {
+        return Err(StoreError::Corrupt(format!(
+            "ticket {ticket_id} vanished before its {} event",
+            event.name()
+        )));
+    };
+    for hook in hooks {
+        let delivery_id = uuid::Uuid::new_v4().to_string();
+        let body = payload(event, &delivery_id, now_ms, &ticket);
+        sqlx::query(
+            "INSERT INTO webhook_outbox (webhook_id, delivery_id, event, ticket_id, body, \
+             created_at_ms, next_attempt_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(hook)
+        .bind(&delivery_id)
+        .bind(event.name())
+        .bind(ticket_id)
+        .bind(body)
+        .bind(now_ms)
+        .bind(now_ms)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn ticket_payload(
+    tx: &mut Transaction<'static, Postgres>,
+    id: i64,
+) -> StoreResult<Option<TicketPayload>> {
+    let row = sqlx::query(
+        "SELECT t.id, t.title, t.host_id, h.hostname, t.rule, t.subject, t.status, t.priority, \
+         t.severity, t.assignee, t.escalation, t.occurrences, t.flaps, t.opened_at_ms, \
+         t.updated_at_ms, t.resolved_at_ms, t.response_due_ms, t.resolution_due_ms, t.resolution \
+         FROM tickets t JOIN hosts h ON h.id = t.host_id WHERE t.id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(r) = row else { return Ok(None) };
+    let int = |name: &str| -> StoreResult<u32> {
+        let v: i64 = r.try_get(name)?;
+        u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{name} {v}")))
+    };
+    let resolved: Option<i64> = r.try_get("resolved_at_ms")?;
+    Ok(Some(TicketPayload {
+        id: r.try_get("id")?,
+        title: r.try_get("title")?,
+        host_id: r.try_get("host_id")?,
+        hostname: r.try_get("hostname")?,
+        rule: r.try_get("rule")?,
+        subject: r.try_get("subject")?,
+        status: r.try_get("status")?,
+        priority: r.try_get("priority")?,
+        severity: r.try_get("severity")?,
+        assignee: r.try_get("assignee")?,
+        escalation: int("escalation")?,
+        occurrences: int("occurrences")?,
+        flaps: int("flaps")?,
+        opened_at: rfc3339(r.try_get("opened_at_ms")?),
+        updated_at: rfc3339(r.try_get("updated_at_ms")?),
+        resolved_at: resolved.map(rfc3339),
+        response_due: rfc3339(r.try_get("response_due_ms")?),
+        resolution_due: rfc3339(r.try_get("resolution_due_ms")?),
+        resolution: r.try_get("resolution")?,
+    }))
+}
+
+/// Stores a webhook; returns its id.
+pub async fn add(pool: &PgPool, hook: &NewWebhook, now_ms: i64) -> StoreResult<i64> {
+    Ok(sqlx::query(
+        "INSERT INTO webhooks (url, events, secret, enabled, created_at_ms, created_by) \
+         VALUES ($1, $2, $3, TRUE, $4, $5) RETURNING id",
+    )
+    .bind(&hook.url)
+    .bind(events_text(&hook.events))
+    .bind(&hook.secret)
+    .bind(now_ms)
+    .bind(&hook.created_by)
+    .fetch_one(pool)
+    .await?
+    .try_get("id")?)
+}
+
+/// Removes a webhook; its outbox rows go with it (ON DELETE CASCADE).
+pub async fn remove(pool: &PgPool, id: i64) -> StoreResult<bool> {
+    Ok(sqlx::query("DELETE FROM webhooks WHERE id = $1")
+        .bind(id)
+        .execute(pool)
+        .await?
+        .rows_affected()
+        == 1)
+}
+
+/// Pauses or resumes a webhook.
+pub async fn set_enabled(pool: &PgPool, id: i64, enabled: bool) -> StoreResult<bool> {
+    Ok(
+        sqlx::query("UPDATE webhooks SET enabled = $1 WHERE id = $2")
+            .bind(enabled)
+            .bind(id)
+            .execute(pool)
+            .await?
+            .rows_affected()
+            == 1,
+    )
+}
+
+/// Every webhook with its delivery counts; the secret is never selected.
+pub async fn list(pool: &PgPool) -> StoreResult<Vec<WebhookStatus>> {
+    let rows = sqlx::query(
+        "SELECT w.id, w.url, w.events, w.enabled, w.created_at_ms, w.created_by, \
+         (SELECT COUNT(*) FROM webhook_outbox o WHERE o.webhook_id = w.id AND o.state = 'pending') AS pending, \
+         (SELECT COUNT(*) FROM webhook_outbox o WHERE o.webhook_id = w.id AND o.state = 'delivered') AS delivered, \
+         (SELECT COUNT(*) FROM webhook_outbox o WHERE o.webhook_id = w.id AND o.state = 'failed') AS failed, \
+         (SELECT MAX(o.last_attempt_at_ms) FROM webhook_outbox o WHERE o.webhook_id = w.id) AS last_attempt, \
+         (SELECT o.last_error FROM webhook_outbox o WHERE o.webhook_id = w.id \
+          AND o.last_attempt_at_ms IS NOT NULL ORDER BY o.last_attempt_at_ms DESC, o.id DESC LIMIT 1) AS last_error \
+         FROM webhooks w ORDER BY w.id",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let count = |name: &str| -> StoreResult<u64> {
+                let v: i64 = r.try_get(name)?;
+                Ok(v.unsigned_abs())
+            };
+            let events: String = r.try_get("events")?;
+            Ok(WebhookStatus {
+                id: r.try_get("id")?,
+                url: r.try_get("url")?,
+                events: events_of(&events)?,
+                enabled: r.try_get("enabled")?,
+                created_at_ms: r.try_get("created_at_ms")?,
+                created_by: r.try_get("created_by")?,
+                pending: count("pending")?,
+                delivered: count("delivered")?,
+                failed: count("failed")?,
+                last_attempt_at_ms: r.try_get("last_attempt")?,
+                last_error: r.try_get("last_error")?,
+            })
+        })
+        .collect()
+}
+
+/// Claims due deliveries by pushing their due time out by the lease. Only
+/// the oldest pending event of each (webhook, ticket) is claimable, so a
+/// receiver sees a ticket's events in order even across retries; a
+/// delivery given up on stops holding back the ones after it.
+/// `FOR UPDATE OF o SKIP LOCKED` makes concurrent claimers (other replicas)
+/// pass over the rows one of them is claiming instead of waiting for it or
+/// taking it too; a row locked by a claim still counts as pending in the
+/// others' ordering check, so no replica jumps ahead of a ticket's event
+/// that another is about to send.
+pub async fn claim(
+    pool: &PgPool,
+    now_ms: i64,
+    lease_ms: i64,
+    limit: u32,
+) -> StoreResult<Vec<Delivery>> {
+    let mut tx = pool.begin().await?;
+    let rows = sqlx::query(
+        "SELECT o.id, o.delivery_id, o.event, o.body, o.attempts, o.created_at_ms, w.url, w.secret \
+         FROM webhook_outbox o JOIN webhooks w ON w.id = o.webhook_id \
+         WHERE o.state = 'pending' AND o.next_attempt_at_ms <= $1 AND w.enabled \
+         AND NOT EXISTS (SELECT 1 FROM webhook_outbox p WHERE p.webhook_id = o.webhook_id \
+           AND p.ticket_id = o.ticket_id AND p.state = 'pending' AND p.id < o.id) \
+         ORDER BY o.next_attempt_at_ms, o.id LIMIT $2 FOR UPDATE OF o SKIP LOCKED",
+    )
+    .bind(now_ms)
+    .bind(i64::from(limit))
+    .fetch_all(&mut *tx)
+    .await?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let deliveries = rows
+        .iter()
+        .map(|r| {
+            let attempts: i64 = r.try_get("attempts")?;
+            Ok(Delivery {
+                id: r.try_get("id")?,
+                delivery_id: r.try_get("delivery_id")?,
+                event: r.try_get("event")?,
+                url: r.try_get("url")?,
+                secret: r.try_get("secret")?,
+                body: r.try_get("body")?,
+                attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
+                created_at_ms: r.try_get("created_at_ms")?,
+            })
+        })
+        .collect::<StoreResult<Vec<_>>>()?;
+    let mut update =
+        QueryBuilder::<Postgres>::new("UPDATE webhook_outbox SET next_attempt_at_ms = ");
+    update
+        .push_bind(now_ms.saturating_add(lease_ms))
+        .push(" WHERE id IN (");
+    let mut ids = update.separated(", ");
+    for d in &deliveries {
+        ids.push_bind(d.id);
+    }
+    update.push(")");
+    update.build().execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(deliveries)
+}
+
+/// Deletes delivered and given-up deliveries older than `before_ms`.
+pub async fn purge(pool: &PgPool, before_ms: i64) -> StoreResult<u64> {
+    Ok(sqlx::query(
+        "DELETE FROM webhook_outbox WHERE state IN ('delivered', 'failed') AND created_at_ms < $1",
+    )
+    .bind(before_ms)
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
+/// Records one attempt.
+pub async fn record(
+    pool: &PgPool,
+    id: i64,
+    outcome: &DeliveryOutcome,
+    now_ms: i64,
+) -> StoreResult<()> {
+    match outcome {
+        DeliveryOutcome::Delivered(status) => {
+            sqlx::query(
+                "UPDATE webhook_outbox SET state = 'delivered', attempts = attempts + 1, \
+                 last_attempt_at_ms = $1, delivered_at_ms = $1, last_status = $2, last_error = NULL \
+                 WHERE id = $3",
+            )
+            .bind(now_ms)
+            .bind(i64::from(*status))
+            .bind(id)
+            .execute(pool)
+            .await?;
+        }
+        DeliveryOutcome::Failed {
+            status,
+            error,
+            retry_at_ms,
+        } => {
+            sqlx::query(
+                "UPDATE webhook_outbox SET attempts = attempts + 1, last_attempt_at_ms = $1, \
+                 last_status = $2, last_error = $3, \
+                 state = CASE WHEN $4 IS NULL THEN 'failed' ELSE 'pending' END, \
+                 next_attempt_at_ms = COALESCE($4, next_attempt_at_ms) WHERE id = $5",
+            )
+            .bind(now_ms)
+            .bind(status.map(i64::from))
+            .bind(error)
+            .bind(*retry_at_ms)
+            .bind(id)
+            .execute(pool)
+            .await?;
+        }
+    }
+    Ok(())
 }

@@ -15,7 +15,7 @@ use crate::rules::events::ChangeEvent;
 use crate::rules::model::{Metric, Rule};
 use crate::rules::policy::Policy;
 use crate::rules::priority::{Impact, Priority, Severity};
-use crate::rules::{RuleState, TicketAction, step};
+use crate::rules::{RuleState, TicketAction, USER_REPORT_RULE, step};
 use crate::store::{
     ALWAYS_ON_CHASSIS, OFFLINE_AFTER_INTERVALS, Reading, StoreError, StoreResult, TICKET_STATUSES,
     TicketChange, TicketQuery, TicketRefusal, TicketRow, WorklogEntry,
@@ -26,9 +26,6 @@ const TICKET_COLUMNS: &str = "t.id, t.host_id, h.hostname, t.rule, t.subject, t.
      t.priority, t.severity, t.assignee, t.escalation, t.occurrences, t.flaps, t.opened_at_ms, \
      t.updated_at_ms, t.resolved_at_ms, t.response_due_ms, t.resolution_due_ms, t.evidence, \
      t.responded_at_ms, t.resolution";
-
-/// The rule name of tickets employees open from their PC.
-pub const USER_REPORT_RULE: &str = "user-report";
 
 type Tx = Transaction<'static, Sqlite>;
 
@@ -125,31 +122,6 @@ async fn save_state(
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-fn title(rule: &Rule, subject: &str, value: f64) -> String {
-    let shown = rule.metric.format(value);
-    let what = match rule.metric {
-        Metric::DiskUsedPercent => format!("{subject} is {shown} full"),
-        Metric::DiskFreeMib => format!("{subject} has {shown} free"),
-        Metric::CpuPercent => format!("CPU at {shown}"),
-        Metric::MemoryUsedPercent => format!("memory {shown} used"),
-        Metric::SwapUsedPercent => format!("swap {shown} used"),
-        Metric::LoadPerCpu => format!("load {shown} per CPU"),
-        Metric::TemperatureCelsius => format!("{subject} at {shown}"),
-        Metric::BatteryHealthPercent => format!("battery {subject} down to {shown} of design"),
-        Metric::UptimeDays => format!("up for {shown}"),
-        Metric::RebootPending => "a reboot is pending".to_owned(),
-        Metric::ServiceDown => format!("service {subject} is not running"),
-        Metric::SmartFailed => format!("disk {subject} fails its SMART check"),
-        Metric::DiskWearPercent => format!("disk {subject} has used {shown} of its endurance"),
-        Metric::DaysSinceUpdate => format!("no OS updates for {shown}"),
-        Metric::AntivirusOff => "antivirus real-time protection is off".to_owned(),
-        Metric::FirewallOff => "the firewall is off".to_owned(),
-        Metric::EncryptionOff => "the system volume is not encrypted".to_owned(),
-        Metric::OfflineMinutes => format!("offline for {shown}"),
-    };
-    format!("{}: {what}", rule.name)
 }
 
 async fn worklog(tx: &mut Tx, ticket: i64, at_ms: i64, note: &str) -> StoreResult<()> {
@@ -333,7 +305,7 @@ async fn act(
                     host,
                     rule: &rule.name,
                     subject: firing.subject,
-                    title: &title(rule, firing.subject, value),
+                    title: &rule.ticket_title(firing.subject, value),
                     severity: rule.severity,
                     priority: Priority::of(Impact::of(tags), rule.severity),
                     evidence: &evidence,

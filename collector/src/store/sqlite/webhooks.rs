@@ -6,9 +6,8 @@
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
 pub use crate::store::TicketEvent;
-use crate::store::{
-    Delivery, DeliveryOutcome, NewWebhook, StoreError, StoreResult, TicketChange, WebhookStatus,
-};
+use crate::store::{Delivery, DeliveryOutcome, NewWebhook, StoreError, StoreResult, WebhookStatus};
+pub use crate::webhooks::event_of;
 use crate::webhooks::{TicketPayload, payload, rfc3339};
 
 fn events_text(events: &[TicketEvent]) -> String {
@@ -24,20 +23,6 @@ fn events_of(text: &str) -> StoreResult<Vec<TicketEvent>> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().map_err(StoreError::Corrupt))
         .collect()
-}
-
-/// The event a technician's change raises. A reopen is `ticket.opened`: a
-/// receiver paging on new problems wants to hear that one is back (the
-/// payload's `flaps` and unchanged ticket id tell it apart from a new one).
-pub fn event_of(change: &TicketChange) -> TicketEvent {
-    match change {
-        TicketChange::Resolve(_) => TicketEvent::Resolved,
-        TicketChange::Escalate => TicketEvent::Escalated,
-        TicketChange::Reopen => TicketEvent::Opened,
-        TicketChange::Assign(_) | TicketChange::Note(_) | TicketChange::Status(_) => {
-            TicketEvent::Updated
-        }
-    }
 }
 
 /// Queues `event` for `ticket_id` to every enabled webhook that subscribes
@@ -319,8 +304,8 @@ pub async fn record(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::Store;
     use crate::store::sqlite::SqliteStore;
+    use crate::store::{Store, TicketChange};
 
     async fn outbox_rows(pool: &SqlitePool) -> i64 {
         sqlx::query_scalar("SELECT COUNT(*) FROM webhook_outbox")

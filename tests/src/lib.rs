@@ -101,6 +101,9 @@ pub struct Collector {
     pub addr: std::net::SocketAddr,
     /// The data dir (kept alive with the collector).
     pub data_dir: tempfile::TempDir,
+    /// The `--database` URL it was started with, which admin commands
+    /// need too.
+    database: Option<String>,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
@@ -156,10 +159,16 @@ impl Collector {
                 panic!("the collector printed no `listening` line within 60 s; stderr:\n{logs}");
             }
         };
+        let database = extra
+            .iter()
+            .position(|arg| *arg == "--database")
+            .and_then(|i| extra.get(i + 1))
+            .map(|url| (*url).to_owned());
         Self {
             child: Some(child),
             addr,
             data_dir,
+            database,
             stderr,
         }
     }
@@ -184,10 +193,15 @@ impl Collector {
 
     /// Runs a `deskpulse-collector` admin command on this data dir.
     pub fn admin(&self, args: &[&str]) -> Run {
-        run(Command::new(bin("deskpulse-collector"))
+        let mut command = Command::new(bin("deskpulse-collector"));
+        command
             .args(args)
             .arg("--data-dir")
-            .arg(self.data_dir.path()))
+            .arg(self.data_dir.path());
+        if let Some(database) = &self.database {
+            command.args(["--database", database]);
+        }
+        run(&mut command)
     }
 
     /// A new enrollment token with `uses` uses.

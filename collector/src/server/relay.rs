@@ -78,7 +78,8 @@ impl Relay {
         // One connection publishes, so this replica's events arrive in the
         // order it sent them (output chunks above all).
         let pool = PgPoolOptions::new().max_connections(1).connect(url).await?;
-        let mut listener = PgListener::connect_with(&pool).await?;
+        // The listener holds a connection of its own for as long as it runs.
+        let mut listener = PgListener::connect(url).await?;
         listener.listen(CHANNEL).await?;
         let (publish, queue) = mpsc::channel(PUBLISH_QUEUE);
         let (heard, _) = broadcast::channel(FOLLOW_BUFFER);

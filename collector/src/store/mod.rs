@@ -782,7 +782,8 @@ pub struct KbHit {
     pub resolution: String,
     /// When it resolved.
     pub resolved_at_ms: Option<i64>,
-    /// FTS5 bm25 rank: lower is a better match.
+    /// The backend's relevance score (SQLite FTS5 bm25, PostgreSQL the
+    /// negated `ts_rank`): lower is a better match.
     pub rank: f64,
 }
 

@@ -276,6 +276,13 @@ async fn load_policy(pool: &PgPool) -> StoreResult<PolicyRecord> {
     })
 }
 
+/// The advisory-lock key of host `$1`, one literal for both lock calls.
+macro_rules! host_lock_key {
+    () => {
+        "hashtextextended('deskpulse.host:' || $1, 0)"
+    };
+}
+
 /// Serialises evaluation for one host (D21) until `tx` ends: every
 /// transaction that evaluates rules or moves rule state of a host takes
 /// this first. Several hosts are locked in sorted order, so two batches
@@ -284,11 +291,33 @@ pub(crate) async fn lock_host(
     tx: &mut Transaction<'static, Postgres>,
     host: &str,
 ) -> StoreResult<()> {
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('deskpulse.host:' || $1, 0))")
-        .bind(host)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(concat!(
+        "SELECT pg_advisory_xact_lock(",
+        host_lock_key!(),
+        ")"
+    ))
+    .bind(host)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
+}
+
+/// Takes the host's evaluation lock if no other transaction holds it, and
+/// says whether it did; held until the transaction ends. The lock of
+/// [`lock_host`] without the wait, so a timer pass skips hosts that are
+/// being evaluated or that another replica's pass has claimed.
+pub(crate) async fn try_lock_host(
+    tx: &mut Transaction<'static, Postgres>,
+    host: &str,
+) -> StoreResult<bool> {
+    Ok(sqlx::query_scalar(concat!(
+        "SELECT pg_try_advisory_xact_lock(",
+        host_lock_key!(),
+        ")"
+    ))
+    .bind(host)
+    .fetch_one(&mut **tx)
+    .await?)
 }
 
 /// One attempt at `store_reports`: the whole batch in one transaction,
@@ -1218,12 +1247,4 @@ pub(crate) async fn append_audit_in(
     now_ms: i64,
 ) -> StoreResult<()> {
     audit::append(tx, entry, now_ms).await
-}
-
-/// The error of a function of the other half of the port (branch pg-b),
-/// until it lands.
-// Unused once pg-b's ports replace their stubs: delete it after the merge.
-#[allow(dead_code)]
-fn pending(what: &str) -> StoreError {
-    StoreError::Url(format!("postgres backend: {what} is not implemented yet"))
 }

@@ -26,7 +26,7 @@ use std::collections::HashMap;
 
 use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
 
-use super::webhooks;
+use super::{try_lock_host, webhooks};
 
 use crate::rules::events::ChangeEvent;
 use crate::rules::model::{Metric, Rule};
@@ -48,20 +48,6 @@ type Tx = Transaction<'static, Postgres>;
 
 fn ms(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// Takes the host's evaluation lock if no other transaction holds it, and
-/// says whether it did; held until the transaction ends. The same lock as
-/// `super::lock_host` (the key must stay the same as there), without the
-/// wait, so a timer pass skips hosts that are being evaluated or that
-/// another replica's pass has claimed.
-async fn try_lock_host(tx: &mut Tx, host: &str) -> StoreResult<bool> {
-    Ok(sqlx::query_scalar(
-        "SELECT pg_try_advisory_xact_lock(hashtextextended('deskpulse.host:' || $1, 0))",
-    )
-    .bind(host)
-    .fetch_one(&mut **tx)
-    .await?)
 }
 
 async fn host_tags(tx: &mut Tx, host: &str) -> StoreResult<Vec<(String, String)>> {

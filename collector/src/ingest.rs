@@ -132,3 +132,6 @@ async fn write_batches(mut rx: mpsc::Receiver<Job>, store: SharedStore, clock: S
 fn is_inventory(report: &IncomingReport) -> bool {
     matches!(report.payload, ReportPayload::Inventory { .. })
 }
+
+#[cfg(test)]
+mod tests;

@@ -11,12 +11,15 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::clock::SharedClock;
-use crate::store::{IncomingReport, ReportOutcome, SharedStore};
+use crate::store::{IncomingReport, ReportOutcome, ReportPayload, SharedStore};
 
 /// How many reports may wait for the writer before sessions wait too.
 const QUEUE_DEPTH: usize = 4096;
 /// The most reports stored in one transaction.
 const MAX_BATCH: usize = 512;
+/// The most full inventories stored in one transaction (the ingest bench
+/// stores first inventories in batches of this size).
+pub const INVENTORIES_PER_BATCH: usize = 32;
 
 /// The outcome of one report once its transaction committed, or the
 /// store's error.
@@ -71,7 +74,16 @@ impl Ingest {
 
 async fn write_batches(mut rx: mpsc::Receiver<Job>, store: SharedStore, clock: SharedClock) {
     let mut jobs = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut jobs, MAX_BATCH).await > 0 {
+    while let Some(first) = rx.recv().await {
+        let mut inventories = usize::from(is_inventory(&first.report));
+        jobs.push(first);
+        // Take what is queued, up to the caps: a batch of many full
+        // inventories would hold up the health reports queued behind it.
+        while jobs.len() < MAX_BATCH && inventories < INVENTORIES_PER_BATCH {
+            let Ok(job) = rx.try_recv() else { break };
+            inventories += usize::from(is_inventory(&job.report));
+            jobs.push(job);
+        }
         let (reports, waiters): (Vec<_>, Vec<_>) =
             jobs.drain(..).map(|job| (job.report, job.done)).unzip();
         metrics::gauge!(crate::metrics::QUEUE_DEPTH).set(rx.len() as f64);
@@ -86,6 +98,26 @@ async fn write_batches(mut rx: mpsc::Receiver<Job>, store: SharedStore, clock: S
                     let _ = waiter.send(Ok(outcome));
                 }
             }
+            Err(error) if reports.len() > 1 => {
+                // The batch rolled back whole. Store each report on its own,
+                // so one bad report fails alone and the others commit.
+                tracing::warn!(%error, reports = reports.len(), "storing a batch failed; storing its reports one by one");
+                for (report, waiter) in reports.iter().zip(waiters) {
+                    let stored = store
+                        .store_reports(std::slice::from_ref(report), clock.now_ms())
+                        .await;
+                    let answer = match stored {
+                        Ok(mut outcomes) => outcomes
+                            .pop()
+                            .ok_or_else(|| "the store returned no outcome".to_owned()),
+                        Err(error) => {
+                            tracing::error!(%error, host = %report.host_id, seq = report.seq, kind = report.payload.kind(), "storing a report failed");
+                            Err(error.to_string())
+                        }
+                    };
+                    let _ = waiter.send(answer);
+                }
+            }
             Err(error) => {
                 tracing::error!(%error, reports = reports.len(), "storing a batch of reports failed");
                 for waiter in waiters {
@@ -96,3 +128,10 @@ async fn write_batches(mut rx: mpsc::Receiver<Job>, store: SharedStore, clock: S
     }
     tracing::debug!("ingest writer drained and stopped");
 }
+
+fn is_inventory(report: &IncomingReport) -> bool {
+    matches!(report.payload, ReportPayload::Inventory { .. })
+}
+
+#[cfg(test)]
+mod tests;

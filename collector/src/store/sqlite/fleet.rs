@@ -1,154 +1,202 @@
 //! The fleet-query tables on SQLite: software catalog and host rows, facts,
-//! free space, tags. Writes go in multi-row statements of a few hundred
-//! rows, and a host's software is diffed against what is stored, so a new
+//! free space, tags. Writes take a whole ingest batch of hosts and go in a
+//! few set-based statements (rows as one `json_each` bind, see `batch`),
+//! and each host's software is diffed against what is stored, so a new
 //! inventory with three changed packages writes about three rows.
 
 use std::collections::{HashMap, HashSet};
 
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
+use super::batch::json_rows;
 use crate::store::versions::sort_key;
 use crate::store::{HostQuery, InventoryFacts, PackageKey, StoreResult};
 
-/// Rows per multi-row statement: 4 binds each stays far below SQLite's
-/// variable limit.
-const CHUNK: usize = 400;
+type Tx = Transaction<'static, Sqlite>;
 
-/// Replaces a host's searchable facts.
-pub async fn replace_facts(
-    tx: &mut Transaction<'static, Sqlite>,
-    host: &str,
-    facts: &InventoryFacts,
-) -> StoreResult<()> {
-    sqlx::query("DELETE FROM host_facts WHERE host_id = ?")
-        .bind(host)
+/// Replaces each host's searchable facts.
+pub async fn replace_facts(tx: &mut Tx, hosts: &[(&str, &InventoryFacts)]) -> StoreResult<()> {
+    if hosts.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<&str> = hosts.iter().map(|(h, _)| *h).collect();
+    sqlx::query("DELETE FROM host_facts WHERE host_id IN (SELECT value FROM json_each(?1))")
+        .bind(json_rows(&ids)?)
         .execute(&mut **tx)
         .await?;
-    let unique: HashSet<&(&'static str, String)> =
-        facts.facts.iter().filter(|(_, v)| !v.is_empty()).collect();
-    let rows: Vec<_> = unique.into_iter().collect();
-    for chunk in rows.chunks(CHUNK) {
-        let mut q =
-            QueryBuilder::<Sqlite>::new("INSERT OR IGNORE INTO host_facts (kind, value, host_id) ");
-        q.push_values(chunk, |mut b, (kind, value)| {
-            b.push_bind(*kind).push_bind(value.as_str()).push_bind(host);
-        });
-        q.build().execute(&mut **tx).await?;
-    }
-    Ok(())
-}
-
-/// Replaces a host's free-space figures.
-pub async fn replace_free(
-    tx: &mut Transaction<'static, Sqlite>,
-    host: &str,
-    free: &[(String, f32)],
-) -> StoreResult<()> {
-    sqlx::query("DELETE FROM host_filesystems WHERE host_id = ?")
-        .bind(host)
-        .execute(&mut **tx)
-        .await?;
-    let mut seen = HashSet::new();
-    let rows: Vec<&(String, f32)> = free
-        .iter()
-        .filter(|(m, _)| seen.insert(m.as_str()))
-        .collect();
-    for chunk in rows.chunks(CHUNK) {
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT INTO host_filesystems (host_id, mount_point, free_percent) ",
-        );
-        q.push_values(chunk, |mut b, (mount, pct)| {
-            b.push_bind(host)
-                .push_bind(mount.as_str())
-                .push_bind(f64::from(*pct));
-        });
-        q.build().execute(&mut **tx).await?;
-    }
-    Ok(())
-}
-
-/// Makes a host's installed software exactly `packages`, interning new
-/// catalog rows and writing only the difference.
-pub async fn replace_software(
-    tx: &mut Transaction<'static, Sqlite>,
-    host: &str,
-    packages: &[PackageKey],
-) -> StoreResult<()> {
-    let wanted: HashSet<&PackageKey> = packages.iter().collect();
-    let wanted: Vec<&PackageKey> = wanted.into_iter().collect();
-    // Intern the catalog rows and learn their ids.
-    let mut ids: HashMap<&PackageKey, i64> = HashMap::with_capacity(wanted.len());
-    for chunk in wanted.chunks(CHUNK) {
-        let keys: Vec<Vec<u8>> = chunk
-            .iter()
-            .map(|p| sort_key(&p.ecosystem, &p.version))
-            .collect();
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "INSERT OR IGNORE INTO software_catalog (ecosystem, name, version, version_key) ",
-        );
-        q.push_values(chunk.iter().zip(&keys), |mut b, (p, key)| {
-            b.push_bind(p.ecosystem.as_str())
-                .push_bind(p.name.as_str())
-                .push_bind(p.version.as_str())
-                .push_bind(key.as_slice());
-        });
-        q.build().execute(&mut **tx).await?;
-        let mut q = QueryBuilder::<Sqlite>::new(
-            "SELECT id, ecosystem, name, version FROM software_catalog WHERE (ecosystem, name, version) IN (",
-        );
-        q.push_values(chunk.iter(), |mut b, p| {
-            b.push_bind(p.ecosystem.as_str())
-                .push_bind(p.name.as_str())
-                .push_bind(p.version.as_str());
-        });
-        q.push(")");
-        let rows = q.build().fetch_all(&mut **tx).await?;
-        let by_key: HashMap<(String, String, String), i64> = rows
-            .iter()
-            .map(|r| {
-                Ok((
-                    (
-                        r.try_get("ecosystem")?,
-                        r.try_get("name")?,
-                        r.try_get("version")?,
-                    ),
-                    r.try_get("id")?,
-                ))
-            })
-            .collect::<Result<_, sqlx::Error>>()?;
-        for p in chunk {
-            if let Some(id) = by_key.get(&(p.ecosystem.clone(), p.name.clone(), p.version.clone()))
-            {
-                ids.insert(p, *id);
+    let mut rows: HashSet<(&str, &str, &str)> = HashSet::new();
+    for (host, facts) in hosts {
+        for (kind, value) in &facts.facts {
+            if !value.is_empty() {
+                rows.insert((kind, value.as_str(), host));
             }
         }
     }
-    let wanted_ids: HashSet<i64> = ids.values().copied().collect();
-    let stored: HashSet<i64> =
-        sqlx::query_scalar("SELECT catalog_id FROM host_software WHERE host_id = ?")
-            .bind(host)
-            .fetch_all(&mut **tx)
-            .await?
-            .into_iter()
-            .collect();
-    let removed: Vec<i64> = stored.difference(&wanted_ids).copied().collect();
-    let added: Vec<i64> = wanted_ids.difference(&stored).copied().collect();
-    for chunk in removed.chunks(CHUNK) {
-        let mut q = QueryBuilder::<Sqlite>::new("DELETE FROM host_software WHERE host_id = ");
-        q.push_bind(host).push(" AND catalog_id IN (");
-        let mut list = q.separated(", ");
-        for id in chunk {
-            list.push_bind(*id);
-        }
-        q.push(")");
-        q.build().execute(&mut **tx).await?;
+    let rows: Vec<_> = rows.into_iter().collect();
+    sqlx::query(
+        "INSERT OR IGNORE INTO host_facts (kind, value, host_id) \
+         SELECT value->>0, value->>1, value->>2 FROM json_each(?1)",
+    )
+    .bind(json_rows(&rows)?)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Replaces each host's free-space figures (the first figure of a mount
+/// point counts).
+pub async fn replace_free(tx: &mut Tx, hosts: &[(&str, &[(String, f32)])]) -> StoreResult<()> {
+    if hosts.is_empty() {
+        return Ok(());
     }
-    for chunk in added.chunks(CHUNK) {
-        let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO host_software (host_id, catalog_id) ");
-        q.push_values(chunk, |mut b, id| {
-            b.push_bind(host).push_bind(*id);
-        });
-        q.build().execute(&mut **tx).await?;
+    let ids: Vec<&str> = hosts.iter().map(|(h, _)| *h).collect();
+    sqlx::query("DELETE FROM host_filesystems WHERE host_id IN (SELECT value FROM json_each(?1))")
+        .bind(json_rows(&ids)?)
+        .execute(&mut **tx)
+        .await?;
+    let mut rows = Vec::new();
+    for (host, free) in hosts {
+        let mut seen = HashSet::new();
+        for (mount, pct) in free.iter() {
+            if seen.insert(mount.as_str()) {
+                rows.push((*host, mount.as_str(), f64::from(*pct)));
+            }
+        }
+    }
+    sqlx::query(
+        "INSERT INTO host_filesystems (host_id, mount_point, free_percent) \
+         SELECT value->>0, value->>1, value->>2 FROM json_each(?1)",
+    )
+    .bind(json_rows(&rows)?)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Makes each host's installed software exactly its `packages`, interning
+/// new catalog rows and writing only the difference. The catalog lookup
+/// covers the distinct packages of the whole batch at once: across a fleet
+/// most hosts share most packages.
+pub async fn replace_software(tx: &mut Tx, hosts: &[(&str, &[PackageKey])]) -> StoreResult<()> {
+    if hosts.is_empty() {
+        return Ok(());
+    }
+    let mut distinct: HashMap<&PackageKey, usize> = HashMap::new();
+    let mut keys: Vec<&PackageKey> = Vec::new();
+    for (_, packages) in hosts {
+        for p in packages.iter() {
+            distinct.entry(p).or_insert_with(|| {
+                keys.push(p);
+                keys.len() - 1
+            });
+        }
+    }
+    let mut ids: Vec<Option<i64>> = vec![None; keys.len()];
+    let lookup: Vec<(&str, &str, &str)> = keys
+        .iter()
+        .map(|p| (p.ecosystem.as_str(), p.name.as_str(), p.version.as_str()))
+        .collect();
+    // `j.key` is the index into the bound array, so no text comes back.
+    let rows = sqlx::query(
+        "SELECT j.key, c.id FROM json_each(?1) AS j JOIN software_catalog c \
+         ON c.ecosystem = j.value->>0 AND c.name = j.value->>1 AND c.version = j.value->>2",
+    )
+    .bind(json_rows(&lookup)?)
+    .fetch_all(&mut **tx)
+    .await?;
+    for row in rows {
+        let index: i64 = row.try_get(0)?;
+        if let Some(slot) = usize::try_from(index).ok().and_then(|i| ids.get_mut(i)) {
+            *slot = Some(row.try_get(1)?);
+        }
+    }
+    let missing: Vec<(&str, &str, &str, String)> = keys
+        .iter()
+        .zip(&ids)
+        .filter(|(_, id)| id.is_none())
+        .map(|(p, _)| {
+            (
+                p.ecosystem.as_str(),
+                p.name.as_str(),
+                p.version.as_str(),
+                hex::encode(sort_key(&p.ecosystem, &p.version)),
+            )
+        })
+        .collect();
+    if !missing.is_empty() {
+        // RETURNING comes back in no set order: match rows by their text.
+        let rows = sqlx::query(
+            "INSERT INTO software_catalog (ecosystem, name, version, version_key) \
+             SELECT value->>0, value->>1, value->>2, unhex(value->>3) FROM json_each(?1) \
+             RETURNING id, ecosystem, name, version",
+        )
+        .bind(json_rows(&missing)?)
+        .fetch_all(&mut **tx)
+        .await?;
+        for row in rows {
+            let key = PackageKey {
+                ecosystem: row.try_get(1)?,
+                name: row.try_get(2)?,
+                version: row.try_get(3)?,
+            };
+            if let Some(&i) = distinct.get(&key) {
+                ids[i] = Some(row.try_get(0)?);
+            }
+        }
+    }
+
+    let host_ids: Vec<&str> = hosts.iter().map(|(h, _)| *h).collect();
+    let mut stored: HashMap<String, HashSet<i64>> = HashMap::new();
+    for row in sqlx::query(
+        "SELECT host_id, catalog_id FROM host_software \
+         WHERE host_id IN (SELECT value FROM json_each(?1))",
+    )
+    .bind(json_rows(&host_ids)?)
+    .fetch_all(&mut **tx)
+    .await?
+    {
+        stored
+            .entry(row.try_get(0)?)
+            .or_default()
+            .insert(row.try_get(1)?);
+    }
+    let empty = HashSet::new();
+    let mut added: Vec<(&str, Vec<i64>)> = Vec::new();
+    let mut removed: Vec<(&str, Vec<i64>)> = Vec::new();
+    for (host, packages) in hosts {
+        let wanted: HashSet<i64> = packages
+            .iter()
+            .filter_map(|p| distinct.get(p).and_then(|&i| ids[i]))
+            .collect();
+        let have = stored.get(*host).unwrap_or(&empty);
+        // Sorted, so each host's rows go into the primary key in order.
+        let mut new: Vec<i64> = wanted.difference(have).copied().collect();
+        new.sort_unstable();
+        let gone: Vec<i64> = have.difference(&wanted).copied().collect();
+        if !new.is_empty() {
+            added.push((host, new));
+        }
+        if !gone.is_empty() {
+            removed.push((host, gone));
+        }
+    }
+    if !removed.is_empty() {
+        sqlx::query(
+            "DELETE FROM host_software WHERE (host_id, catalog_id) IN \
+             (SELECT h.value->>0, c.value FROM json_each(?1) AS h, json_each(h.value, '$[1]') AS c)",
+        )
+        .bind(json_rows(&removed)?)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !added.is_empty() {
+        sqlx::query(
+            "INSERT INTO host_software (host_id, catalog_id) \
+             SELECT h.value->>0, c.value FROM json_each(?1) AS h, json_each(h.value, '$[1]') AS c",
+        )
+        .bind(json_rows(&added)?)
+        .execute(&mut **tx)
+        .await?;
     }
     Ok(())
 }

@@ -10,6 +10,7 @@
 //! - `audit`: the audit hash chain: the one append path and its head row.
 
 mod audit;
+mod batch;
 pub mod fleet;
 mod inventory;
 mod jobs;
@@ -30,16 +31,13 @@ use super::HostQuery;
 
 use crate::rules::policy::{Policy, parse_policy};
 use crate::rules::priority::Priority;
-use deskpulse_proto::v1::Inventory;
-use inventory::StoredInventory;
-use prost::Message;
 
 use super::{
     AuditEntry, CaRecord, Caller, ChangeQuery, ChangeRow, EnrollOutcome, EnrollRequest,
     HealthPoint, HostDetail, HostDiagnostics, HostRow, IncomingReport, IssueCert, JobQuery, JobRow,
-    NewApiToken, NewEnrollmentToken, NewJob, PolicyRecord, ReportOutcome, ReportPayload, Role,
-    SessionOpen, Store, StoreError, StoreGauges, StoreResult, TicketChange, TicketQuery,
-    TicketRefusal, TicketRow, WorklogEntry,
+    NewApiToken, NewEnrollmentToken, NewJob, PolicyRecord, ReportOutcome, Role, SessionOpen, Store,
+    StoreError, StoreGauges, StoreResult, TicketChange, TicketQuery, TicketRefusal, TicketRow,
+    WorklogEntry,
 };
 use super::{AuditHead, AuditQuery, AuditRecord};
 use super::{Delivery, DeliveryOutcome, KbHit, NewWebhook, WebhookStatus};
@@ -363,128 +361,8 @@ impl Store for SqliteStore {
         now_ms: i64,
     ) -> StoreResult<Vec<ReportOutcome>> {
         let policy = self.current_policy();
-        let policy = &policy.policy;
         let mut tx = begin_write(&self.pool).await?;
-        let mut outcomes = Vec::with_capacity(reports.len());
-        for report in reports {
-            let fresh = sqlx::query(
-                "INSERT OR IGNORE INTO received_reports (host_id, spool_id, seq, received_at_ms) \
-                 VALUES (?, ?, ?, ?)",
-            )
-            .bind(&report.host_id)
-            .bind(&report.spool_id)
-            .bind(seq_i64(report.seq)?)
-            .bind(now_ms)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected()
-                == 1;
-            if !fresh {
-                outcomes.push(ReportOutcome::Duplicate);
-                continue;
-            }
-            let outcome = match &report.payload {
-                ReportPayload::Inventory {
-                    encoded,
-                    hostname,
-                    os_name,
-                    os_version,
-                    facts,
-                } => {
-                    let new = Inventory::decode(encoded.as_slice()).unwrap_or_default();
-                    let stored = StoredInventory {
-                        encoded,
-                        hostname,
-                        os_name,
-                        os_version,
-                        facts,
-                    };
-                    inventory::store(&mut tx, policy, report, &stored, &new, now_ms).await?;
-                    ReportOutcome::Stored
-                }
-                ReportPayload::InventoryDelta { encoded } => {
-                    inventory::apply_delta(&mut tx, policy, report, encoded, now_ms).await?
-                }
-                ReportPayload::DiagnosticResult(result) => {
-                    jobs::finish(&mut tx, &report.host_id, result, now_ms).await?;
-                    ReportOutcome::Stored
-                }
-                ReportPayload::UserIssue {
-                    text,
-                    os_user,
-                    health,
-                } => {
-                    tickets::open_user_issue(
-                        &mut tx,
-                        policy,
-                        &report.host_id,
-                        text,
-                        os_user,
-                        health,
-                        report.collected_at_ms,
-                        now_ms,
-                    )
-                    .await?;
-                    ReportOutcome::Stored
-                }
-                ReportPayload::Health {
-                    encoded,
-                    free,
-                    reading,
-                    readings,
-                } => {
-                    sqlx::query(
-                        "INSERT OR IGNORE INTO health_samples (host_id, resolution_s, at_ms, samples, \
-                         cpu_percent, cpu_max_percent, memory_used_percent, disk_used_max_percent) \
-                         VALUES (?, 0, ?, 1, ?, ?, ?, ?)",
-                    )
-                    .bind(&report.host_id)
-                    .bind(report.collected_at_ms)
-                    .bind(reading.cpu_percent)
-                    .bind(reading.cpu_percent)
-                    .bind(reading.memory_used_percent)
-                    .bind(reading.disk_used_max_percent)
-                    .execute(&mut *tx)
-                    .await?;
-                    tickets::evaluate(
-                        &mut tx,
-                        policy,
-                        &report.host_id,
-                        readings,
-                        report.collected_at_ms,
-                        now_ms,
-                    )
-                    .await?;
-                    let applied = sqlx::query(
-                        "UPDATE hosts SET last_health = ?, health_at_ms = ? \
-                         WHERE id = ? AND (health_at_ms IS NULL OR health_at_ms <= ?)",
-                    )
-                    .bind(encoded)
-                    .bind(report.collected_at_ms)
-                    .bind(&report.host_id)
-                    .bind(report.collected_at_ms)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected()
-                        == 1;
-                    if applied {
-                        fleet::replace_free(&mut tx, &report.host_id, free).await?;
-                    }
-                    ReportOutcome::Stored
-                }
-            };
-            outcomes.push(outcome);
-        }
-        let mut hosts: Vec<&str> = reports.iter().map(|r| r.host_id.as_str()).collect();
-        hosts.sort_unstable();
-        hosts.dedup();
-        for host in hosts {
-            sqlx::query("UPDATE hosts SET last_seen_at_ms = ? WHERE id = ?")
-                .bind(now_ms)
-                .bind(host)
-                .execute(&mut *tx)
-                .await?;
-        }
+        let outcomes = batch::store_reports(&mut tx, &policy.policy, reports, now_ms).await?;
         tx.commit().await?;
         Ok(outcomes)
     }
@@ -744,8 +622,9 @@ impl Store for SqliteStore {
 
     async fn host_detail(&self, host_id: &str) -> StoreResult<Option<HostDetail>> {
         let sql = format!(
-            "SELECT {HOST_COLUMNS}, inventory, inventory_at_ms, last_health, health_at_ms, \
-             spool_counters, spool_counters_at_ms FROM hosts WHERE id = ?"
+            "SELECT {HOST_COLUMNS}, i.inventory, i.inventory_at_ms, last_health, health_at_ms, \
+             spool_counters, spool_counters_at_ms FROM hosts \
+             LEFT JOIN host_inventories i ON i.host_id = hosts.id WHERE hosts.id = ?"
         );
         let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(host_id)

@@ -47,28 +47,6 @@ fn parse_state(text: &str) -> StoreResult<RuleState> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("rule state {text:?}: {e}")))
 }
 
-/// Every rule state of a host, by (rule, subject): one query per sample
-/// rather than one per rule.
-async fn host_states(
-    tx: &mut Tx,
-    host: &str,
-) -> StoreResult<HashMap<(String, String), (RuleState, Option<i64>)>> {
-    let rows =
-        sqlx::query("SELECT rule, subject, state, ticket_id FROM rule_states WHERE host_id = ?")
-            .bind(host)
-            .fetch_all(&mut **tx)
-            .await?;
-    rows.iter()
-        .map(|r| {
-            let text: String = r.try_get("state")?;
-            Ok((
-                (r.try_get("rule")?, r.try_get("subject")?),
-                (parse_state(&text)?, r.try_get("ticket_id")?),
-            ))
-        })
-        .collect()
-}
-
 async fn load_state(
     tx: &mut Tx,
     host: &str,
@@ -320,40 +298,154 @@ async fn act(
     }
 }
 
-/// Evaluates one host's health sample against the rules in force.
+/// One health sample's readings, for [`evaluate`].
+#[derive(Debug)]
+pub struct Sample<'a> {
+    /// The host.
+    pub host: &'a str,
+    /// What the rules evaluate.
+    pub readings: &'a [Reading],
+    /// When the agent took the sample.
+    pub at_ms: i64,
+}
+
+/// A rule state's row key: (host, rule, subject).
+type StateKey = (String, String, String);
+
+/// Evaluates a batch's health samples against the rules in force, in batch
+/// order, so a host's samples step its states in order. The hosts' tags and
+/// rule states load in one query each, steps run in memory, tickets act as
+/// they fire, and only the states that changed are written back, in two
+/// statements.
 pub async fn evaluate(
     tx: &mut Tx,
     policy: &Policy,
-    host: &str,
-    readings: &[Reading],
-    sample_at_ms: i64,
+    samples: &[Sample<'_>],
     now_ms: i64,
 ) -> StoreResult<()> {
-    let tags = host_tags(tx, host).await?;
-    let states = host_states(tx, host).await?;
-    for rule in policy.rules.iter().filter(|r| r.in_scope(&tags)) {
-        for (_, subject, value) in readings.iter().filter(|(m, _, _)| *m == rule.metric) {
-            let (state, ticket) = states
-                .get(&(rule.name.clone(), subject.clone()))
-                .copied()
-                .unwrap_or((RuleState::Ok, None));
-            let (next, action) = step(rule, state, Some(*value), sample_at_ms, policy.lifecycle);
-            let ticket = match action {
-                Some(action) => {
-                    let firing = Firing {
-                        rule,
-                        subject,
-                        value: Some(*value),
-                        sample_at_ms,
-                    };
-                    act(tx, policy, host, &tags, &firing, action, ticket, now_ms).await?
+    if samples.is_empty() || policy.rules.is_empty() {
+        return Ok(());
+    }
+    let hosts: Vec<&str> = {
+        let mut seen = std::collections::HashSet::new();
+        samples
+            .iter()
+            .map(|s| s.host)
+            .filter(|h| seen.insert(*h))
+            .collect()
+    };
+    let hosts_json = super::batch::json_rows(&hosts)?;
+    let mut tags: HashMap<String, Vec<(String, String)>> = HashMap::new();
+    for r in sqlx::query(
+        "SELECT host_id, key, value FROM host_tags WHERE host_id IN (SELECT value FROM json_each(?1))",
+    )
+    .bind(&hosts_json)
+    .fetch_all(&mut **tx)
+    .await?
+    {
+        tags.entry(r.try_get(0)?)
+            .or_default()
+            .push((r.try_get(1)?, r.try_get(2)?));
+    }
+    let mut states: HashMap<StateKey, (RuleState, Option<i64>)> = HashMap::new();
+    for r in sqlx::query(
+        "SELECT host_id, rule, subject, state, ticket_id FROM rule_states \
+         WHERE host_id IN (SELECT value FROM json_each(?1))",
+    )
+    .bind(&hosts_json)
+    .fetch_all(&mut **tx)
+    .await?
+    {
+        let text: String = r.try_get(3)?;
+        states.insert(
+            (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?),
+            (parse_state(&text)?, r.try_get(4)?),
+        );
+    }
+    let none = Vec::new();
+    let mut changed: std::collections::HashSet<StateKey> = std::collections::HashSet::new();
+    for sample in samples {
+        let tags = tags.get(sample.host).unwrap_or(&none);
+        for rule in policy.rules.iter().filter(|r| r.in_scope(tags)) {
+            for (_, subject, value) in sample.readings.iter().filter(|(m, _, _)| *m == rule.metric)
+            {
+                let key = (sample.host.to_owned(), rule.name.clone(), subject.clone());
+                let (state, ticket) = states.get(&key).copied().unwrap_or((RuleState::Ok, None));
+                let (next, action) =
+                    step(rule, state, Some(*value), sample.at_ms, policy.lifecycle);
+                let ticket = match action {
+                    Some(action) => {
+                        let firing = Firing {
+                            rule,
+                            subject,
+                            value: Some(*value),
+                            sample_at_ms: sample.at_ms,
+                        };
+                        act(
+                            tx,
+                            policy,
+                            sample.host,
+                            tags,
+                            &firing,
+                            action,
+                            ticket,
+                            now_ms,
+                        )
+                        .await?
+                    }
+                    None => ticket,
+                };
+                if next != state || action.is_some() {
+                    changed.insert(key.clone());
+                    states.insert(key, (next, ticket));
                 }
-                None => ticket,
-            };
-            if next != state || action.is_some() {
-                save_state(tx, host, &rule.name, subject, next, ticket).await?;
             }
         }
+    }
+    save_states(tx, changed.iter(), &states).await
+}
+
+/// Writes the given rule states back: Ok ones are deleted, the rest upserted.
+async fn save_states(
+    tx: &mut Tx,
+    keys: impl Iterator<Item = &StateKey>,
+    states: &HashMap<StateKey, (RuleState, Option<i64>)>,
+) -> StoreResult<()> {
+    let mut gone = Vec::new();
+    let mut kept = Vec::new();
+    for key in keys {
+        let Some((state, ticket)) = states.get(key) else {
+            continue;
+        };
+        let (host, rule, subject) = key;
+        if *state == RuleState::Ok {
+            gone.push((host, rule, subject));
+        } else {
+            let json = serde_json::to_string(state)
+                .map_err(|e| StoreError::Corrupt(format!("rule state: {e}")))?;
+            kept.push((host, rule, subject, json, *ticket));
+        }
+    }
+    if !gone.is_empty() {
+        sqlx::query(
+            "DELETE FROM rule_states WHERE (host_id, rule, subject) IN \
+             (SELECT value->>0, value->>1, value->>2 FROM json_each(?1))",
+        )
+        .bind(super::batch::json_rows(&gone)?)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !kept.is_empty() {
+        // `WHERE true` lets SQLite parse the upsert after a SELECT.
+        sqlx::query(
+            "INSERT INTO rule_states (host_id, rule, subject, state, ticket_id) \
+             SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM json_each(?1) WHERE true \
+             ON CONFLICT (host_id, rule, subject) DO UPDATE SET state = excluded.state, \
+             ticket_id = excluded.ticket_id",
+        )
+        .bind(super::batch::json_rows(&kept)?)
+        .execute(&mut **tx)
+        .await?;
     }
     Ok(())
 }

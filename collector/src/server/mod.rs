@@ -206,6 +206,40 @@ async fn watch_store(
     }
 }
 
+/// How often a replica says it is alive.
+const ALIVE_EVERY: Duration = Duration::from_secs(15);
+/// How long a replica may stay silent before the others clear its stream
+/// markers: four missed beats, so a slow store round does not count.
+const REPLICA_STALE_AFTER: Duration = Duration::from_secs(60);
+
+/// Says this replica is alive every [`ALIVE_EVERY`], and clears the stream
+/// markers of replicas that stopped saying so (D18: a host is online while
+/// it holds a stream to a replica that is itself alive).
+async fn keep_replica_alive(ctx: ServerContext) {
+    let stale_after_ms = i64::try_from(REPLICA_STALE_AFTER.as_millis()).unwrap_or(i64::MAX);
+    let mut tick = tokio::time::interval(ALIVE_EVERY);
+    loop {
+        tokio::select! {
+            () = ctx.shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match ctx
+            .store
+            .replica_alive(&ctx.replica, ctx.clock.now_ms(), stale_after_ms)
+            .await
+        {
+            Ok(0) => {}
+            Ok(cleared) => {
+                tracing::warn!(
+                    cleared,
+                    "cleared the streams of replicas that stopped answering"
+                );
+            }
+            Err(error) => tracing::warn!(%error, "recording this replica as alive failed"),
+        }
+    }
+}
+
 /// Serves until `ctx.shutdown` is cancelled, then drains for at most
 /// `grace`.
 pub async fn serve(
@@ -215,6 +249,7 @@ pub async fn serve(
     grace: Duration,
 ) -> Result<(), ServeError> {
     ctx.store.clear_replica_sessions(&ctx.replica).await?;
+    tokio::spawn(keep_replica_alive(ctx.clone()));
     let tls = ServerTlsConfig::new()
         .identity(Identity::from_pem(&identity.cert_pem, &identity.key_pem))
         .client_ca_root(Certificate::from_pem(ctx.ca.cert_pem()))

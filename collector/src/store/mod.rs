@@ -1058,6 +1058,17 @@ pub trait Store: Send + Sync + 'static {
     /// Clears stream markers a crashed run of this replica left behind.
     async fn clear_replica_sessions(&self, replica: &str) -> StoreResult<()>;
 
+    /// Records that `replica` is alive, and clears the stream markers of
+    /// replicas that have not said so for `stale_after_ms`: they crashed or
+    /// were cut off, and their agents reconnect elsewhere. Returns how many
+    /// markers it cleared.
+    async fn replica_alive(
+        &self,
+        replica: &str,
+        now_ms: i64,
+        stale_after_ms: i64,
+    ) -> StoreResult<u64>;
+
     /// Stores a batch of reports in one transaction. A report whose key
     /// (host, spool_id, seq) was stored before is skipped (D14). Returns,
     /// once the transaction is committed, one outcome per report.

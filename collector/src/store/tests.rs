@@ -259,6 +259,7 @@ contract! {
     // One SQLite database has one collector: no other cache to reach.
     postgres only:
     a_policy_applied_by_one_replica_reaches_the_others,
+    a_replica_that_stops_saying_it_is_alive_loses_its_streams,
 }
 
 fn cert(host_id: &str) -> Result<HostCert, String> {
@@ -1975,5 +1976,85 @@ async fn audit_appends_from_two_replicas_form_one_chain_and_edits_are_named(db: 
     assert_eq!(
         verified.problem.as_deref(),
         Some(format!("audit row {edited}: hash does not match its contents (edited?)").as_str())
+    );
+}
+
+async fn a_replica_that_stops_saying_it_is_alive_loses_its_streams(db: TestDb) {
+    let store = db.store.clone();
+    let other = open(&db.url).await.expect("open a second replica");
+    token(&store, "two", i64::MAX, 2).await;
+    let mut hosts = Vec::new();
+    for uuid in ["uuid-a", "uuid-b"] {
+        hosts.push(host_id(
+            &store
+                .enroll(&request("two", uuid), 0, &cert)
+                .await
+                .expect("enroll"),
+        ));
+    }
+    let min = 60_000;
+    for (host, replica) in hosts.iter().zip(["replica-a", "replica-b"]) {
+        store
+            .session_opened(
+                &SessionOpen {
+                    host_id: host.clone(),
+                    replica: replica.into(),
+                    agent_version: "1".into(),
+                    health_interval_secs: 60,
+                    catalog_version: 0,
+                    enabled_diagnostics: Vec::new(),
+                },
+                0,
+            )
+            .await
+            .expect("open session");
+    }
+    let replica_of = |store: SharedStore, id: String| async move {
+        store
+            .find_hosts(&id)
+            .await
+            .expect("find")
+            .remove(0)
+            .session_replica
+    };
+    assert_eq!(
+        store
+            .replica_alive("replica-a", 0, min)
+            .await
+            .expect("alive"),
+        0
+    );
+    assert_eq!(
+        other
+            .replica_alive("replica-b", 0, min)
+            .await
+            .expect("alive"),
+        0
+    );
+    // B keeps beating; A goes silent for longer than the stale time.
+    other
+        .replica_alive("replica-b", min / 2, min)
+        .await
+        .expect("alive");
+    assert_eq!(
+        other
+            .replica_alive("replica-b", 2 * min, min)
+            .await
+            .expect("alive"),
+        1,
+        "A's one stream is cleared"
+    );
+    assert_eq!(replica_of(store.clone(), hosts[0].clone()).await, None);
+    assert_eq!(
+        replica_of(store.clone(), hosts[1].clone()).await.as_deref(),
+        Some("replica-b")
+    );
+    // A that comes back beats again and keeps what it opens from then on.
+    assert_eq!(
+        store
+            .replica_alive("replica-a", 2 * min, min)
+            .await
+            .expect("alive"),
+        0
     );
 }

@@ -691,6 +691,31 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn replica_alive(
+        &self,
+        replica: &str,
+        now_ms: i64,
+        stale_after_ms: i64,
+    ) -> StoreResult<u64> {
+        sqlx::query(
+            "INSERT INTO replicas (id, alive_at_ms) VALUES ($1, $2) \
+             ON CONFLICT (id) DO UPDATE SET alive_at_ms = EXCLUDED.alive_at_ms",
+        )
+        .bind(replica)
+        .bind(now_ms)
+        .execute(&self.pool)
+        .await?;
+        let cleared = sqlx::query(
+            "UPDATE hosts SET session_replica = NULL WHERE session_replica IN \
+             (SELECT id FROM replicas WHERE alive_at_ms < $1)",
+        )
+        .bind(now_ms.saturating_sub(stale_after_ms))
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(cleared)
+    }
+
     async fn store_reports(
         &self,
         reports: &[IncomingReport],

@@ -355,6 +355,12 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn replica_alive(&self, _replica: &str, _now_ms: i64, _stale: i64) -> StoreResult<u64> {
+        // One SQLite database has one collector, which clears its own
+        // markers at start: there is no other replica to outlive.
+        Ok(0)
+    }
+
     async fn store_reports(
         &self,
         reports: &[IncomingReport],

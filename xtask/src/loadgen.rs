@@ -89,7 +89,8 @@ pub struct LoadgenArgs {
     /// measured at the end (`pg_database_size` for postgres://).
     #[arg(long)]
     pub database: Option<String>,
-    /// Do not run `cargo build --release -p deskpulse-collector --bins`.
+    /// Do not run `cargo build --release -p deskpulse-collector --bins -p
+    /// xtask` (the workers run from the release xtask when it exists).
     #[arg(long)]
     pub skip_build: bool,
     /// Also write the summary as JSON to this file.
@@ -169,6 +170,91 @@ fn check_args(args: &LoadgenArgs) -> Result<usize> {
     Ok(workers)
 }
 
+/// Builds the release collector and the release xtask (the workers and the
+/// anchors run from it: a debug build's TLS and protobuf cost several times
+/// the CPU, which would measure the load generator, not the collector).
+fn build_release(root: &Path) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    // `cargo xtask` runs this with CARGO_PKG_* and friends set for xtask;
+    // build scripts (ring's) see them and rebuild, which costs minutes.
+    // Build as a plain `cargo build` would.
+    for (key, _) in std::env::vars_os() {
+        if let Some(key) = key.to_str()
+            && (key.starts_with("CARGO_PKG_")
+                || key.starts_with("CARGO_BIN_")
+                || matches!(
+                    key,
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_MANIFEST_PATH"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                ))
+        {
+            build.env_remove(key);
+        }
+    }
+    let status = build
+        .args(RELEASE_BUILD)
+        .current_dir(root)
+        .status()
+        .context("running cargo build")?;
+    if !status.success() {
+        bail!("cargo {} failed", RELEASE_BUILD.join(" "));
+    }
+    Ok(())
+}
+
+const RELEASE_BUILD: &[&str] = &[
+    "build",
+    "--release",
+    "-p",
+    "deskpulse-collector",
+    "--bins",
+    "-p",
+    "xtask",
+];
+
+/// The program the workers and the anchors run: the release xtask when
+/// there is one, else this one (said in the summary).
+fn helper_exe(root: &Path) -> Result<PathBuf> {
+    let release = root.join("target/release/xtask");
+    if release.exists() {
+        return Ok(release);
+    }
+    std::env::current_exe().context("finding this program to start workers")
+}
+
+/// Runs the anchors in a helper process (release code) and reads its one
+/// JSON line.
+fn measure_anchors(exe: &Path) -> Result<serde_json::Value> {
+    let out = Command::new(exe)
+        .arg("loadgen-anchors")
+        .stdin(Stdio::null())
+        .output()
+        .context("starting the anchors")?;
+    if !out.status.success() {
+        bail!(
+            "the anchors failed ({}): {}",
+            out.status,
+            last_line(&String::from_utf8_lossy(&out.stderr))
+        );
+    }
+    serde_json::from_slice(&out.stdout).context("the anchors' output is not JSON")
+}
+
+/// The hidden `loadgen-anchors` subcommand: measures and prints one JSON
+/// line.
+pub fn run_anchors() -> Result<()> {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let measured = runtime.block_on(anchors::measure())?;
+    println!("{measured}");
+    Ok(())
+}
+
 /// One worker process, killed on drop if it is still running.
 struct Worker {
     id: usize,
@@ -244,13 +330,13 @@ enum Event {
 /// Starts the workers: this binary again, with the hidden `loadgen-worker`
 /// subcommand, each with its configuration on stdin.
 fn spawn_workers(
+    exe: &Path,
     configs: Vec<WorkerConfig>,
     events: &std_mpsc::Sender<(usize, Event)>,
 ) -> Result<Vec<Worker>> {
-    let exe = std::env::current_exe().context("finding this program to start workers")?;
     let mut workers = Vec::new();
     for cfg in configs {
-        let mut child = Command::new(&exe)
+        let mut child = Command::new(exe)
             .arg("loadgen-worker")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -300,8 +386,8 @@ fn spawn_workers(
     Ok(workers)
 }
 
-/// Takes the workers' lines until `until` or the first event; fails when a
-/// worker reports an error or dies before its final report.
+/// Takes the workers' lines for `wait`; fails when a worker reports an
+/// error or dies before its final report.
 fn pump(
     workers: &mut [Worker],
     events: &std_mpsc::Receiver<(usize, Event)>,
@@ -313,7 +399,14 @@ fn pump(
         let (id, event) = match events.recv_timeout(left) {
             Ok(e) => e,
             Err(std_mpsc::RecvTimeoutError::Timeout) => return Ok(()),
-            Err(std_mpsc::RecvTimeoutError::Disconnected) => bail!("every worker is gone"),
+            Err(std_mpsc::RecvTimeoutError::Disconnected) => {
+                // Every worker closed its output: fine once each sent its
+                // final report.
+                return match workers.iter_mut().find(|w| w.last.is_none()) {
+                    Some(w) => bail!("{}", w.death()),
+                    None => Ok(()),
+                };
+            }
         };
         let Some(worker) = workers.iter_mut().find(|w| w.id == id) else {
             continue;
@@ -364,6 +457,10 @@ pub fn run_worker() -> Result<()> {
 pub fn run(root: &Path, args: &LoadgenArgs) -> Result<()> {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let workers_wanted = check_args(args)?;
+    if !args.skip_build {
+        build_release(root)?;
+    }
+    let exe = helper_exe(root)?;
     let (mut own, url, ca, tokens) = match &args.collector {
         Some(url) => {
             let ca_file = args.ca_file.as_ref().context("--ca-file is required")?;
@@ -427,7 +524,8 @@ pub fn run(root: &Path, args: &LoadgenArgs) -> Result<()> {
         });
         first += agents;
     }
-    let mut summary = drive(args, configs, own.as_mut())?;
+    let mut summary = drive(args, &exe, configs, own.as_mut())?;
+    summary["loadgen"]["program"] = exe.display().to_string().into();
     summary["collector"]["url"] = url.into();
     if let Some(own) = &own {
         summary["collector"]["data_dir"] = own.data_dir.display().to_string().into();
@@ -436,12 +534,8 @@ pub fn run(root: &Path, args: &LoadgenArgs) -> Result<()> {
     drop(own);
     if args.anchors {
         println!("measuring the machine's anchors (bare mTLS echo, bare SQLite inserts)...");
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?;
-        let measured = runtime.block_on(anchors::measure())?;
+        let measured = measure_anchors(&exe)?;
         summary["anchors"] = anchors::fractions(&summary, measured);
-        runtime.shutdown_timeout(Duration::from_secs(2));
     }
     print_summary(&summary);
     if let Some(path) = &args.json {
@@ -529,6 +623,7 @@ fn check_collector(own: &mut Option<&mut OwnCollector>) -> Result<()> {
 
 fn drive(
     args: &LoadgenArgs,
+    exe: &Path,
     configs: Vec<WorkerConfig>,
     mut own: Option<&mut OwnCollector>,
 ) -> Result<serde_json::Value> {
@@ -537,7 +632,7 @@ fn drive(
     let (events_tx, events) = std_mpsc::channel();
     let ticks_at_start = pid.map(cpu_ticks).unwrap_or(0);
     let ramp_start = Instant::now();
-    let mut workers = spawn_workers(configs, &events_tx)?;
+    let mut workers = spawn_workers(exe, configs, &events_tx)?;
     drop(events_tx);
     let own_at_start = workers_cpu(&workers);
 
@@ -776,21 +871,10 @@ fn open_file_limit() -> Option<u64> {
 }
 
 fn start_collector(root: &Path, args: &LoadgenArgs) -> Result<(OwnCollector, PathBuf, String)> {
-    if !args.skip_build {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--release", "-p", "deskpulse-collector", "--bins"])
-            .current_dir(root)
-            .status()
-            .context("running cargo build")?;
-        if !status.success() {
-            bail!("cargo build --release -p deskpulse-collector --bins failed");
-        }
-    }
     let bin = root.join("target/release/deskpulse-collector");
     if !bin.exists() {
         bail!(
-            "{} is missing; run cargo build --release -p deskpulse-collector --bins",
+            "{} is missing; run cargo build --release -p deskpulse-collector --bins (or drop --skip-build)",
             bin.display()
         );
     }
@@ -989,7 +1073,7 @@ fn print_summary(s: &serde_json::Value) {
     if a.is_object() {
         let pct = |v: &serde_json::Value| {
             v.as_f64()
-                .map_or_else(|| "n/a".to_owned(), |x| format!("{:.1} %", x * 100.0))
+                .map_or_else(|| "n/a".to_owned(), |x| format!("{:.2} %", x * 100.0))
         };
         rows.extend([
             ("anchor: mTLS echo 100 B (req/s)", f(&a["echo_100b_per_s"])),

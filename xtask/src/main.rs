@@ -37,6 +37,10 @@ enum Task {
     /// configuration and commands on stdin).
     #[command(hide = true)]
     LoadgenWorker,
+    /// The bare ceilings of `loadgen --anchors`, as one JSON line (started
+    /// by it, from the release build).
+    #[command(hide = true)]
+    LoadgenAnchors,
     /// Make sure PostgreSQL answers on 127.0.0.1:5432, starting a local
     /// cluster when none does.
     Pg,
@@ -68,6 +72,7 @@ fn run(task: Task) -> Result<()> {
         Task::BenchAgent(args) => xtask::bench_agent::run(&root, &args),
         Task::Loadgen(args) => xtask::loadgen::run(&root, &args),
         Task::LoadgenWorker => xtask::loadgen::run_worker(),
+        Task::LoadgenAnchors => xtask::loadgen::run_anchors(),
     }
 }
 

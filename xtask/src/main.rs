@@ -33,6 +33,14 @@ enum Task {
     /// Simulate a fleet of enrolled agents against a collector and print the
     /// achieved report rate, Ack latency, errors and collector cost.
     Loadgen(xtask::loadgen::LoadgenArgs),
+    /// One worker process of `loadgen` (started by it; reads its
+    /// configuration and commands on stdin).
+    #[command(hide = true)]
+    LoadgenWorker,
+    /// The bare ceilings of `loadgen --anchors`, as one JSON line (started
+    /// by it, from the release build).
+    #[command(hide = true)]
+    LoadgenAnchors,
     /// Make sure PostgreSQL answers on 127.0.0.1:5432, starting a local
     /// cluster when none does.
     Pg,
@@ -63,6 +71,8 @@ fn run(task: Task) -> Result<()> {
         Task::Pg => xtask::pg::ensure_running(),
         Task::BenchAgent(args) => xtask::bench_agent::run(&root, &args),
         Task::Loadgen(args) => xtask::loadgen::run(&root, &args),
+        Task::LoadgenWorker => xtask::loadgen::run_worker(),
+        Task::LoadgenAnchors => xtask::loadgen::run_anchors(),
     }
 }
 

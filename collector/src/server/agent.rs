@@ -6,8 +6,18 @@
 //! the hardware enrolls again. Reports are validated, handed to the ingest
 //! writer, and acknowledged in order once committed; a bounded number may be
 //! in flight per stream, which pushes back on a fast agent.
+//!
+//! A new session's first report is read only with an intake permit, of
+//! which there are [`MAX_FIRST_REPORTS`] over all sessions. When a fleet
+//! connects at once, every agent sends a full inventory first; decoded and
+//! queued for the store, each costs hundreds of KB while the store takes
+//! tens per second, so unmetered they all waited in memory at once (2.7 GB
+//! at 5,000 agents). Sessions without a permit leave their inventory
+//! compressed in their HTTP/2 window, and the agents wait for their Acks as
+//! they would anyway.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use deskpulse_proto::v1::agent_message::Kind;
@@ -21,7 +31,7 @@ use deskpulse_proto::v1::{
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use prost::Message;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{info, warn};
@@ -34,6 +44,16 @@ use crate::store::{IncomingReport, JobResult, ReportOutcome, ReportPayload, Sess
 
 /// Reports per stream that may wait for their commit at once.
 const MAX_IN_FLIGHT: usize = 64;
+/// New sessions whose first report may be read and not yet committed, over
+/// all sessions (see the module docs). Enough to fill the ingest writer's
+/// batches, few enough that their decoded inventories stay in tens of MB.
+pub const MAX_FIRST_REPORTS: usize = 128;
+/// How long a new session keeps its intake permit while the agent sends
+/// nothing: an agent with an empty spool must not hold up the others.
+const FIRST_REPORT_WAIT: Duration = Duration::from_secs(2);
+/// Outbound messages queued per session: the Acks of a full window of
+/// reports, plus room for diagnostic jobs and output.
+const OUTBOUND_QUEUE: usize = MAX_IN_FLIGHT + 8;
 /// How long an agent has to say Hello after opening its stream.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest spool id accepted.
@@ -84,12 +104,17 @@ pub fn require_host_certificate(mut request: Request<()>) -> Result<Request<()>,
 pub struct AgentSessions {
     ctx: ServerContext,
     ingest: Ingest,
+    intake: Arc<Semaphore>,
 }
 
 impl AgentSessions {
     /// A service that stores reports through `ingest`.
     pub fn new(ctx: ServerContext, ingest: Ingest) -> Self {
-        Self { ctx, ingest }
+        Self {
+            ctx,
+            ingest,
+            intake: Arc::new(Semaphore::new(MAX_FIRST_REPORTS)),
+        }
     }
 }
 
@@ -167,7 +192,7 @@ impl AgentService for AgentSessions {
             .await
             .map_err(internal)?;
         info!(agent_version = %session.agent_version, "agent connected");
-        let (tx, rx) = mpsc::channel(MAX_IN_FLIGHT + 8);
+        let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
         // Registered before the queued jobs are read, so a job made in
         // between is delivered one way or the other (the agent runs a job
         // id once).
@@ -192,6 +217,7 @@ impl AgentService for AgentSessions {
         tokio::spawn(run_session(
             self.ctx.clone(),
             self.ingest.clone(),
+            self.intake.clone(),
             identity.host_id,
             inbound,
             tx,
@@ -222,6 +248,7 @@ fn truncate(text: &str, max: usize) -> String {
 async fn run_session(
     ctx: ServerContext,
     ingest: Ingest,
+    intake: Arc<Semaphore>,
     host_id: String,
     mut inbound: Streaming<AgentMessage>,
     tx: mpsc::Sender<Outbound>,
@@ -231,13 +258,27 @@ async fn run_session(
     let mut goodbye: Option<&'static str> = None;
     metrics::gauge!(crate::metrics::AGENTS_CONNECTED).increment(1.0);
     let mut inbound_open = true;
+    // Held from here until the first message read has been dealt with (an
+    // inventory: committed), or FIRST_REPORT_WAIT passes with nothing read.
+    let mut permit: Option<OwnedSemaphorePermit> = tokio::select! {
+        () = ctx.shutdown.cancelled() => None,
+        permit = intake.acquire_owned() => permit.ok(),
+    };
+    let permit_until = tokio::time::Instant::now() + FIRST_REPORT_WAIT;
+    let mut read_any = false;
     loop {
         if !inbound_open && pending.is_empty() {
             break;
         }
+        if read_any && pending.is_empty() {
+            permit = None;
+        }
         tokio::select! {
             biased;
             () = ctx.shutdown.cancelled() => break,
+            () = tokio::time::sleep_until(permit_until), if permit.is_some() && !read_any => {
+                permit = None;
+            }
             Some((spool_id, seq, job, received, committed)) = pending.next(), if !pending.is_empty() => {
                 let committed: Result<Committed, _> = committed;
                 let job: Option<String> = job;
@@ -267,6 +308,7 @@ async fn run_session(
                 }
             }
             message = inbound.message(), if inbound_open && pending.len() < MAX_IN_FLIGHT => {
+                read_any = true;
                 match message {
                     Ok(Some(AgentMessage { kind: Some(Kind::Report(report)) })) => {
                         match validate(&host_id, report) {
@@ -347,7 +389,13 @@ fn goodbye_reason(reason: GoodbyeReason) -> &'static str {
 const MAX_ISSUE_TEXT: usize = 2000;
 
 /// Checks a report's key and payload and encodes it for the store.
-fn validate(host_id: &str, report: Report) -> Result<IncomingReport, Rejected> {
+fn validate(host_id: &str, mut report: Report) -> Result<IncomingReport, Rejected> {
+    // Canonicalised in place: a copy of a decoded inventory is hundreds of
+    // KB per report.
+    let mut payload = report.payload.take();
+    if let Some(Payload::Inventory(inventory)) = &mut payload {
+        deskpulse_proto::delta::canonicalize(inventory);
+    }
     let reject = |reason: &str| Rejected {
         spool_id: truncate(&report.spool_id, MAX_SPOOL_ID),
         seq: report.seq,
@@ -368,11 +416,8 @@ fn validate(host_id: &str, report: Report) -> Result<IncomingReport, Rejected> {
     if report.collected_at_unix_ms <= 0 {
         return Err(reject("collected_at_unix_ms must be set"));
     }
-    let payload = match &report.payload {
+    let payload = match &payload {
         Some(Payload::Inventory(inventory)) => {
-            let mut inventory = inventory.clone();
-            deskpulse_proto::delta::canonicalize(&mut inventory);
-            let inventory = &inventory;
             let os = inventory.os.clone().unwrap_or_default();
             if os.hostname.len() > 255 {
                 return Err(reject("the host name is longer than 255 bytes"));

@@ -165,6 +165,9 @@ pub async fn advance_rule_timers(ctx: ServerContext) {
     }
 }
 
+/// The HTTP/2 flow-control window per stream and per connection.
+const WINDOW: u32 = 256 * 1024;
+
 /// How often the store is pinged for the gRPC health service.
 const STORE_CHECK: Duration = Duration::from_secs(5);
 
@@ -276,10 +279,13 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
 
+    // Agents send zstd; the collector answers uncompressed. Its messages
+    // are Acks of a few dozen bytes and small job requests, which zstd
+    // cannot shrink, and tonic builds a fresh compressor (over a MB of
+    // tables to allocate and clear) for every message it sends.
     let agents = AgentServiceServer::new(agent::AgentSessions::new(ctx.clone(), ingest))
         .max_decoding_message_size(MAX_AGENT_MESSAGE)
-        .accept_compressed(CompressionEncoding::Zstd)
-        .send_compressed(CompressionEncoding::Zstd);
+        .accept_compressed(CompressionEncoding::Zstd);
     let agents = tonic::service::interceptor::InterceptedService::new(
         agents,
         agent::require_host_certificate,
@@ -299,6 +305,12 @@ pub async fn serve(
         .tls_config(tls)?
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        // hyper's default windows are 1 MiB per stream and per connection:
+        // that much of an unread upload may sit in memory per agent (sessions
+        // waiting for an intake permit do not read). 256 KiB still holds a
+        // typical compressed inventory and costs a LAN agent no speed.
+        .initial_stream_window_size(Some(WINDOW))
+        .initial_connection_window_size(Some(WINDOW))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(enroll)

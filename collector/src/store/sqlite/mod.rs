@@ -76,8 +76,12 @@ impl SqliteStore {
             // serves the same reads.
             .pragma("cache_size", "-32768")
             .pragma("mmap_size", "0");
+        // WAL readers never wait for the writer, but a connection waiting
+        // out the write lock (a session's row behind a long ingest batch)
+        // holds its pool slot: enough slots that reads such as a connecting
+        // agent's certificate check still get one.
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(8)
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations/sqlite").run(&pool).await?;

@@ -461,11 +461,52 @@ pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Opt
 /// URL such as `postgres://postgres@127.0.0.1:5432/postgres`).
 pub const TEST_DATABASE_VAR: &str = "DESKPULSE_TEST_DATABASE_URL";
 
-/// The URL of a fresh, empty PostgreSQL database for one test, made on the
-/// server `DESKPULSE_TEST_DATABASE_URL` names. Without that variable the
-/// test says loudly that it skipped and gets `None`; with `CI=true` it
-/// fails instead, so CI never skips silently (D31).
-pub fn postgres_database(test: &str) -> Option<String> {
+/// A fresh, empty PostgreSQL database for one test, dropped (with any
+/// connections still open to it) when this is dropped: declare it before
+/// the collectors that use it, so they are gone first.
+#[derive(Debug)]
+pub struct PostgresDatabase {
+    /// The database's URL, for `--database`.
+    pub url: String,
+    admin: String,
+    name: String,
+}
+
+impl Drop for PostgresDatabase {
+    fn drop(&mut self) {
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let dropped = on_admin_connection(&self.admin, sql);
+        if let Err(error) = dropped {
+            eprintln!("could not drop test database {}: {error}", self.name);
+        }
+    }
+}
+
+/// Runs one statement on the admin URL's database.
+fn on_admin_connection(admin: &str, sql: String) -> Result<(), String> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(admin)
+            .await
+            .map_err(|e| format!("{TEST_DATABASE_VAR}={admin}: {e}"))?;
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        let _ = conn.close().await;
+        Ok(())
+    })
+}
+
+/// A fresh, empty PostgreSQL database for one test, made on the server
+/// `DESKPULSE_TEST_DATABASE_URL` names. Without that variable the test says
+/// loudly that it skipped and gets `None`; with `CI=true` it fails instead,
+/// so CI never skips silently (D31).
+pub fn postgres_database(test: &str) -> Option<PostgresDatabase> {
     let Ok(admin) = std::env::var(TEST_DATABASE_VAR) else {
         if std::env::var("CI").is_ok_and(|v| v == "true") {
             panic!("{TEST_DATABASE_VAR} is not set: CI runs every PostgreSQL test (D31)");
@@ -474,21 +515,13 @@ pub fn postgres_database(test: &str) -> Option<String> {
         return None;
     };
     let name = format!("dp_e2e_{}", uuid::Uuid::new_v4().simple());
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime");
-    runtime.block_on(async {
-        use sqlx::Connection;
-        let mut conn = sqlx::PgConnection::connect(&admin)
-            .await
-            .unwrap_or_else(|e| panic!("{TEST_DATABASE_VAR}={admin}: {e}"));
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await
-            .unwrap_or_else(|e| panic!("creating database {name}: {e}"));
-    });
-    Some(with_database(&admin, &name))
+    on_admin_connection(&admin, format!("CREATE DATABASE {name}"))
+        .unwrap_or_else(|e| panic!("creating database {name}: {e}"));
+    Some(PostgresDatabase {
+        url: with_database(&admin, &name),
+        admin,
+        name,
+    })
 }
 
 /// `url` naming database `name` instead of its own.

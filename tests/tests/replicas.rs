@@ -39,7 +39,7 @@ fn a_technician_on_one_replica_runs_a_diagnostic_on_an_agent_held_by_the_other()
     let Some(database) = postgres_database("replicas") else {
         return;
     };
-    let (a, b) = two_replicas(&database);
+    let (a, b) = two_replicas(&database.url);
     let agent = Agent::new();
     agent.enroll(&a, &a.enrollment_token(1)).expect_code(0);
     let alice = a.api_token("alice", "technician");

@@ -196,7 +196,7 @@ async fn serve(config: config::ServeConfig) -> CommandResult {
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     // Replicas sharing a PostgreSQL store reach each other's agents and
     // technicians through it; an embedded store has one collector.
-    let dispatch = if config.store.database_url.starts_with("postgres") {
+    let dispatch = if deskpulse_collector::store::is_postgres_url(&config.store.database_url) {
         let relay = server::relay::Relay::connect(
             &config.store.database_url,
             &dir.replica_id,

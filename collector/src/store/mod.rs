@@ -1312,7 +1312,8 @@ pub fn check_url(url: &str) -> Result<(), String> {
     ))
 }
 
-fn is_postgres_url(url: &str) -> bool {
+/// Whether `url` names a PostgreSQL database (which replicas may share).
+pub fn is_postgres_url(url: &str) -> bool {
     url.starts_with("postgres://") || url.starts_with("postgresql://")
 }
 

@@ -349,12 +349,18 @@ async fn store_all(
     (started.elapsed().as_secs_f64(), commits)
 }
 
-/// Bare inserts of the same (host, catalog id) rows into a table of the
-/// same shape, three ways; returns the best rate, the ceiling.
+/// Bare inserts of the same (host key, catalog id) rows into a table of the
+/// same shape, three ways; returns the best rate, the ceiling. Host keys
+/// are handed out in order, as the store does (migration 0010).
 async fn ceiling(dir: &std::path::Path, rows: &[(String, Vec<i64>)], batch: usize) -> f64 {
-    const TABLE: &str = "CREATE TABLE host_software (host_id TEXT NOT NULL, catalog_id INTEGER NOT NULL, \
-         PRIMARY KEY (host_id, catalog_id)) WITHOUT ROWID; \
-         CREATE INDEX host_software_by_catalog ON host_software (catalog_id, host_id)";
+    const TABLE: &str = "CREATE TABLE host_software (host_key INTEGER NOT NULL, catalog_id INTEGER NOT NULL, \
+         PRIMARY KEY (host_key, catalog_id)) WITHOUT ROWID; \
+         CREATE INDEX host_software_by_catalog ON host_software (catalog_id, host_key)";
+    let rows: Vec<(i64, &[i64])> = rows
+        .iter()
+        .zip(1..)
+        .map(|((_, ids), key)| (key, ids.as_slice()))
+        .collect();
     let total: usize = rows.iter().map(|(_, ids)| ids.len()).sum();
     let sqlx_pool = |name: &str| {
         let options = SqliteConnectOptions::new()
@@ -372,13 +378,13 @@ async fn ceiling(dir: &std::path::Path, rows: &[(String, Vec<i64>)], batch: usiz
     let started = Instant::now();
     for hosts in rows.chunks(batch) {
         let mut tx = pool.begin().await.expect("begin");
-        let pairs: Vec<(&str, i64)> = hosts
+        let pairs: Vec<(i64, i64)> = hosts
             .iter()
-            .flat_map(|(h, ids)| ids.iter().map(move |id| (h.as_str(), *id)))
+            .flat_map(|(h, ids)| ids.iter().map(move |id| (*h, *id)))
             .collect();
         for chunk in pairs.chunks(400) {
             let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                "INSERT INTO host_software (host_id, catalog_id) ",
+                "INSERT INTO host_software (host_key, catalog_id) ",
             );
             q.push_values(chunk, |mut b, (h, id)| {
                 b.push_bind(*h).push_bind(*id);
@@ -398,9 +404,9 @@ async fn ceiling(dir: &std::path::Path, rows: &[(String, Vec<i64>)], batch: usiz
         for (host, ids) in hosts {
             let json = serde_json::to_string(ids).expect("json");
             sqlx::query(
-                "INSERT INTO host_software (host_id, catalog_id) SELECT ?, value FROM json_each(?)",
+                "INSERT INTO host_software (host_key, catalog_id) SELECT ?, value FROM json_each(?)",
             )
-            .bind(host)
+            .bind(*host)
             .bind(json)
             .execute(&mut *tx)
             .await
@@ -420,10 +426,10 @@ async fn ceiling(dir: &std::path::Path, rows: &[(String, Vec<i64>)], batch: usiz
         let tx = conn.transaction().expect("begin");
         {
             let mut insert = tx
-                .prepare_cached("INSERT INTO host_software (host_id, catalog_id) VALUES (?, ?)")
+                .prepare_cached("INSERT INTO host_software (host_key, catalog_id) VALUES (?, ?)")
                 .expect("prepare");
             for (host, ids) in hosts {
-                for id in ids {
+                for id in ids.iter() {
                     insert.execute((host, id)).expect("insert");
                 }
             }

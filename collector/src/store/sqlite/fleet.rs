@@ -4,13 +4,13 @@
 //! and each host's software is diffed against what is stored, so a new
 //! inventory with three changed packages writes about three rows.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
 use super::batch::json_rows;
 use crate::store::versions::sort_key;
-use crate::store::{HostQuery, InventoryFacts, PackageKey, StoreResult};
+use crate::store::{HostQuery, InventoryFacts, PackageKey, StoreError, StoreResult};
 
 type Tx = Transaction<'static, Sqlite>;
 
@@ -145,13 +145,13 @@ pub async fn replace_software(tx: &mut Tx, hosts: &[(&str, &[PackageKey])]) -> S
         }
     }
 
-    let host_ids: Vec<&str> = hosts.iter().map(|(h, _)| *h).collect();
-    let mut stored: HashMap<String, HashSet<i64>> = HashMap::new();
+    let keys = host_keys(tx, hosts.iter().map(|(h, _)| *h)).await?;
+    let mut stored: HashMap<i64, HashSet<i64>> = HashMap::new();
     for row in sqlx::query(
-        "SELECT host_id, catalog_id FROM host_software \
-         WHERE host_id IN (SELECT value FROM json_each(?1))",
+        "SELECT host_key, catalog_id FROM host_software \
+         WHERE host_key IN (SELECT value FROM json_each(?1))",
     )
-    .bind(json_rows(&host_ids)?)
+    .bind(json_rows(&keys.values().collect::<Vec<_>>())?)
     .fetch_all(&mut **tx)
     .await?
     {
@@ -161,29 +161,36 @@ pub async fn replace_software(tx: &mut Tx, hosts: &[(&str, &[PackageKey])]) -> S
             .insert(row.try_get(1)?);
     }
     let empty = HashSet::new();
-    let mut added: Vec<(&str, Vec<i64>)> = Vec::new();
-    let mut removed: Vec<(&str, Vec<i64>)> = Vec::new();
+    // Keyed by host key: serialised as a JSON object, whose `key` column
+    // costs nothing to read. With `[key, [ids…]]` rows every selected row's
+    // `h.value->>0` re-rendered the whole host's array as text, quadratic
+    // in the host's package count.
+    let mut added: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    let mut removed: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
     for (host, packages) in hosts {
+        let Some(&key) = keys.get(*host) else {
+            return Err(StoreError::Corrupt(format!("no host key for {host}")));
+        };
         let wanted: HashSet<i64> = packages
             .iter()
             .filter_map(|p| distinct.get(p).and_then(|&i| ids[i]))
             .collect();
-        let have = stored.get(*host).unwrap_or(&empty);
+        let have = stored.get(&key).unwrap_or(&empty);
         // Sorted, so each host's rows go into the primary key in order.
         let mut new: Vec<i64> = wanted.difference(have).copied().collect();
         new.sort_unstable();
         let gone: Vec<i64> = have.difference(&wanted).copied().collect();
         if !new.is_empty() {
-            added.push((host, new));
+            added.insert(key, new);
         }
         if !gone.is_empty() {
-            removed.push((host, gone));
+            removed.insert(key, gone);
         }
     }
     if !removed.is_empty() {
         sqlx::query(
-            "DELETE FROM host_software WHERE (host_id, catalog_id) IN \
-             (SELECT h.value->>0, c.value FROM json_each(?1) AS h, json_each(h.value, '$[1]') AS c)",
+            "DELETE FROM host_software WHERE (host_key, catalog_id) IN \
+             (SELECT CAST(h.key AS INTEGER), c.value FROM json_each(?1) AS h, json_each(h.value) AS c)",
         )
         .bind(json_rows(&removed)?)
         .execute(&mut **tx)
@@ -191,8 +198,8 @@ pub async fn replace_software(tx: &mut Tx, hosts: &[(&str, &[PackageKey])]) -> S
     }
     if !added.is_empty() {
         sqlx::query(
-            "INSERT INTO host_software (host_id, catalog_id) \
-             SELECT h.value->>0, c.value FROM json_each(?1) AS h, json_each(h.value, '$[1]') AS c",
+            "INSERT INTO host_software (host_key, catalog_id) \
+             SELECT CAST(h.key AS INTEGER), c.value FROM json_each(?1) AS h, json_each(h.value) AS c",
         )
         .bind(json_rows(&added)?)
         .execute(&mut **tx)
@@ -201,12 +208,35 @@ pub async fn replace_software(tx: &mut Tx, hosts: &[(&str, &[PackageKey])]) -> S
     Ok(())
 }
 
+/// The integer key of each host in `hosts` (migration 0010), handing out
+/// the next keys to hosts that have none yet.
+async fn host_keys<'h>(
+    tx: &mut Tx,
+    hosts: impl Iterator<Item = &'h str>,
+) -> StoreResult<HashMap<String, i64>> {
+    let ids = json_rows(&hosts.collect::<Vec<_>>())?;
+    sqlx::query("INSERT OR IGNORE INTO host_keys (host_id) SELECT value FROM json_each(?1)")
+        .bind(&ids)
+        .execute(&mut **tx)
+        .await?;
+    let rows = sqlx::query(
+        "SELECT host_id, key FROM host_keys WHERE host_id IN (SELECT value FROM json_each(?1))",
+    )
+    .bind(&ids)
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<Result<_, sqlx::Error>>()
+        .map_err(Into::into)
+}
+
 /// Appends ` AND …` conditions for `query` to a `SELECT … FROM hosts WHERE …`.
 /// Each condition is an `id IN (subquery)` over an indexed table, so SQLite
 /// builds the matching set once instead of probing per host.
 pub fn push_conditions(sql: &mut QueryBuilder<Sqlite>, query: &HostQuery) {
     if let Some((name, compare)) = &query.software {
-        sql.push(" AND id IN (SELECT hs.host_id FROM software_catalog c JOIN host_software hs ON hs.catalog_id = c.id WHERE c.name = ")
+        sql.push(" AND id IN (SELECT k.host_id FROM software_catalog c JOIN host_software hs ON hs.catalog_id = c.id JOIN host_keys k ON k.key = hs.host_key WHERE c.name = ")
             .push_bind(name.clone());
         if let Some((op, version)) = compare {
             // The key depends on the ecosystem's rules: compare each row

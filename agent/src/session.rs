@@ -194,10 +194,9 @@ impl Session {
             }
             for report in reports {
                 let seq = report.seq;
-                self.send(AgentMessage {
-                    kind: Some(Kind::Report(report)),
-                })
-                .await?;
+                for message in deskpulse_proto::parts::report_messages(report) {
+                    self.send(message).await?;
+                }
                 self.sent_up_to = seq;
             }
         }

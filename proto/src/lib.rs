@@ -15,10 +15,12 @@
 //! - [`sections`]: inventory section names (D16).
 //! - [`render`]: the text form of inventories and health samples.
 //! - [`delta`]: inventory deltas, their canonical hashes and applying them.
+//! - [`parts`]: large reports split into parts on the session stream.
 
 pub mod catalog;
 pub mod client;
 pub mod delta;
+pub mod parts;
 pub mod render;
 pub mod sections;
 

@@ -456,6 +456,132 @@ async fn malformed_and_oversized_messages_get_clear_errors_and_others_keep_being
     assert!(host.inventory.is_some());
 }
 
+#[tokio::test]
+async fn a_report_sent_in_parts_is_joined_and_acknowledged_and_bad_parts_get_clear_errors() {
+    install_crypto();
+    let collector = Collector::start();
+    let token = collector.enrollment_token(1);
+    let agent = Agent::new();
+    agent.enroll(&collector, &token).expect_code(0);
+    let (cert, key) = agent.identity();
+    let hello = AgentMessage {
+        kind: Some(Kind::Hello(Hello {
+            agent_version: "test".into(),
+            inventory_schema_version: 1,
+            health_interval_secs: 60,
+            ..Hello::default()
+        })),
+    };
+    let packages = (0..1500)
+        .map(|i| deskpulse_proto::v1::Package {
+            ecosystem: "dpkg".into(),
+            name: format!("package-{i}"),
+            version: format!("1.{i}-1"),
+            ..Default::default()
+        })
+        .collect();
+    let inventory = Report {
+        spool_id: "test-spool".into(),
+        seq: 1,
+        collected_at_unix_ms: 1_700_000_000_000,
+        payload: Some(Payload::Inventory(deskpulse_proto::v1::Inventory {
+            schema_version: 1,
+            software: Some(deskpulse_proto::v1::SoftwareInfo {
+                packages,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })),
+    };
+    let parts = deskpulse_proto::parts::report_messages(inventory);
+    assert!(parts.len() > 3, "{} parts", parts.len());
+
+    // Joined, stored and acknowledged as one report.
+    let channel = collector.channel(Some((&cert, &key))).await;
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tx.send(hello.clone()).await.expect("send");
+    for part in parts.iter().cloned() {
+        tx.send(part).await.expect("send");
+    }
+    let mut replies = AgentServiceClient::new(channel)
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("session")
+        .into_inner();
+    let reply = replies.message().await.expect("reply").expect("some");
+    assert!(
+        matches!(reply.kind, Some(Reply::Ack(ref a)) if a.seq == 1),
+        "{reply:?}"
+    );
+    drop(tx);
+    let admin = collector.admin_token();
+    let found = collector
+        .cli(&admin, &["--json", "hosts", "--software", "package-1499"])
+        .expect_code(0);
+    assert_eq!(
+        json(&found.stdout).as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        found.stdout
+    );
+
+    // A whole report before the last part of the one before it.
+    let channel = collector.channel(Some((&cert, &key))).await;
+    let mut messages = vec![hello.clone(), parts[0].clone()];
+    messages.push(report(2, Payload::Health(HealthSample::default())));
+    let response = AgentServiceClient::new(channel)
+        .session(tokio_stream::iter(messages))
+        .await;
+    let status = first_error(response).await;
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("a report arrived before the last part of the report before it"),
+        "{status:?}"
+    );
+
+    // Parts that join into something that is not a report.
+    let channel = collector.channel(Some((&cert, &key))).await;
+    let garbage = AgentMessage {
+        kind: Some(Kind::ReportPart(deskpulse_proto::v1::ReportPart {
+            data: vec![0xff; 64],
+            last: true,
+        })),
+    };
+    let response = AgentServiceClient::new(channel)
+        .session(tokio_stream::iter(vec![hello.clone(), garbage]))
+        .await;
+    let status = first_error(response).await;
+    assert!(
+        status
+            .message()
+            .contains("malformed agent message: the parts of a report do not decode"),
+        "{status:?}"
+    );
+
+    // Parts that add up past the largest report an agent may send.
+    let channel = collector.channel(Some((&cert, &key))).await;
+    let big = AgentMessage {
+        kind: Some(Kind::ReportPart(deskpulse_proto::v1::ReportPart {
+            data: vec![0; 1024 * 1024],
+            last: false,
+        })),
+    };
+    let response = AgentServiceClient::new(channel)
+        .session(tokio_stream::iter(
+            std::iter::once(hello).chain(std::iter::repeat_n(big, 6)),
+        ))
+        .await;
+    let status = first_error(response).await;
+    assert!(
+        status
+            .message()
+            .contains("a report sent in parts is larger than 4194304 bytes"),
+        "{status:?}"
+    );
+}
+
 /// The error a streaming call ends with: at once, or after some replies.
 async fn first_error<T>(
     response: Result<tonic::Response<tonic::Streaming<T>>, tonic::Status>,

@@ -20,6 +20,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use deskpulse_proto::parts::Assembler;
 use deskpulse_proto::v1::agent_message::Kind;
 use deskpulse_proto::v1::agent_service_server::AgentService;
 use deskpulse_proto::v1::collector_message::Kind as Outgoing;
@@ -258,6 +259,7 @@ async fn run_session(
     let mut goodbye: Option<&'static str> = None;
     metrics::gauge!(crate::metrics::AGENTS_CONNECTED).increment(1.0);
     let mut inbound_open = true;
+    let mut parts = Assembler::new(super::MAX_AGENT_MESSAGE);
     // Held from here until the first message read has been dealt with (an
     // inventory: committed), or FIRST_REPORT_WAIT passes with nothing read.
     let mut permit: Option<OwnedSemaphorePermit> = tokio::select! {
@@ -270,7 +272,7 @@ async fn run_session(
         if !inbound_open && pending.is_empty() {
             break;
         }
-        if read_any && pending.is_empty() {
+        if read_any && pending.is_empty() && !parts.in_progress() {
             permit = None;
         }
         tokio::select! {
@@ -309,31 +311,10 @@ async fn run_session(
             }
             message = inbound.message(), if inbound_open && pending.len() < MAX_IN_FLIGHT => {
                 read_any = true;
-                match message {
-                    Ok(Some(AgentMessage { kind: Some(Kind::Report(report)) })) => {
-                        match validate(&host_id, report) {
-                            Ok(report) => {
-                                let (spool_id, seq) = (report.spool_id.clone(), report.seq);
-                                let job: Option<String> = match &report.payload {
-                                    ReportPayload::DiagnosticResult(result) => Some(result.job_id.clone()),
-                                    _ => None,
-                                };
-                                metrics::counter!(crate::metrics::REPORTS, "kind" => report.payload.kind()).increment(1);
-                                let received = std::time::Instant::now();
-                                match ingest.submit(report).await {
-                                    Ok(committed) => pending.push_back(async move { (spool_id, seq, job, received, committed.await) }),
-                                    Err(_) => break,
-                                }
-                            }
-                            Err(rejected) => {
-                                metrics::counter!(crate::metrics::REJECTED).increment(1);
-                                warn!(host = %host_id, seq = rejected.seq, reason = %rejected.reason, "rejected a report");
-                                if tx.send(outgoing(Outgoing::Rejected(rejected))).await.is_err() {
-                                    break;
-                                }
-                            }
-                        }
-                    }
+                // A report arrives whole or as its last part.
+                let report = match message {
+                    Ok(Some(AgentMessage { kind: Some(Kind::Report(report)) })) => parts.whole().map(|()| Some(report)),
+                    Ok(Some(AgentMessage { kind: Some(Kind::ReportPart(part)) })) => parts.push(part),
                     Ok(Some(AgentMessage { kind: Some(Kind::Spool(counters)) })) => {
                         if let Err(error) = ctx.store.record_spool_counters(&host_id, &counters.encode_to_vec(), ctx.clock.now_ms()).await {
                             tracing::error!(%error, host = %host_id, "recording spool counters failed");
@@ -341,12 +322,15 @@ async fn run_session(
                         if counters.health_dropped + counters.unwritable + counters.results_refused > 0 {
                             warn!(host = %host_id, health_dropped = counters.health_dropped, unwritable = counters.unwritable, results_refused = counters.results_refused, "the agent's spool lost reports");
                         }
+                        Ok(None)
                     }
                     Ok(Some(AgentMessage { kind: Some(Kind::DiagnosticOutput(chunk)) })) => {
                         ctx.dispatch.output(&host_id, chunk);
+                        Ok(None)
                     }
                     Ok(Some(AgentMessage { kind: Some(Kind::Goodbye(bye)) })) => {
                         goodbye = Some(goodbye_reason(bye.reason()));
+                        Ok(None)
                     }
                     Ok(Some(AgentMessage { kind: Some(Kind::Hello(_)) })) => {
                         let _ = tx.send(Err(Status::invalid_argument("Hello may only be the first message"))).await;
@@ -356,11 +340,45 @@ async fn run_session(
                         let _ = tx.send(Err(Status::invalid_argument("an agent message must set one kind"))).await;
                         break;
                     }
-                    Ok(None) => inbound_open = false,
+                    Ok(None) => {
+                        inbound_open = false;
+                        Ok(None)
+                    }
                     Err(status) => {
                         info!(host = %host_id, %status, "agent stream failed");
                         let _ = tx.send(Err(malformed(status))).await;
                         break;
+                    }
+                };
+                let report = match report {
+                    Ok(Some(report)) => report,
+                    Ok(None) => continue,
+                    Err(error) => {
+                        warn!(host = %host_id, %error, "refused a report's parts");
+                        let _ = tx.send(Err(Status::invalid_argument(format!("malformed agent message: {error}")))).await;
+                        break;
+                    }
+                };
+                match validate(&host_id, report) {
+                    Ok(report) => {
+                        let (spool_id, seq) = (report.spool_id.clone(), report.seq);
+                        let job: Option<String> = match &report.payload {
+                            ReportPayload::DiagnosticResult(result) => Some(result.job_id.clone()),
+                            _ => None,
+                        };
+                        metrics::counter!(crate::metrics::REPORTS, "kind" => report.payload.kind()).increment(1);
+                        let received = std::time::Instant::now();
+                        match ingest.submit(report).await {
+                            Ok(committed) => pending.push_back(async move { (spool_id, seq, job, received, committed.await) }),
+                            Err(_) => break,
+                        }
+                    }
+                    Err(rejected) => {
+                        metrics::counter!(crate::metrics::REJECTED).increment(1);
+                        warn!(host = %host_id, seq = rejected.seq, reason = %rejected.reason, "rejected a report");
+                        if tx.send(outgoing(Outgoing::Rejected(rejected))).await.is_err() {
+                            break;
+                        }
                     }
                 }
             }

@@ -1334,7 +1334,7 @@ impl ProtectionState {
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct AgentMessage {
     /// Exactly one kind is set; a message with none is rejected.
-    #[prost(oneof = "agent_message::Kind", tags = "1, 2, 3, 4, 5")]
+    #[prost(oneof = "agent_message::Kind", tags = "1, 2, 3, 4, 5, 6")]
     pub kind: ::core::option::Option<agent_message::Kind>,
 }
 /// Nested message and enum types in `AgentMessage`.
@@ -1360,7 +1360,26 @@ pub mod agent_message {
         /// a spooled report).
         #[prost(message, tag = "5")]
         DiagnosticOutput(super::DiagnosticOutput),
+        /// A slice of a report too large to send as one message.
+        #[prost(message, tag = "6")]
+        ReportPart(super::ReportPart),
     }
+}
+/// A slice of an encoded Report. A report whose encoding is larger than a
+/// part goes as consecutive parts, with no other report between them; the
+/// last part completes it, and the collector decodes the joined bytes and
+/// handles them as that Report. Small messages keep each stream's decode
+/// buffers small: gRPC libraries keep them at the size of the largest
+/// message a stream has carried, for as long as the stream lives.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReportPart {
+    /// The next bytes of the encoded Report.
+    #[prost(bytes = "vec", tag = "1")]
+    pub data: ::prost::alloc::vec::Vec<u8>,
+    /// This part completes the report.
+    #[prost(bool, tag = "2")]
+    pub last: bool,
 }
 /// Reports the agent's spool gave up since the spool was created. Counts only
 /// grow; a new spool id starts them at zero.

@@ -424,14 +424,13 @@ pub async fn run_agent(mut run: AgentRun) {
                     kind,
                     generation,
                 },
-                AgentMessage {
-                    kind: Some(Kind::Report(Report {
-                        spool_id: spool_id.clone(),
-                        seq: *seq,
-                        collected_at_unix_ms: now_ms(),
-                        payload: Some(payload),
-                    })),
-                },
+                // In parts when large, as the agent sends it.
+                deskpulse_proto::parts::report_messages(Report {
+                    spool_id: spool_id.clone(),
+                    seq: *seq,
+                    collected_at_unix_ms: now_ms(),
+                    payload: Some(payload),
+                }),
             )
         };
         // The first inventory (or a full one after a resync).
@@ -444,7 +443,7 @@ pub async fn run_agent(mut run: AgentRun) {
             );
             pending.insert(s, sent);
             run.stats.sent.fetch_add(1, Ordering::Relaxed);
-            if tx.send(msg).await.is_err() {
+            if send_all(&tx, msg).await.is_err() {
                 run.stats.error("stream closed");
                 if !retry(&mut failures, &run).await {
                     break 'session;
@@ -510,7 +509,7 @@ pub async fn run_agent(mut run: AgentRun) {
                             let (s, sent, msg) = send(&mut seq, Payload::Inventory(inventory(run.agent.index, next_generation, run.packages)), INVENTORY, next_generation);
                             pending.insert(s, sent);
                             run.stats.sent.fetch_add(1, Ordering::Relaxed);
-                            if tx.send(msg).await.is_err() { break true; }
+                            if send_all(&tx, msg).await.is_err() { break true; }
                         }
                         _ => {}
                     },
@@ -522,7 +521,7 @@ pub async fn run_agent(mut run: AgentRun) {
                     let (s, sent, msg) = send(&mut seq, Payload::Health(health(uptime)), HEALTH, 0);
                     pending.insert(s, sent);
                     run.stats.sent.fetch_add(1, Ordering::Relaxed);
-                    if tx.send(msg).await.is_err() { run.stats.error("stream closed"); break true; }
+                    if send_all(&tx, msg).await.is_err() { run.stats.error("stream closed"); break true; }
                     // Now and then, a change: a delta against the acknowledged base.
                     let no_inventory_pending = pending.values().all(|p| p.kind == HEALTH);
                     let want_delta = rand::rng().random_bool(run.delta_chance.clamp(0.0, 1.0));
@@ -536,7 +535,7 @@ pub async fn run_agent(mut run: AgentRun) {
                         pending.insert(s, sent);
                         run.stats.sent.fetch_add(1, Ordering::Relaxed);
                         run.stats.deltas.fetch_add(1, Ordering::Relaxed);
-                        if tx.send(msg).await.is_err() { run.stats.error("stream closed"); break true; }
+                        if send_all(&tx, msg).await.is_err() { run.stats.error("stream closed"); break true; }
                     }
                 }
                 () = disconnect_sleep => { drop_now = true; }
@@ -608,6 +607,17 @@ pub async fn run_agent(mut run: AgentRun) {
 
 /// After a failure (already counted as an error): waits and says whether to
 /// try again, as a real agent would, up to [`MAX_RETRIES`] times.
+/// Sends one report's messages in order.
+async fn send_all(
+    tx: &mpsc::Sender<AgentMessage>,
+    messages: Vec<AgentMessage>,
+) -> Result<(), mpsc::error::SendError<AgentMessage>> {
+    for message in messages {
+        tx.send(message).await?;
+    }
+    Ok(())
+}
+
 async fn retry(failures: &mut u32, run: &AgentRun) -> bool {
     *failures += 1;
     if *failures > MAX_RETRIES || *run.stop.borrow() {

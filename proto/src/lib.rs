@@ -12,6 +12,7 @@
 //! - [`catalog`]: the diagnostic catalog (D25): ids, limits, risk, and the
 //!   parameter checks the agent and the collector both run.
 //! - [`client`]: readable one-line errors for gRPC clients.
+//! - [`codec`]: the gRPC codec of every service, with small buffers.
 //! - [`sections`]: inventory section names (D16).
 //! - [`render`]: the text form of inventories and health samples.
 //! - [`delta`]: inventory deltas, their canonical hashes and applying them.
@@ -19,6 +20,7 @@
 
 pub mod catalog;
 pub mod client;
+pub mod codec;
 pub mod delta;
 pub mod parts;
 pub mod render;

@@ -14,9 +14,10 @@ use prost::Message;
 use crate::v1::agent_message::Kind;
 use crate::v1::{AgentMessage, Report, ReportPart};
 
-/// The most bytes of an encoded report one part carries: with its framing
-/// and after decompression it still fits tonic's initial 8 KiB buffer.
-pub const PART_BYTES: usize = 6 * 1024;
+/// The most bytes of an encoded report one part carries: with its framing,
+/// and with one more 4 KiB HTTP/2 frame behind it (the collector's stream
+/// window), it still fits tonic's initial 8 KiB buffer.
+pub const PART_BYTES: usize = 4 * 1024;
 
 /// The messages that carry `report`: the report itself when its encoding
 /// fits one part, else consecutive parts of its encoding.

@@ -36,6 +36,8 @@ pub fn generate(root: &Path, out_dir: &Path) -> Result<()> {
         .build_server(true)
         // Serialize lets `--json` output and fixtures reuse the wire types.
         .type_attribute(".deskpulse.v1", "#[derive(serde::Serialize)]")
+        // Small per-stream buffers: see proto/src/codec.rs.
+        .codec_path("crate::codec::SmallBufferCodec")
         .out_dir(out_dir)
         .compile_fds(fds)
         .context("generating Rust from the descriptors")?;

@@ -17,7 +17,8 @@ use tonic_prost::{ProstCodec, ProstDecoder, ProstEncoder};
 /// starts to fit; larger messages grow it.
 const ENCODE_BUFFER: usize = 1024;
 /// Initial decode buffer per stream: one 4 KiB HTTP/2 frame (the
-/// collector's stream window) and the part of a message before it.
+/// collector's stream window); a report part and the frame behind it grow
+/// it to 8 KiB.
 const DECODE_BUFFER: usize = 4 * 1024;
 /// tonic's default: how much a stream encodes before it yields.
 const YIELD_THRESHOLD: usize = 32 * 1024;

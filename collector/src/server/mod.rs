@@ -168,8 +168,8 @@ pub async fn advance_rule_timers(ctx: ServerContext) {
 /// The HTTP/2 flow-control window per stream. hyper, h2 and tonic each
 /// keep a read buffer per connection or stream that grows to the largest
 /// frame received and never shrinks; with a window this small the agents
-/// send frames of at most 4 KiB, so those buffers stay at their initial
-/// 8 KiB (16 KiB each with 16 KiB frames, ~25 KB more per agent: 470 MB at
+/// send frames of at most 4 KiB, so those buffers stay within 8 KiB
+/// (16 KiB each with 16 KiB frames, ~25 KB more per agent: 470 MB at
 /// 19,000 agents). It also bounds what an unread upload holds in memory.
 /// An agent's upload then runs at 4 KiB per round trip: 100 KB/s at 40 ms,
 /// enough for reports of tens of KB.

@@ -73,7 +73,8 @@ impl SqliteStore {
             // (issue 8: under 1.5 GB at 19,000 agents). A process-wide
             // `soft_heap_limit` of 64 MiB was tried: the writer's cache
             // thrashed (19,000 first inventories took 410 s instead of
-            // 337 s) and the RSS did not drop. No mmap, whose mapped pages
+            // 337 s, in a run that also changed the codec) and the peak RSS
+            // rose. No mmap, whose mapped pages
             // count in the RSS of every connection that touches them while
             // the kernel's page cache serves the same reads.
             .pragma("cache_size", "-32768")

@@ -352,15 +352,10 @@ async fn store_all(
 /// Bare inserts of the same (host key, catalog id) rows into a table of the
 /// same shape, three ways; returns the best rate, the ceiling. Host keys
 /// are handed out in order, as the store does (migration 0010).
-async fn ceiling(dir: &std::path::Path, rows: &[(String, Vec<i64>)], batch: usize) -> f64 {
+async fn ceiling(dir: &std::path::Path, rows: &[(i64, Vec<i64>)], batch: usize) -> f64 {
     const TABLE: &str = "CREATE TABLE host_software (host_key INTEGER NOT NULL, catalog_id INTEGER NOT NULL, \
          PRIMARY KEY (host_key, catalog_id)) WITHOUT ROWID; \
          CREATE INDEX host_software_by_catalog ON host_software (catalog_id, host_key)";
-    let rows: Vec<(i64, &[i64])> = rows
-        .iter()
-        .zip(1..)
-        .map(|((_, ids), key)| (key, ids.as_slice()))
-        .collect();
     let total: usize = rows.iter().map(|(_, ids)| ids.len()).sum();
     let sqlx_pool = |name: &str| {
         let options = SqliteConnectOptions::new()
@@ -541,17 +536,16 @@ async fn run() {
     );
 
     // 1. The ceiling, on the same rows as the first inventories.
-    let rows: Vec<(String, Vec<i64>)> = ids
-        .iter()
-        .enumerate()
-        .map(|(i, id)| {
+    let rows: Vec<(i64, Vec<i64>)> = (0..ids.len())
+        .zip(1..)
+        .map(|(i, key)| {
             let ids = packages(i, per_host)
                 .iter()
                 .map(|p| i64::try_from(p.name.len() * 100_000 + p.version.len()).unwrap_or(0))
                 .enumerate()
                 .map(|(k, v)| v * 10_000 + i64::try_from(k).unwrap_or(0))
                 .collect();
-            (id.clone(), ids)
+            (key, ids)
         })
         .collect();
     let best = ceiling(dir.path(), &rows, batch).await;

@@ -457,6 +457,20 @@ pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Opt
     }
 }
 
+/// The Hello a hand-written agent session opens with: an agent of version
+/// "test" on the current inventory schema, health every 60 s.
+pub fn test_hello() -> deskpulse_proto::v1::AgentMessage {
+    use deskpulse_proto::v1::{AgentMessage, Hello, agent_message::Kind};
+    AgentMessage {
+        kind: Some(Kind::Hello(Hello {
+            agent_version: "test".into(),
+            inventory_schema_version: 1,
+            health_interval_secs: 60,
+            ..Hello::default()
+        })),
+    }
+}
+
 /// The variable naming the PostgreSQL server the tests may use (an admin
 /// URL such as `postgres://postgres@127.0.0.1:5432/postgres`).
 pub const TEST_DATABASE_VAR: &str = "DESKPULSE_TEST_DATABASE_URL";

@@ -11,9 +11,9 @@ use deskpulse_proto::v1::report::Payload;
 use deskpulse_proto::v1::technician_client::TechnicianClient;
 use deskpulse_proto::v1::{
     AgentMessage, CreateEnrollmentTokenRequest, GetHostRequest, HealthSample, Hello,
-    ListHostsRequest, Report,
+    ListHostsRequest, Report, ReportPart,
 };
-use deskpulse_tests::{Agent, Collector, raw::RawCodec, wait_for};
+use deskpulse_tests::{Agent, Collector, raw::RawCodec, test_hello, wait_for};
 use prost::Message;
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -342,6 +342,27 @@ fn report(seq: u64, payload: Payload) -> AgentMessage {
     }
 }
 
+/// One report part.
+fn part(data: Vec<u8>, last: bool) -> AgentMessage {
+    AgentMessage {
+        kind: Some(Kind::ReportPart(ReportPart { data, last })),
+    }
+}
+
+/// The error a session that sends `messages` with `identity` ends with.
+async fn session_error(
+    collector: &Collector,
+    identity: (&str, &str),
+    messages: impl IntoIterator<Item = AgentMessage>,
+) -> tonic::Status {
+    let channel = collector.channel(Some(identity)).await;
+    let messages: Vec<AgentMessage> = messages.into_iter().collect();
+    let response = AgentServiceClient::new(channel)
+        .session(tokio_stream::iter(messages))
+        .await;
+    first_error(response).await
+}
+
 #[tokio::test]
 async fn malformed_and_oversized_messages_get_clear_errors_and_others_keep_being_served() {
     install_crypto();
@@ -357,16 +378,10 @@ async fn malformed_and_oversized_messages_get_clear_errors_and_others_keep_being
     let channel = collector.channel(Some((&cert, &key))).await;
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.expect("ready");
-    let hello = AgentMessage {
-        kind: Some(Kind::Hello(Hello {
-            agent_version: "test".into(),
-            inventory_schema_version: 1,
-            health_interval_secs: 60,
-            ..Hello::default()
-        })),
-    }
-    .encode_to_vec();
-    let messages = vec![hello.clone(), vec![0xff, 0xff, 0xff, 0xff, 0x0f]];
+    let messages = vec![
+        test_hello().encode_to_vec(),
+        vec![0xff, 0xff, 0xff, 0xff, 0x0f],
+    ];
     let path = http_path("/deskpulse.v1.AgentService/Session");
     let response = grpc
         .streaming(
@@ -382,7 +397,6 @@ async fn malformed_and_oversized_messages_get_clear_errors_and_others_keep_being
     );
 
     // A message past the size limit.
-    let channel = collector.channel(Some((&cert, &key))).await;
     let huge = report(
         1,
         Payload::Health(HealthSample {
@@ -393,11 +407,7 @@ async fn malformed_and_oversized_messages_get_clear_errors_and_others_keep_being
             ..Default::default()
         }),
     );
-    let hello_msg = AgentMessage::decode(hello.as_slice()).expect("hello");
-    let response = AgentServiceClient::new(channel)
-        .session(tokio_stream::iter(vec![hello_msg.clone(), huge]))
-        .await;
-    let status = first_error(response).await;
+    let status = session_error(&collector, (&cert, &key), [test_hello(), huge]).await;
     assert!(
         matches!(status.code(), Code::OutOfRange | Code::ResourceExhausted),
         "{status:?}"
@@ -416,7 +426,7 @@ async fn malformed_and_oversized_messages_get_clear_errors_and_others_keep_being
         })),
     };
     let (tx, rx) = tokio::sync::mpsc::channel(8);
-    tx.send(hello_msg).await.expect("send");
+    tx.send(test_hello()).await.expect("send");
     tx.send(empty).await.expect("send");
     tx.send(report(8, Payload::Health(HealthSample::default())))
         .await
@@ -464,14 +474,6 @@ async fn a_report_sent_in_parts_is_joined_and_acknowledged_and_bad_parts_get_cle
     let agent = Agent::new();
     agent.enroll(&collector, &token).expect_code(0);
     let (cert, key) = agent.identity();
-    let hello = AgentMessage {
-        kind: Some(Kind::Hello(Hello {
-            agent_version: "test".into(),
-            inventory_schema_version: 1,
-            health_interval_secs: 60,
-            ..Hello::default()
-        })),
-    };
     let packages = (0..1500)
         .map(|i| deskpulse_proto::v1::Package {
             ecosystem: "dpkg".into(),
@@ -499,7 +501,7 @@ async fn a_report_sent_in_parts_is_joined_and_acknowledged_and_bad_parts_get_cle
     // Joined, stored and acknowledged as one report.
     let channel = collector.channel(Some((&cert, &key))).await;
     let (tx, rx) = tokio::sync::mpsc::channel(64);
-    tx.send(hello.clone()).await.expect("send");
+    tx.send(test_hello()).await.expect("send");
     for part in parts.iter().cloned() {
         tx.send(part).await.expect("send");
     }
@@ -526,13 +528,12 @@ async fn a_report_sent_in_parts_is_joined_and_acknowledged_and_bad_parts_get_cle
     );
 
     // A whole report before the last part of the one before it.
-    let channel = collector.channel(Some((&cert, &key))).await;
-    let mut messages = vec![hello.clone(), parts[0].clone()];
-    messages.push(report(2, Payload::Health(HealthSample::default())));
-    let response = AgentServiceClient::new(channel)
-        .session(tokio_stream::iter(messages))
-        .await;
-    let status = first_error(response).await;
+    let interleaved = [
+        test_hello(),
+        parts[0].clone(),
+        report(2, Payload::Health(HealthSample::default())),
+    ];
+    let status = session_error(&collector, (&cert, &key), interleaved).await;
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
     assert!(
         status
@@ -542,17 +543,8 @@ async fn a_report_sent_in_parts_is_joined_and_acknowledged_and_bad_parts_get_cle
     );
 
     // Parts that join into something that is not a report.
-    let channel = collector.channel(Some((&cert, &key))).await;
-    let garbage = AgentMessage {
-        kind: Some(Kind::ReportPart(deskpulse_proto::v1::ReportPart {
-            data: vec![0xff; 64],
-            last: true,
-        })),
-    };
-    let response = AgentServiceClient::new(channel)
-        .session(tokio_stream::iter(vec![hello.clone(), garbage]))
-        .await;
-    let status = first_error(response).await;
+    let garbage = [test_hello(), part(vec![0xff; 64], true)];
+    let status = session_error(&collector, (&cert, &key), garbage).await;
     assert!(
         status
             .message()
@@ -561,19 +553,9 @@ async fn a_report_sent_in_parts_is_joined_and_acknowledged_and_bad_parts_get_cle
     );
 
     // Parts that add up past the largest report an agent may send.
-    let channel = collector.channel(Some((&cert, &key))).await;
-    let big = AgentMessage {
-        kind: Some(Kind::ReportPart(deskpulse_proto::v1::ReportPart {
-            data: vec![0; 1024 * 1024],
-            last: false,
-        })),
-    };
-    let response = AgentServiceClient::new(channel)
-        .session(tokio_stream::iter(
-            std::iter::once(hello).chain(std::iter::repeat_n(big, 6)),
-        ))
-        .await;
-    let status = first_error(response).await;
+    let big = std::iter::once(test_hello())
+        .chain(std::iter::repeat_n(part(vec![0; 1024 * 1024], false), 6));
+    let status = session_error(&collector, (&cert, &key), big).await;
     assert!(
         status
             .message()

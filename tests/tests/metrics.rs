@@ -10,8 +10,8 @@ use deskpulse_proto::v1::agent_message::Kind;
 use deskpulse_proto::v1::agent_service_client::AgentServiceClient;
 use deskpulse_proto::v1::collector_message::Kind as Reply;
 use deskpulse_proto::v1::report::Payload;
-use deskpulse_proto::v1::{AgentMessage, HealthSample, Hello, Report};
-use deskpulse_tests::{Agent, Collector, wait_for};
+use deskpulse_proto::v1::{AgentMessage, HealthSample, Report};
+use deskpulse_tests::{Agent, Collector, test_hello, wait_for};
 
 /// The logs without terminal colour codes.
 fn strip_ansi(text: &str) -> String {
@@ -65,14 +65,7 @@ async fn metrics_are_served_in_the_exposition_format_and_count_reports() {
     let (cert, key) = agent.identity();
     let channel = collector.channel(Some((&cert, &key))).await;
     let messages = vec![
-        AgentMessage {
-            kind: Some(Kind::Hello(Hello {
-                agent_version: "test".into(),
-                inventory_schema_version: 1,
-                health_interval_secs: 60,
-                ..Hello::default()
-            })),
-        },
+        test_hello(),
         AgentMessage {
             kind: Some(Kind::Report(Report {
                 spool_id: "metrics".into(),

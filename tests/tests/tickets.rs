@@ -10,8 +10,8 @@ use deskpulse_proto::v1::agent_message::Kind;
 use deskpulse_proto::v1::agent_service_client::AgentServiceClient;
 use deskpulse_proto::v1::collector_message::Kind as Reply;
 use deskpulse_proto::v1::report::Payload;
-use deskpulse_proto::v1::{AgentMessage, FilesystemUsage, HealthSample, Hello, Report};
-use deskpulse_tests::{Agent, Collector};
+use deskpulse_proto::v1::{AgentMessage, FilesystemUsage, HealthSample, Report};
+use deskpulse_tests::{Agent, Collector, test_hello};
 
 fn sample(seq: u64, minute: i64, used: f32) -> AgentMessage {
     sample_at(seq, 1_764_000_000_000 + minute * 60_000, used)
@@ -55,14 +55,7 @@ fn sample_at(seq: u64, at_ms: i64, used: f32) -> AgentMessage {
 async fn send(collector: &Collector, agent: &Agent, reports: Vec<AgentMessage>) {
     let (cert, key) = agent.identity();
     let channel = collector.channel(Some((&cert, &key))).await;
-    let mut messages = vec![AgentMessage {
-        kind: Some(Kind::Hello(Hello {
-            agent_version: "test".into(),
-            inventory_schema_version: 1,
-            health_interval_secs: 60,
-            ..Hello::default()
-        })),
-    }];
+    let mut messages = vec![test_hello()];
     let expected = reports.len();
     messages.extend(reports);
     let mut replies = AgentServiceClient::new(channel)

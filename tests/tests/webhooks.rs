@@ -13,8 +13,8 @@ use deskpulse_proto::v1::agent_message::Kind;
 use deskpulse_proto::v1::agent_service_client::AgentServiceClient;
 use deskpulse_proto::v1::collector_message::Kind as Reply;
 use deskpulse_proto::v1::report::Payload;
-use deskpulse_proto::v1::{AgentMessage, FilesystemUsage, HealthSample, Hello, Report};
-use deskpulse_tests::{Agent, Collector, wait_for};
+use deskpulse_proto::v1::{AgentMessage, FilesystemUsage, HealthSample, Report};
+use deskpulse_tests::{Agent, Collector, test_hello, wait_for};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
@@ -180,14 +180,7 @@ async fn a_rule_ticket_is_delivered_signed_to_a_webhook_added_from_the_cli() {
         .expect_code(0);
     let (cert, key) = agent.identity();
     let channel = collector.channel(Some((&cert, &key))).await;
-    let mut messages = vec![AgentMessage {
-        kind: Some(Kind::Hello(Hello {
-            agent_version: "test".into(),
-            inventory_schema_version: 1,
-            health_interval_secs: 60,
-            ..Hello::default()
-        })),
-    }];
+    let mut messages = vec![test_hello()];
     messages.extend((0..12).map(|m| sample(m + 1, i64::try_from(m).expect("small"), 95.0)));
     let expected = messages.len() - 1;
     let mut replies = AgentServiceClient::new(channel)

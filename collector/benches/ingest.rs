@@ -183,6 +183,7 @@ fn inventory_report(host_id: &str, host: usize, count: usize, at_ms: i64) -> Inc
         host_id: host_id.to_owned(),
         spool_id: "bench".into(),
         seq: 1,
+        held_from_seq: 0,
         collected_at_ms: at_ms,
         payload: ReportPayload::Inventory {
             encoded: inv.encode_to_vec(),
@@ -258,6 +259,7 @@ fn health_report(host_id: &str, host: usize, round: usize, at_ms: i64) -> Incomi
         host_id: host_id.to_owned(),
         spool_id: "bench".into(),
         seq: 2 + u64::try_from(round).unwrap_or(0),
+        held_from_seq: 0,
         collected_at_ms: at_ms,
         payload: ReportPayload::Health {
             encoded: sample.encode_to_vec(),
@@ -501,7 +503,8 @@ async fn run() {
             reports.push(health_report(id, i, round, at));
         }
     }
-    let (took, commits) = store_all(&store, &reports, 512).await;
+    let health_batch = env("DESKPULSE_BENCH_HEALTH_BATCH", ingest::MAX_BATCH);
+    let (took, commits) = store_all(&store, &reports, health_batch).await;
     let tickets = store
         .list_tickets(&store::TicketQuery {
             limit: 10_000,
@@ -512,7 +515,7 @@ async fn run() {
         .unwrap_or(0);
     println!(
         "health: {} reports ({hosts} hosts x {rounds} rounds, default rules, {tickets} tickets opened) \
-         in batches of 512 in {took:.2}s = {:.0} reports/s; commit p50 {:.1} ms, p99 {:.1} ms",
+         in batches of {health_batch} in {took:.2}s = {:.0} reports/s; commit p50 {:.1} ms, p99 {:.1} ms",
         reports.len(),
         reports.len() as f64 / took,
         percentile(&commits, 0.5),

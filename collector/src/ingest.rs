@@ -13,10 +13,17 @@ use tokio::task::JoinHandle;
 use crate::clock::SharedClock;
 use crate::store::{IncomingReport, ReportOutcome, ReportPayload, SharedStore};
 
-/// How many reports may wait for the writer before sessions wait too.
-const QUEUE_DEPTH: usize = 4096;
-/// The most reports stored in one transaction.
-const MAX_BATCH: usize = 512;
+/// How many reports may wait for the writer before sessions wait too: two
+/// full batches, so the next batch is queued while one commits.
+const QUEUE_DEPTH: usize = 2 * MAX_BATCH;
+/// The most reports stored in one transaction. Large, because a commit's
+/// cost is mostly the b-tree pages it dirties, and the tables keyed by host
+/// (health history, idempotency keys, hosts) dirty about one page per host
+/// in the batch: a batch that holds a host several times writes its pages
+/// once (the ingest bench: 9,646 health reports/s in batches of 512 against
+/// 22,986 in batches of 4,096, 2,000 hosts). Under light load a batch holds
+/// only what queued during the previous commit, so this costs no latency.
+pub const MAX_BATCH: usize = 4096;
 /// The most full inventories stored in one transaction (the ingest bench
 /// stores first inventories in batches of this size).
 pub const INVENTORIES_PER_BATCH: usize = 32;
@@ -73,7 +80,7 @@ impl Ingest {
 }
 
 async fn write_batches(mut rx: mpsc::Receiver<Job>, store: SharedStore, clock: SharedClock) {
-    let mut jobs = Vec::with_capacity(MAX_BATCH);
+    let mut jobs = Vec::new();
     while let Some(first) = rx.recv().await {
         let mut inventories = usize::from(is_inventory(&first.report));
         jobs.push(first);

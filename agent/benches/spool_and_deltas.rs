@@ -59,6 +59,7 @@ fn sizes(label: &str, payload: Payload) {
     let report = Report {
         spool_id: "0123456789abcdef0123456789abcdef".into(),
         seq: 123_456,
+        held_from_seq: 0,
         collected_at_unix_ms: 1_764_000_000_000,
         payload: Some(payload),
     };

@@ -544,6 +544,7 @@ impl Spool {
         let report = Report {
             spool_id: String::new(),
             seq,
+            held_from_seq: 0,
             collected_at_unix_ms: collected_at_ms,
             payload: Some(payload),
         };
@@ -710,9 +711,10 @@ impl Spool {
     }
 
     /// Up to `max` waiting reports with a seq above `after`, in order, read
-    /// back from disk.
+    /// back from disk, each stamped with the lowest seq the spool holds now.
     pub fn read_after(&mut self, after: u64, max: usize) -> Result<Vec<Report>, SpoolError> {
         let path = self.path();
+        let held_from = self.pending.keys().next().copied().unwrap_or(self.next_seq);
         let mut out = Vec::new();
         let mut buf = Vec::new();
         for entry in self.pending.range(after + 1..).take(max).map(|(_, e)| *e) {
@@ -726,6 +728,7 @@ impl Spool {
                 .and_then(|bytes| Report::decode(bytes).ok());
             if let Some(mut report) = decoded {
                 report.spool_id.clone_from(&self.spool_id);
+                report.held_from_seq = held_from;
                 out.push(report);
             }
         }

@@ -143,6 +143,7 @@ async fn load(store: &SharedStore, hosts: usize, per_host: usize) -> Vec<String>
                     host_id: id.clone(),
                     spool_id: "bench".into(),
                     seq: u64::try_from(n + 1).unwrap_or(1),
+                    held_from_seq: 0,
                     collected_at_ms: 1,
                     payload: ReportPayload::Inventory {
                         encoded: Vec::new(),

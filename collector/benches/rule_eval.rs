@@ -161,6 +161,7 @@ async fn stored(hosts: u32, rounds: i64) {
                 host_id: id.clone(),
                 spool_id: "bench".into(),
                 seq: u64::try_from(round).unwrap_or(0) + 1,
+                held_from_seq: 0,
                 collected_at_ms: now,
                 payload: ReportPayload::Health {
                     encoded: prost::Message::encode_to_vec(&health),

@@ -125,6 +125,7 @@ mod tests {
         Report {
             spool_id: "s1".into(),
             seq: 7,
+            held_from_seq: 0,
             collected_at_unix_ms: 1_700_000_000_000,
             payload: Some(Payload::Inventory(Inventory {
                 software: Some(SoftwareInfo {
@@ -158,6 +159,7 @@ mod tests {
         let report = Report {
             spool_id: "s1".into(),
             seq: 1,
+            held_from_seq: 0,
             collected_at_unix_ms: 1,
             payload: Some(Payload::Health(HealthSample::default())),
         };

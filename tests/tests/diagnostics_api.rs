@@ -85,6 +85,7 @@ impl FakeSession {
                 kind: Some(Kind::Report(Report {
                     spool_id: "fake".into(),
                     seq: self.seq,
+                    held_from_seq: 0,
                     collected_at_unix_ms: 1_764_000_000_000,
                     payload: Some(Payload::DiagnosticResult(DiagnosticResult {
                         job_id: job.into(),

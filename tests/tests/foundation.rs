@@ -336,6 +336,7 @@ fn report(seq: u64, payload: Payload) -> AgentMessage {
         kind: Some(Kind::Report(Report {
             spool_id: "test-spool".into(),
             seq,
+            held_from_seq: 0,
             collected_at_unix_ms: 1_700_000_000_000 + seq as i64,
             payload: Some(payload),
         })),
@@ -421,13 +422,20 @@ async fn malformed_and_oversized_messages_get_clear_errors_and_others_keep_being
         kind: Some(Kind::Report(Report {
             spool_id: "test-spool".into(),
             seq: 7,
+            held_from_seq: 0,
             collected_at_unix_ms: 1,
             payload: None,
         })),
     };
+    // One that says its spool no longer holds it.
+    let mut not_held = report(6, Payload::Health(HealthSample::default()));
+    if let Some(Kind::Report(r)) = &mut not_held.kind {
+        r.held_from_seq = 9;
+    }
     let (tx, rx) = tokio::sync::mpsc::channel(8);
     tx.send(test_hello()).await.expect("send");
     tx.send(empty).await.expect("send");
+    tx.send(not_held).await.expect("send");
     tx.send(report(8, Payload::Health(HealthSample::default())))
         .await
         .expect("send");
@@ -445,9 +453,17 @@ async fn malformed_and_oversized_messages_get_clear_errors_and_others_keep_being
         other => panic!("expected a rejection, got {other:?}"),
     }
     let second = replies.message().await.expect("reply").expect("some");
+    match second.kind {
+        Some(Reply::Rejected(rejected)) => {
+            assert_eq!(rejected.seq, 6);
+            assert!(rejected.reason.contains("held_from_seq"), "{rejected:?}");
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    let third = replies.message().await.expect("reply").expect("some");
     assert!(
-        matches!(second.kind, Some(Reply::Ack(ref a)) if a.seq == 8),
-        "{second:?}"
+        matches!(third.kind, Some(Reply::Ack(ref a)) if a.seq == 8),
+        "{third:?}"
     );
     drop(tx);
 
@@ -485,6 +501,7 @@ async fn a_report_sent_in_parts_is_joined_and_acknowledged_and_bad_parts_get_cle
     let inventory = Report {
         spool_id: "test-spool".into(),
         seq: 1,
+        held_from_seq: 0,
         collected_at_unix_ms: 1_700_000_000_000,
         payload: Some(Payload::Inventory(deskpulse_proto::v1::Inventory {
             schema_version: 1,

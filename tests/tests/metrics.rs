@@ -70,6 +70,7 @@ async fn metrics_are_served_in_the_exposition_format_and_count_reports() {
             kind: Some(Kind::Report(Report {
                 spool_id: "metrics".into(),
                 seq: 1,
+                held_from_seq: 0,
                 collected_at_unix_ms: 1_764_000_000_000,
                 payload: Some(Payload::Health(HealthSample {
                     cpu_percent: 5.0,

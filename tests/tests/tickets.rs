@@ -29,6 +29,7 @@ fn sample_at(seq: u64, at_ms: i64, used: f32) -> AgentMessage {
         kind: Some(Kind::Report(Report {
             spool_id: "tickets-test".into(),
             seq,
+            held_from_seq: 0,
             collected_at_unix_ms: at_ms,
             payload: Some(Payload::Health(HealthSample {
                 cpu_percent: 3.0,

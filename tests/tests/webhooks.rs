@@ -79,6 +79,7 @@ fn sample(seq: u64, minute: i64, used: f32) -> AgentMessage {
         kind: Some(Kind::Report(Report {
             spool_id: "webhooks-test".into(),
             seq,
+            held_from_seq: 0,
             collected_at_unix_ms: 1_764_000_000_000 + minute * 60_000,
             payload: Some(Payload::Health(HealthSample {
                 cpu_percent: 3.0,

@@ -72,6 +72,39 @@ fn reports_survive_a_reopen_until_acknowledged() {
 }
 
 #[test]
+fn reports_carry_the_lowest_seq_the_spool_still_holds() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (mut spool, _) = open(dir.path());
+    let id = spool.spool_id().to_owned();
+    for i in 0..4 {
+        spool.push(health(i as f32), 1000 + i).expect("push");
+    }
+    let held = |spool: &mut Spool| -> Vec<u64> {
+        spool
+            .read_after(0, usize::MAX)
+            .expect("read")
+            .iter()
+            .map(|r| r.held_from_seq)
+            .collect()
+    };
+    assert_eq!(held(&mut spool), [1, 1, 1, 1]);
+    // Seq 1 and 3 leave; 2 still waits, so nothing below 2 is forgotten.
+    assert!(spool.remove(&id, 1, Resolution::Acknowledged).expect("ack"));
+    assert!(spool.remove(&id, 3, Resolution::Acknowledged).expect("ack"));
+    assert_eq!(held(&mut spool), [2, 2]);
+    assert!(spool.remove(&id, 2, Resolution::Acknowledged).expect("ack"));
+    let reports = spool.read_after(0, usize::MAX).expect("read");
+    assert_eq!(
+        reports
+            .iter()
+            .map(|r| (r.seq, r.held_from_seq))
+            .collect::<Vec<_>>(),
+        [(4, 4)],
+        "never above the report's own seq"
+    );
+}
+
+#[test]
 fn sequence_numbers_are_never_reused_after_compaction() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (mut spool, _) = open(dir.path());

@@ -47,6 +47,7 @@ fn health(host: &str, seq: u64, free: f32) -> IncomingReport {
         host_id: host.to_owned(),
         spool_id: "s".into(),
         seq,
+        held_from_seq: 0,
         collected_at_ms: 1_000 * i64::try_from(seq).unwrap_or(0),
         payload: ReportPayload::Health {
             encoded: Vec::new(),

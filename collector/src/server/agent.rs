@@ -434,6 +434,11 @@ fn validate(host_id: &str, mut report: Report) -> Result<IncomingReport, Rejecte
     if report.collected_at_unix_ms <= 0 {
         return Err(reject("collected_at_unix_ms must be set"));
     }
+    if report.held_from_seq > report.seq {
+        return Err(reject(
+            "held_from_seq must not be above seq: the spool holds the report it sends",
+        ));
+    }
     let payload = match &payload {
         Some(Payload::Inventory(inventory)) => {
             let os = inventory.os.clone().unwrap_or_default();
@@ -524,6 +529,7 @@ fn validate(host_id: &str, mut report: Report) -> Result<IncomingReport, Rejecte
         host_id: host_id.to_owned(),
         spool_id: report.spool_id,
         seq: report.seq,
+        held_from_seq: report.held_from_seq,
         collected_at_ms: report.collected_at_unix_ms,
         payload,
     })

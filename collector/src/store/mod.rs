@@ -13,6 +13,7 @@ pub mod postgres;
 pub mod sqlite;
 pub mod versions;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
@@ -215,10 +216,34 @@ pub struct IncomingReport {
     pub spool_id: String,
     /// The sequence number.
     pub seq: u64,
+    /// The lowest seq the agent's spool still held when it sent this; 0 if
+    /// not given. Keys of the spool below it can never come again.
+    pub held_from_seq: u64,
     /// When the agent collected it.
     pub collected_at_ms: i64,
     /// The payload.
     pub payload: ReportPayload,
+}
+
+/// Per (host, spool) in a batch, the seq below which its idempotency keys
+/// can be forgotten: the agent holds nothing lower, so it never resends it
+/// (D14). Only pairs with something to forget are listed.
+pub(crate) fn forgettable_keys(reports: &[IncomingReport]) -> Vec<(&str, &str, u64)> {
+    let mut below: HashMap<(&str, &str), u64> = HashMap::new();
+    for report in reports {
+        // Never past the report itself, whatever the agent claims.
+        let from = report.held_from_seq.min(report.seq);
+        if from > 1 {
+            let slot = below
+                .entry((report.host_id.as_str(), report.spool_id.as_str()))
+                .or_default();
+            *slot = (*slot).max(from);
+        }
+    }
+    below
+        .into_iter()
+        .map(|((host, spool), seq)| (host, spool, seq))
+        .collect()
 }
 
 /// What a report carries, encoded, plus the fields the store indexes.

@@ -236,6 +236,7 @@ contract! {
     a_failed_issue_does_not_use_up_the_token,
     known_hardware_is_relinked_to_its_host,
     reports_are_stored_once_and_old_ones_never_overwrite_new_state,
+    keys_below_what_the_spool_still_holds_are_forgotten_and_no_others,
     hosts_page_in_order_and_lookups_report_ambiguity,
     presence_follows_streams_goodbyes_and_silence,
     api_tokens_authenticate_their_technician_and_keep_roles,
@@ -381,6 +382,7 @@ async fn reports_are_stored_once_and_old_ones_never_overwrite_new_state(db: Test
         host_id: id.clone(),
         spool_id: "s".into(),
         seq,
+        held_from_seq: 0,
         collected_at_ms: at,
         payload: ReportPayload::Inventory {
             encoded: name.as_bytes().to_vec(),
@@ -403,6 +405,67 @@ async fn reports_are_stored_once_and_old_ones_never_overwrite_new_state(db: Test
     assert_eq!(detail.row.hostname, "new");
     assert_eq!(detail.inventory, Some((b"new".to_vec(), 200)));
     assert_eq!(detail.row.last_seen_at_ms, Some(2000));
+}
+
+async fn keys_below_what_the_spool_still_holds_are_forgotten_and_no_others(db: TestDb) {
+    let store = db.store.clone();
+    token(&store, "t", i64::MAX, 1).await;
+    let id = host_id(
+        &store
+            .enroll(&request("t", ""), 0, &cert)
+            .await
+            .expect("enroll"),
+    );
+    let sample = |spool: &str, seq: u64, held_from_seq: u64| IncomingReport {
+        spool_id: spool.into(),
+        held_from_seq,
+        ..health_report(
+            &id,
+            seq,
+            1000 * i64::try_from(seq).expect("small"),
+            5.0,
+            10.0,
+        )
+    };
+    let outcomes = |reports: Vec<IncomingReport>| {
+        let store = store.clone();
+        async move { store.store_reports(&reports, 0).await.expect("store") }
+    };
+    use ReportOutcome::{Duplicate, Stored};
+    assert_eq!(
+        outcomes(vec![
+            sample("s", 1, 1),
+            sample("s", 2, 1),
+            sample("s", 3, 1),
+            sample("other", 1, 1)
+        ])
+        .await,
+        [Stored, Stored, Stored, Stored]
+    );
+    // A resend in the same batch as the report that lets its key go is
+    // still caught.
+    assert_eq!(
+        outcomes(vec![sample("s", 2, 1), sample("s", 4, 3)]).await,
+        [Duplicate, Stored]
+    );
+    // Keys below 3 are gone (only an agent that broke D14 would send them
+    // again); 3 and up, and the other spool's, are kept.
+    assert_eq!(
+        outcomes(vec![
+            sample("s", 1, 1),
+            sample("s", 3, 1),
+            sample("s", 4, 1),
+            sample("other", 1, 1)
+        ])
+        .await,
+        [Stored, Duplicate, Duplicate, Duplicate]
+    );
+    // A claim past the report's own seq forgets nothing from the report on.
+    assert_eq!(outcomes(vec![sample("s", 5, 99)]).await, [Stored]);
+    assert_eq!(
+        outcomes(vec![sample("s", 4, 1), sample("s", 5, 1)]).await,
+        [Stored, Duplicate]
+    );
 }
 
 async fn hosts_page_in_order_and_lookups_report_ambiguity(db: TestDb) {
@@ -561,6 +624,7 @@ fn inventory_report(host: &str, seq: u64, facts: InventoryFacts) -> IncomingRepo
         host_id: host.to_owned(),
         spool_id: "s".into(),
         seq,
+        held_from_seq: 0,
         collected_at_ms: i64::try_from(seq).expect("small"),
         payload: ReportPayload::Inventory {
             encoded: Vec::new(),
@@ -788,6 +852,7 @@ fn health_report(host: &str, seq: u64, at_ms: i64, cpu: f32, disk: f32) -> Incom
         host_id: host.to_owned(),
         spool_id: "s".into(),
         seq,
+        held_from_seq: 0,
         collected_at_ms: at_ms,
         payload: health_payload(
             Vec::new(),
@@ -929,6 +994,7 @@ async fn deltas_that_do_not_fit_ask_for_a_resync_and_changes_are_logged(db: Test
         host_id: id.clone(),
         spool_id: "s".into(),
         seq,
+        held_from_seq: 0,
         collected_at_ms: i64::try_from(seq).expect("small") * 1000,
         payload,
     };
@@ -1014,6 +1080,7 @@ fn disk_sample(host: &str, seq: u64, at_ms: i64, used: f32) -> IncomingReport {
         host_id: host.to_owned(),
         spool_id: "rules".into(),
         seq,
+        held_from_seq: 0,
         collected_at_ms: at_ms,
         payload: health_payload(
             vec![("/".into(), 100.0 - used), ("/boot".into(), 70.0)],
@@ -1223,6 +1290,7 @@ fn full_inventory(
         host_id: host.to_owned(),
         spool_id: "inv".into(),
         seq,
+        held_from_seq: 0,
         collected_at_ms: at_ms,
         payload: ReportPayload::Inventory {
             encoded: inv.encode_to_vec(),
@@ -1415,6 +1483,7 @@ async fn an_employee_report_opens_a_ticket_with_its_sample_and_is_stored_once(db
         host_id: id.clone(),
         spool_id: "s".into(),
         seq: 7,
+        held_from_seq: 0,
         collected_at_ms: 5_000,
         payload: ReportPayload::UserIssue {
             text: "Outlook keeps crashing\nsince this morning".into(),
@@ -1616,6 +1685,7 @@ fn result_report(host: &str, seq: u64, job: &str, outcome: &str) -> IncomingRepo
         host_id: host.into(),
         spool_id: "diag".into(),
         seq,
+        held_from_seq: 0,
         collected_at_ms: 2_000,
         payload: ReportPayload::DiagnosticResult(Box::new(JobResult {
             job_id: job.into(),

@@ -654,6 +654,7 @@ fn disk_sample(host: &str, seq: u64, at_ms: i64, used: f32) -> crate::store::Inc
         host_id: host.to_owned(),
         spool_id: "hooks".into(),
         seq,
+        held_from_seq: 0,
         collected_at_ms: at_ms,
         payload: crate::store::ReportPayload::Health {
             encoded: Vec::new(),

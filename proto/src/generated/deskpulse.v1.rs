@@ -1446,6 +1446,11 @@ pub struct Report {
     /// When the agent collected the payload, milliseconds since the Unix epoch.
     #[prost(int64, tag = "3")]
     pub collected_at_unix_ms: i64,
+    /// The lowest seq the spool still held when the agent sent this report, at
+    /// most seq. The agent never sends a lower seq of this spool again, so the
+    /// collector forgets their idempotency keys. 0: not given (keep them).
+    #[prost(uint64, tag = "4")]
+    pub held_from_seq: u64,
     /// What is reported. Exactly one is set.
     #[prost(oneof = "report::Payload", tags = "10, 11, 12, 13, 14")]
     pub payload: ::core::option::Option<report::Payload>,

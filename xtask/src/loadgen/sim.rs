@@ -3,7 +3,7 @@
 //! stream carrying a Hello, a first full inventory, health samples and now
 //! and then an inventory delta whose hashes match.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -414,29 +414,34 @@ pub async fn run_agent(mut run: AgentRun) {
         } else if reconnected {
             run.stats.reconnects.fetch_add(1, Ordering::Relaxed);
         }
-        let mut pending: HashMap<u64, Sent> = HashMap::new();
-        let send = |seq: &mut u64, payload: Payload, kind: usize, generation: u32| {
-            *seq += 1;
-            (
-                *seq,
-                Sent {
-                    at: Instant::now(),
-                    kind,
-                    generation,
-                },
-                // In parts when large, as the agent sends it.
-                deskpulse_proto::parts::report_messages(Report {
-                    spool_id: spool_id.clone(),
-                    seq: *seq,
-                    collected_at_unix_ms: now_ms(),
-                    payload: Some(payload),
-                }),
-            )
-        };
+        let mut pending: BTreeMap<u64, Sent> = BTreeMap::new();
+        // `oldest` is the lowest seq still waiting for its Ack, as an agent's
+        // spool reports it.
+        let send =
+            |seq: &mut u64, oldest: Option<u64>, payload: Payload, kind: usize, generation: u32| {
+                *seq += 1;
+                (
+                    *seq,
+                    Sent {
+                        at: Instant::now(),
+                        kind,
+                        generation,
+                    },
+                    // In parts when large, as the agent sends it.
+                    deskpulse_proto::parts::report_messages(Report {
+                        spool_id: spool_id.clone(),
+                        seq: *seq,
+                        held_from_seq: oldest.unwrap_or(*seq),
+                        collected_at_unix_ms: now_ms(),
+                        payload: Some(payload),
+                    }),
+                )
+            };
         // The first inventory (or a full one after a resync).
         if acked_generation.is_none() {
             let (s, sent, msg) = send(
                 &mut seq,
+                pending.keys().next().copied(),
                 Payload::Inventory(inventory(run.agent.index, next_generation, run.packages)),
                 INVENTORY,
                 next_generation,
@@ -506,7 +511,7 @@ pub async fn run_agent(mut run: AgentRun) {
                         Some(Incoming::ResyncInventory(_)) => {
                             run.stats.error("resync asked (a delta did not apply)");
                             acked_generation = None;
-                            let (s, sent, msg) = send(&mut seq, Payload::Inventory(inventory(run.agent.index, next_generation, run.packages)), INVENTORY, next_generation);
+                            let (s, sent, msg) = send(&mut seq, pending.keys().next().copied(), Payload::Inventory(inventory(run.agent.index, next_generation, run.packages)), INVENTORY, next_generation);
                             pending.insert(s, sent);
                             run.stats.sent.fetch_add(1, Ordering::Relaxed);
                             if send_all(&tx, msg).await.is_err() { break true; }
@@ -518,7 +523,7 @@ pub async fn run_agent(mut run: AgentRun) {
                 },
                 _ = ticker.tick(), if first_done && !stopping && !drop_now => {
                     let uptime = started.elapsed().as_secs() + 86_400;
-                    let (s, sent, msg) = send(&mut seq, Payload::Health(health(uptime)), HEALTH, 0);
+                    let (s, sent, msg) = send(&mut seq, pending.keys().next().copied(), Payload::Health(health(uptime)), HEALTH, 0);
                     pending.insert(s, sent);
                     run.stats.sent.fetch_add(1, Ordering::Relaxed);
                     if send_all(&tx, msg).await.is_err() { run.stats.error("stream closed"); break true; }
@@ -531,7 +536,7 @@ pub async fn run_agent(mut run: AgentRun) {
                             &inventory(run.agent.index, base, run.packages),
                             &inventory(run.agent.index, next_generation, run.packages),
                         );
-                        let (s, sent, msg) = send(&mut seq, Payload::InventoryDelta(delta), DELTA, next_generation);
+                        let (s, sent, msg) = send(&mut seq, pending.keys().next().copied(), Payload::InventoryDelta(delta), DELTA, next_generation);
                         pending.insert(s, sent);
                         run.stats.sent.fetch_add(1, Ordering::Relaxed);
                         run.stats.deltas.fetch_add(1, Ordering::Relaxed);

@@ -444,6 +444,29 @@ async fn store_reports_once(
         };
         outcomes.push(outcome);
     }
+    let forget = crate::store::forgettable_keys(reports);
+    if !forget.is_empty() {
+        let mut key_hosts = Vec::with_capacity(forget.len());
+        let mut key_spools = Vec::with_capacity(forget.len());
+        let mut below = Vec::with_capacity(forget.len());
+        for (host, spool, seq) in forget {
+            key_hosts.push(host);
+            key_spools.push(spool);
+            below.push(seq_i64(seq)?);
+        }
+        // After the claims above, so a resend in this batch is still caught:
+        // the agents hold nothing below these, so those keys never come again.
+        sqlx::query(
+            "DELETE FROM received_reports AS r \
+             USING UNNEST($1::text[], $2::text[], $3::bigint[]) AS k(host_id, spool_id, below) \
+             WHERE r.host_id = k.host_id AND r.spool_id = k.spool_id AND r.seq < k.below",
+        )
+        .bind(&key_hosts)
+        .bind(&key_spools)
+        .bind(&below)
+        .execute(&mut *tx)
+        .await?;
+    }
     sqlx::query("UPDATE hosts SET last_seen_at_ms = $1 WHERE id = ANY($2)")
         .bind(now_ms)
         .bind(&hosts)

@@ -118,7 +118,8 @@ pub(super) async fn store_reports(
 
 /// Records every report's idempotency key (D14) in one statement; true for
 /// each report seen for the first time. The second of two equal keys in one
-/// batch is a duplicate, as it would be in the next batch.
+/// batch is a duplicate, as it would be in the next batch. Then forgets the
+/// keys the agents no longer hold.
 async fn claim(tx: &mut Tx, reports: &[IncomingReport], now_ms: i64) -> StoreResult<Vec<bool>> {
     let keys = reports
         .iter()
@@ -140,6 +141,23 @@ async fn claim(tx: &mut Tx, reports: &[IncomingReport], now_ms: i64) -> StoreRes
     .bind(now_ms)
     .fetch_all(&mut **tx)
     .await?;
+    let forget = crate::store::forgettable_keys(reports)
+        .into_iter()
+        .map(|(host, spool, below)| Ok((host, spool, super::seq_i64(below)?)))
+        .collect::<StoreResult<Vec<_>>>()?;
+    if !forget.is_empty() {
+        // Keeps the table to the reports still in flight, so it stays small
+        // and each batch dirties few of its pages.
+        sqlx::query(
+            "DELETE FROM received_reports WHERE (host_id, spool_id, seq) IN \
+             (SELECT r.host_id, r.spool_id, r.seq FROM json_each(?1) AS j \
+              JOIN received_reports AS r ON r.host_id = j.value->>0 \
+              AND r.spool_id = j.value->>1 AND r.seq < j.value->>2)",
+        )
+        .bind(json_rows(&forget)?)
+        .execute(&mut **tx)
+        .await?;
+    }
     let mut new: HashSet<(String, String, i64)> = rows
         .iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))

@@ -259,7 +259,8 @@ fn health_report(host_id: &str, host: usize, round: usize, at_ms: i64) -> Incomi
         host_id: host_id.to_owned(),
         spool_id: "bench".into(),
         seq: 2 + u64::try_from(round).unwrap_or(0),
-        held_from_seq: 0,
+        // As an agent whose earlier reports were acknowledged sends it.
+        held_from_seq: 2 + u64::try_from(round).unwrap_or(0),
         collected_at_ms: at_ms,
         payload: ReportPayload::Health {
             encoded: sample.encode_to_vec(),

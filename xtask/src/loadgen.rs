@@ -675,6 +675,9 @@ fn drive(
     let own_at_steady = workers_cpu(&workers);
     let acked_at_steady = total(&workers, "acked");
     let rss_at_steady = pid.map_or(0, |p| status_kib(p, "VmRSS"));
+    let metrics = own.as_ref().map(|o| o.metrics);
+    let scrape = || metrics.map_or_else(WriterCounters::default, WriterCounters::scrape);
+    let writer_at_steady = scrape();
     progress.println(format!(
         "ramp done in {:.1}s: {} connected, every first inventory acknowledged",
         ramp.as_secs_f64(),
@@ -701,6 +704,7 @@ fn drive(
         }
     }
     let steady = steady_start.elapsed();
+    let writer_steady = writer_at_steady.since(scrape(), steady.as_secs_f64());
     let ticks_at_end = pid.map(cpu_ticks).unwrap_or(0);
     let own_at_end = workers_cpu(&workers);
     let rss_at_end = pid.map_or(0, |p| status_kib(p, "VmRSS"));
@@ -766,6 +770,7 @@ fn drive(
             "rss_at_steady_start_kib": rss_at_steady,
             "rss_at_end_kib": rss_at_end,
             "pss_at_end_kib": pss_at_end,
+            "ingest_writer_steady": writer_steady,
         },
         "loadgen": {
             "cpu_s_ramp": cpu(own_at_start, own_at_steady),
@@ -808,7 +813,58 @@ fn drive(
 struct OwnCollector {
     child: Child,
     data_dir: PathBuf,
+    /// Its Prometheus endpoint, read for the ingest writer's figures.
+    metrics: std::net::SocketAddr,
     _dir: tempfile::TempDir,
+}
+
+/// The ingest writer's cumulative counters, from the collector's metrics.
+#[derive(Clone, Copy, Default)]
+struct WriterCounters {
+    batches: f64,
+    reports: f64,
+    seconds: f64,
+}
+
+impl WriterCounters {
+    /// Reads them from `/metrics`; zeros if it does not answer, so a
+    /// missing figure never fails a run.
+    fn scrape(addr: std::net::SocketAddr) -> Self {
+        use std::io::Read as _;
+        let mut text = String::new();
+        let read = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+            .and_then(|mut conn| {
+                conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+                conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: loadgen\r\n\r\n")?;
+                conn.read_to_string(&mut text)
+            });
+        if read.is_err() {
+            return Self::default();
+        }
+        let value = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+                .unwrap_or(0.0)
+        };
+        Self {
+            batches: value("deskpulse_store_batch_seconds_count"),
+            reports: value("deskpulse_store_batch_reports_sum"),
+            seconds: value("deskpulse_store_batch_seconds_sum"),
+        }
+    }
+
+    /// Batches per second, reports per batch, ms per batch and the share of
+    /// the wall time the writer spent storing, from `self` to `later`.
+    fn since(self, later: Self, wall_s: f64) -> serde_json::Value {
+        let batches = later.batches - self.batches;
+        let per_batch = |v: f64| if batches > 0.0 { v / batches } else { 0.0 };
+        serde_json::json!({
+            "batches_per_s": batches / wall_s.max(0.001),
+            "reports_per_batch": per_batch(later.reports - self.reports),
+            "ms_per_batch": per_batch(later.seconds - self.seconds) * 1000.0,
+            "busy_percent": (later.seconds - self.seconds) / wall_s.max(0.001) * 100.0,
+        })
+    }
 }
 
 impl Drop for OwnCollector {
@@ -884,10 +940,16 @@ fn start_collector(root: &Path, args: &LoadgenArgs) -> Result<(OwnCollector, Pat
     let data_dir = dir.path().join("data");
     let log_path = dir.path().join("collector.log");
     let log = std::fs::File::create(&log_path)?;
+    // A port free a moment ago; the collector fails clearly if it was taken.
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .context("finding a free port for the collector's metrics")?;
     let mut serve = Command::new(&bin);
     serve
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(&data_dir);
+        .arg(&data_dir)
+        .arg("--metrics-listen")
+        .arg(metrics.to_string());
     if let Some(db) = &args.database {
         serve.args(["--database", db]);
     }
@@ -908,6 +970,7 @@ fn start_collector(root: &Path, args: &LoadgenArgs) -> Result<(OwnCollector, Pat
     let own = OwnCollector {
         child,
         data_dir: data_dir.clone(),
+        metrics,
         _dir: dir,
     };
     let addr = rx.recv_timeout(Duration::from_secs(60)).map_err(|_| {
@@ -982,6 +1045,18 @@ fn print_summary(s: &serde_json::Value) {
         v.as_f64()
             .map_or_else(|| "n/a".to_owned(), |k| format!("{:.1}", k / 1024.0))
     };
+    let writer = |v: &serde_json::Value| {
+        if !v.is_object() {
+            return "n/a (not a collector this started)".to_owned();
+        }
+        format!(
+            "{} batches/s, {} reports and {} ms each, busy {} %",
+            f(&v["batches_per_s"]),
+            f(&v["reports_per_batch"]),
+            f(&v["ms_per_batch"]),
+            f(&v["busy_percent"])
+        )
+    };
     let store_mib = s["collector"]["store_bytes"]
         .as_f64()
         .map_or_else(|| "n/a".to_owned(), |b| format!("{:.1}", b / 1_048_576.0));
@@ -1039,6 +1114,7 @@ fn print_summary(s: &serde_json::Value) {
             "collector CPU % of one core (steady)",
             f(&s["collector"]["cpu_percent_steady"]),
         ),
+        ("ingest writer (steady)", writer(&s["collector"]["ingest_writer_steady"])),
         (
             "loadgen CPU s (ramp / steady)",
             format!(

@@ -461,7 +461,10 @@ pub async fn run_agent(mut run: AgentRun) {
             .mul_f64(rand::rng().random_range(0.0..1.0));
         let mut ticker =
             tokio::time::interval_at(tokio::time::Instant::now() + jitter, run.health_interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Skip keeps the schedule: a tick a few ms late (a busy machine)
+        // does not push every later one back, so N agents at interval S
+        // send N / S reports a second, as a fleet of real PCs would.
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         let mut drop_now = false;
         let mut stopping = *run.stop.borrow();
         let mut stop_deadline = None;

@@ -24,6 +24,12 @@ const QUEUE_DEPTH: usize = 2 * MAX_BATCH;
 /// 22,986 in batches of 4,096, 2,000 hosts). Under light load a batch holds
 /// only what queued during the previous commit, so this costs no latency.
 pub const MAX_BATCH: usize = 4096;
+/// The most reports in a batch that holds a full inventory. An inventory's
+/// rows make the commit long, and while it runs every other writer (an
+/// enrolling agent, a technician) waits for the write lock: in one run of
+/// 19,000 connecting agents with batches of 4,096 behind inventories, an
+/// enrollment waited out the busy timeout.
+const MAX_BATCH_WITH_INVENTORIES: usize = 512;
 /// The most full inventories stored in one transaction (the ingest bench
 /// stores first inventories in batches of this size).
 pub const INVENTORIES_PER_BATCH: usize = 32;
@@ -86,7 +92,14 @@ async fn write_batches(mut rx: mpsc::Receiver<Job>, store: SharedStore, clock: S
         jobs.push(first);
         // Take what is queued, up to the caps: a batch of many full
         // inventories would hold up the health reports queued behind it.
-        while jobs.len() < MAX_BATCH && inventories < INVENTORIES_PER_BATCH {
+        let limit = |inventories: usize| {
+            if inventories == 0 {
+                MAX_BATCH
+            } else {
+                MAX_BATCH_WITH_INVENTORIES
+            }
+        };
+        while jobs.len() < limit(inventories) && inventories < INVENTORIES_PER_BATCH {
             let Ok(job) = rx.try_recv() else { break };
             inventories += usize::from(is_inventory(&job.report));
             jobs.push(job);

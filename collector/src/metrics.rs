@@ -42,6 +42,9 @@ pub const QUEUE_DEPTH: &str = "deskpulse_ingest_queue_depth";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Installs the process-wide recorder once and returns its handle. Later
 /// calls (tests running several servers in one process) share it.
 pub fn install() -> Result<PrometheusHandle, String> {
@@ -137,6 +140,20 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     describe();
+    // `install_recorder` leaves upkeep to its caller: without it every
+    // histogram sample (one per report) is kept until the next scrape,
+    // which grows without bound when nothing scrapes.
+    let upkeep = handle.clone();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(UPKEEP_EVERY);
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                _ = tick.tick() => upkeep.run_upkeep(),
+            }
+        }
+    });
     loop {
         let (stream, _) = tokio::select! {
             () = shutdown.cancelled() => return,

@@ -832,12 +832,13 @@ impl WriterCounters {
     fn scrape(addr: std::net::SocketAddr) -> Self {
         use std::io::Read as _;
         let mut text = String::new();
-        let read = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2))
-            .and_then(|mut conn| {
+        let read = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).and_then(
+            |mut conn| {
                 conn.set_read_timeout(Some(Duration::from_secs(5)))?;
                 conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: loadgen\r\n\r\n")?;
                 conn.read_to_string(&mut text)
-            });
+            },
+        );
         if read.is_err() {
             return Self::default();
         }
@@ -1114,7 +1115,10 @@ fn print_summary(s: &serde_json::Value) {
             "collector CPU % of one core (steady)",
             f(&s["collector"]["cpu_percent_steady"]),
         ),
-        ("ingest writer (steady)", writer(&s["collector"]["ingest_writer_steady"])),
+        (
+            "ingest writer (steady)",
+            writer(&s["collector"]["ingest_writer_steady"]),
+        ),
         (
             "loadgen CPU s (ramp / steady)",
             format!(

@@ -92,14 +92,7 @@ async fn write_batches(mut rx: mpsc::Receiver<Job>, store: SharedStore, clock: S
         jobs.push(first);
         // Take what is queued, up to the caps: a batch of many full
         // inventories would hold up the health reports queued behind it.
-        let limit = |inventories: usize| {
-            if inventories == 0 {
-                MAX_BATCH
-            } else {
-                MAX_BATCH_WITH_INVENTORIES
-            }
-        };
-        while jobs.len() < limit(inventories) && inventories < INVENTORIES_PER_BATCH {
+        while jobs.len() < batch_limit(inventories) && inventories < INVENTORIES_PER_BATCH {
             let Ok(job) = rx.try_recv() else { break };
             inventories += usize::from(is_inventory(&job.report));
             jobs.push(job);
@@ -147,6 +140,15 @@ async fn write_batches(mut rx: mpsc::Receiver<Job>, store: SharedStore, clock: S
         }
     }
     tracing::debug!("ingest writer drained and stopped");
+}
+
+/// The most reports a batch holding `inventories` full inventories takes.
+fn batch_limit(inventories: usize) -> usize {
+    if inventories == 0 {
+        MAX_BATCH
+    } else {
+        MAX_BATCH_WITH_INVENTORIES
+    }
 }
 
 fn is_inventory(report: &IncomingReport) -> bool {

@@ -8,6 +8,13 @@
 //! - `webhooks`: webhook policy and the outbox ticket changes write into.
 //! - `kb`: the knowledge base, an FTS5 index of resolved tickets.
 //! - `audit`: the audit hash chain: the one append path and its head row.
+//!
+//! # Connections
+//! Every write, a transaction or a single statement, goes through the one
+//! `writer` connection, which the pool hands out in the order asked; reads
+//! go through the reader pool. Functions here that take a pool and write
+//! must be given the writer: on a reader a write would wait in SQLite's
+//! unfair busy handler instead of the writer's queue.
 
 mod audit;
 mod batch;
@@ -48,7 +55,11 @@ const CA_FINGERPRINT_KEY: &str = "ca_sha256";
 /// The SQLite store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    /// The readers.
     pool: SqlitePool,
+    /// The one connection every write goes through (see
+    /// [`SqliteStore::open`]).
+    writer: SqlitePool,
     /// The policy in force, parsed once per apply rather than per sample.
     /// One SQLite database has one collector, so the cache cannot go stale.
     policy: Arc<RwLock<Arc<PolicyRecord>>>,
@@ -67,28 +78,41 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10))
-            // The fleet tables reach millions of rows; SQLite's default 2 MB
-            // page cache thrashes on them. Each pool connection has its own
-            // cache, so 32 MB each keeps the collector's memory bounded
-            // (issue 8: under 1.5 GB at 19,000 agents). A process-wide
-            // `soft_heap_limit` of 64 MiB was tried: the writer's cache
-            // thrashed (19,000 first inventories took 410 s instead of
-            // 337 s, in a run that also changed the codec) and the peak RSS
-            // rose. No mmap, whose mapped pages
-            // count in the RSS of every connection that touches them while
-            // the kernel's page cache serves the same reads.
-            .pragma("cache_size", "-32768")
+            // No mmap, whose mapped pages count in the RSS of every
+            // connection that touches them while the kernel's page cache
+            // serves the same reads.
             .pragma("mmap_size", "0");
-        // WAL readers never wait for the writer, but a connection waiting
-        // out the write lock (a session's row behind a long ingest batch)
-        // holds its pool slot: enough slots that reads such as a connecting
-        // agent's certificate check still get one.
+        // Every write goes through one connection, in the order asked: the
+        // pool hands it out first come, first served, where SQLite's own
+        // busy handler polls with sleeps and lets a writer that begins again
+        // at once (the ingest writer under load) starve the others until
+        // their busy timeout (issue 8: an enrollment among 19,000 connecting
+        // agents did). The busy timeout is left for other processes, such
+        // as `deskpulse-collector ca import`.
+        //
+        // Each connection has its own page cache, and a cache fills up to
+        // its size once the fleet tables reach millions of rows. The writer,
+        // which dirties pages all over them, keeps 32 MiB; the readers keep
+        // 8 MiB each, with the kernel's page cache behind them. Eight 32 MiB
+        // caches that every connection wrote through came to about 175 MiB
+        // of the collector's memory at 19,000 agents (against the same run
+        // on PostgreSQL; issue 8: under 1.5 GB). A process-wide
+        // `soft_heap_limit` of 64 MiB was tried: the writer's cache thrashed
+        // (19,000 first inventories took 410 s instead of 337 s) and the
+        // peak RSS rose.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone().pragma("cache_size", "-32768"))
+            .await?;
+        // WAL readers never wait for the writer: enough of them that the
+        // technicians' queries and the sessions' certificate checks do not
+        // wait for each other.
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
-            .connect_with(options)
+            .connect_with(options.pragma("cache_size", "-8192"))
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
-        let chained = audit::chain_unchained(&pool).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        let chained = audit::chain_unchained(&writer).await?;
         if chained > 0 {
             tracing::info!(
                 rows = chained,
@@ -96,12 +120,17 @@ impl SqliteStore {
             );
         }
         let policy = Arc::new(RwLock::new(Arc::new(load_policy(&pool).await?)));
-        Ok(Self { pool, policy })
+        Ok(Self {
+            pool,
+            writer,
+            policy,
+        })
     }
 
     /// Closes every connection: later calls fail as an unreachable
     /// database would (the health service's test uses it).
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
     }
 
@@ -183,7 +212,7 @@ impl Store for SqliteStore {
         let inserted = sqlx::query("INSERT OR IGNORE INTO fleet_meta (key, value) VALUES (?, ?)")
             .bind(CA_FINGERPRINT_KEY)
             .bind(fingerprint)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?
             .rows_affected();
         if inserted == 1 {
@@ -210,7 +239,7 @@ impl Store for SqliteStore {
     async fn create_api_token(&self, token: &NewApiToken, now_ms: i64) -> StoreResult<String> {
         // It reads, then writes: `token create` right after `serve` starts
         // hit the deferred upgrade failure now and then (see begin_write).
-        let mut tx = begin_write(&self.pool).await?;
+        let mut tx = begin_write(&self.writer).await?;
         let existing = sqlx::query("SELECT id, role FROM technicians WHERE name = ?")
             .bind(&token.technician_name)
             .fetch_optional(&mut *tx)
@@ -289,7 +318,7 @@ impl Store for SqliteStore {
         .bind(i64::from(token.uses))
         .bind(i64::from(token.uses))
         .bind(&token.created_by)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -302,7 +331,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<EnrollOutcome> {
         // BEGIN IMMEDIATE takes the write lock up front, so two enrollments
         // racing for the last use of a token cannot both read uses_left = 1.
-        let mut tx = begin_write(&self.pool).await?;
+        let mut tx = begin_write(&self.writer).await?;
         let outcome = enroll_in_tx(&mut tx, request, now_ms, issue).await?;
         if matches!(outcome, EnrollOutcome::Enrolled { .. }) {
             tx.commit().await?;
@@ -332,7 +361,7 @@ impl Store for SqliteStore {
         .bind(i64::from(session.catalog_version))
         .bind(session.enabled_diagnostics.join(","))
         .bind(&session.host_id)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -354,7 +383,7 @@ impl Store for SqliteStore {
         .bind(now_ms)
         .bind(host_id)
         .bind(replica)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -362,7 +391,7 @@ impl Store for SqliteStore {
     async fn clear_replica_sessions(&self, replica: &str) -> StoreResult<()> {
         sqlx::query("UPDATE hosts SET session_replica = NULL WHERE session_replica = ?")
             .bind(replica)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -379,7 +408,7 @@ impl Store for SqliteStore {
         now_ms: i64,
     ) -> StoreResult<Vec<ReportOutcome>> {
         let policy = self.current_policy();
-        let mut tx = begin_write(&self.pool).await?;
+        let mut tx = begin_write(&self.writer).await?;
         let outcomes = batch::store_reports(&mut tx, &policy.policy, reports, now_ms).await?;
         tx.commit().await?;
         Ok(outcomes)
@@ -395,7 +424,7 @@ impl Store for SqliteStore {
             .bind(encoded)
             .bind(now_ms)
             .bind(host_id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -405,7 +434,7 @@ impl Store for SqliteStore {
     }
 
     async fn advance_rule_timers(&self, now_ms: i64) -> StoreResult<u64> {
-        tickets::advance_timers(&self.pool, &self.current_policy().policy, now_ms).await
+        tickets::advance_timers(&self.writer, &self.current_policy().policy, now_ms).await
     }
 
     async fn policy(&self) -> StoreResult<Arc<PolicyRecord>> {
@@ -429,7 +458,7 @@ impl Store for SqliteStore {
         .bind(text)
         .bind(applied_by)
         .bind(now_ms)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await?;
         let record = Arc::new(PolicyRecord {
             version,
@@ -459,7 +488,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<TicketRow> {
         let policy = self.current_policy();
         tickets::create(
-            &self.pool,
+            &self.writer,
             &policy.policy,
             host_id,
             title,
@@ -482,11 +511,11 @@ impl Store for SqliteStore {
         now_ms: i64,
     ) -> StoreResult<Result<TicketRow, TicketRefusal>> {
         let policy = self.current_policy();
-        tickets::update(&self.pool, &policy.policy, id, change, author, now_ms).await
+        tickets::update(&self.writer, &policy.policy, id, change, author, now_ms).await
     }
 
     async fn advance_sla(&self, now_ms: i64) -> StoreResult<u64> {
-        tickets::advance_sla(&self.pool, &self.current_policy().policy, now_ms).await
+        tickets::advance_sla(&self.writer, &self.current_policy().policy, now_ms).await
     }
 
     async fn health_history(&self, host_id: &str, since_ms: i64) -> StoreResult<Vec<HealthPoint>> {
@@ -523,7 +552,7 @@ impl Store for SqliteStore {
         raw_before_ms: i64,
         keep_after_ms: i64,
     ) -> StoreResult<(u64, u64)> {
-        let mut tx = begin_write(&self.pool).await?;
+        let mut tx = begin_write(&self.writer).await?;
         // Hours are folded whole: only hours that ended before the cut.
         let cut = raw_before_ms - raw_before_ms.rem_euclid(3_600_000);
         sqlx::query(
@@ -561,7 +590,7 @@ impl Store for SqliteStore {
         Ok(
             sqlx::query("DELETE FROM host_changes WHERE observed_at_ms < ?")
                 .bind(before_ms)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?
                 .rows_affected(),
         )
@@ -590,7 +619,7 @@ impl Store for SqliteStore {
             sqlx::query("DELETE FROM host_tags WHERE host_id = ? AND key = ?")
                 .bind(host_id)
                 .bind(key)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
         } else {
             sqlx::query(
@@ -600,7 +629,7 @@ impl Store for SqliteStore {
             .bind(host_id)
             .bind(key)
             .bind(value)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         }
         Ok(())
@@ -666,14 +695,14 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit(&self, entry: &AuditEntry, now_ms: i64) -> StoreResult<()> {
-        let mut tx = begin_write(&self.pool).await?;
+        let mut tx = begin_write(&self.writer).await?;
         append_audit_in(&mut tx, entry, now_ms).await?;
         tx.commit().await?;
         Ok(())
     }
 
     async fn create_job(&self, job: &NewJob, now_ms: i64) -> StoreResult<JobRow> {
-        jobs::create(&self.pool, job, now_ms).await
+        jobs::create(&self.writer, job, now_ms).await
     }
 
     async fn job(&self, id: &str) -> StoreResult<Option<JobRow>> {
@@ -689,15 +718,15 @@ impl Store for SqliteStore {
     }
 
     async fn job_sent(&self, id: &str, now_ms: i64) -> StoreResult<()> {
-        jobs::sent(&self.pool, id, now_ms).await
+        jobs::sent(&self.writer, id, now_ms).await
     }
 
     async fn cancel_job(&self, id: &str, now_ms: i64) -> StoreResult<Option<JobRow>> {
-        jobs::cancel(&self.pool, id, now_ms).await
+        jobs::cancel(&self.writer, id, now_ms).await
     }
 
     async fn expire_jobs(&self, now_ms: i64) -> StoreResult<Vec<JobRow>> {
-        jobs::expire(&self.pool, now_ms).await
+        jobs::expire(&self.writer, now_ms).await
     }
 
     async fn host_diagnostics(&self, host_id: &str) -> StoreResult<HostDiagnostics> {
@@ -740,15 +769,15 @@ impl Store for SqliteStore {
     }
 
     async fn add_webhook(&self, hook: &NewWebhook, now_ms: i64) -> StoreResult<i64> {
-        webhooks::add(&self.pool, hook, now_ms).await
+        webhooks::add(&self.writer, hook, now_ms).await
     }
 
     async fn remove_webhook(&self, id: i64) -> StoreResult<bool> {
-        webhooks::remove(&self.pool, id).await
+        webhooks::remove(&self.writer, id).await
     }
 
     async fn set_webhook_enabled(&self, id: i64, enabled: bool) -> StoreResult<bool> {
-        webhooks::set_enabled(&self.pool, id, enabled).await
+        webhooks::set_enabled(&self.writer, id, enabled).await
     }
 
     async fn list_webhooks(&self) -> StoreResult<Vec<WebhookStatus>> {
@@ -761,7 +790,7 @@ impl Store for SqliteStore {
         lease_ms: i64,
         limit: u32,
     ) -> StoreResult<Vec<Delivery>> {
-        webhooks::claim(&self.pool, now_ms, lease_ms, limit).await
+        webhooks::claim(&self.writer, now_ms, lease_ms, limit).await
     }
 
     async fn record_delivery(
@@ -770,11 +799,11 @@ impl Store for SqliteStore {
         outcome: &DeliveryOutcome,
         now_ms: i64,
     ) -> StoreResult<()> {
-        webhooks::record(&self.pool, id, outcome, now_ms).await
+        webhooks::record(&self.writer, id, outcome, now_ms).await
     }
 
     async fn purge_deliveries(&self, before_ms: i64) -> StoreResult<u64> {
-        webhooks::purge(&self.pool, before_ms).await
+        webhooks::purge(&self.writer, before_ms).await
     }
 
     async fn search_kb(&self, terms: &[String], limit: u32) -> StoreResult<Vec<KbHit>> {

@@ -336,7 +336,7 @@ mod tests {
             "INSERT INTO hosts (id, hostname, hardware_uuid, hardware_serial, cert_serial, \
              cert_sha256, enrolled_at_ms) VALUES ('h1', 'pc-1', '', '', '01', 'x', 0)",
         )
-        .execute(&store.pool)
+        .execute(&store.writer)
         .await
         .expect("host");
         let ticket = store
@@ -346,7 +346,7 @@ mod tests {
         assert_eq!(outbox_rows(&store.pool).await, 1, "opened, committed");
 
         // A change and its event in one transaction that rolls back.
-        let mut tx = store.pool.begin().await.expect("begin");
+        let mut tx = store.writer.begin().await.expect("begin");
         sqlx::query("UPDATE tickets SET occurrences = occurrences + 1 WHERE id = ?")
             .bind(ticket.id)
             .execute(&mut *tx)

@@ -930,3 +930,53 @@ pub(crate) async fn append_audit_in(
 ) -> StoreResult<()> {
     audit::append(tx, entry, now_ms).await
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Writes queue for the one writer in the order asked, so a writer that
+    /// begins again at once (the ingest writer under load) cannot starve a
+    /// write that waited before it, as SQLite's busy handler let it.
+    #[tokio::test]
+    async fn a_write_asked_while_the_writer_is_busy_goes_before_one_asked_later() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("t.db"))
+            .await
+            .expect("open");
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let busy = begin_write(&store.writer).await.expect("begin");
+
+        let first = tokio::spawn({
+            let (store, order) = (store.clone(), order.clone());
+            async move {
+                store.record_fleet_ca("ab").await.expect("write");
+                order.lock().expect("order").push("asked first");
+            }
+        });
+        // Each yield lets the spawned task run until it waits for the writer.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        let later = tokio::spawn({
+            let (store, order) = (store.clone(), order.clone());
+            async move {
+                let tx = begin_write(&store.writer).await.expect("begin later");
+                order.lock().expect("order").push("asked later");
+                tx.commit().await.expect("commit later");
+            }
+        });
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        busy.commit().await.expect("commit");
+        first.await.expect("first");
+        later.await.expect("later");
+        assert_eq!(
+            *order.lock().expect("order"),
+            ["asked first", "asked later"]
+        );
+    }
+}

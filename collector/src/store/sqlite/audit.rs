@@ -65,15 +65,15 @@ const LEGACY_CHAINED: &str = "audit_legacy_chained";
 /// the migration because SQLite's SQL has no SHA-256. It happens once: the
 /// marker in fleet_meta makes later opens leave an unchained row alone, so
 /// a row inserted by hand is reported by verify instead of being adopted.
-pub(super) async fn chain_unchained(pool: &SqlitePool) -> StoreResult<u64> {
+pub(super) async fn chain_unchained(writer: &super::Writer) -> StoreResult<u64> {
     let done: Option<String> = sqlx::query_scalar("SELECT value FROM fleet_meta WHERE key = ?")
         .bind(LEGACY_CHAINED)
-        .fetch_optional(pool)
+        .fetch_optional(writer.pool())
         .await?;
     if done.is_some() {
         return Ok(0);
     }
-    let mut tx = super::begin_write(pool).await?;
+    let mut tx = super::begin_write(writer).await?;
     // Checked again under the write lock: two processes may open at once.
     let done: Option<String> = sqlx::query_scalar("SELECT value FROM fleet_meta WHERE key = ?")
         .bind(LEGACY_CHAINED)

@@ -71,8 +71,8 @@ fn system(action: &str, job: &JobRow, detail: String) -> AuditEntry {
 }
 
 /// Records a job, queued, with its audit entry.
-pub async fn create(pool: &SqlitePool, job: &NewJob, now_ms: i64) -> StoreResult<JobRow> {
-    let mut tx = super::begin_write(pool).await?;
+pub async fn create(writer: &super::Writer, job: &NewJob, now_ms: i64) -> StoreResult<JobRow> {
+    let mut tx = super::begin_write(writer).await?;
     sqlx::query(
         "INSERT INTO jobs (id, host_id, diagnostic, params, params_text, risk, requested_by, \
          technician_id, token_id, ticket_id, state, created_at_ms, expires_at_ms) \
@@ -157,8 +157,8 @@ pub async fn deliverable(pool: &SqlitePool, host: &str, now_ms: i64) -> StoreRes
 }
 
 /// Marks a job sent; the first send is audited as its start.
-pub async fn sent(pool: &SqlitePool, id: &str, now_ms: i64) -> StoreResult<()> {
-    let mut tx = super::begin_write(pool).await?;
+pub async fn sent(writer: &super::Writer, id: &str, now_ms: i64) -> StoreResult<()> {
+    let mut tx = super::begin_write(writer).await?;
     let first = sqlx::query(
         "UPDATE jobs SET state = 'sent', sent_at_ms = ? WHERE id = ? AND state = 'queued'",
     )
@@ -187,8 +187,8 @@ pub async fn sent(pool: &SqlitePool, id: &str, now_ms: i64) -> StoreResult<()> {
 }
 
 /// Cancels a job.
-pub async fn cancel(pool: &SqlitePool, id: &str, now_ms: i64) -> StoreResult<Option<JobRow>> {
-    let mut tx = super::begin_write(pool).await?;
+pub async fn cancel(writer: &super::Writer, id: &str, now_ms: i64) -> StoreResult<Option<JobRow>> {
+    let mut tx = super::begin_write(writer).await?;
     let Some(job) = one(&mut *tx, id).await? else {
         return Ok(None);
     };
@@ -219,8 +219,8 @@ pub async fn cancel(pool: &SqlitePool, id: &str, now_ms: i64) -> StoreResult<Opt
 }
 
 /// Expires jobs whose request passed its TTL before the agent took it.
-pub async fn expire(pool: &SqlitePool, now_ms: i64) -> StoreResult<Vec<JobRow>> {
-    let mut tx = super::begin_write(pool).await?;
+pub async fn expire(writer: &super::Writer, now_ms: i64) -> StoreResult<Vec<JobRow>> {
+    let mut tx = super::begin_write(writer).await?;
     let ids: Vec<String> = sqlx::query_scalar(
         "SELECT id FROM jobs WHERE state IN ('queued', 'sent') AND expires_at_ms <= ?",
     )

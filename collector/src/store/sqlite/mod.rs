@@ -11,10 +11,10 @@
 //!
 //! # Connections
 //! Every write, a transaction or a single statement, goes through the one
-//! `writer` connection, which the pool hands out in the order asked; reads
-//! go through the reader pool. Functions here that take a pool and write
-//! must be given the writer: on a reader a write would wait in SQLite's
-//! unfair busy handler instead of the writer's queue.
+//! [`Writer`] connection, which its pool hands out in the order asked;
+//! reads go through the reader pool. Write functions take a `&Writer`, and
+//! [`begin_write`] only begins on one: on a reader a write would wait in
+//! SQLite's unfair busy handler instead of the writer's queue.
 
 mod audit;
 mod batch;
@@ -57,9 +57,7 @@ const CA_FINGERPRINT_KEY: &str = "ca_sha256";
 pub struct SqliteStore {
     /// The readers.
     pool: SqlitePool,
-    /// The one connection every write goes through (see
-    /// [`SqliteStore::open`]).
-    writer: SqlitePool,
+    writer: Writer,
     /// The policy in force, parsed once per apply rather than per sample.
     /// One SQLite database has one collector, so the cache cannot go stale.
     policy: Arc<RwLock<Arc<PolicyRecord>>>,
@@ -100,10 +98,12 @@ impl SqliteStore {
         // `soft_heap_limit` of 64 MiB was tried: the writer's cache thrashed
         // (19,000 first inventories took 410 s instead of 337 s) and the
         // peak RSS rose.
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone().pragma("cache_size", "-32768"))
-            .await?;
+        let writer = Writer(
+            SqlitePoolOptions::new()
+                .max_connections(1)
+                .connect_with(options.clone().pragma("cache_size", "-32768"))
+                .await?,
+        );
         // WAL readers never wait for the writer: enough of them that the
         // technicians' queries and the sessions' certificate checks do not
         // wait for each other.
@@ -111,7 +111,9 @@ impl SqliteStore {
             .max_connections(8)
             .connect_with(options.pragma("cache_size", "-8192"))
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&writer).await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(writer.pool())
+            .await?;
         let chained = audit::chain_unchained(&writer).await?;
         if chained > 0 {
             tracing::info!(
@@ -130,7 +132,7 @@ impl SqliteStore {
     /// Closes every connection: later calls fail as an unreachable
     /// database would (the health service's test uses it).
     pub async fn close(&self) {
-        self.writer.close().await;
+        self.writer.0.close().await;
         self.pool.close().await;
     }
 
@@ -147,8 +149,20 @@ impl SqliteStore {
 /// that reads and then writes is refused at once ("database is locked",
 /// no busy wait) when another connection committed a write in between,
 /// which concurrent agents, technicians and timers make likely.
-pub(crate) async fn begin_write(pool: &SqlitePool) -> StoreResult<Transaction<'static, Sqlite>> {
-    Ok(pool.begin_with("BEGIN IMMEDIATE").await?)
+pub(crate) async fn begin_write(writer: &Writer) -> StoreResult<Transaction<'static, Sqlite>> {
+    Ok(writer.0.begin_with("BEGIN IMMEDIATE").await?)
+}
+
+/// The one connection every write goes through (see [`SqliteStore::open`]),
+/// a type of its own so that a write path cannot be handed a reader.
+#[derive(Debug, Clone)]
+pub(crate) struct Writer(SqlitePool);
+
+impl Writer {
+    /// For a single-statement write.
+    fn pool(&self) -> &SqlitePool {
+        &self.0
+    }
 }
 
 /// The newest applied policy, or the built-in defaults.
@@ -212,7 +226,7 @@ impl Store for SqliteStore {
         let inserted = sqlx::query("INSERT OR IGNORE INTO fleet_meta (key, value) VALUES (?, ?)")
             .bind(CA_FINGERPRINT_KEY)
             .bind(fingerprint)
-            .execute(&self.writer)
+            .execute(self.writer.pool())
             .await?
             .rows_affected();
         if inserted == 1 {
@@ -318,7 +332,7 @@ impl Store for SqliteStore {
         .bind(i64::from(token.uses))
         .bind(i64::from(token.uses))
         .bind(&token.created_by)
-        .execute(&self.writer)
+        .execute(self.writer.pool())
         .await?;
         Ok(())
     }
@@ -361,7 +375,7 @@ impl Store for SqliteStore {
         .bind(i64::from(session.catalog_version))
         .bind(session.enabled_diagnostics.join(","))
         .bind(&session.host_id)
-        .execute(&self.writer)
+        .execute(self.writer.pool())
         .await?;
         Ok(())
     }
@@ -383,7 +397,7 @@ impl Store for SqliteStore {
         .bind(now_ms)
         .bind(host_id)
         .bind(replica)
-        .execute(&self.writer)
+        .execute(self.writer.pool())
         .await?;
         Ok(())
     }
@@ -391,7 +405,7 @@ impl Store for SqliteStore {
     async fn clear_replica_sessions(&self, replica: &str) -> StoreResult<()> {
         sqlx::query("UPDATE hosts SET session_replica = NULL WHERE session_replica = ?")
             .bind(replica)
-            .execute(&self.writer)
+            .execute(self.writer.pool())
             .await?;
         Ok(())
     }
@@ -424,7 +438,7 @@ impl Store for SqliteStore {
             .bind(encoded)
             .bind(now_ms)
             .bind(host_id)
-            .execute(&self.writer)
+            .execute(self.writer.pool())
             .await?;
         Ok(())
     }
@@ -458,7 +472,7 @@ impl Store for SqliteStore {
         .bind(text)
         .bind(applied_by)
         .bind(now_ms)
-        .fetch_one(&self.writer)
+        .fetch_one(self.writer.pool())
         .await?;
         let record = Arc::new(PolicyRecord {
             version,
@@ -590,7 +604,7 @@ impl Store for SqliteStore {
         Ok(
             sqlx::query("DELETE FROM host_changes WHERE observed_at_ms < ?")
                 .bind(before_ms)
-                .execute(&self.writer)
+                .execute(self.writer.pool())
                 .await?
                 .rows_affected(),
         )
@@ -619,7 +633,7 @@ impl Store for SqliteStore {
             sqlx::query("DELETE FROM host_tags WHERE host_id = ? AND key = ?")
                 .bind(host_id)
                 .bind(key)
-                .execute(&self.writer)
+                .execute(self.writer.pool())
                 .await?;
         } else {
             sqlx::query(
@@ -629,7 +643,7 @@ impl Store for SqliteStore {
             .bind(host_id)
             .bind(key)
             .bind(value)
-            .execute(&self.writer)
+            .execute(self.writer.pool())
             .await?;
         }
         Ok(())

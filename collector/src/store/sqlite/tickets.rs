@@ -701,8 +701,12 @@ async fn evaluate_offline(tx: &mut Tx, policy: &Policy, now_ms: i64) -> StoreRes
 
 /// Advances every waiting timer (quiet periods, reopen windows) and the
 /// offline rules to `now_ms`. Returns how many ticket actions it took.
-pub async fn advance_timers(pool: &SqlitePool, policy: &Policy, now_ms: i64) -> StoreResult<u64> {
-    let mut tx = super::begin_write(pool).await?;
+pub async fn advance_timers(
+    writer: &super::Writer,
+    policy: &Policy,
+    now_ms: i64,
+) -> StoreResult<u64> {
+    let mut tx = super::begin_write(writer).await?;
     let mut actions = evaluate_offline(&mut tx, policy, now_ms).await?;
     let rows = sqlx::query(
         "SELECT host_id, rule, subject, state, ticket_id FROM rule_states \
@@ -820,7 +824,7 @@ async fn one(tx: &mut Transaction<'static, Sqlite>, id: i64) -> StoreResult<Opti
 
 /// Opens a manual ticket.
 pub async fn create(
-    pool: &SqlitePool,
+    writer: &super::Writer,
     policy: &Policy,
     host: &str,
     title: &str,
@@ -828,7 +832,7 @@ pub async fn create(
     author: &str,
     now_ms: i64,
 ) -> StoreResult<TicketRow> {
-    let mut tx = super::begin_write(pool).await?;
+    let mut tx = super::begin_write(writer).await?;
     let tags = host_tags(&mut tx, host).await?;
     let priority = priority.unwrap_or_else(|| Priority::of(Impact::of(&tags), Severity::Medium));
     let id = open_ticket(
@@ -885,14 +889,14 @@ pub async fn get(
 
 /// Applies a technician's change.
 pub async fn update(
-    pool: &SqlitePool,
+    writer: &super::Writer,
     policy: &Policy,
     id: i64,
     change: &TicketChange,
     author: &str,
     now_ms: i64,
 ) -> StoreResult<Result<TicketRow, TicketRefusal>> {
-    let mut tx = super::begin_write(pool).await?;
+    let mut tx = super::begin_write(writer).await?;
     let Some(before) = one(&mut tx, id).await? else {
         return Ok(Err(TicketRefusal::NotFound));
     };
@@ -1018,8 +1022,8 @@ pub async fn update(
 
 /// Escalates missed SLA targets once each, and closes resolved tickets past
 /// the reopen window (D22).
-pub async fn advance_sla(pool: &SqlitePool, policy: &Policy, now_ms: i64) -> StoreResult<u64> {
-    let mut tx = super::begin_write(pool).await?;
+pub async fn advance_sla(writer: &super::Writer, policy: &Policy, now_ms: i64) -> StoreResult<u64> {
+    let mut tx = super::begin_write(writer).await?;
     let mut changed = 0;
     for (flag, due, what) in [
         (

@@ -114,7 +114,7 @@ async fn ticket_payload(
 }
 
 /// Stores a webhook; returns its id.
-pub async fn add(pool: &SqlitePool, hook: &NewWebhook, now_ms: i64) -> StoreResult<i64> {
+pub async fn add(writer: &super::Writer, hook: &NewWebhook, now_ms: i64) -> StoreResult<i64> {
     Ok(sqlx::query(
         "INSERT INTO webhooks (url, events, secret, enabled, created_at_ms, created_by) \
          VALUES (?, ?, ?, 1, ?, ?) RETURNING id",
@@ -124,27 +124,27 @@ pub async fn add(pool: &SqlitePool, hook: &NewWebhook, now_ms: i64) -> StoreResu
     .bind(&hook.secret)
     .bind(now_ms)
     .bind(&hook.created_by)
-    .fetch_one(pool)
+    .fetch_one(writer.pool())
     .await?
     .try_get("id")?)
 }
 
 /// Removes a webhook; its outbox rows go with it (ON DELETE CASCADE).
-pub async fn remove(pool: &SqlitePool, id: i64) -> StoreResult<bool> {
+pub async fn remove(writer: &super::Writer, id: i64) -> StoreResult<bool> {
     Ok(sqlx::query("DELETE FROM webhooks WHERE id = ?")
         .bind(id)
-        .execute(pool)
+        .execute(writer.pool())
         .await?
         .rows_affected()
         == 1)
 }
 
 /// Pauses or resumes a webhook.
-pub async fn set_enabled(pool: &SqlitePool, id: i64, enabled: bool) -> StoreResult<bool> {
+pub async fn set_enabled(writer: &super::Writer, id: i64, enabled: bool) -> StoreResult<bool> {
     Ok(sqlx::query("UPDATE webhooks SET enabled = ? WHERE id = ?")
         .bind(i64::from(enabled))
         .bind(id)
-        .execute(pool)
+        .execute(writer.pool())
         .await?
         .rows_affected()
         == 1)
@@ -196,12 +196,12 @@ pub async fn list(pool: &SqlitePool) -> StoreResult<Vec<WebhookStatus>> {
 /// BEGIN IMMEDIATE takes the write lock before reading, so two claimers
 /// never take the same row (PostgreSQL will use FOR UPDATE SKIP LOCKED).
 pub async fn claim(
-    pool: &SqlitePool,
+    writer: &super::Writer,
     now_ms: i64,
     lease_ms: i64,
     limit: u32,
 ) -> StoreResult<Vec<Delivery>> {
-    let mut tx = super::begin_write(pool).await?;
+    let mut tx = super::begin_write(writer).await?;
     let rows = sqlx::query(
         "SELECT o.id, o.delivery_id, o.event, o.body, o.attempts, o.created_at_ms, w.url, w.secret \
          FROM webhook_outbox o JOIN webhooks w ON w.id = o.webhook_id \
@@ -248,19 +248,19 @@ pub async fn claim(
 }
 
 /// Deletes delivered and given-up deliveries older than `before_ms`.
-pub async fn purge(pool: &SqlitePool, before_ms: i64) -> StoreResult<u64> {
+pub async fn purge(writer: &super::Writer, before_ms: i64) -> StoreResult<u64> {
     Ok(sqlx::query(
         "DELETE FROM webhook_outbox WHERE state IN ('delivered', 'failed') AND created_at_ms < ?",
     )
     .bind(before_ms)
-    .execute(pool)
+    .execute(writer.pool())
     .await?
     .rows_affected())
 }
 
 /// Records one attempt.
 pub async fn record(
-    pool: &SqlitePool,
+    writer: &super::Writer,
     id: i64,
     outcome: &DeliveryOutcome,
     now_ms: i64,
@@ -275,7 +275,7 @@ pub async fn record(
             .bind(now_ms)
             .bind(i64::from(*status))
             .bind(id)
-            .execute(pool)
+            .execute(writer.pool())
             .await?;
         }
         DeliveryOutcome::Failed {
@@ -294,7 +294,7 @@ pub async fn record(
             .bind(error)
             .bind(*retry_at_ms)
             .bind(id)
-            .execute(pool)
+            .execute(writer.pool())
             .await?;
         }
     }
@@ -336,7 +336,7 @@ mod tests {
             "INSERT INTO hosts (id, hostname, hardware_uuid, hardware_serial, cert_serial, \
              cert_sha256, enrolled_at_ms) VALUES ('h1', 'pc-1', '', '', '01', 'x', 0)",
         )
-        .execute(&store.writer)
+        .execute(store.writer.pool())
         .await
         .expect("host");
         let ticket = store
@@ -346,7 +346,7 @@ mod tests {
         assert_eq!(outbox_rows(&store.pool).await, 1, "opened, committed");
 
         // A change and its event in one transaction that rolls back.
-        let mut tx = store.writer.begin().await.expect("begin");
+        let mut tx = store.writer.pool().begin().await.expect("begin");
         sqlx::query("UPDATE tickets SET occurrences = occurrences + 1 WHERE id = ?")
             .bind(ticket.id)
             .execute(&mut *tx)

@@ -228,7 +228,7 @@ fn removable_devices(root: &Path) -> Vec<String> {
 }
 
 /// Capacity and space available to unprivileged users, from statvfs.
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 fn space(path: &Path) -> (u64, u64) {
     match rustix::fs::statvfs(path) {
         Ok(s) => (s.f_blocks * s.f_frsize, s.f_bavail * s.f_frsize),

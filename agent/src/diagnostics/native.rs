@@ -18,6 +18,7 @@ pub const DISK_USAGE_MAX_ENTRIES: usize = 200_000;
 /// Directories `disk_usage` lists.
 const DISK_USAGE_SHOWN: usize = 25;
 /// How deep `clear_temp` goes below a temp dir.
+#[cfg(unix)]
 const CLEAR_TEMP_MAX_DEPTH: usize = 32;
 
 /// The time left, or the timeout.
@@ -266,7 +267,7 @@ fn top_processes(
         std::thread::sleep(Duration::from_millis(50));
     }
     let after = proc_stats(root);
-    let page = rustix::param::page_size() as u64;
+    let page = page_size();
     let mut rows: Vec<(u32, String, f64, u64)> = after
         .values()
         .map(|s| {
@@ -316,6 +317,18 @@ fn human(bytes: u64) -> String {
     } else {
         format!("{value:.1} {}", UNITS[unit])
     }
+}
+
+#[cfg(unix)]
+fn page_size() -> u64 {
+    rustix::param::page_size() as u64
+}
+
+/// top_processes reads Linux's /proc; elsewhere the page size only has to
+/// be a plausible number for the fixture tests.
+#[cfg(not(unix))]
+fn page_size() -> u64 {
+    4096
 }
 
 #[cfg(unix)]
@@ -588,11 +601,11 @@ pub fn clear_dir(
     use rustix::fs::Mode;
     let top = rustix::fs::open(dir, DIR_FLAGS, Mode::empty())
         .map_err(|e| ClearError::Open(std::io::Error::from(e).to_string()))?;
-    let dev = rustix::fs::fstat(&top)
-        .map_err(|e| ClearError::Open(std::io::Error::from(e).to_string()))?
-        .st_dev;
+    let top_stat = rustix::fs::fstat(&top)
+        .map_err(|e| ClearError::Open(std::io::Error::from(e).to_string()))?;
     let mut walk = ClearWalk {
-        dev,
+        // dev_t is u64 on Linux and i32 on macOS: keep the OS's own type.
+        dev: top_stat.st_dev,
         cutoff,
         deadline,
         stop,
@@ -611,9 +624,13 @@ const DIR_FLAGS: rustix::fs::OFlags = rustix::fs::OFlags::RDONLY
     .union(rustix::fs::OFlags::NOFOLLOW)
     .union(rustix::fs::OFlags::CLOEXEC);
 
+/// The filesystem a directory lives on, as `stat` names it.
+#[cfg(unix)]
+type DeviceId = rustix::fs::Dev;
+
 #[cfg(unix)]
 struct ClearWalk<'a> {
-    dev: u64,
+    dev: DeviceId,
     cutoff: i64,
     deadline: Instant,
     stop: &'a AtomicBool,

@@ -456,6 +456,7 @@ pub fn apply_files(
 }
 
 /// Who owns the console: the user at the Mac's screen.
+#[cfg(unix)]
 fn console_user(root: &Path, users: &[LocalUser]) -> Option<deskpulse_proto::v1::UserSession> {
     use std::os::unix::fs::MetadataExt;
     let meta = std::fs::metadata(root.join("dev/console")).ok()?;
@@ -467,6 +468,13 @@ fn console_user(root: &Path, users: &[LocalUser]) -> Option<deskpulse_proto::v1:
         host: String::new(),
         started_unix_s: meta.mtime(),
     })
+}
+
+/// The console's owner is a Unix file owner; the fixture tests of this
+/// module also run in the Windows build, where no such owner exists.
+#[cfg(not(unix))]
+fn console_user(_: &Path, _: &[LocalUser]) -> Option<deskpulse_proto::v1::UserSession> {
+    None
 }
 
 fn security(

@@ -6,8 +6,9 @@
 //!
 //! Diagnostics use [`stream`]: the same rules, plus stdout and stderr
 //! merged into one capped stream handed out chunk by chunk, cancellation,
-//! and the program in its own process group, so a timeout, a cancel or the
-//! cap kills the whole tree it started, not just the first process.
+//! and the program in a [`Tree`] of its own (a process group on Unix, a Job
+//! Object on Windows), so a timeout, a cancel or the cap kills the whole
+//! tree it started, not just the first process.
 
 use std::io::Read;
 use std::process::{Command, Stdio};
@@ -65,6 +66,7 @@ pub fn run(program: &str, args: &[&str], timeout: Duration) -> Result<Finished, 
         std::io::ErrorKind::NotFound => SpawnError::NotFound(program.to_owned()),
         _ => SpawnError::Failed(format!("{program}: {e}")),
     })?;
+    let tree = Tree::adopt(&child);
     // Read on a thread so a chatty program cannot block on a full pipe while
     // we wait for it to exit.
     let stdout = child.stdout.take();
@@ -80,21 +82,21 @@ pub fn run(program: &str, args: &[&str], timeout: Duration) -> Result<Finished, 
         match has_exited(&mut child) {
             Ok(true) => break,
             Ok(false) if Instant::now() >= deadline => {
-                kill_tree(&mut child);
+                kill_tree(&tree, &mut child);
                 return Err(SpawnError::Failed(format!(
                     "{program}: no answer within {timeout:?}, killed"
                 )));
             }
             Ok(false) => std::thread::sleep(Duration::from_millis(10)),
             Err(e) => {
-                kill_tree(&mut child);
+                kill_tree(&tree, &mut child);
                 return Err(SpawnError::Failed(format!("{program}: {e}")));
             }
         }
     }
-    // Anything the program left running in its group goes too, so the
+    // Anything the program left running in its tree goes too, so the
     // pipe closes and nothing outlives the probe; then the leader is reaped.
-    kill_group(&child);
+    tree.kill(&child);
     let status = child
         .wait()
         .map_err(|e| SpawnError::Failed(format!("{program}: {e}")))?;
@@ -106,7 +108,7 @@ pub fn run(program: &str, args: &[&str], timeout: Duration) -> Result<Finished, 
 }
 
 /// Puts the child in a process group of its own (its pid is the group id),
-/// so [`kill_group`] reaches every process it starts.
+/// so [`Tree::kill`] reaches every process it starts.
 fn own_group(command: &mut Command) {
     #[cfg(unix)]
     {
@@ -117,16 +119,103 @@ fn own_group(command: &mut Command) {
     let _ = command;
 }
 
-/// SIGKILL to the child's whole process group. Harmless when the group is
-/// already gone. A process that made itself a new session escapes it; no
-/// catalog program does that.
-fn kill_group(child: &std::process::Child) {
-    #[cfg(unix)]
-    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
-        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+/// Everything a spawned program started, to be killed as one.
+///
+/// On Unix that is the child's process group, named by its pid, so there
+/// is nothing to hold. On Windows it is a Job Object the child is put in
+/// right after it starts; its descendants inherit it. A process the child
+/// starts in the microseconds before it joins would escape, as one that
+/// makes itself a new session escapes a process group; no catalog program
+/// does either.
+struct Tree {
+    #[cfg(windows)]
+    job: Option<job::Job>,
+}
+
+impl Tree {
+    fn adopt(child: &std::process::Child) -> Tree {
+        #[cfg(windows)]
+        return Tree {
+            job: job::Job::adopt(child),
+        };
+        #[cfg(not(windows))]
+        {
+            let _ = child;
+            Tree {}
+        }
     }
-    #[cfg(not(unix))]
-    let _ = child;
+
+    /// Kills every process of the tree. Harmless when they are gone.
+    fn kill(&self, child: &std::process::Child) {
+        #[cfg(unix)]
+        if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+        #[cfg(windows)]
+        {
+            let _ = child;
+            if let Some(job) = &self.job {
+                job.terminate();
+            }
+        }
+        #[cfg(not(any(unix, windows)))]
+        let _ = child;
+    }
+}
+
+/// The Job Object behind a [`Tree`] on Windows.
+#[cfg(windows)]
+mod job {
+    use std::os::windows::io::{AsRawHandle, FromRawHandle, OwnedHandle};
+
+    use windows_sys::Win32::System::JobObjects::{
+        AssignProcessToJobObject, CreateJobObjectW, JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE,
+        JOBOBJECT_EXTENDED_LIMIT_INFORMATION, JobObjectExtendedLimitInformation,
+        SetInformationJobObject, TerminateJobObject,
+    };
+
+    /// A Job Object that kills what is left in it when it is closed, so
+    /// nothing a probe started outlives the probe even if the agent
+    /// forgets to kill it.
+    pub struct Job(OwnedHandle);
+
+    impl Job {
+        /// A new job holding `child`, or `None` when Windows refuses one
+        /// (then only the child itself can be killed).
+        #[allow(unsafe_code)]
+        // Win32 calls on handles we own: the job handle is checked for null
+        // and owned at once, the limit structure is zeroed plain data of
+        // the size passed, and the child's handle lives as long as `child`.
+        pub fn adopt(child: &std::process::Child) -> Option<Job> {
+            let raw = unsafe { CreateJobObjectW(std::ptr::null(), std::ptr::null()) };
+            if raw.is_null() {
+                return None;
+            }
+            let job = Job(unsafe { OwnedHandle::from_raw_handle(raw) });
+            let mut limits: JOBOBJECT_EXTENDED_LIMIT_INFORMATION = unsafe { std::mem::zeroed() };
+            limits.BasicLimitInformation.LimitFlags = JOB_OBJECT_LIMIT_KILL_ON_JOB_CLOSE;
+            let set = unsafe {
+                SetInformationJobObject(
+                    job.0.as_raw_handle(),
+                    JobObjectExtendedLimitInformation,
+                    (&raw const limits).cast(),
+                    std::mem::size_of::<JOBOBJECT_EXTENDED_LIMIT_INFORMATION>() as u32,
+                )
+            };
+            let assigned =
+                unsafe { AssignProcessToJobObject(job.0.as_raw_handle(), child.as_raw_handle()) };
+            (set != 0 && assigned != 0).then_some(job)
+        }
+
+        /// Ends every process in the job.
+        #[allow(unsafe_code)]
+        // The handle is ours and open for as long as `self`.
+        pub fn terminate(&self) {
+            unsafe {
+                TerminateJobObject(self.0.as_raw_handle(), 1);
+            }
+        }
+    }
 }
 
 /// True once the child has exited, without reaping it (`waitid` with
@@ -148,10 +237,9 @@ fn has_exited(child: &mut std::process::Child) -> std::io::Result<bool> {
     Ok(child.try_wait()?.is_some())
 }
 
-/// Kills the group, then the child itself (on Windows the only one), and
-/// reaps it.
-fn kill_tree(child: &mut std::process::Child) {
-    kill_group(child);
+/// Kills the tree, then the child itself, and reaps it.
+fn kill_tree(tree: &Tree, child: &mut std::process::Child) {
+    tree.kill(child);
     let _ = child.kill();
     let _ = child.wait();
 }
@@ -226,6 +314,7 @@ pub fn stream(
         _ => SpawnError::Failed(format!("{program}: {e}")),
     })?;
     let pid = child.id();
+    let tree = Tree::adopt(&child);
     let (tx, rx) = mpsc::channel::<Vec<u8>>();
     std::thread::spawn(move || {
         let mut reader = reader;
@@ -278,7 +367,7 @@ pub fn stream(
                 Ok(true) => ending = Some(Ending::Exited(None)),
                 Ok(false) => {}
                 Err(e) => {
-                    kill_tree(&mut child);
+                    kill_tree(&tree, &mut child);
                     return Err(SpawnError::Failed(format!("{program}: {e}")));
                 }
             }
@@ -288,7 +377,7 @@ pub fn stream(
     let mut truncated = ending == Ending::Capped;
     // The group is killed while the exited leader is still unreaped, so
     // its pid (the group id) cannot have been reused by a stranger.
-    kill_group(&child);
+    tree.kill(&child);
     let _ = child.kill();
     let status = child.wait();
     if ending == Ending::Exited(None) {

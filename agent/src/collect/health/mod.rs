@@ -521,26 +521,39 @@ pub fn temperatures(root: &Path) -> Vec<TemperatureReading> {
 fn read_posture(root: &Path, now_unix_ms: i64) -> (Option<SecurityPosture>, Vec<Unavailable>) {
     let mut scratch = Inventory::default();
     #[cfg(target_os = "linux")]
-    let sec = super::host::security_info(root, &mut scratch, false);
+    let (sec, system_volume) = (
+        super::host::security_info(root, &mut scratch, false),
+        "/".to_owned(),
+    );
     // fdesetup and preference plists: cheap enough for the posture interval.
     #[cfg(target_os = "macos")]
-    let sec = super::macos::security_now(root, &mut scratch);
-    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+    let (sec, system_volume) = (
+        super::macos::security_now(root, &mut scratch),
+        "/".to_owned(),
+    );
+    // Three WMI queries and two registry keys, in process.
+    #[cfg(windows)]
+    let (sec, system_volume) = {
+        let _ = root;
+        (
+            super::windows::security_now(&mut scratch),
+            std::env::var("SystemDrive").unwrap_or_else(|_| "C:".into()),
+        )
+    };
+    #[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
     {
-        // Windows posture comes from the full WMI snapshot, too costly for
-        // a ten-minute probe; it arrives with each inventory instead.
         let _ = (root, now_unix_ms, &mut scratch);
         (
             None,
             vec![missing(
                 "health.posture",
                 UnavailableReason::NotSupported,
-                "this agent build reads posture in health samples on Linux and macOS only",
+                "this agent build reads posture in health samples on Linux, macOS and Windows only",
             )],
         )
     }
-    #[cfg(any(target_os = "linux", target_os = "macos"))]
-    posture_from(&sec, "/", scratch.unavailable, now_unix_ms)
+    #[cfg(any(target_os = "linux", target_os = "macos", windows))]
+    posture_from(&sec, &system_volume, scratch.unavailable, now_unix_ms)
 }
 
 /// A posture from a security section (any OS, so it is tested on the

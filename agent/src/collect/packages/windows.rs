@@ -3,11 +3,11 @@
 //! (`HKLM\SOFTWARE\WOW6432Node\…\Uninstall`) and per user
 //! (`HKU\<SID>\…\Uninstall`), plus hotfixes.
 //!
-//! The parser reads the `.reg` export text that `reg export` and regedit
-//! write (UTF-16LE with a BOM, or UTF-8), so the same code runs on Windows
-//! and in fixture tests here. The Windows adapter exports the keys with
-//! `reg.exe` (a timeout, no shell) and hands the text to [`parse_reg`]; it is
-//! not compiled on our Linux machines.
+//! Everything works on [`RegKeys`], a map of key paths to values. The
+//! Windows adapter fills it by reading the keys in process (`winreg`, no
+//! `reg.exe`); the fixture tests fill it from `.reg` export text, as
+//! regedit and `reg export` write it (UTF-16LE with a BOM, or UTF-8),
+//! through [`parse_reg`]. [`uninstall_entries`] is the same code for both.
 
 use std::collections::BTreeMap;
 
@@ -268,47 +268,95 @@ pub fn one_or_many(value: &serde_json::Value) -> Vec<&serde_json::Value> {
 #[cfg(windows)]
 pub use adapter::collect;
 
-/// The thin Windows adapter: `reg export` each Uninstall root and parse.
+/// The thin Windows adapter: read each Uninstall root, both registry
+/// views and every loaded user hive, into [`RegKeys`].
 #[cfg(windows)]
 mod adapter {
-    use std::time::Duration;
+    use std::collections::BTreeMap;
 
     use deskpulse_proto::v1::Package;
+    use winreg::enums::{HKEY_LOCAL_MACHINE, HKEY_USERS, KEY_READ, KEY_WOW64_64KEY, RegType};
+    use winreg::{RegKey, RegValue as RawValue};
 
-    use crate::collect::spawn;
+    use super::{RegKeys, RegValue};
 
-    const ROOTS: &[&str] = &[
-        r"HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Uninstall",
-        r"HKLM\SOFTWARE\WOW6432Node\Microsoft\Windows\CurrentVersion\Uninstall",
-    ];
-    const TIMEOUT: Duration = Duration::from_secs(30);
+    const UNINSTALL: &str = r"SOFTWARE\Microsoft\Windows\CurrentVersion\Uninstall";
 
-    fn export(key: &str) -> Option<String> {
-        let file = std::env::temp_dir().join(format!("deskpulse-{}.reg", std::process::id()));
-        let path = file.to_string_lossy().into_owned();
-        let exported = spawn::output("reg.exe", &["export", key, &path, "/y"], TIMEOUT).is_ok();
-        let bytes = exported.then(|| std::fs::read(&file).ok()).flatten();
-        let _ = std::fs::remove_file(&file);
-        bytes.map(|b| super::decode(&b))
+    /// A value as the parser knows it.
+    fn value(raw: &RawValue) -> RegValue {
+        let utf16 = || super::utf16_strings(&raw.bytes);
+        match raw.vtype {
+            RegType::REG_SZ | RegType::REG_EXPAND_SZ => {
+                RegValue::String(utf16().into_iter().next().unwrap_or_default())
+            }
+            RegType::REG_MULTI_SZ => RegValue::Strings(utf16()),
+            RegType::REG_DWORD if raw.bytes.len() == 4 => RegValue::Dword(u32::from_le_bytes([
+                raw.bytes[0],
+                raw.bytes[1],
+                raw.bytes[2],
+                raw.bytes[3],
+            ])),
+            _ => RegValue::Binary(raw.bytes.to_vec()),
+        }
+    }
+
+    /// Every subkey of `root\path` with its values, under the path the
+    /// parser expects (`HKEY_LOCAL_MACHINE\...`, with `WOW6432Node` for
+    /// the 32-bit view, as an export names it).
+    fn read(root: &RegKey, shown: &str, path: &str, flags: u32, keys: &mut RegKeys) {
+        let Ok(uninstall) = root.open_subkey_with_flags(path, KEY_READ | flags) else {
+            return;
+        };
+        for name in uninstall.enum_keys().flatten() {
+            let Ok(entry) = uninstall.open_subkey_with_flags(&name, KEY_READ | flags) else {
+                continue;
+            };
+            let values: BTreeMap<String, RegValue> = entry
+                .enum_values()
+                .flatten()
+                .map(|(name, raw)| (name, value(&raw)))
+                .collect();
+            keys.insert(format!(r"{shown}\{name}"), values);
+        }
     }
 
     /// Installed programs of the machine and of every loaded user hive.
     pub fn collect() -> Vec<Package> {
-        let mut keys: Vec<String> = ROOTS.iter().map(|k| (*k).to_owned()).collect();
-        if let Ok(out) = spawn::output("reg.exe", &["query", "HKU"], TIMEOUT) {
-            for line in String::from_utf8_lossy(&out).lines() {
-                let sid = line.trim();
-                if sid.starts_with(r"HKEY_USERS\S-1-5-21-") && !sid.ends_with("_Classes") {
-                    keys.push(format!(
-                        r"{sid}\Software\Microsoft\Windows\CurrentVersion\Uninstall"
-                    ));
-                }
+        let mut keys = RegKeys::new();
+        let hklm = RegKey::predef(HKEY_LOCAL_MACHINE);
+        read(
+            &hklm,
+            &format!(r"HKEY_LOCAL_MACHINE\{UNINSTALL}"),
+            UNINSTALL,
+            KEY_WOW64_64KEY,
+            &mut keys,
+        );
+        // The 32-bit programs' key, named by its physical path rather than
+        // through KEY_WOW64_32KEY: where there is no WOW64 (Wine's 64-bit
+        // prefix) the flag is ignored and would list every 64-bit program
+        // twice; the physical path simply does not exist there.
+        let wow = r"SOFTWARE\WOW6432Node\Microsoft\Windows\CurrentVersion\Uninstall";
+        read(
+            &hklm,
+            &format!(r"HKEY_LOCAL_MACHINE\{wow}"),
+            wow,
+            KEY_WOW64_64KEY,
+            &mut keys,
+        );
+        let users = RegKey::predef(HKEY_USERS);
+        for sid in users.enum_keys().flatten() {
+            // Real accounts only; `_Classes` hives hold no Uninstall key.
+            if sid.starts_with("S-1-5-21-") && !sid.ends_with("_Classes") {
+                read(
+                    &users,
+                    &format!(r"HKEY_USERS\{sid}\{UNINSTALL}"),
+                    &format!(r"{sid}\{UNINSTALL}"),
+                    0,
+                    &mut keys,
+                );
             }
         }
-        keys.iter()
-            .filter_map(|k| export(k))
-            .flat_map(|text| super::uninstall_entries(&super::parse_reg(&text)))
-            .collect()
+        super::uninstall_entries(&keys)
     }
 }
 

@@ -1,11 +1,15 @@
 //! Windows hardware, OS details, users, security posture and services.
 //!
-//! Everything comes from one PowerShell run of [`SNAPSHOT_SCRIPT`], which
-//! asks WMI/CIM and a few registry values and prints one JSON document:
-//! one spawn per inventory, not one per fact, because spawning is what
-//! makes peer agents slow. [`apply_snapshot`] turns that document into the
-//! inventory; it is plain code, tested here on fixture documents. The
-//! adapter that runs PowerShell is not compiled on our Linux machines.
+//! Everything comes from WMI and the registry, read in the agent's own
+//! process: no PowerShell, no child process per inventory. The adapter
+//! (`native.rs`, Windows only) runs the queries of [`snapshot`] and reads
+//! a few registry values into one JSON document; [`apply_document`] turns
+//! that document into the inventory. Both the document's construction and
+//! its parsing are plain code, tested here on fixture rows and documents.
+//!
+//! # Layout
+//! - [`snapshot`]: the queries, and WMI values → document, checked.
+//! - `native`: the COM/WMI and registry calls (compiled for Windows only).
 
 use deskpulse_proto::v1::{
     Antivirus, BatteryInfo, CpuInfo, Disk, DiskKind, Gpu, GpuInfo, Inventory, LocalUser,
@@ -19,8 +23,7 @@ use super::hardware::{parse, smbios};
 use super::packages::windows::{hotfixes_from, one_or_many};
 use super::unavailable;
 
-/// The PowerShell script whose output [`apply_snapshot`] reads.
-pub const SNAPSHOT_SCRIPT: &str = include_str!("snapshot.ps1");
+pub mod snapshot;
 
 /// Trimmed text of a JSON string or number; empty for anything else.
 fn text(value: &Value) -> String {
@@ -80,20 +83,58 @@ fn strings(value: &Value) -> Vec<String> {
         .collect()
 }
 
-/// Fills every section but software packages and filesystems from the
-/// snapshot document. A query that came back empty is recorded as
-/// unavailable rather than as an empty section.
+/// [`apply_document`] on a document's JSON text (the fixtures).
 pub fn apply_snapshot(json: &str, inv: &mut Inventory) -> Result<(), String> {
     let doc: Value =
         serde_json::from_str(json).map_err(|e| format!("inventory snapshot is not JSON: {e}"))?;
+    apply_document(&doc, inv)
+}
+
+/// Why the source of `key` gave nothing, when the adapter recorded it.
+fn failure(doc: &Value, key: &str) -> Option<(UnavailableReason, String)> {
+    let failed = &doc["failed"][key];
+    let detail = failed["detail"].as_str()?;
+    Some((
+        snapshot::Failure::reason_of(failed["reason"].as_str().unwrap_or("")),
+        detail.to_owned(),
+    ))
+}
+
+/// Records that `key` gave nothing: with the adapter's reason when it has
+/// one, else with `reason` and `detail`.
+fn missing_key(
+    doc: &Value,
+    inv: &mut Inventory,
+    key: &str,
+    field: &str,
+    reason: UnavailableReason,
+    detail: &str,
+) {
+    let (reason, detail) = failure(doc, key).unwrap_or((reason, detail.to_owned()));
+    unavailable(inv, field, reason, detail);
+}
+
+/// Fills every section but software packages and filesystems from the
+/// snapshot document. A query that came back empty is recorded as
+/// unavailable rather than as an empty section, with the adapter's reason
+/// when it failed; every value the adapter refused is recorded too.
+pub fn apply_document(doc: &Value, inv: &mut Inventory) -> Result<(), String> {
     if !doc.is_object() {
         return Err("inventory snapshot is not a JSON object".into());
     }
-    inv.system = Some(system(&doc, inv));
-    inv.cpu = Some(cpu(&doc));
-    inv.memory = Some(memory(&doc));
-    inv.storage.get_or_insert_with(Default::default).disks = disks(&doc);
-    inv.network = Some(network(&doc));
+    for bad in one_or_many(&doc["malformed"]) {
+        unavailable(
+            inv,
+            bad["field"].as_str().unwrap_or("system"),
+            UnavailableReason::Failed,
+            text(&bad["detail"]),
+        );
+    }
+    inv.system = Some(system(doc, inv));
+    inv.cpu = Some(cpu(doc));
+    inv.memory = Some(memory(doc));
+    inv.storage.get_or_insert_with(Default::default).disks = disks(doc);
+    inv.network = Some(network(doc));
     inv.gpu = Some(GpuInfo {
         gpus: one_or_many(&doc["video"])
             .into_iter()
@@ -104,10 +145,10 @@ pub fn apply_snapshot(json: &str, inv: &mut Inventory) -> Result<(), String> {
             })
             .collect(),
     });
-    inv.battery = Some(batteries(&doc));
-    os_details(&doc, inv);
-    inv.users = Some(users(&doc));
-    inv.security = Some(security(&doc, inv));
+    inv.battery = Some(batteries(doc));
+    os_details(doc, inv);
+    inv.users = Some(users(doc));
+    inv.security = Some(security(doc, inv));
     inv.services = Some(ServicesInfo {
         services: one_or_many(&doc["services"])
             .into_iter()
@@ -132,11 +173,13 @@ pub fn apply_snapshot(json: &str, inv: &mut Inventory) -> Result<(), String> {
         ("services", "services"),
     ] {
         if one_or_many(&doc[key]).is_empty() {
-            unavailable(
+            missing_key(
+                doc,
                 inv,
+                key,
                 field,
                 UnavailableReason::Failed,
-                format!("WMI returned nothing for {key}"),
+                &format!("WMI returned nothing for {key}"),
             );
         }
     }
@@ -493,8 +536,10 @@ pub fn antivirus_state(product_state: u64) -> (ProtectionState, bool) {
 fn security(doc: &Value, inv: &mut Inventory) -> SecurityInfo {
     let profiles = one_or_many(&doc["firewall_profiles"]);
     let firewall = if profiles.is_empty() {
-        unavailable(
+        missing_key(
+            doc,
             inv,
+            "firewall_profiles",
             "security.firewall",
             UnavailableReason::Failed,
             "WMI returned no Windows Firewall profile",
@@ -519,8 +564,10 @@ fn security(doc: &Value, inv: &mut Inventory) -> SecurityInfo {
         })
         .collect();
     if antivirus.is_empty() {
-        unavailable(
+        missing_key(
+            doc,
             inv,
+            "antivirus",
             "security.antivirus",
             UnavailableReason::NotPresent,
             "Windows Security Center lists no antivirus (a Windows Server has none)",
@@ -528,8 +575,10 @@ fn security(doc: &Value, inv: &mut Inventory) -> SecurityInfo {
     }
     let volumes = one_or_many(&doc["bitlocker"]);
     if volumes.is_empty() {
-        unavailable(
+        missing_key(
+            doc,
             inv,
+            "bitlocker",
             "security.encryption",
             UnavailableReason::NotPermitted,
             "BitLocker's WMI class answered nothing (it needs administrator rights, and Home editions lack it)",
@@ -585,43 +634,9 @@ fn bitlocker_method(code: Option<u64>) -> String {
 }
 
 #[cfg(windows)]
-pub use adapter::collect;
-
-/// The thin adapter: run the snapshot script and apply its output.
+mod native;
 #[cfg(windows)]
-mod adapter {
-    use std::time::Duration;
-
-    use deskpulse_proto::v1::{Inventory, UnavailableReason};
-
-    use crate::collect::{spawn, unavailable};
-
-    /// WMI on a busy PC can take tens of seconds; beyond a minute
-    /// something is stuck.
-    const TIMEOUT: Duration = Duration::from_secs(60);
-
-    /// Fills the Windows sections, or records why it could not.
-    pub fn collect(inv: &mut Inventory) {
-        let result = spawn::output(
-            "powershell.exe",
-            &[
-                "-NoProfile",
-                "-NonInteractive",
-                "-ExecutionPolicy",
-                "Bypass",
-                "-Command",
-                super::SNAPSHOT_SCRIPT,
-            ],
-            TIMEOUT,
-        )
-        .and_then(|out| super::apply_snapshot(&String::from_utf8_lossy(&out), inv));
-        if let Err(error) = result {
-            for section in ["system", "cpu", "memory", "network", "users", "security"] {
-                unavailable(inv, section, UnavailableReason::Failed, error.clone());
-            }
-        }
-    }
-}
+pub use native::{collect, security_now};
 
 #[cfg(test)]
 mod tests;

@@ -295,47 +295,30 @@ fn dates_in_utc() {
     assert_eq!(iso_date(-86_400), "1969-12-31");
 }
 
-/// The script asks for every key the parser reads, so a rename on one
-/// side fails here rather than as a silently empty field on a PC.
+/// The adapter fills every key the parser reads, from a query or from
+/// its own code, so a rename on one side fails here rather than as a
+/// silently empty field on a PC.
 #[test]
-fn the_script_emits_every_key_the_parser_reads() {
-    for key in [
-        "computer_system",
-        "bios",
-        "product",
-        "baseboard",
-        "enclosure",
-        "processors",
-        "os",
-        "page_files",
-        "memory_modules",
-        "disk_drives",
-        "physical_disks",
-        "net_adapters",
-        "net_configs",
-        "video",
-        "battery_static",
-        "battery_full",
-        "battery_cycles",
-        "accounts",
-        "admins",
-        "sessions",
-        "last_logon",
-        "profiles",
-        "firewall_profiles",
-        "antivirus",
-        "bitlocker",
-        "reboot_flags",
-        "services",
-        "hotfixes",
-    ] {
+fn the_adapter_fills_every_key_the_parser_reads() {
+    use snapshot::{INVENTORY_QUERIES, SECURITY_QUERIES};
+    // Built by the adapter itself from registry values, the Administrators
+    // group and explorer.exe owners (native.rs).
+    let built = ["admins", "sessions", "last_logon", "reboot_flags"];
+    let queried: Vec<&str> = INVENTORY_QUERIES
+        .iter()
+        .chain(SECURITY_QUERIES)
+        .map(|q| q.key)
+        .collect();
+    let laptop: serde_json::Value =
+        serde_json::from_str(&fixture("snapshot-laptop.json")).expect("fixture");
+    let keys = laptop.as_object().expect("fixture").keys();
+    for key in keys {
         assert!(
-            SNAPSHOT_SCRIPT.contains(&format!("\n  {key} = ")),
-            "snapshot.ps1 does not emit {key}"
+            queried.contains(&key.as_str()) || built.contains(&key.as_str()),
+            "nothing fills {key}"
         );
-        assert!(
-            fixture("snapshot-laptop.json").contains(&format!("\"{key}\"")),
-            "the laptop fixture lacks {key}"
-        );
+    }
+    for key in queried.iter().chain(&built) {
+        assert!(laptop.get(*key).is_some(), "the laptop fixture lacks {key}");
     }
 }

@@ -14,7 +14,8 @@ use wmi::{AuthLevel, Variant, WMIConnection, WMIError};
 
 use super::snapshot::{
     ADMIN_GROUP_QUERY, ADMIN_MEMBER_FIELDS, BITLOCKER_NAMESPACE, Cell, Document, Failure,
-    INVENTORY_QUERIES, Query, SECURITY_QUERIES, SESSION_QUERY, group_members_wql,
+    INVENTORY_QUERIES, NET_ADAPTER_FALLBACK, Query, SECURITY_QUERIES, SESSION_QUERY,
+    adapters_from_win32, group_members_wql,
 };
 use crate::collect::unavailable;
 
@@ -70,22 +71,26 @@ impl Connections {
 }
 
 fn connect(namespace: &str) -> Result<WMIConnection, (Failure, String)> {
-    let conn = WMIConnection::with_namespace_path(namespace)
-        .map_err(|e| (failure_of(&e).0, format!("WMI namespace {namespace}: {e}")))?;
+    let named = |error: WMIError| {
+        let (failure, detail) = failure_of(&error);
+        (failure, format!("WMI namespace {namespace}: {detail}"))
+    };
+    let conn = WMIConnection::with_namespace_path(namespace).map_err(named)?;
     if namespace == BITLOCKER_NAMESPACE {
         // BitLocker's provider refuses calls that are not encrypted.
         conn.set_proxy_blanket(AuthLevel::PktPrivacy)
-            .map_err(|e| (failure_of(&e).0, format!("WMI namespace {namespace}: {e}")))?;
+            .map_err(named)?;
     }
     Ok(conn)
 }
 
 fn failure_of(error: &WMIError) -> (Failure, String) {
-    let failure = match error {
-        WMIError::HResultError { hres } => Failure::of_hresult(*hres),
-        _ => Failure::Failed,
-    };
-    (failure, error.to_string())
+    match error {
+        WMIError::HResultError { hres } => {
+            (Failure::of_hresult(*hres), Failure::describe_hresult(*hres))
+        }
+        _ => (Failure::Failed, error.to_string()),
+    }
 }
 
 fn rows(conn: &WMIConnection, wql: &str) -> Result<Vec<Vec<(String, Cell)>>, WMIError> {
@@ -125,6 +130,12 @@ pub fn collect(inv: &mut Inventory) {
     let mut doc = Document::default();
     for query in INVENTORY_QUERIES.iter().chain(SECURITY_QUERIES) {
         conns.query(&mut doc, query);
+    }
+    let adapters = NET_ADAPTER_FALLBACK.key;
+    if doc.get(adapters).is_none() && conns.query(&mut doc, &NET_ADAPTER_FALLBACK).is_some() {
+        let rows = doc.get(adapters).cloned().unwrap_or_default();
+        doc.set(adapters, adapters_from_win32(&rows));
+        doc.clear_failure(adapters);
     }
     os_registry(&mut doc);
     sessions(&mut conns, &mut doc);

@@ -394,6 +394,51 @@ pub const INVENTORY_QUERIES: &[Query] = &[
     },
 ];
 
+/// Network adapters where `MSFT_NetAdapter` does not exist (Windows 7,
+/// Wine): the older class, mapped to the newer one's shape by
+/// [`adapters_from_win32`].
+pub const NET_ADAPTER_FALLBACK: Query = Query {
+    key: "net_adapters",
+    namespace: CIMV2,
+    class: "Win32_NetworkAdapter",
+    filter: "PhysicalAdapter = TRUE",
+    fields: &[
+        ("NetConnectionID", Text),
+        ("Name", Text),
+        ("InterfaceIndex", Number),
+        ("MACAddress", Text),
+        ("NetConnectionStatus", Number),
+        ("Speed", Number),
+    ],
+    single: false,
+    section: "network.interfaces",
+};
+
+/// `Win32_NetworkAdapter` rows in `MSFT_NetAdapter`'s shape: the
+/// connection's name ("Wi-Fi") where it has one, connected when
+/// NetConnectionStatus is 2. The old class does not say which adapter is
+/// wireless.
+pub fn adapters_from_win32(rows: &Value) -> Value {
+    let adapters = super::one_or_many(rows)
+        .into_iter()
+        .map(|row| {
+            let name = match &row["NetConnectionID"] {
+                Value::String(id) if !id.is_empty() => id.clone(),
+                _ => row["Name"].as_str().unwrap_or_default().to_owned(),
+            };
+            json!({
+                "Name": name,
+                "InterfaceDescription": row["Name"],
+                "InterfaceIndex": row["InterfaceIndex"],
+                "MacAddress": row["MACAddress"],
+                "MediaConnectState": if row["NetConnectionStatus"] == json!(2) { 1 } else { 2 },
+                "Speed": row["Speed"],
+            })
+        })
+        .collect();
+    Value::Array(adapters)
+}
+
 /// The BitLocker namespace, which answers only over an encrypted
 /// (packet-privacy) connection.
 pub const BITLOCKER_NAMESPACE: &str = r"ROOT\CIMV2\Security\MicrosoftVolumeEncryption";
@@ -516,6 +561,20 @@ impl Failure {
         }
     }
 
+    /// An HRESULT from WMI in words, with its number for a search.
+    pub fn describe_hresult(hresult: i32) -> String {
+        let words = match hresult as u32 {
+            0x8004_100E => "no such WMI namespace here",
+            0x8004_1010 => "no such WMI class here",
+            0x8004_1002 => "not found",
+            0x8004_1013 => "the WMI provider did not load",
+            0x8004_1003 | 0x8007_0005 => "access denied",
+            0x8004_1017 => "the query is not valid here",
+            _ => "WMI failed",
+        };
+        format!("{words} (HRESULT {:#010X})", hresult as u32)
+    }
+
     /// The inventory's reason for a failure named in a document.
     pub fn reason_of(name: &str) -> deskpulse_proto::v1::UnavailableReason {
         use deskpulse_proto::v1::UnavailableReason;
@@ -581,6 +640,16 @@ impl Document {
             object.insert((*name).to_owned(), value);
         }
         Value::Object(object)
+    }
+
+    /// The value under `key`, if any.
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.doc.get(key)
+    }
+
+    /// Forgets that `key` failed (a fallback filled it).
+    pub fn clear_failure(&mut self, key: &str) {
+        self.failed.remove(key);
     }
 
     /// Records that a query gave nothing, and why.

@@ -163,6 +163,10 @@ fn hresults_name_the_reason() {
         Failure::NotPermitted
     );
     assert_eq!(Failure::of_hresult(0x8000_4005u32 as i32), Failure::Failed);
+    assert_eq!(
+        Failure::describe_hresult(0x8004_100Eu32 as i32),
+        "no such WMI namespace here (HRESULT 0x8004100E)"
+    );
 }
 
 /// Rows as WMI hands them (variant types, a provider's own spelling of a
@@ -280,4 +284,50 @@ fn rows_from_wmi_make_an_inventory_and_bad_values_are_named() {
     for u in &inv.unavailable {
         assert!(!u.detail.contains('\n'), "{u:?}");
     }
+}
+
+#[test]
+fn old_network_adapters_take_the_new_shape() {
+    let mut doc = Document::default();
+    doc.rows(
+        &NET_ADAPTER_FALLBACK,
+        &[
+            row(&[
+                ("NetConnectionID", text("Ethernet")),
+                ("Name", text("Intel(R) Ethernet Connection I219-LM")),
+                ("InterfaceIndex", Cell::UInt(9)),
+                ("MACAddress", text("54:05:DB:AA:BB:CC")),
+                ("NetConnectionStatus", Cell::UInt(2)),
+                ("Speed", text("1000000000")),
+            ]),
+            row(&[
+                ("Name", text("Wine network adapter")),
+                ("InterfaceIndex", Cell::UInt(3)),
+                ("NetConnectionStatus", Cell::UInt(7)),
+            ]),
+        ],
+    );
+    let rows = doc.get("net_adapters").cloned().unwrap_or_default();
+    doc.set("net_adapters", adapters_from_win32(&rows));
+    doc.rows(
+        query("net_configs"),
+        &[row(&[
+            ("InterfaceIndex", Cell::UInt(9)),
+            ("IPAddress", Cell::List(vec![text("10.1.2.3")])),
+        ])],
+    );
+    let mut inv = Inventory::default();
+    apply_document(&doc.finish(), &mut inv).expect("a document");
+    let interfaces = &inv.network.as_ref().expect("network").interfaces;
+    assert_eq!(interfaces.len(), 2);
+    assert_eq!(interfaces[0].name, "Ethernet");
+    assert_eq!(interfaces[0].mac, "54:05:db:aa:bb:cc");
+    assert!(interfaces[0].up);
+    assert_eq!(interfaces[0].speed_mbps, 1000);
+    assert_eq!(interfaces[0].ipv4, ["10.1.2.3"]);
+    assert_eq!(
+        interfaces[1].name, "Wine network adapter",
+        "no connection name"
+    );
+    assert!(!interfaces[1].up);
 }

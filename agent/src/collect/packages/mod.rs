@@ -49,10 +49,9 @@ pub fn collect(root: &Path, inv: &mut Inventory) {
             "this agent build does not read this OS's software yet",
         );
     }
-    inv.software = Some(SoftwareInfo {
-        packages,
-        ..SoftwareInfo::default()
-    });
+    // Only the packages: the Windows adapter has already put the hotfixes
+    // from WMI in this section.
+    inv.software.get_or_insert_with(SoftwareInfo::default).packages = packages;
 }
 
 fn dpkg_packages(root: &Path, inv: &mut Inventory, out: &mut Vec<Package>) {

@@ -440,7 +440,8 @@ fn os_details(doc: &Value, inv: &mut Inventory) {
     let display = text(&os["DisplayVersion"]);
     if !display.is_empty() {
         info.version = display;
-    } else if info.version.is_empty() {
+    } else if !text(&os["Version"]).is_empty() {
+        // WMI's "10.0.19045" over sysinfo's reading of the same kernel.
         info.version = text(&os["Version"]);
     }
     // The build with its update revision, as winver shows it: 22631.4460.

@@ -1,0 +1,412 @@
+//! The Windows agent end to end, under Wine: the `.exe` built for
+//! `x86_64-pc-windows-gnu` enrolls against the real Linux collector on
+//! loopback over mutual TLS, reports an inventory whose OS, hardware (WMI)
+//! and software (a registry Uninstall entry the test plants) are Windows',
+//! raises a ticket with `report-issue`, runs a `tcp_connect` diagnostic as
+//! a service, and loses nothing when it is killed with records in its
+//! spool.
+//!
+//! Wine's values are partly synthetic (manufacturer "The Wine Project",
+//! BIOS serial "0"), so the assertions are on shape and on what the test
+//! planted. `cargo xtask test` prepares Wine (`xtask/src/wine.rs`), builds
+//! the `.exe` and exports the prefix in `DESKPULSE_WINE_PREFIX`; without it
+//! these tests say SKIPPED, and fail under `CI=true`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use deskpulse_agent::spool::{Limits, Spool};
+use deskpulse_proto::v1::report::Payload;
+use deskpulse_tests::{Collector, Run, run, wait_for};
+
+/// The Wine prefix `cargo xtask test` prepared, or `None` (and a SKIPPED
+/// line) when there is none.
+fn wine_ready(test: &str) -> bool {
+    if std::env::var_os("DESKPULSE_WINE_PREFIX").is_some() {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test}: DESKPULSE_WINE_PREFIX is not set under CI=true; run `cargo xtask test`"
+    );
+    eprintln!(
+        "SKIPPED {test}: no Wine prefix (DESKPULSE_WINE_PREFIX); `cargo xtask test` prepares one"
+    );
+    false
+}
+
+fn agent_exe() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let exe = target.join("x86_64-pc-windows-gnu/debug/deskpulse-agent.exe");
+    assert!(
+        exe.exists(),
+        "{} is missing: run `cargo build -p deskpulse-agent --target x86_64-pc-windows-gnu` (`cargo xtask test` does)",
+        exe.display()
+    );
+    exe
+}
+
+/// A Linux path as the Windows program sees it: Wine maps `/` to `Z:`.
+fn windows_path(path: &Path) -> String {
+    format!("Z:{}", path.display()).replace('/', "\\")
+}
+
+/// `wine ARGS`, with the prefix's environment `cargo xtask test` exported.
+fn wine(args: &[&str]) -> Command {
+    let mut cmd = Command::new("wine");
+    cmd.args(args).stdin(Stdio::null());
+    cmd.env_remove("RUST_BACKTRACE");
+    cmd
+}
+
+/// A Windows agent whose state dir is a Linux temp dir.
+struct WindowsAgent {
+    state_dir: tempfile::TempDir,
+}
+
+impl WindowsAgent {
+    fn new() -> Self {
+        Self {
+            state_dir: tempfile::tempdir().expect("temp state dir"),
+        }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let exe = agent_exe();
+        let mut cmd = wine(&[exe.to_str().expect("utf-8 path")]);
+        cmd.args(args)
+            .arg("--state-dir")
+            .arg(windows_path(self.state_dir.path()));
+        cmd
+    }
+
+    fn command(&self, args: &[&str]) -> Run {
+        run(&mut self.cmd(args))
+    }
+
+    fn enroll(&self, collector: &Collector) {
+        let ca = windows_path(&collector.ca_file());
+        let token = collector.enrollment_token(1);
+        self.command(&[
+            "enroll",
+            "--collector",
+            &collector.url(),
+            "--token",
+            &token,
+            "--ca-file",
+            &ca,
+        ])
+        .expect_code(0);
+    }
+
+    fn host_id(&self) -> String {
+        let text = std::fs::read_to_string(self.state_dir.path().join("enrollment.toml"))
+            .expect("enrollment.toml");
+        text.lines()
+            .find_map(|l| l.strip_prefix("host_id = "))
+            .expect("host_id line")
+            .trim_matches('"')
+            .to_owned()
+    }
+
+    /// `run` as a service, its health every second.
+    fn start_service(&self) -> Service {
+        let child = self
+            .cmd(&["run", "--health-interval", "1s"])
+            .stdout(Stdio::null())
+            .stderr(if std::env::var_os("DESKPULSE_TEST_AGENT_LOGS").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .expect("start the Windows agent service under Wine");
+        Service(child)
+    }
+
+    /// The health samples waiting in the (stopped) agent's spool, read with
+    /// the agent's own spool code: the file format is the same on every OS.
+    fn waiting(&self) -> (String, Vec<u64>) {
+        let (mut spool, _) = Spool::open(&self.state_dir.path().join("spool"), Limits::default())
+            .expect("open the Windows agent's spool");
+        let health = spool
+            .read_after(0, usize::MAX)
+            .expect("read the spool")
+            .into_iter()
+            .filter(|r| matches!(r.payload, Some(Payload::Health(_))))
+            .map(|r| r.seq)
+            .collect();
+        (spool.spool_id().to_owned(), health)
+    }
+}
+
+/// The agent service under Wine; killed (SIGKILL, as `kill -9`) when dropped.
+struct Service(Child);
+
+impl Service {
+    fn kill_9(mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// An Uninstall entry planted in the prefix's registry for one test, and
+/// removed after it.
+struct PlantedProgram {
+    key: String,
+    name: String,
+    version: String,
+}
+
+impl PlantedProgram {
+    fn plant() -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let planted = Self {
+            key: format!(
+                r"HKLM\SOFTWARE\Microsoft\Windows\CurrentVersion\Uninstall\DeskpulseWineTest-{id}"
+            ),
+            name: format!("Deskpulse Wine Test {}", &id[..8]),
+            version: "4.2.17".into(),
+        };
+        for (value, data) in [
+            ("DisplayName", planted.name.as_str()),
+            ("DisplayVersion", planted.version.as_str()),
+            ("Publisher", "Deskpulse Test Vendor"),
+        ] {
+            run(&mut wine(&[
+                "reg",
+                "add",
+                &planted.key,
+                "/v",
+                value,
+                "/t",
+                "REG_SZ",
+                "/d",
+                data,
+                "/f",
+            ]))
+            .expect_code(0);
+        }
+        planted
+    }
+}
+
+impl Drop for PlantedProgram {
+    fn drop(&mut self) {
+        let _ = wine(&["reg", "delete", &self.key, "/f"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn json(out: &Run) -> serde_json::Value {
+    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
+}
+
+#[test]
+fn a_windows_agent_enrolls_reports_its_inventory_and_raises_a_ticket() {
+    if !wine_ready("a_windows_agent_enrolls_reports_its_inventory_and_raises_a_ticket") {
+        return;
+    }
+    let collector = Collector::start();
+    let agent = WindowsAgent::new();
+    agent.enroll(&collector);
+    let planted = PlantedProgram::plant();
+
+    // An employee reports while no service runs: the report waits in the
+    // spool and goes with the next report.
+    let out = agent
+        .command(&["report-issue", "The Wine printer jams on page two"])
+        .expect_code(0);
+    assert!(out.stdout.contains("queued"), "{}", out.stdout);
+    agent.command(&["run", "--once"]).expect_code(0);
+
+    let token = collector.admin_token();
+    let host = agent.host_id();
+    let inventory = json(
+        &collector
+            .cli(&token, &["--json", "inventory", &host])
+            .expect_code(0),
+    );
+    let sections = &inventory["sections"];
+    let os = &sections["os"];
+    assert!(
+        os["name"].as_str().unwrap_or("").contains("Windows"),
+        "{os}"
+    );
+    assert!(!os["build"].as_str().unwrap_or("").is_empty(), "{os}");
+    // Hardware from WMI, in its shape: Wine's values are its own.
+    let system = &sections["system"];
+    assert!(
+        !system["vendor"].as_str().unwrap_or("").is_empty(),
+        "{system}"
+    );
+    assert!(
+        sections["cpu"]["logical_cores"].as_u64() > Some(0),
+        "{sections}"
+    );
+    assert!(
+        sections["memory"]["total_bytes"].as_u64() > Some(0),
+        "{sections}"
+    );
+    let disks = sections["storage"]["disks"].as_array().expect("disks");
+    assert!(
+        disks.iter().all(|d| d["name"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("PhysicalDrive")),
+        "{disks:?}"
+    );
+    let services = sections["services"]["services"]
+        .as_array()
+        .expect("services");
+    assert!(
+        services.iter().any(|s| s["name"] == "RpcSs"),
+        "{services:?}"
+    );
+    // Software from the registry: the entry planted above, as Apps &
+    // features would list it.
+    let packages = sections["software"]["packages"]
+        .as_array()
+        .expect("packages");
+    let program = packages
+        .iter()
+        .find(|p| p["name"] == planted.name.as_str())
+        .unwrap_or_else(|| panic!("{} not in {packages:?}", planted.name));
+    assert_eq!(program["version"], planted.version.as_str());
+    assert_eq!(program["ecosystem"], "windows");
+    assert_eq!(program["publisher"], "Deskpulse Test Vendor");
+    assert_eq!(program["source"], "registry-hklm-64");
+    // What Wine lacks is named, never a failed inventory.
+    let unavailable = inventory["unavailable"].as_array().expect("unavailable");
+    assert!(
+        unavailable
+            .iter()
+            .any(|u| u["field"] == "security.antivirus"),
+        "{unavailable:?}"
+    );
+
+    let ticket = wait_for(Duration::from_secs(30), || {
+        let out = collector.cli(&token, &["--json", "tickets", "--status", "open"]);
+        let list: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+        list.as_array()?
+            .iter()
+            .find(|t| t["rule"] == "user-report")
+            .cloned()
+    })
+    .expect("a user-report ticket");
+    assert_eq!(ticket["host_id"], host.as_str());
+    assert!(
+        ticket["title"]
+            .as_str()
+            .unwrap_or("")
+            .ends_with(": The Wine printer jams on page two"),
+        "{ticket}"
+    );
+}
+
+#[test]
+fn a_windows_service_runs_a_diagnostic_and_loses_nothing_when_killed() {
+    if !wine_ready("a_windows_service_runs_a_diagnostic_and_loses_nothing_when_killed") {
+        return;
+    }
+    let collector = Collector::start();
+    let agent = WindowsAgent::new();
+    agent.enroll(&collector);
+    let host = agent.host_id();
+    let alice = collector.api_token("alice", "technician");
+    let service = agent.start_service();
+    wait_for(Duration::from_secs(60), || {
+        let out = collector.cli(&alice, &["--json", "hosts"]);
+        let hosts: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+        hosts
+            .as_array()?
+            .iter()
+            .any(|h| h["host_id"] == host.as_str() && h["presence"] == "online")
+            .then_some(())
+    })
+    .expect("the Windows service connects");
+
+    let port = collector.addr.port().to_string();
+    let out = collector
+        .cli(
+            &alice,
+            &[
+                "run",
+                &host,
+                "tcp_connect",
+                "--param",
+                "host=127.0.0.1",
+                "--param",
+                &format!("port={port}"),
+            ],
+        )
+        .expect_code(0);
+    assert!(
+        out.stdout.contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("completed, exit status 0"),
+        "{}",
+        out.stdout
+    );
+
+    // The collector goes away; health samples pile up in the spool; the
+    // agent is killed outright with them waiting.
+    let addr = collector.addr.to_string();
+    let data_dir = collector.kill_9();
+    wait_for(Duration::from_secs(60), || {
+        let status = json(&agent.command(&["status", "--json"]).expect_code(0));
+        (status["spool"]["health"]["records"].as_u64() >= Some(3)).then_some(())
+    })
+    .expect("health samples pile up while the collector is down");
+    service.kill_9();
+    let (spool_id, waiting) = agent.waiting();
+    assert!(
+        waiting.len() >= 2,
+        "health samples wait in the spool: {waiting:?}"
+    );
+
+    let collector = Collector::start_on(data_dir, &addr, &[]);
+    let _service = agent.start_service();
+    let db = collector.data_dir.path().join("deskpulse.db");
+    let stored = wait_for(Duration::from_secs(90), || {
+        let got = received(&db, &host, &spool_id);
+        waiting.iter().all(|s| got.contains(s)).then_some(got)
+    })
+    .unwrap_or_else(|| panic!("every waiting sample arrives: {waiting:?}"));
+    let unique: std::collections::BTreeSet<&u64> = stored.iter().collect();
+    assert_eq!(unique.len(), stored.len(), "each report is stored once");
+}
+
+/// The seqs the collector holds for a host's spool.
+fn received(db: &Path, host: &str, spool_id: &str) -> Vec<u64> {
+    let Ok(db) = rusqlite::Connection::open(db) else {
+        return Vec::new();
+    };
+    let Ok(mut query) = db.prepare(
+        "SELECT seq FROM received_reports WHERE host_id = ?1 AND spool_id = ?2 ORDER BY seq",
+    ) else {
+        return Vec::new();
+    };
+    query
+        .query_map([host, spool_id], |row| row.get::<_, i64>(0))
+        .map(|rows| {
+            rows.filter_map(|seq| seq.ok().and_then(|s| u64::try_from(s).ok()))
+                .collect()
+        })
+        .unwrap_or_default()
+}

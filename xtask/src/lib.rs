@@ -3,6 +3,8 @@
 //!
 //! # Layout
 //! - [`bench_agent`]: what the agent costs, beside the peer agents.
+//! - [`check_targets`]: clippy for the agent on Windows and macOS targets,
+//!   provisioning the cross tools it needs.
 //! - [`codegen`]: compiles `proto/` into the committed Rust.
 //! - [`demo`]: builds everything and shows a collector, an agent and the CLI
 //!   working together on loopback.
@@ -11,6 +13,7 @@
 //! - [`pg`]: starts a local PostgreSQL for the tests when none answers.
 
 pub mod bench_agent;
+pub mod check_targets;
 pub mod codegen;
 pub mod demo;
 pub mod loadgen;

@@ -41,6 +41,10 @@ enum Task {
     /// by it, from the release build).
     #[command(hide = true)]
     LoadgenAnchors,
+    /// Lint the agent and proto for Windows and macOS (clippy --all-targets
+    /// -D warnings), installing the targets, mingw and cargo-zigbuild first
+    /// when missing.
+    CheckTargets(xtask::check_targets::CheckTargetsArgs),
     /// Make sure PostgreSQL answers on 127.0.0.1:5432, starting a local
     /// cluster when none does.
     Pg,
@@ -69,6 +73,7 @@ fn run(task: Task) -> Result<()> {
             cargo(&root, &test)
         }
         Task::Pg => xtask::pg::ensure_running(),
+        Task::CheckTargets(args) => xtask::check_targets::run(&root, &args),
         Task::BenchAgent(args) => xtask::bench_agent::run(&root, &args),
         Task::Loadgen(args) => xtask::loadgen::run(&root, &args),
         Task::LoadgenWorker => xtask::loadgen::run_worker(),

@@ -2,9 +2,10 @@
 //! becomes a [`UserIssue`] report in the durable spool's results class, so
 //! it is never dropped and survives days offline.
 //!
-//! With the service running, the CLI sends the text over the local socket
-//! (D12); the service names the reporter from the socket's peer
-//! credentials (never from anything the caller says), takes a fresh health
+//! With the service running, the CLI sends the text over the local endpoint
+//! (D12, a socket on Unix, a named pipe on Windows); the service names the
+//! reporter from the connection (peer credentials, the pipe client's
+//! token; never from anything the caller says), takes a fresh health
 //! sample and spools the report ([`IssueRequest`], handled in
 //! `session::run_service`). Without the service, the CLI takes the state
 //! dir lock itself and appends the report ([`report_offline`]); the next
@@ -80,13 +81,13 @@ pub fn payload(text: String, os_user: String, health: HealthSample) -> Payload {
     })
 }
 
-/// A report handed from the local socket to the service loop, which owns
+/// A report handed from the local endpoint to the service loop, which owns
 /// the spool and the health sampler.
 #[derive(Debug)]
 pub struct IssueRequest {
     /// The validated text.
     pub text: String,
-    /// Who reported it, from the peer credentials.
+    /// Who reported it, named from the connection.
     pub os_user: String,
     /// Answered once the report is durable: `Ok(true)` when the service is
     /// connected to the collector, `Ok(false)` when it waits offline.
@@ -120,17 +121,18 @@ pub fn report_offline(
     Ok(spool.push(payload(text, os_user, health), crate::session::now_ms())?)
 }
 
-/// The user running this process, for the offline path: on Unix its uid's
-/// name under the system root; on Windows the session's `USERNAME`.
+/// The user running this process, for the offline path, named as the
+/// running service would name it: on Unix its uid's name under the system
+/// root; on Windows its token's account, `DOMAIN\user`.
 pub fn caller(root: &Path) -> String {
     #[cfg(unix)]
     {
         os_user(root, rustix::process::getuid().as_raw())
     }
-    #[cfg(not(unix))]
+    #[cfg(windows)]
     {
         let _ = root;
-        std::env::var("USERNAME").unwrap_or_else(|_| "unknown user".into())
+        crate::local::current_user().unwrap_or_else(|_| "unknown user".into())
     }
 }
 

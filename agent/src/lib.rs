@@ -11,7 +11,8 @@
 //! - [`spool`]: the durable on-disk spool of reports awaiting acknowledgement.
 //! - [`inventory_base`]: the acknowledged snapshot that deltas are taken against.
 //! - [`session`]: the service loop and `run --once`.
-//! - [`local`]: the running service's local socket.
+//! - [`local`]: the running service's local endpoint (a socket, or a named
+//!   pipe on Windows).
 //! - [`issue`]: `report-issue`, an employee's problem report.
 //! - [`diagnostics`]: remote diagnostics: the agent's own allowlist and
 //!   checks, the executor, and each diagnostic per platform.

@@ -1,29 +1,75 @@
-//! The running service's local socket (D12): `status` and `report-issue`
-//! ask the service through it. One JSON request line, one
-//! JSON reply line. On Unix it is a socket in the state dir, open to every
-//! local user so employees can reach it; the service learns who asks from
-//! the socket's peer credentials. The Windows named pipe is not written yet:
-//! there `status` reads the saved status file.
+//! The running service's local endpoint (D12): `status` and `report-issue`
+//! ask the service through it. One JSON request line, one JSON reply line.
+//!
+//! The transport is a Unix socket in the state dir on Linux and macOS
+//! (`unix`) and a named pipe on Windows (`windows`), whose name is derived
+//! from the state dir ([`pipe_name`]) so two agents with different state
+//! dirs do not meet. Both are open to every local user, so employees can
+//! reach them, and both name the caller from the connection itself (the
+//! socket's peer credentials, the token the pipe client connected with),
+//! never from anything the caller says.
+//!
+//! The protocol and the request handling are shared: a transport accepts a
+//! connection and hands it to [`answer`] with a way to name the caller; a
+//! client connects and calls [`exchange`]. A request line is bounded in
+//! length and in time, so a client that sends garbage gets an `Error`
+//! reply and one that sends nothing is dropped; neither stops the service.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::debug;
 
-use crate::state::Status;
+use crate::issue::{self, IssueRequest};
+use crate::session::SharedStatus;
+use crate::state::{StateDir, Status};
 
-/// A request on the local socket.
+#[cfg(unix)]
+mod unix;
+#[cfg(unix)]
+use unix as transport;
+
+#[cfg(windows)]
+mod windows;
+#[cfg(windows)]
+pub use windows::current_user;
+#[cfg(windows)]
+use windows as transport;
+
+/// The longest request line accepted, newline included. A report is at
+/// most 2,000 characters, so anything near this is not a real request.
+pub const MAX_REQUEST: usize = 64 * 1024;
+/// How long a client may take to send its request line before it is
+/// dropped.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a report may take: a health sample whose slow probes are
+/// due runs `smartctl` once per disk.
+pub const REPORT_TIMEOUT: Duration = Duration::from_secs(120);
+/// The longest reply line a client reads: a status with its spool figures
+/// is a few KB.
+const MAX_REPLY: usize = 1024 * 1024;
+
+/// A request to the running service.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "request", rename_all = "kebab-case")]
 pub enum LocalRequest {
     /// The service's live status.
     Status,
     /// An employee's problem report; the service adds who sent it (from
-    /// the peer credentials) and a health sample.
+    /// the connection) and a health sample.
     ReportIssue {
         /// What is wrong.
         text: String,
     },
 }
 
-/// A reply on the local socket.
+/// A reply from the running service.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "reply", rename_all = "kebab-case")]
 pub enum LocalReply {
@@ -37,178 +83,245 @@ pub enum LocalReply {
         /// Who the service recorded as the reporter.
         os_user: String,
     },
-    /// The request was not understood.
+    /// The request was not understood or could not be carried out.
     Error {
-        /// Why.
+        /// Why, one line.
         message: String,
     },
 }
 
-#[cfg(unix)]
-pub use unix::{REPORT_TIMEOUT, Service, ask, serve};
+/// Where the running service listens for a state dir: the socket file
+/// `agent.sock` inside it on Unix, the named pipe [`pipe_name`] gives it on
+/// Windows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    address: PathBuf,
+}
 
-#[cfg(unix)]
-mod unix {
-    use std::path::{Path, PathBuf};
-    use std::time::Duration;
-
-    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-    use tokio::net::{UnixListener, UnixStream};
-    use tokio::sync::{mpsc, oneshot};
-    use tokio_util::sync::CancellationToken;
-    use tracing::{debug, warn};
-
-    use super::{LocalReply, LocalRequest};
-    use crate::issue::{self, IssueRequest};
-    use crate::session::SharedStatus;
-
-    /// The longest request line accepted.
-    const MAX_REQUEST: u64 = 64 * 1024;
-    /// How long a report may take: a health sample whose slow probes are
-    /// due runs `smartctl` once per disk.
-    pub const REPORT_TIMEOUT: Duration = Duration::from_secs(120);
-
-    /// What the socket hands on: the live status, the service loop's
-    /// report queue, and the system root whose passwd names reporters.
-    #[derive(Debug, Clone)]
-    pub struct Service {
-        /// The live status.
-        pub live: SharedStatus,
-        /// Where reports go.
-        pub issues: mpsc::Sender<IssueRequest>,
-        /// The system root (D13).
-        pub system_root: PathBuf,
+impl Endpoint {
+    /// The endpoint of the service that runs with `state` as its state dir.
+    pub fn of(state: &StateDir) -> Self {
+        #[cfg(unix)]
+        let address = state.socket_path();
+        #[cfg(windows)]
+        let address = PathBuf::from(pipe_name(&windows::state_dir_key(state.root())));
+        Self { address }
     }
 
-    /// Serves the socket at `path` until `shutdown`. The caller holds the
-    /// state dir lock, so a socket file left on disk is stale and removed.
-    pub async fn serve(
-        path: &Path,
-        service: Service,
-        shutdown: CancellationToken,
-    ) -> std::io::Result<()> {
-        let _ = std::fs::remove_file(path);
-        let listener = UnixListener::bind(path)?;
-        {
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
-        }
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, _)) => {
-                        let service = service.clone();
-                        tokio::spawn(async move {
-                            if let Err(error) = answer(stream, service).await {
-                                debug!(%error, "local socket client failed");
-                            }
-                        });
-                    }
-                    Err(error) => warn!(%error, "local socket accept failed"),
-                },
-            }
-        }
-        let _ = std::fs::remove_file(path);
-        Ok(())
-    }
-
-    async fn answer(stream: UnixStream, service: Service) -> std::io::Result<()> {
-        let peer = stream.peer_cred().ok();
-        let (read, mut write) = stream.into_split();
-        let mut line = String::new();
-        let mut reader = BufReader::new(tokio::io::AsyncReadExt::take(read, MAX_REQUEST));
-        tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line))
-            .await
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-        let reply = match serde_json::from_str::<LocalRequest>(&line) {
-            Ok(LocalRequest::Status) => {
-                debug!(
-                    uid = peer.map(|p| p.uid()),
-                    "status asked on the local socket"
-                );
-                let status = service
-                    .live
-                    .lock()
-                    .map(|l| l.status.clone())
-                    .unwrap_or_default();
-                LocalReply::Status(status)
-            }
-            Ok(LocalRequest::ReportIssue { text }) => {
-                report(&service, text, peer.map(|p| p.uid())).await
-            }
-            Err(error) => LocalReply::Error {
-                message: format!("bad request: {error}"),
-            },
-        };
-        let mut text = serde_json::to_vec(&reply).map_err(std::io::Error::other)?;
-        text.push(b'\n');
-        write.write_all(&text).await?;
-        write.shutdown().await
-    }
-
-    /// Checks a report (the client's check is not trusted), names the
-    /// reporter from the peer's uid, and waits until the service loop has
-    /// spooled it.
-    async fn report(service: &Service, text: String, uid: Option<u32>) -> LocalReply {
-        let error = |message: String| LocalReply::Error { message };
-        let text = match issue::validate_text(&text) {
-            Ok(text) => text,
-            Err(message) => return error(message),
-        };
-        let Some(uid) = uid else {
-            return error("the service cannot tell which user is asking".into());
-        };
-        let os_user = issue::os_user(&service.system_root, uid);
-        let (reply, answer) = oneshot::channel();
-        let request = IssueRequest {
-            text,
-            os_user: os_user.clone(),
-            reply,
-        };
-        if service.issues.send(request).await.is_err() {
-            return error("the agent service is stopping; try again".into());
-        }
-        match tokio::time::timeout(REPORT_TIMEOUT, answer).await {
-            Ok(Ok(Ok(connected))) => {
-                debug!(uid, user = %os_user, "issue reported on the local socket");
-                LocalReply::Reported { connected, os_user }
-            }
-            Ok(Ok(Err(message))) => error(message),
-            Ok(Err(_)) => error("the agent service is stopping; try again".into()),
-            Err(_) => error("the agent service did not take the report in time".into()),
-        }
-    }
-
-    /// Sends one request to the service at `path` and waits up to
-    /// `timeout` for the reply. `Ok(None)` when no service listens there.
-    pub async fn ask(
-        path: &Path,
-        request: &LocalRequest,
-        timeout: Duration,
-    ) -> std::io::Result<Option<LocalReply>> {
-        let stream = match UnixStream::connect(path).await {
-            Ok(stream) => stream,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-                ) =>
-            {
-                return Ok(None);
-            }
-            Err(e) => return Err(e),
-        };
-        let (read, mut write) = stream.into_split();
-        let mut text = serde_json::to_vec(request).map_err(std::io::Error::other)?;
-        text.push(b'\n');
-        write.write_all(&text).await?;
-        let mut line = String::new();
-        tokio::time::timeout(timeout, BufReader::new(read).read_line(&mut line))
-            .await
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-        serde_json::from_str(&line)
-            .map(Some)
-            .map_err(std::io::Error::other)
+    /// The socket path or pipe name.
+    pub fn address(&self) -> &Path {
+        &self.address
     }
 }
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.address.display().fmt(f)
+    }
+}
+
+/// The Windows pipe name for a state dir, given as its canonical path:
+/// `\\.\pipe\deskpulse-agent-` and 16 hex digits of the path's SHA-256.
+/// Windows paths are compared without case and without the verbatim `\\?\`
+/// prefix, so two spellings of one directory give one name.
+pub fn pipe_name(canonical_state_dir: &str) -> String {
+    let key = canonical_state_dir
+        .strip_prefix(r"\\?\UNC\")
+        .map(|share| format!(r"\\{share}"))
+        .or_else(|| canonical_state_dir.strip_prefix(r"\\?\").map(str::to_owned))
+        .unwrap_or_else(|| canonical_state_dir.to_owned())
+        .trim_end_matches('\\')
+        .to_lowercase();
+    let digest = Sha256::digest(key.as_bytes());
+    format!(r"\\.\pipe\deskpulse-agent-{}", hex::encode(&digest[..8]))
+}
+
+/// What the endpoint hands on: the live status, the service loop's report
+/// queue, and what the transports need to name callers.
+#[derive(Debug, Clone)]
+pub struct Service {
+    /// The live status.
+    pub live: SharedStatus,
+    /// Where reports go.
+    pub issues: mpsc::Sender<IssueRequest>,
+    /// The system root (D13), whose `etc/passwd` names Unix callers.
+    pub system_root: PathBuf,
+    /// How long a client may take to send its request.
+    pub request_timeout: Duration,
+}
+
+impl Service {
+    /// A service with the standard [`REQUEST_TIMEOUT`].
+    pub fn new(
+        live: SharedStatus,
+        issues: mpsc::Sender<IssueRequest>,
+        system_root: PathBuf,
+    ) -> Self {
+        Self {
+            live,
+            issues,
+            system_root,
+            request_timeout: REQUEST_TIMEOUT,
+        }
+    }
+}
+
+/// Serves the endpoint until `shutdown`. The caller holds the state dir
+/// lock. An error means the endpoint could not be opened at all; a
+/// client's failure is logged and never ends the service.
+pub async fn serve(
+    endpoint: &Endpoint,
+    service: Service,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    transport::serve(endpoint, service, shutdown).await
+}
+
+/// Sends one request to the service at `endpoint` and waits up to
+/// `timeout` for the reply. `Ok(None)` when no service listens there.
+pub async fn ask(
+    endpoint: &Endpoint,
+    request: &LocalRequest,
+    timeout: Duration,
+) -> io::Result<Option<LocalReply>> {
+    let Some(stream) = transport::connect(endpoint, timeout).await? else {
+        return Ok(None);
+    };
+    exchange(stream, request, timeout).await.map(Some)
+}
+
+/// The client's side of one exchange on a connected stream: writes the
+/// request line and reads the reply line, all within `timeout`.
+pub async fn exchange<S>(
+    mut stream: S,
+    request: &LocalRequest,
+    timeout: Duration,
+) -> io::Result<LocalReply>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut text = serde_json::to_vec(request).map_err(io::Error::other)?;
+    text.push(b'\n');
+    let line = tokio::time::timeout(timeout, async {
+        stream.write_all(&text).await?;
+        stream.flush().await?;
+        let mut line = Vec::new();
+        BufReader::new((&mut stream).take(MAX_REPLY as u64))
+            .read_until(b'\n', &mut line)
+            .await?;
+        Ok::<_, io::Error>(line)
+    })
+    .await
+    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the agent service did not answer in time"))??;
+    if line.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the agent service closed the connection without answering",
+        ));
+    }
+    serde_json::from_slice(&line).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the agent service gave an unreadable answer: {e}"),
+        )
+    })
+}
+
+/// The service's side of one connection: reads one request line (at most
+/// [`MAX_REQUEST`] bytes, within the service's request timeout), carries it
+/// out and writes one reply line. A request that is not valid gets an
+/// `Error` reply; a client that sends nothing in time gets a `TimedOut`
+/// error and no reply, and the caller drops it.
+///
+/// `caller` names the asking user from the connection. It is called only
+/// for a report, and only after the request is read: a named pipe can tell
+/// who its client is only once it has read from it.
+pub async fn answer<S>(
+    stream: &mut S,
+    service: &Service,
+    caller: impl FnOnce(&S) -> Option<String>,
+) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let reply = match read_request(stream, service.request_timeout).await? {
+        Err(message) => LocalReply::Error { message },
+        Ok(LocalRequest::Status) => {
+            debug!("status asked on the local endpoint");
+            let status = service
+                .live
+                .lock()
+                .map(|live| live.status.clone())
+                .unwrap_or_default();
+            LocalReply::Status(status)
+        }
+        Ok(LocalRequest::ReportIssue { text }) => report(service, text, caller(stream)).await,
+    };
+    let mut text = serde_json::to_vec(&reply).map_err(io::Error::other)?;
+    text.push(b'\n');
+    stream.write_all(&text).await?;
+    stream.shutdown().await
+}
+
+/// Reads the request line: `Err` from the outer result when the client
+/// failed or stayed silent, `Err` from the inner one (a one-line reason)
+/// when what it sent is not a request.
+async fn read_request<S>(
+    stream: &mut S,
+    timeout: Duration,
+) -> io::Result<Result<LocalRequest, String>>
+where
+    S: AsyncRead + Unpin,
+{
+    let mut line = Vec::new();
+    // One byte over the bound tells a line at the bound from a longer one.
+    let mut reader = BufReader::new(stream.take(MAX_REQUEST as u64 + 1));
+    tokio::time::timeout(timeout, reader.read_until(b'\n', &mut line))
+        .await
+        .map_err(|_| {
+            io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the client sent no request within {}", humantime::format_duration(timeout)),
+            )
+        })??;
+    if line.len() > MAX_REQUEST {
+        return Ok(Err(format!(
+            "the request is longer than {MAX_REQUEST} bytes; refused"
+        )));
+    }
+    Ok(serde_json::from_slice(&line).map_err(|e| format!("bad request: {e}")))
+}
+
+/// Checks a report (the client's check is not trusted), names the reporter
+/// and waits until the service loop has spooled it.
+async fn report(service: &Service, text: String, os_user: Option<String>) -> LocalReply {
+    let error = |message: String| LocalReply::Error { message };
+    let text = match issue::validate_text(&text) {
+        Ok(text) => text,
+        Err(message) => return error(message),
+    };
+    let Some(os_user) = os_user.filter(|user| !user.is_empty()) else {
+        return error("the service cannot tell which user is asking".into());
+    };
+    let (reply, answer) = oneshot::channel();
+    let request = IssueRequest {
+        text,
+        os_user: os_user.clone(),
+        reply,
+    };
+    if service.issues.send(request).await.is_err() {
+        return error("the agent service is stopping; try again".into());
+    }
+    match tokio::time::timeout(REPORT_TIMEOUT, answer).await {
+        Ok(Ok(Ok(connected))) => {
+            debug!(user = %os_user, "issue reported on the local endpoint");
+            LocalReply::Reported { connected, os_user }
+        }
+        Ok(Ok(Err(message))) => error(message),
+        Ok(Err(_)) => error("the agent service is stopping; try again".into()),
+        Err(_) => error("the agent service did not take the report in time".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -283,23 +283,16 @@ async fn service(config: &AgentConfig, state: &StateDir) -> Result<(), Failure> 
     // A few reports at once is plenty; each waits for its spool write.
     let (issues, issue_queue) = tokio::sync::mpsc::channel(8);
     tokio::spawn(cancel_on_signal(shutdown.clone()));
-    #[cfg(unix)]
-    {
-        let path = state.socket_path();
-        let service = local::Service {
-            live: live.clone(),
-            issues,
-            system_root: config.system_root.clone(),
-        };
+    let endpoint = local::Endpoint::of(state);
+    let service = local::Service::new(live.clone(), issues, config.system_root.clone());
+    tokio::spawn({
         let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            if let Err(error) = local::serve(&path, service, shutdown).await {
-                tracing::warn!(%error, path = %path.display(), "the local socket is unavailable; `status` will read the saved status");
+        async move {
+            if let Err(error) = local::serve(&endpoint, service, shutdown).await {
+                tracing::warn!(%error, %endpoint, "the local endpoint is unavailable; `status` will read the saved status");
             }
-        });
-    }
-    #[cfg(not(unix))]
-    drop(issues);
+        }
+    });
     session::run_service(config, state, live, issue_queue, shutdown)
         .await
         .map_err(failed)
@@ -314,14 +307,11 @@ fn report_issue(config: &AgentConfig, text: String) -> Result<(), Failure> {
             "this agent is not enrolled, so the help desk cannot be reached: run `deskpulse-agent enroll` first",
         ));
     }
-    #[cfg(unix)]
     let asked = runtime()?.block_on(local::ask(
-        &state.socket_path(),
+        &local::Endpoint::of(&state),
         &local::LocalRequest::ReportIssue { text: text.clone() },
         local::REPORT_TIMEOUT,
     ));
-    #[cfg(not(unix))]
-    let asked: std::io::Result<Option<local::LocalReply>> = Ok(None);
     let unreachable = match asked {
         Ok(Some(local::LocalReply::Reported { connected, .. })) => {
             if connected {
@@ -353,7 +343,7 @@ fn report_issue(config: &AgentConfig, text: String) -> Result<(), Failure> {
         Err(deskpulse_agent::issue::IssueError::State(
             deskpulse_agent::state::StateError::Busy { .. },
         )) => Err(failed(format!(
-            "the agent service is running but did not answer on its local socket ({}); try again",
+            "the agent service is running but did not answer on its local endpoint ({}); try again",
             unreachable.map_or_else(|| "no answer".to_owned(), |e| e.to_string())
         ))),
         Err(error) => Err(failed(error)),
@@ -407,27 +397,18 @@ fn format_time(ms: Option<i64>) -> String {
 fn status(config: &AgentConfig, json: bool) -> Result<(), Failure> {
     let state = StateDir::new(&config.state_dir);
     let enrollment = state.enrollment().map_err(failed)?;
-    let live = {
-        #[cfg(unix)]
-        {
-            runtime()?
-                .block_on(local::ask(
-                    &state.socket_path(),
-                    &local::LocalRequest::Status,
-                    std::time::Duration::from_secs(5),
-                ))
-                .ok()
-                .flatten()
-                .and_then(|reply| match reply {
-                    local::LocalReply::Status(status) => Some(status),
-                    local::LocalReply::Error { .. } | local::LocalReply::Reported { .. } => None,
-                })
-        }
-        #[cfg(not(unix))]
-        {
-            None
-        }
-    };
+    let live = runtime()?
+        .block_on(local::ask(
+            &local::Endpoint::of(&state),
+            &local::LocalRequest::Status,
+            std::time::Duration::from_secs(5),
+        ))
+        .ok()
+        .flatten()
+        .and_then(|reply| match reply {
+            local::LocalReply::Status(status) => Some(status),
+            local::LocalReply::Error { .. } | local::LocalReply::Reported { .. } => None,
+        });
     let service_running = live.is_some();
     let status = match live {
         Some(status) => status,

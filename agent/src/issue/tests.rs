@@ -111,22 +111,19 @@ async fn a_report_over_the_local_socket_lands_in_the_spool_with_the_callers_name
     let shutdown = CancellationToken::new();
     let live = Arc::new(Mutex::new(LiveStatus::default()));
     let (issues, queue) = tokio::sync::mpsc::channel(8);
-    let path = state.socket_path();
+    let endpoint = crate::local::Endpoint::of(&state);
     std::fs::create_dir_all(state.root()).expect("state dir");
-    let served = crate::local::Service {
-        live: live.clone(),
-        issues,
-        system_root: config.system_root.clone(),
-    };
-    let (socket_path, stop) = (path.clone(), shutdown.clone());
-    let socket = tokio::spawn(async move { crate::local::serve(&socket_path, served, stop).await });
+    let served = crate::local::Service::new(live.clone(), issues, config.system_root.clone());
+    let (served_endpoint, stop) = (endpoint.clone(), shutdown.clone());
+    let socket =
+        tokio::spawn(async move { crate::local::serve(&served_endpoint, served, stop).await });
     let service = crate::session::run_service(&config, &state, live, queue, shutdown.clone());
     let client = async {
         // The socket is bound by the spawned task; wait until it answers.
         let mut reply = None;
         for _ in 0..500 {
             match crate::local::ask(
-                &path,
+                &endpoint,
                 &LocalRequest::ReportIssue {
                     text: "  The printer on floor 3 eats paper  ".into(),
                 },
@@ -142,7 +139,7 @@ async fn a_report_over_the_local_socket_lands_in_the_spool_with_the_callers_name
             }
         }
         let bad = crate::local::ask(
-            &path,
+            &endpoint,
             &LocalRequest::ReportIssue {
                 text: "evil\u{1b}[2J".into(),
             },

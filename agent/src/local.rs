@@ -38,9 +38,9 @@ use unix as transport;
 #[cfg(windows)]
 mod windows;
 #[cfg(windows)]
-pub use windows::current_user;
-#[cfg(windows)]
 use windows as transport;
+#[cfg(windows)]
+pub use windows::current_user;
 
 /// The longest request line accepted, newline included. A report is at
 /// most 2,000 characters, so anything near this is not a real request.
@@ -212,7 +212,12 @@ where
         Ok::<_, io::Error>(line)
     })
     .await
-    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the agent service did not answer in time"))??;
+    .map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the agent service did not answer in time",
+        )
+    })??;
     if line.is_empty() {
         return Err(io::Error::new(
             io::ErrorKind::UnexpectedEof,
@@ -281,7 +286,10 @@ where
         .map_err(|_| {
             io::Error::new(
                 io::ErrorKind::TimedOut,
-                format!("the client sent no request within {}", humantime::format_duration(timeout)),
+                format!(
+                    "the client sent no request within {}",
+                    humantime::format_duration(timeout)
+                ),
             )
         })??;
     if line.len() > MAX_REQUEST {

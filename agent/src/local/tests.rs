@@ -121,7 +121,10 @@ async fn a_request_line_longer_than_the_bound_is_refused() {
     assert_eq!(line.len(), MAX_REQUEST);
     let (_, reply) = answer_raw(&service, &line, Then::Wait, Some("tester")).await;
     let message = error_message(&reply);
-    assert!(message.contains("characters; the most is 2000"), "{message}");
+    assert!(
+        message.contains("characters; the most is 2000"),
+        "{message}"
+    );
 
     // One byte more is refused unread.
     line.insert(head.len(), b'x');
@@ -139,12 +142,18 @@ async fn a_silent_client_gets_no_reply_and_is_dropped() {
     let (answered, reply) = answer_raw(&service, b"", Then::Wait, None).await;
     let error = answered.expect_err("dropped");
     assert_eq!(error.kind(), io::ErrorKind::TimedOut);
-    assert!(error.to_string().contains("no request within 100ms"), "{error}");
+    assert!(
+        error.to_string().contains("no request within 100ms"),
+        "{error}"
+    );
     assert!(reply.is_empty(), "{:?}", String::from_utf8_lossy(&reply));
 
     // Half a request and then silence is silence too.
     let (answered, reply) = answer_raw(&service, b"{\"request\":\"sta", Then::Wait, None).await;
-    assert_eq!(answered.expect_err("dropped").kind(), io::ErrorKind::TimedOut);
+    assert_eq!(
+        answered.expect_err("dropped").kind(),
+        io::ErrorKind::TimedOut
+    );
     assert!(reply.is_empty());
 }
 

@@ -54,7 +54,8 @@ use super::{Endpoint, Service};
 /// What a local user may do with the pipe: read and write, but not create
 /// an instance (for pipes, `FILE_CREATE_PIPE_INSTANCE` is the append right
 /// inside `FILE_GENERIC_WRITE`).
-const LOCAL_USER_ACCESS: u32 = (FILE_GENERIC_READ | FILE_GENERIC_WRITE) & !FILE_CREATE_PIPE_INSTANCE;
+const LOCAL_USER_ACCESS: u32 =
+    (FILE_GENERIC_READ | FILE_GENERIC_WRITE) & !FILE_CREATE_PIPE_INSTANCE;
 /// How often a client tries again while every instance is taken.
 const BUSY_RETRY: Duration = Duration::from_millis(20);
 /// How often the service tries again to open a listening instance.
@@ -238,7 +239,13 @@ impl TokenUserSid {
         // SAFETY: `buffer` holds at least `needed` bytes, aligned for
         // TOKEN_USER, and `needed` is a valid out-pointer.
         let filled = unsafe {
-            GetTokenInformation(token, TokenUser, buffer.as_mut_ptr().cast(), needed, &mut needed)
+            GetTokenInformation(
+                token,
+                TokenUser,
+                buffer.as_mut_ptr().cast(),
+                needed,
+                &mut needed,
+            )
         };
         if filled == 0 {
             return Err(io::Error::last_os_error());
@@ -329,9 +336,8 @@ impl PipeSecurity {
     /// authenticated users; nothing inherited (`P`).
     fn for_local_users() -> io::Result<Self> {
         let own = sid_string(&TokenUserSid::of(&process_token()?)?)?;
-        let sddl = format!(
-            "D:P(A;;GA;;;SY)(A;;GA;;;BA)(A;;GA;;;{own})(A;;{LOCAL_USER_ACCESS:#x};;;AU)"
-        );
+        let sddl =
+            format!("D:P(A;;GA;;;SY)(A;;GA;;;BA)(A;;GA;;;{own})(A;;{LOCAL_USER_ACCESS:#x};;;AU)");
         Ok(Self {
             descriptor: security_descriptor(&sddl)?,
         })
@@ -342,7 +348,9 @@ impl PipeSecurity {
     #[allow(unsafe_code)]
     fn create(&self, name: &Path, first: bool) -> io::Result<NamedPipeServer> {
         let mut options = ServerOptions::new();
-        options.first_pipe_instance(first).reject_remote_clients(true);
+        options
+            .first_pipe_instance(first)
+            .reject_remote_clients(true);
         let mut attributes = SECURITY_ATTRIBUTES {
             nLength: u32::try_from(size_of::<SECURITY_ATTRIBUTES>()).unwrap_or(u32::MAX),
             // CreateNamedPipeW only reads the descriptor.

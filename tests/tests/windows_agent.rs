@@ -229,7 +229,11 @@ fn a_windows_agent_enrolls_reports_its_inventory_and_raises_a_ticket() {
     let out = agent
         .command(&["report-issue", "The Wine printer jams on page two"])
         .expect_code(0);
-    assert!(out.stdout.contains("queued"), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("when the service next runs"),
+        "{}",
+        out.stdout
+    );
     agent.command(&["run", "--once"]).expect_code(0);
 
     let token = collector.admin_token();

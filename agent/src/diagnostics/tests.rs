@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, UdpSocket};
 use std::path::Path;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use deskpulse_proto::v1::diagnostic_params::Kind;
 use deskpulse_proto::v1::*;
@@ -906,22 +906,27 @@ async fn pending_updates_asks_the_package_manager() {
 
 // ---- disk usage and clear_temp under a fixture root (D13) ----
 
+#[cfg(unix)]
 fn write(root: &Path, rel: &str, bytes: usize) {
     let path = root.join(rel);
     std::fs::create_dir_all(path.parent().expect("parent")).expect("dirs");
     std::fs::write(path, vec![7u8; bytes]).expect("write");
 }
 
+#[cfg(unix)]
 fn age(root: &Path, rel: &str, days: u64) {
     let file = std::fs::File::options()
         .write(true)
         .open(root.join(rel))
         .expect("open");
-    file.set_modified(SystemTime::now() - Duration::from_secs(days * 86_400))
+    file.set_modified(std::time::SystemTime::now() - Duration::from_secs(days * 86_400))
         .expect("mtime");
 }
 
+// Unix only: the fixture tree holds a symlink, which Windows makes only
+// with privilege.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg(unix)]
 async fn disk_usage_totals_directories_and_never_follows_links() {
     let root = tempfile::tempdir().expect("root");
     let r = root.path();
@@ -1007,7 +1012,9 @@ async fn disk_usage_of_a_full_filesystem() {
     assert!(out.contains("/data/share/fill.bin"), "{out}");
 }
 
+// clear_temp itself is Unix only (it walks with openat and no-follow flags).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg(unix)]
 async fn clear_temp_deletes_only_old_regular_files_under_the_system_root() {
     let root = tempfile::tempdir().expect("root");
     let r = root.path();
@@ -1101,7 +1108,9 @@ async fn battery_report_reads_power_supply_under_the_root() {
     );
 }
 
+// The zone comes from etc/localtime's symlink into zoneinfo, as on Unix.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg(unix)]
 async fn clock_status_always_reports_the_clock_and_zone() {
     let root = tempfile::tempdir().expect("root");
     std::fs::create_dir_all(root.path().join("etc")).expect("etc");

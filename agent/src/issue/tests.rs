@@ -1,13 +1,17 @@
-use std::sync::{Arc, Mutex};
-
-use deskpulse_proto::v1::report::Payload;
-use tokio_util::sync::CancellationToken;
-
 use super::*;
-use crate::config::{AgentFlags, resolve};
-use crate::local::{LocalReply, LocalRequest};
-use crate::session::LiveStatus;
-use crate::state::{Credentials, Enrollment};
+
+// The caller is named from the system root's passwd by uid and reaches the
+// service over the Unix socket: the tests of both are Unix only.
+#[cfg(unix)]
+use {
+    crate::config::{AgentFlags, resolve},
+    crate::local::{LocalReply, LocalRequest},
+    crate::session::LiveStatus,
+    crate::state::{Credentials, Enrollment},
+    deskpulse_proto::v1::report::Payload,
+    std::sync::{Arc, Mutex},
+    tokio_util::sync::CancellationToken,
+};
 
 #[test]
 fn text_is_trimmed_and_checked() {
@@ -47,6 +51,7 @@ fn users_are_named_from_passwd_or_by_uid() {
 
 /// A system root whose passwd names the user running the tests "tester",
 /// and an enrolled state dir whose collector does not answer.
+#[cfg(unix)]
 fn offline_agent() -> (tempfile::TempDir, AgentConfig, StateDir) {
     let dir = tempfile::tempdir().expect("temp");
     let root = dir.path().join("root");
@@ -85,6 +90,7 @@ fn offline_agent() -> (tempfile::TempDir, AgentConfig, StateDir) {
 }
 
 /// The user issues waiting in the spool.
+#[cfg(unix)]
 fn spooled_issues(config: &AgentConfig, state: &StateDir) -> Vec<deskpulse_proto::v1::UserIssue> {
     let (mut spool, _) = Spool::open(&state.spool_dir(), config.spool_limits).expect("spool");
     spool
@@ -99,6 +105,7 @@ fn spooled_issues(config: &AgentConfig, state: &StateDir) -> Vec<deskpulse_proto
 }
 
 #[tokio::test]
+#[cfg(unix)]
 async fn a_report_over_the_local_socket_lands_in_the_spool_with_the_callers_name() {
     let (_dir, config, state) = offline_agent();
     let shutdown = CancellationToken::new();
@@ -170,6 +177,7 @@ async fn a_report_over_the_local_socket_lands_in_the_spool_with_the_callers_name
 }
 
 #[test]
+#[cfg(unix)]
 fn without_the_service_the_report_goes_into_the_spool_directly() {
     let (_dir, config, state) = offline_agent();
     let seq = report_offline(

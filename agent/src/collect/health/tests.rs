@@ -1,4 +1,5 @@
 use std::path::PathBuf;
+#[cfg(target_os = "linux")]
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -26,6 +27,7 @@ impl Root {
         self
     }
 
+    #[cfg(target_os = "linux")]
     fn link(&self, path: &str, target: &str) -> &Self {
         let full = self.0.join(path);
         std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
@@ -38,6 +40,12 @@ impl Root {
 /// charge counters), systemd running with cups up and sshd down, ufw on,
 /// ClamAV installed but its daemon not enabled, a pending reboot, apt
 /// history and a disk that smartctl will be asked about.
+///
+/// Linux only, with the tests that sample it: the sampler reads a Linux
+/// root only in a Linux build (posture and the last update come from each
+/// OS's own sources), and systemd's invocation links are symlinks with a
+/// `:` in their names, which Windows cannot make.
+#[cfg(target_os = "linux")]
 fn laptop() -> Root {
     let root = Root::new();
     root.write("proc/stat", "cpu  100 0 100 700 100 0 0 0 0 0\ncpu0 50 0 50 350 50 0 0 0\ncpu1 50 0 50 350 50 0 0 0\nintr 1\n")
@@ -78,12 +86,12 @@ fn laptop() -> Root {
         .write("etc/ufw/ufw.conf", "ENABLED=yes\nLOGLEVEL=low\n")
         .write("usr/sbin/clamd", "")
         .write("var/lib/dpkg/status", "")
-        .write(
-            "var/log/apt/history.log",
-            "\nStart-Date: 2024-04-30  09:00:01\nCommandline: apt-get -y upgrade\nUpgrade: libc6:amd64 (2.36-9, 2.36-9+deb12u4)\nEnd-Date: 2024-04-30  09:01:10\n\nStart-Date: 2024-05-01  10:00:00\nCommandline: apt-get -y upgrade\nUpgrade: openssl:amd64 (3.0.11-1, 3.0.13-1)\nError: Sub-process /usr/bin/dpkg returned an error code (1)\nEnd-Date: 2024-05-01  10:00:30\n\nStart-Date: 2024-05-02  08:00:00\nCommandline: apt-get remove foo\nRemove: foo:amd64 (1.0)\nEnd-Date: 2024-05-02  08:00:05\n",
-        );
+        .write("var/log/apt/history.log", APT_HISTORY);
     root
 }
+
+/// The laptop's apt history: an upgrade, a failed upgrade and a removal.
+const APT_HISTORY: &str = "\nStart-Date: 2024-04-30  09:00:01\nCommandline: apt-get -y upgrade\nUpgrade: libc6:amd64 (2.36-9, 2.36-9+deb12u4)\nEnd-Date: 2024-04-30  09:01:10\n\nStart-Date: 2024-05-01  10:00:00\nCommandline: apt-get -y upgrade\nUpgrade: openssl:amd64 (3.0.11-1, 3.0.13-1)\nError: Sub-process /usr/bin/dpkg returned an error code (1)\nEnd-Date: 2024-05-01  10:00:30\n\nStart-Date: 2024-05-02  08:00:00\nCommandline: apt-get remove foo\nRemove: foo:amd64 (1.0)\nEnd-Date: 2024-05-02  08:00:05\n";
 
 fn settings() -> HealthSettings {
     HealthSettings {
@@ -93,6 +101,7 @@ fn settings() -> HealthSettings {
 }
 
 /// A SMART runner that answers with a fixture and counts its calls.
+#[cfg(target_os = "linux")]
 fn counting_runner(fixture: &'static str, calls: Arc<AtomicUsize>) -> SmartRunner {
     Box::new(move |_device: &str| {
         calls.fetch_add(1, Ordering::SeqCst);
@@ -168,11 +177,9 @@ fn a_disk_smartctl_cannot_read_is_unavailable_not_failed() {
 
 #[test]
 fn apt_history_gives_the_last_successful_upgrade() {
-    let root = laptop();
-    let text = std::fs::read_to_string(root.0.join("var/log/apt/history.log")).expect("fixture");
     // The failed run on 05-01 and the removal on 05-02 do not count.
     assert_eq!(
-        parse::apt_last_success(&text),
+        parse::apt_last_success(APT_HISTORY),
         parse::naive_datetime_ms("2024-04-30 09:01:10")
     );
     assert_eq!(
@@ -190,6 +197,7 @@ fn apt_history_gives_the_last_successful_upgrade() {
 }
 
 #[test]
+#[cfg(target_os = "linux")]
 fn a_laptop_sample_has_every_reading() {
     let root = laptop();
     let calls = Arc::new(AtomicUsize::new(0));
@@ -313,6 +321,7 @@ fn thermal_zones_are_the_fallback_without_hwmon() {
 }
 
 #[test]
+#[cfg(target_os = "linux")]
 fn slow_probes_are_not_rerun_before_their_interval() {
     let root = laptop();
     let calls = Arc::new(AtomicUsize::new(0));
@@ -408,6 +417,7 @@ fn missing_sources_are_named_unavailable() {
 }
 
 #[test]
+#[cfg(target_os = "linux")]
 fn a_fixture_root_never_runs_the_real_smartctl() {
     let root = laptop();
     let h = HealthSampler::with_settings(&root.0, settings()).sample_at(Instant::now(), 1);
@@ -581,16 +591,22 @@ fn missing_entry(field: &str) -> Unavailable {
     }
 }
 
-#[test]
-fn systemctl_show_tells_failed_from_stopped_and_missing() {
-    let names: Vec<String> = ["cups.service", "sshd", "nope.service", "backup.service"]
+/// Four watched units, as `SYSTEMCTL_SHOW` answers for them.
+fn watched_units() -> Vec<String> {
+    ["cups.service", "sshd", "nope.service", "backup.service"]
         .iter()
         .map(|s| s.to_string())
-        .collect();
-    // As systemd 252 prints `systemctl show --property=LoadState,ActiveState`
-    // for four units.
-    let text = "LoadState=loaded\nActiveState=active\n\nActiveState=inactive\nLoadState=loaded\n\nLoadState=not-found\nActiveState=inactive\n\nLoadState=loaded\nActiveState=failed\n";
-    let states: Vec<(String, String)> = parse::systemctl_show(text, &names)
+        .collect()
+}
+
+/// As systemd 252 prints `systemctl show --property=LoadState,ActiveState`
+/// for the four `watched_units`.
+const SYSTEMCTL_SHOW: &str = "LoadState=loaded\nActiveState=active\n\nActiveState=inactive\nLoadState=loaded\n\nLoadState=not-found\nActiveState=inactive\n\nLoadState=loaded\nActiveState=failed\n";
+
+#[test]
+fn systemctl_show_tells_failed_from_stopped_and_missing() {
+    let names = watched_units();
+    let states: Vec<(String, String)> = parse::systemctl_show(SYSTEMCTL_SHOW, &names)
         .expect("parses")
         .into_iter()
         .map(|s| (s.name, s.state))
@@ -605,12 +621,16 @@ fn systemctl_show_tells_failed_from_stopped_and_missing() {
         ]
     );
     assert_eq!(parse::systemctl_show("LoadState=loaded\n", &names), None);
+}
 
-    // The sampler on a running system asks systemctl once per interval.
+#[test]
+#[cfg(target_os = "linux")]
+fn the_sampler_asks_systemctl_once_per_interval_and_falls_back_to_unit_files() {
+    let names = watched_units();
     let root = laptop();
     let calls = Arc::new(AtomicUsize::new(0));
     let counted = calls.clone();
-    let owned = text.to_owned();
+    let owned = SYSTEMCTL_SHOW.to_owned();
     let runner: ServiceRunner = Box::new(move |units: &[String]| {
         counted.fetch_add(1, Ordering::SeqCst);
         assert_eq!(units.len(), 4);

@@ -51,7 +51,9 @@ pub fn collect(root: &Path, inv: &mut Inventory) {
     }
     // Only the packages: the Windows adapter has already put the hotfixes
     // from WMI in this section.
-    inv.software.get_or_insert_with(SoftwareInfo::default).packages = packages;
+    inv.software
+        .get_or_insert_with(SoftwareInfo::default)
+        .packages = packages;
 }
 
 fn dpkg_packages(root: &Path, inv: &mut Inventory, out: &mut Vec<Package>) {

@@ -17,8 +17,8 @@
 //!    (`wineserver -p`) and shuts it down when it ends.
 //! 3. Wine's background processes keep the stdout and stderr of the Wine
 //!    command that started them, so a piped run never sees end of file:
-//!    they are started first by a command whose streams are all
-//!    `/dev/null`.
+//!    they are started first by `wine cmd /c exit` with stdin from
+//!    `/dev/null` and its output in a log file (`target/wine/wine.log`).
 //! 4. A program that crashes starts Wine's debugger, winedbg, which itself
 //!    crashes on some of these (seen with a page fault in Wine's WMI), and
 //!    the program then exits 0: a crashed test binary passed. winedbg is
@@ -86,7 +86,7 @@ pub fn prepare(target_dir: &Path) -> Result<Wine> {
     // set-up is redone rather than trusted.
     let _ = fs::remove_file(&stamp_path);
     eprintln!(
-        "preparing Wine in {} (the first time takes a minute)",
+        "preparing Wine in {} (once; a few seconds)",
         wine.prefix.display()
     );
     let built = build_dll(&home)?;
@@ -129,17 +129,22 @@ impl Wine {
     /// of ours to hold open (trap 3). A wineserver already running in the
     /// prefix is kept, and shut down with the guard all the same.
     pub fn start(&self) -> Result<WineServer> {
+        let log = self.open_log()?;
+        // Not a pipe: the server goes on in the background with these
+        // streams, and a pipe would never see its end.
         let status = self
             .server_command()
             .arg("-p")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
             .status()
             .context("running wineserver -p")?;
-        // wineserver exits 2 when one already serves the prefix.
+        // wineserver exits 2 when one already serves the prefix. That one
+        // is kept; it is persistent unless a Wine command was run in this
+        // prefix by hand a moment ago.
         if !status.success() && status.code() != Some(2) {
-            bail!("wineserver -p failed ({status})");
+            bail!("wineserver -p failed ({status}): {}", self.last_logged());
         }
         let server = WineServer(self.clone());
         self.run_quietly("cmd", &["/c", "exit"])?;
@@ -170,9 +175,9 @@ impl Wine {
             .with_context(|| format!("running wine {program}"))?;
         if !status.success() {
             bail!(
-                "wine {program} {} failed ({status}); see {}",
+                "wine {program} {} failed ({status}): {}",
                 args.join(" "),
-                self.log.display()
+                self.last_logged()
             );
         }
         Ok(())
@@ -192,6 +197,15 @@ impl Wine {
         // -k fails when no server runs; -w then returns at once.
         let _ = quiet("-k");
         let _ = quiet("-w");
+    }
+
+    /// The last line Wine wrote to the log, to say why a command failed.
+    fn last_logged(&self) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        match text.lines().rev().find(|line| !line.trim().is_empty()) {
+            Some(line) => format!("{} (in {})", line.trim(), self.log.display()),
+            None => format!("nothing in {}", self.log.display()),
+        }
     }
 
     fn open_log(&self) -> Result<File> {

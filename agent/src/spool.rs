@@ -339,6 +339,14 @@ fn new_spool_id() -> String {
     hex::encode(bytes)
 }
 
+/// Opens a records file for reading and writing. Not in append mode: on
+/// Windows that leaves out the right to change existing data, which
+/// `set_len` needs to cut a torn record off after a failed write, so each
+/// write seeks to the end the spool knows instead.
+fn open_records(path: &Path, options: &mut OpenOptions) -> Result<File, SpoolError> {
+    options.read(true).write(true).open(path).map_err(io(path))
+}
+
 fn sync_dir(dir: &Path) {
     #[cfg(unix)]
     if let Ok(d) = File::open(dir) {
@@ -477,12 +485,7 @@ impl Spool {
             bytes[entry.class as usize] += entry.len;
             live_len += entry.len;
         }
-        let file = OpenOptions::new()
-            .create(true)
-            .read(true)
-            .append(true)
-            .open(&path)
-            .map_err(io(&path))?;
+        let file = open_records(&path, OpenOptions::new().create(true))?;
         let mut spool = Self {
             dir: dir.to_owned(),
             file,
@@ -524,7 +527,8 @@ impl Spool {
         let path = self.path();
         let written = self
             .file
-            .write_all(record)
+            .seek(SeekFrom::Start(offset))
+            .and_then(|_| self.file.write_all(record))
             .and_then(|()| if sync { self.file.sync_data() } else { Ok(()) });
         if let Err(error) = written {
             // Never leave a torn record behind a failed write (a full disk).
@@ -676,7 +680,7 @@ impl Spool {
     pub fn compact(&mut self) -> Result<(), SpoolError> {
         let path = self.path();
         let tmp = self.dir.join(format!("{FILE_NAME}.tmp"));
-        let mut out = File::create(&tmp).map_err(io(&tmp))?;
+        let mut out = open_records(&tmp, OpenOptions::new().create(true).truncate(true))?;
         let meta = frame(
             KIND_META,
             &meta_body(&self.spool_id, self.next_seq, self.dropped),
@@ -696,14 +700,17 @@ impl Spool {
             offset += entry.len;
         }
         out.sync_all().map_err(io(&tmp))?;
-        drop(out);
-        std::fs::rename(&tmp, &path).map_err(io(&path))?;
+        // Windows' classic rename (Wine's, and any volume without POSIX
+        // rename semantics) refuses to replace a file that is open: Access
+        // denied. So the old file is closed first, and the new one, which
+        // may be renamed while open, is already the spool's.
+        self.file = out;
+        if let Err(error) = std::fs::rename(&tmp, &path) {
+            // The old file is whole: go on with it, as if never compacted.
+            self.file = open_records(&path, &mut OpenOptions::new())?;
+            return Err(io(&path)(error));
+        }
         sync_dir(&self.dir);
-        self.file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&path)
-            .map_err(io(&path))?;
         self.pending = moved;
         self.file_len = offset;
         self.live_len = offset - meta.len() as u64;

@@ -170,9 +170,14 @@ fn start_agent(state: &std::path::Path) -> Child {
 
 fn stop(mut child: Child) {
     // SIGTERM: the service cancels its diagnostics and says goodbye.
+    #[cfg(unix)]
     if let Ok(pid) = i32::try_from(child.id()) {
         let _ = Command::new("kill").arg(pid.to_string()).status();
     }
+    // Windows has no SIGTERM (its service manager stops a service): the
+    // agent is ended outright, which its journal must survive all the same.
+    #[cfg(windows)]
+    let _ = child.kill();
     let _ = child.wait();
 }
 
@@ -301,9 +306,12 @@ async fn diagnostics_run_over_the_session_and_come_back_through_the_spool() {
     );
 
     // A running diagnostic is cancelled; its tree is killed.
-    let ping_installed = ["/usr/bin/ping", "/bin/ping"]
-        .iter()
-        .any(|p| std::path::Path::new(p).exists());
+    // Not on Windows: Wine's ping.exe sends all its echoes at once, so
+    // there is nothing left to cancel.
+    let ping_installed = cfg!(unix)
+        && ["/usr/bin/ping", "/bin/ping"]
+            .iter()
+            .any(|p| std::path::Path::new(p).exists());
     if ping_installed {
         down.send(Ok(run(
             "e2e-3",
@@ -350,7 +358,14 @@ async fn diagnostics_run_over_the_session_and_come_back_through_the_spool() {
     while !matches!(h.next(&down).await.kind, Some(Out::Hello(_))) {}
     down.send(Ok(run("e2e-1", connect()))).await.expect("send");
     down.send(Ok(run("e2e-5", connect()))).await.expect("send");
-    let next = h.result(&down, &mut live).await;
+    // e2e-4's result comes again if the agent was ended between our ack and
+    // its removal from the spool (on Windows, where it is killed outright).
+    let next = loop {
+        let result = h.result(&down, &mut live).await;
+        if result.job_id != "e2e-4" {
+            break result;
+        }
+    };
     assert_eq!(next.job_id, "e2e-5");
     stop(agent);
 }

@@ -11,6 +11,8 @@
 //! - [`loadgen`]: simulates a fleet of agents against a collector and
 //!   measures it.
 //! - [`pg`]: starts a local PostgreSQL for the tests when none answers.
+//! - [`wine`]: a Wine prefix for our Windows binaries, and the agent's
+//!   tests run in it (`test-windows`).
 
 pub mod bench_agent;
 pub mod check_targets;
@@ -18,6 +20,7 @@ pub mod codegen;
 pub mod demo;
 pub mod loadgen;
 pub mod pg;
+pub mod wine;
 
 use std::path::{Path, PathBuf};
 
@@ -27,4 +30,11 @@ pub fn workspace_root() -> PathBuf {
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Cargo's target dir: `CARGO_TARGET_DIR`, or `target/` in the workspace.
+pub fn target_dir(root: &Path) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
 }

@@ -1,6 +1,7 @@
 //! `cargo xtask`: the entry point for development tasks. See the library docs
 //! for what each task does.
 
+use std::path::Path;
 use std::process::{Command, ExitCode};
 
 use anyhow::{Context, Result, bail};
@@ -20,13 +21,27 @@ enum Task {
     /// Build everything, start a collector on loopback, enroll this machine's
     /// agent, report, and show the result with the CLI.
     Demo(xtask::demo::DemoArgs),
-    /// Build every binary, then run every test; extra arguments go to
-    /// `cargo test`.
+    /// Build every binary, then run every test: the workspace's on Linux,
+    /// then the agent's and proto's for Windows under Wine (`test-windows`).
     Test {
-        /// Passed through to `cargo test --workspace`.
+        /// Run the Linux tests only: no Wine, no Windows build.
+        #[arg(long)]
+        skip_windows: bool,
+        /// Passed through to `cargo test --workspace` (the Linux run).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run the agent's and proto's tests built for Windows under Wine,
+    /// installing and preparing Wine first when needed.
+    TestWindows {
+        /// Passed through to `cargo test --target x86_64-pc-windows-gnu`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Prepare Wine as `test-windows` does, leave its wineserver running,
+    /// and print the environment for a shell: `eval "$(cargo xtask wine)"`,
+    /// then `wine target/x86_64-pc-windows-gnu/debug/deskpulse-agent.exe`.
+    Wine,
     /// Measure the agent's inventory cost, wire size and idle cost beside
     /// the peer agents from Debian's packages.
     BenchAgent(xtask::bench_agent::BenchArgs),
@@ -66,11 +81,42 @@ fn run(task: Task) -> Result<()> {
     match task {
         Task::Codegen => xtask::codegen::run(&root),
         Task::Demo(args) => xtask::demo::run(&root, &args),
-        Task::Test { args } => {
+        Task::Test { skip_windows, args } => {
             cargo(&root, &["build", "--workspace", "--bins"])?;
+            // Wine runs for the Linux tests too, with the agent's .exe
+            // built, so an end-to-end test can drive the Windows agent.
+            let server = if skip_windows {
+                None
+            } else {
+                xtask::wine::build(&root)?;
+                Some(start_wine(&root)?)
+            };
             let mut test = vec!["test", "--workspace"];
             test.extend(args.iter().map(String::as_str));
-            cargo(&root, &test)
+            let mut linux = cargo_command(&root, &test);
+            if let Some(server) = &server {
+                let wine = server.wine();
+                linux
+                    .envs(wine.env())
+                    .env(xtask::wine::PREFIX_VAR, wine.prefix());
+            }
+            run_cargo(linux, &test)?;
+            match &server {
+                Some(server) => xtask::wine::test(&root, server, &[]),
+                None => Ok(()),
+            }
+        }
+        Task::TestWindows { args } => {
+            let server = start_wine(&root)?;
+            xtask::wine::test(&root, &server, &args)
+        }
+        Task::Wine => {
+            let server = start_wine(&root)?;
+            for (name, value) in server.wine().env() {
+                println!("export {name}={}", shell_quote(&value.to_string_lossy()));
+            }
+            server.leave_running();
+            Ok(())
         }
         Task::Pg => xtask::pg::ensure_running(),
         Task::CheckTargets(args) => xtask::check_targets::run(&root, &args),
@@ -81,15 +127,32 @@ fn run(task: Task) -> Result<()> {
     }
 }
 
-fn cargo(root: &std::path::Path, args: &[&str]) -> Result<()> {
+fn start_wine(root: &Path) -> Result<xtask::wine::WineServer> {
+    xtask::wine::prepare(&xtask::target_dir(root))?.start()
+}
+
+fn cargo(root: &Path, args: &[&str]) -> Result<()> {
+    run_cargo(cargo_command(root, args), args)
+}
+
+fn cargo_command(root: &Path, args: &[&str]) -> Command {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(args)
-        .current_dir(root)
+    let mut cmd = Command::new(cargo);
+    cmd.args(args).current_dir(root);
+    cmd
+}
+
+fn run_cargo(mut cmd: Command, args: &[&str]) -> Result<()> {
+    let status = cmd
         .status()
         .with_context(|| format!("running cargo {}", args.join(" ")))?;
     if !status.success() {
         bail!("cargo {} failed ({status})", args.join(" "));
     }
     Ok(())
+}
+
+/// `text` in single quotes for a POSIX shell.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
 }

@@ -401,7 +401,9 @@ pub fn stream(
     })
 }
 
-#[cfg(test)]
+// They run Unix programs (sh, printf, sleep) and look for the process
+// group's members by pid; Windows has neither.
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 

@@ -49,8 +49,11 @@ pub fn which(program: &str) -> Option<PathBuf> {
         return executable(&path).then_some(path);
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
+    // Unix directories: on Windows they would name folders on the current
+    // drive (under Wine, the Linux host's own /usr/bin).
+    let extra: &[&str] = if cfg!(unix) { &EXTRA_PATH } else { &[] };
     std::env::split_paths(&path)
-        .chain(EXTRA_PATH.iter().map(PathBuf::from))
+        .chain(extra.iter().map(PathBuf::from))
         .map(|dir| dir.join(program))
         .find(|p| executable(p))
 }

@@ -1,6 +1,7 @@
 use std::path::PathBuf;
 #[cfg(target_os = "linux")]
 use std::sync::atomic::{AtomicUsize, Ordering};
+#[cfg(target_os = "linux")]
 use std::sync::{Arc, Mutex};
 
 use super::*;
@@ -459,7 +460,9 @@ fn the_last_update_comes_from_the_rpmdb_on_rpm_systems() {
 /// CI). On our VMs the virtio disk has no SMART: that must come out as an
 /// unavailable entry naming the device, not as a failed disk. On a machine
 /// with a real disk, each disk is either read (with its model) or named.
+// Linux's disks (/sys/block) and the Linux smartctl.
 #[test]
+#[cfg(target_os = "linux")]
 fn the_real_smartctl_on_this_machine_gives_disks_or_clear_unavailable_entries() {
     if spawn::run("smartctl", &["--version"], Duration::from_secs(10)).is_err() {
         assert_ne!(

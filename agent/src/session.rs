@@ -20,8 +20,8 @@ use deskpulse_proto::v1::agent_service_client::AgentServiceClient;
 use deskpulse_proto::v1::collector_message::Kind as Incoming;
 use deskpulse_proto::v1::report::Payload;
 use deskpulse_proto::v1::{
-    AgentMessage, CollectorMessage, DiagnosticResult, Goodbye, GoodbyeReason, Hello, Inventory,
-    SpoolCounters,
+    AgentMessage, CollectorMessage, DiagnosticResult, Goodbye, GoodbyeReason, HealthSample, Hello,
+    Inventory, SpoolCounters,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -337,7 +337,7 @@ fn spool_push(spool: &mut Spool, payload: Payload) -> bool {
 fn spool_issue(
     spool: &mut Spool,
     request: IssueRequest,
-    sample: deskpulse_proto::v1::HealthSample,
+    sample: HealthSample,
     connected: bool,
 ) -> bool {
     let payload = issue::payload(request.text, request.os_user, sample);

@@ -490,6 +490,7 @@ pub async fn run_service(
         .map_err(|e| SessionError::Status(e.to_string()))?;
     let mut spool = open_spool(config, state)?;
     let mut base = InventoryBase::open(&state.inventory_dir());
+    collection::share_one_malloc_arena();
     let mut collection = Collection::new(config.system_root.clone(), config.health.clone());
     let (mut executor, interrupted) = Executor::open(
         &state.root().join("diagnostics"),

@@ -205,6 +205,23 @@ fn failed_sample(error: &JoinError) -> HealthSample {
     }
 }
 
+/// Makes every thread allocate from glibc's main heap. By default each new
+/// thread gets a heap (arena) of its own, and the free memory a pool job
+/// leaves in one stays resident after the thread is gone: measured on the
+/// idle service, about 400 KiB more private memory than collecting on the
+/// loop did, and under 100 KiB more with one arena. The agent's threads
+/// rarely allocate at once, so sharing one heap costs it nothing; call this
+/// before the first job.
+pub(super) fn share_one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[allow(unsafe_code)]
+    // mallopt(3) has no safe wrapper; M_ARENA_MAX only caps how many heaps
+    // glibc makes from now on
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 /// Runs one collection on the blocking pool and waits for it: `run
 /// --once` has nothing else to do meanwhile, but its collections run where
 /// the service's do. The error is one line naming `what`.

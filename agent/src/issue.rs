@@ -82,7 +82,7 @@ pub fn payload(text: String, os_user: String, health: HealthSample) -> Payload {
 }
 
 /// A report handed from the local endpoint to the service loop, which owns
-/// the spool and the health sampler.
+/// the spool and has the health sample taken off the loop.
 #[derive(Debug)]
 pub struct IssueRequest {
     /// The validated text.

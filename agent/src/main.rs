@@ -153,6 +153,9 @@ fn init_logging(format: LogFormat, default: &str) {
     }
 }
 
+/// How long the stopped service waits for blocking-pool jobs to end.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     // One thread: the agent's work is small, and a single-threaded runtime
     // keeps its memory and idle CPU near zero.
@@ -225,7 +228,14 @@ fn run(command: Command) -> Result<(), Failure> {
                 return Ok(());
             }
             state.credentials().map_err(failed)?;
-            rt.block_on(service(&config, &state))
+            let served = rt.block_on(service(&config, &state));
+            // Dropping the runtime would wait for every blocking-pool job:
+            // a collection stuck in a probe would hold the exit until the
+            // probe's deadline, or for ever where a call has none. A
+            // diagnostic told to stop kills its processes within
+            // milliseconds, so a second is enough for it.
+            rt.shutdown_timeout(SHUTDOWN_GRACE);
+            served
         }
         Command::Inventory(args) => {
             let config = resolve(AgentFlags {

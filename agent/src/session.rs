@@ -4,7 +4,13 @@
 //!
 //! The connection is an explicit state machine, Connected or
 //! Disconnected(retry at), with capped exponential backoff and jitter, and a
-//! log line on each change. Collection goes on while disconnected.
+//! log line on each change. Collection goes on while disconnected, and
+//! never on the loop itself: inventories and health samples are taken on
+//! tokio's blocking pool and come back to the loop to be spooled
+//! ([`collection`]), so a slow probe holds up no acknowledgement,
+//! diagnostic or local request.
+
+mod collection;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -14,7 +20,8 @@ use deskpulse_proto::v1::agent_service_client::AgentServiceClient;
 use deskpulse_proto::v1::collector_message::Kind as Incoming;
 use deskpulse_proto::v1::report::Payload;
 use deskpulse_proto::v1::{
-    AgentMessage, CollectorMessage, DiagnosticResult, Goodbye, GoodbyeReason, Hello, SpoolCounters,
+    AgentMessage, CollectorMessage, DiagnosticResult, Goodbye, GoodbyeReason, HealthSample, Hello,
+    Inventory, SpoolCounters,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -24,6 +31,7 @@ use tonic::Streaming;
 use tonic::codec::CompressionEncoding;
 use tracing::{info, warn};
 
+use self::collection::{Collected, Collection, collect_now};
 use crate::collect::{HealthSampler, collect_inventory};
 use crate::config::AgentConfig;
 use crate::diagnostics::{self, Executor};
@@ -275,10 +283,12 @@ fn handle_incoming(
     }
 }
 
-/// Collects the inventory and spools it: a delta against the acknowledged
-/// base, or the full snapshot.
-fn push_inventory(spool: &mut Spool, base: &mut InventoryBase, config: &AgentConfig) -> bool {
-    let snapshot = collect_inventory(&config.system_root);
+/// Spools a freshly collected inventory: a delta against the acknowledged
+/// base, or the full snapshot. The delta is taken here, on the loop, against
+/// the base as it stands now (an acknowledgement or a resync may have moved
+/// it while the snapshot was collected); diffing costs milliseconds, next to
+/// the collection's seconds.
+fn push_inventory(spool: &mut Spool, base: &mut InventoryBase, snapshot: Inventory) -> bool {
     let spooled = match spool.push(base.payload_for(&snapshot), now_ms()) {
         Ok(seq) => {
             base.spooled(seq, &snapshot);
@@ -320,6 +330,34 @@ fn spool_push(spool: &mut Spool, payload: Payload) -> bool {
             false
         }
     }
+}
+
+/// Spools an employee's report with its sample, durable before the reply
+/// (D14), which says whether the service is connected. True when spooled.
+fn spool_issue(
+    spool: &mut Spool,
+    request: IssueRequest,
+    sample: HealthSample,
+    connected: bool,
+) -> bool {
+    let payload = issue::payload(request.text, request.os_user, sample);
+    let (spooled, answer) = match spool.push(payload, now_ms()) {
+        Ok(seq) => {
+            info!(seq, "an employee reported an issue; spooled");
+            (true, Ok(connected))
+        }
+        Err(error) => {
+            warn!(%error, "an issue report could not be spooled");
+            (
+                false,
+                Err(format!(
+                    "the report could not be saved in the spool: {error}"
+                )),
+            )
+        }
+    };
+    let _ = request.reply.send(answer);
+    spooled
 }
 
 /// Spools a diagnostic's answer (D26: durable, acknowledged like any
@@ -381,11 +419,17 @@ async fn once(
 ) -> Result<OnceOutcome, SessionError> {
     let mut spool = open_spool(config, state)?;
     let mut base = InventoryBase::open(&state.inventory_dir());
-    let mut sampler = HealthSampler::with_settings(&config.system_root, config.health.clone());
-    let snapshot = collect_inventory(&config.system_root);
+    let snapshot = collect_inventory_now(config).await?;
     let seq = spool.push(base.payload_for(&snapshot), now_ms())?;
     base.spooled(seq, &snapshot);
-    spool.push(Payload::Health(sampler.sample()), now_ms())?;
+    drop(snapshot);
+    let (root, settings) = (config.system_root.clone(), config.health.clone());
+    let sample = collect_now("health", move || {
+        HealthSampler::with_settings(&root, settings).sample()
+    })
+    .await
+    .map_err(SessionError::Status)?;
+    spool.push(Payload::Health(sample), now_ms())?;
     // Whatever an earlier run left waiting goes too.
     let expected = spool.len();
     let mut session = open_session(creds, config).await?;
@@ -396,7 +440,8 @@ async fn once(
             match session.inbound.message().await {
                 Ok(Some(message)) => {
                     if handle_incoming(message, &mut spool, &mut base).resync {
-                        push_inventory(&mut spool, &mut base, config);
+                        let snapshot = collect_inventory_now(config).await?;
+                        push_inventory(&mut spool, &mut base, snapshot);
                         session.flush(&mut spool).await?;
                     }
                 }
@@ -423,6 +468,14 @@ async fn once(
     })
 }
 
+/// `run --once`'s inventory, collected on the blocking pool.
+async fn collect_inventory_now(config: &AgentConfig) -> Result<Inventory, SessionError> {
+    let root = config.system_root.clone();
+    collect_now("inventory", move || collect_inventory(&root))
+        .await
+        .map_err(SessionError::Status)
+}
+
 /// The service loop: runs until `shutdown` is cancelled. Employees'
 /// reports arrive on `issues` from the local socket.
 pub async fn run_service(
@@ -437,7 +490,8 @@ pub async fn run_service(
         .map_err(|e| SessionError::Status(e.to_string()))?;
     let mut spool = open_spool(config, state)?;
     let mut base = InventoryBase::open(&state.inventory_dir());
-    let mut sampler = HealthSampler::with_settings(&config.system_root, config.health.clone());
+    collection::share_one_malloc_arena();
+    let mut collection = Collection::new(config.system_root.clone(), config.health.clone());
     let (mut executor, interrupted) = Executor::open(
         &state.root().join("diagnostics"),
         diagnostics::Context {
@@ -467,29 +521,26 @@ pub async fn run_service(
         let mut failure: Option<SessionError> = None;
         tokio::select! {
             () = shutdown.cancelled() => break,
-            _ = inventory_tick.tick() => {
-                fresh = push_inventory(&mut spool, &mut base, config);
-            }
-            _ = health_tick.tick() => {
-                fresh = spool_push(&mut spool, Payload::Health(sampler.sample()));
-            }
-            Some(request) = issues.recv() => {
-                // A fresh sample: the cheap readings now, the slow probes
-                // from their cache (D24). Durable before the reply (D14).
-                let payload = issue::payload(request.text, request.os_user, sampler.sample());
-                let answer = match spool.push(payload, now_ms()) {
-                    Ok(seq) => {
-                        info!(seq, "an employee reported an issue; spooled");
-                        fresh = true;
-                        Ok(session.is_some())
+            // Each starts a job on the blocking pool, or leaves it to the
+            // one under way (`collection`): the loop never collects.
+            _ = inventory_tick.tick() => collection.start_inventory(),
+            _ = health_tick.tick() => collection.start_sample(),
+            // A fresh sample: the cheap readings now, the slow probes from
+            // their cache (D24).
+            Some(request) = issues.recv() => collection.sample_for_issue(request),
+            collected = collection.finished() => match collected {
+                Collected::Inventory(snapshot) => {
+                    fresh = push_inventory(&mut spool, &mut base, snapshot);
+                }
+                Collected::Health { sample, periodic, issues: reports } => {
+                    for request in reports {
+                        fresh |= spool_issue(&mut spool, request, sample.clone(), session.is_some());
                     }
-                    Err(error) => {
-                        warn!(%error, "an issue report could not be spooled");
-                        Err(format!("the report could not be saved in the spool: {error}"))
+                    if periodic {
+                        fresh |= spool_push(&mut spool, Payload::Health(sample));
                     }
-                };
-                let _ = request.reply.send(answer);
-            }
+                }
+            },
             event = executor.next_event() => match event {
                 // Best effort (D26): a full send queue or no session drops
                 // the chunk; the spooled result has the whole output.
@@ -542,7 +593,7 @@ pub async fn run_service(
                             update(&live, |s| s.last_success_unix_ms = Some(now_ms()));
                         }
                         if handled.resync {
-                            fresh = push_inventory(&mut spool, &mut base, config);
+                            collection.start_inventory();
                         }
                     }
                     Ok(None) => failure = Some(SessionError::Closed),
@@ -589,6 +640,10 @@ pub async fn run_service(
             last_saved = Instant::now();
         }
     }
+    // A collection under way is not waited for (`collection`): its result
+    // would be spooled by nobody, and the next start collects afresh.
+    // Reports waiting for its sample are told the service is stopping.
+    drop(collection);
     // No diagnostic outlives the service: running ones are killed and
     // answered CANCELLED, and the answers go out if the session still is.
     for result in executor.shutdown().await {

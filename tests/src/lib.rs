@@ -347,6 +347,11 @@ impl AgentService {
         Self(child)
     }
 
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
     /// Stops it with SIGTERM; its exit code.
     pub fn stop(mut self) -> Option<i32> {
         send_signal(i32::try_from(self.0.id()).ok()?, libc::SIGTERM);

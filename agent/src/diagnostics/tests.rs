@@ -978,7 +978,9 @@ async fn disk_usage_totals_directories_and_never_follows_links() {
     // (11.8 GiB free once failed this).
     let tree: Vec<&str> = out.lines().skip(1).collect();
     assert!(
-        !tree.iter().any(|l| l.contains("8.0 MiB") || l.contains("11.")),
+        !tree
+            .iter()
+            .any(|l| l.contains("8.0 MiB") || l.contains("11.")),
         "the link was not followed: {out}"
     );
     assert!(out.starts_with("filesystem: "), "{out}");

@@ -36,6 +36,11 @@ pub struct BenchArgs {
     /// Use the release binaries already built.
     #[arg(long)]
     pub skip_build: bool,
+    /// Also run the Windows agent's inventory under Wine (built with the
+    /// same profile for x86_64-pc-windows-gnu), beside the Linux one.
+    /// Indicative only: Wine's WMI is not Windows'.
+    #[arg(long)]
+    pub windows: bool,
 }
 
 /// Wall, CPU and peak RSS of one finished process.
@@ -110,6 +115,57 @@ fn one_shot(name: &str, runs: usize, mut make: impl FnMut() -> Command) -> Resul
             .map(|c| c.max_rss_kib as f64 / 1024.0)
             .fold(0.0, f64::max),
     })
+}
+
+/// The Windows agent's `inventory --json` under Wine, measured like the
+/// Linux one. The process `wine` starts becomes the program itself, so
+/// wait4 sees its own CPU and peak RSS; the persistent wineserver's share
+/// is not counted.
+fn windows_inventory(
+    root: &Path,
+    target: &Path,
+    args: &BenchArgs,
+) -> Result<(crate::wine::WineServer, OneShot)> {
+    if !args.skip_build {
+        crate::wine::install_target()?;
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args([
+                "build",
+                "--profile",
+                "agent-release",
+                "-p",
+                "deskpulse-agent",
+            ])
+            .args(["--target", crate::wine::TARGET])
+            .current_dir(root)
+            .status()?;
+        if !status.success() {
+            bail!(
+                "cargo build --profile agent-release --target {} failed",
+                crate::wine::TARGET
+            );
+        }
+    }
+    let exe = target
+        .join(crate::wine::TARGET)
+        .join("agent-release")
+        .join("deskpulse-agent.exe");
+    if !exe.exists() {
+        bail!("{} is missing: run without --skip-build", exe.display());
+    }
+    let server = crate::wine::prepare(target)?.start()?;
+    // The first start loads Wine's own DLLs and services; it is not ours.
+    measure(server.wine().command(&exe).args(["inventory", "--json"]))?;
+    let shot = one_shot(
+        "deskpulse-agent.exe inventory --json (Wine)",
+        args.runs,
+        || {
+            let mut c = server.wine().command(&exe);
+            c.args(["inventory", "--json"]);
+            c
+        },
+    )?;
+    Ok((server, shot))
 }
 
 /// PSS in KiB of one process, from smaps_rollup (D36).
@@ -351,6 +407,13 @@ pub fn run(root: &Path, args: &BenchArgs) -> Result<()> {
             c
         },
     )?];
+    // Held to the end of the run: its wineserver serves every Wine start.
+    let mut _wine_server = None;
+    if args.windows {
+        let (server, shot) = windows_inventory(root, &target, args)?;
+        shots.push(shot);
+        _wine_server = Some(server);
+    }
     let scratch = tempfile::tempdir()?;
     if !args.skip_peers {
         for (name, program, extra) in [

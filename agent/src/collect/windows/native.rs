@@ -5,6 +5,7 @@
 //! [`super::apply_document`].
 
 use std::collections::HashMap;
+use std::sync::Mutex;
 
 use deskpulse_proto::v1::{Inventory, SecurityInfo, UnavailableReason};
 use serde_json::{Value, json};
@@ -122,10 +123,19 @@ fn cell(variant: Variant) -> Cell {
     }
 }
 
+/// One WMI collection at a time in this process: an inventory and a
+/// posture probe can overlap on the blocking pool, and Wine's WMI provider
+/// crashes when two threads query it at once. Windows' own would not mind;
+/// the wait is a few milliseconds either way.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 /// Fills the Windows sections from WMI and the registry. Nothing here
 /// fails the inventory: a class or key that is missing or denied becomes
 /// an unavailable entry with its reason.
 pub fn collect(inv: &mut Inventory) {
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut conns = Connections::default();
     let mut doc = Document::default();
     for query in INVENTORY_QUERIES.iter().chain(SECURITY_QUERIES) {
@@ -150,6 +160,9 @@ pub fn collect(inv: &mut Inventory) {
 /// The security section alone, for the health sampler's posture: three
 /// queries and two registry keys, cheap enough for its interval.
 pub fn security_now(inv: &mut Inventory) -> SecurityInfo {
+    let _turn = ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let mut conns = Connections::default();
     let mut doc = Document::default();
     for query in SECURITY_QUERIES {

@@ -448,6 +448,22 @@ impl Agent {
     }
 }
 
+/// The seqs a collector's SQLite database holds for one host's spool (its
+/// idempotency keys in `received_reports`).
+pub fn received_seqs(data_dir: &Path, host: &str, spool_id: &str) -> Vec<u64> {
+    let db = rusqlite::Connection::open(data_dir.join("deskpulse.db")).expect("open the database");
+    let mut query = db
+        .prepare(
+            "SELECT seq FROM received_reports WHERE host_id = ?1 AND spool_id = ?2 ORDER BY seq",
+        )
+        .expect("prepare");
+    query
+        .query_map([host, spool_id], |row| row.get::<_, i64>(0))
+        .expect("query")
+        .map(|seq| u64::try_from(seq.expect("row")).expect("seq"))
+        .collect()
+}
+
 /// Polls `check` every 50 ms until it returns `Some`, for at most `limit`.
 pub fn wait_for<T>(limit: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + limit;

@@ -7,13 +7,12 @@
 
 use std::collections::BTreeSet;
 use std::io::Write as _;
-use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use deskpulse_agent::spool::{Limits, Spool};
 use deskpulse_proto::v1::report::Payload;
 use deskpulse_proto::v1::{FilesystemUsage, HealthSample};
-use deskpulse_tests::{Agent, AgentService, Collector, wait_for};
+use deskpulse_tests::{Agent, AgentService, Collector, received_seqs, wait_for};
 
 fn status(agent: &Agent) -> serde_json::Value {
     let out = agent.command(&["status", "--json"]).expect_code(0);
@@ -51,21 +50,6 @@ fn spool_of(agent: &Agent) -> SpoolView {
     }
 }
 
-/// The seqs the collector's database holds for a host's spool.
-fn received(data_dir: &Path, host: &str, spool_id: &str) -> Vec<u64> {
-    let db = rusqlite::Connection::open(data_dir.join("deskpulse.db")).expect("open the database");
-    let mut query = db
-        .prepare(
-            "SELECT seq FROM received_reports WHERE host_id = ?1 AND spool_id = ?2 ORDER BY seq",
-        )
-        .expect("prepare");
-    query
-        .query_map([host, spool_id], |row| row.get::<_, i64>(0))
-        .expect("query")
-        .map(|seq| u64::try_from(seq.expect("row")).expect("seq"))
-        .collect()
-}
-
 fn enrolled() -> (Collector, Agent) {
     let collector = Collector::start();
     let agent = Agent::new();
@@ -94,7 +78,7 @@ fn offline_reports_survive_kill_9_and_arrive_exactly_once() {
     let collector = Collector::start_on(data_dir, &addr, &[]);
     let host = agent.host_id();
     wait_for(Duration::from_secs(90), || {
-        let got = received(collector.data_dir.path(), &host, &before.id);
+        let got = received_seqs(collector.data_dir.path(), &host, &before.id);
         before.health.iter().all(|s| got.contains(s)).then_some(())
     })
     .expect("every health sample collected before the kill arrives");
@@ -115,7 +99,7 @@ fn offline_reports_survive_kill_9_and_arrive_exactly_once() {
 
     let after = spool_of(&agent);
     assert_eq!(after.id, before.id, "the spool survived both restarts");
-    let got = received(collector.data_dir.path(), &host, &before.id);
+    let got = received_seqs(collector.data_dir.path(), &host, &before.id);
     let unique: BTreeSet<u64> = got.iter().copied().collect();
     assert_eq!(unique.len(), got.len(), "each report is stored once");
     for seq in 1..after.next_seq {
@@ -155,7 +139,7 @@ fn a_torn_spool_tail_is_skipped_logged_and_the_rest_sent() {
         "{}",
         out.stderr
     );
-    let got = received(collector.data_dir.path(), &agent.host_id(), &before.id);
+    let got = received_seqs(collector.data_dir.path(), &agent.host_id(), &before.id);
     assert_eq!(before.health.len(), 3);
     for seq in &before.health {
         assert!(
@@ -187,7 +171,7 @@ fn a_collector_killed_mid_burst_keeps_every_acknowledged_report() {
     assert_eq!(service.stop(), Some(0));
 
     let spool = spool_of(&agent);
-    let got: BTreeSet<u64> = received(data_dir.path(), &agent.host_id(), &spool.id)
+    let got: BTreeSet<u64> = received_seqs(data_dir.path(), &agent.host_id(), &spool.id)
         .into_iter()
         .collect();
     let acknowledged: Vec<u64> = (1..spool.next_seq)
@@ -257,12 +241,13 @@ fn a_full_spool_thins_old_health_and_reports_the_drops() {
             .expect_code(0);
         let detail: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
         let thinned = detail["spool"]["health_thinned"].as_u64().unwrap_or(0) > 0;
-        let arrived = received(collector.data_dir.path(), &host, &spool_id).contains(&last_old);
+        let arrived =
+            received_seqs(collector.data_dir.path(), &host, &spool_id).contains(&last_old);
         (thinned && arrived).then_some(detail)
     })
     .expect("the collector learns of the thinned samples");
     assert_eq!(service.stop(), Some(0));
-    let got = received(collector.data_dir.path(), &host, &spool_id);
+    let got = received_seqs(collector.data_dir.path(), &host, &spool_id);
     assert!(got.contains(&last_old), "the newest old sample is intact");
     assert!(
         got.len() < 800,

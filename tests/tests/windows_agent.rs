@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use deskpulse_agent::spool::{Limits, Spool};
 use deskpulse_proto::v1::report::Payload;
-use deskpulse_tests::{Collector, Run, run, wait_for};
+use deskpulse_tests::{Collector, Run, received_seqs, run, wait_for};
 
 /// The Wine prefix `cargo xtask test` prepared, or `None` (and a SKIPPED
 /// line) when there is none.
@@ -386,31 +386,11 @@ fn a_windows_service_runs_a_diagnostic_and_loses_nothing_when_killed() {
 
     let collector = Collector::start_on(data_dir, &addr, &[]);
     let _service = agent.start_service();
-    let db = collector.data_dir.path().join("deskpulse.db");
     let stored = wait_for(Duration::from_secs(90), || {
-        let got = received(&db, &host, &spool_id);
+        let got = received_seqs(collector.data_dir.path(), &host, &spool_id);
         waiting.iter().all(|s| got.contains(s)).then_some(got)
     })
     .unwrap_or_else(|| panic!("every waiting sample arrives: {waiting:?}"));
     let unique: std::collections::BTreeSet<&u64> = stored.iter().collect();
     assert_eq!(unique.len(), stored.len(), "each report is stored once");
-}
-
-/// The seqs the collector holds for a host's spool.
-fn received(db: &Path, host: &str, spool_id: &str) -> Vec<u64> {
-    let Ok(db) = rusqlite::Connection::open(db) else {
-        return Vec::new();
-    };
-    let Ok(mut query) = db.prepare(
-        "SELECT seq FROM received_reports WHERE host_id = ?1 AND spool_id = ?2 ORDER BY seq",
-    ) else {
-        return Vec::new();
-    };
-    query
-        .query_map([host, spool_id], |row| row.get::<_, i64>(0))
-        .map(|rows| {
-            rows.filter_map(|seq| seq.ok().and_then(|s| u64::try_from(s).ok()))
-                .collect()
-        })
-        .unwrap_or_default()
 }

@@ -3,7 +3,7 @@
 //! environment is read through [`Env`] so tests pass a map.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -21,6 +21,46 @@ pub const DEFAULT_STATE_DIR: &str = r"C:\ProgramData\Deskpulse\agent";
 #[cfg(not(any(target_os = "linux", target_os = "macos", windows)))]
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/deskpulse-agent";
 
+/// The config file read when no flag or variable names one (D9). It is
+/// optional: without it every setting has its default.
+#[cfg(target_os = "macos")]
+pub const DEFAULT_CONFIG_FILE: &str = "/Library/Application Support/Deskpulse/agent.toml";
+/// The config file read when no flag or variable names one (D9). It is
+/// optional: without it every setting has its default. `%ProgramData%`
+/// moves it ([`default_config_file`]).
+#[cfg(windows)]
+pub const DEFAULT_CONFIG_FILE: &str = r"C:\ProgramData\Deskpulse\agent.toml";
+/// The config file read when no flag or variable names one (D9). It is
+/// optional: without it every setting has its default.
+#[cfg(not(any(target_os = "macos", windows)))]
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/deskpulse/agent.toml";
+
+/// The default config file of this OS. On Windows it follows
+/// `%ProgramData%`, which an image may have moved off `C:`.
+pub fn default_config_file(vars: &dyn Env) -> PathBuf {
+    match program_data(vars) {
+        Some(data) => data.join("Deskpulse").join("agent.toml"),
+        None => PathBuf::from(DEFAULT_CONFIG_FILE),
+    }
+}
+
+/// The default state dir of this OS (D9), following `%ProgramData%` on
+/// Windows.
+pub fn default_state_dir(vars: &dyn Env) -> PathBuf {
+    match program_data(vars) {
+        Some(data) => data.join("Deskpulse").join("agent"),
+        None => PathBuf::from(DEFAULT_STATE_DIR),
+    }
+}
+
+fn program_data(vars: &dyn Env) -> Option<PathBuf> {
+    if cfg!(windows) {
+        vars.var("ProgramData").map(PathBuf::from)
+    } else {
+        None
+    }
+}
+
 /// A full inventory every six hours by default.
 pub const DEFAULT_INVENTORY_INTERVAL: Duration = Duration::from_secs(6 * 3600);
 /// A health sample every minute by default.
@@ -35,6 +75,10 @@ pub struct ConfigError(pub String);
 pub trait Env {
     /// The value of `key`, if set and not empty.
     fn var(&self, key: &str) -> Option<String>;
+
+    /// The config file to read when neither `--config` nor
+    /// `DESKPULSE_AGENT_CONFIG` names one; `None` reads none.
+    fn default_config_file(&self) -> Option<PathBuf>;
 }
 
 /// The real process environment.
@@ -45,11 +89,20 @@ impl Env for ProcessEnv {
     fn var(&self, key: &str) -> Option<String> {
         std::env::var(key).ok().filter(|v| !v.is_empty())
     }
+
+    fn default_config_file(&self) -> Option<PathBuf> {
+        Some(default_config_file(self))
+    }
 }
 
+/// A fixed set of variables and no default config file: what tests pass.
 impl Env for HashMap<String, String> {
     fn var(&self, key: &str) -> Option<String> {
         self.get(key).cloned()
+    }
+
+    fn default_config_file(&self) -> Option<PathBuf> {
+        None
     }
 }
 
@@ -72,7 +125,9 @@ pub struct AgentFlags {
     /// inventory_max_mib, results_max_mib, and [health] watch_services,
     /// posture_interval, smart_interval, updates_interval,
     /// services_interval, and [diagnostics] enable, disable [env:
-    /// DESKPULSE_AGENT_CONFIG]
+    /// DESKPULSE_AGENT_CONFIG] [default: /etc/deskpulse/agent.toml,
+    /// %ProgramData%\Deskpulse\agent.toml or /Library/Application
+    /// Support/Deskpulse/agent.toml, when it exists]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Where the agent keeps its key, certificates and status [env:
@@ -182,27 +237,24 @@ fn interval(what: &str, text: &str, min: Duration) -> Result<Duration, ConfigErr
 /// Resolves the config: file < env < flags.
 pub fn resolve(flags: &AgentFlags, vars: &dyn Env) -> Result<AgentConfig, ConfigError> {
     let var = |key: &str| vars.var(&format!("{PREFIX}{key}"));
-    let file = match flags
+    let named = flags
         .config
         .clone()
-        .or_else(|| var("CONFIG").map(PathBuf::from))
-    {
-        Some(path) => {
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                ConfigError(format!("cannot read config file {}: {e}", path.display()))
-            })?;
-            toml::from_str::<AgentFile>(&text).map_err(|e| {
-                ConfigError(format!("config file {}: {}", path.display(), e.message()))
-            })?
-        }
-        None => AgentFile::default(),
+        .or_else(|| var("CONFIG").map(PathBuf::from));
+    let file = match named {
+        Some(path) => read_file(&path)?,
+        // The default file is optional: a PC without one runs on defaults.
+        None => match vars.default_config_file() {
+            Some(path) if path.exists() => read_file(&path)?,
+            _ => AgentFile::default(),
+        },
     };
     let state_dir = flags
         .state_dir
         .clone()
         .or_else(|| var("STATE_DIR").map(PathBuf::from))
         .or(file.state_dir)
-        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+        .unwrap_or_else(|| default_state_dir(vars));
     let system_root = flags
         .system_root
         .clone()
@@ -253,6 +305,13 @@ pub fn resolve(flags: &AgentFlags, vars: &dyn Env) -> Result<AgentConfig, Config
         health,
         enabled_diagnostics,
     })
+}
+
+fn read_file(path: &Path) -> Result<AgentFile, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+    toml::from_str::<AgentFile>(&text)
+        .map_err(|e| ConfigError(format!("config file {}: {}", path.display(), e.message())))
 }
 
 /// The enabled diagnostics: the catalog default, plus `enable`, minus

@@ -134,3 +134,42 @@ pub async fn enroll(
         relinked: response.relinked,
     })
 }
+
+/// `enroll.toml`: what a package's install script enrolls from, so an
+/// admin can pre-seed PCs without typing a token on each. The token is
+/// removed from the file once used ([`forget_token`]).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollFile {
+    /// The collector, `https://HOST:PORT`.
+    pub collector: String,
+    /// The one-time enrollment token; absent once used.
+    pub token: Option<String>,
+    /// The SHA-256 pin of the collector's CA.
+    pub ca_sha256: String,
+}
+
+/// Reads and checks `enroll.toml`; the error is one line naming the file.
+pub fn read_enroll_file(path: &Path) -> Result<EnrollFile, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let file: EnrollFile =
+        toml::from_str(&text).map_err(|e| format!("{}: {}", path.display(), e.message().trim()))?;
+    transport::parse_collector_url(&file.collector)
+        .map_err(|e| format!("{}: collector: {e}", path.display()))?;
+    transport::parse_pin(&file.ca_sha256)
+        .map_err(|e| format!("{}: ca_sha256: {e}", path.display()))?;
+    Ok(file)
+}
+
+/// Rewrites `enroll.toml` without its token, keeping the collector and
+/// the pin for the admin to see. A token is single-use, but it is still a
+/// secret until the collector has seen it.
+pub fn forget_token(path: &Path, file: &EnrollFile) -> Result<(), StateError> {
+    let text = format!(
+        "# The token was used to enroll this PC and removed.\ncollector = {}\nca_sha256 = {}\n",
+        toml::Value::String(file.collector.clone()),
+        toml::Value::String(file.ca_sha256.clone()),
+    );
+    crate::state::write_atomic(path, text.as_bytes(), 0o600)
+}

@@ -14,6 +14,8 @@
 //! - [`local`]: the running service's local endpoint (a socket, or a named
 //!   pipe on Windows).
 //! - [`issue`]: `report-issue`, an employee's problem report.
+//! - [`service`]: the agent as an OS service: install, start, stop,
+//!   status, and the service body `run` shares with the Windows SCM.
 //! - [`diagnostics`]: remote diagnostics: the agent's own allowlist and
 //!   checks, the executor, and each diagnostic per platform.
 
@@ -24,6 +26,7 @@ pub mod enroll;
 pub mod inventory_base;
 pub mod issue;
 pub mod local;
+pub mod service;
 pub mod session;
 pub mod spool;
 pub mod state;

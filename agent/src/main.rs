@@ -3,12 +3,12 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
 
 use clap::{Args, Parser, Subcommand};
 use deskpulse_agent::config::{self, AgentConfig, AgentFlags, LogFormat, ProcessEnv};
 use deskpulse_agent::enroll::{self, CaSource};
-use deskpulse_agent::session::{self, LiveStatus};
+use deskpulse_agent::service::{self, Installation};
+use deskpulse_agent::session;
 use deskpulse_agent::state::{StateDir, Status};
 use deskpulse_agent::{collect, local, spool, transport};
 use tokio_util::sync::CancellationToken;
@@ -32,8 +32,18 @@ enum Command {
         /// unless both were acknowledged.
         #[arg(long)]
         once: bool,
+        /// Started by the Windows Service Control Manager: answer its
+        /// controls (`service install` registers this).
+        #[arg(long, hide = true, conflicts_with = "once")]
+        windows_service: bool,
         #[command(flatten)]
         flags: AgentFlags,
+    },
+    /// Install, remove, start, stop or query the agent as an OS service
+    /// (systemd, the Windows Service Control Manager, launchd).
+    Service {
+        #[command(subcommand)]
+        action: ServiceAction,
     },
     /// Print this PC's inventory, as the agent would send it.
     Inventory(LocalArgs),
@@ -57,15 +67,69 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum ServiceAction {
+    /// Install the service (or upgrade it in place, keeping the config and
+    /// the enrollment) and start it.
+    Install {
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Stop and remove the service.
+    Uninstall {
+        /// Also delete the state dir (key, enrollment, spool) and the
+        /// config file.
+        #[arg(long)]
+        purge: bool,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Start the installed service.
+    Start,
+    /// Stop the running service.
+    Stop,
+    /// Whether the service is installed and running, and enrolled.
+    Status {
+        #[command(flatten)]
+        state: StateArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the systemd unit or the launchd plist that `install` writes,
+    /// for packagers.
+    Print {
+        /// Which service manager's file.
+        #[arg(value_enum)]
+        manager: Manager,
+        /// The installed binary [default: this program].
+        #[arg(long, value_name = "FILE")]
+        binary: Option<PathBuf>,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Manager {
+    Systemd,
+    Launchd,
+}
+
 #[derive(Args)]
-#[command(group(clap::ArgGroup::new("ca").required(true).args(["ca_file", "ca_sha256"])))]
+#[command(group(clap::ArgGroup::new("ca").args(["ca_file", "ca_sha256"])))]
 struct EnrollArgs {
     /// The collector, https://HOST:PORT.
-    #[arg(long, value_name = "URL")]
-    collector: String,
+    #[arg(long, value_name = "URL", required_unless_present = "from_file")]
+    collector: Option<String>,
     /// The enrollment token from `deskpulse-collector enroll-token create`.
-    #[arg(long)]
-    token: String,
+    #[arg(long, required_unless_present = "from_file")]
+    token: Option<String>,
+    /// Enroll from a TOML file with `collector`, `token` and `ca_sha256`
+    /// (what packages read from /etc/deskpulse/enroll.toml); the token is
+    /// removed from the file once used.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["collector", "token", "ca_file", "ca_sha256"])]
+    from_file: Option<PathBuf>,
     /// The collector's CA certificate (PEM), from `deskpulse-collector ca export`.
     #[arg(long, value_name = "FILE")]
     ca_file: Option<PathBuf>,
@@ -153,16 +217,8 @@ fn init_logging(format: LogFormat, default: &str) {
     }
 }
 
-/// How long the stopped service waits for blocking-pool jobs to end.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
-
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    // One thread: the agent's work is small, and a single-threaded runtime
-    // keeps its memory and idle CPU near zero.
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| failed(format!("cannot start the async runtime: {e}")))
+    service::runtime().map_err(failed)
 }
 
 fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
@@ -173,52 +229,21 @@ fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
 
 fn run(command: Command) -> Result<(), Failure> {
     match command {
-        Command::Enroll(args) => {
-            let ca = match (&args.ca_file, &args.ca_sha256) {
-                (Some(file), _) => CaSource::File(file.clone()),
-                (None, Some(pin)) => CaSource::Pin(transport::parse_pin(pin).map_err(usage)?),
-                (None, None) => return Err(usage("give --ca-file or --ca-sha256")),
-            };
-            transport::parse_collector_url(&args.collector).map_err(usage)?;
-            if args.token.trim().is_empty() {
-                return Err(usage("--token is empty"));
-            }
-            let config = resolve(AgentFlags {
-                config: args.state.config,
-                state_dir: args.state.state_dir,
-                system_root: args.system_root,
-                ..AgentFlags::default()
-            })?;
-            init_logging(config.log_format, "warn");
-            let state = StateDir::new(&config.state_dir);
-            let enrolled = runtime()?
-                .block_on(enroll::enroll(
-                    &state,
-                    &args.collector,
-                    &args.token,
-                    &ca,
-                    &config.system_root,
-                    session::now_ms(),
-                ))
-                .map_err(failed)?;
-            if enrolled.relinked {
-                println!(
-                    "enrolled as host {} (this hardware was enrolled before; linked to its existing host)",
-                    enrolled.host_id
-                );
-            } else {
-                println!("enrolled as host {}", enrolled.host_id);
-            }
-            Ok(())
-        }
-        Command::Run { once, flags } => {
+        Command::Enroll(args) => enroll_command(args),
+        Command::Run {
+            once,
+            windows_service,
+            flags,
+        } => {
             let config = resolve(flags)?;
+            if windows_service {
+                return run_windows_service(config);
+            }
             init_logging(config.log_format, "info");
-            let state = StateDir::new(&config.state_dir);
-            let _lock = state.lock().map_err(failed)?;
-            let rt = runtime()?;
             if once {
-                let outcome = rt
+                let state = StateDir::new(&config.state_dir);
+                let _lock = state.lock().map_err(failed)?;
+                let outcome = runtime()?
                     .block_on(session::run_once(&config, &state))
                     .map_err(failed)?;
                 println!(
@@ -227,16 +252,9 @@ fn run(command: Command) -> Result<(), Failure> {
                 );
                 return Ok(());
             }
-            state.credentials().map_err(failed)?;
-            let served = rt.block_on(service(&config, &state));
-            // Dropping the runtime would wait for every blocking-pool job:
-            // a collection stuck in a probe would hold the exit until the
-            // probe's deadline, or for ever where a call has none. A
-            // diagnostic told to stop kills its processes within
-            // milliseconds, so a second is enough for it.
-            rt.shutdown_timeout(SHUTDOWN_GRACE);
-            served
+            service::run_until_stopped(&config, CancellationToken::new(), true).map_err(failed)
         }
+        Command::Service { action } => service_command(action),
         Command::Inventory(args) => {
             let config = resolve(AgentFlags {
                 config: args.config,
@@ -285,27 +303,6 @@ fn run(command: Command) -> Result<(), Failure> {
             status(&config, json)
         }
     }
-}
-
-async fn service(config: &AgentConfig, state: &StateDir) -> Result<(), Failure> {
-    let shutdown = CancellationToken::new();
-    let live = Arc::new(Mutex::new(LiveStatus::default()));
-    // A few reports at once is plenty; each waits for its spool write.
-    let (issues, issue_queue) = tokio::sync::mpsc::channel(8);
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
-    let endpoint = local::Endpoint::of(state);
-    let service = local::Service::new(live.clone(), issues, config.system_root.clone());
-    tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            if let Err(error) = local::serve(&endpoint, service, shutdown).await {
-                tracing::warn!(%error, %endpoint, "the local endpoint is unavailable; `status` will read the saved status");
-            }
-        }
-    });
-    session::run_service(config, state, live, issue_queue, shutdown)
-        .await
-        .map_err(failed)
 }
 
 /// `report-issue`: through the running service when there is one, else
@@ -358,23 +355,6 @@ fn report_issue(config: &AgentConfig, text: String) -> Result<(), Failure> {
         ))),
         Err(error) => Err(failed(error)),
     }
-}
-
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            shutdown.cancel();
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
-    shutdown.cancel();
 }
 
 #[derive(serde::Serialize)]
@@ -493,4 +473,232 @@ fn status(config: &AgentConfig, json: bool) -> Result<(), Failure> {
         d.health_thinned, d.health_dropped, d.inventory_superseded, d.results_refused, d.unwritable
     );
     Ok(())
+}
+
+fn enroll_command(args: EnrollArgs) -> Result<(), Failure> {
+    let from_file = match &args.from_file {
+        Some(path) => Some((path.clone(), enroll::read_enroll_file(path).map_err(usage)?)),
+        None => None,
+    };
+    let (collector, token, ca) = match &from_file {
+        Some((path, file)) => {
+            let Some(token) = file.token.clone() else {
+                return Err(usage(format!(
+                    "{} holds no token (it was used already, or never set)",
+                    path.display()
+                )));
+            };
+            (
+                file.collector.clone(),
+                token,
+                CaSource::Pin(file.ca_sha256.clone()),
+            )
+        }
+        None => {
+            let ca = match (&args.ca_file, &args.ca_sha256) {
+                (Some(file), _) => CaSource::File(file.clone()),
+                (None, Some(pin)) => CaSource::Pin(transport::parse_pin(pin).map_err(usage)?),
+                (None, None) => return Err(usage("give --ca-file or --ca-sha256")),
+            };
+            (
+                args.collector.clone().unwrap_or_default(),
+                args.token.clone().unwrap_or_default(),
+                ca,
+            )
+        }
+    };
+    transport::parse_collector_url(&collector).map_err(usage)?;
+    if token.trim().is_empty() {
+        return Err(usage("the token is empty"));
+    }
+    let config = resolve(AgentFlags {
+        config: args.state.config,
+        state_dir: args.state.state_dir,
+        system_root: args.system_root,
+        ..AgentFlags::default()
+    })?;
+    init_logging(config.log_format, "warn");
+    let state = StateDir::new(&config.state_dir);
+    if let (Some((path, file)), Ok(Some(enrollment))) = (&from_file, state.enrollment()) {
+        // A package upgrade runs its install script again: an enrolled
+        // agent keeps its identity, and the unused token goes.
+        enroll::forget_token(path, file).map_err(failed)?;
+        println!(
+            "already enrolled as host {} with {}; removed the unused token from {}",
+            enrollment.host_id,
+            enrollment.collector,
+            path.display()
+        );
+        return Ok(());
+    }
+    let enrolled = runtime()?
+        .block_on(enroll::enroll(
+            &state,
+            &collector,
+            &token,
+            &ca,
+            &config.system_root,
+            session::now_ms(),
+        ))
+        .map_err(failed)?;
+    if let Some((path, file)) = &from_file {
+        enroll::forget_token(path, file).map_err(failed)?;
+    }
+    if enrolled.relinked {
+        println!(
+            "enrolled as host {} (this hardware was enrolled before; linked to its existing host)",
+            enrolled.host_id
+        );
+    } else {
+        println!("enrolled as host {}", enrolled.host_id);
+    }
+    Ok(())
+}
+
+/// The config file a service is installed with: the one named by the flag
+/// or `DESKPULSE_AGENT_CONFIG`, else this OS's default path.
+fn service_config_file(state: &StateArgs) -> PathBuf {
+    state
+        .config
+        .clone()
+        .or_else(|| config::Env::var(&ProcessEnv, "DESKPULSE_AGENT_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| config::default_config_file(&ProcessEnv))
+}
+
+/// The installation `state` describes: its config file, whether it exists
+/// yet or not, and the state dir it (or the flag) names.
+fn installation(state: StateArgs, binary: Option<PathBuf>) -> Result<Installation, Failure> {
+    let config_file = service_config_file(&state);
+    let config = resolve(AgentFlags {
+        // A config file that does not exist yet is written by `install`.
+        config: config_file.exists().then(|| config_file.clone()),
+        state_dir: state.state_dir,
+        ..AgentFlags::default()
+    })?;
+    let mut installation = Installation::of_this_binary(config_file, &config).map_err(failed)?;
+    if let Some(binary) = binary {
+        installation.binary = binary;
+    }
+    Ok(installation)
+}
+
+fn service_failure(error: service::ServiceError) -> Failure {
+    failed(error)
+}
+
+fn service_command(action: ServiceAction) -> Result<(), Failure> {
+    match action {
+        ServiceAction::Install { state } => {
+            let installation = installation(state, None)?;
+            println!(
+                "{}",
+                service::install(&installation).map_err(service_failure)?
+            );
+            Ok(())
+        }
+        ServiceAction::Uninstall { purge, state } => {
+            let installation = installation(state, None)?;
+            println!(
+                "{}",
+                service::uninstall(purge, &installation).map_err(service_failure)?
+            );
+            Ok(())
+        }
+        ServiceAction::Start => {
+            println!("{}", service::start().map_err(service_failure)?);
+            Ok(())
+        }
+        ServiceAction::Stop => {
+            println!("{}", service::stop().map_err(service_failure)?);
+            Ok(())
+        }
+        ServiceAction::Status { state, json } => service_status(state, json),
+        ServiceAction::Print {
+            manager,
+            binary,
+            state,
+        } => {
+            let installation = installation(state, binary)?;
+            match manager {
+                Manager::Systemd => print!("{}", service::systemd::unit_file(&installation)),
+                Manager::Launchd => {
+                    let xml = service::launchd::plist_xml(&installation).map_err(failed)?;
+                    print!("{}", String::from_utf8_lossy(&xml));
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct ServiceStatusView {
+    #[serde(flatten)]
+    service: service::ServiceState,
+    state_dir: PathBuf,
+    enrolled: bool,
+    host_id: Option<String>,
+    enrollment_error: Option<String>,
+}
+
+fn service_status(state: StateArgs, json: bool) -> Result<(), Failure> {
+    let config = resolve(AgentFlags {
+        config: state.config,
+        state_dir: state.state_dir,
+        ..AgentFlags::default()
+    })?;
+    let service = service::query().map_err(service_failure)?;
+    let enrollment = StateDir::new(&config.state_dir).enrollment();
+    let view = ServiceStatusView {
+        service,
+        state_dir: config.state_dir.clone(),
+        enrolled: matches!(enrollment, Ok(Some(_))),
+        host_id: enrollment
+            .as_ref()
+            .ok()
+            .and_then(Option::as_ref)
+            .map(|e| e.host_id.clone()),
+        enrollment_error: enrollment.as_ref().err().map(ToString::to_string),
+    };
+    if json {
+        return print_json(&view);
+    }
+    println!(
+        "service:   {}",
+        match (view.service.installed, view.service.running) {
+            (false, _) => "not installed (run `deskpulse-agent service install`)".to_owned(),
+            (true, true) => format!("running ({})", view.service.detail),
+            (true, false) => format!("installed, not running ({})", view.service.detail),
+        }
+    );
+    if !view.service.definition.is_empty() {
+        println!("defined:   {}", view.service.definition);
+    }
+    match (&view.host_id, &view.enrollment_error) {
+        (Some(host), _) => println!("enrolled:  yes, host {host}"),
+        (None, Some(error)) => println!("enrolled:  unknown ({error})"),
+        (None, None) => println!(
+            "enrolled:  no (run `deskpulse-agent enroll`, or put a token in {} and reinstall)",
+            enroll_file_hint()
+        ),
+    }
+    println!("state dir: {}", view.state_dir.display());
+    Ok(())
+}
+
+fn enroll_file_hint() -> String {
+    config::default_config_file(&ProcessEnv)
+        .with_file_name("enroll.toml")
+        .display()
+        .to_string()
+}
+
+#[cfg(windows)]
+fn run_windows_service(config: AgentConfig) -> Result<(), Failure> {
+    service::windows::run_as_service(config).map_err(service_failure)
+}
+
+#[cfg(not(windows))]
+fn run_windows_service(_config: AgentConfig) -> Result<(), Failure> {
+    Err(usage("--windows-service is for Windows only"))
 }

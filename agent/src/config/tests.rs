@@ -292,3 +292,65 @@ fn unknown_or_contradictory_diagnostics_are_one_line_errors() {
     let error = resolve(&flags, &vars(&[])).expect_err("unknown key");
     assert!(error.0.contains("unknown field `enabled`"), "{error}");
 }
+
+/// Variables plus a default config file, as the process environment has.
+struct WithDefaultFile(HashMap<String, String>, PathBuf);
+
+impl Env for WithDefaultFile {
+    fn var(&self, key: &str) -> Option<String> {
+        self.0.var(key)
+    }
+
+    fn default_config_file(&self) -> Option<PathBuf> {
+        Some(self.1.clone())
+    }
+}
+
+#[test]
+fn the_default_file_is_read_when_nothing_names_one() {
+    let f = config_file("state_dir = \"/from/default\"\n");
+    let env = WithDefaultFile(vars(&[]), f.path().to_path_buf());
+    let config = resolve(&AgentFlags::default(), &env).expect("resolves");
+    assert_eq!(config.state_dir, PathBuf::from("/from/default"));
+
+    // A file named by the variable or the flag replaces it entirely.
+    let named = config_file("health_interval = \"30s\"\n");
+    let env = WithDefaultFile(
+        vars(&[(
+            "DESKPULSE_AGENT_CONFIG",
+            named.path().to_str().expect("utf-8"),
+        )]),
+        f.path().to_path_buf(),
+    );
+    let config = resolve(&AgentFlags::default(), &env).expect("resolves");
+    assert_eq!(config.state_dir, default_state_dir(&env));
+    assert_eq!(config.health_interval, Duration::from_secs(30));
+}
+
+#[test]
+fn a_missing_default_file_means_defaults_but_a_broken_one_is_an_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let env = WithDefaultFile(vars(&[]), dir.path().join("agent.toml"));
+    let config = resolve(&AgentFlags::default(), &env).expect("resolves");
+    assert_eq!(config.state_dir, default_state_dir(&env));
+
+    let broken = config_file("state_dir = 3\n");
+    let env = WithDefaultFile(vars(&[]), broken.path().to_path_buf());
+    let error = resolve(&AgentFlags::default(), &env).expect_err("broken default file");
+    assert!(error.0.starts_with("config file "), "{error}");
+    assert!(!error.0.contains('\n'), "{error}");
+}
+
+#[cfg(windows)]
+#[test]
+fn windows_defaults_follow_program_data() {
+    let env = vars(&[("ProgramData", r"D:\Data")]);
+    assert_eq!(
+        default_config_file(&env),
+        PathBuf::from(r"D:\Data\Deskpulse\agent.toml")
+    );
+    assert_eq!(
+        default_state_dir(&env),
+        PathBuf::from(r"D:\Data\Deskpulse\agent")
+    );
+}

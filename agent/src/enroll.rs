@@ -86,6 +86,10 @@ pub async fn enroll(
     // Make sure the state dir is writable before using up the token.
     state.create()?;
     let _lock = state.lock()?;
+    // Employees may report while the service is stopped from the start.
+    if let Err(error) = crate::issue::dropbox::prepare(state) {
+        tracing::warn!(%error, "cannot prepare the report drop box; the service will try again");
+    }
 
     let inventory = crate::collect::collect_inventory(system_root);
     let system = inventory.system.unwrap_or_default();

@@ -7,11 +7,19 @@
 //! reporter from the connection (peer credentials, the pipe client's
 //! token; never from anything the caller says), takes a fresh health
 //! sample and spools the report ([`IssueRequest`], handled in
-//! `session::run_service`). Without the service, the CLI takes the state
-//! dir lock itself and appends the report ([`report_offline`]); the next
-//! service run sends it.
+//! `session::run_service`). Without the service, a CLI that may open the
+//! spool (root, an administrator) takes the state dir lock itself and
+//! appends the report ([`report_offline`]); any other employee's report
+//! waits in the drop box ([`dropbox`]) until the service runs again. Either
+//! way the next service run sends it.
+//!
+//! Each user may report [`RATE_LIMIT`] issues per [`RATE_WINDOW`]
+//! ([`RateLimiter`]): a stuck key or a script cannot bury the help desk.
 
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use deskpulse_proto::v1::report::Payload;
 use deskpulse_proto::v1::{HealthSample, UserIssue};
@@ -21,6 +29,55 @@ use crate::collect::HealthSampler;
 use crate::config::AgentConfig;
 use crate::spool::{Spool, SpoolError};
 use crate::state::{StateDir, StateError};
+
+pub mod dropbox;
+
+/// How many reports one user may send per [`RATE_WINDOW`].
+pub const RATE_LIMIT: usize = 5;
+/// The window of [`RATE_LIMIT`].
+pub const RATE_WINDOW: Duration = Duration::from_secs(10 * 60);
+
+/// Per-user report counts over the last [`RATE_WINDOW`], shared by the
+/// live endpoint and the drop box drain.
+#[derive(Debug, Default)]
+pub struct RateLimiter {
+    sent: Mutex<HashMap<String, VecDeque<Instant>>>,
+}
+
+impl RateLimiter {
+    /// Counts a report by `user` at `now`, or refuses it with the one line
+    /// the employee reads.
+    pub fn admit(&self, user: &str, now: Instant) -> Result<(), String> {
+        let mut sent = self
+            .sent
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Forget users with nothing in the window, so the map stays small.
+        sent.retain(|_, times| {
+            while times
+                .front()
+                .is_some_and(|t| now.saturating_duration_since(*t) >= RATE_WINDOW)
+            {
+                times.pop_front();
+            }
+            !times.is_empty()
+        });
+        let times = sent.entry(user.to_owned()).or_default();
+        if times.len() >= RATE_LIMIT {
+            let wait = times
+                .front()
+                .map(|t| RATE_WINDOW.saturating_sub(now.saturating_duration_since(*t)))
+                .unwrap_or(RATE_WINDOW);
+            return Err(format!(
+                "you have reported {RATE_LIMIT} issues in the last {} minutes and the help desk has them; wait {} before reporting more (if it is urgent, call the help desk)",
+                RATE_WINDOW.as_secs() / 60,
+                humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)))
+            ));
+        }
+        times.push_back(now);
+        Ok(())
+    }
+}
 
 /// The longest report, in characters, after trimming.
 pub const MAX_CHARS: usize = 2000;
@@ -87,8 +144,12 @@ pub fn payload(text: String, os_user: String, health: HealthSample) -> Payload {
 pub struct IssueRequest {
     /// The validated text.
     pub text: String,
-    /// Who reported it, named from the connection.
+    /// Who reported it, named from the connection (or the drop box file's
+    /// owner).
     pub os_user: String,
+    /// When it was reported, if not now: a report from the drop box was
+    /// written while the service was stopped.
+    pub reported_at_unix_ms: Option<i64>,
     /// Answered once the report is durable: `Ok(true)` when the service is
     /// connected to the collector, `Ok(false)` when it waits offline.
     pub reply: oneshot::Sender<Result<bool, String>>,

@@ -17,6 +17,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -26,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::issue::{self, IssueRequest};
+use crate::issue::{self, IssueRequest, RateLimiter};
 use crate::session::SharedStatus;
 use crate::state::{StateDir, Status};
 
@@ -40,7 +41,7 @@ mod windows;
 #[cfg(windows)]
 use windows as transport;
 #[cfg(windows)]
-pub use windows::current_user;
+pub use windows::{current_user, file_owner};
 
 /// The longest request line accepted, newline included. A report is at
 /// most 2,000 characters, so anything near this is not a real request.
@@ -148,6 +149,8 @@ pub struct Service {
     pub system_root: PathBuf,
     /// How long a client may take to send its request.
     pub request_timeout: Duration,
+    /// Reports per user, shared with the drop box drain.
+    pub limiter: Arc<RateLimiter>,
 }
 
 impl Service {
@@ -162,6 +165,7 @@ impl Service {
             issues,
             system_root,
             request_timeout: REQUEST_TIMEOUT,
+            limiter: Arc::default(),
         }
     }
 }
@@ -311,10 +315,14 @@ async fn report(service: &Service, text: String, os_user: Option<String>) -> Loc
     let Some(os_user) = os_user.filter(|user| !user.is_empty()) else {
         return error("the service cannot tell which user is asking".into());
     };
+    if let Err(message) = service.limiter.admit(&os_user, std::time::Instant::now()) {
+        return error(message);
+    }
     let (reply, answer) = oneshot::channel();
     let request = IssueRequest {
         text,
         os_user: os_user.clone(),
+        reported_at_unix_ms: None,
         reply,
     };
     if service.issues.send(request).await.is_err() {

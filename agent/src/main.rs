@@ -338,12 +338,12 @@ fn report_issue(config: &AgentConfig, text: String) -> Result<(), Failure> {
     match deskpulse_agent::issue::report_offline(
         config,
         &state,
-        text,
+        text.clone(),
         deskpulse_agent::issue::caller(&config.system_root),
     ) {
         Ok(_) => {
             println!(
-                "reported; the agent service is not running, so it will reach the help desk when the service next runs"
+                "reported; the agent service is not running, so it is queued and will reach the help desk when the service next runs"
             );
             Ok(())
         }
@@ -353,6 +353,20 @@ fn report_issue(config: &AgentConfig, text: String) -> Result<(), Failure> {
             "the agent service is running but did not answer on its local endpoint ({}); try again",
             unreachable.map_or_else(|| "no answer".to_owned(), |e| e.to_string())
         ))),
+        // An employee may not open the service's key and spool: the
+        // report waits in the drop box, in this user's name.
+        Err(deskpulse_agent::issue::IssueError::State(
+            deskpulse_agent::state::StateError::Io { source, .. },
+        )) if source.kind() == std::io::ErrorKind::PermissionDenied => {
+            let file =
+                deskpulse_agent::issue::dropbox::drop_report(&state, &text, session::now_ms())
+                    .map_err(failed)?;
+            println!(
+                "queued: the agent service is not running, so your report waits in {}; it will reach the help desk, in your name, when the service runs again",
+                file.display()
+            );
+            Ok(())
+        }
         Err(error) => Err(failed(error)),
     }
 }

@@ -18,9 +18,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
+use crate::issue::{IssueRequest, RateLimiter, dropbox};
 use crate::session::{self, LiveStatus};
 use crate::state::StateDir;
 
@@ -215,7 +217,21 @@ pub async fn serve(
     let (issues, issue_queue) = tokio::sync::mpsc::channel(8);
     let endpoint = crate::local::Endpoint::of(state);
     let local_service =
-        crate::local::Service::new(live.clone(), issues, config.system_root.clone());
+        crate::local::Service::new(live.clone(), issues.clone(), config.system_root.clone());
+    match dropbox::prepare(state) {
+        Ok(_) => {
+            tokio::spawn(drain_dropbox(
+                state.clone(),
+                config.system_root.clone(),
+                issues,
+                local_service.limiter.clone(),
+                shutdown.clone(),
+            ));
+        }
+        Err(error) => {
+            tracing::warn!(%error, "the report drop box is unavailable; employees who may not open the spool cannot report while the service is stopped");
+        }
+    }
     tokio::spawn({
         let shutdown = shutdown.clone();
         async move {
@@ -227,6 +243,62 @@ pub async fn serve(
     session::run_service(config, state, live, issue_queue, shutdown)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Spools the reports employees left in the drop box while the service
+/// was stopped, at start and every [`dropbox::DRAIN_INTERVAL`], through
+/// the same queue as live reports (so each gets a fresh health sample).
+/// A file is deleted once its report is durable in the spool.
+async fn drain_dropbox(
+    state: StateDir,
+    system_root: PathBuf,
+    issues: mpsc::Sender<IssueRequest>,
+    limiter: Arc<RateLimiter>,
+    shutdown: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(dropbox::DRAIN_INTERVAL);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let found = tokio::task::spawn_blocking({
+            let state = state.clone();
+            let system_root = system_root.clone();
+            move || dropbox::take_pending(&state, &system_root, session::now_ms())
+        })
+        .await
+        .unwrap_or_default();
+        for pending in found {
+            if let Err(why) = limiter.admit(&pending.os_user, std::time::Instant::now()) {
+                tracing::warn!(user = %pending.os_user, why, "deleting a drop box report over the per-user rate limit");
+                remove_drained(&pending.path);
+                continue;
+            }
+            let (reply, answer) = tokio::sync::oneshot::channel();
+            let request = IssueRequest {
+                text: pending.text,
+                os_user: pending.os_user,
+                reported_at_unix_ms: Some(pending.reported_at_unix_ms),
+                reply,
+            };
+            if issues.send(request).await.is_err() {
+                return;
+            }
+            match answer.await {
+                Ok(Ok(_)) => remove_drained(&pending.path),
+                // Not spooled (a full disk, a stopping service): the file
+                // stays for the next round.
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+    }
+}
+
+fn remove_drained(path: &Path) {
+    if let Err(error) = std::fs::remove_file(path) {
+        tracing::warn!(%error, file = %path.display(), "cannot delete a drained report; it will be sent again");
+    }
 }
 
 /// Runs the service on a fresh runtime until `shutdown` is cancelled (or,

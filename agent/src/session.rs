@@ -340,8 +340,9 @@ fn spool_issue(
     sample: HealthSample,
     connected: bool,
 ) -> bool {
+    let reported_at = request.reported_at_unix_ms.unwrap_or_else(now_ms);
     let payload = issue::payload(request.text, request.os_user, sample);
-    let (spooled, answer) = match spool.push(payload, now_ms()) {
+    let (spooled, answer) = match spool.push(payload, reported_at) {
         Ok(seq) => {
             info!(seq, "an employee reported an issue; spooled");
             (true, Ok(connected))

@@ -19,6 +19,10 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:7443";
 /// How long shutdown waits for streams and writes to drain.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
+/// The config file read when neither `--config` nor
+/// `DESKPULSE_COLLECTOR_CONFIG` names one, if it exists (D9).
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/deskpulse/collector.toml";
+
 /// A config error: the one line to print before exiting with code 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -28,6 +32,11 @@ pub struct ConfigError(pub String);
 pub trait Env {
     /// The value of `key`, if set.
     fn var(&self, key: &str) -> Option<String>;
+
+    /// The config file to read when nothing names one; tests read none.
+    fn default_config_file(&self) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// The real process environment.
@@ -37,6 +46,10 @@ pub struct ProcessEnv;
 impl Env for ProcessEnv {
     fn var(&self, key: &str) -> Option<String> {
         std::env::var(key).ok().filter(|v| !v.is_empty())
+    }
+
+    fn default_config_file(&self) -> Option<PathBuf> {
+        Some(PathBuf::from(DEFAULT_CONFIG_FILE))
     }
 }
 
@@ -78,7 +91,8 @@ pub struct ServeFlags {
     /// A TOML config file; its keys are those of the flags, with underscores
     /// (listen, metrics_listen, data_dir, database, hostnames, log_format,
     /// shutdown_grace, change_retention, health_raw_retention,
-    /// health_retention)
+    /// health_retention) [env: DESKPULSE_COLLECTOR_CONFIG] [default:
+    /// /etc/deskpulse/collector.toml, when it exists]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The address of the single TLS port [env: DESKPULSE_COLLECTOR_LISTEN]
@@ -223,9 +237,33 @@ fn resolve_store(
     })
 }
 
-/// Resolves the store location for admin commands (no config file).
+/// Resolves the store location for admin commands: their flags, the
+/// environment, then the data dir and database of the config file that
+/// `serve` reads, so they find the store the service uses.
 pub fn resolve_store_flags(flags: &StoreFlags, vars: &dyn Env) -> Result<StoreConfig, ConfigError> {
-    resolve_store(flags, None, None, vars)
+    let file = read_config_file(None, vars)?;
+    resolve_store(flags, file.data_dir, file.database, vars)
+}
+
+/// The config file: the one `flag` or `DESKPULSE_COLLECTOR_CONFIG` names
+/// (which must exist), else the default one when it exists, else none.
+fn read_config_file(flag: Option<&PathBuf>, vars: &dyn Env) -> Result<ServeFile, ConfigError> {
+    let path = match flag
+        .cloned()
+        .or_else(|| env(vars, "CONFIG").map(PathBuf::from))
+    {
+        Some(path) => path,
+        None => match vars.default_config_file() {
+            Some(path) if path.exists() => path,
+            _ => return Ok(ServeFile::default()),
+        },
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+    toml::from_str::<ServeFile>(&text).map_err(|e| {
+        let msg = e.message().trim().to_owned();
+        ConfigError(format!("config file {}: {msg}", path.display()))
+    })
 }
 
 fn parse_duration(what: &str, value: &str) -> Result<Duration, ConfigError> {
@@ -238,18 +276,7 @@ fn parse_duration(what: &str, value: &str) -> Result<Duration, ConfigError> {
 
 /// Resolves `serve`'s config: file < env < flags.
 pub fn resolve_serve(flags: &ServeFlags, vars: &dyn Env) -> Result<ServeConfig, ConfigError> {
-    let file = match &flags.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                ConfigError(format!("cannot read config file {}: {e}", path.display()))
-            })?;
-            toml::from_str::<ServeFile>(&text).map_err(|e| {
-                let msg = e.message().to_owned();
-                ConfigError(format!("config file {}: {msg}", path.display()))
-            })?
-        }
-        None => ServeFile::default(),
-    };
+    let file = read_config_file(flags.config.as_ref(), vars)?;
     let listen_text = flags
         .listen
         .clone()

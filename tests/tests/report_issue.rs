@@ -196,3 +196,80 @@ fn a_running_service_takes_the_report_over_its_local_socket() {
         "{ticket}"
     );
 }
+
+/// An employee who may not open the service's key and spool reports while
+/// the service is stopped: the report waits in the drop box, a flood is
+/// refused, and the service sends the reports in the employee's name when
+/// it runs again, then holds the employee to the same rate limit live.
+/// Switching users needs root: as any other user this test says so and
+/// checks nothing.
+#[test]
+fn an_employee_report_waits_in_the_drop_box_until_the_service_runs() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+    if current_uid() != 0 {
+        eprintln!("SKIPPED: switching to another user needs root");
+        return;
+    }
+    const NOBODY: u32 = 65534;
+    let collector = Collector::start();
+    let agent = Agent::new();
+    agent
+        .enroll(&collector, &collector.enrollment_token(1))
+        .expect_code(0);
+    // The state dir of a real install is world-searchable; a temp dir is not.
+    std::fs::set_permissions(
+        agent.state_dir.path(),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .expect("chmod");
+    let as_employee = |text: &str| {
+        let mut cmd = agent.cmd(&["report-issue", text]);
+        cmd.uid(NOBODY).gid(NOBODY);
+        run(&mut cmd)
+    };
+    let first = as_employee("My laptop will not print").expect_code(0);
+    assert!(
+        first
+            .stdout
+            .starts_with("queued: the agent service is not running"),
+        "{}{}",
+        first.stdout,
+        first.stderr
+    );
+    for i in 2..=5 {
+        as_employee(&format!("Still not printing ({i})")).expect_code(0);
+    }
+    let flood = as_employee("Still not printing (6)").expect_code(1);
+    one_line(&flood, "already have 5 reports waiting");
+
+    let _service = AgentService::start(&agent, &[]);
+    let token = collector.admin_token();
+    let tickets = wait_for(Duration::from_secs(60), || {
+        let out = collector.cli(&token, &["--json", "tickets", "--status", "open"]);
+        let list: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+        let ours: Vec<serde_json::Value> = list
+            .as_array()?
+            .iter()
+            .filter(|t| t["rule"] == "user-report")
+            .cloned()
+            .collect();
+        (!ours.is_empty()).then_some(ours)
+    })
+    .expect("a user-report ticket");
+    let titles: Vec<&str> = tickets.iter().filter_map(|t| t["title"].as_str()).collect();
+    assert!(
+        titles.contains(&"reported by nobody: My laptop will not print"),
+        "{titles:?}"
+    );
+    wait_for(Duration::from_secs(30), || {
+        let left = std::fs::read_dir(agent.state_dir.path().join("reports"))
+            .ok()?
+            .count();
+        (left == 0).then_some(())
+    })
+    .expect("the drop box is drained");
+    // The five drained reports count against the employee's rate limit.
+    let live = as_employee("And now the screen flickers").expect_code(1);
+    one_line(&live, "you have reported 5 issues in the last 10 minutes");
+}

@@ -35,11 +35,12 @@ use windows_sys::Win32::Foundation::{
     ERROR_ACCESS_DENIED, ERROR_INSUFFICIENT_BUFFER, ERROR_PIPE_BUSY, HANDLE, LocalFree,
 };
 use windows_sys::Win32::Security::Authorization::{
-    ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW, SDDL_REVISION_1,
+    ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW, GetSecurityInfo,
+    SDDL_REVISION_1, SE_FILE_OBJECT,
 };
 use windows_sys::Win32::Security::{
-    GetTokenInformation, LookupAccountSidW, PSECURITY_DESCRIPTOR, PSID, RevertToSelf,
-    SECURITY_ATTRIBUTES, TOKEN_QUERY, TOKEN_USER, TokenUser,
+    GetTokenInformation, LookupAccountSidW, OWNER_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID,
+    RevertToSelf, SECURITY_ATTRIBUTES, TOKEN_QUERY, TOKEN_USER, TokenUser,
 };
 use windows_sys::Win32::Storage::FileSystem::{
     FILE_CREATE_PIPE_INSTANCE, FILE_GENERIC_READ, FILE_GENERIC_WRITE, SECURITY_IDENTIFICATION,
@@ -262,9 +263,77 @@ impl TokenUserSid {
     }
 }
 
+/// Something that holds a SID and keeps it valid while it lives.
+trait Sid {
+    /// The SID, valid while `self` is.
+    fn sid(&self) -> PSID;
+}
+
+impl Sid for TokenUserSid {
+    fn sid(&self) -> PSID {
+        TokenUserSid::sid(self)
+    }
+}
+
+/// A file's owner SID, inside the security descriptor that holds it.
+struct FileOwnerSid {
+    owner: PSID,
+    descriptor: PSECURITY_DESCRIPTOR,
+}
+
+impl FileOwnerSid {
+    #[allow(unsafe_code)]
+    fn of(file: &std::fs::File) -> io::Result<Self> {
+        let mut owner: PSID = std::ptr::null_mut();
+        let mut descriptor: PSECURITY_DESCRIPTOR = std::ptr::null_mut();
+        // SAFETY: the handle is the open file's, borrowed for this call;
+        // `owner` and `descriptor` are valid out-pointers, and the other
+        // parts are not asked for (null). On success `owner` points into
+        // `descriptor`, which `Drop` frees once with LocalFree.
+        let status = unsafe {
+            GetSecurityInfo(
+                file.as_raw_handle(),
+                SE_FILE_OBJECT,
+                OWNER_SECURITY_INFORMATION,
+                &mut owner,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                &mut descriptor,
+            )
+        };
+        if status != 0 {
+            return Err(io::Error::from_raw_os_error(status as i32));
+        }
+        Ok(Self { owner, descriptor })
+    }
+}
+
+impl Sid for FileOwnerSid {
+    fn sid(&self) -> PSID {
+        self.owner
+    }
+}
+
+impl Drop for FileOwnerSid {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        // SAFETY: GetSecurityInfo allocated the descriptor for us; it is
+        // freed here once, and `owner`, which points into it, dies with it.
+        unsafe { LocalFree(self.descriptor) };
+    }
+}
+
+/// The owner of an open file, `DOMAIN\user` (its SID when the account has
+/// no name): who wrote a report into the drop box.
+pub fn file_owner(file: &std::fs::File) -> io::Result<String> {
+    let sid = FileOwnerSid::of(file)?;
+    account_name(&sid).or_else(|_| sid_string(&sid))
+}
+
 /// The account a SID names, `DOMAIN\user`, or `user` when it has no domain.
 #[allow(unsafe_code)]
-fn account_name(sid: &TokenUserSid) -> io::Result<String> {
+fn account_name(sid: &impl Sid) -> io::Result<String> {
     let mut name = vec![0u16; 256];
     let mut domain = vec![0u16; 256];
     // Two tries: the first failure reports the sizes needed.
@@ -307,7 +376,7 @@ fn account_name(sid: &TokenUserSid) -> io::Result<String> {
 
 /// A SID as text, `S-1-5-…`.
 #[allow(unsafe_code)]
-fn sid_string(sid: &TokenUserSid) -> io::Result<String> {
+fn sid_string(sid: &impl Sid) -> io::Result<String> {
     let mut text: *mut u16 = std::ptr::null_mut();
     // SAFETY: the SID is valid while `sid` lives and `text` is a valid
     // out-pointer. On success `text` is a NUL-terminated string that this

@@ -147,3 +147,48 @@ fn history_retention_is_layered_and_checked() {
         "health retention must be at least the health raw retention"
     );
 }
+
+/// Variables plus a default config file, as the process environment has.
+struct WithDefaultFile(HashMap<String, String>, PathBuf);
+
+impl Env for WithDefaultFile {
+    fn var(&self, key: &str) -> Option<String> {
+        self.0.get(key).cloned()
+    }
+
+    fn default_config_file(&self) -> Option<PathBuf> {
+        Some(self.1.clone())
+    }
+}
+
+#[test]
+fn the_default_file_and_the_variable_are_read_by_serve_and_admin_commands() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let default = dir.path().join("collector.toml");
+    // Missing: defaults.
+    let env = WithDefaultFile(HashMap::new(), default.clone());
+    let config = resolve_serve(&ServeFlags::default(), &env).expect("no file is fine");
+    assert_eq!(config.store.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+
+    std::fs::write(&default, "data_dir = \"/srv/deskpulse\"\n").expect("write");
+    let config = resolve_serve(&ServeFlags::default(), &env).expect("default file");
+    assert_eq!(config.store.data_dir, PathBuf::from("/srv/deskpulse"));
+    let store = resolve_store_flags(&StoreFlags::default(), &env).expect("admin commands");
+    assert_eq!(store.data_dir, PathBuf::from("/srv/deskpulse"));
+
+    let named = dir.path().join("other.toml");
+    std::fs::write(&named, "data_dir = \"/srv/other\"\n").expect("write");
+    let mut vars = HashMap::new();
+    vars.insert(
+        "DESKPULSE_COLLECTOR_CONFIG".to_owned(),
+        named.display().to_string(),
+    );
+    let env = WithDefaultFile(vars, default.clone());
+    let store = resolve_store_flags(&StoreFlags::default(), &env).expect("named file");
+    assert_eq!(store.data_dir, PathBuf::from("/srv/other"));
+
+    std::fs::write(&default, "data_dir = 3\n").expect("write");
+    let env = WithDefaultFile(HashMap::new(), default);
+    let error = resolve_store_flags(&StoreFlags::default(), &env).expect_err("broken file");
+    assert!(error.0.starts_with("config file "), "{error}");
+}

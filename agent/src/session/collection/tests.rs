@@ -77,6 +77,7 @@ fn report(text: &str) -> (IssueRequest, oneshot::Receiver<Result<bool, String>>)
     let request = IssueRequest {
         text: text.to_owned(),
         os_user: "alice".to_owned(),
+        reported_at_unix_ms: None,
         reply,
     };
     (request, answer)

@@ -192,7 +192,20 @@ impl StateDir {
     /// Creates the dir if missing. It is world-readable so employees can
     /// reach the local socket; the key inside is 0600.
     pub fn create(&self) -> Result<(), StateError> {
-        fs::create_dir_all(&self.root).map_err(io("cannot create state dir", &self.root))
+        if self.root.is_dir() {
+            return Ok(());
+        }
+        fs::create_dir_all(&self.root).map_err(io("cannot create state dir", &self.root))?;
+        // Explicitly, not through the umask: the service's unit sets a
+        // strict one (0077), which would lock employees out of the socket
+        // and the report drop box.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(&self.root, fs::Permissions::from_mode(0o755))
+                .map_err(io("cannot set permissions on", &self.root))?;
+        }
+        Ok(())
     }
 
     /// Takes the exclusive lock without waiting; [`StateError::Busy`] when a

@@ -160,6 +160,10 @@ fn check_dir(dir: &Path, state_root: &Path) -> Result<(), DropError> {
     if !meta.is_dir() {
         return Err(unusable("is not a directory"));
     }
+    // Windows: the box inherits the state dir's ACL under %ProgramData%,
+    // where users may add files that they then own.
+    #[cfg(windows)]
+    let _ = state_root;
     #[cfg(unix)]
     {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};

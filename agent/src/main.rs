@@ -685,14 +685,14 @@ fn service_status(state: StateArgs, json: bool) -> Result<(), Failure> {
             (true, false) => format!("installed, not running ({})", view.service.detail),
         }
     );
-    if !view.service.definition.is_empty() {
+    if view.service.installed && !view.service.definition.is_empty() {
         println!("defined:   {}", view.service.definition);
     }
     match (&view.host_id, &view.enrollment_error) {
         (Some(host), _) => println!("enrolled:  yes, host {host}"),
         (None, Some(error)) => println!("enrolled:  unknown ({error})"),
         (None, None) => println!(
-            "enrolled:  no (run `deskpulse-agent enroll`, or put a token in {} and reinstall)",
+            "enrolled:  no (run `deskpulse-agent enroll`, or `deskpulse-agent enroll --from-file {}`)",
             enroll_file_hint()
         ),
     }

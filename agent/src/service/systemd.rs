@@ -176,9 +176,10 @@ mod manage {
         }
         std::fs::remove_file(&unit)
             .map_err(|e| ServiceError::Failed(format!("cannot remove {}: {e}", unit.display())))?;
-        if systemd_running() {
-            tool_ok("systemctl", &["daemon-reload"])?;
+        if !systemd_running() {
+            return Ok(format!("removed {}", unit.display()));
         }
+        tool_ok("systemctl", &["daemon-reload"])?;
         Ok(format!("stopped and removed {}", unit_name()))
     }
 

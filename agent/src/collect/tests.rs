@@ -1,3 +1,7 @@
+//! Collection under a system root: the checked-in Debian-like tree read by
+//! us and by the real `dpkg-query` and `findmnt`, the os-release fallback,
+//! and unavailable values named with their reason.
+
 use std::path::PathBuf;
 
 use super::*;

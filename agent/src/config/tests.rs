@@ -1,3 +1,7 @@
+//! The agent config: defaults, file < env < flags, the default file per OS,
+//! and one-line errors for unknown keys, bad spool bounds, probe intervals
+//! and diagnostics lists.
+
 use std::collections::HashMap;
 use std::io::Write;
 

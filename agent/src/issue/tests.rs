@@ -1,3 +1,7 @@
+//! `report-issue`: text checks, the reporter named from passwd or by uid,
+//! the live path over the local socket, the offline path into the spool,
+//! and the per-user rate limit.
+
 use super::*;
 
 // The caller is named from the system root's passwd by uid and reaches the

@@ -1,3 +1,6 @@
+//! The generated systemd unit and launchd plist, and installing over an
+//! existing installation without losing its config or state.
+
 use std::path::{Path, PathBuf};
 
 use super::*;

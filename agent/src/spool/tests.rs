@@ -1,3 +1,7 @@
+//! The durable spool: reports survive reopening until acknowledged, sequence
+//! numbers are never reused, torn and corrupt records are skipped, the
+//! per-class bounds thin and drop, and a full disk is an error.
+
 use std::io::Write as _;
 
 use deskpulse_proto::v1::{HealthSample, Inventory};

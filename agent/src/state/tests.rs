@@ -1,3 +1,6 @@
+//! The state dir: enrollment round trips with a private key, the single
+//! process lock, and corrupt files named.
+
 use super::*;
 
 fn creds() -> Credentials {

@@ -1,3 +1,7 @@
+//! The collector's process config: defaults, file < env < flags, unknown
+//! keys and bad values as one-line errors, history retention, and the
+//! default file read by `serve` and the admin commands.
+
 use std::collections::HashMap;
 use std::io::Write;
 

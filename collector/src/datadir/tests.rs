@@ -1,3 +1,7 @@
+//! The data dir: idempotent init with a private admin token written once,
+//! the server certificate reused until a new name is asked for, and a CA
+//! that is not the fleet's refused as a config error.
+
 use std::os::unix::fs::PermissionsExt;
 
 use super::*;

@@ -1,3 +1,6 @@
+//! The fleet CA: a CSR contributes only its key, garbage CSRs and bad host
+//! names are clear errors, and the server chain ends with the CA.
+
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
 use x509_parser::prelude::{FromDer, X509Certificate};
 

@@ -1,3 +1,7 @@
+//! The diagnostic catalog: every entry parses with safe defaults, injection
+//! attempts are refused with a clear error, and the agent-side check refuses
+//! what parsing would.
+
 use super::*;
 
 fn kv(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

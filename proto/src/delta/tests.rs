@@ -1,3 +1,7 @@
+//! Inventory deltas: empty when nothing changed, packages and services item
+//! by item, small sections whole, a wrong base or result refused, and hashes
+//! over the canonical order.
+
 use crate::v1::{Battery, BatteryInfo, Hotfix, MemoryInfo, OsInfo, Unavailable, UnavailableReason};
 
 use super::*;

@@ -1,3 +1,6 @@
+//! Hardware from sysfs and the SMBIOS table: a laptop, a VM without DMI,
+//! placeholder values, ARM cpuinfo, batteries, and I/O errors as reasons.
+
 use std::path::{Path, PathBuf};
 
 use deskpulse_proto::v1::{DiskKind, Inventory, UnavailableReason};

@@ -1,3 +1,7 @@
+//! Health samples: `/proc` readings, SMART from `smartctl -j` (fixtures and
+//! the real tool), the last OS update, thermal fallbacks, posture, watched
+//! services, and slow probes run only when their interval is due.
+
 use std::path::PathBuf;
 #[cfg(target_os = "linux")]
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -1,3 +1,7 @@
+//! OS details, users, security posture and services of a workstation fixture,
+//! the gaps named when running without root, and fast runs skipping the
+//! slow probes.
+
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 

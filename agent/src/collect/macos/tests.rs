@@ -1,3 +1,7 @@
+//! The macOS inventory from `system_profiler`, `ioreg` and plist fixtures
+//! (Intel and Apple silicon), with missing sources named and the plists
+//! round-tripped through the real `plistutil`.
+
 use std::collections::HashSet;
 use std::path::PathBuf;
 

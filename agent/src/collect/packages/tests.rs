@@ -1,3 +1,6 @@
+//! Every Linux package database present under the root is read, an unreadable
+//! rpmdb is named, and the real `pacman` reads our fixture as we do.
+
 use std::path::{Path, PathBuf};
 
 use deskpulse_proto::v1::{Inventory, UnavailableReason};

@@ -1,3 +1,7 @@
+//! The Windows inventory from WMI/registry snapshot documents: a domain
+//! laptop and a workgroup desktop, empty and broken queries, Security
+//! Center states, and the adapter filling every key the parser reads.
+
 use std::path::PathBuf;
 
 use deskpulse_proto::v1::{DiskKind, Inventory, ProtectionState, UnavailableReason};

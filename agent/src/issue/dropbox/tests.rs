@@ -1,3 +1,6 @@
+//! The report drop box: reports found in their owner's name, per-user
+//! limits, the sticky-bit check, and junk, links and FIFOs deleted unread.
+
 use std::path::Path;
 
 use super::*;

@@ -1,3 +1,7 @@
+//! Fleet policy: the default policy, business time across nights, weekends,
+//! holidays and daylight saving, rules merged over defaults, one-line
+//! errors, and diagnostic roles.
+
 use super::*;
 
 const HOUR: i64 = 3_600_000;

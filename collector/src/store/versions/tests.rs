@@ -1,3 +1,6 @@
+//! Version sort keys agree with dpkg's and rpm's own ordering, checked
+//! against `dpkg --compare-versions` and rpm's `vercmp`.
+
 use std::cmp::Ordering;
 
 use super::*;

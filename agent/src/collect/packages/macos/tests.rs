@@ -1,3 +1,6 @@
+//! macOS applications, receipts and Homebrew formulas, with the plist
+//! fixtures read back after the real `plistutil` converts them.
+
 #[cfg(unix)]
 use std::path::{Path, PathBuf};
 

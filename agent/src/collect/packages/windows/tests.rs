@@ -1,3 +1,6 @@
+//! Windows programs and hotfixes from `.reg` exports (UTF-8 and UTF-16) and
+//! WMI JSON, with their install dates.
+
 use super::*;
 
 const EXPORT: &str = r#"Windows Registry Editor Version 5.00

@@ -1,3 +1,7 @@
+//! WMI values checked against their declared kind before the parser sees
+//! them: CIM datetimes, wrong variants, HRESULT reasons, and the WQL asking
+//! only for the fields read.
+
 use deskpulse_proto::v1::{Inventory, UnavailableReason};
 use serde_json::json;
 

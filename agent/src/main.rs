@@ -236,10 +236,10 @@ fn run(command: Command) -> Result<(), Failure> {
             flags,
         } => {
             let config = resolve(flags)?;
+            init_logging(config.log_format, "info");
             if windows_service {
                 return run_windows_service(config);
             }
-            init_logging(config.log_format, "info");
             if once {
                 let state = StateDir::new(&config.state_dir);
                 let _lock = state.lock().map_err(failed)?;

@@ -26,7 +26,7 @@ use windows_service::service_manager::{ServiceManager, ServiceManagerAccess};
 use windows_sys::Win32::Foundation::{
     ERROR_ACCESS_DENIED, ERROR_CALL_NOT_IMPLEMENTED, ERROR_INVALID_LEVEL, ERROR_NOT_SUPPORTED,
     ERROR_SERVICE_ALREADY_RUNNING, ERROR_SERVICE_DOES_NOT_EXIST, ERROR_SERVICE_MARKED_FOR_DELETE,
-    ERROR_SERVICE_NOT_ACTIVE,
+    ERROR_SERVICE_NEVER_STARTED, ERROR_SERVICE_NOT_ACTIVE,
 };
 
 use super::{DESCRIPTION, DISPLAY_NAME, Installation, SERVICE_NAME, ServiceError, ServiceState};
@@ -178,7 +178,10 @@ fn describe_status(status: &ServiceStatus) -> String {
         (_, _, ServiceExitCode::ServiceSpecific(code)) => {
             format!("{state}, failed with service error {code}")
         }
-        (_, _, ServiceExitCode::Win32(code)) if code != 0 => {
+        // 1077 only says the service has not run since the machine started.
+        (_, _, ServiceExitCode::Win32(code))
+            if code != 0 && code != ERROR_SERVICE_NEVER_STARTED =>
+        {
             format!(
                 "{state}, failed: {}",
                 std::io::Error::from_raw_os_error(i32::try_from(code).unwrap_or(i32::MAX))
@@ -592,6 +595,14 @@ mod tests {
                 None
             )),
             "STOPPED, failed with service error 1"
+        );
+        assert_eq!(
+            describe_status(&status(
+                ScState::Stopped,
+                ServiceExitCode::Win32(ERROR_SERVICE_NEVER_STARTED),
+                None
+            )),
+            "STOPPED"
         );
     }
 }

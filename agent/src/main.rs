@@ -583,12 +583,35 @@ fn service_config_file(state: &StateArgs) -> PathBuf {
 /// yet or not, and the state dir it (or the flag) names.
 fn installation(state: StateArgs, binary: Option<PathBuf>) -> Result<Installation, Failure> {
     let config_file = service_config_file(&state);
+    // A config file that does not exist yet is written by `install`.
+    let existing = config_file.exists().then(|| config_file.clone());
     let config = resolve(AgentFlags {
-        // A config file that does not exist yet is written by `install`.
-        config: config_file.exists().then(|| config_file.clone()),
+        config: existing.clone(),
         state_dir: state.state_dir,
         ..AgentFlags::default()
     })?;
+    if existing.is_some() {
+        // The service is started with `--config` alone: the state dir it
+        // uses is the file's, whatever this command was told.
+        let no_environment = std::collections::HashMap::new();
+        let service_sees = config::resolve(
+            &AgentFlags {
+                config: existing,
+                ..AgentFlags::default()
+            },
+            &no_environment,
+        )
+        .map_err(usage)?
+        .state_dir;
+        if service_sees != config.state_dir {
+            return Err(usage(format!(
+                "{} names the state dir {}, which the service would use, not {}: edit the config file, or leave out --state-dir and DESKPULSE_AGENT_STATE_DIR",
+                config_file.display(),
+                service_sees.display(),
+                config.state_dir.display()
+            )));
+        }
+    }
     let mut installation = Installation::of_this_binary(config_file, &config).map_err(failed)?;
     if let Some(binary) = binary {
         installation.binary = binary;

@@ -158,3 +158,27 @@ fn enrolling_from_a_broken_file_is_one_line_and_touches_nothing() {
         missing.stderr
     );
 }
+
+#[test]
+fn a_state_dir_that_the_config_file_contradicts_is_refused() {
+    let agent = Agent::new();
+    let config = agent.state_dir.path().join("agent.toml");
+    std::fs::write(&config, "state_dir = \"/var/lib/elsewhere\"\n").expect("config");
+    // `Agent::command` passes --state-dir, which the file contradicts.
+    let out = agent
+        .command(&[
+            "service",
+            "print",
+            "systemd",
+            "--config",
+            config.to_str().expect("utf-8"),
+        ])
+        .expect_code(2);
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", out.stderr);
+    assert!(
+        lines[0].contains("names the state dir /var/lib/elsewhere, which the service would use"),
+        "{}",
+        lines[0]
+    );
+}

@@ -16,6 +16,7 @@
 //! - [`issue`]: `report-issue`, an employee's problem report.
 //! - [`service`]: the agent as an OS service: install, start, stop,
 //!   status, and the service body `run` shares with the Windows SCM.
+//! - [`logging`]: `RUST_LOG` and where log lines go (journald, stderr).
 //! - [`diagnostics`]: remote diagnostics: the agent's own allowlist and
 //!   checks, the executor, and each diagnostic per platform.
 
@@ -26,6 +27,7 @@ pub mod enroll;
 pub mod inventory_base;
 pub mod issue;
 pub mod local;
+pub mod logging;
 pub mod service;
 pub mod session;
 pub mod spool;

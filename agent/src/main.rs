@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use deskpulse_agent::config::{self, AgentConfig, AgentFlags, LogFormat, ProcessEnv};
+use deskpulse_agent::config::{self, AgentConfig, AgentFlags, ProcessEnv};
 use deskpulse_agent::enroll::{self, CaSource};
+use deskpulse_agent::logging::init_logging;
 use deskpulse_agent::service::{self, Installation};
 use deskpulse_agent::session;
 use deskpulse_agent::state::{StateDir, Status};
@@ -203,18 +204,6 @@ fn main() -> ExitCode {
 
 fn resolve(flags: AgentFlags) -> Result<AgentConfig, Failure> {
     config::resolve(&flags, &ProcessEnv).map_err(usage)
-}
-
-fn init_logging(format: LogFormat, default: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
-    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {

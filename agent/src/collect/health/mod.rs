@@ -697,6 +697,8 @@ fn read_last_update(root: &Path) -> UpdateResult {
                 )
             });
     }
+    // rpm databases are read through the system's SQLite, on Linux only.
+    #[cfg(target_os = "linux")]
     for db in [
         "var/lib/rpm/rpmdb.sqlite",
         "usr/lib/sysimage/rpm/rpmdb.sqlite",
@@ -721,7 +723,14 @@ fn read_last_update(root: &Path) -> UpdateResult {
                 }),
             Err(error) => Err(missing(
                 "health.last_update_unix_ms",
-                UnavailableReason::Failed,
+                match error {
+                    super::packages::rpm::system_sqlite::SqliteError::NoLibrary(_) => {
+                        UnavailableReason::NotSupported
+                    }
+                    super::packages::rpm::system_sqlite::SqliteError::Query(_) => {
+                        UnavailableReason::Failed
+                    }
+                },
                 format!("{db}: {error}"),
             )),
         };

@@ -437,6 +437,7 @@ fn a_fixture_root_never_runs_the_real_smartctl() {
 }
 
 #[test]
+#[cfg(target_os = "linux")] // rpm databases are read on Linux only
 fn the_last_update_comes_from_the_rpmdb_on_rpm_systems() {
     let root = Root::new();
     let db = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rpm");

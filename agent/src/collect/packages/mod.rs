@@ -29,7 +29,8 @@ pub fn collect(root: &Path, inv: &mut Inventory) {
     let mut packages = Vec::new();
     if cfg!(target_os = "linux") {
         dpkg_packages(root, inv, &mut packages);
-        rpm_packages(root, inv, &mut packages);
+        #[cfg(target_os = "linux")]
+        rpm_packages(root, inv, &mut packages, rpm::system_sqlite::SYSTEM_LIBRARY);
         if let Ok(text) = std::fs::read_to_string(root.join("lib/apk/db/installed")) {
             packages.extend(alpine::parse_installed(&text));
         }
@@ -90,15 +91,23 @@ fn dpkg_packages(root: &Path, inv: &mut Inventory, out: &mut Vec<Package>) {
     }
 }
 
-fn rpm_packages(root: &Path, inv: &mut Inventory, out: &mut Vec<Package>) {
+/// rpm's SQLite database, read with the SQLite library named `sqlite`.
+#[cfg(target_os = "linux")]
+fn rpm_packages(root: &Path, inv: &mut Inventory, out: &mut Vec<Package>, sqlite: &str) {
     for db in [
         "var/lib/rpm/rpmdb.sqlite",
         "usr/lib/sysimage/rpm/rpmdb.sqlite",
     ] {
         let path = root.join(db);
         if path.exists() {
-            match rpm::read_db(&path) {
+            match rpm::read_db_with(sqlite, &path) {
                 Ok(packages) => out.extend(packages),
+                Err(error @ rpm::system_sqlite::SqliteError::NoLibrary(_)) => unavailable(
+                    inv,
+                    "software.rpm",
+                    UnavailableReason::NotSupported,
+                    format!("{db}: {error}"),
+                ),
                 Err(error) => unavailable(
                     inv,
                     "software.rpm",

@@ -6,7 +6,14 @@
 //! A header blob is: index count and data length (big-endian u32), then
 //! that many 16-byte index entries (tag, type, offset, count), then the data
 //! store the offsets point into.
+//!
+//! The database is read with the system's own SQLite ([`system_sqlite`]),
+//! so rpm databases are read on Linux only, where rpm systems are.
 
+#[cfg(target_os = "linux")]
+pub mod system_sqlite;
+
+#[cfg(target_os = "linux")]
 use std::path::Path;
 
 use deskpulse_proto::v1::Package;
@@ -102,41 +109,41 @@ pub fn package(blob: &[u8]) -> Option<Package> {
     })
 }
 
-/// Every installed package of an rpmdb.sqlite, opened read-only.
-pub fn read_db(path: &Path) -> Result<Vec<Package>, String> {
-    use rusqlite::{Connection, OpenFlags};
-    let db = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| e.to_string())?;
-    let mut query = db
-        .prepare("SELECT blob FROM Packages")
-        .map_err(|e| e.to_string())?;
-    let rows = query
-        .query_map([], |row| row.get::<_, Vec<u8>>(0))
-        .map_err(|e| e.to_string())?;
+/// Every installed package of an rpmdb.sqlite, opened read-only through
+/// the system's SQLite library.
+#[cfg(target_os = "linux")]
+pub fn read_db(path: &Path) -> Result<Vec<Package>, system_sqlite::SqliteError> {
+    read_db_with(system_sqlite::SYSTEM_LIBRARY, path)
+}
+
+/// [`read_db`] with the SQLite library named `library`.
+#[cfg(target_os = "linux")]
+pub(crate) fn read_db_with(
+    library: &str,
+    path: &Path,
+) -> Result<Vec<Package>, system_sqlite::SqliteError> {
     let mut out = Vec::new();
-    for blob in rows {
-        if let Some(p) = blob.ok().as_deref().and_then(package) {
-            out.push(p);
-        }
-    }
+    system_sqlite::each_blob(library, path, "SELECT blob FROM Packages", |blob| {
+        out.extend(package(blob));
+    })?;
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
+    #[cfg(target_os = "linux")]
     use std::path::PathBuf;
 
     use super::*;
 
+    #[cfg(target_os = "linux")]
     fn fixture() -> PathBuf {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rpm/rpmdb.sqlite")
     }
 
     #[test]
+    #[cfg(target_os = "linux")]
     fn the_fixture_database_made_by_rpm_reads_back() {
         let pkgs = read_db(&fixture()).expect("reads");
         let seen: Vec<(&str, &str, &str)> = pkgs
@@ -164,9 +171,8 @@ mod tests {
 
     /// The real `rpm` reads the committed fixture and agrees with us (D32).
     ///
-    /// Unix only: a Windows build cannot start the Linux `rpm`.
     #[test]
-    #[cfg(unix)]
+    #[cfg(target_os = "linux")]
     fn rpm_agrees_with_our_reading() {
         let dir = fixture().parent().map(PathBuf::from).expect("dir");
         let out = std::process::Command::new("rpm")
@@ -201,6 +207,17 @@ mod tests {
             .map(|p| format!("{} {} {}", p.name, p.version, p.publisher))
             .collect();
         assert_eq!(ours, theirs);
+    }
+
+    #[test]
+    #[cfg(target_os = "linux")]
+    fn without_the_system_library_the_database_is_not_read() {
+        let error =
+            read_db_with("libdeskpulse-no-such-sqlite.so.0", &fixture()).expect_err("no library");
+        assert!(
+            matches!(error, system_sqlite::SqliteError::NoLibrary(_)),
+            "{error:?}"
+        );
     }
 
     #[test]

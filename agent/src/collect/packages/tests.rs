@@ -101,6 +101,49 @@ fn an_rpm_database_we_cannot_read_is_named() {
     assert_eq!(rpm.reason, UnavailableReason::NotSupported as i32);
 }
 
+/// Without the system's libsqlite3 the rpm database is named unavailable,
+/// in one line, rather than read as empty.
+#[test]
+fn an_rpm_database_without_the_system_sqlite_is_named() {
+    let t = Tree::new();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rpm/rpmdb.sqlite");
+    let db = t.root().join("var/lib/rpm/rpmdb.sqlite");
+    std::fs::create_dir_all(db.parent().expect("parent")).expect("mkdir");
+    std::fs::copy(&fixture, &db).expect("copy");
+    let mut inv = Inventory::default();
+    let mut out = Vec::new();
+    rpm_packages(
+        t.root(),
+        &mut inv,
+        &mut out,
+        "libdeskpulse-no-such-sqlite.so.0",
+    );
+    assert!(out.is_empty());
+    let rpm = inv
+        .unavailable
+        .iter()
+        .find(|u| u.field == "software.rpm")
+        .expect("listed");
+    assert_eq!(rpm.reason, UnavailableReason::NotSupported as i32);
+    assert!(
+        rpm.detail
+            == "var/lib/rpm/rpmdb.sqlite: the system's SQLite library cannot be used (libdeskpulse-no-such-sqlite.so.0: cannot open shared object file: No such file or directory)",
+        "{}",
+        rpm.detail
+    );
+    assert!(!rpm.detail.contains('\n'));
+
+    // With the library, the same tree reads.
+    let mut inv = Inventory::default();
+    rpm_packages(
+        t.root(),
+        &mut inv,
+        &mut out,
+        rpm::system_sqlite::SYSTEM_LIBRARY,
+    );
+    assert_eq!(out.len(), 3, "{:?}", inv.unavailable);
+}
+
 #[test]
 fn pacman_reads_our_fixture_as_we_do() {
     let t = mixed();

@@ -50,12 +50,16 @@ impl fmt::Display for Failure {
 /// Result alias for command bodies.
 pub type CommandResult<T = ()> = Result<T, Failure>;
 
-/// Sets up stderr logging: text or JSON, level from `RUST_LOG` or `default`.
+/// Sets up stderr logging: text or JSON, level from `RUST_LOG` or `default`,
+/// with ANSI colours only when stderr is a terminal (not in a journal, a
+/// pipe or a file).
 pub fn init_logging(json: bool, default: &str) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     if json {
         builder.json().init();

@@ -173,4 +173,10 @@ fn the_collector_drains_and_exits_cleanly_on_sigterm() {
         "{}",
         collector.logs()
     );
+    // Its stderr is a pipe, as under systemd: plain text, no colour codes.
+    assert!(
+        !collector.logs().contains("\x1b["),
+        "{:?}",
+        collector.logs()
+    );
 }

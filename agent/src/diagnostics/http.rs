@@ -176,9 +176,9 @@ impl ServerCertVerifier for Noting {
 
 /// One line about a certificate: subject, issuer, expiry and days left.
 pub fn describe_certificate(der: &[u8], now_unix: i64) -> String {
-    match super::cert::summarize(der) {
-        Ok(cert) => {
-            let not_after = cert.not_after_unix;
+    match x509_parser::parse_x509_certificate(der) {
+        Ok((_, cert)) => {
+            let not_after = cert.validity().not_after.timestamp();
             let days = (not_after - now_unix).div_euclid(86_400);
             let when = if not_after < now_unix {
                 format!("EXPIRED {} days ago", -days)
@@ -187,8 +187,8 @@ pub fn describe_certificate(der: &[u8], now_unix: i64) -> String {
             };
             format!(
                 "certificate: subject {}, issuer {}, expires {} ({when})",
-                cert.subject,
-                cert.issuer,
+                cert.subject(),
+                cert.issuer(),
                 parse::utc(not_after)
             )
         }

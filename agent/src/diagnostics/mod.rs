@@ -20,12 +20,10 @@
 //! - [`run`]: carries out a plan: programs through `collect::spawn::stream`,
 //!   native steps in Rust.
 //! - [`native`], [`dns`], [`http`]: the diagnostics done in Rust (sockets,
-//!   `/proc`, file walks); [`cert`]: the subject, issuer and expiry of a
-//!   server's certificate, for `http_check`.
+//!   `/proc`, file walks).
 //! - [`parse`]: plain parsers of `/proc` tables and program output
 //!   (journal, `systemctl status`, `timedatectl`, `chronyc`).
 
-pub mod cert;
 pub mod dns;
 pub mod http;
 pub mod journal;

@@ -11,7 +11,8 @@ if [ -f "$ENROLL_FILE" ] && grep -q '^[[:space:]]*token[[:space:]]*=' "$ENROLL_F
     if output=$(/usr/bin/deskpulse-agent enroll --from-file "$ENROLL_FILE" 2>&1); then
         echo "deskpulse-agent: $(printf '%s\n' "$output" | tail -n 1)"
     else
-        echo "deskpulse-agent: not enrolled: $(printf '%s\n' "$output" | tail -n 1)" >&2
+        last=$(printf '%s\n' "$output" | tail -n 1)
+        echo "deskpulse-agent: not enrolled: ${last#deskpulse-agent: error: }" >&2
     fi
 fi
 if [ -d /run/systemd/system ]; then

@@ -103,6 +103,22 @@ pub fn run(root: &Path, args: &TestPackagesArgs) -> Result<()> {
         figures.push(size_figure(&out.join(name))?);
     }
 
+    figures.push(size_figure(
+        &layout
+            .stage_dir(super::AGENT_PROFILE, AGENT_PACKAGE)
+            .join("deskpulse-agent"),
+    )?);
+    if let Some(last) = figures.last_mut() {
+        last.what.push_str(" (Linux x86_64, stripped)");
+    }
+    if !args.skip_windows {
+        figures.push(size_figure(
+            &layout
+                .stage_dir(super::AGENT_PROFILE, "deskpulse-agent-windows")
+                .join("deskpulse-agent.exe"),
+        )?);
+    }
+
     let started = Instant::now();
     check_rpms(&out)?;
     println!("test-packages: rpm -qpl: files, config files and scripts as expected");
@@ -113,7 +129,10 @@ pub fn run(root: &Path, args: &TestPackagesArgs) -> Result<()> {
     let _purge = Purge;
     install_collector(&out)?;
     let collector = InstalledCollector::start()?;
-    println!("test-packages: collector .deb installed and serving on {}", collector.url);
+    println!(
+        "test-packages: collector .deb installed and serving on {}",
+        collector.url
+    );
 
     broken_enroll_file(&out)?;
     println!("test-packages: a broken enroll.toml leaves the agent installed and not enrolled");
@@ -320,12 +339,20 @@ impl InstalledCollector {
         let gid = id_number("-g")?;
         let mut command = Command::new("/usr/bin/deskpulse-collector");
         command
-            .args(["serve", "--config", COLLECTOR_CONFIG, "--listen", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--config",
+                COLLECTOR_CONFIG,
+                "--listen",
+                "127.0.0.1:0",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         as_user(&mut command, uid, gid);
-        let mut child = command.spawn().context("starting the installed collector")?;
+        let mut child = command
+            .spawn()
+            .context("starting the installed collector")?;
         let stdout = child.stdout.take().context("the collector's stdout")?;
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -391,8 +418,9 @@ impl InstalledCollector {
 
     /// `deskpulse --json host show HOST` with the initial admin token.
     pub fn host(&self, host_id: &str) -> Result<serde_json::Value> {
-        let token = std::fs::read_to_string(Path::new(COLLECTOR_DATA_DIR).join("initial-admin-token"))
-            .context("reading the collector's initial admin token")?;
+        let token =
+            std::fs::read_to_string(Path::new(COLLECTOR_DATA_DIR).join("initial-admin-token"))
+                .context("reading the collector's initial admin token")?;
         let text = output(
             Command::new("/usr/bin/deskpulse")
                 .args(["--json", "host", "show", host_id])
@@ -456,9 +484,7 @@ fn write_enroll_file(text: &str) -> Result<()> {
 /// A broken enroll.toml: the package installs, the postinst says why in
 /// one line, and the agent is not enrolled.
 fn broken_enroll_file(out: &Path) -> Result<()> {
-    write_enroll_file(
-        "collector = \"not a url\"\ntoken = \"dpe_x\"\nca_sha256 = \"00\"\n",
-    )?;
+    write_enroll_file("collector = \"not a url\"\ntoken = \"dpe_x\"\nca_sha256 = \"00\"\n")?;
     let printed = dpkg_install(&out.join(deb_name(AGENT_PACKAGE)))?;
     ensure!(
         package_installed(AGENT_PACKAGE),
@@ -472,7 +498,8 @@ fn broken_enroll_file(out: &Path) -> Result<()> {
         ours.len() == 1 && ours[0].contains("not enrolled"),
         "the postinst should print one `not enrolled` line, printed: {ours:?}"
     );
-    let status = output(Command::new("/usr/bin/deskpulse-agent").args(["service", "status", "--json"]))?;
+    let status =
+        output(Command::new("/usr/bin/deskpulse-agent").args(["service", "status", "--json"]))?;
     let status: serde_json::Value =
         serde_json::from_str(&status).context("parsing `service status --json`")?;
     ensure!(
@@ -559,7 +586,13 @@ fn agent_deb(out: &Path, collector: &InstalledCollector) -> Result<Figure> {
     println!("test-packages: dpkg -i over the installed agent kept host {host_id}");
 
     purge(AGENT_PACKAGE)?;
-    for path in [AGENT_STATE_DIR, "/usr/bin/deskpulse-agent", AGENT_UNIT, AGENT_CONFIG, ENROLL_FILE] {
+    for path in [
+        AGENT_STATE_DIR,
+        "/usr/bin/deskpulse-agent",
+        AGENT_UNIT,
+        AGENT_CONFIG,
+        ENROLL_FILE,
+    ] {
         ensure!(
             !Path::new(path).exists(),
             "{path} is still there after dpkg --purge {AGENT_PACKAGE}"
@@ -644,7 +677,11 @@ fn check_rpms(out: &Path) -> Result<()> {
             "{} does not mark {config} as a config file",
             rpm.display()
         );
-        let scripts = output(Command::new(RPM.program).args(["-qp", "--scripts"]).arg(&rpm))?;
+        let scripts = output(
+            Command::new(RPM.program)
+                .args(["-qp", "--scripts"])
+                .arg(&rpm),
+        )?;
         for phase in ["postinstall", "preuninstall", "postuninstall"] {
             ensure!(
                 scripts.contains(&format!("{phase} scriptlet")),
@@ -705,4 +742,3 @@ fn check_plist(layout: &Layout) -> Result<()> {
     }
     Ok(())
 }
-

@@ -171,10 +171,15 @@ mod tests {
     fn the_packaged_unit_runs_the_installed_binary_with_the_default_config() {
         let unit = service::systemd::unit_file(&agent_installation());
         assert!(
-            unit.contains("ExecStart=/usr/bin/deskpulse-agent run --config /etc/deskpulse/agent.toml"),
+            unit.contains(
+                "ExecStart=/usr/bin/deskpulse-agent run --config /etc/deskpulse/agent.toml"
+            ),
             "{unit}"
         );
-        assert!(unit.contains("ReadWritePaths=/var/lib/deskpulse-agent"), "{unit}");
+        assert!(
+            unit.contains("ReadWritePaths=/var/lib/deskpulse-agent"),
+            "{unit}"
+        );
     }
 
     /// The collector's default config must stay in step with its keys: an

@@ -97,8 +97,7 @@ fn pack(layout: &Layout, target: CrossTarget) -> Result<Artifact> {
         .stage_dir(AGENT_PROFILE, "deskpulse-agent-macos")
         .join(dir_name);
     if stage.exists() {
-        std::fs::remove_dir_all(&stage)
-            .with_context(|| format!("clearing {}", stage.display()))?;
+        std::fs::remove_dir_all(&stage).with_context(|| format!("clearing {}", stage.display()))?;
     }
     let binary = layout
         .profile_dir(AGENT_PROFILE, Some(target.triple()))
@@ -216,7 +215,10 @@ mod tests {
     #[test]
     fn the_plist_runs_the_installed_binary_with_the_mac_config() {
         let text = String::from_utf8(plist_text().expect("plist")).expect("utf-8");
-        assert!(text.contains("<string>/usr/local/bin/deskpulse-agent</string>"), "{text}");
+        assert!(
+            text.contains("<string>/usr/local/bin/deskpulse-agent</string>"),
+            "{text}"
+        );
         assert!(
             text.contains("<string>/Library/Application Support/Deskpulse/agent.toml</string>"),
             "{text}"

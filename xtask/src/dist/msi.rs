@@ -114,9 +114,7 @@ pub fn windows_config_text() -> String {
         .lines()
         .map(|line| {
             if line.starts_with("state_dir = ") {
-                format!(
-                    "# state_dir: by default %ProgramData%\\Deskpulse\\agent\r\n# {line}\r\n"
-                )
+                format!("# state_dir: by default %ProgramData%\\Deskpulse\\agent\r\n# {line}\r\n")
             } else {
                 format!("{line}\r\n")
             }
@@ -155,9 +153,7 @@ fn complete_tables(msi: &Path) -> Result<()> {
         format!(
             "INSERT INTO Upgrade (UpgradeCode, VersionMax, Attributes, ActionProperty) VALUES ('{upgrade_code}', '{upgrade_max}', {upgrade_attributes}, '{UPGRADE_PROPERTY}')"
         ),
-        format!(
-            "UPDATE Property SET Value = '{secure}' WHERE Property = 'SecureCustomProperties'"
-        ),
+        format!("UPDATE Property SET Value = '{secure}' WHERE Property = 'SecureCustomProperties'"),
     ];
     let mut msibuild = Command::new(MSIBUILD.program);
     msibuild.arg(msi);
@@ -243,7 +239,12 @@ fn row(msi: &Path, table_name: &str, key: &str) -> Result<Vec<(String, String)>>
         .iter()
         .find(|row| row.iter().any(|cell| cell == key))
         .with_context(|| format!("{table_name} has no row {key} in {}", msi.display()))?;
-    Ok(table.columns.iter().cloned().zip(row.iter().cloned()).collect())
+    Ok(table
+        .columns
+        .iter()
+        .cloned()
+        .zip(row.iter().cloned())
+        .collect())
 }
 
 fn field(row: &[(String, String)], column: &str) -> Result<String> {

@@ -81,7 +81,14 @@ pub fn cargo_tool(layout: &Layout, tool: CargoTool) -> Result<PathBuf> {
     );
     let mut install = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     install
-        .args(["install", "--locked", "--quiet", "--version", tool.version, "--root"])
+        .args([
+            "install",
+            "--locked",
+            "--quiet",
+            "--version",
+            tool.version,
+            "--root",
+        ])
         .arg(&root)
         .arg(tool.name)
         // Its build must not land in (and lock) the workspace's target dir.
@@ -124,14 +131,21 @@ pub fn debian_tools(tools: &[DebianTool]) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    let install = format!("apt-get install -y --no-install-recommends {}", missing.join(" "));
+    let install = format!(
+        "apt-get install -y --no-install-recommends {}",
+        missing.join(" ")
+    );
     if !is_root() {
         bail!("packaging tools are missing: run `sudo apt-get update && sudo {install}`");
     }
     eprintln!("dist: {install}");
     for args in [
         vec!["update", "-qq"],
-        [&["install", "-y", "-qq", "--no-install-recommends"][..], &missing[..]].concat(),
+        [
+            &["install", "-y", "-qq", "--no-install-recommends"][..],
+            &missing[..],
+        ]
+        .concat(),
     ] {
         run_checked(
             Command::new("apt-get")

@@ -13,7 +13,7 @@
 //! it is removed before and after.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -142,7 +142,9 @@ pub fn test(
         "installing over the .msi changed the enrollment"
     );
     wait_for_state(wine, "RUNNING", Duration::from_secs(30))?;
-    println!("test-packages: msiexec /i over the installed agent kept host {host_id}, service RUNNING");
+    println!(
+        "test-packages: msiexec /i over the installed agent kept host {host_id}, service RUNNING"
+    );
 
     msiexec(wine, &["/x", &msi, "/qn"]).context("uninstalling the .msi")?;
     let query = sc_query(wine)?;
@@ -164,7 +166,9 @@ pub fn test(
         installed.config.exists(),
         "the config should stay after uninstall (a permanent component)"
     );
-    println!("test-packages: msiexec /x stopped and deleted the service and removed the exe; config and state kept");
+    println!(
+        "test-packages: msiexec /x stopped and deleted the service and removed the exe; config and state kept"
+    );
     Ok(vec![Figure {
         what: "msi: msiexec /i to first inventory (Wine)".into(),
         value: format!("{:.1} s", first_report.as_secs_f64()),
@@ -184,9 +188,12 @@ fn service_is_a_stub(wine: &Wine, layout: &Layout) -> Result<Option<String>> {
         .output()
         .with_context(|| format!("running {} under Wine", exe.display()))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
-    Ok(stderr
-        .contains("not built yet")
-        .then(|| format!("this agent's Windows service is a stub ({})", crate::dist::last_line(&stderr))))
+    Ok(stderr.contains("not built yet").then(|| {
+        format!(
+            "this agent's Windows service is a stub ({})",
+            crate::dist::last_line(&stderr)
+        )
+    }))
 }
 
 /// `wine msiexec ARGS`, failing on any exit but 0 and 3010 (reboot needed).

@@ -14,7 +14,11 @@
 //!   installing a rebuilt package over the installed one replaces it rather
 //!   than adding a second product with the same service;
 //! - the `ENROLL_*` properties as secure properties, passed to the
-//!   elevated part of a managed install.
+//!   elevated part of a managed install;
+//! - `RemoveExistingProducts` right after `InstallValidate` (wixl puts it
+//!   after `InstallFiles`): an upgrade removes the old product whole, then
+//!   installs the new one. Under Wine the later placement left the exe
+//!   behind at the next uninstall.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -81,6 +85,7 @@ pub fn package(layout: &Layout) -> Result<Artifact> {
 
     let msi = layout.out_dir().join(msi_name());
     let source = super::linux::packaging_file(&layout.root, "msi/deskpulse-agent.wxs");
+    // wixl finds a Source only by a path relative to its working dir.
     super::run_checked(
         Command::new(WIXL.program)
             .args(["-a", "x64", "-D"])
@@ -91,34 +96,34 @@ pub fn package(layout: &Layout) -> Result<Artifact> {
             .arg(define("AgentConfig", &config)?)
             .arg("-o")
             .arg(&msi)
-            .arg(&source),
+            .arg(&source)
+            .current_dir(&stage),
     )?;
     complete_tables(&msi)?;
     artifact(msi)
 }
 
+/// `NAME=FILE` with the file's name, relative to the stage wixl runs in.
 fn define(name: &str, path: &Path) -> Result<String> {
-    let text = path
-        .to_str()
-        .with_context(|| format!("{} is not UTF-8", path.display()))?;
-    Ok(format!("{name}={text}"))
+    let file = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .with_context(|| format!("{} has no UTF-8 file name", path.display()))?;
+    Ok(format!("{name}={file}"))
 }
 
-/// The agent's default config for Windows: as on the other OSes, but the
-/// state dir is left to the agent, whose default follows `%ProgramData%`
-/// (an image may have moved it off `C:`), and with Windows line ends for
-/// Notepad.
+/// The agent's default config for Windows, as `service install` writes it
+/// on a standard machine, with Windows line ends for Notepad. The state
+/// dir is written out rather than left to the agent's default: under Wine
+/// a service sees `%ProgramData%` as `C:\users\Public`, not the
+/// `C:\ProgramData` of msiexec and the console, and would miss the
+/// enrollment the installer made. (A machine whose ProgramData was moved
+/// off `C:` needs `state_dir` edited.)
 pub fn windows_config_text() -> String {
     let state_dir = Path::new(r"C:\ProgramData\Deskpulse\agent");
     deskpulse_agent::service::default_config_text(state_dir)
         .lines()
-        .map(|line| {
-            if line.starts_with("state_dir = ") {
-                format!("# state_dir: by default %ProgramData%\\Deskpulse\\agent\r\n# {line}\r\n")
-            } else {
-                format!("{line}\r\n")
-            }
-        })
+        .map(|line| format!("{line}\r\n"))
         .collect()
 }
 
@@ -128,6 +133,12 @@ fn complete_tables(msi: &Path) -> Result<()> {
     let component = cell(msi, "Component", CONFIG_COMPONENT, "Attributes")?;
     let upgrade = row(msi, "Upgrade", UPGRADE_PROPERTY)?;
     let secure = cell(msi, "Property", "SecureCustomProperties", "Value")?;
+    let remove_at = parse_number(&cell(
+        msi,
+        "InstallExecuteSequence",
+        "InstallValidate",
+        "Sequence",
+    )?)? + 1;
 
     let action_type = parse_number(&action_type)? | HIDE_TARGET;
     let component = parse_number(&component)? | PERMANENT | NEVER_OVERWRITE;
@@ -188,6 +199,15 @@ fn complete_tables(msi: &Path) -> Result<()> {
         (
             cell(msi, "Property", "SecureCustomProperties", "Value")?,
             secure,
+        ),
+        (
+            cell(
+                msi,
+                "InstallExecuteSequence",
+                "RemoveExistingProducts",
+                "Sequence",
+            )?,
+            remove_at.to_string(),
         ),
     ];
     for (found, wanted) in checks {
@@ -283,11 +303,13 @@ mod tests {
     }
 
     #[test]
-    fn the_windows_config_leaves_the_state_dir_to_the_agent() {
+    fn the_windows_config_names_the_state_dir_with_windows_line_ends() {
         let text = windows_config_text();
-        assert!(text.contains("\r\n# state_dir = "), "{text}");
-        assert!(!text.lines().any(|l| l.starts_with("state_dir")), "{text}");
+        assert!(text.ends_with("\r\n") && !text.contains("\n\n"), "{text:?}");
         let parsed: toml::Table = toml::from_str(&text).expect("valid TOML");
-        assert!(parsed.is_empty(), "every key is commented out: {parsed:?}");
+        assert_eq!(
+            parsed.get("state_dir").and_then(toml::Value::as_str),
+            Some(r"C:\ProgramData\Deskpulse\agent")
+        );
     }
 }

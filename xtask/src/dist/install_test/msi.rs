@@ -4,9 +4,9 @@
 //! made by the installer's custom action, the service RUNNING for `sc
 //! query`, and the host's first inventory at the collector (timed from
 //! msiexec). Installing again keeps the enrollment. `msiexec /x` stops and
-//! deletes the service and removes the exe (checked twice: Wine's msiexec
-//! sometimes leaves the file a moment); the config and the state dir stay,
-//! as documented.
+//! deletes the service and removes the exe (checked for up to 10 s:
+//! Wine's msiexec sometimes removes it a moment late); the config and the
+//! state dir stay, as documented.
 //!
 //! The prefix is shared with the Windows tests, which would read an
 //! installed `ProgramData\Deskpulse\agent.toml` as their default config:
@@ -23,6 +23,8 @@ use crate::dist::Layout;
 use crate::wine::Wine;
 
 const SERVICE: &str = "deskpulse-agent";
+/// How long a freshly started service is left before it is uninstalled.
+const SETTLE: Duration = Duration::from_secs(5);
 
 /// The installed layout inside the prefix.
 struct Installed {
@@ -146,6 +148,10 @@ pub fn test(
         "test-packages: msiexec /i over the installed agent kept host {host_id}, service RUNNING"
     );
 
+    // Stopped in the middle of its first collection, the service may not
+    // have exited when msiexec removes the files, and Wine's msiexec then
+    // leaves the exe behind for good; let the new service settle.
+    std::thread::sleep(SETTLE);
     msiexec(wine, &["/x", &msi, "/qn"]).context("uninstalling the .msi")?;
     let query = sc_query(wine)?;
     ensure!(
@@ -153,9 +159,10 @@ pub fn test(
         "the service is still registered after msiexec /x: {}",
         query.text
     );
-    if installed.exe.exists() {
-        // Wine's msiexec sometimes removes the file a moment late.
-        std::thread::sleep(Duration::from_secs(2));
+    // Wine's msiexec sometimes removes the file a moment late.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while installed.exe.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(500));
     }
     ensure!(
         !installed.exe.exists(),

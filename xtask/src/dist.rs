@@ -8,7 +8,9 @@
 //! - Windows: the agent's `.msi`, built by `wixl` from
 //!   `packaging/msi/deskpulse-agent.wxs` ([`msi`]);
 //! - macOS: a tarball per architecture with the binary, the launchd plist
-//!   and a `pkgbuild` recipe ([`macos`]).
+//!   and a `pkgbuild` recipe ([`macos`]); only with `--only macos`, since
+//!   linking needs an Apple SDK (`SDKROOT`), or with `--skip-build` to pack
+//!   binaries built on a Mac.
 //!
 //! The packaging tools' metadata lives where they look for it: the crates'
 //! `[package.metadata.deb]` and `[package.metadata.generate-rpm]`, with the
@@ -63,12 +65,16 @@ pub enum Kind {
 
 impl Kind {
     pub const ALL: [Kind; 4] = [Kind::Deb, Kind::Rpm, Kind::Msi, Kind::Macos];
+    /// What `dist` builds unless told: macOS needs an Apple SDK to link
+    /// ([`macos`]), which Linux machines lack.
+    pub const DEFAULT: [Kind; 3] = [Kind::Deb, Kind::Rpm, Kind::Msi];
 }
 
 /// Options of `cargo xtask dist`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DistArgs {
-    /// Build only these, comma separated [default: all].
+    /// Build only these, comma separated [default: deb,rpm,msi; macos needs
+    /// SDKROOT, or --skip-build with binaries built on a Mac].
     #[arg(long, value_enum, value_delimiter = ',', value_name = "KIND")]
     pub only: Vec<Kind>,
     /// Package the binaries already built instead of running cargo build.
@@ -77,10 +83,10 @@ pub struct DistArgs {
 }
 
 impl DistArgs {
-    /// The kinds asked for, every kind when none was named.
+    /// The kinds asked for, [`Kind::DEFAULT`] when none was named.
     pub fn kinds(&self) -> Vec<Kind> {
         let mut kinds = if self.only.is_empty() {
-            Kind::ALL.to_vec()
+            Kind::DEFAULT.to_vec()
         } else {
             self.only.clone()
         };
@@ -312,7 +318,7 @@ mod tests {
             only: vec![],
             skip_build: false,
         };
-        assert_eq!(all.kinds(), Kind::ALL.to_vec());
+        assert_eq!(all.kinds(), Kind::DEFAULT.to_vec());
     }
 
     #[test]

@@ -5,11 +5,12 @@
 //! be built on Linux).
 //!
 //! The binary is cross-built with cargo-zigbuild (the venv of
-//! `check-targets`). zig brings macOS's libSystem but no Apple SDK, so the
-//! frameworks the agent links (CoreFoundation, IOKit, Security) are given
-//! to the linker as text stubs listing the symbols it uses
-//! ([`framework_stubs`]): a stub only names what the real framework
-//! exports, which the Mac's dynamic loader then binds.
+//! `check-targets`). zig brings macOS's libSystem but not the frameworks
+//! the agent links (CoreFoundation, IOKit, Security), so linking needs a
+//! macOS SDK named by `SDKROOT` (cargo-zigbuild then passes its
+//! frameworks to zig). Our Linux machines have none: there `dist` leaves
+//! macOS out unless asked (`--only macos`), and then says what is missing
+//! in one line. `--skip-build` packs binaries built elsewhere.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -63,29 +64,26 @@ pub fn package(layout: &Layout, skip_build: bool) -> Result<Vec<Artifact>> {
 }
 
 fn build(layout: &Layout, target: CrossTarget) -> Result<()> {
+    let Some(sdk) = std::env::var_os("SDKROOT").filter(|v| !v.is_empty()) else {
+        bail!(
+            "linking the macOS agent needs Apple's frameworks: set SDKROOT to a macOS SDK (none on this machine; `cargo xtask check-targets` lints the macOS code without one), or pack binaries built on a Mac with --skip-build"
+        );
+    };
+    if !Path::new(&sdk).join("System/Library/Frameworks").is_dir() {
+        bail!(
+            "SDKROOT={} holds no System/Library/Frameworks",
+            Path::new(&sdk).display()
+        );
+    }
     crate::check_targets::add_rustup_targets(&[target])?;
     let venv_bin = crate::check_targets::ensure_zigbuild(&layout.target_dir)?;
-    let stubs = framework_stubs(layout)?;
     let mut build = crate::check_targets::zigbuild_command(&venv_bin)?;
     build
         .args(["build", "--profile", AGENT_PROFILE, "-p", "deskpulse-agent"])
         .args(["--bin", "deskpulse-agent", "--target", target.triple()])
-        .env(
-            rustflags_var(target),
-            format!("-C link-arg=-F{}", stubs.display()),
-        )
         .current_dir(&layout.root);
     eprintln!("dist: cargo zigbuild for {}", target.triple());
     run_checked(&mut build)
-}
-
-/// `CARGO_TARGET_<TRIPLE>_RUSTFLAGS`: flags for this target only, so the
-/// host's build scripts are not rebuilt with them.
-fn rustflags_var(target: CrossTarget) -> String {
-    format!(
-        "CARGO_TARGET_{}_RUSTFLAGS",
-        target.triple().to_uppercase().replace('-', "_")
-    )
 }
 
 /// The tarball: a directory named after it, holding the binary, the plist,
@@ -151,63 +149,6 @@ fn copy_executable(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
-/// A framework the agent links, and the symbols of it that the agent's
-/// dependencies use (those the linker asked for; one per line in
-/// `packaging/macos/frameworks/NAME.symbols`).
-struct Framework {
-    name: &'static str,
-    install_name: &'static str,
-}
-
-const FRAMEWORKS: [Framework; 3] = [
-    Framework {
-        name: "CoreFoundation",
-        install_name: "/System/Library/Frameworks/CoreFoundation.framework/Versions/A/CoreFoundation",
-    },
-    Framework {
-        name: "IOKit",
-        install_name: "/System/Library/Frameworks/IOKit.framework/Versions/A/IOKit",
-    },
-    Framework {
-        name: "Security",
-        install_name: "/System/Library/Frameworks/Security.framework/Versions/A/Security",
-    },
-];
-
-/// Writes `NAME.framework/NAME.tbd` for each framework under
-/// `target/macos-frameworks` and returns that dir (for `-F`).
-fn framework_stubs(layout: &Layout) -> Result<PathBuf> {
-    let dir = layout.target_dir.join("macos-frameworks");
-    let symbols_dir = super::linux::packaging_file(&layout.root, "macos/frameworks");
-    for framework in FRAMEWORKS {
-        let list = symbols_dir.join(format!("{}.symbols", framework.name));
-        let text = std::fs::read_to_string(&list)
-            .with_context(|| format!("reading {}", list.display()))?;
-        let symbols: Vec<&str> = text
-            .lines()
-            .map(str::trim)
-            .filter(|line| !line.is_empty() && !line.starts_with('#'))
-            .collect();
-        if symbols.is_empty() {
-            bail!("{} lists no symbol", list.display());
-        }
-        write_file(
-            &dir.join(format!("{0}.framework/{0}.tbd", framework.name)),
-            tbd(framework.install_name, &symbols).as_bytes(),
-        )?;
-    }
-    Ok(dir)
-}
-
-/// A text-based stub (TAPI v4) of a dylib for both Mac architectures.
-fn tbd(install_name: &str, symbols: &[&str]) -> String {
-    let targets = "[ x86_64-macos, arm64-macos ]";
-    format!(
-        "--- !tapi-tbd\ntbd-version: 4\ntargets: {targets}\ninstall-name: '{install_name}'\nexports:\n  - targets: {targets}\n    symbols: [ {} ]\n...\n",
-        symbols.join(", ")
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,13 +164,5 @@ mod tests {
             text.contains("<string>/Library/Application Support/Deskpulse/agent.toml</string>"),
             "{text}"
         );
-    }
-
-    #[test]
-    fn stubs_name_the_framework_and_its_symbols() {
-        let text = tbd("/S/IOKit", &["_IOServiceMatching", "_kIOMasterPortDefault"]);
-        assert!(text.starts_with("--- !tapi-tbd\n"));
-        assert!(text.contains("install-name: '/S/IOKit'"));
-        assert!(text.contains("symbols: [ _IOServiceMatching, _kIOMasterPortDefault ]"));
     }
 }

@@ -308,7 +308,7 @@ mod tests {
     }
 
     #[test]
-    fn kinds_default_to_all_and_are_deduplicated() {
+    fn kinds_default_to_the_linux_and_windows_packages_deduplicated() {
         let args = DistArgs {
             only: vec![Kind::Msi, Kind::Deb, Kind::Msi],
             skip_build: false,

@@ -128,7 +128,7 @@ pub fn run(root: &Path, args: &TestPackagesArgs) -> Result<()> {
     // Purged at the end whatever happens in between.
     let _purge = Purge;
     install_collector(&out)?;
-    let collector = InstalledCollector::start()?;
+    let collector = InstalledCollector::start(&out.join("collector.log"))?;
     println!(
         "test-packages: collector .deb installed and serving on {}",
         collector.url
@@ -334,9 +334,12 @@ pub struct InstalledCollector {
 }
 
 impl InstalledCollector {
-    fn start() -> Result<Self> {
+    /// Starts it with its log in `log`.
+    fn start(log: &Path) -> Result<Self> {
         let uid = id_number("-u")?;
         let gid = id_number("-g")?;
+        let log_file =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
         let mut command = Command::new("/usr/bin/deskpulse-collector");
         command
             .args([
@@ -348,7 +351,7 @@ impl InstalledCollector {
             ])
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null());
+            .stderr(log_file);
         as_user(&mut command, uid, gid);
         let mut child = command
             .spawn()
@@ -372,7 +375,10 @@ impl InstalledCollector {
             Ok(addr) => Ok(collector(format!("https://{addr}"))),
             Err(_) => {
                 drop(collector(String::new()));
-                bail!("the installed collector did not start within 60 s")
+                bail!(
+                    "the installed collector did not start within 60 s; see {}",
+                    log.display()
+                )
             }
         }
     }

@@ -166,21 +166,23 @@ fn complete_tables(msi: &Path) -> Result<()> {
         ),
         format!("UPDATE Property SET Value = '{secure}' WHERE Property = 'SecureCustomProperties'"),
     ];
-    let mut msibuild = Command::new(MSIBUILD.program);
-    msibuild.arg(msi);
+    // One msibuild per query: several in one run were seen to drop a
+    // later UPDATE without a word.
     for query in &queries {
-        msibuild.arg("-q").arg(query);
-    }
-    let out = msibuild
-        .output()
-        .with_context(|| format!("running {}", MSIBUILD.program))?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if !out.status.success() || stderr.contains("failed") {
-        bail!(
-            "msibuild could not complete {}: {}",
-            msi.display(),
-            super::last_line(&stderr)
-        );
+        let out = Command::new(MSIBUILD.program)
+            .arg(msi)
+            .arg("-q")
+            .arg(query)
+            .output()
+            .with_context(|| format!("running {}", MSIBUILD.program))?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() || stderr.contains("failed") {
+            bail!(
+                "msibuild could not run `{query}` on {}: {}",
+                msi.display(),
+                super::last_line(&stderr)
+            );
+        }
     }
 
     let checks = [

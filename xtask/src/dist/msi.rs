@@ -165,9 +165,11 @@ fn complete_tables(msi: &Path) -> Result<()> {
             "INSERT INTO Upgrade (UpgradeCode, VersionMax, Attributes, ActionProperty) VALUES ('{upgrade_code}', '{upgrade_max}', {upgrade_attributes}, '{UPGRADE_PROPERTY}')"
         ),
         format!("UPDATE Property SET Value = '{secure}' WHERE Property = 'SecureCustomProperties'"),
+        format!(
+            "UPDATE InstallExecuteSequence SET Sequence = {remove_at} WHERE Action = 'RemoveExistingProducts'"
+        ),
     ];
-    // One msibuild per query: several in one run were seen to drop a
-    // later UPDATE without a word.
+    // One msibuild per query, so that a failure names its query.
     for query in &queries {
         let out = Command::new(MSIBUILD.program)
             .arg(msi)

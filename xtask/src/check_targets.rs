@@ -157,7 +157,7 @@ fn target_dir(root: &Path) -> PathBuf {
 }
 
 /// `rustup target add` for the targets the toolchain does not have yet.
-fn add_rustup_targets(targets: &[CrossTarget]) -> Result<()> {
+pub(crate) fn add_rustup_targets(targets: &[CrossTarget]) -> Result<()> {
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .stderr(Stdio::inherit())
@@ -186,7 +186,7 @@ fn add_rustup_targets(targets: &[CrossTarget]) -> Result<()> {
 }
 
 /// The mingw C compiler, from Debian's package when this runs as root.
-fn ensure_mingw() -> Result<()> {
+pub(crate) fn ensure_mingw() -> Result<()> {
     if answers(Command::new(MINGW_GCC).arg("--version")) {
         return Ok(());
     }
@@ -222,7 +222,7 @@ fn is_root() -> bool {
 /// The venv's `bin` dir holding cargo-zigbuild and ziglang, made when
 /// missing or incomplete (an interrupted install is made again from
 /// scratch, never used half-done).
-fn ensure_zigbuild(target_dir: &Path) -> Result<PathBuf> {
+pub(crate) fn ensure_zigbuild(target_dir: &Path) -> Result<PathBuf> {
     let venv = target_dir.join("zigbuild-venv");
     let bin = venv.join("bin");
     if zigbuild_ready(&bin) {
@@ -292,7 +292,7 @@ fn zigbuild_ready(bin: &Path) -> bool {
 
 /// cargo-zigbuild with the venv first on PATH: it runs zig as
 /// `python3 -m ziglang`, which must be the venv's python.
-fn zigbuild_command(bin: &Path) -> Result<Command> {
+pub(crate) fn zigbuild_command(bin: &Path) -> Result<Command> {
     let mut path = vec![bin.to_path_buf()];
     path.extend(std::env::split_paths(
         &std::env::var_os("PATH").unwrap_or_default(),

@@ -8,6 +8,8 @@
 //! - [`codegen`]: compiles `proto/` into the committed Rust.
 //! - [`demo`]: builds everything and shows a collector, an agent and the CLI
 //!   working together on loopback.
+//! - [`dist`]: the packages (.deb, .rpm, .msi, macOS tarballs), and their
+//!   install tests (`test-packages`).
 //! - [`loadgen`]: simulates a fleet of agents against a collector and
 //!   measures it.
 //! - [`pg`]: starts a local PostgreSQL for the tests when none answers.
@@ -18,6 +20,7 @@ pub mod bench_agent;
 pub mod check_targets;
 pub mod codegen;
 pub mod demo;
+pub mod dist;
 pub mod loadgen;
 pub mod pg;
 pub mod wine;

@@ -63,6 +63,13 @@ enum Task {
     /// Make sure PostgreSQL answers on 127.0.0.1:5432, starting a local
     /// cluster when none does.
     Pg,
+    /// Build the packages into target/dist: the agent's and the collector's
+    /// .deb and .rpm, the agent's .msi and its macOS tarballs.
+    Dist(xtask::dist::DistArgs),
+    /// Build the packages, then install them on this machine (as root) and
+    /// under Wine against a real collector, and purge them again. Changes
+    /// /usr/bin, /etc/deskpulse and /var/lib: never beside `test`.
+    TestPackages(xtask::dist::install_test::TestPackagesArgs),
 }
 
 fn main() -> ExitCode {
@@ -119,6 +126,8 @@ fn run(task: Task) -> Result<()> {
             Ok(())
         }
         Task::Pg => xtask::pg::ensure_running(),
+        Task::Dist(args) => xtask::dist::run(&root, &args).map(drop),
+        Task::TestPackages(args) => xtask::dist::install_test::run(&root, &args),
         Task::CheckTargets(args) => xtask::check_targets::run(&root, &args),
         Task::BenchAgent(args) => xtask::bench_agent::run(&root, &args),
         Task::Loadgen(args) => xtask::loadgen::run(&root, &args),

@@ -1,0 +1,7 @@
+# deskpulse-agent %postun ($1: 0 on erase, 1 on upgrade). RPM has no purge:
+# erase keeps /var/lib/deskpulse-agent (the enrollment), as `dpkg --remove`
+# does; delete it by hand to forget this PC.
+if [ -d /run/systemd/system ]; then
+    systemctl daemon-reload >/dev/null 2>&1 || :
+fi
+exit 0

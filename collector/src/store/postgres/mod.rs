@@ -45,9 +45,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deskpulse_proto::v1::Inventory;
 use inventory::StoredInventory;
-use prost::Message;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row, Transaction};
 
@@ -56,7 +54,7 @@ use super::{
     HealthPoint, HostDetail, HostDiagnostics, HostQuery, HostRow, IncomingReport, IssueCert,
     JobQuery, JobRow, NewApiToken, NewEnrollmentToken, NewJob, PolicyRecord, ReportOutcome,
     ReportPayload, Role, SessionOpen, Store, StoreError, StoreGauges, StoreResult, TicketChange,
-    TicketQuery, TicketRefusal, TicketRow, WorklogEntry,
+    TicketQuery, TicketRefusal, TicketRow, WorklogEntry, decode_inventory,
 };
 use super::{AuditHead, AuditQuery, AuditRecord};
 use super::{Delivery, DeliveryOutcome, KbHit, NewWebhook, WebhookStatus};
@@ -361,7 +359,7 @@ async fn store_reports_once(
                 os_version,
                 facts,
             } => {
-                let new = Inventory::decode(encoded.as_slice()).unwrap_or_default();
+                let new = decode_inventory(&report.host_id, "reported", encoded)?;
                 let stored = StoredInventory {
                     encoded,
                     hostname,

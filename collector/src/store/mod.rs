@@ -9,6 +9,7 @@
 //! - [`versions`]: per-ecosystem version ordering as sortable keys.
 //! - The plain types here are what crosses the interface; wire types do not.
 
+pub(crate) mod engine;
 pub mod postgres;
 pub mod sqlite;
 pub mod versions;

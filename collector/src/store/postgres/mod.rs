@@ -49,6 +49,7 @@ use inventory::StoredInventory;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row, Transaction};
 
+use super::engine;
 use super::{
     AuditEntry, CaRecord, Caller, ChangeQuery, ChangeRow, EnrollOutcome, EnrollRequest,
     HealthPoint, HostDetail, HostDiagnostics, HostQuery, HostRow, IncomingReport, IssueCert,
@@ -414,15 +415,12 @@ async fn store_reports_once(
                 .bind(reading.disk_used_max_percent)
                 .execute(&mut *tx)
                 .await?;
-                tickets::evaluate(
-                    &mut tx,
-                    policy,
-                    &report.host_id,
+                let sample = engine::tickets::Sample {
+                    host: &report.host_id,
                     readings,
-                    report.collected_at_ms,
-                    now_ms,
-                )
-                .await?;
+                    at_ms: report.collected_at_ms,
+                };
+                tickets::evaluate(&mut tx, policy, &[sample], now_ms).await?;
                 let applied = sqlx::query(
                     "UPDATE hosts SET last_health = $1, health_at_ms = $2 \
                      WHERE id = $3 AND (health_at_ms IS NULL OR health_at_ms <= $2)",

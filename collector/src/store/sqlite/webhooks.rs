@@ -7,7 +7,6 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
 pub use crate::store::TicketEvent;
 use crate::store::{Delivery, DeliveryOutcome, NewWebhook, StoreError, StoreResult, WebhookStatus};
-pub use crate::webhooks::event_of;
 use crate::webhooks::{TicketPayload, payload, rfc3339};
 
 fn events_text(events: &[TicketEvent]) -> String {

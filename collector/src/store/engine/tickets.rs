@@ -133,6 +133,21 @@ pub enum TicketWrite<'a> {
     Reopen,
 }
 
+/// One delivery of a ticket event to one webhook, as the outbox holds it.
+#[derive(Debug)]
+pub struct OutboxEntry<'a> {
+    /// The webhook.
+    pub webhook_id: i64,
+    /// The delivery's id, sent with every attempt.
+    pub delivery_id: &'a str,
+    /// The event.
+    pub event: TicketEvent,
+    /// The ticket.
+    pub ticket_id: i64,
+    /// The body, built when the event happened.
+    pub body: &'a str,
+}
+
 /// A change-log entry, as an employee report's evidence copies it.
 #[derive(Debug, Clone)]
 pub struct LoggedChange {
@@ -200,9 +215,10 @@ pub trait TicketTx: Send {
         author: &str,
         note: &str,
     ) -> StoreResult<()>;
-    /// Puts a ticket event into the webhook outbox, for every webhook that
-    /// subscribes to it.
-    async fn enqueue(&mut self, event: TicketEvent, ticket: i64, now_ms: i64) -> StoreResult<()>;
+    /// The enabled webhooks that subscribe to `event`, by id.
+    async fn subscribers(&mut self, event: TicketEvent) -> StoreResult<Vec<i64>>;
+    /// Puts one delivery into the webhook outbox, due now.
+    async fn insert_outbox(&mut self, delivery: &OutboxEntry<'_>, now_ms: i64) -> StoreResult<()>;
     /// Counts one more occurrence.
     async fn count_occurrence(&mut self, ticket: i64, now_ms: i64) -> StoreResult<()>;
     /// Resolves a ticket whose condition recovered, unless it is resolved
@@ -262,6 +278,69 @@ pub trait TicketTx: Send {
     async fn close_resolved(&mut self, resolved_before_ms: i64, now_ms: i64) -> StoreResult<u64>;
 }
 
+/// Queues `event` for `ticket_id` to every enabled webhook that subscribes
+/// to it, in the caller's transaction. The body is built now, so it shows
+/// the ticket as this change left it, even if it is delivered hours later.
+pub async fn enqueue(
+    tx: &mut impl TicketTx,
+    event: TicketEvent,
+    ticket_id: i64,
+    now_ms: i64,
+) -> StoreResult<()> {
+    // The common case on the ingest path is no webhooks at all: one indexed
+    // read and done.
+    let hooks = tx.subscribers(event).await?;
+    if hooks.is_empty() {
+        return Ok(());
+    }
+    let Some(ticket) = tx.ticket(ticket_id).await? else {
+        return Err(StoreError::Corrupt(format!(
+            "ticket {ticket_id} vanished before its {} event",
+            event.name()
+        )));
+    };
+    let ticket = ticket_payload(ticket);
+    for webhook_id in hooks {
+        let delivery_id = uuid::Uuid::new_v4().to_string();
+        let body = crate::webhooks::payload(event, &delivery_id, now_ms, &ticket);
+        let entry = OutboxEntry {
+            webhook_id,
+            delivery_id: &delivery_id,
+            event,
+            ticket_id,
+            body: &body,
+        };
+        tx.insert_outbox(&entry, now_ms).await?;
+    }
+    Ok(())
+}
+
+/// A ticket as a webhook's body shows it.
+fn ticket_payload(t: TicketRow) -> crate::webhooks::TicketPayload {
+    use crate::webhooks::rfc3339;
+    crate::webhooks::TicketPayload {
+        id: t.id,
+        title: t.title,
+        host_id: t.host_id,
+        hostname: t.hostname,
+        rule: t.rule,
+        subject: t.subject,
+        status: t.status,
+        priority: t.priority,
+        severity: t.severity,
+        assignee: t.assignee,
+        escalation: t.escalation,
+        occurrences: t.occurrences,
+        flaps: t.flaps,
+        opened_at: rfc3339(t.opened_at_ms),
+        updated_at: rfc3339(t.updated_at_ms),
+        resolved_at: t.resolved_at_ms.map(rfc3339),
+        response_due: rfc3339(t.response_due_ms),
+        resolution_due: rfc3339(t.resolution_due_ms),
+        resolution: t.resolution,
+    }
+}
+
 fn ms(d: std::time::Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -294,7 +373,7 @@ async fn open_ticket(
     };
     let id = tx.insert_ticket(new, due, now_ms).await?;
     tx.worklog(id, now_ms, new.author, new.note).await?;
-    tx.enqueue(TicketEvent::Opened, id, now_ms).await?;
+    enqueue(tx, TicketEvent::Opened, id, now_ms).await?;
     Ok(id)
 }
 
@@ -323,7 +402,7 @@ async fn act(
     match (action, ticket) {
         (TicketAction::Occurrence, Some(id)) => {
             tx.count_occurrence(id, now_ms).await?;
-            tx.enqueue(TicketEvent::Updated, id, now_ms).await?;
+            enqueue(tx, TicketEvent::Updated, id, now_ms).await?;
             Ok(Some(id))
         }
         (TicketAction::Resolve, Some(id)) => {
@@ -334,7 +413,7 @@ async fn act(
                     policy.lifecycle.quiet_ms / 60_000
                 );
                 tx.worklog(id, now_ms, "system", &note).await?;
-                tx.enqueue(TicketEvent::Resolved, id, now_ms).await?;
+                enqueue(tx, TicketEvent::Resolved, id, now_ms).await?;
             }
             Ok(Some(id))
         }
@@ -346,7 +425,7 @@ async fn act(
                 rule.metric.format(value)
             );
             tx.worklog(id, now_ms, "system", &note).await?;
-            tx.enqueue(TicketEvent::Opened, id, now_ms).await?;
+            enqueue(tx, TicketEvent::Opened, id, now_ms).await?;
             Ok(Some(id))
         }
         // Open, or an action whose ticket is gone: a new ticket.
@@ -502,7 +581,7 @@ pub async fn evaluate_changes(
                     tx.count_occurrence(id, now_ms).await?;
                     let note = format!("happened again: {}", event.detail);
                     tx.worklog(id, now_ms, "system", &note).await?;
-                    tx.enqueue(TicketEvent::Updated, id, now_ms).await?;
+                    enqueue(tx, TicketEvent::Updated, id, now_ms).await?;
                     id
                 }
                 Some((id, status, Some(resolved)))
@@ -512,7 +591,7 @@ pub async fn evaluate_changes(
                     tx.reopen_fired(id, now_ms).await?;
                     let note = format!("reopened: {}", event.detail);
                     tx.worklog(id, now_ms, "system", &note).await?;
-                    tx.enqueue(TicketEvent::Opened, id, now_ms).await?;
+                    enqueue(tx, TicketEvent::Opened, id, now_ms).await?;
                     id
                 }
                 _ => {
@@ -814,8 +893,7 @@ pub async fn update(
     // The first technician action meets the response target.
     tx.mark_response(id, now_ms).await?;
     tx.worklog(id, now_ms, author, &note).await?;
-    tx.enqueue(crate::webhooks::event_of(change), id, now_ms)
-        .await?;
+    enqueue(tx, crate::webhooks::event_of(change), id, now_ms).await?;
     let after = tx
         .ticket(id)
         .await?
@@ -836,7 +914,7 @@ pub async fn advance_sla(tx: &mut impl TicketTx, policy: &Policy, now_ms: i64) -
                 level + 1
             );
             tx.worklog(id, now_ms, "system", &note).await?;
-            tx.enqueue(TicketEvent::Escalated, id, now_ms).await?;
+            enqueue(tx, TicketEvent::Escalated, id, now_ms).await?;
             changed += 1;
         }
     }

@@ -8,13 +8,12 @@ use std::collections::HashMap;
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
 use super::batch::json_rows;
-use super::webhooks;
 use crate::rules::events::ChangeEvent;
 use crate::rules::policy::Policy;
 use crate::rules::priority::Priority;
 use crate::store::engine::tickets::{
-    self as engine, Due, LoggedChange, NewTicket, Presence, Sample, SlaTarget, StateKey,
-    StoredState, Tags, TicketTx, TicketWrite, parse_state, state_text,
+    self as engine, Due, LoggedChange, NewTicket, OutboxEntry, Presence, Sample, SlaTarget,
+    StateKey, StoredState, Tags, TicketTx, TicketWrite, parse_state, state_text,
 };
 use crate::store::{
     ALWAYS_ON_CHASSIS, StoreError, StoreResult, TicketChange, TicketEvent, TicketQuery,
@@ -170,8 +169,30 @@ impl TicketTx for Tickets<'_> {
         Ok(())
     }
 
-    async fn enqueue(&mut self, event: TicketEvent, ticket: i64, now_ms: i64) -> StoreResult<()> {
-        webhooks::enqueue(self.0, event, ticket, now_ms).await
+    async fn subscribers(&mut self, event: TicketEvent) -> StoreResult<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM webhooks WHERE enabled = 1 AND (',' || events || ',') LIKE ? ORDER BY id",
+        )
+        .bind(format!("%,{},%", event.name()))
+        .fetch_all(&mut **self.0)
+        .await?)
+    }
+
+    async fn insert_outbox(&mut self, entry: &OutboxEntry<'_>, now_ms: i64) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO webhook_outbox (webhook_id, delivery_id, event, ticket_id, body, \
+             created_at_ms, next_attempt_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(entry.webhook_id)
+        .bind(entry.delivery_id)
+        .bind(entry.event.name())
+        .bind(entry.ticket_id)
+        .bind(entry.body)
+        .bind(now_ms)
+        .bind(now_ms)
+        .execute(&mut **self.0)
+        .await?;
+        Ok(())
     }
 
     async fn count_occurrence(&mut self, ticket: i64, now_ms: i64) -> StoreResult<()> {

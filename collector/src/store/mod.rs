@@ -11,6 +11,7 @@
 
 pub(crate) mod engine;
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 pub mod versions;
 

@@ -9,47 +9,14 @@
 
 use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
 
+use crate::store::rows::{JOB_COLUMNS, job_row};
 use crate::store::{
     AuditEntry, HostDiagnostics, JobQuery, JobResult, JobRow, NewJob, StoreError, StoreResult,
 };
 
-const JOB_COLUMNS: &str = "j.id, j.host_id, h.hostname, j.diagnostic, j.params, j.params_text, \
-     j.risk, j.requested_by, j.ticket_id, j.state, j.created_at_ms, j.expires_at_ms, \
-     j.sent_at_ms, j.started_at_ms, j.finished_at_ms, j.exit_code, j.reason, j.output, \
-     j.truncated, j.cancel_requested";
-
 /// The most output kept of one job, whatever the agent sends: the largest
 /// catalog cap with room to spare.
 const MAX_OUTPUT: usize = 256 * 1024;
-
-fn job_row(r: &sqlx::postgres::PgRow) -> StoreResult<JobRow> {
-    let exit: Option<i64> = r.try_get("exit_code")?;
-    let output: Option<Vec<u8>> = r.try_get("output")?;
-    Ok(JobRow {
-        id: r.try_get("id")?,
-        host_id: r.try_get("host_id")?,
-        hostname: r.try_get("hostname")?,
-        diagnostic: r.try_get("diagnostic")?,
-        params: r.try_get("params")?,
-        params_text: r.try_get("params_text")?,
-        risk: r.try_get("risk")?,
-        requested_by: r.try_get("requested_by")?,
-        ticket_id: r.try_get("ticket_id")?,
-        state: r.try_get("state")?,
-        created_at_ms: r.try_get("created_at_ms")?,
-        expires_at_ms: r.try_get("expires_at_ms")?,
-        sent_at_ms: r.try_get("sent_at_ms")?,
-        started_at_ms: r.try_get("started_at_ms")?,
-        finished_at_ms: r.try_get("finished_at_ms")?,
-        exit_code: exit
-            .map(|e| i32::try_from(e).map_err(|_| StoreError::Corrupt(format!("exit code {e}"))))
-            .transpose()?,
-        reason: r.try_get("reason")?,
-        output: output.unwrap_or_default(),
-        truncated: r.try_get("truncated")?,
-        cancel_requested: r.try_get("cancel_requested")?,
-    })
-}
 
 async fn one<'e, E>(executor: E, id: &str) -> StoreResult<Option<JobRow>>
 where

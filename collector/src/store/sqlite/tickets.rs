@@ -15,16 +15,13 @@ use crate::store::engine::tickets::{
     self as engine, Due, LoggedChange, NewTicket, OutboxEntry, Presence, Sample, SlaTarget,
     StateKey, StoredState, Tags, TicketTx, TicketWrite, parse_state, state_text,
 };
-use crate::store::{
-    ALWAYS_ON_CHASSIS, StoreError, StoreResult, TicketChange, TicketEvent, TicketQuery,
-    TicketRefusal, TicketRow, WorklogEntry,
+use crate::store::rows::{
+    TICKET_COLUMNS, logged_change_row, presence_row, rule_state_row, ticket_row,
 };
-
-/// The columns `ticket_row` reads.
-const TICKET_COLUMNS: &str = "t.id, t.host_id, h.hostname, t.rule, t.subject, t.title, t.status, \
-     t.priority, t.severity, t.assignee, t.escalation, t.occurrences, t.flaps, t.opened_at_ms, \
-     t.updated_at_ms, t.resolved_at_ms, t.response_due_ms, t.resolution_due_ms, t.evidence, \
-     t.responded_at_ms, t.resolution";
+use crate::store::{
+    ALWAYS_ON_CHASSIS, StoreResult, TicketChange, TicketEvent, TicketQuery, TicketRefusal,
+    TicketRow, WorklogEntry,
+};
 
 type Tx = Transaction<'static, Sqlite>;
 
@@ -57,15 +54,7 @@ impl TicketTx for Tickets<'_> {
         .bind(json_rows(&hosts)?)
         .fetch_all(&mut **self.0)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let text: String = r.try_get(3)?;
-                Ok((
-                    (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?),
-                    (parse_state(&text)?, r.try_get(4)?),
-                ))
-            })
-            .collect()
+        rows.iter().map(rule_state_row).collect()
     }
 
     async fn load_state(
@@ -257,17 +246,7 @@ impl TicketTx for Tickets<'_> {
         .bind(i64::from(limit))
         .fetch_all(&mut **self.0)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(LoggedChange {
-                    observed_at_ms: r.try_get("observed_at_ms")?,
-                    section: r.try_get("section")?,
-                    item: r.try_get("item")?,
-                    old: r.try_get("old_value")?,
-                    new: r.try_get("new_value")?,
-                })
-            })
-            .collect()
+        rows.iter().map(logged_change_row).collect()
     }
 
     async fn offline_candidates(
@@ -301,16 +280,7 @@ impl TicketTx for Tickets<'_> {
         sql.push(")))");
         let rows = sql.build().fetch_all(&mut **self.0).await?;
         rows.iter()
-            .map(|r| {
-                Ok(Presence {
-                    host: r.try_get("id")?,
-                    streaming: r.try_get::<Option<String>, _>("session_replica")?.is_some(),
-                    said_goodbye: r.try_get::<Option<String>, _>("goodbye_reason")?.is_some(),
-                    last_seen_at_ms: r.try_get("last_seen_at_ms")?,
-                    enrolled_at_ms: r.try_get("enrolled_at_ms")?,
-                    health_interval_secs: r.try_get("health_interval_secs")?,
-                })
-            })
+            .map(|r| presence_row(r.try_get("id")?, r))
             .collect()
     }
 
@@ -321,19 +291,7 @@ impl TicketTx for Tickets<'_> {
         )
         .fetch_all(&mut **self.0)
         .await?;
-        rows.iter()
-            .map(|r| {
-                let text: String = r.try_get("state")?;
-                Ok((
-                    (
-                        r.try_get("host_id")?,
-                        r.try_get("rule")?,
-                        r.try_get("subject")?,
-                    ),
-                    (parse_state(&text)?, r.try_get("ticket_id")?),
-                ))
-            })
-            .collect()
+        rows.iter().map(rule_state_row).collect()
     }
 
     async fn ticket_for_change(&mut self, id: i64) -> StoreResult<Option<TicketRow>> {
@@ -541,36 +499,6 @@ pub async fn advance_timers(
     let actions = engine::advance_timers(&mut Tickets(&mut tx), policy, now_ms).await?;
     tx.commit().await?;
     Ok(actions)
-}
-
-fn ticket_row(r: &sqlx::sqlite::SqliteRow) -> StoreResult<TicketRow> {
-    let int = |name: &str| -> StoreResult<u32> {
-        let v: i64 = r.try_get(name)?;
-        u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{name} {v}")))
-    };
-    Ok(TicketRow {
-        id: r.try_get("id")?,
-        host_id: r.try_get("host_id")?,
-        hostname: r.try_get("hostname")?,
-        rule: r.try_get("rule")?,
-        subject: r.try_get("subject")?,
-        title: r.try_get("title")?,
-        status: r.try_get("status")?,
-        priority: r.try_get("priority")?,
-        severity: r.try_get("severity")?,
-        assignee: r.try_get("assignee")?,
-        escalation: int("escalation")?,
-        occurrences: int("occurrences")?,
-        flaps: int("flaps")?,
-        opened_at_ms: r.try_get("opened_at_ms")?,
-        updated_at_ms: r.try_get("updated_at_ms")?,
-        resolved_at_ms: r.try_get("resolved_at_ms")?,
-        response_due_ms: r.try_get("response_due_ms")?,
-        resolution_due_ms: r.try_get("resolution_due_ms")?,
-        evidence: r.try_get("evidence")?,
-        responded_at_ms: r.try_get("responded_at_ms")?,
-        resolution: r.try_get("resolution")?,
-    })
 }
 
 /// Tickets, by priority then resolution due time.

@@ -4,8 +4,9 @@
 
 use sqlx::{ColumnIndex, Decode, Row, Type};
 
+use crate::store::engine::audit::UnchainedRow;
 use crate::store::engine::tickets::{LoggedChange, Presence, StateKey, StoredState, parse_state};
-use crate::store::{HostRow, JobRow, StoreError, StoreResult, TicketRow};
+use crate::store::{AuditRecord, HostRow, JobRow, StoreError, StoreResult, TicketRow};
 
 /// The columns [`host_row`] reads.
 pub(crate) const HOST_COLUMNS: &str = "id, hostname, os_name, os_version, enrolled_at_ms, \
@@ -194,5 +195,37 @@ pub(crate) fn presence_row(host: String, r: &impl Columns) -> StoreResult<Presen
         last_seen_at_ms: r.opt_int("last_seen_at_ms")?,
         enrolled_at_ms: r.int("enrolled_at_ms")?,
         health_interval_secs: r.int("health_interval_secs")?,
+    })
+}
+
+/// An audit row as listed: `id, seq, at_ms, actor_technician_id,
+/// technician_name, actor_token_id, action, subject, detail, prev_hash,
+/// hash`.
+pub(crate) fn audit_record_row(r: &impl Columns) -> StoreResult<AuditRecord> {
+    Ok(AuditRecord {
+        id: r.int("id")?,
+        seq: r.opt_int("seq")?,
+        at_ms: r.int("at_ms")?,
+        technician_id: r.opt_text("actor_technician_id")?,
+        technician_name: r.opt_text("technician_name")?,
+        token_id: r.opt_text("actor_token_id")?,
+        action: r.text("action")?,
+        subject: r.text("subject")?,
+        detail: r.text("detail")?,
+        prev_hash: r.opt_text("prev_hash")?,
+        hash: r.opt_text("hash")?,
+    })
+}
+
+/// An audit row written before migration 0008, to chain.
+pub(crate) fn unchained_row(r: &impl Columns) -> StoreResult<UnchainedRow> {
+    Ok(UnchainedRow {
+        id: r.int("id")?,
+        at_ms: r.int("at_ms")?,
+        technician_id: r.opt_text("actor_technician_id")?,
+        token_id: r.opt_text("actor_token_id")?,
+        action: r.text("action")?,
+        subject: r.text("subject")?,
+        detail: r.text("detail")?,
     })
 }

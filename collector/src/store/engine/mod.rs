@@ -4,4 +4,5 @@
 //! decided here and only how a row is read or written differs between
 //! SQLite and PostgreSQL.
 
+pub mod audit;
 pub mod tickets;

@@ -5,4 +5,5 @@
 //! SQLite and PostgreSQL.
 
 pub mod audit;
+pub mod jobs;
 pub mod tickets;

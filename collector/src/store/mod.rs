@@ -9,7 +9,9 @@
 //! - [`versions`]: per-ecosystem version ordering as sortable keys.
 //! - The plain types here are what crosses the interface; wire types do not.
 
+pub(crate) mod engine;
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 pub mod versions;
 
@@ -45,6 +47,22 @@ pub enum StoreError {
 
 /// Result alias for store calls.
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Reads an inventory blob of `host`, one it holds (`what` = "stored") or
+/// one it was handed: a blob that cannot be decoded is an error that names
+/// the host, never an empty inventory, which would log every item as removed.
+pub(crate) fn decode_inventory(
+    host: &str,
+    what: &str,
+    blob: &[u8],
+) -> StoreResult<deskpulse_proto::v1::Inventory> {
+    use prost::Message;
+    deskpulse_proto::v1::Inventory::decode(blob).map_err(|error| {
+        StoreError::Corrupt(format!(
+            "the {what} inventory of host {host} cannot be decoded: {error}"
+        ))
+    })
+}
 
 /// A technician's role. Each includes the rights of the ones before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

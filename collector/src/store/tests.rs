@@ -236,6 +236,7 @@ contract! {
     a_failed_issue_does_not_use_up_the_token,
     known_hardware_is_relinked_to_its_host,
     reports_are_stored_once_and_old_ones_never_overwrite_new_state,
+    a_stored_inventory_that_cannot_be_read_is_an_error_naming_its_host,
     keys_below_what_the_spool_still_holds_are_forgotten_and_no_others,
     hosts_page_in_order_and_lookups_report_ambiguity,
     presence_follows_streams_goodbyes_and_silence,
@@ -385,7 +386,7 @@ async fn reports_are_stored_once_and_old_ones_never_overwrite_new_state(db: Test
         held_from_seq: 0,
         collected_at_ms: at,
         payload: ReportPayload::Inventory {
-            encoded: name.as_bytes().to_vec(),
+            encoded: named_inventory(name),
             hostname: name.into(),
             os_name: "Debian".into(),
             os_version: "12".into(),
@@ -403,8 +404,96 @@ async fn reports_are_stored_once_and_old_ones_never_overwrite_new_state(db: Test
         .expect("store");
     let detail = store.host_detail(&id).await.expect("detail").expect("host");
     assert_eq!(detail.row.hostname, "new");
-    assert_eq!(detail.inventory, Some((b"new".to_vec(), 200)));
+    assert_eq!(detail.inventory, Some((named_inventory("new"), 200)));
     assert_eq!(detail.row.last_seen_at_ms, Some(2000));
+}
+
+/// An encoded inventory whose host name is `name`.
+fn named_inventory(name: &str) -> Vec<u8> {
+    use deskpulse_proto::v1::{Inventory, OsInfo};
+    use prost::Message;
+    Inventory {
+        os: Some(OsInfo {
+            hostname: name.into(),
+            ..OsInfo::default()
+        }),
+        ..Inventory::default()
+    }
+    .encode_to_vec()
+}
+
+async fn a_stored_inventory_that_cannot_be_read_is_an_error_naming_its_host(db: TestDb) {
+    let store = db.store.clone();
+    token(&store, "t", i64::MAX, 2).await;
+    let id = host_id(
+        &store
+            .enroll(&request("t", "hw-1"), 0, &cert)
+            .await
+            .expect("enroll"),
+    );
+    let report = |seq: u64, payload: ReportPayload| IncomingReport {
+        host_id: id.clone(),
+        spool_id: "s".into(),
+        seq,
+        held_from_seq: 0,
+        collected_at_ms: i64::try_from(seq).expect("small") * 100,
+        payload,
+    };
+    let full = |name: &str| ReportPayload::Inventory {
+        encoded: named_inventory(name),
+        hostname: name.into(),
+        os_name: String::new(),
+        os_version: String::new(),
+        facts: Box::default(),
+    };
+    store
+        .store_reports(&[report(1, full("pc-1"))], 1000)
+        .await
+        .expect("store");
+    // 0x6e is field 13 with wire type 6, which does not exist.
+    let garbage = if db.url.starts_with("postgres") {
+        format!("UPDATE hosts SET inventory = '\\x6e6577'::bytea WHERE id = '{id}'")
+    } else {
+        format!("UPDATE host_inventories SET inventory = X'6e6577' WHERE host_id = '{id}'")
+    };
+    tamper(&db, garbage).await;
+    let failed = store
+        .store_reports(&[report(2, full("pc-2"))], 2000)
+        .await
+        .expect_err("a stored inventory that cannot be decoded is an error");
+    let said = failed.to_string();
+    assert!(
+        said.contains(&id) && said.contains("cannot be decoded"),
+        "{said}"
+    );
+    // Nothing of the failed batch was stored.
+    let detail = store.host_detail(&id).await.expect("detail").expect("host");
+    assert_eq!(detail.row.hostname, "pc-1");
+    // A full inventory the store is handed that cannot be decoded is one too.
+    let unreadable = ReportPayload::Inventory {
+        encoded: b"new".to_vec(),
+        hostname: "pc-3".into(),
+        os_name: String::new(),
+        os_version: String::new(),
+        facts: Box::default(),
+    };
+    let other = host_id(
+        &store
+            .enroll(&request("t", "hw-2"), 0, &cert)
+            .await
+            .expect("enroll"),
+    );
+    let failed = store
+        .store_reports(
+            &[IncomingReport {
+                host_id: other.clone(),
+                ..report(3, unreadable)
+            }],
+            3000,
+        )
+        .await
+        .expect_err("an incoming inventory that cannot be decoded is an error");
+    assert!(failed.to_string().contains(&other), "{failed}");
 }
 
 async fn keys_below_what_the_spool_still_holds_are_forgotten_and_no_others(db: TestDb) {

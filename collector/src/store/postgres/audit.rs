@@ -1,12 +1,16 @@
-//! The audit log as a hash chain (D28) on PostgreSQL: the one append path,
-//! the head row whose lock serialises appends across replicas, chaining
-//! the rows written before migration 0008, and the reads that listing and
-//! verification need. Hashes come from `audit::chain`, as on SQLite, so
-//! `audit --verify` checks either backend's chain the same way.
+//! The audit log on PostgreSQL (D28): the SQL of `engine::audit` (the one
+//! append path and the one-time chaining of pre-0008 rows), where the head
+//! row's lock serialises appends across replicas, and the reads that
+//! listing and verification need.
 
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row};
 
-use crate::audit::chain::{self, Link};
+use crate::audit::chain::Link;
+use crate::store::engine::{
+    self,
+    audit::{AuditTx, UnchainedRow},
+};
+use crate::store::rows::{audit_record_row, unchained_row};
 use crate::store::{AuditEntry, AuditHead, AuditQuery, AuditRecord, StoreError, StoreResult};
 
 /// Locks the chain head row until the transaction on `conn` ends, and
@@ -25,60 +29,106 @@ pub(super) async fn lock_head(conn: &mut PgConnection) -> StoreResult<AuditHead>
     })
 }
 
-/// Appends one entry on `conn`, which must be inside a transaction: the
-/// head row is locked and moved on and the row inserted with its hash, so
-/// the entry, the head and the caller's action commit or roll back
-/// together.
+/// One PostgreSQL transaction's connection as the audit log sees it.
+pub(super) struct Audit<'a>(pub(super) &'a mut PgConnection);
+
+impl AuditTx for Audit<'_> {
+    async fn hold_head(&mut self) -> StoreResult<AuditHead> {
+        lock_head(self.0).await
+    }
+
+    async fn insert_entry(&mut self, link: &Link<'_>, hash: &str) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_log (seq, at_ms, actor_technician_id, actor_token_id, action, \
+             subject, detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(link.seq)
+        .bind(link.at_ms)
+        .bind(link.technician_id)
+        .bind(link.token_id)
+        .bind(link.action)
+        .bind(link.subject)
+        .bind(link.detail)
+        .bind(link.prev_hash)
+        .bind(hash)
+        .execute(&mut *self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn move_head(&mut self, seq: i64, hash: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+            .bind(seq)
+            .bind(hash)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn legacy_chained(&mut self) -> StoreResult<bool> {
+        let done: Option<String> =
+            sqlx::query_scalar("SELECT value FROM fleet_meta WHERE key = $1")
+                .bind(LEGACY_CHAINED)
+                .fetch_optional(&mut *self.0)
+                .await?;
+        Ok(done.is_some())
+    }
+
+    async fn unchained(&mut self) -> StoreResult<Vec<UnchainedRow>> {
+        let rows = sqlx::query(
+            "SELECT id, at_ms, actor_technician_id, actor_token_id, action, subject, detail \
+             FROM audit_log WHERE hash IS NULL ORDER BY id",
+        )
+        .fetch_all(&mut *self.0)
+        .await?;
+        rows.iter().map(unchained_row).collect()
+    }
+
+    async fn set_link(
+        &mut self,
+        id: i64,
+        seq: i64,
+        prev_hash: &str,
+        hash: &str,
+    ) -> StoreResult<()> {
+        sqlx::query("UPDATE audit_log SET seq = $1, prev_hash = $2, hash = $3 WHERE id = $4")
+            .bind(seq)
+            .bind(prev_hash)
+            .bind(hash)
+            .bind(id)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn mark_legacy_chained(&mut self, rows: usize) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO fleet_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(LEGACY_CHAINED)
+        .bind(rows.to_string())
+        .execute(&mut *self.0)
+        .await?;
+        Ok(())
+    }
+}
+
+/// Appends one entry on `conn`, which must be inside a transaction
+/// ([`engine::audit::append`]).
 pub(super) async fn append(
     conn: &mut PgConnection,
     entry: &AuditEntry,
     now_ms: i64,
 ) -> StoreResult<()> {
-    let head = lock_head(conn).await?;
-    let seq = head.seq + 1;
-    let prev_hash = head.hash;
-    let hash = chain::entry_hash(&Link {
-        seq,
-        at_ms: now_ms,
-        technician_id: entry.technician_id.as_deref(),
-        token_id: entry.token_id.as_deref(),
-        action: &entry.action,
-        subject: &entry.subject,
-        detail: &entry.detail,
-        prev_hash: &prev_hash,
-    });
-    sqlx::query(
-        "INSERT INTO audit_log (seq, at_ms, actor_technician_id, actor_token_id, action, subject, \
-         detail, prev_hash, hash) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-    )
-    .bind(seq)
-    .bind(now_ms)
-    .bind(&entry.technician_id)
-    .bind(&entry.token_id)
-    .bind(&entry.action)
-    .bind(&entry.subject)
-    .bind(&entry.detail)
-    .bind(&prev_hash)
-    .bind(&hash)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-        .bind(seq)
-        .bind(&hash)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+    engine::audit::append(&mut Audit(conn), entry, now_ms).await
 }
 
 /// The fleet_meta key set once the pre-0008 rows are chained.
 const LEGACY_CHAINED: &str = "audit_legacy_chained";
 
-/// Chains the rows written before migration 0008 (they have no hash), in id
-/// order, after whatever is chained already. Done on open rather than in
-/// the migration so the hash is computed by the same Rust code as every
-/// append. It happens once: the
-/// marker in fleet_meta makes later opens leave an unchained row alone, so
-/// a row inserted by hand is reported by verify instead of being adopted.
+/// Chains the rows written before migration 0008 once
+/// ([`engine::audit::chain_unchained`]); done on open rather than in the
+/// migration so the hash is computed by the same Rust code as every append.
 pub(super) async fn chain_unchained(pool: &PgPool) -> StoreResult<u64> {
     let done: Option<String> = sqlx::query_scalar("SELECT value FROM fleet_meta WHERE key = $1")
         .bind(LEGACY_CHAINED)
@@ -88,82 +138,14 @@ pub(super) async fn chain_unchained(pool: &PgPool) -> StoreResult<u64> {
         return Ok(0);
     }
     let mut tx = pool.begin().await?;
-    // Checked again under the head's lock: two replicas may open at once.
-    let head = lock_head(&mut tx).await?;
-    let done: Option<String> = sqlx::query_scalar("SELECT value FROM fleet_meta WHERE key = $1")
-        .bind(LEGACY_CHAINED)
-        .fetch_optional(&mut *tx)
-        .await?;
-    if done.is_some() {
-        return Ok(0);
-    }
-    let rows = sqlx::query(
-        "SELECT id, at_ms, actor_technician_id, actor_token_id, action, subject, detail \
-         FROM audit_log WHERE hash IS NULL ORDER BY id",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut seq = head.seq;
-    let mut prev = head.hash;
-    for row in &rows {
-        seq += 1;
-        let technician_id: Option<String> = row.try_get("actor_technician_id")?;
-        let token_id: Option<String> = row.try_get("actor_token_id")?;
-        let action: String = row.try_get("action")?;
-        let subject: String = row.try_get("subject")?;
-        let detail: String = row.try_get("detail")?;
-        let hash = chain::entry_hash(&Link {
-            seq,
-            at_ms: row.try_get("at_ms")?,
-            technician_id: technician_id.as_deref(),
-            token_id: token_id.as_deref(),
-            action: &action,
-            subject: &subject,
-            detail: &detail,
-            prev_hash: &prev,
-        });
-        sqlx::query("UPDATE audit_log SET seq = $1, prev_hash = $2, hash = $3 WHERE id = $4")
-            .bind(seq)
-            .bind(&prev)
-            .bind(&hash)
-            .bind(row.try_get::<i64, _>("id")?)
-            .execute(&mut *tx)
-            .await?;
-        prev = hash;
-    }
-    sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
-        .bind(seq)
-        .bind(&prev)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("INSERT INTO fleet_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING")
-        .bind(LEGACY_CHAINED)
-        .bind(rows.len().to_string())
-        .execute(&mut *tx)
-        .await?;
+    let chained = engine::audit::chain_unchained(&mut Audit(&mut tx)).await?;
     tx.commit().await?;
-    Ok(rows.len() as u64)
+    Ok(chained)
 }
 
 const COLUMNS: &str = "a.id, a.seq, a.at_ms, a.actor_technician_id, t.name AS technician_name, \
      a.actor_token_id, a.action, a.subject, a.detail, a.prev_hash, a.hash \
      FROM audit_log a LEFT JOIN technicians t ON t.id = a.actor_technician_id";
-
-fn record(row: &sqlx::postgres::PgRow) -> StoreResult<AuditRecord> {
-    Ok(AuditRecord {
-        id: row.try_get("id")?,
-        seq: row.try_get("seq")?,
-        at_ms: row.try_get("at_ms")?,
-        technician_id: row.try_get("actor_technician_id")?,
-        technician_name: row.try_get("technician_name")?,
-        token_id: row.try_get("actor_token_id")?,
-        action: row.try_get("action")?,
-        subject: row.try_get("subject")?,
-        detail: row.try_get("detail")?,
-        prev_hash: row.try_get("prev_hash")?,
-        hash: row.try_get("hash")?,
-    })
-}
 
 /// Entries matching `query`, newest first.
 pub(super) async fn list(pool: &PgPool, query: &AuditQuery) -> StoreResult<Vec<AuditRecord>> {
@@ -189,7 +171,7 @@ pub(super) async fn list(pool: &PgPool, query: &AuditQuery) -> StoreResult<Vec<A
     sql.push(" ORDER BY a.id DESC LIMIT ")
         .push_bind(i64::from(query.limit));
     let rows = sql.build().fetch_all(pool).await?;
-    rows.iter().map(record).collect()
+    rows.iter().map(audit_record_row).collect()
 }
 
 /// Chained entries after `after_seq`, in chain order.
@@ -204,7 +186,7 @@ pub(super) async fn chain_page(
         .bind(i64::from(limit))
         .fetch_all(pool)
         .await?;
-    rows.iter().map(record).collect()
+    rows.iter().map(audit_record_row).collect()
 }
 
 /// The head row.

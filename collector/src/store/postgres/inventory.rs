@@ -13,6 +13,7 @@ use crate::changes;
 use crate::rules::policy::Policy;
 use crate::store::{
     ChangeQuery, ChangeRow, IncomingReport, InventoryFacts, ReportOutcome, StoreResult,
+    decode_inventory,
 };
 
 type Tx = Transaction<'static, Postgres>;
@@ -31,7 +32,8 @@ pub struct StoredInventory<'a> {
     pub facts: &'a InventoryFacts,
 }
 
-/// The stored inventory of a host and when it was collected.
+/// The stored inventory of a host and when it was collected; one that
+/// cannot be decoded is an error naming the host.
 async fn current(tx: &mut Tx, host: &str) -> StoreResult<(Option<Inventory>, Option<i64>)> {
     let row = sqlx::query("SELECT inventory, inventory_at_ms FROM hosts WHERE id = $1")
         .bind(host)
@@ -42,7 +44,10 @@ async fn current(tx: &mut Tx, host: &str) -> StoreResult<(Option<Inventory>, Opt
     };
     let blob: Option<Vec<u8>> = row.try_get("inventory")?;
     let at: Option<i64> = row.try_get("inventory_at_ms")?;
-    Ok((blob.and_then(|b| Inventory::decode(b.as_slice()).ok()), at))
+    let stored = blob
+        .map(|b| decode_inventory(host, "stored", &b))
+        .transpose()?;
+    Ok((stored, at))
 }
 
 /// Stores a full inventory, unless a newer one is stored already, and logs

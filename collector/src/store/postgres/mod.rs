@@ -45,18 +45,18 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use deskpulse_proto::v1::Inventory;
 use inventory::StoredInventory;
-use prost::Message;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row, Transaction};
 
+use super::engine;
+use super::rows::{HOST_COLUMNS, host_row};
 use super::{
     AuditEntry, CaRecord, Caller, ChangeQuery, ChangeRow, EnrollOutcome, EnrollRequest,
     HealthPoint, HostDetail, HostDiagnostics, HostQuery, HostRow, IncomingReport, IssueCert,
     JobQuery, JobRow, NewApiToken, NewEnrollmentToken, NewJob, PolicyRecord, ReportOutcome,
     ReportPayload, Role, SessionOpen, Store, StoreError, StoreGauges, StoreResult, TicketChange,
-    TicketQuery, TicketRefusal, TicketRow, WorklogEntry,
+    TicketQuery, TicketRefusal, TicketRow, WorklogEntry, decode_inventory,
 };
 use super::{AuditHead, AuditQuery, AuditRecord};
 use super::{Delivery, DeliveryOutcome, KbHit, NewWebhook, WebhookStatus};
@@ -361,7 +361,7 @@ async fn store_reports_once(
                 os_version,
                 facts,
             } => {
-                let new = Inventory::decode(encoded.as_slice()).unwrap_or_default();
+                let new = decode_inventory(&report.host_id, "reported", encoded)?;
                 let stored = StoredInventory {
                     encoded,
                     hostname,
@@ -416,15 +416,12 @@ async fn store_reports_once(
                 .bind(reading.disk_used_max_percent)
                 .execute(&mut *tx)
                 .await?;
-                tickets::evaluate(
-                    &mut tx,
-                    policy,
-                    &report.host_id,
+                let sample = engine::tickets::Sample {
+                    host: &report.host_id,
                     readings,
-                    report.collected_at_ms,
-                    now_ms,
-                )
-                .await?;
+                    at_ms: report.collected_at_ms,
+                };
+                tickets::evaluate(&mut tx, policy, &[sample], now_ms).await?;
                 let applied = sqlx::query(
                     "UPDATE hosts SET last_health = $1, health_at_ms = $2 \
                      WHERE id = $3 AND (health_at_ms IS NULL OR health_at_ms <= $2)",
@@ -492,27 +489,6 @@ fn is_transient(error: &StoreError) -> bool {
         _ => false,
     }
 }
-
-fn host_row(row: &PgRow) -> StoreResult<HostRow> {
-    let interval: i64 = row.try_get("health_interval_secs")?;
-    Ok(HostRow {
-        id: row.try_get("id")?,
-        hostname: row.try_get("hostname")?,
-        os_name: row.try_get("os_name")?,
-        os_version: row.try_get("os_version")?,
-        enrolled_at_ms: row.try_get("enrolled_at_ms")?,
-        last_seen_at_ms: row.try_get("last_seen_at_ms")?,
-        session_replica: row.try_get("session_replica")?,
-        goodbye_reason: row.try_get("goodbye_reason")?,
-        health_interval_secs: u32::try_from(interval).unwrap_or(60),
-        agent_version: row.try_get("agent_version")?,
-        cert_serial: row.try_get("cert_serial")?,
-        cert_sha256: row.try_get("cert_sha256")?,
-    })
-}
-
-const HOST_COLUMNS: &str = "id, hostname, os_name, os_version, enrolled_at_ms, last_seen_at_ms, \
-     session_replica, goodbye_reason, health_interval_secs, agent_version, cert_serial, cert_sha256";
 
 /// Host order, byte-wise like SQLite's BINARY collation whatever the
 /// database's locale, so both backends page alike (the hosts_by_hostname

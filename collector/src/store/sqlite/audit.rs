@@ -1,70 +1,124 @@
-//! The audit log as a hash chain (D28): the one append path, the head row
-//! that serialises appends, chaining the rows written before migration
-//! 0008, and the reads that listing and verification need.
+//! The audit log on SQLite (D28): the SQL of `engine::audit` (the one
+//! append path and the one-time chaining of pre-0008 rows), where a write
+//! to the head row takes SQLite's one write lock before the head is read,
+//! and the reads that listing and verification need.
 
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
-use crate::audit::chain::{self, Link};
+use crate::audit::chain::Link;
+use crate::store::engine::{
+    self,
+    audit::{AuditTx, UnchainedRow},
+};
+use crate::store::rows::{audit_record_row, unchained_row};
 use crate::store::{AuditEntry, AuditHead, AuditQuery, AuditRecord, StoreError, StoreResult};
 
-/// Appends one entry on `conn`, which must be inside a transaction: the
-/// head row is moved on and the row inserted with its hash, so the entry,
-/// the head and the caller's action commit or roll back together.
+/// One SQLite transaction's connection as the audit log sees it.
+pub(super) struct Audit<'a>(pub(super) &'a mut SqliteConnection);
+
+impl AuditTx for Audit<'_> {
+    async fn hold_head(&mut self) -> StoreResult<AuditHead> {
+        // A write that changes nothing comes first, so the write lock is
+        // taken before the head is read.
+        let head = sqlx::query("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash")
+            .fetch_optional(&mut *self.0)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("the audit_head row is missing".into()))?;
+        Ok(AuditHead {
+            seq: head.try_get("seq")?,
+            hash: head.try_get("hash")?,
+        })
+    }
+
+    async fn insert_entry(&mut self, link: &Link<'_>, hash: &str) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_log (seq, at_ms, actor_technician_id, actor_token_id, action, \
+             subject, detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(link.seq)
+        .bind(link.at_ms)
+        .bind(link.technician_id)
+        .bind(link.token_id)
+        .bind(link.action)
+        .bind(link.subject)
+        .bind(link.detail)
+        .bind(link.prev_hash)
+        .bind(hash)
+        .execute(&mut *self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn move_head(&mut self, seq: i64, hash: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1")
+            .bind(seq)
+            .bind(hash)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn legacy_chained(&mut self) -> StoreResult<bool> {
+        let done: Option<String> = sqlx::query_scalar("SELECT value FROM fleet_meta WHERE key = ?")
+            .bind(LEGACY_CHAINED)
+            .fetch_optional(&mut *self.0)
+            .await?;
+        Ok(done.is_some())
+    }
+
+    async fn unchained(&mut self) -> StoreResult<Vec<UnchainedRow>> {
+        let rows = sqlx::query(
+            "SELECT id, at_ms, actor_technician_id, actor_token_id, action, subject, detail \
+             FROM audit_log WHERE hash IS NULL ORDER BY id",
+        )
+        .fetch_all(&mut *self.0)
+        .await?;
+        rows.iter().map(unchained_row).collect()
+    }
+
+    async fn set_link(
+        &mut self,
+        id: i64,
+        seq: i64,
+        prev_hash: &str,
+        hash: &str,
+    ) -> StoreResult<()> {
+        sqlx::query("UPDATE audit_log SET seq = ?, prev_hash = ?, hash = ? WHERE id = ?")
+            .bind(seq)
+            .bind(prev_hash)
+            .bind(hash)
+            .bind(id)
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn mark_legacy_chained(&mut self, rows: usize) -> StoreResult<()> {
+        sqlx::query("INSERT INTO fleet_meta (key, value) VALUES (?, ?)")
+            .bind(LEGACY_CHAINED)
+            .bind(rows.to_string())
+            .execute(&mut *self.0)
+            .await?;
+        Ok(())
+    }
+}
+
+/// Appends one entry on `conn`, which must be inside a transaction
+/// ([`engine::audit::append`]).
 pub(super) async fn append(
     conn: &mut SqliteConnection,
     entry: &AuditEntry,
     now_ms: i64,
 ) -> StoreResult<()> {
-    // The UPDATE comes first so the write lock is taken before the head is
-    // read: no other writer can read the same head and fork the chain. On
-    // PostgreSQL this is `SELECT seq, hash FROM audit_head WHERE id = 1 FOR
-    // UPDATE` followed by the same statements.
-    let head = sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or_else(|| StoreError::Corrupt("the audit_head row is missing".into()))?;
-    let seq: i64 = head.try_get("seq")?;
-    let prev_hash: String = head.try_get("hash")?;
-    let hash = chain::entry_hash(&Link {
-        seq,
-        at_ms: now_ms,
-        technician_id: entry.technician_id.as_deref(),
-        token_id: entry.token_id.as_deref(),
-        action: &entry.action,
-        subject: &entry.subject,
-        detail: &entry.detail,
-        prev_hash: &prev_hash,
-    });
-    sqlx::query(
-        "INSERT INTO audit_log (seq, at_ms, actor_technician_id, actor_token_id, action, subject, \
-         detail, prev_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(seq)
-    .bind(now_ms)
-    .bind(&entry.technician_id)
-    .bind(&entry.token_id)
-    .bind(&entry.action)
-    .bind(&entry.subject)
-    .bind(&entry.detail)
-    .bind(&prev_hash)
-    .bind(&hash)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query("UPDATE audit_head SET hash = ? WHERE id = 1")
-        .bind(&hash)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
+    engine::audit::append(&mut Audit(conn), entry, now_ms).await
 }
 
 /// The fleet_meta key set once the pre-0008 rows are chained.
 const LEGACY_CHAINED: &str = "audit_legacy_chained";
 
-/// Chains the rows written before migration 0008 (they have no hash), in id
-/// order, after whatever is chained already. Done on open rather than in
-/// the migration because SQLite's SQL has no SHA-256. It happens once: the
-/// marker in fleet_meta makes later opens leave an unchained row alone, so
-/// a row inserted by hand is reported by verify instead of being adopted.
+/// Chains the rows written before migration 0008 once
+/// ([`engine::audit::chain_unchained`]); done on open rather than in the
+/// migration so the hash is computed by the same Rust code as every append.
 pub(super) async fn chain_unchained(writer: &super::Writer) -> StoreResult<u64> {
     let done: Option<String> = sqlx::query_scalar("SELECT value FROM fleet_meta WHERE key = ?")
         .bind(LEGACY_CHAINED)
@@ -74,84 +128,14 @@ pub(super) async fn chain_unchained(writer: &super::Writer) -> StoreResult<u64> 
         return Ok(0);
     }
     let mut tx = super::begin_write(writer).await?;
-    // Checked again under the write lock: two processes may open at once.
-    let done: Option<String> = sqlx::query_scalar("SELECT value FROM fleet_meta WHERE key = ?")
-        .bind(LEGACY_CHAINED)
-        .fetch_optional(&mut *tx)
-        .await?;
-    if done.is_some() {
-        return Ok(0);
-    }
-    let rows = sqlx::query(
-        "SELECT id, at_ms, actor_technician_id, actor_token_id, action, subject, detail \
-         FROM audit_log WHERE hash IS NULL ORDER BY id",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-        .fetch_one(&mut *tx)
-        .await?;
-    let mut seq: i64 = head.try_get("seq")?;
-    let mut prev: String = head.try_get("hash")?;
-    for row in &rows {
-        seq += 1;
-        let technician_id: Option<String> = row.try_get("actor_technician_id")?;
-        let token_id: Option<String> = row.try_get("actor_token_id")?;
-        let action: String = row.try_get("action")?;
-        let subject: String = row.try_get("subject")?;
-        let detail: String = row.try_get("detail")?;
-        let hash = chain::entry_hash(&Link {
-            seq,
-            at_ms: row.try_get("at_ms")?,
-            technician_id: technician_id.as_deref(),
-            token_id: token_id.as_deref(),
-            action: &action,
-            subject: &subject,
-            detail: &detail,
-            prev_hash: &prev,
-        });
-        sqlx::query("UPDATE audit_log SET seq = ?, prev_hash = ?, hash = ? WHERE id = ?")
-            .bind(seq)
-            .bind(&prev)
-            .bind(&hash)
-            .bind(row.try_get::<i64, _>("id")?)
-            .execute(&mut *tx)
-            .await?;
-        prev = hash;
-    }
-    sqlx::query("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1")
-        .bind(seq)
-        .bind(&prev)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("INSERT INTO fleet_meta (key, value) VALUES (?, ?)")
-        .bind(LEGACY_CHAINED)
-        .bind(rows.len().to_string())
-        .execute(&mut *tx)
-        .await?;
+    let chained = engine::audit::chain_unchained(&mut Audit(&mut tx)).await?;
     tx.commit().await?;
-    Ok(rows.len() as u64)
+    Ok(chained)
 }
 
 const COLUMNS: &str = "a.id, a.seq, a.at_ms, a.actor_technician_id, t.name AS technician_name, \
      a.actor_token_id, a.action, a.subject, a.detail, a.prev_hash, a.hash \
      FROM audit_log a LEFT JOIN technicians t ON t.id = a.actor_technician_id";
-
-fn record(row: &sqlx::sqlite::SqliteRow) -> StoreResult<AuditRecord> {
-    Ok(AuditRecord {
-        id: row.try_get("id")?,
-        seq: row.try_get("seq")?,
-        at_ms: row.try_get("at_ms")?,
-        technician_id: row.try_get("actor_technician_id")?,
-        technician_name: row.try_get("technician_name")?,
-        token_id: row.try_get("actor_token_id")?,
-        action: row.try_get("action")?,
-        subject: row.try_get("subject")?,
-        detail: row.try_get("detail")?,
-        prev_hash: row.try_get("prev_hash")?,
-        hash: row.try_get("hash")?,
-    })
-}
 
 /// Entries matching `query`, newest first.
 pub(super) async fn list(pool: &SqlitePool, query: &AuditQuery) -> StoreResult<Vec<AuditRecord>> {
@@ -178,7 +162,7 @@ pub(super) async fn list(pool: &SqlitePool, query: &AuditQuery) -> StoreResult<V
     sql.push(" ORDER BY a.id DESC LIMIT ")
         .push_bind(i64::from(query.limit));
     let rows = sql.build().fetch_all(pool).await?;
-    rows.iter().map(record).collect()
+    rows.iter().map(audit_record_row).collect()
 }
 
 /// Chained entries after `after_seq`, in chain order.
@@ -193,7 +177,7 @@ pub(super) async fn chain_page(
         .bind(i64::from(limit))
         .fetch_all(pool)
         .await?;
-    rows.iter().map(record).collect()
+    rows.iter().map(audit_record_row).collect()
 }
 
 /// The head row.

@@ -198,7 +198,7 @@ async fn store_health(
             f64::from(reading.memory_used_percent),
             f64::from(reading.disk_used_max_percent),
         ));
-        samples.push(tickets::Sample {
+        samples.push(crate::store::engine::tickets::Sample {
             host: &report.host_id,
             readings,
             at_ms: report.collected_at_ms,

@@ -16,7 +16,7 @@ use crate::changes;
 use crate::rules::policy::Policy;
 use crate::store::{
     ChangeQuery, ChangeRow, IncomingReport, InventoryFacts, ReportOutcome, ReportPayload,
-    StoreResult,
+    StoreResult, decode_inventory,
 };
 
 type Tx = Transaction<'static, Sqlite>;
@@ -32,8 +32,8 @@ struct Stored<'a> {
     at_ms: i64,
 }
 
-/// The stored inventories of `hosts` and when each was collected; an
-/// undecodable one counts as none (the next snapshot is a baseline).
+/// The stored inventories of `hosts` and when each was collected; one that
+/// cannot be decoded is an error naming its host.
 async fn current(
     tx: &mut Tx,
     hosts: &[&str],
@@ -47,14 +47,12 @@ async fn current(
     .await?;
     rows.iter()
         .map(|r| {
+            let host: String = r.try_get(0)?;
             let blob: Vec<u8> = r.try_get(1)?;
-            Ok((
-                r.try_get(0)?,
-                (Inventory::decode(blob.as_slice()).ok(), Some(r.try_get(2)?)),
-            ))
+            let stored = decode_inventory(&host, "stored", &blob)?;
+            Ok((host, (Some(stored), Some(r.try_get(2)?))))
         })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(Into::into)
+        .collect()
 }
 
 /// Stores a batch's full inventories and applies its deltas, in batch
@@ -99,7 +97,7 @@ pub async fn store_batch(
                 os_version,
                 facts,
             } => Ok((
-                Inventory::decode(encoded.as_slice()).unwrap_or_default(),
+                decode_inventory(host, "reported", encoded)?,
                 Stored {
                     encoded: Cow::Borrowed(encoded.as_slice()),
                     hostname: Cow::Borrowed(hostname.as_str()),

@@ -1,51 +1,15 @@
-//! Diagnostic jobs on SQLite: recorded when a technician asks, marked sent
-//! when delivered, finished by the agent's spooled result (in the
-//! transaction that stores the report), by a cancel or by expiry. Every
-//! finish is audited in the same transaction.
+//! Diagnostic jobs on SQLite: the SQL of the job state machine
+//! (`engine::jobs`, which decides each step and audits it in the same
+//! transaction), and the job reads.
 
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
-use crate::store::{
-    AuditEntry, HostDiagnostics, JobQuery, JobResult, JobRow, NewJob, StoreError, StoreResult,
+use crate::store::engine::{
+    self,
+    jobs::{Finish, JobTx},
 };
-
-const JOB_COLUMNS: &str = "j.id, j.host_id, h.hostname, j.diagnostic, j.params, j.params_text, \
-     j.risk, j.requested_by, j.ticket_id, j.state, j.created_at_ms, j.expires_at_ms, \
-     j.sent_at_ms, j.started_at_ms, j.finished_at_ms, j.exit_code, j.reason, j.output, \
-     j.truncated, j.cancel_requested";
-
-/// The most output kept of one job, whatever the agent sends: the largest
-/// catalog cap with room to spare.
-const MAX_OUTPUT: usize = 256 * 1024;
-
-fn job_row(r: &sqlx::sqlite::SqliteRow) -> StoreResult<JobRow> {
-    let exit: Option<i64> = r.try_get("exit_code")?;
-    let output: Option<Vec<u8>> = r.try_get("output")?;
-    Ok(JobRow {
-        id: r.try_get("id")?,
-        host_id: r.try_get("host_id")?,
-        hostname: r.try_get("hostname")?,
-        diagnostic: r.try_get("diagnostic")?,
-        params: r.try_get("params")?,
-        params_text: r.try_get("params_text")?,
-        risk: r.try_get("risk")?,
-        requested_by: r.try_get("requested_by")?,
-        ticket_id: r.try_get("ticket_id")?,
-        state: r.try_get("state")?,
-        created_at_ms: r.try_get("created_at_ms")?,
-        expires_at_ms: r.try_get("expires_at_ms")?,
-        sent_at_ms: r.try_get("sent_at_ms")?,
-        started_at_ms: r.try_get("started_at_ms")?,
-        finished_at_ms: r.try_get("finished_at_ms")?,
-        exit_code: exit
-            .map(|e| i32::try_from(e).map_err(|_| StoreError::Corrupt(format!("exit code {e}"))))
-            .transpose()?,
-        reason: r.try_get("reason")?,
-        output: output.unwrap_or_default(),
-        truncated: r.try_get::<i64, _>("truncated")? != 0,
-        cancel_requested: r.try_get::<i64, _>("cancel_requested")? != 0,
-    })
-}
+use crate::store::rows::{JOB_COLUMNS, job_row};
+use crate::store::{AuditEntry, HostDiagnostics, JobQuery, JobResult, JobRow, NewJob, StoreResult};
 
 async fn one<'e, E>(executor: E, id: &str) -> StoreResult<Option<JobRow>>
 where
@@ -60,63 +24,142 @@ where
     row.as_ref().map(job_row).transpose()
 }
 
-fn system(action: &str, job: &JobRow, detail: String) -> AuditEntry {
-    AuditEntry {
-        technician_id: None,
-        token_id: None,
-        action: action.into(),
-        subject: format!("job {} on host {}", job.id, job.host_id),
-        detail,
-    }
-}
+/// One SQLite write transaction as the job state machine sees it.
+pub(super) struct Jobs<'a>(pub(super) &'a mut Transaction<'static, Sqlite>);
 
-/// Records a job, queued, with its audit entry.
-pub async fn create(writer: &super::Writer, job: &NewJob, now_ms: i64) -> StoreResult<JobRow> {
-    let mut tx = super::begin_write(writer).await?;
-    sqlx::query(
-        "INSERT INTO jobs (id, host_id, diagnostic, params, params_text, risk, requested_by, \
-         technician_id, token_id, ticket_id, state, created_at_ms, expires_at_ms) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
-    )
-    .bind(&job.id)
-    .bind(&job.host_id)
-    .bind(&job.diagnostic)
-    .bind(&job.params)
-    .bind(&job.params_text)
-    .bind(&job.risk)
-    .bind(&job.caller.name)
-    .bind(&job.caller.technician_id)
-    .bind(&job.caller.token_id)
-    .bind(job.ticket_id)
-    .bind(now_ms)
-    .bind(job.expires_at_ms)
-    .execute(&mut *tx)
-    .await?;
-    super::append_audit_in(
-        &mut tx,
-        &AuditEntry {
-            technician_id: Some(job.caller.technician_id.clone()),
-            token_id: Some(job.caller.token_id.clone()),
-            action: "diagnostic.request".into(),
-            subject: format!("job {} on host {}", job.id, job.host_id),
-            detail: format!(
-                "{} {} ({}){}",
-                job.diagnostic,
-                job.params_text,
-                job.risk,
-                job.ticket_id
-                    .map(|t| format!(" for ticket {t}"))
-                    .unwrap_or_default()
-            ),
-        },
-        now_ms,
-    )
-    .await?;
-    let row = one(&mut *tx, &job.id)
+impl JobTx for Jobs<'_> {
+    async fn job(&mut self, id: &str) -> StoreResult<Option<JobRow>> {
+        one(&mut **self.0, id).await
+    }
+
+    async fn job_for_change(&mut self, id: &str) -> StoreResult<Option<JobRow>> {
+        one(&mut **self.0, id).await
+    }
+
+    async fn insert_job(&mut self, job: &NewJob, now_ms: i64) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO jobs (id, host_id, diagnostic, params, params_text, risk, requested_by, \
+             technician_id, token_id, ticket_id, state, created_at_ms, expires_at_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+        )
+        .bind(&job.id)
+        .bind(&job.host_id)
+        .bind(&job.diagnostic)
+        .bind(&job.params)
+        .bind(&job.params_text)
+        .bind(&job.risk)
+        .bind(&job.caller.name)
+        .bind(&job.caller.technician_id)
+        .bind(&job.caller.token_id)
+        .bind(job.ticket_id)
+        .bind(now_ms)
+        .bind(job.expires_at_ms)
+        .execute(&mut **self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn mark_sent(&mut self, id: &str, now_ms: i64) -> StoreResult<bool> {
+        let sent = sqlx::query(
+            "UPDATE jobs SET state = 'sent', sent_at_ms = ? WHERE id = ? AND state = 'queued'",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .execute(&mut **self.0)
         .await?
-        .ok_or_else(|| StoreError::Corrupt(format!("job {} vanished", job.id)))?;
-    tx.commit().await?;
-    Ok(row)
+        .rows_affected();
+        Ok(sent == 1)
+    }
+
+    async fn resent(&mut self, id: &str, now_ms: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE jobs SET sent_at_ms = ? WHERE id = ? AND state = 'sent'")
+            .bind(now_ms)
+            .bind(id)
+            .execute(&mut **self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn cancel_queued(&mut self, id: &str, now_ms: i64) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE jobs SET state = 'cancelled', cancel_requested = 1, finished_at_ms = ?, \
+             reason = 'cancelled before it reached the agent' WHERE id = ?",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .execute(&mut **self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn request_cancel(&mut self, id: &str) -> StoreResult<()> {
+        sqlx::query("UPDATE jobs SET cancel_requested = 1 WHERE id = ?")
+            .bind(id)
+            .execute(&mut **self.0)
+            .await?;
+        Ok(())
+    }
+
+    async fn expiring(&mut self, now_ms: i64) -> StoreResult<Vec<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE state IN ('queued', 'sent') AND expires_at_ms <= ?",
+        )
+        .bind(now_ms)
+        .fetch_all(&mut **self.0)
+        .await?)
+    }
+
+    async fn expire_job(&mut self, id: &str, now_ms: i64) -> StoreResult<bool> {
+        let expired = sqlx::query(
+            "UPDATE jobs SET state = 'expired', finished_at_ms = ?1, \
+             reason = 'the request expired before the agent ran it' \
+             WHERE id = ?2 AND (state = 'queued' OR (state = 'sent' AND expires_at_ms + 3600000 <= ?1))",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .execute(&mut **self.0)
+        .await?
+        .rows_affected();
+        Ok(expired == 1)
+    }
+
+    async fn finish_job(&mut self, finish: &Finish<'_>) -> StoreResult<bool> {
+        let finished = sqlx::query(
+            "UPDATE jobs SET state = ?, exit_code = ?, output = ?, truncated = ?, \
+             started_at_ms = ?, finished_at_ms = ?, reason = NULLIF(?, '') \
+             WHERE id = ? AND host_id = ? AND state IN ('queued', 'sent', 'expired')",
+        )
+        .bind(finish.outcome)
+        .bind(finish.exit_code)
+        .bind(finish.output)
+        .bind(i64::from(finish.truncated))
+        .bind(finish.started_at_ms)
+        .bind(finish.finished_at_ms)
+        .bind(finish.reason)
+        .bind(finish.job_id)
+        .bind(finish.host)
+        .execute(&mut **self.0)
+        .await?
+        .rows_affected();
+        Ok(finished == 1)
+    }
+
+    async fn ticket_note(&mut self, ticket: i64, at_ms: i64, note: &str) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO ticket_worklog (ticket_id, at_ms, author, note) \
+             SELECT id, ?, 'system', ? FROM tickets WHERE id = ?",
+        )
+        .bind(at_ms)
+        .bind(note)
+        .bind(ticket)
+        .execute(&mut **self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn audit(&mut self, entry: &AuditEntry, now_ms: i64) -> StoreResult<()> {
+        super::append_audit_in(self.0, entry, now_ms).await
+    }
 }
 
 /// A job by id.
@@ -156,184 +199,6 @@ pub async fn deliverable(pool: &SqlitePool, host: &str, now_ms: i64) -> StoreRes
     rows.iter().map(job_row).collect()
 }
 
-/// Marks a job sent; the first send is audited as its start.
-pub async fn sent(writer: &super::Writer, id: &str, now_ms: i64) -> StoreResult<()> {
-    let mut tx = super::begin_write(writer).await?;
-    let first = sqlx::query(
-        "UPDATE jobs SET state = 'sent', sent_at_ms = ? WHERE id = ? AND state = 'queued'",
-    )
-    .bind(now_ms)
-    .bind(id)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if first && let Some(job) = one(&mut *tx, id).await? {
-        super::append_audit_in(
-            &mut tx,
-            &system("diagnostic.start", &job, "delivered to the agent".into()),
-            now_ms,
-        )
-        .await?;
-    } else {
-        sqlx::query("UPDATE jobs SET sent_at_ms = ? WHERE id = ? AND state = 'sent'")
-            .bind(now_ms)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-    }
-    tx.commit().await?;
-    Ok(())
-}
-
-/// Cancels a job.
-pub async fn cancel(writer: &super::Writer, id: &str, now_ms: i64) -> StoreResult<Option<JobRow>> {
-    let mut tx = super::begin_write(writer).await?;
-    let Some(job) = one(&mut *tx, id).await? else {
-        return Ok(None);
-    };
-    match job.state.as_str() {
-        "queued" => {
-            sqlx::query(
-                "UPDATE jobs SET state = 'cancelled', cancel_requested = 1, finished_at_ms = ?, \
-                 reason = 'cancelled before it reached the agent' WHERE id = ?",
-            )
-            .bind(now_ms)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        }
-        "sent" => {
-            sqlx::query("UPDATE jobs SET cancel_requested = 1 WHERE id = ?")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        _ => {}
-    }
-    let after = one(&mut *tx, id)
-        .await?
-        .ok_or_else(|| StoreError::Corrupt(format!("job {id} vanished")))?;
-    tx.commit().await?;
-    Ok(Some(after))
-}
-
-/// Expires jobs whose request passed its TTL before the agent took it.
-pub async fn expire(writer: &super::Writer, now_ms: i64) -> StoreResult<Vec<JobRow>> {
-    let mut tx = super::begin_write(writer).await?;
-    let ids: Vec<String> = sqlx::query_scalar(
-        "SELECT id FROM jobs WHERE state IN ('queued', 'sent') AND expires_at_ms <= ?",
-    )
-    .bind(now_ms)
-    .fetch_all(&mut *tx)
-    .await?;
-    let mut expired = Vec::new();
-    for id in ids {
-        // A sent job keeps running on the agent and reports its own result;
-        // only one never delivered, or delivered and never answered within
-        // a grace hour, expires here.
-        let done = sqlx::query(
-            "UPDATE jobs SET state = 'expired', finished_at_ms = ?, \
-             reason = 'the request expired before the agent ran it' \
-             WHERE id = ? AND (state = 'queued' OR (state = 'sent' AND expires_at_ms + 3600000 <= ?))",
-        )
-        .bind(now_ms)
-        .bind(&id)
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if done && let Some(job) = one(&mut *tx, &id).await? {
-            super::append_audit_in(
-                &mut tx,
-                &system("diagnostic.expire", &job, "expired".into()),
-                now_ms,
-            )
-            .await?;
-            expired.push(job);
-        }
-    }
-    tx.commit().await?;
-    Ok(expired)
-}
-
-/// Finishes a job with the agent's result, inside the transaction that
-/// stores the report. Only the host the job was for can finish it; a
-/// result for a finished or unknown job changes nothing.
-pub async fn finish(
-    tx: &mut Transaction<'static, Sqlite>,
-    host: &str,
-    result: &JobResult,
-    now_ms: i64,
-) -> StoreResult<()> {
-    let mut output = result.output.clone();
-    let truncated = result.truncated || output.len() > MAX_OUTPUT;
-    output.truncate(MAX_OUTPUT);
-    let finished = sqlx::query(
-        "UPDATE jobs SET state = ?, exit_code = ?, output = ?, truncated = ?, started_at_ms = ?, \
-         finished_at_ms = ?, reason = NULLIF(?, '') \
-         WHERE id = ? AND host_id = ? AND state IN ('queued', 'sent', 'expired')",
-    )
-    .bind(&result.outcome)
-    .bind(result.exit_code)
-    .bind(&output)
-    .bind(i64::from(truncated))
-    .bind(result.started_at_ms)
-    .bind(result.finished_at_ms)
-    .bind(&result.reason)
-    .bind(&result.job_id)
-    .bind(host)
-    .execute(&mut **tx)
-    .await?
-    .rows_affected()
-        == 1;
-    if !finished {
-        tracing::warn!(host, job = %result.job_id, "a diagnostic result for no open job of this host; ignored");
-        return Ok(());
-    }
-    let Some(job) = one(&mut **tx, &result.job_id).await? else {
-        return Ok(());
-    };
-    let verb = if result.outcome == "refused" {
-        "diagnostic.refuse"
-    } else {
-        "diagnostic.finish"
-    };
-    let detail = format!(
-        "{} {}: {} exit {}{}",
-        job.diagnostic,
-        job.params_text,
-        result.outcome,
-        result.exit_code,
-        if result.reason.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", result.reason)
-        }
-    );
-    super::append_audit_in(tx, &system(verb, &job, detail.clone()), now_ms).await?;
-    if let Some(ticket) = job.ticket_id {
-        // The result is attached to the ticket: the worklog names the job
-        // and carries the start of the output.
-        let text = String::from_utf8_lossy(&output);
-        let mut excerpt: String = text.chars().take(4000).collect();
-        if excerpt.len() < text.len() {
-            excerpt.push_str("\n[... the rest is in deskpulse job show]");
-        }
-        sqlx::query(
-            "INSERT INTO ticket_worklog (ticket_id, at_ms, author, note) \
-             SELECT id, ?, 'system', ? FROM tickets WHERE id = ?",
-        )
-        .bind(now_ms)
-        .bind(format!("diagnostic job {}: {detail}\n{excerpt}", job.id))
-        .bind(ticket)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(())
-}
-
 /// What a host's agent said about diagnostics.
 pub async fn host_diagnostics(pool: &SqlitePool, host: &str) -> StoreResult<HostDiagnostics> {
     let row = sqlx::query("SELECT catalog_version, enabled_diagnostics FROM hosts WHERE id = ?")
@@ -353,4 +218,47 @@ pub async fn host_diagnostics(pool: &SqlitePool, host: &str) -> StoreResult<Host
             .map(str::to_owned)
             .collect(),
     })
+}
+
+/// Records a job, queued, with its audit entry ([`engine::jobs::create`]).
+pub async fn create(writer: &super::Writer, job: &NewJob, now_ms: i64) -> StoreResult<JobRow> {
+    let mut tx = super::begin_write(writer).await?;
+    let row = engine::jobs::create(&mut Jobs(&mut tx), job, now_ms).await?;
+    tx.commit().await?;
+    Ok(row)
+}
+
+/// Marks a job sent ([`engine::jobs::sent`]).
+pub async fn sent(writer: &super::Writer, id: &str, now_ms: i64) -> StoreResult<()> {
+    let mut tx = super::begin_write(writer).await?;
+    engine::jobs::sent(&mut Jobs(&mut tx), id, now_ms).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Cancels a job ([`engine::jobs::cancel`]).
+pub async fn cancel(writer: &super::Writer, id: &str, now_ms: i64) -> StoreResult<Option<JobRow>> {
+    let mut tx = super::begin_write(writer).await?;
+    let job = engine::jobs::cancel(&mut Jobs(&mut tx), id, now_ms).await?;
+    tx.commit().await?;
+    Ok(job)
+}
+
+/// Expires jobs past their TTL ([`engine::jobs::expire`]).
+pub async fn expire(writer: &super::Writer, now_ms: i64) -> StoreResult<Vec<JobRow>> {
+    let mut tx = super::begin_write(writer).await?;
+    let expired = engine::jobs::expire(&mut Jobs(&mut tx), now_ms).await?;
+    tx.commit().await?;
+    Ok(expired)
+}
+
+/// Finishes a job with the agent's result, inside the transaction that
+/// stores the report ([`engine::jobs::finish`]).
+pub async fn finish(
+    tx: &mut Transaction<'static, Sqlite>,
+    host: &str,
+    result: &JobResult,
+    now_ms: i64,
+) -> StoreResult<()> {
+    engine::jobs::finish(&mut Jobs(tx), host, result, now_ms).await
 }

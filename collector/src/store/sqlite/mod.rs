@@ -39,6 +39,7 @@ use super::HostQuery;
 use crate::rules::policy::{Policy, parse_policy};
 use crate::rules::priority::Priority;
 
+use super::rows::{HOST_COLUMNS, host_row};
 use super::{
     AuditEntry, CaRecord, Caller, ChangeQuery, ChangeRow, EnrollOutcome, EnrollRequest,
     HealthPoint, HostDetail, HostDiagnostics, HostRow, IncomingReport, IssueCert, JobQuery, JobRow,
@@ -194,27 +195,6 @@ async fn load_policy(pool: &SqlitePool) -> StoreResult<PolicyRecord> {
         policy,
     })
 }
-
-fn host_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<HostRow> {
-    let interval: i64 = row.try_get("health_interval_secs")?;
-    Ok(HostRow {
-        id: row.try_get("id")?,
-        hostname: row.try_get("hostname")?,
-        os_name: row.try_get("os_name")?,
-        os_version: row.try_get("os_version")?,
-        enrolled_at_ms: row.try_get("enrolled_at_ms")?,
-        last_seen_at_ms: row.try_get("last_seen_at_ms")?,
-        session_replica: row.try_get("session_replica")?,
-        goodbye_reason: row.try_get("goodbye_reason")?,
-        health_interval_secs: u32::try_from(interval).unwrap_or(60),
-        agent_version: row.try_get("agent_version")?,
-        cert_serial: row.try_get("cert_serial")?,
-        cert_sha256: row.try_get("cert_sha256")?,
-    })
-}
-
-const HOST_COLUMNS: &str = "id, hostname, os_name, os_version, enrolled_at_ms, last_seen_at_ms, \
-     session_replica, goodbye_reason, health_interval_secs, agent_version, cert_serial, cert_sha256";
 
 fn seq_i64(seq: u64) -> StoreResult<i64> {
     i64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("sequence number {seq} too large")))

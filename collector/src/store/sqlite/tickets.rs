@@ -1,458 +1,449 @@
-//! Tickets on SQLite. Each health sample is evaluated in the transaction
-//! that stores it, and each inventory's changes in the transaction that
-//! stores the inventory, so rule state (D21) and the tickets it opens
-//! commit with the report, and a host's reports are evaluated in order.
-//! Timers (quiet periods, reopen windows, offline hosts, SLA targets)
-//! advance from the one-minute maintenance task.
+//! Tickets on SQLite: the SQL of the ticket engine
+//! (`super::super::engine::tickets`), which decides what happens to rule
+//! states and tickets, and the ticket reads. SQLite has one writer, so
+//! nothing here claims a host or a ticket.
 
 use std::collections::HashMap;
 
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
-use super::webhooks::{self, TicketEvent};
-
+use super::batch::json_rows;
 use crate::rules::events::ChangeEvent;
-use crate::rules::model::{Metric, Rule};
 use crate::rules::policy::Policy;
-use crate::rules::priority::{Impact, Priority, Severity};
-use crate::rules::{RuleState, TicketAction, USER_REPORT_RULE, step};
-use crate::store::{
-    ALWAYS_ON_CHASSIS, OFFLINE_AFTER_INTERVALS, Reading, StoreError, StoreResult, TICKET_STATUSES,
-    TicketChange, TicketQuery, TicketRefusal, TicketRow, WorklogEntry,
+use crate::rules::priority::Priority;
+use crate::store::engine::tickets::{
+    self as engine, Due, LoggedChange, NewTicket, OutboxEntry, Presence, Sample, SlaTarget,
+    StateKey, StoredState, Tags, TicketTx, TicketWrite, parse_state, state_text,
 };
-
-/// The columns `ticket_row` reads.
-const TICKET_COLUMNS: &str = "t.id, t.host_id, h.hostname, t.rule, t.subject, t.title, t.status, \
-     t.priority, t.severity, t.assignee, t.escalation, t.occurrences, t.flaps, t.opened_at_ms, \
-     t.updated_at_ms, t.resolved_at_ms, t.response_due_ms, t.resolution_due_ms, t.evidence, \
-     t.responded_at_ms, t.resolution";
+use crate::store::rows::{
+    TICKET_COLUMNS, logged_change_row, presence_row, rule_state_row, ticket_row,
+};
+use crate::store::{
+    ALWAYS_ON_CHASSIS, StoreResult, TicketChange, TicketEvent, TicketQuery, TicketRefusal,
+    TicketRow, WorklogEntry,
+};
 
 type Tx = Transaction<'static, Sqlite>;
 
-fn ms(d: std::time::Duration) -> i64 {
-    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
+/// One SQLite write transaction as the ticket engine sees it.
+pub(super) struct Tickets<'a>(pub(super) &'a mut Tx);
 
-async fn host_tags(tx: &mut Tx, host: &str) -> StoreResult<Vec<(String, String)>> {
-    let rows = sqlx::query("SELECT key, value FROM host_tags WHERE host_id = ?")
-        .bind(host)
-        .fetch_all(&mut **tx)
-        .await?;
-    rows.iter()
-        .map(|r| Ok((r.try_get("key")?, r.try_get("value")?)))
-        .collect()
-}
-
-fn parse_state(text: &str) -> StoreResult<RuleState> {
-    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("rule state {text:?}: {e}")))
-}
-
-async fn load_state(
-    tx: &mut Tx,
-    host: &str,
-    rule: &str,
-    subject: &str,
-) -> StoreResult<(RuleState, Option<i64>)> {
-    let row = sqlx::query(
-        "SELECT state, ticket_id FROM rule_states WHERE host_id = ? AND rule = ? AND subject = ?",
-    )
-    .bind(host)
-    .bind(rule)
-    .bind(subject)
-    .fetch_optional(&mut **tx)
-    .await?;
-    let Some(row) = row else {
-        return Ok((RuleState::Ok, None));
-    };
-    let text: String = row.try_get("state")?;
-    Ok((parse_state(&text)?, row.try_get("ticket_id")?))
-}
-
-async fn save_state(
-    tx: &mut Tx,
-    host: &str,
-    rule: &str,
-    subject: &str,
-    state: RuleState,
-    ticket: Option<i64>,
-) -> StoreResult<()> {
-    if state == RuleState::Ok {
-        sqlx::query("DELETE FROM rule_states WHERE host_id = ? AND rule = ? AND subject = ?")
-            .bind(host)
-            .bind(rule)
-            .bind(subject)
-            .execute(&mut **tx)
-            .await?;
-        return Ok(());
+impl TicketTx for Tickets<'_> {
+    async fn tags_of(&mut self, hosts: &[&str]) -> StoreResult<HashMap<String, Tags>> {
+        let mut tags: HashMap<String, Tags> = HashMap::new();
+        for r in sqlx::query(
+            "SELECT host_id, key, value FROM host_tags \
+             WHERE host_id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(json_rows(&hosts)?)
+        .fetch_all(&mut **self.0)
+        .await?
+        {
+            tags.entry(r.try_get(0)?)
+                .or_default()
+                .push((r.try_get(1)?, r.try_get(2)?));
+        }
+        Ok(tags)
     }
-    let json = serde_json::to_string(&state)
-        .map_err(|e| StoreError::Corrupt(format!("rule state: {e}")))?;
-    sqlx::query(
-        "INSERT INTO rule_states (host_id, rule, subject, state, ticket_id) VALUES (?, ?, ?, ?, ?) \
-         ON CONFLICT (host_id, rule, subject) DO UPDATE SET state = excluded.state, \
-         ticket_id = excluded.ticket_id",
-    )
-    .bind(host)
-    .bind(rule)
-    .bind(subject)
-    .bind(json)
-    .bind(ticket)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
-}
 
-async fn worklog(tx: &mut Tx, ticket: i64, at_ms: i64, note: &str) -> StoreResult<()> {
-    worklog_by(tx, ticket, at_ms, "system", note).await
-}
+    async fn states_of(&mut self, hosts: &[&str]) -> StoreResult<HashMap<StateKey, StoredState>> {
+        let rows = sqlx::query(
+            "SELECT host_id, rule, subject, state, ticket_id FROM rule_states \
+             WHERE host_id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(json_rows(&hosts)?)
+        .fetch_all(&mut **self.0)
+        .await?;
+        rows.iter().map(rule_state_row).collect()
+    }
 
-async fn worklog_by(
-    tx: &mut Tx,
-    ticket: i64,
-    at_ms: i64,
-    author: &str,
-    note: &str,
-) -> StoreResult<()> {
-    sqlx::query("INSERT INTO ticket_worklog (ticket_id, at_ms, author, note) VALUES (?, ?, ?, ?)")
+    async fn load_state(
+        &mut self,
+        host: &str,
+        rule: &str,
+        subject: &str,
+    ) -> StoreResult<StoredState> {
+        let row = sqlx::query(
+            "SELECT state, ticket_id FROM rule_states WHERE host_id = ? AND rule = ? AND subject = ?",
+        )
+        .bind(host)
+        .bind(rule)
+        .bind(subject)
+        .fetch_optional(&mut **self.0)
+        .await?;
+        let Some(row) = row else {
+            return Ok((crate::rules::RuleState::Ok, None));
+        };
+        let text: String = row.try_get("state")?;
+        Ok((parse_state(&text)?, row.try_get("ticket_id")?))
+    }
+
+    async fn save_states(&mut self, states: &[(&StateKey, StoredState)]) -> StoreResult<()> {
+        let mut gone = Vec::new();
+        let mut kept = Vec::new();
+        for ((host, rule, subject), (state, ticket)) in states {
+            if *state == crate::rules::RuleState::Ok {
+                gone.push((host, rule, subject));
+            } else {
+                kept.push((host, rule, subject, state_text(state)?, *ticket));
+            }
+        }
+        if !gone.is_empty() {
+            sqlx::query(
+                "DELETE FROM rule_states WHERE (host_id, rule, subject) IN \
+                 (SELECT value->>0, value->>1, value->>2 FROM json_each(?1))",
+            )
+            .bind(json_rows(&gone)?)
+            .execute(&mut **self.0)
+            .await?;
+        }
+        if !kept.is_empty() {
+            // `WHERE true` lets SQLite parse the upsert after a SELECT.
+            sqlx::query(
+                "INSERT INTO rule_states (host_id, rule, subject, state, ticket_id) \
+                 SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM json_each(?1) \
+                 WHERE true ON CONFLICT (host_id, rule, subject) DO UPDATE SET \
+                 state = excluded.state, ticket_id = excluded.ticket_id",
+            )
+            .bind(json_rows(&kept)?)
+            .execute(&mut **self.0)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_ticket(
+        &mut self,
+        new: &NewTicket<'_>,
+        due: Due,
+        now_ms: i64,
+    ) -> StoreResult<i64> {
+        Ok(sqlx::query(
+            "INSERT INTO tickets (host_id, rule, subject, title, status, priority, severity, \
+             opened_at_ms, updated_at_ms, response_due_ms, resolution_due_ms, evidence) \
+             VALUES (?, ?, ?, ?, 'new', ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(new.host)
+        .bind(new.rule)
+        .bind(new.subject)
+        .bind(new.title)
+        .bind(new.priority.name())
+        .bind(new.severity.name())
+        .bind(now_ms)
+        .bind(now_ms)
+        .bind(due.response_ms)
+        .bind(due.resolution_ms)
+        .bind(new.evidence.to_string())
+        .fetch_one(&mut **self.0)
+        .await?
+        .try_get("id")?)
+    }
+
+    async fn worklog(
+        &mut self,
+        ticket: i64,
+        at_ms: i64,
+        author: &str,
+        note: &str,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO ticket_worklog (ticket_id, at_ms, author, note) VALUES (?, ?, ?, ?)",
+        )
         .bind(ticket)
         .bind(at_ms)
         .bind(author)
         .bind(note)
-        .execute(&mut **tx)
+        .execute(&mut **self.0)
         .await?;
-    Ok(())
-}
+        Ok(())
+    }
 
-/// A ticket to open.
-struct NewTicket<'a> {
-    host: &'a str,
-    rule: &'a str,
-    subject: &'a str,
-    title: &'a str,
-    severity: Severity,
-    priority: Priority,
-    evidence: &'a serde_json::Value,
-    author: &'a str,
-    note: &'a str,
-}
+    async fn subscribers(&mut self, event: TicketEvent) -> StoreResult<Vec<i64>> {
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM webhooks WHERE enabled = 1 AND (',' || events || ',') LIKE ? ORDER BY id",
+        )
+        .bind(format!("%,{},%", event.name()))
+        .fetch_all(&mut **self.0)
+        .await?)
+    }
 
-/// Opens a ticket with its SLA due times on the policy's calendar; the one
-/// way every kind of ticket (rule, change, employee, manual) is made.
-async fn open_ticket(
-    tx: &mut Tx,
-    policy: &Policy,
-    new: &NewTicket<'_>,
-    now_ms: i64,
-) -> StoreResult<i64> {
-    let sla = policy.sla(new.priority);
-    let id: i64 = sqlx::query(
-        "INSERT INTO tickets (host_id, rule, subject, title, status, priority, severity, \
-         opened_at_ms, updated_at_ms, response_due_ms, resolution_due_ms, evidence) \
-         VALUES (?, ?, ?, ?, 'new', ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-    )
-    .bind(new.host)
-    .bind(new.rule)
-    .bind(new.subject)
-    .bind(new.title)
-    .bind(new.priority.name())
-    .bind(new.severity.name())
-    .bind(now_ms)
-    .bind(now_ms)
-    .bind(policy.calendar.add(now_ms, ms(sla.response)))
-    .bind(policy.calendar.add(now_ms, ms(sla.resolution)))
-    .bind(new.evidence.to_string())
-    .fetch_one(&mut **tx)
-    .await?
-    .try_get("id")?;
-    worklog_by(tx, id, now_ms, new.author, new.note).await?;
-    webhooks::enqueue(tx, TicketEvent::Opened, id, now_ms).await?;
-    Ok(id)
-}
+    async fn insert_outbox(&mut self, entry: &OutboxEntry<'_>, now_ms: i64) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO webhook_outbox (webhook_id, delivery_id, event, ticket_id, body, \
+             created_at_ms, next_attempt_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(entry.webhook_id)
+        .bind(entry.delivery_id)
+        .bind(entry.event.name())
+        .bind(entry.ticket_id)
+        .bind(entry.body)
+        .bind(now_ms)
+        .bind(now_ms)
+        .execute(&mut **self.0)
+        .await?;
+        Ok(())
+    }
 
-/// What fired, for the ticket's evidence (D23).
-struct Firing<'a> {
-    rule: &'a Rule,
-    subject: &'a str,
-    value: Option<f64>,
-    sample_at_ms: i64,
-}
+    async fn count_occurrence(&mut self, ticket: i64, now_ms: i64) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE tickets SET occurrences = occurrences + 1, updated_at_ms = ? WHERE id = ?",
+        )
+        .bind(now_ms)
+        .bind(ticket)
+        .execute(&mut **self.0)
+        .await?;
+        Ok(())
+    }
 
-/// Carries out a ticket action; returns the ticket the state points to.
-#[allow(clippy::too_many_arguments)] // the transaction, policy and the event's own fields; a struct would only rename them
-async fn act(
-    tx: &mut Tx,
-    policy: &Policy,
-    host: &str,
-    tags: &[(String, String)],
-    firing: &Firing<'_>,
-    action: TicketAction,
-    ticket: Option<i64>,
-    now_ms: i64,
-) -> StoreResult<Option<i64>> {
-    let rule = firing.rule;
-    let value = firing.value.unwrap_or(f64::NAN);
-    match (action, ticket) {
-        (TicketAction::Occurrence, Some(id)) => {
-            sqlx::query(
-                "UPDATE tickets SET occurrences = occurrences + 1, updated_at_ms = ? WHERE id = ?",
-            )
-            .bind(now_ms)
-            .bind(id)
-            .execute(&mut **tx)
+    async fn resolve_recovered(&mut self, ticket: i64, now_ms: i64) -> StoreResult<bool> {
+        let resolved = sqlx::query(
+            "UPDATE tickets SET status = 'resolved', resolved_at_ms = ?1, updated_at_ms = ?1, \
+             resolution = COALESCE(resolution, 'recovered by itself') \
+             WHERE id = ?2 AND status NOT IN ('resolved', 'closed')",
+        )
+        .bind(now_ms)
+        .bind(ticket)
+        .execute(&mut **self.0)
+        .await?
+        .rows_affected();
+        Ok(resolved == 1)
+    }
+
+    async fn reopen_fired(&mut self, ticket: i64, now_ms: i64) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE tickets SET status = 'open', flaps = flaps + 1, occurrences = occurrences + 1, \
+             resolved_at_ms = NULL, resolution = NULL, updated_at_ms = ? WHERE id = ?",
+        )
+        .bind(now_ms)
+        .bind(ticket)
+        .execute(&mut **self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn ticket_status(&mut self, ticket: i64) -> StoreResult<Option<(String, Option<i64>)>> {
+        let row = sqlx::query("SELECT status, resolved_at_ms FROM tickets WHERE id = ?")
+            .bind(ticket)
+            .fetch_optional(&mut **self.0)
             .await?;
-            webhooks::enqueue(tx, TicketEvent::Updated, id, now_ms).await?;
-            Ok(Some(id))
+        row.map(|r| Ok((r.try_get("status")?, r.try_get("resolved_at_ms")?)))
+            .transpose()
+    }
+
+    async fn recent_changes(
+        &mut self,
+        host: &str,
+        since_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<LoggedChange>> {
+        let rows = sqlx::query(
+            "SELECT observed_at_ms, section, item, old_value, new_value FROM host_changes \
+             WHERE host_id = ? AND observed_at_ms >= ? AND item <> 'baseline' \
+             ORDER BY observed_at_ms DESC, id DESC LIMIT ?",
+        )
+        .bind(host)
+        .bind(since_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&mut **self.0)
+        .await?;
+        rows.iter().map(logged_change_row).collect()
+    }
+
+    async fn offline_candidates(
+        &mut self,
+        rules: &[&str],
+        silent_before_ms: i64,
+    ) -> StoreResult<Vec<Presence>> {
+        let mut sql = QueryBuilder::<Sqlite>::new(
+            "SELECT h.id, h.session_replica, h.goodbye_reason, h.last_seen_at_ms, h.enrolled_at_ms, \
+             h.health_interval_secs FROM hosts h WHERE ((h.session_replica IS NULL \
+             AND COALESCE(h.last_seen_at_ms, h.enrolled_at_ms) < ",
+        );
+        sql.push_bind(silent_before_ms);
+        // Always-on (D18): a desktop or server chassis, or the always-on tag;
+        // `always-on=no` opts a host out.
+        sql.push(
+            " AND NOT EXISTS (SELECT 1 FROM host_tags t WHERE t.host_id = h.id AND t.key = 'always-on' \
+             AND t.value IN ('no', 'false', '0')) \
+             AND (EXISTS (SELECT 1 FROM host_tags t WHERE t.host_id = h.id AND t.key = 'always-on') \
+             OR EXISTS (SELECT 1 FROM host_facts f WHERE f.host_id = h.id AND f.kind = 'chassis' AND f.value IN (",
+        );
+        let mut list = sql.separated(", ");
+        for chassis in ALWAYS_ON_CHASSIS {
+            list.push_bind(chassis);
         }
-        (TicketAction::Resolve, Some(id)) => {
-            // A technician may have resolved it by hand already.
-            let resolved = sqlx::query(
-                "UPDATE tickets SET status = 'resolved', resolved_at_ms = ?, updated_at_ms = ?, \
-                 resolution = COALESCE(resolution, 'recovered by itself') \
-                 WHERE id = ? AND status NOT IN ('resolved', 'closed')",
+        sql.push(")))) OR h.id IN (SELECT host_id FROM rule_states WHERE rule IN (");
+        let mut list = sql.separated(", ");
+        for rule in rules {
+            list.push_bind(*rule);
+        }
+        sql.push(")))");
+        let rows = sql.build().fetch_all(&mut **self.0).await?;
+        rows.iter()
+            .map(|r| presence_row(r.try_get("id")?, r))
+            .collect()
+    }
+
+    async fn waiting_states(&mut self) -> StoreResult<Vec<(StateKey, StoredState)>> {
+        let rows = sqlx::query(
+            "SELECT host_id, rule, subject, state, ticket_id FROM rule_states \
+             WHERE state LIKE '{\"phase\":\"recovering\"%' OR state LIKE '{\"phase\":\"resolved\"%'",
+        )
+        .fetch_all(&mut **self.0)
+        .await?;
+        rows.iter().map(rule_state_row).collect()
+    }
+
+    async fn ticket_for_change(&mut self, id: i64) -> StoreResult<Option<TicketRow>> {
+        one(self.0, id).await
+    }
+
+    async fn ticket(&mut self, id: i64) -> StoreResult<Option<TicketRow>> {
+        one(self.0, id).await
+    }
+
+    async fn write_ticket(
+        &mut self,
+        id: i64,
+        write: TicketWrite<'_>,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let query = match write {
+            TicketWrite::Assign(name) => sqlx::query(
+                "UPDATE tickets SET assignee = ?, \
+                 status = CASE status WHEN 'new' THEN 'open' ELSE status END WHERE id = ?",
             )
-            .bind(now_ms)
-            .bind(now_ms)
-            .bind(id)
-            .execute(&mut **tx)
-            .await?
-            .rows_affected();
-            if resolved == 1 {
-                worklog(
-                    tx,
-                    id,
-                    now_ms,
-                    &format!(
-                        "auto-resolved: the condition recovered and stayed recovered for {} min",
-                        policy.lifecycle.quiet_ms / 60_000
-                    ),
-                )
-                .await?;
-                webhooks::enqueue(tx, TicketEvent::Resolved, id, now_ms).await?;
+            .bind(name),
+            TicketWrite::Status(status) => {
+                sqlx::query("UPDATE tickets SET status = ? WHERE id = ?").bind(status)
             }
-            Ok(Some(id))
-        }
-        (TicketAction::Reopen, Some(id)) => {
-            sqlx::query(
-                "UPDATE tickets SET status = 'open', flaps = flaps + 1, occurrences = occurrences + 1, \
-                 resolved_at_ms = NULL, resolution = NULL, updated_at_ms = ? WHERE id = ?",
+            TicketWrite::Resolve(resolution) => sqlx::query(
+                "UPDATE tickets SET status = 'resolved', resolution = ?, resolved_at_ms = ? \
+                 WHERE id = ?",
             )
+            .bind(resolution)
+            .bind(now_ms),
+            TicketWrite::Escalate => {
+                sqlx::query("UPDATE tickets SET escalation = escalation + 1 WHERE id = ?")
+            }
+            TicketWrite::Reopen => sqlx::query(
+                "UPDATE tickets SET status = 'open', resolved_at_ms = NULL WHERE id = ?",
+            ),
+        };
+        query.bind(id).execute(&mut **self.0).await?;
+        Ok(())
+    }
+
+    async fn start_waiting(&mut self, id: i64, now_ms: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE tickets SET waiting_since_ms = ? WHERE id = ?")
             .bind(now_ms)
             .bind(id)
-            .execute(&mut **tx)
+            .execute(&mut **self.0)
             .await?;
-            worklog(
-                tx,
-                id,
-                now_ms,
-                &format!(
-                    "reopened: {} fired again ({})",
-                    rule.name,
-                    rule.metric.format(value)
-                ),
-            )
+        Ok(())
+    }
+
+    async fn waiting_since(&mut self, id: i64) -> StoreResult<Option<i64>> {
+        Ok(
+            sqlx::query_scalar("SELECT waiting_since_ms FROM tickets WHERE id = ?")
+                .bind(id)
+                .fetch_one(&mut **self.0)
+                .await?,
+        )
+    }
+
+    async fn end_waiting(&mut self, id: i64, resolution_due_ms: i64) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE tickets SET resolution_due_ms = ?, waiting_since_ms = NULL WHERE id = ?",
+        )
+        .bind(resolution_due_ms)
+        .bind(id)
+        .execute(&mut **self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn mark_response(&mut self, id: i64, now_ms: i64) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE tickets SET updated_at_ms = ?1, \
+             responded_at_ms = COALESCE(responded_at_ms, ?1) WHERE id = ?2",
+        )
+        .bind(now_ms)
+        .bind(id)
+        .execute(&mut **self.0)
+        .await?;
+        Ok(())
+    }
+
+    async fn missed(&mut self, target: SlaTarget, now_ms: i64) -> StoreResult<Vec<(i64, i64)>> {
+        let sql = match target {
+            SlaTarget::Response => {
+                "SELECT id, escalation FROM tickets WHERE status NOT IN ('resolved', 'closed', 'waiting') \
+                 AND response_breached = 0 AND responded_at_ms IS NULL AND response_due_ms < ?"
+            }
+            SlaTarget::Resolution => {
+                "SELECT id, escalation FROM tickets WHERE status NOT IN ('resolved', 'closed', 'waiting') \
+                 AND resolution_breached = 0 AND resolution_due_ms < ?"
+            }
+        };
+        let rows = sqlx::query(sql)
+            .bind(now_ms)
+            .fetch_all(&mut **self.0)
             .await?;
-            webhooks::enqueue(tx, TicketEvent::Opened, id, now_ms).await?;
-            Ok(Some(id))
-        }
-        // Open, or an action whose ticket is gone: a new ticket.
-        _ => {
-            let evidence = serde_json::json!({
-                "rule": rule.name,
-                "metric": rule.metric.name(),
-                "op": rule.op.symbol(),
-                "threshold": rule.threshold,
-                "recover": rule.recover,
-                "for_ms": rule.duration_ms,
-                "subject": firing.subject,
-                "value": firing.value,
-                "sample_at_ms": firing.sample_at_ms,
-            });
-            let note = format!(
-                "opened by rule {}: {} {} {} for {} min (value {})",
-                rule.name,
-                rule.metric.name(),
-                rule.op.symbol(),
-                rule.threshold,
-                rule.duration_ms / 60_000,
-                rule.metric.format(value)
-            );
-            let id = open_ticket(
-                tx,
-                policy,
-                &NewTicket {
-                    host,
-                    rule: &rule.name,
-                    subject: firing.subject,
-                    title: &rule.ticket_title(firing.subject, value),
-                    severity: rule.severity,
-                    priority: Priority::of(Impact::of(tags), rule.severity),
-                    evidence: &evidence,
-                    author: "system",
-                    note: &note,
-                },
-                now_ms,
-            )
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get("escalation")?)))
+            .collect()
+    }
+
+    async fn escalate_missed(
+        &mut self,
+        id: i64,
+        target: SlaTarget,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let sql = match target {
+            SlaTarget::Response => {
+                "UPDATE tickets SET response_breached = 1, escalation = escalation + 1, \
+                 updated_at_ms = ? WHERE id = ?"
+            }
+            SlaTarget::Resolution => {
+                "UPDATE tickets SET resolution_breached = 1, escalation = escalation + 1, \
+                 updated_at_ms = ? WHERE id = ?"
+            }
+        };
+        sqlx::query(sql)
+            .bind(now_ms)
+            .bind(id)
+            .execute(&mut **self.0)
             .await?;
-            Ok(Some(id))
-        }
+        Ok(())
+    }
+
+    async fn close_resolved(&mut self, resolved_before_ms: i64, now_ms: i64) -> StoreResult<u64> {
+        Ok(sqlx::query(
+            "UPDATE tickets SET status = 'closed', updated_at_ms = ? \
+             WHERE status = 'resolved' AND resolved_at_ms < ?",
+        )
+        .bind(now_ms)
+        .bind(resolved_before_ms)
+        .execute(&mut **self.0)
+        .await?
+        .rows_affected())
     }
 }
 
-/// One health sample's readings, for [`evaluate`].
-#[derive(Debug)]
-pub struct Sample<'a> {
-    /// The host.
-    pub host: &'a str,
-    /// What the rules evaluate.
-    pub readings: &'a [Reading],
-    /// When the agent took the sample.
-    pub at_ms: i64,
-}
-
-/// A rule state's row key: (host, rule, subject).
-type StateKey = (String, String, String);
-
-/// Evaluates a batch's health samples against the rules in force, in batch
-/// order, so a host's samples step its states in order. The hosts' tags and
-/// rule states load in one query each, steps run in memory, tickets act as
-/// they fire, and only the states that changed are written back, in two
-/// statements.
+/// Evaluates a batch's health samples ([`engine::evaluate`]).
 pub async fn evaluate(
     tx: &mut Tx,
     policy: &Policy,
     samples: &[Sample<'_>],
     now_ms: i64,
 ) -> StoreResult<()> {
-    if samples.is_empty() || policy.rules.is_empty() {
-        return Ok(());
-    }
-    let hosts: Vec<&str> = {
-        let mut seen = std::collections::HashSet::new();
-        samples
-            .iter()
-            .map(|s| s.host)
-            .filter(|h| seen.insert(*h))
-            .collect()
-    };
-    let hosts_json = super::batch::json_rows(&hosts)?;
-    let mut tags: HashMap<String, Vec<(String, String)>> = HashMap::new();
-    for r in sqlx::query(
-        "SELECT host_id, key, value FROM host_tags WHERE host_id IN (SELECT value FROM json_each(?1))",
-    )
-    .bind(&hosts_json)
-    .fetch_all(&mut **tx)
-    .await?
-    {
-        tags.entry(r.try_get(0)?)
-            .or_default()
-            .push((r.try_get(1)?, r.try_get(2)?));
-    }
-    let mut states: HashMap<StateKey, (RuleState, Option<i64>)> = HashMap::new();
-    for r in sqlx::query(
-        "SELECT host_id, rule, subject, state, ticket_id FROM rule_states \
-         WHERE host_id IN (SELECT value FROM json_each(?1))",
-    )
-    .bind(&hosts_json)
-    .fetch_all(&mut **tx)
-    .await?
-    {
-        let text: String = r.try_get(3)?;
-        states.insert(
-            (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?),
-            (parse_state(&text)?, r.try_get(4)?),
-        );
-    }
-    let none = Vec::new();
-    let mut changed: std::collections::HashSet<StateKey> = std::collections::HashSet::new();
-    for sample in samples {
-        let tags = tags.get(sample.host).unwrap_or(&none);
-        for rule in policy.rules.iter().filter(|r| r.in_scope(tags)) {
-            for (_, subject, value) in sample.readings.iter().filter(|(m, _, _)| *m == rule.metric)
-            {
-                let key = (sample.host.to_owned(), rule.name.clone(), subject.clone());
-                let (state, ticket) = states.get(&key).copied().unwrap_or((RuleState::Ok, None));
-                let (next, action) =
-                    step(rule, state, Some(*value), sample.at_ms, policy.lifecycle);
-                let ticket = match action {
-                    Some(action) => {
-                        let firing = Firing {
-                            rule,
-                            subject,
-                            value: Some(*value),
-                            sample_at_ms: sample.at_ms,
-                        };
-                        act(
-                            tx,
-                            policy,
-                            sample.host,
-                            tags,
-                            &firing,
-                            action,
-                            ticket,
-                            now_ms,
-                        )
-                        .await?
-                    }
-                    None => ticket,
-                };
-                if next != state || action.is_some() {
-                    changed.insert(key.clone());
-                    states.insert(key, (next, ticket));
-                }
-            }
-        }
-    }
-    save_states(tx, changed.iter(), &states).await
+    engine::evaluate(&mut Tickets(tx), policy, samples, now_ms).await
 }
 
-/// Writes the given rule states back: Ok ones are deleted, the rest upserted.
-async fn save_states(
-    tx: &mut Tx,
-    keys: impl Iterator<Item = &StateKey>,
-    states: &HashMap<StateKey, (RuleState, Option<i64>)>,
-) -> StoreResult<()> {
-    let mut gone = Vec::new();
-    let mut kept = Vec::new();
-    for key in keys {
-        let Some((state, ticket)) = states.get(key) else {
-            continue;
-        };
-        let (host, rule, subject) = key;
-        if *state == RuleState::Ok {
-            gone.push((host, rule, subject));
-        } else {
-            let json = serde_json::to_string(state)
-                .map_err(|e| StoreError::Corrupt(format!("rule state: {e}")))?;
-            kept.push((host, rule, subject, json, *ticket));
-        }
-    }
-    if !gone.is_empty() {
-        sqlx::query(
-            "DELETE FROM rule_states WHERE (host_id, rule, subject) IN \
-             (SELECT value->>0, value->>1, value->>2 FROM json_each(?1))",
-        )
-        .bind(super::batch::json_rows(&gone)?)
-        .execute(&mut **tx)
-        .await?;
-    }
-    if !kept.is_empty() {
-        // `WHERE true` lets SQLite parse the upsert after a SELECT.
-        sqlx::query(
-            "INSERT INTO rule_states (host_id, rule, subject, state, ticket_id) \
-             SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM json_each(?1) WHERE true \
-             ON CONFLICT (host_id, rule, subject) DO UPDATE SET state = excluded.state, \
-             ticket_id = excluded.ticket_id",
-        )
-        .bind(super::batch::json_rows(&kept)?)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(())
-}
-
-/// Fires the change rules on one stored inventory's changes. A change
-/// whose ticket is still open counts an occurrence; one whose ticket
-/// resolved within the reopen window reopens it; otherwise a new ticket.
+/// Fires the change rules on one stored inventory's changes
+/// ([`engine::evaluate_changes`]).
 pub async fn evaluate_changes(
     tx: &mut Tx,
     policy: &Policy,
@@ -461,97 +452,20 @@ pub async fn evaluate_changes(
     observed_at_ms: i64,
     now_ms: i64,
 ) -> StoreResult<()> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    let tags = host_tags(tx, host).await?;
-    for event in events {
-        for rule in policy
-            .change_rules
-            .iter()
-            .filter(|r| r.change == event.kind && r.in_scope(&tags))
-        {
-            let (_, ticket) = load_state(tx, host, &rule.name, &event.subject).await?;
-            let previous = match ticket {
-                Some(id) => sqlx::query("SELECT status, resolved_at_ms FROM tickets WHERE id = ?")
-                    .bind(id)
-                    .fetch_optional(&mut **tx)
-                    .await?
-                    .map(|r| -> StoreResult<(i64, String, Option<i64>)> {
-                        Ok((id, r.try_get("status")?, r.try_get("resolved_at_ms")?))
-                    })
-                    .transpose()?,
-                None => None,
-            };
-            let id = match previous {
-                Some((id, status, _)) if !matches!(status.as_str(), "resolved" | "closed") => {
-                    sqlx::query(
-                        "UPDATE tickets SET occurrences = occurrences + 1, updated_at_ms = ? WHERE id = ?",
-                    )
-                    .bind(now_ms)
-                    .bind(id)
-                    .execute(&mut **tx)
-                    .await?;
-                    worklog(tx, id, now_ms, &format!("happened again: {}", event.detail)).await?;
-                    webhooks::enqueue(tx, TicketEvent::Updated, id, now_ms).await?;
-                    id
-                }
-                Some((id, status, Some(resolved)))
-                    if status == "resolved"
-                        && now_ms - resolved <= policy.lifecycle.reopen_window_ms =>
-                {
-                    sqlx::query(
-                        "UPDATE tickets SET status = 'open', flaps = flaps + 1, \
-                         occurrences = occurrences + 1, resolved_at_ms = NULL, resolution = NULL, \
-                         updated_at_ms = ? WHERE id = ?",
-                    )
-                    .bind(now_ms)
-                    .bind(id)
-                    .execute(&mut **tx)
-                    .await?;
-                    worklog(tx, id, now_ms, &format!("reopened: {}", event.detail)).await?;
-                    webhooks::enqueue(tx, TicketEvent::Opened, id, now_ms).await?;
-                    id
-                }
-                _ => {
-                    let evidence = serde_json::json!({
-                        "rule": rule.name,
-                        "change": rule.change.name(),
-                        "subject": event.subject,
-                        "detail": event.detail,
-                        "observed_at_ms": observed_at_ms,
-                    });
-                    open_ticket(
-                        tx,
-                        policy,
-                        &NewTicket {
-                            host,
-                            rule: &rule.name,
-                            subject: &event.subject,
-                            title: &format!("{}: {}", rule.name, event.detail),
-                            severity: rule.severity,
-                            priority: Priority::of(Impact::of(&tags), rule.severity),
-                            evidence: &evidence,
-                            author: "system",
-                            note: &format!("opened by change rule {}: {}", rule.name, event.detail),
-                        },
-                        now_ms,
-                    )
-                    .await?
-                }
-            };
-            let state = RuleState::Firing {
-                fired_at_ms: observed_at_ms,
-            };
-            save_state(tx, host, &rule.name, &event.subject, state, Some(id)).await?;
-        }
-    }
-    Ok(())
+    engine::evaluate_changes(
+        &mut Tickets(tx),
+        policy,
+        host,
+        events,
+        observed_at_ms,
+        now_ms,
+    )
+    .await
 }
 
-/// Opens the ticket of an employee's problem report (D12), with the health
-/// sample they sent and the host's recent changes copied in (D23).
-#[allow(clippy::too_many_arguments)] // the transaction, policy and the event's own fields; a struct would only rename them
+/// Opens the ticket of an employee's problem report
+/// ([`engine::open_user_issue`]).
+#[allow(clippy::too_many_arguments)] // the transaction, policy and the report's own fields; a struct would only rename them
 pub async fn open_user_issue(
     tx: &mut Tx,
     policy: &Policy,
@@ -562,224 +476,29 @@ pub async fn open_user_issue(
     reported_at_ms: i64,
     now_ms: i64,
 ) -> StoreResult<i64> {
-    let tags = host_tags(tx, host).await?;
-    let changes = sqlx::query(
-        "SELECT observed_at_ms, section, item, old_value, new_value FROM host_changes \
-         WHERE host_id = ? AND observed_at_ms >= ? AND item <> 'baseline' \
-         ORDER BY observed_at_ms DESC, id DESC LIMIT 20",
-    )
-    .bind(host)
-    .bind(reported_at_ms - 7 * 86_400_000)
-    .fetch_all(&mut **tx)
-    .await?
-    .iter()
-    .map(|r| -> StoreResult<serde_json::Value> {
-        Ok(serde_json::json!({
-            "observed_at_ms": r.try_get::<i64, _>("observed_at_ms")?,
-            "section": r.try_get::<String, _>("section")?,
-            "item": r.try_get::<String, _>("item")?,
-            "old": r.try_get::<Option<String>, _>("old_value")?,
-            "new": r.try_get::<Option<String>, _>("new_value")?,
-        }))
-    })
-    .collect::<StoreResult<Vec<_>>>()?;
-    let first_line = text.lines().next().unwrap_or(text);
-    let mut title: String = first_line.chars().take(120).collect();
-    if title.len() < first_line.len() {
-        title.push('…');
-    }
-    let evidence = serde_json::json!({
-        "rule": USER_REPORT_RULE,
-        "reported_by": os_user,
-        "text": text,
-        "reported_at_ms": reported_at_ms,
-        "health": health,
-        "recent_changes": changes,
-    });
-    open_ticket(
-        tx,
+    engine::open_user_issue(
+        &mut Tickets(tx),
         policy,
-        &NewTicket {
-            host,
-            rule: USER_REPORT_RULE,
-            subject: "",
-            title: &format!("reported by {os_user}: {title}"),
-            severity: Severity::Medium,
-            priority: Priority::of(Impact::of(&tags), Severity::Medium),
-            evidence: &evidence,
-            author: os_user,
-            note: &format!("reported from the PC by {os_user}: {text}"),
-        },
+        host,
+        text,
+        os_user,
+        health,
+        reported_at_ms,
         now_ms,
     )
     .await
 }
 
-/// The minutes a host has been offline (D18): 0 while it is online.
-fn offline_minutes(row: &sqlx::sqlite::SqliteRow, now_ms: i64) -> StoreResult<f64> {
-    let replica: Option<String> = row.try_get("session_replica")?;
-    let goodbye: Option<String> = row.try_get("goodbye_reason")?;
-    let seen: Option<i64> = row.try_get("last_seen_at_ms")?;
-    let enrolled: i64 = row.try_get("enrolled_at_ms")?;
-    let interval: i64 = row.try_get("health_interval_secs")?;
-    let seen = seen.unwrap_or(enrolled);
-    let silent = now_ms.saturating_sub(seen);
-    let online = replica.is_some()
-        || (goodbye.is_none() && silent <= OFFLINE_AFTER_INTERVALS * interval * 1000);
-    Ok(if online {
-        0.0
-    } else {
-        (silent / 60_000) as f64
-    })
-}
-
-/// Evaluates the offline rules: each always-on host that has been silent
-/// past the smallest threshold, or has an offline rule state to move on.
-async fn evaluate_offline(tx: &mut Tx, policy: &Policy, now_ms: i64) -> StoreResult<u64> {
-    let rules: Vec<&Rule> = policy
-        .rules
-        .iter()
-        .filter(|r| r.metric == Metric::OfflineMinutes)
-        .collect();
-    let Some(min_threshold) = rules.iter().map(|r| r.threshold).reduce(f64::min) else {
-        return Ok(0);
-    };
-    let silent_before = now_ms - (min_threshold.max(0.0) * 60_000.0) as i64;
-    let mut sql = QueryBuilder::<Sqlite>::new(
-        "SELECT h.id, h.session_replica, h.goodbye_reason, h.last_seen_at_ms, h.enrolled_at_ms, \
-         h.health_interval_secs FROM hosts h WHERE ((h.session_replica IS NULL \
-         AND COALESCE(h.last_seen_at_ms, h.enrolled_at_ms) < ",
-    );
-    sql.push_bind(silent_before);
-    // Always-on (D18): a desktop or server chassis, or the always-on tag;
-    // `always-on=no` opts a host out.
-    sql.push(
-        " AND NOT EXISTS (SELECT 1 FROM host_tags t WHERE t.host_id = h.id AND t.key = 'always-on' \
-         AND t.value IN ('no', 'false', '0')) \
-         AND (EXISTS (SELECT 1 FROM host_tags t WHERE t.host_id = h.id AND t.key = 'always-on') \
-         OR EXISTS (SELECT 1 FROM host_facts f WHERE f.host_id = h.id AND f.kind = 'chassis' AND f.value IN (",
-    );
-    let mut list = sql.separated(", ");
-    for chassis in ALWAYS_ON_CHASSIS {
-        list.push_bind(chassis);
-    }
-    sql.push(")))) OR h.id IN (SELECT host_id FROM rule_states WHERE rule IN (");
-    let mut list = sql.separated(", ");
-    for rule in &rules {
-        list.push_bind(rule.name.as_str());
-    }
-    sql.push(")))");
-    let hosts = sql.build().fetch_all(&mut **tx).await?;
-    let mut actions = 0;
-    for row in hosts {
-        let host: String = row.try_get("id")?;
-        let minutes = offline_minutes(&row, now_ms)?;
-        let tags = host_tags(tx, &host).await?;
-        for rule in rules.iter().filter(|r| r.in_scope(&tags)) {
-            let (state, ticket) = load_state(tx, &host, &rule.name, "").await?;
-            let (next, action) = step(rule, state, Some(minutes), now_ms, policy.lifecycle);
-            let ticket = match action {
-                Some(action) => {
-                    actions += 1;
-                    let firing = Firing {
-                        rule,
-                        subject: "",
-                        value: Some(minutes),
-                        sample_at_ms: now_ms,
-                    };
-                    act(tx, policy, &host, &tags, &firing, action, ticket, now_ms).await?
-                }
-                None => ticket,
-            };
-            if next != state || action.is_some() {
-                save_state(tx, &host, &rule.name, "", next, ticket).await?;
-            }
-        }
-    }
-    Ok(actions)
-}
-
-/// Advances every waiting timer (quiet periods, reopen windows) and the
-/// offline rules to `now_ms`. Returns how many ticket actions it took.
+/// Advances the timers and the offline rules ([`engine::advance_timers`]).
 pub async fn advance_timers(
     writer: &super::Writer,
     policy: &Policy,
     now_ms: i64,
 ) -> StoreResult<u64> {
     let mut tx = super::begin_write(writer).await?;
-    let mut actions = evaluate_offline(&mut tx, policy, now_ms).await?;
-    let rows = sqlx::query(
-        "SELECT host_id, rule, subject, state, ticket_id FROM rule_states \
-         WHERE state LIKE '{\"phase\":\"recovering\"%' OR state LIKE '{\"phase\":\"resolved\"%'",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    for row in rows {
-        let host: String = row.try_get("host_id")?;
-        let name: String = row.try_get("rule")?;
-        let subject: String = row.try_get("subject")?;
-        let text: String = row.try_get("state")?;
-        let ticket: Option<i64> = row.try_get("ticket_id")?;
-        let state = parse_state(&text)?;
-        let Some(rule) = policy.rule(&name) else {
-            // A rule no longer in force: its state has nothing to wait for.
-            save_state(&mut tx, &host, &name, &subject, RuleState::Ok, None).await?;
-            continue;
-        };
-        let (next, action) = step(rule, state, None, now_ms, policy.lifecycle);
-        let ticket = match action {
-            Some(action) => {
-                actions += 1;
-                let tags = host_tags(&mut tx, &host).await?;
-                let firing = Firing {
-                    rule,
-                    subject: &subject,
-                    value: None,
-                    sample_at_ms: now_ms,
-                };
-                act(
-                    &mut tx, policy, &host, &tags, &firing, action, ticket, now_ms,
-                )
-                .await?
-            }
-            None => ticket,
-        };
-        if next != state {
-            save_state(&mut tx, &host, &name, &subject, next, ticket).await?;
-        }
-    }
+    let actions = engine::advance_timers(&mut Tickets(&mut tx), policy, now_ms).await?;
     tx.commit().await?;
     Ok(actions)
-}
-
-fn ticket_row(r: &sqlx::sqlite::SqliteRow) -> StoreResult<TicketRow> {
-    let int = |name: &str| -> StoreResult<u32> {
-        let v: i64 = r.try_get(name)?;
-        u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{name} {v}")))
-    };
-    Ok(TicketRow {
-        id: r.try_get("id")?,
-        host_id: r.try_get("host_id")?,
-        hostname: r.try_get("hostname")?,
-        rule: r.try_get("rule")?,
-        subject: r.try_get("subject")?,
-        title: r.try_get("title")?,
-        status: r.try_get("status")?,
-        priority: r.try_get("priority")?,
-        severity: r.try_get("severity")?,
-        assignee: r.try_get("assignee")?,
-        escalation: int("escalation")?,
-        occurrences: int("occurrences")?,
-        flaps: int("flaps")?,
-        opened_at_ms: r.try_get("opened_at_ms")?,
-        updated_at_ms: r.try_get("updated_at_ms")?,
-        resolved_at_ms: r.try_get("resolved_at_ms")?,
-        response_due_ms: r.try_get("response_due_ms")?,
-        resolution_due_ms: r.try_get("resolution_due_ms")?,
-        evidence: r.try_get("evidence")?,
-        responded_at_ms: r.try_get("responded_at_ms")?,
-        resolution: r.try_get("resolution")?,
-    })
 }
 
 /// Tickets, by priority then resolution due time.
@@ -822,43 +541,6 @@ async fn one(tx: &mut Transaction<'static, Sqlite>, id: i64) -> StoreResult<Opti
     row.as_ref().map(ticket_row).transpose()
 }
 
-/// Opens a manual ticket.
-pub async fn create(
-    writer: &super::Writer,
-    policy: &Policy,
-    host: &str,
-    title: &str,
-    priority: Option<Priority>,
-    author: &str,
-    now_ms: i64,
-) -> StoreResult<TicketRow> {
-    let mut tx = super::begin_write(writer).await?;
-    let tags = host_tags(&mut tx, host).await?;
-    let priority = priority.unwrap_or_else(|| Priority::of(Impact::of(&tags), Severity::Medium));
-    let id = open_ticket(
-        &mut tx,
-        policy,
-        &NewTicket {
-            host,
-            rule: "",
-            subject: "",
-            title,
-            severity: Severity::Medium,
-            priority,
-            evidence: &serde_json::json!({}),
-            author,
-            note: "opened by hand",
-        },
-        now_ms,
-    )
-    .await?;
-    let row = one(&mut tx, id)
-        .await?
-        .ok_or_else(|| StoreError::Corrupt(format!("ticket {id} vanished")))?;
-    tx.commit().await?;
-    Ok(row)
-}
-
 /// A ticket and its worklog.
 pub async fn get(
     pool: &SqlitePool,
@@ -887,7 +569,32 @@ pub async fn get(
     Ok(Some((row, log)))
 }
 
-/// Applies a technician's change.
+/// Opens a manual ticket ([`engine::create`]).
+pub async fn create(
+    writer: &super::Writer,
+    policy: &Policy,
+    host: &str,
+    title: &str,
+    priority: Option<Priority>,
+    author: &str,
+    now_ms: i64,
+) -> StoreResult<TicketRow> {
+    let mut tx = super::begin_write(writer).await?;
+    let row = engine::create(
+        &mut Tickets(&mut tx),
+        policy,
+        host,
+        title,
+        priority,
+        author,
+        now_ms,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(row)
+}
+
+/// Applies a technician's change ([`engine::update`]).
 pub async fn update(
     writer: &super::Writer,
     policy: &Policy,
@@ -897,181 +604,18 @@ pub async fn update(
     now_ms: i64,
 ) -> StoreResult<Result<TicketRow, TicketRefusal>> {
     let mut tx = super::begin_write(writer).await?;
-    let Some(before) = one(&mut tx, id).await? else {
-        return Ok(Err(TicketRefusal::NotFound));
-    };
-    let closed = matches!(before.status.as_str(), "resolved" | "closed");
-    let note = match change {
-        TicketChange::Assign(name) => {
-            sqlx::query(
-                "UPDATE tickets SET assignee = ?, \
-                 status = CASE status WHEN 'new' THEN 'open' ELSE status END WHERE id = ?",
-            )
-            .bind(name)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            format!("assigned to {name}")
-        }
-        TicketChange::Note(text) => text.clone(),
-        TicketChange::Status(status) => {
-            if !TICKET_STATUSES.contains(&status.as_str()) {
-                return Ok(Err(TicketRefusal::Invalid(format!(
-                    "unknown status {status:?}; expected one of {}",
-                    TICKET_STATUSES.join(", ")
-                ))));
-            }
-            if status == "resolved" {
-                return Ok(Err(TicketRefusal::Invalid(
-                    "resolve a ticket with `ticket resolve ID --resolution TEXT`".into(),
-                )));
-            }
-            sqlx::query("UPDATE tickets SET status = ? WHERE id = ?")
-                .bind(status)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            format!("status {} -> {status}", before.status)
-        }
-        TicketChange::Resolve(resolution) => {
-            if closed {
-                return Ok(Err(TicketRefusal::Invalid(format!(
-                    "ticket {id} is already {}",
-                    before.status
-                ))));
-            }
-            sqlx::query(
-                "UPDATE tickets SET status = 'resolved', resolution = ?, resolved_at_ms = ? WHERE id = ?",
-            )
-            .bind(resolution)
-            .bind(now_ms)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            format!("resolved: {resolution}")
-        }
-        TicketChange::Escalate => {
-            sqlx::query("UPDATE tickets SET escalation = escalation + 1 WHERE id = ?")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            format!("escalated to level {}", before.escalation + 1)
-        }
-        TicketChange::Reopen => {
-            if !closed {
-                return Ok(Err(TicketRefusal::Invalid(format!(
-                    "ticket {id} is {}, not resolved or closed",
-                    before.status
-                ))));
-            }
-            sqlx::query("UPDATE tickets SET status = 'open', resolved_at_ms = NULL WHERE id = ?")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            "reopened by hand".into()
-        }
-    };
-    // The SLA clock pauses while waiting (D22): the business time that was
-    // left when waiting began is counted again from now.
-    let waiting_now = matches!(change, TicketChange::Status(s) if s == "waiting");
-    if waiting_now && before.status != "waiting" {
-        sqlx::query("UPDATE tickets SET waiting_since_ms = ? WHERE id = ?")
-            .bind(now_ms)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-    } else if before.status == "waiting"
-        && !waiting_now
-        && !matches!(
-            change,
-            TicketChange::Note(_) | TicketChange::Assign(_) | TicketChange::Escalate
-        )
-    {
-        let since: Option<i64> =
-            sqlx::query_scalar("SELECT waiting_since_ms FROM tickets WHERE id = ?")
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
-        if let Some(since) = since {
-            let left = policy.calendar.between(since, before.resolution_due_ms);
-            sqlx::query(
-                "UPDATE tickets SET resolution_due_ms = ?, waiting_since_ms = NULL WHERE id = ?",
-            )
-            .bind(policy.calendar.add(now_ms, left))
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        }
+    let outcome = engine::update(&mut Tickets(&mut tx), policy, id, change, author, now_ms).await?;
+    if outcome.is_ok() {
+        tx.commit().await?;
     }
-    // The first technician action meets the response target.
-    sqlx::query(
-        "UPDATE tickets SET updated_at_ms = ?1, responded_at_ms = COALESCE(responded_at_ms, ?1) WHERE id = ?2",
-    )
-    .bind(now_ms)
-    .bind(id)
-    .execute(&mut *tx)
-    .await?;
-    worklog_by(&mut tx, id, now_ms, author, &note).await?;
-    webhooks::enqueue(&mut tx, webhooks::event_of(change), id, now_ms).await?;
-    let after = one(&mut tx, id)
-        .await?
-        .ok_or_else(|| StoreError::Corrupt(format!("ticket {id} vanished")))?;
-    tx.commit().await?;
-    Ok(Ok(after))
+    Ok(outcome)
 }
 
-/// Escalates missed SLA targets once each, and closes resolved tickets past
-/// the reopen window (D22).
+/// Escalates missed SLA targets and closes old resolved tickets
+/// ([`engine::advance_sla`]).
 pub async fn advance_sla(writer: &super::Writer, policy: &Policy, now_ms: i64) -> StoreResult<u64> {
     let mut tx = super::begin_write(writer).await?;
-    let mut changed = 0;
-    for (flag, due, what) in [
-        (
-            "response_breached",
-            "responded_at_ms IS NULL AND response_due_ms",
-            "response",
-        ),
-        ("resolution_breached", "resolution_due_ms", "resolution"),
-    ] {
-        let sql = format!(
-            "SELECT id, escalation FROM tickets WHERE status NOT IN ('resolved', 'closed', 'waiting') \
-             AND {flag} = 0 AND {due} < ?"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(now_ms)
-            .fetch_all(&mut *tx)
-            .await?;
-        for row in rows {
-            let id: i64 = row.try_get("id")?;
-            let level: i64 = row.try_get("escalation")?;
-            let update = format!(
-                "UPDATE tickets SET {flag} = 1, escalation = escalation + 1, updated_at_ms = ? WHERE id = ?"
-            );
-            sqlx::query(sqlx::AssertSqlSafe(update))
-                .bind(now_ms)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            worklog(
-                &mut tx,
-                id,
-                now_ms,
-                &format!("SLA {what} target missed: escalated to level {}", level + 1),
-            )
-            .await?;
-            webhooks::enqueue(&mut tx, TicketEvent::Escalated, id, now_ms).await?;
-            changed += 1;
-        }
-    }
-    let closed = sqlx::query(
-        "UPDATE tickets SET status = 'closed', updated_at_ms = ?1 \
-         WHERE status = 'resolved' AND resolved_at_ms < ?1 - ?2",
-    )
-    .bind(now_ms)
-    .bind(policy.lifecycle.reopen_window_ms)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    let changed = engine::advance_sla(&mut Tickets(&mut tx), policy, now_ms).await?;
     tx.commit().await?;
-    Ok(changed + closed)
+    Ok(changed)
 }

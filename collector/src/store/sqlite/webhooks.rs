@@ -1,14 +1,13 @@
-//! Webhooks on SQLite: the webhook policy rows, and the outbox that ticket
-//! changes write into inside their own transaction ([`enqueue`]), so an
-//! event is queued if and only if its change commits. Delivery state
-//! (attempts, backoff, errors) lives on the outbox rows.
+//! Webhooks on SQLite: the webhook policy rows, and the outbox that the
+//! ticket engine writes into inside the ticket change's own transaction
+//! (`engine::tickets::enqueue`, through `TicketTx`), so an event is queued
+//! if and only if its change commits. Delivery state (attempts, backoff,
+//! errors) lives on the outbox rows.
 
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 
 pub use crate::store::TicketEvent;
 use crate::store::{Delivery, DeliveryOutcome, NewWebhook, StoreError, StoreResult, WebhookStatus};
-pub use crate::webhooks::event_of;
-use crate::webhooks::{TicketPayload, payload, rfc3339};
 
 fn events_text(events: &[TicketEvent]) -> String {
     events
@@ -23,94 +22,6 @@ fn events_of(text: &str) -> StoreResult<Vec<TicketEvent>> {
         .filter(|s| !s.is_empty())
         .map(|s| s.parse().map_err(StoreError::Corrupt))
         .collect()
-}
-
-/// Queues `event` for `ticket_id` to every enabled webhook that subscribes
-/// to it, in the caller's transaction. The body is built now, so it shows
-/// the ticket as this change left it, even if it is delivered hours later.
-pub async fn enqueue(
-    tx: &mut Transaction<'static, Sqlite>,
-    event: TicketEvent,
-    ticket_id: i64,
-    now_ms: i64,
-) -> StoreResult<()> {
-    // The common case on the ingest path is no webhooks at all: one indexed
-    // read and done.
-    let hooks: Vec<i64> = sqlx::query_scalar(
-        "SELECT id FROM webhooks WHERE enabled = 1 AND (',' || events || ',') LIKE ? ORDER BY id",
-    )
-    .bind(format!("%,{},%", event.name()))
-    .fetch_all(&mut **tx)
-    .await?;
-    if hooks.is_empty() {
-        return Ok(());
-    }
-    let Some(ticket) = ticket_payload(tx, ticket_id).await? else {
-        return Err(StoreError::Corrupt(format!(
-            "ticket {ticket_id} vanished before its {} event",
-            event.name()
-        )));
-    };
-    for hook in hooks {
-        let delivery_id = uuid::Uuid::new_v4().to_string();
-        let body = payload(event, &delivery_id, now_ms, &ticket);
-        sqlx::query(
-            "INSERT INTO webhook_outbox (webhook_id, delivery_id, event, ticket_id, body, \
-             created_at_ms, next_attempt_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(hook)
-        .bind(&delivery_id)
-        .bind(event.name())
-        .bind(ticket_id)
-        .bind(body)
-        .bind(now_ms)
-        .bind(now_ms)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(())
-}
-
-async fn ticket_payload(
-    tx: &mut Transaction<'static, Sqlite>,
-    id: i64,
-) -> StoreResult<Option<TicketPayload>> {
-    let row = sqlx::query(
-        "SELECT t.id, t.title, t.host_id, h.hostname, t.rule, t.subject, t.status, t.priority, \
-         t.severity, t.assignee, t.escalation, t.occurrences, t.flaps, t.opened_at_ms, \
-         t.updated_at_ms, t.resolved_at_ms, t.response_due_ms, t.resolution_due_ms, t.resolution \
-         FROM tickets t JOIN hosts h ON h.id = t.host_id WHERE t.id = ?",
-    )
-    .bind(id)
-    .fetch_optional(&mut **tx)
-    .await?;
-    let Some(r) = row else { return Ok(None) };
-    let int = |name: &str| -> StoreResult<u32> {
-        let v: i64 = r.try_get(name)?;
-        u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{name} {v}")))
-    };
-    let resolved: Option<i64> = r.try_get("resolved_at_ms")?;
-    Ok(Some(TicketPayload {
-        id: r.try_get("id")?,
-        title: r.try_get("title")?,
-        host_id: r.try_get("host_id")?,
-        hostname: r.try_get("hostname")?,
-        rule: r.try_get("rule")?,
-        subject: r.try_get("subject")?,
-        status: r.try_get("status")?,
-        priority: r.try_get("priority")?,
-        severity: r.try_get("severity")?,
-        assignee: r.try_get("assignee")?,
-        escalation: int("escalation")?,
-        occurrences: int("occurrences")?,
-        flaps: int("flaps")?,
-        opened_at: rfc3339(r.try_get("opened_at_ms")?),
-        updated_at: rfc3339(r.try_get("updated_at_ms")?),
-        resolved_at: resolved.map(rfc3339),
-        response_due: rfc3339(r.try_get("response_due_ms")?),
-        resolution_due: rfc3339(r.try_get("resolution_due_ms")?),
-        resolution: r.try_get("resolution")?,
-    }))
 }
 
 /// Stores a webhook; returns its id.
@@ -352,7 +263,8 @@ mod tests {
             .execute(&mut *tx)
             .await
             .expect("update");
-        enqueue(&mut tx, TicketEvent::Updated, ticket.id, 2)
+        let mut tickets = super::super::tickets::Tickets(&mut tx);
+        crate::store::engine::tickets::enqueue(&mut tickets, TicketEvent::Updated, ticket.id, 2)
             .await
             .expect("enqueue");
         let inside: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM webhook_outbox")

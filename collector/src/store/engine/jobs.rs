@@ -1,0 +1,209 @@
+//! The diagnostic job state machine (queued -> sent -> completed, failed,
+//! timed_out or refused; cancelled or expired), written once against
+//! [`JobTx`], a transaction of either backend: what each step changes,
+//! what it audits, and what a finished job writes into its ticket's
+//! worklog. A job is finished only by a result from the host it was for,
+//! and only once.
+
+use crate::store::{AuditEntry, JobResult, JobRow, NewJob, StoreError, StoreResult};
+
+/// The most output kept of one job, whatever the agent sends: the largest
+/// catalog cap with room to spare.
+const MAX_OUTPUT: usize = 256 * 1024;
+
+/// A job's row change on a result from its host.
+#[derive(Debug)]
+pub struct Finish<'a> {
+    /// The job.
+    pub job_id: &'a str,
+    /// The host the result came from.
+    pub host: &'a str,
+    /// completed, failed, timed_out or refused.
+    pub outcome: &'a str,
+    /// The exit code.
+    pub exit_code: i32,
+    /// The output kept, at most [`MAX_OUTPUT`] bytes.
+    pub output: &'a [u8],
+    /// Whether output was cut, by the agent or here.
+    pub truncated: bool,
+    /// When it started on the agent.
+    pub started_at_ms: i64,
+    /// When it finished on the agent.
+    pub finished_at_ms: i64,
+    /// Why it failed or was refused, or empty.
+    pub reason: &'a str,
+}
+
+/// One open write transaction of a backend, as the job state machine uses
+/// it: each method is SQL and decides nothing.
+pub trait JobTx: Send {
+    /// A job as it stands in this transaction.
+    async fn job(&mut self, id: &str) -> StoreResult<Option<JobRow>>;
+    /// A job, locked for this transaction's change where locks exist.
+    async fn job_for_change(&mut self, id: &str) -> StoreResult<Option<JobRow>>;
+    /// Inserts a queued job.
+    async fn insert_job(&mut self, job: &NewJob, now_ms: i64) -> StoreResult<()>;
+    /// Marks a queued job sent; whether it was queued.
+    async fn mark_sent(&mut self, id: &str, now_ms: i64) -> StoreResult<bool>;
+    /// Notes that a sent job was sent again.
+    async fn resent(&mut self, id: &str, now_ms: i64) -> StoreResult<()>;
+    /// Cancels a job that never reached the agent.
+    async fn cancel_queued(&mut self, id: &str, now_ms: i64) -> StoreResult<()>;
+    /// Asks the agent to cancel a job it has.
+    async fn request_cancel(&mut self, id: &str) -> StoreResult<()>;
+    /// Jobs past their TTL (a sent one past a grace hour more), by id; on
+    /// PostgreSQL claimed, skipping rows another transaction holds.
+    async fn expiring(&mut self, now_ms: i64) -> StoreResult<Vec<String>>;
+    /// Expires one of [`JobTx::expiring`]'s jobs if it still may expire;
+    /// whether it did.
+    async fn expire_job(&mut self, id: &str, now_ms: i64) -> StoreResult<bool>;
+    /// Finishes an open job of `finish.host`; whether there was one.
+    async fn finish_job(&mut self, finish: &Finish<'_>) -> StoreResult<bool>;
+    /// Appends a system worklog entry to a ticket, if the ticket exists.
+    async fn ticket_note(&mut self, ticket: i64, at_ms: i64, note: &str) -> StoreResult<()>;
+    /// Appends an audit entry (`engine::audit::append`).
+    async fn audit(&mut self, entry: &AuditEntry, now_ms: i64) -> StoreResult<()>;
+}
+
+fn system(action: &str, job: &JobRow, detail: String) -> AuditEntry {
+    AuditEntry {
+        technician_id: None,
+        token_id: None,
+        action: action.into(),
+        subject: format!("job {} on host {}", job.id, job.host_id),
+        detail,
+    }
+}
+
+/// Records a job, queued, with its audit entry.
+pub async fn create(tx: &mut impl JobTx, job: &NewJob, now_ms: i64) -> StoreResult<JobRow> {
+    tx.insert_job(job, now_ms).await?;
+    let entry = AuditEntry {
+        technician_id: Some(job.caller.technician_id.clone()),
+        token_id: Some(job.caller.token_id.clone()),
+        action: "diagnostic.request".into(),
+        subject: format!("job {} on host {}", job.id, job.host_id),
+        detail: format!(
+            "{} {} ({}){}",
+            job.diagnostic,
+            job.params_text,
+            job.risk,
+            job.ticket_id
+                .map(|t| format!(" for ticket {t}"))
+                .unwrap_or_default()
+        ),
+    };
+    tx.audit(&entry, now_ms).await?;
+    tx.job(&job.id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("job {} vanished", job.id)))
+}
+
+/// Marks a job sent; the first send is audited as its start.
+pub async fn sent(tx: &mut impl JobTx, id: &str, now_ms: i64) -> StoreResult<()> {
+    if tx.mark_sent(id, now_ms).await?
+        && let Some(job) = tx.job(id).await?
+    {
+        let entry = system("diagnostic.start", &job, "delivered to the agent".into());
+        tx.audit(&entry, now_ms).await
+    } else {
+        tx.resent(id, now_ms).await
+    }
+}
+
+/// Cancels a job: one still queued is cancelled here, one the agent has is
+/// asked to stop, a finished one stays as it is.
+pub async fn cancel(tx: &mut impl JobTx, id: &str, now_ms: i64) -> StoreResult<Option<JobRow>> {
+    let Some(job) = tx.job_for_change(id).await? else {
+        return Ok(None);
+    };
+    match job.state.as_str() {
+        "queued" => tx.cancel_queued(id, now_ms).await?,
+        "sent" => tx.request_cancel(id).await?,
+        _ => {}
+    }
+    let after = tx
+        .job(id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("job {id} vanished")))?;
+    Ok(Some(after))
+}
+
+/// Expires jobs whose request passed its TTL before the agent took it. A
+/// sent job keeps running on the agent and reports its own result; only
+/// one never delivered, or delivered and never answered within a grace
+/// hour, expires here.
+pub async fn expire(tx: &mut impl JobTx, now_ms: i64) -> StoreResult<Vec<JobRow>> {
+    let mut expired = Vec::new();
+    for id in tx.expiring(now_ms).await? {
+        if tx.expire_job(&id, now_ms).await?
+            && let Some(job) = tx.job(&id).await?
+        {
+            tx.audit(&system("diagnostic.expire", &job, "expired".into()), now_ms)
+                .await?;
+            expired.push(job);
+        }
+    }
+    Ok(expired)
+}
+
+/// Finishes a job with the agent's result, inside the transaction that
+/// stores the report. Only the host the job was for can finish it; a
+/// result for a finished or unknown job changes nothing.
+pub async fn finish(
+    tx: &mut impl JobTx,
+    host: &str,
+    result: &JobResult,
+    now_ms: i64,
+) -> StoreResult<()> {
+    let output = &result.output[..result.output.len().min(MAX_OUTPUT)];
+    let finish = Finish {
+        job_id: &result.job_id,
+        host,
+        outcome: &result.outcome,
+        exit_code: result.exit_code,
+        output,
+        truncated: result.truncated || result.output.len() > MAX_OUTPUT,
+        started_at_ms: result.started_at_ms,
+        finished_at_ms: result.finished_at_ms,
+        reason: &result.reason,
+    };
+    if !tx.finish_job(&finish).await? {
+        tracing::warn!(host, job = %result.job_id, "a diagnostic result for no open job of this host; ignored");
+        return Ok(());
+    }
+    let Some(job) = tx.job(&result.job_id).await? else {
+        return Ok(());
+    };
+    let verb = if result.outcome == "refused" {
+        "diagnostic.refuse"
+    } else {
+        "diagnostic.finish"
+    };
+    let detail = format!(
+        "{} {}: {} exit {}{}",
+        job.diagnostic,
+        job.params_text,
+        result.outcome,
+        result.exit_code,
+        if result.reason.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", result.reason)
+        }
+    );
+    tx.audit(&system(verb, &job, detail.clone()), now_ms)
+        .await?;
+    if let Some(ticket) = job.ticket_id {
+        // The result is attached to the ticket: the worklog names the job
+        // and carries the start of the output.
+        let text = String::from_utf8_lossy(output);
+        let mut excerpt: String = text.chars().take(4000).collect();
+        if excerpt.len() < text.len() {
+            excerpt.push_str("\n[... the rest is in deskpulse job show]");
+        }
+        let note = format!("diagnostic job {}: {detail}\n{excerpt}", job.id);
+        tx.ticket_note(ticket, now_ms, &note).await?;
+    }
+    Ok(())
+}

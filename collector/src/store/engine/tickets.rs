@@ -1,0 +1,925 @@
+//! The ticket engine. Each health sample is evaluated in the transaction
+//! that stores it, and each inventory's changes in the transaction that
+//! stores the inventory, so rule state (D21) and the tickets it opens
+//! commit with the report, and a host's reports are evaluated in order.
+//! Timers (quiet periods, reopen windows, offline hosts, SLA targets)
+//! advance from the one-minute maintenance task.
+//!
+//! Everything here runs against [`TicketTx`], one open transaction of a
+//! backend: rule evaluation, the ticket actions (open, occurrence,
+//! resolve, reopen), employee reports, manual tickets and a technician's
+//! changes, the offline rule, timers and SLA escalation, with their
+//! worklog text, evidence JSON and webhook events. Where PostgreSQL must
+//! claim a host or a ticket against other replicas (D21), its
+//! implementation of the trait does so; SQLite has one writer and claims
+//! nothing.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::rules::events::ChangeEvent;
+use crate::rules::model::{Metric, Rule};
+use crate::rules::policy::Policy;
+use crate::rules::priority::{Impact, Priority, Severity};
+use crate::rules::{RuleState, TicketAction, USER_REPORT_RULE, step};
+use crate::store::{
+    OFFLINE_AFTER_INTERVALS, Reading, StoreError, StoreResult, TICKET_STATUSES, TicketChange,
+    TicketEvent, TicketRefusal, TicketRow,
+};
+
+/// A host's tags, (key, value).
+pub type Tags = Vec<(String, String)>;
+
+/// A rule state's row key: (host, rule, subject).
+pub type StateKey = (String, String, String);
+
+/// A rule state as stored, with the ticket it points to.
+pub type StoredState = (RuleState, Option<i64>);
+
+/// A ticket to open.
+pub struct NewTicket<'a> {
+    /// The host.
+    pub host: &'a str,
+    /// The rule that opened it, empty for a manual ticket.
+    pub rule: &'a str,
+    /// What the rule fired on (a mount point, a package), or empty.
+    pub subject: &'a str,
+    /// Its title.
+    pub title: &'a str,
+    /// Its severity.
+    pub severity: Severity,
+    /// Its priority.
+    pub priority: Priority,
+    /// The evidence copied in (D23).
+    pub evidence: &'a serde_json::Value,
+    /// Who the opening worklog entry is by.
+    pub author: &'a str,
+    /// The opening worklog entry.
+    pub note: &'a str,
+}
+
+/// A ticket row's SLA due times, from the policy's calendar.
+#[derive(Debug, Clone, Copy)]
+pub struct Due {
+    /// When the first response is due.
+    pub response_ms: i64,
+    /// When the resolution is due.
+    pub resolution_ms: i64,
+}
+
+/// What the offline rule needs to know of a host's presence (D18).
+#[derive(Debug, Clone)]
+pub struct Presence {
+    /// Its host id.
+    pub host: String,
+    /// Whether a replica holds its session now.
+    pub streaming: bool,
+    /// Whether it said goodbye when it last left.
+    pub said_goodbye: bool,
+    /// When a report of it was last stored.
+    pub last_seen_at_ms: Option<i64>,
+    /// When it enrolled.
+    pub enrolled_at_ms: i64,
+    /// Its health interval.
+    pub health_interval_secs: i64,
+}
+
+impl Presence {
+    /// The minutes it has been offline: 0 while it is online.
+    fn offline_minutes(&self, now_ms: i64) -> f64 {
+        let seen = self.last_seen_at_ms.unwrap_or(self.enrolled_at_ms);
+        let silent = now_ms.saturating_sub(seen);
+        let online = self.streaming
+            || (!self.said_goodbye
+                && silent <= OFFLINE_AFTER_INTERVALS * self.health_interval_secs * 1000);
+        if online {
+            0.0
+        } else {
+            (silent / 60_000) as f64
+        }
+    }
+}
+
+/// An SLA target a ticket can miss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlaTarget {
+    /// The first response.
+    Response,
+    /// The resolution.
+    Resolution,
+}
+
+impl SlaTarget {
+    /// As the worklog names it.
+    fn name(self) -> &'static str {
+        match self {
+            SlaTarget::Response => "response",
+            SlaTarget::Resolution => "resolution",
+        }
+    }
+}
+
+/// A ticket row change a technician makes, as SQL carries it out.
+#[derive(Debug, Clone, Copy)]
+pub enum TicketWrite<'a> {
+    /// Assigns it; a new ticket becomes open.
+    Assign(&'a str),
+    /// Sets the status.
+    Status(&'a str),
+    /// Resolves it with a resolution text.
+    Resolve(&'a str),
+    /// Raises the escalation level by one.
+    Escalate,
+    /// Opens it again.
+    Reopen,
+}
+
+/// One delivery of a ticket event to one webhook, as the outbox holds it.
+#[derive(Debug)]
+pub struct OutboxEntry<'a> {
+    /// The webhook.
+    pub webhook_id: i64,
+    /// The delivery's id, sent with every attempt.
+    pub delivery_id: &'a str,
+    /// The event.
+    pub event: TicketEvent,
+    /// The ticket.
+    pub ticket_id: i64,
+    /// The body, built when the event happened.
+    pub body: &'a str,
+}
+
+/// A change-log entry, as an employee report's evidence copies it.
+#[derive(Debug, Clone)]
+pub struct LoggedChange {
+    /// When the inventory that showed it was collected.
+    pub observed_at_ms: i64,
+    /// Its inventory section.
+    pub section: String,
+    /// The item that changed.
+    pub item: String,
+    /// The value before, if there was one.
+    pub old: Option<String>,
+    /// The value after, if there is one.
+    pub new: Option<String>,
+}
+
+/// One health sample's readings, for [`evaluate`].
+#[derive(Debug)]
+pub struct Sample<'a> {
+    /// The host.
+    pub host: &'a str,
+    /// What the rules evaluate.
+    pub readings: &'a [Reading],
+    /// When the agent took the sample.
+    pub at_ms: i64,
+}
+
+/// Reads a stored rule state.
+pub fn parse_state(text: &str) -> StoreResult<RuleState> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("rule state {text:?}: {e}")))
+}
+
+/// A rule state as stored.
+pub fn state_text(state: &RuleState) -> StoreResult<String> {
+    serde_json::to_string(state).map_err(|e| StoreError::Corrupt(format!("rule state: {e}")))
+}
+
+/// One open write transaction of a backend, as the ticket engine uses it:
+/// each method is one or a few SQL statements, and decides nothing.
+pub trait TicketTx: Send {
+    /// The tags of each of `hosts` that has any.
+    async fn tags_of(&mut self, hosts: &[&str]) -> StoreResult<HashMap<String, Tags>>;
+    /// Every rule state of `hosts`.
+    async fn states_of(&mut self, hosts: &[&str]) -> StoreResult<HashMap<StateKey, StoredState>>;
+    /// One rule state; `Ok` with no ticket when none is stored.
+    async fn load_state(
+        &mut self,
+        host: &str,
+        rule: &str,
+        subject: &str,
+    ) -> StoreResult<StoredState>;
+    /// Writes rule states back: `Ok` ones are deleted, the rest upserted.
+    async fn save_states(&mut self, states: &[(&StateKey, StoredState)]) -> StoreResult<()>;
+    /// Inserts a new ticket row; its id.
+    async fn insert_ticket(
+        &mut self,
+        new: &NewTicket<'_>,
+        due: Due,
+        now_ms: i64,
+    ) -> StoreResult<i64>;
+    /// Appends a worklog entry.
+    async fn worklog(
+        &mut self,
+        ticket: i64,
+        at_ms: i64,
+        author: &str,
+        note: &str,
+    ) -> StoreResult<()>;
+    /// The enabled webhooks that subscribe to `event`, by id.
+    async fn subscribers(&mut self, event: TicketEvent) -> StoreResult<Vec<i64>>;
+    /// Puts one delivery into the webhook outbox, due now.
+    async fn insert_outbox(&mut self, delivery: &OutboxEntry<'_>, now_ms: i64) -> StoreResult<()>;
+    /// Counts one more occurrence.
+    async fn count_occurrence(&mut self, ticket: i64, now_ms: i64) -> StoreResult<()>;
+    /// Resolves a ticket whose condition recovered, unless it is resolved
+    /// or closed already; whether it did.
+    async fn resolve_recovered(&mut self, ticket: i64, now_ms: i64) -> StoreResult<bool>;
+    /// Opens a resolved ticket again because its rule fired again: one
+    /// more flap and occurrence, the resolution cleared.
+    async fn reopen_fired(&mut self, ticket: i64, now_ms: i64) -> StoreResult<()>;
+    /// A ticket's status and when it resolved.
+    async fn ticket_status(&mut self, ticket: i64) -> StoreResult<Option<(String, Option<i64>)>>;
+    /// The host's latest `limit` changes since `since_ms`, newest first,
+    /// baselines left out.
+    async fn recent_changes(
+        &mut self,
+        host: &str,
+        since_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<LoggedChange>>;
+    /// Hosts the offline rules look at: always-on ones silent since before
+    /// `silent_before_ms`, and those with a state of one of `rules`; on
+    /// PostgreSQL only those this transaction could claim.
+    async fn offline_candidates(
+        &mut self,
+        rules: &[&str],
+        silent_before_ms: i64,
+    ) -> StoreResult<Vec<Presence>>;
+    /// Rule states waiting on a timer (recovering, resolved), of the hosts
+    /// this transaction holds or could claim.
+    async fn waiting_states(&mut self) -> StoreResult<Vec<(StateKey, StoredState)>>;
+    /// A ticket, locked for this transaction's change where locks exist.
+    async fn ticket_for_change(&mut self, id: i64) -> StoreResult<Option<TicketRow>>;
+    /// A ticket as it stands now in this transaction.
+    async fn ticket(&mut self, id: i64) -> StoreResult<Option<TicketRow>>;
+    /// Carries out a technician's change of the ticket row.
+    async fn write_ticket(
+        &mut self,
+        id: i64,
+        write: TicketWrite<'_>,
+        now_ms: i64,
+    ) -> StoreResult<()>;
+    /// Marks when waiting began.
+    async fn start_waiting(&mut self, id: i64, now_ms: i64) -> StoreResult<()>;
+    /// When waiting began, if it is marked.
+    async fn waiting_since(&mut self, id: i64) -> StoreResult<Option<i64>>;
+    /// Moves the resolution due time and clears the waiting mark.
+    async fn end_waiting(&mut self, id: i64, resolution_due_ms: i64) -> StoreResult<()>;
+    /// Marks a technician's action: updated now, and responded if not yet.
+    async fn mark_response(&mut self, id: i64, now_ms: i64) -> StoreResult<()>;
+    /// Open tickets past the `target` due time not yet escalated for it,
+    /// with their escalation level; on PostgreSQL claimed, skipping rows
+    /// another transaction holds.
+    async fn missed(&mut self, target: SlaTarget, now_ms: i64) -> StoreResult<Vec<(i64, i64)>>;
+    /// Marks the target missed and raises the escalation level.
+    async fn escalate_missed(&mut self, id: i64, target: SlaTarget, now_ms: i64)
+    -> StoreResult<()>;
+    /// Closes tickets resolved before `resolved_before_ms`; how many.
+    async fn close_resolved(&mut self, resolved_before_ms: i64, now_ms: i64) -> StoreResult<u64>;
+}
+
+/// Queues `event` for `ticket_id` to every enabled webhook that subscribes
+/// to it, in the caller's transaction. The body is built now, so it shows
+/// the ticket as this change left it, even if it is delivered hours later.
+pub async fn enqueue(
+    tx: &mut impl TicketTx,
+    event: TicketEvent,
+    ticket_id: i64,
+    now_ms: i64,
+) -> StoreResult<()> {
+    // The common case on the ingest path is no webhooks at all: one indexed
+    // read and done.
+    let hooks = tx.subscribers(event).await?;
+    if hooks.is_empty() {
+        return Ok(());
+    }
+    let Some(ticket) = tx.ticket(ticket_id).await? else {
+        return Err(StoreError::Corrupt(format!(
+            "ticket {ticket_id} vanished before its {} event",
+            event.name()
+        )));
+    };
+    let ticket = ticket_payload(ticket);
+    for webhook_id in hooks {
+        let delivery_id = uuid::Uuid::new_v4().to_string();
+        let body = crate::webhooks::payload(event, &delivery_id, now_ms, &ticket);
+        let entry = OutboxEntry {
+            webhook_id,
+            delivery_id: &delivery_id,
+            event,
+            ticket_id,
+            body: &body,
+        };
+        tx.insert_outbox(&entry, now_ms).await?;
+    }
+    Ok(())
+}
+
+/// A ticket as a webhook's body shows it.
+fn ticket_payload(t: TicketRow) -> crate::webhooks::TicketPayload {
+    use crate::webhooks::rfc3339;
+    crate::webhooks::TicketPayload {
+        id: t.id,
+        title: t.title,
+        host_id: t.host_id,
+        hostname: t.hostname,
+        rule: t.rule,
+        subject: t.subject,
+        status: t.status,
+        priority: t.priority,
+        severity: t.severity,
+        assignee: t.assignee,
+        escalation: t.escalation,
+        occurrences: t.occurrences,
+        flaps: t.flaps,
+        opened_at: rfc3339(t.opened_at_ms),
+        updated_at: rfc3339(t.updated_at_ms),
+        resolved_at: t.resolved_at_ms.map(rfc3339),
+        response_due: rfc3339(t.response_due_ms),
+        resolution_due: rfc3339(t.resolution_due_ms),
+        resolution: t.resolution,
+    }
+}
+
+fn ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+async fn host_tags(tx: &mut impl TicketTx, host: &str) -> StoreResult<Tags> {
+    Ok(tx.tags_of(&[host]).await?.remove(host).unwrap_or_default())
+}
+
+async fn save_state(
+    tx: &mut impl TicketTx,
+    key: StateKey,
+    state: RuleState,
+    ticket: Option<i64>,
+) -> StoreResult<()> {
+    tx.save_states(&[(&key, (state, ticket))]).await
+}
+
+/// Opens a ticket with its SLA due times on the policy's calendar; the one
+/// way every kind of ticket (rule, change, employee, manual) is made.
+async fn open_ticket(
+    tx: &mut impl TicketTx,
+    policy: &Policy,
+    new: &NewTicket<'_>,
+    now_ms: i64,
+) -> StoreResult<i64> {
+    let sla = policy.sla(new.priority);
+    let due = Due {
+        response_ms: policy.calendar.add(now_ms, ms(sla.response)),
+        resolution_ms: policy.calendar.add(now_ms, ms(sla.resolution)),
+    };
+    let id = tx.insert_ticket(new, due, now_ms).await?;
+    tx.worklog(id, now_ms, new.author, new.note).await?;
+    enqueue(tx, TicketEvent::Opened, id, now_ms).await?;
+    Ok(id)
+}
+
+/// What fired, for the ticket's evidence (D23).
+struct Firing<'a> {
+    rule: &'a Rule,
+    subject: &'a str,
+    value: Option<f64>,
+    sample_at_ms: i64,
+}
+
+/// Carries out a ticket action; returns the ticket the state points to.
+#[allow(clippy::too_many_arguments)] // the transaction, policy and the event's own fields; a struct would only rename them
+async fn act(
+    tx: &mut impl TicketTx,
+    policy: &Policy,
+    host: &str,
+    tags: &[(String, String)],
+    firing: &Firing<'_>,
+    action: TicketAction,
+    ticket: Option<i64>,
+    now_ms: i64,
+) -> StoreResult<Option<i64>> {
+    let rule = firing.rule;
+    let value = firing.value.unwrap_or(f64::NAN);
+    match (action, ticket) {
+        (TicketAction::Occurrence, Some(id)) => {
+            tx.count_occurrence(id, now_ms).await?;
+            enqueue(tx, TicketEvent::Updated, id, now_ms).await?;
+            Ok(Some(id))
+        }
+        (TicketAction::Resolve, Some(id)) => {
+            // A technician may have resolved it by hand already.
+            if tx.resolve_recovered(id, now_ms).await? {
+                let note = format!(
+                    "auto-resolved: the condition recovered and stayed recovered for {} min",
+                    policy.lifecycle.quiet_ms / 60_000
+                );
+                tx.worklog(id, now_ms, "system", &note).await?;
+                enqueue(tx, TicketEvent::Resolved, id, now_ms).await?;
+            }
+            Ok(Some(id))
+        }
+        (TicketAction::Reopen, Some(id)) => {
+            tx.reopen_fired(id, now_ms).await?;
+            let note = format!(
+                "reopened: {} fired again ({})",
+                rule.name,
+                rule.metric.format(value)
+            );
+            tx.worklog(id, now_ms, "system", &note).await?;
+            enqueue(tx, TicketEvent::Opened, id, now_ms).await?;
+            Ok(Some(id))
+        }
+        // Open, or an action whose ticket is gone: a new ticket.
+        _ => {
+            let evidence = serde_json::json!({
+                "rule": rule.name,
+                "metric": rule.metric.name(),
+                "op": rule.op.symbol(),
+                "threshold": rule.threshold,
+                "recover": rule.recover,
+                "for_ms": rule.duration_ms,
+                "subject": firing.subject,
+                "value": firing.value,
+                "sample_at_ms": firing.sample_at_ms,
+            });
+            let note = format!(
+                "opened by rule {}: {} {} {} for {} min (value {})",
+                rule.name,
+                rule.metric.name(),
+                rule.op.symbol(),
+                rule.threshold,
+                rule.duration_ms / 60_000,
+                rule.metric.format(value)
+            );
+            let id = open_ticket(
+                tx,
+                policy,
+                &NewTicket {
+                    host,
+                    rule: &rule.name,
+                    subject: firing.subject,
+                    title: &rule.ticket_title(firing.subject, value),
+                    severity: rule.severity,
+                    priority: Priority::of(Impact::of(tags), rule.severity),
+                    evidence: &evidence,
+                    author: "system",
+                    note: &note,
+                },
+                now_ms,
+            )
+            .await?;
+            Ok(Some(id))
+        }
+    }
+}
+
+/// Evaluates health samples against the rules in force, in order, so a
+/// host's samples step its states in order. The hosts' tags and rule
+/// states load once, steps run in memory, tickets act as they fire, and
+/// only the states that changed are written back, together. On PostgreSQL
+/// the caller holds the evaluation lock of every host (`lock_host`).
+pub async fn evaluate(
+    tx: &mut impl TicketTx,
+    policy: &Policy,
+    samples: &[Sample<'_>],
+    now_ms: i64,
+) -> StoreResult<()> {
+    if samples.is_empty() || policy.rules.is_empty() {
+        return Ok(());
+    }
+    let hosts: Vec<&str> = {
+        let mut seen = HashSet::new();
+        samples
+            .iter()
+            .map(|s| s.host)
+            .filter(|h| seen.insert(*h))
+            .collect()
+    };
+    let tags = tx.tags_of(&hosts).await?;
+    let mut states = tx.states_of(&hosts).await?;
+    let none = Vec::new();
+    let mut changed: HashSet<StateKey> = HashSet::new();
+    for sample in samples {
+        let tags = tags.get(sample.host).unwrap_or(&none);
+        for rule in policy.rules.iter().filter(|r| r.in_scope(tags)) {
+            for (_, subject, value) in sample.readings.iter().filter(|(m, _, _)| *m == rule.metric)
+            {
+                let key = (sample.host.to_owned(), rule.name.clone(), subject.clone());
+                let (state, ticket) = states.get(&key).copied().unwrap_or((RuleState::Ok, None));
+                let (next, action) =
+                    step(rule, state, Some(*value), sample.at_ms, policy.lifecycle);
+                let ticket = match action {
+                    Some(action) => {
+                        let firing = Firing {
+                            rule,
+                            subject,
+                            value: Some(*value),
+                            sample_at_ms: sample.at_ms,
+                        };
+                        act(
+                            tx,
+                            policy,
+                            sample.host,
+                            tags,
+                            &firing,
+                            action,
+                            ticket,
+                            now_ms,
+                        )
+                        .await?
+                    }
+                    None => ticket,
+                };
+                if next != state || action.is_some() {
+                    changed.insert(key.clone());
+                    states.insert(key, (next, ticket));
+                }
+            }
+        }
+    }
+    let writes: Vec<(&StateKey, StoredState)> = changed
+        .iter()
+        .filter_map(|key| states.get(key).map(|state| (key, *state)))
+        .collect();
+    if writes.is_empty() {
+        return Ok(());
+    }
+    tx.save_states(&writes).await
+}
+
+/// Fires the change rules on one stored inventory's changes. A change
+/// whose ticket is still open counts an occurrence; one whose ticket
+/// resolved within the reopen window reopens it; otherwise a new ticket.
+/// On PostgreSQL the caller holds the host's evaluation lock.
+pub async fn evaluate_changes(
+    tx: &mut impl TicketTx,
+    policy: &Policy,
+    host: &str,
+    events: &[ChangeEvent],
+    observed_at_ms: i64,
+    now_ms: i64,
+) -> StoreResult<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let tags = host_tags(tx, host).await?;
+    for event in events {
+        for rule in policy
+            .change_rules
+            .iter()
+            .filter(|r| r.change == event.kind && r.in_scope(&tags))
+        {
+            let (_, ticket) = tx.load_state(host, &rule.name, &event.subject).await?;
+            let previous = match ticket {
+                Some(id) => tx
+                    .ticket_status(id)
+                    .await?
+                    .map(|(status, resolved)| (id, status, resolved)),
+                None => None,
+            };
+            let id = match previous {
+                Some((id, status, _)) if !matches!(status.as_str(), "resolved" | "closed") => {
+                    tx.count_occurrence(id, now_ms).await?;
+                    let note = format!("happened again: {}", event.detail);
+                    tx.worklog(id, now_ms, "system", &note).await?;
+                    enqueue(tx, TicketEvent::Updated, id, now_ms).await?;
+                    id
+                }
+                Some((id, status, Some(resolved)))
+                    if status == "resolved"
+                        && now_ms - resolved <= policy.lifecycle.reopen_window_ms =>
+                {
+                    tx.reopen_fired(id, now_ms).await?;
+                    let note = format!("reopened: {}", event.detail);
+                    tx.worklog(id, now_ms, "system", &note).await?;
+                    enqueue(tx, TicketEvent::Opened, id, now_ms).await?;
+                    id
+                }
+                _ => {
+                    let evidence = serde_json::json!({
+                        "rule": rule.name,
+                        "change": rule.change.name(),
+                        "subject": event.subject,
+                        "detail": event.detail,
+                        "observed_at_ms": observed_at_ms,
+                    });
+                    open_ticket(
+                        tx,
+                        policy,
+                        &NewTicket {
+                            host,
+                            rule: &rule.name,
+                            subject: &event.subject,
+                            title: &format!("{}: {}", rule.name, event.detail),
+                            severity: rule.severity,
+                            priority: Priority::of(Impact::of(&tags), rule.severity),
+                            evidence: &evidence,
+                            author: "system",
+                            note: &format!("opened by change rule {}: {}", rule.name, event.detail),
+                        },
+                        now_ms,
+                    )
+                    .await?
+                }
+            };
+            let state = RuleState::Firing {
+                fired_at_ms: observed_at_ms,
+            };
+            let key = (host.to_owned(), rule.name.clone(), event.subject.clone());
+            save_state(tx, key, state, Some(id)).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Opens the ticket of an employee's problem report (D12), with the health
+/// sample they sent and the host's recent changes copied in (D23). On
+/// PostgreSQL the caller holds the host's evaluation lock.
+#[allow(clippy::too_many_arguments)] // the transaction, policy and the event's own fields; a struct would only rename them
+pub async fn open_user_issue(
+    tx: &mut impl TicketTx,
+    policy: &Policy,
+    host: &str,
+    text: &str,
+    os_user: &str,
+    health: &serde_json::Value,
+    reported_at_ms: i64,
+    now_ms: i64,
+) -> StoreResult<i64> {
+    let tags = host_tags(tx, host).await?;
+    let changes: Vec<serde_json::Value> = tx
+        .recent_changes(host, reported_at_ms - 7 * 86_400_000, 20)
+        .await?
+        .into_iter()
+        .map(|c| {
+            serde_json::json!({
+                "observed_at_ms": c.observed_at_ms,
+                "section": c.section,
+                "item": c.item,
+                "old": c.old,
+                "new": c.new,
+            })
+        })
+        .collect();
+    let first_line = text.lines().next().unwrap_or(text);
+    let mut title: String = first_line.chars().take(120).collect();
+    if title.len() < first_line.len() {
+        title.push('…');
+    }
+    let evidence = serde_json::json!({
+        "rule": USER_REPORT_RULE,
+        "reported_by": os_user,
+        "text": text,
+        "reported_at_ms": reported_at_ms,
+        "health": health,
+        "recent_changes": changes,
+    });
+    open_ticket(
+        tx,
+        policy,
+        &NewTicket {
+            host,
+            rule: USER_REPORT_RULE,
+            subject: "",
+            title: &format!("reported by {os_user}: {title}"),
+            severity: Severity::Medium,
+            priority: Priority::of(Impact::of(&tags), Severity::Medium),
+            evidence: &evidence,
+            author: os_user,
+            note: &format!("reported from the PC by {os_user}: {text}"),
+        },
+        now_ms,
+    )
+    .await
+}
+
+/// Evaluates the offline rules: each always-on host that has been silent
+/// past the smallest threshold, or has an offline rule state to move on.
+async fn evaluate_offline(
+    tx: &mut impl TicketTx,
+    policy: &Policy,
+    now_ms: i64,
+) -> StoreResult<u64> {
+    let rules: Vec<&Rule> = policy
+        .rules
+        .iter()
+        .filter(|r| r.metric == Metric::OfflineMinutes)
+        .collect();
+    let Some(min_threshold) = rules.iter().map(|r| r.threshold).reduce(f64::min) else {
+        return Ok(0);
+    };
+    let silent_before = now_ms - (min_threshold.max(0.0) * 60_000.0) as i64;
+    let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
+    let hosts = tx.offline_candidates(&names, silent_before).await?;
+    let mut actions = 0;
+    for presence in hosts {
+        let host = presence.host.as_str();
+        let minutes = presence.offline_minutes(now_ms);
+        let tags = host_tags(tx, host).await?;
+        for rule in rules.iter().filter(|r| r.in_scope(&tags)) {
+            let (state, ticket) = tx.load_state(host, &rule.name, "").await?;
+            let (next, action) = step(rule, state, Some(minutes), now_ms, policy.lifecycle);
+            let ticket = match action {
+                Some(action) => {
+                    actions += 1;
+                    let firing = Firing {
+                        rule,
+                        subject: "",
+                        value: Some(minutes),
+                        sample_at_ms: now_ms,
+                    };
+                    act(tx, policy, host, &tags, &firing, action, ticket, now_ms).await?
+                }
+                None => ticket,
+            };
+            if next != state || action.is_some() {
+                let key = (host.to_owned(), rule.name.clone(), String::new());
+                save_state(tx, key, next, ticket).await?;
+            }
+        }
+    }
+    Ok(actions)
+}
+
+/// Advances every waiting timer (quiet periods, reopen windows) and the
+/// offline rules to `now_ms`. Returns how many ticket actions it took.
+pub async fn advance_timers(
+    tx: &mut impl TicketTx,
+    policy: &Policy,
+    now_ms: i64,
+) -> StoreResult<u64> {
+    let mut actions = evaluate_offline(tx, policy, now_ms).await?;
+    for (key, (state, ticket)) in tx.waiting_states().await? {
+        let (host, name, subject) = &key;
+        let Some(rule) = policy.rule(name) else {
+            // A rule no longer in force: its state has nothing to wait for.
+            save_state(tx, key, RuleState::Ok, None).await?;
+            continue;
+        };
+        let (next, action) = step(rule, state, None, now_ms, policy.lifecycle);
+        let ticket = match action {
+            Some(action) => {
+                actions += 1;
+                let tags = host_tags(tx, host).await?;
+                let firing = Firing {
+                    rule,
+                    subject,
+                    value: None,
+                    sample_at_ms: now_ms,
+                };
+                act(tx, policy, host, &tags, &firing, action, ticket, now_ms).await?
+            }
+            None => ticket,
+        };
+        if next != state {
+            save_state(tx, key.clone(), next, ticket).await?;
+        }
+    }
+    Ok(actions)
+}
+
+/// Opens a manual ticket.
+pub async fn create(
+    tx: &mut impl TicketTx,
+    policy: &Policy,
+    host: &str,
+    title: &str,
+    priority: Option<Priority>,
+    author: &str,
+    now_ms: i64,
+) -> StoreResult<TicketRow> {
+    let tags = host_tags(tx, host).await?;
+    let priority = priority.unwrap_or_else(|| Priority::of(Impact::of(&tags), Severity::Medium));
+    let id = open_ticket(
+        tx,
+        policy,
+        &NewTicket {
+            host,
+            rule: "",
+            subject: "",
+            title,
+            severity: Severity::Medium,
+            priority,
+            evidence: &serde_json::json!({}),
+            author,
+            note: "opened by hand",
+        },
+        now_ms,
+    )
+    .await?;
+    tx.ticket(id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("ticket {id} vanished")))
+}
+
+/// Applies a technician's change.
+pub async fn update(
+    tx: &mut impl TicketTx,
+    policy: &Policy,
+    id: i64,
+    change: &TicketChange,
+    author: &str,
+    now_ms: i64,
+) -> StoreResult<Result<TicketRow, TicketRefusal>> {
+    let Some(before) = tx.ticket_for_change(id).await? else {
+        return Ok(Err(TicketRefusal::NotFound));
+    };
+    let closed = matches!(before.status.as_str(), "resolved" | "closed");
+    let note = match change {
+        TicketChange::Assign(name) => {
+            tx.write_ticket(id, TicketWrite::Assign(name), now_ms)
+                .await?;
+            format!("assigned to {name}")
+        }
+        TicketChange::Note(text) => text.clone(),
+        TicketChange::Status(status) => {
+            if !TICKET_STATUSES.contains(&status.as_str()) {
+                return Ok(Err(TicketRefusal::Invalid(format!(
+                    "unknown status {status:?}; expected one of {}",
+                    TICKET_STATUSES.join(", ")
+                ))));
+            }
+            if status == "resolved" {
+                return Ok(Err(TicketRefusal::Invalid(
+                    "resolve a ticket with `ticket resolve ID --resolution TEXT`".into(),
+                )));
+            }
+            tx.write_ticket(id, TicketWrite::Status(status), now_ms)
+                .await?;
+            format!("status {} -> {status}", before.status)
+        }
+        TicketChange::Resolve(resolution) => {
+            if closed {
+                return Ok(Err(TicketRefusal::Invalid(format!(
+                    "ticket {id} is already {}",
+                    before.status
+                ))));
+            }
+            tx.write_ticket(id, TicketWrite::Resolve(resolution), now_ms)
+                .await?;
+            format!("resolved: {resolution}")
+        }
+        TicketChange::Escalate => {
+            tx.write_ticket(id, TicketWrite::Escalate, now_ms).await?;
+            format!("escalated to level {}", before.escalation + 1)
+        }
+        TicketChange::Reopen => {
+            if !closed {
+                return Ok(Err(TicketRefusal::Invalid(format!(
+                    "ticket {id} is {}, not resolved or closed",
+                    before.status
+                ))));
+            }
+            tx.write_ticket(id, TicketWrite::Reopen, now_ms).await?;
+            "reopened by hand".into()
+        }
+    };
+    // The SLA clock pauses while waiting (D22): the business time that was
+    // left when waiting began is counted again from now.
+    let waiting_now = matches!(change, TicketChange::Status(s) if s == "waiting");
+    if waiting_now && before.status != "waiting" {
+        tx.start_waiting(id, now_ms).await?;
+    } else if before.status == "waiting"
+        && !waiting_now
+        && !matches!(
+            change,
+            TicketChange::Note(_) | TicketChange::Assign(_) | TicketChange::Escalate
+        )
+        && let Some(since) = tx.waiting_since(id).await?
+    {
+        let left = policy.calendar.between(since, before.resolution_due_ms);
+        tx.end_waiting(id, policy.calendar.add(now_ms, left))
+            .await?;
+    }
+    // The first technician action meets the response target.
+    tx.mark_response(id, now_ms).await?;
+    tx.worklog(id, now_ms, author, &note).await?;
+    enqueue(tx, crate::webhooks::event_of(change), id, now_ms).await?;
+    let after = tx
+        .ticket(id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("ticket {id} vanished")))?;
+    Ok(Ok(after))
+}
+
+/// Escalates missed SLA targets once each, and closes resolved tickets past
+/// the reopen window (D22).
+pub async fn advance_sla(tx: &mut impl TicketTx, policy: &Policy, now_ms: i64) -> StoreResult<u64> {
+    let mut changed = 0;
+    for target in [SlaTarget::Response, SlaTarget::Resolution] {
+        for (id, level) in tx.missed(target, now_ms).await? {
+            tx.escalate_missed(id, target, now_ms).await?;
+            let note = format!(
+                "SLA {} target missed: escalated to level {}",
+                target.name(),
+                level + 1
+            );
+            tx.worklog(id, now_ms, "system", &note).await?;
+            enqueue(tx, TicketEvent::Escalated, id, now_ms).await?;
+            changed += 1;
+        }
+    }
+    let closed = tx
+        .close_resolved(now_ms - policy.lifecycle.reopen_window_ms, now_ms)
+        .await?;
+    Ok(changed + closed)
+}

@@ -92,7 +92,7 @@ impl Api {
         // set up its own static state; it is a system library that rpm
         // itself loads.
         let library = unsafe { libloading::Library::new(name) }.map_err(missing)?;
-        // SAFETY (every `get` below): each type is the C signature that
+        // SAFETY: for every `get` below, the type is the C signature that
         // sqlite3.h declares for that name, stable across SQLite 3 versions;
         // the pointers are copied out of their `Symbol`s and used only
         // while `library` is held in the same `Api`.

@@ -204,7 +204,12 @@ mod manage {
     pub(in super::super) fn query() -> Result<ServiceState, ServiceError> {
         let name = unit_name();
         if !systemd_running() {
-            let unit = Path::new(UNIT_DIR).join(&name);
+            // The admin's unit first, then the one a package installed.
+            let unit = [UNIT_DIR, "/usr/lib/systemd/system", "/lib/systemd/system"]
+                .iter()
+                .map(|dir| Path::new(dir).join(&name))
+                .find(|unit| unit.exists())
+                .unwrap_or_else(|| Path::new(UNIT_DIR).join(&name));
             return Ok(ServiceState {
                 installed: unit.exists(),
                 running: false,

@@ -8,10 +8,13 @@
 //! - [`Collector`]: a `deskpulse-collector serve` child process.
 //! - [`Agent`]: a state dir and the `deskpulse-agent` commands on it.
 //! - [`raw`]: a gRPC codec that sends arbitrary bytes, for malformed input.
+//! - [`wine`]: the Windows agent's `.exe` and `wine` commands, under the
+//!   prefix `cargo xtask test` prepared.
 //! - [`postgres_database`]: a fresh PostgreSQL database, when the run has
 //!   one (`DESKPULSE_TEST_DATABASE_URL`).
 
 pub mod raw;
+pub mod wine;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -65,6 +68,11 @@ impl Run {
             self.code, self.stdout, self.stderr
         );
         self
+    }
+
+    /// Stdout parsed as JSON; a failure quoting it when it is not.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {}", self.stdout))
     }
 
     /// The last stderr line: where the one-line error is.

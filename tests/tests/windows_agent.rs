@@ -12,55 +12,13 @@
 //! the `.exe` and exports the prefix in `DESKPULSE_WINE_PREFIX`; without it
 //! these tests say SKIPPED, and fail under `CI=true`.
 
-use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use deskpulse_agent::spool::{Limits, Spool};
 use deskpulse_proto::v1::report::Payload;
+use deskpulse_tests::wine::{self, agent_exe, windows_path, wine};
 use deskpulse_tests::{Collector, Run, received_seqs, run, wait_for};
-
-/// The Wine prefix `cargo xtask test` prepared, or `None` (and a SKIPPED
-/// line) when there is none.
-fn wine_ready(test: &str) -> bool {
-    if std::env::var_os("DESKPULSE_WINE_PREFIX").is_some() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test}: DESKPULSE_WINE_PREFIX is not set under CI=true; run `cargo xtask test`"
-    );
-    eprintln!(
-        "SKIPPED {test}: no Wine prefix (DESKPULSE_WINE_PREFIX); `cargo xtask test` prepares one"
-    );
-    false
-}
-
-fn agent_exe() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let exe = target.join("x86_64-pc-windows-gnu/debug/deskpulse-agent.exe");
-    assert!(
-        exe.exists(),
-        "{} is missing: run `cargo build -p deskpulse-agent --target x86_64-pc-windows-gnu` (`cargo xtask test` does)",
-        exe.display()
-    );
-    exe
-}
-
-/// A Linux path as the Windows program sees it: Wine maps `/` to `Z:`.
-fn windows_path(path: &Path) -> String {
-    format!("Z:{}", path.display()).replace('/', "\\")
-}
-
-/// `wine ARGS`, with the prefix's environment `cargo xtask test` exported.
-fn wine(args: &[&str]) -> Command {
-    let mut cmd = Command::new("wine");
-    cmd.args(args).stdin(Stdio::null());
-    cmd.env_remove("RUST_BACKTRACE");
-    cmd
-}
 
 /// A Windows agent whose state dir is a Linux temp dir.
 struct WindowsAgent {
@@ -210,13 +168,9 @@ impl Drop for PlantedProgram {
     }
 }
 
-fn json(out: &Run) -> serde_json::Value {
-    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
-}
-
 #[test]
 fn a_windows_agent_enrolls_reports_its_inventory_and_raises_a_ticket() {
-    if !wine_ready("a_windows_agent_enrolls_reports_its_inventory_and_raises_a_ticket") {
+    if !wine::ready("a_windows_agent_enrolls_reports_its_inventory_and_raises_a_ticket") {
         return;
     }
     let collector = Collector::start();
@@ -238,7 +192,7 @@ fn a_windows_agent_enrolls_reports_its_inventory_and_raises_a_ticket() {
 
     let token = collector.admin_token();
     let host = agent.host_id();
-    let inventory = json(
+    let inventory = Run::json(
         &collector
             .cli(&token, &["--json", "inventory", &host])
             .expect_code(0),
@@ -322,7 +276,7 @@ fn a_windows_agent_enrolls_reports_its_inventory_and_raises_a_ticket() {
 
 #[test]
 fn a_windows_service_runs_a_diagnostic_and_loses_nothing_when_killed() {
-    if !wine_ready("a_windows_service_runs_a_diagnostic_and_loses_nothing_when_killed") {
+    if !wine::ready("a_windows_service_runs_a_diagnostic_and_loses_nothing_when_killed") {
         return;
     }
     let collector = Collector::start();
@@ -373,7 +327,7 @@ fn a_windows_service_runs_a_diagnostic_and_loses_nothing_when_killed() {
     let addr = collector.addr.to_string();
     let data_dir = collector.kill_9();
     wait_for(Duration::from_secs(60), || {
-        let status = json(&agent.command(&["status", "--json"]).expect_code(0));
+        let status = Run::json(&agent.command(&["status", "--json"]).expect_code(0));
         (status["spool"]["health"]["records"].as_u64() >= Some(3)).then_some(())
     })
     .expect("health samples pile up while the collector is down");

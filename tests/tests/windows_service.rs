@@ -14,54 +14,13 @@
 //! tests say SKIPPED, and fail under `CI=true`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
+use deskpulse_tests::wine::{self, agent_exe, windows_path, wine};
 use deskpulse_tests::{Collector, Run, run, wait_for};
 
 const SERVICE: &str = "deskpulse-agent";
-
-/// Whether `cargo xtask test` prepared a Wine prefix; a SKIPPED line when
-/// not.
-fn wine_ready(test: &str) -> bool {
-    if std::env::var_os("DESKPULSE_WINE_PREFIX").is_some() {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{test}: DESKPULSE_WINE_PREFIX is not set under CI=true; run `cargo xtask test`"
-    );
-    eprintln!(
-        "SKIPPED {test}: no Wine prefix (DESKPULSE_WINE_PREFIX); `cargo xtask test` prepares one"
-    );
-    false
-}
-
-fn agent_exe() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let exe = target.join("x86_64-pc-windows-gnu/debug/deskpulse-agent.exe");
-    // Canonical, as `service install` registers it.
-    std::fs::canonicalize(&exe).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}: run `cargo build -p deskpulse-agent --target x86_64-pc-windows-gnu` (`cargo xtask test` does)",
-            exe.display()
-        )
-    })
-}
-
-/// A Linux path as the Windows program sees it: Wine maps `/` to `Z:`.
-fn windows_path(path: &Path) -> String {
-    format!("Z:{}", path.display()).replace('/', "\\")
-}
-
-/// `wine ARGS`, with the prefix's environment `cargo xtask test` exported.
-fn wine(args: &[&str]) -> Command {
-    let mut cmd = Command::new("wine");
-    cmd.args(args).stdin(Stdio::null());
-    cmd
-}
 
 /// `wine EXE ARGS`: one agent command.
 fn agent(exe: &Path, args: &[&str]) -> Run {
@@ -90,16 +49,12 @@ fn with_config<'a>(args: &[&'a str], config: &'a str) -> Vec<&'a str> {
 
 /// `service status --json`: the SCM's view and the enrollment.
 fn service_status(exe: &Path, config: &str) -> serde_json::Value {
-    json(&agent(exe, &with_config(&["service", "status", "--json"], config)).expect_code(0))
+    Run::json(&agent(exe, &with_config(&["service", "status", "--json"], config)).expect_code(0))
 }
 
 /// `status --json`: the agent's own view.
 fn agent_status(exe: &Path, config: &str) -> serde_json::Value {
-    json(&agent(exe, &with_config(&["status", "--json"], config)).expect_code(0))
-}
-
-fn json(out: &Run) -> serde_json::Value {
-    serde_json::from_str(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", out.stdout))
+    Run::json(&agent(exe, &with_config(&["status", "--json"], config)).expect_code(0))
 }
 
 /// The pid in a `service status` detail such as `RUNNING, pid 280`.
@@ -168,7 +123,7 @@ fn second_release(exe: &Path) -> (tempfile::TempDir, PathBuf) {
 
 #[test]
 fn the_windows_service_installs_runs_stops_upgrades_and_uninstalls_through_the_scm() {
-    if !wine_ready(
+    if !wine::ready(
         "the_windows_service_installs_runs_stops_upgrades_and_uninstalls_through_the_scm",
     ) {
         return;
@@ -293,7 +248,7 @@ fn the_windows_service_installs_runs_stops_upgrades_and_uninstalls_through_the_s
     );
     assert!(sc_state().contains("STOPPED"), "{}", sc_query().stdout);
     let hostname = wait_presence(&collector, &admin, &host, "offline");
-    let show = json(
+    let show = Run::json(
         &collector
             .cli(&admin, &["--json", "host", "show", &hostname])
             .expect_code(0),
@@ -346,7 +301,7 @@ fn the_windows_service_installs_runs_stops_upgrades_and_uninstalls_through_the_s
         enrollment
     );
     wait_presence(&collector, &admin, &host, "online");
-    let hosts = json(&collector.cli(&admin, &["--json", "hosts"]).expect_code(0));
+    let hosts = Run::json(&collector.cli(&admin, &["--json", "hosts"]).expect_code(0));
     assert_eq!(hosts.as_array().map(Vec::len), Some(1), "{hosts}");
 
     // Uninstalled: gone from the SCM and its registry key, state kept.
@@ -388,7 +343,7 @@ fn the_windows_service_installs_runs_stops_upgrades_and_uninstalls_through_the_s
 
 #[test]
 fn run_windows_service_outside_the_scm_says_to_use_run() {
-    if !wine_ready("run_windows_service_outside_the_scm_says_to_use_run") {
+    if !wine::ready("run_windows_service_outside_the_scm_says_to_use_run") {
         return;
     }
     let dir = tempfile::tempdir().expect("temp dir");

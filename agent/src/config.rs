@@ -237,11 +237,7 @@ fn interval(what: &str, text: &str, min: Duration) -> Result<Duration, ConfigErr
 /// Resolves the config: file < env < flags.
 pub fn resolve(flags: &AgentFlags, vars: &dyn Env) -> Result<AgentConfig, ConfigError> {
     let var = |key: &str| vars.var(&format!("{PREFIX}{key}"));
-    let named = flags
-        .config
-        .clone()
-        .or_else(|| var("CONFIG").map(PathBuf::from));
-    let file = match named {
+    let file = match named_config_file(flags.config.as_deref(), vars) {
         Some(path) => read_file(&path)?,
         // The default file is optional: a PC without one runs on defaults.
         None => match vars.default_config_file() {
@@ -305,6 +301,13 @@ pub fn resolve(flags: &AgentFlags, vars: &dyn Env) -> Result<AgentConfig, Config
         health,
         enabled_diagnostics,
     })
+}
+
+/// The config file `--config` (`flag`) or `DESKPULSE_AGENT_CONFIG` names,
+/// if either does; otherwise the default file applies.
+pub fn named_config_file(flag: Option<&Path>, vars: &dyn Env) -> Option<PathBuf> {
+    flag.map(Path::to_path_buf)
+        .or_else(|| vars.var(&format!("{PREFIX}CONFIG")).map(PathBuf::from))
 }
 
 fn read_file(path: &Path) -> Result<AgentFile, ConfigError> {

@@ -561,10 +561,7 @@ fn enroll_command(args: EnrollArgs) -> Result<(), Failure> {
 /// The config file a service is installed with: the one named by the flag
 /// or `DESKPULSE_AGENT_CONFIG`, else this OS's default path.
 fn service_config_file(state: &StateArgs) -> PathBuf {
-    state
-        .config
-        .clone()
-        .or_else(|| config::Env::var(&ProcessEnv, "DESKPULSE_AGENT_CONFIG").map(PathBuf::from))
+    config::named_config_file(state.config.as_deref(), &ProcessEnv)
         .unwrap_or_else(|| config::default_config_file(&ProcessEnv))
 }
 
@@ -608,34 +605,27 @@ fn installation(state: StateArgs, binary: Option<PathBuf>) -> Result<Installatio
     Ok(installation)
 }
 
-fn service_failure(error: service::ServiceError) -> Failure {
-    failed(error)
-}
-
 fn service_command(action: ServiceAction) -> Result<(), Failure> {
     match action {
         ServiceAction::Install { state } => {
             let installation = installation(state, None)?;
-            println!(
-                "{}",
-                service::install(&installation).map_err(service_failure)?
-            );
+            println!("{}", service::install(&installation).map_err(failed)?);
             Ok(())
         }
         ServiceAction::Uninstall { purge, state } => {
             let installation = installation(state, None)?;
             println!(
                 "{}",
-                service::uninstall(purge, &installation).map_err(service_failure)?
+                service::uninstall(purge, &installation).map_err(failed)?
             );
             Ok(())
         }
         ServiceAction::Start => {
-            println!("{}", service::start().map_err(service_failure)?);
+            println!("{}", service::start().map_err(failed)?);
             Ok(())
         }
         ServiceAction::Stop => {
-            println!("{}", service::stop().map_err(service_failure)?);
+            println!("{}", service::stop().map_err(failed)?);
             Ok(())
         }
         ServiceAction::Status { state, json } => service_status(state, json),
@@ -673,7 +663,7 @@ fn service_status(state: StateArgs, json: bool) -> Result<(), Failure> {
         state_dir: state.state_dir,
         ..AgentFlags::default()
     })?;
-    let service = service::query().map_err(service_failure)?;
+    let service = service::query().map_err(failed)?;
     let enrollment = StateDir::new(&config.state_dir).enrollment();
     let view = ServiceStatusView {
         service,
@@ -721,7 +711,7 @@ fn enroll_file_hint() -> String {
 
 #[cfg(windows)]
 fn run_windows_service(config: AgentConfig) -> Result<(), Failure> {
-    service::windows::run_as_service(config).map_err(service_failure)
+    service::windows::run_as_service(config).map_err(failed)
 }
 
 #[cfg(not(windows))]

@@ -176,9 +176,12 @@ impl ServerCertVerifier for Noting {
 
 /// One line about a certificate: subject, issuer, expiry and days left.
 pub fn describe_certificate(der: &[u8], now_unix: i64) -> String {
-    match x509_parser::parse_x509_certificate(der) {
-        Ok((_, cert)) => {
-            let not_after = cert.validity().not_after.timestamp();
+    use x509_cert::der::Decode;
+    match x509_cert::Certificate::from_der(der) {
+        Ok(cert) => {
+            let cert = cert.tbs_certificate;
+            let not_after = i64::try_from(cert.validity.not_after.to_unix_duration().as_secs())
+                .unwrap_or(i64::MAX);
             let days = (not_after - now_unix).div_euclid(86_400);
             let when = if not_after < now_unix {
                 format!("EXPIRED {} days ago", -days)
@@ -187,13 +190,63 @@ pub fn describe_certificate(der: &[u8], now_unix: i64) -> String {
             };
             format!(
                 "certificate: subject {}, issuer {}, expires {} ({when})",
-                cert.subject(),
-                cert.issuer(),
+                distinguished_name(&cert.subject),
+                distinguished_name(&cert.issuer),
                 parse::utc(not_after)
             )
         }
         Err(error) => format!("certificate: cannot be parsed ({error})"),
     }
+}
+
+/// A distinguished name as `C=…, O=…, CN=…`, in the certificate's order:
+/// the usual attributes by their short names, any other by its dotted OID,
+/// and a value that is not text as `#` and hex. Control characters from a
+/// hostile server are escaped. Not x509-cert's own `Display`: it links
+/// const-oid's table of every OID name, about 100 KB of the agent.
+fn distinguished_name(name: &x509_cert::name::Name) -> String {
+    use std::fmt::Write;
+    use x509_cert::der::{Tag, Tagged};
+    const SHORT_NAMES: [(&str, &str); 9] = [
+        ("2.5.4.3", "CN"),
+        ("2.5.4.6", "C"),
+        ("2.5.4.7", "L"),
+        ("2.5.4.8", "ST"),
+        ("2.5.4.10", "O"),
+        ("2.5.4.11", "OU"),
+        ("2.5.4.5", "serialNumber"),
+        ("0.9.2342.19200300.100.1.25", "DC"),
+        ("1.2.840.113549.1.9.1", "emailAddress"),
+    ];
+    let mut text = String::new();
+    for attribute in name.0.iter().flat_map(|rdn| rdn.0.iter()) {
+        if !text.is_empty() {
+            text.push_str(", ");
+        }
+        let oid = attribute.oid.to_string();
+        match SHORT_NAMES.iter().find(|(dotted, _)| *dotted == oid) {
+            Some((_, short)) => text.push_str(short),
+            None => text.push_str(&oid),
+        }
+        text.push('=');
+        let value = &attribute.value;
+        match value.tag() {
+            Tag::Utf8String | Tag::PrintableString | Tag::Ia5String | Tag::TeletexString => {
+                for c in String::from_utf8_lossy(value.value()).chars() {
+                    if c.is_control() {
+                        let _ = write!(text, "\\{:02x}", u32::from(c));
+                    } else {
+                        text.push(c);
+                    }
+                }
+            }
+            _ => {
+                text.push('#');
+                text.push_str(&hex::encode(value.value()));
+            }
+        }
+    }
+    text
 }
 
 fn ms(since: Instant) -> String {

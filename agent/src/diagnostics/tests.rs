@@ -705,6 +705,47 @@ async fn https_with_an_untrusted_certificate_reports_the_error_and_the_expiry() 
         out.contains("expires 2031-05-17 00:00:00 UTC (in "),
         "{out}"
     );
+    assert!(
+        out.contains("subject CN=rcgen self signed cert, issuer CN=rcgen self signed cert"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_certificate_names_its_subject_and_escapes_what_a_hostile_server_put_in_it() {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(Vec::new()).expect("params");
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "Example Ltd");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "evil\x1b[2J\u{7}.example");
+    params.distinguished_name.push(
+        rcgen::DnType::CustomDnType(vec![2, 5, 4, 97]),
+        rcgen::DnValue::PrintableString("VATDE-123".try_into().expect("printable")),
+    );
+    params.not_after = rcgen::date_time_ymd(2030, 1, 2);
+    let cert = params.self_signed(&key).expect("cert");
+    let line = http::describe_certificate(cert.der(), 1_893_456_000 - 86_400);
+    assert_eq!(
+        line,
+        "certificate: subject O=Example Ltd, CN=evil\\1b[2J\\07.example, 2.5.4.97=VATDE-123, \
+         issuer O=Example Ltd, CN=evil\\1b[2J\\07.example, 2.5.4.97=VATDE-123, \
+         expires 2030-01-02 00:00:00 UTC (in 2 days)"
+    );
+}
+
+#[test]
+fn a_certificate_that_cannot_be_read_is_named_so() {
+    for der in [&b""[..], b"\x30\x03abc", b"not DER at all"] {
+        let line = http::describe_certificate(der, 0);
+        assert!(
+            line.starts_with("certificate: cannot be parsed ("),
+            "{line}"
+        );
+    }
 }
 
 /// Answers one DNS query with an A record 192.0.2.7 (and MX for type 15).

@@ -94,6 +94,13 @@ pub enum ServiceError {
     /// The service is not installed.
     #[error("the {SERVICE_NAME} service is not installed: run `deskpulse-agent service install`")]
     NotInstalled,
+    /// `start` on an agent that has not enrolled: systemd skipped it (the
+    /// unit's condition), since it would stop at once for want of
+    /// credentials.
+    #[error(
+        "this agent is not enrolled, so the service cannot run: enroll it first (`deskpulse-agent enroll --collector URL --token TOKEN --ca-sha256 PIN`, or `--from-file enroll.toml`), then run `deskpulse-agent service start`"
+    )]
+    NotEnrolled,
     /// Anything else: the OS call or tool and its error.
     #[error("{0}")]
     Failed(String),
@@ -151,7 +158,21 @@ fn remove_if_present(path: &Path, dir: bool) -> Result<(), ServiceError> {
     }
 }
 
-/// Starts the installed service.
+/// What `install` says instead of starting an agent that has not enrolled.
+pub const NOT_STARTED_UNTIL_ENROLLED: &str = "not started, because this agent is not enrolled yet: run `deskpulse-agent enroll`, then `deskpulse-agent service start`";
+
+/// Whether the agent of `installation` has enrolled. Until it has, no
+/// service manager starts it: it would stop at once, and systemd or launchd
+/// would start it again and again.
+pub fn enrolled(installation: &Installation) -> bool {
+    StateDir::new(&installation.state_dir)
+        .enrollment_file()
+        .exists()
+}
+
+/// Starts the installed service. Before the agent has enrolled, systemd
+/// skips the start ([`ServiceError::NotEnrolled`]) and the Windows service
+/// stops at once, with the reason in `status`.
 pub fn start() -> Result<String, ServiceError> {
     platform::start()
 }

@@ -228,6 +228,12 @@ impl StateDir {
         }
     }
 
+    /// The file whose presence means "enrolled": the service managers
+    /// start the agent only once it exists (see `service`).
+    pub fn enrollment_file(&self) -> PathBuf {
+        self.root.join(ENROLLMENT)
+    }
+
     /// Stores a new enrollment. The enrollment file goes last: until it is
     /// written, the agent is not enrolled, whatever else is on disk.
     pub fn save_enrollment(&self, creds: &Credentials) -> Result<(), StateError> {

@@ -2,8 +2,9 @@
 //! through `launchctl`.
 //!
 //! The plist starts the binary directly (`ProgramArguments`, an array: no
-//! shell), at boot (`RunAtLoad`) and again whenever it exits
-//! (`KeepAlive`), at background priority with low-priority I/O.
+//! shell), at boot (`RunAtLoad`) and again whenever it exits while the
+//! agent is enrolled (`KeepAlive` on the enrollment file's `PathState`), at
+//! background priority with low-priority I/O.
 
 use std::path::{Path, PathBuf};
 
@@ -40,7 +41,18 @@ pub fn plist_xml(installation: &Installation) -> Result<Vec<u8>, ServiceError> {
     daemon.insert("Label".into(), Value::String(LABEL.into()));
     daemon.insert("ProgramArguments".into(), Value::Array(arguments));
     daemon.insert("RunAtLoad".into(), Value::Boolean(true));
-    daemon.insert("KeepAlive".into(), Value::Boolean(true));
+    // Kept alive while the enrollment exists: an unenrolled agent would
+    // only fail every ThrottleInterval, and launchd starts it on its own
+    // once `deskpulse-agent enroll` writes the file.
+    let enrollment = crate::state::StateDir::new(&installation.state_dir)
+        .enrollment_file()
+        .display()
+        .to_string();
+    let mut path_state = Dictionary::new();
+    path_state.insert(enrollment, Value::Boolean(true));
+    let mut keep_alive = Dictionary::new();
+    keep_alive.insert("PathState".into(), Value::Dictionary(path_state));
+    daemon.insert("KeepAlive".into(), Value::Dictionary(keep_alive));
     daemon.insert(
         "ThrottleInterval".into(),
         Value::Integer(THROTTLE_SECS.into()),

@@ -46,6 +46,9 @@ pub fn unit_file(installation: &Installation) -> String {
          Description={DESCRIPTION}\n\
          After=network-online.target\n\
          Wants=network-online.target\n\
+         # Not started (at boot either) until the agent has enrolled: it\n\
+         # would only fail every RestartSec.\n\
+         ConditionPathExists={enrollment}\n\
          \n\
          [Service]\n\
          Type=simple\n\
@@ -76,6 +79,8 @@ pub fn unit_file(installation: &Installation) -> String {
          [Install]\n\
          WantedBy=multi-user.target\n",
         state = quote(&installation.state_dir),
+        enrollment =
+            unquoted(&crate::state::StateDir::new(&installation.state_dir).enrollment_file()),
     );
     unit
 }
@@ -93,6 +98,12 @@ fn quote(path: &Path) -> String {
     } else {
         escaped
     }
+}
+
+/// A path for a setting that takes one path and no quotes (conditions):
+/// only the specifier character is escaped.
+fn unquoted(path: &Path) -> String {
+    path.display().to_string().replace('%', "%%")
 }
 
 /// Writes the unit, the config (when missing) and the state dir under
@@ -156,6 +167,14 @@ mod manage {
         }
         tool_ok("systemctl", &["daemon-reload"])?;
         tool_ok("systemctl", &["enable", &unit_name()])?;
+        if !super::super::enrolled(installation) {
+            return Ok(format!(
+                "installed and enabled {} ({}); {}",
+                unit_name(),
+                unit.display(),
+                super::super::NOT_STARTED_UNTIL_ENROLLED
+            ));
+        }
         // restart, not start: an upgrade must run the new binary.
         tool_ok("systemctl", &["restart", &unit_name()])?;
         Ok(format!(
@@ -189,6 +208,14 @@ mod manage {
             return Err(no_systemd());
         }
         tool_ok("systemctl", &["start", &unit_name()])?;
+        // A failed condition is no error to systemctl: the start is skipped.
+        let condition = tool(
+            "systemctl",
+            &["show", &unit_name(), "--property=ConditionResult"],
+        )?;
+        if String::from_utf8_lossy(&condition.stdout).trim() == "ConditionResult=no" {
+            return Err(ServiceError::NotEnrolled);
+        }
         Ok(format!("started {}", unit_name()))
     }
 

@@ -18,12 +18,13 @@ fn the_unit_is_hardened_and_runs_the_agent_without_a_shell() {
     let unit = systemd::unit_file(&Installation {
         binary: PathBuf::from("/opt/desk pulse/deskpulse-agent"),
         config_file: PathBuf::from("/etc/deskpulse/agent.toml"),
-        state_dir: PathBuf::from("/var/lib/deskpulse-agent"),
+        state_dir: PathBuf::from("/var/lib/desk%pulse"),
     });
     for line in [
         "ExecStart=\"/opt/desk pulse/deskpulse-agent\" run --config /etc/deskpulse/agent.toml",
         "ProtectSystem=strict",
-        "ReadWritePaths=/var/lib/deskpulse-agent -/tmp -/var/tmp",
+        "ReadWritePaths=/var/lib/desk%%pulse -/tmp -/var/tmp",
+        "ConditionPathExists=/var/lib/desk%%pulse/enrollment.toml",
         "NoNewPrivileges=yes",
         "Restart=on-failure",
         "MemoryMax=128M",
@@ -62,13 +63,25 @@ fn the_plist_starts_the_binary_with_an_argument_array() {
             "/etc/deskpulse/agent.toml"
         ]
     );
-    for key in ["RunAtLoad", "KeepAlive"] {
-        assert_eq!(
-            daemon.get(key).and_then(|v| v.as_boolean()),
-            Some(true),
-            "{key}"
-        );
-    }
+    assert_eq!(
+        daemon.get("RunAtLoad").and_then(|v| v.as_boolean()),
+        Some(true)
+    );
+    // Kept alive only once enrolled.
+    let keep_alive = daemon
+        .get("KeepAlive")
+        .and_then(|v| v.as_dictionary())
+        .and_then(|d| d.get("PathState"))
+        .and_then(|v| v.as_dictionary())
+        .expect("KeepAlive's PathState");
+    assert_eq!(
+        keep_alive
+            .get("/var/lib/deskpulse-agent/enrollment.toml")
+            .and_then(|v| v.as_boolean()),
+        Some(true),
+        "{keep_alive:?}"
+    );
+    assert_eq!(keep_alive.len(), 1);
 }
 
 #[test]

@@ -405,10 +405,9 @@ pub(super) fn install(installation: &Installation) -> Result<String, ServiceErro
     }
     // Started only once enrolled: until then the service would stop at
     // once for want of credentials.
-    if matches!(state.enrollment(), Ok(None)) {
-        done.push_str(
-            "; not started, because this agent is not enrolled yet: run `deskpulse-agent enroll`, then `deskpulse-agent service start`",
-        );
+    if !super::enrolled(installation) {
+        done.push_str("; ");
+        done.push_str(super::NOT_STARTED_UNTIL_ENROLLED);
         return Ok(done);
     }
     let status = start_and_wait("install", &service)?;

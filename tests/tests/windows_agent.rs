@@ -70,19 +70,17 @@ impl WindowsAgent {
             .to_owned()
     }
 
-    /// `run` as a service, its health every second.
+    /// `run` as a service, its health every second; its log goes to a
+    /// file that a failing test prints.
     fn start_service(&self) -> Service {
+        let log = tempfile::NamedTempFile::new().expect("a log file");
         let child = self
             .cmd(&["run", "--health-interval", "1s"])
             .stdout(Stdio::null())
-            .stderr(if std::env::var_os("DESKPULSE_TEST_AGENT_LOGS").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
+            .stderr(log.reopen().expect("the log file"))
             .spawn()
             .expect("start the Windows agent service under Wine");
-        Service(child)
+        Service { child, log }
     }
 
     /// The health samples waiting in the (stopped) agent's spool, read with
@@ -101,20 +99,36 @@ impl WindowsAgent {
     }
 }
 
-/// The agent service under Wine; killed (SIGKILL, as `kill -9`) when dropped.
-struct Service(Child);
+/// The agent service under Wine and its log; killed (SIGKILL, as `kill
+/// -9`) when dropped.
+struct Service {
+    child: Child,
+    log: tempfile::NamedTempFile,
+}
 
 impl Service {
     fn kill_9(mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Whether the process has ended, and how.
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.log.path()).unwrap_or_default()
     }
 }
 
 impl Drop for Service {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- the Windows agent's log ---\n{}", self.log());
+        }
     }
 }
 
@@ -339,12 +353,36 @@ fn a_windows_service_runs_a_diagnostic_and_loses_nothing_when_killed() {
     );
 
     let collector = Collector::start_on(data_dir, &addr, &[]);
-    let _service = agent.start_service();
+    let mut service = agent.start_service();
+    let mut earlier_logs = String::new();
+    let mut restarts = 0;
     let stored = wait_for(Duration::from_secs(90), || {
+        // Started again if it ended, as the SCM's recovery action does: the
+        // wineserver frees a killed process's state lock a moment after
+        // the kill, and a start in that moment finds the state dir busy.
+        if restarts < 3
+            && let Some(status) = service.exited()
+        {
+            earlier_logs.push_str(&format!(
+                "--- a start that ended ({status}) ---\n{}",
+                service.log()
+            ));
+            restarts += 1;
+            service = agent.start_service();
+        }
         let got = received_seqs(collector.data_dir.path(), &host, &spool_id);
         waiting.iter().all(|s| got.contains(s)).then_some(got)
     })
-    .unwrap_or_else(|| panic!("every waiting sample arrives: {waiting:?}"));
+    .unwrap_or_else(|| {
+        panic!(
+            "every waiting sample arrives: {waiting:?}; received {:?}\n{earlier_logs}--- the collector's log ---\n{}",
+            received_seqs(collector.data_dir.path(), &host, &spool_id),
+            collector.logs()
+        )
+    });
+    if !earlier_logs.is_empty() {
+        eprintln!("the restarted agent was started again:\n{earlier_logs}");
+    }
     let unique: std::collections::BTreeSet<&u64> = stored.iter().collect();
     assert_eq!(unique.len(), stored.len(), "each report is stored once");
 }

@@ -1,0 +1,331 @@
+//! The host part of the technician API: `ListHosts` (paged by page
+//! tokens), `GetHost`, `SetHostTag`, and the host helpers the other calls
+//! share: resolving a host name or id, the host summary, and the host's
+//! context shown with a ticket.
+
+use deskpulse_proto::v1::{
+    GetHostRequest, GetHostResponse, GetTicketResponse, HealthPoint, HealthSample, HostSummary,
+    Inventory, ListHostsRequest, ListHostsResponse, Presence, SetHostTagRequest,
+    SetHostTagResponse, SpoolCounters,
+};
+use prost::Message;
+use tonic::{Request, Response, Status};
+
+use super::changes::change_message;
+use super::tickets::ticket_message;
+use super::{TechnicianApi, internal};
+use crate::store::{ChangeQuery, HostRow, Role, TicketQuery, TicketRow};
+
+/// Change-log entries shown with a host.
+const RECENT_CHANGES: u32 = 20;
+/// Earlier tickets shown with a ticket.
+const RELATED_TICKETS: u32 = 10;
+
+/// Default and largest page sizes of list calls (D19).
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+
+/// Page tokens are the hex of "hostname NUL id" of the last row returned.
+fn encode_page_token(row: &HostRow) -> String {
+    hex::encode(format!("{}\0{}", row.hostname, row.id))
+}
+
+fn decode_page_token(token: &str) -> Result<Option<(String, String)>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let bad = || Status::invalid_argument("page_token is not one this server issued");
+    let bytes = hex::decode(token).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let (name, id) = text.split_once('\0').ok_or_else(bad)?;
+    Ok(Some((name.to_owned(), id.to_owned())))
+}
+
+fn health_point(p: crate::store::HealthPoint) -> HealthPoint {
+    HealthPoint {
+        at_unix_ms: p.at_ms,
+        resolution_secs: p.resolution_s,
+        samples: p.samples,
+        cpu_percent: p.cpu_percent,
+        cpu_max_percent: p.cpu_max_percent,
+        memory_used_percent: p.memory_used_percent,
+        disk_used_max_percent: p.disk_used_max_percent,
+    }
+}
+
+impl TechnicianApi {
+    /// The one host `query` names, or NOT_FOUND, or INVALID_ARGUMENT naming
+    /// the candidates when several match (D4).
+    pub(super) async fn resolve_host(&self, query: &str) -> Result<HostRow, Status> {
+        let query = query.trim();
+        if query.is_empty() {
+            return Err(Status::invalid_argument(
+                "HOST is empty: give a host name or id",
+            ));
+        }
+        let mut rows = self.ctx.store.find_hosts(query).await.map_err(internal)?;
+        match rows.len() {
+            0 => Err(Status::not_found(format!("no host matches {query:?}"))),
+            1 => Ok(rows.remove(0)),
+            n => {
+                let candidates: Vec<String> = rows
+                    .iter()
+                    .map(|r| format!("{} ({})", r.id, r.hostname))
+                    .collect();
+                Err(Status::invalid_argument(format!(
+                    "{query:?} matches {n} hosts; use a host id: {}",
+                    candidates.join(", ")
+                )))
+            }
+        }
+    }
+
+    async fn tag_strings(&self, host_id: &str) -> Result<Vec<String>, Status> {
+        Ok(self
+            .ctx
+            .store
+            .tags(host_id)
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect())
+    }
+
+    /// Adds the host's context to a ticket: summary, inventory without the
+    /// long lists, recent changes and health, and related tickets.
+    pub(super) async fn add_context(
+        &self,
+        response: &mut GetTicketResponse,
+        ticket: &TicketRow,
+    ) -> Result<(), Status> {
+        let store = &self.ctx.store;
+        let now = self.ctx.clock.now_ms();
+        if let Some(detail) = store.host_detail(&ticket.host_id).await.map_err(internal)? {
+            response.host = Some(self.summary(&detail.row));
+            response.inventory_summary = detail
+                .inventory
+                .and_then(|(bytes, _)| Inventory::decode(bytes.as_slice()).ok())
+                .map(|mut inventory| {
+                    inventory.software = None;
+                    inventory.services = None;
+                    inventory
+                });
+        }
+        response.recent_changes = store
+            .list_changes(&ChangeQuery {
+                host_id: Some(ticket.host_id.clone()),
+                since_ms: now - 7 * 86_400_000,
+                sections: Vec::new(),
+                limit: RECENT_CHANGES,
+            })
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .map(change_message)
+            .collect();
+        response.recent_health = store
+            .health_history(&ticket.host_id, now - 86_400_000)
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .map(health_point)
+            .collect();
+        let mut related = store
+            .list_tickets(&TicketQuery {
+                host_id: Some(ticket.host_id.clone()),
+                limit: RELATED_TICKETS + 1,
+                ..Default::default()
+            })
+            .await
+            .map_err(internal)?;
+        if !ticket.rule.is_empty() {
+            related.extend(
+                store
+                    .list_tickets(&TicketQuery {
+                        rule: Some(ticket.rule.clone()),
+                        status: Some("resolved".into()),
+                        limit: RELATED_TICKETS,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(internal)?,
+            );
+            related.extend(
+                store
+                    .list_tickets(&TicketQuery {
+                        rule: Some(ticket.rule.clone()),
+                        status: Some("closed".into()),
+                        limit: RELATED_TICKETS,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(internal)?,
+            );
+        }
+        related.retain(|t| t.id != ticket.id);
+        related.sort_by_key(|t| std::cmp::Reverse(t.opened_at_ms));
+        related.dedup_by_key(|t| t.id);
+        related.truncate(RELATED_TICKETS as usize);
+        response.related = related.into_iter().map(ticket_message).collect();
+        Ok(())
+    }
+
+    fn summary(&self, row: &HostRow) -> HostSummary {
+        HostSummary {
+            host_id: row.id.clone(),
+            hostname: row.hostname.clone(),
+            os_name: row.os_name.clone(),
+            os_version: row.os_version.clone(),
+            last_seen_unix_ms: row.last_seen_at_ms.unwrap_or(0),
+            presence: if row.is_online(self.ctx.clock.now_ms()) {
+                Presence::Online
+            } else {
+                Presence::Offline
+            } as i32,
+            enrolled_at_unix_ms: row.enrolled_at_ms,
+        }
+    }
+
+    pub(super) async fn list_hosts_impl(
+        &self,
+        request: Request<ListHostsRequest>,
+    ) -> Result<Response<ListHostsResponse>, Status> {
+        self.authorize(&request, Role::Viewer, "listing hosts")
+            .await?;
+        let request = request.into_inner();
+        let size = match request.page_size {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let after = decode_page_token(&request.page_token)?;
+        let query =
+            crate::query::from_filter(&request.filter.unwrap_or_default(), self.ctx.clock.now_ms())
+                .map_err(Status::invalid_argument)?;
+        let mut rows = self
+            .ctx
+            .store
+            .list_hosts(
+                &query,
+                after.as_ref().map(|(n, i)| (n.as_str(), i.as_str())),
+                size + 1,
+            )
+            .await
+            .map_err(internal)?;
+        let more = rows.len() > size as usize;
+        rows.truncate(size as usize);
+        let next_page_token = match (more, rows.last()) {
+            (true, Some(last)) => encode_page_token(last),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListHostsResponse {
+            hosts: rows.iter().map(|row| self.summary(row)).collect(),
+            next_page_token,
+        }))
+    }
+
+    pub(super) async fn get_host_impl(
+        &self,
+        request: Request<GetHostRequest>,
+    ) -> Result<Response<GetHostResponse>, Status> {
+        self.authorize(&request, Role::Viewer, "showing a host")
+            .await?;
+        let request = request.into_inner();
+        let row = self.resolve_host(&request.host).await?;
+        let health_history = if request.health_since_unix_ms > 0 {
+            self.ctx
+                .store
+                .health_history(&row.id, request.health_since_unix_ms)
+                .await
+                .map_err(internal)?
+                .into_iter()
+                .map(health_point)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let detail = self
+            .ctx
+            .store
+            .host_detail(&row.id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| Status::not_found(format!("host {} was removed", row.id)))?;
+        let inventory = match &detail.inventory {
+            Some((bytes, _)) => Some(Inventory::decode(bytes.as_slice()).map_err(|e| {
+                tracing::error!(error = %e, host = %row.id, "stored inventory does not decode");
+                Status::internal("the stored inventory is corrupt")
+            })?),
+            None => None,
+        };
+        let last_health = match &detail.health {
+            Some((bytes, _)) => Some(HealthSample::decode(bytes.as_slice()).map_err(|e| {
+                tracing::error!(error = %e, host = %row.id, "stored health sample does not decode");
+                Status::internal("the stored health sample is corrupt")
+            })?),
+            None => None,
+        };
+        Ok(Response::new(GetHostResponse {
+            summary: Some(self.summary(&detail.row)),
+            inventory,
+            inventory_at_unix_ms: detail.inventory.as_ref().map_or(0, |(_, at)| *at),
+            last_health,
+            health_at_unix_ms: detail.health.as_ref().map_or(0, |(_, at)| *at),
+            certificate_serial: detail.row.cert_serial.clone(),
+            certificate_sha256: detail.row.cert_sha256.clone(),
+            goodbye_reason: detail.row.goodbye_reason.clone().unwrap_or_default(),
+            agent_version: detail.row.agent_version.clone(),
+            tags: self.tag_strings(&detail.row.id).await?,
+            recent_changes: self
+                .ctx
+                .store
+                .list_changes(&ChangeQuery {
+                    host_id: Some(detail.row.id.clone()),
+                    since_ms: 0,
+                    sections: Vec::new(),
+                    limit: RECENT_CHANGES,
+                })
+                .await
+                .map_err(internal)?
+                .into_iter()
+                .map(change_message)
+                .collect(),
+            spool: detail
+                .spool_counters
+                .as_ref()
+                .and_then(|(bytes, _)| SpoolCounters::decode(bytes.as_slice()).ok()),
+            spool_at_unix_ms: detail.spool_counters.as_ref().map_or(0, |(_, at)| *at),
+            health_history,
+        }))
+    }
+
+    pub(super) async fn set_host_tag_impl(
+        &self,
+        request: Request<SetHostTagRequest>,
+    ) -> Result<Response<SetHostTagResponse>, Status> {
+        let caller = self
+            .authorize(&request, Role::Technician, "tagging a host")
+            .await?;
+        let request = request.into_inner();
+        let (key, value) =
+            crate::query::parse_tag(&format!("{}={}", request.key, request.value), true)
+                .map_err(Status::invalid_argument)?;
+        let row = self.resolve_host(&request.host).await?;
+        self.ctx
+            .store
+            .set_tag(&row.id, &key, &value)
+            .await
+            .map_err(internal)?;
+        self.audit(
+            &caller,
+            "host.tag",
+            row.id.clone(),
+            format!("{key}={value}"),
+        )
+        .await?;
+        Ok(Response::new(SetHostTagResponse {
+            tags: self.tag_strings(&row.id).await?,
+            host_id: row.id,
+        }))
+    }
+}

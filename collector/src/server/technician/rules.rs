@@ -1,0 +1,125 @@
+//! The rule part of the technician API: `ListRules` (the fleet policy in
+//! force: rules, SLA targets, business hours, lifecycle timing) and
+//! `ApplyRules` (admin, audited).
+
+use deskpulse_proto::v1::{
+    ApplyRulesRequest, ListRulesRequest, ListRulesResponse, RuleInfo, SlaTargetInfo,
+};
+use tonic::{Request, Response, Status};
+use tracing::info;
+
+use super::{TechnicianApi, internal};
+use crate::rules::priority::Priority;
+use crate::secrets;
+use crate::store::{PolicyRecord, Role};
+
+/// The largest policy file `rules apply` takes.
+const MAX_POLICY_TEXT: usize = 256 * 1024;
+
+fn rules_response(record: &PolicyRecord) -> ListRulesResponse {
+    let policy = &record.policy;
+    let secs = |ms: i64| u64::try_from(ms / 1000).unwrap_or(0);
+    let source = |name: &str| {
+        if policy.applied.iter().any(|n| n == name) {
+            "applied"
+        } else {
+            "default"
+        }
+    };
+    let scope = |tags: &[(String, String)]| tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let mut rules: Vec<RuleInfo> = policy
+        .rules
+        .iter()
+        .map(|r| RuleInfo {
+            name: r.name.clone(),
+            kind: "metric".into(),
+            on: r.metric.name().into(),
+            op: r.op.symbol().into(),
+            threshold: r.threshold,
+            recover: r.recover,
+            for_secs: secs(r.duration_ms),
+            severity: r.severity.name().into(),
+            scope: scope(&r.scope),
+            source: source(&r.name).into(),
+        })
+        .collect();
+    rules.extend(policy.change_rules.iter().map(|r| RuleInfo {
+        name: r.name.clone(),
+        kind: "change".into(),
+        on: r.change.name().into(),
+        severity: r.severity.name().into(),
+        scope: scope(&r.scope),
+        source: source(&r.name).into(),
+        ..Default::default()
+    }));
+    ListRulesResponse {
+        version: record.version,
+        applied_by: record.applied_by.clone(),
+        applied_at_unix_ms: record.applied_at_ms,
+        rules,
+        sla: [Priority::P1, Priority::P2, Priority::P3, Priority::P4]
+            .into_iter()
+            .map(|p| {
+                let t = policy.sla(p);
+                SlaTargetInfo {
+                    priority: p.name().into(),
+                    response_secs: t.response.as_secs(),
+                    resolution_secs: t.resolution.as_secs(),
+                }
+            })
+            .collect(),
+        business_hours: policy.calendar.summary(),
+        quiet_secs: secs(policy.lifecycle.quiet_ms),
+        reopen_window_secs: secs(policy.lifecycle.reopen_window_ms),
+    }
+}
+
+impl TechnicianApi {
+    pub(super) async fn list_rules_impl(
+        &self,
+        request: Request<ListRulesRequest>,
+    ) -> Result<Response<ListRulesResponse>, Status> {
+        self.authorize(&request, Role::Viewer, "listing rules")
+            .await?;
+        let record = self.ctx.store.policy().await.map_err(internal)?;
+        Ok(Response::new(rules_response(&record)))
+    }
+
+    pub(super) async fn apply_rules_impl(
+        &self,
+        request: Request<ApplyRulesRequest>,
+    ) -> Result<Response<ListRulesResponse>, Status> {
+        let caller = self
+            .authorize(&request, Role::Admin, "applying rules")
+            .await?;
+        let text = request.into_inner().text;
+        if text.len() > MAX_POLICY_TEXT {
+            return Err(Status::invalid_argument(format!(
+                "the rule file is larger than {} KiB",
+                MAX_POLICY_TEXT / 1024
+            )));
+        }
+        let record = self
+            .ctx
+            .store
+            .apply_policy(&text, &caller.name, self.ctx.clock.now_ms())
+            .await
+            .map_err(internal)?
+            .map_err(Status::invalid_argument)?;
+        self.audit(
+            &caller,
+            "policy.apply",
+            format!("version {}", record.version),
+            format!(
+                "{} rules in force, {} from the file; sha256 {}",
+                record.policy.rules.len() + record.policy.change_rules.len(),
+                record.policy.applied.len(),
+                secrets::sha256_hex(text.as_bytes())
+            ),
+        )
+        .await?;
+        self.anchor_audit().await;
+        info!(version = record.version, technician = %caller.name, "fleet policy applied");
+        Ok(Response::new(rules_response(&record)))
+    }
+}

@@ -191,7 +191,7 @@ async fn main() {
     let per_host = env("DESKPULSE_BENCH_PACKAGES", 1_500);
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let store = store::open(&url).await.expect("open store");
+    let store = store::backend::open(&url).await.expect("open store");
     load(&store, hosts, per_host).await;
 
     let software = |name: &str, op: Option<(VersionOp, &str)>| HostQuery {

@@ -449,7 +449,7 @@ async fn run() {
     let rounds = env("DESKPULSE_BENCH_ROUNDS", 10);
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let store = store::open(&url).await.expect("open");
+    let store = store::backend::open(&url).await.expect("open");
     let started = Instant::now();
     let ids = enroll(&store, hosts).await;
     println!(

@@ -111,7 +111,7 @@ fn engine(policy: &Policy, hosts: u32, rounds: i64) {
 async fn stored(hosts: u32, rounds: i64) {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    let store = store::open(&url).await.expect("open");
+    let store = store::backend::open(&url).await.expect("open");
     let mut ids = Vec::new();
     for h in 0..hosts {
         let token = format!("t{h}");

@@ -5,10 +5,10 @@
 //! an exclusive lock, so two commands started together never make two CAs.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
+use crate::atomic_file::{WriteError, write_atomic};
 use crate::clock::Clock;
 use crate::config::StoreConfig;
 use crate::pki::{self, CertificateAuthority, KeyAndCert, PkiError};
@@ -104,22 +104,14 @@ impl std::fmt::Debug for DataDir {
     }
 }
 
-/// Writes `contents` to `path` atomically (temp file, fsync, rename) with
-/// the given mode, so a crash never leaves a half-written secret.
-pub fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<(), DataDirError> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(io("cannot write into", dir))?;
-    tmp.as_file()
-        .set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(io("cannot set permissions on", path))?;
-    tmp.write_all(contents).map_err(io("cannot write", path))?;
-    tmp.as_file().sync_all().map_err(io("cannot sync", path))?;
-    tmp.persist(path).map_err(|e| DataDirError::Io {
-        what: "cannot replace",
-        path: path.to_path_buf(),
-        source: e.error,
-    })?;
-    Ok(())
+impl From<WriteError> for DataDirError {
+    fn from(e: WriteError) -> Self {
+        DataDirError::Io {
+            what: e.what,
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 fn read(path: &Path) -> Result<Option<String>, DataDirError> {
@@ -178,7 +170,7 @@ impl DataDir {
                 id
             }
         };
-        let store = store::open(&config.database_url).await?;
+        let store = store::backend::open(&config.database_url).await?;
         match store.record_fleet_ca(&ca.fingerprint()).await? {
             CaRecord::Recorded | CaRecord::Matches => {}
             CaRecord::Mismatch(stored) => {

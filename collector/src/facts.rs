@@ -4,8 +4,8 @@
 
 use deskpulse_proto::v1::{HealthSample, Inventory, ProtectionState};
 
-use crate::rules::model::Metric;
-use crate::store::{InventoryFacts, PackageKey, Reading};
+use crate::model::{HealthReading, InventoryFacts, PackageKey};
+use crate::rules::model::{Metric, Reading};
 
 fn free_percent(total: u64, available: u64) -> f32 {
     if total == 0 {
@@ -96,8 +96,8 @@ pub fn health_free(health: &HealthSample) -> Vec<(String, f32)> {
 }
 
 /// The readings the health history keeps of a sample.
-pub fn health_reading(health: &HealthSample) -> crate::store::HealthReading {
-    crate::store::HealthReading {
+pub fn health_reading(health: &HealthSample) -> HealthReading {
+    HealthReading {
         cpu_percent: health.cpu_percent.clamp(0.0, 100.0),
         memory_used_percent: health.memory_used_percent.clamp(0.0, 100.0),
         disk_used_max_percent: health

@@ -6,9 +6,12 @@
 //! - [`config`]: the server's process config, layered file < env < flags.
 //! - [`datadir`]: the data dir: CA, server certificate, initial admin token.
 //! - [`pki`]: the fleet CA and the certificates it issues.
+//! - [`model`]: the plain domain types (roles, hosts, tickets, jobs,
+//!   changes, webhooks, audit entries), free of the store.
 //! - [`query`]: host filters as typed, checked and made into store queries.
 //! - [`secrets`]: API and enrollment tokens, stored only hashed.
-//! - [`store`]: the storage interface and its SQLite backend.
+//! - [`store`]: the storage interface and its SQLite and PostgreSQL
+//!   backends.
 //! - [`facts`]: the values of an inventory that fleet queries search.
 //! - [`changes`]: item-by-item inventory changes for the change log.
 //! - [`rules`]: health rules, their state machine and ticket priority.
@@ -21,9 +24,11 @@
 //! - [`admin`]: the admin commands that work on the data dir directly.
 //! - [`cli`]: the technician CLI, `deskpulse`.
 //! - [`clock`]: injected time.
+//! - [`atomic_file`]: files replaced whole, for keys and certificates.
 //! - [`exit`]: errors that carry their process exit code (D11).
 
 pub mod admin;
+pub mod atomic_file;
 pub mod audit;
 pub mod changes;
 pub mod cli;
@@ -34,6 +39,7 @@ pub mod exit;
 pub mod facts;
 pub mod ingest;
 pub mod metrics;
+pub mod model;
 pub mod pki;
 pub mod query;
 pub mod rules;

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use deskpulse_proto::v1::HostFilter;
 
-use crate::store::{HostQuery, VersionOp};
+use crate::model::{HostQuery, VersionOp};
 
 /// `NAME`, or `NAME` followed by `<`, `<=`, `=`, `>=` or `>` and a version.
 pub fn parse_software(text: &str) -> Result<(String, Option<(VersionOp, String)>), String> {

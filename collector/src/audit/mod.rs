@@ -139,7 +139,7 @@ impl AuditAnchor {
                 let made = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
                     .map_err(|_| bad("the system random source failed".into()))?;
                 let text = format!("{}\n", hex::encode(made.as_ref()));
-                crate::datadir::write_atomic(&path, text.as_bytes(), 0o600)
+                crate::atomic_file::write_atomic(&path, text.as_bytes(), 0o600)
                     .map_err(|e| bad(e.to_string()))?;
                 tracing::info!(path = %path.display(), "created the audit key");
                 made.as_ref().to_vec()

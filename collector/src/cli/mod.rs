@@ -157,12 +157,12 @@ enum WebhookCommand {
     /// command line.
     Add {
         /// The receiver's http:// or https:// URL.
-        #[arg(value_parser = crate::webhooks::check_url)]
+        #[arg(value_parser = crate::webhooks::format::check_url)]
         url: String,
         /// ticket.opened, ticket.updated, ticket.escalated or
         /// ticket.resolved; repeat for more. Default: all of them.
         #[arg(long = "event", value_name = "EVENT", value_parser = parse_event)]
-        events: Vec<crate::store::TicketEvent>,
+        events: Vec<crate::model::TicketEvent>,
         /// A file holding the secret (one line); "-" reads stdin.
         #[arg(long, value_name = "FILE")]
         secret_file: Option<std::path::PathBuf>,
@@ -198,12 +198,12 @@ enum KbCommand {
     },
 }
 
-fn parse_event(text: &str) -> Result<crate::store::TicketEvent, String> {
+fn parse_event(text: &str) -> Result<crate::model::TicketEvent, String> {
     text.trim().parse()
 }
 
 fn parse_kb_query(text: &str) -> Result<String, String> {
-    if crate::store::search_terms(text).is_empty() {
+    if crate::model::search_terms(text).is_empty() {
         return Err("the search is empty: give one or more words".into());
     }
     Ok(text.to_owned())
@@ -235,7 +235,7 @@ fn webhook_secret(
             ))
         })?,
     };
-    crate::webhooks::check_secret(&text).map_err(Failure::usage)
+    crate::webhooks::format::check_secret(&text).map_err(Failure::usage)
 }
 
 #[derive(Debug, Subcommand)]
@@ -352,7 +352,7 @@ struct HostFilterArgs {
     /// Hosts with a package installed: NAME, or NAME<VERSION (also <=, =,
     /// >=, >), ordered by the package's own ecosystem rules.
     #[arg(long, value_name = "SPEC", value_parser = crate::query::parse_software)]
-    software: Option<(String, Option<(crate::store::VersionOp, String)>)>,
+    software: Option<(String, Option<(crate::model::VersionOp, String)>)>,
     /// OS name or version containing TEXT.
     #[arg(long, value_name = "TEXT")]
     os: Option<String>,
@@ -899,8 +899,8 @@ mod tests {
         assert_eq!(
             events,
             [
-                crate::store::TicketEvent::Opened,
-                crate::store::TicketEvent::Resolved
+                crate::model::TicketEvent::Opened,
+                crate::model::TicketEvent::Resolved
             ]
         );
 

@@ -1011,7 +1011,7 @@ impl<'a> From<&'a Webhook> for WebhookJson<'a> {
 }
 
 fn events_text(events: &[String]) -> String {
-    if events.len() == crate::store::TicketEvent::ALL.len() {
+    if events.len() == crate::model::TicketEvent::ALL.len() {
         "all".into()
     } else {
         events

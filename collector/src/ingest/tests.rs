@@ -61,7 +61,7 @@ fn health(host: &str, seq: u64, free: f32) -> IncomingReport {
 #[tokio::test]
 async fn a_report_the_store_refuses_fails_alone_and_its_batch_commits() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = store::open(&format!("sqlite://{}", dir.path().join("s.db").display()))
+    let store = store::backend::open(&format!("sqlite://{}", dir.path().join("s.db").display()))
         .await
         .expect("open");
     let host = enrolled(&store).await;

@@ -65,6 +65,10 @@ pub enum Metric {
     OfflineMinutes,
 }
 
+/// One reading of a health sample for the rules: metric, subject (mount
+/// point, sensor, service, device or empty), value.
+pub type Reading = (Metric, String, f64);
+
 impl Metric {
     /// Every metric with its rule-file name and unit, in display order.
     pub const ALL: [(&'static str, Metric, &'static str); 18] = [
@@ -422,17 +426,6 @@ pub(super) fn check_change(raw: RawChangeRule) -> Result<ChangeRule, String> {
     })
 }
 
-/// Parses and checks a file's `[[rule]]` tables: the rules it defines or
-/// replaces. Errors are one line and name the rule.
-pub fn parse_rules(text: &str) -> Result<Vec<Rule>, String> {
-    let policy = super::policy::parse_policy(text)?;
-    Ok(policy
-        .rules
-        .into_iter()
-        .filter(|r| policy.applied.contains(&r.name))
-        .collect())
-}
-
 /// The default rules: what a help desk switches on as it is. Every
 /// threshold waits long enough that a passing spike raises nothing.
 pub const DEFAULT_RULES: &str = r#"
@@ -579,8 +572,3 @@ name = "encryption-disabled"
 change = "encryption_disabled"
 severity = "high"
 "#;
-
-/// The default rules, checked.
-pub fn default_rules() -> Vec<Rule> {
-    super::policy::Policy::default().rules
-}

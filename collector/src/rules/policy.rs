@@ -44,7 +44,7 @@ use deskpulse_proto::v1::DiagnosticRisk;
 use super::Lifecycle;
 use super::model::{self, ChangeRule, RawChangeRule, RawRule, Rule};
 use super::priority::{Priority, SlaTarget, default_sla};
-use crate::store::Role;
+use crate::model::Role;
 
 /// The policy in force.
 #[derive(Debug, Clone)]
@@ -539,6 +539,22 @@ impl Calendar {
             Calendar::Hours(h) => h.summary.clone(),
         }
     }
+}
+
+/// Parses and checks a file's `[[rule]]` tables: the rules it defines or
+/// replaces. Errors are one line and name the rule.
+pub fn parse_rules(text: &str) -> Result<Vec<Rule>, String> {
+    let policy = parse_policy(text)?;
+    Ok(policy
+        .rules
+        .into_iter()
+        .filter(|r| policy.applied.contains(&r.name))
+        .collect())
+}
+
+/// The default rules, checked.
+pub fn default_rules() -> Vec<Rule> {
+    Policy::default().rules
 }
 
 #[cfg(test)]

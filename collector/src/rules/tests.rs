@@ -1,7 +1,8 @@
 //! The rule state machine: durations, hysteresis, quiet periods, reopen
 //! windows, occurrences, silence, and the priority matrix with SLA targets.
 
-use super::model::{Metric, Op, default_rules, parse_rules};
+use super::model::{Metric, Op};
+use super::policy::{default_rules, parse_rules};
 use super::priority::{Impact, Priority, Severity, default_sla};
 use super::*;
 

@@ -229,3 +229,9 @@ pub(crate) fn unchained_row(r: &impl Columns) -> StoreResult<UnchainedRow> {
         detail: r.text("detail")?,
     })
 }
+
+/// Serialises statement rows for SQLite's `json_each` bind (one statement
+/// for many rows).
+pub(crate) fn json_rows<T: serde::Serialize>(rows: &T) -> StoreResult<String> {
+    serde_json::to_string(rows).map_err(|e| StoreError::Corrupt(format!("batch rows: {e}")))
+}

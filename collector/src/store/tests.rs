@@ -70,7 +70,7 @@ where
     // On its own task, so a panic (in opening, too) comes back here as a
     // value and the database is dropped before the panic goes on.
     let outcome = tokio::spawn(async move {
-        let store = open(&url).await.expect("open the store");
+        let store = backend::open(&url).await.expect("open the store");
         test(TestDb {
             url,
             store,
@@ -1637,7 +1637,7 @@ severity = "medium"
     assert_eq!(applied.version, 1);
     drop(store);
 
-    let store = open(&url).await.expect("reopen");
+    let store = backend::open(&url).await.expect("reopen");
     let record = store.policy().await.expect("policy");
     assert_eq!((record.version, record.applied_by.as_str()), (1, "admin"));
     let id = enrolled_host(&store).await;
@@ -1663,7 +1663,7 @@ severity = "medium"
 /// Replicas share one database (D2, D7): a policy applied through one must
 /// reach the others' caches, also after their listener lost its connection.
 async fn a_policy_applied_by_one_replica_reaches_the_others(db: TestDb) {
-    let replica = open(&db.url).await.expect("open a second replica");
+    let replica = backend::open(&db.url).await.expect("open a second replica");
     assert_eq!(replica.policy().await.expect("policy").version, 0);
     let first = db
         .store
@@ -1931,7 +1931,7 @@ async fn timer_passes_on_two_replicas_at_once_fire_each_due_timer_once(db: TestD
     // Two stores on one database: two replicas (on SQLite, two pools on
     // one file), each running its maintenance pass.
     let store = db.store.clone();
-    let replica = open(&db.url).await.expect("open a second replica");
+    let replica = backend::open(&db.url).await.expect("open a second replica");
     let min = 60_000;
     token(&store, "many", i64::MAX, 4).await;
     let mut hosts = Vec::new();
@@ -2087,7 +2087,7 @@ async fn tamper(db: &TestDb, sql: String) {
 async fn audit_appends_from_two_replicas_form_one_chain_and_edits_are_named(db: TestDb) {
     let dir = tempfile::tempdir().expect("temp dir");
     let anchor = crate::audit::AuditAnchor::load_or_create(dir.path()).expect("audit key");
-    let replica = open(&db.url).await.expect("open a second replica");
+    let replica = backend::open(&db.url).await.expect("open a second replica");
     let entry = |i: i64| AuditEntry {
         technician_id: (i % 3 != 0).then(|| format!("tech-{}", i % 2)),
         token_id: None,
@@ -2140,7 +2140,7 @@ async fn audit_appends_from_two_replicas_form_one_chain_and_edits_are_named(db: 
 
 async fn a_replica_that_stops_saying_it_is_alive_loses_its_streams(db: TestDb) {
     let store = db.store.clone();
-    let other = open(&db.url).await.expect("open a second replica");
+    let other = backend::open(&db.url).await.expect("open a second replica");
     token(&store, "two", i64::MAX, 2).await;
     let mut hosts = Vec::new();
     for uuid in ["uuid-a", "uuid-b"] {

@@ -2,11 +2,11 @@
 //! outbox, signed with HMAC-SHA256, retried with capped exponential backoff.
 //!
 //! # Layout
-//! - [`check_url`], [`check_secret`], [`parse_events`]: what an admin may
-//!   configure, checked before anything is stored.
-//! - [`payload`]: the JSON body (documented in `docs/webhooks.md`). The store
-//!   builds it inside the ticket transaction, so it shows the ticket as the
-//!   event left it.
+//! - [`format`]: what an admin may configure ([`check_url`],
+//!   [`check_secret`], [`parse_events`]), checked before anything is
+//!   stored; [`event_of`] a ticket change and [`payload`], the JSON body
+//!   (documented in `docs/webhooks.md`). The ticket engine builds it inside
+//!   the ticket transaction, so it shows the ticket as the event left it.
 //! - [`sign`], [`signature_header`], [`verify`]: the `X-Deskpulse-Signature`
 //!   scheme, HMAC-SHA256 over `"<unix seconds>.<body>"`.
 //! - [`Deliverer`]: claims due deliveries and POSTs them; [`run`] is the
@@ -23,14 +23,17 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rustls::pki_types::CertificateDer;
-use serde::Serialize;
 use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::SharedClock;
-use crate::store::{
-    Delivery, DeliveryOutcome, SharedStore, StoreResult, TicketChange, TicketEvent,
+pub mod format;
+
+pub use format::{
+    TicketPayload, check_secret, check_url, event_of, parse_events, payload, rfc3339,
 };
+
+use crate::clock::SharedClock;
+use crate::store::{Delivery, DeliveryOutcome, SharedStore, StoreResult};
 
 /// How long one POST may take, connect to status line.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -50,163 +53,9 @@ pub const POLL: Duration = Duration::from_secs(5);
 /// Finished deliveries are kept this long, so `deskpulse webhooks` counts
 /// cover the last 30 days.
 pub const KEEP_FINISHED: Duration = Duration::from_secs(30 * 24 * 3600);
-/// The longest URL accepted.
-const MAX_URL: usize = 2048;
-/// The longest secret accepted.
-const MAX_SECRET: usize = 1024;
-
-/// The event a technician's change raises, on either store backend. A reopen is `ticket.opened`: a
-/// receiver paging on new problems wants to hear that one is back (the
-/// payload's `flaps` and unchanged ticket id tell it apart from a new one).
-pub fn event_of(change: &TicketChange) -> TicketEvent {
-    match change {
-        TicketChange::Resolve(_) => TicketEvent::Resolved,
-        TicketChange::Escalate => TicketEvent::Escalated,
-        TicketChange::Reopen => TicketEvent::Opened,
-        TicketChange::Assign(_) | TicketChange::Note(_) | TicketChange::Status(_) => {
-            TicketEvent::Updated
-        }
-    }
-}
 
 fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
-}
-
-/// Checks a receiver URL: absolute http or https with a host, no user info
-/// (a password in the URL would be shown by `deskpulse webhooks`).
-pub fn check_url(text: &str) -> Result<String, String> {
-    let text = text.trim();
-    if text.is_empty() || text.len() > MAX_URL {
-        return Err(format!("the URL must be 1-{MAX_URL} characters"));
-    }
-    let uri: hyper::Uri = text
-        .parse()
-        .map_err(|e| format!("{text:?} is not a URL: {e}"))?;
-    match uri.scheme_str() {
-        Some("http" | "https") => {}
-        _ => return Err(format!("{text:?} must start with http:// or https://")),
-    }
-    let authority = uri
-        .authority()
-        .ok_or_else(|| format!("{text:?} has no host"))?;
-    if authority.as_str().contains('@') {
-        return Err(format!(
-            "{text:?} carries a user name or password; the webhook secret signs requests instead"
-        ));
-    }
-    if authority.host().is_empty() {
-        return Err(format!("{text:?} has no host"));
-    }
-    Ok(text.to_owned())
-}
-
-/// Checks a secret as read from a file, stdin or the environment: one
-/// trailing newline is dropped; it must be non-empty and printable.
-pub fn check_secret(text: &str) -> Result<String, String> {
-    let secret = text.strip_suffix('\n').unwrap_or(text);
-    let secret = secret.strip_suffix('\r').unwrap_or(secret);
-    if secret.trim().is_empty() {
-        return Err("the webhook secret is empty".into());
-    }
-    if secret.len() > MAX_SECRET {
-        return Err(format!(
-            "the webhook secret is longer than {MAX_SECRET} bytes"
-        ));
-    }
-    if secret.chars().any(char::is_control) {
-        return Err("the webhook secret must be one line of printable text".into());
-    }
-    Ok(secret.to_owned())
-}
-
-/// Parses event names; none means every event. Duplicates are dropped.
-pub fn parse_events<S: AsRef<str>>(names: &[S]) -> Result<Vec<TicketEvent>, String> {
-    if names.is_empty() {
-        return Ok(TicketEvent::ALL.to_vec());
-    }
-    let mut events = Vec::new();
-    for name in names {
-        let event: TicketEvent = name.as_ref().trim().parse()?;
-        if !events.contains(&event) {
-            events.push(event);
-        }
-    }
-    Ok(events)
-}
-
-/// The ticket as a webhook payload shows it.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct TicketPayload {
-    /// The ticket id.
-    pub id: i64,
-    /// The title.
-    pub title: String,
-    /// The host id.
-    pub host_id: String,
-    /// The host's current name.
-    pub hostname: String,
-    /// The rule that opened it; empty for a manual ticket.
-    pub rule: String,
-    /// The subject (mount point, service, ...), or empty.
-    pub subject: String,
-    /// new, open, in_progress, waiting, resolved, closed.
-    pub status: String,
-    /// "P1" … "P4".
-    pub priority: String,
-    /// critical, high, medium, low.
-    pub severity: String,
-    /// The technician working it.
-    pub assignee: Option<String>,
-    /// The escalation level.
-    pub escalation: u32,
-    /// How often its condition fired.
-    pub occurrences: u32,
-    /// How often it reopened after resolving.
-    pub flaps: u32,
-    /// RFC 3339 times.
-    pub opened_at: String,
-    /// When it last changed.
-    pub updated_at: String,
-    /// When it resolved, if it is resolved.
-    pub resolved_at: Option<String>,
-    /// When the first response is due.
-    pub response_due: String,
-    /// When the resolution is due.
-    pub resolution_due: String,
-    /// How it was resolved, if a technician resolved it.
-    pub resolution: Option<String>,
-}
-
-/// An RFC 3339 UTC time with milliseconds.
-pub fn rfc3339(ms: i64) -> String {
-    let at = std::time::UNIX_EPOCH + Duration::from_millis(ms.max(0).unsigned_abs());
-    humantime::format_rfc3339_millis(at).to_string()
-}
-
-#[derive(Serialize)]
-struct Payload<'a> {
-    event: &'static str,
-    delivery_id: &'a str,
-    occurred_at: String,
-    ticket: &'a TicketPayload,
-}
-
-/// The JSON body of one delivery.
-pub fn payload(
-    event: TicketEvent,
-    delivery_id: &str,
-    occurred_at_ms: i64,
-    ticket: &TicketPayload,
-) -> String {
-    let body = Payload {
-        event: event.name(),
-        delivery_id,
-        occurred_at: rfc3339(occurred_at_ms),
-        ticket,
-    };
-    // Serialising plain strings and numbers cannot fail.
-    serde_json::to_string(&body).unwrap_or_default()
 }
 
 type HmacSha256 = Hmac<Sha256>;

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::clock::{Clock, ManualClock};
+use crate::model::TicketEvent;
 use crate::store::{
     EnrollOutcome, EnrollRequest, HostCert, NewApiToken, NewEnrollmentToken, Role, TicketChange,
 };
@@ -120,7 +121,7 @@ where
 async fn store() -> (tempfile::TempDir, SharedStore) {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = format!("sqlite://{}", dir.path().join("test.db").display());
-    let store = crate::store::open(&url).await.expect("open store");
+    let store = crate::store::backend::open(&url).await.expect("open store");
     (dir, store)
 }
 

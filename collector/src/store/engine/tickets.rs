@@ -302,7 +302,7 @@ pub async fn enqueue(
     let ticket = ticket_payload(ticket);
     for webhook_id in hooks {
         let delivery_id = uuid::Uuid::new_v4().to_string();
-        let body = crate::webhooks::payload(event, &delivery_id, now_ms, &ticket);
+        let body = crate::webhooks::format::payload(event, &delivery_id, now_ms, &ticket);
         let entry = OutboxEntry {
             webhook_id,
             delivery_id: &delivery_id,
@@ -316,9 +316,9 @@ pub async fn enqueue(
 }
 
 /// A ticket as a webhook's body shows it.
-fn ticket_payload(t: TicketRow) -> crate::webhooks::TicketPayload {
-    use crate::webhooks::rfc3339;
-    crate::webhooks::TicketPayload {
+fn ticket_payload(t: TicketRow) -> crate::webhooks::format::TicketPayload {
+    use crate::webhooks::format::rfc3339;
+    crate::webhooks::format::TicketPayload {
         id: t.id,
         title: t.title,
         host_id: t.host_id,
@@ -893,7 +893,7 @@ pub async fn update(
     // The first technician action meets the response target.
     tx.mark_response(id, now_ms).await?;
     tx.worklog(id, now_ms, author, &note).await?;
-    enqueue(tx, crate::webhooks::event_of(change), id, now_ms).await?;
+    enqueue(tx, crate::webhooks::format::event_of(change), id, now_ms).await?;
     let after = tx
         .ticket(id)
         .await?

@@ -20,14 +20,10 @@ use sqlx::{Row, Sqlite, Transaction};
 
 use super::{fleet, inventory, jobs, tickets};
 use crate::rules::policy::Policy;
-use crate::store::{IncomingReport, ReportOutcome, ReportPayload, StoreError, StoreResult};
+use crate::store::rows::json_rows;
+use crate::store::{IncomingReport, ReportOutcome, ReportPayload, StoreResult};
 
 type Tx = Transaction<'static, Sqlite>;
-
-/// Serialises statement rows for a `json_each` bind.
-pub(super) fn json_rows<T: serde::Serialize>(rows: &T) -> StoreResult<String> {
-    serde_json::to_string(rows).map_err(|e| StoreError::Corrupt(format!("batch rows: {e}")))
-}
 
 /// Stores a batch of reports in `tx`; one outcome per report, in order.
 pub(super) async fn store_reports(

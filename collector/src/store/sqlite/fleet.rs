@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 
-use super::batch::json_rows;
+use crate::store::rows::json_rows;
 use crate::store::versions::sort_key;
 use crate::store::{HostQuery, InventoryFacts, PackageKey, StoreError, StoreResult};
 

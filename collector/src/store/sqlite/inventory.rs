@@ -10,10 +10,10 @@ use deskpulse_proto::v1::{Inventory, InventoryDelta};
 use prost::Message;
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
-use super::batch::json_rows;
 use super::fleet;
 use crate::changes;
 use crate::rules::policy::Policy;
+use crate::store::rows::json_rows;
 use crate::store::{
     ChangeQuery, ChangeRow, IncomingReport, InventoryFacts, ReportOutcome, ReportPayload,
     StoreResult, decode_inventory,

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
 
-use super::batch::json_rows;
 use crate::rules::events::ChangeEvent;
 use crate::rules::policy::Policy;
 use crate::rules::priority::Priority;
@@ -15,6 +14,7 @@ use crate::store::engine::tickets::{
     self as engine, Due, LoggedChange, NewTicket, OutboxEntry, Presence, Sample, SlaTarget,
     StateKey, StoredState, Tags, TicketTx, TicketWrite, parse_state, state_text,
 };
+use crate::store::rows::json_rows;
 use crate::store::rows::{
     TICKET_COLUMNS, logged_change_row, presence_row, rule_state_row, ticket_row,
 };

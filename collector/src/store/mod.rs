@@ -19,6 +19,7 @@ pub mod backend;
 pub(crate) mod engine;
 pub mod postgres;
 mod rows;
+pub(crate) mod sql;
 pub mod sqlite;
 pub mod versions;
 

@@ -92,7 +92,7 @@ where
 }
 
 /// A host row, from [`HOST_COLUMNS`].
-pub(crate) fn host_row(row: &impl Columns) -> StoreResult<HostRow> {
+pub(crate) fn host_row(row: &(impl Columns + ?Sized)) -> StoreResult<HostRow> {
     let interval = row.int("health_interval_secs")?;
     Ok(HostRow {
         id: row.text("id")?,
@@ -111,7 +111,7 @@ pub(crate) fn host_row(row: &impl Columns) -> StoreResult<HostRow> {
 }
 
 /// A ticket row, from [`TICKET_COLUMNS`].
-pub(crate) fn ticket_row(r: &impl Columns) -> StoreResult<TicketRow> {
+pub(crate) fn ticket_row(r: &(impl Columns + ?Sized)) -> StoreResult<TicketRow> {
     Ok(TicketRow {
         id: r.int("id")?,
         host_id: r.text("host_id")?,
@@ -138,7 +138,7 @@ pub(crate) fn ticket_row(r: &impl Columns) -> StoreResult<TicketRow> {
 }
 
 /// A job row, from [`JOB_COLUMNS`].
-pub(crate) fn job_row(r: &impl Columns) -> StoreResult<JobRow> {
+pub(crate) fn job_row(r: &(impl Columns + ?Sized)) -> StoreResult<JobRow> {
     let exit = r.opt_int("exit_code")?;
     Ok(JobRow {
         id: r.text("id")?,
@@ -167,7 +167,7 @@ pub(crate) fn job_row(r: &impl Columns) -> StoreResult<JobRow> {
 }
 
 /// A rule state row: `host_id, rule, subject, state, ticket_id`.
-pub(crate) fn rule_state_row(r: &impl Columns) -> StoreResult<(StateKey, StoredState)> {
+pub(crate) fn rule_state_row(r: &(impl Columns + ?Sized)) -> StoreResult<(StateKey, StoredState)> {
     Ok((
         (r.text("host_id")?, r.text("rule")?, r.text("subject")?),
         (parse_state(&r.text("state")?)?, r.opt_int("ticket_id")?),
@@ -175,7 +175,7 @@ pub(crate) fn rule_state_row(r: &impl Columns) -> StoreResult<(StateKey, StoredS
 }
 
 /// A change-log row: `observed_at_ms, section, item, old_value, new_value`.
-pub(crate) fn logged_change_row(r: &impl Columns) -> StoreResult<LoggedChange> {
+pub(crate) fn logged_change_row(r: &(impl Columns + ?Sized)) -> StoreResult<LoggedChange> {
     Ok(LoggedChange {
         observed_at_ms: r.int("observed_at_ms")?,
         section: r.text("section")?,
@@ -187,7 +187,7 @@ pub(crate) fn logged_change_row(r: &impl Columns) -> StoreResult<LoggedChange> {
 
 /// What the offline rule reads of `host`: `session_replica,
 /// goodbye_reason, last_seen_at_ms, enrolled_at_ms, health_interval_secs`.
-pub(crate) fn presence_row(host: String, r: &impl Columns) -> StoreResult<Presence> {
+pub(crate) fn presence_row(host: String, r: &(impl Columns + ?Sized)) -> StoreResult<Presence> {
     Ok(Presence {
         host,
         streaming: r.opt_text("session_replica")?.is_some(),
@@ -201,7 +201,7 @@ pub(crate) fn presence_row(host: String, r: &impl Columns) -> StoreResult<Presen
 /// An audit row as listed: `id, seq, at_ms, actor_technician_id,
 /// technician_name, actor_token_id, action, subject, detail, prev_hash,
 /// hash`.
-pub(crate) fn audit_record_row(r: &impl Columns) -> StoreResult<AuditRecord> {
+pub(crate) fn audit_record_row(r: &(impl Columns + ?Sized)) -> StoreResult<AuditRecord> {
     Ok(AuditRecord {
         id: r.int("id")?,
         seq: r.opt_int("seq")?,
@@ -218,7 +218,7 @@ pub(crate) fn audit_record_row(r: &impl Columns) -> StoreResult<AuditRecord> {
 }
 
 /// An audit row written before migration 0008, to chain.
-pub(crate) fn unchained_row(r: &impl Columns) -> StoreResult<UnchainedRow> {
+pub(crate) fn unchained_row(r: &(impl Columns + ?Sized)) -> StoreResult<UnchainedRow> {
     Ok(UnchainedRow {
         id: r.int("id")?,
         at_ms: r.int("at_ms")?,

@@ -5,14 +5,14 @@
 //! replicas running the same maintenance pass expire (and audit) each job
 //! once; the first send and expiry take the audit head before any job row.
 
-use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 
 use crate::store::engine::{
     self,
     jobs::{Finish, JobTx},
 };
 use crate::store::rows::{JOB_COLUMNS, job_row};
-use crate::store::{AuditEntry, HostDiagnostics, JobQuery, JobResult, JobRow, NewJob, StoreResult};
+use crate::store::{AuditEntry, JobResult, JobRow, NewJob, StoreResult};
 
 async fn one<'e, E>(executor: E, id: &str) -> StoreResult<Option<JobRow>>
 where
@@ -169,64 +169,6 @@ impl JobTx for Jobs<'_> {
     async fn audit(&mut self, entry: &AuditEntry, now_ms: i64) -> StoreResult<()> {
         super::append_audit_in(self.0, entry, now_ms).await
     }
-}
-
-/// A job by id.
-pub async fn get(pool: &PgPool, id: &str) -> StoreResult<Option<JobRow>> {
-    one(pool, id).await
-}
-
-/// Jobs, newest first.
-pub async fn list(pool: &PgPool, query: &JobQuery) -> StoreResult<Vec<JobRow>> {
-    let mut sql = QueryBuilder::<Postgres>::new(format!(
-        "SELECT {JOB_COLUMNS} FROM jobs j JOIN hosts h ON h.id = j.host_id WHERE 1 = 1"
-    ));
-    if let Some(host) = &query.host_id {
-        sql.push(" AND j.host_id = ").push_bind(host.as_str());
-    }
-    if let Some(state) = &query.state {
-        sql.push(" AND j.state = ").push_bind(state.as_str());
-    }
-    sql.push(" ORDER BY j.created_at_ms DESC, j.id LIMIT ")
-        .push_bind(i64::from(query.limit));
-    let rows = sql.build().fetch_all(pool).await?;
-    rows.iter().map(job_row).collect()
-}
-
-/// Jobs still to deliver to a host, oldest first.
-pub async fn deliverable(pool: &PgPool, host: &str, now_ms: i64) -> StoreResult<Vec<JobRow>> {
-    let sql = format!(
-        "SELECT {JOB_COLUMNS} FROM jobs j JOIN hosts h ON h.id = j.host_id \
-         WHERE j.host_id = $1 AND j.state IN ('queued', 'sent') AND NOT j.cancel_requested \
-         AND j.expires_at_ms > $2 ORDER BY j.created_at_ms, j.id"
-    );
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(host)
-        .bind(now_ms)
-        .fetch_all(pool)
-        .await?;
-    rows.iter().map(job_row).collect()
-}
-
-/// What a host's agent said about diagnostics.
-pub async fn host_diagnostics(pool: &PgPool, host: &str) -> StoreResult<HostDiagnostics> {
-    let row = sqlx::query("SELECT catalog_version, enabled_diagnostics FROM hosts WHERE id = $1")
-        .bind(host)
-        .fetch_optional(pool)
-        .await?;
-    let Some(row) = row else {
-        return Ok(HostDiagnostics::default());
-    };
-    let version: i64 = row.try_get("catalog_version")?;
-    let enabled: String = row.try_get("enabled_diagnostics")?;
-    Ok(HostDiagnostics {
-        catalog_version: u32::try_from(version).unwrap_or(0),
-        enabled: enabled
-            .split(',')
-            .filter(|s| !s.is_empty())
-            .map(str::to_owned)
-            .collect(),
-    })
 }
 
 /// Records a job, queued, with its audit entry ([`engine::jobs::create`]).

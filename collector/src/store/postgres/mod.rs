@@ -753,7 +753,7 @@ impl Store for PostgresStore {
     }
 
     async fn list_changes(&self, query: &ChangeQuery) -> StoreResult<Vec<ChangeRow>> {
-        inventory::list_changes(&self.pool, query).await
+        crate::store::sql::tickets::changes(&self.pool, query).await
     }
 
     async fn advance_rule_timers(&self, now_ms: i64) -> StoreResult<u64> {
@@ -805,7 +805,7 @@ impl Store for PostgresStore {
     }
 
     async fn list_tickets(&self, query: &TicketQuery) -> StoreResult<Vec<TicketRow>> {
-        tickets::list(&self.pool, query).await
+        crate::store::sql::tickets::list(&self.pool, query).await
     }
 
     async fn create_ticket(
@@ -1048,15 +1048,15 @@ impl Store for PostgresStore {
     }
 
     async fn job(&self, id: &str) -> StoreResult<Option<JobRow>> {
-        jobs::get(&self.pool, id).await
+        crate::store::sql::jobs::get(&self.pool, id).await
     }
 
     async fn list_jobs(&self, query: &JobQuery) -> StoreResult<Vec<JobRow>> {
-        jobs::list(&self.pool, query).await
+        crate::store::sql::jobs::list(&self.pool, query).await
     }
 
     async fn deliverable_jobs(&self, host_id: &str, now_ms: i64) -> StoreResult<Vec<JobRow>> {
-        jobs::deliverable(&self.pool, host_id, now_ms).await
+        crate::store::sql::jobs::deliverable(&self.pool, host_id, now_ms).await
     }
 
     async fn job_sent(&self, id: &str, now_ms: i64) -> StoreResult<()> {
@@ -1072,7 +1072,11 @@ impl Store for PostgresStore {
     }
 
     async fn host_diagnostics(&self, host_id: &str) -> StoreResult<HostDiagnostics> {
-        jobs::host_diagnostics(&self.pool, host_id).await
+        Ok(
+            crate::store::sql::jobs::host_diagnostics(&self.pool, host_id)
+                .await?
+                .unwrap_or_default(),
+        )
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -1123,7 +1127,7 @@ impl Store for PostgresStore {
     }
 
     async fn list_webhooks(&self) -> StoreResult<Vec<WebhookStatus>> {
-        webhooks::list(&self.pool).await
+        crate::store::sql::webhooks::list(&self.pool).await
     }
 
     async fn claim_deliveries(
@@ -1153,19 +1157,23 @@ impl Store for PostgresStore {
     }
 
     async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRecord>> {
-        audit::list(&self.pool, query).await
+        crate::store::sql::audit::list(&self.pool, query).await
     }
 
     async fn audit_chain(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditRecord>> {
-        audit::chain_page(&self.pool, after_seq, limit).await
+        crate::store::sql::audit::chain_page(&self.pool, after_seq, limit).await
     }
 
     async fn audit_head(&self) -> StoreResult<AuditHead> {
-        audit::head(&self.pool).await
+        crate::store::sql::audit::head(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("the audit_head row is missing".into()))
     }
 
     async fn first_unchained_audit(&self) -> StoreResult<Option<i64>> {
-        audit::first_unchained(&self.pool).await
+        Ok(crate::store::sql::audit::first_unchained(&self.pool)
+            .await?
+            .flatten())
     }
 }
 

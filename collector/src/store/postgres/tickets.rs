@@ -35,8 +35,8 @@ use crate::store::rows::{
     TICKET_COLUMNS, logged_change_row, presence_row, rule_state_row, ticket_row,
 };
 use crate::store::{
-    ALWAYS_ON_CHASSIS, StoreResult, TicketChange, TicketEvent, TicketQuery, TicketRefusal,
-    TicketRow, WorklogEntry,
+    ALWAYS_ON_CHASSIS, StoreResult, TicketChange, TicketEvent, TicketRefusal, TicketRow,
+    WorklogEntry,
 };
 
 type Tx = Transaction<'static, Postgres>;
@@ -554,35 +554,6 @@ pub async fn advance_timers(pool: &PgPool, policy: &Policy, now_ms: i64) -> Stor
     let actions = engine::advance_timers(&mut Tickets(&mut tx), policy, now_ms).await?;
     tx.commit().await?;
     Ok(actions)
-}
-
-/// Tickets, by priority then resolution due time.
-pub async fn list(pool: &PgPool, query: &TicketQuery) -> StoreResult<Vec<TicketRow>> {
-    let mut sql = QueryBuilder::<Postgres>::new(format!(
-        "SELECT {TICKET_COLUMNS} FROM tickets t JOIN hosts h ON h.id = t.host_id WHERE 1 = 1"
-    ));
-    if query.open_only {
-        sql.push(" AND t.status NOT IN ('resolved', 'closed')");
-    }
-    if let Some(status) = &query.status {
-        sql.push(" AND t.status = ").push_bind(status.as_str());
-    }
-    if let Some(host) = &query.host_id {
-        sql.push(" AND t.host_id = ").push_bind(host.as_str());
-    }
-    if let Some(priority) = &query.priority {
-        sql.push(" AND t.priority = ").push_bind(priority.as_str());
-    }
-    if let Some(assignee) = &query.assignee {
-        sql.push(" AND t.assignee = ").push_bind(assignee.as_str());
-    }
-    if let Some(rule) = &query.rule {
-        sql.push(" AND t.rule = ").push_bind(rule.as_str());
-    }
-    sql.push(" ORDER BY t.priority, t.resolution_due_ms, t.id LIMIT ")
-        .push_bind(i64::from(query.limit));
-    let rows = sql.build().fetch_all(pool).await?;
-    rows.iter().map(ticket_row).collect()
 }
 
 async fn one(tx: &mut Transaction<'static, Postgres>, id: i64) -> StoreResult<Option<TicketRow>> {

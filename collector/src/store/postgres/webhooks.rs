@@ -7,23 +7,8 @@
 
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
-use crate::store::TicketEvent;
-use crate::store::{Delivery, DeliveryOutcome, NewWebhook, StoreError, StoreResult, WebhookStatus};
-
-fn events_text(events: &[TicketEvent]) -> String {
-    events
-        .iter()
-        .map(|e| e.name())
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-fn events_of(text: &str) -> StoreResult<Vec<TicketEvent>> {
-    text.split(',')
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().map_err(StoreError::Corrupt))
-        .collect()
-}
+use crate::store::sql::webhooks::events_text;
+use crate::store::{Delivery, DeliveryOutcome, NewWebhook, StoreResult};
 
 /// Stores a webhook; returns its id.
 pub async fn add(pool: &PgPool, hook: &NewWebhook, now_ms: i64) -> StoreResult<i64> {
@@ -62,44 +47,6 @@ pub async fn set_enabled(pool: &PgPool, id: i64, enabled: bool) -> StoreResult<b
             .rows_affected()
             == 1,
     )
-}
-
-/// Every webhook with its delivery counts; the secret is never selected.
-pub async fn list(pool: &PgPool) -> StoreResult<Vec<WebhookStatus>> {
-    let rows = sqlx::query(
-        "SELECT w.id, w.url, w.events, w.enabled, w.created_at_ms, w.created_by, \
-         (SELECT COUNT(*) FROM webhook_outbox o WHERE o.webhook_id = w.id AND o.state = 'pending') AS pending, \
-         (SELECT COUNT(*) FROM webhook_outbox o WHERE o.webhook_id = w.id AND o.state = 'delivered') AS delivered, \
-         (SELECT COUNT(*) FROM webhook_outbox o WHERE o.webhook_id = w.id AND o.state = 'failed') AS failed, \
-         (SELECT MAX(o.last_attempt_at_ms) FROM webhook_outbox o WHERE o.webhook_id = w.id) AS last_attempt, \
-         (SELECT o.last_error FROM webhook_outbox o WHERE o.webhook_id = w.id \
-          AND o.last_attempt_at_ms IS NOT NULL ORDER BY o.last_attempt_at_ms DESC, o.id DESC LIMIT 1) AS last_error \
-         FROM webhooks w ORDER BY w.id",
-    )
-    .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            let count = |name: &str| -> StoreResult<u64> {
-                let v: i64 = r.try_get(name)?;
-                Ok(v.unsigned_abs())
-            };
-            let events: String = r.try_get("events")?;
-            Ok(WebhookStatus {
-                id: r.try_get("id")?,
-                url: r.try_get("url")?,
-                events: events_of(&events)?,
-                enabled: r.try_get("enabled")?,
-                created_at_ms: r.try_get("created_at_ms")?,
-                created_by: r.try_get("created_by")?,
-                pending: count("pending")?,
-                delivered: count("delivered")?,
-                failed: count("failed")?,
-                last_attempt_at_ms: r.try_get("last_attempt")?,
-                last_error: r.try_get("last_error")?,
-            })
-        })
-        .collect()
 }
 
 /// Claims due deliveries by pushing their due time out by the lease. Only

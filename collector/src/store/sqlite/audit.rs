@@ -3,15 +3,15 @@
 //! to the head row takes SQLite's one write lock before the head is read,
 //! and the reads that listing and verification need.
 
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::{Row, SqliteConnection};
 
 use crate::audit::chain::Link;
 use crate::store::engine::{
     self,
     audit::{AuditTx, UnchainedRow},
 };
-use crate::store::rows::{audit_record_row, unchained_row};
-use crate::store::{AuditEntry, AuditHead, AuditQuery, AuditRecord, StoreError, StoreResult};
+use crate::store::rows::unchained_row;
+use crate::store::{AuditEntry, AuditHead, StoreError, StoreResult};
 
 /// One SQLite transaction's connection as the audit log sees it.
 pub(super) struct Audit<'a>(pub(super) &'a mut SqliteConnection);
@@ -131,72 +131,4 @@ pub(super) async fn chain_unchained(writer: &super::Writer) -> StoreResult<u64> 
     let chained = engine::audit::chain_unchained(&mut Audit(&mut tx)).await?;
     tx.commit().await?;
     Ok(chained)
-}
-
-const COLUMNS: &str = "a.id, a.seq, a.at_ms, a.actor_technician_id, t.name AS technician_name, \
-     a.actor_token_id, a.action, a.subject, a.detail, a.prev_hash, a.hash \
-     FROM audit_log a LEFT JOIN technicians t ON t.id = a.actor_technician_id";
-
-/// Entries matching `query`, newest first.
-pub(super) async fn list(pool: &SqlitePool, query: &AuditQuery) -> StoreResult<Vec<AuditRecord>> {
-    let mut sql = QueryBuilder::<Sqlite>::new(format!("SELECT {COLUMNS} WHERE a.at_ms >= "));
-    sql.push_bind(query.since_ms);
-    if let Some(before) = query.before_id {
-        sql.push(" AND a.id < ").push_bind(before);
-    }
-    if let Some(text) = &query.subject_contains {
-        sql.push(" AND instr(a.subject, ")
-            .push_bind(text.clone())
-            .push(") > 0");
-    }
-    if let Some(name) = &query.technician {
-        sql.push(" AND t.name = ").push_bind(name.clone());
-    }
-    if let Some(prefix) = &query.action_prefix {
-        // substr, not LIKE: a prefix with % or _ means those characters.
-        sql.push(" AND substr(a.action, 1, ")
-            .push_bind(i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX))
-            .push(") = ")
-            .push_bind(prefix.clone());
-    }
-    sql.push(" ORDER BY a.id DESC LIMIT ")
-        .push_bind(i64::from(query.limit));
-    let rows = sql.build().fetch_all(pool).await?;
-    rows.iter().map(audit_record_row).collect()
-}
-
-/// Chained entries after `after_seq`, in chain order.
-pub(super) async fn chain_page(
-    pool: &SqlitePool,
-    after_seq: i64,
-    limit: u32,
-) -> StoreResult<Vec<AuditRecord>> {
-    let sql = format!("SELECT {COLUMNS} WHERE a.seq > ? ORDER BY a.seq LIMIT ?");
-    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(after_seq)
-        .bind(i64::from(limit))
-        .fetch_all(pool)
-        .await?;
-    rows.iter().map(audit_record_row).collect()
-}
-
-/// The head row.
-pub(super) async fn head(pool: &SqlitePool) -> StoreResult<AuditHead> {
-    let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-        .fetch_optional(pool)
-        .await?
-        .ok_or_else(|| StoreError::Corrupt("the audit_head row is missing".into()))?;
-    Ok(AuditHead {
-        seq: row.try_get("seq")?,
-        hash: row.try_get("hash")?,
-    })
-}
-
-/// The smallest id of a row outside the chain (no seq or no hash), if any.
-pub(super) async fn first_unchained(pool: &SqlitePool) -> StoreResult<Option<i64>> {
-    Ok(
-        sqlx::query_scalar("SELECT MIN(id) FROM audit_log WHERE seq IS NULL OR hash IS NULL")
-            .fetch_one(pool)
-            .await?,
-    )
 }

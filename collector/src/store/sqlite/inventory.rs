@@ -8,15 +8,14 @@ use std::collections::{HashMap, HashSet};
 use deskpulse_proto::delta;
 use deskpulse_proto::v1::{Inventory, InventoryDelta};
 use prost::Message;
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
+use sqlx::{Row, Sqlite, Transaction};
 
 use super::fleet;
 use crate::changes;
 use crate::rules::policy::Policy;
 use crate::store::rows::json_rows;
 use crate::store::{
-    ChangeQuery, ChangeRow, IncomingReport, InventoryFacts, ReportOutcome, ReportPayload,
-    StoreResult, decode_inventory,
+    IncomingReport, InventoryFacts, ReportOutcome, ReportPayload, StoreResult, decode_inventory,
 };
 
 type Tx = Transaction<'static, Sqlite>;
@@ -247,40 +246,4 @@ async fn insert_changes(tx: &mut Tx, log: &[(&str, i64, changes::Change)]) -> St
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-/// Change-log entries, newest first.
-pub async fn list_changes(pool: &SqlitePool, query: &ChangeQuery) -> StoreResult<Vec<ChangeRow>> {
-    let mut sql = QueryBuilder::<Sqlite>::new(
-        "SELECT c.host_id, h.hostname, c.observed_at_ms, c.section, c.item, c.old_value, c.new_value \
-         FROM host_changes c JOIN hosts h ON h.id = c.host_id WHERE c.observed_at_ms >= ",
-    );
-    sql.push_bind(query.since_ms);
-    if let Some(host) = &query.host_id {
-        sql.push(" AND c.host_id = ").push_bind(host.as_str());
-    }
-    if !query.sections.is_empty() {
-        sql.push(" AND c.section IN (");
-        let mut list = sql.separated(", ");
-        for section in &query.sections {
-            list.push_bind(section.as_str());
-        }
-        sql.push(")");
-    }
-    sql.push(" ORDER BY c.observed_at_ms DESC, c.id DESC LIMIT ")
-        .push_bind(i64::from(query.limit));
-    let rows = sql.build().fetch_all(pool).await?;
-    rows.iter()
-        .map(|r| {
-            Ok(ChangeRow {
-                host_id: r.try_get("host_id")?,
-                hostname: r.try_get("hostname")?,
-                observed_at_ms: r.try_get("observed_at_ms")?,
-                section: r.try_get("section")?,
-                item: r.try_get("item")?,
-                old_value: r.try_get("old_value")?,
-                new_value: r.try_get("new_value")?,
-            })
-        })
-        .collect()
 }

@@ -1,0 +1,97 @@
+//! SQL written once for both backends. A query is built with sqlx's
+//! `QueryBuilder`, which writes each backend's placeholders (`?` on SQLite,
+//! `$1` on PostgreSQL), through [`Dialect`]: the few operations the shared
+//! queries need, which both databases get from one blanket impl. Row
+//! mappings are [`Columns`]' (`store/rows.rs`).
+//!
+//! - [`jobs`]: the job reads (by id, listed, deliverable, a host's
+//!   diagnostics settings).
+//! - [`audit`]: the audit log's reads (listed, a page of the chain, the
+//!   head, the first unchained row).
+//! - [`tickets`]: the ticket list and the change log.
+//! - [`webhooks`]: the webhook list and the events column's text form.
+
+pub(crate) mod audit;
+pub(crate) mod jobs;
+pub(crate) mod tickets;
+pub(crate) mod webhooks;
+
+use std::future::Future;
+
+use sqlx::{Database, Encode, Executor, IntoArguments, Pool, QueryBuilder, Type};
+
+use crate::store::StoreResult;
+use crate::store::rows::Columns;
+
+/// What the shared queries need of a database: binding the value types the
+/// store uses, and fetching rows read through [`Columns`].
+pub(crate) trait Dialect: Database {
+    /// The function that finds text in text (1-based position, 0 when
+    /// absent): `instr` on SQLite, `strpos` on PostgreSQL.
+    const FIND: &'static str;
+    /// Appends `value` as a bound text parameter.
+    fn text(query: &mut QueryBuilder<Self>, value: &str);
+    /// Appends `value` as a bound integer parameter.
+    fn int(query: &mut QueryBuilder<Self>, value: i64);
+    /// Appends `value` as a bound yes/no parameter (an integer on SQLite).
+    fn flag(query: &mut QueryBuilder<Self>, value: bool);
+    /// Runs `query` and maps every row with `row`.
+    fn all<'a, T: Send + 'a>(
+        pool: &'a Pool<Self>,
+        query: QueryBuilder<Self>,
+        row: fn(&dyn Columns) -> StoreResult<T>,
+    ) -> impl Future<Output = StoreResult<Vec<T>>> + Send + 'a;
+    /// Runs `query` and maps its row, if any, with `row`.
+    fn optional<'a, T: Send + 'a>(
+        pool: &'a Pool<Self>,
+        query: QueryBuilder<Self>,
+        row: fn(&dyn Columns) -> StoreResult<T>,
+    ) -> impl Future<Output = StoreResult<Option<T>>> + Send + 'a;
+}
+
+impl<DB> Dialect for DB
+where
+    DB: Database,
+    for<'t> &'t str: Encode<'t, DB> + Type<DB>,
+    for<'t> i64: Encode<'t, DB> + Type<DB>,
+    for<'t> bool: Encode<'t, DB> + Type<DB>,
+    for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    DB::Arguments: IntoArguments<DB> + Send,
+    DB::Row: Columns,
+{
+    const FIND: &'static str = if matches!(DB::NAME.as_bytes(), b"PostgreSQL") {
+        "strpos"
+    } else {
+        "instr"
+    };
+
+    fn text(query: &mut QueryBuilder<Self>, value: &str) {
+        query.push_bind(value);
+    }
+
+    fn int(query: &mut QueryBuilder<Self>, value: i64) {
+        query.push_bind(value);
+    }
+
+    fn flag(query: &mut QueryBuilder<Self>, value: bool) {
+        query.push_bind(value);
+    }
+
+    async fn all<'a, T: Send + 'a>(
+        pool: &'a Pool<Self>,
+        mut query: QueryBuilder<Self>,
+        row: fn(&dyn Columns) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>> {
+        let rows = query.build().fetch_all(pool).await?;
+        rows.iter().map(|r| row(r)).collect()
+    }
+
+    async fn optional<'a, T: Send + 'a>(
+        pool: &'a Pool<Self>,
+        mut query: QueryBuilder<Self>,
+        row: fn(&dyn Columns) -> StoreResult<T>,
+    ) -> StoreResult<Option<T>> {
+        let found = query.build().fetch_optional(pool).await?;
+        found.as_ref().map(|r| row(r)).transpose()
+    }
+}

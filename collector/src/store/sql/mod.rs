@@ -4,6 +4,8 @@
 //! queries need, which both databases get from one blanket impl. Row
 //! mappings are [`Columns`]' (`store/rows.rs`).
 //!
+//! - [`access`]: the technician behind an API token, a host's current
+//!   certificate.
 //! - [`jobs`]: the job reads (by id, listed, deliverable, a host's
 //!   diagnostics settings).
 //! - [`audit`]: the audit log's reads (listed, a page of the chain, the
@@ -11,6 +13,7 @@
 //! - [`tickets`]: the ticket list and the change log.
 //! - [`webhooks`]: the webhook list and the events column's text form.
 
+pub(crate) mod access;
 pub(crate) mod audit;
 pub(crate) mod jobs;
 pub(crate) mod tickets;

@@ -26,7 +26,6 @@ mod tickets;
 mod webhooks;
 
 use std::path::Path;
-use std::str::FromStr;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -43,7 +42,7 @@ use super::rows::{HOST_COLUMNS, host_row};
 use super::{
     AuditEntry, CaRecord, Caller, ChangeQuery, ChangeRow, EnrollOutcome, EnrollRequest,
     HealthPoint, HostDetail, HostDiagnostics, HostRow, IncomingReport, IssueCert, JobQuery, JobRow,
-    NewApiToken, NewEnrollmentToken, NewJob, PolicyRecord, ReportOutcome, Role, SessionOpen, Store,
+    NewApiToken, NewEnrollmentToken, NewJob, PolicyRecord, ReportOutcome, SessionOpen, Store,
     StoreError, StoreGauges, StoreResult, TicketChange, TicketQuery, TicketRefusal, TicketRow,
     WorklogEntry,
 };
@@ -277,22 +276,7 @@ impl Store for SqliteStore {
     }
 
     async fn authenticate(&self, token_sha256: &str) -> StoreResult<Option<Caller>> {
-        let row = sqlx::query(
-            "SELECT t.id AS token_id, p.id AS technician_id, p.name, p.role \
-             FROM api_tokens t JOIN technicians p ON p.id = t.technician_id \
-             WHERE t.token_sha256 = ? AND t.revoked_at_ms IS NULL",
-        )
-        .bind(token_sha256)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let role: String = row.try_get("role")?;
-        Ok(Some(Caller {
-            technician_id: row.try_get("technician_id")?,
-            name: row.try_get("name")?,
-            role: Role::from_str(&role).map_err(StoreError::Corrupt)?,
-            token_id: row.try_get("token_id")?,
-        }))
+        crate::store::sql::access::caller(&self.pool, token_sha256).await
     }
 
     async fn create_enrollment_token(
@@ -334,12 +318,7 @@ impl Store for SqliteStore {
     }
 
     async fn host_cert_sha256(&self, host_id: &str) -> StoreResult<Option<String>> {
-        Ok(
-            sqlx::query_scalar("SELECT cert_sha256 FROM hosts WHERE id = ?")
-                .bind(host_id)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        crate::store::sql::access::host_cert_sha256(&self.pool, host_id).await
     }
 
     async fn session_opened(&self, session: &SessionOpen, now_ms: i64) -> StoreResult<()> {

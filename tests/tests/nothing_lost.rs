@@ -235,20 +235,20 @@ fn a_full_spool_thins_old_health_and_reports_the_drops() {
     .expect("the agent thins its spool while offline");
     let collector = Collector::start_on(data_dir, &addr, &[]);
     let token = collector.admin_token();
-    let shown = wait_for(Duration::from_secs(90), || {
+    // What arrived is read while it is there: once the agent's spool has
+    // moved past them, the collector forgets the keys of acknowledged
+    // reports (D14), so a later read may no longer list them.
+    let (shown, got) = wait_for(Duration::from_secs(90), || {
         let out = collector
             .cli(&token, &["--json", "host", "show", &host])
             .expect_code(0);
         let detail: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
         let thinned = detail["spool"]["health_thinned"].as_u64().unwrap_or(0) > 0;
-        let arrived =
-            received_seqs(collector.data_dir.path(), &host, &spool_id).contains(&last_old);
-        (thinned && arrived).then_some(detail)
+        let got = received_seqs(collector.data_dir.path(), &host, &spool_id);
+        (thinned && got.contains(&last_old)).then_some((detail, got))
     })
-    .expect("the collector learns of the thinned samples");
+    .expect("the collector learns of the thinned samples, and the newest old sample is intact");
     assert_eq!(service.stop(), Some(0));
-    let got = received_seqs(collector.data_dir.path(), &host, &spool_id);
-    assert!(got.contains(&last_old), "the newest old sample is intact");
     assert!(
         got.len() < 800,
         "some old samples were thinned: {} arrived",

@@ -161,6 +161,21 @@ fn remove_if_present(path: &Path, dir: bool) -> Result<(), ServiceError> {
 /// What `install` says instead of starting an agent that has not enrolled.
 pub const NOT_STARTED_UNTIL_ENROLLED: &str = "not started, because this agent is not enrolled yet: run `deskpulse-agent enroll`, then `deskpulse-agent service start`";
 
+/// The enrollment file of `installation` as the unit and the plist name
+/// it: joined with `/`, since those are read by Unix service managers,
+/// whatever OS prints them.
+fn unix_enrollment_file(installation: &Installation) -> String {
+    format!(
+        "{}/{}",
+        installation
+            .state_dir
+            .display()
+            .to_string()
+            .trim_end_matches('/'),
+        crate::state::ENROLLMENT
+    )
+}
+
 /// Whether the agent of `installation` has enrolled. Until it has, no
 /// service manager starts it: it would stop at once, and systemd or launchd
 /// would start it again and again.

@@ -12,7 +12,9 @@ use serde::{Deserialize, Serialize};
 const KEY: &str = "agent.key";
 const CERT: &str = "agent.pem";
 const CA: &str = "ca.pem";
-const ENROLLMENT: &str = "enrollment.toml";
+/// The enrollment file's name in the state dir: its presence means
+/// "enrolled".
+pub const ENROLLMENT: &str = "enrollment.toml";
 const STATUS: &str = "status.json";
 const LOCK: &str = "agent.lock";
 /// The local socket `status` and `report-issue` talk to (D12).

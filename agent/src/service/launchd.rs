@@ -44,10 +44,7 @@ pub fn plist_xml(installation: &Installation) -> Result<Vec<u8>, ServiceError> {
     // Kept alive while the enrollment exists: an unenrolled agent would
     // only fail every ThrottleInterval, and launchd starts it on its own
     // once `deskpulse-agent enroll` writes the file.
-    let enrollment = crate::state::StateDir::new(&installation.state_dir)
-        .enrollment_file()
-        .display()
-        .to_string();
+    let enrollment = super::unix_enrollment_file(installation);
     let mut path_state = Dictionary::new();
     path_state.insert(enrollment, Value::Boolean(true));
     let mut keep_alive = Dictionary::new();

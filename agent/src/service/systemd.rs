@@ -79,8 +79,7 @@ pub fn unit_file(installation: &Installation) -> String {
          [Install]\n\
          WantedBy=multi-user.target\n",
         state = quote(&installation.state_dir),
-        enrollment =
-            unquoted(&crate::state::StateDir::new(&installation.state_dir).enrollment_file()),
+        enrollment = super::unix_enrollment_file(installation).replace('%', "%%"),
     );
     unit
 }
@@ -98,12 +97,6 @@ fn quote(path: &Path) -> String {
     } else {
         escaped
     }
-}
-
-/// A path for a setting that takes one path and no quotes (conditions):
-/// only the specifier character is escaped.
-fn unquoted(path: &Path) -> String {
-    path.display().to_string().replace('%', "%%")
 }
 
 /// Writes the unit, the config (when missing) and the state dir under

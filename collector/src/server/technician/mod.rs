@@ -129,7 +129,9 @@ impl TechnicianApi {
             )
             .await
             .map_err(internal)?;
-        // Webhook changes are admin actions: anchor at once.
+        // What a technician changes through the API (tags, policy, tokens,
+        // webhooks, diagnostics) is rare and weighty: the signed head is
+        // anchored at once, not at the next periodic anchoring.
         self.anchor_audit().await;
         Ok(())
     }

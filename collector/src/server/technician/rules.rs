@@ -118,7 +118,6 @@ impl TechnicianApi {
             ),
         )
         .await?;
-        self.anchor_audit().await;
         info!(version = record.version, technician = %caller.name, "fleet policy applied");
         Ok(Response::new(rules_response(&record)))
     }

@@ -74,7 +74,6 @@ impl TechnicianApi {
             format!("ttl {ttl}s; uses {uses}"),
         )
         .await?;
-        self.anchor_audit().await;
         Ok(Response::new(CreateEnrollmentTokenResponse {
             token,
             expires_at_unix_ms: record.expires_at_ms,

@@ -39,16 +39,30 @@ fn sources(path: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// The lines of `file` that are code: comments and the `#[cfg(test)]`
-/// module at the end left out.
+/// The lines of `file` that are code: comments and inline `#[cfg(test)]`
+/// modules (up to their closing brace in column 0) left out, whatever
+/// follows them.
 fn code_lines(file: &Path) -> Vec<(usize, String)> {
     let text = fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-    text.lines()
-        .enumerate()
-        .take_while(|(_, line)| line.trim() != "#[cfg(test)]")
-        .filter(|(_, line)| !line.trim_start().starts_with("//"))
-        .map(|(n, line)| (n + 1, line.to_owned()))
-        .collect()
+    let mut code = Vec::new();
+    let mut in_test_module = false;
+    let mut after_cfg_test = false;
+    for (n, line) in text.lines().enumerate() {
+        let trimmed = line.trim();
+        if in_test_module {
+            in_test_module = line != "}";
+            continue;
+        }
+        if after_cfg_test && line.starts_with("mod ") && line.ends_with('{') {
+            in_test_module = true;
+            continue;
+        }
+        after_cfg_test = trimmed == "#[cfg(test)]";
+        if !trimmed.starts_with("//") {
+            code.push((n + 1, line.to_owned()));
+        }
+    }
+    code
 }
 
 /// Every line under `place` (relative to `collector/src`) that names one

@@ -140,28 +140,19 @@ impl TechnicianApi {
             .await
             .map_err(internal)?;
         if !ticket.rule.is_empty() {
-            related.extend(
-                store
-                    .list_tickets(&TicketQuery {
-                        rule: Some(ticket.rule.clone()),
-                        status: Some("resolved".into()),
-                        limit: RELATED_TICKETS,
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(internal)?,
-            );
-            related.extend(
-                store
-                    .list_tickets(&TicketQuery {
-                        rule: Some(ticket.rule.clone()),
-                        status: Some("closed".into()),
-                        limit: RELATED_TICKETS,
-                        ..Default::default()
-                    })
-                    .await
-                    .map_err(internal)?,
-            );
+            for status in ["resolved", "closed"] {
+                related.extend(
+                    store
+                        .list_tickets(&TicketQuery {
+                            rule: Some(ticket.rule.clone()),
+                            status: Some(status.into()),
+                            limit: RELATED_TICKETS,
+                            ..Default::default()
+                        })
+                        .await
+                        .map_err(internal)?,
+                );
+            }
         }
         related.retain(|t| t.id != ticket.id);
         related.sort_by_key(|t| std::cmp::Reverse(t.opened_at_ms));

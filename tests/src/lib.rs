@@ -16,6 +16,7 @@
 pub mod raw;
 pub mod wine;
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -456,10 +457,116 @@ impl Agent {
     }
 }
 
+/// What a stopped agent's spool holds, read with the agent's own spool code
+/// (the file format is the same on every OS).
+pub struct SpoolView {
+    /// The spool's id, half of every report's idempotency key.
+    pub id: String,
+    /// Every waiting report: seq → (is a health sample, collected at, ms).
+    pub records: BTreeMap<u64, (bool, i64)>,
+    /// The seq the next report will get.
+    pub next_seq: u64,
+}
+
+impl SpoolView {
+    /// Reads the spool in `state_dir`; the agent must not be running.
+    pub fn read(state_dir: &Path) -> SpoolView {
+        use deskpulse_agent::spool::{Limits, Spool};
+        use deskpulse_proto::v1::report::Payload;
+        let (mut spool, _) =
+            Spool::open(&state_dir.join("spool"), Limits::default()).expect("open the spool");
+        let records = spool
+            .read_after(0, usize::MAX)
+            .expect("read the spool")
+            .into_iter()
+            .map(|r| {
+                let health = matches!(r.payload, Some(Payload::Health(_)));
+                (r.seq, (health, r.collected_at_unix_ms))
+            })
+            .collect();
+        SpoolView {
+            id: spool.spool_id().to_owned(),
+            records,
+            next_seq: spool.next_seq(),
+        }
+    }
+
+    /// The seqs of every waiting report.
+    pub fn waiting(&self) -> BTreeSet<u64> {
+        self.records.keys().copied().collect()
+    }
+
+    /// The seqs of the waiting health samples.
+    pub fn health(&self) -> BTreeSet<u64> {
+        self.records
+            .iter()
+            .filter(|(_, (health, _))| *health)
+            .map(|(seq, _)| *seq)
+            .collect()
+    }
+
+    /// Which of these reports the collector in `data_dir` has stored. The
+    /// idempotency keys alone cannot tell: the collector forgets a key once
+    /// the agent's spool has moved past it (D14), which can happen between
+    /// two polls. So a health sample also counts as stored when the host's
+    /// health history holds its sample, and an inventory when the host's
+    /// stored inventory is at least as new.
+    pub fn stored(&self, data_dir: &Path, host: &str) -> BTreeSet<u64> {
+        let keys: BTreeSet<u64> = received_seqs(data_dir, host, &self.id)
+            .into_iter()
+            .collect();
+        let history = health_history_ms(data_dir, host);
+        let inventory_at = inventory_at_ms(data_dir, host);
+        self.records
+            .iter()
+            .filter(|(seq, (health, at))| {
+                keys.contains(seq)
+                    || if *health {
+                        history.contains(at)
+                    } else {
+                        inventory_at >= Some(*at)
+                    }
+            })
+            .map(|(seq, _)| *seq)
+            .collect()
+    }
+}
+
+fn open_database(data_dir: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(data_dir.join("deskpulse.db")).expect("open the database")
+}
+
+/// The times of a host's raw health samples in a collector's SQLite database.
+pub fn health_history_ms(data_dir: &Path, host: &str) -> BTreeSet<i64> {
+    let db = open_database(data_dir);
+    let mut query = db
+        .prepare("SELECT at_ms FROM health_samples WHERE host_id = ?1 AND resolution_s = 0")
+        .expect("prepare");
+    query
+        .query_map([host], |row| row.get::<_, i64>(0))
+        .expect("query")
+        .map(|at| at.expect("row"))
+        .collect()
+}
+
+/// When a host's stored inventory was collected, if one is stored.
+fn inventory_at_ms(data_dir: &Path, host: &str) -> Option<i64> {
+    use rusqlite::OptionalExtension as _;
+    open_database(data_dir)
+        .query_row(
+            "SELECT inventory_at_ms FROM host_inventories WHERE host_id = ?1",
+            [host],
+            |row| row.get(0),
+        )
+        .optional()
+        .expect("query")
+}
+
 /// The seqs a collector's SQLite database holds for one host's spool (its
-/// idempotency keys in `received_reports`).
+/// idempotency keys in `received_reports`). Keys of reports the agent no
+/// longer holds are forgotten: [`SpoolView::stored`] tells what arrived.
 pub fn received_seqs(data_dir: &Path, host: &str, spool_id: &str) -> Vec<u64> {
-    let db = rusqlite::Connection::open(data_dir.join("deskpulse.db")).expect("open the database");
+    let db = open_database(data_dir);
     let mut query = db
         .prepare(
             "SELECT seq FROM received_reports WHERE host_id = ?1 AND spool_id = ?2 ORDER BY seq",

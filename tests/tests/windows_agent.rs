@@ -15,10 +15,8 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use deskpulse_agent::spool::{Limits, Spool};
-use deskpulse_proto::v1::report::Payload;
 use deskpulse_tests::wine::{self, agent_exe, windows_path, wine};
-use deskpulse_tests::{Collector, Run, received_seqs, run, wait_for};
+use deskpulse_tests::{Collector, Run, SpoolView, run, wait_for};
 
 /// A Windows agent whose state dir is a Linux temp dir.
 struct WindowsAgent {
@@ -81,21 +79,6 @@ impl WindowsAgent {
             .spawn()
             .expect("start the Windows agent service under Wine");
         Service { child, log }
-    }
-
-    /// The health samples waiting in the (stopped) agent's spool, read with
-    /// the agent's own spool code: the file format is the same on every OS.
-    fn waiting(&self) -> (String, Vec<u64>) {
-        let (mut spool, _) = Spool::open(&self.state_dir.path().join("spool"), Limits::default())
-            .expect("open the Windows agent's spool");
-        let health = spool
-            .read_after(0, usize::MAX)
-            .expect("read the spool")
-            .into_iter()
-            .filter(|r| matches!(r.payload, Some(Payload::Health(_))))
-            .map(|r| r.seq)
-            .collect();
-        (spool.spool_id().to_owned(), health)
     }
 }
 
@@ -346,7 +329,8 @@ fn a_windows_service_runs_a_diagnostic_and_loses_nothing_when_killed() {
     })
     .expect("health samples pile up while the collector is down");
     service.kill_9();
-    let (spool_id, waiting) = agent.waiting();
+    let spool = SpoolView::read(agent.state_dir.path());
+    let waiting = spool.health();
     assert!(
         waiting.len() >= 2,
         "health samples wait in the spool: {waiting:?}"
@@ -356,7 +340,7 @@ fn a_windows_service_runs_a_diagnostic_and_loses_nothing_when_killed() {
     let mut service = agent.start_service();
     let mut earlier_logs = String::new();
     let mut restarts = 0;
-    let stored = wait_for(Duration::from_secs(90), || {
+    wait_for(Duration::from_secs(90), || {
         // Started again if it ended, as the SCM's recovery action does: the
         // wineserver frees a killed process's state lock a moment after
         // the kill, and a start in that moment finds the state dir busy.
@@ -370,19 +354,18 @@ fn a_windows_service_runs_a_diagnostic_and_loses_nothing_when_killed() {
             restarts += 1;
             service = agent.start_service();
         }
-        let got = received_seqs(collector.data_dir.path(), &host, &spool_id);
-        waiting.iter().all(|s| got.contains(s)).then_some(got)
+        waiting
+            .is_subset(&spool.stored(collector.data_dir.path(), &host))
+            .then_some(())
     })
     .unwrap_or_else(|| {
         panic!(
             "every waiting sample arrives: {waiting:?}; received {:?}\n{earlier_logs}--- the collector's log ---\n{}",
-            received_seqs(collector.data_dir.path(), &host, &spool_id),
+            spool.stored(collector.data_dir.path(), &host),
             collector.logs()
         )
     });
     if !earlier_logs.is_empty() {
         eprintln!("the restarted agent was started again:\n{earlier_logs}");
     }
-    let unique: std::collections::BTreeSet<&u64> = stored.iter().collect();
-    assert_eq!(unique.len(), stored.len(), "each report is stored once");
 }

@@ -6,6 +6,8 @@
 //! - [`sqlite`]: the embedded default (bundled SQLite, WAL mode).
 //! - [`postgres`]: PostgreSQL, for large fleets and several replicas
 //!   sharing one database.
+//! - [`SharedQueries`] (`shared.rs`): the calls whose SQL is the same on
+//!   both backends, written once over `sql`.
 //! - [`backend`]: opens a store by its URL; the only module that knows
 //!   every backend, so that this one depends on none.
 //! - `engine`: the ticket, job and audit logic written once, over the narrow
@@ -19,6 +21,7 @@ pub mod backend;
 pub(crate) mod engine;
 pub mod postgres;
 mod rows;
+mod shared;
 pub(crate) mod sql;
 pub mod sqlite;
 pub mod versions;
@@ -27,6 +30,8 @@ pub mod versions;
 // of the store, and are named here too for the store's users.
 pub use crate::model::*;
 pub use crate::rules::model::Reading;
+pub use shared::SharedQueries;
+pub(crate) use shared::SqlBackend;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -188,30 +193,18 @@ pub struct PolicyRecord {
     pub policy: crate::rules::policy::Policy,
 }
 
-/// The store interface.
+/// The store interface: these calls, whose SQL or locking differs between
+/// the backends, and those of [`SharedQueries`], written once.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: SharedQueries + Send + Sync + 'static {
     /// Records the fleet CA on first use, or compares it with the recorded
     /// one (D2).
     async fn record_fleet_ca(&self, fingerprint: &str) -> StoreResult<CaRecord>;
-
-    /// True when at least one technician exists.
-    async fn has_technicians(&self) -> StoreResult<bool>;
 
     /// Stores an API token, creating its technician if new. Returns the
     /// technician id. A technician that exists with another role is a
     /// [`StoreError::Conflict`].
     async fn create_api_token(&self, token: &NewApiToken, now_ms: i64) -> StoreResult<String>;
-
-    /// The caller a token belongs to, if it is known and not revoked.
-    async fn authenticate(&self, token_sha256: &str) -> StoreResult<Option<Caller>>;
-
-    /// Stores an enrollment token.
-    async fn create_enrollment_token(
-        &self,
-        token: &NewEnrollmentToken,
-        now_ms: i64,
-    ) -> StoreResult<()>;
 
     /// In one transaction: checks and consumes the token, finds the host
     /// this hardware enrolled as before or makes a new id, has `issue` sign a
@@ -222,9 +215,6 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
         issue: IssueCert<'_>,
     ) -> StoreResult<EnrollOutcome>;
-
-    /// The SHA-256 of the host's current certificate, if the host exists.
-    async fn host_cert_sha256(&self, host_id: &str) -> StoreResult<Option<String>>;
 
     /// Records that an agent opened its stream on a replica.
     async fn session_opened(&self, session: &SessionOpen, now_ms: i64) -> StoreResult<()>;
@@ -269,13 +259,6 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
     ) -> StoreResult<()>;
 
-    /// Change-log entries, newest first.
-    async fn list_changes(&self, query: &ChangeQuery) -> StoreResult<Vec<ChangeRow>>;
-
-    /// Deletes change-log entries observed before `before_ms`; returns how
-    /// many.
-    async fn purge_changes(&self, before_ms: i64) -> StoreResult<u64>;
-
     /// Advances rule timers (quiet periods, reopen windows) and evaluates
     /// the offline rules (D18) at `now_ms`; returns how many ticket actions
     /// that took.
@@ -292,9 +275,6 @@ pub trait Store: Send + Sync + 'static {
         applied_by: &str,
         now_ms: i64,
     ) -> StoreResult<Result<std::sync::Arc<PolicyRecord>, String>>;
-
-    /// Tickets, by priority then resolution due time.
-    async fn list_tickets(&self, query: &TicketQuery) -> StoreResult<Vec<TicketRow>>;
 
     /// Opens a manual ticket on a host; priority from the host's impact
     /// and medium urgency unless given.
@@ -324,9 +304,6 @@ pub trait Store: Send + Sync + 'static {
     /// tickets past the reopen window. Returns how many it changed.
     async fn advance_sla(&self, now_ms: i64) -> StoreResult<u64>;
 
-    /// A host's health history since `since_ms`, oldest first.
-    async fn health_history(&self, host_id: &str, since_ms: i64) -> StoreResult<Vec<HealthPoint>>;
-
     /// Folds raw health samples older than `raw_before_ms` into hourly
     /// points and deletes points older than `keep_after_ms`. Returns (raw
     /// samples folded, points deleted).
@@ -336,25 +313,6 @@ pub trait Store: Send + Sync + 'static {
         keep_after_ms: i64,
     ) -> StoreResult<(u64, u64)>;
 
-    /// Hosts matching `query`, ordered by (hostname, id), after the given
-    /// key, at most `limit`.
-    async fn list_hosts(
-        &self,
-        query: &HostQuery,
-        after: Option<(&str, &str)>,
-        limit: u32,
-    ) -> StoreResult<Vec<HostRow>>;
-
-    /// Sets (or with an empty value, removes) a tag on a host.
-    async fn set_tag(&self, host_id: &str, key: &str, value: &str) -> StoreResult<()>;
-
-    /// A host's tags, ordered by key.
-    async fn tags(&self, host_id: &str) -> StoreResult<Vec<(String, String)>>;
-
-    /// Hosts whose id equals or starts with `query`, or whose host name
-    /// equals it (case-insensitively).
-    async fn find_hosts(&self, query: &str) -> StoreResult<Vec<HostRow>>;
-
     /// A host with its latest inventory and health.
     async fn host_detail(&self, host_id: &str) -> StoreResult<Option<HostDetail>>;
 
@@ -363,16 +321,6 @@ pub trait Store: Send + Sync + 'static {
 
     /// Records a diagnostic job, queued.
     async fn create_job(&self, job: &NewJob, now_ms: i64) -> StoreResult<JobRow>;
-
-    /// A job by id.
-    async fn job(&self, id: &str) -> StoreResult<Option<JobRow>>;
-
-    /// Jobs, newest first.
-    async fn list_jobs(&self, query: &JobQuery) -> StoreResult<Vec<JobRow>>;
-
-    /// The host's jobs still to deliver: queued or sent, not expired, not
-    /// cancelled, oldest first.
-    async fn deliverable_jobs(&self, host_id: &str, now_ms: i64) -> StoreResult<Vec<JobRow>>;
 
     /// Marks a job as sent to its agent.
     async fn job_sent(&self, id: &str, now_ms: i64) -> StoreResult<()>;
@@ -386,27 +334,8 @@ pub trait Store: Send + Sync + 'static {
     /// agent started them; returns them.
     async fn expire_jobs(&self, now_ms: i64) -> StoreResult<Vec<JobRow>>;
 
-    /// What a host's agent said about diagnostics when it last connected.
-    async fn host_diagnostics(&self, host_id: &str) -> StoreResult<HostDiagnostics>;
-
-    /// Answers when the store can serve requests (gRPC health, D31 issue 8).
-    async fn ping(&self) -> StoreResult<()>;
-
-    /// Counts for the metrics endpoint.
-    async fn gauges(&self) -> StoreResult<StoreGauges>;
-
     /// Stores a webhook (D7 policy); returns its id.
     async fn add_webhook(&self, hook: &NewWebhook, now_ms: i64) -> StoreResult<i64>;
-
-    /// Removes a webhook and its queued deliveries; false if there was none.
-    async fn remove_webhook(&self, id: i64) -> StoreResult<bool>;
-
-    /// Pauses or resumes a webhook; false if there is none. A paused
-    /// webhook gets no new events and its queued deliveries wait.
-    async fn set_webhook_enabled(&self, id: i64, enabled: bool) -> StoreResult<bool>;
-
-    /// Every webhook with its delivery counts, by id; secrets left out.
-    async fn list_webhooks(&self) -> StoreResult<Vec<WebhookStatus>>;
 
     /// Claims up to `limit` due pending deliveries, oldest first, for
     /// `lease_ms`: they are not due again until the lease ends, so a
@@ -426,27 +355,10 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
     ) -> StoreResult<()>;
 
-    /// Deletes finished (delivered or given-up) deliveries of events older
-    /// than `before_ms`; returns how many.
-    async fn purge_deliveries(&self, before_ms: i64) -> StoreResult<u64>;
-
     /// Resolved and closed tickets matching `terms` (any of them), best
     /// first by bm25, at most `limit`. Terms are plain words; the backend
     /// quotes them, so no query syntax reaches the index.
     async fn search_kb(&self, terms: &[String], limit: u32) -> StoreResult<Vec<KbHit>>;
-
-    /// Audit entries matching `query`, newest first (by id).
-    async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRecord>>;
-
-    /// Up to `limit` chained audit entries with seq greater than
-    /// `after_seq`, in chain order, for verification.
-    async fn audit_chain(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditRecord>>;
-
-    /// The audit chain's head row.
-    async fn audit_head(&self) -> StoreResult<AuditHead>;
-
-    /// The smallest id of an audit row outside the chain (no seq or hash).
-    async fn first_unchained_audit(&self) -> StoreResult<Option<i64>>;
 }
 
 /// The shared store handle.

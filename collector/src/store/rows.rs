@@ -41,6 +41,8 @@ pub(crate) trait Columns {
     fn opt_bytes(&self, name: &str) -> StoreResult<Option<Vec<u8>>>;
     /// A yes/no column: BOOLEAN on PostgreSQL, 0 or 1 on SQLite.
     fn flag(&self, name: &str) -> StoreResult<bool>;
+    /// A REAL column.
+    fn real(&self, name: &str) -> StoreResult<f32>;
 
     /// An integer column that holds a count.
     fn count(&self, name: &str) -> StoreResult<u32> {
@@ -57,6 +59,7 @@ where
     for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> bool: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> f32: Decode<'r, R::Database> + Type<R::Database>,
 {
     fn int(&self, name: &str) -> StoreResult<i64> {
         Ok(self.try_get(name)?)
@@ -88,6 +91,10 @@ where
             // SQLite keeps a flag as an integer.
             Err(_) => Ok(self.try_get::<i64, _>(name)? != 0),
         }
+    }
+
+    fn real(&self, name: &str) -> StoreResult<f32> {
+        Ok(self.try_get(name)?)
     }
 }
 

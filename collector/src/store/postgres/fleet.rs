@@ -8,10 +8,10 @@
 
 use std::collections::{HashMap, HashSet};
 
-use sqlx::{Postgres, QueryBuilder, Row, Transaction};
+use sqlx::{Postgres, Row, Transaction};
 
 use crate::store::versions::sort_key;
-use crate::store::{HostQuery, InventoryFacts, PackageKey, StoreResult};
+use crate::store::{InventoryFacts, PackageKey, StoreResult};
 
 type Tx = Transaction<'static, Postgres>;
 
@@ -156,81 +156,4 @@ pub async fn replace_software(tx: &mut Tx, host: &str, packages: &[PackageKey]) 
         .await?;
     }
     Ok(())
-}
-
-/// Appends ` AND …` conditions for `query` to a `SELECT … FROM hosts WHERE …`.
-/// Each condition is an `id IN (subquery)` over an indexed table, so the
-/// planner can build the matching set once (a hash semi-join) instead of
-/// probing per host. Version comparisons are byte-wise on the BYTEA sort
-/// keys (D15), the same keys SQLite compares as BLOBs.
-pub fn push_conditions(sql: &mut QueryBuilder<Postgres>, query: &HostQuery) {
-    if let Some((name, compare)) = &query.software {
-        sql.push(" AND id IN (SELECT hs.host_id FROM software_catalog c JOIN host_software hs ON hs.catalog_id = c.id WHERE c.name = ")
-            .push_bind(name.clone());
-        if let Some((op, version)) = compare {
-            // The key depends on the ecosystem's rules: compare each row
-            // against the key made by its own ecosystem.
-            sql.push(" AND ((c.ecosystem = 'dpkg' AND c.version_key ")
-                .push(op.sql())
-                .push(" ")
-                .push_bind(sort_key("dpkg", version))
-                .push(") OR (c.ecosystem <> 'dpkg' AND c.version_key ")
-                .push(op.sql())
-                .push(" ")
-                .push_bind(sort_key("rpm", version))
-                .push("))");
-        }
-        sql.push(")");
-    }
-    let fact =
-        |sql: &mut QueryBuilder<Postgres>, kind: &'static str, value: &str, contains: bool| {
-            sql.push(" AND id IN (SELECT host_id FROM host_facts WHERE kind = ")
-                .push_bind(kind);
-            if contains {
-                // ESCAPE '': a backslash is an ordinary character, as in
-                // SQLite's LIKE; the wildcards themselves are stripped.
-                sql.push(" AND value LIKE ")
-                    .push_bind(format!("%{}%", value.replace(['%', '_'], "")))
-                    .push(" ESCAPE ''");
-            } else {
-                sql.push(" AND value = ").push_bind(value.to_owned());
-            }
-            sql.push(")");
-        };
-    if let Some(os) = &query.os {
-        fact(sql, "os", os, true);
-    }
-    if let Some(serial) = &query.serial {
-        fact(sql, "serial", serial, false);
-    }
-    if let Some(model) = &query.model {
-        fact(sql, "model", model, true);
-    }
-    if let Some(user) = &query.user {
-        fact(sql, "user", user, false);
-    }
-    if let Some(ip) = &query.ip {
-        fact(sql, "ip", ip, false);
-    }
-    if let Some(mac) = &query.mac {
-        fact(sql, "mac", mac, false);
-    }
-    if let Some(pct) = query.disk_free_below {
-        sql.push(" AND id IN (SELECT host_id FROM host_filesystems WHERE free_percent < ")
-            .push_bind(pct)
-            .push(")");
-    }
-    for (key, value) in &query.tags {
-        sql.push(" AND id IN (SELECT host_id FROM host_tags WHERE key = ")
-            .push_bind(key.clone())
-            .push(" AND value = ")
-            .push_bind(value.clone())
-            .push(")");
-    }
-    if let Some(now) = query.offline_at_ms {
-        // The negation of HostRow::is_online (D18).
-        sql.push(" AND session_replica IS NULL AND (goodbye_reason IS NOT NULL OR last_seen_at_ms IS NULL OR last_seen_at_ms < ")
-            .push_bind(now)
-            .push(" - 3 * 1000 * health_interval_secs)");
-    }
 }

@@ -47,19 +47,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use inventory::StoredInventory;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{Connection, PgConnection, PgPool, Postgres, QueryBuilder, Row, Transaction};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Row, Transaction};
 
 use super::engine;
 use super::rows::{HOST_COLUMNS, host_row};
 use super::{
-    AuditEntry, CaRecord, Caller, ChangeQuery, ChangeRow, EnrollOutcome, EnrollRequest,
-    HealthPoint, HostDetail, HostDiagnostics, HostQuery, HostRow, IncomingReport, IssueCert,
-    JobQuery, JobRow, NewApiToken, NewEnrollmentToken, NewJob, PolicyRecord, ReportOutcome,
-    ReportPayload, SessionOpen, Store, StoreError, StoreGauges, StoreResult, TicketChange,
-    TicketQuery, TicketRefusal, TicketRow, WorklogEntry, decode_inventory,
+    AuditEntry, CaRecord, EnrollOutcome, EnrollRequest, HostDetail, IncomingReport, IssueCert,
+    JobRow, NewApiToken, NewJob, PolicyRecord, ReportOutcome, ReportPayload, SessionOpen, Store,
+    StoreError, StoreResult, TicketChange, TicketRefusal, TicketRow, WorklogEntry,
+    decode_inventory,
 };
-use super::{AuditHead, AuditQuery, AuditRecord};
-use super::{Delivery, DeliveryOutcome, KbHit, NewWebhook, WebhookStatus};
+use super::{Delivery, DeliveryOutcome, KbHit, NewWebhook};
 use crate::rules::policy::{Policy, parse_policy};
 use crate::rules::priority::Priority;
 
@@ -490,13 +488,22 @@ fn is_transient(error: &StoreError) -> bool {
     }
 }
 
-/// Host order, byte-wise like SQLite's BINARY collation whatever the
-/// database's locale, so both backends page alike (the hosts_by_hostname
-/// index is built with the same collation).
-const HOST_ORDER: &str = r#"hostname COLLATE "C", id COLLATE "C""#;
-
 fn seq_i64(seq: u64) -> StoreResult<i64> {
     i64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("sequence number {seq} too large")))
+}
+
+impl crate::store::SqlBackend for PostgresStore {
+    type Db = Postgres;
+    const SOFTWARE_HOSTS: &'static str = "SELECT hs.host_id FROM software_catalog c \
+         JOIN host_software hs ON hs.catalog_id = c.id WHERE c.name = ";
+
+    fn reads(&self) -> &PgPool {
+        &self.pool
+    }
+
+    fn writes(&self) -> &PgPool {
+        &self.pool
+    }
 }
 
 #[async_trait]
@@ -522,14 +529,6 @@ impl Store for PostgresStore {
         } else {
             CaRecord::Mismatch(stored)
         })
-    }
-
-    async fn has_technicians(&self) -> StoreResult<bool> {
-        Ok(
-            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM technicians)")
-                .fetch_one(&self.pool)
-                .await?,
-        )
     }
 
     async fn create_api_token(&self, token: &NewApiToken, now_ms: i64) -> StoreResult<String> {
@@ -572,32 +571,6 @@ impl Store for PostgresStore {
         Ok(technician_id)
     }
 
-    async fn authenticate(&self, token_sha256: &str) -> StoreResult<Option<Caller>> {
-        crate::store::sql::access::caller(&self.pool, token_sha256).await
-    }
-
-    async fn create_enrollment_token(
-        &self,
-        token: &NewEnrollmentToken,
-        now_ms: i64,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO enrollment_tokens \
-             (id, token_sha256, created_at_ms, expires_at_ms, uses_allowed, uses_left, created_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(&token.id)
-        .bind(&token.token_sha256)
-        .bind(now_ms)
-        .bind(token.expires_at_ms)
-        .bind(i64::from(token.uses))
-        .bind(i64::from(token.uses))
-        .bind(&token.created_by)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
     async fn enroll(
         &self,
         request: &EnrollRequest,
@@ -616,10 +589,6 @@ impl Store for PostgresStore {
             tx.commit().await?;
         }
         Ok(outcome)
-    }
-
-    async fn host_cert_sha256(&self, host_id: &str) -> StoreResult<Option<String>> {
-        crate::store::sql::access::host_cert_sha256(&self.pool, host_id).await
     }
 
     async fn session_opened(&self, session: &SessionOpen, now_ms: i64) -> StoreResult<()> {
@@ -732,10 +701,6 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn list_changes(&self, query: &ChangeQuery) -> StoreResult<Vec<ChangeRow>> {
-        crate::store::sql::tickets::changes(&self.pool, query).await
-    }
-
     async fn advance_rule_timers(&self, now_ms: i64) -> StoreResult<u64> {
         tickets::advance_timers(&self.pool, &self.current_policy().policy, now_ms).await
     }
@@ -784,10 +749,6 @@ impl Store for PostgresStore {
         Ok(Ok(record))
     }
 
-    async fn list_tickets(&self, query: &TicketQuery) -> StoreResult<Vec<TicketRow>> {
-        crate::store::sql::tickets::list(&self.pool, query).await
-    }
-
     async fn create_ticket(
         &self,
         host_id: &str,
@@ -826,35 +787,6 @@ impl Store for PostgresStore {
 
     async fn advance_sla(&self, now_ms: i64) -> StoreResult<u64> {
         tickets::advance_sla(&self.pool, &self.current_policy().policy, now_ms).await
-    }
-
-    async fn health_history(&self, host_id: &str, since_ms: i64) -> StoreResult<Vec<HealthPoint>> {
-        let rows = sqlx::query(
-            "SELECT at_ms, resolution_s, samples, cpu_percent, cpu_max_percent, \
-             memory_used_percent, disk_used_max_percent FROM health_samples \
-             WHERE host_id = $1 AND resolution_s IN (0, 3600) AND at_ms >= $2 ORDER BY at_ms",
-        )
-        .bind(host_id)
-        .bind(since_ms)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let int = |name: &str| -> StoreResult<u32> {
-                    let v: i64 = r.try_get(name)?;
-                    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{name} {v}")))
-                };
-                Ok(HealthPoint {
-                    at_ms: r.try_get("at_ms")?,
-                    resolution_s: int("resolution_s")?,
-                    samples: int("samples")?,
-                    cpu_percent: r.try_get("cpu_percent")?,
-                    cpu_max_percent: r.try_get("cpu_max_percent")?,
-                    memory_used_percent: r.try_get("memory_used_percent")?,
-                    disk_used_max_percent: r.try_get("disk_used_max_percent")?,
-                })
-            })
-            .collect()
     }
 
     async fn downsample_health(
@@ -902,94 +834,6 @@ impl Store for PostgresStore {
         Ok((folded, purged))
     }
 
-    async fn purge_changes(&self, before_ms: i64) -> StoreResult<u64> {
-        Ok(
-            sqlx::query("DELETE FROM host_changes WHERE observed_at_ms < $1")
-                .bind(before_ms)
-                .execute(&self.pool)
-                .await?
-                .rows_affected(),
-        )
-    }
-
-    async fn list_hosts(
-        &self,
-        query: &HostQuery,
-        after: Option<(&str, &str)>,
-        limit: u32,
-    ) -> StoreResult<Vec<HostRow>> {
-        let (name, id) = after.unwrap_or(("", ""));
-        let mut sql = QueryBuilder::<Postgres>::new(format!(
-            "SELECT {HOST_COLUMNS} FROM hosts WHERE ({HOST_ORDER}) > ("
-        ));
-        sql.push_bind(name.to_owned())
-            .push(", ")
-            .push_bind(id.to_owned())
-            .push(")");
-        fleet::push_conditions(&mut sql, query);
-        sql.push(format!(" ORDER BY {HOST_ORDER} LIMIT "))
-            .push_bind(i64::from(limit));
-        let rows = sql.build().fetch_all(&self.pool).await?;
-        rows.iter().map(host_row).collect()
-    }
-
-    async fn set_tag(&self, host_id: &str, key: &str, value: &str) -> StoreResult<()> {
-        if value.is_empty() {
-            sqlx::query("DELETE FROM host_tags WHERE host_id = $1 AND key = $2")
-                .bind(host_id)
-                .bind(key)
-                .execute(&self.pool)
-                .await?;
-        } else {
-            sqlx::query(
-                "INSERT INTO host_tags (host_id, key, value) VALUES ($1, $2, $3) \
-                 ON CONFLICT (host_id, key) DO UPDATE SET value = excluded.value",
-            )
-            .bind(host_id)
-            .bind(key)
-            .bind(value)
-            .execute(&self.pool)
-            .await?;
-        }
-        Ok(())
-    }
-
-    async fn tags(&self, host_id: &str) -> StoreResult<Vec<(String, String)>> {
-        let rows = sqlx::query(
-            r#"SELECT key, value FROM host_tags WHERE host_id = $1 ORDER BY key COLLATE "C""#,
-        )
-        .bind(host_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("key")?, r.try_get("value")?)))
-            .collect()
-    }
-
-    async fn find_hosts(&self, query: &str) -> StoreResult<Vec<HostRow>> {
-        let prefix = format!("{}%", query.to_ascii_lowercase().replace(['%', '_'], ""));
-        // lower() = lower() stands in for SQLite's COLLATE NOCASE; ESCAPE ''
-        // makes a backslash literal, as SQLite's LIKE has no escape.
-        let sql = format!(
-            "SELECT {HOST_COLUMNS} FROM hosts \
-             WHERE id = $1 OR id LIKE $2 ESCAPE '' OR lower(hostname) = lower($1) \
-             ORDER BY {HOST_ORDER} LIMIT 50"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(query)
-            .bind(prefix)
-            .fetch_all(&self.pool)
-            .await?;
-        let rows: Vec<HostRow> = rows.iter().map(host_row).collect::<StoreResult<_>>()?;
-        // An exact id or host name wins over prefixes it happens to share.
-        let exact: Vec<HostRow> = rows
-            .iter()
-            .filter(|r| r.id == query || r.hostname.eq_ignore_ascii_case(query))
-            .cloned()
-            .collect();
-        Ok(if exact.is_empty() { rows } else { exact })
-    }
-
     async fn host_detail(&self, host_id: &str) -> StoreResult<Option<HostDetail>> {
         let sql = format!(
             "SELECT {HOST_COLUMNS}, inventory, inventory_at_ms, last_health, health_at_ms, \
@@ -1027,18 +871,6 @@ impl Store for PostgresStore {
         jobs::create(&self.pool, job, now_ms).await
     }
 
-    async fn job(&self, id: &str) -> StoreResult<Option<JobRow>> {
-        crate::store::sql::jobs::get(&self.pool, id).await
-    }
-
-    async fn list_jobs(&self, query: &JobQuery) -> StoreResult<Vec<JobRow>> {
-        crate::store::sql::jobs::list(&self.pool, query).await
-    }
-
-    async fn deliverable_jobs(&self, host_id: &str, now_ms: i64) -> StoreResult<Vec<JobRow>> {
-        crate::store::sql::jobs::deliverable(&self.pool, host_id, now_ms).await
-    }
-
     async fn job_sent(&self, id: &str, now_ms: i64) -> StoreResult<()> {
         jobs::sent(&self.pool, id, now_ms).await
     }
@@ -1051,63 +883,8 @@ impl Store for PostgresStore {
         jobs::expire(&self.pool, now_ms).await
     }
 
-    async fn host_diagnostics(&self, host_id: &str) -> StoreResult<HostDiagnostics> {
-        Ok(
-            crate::store::sql::jobs::host_diagnostics(&self.pool, host_id)
-                .await?
-                .unwrap_or_default(),
-        )
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn gauges(&self) -> StoreResult<StoreGauges> {
-        let counts = |sql: &'static str| {
-            let pool = self.pool.clone();
-            async move {
-                sqlx::query(sql)
-                    .fetch_all(&pool)
-                    .await?
-                    .iter()
-                    .map(|r| {
-                        let n: i64 = r.try_get(1)?;
-                        Ok((r.try_get::<String, _>(0)?, u64::try_from(n).unwrap_or(0)))
-                    })
-                    .collect::<StoreResult<Vec<(String, u64)>>>()
-            }
-        };
-        let outbox: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM webhook_outbox WHERE state = 'pending'")
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(StoreGauges {
-            open_tickets: counts(
-                "SELECT priority, COUNT(*) FROM tickets \
-                 WHERE status NOT IN ('resolved', 'closed') GROUP BY priority",
-            )
-            .await?,
-            jobs: counts("SELECT state, COUNT(*) FROM jobs GROUP BY state").await?,
-            outbox_pending: u64::try_from(outbox).unwrap_or(0),
-        })
-    }
-
     async fn add_webhook(&self, hook: &NewWebhook, now_ms: i64) -> StoreResult<i64> {
         webhooks::add(&self.pool, hook, now_ms).await
-    }
-
-    async fn remove_webhook(&self, id: i64) -> StoreResult<bool> {
-        webhooks::remove(&self.pool, id).await
-    }
-
-    async fn set_webhook_enabled(&self, id: i64, enabled: bool) -> StoreResult<bool> {
-        webhooks::set_enabled(&self.pool, id, enabled).await
-    }
-
-    async fn list_webhooks(&self) -> StoreResult<Vec<WebhookStatus>> {
-        crate::store::sql::webhooks::list(&self.pool).await
     }
 
     async fn claim_deliveries(
@@ -1128,32 +905,8 @@ impl Store for PostgresStore {
         webhooks::record(&self.pool, id, outcome, now_ms).await
     }
 
-    async fn purge_deliveries(&self, before_ms: i64) -> StoreResult<u64> {
-        webhooks::purge(&self.pool, before_ms).await
-    }
-
     async fn search_kb(&self, terms: &[String], limit: u32) -> StoreResult<Vec<KbHit>> {
         kb::search(&self.pool, terms, limit).await
-    }
-
-    async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRecord>> {
-        crate::store::sql::audit::list(&self.pool, query).await
-    }
-
-    async fn audit_chain(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditRecord>> {
-        crate::store::sql::audit::chain_page(&self.pool, after_seq, limit).await
-    }
-
-    async fn audit_head(&self) -> StoreResult<AuditHead> {
-        crate::store::sql::audit::head(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("the audit_head row is missing".into()))
-    }
-
-    async fn first_unchained_audit(&self) -> StoreResult<Option<i64>> {
-        Ok(crate::store::sql::audit::first_unchained(&self.pool)
-            .await?
-            .flatten())
     }
 }
 

@@ -26,29 +26,6 @@ pub async fn add(pool: &PgPool, hook: &NewWebhook, now_ms: i64) -> StoreResult<i
     .try_get("id")?)
 }
 
-/// Removes a webhook; its outbox rows go with it (ON DELETE CASCADE).
-pub async fn remove(pool: &PgPool, id: i64) -> StoreResult<bool> {
-    Ok(sqlx::query("DELETE FROM webhooks WHERE id = $1")
-        .bind(id)
-        .execute(pool)
-        .await?
-        .rows_affected()
-        == 1)
-}
-
-/// Pauses or resumes a webhook.
-pub async fn set_enabled(pool: &PgPool, id: i64, enabled: bool) -> StoreResult<bool> {
-    Ok(
-        sqlx::query("UPDATE webhooks SET enabled = $1 WHERE id = $2")
-            .bind(enabled)
-            .bind(id)
-            .execute(pool)
-            .await?
-            .rows_affected()
-            == 1,
-    )
-}
-
 /// Claims due deliveries by pushing their due time out by the lease. Only
 /// the oldest pending event of each (webhook, ticket) is claimable, so a
 /// receiver sees a ticket's events in order even across retries; a
@@ -109,17 +86,6 @@ pub async fn claim(
     update.build().execute(&mut *tx).await?;
     tx.commit().await?;
     Ok(deliveries)
-}
-
-/// Deletes delivered and given-up deliveries older than `before_ms`.
-pub async fn purge(pool: &PgPool, before_ms: i64) -> StoreResult<u64> {
-    Ok(sqlx::query(
-        "DELETE FROM webhook_outbox WHERE state IN ('delivered', 'failed') AND created_at_ms < $1",
-    )
-    .bind(before_ms)
-    .execute(pool)
-    .await?
-    .rows_affected())
 }
 
 /// Records one attempt.

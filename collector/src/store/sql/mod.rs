@@ -10,11 +10,13 @@
 //!   diagnostics settings).
 //! - [`audit`]: the audit log's reads (listed, a page of the chain, the
 //!   head, the first unchained row).
+//! - [`hosts`]: the host filter.
 //! - [`tickets`]: the ticket list and the change log.
 //! - [`webhooks`]: the webhook list and the events column's text form.
 
 pub(crate) mod access;
 pub(crate) mod audit;
+pub(crate) mod hosts;
 pub(crate) mod jobs;
 pub(crate) mod tickets;
 pub(crate) mod webhooks;
@@ -26,18 +28,51 @@ use sqlx::{Database, Encode, Executor, IntoArguments, Pool, QueryBuilder, Type};
 use crate::store::StoreResult;
 use crate::store::rows::Columns;
 
+/// The count of rows a statement changed, as each backend reports it.
+pub(crate) trait RowsAffected {
+    /// How many rows the statement changed.
+    fn rows_affected(&self) -> u64;
+}
+
+impl RowsAffected for sqlx::sqlite::SqliteQueryResult {
+    fn rows_affected(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
+impl RowsAffected for sqlx::postgres::PgQueryResult {
+    fn rows_affected(&self) -> u64 {
+        self.rows_affected()
+    }
+}
+
 /// What the shared queries need of a database: binding the value types the
 /// store uses, and fetching rows read through [`Columns`].
 pub(crate) trait Dialect: Database {
     /// The function that finds text in text (1-based position, 0 when
     /// absent): `instr` on SQLite, `strpos` on PostgreSQL.
     const FIND: &'static str;
+    /// What follows a text column in ORDER BY or a row comparison to order
+    /// it byte by byte: SQLite's default, `COLLATE "C"` on PostgreSQL.
+    const BYTE_ORDER: &'static str;
+    /// What follows a LIKE pattern so that a backslash is an ordinary
+    /// character, as it always is in SQLite's LIKE.
+    const LIKE_LITERAL: &'static str;
     /// Appends `value` as a bound text parameter.
     fn text(query: &mut QueryBuilder<Self>, value: &str);
     /// Appends `value` as a bound integer parameter.
     fn int(query: &mut QueryBuilder<Self>, value: i64);
     /// Appends `value` as a bound yes/no parameter (an integer on SQLite).
     fn flag(query: &mut QueryBuilder<Self>, value: bool);
+    /// Appends `value` as a bound floating-point parameter.
+    fn real(query: &mut QueryBuilder<Self>, value: f64);
+    /// Appends `value` as a bound blob parameter.
+    fn bytes(query: &mut QueryBuilder<Self>, value: &[u8]);
+    /// Runs `query`, a statement, and counts the rows it changed.
+    fn execute<'a>(
+        pool: &'a Pool<Self>,
+        query: QueryBuilder<Self>,
+    ) -> impl Future<Output = StoreResult<u64>> + Send + 'a;
     /// Runs `query` and maps every row with `row`.
     fn all<'a, T: Send + 'a>(
         pool: &'a Pool<Self>,
@@ -58,6 +93,9 @@ where
     for<'t> &'t str: Encode<'t, DB> + Type<DB>,
     for<'t> i64: Encode<'t, DB> + Type<DB>,
     for<'t> bool: Encode<'t, DB> + Type<DB>,
+    for<'t> f64: Encode<'t, DB> + Type<DB>,
+    for<'t> &'t [u8]: Encode<'t, DB> + Type<DB>,
+    DB::QueryResult: RowsAffected,
     for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
     DB::Arguments: IntoArguments<DB> + Send,
     DB::Row: Columns,
@@ -66,6 +104,16 @@ where
         "strpos"
     } else {
         "instr"
+    };
+    const BYTE_ORDER: &'static str = if matches!(DB::NAME.as_bytes(), b"PostgreSQL") {
+        " COLLATE \"C\""
+    } else {
+        ""
+    };
+    const LIKE_LITERAL: &'static str = if matches!(DB::NAME.as_bytes(), b"PostgreSQL") {
+        " ESCAPE ''"
+    } else {
+        ""
     };
 
     fn text(query: &mut QueryBuilder<Self>, value: &str) {
@@ -78,6 +126,18 @@ where
 
     fn flag(query: &mut QueryBuilder<Self>, value: bool) {
         query.push_bind(value);
+    }
+
+    fn real(query: &mut QueryBuilder<Self>, value: f64) {
+        query.push_bind(value);
+    }
+
+    fn bytes(query: &mut QueryBuilder<Self>, value: &[u8]) {
+        query.push_bind(value);
+    }
+
+    async fn execute(pool: &Pool<Self>, mut query: QueryBuilder<Self>) -> StoreResult<u64> {
+        Ok(query.build().execute(pool).await?.rows_affected())
     }
 
     async fn all<'a, T: Send + 'a>(

@@ -31,23 +31,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool, Transaction};
-
-use super::HostQuery;
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 use crate::rules::policy::{Policy, parse_policy};
 use crate::rules::priority::Priority;
 
 use super::rows::{HOST_COLUMNS, host_row};
 use super::{
-    AuditEntry, CaRecord, Caller, ChangeQuery, ChangeRow, EnrollOutcome, EnrollRequest,
-    HealthPoint, HostDetail, HostDiagnostics, HostRow, IncomingReport, IssueCert, JobQuery, JobRow,
-    NewApiToken, NewEnrollmentToken, NewJob, PolicyRecord, ReportOutcome, SessionOpen, Store,
-    StoreError, StoreGauges, StoreResult, TicketChange, TicketQuery, TicketRefusal, TicketRow,
-    WorklogEntry,
+    AuditEntry, CaRecord, EnrollOutcome, EnrollRequest, HostDetail, IncomingReport, IssueCert,
+    JobRow, NewApiToken, NewJob, PolicyRecord, ReportOutcome, SessionOpen, Store, StoreError,
+    StoreResult, TicketChange, TicketRefusal, TicketRow, WorklogEntry,
 };
-use super::{AuditHead, AuditQuery, AuditRecord};
-use super::{Delivery, DeliveryOutcome, KbHit, NewWebhook, WebhookStatus};
+use super::{Delivery, DeliveryOutcome, KbHit, NewWebhook};
 
 /// The fleet_meta key holding the CA fingerprint.
 const CA_FINGERPRINT_KEY: &str = "ca_sha256";
@@ -199,6 +194,22 @@ fn seq_i64(seq: u64) -> StoreResult<i64> {
     i64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("sequence number {seq} too large")))
 }
 
+impl crate::store::SqlBackend for SqliteStore {
+    type Db = Sqlite;
+    // Hosts with equal package lists share them through host_keys.
+    const SOFTWARE_HOSTS: &'static str = "SELECT k.host_id FROM software_catalog c \
+         JOIN host_software hs ON hs.catalog_id = c.id JOIN host_keys k ON k.key = hs.host_key \
+         WHERE c.name = ";
+
+    fn reads(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    fn writes(&self) -> &SqlitePool {
+        self.writer.pool()
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     async fn record_fleet_ca(&self, fingerprint: &str) -> StoreResult<CaRecord> {
@@ -220,13 +231,6 @@ impl Store for SqliteStore {
         } else {
             CaRecord::Mismatch(stored)
         })
-    }
-
-    async fn has_technicians(&self) -> StoreResult<bool> {
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM technicians")
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(count > 0)
     }
 
     async fn create_api_token(&self, token: &NewApiToken, now_ms: i64) -> StoreResult<String> {
@@ -275,32 +279,6 @@ impl Store for SqliteStore {
         Ok(technician_id)
     }
 
-    async fn authenticate(&self, token_sha256: &str) -> StoreResult<Option<Caller>> {
-        crate::store::sql::access::caller(&self.pool, token_sha256).await
-    }
-
-    async fn create_enrollment_token(
-        &self,
-        token: &NewEnrollmentToken,
-        now_ms: i64,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO enrollment_tokens \
-             (id, token_sha256, created_at_ms, expires_at_ms, uses_allowed, uses_left, created_by) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&token.id)
-        .bind(&token.token_sha256)
-        .bind(now_ms)
-        .bind(token.expires_at_ms)
-        .bind(i64::from(token.uses))
-        .bind(i64::from(token.uses))
-        .bind(&token.created_by)
-        .execute(self.writer.pool())
-        .await?;
-        Ok(())
-    }
-
     async fn enroll(
         &self,
         request: &EnrollRequest,
@@ -315,10 +293,6 @@ impl Store for SqliteStore {
             tx.commit().await?;
         }
         Ok(outcome)
-    }
-
-    async fn host_cert_sha256(&self, host_id: &str) -> StoreResult<Option<String>> {
-        crate::store::sql::access::host_cert_sha256(&self.pool, host_id).await
     }
 
     async fn session_opened(&self, session: &SessionOpen, now_ms: i64) -> StoreResult<()> {
@@ -402,10 +376,6 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn list_changes(&self, query: &ChangeQuery) -> StoreResult<Vec<ChangeRow>> {
-        crate::store::sql::tickets::changes(&self.pool, query).await
-    }
-
     async fn advance_rule_timers(&self, now_ms: i64) -> StoreResult<u64> {
         tickets::advance_timers(&self.writer, &self.current_policy().policy, now_ms).await
     }
@@ -445,10 +415,6 @@ impl Store for SqliteStore {
             Err(poisoned) => *poisoned.into_inner() = record.clone(),
         }
         Ok(Ok(record))
-    }
-
-    async fn list_tickets(&self, query: &TicketQuery) -> StoreResult<Vec<TicketRow>> {
-        crate::store::sql::tickets::list(&self.pool, query).await
     }
 
     async fn create_ticket(
@@ -491,35 +457,6 @@ impl Store for SqliteStore {
         tickets::advance_sla(&self.writer, &self.current_policy().policy, now_ms).await
     }
 
-    async fn health_history(&self, host_id: &str, since_ms: i64) -> StoreResult<Vec<HealthPoint>> {
-        let rows = sqlx::query(
-            "SELECT at_ms, resolution_s, samples, cpu_percent, cpu_max_percent, \
-             memory_used_percent, disk_used_max_percent FROM health_samples \
-             WHERE host_id = ? AND resolution_s IN (0, 3600) AND at_ms >= ? ORDER BY at_ms",
-        )
-        .bind(host_id)
-        .bind(since_ms)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let int = |name: &str| -> StoreResult<u32> {
-                    let v: i64 = r.try_get(name)?;
-                    u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{name} {v}")))
-                };
-                Ok(HealthPoint {
-                    at_ms: r.try_get("at_ms")?,
-                    resolution_s: int("resolution_s")?,
-                    samples: int("samples")?,
-                    cpu_percent: r.try_get("cpu_percent")?,
-                    cpu_max_percent: r.try_get("cpu_max_percent")?,
-                    memory_used_percent: r.try_get("memory_used_percent")?,
-                    disk_used_max_percent: r.try_get("disk_used_max_percent")?,
-                })
-            })
-            .collect()
-    }
-
     async fn downsample_health(
         &self,
         raw_before_ms: i64,
@@ -557,87 +494,6 @@ impl Store for SqliteStore {
             .rows_affected();
         tx.commit().await?;
         Ok((folded, purged))
-    }
-
-    async fn purge_changes(&self, before_ms: i64) -> StoreResult<u64> {
-        Ok(
-            sqlx::query("DELETE FROM host_changes WHERE observed_at_ms < ?")
-                .bind(before_ms)
-                .execute(self.writer.pool())
-                .await?
-                .rows_affected(),
-        )
-    }
-
-    async fn list_hosts(
-        &self,
-        query: &HostQuery,
-        after: Option<(&str, &str)>,
-        limit: u32,
-    ) -> StoreResult<Vec<HostRow>> {
-        let (name, id) = after.unwrap_or(("", ""));
-        let mut sql = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {HOST_COLUMNS} FROM hosts WHERE (hostname, id) > ("
-        ));
-        sql.push_bind(name).push(", ").push_bind(id).push(")");
-        fleet::push_conditions(&mut sql, query);
-        sql.push(" ORDER BY hostname, id LIMIT ")
-            .push_bind(i64::from(limit));
-        let rows = sql.build().fetch_all(&self.pool).await?;
-        rows.iter().map(host_row).collect()
-    }
-
-    async fn set_tag(&self, host_id: &str, key: &str, value: &str) -> StoreResult<()> {
-        if value.is_empty() {
-            sqlx::query("DELETE FROM host_tags WHERE host_id = ? AND key = ?")
-                .bind(host_id)
-                .bind(key)
-                .execute(self.writer.pool())
-                .await?;
-        } else {
-            sqlx::query(
-                "INSERT INTO host_tags (host_id, key, value) VALUES (?, ?, ?) \
-                 ON CONFLICT (host_id, key) DO UPDATE SET value = excluded.value",
-            )
-            .bind(host_id)
-            .bind(key)
-            .bind(value)
-            .execute(self.writer.pool())
-            .await?;
-        }
-        Ok(())
-    }
-
-    async fn tags(&self, host_id: &str) -> StoreResult<Vec<(String, String)>> {
-        let rows = sqlx::query("SELECT key, value FROM host_tags WHERE host_id = ? ORDER BY key")
-            .bind(host_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("key")?, r.try_get("value")?)))
-            .collect()
-    }
-
-    async fn find_hosts(&self, query: &str) -> StoreResult<Vec<HostRow>> {
-        let prefix = format!("{}%", query.to_ascii_lowercase().replace(['%', '_'], ""));
-        let sql = format!(
-            "SELECT {HOST_COLUMNS} FROM hosts \
-             WHERE id = ? OR id LIKE ? OR hostname = ? COLLATE NOCASE ORDER BY hostname, id LIMIT 50"
-        );
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(query)
-            .bind(prefix)
-            .bind(query)
-            .fetch_all(&self.pool)
-            .await?;
-        let rows: Vec<HostRow> = rows.iter().map(host_row).collect::<StoreResult<_>>()?;
-        // An exact id or host name wins over prefixes it happens to share.
-        let exact: Vec<HostRow> = rows
-            .iter()
-            .filter(|r| r.id == query || r.hostname.eq_ignore_ascii_case(query))
-            .cloned()
-            .collect();
-        Ok(if exact.is_empty() { rows } else { exact })
     }
 
     async fn host_detail(&self, host_id: &str) -> StoreResult<Option<HostDetail>> {
@@ -678,18 +534,6 @@ impl Store for SqliteStore {
         jobs::create(&self.writer, job, now_ms).await
     }
 
-    async fn job(&self, id: &str) -> StoreResult<Option<JobRow>> {
-        crate::store::sql::jobs::get(&self.pool, id).await
-    }
-
-    async fn list_jobs(&self, query: &JobQuery) -> StoreResult<Vec<JobRow>> {
-        crate::store::sql::jobs::list(&self.pool, query).await
-    }
-
-    async fn deliverable_jobs(&self, host_id: &str, now_ms: i64) -> StoreResult<Vec<JobRow>> {
-        crate::store::sql::jobs::deliverable(&self.pool, host_id, now_ms).await
-    }
-
     async fn job_sent(&self, id: &str, now_ms: i64) -> StoreResult<()> {
         jobs::sent(&self.writer, id, now_ms).await
     }
@@ -702,63 +546,8 @@ impl Store for SqliteStore {
         jobs::expire(&self.writer, now_ms).await
     }
 
-    async fn host_diagnostics(&self, host_id: &str) -> StoreResult<HostDiagnostics> {
-        Ok(
-            crate::store::sql::jobs::host_diagnostics(&self.pool, host_id)
-                .await?
-                .unwrap_or_default(),
-        )
-    }
-
-    async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
-    }
-
-    async fn gauges(&self) -> StoreResult<StoreGauges> {
-        let counts = |sql: &'static str| {
-            let pool = self.pool.clone();
-            async move {
-                sqlx::query(sql)
-                    .fetch_all(&pool)
-                    .await?
-                    .iter()
-                    .map(|r| {
-                        let n: i64 = r.try_get(1)?;
-                        Ok((r.try_get::<String, _>(0)?, u64::try_from(n).unwrap_or(0)))
-                    })
-                    .collect::<StoreResult<Vec<(String, u64)>>>()
-            }
-        };
-        let outbox: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM webhook_outbox WHERE state = 'pending'")
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(StoreGauges {
-            open_tickets: counts(
-                "SELECT priority, COUNT(*) FROM tickets \
-                 WHERE status NOT IN ('resolved', 'closed') GROUP BY priority",
-            )
-            .await?,
-            jobs: counts("SELECT state, COUNT(*) FROM jobs GROUP BY state").await?,
-            outbox_pending: u64::try_from(outbox).unwrap_or(0),
-        })
-    }
-
     async fn add_webhook(&self, hook: &NewWebhook, now_ms: i64) -> StoreResult<i64> {
         webhooks::add(&self.writer, hook, now_ms).await
-    }
-
-    async fn remove_webhook(&self, id: i64) -> StoreResult<bool> {
-        webhooks::remove(&self.writer, id).await
-    }
-
-    async fn set_webhook_enabled(&self, id: i64, enabled: bool) -> StoreResult<bool> {
-        webhooks::set_enabled(&self.writer, id, enabled).await
-    }
-
-    async fn list_webhooks(&self) -> StoreResult<Vec<WebhookStatus>> {
-        crate::store::sql::webhooks::list(&self.pool).await
     }
 
     async fn claim_deliveries(
@@ -779,32 +568,8 @@ impl Store for SqliteStore {
         webhooks::record(&self.writer, id, outcome, now_ms).await
     }
 
-    async fn purge_deliveries(&self, before_ms: i64) -> StoreResult<u64> {
-        webhooks::purge(&self.writer, before_ms).await
-    }
-
     async fn search_kb(&self, terms: &[String], limit: u32) -> StoreResult<Vec<KbHit>> {
         kb::search(&self.pool, terms, limit).await
-    }
-
-    async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRecord>> {
-        crate::store::sql::audit::list(&self.pool, query).await
-    }
-
-    async fn audit_chain(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditRecord>> {
-        crate::store::sql::audit::chain_page(&self.pool, after_seq, limit).await
-    }
-
-    async fn audit_head(&self) -> StoreResult<AuditHead> {
-        crate::store::sql::audit::head(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::Corrupt("the audit_head row is missing".into()))
-    }
-
-    async fn first_unchained_audit(&self) -> StoreResult<Option<i64>> {
-        Ok(crate::store::sql::audit::first_unchained(&self.pool)
-            .await?
-            .flatten())
     }
 }
 

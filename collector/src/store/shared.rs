@@ -1,0 +1,389 @@
+//! The half of the store's interface whose SQL is the same on both
+//! backends, written once: [`SharedQueries`], implemented for every
+//! [`SqlBackend`] over sqlx's `QueryBuilder` and [`Dialect`]. A backend
+//! only says which pools its reads and writes go to; [`Store`], whose
+//! supertrait this is, keeps the calls whose SQL or locking differs.
+//!
+//! [`Store`]: crate::store::Store
+
+use std::future::Future;
+
+use async_trait::async_trait;
+use sqlx::{Pool, QueryBuilder};
+
+use crate::store::rows::{HOST_COLUMNS, host_row};
+use crate::store::sql::{self, Dialect};
+use crate::store::{
+    AuditHead, AuditQuery, AuditRecord, Caller, ChangeQuery, ChangeRow, HealthPoint,
+    HostDiagnostics, HostQuery, HostRow, JobQuery, JobRow, NewEnrollmentToken, StoreError,
+    StoreGauges, StoreResult, TicketQuery, TicketRow, WebhookStatus,
+};
+
+/// A backend as the shared queries see it.
+pub(crate) trait SqlBackend: Send + Sync + 'static {
+    /// Its database.
+    type Db: Dialect;
+    /// How a host filter finds the hosts that have a package: a subquery
+    /// up to `WHERE c.name = `, with `c` the software catalog (SQLite
+    /// shares package lists between hosts through `host_keys`).
+    const SOFTWARE_HOSTS: &'static str;
+    /// The pool reads go to (SQLite's WAL readers).
+    fn reads(&self) -> &Pool<Self::Db>;
+    /// The pool single-statement writes go to (SQLite's one writer, so
+    /// that they queue with every other write).
+    fn writes(&self) -> &Pool<Self::Db>;
+}
+
+/// The store calls whose SQL is the same on both backends.
+#[async_trait]
+pub trait SharedQueries: Send + Sync {
+    /// True when at least one technician exists.
+    async fn has_technicians(&self) -> StoreResult<bool>;
+
+    /// The caller a token belongs to, if it is known and not revoked.
+    async fn authenticate(&self, token_sha256: &str) -> StoreResult<Option<Caller>>;
+
+    /// Stores an enrollment token.
+    async fn create_enrollment_token(
+        &self,
+        token: &NewEnrollmentToken,
+        now_ms: i64,
+    ) -> StoreResult<()>;
+
+    /// The SHA-256 of the host's current certificate, if the host exists.
+    async fn host_cert_sha256(&self, host_id: &str) -> StoreResult<Option<String>>;
+
+    /// Change-log entries, newest first.
+    async fn list_changes(&self, query: &ChangeQuery) -> StoreResult<Vec<ChangeRow>>;
+
+    /// Deletes change-log entries observed before `before_ms`; returns how
+    /// many.
+    async fn purge_changes(&self, before_ms: i64) -> StoreResult<u64>;
+
+    /// Tickets, by priority then resolution due time.
+    async fn list_tickets(&self, query: &TicketQuery) -> StoreResult<Vec<TicketRow>>;
+
+    /// A host's health history since `since_ms`, oldest first.
+    async fn health_history(&self, host_id: &str, since_ms: i64) -> StoreResult<Vec<HealthPoint>>;
+
+    /// Hosts matching `query`, ordered by (hostname, id), after the given
+    /// key, at most `limit`.
+    async fn list_hosts(
+        &self,
+        query: &HostQuery,
+        after: Option<(&str, &str)>,
+        limit: u32,
+    ) -> StoreResult<Vec<HostRow>>;
+
+    /// Sets (or with an empty value, removes) a tag on a host.
+    async fn set_tag(&self, host_id: &str, key: &str, value: &str) -> StoreResult<()>;
+
+    /// A host's tags, ordered by key.
+    async fn tags(&self, host_id: &str) -> StoreResult<Vec<(String, String)>>;
+
+    /// Hosts whose id equals or starts with `query`, or whose host name
+    /// equals it (case-insensitively).
+    async fn find_hosts(&self, query: &str) -> StoreResult<Vec<HostRow>>;
+
+    /// A job by id.
+    async fn job(&self, id: &str) -> StoreResult<Option<JobRow>>;
+
+    /// Jobs, newest first.
+    async fn list_jobs(&self, query: &JobQuery) -> StoreResult<Vec<JobRow>>;
+
+    /// The host's jobs still to deliver: queued or sent, not expired, not
+    /// cancelled, oldest first.
+    async fn deliverable_jobs(&self, host_id: &str, now_ms: i64) -> StoreResult<Vec<JobRow>>;
+
+    /// What a host's agent said about diagnostics when it last connected.
+    async fn host_diagnostics(&self, host_id: &str) -> StoreResult<HostDiagnostics>;
+
+    /// Answers when the store can serve requests (gRPC health, D31 issue 8).
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Counts for the metrics endpoint.
+    async fn gauges(&self) -> StoreResult<StoreGauges>;
+
+    /// Removes a webhook and its queued deliveries; false if there was none.
+    async fn remove_webhook(&self, id: i64) -> StoreResult<bool>;
+
+    /// Pauses or resumes a webhook; false if there is none. A paused
+    /// webhook gets no new events and its queued deliveries wait.
+    async fn set_webhook_enabled(&self, id: i64, enabled: bool) -> StoreResult<bool>;
+
+    /// Every webhook with its delivery counts, by id; secrets left out.
+    async fn list_webhooks(&self) -> StoreResult<Vec<WebhookStatus>>;
+
+    /// Deletes finished (delivered or given-up) deliveries of events older
+    /// than `before_ms`; returns how many.
+    async fn purge_deliveries(&self, before_ms: i64) -> StoreResult<u64>;
+
+    /// Audit entries matching `query`, newest first (by id).
+    async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRecord>>;
+
+    /// Up to `limit` chained audit entries with seq greater than
+    /// `after_seq`, in chain order, for verification.
+    async fn audit_chain(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditRecord>>;
+
+    /// The audit chain's head row.
+    async fn audit_head(&self) -> StoreResult<AuditHead>;
+
+    /// The smallest id of an audit row outside the chain (no seq or hash).
+    async fn first_unchained_audit(&self) -> StoreResult<Option<i64>>;
+}
+
+/// The rows of `sql`, a count `n` of each `what`.
+fn counts<'a, B: Dialect>(
+    pool: &'a Pool<B>,
+    sql: &'static str,
+) -> impl Future<Output = StoreResult<Vec<(String, u64)>>> + Send + 'a {
+    B::all(pool, QueryBuilder::new(sql), |r| {
+        Ok((r.text("what")?, u64::try_from(r.int("n")?).unwrap_or(0)))
+    })
+}
+
+#[async_trait]
+impl<T: SqlBackend> SharedQueries for T {
+    async fn has_technicians(&self) -> StoreResult<bool> {
+        let sql = QueryBuilder::new("SELECT COUNT(*) AS n FROM technicians");
+        let count = T::Db::optional(self.reads(), sql, |r| r.int("n")).await?;
+        Ok(count > Some(0))
+    }
+
+    async fn authenticate(&self, token_sha256: &str) -> StoreResult<Option<Caller>> {
+        sql::access::caller(self.reads(), token_sha256).await
+    }
+
+    async fn create_enrollment_token(
+        &self,
+        token: &NewEnrollmentToken,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let mut sql = QueryBuilder::new(
+            "INSERT INTO enrollment_tokens \
+             (id, token_sha256, created_at_ms, expires_at_ms, uses_allowed, uses_left, created_by) \
+             VALUES (",
+        );
+        T::Db::text(&mut sql, &token.id);
+        sql.push(", ");
+        T::Db::text(&mut sql, &token.token_sha256);
+        let uses = i64::from(token.uses);
+        for value in [now_ms, token.expires_at_ms, uses, uses] {
+            sql.push(", ");
+            T::Db::int(&mut sql, value);
+        }
+        sql.push(", ");
+        T::Db::text(&mut sql, &token.created_by);
+        sql.push(")");
+        T::Db::execute(self.writes(), sql).await?;
+        Ok(())
+    }
+
+    async fn host_cert_sha256(&self, host_id: &str) -> StoreResult<Option<String>> {
+        sql::access::host_cert_sha256(self.reads(), host_id).await
+    }
+
+    async fn list_changes(&self, query: &ChangeQuery) -> StoreResult<Vec<ChangeRow>> {
+        sql::tickets::changes(self.reads(), query).await
+    }
+
+    async fn purge_changes(&self, before_ms: i64) -> StoreResult<u64> {
+        let mut sql = QueryBuilder::new("DELETE FROM host_changes WHERE observed_at_ms < ");
+        T::Db::int(&mut sql, before_ms);
+        T::Db::execute(self.writes(), sql).await
+    }
+
+    async fn list_tickets(&self, query: &TicketQuery) -> StoreResult<Vec<TicketRow>> {
+        sql::tickets::list(self.reads(), query).await
+    }
+
+    async fn health_history(&self, host_id: &str, since_ms: i64) -> StoreResult<Vec<HealthPoint>> {
+        let mut sql = QueryBuilder::new(
+            "SELECT at_ms, resolution_s, samples, cpu_percent, cpu_max_percent, \
+             memory_used_percent, disk_used_max_percent FROM health_samples \
+             WHERE resolution_s IN (0, 3600) AND host_id = ",
+        );
+        T::Db::text(&mut sql, host_id);
+        sql.push(" AND at_ms >= ");
+        T::Db::int(&mut sql, since_ms);
+        sql.push(" ORDER BY at_ms");
+        T::Db::all(self.reads(), sql, |r| {
+            Ok(HealthPoint {
+                at_ms: r.int("at_ms")?,
+                resolution_s: r.count("resolution_s")?,
+                samples: r.count("samples")?,
+                cpu_percent: r.real("cpu_percent")?,
+                cpu_max_percent: r.real("cpu_max_percent")?,
+                memory_used_percent: r.real("memory_used_percent")?,
+                disk_used_max_percent: r.real("disk_used_max_percent")?,
+            })
+        })
+        .await
+    }
+
+    async fn list_hosts(
+        &self,
+        query: &HostQuery,
+        after: Option<(&str, &str)>,
+        limit: u32,
+    ) -> StoreResult<Vec<HostRow>> {
+        let (name, id) = after.unwrap_or(("", ""));
+        let order = format!("hostname{0}, id{0}", T::Db::BYTE_ORDER);
+        let mut sql = QueryBuilder::new(format!(
+            "SELECT {HOST_COLUMNS} FROM hosts WHERE ({order}) > ("
+        ));
+        T::Db::text(&mut sql, name);
+        sql.push(", ");
+        T::Db::text(&mut sql, id);
+        sql.push(")");
+        sql::hosts::push_conditions::<T::Db>(&mut sql, T::SOFTWARE_HOSTS, query);
+        sql.push(format!(" ORDER BY {order} LIMIT "));
+        T::Db::int(&mut sql, i64::from(limit));
+        T::Db::all(self.reads(), sql, |r| host_row(r)).await
+    }
+
+    async fn set_tag(&self, host_id: &str, key: &str, value: &str) -> StoreResult<()> {
+        let mut sql = QueryBuilder::new("");
+        if value.is_empty() {
+            sql.push("DELETE FROM host_tags WHERE host_id = ");
+            T::Db::text(&mut sql, host_id);
+            sql.push(" AND key = ");
+            T::Db::text(&mut sql, key);
+        } else {
+            sql.push("INSERT INTO host_tags (host_id, key, value) VALUES (");
+            T::Db::text(&mut sql, host_id);
+            sql.push(", ");
+            T::Db::text(&mut sql, key);
+            sql.push(", ");
+            T::Db::text(&mut sql, value);
+            sql.push(") ON CONFLICT (host_id, key) DO UPDATE SET value = excluded.value");
+        }
+        T::Db::execute(self.writes(), sql).await?;
+        Ok(())
+    }
+
+    async fn tags(&self, host_id: &str) -> StoreResult<Vec<(String, String)>> {
+        let mut sql = QueryBuilder::new("SELECT key, value FROM host_tags WHERE host_id = ");
+        T::Db::text(&mut sql, host_id);
+        sql.push(format!(" ORDER BY key{}", T::Db::BYTE_ORDER));
+        T::Db::all(self.reads(), sql, |r| {
+            Ok((r.text("key")?, r.text("value")?))
+        })
+        .await
+    }
+
+    async fn find_hosts(&self, query: &str) -> StoreResult<Vec<HostRow>> {
+        let prefix = format!("{}%", query.to_ascii_lowercase().replace(['%', '_'], ""));
+        // lower() on both sides: the ASCII case folding of SQLite's
+        // COLLATE NOCASE, on both databases.
+        let mut sql = QueryBuilder::new(format!("SELECT {HOST_COLUMNS} FROM hosts WHERE id = "));
+        T::Db::text(&mut sql, query);
+        sql.push(" OR id LIKE ");
+        T::Db::text(&mut sql, &prefix);
+        sql.push(T::Db::LIKE_LITERAL);
+        sql.push(" OR lower(hostname) = lower(");
+        T::Db::text(&mut sql, query);
+        sql.push(format!(
+            ") ORDER BY hostname{0}, id{0} LIMIT 50",
+            T::Db::BYTE_ORDER
+        ));
+        let rows = T::Db::all(self.reads(), sql, |r| host_row(r)).await?;
+        // An exact id or host name wins over prefixes it happens to share.
+        let exact: Vec<HostRow> = rows
+            .iter()
+            .filter(|r| r.id == query || r.hostname.eq_ignore_ascii_case(query))
+            .cloned()
+            .collect();
+        Ok(if exact.is_empty() { rows } else { exact })
+    }
+
+    async fn job(&self, id: &str) -> StoreResult<Option<JobRow>> {
+        sql::jobs::get(self.reads(), id).await
+    }
+
+    async fn list_jobs(&self, query: &JobQuery) -> StoreResult<Vec<JobRow>> {
+        sql::jobs::list(self.reads(), query).await
+    }
+
+    async fn deliverable_jobs(&self, host_id: &str, now_ms: i64) -> StoreResult<Vec<JobRow>> {
+        sql::jobs::deliverable(self.reads(), host_id, now_ms).await
+    }
+
+    async fn host_diagnostics(&self, host_id: &str) -> StoreResult<HostDiagnostics> {
+        Ok(sql::jobs::host_diagnostics(self.reads(), host_id)
+            .await?
+            .unwrap_or_default())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        T::Db::execute(self.reads(), QueryBuilder::new("SELECT 1")).await?;
+        Ok(())
+    }
+
+    async fn gauges(&self) -> StoreResult<StoreGauges> {
+        let pool = self.reads();
+        let outbox =
+            QueryBuilder::new("SELECT COUNT(*) AS n FROM webhook_outbox WHERE state = 'pending'");
+        let outbox = T::Db::optional(pool, outbox, |r| r.int("n")).await?;
+        Ok(StoreGauges {
+            open_tickets: counts(
+                pool,
+                "SELECT priority AS what, COUNT(*) AS n FROM tickets \
+                 WHERE status NOT IN ('resolved', 'closed') GROUP BY priority",
+            )
+            .await?,
+            jobs: counts(
+                pool,
+                "SELECT state AS what, COUNT(*) AS n FROM jobs GROUP BY state",
+            )
+            .await?,
+            outbox_pending: outbox.map_or(0, |n| u64::try_from(n).unwrap_or(0)),
+        })
+    }
+
+    async fn remove_webhook(&self, id: i64) -> StoreResult<bool> {
+        // Its outbox rows go with it (ON DELETE CASCADE).
+        let mut sql = QueryBuilder::new("DELETE FROM webhooks WHERE id = ");
+        T::Db::int(&mut sql, id);
+        Ok(T::Db::execute(self.writes(), sql).await? == 1)
+    }
+
+    async fn set_webhook_enabled(&self, id: i64, enabled: bool) -> StoreResult<bool> {
+        let mut sql = QueryBuilder::new("UPDATE webhooks SET enabled = ");
+        T::Db::flag(&mut sql, enabled);
+        sql.push(" WHERE id = ");
+        T::Db::int(&mut sql, id);
+        Ok(T::Db::execute(self.writes(), sql).await? == 1)
+    }
+
+    async fn list_webhooks(&self) -> StoreResult<Vec<WebhookStatus>> {
+        sql::webhooks::list(self.reads()).await
+    }
+
+    async fn purge_deliveries(&self, before_ms: i64) -> StoreResult<u64> {
+        let mut sql = QueryBuilder::new(
+            "DELETE FROM webhook_outbox WHERE state IN ('delivered', 'failed') \
+             AND created_at_ms < ",
+        );
+        T::Db::int(&mut sql, before_ms);
+        T::Db::execute(self.writes(), sql).await
+    }
+
+    async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRecord>> {
+        sql::audit::list(self.reads(), query).await
+    }
+
+    async fn audit_chain(&self, after_seq: i64, limit: u32) -> StoreResult<Vec<AuditRecord>> {
+        sql::audit::chain_page(self.reads(), after_seq, limit).await
+    }
+
+    async fn audit_head(&self) -> StoreResult<AuditHead> {
+        sql::audit::head(self.reads())
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("the audit_head row is missing".into()))
+    }
+
+    async fn first_unchained_audit(&self) -> StoreResult<Option<i64>> {
+        Ok(sql::audit::first_unchained(self.reads()).await?.flatten())
+    }
+}

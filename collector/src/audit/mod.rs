@@ -3,7 +3,7 @@
 //!
 //! The store keeps the log as a hash chain (each row's hash covers its
 //! contents and the previous row's hash) and appends to it through one
-//! function, `store::sqlite::append_audit_in`. A chain alone proves nothing
+//! function, `store::sql::audit::append`. A chain alone proves nothing
 //! against someone who can write the database: they can recompute every
 //! hash. So the chain's head (seq, hash, time) is signed with the audit key,
 //! which lives in the data dir and never in the database, and appended as

@@ -7,7 +7,7 @@ use sqlx::SqlitePool;
 
 use super::chain::{self, GENESIS, Link};
 use super::{ANCHOR_LOG, AuditAnchor};
-use crate::store::sqlite::{SqliteStore, append_audit_in};
+use crate::store::sqlite::SqliteStore;
 use crate::store::{AuditEntry, AuditQuery, SharedStore};
 
 const T0: i64 = 1_796_119_200_000; // 2026-12-01T10:00:00Z
@@ -96,7 +96,7 @@ async fn many_appends_verify_and_rolled_back_ones_leave_no_trace() {
     // An action that fails after appending its audit entry rolls both back:
     // no row, and the head has not moved, so the next append links on.
     let mut tx = f.raw.begin().await.expect("begin");
-    append_audit_in(&mut tx, &entry(99), T0)
+    crate::store::sql::audit::append::<sqlx::Sqlite>(&mut tx, &entry(99), T0)
         .await
         .expect("append in tx");
     tx.rollback().await.expect("rollback");

@@ -167,7 +167,7 @@ impl JobTx for Jobs<'_> {
     }
 
     async fn audit(&mut self, entry: &AuditEntry, now_ms: i64) -> StoreResult<()> {
-        super::append_audit_in(self.0, entry, now_ms).await
+        crate::store::sql::audit::append::<Postgres>(self.0, entry, now_ms).await
     }
 }
 
@@ -190,7 +190,7 @@ pub async fn sent(pool: &PgPool, id: &str, now_ms: i64) -> StoreResult<()> {
     if queued == Some(true) {
         // The first send is audited: the audit head is taken before the
         // job's row, in the order expiry takes them (see `expire`).
-        super::audit::lock_head(&mut tx).await?;
+        crate::store::sql::audit::hold_head::<Postgres>(&mut tx).await?;
     }
     engine::jobs::sent(&mut Jobs(&mut tx), id, now_ms).await?;
     tx.commit().await?;
@@ -229,7 +229,7 @@ pub async fn expire(pool: &PgPool, now_ms: i64) -> StoreResult<Vec<JobRow>> {
     // nothing: a report transaction finishing two jobs holds the head from
     // the first while it waits for the second's row, and taking the jobs
     // first here could close that cycle.
-    super::audit::lock_head(&mut tx).await?;
+    crate::store::sql::audit::hold_head::<Postgres>(&mut tx).await?;
     let expired = engine::jobs::expire(&mut Jobs(&mut tx), now_ms).await?;
     tx.commit().await?;
     Ok(expired)

@@ -1,13 +1,161 @@
-//! The audit log's reads, the same SQL on both backends. The one append
-//! path is `store::engine::audit`.
+//! The audit log (D28), the same SQL on both backends: the SQL of
+//! `store::engine::audit` (the one append path and the one-time chaining
+//! of pre-0008 rows), and the reads that listing and verification need.
+//! Reading the head is a write to its row, so the head is held until the
+//! transaction ends: a row lock on PostgreSQL, on which the appends of
+//! every replica queue; SQLite's one write lock, already taken by
+//! `BEGIN IMMEDIATE`.
 
 use std::future::Future;
 
-use sqlx::{Pool, QueryBuilder};
+use sqlx::{Pool, QueryBuilder, Transaction};
 
-use super::Dialect;
-use crate::store::rows::audit_record_row;
-use crate::store::{AuditHead, AuditQuery, AuditRecord, StoreResult};
+use super::{Dialect, Value, push_values};
+use crate::audit::chain::Link;
+use crate::store::engine::audit::{self as engine, AuditTx, UnchainedRow};
+use crate::store::rows::{audit_record_row, unchained_row};
+use crate::store::{AuditEntry, AuditHead, AuditQuery, AuditRecord, StoreError, StoreResult};
+
+/// The fleet_meta key set once the pre-0008 rows are chained.
+const LEGACY_CHAINED: &str = "audit_legacy_chained";
+
+/// One transaction's connection as the audit log sees it.
+pub(crate) struct AuditConn<'a, B: Dialect>(pub(crate) &'a mut B::Connection);
+
+/// Holds the chain head row until the transaction on `conn` ends, and
+/// returns it. Every append goes through here, so each extends the head it
+/// read. A transaction that will append and also lock other rows may call
+/// it first, to take the head before them.
+pub(crate) fn hold_head<B: Dialect>(conn: &mut B::Connection) -> super::SendFuture<'_, AuditHead> {
+    let sql = QueryBuilder::new("UPDATE audit_head SET seq = seq WHERE id = 1 RETURNING seq, hash");
+    Box::pin(async move {
+        B::optional_in(conn, sql, |r| {
+            Ok(AuditHead {
+                seq: r.int("seq")?,
+                hash: r.text("hash")?,
+            })
+        })
+        .await?
+        .ok_or_else(|| StoreError::Corrupt("the audit_head row is missing".into()))
+    })
+}
+
+/// Appends one entry on `conn`, which must be inside a transaction
+/// ([`engine::append`]).
+pub(crate) fn append<'a, B: Dialect>(
+    conn: &'a mut B::Connection,
+    entry: &'a AuditEntry,
+    now_ms: i64,
+) -> super::SendFuture<'a, ()> {
+    Box::pin(async move { engine::append(&mut AuditConn::<B>(conn), entry, now_ms).await })
+}
+
+/// Chains the rows written before migration 0008 once
+/// ([`engine::chain_unchained`]), in the transaction `begin` opens, unless
+/// they are chained already. Done on open rather than in the migration, so
+/// that the hash is computed by the same Rust code as every append.
+pub(crate) fn chain_unchained<'a, B: Dialect>(
+    pool: &'a Pool<B>,
+    begin: impl Future<Output = StoreResult<Transaction<'static, B>>> + Send + 'a,
+) -> super::SendFuture<'a, u64> {
+    Box::pin(async move {
+        let mut sql = QueryBuilder::new("SELECT value FROM fleet_meta WHERE key = ");
+        B::text(&mut sql, LEGACY_CHAINED);
+        if B::optional(pool, sql, |r| r.text("value")).await?.is_some() {
+            return Ok(0);
+        }
+        let mut tx = begin.await?;
+        let chained = engine::chain_unchained(&mut AuditConn::<B>(&mut tx)).await?;
+        tx.commit().await?;
+        Ok(chained)
+    })
+}
+
+impl<B: Dialect> AuditTx for AuditConn<'_, B> {
+    async fn hold_head(&mut self) -> StoreResult<AuditHead> {
+        hold_head::<B>(self.0).await
+    }
+
+    async fn insert_entry(&mut self, link: &Link<'_>, hash: &str) -> StoreResult<()> {
+        let mut sql = QueryBuilder::new(
+            "INSERT INTO audit_log (seq, at_ms, actor_technician_id, actor_token_id, action, \
+             subject, detail, prev_hash, hash) VALUES (",
+        );
+        push_values(
+            &mut sql,
+            &[
+                Value::Int(link.seq),
+                Value::Int(link.at_ms),
+                Value::MaybeText(link.technician_id),
+                Value::MaybeText(link.token_id),
+                Value::Text(link.action),
+                Value::Text(link.subject),
+                Value::Text(link.detail),
+                Value::Text(link.prev_hash),
+                Value::Text(hash),
+            ],
+        );
+        sql.push(")");
+        B::execute_in(self.0, sql).await?;
+        Ok(())
+    }
+
+    async fn move_head(&mut self, seq: i64, hash: &str) -> StoreResult<()> {
+        let mut sql = QueryBuilder::new("UPDATE audit_head SET seq = ");
+        B::int(&mut sql, seq);
+        sql.push(", hash = ");
+        B::text(&mut sql, hash);
+        sql.push(" WHERE id = 1");
+        B::execute_in(self.0, sql).await?;
+        Ok(())
+    }
+
+    async fn legacy_chained(&mut self) -> StoreResult<bool> {
+        let mut sql = QueryBuilder::new("SELECT value FROM fleet_meta WHERE key = ");
+        B::text(&mut sql, LEGACY_CHAINED);
+        Ok(B::optional_in(self.0, sql, |r| r.text("value"))
+            .await?
+            .is_some())
+    }
+
+    async fn unchained(&mut self) -> StoreResult<Vec<UnchainedRow>> {
+        let sql = QueryBuilder::new(
+            "SELECT id, at_ms, actor_technician_id, actor_token_id, action, subject, detail \
+             FROM audit_log WHERE hash IS NULL ORDER BY id",
+        );
+        B::all_in(self.0, sql, |r| unchained_row(r)).await
+    }
+
+    async fn set_link(
+        &mut self,
+        id: i64,
+        seq: i64,
+        prev_hash: &str,
+        hash: &str,
+    ) -> StoreResult<()> {
+        let mut sql = QueryBuilder::new("UPDATE audit_log SET seq = ");
+        B::int(&mut sql, seq);
+        sql.push(", prev_hash = ");
+        B::text(&mut sql, prev_hash);
+        sql.push(", hash = ");
+        B::text(&mut sql, hash);
+        sql.push(" WHERE id = ");
+        B::int(&mut sql, id);
+        B::execute_in(self.0, sql).await?;
+        Ok(())
+    }
+
+    async fn mark_legacy_chained(&mut self, rows: usize) -> StoreResult<()> {
+        let mut sql = QueryBuilder::new("INSERT INTO fleet_meta (key, value) VALUES (");
+        push_values(
+            &mut sql,
+            &[Value::Text(LEGACY_CHAINED), Value::Text(&rows.to_string())],
+        );
+        sql.push(") ON CONFLICT (key) DO NOTHING");
+        B::execute_in(self.0, sql).await?;
+        Ok(())
+    }
+}
 
 const SELECT: &str = "SELECT a.id, a.seq, a.at_ms, a.actor_technician_id, \
      t.name AS technician_name, a.actor_token_id, a.action, a.subject, a.detail, a.prev_hash, \

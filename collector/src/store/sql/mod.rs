@@ -8,20 +8,24 @@
 //!   certificate.
 //! - [`jobs`]: the job reads (by id, listed, deliverable, a host's
 //!   diagnostics settings).
-//! - [`audit`]: the audit log's reads (listed, a page of the chain, the
-//!   head, the first unchained row).
+//! - [`audit`]: the audit log: the one append path's SQL, the chaining of
+//!   pre-0008 rows, and the reads (listed, a page of the chain, the head,
+//!   the first unchained row).
+//! - [`enroll`]: enrollment, in the caller's transaction.
 //! - [`hosts`]: the host filter.
 //! - [`tickets`]: the ticket list and the change log.
 //! - [`webhooks`]: the webhook list and the events column's text form.
 
 pub(crate) mod access;
 pub(crate) mod audit;
+pub(crate) mod enroll;
 pub(crate) mod hosts;
 pub(crate) mod jobs;
 pub(crate) mod tickets;
 pub(crate) mod webhooks;
 
 use std::future::Future;
+use std::pin::Pin;
 
 use sqlx::{Database, Encode, Executor, IntoArguments, Pool, QueryBuilder, Type};
 
@@ -46,6 +50,33 @@ impl RowsAffected for sqlx::postgres::PgQueryResult {
     }
 }
 
+/// A boxed future of a store result. The shared functions that run several
+/// statements in a transaction return one: the Send check of their future
+/// is made here, once, with the database generic; made at each concrete
+/// caller, it fails on the executor bound (rust-lang/rust#100013).
+pub(crate) type SendFuture<'a, T> = Pin<Box<dyn Future<Output = StoreResult<T>> + Send + 'a>>;
+
+/// A value to bind, of a type both backends take.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Value<'v> {
+    /// Text.
+    Text(&'v str),
+    /// Text or NULL.
+    MaybeText(Option<&'v str>),
+    /// An integer.
+    Int(i64),
+}
+
+/// Appends `values` as bound parameters, separated by commas.
+pub(crate) fn push_values<B: Dialect>(query: &mut QueryBuilder<B>, values: &[Value<'_>]) {
+    for (i, value) in values.iter().enumerate() {
+        if i > 0 {
+            query.push(", ");
+        }
+        B::value(query, *value);
+    }
+}
+
 /// What the shared queries need of a database: binding the value types the
 /// store uses, and fetching rows read through [`Columns`].
 pub(crate) trait Dialect: Database {
@@ -58,6 +89,10 @@ pub(crate) trait Dialect: Database {
     /// What follows a LIKE pattern so that a backslash is an ordinary
     /// character, as it always is in SQLite's LIKE.
     const LIKE_LITERAL: &'static str;
+    /// What follows a SELECT to lock the rows it reads until the
+    /// transaction ends: `FOR UPDATE` on PostgreSQL; nothing on SQLite,
+    /// whose write transactions hold the one write lock from their start.
+    const LOCK_ROWS: &'static str;
     /// Appends `value` as a bound text parameter.
     fn text(query: &mut QueryBuilder<Self>, value: &str);
     /// Appends `value` as a bound integer parameter.
@@ -68,6 +103,8 @@ pub(crate) trait Dialect: Database {
     fn real(query: &mut QueryBuilder<Self>, value: f64);
     /// Appends `value` as a bound blob parameter.
     fn bytes(query: &mut QueryBuilder<Self>, value: &[u8]);
+    /// Appends `value` as a bound parameter.
+    fn value(query: &mut QueryBuilder<Self>, value: Value<'_>);
     /// Runs `query`, a statement, and counts the rows it changed.
     fn execute<'a>(
         pool: &'a Pool<Self>,
@@ -85,6 +122,23 @@ pub(crate) trait Dialect: Database {
         query: QueryBuilder<Self>,
         row: fn(&dyn Columns) -> StoreResult<T>,
     ) -> impl Future<Output = StoreResult<Option<T>>> + Send + 'a;
+    /// [`Dialect::all`] on a connection, inside its transaction.
+    fn all_in<'a, T: Send + 'a>(
+        conn: &'a mut Self::Connection,
+        query: QueryBuilder<Self>,
+        row: fn(&dyn Columns) -> StoreResult<T>,
+    ) -> impl Future<Output = StoreResult<Vec<T>>> + Send + 'a;
+    /// [`Dialect::optional`] on a connection, inside its transaction.
+    fn optional_in<'a, T: Send + 'a>(
+        conn: &'a mut Self::Connection,
+        query: QueryBuilder<Self>,
+        row: fn(&dyn Columns) -> StoreResult<T>,
+    ) -> impl Future<Output = StoreResult<Option<T>>> + Send + 'a;
+    /// [`Dialect::execute`] on a connection, inside its transaction.
+    fn execute_in<'a>(
+        conn: &'a mut Self::Connection,
+        query: QueryBuilder<Self>,
+    ) -> impl Future<Output = StoreResult<u64>> + Send + 'a;
 }
 
 impl<DB> Dialect for DB
@@ -95,8 +149,10 @@ where
     for<'t> bool: Encode<'t, DB> + Type<DB>,
     for<'t> f64: Encode<'t, DB> + Type<DB>,
     for<'t> &'t [u8]: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<&'t str>: Encode<'t, DB> + Type<DB>,
     DB::QueryResult: RowsAffected,
     for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
     DB::Arguments: IntoArguments<DB> + Send,
     DB::Row: Columns,
 {
@@ -112,6 +168,11 @@ where
     };
     const LIKE_LITERAL: &'static str = if matches!(DB::NAME.as_bytes(), b"PostgreSQL") {
         " ESCAPE ''"
+    } else {
+        ""
+    };
+    const LOCK_ROWS: &'static str = if matches!(DB::NAME.as_bytes(), b"PostgreSQL") {
+        " FOR UPDATE"
     } else {
         ""
     };
@@ -136,6 +197,14 @@ where
         query.push_bind(value);
     }
 
+    fn value(query: &mut QueryBuilder<Self>, value: Value<'_>) {
+        match value {
+            Value::Text(v) => query.push_bind(v),
+            Value::MaybeText(v) => query.push_bind(v),
+            Value::Int(v) => query.push_bind(v),
+        };
+    }
+
     async fn execute(pool: &Pool<Self>, mut query: QueryBuilder<Self>) -> StoreResult<u64> {
         Ok(query.build().execute(pool).await?.rows_affected())
     }
@@ -156,5 +225,30 @@ where
     ) -> StoreResult<Option<T>> {
         let found = query.build().fetch_optional(pool).await?;
         found.as_ref().map(|r| row(r)).transpose()
+    }
+
+    async fn all_in<'a, T: Send + 'a>(
+        conn: &'a mut Self::Connection,
+        mut query: QueryBuilder<Self>,
+        row: fn(&dyn Columns) -> StoreResult<T>,
+    ) -> StoreResult<Vec<T>> {
+        let rows = query.build().fetch_all(conn).await?;
+        rows.iter().map(|r| row(r)).collect()
+    }
+
+    async fn optional_in<'a, T: Send + 'a>(
+        conn: &'a mut Self::Connection,
+        mut query: QueryBuilder<Self>,
+        row: fn(&dyn Columns) -> StoreResult<T>,
+    ) -> StoreResult<Option<T>> {
+        let found = query.build().fetch_optional(conn).await?;
+        found.as_ref().map(|r| row(r)).transpose()
+    }
+
+    async fn execute_in(
+        conn: &mut Self::Connection,
+        mut query: QueryBuilder<Self>,
+    ) -> StoreResult<u64> {
+        Ok(query.build().execute(conn).await?.rows_affected())
     }
 }

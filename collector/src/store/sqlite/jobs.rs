@@ -158,7 +158,7 @@ impl JobTx for Jobs<'_> {
     }
 
     async fn audit(&mut self, entry: &AuditEntry, now_ms: i64) -> StoreResult<()> {
-        super::append_audit_in(self.0, entry, now_ms).await
+        crate::store::sql::audit::append::<Sqlite>(self.0, entry, now_ms).await
     }
 }
 

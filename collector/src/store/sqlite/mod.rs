@@ -16,7 +16,6 @@
 //! [`begin_write`] only begins on one: on a reader a write would wait in
 //! SQLite's unfair busy handler instead of the writer's queue.
 
-mod audit;
 mod batch;
 pub mod fleet;
 mod inventory;
@@ -109,7 +108,8 @@ impl SqliteStore {
         sqlx::migrate!("./migrations/sqlite")
             .run(writer.pool())
             .await?;
-        let chained = audit::chain_unchained(&writer).await?;
+        let chained =
+            crate::store::sql::audit::chain_unchained(writer.pool(), begin_write(&writer)).await?;
         if chained > 0 {
             tracing::info!(
                 rows = chained,
@@ -288,7 +288,9 @@ impl Store for SqliteStore {
         // BEGIN IMMEDIATE takes the write lock up front, so two enrollments
         // racing for the last use of a token cannot both read uses_left = 1.
         let mut tx = begin_write(&self.writer).await?;
-        let outcome = enroll_in_tx(&mut tx, request, now_ms, issue).await?;
+        let outcome =
+            crate::store::sql::enroll::enroll_in_tx::<Sqlite>(&mut tx, request, now_ms, issue)
+                .await?;
         if matches!(outcome, EnrollOutcome::Enrolled { .. }) {
             tx.commit().await?;
         }
@@ -525,7 +527,7 @@ impl Store for SqliteStore {
 
     async fn append_audit(&self, entry: &AuditEntry, now_ms: i64) -> StoreResult<()> {
         let mut tx = begin_write(&self.writer).await?;
-        append_audit_in(&mut tx, entry, now_ms).await?;
+        crate::store::sql::audit::append::<Sqlite>(&mut tx, entry, now_ms).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -571,110 +573,6 @@ impl Store for SqliteStore {
     async fn search_kb(&self, terms: &[String], limit: u32) -> StoreResult<Vec<KbHit>> {
         kb::search(&self.pool, terms, limit).await
     }
-}
-
-async fn enroll_in_tx(
-    conn: &mut sqlx::SqliteConnection,
-    request: &EnrollRequest,
-    now_ms: i64,
-    issue: IssueCert<'_>,
-) -> StoreResult<EnrollOutcome> {
-    let token = sqlx::query(
-        "SELECT id, expires_at_ms, uses_left FROM enrollment_tokens WHERE token_sha256 = ?",
-    )
-    .bind(&request.token_sha256)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(token) = token else {
-        return Ok(EnrollOutcome::UnknownToken);
-    };
-    let token_id: String = token.try_get("id")?;
-    let expires_at: i64 = token.try_get("expires_at_ms")?;
-    let uses_left: i64 = token.try_get("uses_left")?;
-    if expires_at <= now_ms {
-        return Ok(EnrollOutcome::ExpiredToken);
-    }
-    if uses_left <= 0 {
-        return Ok(EnrollOutcome::UsedToken);
-    }
-    sqlx::query("UPDATE enrollment_tokens SET uses_left = uses_left - 1 WHERE id = ?")
-        .bind(&token_id)
-        .execute(&mut *conn)
-        .await?;
-
-    let known: Option<String> = sqlx::query_scalar(
-        "SELECT id FROM hosts \
-         WHERE (? <> '' AND hardware_uuid = ?) OR (? <> '' AND hardware_serial = ?) \
-         ORDER BY enrolled_at_ms DESC LIMIT 1",
-    )
-    .bind(&request.hardware_uuid)
-    .bind(&request.hardware_uuid)
-    .bind(&request.hardware_serial)
-    .bind(&request.hardware_serial)
-    .fetch_optional(&mut *conn)
-    .await?;
-    let relinked = known.is_some();
-    let host_id = known.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let cert = issue(&host_id).map_err(StoreError::Issue)?;
-    if relinked {
-        sqlx::query(
-            "UPDATE hosts SET hostname = ?, cert_serial = ?, cert_sha256 = ?, enrolled_at_ms = ? \
-             WHERE id = ?",
-        )
-        .bind(&request.hostname)
-        .bind(&cert.serial_hex)
-        .bind(&cert.sha256_hex)
-        .bind(now_ms)
-        .bind(&host_id)
-        .execute(&mut *conn)
-        .await?;
-    } else {
-        sqlx::query(
-            "INSERT INTO hosts (id, hostname, hardware_uuid, hardware_serial, cert_serial, \
-             cert_sha256, enrolled_at_ms) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&host_id)
-        .bind(&request.hostname)
-        .bind(&request.hardware_uuid)
-        .bind(&request.hardware_serial)
-        .bind(&cert.serial_hex)
-        .bind(&cert.sha256_hex)
-        .bind(now_ms)
-        .execute(&mut *conn)
-        .await?;
-    }
-    audit::append(
-        &mut *conn,
-        &AuditEntry {
-            technician_id: None,
-            token_id: None,
-            action: "host.enroll".into(),
-            subject: host_id.clone(),
-            detail: format!(
-                "token {token_id}; hostname {:?}; relinked {relinked}",
-                request.hostname
-            ),
-        },
-        now_ms,
-    )
-    .await?;
-    Ok(EnrollOutcome::Enrolled {
-        host_id,
-        cert_pem: cert.cert_pem,
-        relinked,
-    })
-}
-
-/// Appends an audit entry inside a transaction, so an action and its audit
-/// entry commit together. The one way into the audit log (with
-/// `enroll_in_tx`, which calls the same `audit::append`): it extends the
-/// hash chain and moves its head row in `tx` (D28).
-pub(crate) async fn append_audit_in(
-    tx: &mut sqlx::Transaction<'static, Sqlite>,
-    entry: &AuditEntry,
-    now_ms: i64,
-) -> StoreResult<()> {
-    audit::append(tx, entry, now_ms).await
 }
 
 #[cfg(test)]

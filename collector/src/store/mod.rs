@@ -319,21 +319,6 @@ pub trait Store: SharedQueries + Send + Sync + 'static {
     /// Appends to the audit log.
     async fn append_audit(&self, entry: &AuditEntry, now_ms: i64) -> StoreResult<()>;
 
-    /// Records a diagnostic job, queued.
-    async fn create_job(&self, job: &NewJob, now_ms: i64) -> StoreResult<JobRow>;
-
-    /// Marks a job as sent to its agent.
-    async fn job_sent(&self, id: &str, now_ms: i64) -> StoreResult<()>;
-
-    /// Cancels a job: a queued one is finished as cancelled at once; a sent
-    /// one is marked, and finishes when the agent reports. `Ok(None)` when
-    /// there is no such job.
-    async fn cancel_job(&self, id: &str, now_ms: i64) -> StoreResult<Option<JobRow>>;
-
-    /// Finishes queued or sent jobs whose request expired before the
-    /// agent started them; returns them.
-    async fn expire_jobs(&self, now_ms: i64) -> StoreResult<Vec<JobRow>>;
-
     /// Stores a webhook (D7 policy); returns its id.
     async fn add_webhook(&self, hook: &NewWebhook, now_ms: i64) -> StoreResult<i64>;
 

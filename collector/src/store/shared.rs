@@ -9,13 +9,13 @@
 use std::future::Future;
 
 use async_trait::async_trait;
-use sqlx::{Pool, QueryBuilder};
+use sqlx::{Pool, QueryBuilder, Transaction};
 
 use crate::store::rows::{HOST_COLUMNS, host_row};
-use crate::store::sql::{self, Dialect};
+use crate::store::sql::{self, Dialect, SendFuture};
 use crate::store::{
     AuditHead, AuditQuery, AuditRecord, Caller, ChangeQuery, ChangeRow, HealthPoint,
-    HostDiagnostics, HostQuery, HostRow, JobQuery, JobRow, NewEnrollmentToken, StoreError,
+    HostDiagnostics, HostQuery, HostRow, JobQuery, JobRow, NewEnrollmentToken, NewJob, StoreError,
     StoreGauges, StoreResult, TicketQuery, TicketRow, WebhookStatus,
 };
 
@@ -32,6 +32,9 @@ pub(crate) trait SqlBackend: Send + Sync + 'static {
     /// The pool single-statement writes go to (SQLite's one writer, so
     /// that they queue with every other write).
     fn writes(&self) -> &Pool<Self::Db>;
+    /// Opens a write transaction (on SQLite, holding the write lock from
+    /// its start).
+    fn begin(&self) -> SendFuture<'_, Transaction<'static, Self::Db>>;
 }
 
 /// The store calls whose SQL is the same on both backends.
@@ -90,6 +93,21 @@ pub trait SharedQueries: Send + Sync {
 
     /// Jobs, newest first.
     async fn list_jobs(&self, query: &JobQuery) -> StoreResult<Vec<JobRow>>;
+
+    /// Records a diagnostic job, queued.
+    async fn create_job(&self, job: &NewJob, now_ms: i64) -> StoreResult<JobRow>;
+
+    /// Marks a job as sent to its agent.
+    async fn job_sent(&self, id: &str, now_ms: i64) -> StoreResult<()>;
+
+    /// Cancels a job: a queued one is finished as cancelled at once; a sent
+    /// one is marked, and finishes when the agent reports. `Ok(None)` when
+    /// there is no such job.
+    async fn cancel_job(&self, id: &str, now_ms: i64) -> StoreResult<Option<JobRow>>;
+
+    /// Finishes queued or sent jobs whose request expired before the
+    /// agent started them; returns them.
+    async fn expire_jobs(&self, now_ms: i64) -> StoreResult<Vec<JobRow>>;
 
     /// The host's jobs still to deliver: queued or sent, not expired, not
     /// cancelled, oldest first.
@@ -307,6 +325,22 @@ impl<T: SqlBackend> SharedQueries for T {
 
     async fn deliverable_jobs(&self, host_id: &str, now_ms: i64) -> StoreResult<Vec<JobRow>> {
         sql::jobs::deliverable(self.reads(), host_id, now_ms).await
+    }
+
+    async fn create_job(&self, job: &NewJob, now_ms: i64) -> StoreResult<JobRow> {
+        sql::jobs::create(self.begin(), job, now_ms).await
+    }
+
+    async fn job_sent(&self, id: &str, now_ms: i64) -> StoreResult<()> {
+        sql::jobs::sent(self.reads(), self.begin(), id, now_ms).await
+    }
+
+    async fn cancel_job(&self, id: &str, now_ms: i64) -> StoreResult<Option<JobRow>> {
+        sql::jobs::cancel(self.begin(), id, now_ms).await
+    }
+
+    async fn expire_jobs(&self, now_ms: i64) -> StoreResult<Vec<JobRow>> {
+        sql::jobs::expire(self.reads(), self.begin(), now_ms).await
     }
 
     async fn host_diagnostics(&self, host_id: &str) -> StoreResult<HostDiagnostics> {

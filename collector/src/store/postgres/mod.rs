@@ -34,7 +34,6 @@
 
 pub mod fleet;
 mod inventory;
-mod jobs;
 mod kb;
 mod tickets;
 mod webhooks;
@@ -52,9 +51,8 @@ use super::engine;
 use super::rows::{HOST_COLUMNS, host_row};
 use super::{
     AuditEntry, CaRecord, EnrollOutcome, EnrollRequest, HostDetail, IncomingReport, IssueCert,
-    JobRow, NewApiToken, NewJob, PolicyRecord, ReportOutcome, ReportPayload, SessionOpen, Store,
-    StoreError, StoreResult, TicketChange, TicketRefusal, TicketRow, WorklogEntry,
-    decode_inventory,
+    NewApiToken, PolicyRecord, ReportOutcome, ReportPayload, SessionOpen, Store, StoreError,
+    StoreResult, TicketChange, TicketRefusal, TicketRow, WorklogEntry, decode_inventory,
 };
 use super::{Delivery, DeliveryOutcome, KbHit, NewWebhook};
 use crate::rules::policy::{Policy, parse_policy};
@@ -375,7 +373,13 @@ async fn store_reports_once(
                 inventory::apply_delta(&mut tx, policy, report, encoded, now_ms).await?
             }
             ReportPayload::DiagnosticResult(result) => {
-                jobs::finish(&mut tx, &report.host_id, result, now_ms).await?;
+                crate::store::sql::jobs::finish::<Postgres>(
+                    &mut tx,
+                    &report.host_id,
+                    result,
+                    now_ms,
+                )
+                .await?;
                 ReportOutcome::Stored
             }
             ReportPayload::UserIssue {
@@ -504,6 +508,10 @@ impl crate::store::SqlBackend for PostgresStore {
 
     fn writes(&self) -> &PgPool {
         &self.pool
+    }
+
+    fn begin(&self) -> crate::store::sql::SendFuture<'_, Transaction<'static, Postgres>> {
+        Box::pin(async { Ok(self.pool.begin().await?) })
     }
 }
 
@@ -868,22 +876,6 @@ impl Store for PostgresStore {
         crate::store::sql::audit::append::<Postgres>(&mut tx, entry, now_ms).await?;
         tx.commit().await?;
         Ok(())
-    }
-
-    async fn create_job(&self, job: &NewJob, now_ms: i64) -> StoreResult<JobRow> {
-        jobs::create(&self.pool, job, now_ms).await
-    }
-
-    async fn job_sent(&self, id: &str, now_ms: i64) -> StoreResult<()> {
-        jobs::sent(&self.pool, id, now_ms).await
-    }
-
-    async fn cancel_job(&self, id: &str, now_ms: i64) -> StoreResult<Option<JobRow>> {
-        jobs::cancel(&self.pool, id, now_ms).await
-    }
-
-    async fn expire_jobs(&self, now_ms: i64) -> StoreResult<Vec<JobRow>> {
-        jobs::expire(&self.pool, now_ms).await
     }
 
     async fn add_webhook(&self, hook: &NewWebhook, now_ms: i64) -> StoreResult<i64> {

@@ -65,6 +65,12 @@ pub(crate) enum Value<'v> {
     MaybeText(Option<&'v str>),
     /// An integer.
     Int(i64),
+    /// An integer or NULL.
+    MaybeInt(Option<i64>),
+    /// A yes/no (an integer on SQLite).
+    Flag(bool),
+    /// A blob.
+    Bytes(&'v [u8]),
 }
 
 /// Appends `values` as bound parameters, separated by commas.
@@ -93,6 +99,9 @@ pub(crate) trait Dialect: Database {
     /// transaction ends: `FOR UPDATE` on PostgreSQL; nothing on SQLite,
     /// whose write transactions hold the one write lock from their start.
     const LOCK_ROWS: &'static str;
+    /// [`Dialect::LOCK_ROWS`], passing over the rows another transaction
+    /// holds, so that replicas claiming the same work split it.
+    const CLAIM_ROWS: &'static str;
     /// Appends `value` as a bound text parameter.
     fn text(query: &mut QueryBuilder<Self>, value: &str);
     /// Appends `value` as a bound integer parameter.
@@ -150,6 +159,7 @@ where
     for<'t> f64: Encode<'t, DB> + Type<DB>,
     for<'t> &'t [u8]: Encode<'t, DB> + Type<DB>,
     for<'t> Option<&'t str>: Encode<'t, DB> + Type<DB>,
+    for<'t> Option<i64>: Encode<'t, DB> + Type<DB>,
     DB::QueryResult: RowsAffected,
     for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
@@ -173,6 +183,11 @@ where
     };
     const LOCK_ROWS: &'static str = if matches!(DB::NAME.as_bytes(), b"PostgreSQL") {
         " FOR UPDATE"
+    } else {
+        ""
+    };
+    const CLAIM_ROWS: &'static str = if matches!(DB::NAME.as_bytes(), b"PostgreSQL") {
+        " FOR UPDATE SKIP LOCKED"
     } else {
         ""
     };
@@ -202,6 +217,9 @@ where
             Value::Text(v) => query.push_bind(v),
             Value::MaybeText(v) => query.push_bind(v),
             Value::Int(v) => query.push_bind(v),
+            Value::MaybeInt(v) => query.push_bind(v),
+            Value::Flag(v) => query.push_bind(v),
+            Value::Bytes(v) => query.push_bind(v),
         };
     }
 

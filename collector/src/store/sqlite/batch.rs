@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::{Row, Sqlite, Transaction};
 
-use super::{fleet, inventory, jobs, tickets};
+use super::{fleet, inventory, tickets};
 use crate::rules::policy::Policy;
 use crate::store::rows::json_rows;
 use crate::store::{IncomingReport, ReportOutcome, ReportPayload, StoreResult};
@@ -77,7 +77,8 @@ pub(super) async fn store_reports(
     }) {
         match &report.payload {
             ReportPayload::DiagnosticResult(result) => {
-                jobs::finish(tx, &report.host_id, result, now_ms).await?;
+                crate::store::sql::jobs::finish::<Sqlite>(tx, &report.host_id, result, now_ms)
+                    .await?;
             }
             ReportPayload::UserIssue {
                 text,

@@ -19,7 +19,6 @@
 mod batch;
 pub mod fleet;
 mod inventory;
-mod jobs;
 mod kb;
 mod tickets;
 mod webhooks;
@@ -38,8 +37,8 @@ use crate::rules::priority::Priority;
 use super::rows::{HOST_COLUMNS, host_row};
 use super::{
     AuditEntry, CaRecord, EnrollOutcome, EnrollRequest, HostDetail, IncomingReport, IssueCert,
-    JobRow, NewApiToken, NewJob, PolicyRecord, ReportOutcome, SessionOpen, Store, StoreError,
-    StoreResult, TicketChange, TicketRefusal, TicketRow, WorklogEntry,
+    NewApiToken, PolicyRecord, ReportOutcome, SessionOpen, Store, StoreError, StoreResult,
+    TicketChange, TicketRefusal, TicketRow, WorklogEntry,
 };
 use super::{Delivery, DeliveryOutcome, KbHit, NewWebhook};
 
@@ -207,6 +206,10 @@ impl crate::store::SqlBackend for SqliteStore {
 
     fn writes(&self) -> &SqlitePool {
         self.writer.pool()
+    }
+
+    fn begin(&self) -> crate::store::sql::SendFuture<'_, Transaction<'static, Sqlite>> {
+        Box::pin(begin_write(&self.writer))
     }
 }
 
@@ -530,22 +533,6 @@ impl Store for SqliteStore {
         crate::store::sql::audit::append::<Sqlite>(&mut tx, entry, now_ms).await?;
         tx.commit().await?;
         Ok(())
-    }
-
-    async fn create_job(&self, job: &NewJob, now_ms: i64) -> StoreResult<JobRow> {
-        jobs::create(&self.writer, job, now_ms).await
-    }
-
-    async fn job_sent(&self, id: &str, now_ms: i64) -> StoreResult<()> {
-        jobs::sent(&self.writer, id, now_ms).await
-    }
-
-    async fn cancel_job(&self, id: &str, now_ms: i64) -> StoreResult<Option<JobRow>> {
-        jobs::cancel(&self.writer, id, now_ms).await
-    }
-
-    async fn expire_jobs(&self, now_ms: i64) -> StoreResult<Vec<JobRow>> {
-        jobs::expire(&self.writer, now_ms).await
     }
 
     async fn add_webhook(&self, hook: &NewWebhook, now_ms: i64) -> StoreResult<i64> {

@@ -259,14 +259,6 @@ pub trait Store: SharedQueries + Send + Sync + 'static {
         now_ms: i64,
     ) -> StoreResult<()>;
 
-    /// Advances rule timers (quiet periods, reopen windows) and evaluates
-    /// the offline rules (D18) at `now_ms`; returns how many ticket actions
-    /// that took.
-    async fn advance_rule_timers(&self, now_ms: i64) -> StoreResult<u64>;
-
-    /// The fleet policy in force.
-    async fn policy(&self) -> StoreResult<std::sync::Arc<PolicyRecord>>;
-
     /// Checks and applies a policy file (D7); the previous one is kept as
     /// history. `Ok(Err(line))` is a policy the checks refused.
     async fn apply_policy(
@@ -275,34 +267,6 @@ pub trait Store: SharedQueries + Send + Sync + 'static {
         applied_by: &str,
         now_ms: i64,
     ) -> StoreResult<Result<std::sync::Arc<PolicyRecord>, String>>;
-
-    /// Opens a manual ticket on a host; priority from the host's impact
-    /// and medium urgency unless given.
-    async fn create_ticket(
-        &self,
-        host_id: &str,
-        title: &str,
-        priority: Option<crate::rules::priority::Priority>,
-        author: &str,
-        now_ms: i64,
-    ) -> StoreResult<TicketRow>;
-
-    /// A ticket and its worklog, oldest first.
-    async fn ticket(&self, id: i64) -> StoreResult<Option<(TicketRow, Vec<WorklogEntry>)>>;
-
-    /// Applies a technician's change, with a worklog entry. The first
-    /// action meets the response target (D22).
-    async fn update_ticket(
-        &self,
-        id: i64,
-        change: &TicketChange,
-        author: &str,
-        now_ms: i64,
-    ) -> StoreResult<Result<TicketRow, TicketRefusal>>;
-
-    /// Escalates tickets whose SLA targets passed, and closes resolved
-    /// tickets past the reopen window. Returns how many it changed.
-    async fn advance_sla(&self, now_ms: i64) -> StoreResult<u64>;
 
     /// Folds raw health samples older than `raw_before_ms` into hourly
     /// points and deletes points older than `keep_after_ms`. Returns (raw

@@ -7,22 +7,26 @@
 //! [`Store`]: crate::store::Store
 
 use std::future::Future;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use sqlx::{Pool, QueryBuilder, Transaction};
 
+use crate::rules::priority::Priority;
 use crate::store::rows::{HOST_COLUMNS, host_row};
+use crate::store::sql::tickets::BackendSql;
 use crate::store::sql::{self, Dialect, SendFuture};
 use crate::store::{
     AuditHead, AuditQuery, AuditRecord, Caller, ChangeQuery, ChangeRow, HealthPoint,
-    HostDiagnostics, HostQuery, HostRow, JobQuery, JobRow, NewEnrollmentToken, NewJob, StoreError,
-    StoreGauges, StoreResult, TicketQuery, TicketRow, WebhookStatus,
+    HostDiagnostics, HostQuery, HostRow, JobQuery, JobRow, NewEnrollmentToken, NewJob,
+    PolicyRecord, StoreError, StoreGauges, StoreResult, TicketChange, TicketQuery, TicketRefusal,
+    TicketRow, WebhookStatus, WorklogEntry,
 };
 
 /// A backend as the shared queries see it.
 pub(crate) trait SqlBackend: Send + Sync + 'static {
     /// Its database.
-    type Db: Dialect;
+    type Db: BackendSql;
     /// How a host filter finds the hosts that have a package: a subquery
     /// up to `WHERE c.name = `, with `c` the software catalog (SQLite
     /// shares package lists between hosts through `host_keys`).
@@ -35,6 +39,8 @@ pub(crate) trait SqlBackend: Send + Sync + 'static {
     /// Opens a write transaction (on SQLite, holding the write lock from
     /// its start).
     fn begin(&self) -> SendFuture<'_, Transaction<'static, Self::Db>>;
+    /// The policy in force, as this process last read it.
+    fn current_policy(&self) -> Arc<PolicyRecord>;
 }
 
 /// The store calls whose SQL is the same on both backends.
@@ -65,6 +71,42 @@ pub trait SharedQueries: Send + Sync {
 
     /// Tickets, by priority then resolution due time.
     async fn list_tickets(&self, query: &TicketQuery) -> StoreResult<Vec<TicketRow>>;
+
+    /// Advances rule timers (quiet periods, reopen windows) and evaluates
+    /// the offline rules (D18) at `now_ms`; returns how many ticket actions
+    /// that took.
+    async fn advance_rule_timers(&self, now_ms: i64) -> StoreResult<u64>;
+
+    /// The fleet policy in force.
+    async fn policy(&self) -> StoreResult<Arc<PolicyRecord>>;
+
+    /// Opens a manual ticket on a host; priority from the host's impact
+    /// and medium urgency unless given.
+    async fn create_ticket(
+        &self,
+        host_id: &str,
+        title: &str,
+        priority: Option<Priority>,
+        author: &str,
+        now_ms: i64,
+    ) -> StoreResult<TicketRow>;
+
+    /// A ticket and its worklog, oldest first.
+    async fn ticket(&self, id: i64) -> StoreResult<Option<(TicketRow, Vec<WorklogEntry>)>>;
+
+    /// Applies a technician's change, with a worklog entry. The first
+    /// action meets the response target (D22).
+    async fn update_ticket(
+        &self,
+        id: i64,
+        change: &TicketChange,
+        author: &str,
+        now_ms: i64,
+    ) -> StoreResult<Result<TicketRow, TicketRefusal>>;
+
+    /// Escalates tickets whose SLA targets passed, and closes resolved
+    /// tickets past the reopen window. Returns how many it changed.
+    async fn advance_sla(&self, now_ms: i64) -> StoreResult<u64>;
 
     /// A host's health history since `since_ms`, oldest first.
     async fn health_history(&self, host_id: &str, since_ms: i64) -> StoreResult<Vec<HealthPoint>>;
@@ -213,6 +255,57 @@ impl<T: SqlBackend> SharedQueries for T {
 
     async fn list_tickets(&self, query: &TicketQuery) -> StoreResult<Vec<TicketRow>> {
         sql::tickets::list(self.reads(), query).await
+    }
+
+    async fn advance_rule_timers(&self, now_ms: i64) -> StoreResult<u64> {
+        let policy = self.current_policy();
+        sql::tickets::advance_timers(self.begin(), &policy.policy, now_ms).await
+    }
+
+    async fn policy(&self) -> StoreResult<Arc<PolicyRecord>> {
+        Ok(self.current_policy())
+    }
+
+    async fn create_ticket(
+        &self,
+        host_id: &str,
+        title: &str,
+        priority: Option<Priority>,
+        author: &str,
+        now_ms: i64,
+    ) -> StoreResult<TicketRow> {
+        let policy = self.current_policy();
+        let begin = self.begin();
+        sql::tickets::create(
+            begin,
+            &policy.policy,
+            host_id,
+            title,
+            priority,
+            author,
+            now_ms,
+        )
+        .await
+    }
+
+    async fn ticket(&self, id: i64) -> StoreResult<Option<(TicketRow, Vec<WorklogEntry>)>> {
+        sql::tickets::get(self.reads(), id).await
+    }
+
+    async fn update_ticket(
+        &self,
+        id: i64,
+        change: &TicketChange,
+        author: &str,
+        now_ms: i64,
+    ) -> StoreResult<Result<TicketRow, TicketRefusal>> {
+        let policy = self.current_policy();
+        sql::tickets::update(self.begin(), &policy.policy, id, change, author, now_ms).await
+    }
+
+    async fn advance_sla(&self, now_ms: i64) -> StoreResult<u64> {
+        let policy = self.current_policy();
+        sql::tickets::advance_sla(self.begin(), &policy.policy, now_ms).await
     }
 
     async fn health_history(&self, host_id: &str, since_ms: i64) -> StoreResult<Vec<HealthPoint>> {

@@ -81,7 +81,7 @@ pub async fn store(
     insert_changes(tx, &report.host_id, report.collected_at_ms, &changes).await?;
     if let Some(old) = &old {
         let events = crate::rules::events::detect(old, new);
-        super::tickets::evaluate_changes(
+        crate::store::sql::tickets::evaluate_changes::<Postgres>(
             tx,
             policy,
             &report.host_id,

@@ -47,16 +47,17 @@ use inventory::StoredInventory;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Row, Transaction};
 
+use super::SqlBackend;
 use super::engine;
 use super::rows::{HOST_COLUMNS, host_row};
 use super::{
     AuditEntry, CaRecord, EnrollOutcome, EnrollRequest, HostDetail, IncomingReport, IssueCert,
     NewApiToken, PolicyRecord, ReportOutcome, ReportPayload, SessionOpen, Store, StoreError,
-    StoreResult, TicketChange, TicketRefusal, TicketRow, WorklogEntry, decode_inventory,
+    StoreResult, decode_inventory,
 };
 use super::{Delivery, DeliveryOutcome, KbHit, NewWebhook};
 use crate::rules::policy::{Policy, parse_policy};
-use crate::rules::priority::Priority;
+use crate::store::sql::tickets::UserIssue;
 
 /// The fleet_meta key holding the CA fingerprint.
 const CA_FINGERPRINT_KEY: &str = "ca_sha256";
@@ -146,10 +147,6 @@ impl PostgresStore {
     pub async fn close(&self) {
         self.follower.0.abort();
         self.pool.close().await;
-    }
-
-    fn current_policy(&self) -> Arc<PolicyRecord> {
-        read_cache(&self.policy)
     }
 }
 
@@ -303,17 +300,14 @@ pub(crate) async fn lock_host(
 /// says whether it did; held until the transaction ends. The lock of
 /// [`lock_host`] without the wait, so a timer pass skips hosts that are
 /// being evaluated or that another replica's pass has claimed.
-pub(crate) async fn try_lock_host(
-    tx: &mut Transaction<'static, Postgres>,
-    host: &str,
-) -> StoreResult<bool> {
+pub(crate) async fn try_lock_host(conn: &mut PgConnection, host: &str) -> StoreResult<bool> {
     Ok(sqlx::query_scalar(concat!(
         "SELECT pg_try_advisory_xact_lock(",
         host_lock_key!(),
         ")"
     ))
     .bind(host)
-    .fetch_one(&mut **tx)
+    .fetch_one(conn)
     .await?)
 }
 
@@ -387,15 +381,15 @@ async fn store_reports_once(
                 os_user,
                 health,
             } => {
-                tickets::open_user_issue(
-                    &mut tx,
-                    policy,
-                    &report.host_id,
+                let issue = UserIssue {
+                    host: &report.host_id,
                     text,
                     os_user,
                     health,
-                    report.collected_at_ms,
-                    now_ms,
+                    reported_at_ms: report.collected_at_ms,
+                };
+                crate::store::sql::tickets::open_user_issue::<Postgres>(
+                    &mut tx, policy, issue, now_ms,
                 )
                 .await?;
                 ReportOutcome::Stored
@@ -424,7 +418,13 @@ async fn store_reports_once(
                     readings,
                     at_ms: report.collected_at_ms,
                 };
-                tickets::evaluate(&mut tx, policy, &[sample], now_ms).await?;
+                crate::store::sql::tickets::evaluate::<Postgres>(
+                    &mut tx,
+                    policy,
+                    &[sample],
+                    now_ms,
+                )
+                .await?;
                 let applied = sqlx::query(
                     "UPDATE hosts SET last_health = $1, health_at_ms = $2 \
                      WHERE id = $3 AND (health_at_ms IS NULL OR health_at_ms <= $2)",
@@ -497,7 +497,7 @@ fn seq_i64(seq: u64) -> StoreResult<i64> {
     i64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("sequence number {seq} too large")))
 }
 
-impl crate::store::SqlBackend for PostgresStore {
+impl SqlBackend for PostgresStore {
     type Db = Postgres;
     const SOFTWARE_HOSTS: &'static str = "SELECT hs.host_id FROM software_catalog c \
          JOIN host_software hs ON hs.catalog_id = c.id WHERE c.name = ";
@@ -512,6 +512,10 @@ impl crate::store::SqlBackend for PostgresStore {
 
     fn begin(&self) -> crate::store::sql::SendFuture<'_, Transaction<'static, Postgres>> {
         Box::pin(async { Ok(self.pool.begin().await?) })
+    }
+
+    fn current_policy(&self) -> Arc<PolicyRecord> {
+        read_cache(&self.policy)
     }
 }
 
@@ -712,14 +716,6 @@ impl Store for PostgresStore {
         Ok(())
     }
 
-    async fn advance_rule_timers(&self, now_ms: i64) -> StoreResult<u64> {
-        tickets::advance_timers(&self.pool, &self.current_policy().policy, now_ms).await
-    }
-
-    async fn policy(&self) -> StoreResult<Arc<PolicyRecord>> {
-        Ok(self.current_policy())
-    }
-
     async fn apply_policy(
         &self,
         text: &str,
@@ -758,46 +754,6 @@ impl Store for PostgresStore {
         });
         advance_cache(&self.policy, record.clone());
         Ok(Ok(record))
-    }
-
-    async fn create_ticket(
-        &self,
-        host_id: &str,
-        title: &str,
-        priority: Option<Priority>,
-        author: &str,
-        now_ms: i64,
-    ) -> StoreResult<TicketRow> {
-        let policy = self.current_policy();
-        tickets::create(
-            &self.pool,
-            &policy.policy,
-            host_id,
-            title,
-            priority,
-            author,
-            now_ms,
-        )
-        .await
-    }
-
-    async fn ticket(&self, id: i64) -> StoreResult<Option<(TicketRow, Vec<WorklogEntry>)>> {
-        tickets::get(&self.pool, id).await
-    }
-
-    async fn update_ticket(
-        &self,
-        id: i64,
-        change: &TicketChange,
-        author: &str,
-        now_ms: i64,
-    ) -> StoreResult<Result<TicketRow, TicketRefusal>> {
-        let policy = self.current_policy();
-        tickets::update(&self.pool, &policy.policy, id, change, author, now_ms).await
-    }
-
-    async fn advance_sla(&self, now_ms: i64) -> StoreResult<u64> {
-        tickets::advance_sla(&self.pool, &self.current_policy().policy, now_ms).await
     }
 
     async fn downsample_health(

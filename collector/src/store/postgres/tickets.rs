@@ -1,648 +1,69 @@
-//! Tickets on PostgreSQL: the SQL of the ticket engine
-//! (`super::super::engine::tickets`), which decides what happens to rule
-//! states and tickets, and the ticket reads.
-//!
-//! SQLite serialises all writers; here several replicas write at once, so
-//! the locks are explicit (D21):
-//! - a host's rule evaluation runs under the host's evaluation lock
-//!   (`super::lock_host`, an advisory transaction lock), which the ingest
-//!   path takes for every host of a batch, in id order, before it calls
-//!   [`evaluate`], [`evaluate_changes`] or [`open_user_issue`];
-//! - the timer passes take the same lock with [`try_lock_host`], the
-//!   advisory-lock form of `FOR UPDATE SKIP LOCKED`: a host held elsewhere
-//!   is passed over, and the state of a host it gets is read only then, so
-//!   a due timer fires once, on whichever replica claims it;
-//! - the SLA pass claims tickets with `FOR UPDATE SKIP LOCKED`;
-//! - a technician's change locks its ticket row before reading it.
-//!
-//! Lock order: host, then ticket rows. The maintenance passes never wait
-//! for a host or a ticket another transaction holds, so they cannot close
-//! a cycle with the ingest path.
+//! Tickets on PostgreSQL: what its ticket SQL does differently from
+//! SQLite's ([`BackendSql`]; the rest, and the locking it takes, is
+//! `store::sql::tickets`): lists bind as arrays, and a timer pass claims
+//! each host with its evaluation lock, never waiting for one (D21).
 
-use std::collections::HashMap;
-
-use sqlx::{PgPool, Postgres, QueryBuilder, Row, Transaction};
+use sqlx::{PgConnection, Postgres, QueryBuilder};
 
 use super::try_lock_host;
-use crate::rules::events::ChangeEvent;
-use crate::rules::policy::Policy;
-use crate::rules::priority::Priority;
-use crate::store::engine::tickets::{
-    self as engine, Due, LoggedChange, NewTicket, OutboxEntry, Presence, Sample, SlaTarget,
-    StateKey, StoredState, Tags, TicketTx, TicketWrite, parse_state, state_text,
-};
-use crate::store::rows::{
-    TICKET_COLUMNS, logged_change_row, presence_row, rule_state_row, ticket_row,
-};
-use crate::store::{
-    ALWAYS_ON_CHASSIS, StoreResult, TicketChange, TicketEvent, TicketRefusal, TicketRow,
-    WorklogEntry,
-};
+use crate::store::StoreResult;
+use crate::store::engine::tickets::{StateKey, StoredState, state_text};
+use crate::store::sql::SendFuture;
+use crate::store::sql::tickets::BackendSql;
 
-type Tx = Transaction<'static, Postgres>;
-
-/// One PostgreSQL write transaction as the ticket engine sees it.
-pub(super) struct Tickets<'a>(pub(super) &'a mut Tx);
-
-impl TicketTx for Tickets<'_> {
-    async fn tags_of(&mut self, hosts: &[&str]) -> StoreResult<HashMap<String, Tags>> {
-        let mut tags: HashMap<String, Tags> = HashMap::new();
-        for r in sqlx::query("SELECT host_id, key, value FROM host_tags WHERE host_id = ANY($1)")
-            .bind(hosts)
-            .fetch_all(&mut **self.0)
-            .await?
-        {
-            tags.entry(r.try_get(0)?)
-                .or_default()
-                .push((r.try_get(1)?, r.try_get(2)?));
-        }
-        Ok(tags)
+impl BackendSql for Postgres {
+    fn push_in(query: &mut QueryBuilder<Postgres>, values: &[&str]) -> StoreResult<()> {
+        query.push(" = ANY(");
+        query.push_bind(values);
+        query.push(")");
+        Ok(())
     }
 
-    async fn states_of(&mut self, hosts: &[&str]) -> StoreResult<HashMap<StateKey, StoredState>> {
-        let rows = sqlx::query(
-            "SELECT host_id, rule, subject, state, ticket_id FROM rule_states \
-             WHERE host_id = ANY($1)",
-        )
-        .bind(hosts)
-        .fetch_all(&mut **self.0)
-        .await?;
-        rows.iter().map(rule_state_row).collect()
+    fn claim_hosts(conn: &mut PgConnection, hosts: Vec<String>) -> SendFuture<'_, Vec<String>> {
+        Box::pin(async move {
+            let mut claimed = Vec::with_capacity(hosts.len());
+            for host in hosts {
+                // A host being evaluated, or claimed by another replica's
+                // pass, is left to that one.
+                if try_lock_host(conn, &host).await? {
+                    claimed.push(host);
+                }
+            }
+            Ok(claimed)
+        })
     }
 
-    async fn load_state(
-        &mut self,
-        host: &str,
-        rule: &str,
-        subject: &str,
-    ) -> StoreResult<StoredState> {
-        let row = sqlx::query(
-            "SELECT state, ticket_id FROM rule_states WHERE host_id = $1 AND rule = $2 AND subject = $3",
-        )
-        .bind(host)
-        .bind(rule)
-        .bind(subject)
-        .fetch_optional(&mut **self.0)
-        .await?;
-        let Some(row) = row else {
-            return Ok((crate::rules::RuleState::Ok, None));
-        };
-        let text: String = row.try_get("state")?;
-        Ok((parse_state(&text)?, row.try_get("ticket_id")?))
-    }
-
-    async fn save_states(&mut self, states: &[(&StateKey, StoredState)]) -> StoreResult<()> {
-        for ((host, rule, subject), (state, ticket)) in states {
-            if *state == crate::rules::RuleState::Ok {
+    fn save_states<'a>(
+        conn: &'a mut PgConnection,
+        states: &'a [(&'a StateKey, StoredState)],
+    ) -> SendFuture<'a, ()> {
+        Box::pin(async move {
+            for ((host, rule, subject), (state, ticket)) in states {
+                if *state == crate::rules::RuleState::Ok {
+                    sqlx::query(
+                        "DELETE FROM rule_states WHERE host_id = $1 AND rule = $2 AND subject = $3",
+                    )
+                    .bind(host)
+                    .bind(rule)
+                    .bind(subject)
+                    .execute(&mut *conn)
+                    .await?;
+                    continue;
+                }
                 sqlx::query(
-                    "DELETE FROM rule_states WHERE host_id = $1 AND rule = $2 AND subject = $3",
+                    "INSERT INTO rule_states (host_id, rule, subject, state, ticket_id) \
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (host_id, rule, subject) DO UPDATE \
+                     SET state = excluded.state, ticket_id = excluded.ticket_id",
                 )
                 .bind(host)
                 .bind(rule)
                 .bind(subject)
-                .execute(&mut **self.0)
+                .bind(state_text(state)?)
+                .bind(*ticket)
+                .execute(&mut *conn)
                 .await?;
-                continue;
             }
-            sqlx::query(
-                "INSERT INTO rule_states (host_id, rule, subject, state, ticket_id) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (host_id, rule, subject) DO UPDATE \
-                 SET state = excluded.state, ticket_id = excluded.ticket_id",
-            )
-            .bind(host)
-            .bind(rule)
-            .bind(subject)
-            .bind(state_text(state)?)
-            .bind(*ticket)
-            .execute(&mut **self.0)
-            .await?;
-        }
-        Ok(())
-    }
-
-    async fn insert_ticket(
-        &mut self,
-        new: &NewTicket<'_>,
-        due: Due,
-        now_ms: i64,
-    ) -> StoreResult<i64> {
-        Ok(sqlx::query(
-            "INSERT INTO tickets (host_id, rule, subject, title, status, priority, severity, \
-             opened_at_ms, updated_at_ms, response_due_ms, resolution_due_ms, evidence) \
-             VALUES ($1, $2, $3, $4, 'new', $5, $6, $7, $8, $9, $10, $11) RETURNING id",
-        )
-        .bind(new.host)
-        .bind(new.rule)
-        .bind(new.subject)
-        .bind(new.title)
-        .bind(new.priority.name())
-        .bind(new.severity.name())
-        .bind(now_ms)
-        .bind(now_ms)
-        .bind(due.response_ms)
-        .bind(due.resolution_ms)
-        .bind(new.evidence.to_string())
-        .fetch_one(&mut **self.0)
-        .await?
-        .try_get("id")?)
-    }
-
-    async fn worklog(
-        &mut self,
-        ticket: i64,
-        at_ms: i64,
-        author: &str,
-        note: &str,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO ticket_worklog (ticket_id, at_ms, author, note) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(ticket)
-        .bind(at_ms)
-        .bind(author)
-        .bind(note)
-        .execute(&mut **self.0)
-        .await?;
-        Ok(())
-    }
-
-    async fn subscribers(&mut self, event: TicketEvent) -> StoreResult<Vec<i64>> {
-        Ok(sqlx::query_scalar(
-            "SELECT id FROM webhooks WHERE enabled AND (',' || events || ',') LIKE $1 ORDER BY id",
-        )
-        .bind(format!("%,{},%", event.name()))
-        .fetch_all(&mut **self.0)
-        .await?)
-    }
-
-    async fn insert_outbox(&mut self, entry: &OutboxEntry<'_>, now_ms: i64) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO webhook_outbox (webhook_id, delivery_id, event, ticket_id, body, \
-             created_at_ms, next_attempt_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(entry.webhook_id)
-        .bind(entry.delivery_id)
-        .bind(entry.event.name())
-        .bind(entry.ticket_id)
-        .bind(entry.body)
-        .bind(now_ms)
-        .bind(now_ms)
-        .execute(&mut **self.0)
-        .await?;
-        Ok(())
-    }
-
-    async fn count_occurrence(&mut self, ticket: i64, now_ms: i64) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE tickets SET occurrences = occurrences + 1, updated_at_ms = $1 WHERE id = $2",
-        )
-        .bind(now_ms)
-        .bind(ticket)
-        .execute(&mut **self.0)
-        .await?;
-        Ok(())
-    }
-
-    async fn resolve_recovered(&mut self, ticket: i64, now_ms: i64) -> StoreResult<bool> {
-        let resolved = sqlx::query(
-            "UPDATE tickets SET status = 'resolved', resolved_at_ms = $1, updated_at_ms = $1, \
-             resolution = COALESCE(resolution, 'recovered by itself') \
-             WHERE id = $2 AND status NOT IN ('resolved', 'closed')",
-        )
-        .bind(now_ms)
-        .bind(ticket)
-        .execute(&mut **self.0)
-        .await?
-        .rows_affected();
-        Ok(resolved == 1)
-    }
-
-    async fn reopen_fired(&mut self, ticket: i64, now_ms: i64) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE tickets SET status = 'open', flaps = flaps + 1, occurrences = occurrences + 1, \
-             resolved_at_ms = NULL, resolution = NULL, updated_at_ms = $1 WHERE id = $2",
-        )
-        .bind(now_ms)
-        .bind(ticket)
-        .execute(&mut **self.0)
-        .await?;
-        Ok(())
-    }
-
-    async fn ticket_status(&mut self, ticket: i64) -> StoreResult<Option<(String, Option<i64>)>> {
-        let row = sqlx::query("SELECT status, resolved_at_ms FROM tickets WHERE id = $1")
-            .bind(ticket)
-            .fetch_optional(&mut **self.0)
-            .await?;
-        row.map(|r| Ok((r.try_get("status")?, r.try_get("resolved_at_ms")?)))
-            .transpose()
-    }
-
-    async fn recent_changes(
-        &mut self,
-        host: &str,
-        since_ms: i64,
-        limit: u32,
-    ) -> StoreResult<Vec<LoggedChange>> {
-        let rows = sqlx::query(
-            "SELECT observed_at_ms, section, item, old_value, new_value FROM host_changes \
-             WHERE host_id = $1 AND observed_at_ms >= $2 AND item <> 'baseline' \
-             ORDER BY observed_at_ms DESC, id DESC LIMIT $3",
-        )
-        .bind(host)
-        .bind(since_ms)
-        .bind(i64::from(limit))
-        .fetch_all(&mut **self.0)
-        .await?;
-        rows.iter().map(logged_change_row).collect()
-    }
-
-    async fn offline_candidates(
-        &mut self,
-        rules: &[&str],
-        silent_before_ms: i64,
-    ) -> StoreResult<Vec<Presence>> {
-        let mut sql = QueryBuilder::<Postgres>::new(
-            "SELECT h.id FROM hosts h WHERE ((h.session_replica IS NULL \
-             AND COALESCE(h.last_seen_at_ms, h.enrolled_at_ms) < ",
-        );
-        sql.push_bind(silent_before_ms);
-        // Always-on (D18): a desktop or server chassis, or the always-on tag;
-        // `always-on=no` opts a host out.
-        sql.push(
-            " AND NOT EXISTS (SELECT 1 FROM host_tags t WHERE t.host_id = h.id AND t.key = 'always-on' \
-             AND t.value IN ('no', 'false', '0')) \
-             AND (EXISTS (SELECT 1 FROM host_tags t WHERE t.host_id = h.id AND t.key = 'always-on') \
-             OR EXISTS (SELECT 1 FROM host_facts f WHERE f.host_id = h.id AND f.kind = 'chassis' AND f.value IN (",
-        );
-        let mut list = sql.separated(", ");
-        for chassis in ALWAYS_ON_CHASSIS {
-            list.push_bind(chassis);
-        }
-        sql.push(")))) OR h.id IN (SELECT host_id FROM rule_states WHERE rule IN (");
-        let mut list = sql.separated(", ");
-        for rule in rules {
-            list.push_bind(*rule);
-        }
-        sql.push("))) ORDER BY h.id");
-        let candidates: Vec<String> = sql.build_query_scalar().fetch_all(&mut **self.0).await?;
-        let mut claimed = Vec::with_capacity(candidates.len());
-        for host in candidates {
-            // Claimed, not just read: a host being evaluated, or claimed by
-            // another replica's pass, is left to that one. Presence is read
-            // under the lock, so a report stored meanwhile counts.
-            if !try_lock_host(self.0, &host).await? {
-                continue;
-            }
-            let r = sqlx::query(
-                "SELECT session_replica, goodbye_reason, last_seen_at_ms, enrolled_at_ms, \
-                 health_interval_secs FROM hosts WHERE id = $1",
-            )
-            .bind(&host)
-            .fetch_one(&mut **self.0)
-            .await?;
-            claimed.push(presence_row(host, &r)?);
-        }
-        Ok(claimed)
-    }
-
-    async fn waiting_states(&mut self) -> StoreResult<Vec<(StateKey, StoredState)>> {
-        // Hosts with a waiting timer, claimed (D21). A host locked elsewhere
-        // is being evaluated there, or another replica's pass has it: either
-        // way its timers are not ours to move this minute, and the next pass
-        // sees them again. The states are read only once the host is held,
-        // so a timer another pass just fired is seen as fired.
-        let hosts: Vec<String> = sqlx::query_scalar(
-            "SELECT DISTINCT host_id FROM rule_states \
-             WHERE state LIKE '{\"phase\":\"recovering\"%' OR state LIKE '{\"phase\":\"resolved\"%' \
-             ORDER BY host_id",
-        )
-        .fetch_all(&mut **self.0)
-        .await?;
-        let mut waiting = Vec::new();
-        for host in &hosts {
-            if !try_lock_host(self.0, host).await? {
-                continue;
-            }
-            let rows = sqlx::query(
-                "SELECT host_id, rule, subject, state, ticket_id FROM rule_states \
-                 WHERE host_id = $1 AND (state LIKE '{\"phase\":\"recovering\"%' \
-                 OR state LIKE '{\"phase\":\"resolved\"%') ORDER BY rule, subject",
-            )
-            .bind(host)
-            .fetch_all(&mut **self.0)
-            .await?;
-            for r in &rows {
-                waiting.push(rule_state_row(r)?);
-            }
-        }
-        Ok(waiting)
-    }
-
-    async fn ticket_for_change(&mut self, id: i64) -> StoreResult<Option<TicketRow>> {
-        // Locked before it is read: the change is decided on the ticket as
-        // it stands, not as it stood before another technician's or a
-        // rule's change that commits meanwhile.
-        sqlx::query("SELECT id FROM tickets WHERE id = $1 FOR UPDATE")
-            .bind(id)
-            .execute(&mut **self.0)
-            .await?;
-        one(self.0, id).await
-    }
-
-    async fn ticket(&mut self, id: i64) -> StoreResult<Option<TicketRow>> {
-        one(self.0, id).await
-    }
-
-    async fn write_ticket(
-        &mut self,
-        id: i64,
-        write: TicketWrite<'_>,
-        now_ms: i64,
-    ) -> StoreResult<()> {
-        let query = match write {
-            TicketWrite::Assign(name) => sqlx::query(
-                "UPDATE tickets SET assignee = $1, \
-                 status = CASE status WHEN 'new' THEN 'open' ELSE status END WHERE id = $2",
-            )
-            .bind(name),
-            TicketWrite::Status(status) => {
-                sqlx::query("UPDATE tickets SET status = $1 WHERE id = $2").bind(status)
-            }
-            TicketWrite::Resolve(resolution) => sqlx::query(
-                "UPDATE tickets SET status = 'resolved', resolution = $1, resolved_at_ms = $2 \
-                 WHERE id = $3",
-            )
-            .bind(resolution)
-            .bind(now_ms),
-            TicketWrite::Escalate => {
-                sqlx::query("UPDATE tickets SET escalation = escalation + 1 WHERE id = $1")
-            }
-            TicketWrite::Reopen => sqlx::query(
-                "UPDATE tickets SET status = 'open', resolved_at_ms = NULL WHERE id = $1",
-            ),
-        };
-        query.bind(id).execute(&mut **self.0).await?;
-        Ok(())
-    }
-
-    async fn start_waiting(&mut self, id: i64, now_ms: i64) -> StoreResult<()> {
-        sqlx::query("UPDATE tickets SET waiting_since_ms = $1 WHERE id = $2")
-            .bind(now_ms)
-            .bind(id)
-            .execute(&mut **self.0)
-            .await?;
-        Ok(())
-    }
-
-    async fn waiting_since(&mut self, id: i64) -> StoreResult<Option<i64>> {
-        Ok(
-            sqlx::query_scalar("SELECT waiting_since_ms FROM tickets WHERE id = $1")
-                .bind(id)
-                .fetch_one(&mut **self.0)
-                .await?,
-        )
-    }
-
-    async fn end_waiting(&mut self, id: i64, resolution_due_ms: i64) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE tickets SET resolution_due_ms = $1, waiting_since_ms = NULL WHERE id = $2",
-        )
-        .bind(resolution_due_ms)
-        .bind(id)
-        .execute(&mut **self.0)
-        .await?;
-        Ok(())
-    }
-
-    async fn mark_response(&mut self, id: i64, now_ms: i64) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE tickets SET updated_at_ms = $1, \
-             responded_at_ms = COALESCE(responded_at_ms, $1) WHERE id = $2",
-        )
-        .bind(now_ms)
-        .bind(id)
-        .execute(&mut **self.0)
-        .await?;
-        Ok(())
-    }
-
-    async fn missed(&mut self, target: SlaTarget, now_ms: i64) -> StoreResult<Vec<(i64, i64)>> {
-        let sql = match target {
-            SlaTarget::Response => {
-                "SELECT id, escalation FROM tickets WHERE status NOT IN ('resolved', 'closed', 'waiting') \
-                 AND NOT response_breached AND responded_at_ms IS NULL AND response_due_ms < $1 \
-                 ORDER BY id FOR UPDATE SKIP LOCKED"
-            }
-            SlaTarget::Resolution => {
-                "SELECT id, escalation FROM tickets WHERE status NOT IN ('resolved', 'closed', 'waiting') \
-                 AND NOT resolution_breached AND resolution_due_ms < $1 \
-                 ORDER BY id FOR UPDATE SKIP LOCKED"
-            }
-        };
-        let rows = sqlx::query(sql)
-            .bind(now_ms)
-            .fetch_all(&mut **self.0)
-            .await?;
-        rows.iter()
-            .map(|r| Ok((r.try_get("id")?, r.try_get("escalation")?)))
-            .collect()
-    }
-
-    async fn escalate_missed(
-        &mut self,
-        id: i64,
-        target: SlaTarget,
-        now_ms: i64,
-    ) -> StoreResult<()> {
-        let sql = match target {
-            SlaTarget::Response => {
-                "UPDATE tickets SET response_breached = TRUE, escalation = escalation + 1, \
-                 updated_at_ms = $1 WHERE id = $2"
-            }
-            SlaTarget::Resolution => {
-                "UPDATE tickets SET resolution_breached = TRUE, escalation = escalation + 1, \
-                 updated_at_ms = $1 WHERE id = $2"
-            }
-        };
-        sqlx::query(sql)
-            .bind(now_ms)
-            .bind(id)
-            .execute(&mut **self.0)
-            .await?;
-        Ok(())
-    }
-
-    async fn close_resolved(&mut self, resolved_before_ms: i64, now_ms: i64) -> StoreResult<u64> {
-        Ok(sqlx::query(
-            "UPDATE tickets SET status = 'closed', updated_at_ms = $1 WHERE id IN \
-             (SELECT id FROM tickets WHERE status = 'resolved' AND resolved_at_ms < $2 \
-             FOR UPDATE SKIP LOCKED)",
-        )
-        .bind(now_ms)
-        .bind(resolved_before_ms)
-        .execute(&mut **self.0)
-        .await?
-        .rows_affected())
-    }
-}
-
-/// Evaluates health samples ([`engine::evaluate`]). The caller holds the
-/// evaluation lock of each sample's host (`super::lock_host`).
-pub async fn evaluate(
-    tx: &mut Tx,
-    policy: &Policy,
-    samples: &[Sample<'_>],
-    now_ms: i64,
-) -> StoreResult<()> {
-    engine::evaluate(&mut Tickets(tx), policy, samples, now_ms).await
-}
-
-/// Fires the change rules on one stored inventory's changes
-/// ([`engine::evaluate_changes`]). The caller holds the host's evaluation
-/// lock (`super::lock_host`).
-pub async fn evaluate_changes(
-    tx: &mut Tx,
-    policy: &Policy,
-    host: &str,
-    events: &[ChangeEvent],
-    observed_at_ms: i64,
-    now_ms: i64,
-) -> StoreResult<()> {
-    engine::evaluate_changes(
-        &mut Tickets(tx),
-        policy,
-        host,
-        events,
-        observed_at_ms,
-        now_ms,
-    )
-    .await
-}
-
-/// Opens the ticket of an employee's problem report
-/// ([`engine::open_user_issue`]). The caller holds the host's evaluation
-/// lock (`super::lock_host`).
-#[allow(clippy::too_many_arguments)] // the transaction, policy and the report's own fields; a struct would only rename them
-pub async fn open_user_issue(
-    tx: &mut Tx,
-    policy: &Policy,
-    host: &str,
-    text: &str,
-    os_user: &str,
-    health: &serde_json::Value,
-    reported_at_ms: i64,
-    now_ms: i64,
-) -> StoreResult<i64> {
-    engine::open_user_issue(
-        &mut Tickets(tx),
-        policy,
-        host,
-        text,
-        os_user,
-        health,
-        reported_at_ms,
-        now_ms,
-    )
-    .await
-}
-
-/// Advances the timers and the offline rules ([`engine::advance_timers`]),
-/// on the hosts this replica can claim.
-pub async fn advance_timers(pool: &PgPool, policy: &Policy, now_ms: i64) -> StoreResult<u64> {
-    let mut tx = pool.begin().await?;
-    let actions = engine::advance_timers(&mut Tickets(&mut tx), policy, now_ms).await?;
-    tx.commit().await?;
-    Ok(actions)
-}
-
-async fn one(tx: &mut Transaction<'static, Postgres>, id: i64) -> StoreResult<Option<TicketRow>> {
-    let sql = format!(
-        "SELECT {TICKET_COLUMNS} FROM tickets t JOIN hosts h ON h.id = t.host_id WHERE t.id = $1"
-    );
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(id)
-        .fetch_optional(&mut **tx)
-        .await?;
-    row.as_ref().map(ticket_row).transpose()
-}
-
-/// A ticket and its worklog.
-pub async fn get(pool: &PgPool, id: i64) -> StoreResult<Option<(TicketRow, Vec<WorklogEntry>)>> {
-    let mut tx = pool.begin().await?;
-    let Some(row) = one(&mut tx, id).await? else {
-        return Ok(None);
-    };
-    let log = sqlx::query(
-        "SELECT at_ms, author, note FROM ticket_worklog WHERE ticket_id = $1 ORDER BY at_ms, id",
-    )
-    .bind(id)
-    .fetch_all(&mut *tx)
-    .await?
-    .iter()
-    .map(|r| {
-        Ok(WorklogEntry {
-            at_ms: r.try_get("at_ms")?,
-            author: r.try_get("author")?,
-            note: r.try_get("note")?,
+            Ok(())
         })
-    })
-    .collect::<StoreResult<Vec<_>>>()?;
-    tx.commit().await?;
-    Ok(Some((row, log)))
-}
-
-/// Opens a manual ticket ([`engine::create`]).
-pub async fn create(
-    pool: &PgPool,
-    policy: &Policy,
-    host: &str,
-    title: &str,
-    priority: Option<Priority>,
-    author: &str,
-    now_ms: i64,
-) -> StoreResult<TicketRow> {
-    let mut tx = pool.begin().await?;
-    let row = engine::create(
-        &mut Tickets(&mut tx),
-        policy,
-        host,
-        title,
-        priority,
-        author,
-        now_ms,
-    )
-    .await?;
-    tx.commit().await?;
-    Ok(row)
-}
-
-/// Applies a technician's change ([`engine::update`]).
-pub async fn update(
-    pool: &PgPool,
-    policy: &Policy,
-    id: i64,
-    change: &TicketChange,
-    author: &str,
-    now_ms: i64,
-) -> StoreResult<Result<TicketRow, TicketRefusal>> {
-    let mut tx = pool.begin().await?;
-    let outcome = engine::update(&mut Tickets(&mut tx), policy, id, change, author, now_ms).await?;
-    if outcome.is_ok() {
-        tx.commit().await?;
     }
-    Ok(outcome)
-}
-
-/// Escalates missed SLA targets and closes old resolved tickets
-/// ([`engine::advance_sla`]). Tickets are claimed with `FOR UPDATE SKIP
-/// LOCKED`: under the lock PostgreSQL rechecks the condition on the row's
-/// latest version, so a ticket another replica escalated a moment ago no
-/// longer matches, and one a technician is changing is left to the next
-/// pass.
-pub async fn advance_sla(pool: &PgPool, policy: &Policy, now_ms: i64) -> StoreResult<u64> {
-    let mut tx = pool.begin().await?;
-    let changed = engine::advance_sla(&mut Tickets(&mut tx), policy, now_ms).await?;
-    tx.commit().await?;
-    Ok(changed)
 }

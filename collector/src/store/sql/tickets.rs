@@ -1,12 +1,47 @@
-//! The ticket and change-log listings, the same SQL on both backends.
+//! Tickets, the same SQL on both backends: the SQL of the ticket engine
+//! (`store::engine::tickets`, which decides what happens to rule states and
+//! tickets), its transactions, and the ticket and change-log reads. What
+//! differs is [`BackendSql`]'s: how a list of values is bound, how a timer
+//! pass claims hosts, and how rule states are written back.
+//!
+//! SQLite serialises all writers. On PostgreSQL several replicas write at
+//! once, so the locks are explicit (D21):
+//! - a host's rule evaluation runs under the host's evaluation lock, which
+//!   the ingest path takes for every host of a batch, in id order, before
+//!   it calls [`evaluate`], [`evaluate_changes`] or [`open_user_issue`];
+//! - the timer passes claim hosts with [`BackendSql::claim_hosts`], the
+//!   advisory-lock form of `FOR UPDATE SKIP LOCKED`: a host held elsewhere
+//!   is passed over, and the states of the hosts it gets are read only
+//!   then, so a due timer fires once, on whichever replica claims it;
+//! - the SLA pass claims tickets with `FOR UPDATE SKIP LOCKED`: under the
+//!   lock PostgreSQL rechecks the condition on the row's latest version, so
+//!   a ticket another replica escalated a moment ago no longer matches;
+//! - a technician's change locks its ticket row before reading it.
+//!
+//! Lock order: host, then ticket rows. The maintenance passes never wait
+//! for a host or a ticket another transaction holds, so they cannot close
+//! a cycle with the ingest path.
 
+use std::collections::HashMap;
 use std::future::Future;
 
-use sqlx::{Pool, QueryBuilder};
+use sqlx::{Pool, QueryBuilder, Transaction};
 
-use super::Dialect;
-use crate::store::rows::{TICKET_COLUMNS, ticket_row};
-use crate::store::{ChangeQuery, ChangeRow, StoreResult, TicketQuery, TicketRow};
+use super::{Dialect, SendFuture, Value, push_values};
+use crate::rules::events::ChangeEvent;
+use crate::rules::policy::Policy;
+use crate::rules::priority::Priority;
+use crate::store::engine::tickets::{
+    self as engine, Due, LoggedChange, NewTicket, OutboxEntry, Presence, Sample, SlaTarget,
+    StateKey, StoredState, Tags, TicketTx, TicketWrite, parse_state,
+};
+use crate::store::rows::{
+    TICKET_COLUMNS, logged_change_row, presence_row, rule_state_row, ticket_row,
+};
+use crate::store::{
+    ALWAYS_ON_CHASSIS, ChangeQuery, ChangeRow, StoreResult, TicketChange, TicketEvent, TicketQuery,
+    TicketRefusal, TicketRow, WorklogEntry,
+};
 
 /// Tickets, by priority then resolution due time.
 pub(crate) fn list<'a, B: Dialect>(
@@ -72,5 +107,611 @@ pub(crate) fn changes<'a, B: Dialect>(
             old_value: r.opt_text("old_value")?,
             new_value: r.opt_text("new_value")?,
         })
+    })
+}
+
+/// The SQL that differs between the backends, which the shared ticket
+/// transactions call; each backend implements it beside its other SQL.
+pub(crate) trait BackendSql: Dialect {
+    /// Appends a test that the expression before it is one of `values`.
+    fn push_in(query: &mut QueryBuilder<Self>, values: &[&str]) -> StoreResult<()>;
+    /// The hosts of `hosts` this transaction claims for a timer pass: on
+    /// PostgreSQL those whose evaluation lock it gets without waiting.
+    fn claim_hosts(conn: &mut Self::Connection, hosts: Vec<String>) -> SendFuture<'_, Vec<String>>;
+    /// Writes rule states back: `Ok` ones are deleted, the rest upserted.
+    fn save_states<'a>(
+        conn: &'a mut Self::Connection,
+        states: &'a [(&'a StateKey, StoredState)],
+    ) -> SendFuture<'a, ()>;
+}
+
+/// The phases of a rule state that wait on a timer.
+const WAITING: &str =
+    "(state LIKE '{\"phase\":\"recovering\"%' OR state LIKE '{\"phase\":\"resolved\"%')";
+
+/// One write transaction's connection as the ticket engine sees it.
+pub(crate) struct TicketConn<'a, B: BackendSql>(pub(crate) &'a mut B::Connection);
+
+impl<B: BackendSql> TicketConn<'_, B> {
+    /// Runs `UPDATE tickets SET {set} WHERE id = {id}`.
+    async fn update(&mut self, mut set: QueryBuilder<B>, id: i64) -> StoreResult<u64> {
+        set.push(" WHERE id = ");
+        B::int(&mut set, id);
+        B::execute_in(self.0, set).await
+    }
+
+    /// `UPDATE tickets SET {set}` followed by `value`.
+    fn set(set: &str, value: Value<'_>) -> QueryBuilder<B> {
+        let mut sql = QueryBuilder::new(format!("UPDATE tickets SET {set}"));
+        B::value(&mut sql, value);
+        sql
+    }
+}
+
+impl<B: BackendSql> TicketTx for TicketConn<'_, B> {
+    async fn tags_of(&mut self, hosts: &[&str]) -> StoreResult<HashMap<String, Tags>> {
+        let mut sql = QueryBuilder::new("SELECT host_id, key, value FROM host_tags WHERE host_id");
+        B::push_in(&mut sql, hosts)?;
+        let rows = B::all_in(self.0, sql, |r| {
+            Ok((r.text("host_id")?, (r.text("key")?, r.text("value")?)))
+        })
+        .await?;
+        let mut tags: HashMap<String, Tags> = HashMap::new();
+        for (host, tag) in rows {
+            tags.entry(host).or_default().push(tag);
+        }
+        Ok(tags)
+    }
+
+    async fn states_of(&mut self, hosts: &[&str]) -> StoreResult<HashMap<StateKey, StoredState>> {
+        let mut sql = QueryBuilder::new(
+            "SELECT host_id, rule, subject, state, ticket_id FROM rule_states WHERE host_id",
+        );
+        B::push_in(&mut sql, hosts)?;
+        Ok(B::all_in(self.0, sql, |r| rule_state_row(r))
+            .await?
+            .into_iter()
+            .collect())
+    }
+
+    async fn load_state(
+        &mut self,
+        host: &str,
+        rule: &str,
+        subject: &str,
+    ) -> StoreResult<StoredState> {
+        let mut sql =
+            QueryBuilder::new("SELECT state, ticket_id FROM rule_states WHERE host_id = ");
+        B::text(&mut sql, host);
+        sql.push(" AND rule = ");
+        B::text(&mut sql, rule);
+        sql.push(" AND subject = ");
+        B::text(&mut sql, subject);
+        let row = B::optional_in(self.0, sql, |r| {
+            Ok((r.text("state")?, r.opt_int("ticket_id")?))
+        })
+        .await?;
+        let Some((state, ticket)) = row else {
+            return Ok((crate::rules::RuleState::Ok, None));
+        };
+        Ok((parse_state(&state)?, ticket))
+    }
+
+    async fn save_states(&mut self, states: &[(&StateKey, StoredState)]) -> StoreResult<()> {
+        B::save_states(self.0, states).await
+    }
+
+    async fn insert_ticket(
+        &mut self,
+        new: &NewTicket<'_>,
+        due: Due,
+        now_ms: i64,
+    ) -> StoreResult<i64> {
+        let mut sql = QueryBuilder::new(
+            "INSERT INTO tickets (host_id, rule, subject, title, priority, severity, \
+             opened_at_ms, updated_at_ms, response_due_ms, resolution_due_ms, evidence, status) \
+             VALUES (",
+        );
+        let evidence = new.evidence.to_string();
+        push_values(
+            &mut sql,
+            &[
+                Value::Text(new.host),
+                Value::Text(new.rule),
+                Value::Text(new.subject),
+                Value::Text(new.title),
+                Value::Text(new.priority.name()),
+                Value::Text(new.severity.name()),
+                Value::Int(now_ms),
+                Value::Int(now_ms),
+                Value::Int(due.response_ms),
+                Value::Int(due.resolution_ms),
+                Value::Text(&evidence),
+            ],
+        );
+        sql.push(", 'new') RETURNING id");
+        let id = B::optional_in(self.0, sql, |r| r.int("id")).await?;
+        id.ok_or_else(|| crate::store::StoreError::Corrupt("INSERT returned no ticket id".into()))
+    }
+
+    async fn worklog(
+        &mut self,
+        ticket: i64,
+        at_ms: i64,
+        author: &str,
+        note: &str,
+    ) -> StoreResult<()> {
+        let mut sql = QueryBuilder::new(
+            "INSERT INTO ticket_worklog (ticket_id, at_ms, author, note) VALUES (",
+        );
+        push_values(
+            &mut sql,
+            &[
+                Value::Int(ticket),
+                Value::Int(at_ms),
+                Value::Text(author),
+                Value::Text(note),
+            ],
+        );
+        sql.push(")");
+        B::execute_in(self.0, sql).await?;
+        Ok(())
+    }
+
+    async fn subscribers(&mut self, event: TicketEvent) -> StoreResult<Vec<i64>> {
+        let mut sql = QueryBuilder::new(
+            "SELECT id FROM webhooks WHERE enabled = TRUE AND (',' || events || ',') LIKE ",
+        );
+        B::text(&mut sql, &format!("%,{},%", event.name()));
+        sql.push(" ORDER BY id");
+        B::all_in(self.0, sql, |r| r.int("id")).await
+    }
+
+    async fn insert_outbox(&mut self, entry: &OutboxEntry<'_>, now_ms: i64) -> StoreResult<()> {
+        let mut sql = QueryBuilder::new(
+            "INSERT INTO webhook_outbox (webhook_id, delivery_id, event, ticket_id, body, \
+             created_at_ms, next_attempt_at_ms) VALUES (",
+        );
+        push_values(
+            &mut sql,
+            &[
+                Value::Int(entry.webhook_id),
+                Value::Text(entry.delivery_id),
+                Value::Text(entry.event.name()),
+                Value::Int(entry.ticket_id),
+                Value::Text(entry.body),
+                Value::Int(now_ms),
+                Value::Int(now_ms),
+            ],
+        );
+        sql.push(")");
+        B::execute_in(self.0, sql).await?;
+        Ok(())
+    }
+
+    async fn count_occurrence(&mut self, ticket: i64, now_ms: i64) -> StoreResult<()> {
+        let set = Self::set(
+            "occurrences = occurrences + 1, updated_at_ms = ",
+            Value::Int(now_ms),
+        );
+        self.update(set, ticket).await?;
+        Ok(())
+    }
+
+    async fn resolve_recovered(&mut self, ticket: i64, now_ms: i64) -> StoreResult<bool> {
+        let mut sql = Self::set("status = 'resolved', resolved_at_ms = ", Value::Int(now_ms));
+        sql.push(", updated_at_ms = ");
+        B::int(&mut sql, now_ms);
+        sql.push(
+            ", resolution = COALESCE(resolution, 'recovered by itself') \
+             WHERE status NOT IN ('resolved', 'closed') AND id = ",
+        );
+        B::int(&mut sql, ticket);
+        Ok(B::execute_in(self.0, sql).await? == 1)
+    }
+
+    async fn reopen_fired(&mut self, ticket: i64, now_ms: i64) -> StoreResult<()> {
+        let set = Self::set(
+            "status = 'open', flaps = flaps + 1, occurrences = occurrences + 1, \
+             resolved_at_ms = NULL, resolution = NULL, updated_at_ms = ",
+            Value::Int(now_ms),
+        );
+        self.update(set, ticket).await?;
+        Ok(())
+    }
+
+    async fn ticket_status(&mut self, ticket: i64) -> StoreResult<Option<(String, Option<i64>)>> {
+        let mut sql = QueryBuilder::new("SELECT status, resolved_at_ms FROM tickets WHERE id = ");
+        B::int(&mut sql, ticket);
+        B::optional_in(self.0, sql, |r| {
+            Ok((r.text("status")?, r.opt_int("resolved_at_ms")?))
+        })
+        .await
+    }
+
+    async fn recent_changes(
+        &mut self,
+        host: &str,
+        since_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<LoggedChange>> {
+        let mut sql = QueryBuilder::new(
+            "SELECT observed_at_ms, section, item, old_value, new_value FROM host_changes \
+             WHERE item <> 'baseline' AND host_id = ",
+        );
+        B::text(&mut sql, host);
+        sql.push(" AND observed_at_ms >= ");
+        B::int(&mut sql, since_ms);
+        sql.push(" ORDER BY observed_at_ms DESC, id DESC LIMIT ");
+        B::int(&mut sql, i64::from(limit));
+        B::all_in(self.0, sql, |r| logged_change_row(r)).await
+    }
+
+    async fn offline_candidates(
+        &mut self,
+        rules: &[&str],
+        silent_before_ms: i64,
+    ) -> StoreResult<Vec<Presence>> {
+        let mut sql = QueryBuilder::new(
+            "SELECT h.id FROM hosts h WHERE ((h.session_replica IS NULL \
+             AND COALESCE(h.last_seen_at_ms, h.enrolled_at_ms) < ",
+        );
+        B::int(&mut sql, silent_before_ms);
+        // Always-on (D18): a desktop or server chassis, or the always-on tag;
+        // `always-on=no` opts a host out.
+        sql.push(
+            " AND NOT EXISTS (SELECT 1 FROM host_tags t WHERE t.host_id = h.id AND t.key = 'always-on' \
+             AND t.value IN ('no', 'false', '0')) \
+             AND (EXISTS (SELECT 1 FROM host_tags t WHERE t.host_id = h.id AND t.key = 'always-on') \
+             OR EXISTS (SELECT 1 FROM host_facts f WHERE f.host_id = h.id AND f.kind = 'chassis' AND f.value",
+        );
+        B::push_in(&mut sql, &ALWAYS_ON_CHASSIS)?;
+        sql.push("))) OR h.id IN (SELECT host_id FROM rule_states WHERE rule");
+        B::push_in(&mut sql, rules)?;
+        sql.push(")) ORDER BY h.id");
+        let candidates = B::all_in(&mut *self.0, sql, |r| r.text("id")).await?;
+        // Claimed, not just read: a host being evaluated, or claimed by
+        // another replica's pass, is left to that one. Presence is read
+        // under the claim, so a report stored meanwhile counts.
+        let claimed = B::claim_hosts(&mut *self.0, candidates).await?;
+        if claimed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sql = QueryBuilder::new(
+            "SELECT id, session_replica, goodbye_reason, last_seen_at_ms, enrolled_at_ms, \
+             health_interval_secs FROM hosts WHERE id",
+        );
+        B::push_in(
+            &mut sql,
+            &claimed.iter().map(String::as_str).collect::<Vec<_>>(),
+        )?;
+        sql.push(" ORDER BY id");
+        B::all_in(self.0, sql, |r| presence_row(r.text("id")?, r)).await
+    }
+
+    async fn waiting_states(&mut self) -> StoreResult<Vec<(StateKey, StoredState)>> {
+        // Hosts with a waiting timer, claimed (D21). A host held elsewhere
+        // is being evaluated there, or another replica's pass has it: either
+        // way its timers are not ours to move this minute, and the next pass
+        // sees them again. The states are read only once the host is held,
+        // so a timer another pass just fired is seen as fired.
+        let sql = QueryBuilder::new(format!(
+            "SELECT DISTINCT host_id FROM rule_states WHERE {WAITING} ORDER BY host_id"
+        ));
+        let hosts = B::all_in(&mut *self.0, sql, |r| r.text("host_id")).await?;
+        let claimed = B::claim_hosts(&mut *self.0, hosts).await?;
+        if claimed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut sql = QueryBuilder::new(format!(
+            "SELECT host_id, rule, subject, state, ticket_id FROM rule_states \
+             WHERE {WAITING} AND host_id"
+        ));
+        B::push_in(
+            &mut sql,
+            &claimed.iter().map(String::as_str).collect::<Vec<_>>(),
+        )?;
+        sql.push(" ORDER BY host_id, rule, subject");
+        B::all_in(self.0, sql, |r| rule_state_row(r)).await
+    }
+
+    async fn ticket_for_change(&mut self, id: i64) -> StoreResult<Option<TicketRow>> {
+        // Locked before it is read: the change is decided on the ticket as
+        // it stands, not as it stood before another technician's or a
+        // rule's change that commits meanwhile.
+        let mut sql = QueryBuilder::new("SELECT id FROM tickets WHERE id = ");
+        B::int(&mut sql, id);
+        sql.push(B::LOCK_ROWS);
+        B::optional_in(&mut *self.0, sql, |r| r.int("id")).await?;
+        self.ticket(id).await
+    }
+
+    async fn ticket(&mut self, id: i64) -> StoreResult<Option<TicketRow>> {
+        B::optional_in(self.0, select_one::<B>(id), |r| ticket_row(r)).await
+    }
+
+    async fn write_ticket(
+        &mut self,
+        id: i64,
+        write: TicketWrite<'_>,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let set = match write {
+            TicketWrite::Assign(name) => {
+                let mut set = Self::set("assignee = ", Value::Text(name));
+                set.push(", status = CASE status WHEN 'new' THEN 'open' ELSE status END");
+                set
+            }
+            TicketWrite::Status(status) => Self::set("status = ", Value::Text(status)),
+            TicketWrite::Resolve(resolution) => {
+                let mut set = Self::set(
+                    "status = 'resolved', resolution = ",
+                    Value::Text(resolution),
+                );
+                set.push(", resolved_at_ms = ");
+                B::int(&mut set, now_ms);
+                set
+            }
+            TicketWrite::Escalate => {
+                QueryBuilder::new("UPDATE tickets SET escalation = escalation + 1")
+            }
+            TicketWrite::Reopen => {
+                QueryBuilder::new("UPDATE tickets SET status = 'open', resolved_at_ms = NULL")
+            }
+        };
+        self.update(set, id).await?;
+        Ok(())
+    }
+
+    async fn start_waiting(&mut self, id: i64, now_ms: i64) -> StoreResult<()> {
+        self.update(Self::set("waiting_since_ms = ", Value::Int(now_ms)), id)
+            .await?;
+        Ok(())
+    }
+
+    async fn waiting_since(&mut self, id: i64) -> StoreResult<Option<i64>> {
+        let mut sql = QueryBuilder::new("SELECT waiting_since_ms FROM tickets WHERE id = ");
+        B::int(&mut sql, id);
+        Ok(
+            B::optional_in(self.0, sql, |r| r.opt_int("waiting_since_ms"))
+                .await?
+                .flatten(),
+        )
+    }
+
+    async fn end_waiting(&mut self, id: i64, resolution_due_ms: i64) -> StoreResult<()> {
+        let mut set = Self::set("resolution_due_ms = ", Value::Int(resolution_due_ms));
+        set.push(", waiting_since_ms = NULL");
+        self.update(set, id).await?;
+        Ok(())
+    }
+
+    async fn mark_response(&mut self, id: i64, now_ms: i64) -> StoreResult<()> {
+        let mut set = Self::set("updated_at_ms = ", Value::Int(now_ms));
+        set.push(", responded_at_ms = COALESCE(responded_at_ms, ");
+        B::int(&mut set, now_ms);
+        set.push(")");
+        self.update(set, id).await?;
+        Ok(())
+    }
+
+    async fn missed(&mut self, target: SlaTarget, now_ms: i64) -> StoreResult<Vec<(i64, i64)>> {
+        let missed = match target {
+            SlaTarget::Response => {
+                "NOT response_breached AND responded_at_ms IS NULL AND response_due_ms < "
+            }
+            SlaTarget::Resolution => "NOT resolution_breached AND resolution_due_ms < ",
+        };
+        let mut sql = QueryBuilder::new(format!(
+            "SELECT id, escalation FROM tickets \
+             WHERE status NOT IN ('resolved', 'closed', 'waiting') AND {missed}"
+        ));
+        B::int(&mut sql, now_ms);
+        sql.push(" ORDER BY id");
+        sql.push(B::CLAIM_ROWS);
+        B::all_in(self.0, sql, |r| Ok((r.int("id")?, r.int("escalation")?))).await
+    }
+
+    async fn escalate_missed(
+        &mut self,
+        id: i64,
+        target: SlaTarget,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let breached = match target {
+            SlaTarget::Response => "response_breached",
+            SlaTarget::Resolution => "resolution_breached",
+        };
+        let set = Self::set(
+            &format!("{breached} = TRUE, escalation = escalation + 1, updated_at_ms = "),
+            Value::Int(now_ms),
+        );
+        self.update(set, id).await?;
+        Ok(())
+    }
+
+    async fn close_resolved(&mut self, resolved_before_ms: i64, now_ms: i64) -> StoreResult<u64> {
+        let mut sql = Self::set("status = 'closed', updated_at_ms = ", Value::Int(now_ms));
+        sql.push(
+            " WHERE id IN (SELECT id FROM tickets WHERE status = 'resolved' AND resolved_at_ms < ",
+        );
+        B::int(&mut sql, resolved_before_ms);
+        sql.push(B::CLAIM_ROWS);
+        sql.push(")");
+        B::execute_in(self.0, sql).await
+    }
+}
+
+/// `SELECT` one ticket by id, with its host name.
+fn select_one<B: Dialect>(id: i64) -> QueryBuilder<B> {
+    let mut sql = QueryBuilder::new(format!(
+        "SELECT {TICKET_COLUMNS} FROM tickets t JOIN hosts h ON h.id = t.host_id WHERE t.id = "
+    ));
+    B::int(&mut sql, id);
+    sql
+}
+
+/// Evaluates health samples ([`engine::evaluate`]). On PostgreSQL the
+/// caller holds the evaluation lock of each sample's host.
+pub(crate) fn evaluate<'a, B: BackendSql>(
+    conn: &'a mut B::Connection,
+    policy: &'a Policy,
+    samples: &'a [Sample<'a>],
+    now_ms: i64,
+) -> SendFuture<'a, ()> {
+    Box::pin(
+        async move { engine::evaluate(&mut TicketConn::<B>(conn), policy, samples, now_ms).await },
+    )
+}
+
+/// Fires the change rules on one stored inventory's changes
+/// ([`engine::evaluate_changes`]). On PostgreSQL the caller holds the
+/// host's evaluation lock.
+pub(crate) fn evaluate_changes<'a, B: BackendSql>(
+    conn: &'a mut B::Connection,
+    policy: &'a Policy,
+    host: &'a str,
+    events: &'a [ChangeEvent],
+    observed_at_ms: i64,
+    now_ms: i64,
+) -> SendFuture<'a, ()> {
+    Box::pin(async move {
+        let tx = &mut TicketConn::<B>(conn);
+        engine::evaluate_changes(tx, policy, host, events, observed_at_ms, now_ms).await
+    })
+}
+
+/// An employee's problem report, as [`open_user_issue`] opens its ticket.
+pub(crate) struct UserIssue<'a> {
+    /// The reporting host.
+    pub host: &'a str,
+    /// What the employee wrote.
+    pub text: &'a str,
+    /// Who was logged on.
+    pub os_user: &'a str,
+    /// The health snapshot sent with it.
+    pub health: &'a serde_json::Value,
+    /// When the employee sent it.
+    pub reported_at_ms: i64,
+}
+
+/// Opens the ticket of an employee's problem report
+/// ([`engine::open_user_issue`]). On PostgreSQL the caller holds the
+/// host's evaluation lock.
+pub(crate) fn open_user_issue<'a, B: BackendSql>(
+    conn: &'a mut B::Connection,
+    policy: &'a Policy,
+    issue: UserIssue<'a>,
+    now_ms: i64,
+) -> SendFuture<'a, i64> {
+    Box::pin(async move {
+        engine::open_user_issue(
+            &mut TicketConn::<B>(conn),
+            policy,
+            issue.host,
+            issue.text,
+            issue.os_user,
+            issue.health,
+            issue.reported_at_ms,
+            now_ms,
+        )
+        .await
+    })
+}
+
+/// Advances the timers and the offline rules ([`engine::advance_timers`]),
+/// on the hosts this transaction claims.
+pub(crate) fn advance_timers<'a, B: BackendSql>(
+    begin: impl Future<Output = StoreResult<Transaction<'static, B>>> + Send + 'a,
+    policy: &'a Policy,
+    now_ms: i64,
+) -> SendFuture<'a, u64> {
+    Box::pin(async move {
+        let mut tx = begin.await?;
+        let actions = engine::advance_timers(&mut TicketConn::<B>(&mut tx), policy, now_ms).await?;
+        tx.commit().await?;
+        Ok(actions)
+    })
+}
+
+/// A ticket and its worklog, read in one transaction.
+pub(crate) fn get<B: Dialect>(
+    pool: &Pool<B>,
+    id: i64,
+) -> SendFuture<'_, Option<(TicketRow, Vec<WorklogEntry>)>> {
+    Box::pin(async move {
+        let mut tx = pool.begin().await?;
+        let Some(row) = B::optional_in(&mut tx, select_one::<B>(id), |r| ticket_row(r)).await?
+        else {
+            return Ok(None);
+        };
+        let mut sql =
+            QueryBuilder::new("SELECT at_ms, author, note FROM ticket_worklog WHERE ticket_id = ");
+        B::int(&mut sql, id);
+        sql.push(" ORDER BY at_ms, id");
+        let log = B::all_in(&mut tx, sql, |r| {
+            Ok(WorklogEntry {
+                at_ms: r.int("at_ms")?,
+                author: r.text("author")?,
+                note: r.text("note")?,
+            })
+        })
+        .await?;
+        tx.commit().await?;
+        Ok(Some((row, log)))
+    })
+}
+
+/// Opens a manual ticket ([`engine::create`]).
+pub(crate) fn create<'a, B: BackendSql>(
+    begin: impl Future<Output = StoreResult<Transaction<'static, B>>> + Send + 'a,
+    policy: &'a Policy,
+    host: &'a str,
+    title: &'a str,
+    priority: Option<Priority>,
+    author: &'a str,
+    now_ms: i64,
+) -> SendFuture<'a, TicketRow> {
+    Box::pin(async move {
+        let mut tx = begin.await?;
+        let tickets = &mut TicketConn::<B>(&mut tx);
+        let row = engine::create(tickets, policy, host, title, priority, author, now_ms).await?;
+        tx.commit().await?;
+        Ok(row)
+    })
+}
+
+/// Applies a technician's change ([`engine::update`]).
+pub(crate) fn update<'a, B: BackendSql>(
+    begin: impl Future<Output = StoreResult<Transaction<'static, B>>> + Send + 'a,
+    policy: &'a Policy,
+    id: i64,
+    change: &'a TicketChange,
+    author: &'a str,
+    now_ms: i64,
+) -> SendFuture<'a, Result<TicketRow, TicketRefusal>> {
+    Box::pin(async move {
+        let mut tx = begin.await?;
+        let tickets = &mut TicketConn::<B>(&mut tx);
+        let outcome = engine::update(tickets, policy, id, change, author, now_ms).await?;
+        if outcome.is_ok() {
+            tx.commit().await?;
+        }
+        Ok(outcome)
+    })
+}
+
+/// Escalates missed SLA targets and closes old resolved tickets
+/// ([`engine::advance_sla`]), on the tickets this transaction claims.
+pub(crate) fn advance_sla<'a, B: BackendSql>(
+    begin: impl Future<Output = StoreResult<Transaction<'static, B>>> + Send + 'a,
+    policy: &'a Policy,
+    now_ms: i64,
+) -> SendFuture<'a, u64> {
+    Box::pin(async move {
+        let mut tx = begin.await?;
+        let changed = engine::advance_sla(&mut TicketConn::<B>(&mut tx), policy, now_ms).await?;
+        tx.commit().await?;
+        Ok(changed)
     })
 }

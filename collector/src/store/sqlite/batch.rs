@@ -18,9 +18,10 @@ use std::collections::{HashMap, HashSet};
 
 use sqlx::{Row, Sqlite, Transaction};
 
-use super::{fleet, inventory, tickets};
+use super::{fleet, inventory};
 use crate::rules::policy::Policy;
 use crate::store::rows::json_rows;
+use crate::store::sql::tickets::{self, UserIssue};
 use crate::store::{IncomingReport, ReportOutcome, ReportPayload, StoreResult};
 
 type Tx = Transaction<'static, Sqlite>;
@@ -85,17 +86,14 @@ pub(super) async fn store_reports(
                 os_user,
                 health,
             } => {
-                tickets::open_user_issue(
-                    tx,
-                    policy,
-                    &report.host_id,
+                let issue = UserIssue {
+                    host: &report.host_id,
                     text,
                     os_user,
                     health,
-                    report.collected_at_ms,
-                    now_ms,
-                )
-                .await?;
+                    reported_at_ms: report.collected_at_ms,
+                };
+                tickets::open_user_issue::<Sqlite>(tx, policy, issue, now_ms).await?;
             }
             _ => {}
         }
@@ -214,7 +212,7 @@ async fn store_health(
     .bind(json_rows(&history)?)
     .execute(&mut **tx)
     .await?;
-    tickets::evaluate(tx, policy, &samples, now_ms).await?;
+    tickets::evaluate::<Sqlite>(tx, policy, &samples, now_ms).await?;
 
     let latest: Vec<(&str, String, i64)> = newest
         .values()

@@ -123,7 +123,10 @@ pub async fn store_batch(
         );
         if let Some(old) = &old {
             let events = crate::rules::events::detect(old, &new);
-            super::tickets::evaluate_changes(tx, policy, host, &events, at, now_ms).await?;
+            crate::store::sql::tickets::evaluate_changes::<Sqlite>(
+                tx, policy, host, &events, at, now_ms,
+            )
+            .await?;
         }
         current.insert(host.to_owned(), (Some(new), Some(at)));
         newest.insert(host, stored);

@@ -32,13 +32,12 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 use crate::rules::policy::{Policy, parse_policy};
-use crate::rules::priority::Priority;
 
+use super::SqlBackend;
 use super::rows::{HOST_COLUMNS, host_row};
 use super::{
     AuditEntry, CaRecord, EnrollOutcome, EnrollRequest, HostDetail, IncomingReport, IssueCert,
     NewApiToken, PolicyRecord, ReportOutcome, SessionOpen, Store, StoreError, StoreResult,
-    TicketChange, TicketRefusal, TicketRow, WorklogEntry,
 };
 use super::{Delivery, DeliveryOutcome, KbHit, NewWebhook};
 
@@ -129,13 +128,6 @@ impl SqliteStore {
         self.writer.0.close().await;
         self.pool.close().await;
     }
-
-    fn current_policy(&self) -> Arc<PolicyRecord> {
-        match self.policy.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
 }
 
 /// Begins a transaction that will write. IMMEDIATE takes the write lock
@@ -193,7 +185,7 @@ fn seq_i64(seq: u64) -> StoreResult<i64> {
     i64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("sequence number {seq} too large")))
 }
 
-impl crate::store::SqlBackend for SqliteStore {
+impl SqlBackend for SqliteStore {
     type Db = Sqlite;
     // Hosts with equal package lists share them through host_keys.
     const SOFTWARE_HOSTS: &'static str = "SELECT k.host_id FROM software_catalog c \
@@ -210,6 +202,13 @@ impl crate::store::SqlBackend for SqliteStore {
 
     fn begin(&self) -> crate::store::sql::SendFuture<'_, Transaction<'static, Sqlite>> {
         Box::pin(begin_write(&self.writer))
+    }
+
+    fn current_policy(&self) -> Arc<PolicyRecord> {
+        match self.policy.read() {
+            Ok(guard) => guard.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
     }
 }
 
@@ -381,14 +380,6 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn advance_rule_timers(&self, now_ms: i64) -> StoreResult<u64> {
-        tickets::advance_timers(&self.writer, &self.current_policy().policy, now_ms).await
-    }
-
-    async fn policy(&self) -> StoreResult<Arc<PolicyRecord>> {
-        Ok(self.current_policy())
-    }
-
     async fn apply_policy(
         &self,
         text: &str,
@@ -420,46 +411,6 @@ impl Store for SqliteStore {
             Err(poisoned) => *poisoned.into_inner() = record.clone(),
         }
         Ok(Ok(record))
-    }
-
-    async fn create_ticket(
-        &self,
-        host_id: &str,
-        title: &str,
-        priority: Option<Priority>,
-        author: &str,
-        now_ms: i64,
-    ) -> StoreResult<TicketRow> {
-        let policy = self.current_policy();
-        tickets::create(
-            &self.writer,
-            &policy.policy,
-            host_id,
-            title,
-            priority,
-            author,
-            now_ms,
-        )
-        .await
-    }
-
-    async fn ticket(&self, id: i64) -> StoreResult<Option<(TicketRow, Vec<WorklogEntry>)>> {
-        tickets::get(&self.pool, id).await
-    }
-
-    async fn update_ticket(
-        &self,
-        id: i64,
-        change: &TicketChange,
-        author: &str,
-        now_ms: i64,
-    ) -> StoreResult<Result<TicketRow, TicketRefusal>> {
-        let policy = self.current_policy();
-        tickets::update(&self.writer, &policy.policy, id, change, author, now_ms).await
-    }
-
-    async fn advance_sla(&self, now_ms: i64) -> StoreResult<u64> {
-        tickets::advance_sla(&self.writer, &self.current_policy().policy, now_ms).await
     }
 
     async fn downsample_health(

@@ -132,7 +132,7 @@ mod tests {
 
     use super::*;
     use crate::store::sqlite::SqliteStore;
-    use crate::store::{Store, TicketChange, TicketEvent};
+    use crate::store::{SharedQueries, Store, TicketChange, TicketEvent};
 
     async fn outbox_rows(pool: &SqlitePool) -> i64 {
         sqlx::query_scalar("SELECT COUNT(*) FROM webhook_outbox")
@@ -179,7 +179,7 @@ mod tests {
             .execute(&mut *tx)
             .await
             .expect("update");
-        let mut tickets = super::super::tickets::Tickets(&mut tx);
+        let mut tickets = crate::store::sql::tickets::TicketConn::<Sqlite>(&mut tx);
         crate::store::engine::tickets::enqueue(&mut tickets, TicketEvent::Updated, ticket.id, 2)
             .await
             .expect("enqueue");

@@ -197,15 +197,6 @@ pub struct PolicyRecord {
 /// the backends, and those of [`SharedQueries`], written once.
 #[async_trait]
 pub trait Store: SharedQueries + Send + Sync + 'static {
-    /// Records the fleet CA on first use, or compares it with the recorded
-    /// one (D2).
-    async fn record_fleet_ca(&self, fingerprint: &str) -> StoreResult<CaRecord>;
-
-    /// Stores an API token, creating its technician if new. Returns the
-    /// technician id. A technician that exists with another role is a
-    /// [`StoreError::Conflict`].
-    async fn create_api_token(&self, token: &NewApiToken, now_ms: i64) -> StoreResult<String>;
-
     /// In one transaction: checks and consumes the token, finds the host
     /// this hardware enrolled as before or makes a new id, has `issue` sign a
     /// certificate for it, and records the certificate.
@@ -215,21 +206,6 @@ pub trait Store: SharedQueries + Send + Sync + 'static {
         now_ms: i64,
         issue: IssueCert<'_>,
     ) -> StoreResult<EnrollOutcome>;
-
-    /// Records that an agent opened its stream on a replica.
-    async fn session_opened(&self, session: &SessionOpen, now_ms: i64) -> StoreResult<()>;
-
-    /// Records that a stream closed, with the goodbye reason if one came.
-    async fn session_closed(
-        &self,
-        host_id: &str,
-        replica: &str,
-        goodbye: Option<&str>,
-        now_ms: i64,
-    ) -> StoreResult<()>;
-
-    /// Clears stream markers a crashed run of this replica left behind.
-    async fn clear_replica_sessions(&self, replica: &str) -> StoreResult<()>;
 
     /// Records that `replica` is alive, and clears the stream markers of
     /// replicas that have not said so for `stale_after_ms`: they crashed or
@@ -250,14 +226,6 @@ pub trait Store: SharedQueries + Send + Sync + 'static {
         reports: &[IncomingReport],
         now_ms: i64,
     ) -> StoreResult<Vec<ReportOutcome>>;
-
-    /// Keeps an agent's latest encoded `SpoolCounters`.
-    async fn record_spool_counters(
-        &self,
-        host_id: &str,
-        encoded: &[u8],
-        now_ms: i64,
-    ) -> StoreResult<()>;
 
     /// Checks and applies a policy file (D7); the previous one is kept as
     /// history. `Ok(Err(line))` is a policy the checks refused.

@@ -15,13 +15,16 @@ use sqlx::{Pool, QueryBuilder, Transaction};
 use crate::rules::priority::Priority;
 use crate::store::rows::{HOST_COLUMNS, host_row};
 use crate::store::sql::tickets::BackendSql;
-use crate::store::sql::{self, Dialect, SendFuture};
+use crate::store::sql::{self, Dialect, SendFuture, Value, push_values};
 use crate::store::{
-    AuditHead, AuditQuery, AuditRecord, Caller, ChangeQuery, ChangeRow, HealthPoint,
-    HostDiagnostics, HostQuery, HostRow, JobQuery, JobRow, NewEnrollmentToken, NewJob,
-    PolicyRecord, StoreError, StoreGauges, StoreResult, TicketChange, TicketQuery, TicketRefusal,
-    TicketRow, WebhookStatus, WorklogEntry,
+    AuditHead, AuditQuery, AuditRecord, CaRecord, Caller, ChangeQuery, ChangeRow, HealthPoint,
+    HostDiagnostics, HostQuery, HostRow, JobQuery, JobRow, NewApiToken, NewEnrollmentToken, NewJob,
+    PolicyRecord, SessionOpen, StoreError, StoreGauges, StoreResult, TicketChange, TicketQuery,
+    TicketRefusal, TicketRow, WebhookStatus, WorklogEntry,
 };
+
+/// The fleet_meta key of the fleet CA's fingerprint (D2).
+const CA_FINGERPRINT_KEY: &str = "ca_sha256";
 
 /// A backend as the shared queries see it.
 pub(crate) trait SqlBackend: Send + Sync + 'static {
@@ -46,6 +49,38 @@ pub(crate) trait SqlBackend: Send + Sync + 'static {
 /// The store calls whose SQL is the same on both backends.
 #[async_trait]
 pub trait SharedQueries: Send + Sync {
+    /// Records the fleet CA on first use, or compares it with the recorded
+    /// one (D2).
+    async fn record_fleet_ca(&self, fingerprint: &str) -> StoreResult<CaRecord>;
+
+    /// Stores an API token, creating its technician if new. Returns the
+    /// technician id. A technician that exists with another role is a
+    /// [`StoreError::Conflict`].
+    async fn create_api_token(&self, token: &NewApiToken, now_ms: i64) -> StoreResult<String>;
+
+    /// Records that an agent opened its stream on a replica.
+    async fn session_opened(&self, session: &SessionOpen, now_ms: i64) -> StoreResult<()>;
+
+    /// Records that a stream closed, with the goodbye reason if one came.
+    async fn session_closed(
+        &self,
+        host_id: &str,
+        replica: &str,
+        goodbye: Option<&str>,
+        now_ms: i64,
+    ) -> StoreResult<()>;
+
+    /// Clears stream markers a crashed run of this replica left behind.
+    async fn clear_replica_sessions(&self, replica: &str) -> StoreResult<()>;
+
+    /// Keeps an agent's latest encoded `SpoolCounters`.
+    async fn record_spool_counters(
+        &self,
+        host_id: &str,
+        encoded: &[u8],
+        now_ms: i64,
+    ) -> StoreResult<()>;
+
     /// True when at least one technician exists.
     async fn has_technicians(&self) -> StoreResult<bool>;
 
@@ -204,6 +239,106 @@ fn counts<'a, B: Dialect>(
 
 #[async_trait]
 impl<T: SqlBackend> SharedQueries for T {
+    async fn record_fleet_ca(&self, fingerprint: &str) -> StoreResult<CaRecord> {
+        let mut sql = QueryBuilder::new("INSERT INTO fleet_meta (key, value) VALUES (");
+        push_values(
+            &mut sql,
+            &[Value::Text(CA_FINGERPRINT_KEY), Value::Text(fingerprint)],
+        );
+        sql.push(") ON CONFLICT (key) DO NOTHING");
+        if T::Db::execute(self.writes(), sql).await? == 1 {
+            return Ok(CaRecord::Recorded);
+        }
+        let mut sql = QueryBuilder::new("SELECT value FROM fleet_meta WHERE key = ");
+        T::Db::text(&mut sql, CA_FINGERPRINT_KEY);
+        let stored = T::Db::optional(self.reads(), sql, |r| r.text("value")).await?;
+        Ok(match stored {
+            Some(stored) if stored == fingerprint => CaRecord::Matches,
+            Some(stored) => CaRecord::Mismatch(stored),
+            None => {
+                return Err(StoreError::Corrupt(
+                    "the fleet CA fingerprint is neither stored nor storable".into(),
+                ));
+            }
+        })
+    }
+
+    async fn create_api_token(&self, token: &NewApiToken, now_ms: i64) -> StoreResult<String> {
+        sql::access::create_api_token(self.begin(), token, now_ms).await
+    }
+
+    async fn session_opened(&self, session: &SessionOpen, now_ms: i64) -> StoreResult<()> {
+        let diagnostics = session.enabled_diagnostics.join(",");
+        let mut sql = QueryBuilder::new("UPDATE hosts SET goodbye_reason = NULL");
+        for (column, value) in [
+            ("session_replica", Value::Text(&session.replica)),
+            ("last_seen_at_ms", Value::Int(now_ms)),
+            ("agent_version", Value::Text(&session.agent_version)),
+            (
+                "health_interval_secs",
+                Value::Int(i64::from(session.health_interval_secs)),
+            ),
+            (
+                "catalog_version",
+                Value::Int(i64::from(session.catalog_version)),
+            ),
+            ("enabled_diagnostics", Value::Text(&diagnostics)),
+        ] {
+            sql.push(format!(", {column} = "));
+            T::Db::value(&mut sql, value);
+        }
+        sql.push(" WHERE id = ");
+        T::Db::text(&mut sql, &session.host_id);
+        T::Db::execute(self.writes(), sql).await?;
+        Ok(())
+    }
+
+    async fn session_closed(
+        &self,
+        host_id: &str,
+        replica: &str,
+        goodbye: Option<&str>,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        // Only the replica that holds the stream clears it: the agent may
+        // already have reconnected elsewhere.
+        let mut sql =
+            QueryBuilder::new("UPDATE hosts SET session_replica = NULL, goodbye_reason = ");
+        T::Db::value(&mut sql, Value::MaybeText(goodbye));
+        sql.push(", last_seen_at_ms = ");
+        T::Db::int(&mut sql, now_ms);
+        sql.push(" WHERE id = ");
+        T::Db::text(&mut sql, host_id);
+        sql.push(" AND session_replica = ");
+        T::Db::text(&mut sql, replica);
+        T::Db::execute(self.writes(), sql).await?;
+        Ok(())
+    }
+
+    async fn clear_replica_sessions(&self, replica: &str) -> StoreResult<()> {
+        let mut sql =
+            QueryBuilder::new("UPDATE hosts SET session_replica = NULL WHERE session_replica = ");
+        T::Db::text(&mut sql, replica);
+        T::Db::execute(self.writes(), sql).await?;
+        Ok(())
+    }
+
+    async fn record_spool_counters(
+        &self,
+        host_id: &str,
+        encoded: &[u8],
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let mut sql = QueryBuilder::new("UPDATE hosts SET spool_counters = ");
+        T::Db::bytes(&mut sql, encoded);
+        sql.push(", spool_counters_at_ms = ");
+        T::Db::int(&mut sql, now_ms);
+        sql.push(" WHERE id = ");
+        T::Db::text(&mut sql, host_id);
+        T::Db::execute(self.writes(), sql).await?;
+        Ok(())
+    }
+
     async fn has_technicians(&self) -> StoreResult<bool> {
         let sql = QueryBuilder::new("SELECT COUNT(*) AS n FROM technicians");
         let count = T::Db::optional(self.reads(), sql, |r| r.int("n")).await?;

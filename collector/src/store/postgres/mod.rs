@@ -51,16 +51,12 @@ use super::SqlBackend;
 use super::engine;
 use super::rows::{HOST_COLUMNS, host_row};
 use super::{
-    AuditEntry, CaRecord, EnrollOutcome, EnrollRequest, HostDetail, IncomingReport, IssueCert,
-    NewApiToken, PolicyRecord, ReportOutcome, ReportPayload, SessionOpen, Store, StoreError,
-    StoreResult, decode_inventory,
+    AuditEntry, EnrollOutcome, EnrollRequest, HostDetail, IncomingReport, IssueCert, PolicyRecord,
+    ReportOutcome, ReportPayload, Store, StoreError, StoreResult, decode_inventory,
 };
 use super::{Delivery, DeliveryOutcome, KbHit, NewWebhook};
 use crate::rules::policy::{Policy, parse_policy};
 use crate::store::sql::tickets::UserIssue;
-
-/// The fleet_meta key holding the CA fingerprint.
-const CA_FINGERPRINT_KEY: &str = "ca_sha256";
 
 /// The channel `apply_policy` notifies and every replica listens on.
 const POLICY_CHANNEL: &str = "deskpulse_policy";
@@ -133,7 +129,9 @@ impl PostgresStore {
         // Listening before the first load: an apply committed in between
         // is then either in the load or notified.
         let listener = subscribe(&pool).await?;
-        let policy: Cache = Arc::new(RwLock::new(Arc::new(load_policy(&pool).await?)));
+        let policy: Cache = Arc::new(RwLock::new(Arc::new(
+            crate::store::sql::policy::newest(&pool).await?,
+        )));
         let task = tokio::spawn(follow_policy(pool.clone(), listener, policy.clone()));
         Ok(Self {
             pool,
@@ -227,7 +225,7 @@ async fn follow_policy(pool: PgPool, listener: PgListener, cache: Cache) {
 }
 
 async fn reload_policy(pool: &PgPool, cache: &Cache) {
-    match load_policy(pool).await {
+    match crate::store::sql::policy::newest(pool).await {
         Ok(record) => {
             let version = record.version;
             if advance_cache(cache, Arc::new(record)) {
@@ -238,36 +236,6 @@ async fn reload_policy(pool: &PgPool, cache: &Cache) {
         // reconnect tries again.
         Err(error) => tracing::warn!(%error, "cannot reload the fleet policy"),
     }
-}
-
-/// The newest applied policy, or the built-in defaults.
-async fn load_policy(pool: &PgPool) -> StoreResult<PolicyRecord> {
-    let row = sqlx::query(
-        "SELECT version, text, applied_by, applied_at_ms FROM fleet_policy \
-         ORDER BY version DESC LIMIT 1",
-    )
-    .fetch_optional(pool)
-    .await?;
-    let Some(row) = row else {
-        return Ok(PolicyRecord {
-            version: 0,
-            text: String::new(),
-            applied_by: String::new(),
-            applied_at_ms: 0,
-            policy: Policy::default(),
-        });
-    };
-    let text: String = row.try_get("text")?;
-    let version: i64 = row.try_get("version")?;
-    let policy = parse_policy(&text)
-        .map_err(|e| StoreError::Corrupt(format!("fleet policy version {version}: {e}")))?;
-    Ok(PolicyRecord {
-        version,
-        text,
-        applied_by: row.try_get("applied_by")?,
-        applied_at_ms: row.try_get("applied_at_ms")?,
-        policy,
-    })
 }
 
 /// The advisory-lock key of host `$1`, one literal for both lock calls.
@@ -521,69 +489,6 @@ impl SqlBackend for PostgresStore {
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn record_fleet_ca(&self, fingerprint: &str) -> StoreResult<CaRecord> {
-        let inserted = sqlx::query(
-            "INSERT INTO fleet_meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
-        )
-        .bind(CA_FINGERPRINT_KEY)
-        .bind(fingerprint)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        if inserted == 1 {
-            return Ok(CaRecord::Recorded);
-        }
-        let stored: String = sqlx::query_scalar("SELECT value FROM fleet_meta WHERE key = $1")
-            .bind(CA_FINGERPRINT_KEY)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(if stored == fingerprint {
-            CaRecord::Matches
-        } else {
-            CaRecord::Mismatch(stored)
-        })
-    }
-
-    async fn create_api_token(&self, token: &NewApiToken, now_ms: i64) -> StoreResult<String> {
-        let mut tx = self.pool.begin().await?;
-        // Insert-if-absent, then read: two replicas creating the same
-        // technician at once both end up with the one row.
-        sqlx::query(
-            "INSERT INTO technicians (id, name, role, created_at_ms) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (name) DO NOTHING",
-        )
-        .bind(uuid::Uuid::new_v4().to_string())
-        .bind(&token.technician_name)
-        .bind(token.role.as_str())
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?;
-        let row = sqlx::query("SELECT id, role FROM technicians WHERE name = $1")
-            .bind(&token.technician_name)
-            .fetch_one(&mut *tx)
-            .await?;
-        let role: String = row.try_get("role")?;
-        if role != token.role.as_str() {
-            return Err(StoreError::Conflict(format!(
-                "technician {:?} exists with role {role}, not {}",
-                token.technician_name, token.role
-            )));
-        }
-        let technician_id: String = row.try_get("id")?;
-        sqlx::query(
-            "INSERT INTO api_tokens (id, technician_id, token_sha256, created_at_ms) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(&token.token_id)
-        .bind(&technician_id)
-        .bind(&token.token_sha256)
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(technician_id)
-    }
-
     async fn enroll(
         &self,
         request: &EnrollRequest,
@@ -604,54 +509,6 @@ impl Store for PostgresStore {
             tx.commit().await?;
         }
         Ok(outcome)
-    }
-
-    async fn session_opened(&self, session: &SessionOpen, now_ms: i64) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE hosts SET session_replica = $1, goodbye_reason = NULL, last_seen_at_ms = $2, \
-             agent_version = $3, health_interval_secs = $4, catalog_version = $5, \
-             enabled_diagnostics = $6 WHERE id = $7",
-        )
-        .bind(&session.replica)
-        .bind(now_ms)
-        .bind(&session.agent_version)
-        .bind(i64::from(session.health_interval_secs))
-        .bind(i64::from(session.catalog_version))
-        .bind(session.enabled_diagnostics.join(","))
-        .bind(&session.host_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn session_closed(
-        &self,
-        host_id: &str,
-        replica: &str,
-        goodbye: Option<&str>,
-        now_ms: i64,
-    ) -> StoreResult<()> {
-        // Only the replica that holds the stream clears it: the agent may
-        // already have reconnected elsewhere.
-        sqlx::query(
-            "UPDATE hosts SET session_replica = NULL, goodbye_reason = $1, last_seen_at_ms = $2 \
-             WHERE id = $3 AND session_replica = $4",
-        )
-        .bind(goodbye)
-        .bind(now_ms)
-        .bind(host_id)
-        .bind(replica)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    async fn clear_replica_sessions(&self, replica: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE hosts SET session_replica = NULL WHERE session_replica = $1")
-            .bind(replica)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
     }
 
     async fn replica_alive(
@@ -697,23 +554,6 @@ impl Store for PostgresStore {
                 result => return result,
             }
         }
-    }
-
-    async fn record_spool_counters(
-        &self,
-        host_id: &str,
-        encoded: &[u8],
-        now_ms: i64,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE hosts SET spool_counters = $1, spool_counters_at_ms = $2 WHERE id = $3",
-        )
-        .bind(encoded)
-        .bind(now_ms)
-        .bind(host_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
     }
 
     async fn apply_policy(

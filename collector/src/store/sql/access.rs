@@ -1,13 +1,13 @@
-//! Who may call, the same SQL on both backends: the technician behind an
-//! API token, and a host's current certificate.
+//! Who may call, the same SQL on both backends: API tokens and the
+//! technicians behind them, and a host's current certificate.
 
 use std::future::Future;
 use std::str::FromStr;
 
-use sqlx::{Pool, QueryBuilder};
+use sqlx::{Pool, QueryBuilder, Transaction};
 
-use super::Dialect;
-use crate::store::{Caller, Role, StoreError, StoreResult};
+use super::{Dialect, SendFuture, Value, push_values};
+use crate::store::{Caller, NewApiToken, Role, StoreError, StoreResult};
 
 /// The technician whose unrevoked token hashes to `token_sha256`.
 pub(crate) fn caller<'a, B: Dialect>(
@@ -39,4 +39,62 @@ pub(crate) fn host_cert_sha256<'a, B: Dialect>(
     let mut sql = QueryBuilder::<B>::new("SELECT cert_sha256 FROM hosts WHERE id = ");
     B::text(&mut sql, host_id);
     B::optional(pool, sql, |r| r.text("cert_sha256"))
+}
+
+/// Stores an API token in the transaction `begin` opens, creating its
+/// technician if new; the technician's id. Insert-if-absent, then read:
+/// two replicas creating the same technician at once both end up with the
+/// one row.
+pub(crate) fn create_api_token<'a, B: Dialect>(
+    begin: impl Future<Output = StoreResult<Transaction<'static, B>>> + Send + 'a,
+    token: &'a NewApiToken,
+    now_ms: i64,
+) -> SendFuture<'a, String> {
+    Box::pin(async move {
+        let mut tx = begin.await?;
+        let mut sql =
+            QueryBuilder::new("INSERT INTO technicians (id, name, role, created_at_ms) VALUES (");
+        push_values(
+            &mut sql,
+            &[
+                Value::Text(&uuid::Uuid::new_v4().to_string()),
+                Value::Text(&token.technician_name),
+                Value::Text(token.role.as_str()),
+                Value::Int(now_ms),
+            ],
+        );
+        sql.push(") ON CONFLICT (name) DO NOTHING");
+        B::execute_in(&mut tx, sql).await?;
+        let mut sql = QueryBuilder::new("SELECT id, role FROM technicians WHERE name = ");
+        B::text(&mut sql, &token.technician_name);
+        let found = B::optional_in(&mut tx, sql, |r| Ok((r.text("id")?, r.text("role")?))).await?;
+        let Some((technician_id, role)) = found else {
+            return Err(StoreError::Corrupt(format!(
+                "technician {:?} vanished while its token was created",
+                token.technician_name
+            )));
+        };
+        if role != token.role.as_str() {
+            return Err(StoreError::Conflict(format!(
+                "technician {:?} exists with role {role}, not {}",
+                token.technician_name, token.role
+            )));
+        }
+        let mut sql = QueryBuilder::new(
+            "INSERT INTO api_tokens (id, technician_id, token_sha256, created_at_ms) VALUES (",
+        );
+        push_values(
+            &mut sql,
+            &[
+                Value::Text(&token.token_id),
+                Value::Text(&technician_id),
+                Value::Text(&token.token_sha256),
+                Value::Int(now_ms),
+            ],
+        );
+        sql.push(")");
+        B::execute_in(&mut tx, sql).await?;
+        tx.commit().await?;
+        Ok(technician_id)
+    })
 }

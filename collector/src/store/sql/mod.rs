@@ -13,6 +13,7 @@
 //!   the first unchained row).
 //! - [`enroll`]: enrollment, in the caller's transaction.
 //! - [`hosts`]: the host filter.
+//! - [`policy`]: the fleet policy in force.
 //! - [`tickets`]: the ticket list and the change log.
 //! - [`webhooks`]: the webhook list and the events column's text form.
 
@@ -21,6 +22,7 @@ pub(crate) mod audit;
 pub(crate) mod enroll;
 pub(crate) mod hosts;
 pub(crate) mod jobs;
+pub(crate) mod policy;
 pub(crate) mod tickets;
 pub(crate) mod webhooks;
 

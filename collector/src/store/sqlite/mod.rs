@@ -31,18 +31,15 @@ use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
-use crate::rules::policy::{Policy, parse_policy};
+use crate::rules::policy::parse_policy;
 
 use super::SqlBackend;
 use super::rows::{HOST_COLUMNS, host_row};
 use super::{
-    AuditEntry, CaRecord, EnrollOutcome, EnrollRequest, HostDetail, IncomingReport, IssueCert,
-    NewApiToken, PolicyRecord, ReportOutcome, SessionOpen, Store, StoreError, StoreResult,
+    AuditEntry, EnrollOutcome, EnrollRequest, HostDetail, IncomingReport, IssueCert, PolicyRecord,
+    ReportOutcome, Store, StoreError, StoreResult,
 };
 use super::{Delivery, DeliveryOutcome, KbHit, NewWebhook};
-
-/// The fleet_meta key holding the CA fingerprint.
-const CA_FINGERPRINT_KEY: &str = "ca_sha256";
 
 /// The SQLite store.
 #[derive(Debug, Clone)]
@@ -114,7 +111,9 @@ impl SqliteStore {
                 "chained the audit entries written before 0008"
             );
         }
-        let policy = Arc::new(RwLock::new(Arc::new(load_policy(&pool).await?)));
+        let policy = Arc::new(RwLock::new(Arc::new(
+            crate::store::sql::policy::newest(&pool).await?,
+        )));
         Ok(Self {
             pool,
             writer,
@@ -151,36 +150,6 @@ impl Writer {
     }
 }
 
-/// The newest applied policy, or the built-in defaults.
-async fn load_policy(pool: &SqlitePool) -> StoreResult<PolicyRecord> {
-    let row = sqlx::query(
-        "SELECT version, text, applied_by, applied_at_ms FROM fleet_policy \
-         ORDER BY version DESC LIMIT 1",
-    )
-    .fetch_optional(pool)
-    .await?;
-    let Some(row) = row else {
-        return Ok(PolicyRecord {
-            version: 0,
-            text: String::new(),
-            applied_by: String::new(),
-            applied_at_ms: 0,
-            policy: Policy::default(),
-        });
-    };
-    let text: String = row.try_get("text")?;
-    let version: i64 = row.try_get("version")?;
-    let policy = parse_policy(&text)
-        .map_err(|e| StoreError::Corrupt(format!("fleet policy version {version}: {e}")))?;
-    Ok(PolicyRecord {
-        version,
-        text,
-        applied_by: row.try_get("applied_by")?,
-        applied_at_ms: row.try_get("applied_at_ms")?,
-        policy,
-    })
-}
-
 fn seq_i64(seq: u64) -> StoreResult<i64> {
     i64::try_from(seq).map_err(|_| StoreError::Corrupt(format!("sequence number {seq} too large")))
 }
@@ -214,73 +183,6 @@ impl SqlBackend for SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn record_fleet_ca(&self, fingerprint: &str) -> StoreResult<CaRecord> {
-        let inserted = sqlx::query("INSERT OR IGNORE INTO fleet_meta (key, value) VALUES (?, ?)")
-            .bind(CA_FINGERPRINT_KEY)
-            .bind(fingerprint)
-            .execute(self.writer.pool())
-            .await?
-            .rows_affected();
-        if inserted == 1 {
-            return Ok(CaRecord::Recorded);
-        }
-        let stored: String = sqlx::query_scalar("SELECT value FROM fleet_meta WHERE key = ?")
-            .bind(CA_FINGERPRINT_KEY)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(if stored == fingerprint {
-            CaRecord::Matches
-        } else {
-            CaRecord::Mismatch(stored)
-        })
-    }
-
-    async fn create_api_token(&self, token: &NewApiToken, now_ms: i64) -> StoreResult<String> {
-        // It reads, then writes: `token create` right after `serve` starts
-        // hit the deferred upgrade failure now and then (see begin_write).
-        let mut tx = begin_write(&self.writer).await?;
-        let existing = sqlx::query("SELECT id, role FROM technicians WHERE name = ?")
-            .bind(&token.technician_name)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let technician_id = match existing {
-            Some(row) => {
-                let role: String = row.try_get("role")?;
-                if role != token.role.as_str() {
-                    return Err(StoreError::Conflict(format!(
-                        "technician {:?} exists with role {role}, not {}",
-                        token.technician_name, token.role
-                    )));
-                }
-                row.try_get("id")?
-            }
-            None => {
-                let id = uuid::Uuid::new_v4().to_string();
-                sqlx::query(
-                    "INSERT INTO technicians (id, name, role, created_at_ms) VALUES (?, ?, ?, ?)",
-                )
-                .bind(&id)
-                .bind(&token.technician_name)
-                .bind(token.role.as_str())
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?;
-                id
-            }
-        };
-        sqlx::query(
-            "INSERT INTO api_tokens (id, technician_id, token_sha256, created_at_ms) VALUES (?, ?, ?, ?)",
-        )
-        .bind(&token.token_id)
-        .bind(&technician_id)
-        .bind(&token.token_sha256)
-        .bind(now_ms)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(technician_id)
-    }
-
     async fn enroll(
         &self,
         request: &EnrollRequest,
@@ -299,54 +201,6 @@ impl Store for SqliteStore {
         Ok(outcome)
     }
 
-    async fn session_opened(&self, session: &SessionOpen, now_ms: i64) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE hosts SET session_replica = ?, goodbye_reason = NULL, last_seen_at_ms = ?, \
-             agent_version = ?, health_interval_secs = ?, catalog_version = ?, \
-             enabled_diagnostics = ? WHERE id = ?",
-        )
-        .bind(&session.replica)
-        .bind(now_ms)
-        .bind(&session.agent_version)
-        .bind(i64::from(session.health_interval_secs))
-        .bind(i64::from(session.catalog_version))
-        .bind(session.enabled_diagnostics.join(","))
-        .bind(&session.host_id)
-        .execute(self.writer.pool())
-        .await?;
-        Ok(())
-    }
-
-    async fn session_closed(
-        &self,
-        host_id: &str,
-        replica: &str,
-        goodbye: Option<&str>,
-        now_ms: i64,
-    ) -> StoreResult<()> {
-        // Only the replica that holds the stream clears it: the agent may
-        // already have reconnected elsewhere.
-        sqlx::query(
-            "UPDATE hosts SET session_replica = NULL, goodbye_reason = ?, last_seen_at_ms = ? \
-             WHERE id = ? AND session_replica = ?",
-        )
-        .bind(goodbye)
-        .bind(now_ms)
-        .bind(host_id)
-        .bind(replica)
-        .execute(self.writer.pool())
-        .await?;
-        Ok(())
-    }
-
-    async fn clear_replica_sessions(&self, replica: &str) -> StoreResult<()> {
-        sqlx::query("UPDATE hosts SET session_replica = NULL WHERE session_replica = ?")
-            .bind(replica)
-            .execute(self.writer.pool())
-            .await?;
-        Ok(())
-    }
-
     async fn replica_alive(&self, _replica: &str, _now_ms: i64, _stale: i64) -> StoreResult<u64> {
         // One SQLite database has one collector, which clears its own
         // markers at start: there is no other replica to outlive.
@@ -363,21 +217,6 @@ impl Store for SqliteStore {
         let outcomes = batch::store_reports(&mut tx, &policy.policy, reports, now_ms).await?;
         tx.commit().await?;
         Ok(outcomes)
-    }
-
-    async fn record_spool_counters(
-        &self,
-        host_id: &str,
-        encoded: &[u8],
-        now_ms: i64,
-    ) -> StoreResult<()> {
-        sqlx::query("UPDATE hosts SET spool_counters = ?, spool_counters_at_ms = ? WHERE id = ?")
-            .bind(encoded)
-            .bind(now_ms)
-            .bind(host_id)
-            .execute(self.writer.pool())
-            .await?;
-        Ok(())
     }
 
     async fn apply_policy(
@@ -518,6 +357,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use crate::store::SharedQueries;
 
     /// Writes queue for the one writer in the order asked, so a writer that
     /// begins again at once (the ingest writer under load) cannot starve a

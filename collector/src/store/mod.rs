@@ -251,27 +251,6 @@ pub trait Store: SharedQueries + Send + Sync + 'static {
     /// Appends to the audit log.
     async fn append_audit(&self, entry: &AuditEntry, now_ms: i64) -> StoreResult<()>;
 
-    /// Stores a webhook (D7 policy); returns its id.
-    async fn add_webhook(&self, hook: &NewWebhook, now_ms: i64) -> StoreResult<i64>;
-
-    /// Claims up to `limit` due pending deliveries, oldest first, for
-    /// `lease_ms`: they are not due again until the lease ends, so a
-    /// delivery cut off by a crash is retried, not lost.
-    async fn claim_deliveries(
-        &self,
-        now_ms: i64,
-        lease_ms: i64,
-        limit: u32,
-    ) -> StoreResult<Vec<Delivery>>;
-
-    /// Records one attempt of a claimed delivery.
-    async fn record_delivery(
-        &self,
-        id: i64,
-        outcome: &DeliveryOutcome,
-        now_ms: i64,
-    ) -> StoreResult<()>;
-
     /// Resolved and closed tickets matching `terms` (any of them), best
     /// first by bm25, at most `limit`. Terms are plain words; the backend
     /// quotes them, so no query syntax reaches the index.

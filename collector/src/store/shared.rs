@@ -17,10 +17,11 @@ use crate::store::rows::{HOST_COLUMNS, host_row};
 use crate::store::sql::tickets::BackendSql;
 use crate::store::sql::{self, Dialect, SendFuture, Value, push_values};
 use crate::store::{
-    AuditHead, AuditQuery, AuditRecord, CaRecord, Caller, ChangeQuery, ChangeRow, HealthPoint,
-    HostDiagnostics, HostQuery, HostRow, JobQuery, JobRow, NewApiToken, NewEnrollmentToken, NewJob,
-    PolicyRecord, SessionOpen, StoreError, StoreGauges, StoreResult, TicketChange, TicketQuery,
-    TicketRefusal, TicketRow, WebhookStatus, WorklogEntry,
+    AuditHead, AuditQuery, AuditRecord, CaRecord, Caller, ChangeQuery, ChangeRow, Delivery,
+    DeliveryOutcome, HealthPoint, HostDiagnostics, HostQuery, HostRow, JobQuery, JobRow,
+    NewApiToken, NewEnrollmentToken, NewJob, NewWebhook, PolicyRecord, SessionOpen, StoreError,
+    StoreGauges, StoreResult, TicketChange, TicketQuery, TicketRefusal, TicketRow, WebhookStatus,
+    WorklogEntry,
 };
 
 /// The fleet_meta key of the fleet CA's fingerprint (D2).
@@ -208,6 +209,27 @@ pub trait SharedQueries: Send + Sync {
 
     /// Every webhook with its delivery counts, by id; secrets left out.
     async fn list_webhooks(&self) -> StoreResult<Vec<WebhookStatus>>;
+
+    /// Stores a webhook (D7 policy); returns its id.
+    async fn add_webhook(&self, hook: &NewWebhook, now_ms: i64) -> StoreResult<i64>;
+
+    /// Claims up to `limit` due pending deliveries, oldest first, for
+    /// `lease_ms`: they are not due again until the lease ends, so a
+    /// delivery cut off by a crash is retried, not lost.
+    async fn claim_deliveries(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Delivery>>;
+
+    /// Records one attempt of a claimed delivery.
+    async fn record_delivery(
+        &self,
+        id: i64,
+        outcome: &DeliveryOutcome,
+        now_ms: i64,
+    ) -> StoreResult<()>;
 
     /// Deletes finished (delivered or given-up) deliveries of events older
     /// than `before_ms`; returns how many.
@@ -616,6 +638,28 @@ impl<T: SqlBackend> SharedQueries for T {
         sql.push(" WHERE id = ");
         T::Db::int(&mut sql, id);
         Ok(T::Db::execute(self.writes(), sql).await? == 1)
+    }
+
+    async fn add_webhook(&self, hook: &NewWebhook, now_ms: i64) -> StoreResult<i64> {
+        sql::webhooks::add(self.writes(), hook, now_ms).await
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<Delivery>> {
+        sql::webhooks::claim(self.begin(), now_ms, lease_ms, limit).await
+    }
+
+    async fn record_delivery(
+        &self,
+        id: i64,
+        outcome: &DeliveryOutcome,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        sql::webhooks::record(self.writes(), id, outcome, now_ms).await
     }
 
     async fn list_webhooks(&self) -> StoreResult<Vec<WebhookStatus>> {

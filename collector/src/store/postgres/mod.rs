@@ -36,7 +36,6 @@ pub mod fleet;
 mod inventory;
 mod kb;
 mod tickets;
-mod webhooks;
 
 use std::str::FromStr;
 use std::sync::{Arc, RwLock};
@@ -47,6 +46,7 @@ use inventory::StoredInventory;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Row, Transaction};
 
+use super::KbHit;
 use super::SqlBackend;
 use super::engine;
 use super::rows::{HOST_COLUMNS, host_row};
@@ -54,7 +54,6 @@ use super::{
     AuditEntry, EnrollOutcome, EnrollRequest, HostDetail, IncomingReport, IssueCert, PolicyRecord,
     ReportOutcome, ReportPayload, Store, StoreError, StoreResult, decode_inventory,
 };
-use super::{Delivery, DeliveryOutcome, KbHit, NewWebhook};
 use crate::rules::policy::{Policy, parse_policy};
 use crate::store::sql::tickets::UserIssue;
 
@@ -672,28 +671,6 @@ impl Store for PostgresStore {
         crate::store::sql::audit::append::<Postgres>(&mut tx, entry, now_ms).await?;
         tx.commit().await?;
         Ok(())
-    }
-
-    async fn add_webhook(&self, hook: &NewWebhook, now_ms: i64) -> StoreResult<i64> {
-        webhooks::add(&self.pool, hook, now_ms).await
-    }
-
-    async fn claim_deliveries(
-        &self,
-        now_ms: i64,
-        lease_ms: i64,
-        limit: u32,
-    ) -> StoreResult<Vec<Delivery>> {
-        webhooks::claim(&self.pool, now_ms, lease_ms, limit).await
-    }
-
-    async fn record_delivery(
-        &self,
-        id: i64,
-        outcome: &DeliveryOutcome,
-        now_ms: i64,
-    ) -> StoreResult<()> {
-        webhooks::record(&self.pool, id, outcome, now_ms).await
     }
 
     async fn search_kb(&self, terms: &[String], limit: u32) -> StoreResult<Vec<KbHit>> {

@@ -104,6 +104,9 @@ pub(crate) trait Dialect: Database {
     /// [`Dialect::LOCK_ROWS`], passing over the rows another transaction
     /// holds, so that replicas claiming the same work split it.
     const CLAIM_ROWS: &'static str;
+    /// [`Dialect::CLAIM_ROWS`] for a join: only the rows of the table
+    /// named `alias` are claimed.
+    fn claim_rows_of(query: &mut QueryBuilder<Self>, alias: &str);
     /// Appends `value` as a bound text parameter.
     fn text(query: &mut QueryBuilder<Self>, value: &str);
     /// Appends `value` as a bound integer parameter.
@@ -208,6 +211,12 @@ where
 
     fn real(query: &mut QueryBuilder<Self>, value: f64) {
         query.push_bind(value);
+    }
+
+    fn claim_rows_of(query: &mut QueryBuilder<Self>, alias: &str) {
+        if !Self::CLAIM_ROWS.is_empty() {
+            query.push(format!(" FOR UPDATE OF {alias} SKIP LOCKED"));
+        }
     }
 
     fn bytes(query: &mut QueryBuilder<Self>, value: &[u8]) {

@@ -1,12 +1,153 @@
-//! The webhook listing and the events column's text form, the same on both
-//! backends.
+//! Webhooks, the same SQL on both backends: the webhook policy rows, and
+//! the deliveries of the outbox that the ticket engine writes into inside
+//! the ticket change's own transaction (`engine::tickets::enqueue`, through
+//! `TicketTx`), so an event is queued if and only if its change commits.
+//! Delivery state (attempts, backoff, errors) lives on the outbox rows.
 
 use std::future::Future;
 
-use sqlx::{Pool, QueryBuilder};
+use sqlx::{Pool, QueryBuilder, Transaction};
 
-use super::Dialect;
-use crate::store::{StoreError, StoreResult, TicketEvent, WebhookStatus};
+use super::{Dialect, SendFuture, Value, push_values};
+use crate::store::{
+    Delivery, DeliveryOutcome, NewWebhook, StoreError, StoreResult, TicketEvent, WebhookStatus,
+};
+
+/// Stores a webhook, enabled; its id.
+pub(crate) fn add<'a, B: Dialect>(
+    pool: &'a Pool<B>,
+    hook: &'a NewWebhook,
+    now_ms: i64,
+) -> SendFuture<'a, i64> {
+    Box::pin(async move {
+        let mut sql = QueryBuilder::new(
+            "INSERT INTO webhooks (url, events, secret, created_at_ms, created_by, enabled) VALUES (",
+        );
+        push_values(
+            &mut sql,
+            &[
+                Value::Text(&hook.url),
+                Value::Text(&events_text(&hook.events)),
+                Value::Text(&hook.secret),
+                Value::Int(now_ms),
+                Value::Text(&hook.created_by),
+            ],
+        );
+        sql.push(", TRUE) RETURNING id");
+        B::optional(pool, sql, |r| r.int("id"))
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("INSERT returned no webhook id".into()))
+    })
+}
+
+/// Claims due deliveries, in the transaction `begin` opens, by pushing
+/// their due time out by the lease. Only the oldest pending event of each
+/// (webhook, ticket) is claimable, so a receiver sees a ticket's events in
+/// order even across retries; a delivery given up on stops holding back
+/// the ones after it. On SQLite the write transaction holds the one write
+/// lock before it reads, so two claimers never take the same row; on
+/// PostgreSQL `FOR UPDATE OF o SKIP LOCKED` makes concurrent claimers
+/// (other replicas) pass over the rows one of them is claiming, and a row
+/// locked by a claim still counts as pending in the others' ordering
+/// check, so no replica jumps ahead of a ticket's event that another is
+/// about to send.
+pub(crate) fn claim<'a, B: Dialect>(
+    begin: impl Future<Output = StoreResult<Transaction<'static, B>>> + Send + 'a,
+    now_ms: i64,
+    lease_ms: i64,
+    limit: u32,
+) -> SendFuture<'a, Vec<Delivery>> {
+    Box::pin(async move {
+        let mut tx = begin.await?;
+        let mut sql = QueryBuilder::new(
+            "SELECT o.id, o.delivery_id, o.event, o.body, o.attempts, o.created_at_ms, w.url, \
+             w.secret FROM webhook_outbox o JOIN webhooks w ON w.id = o.webhook_id \
+             WHERE o.state = 'pending' AND w.enabled = TRUE \
+             AND NOT EXISTS (SELECT 1 FROM webhook_outbox p WHERE p.webhook_id = o.webhook_id \
+               AND p.ticket_id = o.ticket_id AND p.state = 'pending' AND p.id < o.id) \
+             AND o.next_attempt_at_ms <= ",
+        );
+        B::int(&mut sql, now_ms);
+        sql.push(" ORDER BY o.next_attempt_at_ms, o.id LIMIT ");
+        B::int(&mut sql, i64::from(limit));
+        B::claim_rows_of(&mut sql, "o");
+        let deliveries = B::all_in(&mut tx, sql, |r| {
+            Ok(Delivery {
+                id: r.int("id")?,
+                delivery_id: r.text("delivery_id")?,
+                event: r.text("event")?,
+                url: r.text("url")?,
+                secret: r.text("secret")?,
+                body: r.text("body")?,
+                attempts: u32::try_from(r.int("attempts")?).unwrap_or(u32::MAX),
+                created_at_ms: r.int("created_at_ms")?,
+            })
+        })
+        .await?;
+        if deliveries.is_empty() {
+            return Ok(deliveries);
+        }
+        let mut sql = QueryBuilder::new("UPDATE webhook_outbox SET next_attempt_at_ms = ");
+        B::int(&mut sql, now_ms.saturating_add(lease_ms));
+        sql.push(" WHERE id IN (");
+        for (i, delivery) in deliveries.iter().enumerate() {
+            if i > 0 {
+                sql.push(", ");
+            }
+            B::int(&mut sql, delivery.id);
+        }
+        sql.push(")");
+        B::execute_in(&mut tx, sql).await?;
+        tx.commit().await?;
+        Ok(deliveries)
+    })
+}
+
+/// Records one attempt of a claimed delivery.
+pub(crate) fn record<'a, B: Dialect>(
+    pool: &'a Pool<B>,
+    id: i64,
+    outcome: &'a DeliveryOutcome,
+    now_ms: i64,
+) -> SendFuture<'a, ()> {
+    Box::pin(async move {
+        let mut sql = QueryBuilder::new(
+            "UPDATE webhook_outbox SET attempts = attempts + 1, last_attempt_at_ms = ",
+        );
+        B::int(&mut sql, now_ms);
+        match outcome {
+            DeliveryOutcome::Delivered(status) => {
+                sql.push(", state = 'delivered', last_error = NULL, delivered_at_ms = ");
+                B::int(&mut sql, now_ms);
+                sql.push(", last_status = ");
+                B::int(&mut sql, i64::from(*status));
+            }
+            DeliveryOutcome::Failed {
+                status,
+                error,
+                retry_at_ms,
+            } => {
+                sql.push(", last_status = ");
+                B::value(&mut sql, Value::MaybeInt(status.map(i64::from)));
+                sql.push(", last_error = ");
+                B::text(&mut sql, error);
+                match retry_at_ms {
+                    Some(at) => {
+                        sql.push(", state = 'pending', next_attempt_at_ms = ");
+                        B::int(&mut sql, *at);
+                    }
+                    None => {
+                        sql.push(", state = 'failed'");
+                    }
+                }
+            }
+        }
+        sql.push(" WHERE id = ");
+        B::int(&mut sql, id);
+        B::execute(pool, sql).await?;
+        Ok(())
+    })
+}
 
 /// The events column: event names joined by commas.
 pub(crate) fn events_text(events: &[TicketEvent]) -> String {
@@ -56,4 +197,84 @@ pub(crate) fn list<B: Dialect>(
             last_error: r.opt_text("last_error")?,
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use sqlx::{Sqlite, SqlitePool};
+
+    use super::*;
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{SharedQueries, SqlBackend, TicketChange};
+
+    async fn outbox_rows(pool: &SqlitePool) -> i64 {
+        sqlx::query_scalar("SELECT COUNT(*) FROM webhook_outbox")
+            .fetch_one(pool)
+            .await
+            .expect("count")
+    }
+
+    #[tokio::test]
+    async fn an_event_reaches_the_outbox_only_if_its_ticket_change_commits() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("t.db"))
+            .await
+            .expect("open");
+        store
+            .add_webhook(
+                &NewWebhook {
+                    url: "https://h.example.com/".into(),
+                    events: TicketEvent::ALL.to_vec(),
+                    secret: "s".into(),
+                    created_by: "admin".into(),
+                },
+                0,
+            )
+            .await
+            .expect("webhook");
+        sqlx::query(
+            "INSERT INTO hosts (id, hostname, hardware_uuid, hardware_serial, cert_serial, \
+             cert_sha256, enrolled_at_ms) VALUES ('h1', 'pc-1', '', '', '01', 'x', 0)",
+        )
+        .execute(store.writes())
+        .await
+        .expect("host");
+        let ticket = store
+            .create_ticket("h1", "Spooler", None, "alice", 1)
+            .await
+            .expect("ticket");
+        assert_eq!(outbox_rows(store.reads()).await, 1, "opened, committed");
+
+        // A change and its event in one transaction that rolls back.
+        let mut tx = store.writes().begin().await.expect("begin");
+        sqlx::query("UPDATE tickets SET occurrences = occurrences + 1 WHERE id = ?")
+            .bind(ticket.id)
+            .execute(&mut *tx)
+            .await
+            .expect("update");
+        let mut tickets = crate::store::sql::tickets::TicketConn::<Sqlite>(&mut tx);
+        crate::store::engine::tickets::enqueue(&mut tickets, TicketEvent::Updated, ticket.id, 2)
+            .await
+            .expect("enqueue");
+        let inside: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM webhook_outbox")
+            .fetch_one(&mut *tx)
+            .await
+            .expect("count");
+        assert_eq!(inside, 2);
+        tx.rollback().await.expect("rollback");
+        assert_eq!(
+            outbox_rows(store.reads()).await,
+            1,
+            "rolled back with the change"
+        );
+
+        // A ticket change that fails inside the store (an unknown status)
+        // leaves no event either.
+        let refused = store
+            .update_ticket(ticket.id, &TicketChange::Status("bogus".into()), "alice", 3)
+            .await
+            .expect("update");
+        assert!(refused.is_err());
+        assert_eq!(outbox_rows(store.reads()).await, 1);
+    }
 }

@@ -21,7 +21,6 @@ pub mod fleet;
 mod inventory;
 mod kb;
 mod tickets;
-mod webhooks;
 
 use std::path::Path;
 use std::sync::{Arc, RwLock};
@@ -33,13 +32,13 @@ use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 use crate::rules::policy::parse_policy;
 
+use super::KbHit;
 use super::SqlBackend;
 use super::rows::{HOST_COLUMNS, host_row};
 use super::{
     AuditEntry, EnrollOutcome, EnrollRequest, HostDetail, IncomingReport, IssueCert, PolicyRecord,
     ReportOutcome, Store, StoreError, StoreResult,
 };
-use super::{Delivery, DeliveryOutcome, KbHit, NewWebhook};
 
 /// The SQLite store.
 #[derive(Debug, Clone)]
@@ -323,28 +322,6 @@ impl Store for SqliteStore {
         crate::store::sql::audit::append::<Sqlite>(&mut tx, entry, now_ms).await?;
         tx.commit().await?;
         Ok(())
-    }
-
-    async fn add_webhook(&self, hook: &NewWebhook, now_ms: i64) -> StoreResult<i64> {
-        webhooks::add(&self.writer, hook, now_ms).await
-    }
-
-    async fn claim_deliveries(
-        &self,
-        now_ms: i64,
-        lease_ms: i64,
-        limit: u32,
-    ) -> StoreResult<Vec<Delivery>> {
-        webhooks::claim(&self.writer, now_ms, lease_ms, limit).await
-    }
-
-    async fn record_delivery(
-        &self,
-        id: i64,
-        outcome: &DeliveryOutcome,
-        now_ms: i64,
-    ) -> StoreResult<()> {
-        webhooks::record(&self.writer, id, outcome, now_ms).await
     }
 
     async fn search_kb(&self, terms: &[String], limit: u32) -> StoreResult<Vec<KbHit>> {

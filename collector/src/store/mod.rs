@@ -197,16 +197,6 @@ pub struct PolicyRecord {
 /// the backends, and those of [`SharedQueries`], written once.
 #[async_trait]
 pub trait Store: SharedQueries + Send + Sync + 'static {
-    /// In one transaction: checks and consumes the token, finds the host
-    /// this hardware enrolled as before or makes a new id, has `issue` sign a
-    /// certificate for it, and records the certificate.
-    async fn enroll(
-        &self,
-        request: &EnrollRequest,
-        now_ms: i64,
-        issue: IssueCert<'_>,
-    ) -> StoreResult<EnrollOutcome>;
-
     /// Records that `replica` is alive, and clears the stream markers of
     /// replicas that have not said so for `stale_after_ms`: they crashed or
     /// were cut off, and their agents reconnect elsewhere. Returns how many
@@ -226,27 +216,6 @@ pub trait Store: SharedQueries + Send + Sync + 'static {
         reports: &[IncomingReport],
         now_ms: i64,
     ) -> StoreResult<Vec<ReportOutcome>>;
-
-    /// Checks and applies a policy file (D7); the previous one is kept as
-    /// history. `Ok(Err(line))` is a policy the checks refused.
-    async fn apply_policy(
-        &self,
-        text: &str,
-        applied_by: &str,
-        now_ms: i64,
-    ) -> StoreResult<Result<std::sync::Arc<PolicyRecord>, String>>;
-
-    /// Folds raw health samples older than `raw_before_ms` into hourly
-    /// points and deletes points older than `keep_after_ms`. Returns (raw
-    /// samples folded, points deleted).
-    async fn downsample_health(
-        &self,
-        raw_before_ms: i64,
-        keep_after_ms: i64,
-    ) -> StoreResult<(u64, u64)>;
-
-    /// A host with its latest inventory and health.
-    async fn host_detail(&self, host_id: &str) -> StoreResult<Option<HostDetail>>;
 
     /// Appends to the audit log.
     async fn append_audit(&self, entry: &AuditEntry, now_ms: i64) -> StoreResult<()>;

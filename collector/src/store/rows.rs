@@ -6,7 +6,7 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::store::engine::audit::UnchainedRow;
 use crate::store::engine::tickets::{LoggedChange, Presence, StateKey, StoredState, parse_state};
-use crate::store::{AuditRecord, HostRow, JobRow, StoreError, StoreResult, TicketRow};
+use crate::store::{AuditRecord, HostRow, JobRow, KbHit, StoreError, StoreResult, TicketRow};
 
 /// The columns [`host_row`] reads.
 pub(crate) const HOST_COLUMNS: &str = "id, hostname, os_name, os_version, enrolled_at_ms, \
@@ -43,6 +43,8 @@ pub(crate) trait Columns {
     fn flag(&self, name: &str) -> StoreResult<bool>;
     /// A REAL column.
     fn real(&self, name: &str) -> StoreResult<f32>;
+    /// A double-precision column.
+    fn double(&self, name: &str) -> StoreResult<f64>;
 
     /// An integer column that holds a count.
     fn count(&self, name: &str) -> StoreResult<u32> {
@@ -60,6 +62,7 @@ where
     for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> bool: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> f32: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> f64: Decode<'r, R::Database> + Type<R::Database>,
 {
     fn int(&self, name: &str) -> StoreResult<i64> {
         Ok(self.try_get(name)?)
@@ -94,6 +97,10 @@ where
     }
 
     fn real(&self, name: &str) -> StoreResult<f32> {
+        Ok(self.try_get(name)?)
+    }
+
+    fn double(&self, name: &str) -> StoreResult<f64> {
         Ok(self.try_get(name)?)
     }
 }
@@ -241,4 +248,23 @@ pub(crate) fn unchained_row(r: &(impl Columns + ?Sized)) -> StoreResult<Unchaine
 /// for many rows).
 pub(crate) fn json_rows<T: serde::Serialize>(rows: &T) -> StoreResult<String> {
     serde_json::to_string(rows).map_err(|e| StoreError::Corrupt(format!("batch rows: {e}")))
+}
+
+/// The columns [`kb_hit_row`] reads besides `rank` (`t` the ticket, `h`
+/// its host).
+pub(crate) const KB_HIT_COLUMNS: &str = "t.id, t.host_id, h.hostname, t.title, t.rule, \
+     COALESCE(t.resolution, '') AS resolution, t.resolved_at_ms";
+
+/// A knowledge-base match, from [`KB_HIT_COLUMNS`] and `rank`.
+pub(crate) fn kb_hit_row(r: &(impl Columns + ?Sized)) -> StoreResult<KbHit> {
+    Ok(KbHit {
+        ticket_id: r.int("id")?,
+        host_id: r.text("host_id")?,
+        hostname: r.text("hostname")?,
+        title: r.text("title")?,
+        rule: r.text("rule")?,
+        resolution: r.text("resolution")?,
+        resolved_at_ms: r.opt_int("resolved_at_ms")?,
+        rank: r.double("rank")?,
+    })
 }

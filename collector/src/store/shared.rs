@@ -10,18 +10,19 @@ use std::future::Future;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sqlx::{Pool, QueryBuilder, Transaction};
+use sqlx::{Database, Pool, QueryBuilder, Transaction};
 
+use crate::rules::policy::parse_policy;
 use crate::rules::priority::Priority;
 use crate::store::rows::{HOST_COLUMNS, host_row};
 use crate::store::sql::tickets::BackendSql;
 use crate::store::sql::{self, Dialect, SendFuture, Value, push_values};
 use crate::store::{
     AuditHead, AuditQuery, AuditRecord, CaRecord, Caller, ChangeQuery, ChangeRow, Delivery,
-    DeliveryOutcome, HealthPoint, HostDiagnostics, HostQuery, HostRow, JobQuery, JobRow,
-    NewApiToken, NewEnrollmentToken, NewJob, NewWebhook, PolicyRecord, SessionOpen, StoreError,
-    StoreGauges, StoreResult, TicketChange, TicketQuery, TicketRefusal, TicketRow, WebhookStatus,
-    WorklogEntry,
+    DeliveryOutcome, EnrollOutcome, EnrollRequest, HealthPoint, HostDetail, HostDiagnostics,
+    HostQuery, HostRow, IssueCert, JobQuery, JobRow, NewApiToken, NewEnrollmentToken, NewJob,
+    NewWebhook, PolicyRecord, SessionOpen, StoreError, StoreGauges, StoreResult, TicketChange,
+    TicketQuery, TicketRefusal, TicketRow, WebhookStatus, WorklogEntry,
 };
 
 /// The fleet_meta key of the fleet CA's fingerprint (D2).
@@ -45,11 +46,54 @@ pub(crate) trait SqlBackend: Send + Sync + 'static {
     fn begin(&self) -> SendFuture<'_, Transaction<'static, Self::Db>>;
     /// The policy in force, as this process last read it.
     fn current_policy(&self) -> Arc<PolicyRecord>;
+    /// Makes `record`, just applied, the policy in force in this process.
+    fn adopt_policy(&self, record: Arc<PolicyRecord>);
+    /// Tells the other replicas, once `conn`'s transaction commits, that
+    /// policy `version` was applied.
+    fn announce_policy(
+        conn: &mut <Self::Db as Database>::Connection,
+        version: i64,
+    ) -> SendFuture<'_, ()>;
+    /// What a host's detail is selected from: `hosts`, joined with where
+    /// the backend keeps the latest inventory (`inventory`,
+    /// `inventory_at_ms`).
+    const HOST_DETAIL_FROM: &'static str;
 }
 
 /// The store calls whose SQL is the same on both backends.
 #[async_trait]
 pub trait SharedQueries: Send + Sync {
+    /// In one transaction: checks and consumes the token, finds the host
+    /// this hardware enrolled as before or makes a new id, has `issue` sign a
+    /// certificate for it, and records the certificate.
+    async fn enroll(
+        &self,
+        request: &EnrollRequest,
+        now_ms: i64,
+        issue: IssueCert<'_>,
+    ) -> StoreResult<EnrollOutcome>;
+
+    /// Checks and applies a policy file (D7); the previous one is kept as
+    /// history. `Ok(Err(line))` is a policy the checks refused.
+    async fn apply_policy(
+        &self,
+        text: &str,
+        applied_by: &str,
+        now_ms: i64,
+    ) -> StoreResult<Result<std::sync::Arc<PolicyRecord>, String>>;
+
+    /// Folds raw health samples older than `raw_before_ms` into hourly
+    /// points and deletes points older than `keep_after_ms`. Returns (raw
+    /// samples folded, points deleted).
+    async fn downsample_health(
+        &self,
+        raw_before_ms: i64,
+        keep_after_ms: i64,
+    ) -> StoreResult<(u64, u64)>;
+
+    /// A host with its latest inventory and health.
+    async fn host_detail(&self, host_id: &str) -> StoreResult<Option<HostDetail>>;
+
     /// Records the fleet CA on first use, or compares it with the recorded
     /// one (D2).
     async fn record_fleet_ca(&self, fingerprint: &str) -> StoreResult<CaRecord>;
@@ -359,6 +403,94 @@ impl<T: SqlBackend> SharedQueries for T {
         T::Db::text(&mut sql, host_id);
         T::Db::execute(self.writes(), sql).await?;
         Ok(())
+    }
+
+    async fn enroll(
+        &self,
+        request: &EnrollRequest,
+        now_ms: i64,
+        issue: IssueCert<'_>,
+    ) -> StoreResult<EnrollOutcome> {
+        let mut tx = self.begin().await?;
+        // One enrollment at a time, fleet-wide: two enrollments racing for
+        // the last use of a token cannot both spend it, and the same
+        // hardware enrolling through two replicas at once finds one host.
+        // Enrollments are rare and short, so the queue is too.
+        if let Some(lock) = T::Db::one_at_a_time("enroll") {
+            T::Db::execute_in(&mut tx, lock).await?;
+        }
+        let outcome = sql::enroll::enroll_in_tx::<T::Db>(&mut tx, request, now_ms, issue).await?;
+        if matches!(outcome, EnrollOutcome::Enrolled { .. }) {
+            tx.commit().await?;
+        }
+        Ok(outcome)
+    }
+
+    async fn apply_policy(
+        &self,
+        text: &str,
+        applied_by: &str,
+        now_ms: i64,
+    ) -> StoreResult<Result<Arc<PolicyRecord>, String>> {
+        let policy = match parse_policy(text) {
+            Ok(policy) => policy,
+            Err(line) => return Ok(Err(line)),
+        };
+        let mut tx = self.begin().await?;
+        let mut sql = QueryBuilder::new(
+            "INSERT INTO fleet_policy (text, applied_by, applied_at_ms) VALUES (",
+        );
+        push_values(
+            &mut sql,
+            &[
+                Value::Text(text),
+                Value::Text(applied_by),
+                Value::Int(now_ms),
+            ],
+        );
+        sql.push(") RETURNING version");
+        let version = T::Db::optional_in(&mut tx, sql, |r| r.int("version"))
+            .await?
+            .ok_or_else(|| StoreError::Corrupt("INSERT returned no policy version".into()))?;
+        T::announce_policy(&mut tx, version).await?;
+        tx.commit().await?;
+        let record = Arc::new(PolicyRecord {
+            version,
+            text: text.to_owned(),
+            applied_by: applied_by.to_owned(),
+            applied_at_ms: now_ms,
+            policy,
+        });
+        self.adopt_policy(record.clone());
+        Ok(Ok(record))
+    }
+
+    async fn downsample_health(
+        &self,
+        raw_before_ms: i64,
+        keep_after_ms: i64,
+    ) -> StoreResult<(u64, u64)> {
+        sql::health::downsample(self.begin(), raw_before_ms, keep_after_ms).await
+    }
+
+    async fn host_detail(&self, host_id: &str) -> StoreResult<Option<HostDetail>> {
+        let mut sql = QueryBuilder::new(format!(
+            "SELECT {HOST_COLUMNS}, inventory, inventory_at_ms, last_health, health_at_ms, \
+             spool_counters, spool_counters_at_ms FROM {} WHERE hosts.id = ",
+            T::HOST_DETAIL_FROM
+        ));
+        T::Db::text(&mut sql, host_id);
+        T::Db::optional(self.reads(), sql, |r| {
+            Ok(HostDetail {
+                row: host_row(r)?,
+                inventory: r.opt_bytes("inventory")?.zip(r.opt_int("inventory_at_ms")?),
+                health: r.opt_bytes("last_health")?.zip(r.opt_int("health_at_ms")?),
+                spool_counters: r
+                    .opt_bytes("spool_counters")?
+                    .zip(r.opt_int("spool_counters_at_ms")?),
+            })
+        })
+        .await
     }
 
     async fn has_technicians(&self) -> StoreResult<bool> {

@@ -4,8 +4,9 @@
 //! of migration 0006 inside the transactions that change tickets, searched
 //! through its GIN index and ranked by `ts_rank`.
 
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 
+use crate::store::rows::{KB_HIT_COLUMNS, kb_hit_row};
 use crate::store::{KbHit, StoreResult};
 
 /// `ts_rank` weights for the {D, C, B, A} labels; C is the notes, B the
@@ -33,8 +34,7 @@ pub async fn search(pool: &PgPool, terms: &[String], limit: u32) -> StoreResult<
         return Ok(Vec::new());
     }
     let sql = format!(
-        "SELECT t.id, t.host_id, h.hostname, t.title, t.rule, COALESCE(t.resolution, '') AS resolution, \
-         t.resolved_at_ms, -{RANK}::float8 AS rank \
+        "SELECT {KB_HIT_COLUMNS}, -{RANK}::float8 AS rank \
          FROM (SELECT websearch_to_tsquery('english', $1) AS query) q \
          JOIN kb_fts k ON k.document @@ q.query \
          JOIN tickets t ON t.id = k.ticket_id JOIN hosts h ON h.id = t.host_id \
@@ -45,18 +45,5 @@ pub async fn search(pool: &PgPool, terms: &[String], limit: u32) -> StoreResult<
         .bind(i64::from(limit))
         .fetch_all(pool)
         .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(KbHit {
-                ticket_id: r.try_get("id")?,
-                host_id: r.try_get("host_id")?,
-                hostname: r.try_get("hostname")?,
-                title: r.try_get("title")?,
-                rule: r.try_get("rule")?,
-                resolution: r.try_get("resolution")?,
-                resolved_at_ms: r.try_get("resolved_at_ms")?,
-                rank: r.try_get("rank")?,
-            })
-        })
-        .collect()
+    rows.iter().map(kb_hit_row).collect()
 }

@@ -44,17 +44,17 @@ use std::time::Duration;
 use async_trait::async_trait;
 use inventory::StoredInventory;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
-use sqlx::{Connection, PgConnection, PgPool, Postgres, Row, Transaction};
+use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 
 use super::KbHit;
 use super::SqlBackend;
 use super::engine;
-use super::rows::{HOST_COLUMNS, host_row};
 use super::{
-    AuditEntry, EnrollOutcome, EnrollRequest, HostDetail, IncomingReport, IssueCert, PolicyRecord,
-    ReportOutcome, ReportPayload, Store, StoreError, StoreResult, decode_inventory,
+    AuditEntry, IncomingReport, PolicyRecord, ReportOutcome, ReportPayload, Store, StoreError,
+    StoreResult, decode_inventory,
 };
-use crate::rules::policy::{Policy, parse_policy};
+use crate::rules::policy::Policy;
+use crate::store::sql::SendFuture;
 use crate::store::sql::tickets::UserIssue;
 
 /// The channel `apply_policy` notifies and every replica listens on.
@@ -466,6 +466,7 @@ fn seq_i64(seq: u64) -> StoreResult<i64> {
 
 impl SqlBackend for PostgresStore {
     type Db = Postgres;
+    const HOST_DETAIL_FROM: &'static str = "hosts";
     const SOFTWARE_HOSTS: &'static str = "SELECT hs.host_id FROM software_catalog c \
          JOIN host_software hs ON hs.catalog_id = c.id WHERE c.name = ";
 
@@ -477,39 +478,35 @@ impl SqlBackend for PostgresStore {
         &self.pool
     }
 
-    fn begin(&self) -> crate::store::sql::SendFuture<'_, Transaction<'static, Postgres>> {
+    fn begin(&self) -> SendFuture<'_, Transaction<'static, Postgres>> {
         Box::pin(async { Ok(self.pool.begin().await?) })
     }
 
     fn current_policy(&self) -> Arc<PolicyRecord> {
         read_cache(&self.policy)
     }
+
+    fn adopt_policy(&self, record: Arc<PolicyRecord>) {
+        advance_cache(&self.policy, record);
+    }
+
+    fn announce_policy(conn: &mut PgConnection, version: i64) -> SendFuture<'_, ()> {
+        Box::pin(async move {
+            // Delivered to every listening replica when, and only if, the
+            // insert commits. The payload is informational: listeners
+            // reload the newest row rather than trust it.
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(POLICY_CHANNEL)
+                .bind(version.to_string())
+                .execute(conn)
+                .await?;
+            Ok(())
+        })
+    }
 }
 
 #[async_trait]
 impl Store for PostgresStore {
-    async fn enroll(
-        &self,
-        request: &EnrollRequest,
-        now_ms: i64,
-        issue: IssueCert<'_>,
-    ) -> StoreResult<EnrollOutcome> {
-        let mut tx = self.pool.begin().await?;
-        // One enrollment at a time, fleet-wide: the same hardware enrolling
-        // through two replicas at once must find one host, not make two.
-        // Enrollments are rare and short, so the queue is too.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('deskpulse.enroll', 0))")
-            .execute(&mut *tx)
-            .await?;
-        let outcome =
-            crate::store::sql::enroll::enroll_in_tx::<Postgres>(&mut tx, request, now_ms, issue)
-                .await?;
-        if matches!(outcome, EnrollOutcome::Enrolled { .. }) {
-            tx.commit().await?;
-        }
-        Ok(outcome)
-    }
-
     async fn replica_alive(
         &self,
         replica: &str,
@@ -553,117 +550,6 @@ impl Store for PostgresStore {
                 result => return result,
             }
         }
-    }
-
-    async fn apply_policy(
-        &self,
-        text: &str,
-        applied_by: &str,
-        now_ms: i64,
-    ) -> StoreResult<Result<Arc<PolicyRecord>, String>> {
-        let policy = match parse_policy(text) {
-            Ok(policy) => policy,
-            Err(line) => return Ok(Err(line)),
-        };
-        let mut tx = self.pool.begin().await?;
-        let version: i64 = sqlx::query_scalar(
-            "INSERT INTO fleet_policy (text, applied_by, applied_at_ms) VALUES ($1, $2, $3) \
-             RETURNING version",
-        )
-        .bind(text)
-        .bind(applied_by)
-        .bind(now_ms)
-        .fetch_one(&mut *tx)
-        .await?;
-        // Delivered to every listening replica when, and only if, the
-        // insert commits. The payload is informational: listeners reload
-        // the newest row rather than trust it.
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(POLICY_CHANNEL)
-            .bind(version.to_string())
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        let record = Arc::new(PolicyRecord {
-            version,
-            text: text.to_owned(),
-            applied_by: applied_by.to_owned(),
-            applied_at_ms: now_ms,
-            policy,
-        });
-        advance_cache(&self.policy, record.clone());
-        Ok(Ok(record))
-    }
-
-    async fn downsample_health(
-        &self,
-        raw_before_ms: i64,
-        keep_after_ms: i64,
-    ) -> StoreResult<(u64, u64)> {
-        let mut tx = self.pool.begin().await?;
-        // Hours are folded whole: only hours that ended before the cut.
-        let cut = raw_before_ms - raw_before_ms.rem_euclid(3_600_000);
-        // Two replicas running retention at once would fold the same raw
-        // rows twice; the second waits here and then finds them gone.
-        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended('deskpulse.downsample', 0))")
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO health_samples AS h (host_id, resolution_s, at_ms, samples, cpu_percent, \
-             cpu_max_percent, memory_used_percent, disk_used_max_percent) \
-             SELECT host_id, 3600, (at_ms / 3600000) * 3600000, COUNT(*), AVG(cpu_percent), \
-             MAX(cpu_max_percent), AVG(memory_used_percent), MAX(disk_used_max_percent) \
-             FROM health_samples WHERE resolution_s = 0 AND at_ms < $1 \
-             GROUP BY host_id, at_ms / 3600000 \
-             ON CONFLICT (host_id, resolution_s, at_ms) DO UPDATE SET \
-             cpu_percent = (h.cpu_percent * h.samples + excluded.cpu_percent * excluded.samples) / (h.samples + excluded.samples), \
-             memory_used_percent = (h.memory_used_percent * h.samples + excluded.memory_used_percent * excluded.samples) / (h.samples + excluded.samples), \
-             cpu_max_percent = GREATEST(h.cpu_max_percent, excluded.cpu_max_percent), \
-             disk_used_max_percent = GREATEST(h.disk_used_max_percent, excluded.disk_used_max_percent), \
-             samples = h.samples + excluded.samples",
-        )
-        .bind(cut)
-        .execute(&mut *tx)
-        .await?;
-        let folded =
-            sqlx::query("DELETE FROM health_samples WHERE resolution_s = 0 AND at_ms < $1")
-                .bind(cut)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-        let purged = sqlx::query("DELETE FROM health_samples WHERE at_ms < $1")
-            .bind(keep_after_ms)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        tx.commit().await?;
-        Ok((folded, purged))
-    }
-
-    async fn host_detail(&self, host_id: &str) -> StoreResult<Option<HostDetail>> {
-        let sql = format!(
-            "SELECT {HOST_COLUMNS}, inventory, inventory_at_ms, last_health, health_at_ms, \
-             spool_counters, spool_counters_at_ms FROM hosts WHERE id = $1"
-        );
-        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(host_id)
-            .fetch_optional(&self.pool)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let inventory: Option<Vec<u8>> = row.try_get("inventory")?;
-        let inventory_at: Option<i64> = row.try_get("inventory_at_ms")?;
-        let health: Option<Vec<u8>> = row.try_get("last_health")?;
-        let health_at: Option<i64> = row.try_get("health_at_ms")?;
-        let spool: Option<Vec<u8>> = row.try_get("spool_counters")?;
-        let spool_at: Option<i64> = row.try_get("spool_counters_at_ms")?;
-        Ok(Some(HostDetail {
-            row: host_row(&row)?,
-            inventory: inventory.zip(inventory_at),
-            health: health.zip(health_at),
-            spool_counters: spool.zip(spool_at),
-        }))
     }
 
     async fn append_audit(&self, entry: &AuditEntry, now_ms: i64) -> StoreResult<()> {

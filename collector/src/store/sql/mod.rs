@@ -12,6 +12,7 @@
 //!   pre-0008 rows, and the reads (listed, a page of the chain, the head,
 //!   the first unchained row).
 //! - [`enroll`]: enrollment, in the caller's transaction.
+//! - [`health`]: health history retention.
 //! - [`hosts`]: the host filter.
 //! - [`policy`]: the fleet policy in force.
 //! - [`tickets`]: the ticket list and the change log.
@@ -20,6 +21,7 @@
 pub(crate) mod access;
 pub(crate) mod audit;
 pub(crate) mod enroll;
+pub(crate) mod health;
 pub(crate) mod hosts;
 pub(crate) mod jobs;
 pub(crate) mod policy;
@@ -107,6 +109,13 @@ pub(crate) trait Dialect: Database {
     /// [`Dialect::CLAIM_ROWS`] for a join: only the rows of the table
     /// named `alias` are claimed.
     fn claim_rows_of(query: &mut QueryBuilder<Self>, alias: &str);
+    /// The larger of two numbers: `MAX` on SQLite, `GREATEST` on
+    /// PostgreSQL.
+    const GREATEST: &'static str;
+    /// A statement that makes the transactions named `name` run one at a
+    /// time fleet-wide (a transaction-scoped advisory lock on PostgreSQL);
+    /// none on SQLite, whose write transactions already do.
+    fn one_at_a_time(name: &str) -> Option<QueryBuilder<Self>>;
     /// Appends `value` as a bound text parameter.
     fn text(query: &mut QueryBuilder<Self>, value: &str);
     /// Appends `value` as a bound integer parameter.
@@ -155,6 +164,12 @@ pub(crate) trait Dialect: Database {
     ) -> impl Future<Output = StoreResult<u64>> + Send + 'a;
 }
 
+/// Whether `DB` is PostgreSQL: the blanket impl below picks each backend's
+/// SQL text by it.
+const fn postgres<DB: Database>() -> bool {
+    matches!(DB::NAME.as_bytes(), b"PostgreSQL")
+}
+
 impl<DB> Dialect for DB
 where
     DB: Database,
@@ -171,27 +186,15 @@ where
     DB::Arguments: IntoArguments<DB> + Send,
     DB::Row: Columns,
 {
-    const FIND: &'static str = if matches!(DB::NAME.as_bytes(), b"PostgreSQL") {
-        "strpos"
-    } else {
-        "instr"
-    };
-    const BYTE_ORDER: &'static str = if matches!(DB::NAME.as_bytes(), b"PostgreSQL") {
+    const FIND: &'static str = if postgres::<DB>() { "strpos" } else { "instr" };
+    const BYTE_ORDER: &'static str = if postgres::<DB>() {
         " COLLATE \"C\""
     } else {
         ""
     };
-    const LIKE_LITERAL: &'static str = if matches!(DB::NAME.as_bytes(), b"PostgreSQL") {
-        " ESCAPE ''"
-    } else {
-        ""
-    };
-    const LOCK_ROWS: &'static str = if matches!(DB::NAME.as_bytes(), b"PostgreSQL") {
-        " FOR UPDATE"
-    } else {
-        ""
-    };
-    const CLAIM_ROWS: &'static str = if matches!(DB::NAME.as_bytes(), b"PostgreSQL") {
+    const LIKE_LITERAL: &'static str = if postgres::<DB>() { " ESCAPE ''" } else { "" };
+    const LOCK_ROWS: &'static str = if postgres::<DB>() { " FOR UPDATE" } else { "" };
+    const CLAIM_ROWS: &'static str = if postgres::<DB>() {
         " FOR UPDATE SKIP LOCKED"
     } else {
         ""
@@ -211,6 +214,17 @@ where
 
     fn real(query: &mut QueryBuilder<Self>, value: f64) {
         query.push_bind(value);
+    }
+
+    const GREATEST: &'static str = if postgres::<DB>() { "GREATEST" } else { "MAX" };
+
+    fn one_at_a_time(name: &str) -> Option<QueryBuilder<Self>> {
+        postgres::<DB>().then(|| {
+            let mut sql = QueryBuilder::new("SELECT pg_advisory_xact_lock(hashtextextended(");
+            Self::text(&mut sql, &format!("deskpulse.{name}"));
+            sql.push(", 0))");
+            sql
+        })
     }
 
     fn claim_rows_of(query: &mut QueryBuilder<Self>, alias: &str) {

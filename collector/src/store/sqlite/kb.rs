@@ -3,8 +3,9 @@
 //! triggers (migration 0006) inside the transactions that change tickets,
 //! and ranked by bm25.
 
-use sqlx::{Row, SqlitePool};
+use sqlx::SqlitePool;
 
+use crate::store::rows::{KB_HIT_COLUMNS, kb_hit_row};
 use crate::store::{KbHit, StoreResult};
 
 /// bm25 column weights for (title, resolution, notes): a word in the
@@ -29,8 +30,7 @@ pub async fn search(pool: &SqlitePool, terms: &[String], limit: u32) -> StoreRes
         return Ok(Vec::new());
     }
     let sql = format!(
-        "SELECT t.id, t.host_id, h.hostname, t.title, t.rule, COALESCE(t.resolution, '') AS resolution, \
-         t.resolved_at_ms, {RANK} AS rank \
+        "SELECT {KB_HIT_COLUMNS}, {RANK} AS rank \
          FROM kb_fts JOIN tickets t ON t.id = kb_fts.rowid JOIN hosts h ON h.id = t.host_id \
          WHERE kb_fts MATCH ? ORDER BY rank, t.id DESC LIMIT ?"
     );
@@ -39,18 +39,5 @@ pub async fn search(pool: &SqlitePool, terms: &[String], limit: u32) -> StoreRes
         .bind(i64::from(limit))
         .fetch_all(pool)
         .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(KbHit {
-                ticket_id: r.try_get("id")?,
-                host_id: r.try_get("host_id")?,
-                hostname: r.try_get("hostname")?,
-                title: r.try_get("title")?,
-                rule: r.try_get("rule")?,
-                resolution: r.try_get("resolution")?,
-                resolved_at_ms: r.try_get("resolved_at_ms")?,
-                rank: r.try_get("rank")?,
-            })
-        })
-        .collect()
+    rows.iter().map(kb_hit_row).collect()
 }

@@ -28,17 +28,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, Sqlite, SqlitePool, Transaction};
-
-use crate::rules::policy::parse_policy;
+use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use super::KbHit;
 use super::SqlBackend;
-use super::rows::{HOST_COLUMNS, host_row};
 use super::{
-    AuditEntry, EnrollOutcome, EnrollRequest, HostDetail, IncomingReport, IssueCert, PolicyRecord,
-    ReportOutcome, Store, StoreError, StoreResult,
+    AuditEntry, IncomingReport, PolicyRecord, ReportOutcome, Store, StoreError, StoreResult,
 };
+use crate::store::sql::SendFuture;
 
 /// The SQLite store.
 #[derive(Debug, Clone)]
@@ -155,6 +152,8 @@ fn seq_i64(seq: u64) -> StoreResult<i64> {
 
 impl SqlBackend for SqliteStore {
     type Db = Sqlite;
+    const HOST_DETAIL_FROM: &'static str =
+        "hosts LEFT JOIN host_inventories i ON i.host_id = hosts.id";
     // Hosts with equal package lists share them through host_keys.
     const SOFTWARE_HOSTS: &'static str = "SELECT k.host_id FROM software_catalog c \
          JOIN host_software hs ON hs.catalog_id = c.id JOIN host_keys k ON k.key = hs.host_key \
@@ -168,7 +167,7 @@ impl SqlBackend for SqliteStore {
         self.writer.pool()
     }
 
-    fn begin(&self) -> crate::store::sql::SendFuture<'_, Transaction<'static, Sqlite>> {
+    fn begin(&self) -> SendFuture<'_, Transaction<'static, Sqlite>> {
         Box::pin(begin_write(&self.writer))
     }
 
@@ -178,28 +177,23 @@ impl SqlBackend for SqliteStore {
             Err(poisoned) => poisoned.into_inner().clone(),
         }
     }
+
+    fn adopt_policy(&self, record: Arc<PolicyRecord>) {
+        // One SQLite database has one collector, so what it applied is in
+        // force.
+        match self.policy.write() {
+            Ok(mut guard) => *guard = record,
+            Err(poisoned) => *poisoned.into_inner() = record,
+        }
+    }
+
+    fn announce_policy(_conn: &mut sqlx::SqliteConnection, _version: i64) -> SendFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 #[async_trait]
 impl Store for SqliteStore {
-    async fn enroll(
-        &self,
-        request: &EnrollRequest,
-        now_ms: i64,
-        issue: IssueCert<'_>,
-    ) -> StoreResult<EnrollOutcome> {
-        // BEGIN IMMEDIATE takes the write lock up front, so two enrollments
-        // racing for the last use of a token cannot both read uses_left = 1.
-        let mut tx = begin_write(&self.writer).await?;
-        let outcome =
-            crate::store::sql::enroll::enroll_in_tx::<Sqlite>(&mut tx, request, now_ms, issue)
-                .await?;
-        if matches!(outcome, EnrollOutcome::Enrolled { .. }) {
-            tx.commit().await?;
-        }
-        Ok(outcome)
-    }
-
     async fn replica_alive(&self, _replica: &str, _now_ms: i64, _stale: i64) -> StoreResult<u64> {
         // One SQLite database has one collector, which clears its own
         // markers at start: there is no other replica to outlive.
@@ -216,105 +210,6 @@ impl Store for SqliteStore {
         let outcomes = batch::store_reports(&mut tx, &policy.policy, reports, now_ms).await?;
         tx.commit().await?;
         Ok(outcomes)
-    }
-
-    async fn apply_policy(
-        &self,
-        text: &str,
-        applied_by: &str,
-        now_ms: i64,
-    ) -> StoreResult<Result<Arc<PolicyRecord>, String>> {
-        let policy = match parse_policy(text) {
-            Ok(policy) => policy,
-            Err(line) => return Ok(Err(line)),
-        };
-        let version: i64 = sqlx::query_scalar(
-            "INSERT INTO fleet_policy (text, applied_by, applied_at_ms) VALUES (?, ?, ?) \
-             RETURNING version",
-        )
-        .bind(text)
-        .bind(applied_by)
-        .bind(now_ms)
-        .fetch_one(self.writer.pool())
-        .await?;
-        let record = Arc::new(PolicyRecord {
-            version,
-            text: text.to_owned(),
-            applied_by: applied_by.to_owned(),
-            applied_at_ms: now_ms,
-            policy,
-        });
-        match self.policy.write() {
-            Ok(mut guard) => *guard = record.clone(),
-            Err(poisoned) => *poisoned.into_inner() = record.clone(),
-        }
-        Ok(Ok(record))
-    }
-
-    async fn downsample_health(
-        &self,
-        raw_before_ms: i64,
-        keep_after_ms: i64,
-    ) -> StoreResult<(u64, u64)> {
-        let mut tx = begin_write(&self.writer).await?;
-        // Hours are folded whole: only hours that ended before the cut.
-        let cut = raw_before_ms - raw_before_ms.rem_euclid(3_600_000);
-        sqlx::query(
-            "INSERT INTO health_samples (host_id, resolution_s, at_ms, samples, cpu_percent, \
-             cpu_max_percent, memory_used_percent, disk_used_max_percent) \
-             SELECT host_id, 3600, (at_ms / 3600000) * 3600000, COUNT(*), AVG(cpu_percent), \
-             MAX(cpu_max_percent), AVG(memory_used_percent), MAX(disk_used_max_percent) \
-             FROM health_samples WHERE resolution_s = 0 AND at_ms < ? \
-             GROUP BY host_id, at_ms / 3600000 \
-             ON CONFLICT (host_id, resolution_s, at_ms) DO UPDATE SET \
-             cpu_percent = (cpu_percent * samples + excluded.cpu_percent * excluded.samples) / (samples + excluded.samples), \
-             memory_used_percent = (memory_used_percent * samples + excluded.memory_used_percent * excluded.samples) / (samples + excluded.samples), \
-             cpu_max_percent = MAX(cpu_max_percent, excluded.cpu_max_percent), \
-             disk_used_max_percent = MAX(disk_used_max_percent, excluded.disk_used_max_percent), \
-             samples = samples + excluded.samples",
-        )
-        .bind(cut)
-        .execute(&mut *tx)
-        .await?;
-        let folded = sqlx::query("DELETE FROM health_samples WHERE resolution_s = 0 AND at_ms < ?")
-            .bind(cut)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        let purged = sqlx::query("DELETE FROM health_samples WHERE at_ms < ?")
-            .bind(keep_after_ms)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        tx.commit().await?;
-        Ok((folded, purged))
-    }
-
-    async fn host_detail(&self, host_id: &str) -> StoreResult<Option<HostDetail>> {
-        let sql = format!(
-            "SELECT {HOST_COLUMNS}, i.inventory, i.inventory_at_ms, last_health, health_at_ms, \
-             spool_counters, spool_counters_at_ms FROM hosts \
-             LEFT JOIN host_inventories i ON i.host_id = hosts.id WHERE hosts.id = ?"
-        );
-        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(host_id)
-            .fetch_optional(&self.pool)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let inventory: Option<Vec<u8>> = row.try_get("inventory")?;
-        let inventory_at: Option<i64> = row.try_get("inventory_at_ms")?;
-        let health: Option<Vec<u8>> = row.try_get("last_health")?;
-        let health_at: Option<i64> = row.try_get("health_at_ms")?;
-        let spool: Option<Vec<u8>> = row.try_get("spool_counters")?;
-        let spool_at: Option<i64> = row.try_get("spool_counters_at_ms")?;
-        Ok(Some(HostDetail {
-            row: host_row(&row)?,
-            inventory: inventory.zip(inventory_at),
-            health: health.zip(health_at),
-            spool_counters: spool.zip(spool_at),
-        }))
     }
 
     async fn append_audit(&self, entry: &AuditEntry, now_ms: i64) -> StoreResult<()> {

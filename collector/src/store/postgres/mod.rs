@@ -55,7 +55,6 @@ use super::{
 };
 use crate::rules::policy::Policy;
 use crate::store::sql::SendFuture;
-use crate::store::sql::tickets::UserIssue;
 
 /// The channel `apply_policy` notifies and every replica listens on.
 const POLICY_CHANNEL: &str = "deskpulse_policy";
@@ -333,30 +332,9 @@ async fn store_reports_once(
             ReportPayload::InventoryDelta { encoded } => {
                 inventory::apply_delta(&mut tx, policy, report, encoded, now_ms).await?
             }
-            ReportPayload::DiagnosticResult(result) => {
-                crate::store::sql::jobs::finish::<Postgres>(
-                    &mut tx,
-                    &report.host_id,
-                    result,
-                    now_ms,
-                )
-                .await?;
-                ReportOutcome::Stored
-            }
-            ReportPayload::UserIssue {
-                text,
-                os_user,
-                health,
-            } => {
-                let issue = UserIssue {
-                    host: &report.host_id,
-                    text,
-                    os_user,
-                    health,
-                    reported_at_ms: report.collected_at_ms,
-                };
-                crate::store::sql::tickets::open_user_issue::<Postgres>(
-                    &mut tx, policy, issue, now_ms,
+            ReportPayload::DiagnosticResult(_) | ReportPayload::UserIssue { .. } => {
+                crate::store::sql::tickets::store_event::<Postgres>(
+                    &mut tx, policy, report, now_ms,
                 )
                 .await?;
                 ReportOutcome::Stored

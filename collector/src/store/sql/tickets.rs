@@ -8,7 +8,7 @@
 //! once, so the locks are explicit (D21):
 //! - a host's rule evaluation runs under the host's evaluation lock, which
 //!   the ingest path takes for every host of a batch, in id order, before
-//!   it calls [`evaluate`], [`evaluate_changes`] or [`open_user_issue`];
+//!   it calls [`evaluate`], [`evaluate_changes`] or [`store_event`];
 //! - the timer passes claim hosts with [`BackendSql::claim_hosts`], the
 //!   advisory-lock form of `FOR UPDATE SKIP LOCKED`: a host held elsewhere
 //!   is passed over, and the states of the hosts it gets are read only
@@ -39,8 +39,8 @@ use crate::store::rows::{
     TICKET_COLUMNS, logged_change_row, presence_row, rule_state_row, ticket_row,
 };
 use crate::store::{
-    ALWAYS_ON_CHASSIS, ChangeQuery, ChangeRow, StoreResult, TicketChange, TicketEvent, TicketQuery,
-    TicketRefusal, TicketRow, WorklogEntry,
+    ALWAYS_ON_CHASSIS, ChangeQuery, ChangeRow, IncomingReport, ReportPayload, StoreResult,
+    TicketChange, TicketEvent, TicketQuery, TicketRefusal, TicketRow, WorklogEntry,
 };
 
 /// Tickets, by priority then resolution due time.
@@ -581,41 +581,42 @@ pub(crate) fn evaluate_changes<'a, B: BackendSql>(
     })
 }
 
-/// An employee's problem report, as [`open_user_issue`] opens its ticket.
-pub(crate) struct UserIssue<'a> {
-    /// The reporting host.
-    pub host: &'a str,
-    /// What the employee wrote.
-    pub text: &'a str,
-    /// Who was logged on.
-    pub os_user: &'a str,
-    /// The health snapshot sent with it.
-    pub health: &'a serde_json::Value,
-    /// When the employee sent it.
-    pub reported_at_ms: i64,
-}
-
-/// Opens the ticket of an employee's problem report
-/// ([`engine::open_user_issue`]). On PostgreSQL the caller holds the
-/// host's evaluation lock.
-pub(crate) fn open_user_issue<'a, B: BackendSql>(
+/// Stores a report that is an event rather than state, in the storing
+/// transaction on `conn`: a diagnostic result finishes its job
+/// ([`super::jobs::finish`]); an employee's problem report opens a ticket
+/// ([`engine::open_user_issue`]; on PostgreSQL the caller holds the host's
+/// evaluation lock). Other reports are left alone.
+pub(crate) fn store_event<'a, B: BackendSql>(
     conn: &'a mut B::Connection,
     policy: &'a Policy,
-    issue: UserIssue<'a>,
+    report: &'a IncomingReport,
     now_ms: i64,
-) -> SendFuture<'a, i64> {
+) -> SendFuture<'a, ()> {
     Box::pin(async move {
-        engine::open_user_issue(
-            &mut TicketConn::<B>(conn),
-            policy,
-            issue.host,
-            issue.text,
-            issue.os_user,
-            issue.health,
-            issue.reported_at_ms,
-            now_ms,
-        )
-        .await
+        match &report.payload {
+            ReportPayload::DiagnosticResult(result) => {
+                super::jobs::finish::<B>(conn, &report.host_id, result, now_ms).await
+            }
+            ReportPayload::UserIssue {
+                text,
+                os_user,
+                health,
+            } => {
+                engine::open_user_issue(
+                    &mut TicketConn::<B>(conn),
+                    policy,
+                    &report.host_id,
+                    text,
+                    os_user,
+                    health,
+                    report.collected_at_ms,
+                    now_ms,
+                )
+                .await?;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
     })
 }
 

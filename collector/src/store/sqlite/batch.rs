@@ -21,7 +21,7 @@ use sqlx::{Row, Sqlite, Transaction};
 use super::{fleet, inventory};
 use crate::rules::policy::Policy;
 use crate::store::rows::json_rows;
-use crate::store::sql::tickets::{self, UserIssue};
+use crate::store::sql::tickets;
 use crate::store::{IncomingReport, ReportOutcome, ReportPayload, StoreResult};
 
 type Tx = Transaction<'static, Sqlite>;
@@ -76,27 +76,7 @@ pub(super) async fn store_reports(
             ReportPayload::DiagnosticResult(_) | ReportPayload::UserIssue { .. }
         )
     }) {
-        match &report.payload {
-            ReportPayload::DiagnosticResult(result) => {
-                crate::store::sql::jobs::finish::<Sqlite>(tx, &report.host_id, result, now_ms)
-                    .await?;
-            }
-            ReportPayload::UserIssue {
-                text,
-                os_user,
-                health,
-            } => {
-                let issue = UserIssue {
-                    host: &report.host_id,
-                    text,
-                    os_user,
-                    health,
-                    reported_at_ms: report.collected_at_ms,
-                };
-                tickets::open_user_issue::<Sqlite>(tx, policy, issue, now_ms).await?;
-            }
-            _ => {}
-        }
+        tickets::store_event::<Sqlite>(tx, policy, report, now_ms).await?;
     }
 
     let hosts: HashSet<&str> = reports.iter().map(|r| r.host_id.as_str()).collect();

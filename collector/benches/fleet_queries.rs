@@ -146,7 +146,7 @@ async fn load(store: &SharedStore, hosts: usize, per_host: usize) -> Vec<String>
                     held_from_seq: 0,
                     collected_at_ms: 1,
                     payload: ReportPayload::Inventory {
-                        encoded: Vec::new(),
+                        inventory: Box::default(),
                         hostname: format!("pc-{n:05}"),
                         os_name: if rpm {
                             "Rocky Linux".into()

@@ -186,7 +186,7 @@ fn inventory_report(host_id: &str, host: usize, count: usize, at_ms: i64) -> Inc
         held_from_seq: 0,
         collected_at_ms: at_ms,
         payload: ReportPayload::Inventory {
-            encoded: inv.encode_to_vec(),
+            inventory: Box::new(inv.clone()),
             hostname: os.hostname,
             os_name: os.name,
             os_version: os.version,
@@ -474,7 +474,7 @@ async fn run() {
     let bytes: usize = reports
         .iter()
         .map(|r| match &r.payload {
-            ReportPayload::Inventory { encoded, .. } => encoded.len(),
+            ReportPayload::Inventory { inventory, .. } => inventory.encoded_len(),
             _ => 0,
         })
         .sum();

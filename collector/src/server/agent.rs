@@ -406,7 +406,8 @@ fn goodbye_reason(reason: GoodbyeReason) -> &'static str {
 /// The longest text of an employee's problem report.
 const MAX_ISSUE_TEXT: usize = 2000;
 
-/// Checks a report's key and payload and encodes it for the store.
+/// Checks a report's key and payload and hands them to the store: an
+/// inventory or a delta as decoded here, other payloads encoded.
 fn validate(host_id: &str, mut report: Report) -> Result<IncomingReport, Rejected> {
     // Canonicalised in place: a copy of a decoded inventory is hundreds of
     // KB per report.
@@ -439,18 +440,19 @@ fn validate(host_id: &str, mut report: Report) -> Result<IncomingReport, Rejecte
             "held_from_seq must not be above seq: the spool holds the report it sends",
         ));
     }
-    let payload = match &payload {
+    let payload = match payload {
         Some(Payload::Inventory(inventory)) => {
             let os = inventory.os.clone().unwrap_or_default();
             if os.hostname.len() > 255 {
                 return Err(reject("the host name is longer than 255 bytes"));
             }
+            let facts = Box::new(crate::facts::inventory_facts(&inventory));
             ReportPayload::Inventory {
-                encoded: inventory.encode_to_vec(),
+                inventory: Box::new(inventory),
                 hostname: os.hostname,
                 os_name: truncate(&os.name, 128),
                 os_version: truncate(&os.version, 64),
-                facts: Box::new(crate::facts::inventory_facts(inventory)),
+                facts,
             }
         }
         Some(Payload::InventoryDelta(delta)) => {
@@ -460,14 +462,14 @@ fn validate(host_id: &str, mut report: Report) -> Result<IncomingReport, Rejecte
                 ));
             }
             ReportPayload::InventoryDelta {
-                encoded: delta.encode_to_vec(),
+                delta: Box::new(delta),
             }
         }
         Some(Payload::Health(health)) => ReportPayload::Health {
             encoded: health.encode_to_vec(),
-            free: crate::facts::health_free(health),
-            reading: crate::facts::health_reading(health),
-            readings: crate::facts::health_readings(health, report.collected_at_unix_ms),
+            free: crate::facts::health_free(&health),
+            reading: crate::facts::health_reading(&health),
+            readings: crate::facts::health_readings(&health, report.collected_at_unix_ms),
         },
         Some(Payload::UserIssue(issue)) => {
             let text = issue.text.trim();

@@ -64,18 +64,17 @@ pub enum StoreError {
 /// Result alias for store calls.
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Reads an inventory blob of `host`, one it holds (`what` = "stored") or
-/// one it was handed: a blob that cannot be decoded is an error that names
-/// the host, never an empty inventory, which would log every item as removed.
-pub(crate) fn decode_inventory(
+/// Reads the inventory blob stored for `host`: a blob that cannot be
+/// decoded is an error that names the host, never an empty inventory, which
+/// would log every item as removed.
+pub(crate) fn decode_stored_inventory(
     host: &str,
-    what: &str,
     blob: &[u8],
 ) -> StoreResult<deskpulse_proto::v1::Inventory> {
     use prost::Message;
     deskpulse_proto::v1::Inventory::decode(blob).map_err(|error| {
         StoreError::Corrupt(format!(
-            "the {what} inventory of host {host} cannot be decoded: {error}"
+            "the stored inventory of host {host} cannot be decoded: {error}"
         ))
     })
 }
@@ -119,13 +118,15 @@ pub(crate) fn forgettable_keys(reports: &[IncomingReport]) -> Vec<(&str, &str, u
         .collect()
 }
 
-/// What a report carries, encoded, plus the fields the store indexes.
+/// What a report carries, plus the fields the store indexes. An inventory
+/// or a delta arrives decoded and checked in the session, once: the store
+/// encodes what it keeps, and decodes only what it stored.
 #[derive(Debug, Clone)]
 pub enum ReportPayload {
     /// A full inventory.
     Inventory {
-        /// The encoded `Inventory` message.
-        encoded: Vec<u8>,
+        /// The inventory.
+        inventory: Box<deskpulse_proto::v1::Inventory>,
         /// Its host name.
         hostname: String,
         /// Its OS name.
@@ -135,11 +136,11 @@ pub enum ReportPayload {
         /// What fleet queries search.
         facts: Box<InventoryFacts>,
     },
-    /// An inventory delta, encoded; the store applies it to the stored
+    /// An inventory delta, which the store applies to the stored
     /// inventory.
     InventoryDelta {
-        /// The encoded `InventoryDelta` message.
-        encoded: Vec<u8>,
+        /// The delta.
+        delta: Box<deskpulse_proto::v1::InventoryDelta>,
     },
     /// A health sample, encoded.
     Health {

@@ -11,7 +11,9 @@ use sqlx::{Postgres, Row, Transaction};
 use super::fleet;
 use crate::changes;
 use crate::rules::policy::Policy;
-use crate::store::{IncomingReport, InventoryFacts, ReportOutcome, StoreResult, decode_inventory};
+use crate::store::{
+    IncomingReport, InventoryFacts, ReportOutcome, StoreResult, decode_stored_inventory,
+};
 
 type Tx = Transaction<'static, Postgres>;
 
@@ -42,7 +44,7 @@ async fn current(tx: &mut Tx, host: &str) -> StoreResult<(Option<Inventory>, Opt
     let blob: Option<Vec<u8>> = row.try_get("inventory")?;
     let at: Option<i64> = row.try_get("inventory_at_ms")?;
     let stored = blob
-        .map(|b| decode_inventory(host, "stored", &b))
+        .map(|b| decode_stored_inventory(host, &b))
         .transpose()?;
     Ok((stored, at))
 }
@@ -100,14 +102,9 @@ pub async fn apply_delta(
     tx: &mut Tx,
     policy: &Policy,
     report: &IncomingReport,
-    encoded: &[u8],
+    delta: &InventoryDelta,
     now_ms: i64,
 ) -> StoreResult<ReportOutcome> {
-    let Ok(delta) = InventoryDelta::decode(encoded) else {
-        return Ok(ReportOutcome::Resync(
-            "the inventory delta could not be decoded".into(),
-        ));
-    };
     let (old, old_at) = current(tx, &report.host_id).await?;
     if old_at.is_some_and(|at| at > report.collected_at_ms) {
         // Older than what is stored: a late resend, already superseded.
@@ -118,7 +115,7 @@ pub async fn apply_delta(
             "the collector has no inventory of this host to apply a delta to".into(),
         ));
     };
-    let new = match delta::apply(&old, &delta) {
+    let new = match delta::apply(&old, delta) {
         Ok(new) => new,
         Err(error) => return Ok(ReportOutcome::Resync(error.to_string())),
     };

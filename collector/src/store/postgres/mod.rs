@@ -43,6 +43,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use inventory::StoredInventory;
+use prost::Message as _;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{Connection, PgConnection, PgPool, Postgres, Transaction};
 
@@ -51,7 +52,7 @@ use super::SqlBackend;
 use super::engine;
 use super::{
     AuditEntry, IncomingReport, PolicyRecord, ReportOutcome, ReportPayload, Store, StoreError,
-    StoreResult, decode_inventory,
+    StoreResult,
 };
 use crate::rules::policy::Policy;
 use crate::store::sql::SendFuture;
@@ -312,25 +313,25 @@ async fn store_reports_once(
         }
         let outcome = match &report.payload {
             ReportPayload::Inventory {
-                encoded,
+                inventory,
                 hostname,
                 os_name,
                 os_version,
                 facts,
             } => {
-                let new = decode_inventory(&report.host_id, "reported", encoded)?;
+                let encoded = inventory.encode_to_vec();
                 let stored = StoredInventory {
-                    encoded,
+                    encoded: &encoded,
                     hostname,
                     os_name,
                     os_version,
                     facts,
                 };
-                inventory::store(&mut tx, policy, report, &stored, &new, now_ms).await?;
+                inventory::store(&mut tx, policy, report, &stored, inventory, now_ms).await?;
                 ReportOutcome::Stored
             }
-            ReportPayload::InventoryDelta { encoded } => {
-                inventory::apply_delta(&mut tx, policy, report, encoded, now_ms).await?
+            ReportPayload::InventoryDelta { delta } => {
+                inventory::apply_delta(&mut tx, policy, report, delta, now_ms).await?
             }
             ReportPayload::DiagnosticResult(_) | ReportPayload::UserIssue { .. } => {
                 crate::store::sql::tickets::store_event::<Postgres>(

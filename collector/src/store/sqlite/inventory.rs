@@ -15,7 +15,8 @@ use crate::changes;
 use crate::rules::policy::Policy;
 use crate::store::rows::json_rows;
 use crate::store::{
-    IncomingReport, InventoryFacts, ReportOutcome, ReportPayload, StoreResult, decode_inventory,
+    IncomingReport, InventoryFacts, ReportOutcome, ReportPayload, StoreResult,
+    decode_stored_inventory,
 };
 
 type Tx = Transaction<'static, Sqlite>;
@@ -48,7 +49,7 @@ async fn current(
         .map(|r| {
             let host: String = r.try_get(0)?;
             let blob: Vec<u8> = r.try_get(1)?;
-            let stored = decode_inventory(&host, "stored", &blob)?;
+            let stored = decode_stored_inventory(&host, &blob)?;
             Ok((host, (Some(stored), Some(r.try_get(2)?))))
         })
         .collect()
@@ -85,20 +86,20 @@ pub async fn store_batch(
         // A resent older report must not overwrite newer state.
         let superseded = old_at.is_some_and(|stored| stored > at);
         let made = match &report.payload {
-            ReportPayload::InventoryDelta { encoded } => {
-                apply_delta(old.as_ref(), encoded, at, superseded)
+            ReportPayload::InventoryDelta { delta } => {
+                apply_delta(old.as_ref(), delta, at, superseded)
             }
             _ if superseded => Err(ReportOutcome::Stored),
             ReportPayload::Inventory {
-                encoded,
+                inventory,
                 hostname,
                 os_name,
                 os_version,
                 facts,
             } => Ok((
-                decode_inventory(host, "reported", encoded)?,
+                inventory.as_ref().clone(),
                 Stored {
-                    encoded: Cow::Borrowed(encoded.as_slice()),
+                    encoded: Cow::Owned(inventory.encode_to_vec()),
                     hostname: Cow::Borrowed(hostname.as_str()),
                     os_name: Cow::Borrowed(os_name.as_str()),
                     os_version: Cow::Borrowed(os_version.as_str()),
@@ -142,15 +143,10 @@ pub async fn store_batch(
 /// newer inventory superseded it).
 fn apply_delta(
     old: Option<&Inventory>,
-    encoded: &[u8],
+    delta: &InventoryDelta,
     at_ms: i64,
     superseded: bool,
 ) -> Result<(Inventory, Stored<'static>), ReportOutcome> {
-    let Ok(delta) = InventoryDelta::decode(encoded) else {
-        return Err(ReportOutcome::Resync(
-            "the inventory delta could not be decoded".into(),
-        ));
-    };
     if superseded {
         // Older than what is stored: a late resend, already superseded.
         return Err(ReportOutcome::Stored);
@@ -160,7 +156,7 @@ fn apply_delta(
             "the collector has no inventory of this host to apply a delta to".into(),
         ));
     };
-    let new = delta::apply(old, &delta).map_err(|e| ReportOutcome::Resync(e.to_string()))?;
+    let new = delta::apply(old, delta).map_err(|e| ReportOutcome::Resync(e.to_string()))?;
     let os = new.os.clone().unwrap_or_default();
     let stored = Stored {
         encoded: Cow::Owned(new.encode_to_vec()),

@@ -195,7 +195,8 @@ pub struct PolicyRecord {
 }
 
 /// The store interface: these calls, whose SQL or locking differs between
-/// the backends, and those of [`SharedQueries`], written once.
+/// the backends (replica liveness, ingest, KB search), and those of
+/// [`SharedQueries`], written once.
 #[async_trait]
 pub trait Store: SharedQueries + Send + Sync + 'static {
     /// Records that `replica` is alive, and clears the stream markers of
@@ -217,9 +218,6 @@ pub trait Store: SharedQueries + Send + Sync + 'static {
         reports: &[IncomingReport],
         now_ms: i64,
     ) -> StoreResult<Vec<ReportOutcome>>;
-
-    /// Appends to the audit log.
-    async fn append_audit(&self, entry: &AuditEntry, now_ms: i64) -> StoreResult<()>;
 
     /// Resolved and closed tickets matching `terms` (any of them), best
     /// first by bm25, at most `limit`. Terms are plain words; the backend

@@ -1,8 +1,10 @@
-//! The half of the store's interface whose SQL is the same on both
+//! The part of the store's interface whose SQL is the same on both
 //! backends, written once: [`SharedQueries`], implemented for every
 //! [`SqlBackend`] over sqlx's `QueryBuilder` and [`Dialect`]. A backend
-//! only says which pools its reads and writes go to; [`Store`], whose
-//! supertrait this is, keeps the calls whose SQL or locking differs.
+//! says only what differs: its pools, how it opens a write transaction,
+//! how it holds and announces the policy in force, and two fragments of
+//! SQL. [`Store`], whose supertrait this is, keeps the calls whose SQL or
+//! locking differs (replica liveness, ingest, KB search).
 //!
 //! [`Store`]: crate::store::Store
 
@@ -18,11 +20,11 @@ use crate::store::rows::{HOST_COLUMNS, host_row};
 use crate::store::sql::tickets::BackendSql;
 use crate::store::sql::{self, Dialect, SendFuture, Value, push_values};
 use crate::store::{
-    AuditHead, AuditQuery, AuditRecord, CaRecord, Caller, ChangeQuery, ChangeRow, Delivery,
-    DeliveryOutcome, EnrollOutcome, EnrollRequest, HealthPoint, HostDetail, HostDiagnostics,
-    HostQuery, HostRow, IssueCert, JobQuery, JobRow, NewApiToken, NewEnrollmentToken, NewJob,
-    NewWebhook, PolicyRecord, SessionOpen, StoreError, StoreGauges, StoreResult, TicketChange,
-    TicketQuery, TicketRefusal, TicketRow, WebhookStatus, WorklogEntry,
+    AuditEntry, AuditHead, AuditQuery, AuditRecord, CaRecord, Caller, ChangeQuery, ChangeRow,
+    Delivery, DeliveryOutcome, EnrollOutcome, EnrollRequest, HealthPoint, HostDetail,
+    HostDiagnostics, HostQuery, HostRow, IssueCert, JobQuery, JobRow, NewApiToken,
+    NewEnrollmentToken, NewJob, NewWebhook, PolicyRecord, SessionOpen, StoreError, StoreGauges,
+    StoreResult, TicketChange, TicketQuery, TicketRefusal, TicketRow, WebhookStatus, WorklogEntry,
 };
 
 /// The fleet_meta key of the fleet CA's fingerprint (D2).
@@ -36,6 +38,10 @@ pub(crate) trait SqlBackend: Send + Sync + 'static {
     /// up to `WHERE c.name = `, with `c` the software catalog (SQLite
     /// shares package lists between hosts through `host_keys`).
     const SOFTWARE_HOSTS: &'static str;
+    /// What a host's detail is selected from: `hosts`, joined with where
+    /// the backend keeps the latest inventory (`inventory`,
+    /// `inventory_at_ms`).
+    const HOST_DETAIL_FROM: &'static str;
     /// The pool reads go to (SQLite's WAL readers).
     fn reads(&self) -> &Pool<Self::Db>;
     /// The pool single-statement writes go to (SQLite's one writer, so
@@ -54,10 +60,6 @@ pub(crate) trait SqlBackend: Send + Sync + 'static {
         conn: &mut <Self::Db as Database>::Connection,
         version: i64,
     ) -> SendFuture<'_, ()>;
-    /// What a host's detail is selected from: `hosts`, joined with where
-    /// the backend keeps the latest inventory (`inventory`,
-    /// `inventory_at_ms`).
-    const HOST_DETAIL_FROM: &'static str;
 }
 
 /// The store calls whose SQL is the same on both backends.
@@ -278,6 +280,9 @@ pub trait SharedQueries: Send + Sync {
     /// Deletes finished (delivered or given-up) deliveries of events older
     /// than `before_ms`; returns how many.
     async fn purge_deliveries(&self, before_ms: i64) -> StoreResult<u64>;
+
+    /// Appends to the audit log.
+    async fn append_audit(&self, entry: &AuditEntry, now_ms: i64) -> StoreResult<()>;
 
     /// Audit entries matching `query`, newest first (by id).
     async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRecord>>;
@@ -805,6 +810,13 @@ impl<T: SqlBackend> SharedQueries for T {
         );
         T::Db::int(&mut sql, before_ms);
         T::Db::execute(self.writes(), sql).await
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry, now_ms: i64) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sql::audit::append::<T::Db>(&mut tx, entry, now_ms).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn list_audit(&self, query: &AuditQuery) -> StoreResult<Vec<AuditRecord>> {

@@ -51,8 +51,7 @@ use super::KbHit;
 use super::SqlBackend;
 use super::engine;
 use super::{
-    AuditEntry, IncomingReport, PolicyRecord, ReportOutcome, ReportPayload, Store, StoreError,
-    StoreResult,
+    IncomingReport, PolicyRecord, ReportOutcome, ReportPayload, Store, StoreError, StoreResult,
 };
 use crate::rules::policy::Policy;
 use crate::store::sql::SendFuture;
@@ -529,13 +528,6 @@ impl Store for PostgresStore {
                 result => return result,
             }
         }
-    }
-
-    async fn append_audit(&self, entry: &AuditEntry, now_ms: i64) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
-        crate::store::sql::audit::append::<Postgres>(&mut tx, entry, now_ms).await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     async fn search_kb(&self, terms: &[String], limit: u32) -> StoreResult<Vec<KbHit>> {

@@ -32,9 +32,7 @@ use sqlx::{Sqlite, SqlitePool, Transaction};
 
 use super::KbHit;
 use super::SqlBackend;
-use super::{
-    AuditEntry, IncomingReport, PolicyRecord, ReportOutcome, Store, StoreError, StoreResult,
-};
+use super::{IncomingReport, PolicyRecord, ReportOutcome, Store, StoreError, StoreResult};
 use crate::store::sql::SendFuture;
 
 /// The SQLite store.
@@ -210,13 +208,6 @@ impl Store for SqliteStore {
         let outcomes = batch::store_reports(&mut tx, &policy.policy, reports, now_ms).await?;
         tx.commit().await?;
         Ok(outcomes)
-    }
-
-    async fn append_audit(&self, entry: &AuditEntry, now_ms: i64) -> StoreResult<()> {
-        let mut tx = begin_write(&self.writer).await?;
-        crate::store::sql::audit::append::<Sqlite>(&mut tx, entry, now_ms).await?;
-        tx.commit().await?;
-        Ok(())
     }
 
     async fn search_kb(&self, terms: &[String], limit: u32) -> StoreResult<Vec<KbHit>> {

@@ -1,22 +1,25 @@
-//! SQL written once for both backends. A query is built with sqlx's
-//! `QueryBuilder`, which writes each backend's placeholders (`?` on SQLite,
-//! `$1` on PostgreSQL), through [`Dialect`]: the few operations the shared
-//! queries need, which both databases get from one blanket impl. Row
-//! mappings are [`Columns`]' (`store/rows.rs`).
+//! SQL written once for both backends: the SQL of the store engine's
+//! per-transaction traits, the store's transactions, and its reads. A query
+//! is built with sqlx's `QueryBuilder`, which writes each backend's
+//! placeholders (`?` on SQLite, `$1` on PostgreSQL), through [`Dialect`]:
+//! the few operations and words the shared SQL needs, which both databases
+//! get from one blanket impl. Row mappings are [`Columns`]'
+//! (`store/rows.rs`). What cannot be shared is each backend's
+//! [`tickets::BackendSql`].
 //!
-//! - [`access`]: the technician behind an API token, a host's current
-//!   certificate.
-//! - [`jobs`]: the job reads (by id, listed, deliverable, a host's
-//!   diagnostics settings).
-//! - [`audit`]: the audit log: the one append path's SQL, the chaining of
-//!   pre-0008 rows, and the reads (listed, a page of the chain, the head,
-//!   the first unchained row).
+//! - [`access`]: API tokens and the technicians behind them, a host's
+//!   current certificate.
+//! - [`audit`]: the audit log: `AuditTx`, the one append path, the chaining
+//!   of pre-0008 rows, and the reads.
 //! - [`enroll`]: enrollment, in the caller's transaction.
 //! - [`health`]: health history retention.
 //! - [`hosts`]: the host filter.
+//! - [`jobs`]: `JobTx`, the job transactions and the job reads.
 //! - [`policy`]: the fleet policy in force.
-//! - [`tickets`]: the ticket list and the change log.
-//! - [`webhooks`]: the webhook list and the events column's text form.
+//! - [`tickets`]: `TicketTx`, the ticket transactions, the reports that are
+//!   events, the ticket list and the change log.
+//! - [`webhooks`]: the webhook rows, claiming and recording deliveries, the
+//!   list and the events column's text form.
 
 pub(crate) mod access;
 pub(crate) mod audit;

@@ -4,12 +4,16 @@
 //! table, so the two backends stay line-for-line comparable.
 //!
 //! # Layout
-//! - this module: the `Store` implementation, the per-host evaluation lock
+//! What only PostgreSQL does; the SQL both backends share is
+//! `store::sql`'s.
+//! - this module: `SqlBackend`, the `Store` calls of its own (replica
+//!   liveness, the per-report ingest path), the per-host evaluation lock
 //!   and the policy cache that follows other replicas' applies.
-//! - [`fleet`]: the normalised fleet-query tables: writing them as arrays
-//!   and turning a host query into SQL.
+//! - [`fleet`]: writing the normalised fleet-query tables as arrays.
 //! - `inventory`: full inventories, deltas and the change log.
-//! - `tickets`, `jobs`, `webhooks`, `kb`, `audit`: as in the SQLite backend.
+//! - `kb`: the knowledge base, `tsvector` search.
+//! - `tickets`: its `BackendSql` (lists as arrays; hosts claimed with
+//!   their evaluation lock).
 //!
 //! # Concurrency
 //! SQLite serialises writers with `BEGIN IMMEDIATE`; here transactions run

@@ -2,12 +2,15 @@
 //! migrations in `collector/migrations/sqlite/`.
 //!
 //! # Layout
-//! - this module: the `Store` implementation.
-//! - [`fleet`]: the normalised fleet-query tables: writing them in batches
-//!   and turning a host query into SQL.
-//! - `webhooks`: webhook policy and the outbox ticket changes write into.
+//! What only SQLite does; the SQL both backends share is `store::sql`'s.
+//! - this module: the connections, `SqlBackend` and the `Store` calls of
+//!   its own (ingest, KB search, replica liveness).
+//! - `batch`: the ingest write path, a batch in a fixed number of
+//!   set-based statements.
+//! - `inventory`: full inventories, deltas and the change log.
+//! - [`fleet`]: writing the normalised fleet-query tables in batches.
 //! - `kb`: the knowledge base, an FTS5 index of resolved tickets.
-//! - `audit`: the audit hash chain: the one append path and its head row.
+//! - `tickets`: its `BackendSql` (lists as one JSON text; no host claims).
 //!
 //! # Connections
 //! Every write, a transaction or a single statement, goes through the one

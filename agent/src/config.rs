@@ -124,7 +124,8 @@ pub struct AgentFlags {
     /// health_interval, log_format, [spool] health_max_mib,
     /// inventory_max_mib, results_max_mib, and [health] watch_services,
     /// posture_interval, smart_interval, updates_interval,
-    /// services_interval, and [diagnostics] enable, disable [env:
+    /// services_interval, and [diagnostics] enable, disable,
+    /// http_check_allow_loopback [env:
     /// DESKPULSE_AGENT_CONFIG] [default: /etc/deskpulse/agent.toml,
     /// %ProgramData%\Deskpulse\agent.toml or /Library/Application
     /// Support/Deskpulse/agent.toml, when it exists]
@@ -180,6 +181,7 @@ struct HealthFile {
 struct DiagnosticsFile {
     enable: Option<Vec<String>>,
     disable: Option<Vec<String>>,
+    http_check_allow_loopback: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -215,6 +217,10 @@ pub struct AgentConfig {
     /// The catalog ids this agent runs, in catalog order; the agent's own
     /// allowlist (D25), whatever the collector asks.
     pub enabled_diagnostics: Vec<&'static str>,
+    /// Whether `http_check` may connect to this PC's loopback addresses
+    /// (off by default: a collector must not reach services that listen
+    /// only locally).
+    pub http_check_allow_loopback: bool,
 }
 
 const PREFIX: &str = "DESKPULSE_AGENT_";
@@ -290,7 +296,19 @@ pub fn resolve(flags: &AgentFlags, vars: &dyn Env) -> Result<AgentConfig, Config
     };
     let spool_limits = spool_limits(file.spool.unwrap_or_default(), &var)?;
     let health = health_settings(file.health.unwrap_or_default(), &var)?;
-    let enabled_diagnostics = enabled_diagnostics(file.diagnostics.unwrap_or_default(), &var)?;
+    let diagnostics = file.diagnostics.unwrap_or_default();
+    let http_check_allow_loopback = match var("HTTP_CHECK_ALLOW_LOOPBACK").as_deref() {
+        Some("true" | "1") => true,
+        Some("false" | "0") => false,
+        Some(other) => {
+            return Err(ConfigError(format!(
+                "{PREFIX}HTTP_CHECK_ALLOW_LOOPBACK={:?}: expected true or false",
+                other.chars().take(64).collect::<String>()
+            )));
+        }
+        None => diagnostics.http_check_allow_loopback.unwrap_or(false),
+    };
+    let enabled_diagnostics = enabled_diagnostics(diagnostics, &var)?;
     Ok(AgentConfig {
         state_dir,
         system_root,
@@ -300,6 +318,7 @@ pub fn resolve(flags: &AgentFlags, vars: &dyn Env) -> Result<AgentConfig, Config
         spool_limits,
         health,
         enabled_diagnostics,
+        http_check_allow_loopback,
     })
 }
 

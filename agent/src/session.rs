@@ -375,6 +375,24 @@ fn answer(spool: &mut Spool, executor: &mut Executor, result: DiagnosticResult) 
     spooled
 }
 
+/// Spools a refusal's answer while the spool's unacknowledged results
+/// fill less than half of their bound. The other half is kept for real
+/// results and employees' reports: a collector that floods this PC with
+/// requests and never acknowledges the answers cannot crowd them out. Only
+/// such a collector finds its request unanswered (it expires there).
+fn answer_refusal(
+    spool: &mut Spool,
+    limits: &crate::spool::Limits,
+    executor: &mut Executor,
+    refused: DiagnosticResult,
+) -> bool {
+    if spool.stats().results.bytes >= limits.results_bytes / 2 {
+        warn!(job = %refused.job_id, "unacknowledged results fill half the spool's bound; a refused diagnostic request is not answered");
+        return false;
+    }
+    answer(spool, executor, refused)
+}
+
 /// Opens the spool in the state dir and logs what recovery found.
 fn open_spool(config: &AgentConfig, state: &StateDir) -> Result<Spool, SessionError> {
     let (spool, recovery) = Spool::open(&state.spool_dir(), config.spool_limits)?;
@@ -497,6 +515,7 @@ pub async fn run_service(
         &state.root().join("diagnostics"),
         diagnostics::Context {
             system_root: config.system_root.clone(),
+            http_allow_loopback: config.http_check_allow_loopback,
         },
         config.enabled_diagnostics.clone(),
     );
@@ -580,7 +599,7 @@ pub async fn run_service(
                     // the Hello for jobs queued while we were away.
                     Ok(Some(CollectorMessage { kind: Some(Incoming::RunDiagnostic(run)) })) => {
                         if let Some(refused) = executor.submit(run) {
-                            fresh = answer(&mut spool, &mut executor, refused);
+                            fresh = answer_refusal(&mut spool, &config.spool_limits, &mut executor, refused);
                         }
                     }
                     Ok(Some(CollectorMessage { kind: Some(Incoming::CancelDiagnostic(cancel)) })) => {

@@ -39,6 +39,69 @@ pub const ALLOWED_ROOTS: [&str; 9] = [
     "C:\\ProgramData",
 ];
 
+/// Places `disk_usage` never lists, even under an allowed root: key and
+/// password stores on Linux, macOS and Windows (and the agent's own state
+/// dir). Each is a path prefix matched component by component and without
+/// regard to case (macOS and Windows file systems ignore it); `*` stands
+/// for any one component. A request for one is refused, and a walk that
+/// meets one skips it without naming what is inside.
+pub const SECRET_STORES: &[&str] = &[
+    "/root",
+    "/etc/ssl/private",
+    "/etc/shadow",
+    "/etc/gshadow",
+    "/etc/ssh",
+    "/var/root",
+    "/var/db",
+    "/var/backups",
+    "/var/lib/private",
+    "/var/lib/sss",
+    "/var/lib/deskpulse-agent",
+    "/home/*/.ssh",
+    "/home/*/.gnupg",
+    "/home/*/.password-store",
+    "/home/*/.local/share/keyrings",
+    "/Users/*/.ssh",
+    "/Users/*/.gnupg",
+    "/Users/*/Library/Keychains",
+    "/Library/Keychains",
+    "C:\\Users\\*\\.ssh",
+    "C:\\Users\\*\\AppData\\Roaming\\Microsoft\\Protect",
+    "C:\\Users\\*\\AppData\\Roaming\\Microsoft\\Credentials",
+    "C:\\Users\\*\\AppData\\Local\\Microsoft\\Credentials",
+    "C:\\Users\\*\\AppData\\Roaming\\Microsoft\\Crypto",
+    "C:\\ProgramData\\Microsoft\\Crypto",
+    "C:\\ProgramData\\ssh",
+    "C:\\ProgramData\\Deskpulse",
+];
+
+/// The secret store `path` is, or lies in, if any ([`SECRET_STORES`]).
+pub fn secret_store(path: &str) -> Option<&'static str> {
+    let parts: Vec<&str> = path.split(['/', '\\']).filter(|p| !p.is_empty()).collect();
+    SECRET_STORES.iter().copied().find(|store| {
+        let pattern: Vec<&str> = store.split(['/', '\\']).filter(|p| !p.is_empty()).collect();
+        parts.len() >= pattern.len()
+            && pattern
+                .iter()
+                .zip(&parts)
+                .all(|(want, have)| *want == "*" || want.eq_ignore_ascii_case(have))
+    })
+}
+
+/// True when a walk from `path` could reach a secret store: some store
+/// lies below it. The walk then checks each directory it enters.
+pub fn holds_secret_store(path: &str) -> bool {
+    let parts: Vec<&str> = path.split(['/', '\\']).filter(|p| !p.is_empty()).collect();
+    SECRET_STORES.iter().any(|store| {
+        let pattern: Vec<&str> = store.split(['/', '\\']).filter(|p| !p.is_empty()).collect();
+        pattern.len() > parts.len()
+            && pattern
+                .iter()
+                .zip(&parts)
+                .all(|(want, have)| *want == "*" || want.eq_ignore_ascii_case(have))
+    })
+}
+
 /// The longest text parameter anywhere (a URL); everything else is shorter.
 const MAX_TEXT: usize = 2048;
 
@@ -368,7 +431,10 @@ fn check_range(what: &str, value: u32, min: u32, max: u32) -> Result<(), String>
     }
 }
 
-fn check_path(path: &str) -> Result<(), String> {
+/// Checks a `disk_usage` path: absolute, no `.` or `..`, under one of
+/// [`ALLOWED_ROOTS`] and not a [`SECRET_STORES`] entry. The agent checks
+/// the path again once it has resolved its links.
+pub fn check_path(path: &str) -> Result<(), String> {
     plain_text("path", path, 1024)?;
     if path.is_empty() {
         return Err("path is required".into());
@@ -396,6 +462,12 @@ fn check_path(path: &str) -> Result<(), String> {
         };
         rest.is_some_and(|r| r.is_empty() || r.starts_with('/') || r.starts_with('\\'))
     };
+    if let Some(store) = secret_store(path) {
+        return Err(format!(
+            "path {:?} is a secret store ({store}); disk_usage never lists it",
+            shown(path)
+        ));
+    }
     if ALLOWED_ROOTS.iter().any(|root| under(root)) {
         Ok(())
     } else {

@@ -12,7 +12,7 @@
 //! follows no redirects (it shows `Location`).
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, TcpStream};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -270,19 +270,58 @@ fn read_head(stream: &mut dyn Read) -> std::io::Result<Vec<u8>> {
     Ok(head)
 }
 
-/// Prints the status line and the telling headers; 0 for 1xx-3xx.
+/// The status code of an HTTP/1.x status line (`HTTP/1.1 200 OK`), or
+/// `None` for anything else: a banner of another protocol never passes.
+pub fn status_code(line: &str) -> Option<u16> {
+    let rest = line
+        .strip_prefix("HTTP/1.1 ")
+        .or_else(|| line.strip_prefix("HTTP/1.0 "))?;
+    let (code, reason) = rest.split_at_checked(3)?;
+    let code: u16 = code
+        .bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| code.parse().ok())??;
+    let reason_ok = reason.is_empty()
+        || (reason.starts_with(' ') && reason.chars().all(|c| c == '\t' || !c.is_control()));
+    ((100..=599).contains(&code) && reason_ok).then_some(code)
+}
+
+/// A header value from the server as it is safe to print: control
+/// characters escaped, at most 200 characters.
+fn printable(value: &str) -> String {
+    value
+        .chars()
+        .take(200)
+        .map(|c| {
+            if c.is_control() {
+                format!("\\x{:02x}", u32::from(c))
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
+}
+
+/// Prints the status line and the telling headers; 0 for 1xx-3xx. What is
+/// not an HTTP/1.x response is said to be so and not echoed: a banner of
+/// another service (SMTP, SSH, a database) is none of the caller's
+/// business.
 fn report_head(head: &[u8], started: Instant, out: &Out) -> i32 {
     let text = String::from_utf8_lossy(head);
     let mut lines = text.split("\r\n");
-    let status = lines.next().unwrap_or("").trim();
-    if !status.starts_with("HTTP/") {
+    let status = lines.next().unwrap_or("");
+    let Some(code) = status_code(status) else {
         out.line(format!(
-            "not an HTTP response: {:?}",
-            status.chars().take(80).collect::<String>()
+            "not an HTTP response ({} bytes received; not shown)",
+            head.len()
         ));
         return 1;
-    }
-    out.line(format!("{status} (answered in {})", ms(started)));
+    };
+    out.line(format!(
+        "{} (answered in {})",
+        printable(status),
+        ms(started)
+    ));
     for line in lines {
         if let Some((name, value)) = line.split_once(':') {
             let lower = name.trim().to_ascii_lowercase();
@@ -295,20 +334,81 @@ fn report_head(head: &[u8], started: Instant, out: &Out) -> i32 {
             ]
             .contains(&lower.as_str())
             {
-                out.line(format!("  {lower}: {}", value.trim()));
+                out.line(format!("  {lower}: {}", printable(value.trim())));
             }
         }
     }
-    let code: u16 = status
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
     if (100..400).contains(&code) { 0 } else { 1 }
 }
 
+/// Why `http_check` will not connect to `ip`, if it will not: loopback
+/// (unless this agent's config allows it), link-local, cloud metadata
+/// endpoints, unspecified, broadcast and multicast addresses. IPv4 inside
+/// IPv6 (mapped, compatible, NAT64) is judged as the IPv4 it carries.
+pub fn forbidden(ip: IpAddr, allow_loopback: bool) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) => {
+            if v4.is_loopback() {
+                (!allow_loopback).then_some("a loopback address")
+            } else if v4.is_link_local() {
+                Some("a link-local address (where cloud metadata services answer)")
+            } else if METADATA_V4.contains(&v4) {
+                Some("a cloud metadata address")
+            } else if v4.is_unspecified() || v4.octets()[0] == 0 {
+                Some("an unspecified address (it reaches this PC)")
+            } else if v4.is_broadcast() || v4.is_multicast() {
+                Some("a broadcast or multicast address")
+            } else {
+                None
+            }
+        }
+        IpAddr::V6(v6) => {
+            let segments = v6.segments();
+            if v6.is_loopback() {
+                (!allow_loopback).then_some("a loopback address")
+            } else if v6.is_unspecified() {
+                Some("an unspecified address (it reaches this PC)")
+            } else if let Some(v4) = v6.to_ipv4_mapped() {
+                forbidden(IpAddr::V4(v4), allow_loopback)
+            } else if segments[..6] == [0; 6] || segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
+                // IPv4-compatible (deprecated) and NAT64 well-known prefix.
+                let [a, b] = segments[6].to_be_bytes();
+                let [c, d] = segments[7].to_be_bytes();
+                forbidden(IpAddr::V4(Ipv4Addr::new(a, b, c, d)), allow_loopback)
+            } else if segments[0] & 0xffc0 == 0xfe80 {
+                Some("a link-local address (where cloud metadata services answer)")
+            } else if METADATA_V6.contains(&v6) {
+                Some("a cloud metadata address")
+            } else if v6.is_multicast() {
+                Some("a multicast address")
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// Cloud metadata and host-agent endpoints outside the link-local range:
+/// Alibaba Cloud's and Azure's WireServer.
+const METADATA_V4: [Ipv4Addr; 2] = [
+    Ipv4Addr::new(100, 100, 100, 200),
+    Ipv4Addr::new(168, 63, 129, 16),
+];
+/// AWS's IPv6 metadata endpoint (`fd00:ec2::254`).
+const METADATA_V6: [Ipv6Addr; 1] = [Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254)];
+
 /// The diagnostic itself.
-pub fn check(root: &Path, url: &str, deadline: Instant, out: &Out) -> Result<i32, Stop> {
+/// The addresses are resolved once and each is checked ([`forbidden`])
+/// before the connection, which goes to that same checked address: a name
+/// that resolves to a forbidden address is refused, and no second lookup
+/// can swap one in (DNS rebinding).
+pub fn check(
+    root: &Path,
+    url: &str,
+    allow_loopback: bool,
+    deadline: Instant,
+    out: &Out,
+) -> Result<i32, Stop> {
     let target = match parse_url(url) {
         Ok(t) => t,
         Err(e) => {
@@ -324,6 +424,32 @@ pub fn check(root: &Path, url: &str, deadline: Instant, out: &Out) -> Result<i32
             return Ok(1);
         }
     };
+    let mut refused = Vec::new();
+    let addrs: Vec<_> = addrs
+        .into_iter()
+        .filter(|addr| match forbidden(addr.ip(), allow_loopback) {
+            Some(why) => {
+                refused.push(format!("{} is {why}", addr.ip()));
+                false
+            }
+            None => true,
+        })
+        .collect();
+    if addrs.is_empty() {
+        return Err(Stop::Failed(format!(
+            "refused: {} resolves only to addresses http_check does not connect to ({}){}",
+            target.host,
+            refused.join("; "),
+            if allow_loopback {
+                ""
+            } else {
+                "; loopback is allowed by http_check_allow_loopback in the agent's [diagnostics] config"
+            }
+        )));
+    }
+    for line in &refused {
+        out.line(format!("skipped: {line}"));
+    }
     let mut tcp = None;
     for addr in addrs {
         let t = Instant::now();

@@ -54,11 +54,14 @@ pub const MAX_QUEUED: usize = 16;
 /// Live output messages buffered towards the session; past this chunks are
 /// dropped (the final result carries the whole capped output anyway).
 const OUTPUT_QUEUE: usize = 64;
-/// Refusals answered per hour. Past this, a refused request is logged and
-/// left unanswered (it expires at the collector): a flood of bad requests
-/// from a compromised collector must not fill the spool's results class,
-/// which also carries employees' issue reports.
-const REFUSALS_PER_HOUR: u32 = 120;
+/// Refusals logged with their reason per hour. Past this a refusal is
+/// still answered, with a short fixed reason and no log line of its own,
+/// so a flood of bad requests neither floods the log nor leaves
+/// `deskpulse run` waiting for an answer that never comes. What keeps such
+/// a flood from filling the spool's results class (which also carries
+/// employees' issue reports) is the session's reserve: it spools a refusal
+/// only while unacknowledged results fill less than half of their bound.
+pub const REFUSALS_PER_HOUR: u32 = 120;
 /// How long a job that was stopped (timeout, cancel) gets to return what it
 /// wrote after its process tree was killed.
 const STOP_GRACE: Duration = Duration::from_secs(2);
@@ -206,6 +209,9 @@ pub enum Stop {
 pub struct Context {
     /// The system root file-based diagnostics read under.
     pub system_root: PathBuf,
+    /// Whether `http_check` may connect to loopback addresses
+    /// (`http_check_allow_loopback` in `[diagnostics]`).
+    pub http_allow_loopback: bool,
 }
 
 /// A job id the agent will echo: 1-64 characters of `[A-Za-z0-9_-]` (the
@@ -366,7 +372,6 @@ impl Executor {
             return None;
         }
         if let Some((id, reason)) = self.refuse_reason(&run) {
-            info!(job = %run.job_id, diagnostic = %id, %reason, "diagnostic refused");
             return self.answer_refusal(refusal(&run.job_id, &id, reason));
         }
         if self.running.len() >= MAX_RUNNING {
@@ -384,7 +389,9 @@ impl Executor {
         self.start(run)
     }
 
-    /// A refusal to answer, while this hour's budget lasts.
+    /// A refusal's answer: in full while this hour's budget lasts, then
+    /// with a short fixed reason (the first past the budget says so in the
+    /// log, the rest quietly).
     fn answer_refusal(&mut self, answer: DiagnosticResult) -> Option<DiagnosticResult> {
         let (left, since) = &mut self.refusals;
         if since.elapsed() >= Duration::from_secs(3600) {
@@ -392,10 +399,20 @@ impl Executor {
             *since = std::time::Instant::now();
         }
         if *left == 0 {
-            warn!(job = %answer.job_id, "too many refused diagnostic requests this hour; this one is not answered");
-            return None;
+            return Some(DiagnosticResult {
+                reason: format!(
+                    "refused: this PC has refused more than {REFUSALS_PER_HOUR} diagnostic requests this hour"
+                ),
+                ..answer
+            });
         }
         *left -= 1;
+        info!(job = %answer.job_id, diagnostic = %answer.diagnostic, reason = %answer.reason, "diagnostic refused");
+        if *left == 0 {
+            warn!(
+                "{REFUSALS_PER_HOUR} diagnostic requests refused this hour; further refusals are answered briefly and not logged"
+            );
+        }
         Some(answer)
     }
 

@@ -56,7 +56,9 @@ pub fn run(
             port,
         } => dns::lookup(root, name, record_type, server, *port, deadline, out),
         Native::TcpConnect { host, port } => tcp_connect(host, *port, deadline, out),
-        Native::HttpCheck { url } => http::check(root, url, deadline, out),
+        Native::HttpCheck { url } => {
+            http::check(root, url, context.http_allow_loopback, deadline, out)
+        }
         Native::NetworkConfig => network_config(root, out),
         Native::ListeningPorts => listening_ports(root, out),
         Native::TopProcesses { count, by_memory } => {
@@ -331,32 +333,20 @@ fn page_size() -> u64 {
     4096
 }
 
-#[cfg(unix)]
-fn allocated(meta: &std::fs::Metadata) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    meta.blocks() * 512
-}
-
 #[cfg(not(unix))]
 fn allocated(meta: &std::fs::Metadata) -> u64 {
     meta.len()
 }
 
-#[cfg(unix)]
-fn device(meta: &std::fs::Metadata) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    meta.dev()
-}
-
-#[cfg(not(unix))]
-fn device(_: &std::fs::Metadata) -> u64 {
-    0
-}
-
 /// The largest directories under a path, to `depth` levels, by space
-/// allocated. It never follows a symlink, stays on the path's filesystem,
-/// and stops (saying so) after [`DISK_USAGE_MAX_ENTRIES`] entries or at the
-/// deadline.
+/// allocated. The path is resolved first (links followed, under the system
+/// root) and the real path checked against the catalog again, so a trailing
+/// `/` or a link inside the path cannot lead out of the allowed roots or
+/// into a secret store. The walk itself never follows a link (on Unix it
+/// goes through directory handles opened without following, so a link
+/// swapped in halfway is not followed either), skips secret stores, stays
+/// on the path's filesystem, and stops (saying so) after
+/// [`DISK_USAGE_MAX_ENTRIES`] entries or at the deadline.
 fn disk_usage(
     root: &Path,
     path: &str,
@@ -365,27 +355,9 @@ fn disk_usage(
     stop: &AtomicBool,
     out: &Out,
 ) -> Result<i32, Stop> {
-    let start = under_root(root, path);
-    let meta = match std::fs::symlink_metadata(&start) {
-        Ok(meta) => meta,
-        Err(error) => {
-            out.line(format!("{path}: {error}"));
-            return Ok(1);
-        }
-    };
-    if !meta.is_dir() {
-        out.line(format!(
-            "{path} is not a directory{}",
-            if meta.file_type().is_symlink() {
-                " (a symlink, not followed)"
-            } else {
-                ""
-            }
-        ));
-        return Ok(1);
-    }
+    let (real, logical) = resolve_checked(root, path).map_err(Stop::Failed)?;
     #[cfg(unix)]
-    if let Ok(fs) = rustix::fs::statvfs(&start) {
+    if let Ok(fs) = rustix::fs::statvfs(&real) {
         let total = fs.f_blocks * fs.f_frsize;
         let free = fs.f_bavail * fs.f_frsize;
         let used = total.saturating_sub(fs.f_bfree * fs.f_frsize);
@@ -401,74 +373,294 @@ fn disk_usage(
             human(free)
         ));
     }
-    let dev = device(&meta);
-    // Totals per directory at depth 1..=depth, keyed by path relative to
-    // the start.
-    let mut totals: HashMap<PathBuf, u64> = HashMap::new();
-    let mut grand = allocated(&meta);
-    let mut entries = 0usize;
-    let mut unreadable = 0usize;
-    let mut stopped: Option<&str> = None;
-    // (dir, its path relative to start, depth)
-    let mut stack = vec![(start.clone(), PathBuf::new(), 0usize)];
-    'walk: while let Some((dir, rel, level)) = stack.pop() {
-        let Ok(list) = std::fs::read_dir(&dir) else {
-            unreadable += 1;
-            continue;
-        };
-        for entry in list.flatten() {
-            entries += 1;
-            if entries > DISK_USAGE_MAX_ENTRIES {
-                stopped = Some("the entry limit");
-                break 'walk;
-            }
-            if entries.is_multiple_of(1024) {
-                check_stop(stop)?;
-                if Instant::now() >= deadline {
-                    stopped = Some("the time limit");
-                    break 'walk;
-                }
-            }
-            let Ok(meta) = entry.path().symlink_metadata() else {
-                unreadable += 1;
-                continue;
-            };
-            let size = allocated(&meta);
-            grand += size;
-            let child_rel = rel.join(entry.file_name());
-            // Credit every listed ancestor and the entry itself, so a big
-            // file near the top shows as well as a big directory.
-            let mut ancestor = PathBuf::new();
-            for part in child_rel.components().take(depth) {
-                ancestor.push(part);
-                *totals.entry(ancestor.clone()).or_default() += size;
-            }
-            if meta.is_dir() && device(&meta) == dev {
-                stack.push((entry.path(), child_rel, level + 1));
-            }
-        }
-    }
-    let mut rows: Vec<(PathBuf, u64)> = totals.into_iter().collect();
+    let mut walk = UsageWalk {
+        depth,
+        deadline,
+        stop,
+        totals: HashMap::new(),
+        grand: 0,
+        entries: 0,
+        unreadable: 0,
+        secrets_skipped: 0,
+        stopped: None,
+    };
+    walk.start(root, &real, &logical)?;
+    let mut rows: Vec<(PathBuf, u64)> = walk.totals.into_iter().collect();
     rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let shown_as = if logical == path.trim_end_matches(['/', '\\']) {
+        path.trim_end_matches(['/', '\\']).to_owned()
+    } else {
+        out.line(format!("{path} resolves to {logical}"));
+        logical.clone()
+    };
     out.line(format!(
-        "{path}: {} in {entries} entries{}",
-        human(grand),
-        stopped
+        "{shown_as}: {} in {} entries{}",
+        human(walk.grand),
+        walk.entries,
+        walk.stopped
             .map(|why| format!(" (stopped at {why}; totals are partial)"))
             .unwrap_or_default()
     ));
     for (rel, size) in rows.iter().take(DISK_USAGE_SHOWN) {
         out.line(format!(
-            "{:>10}  {}/{}",
+            "{:>10}  {shown_as}/{}",
             human(*size),
-            path.trim_end_matches('/'),
             rel.display()
         ));
     }
-    if unreadable > 0 {
-        out.line(format!("{unreadable} entries could not be read"));
+    if walk.unreadable > 0 {
+        out.line(format!("{} entries could not be read", walk.unreadable));
+    }
+    if walk.secrets_skipped > 0 {
+        out.line(format!(
+            "{} secret stores skipped, not listed",
+            walk.secrets_skipped
+        ));
     }
     Ok(0)
+}
+
+/// Resolves `path` under the system root (every link followed) and checks
+/// the real path as the catalog would: under an allowed root and not a
+/// secret store. Returns the real path and its name as seen from inside
+/// the system root, or why it is refused, in one line.
+fn resolve_checked(root: &Path, path: &str) -> Result<(PathBuf, String), String> {
+    let start = under_root(root, path);
+    let real = std::fs::canonicalize(&start).map_err(|error| format!("{path}: {error}"))?;
+    let logical = logical_path(root, &real)
+        .ok_or_else(|| format!("{path} resolves outside the system root; refused"))?;
+    if let Err(error) = deskpulse_proto::catalog::check_path(&logical) {
+        return Err(if logical == path.trim_end_matches(['/', '\\']) {
+            format!("refused: {error}")
+        } else {
+            format!("{path} resolves to {logical}; refused: {error}")
+        });
+    }
+    if !std::fs::symlink_metadata(&real).is_ok_and(|m| m.is_dir()) {
+        return Err(format!("{path} is not a directory"));
+    }
+    Ok((real, logical))
+}
+
+/// `real` (a canonical path) as the path the catalog checks: on Unix
+/// relative to the canonical system root, with macOS's `/private/var` and
+/// `/private/tmp` named `/var` and `/tmp` as its users know them; on
+/// Windows without the `\\?\` prefix canonical paths carry.
+#[cfg(unix)]
+fn logical_path(root: &Path, real: &Path) -> Option<String> {
+    let root = std::fs::canonicalize(root).ok()?;
+    let rel = real.strip_prefix(&root).ok()?;
+    let mut logical = String::new();
+    for part in rel.components() {
+        logical.push('/');
+        logical.push_str(part.as_os_str().to_str()?);
+    }
+    for alias in ["/private/var", "/private/tmp"] {
+        if let Some(rest) = logical.strip_prefix(alias)
+            && (rest.is_empty() || rest.starts_with('/'))
+        {
+            logical = format!("{}{rest}", &alias["/private".len()..]);
+            break;
+        }
+    }
+    if logical.is_empty() {
+        logical.push('/');
+    }
+    Some(logical)
+}
+
+#[cfg(not(unix))]
+fn logical_path(_root: &Path, real: &Path) -> Option<String> {
+    let text = real.to_str()?;
+    let text = text.strip_prefix(r"\\?\").unwrap_or(text);
+    // A UNC share is never under an allowed root.
+    (!text.starts_with(r"UNC\")).then(|| text.to_owned())
+}
+
+/// One `disk_usage` walk's tallies.
+struct UsageWalk<'a> {
+    depth: usize,
+    deadline: Instant,
+    stop: &'a AtomicBool,
+    /// Totals per directory at depth 1..=depth, keyed by path relative to
+    /// the start.
+    totals: HashMap<PathBuf, u64>,
+    grand: u64,
+    entries: usize,
+    unreadable: usize,
+    secrets_skipped: usize,
+    stopped: Option<&'static str>,
+}
+
+impl UsageWalk<'_> {
+    /// Counts one entry; false once the walk must stop.
+    fn tick(&mut self) -> Result<bool, Stop> {
+        self.entries += 1;
+        if self.entries > DISK_USAGE_MAX_ENTRIES {
+            self.stopped = Some("the entry limit");
+            return Ok(false);
+        }
+        if self.entries.is_multiple_of(1024) {
+            check_stop(self.stop)?;
+            if Instant::now() >= self.deadline {
+                self.stopped = Some("the time limit");
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Credits every listed ancestor and the entry itself, so a big file
+    /// near the top shows as well as a big directory.
+    fn credit(&mut self, rel: &Path, size: u64) {
+        self.grand += size;
+        let mut ancestor = PathBuf::new();
+        for part in rel.components().take(self.depth) {
+            ancestor.push(part);
+            *self.totals.entry(ancestor.clone()).or_default() += size;
+        }
+    }
+
+    /// A directory entry `logical` names, when it is a secret store: it is
+    /// skipped, not entered and not listed.
+    fn secret(&mut self, logical: &str) -> bool {
+        let secret = deskpulse_proto::catalog::secret_store(logical).is_some();
+        if secret {
+            self.secrets_skipped += 1;
+        }
+        secret
+    }
+}
+
+/// How deep the Unix walk goes: one directory handle is open per level.
+#[cfg(unix)]
+const DISK_USAGE_MAX_DEPTH: usize = 64;
+
+#[cfg(unix)]
+impl UsageWalk<'_> {
+    /// Opens the start from the system root one component at a time,
+    /// never following a link: `real` has none, so a link found now was
+    /// swapped in after the check, and the walk refuses it.
+    fn start(&mut self, root: &Path, real: &Path, logical: &str) -> Result<(), Stop> {
+        use rustix::fs::Mode;
+        let opened = (|| {
+            let root = std::fs::canonicalize(root)?;
+            let mut fd = rustix::fs::open(&root, DIR_FLAGS, Mode::empty())?;
+            for part in real.strip_prefix(&root).unwrap_or(real).components() {
+                fd = rustix::fs::openat(&fd, part.as_os_str(), DIR_FLAGS, Mode::empty())?;
+            }
+            Ok::<_, std::io::Error>(fd)
+        })()
+        .map_err(|error| {
+            Stop::Failed(format!(
+                "{logical}: {error} (a link or file took the place of a directory; not followed)"
+            ))
+        })?;
+        let stat = rustix::fs::fstat(&opened)
+            .map_err(|e| Stop::Failed(format!("{logical}: {}", std::io::Error::from(e))))?;
+        self.grand += stat.st_blocks.max(0) as u64 * 512;
+        self.level(&opened, stat.st_dev, &PathBuf::new(), logical, 0)
+    }
+
+    /// One directory, depth first. Returns early (not an error) when the
+    /// walk has hit a limit.
+    fn level(
+        &mut self,
+        fd: &rustix::fd::OwnedFd,
+        dev: DeviceId,
+        rel: &Path,
+        logical: &str,
+        level: usize,
+    ) -> Result<(), Stop> {
+        use rustix::fs::{AtFlags, FileType, Mode};
+        let Ok(mut list) = rustix::fs::Dir::read_from(fd) else {
+            self.unreadable += 1;
+            return Ok(());
+        };
+        let mut names = Vec::new();
+        while let Some(entry) = list.read() {
+            let Ok(entry) = entry else {
+                self.unreadable += 1;
+                break;
+            };
+            let name = entry.file_name().to_owned();
+            if name.as_bytes() != b"." && name.as_bytes() != b".." {
+                names.push(name);
+            }
+        }
+        drop(list);
+        for name in names {
+            if self.stopped.is_some() || !self.tick()? {
+                return Ok(());
+            }
+            let Ok(stat) = rustix::fs::statat(fd, &name, AtFlags::SYMLINK_NOFOLLOW) else {
+                self.unreadable += 1;
+                continue;
+            };
+            let text = name.to_string_lossy();
+            let child_logical = format!("{}/{text}", logical.trim_end_matches('/'));
+            let is_dir = FileType::from_raw_mode(stat.st_mode) == FileType::Directory;
+            if is_dir && self.secret(&child_logical) {
+                continue;
+            }
+            let child_rel = rel.join(&*text);
+            self.credit(&child_rel, stat.st_blocks.max(0) as u64 * 512);
+            if !is_dir || stat.st_dev != dev || level + 1 >= DISK_USAGE_MAX_DEPTH {
+                continue;
+            }
+            match rustix::fs::openat(fd, &name, DIR_FLAGS, Mode::empty()) {
+                // Opened without following, then checked again: the handle
+                // is a directory on the start's filesystem.
+                Ok(child) => {
+                    if rustix::fs::fstat(&child).is_ok_and(|s| s.st_dev == dev) {
+                        self.level(&child, dev, &child_rel, &child_logical, level + 1)?;
+                    }
+                }
+                Err(_) => self.unreadable += 1,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(not(unix))]
+impl UsageWalk<'_> {
+    /// Walks with `std::fs`, never following a link or a junction (both
+    /// are reparse points `symlink_metadata` reports as links).
+    fn start(&mut self, _root: &Path, real: &Path, logical: &str) -> Result<(), Stop> {
+        let meta = std::fs::symlink_metadata(real)
+            .map_err(|error| Stop::Failed(format!("{logical}: {error}")))?;
+        self.grand += allocated(&meta);
+        // (dir, its path relative to the start, its catalog name)
+        let mut stack = vec![(real.to_path_buf(), PathBuf::new(), logical.to_owned())];
+        'walk: while let Some((dir, rel, logical)) = stack.pop() {
+            let Ok(list) = std::fs::read_dir(&dir) else {
+                self.unreadable += 1;
+                continue;
+            };
+            for entry in list.flatten() {
+                if !self.tick()? {
+                    break 'walk;
+                }
+                let Ok(meta) = entry.path().symlink_metadata() else {
+                    self.unreadable += 1;
+                    continue;
+                };
+                let name = entry.file_name();
+                let text = name.to_string_lossy();
+                let child_logical = format!("{}\\{text}", logical.trim_end_matches('\\'));
+                if meta.is_dir() && self.secret(&child_logical) {
+                    continue;
+                }
+                let child_rel = rel.join(&*text);
+                self.credit(&child_rel, allocated(&meta));
+                if meta.is_dir() {
+                    stack.push((entry.path(), child_rel, child_logical));
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Every battery's charge, health and cycles, from the inventory's reader.

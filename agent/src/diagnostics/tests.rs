@@ -50,6 +50,8 @@ fn executor_with(root: &Path, enabled: Vec<&'static str>) -> Fixture {
         state.path(),
         Context {
             system_root: root.to_path_buf(),
+            // The tests' servers listen on loopback.
+            http_allow_loopback: true,
         },
         enabled,
     );
@@ -272,18 +274,31 @@ async fn injection_attempts_are_refused_and_nothing_runs() {
 }
 
 #[tokio::test]
-async fn a_flood_of_refusals_is_answered_only_up_to_the_hourly_budget() {
+async fn every_refusal_is_answered_and_past_the_hourly_budget_briefly() {
     let mut f = executor();
-    let mut answered = 0;
+    let mut answers = Vec::new();
     for i in 0..(REFUSALS_PER_HOUR + 50) {
-        if f.executor
+        let answer = f
+            .executor
             .submit(request(&format!("job-{i}"), ping("$(id)", 1)))
-            .is_some()
-        {
-            answered += 1;
-        }
+            .expect("every refusal gets its final answer");
+        assert_eq!(answer.outcome(), DiagnosticOutcome::Refused);
+        answers.push(answer.reason);
     }
-    assert_eq!(answered, REFUSALS_PER_HOUR, "the spool is not flooded");
+    let budget = REFUSALS_PER_HOUR as usize;
+    assert!(
+        answers[..budget]
+            .iter()
+            .all(|r| r.contains("parameters refused")),
+        "{:?}",
+        &answers[..3]
+    );
+    assert!(
+        answers[budget..].iter().all(|r| r
+            == &format!("refused: this PC has refused more than {REFUSALS_PER_HOUR} diagnostic requests this hour")),
+        "{:?}",
+        &answers[budget..budget + 1]
+    );
     assert_eq!(f.executor.started_count(), 0);
 }
 
@@ -318,6 +333,7 @@ async fn a_job_delivered_again_is_not_run_twice_even_after_a_restart() {
     let state = tempfile::tempdir().expect("temp dir");
     let context = Context {
         system_root: "/".into(),
+        http_allow_loopback: true,
     };
     let (mut ex, _) = Executor::open(state.path(), context.clone(), catalog::default_enabled());
     let first = run(&mut ex, "job-1", connect()).await;
@@ -344,6 +360,7 @@ async fn a_job_cut_off_by_a_restart_is_answered_failed_not_rerun() {
     .expect("write");
     let context = Context {
         system_root: "/".into(),
+        http_allow_loopback: true,
     };
     let (mut ex, interrupted) =
         Executor::open(state.path(), context.clone(), catalog::default_enabled());
@@ -526,6 +543,7 @@ async fn run_with_spec(spec: &'static Spec, p: DiagnosticParams) -> DiagnosticRe
         spec,
         context: Context {
             system_root: "/".into(),
+            http_allow_loopback: true,
         },
         token: CancellationToken::new(),
         live: None,
@@ -657,6 +675,105 @@ async fn http_check_against_a_loopback_server() {
     let result = run(&mut f.executor, "job-2", p).await;
     assert!(server.join().expect("server").starts_with("GET / HTTP/1.1"));
     assert_eq!(result.exit_code, 0, "{}", text(&result));
+}
+
+/// Runs `http_check` of `url` on an agent whose config leaves loopback
+/// refused (the default).
+async fn http_check_by_default(url: &str) -> DiagnosticResult {
+    let state = tempfile::tempdir().expect("state");
+    let context = Context {
+        system_root: "/".into(),
+        http_allow_loopback: false,
+    };
+    let (mut ex, _) = Executor::open(state.path(), context, catalog::default_enabled());
+    let p = params(Kind::HttpCheck(HttpCheckParams { url: url.into() }));
+    run(&mut ex, "job-ssrf", p).await
+}
+
+// Issue 20: a collector must not reach what listens only on the PC or a
+// cloud metadata service, by address or by a name that resolves to one;
+// nothing is connected to (the listener would see the connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_check_refuses_loopback_link_local_and_metadata_after_resolution() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.set_nonblocking(true).expect("nonblocking");
+    let port = listener.local_addr().expect("addr").port();
+    for url in [
+        format!("http://127.0.0.1:{port}/"),
+        format!("http://localhost:{port}/"),
+        format!("http://127.1.2.3:{port}/"),
+        format!("http://[::1]:{port}/"),
+        format!("http://[::ffff:127.0.0.1]:{port}/"),
+        format!("http://0.0.0.0:{port}/"),
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+        "http://[fd00:ec2::254]/latest/meta-data/".to_owned(),
+        "http://[fe80::1]/".to_owned(),
+        "http://100.100.100.200/".to_owned(),
+    ] {
+        let result = http_check_by_default(&url).await;
+        assert_eq!(
+            result.outcome(),
+            DiagnosticOutcome::Failed,
+            "{url}: {result:?}"
+        );
+        assert!(
+            result.reason.starts_with("refused: ")
+                && result.reason.contains("http_check does not connect to"),
+            "{url}: {}",
+            result.reason
+        );
+    }
+    assert!(
+        listener.accept().is_err(),
+        "nothing connected to the loopback listener"
+    );
+    // The documented setting lets loopback through, and only loopback.
+    let mut f = executor();
+    let (port, server) = http_server("HTTP/1.1 200 OK\r\n\r\n");
+    let p = params(Kind::HttpCheck(HttpCheckParams {
+        url: format!("http://localhost:{port}/"),
+    }));
+    let result = run(&mut f.executor, "job-allowed", p).await;
+    server.join().expect("server");
+    assert_eq!(result.exit_code, 0, "{}", text(&result));
+    let p = params(Kind::HttpCheck(HttpCheckParams {
+        url: "http://169.254.169.254/".into(),
+    }));
+    let result = run(&mut f.executor, "job-metadata", p).await;
+    assert_eq!(result.outcome(), DiagnosticOutcome::Failed, "{result:?}");
+    assert!(
+        !result.reason.contains("http_check_allow_loopback"),
+        "{}",
+        result.reason
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_check_never_echoes_a_banner_that_is_not_http() {
+    let mut f = executor();
+    for (n, banner) in [
+        "SSH-2.0-OpenSSH_9.6 secret-build-7\r\n\r\n",
+        "220 mail.corp.example ESMTP Postfix (internal-relay-3)\r\n\r\n",
+        "HTTP/1.1 secret-banner\r\n\r\n",
+        "HTTP/9.9 200 secret\r\n\r\n",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (port, server) = http_server(banner);
+        let p = params(Kind::HttpCheck(HttpCheckParams {
+            url: format!("http://127.0.0.1:{port}/"),
+        }));
+        let result = run(&mut f.executor, &format!("job-banner-{n}"), p).await;
+        server.join().expect("server");
+        let out = text(&result);
+        assert!(out.contains("not an HTTP response"), "{banner:?}: {out}");
+        assert!(
+            !out.contains("secret") && !out.contains("OpenSSH") && !out.contains("Postfix"),
+            "{banner:?} echoed: {out}"
+        );
+        assert_eq!(result.exit_code, 1);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1031,12 +1148,83 @@ async fn disk_usage_totals_directories_and_never_follows_links() {
         depth: 1,
     }));
     let result = run(&mut f.executor, "job-2", p).await;
+    assert_eq!(result.outcome(), DiagnosticOutcome::Failed, "{result:?}");
     assert!(
-        text(&result).contains("a symlink, not followed"),
+        result.reason.contains(
+            "resolves to /elsewhere; refused: path \"/elsewhere\" is not under an allowed root"
+        ),
         "{}",
-        text(&result)
+        result.reason
     );
-    assert_eq!(result.exit_code, 1);
+    assert_eq!(result.output, b"", "nothing listed");
+}
+
+/// Runs `disk_usage` of `path` under the system root `root`.
+async fn disk_usage_of(root: &Path, path: &str) -> DiagnosticResult {
+    let mut f = executor_with(root, catalog::default_enabled());
+    let p = params(Kind::DiskUsage(DiskUsageParams {
+        path: path.into(),
+        depth: 2,
+    }));
+    run(&mut f.executor, "job-escape", p).await
+}
+
+// The issue-20 escapes: a trailing `/` on a link, a link in the middle of
+// the path, and links to secret stores, each in a real temp tree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg(unix)]
+async fn disk_usage_cannot_escape_its_roots_through_links() {
+    use std::os::unix::fs::symlink;
+    let root = tempfile::tempdir().expect("root");
+    let r = root.path();
+    write(r, "root/.ssh/id_ed25519", 400);
+    write(r, "etc/ssl/private/server.key", 1700);
+    write(r, "run/secret.sock", 10);
+    write(r, "home/alice/docs/a.txt", 10);
+    write(r, "home/alice/.ssh/id_rsa", 3000);
+    std::fs::create_dir_all(r.join("var")).expect("var");
+    std::fs::create_dir_all(r.join("etc/ssl/certs")).expect("certs");
+    // Absolute targets inside the system root, relative ones too.
+    symlink("../../root", r.join("home/alice/rootlink")).expect("link");
+    symlink("../run", r.join("var/run")).expect("link");
+    symlink("../../etc/ssl", r.join("home/alice/ssl")).expect("link");
+    for (path, resolved) in [
+        ("/home/alice/rootlink/", "/root"),
+        ("/home/alice/rootlink", "/root"),
+        ("/var/run/", "/run"),
+        ("/home/alice/ssl/private", "/etc/ssl/private"),
+        ("/home/alice/ssl/private/", "/etc/ssl/private"),
+    ] {
+        let result = disk_usage_of(r, path).await;
+        assert_eq!(
+            result.outcome(),
+            DiagnosticOutcome::Failed,
+            "{path}: {result:?}"
+        );
+        assert!(
+            result
+                .reason
+                .contains(&format!("resolves to {resolved}; refused")),
+            "{path}: {}",
+            result.reason
+        );
+        let out = String::from_utf8_lossy(&result.output);
+        assert!(
+            !out.contains("id_ed25519") && !out.contains("server.key") && !out.contains("secret"),
+            "{path} listed: {out}"
+        );
+    }
+    // A secret store under an allowed root is refused outright, and a walk
+    // that meets one skips it.
+    let result = disk_usage_of(r, "/home/alice/.ssh/").await;
+    assert_eq!(result.outcome(), DiagnosticOutcome::Refused, "{result:?}");
+    assert!(result.reason.contains("secret store"), "{}", result.reason);
+    let result = disk_usage_of(r, "/home/").await;
+    let out = text(&result);
+    assert_eq!(result.outcome(), DiagnosticOutcome::Completed, "{result:?}");
+    assert!(out.contains("/home/alice/docs"), "{out}");
+    assert!(!out.contains(".ssh"), "{out}");
+    assert!(out.contains("1 secret stores skipped"), "{out}");
 }
 
 /// Mounts a tmpfs of `size` at `dir`; false (and says so) when this

@@ -93,7 +93,7 @@ fn injection_attempts_are_refused_with_a_clear_error() {
         (
             "disk_usage",
             vec![("path", "/etc/shadow")],
-            "is not under an allowed root",
+            "is a secret store",
         ),
         (
             "disk_usage",
@@ -175,4 +175,32 @@ fn the_agent_side_check_refuses_what_parse_would_have_refused() {
         describe(&parse("ping", &kv(&[("host", "10.0.0.1"), ("count", "2")])).expect("valid")),
         "host=10.0.0.1 count=2"
     );
+}
+
+#[test]
+fn disk_usage_refuses_secret_stores_under_allowed_roots_on_every_os() {
+    for path in [
+        "/home/alice/.ssh",
+        "/home/alice/.SSH/keys",
+        "/var/lib/deskpulse-agent",
+        "/var/backups",
+        "/var/root",
+        "/var/db/dslocal",
+        "/Users/bob/Library/Keychains",
+        "C:\\Users\\bob\\AppData\\Roaming\\Microsoft\\Protect",
+        "c:\\programdata\\microsoft\\crypto\\RSA",
+    ] {
+        let error = parse("disk_usage", &kv(&[("path", path)])).expect_err(path);
+        assert!(error.contains("secret store"), "{path}: {error}");
+    }
+    for path in ["/root", "/etc/ssl/private"] {
+        assert!(
+            parse("disk_usage", &kv(&[("path", path)])).is_err(),
+            "{path}"
+        );
+    }
+    assert!(parse("disk_usage", &kv(&[("path", "/home/alice/Videos")])).is_ok());
+    assert!(holds_secret_store("/home"));
+    assert!(holds_secret_store("/var"));
+    assert!(!holds_secret_store("/srv/media"));
 }

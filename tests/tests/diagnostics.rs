@@ -197,3 +197,57 @@ fn the_agent_refuses_a_diagnostic_its_config_disables_even_when_delivered() {
         out.stderr
     );
 }
+
+/// Issue 20: once the agent's hourly refusal budget is spent, a refused
+/// request still gets its final answer, so `deskpulse run --wait` returns
+/// with a clear refusal instead of waiting until the request expires. The
+/// budget is spent the way a flood would spend it: requests queued while
+/// the agent was away, refused by its config when it comes back.
+#[test]
+fn deskpulse_run_returns_a_refusal_after_the_agents_refusal_budget_is_spent() {
+    const BUDGET: usize = 120; // diagnostics::REFUSALS_PER_HOUR
+    let collector = Collector::start();
+    let agent = enrolled(&collector);
+    let alice = collector.api_token("alice", "technician");
+    let host = agent.host_id();
+    let service = AgentService::start(&agent, &[]);
+    connected(&agent);
+    service.stop();
+    let ping = ["run", &host, "ping", "--param", "host=127.0.0.1"];
+    for _ in 0..BUDGET {
+        collector
+            .cli(&alice, &[&["--json"][..], &ping, &["--no-wait"]].concat())
+            .expect_code(0);
+    }
+    let mut waiting = collector
+        .cli_command(&alice, &[&["--json"][..], &ping, &["--wait"]].concat())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn deskpulse run --wait");
+    let _service = AgentService::start_with_env(
+        &agent,
+        &[],
+        &[("DESKPULSE_AGENT_DIAGNOSTICS_DISABLE", "ping")],
+    );
+    let returned = wait_for(Duration::from_secs(120), || {
+        waiting.try_wait().expect("try_wait")
+    });
+    if returned.is_none() {
+        let _ = waiting.kill();
+        let _ = waiting.wait();
+        panic!("deskpulse run --wait still waits 120 s after the agent came back");
+    }
+    let out = waiting.wait_with_output().expect("output");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let done: serde_json::Value = serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("{e}: {stdout} {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(done["state"], "refused", "{done}");
+    assert!(
+        done["reason"].as_str().unwrap_or("").contains(&format!(
+            "refused more than {BUDGET} diagnostic requests this hour"
+        )),
+        "{done}"
+    );
+    assert_eq!(done["output"], "", "nothing ran");
+}

@@ -341,3 +341,95 @@ async fn roles_parameters_and_the_agents_own_set_are_checked_before_anything_is_
         jobs.stdout
     );
 }
+
+/// Issue 20: an enrolled but hostile agent streams four times ping's
+/// catalog cap of live output and answers with as much output and times
+/// that cannot be (a start before 1970, a finish in 2100). The technician
+/// watching sees at most the cap and a line saying it was cut; the stored
+/// job keeps at most the cap, times inside the job's life, and a reason
+/// that says what the collector changed.
+#[tokio::test]
+async fn a_hostile_agents_live_output_is_capped_and_its_forged_times_clamped() {
+    let collector = Collector::start();
+    let agent = enrolled(&collector);
+    let alice = collector.api_token("alice", "technician");
+    let mut session = FakeSession::open(&collector, &agent, &["ping"]).await;
+    let host = agent.host_id();
+    let cap = deskpulse_proto::catalog::spec("ping")
+        .expect("ping")
+        .output_cap;
+    let child = collector
+        .cli_command(&alice, &["run", &host, "ping", "--param", "host=127.0.0.1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn deskpulse run");
+    let run = session.next_run().await;
+    let line = format!("{}\n", "x".repeat(1023));
+    for _ in 0..(4 * cap / 1024) {
+        session.output(&run.job_id, &line).await;
+    }
+    session.seq += 1;
+    session
+        .tx
+        .send(AgentMessage {
+            kind: Some(Kind::Report(Report {
+                spool_id: "fake".into(),
+                seq: session.seq,
+                held_from_seq: 0,
+                collected_at_unix_ms: 1_764_000_000_000,
+                payload: Some(Payload::DiagnosticResult(DiagnosticResult {
+                    job_id: run.job_id.clone(),
+                    diagnostic: "ping".into(),
+                    outcome: DiagnosticOutcome::Completed as i32,
+                    exit_code: 0,
+                    output: line.repeat(4 * cap / 1024).into_bytes(),
+                    started_at_unix_ms: -86_400_000,
+                    finished_at_unix_ms: 4_102_444_800_000,
+                    ..DiagnosticResult::default()
+                })),
+            })),
+        })
+        .await
+        .expect("report");
+    let out = finish(child).await;
+    let live_bytes = out.stdout.matches('x').count();
+    assert!(
+        live_bytes <= cap,
+        "{live_bytes} bytes of live output shown, over the cap of {cap}"
+    );
+    assert!(
+        out.stdout.contains(&format!(
+            "the collector cut the live output at the catalog cap of {cap} bytes"
+        )),
+        "{}",
+        &out.stdout[out.stdout.len().saturating_sub(400)..]
+    );
+    let shown = collector
+        .cli(&alice, &["--json", "job", "show", &run.job_id])
+        .expect_code(0);
+    let job: serde_json::Value = serde_json::from_str(&shown.stdout).expect("json");
+    let stored = job["output"].as_str().unwrap_or("").len();
+    assert!(
+        stored <= cap,
+        "{stored} bytes stored, over the cap of {cap}"
+    );
+    assert_eq!(job["truncated"], true, "{job}");
+    let (created, started, finished) = (
+        job["created_at"].as_str().unwrap_or(""),
+        job["started_at"].as_str().unwrap_or(""),
+        job["finished_at"].as_str().unwrap_or(""),
+    );
+    // RFC 3339 in UTC sorts as text.
+    assert!(
+        created <= started && started <= finished && !finished.starts_with("2100"),
+        "created {created}, started {started}, finished {finished}"
+    );
+    let reason = job["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("collector: live output past the catalog cap was dropped")
+            && reason.contains(&format!("kept the catalog cap of {cap}"))
+            && reason.contains("were impossible; clamped"),
+        "{reason}"
+    );
+}

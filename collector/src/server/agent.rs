@@ -360,7 +360,13 @@ async fn run_session(
                     }
                 };
                 match validate(&host_id, report) {
-                    Ok(report) => {
+                    Ok(mut report) => {
+                        if let ReportPayload::DiagnosticResult(result) = &mut report.payload
+                            && ctx.dispatch.live_overflowed(&result.job_id)
+                        {
+                            let said = format!("{}; collector: live output past the catalog cap was dropped", result.reason);
+                            result.reason = truncate(said.trim_start_matches("; "), 600);
+                        }
                         let (spool_id, seq) = (report.spool_id.clone(), report.seq);
                         let job: Option<String> = match &report.payload {
                             ReportPayload::DiagnosticResult(result) => Some(result.job_id.clone()),

@@ -40,11 +40,24 @@ const WATCH_BUFFER: usize = 256;
 struct Inner {
     /// host id -> (session number, the session's outbound queue).
     sessions: HashMap<String, (u64, mpsc::Sender<Outbound>)>,
-    /// job id -> host id, for jobs delivered from this replica.
-    running: HashMap<String, String>,
+    /// job id -> the job's host and live output, for jobs delivered from
+    /// this replica.
+    running: HashMap<String, LiveJob>,
     /// job id -> its watchers.
     watchers: HashMap<String, broadcast::Sender<JobEvent>>,
     next_session: u64,
+}
+
+/// A job delivered from this replica, as its live output is checked.
+#[derive(Debug)]
+struct LiveJob {
+    host: String,
+    /// The diagnostic's catalog output cap: live output past it is dropped.
+    cap: usize,
+    /// Live output bytes relayed so far.
+    relayed: usize,
+    /// True once the agent streamed past the cap.
+    overflowed: bool,
 }
 
 /// The live side of jobs on this replica.
@@ -149,9 +162,16 @@ impl Dispatch {
                 expires_at_unix_ms: job.expires_at_ms,
             })),
         };
-        self.lock()
-            .running
-            .insert(job.id.clone(), job.host_id.clone());
+        let cap = deskpulse_proto::catalog::spec(&job.diagnostic).map_or(0, |spec| spec.output_cap);
+        self.lock().running.insert(
+            job.id.clone(),
+            LiveJob {
+                host: job.host_id.clone(),
+                cap,
+                relayed: 0,
+                overflowed: false,
+            },
+        );
         if tx.send(Ok(message)).await.is_err() {
             self.lock().running.remove(&job.id);
             return Ok(false);
@@ -191,20 +211,57 @@ impl Dispatch {
 
     /// Relays a chunk of live output from `host`; chunks for jobs that
     /// host does not run are dropped, so an agent cannot write into
-    /// another host's job.
+    /// another host's job. Live output stops at the diagnostic's catalog
+    /// cap, as the agent's own does: an agent that streams more has the
+    /// rest dropped, its watchers told once, and the job's stored result
+    /// says so ([`Dispatch::live_overflowed`]).
     pub fn output(&self, host: &str, chunk: DiagnosticOutput) {
-        {
-            let inner = self.lock();
-            if inner.running.get(&chunk.job_id).map(String::as_str) != Some(host) {
+        let data = {
+            let mut inner = self.lock();
+            let Some(live) = inner.running.get_mut(&chunk.job_id) else {
+                return;
+            };
+            if live.host != host {
+                return;
+            }
+            let room = live.cap.saturating_sub(live.relayed);
+            let mut data = chunk.data;
+            let taken = data.len().min(room);
+            live.relayed += taken;
+            if taken < data.len() {
+                data.truncate(taken);
+                if !live.overflowed {
+                    live.overflowed = true;
+                    tracing::warn!(host, job = %chunk.job_id, cap = live.cap, "an agent streamed more live output than its diagnostic's cap; the rest is dropped");
+                    data.extend_from_slice(
+                        format!(
+                            "\n[the collector cut the live output at the catalog cap of {} bytes]\n",
+                            live.cap
+                        )
+                        .as_bytes(),
+                    );
+                }
+            }
+            if data.is_empty() {
                 return;
             }
             if let Some(watchers) = inner.watchers.get(&chunk.job_id) {
-                let _ = watchers.send(JobEvent::Output(chunk.data.clone()));
+                let _ = watchers.send(JobEvent::Output(data.clone()));
             }
-        }
+            data
+        };
         if let Some(relay) = &self.relay {
-            relay.publish_output(&chunk.job_id, &chunk.data);
+            relay.publish_output(&chunk.job_id, &data);
         }
+    }
+
+    /// True when the agent running `job_id` from here streamed more live
+    /// output than the diagnostic's cap.
+    pub fn live_overflowed(&self, job_id: &str) -> bool {
+        self.lock()
+            .running
+            .get(job_id)
+            .is_some_and(|live| live.overflowed)
     }
 
     /// A job's result is stored: tells its watchers, here and on the other

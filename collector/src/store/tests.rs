@@ -255,6 +255,7 @@ contract! {
     jobs_are_queued_delivered_finished_once_and_only_by_their_host,
     a_request_past_its_ttl_expires_visibly_and_a_queued_one_cancels,
     a_result_for_a_job_with_a_ticket_lands_in_the_tickets_worklog,
+    a_hostile_agents_result_is_capped_at_its_catalog_cap_and_its_times_clamped,
     timer_passes_on_two_replicas_at_once_fire_each_due_timer_once,
     the_knowledge_base_finds_resolved_tickets_best_match_first,
     audit_appends_from_two_replicas_form_one_chain_and_edits_are_named;
@@ -1829,6 +1830,96 @@ async fn jobs_are_queued_delivered_finished_once_and_only_by_their_host(db: Test
             .await
             .expect("due")
             .is_empty()
+    );
+}
+
+/// Issue 20: an enrolled agent that sends more output than ping's catalog
+/// cap (16 KiB) and times that cannot be (a finish in the future, a start
+/// before the job existed, a run far past ping's 30 s timeout, a negative
+/// duration) gets neither stored as sent, and the job's reason says so.
+async fn a_hostile_agents_result_is_capped_at_its_catalog_cap_and_its_times_clamped(db: TestDb) {
+    let store = db.store.clone();
+    let host = enrolled_host(&store).await;
+    let cap = deskpulse_proto::catalog::spec("ping")
+        .expect("ping")
+        .output_cap;
+    let created = 1_000_000;
+    let now = 1_100_000;
+    let cases: [(&str, i64, i64, usize); 4] = [
+        // (job, started, finished, output bytes)
+        (
+            "00000000-0000-4000-8000-0000000000a1",
+            created + 10,
+            now + 86_400_000,
+            64,
+        ),
+        ("00000000-0000-4000-8000-0000000000a2", -5, created + 20, 64),
+        (
+            "00000000-0000-4000-8000-0000000000a3",
+            created + 90_000,
+            created + 10,
+            64,
+        ),
+        (
+            "00000000-0000-4000-8000-0000000000a4",
+            created,
+            now,
+            cap * 4,
+        ),
+    ];
+    for (seq, (id, started, finished, bytes)) in cases.iter().enumerate() {
+        store
+            .create_job(&ping_job(&host, id, i64::MAX), created)
+            .await
+            .expect("create");
+        store.job_sent(id, created).await.expect("sent");
+        let mut report = result_report(&host, seq as u64 + 1, id, "completed");
+        if let ReportPayload::DiagnosticResult(result) = &mut report.payload {
+            result.started_at_ms = *started;
+            result.finished_at_ms = *finished;
+            result.output = vec![b'x'; *bytes];
+            result.reason = "agent says".into();
+        }
+        store.store_reports(&[report], now).await.expect("store");
+        let job = store.job(id).await.expect("get").expect("job");
+        let (kept_start, kept_finish) = (
+            job.started_at_ms.expect("started"),
+            job.finished_at_ms.expect("finished"),
+        );
+        assert!(
+            created <= kept_start && kept_start <= kept_finish && kept_finish <= now,
+            "{id}: stored {kept_start}..{kept_finish}"
+        );
+        assert!(
+            kept_finish - kept_start <= 40_000,
+            "{id}: longer than the timeout"
+        );
+        assert!(
+            job.output.len() <= cap,
+            "{id}: {} bytes kept",
+            job.output.len()
+        );
+        let reason = job.reason.unwrap_or_default();
+        assert!(
+            reason.starts_with("agent says; collector: "),
+            "{id}: {reason}"
+        );
+    }
+    let last = store.job(cases[3].0).await.expect("get").expect("job");
+    assert!(last.truncated);
+    assert!(
+        last.reason
+            .unwrap_or_default()
+            .contains(&format!("kept the catalog cap of {cap}")),
+        "the cut is said"
+    );
+    let first = store.job(cases[0].0).await.expect("get").expect("job");
+    assert!(
+        first
+            .reason
+            .unwrap_or_default()
+            .contains("were impossible; clamped"),
+        "the clamp is said"
     );
 }
 

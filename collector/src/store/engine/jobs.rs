@@ -7,9 +7,13 @@
 
 use crate::store::{AuditEntry, JobResult, JobRow, NewJob, StoreError, StoreResult};
 
-/// The most output kept of one job, whatever the agent sends: the largest
-/// catalog cap with room to spare.
+/// The most output kept of a job whose diagnostic this collector's catalog
+/// does not know (an older job after a catalog change); a known one keeps
+/// at most its own catalog cap.
 const MAX_OUTPUT: usize = 256 * 1024;
+/// How much longer than its catalog timeout a run may honestly last: the
+/// agent's grace to gather a killed job's output (2 s), with slack.
+const RUN_SLACK_MS: i64 = 10_000;
 
 /// A job's row change on a result from its host.
 #[derive(Debug)]
@@ -150,31 +154,46 @@ pub async fn expire(tx: &mut impl JobTx, now_ms: i64) -> StoreResult<Vec<JobRow>
 /// Finishes a job with the agent's result, inside the transaction that
 /// stores the report. Only the host the job was for can finish it; a
 /// result for a finished or unknown job changes nothing.
+///
+/// The agent is not trusted with what it reports either: its output is cut
+/// at the diagnostic's own catalog cap and its times are clamped to what
+/// is possible ([`Kept::of`]), and the job's reason says so.
 pub async fn finish(
     tx: &mut impl JobTx,
     host: &str,
     result: &JobResult,
     now_ms: i64,
 ) -> StoreResult<()> {
-    let output = &result.output[..result.output.len().min(MAX_OUTPUT)];
+    let Some(job) = tx.job(&result.job_id).await? else {
+        tracing::warn!(host, job = %result.job_id, "a diagnostic result for no known job; ignored");
+        return Ok(());
+    };
+    let kept = Kept::of(&job, result, now_ms);
+    if !kept.note.is_empty() {
+        tracing::warn!(host, job = %result.job_id, note = %kept.note, "a diagnostic result was capped or clamped");
+    }
+    let reason = match (result.reason.is_empty(), kept.note.is_empty()) {
+        (_, true) => result.reason.clone(),
+        (true, false) => kept.note.clone(),
+        (false, false) => format!("{}; {}", result.reason, kept.note),
+    };
+    let output = &result.output[..kept.output_len];
     let finish = Finish {
         job_id: &result.job_id,
         host,
         outcome: &result.outcome,
         exit_code: result.exit_code,
         output,
-        truncated: result.truncated || result.output.len() > MAX_OUTPUT,
-        started_at_ms: result.started_at_ms,
-        finished_at_ms: result.finished_at_ms,
-        reason: &result.reason,
+        truncated: kept.truncated,
+        started_at_ms: kept.started_at_ms,
+        finished_at_ms: kept.finished_at_ms,
+        reason: &reason,
     };
     if !tx.finish_job(&finish).await? {
         tracing::warn!(host, job = %result.job_id, "a diagnostic result for no open job of this host; ignored");
         return Ok(());
     }
-    let Some(job) = tx.job(&result.job_id).await? else {
-        return Ok(());
-    };
+
     let verb = if result.outcome == "refused" {
         "diagnostic.refuse"
     } else {
@@ -186,10 +205,10 @@ pub async fn finish(
         job.params_text,
         result.outcome,
         result.exit_code,
-        if result.reason.is_empty() {
+        if reason.is_empty() {
             String::new()
         } else {
-            format!(" ({})", result.reason)
+            format!(" ({reason})")
         }
     );
     tx.audit(&system(verb, &job, detail.clone()), now_ms)
@@ -206,4 +225,68 @@ pub async fn finish(
         tx.ticket_note(ticket, now_ms, &note).await?;
     }
     Ok(())
+}
+
+/// What the collector keeps of an agent's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Kept {
+    /// Output bytes kept: at most the diagnostic's catalog cap.
+    pub output_len: usize,
+    /// Whether the output was cut, by the agent or here.
+    pub truncated: bool,
+    /// The start, clamped.
+    pub started_at_ms: i64,
+    /// The finish, clamped.
+    pub finished_at_ms: i64,
+    /// What was cut or clamped, for the job's reason; empty when nothing.
+    pub note: String,
+}
+
+impl Kept {
+    /// Caps and clamps `result` for `job`: the output to the catalog cap of
+    /// the job's diagnostic; the finish into [job created, now]; the start
+    /// into [job created, finish], and no earlier than the timeout (plus
+    /// [`RUN_SLACK_MS`]) before the finish. An impossible time (negative
+    /// duration, in the future, before the job existed, longer than the
+    /// timeout) is never stored as sent.
+    pub fn of(job: &JobRow, result: &JobResult, now_ms: i64) -> Self {
+        let spec = deskpulse_proto::catalog::spec(&job.diagnostic);
+        let cap = spec.map_or(MAX_OUTPUT, |s| s.output_cap);
+        let mut notes = Vec::new();
+        let output_len = result.output.len().min(cap);
+        if output_len < result.output.len() {
+            notes.push(format!(
+                "the agent sent {} bytes of output; kept the catalog cap of {cap}",
+                result.output.len()
+            ));
+        }
+        let earliest = job.created_at_ms.min(now_ms);
+        let finished_at_ms = result.finished_at_ms.clamp(earliest, now_ms);
+        let longest = spec.map_or(i64::MAX, |s| {
+            i64::try_from(s.timeout.as_millis())
+                .unwrap_or(i64::MAX)
+                .saturating_add(RUN_SLACK_MS)
+        });
+        let started_at_ms = result
+            .started_at_ms
+            .clamp(earliest, finished_at_ms)
+            .max(finished_at_ms.saturating_sub(longest));
+        if (result.started_at_ms, result.finished_at_ms) != (started_at_ms, finished_at_ms) {
+            notes.push(format!(
+                "the agent's times (started {}, finished {}) were impossible; clamped to this job's life and timeout",
+                result.started_at_ms, result.finished_at_ms
+            ));
+        }
+        Self {
+            output_len,
+            truncated: result.truncated || output_len < result.output.len(),
+            started_at_ms,
+            finished_at_ms,
+            note: if notes.is_empty() {
+                String::new()
+            } else {
+                format!("collector: {}", notes.join("; "))
+            },
+        }
+    }
 }

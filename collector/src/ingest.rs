@@ -6,12 +6,22 @@
 //! Batching turns many small per-report transactions into a few large ones,
 //! which is what lets one store keep up with a large fleet; the bounded queue
 //! pushes back on sessions instead of growing without limit.
+//!
+//! The writer also says whether the store can write ([`WriteHealth`]): a
+//! batch that fails because the database cannot write (a full disk) marks
+//! it failing, and the next batch that commits clears it, so the gRPC
+//! health service reports NOT_SERVING exactly while reports cannot be
+//! stored. Nothing is lost meanwhile: an uncommitted report is never
+//! acknowledged, and the agent resends it from its spool.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::clock::SharedClock;
-use crate::store::{IncomingReport, ReportOutcome, ReportPayload, SharedStore};
+use crate::store::{IncomingReport, ReportOutcome, ReportPayload, SharedStore, StoreError};
 
 /// How many reports may wait for the writer before sessions wait too: two
 /// full batches, so the next batch is queued while one commits.
@@ -48,6 +58,32 @@ struct Job {
 #[derive(Clone, Debug)]
 pub struct Ingest {
     queue: mpsc::Sender<Job>,
+    health: WriteHealth,
+}
+
+/// Whether the writer's last batch failed for want of a writable store.
+/// Holding one does not keep the writer running.
+#[derive(Clone, Debug, Default)]
+pub struct WriteHealth(Arc<AtomicBool>);
+
+impl WriteHealth {
+    /// True while storing fails because the database cannot write.
+    pub fn failing(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// Marks the store failing when `error` says it cannot write: a write
+    /// outside the writer (an agent's session opening) found the disk full.
+    /// The writer's next commit clears it.
+    pub fn record_failure(&self, error: &StoreError) {
+        if error.is_storage_failure() {
+            self.set_failing(true);
+        }
+    }
+
+    fn set_failing(&self, failing: bool) {
+        self.0.store(failing, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Job {
@@ -67,8 +103,14 @@ impl Ingest {
     /// Starts the writer task.
     pub fn spawn(store: SharedStore, clock: SharedClock) -> (Self, JoinHandle<()>) {
         let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
-        let writer = tokio::spawn(write_batches(rx, store, clock));
-        (Self { queue }, writer)
+        let health = WriteHealth::default();
+        let writer = tokio::spawn(write_batches(rx, store, clock, health.clone()));
+        (Self { queue, health }, writer)
+    }
+
+    /// The writer's health, for the gRPC health service.
+    pub fn health(&self) -> WriteHealth {
+        self.health.clone()
     }
 
     /// Queues a report. The returned receiver resolves once it is committed.
@@ -85,7 +127,12 @@ impl Ingest {
     }
 }
 
-async fn write_batches(mut rx: mpsc::Receiver<Job>, store: SharedStore, clock: SharedClock) {
+async fn write_batches(
+    mut rx: mpsc::Receiver<Job>,
+    store: SharedStore,
+    clock: SharedClock,
+    health: WriteHealth,
+) {
     let mut jobs = Vec::new();
     while let Some(first) = rx.recv().await {
         let mut inventories = usize::from(is_inventory(&first.report));
@@ -106,6 +153,7 @@ async fn write_batches(mut rx: mpsc::Receiver<Job>, store: SharedStore, clock: S
         metrics::histogram!(crate::metrics::STORE_BATCH).record(started.elapsed().as_secs_f64());
         match stored {
             Ok(outcomes) => {
+                health.set_failing(false);
                 for (waiter, outcome) in waiters.into_iter().zip(outcomes) {
                     // A session that went away no longer needs its answer.
                     let _ = waiter.send(Ok(outcome));
@@ -115,23 +163,31 @@ async fn write_batches(mut rx: mpsc::Receiver<Job>, store: SharedStore, clock: S
                 // The batch rolled back whole. Store each report on its own,
                 // so one bad report fails alone and the others commit.
                 tracing::warn!(%error, reports = reports.len(), "storing a batch failed; storing its reports one by one");
+                let mut committed = false;
+                let mut cannot_write = error.is_storage_failure();
                 for (report, waiter) in reports.iter().zip(waiters) {
                     let stored = store
                         .store_reports(std::slice::from_ref(report), clock.now_ms())
                         .await;
                     let answer = match stored {
-                        Ok(mut outcomes) => outcomes
-                            .pop()
-                            .ok_or_else(|| "the store returned no outcome".to_owned()),
+                        Ok(mut outcomes) => {
+                            committed = true;
+                            outcomes
+                                .pop()
+                                .ok_or_else(|| "the store returned no outcome".to_owned())
+                        }
                         Err(error) => {
+                            cannot_write |= error.is_storage_failure();
                             tracing::error!(%error, host = %report.host_id, seq = report.seq, kind = report.payload.kind(), "storing a report failed");
                             Err(error.to_string())
                         }
                     };
                     let _ = waiter.send(answer);
                 }
+                health.set_failing(cannot_write && !committed);
             }
             Err(error) => {
+                health.set_failing(error.is_storage_failure());
                 tracing::error!(%error, reports = reports.len(), "storing a batch of reports failed");
                 for waiter in waiters {
                     let _ = waiter.send(Err(error.to_string()));

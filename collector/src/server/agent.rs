@@ -191,7 +191,11 @@ impl AgentService for AgentSessions {
             .store
             .session_opened(&session, self.ctx.clock.now_ms())
             .await
-            .map_err(internal)?;
+            .map_err(|error| {
+                // Health must see a store that cannot write (issue 20).
+                self.ingest.health().record_failure(&error);
+                internal(error)
+            })?;
         info!(agent_version = %session.agent_version, "agent connected");
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
         // Registered before the queued jobs are read, so a job made in

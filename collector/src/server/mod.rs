@@ -182,10 +182,12 @@ const CONNECTION_WINDOW: u32 = 64 * 1024;
 const STORE_CHECK: Duration = Duration::from_secs(5);
 
 /// Keeps the gRPC health service honest: every service reports NOT_SERVING
-/// while the store does not answer, and SERVING again once it does.
+/// while the store does not answer or reports cannot be stored (a full
+/// disk: `writes`), and SERVING again once both work.
 async fn watch_store(
     ctx: ServerContext,
     health: tonic_health::server::HealthReporter,
+    writes: crate::ingest::WriteHealth,
     every: Duration,
 ) {
     let mut tick = tokio::time::interval(every);
@@ -195,18 +197,26 @@ async fn watch_store(
             () = ctx.shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let answered = ctx.store.ping().await;
+        let answered = match ctx.store.ping().await {
+            Err(error) => Err(format!("the store does not answer: {error}")),
+            Ok(()) if writes.failing() => {
+                Err("the store cannot write (disk full?): reports are not stored".to_owned())
+            }
+            Ok(()) => Ok(()),
+        };
         if answered.is_ok() == up {
             continue;
         }
         up = answered.is_ok();
-        let status = if up {
-            tracing::info!("the store answers again; serving");
-            tonic_health::ServingStatus::Serving
-        } else {
-            let error = answered.err().map(|e| e.to_string()).unwrap_or_default();
-            tracing::error!(%error, "the store does not answer; reporting NOT_SERVING");
-            tonic_health::ServingStatus::NotServing
+        let status = match answered {
+            Ok(()) => {
+                tracing::info!("the store answers and writes again; serving");
+                tonic_health::ServingStatus::Serving
+            }
+            Err(problem) => {
+                tracing::error!("{problem}; reporting NOT_SERVING");
+                tonic_health::ServingStatus::NotServing
+            }
         };
         for service in [
             "",
@@ -283,7 +293,12 @@ pub async fn serve(
     health
         .set_serving::<TechnicianServer<technician::TechnicianApi>>()
         .await;
-    tokio::spawn(watch_store(ctx.clone(), health.clone(), STORE_CHECK));
+    tokio::spawn(watch_store(
+        ctx.clone(),
+        health.clone(),
+        ingest.health(),
+        STORE_CHECK,
+    ));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(deskpulse_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

@@ -40,7 +40,12 @@ async fn the_health_service_says_not_serving_while_the_store_does_not_answer() {
             .add_service(service)
             .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown.cancelled_owned()),
     );
-    tokio::spawn(watch_store(ctx.clone(), health, Duration::from_millis(20)));
+    tokio::spawn(watch_store(
+        ctx.clone(),
+        health,
+        crate::ingest::WriteHealth::default(),
+        Duration::from_millis(20),
+    ));
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("url")
         .connect()

@@ -61,6 +61,30 @@ pub enum StoreError {
     Issue(String),
 }
 
+impl StoreError {
+    /// True when the database could not write at all (out of space, an
+    /// I/O error, read-only, the connection lost), as opposed to refusing
+    /// what one write held: the health service reports the first kind
+    /// (issue 20), and a hostile agent's bad report must not look like it.
+    pub fn is_storage_failure(&self) -> bool {
+        let StoreError::Database(error) = self else {
+            return false;
+        };
+        match error {
+            sqlx::Error::Database(db) => backend::cannot_write(db.as_ref()),
+            sqlx::Error::RowNotFound
+            | sqlx::Error::InvalidArgument(_)
+            | sqlx::Error::TypeNotFound { .. }
+            | sqlx::Error::ColumnIndexOutOfBounds { .. }
+            | sqlx::Error::ColumnNotFound(_)
+            | sqlx::Error::ColumnDecode { .. }
+            | sqlx::Error::Encode(_)
+            | sqlx::Error::Decode(_) => false,
+            _ => true,
+        }
+    }
+}
+
 /// Result alias for store calls.
 pub type StoreResult<T> = Result<T, StoreError>;
 

@@ -87,6 +87,7 @@ impl SqliteStore {
         let writer = Writer(
             SqlitePoolOptions::new()
                 .max_connections(1)
+                .after_release(|conn, _| Box::pin(reusable(conn)))
                 .connect_with(options.clone().pragma("cache_size", "-32768"))
                 .await?,
         );
@@ -95,6 +96,7 @@ impl SqliteStore {
         // wait for each other.
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            .after_release(|conn, _| Box::pin(reusable(conn)))
             .connect_with(options.pragma("cache_size", "-8192"))
             .await?;
         sqlx::migrate!("./migrations/sqlite")
@@ -124,6 +126,36 @@ impl SqliteStore {
         self.writer.0.close().await;
         self.pool.close().await;
     }
+}
+
+/// Whether a connection going back to its pool may be handed out again.
+///
+/// SQLite rolls a transaction back by itself when a statement or the
+/// commit fails with SQLITE_FULL, SQLITE_IOERR, SQLITE_BUSY or SQLITE_NOMEM
+/// (<https://sqlite.org/lang_transaction.html>, "Response To Errors Within
+/// A Transaction"). The ROLLBACK sqlx then sends for the dropped
+/// transaction fails ("no transaction is active"), and sqlx 0.9 lowers its
+/// transaction depth only when ROLLBACK succeeds: the connection stays
+/// "in a transaction" for good and every later `BEGIN IMMEDIATE` is refused
+/// ("attempted to call begin_with at non-zero transaction depth"). With one
+/// writer connection that wedged every write until a restart (issue 20).
+/// Such a connection is closed here instead, and the pool opens a fresh
+/// one for the next write.
+async fn reusable(conn: &mut sqlx::SqliteConnection) -> Result<bool, sqlx::Error> {
+    use sqlx::Connection as _;
+    if !conn.is_in_transaction() {
+        return Ok(true);
+    }
+    // The rollback of a dropped transaction is queued to the connection's
+    // worker, not awaited; a ping queued behind it returns once it ran.
+    conn.ping().await?;
+    if conn.is_in_transaction() {
+        tracing::warn!(
+            "a failed transaction could not be rolled back on its connection; opening a new one"
+        );
+        return Ok(false);
+    }
+    Ok(true)
 }
 
 /// Begins a transaction that will write. IMMEDIATE takes the write lock
@@ -266,5 +298,67 @@ mod tests {
             *order.lock().expect("order"),
             ["asked first", "asked later"]
         );
+    }
+
+    /// SQLite rolls a transaction back by itself when a write finds the
+    /// disk full (SQLITE_FULL), so the rollback sqlx sends when the failed
+    /// transaction is dropped fails too, and sqlx went on counting the
+    /// connection as in a transaction: every later write failed with
+    /// "attempted to call begin_with at non-zero transaction depth" until
+    /// a restart. `max_page_count` makes the disk full for the writer's
+    /// connection only; a fresh connection has room again.
+    #[tokio::test]
+    async fn the_writer_writes_again_after_a_write_found_the_disk_full() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = SqliteStore::open(&dir.path().join("t.db"))
+            .await
+            .expect("open");
+        sqlx::query("CREATE TABLE filler (b BLOB)")
+            .execute(store.writer.pool())
+            .await
+            .expect("create");
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count")
+            .fetch_one(store.writer.pool())
+            .await
+            .expect("page count");
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "PRAGMA max_page_count = {}",
+            pages + 4
+        )))
+        .execute(store.writer.pool())
+        .await
+        .expect("cap the pages");
+
+        let mut tx = begin_write(&store.writer).await.expect("begin");
+        let mut full = None;
+        for _ in 0..64 {
+            let insert = sqlx::query("INSERT INTO filler VALUES (zeroblob(3000))")
+                .execute(&mut *tx)
+                .await;
+            if let Err(error) = insert {
+                full = Some(error.to_string());
+                break;
+            }
+        }
+        let full = full.expect("the capped database fills up");
+        assert!(full.contains("full"), "{full}");
+        assert!(
+            tx.commit().await.is_err(),
+            "nothing of the full write commits"
+        );
+
+        let mut tx = begin_write(&store.writer)
+            .await
+            .expect("the writer begins again");
+        sqlx::query("INSERT INTO filler VALUES (zeroblob(3000))")
+            .execute(&mut *tx)
+            .await
+            .expect("insert with room");
+        tx.commit().await.expect("commit with room");
+        let rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM filler")
+            .fetch_one(&store.pool)
+            .await
+            .expect("count");
+        assert_eq!(rows, 1, "only the write made with room is stored");
     }
 }

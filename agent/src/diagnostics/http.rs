@@ -254,7 +254,8 @@ fn ms(since: Instant) -> String {
 }
 
 /// Reads the response head: up to the blank line, [`MAX_HEAD`] or the end.
-fn read_head(stream: &mut dyn Read) -> std::io::Result<Vec<u8>> {
+/// Public, like `report_head`, for the fuzz targets (`fuzz/`).
+pub fn read_head(stream: &mut dyn Read) -> std::io::Result<Vec<u8>> {
     let mut head = Vec::new();
     let mut buf = [0u8; 2048];
     while head.len() < MAX_HEAD && !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -271,7 +272,7 @@ fn read_head(stream: &mut dyn Read) -> std::io::Result<Vec<u8>> {
 }
 
 /// Prints the status line and the telling headers; 0 for 1xx-3xx.
-fn report_head(head: &[u8], started: Instant, out: &Out) -> i32 {
+pub fn report_head(head: &[u8], started: Instant, out: &Out) -> i32 {
     let text = String::from_utf8_lossy(head);
     let mut lines = text.split("\r\n");
     let status = lines.next().unwrap_or("").trim();

@@ -407,8 +407,9 @@ fn goodbye_reason(reason: GoodbyeReason) -> &'static str {
 const MAX_ISSUE_TEXT: usize = 2000;
 
 /// Checks a report's key and payload and hands them to the store: an
-/// inventory or a delta as decoded here, other payloads encoded.
-fn validate(host_id: &str, mut report: Report) -> Result<IncomingReport, Rejected> {
+/// inventory or a delta as decoded here, other payloads encoded. Public for
+/// the fuzz targets (`fuzz/`).
+pub fn validate(host_id: &str, mut report: Report) -> Result<IncomingReport, Rejected> {
     // Canonicalised in place: a copy of a decoded inventory is hundreds of
     // KB per report.
     let mut payload = report.payload.take();

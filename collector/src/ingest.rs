@@ -67,7 +67,10 @@ impl Ingest {
     /// Starts the writer task.
     pub fn spawn(store: SharedStore, clock: SharedClock) -> (Self, JoinHandle<()>) {
         let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
-        let writer = tokio::spawn(write_batches(rx, store, clock));
+        let writer = tokio::spawn(crate::panics::critical(
+            "ingest writer",
+            write_batches(rx, store, clock),
+        ));
         (Self { queue }, writer)
     }
 

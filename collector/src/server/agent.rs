@@ -215,14 +215,19 @@ impl AgentService for AgentSessions {
             }
             Err(error) => tracing::error!(%error, "reading queued jobs failed"),
         }
-        tokio::spawn(run_session(
+        let session = run_session(
             self.ctx.clone(),
             self.ingest.clone(),
             self.intake.clone(),
-            identity.host_id,
+            identity.host_id.clone(),
             inbound,
-            tx,
+            tx.clone(),
             guard,
+        );
+        tokio::spawn(crate::panics::contain_session(
+            identity.host_id,
+            session,
+            tx,
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -268,6 +273,7 @@ async fn run_session(
     };
     let permit_until = tokio::time::Instant::now() + FIRST_REPORT_WAIT;
     let mut read_any = false;
+    crate::panics::test_panic("session");
     loop {
         if !inbound_open && pending.is_empty() {
             break;

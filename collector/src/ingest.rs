@@ -104,7 +104,10 @@ impl Ingest {
     pub fn spawn(store: SharedStore, clock: SharedClock) -> (Self, JoinHandle<()>) {
         let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
         let health = WriteHealth::default();
-        let writer = tokio::spawn(write_batches(rx, store, clock, health.clone()));
+        let writer = tokio::spawn(crate::panics::critical(
+            "ingest writer",
+            write_batches(rx, store, clock, health.clone()),
+        ));
         (Self { queue, health }, writer)
     }
 

@@ -40,6 +40,7 @@ pub mod facts;
 pub mod ingest;
 pub mod metrics;
 pub mod model;
+pub mod panics;
 pub mod pki;
 pub mod query;
 pub mod rules;

@@ -34,7 +34,7 @@ pub mod install_test;
 pub mod linux;
 pub mod macos;
 pub mod msi;
-mod tools;
+pub mod tools;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};

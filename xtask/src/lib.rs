@@ -8,8 +8,11 @@
 //! - [`codegen`]: compiles `proto/` into the committed Rust.
 //! - [`demo`]: builds everything and shows a collector, an agent and the CLI
 //!   working together on loopback.
+//! - [`deps`]: the dependency policy (`deny.toml`) through cargo-deny:
+//!   licences, bans and sources (`deny`), advisories (`audit-deps`).
 //! - [`dist`]: the packages (.deb, .rpm, .msi, macOS tarballs), and their
 //!   install tests (`test-packages`).
+//! - [`fuzz`]: the cargo-fuzz targets in `fuzz/`, each run for N seconds.
 //! - [`loadgen`]: simulates a fleet of agents against a collector and
 //!   measures it.
 //! - [`pg`]: starts a local PostgreSQL for the tests when none answers.
@@ -20,7 +23,9 @@ pub mod bench_agent;
 pub mod check_targets;
 pub mod codegen;
 pub mod demo;
+pub mod deps;
 pub mod dist;
+pub mod fuzz;
 pub mod loadgen;
 pub mod pg;
 pub mod wine;

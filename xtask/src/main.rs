@@ -70,6 +70,15 @@ enum Task {
     /// under Wine against a real collector, and purge them again. Changes
     /// /usr/bin, /etc/deskpulse and /var/lib: never beside `test`.
     TestPackages(xtask::dist::install_test::TestPackagesArgs),
+    /// Run every fuzz target in fuzz/ for --seconds each, installing
+    /// nightly and cargo-fuzz first when missing.
+    Fuzz(xtask::fuzz::FuzzArgs),
+    /// Check the dependencies' licences, bans and sources (deny.toml),
+    /// installing cargo-deny first when missing.
+    Deny,
+    /// Check the dependencies against the RustSec advisories (needs the
+    /// network to fetch the advisory database).
+    AuditDeps,
 }
 
 fn main() -> ExitCode {
@@ -133,6 +142,9 @@ fn run(task: Task) -> Result<()> {
         Task::Loadgen(args) => xtask::loadgen::run(&root, &args),
         Task::LoadgenWorker => xtask::loadgen::run_worker(),
         Task::LoadgenAnchors => xtask::loadgen::run_anchors(),
+        Task::Fuzz(args) => xtask::fuzz::run(&root, &args),
+        Task::Deny => xtask::deps::deny(&root),
+        Task::AuditDeps => xtask::deps::audit(&root),
     }
 }
 

@@ -254,7 +254,8 @@ fn ms(since: Instant) -> String {
 }
 
 /// Reads the response head: up to the blank line, [`MAX_HEAD`] or the end.
-fn read_head(stream: &mut dyn Read) -> std::io::Result<Vec<u8>> {
+/// Public, like `report_head`, for the fuzz targets (`fuzz/`).
+pub fn read_head(stream: &mut dyn Read) -> std::io::Result<Vec<u8>> {
     let mut head = Vec::new();
     let mut buf = [0u8; 2048];
     while head.len() < MAX_HEAD && !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -306,7 +307,7 @@ fn printable(value: &str) -> String {
 /// not an HTTP/1.x response is said to be so and not echoed: a banner of
 /// another service (SMTP, SSH, a database) is none of the caller's
 /// business.
-fn report_head(head: &[u8], started: Instant, out: &Out) -> i32 {
+pub fn report_head(head: &[u8], started: Instant, out: &Out) -> i32 {
     let text = String::from_utf8_lossy(head);
     let mut lines = text.split("\r\n");
     let status = lines.next().unwrap_or("");

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use deskpulse_collector::admin;
 use deskpulse_collector::clock::{SharedClock, SystemClock};
 use deskpulse_collector::config::{self, LogFormat, ProcessEnv, ServeFlags, StoreFlags};
 use deskpulse_collector::exit::{CommandResult, Failure, init_logging};
 use deskpulse_collector::server::{self, ServerContext};
 use deskpulse_collector::store::Role;
+use deskpulse_collector::{admin, panics};
 use tokio_util::sync::CancellationToken;
 
 /// jemalloc, not glibc's malloc: under a fleet's first inventories a third
@@ -147,6 +147,7 @@ fn run(command: Command) -> CommandResult {
         Command::Serve(flags) => {
             let config = config::resolve_serve(&flags, &ProcessEnv).map_err(Failure::usage)?;
             init_logging(config.log_format == LogFormat::Json, "info");
+            panics::install_hook();
             runtime()?.block_on(serve(config))
         }
         Command::EnrollToken(EnrollTokenCommand::Create { store, ttl, uses }) => {
@@ -225,10 +226,11 @@ async fn serve(config: config::ServeConfig) -> CommandResult {
         dispatch,
         audit: dir.audit.clone(),
     };
-    tokio::spawn(ctx.dispatch.clone().follow(
-        ctx.store.clone(),
-        ctx.clock.clone(),
-        ctx.shutdown.clone(),
+    tokio::spawn(panics::critical(
+        "job dispatch",
+        ctx.dispatch
+            .clone()
+            .follow(ctx.store.clone(), ctx.clock.clone(), ctx.shutdown.clone()),
     ));
     tracing::info!(%addr, data_dir = %config.store.data_dir.display(), "collector listening");
     {
@@ -240,30 +242,42 @@ async fn serve(config: config::ServeConfig) -> CommandResult {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "metrics listening");
         }
-        tokio::spawn(deskpulse_collector::metrics::serve(
-            listener,
-            handle,
-            ctx.store.clone(),
-            ctx.shutdown.clone(),
+        tokio::spawn(panics::critical(
+            "metrics",
+            deskpulse_collector::metrics::serve(
+                listener,
+                handle,
+                ctx.store.clone(),
+                ctx.shutdown.clone(),
+            ),
         ));
     }
-    tokio::spawn(server::maintain_history(ctx.clone(), config.retention));
-    tokio::spawn(server::advance_rule_timers(ctx.clone()));
+    tokio::spawn(panics::critical(
+        "history maintenance",
+        server::maintain_history(ctx.clone(), config.retention),
+    ));
+    tokio::spawn(panics::critical(
+        "rule timers",
+        server::advance_rule_timers(ctx.clone()),
+    ));
     // Webhooks go out from their own task: ingest and rules only write the
     // outbox, so a slow receiver never holds them up.
     let deliverer =
         deskpulse_collector::webhooks::Deliverer::new(ctx.store.clone(), ctx.clock.clone());
-    tokio::spawn(deskpulse_collector::webhooks::run(
-        deliverer,
-        ctx.shutdown.clone(),
+    tokio::spawn(panics::critical(
+        "webhook delivery",
+        deskpulse_collector::webhooks::run(deliverer, ctx.shutdown.clone()),
     ));
     // D28: the chain head is signed into the anchor file every minute (and
     // once more on shutdown), outside the database.
-    let anchoring = tokio::spawn(deskpulse_collector::audit::run_anchoring(
-        ctx.audit.clone(),
-        ctx.store.clone(),
-        ctx.clock.clone(),
-        ctx.shutdown.clone(),
+    let anchoring = tokio::spawn(panics::critical(
+        "audit anchoring",
+        deskpulse_collector::audit::run_anchoring(
+            ctx.audit.clone(),
+            ctx.store.clone(),
+            ctx.clock.clone(),
+            ctx.shutdown.clone(),
+        ),
     ));
     server::serve(ctx, listener, &identity, config.shutdown_grace)
         .await

@@ -219,14 +219,19 @@ impl AgentService for AgentSessions {
             }
             Err(error) => tracing::error!(%error, "reading queued jobs failed"),
         }
-        tokio::spawn(run_session(
+        let session = run_session(
             self.ctx.clone(),
             self.ingest.clone(),
             self.intake.clone(),
-            identity.host_id,
+            identity.host_id.clone(),
             inbound,
-            tx,
+            tx.clone(),
             guard,
+        );
+        tokio::spawn(crate::panics::contain_session(
+            identity.host_id,
+            session,
+            tx,
         ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -272,6 +277,7 @@ async fn run_session(
     };
     let permit_until = tokio::time::Instant::now() + FIRST_REPORT_WAIT;
     let mut read_any = false;
+    crate::panics::test_panic("session");
     loop {
         if !inbound_open && pending.is_empty() {
             break;
@@ -417,8 +423,9 @@ fn goodbye_reason(reason: GoodbyeReason) -> &'static str {
 const MAX_ISSUE_TEXT: usize = 2000;
 
 /// Checks a report's key and payload and hands them to the store: an
-/// inventory or a delta as decoded here, other payloads encoded.
-fn validate(host_id: &str, mut report: Report) -> Result<IncomingReport, Rejected> {
+/// inventory or a delta as decoded here, other payloads encoded. Public for
+/// the fuzz targets (`fuzz/`).
+pub fn validate(host_id: &str, mut report: Report) -> Result<IncomingReport, Rejected> {
     // Canonicalised in place: a copy of a decoded inventory is hundreds of
     // KB per report.
     let mut payload = report.payload.take();

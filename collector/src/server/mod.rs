@@ -272,7 +272,10 @@ pub async fn serve(
     grace: Duration,
 ) -> Result<(), ServeError> {
     ctx.store.clear_replica_sessions(&ctx.replica).await?;
-    tokio::spawn(keep_replica_alive(ctx.clone()));
+    tokio::spawn(crate::panics::critical(
+        "replica liveness",
+        keep_replica_alive(ctx.clone()),
+    ));
     let tls = ServerTlsConfig::new()
         .identity(Identity::from_pem(&identity.cert_pem, &identity.key_pem))
         .client_ca_root(Certificate::from_pem(ctx.ca.cert_pem()))
@@ -293,11 +296,9 @@ pub async fn serve(
     health
         .set_serving::<TechnicianServer<technician::TechnicianApi>>()
         .await;
-    tokio::spawn(watch_store(
-        ctx.clone(),
-        health.clone(),
-        ingest.health(),
-        STORE_CHECK,
+    tokio::spawn(crate::panics::critical(
+        "store health",
+        watch_store(ctx.clone(), health.clone(), ingest.health(), STORE_CHECK),
     ));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(deskpulse_proto::FILE_DESCRIPTOR_SET)
@@ -335,6 +336,9 @@ pub async fn serve(
         // waiting for an intake permit do not read).
         .initial_stream_window_size(Some(STREAM_WINDOW))
         .initial_connection_window_size(Some(CONNECTION_WINDOW))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            crate::panics::grpc_internal,
+        ))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(enroll)

@@ -68,6 +68,12 @@ pub const MINGW_STRIP: DebianTool = DebianTool {
 /// The path of `tool`, installed into `target/dist-tools` first when it is
 /// missing or another version.
 pub fn cargo_tool(layout: &Layout, tool: CargoTool) -> Result<PathBuf> {
+    cargo_tool_with(layout, tool, &[])
+}
+
+/// `cargo_tool`, with `env` set for `cargo install` (e.g. a tool's own
+/// release profile made cheaper to build).
+pub fn cargo_tool_with(layout: &Layout, tool: CargoTool, env: &[(&str, &str)]) -> Result<PathBuf> {
     let root = layout.target_dir.join("dist-tools");
     let bin = root.join("bin").join(tool.name);
     if reports_version(&bin, tool.version) {
@@ -92,7 +98,8 @@ pub fn cargo_tool(layout: &Layout, tool: CargoTool) -> Result<PathBuf> {
         .arg(&root)
         .arg(tool.name)
         // Its build must not land in (and lock) the workspace's target dir.
-        .env_remove("CARGO_TARGET_DIR");
+        .env_remove("CARGO_TARGET_DIR")
+        .envs(env.iter().copied());
     run_checked(&mut install)?;
     if !reports_version(&bin, tool.version) {
         bail!(

@@ -30,6 +30,7 @@ impl TechnicianApi {
         request: Request<WhoAmIRequest>,
     ) -> Result<Response<WhoAmIResponse>, Status> {
         let caller = self.authorize(&request, Role::Viewer, "whoami").await?;
+        crate::panics::test_panic("whoami");
         Ok(Response::new(WhoAmIResponse {
             technician_id: caller.technician_id,
             name: caller.name,

@@ -90,6 +90,7 @@ pub async fn enroll(
     if let Err(error) = crate::issue::dropbox::prepare(state) {
         tracing::warn!(%error, "cannot prepare the report drop box; the service will try again");
     }
+    state.make_private()?;
 
     let inventory = crate::collect::collect_inventory(system_root);
     let system = inventory.system.unwrap_or_default();

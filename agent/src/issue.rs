@@ -129,12 +129,21 @@ pub fn os_user(root: &Path, uid: u32) -> String {
         .unwrap_or_else(|| format!("uid {uid}"))
 }
 
+/// A new report's idempotency key: a random UUID, made once when the
+/// employee reports and kept with the report from then on (in the drop box
+/// file, then in the spooled report), so a report sent again after the
+/// state dir is rolled back raises no second ticket.
+pub fn new_report_key() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
 /// The report's payload.
-pub fn payload(text: String, os_user: String, health: HealthSample) -> Payload {
+pub fn payload(text: String, os_user: String, health: HealthSample, report_key: String) -> Payload {
     Payload::UserIssue(UserIssue {
         text,
         os_user,
         health: Some(health),
+        report_key,
     })
 }
 
@@ -150,6 +159,8 @@ pub struct IssueRequest {
     /// When it was reported, if not now: a report from the drop box was
     /// written while the service was stopped.
     pub reported_at_unix_ms: Option<i64>,
+    /// Its idempotency key ([`new_report_key`]).
+    pub report_key: String,
     /// Answered once the report is durable: `Ok(true)` when the service is
     /// connected to the collector, `Ok(false)` when it waits offline.
     pub reply: oneshot::Sender<Result<bool, String>>,
@@ -179,7 +190,10 @@ pub fn report_offline(
     let _lock = state.lock()?;
     let (mut spool, _recovery) = Spool::open(&state.spool_dir(), config.spool_limits)?;
     let health = HealthSampler::with_settings(&config.system_root, config.health.clone()).sample();
-    Ok(spool.push(payload(text, os_user, health), crate::session::now_ms())?)
+    Ok(spool.push(
+        payload(text, os_user, health, new_report_key()),
+        crate::session::now_ms(),
+    )?)
 }
 
 /// The user running this process, for the offline path, named as the

@@ -41,7 +41,7 @@ mod windows;
 #[cfg(windows)]
 use windows as transport;
 #[cfg(windows)]
-pub use windows::{current_user, file_owner};
+pub use windows::{current_user, file_owner, protect_state_dir};
 
 /// The longest request line accepted, newline included. A report is at
 /// most 2,000 characters, so anything near this is not a real request.
@@ -323,6 +323,7 @@ async fn report(service: &Service, text: String, os_user: Option<String>) -> Loc
         text,
         os_user: os_user.clone(),
         reported_at_unix_ms: None,
+        report_key: issue::new_report_key(),
         reply,
     };
     if service.issues.send(request).await.is_err() {

@@ -298,7 +298,9 @@ fn run(command: Command) -> Result<(), Failure> {
 /// straight into the spool under the state dir lock.
 fn report_issue(config: &AgentConfig, text: String) -> Result<(), Failure> {
     let state = StateDir::new(&config.state_dir);
-    if state.enrollment().map_err(failed)?.is_none() {
+    // An employee may not read the service's files; the service (or the
+    // drop box) tells whether this agent is enrolled.
+    if readable_enrollment(&state)?.is_some_and(|enrollment| enrollment.is_none()) {
         return Err(failed(
             "this agent is not enrolled, so the help desk cannot be reached: run `deskpulse-agent enroll` first",
         ));
@@ -387,9 +389,26 @@ fn format_time(ms: Option<i64>) -> String {
     format!("{} ({ago} ago)", humantime::format_rfc3339_seconds(at))
 }
 
+/// The enrollment, or `None` when this user may not read the state dir,
+/// which is private to the service.
+fn readable_enrollment(
+    state: &StateDir,
+) -> Result<Option<Option<deskpulse_agent::state::Enrollment>>, Failure> {
+    match state.enrollment() {
+        Ok(enrollment) => Ok(Some(enrollment)),
+        Err(deskpulse_agent::state::StateError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::PermissionDenied =>
+        {
+            Ok(None)
+        }
+        Err(error) => Err(failed(error)),
+    }
+}
+
 fn status(config: &AgentConfig, json: bool) -> Result<(), Failure> {
     let state = StateDir::new(&config.state_dir);
-    let enrollment = state.enrollment().map_err(failed)?;
+    let readable = readable_enrollment(&state)?;
+    let enrollment = readable.clone().flatten();
     let live = runtime()?
         .block_on(local::ask(
             &local::Endpoint::of(&state),
@@ -405,6 +424,12 @@ fn status(config: &AgentConfig, json: bool) -> Result<(), Failure> {
     let service_running = live.is_some();
     let status = match live {
         Some(status) => status,
+        None if readable.is_none() => {
+            return Err(failed(format!(
+                "the agent service is not running, and its state dir {} is private to it; run `deskpulse-agent status` as root (as an administrator on Windows)",
+                config.state_dir.display()
+            )));
+        }
         None => {
             let mut saved = state.status().map_err(failed)?;
             // The saved status may lag a killed service; the spool is exact.
@@ -418,7 +443,8 @@ fn status(config: &AgentConfig, json: bool) -> Result<(), Failure> {
     };
     let view = StatusView {
         state_dir: config.state_dir.clone(),
-        enrolled: enrollment.is_some(),
+        // A running service is enrolled: it checks before it serves.
+        enrolled: enrollment.is_some() || readable.is_none(),
         host_id: enrollment.as_ref().map(|e| e.host_id.clone()),
         collector: enrollment.as_ref().map(|e| e.collector.clone()),
         enrolled_at_unix_ms: enrollment.as_ref().map(|e| e.enrolled_at_unix_ms),
@@ -435,6 +461,7 @@ fn status(config: &AgentConfig, json: bool) -> Result<(), Failure> {
             e.collector,
             format_time(Some(e.enrolled_at_unix_ms))
         ),
+        None if view.enrolled => println!("enrolled:        yes (ask as root for the host id)"),
         None => println!("enrolled:        no (run `deskpulse-agent enroll`)"),
     }
     println!(

@@ -316,6 +316,7 @@ async fn drain_dropbox(
                 text: pending.text,
                 os_user: pending.os_user,
                 reported_at_unix_ms: Some(pending.reported_at_unix_ms),
+                report_key: pending.report_key,
                 reply,
             };
             if issues.send(request).await.is_err() {
@@ -347,8 +348,13 @@ pub fn run_until_stopped(
     on_signals: bool,
 ) -> Result<(), String> {
     let state = StateDir::new(&config.state_dir);
+    // Whatever the service manager set: every file the service makes from
+    // here on (spool, inventory base, diagnostics journal) is its alone.
+    #[cfg(unix)]
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
     let _lock = state.lock().map_err(|e| e.to_string())?;
-    state.credentials().map_err(|e| e.to_string())?;
+    state.make_private().map_err(|e| e.to_string())?;
+    state.usable_credentials().map_err(|e| e.to_string())?;
     let rt = runtime()?;
     let served = rt.block_on(async {
         if on_signals {

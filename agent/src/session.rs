@@ -341,7 +341,7 @@ fn spool_issue(
     connected: bool,
 ) -> bool {
     let reported_at = request.reported_at_unix_ms.unwrap_or_else(now_ms);
-    let payload = issue::payload(request.text, request.os_user, sample);
+    let payload = issue::payload(request.text, request.os_user, sample, request.report_key);
     let (spooled, answer) = match spool.push(payload, reported_at) {
         Ok(seq) => {
             info!(seq, "an employee reported an issue; spooled");
@@ -413,7 +413,7 @@ pub struct OnceOutcome {
 /// acknowledged, then goodbye.
 pub async fn run_once(config: &AgentConfig, state: &StateDir) -> Result<OnceOutcome, SessionError> {
     let creds = state
-        .credentials()
+        .usable_credentials()
         .map_err(|e| SessionError::Status(e.to_string()))?;
     let mut status = state.status().unwrap_or_default();
     let result = once(config, state, &creds).await;
@@ -505,7 +505,7 @@ pub async fn run_service(
     shutdown: CancellationToken,
 ) -> Result<(), SessionError> {
     let creds = state
-        .credentials()
+        .usable_credentials()
         .map_err(|e| SessionError::Status(e.to_string()))?;
     let mut spool = open_spool(config, state)?;
     let mut base = InventoryBase::open(&state.inventory_dir());

@@ -31,7 +31,12 @@
 //! other old sample, down to one an hour), then the oldest are dropped. A
 //! new inventory snapshot supersedes older unacknowledged ones. Results are
 //! never dropped: past their bound a new one is refused. Every drop is
-//! counted, and the counts go to the collector.
+//! counted, and the counts go to the collector. The counts survive a
+//! restart: thinned, dropped and superseded reports are counted again from
+//! their resolved records on replay; a refused or unwritable report leaves
+//! no record, so its count is saved at once in a fresh meta record (the
+//! last meta record's counts are the base replay counts on from), or, when
+//! the disk refuses that too, in front of the next record written.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -279,6 +284,8 @@ pub struct Spool {
     dropped: Dropped,
     file_len: u64,
     live_len: u64,
+    /// A count in `dropped` that no record on disk holds yet.
+    counters_unsaved: bool,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> SpoolError + '_ {
@@ -344,7 +351,20 @@ fn new_spool_id() -> String {
 /// `set_len` needs to cut a torn record off after a failed write, so each
 /// write seeks to the end the spool knows instead.
 fn open_records(path: &Path, options: &mut OpenOptions) -> Result<File, SpoolError> {
+    // The service's alone, whatever the umask of the process that made it
+    // (reports hold diagnostic output and other users' problem reports).
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(options, 0o600);
     options.read(true).write(true).open(path).map_err(io(path))
+}
+
+/// Creates the spool dir, private to the service, when it is missing.
+fn create_dir(dir: &Path) -> Result<(), SpoolError> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(io(dir))
 }
 
 fn sync_dir(dir: &Path) {
@@ -464,7 +484,7 @@ fn replay(data: &[u8]) -> Replayed {
 impl Spool {
     /// Opens the spool in `dir`, creating it when absent, and replays it.
     pub fn open(dir: &Path, limits: Limits) -> Result<(Self, Recovery), SpoolError> {
-        std::fs::create_dir_all(dir).map_err(io(dir))?;
+        create_dir(dir)?;
         let path = dir.join(FILE_NAME);
         let data = read_file(&path)?;
         let Replayed {
@@ -497,6 +517,7 @@ impl Spool {
             dropped,
             file_len: data.len() as u64,
             live_len,
+            counters_unsaved: false,
         };
         recovery.pending = spool.pending.len();
         drop(data);
@@ -523,6 +544,35 @@ impl Spool {
     }
 
     fn append(&mut self, record: &[u8], sync: bool) -> Result<u64, SpoolError> {
+        if self.counters_unsaved {
+            self.save_counters()?;
+        }
+        self.append_raw(record, sync)
+    }
+
+    /// Writes the drop counts that no record holds yet, durably, as a meta
+    /// record: replay takes the last meta record's counts.
+    fn save_counters(&mut self) -> Result<(), SpoolError> {
+        let meta = frame(
+            KIND_META,
+            &meta_body(&self.spool_id, self.next_seq, self.dropped),
+        );
+        self.append_raw(&meta, true)?;
+        self.counters_unsaved = false;
+        Ok(())
+    }
+
+    /// Counts a report lost without a record of its own, and saves the
+    /// count if the disk lets it.
+    fn count_lost(&mut self, count: impl FnOnce(&mut Dropped)) {
+        count(&mut self.dropped);
+        self.counters_unsaved = true;
+        if let Err(error) = self.save_counters() {
+            warn!(%error, "spool: cannot save the drop counts yet; they go with the next record");
+        }
+    }
+
+    fn append_raw(&mut self, record: &[u8], sync: bool) -> Result<u64, SpoolError> {
         let offset = self.file_len;
         let path = self.path();
         let written = self
@@ -560,13 +610,13 @@ impl Spool {
         let record = frame(KIND_REPORT, &body);
         let len = record.len() as u64;
         if class == Class::Results && self.bytes[class as usize] + len > self.limits.of(class) {
-            self.dropped.results_refused += 1;
+            self.count_lost(|d| d.results_refused += 1);
             return Err(SpoolError::ResultsFull(self.limits.of(class)));
         }
         let offset = match self.append(&record, true) {
             Ok(offset) => offset,
             Err(error) => {
-                self.dropped.unwritable += 1;
+                self.count_lost(|d| d.unwritable += 1);
                 return Err(error);
             }
         };
@@ -711,6 +761,7 @@ impl Spool {
             return Err(io(&path)(error));
         }
         sync_dir(&self.dir);
+        self.counters_unsaved = false;
         self.pending = moved;
         self.file_len = offset;
         self.live_len = offset - meta.len() as u64;

@@ -2,6 +2,13 @@
 //! the last known status, and the lock that keeps one agent process per
 //! state dir (D12). Every file is replaced atomically, so a crash never
 //! leaves a half-written key or enrollment.
+//!
+//! Everything in it is the service's alone: files 0600, directories 0700
+//! (on Windows a protected DACL for SYSTEM and Administrators). The one
+//! exception is the local endpoint: the socket (0666) and the report drop
+//! box (1777), which the state dir itself (0711) lets users reach by name
+//! without listing or reading anything else. [`StateDir::make_private`]
+//! brings an existing install to these modes at every start.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -17,6 +24,8 @@ const CA: &str = "ca.pem";
 pub const ENROLLMENT: &str = "enrollment.toml";
 const STATUS: &str = "status.json";
 const LOCK: &str = "agent.lock";
+/// The state dir's own mode on Unix: searchable by all, listable by none.
+const ROOT_MODE: u32 = 0o711;
 /// The local socket `status` and `report-issue` talk to (D12).
 pub const SOCKET: &str = "agent.sock";
 
@@ -48,6 +57,17 @@ pub enum StateError {
         /// The file.
         path: PathBuf,
         /// Why.
+        reason: String,
+    },
+    /// The key, certificate or CA on disk cannot be used to connect.
+    #[error(
+        "{} {reason}; the agent cannot connect with it: enroll again (`deskpulse-agent enroll`)",
+        path.display()
+    )]
+    BadCredential {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
         reason: String,
     },
     /// Another agent process holds the lock.
@@ -191,8 +211,9 @@ impl StateDir {
         self.root.join(SOCKET)
     }
 
-    /// Creates the dir if missing. It is world-readable so employees can
-    /// reach the local socket; the key inside is 0600.
+    /// Creates the dir if missing, mode 0711: employees may pass through
+    /// it to the local socket and the drop box by name, but not list it or
+    /// read anything else in it.
     pub fn create(&self) -> Result<(), StateError> {
         if self.root.is_dir() {
             return Ok(());
@@ -204,10 +225,21 @@ impl StateDir {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(&self.root, fs::Permissions::from_mode(0o755))
+            fs::set_permissions(&self.root, fs::Permissions::from_mode(ROOT_MODE))
                 .map_err(io("cannot set permissions on", &self.root))?;
         }
         Ok(())
+    }
+
+    /// Makes everything in the state dir the service's alone, as an
+    /// install of an older agent (files 0644 in 0755 directories) may have
+    /// left it: the dir 0711, every directory under it 0700, every file
+    /// 0600, all owned by this process's user when it runs as root. The
+    /// socket and the drop box (with the employees' reports in it) keep
+    /// their own modes; symbolic links are left alone, never followed.
+    pub fn make_private(&self) -> Result<(), StateError> {
+        self.create()?;
+        private::apply(&self.root)
     }
 
     /// Takes the exclusive lock without waiting; [`StateError::Busy`] when a
@@ -215,12 +247,11 @@ impl StateDir {
     pub fn lock(&self) -> Result<StateLock, StateError> {
         self.create()?;
         let path = self.root.join(LOCK);
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io("cannot open", &path))?;
+        let mut options = OpenOptions::new();
+        options.create(true).truncate(false).write(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let file = options.open(&path).map_err(io("cannot open", &path))?;
         match file.try_lock() {
             Ok(()) => Ok(StateLock(file)),
             Err(fs::TryLockError::WouldBlock) => Err(StateError::Busy {
@@ -241,13 +272,13 @@ impl StateDir {
     pub fn save_enrollment(&self, creds: &Credentials) -> Result<(), StateError> {
         self.create()?;
         write_atomic(&self.root.join(KEY), creds.key_pem.as_bytes(), 0o600)?;
-        write_atomic(&self.root.join(CERT), creds.cert_pem.as_bytes(), 0o644)?;
-        write_atomic(&self.root.join(CA), creds.ca_pem.as_bytes(), 0o644)?;
+        write_atomic(&self.root.join(CERT), creds.cert_pem.as_bytes(), 0o600)?;
+        write_atomic(&self.root.join(CA), creds.ca_pem.as_bytes(), 0o600)?;
         let text = toml::to_string(&creds.enrollment).map_err(|e| StateError::Corrupt {
             path: self.root.join(ENROLLMENT),
             reason: e.to_string(),
         })?;
-        write_atomic(&self.root.join(ENROLLMENT), text.as_bytes(), 0o644)
+        write_atomic(&self.root.join(ENROLLMENT), text.as_bytes(), 0o600)
     }
 
     /// The enrollment, if any.
@@ -285,6 +316,53 @@ impl StateDir {
         })
     }
 
+    /// [`Self::credentials`], checked as the TLS handshake would use them:
+    /// the certificate and the CA parse, the key is one the TLS library can
+    /// sign with, and it is the key the certificate was issued for. A
+    /// damaged file is then one line naming it at start, not a connection
+    /// error retried for ever.
+    pub fn usable_credentials(&self) -> Result<Credentials, StateError> {
+        use rustls::pki_types::pem::PemObject;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+        let creds = self.credentials()?;
+        let bad = |name: &str, reason: String| StateError::BadCredential {
+            path: self.root.join(name),
+            reason,
+        };
+        let certificates = |name: &str, pem: &str| {
+            let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(name, format!("is not a PEM certificate ({e})")))?;
+            if certs.is_empty() {
+                return Err(bad(name, "holds no PEM certificate".into()));
+            }
+            for cert in &certs {
+                <x509_cert::Certificate as x509_cert::der::Decode>::from_der(cert).map_err(
+                    |e| {
+                        bad(
+                            name,
+                            format!("holds a certificate that does not parse ({e})"),
+                        )
+                    },
+                )?;
+            }
+            Ok(certs)
+        };
+        certificates(CA, &creds.ca_pem)?;
+        let chain = certificates(CERT, &creds.cert_pem)?;
+        let key = PrivateKeyDer::from_pem_slice(creds.key_pem.as_bytes())
+            .map_err(|e| bad(KEY, format!("is not a PEM private key ({e})")))?;
+        let provider = rustls::crypto::ring::default_provider();
+        match rustls::sign::CertifiedKey::from_der(chain, key, &provider) {
+            Ok(_) => Ok(creds),
+            Err(rustls::Error::InconsistentKeys(_)) => {
+                Err(bad(CERT, format!("was not issued for the key in {KEY}")))
+            }
+            Err(e) => Err(bad(KEY, format!("cannot be used ({e})"))),
+        }
+    }
+
     /// The last saved status (default when none was saved).
     pub fn status(&self) -> Result<Status, StateError> {
         let path = self.root.join(STATUS);
@@ -303,7 +381,87 @@ impl StateDir {
             path: self.root.join(STATUS),
             reason: e.to_string(),
         })?;
-        write_atomic(&self.root.join(STATUS), &text, 0o644)
+        write_atomic(&self.root.join(STATUS), &text, 0o600)
+    }
+}
+
+#[cfg(unix)]
+mod private {
+    //! The Unix modes and owner of [`StateDir::make_private`].
+
+    use std::fs;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::path::Path;
+
+    use super::{ROOT_MODE, SOCKET, StateError, io};
+
+    pub(super) fn apply(root: &Path) -> Result<(), StateError> {
+        let me = (
+            rustix::process::geteuid().as_raw(),
+            rustix::process::getegid().as_raw(),
+        );
+        set(root, ROOT_MODE, me)?;
+        for entry in fs::read_dir(root).map_err(io("cannot list", root))? {
+            let entry = entry.map_err(io("cannot list", root))?;
+            let name = entry.file_name();
+            // The endpoint: `dropbox::prepare` and the socket's bind set
+            // their modes, and the reports in the box belong to their
+            // authors.
+            if name == SOCKET || name == crate::issue::dropbox::DIR {
+                continue;
+            }
+            tighten(&entry.path(), me)?;
+        }
+        Ok(())
+    }
+
+    fn tighten(path: &Path, me: (u32, u32)) -> Result<(), StateError> {
+        let meta = fs::symlink_metadata(path).map_err(io("cannot inspect", path))?;
+        if meta.file_type().is_symlink() {
+            return Ok(());
+        }
+        if meta.is_dir() {
+            set(path, 0o700, me)?;
+            for entry in fs::read_dir(path).map_err(io("cannot list", path))? {
+                tighten(&entry.map_err(io("cannot list", path))?.path(), me)?;
+            }
+            Ok(())
+        } else {
+            set(path, 0o600, me)
+        }
+    }
+
+    fn set(path: &Path, mode: u32, (uid, gid): (u32, u32)) -> Result<(), StateError> {
+        let meta = fs::symlink_metadata(path).map_err(io("cannot inspect", path))?;
+        // Only root may give a file away; any other service user owns what
+        // it made.
+        if uid == 0 && (meta.uid() != uid || meta.gid() != gid) {
+            std::os::unix::fs::lchown(path, Some(uid), Some(gid))
+                .map_err(io("cannot change the owner of", path))?;
+        }
+        if meta.permissions().mode() & 0o7777 != mode {
+            fs::set_permissions(path, fs::Permissions::from_mode(mode))
+                .map_err(io("cannot set permissions on", path))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(windows)]
+mod private {
+    //! On Windows the state dir's DACL does what the Unix modes do: see
+    //! `local::protect_state_dir`.
+
+    use std::path::Path;
+
+    use super::StateError;
+
+    pub(super) fn apply(root: &Path) -> Result<(), StateError> {
+        crate::local::protect_state_dir(root).map_err(|source| StateError::Io {
+            what: "cannot restrict access to",
+            path: root.to_path_buf(),
+            source,
+        })
     }
 }
 

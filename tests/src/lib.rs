@@ -544,7 +544,8 @@ impl SpoolView {
     }
 }
 
-fn open_database(data_dir: &Path) -> rusqlite::Connection {
+/// A collector's SQLite database, opened beside the running collector.
+pub fn open_database(data_dir: &Path) -> rusqlite::Connection {
     rusqlite::Connection::open(data_dir.join("deskpulse.db")).expect("open the database")
 }
 

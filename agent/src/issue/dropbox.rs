@@ -45,6 +45,9 @@ const SUFFIX: &str = ".report";
 struct Written {
     text: String,
     reported_at_unix_ms: i64,
+    /// Made by the reporting CLI; absent in a file an older agent wrote.
+    #[serde(default)]
+    report_key: Option<String>,
 }
 
 /// The drop box of `state`.
@@ -122,6 +125,7 @@ pub fn drop_report(state: &StateDir, text: &str, now_ms: i64) -> Result<PathBuf,
     let body = serde_json::to_vec(&Written {
         text: text.to_owned(),
         reported_at_unix_ms: now_ms,
+        report_key: Some(super::new_report_key()),
     })
     .map_err(|e| DropError::Io {
         path: partial.clone(),
@@ -206,6 +210,8 @@ pub struct Pending {
     pub text: String,
     /// When it was written, never later than now.
     pub reported_at_unix_ms: i64,
+    /// Its idempotency key, as the reporting CLI made it.
+    pub report_key: String,
 }
 
 /// The reports waiting in the drop box, oldest first. What is not a valid
@@ -268,11 +274,21 @@ fn read_report(path: &Path, system_root: &Path, now_ms: i64) -> Result<Pending, 
     let written: Written =
         serde_json::from_slice(&body).map_err(|e| format!("not a report: {e}"))?;
     let text = super::validate_text(&written.text)?;
+    // The key is the reporter's to choose, but only for their own reports:
+    // the collector scopes keys to the host, so a reused key can only
+    // silence a report of the same host, and must be a UUID.
+    let report_key = match written.report_key {
+        Some(key) => uuid::Uuid::parse_str(&key)
+            .map_err(|e| format!("its report key is not a UUID: {e}"))?
+            .to_string(),
+        None => super::new_report_key(),
+    };
     Ok(Pending {
         path: path.to_path_buf(),
         os_user,
         text,
         reported_at_unix_ms: written.reported_at_unix_ms.clamp(0, now_ms),
+        report_key,
     })
 }
 

@@ -36,14 +36,18 @@ use windows_sys::Win32::Foundation::{
 };
 use windows_sys::Win32::Security::Authorization::{
     ConvertSidToStringSidW, ConvertStringSecurityDescriptorToSecurityDescriptorW, GetSecurityInfo,
-    SDDL_REVISION_1, SE_FILE_OBJECT,
+    SDDL_REVISION_1, SE_FILE_OBJECT, SetNamedSecurityInfoW,
 };
 use windows_sys::Win32::Security::{
-    GetTokenInformation, LookupAccountSidW, OWNER_SECURITY_INFORMATION, PSECURITY_DESCRIPTOR, PSID,
-    RevertToSelf, SECURITY_ATTRIBUTES, TOKEN_QUERY, TOKEN_USER, TokenUser,
+    ACL, DACL_SECURITY_INFORMATION, GetSecurityDescriptorDacl, GetTokenInformation,
+    LookupAccountSidW, OWNER_SECURITY_INFORMATION, PROTECTED_DACL_SECURITY_INFORMATION,
+    PSECURITY_DESCRIPTOR, PSID, RevertToSelf, SECURITY_ATTRIBUTES, TOKEN_QUERY, TOKEN_USER,
+    TokenUser,
 };
 use windows_sys::Win32::Storage::FileSystem::{
-    FILE_CREATE_PIPE_INSTANCE, FILE_GENERIC_READ, FILE_GENERIC_WRITE, SECURITY_IDENTIFICATION,
+    FILE_ADD_FILE, FILE_CREATE_PIPE_INSTANCE, FILE_GENERIC_READ, FILE_GENERIC_WRITE,
+    FILE_LIST_DIRECTORY, FILE_READ_ATTRIBUTES, FILE_TRAVERSE, READ_CONTROL,
+    SECURITY_IDENTIFICATION, SYNCHRONIZE,
 };
 use windows_sys::Win32::System::Pipes::ImpersonateNamedPipeClient;
 use windows_sys::Win32::System::Threading::{
@@ -431,6 +435,78 @@ impl PipeSecurity {
         // security descriptor that `self` owns.
         unsafe { options.create_with_security_attributes_raw(name, (&raw mut attributes).cast()) }
     }
+}
+
+/// Makes the state dir at `root` the service's alone, as the Unix modes do
+/// there: a protected DACL (nothing inherited from `%ProgramData%`, whose
+/// ACL lets users read and add files) with full control for SYSTEM and
+/// Administrators, inherited by everything in it. The report drop box gets
+/// its own protected DACL first: local users may list it and add a report,
+/// and each has full control of the reports they created (CREATOR OWNER)
+/// and nothing of anyone else's.
+pub fn protect_state_dir(root: &Path) -> io::Result<()> {
+    let dropbox = root.join(crate::issue::dropbox::DIR);
+    if dropbox.is_dir() {
+        set_protected_dacl(
+            &dropbox,
+            &format!(
+                "D:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)(A;;{DROPBOX_USER_ACCESS:#x};;;AU)(A;OICIIO;FA;;;CO)"
+            ),
+        )?;
+    }
+    set_protected_dacl(root, "D:P(A;OICI;FA;;;SY)(A;OICI;FA;;;BA)")
+}
+
+/// What a local user may do in the drop box: list it, add a file, and read
+/// its attributes and security (to see who owns a report).
+const DROPBOX_USER_ACCESS: u32 = FILE_LIST_DIRECTORY
+    | FILE_ADD_FILE
+    | FILE_TRAVERSE
+    | FILE_READ_ATTRIBUTES
+    | READ_CONTROL
+    | SYNCHRONIZE;
+
+/// Replaces the DACL of `path` with the one in `sddl`, marked protected, and
+/// lets Windows pass its inheritable entries on to what is inside.
+#[allow(unsafe_code)]
+fn set_protected_dacl(path: &Path, sddl: &str) -> io::Result<()> {
+    use std::os::windows::ffi::OsStrExt;
+    let descriptor = security_descriptor(sddl)?;
+    let wide: Vec<u16> = path
+        .as_os_str()
+        .encode_wide()
+        .chain(std::iter::once(0))
+        .collect();
+    let mut present = 0;
+    let mut defaulted = 0;
+    let mut dacl: *mut ACL = std::ptr::null_mut();
+    // SAFETY: `descriptor` is a valid self-relative security descriptor
+    // that outlives both calls; `dacl` then points inside it. `wide` is
+    // NUL-terminated. SetNamedSecurityInfoW only reads the DACL.
+    unsafe {
+        if GetSecurityDescriptorDacl(
+            descriptor.as_ptr().cast_mut().cast(),
+            &mut present,
+            &mut dacl,
+            &mut defaulted,
+        ) == 0
+        {
+            return Err(io::Error::last_os_error());
+        }
+        let status = SetNamedSecurityInfoW(
+            wide.as_ptr(),
+            SE_FILE_OBJECT,
+            DACL_SECURITY_INFORMATION | PROTECTED_DACL_SECURITY_INFORMATION,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+            dacl,
+            std::ptr::null(),
+        );
+        if status != 0 {
+            return Err(io::Error::from_raw_os_error(status as i32));
+        }
+    }
+    Ok(())
 }
 
 /// A self-relative security descriptor built from SDDL.

@@ -289,6 +289,56 @@ fn a_full_disk_is_an_error_not_a_torn_record() {
     let (mut spool, recovery) = open(dir.path());
     assert_eq!(recovery.skipped_bytes, 0);
     assert_eq!(seqs(&mut spool), [1, 2]);
+    assert_eq!(
+        spool.stats().dropped.unwritable,
+        1,
+        "the count went to disk with the next record"
+    );
+}
+
+#[test]
+fn lost_report_counts_survive_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let tiny = Limits {
+        results_bytes: 600,
+        ..Limits::default()
+    };
+    let issue = || {
+        Payload::UserIssue(deskpulse_proto::v1::UserIssue {
+            text: "x".repeat(200),
+            ..Default::default()
+        })
+    };
+    let (mut spool, _) = Spool::open(dir.path(), tiny).expect("open");
+    spool.push(issue(), 1).expect("the first fits");
+    let refused = (0..3)
+        .filter(|i| spool.push(issue(), 2 + i).is_err())
+        .count();
+    assert!(refused >= 2, "{refused} refused");
+    spool.push(health(1.0), 9).expect("health");
+    let id = spool.spool_id().to_owned();
+    spool.remove(&id, 1, Resolution::Acknowledged).expect("ack");
+    let before = spool.stats().dropped;
+    assert_eq!(before.results_refused, refused as u64);
+    drop(spool);
+    // No compaction happened: the counts are only in the records.
+    let (spool, _) = open(dir.path());
+    assert_eq!(spool.stats().dropped, before);
+    assert_eq!(Spool::inspect(dir.path()).expect("inspect").dropped, before);
+}
+
+#[test]
+#[cfg(unix)]
+fn the_spool_is_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let spool_dir = dir.path().join("spool");
+    let (mut spool, _) = open(&spool_dir);
+    spool.push(health(1.0), 1).expect("push");
+    spool.compact().expect("compact");
+    let mode = |p: &Path| std::fs::metadata(p).expect("meta").permissions().mode() & 0o777;
+    assert_eq!(mode(&spool_dir), 0o700);
+    assert_eq!(mode(&spool_dir.join(FILE_NAME)), 0o600);
 }
 
 #[test]

@@ -508,9 +508,20 @@ pub fn validate(host_id: &str, mut report: Report) -> Result<IncomingReport, Rej
             if os_user.is_empty() || os_user.len() > 256 || os_user.chars().any(char::is_control) {
                 return Err(reject("a user issue must name its OS user (1-256 bytes)"));
             }
+            // Empty from agents older than issue 20, which raise a ticket
+            // for every report as before.
+            let report_key = match issue.report_key.as_str() {
+                "" => None,
+                key => Some(
+                    uuid::Uuid::parse_str(key)
+                        .map_err(|_| reject("a user issue's report key must be a UUID"))?
+                        .to_string(),
+                ),
+            };
             ReportPayload::UserIssue {
                 text: text.to_owned(),
                 os_user: os_user.to_owned(),
+                report_key,
                 health: issue
                     .health
                     .as_ref()

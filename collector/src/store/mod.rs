@@ -185,6 +185,10 @@ pub enum ReportPayload {
         text: String,
         /// The OS user who reported it.
         os_user: String,
+        /// Its idempotency key, a UUID (issue 20): a key this host's
+        /// reports already raised a ticket for raises none again. `None`
+        /// from older agents.
+        report_key: Option<String>,
         /// The attached health sample, as evidence JSON.
         health: serde_json::Value,
     },

@@ -250,6 +250,7 @@ contract! {
     an_always_on_host_that_goes_silent_gets_one_offline_ticket_and_a_laptop_none,
     inventory_changes_open_tickets_once_and_the_first_inventory_none,
     an_employee_report_opens_a_ticket_with_its_sample_and_is_stored_once,
+    a_report_key_raises_one_ticket_even_from_a_rolled_back_spool,
     an_applied_policy_is_kept_across_restarts_and_drives_evaluation,
     tickets_filter_by_assignee,
     jobs_are_queued_delivered_finished_once_and_only_by_their_host,
@@ -1555,6 +1556,7 @@ async fn an_employee_report_opens_a_ticket_with_its_sample_and_is_stored_once(db
         payload: ReportPayload::UserIssue {
             text: "Outlook keeps crashing\nsince this morning".into(),
             os_user: "alice".into(),
+            report_key: None,
             health: serde_json::json!({"cpu_percent": 97.0}),
         },
     };
@@ -1574,6 +1576,79 @@ async fn an_employee_report_opens_a_ticket_with_its_sample_and_is_stored_once(db
     assert_eq!(evidence["health"]["cpu_percent"], 97.0);
     let (_, log) = store.ticket(t.id).await.expect("get").expect("exists");
     assert_eq!(log[0].author, "alice");
+}
+
+/// Issue 20: a report sent again after the agent's spool was rolled back
+/// comes under a seq whose received key the collector has forgotten, but
+/// with the key the employee's report was made with; that raises nothing.
+async fn a_report_key_raises_one_ticket_even_from_a_rolled_back_spool(db: TestDb) {
+    use crate::store::sql::tickets::USER_REPORT_KEY_RETENTION_MS;
+    let store = db.store.clone();
+    let id = enrolled_host(&store).await;
+    let key = "0b5f8a7e-3c1d-4e2a-9f60-2d7c1a9b4e11";
+    let issue = |seq: u64, held_from_seq: u64, report_key: Option<&str>| IncomingReport {
+        host_id: id.clone(),
+        spool_id: "s".into(),
+        seq,
+        held_from_seq,
+        collected_at_ms: 5_000,
+        payload: ReportPayload::UserIssue {
+            text: "The printer eats paper".into(),
+            os_user: "alice".into(),
+            report_key: report_key.map(str::to_owned),
+            health: serde_json::Value::Null,
+        },
+    };
+    let count = || async {
+        store
+            .list_tickets(&TicketQuery {
+                rule: Some("user-report".into()),
+                ..open_tickets()
+            })
+            .await
+            .expect("list")
+            .len()
+    };
+    store
+        .store_reports(&[issue(1, 1, Some(key))], 6_000)
+        .await
+        .expect("store");
+    // Acknowledged; the spool moves on, so the collector forgets seq 1.
+    store
+        .store_reports(
+            &[issue(2, 2, Some("9d1e6a52-8f3b-4c07-b1a4-6e2f0c8d7a33"))],
+            7_000,
+        )
+        .await
+        .expect("store");
+    assert_eq!(count().await, 2);
+    // The state dir restored from before the acknowledgement: seq 1 again.
+    store
+        .store_reports(&[issue(1, 1, Some(key))], 8_000)
+        .await
+        .expect("store");
+    assert_eq!(
+        count().await,
+        2,
+        "the rolled-back report raised a second ticket"
+    );
+    // An older agent sends no key: every report raises a ticket, as before.
+    store
+        .store_reports(&[issue(3, 3, None)], 9_000)
+        .await
+        .expect("store");
+    store
+        .store_reports(&[issue(4, 4, None)], 9_500)
+        .await
+        .expect("store");
+    assert_eq!(count().await, 4);
+    // A key is forgotten a year on, when the host next reports.
+    let later = 6_000 + USER_REPORT_KEY_RETENTION_MS + 1;
+    store
+        .store_reports(&[issue(5, 5, Some(key))], later)
+        .await
+        .expect("store");
+    assert_eq!(count().await, 5);
 }
 
 async fn an_applied_policy_is_kept_across_restarts_and_drives_evaluation(db: TestDb) {

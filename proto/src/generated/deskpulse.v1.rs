@@ -1494,6 +1494,12 @@ pub struct UserIssue {
     /// A health sample taken when the issue was reported.
     #[prost(message, optional, tag = "3")]
     pub health: ::core::option::Option<HealthSample>,
+    /// The report's idempotency key: a random UUID made when the employee
+    /// reported it and kept in the report itself, so a spool restored from an
+    /// older copy (a VM snapshot) sends the same key again and the collector
+    /// raises no second ticket. Empty from agents older than issue 20.
+    #[prost(string, tag = "4")]
+    pub report_key: ::prost::alloc::string::String,
 }
 /// The agent says goodbye, so the collector can tell a clean stop from a lost
 /// connection.

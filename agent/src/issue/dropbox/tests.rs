@@ -30,14 +30,26 @@ fn a_dropped_report_is_found_in_its_owners_name_and_time() {
     let file = drop_report(&state, "The VPN drops", 1_000).expect("dropped");
     assert!(file.starts_with(dir(&state)), "{}", file.display());
     let found = take_pending(&state, Path::new("/"), 5_000);
+    let key = found
+        .first()
+        .map(|p| p.report_key.clone())
+        .unwrap_or_default();
+    assert!(uuid::Uuid::parse_str(&key).is_ok(), "{key:?}");
     assert_eq!(
         found,
         [Pending {
-            path: file,
+            path: file.clone(),
             os_user: me(Path::new("/")),
             text: "The VPN drops".into(),
             reported_at_unix_ms: 1_000,
+            report_key: key.clone(),
         }]
+    );
+    // The key was made when the employee reported, so reading the same
+    // file again (a state dir restored from a copy) gives the same key.
+    assert_eq!(
+        take_pending(&state, Path::new("/"), 5_000)[0].report_key,
+        key
     );
     // A time from the future (a wrong clock, a forged file) is now.
     let (_dir, state) = self::state();

@@ -163,7 +163,7 @@ fn serve(config: &AgentConfig) -> windows_service::Result<()> {
 
     // Checked before `Running`, so that `service start` sees a service that
     // cannot run (not enrolled, say) stop instead of start.
-    let outcome = match StateDir::new(&config.state_dir).credentials() {
+    let outcome = match StateDir::new(&config.state_dir).usable_credentials() {
         Err(error) => Err(error.to_string()),
         Ok(_) => {
             reporter.report(ServiceState::Running, ServiceExitCode::NO_ERROR)?;

@@ -78,6 +78,7 @@ fn report(text: &str) -> (IssueRequest, oneshot::Receiver<Result<bool, String>>)
         text: text.to_owned(),
         os_user: "alice".to_owned(),
         reported_at_unix_ms: None,
+        report_key: crate::issue::new_report_key(),
         reply,
     };
     (request, answer)

@@ -600,8 +600,14 @@ pub(crate) fn store_event<'a, B: BackendSql>(
             ReportPayload::UserIssue {
                 text,
                 os_user,
+                report_key,
                 health,
             } => {
+                if let Some(key) = report_key
+                    && !claim_user_report_key::<B>(conn, &report.host_id, key, now_ms).await?
+                {
+                    return Ok(());
+                }
                 engine::open_user_issue(
                     &mut TicketConn::<B>(conn),
                     policy,
@@ -618,6 +624,38 @@ pub(crate) fn store_event<'a, B: BackendSql>(
             _ => Ok(()),
         }
     })
+}
+
+/// How long the collector remembers that a report key raised a ticket: a
+/// year, longer than a VM snapshot is kept in practice.
+pub(crate) const USER_REPORT_KEY_RETENTION_MS: i64 = 365 * 86_400_000;
+
+/// Records that `key` raised a ticket for `host`; false when it already
+/// had (a report sent again from a spool that was rolled back). The host's
+/// keys past [`USER_REPORT_KEY_RETENTION_MS`] are forgotten first. On
+/// PostgreSQL the caller holds the host's evaluation lock, so two replicas
+/// never claim one key at once.
+async fn claim_user_report_key<B: BackendSql>(
+    conn: &mut B::Connection,
+    host: &str,
+    key: &str,
+    now_ms: i64,
+) -> StoreResult<bool> {
+    let mut forget = QueryBuilder::<B>::new("DELETE FROM user_report_keys WHERE host_id = ");
+    B::text(&mut forget, host);
+    forget.push(" AND raised_at_ms < ");
+    B::int(&mut forget, now_ms - USER_REPORT_KEY_RETENTION_MS);
+    B::execute_in(conn, forget).await?;
+    let mut claim = QueryBuilder::<B>::new(
+        "INSERT INTO user_report_keys (host_id, report_key, raised_at_ms) VALUES (",
+    );
+    B::text(&mut claim, host);
+    claim.push(", ");
+    B::text(&mut claim, key);
+    claim.push(", ");
+    B::int(&mut claim, now_ms);
+    claim.push(") ON CONFLICT (host_id, report_key) DO NOTHING");
+    Ok(B::execute_in(conn, claim).await? == 1)
 }
 
 /// Advances the timers and the offline rules ([`engine::advance_timers`]),

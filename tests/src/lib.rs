@@ -130,10 +130,21 @@ impl Collector {
     /// Starts a collector listening on `listen` with `data_dir` and extra
     /// args.
     pub fn start_on(data_dir: tempfile::TempDir, listen: &str, extra: &[&str]) -> Self {
+        Self::start_with_env(data_dir, listen, extra, &[])
+    }
+
+    /// [`Collector::start_on`] with extra environment variables.
+    pub fn start_with_env(
+        data_dir: tempfile::TempDir,
+        listen: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let mut child = Command::new(bin("deskpulse-collector"))
             .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data_dir.path())
             .args(extra)
+            .envs(env.iter().copied())
             .env_remove("RUST_BACKTRACE")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

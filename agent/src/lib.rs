@@ -11,6 +11,8 @@
 //! - [`spool`]: the durable on-disk spool of reports awaiting acknowledgement.
 //! - [`inventory_base`]: the acknowledged snapshot that deltas are taken against.
 //! - [`session`]: the service loop and `run --once`.
+//! - [`renew`]: host certificate renewal and expiry (the renewed pair kept
+//!   beside the current one until the collector accepts it).
 //! - [`local`]: the running service's local endpoint (a socket, or a named
 //!   pipe on Windows).
 //! - [`issue`]: `report-issue`, an employee's problem report.
@@ -28,6 +30,7 @@ pub mod inventory_base;
 pub mod issue;
 pub mod local;
 pub mod logging;
+pub mod renew;
 pub mod service;
 pub mod session;
 pub mod spool;

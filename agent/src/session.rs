@@ -21,7 +21,7 @@ use deskpulse_proto::v1::collector_message::Kind as Incoming;
 use deskpulse_proto::v1::report::Payload;
 use deskpulse_proto::v1::{
     AgentMessage, CollectorMessage, DiagnosticResult, Goodbye, GoodbyeReason, HealthSample, Hello,
-    Inventory, SpoolCounters,
+    Inventory, RenewCertificate, SpoolCounters,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -37,6 +37,7 @@ use crate::config::AgentConfig;
 use crate::diagnostics::{self, Executor};
 use crate::inventory_base::InventoryBase;
 use crate::issue::{self, IssueRequest};
+use crate::renew;
 use crate::spool::{Dropped, Resolution, Spool, SpoolError};
 use crate::state::{Credentials, StateDir, Status};
 use crate::transport;
@@ -135,10 +136,68 @@ pub enum SessionError {
     /// The spool could not be opened or read.
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    /// The collector does not accept this host certificate.
+    #[error("{0}")]
+    Refused(String),
+    /// The host certificate expired: only a new enrollment helps
+    /// ([`renew::expired_line`]).
+    #[error("{0}")]
+    Expired(String),
 }
 
 fn status_error(status: &tonic::Status) -> SessionError {
-    SessionError::Status(deskpulse_proto::client::describe_status(status))
+    let line = deskpulse_proto::client::describe_status(status);
+    if status.code() != tonic::Code::Unauthenticated {
+        SessionError::Status(line)
+    } else if status.message().contains("expired") {
+        SessionError::Expired(line)
+    } else {
+        SessionError::Refused(line)
+    }
+}
+
+/// Opens a session with the renewed pair if one waits, making it current
+/// once the collector accepts it, else with the current pair unless that
+/// has expired by the agent's clock (the collector's TLS would refuse it
+/// anyway, with a less useful alert).
+async fn connect(
+    state: &StateDir,
+    creds: &mut Credentials,
+    config: &AgentConfig,
+) -> Result<Session, SessionError> {
+    if let Some(next) = renew::pending(state, creds) {
+        match open_session(&next, config).await {
+            Ok(session) => {
+                match renew::promote(state, &next) {
+                    Ok(()) => info!(
+                        "the collector accepted the renewed host certificate; it is the current one now"
+                    ),
+                    // The renewed pair stays waiting and is tried first
+                    // again, so nothing is lost.
+                    Err(error) => {
+                        warn!(%error, "cannot make the renewed certificate current; will retry")
+                    }
+                }
+                *creds = next;
+                return Ok(session);
+            }
+            Err(SessionError::Refused(reason)) => {
+                warn!(%reason, "the collector refused the renewed certificate; dropping it and keeping the current one");
+                renew::discard(state);
+            }
+            Err(error) => {
+                warn!(%error, "cannot connect with the renewed certificate; trying the current one");
+            }
+        }
+    }
+    if let Ok(validity) = renew::validity(&creds.cert_pem)
+        && validity.expired(renew::now_ms())
+    {
+        return Err(SessionError::Expired(renew::expired_line(
+            validity.not_after_ms,
+        )));
+    }
+    open_session(creds, config).await
 }
 
 fn hello(config: &AgentConfig) -> AgentMessage {
@@ -258,7 +317,13 @@ fn handle_incoming(
         // The service loop hands diagnostics to its executor before this;
         // `run --once` runs none: the collector delivers them again on the
         // service's next connect.
-        Some(Incoming::RunDiagnostic(_) | Incoming::CancelDiagnostic(_)) | None => {
+        // Renewal is the service loop's; `run --once` asks for none.
+        Some(
+            Incoming::RunDiagnostic(_)
+            | Incoming::CancelDiagnostic(_)
+            | Incoming::CertificateRenewed(_),
+        )
+        | None => {
             return Handled::default();
         }
     };
@@ -412,11 +477,11 @@ pub struct OnceOutcome {
 /// `run --once`: one inventory and one health sample, sent and
 /// acknowledged, then goodbye.
 pub async fn run_once(config: &AgentConfig, state: &StateDir) -> Result<OnceOutcome, SessionError> {
-    let creds = state
+    let mut creds = state
         .usable_credentials()
         .map_err(|e| SessionError::Status(e.to_string()))?;
     let mut status = state.status().unwrap_or_default();
-    let result = once(config, state, &creds).await;
+    let result = once(config, state, &mut creds).await;
     match &result {
         Ok(_) => status.last_success_unix_ms = Some(now_ms()),
         Err(error) => {
@@ -434,7 +499,7 @@ pub async fn run_once(config: &AgentConfig, state: &StateDir) -> Result<OnceOutc
 async fn once(
     config: &AgentConfig,
     state: &StateDir,
-    creds: &Credentials,
+    creds: &mut Credentials,
 ) -> Result<OnceOutcome, SessionError> {
     let mut spool = open_spool(config, state)?;
     let mut base = InventoryBase::open(&state.inventory_dir());
@@ -451,7 +516,7 @@ async fn once(
     spool.push(Payload::Health(sample), now_ms())?;
     // Whatever an earlier run left waiting goes too.
     let expected = spool.len();
-    let mut session = open_session(creds, config).await?;
+    let mut session = connect(state, creds, config).await?;
     session.send(spool_counters(&spool)).await?;
     session.flush(&mut spool).await?;
     let wait = async {
@@ -504,12 +569,16 @@ pub async fn run_service(
     mut issues: mpsc::Receiver<IssueRequest>,
     shutdown: CancellationToken,
 ) -> Result<(), SessionError> {
-    let creds = state
+    let mut creds = state
         .usable_credentials()
         .map_err(|e| SessionError::Status(e.to_string()))?;
     let mut spool = open_spool(config, state)?;
     let mut base = InventoryBase::open(&state.inventory_dir());
     collection::share_one_malloc_arena();
+    // The renewal asked for on this session, and when one may be asked next.
+    let mut renewal: Option<renew::Renewal> = None;
+    let mut renew_not_before = Instant::now();
+    let mut expired_said = false;
     let mut collection = Collection::new(config.system_root.clone(), config.health.clone());
     let (mut executor, interrupted) = Executor::open(
         &state.root().join("diagnostics"),
@@ -544,7 +613,14 @@ pub async fn run_service(
             // Each starts a job on the blocking pool, or leaves it to the
             // one under way (`collection`): the loop never collects.
             _ = inventory_tick.tick() => collection.start_inventory(),
-            _ = health_tick.tick() => collection.start_sample(),
+            _ = health_tick.tick() => {
+                collection.start_sample();
+                if let Some(open) = session.as_mut()
+                    && let Err(error) = maybe_renew(open, &creds, &mut renewal, &mut renew_not_before).await
+                {
+                    failure = Some(error);
+                }
+            }
             // A fresh sample: the cheap readings now, the slow probes from
             // their cache (D24).
             Some(request) = issues.recv() => collection.sample_for_issue(request),
@@ -576,11 +652,16 @@ pub async fn run_service(
                 }
             },
             () = tokio::time::sleep_until(retry_at), if session.is_none() => {
-                match open_session(&creds, config).await {
-                    Ok(opened) => {
+                match connect(state, &mut creds, config).await {
+                    Ok(mut opened) => {
                         info!(collector = %creds.enrollment.collector, "connected");
                         backoff.reset();
+                        expired_said = false;
                         update(&live, |s| s.connected = true);
+                        renewal = None;
+                        if let Err(error) = maybe_renew(&mut opened, &creds, &mut renewal, &mut renew_not_before).await {
+                            failure = Some(error);
+                        }
                         session = Some(opened);
                         counters_sent = None;
                         fresh = true;
@@ -605,6 +686,20 @@ pub async fn run_service(
                     Ok(Some(CollectorMessage { kind: Some(Incoming::CancelDiagnostic(cancel)) })) => {
                         if let Some(cancelled) = executor.cancel(&cancel.job_id) {
                             fresh = answer(&mut spool, &mut executor, cancelled);
+                        }
+                    }
+                    Ok(Some(CollectorMessage { kind: Some(Incoming::CertificateRenewed(renewed)) })) => {
+                        match renewal.take().map(|r| r.finish(state, &renewed.certificate_pem, &renewed.ca_bundle_pem)) {
+                            Some(Ok(validity)) => {
+                                info!(valid_until = %renew::format_ms(validity.not_after_ms), "received a renewed host certificate; reconnecting with it");
+                                // The next connection presents it, which is
+                                // the collector's proof that it is stored.
+                                session = None;
+                                retry_at = Instant::now();
+                                update(&live, |s| s.connected = false);
+                            }
+                            Some(Err(error)) => warn!(%error, "the renewed host certificate is unusable; keeping the current one"),
+                            None => warn!("a renewed certificate arrived that this session did not ask for; ignored"),
                         }
                     }
                     Ok(Some(message)) => {
@@ -636,6 +731,24 @@ pub async fn run_service(
             if let Err(error) = sent {
                 failure = Some(error);
             }
+        }
+        if let Some(SessionError::Expired(line)) = &failure {
+            // Nothing to retry until an admin enrolls again; collection
+            // goes on into the spool meanwhile. Checked again now and then
+            // (the collector's refusal may have come from its clock).
+            if !expired_said {
+                tracing::error!("{line}");
+                expired_said = true;
+            }
+            session = None;
+            retry_at = Instant::now() + EXPIRED_RECHECK;
+            update(&live, |s| {
+                s.connected = false;
+                s.last_error = Some(line.clone());
+                s.last_error_unix_ms = Some(now_ms());
+            });
+            save_live(state, &live);
+            failure = None;
         }
         if let Some(error) = failure {
             let delay = backoff.next_delay();
@@ -679,6 +792,47 @@ pub async fn run_service(
         unacknowledged = spool.len(),
         "agent service stopped; unacknowledged reports stay in the spool"
     );
+    Ok(())
+}
+
+/// How often an agent whose certificate expired looks again.
+const EXPIRED_RECHECK: Duration = Duration::from_secs(3600);
+
+/// Asks for a renewed certificate over `open` when two thirds of the
+/// current one's lifetime have passed, unless one was asked for lately.
+async fn maybe_renew(
+    open: &mut Session,
+    creds: &Credentials,
+    renewal: &mut Option<renew::Renewal>,
+    not_before: &mut Instant,
+) -> Result<(), SessionError> {
+    if renewal.is_some() || Instant::now() < *not_before {
+        return Ok(());
+    }
+    let due = match renew::validity(&creds.cert_pem) {
+        Ok(validity) => validity.renewal_due(renew::now_ms()),
+        Err(reason) => {
+            warn!(%reason, "cannot read the host certificate's validity; not renewing");
+            false
+        }
+    };
+    if !due {
+        return Ok(());
+    }
+    *not_before = Instant::now() + renew::RETRY_AFTER;
+    let (started, csr_der) = match renew::Renewal::start() {
+        Ok(started) => started,
+        Err(error) => {
+            warn!(%error, "cannot start a certificate renewal");
+            return Ok(());
+        }
+    };
+    info!("two thirds of the host certificate's lifetime have passed; asking for a renewed one");
+    open.send(AgentMessage {
+        kind: Some(Kind::RenewCertificate(RenewCertificate { csr_der })),
+    })
+    .await?;
+    *renewal = Some(started);
     Ok(())
 }
 

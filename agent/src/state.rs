@@ -281,6 +281,20 @@ impl StateDir {
         write_atomic(&self.root.join(ENROLLMENT), text.as_bytes(), 0o600)
     }
 
+    /// Replaces the host certificate, its key and the CA bundle (a
+    /// confirmed renewal, see `renew`), key first: the caller repeats it
+    /// after a crash from the renewed pair it still holds.
+    pub fn replace_certificate(
+        &self,
+        cert_pem: &str,
+        key_pem: &str,
+        ca_pem: &str,
+    ) -> Result<(), StateError> {
+        write_atomic(&self.root.join(KEY), key_pem.as_bytes(), 0o600)?;
+        write_atomic(&self.root.join(CERT), cert_pem.as_bytes(), 0o644)?;
+        write_atomic(&self.root.join(CA), ca_pem.as_bytes(), 0o644)
+    }
+
     /// The enrollment, if any.
     pub fn enrollment(&self) -> Result<Option<Enrollment>, StateError> {
         let path = self.root.join(ENROLLMENT);

@@ -50,3 +50,40 @@ impl Clock for ManualClock {
 
 /// The shared clock handle passed around the collector.
 pub type SharedClock = Arc<dyn Clock>;
+
+/// Shifts `serve`'s clock by this many seconds, in debug builds only: the
+/// end-to-end tests move a real collector weeks ahead (certificate
+/// renewal and expiry) without waiting. Release builds ignore it.
+pub const TEST_OFFSET_ENV: &str = "DESKPULSE_TEST_CLOCK_OFFSET_SECS";
+
+/// The wall clock moved by a fixed offset.
+#[derive(Debug, Clone, Copy)]
+pub struct OffsetClock {
+    offset_ms: i64,
+}
+
+impl Clock for OffsetClock {
+    fn now_ms(&self) -> i64 {
+        SystemClock.now_ms().saturating_add(self.offset_ms)
+    }
+}
+
+/// The clock `serve` runs on: the wall clock, shifted by
+/// [`TEST_OFFSET_ENV`] in a debug build. A value that is not a whole number
+/// of seconds is a one-line error.
+pub fn serve_clock() -> Result<SharedClock, String> {
+    if !cfg!(debug_assertions) {
+        return Ok(Arc::new(SystemClock));
+    }
+    match std::env::var(TEST_OFFSET_ENV) {
+        Err(_) => Ok(Arc::new(SystemClock)),
+        Ok(text) => {
+            let secs: i64 = text.trim().parse().map_err(|_| {
+                format!("{TEST_OFFSET_ENV} {text:?} is not a whole number of seconds")
+            })?;
+            Ok(Arc::new(OffsetClock {
+                offset_ms: secs.saturating_mul(1000),
+            }))
+        }
+    }
+}

@@ -130,6 +130,20 @@ pub struct HostCert {
     pub sha256_hex: String,
 }
 
+/// Where a presented host certificate stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CertStanding {
+    /// It is the host's current certificate.
+    Current,
+    /// It was the host's renewed certificate, presented for the first
+    /// time: it is current now, and the one it renewed is retired.
+    Renewed,
+    /// Another certificate has replaced it (a renewal or a new enrollment).
+    Superseded,
+    /// No such host.
+    UnknownHost,
+}
+
 /// Issues a certificate for a host id. Called by the store once the token is
 /// accepted and the host id is known, inside the same transaction.
 pub type IssueCert<'a> = &'a (dyn Fn(&str) -> Result<HostCert, String> + Send + Sync);

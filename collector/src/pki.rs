@@ -17,8 +17,6 @@ use x509_parser::prelude::{FromDer, GeneralName, ParsedExtension, X509Certificat
 
 use crate::secrets::sha256_hex;
 
-/// Host certificates live a year; renewal comes with a later issue.
-const HOST_CERT_DAYS: i64 = 365;
 /// Server certificates live a year and are reissued at start when close to
 /// expiry.
 const SERVER_CERT_DAYS: i64 = 365;
@@ -54,6 +52,27 @@ pub struct IssuedCert {
     pub serial_hex: String,
     /// SHA-256 of its DER, lowercase hex.
     pub sha256_hex: String,
+}
+
+/// When and for how long a host certificate is valid: issued at the
+/// collector's clock (injected, so tests move it), for the policy's
+/// lifetime.
+#[derive(Debug, Clone, Copy)]
+pub struct HostCertTerms {
+    /// Now, ms since the Unix epoch.
+    pub now_ms: i64,
+    /// The policy's lifetime.
+    pub lifetime: std::time::Duration,
+}
+
+impl HostCertTerms {
+    fn validity(self) -> (OffsetDateTime, OffsetDateTime) {
+        let now = OffsetDateTime::from_unix_timestamp_nanos(i128::from(self.now_ms) * 1_000_000)
+            .unwrap_or_else(|_| OffsetDateTime::now_utc());
+        let lifetime = Duration::try_from(self.lifetime).unwrap_or(Duration::days(30));
+        // Backdated a little so a PC whose clock runs slow still accepts it.
+        (now - Duration::hours(1), now + lifetime)
+    }
 }
 
 /// The fleet CA, able to sign.
@@ -158,9 +177,14 @@ impl CertificateAuthority {
         })
     }
 
-    /// Issues a client certificate for `host_id` from an agent's CSR. Only
-    /// the CSR's public key is used.
-    pub fn sign_host_csr(&self, csr_der: &[u8], host_id: &str) -> Result<IssuedCert, PkiError> {
+    /// Issues a client certificate for `host_id` from an agent's CSR, valid
+    /// on `terms`. Only the CSR's public key is used.
+    pub fn sign_host_csr(
+        &self,
+        csr_der: &[u8],
+        host_id: &str,
+        terms: HostCertTerms,
+    ) -> Result<IssuedCert, PkiError> {
         let csr =
             CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr_der))
                 .map_err(|e| {
@@ -175,7 +199,7 @@ impl CertificateAuthority {
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.use_authority_key_identifier_extension = true;
-        (params.not_before, params.not_after) = validity(HOST_CERT_DAYS);
+        (params.not_before, params.not_after) = terms.validity();
         let serial = random_serial();
         params.serial_number = Some(serial.clone());
         let cert = CertificateSigningRequestParams {
@@ -189,6 +213,27 @@ impl CertificateAuthority {
             sha256_hex: sha256_hex(cert.der()),
         })
     }
+}
+
+/// The expiry of a DER certificate, ms since the Unix epoch.
+pub fn expiry_ms(der: &[u8]) -> Option<i64> {
+    let (_, cert) = X509Certificate::from_der(der).ok()?;
+    cert.validity().not_after.timestamp().checked_mul(1000)
+}
+
+/// True when the CSR asks for the key the DER certificate already holds:
+/// a renewal must bring a new key, or a stolen key would live on through
+/// every renewal.
+pub fn csr_reuses_key(csr_der: &[u8], cert_der: &[u8]) -> Result<bool, PkiError> {
+    use x509_parser::certification_request::X509CertificationRequest;
+    let (_, csr) = X509CertificationRequest::from_der(csr_der).map_err(|e| {
+        PkiError::Parse(format!(
+            "the CSR is not a valid signed PKCS#10 request: {e}"
+        ))
+    })?;
+    let (_, cert) = X509Certificate::from_der(cert_der)
+        .map_err(|e| PkiError::Parse(format!("the certificate does not parse: {e}")))?;
+    Ok(csr.certification_request_info.subject_pki.raw == cert.public_key().raw)
 }
 
 fn san(name: &str) -> Result<SanType, PkiError> {

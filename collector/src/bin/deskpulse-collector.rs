@@ -180,7 +180,7 @@ fn run(command: Command) -> CommandResult {
 }
 
 async fn serve(config: config::ServeConfig) -> CommandResult {
-    let clock: SharedClock = Arc::new(SystemClock);
+    let clock: SharedClock = deskpulse_collector::clock::serve_clock().map_err(Failure::usage)?;
     let dir = admin::open(&config.store, clock.as_ref()).await?;
     let listener = server::bind(config.listen)
         .await

@@ -11,6 +11,39 @@ fn ca() -> CertificateAuthority {
     CertificateAuthority::load(&made.cert_pem, &made.key_pem).expect("load CA")
 }
 
+fn terms() -> HostCertTerms {
+    HostCertTerms {
+        now_ms: 1_800_000_000_000,
+        lifetime: std::time::Duration::from_secs(30 * 86_400),
+    }
+}
+
+#[test]
+fn a_host_certificate_lives_as_long_as_the_policy_says_from_the_collectors_clock() {
+    let ca = ca();
+    let key = KeyPair::generate().expect("key");
+    let csr = CertificateParams::default()
+        .serialize_request(&key)
+        .expect("csr");
+    let issued = ca
+        .sign_host_csr(csr.der(), "6f1c2a52-0000-4000-8000-000000000001", terms())
+        .expect("sign");
+    let der = first_cert_der(&issued.cert_pem).expect("der");
+    assert_eq!(
+        expiry_ms(&der),
+        Some(1_800_000_000_000 + 30 * 86_400_000),
+        "30 days from the injected now"
+    );
+    assert!(!csr_reuses_key(csr.der(), &der).expect("compare"));
+    let renewal = CertificateParams::default()
+        .serialize_request(&key)
+        .expect("csr");
+    assert!(
+        csr_reuses_key(renewal.der(), &der).expect("compare"),
+        "a CSR for the certificate's own key is recognised"
+    );
+}
+
 #[test]
 fn a_csr_contributes_only_its_key_never_ca_rights_or_names() {
     let ca = ca();
@@ -20,7 +53,7 @@ fn a_csr_contributes_only_its_key_never_ca_rights_or_names() {
     let csr = wanted.serialize_request(&key).expect("csr");
 
     let issued = ca
-        .sign_host_csr(csr.der(), "6f1c2a52-0000-4000-8000-000000000001")
+        .sign_host_csr(csr.der(), "6f1c2a52-0000-4000-8000-000000000001", terms())
         .expect("sign");
     let der = first_cert_der(&issued.cert_pem).expect("der");
     let (_, cert) = X509Certificate::from_der(&der).expect("parse");
@@ -44,7 +77,7 @@ fn a_csr_contributes_only_its_key_never_ca_rights_or_names() {
 #[test]
 fn garbage_csr_is_a_clear_error() {
     let error = ca()
-        .sign_host_csr(b"not a csr", "h")
+        .sign_host_csr(b"not a csr", "h", terms())
         .expect_err("must fail");
     assert!(error.to_string().contains("CSR"), "{error}");
 }

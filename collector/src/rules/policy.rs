@@ -29,6 +29,9 @@
 //!
 //! [diagnostics.roles]      # who may run what; defaults: read-only ones
 //! restart_service = "technician"   # technician, state-changing ones admin
+//!
+//! [certificates]
+//! lifetime = "30d"         # host certificates; agents renew at two thirds
 //! ```
 
 use std::time::Duration;
@@ -63,7 +66,18 @@ pub struct Policy {
     pub lifecycle: Lifecycle,
     /// Per-diagnostic role overrides (D7).
     pub diagnostic_roles: Vec<(String, Role)>,
+    /// How long a host certificate issued now lives.
+    pub host_cert_lifetime: Duration,
 }
+
+/// Host certificates live this long unless the policy says otherwise.
+pub const DEFAULT_HOST_CERT_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The shortest host certificate lifetime a policy may set: agents renew at
+/// two thirds of it, so an agent offline for a weekend would otherwise
+/// come back expired.
+const MIN_HOST_CERT_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// The longest: a stolen key stays usable this long.
+const MAX_HOST_CERT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
 
 impl Default for Policy {
     fn default() -> Self {
@@ -77,6 +91,7 @@ impl Default for Policy {
             calendar: Calendar::Always,
             lifecycle: Lifecycle::default(),
             diagnostic_roles: Vec::new(),
+            host_cert_lifetime: DEFAULT_HOST_CERT_LIFETIME,
         })
     }
 }
@@ -126,6 +141,14 @@ struct PolicyFile {
     change_rule: Vec<RawChangeRule>,
     #[serde(default)]
     diagnostics: Option<RawDiagnostics>,
+    #[serde(default)]
+    certificates: Option<RawCertificates>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCertificates {
+    lifetime: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -329,6 +352,15 @@ pub fn parse_policy(text: &str) -> Result<Policy, String> {
         }
         diagnostic_roles.push((id.clone(), role));
     }
+    let host_cert_lifetime = match file.certificates.as_ref().and_then(|c| c.lifetime.as_ref()) {
+        None => DEFAULT_HOST_CERT_LIFETIME,
+        Some(text) => duration(
+            "certificates.lifetime",
+            text,
+            MIN_HOST_CERT_LIFETIME,
+            MAX_HOST_CERT_LIFETIME,
+        )?,
+    };
     Ok(Policy {
         rules,
         change_rules,
@@ -337,6 +369,7 @@ pub fn parse_policy(text: &str) -> Result<Policy, String> {
         calendar,
         lifecycle,
         diagnostic_roles,
+        host_cert_lifetime,
     })
 }
 

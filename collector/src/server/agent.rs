@@ -67,6 +67,10 @@ pub struct AgentIdentity {
     pub host_id: String,
     /// SHA-256 of the certificate's DER, hex.
     pub cert_sha256: String,
+    /// The certificate's expiry, ms since the Unix epoch.
+    pub expires_at_ms: i64,
+    /// The certificate's DER, for renewal's new-key check.
+    pub cert_der: Vec<u8>,
 }
 
 /// Interceptor on the agent service: refuses any call without a client
@@ -93,9 +97,16 @@ pub fn require_host_certificate(mut request: Request<()>) -> Result<Request<()>,
             "the client certificate is not a host certificate",
         ));
     };
+    let Some(expires_at_ms) = pki::expiry_ms(&leaf) else {
+        return Err(Status::unauthenticated(
+            "the client certificate's validity does not parse",
+        ));
+    };
     request.extensions_mut().insert(AgentIdentity {
         host_id,
         cert_sha256: sha256_hex(&leaf),
+        expires_at_ms,
+        cert_der: leaf.to_vec(),
     });
     Ok(request)
 }
@@ -140,25 +151,7 @@ impl AgentService for AgentSessions {
             .cloned()
             .ok_or_else(|| Status::unauthenticated("no host certificate"))?;
         tracing::Span::current().record("host", identity.host_id.as_str());
-        let current = self
-            .ctx
-            .store
-            .host_cert_sha256(&identity.host_id)
-            .await
-            .map_err(internal)?;
-        match current {
-            Some(sha) if sha == identity.cert_sha256 => {}
-            Some(_) => {
-                info!("refused a superseded host certificate");
-                return Err(Status::unauthenticated(
-                    "this host certificate was superseded by a newer enrollment",
-                ));
-            }
-            None => {
-                info!("refused a certificate for an unknown host");
-                return Err(Status::unauthenticated("this host is not enrolled here"));
-            }
-        }
+        super::renewal::admit(&self.ctx, &identity).await?;
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(AgentMessage {
@@ -219,17 +212,18 @@ impl AgentService for AgentSessions {
             }
             Err(error) => tracing::error!(%error, "reading queued jobs failed"),
         }
+        let host_id = identity.host_id.clone();
         let session = run_session(
             self.ctx.clone(),
             self.ingest.clone(),
             self.intake.clone(),
-            identity.host_id.clone(),
+            identity,
             inbound,
             tx.clone(),
             guard,
         );
         tokio::spawn(crate::panics::contain_session(
-            identity.host_id,
+            host_id,
             session,
             tx,
         ));
@@ -259,11 +253,13 @@ async fn run_session(
     ctx: ServerContext,
     ingest: Ingest,
     intake: Arc<Semaphore>,
-    host_id: String,
+    identity: AgentIdentity,
     mut inbound: Streaming<AgentMessage>,
     tx: mpsc::Sender<Outbound>,
     _registered: super::dispatch::SessionGuard,
 ) {
+    let host_id = identity.host_id.clone();
+    let mut renewed = false;
     let mut pending = FuturesOrdered::new();
     let mut goodbye: Option<&'static str> = None;
     metrics::gauge!(crate::metrics::AGENTS_CONNECTED).increment(1.0);
@@ -340,6 +336,28 @@ async fn run_session(
                     }
                     Ok(Some(AgentMessage { kind: Some(Kind::Goodbye(bye)) })) => {
                         goodbye = Some(goodbye_reason(bye.reason()));
+                        Ok(None)
+                    }
+                    Ok(Some(AgentMessage { kind: Some(Kind::RenewCertificate(renew)) })) => {
+                        // One per session: each costs a signature and a write.
+                        let answer = if renewed {
+                            Err(Status::invalid_argument("one certificate renewal per session"))
+                        } else {
+                            super::renewal::renew(&ctx, &identity, &renew.csr_der).await
+                        };
+                        renewed = true;
+                        match answer {
+                            Ok(reply) => {
+                                if tx.send(outgoing(reply)).await.is_err() {
+                                    break;
+                                }
+                            }
+                            Err(status) => {
+                                warn!(host = %host_id, %status, "refused a certificate renewal");
+                                let _ = tx.send(Err(status)).await;
+                                break;
+                            }
+                        }
                         Ok(None)
                     }
                     Ok(Some(AgentMessage { kind: Some(Kind::Hello(_)) })) => {

@@ -61,10 +61,11 @@ impl Enrollment for EnrollmentService {
         // does not burn a use of it.
         let ca = self.ctx.ca.clone();
         let csr = request.csr_der;
-        ca.sign_host_csr(&csr, &uuid::Uuid::nil().to_string())
+        let terms = super::renewal::terms(&self.ctx).await?;
+        ca.sign_host_csr(&csr, &uuid::Uuid::nil().to_string(), terms)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let issue = move |host_id: &str| {
-            ca.sign_host_csr(&csr, host_id)
+            ca.sign_host_csr(&csr, host_id, terms)
                 .map(|c| HostCert {
                     cert_pem: c.cert_pem,
                     serial_hex: c.serial_hex,

@@ -7,6 +7,8 @@
 //!   that guards them.
 //! - [`dispatch`]: the live side of diagnostic jobs on this replica:
 //!   delivering them to connected agents, relaying their output.
+//! - [`renewal`]: which host certificates open a session, and their
+//!   renewal over it.
 //! - [`relay`]: the live link between replicas sharing a PostgreSQL store
 //!   (LISTEN/NOTIFY), which `dispatch` publishes to and follows.
 //! - [`facts`]: what fleet queries search, taken from wire inventories.
@@ -17,6 +19,7 @@ pub mod agent;
 pub mod dispatch;
 pub mod enrollment;
 pub mod relay;
+pub mod renewal;
 pub mod technician;
 
 use std::net::SocketAddr;

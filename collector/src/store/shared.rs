@@ -20,9 +20,9 @@ use crate::store::rows::{HOST_COLUMNS, host_row};
 use crate::store::sql::tickets::BackendSql;
 use crate::store::sql::{self, Dialect, SendFuture, Value, push_values};
 use crate::store::{
-    AuditEntry, AuditHead, AuditQuery, AuditRecord, CaRecord, Caller, ChangeQuery, ChangeRow,
-    Delivery, DeliveryOutcome, EnrollOutcome, EnrollRequest, HealthPoint, HostDetail,
-    HostDiagnostics, HostQuery, HostRow, IssueCert, JobQuery, JobRow, NewApiToken,
+    AuditEntry, AuditHead, AuditQuery, AuditRecord, CaRecord, Caller, CertStanding, ChangeQuery,
+    ChangeRow, Delivery, DeliveryOutcome, EnrollOutcome, EnrollRequest, HealthPoint, HostCert,
+    HostDetail, HostDiagnostics, HostQuery, HostRow, IssueCert, JobQuery, JobRow, NewApiToken,
     NewEnrollmentToken, NewJob, NewWebhook, PolicyRecord, SessionOpen, StoreError, StoreGauges,
     StoreResult, TicketChange, TicketQuery, TicketRefusal, TicketRow, WebhookStatus, WorklogEntry,
 };
@@ -74,6 +74,22 @@ pub trait SharedQueries: Send + Sync {
         now_ms: i64,
         issue: IssueCert<'_>,
     ) -> StoreResult<EnrollOutcome>;
+
+    /// Records `next` as the host's renewed certificate, with its audit
+    /// entry, if `presented_sha256` is still the host's current
+    /// certificate (false otherwise). The current one keeps working until
+    /// the agent presents `next` ([`SharedQueries::present_host_cert`]).
+    async fn record_cert_renewal(
+        &self,
+        host_id: &str,
+        presented_sha256: &str,
+        next: &HostCert,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
+
+    /// Where the certificate `sha256` stands for the host; a renewed
+    /// certificate presented for the first time becomes current.
+    async fn present_host_cert(&self, host_id: &str, sha256: &str) -> StoreResult<CertStanding>;
 
     /// Checks and applies a policy file (D7); the previous one is kept as
     /// history. `Ok(Err(line))` is a policy the checks refused.
@@ -429,6 +445,40 @@ impl<T: SqlBackend> SharedQueries for T {
             tx.commit().await?;
         }
         Ok(outcome)
+    }
+
+    async fn record_cert_renewal(
+        &self,
+        host_id: &str,
+        presented_sha256: &str,
+        next: &HostCert,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let recorded =
+            sql::renewal::record::<T::Db>(&mut tx, host_id, presented_sha256, next, now_ms).await?;
+        if recorded {
+            tx.commit().await?;
+        }
+        Ok(recorded)
+    }
+
+    async fn present_host_cert(&self, host_id: &str, sha256: &str) -> StoreResult<CertStanding> {
+        // The common case, a read: every session opens here, and a write
+        // transaction each would queue a reconnecting fleet behind
+        // SQLite's one writer.
+        if sql::access::host_cert_sha256(self.reads(), host_id)
+            .await?
+            .is_some_and(|current| current == sha256)
+        {
+            return Ok(CertStanding::Current);
+        }
+        let mut tx = self.begin().await?;
+        let standing = sql::renewal::present::<T::Db>(&mut tx, host_id, sha256).await?;
+        if standing == CertStanding::Renewed {
+            tx.commit().await?;
+        }
+        Ok(standing)
     }
 
     async fn apply_policy(

@@ -232,6 +232,7 @@ macro_rules! contract {
 }
 
 contract! {
+    a_renewed_certificate_waits_beside_the_current_one_until_first_used,
     enrollment_tokens_expire_and_run_out,
     a_failed_issue_does_not_use_up_the_token,
     known_hardware_is_relinked_to_its_host,
@@ -304,6 +305,74 @@ fn host_id(outcome: &EnrollOutcome) -> String {
         EnrollOutcome::Enrolled { host_id, .. } => host_id.clone(),
         other => panic!("expected enrolled, got {other:?}"),
     }
+}
+
+async fn a_renewed_certificate_waits_beside_the_current_one_until_first_used(db: TestDb) {
+    let store = db.store.clone();
+    let host = enrolled_host(&store).await;
+    let current = format!("sha-{host}");
+    let next = HostCert {
+        cert_pem: "renewed PEM".into(),
+        serial_hex: "02".into(),
+        sha256_hex: "sha-renewed".into(),
+    };
+    // Only the current certificate may renew.
+    assert!(
+        !store
+            .record_cert_renewal(&host, "sha-other", &next, 1)
+            .await
+            .expect("renew")
+    );
+    assert!(
+        store
+            .record_cert_renewal(&host, &current, &next, 1)
+            .await
+            .expect("renew")
+    );
+    // Until the renewed one is used, the current one still opens sessions.
+    assert_eq!(
+        store
+            .present_host_cert(&host, &current)
+            .await
+            .expect("present"),
+        CertStanding::Current
+    );
+    assert_eq!(
+        store
+            .present_host_cert(&host, "sha-renewed")
+            .await
+            .expect("present"),
+        CertStanding::Renewed
+    );
+    assert_eq!(
+        store
+            .present_host_cert(&host, "sha-renewed")
+            .await
+            .expect("present"),
+        CertStanding::Current
+    );
+    assert_eq!(
+        store
+            .present_host_cert(&host, &current)
+            .await
+            .expect("present"),
+        CertStanding::Superseded
+    );
+    assert_eq!(
+        store
+            .host_cert_sha256(&host)
+            .await
+            .expect("read")
+            .as_deref(),
+        Some("sha-renewed")
+    );
+    assert_eq!(
+        store
+            .present_host_cert("no-such-host", "sha-renewed")
+            .await
+            .expect("present"),
+        CertStanding::UnknownHost
+    );
 }
 
 async fn enrollment_tokens_expire_and_run_out(db: TestDb) {

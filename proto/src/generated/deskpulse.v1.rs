@@ -1334,7 +1334,7 @@ impl ProtectionState {
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct AgentMessage {
     /// Exactly one kind is set; a message with none is rejected.
-    #[prost(oneof = "agent_message::Kind", tags = "1, 2, 3, 4, 5, 6")]
+    #[prost(oneof = "agent_message::Kind", tags = "1, 2, 3, 4, 5, 6, 7")]
     pub kind: ::core::option::Option<agent_message::Kind>,
 }
 /// Nested message and enum types in `AgentMessage`.
@@ -1363,7 +1363,37 @@ pub mod agent_message {
         /// A slice of a report too large to send as one message.
         #[prost(message, tag = "6")]
         ReportPart(super::ReportPart),
+        /// Asks for a new host certificate for a new key (at most one per
+        /// session); answered with CertificateRenewed.
+        #[prost(message, tag = "7")]
+        RenewCertificate(super::RenewCertificate),
     }
+}
+/// A request for a new host certificate, made by the agent at two thirds of
+/// its certificate's lifetime. The new certificate names the same host (the
+/// host id comes from the session's client certificate, never from here) and
+/// lives as long as the fleet policy says.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RenewCertificate {
+    /// A PKCS#10 CSR, DER, for a key pair the agent has just made; only its
+    /// public key is used, and it must differ from the current certificate's.
+    #[prost(bytes = "vec", tag = "1")]
+    pub csr_der: ::prost::alloc::vec::Vec<u8>,
+}
+/// The renewed host certificate. The collector keeps the current certificate
+/// valid until the agent connects with this one, which proves it stored the
+/// new pair; from that connection on, the old certificate is refused.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CertificateRenewed {
+    /// The new host certificate, PEM.
+    #[prost(string, tag = "1")]
+    pub certificate_pem: ::prost::alloc::string::String,
+    /// The CA certificates the agent should trust for the collector's server
+    /// certificate from now on, PEM.
+    #[prost(string, tag = "2")]
+    pub ca_bundle_pem: ::prost::alloc::string::String,
 }
 /// A slice of an encoded Report. A report whose encoding is larger than a
 /// part goes as consecutive parts, with no other report between them; the
@@ -1515,7 +1545,7 @@ pub struct Goodbye {
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct CollectorMessage {
     /// Exactly one kind is set.
-    #[prost(oneof = "collector_message::Kind", tags = "1, 2, 3, 4, 5")]
+    #[prost(oneof = "collector_message::Kind", tags = "1, 2, 3, 4, 5, 6")]
     pub kind: ::core::option::Option<collector_message::Kind>,
 }
 /// Nested message and enum types in `CollectorMessage`.
@@ -1540,6 +1570,9 @@ pub mod collector_message {
         /// Stop a running diagnostic.
         #[prost(message, tag = "5")]
         CancelDiagnostic(super::CancelDiagnostic),
+        /// The answer to RenewCertificate.
+        #[prost(message, tag = "6")]
+        CertificateRenewed(super::CertificateRenewed),
     }
 }
 /// The collector's inventory of this host does not match the base of the

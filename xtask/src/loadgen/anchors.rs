@@ -97,7 +97,11 @@ fn certs() -> Result<Certs> {
     let server = authority.issue_server_cert(&["127.0.0.1".to_owned()])?;
     let key = rcgen::KeyPair::generate()?;
     let csr = rcgen::CertificateParams::default().serialize_request(&key)?;
-    let host = authority.sign_host_csr(csr.der(), &uuid::Uuid::new_v4().to_string())?;
+    let terms = deskpulse_collector::pki::HostCertTerms {
+        now_ms: deskpulse_collector::clock::Clock::now_ms(&deskpulse_collector::clock::SystemClock),
+        lifetime: deskpulse_collector::rules::policy::DEFAULT_HOST_CERT_LIFETIME,
+    };
+    let host = authority.sign_host_csr(csr.der(), &uuid::Uuid::new_v4().to_string(), terms)?;
     Ok(Certs {
         ca_pem: ca.cert_pem,
         server: Identity::from_pem(server.cert_pem, server.key_pem),

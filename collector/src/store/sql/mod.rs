@@ -16,6 +16,8 @@
 //! - [`hosts`]: the host filter.
 //! - [`jobs`]: `JobTx`, the job transactions and the job reads.
 //! - [`policy`]: the fleet policy in force.
+//! - [`renewal`]: renewed host certificates, recorded beside the current
+//!   one and made current on first use.
 //! - [`tickets`]: `TicketTx`, the ticket transactions, the reports that are
 //!   events, the ticket list and the change log.
 //! - [`webhooks`]: the webhook rows, claiming and recording deliveries, the
@@ -28,6 +30,7 @@ pub(crate) mod health;
 pub(crate) mod hosts;
 pub(crate) mod jobs;
 pub(crate) mod policy;
+pub(crate) mod renewal;
 pub(crate) mod tickets;
 pub(crate) mod webhooks;
 

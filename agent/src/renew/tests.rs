@@ -1,0 +1,118 @@
+//! Renewal on disk: when it is due, and that a crash at any step leaves a
+//! pair the collector accepts.
+
+use rcgen::{CertificateParams, KeyPair};
+
+use super::*;
+use crate::state::{Credentials, Enrollment, StateDir};
+
+const DAY_MS: i64 = 86_400_000;
+
+type Ymd = (i32, u8, u8);
+
+/// A certificate for `key`, valid from `start` to `end` (midnight UTC).
+fn cert_for(key: &KeyPair, start: Ymd, end: Ymd) -> String {
+    let mut params = CertificateParams::new(vec!["host".to_string()]).expect("params");
+    params.not_before = rcgen::date_time_ymd(start.0, start.1, start.2);
+    params.not_after = rcgen::date_time_ymd(end.0, end.1, end.2);
+    params.self_signed(key).expect("sign").pem()
+}
+
+fn enrolled(dir: &std::path::Path) -> (StateDir, Credentials) {
+    let state = StateDir::new(dir);
+    let key = KeyPair::generate().expect("key");
+    let creds = Credentials {
+        enrollment: Enrollment {
+            collector: "https://127.0.0.1:1".into(),
+            host_id: "h".into(),
+            enrolled_at_unix_ms: 0,
+        },
+        cert_pem: cert_for(&key, (2024, 1, 1), (2024, 1, 31)),
+        key_pem: key.serialize_pem(),
+        ca_pem: cert_for(
+            &KeyPair::generate().expect("ca key"),
+            (2000, 1, 1),
+            (2100, 1, 1),
+        ),
+    };
+    state.save_enrollment(&creds).expect("save");
+    (state, creds)
+}
+
+#[test]
+fn renewal_is_due_at_two_thirds_and_expiry_at_the_end() {
+    let validity = Validity {
+        not_before_ms: 0,
+        not_after_ms: 30 * DAY_MS,
+    };
+    assert!(!validity.renewal_due(20 * DAY_MS - 1));
+    assert!(validity.renewal_due(20 * DAY_MS));
+    assert!(!validity.expired(30 * DAY_MS - 1));
+    assert!(validity.expired(30 * DAY_MS));
+}
+
+#[test]
+fn the_validity_is_read_from_the_certificate() {
+    let key = KeyPair::generate().expect("key");
+    let validity = validity(&cert_for(&key, (1970, 1, 2), (1970, 1, 31))).expect("validity");
+    assert_eq!(validity.not_before_ms, DAY_MS);
+    assert_eq!(validity.not_after_ms, 31 * DAY_MS);
+    assert!(super::validity("not a certificate").is_err());
+}
+
+#[test]
+fn times_print_as_utc() {
+    assert_eq!(format_ms(0), "1970-01-01T00:00:00Z");
+    assert_eq!(format_ms(1_796_565_755_000), "2026-12-06T14:02:35Z");
+    assert!(expired_line(0).contains("enroll again with a fresh token"));
+}
+
+#[test]
+fn a_renewed_pair_waits_beside_the_current_one_until_promoted() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (state, creds) = enrolled(dir.path());
+    assert!(pending(&state, &creds).is_none());
+
+    let (renewal, _csr) = Renewal::start().expect("start");
+    let new_cert = cert_for(&renewal.key, (2024, 1, 21), (2024, 2, 20));
+    let ca = creds.ca_pem.clone();
+    renewal.finish(&state, &new_cert, &ca).expect("finish");
+    // The current pair is untouched: a crash here still connects with it.
+    assert_eq!(state.credentials().expect("creds").cert_pem, creds.cert_pem);
+    let next = pending(&state, &creds).expect("pending");
+    assert_eq!(next.cert_pem, new_cert);
+    assert_ne!(next.key_pem, creds.key_pem);
+
+    // A crash halfway through the promotion (key replaced, certificate not)
+    // still finds the renewed pair, and promoting again completes it.
+    state
+        .replace_certificate(&creds.cert_pem, &next.key_pem, &creds.ca_pem)
+        .expect("half");
+    let again = pending(&state, &creds).expect("still pending");
+    promote(&state, &again).expect("promote");
+    let now = state.credentials().expect("creds");
+    assert_eq!(now.cert_pem, new_cert);
+    assert_eq!(now.key_pem, next.key_pem);
+    assert!(pending(&state, &now).is_none());
+}
+
+#[test]
+fn a_certificate_for_another_key_or_a_corrupt_file_is_never_used() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (state, creds) = enrolled(dir.path());
+    let (renewal, _csr) = Renewal::start().expect("start");
+    let other = KeyPair::generate().expect("other");
+    let error = renewal
+        .finish(
+            &state,
+            &cert_for(&other, (2024, 1, 21), (2024, 2, 20)),
+            &creds.ca_pem,
+        )
+        .expect_err("wrong key");
+    assert!(error.contains("not for the new key"), "{error}");
+    assert!(pending(&state, &creds).is_none());
+
+    std::fs::write(dir.path().join(NEXT), b"{\"cert_pem\": 1").expect("write");
+    assert!(pending(&state, &creds).is_none());
+    assert!(!dir.path().join(NEXT).exists(), "a corrupt file is removed");
+}

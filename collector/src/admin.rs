@@ -1,10 +1,12 @@
 //! The admin commands of `deskpulse-collector` that work on the data dir and
 //! store directly, whether or not a server is running: `enroll-token
-//! create`, `token create`, `ca export` and `audit verify`. Each command
+//! create`, `token create`, `ca export`, `audit verify` and `backup`; and
+//! `restore`, with the server stopped. Each command
 //! that appends to the audit log anchors the chain head before it exits
 //! (D28). A command that makes a secret
 //! prints the secret alone on stdout; everything else goes to stderr.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::clock::Clock;
@@ -33,6 +35,87 @@ fn store_failure(error: StoreError) -> Failure {
 /// Opens (initialising if needed) the data dir.
 pub async fn open(config: &StoreConfig, clock: &dyn Clock) -> CommandResult<DataDir> {
     DataDir::open(config, clock).await.map_err(open_failure)
+}
+
+/// Opens the data dir for `serve`; `init` (`serve --init`) allows a new
+/// fleet beside an existing CA (see [`DataDir::open_with`]).
+pub async fn open_for_serve(
+    config: &StoreConfig,
+    clock: &dyn Clock,
+    init: bool,
+) -> CommandResult<DataDir> {
+    DataDir::open_with(config, clock, init)
+        .await
+        .map_err(open_failure)
+}
+
+/// `backup --to FILE`: a consistent copy of the live database, written
+/// beside FILE and renamed into place once whole and synced, so FILE is
+/// never half a backup.
+pub async fn backup(config: &StoreConfig, clock: &dyn Clock, to: &Path) -> CommandResult {
+    if to.exists() {
+        return Err(Failure::usage(format!(
+            "{} exists; backup writes a new file and never overwrites one",
+            to.display()
+        )));
+    }
+    let dir = open(config, clock).await?;
+    let mut partial = to.as_os_str().to_owned();
+    partial.push(".partial");
+    let partial = PathBuf::from(partial);
+    let cannot = |what: &str, path: &Path, error: std::io::Error| {
+        Failure::runtime(format!("cannot {what} {}: {error}", path.display()))
+    };
+    if let Err(error) = std::fs::remove_file(&partial)
+        && error.kind() != std::io::ErrorKind::NotFound
+    {
+        return Err(cannot("remove", &partial, error));
+    }
+    if let Err(error) = dir.store.backup_to(&partial).await {
+        let _ = std::fs::remove_file(&partial);
+        return Err(match error {
+            StoreError::Conflict(text) => Failure::usage(text),
+            other => Failure::runtime(format!("backing up to {} failed: {other}", to.display())),
+        });
+    }
+    std::fs::File::open(&partial)
+        .and_then(|file| file.sync_all())
+        .map_err(|e| cannot("sync", &partial, e))?;
+    std::fs::rename(&partial, to).map_err(|e| cannot("rename the backup to", to, e))?;
+    if let Some(parent) = to.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::File::open(parent)
+            .and_then(|file| file.sync_all())
+            .map_err(|e| cannot("sync", parent, e))?;
+    }
+    let head = dir.store.audit_head().await.map_err(store_failure)?;
+    eprintln!(
+        "backed up the database to {} (audit chain through seq {})",
+        to.display(),
+        head.seq
+    );
+    Ok(())
+}
+
+/// `restore --from FILE`, with the collector stopped (see
+/// [`crate::datadir::restore`]).
+pub async fn restore(config: &StoreConfig, clock: &dyn Clock, from: &Path) -> CommandResult {
+    let restored = crate::datadir::restore(config, from, clock)
+        .await
+        .map_err(open_failure)?;
+    eprintln!(
+        "restored {} into {} (audit chain through seq {})",
+        from.display(),
+        restored.database.display(),
+        restored.audit_head
+    );
+    if let Some((aside, count)) = restored.anchors_set_aside {
+        eprintln!(
+            "{count} audit anchor(s) past the backup were set aside: the whole anchor file is kept \
+             as {}",
+            aside.display()
+        );
+    }
+    Ok(())
 }
 
 /// `enroll-token create`: prints a new enrollment token.
@@ -167,7 +250,9 @@ pub async fn export_ca(config: &StoreConfig, clock: &dyn Clock) -> CommandResult
 /// "audit chain intact: N entries, M anchors" on stdout, or fails (exit 1)
 /// with the first problem on one line.
 pub async fn verify_audit(config: &StoreConfig, clock: &dyn Clock) -> CommandResult {
-    let dir = open(config, clock).await?;
+    let dir = DataDir::open_to_verify(config, clock)
+        .await
+        .map_err(open_failure)?;
     let v = dir
         .audit
         .verify(dir.store.as_ref())

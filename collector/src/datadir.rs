@@ -52,6 +52,52 @@ pub enum DataDirError {
     /// The audit key could not be loaded or made.
     #[error(transparent)]
     Audit(#[from] crate::audit::AuditError),
+    /// The data dir holds a fleet but the database holds none (issue 20).
+    #[error(
+        "the data dir {} holds a fleet (its CA and audit anchors) but the database {database} \
+         holds none: the database was lost or replaced (a deleted deskpulse.db?); restore the \
+         latest backup with `deskpulse-collector restore --from FILE` (README, \"Backup and \
+         restore\"), or start a new fleet on this CA with `serve --init`",
+        dir.display()
+    )]
+    StoreLost {
+        /// The data dir.
+        dir: PathBuf,
+        /// The database URL.
+        database: String,
+    },
+    /// The database's audit chain ends before the data dir's anchors.
+    #[error(
+        "the database {database} ends its audit chain at seq {head}, but {} anchors seq \
+         {anchored}: the database lost writes it had committed (a lost deskpulse.db-wal, or an \
+         older copy); restore the latest backup with `deskpulse-collector restore --from FILE` \
+         (README, \"Backup and restore\")",
+        anchors.display()
+    )]
+    StoreBehindAnchors {
+        /// The database URL.
+        database: String,
+        /// The store's audit chain head.
+        head: i64,
+        /// The anchor file.
+        anchors: PathBuf,
+        /// The newest anchored seq.
+        anchored: i64,
+    },
+    /// `restore` was asked of a PostgreSQL store.
+    #[error(
+        "restore puts back the embedded SQLite database; a PostgreSQL store is restored from its \
+         pg_dump with pg_restore (README, \"Backup and restore\")"
+    )]
+    NotEmbedded,
+    /// The file given to `restore` is no Deskpulse backup.
+    #[error("{} is not a Deskpulse backup: {reason}", from.display())]
+    NotABackup {
+        /// The file.
+        from: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// This replica's CA is not the fleet's (D2).
     #[error(
         "the CA in {dir} (sha256 {local}) is not the fleet CA recorded in the database \
@@ -70,7 +116,10 @@ pub enum DataDirError {
 impl DataDirError {
     /// True for errors that are configuration problems (exit code 2).
     pub fn is_config(&self) -> bool {
-        matches!(self, DataDirError::CaMismatch { .. })
+        matches!(
+            self,
+            DataDirError::CaMismatch { .. } | DataDirError::NotEmbedded
+        )
     }
 }
 
@@ -148,8 +197,40 @@ impl Drop for InitLock {
 impl DataDir {
     /// Opens the data dir, creating and initialising whatever is missing:
     /// the dir itself (0700), the CA, the store, and on a fresh store the
-    /// initial admin token.
+    /// initial admin token. A data dir that already holds a fleet (its CA)
+    /// is refused when the database is new or older than its audit anchors
+    /// (see [`DataDir::open_with`]).
     pub async fn open(config: &StoreConfig, clock: &dyn Clock) -> Result<Self, DataDirError> {
+        Self::open_with(config, clock, false).await
+    }
+
+    /// [`DataDir::open`], where `new_fleet` (`serve --init`) says that a
+    /// new, empty database beside an existing CA is intended: the anchors
+    /// of the old chain are set aside and a new initial admin token made.
+    /// A brand-new data dir (no CA yet) needs no `new_fleet`.
+    pub async fn open_with(
+        config: &StoreConfig,
+        clock: &dyn Clock,
+        new_fleet: bool,
+    ) -> Result<Self, DataDirError> {
+        Self::open_checked(config, clock, new_fleet, true).await
+    }
+
+    /// [`DataDir::open`] for `audit verify`, which names what is wrong with
+    /// a chain that ends before its anchors rather than refusing it.
+    pub async fn open_to_verify(
+        config: &StoreConfig,
+        clock: &dyn Clock,
+    ) -> Result<Self, DataDirError> {
+        Self::open_checked(config, clock, false, false).await
+    }
+
+    async fn open_checked(
+        config: &StoreConfig,
+        clock: &dyn Clock,
+        new_fleet: bool,
+        check_anchors: bool,
+    ) -> Result<Self, DataDirError> {
         let root = config.data_dir.clone();
         fs::DirBuilder::new()
             .recursive(true)
@@ -158,6 +239,10 @@ impl DataDir {
             .map_err(io("cannot create data dir", &root))?;
         let _lock = InitLock::take(&root)?;
 
+        let held_a_fleet = root
+            .join(CA_CERT)
+            .try_exists()
+            .map_err(io("cannot read", &root.join(CA_CERT)))?;
         let ca = load_or_create_ca(&root)?;
         // Under the same lock as the CA: one key per data dir, ever.
         let audit = std::sync::Arc::new(crate::audit::AuditAnchor::load_or_create(&root)?);
@@ -171,6 +256,30 @@ impl DataDir {
             }
         };
         let store = store::backend::open(&config.database_url).await?;
+        if held_a_fleet && !store.has_technicians().await? {
+            if !new_fleet {
+                return Err(DataDirError::StoreLost {
+                    dir: root,
+                    database: config.database_url.clone(),
+                });
+            }
+            if let Some((aside, count)) =
+                audit.set_aside_anchors_past(None, "before-init", clock.now_ms())?
+            {
+                tracing::warn!(anchors = count, aside = %aside.display(), "--init: a new fleet begins; the old chain's anchors were set aside");
+            }
+        }
+        if let Some(anchored) = audit.newest_anchored_seq()?.filter(|_| check_anchors) {
+            let head = store.audit_head().await?.seq;
+            if anchored > head {
+                return Err(DataDirError::StoreBehindAnchors {
+                    database: config.database_url.clone(),
+                    head,
+                    anchors: audit.log_path().to_path_buf(),
+                    anchored,
+                });
+            }
+        }
         match store.record_fleet_ca(&ca.fingerprint()).await? {
             CaRecord::Recorded | CaRecord::Matches => {}
             CaRecord::Mismatch(stored) => {
@@ -285,6 +394,134 @@ pub fn import_ca(
         }
     }
     Ok(ca)
+}
+
+/// What `restore` put in place.
+#[derive(Debug)]
+pub struct Restored {
+    /// The database file restored into.
+    pub database: PathBuf,
+    /// The restored audit chain's head seq.
+    pub audit_head: i64,
+    /// Where the anchor file was kept whole, and how many anchors past the
+    /// backup's chain left it, when any did.
+    pub anchors_set_aside: Option<(PathBuf, usize)>,
+}
+
+/// Puts the SQLite backup `from` (made by `deskpulse-collector backup`) in
+/// place as the data dir's database, with the collector stopped: the copy
+/// is opened and checked beside the database, made whole (no `-wal`), and
+/// renamed over it; the old database's `-wal` and `-shm` go first, or
+/// SQLite would replay the lost database's log onto the backup. Anchors
+/// past the backup's chain are set aside (the entries they anchored are
+/// not in the backup), so that the restored chain verifies.
+pub async fn restore(
+    config: &StoreConfig,
+    from: &Path,
+    clock: &dyn Clock,
+) -> Result<Restored, DataDirError> {
+    use crate::store::SharedQueries as _;
+    let Some(database) = config.database_url.strip_prefix("sqlite://") else {
+        return Err(DataDirError::NotEmbedded);
+    };
+    let database = PathBuf::from(database);
+    let root = config.data_dir.clone();
+    fs::File::open(from).map_err(io("cannot read the backup", from))?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&root)
+        .map_err(io("cannot create data dir", &root))?;
+    let _lock = InitLock::take(&root)?;
+    for key in [CA_CERT, CA_KEY, crate::audit::AUDIT_KEY] {
+        let path = root.join(key);
+        if !path.try_exists().map_err(io("cannot read", &path))? {
+            return Err(DataDirError::Io {
+                what: "a backup is restored into the data dir that holds the fleet's keys \
+                       (ca.pem, ca.key, audit.key); copy them from the old data dir first: missing",
+                path,
+                source: std::io::ErrorKind::NotFound.into(),
+            });
+        }
+    }
+    let staged = sibling(&database, ".restoring");
+    for stale in ["", "-wal", "-shm"] {
+        remove_if_present(&sibling(&staged, stale))?;
+    }
+    fs::copy(from, &staged).map_err(io("cannot copy the backup to", &staged))?;
+    let opened = store::sqlite::SqliteStore::open(&staged).await;
+    let store = match opened {
+        Ok(store) => store,
+        Err(error) => {
+            remove_if_present(&staged)?;
+            return Err(DataDirError::NotABackup {
+                from: from.to_path_buf(),
+                reason: error.to_string(),
+            });
+        }
+    };
+    let checked = async {
+        if !store.has_technicians().await? {
+            return Ok(None);
+        }
+        Ok::<_, StoreError>(Some(store.audit_head().await?.seq))
+    }
+    .await;
+    // Closing the last connection checkpoints the log into the file.
+    store.close().await;
+    let audit_head = match checked {
+        Ok(Some(seq)) => seq,
+        Ok(None) => {
+            remove_if_present(&staged)?;
+            return Err(DataDirError::NotABackup {
+                from: from.to_path_buf(),
+                reason: "it holds no fleet".into(),
+            });
+        }
+        Err(error) => return Err(error.into()),
+    };
+    if fs::metadata(sibling(&staged, "-wal")).is_ok_and(|m| m.len() > 0) {
+        return Err(DataDirError::Io {
+            what: "the restored copy kept a write-ahead log beside it",
+            path: staged,
+            source: std::io::ErrorKind::Other.into(),
+        });
+    }
+    fs::File::open(&staged)
+        .and_then(|file| file.sync_all())
+        .map_err(io("cannot sync", &staged))?;
+    for stale in ["-wal", "-shm"] {
+        remove_if_present(&sibling(&database, stale))?;
+    }
+    fs::rename(&staged, &database).map_err(io("cannot move the restored copy to", &database))?;
+    if let Some(parent) = database.parent() {
+        fs::File::open(parent)
+            .and_then(|dir| dir.sync_all())
+            .map_err(io("cannot sync", parent))?;
+    }
+    let audit = crate::audit::AuditAnchor::load_or_create(&root)?;
+    let anchors_set_aside =
+        audit.set_aside_anchors_past(Some(audit_head), "before-restore", clock.now_ms())?;
+    Ok(Restored {
+        database,
+        audit_head,
+        anchors_set_aside,
+    })
+}
+
+/// `path` with `suffix` appended to its file name.
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+fn remove_if_present(path: &Path) -> Result<(), DataDirError> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io("cannot remove", path)(e)),
+    }
 }
 
 fn load_or_create_ca(root: &Path) -> Result<CertificateAuthority, DataDirError> {

@@ -232,6 +232,70 @@ impl AuditAnchor {
         }
     }
 
+    /// The highest seq a well-signed line of the anchor file anchors, if
+    /// any: the store's chain must reach at least that far, or the
+    /// database lost writes it had committed (issue 20).
+    pub fn newest_anchored_seq(&self) -> Result<Option<i64>, AuditError> {
+        Ok(self
+            .anchor_lines()?
+            .iter()
+            .filter_map(|line| serde_json::from_str::<Anchor>(line).ok())
+            .filter(|anchor| self.signature_holds(anchor))
+            .map(|anchor| anchor.seq)
+            .max())
+    }
+
+    /// Moves the anchors past `keep_through` (every anchor when None) out
+    /// of the anchor file, after a restore or a new fleet replaced the
+    /// chain they anchored: the whole old file is kept beside it as
+    /// `audit-anchors.log.<why>-<now_ms>`, and the file is rewritten
+    /// atomically with the lines that still hold. Returns the file set
+    /// aside and how many anchors left, when any did.
+    pub fn set_aside_anchors_past(
+        &self,
+        keep_through: Option<i64>,
+        why: &str,
+        now_ms: i64,
+    ) -> Result<Option<(PathBuf, usize)>, AuditError> {
+        let lines = self.anchor_lines()?;
+        let (kept, left): (Vec<&String>, Vec<&String>) = lines.iter().partition(|line| {
+            match (serde_json::from_str::<Anchor>(line), keep_through) {
+                (Ok(anchor), Some(head)) => anchor.seq <= head,
+                (Ok(_), None) => false,
+                // A line that is no anchor stays for verification to name.
+                (Err(_), _) => true,
+            }
+        });
+        if left.is_empty() {
+            return Ok(None);
+        }
+        let aside = self
+            .log
+            .with_file_name(format!("{ANCHOR_LOG}.{why}-{now_ms}"));
+        std::fs::copy(&self.log, &aside).map_err(io("cannot copy the anchor file to", &aside))?;
+        let text: String = kept.iter().map(|line| format!("{line}\n")).collect();
+        crate::atomic_file::write_atomic(&self.log, text.as_bytes(), 0o600).map_err(|e| {
+            AuditError::Io {
+                what: e.what,
+                path: e.path,
+                source: e.source,
+            }
+        })?;
+        Ok(Some((aside, left.len())))
+    }
+
+    fn anchor_lines(&self) -> Result<Vec<String>, AuditError> {
+        match std::fs::read_to_string(&self.log) {
+            Ok(text) => Ok(text
+                .lines()
+                .filter(|line| !line.trim().is_empty())
+                .map(str::to_owned)
+                .collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(io("cannot read", &self.log)(e)),
+        }
+    }
+
     /// Checks the whole chain and every anchor line (see `verify`).
     pub async fn verify(&self, store: &dyn Store) -> Result<Verification, AuditError> {
         verify::verify(self, store).await

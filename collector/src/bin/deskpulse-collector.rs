@@ -35,7 +35,34 @@ struct Cli {
 enum Command {
     /// Run the server. Prints `listening ADDR` on stdout once it accepts
     /// connections; logs go to stderr.
-    Serve(ServeFlags),
+    Serve {
+        #[command(flatten)]
+        flags: ServeFlags,
+        /// Start a new, empty fleet although the data dir already holds one
+        /// (its CA) and the database is new. Without it, `serve` refuses
+        /// such a data dir: its database was lost and should be restored.
+        /// A brand-new data dir needs no --init.
+        #[arg(long)]
+        init: bool,
+    },
+    /// Write a consistent copy of the live SQLite database to FILE (which
+    /// must not exist); PostgreSQL is backed up with pg_dump.
+    Backup {
+        #[command(flatten)]
+        store: StoreFlags,
+        /// The backup file to write.
+        #[arg(long, value_name = "FILE")]
+        to: std::path::PathBuf,
+    },
+    /// Put a backup made by `backup` in place as the data dir's database.
+    /// Stop the collector first.
+    Restore {
+        #[command(flatten)]
+        store: StoreFlags,
+        /// The backup file.
+        #[arg(long, value_name = "FILE")]
+        from: std::path::PathBuf,
+    },
     /// Manage agent enrollment tokens.
     #[command(subcommand)]
     EnrollToken(EnrollTokenCommand),
@@ -144,11 +171,21 @@ fn run(command: Command) -> CommandResult {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let clock = SystemClock;
     match command {
-        Command::Serve(flags) => {
+        Command::Serve { flags, init } => {
             let config = config::resolve_serve(&flags, &ProcessEnv).map_err(Failure::usage)?;
             init_logging(config.log_format == LogFormat::Json, "info");
             panics::install_hook();
-            runtime()?.block_on(serve(config))
+            runtime()?.block_on(serve(config, init))
+        }
+        Command::Backup { store, to } => {
+            let store = config::resolve_store_flags(&store, &ProcessEnv).map_err(Failure::usage)?;
+            init_logging(false, "warn");
+            runtime()?.block_on(admin::backup(&store, &clock, &to))
+        }
+        Command::Restore { store, from } => {
+            let store = config::resolve_store_flags(&store, &ProcessEnv).map_err(Failure::usage)?;
+            init_logging(false, "warn");
+            runtime()?.block_on(admin::restore(&store, &clock, &from))
         }
         Command::EnrollToken(EnrollTokenCommand::Create { store, ttl, uses }) => {
             let store = config::resolve_store_flags(&store, &ProcessEnv).map_err(Failure::usage)?;
@@ -179,9 +216,9 @@ fn run(command: Command) -> CommandResult {
     }
 }
 
-async fn serve(config: config::ServeConfig) -> CommandResult {
+async fn serve(config: config::ServeConfig, init: bool) -> CommandResult {
     let clock: SharedClock = deskpulse_collector::clock::serve_clock().map_err(Failure::usage)?;
-    let dir = admin::open(&config.store, clock.as_ref()).await?;
+    let dir = admin::open_for_serve(&config.store, clock.as_ref(), init).await?;
     let listener = server::bind(config.listen)
         .await
         .map_err(Failure::runtime)?;

@@ -112,3 +112,70 @@ async fn a_data_dir_whose_ca_is_not_the_fleet_ca_is_a_config_error() {
         .expect("b opens now");
     assert_eq!(b.ca.cert_pem(), cert);
 }
+
+/// Issue 20: a data dir that holds a fleet (its CA) beside a database that
+/// holds none lost its database; opening it must not make a new, empty
+/// fleet with a new admin token, unless `serve --init` asks for one.
+#[tokio::test]
+async fn a_data_dir_whose_database_was_lost_is_refused_unless_a_new_fleet_is_asked_for() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let root = tmp.path().join("data");
+    let first = DataDir::open(&config(&root), &SystemClock)
+        .await
+        .expect("first open");
+    first
+        .store
+        .append_audit(
+            &crate::store::AuditEntry {
+                technician_id: None,
+                token_id: None,
+                action: "enrollment-token.create".into(),
+                subject: "t".into(),
+                detail: "by test".into(),
+            },
+            1_000,
+        )
+        .await
+        .expect("audit");
+    first
+        .audit
+        .anchor_or_warn(first.store.as_ref(), 1_000)
+        .await;
+    drop(first);
+    let token = fs::read_to_string(root.join(INITIAL_ADMIN_TOKEN)).expect("token");
+    for file in ["deskpulse.db", "deskpulse.db-wal", "deskpulse.db-shm"] {
+        let _ = fs::remove_file(root.join(file));
+    }
+
+    let error = DataDir::open(&config(&root), &SystemClock)
+        .await
+        .expect_err("a lost database is refused");
+    let text = error.to_string();
+    assert!(matches!(error, DataDirError::StoreLost { .. }), "{text}");
+    assert!(
+        text.contains("restore") && text.contains("--init"),
+        "{text}"
+    );
+    assert_eq!(
+        fs::read_to_string(root.join(INITIAL_ADMIN_TOKEN)).expect("token"),
+        token,
+        "no new admin token"
+    );
+
+    let fresh = DataDir::open_with(&config(&root), &SystemClock, true)
+        .await
+        .expect("--init starts a new fleet");
+    assert_ne!(
+        fs::read_to_string(root.join(INITIAL_ADMIN_TOKEN)).expect("token"),
+        token
+    );
+    let verified = fresh
+        .audit
+        .verify(fresh.store.as_ref())
+        .await
+        .expect("verify");
+    assert_eq!(
+        verified.problem, None,
+        "the old chain's anchors were set aside"
+    );
+}

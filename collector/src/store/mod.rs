@@ -251,6 +251,18 @@ pub trait Store: SharedQueries + Send + Sync + 'static {
     /// first by bm25, at most `limit`. Terms are plain words; the backend
     /// quotes them, so no query syntax reaches the index.
     async fn search_kb(&self, terms: &[String], limit: u32) -> StoreResult<Vec<KbHit>>;
+
+    /// Writes a consistent copy of the whole database to `path` (which
+    /// must not exist) while the store stays in use: `deskpulse-collector
+    /// backup`. Only the embedded SQLite database can; PostgreSQL is backed
+    /// up with its own `pg_dump`.
+    async fn backup_to(&self, path: &std::path::Path) -> StoreResult<()> {
+        let _ = path;
+        Err(StoreError::Conflict(
+            "the store is PostgreSQL: back it up with pg_dump (README, \"Backup and restore\")"
+                .into(),
+        ))
+    }
 }
 
 /// The shared store handle.

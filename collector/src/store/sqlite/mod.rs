@@ -248,6 +248,19 @@ impl Store for SqliteStore {
     async fn search_kb(&self, terms: &[String], limit: u32) -> StoreResult<Vec<KbHit>> {
         kb::search(&self.pool, terms, limit).await
     }
+
+    async fn backup_to(&self, path: &Path) -> StoreResult<()> {
+        let path = path.to_str().ok_or_else(|| {
+            StoreError::Conflict(format!("the backup path {} is not UTF-8", path.display()))
+        })?;
+        // On a reader: VACUUM INTO copies one read snapshot, and WAL
+        // readers hold up neither the writer nor the checkpoints.
+        sqlx::query("VACUUM INTO ?1")
+            .bind(path)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -65,7 +65,7 @@ fn nothing_in_the_state_dir_is_readable_by_another_user() {
         .expect_code(0);
     let state = agent.state_dir.path();
     let service = AgentService::start(&agent, &[]);
-    wait_for(Duration::from_secs(30), connected).expect("the service connects");
+    wait_for(Duration::from_secs(30), || connected(&agent)).expect("the service connects");
     assert_eq!(service.stop(), Some(0));
     // What an older agent left: everything open to read.
     for path in walk(state).into_iter().chain([state.to_path_buf()]) {
@@ -79,21 +79,13 @@ fn nothing_in_the_state_dir_is_readable_by_another_user() {
     }
     let spool_log = state.join("spool/records.log");
     let readable = as_nobody(&["cat", spool_log.to_str().expect("utf-8")]);
-    assert_eq!(
-        readable.code,
-        Some(0),
-        "the old modes are open: {readable:?}"
-    );
+    assert_eq!(readable.code, 0, "the old modes are open: {readable:?}");
 
     let _service = AgentService::start(&agent, &[]);
-    wait_for(Duration::from_secs(30), connected).expect("the service connects again");
+    wait_for(Duration::from_secs(30), || connected(&agent)).expect("the service connects again");
     let state_text = state.to_str().expect("utf-8");
     let listed = as_nobody(&["ls", state_text]);
-    assert_ne!(
-        listed.code,
-        Some(0),
-        "nobody lists the state dir: {listed:?}"
-    );
+    assert_ne!(listed.code, 0, "nobody lists the state dir: {listed:?}");
     let mut checked = 0;
     for path in walk(state) {
         let meta = std::fs::symlink_metadata(&path).expect("meta");
@@ -106,11 +98,11 @@ fn nothing_in_the_state_dir_is_readable_by_another_user() {
         if meta.is_dir() {
             assert_eq!(mode, 0o700, "{text}");
             let out = as_nobody(&["ls", text]);
-            assert_ne!(out.code, Some(0), "nobody lists {text}");
+            assert_ne!(out.code, 0, "nobody lists {text}");
         } else {
             assert_eq!(mode, 0o600, "{text}");
             let out = as_nobody(&["cat", text]);
-            assert_ne!(out.code, Some(0), "nobody reads {text}: {}", out.stdout);
+            assert_ne!(out.code, 0, "nobody reads {text}: {}", out.stdout);
         }
         checked += 1;
     }
@@ -124,7 +116,7 @@ fn nothing_in_the_state_dir_is_readable_by_another_user() {
         "--state-dir",
         state_text,
     ]);
-    assert_eq!(status.code, Some(0), "{status:?}");
+    assert_eq!(status.code, 0, "{status:?}");
     assert!(
         status.stdout.contains("running, connected"),
         "{}",
@@ -241,5 +233,69 @@ fn lost_report_counts_survive_a_restart_and_are_sent() {
         assert_eq!(service.stop(), Some(0));
         let stats = Spool::inspect(&spool_dir).expect("inspect");
         assert_eq!(stats.dropped.results_refused, 3, "round {round}");
+    }
+}
+
+/// Issue 20: an employee's report, acknowledged, then the state dir put
+/// back as a copy taken before the acknowledgement (a VM snapshot
+/// restored): the agent sends the report again, and the collector raises
+/// no second ticket, because the report carries the key it was made with.
+#[test]
+fn a_report_sent_again_from_a_restored_state_dir_raises_no_second_ticket() {
+    let collector = Collector::start();
+    let agent = Agent::new();
+    agent
+        .enroll(&collector, &collector.enrollment_token(1))
+        .expect_code(0);
+    let state = agent.state_dir.path();
+    agent
+        .command(&["report-issue", "The scanner on floor 2 is offline"])
+        .expect_code(0);
+    let snapshot = tempfile::tempdir().expect("temp");
+    let copy = |from: &Path, to: &Path| {
+        let out = run(std::process::Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", from.display()))
+            .arg(to));
+        assert_eq!(out.code, 0, "{out:?}");
+    };
+    copy(state, snapshot.path());
+    let token = collector.admin_token();
+    let tickets = || {
+        let out = collector.cli(&token, &["--json", "tickets"]).expect_code(0);
+        let list: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+        list.as_array().map_or(0, |all| {
+            all.iter().filter(|t| t["rule"] == "user-report").count()
+        })
+    };
+    let results_waiting = || {
+        Spool::inspect(&state.join("spool"))
+            .map(|s| s.results.records)
+            .unwrap_or(u64::MAX)
+    };
+    for round in ["first run", "after the restore"] {
+        let service = AgentService::start(&agent, &[]);
+        wait_for(Duration::from_secs(30), || {
+            let out = agent.command(&["status", "--json"]);
+            let s: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+            (s["spool"]["results"]["records"] == 0 && s["connected"] == true).then_some(())
+        })
+        .unwrap_or_else(|| panic!("{round}: the report is acknowledged"));
+        // Health samples move the spool on, so the collector forgets the
+        // report's (spool, seq) key, as it does in the field.
+        std::thread::sleep(Duration::from_secs(3));
+        assert_eq!(service.stop(), Some(0));
+        assert_eq!(results_waiting(), 0, "{round}");
+        assert_eq!(tickets(), 1, "{round}: one ticket");
+        for entry in std::fs::read_dir(state).expect("list").flatten() {
+            let path = entry.path();
+            if entry.file_type().expect("type").is_dir() {
+                std::fs::remove_dir_all(&path).expect("remove");
+            } else {
+                std::fs::remove_file(&path).expect("remove");
+            }
+        }
+        copy(snapshot.path(), state);
+        assert_eq!(results_waiting(), 1, "the restored spool holds the report");
     }
 }

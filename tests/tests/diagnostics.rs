@@ -225,6 +225,14 @@ fn deskpulse_run_returns_a_refusal_after_the_agents_refusal_budget_is_spent() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("spawn deskpulse run --wait");
+    // Its job is queued before the agent says Hello with ping disabled
+    // (after that the collector refuses ping early).
+    wait_for(Duration::from_secs(30), || {
+        let jobs = collector.cli(&alice, &["--json", "jobs", "--limit", "200"]);
+        let jobs: serde_json::Value = serde_json::from_str(&jobs.stdout).ok()?;
+        (jobs.as_array()?.len() > BUDGET).then_some(())
+    })
+    .expect("the waiting request is queued");
     let _service = AgentService::start_with_env(
         &agent,
         &[],
@@ -236,7 +244,19 @@ fn deskpulse_run_returns_a_refusal_after_the_agents_refusal_budget_is_spent() {
     if returned.is_none() {
         let _ = waiting.kill();
         let _ = waiting.wait();
-        panic!("deskpulse run --wait still waits 120 s after the agent came back");
+        let jobs = collector.cli(&alice, &["--json", "jobs", "--limit", "200"]);
+        let states: Vec<String> = serde_json::from_str::<serde_json::Value>(&jobs.stdout)
+            .ok()
+            .and_then(|v| v.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|j| format!("{} {}", j["state"], j["reason"]))
+            .collect();
+        panic!(
+            "deskpulse run --wait still waits 120 s after the agent came back; jobs: {:?} {}",
+            &states[..states.len().min(3)],
+            jobs.stderr
+        );
     }
     let out = waiting.wait_with_output().expect("output");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -195,23 +195,23 @@ impl AgentService for AgentSessions {
         // between is delivered one way or the other (the agent runs a job
         // id once).
         let guard = self.ctx.dispatch.register(&identity.host_id, tx.clone());
-        let now = self.ctx.clock.now_ms();
-        match self
-            .ctx
-            .store
-            .deliverable_jobs(&identity.host_id, now)
-            .await
-        {
-            Ok(jobs) => {
-                for job in jobs {
-                    if let Err(error) = self.ctx.dispatch.deliver(&self.ctx.store, &job, now).await
-                    {
-                        tracing::error!(%error, job = %job.id, "delivering a queued job failed");
+        // Delivered from a task of its own: more queued jobs than the
+        // outbound queue holds would otherwise wait on a stream nobody
+        // reads yet, and the host could never connect again.
+        let (ctx, host) = (self.ctx.clone(), identity.host_id.clone());
+        tokio::spawn(async move {
+            let now = ctx.clock.now_ms();
+            match ctx.store.deliverable_jobs(&host, now).await {
+                Ok(jobs) => {
+                    for job in jobs {
+                        if let Err(error) = ctx.dispatch.deliver(&ctx.store, &job, now).await {
+                            tracing::error!(%error, job = %job.id, "delivering a queued job failed");
+                        }
                     }
                 }
+                Err(error) => tracing::error!(%error, "reading queued jobs failed"),
             }
-            Err(error) => tracing::error!(%error, "reading queued jobs failed"),
-        }
+        });
         let host_id = identity.host_id.clone();
         let session = run_session(
             self.ctx.clone(),

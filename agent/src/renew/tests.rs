@@ -54,9 +54,9 @@ fn renewal_is_due_at_two_thirds_and_expiry_at_the_end() {
 #[test]
 fn the_validity_is_read_from_the_certificate() {
     let key = KeyPair::generate().expect("key");
-    let validity = validity(&cert_for(&key, (1970, 1, 2), (1970, 1, 31))).expect("validity");
-    assert_eq!(validity.not_before_ms, DAY_MS);
-    assert_eq!(validity.not_after_ms, 31 * DAY_MS);
+    let validity = validity(&cert_for(&key, (2024, 1, 2), (2024, 1, 31))).expect("validity");
+    assert_eq!(validity.not_before_ms, 1_704_153_600_000);
+    assert_eq!(validity.not_after_ms, 1_704_153_600_000 + 29 * DAY_MS);
     assert!(super::validity("not a certificate").is_err());
 }
 

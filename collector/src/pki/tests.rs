@@ -34,7 +34,11 @@ fn a_host_certificate_lives_as_long_as_the_policy_says_from_the_collectors_clock
         Some(1_800_000_000_000 + 30 * 86_400_000),
         "30 days from the injected now"
     );
-    assert!(!csr_reuses_key(csr.der(), &der).expect("compare"));
+    let fresh = KeyPair::generate().expect("fresh key");
+    let renewal = CertificateParams::default()
+        .serialize_request(&fresh)
+        .expect("csr");
+    assert!(!csr_reuses_key(renewal.der(), &der).expect("compare"));
     let renewal = CertificateParams::default()
         .serialize_request(&key)
         .expect("csr");

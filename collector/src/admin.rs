@@ -118,16 +118,37 @@ pub async fn restore(config: &StoreConfig, clock: &dyn Clock, from: &Path) -> Co
     Ok(())
 }
 
-/// `enroll-token create`: prints a new enrollment token.
+/// `enroll-token create`: prints a new enrollment token; with `relink`
+/// (a host name or id), a one-use token that re-links that host.
 pub async fn create_enrollment_token(
     config: &StoreConfig,
     clock: &dyn Clock,
     ttl: Duration,
     uses: u32,
+    relink: Option<&str>,
 ) -> CommandResult {
+    if relink.is_some() && uses != 1 {
+        return Err(Failure::usage(
+            "a re-link token re-links one host: it has one use (drop --uses)",
+        ));
+    }
     let dir = open(config, clock).await?;
+    let relink_host = match relink {
+        Some(query) => Some(one_host(dir.store.as_ref(), query).await?),
+        None => None,
+    };
     let now = clock.now_ms();
-    let (token, record) = new_enrollment_token(now, ttl.as_secs(), uses, LOCAL_ADMIN);
+    let (token, record) = new_enrollment_token(
+        now,
+        ttl.as_secs(),
+        uses,
+        LOCAL_ADMIN,
+        relink_host.as_deref(),
+    );
+    let relinks = relink_host
+        .as_deref()
+        .map(|host| format!("; re-links host {host}"))
+        .unwrap_or_default();
     dir.store
         .create_enrollment_token(&record, now)
         .await
@@ -139,7 +160,10 @@ pub async fn create_enrollment_token(
                 token_id: None,
                 action: "enrollment-token.create".into(),
                 subject: record.id.clone(),
-                detail: format!("by {LOCAL_ADMIN}; ttl {}s; uses {uses}", ttl.as_secs()),
+                detail: format!(
+                    "by {LOCAL_ADMIN}; ttl {}s; uses {uses}{relinks}",
+                    ttl.as_secs()
+                ),
             },
             now,
         )
@@ -148,11 +172,28 @@ pub async fn create_enrollment_token(
     dir.audit.anchor_or_warn(dir.store.as_ref(), now).await;
     println!("{token}");
     eprintln!(
-        "enrollment token {} allows {uses} enrollment(s) and expires in {}",
+        "enrollment token {} allows {uses} enrollment(s) and expires in {}{relinks}",
         record.id,
         humantime::format_duration(ttl)
     );
     Ok(())
+}
+
+/// The one host `query` (a host name, an id or a unique id prefix) names,
+/// or a usage error naming the candidates (D4).
+async fn one_host(store: &dyn crate::store::Store, query: &str) -> CommandResult<String> {
+    let hosts = store.find_hosts(query).await.map_err(store_failure)?;
+    match hosts.as_slice() {
+        [host] => Ok(host.id.clone()),
+        [] => Err(Failure::usage(format!("no host matches {query:?}"))),
+        many => Err(Failure::usage(format!(
+            "{query:?} matches several hosts: {}",
+            many.iter()
+                .map(|h| format!("{} ({})", h.hostname, h.id))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
 }
 
 /// Checks a technician name: 1-64 printable characters, no surrounding space.

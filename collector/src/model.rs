@@ -104,6 +104,9 @@ pub struct NewEnrollmentToken {
     /// Who made it: a technician name, or "local-admin" for the CLI on the
     /// server.
     pub created_by: String,
+    /// The host an enrollment with it re-links to (an admin's say, issue
+    /// 20); `None` for an ordinary token, which always makes a new host.
+    pub relink_host: Option<String>,
 }
 
 /// An enrollment request, as the store sees it.
@@ -157,7 +160,7 @@ pub enum EnrollOutcome {
         host_id: String,
         /// The issued certificate, PEM.
         cert_pem: String,
-        /// True if the hardware was known and linked to its old host id.
+        /// True if a re-link token linked it to its existing host id.
         relinked: bool,
     },
     /// No such token.
@@ -166,6 +169,8 @@ pub enum EnrollOutcome {
     ExpiredToken,
     /// The token has no uses left.
     UsedToken,
+    /// The token re-links a host that is no longer stored.
+    RelinkHostGone,
 }
 
 /// The session facts recorded when an agent connects.

@@ -99,6 +99,11 @@ enum EnrollTokenCommand {
         /// How many agents may enroll with it (1 to 10000).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         uses: u32,
+        /// Make a one-use token that re-links this host (a host name or
+        /// id), e.g. after reinstalling its PC. An ordinary token never
+        /// re-links: it makes a new host.
+        #[arg(long, value_name = "HOST")]
+        relink: Option<String>,
     },
 }
 
@@ -187,10 +192,21 @@ fn run(command: Command) -> CommandResult {
             init_logging(false, "warn");
             runtime()?.block_on(admin::restore(&store, &clock, &from))
         }
-        Command::EnrollToken(EnrollTokenCommand::Create { store, ttl, uses }) => {
+        Command::EnrollToken(EnrollTokenCommand::Create {
+            store,
+            ttl,
+            uses,
+            relink,
+        }) => {
             let store = config::resolve_store_flags(&store, &ProcessEnv).map_err(Failure::usage)?;
             init_logging(false, "warn");
-            runtime()?.block_on(admin::create_enrollment_token(&store, &clock, ttl, uses))
+            runtime()?.block_on(admin::create_enrollment_token(
+                &store,
+                &clock,
+                ttl,
+                uses,
+                relink.as_deref(),
+            ))
         }
         Command::Token(TokenCommand::Create { store, role, name }) => {
             let store = config::resolve_store_flags(&store, &ProcessEnv).map_err(Failure::usage)?;

@@ -18,6 +18,7 @@ async fn enrolled(store: &SharedStore) -> String {
                 expires_at_ms: i64::MAX,
                 uses: 1,
                 created_by: "test".into(),
+                relink_host: None,
             },
             0,
         )

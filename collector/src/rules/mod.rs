@@ -24,6 +24,10 @@ use serde::{Deserialize, Serialize};
 /// The rule name of tickets employees open from their PC.
 pub const USER_REPORT_RULE: &str = "user-report";
 
+/// The rule name of the tickets raised when an enrollment claims the
+/// hardware identity of a host that exists (issue 20).
+pub const DUPLICATE_IDENTITY_RULE: &str = "duplicate-hardware-identity";
+
 /// Timing of the ticket lifecycle, fleet policy (D7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Lifecycle {

@@ -1,6 +1,7 @@
 //! Enrollment: a one-time token and a CSR become a host certificate. The
-//! token is checked and consumed, the host id chosen (or the hardware's old
-//! one reused, D4), and the certificate recorded, in one store transaction.
+//! token is checked and consumed, the host id chosen (a new one, or the
+//! host a re-link token names: D4, issue 20), and the certificate
+//! recorded, in one store transaction.
 
 use deskpulse_proto::v1::enrollment_server::Enrollment;
 use deskpulse_proto::v1::{EnrollRequest, EnrollResponse};
@@ -105,6 +106,9 @@ impl Enrollment for EnrollmentService {
             EnrollOutcome::UnknownToken => refused("the enrollment token is not known"),
             EnrollOutcome::ExpiredToken => refused("the enrollment token has expired"),
             EnrollOutcome::UsedToken => refused("the enrollment token has no uses left"),
+            EnrollOutcome::RelinkHostGone => {
+                refused("the host this re-link token names is no longer enrolled")
+            }
         }
     }
 }

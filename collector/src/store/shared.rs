@@ -65,9 +65,10 @@ pub(crate) trait SqlBackend: Send + Sync + 'static {
 /// The store calls whose SQL is the same on both backends.
 #[async_trait]
 pub trait SharedQueries: Send + Sync {
-    /// In one transaction: checks and consumes the token, finds the host
-    /// this hardware enrolled as before or makes a new id, has `issue` sign a
-    /// certificate for it, and records the certificate.
+    /// In one transaction: checks and consumes the token, takes the host a
+    /// re-link token names or makes a new id (raising a duplicate-identity
+    /// ticket on hosts whose hardware the request claims), has `issue` sign
+    /// a certificate for it, and records the certificate.
     async fn enroll(
         &self,
         request: &EnrollRequest,
@@ -440,7 +441,10 @@ impl<T: SqlBackend> SharedQueries for T {
         if let Some(lock) = T::Db::one_at_a_time("enroll") {
             T::Db::execute_in(&mut tx, lock).await?;
         }
-        let outcome = sql::enroll::enroll_in_tx::<T::Db>(&mut tx, request, now_ms, issue).await?;
+        let policy = self.current_policy();
+        let outcome =
+            sql::enroll::enroll_in_tx::<T::Db>(&mut tx, &policy.policy, request, now_ms, issue)
+                .await?;
         if matches!(outcome, EnrollOutcome::Enrolled { .. }) {
             tx.commit().await?;
         }
@@ -565,8 +569,8 @@ impl<T: SqlBackend> SharedQueries for T {
     ) -> StoreResult<()> {
         let mut sql = QueryBuilder::new(
             "INSERT INTO enrollment_tokens \
-             (id, token_sha256, created_at_ms, expires_at_ms, uses_allowed, uses_left, created_by) \
-             VALUES (",
+             (id, token_sha256, created_at_ms, expires_at_ms, uses_allowed, uses_left, created_by, \
+             relink_host_id) VALUES (",
         );
         T::Db::text(&mut sql, &token.id);
         sql.push(", ");
@@ -578,6 +582,8 @@ impl<T: SqlBackend> SharedQueries for T {
         }
         sql.push(", ");
         T::Db::text(&mut sql, &token.created_by);
+        sql.push(", ");
+        T::Db::value(&mut sql, Value::MaybeText(token.relink_host.as_deref()));
         sql.push(")");
         T::Db::execute(self.writes(), sql).await?;
         Ok(())

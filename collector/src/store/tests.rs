@@ -235,7 +235,8 @@ contract! {
     a_renewed_certificate_waits_beside_the_current_one_until_first_used,
     enrollment_tokens_expire_and_run_out,
     a_failed_issue_does_not_use_up_the_token,
-    known_hardware_is_relinked_to_its_host,
+    known_hardware_under_an_ordinary_token_gets_a_new_host_and_one_ticket,
+    only_a_relink_token_relinks_and_only_its_own_host,
     reports_are_stored_once_and_old_ones_never_overwrite_new_state,
     a_stored_inventory_that_cannot_be_read_is_an_error_naming_its_host,
     keys_below_what_the_spool_still_holds_are_forgotten_and_no_others,
@@ -293,6 +294,7 @@ async fn token(store: &SharedStore, token: &str, expires_at_ms: i64, uses: u32) 
                 expires_at_ms,
                 uses,
                 created_by: "test".into(),
+                relink_host: None,
             },
             0,
         )
@@ -421,24 +423,110 @@ async fn a_failed_issue_does_not_use_up_the_token(db: TestDb) {
     host_id(&outcome);
 }
 
-async fn known_hardware_is_relinked_to_its_host(db: TestDb) {
+async fn known_hardware_under_an_ordinary_token_gets_a_new_host_and_one_ticket(db: TestDb) {
     let store = db.store.clone();
-    token(&store, "t", i64::MAX, 3).await;
+    token(&store, "t", i64::MAX, 4).await;
     let a = store
         .enroll(&request("t", "uuid-1"), 1, &cert)
         .await
         .expect("enroll");
+    // The same hardware again, twice, under an ordinary token: new hosts,
+    // never the first one's id (issue 20).
     let b = store
         .enroll(&request("t", "uuid-1"), 2, &cert)
         .await
         .expect("enroll");
     let c = store
-        .enroll(&request("t", "uuid-2"), 3, &cert)
+        .enroll(&request("t", "uuid-1"), 3, &cert)
         .await
         .expect("enroll");
-    assert_eq!(host_id(&a), host_id(&b));
-    assert!(matches!(b, EnrollOutcome::Enrolled { relinked: true, .. }));
-    assert_ne!(host_id(&a), host_id(&c));
+    let d = store
+        .enroll(&request("t", "uuid-2"), 4, &cert)
+        .await
+        .expect("enroll");
+    assert!(matches!(
+        b,
+        EnrollOutcome::Enrolled {
+            relinked: false,
+            ..
+        }
+    ));
+    let ids = [host_id(&a), host_id(&b), host_id(&c), host_id(&d)];
+    let unique: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(unique.len(), 4, "{ids:?}");
+    // The first host's certificate is still its current one.
+    assert_eq!(
+        store.host_cert_sha256(&ids[0]).await.expect("cert"),
+        Some(format!("sha-{}", ids[0]))
+    );
+    let tickets = store
+        .list_tickets(&TicketQuery {
+            rule: Some(crate::rules::DUPLICATE_IDENTITY_RULE.into()),
+            limit: 10,
+            ..TicketQuery::default()
+        })
+        .await
+        .expect("tickets");
+    // b's claim ticketed a; c's claim matched a and b: a's ticket counts
+    // it again, and b gets one of its own.
+    let on = |host: &str| tickets.iter().filter(|t| t.host_id == host).count();
+    assert_eq!(
+        (on(&ids[0]), on(&ids[1]), on(&ids[3])),
+        (1, 1, 0),
+        "{tickets:?}"
+    );
+    let first = tickets
+        .iter()
+        .find(|t| t.host_id == ids[0])
+        .expect("ticket");
+    assert_eq!(first.occurrences, 2, "{first:?}");
+    assert_eq!(first.subject, "uuid uuid-1");
+}
+
+async fn only_a_relink_token_relinks_and_only_its_own_host(db: TestDb) {
+    let store = db.store.clone();
+    token(&store, "t", i64::MAX, 1).await;
+    let a = host_id(
+        &store
+            .enroll(&request("t", "uuid-1"), 1, &cert)
+            .await
+            .expect("enroll"),
+    );
+    let relink = |name: &str, host: &str| NewEnrollmentToken {
+        id: uuid::Uuid::new_v4().to_string(),
+        token_sha256: crate::secrets::token_hash(name),
+        expires_at_ms: i64::MAX,
+        uses: 1,
+        created_by: "test".into(),
+        relink_host: Some(host.to_owned()),
+    };
+    store
+        .create_enrollment_token(&relink("r", &a), 0)
+        .await
+        .expect("token");
+    // Re-linked by the admin's say, whatever hardware the agent now reads
+    // (a replaced mainboard keeps its host).
+    let again = store
+        .enroll(&request("r", "uuid-9"), 2, &cert)
+        .await
+        .expect("enroll");
+    assert_eq!(host_id(&again), a);
+    assert!(matches!(
+        again,
+        EnrollOutcome::Enrolled { relinked: true, .. }
+    ));
+    assert!(matches!(
+        store.enroll(&request("r", "uuid-9"), 3, &cert).await,
+        Ok(EnrollOutcome::UsedToken)
+    ));
+    store
+        .create_enrollment_token(&relink("gone", "no-such-host"), 0)
+        .await
+        .expect("token");
+    assert!(matches!(
+        store.enroll(&request("gone", "uuid-1"), 4, &cert).await,
+        Ok(EnrollOutcome::RelinkHostGone)
+    ));
 }
 
 async fn reports_are_stored_once_and_old_ones_never_overwrite_new_state(db: TestDb) {

@@ -134,6 +134,7 @@ async fn host(store: &SharedStore) -> String {
                 expires_at_ms: i64::MAX,
                 uses: 1,
                 created_by: "test".into(),
+                relink_host: None,
             },
             0,
         )

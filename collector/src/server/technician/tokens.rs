@@ -62,7 +62,7 @@ impl TechnicianApi {
             n => n,
         };
         let now = self.ctx.clock.now_ms();
-        let (token, record) = new_enrollment_token(now, ttl, uses, &caller.name);
+        let (token, record) = new_enrollment_token(now, ttl, uses, &caller.name, None);
         self.ctx
             .store
             .create_enrollment_token(&record, now)
@@ -83,12 +83,14 @@ impl TechnicianApi {
     }
 }
 
-/// A new enrollment token and its stored form.
+/// A new enrollment token and its stored form; with `relink_host`, a
+/// re-link token for that host.
 pub fn new_enrollment_token(
     now_ms: i64,
     ttl_secs: u64,
     uses: u32,
     created_by: &str,
+    relink_host: Option<&str>,
 ) -> (String, NewEnrollmentToken) {
     let token = secrets::new_token(secrets::ENROLLMENT_TOKEN_PREFIX);
     let ttl_ms = i64::try_from(ttl_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
@@ -98,6 +100,7 @@ pub fn new_enrollment_token(
         expires_at_ms: now_ms.saturating_add(ttl_ms),
         uses,
         created_by: created_by.to_owned(),
+        relink_host: relink_host.map(str::to_owned),
     };
     (token, record)
 }

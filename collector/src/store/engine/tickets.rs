@@ -20,7 +20,7 @@ use crate::rules::events::ChangeEvent;
 use crate::rules::model::{Metric, Rule};
 use crate::rules::policy::Policy;
 use crate::rules::priority::{Impact, Priority, Severity};
-use crate::rules::{RuleState, TicketAction, USER_REPORT_RULE, step};
+use crate::rules::{DUPLICATE_IDENTITY_RULE, RuleState, TicketAction, USER_REPORT_RULE, step};
 use crate::store::{
     OFFLINE_AFTER_INTERVALS, Reading, StoreError, StoreResult, TICKET_STATUSES, TicketChange,
     TicketEvent, TicketRefusal, TicketRow,
@@ -568,67 +568,186 @@ pub async fn evaluate_changes(
             .iter()
             .filter(|r| r.change == event.kind && r.in_scope(&tags))
         {
-            let (_, ticket) = tx.load_state(host, &rule.name, &event.subject).await?;
-            let previous = match ticket {
-                Some(id) => tx
-                    .ticket_status(id)
-                    .await?
-                    .map(|(status, resolved)| (id, status, resolved)),
-                None => None,
-            };
-            let id = match previous {
-                Some((id, status, _)) if !matches!(status.as_str(), "resolved" | "closed") => {
-                    tx.count_occurrence(id, now_ms).await?;
-                    let note = format!("happened again: {}", event.detail);
-                    tx.worklog(id, now_ms, "system", &note).await?;
-                    enqueue(tx, TicketEvent::Updated, id, now_ms).await?;
-                    id
-                }
-                Some((id, status, Some(resolved)))
-                    if status == "resolved"
-                        && now_ms - resolved <= policy.lifecycle.reopen_window_ms =>
-                {
-                    tx.reopen_fired(id, now_ms).await?;
-                    let note = format!("reopened: {}", event.detail);
-                    tx.worklog(id, now_ms, "system", &note).await?;
-                    enqueue(tx, TicketEvent::Opened, id, now_ms).await?;
-                    id
-                }
-                _ => {
-                    let evidence = serde_json::json!({
-                        "rule": rule.name,
-                        "change": rule.change.name(),
-                        "subject": event.subject,
-                        "detail": event.detail,
-                        "observed_at_ms": observed_at_ms,
-                    });
-                    open_ticket(
-                        tx,
-                        policy,
-                        &NewTicket {
-                            host,
-                            rule: &rule.name,
-                            subject: &event.subject,
-                            title: &format!("{}: {}", rule.name, event.detail),
-                            severity: rule.severity,
-                            priority: Priority::of(Impact::of(&tags), rule.severity),
-                            evidence: &evidence,
-                            author: "system",
-                            note: &format!("opened by change rule {}: {}", rule.name, event.detail),
-                        },
-                        now_ms,
-                    )
-                    .await?
-                }
-            };
-            let state = RuleState::Firing {
-                fired_at_ms: observed_at_ms,
-            };
-            let key = (host.to_owned(), rule.name.clone(), event.subject.clone());
-            save_state(tx, key, state, Some(id)).await?;
+            let evidence = serde_json::json!({
+                "rule": rule.name,
+                "change": rule.change.name(),
+                "subject": event.subject,
+                "detail": event.detail,
+                "observed_at_ms": observed_at_ms,
+            });
+            raise_event_ticket(
+                tx,
+                policy,
+                &tags,
+                &EventTicket {
+                    host,
+                    rule: &rule.name,
+                    subject: &event.subject,
+                    severity: rule.severity,
+                    title: &format!("{}: {}", rule.name, event.detail),
+                    detail: &event.detail,
+                    opened_note: &format!("opened by change rule {}: {}", rule.name, event.detail),
+                    evidence: &evidence,
+                },
+                observed_at_ms,
+                now_ms,
+            )
+            .await?;
         }
     }
     Ok(())
+}
+
+/// A ticket raised by an event rather than a reading: a change rule's, or
+/// the collector's own (a duplicate hardware identity).
+struct EventTicket<'a> {
+    host: &'a str,
+    rule: &'a str,
+    subject: &'a str,
+    severity: Severity,
+    title: &'a str,
+    /// What happened, for the worklog of a repeat or a reopening.
+    detail: &'a str,
+    opened_note: &'a str,
+    evidence: &'a serde_json::Value,
+}
+
+/// Raises an event's ticket, deduplicated per (host, rule, subject) like a
+/// rule's: one still open counts an occurrence; one resolved within the
+/// reopen window reopens; otherwise a new ticket. The rule state then
+/// points at it. On PostgreSQL the caller holds the host's evaluation lock.
+async fn raise_event_ticket(
+    tx: &mut impl TicketTx,
+    policy: &Policy,
+    tags: &[(String, String)],
+    event: &EventTicket<'_>,
+    observed_at_ms: i64,
+    now_ms: i64,
+) -> StoreResult<i64> {
+    let host = event.host;
+    let (_, ticket) = tx.load_state(host, event.rule, event.subject).await?;
+    let previous = match ticket {
+        Some(id) => tx
+            .ticket_status(id)
+            .await?
+            .map(|(status, resolved)| (id, status, resolved)),
+        None => None,
+    };
+    let id = match previous {
+        Some((id, status, _)) if !matches!(status.as_str(), "resolved" | "closed") => {
+            tx.count_occurrence(id, now_ms).await?;
+            let note = format!("happened again: {}", event.detail);
+            tx.worklog(id, now_ms, "system", &note).await?;
+            enqueue(tx, TicketEvent::Updated, id, now_ms).await?;
+            id
+        }
+        Some((id, status, Some(resolved)))
+            if status == "resolved" && now_ms - resolved <= policy.lifecycle.reopen_window_ms =>
+        {
+            tx.reopen_fired(id, now_ms).await?;
+            let note = format!("reopened: {}", event.detail);
+            tx.worklog(id, now_ms, "system", &note).await?;
+            enqueue(tx, TicketEvent::Opened, id, now_ms).await?;
+            id
+        }
+        _ => {
+            open_ticket(
+                tx,
+                policy,
+                &NewTicket {
+                    host,
+                    rule: event.rule,
+                    subject: event.subject,
+                    title: event.title,
+                    severity: event.severity,
+                    priority: Priority::of(Impact::of(tags), event.severity),
+                    evidence: event.evidence,
+                    author: "system",
+                    note: event.opened_note,
+                },
+                now_ms,
+            )
+            .await?
+        }
+    };
+    let state = RuleState::Firing {
+        fired_at_ms: observed_at_ms,
+    };
+    let key = (
+        host.to_owned(),
+        event.rule.to_owned(),
+        event.subject.to_owned(),
+    );
+    save_state(tx, key, state, Some(id)).await?;
+    Ok(id)
+}
+
+/// What an enrollment claimed that matched an existing host.
+pub struct IdentityClaim<'a> {
+    /// The host that had the identity first.
+    pub host: &'a str,
+    /// The new host the claiming enrollment got instead.
+    pub claimed_by_host: &'a str,
+    /// The host name the claiming agent stated.
+    pub claimed_hostname: &'a str,
+    /// The enrollment token it used.
+    pub token_id: &'a str,
+    /// The hardware UUID it claimed, or empty.
+    pub hardware_uuid: &'a str,
+    /// The hardware serial it claimed, or empty.
+    pub hardware_serial: &'a str,
+}
+
+/// Raises the "duplicate hardware identity" ticket on the host an
+/// enrollment claimed to be (issue 20): the claim got a new host id, and a
+/// technician decides whether it was a reinstall (re-link it) or an
+/// impostor. Deduplicated per (host, identity) like every event ticket. On
+/// PostgreSQL the caller holds the host's evaluation lock.
+pub async fn raise_duplicate_identity(
+    tx: &mut impl TicketTx,
+    policy: &Policy,
+    claim: &IdentityClaim<'_>,
+    now_ms: i64,
+) -> StoreResult<i64> {
+    let tags = host_tags(tx, claim.host).await?;
+    let subject = if claim.hardware_serial.is_empty() {
+        format!("uuid {}", claim.hardware_uuid)
+    } else {
+        format!("serial {}", claim.hardware_serial)
+    };
+    let detail = format!(
+        "an enrollment as {:?} claimed {subject} and became host {}",
+        claim.claimed_hostname, claim.claimed_by_host
+    );
+    let evidence = serde_json::json!({
+        "rule": DUPLICATE_IDENTITY_RULE,
+        "claimed_by_host": claim.claimed_by_host,
+        "claimed_hostname": claim.claimed_hostname,
+        "enrollment_token": claim.token_id,
+        "hardware_uuid": claim.hardware_uuid,
+        "hardware_serial": claim.hardware_serial,
+        "claimed_at_ms": now_ms,
+    });
+    raise_event_ticket(
+        tx,
+        policy,
+        &tags,
+        &EventTicket {
+            host: claim.host,
+            rule: DUPLICATE_IDENTITY_RULE,
+            subject: &subject,
+            severity: Severity::High,
+            title: &format!("duplicate hardware identity: {subject} enrolled again"),
+            detail: &detail,
+            opened_note: &format!(
+                "{detail}; re-link it with a re-link token if this PC was reinstalled"
+            ),
+            evidence: &evidence,
+        },
+        now_ms,
+        now_ms,
+    )
+    .await
 }
 
 /// Opens the ticket of an employee's problem report (D12), with the health

@@ -1,42 +1,58 @@
 //! Enrollment (D2), the same SQL on both backends: a one-time token is
-//! checked and spent, the hardware finds the host it enrolled as before or
-//! gets a new id, and the host certificate is issued and recorded, in the
-//! caller's transaction with its audit entry.
+//! checked and spent, the host id chosen, and the host certificate issued
+//! and recorded, in the caller's transaction with its audit entry. Only a
+//! re-link token (an admin's say, issue 20) re-links to an existing host;
+//! hardware that matches a host under an ordinary token gets a new id and
+//! raises a duplicate-identity ticket on the host it matched.
 
 use sqlx::QueryBuilder;
 
-use super::{Dialect, Value, push_values};
+use super::tickets::{BackendSql, TicketConn};
+use super::{Value, push_values};
+use crate::rules::policy::Policy;
+use crate::store::engine::tickets::{IdentityClaim, raise_duplicate_identity};
 use crate::store::{AuditEntry, EnrollOutcome, EnrollRequest, IssueCert, StoreError, StoreResult};
+
+/// At most this many hosts sharing a claimed identity get its ticket.
+const MAX_DUPLICATE_TICKETS: i64 = 16;
 
 /// Enrolls in the transaction on `conn`, which the caller commits only on
 /// [`EnrollOutcome::Enrolled`]. Two enrollments racing for a token's last
 /// use cannot both spend it: the token row is locked on PostgreSQL, and
 /// SQLite's write transaction holds the one write lock from its start.
-pub(crate) fn enroll_in_tx<'a, B: Dialect>(
+pub(crate) fn enroll_in_tx<'a, B: BackendSql>(
     conn: &'a mut B::Connection,
+    policy: &'a Policy,
     request: &'a EnrollRequest,
     now_ms: i64,
     issue: IssueCert<'a>,
 ) -> super::SendFuture<'a, EnrollOutcome> {
-    Box::pin(enroll::<B>(conn, request, now_ms, issue))
+    Box::pin(enroll::<B>(conn, policy, request, now_ms, issue))
 }
 
-async fn enroll<B: Dialect>(
+async fn enroll<B: BackendSql>(
     conn: &mut B::Connection,
+    policy: &Policy,
     request: &EnrollRequest,
     now_ms: i64,
     issue: IssueCert<'_>,
 ) -> StoreResult<EnrollOutcome> {
     let mut sql = QueryBuilder::new(
-        "SELECT id, expires_at_ms, uses_left FROM enrollment_tokens WHERE token_sha256 = ",
+        "SELECT id, expires_at_ms, uses_left, relink_host_id FROM enrollment_tokens \
+         WHERE token_sha256 = ",
     );
     B::text(&mut sql, &request.token_sha256);
     sql.push(B::LOCK_ROWS);
     let token = B::optional_in(&mut *conn, sql, |r| {
-        Ok((r.text("id")?, r.int("expires_at_ms")?, r.int("uses_left")?))
+        Ok((
+            r.text("id")?,
+            r.int("expires_at_ms")?,
+            r.int("uses_left")?,
+            r.opt_text("relink_host_id")?,
+        ))
     })
     .await?;
-    let Some((token_id, expires_at, uses_left)) = token else {
+    let Some((token_id, expires_at, uses_left, relink_host)) = token else {
         return Ok(EnrollOutcome::UnknownToken);
     };
     if expires_at <= now_ms {
@@ -50,7 +66,86 @@ async fn enroll<B: Dialect>(
     B::text(&mut sql, &token_id);
     B::execute_in(&mut *conn, sql).await?;
 
-    let mut sql = QueryBuilder::new("SELECT id FROM hosts WHERE (");
+    if let Some(host_id) = relink_host {
+        return relink::<B>(conn, request, &token_id, host_id, now_ms, issue).await;
+    }
+    let host_id = uuid::Uuid::new_v4().to_string();
+    let cert = issue(&host_id).map_err(StoreError::Issue)?;
+    let mut sql = QueryBuilder::new(
+        "INSERT INTO hosts (id, hostname, hardware_uuid, hardware_serial, cert_serial, \
+         cert_sha256, enrolled_at_ms) VALUES (",
+    );
+    push_values(
+        &mut sql,
+        &[
+            Value::Text(&host_id),
+            Value::Text(&request.hostname),
+            Value::Text(&request.hardware_uuid),
+            Value::Text(&request.hardware_serial),
+            Value::Text(&cert.serial_hex),
+            Value::Text(&cert.sha256_hex),
+            Value::Int(now_ms),
+        ],
+    );
+    sql.push(")");
+    B::execute_in(&mut *conn, sql).await?;
+    // Hardware identifiers are claims an agent makes, so a match is never
+    // proof: without a re-link token the claim gets its own host, and the
+    // hosts it matched get a ticket for a technician to judge.
+    let matched = hosts_with_identity::<B>(conn, request, &host_id).await?;
+    for existing in &matched {
+        if let Some(lock) = B::one_at_a_time(&format!("host:{existing}")) {
+            // The key of the host's evaluation lock (`postgres::lock_host`):
+            // the ticket engine writes its rule state under that lock.
+            B::execute_in(&mut *conn, lock).await?;
+        }
+        raise_duplicate_identity(
+            &mut TicketConn::<B>(&mut *conn),
+            policy,
+            &IdentityClaim {
+                host: existing,
+                claimed_by_host: &host_id,
+                claimed_hostname: &request.hostname,
+                token_id: &token_id,
+                hardware_uuid: &request.hardware_uuid,
+                hardware_serial: &request.hardware_serial,
+            },
+            now_ms,
+        )
+        .await?;
+    }
+    let duplicate = if matched.is_empty() {
+        String::new()
+    } else {
+        format!("; duplicate of {}", matched.join(", "))
+    };
+    audit_enrollment::<B>(
+        conn,
+        &host_id,
+        format!(
+            "token {token_id}; hostname {:?}; relinked false{duplicate}",
+            request.hostname
+        ),
+        now_ms,
+    )
+    .await?;
+    Ok(EnrollOutcome::Enrolled {
+        host_id,
+        cert_pem: cert.cert_pem,
+        relinked: false,
+    })
+}
+
+/// The hosts other than `new_host` whose hardware UUID or serial the
+/// request claims, in id order (the order their locks are taken in).
+async fn hosts_with_identity<B: BackendSql>(
+    conn: &mut B::Connection,
+    request: &EnrollRequest,
+    new_host: &str,
+) -> StoreResult<Vec<String>> {
+    let mut sql = QueryBuilder::new("SELECT id FROM hosts WHERE id <> ");
+    B::text(&mut sql, new_host);
+    sql.push(" AND ((");
     for (i, (column, value)) in [
         ("hardware_uuid", &request.hardware_uuid),
         ("hardware_serial", &request.hardware_serial),
@@ -65,62 +160,79 @@ async fn enroll<B: Dialect>(
         sql.push(format!(" <> '' AND {column} = "));
         B::text(&mut sql, value);
     }
-    sql.push(") ORDER BY enrolled_at_ms DESC LIMIT 1");
-    let known = B::optional_in(&mut *conn, sql, |r| r.text("id")).await?;
-    let relinked = known.is_some();
-    let host_id = known.unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    sql.push(")) ORDER BY id LIMIT ");
+    B::int(&mut sql, MAX_DUPLICATE_TICKETS);
+    B::all_in(&mut *conn, sql, |r| r.text("id")).await
+}
+
+/// Re-links the enrollment to `host_id`, as the admin who made the token
+/// said: the host keeps its id and history, takes the hardware identity
+/// the agent states, and its previous certificate stops working.
+async fn relink<B: BackendSql>(
+    conn: &mut B::Connection,
+    request: &EnrollRequest,
+    token_id: &str,
+    host_id: String,
+    now_ms: i64,
+    issue: IssueCert<'_>,
+) -> StoreResult<EnrollOutcome> {
+    let mut sql = QueryBuilder::new("SELECT id FROM hosts WHERE id = ");
+    B::text(&mut sql, &host_id);
+    if B::optional_in(&mut *conn, sql, |r| r.text("id"))
+        .await?
+        .is_none()
+    {
+        return Ok(EnrollOutcome::RelinkHostGone);
+    }
     let cert = issue(&host_id).map_err(StoreError::Issue)?;
-    let sql = if relinked {
-        let mut sql = QueryBuilder::new("UPDATE hosts SET hostname = ");
-        B::text(&mut sql, &request.hostname);
-        sql.push(", cert_serial = ");
-        B::text(&mut sql, &cert.serial_hex);
-        sql.push(", cert_sha256 = ");
-        B::text(&mut sql, &cert.sha256_hex);
-        sql.push(", enrolled_at_ms = ");
-        B::int(&mut sql, now_ms);
-        sql.push(" WHERE id = ");
-        B::text(&mut sql, &host_id);
-        sql
-    } else {
-        let mut sql = QueryBuilder::new(
-            "INSERT INTO hosts (id, hostname, hardware_uuid, hardware_serial, cert_serial, \
-             cert_sha256, enrolled_at_ms) VALUES (",
-        );
-        push_values(
-            &mut sql,
-            &[
-                Value::Text(&host_id),
-                Value::Text(&request.hostname),
-                Value::Text(&request.hardware_uuid),
-                Value::Text(&request.hardware_serial),
-                Value::Text(&cert.serial_hex),
-                Value::Text(&cert.sha256_hex),
-                Value::Int(now_ms),
-            ],
-        );
-        sql.push(")");
-        sql
-    };
+    let mut sql = QueryBuilder::new("UPDATE hosts SET enrolled_at_ms = ");
+    B::int(&mut sql, now_ms);
+    for (column, value) in [
+        ("hostname", &request.hostname),
+        ("hardware_uuid", &request.hardware_uuid),
+        ("hardware_serial", &request.hardware_serial),
+        ("cert_serial", &cert.serial_hex),
+        ("cert_sha256", &cert.sha256_hex),
+    ] {
+        sql.push(format!(", {column} = "));
+        B::text(&mut sql, value);
+    }
+    sql.push(" WHERE id = ");
+    B::text(&mut sql, &host_id);
     B::execute_in(&mut *conn, sql).await?;
-    super::audit::append::<B>(
-        &mut *conn,
-        &AuditEntry {
-            technician_id: None,
-            token_id: None,
-            action: "host.enroll".into(),
-            subject: host_id.clone(),
-            detail: format!(
-                "token {token_id}; hostname {:?}; relinked {relinked}",
-                request.hostname
-            ),
-        },
+    audit_enrollment::<B>(
+        conn,
+        &host_id,
+        format!(
+            "token {token_id}; hostname {:?}; relinked true (re-link token)",
+            request.hostname
+        ),
         now_ms,
     )
     .await?;
     Ok(EnrollOutcome::Enrolled {
         host_id,
         cert_pem: cert.cert_pem,
-        relinked,
+        relinked: true,
     })
+}
+
+async fn audit_enrollment<B: BackendSql>(
+    conn: &mut B::Connection,
+    host_id: &str,
+    detail: String,
+    now_ms: i64,
+) -> StoreResult<()> {
+    super::audit::append::<B>(
+        &mut *conn,
+        &AuditEntry {
+            technician_id: None,
+            token_id: None,
+            action: "host.enroll".into(),
+            subject: host_id.to_owned(),
+            detail,
+        },
+        now_ms,
+    )
+    .await
 }

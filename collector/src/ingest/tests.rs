@@ -19,6 +19,7 @@ async fn enrolled(store: &SharedStore) -> String {
                 uses: 1,
                 created_by: "test".into(),
             },
+            &crate::store::AuditEntry::system("test", "", ""),
             0,
         )
         .await

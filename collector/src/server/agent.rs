@@ -446,6 +446,9 @@ fn validate(host_id: &str, mut report: Report) -> Result<IncomingReport, Rejecte
             if os.hostname.len() > 255 {
                 return Err(reject("the host name is longer than 255 bytes"));
             }
+            if let Some(reason) = crate::query::refused_hostname(&os.hostname) {
+                return Err(reject(reason));
+            }
             let facts = Box::new(crate::facts::inventory_facts(&inventory));
             ReportPayload::Inventory {
                 inventory: Box::new(inventory),
@@ -460,6 +463,10 @@ fn validate(host_id: &str, mut report: Report) -> Result<IncomingReport, Rejecte
                 return Err(reject(
                     "an inventory delta needs 32-byte base and result hashes",
                 ));
+            }
+            let os = delta.replaced.as_ref().and_then(|r| r.os.as_ref());
+            if let Some(reason) = os.and_then(|os| crate::query::refused_hostname(&os.hostname)) {
+                return Err(reject(reason));
             }
             ReportPayload::InventoryDelta {
                 delta: Box::new(delta),

@@ -90,6 +90,7 @@ async fn load(store: &SharedStore, hosts: usize, per_host: usize) -> Vec<String>
                 uses: u32::try_from(hosts).unwrap_or(u32::MAX),
                 created_by: "bench".into(),
             },
+            &deskpulse_collector::store::AuditEntry::system("test", "", ""),
             0,
         )
         .await

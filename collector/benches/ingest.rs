@@ -281,6 +281,7 @@ async fn enroll(store: &SharedStore, hosts: usize) -> Vec<String> {
                 uses: u32::try_from(hosts).unwrap_or(u32::MAX),
                 created_by: "bench".into(),
             },
+            &deskpulse_collector::store::AuditEntry::system("test", "", ""),
             0,
         )
         .await
@@ -312,7 +313,13 @@ async fn enroll(store: &SharedStore, hosts: usize) -> Vec<String> {
         };
         if i.is_multiple_of(10) {
             store
-                .set_tag(&host_id, "criticality", "high")
+                .set_tag(
+                    &host_id,
+                    "criticality",
+                    "high",
+                    &deskpulse_collector::store::AuditEntry::system("test", "", ""),
+                    0,
+                )
                 .await
                 .expect("tag");
         }

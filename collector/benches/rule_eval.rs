@@ -124,6 +124,7 @@ async fn stored(hosts: u32, rounds: i64) {
                     uses: 1,
                     created_by: "bench".into(),
                 },
+                &store::AuditEntry::system("test", "", ""),
                 0,
             )
             .await

@@ -149,24 +149,18 @@ pub async fn create_enrollment_token(
         .as_deref()
         .map(|host| format!("; re-links host {host}"))
         .unwrap_or_default();
+    let entry = AuditEntry {
+        technician_id: None,
+        token_id: None,
+        action: "enrollment-token.create".into(),
+        subject: record.id.clone(),
+        detail: format!(
+            "by {LOCAL_ADMIN}; ttl {}s; uses {uses}{relinks}",
+            ttl.as_secs()
+        ),
+    };
     dir.store
-        .create_enrollment_token(&record, now)
-        .await
-        .map_err(store_failure)?;
-    dir.store
-        .append_audit(
-            &AuditEntry {
-                technician_id: None,
-                token_id: None,
-                action: "enrollment-token.create".into(),
-                subject: record.id.clone(),
-                detail: format!(
-                    "by {LOCAL_ADMIN}; ttl {}s; uses {uses}{relinks}",
-                    ttl.as_secs()
-                ),
-            },
-            now,
-        )
+        .create_enrollment_token(&record, &entry, now)
         .await
         .map_err(store_failure)?;
     dir.audit.anchor_or_warn(dir.store.as_ref(), now).await;
@@ -222,8 +216,7 @@ pub async fn create_api_token(
     let token = secrets::new_token(secrets::API_TOKEN_PREFIX);
     let token_id = uuid::Uuid::new_v4().to_string();
     let now = clock.now_ms();
-    let technician_id = dir
-        .store
+    dir.store
         .create_api_token(
             &NewApiToken {
                 technician_name: name.to_owned(),
@@ -231,16 +224,7 @@ pub async fn create_api_token(
                 token_id: token_id.clone(),
                 token_sha256: secrets::token_hash(&token),
             },
-            now,
-        )
-        .await
-        .map_err(|e| match e {
-            StoreError::Conflict(message) => Failure::usage(message),
-            other => Failure::runtime(other),
-        })?;
-    dir.store
-        .append_audit(
-            &AuditEntry {
+            &|technician_id: &String| AuditEntry {
                 technician_id: None,
                 token_id: None,
                 action: "api-token.create".into(),
@@ -252,7 +236,10 @@ pub async fn create_api_token(
             now,
         )
         .await
-        .map_err(store_failure)?;
+        .map_err(|e| match e {
+            StoreError::Conflict(message) => Failure::usage(message),
+            other => Failure::runtime(other),
+        })?;
     dir.audit.anchor_or_warn(dir.store.as_ref(), now).await;
     println!("{token}");
     eprintln!("API token {token_id} for {name} ({role})");

@@ -13,7 +13,7 @@ use crate::clock::Clock;
 use crate::config::StoreConfig;
 use crate::pki::{self, CertificateAuthority, KeyAndCert, PkiError};
 use crate::secrets;
-use crate::store::{self, CaRecord, NewApiToken, Role, SharedStore, StoreError};
+use crate::store::{self, AuditEntry, CaRecord, NewApiToken, Role, SharedStore, StoreError};
 
 const CA_CERT: &str = "ca.pem";
 const CA_KEY: &str = "ca.key";
@@ -299,13 +299,23 @@ impl DataDir {
                 format!("{token}\n").as_bytes(),
                 0o600,
             )?;
+            let token_id = uuid::Uuid::new_v4().to_string();
             store
                 .create_api_token(
                     &NewApiToken {
                         technician_name: INITIAL_ADMIN_NAME.to_owned(),
                         role: Role::Admin,
-                        token_id: uuid::Uuid::new_v4().to_string(),
+                        token_id: token_id.clone(),
                         token_sha256: secrets::token_hash(&token),
+                    },
+                    &|technician_id: &String| AuditEntry {
+                        technician_id: None,
+                        token_id: None,
+                        action: "api-token.create".into(),
+                        subject: token_id.clone(),
+                        detail: format!(
+                            "by data dir init; technician {INITIAL_ADMIN_NAME} ({technician_id}); role admin"
+                        ),
                     },
                     clock.now_ms(),
                 )

@@ -35,8 +35,14 @@ impl Failure {
     pub fn report(&self, program: &str) -> ExitCode {
         // Nested causes are joined with ": " already; newlines would break
         // the one-line promise, so fold any that slipped in.
+        // Messages can quote what an agent or a technician sent (a host
+        // name in "no host named ..."), so control characters are shown,
+        // not acted on.
         let line = self.message.replace('\n', " ");
-        eprintln!("{program}: error: {line}");
+        crate::cli::terminal::err(&format!(
+            "{program}: error: {}\n",
+            crate::cli::terminal::inert(&line)
+        ));
         ExitCode::from(self.code)
     }
 }

@@ -830,6 +830,18 @@ pub struct AuditEntry {
 }
 
 impl AuditEntry {
+    /// An entry for an action no technician took (an admin command on the
+    /// data dir, a test).
+    pub fn system(action: &str, subject: &str, detail: &str) -> Self {
+        Self {
+            technician_id: None,
+            token_id: None,
+            action: action.to_owned(),
+            subject: subject.to_owned(),
+            detail: detail.to_owned(),
+        }
+    }
+
     /// An entry for an action a technician took through the API.
     pub fn by(caller: &Caller, action: &str, subject: String, detail: String) -> Self {
         Self {

@@ -159,6 +159,15 @@ pub fn from_filter(filter: &HostFilter, now_ms: i64) -> Result<HostQuery, String
     })
 }
 
+/// Why an agent may not report `hostname`, if it may not: a name that
+/// parses as a UUID (any of its spellings) could be taken for another
+/// host's id wherever a technician names a host by id.
+pub fn refused_hostname(hostname: &str) -> Option<&'static str> {
+    uuid::Uuid::try_parse(hostname.trim())
+        .is_ok()
+        .then_some("the host name looks like a host id (a UUID); host ids name hosts, so such a name is refused")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,6 +213,22 @@ mod tests {
         assert_eq!(parse_tag("site=", true).expect("removal").1, "");
         assert!(parse_tag("no equals", false).is_err());
         assert!(parse_tag("bad key=x", false).is_err());
+    }
+
+    #[test]
+    fn host_names_that_read_as_host_ids_are_refused() {
+        for name in [
+            "3f2a9c1e-0b7d-4c1a-9e2f-1d2c3b4a5f60",
+            "3F2A9C1E-0B7D-4C1A-9E2F-1D2C3B4A5F60",
+            "3f2a9c1e0b7d4c1a9e2f1d2c3b4a5f60",
+            "{3f2a9c1e-0b7d-4c1a-9e2f-1d2c3b4a5f60}",
+            "urn:uuid:3f2a9c1e-0b7d-4c1a-9e2f-1d2c3b4a5f60",
+        ] {
+            assert!(refused_hostname(name).is_some(), "{name}");
+        }
+        for name in ["web-01", "3f2a9c1e", "", "laptop.example.com"] {
+            assert!(refused_hostname(name).is_none(), "{name}");
+        }
     }
 
     #[test]

@@ -118,7 +118,7 @@ pub(super) async fn run(client: &mut Client, args: AuditArgs, json: bool) -> Com
         }));
     }
     if entries.is_empty() {
-        println!("no audit entries match");
+        outln!("no audit entries match");
         return Ok(());
     }
     let rows: Vec<Vec<String>> = entries
@@ -138,12 +138,12 @@ pub(super) async fn run(client: &mut Client, args: AuditArgs, json: bool) -> Com
             ]
         })
         .collect();
-    print!(
+    out!(
         "{}",
         table(&["id", "at", "who", "action", "subject", "detail"], &rows)
     );
     if truncated {
-        eprintln!("more entries match; narrow with --since, --host or --action, or raise --limit");
+        errln!("more entries match; narrow with --since, --host or --action, or raise --limit");
     }
     Ok(())
 }
@@ -162,9 +162,10 @@ async fn verify(client: &mut Client, json: bool) -> CommandResult {
             "anchors_checked": v.anchors_checked,
         }))?;
     } else if v.ok {
-        println!(
+        outln!(
             "audit chain intact: {} entries, {} anchors",
-            v.entries_checked, v.anchors_checked
+            v.entries_checked,
+            v.anchors_checked
         );
     }
     if v.ok {

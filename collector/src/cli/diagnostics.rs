@@ -3,7 +3,6 @@
 //! against the catalog before any connection (a usage error, exit 2), again
 //! by the collector, and finally by the agent.
 
-use std::io::Write;
 use std::time::Duration;
 
 use clap::Subcommand;
@@ -16,6 +15,7 @@ use deskpulse_proto::v1::{
 use serde_json::json;
 
 use super::output::{iso, print_json, table, time};
+use super::terminal::LiveText;
 use super::{Client, call_failed};
 use crate::exit::{CommandResult, Failure};
 
@@ -192,12 +192,12 @@ pub async fn run(client: &mut Client, args: RunArgs, json_out: bool) -> CommandR
         .into_inner();
     let mut last: Option<Job> = None;
     let mut printed_live = false;
-    let mut stdout = std::io::stdout();
+    let mut live = LiveText::default();
     while let Some(event) = stream.message().await.map_err(call_failed)? {
         match event.kind {
             Some(Event::Job(job)) => {
                 if !json_out && last.is_none() && job.state == "queued" && args.wait {
-                    eprintln!(
+                    errln!(
                         "waiting for {} to reconnect (Ctrl-C stops waiting; the job stays queued)",
                         job.hostname
                     );
@@ -206,8 +206,7 @@ pub async fn run(client: &mut Client, args: RunArgs, json_out: bool) -> CommandR
             }
             Some(Event::Output(chunk)) if !json_out => {
                 printed_live = true;
-                let _ = stdout.write_all(&chunk);
-                let _ = stdout.flush();
+                live.write(&chunk);
             }
             _ => {}
         }
@@ -218,12 +217,13 @@ pub async fn run(client: &mut Client, args: RunArgs, json_out: bool) -> CommandR
         return outcome(&job);
     }
     if !printed_live && !job.output.is_empty() {
-        let _ = stdout.write_all(&job.output);
+        live.write(&job.output);
     }
-    if (printed_live || !job.output.is_empty()) && !job.output.ends_with(b"\n") {
-        println!();
+    live.finish();
+    if (printed_live || !job.output.is_empty()) && !live.ends_with_newline() {
+        outln!();
     }
-    println!("{}", summary(&job));
+    outln!("{}", summary(&job));
     outcome(&job)
 }
 
@@ -251,7 +251,7 @@ pub async fn list(
         ));
     }
     if jobs.is_empty() {
-        println!("no jobs match");
+        outln!("no jobs match");
         return Ok(());
     }
     let rows: Vec<Vec<String>> = jobs
@@ -272,7 +272,7 @@ pub async fn list(
             ]
         })
         .collect();
-    print!(
+    out!(
         "{}",
         table(
             &["job", "host", "diagnostic", "state", "exit", "by", "asked"],
@@ -294,7 +294,9 @@ pub async fn job(client: &mut Client, command: JobCommand, json_out: bool) -> Co
         return print_json(&job_json(&job));
     }
     let mut out = String::new();
-    let mut field = |name: &str, value: String| out.push_str(&format!("{name:<13}{value}\n"));
+    let mut field = |name: &str, value: String| {
+        out.push_str(&format!("{name:<13}{}\n", super::terminal::inert(&value)))
+    };
     field("job", job.id.clone());
     field("host", format!("{} ({})", job.hostname, job.host_id));
     field(
@@ -326,9 +328,9 @@ pub async fn job(client: &mut Client, command: JobCommand, json_out: bool) -> Co
     if job.cancel_requested && !matches!(job.state.as_str(), "cancelled") {
         field("cancel", "asked; the agent stops it when told".into());
     }
-    print!("{out}");
+    out!("{out}");
     if !job.output.is_empty() {
-        println!(
+        outln!(
             "output{}:",
             if job.truncated {
                 " (cut at its cap)"
@@ -336,9 +338,11 @@ pub async fn job(client: &mut Client, command: JobCommand, json_out: bool) -> Co
                 ""
             }
         );
-        let _ = std::io::stdout().write_all(&job.output);
-        if !job.output.ends_with(b"\n") {
-            println!();
+        let mut text = LiveText::default();
+        text.write(&job.output);
+        text.finish();
+        if !text.ends_with_newline() {
+            outln!();
         }
     }
     Ok(())
@@ -374,14 +378,16 @@ pub async fn catalog(client: &mut Client, host: Option<String>, json_out: bool) 
     }
     if for_host {
         if reply.host_catalog_version == 0 {
-            println!(
+            outln!(
                 "{} has not reported its diagnostics yet (it has not connected since enrolling)",
                 reply.hostname
             );
         } else {
-            println!(
+            outln!(
                 "{} ({}): agent catalog version {}; the agent's own config decides what runs",
-                reply.hostname, reply.host_id, reply.host_catalog_version
+                reply.hostname,
+                reply.host_id,
+                reply.host_catalog_version
             );
         }
     }
@@ -408,6 +414,6 @@ pub async fn catalog(client: &mut Client, host: Option<String>, json_out: bool) 
     } else {
         &["diagnostic", "risk", "role", "params", "what"]
     };
-    print!("{}", table(header, &rows));
+    out!("{}", table(header, &rows));
     Ok(())
 }

@@ -6,8 +6,14 @@
 //! - [`settings`]: connection settings from flags, env and `cli.toml` (D8).
 //! - [`output`]: tables, time formatting and the JSON shapes.
 //! - `audit`: `deskpulse audit`, listing and `--verify`.
+//! - [`terminal`]: the one way to the terminal; untrusted text made inert.
 //! - this module: the commands and their dispatch.
 
+// Every byte for the terminal goes through `terminal` (untrusted text).
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
+#[macro_use]
+pub mod terminal;
 mod audit;
 mod diagnostics;
 pub mod output;
@@ -531,7 +537,7 @@ async fn set_webhook_enabled(
         return output::webhook_added(&hook, json);
     }
     let state = if hook.enabled { "enabled" } else { "paused" };
-    println!("webhook {} {state}: {}", hook.id, hook.url);
+    outln!("webhook {} {state}: {}", hook.id, hook.url);
     Ok(())
 }
 
@@ -620,12 +626,12 @@ async fn run(
                 .map_err(call_failed)?
                 .into_inner();
             if json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::json!({"host_id": reply.host_id, "tags": reply.tags})
                 );
             } else {
-                println!("{}: {}", reply.host_id, reply.tags.join(" "));
+                outln!("{}: {}", reply.host_id, reply.tags.join(" "));
             }
             Ok(())
         }
@@ -735,8 +741,8 @@ async fn run(
                 .await
                 .map_err(call_failed)?
                 .into_inner();
-            println!("{}", created.token);
-            eprintln!(
+            outln!("{}", created.token);
+            errln!(
                 "allows {} enrollment(s); expires {}",
                 created.uses,
                 output::time(created.expires_at_unix_ms)
@@ -774,9 +780,9 @@ async fn run(
                 .map_err(call_failed)?
                 .into_inner();
             if json {
-                println!("{}", serde_json::json!({ "removed": removed.id }));
+                outln!("{}", serde_json::json!({ "removed": removed.id }));
             } else {
-                println!("webhook {} removed", removed.id);
+                outln!("webhook {} removed", removed.id);
             }
             Ok(())
         }

@@ -12,6 +12,7 @@ use deskpulse_proto::v1::{
 use deskpulse_proto::v1::{KbMatch, Webhook};
 use serde::Serialize;
 
+use super::terminal::inert;
 use crate::exit::{CommandResult, Failure};
 
 /// An RFC 3339 time for milliseconds since the epoch; "never" for 0.
@@ -42,10 +43,15 @@ pub(super) fn iso(ms: i64) -> Option<String> {
     (ms > 0).then(|| time(ms))
 }
 
-/// Prints rows as columns padded to the widest cell.
+/// Prints rows as columns padded to the widest cell. Cells are made
+/// inert ([`super::terminal::inert`]): one cell is one line.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|cell| inert(cell).into_owned()).collect())
+        .collect();
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
-    for row in rows {
+    for row in &rows {
         for (i, cell) in row.iter().enumerate() {
             if let Some(w) = widths.get_mut(i) {
                 *w = (*w).max(cell.chars().count());
@@ -66,7 +72,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
         out.trim_end().to_owned() + "\n"
     };
     let mut out = line(header.to_vec());
-    for row in rows {
+    for row in &rows {
         out.push_str(&line(row.iter().map(String::as_str).collect()));
     }
     out
@@ -74,7 +80,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 
 pub(super) fn print_json<T: Serialize>(value: &T) -> CommandResult {
     let text = serde_json::to_string_pretty(value).map_err(Failure::runtime)?;
-    println!("{text}");
+    super::terminal::json(&text);
     Ok(())
 }
 
@@ -126,7 +132,7 @@ pub fn hosts(hosts: &[HostSummary], json: bool) -> CommandResult {
         return print_json(&rows);
     }
     if hosts.is_empty() {
-        eprintln!("no hosts match");
+        errln!("no hosts match");
         return Ok(());
     }
     let rows: Vec<Vec<String>> = hosts
@@ -141,7 +147,7 @@ pub fn hosts(hosts: &[HostSummary], json: bool) -> CommandResult {
             ]
         })
         .collect();
-    print!(
+    out!(
         "{}",
         table(&["HOSTNAME", "OS", "LAST SEEN", "STATUS", "HOST ID"], &rows)
     );
@@ -408,7 +414,8 @@ pub fn ticket(detail: &GetTicketResponse, json: bool) -> CommandResult {
         }));
     }
     let mut out = String::new();
-    let mut field = |name: &str, value: String| out.push_str(&format!("{name:<15}{value}\n"));
+    let mut field =
+        |name: &str, value: String| out.push_str(&format!("{name:<15}{}\n", inert(&value)));
     field("ticket", format!("#{} {}", t.id, t.title));
     field(
         "status",
@@ -549,7 +556,7 @@ pub fn ticket(detail: &GetTicketResponse, json: bool) -> CommandResult {
             w.note
         ));
     }
-    print!("{out}");
+    out!("{out}");
     Ok(())
 }
 
@@ -584,16 +591,16 @@ pub fn rules(policy: &ListRulesResponse, json: bool) -> CommandResult {
     }
     let span = |secs: u64| humantime::format_duration(Duration::from_secs(secs)).to_string();
     if policy.version == 0 {
-        println!("policy: the built-in defaults");
+        outln!("policy: the built-in defaults");
     } else {
-        println!(
+        outln!(
             "policy: version {} applied by {} at {}",
             policy.version,
             policy.applied_by,
             time(policy.applied_at_unix_ms)
         );
     }
-    println!(
+    outln!(
         "business hours: {}; auto-resolve after {} quiet; reopen within {}",
         policy.business_hours,
         span(policy.quiet_secs),
@@ -611,7 +618,7 @@ pub fn rules(policy: &ListRulesResponse, json: bool) -> CommandResult {
             )
         })
         .collect();
-    println!("sla: {}\n", sla.join("; "));
+    outln!("sla: {}\n", sla.join("; "));
     let rows: Vec<Vec<String>> = policy
         .rules
         .iter()
@@ -637,7 +644,7 @@ pub fn rules(policy: &ListRulesResponse, json: bool) -> CommandResult {
             ]
         })
         .collect();
-    print!(
+    out!(
         "{}",
         table(&["rule", "severity", "condition", "scope", "source"], &rows)
     );
@@ -651,7 +658,7 @@ pub fn tickets(list: &[Ticket], json: bool) -> CommandResult {
         return print_json(&items);
     }
     if list.is_empty() {
-        println!("no tickets match");
+        outln!("no tickets match");
         return Ok(());
     }
     let rows: Vec<Vec<String>> = list
@@ -672,7 +679,7 @@ pub fn tickets(list: &[Ticket], json: bool) -> CommandResult {
             ]
         })
         .collect();
-    print!(
+    out!(
         "{}",
         table(
             &["id", "pri", "status", "host", "title", "seen", "resolve by"],
@@ -691,7 +698,7 @@ pub fn changes(list: &ListChangesResponse, json: bool) -> CommandResult {
         }));
     }
     if list.changes.is_empty() {
-        println!("no changes match");
+        outln!("no changes match");
         return Ok(());
     }
     let rows: Vec<Vec<String>> = list
@@ -707,12 +714,12 @@ pub fn changes(list: &ListChangesResponse, json: bool) -> CommandResult {
             ]
         })
         .collect();
-    print!(
+    out!(
         "{}",
         table(&["observed", "host", "section", "item", "change"], &rows)
     );
     if list.truncated {
-        eprintln!("more changes match; narrow with --since or --section, or raise --limit");
+        errln!("more changes match; narrow with --since or --section, or raise --limit");
     }
     Ok(())
 }
@@ -748,7 +755,8 @@ pub fn host(detail: &GetHostResponse, health_asked: bool, json: bool) -> Command
         });
     }
     let mut out = String::new();
-    let mut field = |name: &str, value: String| out.push_str(&format!("{name:<15}{value}\n"));
+    let mut field =
+        |name: &str, value: String| out.push_str(&format!("{name:<15}{}\n", inert(&value)));
     field(
         "host",
         format!("{} ({})", summary.hostname, summary.host_id),
@@ -888,9 +896,9 @@ pub fn host(detail: &GetHostResponse, health_asked: bool, json: bool) -> Command
             ),
         );
     }
-    print!("{out}");
+    out!("{out}");
     if let Some(trend) = trend {
-        print!("\nhealth trend\n{trend}");
+        out!("\nhealth trend\n{trend}");
     }
     Ok(())
 }
@@ -911,13 +919,13 @@ pub fn inventory(
         )));
     };
     if !json {
-        println!(
+        outln!(
             "{} ({}) inventory at {}",
             summary.hostname,
             summary.host_id,
             time(detail.inventory_at_unix_ms)
         );
-        print!(
+        out!(
             "{}",
             deskpulse_proto::render::render_sections(inv, sections)
         );
@@ -973,7 +981,7 @@ pub fn whoami(me: &WhoAmIResponse, json: bool) -> CommandResult {
             token_id: &me.token_id,
         });
     }
-    println!("{} ({role}), token {}", me.name, me.token_id);
+    outln!("{} ({role}), token {}", me.name, me.token_id);
     Ok(())
 }
 
@@ -1029,7 +1037,7 @@ pub fn webhooks(list: &[Webhook], json: bool) -> CommandResult {
         return print_json(&list.iter().map(WebhookJson::from).collect::<Vec<_>>());
     }
     if list.is_empty() {
-        println!(
+        outln!(
             "no webhooks; an admin adds one with `deskpulse webhooks add URL --secret-file FILE`"
         );
         return Ok(());
@@ -1057,7 +1065,7 @@ pub fn webhooks(list: &[Webhook], json: bool) -> CommandResult {
             ]
         })
         .collect();
-    print!(
+    out!(
         "{}",
         table(
             &[
@@ -1081,7 +1089,7 @@ pub fn webhook_added(w: &Webhook, json: bool) -> CommandResult {
     if json {
         return print_json(&WebhookJson::from(w));
     }
-    println!(
+    outln!(
         "webhook {} added: {} ({})",
         w.id,
         w.url,
@@ -1112,26 +1120,26 @@ pub fn kb(matches: &[KbMatch], json: bool) -> CommandResult {
         return print_json(&items);
     }
     if matches.is_empty() {
-        println!("no past resolution matches");
+        outln!("no past resolution matches");
         return Ok(());
     }
     for (i, m) in matches.iter().enumerate() {
         if i > 0 {
-            println!();
+            outln!();
         }
         let rule = if m.rule.is_empty() { "manual" } else { &m.rule };
-        println!(
+        outln!(
             "#{}  {}  resolved {}  rule {rule}",
             m.ticket_id,
             m.hostname,
             time(m.resolved_at_unix_ms)
         );
-        println!("  {}", m.title);
+        outln!("  {}", m.title);
         if m.resolution.is_empty() {
-            println!("  (no resolution written)");
+            outln!("  (no resolution written)");
         } else {
             for line in m.resolution.lines() {
-                println!("  > {line}");
+                outln!("  > {line}");
             }
         }
     }

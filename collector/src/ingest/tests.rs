@@ -20,6 +20,7 @@ async fn enrolled(store: &SharedStore) -> String {
                 created_by: "test".into(),
                 relink_host: None,
             },
+            &crate::store::AuditEntry::system("test", "", ""),
             0,
         )
         .await

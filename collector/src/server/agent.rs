@@ -481,6 +481,9 @@ pub fn validate(host_id: &str, mut report: Report) -> Result<IncomingReport, Rej
             if os.hostname.len() > 255 {
                 return Err(reject("the host name is longer than 255 bytes"));
             }
+            if let Some(reason) = crate::query::refused_hostname(&os.hostname) {
+                return Err(reject(reason));
+            }
             let facts = Box::new(crate::facts::inventory_facts(&inventory));
             ReportPayload::Inventory {
                 inventory: Box::new(inventory),
@@ -495,6 +498,10 @@ pub fn validate(host_id: &str, mut report: Report) -> Result<IncomingReport, Rej
                 return Err(reject(
                     "an inventory delta needs 32-byte base and result hashes",
                 ));
+            }
+            let os = delta.replaced.as_ref().and_then(|r| r.os.as_ref());
+            if let Some(reason) = os.and_then(|os| crate::query::refused_hostname(&os.hostname)) {
+                return Err(reject(reason));
             }
             ReportPayload::InventoryDelta {
                 delta: Box::new(delta),

@@ -45,6 +45,9 @@ impl Enrollment for EnrollmentService {
         let peer = request.remote_addr();
         let request = request.into_inner();
         let hostname = clean("hostname", &request.hostname, 255)?;
+        if let Some(reason) = crate::query::refused_hostname(&hostname) {
+            return Err(Status::invalid_argument(reason));
+        }
         tracing::Span::current().record("hostname", hostname.as_str());
         if request.token.trim().is_empty() {
             return Err(Status::unauthenticated("an enrollment token is required"));

@@ -30,8 +30,8 @@ pub mod versions;
 // of the store, and are named here too for the store's users.
 pub use crate::model::*;
 pub use crate::rules::model::Reading;
-pub use shared::SharedQueries;
 pub(crate) use shared::SqlBackend;
+pub use shared::{AuditOf, SharedQueries};
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -27,6 +27,32 @@ use crate::store::{
     StoreResult, TicketChange, TicketQuery, TicketRefusal, TicketRow, WebhookStatus, WorklogEntry,
 };
 
+/// Makes an audited change's entry from what the change produced (a new
+/// id, the stored record), inside the change's transaction: the entry
+/// commits with the change, or neither does (issue 20).
+pub type AuditOf<'a, T> = &'a (dyn Fn(&T) -> AuditEntry + Send + Sync);
+
+/// Runs one audited statement and appends its entry, in one transaction
+/// (the audit head taken first, as every appending transaction does);
+/// returns the rows the statement touched. A statement that touched no
+/// row changed nothing: it is rolled back and nothing is audited.
+async fn audited<B: Dialect>(
+    begin: impl Future<Output = StoreResult<Transaction<'static, B>>> + Send,
+    statement: QueryBuilder<B>,
+    audit: &AuditEntry,
+    now_ms: i64,
+) -> StoreResult<u64> {
+    let mut tx = begin.await?;
+    sql::audit::hold_head::<B>(&mut tx).await?;
+    let touched = B::execute_in(&mut tx, statement).await?;
+    if touched == 0 {
+        return Ok(0);
+    }
+    sql::audit::append::<B>(&mut tx, audit, now_ms).await?;
+    tx.commit().await?;
+    Ok(touched)
+}
+
 /// The fleet_meta key of the fleet CA's fingerprint (D2).
 const CA_FINGERPRINT_KEY: &str = "ca_sha256";
 
@@ -93,11 +119,13 @@ pub trait SharedQueries: Send + Sync {
     async fn present_host_cert(&self, host_id: &str, sha256: &str) -> StoreResult<CertStanding>;
 
     /// Checks and applies a policy file (D7); the previous one is kept as
-    /// history. `Ok(Err(line))` is a policy the checks refused.
+    /// history. `Ok(Err(line))` is a policy the checks refused. Audited
+    /// in the same transaction.
     async fn apply_policy(
         &self,
         text: &str,
         applied_by: &str,
+        audit: AuditOf<'_, PolicyRecord>,
         now_ms: i64,
     ) -> StoreResult<Result<std::sync::Arc<PolicyRecord>, String>>;
 
@@ -119,8 +147,14 @@ pub trait SharedQueries: Send + Sync {
 
     /// Stores an API token, creating its technician if new. Returns the
     /// technician id. A technician that exists with another role is a
-    /// [`StoreError::Conflict`].
-    async fn create_api_token(&self, token: &NewApiToken, now_ms: i64) -> StoreResult<String>;
+    /// [`StoreError::Conflict`]. Audited in the same transaction (`audit`
+    /// gets the technician id).
+    async fn create_api_token(
+        &self,
+        token: &NewApiToken,
+        audit: AuditOf<'_, String>,
+        now_ms: i64,
+    ) -> StoreResult<String>;
 
     /// Records that an agent opened its stream on a replica.
     async fn session_opened(&self, session: &SessionOpen, now_ms: i64) -> StoreResult<()>;
@@ -151,10 +185,11 @@ pub trait SharedQueries: Send + Sync {
     /// The caller a token belongs to, if it is known and not revoked.
     async fn authenticate(&self, token_sha256: &str) -> StoreResult<Option<Caller>>;
 
-    /// Stores an enrollment token.
+    /// Stores an enrollment token, with its audit entry.
     async fn create_enrollment_token(
         &self,
         token: &NewEnrollmentToken,
+        audit: &AuditEntry,
         now_ms: i64,
     ) -> StoreResult<()>;
 
@@ -219,14 +254,23 @@ pub trait SharedQueries: Send + Sync {
         limit: u32,
     ) -> StoreResult<Vec<HostRow>>;
 
-    /// Sets (or with an empty value, removes) a tag on a host.
-    async fn set_tag(&self, host_id: &str, key: &str, value: &str) -> StoreResult<()>;
+    /// Sets (or with an empty value, removes) a tag on a host, with its
+    /// audit entry.
+    async fn set_tag(
+        &self,
+        host_id: &str,
+        key: &str,
+        value: &str,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> StoreResult<()>;
 
     /// A host's tags, ordered by key.
     async fn tags(&self, host_id: &str) -> StoreResult<Vec<(String, String)>>;
 
-    /// Hosts whose id equals or starts with `query`, or whose host name
-    /// equals it (case-insensitively).
+    /// The host whose id is `query`, alone; else every host whose id
+    /// starts with `query` or whose host name equals it
+    /// (case-insensitively).
     async fn find_hosts(&self, query: &str) -> StoreResult<Vec<HostRow>>;
 
     /// A job by id.
@@ -243,8 +287,14 @@ pub trait SharedQueries: Send + Sync {
 
     /// Cancels a job: a queued one is finished as cancelled at once; a sent
     /// one is marked, and finishes when the agent reports. `Ok(None)` when
-    /// there is no such job.
-    async fn cancel_job(&self, id: &str, now_ms: i64) -> StoreResult<Option<JobRow>>;
+    /// there is no such job. Audited (`audit` gets the job as it is after)
+    /// in the same transaction.
+    async fn cancel_job(
+        &self,
+        id: &str,
+        audit: AuditOf<'_, JobRow>,
+        now_ms: i64,
+    ) -> StoreResult<Option<JobRow>>;
 
     /// Finishes queued or sent jobs whose request expired before the
     /// agent started them; returns them.
@@ -263,18 +313,32 @@ pub trait SharedQueries: Send + Sync {
     /// Counts for the metrics endpoint.
     async fn gauges(&self) -> StoreResult<StoreGauges>;
 
-    /// Removes a webhook and its queued deliveries; false if there was none.
-    async fn remove_webhook(&self, id: i64) -> StoreResult<bool>;
+    /// Removes a webhook and its queued deliveries; false if there was none
+    /// (and nothing is audited). Audited in the same transaction.
+    async fn remove_webhook(&self, id: i64, audit: &AuditEntry, now_ms: i64) -> StoreResult<bool>;
 
     /// Pauses or resumes a webhook; false if there is none. A paused
-    /// webhook gets no new events and its queued deliveries wait.
-    async fn set_webhook_enabled(&self, id: i64, enabled: bool) -> StoreResult<bool>;
+    /// webhook gets no new events and its queued deliveries wait. Audited
+    /// in the same transaction.
+    async fn set_webhook_enabled(
+        &self,
+        id: i64,
+        enabled: bool,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
 
     /// Every webhook with its delivery counts, by id; secrets left out.
     async fn list_webhooks(&self) -> StoreResult<Vec<WebhookStatus>>;
 
-    /// Stores a webhook (D7 policy); returns its id.
-    async fn add_webhook(&self, hook: &NewWebhook, now_ms: i64) -> StoreResult<i64>;
+    /// Stores a webhook (D7 policy); returns its id. Audited (`audit` gets
+    /// the id) in the same transaction.
+    async fn add_webhook(
+        &self,
+        hook: &NewWebhook,
+        audit: AuditOf<'_, i64>,
+        now_ms: i64,
+    ) -> StoreResult<i64>;
 
     /// Claims up to `limit` due pending deliveries, oldest first, for
     /// `lease_ms`: they are not due again until the lease ends, so a
@@ -351,8 +415,13 @@ impl<T: SqlBackend> SharedQueries for T {
         })
     }
 
-    async fn create_api_token(&self, token: &NewApiToken, now_ms: i64) -> StoreResult<String> {
-        sql::access::create_api_token(self.begin(), token, now_ms).await
+    async fn create_api_token(
+        &self,
+        token: &NewApiToken,
+        audit: AuditOf<'_, String>,
+        now_ms: i64,
+    ) -> StoreResult<String> {
+        sql::access::create_api_token(self.begin(), token, audit, now_ms).await
     }
 
     async fn session_opened(&self, session: &SessionOpen, now_ms: i64) -> StoreResult<()> {
@@ -489,6 +558,7 @@ impl<T: SqlBackend> SharedQueries for T {
         &self,
         text: &str,
         applied_by: &str,
+        audit: AuditOf<'_, PolicyRecord>,
         now_ms: i64,
     ) -> StoreResult<Result<Arc<PolicyRecord>, String>> {
         let policy = match parse_policy(text) {
@@ -496,6 +566,7 @@ impl<T: SqlBackend> SharedQueries for T {
             Err(line) => return Ok(Err(line)),
         };
         let mut tx = self.begin().await?;
+        sql::audit::hold_head::<T::Db>(&mut tx).await?;
         let mut sql = QueryBuilder::new(
             "INSERT INTO fleet_policy (text, applied_by, applied_at_ms) VALUES (",
         );
@@ -511,8 +582,6 @@ impl<T: SqlBackend> SharedQueries for T {
         let version = T::Db::optional_in(&mut tx, sql, |r| r.int("version"))
             .await?
             .ok_or_else(|| StoreError::Corrupt("INSERT returned no policy version".into()))?;
-        T::announce_policy(&mut tx, version).await?;
-        tx.commit().await?;
         let record = Arc::new(PolicyRecord {
             version,
             text: text.to_owned(),
@@ -520,6 +589,9 @@ impl<T: SqlBackend> SharedQueries for T {
             applied_at_ms: now_ms,
             policy,
         });
+        sql::audit::append::<T::Db>(&mut tx, &audit(&record), now_ms).await?;
+        T::announce_policy(&mut tx, version).await?;
+        tx.commit().await?;
         self.adopt_policy(record.clone());
         Ok(Ok(record))
     }
@@ -565,6 +637,7 @@ impl<T: SqlBackend> SharedQueries for T {
     async fn create_enrollment_token(
         &self,
         token: &NewEnrollmentToken,
+        audit: &AuditEntry,
         now_ms: i64,
     ) -> StoreResult<()> {
         let mut sql = QueryBuilder::new(
@@ -585,7 +658,7 @@ impl<T: SqlBackend> SharedQueries for T {
         sql.push(", ");
         T::Db::value(&mut sql, Value::MaybeText(token.relink_host.as_deref()));
         sql.push(")");
-        T::Db::execute(self.writes(), sql).await?;
+        audited(self.begin(), sql, audit, now_ms).await?;
         Ok(())
     }
 
@@ -703,7 +776,14 @@ impl<T: SqlBackend> SharedQueries for T {
         T::Db::all(self.reads(), sql, |r| host_row(r)).await
     }
 
-    async fn set_tag(&self, host_id: &str, key: &str, value: &str) -> StoreResult<()> {
+    async fn set_tag(
+        &self,
+        host_id: &str,
+        key: &str,
+        value: &str,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> StoreResult<()> {
         let mut sql = QueryBuilder::new("");
         if value.is_empty() {
             sql.push("DELETE FROM host_tags WHERE host_id = ");
@@ -719,7 +799,7 @@ impl<T: SqlBackend> SharedQueries for T {
             T::Db::text(&mut sql, value);
             sql.push(") ON CONFLICT (host_id, key) DO UPDATE SET value = excluded.value");
         }
-        T::Db::execute(self.writes(), sql).await?;
+        audited(self.begin(), sql, audit, now_ms).await?;
         Ok(())
     }
 
@@ -734,12 +814,17 @@ impl<T: SqlBackend> SharedQueries for T {
     }
 
     async fn find_hosts(&self, query: &str) -> StoreResult<Vec<HostRow>> {
+        // An exact id is looked up alone, before names and prefixes: no
+        // host name, whatever an agent reports, can shadow it (issue 20).
+        let mut sql = QueryBuilder::new(format!("SELECT {HOST_COLUMNS} FROM hosts WHERE id = "));
+        T::Db::text(&mut sql, &query.to_ascii_lowercase());
+        if let Some(row) = T::Db::optional(self.reads(), sql, |r| host_row(r)).await? {
+            return Ok(vec![row]);
+        }
         let prefix = format!("{}%", query.to_ascii_lowercase().replace(['%', '_'], ""));
         // lower() on both sides: the ASCII case folding of SQLite's
         // COLLATE NOCASE, on both databases.
-        let mut sql = QueryBuilder::new(format!("SELECT {HOST_COLUMNS} FROM hosts WHERE id = "));
-        T::Db::text(&mut sql, query);
-        sql.push(" OR id LIKE ");
+        let mut sql = QueryBuilder::new(format!("SELECT {HOST_COLUMNS} FROM hosts WHERE id LIKE "));
         T::Db::text(&mut sql, &prefix);
         sql.push(T::Db::LIKE_LITERAL);
         sql.push(" OR lower(hostname) = lower(");
@@ -748,14 +833,10 @@ impl<T: SqlBackend> SharedQueries for T {
             ") ORDER BY hostname{0}, id{0} LIMIT 50",
             T::Db::BYTE_ORDER
         ));
-        let rows = T::Db::all(self.reads(), sql, |r| host_row(r)).await?;
-        // An exact id or host name wins over prefixes it happens to share.
-        let exact: Vec<HostRow> = rows
-            .iter()
-            .filter(|r| r.id == query || r.hostname.eq_ignore_ascii_case(query))
-            .cloned()
-            .collect();
-        Ok(if exact.is_empty() { rows } else { exact })
+        // A host name that is also the start of some id is ambiguous, not
+        // the name's: an agent choosing its host name must not capture the
+        // id prefix a technician types.
+        T::Db::all(self.reads(), sql, |r| host_row(r)).await
     }
 
     async fn job(&self, id: &str) -> StoreResult<Option<JobRow>> {
@@ -778,8 +859,13 @@ impl<T: SqlBackend> SharedQueries for T {
         sql::jobs::sent(self.reads(), self.begin(), id, now_ms).await
     }
 
-    async fn cancel_job(&self, id: &str, now_ms: i64) -> StoreResult<Option<JobRow>> {
-        sql::jobs::cancel(self.begin(), id, now_ms).await
+    async fn cancel_job(
+        &self,
+        id: &str,
+        audit: AuditOf<'_, JobRow>,
+        now_ms: i64,
+    ) -> StoreResult<Option<JobRow>> {
+        sql::jobs::cancel(self.begin(), id, audit, now_ms).await
     }
 
     async fn expire_jobs(&self, now_ms: i64) -> StoreResult<Vec<JobRow>> {
@@ -818,23 +904,39 @@ impl<T: SqlBackend> SharedQueries for T {
         })
     }
 
-    async fn remove_webhook(&self, id: i64) -> StoreResult<bool> {
+    async fn remove_webhook(&self, id: i64, audit: &AuditEntry, now_ms: i64) -> StoreResult<bool> {
         // Its outbox rows go with it (ON DELETE CASCADE).
         let mut sql = QueryBuilder::new("DELETE FROM webhooks WHERE id = ");
         T::Db::int(&mut sql, id);
-        Ok(T::Db::execute(self.writes(), sql).await? == 1)
+        Ok(audited(self.begin(), sql, audit, now_ms).await? == 1)
     }
 
-    async fn set_webhook_enabled(&self, id: i64, enabled: bool) -> StoreResult<bool> {
+    async fn set_webhook_enabled(
+        &self,
+        id: i64,
+        enabled: bool,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
         let mut sql = QueryBuilder::new("UPDATE webhooks SET enabled = ");
         T::Db::flag(&mut sql, enabled);
         sql.push(" WHERE id = ");
         T::Db::int(&mut sql, id);
-        Ok(T::Db::execute(self.writes(), sql).await? == 1)
+        Ok(audited(self.begin(), sql, audit, now_ms).await? == 1)
     }
 
-    async fn add_webhook(&self, hook: &NewWebhook, now_ms: i64) -> StoreResult<i64> {
-        sql::webhooks::add(self.writes(), hook, now_ms).await
+    async fn add_webhook(
+        &self,
+        hook: &NewWebhook,
+        audit: AuditOf<'_, i64>,
+        now_ms: i64,
+    ) -> StoreResult<i64> {
+        let mut tx = self.begin().await?;
+        sql::audit::hold_head::<T::Db>(&mut tx).await?;
+        let id = sql::webhooks::add::<T::Db>(&mut tx, hook, now_ms).await?;
+        sql::audit::append::<T::Db>(&mut tx, &audit(&id), now_ms).await?;
+        tx.commit().await?;
+        Ok(id)
     }
 
     async fn claim_deliveries(

@@ -241,6 +241,8 @@ contract! {
     a_stored_inventory_that_cannot_be_read_is_an_error_naming_its_host,
     keys_below_what_the_spool_still_holds_are_forgotten_and_no_others,
     hosts_page_in_order_and_lookups_report_ambiguity,
+    an_exact_host_id_wins_over_a_host_name_that_copies_it,
+    an_audited_change_commits_with_its_entry_or_not_at_all,
     presence_follows_streams_goodbyes_and_silence,
     api_tokens_authenticate_their_technician_and_keep_roles,
     the_fleet_ca_is_recorded_once_and_a_different_one_is_a_mismatch,
@@ -296,6 +298,7 @@ async fn token(store: &SharedStore, token: &str, expires_at_ms: i64, uses: u32) 
                 created_by: "test".into(),
                 relink_host: None,
             },
+            &AuditEntry::system("test", "", ""),
             0,
         )
         .await
@@ -732,6 +735,172 @@ async fn hosts_page_in_order_and_lookups_report_ambiguity(db: TestDb) {
     assert!(store.find_hosts("zed").await.expect("find").is_empty());
 }
 
+async fn an_exact_host_id_wins_over_a_host_name_that_copies_it(db: TestDb) {
+    let store = db.store.clone();
+    token(&store, "t", i64::MAX, 3).await;
+    let victim = host_id(
+        &store
+            .enroll(&request("t", ""), 0, &cert)
+            .await
+            .expect("enroll"),
+    );
+    // Two hostile hosts: one named as the victim's id (in capitals, as a
+    // technician might paste it), one as its first 8 characters.
+    let mut copies = Vec::new();
+    for name in [victim.to_ascii_uppercase(), victim[..8].to_owned()] {
+        let mut req = request("t", "");
+        req.hostname = name;
+        copies.push(host_id(
+            &store.enroll(&req, 0, &cert).await.expect("enroll"),
+        ));
+    }
+    for query in [victim.clone(), victim.to_ascii_uppercase()] {
+        let found = store.find_hosts(&query).await.expect("find");
+        assert_eq!(
+            found.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(),
+            [victim.as_str()],
+            "{query}"
+        );
+    }
+    // A prefix that is also a host name is ambiguous, not the name's.
+    let found = store.find_hosts(&victim[..8]).await.expect("find");
+    assert!(found.iter().any(|h| h.id == victim), "{found:?}");
+    assert!(found.iter().any(|h| h.id == copies[1]), "{found:?}");
+}
+
+/// Every audited change of a technician or admin, with the audit log made
+/// to refuse appends by a trigger: each must fail and leave nothing
+/// changed.
+async fn an_audited_change_commits_with_its_entry_or_not_at_all(db: TestDb) {
+    let store = db.store.clone();
+    let entry = || AuditEntry::system("test", "", "");
+    let host = enrolled_host(&store).await;
+    let hook = NewWebhook {
+        url: "https://hooks.example.com/".into(),
+        events: vec![crate::model::TicketEvent::Opened],
+        secret: "s".repeat(32),
+        created_by: "admin".into(),
+    };
+    let hook_id = store
+        .add_webhook(&hook, &|_: &i64| entry(), 0)
+        .await
+        .expect("add webhook");
+    store
+        .create_job(&ping_job(&host, "job-1", i64::MAX), 0)
+        .await
+        .expect("create job");
+    let head = store.audit_head().await.expect("head");
+
+    if db.url.starts_with("postgres") {
+        tamper(
+            &db,
+            "CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'the audit log refuses'; END $$"
+                .into(),
+        )
+        .await;
+        tamper(
+            &db,
+            "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log \
+             FOR EACH ROW EXECUTE FUNCTION refuse_audit()"
+                .into(),
+        )
+        .await;
+    } else {
+        tamper(
+            &db,
+            "CREATE TRIGGER refuse_audit BEFORE INSERT ON audit_log \
+             BEGIN SELECT RAISE(ABORT, 'the audit log refuses'); END"
+                .into(),
+        )
+        .await;
+    }
+
+    store
+        .set_tag(&host, "site", "berlin", &entry(), 1)
+        .await
+        .expect_err("tag without its audit entry");
+    assert!(store.tags(&host).await.expect("tags").is_empty());
+
+    store
+        .add_webhook(&hook, &|_: &i64| entry(), 1)
+        .await
+        .expect_err("webhook without its audit entry");
+    store
+        .set_webhook_enabled(hook_id, false, &entry(), 1)
+        .await
+        .expect_err("pause without its audit entry");
+    store
+        .remove_webhook(hook_id, &entry(), 1)
+        .await
+        .expect_err("removal without its audit entry");
+    let hooks = store.list_webhooks().await.expect("webhooks");
+    assert_eq!(hooks.len(), 1);
+    assert!(hooks[0].enabled);
+
+    store
+        .create_enrollment_token(
+            &NewEnrollmentToken {
+                id: "refused".into(),
+                token_sha256: crate::secrets::token_hash("refused"),
+                expires_at_ms: i64::MAX,
+                uses: 1,
+                created_by: "test".into(),
+            },
+            &entry(),
+            1,
+        )
+        .await
+        .expect_err("enrollment token without its audit entry");
+    assert!(
+        !matches!(
+            store.enroll(&request("refused", ""), 1, &cert).await,
+            Ok(EnrollOutcome::Enrolled { .. })
+        ),
+        "the enrollment token whose audit failed must not exist"
+    );
+
+    store
+        .create_api_token(
+            &NewApiToken {
+                technician_name: "mallory".into(),
+                role: Role::Admin,
+                token_id: "id-mallory".into(),
+                token_sha256: crate::secrets::token_hash("dpt_mallory"),
+            },
+            &|_: &String| entry(),
+            1,
+        )
+        .await
+        .expect_err("API token without its audit entry");
+    assert!(
+        store
+            .authenticate(&crate::secrets::token_hash("dpt_mallory"))
+            .await
+            .expect("authenticate")
+            .is_none()
+    );
+
+    let policy = "[[rule]]\nname = \"cpu-saturated\"\nenabled = false\n";
+    store
+        .apply_policy(policy, "admin", &|_: &PolicyRecord| entry(), 1)
+        .await
+        .expect_err("policy without its audit entry");
+    assert_eq!(store.policy().await.expect("policy").version, 0);
+    let reopened = backend::open(&db.url).await.expect("reopen");
+    assert_eq!(reopened.policy().await.expect("policy").version, 0);
+
+    store
+        .cancel_job("job-1", &|_: &JobRow| entry(), 1)
+        .await
+        .expect_err("cancel without its audit entry");
+    let job = store.job("job-1").await.expect("job").expect("exists");
+    assert_eq!(job.state, "queued");
+    assert!(!job.cancel_requested);
+
+    assert_eq!(store.audit_head().await.expect("head"), head);
+}
+
 async fn presence_follows_streams_goodbyes_and_silence(db: TestDb) {
     let store = db.store.clone();
     token(&store, "t", i64::MAX, 1).await;
@@ -799,16 +968,28 @@ async fn api_tokens_authenticate_their_technician_and_keep_roles(db: TestDb) {
     };
     assert!(!store.has_technicians().await.expect("count"));
     let tech = store
-        .create_api_token(&make("tina", Role::Technician, "a"), 0)
+        .create_api_token(
+            &make("tina", Role::Technician, "a"),
+            &|_: &String| AuditEntry::system("test", "", ""),
+            0,
+        )
         .await
         .expect("create");
     let again = store
-        .create_api_token(&make("tina", Role::Technician, "b"), 0)
+        .create_api_token(
+            &make("tina", Role::Technician, "b"),
+            &|_: &String| AuditEntry::system("test", "", ""),
+            0,
+        )
         .await
         .expect("second token");
     assert_eq!(tech, again, "the same technician gets another token");
     let clash = store
-        .create_api_token(&make("tina", Role::Admin, "c"), 0)
+        .create_api_token(
+            &make("tina", Role::Admin, "c"),
+            &|_: &String| AuditEntry::system("test", "", ""),
+            0,
+        )
         .await;
     assert!(matches!(clash, Err(StoreError::Conflict(_))));
     let caller = store
@@ -1032,7 +1213,10 @@ async fn fleet_queries_use_each_ecosystems_version_order_and_the_facts(db: TestD
     );
 
     // Tags.
-    store.set_tag(&b, "site", "berlin").await.expect("tag");
+    store
+        .set_tag(&b, "site", "berlin", &AuditEntry::system("test", "", ""), 0)
+        .await
+        .expect("tag");
     assert_eq!(
         ids(
             &store,
@@ -1041,7 +1225,10 @@ async fn fleet_queries_use_each_ecosystems_version_order_and_the_facts(db: TestD
         .await,
         vec![b.clone()]
     );
-    store.set_tag(&b, "site", "").await.expect("untag");
+    store
+        .set_tag(&b, "site", "", &AuditEntry::system("test", "", ""), 0)
+        .await
+        .expect("untag");
     assert!(store.tags(&b).await.expect("tags").is_empty());
 
     // Offline: never seen is offline; a stream makes it online.
@@ -1323,7 +1510,13 @@ async fn a_full_disk_opens_one_ticket_resolves_after_quiet_and_reopens(db: TestD
     let store = db.store.clone();
     let id = enrolled_host(&store).await;
     store
-        .set_tag(&id, "criticality", "high")
+        .set_tag(
+            &id,
+            "criticality",
+            "high",
+            &AuditEntry::system("test", "", ""),
+            0,
+        )
         .await
         .expect("tag");
     let min = 60_000;
@@ -1581,7 +1774,13 @@ async fn an_always_on_host_that_goes_silent_gets_one_offline_ticket_and_a_laptop
 
     // The laptop tagged always-on gets one too; always-on=no opts out.
     store
-        .set_tag(&laptop, "always-on", "yes")
+        .set_tag(
+            &laptop,
+            "always-on",
+            "yes",
+            &AuditEntry::system("test", "", ""),
+            0,
+        )
         .await
         .expect("tag");
     store.advance_rule_timers(13 * min).await.expect("timers");
@@ -1814,7 +2013,12 @@ async fn an_applied_policy_is_kept_across_restarts_and_drives_evaluation(db: Tes
     } = db;
     assert_eq!(store.policy().await.expect("policy").version, 0);
     let refused = store
-        .apply_policy("[[rule]]\nname = \"x\"\n", "admin", 1)
+        .apply_policy(
+            "[[rule]]\nname = \"x\"\n",
+            "admin",
+            &|_: &PolicyRecord| AuditEntry::system("test", "", ""),
+            1,
+        )
         .await
         .expect("store");
     assert_eq!(
@@ -1840,7 +2044,12 @@ recover = 40
 severity = "medium"
 "#;
     let applied = store
-        .apply_policy(text, "admin", 2)
+        .apply_policy(
+            text,
+            "admin",
+            &|_: &PolicyRecord| AuditEntry::system("test", "", ""),
+            2,
+        )
         .await
         .expect("store")
         .expect("valid");
@@ -1880,6 +2089,7 @@ async fn a_policy_applied_by_one_replica_reaches_the_others(db: TestDb) {
         .apply_policy(
             "[[rule]]\nname = \"a\"\nmetric = \"cpu_percent\"\nop = \">\"\nthreshold = 90\nseverity = \"low\"\n",
             "admin",
+            &|_: &PolicyRecord| AuditEntry::system("test", "", ""),
             1,
         )
         .await
@@ -1902,6 +2112,7 @@ async fn a_policy_applied_by_one_replica_reaches_the_others(db: TestDb) {
         .apply_policy(
             "[[rule]]\nname = \"b\"\nmetric = \"cpu_percent\"\nop = \">\"\nthreshold = 95\nseverity = \"low\"\n",
             "admin",
+            &|_: &PolicyRecord| AuditEntry::system("test", "", ""),
             2,
         )
         .await
@@ -2186,7 +2397,11 @@ async fn a_request_past_its_ttl_expires_visibly_and_a_queued_one_cancels(db: Tes
         [queued]
     );
     let cancelled = store
-        .cancel_job(queued, 61_000)
+        .cancel_job(
+            queued,
+            &|_: &JobRow| AuditEntry::system("test", "", ""),
+            61_000,
+        )
         .await
         .expect("cancel")
         .expect("job");
@@ -2198,7 +2413,13 @@ async fn a_request_past_its_ttl_expires_visibly_and_a_queued_one_cancels(db: Tes
             .expect("due")
             .is_empty()
     );
-    assert!(store.cancel_job("nope", 0).await.expect("cancel").is_none());
+    assert!(
+        store
+            .cancel_job("nope", &|_: &JobRow| AuditEntry::system("test", "", ""), 0)
+            .await
+            .expect("cancel")
+            .is_none()
+    );
 }
 
 async fn a_result_for_a_job_with_a_ticket_lands_in_the_tickets_worklog(db: TestDb) {

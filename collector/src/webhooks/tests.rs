@@ -136,6 +136,7 @@ async fn host(store: &SharedStore) -> String {
                 created_by: "test".into(),
                 relink_host: None,
             },
+            &crate::store::AuditEntry::system("test", "", ""),
             0,
         )
         .await
@@ -175,6 +176,7 @@ async fn add_hook(store: &SharedStore, url: &str, events: &[TicketEvent]) -> i64
                 secret: SECRET.into(),
                 created_by: "admin".into(),
             },
+            &|_: &i64| crate::store::AuditEntry::system("test", "", ""),
             T0,
         )
         .await
@@ -644,8 +646,18 @@ async fn every_ticket_change_queues_its_event_for_the_webhooks_that_want_it() {
         .expect("update")
         .expect("resolved");
     // Removing a webhook drops its queue; the other keeps its own.
-    assert!(store.remove_webhook(all).await.expect("remove"));
-    assert!(!store.remove_webhook(all).await.expect("remove again"));
+    assert!(
+        store
+            .remove_webhook(all, &crate::store::AuditEntry::system("test", "", ""), T0)
+            .await
+            .expect("remove")
+    );
+    assert!(
+        !store
+            .remove_webhook(all, &crate::store::AuditEntry::system("test", "", ""), T0)
+            .await
+            .expect("remove again")
+    );
     let left = store.list_webhooks().await.expect("list");
     assert_eq!(left.len(), 1);
     assert_eq!((left[0].id, left[0].pending), (resolved_only, 1));
@@ -799,6 +811,7 @@ async fn api_token(store: &SharedStore, name: &str, role: Role) -> String {
                 token_id: format!("id-{name}"),
                 token_sha256: crate::secrets::token_hash(&token),
             },
+            &|_: &String| crate::store::AuditEntry::system("test", "", ""),
             T0,
         )
         .await

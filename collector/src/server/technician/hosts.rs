@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use super::changes::change_message;
 use super::tickets::ticket_message;
 use super::{TechnicianApi, internal};
-use crate::store::{ChangeQuery, HostRow, Role, TicketQuery, TicketRow};
+use crate::store::{AuditEntry, ChangeQuery, HostRow, Role, TicketQuery, TicketRow};
 
 /// Change-log entries shown with a host.
 const RECENT_CHANGES: u32 = 20;
@@ -302,18 +302,18 @@ impl TechnicianApi {
             crate::query::parse_tag(&format!("{}={}", request.key, request.value), true)
                 .map_err(Status::invalid_argument)?;
         let row = self.resolve_host(&request.host).await?;
-        self.ctx
-            .store
-            .set_tag(&row.id, &key, &value)
-            .await
-            .map_err(internal)?;
-        self.audit(
+        let entry = AuditEntry::by(
             &caller,
             "host.tag",
             row.id.clone(),
             format!("{key}={value}"),
-        )
-        .await?;
+        );
+        self.ctx
+            .store
+            .set_tag(&row.id, &key, &value, &entry, self.ctx.clock.now_ms())
+            .await
+            .map_err(internal)?;
+        self.anchor_audit().await;
         Ok(Response::new(SetHostTagResponse {
             tags: self.tag_strings(&row.id).await?,
             host_id: row.id,

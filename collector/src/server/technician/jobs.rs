@@ -22,7 +22,7 @@ use tracing::info;
 
 use super::{TechnicianApi, internal};
 use crate::server::dispatch::JobEvent as Live;
-use crate::store::{Caller, JobQuery, JobRow, NewJob, Role};
+use crate::store::{AuditEntry, Caller, JobQuery, JobRow, NewJob, Role};
 
 /// The stream `RunDiagnostic` answers with.
 pub type JobStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<JobEvent, Status>> + Send>>;
@@ -378,27 +378,38 @@ impl TechnicianApi {
             )));
         }
         let now = self.ctx.clock.now_ms();
+        // Audited with the cancel itself; whether this replica could tell
+        // the agent at once is known only after the commit, so it is logged.
         let after = self
             .ctx
             .store
-            .cancel_job(&job.id, now)
+            .cancel_job(
+                &job.id,
+                &|after: &JobRow| {
+                    AuditEntry::by(
+                        &caller,
+                        "diagnostic.cancel",
+                        format!("job {} on host {}", job.id, job.host_id),
+                        if after.state == "cancelled" {
+                            "cancelled before it reached the agent".into()
+                        } else {
+                            "the agent is asked to stop it".into()
+                        },
+                    )
+                },
+                now,
+            )
             .await
             .map_err(internal)?
             .ok_or_else(|| Status::not_found(format!("no job {}", job.id)))?;
+        self.anchor_audit().await;
         let told = after.state == "sent" && self.ctx.dispatch.cancel(&job.host_id, &job.id).await;
-        self.audit(
-            &caller,
-            "diagnostic.cancel",
-            format!("job {} on host {}", job.id, job.host_id),
-            if after.state == "cancelled" {
-                "cancelled before it reached the agent".into()
-            } else if told {
-                "the agent was told to stop it".into()
-            } else {
-                "the agent is not connected here; it stops the job when told".into()
-            },
-        )
-        .await?;
+        info!(
+            technician = %caller.name,
+            job = %job.id,
+            told_now = told,
+            "cancelled a diagnostic job"
+        );
         if after.state == "cancelled" {
             self.ctx.dispatch.finished(&job.id);
         }

@@ -11,7 +11,7 @@ use tracing::info;
 use super::{TechnicianApi, internal};
 use crate::rules::priority::Priority;
 use crate::secrets;
-use crate::store::{PolicyRecord, Role};
+use crate::store::{AuditEntry, PolicyRecord, Role};
 
 /// The largest policy file `rules apply` takes.
 const MAX_POLICY_TEXT: usize = 256 * 1024;
@@ -102,22 +102,28 @@ impl TechnicianApi {
         let record = self
             .ctx
             .store
-            .apply_policy(&text, &caller.name, self.ctx.clock.now_ms())
+            .apply_policy(
+                &text,
+                &caller.name,
+                &|record: &PolicyRecord| {
+                    AuditEntry::by(
+                        &caller,
+                        "policy.apply",
+                        format!("version {}", record.version),
+                        format!(
+                            "{} rules in force, {} from the file; sha256 {}",
+                            record.policy.rules.len() + record.policy.change_rules.len(),
+                            record.policy.applied.len(),
+                            secrets::sha256_hex(text.as_bytes())
+                        ),
+                    )
+                },
+                self.ctx.clock.now_ms(),
+            )
             .await
             .map_err(internal)?
             .map_err(Status::invalid_argument)?;
-        self.audit(
-            &caller,
-            "policy.apply",
-            format!("version {}", record.version),
-            format!(
-                "{} rules in force, {} from the file; sha256 {}",
-                record.policy.rules.len() + record.policy.change_rules.len(),
-                record.policy.applied.len(),
-                secrets::sha256_hex(text.as_bytes())
-            ),
-        )
-        .await?;
+        self.anchor_audit().await;
         info!(version = record.version, technician = %caller.name, "fleet policy applied");
         Ok(Response::new(rules_response(&record)))
     }

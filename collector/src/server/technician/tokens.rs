@@ -9,7 +9,7 @@ use tonic::{Request, Response, Status};
 
 use super::{TechnicianApi, internal};
 use crate::secrets;
-use crate::store::{NewEnrollmentToken, Role};
+use crate::store::{AuditEntry, NewEnrollmentToken, Role};
 
 /// Enrollment tokens live at most 30 days and allow at most 10,000 uses.
 const MAX_ENROLL_TTL_SECS: u64 = 30 * 24 * 3600;
@@ -63,18 +63,18 @@ impl TechnicianApi {
         };
         let now = self.ctx.clock.now_ms();
         let (token, record) = new_enrollment_token(now, ttl, uses, &caller.name, None);
-        self.ctx
-            .store
-            .create_enrollment_token(&record, now)
-            .await
-            .map_err(internal)?;
-        self.audit(
+        let entry = AuditEntry::by(
             &caller,
             "enrollment-token.create",
             record.id.clone(),
             format!("ttl {ttl}s; uses {uses}"),
-        )
-        .await?;
+        );
+        self.ctx
+            .store
+            .create_enrollment_token(&record, &entry, now)
+            .await
+            .map_err(internal)?;
+        self.anchor_audit().await;
         Ok(Response::new(CreateEnrollmentTokenResponse {
             token,
             expires_at_unix_ms: record.expires_at_ms,

@@ -9,7 +9,7 @@ use deskpulse_proto::v1::{
 use tonic::{Request, Response, Status};
 
 use super::{TechnicianApi, internal};
-use crate::store::{NewWebhook, Role, WebhookStatus};
+use crate::store::{AuditEntry, NewWebhook, Role, WebhookStatus};
 
 fn webhook_message(w: WebhookStatus) -> Webhook {
     Webhook {
@@ -55,6 +55,11 @@ impl TechnicianApi {
             crate::webhooks::parse_events(&request.events).map_err(Status::invalid_argument)?;
         let secret =
             crate::webhooks::check_secret(&request.secret).map_err(Status::invalid_argument)?;
+        let names = events
+            .iter()
+            .map(|e| e.name())
+            .collect::<Vec<_>>()
+            .join(",");
         let id = self
             .ctx
             .store
@@ -65,18 +70,19 @@ impl TechnicianApi {
                     secret,
                     created_by: caller.name.clone(),
                 },
+                &|id: &i64| {
+                    AuditEntry::by(
+                        &caller,
+                        "webhook.add",
+                        id.to_string(),
+                        format!("{url}; events {names}"),
+                    )
+                },
                 self.ctx.clock.now_ms(),
             )
             .await
             .map_err(internal)?;
-        let names: Vec<&str> = events.iter().map(|e| e.name()).collect();
-        self.audit(
-            &caller,
-            "webhook.add",
-            id.to_string(),
-            format!("{url}; events {}", names.join(",")),
-        )
-        .await?;
+        self.anchor_audit().await;
         Ok(Response::new(self.webhook_status(id).await?))
     }
 
@@ -89,24 +95,24 @@ impl TechnicianApi {
             .authorize(&request, Role::Admin, "pausing or resuming a webhook")
             .await?;
         let request = request.into_inner();
-        if !self
-            .ctx
-            .store
-            .set_webhook_enabled(request.id, request.enabled)
-            .await
-            .map_err(internal)?
-        {
-            return Err(Status::not_found(format!("no webhook {}", request.id)));
-        }
-        let hook = self.webhook_status(request.id).await?;
+        let url = self.webhook_status(request.id).await?.url;
         let action = if request.enabled {
             "webhook.enable"
         } else {
             "webhook.disable"
         };
-        self.audit(&caller, action, request.id.to_string(), hook.url.clone())
-            .await?;
-        Ok(Response::new(hook))
+        let entry = AuditEntry::by(&caller, action, request.id.to_string(), url);
+        if !self
+            .ctx
+            .store
+            .set_webhook_enabled(request.id, request.enabled, &entry, self.ctx.clock.now_ms())
+            .await
+            .map_err(internal)?
+        {
+            return Err(Status::not_found(format!("no webhook {}", request.id)));
+        }
+        self.anchor_audit().await;
+        Ok(Response::new(self.webhook_status(request.id).await?))
     }
 
     /// RemoveWebhook: admin only.
@@ -119,11 +125,17 @@ impl TechnicianApi {
             .await?;
         let id = request.into_inner().id;
         let url = self.webhook_status(id).await?.url;
-        if !self.ctx.store.remove_webhook(id).await.map_err(internal)? {
+        let entry = AuditEntry::by(&caller, "webhook.remove", id.to_string(), url);
+        if !self
+            .ctx
+            .store
+            .remove_webhook(id, &entry, self.ctx.clock.now_ms())
+            .await
+            .map_err(internal)?
+        {
             return Err(Status::not_found(format!("no webhook {id}")));
         }
-        self.audit(&caller, "webhook.remove", id.to_string(), url)
-            .await?;
+        self.anchor_audit().await;
         Ok(Response::new(RemoveWebhookResponse { id }))
     }
 

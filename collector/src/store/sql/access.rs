@@ -7,7 +7,7 @@ use std::str::FromStr;
 use sqlx::{Pool, QueryBuilder, Transaction};
 
 use super::{Dialect, SendFuture, Value, push_values};
-use crate::store::{Caller, NewApiToken, Role, StoreError, StoreResult};
+use crate::store::{AuditOf, Caller, NewApiToken, Role, StoreError, StoreResult};
 
 /// The technician whose unrevoked token hashes to `token_sha256`.
 pub(crate) fn caller<'a, B: Dialect>(
@@ -48,10 +48,12 @@ pub(crate) fn host_cert_sha256<'a, B: Dialect>(
 pub(crate) fn create_api_token<'a, B: Dialect>(
     begin: impl Future<Output = StoreResult<Transaction<'static, B>>> + Send + 'a,
     token: &'a NewApiToken,
+    audit: AuditOf<'a, String>,
     now_ms: i64,
 ) -> SendFuture<'a, String> {
     Box::pin(async move {
         let mut tx = begin.await?;
+        super::audit::hold_head::<B>(&mut tx).await?;
         let mut sql =
             QueryBuilder::new("INSERT INTO technicians (id, name, role, created_at_ms) VALUES (");
         push_values(
@@ -94,6 +96,7 @@ pub(crate) fn create_api_token<'a, B: Dialect>(
         );
         sql.push(")");
         B::execute_in(&mut tx, sql).await?;
+        super::audit::append::<B>(&mut tx, &audit(&technician_id), now_ms).await?;
         tx.commit().await?;
         Ok(technician_id)
     })

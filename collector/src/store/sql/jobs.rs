@@ -13,7 +13,9 @@ use sqlx::{Pool, QueryBuilder, Transaction};
 use super::{Dialect, SendFuture, Value, push_values};
 use crate::store::engine::jobs::{self as engine, Finish, JobTx};
 use crate::store::rows::{JOB_COLUMNS, job_row};
-use crate::store::{AuditEntry, HostDiagnostics, JobQuery, JobResult, JobRow, NewJob, StoreResult};
+use crate::store::{
+    AuditEntry, AuditOf, HostDiagnostics, JobQuery, JobResult, JobRow, NewJob, StoreResult,
+};
 
 fn select() -> String {
     format!("SELECT {JOB_COLUMNS} FROM jobs j JOIN hosts h ON h.id = j.host_id WHERE ")
@@ -294,11 +296,16 @@ pub(crate) fn sent<'a, B: Dialect>(
 pub(crate) fn cancel<'a, B: Dialect>(
     begin: impl Future<Output = StoreResult<Transaction<'static, B>>> + Send + 'a,
     id: &'a str,
+    audit: AuditOf<'a, JobRow>,
     now_ms: i64,
 ) -> SendFuture<'a, Option<JobRow>> {
     Box::pin(async move {
         let mut tx = begin.await?;
+        super::audit::hold_head::<B>(&mut tx).await?;
         let job = engine::cancel(&mut JobConn::<B>(&mut tx), id, now_ms).await?;
+        if let Some(job) = &job {
+            super::audit::append::<B>(&mut tx, &audit(job), now_ms).await?;
+        }
         tx.commit().await?;
         Ok(job)
     })

@@ -13,9 +13,9 @@ use crate::store::{
     Delivery, DeliveryOutcome, NewWebhook, StoreError, StoreResult, TicketEvent, WebhookStatus,
 };
 
-/// Stores a webhook, enabled; its id.
+/// Stores a webhook, enabled, in the transaction on `conn`; its id.
 pub(crate) fn add<'a, B: Dialect>(
-    pool: &'a Pool<B>,
+    conn: &'a mut B::Connection,
     hook: &'a NewWebhook,
     now_ms: i64,
 ) -> SendFuture<'a, i64> {
@@ -34,7 +34,7 @@ pub(crate) fn add<'a, B: Dialect>(
             ],
         );
         sql.push(", TRUE) RETURNING id");
-        B::optional(pool, sql, |r| r.int("id"))
+        B::optional_in(conn, sql, |r| r.int("id"))
             .await?
             .ok_or_else(|| StoreError::Corrupt("INSERT returned no webhook id".into()))
     })
@@ -228,6 +228,7 @@ mod tests {
                     secret: "s".into(),
                     created_by: "admin".into(),
                 },
+                &|_: &i64| crate::store::AuditEntry::system("test", "", ""),
                 0,
             )
             .await

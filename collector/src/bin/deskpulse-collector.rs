@@ -180,6 +180,9 @@ fn run(command: Command) -> CommandResult {
 
 async fn serve(config: config::ServeConfig) -> CommandResult {
     let clock: SharedClock = Arc::new(SystemClock);
+    let (limits, open_files) =
+        server::admission::ConnectionLimits::for_this_process(config.max_connections)
+            .map_err(Failure::usage)?;
     let dir = admin::open(&config.store, clock.as_ref()).await?;
     let listener = server::bind(config.listen)
         .await
@@ -231,6 +234,7 @@ async fn serve(config: config::ServeConfig) -> CommandResult {
         ctx.shutdown.clone(),
     ));
     tracing::info!(%addr, data_dir = %config.store.data_dir.display(), "collector listening");
+    server::admission::log_limits(&limits, open_files);
     {
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "listening {addr}");
@@ -265,7 +269,7 @@ async fn serve(config: config::ServeConfig) -> CommandResult {
         ctx.clock.clone(),
         ctx.shutdown.clone(),
     ));
-    server::serve(ctx, listener, &identity, config.shutdown_grace)
+    server::serve(ctx, listener, &identity, limits, config.shutdown_grace)
         .await
         .map_err(Failure::runtime)?;
     // The anchoring task signs the final head once shutdown is cancelled;

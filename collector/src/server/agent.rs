@@ -106,6 +106,7 @@ pub struct AgentSessions {
     ctx: ServerContext,
     ingest: Ingest,
     intake: Arc<Semaphore>,
+    user_reports: Arc<super::limits::UserReports>,
 }
 
 impl AgentSessions {
@@ -115,6 +116,7 @@ impl AgentSessions {
             ctx,
             ingest,
             intake: Arc::new(Semaphore::new(MAX_FIRST_REPORTS)),
+            user_reports: Arc::default(),
         }
     }
 }
@@ -219,6 +221,7 @@ impl AgentService for AgentSessions {
             self.ctx.clone(),
             self.ingest.clone(),
             self.intake.clone(),
+            self.user_reports.clone(),
             identity.host_id,
             inbound,
             tx,
@@ -246,10 +249,12 @@ fn truncate(text: &str, max: usize) -> String {
     text.chars().take(max).collect()
 }
 
+#[allow(clippy::too_many_arguments)] // the session's own handles, each used once; a struct would only rename them
 async fn run_session(
     ctx: ServerContext,
     ingest: Ingest,
     intake: Arc<Semaphore>,
+    user_reports: Arc<super::limits::UserReports>,
     host_id: String,
     mut inbound: Streaming<AgentMessage>,
     tx: mpsc::Sender<Outbound>,
@@ -359,7 +364,20 @@ async fn run_session(
                         break;
                     }
                 };
-                match validate(&host_id, report) {
+                let report = validate(&host_id, report).and_then(|report| {
+                    if !matches!(report.payload, ReportPayload::UserIssue { .. }) {
+                        return Ok(report);
+                    }
+                    match user_reports.admit(&host_id) {
+                        Ok(()) => Ok(report),
+                        Err(reason) => Err(Rejected {
+                            spool_id: report.spool_id,
+                            seq: report.seq,
+                            reason,
+                        }),
+                    }
+                });
+                match report {
                     Ok(report) => {
                         let (spool_id, seq) = (report.spool_id.clone(), report.seq);
                         let job: Option<String> = match &report.payload {

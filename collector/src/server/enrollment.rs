@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 use super::ServerContext;
+use super::limits::FailedAttempts;
 use crate::secrets::token_hash;
 use crate::store::{self, EnrollOutcome, HostCert};
 
@@ -15,12 +16,16 @@ use crate::store::{self, EnrollOutcome, HostCert};
 #[derive(Debug)]
 pub struct EnrollmentService {
     ctx: ServerContext,
+    failed_tokens: FailedAttempts,
 }
 
 impl EnrollmentService {
     /// A service issuing from `ctx.ca`.
     pub fn new(ctx: ServerContext) -> Self {
-        Self { ctx }
+        Self {
+            ctx,
+            failed_tokens: FailedAttempts::new("enrollment token"),
+        }
     }
 }
 
@@ -42,6 +47,7 @@ impl Enrollment for EnrollmentService {
         request: Request<EnrollRequest>,
     ) -> Result<Response<EnrollResponse>, Status> {
         let peer = request.remote_addr();
+        self.failed_tokens.check(peer)?;
         let request = request.into_inner();
         let hostname = clean("hostname", &request.hostname, 255)?;
         tracing::Span::current().record("hostname", hostname.as_str());
@@ -51,8 +57,29 @@ impl Enrollment for EnrollmentService {
         if request.csr_der.is_empty() {
             return Err(Status::invalid_argument("csr_der is empty"));
         }
+        let refused = |why: &str| {
+            info!(?peer, reason = why, "refused an enrollment");
+            Err(Status::unauthenticated(format!(
+                "enrollment refused: {why}"
+            )))
+        };
+        let token_sha256 = token_hash(&request.token);
+        let now_ms = self.ctx.clock.now_ms();
+        let refusal = self
+            .ctx
+            .store
+            .enrollment_token_refusal(&token_sha256, now_ms)
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, "checking an enrollment token failed in the store");
+                Status::internal("enrollment failed in the collector's store; retry later")
+            })?;
+        if let Some(refusal) = refusal {
+            self.failed_tokens.failed(peer);
+            return refused(refusal_reason(&refusal));
+        }
         let store_request = store::EnrollRequest {
-            token_sha256: token_hash(&request.token),
+            token_sha256,
             hostname,
             hardware_uuid: clean("hardware_uuid", &request.hardware_uuid, 64)?.to_ascii_lowercase(),
             hardware_serial: clean("hardware_serial", &request.hardware_serial, 128)?,
@@ -75,18 +102,12 @@ impl Enrollment for EnrollmentService {
         let outcome = self
             .ctx
             .store
-            .enroll(&store_request, self.ctx.clock.now_ms(), &issue)
+            .enroll(&store_request, now_ms, &issue)
             .await
             .map_err(|error| {
                 tracing::error!(%error, "enrollment failed in the store");
                 Status::internal("enrollment failed in the collector's store; retry later")
             })?;
-        let refused = |why: &str| {
-            info!(?peer, reason = why, "refused an enrollment");
-            Err(Status::unauthenticated(format!(
-                "enrollment refused: {why}"
-            )))
-        };
         match outcome {
             EnrollOutcome::Enrolled {
                 host_id,
@@ -101,9 +122,17 @@ impl Enrollment for EnrollmentService {
                     relinked,
                 }))
             }
-            EnrollOutcome::UnknownToken => refused("the enrollment token is not known"),
-            EnrollOutcome::ExpiredToken => refused("the enrollment token has expired"),
-            EnrollOutcome::UsedToken => refused("the enrollment token has no uses left"),
+            // Spent by another enrollment since the check above.
+            refusal => refused(refusal_reason(&refusal)),
         }
+    }
+}
+
+fn refusal_reason(outcome: &EnrollOutcome) -> &'static str {
+    match outcome {
+        EnrollOutcome::Enrolled { .. } => "enrolled",
+        EnrollOutcome::UnknownToken => "the enrollment token is not known",
+        EnrollOutcome::ExpiredToken => "the enrollment token has expired",
+        EnrollOutcome::UsedToken => "the enrollment token has no uses left",
     }
 }

@@ -91,7 +91,7 @@ pub struct ServeFlags {
     /// A TOML config file; its keys are those of the flags, with underscores
     /// (listen, metrics_listen, data_dir, database, hostnames, log_format,
     /// shutdown_grace, change_retention, health_raw_retention,
-    /// health_retention) [env: DESKPULSE_COLLECTOR_CONFIG] [default:
+    /// health_retention, max_connections) [env: DESKPULSE_COLLECTOR_CONFIG] [default:
     /// /etc/deskpulse/collector.toml, when it exists]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -130,6 +130,11 @@ pub struct ServeFlags {
     /// DESKPULSE_COLLECTOR_HEALTH_RETENTION] [default: 90d]
     #[arg(long, value_name = "DURATION")]
     pub health_retention: Option<String>,
+    /// The most connections open on the TLS port at once [env:
+    /// DESKPULSE_COLLECTOR_MAX_CONNECTIONS] [default: the open-file limit
+    /// less 256 kept for the store and files]
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<String>,
 }
 
 /// The config file's shape. Unknown keys are errors.
@@ -146,6 +151,7 @@ struct ServeFile {
     change_retention: Option<String>,
     health_raw_retention: Option<String>,
     health_retention: Option<String>,
+    max_connections: Option<usize>,
 }
 
 /// Where the store lives, resolved.
@@ -174,6 +180,9 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     /// How long history is kept.
     pub retention: Retention,
+    /// The connection cap asked for; checked against the open-file limit
+    /// at start (`server::admission`).
+    pub max_connections: Option<usize>,
 }
 
 /// How long the collector keeps history.
@@ -384,7 +393,20 @@ pub fn resolve_serve(flags: &ServeFlags, vars: &dyn Env) -> Result<ServeConfig, 
             "health retention must be at least the health raw retention".into(),
         ));
     }
+    let max_connections = match flags
+        .max_connections
+        .clone()
+        .or_else(|| env(vars, "MAX_CONNECTIONS"))
+    {
+        Some(text) => Some(text.trim().parse::<usize>().map_err(|_| {
+            ConfigError(format!(
+                "max connections {text:?} is not a whole number, e.g. 4000"
+            ))
+        })?),
+        None => file.max_connections,
+    };
     Ok(ServeConfig {
+        max_connections,
         retention,
         listen,
         metrics_listen,

@@ -141,11 +141,37 @@ impl Collector {
         extra: &[&str],
         env: &[(&str, &str)],
     ) -> Self {
-        let mut child = Command::new(bin("deskpulse-collector"))
+        let mut command = Command::new(bin("deskpulse-collector"));
+        command.envs(env.iter().copied());
+        Self::spawn(command, data_dir, listen, extra)
+    }
+
+    /// Starts a collector on 127.0.0.1:0 whose open-file limit is
+    /// `open_files` (soft and hard), through util-linux `prlimit`.
+    pub fn start_with_open_file_limit(open_files: u64, extra: &[&str]) -> Self {
+        let mut command = Command::new("prlimit");
+        command
+            .arg(format!("--nofile={open_files}:{open_files}"))
+            .arg("--")
+            .arg(bin("deskpulse-collector"));
+        Self::spawn(
+            command,
+            tempfile::tempdir().expect("temp data dir"),
+            "127.0.0.1:0",
+            extra,
+        )
+    }
+
+    fn spawn(
+        mut command: Command,
+        data_dir: tempfile::TempDir,
+        listen: &str,
+        extra: &[&str],
+    ) -> Self {
+        let mut child = command
             .args(["serve", "--listen", listen, "--data-dir"])
             .arg(data_dir.path())
             .args(extra)
-            .envs(env.iter().copied())
             .env_remove("RUST_BACKTRACE")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

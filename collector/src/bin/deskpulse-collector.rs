@@ -234,6 +234,9 @@ fn run(command: Command) -> CommandResult {
 
 async fn serve(config: config::ServeConfig, init: bool) -> CommandResult {
     let clock: SharedClock = deskpulse_collector::clock::serve_clock().map_err(Failure::usage)?;
+    let (limits, open_files) =
+        server::admission::ConnectionLimits::for_this_process(config.max_connections)
+            .map_err(Failure::usage)?;
     let dir = admin::open_for_serve(&config.store, clock.as_ref(), init).await?;
     let listener = server::bind(config.listen)
         .await
@@ -286,6 +289,7 @@ async fn serve(config: config::ServeConfig, init: bool) -> CommandResult {
             .follow(ctx.store.clone(), ctx.clock.clone(), ctx.shutdown.clone()),
     ));
     tracing::info!(%addr, data_dir = %config.store.data_dir.display(), "collector listening");
+    server::admission::log_limits(&limits, open_files);
     {
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "listening {addr}");
@@ -332,7 +336,7 @@ async fn serve(config: config::ServeConfig, init: bool) -> CommandResult {
             ctx.shutdown.clone(),
         ),
     ));
-    server::serve(ctx, listener, &identity, config.shutdown_grace)
+    server::serve(ctx, listener, &identity, limits, config.shutdown_grace)
         .await
         .map_err(Failure::runtime)?;
     // The anchoring task signs the final head once shutdown is cancelled;

@@ -117,6 +117,7 @@ pub struct AgentSessions {
     ctx: ServerContext,
     ingest: Ingest,
     intake: Arc<Semaphore>,
+    user_reports: Arc<super::limits::UserReports>,
 }
 
 impl AgentSessions {
@@ -126,6 +127,7 @@ impl AgentSessions {
             ctx,
             ingest,
             intake: Arc::new(Semaphore::new(MAX_FIRST_REPORTS)),
+            user_reports: Arc::default(),
         }
     }
 }
@@ -217,6 +219,7 @@ impl AgentService for AgentSessions {
             self.ctx.clone(),
             self.ingest.clone(),
             self.intake.clone(),
+            self.user_reports.clone(),
             identity,
             inbound,
             tx.clone(),
@@ -249,10 +252,12 @@ fn truncate(text: &str, max: usize) -> String {
     text.chars().take(max).collect()
 }
 
+#[allow(clippy::too_many_arguments)] // the session's own handles, each used once; a struct would only rename them
 async fn run_session(
     ctx: ServerContext,
     ingest: Ingest,
     intake: Arc<Semaphore>,
+    user_reports: Arc<super::limits::UserReports>,
     identity: AgentIdentity,
     mut inbound: Streaming<AgentMessage>,
     tx: mpsc::Sender<Outbound>,
@@ -387,7 +392,20 @@ async fn run_session(
                         break;
                     }
                 };
-                match validate(&host_id, report) {
+                let report = validate(&host_id, report).and_then(|report| {
+                    if !matches!(report.payload, ReportPayload::UserIssue { .. }) {
+                        return Ok(report);
+                    }
+                    match user_reports.admit(&host_id) {
+                        Ok(()) => Ok(report),
+                        Err(reason) => Err(Rejected {
+                            spool_id: report.spool_id,
+                            seq: report.seq,
+                            reason,
+                        }),
+                    }
+                });
+                match report {
                     Ok(mut report) => {
                         if let ReportPayload::DiagnosticResult(result) = &mut report.payload
                             && ctx.dispatch.live_overflowed(&result.job_id)

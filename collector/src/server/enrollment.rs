@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 use super::ServerContext;
+use super::limits::FailedAttempts;
 use crate::secrets::token_hash;
 use crate::store::{self, EnrollOutcome, HostCert};
 
@@ -16,12 +17,16 @@ use crate::store::{self, EnrollOutcome, HostCert};
 #[derive(Debug)]
 pub struct EnrollmentService {
     ctx: ServerContext,
+    failed_tokens: FailedAttempts,
 }
 
 impl EnrollmentService {
     /// A service issuing from `ctx.ca`.
     pub fn new(ctx: ServerContext) -> Self {
-        Self { ctx }
+        Self {
+            ctx,
+            failed_tokens: FailedAttempts::new("enrollment token"),
+        }
     }
 }
 
@@ -43,6 +48,7 @@ impl Enrollment for EnrollmentService {
         request: Request<EnrollRequest>,
     ) -> Result<Response<EnrollResponse>, Status> {
         let peer = request.remote_addr();
+        self.failed_tokens.check(peer)?;
         let request = request.into_inner();
         let hostname = clean("hostname", &request.hostname, 255)?;
         if let Some(reason) = crate::query::refused_hostname(&hostname) {
@@ -55,8 +61,29 @@ impl Enrollment for EnrollmentService {
         if request.csr_der.is_empty() {
             return Err(Status::invalid_argument("csr_der is empty"));
         }
+        let refused = |why: &str| {
+            info!(?peer, reason = why, "refused an enrollment");
+            Err(Status::unauthenticated(format!(
+                "enrollment refused: {why}"
+            )))
+        };
+        let token_sha256 = token_hash(&request.token);
+        let now_ms = self.ctx.clock.now_ms();
+        let refusal = self
+            .ctx
+            .store
+            .enrollment_token_refusal(&token_sha256, now_ms)
+            .await
+            .map_err(|error| {
+                tracing::error!(%error, "checking an enrollment token failed in the store");
+                Status::internal("enrollment failed in the collector's store; retry later")
+            })?;
+        if let Some(refusal) = refusal {
+            self.failed_tokens.failed(peer);
+            return refused(refusal_reason(&refusal));
+        }
         let store_request = store::EnrollRequest {
-            token_sha256: token_hash(&request.token),
+            token_sha256,
             hostname,
             hardware_uuid: clean("hardware_uuid", &request.hardware_uuid, 64)?.to_ascii_lowercase(),
             hardware_serial: clean("hardware_serial", &request.hardware_serial, 128)?,
@@ -80,18 +107,12 @@ impl Enrollment for EnrollmentService {
         let outcome = self
             .ctx
             .store
-            .enroll(&store_request, self.ctx.clock.now_ms(), &issue)
+            .enroll(&store_request, now_ms, &issue)
             .await
             .map_err(|error| {
                 tracing::error!(%error, "enrollment failed in the store");
                 Status::internal("enrollment failed in the collector's store; retry later")
             })?;
-        let refused = |why: &str| {
-            info!(?peer, reason = why, "refused an enrollment");
-            Err(Status::unauthenticated(format!(
-                "enrollment refused: {why}"
-            )))
-        };
         match outcome {
             EnrollOutcome::Enrolled {
                 host_id,
@@ -106,12 +127,18 @@ impl Enrollment for EnrollmentService {
                     relinked,
                 }))
             }
-            EnrollOutcome::UnknownToken => refused("the enrollment token is not known"),
-            EnrollOutcome::ExpiredToken => refused("the enrollment token has expired"),
-            EnrollOutcome::UsedToken => refused("the enrollment token has no uses left"),
-            EnrollOutcome::RelinkHostGone => {
-                refused("the host this re-link token names is no longer enrolled")
-            }
+            // Spent by another enrollment since the check above.
+            refusal => refused(refusal_reason(&refusal)),
         }
+    }
+}
+
+fn refusal_reason(outcome: &EnrollOutcome) -> &'static str {
+    match outcome {
+        EnrollOutcome::Enrolled { .. } => "enrolled",
+        EnrollOutcome::UnknownToken => "the enrollment token is not known",
+        EnrollOutcome::ExpiredToken => "the enrollment token has expired",
+        EnrollOutcome::UsedToken => "the enrollment token has no uses left",
+        EnrollOutcome::RelinkHostGone => "the host this re-link token names is no longer enrolled",
     }
 }

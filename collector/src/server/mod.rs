@@ -2,6 +2,8 @@
 //! the technician API, gRPC health and reflection.
 //!
 //! # Layout
+//! - [`admission`]: the TLS accept, its deadline and the connection cap.
+//! - [`limits`]: failed authentications counted by source address.
 //! - [`enrollment`]: turns enrollment tokens and CSRs into host certificates.
 //! - [`agent`]: the agents' long-lived sessions, and the certificate check
 //!   that guards them.
@@ -15,9 +17,11 @@
 //! - [`technician`]: the technician API, with token authentication and
 //!   role checks.
 
+pub mod admission;
 pub mod agent;
 pub mod dispatch;
 pub mod enrollment;
+pub mod limits;
 pub mod relay;
 pub mod renewal;
 pub mod technician;
@@ -32,8 +36,6 @@ use deskpulse_proto::v1::technician_server::TechnicianServer;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::codec::CompressionEncoding;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::clock::SharedClock;
 use crate::ingest::Ingest;
@@ -89,6 +91,9 @@ pub enum ServeError {
     /// The TLS setup or the transport failed.
     #[error("server error: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The server's TLS could not be set up.
+    #[error("{0}")]
+    Tls(String),
     /// Reflection could not be set up.
     #[error("reflection setup failed: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
@@ -267,11 +272,12 @@ async fn keep_replica_alive(ctx: ServerContext) {
 }
 
 /// Serves until `ctx.shutdown` is cancelled, then drains for at most
-/// `grace`.
+/// `grace`, taking sockets within `limits`.
 pub async fn serve(
     ctx: ServerContext,
     listener: TcpListener,
     identity: &KeyAndCert,
+    limits: admission::ConnectionLimits,
     grace: Duration,
 ) -> Result<(), ServeError> {
     ctx.store.clear_replica_sessions(&ctx.replica).await?;
@@ -279,13 +285,7 @@ pub async fn serve(
         "replica liveness",
         keep_replica_alive(ctx.clone()),
     ));
-    let tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(&identity.cert_pem, &identity.key_pem))
-        .client_ca_root(Certificate::from_pem(ctx.ca.cert_pem()))
-        // Enrollment and the technician API have no client certificate; the
-        // agent service checks for one itself (D1).
-        .client_auth_optional(true)
-        .timeout(Duration::from_secs(10));
+    let tls = admission::tls_acceptor(identity, ctx.ca.cert_pem()).map_err(ServeError::Tls)?;
 
     let (ingest, writer) = Ingest::spawn(ctx.store.clone(), ctx.clock.clone());
 
@@ -326,12 +326,9 @@ pub async fn serve(
         .accept_compressed(CompressionEncoding::Zstd)
         .send_compressed(CompressionEncoding::Zstd);
 
-    let incoming = TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .with_keepalive(Some(Duration::from_secs(60)));
     let shutdown = ctx.shutdown.clone();
+    let incoming = admission::admit(listener, tls, limits, shutdown.clone());
     let server = tonic::transport::Server::builder()
-        .tls_config(tls)?
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         // hyper's default windows are 1 MiB per stream and per connection:

@@ -118,6 +118,15 @@ pub trait SharedQueries: Send + Sync {
     /// certificate presented for the first time becomes current.
     async fn present_host_cert(&self, host_id: &str, sha256: &str) -> StoreResult<CertStanding>;
 
+    /// Why enrolling with this token would be refused now, or `None` when
+    /// it is usable; a plain read, without the write lock, so an
+    /// unauthenticated caller costs no more than a lookup.
+    async fn enrollment_token_refusal(
+        &self,
+        token_sha256: &str,
+        now_ms: i64,
+    ) -> StoreResult<Option<EnrollOutcome>>;
+
     /// Checks and applies a policy file (D7); the previous one is kept as
     /// history. `Ok(Err(line))` is a policy the checks refused. Audited
     /// in the same transaction.
@@ -552,6 +561,14 @@ impl<T: SqlBackend> SharedQueries for T {
             tx.commit().await?;
         }
         Ok(standing)
+    }
+
+    async fn enrollment_token_refusal(
+        &self,
+        token_sha256: &str,
+        now_ms: i64,
+    ) -> StoreResult<Option<EnrollOutcome>> {
+        sql::enroll::token_refusal(self.reads(), token_sha256, now_ms).await
     }
 
     async fn apply_policy(

@@ -234,6 +234,7 @@ macro_rules! contract {
 contract! {
     a_renewed_certificate_waits_beside_the_current_one_until_first_used,
     enrollment_tokens_expire_and_run_out,
+    a_token_is_checked_without_being_spent,
     a_failed_issue_does_not_use_up_the_token,
     known_hardware_under_an_ordinary_token_gets_a_new_host_and_one_ticket,
     only_a_relink_token_relinks_and_only_its_own_host,
@@ -255,6 +256,7 @@ contract! {
     inventory_changes_open_tickets_once_and_the_first_inventory_none,
     an_employee_report_opens_a_ticket_with_its_sample_and_is_stored_once,
     a_report_key_raises_one_ticket_even_from_a_rolled_back_spool,
+    the_same_report_text_from_a_host_counts_on_its_open_ticket,
     an_applied_policy_is_kept_across_restarts_and_drives_evaluation,
     tickets_filter_by_assignee,
     jobs_are_queued_delivered_finished_once_and_only_by_their_host,
@@ -408,6 +410,41 @@ async fn enrollment_tokens_expire_and_run_out(db: TestDb) {
         .await
         .expect("enroll");
     assert_eq!(unknown, EnrollOutcome::UnknownToken);
+}
+
+async fn a_token_is_checked_without_being_spent(db: TestDb) {
+    let store = db.store.clone();
+    let now = 1_000_000;
+    token(&store, "once", now + 60_000, 1).await;
+    let hash = crate::secrets::token_hash;
+    for _ in 0..3 {
+        let refusal = store
+            .enrollment_token_refusal(&hash("once"), now)
+            .await
+            .expect("check");
+        assert_eq!(refusal, None);
+    }
+    let check = |token: &'static str, at: i64| {
+        let store = store.clone();
+        async move {
+            store
+                .enrollment_token_refusal(&hash(token), at)
+                .await
+                .expect("check")
+        }
+    };
+    assert_eq!(
+        check("once", now + 60_000).await,
+        Some(EnrollOutcome::ExpiredToken)
+    );
+    assert_eq!(check("nope", now).await, Some(EnrollOutcome::UnknownToken));
+    host_id(
+        &store
+            .enroll(&request("once", ""), now, &cert)
+            .await
+            .expect("enroll"),
+    );
+    assert_eq!(check("once", now).await, Some(EnrollOutcome::UsedToken));
 }
 
 async fn a_failed_issue_does_not_use_up_the_token(db: TestDb) {
@@ -2005,6 +2042,51 @@ async fn a_report_key_raises_one_ticket_even_from_a_rolled_back_spool(db: TestDb
         .await
         .expect("store");
     assert_eq!(count().await, 5);
+
+async fn the_same_report_text_from_a_host_counts_on_its_open_ticket(db: TestDb) {
+    let store = db.store.clone();
+    let id = enrolled_host(&store).await;
+    let report = |seq: u64, user: &str, text: &str| IncomingReport {
+        host_id: id.clone(),
+        spool_id: "s".into(),
+        seq,
+        held_from_seq: 0,
+        collected_at_ms: 5_000,
+        payload: ReportPayload::UserIssue {
+            text: text.into(),
+            os_user: user.into(),
+            health: serde_json::Value::Null,
+        },
+    };
+    // The attack: one host sends the same text 500 times, under users it
+    // chose, in one batch.
+    let flood: Vec<_> = (1..=500)
+        .map(|seq| report(seq, &format!("user{seq}"), "printer on fire"))
+        .collect();
+    store.store_reports(&flood, 6_000).await.expect("store");
+    store
+        .store_reports(&[report(501, "bob", "printer on fire")], 7_000)
+        .await
+        .expect("store");
+    store
+        .store_reports(&[report(502, "bob", "VPN drops")], 8_000)
+        .await
+        .expect("store");
+    let tickets = store.list_tickets(&open_tickets()).await.expect("list");
+    assert_eq!(tickets.len(), 2, "{tickets:?}");
+    let printer = tickets
+        .iter()
+        .find(|t| t.title.contains("printer on fire"))
+        .expect("the printer ticket");
+    assert_eq!(printer.occurrences, 501);
+    let (_, log) = store
+        .ticket(printer.id)
+        .await
+        .expect("get")
+        .expect("exists");
+    assert_eq!(log.len(), 501);
+    assert_eq!(log[500].author, "bob");
+    assert_eq!(log[500].note, "reported again from the PC by bob");
 }
 
 async fn an_applied_policy_is_kept_across_restarts_and_drives_evaluation(db: TestDb) {

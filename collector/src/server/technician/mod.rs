@@ -68,12 +68,16 @@ const MAX_CHANGES: u32 = 5000;
 #[derive(Debug)]
 pub struct TechnicianApi {
     ctx: ServerContext,
+    failed_tokens: super::limits::FailedAttempts,
 }
 
 impl TechnicianApi {
     /// An API over `ctx.store`.
     pub fn new(ctx: ServerContext) -> Self {
-        Self { ctx }
+        Self {
+            ctx,
+            failed_tokens: super::limits::FailedAttempts::new("API token"),
+        }
     }
 
     /// Authenticates the bearer token and checks that its role is at least
@@ -84,6 +88,10 @@ impl TechnicianApi {
         needed: Role,
         action: &str,
     ) -> Result<Caller, Status> {
+        // Before the header is read: an address that used up its failed
+        // attempts costs the store nothing.
+        let peer = request.remote_addr();
+        self.failed_tokens.check(peer)?;
         let header = request.metadata().get("authorization").ok_or_else(|| {
             Status::unauthenticated("no API token: pass --token or set DESKPULSE_TOKEN")
         })?;
@@ -101,7 +109,8 @@ impl TechnicianApi {
             .await
             .map_err(internal)?
             .ok_or_else(|| {
-                info!(action, "refused an unknown or revoked API token");
+                self.failed_tokens.failed(peer);
+                info!(action, ?peer, "refused an unknown or revoked API token");
                 Status::unauthenticated("the API token is unknown or revoked")
             })?;
         if caller.role < needed {

@@ -219,6 +219,13 @@ pub trait TicketTx: Send {
     async fn subscribers(&mut self, event: TicketEvent) -> StoreResult<Vec<i64>>;
     /// Puts one delivery into the webhook outbox, due now.
     async fn insert_outbox(&mut self, delivery: &OutboxEntry<'_>, now_ms: i64) -> StoreResult<()>;
+    /// The host's employee-report tickets opened since `since_ms` that are
+    /// neither resolved nor closed, with the text each was opened with.
+    async fn open_user_reports(
+        &mut self,
+        host: &str,
+        since_ms: i64,
+    ) -> StoreResult<Vec<(i64, String)>>;
     /// Counts one more occurrence.
     async fn count_occurrence(&mut self, ticket: i64, now_ms: i64) -> StoreResult<()>;
     /// Resolves a ticket whose condition recovered, unless it is resolved
@@ -750,9 +757,15 @@ pub async fn raise_duplicate_identity(
     .await
 }
 
+/// How long an employee-report ticket, while open, takes in a report from
+/// the same host with the same text instead of a new ticket opening.
+pub const REPEATED_REPORT_WINDOW: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// Opens the ticket of an employee's problem report (D12), with the health
-/// sample they sent and the host's recent changes copied in (D23). On
-/// PostgreSQL the caller holds the host's evaluation lock.
+/// sample they sent and the host's recent changes copied in (D23); the same
+/// text again from the host, while its ticket is open and within
+/// [`REPEATED_REPORT_WINDOW`], is counted and noted on that ticket instead.
+/// On PostgreSQL the caller holds the host's evaluation lock.
 #[allow(clippy::too_many_arguments)] // the transaction, policy and the event's own fields; a struct would only rename them
 pub async fn open_user_issue(
     tx: &mut impl TicketTx,
@@ -764,6 +777,25 @@ pub async fn open_user_issue(
     reported_at_ms: i64,
     now_ms: i64,
 ) -> StoreResult<i64> {
+    // The same words from the same PC while its ticket is open are one
+    // problem: the repeat is counted and noted on that ticket.
+    let since = now_ms.saturating_sub(ms(REPEATED_REPORT_WINDOW));
+    let same = tx
+        .open_user_reports(host, since)
+        .await?
+        .into_iter()
+        .find(|(_, opened_with)| opened_with == text);
+    if let Some((ticket, _)) = same {
+        tx.count_occurrence(ticket, now_ms).await?;
+        tx.worklog(
+            ticket,
+            now_ms,
+            os_user,
+            &format!("reported again from the PC by {os_user}"),
+        )
+        .await?;
+        return Ok(ticket);
+    }
     let tags = host_tags(tx, host).await?;
     let changes: Vec<serde_json::Value> = tx
         .recent_changes(host, reported_at_ms - 7 * 86_400_000, 20)

@@ -5,7 +5,9 @@
 //! hardware that matches a host under an ordinary token gets a new id and
 //! raises a duplicate-identity ticket on the host it matched.
 
-use sqlx::QueryBuilder;
+use std::future::Future;
+
+use sqlx::{Pool, QueryBuilder};
 
 use super::tickets::{BackendSql, TicketConn};
 use super::{Value, push_values};
@@ -28,6 +30,33 @@ pub(crate) fn enroll_in_tx<'a, B: BackendSql>(
     issue: IssueCert<'a>,
 ) -> super::SendFuture<'a, EnrollOutcome> {
     Box::pin(enroll::<B>(conn, policy, request, now_ms, issue))
+}
+
+/// Why enrolling with the token hashing to `token_sha256` would be refused
+/// at `now_ms`, or `None` when it is usable; read through `pool`, so it
+/// neither locks nor spends the token. The enrollment transaction checks
+/// again: a usable token may be spent meanwhile.
+pub(crate) fn token_refusal<'a, B: Dialect>(
+    pool: &'a Pool<B>,
+    token_sha256: &str,
+    now_ms: i64,
+) -> impl Future<Output = StoreResult<Option<EnrollOutcome>>> + Send + 'a {
+    let mut sql = QueryBuilder::<B>::new(
+        "SELECT expires_at_ms, uses_left FROM enrollment_tokens WHERE token_sha256 = ",
+    );
+    B::text(&mut sql, token_sha256);
+    async move {
+        let token = B::optional(pool, sql, |r| {
+            Ok((r.int("expires_at_ms")?, r.int("uses_left")?))
+        })
+        .await?;
+        Ok(match token {
+            None => Some(EnrollOutcome::UnknownToken),
+            Some((expires_at, _)) if expires_at <= now_ms => Some(EnrollOutcome::ExpiredToken),
+            Some((_, uses_left)) if uses_left <= 0 => Some(EnrollOutcome::UsedToken),
+            Some(_) => None,
+        })
+    }
 }
 
 async fn enroll<B: BackendSql>(

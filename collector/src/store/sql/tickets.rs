@@ -289,6 +289,36 @@ impl<B: BackendSql> TicketTx for TicketConn<'_, B> {
         Ok(())
     }
 
+    async fn open_user_reports(
+        &mut self,
+        host: &str,
+        since_ms: i64,
+    ) -> StoreResult<Vec<(i64, String)>> {
+        let mut sql = QueryBuilder::new("SELECT id, evidence FROM tickets WHERE host_id = ");
+        B::text(&mut sql, host);
+        sql.push(" AND opened_at_ms >= ");
+        B::int(&mut sql, since_ms);
+        sql.push(" AND rule = ");
+        B::text(&mut sql, crate::rules::USER_REPORT_RULE);
+        sql.push(" AND status NOT IN ('resolved', 'closed') ORDER BY id DESC");
+        let rows = B::all_in(self.0, sql, |r| Ok((r.int("id")?, r.text("evidence")?))).await?;
+        rows.into_iter()
+            .map(|(id, evidence)| {
+                let evidence: serde_json::Value = serde_json::from_str(&evidence).map_err(|e| {
+                    crate::store::StoreError::Corrupt(format!(
+                        "ticket {id}'s evidence is not JSON: {e}"
+                    ))
+                })?;
+                let text = evidence
+                    .get("text")
+                    .and_then(serde_json::Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                Ok((id, text))
+            })
+            .collect()
+    }
+
     async fn count_occurrence(&mut self, ticket: i64, now_ms: i64) -> StoreResult<()> {
         let set = Self::set(
             "occurrences = occurrences + 1, updated_at_ms = ",

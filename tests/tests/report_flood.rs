@@ -37,6 +37,7 @@ fn issue(seq: u64) -> AgentMessage {
                 text,
                 os_user: format!("user{seq}"),
                 health: None,
+                report_key: String::new(),
             })),
         })),
     }

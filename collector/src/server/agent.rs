@@ -225,11 +225,7 @@ impl AgentService for AgentSessions {
             tx.clone(),
             guard,
         );
-        tokio::spawn(crate::panics::contain_session(
-            host_id,
-            session,
-            tx,
-        ));
+        tokio::spawn(crate::panics::contain_session(host_id, session, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }

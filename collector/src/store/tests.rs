@@ -541,7 +541,7 @@ async fn only_a_relink_token_relinks_and_only_its_own_host(db: TestDb) {
         relink_host: Some(host.to_owned()),
     };
     store
-        .create_enrollment_token(&relink("r", &a), 0)
+        .create_enrollment_token(&relink("r", &a), &AuditEntry::system("test", "", ""), 0)
         .await
         .expect("token");
     // Re-linked by the admin's say, whatever hardware the agent now reads
@@ -560,7 +560,11 @@ async fn only_a_relink_token_relinks_and_only_its_own_host(db: TestDb) {
         Ok(EnrollOutcome::UsedToken)
     ));
     store
-        .create_enrollment_token(&relink("gone", "no-such-host"), 0)
+        .create_enrollment_token(
+            &relink("gone", "no-such-host"),
+            &AuditEntry::system("test", "", ""),
+            0,
+        )
         .await
         .expect("token");
     assert!(matches!(
@@ -883,6 +887,7 @@ async fn an_audited_change_commits_with_its_entry_or_not_at_all(db: TestDb) {
                 expires_at_ms: i64::MAX,
                 uses: 1,
                 created_by: "test".into(),
+                relink_host: None,
             },
             &entry(),
             1,
@@ -1986,7 +1991,9 @@ async fn a_report_key_raises_one_ticket_even_from_a_rolled_back_spool(db: TestDb
         held_from_seq,
         collected_at_ms: 5_000,
         payload: ReportPayload::UserIssue {
-            text: "The printer eats paper".into(),
+            // Texts differ by seq: the same text would fold into its open
+            // ticket, which is not what this test is about.
+            text: format!("The printer eats paper ({seq})"),
             os_user: "alice".into(),
             report_key: report_key.map(str::to_owned),
             health: serde_json::Value::Null,
@@ -2042,6 +2049,7 @@ async fn a_report_key_raises_one_ticket_even_from_a_rolled_back_spool(db: TestDb
         .await
         .expect("store");
     assert_eq!(count().await, 5);
+}
 
 async fn the_same_report_text_from_a_host_counts_on_its_open_ticket(db: TestDb) {
     let store = db.store.clone();
@@ -2055,6 +2063,7 @@ async fn the_same_report_text_from_a_host_counts_on_its_open_ticket(db: TestDb) 
         payload: ReportPayload::UserIssue {
             text: text.into(),
             os_user: user.into(),
+            report_key: None,
             health: serde_json::Value::Null,
         },
     };

@@ -36,7 +36,7 @@ pub(crate) fn enroll_in_tx<'a, B: BackendSql>(
 /// at `now_ms`, or `None` when it is usable; read through `pool`, so it
 /// neither locks nor spends the token. The enrollment transaction checks
 /// again: a usable token may be spent meanwhile.
-pub(crate) fn token_refusal<'a, B: Dialect>(
+pub(crate) fn token_refusal<'a, B: crate::store::sql::Dialect>(
     pool: &'a Pool<B>,
     token_sha256: &str,
     now_ms: i64,

@@ -89,6 +89,7 @@ async fn load(store: &SharedStore, hosts: usize, per_host: usize) -> Vec<String>
                 expires_at_ms: i64::MAX,
                 uses: u32::try_from(hosts).unwrap_or(u32::MAX),
                 created_by: "bench".into(),
+                relink_host: None,
             },
             &deskpulse_collector::store::AuditEntry::system("test", "", ""),
             0,

@@ -123,6 +123,7 @@ async fn stored(hosts: u32, rounds: i64) {
                     expires_at_ms: i64::MAX,
                     uses: 1,
                     created_by: "bench".into(),
+                    relink_host: None,
                 },
                 &store::AuditEntry::system("test", "", ""),
                 0,

@@ -25,6 +25,7 @@ pub const ENROLLMENT: &str = "enrollment.toml";
 const STATUS: &str = "status.json";
 const LOCK: &str = "agent.lock";
 /// The state dir's own mode on Unix: searchable by all, listable by none.
+#[cfg(unix)]
 const ROOT_MODE: u32 = 0o711;
 /// The local socket `status` and `report-issue` talk to (D12).
 pub const SOCKET: &str = "agent.sock";

@@ -1160,6 +1160,7 @@ async fn disk_usage_totals_directories_and_never_follows_links() {
 }
 
 /// Runs `disk_usage` of `path` under the system root `root`.
+#[cfg(unix)]
 async fn disk_usage_of(root: &Path, path: &str) -> DiagnosticResult {
     let mut f = executor_with(root, catalog::default_enabled());
     let p = params(Kind::DiskUsage(DiskUsageParams {

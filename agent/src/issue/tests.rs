@@ -77,6 +77,13 @@ fn offline_agent() -> (tempfile::TempDir, AgentConfig, StateDir) {
     };
     let config = resolve(&flags, &std::collections::HashMap::new()).expect("config");
     let state = StateDir::new(&config.state_dir);
+    // Real PEM: the service checks its credentials before going online.
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["host".to_string()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert")
+        .pem();
     state
         .save_enrollment(&Credentials {
             enrollment: Enrollment {
@@ -85,9 +92,9 @@ fn offline_agent() -> (tempfile::TempDir, AgentConfig, StateDir) {
                 host_id: "00000000-0000-4000-8000-000000000001".into(),
                 enrolled_at_unix_ms: 1,
             },
-            cert_pem: "not a certificate".into(),
-            key_pem: "not a key".into(),
-            ca_pem: "not a CA".into(),
+            cert_pem: cert.clone(),
+            key_pem: key.serialize_pem(),
+            ca_pem: cert,
         })
         .expect("enrollment");
     (dir, config, state)

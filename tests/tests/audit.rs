@@ -123,12 +123,12 @@ fn audited_actions_are_listed_verified_and_a_database_edit_is_named() {
     let ok = collector.cli(&admin, &["audit", "--verify"]).expect_code(0);
     let line = ok.stdout.trim();
     assert!(
-        line.starts_with("audit chain intact: 6 entries, ") && !line.ends_with(" 0 anchors"),
+        line.starts_with("audit chain intact: 7 entries, ") && !line.ends_with(" 0 anchors"),
         "{line}"
     );
     let ok = collector.admin(&["audit", "verify"]).expect_code(0);
     assert!(
-        ok.stdout.starts_with("audit chain intact: 6 entries"),
+        ok.stdout.starts_with("audit chain intact: 7 entries"),
         "{}",
         ok.stdout
     );
@@ -226,10 +226,11 @@ fn a_consistently_rewritten_chain_fails_on_the_anchors() {
         .expect("query")
         .collect::<Result<_, _>>()
         .expect("rows");
-    assert_eq!(rows.len(), 3);
+    // The initial admin token (seq 1), alice, bob, the enrollment token.
+    assert_eq!(rows.len(), 4);
     let mut prev = GENESIS.to_owned();
     for (seq, at_ms, tech, token, action, subject, detail) in rows {
-        let detail = if seq == 1 {
+        let detail = if seq == 2 {
             "by local-admin; technician mallory".to_owned()
         } else {
             detail
@@ -263,7 +264,7 @@ fn a_consistently_rewritten_chain_fails_on_the_anchors() {
     assert_eq!(caught.code, 1, "{}", caught.stderr);
     let line = caught.error_line();
     assert!(
-        line.contains("anchor at seq 1 (") && line.ends_with("the chain was rewritten"),
+        line.contains("anchor at seq 2 (") && line.ends_with("the chain was rewritten"),
         "{}",
         caught.stderr
     );

@@ -62,6 +62,7 @@ pub struct Outcome {
 pub fn run(root: &Path, args: &FuzzArgs) -> Result<()> {
     let fuzz_dir = root.join("fuzz");
     let all = targets(&fuzz_dir)?;
+    let all_count = all.len();
     let chosen: Vec<String> = if args.targets.is_empty() {
         all
     } else {
@@ -80,16 +81,25 @@ pub fn run(root: &Path, args: &FuzzArgs) -> Result<()> {
     let cargo_fuzz = cargo_tool(&layout, CARGO_FUZZ)?;
     let target_dir = layout.target_dir.join("fuzz");
     let started = Instant::now();
-    let mut build = with_toolchain(Command::new(&cargo_fuzz), toolchain);
-    build
-        .args(["fuzz", "build", "--sanitizer", "none", "--target-dir"])
-        .arg(&target_dir)
-        .args(args.dev.then_some("--dev"))
-        .args(&chosen)
-        .current_dir(&fuzz_dir);
-    let status = build.status().context("running cargo fuzz build")?;
-    if !status.success() {
-        bail!("cargo fuzz build failed ({status})");
+    // `cargo fuzz build` takes one target or none (all of them); one build
+    // of all shares the compiled crates.
+    let builds: Vec<Option<&String>> = if chosen.len() == all_count {
+        vec![None]
+    } else {
+        chosen.iter().map(Some).collect()
+    };
+    for target in builds {
+        let mut build = with_toolchain(Command::new(&cargo_fuzz), toolchain);
+        build
+            .args(["fuzz", "build", "--sanitizer", "none", "--target-dir"])
+            .arg(&target_dir)
+            .args(args.dev.then_some("--dev"))
+            .args(target)
+            .current_dir(&fuzz_dir);
+        let status = build.status().context("running cargo fuzz build")?;
+        if !status.success() {
+            bail!("cargo fuzz build failed ({status})");
+        }
     }
     eprintln!(
         "fuzz: built {} targets in {:.0} s",

@@ -241,11 +241,22 @@ pub fn smart(json: &str) -> Option<String> {
     }
 }
 
-/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC` (the civil-from-days
-/// algorithm), so the agent needs no date crate for two timestamps.
+/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`, so the agent needs no date
+/// crate for a few timestamps.
 pub fn utc(unix_secs: i64) -> String {
-    let days = unix_secs.div_euclid(86_400);
+    let (year, month, day) = civil_date(unix_secs.div_euclid(86_400));
     let secs = unix_secs.rem_euclid(86_400);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// The (year, month, day) of a count of days since 1970-01-01, by the
+/// civil-from-days algorithm.
+pub fn civil_date(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);
@@ -254,11 +265,5 @@ pub fn utc(unix_secs: i64) -> String {
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }

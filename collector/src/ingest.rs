@@ -9,7 +9,8 @@
 //!
 //! The writer also says whether the store can write ([`WriteHealth`]): a
 //! batch that fails because the database cannot write (a full disk) marks
-//! it failing, and the next batch that commits clears it, so the gRPC
+//! it failing, and the next batch that commits (or the health watch's own
+//! probe write) clears it, so the gRPC
 //! health service reports NOT_SERVING exactly while reports cannot be
 //! stored. Nothing is lost meanwhile: an uncommitted report is never
 //! acknowledged, and the agent resends it from its spool.
@@ -79,6 +80,12 @@ impl WriteHealth {
         if error.is_storage_failure() {
             self.set_failing(true);
         }
+    }
+
+    /// Clears the mark: a write outside the writer (the health watch's
+    /// probe) committed, so the store can write again.
+    pub fn record_recovery(&self) {
+        self.set_failing(false);
     }
 
     fn set_failing(&self, failing: bool) {

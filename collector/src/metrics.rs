@@ -125,6 +125,14 @@ async fn refresh(store: &SharedStore) {
     }
 }
 
+/// Scrapes served at once: Prometheus holds one connection per target, so
+/// a few are plenty, and more would let a flood of idle sockets take the
+/// descriptors the agents' port needs (the admission cap counts on it).
+const MAX_CONNECTIONS: usize = 8;
+/// How long one metrics connection may stay open, request and answer
+/// together: a scrape takes milliseconds.
+const CONNECTION_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Binds the metrics address; separate so a taken port fails at start.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
     TcpListener::bind(addr)
@@ -154,7 +162,17 @@ pub async fn serve(
             }
         }
     });
+    let slots = std::sync::Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
+        // A slot is taken before accepting, so a flood of scrapers that never
+        // send a request waits in the kernel's backlog, not in descriptors.
+        let slot = tokio::select! {
+            () = shutdown.cancelled() => return,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => return,
+            },
+        };
         let (stream, _) = tokio::select! {
             () = shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
@@ -167,6 +185,7 @@ pub async fn serve(
         };
         let (handle, store) = (handle.clone(), store.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             let service =
                 hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
                     let (handle, store) = (handle.clone(), store.clone());
@@ -184,11 +203,13 @@ pub async fn serve(
                         Ok::<_, Infallible>(response.unwrap_or_default())
                     }
                 });
-            if let Err(error) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%error, "metrics connection failed");
+            let connection = hyper::server::conn::http1::Builder::new()
+                .keep_alive(false)
+                .serve_connection(TokioIo::new(stream), service);
+            match tokio::time::timeout(CONNECTION_DEADLINE, connection).await {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::debug!(%error, "metrics connection failed"),
+                Err(_) => tracing::debug!("metrics connection closed at its deadline"),
             }
         });
     }

@@ -225,6 +225,11 @@ impl Collector {
         format!("https://{}", self.addr)
     }
 
+    /// The collector's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     /// The CA certificate file in the data dir.
     pub fn ca_file(&self) -> PathBuf {
         self.data_dir.path().join("ca.pem")

@@ -148,3 +148,59 @@ fn the_cli_answers_while_silent_clients_flood_a_collector_with_1024_descriptors(
     // And it serves normally once the flood is gone.
     collector.cli(&token, &["whoami"]).expect_code(0);
 }
+
+/// How long the collector may keep a peer that stopped answering: its
+/// HTTP/2 keepalive pings every 30 s and gives up 20 s after an unanswered
+/// ping, with room for a loaded machine.
+const DEAD_PEER_DROPPED_WITHIN: Duration = Duration::from_secs(120);
+
+#[test]
+fn a_peer_that_stops_answering_keepalive_pings_is_dropped() {
+    let collector = Collector::start();
+    let tls = client_config(&std::fs::read(collector.ca_file()).expect("ca.pem"));
+    let tcp = TcpStream::connect_timeout(&collector.addr, Duration::from_secs(5)).expect("connect");
+    tcp.set_read_timeout(Some(Duration::from_secs(1)))
+        .expect("read timeout");
+    let name = ServerName::try_from("localhost").expect("name");
+    let conn = rustls::ClientConnection::new(tls, name).expect("TLS client");
+    let mut peer = rustls::StreamOwned::new(conn, tcp);
+    // The HTTP/2 preface and an empty SETTINGS frame: a live connection,
+    // past the admission deadline. After that the peer reads what comes but
+    // never answers, as a PC that froze or lost its route would.
+    peer.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .expect("HTTP/2 preface");
+    peer.flush().expect("flush");
+    let started = Instant::now();
+    let mut received = 0usize;
+    let mut buffer = [0u8; 4096];
+    let dropped = loop {
+        if started.elapsed() > DEAD_PEER_DROPPED_WITHIN {
+            break None;
+        }
+        match std::io::Read::read(&mut peer, &mut buffer) {
+            Ok(0) => break Some(started.elapsed()),
+            Ok(n) => received += n,
+            Err(error)
+                if matches!(
+                    error.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => break Some(started.elapsed()),
+        }
+    };
+    let dropped = dropped.unwrap_or_else(|| {
+        panic!(
+            "a peer that never answered a ping was still connected after {:?} ({received} bytes \
+             received):\n{}",
+            DEAD_PEER_DROPPED_WITHIN,
+            collector.logs()
+        )
+    });
+    println!(
+        "a silent HTTP/2 peer was dropped after {:.0} s ({received} bytes received)",
+        dropped.as_secs_f64()
+    );
+    collector
+        .cli(&collector.admin_token(), &["whoami"])
+        .expect_code(0);
+}

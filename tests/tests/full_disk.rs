@@ -2,7 +2,7 @@
 //! collector's data dir sits on a small tmpfs that is filled up while the
 //! agent reports, then grown again. The collector must say NOT_SERVING
 //! while it cannot write, recover by itself once there is room (no
-//! restart), and every report the agent spooled meanwhile must arrive.
+//! restart, and no agent's write needed to notice), and every report the agent spooled meanwhile must arrive.
 //! Needs root (it mounts a tmpfs); without root it says so and passes.
 
 use std::io::Write as _;
@@ -138,6 +138,17 @@ fn a_full_disk_fails_writes_and_the_collector_recovers_once_there_is_room() {
     );
 
     disk.resize("512m");
+    // With no agent connected nothing else writes: the collector must find
+    // out by itself that it can write again.
+    let serving_alone = wait_for(Duration::from_secs(30), || {
+        (agent_service_status(&collector, &runtime) == SERVING).then_some(())
+    });
+    if serving_alone.is_none() {
+        broken.push(
+            "health did not say SERVING again after the disk was grown, with no agent writing"
+                .to_owned(),
+        );
+    }
     let service = AgentService::start(&agent, &[]);
     let arrived = wait_for(Duration::from_secs(120), || {
         (waiting.stored(collector.data_dir.path(), &host) == waiting.waiting()).then_some(())

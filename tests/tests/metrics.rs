@@ -155,3 +155,51 @@ fn a_bad_metrics_address_is_a_config_error() {
         out.stderr
     );
 }
+
+/// The collector's open descriptors.
+fn open_descriptors(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, Iterator::count)
+}
+
+#[test]
+fn idle_scrapers_cannot_take_the_collectors_descriptors() {
+    let collector = Collector::start_in(
+        tempfile::tempdir().expect("data dir"),
+        &["--metrics-listen", "127.0.0.1:0"],
+    );
+    let addr = wait_for(Duration::from_secs(30), || {
+        let logs = strip_ansi(&collector.logs());
+        let line = logs.lines().find(|l| l.contains("metrics listening"))?;
+        let at = line.find("addr=")? + 5;
+        Some(line[at..].split_whitespace().next()?.to_owned())
+    })
+    .expect("the collector logs its metrics address");
+    let pid = collector.pid().expect("the collector runs");
+    let before = open_descriptors(pid);
+    // Sockets that connect and never send a request: fewer than the
+    // listener's backlog (128), so each connect completes at once.
+    let idle: Vec<std::net::TcpStream> = (0..120)
+        .filter_map(|_| std::net::TcpStream::connect(&addr).ok())
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let during = open_descriptors(pid);
+    eprintln!(
+        "{} idle scrapers connected; the collector's descriptors: {before} before, {during} during",
+        idle.len()
+    );
+    assert!(
+        during <= before + 16,
+        "{} idle scrapers took {} descriptors",
+        idle.len(),
+        during - before
+    );
+    // The agents' port and the CLI keep working meanwhile.
+    collector
+        .cli(&collector.admin_token(), &["whoami"])
+        .expect_code(0);
+    // Once the flood goes, the scrapers' turn comes again.
+    drop(idle);
+    let (head, body) = scrape(&addr, "/metrics");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body.contains("deskpulse_store_up"), "{body}");
+}

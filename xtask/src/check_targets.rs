@@ -220,26 +220,39 @@ fn is_root() -> bool {
 }
 
 /// The venv's `bin` dir holding cargo-zigbuild and ziglang, made when
-/// missing or incomplete (an interrupted install is made again from
-/// scratch, never used half-done).
+/// missing or incomplete.
 pub(crate) fn ensure_zigbuild(target_dir: &Path) -> Result<PathBuf> {
-    let venv = target_dir.join("zigbuild-venv");
+    ensure_venv(
+        &target_dir.join("zigbuild-venv"),
+        &ZIGBUILD_REQUIREMENTS,
+        zigbuild_ready,
+    )
+}
+
+/// The `bin` dir of a venv at `venv` with `pip install PIP_ARGS` done in
+/// it, made when missing or when `ready` says it is incomplete (an
+/// interrupted install is made again from scratch, never used half-done).
+pub(crate) fn ensure_venv(
+    venv: &Path,
+    pip_args: &[&str],
+    ready: impl Fn(&Path) -> bool,
+) -> Result<PathBuf> {
     let bin = venv.join("bin");
-    if zigbuild_ready(&bin) {
+    if ready(&bin) {
         return Ok(bin);
     }
     if venv.exists() {
-        std::fs::remove_dir_all(&venv)
+        std::fs::remove_dir_all(venv)
             .with_context(|| format!("removing the incomplete venv {}", venv.display()))?;
     }
     eprintln!(
-        "check-targets: installing {} into {}",
-        ZIGBUILD_REQUIREMENTS.join(" "),
+        "xtask: installing {} into {}",
+        pip_args.join(" "),
         venv.display()
     );
     let made = Command::new("python3")
         .args(["-m", "venv"])
-        .arg(&venv)
+        .arg(venv)
         .output();
     let failure = match made {
         Ok(out) if out.status.success() => None,
@@ -247,7 +260,7 @@ pub(crate) fn ensure_zigbuild(target_dir: &Path) -> Result<PathBuf> {
         Err(error) => Some(error.to_string()),
     };
     if let Some(reason) = failure {
-        let _ = std::fs::remove_dir_all(&venv);
+        let _ = std::fs::remove_dir_all(venv);
         bail!(
             "python3 -m venv failed ({reason}): install Python's venv module, on Debian `apt-get install -y python3-venv`"
         );
@@ -255,11 +268,12 @@ pub(crate) fn ensure_zigbuild(target_dir: &Path) -> Result<PathBuf> {
     run_checked(
         Command::new(bin.join("pip"))
             .args(["install", "--quiet"])
-            .args(ZIGBUILD_REQUIREMENTS),
+            .args(pip_args),
     )?;
-    if !zigbuild_ready(&bin) {
+    if !ready(&bin) {
         bail!(
-            "cargo-zigbuild or ziglang does not run after installing them into {}",
+            "{} does not run after installing it into {}",
+            pip_args.join(" "),
             venv.display()
         );
     }
@@ -304,7 +318,7 @@ pub(crate) fn zigbuild_command(bin: &Path) -> Result<Command> {
 }
 
 /// True when the command runs and succeeds; its output is not shown.
-fn answers(cmd: &mut Command) -> bool {
+pub(crate) fn answers(cmd: &mut Command) -> bool {
     cmd.stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()

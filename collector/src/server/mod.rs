@@ -191,7 +191,8 @@ const STORE_CHECK: Duration = Duration::from_secs(5);
 
 /// Keeps the gRPC health service honest: every service reports NOT_SERVING
 /// while the store does not answer or reports cannot be stored (a full
-/// disk: `writes`), and SERVING again once both work.
+/// disk: `writes`), and SERVING again once both work: while writes fail,
+/// each check also tries a small write of its own.
 async fn watch_store(
     ctx: ServerContext,
     health: tonic_health::server::HealthReporter,
@@ -207,9 +208,17 @@ async fn watch_store(
         }
         let answered = match ctx.store.ping().await {
             Err(error) => Err(format!("the store does not answer: {error}")),
-            Ok(()) if writes.failing() => {
-                Err("the store cannot write (disk full?): reports are not stored".to_owned())
-            }
+            // Agents back off while health says NOT_SERVING, so a commit of
+            // theirs may never come to show that writes work again: probe.
+            Ok(()) if writes.failing() => match ctx.store.probe_write(ctx.clock.now_ms()).await {
+                Ok(()) => {
+                    writes.record_recovery();
+                    Ok(())
+                }
+                Err(error) => Err(format!(
+                    "the store cannot write ({error}): reports are not stored"
+                )),
+            },
             Ok(()) => Ok(()),
         };
         if answered.is_ok() == up {

@@ -55,6 +55,9 @@ async fn audited<B: Dialect>(
 
 /// The fleet_meta key of the fleet CA's fingerprint (D2).
 const CA_FINGERPRINT_KEY: &str = "ca_sha256";
+/// The fleet_meta key the write probe rewrites (see
+/// [`SharedQueries::probe_write`]).
+const WRITE_PROBE_KEY: &str = "write_probe_ms";
 
 /// A backend as the shared queries see it.
 pub(crate) trait SqlBackend: Send + Sync + 'static {
@@ -386,6 +389,12 @@ pub trait SharedQueries: Send + Sync {
 
     /// The smallest id of an audit row outside the chain (no seq or hash).
     async fn first_unchained_audit(&self) -> StoreResult<Option<i64>>;
+
+    /// Rewrites one small row in a write transaction: a write that changes
+    /// pages, so it fails while the disk is full and succeeds once there is
+    /// room. The health watch uses it to learn that writes work again when
+    /// no report arrives to show it (every agent backing off).
+    async fn probe_write(&self, now_ms: i64) -> StoreResult<()>;
 }
 
 /// The rows of `sql`, a count `n` of each `what`.
@@ -400,6 +409,15 @@ fn counts<'a, B: Dialect>(
 
 #[async_trait]
 impl<T: SqlBackend> SharedQueries for T {
+    async fn probe_write(&self, now_ms: i64) -> StoreResult<()> {
+        let now = now_ms.to_string();
+        let mut sql = QueryBuilder::new("INSERT INTO fleet_meta (key, value) VALUES (");
+        push_values(&mut sql, &[Value::Text(WRITE_PROBE_KEY), Value::Text(&now)]);
+        sql.push(") ON CONFLICT (key) DO UPDATE SET value = excluded.value");
+        T::Db::execute(self.writes(), sql).await?;
+        Ok(())
+    }
+
     async fn record_fleet_ca(&self, fingerprint: &str) -> StoreResult<CaRecord> {
         let mut sql = QueryBuilder::new("INSERT INTO fleet_meta (key, value) VALUES (");
         push_values(

@@ -237,18 +237,7 @@ fn system(doc: &Value, inv: &mut Inventory) -> SystemInfo {
 
 /// YYYY-MM-DD of a Unix time, in UTC.
 fn iso_date(unix_s: i64) -> String {
-    let days = unix_s.div_euclid(86_400);
-    // Civil-from-days (Howard Hinnant's algorithm), valid for all i64 days
-    // we can meet.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = crate::diagnostics::parse::civil_date(unix_s.div_euclid(86_400));
     format!("{year:04}-{month:02}-{day:02}")
 }
 

@@ -42,6 +42,9 @@ use crate::spool::{Dropped, Resolution, Spool, SpoolError};
 use crate::state::{Credentials, StateDir, Status};
 use crate::transport;
 
+/// How long a closed session's final status is waited for.
+const CLOSING_STATUS_WAIT: Duration = Duration::from_secs(5);
+
 /// The largest message the agent accepts from the collector.
 const MAX_INBOUND_MESSAGE: usize = 4 * 1024 * 1024;
 /// Reports queued on the wire at once.
@@ -246,10 +249,30 @@ async fn open_session(creds: &Credentials, config: &AgentConfig) -> Result<Sessi
 impl Session {
     /// Sends one message.
     async fn send(&mut self, message: AgentMessage) -> Result<(), SessionError> {
-        self.tx
-            .send(message)
+        if self.tx.send(message).await.is_ok() {
+            return Ok(());
+        }
+        Err(self.why_closed().await)
+    }
+
+    /// Why the collector ended the call, once our side of it was closed:
+    /// the request side closes as soon as the collector's answer ends, often
+    /// before this agent has read the status that says why (an `internal`
+    /// from a failed session, a refusal). Messages still buffered before it
+    /// are dropped: the session ends anyway, and their reports are resent.
+    async fn why_closed(&mut self) -> SessionError {
+        let status = async {
+            loop {
+                match self.inbound.message().await {
+                    Ok(Some(_)) => {}
+                    Ok(None) => return SessionError::Closed,
+                    Err(status) => return status_error(&status),
+                }
+            }
+        };
+        tokio::time::timeout(CLOSING_STATUS_WAIT, status)
             .await
-            .map_err(|_| SessionError::Closed)
+            .unwrap_or(SessionError::Closed)
     }
 
     /// Writes every waiting report this session has not sent yet.

@@ -73,10 +73,17 @@ pub struct Held {
 impl Held {
     /// Waits until the hold is cut, and returns the line to end with.
     pub async fn cut(&mut self) -> String {
-        match self.cut.wait_for(Option::is_some).await {
-            Ok(line) => line.clone().unwrap_or_default(),
-            // The sender is gone only when it was cut and forgotten.
-            Err(_) => self.cut.borrow().clone().unwrap_or_default(),
+        let cut = self
+            .cut
+            .wait_for(Option::is_some)
+            .await
+            .map(|line| line.clone());
+        // An error: the sender is gone, which happens once it was cut and
+        // forgotten, with its line kept in the channel.
+        let line = cut.unwrap_or_else(|_| self.cut.borrow().clone());
+        match line {
+            Some(line) => line,
+            None => std::future::pending().await,
         }
     }
 }

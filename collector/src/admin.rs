@@ -137,6 +137,17 @@ pub async fn create_enrollment_token(
         Some(query) => Some(one_host(dir.store.as_ref(), query).await?),
         None => None,
     };
+    // A revoked host comes back only as a new host (issue 20); the
+    // enrollment refuses such a token too, this says so before it exists.
+    if let Some(host) = &relink_host
+        && let Some(detail) = dir.store.host_detail(host).await.map_err(store_failure)?
+        && detail.revoked.is_some()
+    {
+        return Err(Failure::usage(format!(
+            "host {host} was revoked: it cannot be re-linked; enroll the PC with an ordinary \
+             token, as a new host"
+        )));
+    }
     let now = clock.now_ms();
     let (token, record) = new_enrollment_token(
         now,
@@ -226,9 +237,8 @@ pub async fn create_api_token(
     let token = secrets::new_token(secrets::API_TOKEN_PREFIX);
     let token_id = uuid::Uuid::new_v4().to_string();
     let now = clock.now_ms();
-    let expires_at_ms = expires.map(|d| {
-        now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-    });
+    let expires_at_ms =
+        expires.map(|d| now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
     dir.store
         .create_api_token(
             &NewApiToken {

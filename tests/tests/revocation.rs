@@ -9,9 +9,7 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use deskpulse_proto::v1::agent_service_client::AgentServiceClient;
-use deskpulse_tests::{
-    Agent, AgentService, Collector, postgres_database, test_hello, wait_for,
-};
+use deskpulse_tests::{Agent, AgentService, Collector, postgres_database, test_hello, wait_for};
 
 /// The log line of a session refused for a revoked host.
 const REFUSED_REVOKED: &str = "refused a certificate of a revoked host";
@@ -145,7 +143,10 @@ async fn host_revoke_cuts_the_live_session_and_the_agent_is_refused_after() {
     );
 
     let out = collector
-        .cli(&admin, &["host", "revoke", &host, "--reason", "laptop stolen"])
+        .cli(
+            &admin,
+            &["host", "revoke", &host, "--reason", "laptop stolen"],
+        )
         .expect_code(0);
     assert!(out.stdout.contains("revoked"), "{}", out.stdout);
 
@@ -227,14 +228,8 @@ async fn host_revoke_cuts_the_live_session_and_the_agent_is_refused_after() {
     // token enrolls the PC as a new host.
     let relink = collector
         .admin(&["enroll-token", "create", "--relink", &host])
-        .expect_code(0);
-    let refused = agent.enroll(&collector, relink.stdout.trim());
-    assert_ne!(refused.code, 0);
-    assert!(
-        refused.stderr.contains("was revoked"),
-        "{}",
-        refused.stderr
-    );
+        .expect_code(2);
+    assert!(relink.stderr.contains("was revoked"), "{}", relink.stderr);
     agent
         .enroll(&collector, &collector.enrollment_token(1))
         .expect_code(0);
@@ -270,9 +265,7 @@ async fn host_revoke_cuts_the_live_session_and_the_agent_is_refused_after() {
             .is_some_and(|d| d.contains("laptop stolen")),
         "{audit}"
     );
-    collector
-        .cli(&admin, &["audit", "--verify"])
-        .expect_code(0);
+    collector.cli(&admin, &["audit", "--verify"]).expect_code(0);
 }
 
 #[test]
@@ -312,7 +305,8 @@ fn revoking_on_one_replica_ends_the_session_held_by_the_other() {
     let said = agent_error_with(&agent, "revoked");
     assert!(said.contains("fresh token"), "{said}");
     assert!(
-        a.logs().contains("the host was revoked; ending its session"),
+        a.logs()
+            .contains("the host was revoked; ending its session"),
         "A cut the session:\n{}",
         a.logs()
     );
@@ -332,9 +326,7 @@ fn a_revoked_api_token_is_refused_at_once_and_ends_an_open_cli_stream() {
     let alice_id = token_id(&collector, &alice);
 
     // The list: every token, never a secret; last use recorded.
-    let list = collector
-        .cli(&admin, &["--json", "tokens"])
-        .expect_code(0);
+    let list = collector.cli(&admin, &["--json", "tokens"]).expect_code(0);
     assert!(!list.stdout.contains(&alice), "a secret is listed");
     let tokens = list.json();
     let row = tokens
@@ -414,7 +406,9 @@ fn a_revoked_api_token_is_refused_at_once_and_ends_an_open_cli_stream() {
         .expect_code(1);
     assert!(
         last.error_line().contains("last working admin token")
-            && last.error_line().contains("deskpulse-collector token create"),
+            && last
+                .error_line()
+                .contains("deskpulse-collector token create"),
         "{}",
         last.stderr
     );
@@ -425,10 +419,17 @@ fn a_revoked_api_token_is_refused_at_once_and_ends_an_open_cli_stream() {
     collector.cli(&admin, &["whoami"]).expect_code(1);
 
     let audit = collector
-        .cli(&second, &["--json", "audit", "--action", "api-token.revoke"])
+        .cli(
+            &second,
+            &["--json", "audit", "--action", "api-token.revoke"],
+        )
         .expect_code(0)
         .json();
-    assert_eq!(audit["entries"].as_array().map(Vec::len), Some(2), "{audit}");
+    assert_eq!(
+        audit["entries"].as_array().map(Vec::len),
+        Some(2),
+        "{audit}"
+    );
 }
 
 #[test]
@@ -443,7 +444,14 @@ fn an_expired_api_token_is_refused_and_ends_its_open_stream() {
 
     let bad = collector
         .admin(&[
-            "token", "create", "--name", "bob", "--role", "viewer", "--expires", "soon",
+            "token",
+            "create",
+            "--name",
+            "bob",
+            "--role",
+            "viewer",
+            "--expires",
+            "soon",
         ])
         .expect_code(2);
     assert!(bad.stderr.contains("--expires"), "{}", bad.stderr);
@@ -520,11 +528,7 @@ fn a_revoked_enrollment_token_enrolls_nothing() {
     let agent = Agent::new();
     let refused = agent.enroll(&collector, &secret);
     assert_ne!(refused.code, 0);
-    assert!(
-        refused.stderr.contains("revoked"),
-        "{}",
-        refused.stderr
-    );
+    assert!(refused.stderr.contains("revoked"), "{}", refused.stderr);
     assert_eq!(
         refused.stderr.trim().lines().count(),
         1,
@@ -577,8 +581,15 @@ fn a_revoked_enrollment_token_enrolls_nothing() {
         .clone();
     assert!(relink["relink_hostname"].is_string(), "{relink}");
     let audit = collector
-        .cli(&admin, &["--json", "audit", "--action", "enrollment-token.revoke"])
+        .cli(
+            &admin,
+            &["--json", "audit", "--action", "enrollment-token.revoke"],
+        )
         .expect_code(0)
         .json();
-    assert_eq!(audit["entries"].as_array().map(Vec::len), Some(1), "{audit}");
+    assert_eq!(
+        audit["entries"].as_array().map(Vec::len),
+        Some(1),
+        "{audit}"
+    );
 }

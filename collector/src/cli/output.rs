@@ -757,8 +757,7 @@ pub fn host(detail: &GetHostResponse, health_asked: bool, json: bool) -> Command
                 .collect(),
             revoked_at: iso(detail.revoked_at_unix_ms),
             revoked_by: (detail.revoked_at_unix_ms > 0).then_some(detail.revoked_by.as_str()),
-            revoke_reason: (detail.revoked_at_unix_ms > 0)
-                .then_some(detail.revoke_reason.as_str()),
+            revoke_reason: (detail.revoked_at_unix_ms > 0).then_some(detail.revoke_reason.as_str()),
         });
     }
     let mut out = String::new();

@@ -263,10 +263,7 @@ async fn run_session(
     identity: AgentIdentity,
     mut inbound: Streaming<AgentMessage>,
     tx: mpsc::Sender<Outbound>,
-    (_registered, mut held): (
-        super::dispatch::SessionGuard,
-        super::revocation::Held,
-    ),
+    (_registered, mut held): (super::dispatch::SessionGuard, super::revocation::Held),
 ) {
     let host_id = identity.host_id.clone();
     let mut renewed = false;

@@ -23,9 +23,9 @@ use crate::store::{
     ApiTokenRow, EnrollmentTokenRow, HostRevocation, RevokeOutcome, Revoked, TokenCheck,
 };
 use crate::store::{
-    AuditEntry, AuditHead, AuditQuery, AuditRecord, CaRecord, CertStanding, ChangeQuery,
-    ChangeRow, Delivery, DeliveryOutcome, EnrollOutcome, EnrollRequest, HealthPoint, HostCert,
-    HostDetail, HostDiagnostics, HostQuery, HostRow, IssueCert, JobQuery, JobRow, NewApiToken,
+    AuditEntry, AuditHead, AuditQuery, AuditRecord, CaRecord, CertStanding, ChangeQuery, ChangeRow,
+    Delivery, DeliveryOutcome, EnrollOutcome, EnrollRequest, HealthPoint, HostCert, HostDetail,
+    HostDiagnostics, HostQuery, HostRow, IssueCert, JobQuery, JobRow, NewApiToken,
     NewEnrollmentToken, NewJob, NewWebhook, PolicyRecord, SessionOpen, StoreError, StoreGauges,
     StoreResult, TicketChange, TicketQuery, TicketRefusal, TicketRow, WebhookStatus, WorklogEntry,
 };

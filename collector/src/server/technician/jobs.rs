@@ -247,9 +247,12 @@ impl TechnicianApi {
         // (issue 20). Held after the token was checked: a revocation in
         // between is cut by the replica's revocation poll.
         let mut held = ctx.dispatch.cuts.hold_token(&caller.token_id);
-        let expiry = caller.expires_at_ms.map(|at| {
+        // An expiry too far off for the timer is as good as none.
+        let expiry = caller.expires_at_ms.and_then(|at| {
             let left = u64::try_from(at.saturating_sub(now)).unwrap_or(0);
-            (at, tokio::time::Instant::now() + Duration::from_millis(left))
+            tokio::time::Instant::now()
+                .checked_add(Duration::from_millis(left))
+                .map(|deadline| (at, deadline))
         });
         tokio::spawn(async move {
             let mut recheck = tokio::time::interval(RECHECK);

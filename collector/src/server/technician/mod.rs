@@ -130,9 +130,9 @@ impl TechnicianApi {
             TokenCheck::Valid(caller) => Ok(caller),
             TokenCheck::Unknown => Err("the API token is unknown or revoked".to_owned()),
             TokenCheck::Revoked => Err(super::revocation::TOKEN_REVOKED.to_owned()),
-            TokenCheck::Expired(at) => Err(super::revocation::token_expired_message(
-                &format_ms(at),
-            )),
+            TokenCheck::Expired(at) => {
+                Err(super::revocation::token_expired_message(&format_ms(at)))
+            }
         };
         let caller = refusal.map_err(|line| {
             self.failed_tokens.failed(peer);

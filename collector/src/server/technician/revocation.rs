@@ -14,9 +14,7 @@ use tracing::info;
 
 use super::tokens::role_to_wire;
 use super::{TechnicianApi, format_ms, internal};
-use crate::store::{
-    ApiTokenRow, AuditEntry, EnrollmentTokenRow, RevokeOutcome, Revoked, Role,
-};
+use crate::store::{ApiTokenRow, AuditEntry, EnrollmentTokenRow, RevokeOutcome, Revoked, Role};
 
 /// The longest reason a host revocation may give.
 const MAX_REASON: usize = 500;
@@ -67,7 +65,10 @@ fn token_id_arg(id: &str) -> Result<String, Status> {
 }
 
 fn already(what: &str, at_ms: i64) -> Status {
-    Status::failed_precondition(format!("{what} was already revoked at {}", format_ms(at_ms)))
+    Status::failed_precondition(format!(
+        "{what} was already revoked at {}",
+        format_ms(at_ms)
+    ))
 }
 
 impl TechnicianApi {
@@ -173,7 +174,9 @@ impl TechnicianApi {
             RevokeOutcome::AlreadyRevoked(at) => {
                 return Err(already(&format!("API token {id}"), at));
             }
-            RevokeOutcome::Unknown => return Err(Status::not_found(format!("no API token {id:?}"))),
+            RevokeOutcome::Unknown => {
+                return Err(Status::not_found(format!("no API token {id:?}")));
+            }
             RevokeOutcome::LastAdmin => {
                 return Err(Status::failed_precondition(format!(
                     "API token {id} is the last working admin token; revoking it would leave no admin: \
@@ -227,7 +230,12 @@ impl TechnicianApi {
             .await?;
         let id = token_id_arg(&request.into_inner().id)?;
         let now = self.ctx.clock.now_ms();
-        let entry = AuditEntry::by(&caller, "enrollment-token.revoke", id.clone(), String::new());
+        let entry = AuditEntry::by(
+            &caller,
+            "enrollment-token.revoke",
+            id.clone(),
+            String::new(),
+        );
         let outcome = self
             .ctx
             .store

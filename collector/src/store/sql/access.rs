@@ -1,8 +1,8 @@
 //! Who may call, the same SQL on both backends: API tokens and the
 //! technicians behind them, and a host's current certificate.
 
-use std::future::Future;
 use sqlx::{Pool, QueryBuilder, Transaction};
+use std::future::Future;
 
 use super::{Dialect, SendFuture, Value, push_values};
 use crate::store::{AuditOf, NewApiToken, StoreError, StoreResult};

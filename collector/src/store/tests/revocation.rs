@@ -4,8 +4,8 @@
 
 use super::{TestDb, cert, host_id, request, token};
 use crate::store::{
-    AuditEntry, AuditQuery, CertStanding, EnrollOutcome, HostCert, NewApiToken,
-    NewEnrollmentToken, RevokeOutcome, Revoked, Role, SharedStore, TokenCheck,
+    AuditEntry, AuditQuery, CertStanding, EnrollOutcome, HostCert, NewApiToken, NewEnrollmentToken,
+    RevokeOutcome, Revoked, Role, SharedStore, TokenCheck,
 };
 
 fn entry(action: &str, subject: &str) -> AuditEntry {
@@ -27,7 +27,12 @@ async fn audited(store: &SharedStore, action: &str) -> usize {
 pub(super) async fn a_revoked_host_is_refused_with_every_certificate(db: TestDb) {
     let store = db.store.clone();
     token(&store, "t", 1_000_000, 2).await;
-    let host = host_id(&store.enroll(&request("t", ""), 0, &cert).await.expect("enroll"));
+    let host = host_id(
+        &store
+            .enroll(&request("t", ""), 0, &cert)
+            .await
+            .expect("enroll"),
+    );
     let current = format!("sha-{host}");
     let next = HostCert {
         cert_pem: "renewed".into(),
@@ -66,7 +71,11 @@ pub(super) async fn a_revoked_host_is_refused_with_every_certificate(db: TestDb)
         .expect("host");
     let revocation = detail.revoked.expect("revoked");
     assert_eq!(
-        (revocation.at_ms, revocation.by.as_str(), revocation.reason.as_str()),
+        (
+            revocation.at_ms,
+            revocation.by.as_str(),
+            revocation.reason.as_str()
+        ),
         (100, "admin", "stolen")
     );
     assert_eq!(
@@ -104,7 +113,10 @@ pub(super) async fn a_revoked_host_is_refused_with_every_certificate(db: TestDb)
         .await
         .expect("token");
     assert_eq!(
-        store.enroll(&request("r", ""), 300, &cert).await.expect("enroll"),
+        store
+            .enroll(&request("r", ""), 300, &cert)
+            .await
+            .expect("enroll"),
         EnrollOutcome::RelinkHostRevoked
     );
     assert_eq!(
@@ -156,7 +168,12 @@ pub(super) async fn api_tokens_expire_are_revoked_and_the_last_admin_stays(db: T
     let list = store.list_api_tokens().await.expect("list");
     let row = list.iter().find(|t| t.id == "id-t").expect("listed");
     assert_eq!(
-        (row.technician.as_str(), row.role, row.last_used_at_ms, row.expires_at_ms),
+        (
+            row.technician.as_str(),
+            row.role,
+            row.last_used_at_ms,
+            row.expires_at_ms
+        ),
         ("tina", Role::Technician, Some(70_000), Some(1_000))
     );
 
@@ -183,7 +200,10 @@ pub(super) async fn api_tokens_expire_are_revoked_and_the_last_admin_stays(db: T
     create(make("second", Role::Admin, "s", None)).await;
     assert_eq!(revoke("id-a", 3_000).await, RevokeOutcome::Revoked);
     assert_eq!(check("a", 3_000).await, TokenCheck::Revoked);
-    assert_eq!(revoke("id-a", 4_000).await, RevokeOutcome::AlreadyRevoked(3_000));
+    assert_eq!(
+        revoke("id-a", 4_000).await,
+        RevokeOutcome::AlreadyRevoked(3_000)
+    );
     assert_eq!(revoke("id-none", 4_000).await, RevokeOutcome::Unknown);
     assert_eq!(revoke("id-s", 4_000).await, RevokeOutcome::LastAdmin);
     assert_eq!(audited(&store, "api-token.revoke").await, 2);
@@ -225,12 +245,19 @@ pub(super) async fn a_revoked_enrollment_token_enrolls_nothing(db: TestDb) {
         Some(EnrollOutcome::RevokedToken)
     );
     assert_eq!(
-        store.enroll(&request("e", ""), 100, &cert).await.expect("enroll"),
+        store
+            .enroll(&request("e", ""), 100, &cert)
+            .await
+            .expect("enroll"),
         EnrollOutcome::RevokedToken
     );
     let listed = store.list_enrollment_tokens(10).await.expect("list");
     assert_eq!(
-        (listed[0].revoked_at_ms, listed[0].revoked_by.as_deref(), listed[0].uses_left),
+        (
+            listed[0].revoked_at_ms,
+            listed[0].revoked_by.as_deref(),
+            listed[0].uses_left
+        ),
         (Some(50), Some("root"), 3)
     );
     assert_eq!(

@@ -146,12 +146,18 @@ pub enum SessionError {
     /// ([`renew::expired_line`]).
     #[error("{0}")]
     Expired(String),
+    /// An admin revoked this host (issue 20): only a new enrollment with a
+    /// fresh token helps.
+    #[error("{0}")]
+    Revoked(String),
 }
 
 fn status_error(status: &tonic::Status) -> SessionError {
     let line = deskpulse_proto::client::describe_status(status);
     if status.code() != tonic::Code::Unauthenticated {
         SessionError::Status(line)
+    } else if status.message().contains("revoked") {
+        SessionError::Revoked(line)
     } else if status.message().contains("expired") {
         SessionError::Expired(line)
     } else {
@@ -755,10 +761,11 @@ pub async fn run_service(
                 failure = Some(error);
             }
         }
-        if let Some(SessionError::Expired(line)) = &failure {
+        if let Some(SessionError::Expired(line) | SessionError::Revoked(line)) = &failure {
             // Nothing to retry until an admin enrolls again; collection
             // goes on into the spool meanwhile. Checked again now and then
-            // (the collector's refusal may have come from its clock).
+            // (the collector's refusal may have come from its clock). A
+            // revoked host is said once too, not retried in a loop.
             if !expired_said {
                 tracing::error!("{line}");
                 expired_said = true;

@@ -137,6 +137,17 @@ pub async fn create_enrollment_token(
         Some(query) => Some(one_host(dir.store.as_ref(), query).await?),
         None => None,
     };
+    // A revoked host comes back only as a new host (issue 20); the
+    // enrollment refuses such a token too, this says so before it exists.
+    if let Some(host) = &relink_host
+        && let Some(detail) = dir.store.host_detail(host).await.map_err(store_failure)?
+        && detail.revoked.is_some()
+    {
+        return Err(Failure::usage(format!(
+            "host {host} was revoked: it cannot be re-linked; enroll the PC with an ordinary \
+             token, as a new host"
+        )));
+    }
     let now = clock.now_ms();
     let (token, record) = new_enrollment_token(
         now,
@@ -204,18 +215,30 @@ pub fn validate_technician_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `token create`: prints a new API token for the named technician.
+/// The longest an API token may be made to last with `--expires`.
+pub const MAX_API_TOKEN_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+
+/// `token create`: prints a new API token for the named technician; with
+/// `expires`, one that stops working that long from now (issue 20).
 pub async fn create_api_token(
     config: &StoreConfig,
     clock: &dyn Clock,
     name: &str,
     role: Role,
+    expires: Option<Duration>,
 ) -> CommandResult {
     validate_technician_name(name).map_err(Failure::usage)?;
+    if expires.is_some_and(|d| d.is_zero() || d > MAX_API_TOKEN_LIFETIME) {
+        return Err(Failure::usage(
+            "--expires must be more than 0 and at most 10 years",
+        ));
+    }
     let dir = open(config, clock).await?;
     let token = secrets::new_token(secrets::API_TOKEN_PREFIX);
     let token_id = uuid::Uuid::new_v4().to_string();
     let now = clock.now_ms();
+    let expires_at_ms =
+        expires.map(|d| now.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
     dir.store
         .create_api_token(
             &NewApiToken {
@@ -223,15 +246,23 @@ pub async fn create_api_token(
                 role,
                 token_id: token_id.clone(),
                 token_sha256: secrets::token_hash(&token),
+                expires_at_ms,
             },
             &|technician_id: &String| AuditEntry {
                 technician_id: None,
                 token_id: None,
                 action: "api-token.create".into(),
                 subject: token_id.clone(),
-                detail: format!(
-                    "by {LOCAL_ADMIN}; technician {name} ({technician_id}); role {role}"
-                ),
+                detail: match expires_at_ms {
+                    None => format!(
+                        "by {LOCAL_ADMIN}; technician {name} ({technician_id}); role {role}"
+                    ),
+                    Some(at) => format!(
+                        "by {LOCAL_ADMIN}; technician {name} ({technician_id}); role {role}; \
+                         expires {}",
+                        crate::server::technician::format_ms(at)
+                    ),
+                },
             },
             now,
         )
@@ -242,7 +273,13 @@ pub async fn create_api_token(
         })?;
     dir.audit.anchor_or_warn(dir.store.as_ref(), now).await;
     println!("{token}");
-    eprintln!("API token {token_id} for {name} ({role})");
+    match expires_at_ms {
+        None => eprintln!("API token {token_id} for {name} ({role})"),
+        Some(at) => eprintln!(
+            "API token {token_id} for {name} ({role}); expires {}",
+            crate::server::technician::format_ms(at)
+        ),
+    }
     Ok(())
 }
 

@@ -307,6 +307,7 @@ impl DataDir {
                         role: Role::Admin,
                         token_id: token_id.clone(),
                         token_sha256: secrets::token_hash(&token),
+                        expires_at_ms: None,
                     },
                     &|technician_id: &String| AuditEntry {
                         technician_id: None,

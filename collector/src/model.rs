@@ -63,6 +63,10 @@ pub struct Caller {
     pub role: Role,
     /// The id of the token used.
     pub token_id: String,
+    /// When the token stops working, if it has an expiry (issue 20).
+    pub expires_at_ms: Option<i64>,
+    /// When the token was last recorded as used (at most once a minute).
+    pub last_used_at_ms: Option<i64>,
 }
 
 /// The outcome of checking the fleet CA against the store (D2).
@@ -88,6 +92,8 @@ pub struct NewApiToken {
     pub token_id: String,
     /// SHA-256 of the token.
     pub token_sha256: String,
+    /// When the token stops working; `None` for no expiry.
+    pub expires_at_ms: Option<i64>,
 }
 
 /// A new enrollment token to store.
@@ -145,6 +151,12 @@ pub enum CertStanding {
     Superseded,
     /// No such host.
     UnknownHost,
+    /// The host was revoked (issue 20): none of its certificates open a
+    /// session again.
+    Revoked {
+        /// When, ms since the Unix epoch.
+        at_ms: i64,
+    },
 }
 
 /// Issues a certificate for a host id. Called by the store once the token is
@@ -171,6 +183,11 @@ pub enum EnrollOutcome {
     UsedToken,
     /// The token re-links a host that is no longer stored.
     RelinkHostGone,
+    /// An admin revoked the token (issue 20).
+    RevokedToken,
+    /// The token re-links a host that was revoked: a revoked host comes
+    /// back only as a new host.
+    RelinkHostRevoked,
 }
 
 /// The session facts recorded when an agent connects.
@@ -812,6 +829,8 @@ pub struct HostDetail {
     pub health: Option<(Vec<u8>, i64)>,
     /// The encoded latest `SpoolCounters` and when it came.
     pub spool_counters: Option<(Vec<u8>, i64)>,
+    /// When and by whom the host was revoked, and why (issue 20).
+    pub revoked: Option<HostRevocation>,
 }
 
 /// One audit entry to append.
@@ -917,4 +936,106 @@ pub fn search_terms(text: &str) -> Vec<String> {
         .take(32)
         .map(str::to_owned)
         .collect()
+}
+
+/// A host's revocation (issue 20).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostRevocation {
+    /// When, ms since the Unix epoch.
+    pub at_ms: i64,
+    /// Who: a technician name, or "local-admin".
+    pub by: String,
+    /// The reason given, possibly empty.
+    pub reason: String,
+}
+
+/// What checking an API token found (issue 20).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenCheck {
+    /// A working token, and whom it names.
+    Valid(Caller),
+    /// No token hashes so.
+    Unknown,
+    /// An admin revoked it.
+    Revoked,
+    /// It expired at this time, ms since the Unix epoch.
+    Expired(i64),
+}
+
+impl TokenCheck {
+    /// The caller of a working token.
+    pub fn caller(self) -> Option<Caller> {
+        match self {
+            TokenCheck::Valid(caller) => Some(caller),
+            _ => None,
+        }
+    }
+}
+
+/// An API token as `deskpulse tokens` lists it; never its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiTokenRow {
+    /// The token id.
+    pub id: String,
+    /// Its technician's name.
+    pub technician: String,
+    /// Its technician's role.
+    pub role: Role,
+    /// When it was made, ms since the Unix epoch.
+    pub created_at_ms: i64,
+    /// When it was last recorded as used (at most once a minute).
+    pub last_used_at_ms: Option<i64>,
+    /// When it stops working, if it has an expiry.
+    pub expires_at_ms: Option<i64>,
+    /// When it was revoked, if it was.
+    pub revoked_at_ms: Option<i64>,
+    /// Who revoked it.
+    pub revoked_by: Option<String>,
+}
+
+/// An enrollment token as `deskpulse enroll-token list` shows it; never its
+/// secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnrollmentTokenRow {
+    /// The token id.
+    pub id: String,
+    /// Who made it.
+    pub created_by: String,
+    /// When it was made.
+    pub created_at_ms: i64,
+    /// When it stops working.
+    pub expires_at_ms: i64,
+    /// Enrollments it allowed.
+    pub uses_allowed: i64,
+    /// Enrollments left.
+    pub uses_left: i64,
+    /// The host a re-link token re-links, and its name if still stored.
+    pub relink_host: Option<(String, Option<String>)>,
+    /// When it was revoked, if it was.
+    pub revoked_at_ms: Option<i64>,
+    /// Who revoked it.
+    pub revoked_by: Option<String>,
+}
+
+/// What a revocation did (issue 20).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RevokeOutcome {
+    /// Revoked now, with its audit entry.
+    Revoked,
+    /// It was revoked already, at this time; nothing changed.
+    AlreadyRevoked(i64),
+    /// No such host or token.
+    Unknown,
+    /// The API token is the last working admin token: revoking it would
+    /// leave nobody able to administer the fleet through the API.
+    LastAdmin,
+}
+
+/// What was revoked lately, for the replicas' revocation poll.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revoked {
+    /// A host: its session ends.
+    Host(String),
+    /// An API token: its open streams end.
+    ApiToken(String),
 }

@@ -119,6 +119,10 @@ enum TokenCommand {
         /// The technician's name.
         #[arg(long)]
         name: String,
+        /// How long the token works, e.g. 90d or 12h; default: until
+        /// revoked (`deskpulse token revoke ID`).
+        #[arg(long, value_name = "DURATION", value_parser = parse_token_expiry)]
+        expires: Option<Duration>,
     },
 }
 
@@ -149,6 +153,14 @@ fn parse_ttl(text: &str) -> Result<Duration, String> {
         return Err("must be between 1m and 30d".into());
     }
     Ok(ttl)
+}
+
+fn parse_token_expiry(text: &str) -> Result<Duration, String> {
+    let lifetime = humantime::parse_duration(text).map_err(|e| format!("{e}; try e.g. 90d"))?;
+    if lifetime.is_zero() || lifetime > admin::MAX_API_TOKEN_LIFETIME {
+        return Err("must be more than 0 and at most 10 years".into());
+    }
+    Ok(lifetime)
 }
 
 fn parse_role(text: &str) -> Result<Role, String> {
@@ -208,11 +220,18 @@ fn run(command: Command) -> CommandResult {
                 relink.as_deref(),
             ))
         }
-        Command::Token(TokenCommand::Create { store, role, name }) => {
+        Command::Token(TokenCommand::Create {
+            store,
+            role,
+            name,
+            expires,
+        }) => {
             let store = config::resolve_store_flags(&store, &ProcessEnv).map_err(Failure::usage)?;
             admin::validate_technician_name(&name).map_err(Failure::usage)?;
             init_logging(false, "warn");
-            runtime()?.block_on(admin::create_api_token(&store, &clock, &name, role))
+            runtime()?.block_on(admin::create_api_token(
+                &store, &clock, &name, role, expires,
+            ))
         }
         Command::Ca(CaCommand::Export { store }) => {
             let store = config::resolve_store_flags(&store, &ProcessEnv).map_err(Failure::usage)?;

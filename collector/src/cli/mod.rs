@@ -6,6 +6,8 @@
 //! - [`settings`]: connection settings from flags, env and `cli.toml` (D8).
 //! - [`output`]: tables, time formatting and the JSON shapes.
 //! - `audit`: `deskpulse audit`, listing and `--verify`.
+//! - `revocation`: `host revoke`, `tokens`, `token revoke`, `enroll-token
+//!   list|revoke` (issue 20).
 //! - [`terminal`]: the one way to the terminal; untrusted text made inert.
 //! - this module: the commands and their dispatch.
 
@@ -17,6 +19,7 @@ pub mod terminal;
 mod audit;
 mod diagnostics;
 pub mod output;
+mod revocation;
 pub mod settings;
 
 use std::time::Duration;
@@ -154,6 +157,12 @@ enum Command {
     /// The audit log, newest first; `--verify` checks its hash chain and
     /// signed anchors (admin).
     Audit(audit::AuditArgs),
+    /// API tokens with technician, role, state, created, last used and
+    /// expiry; never the secrets (admin).
+    Tokens,
+    /// An API token: `token revoke ID` (admin).
+    #[command(subcommand)]
+    Token(revocation::TokenCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -262,6 +271,16 @@ enum HostCommand {
         #[arg(value_parser = |t: &str| crate::query::parse_tag(t, true))]
         tag: (String, String),
     },
+    /// Revoke a host (admin): its certificate is refused from now on and
+    /// its live session ends on every replica; the PC comes back only by
+    /// enrolling again with a fresh token, as a new host.
+    Revoke {
+        /// A host name, a host id, or a unique prefix of an id.
+        host: String,
+        /// Why, kept in the audit log and shown by `host show`.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -349,6 +368,18 @@ enum EnrollTokenCommand {
         /// How many agents may enroll with it.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=10_000))]
         uses: u32,
+    },
+    /// Enrollment tokens, newest first: id, state, created, expiry, uses
+    /// left, the host a re-link token re-links; never the secrets.
+    List {
+        /// At most this many.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        limit: u32,
+    },
+    /// Revoke an enrollment token: it enrolls nothing from now on.
+    Revoke {
+        /// The token id, as `enroll-token list` shows it.
+        id: String,
     },
 }
 
@@ -807,6 +838,17 @@ async fn run(
             output::kb(&found.matches, json)
         }
         Command::Audit(args) => audit::run(&mut client, args, json).await,
+        Command::Host(HostCommand::Revoke { host, reason }) => {
+            revocation::revoke_host(&mut client, host, reason, json).await
+        }
+        Command::Tokens => revocation::tokens(&mut client, json).await,
+        Command::Token(command) => revocation::token(&mut client, command, json).await,
+        Command::EnrollToken(EnrollTokenCommand::List { limit }) => {
+            revocation::enrollment_tokens(&mut client, limit, json).await
+        }
+        Command::EnrollToken(EnrollTokenCommand::Revoke { id }) => {
+            revocation::revoke_enrollment_token(&mut client, id, json).await
+        }
     }
 }
 

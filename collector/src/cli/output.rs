@@ -172,6 +172,9 @@ struct HostDetailJson<'a> {
     spool_at: Option<String>,
     recent_changes: Vec<ChangeJson<'a>>,
     health_history: Vec<HealthPointJson>,
+    revoked_at: Option<String>,
+    revoked_by: Option<&'a str>,
+    revoke_reason: Option<&'a str>,
 }
 
 /// One health-history point in `--json` output.
@@ -752,6 +755,9 @@ pub fn host(detail: &GetHostResponse, health_asked: bool, json: bool) -> Command
                 .iter()
                 .map(health_point_json)
                 .collect(),
+            revoked_at: iso(detail.revoked_at_unix_ms),
+            revoked_by: (detail.revoked_at_unix_ms > 0).then_some(detail.revoked_by.as_str()),
+            revoke_reason: (detail.revoked_at_unix_ms > 0).then_some(detail.revoke_reason.as_str()),
         });
     }
     let mut out = String::new();
@@ -769,6 +775,21 @@ pub fn host(detail: &GetHostResponse, health_asked: bool, json: bool) -> Command
             ago(summary.last_seen_unix_ms)
         ),
     );
+    if detail.revoked_at_unix_ms > 0 {
+        let reason = if detail.revoke_reason.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", detail.revoke_reason)
+        };
+        field(
+            "REVOKED",
+            format!(
+                "at {} by {}{reason}; its certificate is refused",
+                time(detail.revoked_at_unix_ms),
+                detail.revoked_by
+            ),
+        );
+    }
     if !detail.goodbye_reason.is_empty() {
         field("said goodbye", detail.goodbye_reason.clone());
     }

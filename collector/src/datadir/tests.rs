@@ -35,9 +35,10 @@ async fn init_is_idempotent_and_the_admin_token_is_private_and_written_once() {
     assert_eq!(key_mode & 0o777, 0o600);
     let caller = first
         .store
-        .authenticate(&secrets::token_hash(&token))
+        .authenticate(&secrets::token_hash(&token), 0)
         .await
         .expect("auth")
+        .caller()
         .expect("the token works");
     assert_eq!(caller.role, Role::Admin);
     let fingerprint = first.ca.fingerprint();

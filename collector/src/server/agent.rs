@@ -59,6 +59,9 @@ const OUTBOUND_QUEUE: usize = MAX_IN_FLIGHT + 8;
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 /// The longest spool id accepted.
 const MAX_SPOOL_ID: usize = 64;
+/// How long a revoked session waits for room to send its last line before
+/// it ends anyway.
+const REVOKED_SEND: Duration = Duration::from_secs(1);
 
 /// Who is calling, from the verified client certificate.
 #[derive(Debug, Clone)]
@@ -153,6 +156,9 @@ impl AgentService for AgentSessions {
             .cloned()
             .ok_or_else(|| Status::unauthenticated("no host certificate"))?;
         tracing::Span::current().record("host", identity.host_id.as_str());
+        // Held before the certificate is checked, so a revocation that
+        // commits after the check still finds this session (issue 20).
+        let held = self.ctx.dispatch.cuts.hold_host(&identity.host_id);
         super::renewal::admit(&self.ctx, &identity).await?;
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
@@ -223,7 +229,7 @@ impl AgentService for AgentSessions {
             identity,
             inbound,
             tx.clone(),
-            guard,
+            (guard, held),
         );
         tokio::spawn(crate::panics::contain_session(host_id, session, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -257,7 +263,7 @@ async fn run_session(
     identity: AgentIdentity,
     mut inbound: Streaming<AgentMessage>,
     tx: mpsc::Sender<Outbound>,
-    _registered: super::dispatch::SessionGuard,
+    (_registered, mut held): (super::dispatch::SessionGuard, super::revocation::Held),
 ) {
     let host_id = identity.host_id.clone();
     let mut renewed = false;
@@ -285,6 +291,14 @@ async fn run_session(
         tokio::select! {
             biased;
             () = ctx.shutdown.cancelled() => break,
+            // Revoked (issue 20): the session ends now with one line; what
+            // is in flight is not acknowledged.
+            line = held.cut() => {
+                info!(host = %host_id, "the host was revoked; ending its session");
+                let _ = tokio::time::timeout(REVOKED_SEND, tx.send(Err(Status::unauthenticated(line)))).await;
+                goodbye = Some("revoked");
+                break;
+            }
             () = tokio::time::sleep_until(permit_until), if permit.is_some() && !read_any => {
                 permit = None;
             }

@@ -19,7 +19,7 @@ use tonic::Status;
 
 use super::relay::{Relay, RelayEvent};
 use crate::clock::SharedClock;
-use crate::store::{JobQuery, JobRow, SharedStore, StoreResult};
+use crate::store::{JobQuery, JobRow, Revoked, SharedStore, StoreResult};
 
 /// What the session sends the agent.
 pub type Outbound = Result<CollectorMessage, Status>;
@@ -66,6 +66,8 @@ pub struct Dispatch {
     inner: Mutex<Inner>,
     /// The other replicas, when the store is shared.
     relay: Option<Arc<Relay>>,
+    /// The sessions and streams here that a revocation ends (issue 20).
+    pub cuts: Arc<super::revocation::Cuts>,
 }
 
 /// Unregisters a session when it ends, unless a newer session of the same
@@ -96,6 +98,7 @@ impl Dispatch {
         Self {
             inner: Mutex::default(),
             relay: Some(relay),
+            cuts: Arc::default(),
         }
     }
 
@@ -351,6 +354,12 @@ impl Dispatch {
                 Err(_) => tracing::warn!(job = %job_id, "ignored unreadable relayed output"),
             },
             RelayEvent::Finished { job_id } => self.finished_here(&job_id),
+            RelayEvent::HostRevoked { host_id } => {
+                self.cuts.cut(&Revoked::Host(host_id));
+            }
+            RelayEvent::TokenRevoked { token_id } => {
+                self.cuts.cut(&Revoked::ApiToken(token_id));
+            }
             RelayEvent::Resync => {
                 let queued = store
                     .list_jobs(&JobQuery {
@@ -366,6 +375,22 @@ impl Dispatch {
             }
         }
         Ok(())
+    }
+
+    /// A revocation committed: ends what it holds here, and tells the other
+    /// replicas. Returns whether anything here was cut.
+    pub fn revoke(&self, revoked: &Revoked) -> bool {
+        if let Some(relay) = &self.relay {
+            relay.publish(match revoked {
+                Revoked::Host(id) => RelayEvent::HostRevoked {
+                    host_id: id.clone(),
+                },
+                Revoked::ApiToken(id) => RelayEvent::TokenRevoked {
+                    token_id: id.clone(),
+                },
+            });
+        }
+        self.cuts.cut(revoked)
     }
 
     /// Drops a watcher entry nobody listens to any more.

@@ -140,5 +140,9 @@ fn refusal_reason(outcome: &EnrollOutcome) -> &'static str {
         EnrollOutcome::ExpiredToken => "the enrollment token has expired",
         EnrollOutcome::UsedToken => "the enrollment token has no uses left",
         EnrollOutcome::RelinkHostGone => "the host this re-link token names is no longer enrolled",
+        EnrollOutcome::RevokedToken => "the enrollment token was revoked by an admin",
+        EnrollOutcome::RelinkHostRevoked => {
+            "the host this re-link token names was revoked; enroll it as a new host with an ordinary token"
+        }
     }
 }

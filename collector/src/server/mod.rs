@@ -11,6 +11,8 @@
 //!   delivering them to connected agents, relaying their output.
 //! - [`renewal`]: which host certificates open a session, and their
 //!   renewal over it.
+//! - [`revocation`]: revoked hosts' sessions and revoked or expired API
+//!   tokens' streams cut at once, on every replica (issue 20).
 //! - [`relay`]: the live link between replicas sharing a PostgreSQL store
 //!   (LISTEN/NOTIFY), which `dispatch` publishes to and follows.
 //! - [`facts`]: what fleet queries search, taken from wire inventories.
@@ -24,6 +26,7 @@ pub mod enrollment;
 pub mod limits;
 pub mod relay;
 pub mod renewal;
+pub mod revocation;
 pub mod technician;
 
 use std::net::SocketAddr;
@@ -293,6 +296,10 @@ pub async fn serve(
     tokio::spawn(crate::panics::critical(
         "replica liveness",
         keep_replica_alive(ctx.clone()),
+    ));
+    tokio::spawn(crate::panics::critical(
+        "revocation poll",
+        revocation::poll(ctx.clone()),
     ));
     let tls = admission::tls_acceptor(identity, ctx.ca.cert_pem()).map_err(ServeError::Tls)?;
 

@@ -47,6 +47,10 @@ pub enum RelayEvent {
     Output { job_id: String, data: String },
     /// A job's result is stored.
     Finished { job_id: String },
+    /// A host was revoked: its session ends wherever it is (issue 20).
+    HostRevoked { host_id: String },
+    /// An API token was revoked: its open streams end wherever they are.
+    TokenRevoked { token_id: String },
     /// Notifications may have been missed (the listener reconnected):
     /// receivers re-read the store. Never sent over the wire.
     #[serde(skip)]

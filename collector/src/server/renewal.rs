@@ -82,6 +82,12 @@ pub(super) async fn admit(ctx: &ServerContext, identity: &AgentIdentity) -> Resu
                 "this host certificate was superseded by a newer enrollment or renewal",
             ))
         }
+        CertStanding::Revoked { at_ms } => {
+            info!("refused a certificate of a revoked host");
+            Err(Status::unauthenticated(super::revocation::host_message(
+                Some(&format_ms(at_ms)),
+            )))
+        }
         CertStanding::UnknownHost => {
             info!("refused a certificate for an unknown host");
             Err(Status::unauthenticated("this host is not enrolled here"))

@@ -20,9 +20,12 @@ use crate::store::rows::{HOST_COLUMNS, host_row};
 use crate::store::sql::tickets::BackendSql;
 use crate::store::sql::{self, Dialect, SendFuture, Value, push_values};
 use crate::store::{
-    AuditEntry, AuditHead, AuditQuery, AuditRecord, CaRecord, Caller, CertStanding, ChangeQuery,
-    ChangeRow, Delivery, DeliveryOutcome, EnrollOutcome, EnrollRequest, HealthPoint, HostCert,
-    HostDetail, HostDiagnostics, HostQuery, HostRow, IssueCert, JobQuery, JobRow, NewApiToken,
+    ApiTokenRow, EnrollmentTokenRow, HostRevocation, RevokeOutcome, Revoked, TokenCheck,
+};
+use crate::store::{
+    AuditEntry, AuditHead, AuditQuery, AuditRecord, CaRecord, CertStanding, ChangeQuery, ChangeRow,
+    Delivery, DeliveryOutcome, EnrollOutcome, EnrollRequest, HealthPoint, HostCert, HostDetail,
+    HostDiagnostics, HostQuery, HostRow, IssueCert, JobQuery, JobRow, NewApiToken,
     NewEnrollmentToken, NewJob, NewWebhook, PolicyRecord, SessionOpen, StoreError, StoreGauges,
     StoreResult, TicketChange, TicketQuery, TicketRefusal, TicketRow, WebhookStatus, WorklogEntry,
 };
@@ -194,8 +197,53 @@ pub trait SharedQueries: Send + Sync {
     /// True when at least one technician exists.
     async fn has_technicians(&self) -> StoreResult<bool>;
 
-    /// The caller a token belongs to, if it is known and not revoked.
-    async fn authenticate(&self, token_sha256: &str) -> StoreResult<Option<Caller>>;
+    /// What the API token hashing to `token_sha256` is at `now_ms`: a
+    /// working token and its caller, or why it does not work.
+    async fn authenticate(&self, token_sha256: &str, now_ms: i64) -> StoreResult<TokenCheck>;
+
+    /// Records an API token's use at `now_ms`, at most once a minute per
+    /// token (a write only when the last one is older); true if written.
+    async fn touch_api_token(&self, token_id: &str, now_ms: i64) -> StoreResult<bool>;
+
+    /// Every API token, oldest first; never the secrets.
+    async fn list_api_tokens(&self) -> StoreResult<Vec<ApiTokenRow>>;
+
+    /// The newest `limit` enrollment tokens, newest first; never the
+    /// secrets.
+    async fn list_enrollment_tokens(&self, limit: u32) -> StoreResult<Vec<EnrollmentTokenRow>>;
+
+    /// Revokes the host `host_id` (its current and any renewed certificate)
+    /// by `by` for `reason`, with `audit`, in one transaction (issue 20).
+    async fn revoke_host(
+        &self,
+        host_id: &str,
+        by: &str,
+        reason: &str,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> StoreResult<RevokeOutcome>;
+
+    /// Revokes the API token `token_id` by `by`, with `audit`, unless it is
+    /// the last working admin token ([`RevokeOutcome::LastAdmin`]).
+    async fn revoke_api_token(
+        &self,
+        token_id: &str,
+        by: &str,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> StoreResult<RevokeOutcome>;
+
+    /// Revokes the enrollment token `token_id` by `by`, with `audit`.
+    async fn revoke_enrollment_token(
+        &self,
+        token_id: &str,
+        by: &str,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> StoreResult<RevokeOutcome>;
+
+    /// The hosts and API tokens revoked at or after `since_ms`.
+    async fn revoked_since(&self, since_ms: i64) -> StoreResult<Vec<Revoked>>;
 
     /// Stores an enrollment token, with its audit entry.
     async fn create_enrollment_token(
@@ -566,12 +614,19 @@ impl<T: SqlBackend> SharedQueries for T {
     async fn present_host_cert(&self, host_id: &str, sha256: &str) -> StoreResult<CertStanding> {
         // The common case, a read: every session opens here, and a write
         // transaction each would queue a reconnecting fleet behind
-        // SQLite's one writer.
-        if sql::access::host_cert_sha256(self.reads(), host_id)
-            .await?
-            .is_some_and(|current| current == sha256)
-        {
-            return Ok(CertStanding::Current);
+        // SQLite's one writer. A revoked host stops here too.
+        let mut sql = QueryBuilder::new("SELECT cert_sha256, revoked_at_ms FROM hosts WHERE id = ");
+        T::Db::text(&mut sql, host_id);
+        let current = T::Db::optional(self.reads(), sql, |r| {
+            Ok((r.text("cert_sha256")?, r.opt_int("revoked_at_ms")?))
+        })
+        .await?;
+        let standing = sql::renewal::standing(current, sha256);
+        if matches!(
+            standing,
+            CertStanding::Current | CertStanding::Revoked { .. } | CertStanding::UnknownHost
+        ) {
+            return Ok(standing);
         }
         let mut tx = self.begin().await?;
         let standing = sql::renewal::present::<T::Db>(&mut tx, host_id, sha256).await?;
@@ -642,7 +697,8 @@ impl<T: SqlBackend> SharedQueries for T {
     async fn host_detail(&self, host_id: &str) -> StoreResult<Option<HostDetail>> {
         let mut sql = QueryBuilder::new(format!(
             "SELECT {HOST_COLUMNS}, inventory, inventory_at_ms, last_health, health_at_ms, \
-             spool_counters, spool_counters_at_ms FROM {} WHERE hosts.id = ",
+             spool_counters, spool_counters_at_ms, revoked_at_ms, revoked_by, revoked_reason \
+             FROM {} WHERE hosts.id = ",
             T::HOST_DETAIL_FROM
         ));
         T::Db::text(&mut sql, host_id);
@@ -654,6 +710,14 @@ impl<T: SqlBackend> SharedQueries for T {
                 spool_counters: r
                     .opt_bytes("spool_counters")?
                     .zip(r.opt_int("spool_counters_at_ms")?),
+                revoked: match r.opt_int("revoked_at_ms")? {
+                    Some(at_ms) => Some(HostRevocation {
+                        at_ms,
+                        by: r.opt_text("revoked_by")?.unwrap_or_default(),
+                        reason: r.opt_text("revoked_reason")?.unwrap_or_default(),
+                    }),
+                    None => None,
+                },
             })
         })
         .await
@@ -665,8 +729,73 @@ impl<T: SqlBackend> SharedQueries for T {
         Ok(count > Some(0))
     }
 
-    async fn authenticate(&self, token_sha256: &str) -> StoreResult<Option<Caller>> {
-        sql::access::caller(self.reads(), token_sha256).await
+    async fn authenticate(&self, token_sha256: &str, now_ms: i64) -> StoreResult<TokenCheck> {
+        sql::revocation::check_token(self.reads(), token_sha256, now_ms).await
+    }
+
+    async fn touch_api_token(&self, token_id: &str, now_ms: i64) -> StoreResult<bool> {
+        Ok(sql::revocation::touch_token(self.writes(), token_id, now_ms).await? > 0)
+    }
+
+    async fn list_api_tokens(&self) -> StoreResult<Vec<ApiTokenRow>> {
+        sql::revocation::api_tokens(self.reads()).await
+    }
+
+    async fn list_enrollment_tokens(&self, limit: u32) -> StoreResult<Vec<EnrollmentTokenRow>> {
+        sql::revocation::enrollment_tokens(self.reads(), limit).await
+    }
+
+    async fn revoke_host(
+        &self,
+        host_id: &str,
+        by: &str,
+        reason: &str,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> StoreResult<RevokeOutcome> {
+        let revocation = sql::revocation::Revocation {
+            id: host_id,
+            by,
+            reason,
+            audit,
+        };
+        sql::revocation::revoke_host(self.begin(), revocation, now_ms).await
+    }
+
+    async fn revoke_api_token(
+        &self,
+        token_id: &str,
+        by: &str,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> StoreResult<RevokeOutcome> {
+        let revocation = sql::revocation::Revocation {
+            id: token_id,
+            by,
+            reason: "",
+            audit,
+        };
+        sql::revocation::revoke_api_token(self.begin(), revocation, now_ms).await
+    }
+
+    async fn revoke_enrollment_token(
+        &self,
+        token_id: &str,
+        by: &str,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> StoreResult<RevokeOutcome> {
+        let revocation = sql::revocation::Revocation {
+            id: token_id,
+            by,
+            reason: "",
+            audit,
+        };
+        sql::revocation::revoke_enrollment_token(self.begin(), revocation, now_ms).await
+    }
+
+    async fn revoked_since(&self, since_ms: i64) -> StoreResult<Vec<Revoked>> {
+        sql::revocation::revoked_since(self.reads(), since_ms).await
     }
 
     async fn create_enrollment_token(

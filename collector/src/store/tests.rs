@@ -16,6 +16,9 @@ use sqlx::{Connection, PgConnection};
 use super::*;
 use crate::clock::{Clock, ManualClock};
 
+mod revocation;
+use revocation::*;
+
 /// Names the variable the PostgreSQL contract tests need.
 const PG_URL_VAR: &str = "DESKPULSE_TEST_DATABASE_URL";
 
@@ -265,7 +268,10 @@ contract! {
     a_hostile_agents_result_is_capped_at_its_catalog_cap_and_its_times_clamped,
     timer_passes_on_two_replicas_at_once_fire_each_due_timer_once,
     the_knowledge_base_finds_resolved_tickets_best_match_first,
-    audit_appends_from_two_replicas_form_one_chain_and_edits_are_named;
+    audit_appends_from_two_replicas_form_one_chain_and_edits_are_named,
+    a_revoked_host_is_refused_with_every_certificate,
+    api_tokens_expire_are_revoked_and_the_last_admin_stays,
+    a_revoked_enrollment_token_enrolls_nothing;
     // One SQLite database has one collector: no other cache to reach.
     postgres only:
     a_policy_applied_by_one_replica_reaches_the_others,
@@ -909,6 +915,7 @@ async fn an_audited_change_commits_with_its_entry_or_not_at_all(db: TestDb) {
                 role: Role::Admin,
                 token_id: "id-mallory".into(),
                 token_sha256: crate::secrets::token_hash("dpt_mallory"),
+                expires_at_ms: None,
             },
             &|_: &String| entry(),
             1,
@@ -917,9 +924,10 @@ async fn an_audited_change_commits_with_its_entry_or_not_at_all(db: TestDb) {
         .expect_err("API token without its audit entry");
     assert!(
         store
-            .authenticate(&crate::secrets::token_hash("dpt_mallory"))
+            .authenticate(&crate::secrets::token_hash("dpt_mallory"), 0)
             .await
             .expect("authenticate")
+            .caller()
             .is_none()
     );
 
@@ -1007,6 +1015,7 @@ async fn api_tokens_authenticate_their_technician_and_keep_roles(db: TestDb) {
         role,
         token_id: uuid::Uuid::new_v4().to_string(),
         token_sha256: crate::secrets::token_hash(token),
+        expires_at_ms: None,
     };
     assert!(!store.has_technicians().await.expect("count"));
     let tech = store
@@ -1035,9 +1044,10 @@ async fn api_tokens_authenticate_their_technician_and_keep_roles(db: TestDb) {
         .await;
     assert!(matches!(clash, Err(StoreError::Conflict(_))));
     let caller = store
-        .authenticate(&crate::secrets::token_hash("b"))
+        .authenticate(&crate::secrets::token_hash("b"), 0)
         .await
         .expect("auth")
+        .caller()
         .expect("known");
     assert_eq!(
         (caller.name.as_str(), caller.role),
@@ -1045,9 +1055,10 @@ async fn api_tokens_authenticate_their_technician_and_keep_roles(db: TestDb) {
     );
     assert!(
         store
-            .authenticate(&crate::secrets::token_hash("c"))
+            .authenticate(&crate::secrets::token_hash("c"), 0)
             .await
             .expect("auth")
+            .caller()
             .is_none()
     );
 }
@@ -2275,6 +2286,8 @@ fn ping_job(host: &str, id: &str, expires_at_ms: i64) -> NewJob {
             name: "alice".into(),
             role: Role::Technician,
             token_id: "k1".into(),
+            expires_at_ms: None,
+            last_used_at_ms: None,
         },
         ticket_id: None,
         expires_at_ms,

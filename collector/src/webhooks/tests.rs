@@ -810,6 +810,7 @@ async fn api_token(store: &SharedStore, name: &str, role: Role) -> String {
                 role,
                 token_id: format!("id-{name}"),
                 token_sha256: crate::secrets::token_hash(&token),
+                expires_at_ms: None,
             },
             &|_: &String| crate::store::AuditEntry::system("test", "", ""),
             T0,

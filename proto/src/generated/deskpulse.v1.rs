@@ -2483,6 +2483,15 @@ pub struct GetHostResponse {
     /// points where raw samples were folded (older than the raw retention).
     #[prost(message, repeated, tag = "14")]
     pub health_history: ::prost::alloc::vec::Vec<HealthPoint>,
+    /// When the host was revoked, ms since the Unix epoch; 0 if it was not.
+    #[prost(int64, tag = "15")]
+    pub revoked_at_unix_ms: i64,
+    /// Who revoked it: a technician name.
+    #[prost(string, tag = "16")]
+    pub revoked_by: ::prost::alloc::string::String,
+    /// The reason given, possibly empty.
+    #[prost(string, tag = "17")]
+    pub revoke_reason: ::prost::alloc::string::String,
 }
 /// One point of a host's health history.
 #[derive(serde::Serialize)]
@@ -3358,6 +3367,139 @@ pub struct VerifyAuditResponse {
     #[prost(uint64, tag = "4")]
     pub anchors_checked: u64,
 }
+/// Revokes a host.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RevokeHostRequest {
+    /// A host id, a unique prefix of one, or a host name.
+    #[prost(string, tag = "1")]
+    pub host: ::prost::alloc::string::String,
+    /// Why, kept in the audit log and shown by `host show` (at most 500
+    /// characters); may be empty.
+    #[prost(string, tag = "2")]
+    pub reason: ::prost::alloc::string::String,
+}
+/// A revoked host.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RevokeHostResponse {
+    /// The host id.
+    #[prost(string, tag = "1")]
+    pub host_id: ::prost::alloc::string::String,
+    /// The host name.
+    #[prost(string, tag = "2")]
+    pub hostname: ::prost::alloc::string::String,
+    /// When, ms since the Unix epoch.
+    #[prost(int64, tag = "3")]
+    pub revoked_at_unix_ms: i64,
+    /// True when its session was live on the replica that answered (other
+    /// replicas cut theirs as they hear of it).
+    #[prost(bool, tag = "4")]
+    pub session_cut_here: bool,
+}
+#[derive(serde::Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListApiTokensRequest {}
+/// An API token; never its secret.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ApiToken {
+    /// The token id.
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    /// The technician it belongs to.
+    #[prost(string, tag = "2")]
+    pub technician: ::prost::alloc::string::String,
+    /// The technician's role.
+    #[prost(enumeration = "Role", tag = "3")]
+    pub role: i32,
+    /// When it was made, ms since the Unix epoch.
+    #[prost(int64, tag = "4")]
+    pub created_at_unix_ms: i64,
+    /// When it was last used (recorded at most once a minute); 0 if never.
+    #[prost(int64, tag = "5")]
+    pub last_used_at_unix_ms: i64,
+    /// When it stops working; 0 if it does not expire.
+    #[prost(int64, tag = "6")]
+    pub expires_at_unix_ms: i64,
+    /// When it was revoked; 0 if it was not.
+    #[prost(int64, tag = "7")]
+    pub revoked_at_unix_ms: i64,
+    /// Who revoked it.
+    #[prost(string, tag = "8")]
+    pub revoked_by: ::prost::alloc::string::String,
+}
+/// The API tokens, oldest first.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListApiTokensResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub tokens: ::prost::alloc::vec::Vec<ApiToken>,
+}
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RevokeApiTokenRequest {
+    /// The token id (as `deskpulse tokens` and `whoami` show it).
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+}
+#[derive(serde::Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListEnrollmentTokensRequest {
+    /// At most this many, newest first (1-1000); 0 means 100.
+    #[prost(uint32, tag = "1")]
+    pub limit: u32,
+}
+/// An enrollment token; never its secret.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct EnrollmentToken {
+    /// The token id.
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    /// Who made it.
+    #[prost(string, tag = "2")]
+    pub created_by: ::prost::alloc::string::String,
+    /// When it was made, ms since the Unix epoch.
+    #[prost(int64, tag = "3")]
+    pub created_at_unix_ms: i64,
+    /// When it stops working.
+    #[prost(int64, tag = "4")]
+    pub expires_at_unix_ms: i64,
+    /// Enrollments it allowed.
+    #[prost(uint32, tag = "5")]
+    pub uses_allowed: u32,
+    /// Enrollments left.
+    #[prost(uint32, tag = "6")]
+    pub uses_left: u32,
+    /// The host a re-link token re-links (its id); empty for an ordinary
+    /// token.
+    #[prost(string, tag = "7")]
+    pub relink_host_id: ::prost::alloc::string::String,
+    /// That host's name, empty if it is no longer stored.
+    #[prost(string, tag = "8")]
+    pub relink_hostname: ::prost::alloc::string::String,
+    /// When it was revoked; 0 if it was not.
+    #[prost(int64, tag = "9")]
+    pub revoked_at_unix_ms: i64,
+    /// Who revoked it.
+    #[prost(string, tag = "10")]
+    pub revoked_by: ::prost::alloc::string::String,
+}
+/// Enrollment tokens, newest first.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListEnrollmentTokensResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub tokens: ::prost::alloc::vec::Vec<EnrollmentToken>,
+}
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RevokeEnrollmentTokenRequest {
+    /// The token id (as `deskpulse enroll-token list` shows it).
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+}
 /// What a token may do. Each role includes the rights of the ones below it.
 #[derive(serde::Serialize)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
@@ -4119,6 +4261,136 @@ pub mod technician_client {
                 .insert(GrpcMethod::new("deskpulse.v1.Technician", "VerifyAudit"));
             self.inner.unary(req, path, codec).await
         }
+        /// Revokes a host (issue 20): its current and any renewed certificate are
+        /// refused from now on, and its live session ends on every replica. Admin
+        /// only; audited. FAILED_PRECONDITION when it was revoked already.
+        pub async fn revoke_host(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RevokeHostRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RevokeHostResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::SmallBufferCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/deskpulse.v1.Technician/RevokeHost",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("deskpulse.v1.Technician", "RevokeHost"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Lists API tokens; never their secrets. Admin only.
+        pub async fn list_api_tokens(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListApiTokensRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListApiTokensResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::SmallBufferCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/deskpulse.v1.Technician/ListApiTokens",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("deskpulse.v1.Technician", "ListApiTokens"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Revokes an API token: refused at once, its open streams end. Admin
+        /// only; audited. FAILED_PRECONDITION for the last working admin token.
+        pub async fn revoke_api_token(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RevokeApiTokenRequest>,
+        ) -> std::result::Result<tonic::Response<super::ApiToken>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::SmallBufferCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/deskpulse.v1.Technician/RevokeApiToken",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("deskpulse.v1.Technician", "RevokeApiToken"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Lists enrollment tokens, newest first; never their secrets. Admin only.
+        pub async fn list_enrollment_tokens(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListEnrollmentTokensRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListEnrollmentTokensResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::SmallBufferCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/deskpulse.v1.Technician/ListEnrollmentTokens",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("deskpulse.v1.Technician", "ListEnrollmentTokens"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// Revokes an enrollment token: it enrolls nothing from now on. Admin
+        /// only; audited.
+        pub async fn revoke_enrollment_token(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RevokeEnrollmentTokenRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::EnrollmentToken>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::SmallBufferCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/deskpulse.v1.Technician/RevokeEnrollmentToken",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("deskpulse.v1.Technician", "RevokeEnrollmentToken"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -4324,6 +4596,44 @@ pub mod technician_server {
             tonic::Response<super::VerifyAuditResponse>,
             tonic::Status,
         >;
+        /// Revokes a host (issue 20): its current and any renewed certificate are
+        /// refused from now on, and its live session ends on every replica. Admin
+        /// only; audited. FAILED_PRECONDITION when it was revoked already.
+        async fn revoke_host(
+            &self,
+            request: tonic::Request<super::RevokeHostRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RevokeHostResponse>,
+            tonic::Status,
+        >;
+        /// Lists API tokens; never their secrets. Admin only.
+        async fn list_api_tokens(
+            &self,
+            request: tonic::Request<super::ListApiTokensRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListApiTokensResponse>,
+            tonic::Status,
+        >;
+        /// Revokes an API token: refused at once, its open streams end. Admin
+        /// only; audited. FAILED_PRECONDITION for the last working admin token.
+        async fn revoke_api_token(
+            &self,
+            request: tonic::Request<super::RevokeApiTokenRequest>,
+        ) -> std::result::Result<tonic::Response<super::ApiToken>, tonic::Status>;
+        /// Lists enrollment tokens, newest first; never their secrets. Admin only.
+        async fn list_enrollment_tokens(
+            &self,
+            request: tonic::Request<super::ListEnrollmentTokensRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListEnrollmentTokensResponse>,
+            tonic::Status,
+        >;
+        /// Revokes an enrollment token: it enrolls nothing from now on. Admin
+        /// only; audited.
+        async fn revoke_enrollment_token(
+            &self,
+            request: tonic::Request<super::RevokeEnrollmentTokenRequest>,
+        ) -> std::result::Result<tonic::Response<super::EnrollmentToken>, tonic::Status>;
     }
     /// Queries and actions for technicians and admins.
     #[derive(Debug)]
@@ -5464,6 +5774,233 @@ pub mod technician_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = VerifyAuditSvc(inner);
+                        let codec = crate::codec::SmallBufferCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/deskpulse.v1.Technician/RevokeHost" => {
+                    #[allow(non_camel_case_types)]
+                    struct RevokeHostSvc<T: Technician>(pub Arc<T>);
+                    impl<
+                        T: Technician,
+                    > tonic::server::UnaryService<super::RevokeHostRequest>
+                    for RevokeHostSvc<T> {
+                        type Response = super::RevokeHostResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RevokeHostRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Technician>::revoke_host(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RevokeHostSvc(inner);
+                        let codec = crate::codec::SmallBufferCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/deskpulse.v1.Technician/ListApiTokens" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListApiTokensSvc<T: Technician>(pub Arc<T>);
+                    impl<
+                        T: Technician,
+                    > tonic::server::UnaryService<super::ListApiTokensRequest>
+                    for ListApiTokensSvc<T> {
+                        type Response = super::ListApiTokensResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListApiTokensRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Technician>::list_api_tokens(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListApiTokensSvc(inner);
+                        let codec = crate::codec::SmallBufferCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/deskpulse.v1.Technician/RevokeApiToken" => {
+                    #[allow(non_camel_case_types)]
+                    struct RevokeApiTokenSvc<T: Technician>(pub Arc<T>);
+                    impl<
+                        T: Technician,
+                    > tonic::server::UnaryService<super::RevokeApiTokenRequest>
+                    for RevokeApiTokenSvc<T> {
+                        type Response = super::ApiToken;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RevokeApiTokenRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Technician>::revoke_api_token(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RevokeApiTokenSvc(inner);
+                        let codec = crate::codec::SmallBufferCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/deskpulse.v1.Technician/ListEnrollmentTokens" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListEnrollmentTokensSvc<T: Technician>(pub Arc<T>);
+                    impl<
+                        T: Technician,
+                    > tonic::server::UnaryService<super::ListEnrollmentTokensRequest>
+                    for ListEnrollmentTokensSvc<T> {
+                        type Response = super::ListEnrollmentTokensResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListEnrollmentTokensRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Technician>::list_enrollment_tokens(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListEnrollmentTokensSvc(inner);
+                        let codec = crate::codec::SmallBufferCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/deskpulse.v1.Technician/RevokeEnrollmentToken" => {
+                    #[allow(non_camel_case_types)]
+                    struct RevokeEnrollmentTokenSvc<T: Technician>(pub Arc<T>);
+                    impl<
+                        T: Technician,
+                    > tonic::server::UnaryService<super::RevokeEnrollmentTokenRequest>
+                    for RevokeEnrollmentTokenSvc<T> {
+                        type Response = super::EnrollmentToken;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RevokeEnrollmentTokenRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Technician>::revoke_enrollment_token(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RevokeEnrollmentTokenSvc(inner);
                         let codec = crate::codec::SmallBufferCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

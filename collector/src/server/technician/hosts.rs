@@ -287,6 +287,17 @@ impl TechnicianApi {
                 .and_then(|(bytes, _)| SpoolCounters::decode(bytes.as_slice()).ok()),
             spool_at_unix_ms: detail.spool_counters.as_ref().map_or(0, |(_, at)| *at),
             health_history,
+            revoked_at_unix_ms: detail.revoked.as_ref().map_or(0, |r| r.at_ms),
+            revoked_by: detail
+                .revoked
+                .as_ref()
+                .map(|r| r.by.clone())
+                .unwrap_or_default(),
+            revoke_reason: detail
+                .revoked
+                .as_ref()
+                .map(|r| r.reason.clone())
+                .unwrap_or_default(),
         }))
     }
 

@@ -243,12 +243,38 @@ impl TechnicianApi {
             return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
         }
         let ctx = self.ctx.clone();
+        // The stream ends at once when its token is revoked or expires
+        // (issue 20). Held after the token was checked: a revocation in
+        // between is cut by the replica's revocation poll.
+        let mut held = ctx.dispatch.cuts.hold_token(&caller.token_id);
+        // An expiry too far off for the timer is as good as none.
+        let expiry = caller.expires_at_ms.and_then(|at| {
+            let left = u64::try_from(at.saturating_sub(now)).unwrap_or(0);
+            tokio::time::Instant::now()
+                .checked_add(Duration::from_millis(left))
+                .map(|deadline| (at, deadline))
+        });
         tokio::spawn(async move {
             let mut recheck = tokio::time::interval(RECHECK);
             loop {
                 tokio::select! {
                     () = ctx.shutdown.cancelled() => break,
                     () = tx.closed() => break,
+                    line = held.cut() => {
+                        let _ = tx.send(Err(Status::unauthenticated(line))).await;
+                        break;
+                    }
+                    () = async {
+                        match expiry {
+                            Some((_, at)) => tokio::time::sleep_until(at).await,
+                            None => std::future::pending().await,
+                        }
+                    } => {
+                        let at = expiry.map_or(0, |(at, _)| at);
+                        let line = crate::server::revocation::token_expired_message(&super::format_ms(at));
+                        let _ = tx.send(Err(Status::unauthenticated(line))).await;
+                        break;
+                    }
                     event = live.recv() => match event {
                         Ok(Live::Output(chunk)) => {
                             if tx.send(Ok(JobEvent { kind: Some(Event::Output(chunk)) })).await.is_err() {

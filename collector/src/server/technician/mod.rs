@@ -11,6 +11,8 @@
 //! - `webhooks`: webhooks: add, remove, list, pause and resume.
 //! - `kb`: the knowledge-base search.
 //! - `tokens`: whoami and enrollment tokens.
+//! - `revocation`: revoking hosts, API tokens and enrollment tokens, and
+//!   the token lists (issue 20).
 //! - [`jobs`]: diagnostics: run, jobs, cancel, the catalog.
 //! - `audit`: the audit log: listing, verification, anchoring the head.
 
@@ -19,6 +21,7 @@ mod changes;
 mod hosts;
 mod jobs;
 mod kb;
+mod revocation;
 mod rules;
 mod tickets;
 mod tokens;
@@ -41,7 +44,7 @@ use tracing::info;
 
 use super::ServerContext;
 use crate::secrets::token_hash;
-use crate::store::{AuditEntry, Caller, Role, StoreError};
+use crate::store::{AuditEntry, Caller, Role, StoreError, TokenCheck};
 
 pub use tokens::new_enrollment_token;
 
@@ -53,6 +56,20 @@ fn text_arg(what: &str, text: &str, max: usize) -> Result<String, Status> {
         )));
     }
     Ok(text.to_owned())
+}
+
+/// How often a token's last use is written at most.
+const LAST_USE_EVERY_MS: i64 = 60_000;
+
+/// A time for a one-line message: RFC 3339, UTC.
+pub(crate) fn format_ms(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{ms} ms"))
 }
 
 fn internal(error: StoreError) -> Status {
@@ -102,17 +119,35 @@ impl TechnicianApi {
             .ok_or_else(|| {
                 Status::unauthenticated("the authorization header must be \"Bearer TOKEN\"")
             })?;
-        let caller = self
+        let now = self.ctx.clock.now_ms();
+        let checked = self
             .ctx
             .store
-            .authenticate(&token_hash(token))
+            .authenticate(&token_hash(token), now)
             .await
-            .map_err(internal)?
-            .ok_or_else(|| {
-                self.failed_tokens.failed(peer);
-                info!(action, ?peer, "refused an unknown or revoked API token");
-                Status::unauthenticated("the API token is unknown or revoked")
-            })?;
+            .map_err(internal)?;
+        let refusal = match checked {
+            TokenCheck::Valid(caller) => Ok(caller),
+            TokenCheck::Unknown => Err("the API token is unknown or revoked".to_owned()),
+            TokenCheck::Revoked => Err(super::revocation::TOKEN_REVOKED.to_owned()),
+            TokenCheck::Expired(at) => {
+                Err(super::revocation::token_expired_message(&format_ms(at)))
+            }
+        };
+        let caller = refusal.map_err(|line| {
+            self.failed_tokens.failed(peer);
+            info!(action, ?peer, refusal = %line, "refused an API token");
+            Status::unauthenticated(line)
+        })?;
+        // The last use, at most once a minute per token (issue 20): the
+        // row says when it was last written, so no write is needed before.
+        if caller
+            .last_used_at_ms
+            .is_none_or(|last| now.saturating_sub(last) >= LAST_USE_EVERY_MS)
+            && let Err(error) = self.ctx.store.touch_api_token(&caller.token_id, now).await
+        {
+            tracing::warn!(%error, "recording an API token's use failed");
+        }
         if caller.role < needed {
             info!(action, technician = %caller.name, role = %caller.role, "refused: role too low");
             return Err(Status::permission_denied(format!(
@@ -316,5 +351,40 @@ impl Technician for TechnicianApi {
         request: Request<deskpulse_proto::v1::VerifyAuditRequest>,
     ) -> Result<Response<deskpulse_proto::v1::VerifyAuditResponse>, Status> {
         self.verify_audit_impl(request).await
+    }
+
+    async fn revoke_host(
+        &self,
+        request: Request<deskpulse_proto::v1::RevokeHostRequest>,
+    ) -> Result<Response<deskpulse_proto::v1::RevokeHostResponse>, Status> {
+        self.revoke_host_impl(request).await
+    }
+
+    async fn list_api_tokens(
+        &self,
+        request: Request<deskpulse_proto::v1::ListApiTokensRequest>,
+    ) -> Result<Response<deskpulse_proto::v1::ListApiTokensResponse>, Status> {
+        self.list_api_tokens_impl(request).await
+    }
+
+    async fn revoke_api_token(
+        &self,
+        request: Request<deskpulse_proto::v1::RevokeApiTokenRequest>,
+    ) -> Result<Response<deskpulse_proto::v1::ApiToken>, Status> {
+        self.revoke_api_token_impl(request).await
+    }
+
+    async fn list_enrollment_tokens(
+        &self,
+        request: Request<deskpulse_proto::v1::ListEnrollmentTokensRequest>,
+    ) -> Result<Response<deskpulse_proto::v1::ListEnrollmentTokensResponse>, Status> {
+        self.list_enrollment_tokens_impl(request).await
+    }
+
+    async fn revoke_enrollment_token(
+        &self,
+        request: Request<deskpulse_proto::v1::RevokeEnrollmentTokenRequest>,
+    ) -> Result<Response<deskpulse_proto::v1::EnrollmentToken>, Status> {
+        self.revoke_enrollment_token_impl(request).await
     }
 }

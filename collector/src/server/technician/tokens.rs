@@ -16,7 +16,7 @@ const MAX_ENROLL_TTL_SECS: u64 = 30 * 24 * 3600;
 const MAX_ENROLL_USES: u32 = 10_000;
 const DEFAULT_ENROLL_TTL_SECS: u64 = 24 * 3600;
 
-fn role_to_wire(role: Role) -> deskpulse_proto::v1::Role {
+pub(super) fn role_to_wire(role: Role) -> deskpulse_proto::v1::Role {
     match role {
         Role::Viewer => deskpulse_proto::v1::Role::Viewer,
         Role::Technician => deskpulse_proto::v1::Role::Technician,

@@ -1,34 +1,11 @@
 //! Who may call, the same SQL on both backends: API tokens and the
 //! technicians behind them, and a host's current certificate.
 
-use std::future::Future;
-use std::str::FromStr;
-
 use sqlx::{Pool, QueryBuilder, Transaction};
+use std::future::Future;
 
 use super::{Dialect, SendFuture, Value, push_values};
-use crate::store::{AuditOf, Caller, NewApiToken, Role, StoreError, StoreResult};
-
-/// The technician whose unrevoked token hashes to `token_sha256`.
-pub(crate) fn caller<'a, B: Dialect>(
-    pool: &'a Pool<B>,
-    token_sha256: &str,
-) -> impl Future<Output = StoreResult<Option<Caller>>> + Send + 'a {
-    let mut sql = QueryBuilder::<B>::new(
-        "SELECT t.id AS token_id, p.id AS technician_id, p.name, p.role \
-         FROM api_tokens t JOIN technicians p ON p.id = t.technician_id \
-         WHERE t.revoked_at_ms IS NULL AND t.token_sha256 = ",
-    );
-    B::text(&mut sql, token_sha256);
-    B::optional(pool, sql, |r| {
-        Ok(Caller {
-            technician_id: r.text("technician_id")?,
-            name: r.text("name")?,
-            role: Role::from_str(&r.text("role")?).map_err(StoreError::Corrupt)?,
-            token_id: r.text("token_id")?,
-        })
-    })
-}
+use crate::store::{AuditOf, NewApiToken, StoreError, StoreResult};
 
 /// The SHA-256 of the host's current certificate; `None` for an unknown
 /// host.
@@ -83,7 +60,8 @@ pub(crate) fn create_api_token<'a, B: Dialect>(
             )));
         }
         let mut sql = QueryBuilder::new(
-            "INSERT INTO api_tokens (id, technician_id, token_sha256, created_at_ms) VALUES (",
+            "INSERT INTO api_tokens (id, technician_id, token_sha256, created_at_ms, \
+             expires_at_ms) VALUES (",
         );
         push_values(
             &mut sql,
@@ -92,6 +70,7 @@ pub(crate) fn create_api_token<'a, B: Dialect>(
                 Value::Text(&technician_id),
                 Value::Text(&token.token_sha256),
                 Value::Int(now_ms),
+                Value::MaybeInt(token.expires_at_ms),
             ],
         );
         sql.push(")");

@@ -184,12 +184,13 @@ pub(crate) fn list<'a, B: Dialect>(
     }
     if let Some(prefix) = &query.action_prefix {
         // substr, not LIKE: a prefix with % or _ means those characters.
-        sql.push(" AND substr(a.action, 1, ");
+        // The length is cast: PostgreSQL has no substr(text, int, bigint).
+        sql.push(" AND substr(a.action, 1, CAST(");
         B::int(
             &mut sql,
-            i64::try_from(prefix.chars().count()).unwrap_or(i64::MAX),
+            i64::from(i32::try_from(prefix.chars().count()).unwrap_or(i32::MAX)),
         );
-        sql.push(") = ");
+        sql.push(" AS INTEGER)) = ");
         B::text(&mut sql, prefix);
     }
     sql.push(" ORDER BY a.id DESC LIMIT ");

@@ -42,18 +42,24 @@ pub(crate) fn token_refusal<'a, B: crate::store::sql::Dialect>(
     now_ms: i64,
 ) -> impl Future<Output = StoreResult<Option<EnrollOutcome>>> + Send + 'a {
     let mut sql = QueryBuilder::<B>::new(
-        "SELECT expires_at_ms, uses_left FROM enrollment_tokens WHERE token_sha256 = ",
+        "SELECT expires_at_ms, uses_left, revoked_at_ms FROM enrollment_tokens \
+         WHERE token_sha256 = ",
     );
     B::text(&mut sql, token_sha256);
     async move {
         let token = B::optional(pool, sql, |r| {
-            Ok((r.int("expires_at_ms")?, r.int("uses_left")?))
+            Ok((
+                r.int("expires_at_ms")?,
+                r.int("uses_left")?,
+                r.opt_int("revoked_at_ms")?,
+            ))
         })
         .await?;
         Ok(match token {
             None => Some(EnrollOutcome::UnknownToken),
-            Some((expires_at, _)) if expires_at <= now_ms => Some(EnrollOutcome::ExpiredToken),
-            Some((_, uses_left)) if uses_left <= 0 => Some(EnrollOutcome::UsedToken),
+            Some((_, _, Some(_))) => Some(EnrollOutcome::RevokedToken),
+            Some((expires_at, _, _)) if expires_at <= now_ms => Some(EnrollOutcome::ExpiredToken),
+            Some((_, uses_left, _)) if uses_left <= 0 => Some(EnrollOutcome::UsedToken),
             Some(_) => None,
         })
     }
@@ -67,8 +73,8 @@ async fn enroll<B: BackendSql>(
     issue: IssueCert<'_>,
 ) -> StoreResult<EnrollOutcome> {
     let mut sql = QueryBuilder::new(
-        "SELECT id, expires_at_ms, uses_left, relink_host_id FROM enrollment_tokens \
-         WHERE token_sha256 = ",
+        "SELECT id, expires_at_ms, uses_left, relink_host_id, revoked_at_ms \
+         FROM enrollment_tokens WHERE token_sha256 = ",
     );
     B::text(&mut sql, &request.token_sha256);
     sql.push(B::LOCK_ROWS);
@@ -78,12 +84,16 @@ async fn enroll<B: BackendSql>(
             r.int("expires_at_ms")?,
             r.int("uses_left")?,
             r.opt_text("relink_host_id")?,
+            r.opt_int("revoked_at_ms")?,
         ))
     })
     .await?;
-    let Some((token_id, expires_at, uses_left, relink_host)) = token else {
+    let Some((token_id, expires_at, uses_left, relink_host, revoked_at)) = token else {
         return Ok(EnrollOutcome::UnknownToken);
     };
+    if revoked_at.is_some() {
+        return Ok(EnrollOutcome::RevokedToken);
+    }
     if expires_at <= now_ms {
         return Ok(EnrollOutcome::ExpiredToken);
     }
@@ -205,13 +215,13 @@ async fn relink<B: BackendSql>(
     now_ms: i64,
     issue: IssueCert<'_>,
 ) -> StoreResult<EnrollOutcome> {
-    let mut sql = QueryBuilder::new("SELECT id FROM hosts WHERE id = ");
+    let mut sql = QueryBuilder::new("SELECT revoked_at_ms FROM hosts WHERE id = ");
     B::text(&mut sql, &host_id);
-    if B::optional_in(&mut *conn, sql, |r| r.text("id"))
-        .await?
-        .is_none()
-    {
-        return Ok(EnrollOutcome::RelinkHostGone);
+    match B::optional_in(&mut *conn, sql, |r| r.opt_int("revoked_at_ms")).await? {
+        None => return Ok(EnrollOutcome::RelinkHostGone),
+        // A revoked host comes back only as a new host (issue 20).
+        Some(Some(_)) => return Ok(EnrollOutcome::RelinkHostRevoked),
+        Some(None) => {}
     }
     let cert = issue(&host_id).map_err(StoreError::Issue)?;
     let mut sql = QueryBuilder::new("UPDATE hosts SET enrolled_at_ms = ");

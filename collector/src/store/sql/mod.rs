@@ -18,6 +18,8 @@
 //! - [`policy`]: the fleet policy in force.
 //! - [`renewal`]: renewed host certificates, recorded beside the current
 //!   one and made current on first use.
+//! - [`revocation`]: revoking hosts, API tokens and enrollment tokens; API
+//!   token checks, expiry and last use; the token lists.
 //! - [`tickets`]: `TicketTx`, the ticket transactions, the reports that are
 //!   events, the ticket list and the change log.
 //! - [`webhooks`]: the webhook rows, claiming and recording deliveries, the
@@ -31,6 +33,7 @@ pub(crate) mod hosts;
 pub(crate) mod jobs;
 pub(crate) mod policy;
 pub(crate) mod renewal;
+pub(crate) mod revocation;
 pub(crate) mod tickets;
 pub(crate) mod webhooks;
 

@@ -25,6 +25,8 @@ pub(crate) async fn record<B: Dialect>(
     B::text(&mut sql, host_id);
     sql.push(" AND cert_sha256 = ");
     B::text(&mut sql, presented_sha256);
+    // A revoked host is renewed nothing (issue 20).
+    sql.push(" AND revoked_at_ms IS NULL");
     if B::execute_in(&mut *conn, sql).await? == 0 {
         return Ok(false);
     }
@@ -58,15 +60,28 @@ pub(crate) async fn present<B: Dialect>(
     B::text(&mut sql, host_id);
     sql.push(" AND next_cert_sha256 = ");
     B::text(&mut sql, sha256);
+    sql.push(" AND revoked_at_ms IS NULL");
     if B::execute_in(&mut *conn, sql).await? == 1 {
         return Ok(CertStanding::Renewed);
     }
-    let mut sql = QueryBuilder::<B>::new("SELECT cert_sha256 FROM hosts WHERE id = ");
+    let mut sql =
+        QueryBuilder::<B>::new("SELECT cert_sha256, revoked_at_ms FROM hosts WHERE id = ");
     B::text(&mut sql, host_id);
-    let current = B::optional_in(&mut *conn, sql, |r| r.text("cert_sha256")).await?;
-    Ok(match current {
-        None => CertStanding::UnknownHost,
-        Some(current) if current == sha256 => CertStanding::Current,
-        Some(_) => CertStanding::Superseded,
+    let current = B::optional_in(&mut *conn, sql, |r| {
+        Ok((r.text("cert_sha256")?, r.opt_int("revoked_at_ms")?))
     })
+    .await?;
+    Ok(standing(current, sha256))
+}
+
+/// Where `sha256` stands given the host's current certificate and
+/// revocation (`None`: no such host). A revoked host's certificates are all
+/// refused, whichever is presented.
+pub(crate) fn standing(current: Option<(String, Option<i64>)>, sha256: &str) -> CertStanding {
+    match current {
+        None => CertStanding::UnknownHost,
+        Some((_, Some(at_ms))) => CertStanding::Revoked { at_ms },
+        Some((current, None)) if current == sha256 => CertStanding::Current,
+        Some(_) => CertStanding::Superseded,
+    }
 }

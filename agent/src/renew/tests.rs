@@ -64,7 +64,8 @@ fn the_validity_is_read_from_the_certificate() {
 fn times_print_as_utc() {
     assert_eq!(format_ms(0), "1970-01-01T00:00:00Z");
     assert_eq!(format_ms(1_796_565_755_000), "2026-12-06T14:02:35Z");
-    assert!(expired_line(0).contains("enroll again with a fresh token"));
+    assert!(expired_line(0, "h-1").contains("enroll again with a fresh token"));
+    assert!(expired_line(0, "h-1").contains("--relink h-1"));
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! - [`settings`]: connection settings from flags, env and `cli.toml` (D8).
 //! - [`output`]: tables, time formatting and the JSON shapes.
 //! - `audit`: `deskpulse audit`, listing and `--verify`.
+//! - `enrollments`: `deskpulse enrollments`, the re-link approval queue.
 //! - [`terminal`]: the one way to the terminal; untrusted text made inert.
 //! - this module: the commands and their dispatch.
 
@@ -16,6 +17,7 @@
 pub mod terminal;
 mod audit;
 mod diagnostics;
+mod enrollments;
 pub mod output;
 pub mod settings;
 
@@ -154,6 +156,11 @@ enum Command {
     /// The audit log, newest first; `--verify` checks its hash chain and
     /// signed anchors (admin).
     Audit(audit::AuditArgs),
+    /// Enrollments that claimed an existing host's hardware identity:
+    /// list them, approve (the new enrollment takes the host over) or deny
+    /// (admin).
+    #[command(subcommand)]
+    Enrollments(enrollments::EnrollmentsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -807,6 +814,7 @@ async fn run(
             output::kb(&found.matches, json)
         }
         Command::Audit(args) => audit::run(&mut client, args, json).await,
+        Command::Enrollments(command) => enrollments::run(&mut client, command, json).await,
     }
 }
 

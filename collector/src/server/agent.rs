@@ -26,7 +26,8 @@ use deskpulse_proto::v1::agent_service_server::AgentService;
 use deskpulse_proto::v1::collector_message::Kind as Outgoing;
 use deskpulse_proto::v1::report::Payload;
 use deskpulse_proto::v1::{
-    Ack, AgentMessage, CollectorMessage, DiagnosticOutcome, GoodbyeReason, Rejected, Report,
+    Ack, AgentMessage, CertificateRenewed, CollectorMessage, DiagnosticOutcome, GoodbyeReason,
+    Rejected, Report,
     ResyncInventory,
 };
 use futures_util::StreamExt;
@@ -153,7 +154,25 @@ impl AgentService for AgentSessions {
             .cloned()
             .ok_or_else(|| Status::unauthenticated("no host certificate"))?;
         tracing::Span::current().record("host", identity.host_id.as_str());
-        super::renewal::admit(&self.ctx, &identity).await?;
+        if let super::renewal::Admission::Relinked { host_id, cert_pem } =
+            super::renewal::admit(&self.ctx, &identity).await?
+        {
+            // Nothing the agent sent on this stream is read: it is not a
+            // host's session. The agent keeps its reports and sends them as
+            // the host it took over.
+            let handed: [Outbound; 2] = [
+                Ok(CollectorMessage {
+                    kind: Some(Outgoing::CertificateRenewed(CertificateRenewed {
+                        certificate_pem: cert_pem,
+                        ca_bundle_pem: self.ctx.ca.cert_pem().to_owned(),
+                    })),
+                }),
+                Err(Status::unauthenticated(super::renewal::relinked_message(
+                    &host_id,
+                ))),
+            ];
+            return Ok(Response::new(Box::pin(tokio_stream::iter(handed))));
+        }
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(AgentMessage {

@@ -65,7 +65,10 @@ pub(crate) async fn present<B: Dialect>(
     B::text(&mut sql, host_id);
     let current = B::optional_in(&mut *conn, sql, |r| r.text("cert_sha256")).await?;
     Ok(match current {
-        None => CertStanding::UnknownHost,
+        None => match super::relink::relinked_cert::<B>(conn, host_id, sha256).await? {
+            Some((host_id, cert_pem)) => CertStanding::Relinked { host_id, cert_pem },
+            None => CertStanding::UnknownHost,
+        },
         Some(current) if current == sha256 => CertStanding::Current,
         Some(_) => CertStanding::Superseded,
     })

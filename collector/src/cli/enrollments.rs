@@ -53,7 +53,7 @@ struct RequestJson<'a> {
     source_address: &'a str,
     requested_at_ms: i64,
     requested_at: String,
-    decided_at_ms: Option<i64>,
+    decided_at: Option<String>,
     decided_by: Option<&'a str>,
 }
 
@@ -71,7 +71,7 @@ impl<'a> From<&'a RelinkRequest> for RequestJson<'a> {
             source_address: &r.source_address,
             requested_at_ms: r.requested_at_unix_ms,
             requested_at: time(r.requested_at_unix_ms),
-            decided_at_ms: (r.decided_at_unix_ms > 0).then_some(r.decided_at_unix_ms),
+            decided_at: (r.decided_at_unix_ms > 0).then(|| time(r.decided_at_unix_ms)),
             decided_by: (!r.decided_by.is_empty()).then_some(r.decided_by.as_str()),
         }
     }

@@ -112,6 +112,10 @@ pub fn require_host_certificate(mut request: Request<()>) -> Result<Request<()>,
     Ok(request)
 }
 
+/// How long a session that handed an agent its re-linked certificate
+/// waits for the agent to hang up.
+const RELINK_HANDOVER: Duration = Duration::from_secs(30);
+
 /// The agent service implementation.
 #[derive(Debug)]
 pub struct AgentSessions {
@@ -157,21 +161,31 @@ impl AgentService for AgentSessions {
         if let super::renewal::Admission::Relinked { host_id, cert_pem } =
             super::renewal::admit(&self.ctx, &identity).await?
         {
-            // Nothing the agent sent on this stream is read: it is not a
-            // host's session. The agent keeps its reports and sends them as
-            // the host it took over.
-            let handed: [Outbound; 2] = [
-                Ok(CollectorMessage {
-                    kind: Some(Outgoing::CertificateRenewed(CertificateRenewed {
-                        certificate_pem: cert_pem,
-                        ca_bundle_pem: self.ctx.ca.cert_pem().to_owned(),
-                    })),
-                }),
+            // Not a host's session: what the agent sends is read and
+            // dropped (it keeps its reports and sends them again as the host
+            // it took over), so its sends succeed until it has read the
+            // certificate, and the stream ends once it hangs up (or after
+            // RELINK_HANDOVER).
+            let mut inbound = request.into_inner();
+            let (hung_up, ended) = tokio::sync::oneshot::channel::<()>();
+            tokio::spawn(async move {
+                let drain = async { while let Ok(Some(_)) = inbound.message().await {} };
+                let _ = tokio::time::timeout(RELINK_HANDOVER, drain).await;
+                let _ = hung_up.send(());
+            });
+            let handed = tokio_stream::once(Ok(CollectorMessage {
+                kind: Some(Outgoing::CertificateRenewed(CertificateRenewed {
+                    certificate_pem: cert_pem,
+                    ca_bundle_pem: self.ctx.ca.cert_pem().to_owned(),
+                })),
+            }));
+            let end = futures_util::stream::once(async move {
+                let _ = ended.await;
                 Err(Status::unauthenticated(super::renewal::relinked_message(
                     &host_id,
-                ))),
-            ];
-            return Ok(Response::new(Box::pin(tokio_stream::iter(handed))));
+                )))
+            });
+            return Ok(Response::new(Box::pin(handed.chain(end))));
         }
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {

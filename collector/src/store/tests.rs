@@ -639,6 +639,17 @@ async fn an_approved_relink_request_takes_the_host_over_and_a_denied_one_stays_a
     assert_eq!(store.relink_requests(false).await.expect("list").len(), 1);
     assert!(store.host_detail(&b).await.expect("detail").is_some());
 
+    // The old installation had asked for a renewal it has not presented:
+    // the take-over ends that certificate too.
+    let renewed = HostCert {
+        cert_pem: "renewed".into(),
+        serial_hex: "03".into(),
+        sha256_hex: "sha-renewed-a".into(),
+    };
+    assert!(store
+        .record_cert_renewal(&a, &format!("sha-{a}"), &renewed, 4)
+        .await
+        .expect("renew"));
     let approved = store
         .decide_relink(&decision(asked.id, true), &reissued, 5)
         .await
@@ -654,6 +665,10 @@ async fn an_approved_relink_request_takes_the_host_over_and_a_denied_one_stays_a
     assert_eq!(
         store.present_host_cert(&a, &format!("sha-relinked-{a}")).await.expect("present"),
         CertStanding::Current
+    );
+    assert_eq!(
+        store.present_host_cert(&a, "sha-renewed-a").await.expect("present"),
+        CertStanding::Superseded
     );
     assert_eq!(
         store.present_host_cert(&b, &format!("sha-{b}")).await.expect("present"),

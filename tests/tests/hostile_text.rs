@@ -73,13 +73,21 @@ fn inventory(with_new_admin: bool) -> Inventory {
     inventory
 }
 
+fn now_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970");
+    i64::try_from(since.as_millis()).expect("fits")
+}
+
 fn report(seq: u64, inventory: Inventory) -> AgentMessage {
     AgentMessage {
         kind: Some(Kind::Report(Report {
             spool_id: "hostile".into(),
             seq,
             held_from_seq: 0,
-            collected_at_unix_ms: 1_764_000_000_000 + i64::try_from(seq).expect("small") * 60_000,
+            // Recent, so `changes` (the last 7 days) lists them.
+            collected_at_unix_ms: now_ms() - 600_000 + i64::try_from(seq).expect("small") * 60_000,
             payload: Some(Payload::Inventory(inventory)),
         })),
     }
@@ -89,9 +97,10 @@ fn report(seq: u64, inventory: Inventory) -> AgentMessage {
 /// escape visibly.
 fn assert_inert(what: &str, run: &Run) {
     for text in [&run.stdout, &run.stderr] {
-        if let Some(c) = text.chars().find(|&c| {
-            (c.is_control() && c != '\n' && c != '\t') || c == '\u{202e}'
-        }) {
+        if let Some(c) = text
+            .chars()
+            .find(|&c| (c.is_control() && c != '\n' && c != '\t') || c == '\u{202e}')
+        {
             panic!("{what}: a raw {c:?} reaches the terminal:\n{text}");
         }
     }
@@ -126,7 +135,11 @@ async fn a_hostile_agents_text_is_shown_inert_and_json_keeps_it_exact() {
     // administrator: the change log records both and a ticket opens.
     let (cert, key) = agent.identity();
     let channel = collector.channel(Some((&cert, &key))).await;
-    let messages = vec![test_hello(), report(1, inventory(false)), report(2, inventory(true))];
+    let messages = vec![
+        test_hello(),
+        report(1, inventory(false)),
+        report(2, inventory(true)),
+    ];
     let mut replies = AgentServiceClient::new(channel)
         .session(tokio_stream::iter(messages))
         .await
@@ -154,8 +167,16 @@ async fn a_hostile_agents_text_is_shown_inert_and_json_keeps_it_exact() {
 
     let views: [(&str, Vec<&str>, Vec<String>); 8] = [
         ("hosts", vec!["hosts"], vec![hostile("host"), hostile("os")]),
-        ("host show", vec!["host", "show", &host], vec![hostile("host"), hostile("os")]),
-        ("inventory", vec!["inventory", &host], vec![hostile("host"), hostile("pkg")]),
+        (
+            "host show",
+            vec!["host", "show", &host],
+            vec![hostile("host"), hostile("os")],
+        ),
+        (
+            "inventory",
+            vec!["inventory", &host],
+            vec![hostile("host"), hostile("pkg")],
+        ),
         (
             "inventory software",
             vec!["inventory", &host, "--section", "software"],
@@ -164,7 +185,11 @@ async fn a_hostile_agents_text_is_shown_inert_and_json_keeps_it_exact() {
         ("changes", vec!["changes", &host], vec![hostile("pkg")]),
         ("fleet changes", vec!["changes"], vec![hostile("pkg")]),
         ("tickets", vec!["tickets"], vec![hostile("user")]),
-        ("ticket show", vec!["ticket", "show", &ticket], vec![hostile("user")]),
+        (
+            "ticket show",
+            vec!["ticket", "show", &ticket],
+            vec![hostile("user")],
+        ),
     ];
     for (what, args, exact) in views {
         let human = collector.cli(&admin, &args).expect_code(0);
@@ -172,13 +197,22 @@ async fn a_hostile_agents_text_is_shown_inert_and_json_keeps_it_exact() {
         let json_args: Vec<&str> = std::iter::once("--json").chain(args).collect();
         let json = collector.cli(&admin, &json_args).expect_code(0).json();
         for wanted in exact {
-            assert!(holds(&json, &wanted), "{what} --json keeps {wanted:?}: {json}");
+            assert!(
+                holds(&json, &wanted),
+                "{what} --json keeps {wanted:?}: {json}"
+            );
         }
     }
     collector
         .cli(
             &admin,
-            &["ticket", "resolve", &ticket, "--resolution", "administrator removed"],
+            &[
+                "ticket",
+                "resolve",
+                &ticket,
+                "--resolution",
+                "administrator removed",
+            ],
         )
         .expect_code(0);
     let found = collector

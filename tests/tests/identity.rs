@@ -212,7 +212,13 @@ fn an_enrollment_claiming_a_known_pc_waits_for_an_admin_and_approval_hands_it_th
     let viewer = collector.api_token("vic", "viewer");
     let root = firmware_root(SERIAL, UUID);
     let old = Agent::new();
-    enroll_in(&old, &collector, &collector.enrollment_token(1), root.path()).expect_code(0);
+    enroll_in(
+        &old,
+        &collector,
+        &collector.enrollment_token(1),
+        root.path(),
+    )
+    .expect_code(0);
     agent_in(&old, root.path(), &["run", "--once"]).expect_code(0);
     let host = old.host_id();
     assert!(pending(&collector, &admin).is_empty());
@@ -220,9 +226,18 @@ fn an_enrollment_claiming_a_known_pc_waits_for_an_admin_and_approval_hands_it_th
     // The PC is reinstalled and enrolled with an ordinary token: a new
     // host for now, and a request for an admin.
     let new = Agent::new();
-    let out = enroll_in(&new, &collector, &collector.enrollment_token(1), root.path())
-        .expect_code(0);
-    assert!(out.stdout.contains("an admin may approve"), "{}", out.stdout);
+    let out = enroll_in(
+        &new,
+        &collector,
+        &collector.enrollment_token(1),
+        root.path(),
+    )
+    .expect_code(0);
+    assert!(
+        out.stdout.contains("an admin may approve"),
+        "{}",
+        out.stdout
+    );
     let interim = new.host_id();
     assert_ne!(interim, host);
     let root_env = root.path().to_str().expect("utf-8").to_owned();
@@ -250,17 +265,29 @@ fn an_enrollment_claiming_a_known_pc_waits_for_an_admin_and_approval_hands_it_th
     let id = request["id"].as_i64().expect("id").to_string();
 
     // Roles, and ids that name nothing: one line each, nothing changes.
-    let refused = collector.cli(&viewer, &["enrollments", "pending"]).expect_code(1);
-    assert!(refused.error_line().contains("technician role"), "{}", refused.stderr);
+    let refused = collector
+        .cli(&viewer, &["enrollments", "pending"])
+        .expect_code(1);
+    assert!(
+        refused.error_line().contains("technician role"),
+        "{}",
+        refused.stderr
+    );
     let refused = collector
         .cli(&technician, &["enrollments", "approve", &id])
         .expect_code(1);
-    assert!(refused.error_line().contains("admin role"), "{}", refused.stderr);
+    assert!(
+        refused.error_line().contains("admin role"),
+        "{}",
+        refused.stderr
+    );
     let unknown = collector
         .cli(&admin, &["enrollments", "approve", "9999"])
         .expect_code(1);
     assert!(
-        unknown.error_line().contains("no re-link request has id 9999"),
+        unknown
+            .error_line()
+            .contains("no re-link request has id 9999"),
         "{}",
         unknown.stderr
     );
@@ -273,12 +300,16 @@ fn an_enrollment_claiming_a_known_pc_waits_for_an_admin_and_approval_hands_it_th
         .cli(&admin, &["enrollments", "approve", &id])
         .expect_code(0);
     assert!(
-        approved.stdout.contains(&format!("approved re-link request {id}")),
+        approved
+            .stdout
+            .contains(&format!("approved re-link request {id}")),
         "{}",
         approved.stdout
     );
-    wait_for(Duration::from_secs(60), || (new.host_id() == host).then_some(()))
-        .expect("the agent takes over the host id");
+    wait_for(Duration::from_secs(60), || {
+        (new.host_id() == host).then_some(())
+    })
+    .expect("the agent takes over the host id");
     let since = last_success(&new).unwrap_or_default();
     wait_for(Duration::from_secs(60), || {
         (last_success(&new) > Some(since)).then_some(())
@@ -291,8 +322,14 @@ fn an_enrollment_claiming_a_known_pc_waits_for_an_admin_and_approval_hands_it_th
     // The old installation's certificate no longer works; the interim
     // host is gone; the duplicate ticket is resolved; all of it audited.
     let stale = agent_in(&old, root.path(), &["run", "--once"]).expect_code(1);
-    assert!(stale.error_line().contains("superseded"), "{}", stale.stderr);
-    let gone = collector.cli(&admin, &["host", "show", &interim]).expect_code(1);
+    assert!(
+        stale.error_line().contains("superseded"),
+        "{}",
+        stale.stderr
+    );
+    let gone = collector
+        .cli(&admin, &["host", "show", &interim])
+        .expect_code(1);
     assert!(gone.error_line().contains("no host"), "{}", gone.stderr);
     let shown = collector
         .cli(&admin, &["--json", "host", "show", &host])
@@ -300,7 +337,10 @@ fn an_enrollment_claiming_a_known_pc_waits_for_an_admin_and_approval_hands_it_th
     assert!(shown.stdout.contains(SERIAL), "{}", shown.stdout);
     assert!(duplicate_tickets(&collector, &admin).is_empty());
     let audit = collector
-        .cli(&admin, &["--json", "audit", "--action", "enrollment.approve"])
+        .cli(
+            &admin,
+            &["--json", "audit", "--action", "enrollment.approve"],
+        )
         .expect_code(0);
     assert!(audit.stdout.contains(&interim), "{}", audit.stdout);
 
@@ -319,7 +359,13 @@ fn an_enrollment_claiming_a_known_pc_waits_for_an_admin_and_approval_hands_it_th
     // Another claim, denied: it stays a host of its own and keeps working,
     // and the duplicate ticket stays open for a technician.
     let third = Agent::new();
-    enroll_in(&third, &collector, &collector.enrollment_token(1), root.path()).expect_code(0);
+    enroll_in(
+        &third,
+        &collector,
+        &collector.enrollment_token(1),
+        root.path(),
+    )
+    .expect_code(0);
     let third_host = third.host_id();
     let requests = pending(&collector, &admin);
     assert_eq!(requests.len(), 1, "{requests:?}");
@@ -327,7 +373,11 @@ fn an_enrollment_claiming_a_known_pc_waits_for_an_admin_and_approval_hands_it_th
     let denied = collector
         .cli(&admin, &["enrollments", "deny", &id])
         .expect_code(0);
-    assert!(denied.stdout.contains("stays separate"), "{}", denied.stdout);
+    assert!(
+        denied.stdout.contains("stays separate"),
+        "{}",
+        denied.stdout
+    );
     agent_in(&third, root.path(), &["run", "--once"]).expect_code(0);
     assert_eq!(third.host_id(), third_host);
     agent_in(&new, root.path(), &["run", "--once"]).expect_code(0);
@@ -368,7 +418,13 @@ fn an_agent_offline_past_its_certificate_is_refused_and_comes_back_only_with_an_
         .expect_code(0);
     let root = firmware_root(SERIAL, UUID);
     let agent = Agent::new();
-    enroll_in(&agent, &collector, &collector.enrollment_token(1), root.path()).expect_code(0);
+    enroll_in(
+        &agent,
+        &collector,
+        &collector.enrollment_token(1),
+        root.path(),
+    )
+    .expect_code(0);
     agent_in(&agent, root.path(), &["run", "--once"]).expect_code(0);
     let host = agent.host_id();
 
@@ -394,9 +450,18 @@ fn an_agent_offline_past_its_certificate_is_refused_and_comes_back_only_with_an_
     // accepts) makes a new host until an admin approves it.
     let collector = Collector::start_in(collector.into_data_dir(), &[]);
     let admin = collector.admin_token();
-    let out = enroll_in(&agent, &collector, &collector.enrollment_token(1), root.path())
-        .expect_code(0);
-    assert!(out.stdout.contains("an admin may approve"), "{}", out.stdout);
+    let out = enroll_in(
+        &agent,
+        &collector,
+        &collector.enrollment_token(1),
+        root.path(),
+    )
+    .expect_code(0);
+    assert!(
+        out.stdout.contains("an admin may approve"),
+        "{}",
+        out.stdout
+    );
     assert_ne!(agent.host_id(), host);
     let requests = pending(&collector, &admin);
     assert_eq!(requests.len(), 1, "{requests:?}");
@@ -445,7 +510,10 @@ async fn send_hostname(
         })),
     };
     let mut replies = AgentServiceClient::new(channel)
-        .session(tokio_stream::iter(vec![deskpulse_tests::test_hello(), report]))
+        .session(tokio_stream::iter(vec![
+            deskpulse_tests::test_hello(),
+            report,
+        ]))
         .await
         .expect("session")
         .into_inner();
@@ -512,7 +580,10 @@ async fn a_host_name_copying_another_hosts_id_is_refused_and_the_id_still_names_
     })
     .await
     .expect_err("refused");
-    assert!(refused.message().contains("looks like a host id"), "{refused:?}");
+    assert!(
+        refused.message().contains("looks like a host id"),
+        "{refused:?}"
+    );
     Agent::new().enroll(&collector, &token).expect_code(0);
 
     let names: Vec<String> = {
@@ -525,7 +596,9 @@ async fn a_host_name_copying_another_hosts_id_is_refused_and_the_id_still_names_
             .expect("names")
     };
     assert!(
-        !names.iter().any(|n| n.trim().eq_ignore_ascii_case(&victim_id)),
+        !names
+            .iter()
+            .any(|n| n.trim().eq_ignore_ascii_case(&victim_id)),
         "{names:?}"
     );
 
@@ -550,7 +623,13 @@ async fn a_host_name_copying_another_hosts_id_is_refused_and_the_id_still_names_
         .cli(
             &admin,
             &[
-                "--json", "run", &victim_id, "ping", "--param", "host=127.0.0.1", "--no-wait",
+                "--json",
+                "run",
+                &victim_id,
+                "ping",
+                "--param",
+                "host=127.0.0.1",
+                "--no-wait",
             ],
         )
         .expect_code(0)

@@ -155,7 +155,10 @@ fn a_relinked_certificate_for_this_key_brings_its_host_id_and_another_keys_is_re
     assert_eq!(next.key_pem, creds.key_pem);
     promote(&state, &next).expect("promote");
     let now = state.credentials().expect("creds");
-    assert_eq!((now.enrollment.host_id.as_str(), now.cert_pem.as_str()), (host, cert.as_str()));
+    assert_eq!(
+        (now.enrollment.host_id.as_str(), now.cert_pem.as_str()),
+        (host, cert.as_str())
+    );
     assert_eq!(now.enrollment.collector, creds.enrollment.collector);
     assert!(pending(&state, &now).is_none());
 }

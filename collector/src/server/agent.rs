@@ -27,8 +27,7 @@ use deskpulse_proto::v1::collector_message::Kind as Outgoing;
 use deskpulse_proto::v1::report::Payload;
 use deskpulse_proto::v1::{
     Ack, AgentMessage, CertificateRenewed, CollectorMessage, DiagnosticOutcome, GoodbyeReason,
-    Rejected, Report,
-    ResyncInventory,
+    Rejected, Report, ResyncInventory,
 };
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;

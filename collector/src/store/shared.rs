@@ -23,9 +23,9 @@ use crate::store::{
     AuditEntry, AuditHead, AuditQuery, AuditRecord, CaRecord, Caller, CertStanding, ChangeQuery,
     ChangeRow, Delivery, DeliveryOutcome, EnrollOutcome, EnrollRequest, HealthPoint, HostCert,
     HostDetail, HostDiagnostics, HostQuery, HostRow, IssueCert, JobQuery, JobRow, NewApiToken,
-    NewEnrollmentToken, NewJob, NewWebhook, PolicyRecord, RelinkDecision, RelinkRefusal,
-    RelinkRequest, ReissueCert, SessionOpen, StoreError, StoreGauges,
-    StoreResult, TicketChange, TicketQuery, TicketRefusal, TicketRow, WebhookStatus, WorklogEntry,
+    NewEnrollmentToken, NewJob, NewWebhook, PolicyRecord, ReissueCert, RelinkDecision,
+    RelinkRefusal, RelinkRequest, SessionOpen, StoreError, StoreGauges, StoreResult, TicketChange,
+    TicketQuery, TicketRefusal, TicketRow, WebhookStatus, WorklogEntry,
 };
 
 /// Makes an audited change's entry from what the change produced (a new

@@ -594,13 +594,21 @@ fn reissued(csr: &[u8], host_id: &str) -> Result<HostCert, String> {
     })
 }
 
-async fn an_approved_relink_request_takes_the_host_over_and_a_denied_one_stays_apart(
-    db: TestDb,
-) {
+async fn an_approved_relink_request_takes_the_host_over_and_a_denied_one_stays_apart(db: TestDb) {
     let store = db.store.clone();
     token(&store, "t", i64::MAX, 3).await;
-    let a = host_id(&store.enroll(&request("t", "uuid-1"), 1, &cert).await.expect("enroll"));
-    let b = host_id(&store.enroll(&request("t", "uuid-1"), 2, &cert).await.expect("enroll"));
+    let a = host_id(
+        &store
+            .enroll(&request("t", "uuid-1"), 1, &cert)
+            .await
+            .expect("enroll"),
+    );
+    let b = host_id(
+        &store
+            .enroll(&request("t", "uuid-1"), 2, &cert)
+            .await
+            .expect("enroll"),
+    );
     // The interim host reports meanwhile.
     let report = IncomingReport {
         host_id: b.clone(),
@@ -616,24 +624,39 @@ async fn an_approved_relink_request_takes_the_host_over_and_a_denied_one_stays_a
             facts: Box::default(),
         },
     };
-    store.store_reports(std::slice::from_ref(&report), 3).await.expect("store");
+    store
+        .store_reports(std::slice::from_ref(&report), 3)
+        .await
+        .expect("store");
     let pending = store.relink_requests(false).await.expect("list");
     assert_eq!(pending.len(), 1, "{pending:?}");
     let asked = &pending[0];
     assert_eq!(
-        (asked.claimed_host_id.as_str(), asked.new_host_id.as_str(), asked.status.as_str()),
+        (
+            asked.claimed_host_id.as_str(),
+            asked.new_host_id.as_str(),
+            asked.status.as_str()
+        ),
         (a.as_str(), b.as_str(), "pending")
     );
-    assert_eq!((asked.source_addr.as_str(), asked.hardware_uuid.as_str()), ("192.0.2.7", "uuid-1"));
+    assert_eq!(
+        (asked.source_addr.as_str(), asked.hardware_uuid.as_str()),
+        ("192.0.2.7", "uuid-1")
+    );
 
     // Unknown ids and a failing issuer change nothing.
     assert_eq!(
-        store.decide_relink(&decision(9999, true), &reissued, 4).await.expect("decide"),
+        store
+            .decide_relink(&decision(9999, true), &reissued, 4)
+            .await
+            .expect("decide"),
         Err(RelinkRefusal::NotFound(9999))
     );
     let failing = |_: &[u8], _: &str| -> Result<HostCert, String> { Err("no CA".into()) };
     assert!(matches!(
-        store.decide_relink(&decision(asked.id, true), &failing, 4).await,
+        store
+            .decide_relink(&decision(asked.id, true), &failing, 4)
+            .await,
         Err(StoreError::Issue(_))
     ));
     assert_eq!(store.relink_requests(false).await.expect("list").len(), 1);
@@ -646,45 +669,68 @@ async fn an_approved_relink_request_takes_the_host_over_and_a_denied_one_stays_a
         serial_hex: "03".into(),
         sha256_hex: "sha-renewed-a".into(),
     };
-    assert!(store
-        .record_cert_renewal(&a, &format!("sha-{a}"), &renewed, 4)
-        .await
-        .expect("renew"));
+    assert!(
+        store
+            .record_cert_renewal(&a, &format!("sha-{a}"), &renewed, 4)
+            .await
+            .expect("renew")
+    );
     let approved = store
         .decide_relink(&decision(asked.id, true), &reissued, 5)
         .await
         .expect("decide")
         .expect("approved");
-    assert_eq!((approved.status.as_str(), approved.decided_by.as_deref()), ("approved", Some("ada")));
+    assert_eq!(
+        (approved.status.as_str(), approved.decided_by.as_deref()),
+        ("approved", Some("ada"))
+    );
     // The claimed host's previous certificate stops working; the interim
     // host is gone, and its certificate is answered with the new one.
     assert_eq!(
-        store.present_host_cert(&a, &format!("sha-{a}")).await.expect("present"),
+        store
+            .present_host_cert(&a, &format!("sha-{a}"))
+            .await
+            .expect("present"),
         CertStanding::Superseded
     );
     assert_eq!(
-        store.present_host_cert(&a, &format!("sha-relinked-{a}")).await.expect("present"),
+        store
+            .present_host_cert(&a, &format!("sha-relinked-{a}"))
+            .await
+            .expect("present"),
         CertStanding::Current
     );
     assert_eq!(
-        store.present_host_cert(&a, "sha-renewed-a").await.expect("present"),
+        store
+            .present_host_cert(&a, "sha-renewed-a")
+            .await
+            .expect("present"),
         CertStanding::Superseded
     );
     assert_eq!(
-        store.present_host_cert(&b, &format!("sha-{b}")).await.expect("present"),
+        store
+            .present_host_cert(&b, &format!("sha-{b}"))
+            .await
+            .expect("present"),
         CertStanding::Relinked {
             host_id: a.clone(),
             cert_pem: format!("relinked PEM for {a}"),
         }
     );
     assert_eq!(
-        store.present_host_cert(&b, "sha-other").await.expect("present"),
+        store
+            .present_host_cert(&b, "sha-other")
+            .await
+            .expect("present"),
         CertStanding::UnknownHost
     );
     assert!(store.host_detail(&b).await.expect("detail").is_none());
     assert!(store.find_hosts(&b).await.expect("find").is_empty());
     // The report b stored moved with it: sent again as a, it is a duplicate.
-    let again = IncomingReport { host_id: a.clone(), ..report };
+    let again = IncomingReport {
+        host_id: a.clone(),
+        ..report
+    };
     assert_eq!(
         store.store_reports(&[again], 6).await.expect("store"),
         vec![ReportOutcome::Duplicate]
@@ -706,19 +752,33 @@ async fn an_approved_relink_request_takes_the_host_over_and_a_denied_one_stays_a
     };
     let resolved = duplicate_tickets(Some("resolved")).await;
     assert_eq!(resolved.len(), 1, "{resolved:?}");
-    let (_, worklog) = store.ticket(resolved[0].id).await.expect("ticket").expect("found");
+    let (_, worklog) = store
+        .ticket(resolved[0].id)
+        .await
+        .expect("ticket")
+        .expect("found");
     assert!(
-        worklog.iter().any(|w| w.note.contains(&format!("re-link request {}", asked.id))),
+        worklog
+            .iter()
+            .any(|w| w.note.contains(&format!("re-link request {}", asked.id))),
         "{worklog:?}"
     );
     assert_eq!(
-        store.decide_relink(&decision(asked.id, false), &reissued, 7).await.expect("decide"),
+        store
+            .decide_relink(&decision(asked.id, false), &reissued, 7)
+            .await
+            .expect("decide"),
         Err(RelinkRefusal::Decided(approved.clone()))
     );
 
     // Another claim, denied: it stays a host of its own, and the new
     // duplicate ticket stays open with a note.
-    let c = host_id(&store.enroll(&request("t", "uuid-1"), 8, &cert).await.expect("enroll"));
+    let c = host_id(
+        &store
+            .enroll(&request("t", "uuid-1"), 8, &cert)
+            .await
+            .expect("enroll"),
+    );
     let second = store.relink_requests(false).await.expect("list");
     assert_eq!(second.len(), 1, "{second:?}");
     let denied = store
@@ -727,7 +787,10 @@ async fn an_approved_relink_request_takes_the_host_over_and_a_denied_one_stays_a
         .expect("decide")
         .expect("denied");
     assert_eq!(denied.status, "denied");
-    assert_eq!(store.host_cert_sha256(&c).await.expect("cert"), Some(format!("sha-{c}")));
+    assert_eq!(
+        store.host_cert_sha256(&c).await.expect("cert"),
+        Some(format!("sha-{c}"))
+    );
     assert_eq!(
         store.host_cert_sha256(&a).await.expect("cert"),
         Some(format!("sha-relinked-{a}"))
@@ -740,8 +803,15 @@ async fn an_approved_relink_request_takes_the_host_over_and_a_denied_one_stays_a
         .filter(|t| t.status != "resolved")
         .collect();
     assert_eq!(open.len(), 1, "{open:?}");
-    let (_, worklog) = store.ticket(open[0].id).await.expect("ticket").expect("found");
-    assert!(worklog.iter().any(|w| w.note.contains("denied")), "{worklog:?}");
+    let (_, worklog) = store
+        .ticket(open[0].id)
+        .await
+        .expect("ticket")
+        .expect("found");
+    assert!(
+        worklog.iter().any(|w| w.note.contains("denied")),
+        "{worklog:?}"
+    );
 }
 
 async fn reports_are_stored_once_and_old_ones_never_overwrite_new_state(db: TestDb) {

@@ -141,7 +141,12 @@ impl TechnicianApi {
                 crate::server::renewal::relinked_message(&decided.claimed_host_id),
             )),
         ];
-        if self.ctx.dispatch.end_session(&decided.new_host_id, messages).await {
+        if self
+            .ctx
+            .dispatch
+            .end_session(&decided.new_host_id, messages)
+            .await
+        {
             info!(host = %decided.new_host_id, "handed the re-linked certificate to the live session");
         }
     }

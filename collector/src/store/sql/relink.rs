@@ -29,8 +29,8 @@ use crate::rules::policy::Policy;
 use crate::store::engine::tickets::update as update_ticket;
 use crate::store::rows::Columns;
 use crate::store::{
-    AuditEntry, EnrollRequest, HostCert, RelinkDecision, RelinkRefusal, RelinkRequest,
-    ReissueCert, StoreError, StoreResult, TicketChange,
+    AuditEntry, EnrollRequest, HostCert, ReissueCert, RelinkDecision, RelinkRefusal, RelinkRequest,
+    StoreError, StoreResult, TicketChange,
 };
 
 /// How many decided requests `--all` lists.
@@ -178,9 +178,8 @@ pub(crate) async fn decide<B: BackendSql>(
     reissue: ReissueCert<'_>,
     now_ms: i64,
 ) -> StoreResult<Result<RelinkRequest, RelinkRefusal>> {
-    let mut sql = QueryBuilder::<B>::new(
-        "SELECT id, csr_der, token_id FROM relink_requests WHERE id = ",
-    );
+    let mut sql =
+        QueryBuilder::<B>::new("SELECT id, csr_der, token_id FROM relink_requests WHERE id = ");
     B::int(&mut sql, decision.id);
     sql.push(B::LOCK_ROWS);
     let Some((_, csr_der, token_id)) = B::optional_in(&mut *conn, sql, |r| {
@@ -245,16 +244,14 @@ pub(crate) async fn decide<B: BackendSql>(
             .await?
             .map_err(|refusal| StoreError::Conflict(format!("{refusal:?}")))?;
         }
-        let mut sql =
-            QueryBuilder::<B>::new("UPDATE relink_requests SET relinked_cert_pem = ");
+        let mut sql = QueryBuilder::<B>::new("UPDATE relink_requests SET relinked_cert_pem = ");
         B::text(&mut sql, &cert.cert_pem);
         sql.push(" WHERE id = ");
         B::int(&mut sql, request.id);
         B::execute_in(&mut *conn, sql).await?;
         // The interim host is gone: nothing else can be decided about it.
-        let mut sql = QueryBuilder::<B>::new(
-            "UPDATE relink_requests SET status = 'void', decided_at_ms = ",
-        );
+        let mut sql =
+            QueryBuilder::<B>::new("UPDATE relink_requests SET status = 'void', decided_at_ms = ");
         B::int(&mut sql, now_ms);
         sql.push(", decided_by = ");
         B::text(&mut sql, &decision.by);
@@ -407,7 +404,9 @@ async fn merge_host<B: BackendSql>(
         sql.push(" WHERE host_id = ");
         B::text(&mut sql, from);
         if table == "user_report_keys" {
-            sql.push(" AND report_key NOT IN (SELECT report_key FROM user_report_keys WHERE host_id = ");
+            sql.push(
+                " AND report_key NOT IN (SELECT report_key FROM user_report_keys WHERE host_id = ",
+            );
             B::text(&mut sql, into);
             sql.push(")");
         }

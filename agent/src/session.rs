@@ -169,6 +169,10 @@ async fn connect(
         match open_session(&next, config).await {
             Ok(session) => {
                 match renew::promote(state, &next) {
+                    Ok(()) if next.enrollment.host_id != creds.enrollment.host_id => info!(
+                        host = %next.enrollment.host_id,
+                        "the collector accepted the re-linked host certificate; this agent is that host now"
+                    ),
                     Ok(()) => info!(
                         "the collector accepted the renewed host certificate; it is the current one now"
                     ),

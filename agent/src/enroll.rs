@@ -53,6 +53,9 @@ pub struct Enrolled {
     pub host_id: String,
     /// True when the collector linked this hardware to its existing host.
     pub relinked: bool,
+    /// This PC's hardware matched an enrolled host: it enrolled as a new
+    /// host until an admin approves linking it to that one.
+    pub awaiting_approval: bool,
 }
 
 fn read_ca_file(path: &Path) -> Result<String, EnrollError> {
@@ -137,6 +140,7 @@ pub async fn enroll(
     Ok(Enrolled {
         host_id: response.host_id,
         relinked: response.relinked,
+        awaiting_approval: response.awaiting_approval,
     })
 }
 

@@ -579,6 +579,11 @@ fn enroll_command(args: EnrollArgs) -> Result<(), Failure> {
             "enrolled as host {} (this hardware was enrolled before; linked to its existing host)",
             enrolled.host_id
         );
+    } else if enrolled.awaiting_approval {
+        println!(
+            "enrolled as new host {} (this hardware matches an enrolled host: an admin may approve linking it to that host with `deskpulse enrollments approve`; the agent follows by itself)",
+            enrolled.host_id
+        );
     } else {
         println!("enrolled as host {}", enrolled.host_id);
     }

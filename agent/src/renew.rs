@@ -11,6 +11,11 @@
 //! written, the current one; after, the next one, which the agent always
 //! tries first ([`pending`]), and a half-done copy is simply done again.
 //!
+//! The same waiting slot carries a certificate the collector sends unasked
+//! when an admin approved this enrollment's re-link to an existing host
+//! ([`take_relinked`]): it is for the key the agent holds, names the host
+//! it took over, and becomes current, with that host id, the same way.
+//!
 //! An expired certificate is never renewed: the agent stops connecting and
 //! says in one line (log and `status`) that it must enroll again with a
 //! fresh token.
@@ -22,6 +27,44 @@ use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use crate::state::{Credentials, StateDir, write_atomic};
+
+/// The host id a certificate names: its subject common name, which the
+/// collector sets to the host id (and reads back from it).
+pub fn host_id_of(cert_pem: &str) -> Result<String, String> {
+    let cert = parse(cert_pem)?;
+    let subject = cert.tbs_certificate.subject.to_string();
+    subject
+        .split(',')
+        .find_map(|part| part.trim().strip_prefix("CN="))
+        .filter(|cn| !cn.is_empty() && cn.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))
+        .map(str::to_owned)
+        .ok_or_else(|| format!("the certificate names no host id (subject {subject:?})"))
+}
+
+/// A certificate the collector sent without being asked: an admin approved
+/// this enrollment's re-link to an existing host (issue 20), and this is a
+/// certificate for that host, issued to the key the agent already holds.
+/// It waits as the next pair ([`NEXT`]) like a renewed one, so the next
+/// connection presents it and, once the collector accepts it, it becomes
+/// current with its host id ([`promote`]). Returns that host id.
+pub fn take_relinked(
+    state: &StateDir,
+    current: &Credentials,
+    cert_pem: &str,
+    ca_bundle_pem: &str,
+) -> Result<String, String> {
+    let host_id = host_id_of(cert_pem)?;
+    let pair = Pair {
+        cert_pem: cert_pem.to_owned(),
+        key_pem: current.key_pem.clone(),
+        ca_pem: ca_bundle_pem.to_owned(),
+    };
+    pair.check()
+        .map_err(|e| format!("{e} (this agent's key)"))?;
+    let text = serde_json::to_vec(&pair).map_err(|e| e.to_string())?;
+    write_atomic(&state.root().join(NEXT), &text, 0o600).map_err(|e| e.to_string())?;
+    Ok(host_id)
+}
 
 /// The renewed pair waiting to be confirmed, in the state dir.
 pub const NEXT: &str = "agent-next.json";
@@ -123,10 +166,12 @@ pub fn format_ms(ms: i64) -> String {
 }
 
 /// The one line an agent with an expired certificate says, in its log and
-/// in `status`.
-pub fn expired_line(not_after_ms: i64) -> String {
+/// in `status`. It never enrolls again by itself (issue 20): an admin's say
+/// is needed, a re-link token for its host, or an ordinary token whose
+/// enrollment an admin then approves.
+pub fn expired_line(not_after_ms: i64, host_id: &str) -> String {
     format!(
-        "the host certificate expired at {}: this agent no longer connects; stop the service and enroll again with a fresh token (deskpulse-agent enroll --collector URL --token TOKEN …)",
+        "the host certificate expired at {}: this agent no longer connects; stop the service and enroll again with a fresh token (deskpulse-agent enroll --collector URL --token TOKEN …): a re-link token keeps host {host_id} (an admin runs deskpulse-collector enroll-token create --relink {host_id}); an ordinary token makes a new host until an admin approves it (deskpulse enrollments approve ID)",
         format_ms(not_after_ms)
     )
 }
@@ -224,7 +269,13 @@ pub fn pending(state: &StateDir, current: &Credentials) -> Option<Credentials> {
         .and_then(|pair| pair.check().map(|_| pair));
     match pair {
         Ok(pair) => Some(Credentials {
-            enrollment: current.enrollment.clone(),
+            // A renewal names the same host; a re-link the host it took
+            // over, which becomes this agent's host id with the pair.
+            enrollment: crate::state::Enrollment {
+                host_id: host_id_of(&pair.cert_pem)
+                    .unwrap_or_else(|_| current.enrollment.host_id.clone()),
+                ..current.enrollment.clone()
+            },
             cert_pem: pair.cert_pem,
             key_pem: pair.key_pem,
             ca_pem: pair.ca_pem,
@@ -240,9 +291,15 @@ pub fn pending(state: &StateDir, current: &Credentials) -> Option<Credentials> {
 /// The collector accepted the renewed pair: it becomes the current one.
 /// Safe to repeat after a crash (the file goes last).
 pub fn promote(state: &StateDir, next: &Credentials) -> Result<(), String> {
-    state
-        .replace_certificate(&next.cert_pem, &next.key_pem, &next.ca_pem)
-        .map_err(|e| e.to_string())?;
+    let stored = state.enrollment().map_err(|e| e.to_string())?;
+    if stored.is_some_and(|e| e.host_id != next.enrollment.host_id) {
+        // A re-link: the host id changes with the certificate.
+        state.save_enrollment(next).map_err(|e| e.to_string())?;
+    } else {
+        state
+            .replace_certificate(&next.cert_pem, &next.key_pem, &next.ca_pem)
+            .map_err(|e| e.to_string())?;
+    }
     match std::fs::remove_file(state.root().join(NEXT)) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),

@@ -178,6 +178,10 @@ async fn connect(
         match open_session(&next, config).await {
             Ok(session) => {
                 match renew::promote(state, &next) {
+                    Ok(()) if next.enrollment.host_id != creds.enrollment.host_id => info!(
+                        host = %next.enrollment.host_id,
+                        "the collector accepted the re-linked host certificate; this agent is that host now"
+                    ),
                     Ok(()) => info!(
                         "the collector accepted the renewed host certificate; it is the current one now"
                     ),
@@ -204,6 +208,7 @@ async fn connect(
     {
         return Err(SessionError::Expired(renew::expired_line(
             validity.not_after_ms,
+            &creds.enrollment.host_id,
         )));
     }
     open_session(creds, config).await
@@ -551,6 +556,24 @@ async fn once(
     let wait = async {
         while !spool.is_empty() {
             match session.inbound.message().await {
+                Ok(Some(CollectorMessage {
+                    kind: Some(Incoming::CertificateRenewed(handed)),
+                })) => {
+                    // Unasked: an admin approved this enrollment's re-link
+                    // to an existing host (issue 20). Everything unsent is
+                    // sent again, as that host.
+                    let host = renew::take_relinked(
+                        state,
+                        creds,
+                        &handed.certificate_pem,
+                        &handed.ca_bundle_pem,
+                    )
+                    .map_err(SessionError::Status)?;
+                    info!(%host, "an admin approved this enrollment's re-link to an existing host; reconnecting as that host");
+                    session = connect(state, creds, config).await?;
+                    session.send(spool_counters(&spool)).await?;
+                    session.flush(&mut spool).await?;
+                }
                 Ok(Some(message)) => {
                     if handle_incoming(message, &mut spool, &mut base).resync {
                         let snapshot = collect_inventory_now(config).await?;
@@ -728,7 +751,17 @@ pub async fn run_service(
                                 update(&live, |s| s.connected = false);
                             }
                             Some(Err(error)) => warn!(%error, "the renewed host certificate is unusable; keeping the current one"),
-                            None => warn!("a renewed certificate arrived that this session did not ask for; ignored"),
+                            // Unasked: an admin approved this enrollment's
+                            // re-link to an existing host (issue 20).
+                            None => match renew::take_relinked(state, &creds, &renewed.certificate_pem, &renewed.ca_bundle_pem) {
+                                Ok(host) => {
+                                    info!(%host, "an admin approved this enrollment's re-link to an existing host; reconnecting as that host");
+                                    session = None;
+                                    retry_at = Instant::now();
+                                    update(&live, |s| s.connected = false);
+                                }
+                                Err(error) => warn!(%error, "the collector sent a certificate this agent cannot use; ignored"),
+                            },
                         }
                     }
                     Ok(Some(message)) => {

@@ -112,6 +112,8 @@ async fn load(store: &SharedStore, hosts: usize, per_host: usize) -> Vec<String>
                     hostname: format!("pc-{i:05}"),
                     hardware_uuid: String::new(),
                     hardware_serial: String::new(),
+                    source_addr: String::new(),
+                    csr_der: Vec::new(),
                 },
                 0,
                 &issue,

@@ -303,6 +303,8 @@ async fn enroll(store: &SharedStore, hosts: usize) -> Vec<String> {
                     hostname: format!("pc-{i:05}"),
                     hardware_uuid: String::new(),
                     hardware_serial: String::new(),
+                    source_addr: String::new(),
+                    csr_der: Vec::new(),
                 },
                 0,
                 &issue,

@@ -144,6 +144,8 @@ async fn stored(hosts: u32, rounds: i64) {
                     hostname: format!("pc-{h}"),
                     hardware_uuid: String::new(),
                     hardware_serial: String::new(),
+                    source_addr: String::new(),
+                    csr_der: Vec::new(),
                 },
                 0,
                 &issue,

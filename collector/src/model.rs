@@ -126,7 +126,104 @@ pub struct EnrollRequest {
     pub hardware_uuid: String,
     /// Firmware serial, or empty.
     pub hardware_serial: String,
+    /// The address the enrollment came from, for a re-link request.
+    pub source_addr: String,
+    /// The CSR, kept with a re-link request so that approval can issue a
+    /// certificate for the claimed host to the key the agent holds.
+    pub csr_der: Vec<u8>,
 }
+
+/// An enrollment under an ordinary token that claimed the hardware
+/// identity of an existing host (issue 20): an admin approves it (the new
+/// enrollment takes over the host) or denies it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelinkRequest {
+    /// The request's id.
+    pub id: i64,
+    /// The existing host whose identity was claimed.
+    pub claimed_host_id: String,
+    /// Its host name as stored; empty when it is gone.
+    pub claimed_hostname: String,
+    /// The host id the new enrollment was given.
+    pub new_host_id: String,
+    /// The host name the new enrollment stated.
+    pub hostname: String,
+    /// The hardware UUID it stated.
+    pub hardware_uuid: String,
+    /// The hardware serial it stated.
+    pub hardware_serial: String,
+    /// Where the enrollment came from.
+    pub source_addr: String,
+    /// When.
+    pub requested_at_ms: i64,
+    /// pending, approved, denied or void.
+    pub status: String,
+    /// When it was decided.
+    pub decided_at_ms: Option<i64>,
+    /// Who decided it.
+    pub decided_by: Option<String>,
+}
+
+/// Why a re-link request could not be decided; each is one line for the
+/// caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelinkRefusal {
+    /// No request has this id.
+    NotFound(i64),
+    /// It was decided already.
+    Decided(RelinkRequest),
+    /// The host it claims is no longer enrolled.
+    ClaimedHostGone(RelinkRequest),
+    /// The new enrollment's own host is gone.
+    NewHostGone(RelinkRequest),
+}
+
+impl std::fmt::Display for RelinkRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RelinkRefusal::NotFound(id) => write!(f, "no re-link request has id {id}"),
+            RelinkRefusal::Decided(r) => write!(
+                f,
+                "re-link request {} is already {}{}",
+                r.id,
+                r.status,
+                r.decided_by
+                    .as_deref()
+                    .filter(|by| !by.is_empty())
+                    .map(|by| format!(" (by {by})"))
+                    .unwrap_or_default()
+            ),
+            RelinkRefusal::ClaimedHostGone(r) => write!(
+                f,
+                "re-link request {}: host {} is no longer enrolled; deny the request",
+                r.id, r.claimed_host_id
+            ),
+            RelinkRefusal::NewHostGone(r) => write!(
+                f,
+                "re-link request {}: the new enrollment's host {} is gone; deny the request",
+                r.id, r.new_host_id
+            ),
+        }
+    }
+}
+
+/// Who decides a re-link request, for its record and the audit entry.
+#[derive(Debug, Clone)]
+pub struct RelinkDecision {
+    /// The request's id.
+    pub id: i64,
+    /// True to approve, false to deny.
+    pub approve: bool,
+    /// The deciding technician's name.
+    pub by: String,
+    /// The audit entry's caller fields (action, subject and detail are
+    /// the store's).
+    pub audit: AuditEntry,
+}
+
+/// Issues a certificate for a host id to the key of a stored CSR (DER):
+/// approval hands the agent a certificate for the host it took over.
+pub type ReissueCert<'a> = &'a (dyn Fn(&[u8], &str) -> Result<HostCert, String> + Send + Sync);
 
 /// A certificate issued inside the enrollment transaction.
 #[derive(Debug, Clone)]
@@ -140,7 +237,7 @@ pub struct HostCert {
 }
 
 /// Where a presented host certificate stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CertStanding {
     /// It is the host's current certificate.
     Current,
@@ -156,6 +253,14 @@ pub enum CertStanding {
     Revoked {
         /// When, ms since the Unix epoch.
         at_ms: i64,
+    },
+    /// Its host was merged into another by an approved re-link request:
+    /// the agent is to use `cert_pem`, issued for `host_id` to the same key.
+    Relinked {
+        /// The host the enrollment took over.
+        host_id: String,
+        /// The certificate issued for it at approval.
+        cert_pem: String,
     },
 }
 
@@ -174,6 +279,9 @@ pub enum EnrollOutcome {
         cert_pem: String,
         /// True if a re-link token linked it to its existing host id.
         relinked: bool,
+        /// The hosts whose hardware identity it claimed under an ordinary
+        /// token: each claim waits for an admin's approval.
+        awaiting_approval_for: Vec<String>,
     },
     /// No such token.
     UnknownToken,

@@ -64,7 +64,8 @@ fn the_validity_is_read_from_the_certificate() {
 fn times_print_as_utc() {
     assert_eq!(format_ms(0), "1970-01-01T00:00:00Z");
     assert_eq!(format_ms(1_796_565_755_000), "2026-12-06T14:02:35Z");
-    assert!(expired_line(0).contains("enroll again with a fresh token"));
+    assert!(expired_line(0, "h-1").contains("enroll again with a fresh token"));
+    assert!(expired_line(0, "h-1").contains("--relink h-1"));
 }
 
 #[test]
@@ -115,4 +116,49 @@ fn a_certificate_for_another_key_or_a_corrupt_file_is_never_used() {
     std::fs::write(dir.path().join(NEXT), b"{\"cert_pem\": 1").expect("write");
     assert!(pending(&state, &creds).is_none());
     assert!(!dir.path().join(NEXT).exists(), "a corrupt file is removed");
+}
+
+/// A certificate for `key` whose subject names host `host_id`, as the
+/// collector issues them.
+fn host_cert_for(key: &KeyPair, host_id: &str) -> String {
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    let mut dn = rcgen::DistinguishedName::new();
+    dn.push(rcgen::DnType::CommonName, host_id);
+    params.distinguished_name = dn;
+    params.not_before = rcgen::date_time_ymd(2024, 1, 2);
+    params.not_after = rcgen::date_time_ymd(2024, 2, 1);
+    params.self_signed(key).expect("sign").pem()
+}
+
+#[test]
+fn a_relinked_certificate_for_this_key_brings_its_host_id_and_another_keys_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (state, creds) = enrolled(dir.path());
+    let key = KeyPair::from_pem(&creds.key_pem).expect("key");
+    let host = "3f1d0c52-9f0e-4a53-a1f5-0a0c3f6b2f11";
+
+    let other = KeyPair::generate().expect("other");
+    let error = take_relinked(&state, &creds, &host_cert_for(&other, host), &creds.ca_pem)
+        .expect_err("another key");
+    assert!(error.contains("this agent's key"), "{error}");
+    assert!(pending(&state, &creds).is_none());
+
+    let cert = host_cert_for(&key, host);
+    assert_eq!(
+        take_relinked(&state, &creds, &cert, &creds.ca_pem).expect("taken"),
+        host
+    );
+    // Until the collector accepts it, the current pair and host id stay.
+    assert_eq!(state.credentials().expect("creds").enrollment.host_id, "h");
+    let next = pending(&state, &creds).expect("pending");
+    assert_eq!(next.enrollment.host_id, host);
+    assert_eq!(next.key_pem, creds.key_pem);
+    promote(&state, &next).expect("promote");
+    let now = state.credentials().expect("creds");
+    assert_eq!(
+        (now.enrollment.host_id.as_str(), now.cert_pem.as_str()),
+        (host, cert.as_str())
+    );
+    assert_eq!(now.enrollment.collector, creds.enrollment.collector);
+    assert!(pending(&state, &now).is_none());
 }

@@ -8,6 +8,7 @@
 //! - `audit`: `deskpulse audit`, listing and `--verify`.
 //! - `revocation`: `host revoke`, `tokens`, `token revoke`, `enroll-token
 //!   list|revoke` (issue 20).
+//! - `enrollments`: `deskpulse enrollments`, the re-link approval queue.
 //! - [`terminal`]: the one way to the terminal; untrusted text made inert.
 //! - this module: the commands and their dispatch.
 
@@ -18,6 +19,7 @@
 pub mod terminal;
 mod audit;
 mod diagnostics;
+mod enrollments;
 pub mod output;
 mod revocation;
 pub mod settings;
@@ -163,6 +165,11 @@ enum Command {
     /// An API token: `token revoke ID` (admin).
     #[command(subcommand)]
     Token(revocation::TokenCommand),
+    /// Enrollments that claimed an existing host's hardware identity:
+    /// list them, approve (the new enrollment takes the host over) or deny
+    /// (admin).
+    #[command(subcommand)]
+    Enrollments(enrollments::EnrollmentsCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -849,6 +856,7 @@ async fn run(
         Command::EnrollToken(EnrollTokenCommand::Revoke { id }) => {
             revocation::revoke_enrollment_token(&mut client, id, json).await
         }
+        Command::Enrollments(command) => enrollments::run(&mut client, command, json).await,
     }
 }
 

@@ -37,6 +37,8 @@ async fn enrolled(store: &SharedStore) -> String {
         hostname: "pc".into(),
         hardware_uuid: String::new(),
         hardware_serial: String::new(),
+        source_addr: String::new(),
+        csr_der: Vec::new(),
     };
     match store.enroll(&request, 0, &cert).await.expect("enroll") {
         EnrollOutcome::Enrolled { host_id, .. } => host_id,

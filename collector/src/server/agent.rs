@@ -26,8 +26,8 @@ use deskpulse_proto::v1::agent_service_server::AgentService;
 use deskpulse_proto::v1::collector_message::Kind as Outgoing;
 use deskpulse_proto::v1::report::Payload;
 use deskpulse_proto::v1::{
-    Ack, AgentMessage, CollectorMessage, DiagnosticOutcome, GoodbyeReason, Rejected, Report,
-    ResyncInventory,
+    Ack, AgentMessage, CertificateRenewed, CollectorMessage, DiagnosticOutcome, GoodbyeReason,
+    Rejected, Report, ResyncInventory,
 };
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
@@ -114,6 +114,10 @@ pub fn require_host_certificate(mut request: Request<()>) -> Result<Request<()>,
     Ok(request)
 }
 
+/// How long a session that handed an agent its re-linked certificate
+/// waits for the agent to hang up.
+const RELINK_HANDOVER: Duration = Duration::from_secs(30);
+
 /// The agent service implementation.
 #[derive(Debug)]
 pub struct AgentSessions {
@@ -159,7 +163,35 @@ impl AgentService for AgentSessions {
         // Held before the certificate is checked, so a revocation that
         // commits after the check still finds this session (issue 20).
         let held = self.ctx.dispatch.cuts.hold_host(&identity.host_id);
-        super::renewal::admit(&self.ctx, &identity).await?;
+        if let super::renewal::Admission::Relinked { host_id, cert_pem } =
+            super::renewal::admit(&self.ctx, &identity).await?
+        {
+            // Not a host's session: what the agent sends is read and
+            // dropped (it keeps its reports and sends them again as the host
+            // it took over), so its sends succeed until it has read the
+            // certificate, and the stream ends once it hangs up (or after
+            // RELINK_HANDOVER).
+            let mut inbound = request.into_inner();
+            let (hung_up, ended) = tokio::sync::oneshot::channel::<()>();
+            tokio::spawn(async move {
+                let drain = async { while let Ok(Some(_)) = inbound.message().await {} };
+                let _ = tokio::time::timeout(RELINK_HANDOVER, drain).await;
+                let _ = hung_up.send(());
+            });
+            let handed = tokio_stream::once(Ok(CollectorMessage {
+                kind: Some(Outgoing::CertificateRenewed(CertificateRenewed {
+                    certificate_pem: cert_pem,
+                    ca_bundle_pem: self.ctx.ca.cert_pem().to_owned(),
+                })),
+            }));
+            let end = futures_util::stream::once(async move {
+                let _ = ended.await;
+                Err(Status::unauthenticated(super::renewal::relinked_message(
+                    &host_id,
+                )))
+            });
+            return Ok(Response::new(Box::pin(handed.chain(end))));
+        }
         let mut inbound = request.into_inner();
         let hello = match tokio::time::timeout(HELLO_TIMEOUT, inbound.message()).await {
             Ok(Ok(Some(AgentMessage {

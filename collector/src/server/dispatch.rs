@@ -203,6 +203,21 @@ impl Dispatch {
         tx.send(Ok(message)).await.is_ok()
     }
 
+    /// Sends `last` to the host's session on this replica and no more: the
+    /// last item is an error that ends the agent's stream. Returns whether
+    /// the host streams here.
+    pub async fn end_session(&self, host: &str, last: Vec<Outbound>) -> bool {
+        let Some(tx) = self.sender(host) else {
+            return false;
+        };
+        for message in last {
+            if tx.send(message).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Subscribes to a job's live output and its finish.
     pub fn watch(&self, job_id: &str) -> broadcast::Receiver<JobEvent> {
         self.lock()

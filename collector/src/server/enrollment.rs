@@ -87,6 +87,8 @@ impl Enrollment for EnrollmentService {
             hostname,
             hardware_uuid: clean("hardware_uuid", &request.hardware_uuid, 64)?.to_ascii_lowercase(),
             hardware_serial: clean("hardware_serial", &request.hardware_serial, 128)?,
+            source_addr: peer.map(|a| a.ip().to_string()).unwrap_or_default(),
+            csr_der: request.csr_der.clone(),
         };
         // Parse the CSR before touching the token, so a malformed request
         // does not burn a use of it.
@@ -118,13 +120,15 @@ impl Enrollment for EnrollmentService {
                 host_id,
                 cert_pem,
                 relinked,
+                awaiting_approval_for,
             } => {
-                info!(%host_id, relinked, "enrolled a host");
+                info!(%host_id, relinked, claimed = ?awaiting_approval_for, "enrolled a host");
                 Ok(Response::new(EnrollResponse {
                     host_id,
                     certificate_pem: cert_pem,
                     ca_bundle_pem: self.ctx.ca.cert_pem().to_owned(),
                     relinked,
+                    awaiting_approval: !awaiting_approval_for.is_empty(),
                 }))
             }
             // Spent by another enrollment since the check above.

@@ -35,10 +35,11 @@ pub(super) async fn terms(ctx: &ServerContext) -> Result<HostCertTerms, Status> 
 }
 
 /// The one-line refusal of an expired host certificate. The agent
-/// recognises it by its code and the word "expired".
-pub fn expired_message(expired_at_ms: i64) -> String {
+/// recognises it by its code and the word "expired". It says what an admin
+/// does: nothing enrolls the PC again without one (issue 20).
+pub fn expired_message(expired_at_ms: i64, host_id: &str) -> String {
     format!(
-        "this host certificate expired at {}; the agent must enroll again with a fresh token",
+        "this host certificate expired at {}; the agent must enroll again with a fresh token: a re-link token keeps host {host_id} (deskpulse-collector enroll-token create --relink {host_id}), an ordinary one makes a new host until an admin approves it (deskpulse enrollments approve)",
         format_ms(expired_at_ms)
     )
 }
@@ -53,13 +54,41 @@ fn format_ms(ms: i64) -> String {
         .unwrap_or_else(|| format!("{ms} ms"))
 }
 
+/// What a session may do with the certificate it presented.
+#[derive(Debug)]
+pub(super) enum Admission {
+    /// Open as the certificate's host.
+    Open,
+    /// An admin approved this enrollment's re-link to `host_id` (issue 20):
+    /// the session only hands the agent `cert_pem`, issued for that host
+    /// to the same key, and ends; the agent reconnects with it.
+    Relinked {
+        /// The host the enrollment took over.
+        host_id: String,
+        /// Its certificate for the agent.
+        cert_pem: String,
+    },
+}
+
+/// The one-line end of a session that handed over a re-linked certificate.
+pub fn relinked_message(host_id: &str) -> String {
+    format!(
+        "an admin approved this enrollment's re-link to host {host_id}: reconnect with the certificate just sent"
+    )
+}
+
 /// Lets a session open only with an unexpired certificate that is the
-/// host's current one or its renewed one (which becomes current here).
-pub(super) async fn admit(ctx: &ServerContext, identity: &AgentIdentity) -> Result<(), Status> {
+/// host's current one or its renewed one (which becomes current here); the
+/// interim certificate of an approved re-link is answered with its host's.
+pub(super) async fn admit(
+    ctx: &ServerContext,
+    identity: &AgentIdentity,
+) -> Result<Admission, Status> {
     if identity.expires_at_ms <= ctx.clock.now_ms() {
         info!("refused an expired host certificate");
         return Err(Status::unauthenticated(expired_message(
             identity.expires_at_ms,
+            &identity.host_id,
         )));
     }
     let standing = ctx
@@ -71,10 +100,14 @@ pub(super) async fn admit(ctx: &ServerContext, identity: &AgentIdentity) -> Resu
             Status::internal("the collector's store failed; retry later")
         })?;
     match standing {
-        CertStanding::Current => Ok(()),
+        CertStanding::Current => Ok(Admission::Open),
         CertStanding::Renewed => {
             info!("the agent connected with its renewed certificate; the old one is retired");
-            Ok(())
+            Ok(Admission::Open)
+        }
+        CertStanding::Relinked { host_id, cert_pem } => {
+            info!(%host_id, "handing a re-linked agent the certificate of the host it took over");
+            Ok(Admission::Relinked { host_id, cert_pem })
         }
         CertStanding::Superseded => {
             info!("refused a superseded host certificate");

@@ -26,8 +26,9 @@ use crate::store::{
     AuditEntry, AuditHead, AuditQuery, AuditRecord, CaRecord, CertStanding, ChangeQuery, ChangeRow,
     Delivery, DeliveryOutcome, EnrollOutcome, EnrollRequest, HealthPoint, HostCert, HostDetail,
     HostDiagnostics, HostQuery, HostRow, IssueCert, JobQuery, JobRow, NewApiToken,
-    NewEnrollmentToken, NewJob, NewWebhook, PolicyRecord, SessionOpen, StoreError, StoreGauges,
-    StoreResult, TicketChange, TicketQuery, TicketRefusal, TicketRow, WebhookStatus, WorklogEntry,
+    NewEnrollmentToken, NewJob, NewWebhook, PolicyRecord, ReissueCert, RelinkDecision,
+    RelinkRefusal, RelinkRequest, SessionOpen, StoreError, StoreGauges, StoreResult, TicketChange,
+    TicketQuery, TicketRefusal, TicketRow, WebhookStatus, WorklogEntry,
 };
 
 /// Makes an audited change's entry from what the change produced (a new
@@ -123,6 +124,20 @@ pub trait SharedQueries: Send + Sync {
     /// Where the certificate `sha256` stands for the host; a renewed
     /// certificate presented for the first time becomes current.
     async fn present_host_cert(&self, host_id: &str, sha256: &str) -> StoreResult<CertStanding>;
+
+    /// The re-link requests: the pending ones, oldest first, or with `all`
+    /// every one, newest first.
+    async fn relink_requests(&self, all: bool) -> StoreResult<Vec<RelinkRequest>>;
+
+    /// Approves or denies a pending re-link request, with its audit entry,
+    /// in one transaction (`sql/relink.rs` says what each does); `reissue`
+    /// signs the claimed host's certificate from the request's CSR.
+    async fn decide_relink(
+        &self,
+        decision: &RelinkDecision,
+        reissue: ReissueCert<'_>,
+        now_ms: i64,
+    ) -> StoreResult<Result<RelinkRequest, RelinkRefusal>>;
 
     /// Why enrolling with this token would be refused now, or `None` when
     /// it is usable; a plain read, without the write lock, so an
@@ -622,9 +637,11 @@ impl<T: SqlBackend> SharedQueries for T {
         })
         .await?;
         let standing = sql::renewal::standing(current, sha256);
+        // An unknown host goes on: its enrollment may have been merged into
+        // the host it claimed by an approved re-link request.
         if matches!(
             standing,
-            CertStanding::Current | CertStanding::Revoked { .. } | CertStanding::UnknownHost
+            CertStanding::Current | CertStanding::Revoked { .. }
         ) {
             return Ok(standing);
         }
@@ -642,6 +659,32 @@ impl<T: SqlBackend> SharedQueries for T {
         now_ms: i64,
     ) -> StoreResult<Option<EnrollOutcome>> {
         sql::enroll::token_refusal(self.reads(), token_sha256, now_ms).await
+    }
+
+    async fn relink_requests(&self, all: bool) -> StoreResult<Vec<RelinkRequest>> {
+        sql::relink::list(self.reads(), all).await
+    }
+
+    async fn decide_relink(
+        &self,
+        decision: &RelinkDecision,
+        reissue: ReissueCert<'_>,
+        now_ms: i64,
+    ) -> StoreResult<Result<RelinkRequest, RelinkRefusal>> {
+        let mut tx = self.begin().await?;
+        // Queued with enrollments, which record requests and raise tickets
+        // on the hosts a decision merges.
+        if let Some(lock) = T::Db::one_at_a_time("enroll") {
+            T::Db::execute_in(&mut tx, lock).await?;
+        }
+        let policy = self.current_policy();
+        let decided =
+            sql::relink::decide::<T::Db>(&mut tx, &policy.policy, decision, reissue, now_ms)
+                .await?;
+        if decided.is_ok() {
+            tx.commit().await?;
+        }
+        Ok(decided)
     }
 
     async fn apply_policy(

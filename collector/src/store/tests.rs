@@ -241,6 +241,7 @@ contract! {
     a_failed_issue_does_not_use_up_the_token,
     known_hardware_under_an_ordinary_token_gets_a_new_host_and_one_ticket,
     only_a_relink_token_relinks_and_only_its_own_host,
+    an_approved_relink_request_takes_the_host_over_and_a_denied_one_stays_apart,
     reports_are_stored_once_and_old_ones_never_overwrite_new_state,
     a_stored_inventory_that_cannot_be_read_is_an_error_naming_its_host,
     keys_below_what_the_spool_still_holds_are_forgotten_and_no_others,
@@ -292,6 +293,8 @@ fn request(token: &str, uuid: &str) -> EnrollRequest {
         hostname: "pc-1".into(),
         hardware_uuid: uuid.into(),
         hardware_serial: String::new(),
+        source_addr: "192.0.2.7".into(),
+        csr_der: b"csr".to_vec(),
     }
 }
 
@@ -577,6 +580,244 @@ async fn only_a_relink_token_relinks_and_only_its_own_host(db: TestDb) {
         store.enroll(&request("gone", "uuid-1"), 4, &cert).await,
         Ok(EnrollOutcome::RelinkHostGone)
     ));
+}
+
+fn decision(id: i64, approve: bool) -> RelinkDecision {
+    RelinkDecision {
+        id,
+        approve,
+        by: "ada".into(),
+        audit: AuditEntry::system("", "", ""),
+    }
+}
+
+fn reissued(csr: &[u8], host_id: &str) -> Result<HostCert, String> {
+    assert_eq!(csr, b"csr", "approval signs the CSR kept with the request");
+    Ok(HostCert {
+        cert_pem: format!("relinked PEM for {host_id}"),
+        serial_hex: "02".into(),
+        sha256_hex: format!("sha-relinked-{host_id}"),
+    })
+}
+
+async fn an_approved_relink_request_takes_the_host_over_and_a_denied_one_stays_apart(db: TestDb) {
+    let store = db.store.clone();
+    token(&store, "t", i64::MAX, 3).await;
+    let a = host_id(
+        &store
+            .enroll(&request("t", "uuid-1"), 1, &cert)
+            .await
+            .expect("enroll"),
+    );
+    let b = host_id(
+        &store
+            .enroll(&request("t", "uuid-1"), 2, &cert)
+            .await
+            .expect("enroll"),
+    );
+    // The interim host reports meanwhile.
+    let report = IncomingReport {
+        host_id: b.clone(),
+        spool_id: "spool-b".into(),
+        seq: 1,
+        held_from_seq: 0,
+        collected_at_ms: 3,
+        payload: ReportPayload::Inventory {
+            inventory: named_inventory("pc-1"),
+            hostname: "pc-1".into(),
+            os_name: "Debian".into(),
+            os_version: "12".into(),
+            facts: Box::default(),
+        },
+    };
+    store
+        .store_reports(std::slice::from_ref(&report), 3)
+        .await
+        .expect("store");
+    let pending = store.relink_requests(false).await.expect("list");
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    let asked = &pending[0];
+    assert_eq!(
+        (
+            asked.claimed_host_id.as_str(),
+            asked.new_host_id.as_str(),
+            asked.status.as_str()
+        ),
+        (a.as_str(), b.as_str(), "pending")
+    );
+    assert_eq!(
+        (asked.source_addr.as_str(), asked.hardware_uuid.as_str()),
+        ("192.0.2.7", "uuid-1")
+    );
+
+    // Unknown ids and a failing issuer change nothing.
+    assert_eq!(
+        store
+            .decide_relink(&decision(9999, true), &reissued, 4)
+            .await
+            .expect("decide"),
+        Err(RelinkRefusal::NotFound(9999))
+    );
+    let failing = |_: &[u8], _: &str| -> Result<HostCert, String> { Err("no CA".into()) };
+    assert!(matches!(
+        store
+            .decide_relink(&decision(asked.id, true), &failing, 4)
+            .await,
+        Err(StoreError::Issue(_))
+    ));
+    assert_eq!(store.relink_requests(false).await.expect("list").len(), 1);
+    assert!(store.host_detail(&b).await.expect("detail").is_some());
+
+    // The old installation had asked for a renewal it has not presented:
+    // the take-over ends that certificate too.
+    let renewed = HostCert {
+        cert_pem: "renewed".into(),
+        serial_hex: "03".into(),
+        sha256_hex: "sha-renewed-a".into(),
+    };
+    assert!(
+        store
+            .record_cert_renewal(&a, &format!("sha-{a}"), &renewed, 4)
+            .await
+            .expect("renew")
+    );
+    let approved = store
+        .decide_relink(&decision(asked.id, true), &reissued, 5)
+        .await
+        .expect("decide")
+        .expect("approved");
+    assert_eq!(
+        (approved.status.as_str(), approved.decided_by.as_deref()),
+        ("approved", Some("ada"))
+    );
+    // The claimed host's previous certificate stops working; the interim
+    // host is gone, and its certificate is answered with the new one.
+    assert_eq!(
+        store
+            .present_host_cert(&a, &format!("sha-{a}"))
+            .await
+            .expect("present"),
+        CertStanding::Superseded
+    );
+    assert_eq!(
+        store
+            .present_host_cert(&a, &format!("sha-relinked-{a}"))
+            .await
+            .expect("present"),
+        CertStanding::Current
+    );
+    assert_eq!(
+        store
+            .present_host_cert(&a, "sha-renewed-a")
+            .await
+            .expect("present"),
+        CertStanding::Superseded
+    );
+    assert_eq!(
+        store
+            .present_host_cert(&b, &format!("sha-{b}"))
+            .await
+            .expect("present"),
+        CertStanding::Relinked {
+            host_id: a.clone(),
+            cert_pem: format!("relinked PEM for {a}"),
+        }
+    );
+    assert_eq!(
+        store
+            .present_host_cert(&b, "sha-other")
+            .await
+            .expect("present"),
+        CertStanding::UnknownHost
+    );
+    assert!(store.host_detail(&b).await.expect("detail").is_none());
+    assert!(store.find_hosts(&b).await.expect("find").is_empty());
+    // The report b stored moved with it: sent again as a, it is a duplicate.
+    let again = IncomingReport {
+        host_id: a.clone(),
+        ..report
+    };
+    assert_eq!(
+        store.store_reports(&[again], 6).await.expect("store"),
+        vec![ReportOutcome::Duplicate]
+    );
+    let duplicate_tickets = |status: Option<&str>| {
+        let store = store.clone();
+        let status = status.map(str::to_owned);
+        async move {
+            store
+                .list_tickets(&TicketQuery {
+                    rule: Some(crate::rules::DUPLICATE_IDENTITY_RULE.into()),
+                    status,
+                    limit: 10,
+                    ..TicketQuery::default()
+                })
+                .await
+                .expect("tickets")
+        }
+    };
+    let resolved = duplicate_tickets(Some("resolved")).await;
+    assert_eq!(resolved.len(), 1, "{resolved:?}");
+    let (_, worklog) = store
+        .ticket(resolved[0].id)
+        .await
+        .expect("ticket")
+        .expect("found");
+    assert!(
+        worklog
+            .iter()
+            .any(|w| w.note.contains(&format!("re-link request {}", asked.id))),
+        "{worklog:?}"
+    );
+    assert_eq!(
+        store
+            .decide_relink(&decision(asked.id, false), &reissued, 7)
+            .await
+            .expect("decide"),
+        Err(RelinkRefusal::Decided(approved.clone()))
+    );
+
+    // Another claim, denied: it stays a host of its own, and the new
+    // duplicate ticket stays open with a note.
+    let c = host_id(
+        &store
+            .enroll(&request("t", "uuid-1"), 8, &cert)
+            .await
+            .expect("enroll"),
+    );
+    let second = store.relink_requests(false).await.expect("list");
+    assert_eq!(second.len(), 1, "{second:?}");
+    let denied = store
+        .decide_relink(&decision(second[0].id, false), &reissued, 9)
+        .await
+        .expect("decide")
+        .expect("denied");
+    assert_eq!(denied.status, "denied");
+    assert_eq!(
+        store.host_cert_sha256(&c).await.expect("cert"),
+        Some(format!("sha-{c}"))
+    );
+    assert_eq!(
+        store.host_cert_sha256(&a).await.expect("cert"),
+        Some(format!("sha-relinked-{a}"))
+    );
+    assert!(store.relink_requests(false).await.expect("list").is_empty());
+    assert_eq!(store.relink_requests(true).await.expect("list").len(), 2);
+    let open: Vec<_> = duplicate_tickets(None)
+        .await
+        .into_iter()
+        .filter(|t| t.status != "resolved")
+        .collect();
+    assert_eq!(open.len(), 1, "{open:?}");
+    let (_, worklog) = store
+        .ticket(open[0].id)
+        .await
+        .expect("ticket")
+        .expect("found");
+    assert!(
+        worklog.iter().any(|w| w.note.contains("denied")),
+        "{worklog:?}"
+    );
 }
 
 async fn reports_are_stored_once_and_old_ones_never_overwrite_new_state(db: TestDb) {

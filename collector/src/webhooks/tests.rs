@@ -155,6 +155,8 @@ async fn host(store: &SharedStore) -> String {
                 hostname: "pc-0142".into(),
                 hardware_uuid: String::new(),
                 hardware_serial: String::new(),
+                source_addr: String::new(),
+                csr_der: Vec::new(),
             },
             0,
             &issue,

@@ -2003,6 +2003,12 @@ pub struct EnrollResponse {
     /// host id instead of getting a new one.
     #[prost(bool, tag = "4")]
     pub relinked: bool,
+    /// True when this enrollment, under an ordinary token, claimed the
+    /// hardware identity of an enrolled host (issue 20): it got a new host id,
+    /// and an admin may approve linking it to that host (`deskpulse  enrollments`). Which host is not said: the agent is not yet trusted
+    /// with it.
+    #[prost(bool, tag = "5")]
+    pub awaiting_approval: bool,
 }
 /// Generated client implementations.
 pub mod enrollment_client {
@@ -3500,6 +3506,67 @@ pub struct RevokeEnrollmentTokenRequest {
     #[prost(string, tag = "1")]
     pub id: ::prost::alloc::string::String,
 }
+#[derive(serde::Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListRelinkRequestsRequest {
+    /// Also the decided requests (approved, denied, void), newest first;
+    /// otherwise only the pending ones, oldest first.
+    #[prost(bool, tag = "1")]
+    pub all: bool,
+}
+/// An enrollment that claimed the hardware identity of an existing host.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RelinkRequest {
+    /// The request's id.
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+    /// The existing host whose identity the enrollment claimed.
+    #[prost(string, tag = "2")]
+    pub claimed_host_id: ::prost::alloc::string::String,
+    /// That host's name as stored; empty when it is gone.
+    #[prost(string, tag = "3")]
+    pub claimed_hostname: ::prost::alloc::string::String,
+    /// The host id the new enrollment was given meanwhile.
+    #[prost(string, tag = "4")]
+    pub new_host_id: ::prost::alloc::string::String,
+    /// The host name the new enrollment stated.
+    #[prost(string, tag = "5")]
+    pub hostname: ::prost::alloc::string::String,
+    /// The hardware UUID and serial the new enrollment stated.
+    #[prost(string, tag = "6")]
+    pub hardware_uuid: ::prost::alloc::string::String,
+    #[prost(string, tag = "7")]
+    pub hardware_serial: ::prost::alloc::string::String,
+    /// The address the enrollment came from.
+    #[prost(string, tag = "8")]
+    pub source_address: ::prost::alloc::string::String,
+    /// When the enrollment happened, ms since the Unix epoch.
+    #[prost(int64, tag = "9")]
+    pub requested_at_unix_ms: i64,
+    /// pending, approved, denied, or void (its new host was approved for
+    /// another request, or is gone).
+    #[prost(string, tag = "10")]
+    pub status: ::prost::alloc::string::String,
+    /// When and by whom it was decided; 0 and empty while pending.
+    #[prost(int64, tag = "11")]
+    pub decided_at_unix_ms: i64,
+    #[prost(string, tag = "12")]
+    pub decided_by: ::prost::alloc::string::String,
+}
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListRelinkRequestsResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub requests: ::prost::alloc::vec::Vec<RelinkRequest>,
+}
+#[derive(serde::Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct DecideRelinkRequest {
+    /// The request's id.
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+}
 /// What a token may do. Each role includes the rights of the ones below it.
 #[derive(serde::Serialize)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
@@ -4391,6 +4458,84 @@ pub mod technician_client {
                 );
             self.inner.unary(req, path, codec).await
         }
+        /// Lists re-link requests (issue 20): enrollments under an ordinary token
+        /// that claimed an existing host's hardware identity. Technician or admin.
+        pub async fn list_relink_requests(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListRelinkRequestsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListRelinkRequestsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::SmallBufferCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/deskpulse.v1.Technician/ListRelinkRequests",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("deskpulse.v1.Technician", "ListRelinkRequests"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// Approves a pending re-link request: the new enrollment takes over the
+        /// host it claimed (its id and history), the host's previous certificate
+        /// stops working, and the interim host is merged into it. Admin only;
+        /// audited.
+        pub async fn approve_relink_request(
+            &mut self,
+            request: impl tonic::IntoRequest<super::DecideRelinkRequest>,
+        ) -> std::result::Result<tonic::Response<super::RelinkRequest>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::SmallBufferCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/deskpulse.v1.Technician/ApproveRelinkRequest",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(
+                    GrpcMethod::new("deskpulse.v1.Technician", "ApproveRelinkRequest"),
+                );
+            self.inner.unary(req, path, codec).await
+        }
+        /// Denies a pending re-link request: the new enrollment stays a host of
+        /// its own. Admin only; audited.
+        pub async fn deny_relink_request(
+            &mut self,
+            request: impl tonic::IntoRequest<super::DecideRelinkRequest>,
+        ) -> std::result::Result<tonic::Response<super::RelinkRequest>, tonic::Status> {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::SmallBufferCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/deskpulse.v1.Technician/DenyRelinkRequest",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("deskpulse.v1.Technician", "DenyRelinkRequest"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -4634,6 +4779,29 @@ pub mod technician_server {
             &self,
             request: tonic::Request<super::RevokeEnrollmentTokenRequest>,
         ) -> std::result::Result<tonic::Response<super::EnrollmentToken>, tonic::Status>;
+        /// Lists re-link requests (issue 20): enrollments under an ordinary token
+        /// that claimed an existing host's hardware identity. Technician or admin.
+        async fn list_relink_requests(
+            &self,
+            request: tonic::Request<super::ListRelinkRequestsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListRelinkRequestsResponse>,
+            tonic::Status,
+        >;
+        /// Approves a pending re-link request: the new enrollment takes over the
+        /// host it claimed (its id and history), the host's previous certificate
+        /// stops working, and the interim host is merged into it. Admin only;
+        /// audited.
+        async fn approve_relink_request(
+            &self,
+            request: tonic::Request<super::DecideRelinkRequest>,
+        ) -> std::result::Result<tonic::Response<super::RelinkRequest>, tonic::Status>;
+        /// Denies a pending re-link request: the new enrollment stays a host of
+        /// its own. Admin only; audited.
+        async fn deny_relink_request(
+            &self,
+            request: tonic::Request<super::DecideRelinkRequest>,
+        ) -> std::result::Result<tonic::Response<super::RelinkRequest>, tonic::Status>;
     }
     /// Queries and actions for technicians and admins.
     #[derive(Debug)]
@@ -6001,6 +6169,144 @@ pub mod technician_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RevokeEnrollmentTokenSvc(inner);
+                        let codec = crate::codec::SmallBufferCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/deskpulse.v1.Technician/ListRelinkRequests" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListRelinkRequestsSvc<T: Technician>(pub Arc<T>);
+                    impl<
+                        T: Technician,
+                    > tonic::server::UnaryService<super::ListRelinkRequestsRequest>
+                    for ListRelinkRequestsSvc<T> {
+                        type Response = super::ListRelinkRequestsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListRelinkRequestsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Technician>::list_relink_requests(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListRelinkRequestsSvc(inner);
+                        let codec = crate::codec::SmallBufferCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/deskpulse.v1.Technician/ApproveRelinkRequest" => {
+                    #[allow(non_camel_case_types)]
+                    struct ApproveRelinkRequestSvc<T: Technician>(pub Arc<T>);
+                    impl<
+                        T: Technician,
+                    > tonic::server::UnaryService<super::DecideRelinkRequest>
+                    for ApproveRelinkRequestSvc<T> {
+                        type Response = super::RelinkRequest;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::DecideRelinkRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Technician>::approve_relink_request(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ApproveRelinkRequestSvc(inner);
+                        let codec = crate::codec::SmallBufferCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/deskpulse.v1.Technician/DenyRelinkRequest" => {
+                    #[allow(non_camel_case_types)]
+                    struct DenyRelinkRequestSvc<T: Technician>(pub Arc<T>);
+                    impl<
+                        T: Technician,
+                    > tonic::server::UnaryService<super::DecideRelinkRequest>
+                    for DenyRelinkRequestSvc<T> {
+                        type Response = super::RelinkRequest;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::DecideRelinkRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Technician>::deny_relink_request(&inner, request)
+                                    .await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = DenyRelinkRequestSvc(inner);
                         let codec = crate::codec::SmallBufferCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

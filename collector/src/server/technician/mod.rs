@@ -15,12 +15,14 @@
 //!   the token lists (issue 20).
 //! - [`jobs`]: diagnostics: run, jobs, cancel, the catalog.
 //! - `audit`: the audit log: listing, verification, anchoring the head.
+//! - `relink`: the re-link approval queue: list, approve, deny.
 
 mod audit;
 mod changes;
 mod hosts;
 mod jobs;
 mod kb;
+mod relink;
 mod revocation;
 mod rules;
 mod tickets;
@@ -386,5 +388,26 @@ impl Technician for TechnicianApi {
         request: Request<deskpulse_proto::v1::RevokeEnrollmentTokenRequest>,
     ) -> Result<Response<deskpulse_proto::v1::EnrollmentToken>, Status> {
         self.revoke_enrollment_token_impl(request).await
+    }
+
+    async fn list_relink_requests(
+        &self,
+        request: Request<deskpulse_proto::v1::ListRelinkRequestsRequest>,
+    ) -> Result<Response<deskpulse_proto::v1::ListRelinkRequestsResponse>, Status> {
+        self.list_relink_requests_impl(request).await
+    }
+
+    async fn approve_relink_request(
+        &self,
+        request: Request<deskpulse_proto::v1::DecideRelinkRequest>,
+    ) -> Result<Response<deskpulse_proto::v1::RelinkRequest>, Status> {
+        self.decide_relink_impl(request, true).await
+    }
+
+    async fn deny_relink_request(
+        &self,
+        request: Request<deskpulse_proto::v1::DecideRelinkRequest>,
+    ) -> Result<Response<deskpulse_proto::v1::RelinkRequest>, Status> {
+        self.decide_relink_impl(request, false).await
     }
 }

@@ -2,8 +2,9 @@
 //! checked and spent, the host id chosen, and the host certificate issued
 //! and recorded, in the caller's transaction with its audit entry. Only a
 //! re-link token (an admin's say, issue 20) re-links to an existing host;
-//! hardware that matches a host under an ordinary token gets a new id and
-//! raises a duplicate-identity ticket on the host it matched.
+//! hardware that matches a host under an ordinary token gets a new id,
+//! raises a duplicate-identity ticket on the host it matched, and waits as
+//! a re-link request for an admin to approve or deny (`relink.rs`).
 
 use std::future::Future;
 
@@ -13,7 +14,9 @@ use super::tickets::{BackendSql, TicketConn};
 use super::{Value, push_values};
 use crate::rules::policy::Policy;
 use crate::store::engine::tickets::{IdentityClaim, raise_duplicate_identity};
-use crate::store::{AuditEntry, EnrollOutcome, EnrollRequest, IssueCert, StoreError, StoreResult};
+use crate::store::{
+    AuditEntry, EnrollOutcome, EnrollRequest, HostCert, IssueCert, StoreError, StoreResult,
+};
 
 /// At most this many hosts sharing a claimed identity get its ticket.
 const MAX_DUPLICATE_TICKETS: i64 = 16;
@@ -129,8 +132,9 @@ async fn enroll<B: BackendSql>(
     sql.push(")");
     B::execute_in(&mut *conn, sql).await?;
     // Hardware identifiers are claims an agent makes, so a match is never
-    // proof: without a re-link token the claim gets its own host, and the
-    // hosts it matched get a ticket for a technician to judge.
+    // proof: without a re-link token the claim gets its own host, the hosts
+    // it matched get a ticket for a technician to judge, and an admin gets
+    // a request to approve or deny (`deskpulse enrollments`).
     let matched = hosts_with_identity::<B>(conn, request, &host_id).await?;
     for existing in &matched {
         if let Some(lock) = B::one_at_a_time(&format!("host:{existing}")) {
@@ -153,26 +157,34 @@ async fn enroll<B: BackendSql>(
         )
         .await?;
     }
-    let duplicate = if matched.is_empty() {
-        String::new()
-    } else {
-        format!("; duplicate of {}", matched.join(", "))
-    };
-    audit_enrollment::<B>(
+    super::relink::record::<B>(
         conn,
+        request,
+        &matched,
         &host_id,
-        format!(
-            "token {token_id}; hostname {:?}; relinked false{duplicate}",
-            request.hostname
-        ),
+        &token_id,
+        &cert.sha256_hex,
         now_ms,
     )
     .await?;
-    Ok(EnrollOutcome::Enrolled {
-        host_id,
-        cert_pem: cert.cert_pem,
+    let duplicate = if matched.is_empty() {
+        String::new()
+    } else {
+        format!("; duplicate of {}; awaiting approval", matched.join(", "))
+    };
+    let how = Enrolled {
         relinked: false,
-    })
+        note: &duplicate,
+    };
+    let mut outcome = enrolled::<B>(conn, request, &token_id, host_id, cert, how, now_ms).await?;
+    if let EnrollOutcome::Enrolled {
+        awaiting_approval_for,
+        ..
+    } = &mut outcome
+    {
+        *awaiting_approval_for = matched;
+    }
+    Ok(outcome)
 }
 
 /// The hosts other than `new_host` whose hardware UUID or serial the
@@ -224,54 +236,71 @@ async fn relink<B: BackendSql>(
         Some(None) => {}
     }
     let cert = issue(&host_id).map_err(StoreError::Issue)?;
-    let mut sql = QueryBuilder::new("UPDATE hosts SET enrolled_at_ms = ");
-    B::int(&mut sql, now_ms);
-    for (column, value) in [
-        ("hostname", &request.hostname),
-        ("hardware_uuid", &request.hardware_uuid),
-        ("hardware_serial", &request.hardware_serial),
-        ("cert_serial", &cert.serial_hex),
-        ("cert_sha256", &cert.sha256_hex),
-    ] {
-        sql.push(format!(", {column} = "));
-        B::text(&mut sql, value);
-    }
-    sql.push(" WHERE id = ");
-    B::text(&mut sql, &host_id);
-    B::execute_in(&mut *conn, sql).await?;
-    audit_enrollment::<B>(
+    super::relink::take_over::<B>(
         conn,
         &host_id,
-        format!(
-            "token {token_id}; hostname {:?}; relinked true (re-link token)",
-            request.hostname
+        (
+            &request.hostname,
+            &request.hardware_uuid,
+            &request.hardware_serial,
         ),
+        &cert,
         now_ms,
     )
     .await?;
-    Ok(EnrollOutcome::Enrolled {
+    enrolled::<B>(
+        conn,
+        request,
+        token_id,
         host_id,
-        cert_pem: cert.cert_pem,
-        relinked: true,
-    })
+        cert,
+        Enrolled {
+            relinked: true,
+            note: " (re-link token)",
+        },
+        now_ms,
+    )
+    .await
 }
 
-async fn audit_enrollment<B: BackendSql>(
+/// How an enrollment went, for its audit entry.
+struct Enrolled<'a> {
+    /// A re-link token linked it to its existing host.
+    relinked: bool,
+    /// What the audit detail adds after "relinked true|false".
+    note: &'a str,
+}
+
+/// The end of every enrollment: its audit entry and the outcome the agent
+/// is answered with.
+async fn enrolled<B: BackendSql>(
     conn: &mut B::Connection,
-    host_id: &str,
-    detail: String,
+    request: &EnrollRequest,
+    token_id: &str,
+    host_id: String,
+    cert: HostCert,
+    how: Enrolled<'_>,
     now_ms: i64,
-) -> StoreResult<()> {
+) -> StoreResult<EnrollOutcome> {
     super::audit::append::<B>(
         &mut *conn,
         &AuditEntry {
             technician_id: None,
             token_id: None,
             action: "host.enroll".into(),
-            subject: host_id.to_owned(),
-            detail,
+            subject: host_id.clone(),
+            detail: format!(
+                "token {token_id}; hostname {:?}; from {}; relinked {}{}",
+                request.hostname, request.source_addr, how.relinked, how.note
+            ),
         },
         now_ms,
     )
-    .await
+    .await?;
+    Ok(EnrollOutcome::Enrolled {
+        relinked: how.relinked,
+        host_id,
+        cert_pem: cert.cert_pem,
+        awaiting_approval_for: Vec::new(),
+    })
 }

@@ -16,6 +16,9 @@
 //! - [`hosts`]: the host filter.
 //! - [`jobs`]: `JobTx`, the job transactions and the job reads.
 //! - [`policy`]: the fleet policy in force.
+//! - [`relink`]: the re-link approval queue: requests recorded at
+//!   enrollment, approved (the new enrollment takes over the host it
+//!   claimed) or denied.
 //! - [`renewal`]: renewed host certificates, recorded beside the current
 //!   one and made current on first use.
 //! - [`revocation`]: revoking hosts, API tokens and enrollment tokens; API
@@ -32,6 +35,7 @@ pub(crate) mod health;
 pub(crate) mod hosts;
 pub(crate) mod jobs;
 pub(crate) mod policy;
+pub(crate) mod relink;
 pub(crate) mod renewal;
 pub(crate) mod revocation;
 pub(crate) mod tickets;

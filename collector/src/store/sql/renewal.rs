@@ -71,6 +71,12 @@ pub(crate) async fn present<B: Dialect>(
         Ok((r.text("cert_sha256")?, r.opt_int("revoked_at_ms")?))
     })
     .await?;
+    if current.is_none()
+        && let Some((host_id, cert_pem)) =
+            super::relink::relinked_cert::<B>(conn, host_id, sha256).await?
+    {
+        return Ok(CertStanding::Relinked { host_id, cert_pem });
+    }
     Ok(standing(current, sha256))
 }
 

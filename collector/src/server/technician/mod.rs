@@ -91,7 +91,7 @@ impl TechnicianApi {
         // Before the header is read: an address that used up its failed
         // attempts costs the store nothing.
         let peer = request.remote_addr();
-        self.failed_tokens.check(peer)?;
+        let attempt = self.failed_tokens.reserve(peer).await?;
         let header = request.metadata().get("authorization").ok_or_else(|| {
             Status::unauthenticated("no API token: pass --token or set DESKPULSE_TOKEN")
         })?;
@@ -102,17 +102,20 @@ impl TechnicianApi {
             .ok_or_else(|| {
                 Status::unauthenticated("the authorization header must be \"Bearer TOKEN\"")
             })?;
-        let caller = self
+        let Some(caller) = self
             .ctx
             .store
             .authenticate(&token_hash(token))
             .await
             .map_err(internal)?
-            .ok_or_else(|| {
-                self.failed_tokens.failed(peer);
-                info!(action, ?peer, "refused an unknown or revoked API token");
-                Status::unauthenticated("the API token is unknown or revoked")
-            })?;
+        else {
+            attempt.failed();
+            info!(action, ?peer, "refused an unknown or revoked API token");
+            return Err(Status::unauthenticated(
+                "the API token is unknown or revoked",
+            ));
+        };
+        drop(attempt);
         if caller.role < needed {
             info!(action, technician = %caller.name, role = %caller.role, "refused: role too low");
             return Err(Status::permission_denied(format!(

@@ -125,7 +125,8 @@ async fn a_bad_token_enrollment_flood_neither_waits_for_the_writer_nor_blocks_a_
     // one races past it.
     println!("{unknown} of {FLOOD} guesses were looked up before the limit cut in");
     assert_eq!(
-        unknown, 10,
+        unknown,
+        10,
         "guesses looked up past the limit of 10: {}",
         unknown.saturating_sub(10)
     );

@@ -57,6 +57,7 @@ fn spool_rates() {
 
 fn sizes(label: &str, payload: Payload) {
     let report = Report {
+        sent_at_unix_ms: 0,
         spool_id: "0123456789abcdef0123456789abcdef".into(),
         seq: 123_456,
         held_from_seq: 0,

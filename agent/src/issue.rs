@@ -13,13 +13,15 @@
 //! waits in the drop box ([`dropbox`]) until the service runs again. Either
 //! way the next service run sends it.
 //!
-//! Each user may report [`RATE_LIMIT`] issues per [`RATE_WINDOW`]
-//! ([`RateLimiter`]): a stuck key or a script cannot bury the help desk.
+//! Each user may report [`ledger::LIMIT`] issues per [`ledger::WINDOW`], and
+//! the same text again within the window is answered "already sent" with
+//! the earlier report's reference ([`ledger`]): a stuck key or a script
+//! cannot bury the help desk. The ledger is kept in the state dir, so a
+//! restart does not reset it, and every path into the spool (the live
+//! endpoint, the drop box drain, the privileged offline CLI) goes through
+//! it.
 
-use std::collections::{HashMap, VecDeque};
 use std::path::Path;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
 
 use deskpulse_proto::v1::report::Payload;
 use deskpulse_proto::v1::{HealthSample, UserIssue};
@@ -31,52 +33,18 @@ use crate::spool::{Spool, SpoolError};
 use crate::state::{StateDir, StateError};
 
 pub mod dropbox;
+pub mod ledger;
 
-/// How many reports one user may send per [`RATE_WINDOW`].
-pub const RATE_LIMIT: usize = 5;
-/// The window of [`RATE_LIMIT`].
-pub const RATE_WINDOW: Duration = Duration::from_secs(10 * 60);
+/// The per-user ledger every path into the spool goes through, shared by
+/// the live endpoint and the drop box drain.
+pub type SharedLedger = std::sync::Arc<std::sync::Mutex<ledger::Ledger>>;
 
-/// Per-user report counts over the last [`RATE_WINDOW`], shared by the
-/// live endpoint and the drop box drain.
-#[derive(Debug, Default)]
-pub struct RateLimiter {
-    sent: Mutex<HashMap<String, VecDeque<Instant>>>,
-}
-
-impl RateLimiter {
-    /// Counts a report by `user` at `now`, or refuses it with the one line
-    /// the employee reads.
-    pub fn admit(&self, user: &str, now: Instant) -> Result<(), String> {
-        let mut sent = self
-            .sent
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Forget users with nothing in the window, so the map stays small.
-        sent.retain(|_, times| {
-            while times
-                .front()
-                .is_some_and(|t| now.saturating_duration_since(*t) >= RATE_WINDOW)
-            {
-                times.pop_front();
-            }
-            !times.is_empty()
-        });
-        let times = sent.entry(user.to_owned()).or_default();
-        if times.len() >= RATE_LIMIT {
-            let wait = times
-                .front()
-                .map(|t| RATE_WINDOW.saturating_sub(now.saturating_duration_since(*t)))
-                .unwrap_or(RATE_WINDOW);
-            return Err(format!(
-                "you have reported {RATE_LIMIT} issues in the last {} minutes and the help desk has them; wait {} before reporting more (if it is urgent, call the help desk)",
-                RATE_WINDOW.as_secs() / 60,
-                humantime::format_duration(Duration::from_secs(wait.as_secs().max(1)))
-            ));
-        }
-        times.push_back(now);
-        Ok(())
-    }
+/// Locks the shared ledger; a panic elsewhere cannot leave plain counts
+/// worth refusing every employee for.
+pub fn lock(ledger: &SharedLedger) -> std::sync::MutexGuard<'_, ledger::Ledger> {
+    ledger
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// The longest report, in characters, after trimming.
@@ -175,6 +143,12 @@ pub enum IssueError {
     /// The spool could not take the report.
     #[error("the report could not be saved in the spool: {0}")]
     Spool(#[from] SpoolError),
+    /// The user used up their reports for the window (the line to show).
+    #[error("{0}")]
+    Limited(String),
+    /// The same text is already on its way (the line to show).
+    #[error("{0}")]
+    AlreadySent(String),
 }
 
 /// Appends a report while the service is not running: takes the state dir
@@ -189,11 +163,29 @@ pub fn report_offline(
     state.credentials()?;
     let _lock = state.lock()?;
     let (mut spool, _recovery) = Spool::open(&state.spool_dir(), config.spool_limits)?;
+    // The service's ledger, under the same lock: the offline path is held
+    // to the same per-user limit.
+    let mut ledger = ledger::Ledger::open(state.root());
+    let now = crate::session::now_ms();
+    let reference = match ledger.admit(&os_user, &text, &new_report_key(), now) {
+        ledger::Admission::Admitted { reference } => reference,
+        ledger::Admission::AlreadySent { reference, at_ms } => {
+            return Err(IssueError::AlreadySent(ledger::already_sent_line(
+                &reference, at_ms, now,
+            )));
+        }
+        ledger::Admission::Limited(line) => return Err(IssueError::Limited(line)),
+    };
     let health = HealthSampler::with_settings(&config.system_root, config.health.clone()).sample();
-    Ok(spool.push(
-        payload(text, os_user, health, new_report_key()),
-        crate::session::now_ms(),
-    )?)
+    spool
+        .push(
+            payload(text, os_user.clone(), health, reference.clone()),
+            now,
+        )
+        .map_err(|error| {
+            ledger.withdraw(&os_user, &reference);
+            IssueError::Spool(error)
+        })
 }
 
 /// The user running this process, for the offline path, named as the

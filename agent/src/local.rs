@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::issue::{self, IssueRequest, RateLimiter};
+use crate::issue::{self, IssueRequest, SharedLedger};
 use crate::session::SharedStatus;
 use crate::state::{StateDir, Status};
 
@@ -83,6 +83,14 @@ pub enum LocalReply {
         connected: bool,
         /// Who the service recorded as the reporter.
         os_user: String,
+    },
+    /// The same text from the same user is already on its way; nothing
+    /// new was spooled.
+    AlreadySent {
+        /// What to tell the employee, one line.
+        message: String,
+        /// The earlier report's reference.
+        reference: String,
     },
     /// The request was not understood or could not be carried out.
     Error {
@@ -149,8 +157,9 @@ pub struct Service {
     pub system_root: PathBuf,
     /// How long a client may take to send its request.
     pub request_timeout: Duration,
-    /// Reports per user, shared with the drop box drain.
-    pub limiter: Arc<RateLimiter>,
+    /// Reports per user, shared with the drop box drain and kept in the
+    /// state dir ([`issue::ledger`]).
+    pub ledger: SharedLedger,
 }
 
 impl Service {
@@ -165,7 +174,7 @@ impl Service {
             issues,
             system_root,
             request_timeout: REQUEST_TIMEOUT,
-            limiter: Arc::default(),
+            ledger: Arc::new(std::sync::Mutex::new(issue::ledger::Ledger::in_memory())),
         }
     }
 }
@@ -315,27 +324,48 @@ async fn report(service: &Service, text: String, os_user: Option<String>) -> Loc
     let Some(os_user) = os_user.filter(|user| !user.is_empty()) else {
         return error("the service cannot tell which user is asking".into());
     };
-    if let Err(message) = service.limiter.admit(&os_user, std::time::Instant::now()) {
-        return error(message);
-    }
+    let now = crate::session::now_ms();
+    let admitted =
+        issue::lock(&service.ledger).admit(&os_user, &text, &issue::new_report_key(), now);
+    let reference = match admitted {
+        issue::ledger::Admission::Admitted { reference } => reference,
+        issue::ledger::Admission::AlreadySent { reference, at_ms } => {
+            debug!(user = %os_user, "a report already sent, answered with its reference");
+            return LocalReply::AlreadySent {
+                message: issue::ledger::already_sent_line(&reference, at_ms, now),
+                reference,
+            };
+        }
+        issue::ledger::Admission::Limited(line) => {
+            debug!(user = %os_user, "a report over the user's limit, refused");
+            return error(line);
+        }
+    };
+    // Not spooled after all: it counts for nothing, and the employee is
+    // told and may send it again.
+    let withdraw = |message: String| {
+        issue::lock(&service.ledger).withdraw(&os_user, &reference);
+        error(message)
+    };
     let (reply, answer) = oneshot::channel();
     let request = IssueRequest {
         text,
         os_user: os_user.clone(),
         reported_at_unix_ms: None,
-        report_key: issue::new_report_key(),
+        report_key: reference.clone(),
         reply,
     };
     if service.issues.send(request).await.is_err() {
-        return error("the agent service is stopping; try again".into());
+        return withdraw("the agent service is stopping; try again".into());
     }
     match tokio::time::timeout(REPORT_TIMEOUT, answer).await {
         Ok(Ok(Ok(connected))) => {
             debug!(user = %os_user, "issue reported on the local endpoint");
             LocalReply::Reported { connected, os_user }
         }
-        Ok(Ok(Err(message))) => error(message),
-        Ok(Err(_)) => error("the agent service is stopping; try again".into()),
+        Ok(Ok(Err(message))) => withdraw(message),
+        Ok(Err(_)) => withdraw("the agent service is stopping; try again".into()),
+        // It may still be spooled: it keeps its place in the ledger.
         Err(_) => error("the agent service did not take the report in time".into()),
     }
 }

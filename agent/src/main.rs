@@ -319,6 +319,10 @@ fn report_issue(config: &AgentConfig, text: String) -> Result<(), Failure> {
             }
             return Ok(());
         }
+        Ok(Some(local::LocalReply::AlreadySent { message, .. })) => {
+            println!("{message}");
+            return Ok(());
+        }
         Ok(Some(local::LocalReply::Error { message })) => return Err(failed(message)),
         Ok(Some(local::LocalReply::Status(_))) => {
             return Err(failed("the agent service gave an unexpected answer"));
@@ -336,6 +340,10 @@ fn report_issue(config: &AgentConfig, text: String) -> Result<(), Failure> {
             println!(
                 "reported; the agent service is not running, so it is queued and will reach the help desk when the service next runs"
             );
+            Ok(())
+        }
+        Err(deskpulse_agent::issue::IssueError::AlreadySent(line)) => {
+            println!("{line}");
             Ok(())
         }
         Err(deskpulse_agent::issue::IssueError::State(
@@ -419,7 +427,9 @@ fn status(config: &AgentConfig, json: bool) -> Result<(), Failure> {
         .flatten()
         .and_then(|reply| match reply {
             local::LocalReply::Status(status) => Some(status),
-            local::LocalReply::Error { .. } | local::LocalReply::Reported { .. } => None,
+            local::LocalReply::Error { .. }
+            | local::LocalReply::Reported { .. }
+            | local::LocalReply::AlreadySent { .. } => None,
         });
     let service_running = live.is_some();
     let status = match live {

@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AgentConfig;
-use crate::issue::{IssueRequest, RateLimiter, dropbox};
+use crate::issue::{IssueRequest, SharedLedger, dropbox, ledger};
 use crate::session::{self, LiveStatus};
 use crate::state::StateDir;
 
@@ -252,15 +252,17 @@ pub async fn serve(
     // A few reports at once is plenty; each waits for its spool write.
     let (issues, issue_queue) = tokio::sync::mpsc::channel(8);
     let endpoint = crate::local::Endpoint::of(state);
-    let local_service =
+    let mut local_service =
         crate::local::Service::new(live.clone(), issues.clone(), config.system_root.clone());
+    // The per-user ledger survives restarts: it is read from the state dir.
+    local_service.ledger = Arc::new(Mutex::new(ledger::Ledger::open(state.root())));
     match dropbox::prepare(state) {
         Ok(_) => {
             tokio::spawn(drain_dropbox(
                 state.clone(),
                 config.system_root.clone(),
                 issues,
-                local_service.limiter.clone(),
+                local_service.ledger.clone(),
                 shutdown.clone(),
             ));
         }
@@ -289,7 +291,7 @@ async fn drain_dropbox(
     state: StateDir,
     system_root: PathBuf,
     issues: mpsc::Sender<IssueRequest>,
-    limiter: Arc<RateLimiter>,
+    ledger: SharedLedger,
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(dropbox::DRAIN_INTERVAL);
@@ -305,28 +307,63 @@ async fn drain_dropbox(
         })
         .await
         .unwrap_or_default();
+        // The CLI keeps each user to dropbox::MAX_PENDING waiting reports;
+        // files written past it by hand are deleted here, oldest kept.
+        let mut waiting: std::collections::HashMap<String, usize> = Default::default();
+        let mut limited: std::collections::HashSet<String> = Default::default();
         for pending in found {
-            if let Err(why) = limiter.admit(&pending.os_user, std::time::Instant::now()) {
-                tracing::warn!(user = %pending.os_user, why, "deleting a drop box report over the per-user rate limit");
+            let seen = waiting.entry(pending.os_user.clone()).or_default();
+            *seen += 1;
+            if *seen > dropbox::MAX_PENDING {
+                tracing::warn!(user = %pending.os_user, file = %pending.path.display(), "deleting a drop box report past the user's {} waiting (written around the CLI)", dropbox::MAX_PENDING);
                 remove_drained(&pending.path);
                 continue;
             }
+            if limited.contains(&pending.os_user) {
+                continue;
+            }
+            let now = session::now_ms();
+            let admitted = crate::issue::lock(&ledger).admit(
+                &pending.os_user,
+                &pending.text,
+                &pending.report_key,
+                now,
+            );
+            let reference = match admitted {
+                ledger::Admission::Admitted { reference } => reference,
+                ledger::Admission::AlreadySent { reference, .. } => {
+                    tracing::info!(user = %pending.os_user, reference, "a drop box report repeats one already sent; not sent again");
+                    remove_drained(&pending.path);
+                    continue;
+                }
+                // Never dropped: it waits in the drop box until the user's
+                // window has room.
+                ledger::Admission::Limited(_) => {
+                    tracing::info!(user = %pending.os_user, "drop box reports wait: the user used up the reports of this hour");
+                    limited.insert(pending.os_user);
+                    continue;
+                }
+            };
             let (reply, answer) = tokio::sync::oneshot::channel();
             let request = IssueRequest {
                 text: pending.text,
-                os_user: pending.os_user,
+                os_user: pending.os_user.clone(),
                 reported_at_unix_ms: Some(pending.reported_at_unix_ms),
-                report_key: pending.report_key,
+                report_key: reference.clone(),
                 reply,
             };
             if issues.send(request).await.is_err() {
+                crate::issue::lock(&ledger).withdraw(&pending.os_user, &reference);
                 return;
             }
             match answer.await {
                 Ok(Ok(_)) => remove_drained(&pending.path),
                 // Not spooled (a full disk, a stopping service): the file
                 // stays for the next round.
-                Ok(Err(_)) | Err(_) => break,
+                Ok(Err(_)) | Err(_) => {
+                    crate::issue::lock(&ledger).withdraw(&pending.os_user, &reference);
+                    break;
+                }
             }
         }
     }

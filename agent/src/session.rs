@@ -227,6 +227,8 @@ fn hello(config: &AgentConfig) -> AgentMessage {
                 .iter()
                 .map(|id| (*id).to_owned())
                 .collect(),
+            // The collector measures this PC's clock from it.
+            sent_at_unix_ms: now_ms(),
         })),
     }
 }
@@ -293,8 +295,11 @@ impl Session {
             if reports.is_empty() {
                 return Ok(());
             }
-            for report in reports {
+            for mut report in reports {
                 let seq = report.seq;
+                // Stamped now, not when spooled: the collector measures the
+                // PC's clock against its own from it.
+                report.sent_at_unix_ms = now_ms();
                 for message in deskpulse_proto::parts::report_messages(report) {
                     self.send(message).await?;
                 }

@@ -596,6 +596,7 @@ impl Spool {
         let class = Class::of(&payload);
         let seq = self.next_seq;
         let report = Report {
+            sent_at_unix_ms: 0,
             spool_id: String::new(),
             seq,
             held_from_seq: 0,

@@ -33,6 +33,7 @@ pub mod audit;
 pub mod changes;
 pub mod cli;
 pub mod clock;
+pub mod clockskew;
 pub mod config;
 pub mod datadir;
 pub mod exit;

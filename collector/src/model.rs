@@ -939,6 +939,20 @@ pub struct HostDetail {
     pub spool_counters: Option<(Vec<u8>, i64)>,
     /// When and by whom the host was revoked, and why (issue 20).
     pub revoked: Option<HostRevocation>,
+    /// How far the host's clock is off, as last recorded (issue 20).
+    pub clock: HostClock,
+}
+
+/// A host's clock as recorded by its sessions (`crate::clockskew`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HostClock {
+    /// The PC's clock minus the collector's, ms, and when it was measured;
+    /// `None` until an agent that stamps its messages connects.
+    pub offset: Option<(i64, i64)>,
+    /// Reports whose time was replaced by the receive time.
+    pub clamped_reports: u64,
+    /// The time the last of those claimed.
+    pub last_clamped_claim_ms: Option<i64>,
 }
 
 /// One audit entry to append.

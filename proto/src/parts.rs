@@ -123,6 +123,7 @@ mod tests {
 
     fn inventory_report(packages: usize) -> Report {
         Report {
+            sent_at_unix_ms: 0,
             spool_id: "s1".into(),
             seq: 7,
             held_from_seq: 0,
@@ -157,6 +158,7 @@ mod tests {
     #[test]
     fn a_small_report_goes_whole() {
         let report = Report {
+            sent_at_unix_ms: 0,
             spool_id: "s1".into(),
             seq: 1,
             held_from_seq: 0,

@@ -24,9 +24,17 @@ fn size(bytes: u64) -> String {
     }
 }
 
+/// The first second of the year 10000: RFC 3339 ends before it.
+const YEAR_10000_S: i64 = 253_402_300_800;
+
 fn date(unix_s: i64) -> String {
     if unix_s <= 0 {
         return "unknown".into();
+    }
+    // An agent's clock may claim any time (issue 20); past 9999 humantime's
+    // formatter fails, which `to_string` would turn into a panic.
+    if unix_s >= YEAR_10000_S {
+        return format!("after 9999 ({unix_s} s since 1970)");
     }
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(unix_s.unsigned_abs());
     humantime::format_rfc3339_seconds(at).to_string()
@@ -445,4 +453,21 @@ pub fn render_health(h: &HealthSample) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod date_tests {
+    //! Dates an agent's clock made up are shown, never a panic.
+
+    #[test]
+    fn dates_past_9999_and_before_1970_are_words_not_panics() {
+        assert_eq!(super::date(0), "unknown");
+        assert_eq!(super::date(-5), "unknown");
+        assert_eq!(super::date(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(
+            super::date(i64::MAX),
+            format!("after 9999 ({} s since 1970)", i64::MAX)
+        );
+        assert!(super::date(super::YEAR_10000_S - 1).starts_with("9999-12-31"));
+    }
 }

@@ -35,6 +35,7 @@ impl FakeSession {
         let (tx, outbound) = mpsc::channel(16);
         tx.send(AgentMessage {
             kind: Some(Kind::Hello(Hello {
+                sent_at_unix_ms: 0,
                 agent_version: "test".into(),
                 inventory_schema_version: 1,
                 health_interval_secs: 60,
@@ -83,6 +84,7 @@ impl FakeSession {
         self.tx
             .send(AgentMessage {
                 kind: Some(Kind::Report(Report {
+                    sent_at_unix_ms: 0,
                     spool_id: "fake".into(),
                     seq: self.seq,
                     held_from_seq: 0,
@@ -374,6 +376,7 @@ async fn a_hostile_agents_live_output_is_capped_and_its_forged_times_clamped() {
         .tx
         .send(AgentMessage {
             kind: Some(Kind::Report(Report {
+                sent_at_unix_ms: 0,
                 spool_id: "fake".into(),
                 seq: session.seq,
                 held_from_seq: 0,

@@ -304,6 +304,7 @@ async fn api_tokens_are_checked_and_roles_enforced() {
 fn report(seq: u64, payload: Payload) -> AgentMessage {
     AgentMessage {
         kind: Some(Kind::Report(Report {
+            sent_at_unix_ms: 0,
             spool_id: "test-spool".into(),
             seq,
             held_from_seq: 0,
@@ -390,6 +391,7 @@ async fn malformed_and_oversized_messages_get_clear_errors_and_others_keep_being
     let channel = collector.channel(Some((&cert, &key))).await;
     let empty = AgentMessage {
         kind: Some(Kind::Report(Report {
+            sent_at_unix_ms: 0,
             spool_id: "test-spool".into(),
             seq: 7,
             held_from_seq: 0,
@@ -463,6 +465,7 @@ async fn a_report_sent_in_parts_is_joined_and_acknowledged_and_bad_parts_get_cle
         })
         .collect();
     let inventory = Report {
+        sent_at_unix_ms: 0,
         spool_id: "test-spool".into(),
         seq: 1,
         held_from_seq: 0,

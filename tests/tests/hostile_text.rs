@@ -89,6 +89,7 @@ fn report(seq: u64, inventory: Inventory) -> AgentMessage {
             // Recent, so `changes` (the last 7 days) lists them.
             collected_at_unix_ms: now_ms() - 600_000 + i64::try_from(seq).expect("small") * 60_000,
             payload: Some(Payload::Inventory(inventory)),
+            sent_at_unix_ms: 0,
         })),
     }
 }

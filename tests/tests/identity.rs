@@ -507,6 +507,7 @@ async fn send_hostname(
             held_from_seq: 0,
             collected_at_unix_ms: 1_764_000_000_000 + i64::try_from(seq).expect("small"),
             payload: Some(Payload::Inventory(inventory)),
+            sent_at_unix_ms: 0,
         })),
     };
     let mut replies = AgentServiceClient::new(channel)

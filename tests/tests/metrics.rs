@@ -68,6 +68,7 @@ async fn metrics_are_served_in_the_exposition_format_and_count_reports() {
         test_hello(),
         AgentMessage {
             kind: Some(Kind::Report(Report {
+                sent_at_unix_ms: 0,
                 spool_id: "metrics".into(),
                 seq: 1,
                 held_from_seq: 0,

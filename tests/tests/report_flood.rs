@@ -29,6 +29,7 @@ fn issue(seq: u64) -> AgentMessage {
     };
     AgentMessage {
         kind: Some(Kind::Report(Report {
+            sent_at_unix_ms: 0,
             spool_id: "flood".into(),
             seq,
             held_from_seq: 0,

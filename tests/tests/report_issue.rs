@@ -242,6 +242,27 @@ fn an_employee_report_waits_in_the_drop_box_until_the_service_runs() {
     }
     let flood = as_employee("Still not printing (6)").expect_code(1);
     one_line(&flood, "already have 5 reports waiting");
+    // Around the CLI: three more files written straight into the drop box
+    // in the employee's name. The service keeps the CLI's cap too.
+    let later = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis()
+        + 60_000;
+    for i in 0..3 {
+        let path = agent
+            .state_dir
+            .path()
+            .join("reports")
+            .join(format!("{later}-direct{i}.report"));
+        let body = serde_json::json!({
+            "text": format!("Written around the CLI ({i})"),
+            "reported_at_unix_ms": later,
+        });
+        std::fs::write(&path, body.to_string()).expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        std::os::unix::fs::chown(&path, Some(NOBODY), Some(NOBODY)).expect("chown");
+    }
 
     let _service = AgentService::start(&agent, &[]);
     let token = collector.admin_token();
@@ -269,7 +290,27 @@ fn an_employee_report_waits_in_the_drop_box_until_the_service_runs() {
         (left == 0).then_some(())
     })
     .expect("the drop box is drained");
-    // The five drained reports count against the employee's rate limit.
-    let live = as_employee("And now the screen flickers").expect_code(1);
-    one_line(&live, "you have reported 5 issues in the last 10 minutes");
+    let ours = wait_for(Duration::from_secs(30), || {
+        let out = collector.cli(&token, &["--json", "tickets", "--status", "open"]);
+        let list: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+        let ours = list
+            .as_array()?
+            .iter()
+            .filter(|t| {
+                t["title"]
+                    .as_str()
+                    .is_some_and(|t| t.starts_with("reported by nobody"))
+            })
+            .count();
+        (ours >= 5).then_some(ours)
+    })
+    .expect("the five reports' tickets");
+    assert_eq!(ours, 5, "the drop box took more than the CLI's cap");
+    // The five drained reports count against the employee's hourly limit
+    // of ten, kept by the service.
+    for i in 1..=5 {
+        as_employee(&format!("And now the screen flickers ({i})")).expect_code(0);
+    }
+    let live = as_employee("And the mouse is gone").expect_code(1);
+    one_line(&live, "you have sent 10 reports in the last 60 minutes");
 }

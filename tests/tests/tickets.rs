@@ -27,6 +27,7 @@ fn now_ms() -> i64 {
 fn sample_at(seq: u64, at_ms: i64, used: f32) -> AgentMessage {
     AgentMessage {
         kind: Some(Kind::Report(Report {
+            sent_at_unix_ms: 0,
             spool_id: "tickets-test".into(),
             seq,
             held_from_seq: 0,

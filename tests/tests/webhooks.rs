@@ -77,6 +77,7 @@ fn receiver(listener: TcpListener) -> mpsc::UnboundedReceiver<Received> {
 fn sample(seq: u64, minute: i64, used: f32) -> AgentMessage {
     AgentMessage {
         kind: Some(Kind::Report(Report {
+            sent_at_unix_ms: 0,
             spool_id: "webhooks-test".into(),
             seq,
             held_from_seq: 0,

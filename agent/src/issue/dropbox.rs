@@ -13,8 +13,11 @@
 //! a FIFO, a hard link to another file, garbage) is deleted unread.
 //!
 //! A user has at most [`MAX_PENDING`] reports waiting; the reporting CLI
-//! refuses more with a clear message, and the service enforces the same
-//! per-user rate limit as the live endpoint when it drains.
+//! refuses more with a clear message, and the service's drain keeps the
+//! cap too (files written around the CLI past it are deleted) and holds
+//! each report to the user's ledger (`super::ledger`), as the live
+//! endpoint does: a report over the user's hour waits in the box for a
+//! later round, a repeat of one already sent is deleted.
 
 use std::fs::File;
 use std::io::{Read, Write};

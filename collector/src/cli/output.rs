@@ -20,9 +20,17 @@ pub fn time(ms: i64) -> String {
     if ms <= 0 {
         return "never".into();
     }
+    // RFC 3339 ends at 9999 (humantime's formatter fails past it, which
+    // `to_string` turns into a panic); a lying clock can claim any time.
+    if ms >= LAST_RFC3339_MS {
+        return format!("after 9999 ({ms} ms since 1970)");
+    }
     let at = UNIX_EPOCH + Duration::from_millis(ms.unsigned_abs());
     humantime::format_rfc3339_seconds(at).to_string()
 }
+
+/// The first millisecond of the year 10000.
+const LAST_RFC3339_MS: i64 = 253_402_300_800_000;
 
 /// "5m ago" style age of a time; "never" for 0.
 pub fn ago(ms: i64) -> String {
@@ -175,6 +183,72 @@ struct HostDetailJson<'a> {
     revoked_at: Option<String>,
     revoked_by: Option<&'a str>,
     revoke_reason: Option<&'a str>,
+    clock: Option<ClockJson>,
+}
+
+/// A host's clock in `--json` output (issue 20).
+#[derive(Debug, Serialize)]
+struct ClockJson {
+    /// The PC's clock minus the collector's, ms; null until measured.
+    offset_ms: Option<i64>,
+    /// The same in words, e.g. "3 h 0 min behind".
+    offset: Option<String>,
+    measured_at: Option<String>,
+    window_ms: i64,
+    beyond_window: bool,
+    clamped_reports: u64,
+    last_clamped_claim: Option<String>,
+    /// The claimed time in ms, kept exactly: it may be past any date the
+    /// ISO form can show.
+    last_clamped_claim_unix_ms: Option<i64>,
+}
+
+fn clock_json(clock: &deskpulse_proto::v1::HostClock) -> ClockJson {
+    let measured = clock.measured_at_unix_ms > 0;
+    let claimed = clock.clamped_reports > 0;
+    ClockJson {
+        offset_ms: measured.then_some(clock.offset_ms),
+        offset: measured.then(|| crate::clockskew::describe(clock.offset_ms)),
+        measured_at: iso(clock.measured_at_unix_ms),
+        window_ms: clock.window_ms,
+        beyond_window: clock.beyond_window,
+        clamped_reports: clock.clamped_reports,
+        last_clamped_claim: claimed
+            .then(|| iso(clock.last_clamped_claim_unix_ms))
+            .flatten(),
+        last_clamped_claim_unix_ms: claimed.then_some(clock.last_clamped_claim_unix_ms),
+    }
+}
+
+/// The `clock` line of `deskpulse host show`.
+fn clock_line(clock: &deskpulse_proto::v1::HostClock) -> String {
+    let mut line = if clock.measured_at_unix_ms > 0 {
+        let words = crate::clockskew::describe(clock.offset_ms);
+        let window =
+            humantime::format_duration(Duration::from_secs(clock.window_ms.unsigned_abs() / 1000));
+        if clock.beyond_window {
+            format!(
+                "{words} (measured {}), OFF: beyond the {window} window; report times past it are replaced by the time received",
+                ago(clock.measured_at_unix_ms)
+            )
+        } else {
+            format!("{words} (measured {})", ago(clock.measured_at_unix_ms))
+        }
+    } else {
+        "not measured (the agent does not send its clock)".to_owned()
+    };
+    if clock.clamped_reports > 0 {
+        let claim = iso(clock.last_clamped_claim_unix_ms)
+            .unwrap_or_else(|| format!("{} ms since 1970", clock.last_clamped_claim_unix_ms));
+        let (count, plural) = match clock.clamped_reports {
+            1 => ("1 report".to_owned(), "was"),
+            n => (format!("{n} reports"), "were"),
+        };
+        line.push_str(&format!(
+            "; {count} dated outside the window {plural} stored at the time received (the last claimed {claim})"
+        ));
+    }
+    line
 }
 
 /// One health-history point in `--json` output.
@@ -758,6 +832,7 @@ pub fn host(detail: &GetHostResponse, health_asked: bool, json: bool) -> Command
             revoked_at: iso(detail.revoked_at_unix_ms),
             revoked_by: (detail.revoked_at_unix_ms > 0).then_some(detail.revoked_by.as_str()),
             revoke_reason: (detail.revoked_at_unix_ms > 0).then_some(detail.revoke_reason.as_str()),
+            clock: detail.clock.as_ref().map(clock_json),
         });
     }
     let mut out = String::new();
@@ -798,6 +873,9 @@ pub fn host(detail: &GetHostResponse, health_asked: bool, json: bool) -> Command
         field("tags", detail.tags.join(" "));
     }
     field("agent", detail.agent_version.clone());
+    if let Some(clock) = &detail.clock {
+        field("clock", clock_line(clock));
+    }
     field(
         "certificate",
         format!("serial {}", detail.certificate_serial),

@@ -63,6 +63,10 @@ pub enum Metric {
     /// Minutes since the host was last heard from; only hosts that should
     /// always be on (D18).
     OfflineMinutes,
+    /// How far the PC's clock is off the collector's, either way, whole
+    /// minutes: measured by the session from the agent's send times
+    /// (`crate::clockskew`), absent from agents that do not send them.
+    ClockOffsetMinutes,
 }
 
 /// One reading of a health sample for the rules: metric, subject (mount
@@ -71,7 +75,7 @@ pub type Reading = (Metric, String, f64);
 
 impl Metric {
     /// Every metric with its rule-file name and unit, in display order.
-    pub const ALL: [(&'static str, Metric, &'static str); 18] = [
+    pub const ALL: [(&'static str, Metric, &'static str); 19] = [
         ("cpu_percent", Metric::CpuPercent, "%"),
         ("memory_used_percent", Metric::MemoryUsedPercent, "%"),
         ("swap_used_percent", Metric::SwapUsedPercent, "%"),
@@ -90,6 +94,7 @@ impl Metric {
         ("firewall_off", Metric::FirewallOff, ""),
         ("encryption_off", Metric::EncryptionOff, ""),
         ("offline_minutes", Metric::OfflineMinutes, " min"),
+        ("clock_offset_minutes", Metric::ClockOffsetMinutes, " min"),
     ];
 
     /// The name used in rule files.
@@ -276,6 +281,9 @@ impl Rule {
             Metric::FirewallOff => "the firewall is off".to_owned(),
             Metric::EncryptionOff => "the system volume is not encrypted".to_owned(),
             Metric::OfflineMinutes => format!("offline for {shown}"),
+            Metric::ClockOffsetMinutes => {
+                format!("the PC's clock is {shown} off; check its time and time zone")
+            }
         };
         format!("{}: {what}", self.name)
     }
@@ -538,6 +546,15 @@ metric = "antivirus_off"
 op = "=="
 threshold = 1
 severity = "high"
+
+[[rule]]
+name = "clock-off"
+metric = "clock_offset_minutes"
+op = ">"
+threshold = 5
+recover = 1
+for = "30m"
+severity = "low"
 
 [[rule]]
 name = "offline"

@@ -32,6 +32,10 @@
 //!
 //! [certificates]
 //! lifetime = "30d"         # host certificates; agents renew at two thirds
+//!
+//! [clock]                  # how far a PC's clock is believed (issue 20)
+//! window = "5m"            # offsets beyond it are flagged; later times clamped
+//! oldest = "90d"           # report times older than this are clamped
 //! ```
 
 use std::time::Duration;
@@ -68,6 +72,9 @@ pub struct Policy {
     pub diagnostic_roles: Vec<(String, Role)>,
     /// How long a host certificate issued now lives.
     pub host_cert_lifetime: Duration,
+    /// How far the time an agent claims is believed
+    /// ([`crate::clockskew`]).
+    pub clock: crate::clockskew::ClockWindow,
 }
 
 /// Host certificates live this long unless the policy says otherwise.
@@ -92,6 +99,7 @@ impl Default for Policy {
             lifecycle: Lifecycle::default(),
             diagnostic_roles: Vec::new(),
             host_cert_lifetime: DEFAULT_HOST_CERT_LIFETIME,
+            clock: crate::clockskew::ClockWindow::default(),
         })
     }
 }
@@ -143,6 +151,15 @@ struct PolicyFile {
     diagnostics: Option<RawDiagnostics>,
     #[serde(default)]
     certificates: Option<RawCertificates>,
+    #[serde(default)]
+    clock: Option<RawClock>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClock {
+    window: Option<String>,
+    oldest: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -370,7 +387,36 @@ pub fn parse_policy(text: &str) -> Result<Policy, String> {
         lifecycle,
         diagnostic_roles,
         host_cert_lifetime,
+        clock: clock_window(file.clock.as_ref())?,
     })
+}
+
+/// The `[clock]` table, checked: `window` 1 minute to 1 day, `oldest` 1 day
+/// to 400 days (past a year a spooled report is implausible and would fall
+/// outside the change log's default retention anyway).
+fn clock_window(raw: Option<&RawClock>) -> Result<crate::clockskew::ClockWindow, String> {
+    let mut clock = crate::clockskew::ClockWindow::default();
+    let Some(raw) = raw else {
+        return Ok(clock);
+    };
+    if let Some(text) = &raw.window {
+        clock.window_ms = ms(duration(
+            "clock.window",
+            text,
+            Duration::from_secs(60),
+            Duration::from_secs(24 * 3600),
+        )?);
+    }
+    if let Some(text) = &raw.oldest {
+        let oldest = humantime::parse_duration(text)
+            .map_err(|e| format!("clock.oldest {text:?} is not a duration ({e}); try e.g. 90d"))?;
+        if oldest < Duration::from_secs(24 * 3600) || oldest > Duration::from_secs(400 * 24 * 3600)
+        {
+            return Err("clock.oldest must be between 1 day and 400 days".into());
+        }
+        clock.oldest_ms = ms(oldest);
+    }
+    Ok(clock)
 }
 
 /// When SLA clocks run.

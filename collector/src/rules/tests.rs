@@ -167,7 +167,7 @@ fn the_priority_matrix_and_sla_targets() {
 #[test]
 fn rule_files_are_checked_with_one_line_errors() {
     let rules = default_rules();
-    assert_eq!(rules.len(), 14, "the default set parses");
+    assert_eq!(rules.len(), 15, "the default set parses");
     let scoped = parse_rules(
         "[[rule]]\nname = \"berlin-cpu\"\nmetric = \"cpu_percent\"\nop = \">\"\nthreshold = 90\nrecover = 70\nfor = \"5m\"\nseverity = \"low\"\nscope = [\"site=berlin\"]\n",
     )

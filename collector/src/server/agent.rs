@@ -220,15 +220,36 @@ impl AgentService for AgentSessions {
                 .cloned()
                 .collect(),
         };
+        let opened_at = self.ctx.clock.now_ms();
         self.ctx
             .store
-            .session_opened(&session, self.ctx.clock.now_ms())
+            .session_opened(&session, opened_at)
             .await
             .map_err(|error| {
                 // Health must see a store that cannot write (issue 20).
                 self.ingest.health().record_failure(&error);
                 internal(error)
             })?;
+        // The policy's clock window holds for the whole session.
+        let window = match self.ctx.store.policy().await {
+            Ok(policy) => policy.policy.clock,
+            Err(error) => {
+                tracing::error!(%error, "reading the policy failed; using the default clock window");
+                crate::clockskew::ClockWindow::default()
+            }
+        };
+        let mut clock = crate::clockskew::Tracker::new(window);
+        clock.sent(hello.sent_at_unix_ms, opened_at);
+        record_clock(&self.ctx, &identity.host_id, &mut clock, opened_at).await;
+        if let Some(offset) = clock.offset_ms()
+            && window.beyond(offset)
+        {
+            warn!(
+                offset_ms = offset,
+                "the host's clock is {}",
+                crate::clockskew::describe(offset)
+            );
+        }
         info!(agent_version = %session.agent_version, "agent connected");
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
         // Registered before the queued jobs are read, so a job made in
@@ -262,6 +283,7 @@ impl AgentService for AgentSessions {
             inbound,
             tx.clone(),
             (guard, held),
+            clock,
         );
         tokio::spawn(crate::panics::contain_session(host_id, session, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
@@ -296,6 +318,7 @@ async fn run_session(
     mut inbound: Streaming<AgentMessage>,
     tx: mpsc::Sender<Outbound>,
     (_registered, mut held): (super::dispatch::SessionGuard, super::revocation::Held),
+    mut clock: crate::clockskew::Tracker,
 ) {
     let host_id = identity.host_id.clone();
     let mut renewed = false;
@@ -425,7 +448,7 @@ async fn run_session(
                         break;
                     }
                 };
-                let report = match report {
+                let mut report = match report {
                     Ok(Some(report)) => report,
                     Ok(None) => continue,
                     Err(error) => {
@@ -434,7 +457,22 @@ async fn run_session(
                         break;
                     }
                 };
-                let report = validate(&host_id, report).and_then(|report| {
+                // Believed only within the clock window; 0 and below stay
+                // for validate to refuse as unset.
+                let received_at = ctx.clock.now_ms();
+                clock.sent(report.sent_at_unix_ms, received_at);
+                if report.collected_at_unix_ms > 0 {
+                    report.collected_at_unix_ms = clock.judge(report.collected_at_unix_ms, received_at);
+                }
+                if let Some(reading) = clock.due(received_at) {
+                    record_reading(&ctx, &host_id, &mut clock, reading).await;
+                }
+                let report = validate(&host_id, report).map(|mut report| {
+                    if let (ReportPayload::Health { readings, .. }, Some(offset)) = (&mut report.payload, clock.offset_ms()) {
+                        readings.push(crate::clockskew::reading(offset));
+                    }
+                    report
+                }).and_then(|report| {
                     if !matches!(report.payload, ReportPayload::UserIssue { .. }) {
                         return Ok(report);
                     }
@@ -479,6 +517,10 @@ async fn run_session(
         }
     }
     metrics::gauge!(crate::metrics::AGENTS_CONNECTED).decrement(1.0);
+    let now = ctx.clock.now_ms();
+    if let Some(reading) = clock.flush(now) {
+        record_reading(&ctx, &host_id, &mut clock, reading).await;
+    }
     if let Err(error) = ctx
         .store
         .session_closed(&host_id, &ctx.replica, goodbye, ctx.clock.now_ms())
@@ -487,6 +529,38 @@ async fn run_session(
         tracing::error!(%error, host = %host_id, "recording the end of a session failed");
     }
     info!(host = %host_id, goodbye = goodbye.unwrap_or("none"), "agent disconnected");
+}
+
+/// Records the clock reading due now, if any.
+async fn record_clock(
+    ctx: &ServerContext,
+    host_id: &str,
+    clock: &mut crate::clockskew::Tracker,
+    now_ms: i64,
+) {
+    if let Some(reading) = clock.due(now_ms) {
+        record_reading(ctx, host_id, clock, reading).await;
+    }
+}
+
+async fn record_reading(
+    ctx: &ServerContext,
+    host_id: &str,
+    clock: &mut crate::clockskew::Tracker,
+    reading: crate::clockskew::ClockReading,
+) {
+    if reading.clamped > 0 {
+        warn!(
+            host = %host_id,
+            clamped = reading.clamped,
+            claimed_ms = reading.last_claim_ms,
+            "reports dated outside the clock window were stored at their receive time"
+        );
+    }
+    match ctx.store.record_clock(host_id, &reading).await {
+        Ok(()) => clock.recorded(&reading),
+        Err(error) => tracing::error!(%error, host = %host_id, "recording the host's clock failed"),
+    }
 }
 
 fn goodbye_reason(reason: GoodbyeReason) -> &'static str {

@@ -48,7 +48,7 @@ impl Enrollment for EnrollmentService {
         request: Request<EnrollRequest>,
     ) -> Result<Response<EnrollResponse>, Status> {
         let peer = request.remote_addr();
-        self.failed_tokens.check(peer)?;
+        let attempt = self.failed_tokens.reserve(peer).await?;
         let request = request.into_inner();
         let hostname = clean("hostname", &request.hostname, 255)?;
         if let Some(reason) = crate::query::refused_hostname(&hostname) {
@@ -79,9 +79,12 @@ impl Enrollment for EnrollmentService {
                 Status::internal("enrollment failed in the collector's store; retry later")
             })?;
         if let Some(refusal) = refusal {
-            self.failed_tokens.failed(peer);
+            attempt.failed();
             return refused(refusal_reason(&refusal));
         }
+        // The token is good: the reservation is not held while the CSR is
+        // signed and stored.
+        drop(attempt);
         let store_request = store::EnrollRequest {
             token_sha256,
             hostname,

@@ -26,6 +26,16 @@ const MAX_TRACKED: usize = 65_536;
 
 /// Failed attempts per source address, over a fixed window that starts at
 /// an address's first failure.
+///
+/// A caller reserves an attempt before its token is looked up
+/// ([`FailedAttempts::reserve`]), and the reservation counts against the
+/// address until the lookup ends: failures plus lookups in flight never
+/// pass the limit, so a flood of concurrent guesses gets exactly as many
+/// lookups as the limit allows (checking first and counting after let 177
+/// of 300 race past a limit of 10). A caller that finds the budget taken
+/// only by lookups in flight waits for them briefly rather than being
+/// refused, so honest concurrent calls from one address are not turned
+/// away while they succeed.
 #[derive(Debug)]
 pub struct FailedAttempts {
     /// What the attempts were at, for the log ("API token", "enrollment
@@ -40,6 +50,41 @@ pub struct FailedAttempts {
 struct Window {
     started: Instant,
     failures: u32,
+    /// Attempts reserved and not yet ended (lookups in flight).
+    in_flight: u32,
+}
+
+/// How long a caller waits for other lookups from its address to end
+/// before its own may start, and how often it looks.
+const IN_FLIGHT_WAIT: Duration = Duration::from_secs(5);
+const IN_FLIGHT_POLL: Duration = Duration::from_millis(5);
+
+/// One reserved attempt from an address ([`FailedAttempts::reserve`]):
+/// [`Attempt::failed`] counts it as a failure; dropping it otherwise (the
+/// token was good, or the request failed for another reason) gives the
+/// reservation back.
+#[derive(Debug)]
+#[must_use = "an attempt counts as a failure only through Attempt::failed"]
+pub struct Attempt<'a> {
+    limits: &'a FailedAttempts,
+    source: Option<IpAddr>,
+}
+
+impl Attempt<'_> {
+    /// Counts this attempt as a failure of its address.
+    pub fn failed(mut self) {
+        if let Some(source) = self.source.take() {
+            self.limits.end(source, true);
+        }
+    }
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        if let Some(source) = self.source.take() {
+            self.limits.end(source, false);
+        }
+    }
 }
 
 impl FailedAttempts {
@@ -66,51 +111,59 @@ impl FailedAttempts {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Refuses a caller whose address used up its failed attempts, with
-    /// when to retry; before any token is looked up. A caller without an
+    /// Reserves one attempt for `peer` before any token is looked up, or
+    /// refuses a caller whose address used up its failed attempts, with
+    /// when to retry. While the budget left is held by lookups in flight,
+    /// waits for them (at most [`IN_FLIGHT_WAIT`]). A caller without an
     /// address (in-process) is not limited.
-    pub fn check(&self, peer: Option<SocketAddr>) -> Result<(), Status> {
+    pub async fn reserve(&self, peer: Option<SocketAddr>) -> Result<Attempt<'_>, Status> {
         let Some(source) = peer.map(source_of) else {
-            return Ok(());
+            return Ok(Attempt {
+                limits: self,
+                source: None,
+            });
         };
-        let now = Instant::now();
-        let mut by_source = self.lock();
-        let Some(window) = by_source.get(&source).copied() else {
-            return Ok(());
-        };
-        let elapsed = now.saturating_duration_since(window.started);
-        if elapsed >= self.window {
-            by_source.remove(&source);
-            return Ok(());
+        let waited_from = Instant::now();
+        loop {
+            match self.try_reserve(source) {
+                Reservation::Reserved => {
+                    return Ok(Attempt {
+                        limits: self,
+                        source: Some(source),
+                    });
+                }
+                Reservation::Refused { retry_in_secs } => {
+                    tracing::info!(
+                        %source,
+                        what = self.what,
+                        retry_in_secs,
+                        "refused a caller with too many failed attempts"
+                    );
+                    return Err(refusal(source, retry_in_secs));
+                }
+                Reservation::Busy { retry_in_secs } => {
+                    if waited_from.elapsed() >= IN_FLIGHT_WAIT {
+                        return Err(refusal(source, retry_in_secs));
+                    }
+                    tokio::time::sleep(IN_FLIGHT_POLL).await;
+                }
+            }
         }
-        if window.failures < self.max_failures {
-            return Ok(());
-        }
-        drop(by_source);
-        let retry_in = (self.window - elapsed).as_secs() + 1;
-        tracing::info!(
-            %source,
-            what = self.what,
-            retry_in_secs = retry_in,
-            "refused a caller with too many failed attempts"
-        );
-        Err(Status::resource_exhausted(format!(
-            "too many failed attempts from {source}, retry in {retry_in} s"
-        )))
     }
 
-    /// Counts a failed attempt from `peer`.
-    pub fn failed(&self, peer: Option<SocketAddr>) {
-        let Some(source) = peer.map(source_of) else {
-            return;
-        };
+    fn try_reserve(&self, source: IpAddr) -> Reservation {
         let now = Instant::now();
         let mut by_source = self.lock();
         if by_source.len() >= MAX_TRACKED && !by_source.contains_key(&source) {
             let window = self.window;
-            by_source.retain(|_, w| now.saturating_duration_since(w.started) < window);
+            by_source.retain(|_, w| {
+                w.in_flight > 0 || now.saturating_duration_since(w.started) < window
+            });
             if by_source.len() >= MAX_TRACKED
-                && let Some(any) = by_source.keys().next().copied()
+                && let Some(any) = by_source
+                    .iter()
+                    .find(|(_, w)| w.in_flight == 0)
+                    .map(|(k, _)| *k)
             {
                 by_source.remove(&any);
             }
@@ -118,12 +171,43 @@ impl FailedAttempts {
         let entry = by_source.entry(source).or_insert(Window {
             started: now,
             failures: 0,
+            in_flight: 0,
         });
+        let elapsed = now.saturating_duration_since(entry.started);
+        if elapsed >= self.window {
+            // A new window; lookups still in flight keep their place.
+            entry.started = now;
+            entry.failures = 0;
+        }
+        let retry_in_secs = (self.window.saturating_sub(elapsed)).as_secs() + 1;
+        if entry.failures >= self.max_failures {
+            return Reservation::Refused { retry_in_secs };
+        }
+        if entry.failures.saturating_add(entry.in_flight) >= self.max_failures {
+            return Reservation::Busy { retry_in_secs };
+        }
+        entry.in_flight += 1;
+        Reservation::Reserved
+    }
+
+    /// Ends a reserved attempt: a failure is counted, else the reservation
+    /// is given back.
+    fn end(&self, source: IpAddr, failed: bool) {
+        let now = Instant::now();
+        let mut by_source = self.lock();
+        let Some(entry) = by_source.get_mut(&source) else {
+            return;
+        };
+        entry.in_flight = entry.in_flight.saturating_sub(1);
+        if !failed {
+            if entry.failures == 0 && entry.in_flight == 0 {
+                by_source.remove(&source);
+            }
+            return;
+        }
         if now.saturating_duration_since(entry.started) >= self.window {
-            *entry = Window {
-                started: now,
-                failures: 0,
-            };
+            entry.started = now;
+            entry.failures = 0;
         }
         entry.failures = entry.failures.saturating_add(1);
         if entry.failures == self.max_failures {
@@ -136,6 +220,24 @@ impl FailedAttempts {
             );
         }
     }
+}
+
+enum Reservation {
+    Reserved,
+    /// The address used up its failed attempts.
+    Refused {
+        retry_in_secs: u64,
+    },
+    /// What is left of the budget is held by lookups in flight.
+    Busy {
+        retry_in_secs: u64,
+    },
+}
+
+fn refusal(source: IpAddr, retry_in_secs: u64) -> Status {
+    Status::resource_exhausted(format!(
+        "too many failed attempts from {source}, retry in {retry_in_secs} s"
+    ))
 }
 
 /// Employee reports a host may send in one [`USER_REPORT_WINDOW`].
@@ -185,12 +287,14 @@ impl UserReports {
         let entry = by_host.entry(host.to_owned()).or_insert(Window {
             started: now,
             failures: 0,
+            in_flight: 0,
         });
         let elapsed = now.saturating_duration_since(entry.started);
         if elapsed >= self.window {
             *entry = Window {
                 started: now,
                 failures: 0,
+                in_flight: 0,
             };
         }
         if entry.failures >= self.max_reports {

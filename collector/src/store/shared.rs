@@ -201,6 +201,15 @@ pub trait SharedQueries: Send + Sync {
     /// Clears stream markers a crashed run of this replica left behind.
     async fn clear_replica_sessions(&self, replica: &str) -> StoreResult<()>;
 
+    /// Records what a session measured of its host's clock: the offset
+    /// (kept when `None`), and reports whose time was replaced, with the
+    /// last time claimed (issue 20, `crate::clockskew`).
+    async fn record_clock(
+        &self,
+        host_id: &str,
+        reading: &crate::clockskew::ClockReading,
+    ) -> StoreResult<()>;
+
     /// Keeps an agent's latest encoded `SpoolCounters`.
     async fn record_spool_counters(
         &self,
@@ -570,6 +579,29 @@ impl<T: SqlBackend> SharedQueries for T {
         Ok(())
     }
 
+    async fn record_clock(
+        &self,
+        host_id: &str,
+        reading: &crate::clockskew::ClockReading,
+    ) -> StoreResult<()> {
+        let mut sql = QueryBuilder::new("UPDATE hosts SET clock_clamped = clock_clamped + ");
+        T::Db::int(&mut sql, i64::try_from(reading.clamped).unwrap_or(i64::MAX));
+        if let Some(offset) = reading.offset_ms {
+            sql.push(", clock_offset_ms = ");
+            T::Db::int(&mut sql, offset);
+            sql.push(", clock_measured_at_ms = ");
+            T::Db::int(&mut sql, reading.measured_at_ms);
+        }
+        if let Some(claim) = reading.last_claim_ms {
+            sql.push(", clock_claimed_at_ms = ");
+            T::Db::int(&mut sql, claim);
+        }
+        sql.push(" WHERE id = ");
+        T::Db::text(&mut sql, host_id);
+        T::Db::execute(self.writes(), sql).await?;
+        Ok(())
+    }
+
     async fn record_spool_counters(
         &self,
         host_id: &str,
@@ -740,7 +772,8 @@ impl<T: SqlBackend> SharedQueries for T {
     async fn host_detail(&self, host_id: &str) -> StoreResult<Option<HostDetail>> {
         let mut sql = QueryBuilder::new(format!(
             "SELECT {HOST_COLUMNS}, inventory, inventory_at_ms, last_health, health_at_ms, \
-             spool_counters, spool_counters_at_ms, revoked_at_ms, revoked_by, revoked_reason \
+             spool_counters, spool_counters_at_ms, revoked_at_ms, revoked_by, revoked_reason, \
+             clock_offset_ms, clock_measured_at_ms, clock_clamped, clock_claimed_at_ms \
              FROM {} WHERE hosts.id = ",
             T::HOST_DETAIL_FROM
         ));
@@ -760,6 +793,13 @@ impl<T: SqlBackend> SharedQueries for T {
                         reason: r.opt_text("revoked_reason")?.unwrap_or_default(),
                     }),
                     None => None,
+                },
+                clock: crate::model::HostClock {
+                    offset: r
+                        .opt_int("clock_offset_ms")?
+                        .zip(r.opt_int("clock_measured_at_ms")?),
+                    clamped_reports: u64::try_from(r.int("clock_clamped")?).unwrap_or(0),
+                    last_clamped_claim_ms: r.opt_int("clock_claimed_at_ms")?,
                 },
             })
         })

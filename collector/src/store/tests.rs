@@ -243,6 +243,7 @@ contract! {
     only_a_relink_token_relinks_and_only_its_own_host,
     an_approved_relink_request_takes_the_host_over_and_a_denied_one_stays_apart,
     reports_are_stored_once_and_old_ones_never_overwrite_new_state,
+    the_latest_health_is_the_last_received_and_a_hosts_clock_is_recorded,
     a_stored_inventory_that_cannot_be_read_is_an_error_naming_its_host,
     keys_below_what_the_spool_still_holds_are_forgotten_and_no_others,
     hosts_page_in_order_and_lookups_report_ambiguity,
@@ -859,6 +860,82 @@ async fn reports_are_stored_once_and_old_ones_never_overwrite_new_state(db: Test
         Some((prost::Message::encode_to_vec(&*named_inventory("new")), 200))
     );
     assert_eq!(detail.row.last_seen_at_ms, Some(2000));
+}
+
+/// Issue 20, clocks that lie: one sample dated 2100 used to freeze a
+/// host's latest health for good, since only a sample claiming a later
+/// time could replace it. The latest is now the one received last.
+async fn the_latest_health_is_the_last_received_and_a_hosts_clock_is_recorded(db: TestDb) {
+    use crate::clockskew::ClockReading;
+    use crate::model::HostClock;
+    const YEAR_2100: i64 = 4_102_444_800_000;
+    let store = db.store.clone();
+    let id = enrolled_host(&store).await;
+    store
+        .store_reports(&[health_report(&id, 1, YEAR_2100, 10.0, 20.0)], 1_000)
+        .await
+        .expect("store");
+    store
+        .store_reports(&[health_report(&id, 2, 500, 30.0, 40.0)], 2_000)
+        .await
+        .expect("store");
+    let detail = store.host_detail(&id).await.expect("detail").expect("host");
+    assert_eq!(detail.health.map(|(_, at)| at), Some(500));
+    // Within a batch too, the last received wins.
+    store
+        .store_reports(
+            &[
+                health_report(&id, 3, i64::MAX, 10.0, 20.0),
+                health_report(&id, 4, 700, 30.0, 40.0),
+            ],
+            3_000,
+        )
+        .await
+        .expect("store");
+    let detail = store.host_detail(&id).await.expect("detail").expect("host");
+    assert_eq!(detail.health.map(|(_, at)| at), Some(700));
+    assert_eq!(detail.clock, HostClock::default(), "nothing measured yet");
+
+    let three_hours_behind = -3 * 3_600_000;
+    store
+        .record_clock(
+            &id,
+            &ClockReading {
+                offset_ms: Some(three_hours_behind),
+                measured_at_ms: 2_000,
+                clamped: 1,
+                last_claim_ms: Some(YEAR_2100),
+            },
+        )
+        .await
+        .expect("record");
+    // A reading without an offset (an older agent) keeps the one measured.
+    store
+        .record_clock(
+            &id,
+            &ClockReading {
+                offset_ms: None,
+                measured_at_ms: 3_000,
+                clamped: 2,
+                last_claim_ms: Some(i64::MAX),
+            },
+        )
+        .await
+        .expect("record");
+    let detail = store.host_detail(&id).await.expect("detail").expect("host");
+    assert_eq!(
+        detail.clock,
+        HostClock {
+            offset: Some((three_hours_behind, 2_000)),
+            clamped_reports: 3,
+            last_clamped_claim_ms: Some(i64::MAX),
+        }
+    );
+    // An unknown host is no error and changes nothing.
+    store
+        .record_clock("no-such-host", &ClockReading::default())
+        .await
+        .expect("record for nobody");
 }
 
 /// An encoded inventory whose host name is `name`.

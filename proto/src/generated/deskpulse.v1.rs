@@ -1461,6 +1461,12 @@ pub struct Hello {
     /// the final say and refuses anything else.
     #[prost(string, repeated, tag = "5")]
     pub enabled_diagnostics: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// The agent's clock when it sent this Hello, ms since the Unix epoch. The
+    /// collector compares it with its own clock to measure how far off the
+    /// PC's clock is (shown on the host, and a rule may raise a ticket). 0 from
+    /// agents older than issue 20.
+    #[prost(int64, tag = "6")]
+    pub sent_at_unix_ms: i64,
 }
 /// One report, keyed for idempotency by (host, spool_id, seq) (D14).
 #[derive(serde::Serialize)]
@@ -1473,7 +1479,11 @@ pub struct Report {
     /// Sequence number of the record within its spool, starting at 1.
     #[prost(uint64, tag = "2")]
     pub seq: u64,
-    /// When the agent collected the payload, milliseconds since the Unix epoch.
+    /// When the agent collected the payload, milliseconds since the Unix epoch,
+    /// by the PC's clock. The collector keeps it only within its clock window
+    /// (the policy's \[clock\]); a time later than that past the collector's
+    /// clock, or older than the window allows, is replaced by the time the
+    /// collector received the report.
     #[prost(int64, tag = "3")]
     pub collected_at_unix_ms: i64,
     /// The lowest seq the spool still held when the agent sent this report, at
@@ -1481,6 +1491,11 @@ pub struct Report {
     /// collector forgets their idempotency keys. 0: not given (keep them).
     #[prost(uint64, tag = "4")]
     pub held_from_seq: u64,
+    /// The agent's clock when it sent this report (not when it was spooled),
+    /// ms since the Unix epoch: the collector measures the PC's clock offset
+    /// from it. 0: not given (agents older than issue 20).
+    #[prost(int64, tag = "5")]
+    pub sent_at_unix_ms: i64,
     /// What is reported. Exactly one is set.
     #[prost(oneof = "report::Payload", tags = "10, 11, 12, 13, 14")]
     pub payload: ::core::option::Option<report::Payload>,
@@ -2498,6 +2513,39 @@ pub struct GetHostResponse {
     /// The reason given, possibly empty.
     #[prost(string, tag = "17")]
     pub revoke_reason: ::prost::alloc::string::String,
+    /// How far the host's clock is off, as last measured; absent until an
+    /// agent that sends its clock connects.
+    #[prost(message, optional, tag = "18")]
+    pub clock: ::core::option::Option<HostClock>,
+}
+/// A host's clock against the collector's, measured from the agent's send
+/// time and the collector's receive time at each session and report.
+#[derive(serde::Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct HostClock {
+    /// The host's clock minus the collector's, ms: positive when the PC's
+    /// clock is ahead. Includes the network delay, so a right clock reads a
+    /// little below 0.
+    #[prost(int64, tag = "1")]
+    pub offset_ms: i64,
+    /// When it was measured, by the collector's clock, ms since the Unix epoch.
+    #[prost(int64, tag = "2")]
+    pub measured_at_unix_ms: i64,
+    /// The policy's clock window, ms: an offset beyond it either way is
+    /// flagged, and report times beyond it are replaced by the receive time.
+    #[prost(int64, tag = "3")]
+    pub window_ms: i64,
+    /// The offset is beyond the window.
+    #[prost(bool, tag = "4")]
+    pub beyond_window: bool,
+    /// Reports whose time was replaced by the receive time, since the host
+    /// enrolled.
+    #[prost(uint64, tag = "5")]
+    pub clamped_reports: u64,
+    /// The time the last such report claimed, ms since the Unix epoch (kept as
+    /// evidence); 0 when none.
+    #[prost(int64, tag = "6")]
+    pub last_clamped_claim_unix_ms: i64,
 }
 /// One point of a host's health history.
 #[derive(serde::Serialize)]

@@ -385,6 +385,7 @@ pub async fn run_agent(mut run: AgentRun) {
         let (tx, rx) = mpsc::channel::<AgentMessage>(64);
         let hello = AgentMessage {
             kind: Some(Kind::Hello(Hello {
+                sent_at_unix_ms: 0,
                 agent_version: "loadgen".into(),
                 inventory_schema_version: deskpulse_proto::INVENTORY_SCHEMA_VERSION,
                 health_interval_secs: u32::try_from(run.health_interval.as_secs().max(1))
@@ -429,6 +430,7 @@ pub async fn run_agent(mut run: AgentRun) {
                     },
                     // In parts when large, as the agent sends it.
                     deskpulse_proto::parts::report_messages(Report {
+                        sent_at_unix_ms: 0,
                         spool_id: spool_id.clone(),
                         seq: *seq,
                         held_from_seq: oldest.unwrap_or(*seq),

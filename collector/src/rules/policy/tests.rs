@@ -218,3 +218,38 @@ fn diagnostic_roles_default_by_risk_and_follow_overrides() {
     );
     assert_eq!(policy.diagnostic_role(spec("pending_updates")), Role::Admin);
 }
+
+#[test]
+fn the_clock_window_defaults_to_five_minutes_and_is_checked() {
+    let policy = parse_policy("").expect("default");
+    assert_eq!(policy.clock, crate::clockskew::ClockWindow::default());
+    assert_eq!(policy.clock.window_ms, 5 * 60_000);
+    let set = parse_policy("[clock]\nwindow = \"2m\"\noldest = \"30d\"\n").expect("set");
+    assert_eq!(policy.clock.oldest_ms, 90 * 86_400_000);
+    assert_eq!(
+        (set.clock.window_ms, set.clock.oldest_ms),
+        (120_000, 30 * 86_400_000)
+    );
+    for (text, error) in [
+        (
+            "[clock]\nwindow = \"5s\"\n",
+            "clock.window must be between 1m and 1day",
+        ),
+        (
+            "[clock]\noldest = \"1h\"\n",
+            "clock.oldest must be between 1 day and 400 days",
+        ),
+        (
+            "[clock]\nwindow = \"soon\"\n",
+            "clock.window \"soon\" is not a duration",
+        ),
+        (
+            "[clock]\nahead = \"5m\"\n",
+            "rule file: unknown field `ahead`",
+        ),
+    ] {
+        let got = parse_policy(text).expect_err(text);
+        assert!(got.starts_with(error), "{text}: {got}");
+        assert!(!got.contains('\n'), "{got}");
+    }
+}

@@ -298,6 +298,7 @@ impl TechnicianApi {
                 .as_ref()
                 .map(|r| r.reason.clone())
                 .unwrap_or_default(),
+            clock: self.host_clock(&detail.clock).await?,
         }))
     }
 
@@ -328,6 +329,36 @@ impl TechnicianApi {
         Ok(Response::new(SetHostTagResponse {
             tags: self.tag_strings(&row.id).await?,
             host_id: row.id,
+        }))
+    }
+}
+
+impl TechnicianApi {
+    /// A host's clock as recorded, judged by the policy's window in force;
+    /// `None` until one was measured or a report's time was replaced.
+    async fn host_clock(
+        &self,
+        clock: &crate::model::HostClock,
+    ) -> Result<Option<deskpulse_proto::v1::HostClock>, Status> {
+        if clock.offset.is_none() && clock.clamped_reports == 0 {
+            return Ok(None);
+        }
+        let window = self
+            .ctx
+            .store
+            .policy()
+            .await
+            .map_err(internal)?
+            .policy
+            .clock;
+        let (offset_ms, measured_at_unix_ms) = clock.offset.unwrap_or_default();
+        Ok(Some(deskpulse_proto::v1::HostClock {
+            offset_ms,
+            measured_at_unix_ms,
+            window_ms: window.window_ms,
+            beyond_window: clock.offset.is_some() && window.beyond(offset_ms),
+            clamped_reports: clock.clamped_reports,
+            last_clamped_claim_unix_ms: clock.last_clamped_claim_ms.unwrap_or(0),
         }))
     }
 }

@@ -110,7 +110,7 @@ impl TechnicianApi {
         // Before the header is read: an address that used up its failed
         // attempts costs the store nothing.
         let peer = request.remote_addr();
-        self.failed_tokens.check(peer)?;
+        let attempt = self.failed_tokens.reserve(peer).await?;
         let header = request.metadata().get("authorization").ok_or_else(|| {
             Status::unauthenticated("no API token: pass --token or set DESKPULSE_TOKEN")
         })?;
@@ -136,11 +136,15 @@ impl TechnicianApi {
                 Err(super::revocation::token_expired_message(&format_ms(at)))
             }
         };
-        let caller = refusal.map_err(|line| {
-            self.failed_tokens.failed(peer);
-            info!(action, ?peer, refusal = %line, "refused an API token");
-            Status::unauthenticated(line)
-        })?;
+        let caller = match refusal {
+            Ok(caller) => caller,
+            Err(line) => {
+                attempt.failed();
+                info!(action, ?peer, refusal = %line, "refused an API token");
+                return Err(Status::unauthenticated(line));
+            }
+        };
+        drop(attempt);
         // The last use, at most once a minute per token (issue 20): the
         // row says when it was last written, so no write is needed before.
         if caller

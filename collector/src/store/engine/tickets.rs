@@ -773,10 +773,15 @@ pub async fn open_user_issue(
     host: &str,
     text: &str,
     os_user: &str,
+    report_key: Option<&str>,
     health: &serde_json::Value,
     reported_at_ms: i64,
     now_ms: i64,
 ) -> StoreResult<i64> {
+    // The key's first block: the reference the agent shows the employee
+    // (issue 20), so the help desk can find the ticket they mean.
+    let reference = report_key.map(|key| key.split('-').next().unwrap_or(key));
+    let said = reference.map_or_else(String::new, |r| format!(" (reference {r})"));
     // The same words from the same PC while its ticket is open are one
     // problem: the repeat is counted and noted on that ticket.
     let since = now_ms.saturating_sub(ms(REPEATED_REPORT_WINDOW));
@@ -791,7 +796,7 @@ pub async fn open_user_issue(
             ticket,
             now_ms,
             os_user,
-            &format!("reported again from the PC by {os_user}"),
+            &format!("reported again from the PC by {os_user}{said}"),
         )
         .await?;
         return Ok(ticket);
@@ -819,6 +824,7 @@ pub async fn open_user_issue(
     let evidence = serde_json::json!({
         "rule": USER_REPORT_RULE,
         "reported_by": os_user,
+        "reference": reference,
         "text": text,
         "reported_at_ms": reported_at_ms,
         "health": health,
@@ -836,7 +842,7 @@ pub async fn open_user_issue(
             priority: Priority::of(Impact::of(&tags), Severity::Medium),
             evidence: &evidence,
             author: os_user,
-            note: &format!("reported from the PC by {os_user}: {text}"),
+            note: &format!("reported from the PC by {os_user}{said}: {text}"),
         },
         now_ms,
     )

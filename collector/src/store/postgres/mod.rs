@@ -374,13 +374,17 @@ async fn store_reports_once(
                     now_ms,
                 )
                 .await?;
+                // The latest is the one received last, never the one
+                // claiming the latest time (`crate::clockskew`).
                 let applied = sqlx::query(
-                    "UPDATE hosts SET last_health = $1, health_at_ms = $2 \
-                     WHERE id = $3 AND (health_at_ms IS NULL OR health_at_ms <= $2)",
+                    "UPDATE hosts SET last_health = $1, health_at_ms = $2, \
+                     health_received_at_ms = $4 WHERE id = $3 \
+                     AND (health_received_at_ms IS NULL OR health_received_at_ms <= $4)",
                 )
                 .bind(encoded)
                 .bind(report.collected_at_ms)
                 .bind(&report.host_id)
+                .bind(now_ms)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()

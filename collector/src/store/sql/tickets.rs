@@ -644,6 +644,7 @@ pub(crate) fn store_event<'a, B: BackendSql>(
                     &report.host_id,
                     text,
                     os_user,
+                    report_key.as_deref(),
                     health,
                     report.collected_at_ms,
                     now_ms,

@@ -144,7 +144,8 @@ async fn claim(tx: &mut Tx, reports: &[IncomingReport], now_ms: i64) -> StoreRes
 }
 
 /// Stores health samples: the history rows, rule evaluation (D21), and each
-/// host's newest sample and free space unless a newer one is stored.
+/// host's latest sample and free space: the one received last (at `now_ms`),
+/// unless one was stored at a later receive time.
 async fn store_health(
     tx: &mut Tx,
     policy: &Policy,
@@ -156,8 +157,9 @@ async fn store_health(
     }
     let mut history = Vec::with_capacity(reports.len());
     let mut samples = Vec::with_capacity(reports.len());
-    // Per host, the batch's newest sample (the later of equal times, as
-    // storing them one by one would leave).
+    // Per host, the batch's last sample: the latest is the one received
+    // last, never the one claiming the latest time (a PC's clock may lie,
+    // `crate::clockskew`), and a batch is in the order received.
     let mut newest: HashMap<&str, &IncomingReport> = HashMap::new();
     for report in reports {
         let ReportPayload::Health {
@@ -178,10 +180,7 @@ async fn store_health(
             readings,
             at_ms: report.collected_at_ms,
         });
-        let slot = newest.entry(&report.host_id).or_insert(report);
-        if report.collected_at_ms >= slot.collected_at_ms {
-            *slot = report;
-        }
+        newest.insert(&report.host_id, report);
     }
     sqlx::query(
         "INSERT OR IGNORE INTO health_samples (host_id, resolution_s, at_ms, samples, \
@@ -204,12 +203,14 @@ async fn store_health(
         })
         .collect();
     let applied: Vec<String> = sqlx::query_scalar(
-        "UPDATE hosts SET last_health = unhex(j.value->>1), health_at_ms = j.value->>2 \
+        "UPDATE hosts SET last_health = unhex(j.value->>1), health_at_ms = j.value->>2, \
+         health_received_at_ms = ?2 \
          FROM json_each(?1) AS j WHERE hosts.id = j.value->>0 \
-         AND (hosts.health_at_ms IS NULL OR hosts.health_at_ms <= j.value->>2) \
+         AND (hosts.health_received_at_ms IS NULL OR hosts.health_received_at_ms <= ?2) \
          RETURNING hosts.id",
     )
     .bind(json_rows(&latest)?)
+    .bind(now_ms)
     .fetch_all(&mut **tx)
     .await?;
     let free: Vec<(&str, &[(String, f32)])> = applied

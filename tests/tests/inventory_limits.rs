@@ -237,7 +237,7 @@ fn bad_inventory_limits_are_refused_with_one_line() {
         ),
     ] {
         let refused = apply_policy(&collector, text);
-        assert_ne!(refused.code, Some(0), "{text}");
+        assert_ne!(refused.code, 0, "{text}");
         assert!(refused.error_line().contains(says), "{}", refused.stderr);
         assert_eq!(refused.stderr.trim().lines().count(), 1, "{}", refused.stderr);
     }
@@ -276,8 +276,9 @@ fn an_agent_over_the_limits_sends_its_inventory_cut_and_the_host_shows_it_trunca
     // The first run collected before it knew the limits: the collector
     // refuses that inventory with its reason, the agent says so in one
     // line, drops it, and sends it again cut to the limits it just learnt.
-    let first = agent.command(&["run", "--once", "--system-root", root_arg]);
-    first.expect_code(0);
+    let first = agent
+        .command(&["run", "--once", "--system-root", root_arg])
+        .expect_code(0);
     let refusals: Vec<&str> = first
         .stderr
         .lines()
@@ -328,8 +329,9 @@ fn an_agent_over_the_limits_sends_its_inventory_cut_and_the_host_shows_it_trunca
     // The agent kept the limits: the next run cuts before sending, and
     // nothing is refused or left in the spool.
     std::fs::write(&status_file, dpkg_status(301)).expect("status");
-    let second = agent.command(&["run", "--once", "--system-root", root_arg]);
-    second.expect_code(0);
+    let second = agent
+        .command(&["run", "--once", "--system-root", root_arg])
+        .expect_code(0);
     assert!(
         !second.stderr.contains("rejected"),
         "{}",

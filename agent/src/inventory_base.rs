@@ -24,6 +24,10 @@ use tracing::warn;
 
 use crate::state::write_atomic;
 
+/// Room kept below the collector's byte limit for the report around a
+/// delta (its key, times, framing).
+const ENVELOPE: u64 = 4 * 1024;
+
 /// The acknowledged snapshot and the pending one.
 #[derive(Debug)]
 pub struct InventoryBase {
@@ -108,9 +112,12 @@ impl InventoryBase {
         };
         let delta = delta::diff(&base, next);
         // A delta can be larger than the snapshot (every item replaced and
-        // the old keys removed), and then past the collector's byte limit
-        // that the snapshot fits: the snapshot goes instead.
-        if delta.encoded_len() > next.encoded_len() {
+        // the old keys removed), even past the collector's byte limit that
+        // the cut snapshot fits: then the snapshot goes instead.
+        let over = self.limits.is_some_and(|limits| {
+            delta.encoded_len() as u64 > limits.max_bytes.saturating_sub(ENVELOPE)
+        });
+        if over {
             Payload::Inventory(next.clone())
         } else {
             Payload::InventoryDelta(delta)
@@ -229,5 +236,60 @@ mod tests {
             base.payload_for(&snapshot("a")),
             Payload::Inventory(_)
         ));
+    }
+
+    #[test]
+    fn the_limits_are_kept_cut_to_and_a_delta_past_them_goes_whole() {
+        use deskpulse_proto::v1::{Package, SoftwareInfo};
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut base = InventoryBase::open(dir.path());
+        assert_eq!(base.limits(), None);
+        let limits = Limits {
+            max_packages: 1_000,
+            max_services: 100,
+            max_users: 100,
+            max_bytes: 256 * 1024,
+        };
+        assert!(base.set_limits(limits));
+        assert!(!base.set_limits(limits), "the same limits are not new");
+        let reopened = InventoryBase::open(dir.path());
+        assert_eq!(reopened.limits(), Some(limits), "kept across a restart");
+
+        let with = |count: usize, prefix: &str| {
+            let mut inv = snapshot("a");
+            inv.software = Some(SoftwareInfo {
+                packages: (0..count)
+                    .map(|i| Package {
+                        ecosystem: "dpkg".into(),
+                        name: format!("{prefix}-package-with-a-long-name-{i:05}"),
+                        version: "1".into(),
+                        ..Package::default()
+                    })
+                    .collect(),
+                ..SoftwareInfo::default()
+            });
+            inv
+        };
+        let mut big = with(5_000, "a");
+        base.cut_to_limits(&mut big);
+        assert_eq!(big.software.as_ref().map(|s| s.packages.len()), Some(1_000));
+        assert_eq!(big.unavailable.len(), 1);
+        base.spooled(1, &big);
+        base.acknowledged(1);
+        // Every package replaced by another: the delta holds them all and
+        // the old keys, under the limit here, so a delta.
+        let mut next = with(5_000, "b");
+        base.cut_to_limits(&mut next);
+        assert!(matches!(base.payload_for(&next), Payload::InventoryDelta(_)));
+        // Under a byte limit the delta passes and the snapshot fits: whole.
+        let tight = Limits {
+            max_bytes: 48 * 1024,
+            ..limits
+        };
+        base.set_limits(tight);
+        let mut next = with(5_000, "c");
+        base.cut_to_limits(&mut next);
+        assert!(next.encoded_len() as u64 <= tight.max_bytes);
+        assert!(matches!(base.payload_for(&next), Payload::Inventory(_)));
     }
 }

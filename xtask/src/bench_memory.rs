@@ -93,7 +93,7 @@ fn start(bin: &Path) -> Result<Running> {
             }
         }
     });
-    let running = Running {
+    let mut running = Running {
         child,
         _dir: dir,
         data_dir,
@@ -102,10 +102,8 @@ fn start(bin: &Path) -> Result<Running> {
     let addr = rx
         .recv_timeout(Duration::from_secs(60))
         .map_err(|_| anyhow::anyhow!("the collector did not start"))?;
-    Ok(Running {
-        url: format!("https://{addr}"),
-        ..running
-    })
+    running.url = format!("https://{addr}");
+    Ok(running)
 }
 
 fn status_kib(pid: u32, key: &str) -> u64 {

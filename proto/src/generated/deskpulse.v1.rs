@@ -1750,6 +1750,12 @@ pub mod agent_service_client {
         /// One bidirectional stream per connected agent. The agent opens with a
         /// Hello, then sends reports; the collector answers each durably stored
         /// report with an Ack. Later work for the agent also flows down this stream.
+        ///
+        /// The response's initial metadata carries the fleet policy's inventory
+        /// limits, `x-deskpulse-inventory-limits: packages=N,services=N,users=N,bytes=N`
+        /// (deskpulse_proto::limits). The agent cuts its inventories to them and
+        /// says so in Inventory.unavailable (UNAVAILABLE_REASON_TRUNCATED); the
+        /// collector rejects a report over them (Rejected) before decoding it.
         pub async fn session(
             &mut self,
             request: impl tonic::IntoStreamingRequest<Message = super::AgentMessage>,
@@ -1798,6 +1804,12 @@ pub mod agent_service_server {
         /// One bidirectional stream per connected agent. The agent opens with a
         /// Hello, then sends reports; the collector answers each durably stored
         /// report with an Ack. Later work for the agent also flows down this stream.
+        ///
+        /// The response's initial metadata carries the fleet policy's inventory
+        /// limits, `x-deskpulse-inventory-limits: packages=N,services=N,users=N,bytes=N`
+        /// (deskpulse_proto::limits). The agent cuts its inventories to them and
+        /// says so in Inventory.unavailable (UNAVAILABLE_REASON_TRUNCATED); the
+        /// collector rejects a report over them (Rejected) before decoding it.
         async fn session(
             &self,
             request: tonic::Request<tonic::Streaming<super::AgentMessage>>,

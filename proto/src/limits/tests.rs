@@ -1,3 +1,8 @@
+//! Inventory limits: the header round trip, the wire count against what
+//! decoding finds (deltas and repeated sections too), the key from a
+//! report's first bytes, one-line refusals, and cuts that keep the first
+//! items, fit the byte limit and say what was left out.
+
 use prost::Message;
 
 use super::*;

@@ -67,8 +67,12 @@ impl InventoryBase {
         let written = std::fs::create_dir_all(&self.dir)
             .map_err(|e| e.to_string())
             .and_then(|()| {
-                write_atomic(&self.dir.join("limits"), limits.to_string().as_bytes(), 0o600)
-                    .map_err(|e| e.to_string())
+                write_atomic(
+                    &self.dir.join("limits"),
+                    limits.to_string().as_bytes(),
+                    0o600,
+                )
+                .map_err(|e| e.to_string())
             });
         // Kept in memory regardless; after a restart the first inventory
         // may be refused once and is then collected again.
@@ -280,7 +284,10 @@ mod tests {
         // the old keys, under the limit here, so a delta.
         let mut next = with(5_000, "b");
         base.cut_to_limits(&mut next);
-        assert!(matches!(base.payload_for(&next), Payload::InventoryDelta(_)));
+        assert!(matches!(
+            base.payload_for(&next),
+            Payload::InventoryDelta(_)
+        ));
         // Under a byte limit the delta passes and the snapshot fits: whole.
         let tight = Limits {
             max_bytes: 48 * 1024,

@@ -339,7 +339,8 @@ fn handle_incoming(
         Some(Incoming::Ack(ack)) => (ack.spool_id, ack.seq, Resolution::Acknowledged),
         Some(Incoming::Rejected(rejected)) => {
             warn!(seq = rejected.seq, reason = %rejected.reason, "the collector rejected a report; dropping it");
-            inventory_refused = rejected.spool_id == spool.spool_id() && base.is_pending(rejected.seq);
+            inventory_refused =
+                rejected.spool_id == spool.spool_id() && base.is_pending(rejected.seq);
             (rejected.spool_id, rejected.seq, Resolution::Rejected)
         }
         Some(Incoming::ResyncInventory(resync)) => {

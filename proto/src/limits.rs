@@ -67,7 +67,7 @@ fn grouped(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::new();
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -78,9 +78,9 @@ fn grouped(n: u64) -> String {
 /// A byte count for a person: `4 MiB`, `600 KiB`, `1,234 bytes`.
 #[must_use]
 pub fn bytes_text(bytes: u64) -> String {
-    if bytes >= 1 << 20 && bytes % (1 << 20) == 0 {
+    if bytes >= 1 << 20 && bytes.is_multiple_of(1 << 20) {
         format!("{} MiB", bytes >> 20)
-    } else if bytes >= 1 << 10 && bytes % (1 << 10) == 0 {
+    } else if bytes >= 1 << 10 && bytes.is_multiple_of(1 << 10) {
         format!("{} KiB", bytes >> 10)
     } else {
         format!("{} bytes", grouped(bytes))
@@ -162,7 +162,12 @@ impl Limits {
                 "max_services",
             ),
             (counts.users, self.max_users, "local accounts", "max_users"),
-            (counts.sessions, self.max_users, "user sessions", "max_users"),
+            (
+                counts.sessions,
+                self.max_users,
+                "user sessions",
+                "max_users",
+            ),
         ];
         checks
             .into_iter()

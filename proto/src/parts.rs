@@ -315,7 +315,10 @@ mod tests {
             payload: Some(Payload::Health(HealthSample::default())),
             ..inventory_report(0)
         };
-        assert!(matches!(assembler.whole(health), Err(PartError::Interleaved)));
+        assert!(matches!(
+            assembler.whole(health),
+            Err(PartError::Interleaved)
+        ));
     }
 
     #[test]
@@ -355,7 +358,11 @@ mod tests {
         let last = answers.pop().expect("answers");
         assert!(answers.iter().all(|a| matches!(a, Ok(None))));
         match last {
-            Err(PartError::Refused { spool_id, seq, reason }) => {
+            Err(PartError::Refused {
+                spool_id,
+                seq,
+                reason,
+            }) => {
                 assert_eq!((spool_id.as_str(), seq), ("s1", 7));
                 assert!(reason.contains("2,000 packages"), "{reason}");
             }
@@ -371,7 +378,10 @@ mod tests {
         assert!(joined.is_some());
         assert_eq!(assembler.whole(small.clone()).expect("whole"), small);
         let refused = assembler.whole(inventory_report(201));
-        assert!(matches!(refused, Err(PartError::Refused { seq: 7, .. })), "{refused:?}");
+        assert!(
+            matches!(refused, Err(PartError::Refused { seq: 7, .. })),
+            "{refused:?}"
+        );
     }
 
     #[test]
@@ -383,7 +393,11 @@ mod tests {
         for (i, part) in all.into_iter().enumerate() {
             match assembler.push(part) {
                 Ok(None) => assert!(assembler.joined_len() <= 3 * 4096),
-                Err(PartError::Refused { spool_id, seq, reason }) => {
+                Err(PartError::Refused {
+                    spool_id,
+                    seq,
+                    reason,
+                }) => {
                     refusals += 1;
                     assert_eq!((spool_id.as_str(), seq, i), ("s1", 7, 3));
                     assert!(reason.contains("limit of 12 KiB"), "{reason}");

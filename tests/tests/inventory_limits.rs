@@ -157,7 +157,10 @@ async fn a_hostile_inventory_over_the_limits_is_refused_unread_and_the_session_g
         other => panic!("expected the health report stored, got {other:?}"),
     }
     let shown = collector
-        .cli(&collector.admin_token(), &["host", "show", &agent.host_id()])
+        .cli(
+            &collector.admin_token(),
+            &["host", "show", &agent.host_id()],
+        )
         .expect_code(0);
     assert!(
         shown.stdout.contains("inventory      none received yet"),
@@ -239,7 +242,12 @@ fn bad_inventory_limits_are_refused_with_one_line() {
         let refused = apply_policy(&collector, text);
         assert_ne!(refused.code, 0, "{text}");
         assert!(refused.error_line().contains(says), "{}", refused.stderr);
-        assert_eq!(refused.stderr.trim().lines().count(), 1, "{}", refused.stderr);
+        assert_eq!(
+            refused.stderr.trim().lines().count(),
+            1,
+            "{}",
+            refused.stderr
+        );
     }
 }
 
@@ -332,18 +340,16 @@ fn an_agent_over_the_limits_sends_its_inventory_cut_and_the_host_shows_it_trunca
     let second = agent
         .command(&["run", "--once", "--system-root", root_arg])
         .expect_code(0);
-    assert!(
-        !second.stderr.contains("rejected"),
-        "{}",
-        second.stderr
-    );
+    assert!(!second.stderr.contains("rejected"), "{}", second.stderr);
     let view = deskpulse_tests::SpoolView::read(agent.state_dir.path());
     assert!(view.waiting().is_empty(), "{:?}", view.waiting());
     let shown = collector
         .cli(&admin, &["host", "show", &host])
         .expect_code(0);
     assert!(
-        shown.stdout.contains("software.packages: 301 collected, the first 100 sent"),
+        shown
+            .stdout
+            .contains("software.packages: 301 collected, the first 100 sent"),
         "{}",
         shown.stdout
     );

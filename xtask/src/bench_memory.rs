@@ -264,11 +264,13 @@ async fn technician_writes(
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<Vec<Duration>> {
     let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse()?;
-    let mut client =
-        TechnicianClient::with_interceptor(endpoint(&url, &ca, None).await?, move |mut r: tonic::Request<()>| {
+    let mut client = TechnicianClient::with_interceptor(
+        endpoint(&url, &ca, None).await?,
+        move |mut r: tonic::Request<()>| {
             r.metadata_mut().insert("authorization", bearer.clone());
             Ok(r)
-        });
+        },
+    );
     let mut latencies = Vec::new();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut n = 0u64;

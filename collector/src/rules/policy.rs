@@ -191,7 +191,12 @@ struct RawInventory {
 }
 
 /// `inventory.KEY`, an integer within `range`.
-fn count_limit(key: &str, value: Option<i64>, range: (u32, u32), default: u32) -> Result<u32, String> {
+fn count_limit(
+    key: &str,
+    value: Option<i64>,
+    range: (u32, u32),
+    default: u32,
+) -> Result<u32, String> {
     let Some(value) = value else {
         return Ok(default);
     };
@@ -251,8 +256,18 @@ fn inventory_limits(raw: Option<&RawInventory>) -> Result<Limits, String> {
     };
     let d = DEFAULT_INVENTORY_LIMITS;
     Ok(Limits {
-        max_packages: count_limit("max_packages", raw.max_packages, PACKAGES_RANGE, d.max_packages)?,
-        max_services: count_limit("max_services", raw.max_services, SERVICES_RANGE, d.max_services)?,
+        max_packages: count_limit(
+            "max_packages",
+            raw.max_packages,
+            PACKAGES_RANGE,
+            d.max_packages,
+        )?,
+        max_services: count_limit(
+            "max_services",
+            raw.max_services,
+            SERVICES_RANGE,
+            d.max_services,
+        )?,
         max_users: count_limit("max_users", raw.max_users, USERS_RANGE, d.max_users)?,
         max_bytes: byte_limit(raw.max_bytes.as_ref())?,
     })

@@ -7,8 +7,7 @@ use prost::Message;
 
 use super::*;
 use crate::v1::{
-    InventoryDelta, LocalUser, Package, Service, ServicesInfo, SoftwareInfo, UserSession,
-    UsersInfo,
+    InventoryDelta, LocalUser, Package, Service, ServicesInfo, SoftwareInfo, UserSession, UsersInfo,
 };
 
 fn limits() -> Limits {
@@ -79,8 +78,14 @@ fn the_header_round_trips_and_bad_headers_say_why() {
         ("packages=1,services=1,users=1", "must give"),
         ("packages=x,services=1,users=1,bytes=1", "not a number"),
         ("packages=1,packages=2,services=1,users=1,bytes=1", "twice"),
-        ("packages=1,services=1,users=1,bytes=1,cats=2", "unknown key"),
-        ("packages=99999999999,services=1,users=1,bytes=1", "too large"),
+        (
+            "packages=1,services=1,users=1,bytes=1,cats=2",
+            "unknown key",
+        ),
+        (
+            "packages=99999999999,services=1,users=1,bytes=1",
+            "too large",
+        ),
     ] {
         let error = bad.parse::<Limits>().expect_err(bad);
         assert!(error.contains(says), "{bad}: {error}");
@@ -156,7 +161,10 @@ fn refusals_name_the_list_the_count_the_limit_and_the_policy_key() {
             "the inventory lists 180,000 packages, over the collector's limit of 100 (policy inventory.max_packages); the agent must send at most that many"
         )
     );
-    assert_eq!(limits().refusal(&count_inventory(&inventory(100, 10, 5))), None);
+    assert_eq!(
+        limits().refusal(&count_inventory(&inventory(100, 10, 5))),
+        None
+    );
     let sessions = Counts {
         sessions: 6,
         ..Counts::default()
@@ -180,7 +188,15 @@ fn truncation_keeps_the_first_items_and_says_what_was_left_out() {
     let mut inv = inventory(150, 12, 9);
     crate::delta::canonicalize(&mut inv);
     assert!(truncate(&mut inv, &limits()));
-    assert_eq!(count_inventory(&inv), Counts { packages: 100, services: 10, users: 5, sessions: 5 });
+    assert_eq!(
+        count_inventory(&inv),
+        Counts {
+            packages: 100,
+            services: 10,
+            users: 5,
+            sessions: 5
+        }
+    );
     assert_eq!(limits().refusal(&count_inventory(&inv)), None);
     let packages = inv.software.as_ref().expect("software");
     assert_eq!(packages.packages[99].name, "package-000099");
@@ -198,7 +214,12 @@ fn truncation_keeps_the_first_items_and_says_what_was_left_out() {
     );
     assert_eq!(
         notes.iter().map(|n| n.0).collect::<Vec<_>>(),
-        ["software.packages", "services.services", "users.users", "users.sessions"]
+        [
+            "software.packages",
+            "services.services",
+            "users.users",
+            "users.sessions"
+        ]
     );
     assert!(
         inv.unavailable
@@ -238,12 +259,17 @@ fn truncation_fits_the_byte_limit() {
     assert_eq!(note.field, "software.packages");
     assert!(
         note.detail.starts_with("20,000 collected, the first ")
-            && note.detail.ends_with("64 KiB per inventory (policy inventory.max_bytes)"),
+            && note
+                .detail
+                .ends_with("64 KiB per inventory (policy inventory.max_bytes)"),
         "{}",
         note.detail
     );
     assert_eq!(
-        inv.unavailable.iter().filter(|u| u.field == "software.packages").count(),
+        inv.unavailable
+            .iter()
+            .filter(|u| u.field == "software.packages")
+            .count(),
         1
     );
 }

@@ -224,7 +224,12 @@ fn inventory_limits_default_sanely_and_follow_the_policy() {
     let defaults = Policy::default().inventory_limits;
     assert_eq!(defaults, super::DEFAULT_INVENTORY_LIMITS);
     assert_eq!(
-        (defaults.max_packages, defaults.max_services, defaults.max_users, defaults.max_bytes),
+        (
+            defaults.max_packages,
+            defaults.max_services,
+            defaults.max_users,
+            defaults.max_bytes
+        ),
         (20_000, 5_000, 5_000, 4 << 20)
     );
     let policy = parse_policy(

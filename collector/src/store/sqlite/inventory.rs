@@ -87,9 +87,13 @@ pub async fn store_batch(
         // A resent older report must not overwrite newer state.
         let superseded = old_at.is_some_and(|stored| stored > at);
         let made = match &report.payload {
-            ReportPayload::InventoryDelta { delta } => {
-                apply_delta(old.as_ref(), delta, at, superseded, &policy.inventory_limits)
-            }
+            ReportPayload::InventoryDelta { delta } => apply_delta(
+                old.as_ref(),
+                delta,
+                at,
+                superseded,
+                &policy.inventory_limits,
+            ),
             _ if superseded => Err(ReportOutcome::Stored),
             ReportPayload::Inventory {
                 inventory,

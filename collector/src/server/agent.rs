@@ -526,6 +526,7 @@ async fn run_session(
                         }
                     }
                     Err(rejected) => {
+                        large = None;
                         metrics::counter!(crate::metrics::REJECTED).increment(1);
                         warn!(host = %host_id, seq = rejected.seq, reason = %rejected.reason, "rejected a report");
                         if tx.send(outgoing(Outgoing::Rejected(rejected))).await.is_err() {

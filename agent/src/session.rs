@@ -122,6 +122,12 @@ struct Session {
     inbound: Streaming<CollectorMessage>,
     /// The highest seq already written to this session.
     sent_up_to: u64,
+    /// The inventory limits the collector opened the session with (none
+    /// from a collector older than issue 20).
+    limits: Option<deskpulse_proto::limits::Limits>,
+    /// An inventory was refused on this session and collected again: a
+    /// second refusal is not answered with a third collection.
+    recollected: bool,
 }
 
 /// What can end a session attempt.
@@ -252,14 +258,40 @@ async fn open_session(creds: &Credentials, config: &AgentConfig) -> Result<Sessi
         .session(ReceiverStream::new(rx))
         .await
         .map_err(|s| status_error(&s))?;
+    let limits = response
+        .metadata()
+        .get(deskpulse_proto::limits::HEADER)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| match text.parse() {
+            Ok(limits) => Some(limits),
+            Err(error) => {
+                warn!(%error, "ignoring the collector's inventory limits");
+                None
+            }
+        });
     Ok(Session {
         tx,
         inbound: response.into_inner(),
         sent_up_to: 0,
+        limits,
+        recollected: false,
     })
 }
 
 impl Session {
+    /// Whether an inventory the collector refused should be collected
+    /// again, now cut to the limits this session opened with: once per
+    /// session, so an inventory that cannot be cut enough is not collected
+    /// in a loop (the next one comes on the inventory interval).
+    fn recollect_after_refusal(&mut self, handled: Handled) -> bool {
+        if !handled.inventory_refused || self.recollected {
+            return false;
+        }
+        self.recollected = true;
+        info!("collecting the inventory again within the collector's limits");
+        true
+    }
+
     /// Sends one message.
     async fn send(&mut self, message: AgentMessage) -> Result<(), SessionError> {
         if self.tx.send(message).await.is_ok() {
@@ -331,6 +363,8 @@ struct Handled {
     acknowledged: bool,
     /// The collector wants a full inventory.
     resync: bool,
+    /// The collector refused the report that carried the newest inventory.
+    inventory_refused: bool,
 }
 
 /// Applies one collector message to the spool and the inventory base.
@@ -339,10 +373,13 @@ fn handle_incoming(
     spool: &mut Spool,
     base: &mut InventoryBase,
 ) -> Handled {
+    let mut inventory_refused = false;
     let (spool_id, seq, why) = match message.kind {
         Some(Incoming::Ack(ack)) => (ack.spool_id, ack.seq, Resolution::Acknowledged),
         Some(Incoming::Rejected(rejected)) => {
             warn!(seq = rejected.seq, reason = %rejected.reason, "the collector rejected a report; dropping it");
+            inventory_refused =
+                rejected.spool_id == spool.spool_id() && base.is_pending(rejected.seq);
             (rejected.spool_id, rejected.seq, Resolution::Rejected)
         }
         Some(Incoming::ResyncInventory(resync)) => {
@@ -374,6 +411,7 @@ fn handle_incoming(
         Ok(removed) => Handled {
             acknowledged: removed && acknowledged,
             resync: false,
+            inventory_refused,
         },
         // The report stays on disk and is sent again after a restart; the
         // collector stores it once (D14).
@@ -382,6 +420,7 @@ fn handle_incoming(
             Handled {
                 acknowledged,
                 resync: false,
+                inventory_refused,
             }
         }
     }
@@ -392,7 +431,8 @@ fn handle_incoming(
 /// the base as it stands now (an acknowledgement or a resync may have moved
 /// it while the snapshot was collected); diffing costs milliseconds, next to
 /// the collection's seconds.
-fn push_inventory(spool: &mut Spool, base: &mut InventoryBase, snapshot: Inventory) -> bool {
+fn push_inventory(spool: &mut Spool, base: &mut InventoryBase, mut snapshot: Inventory) -> bool {
+    base.cut_to_limits(&mut snapshot);
     let spooled = match spool.push(base.payload_for(&snapshot), now_ms()) {
         Ok(seq) => {
             base.spooled(seq, &snapshot);
@@ -542,7 +582,8 @@ async fn once(
 ) -> Result<OnceOutcome, SessionError> {
     let mut spool = open_spool(config, state)?;
     let mut base = InventoryBase::open(&state.inventory_dir());
-    let snapshot = collect_inventory_now(config).await?;
+    let mut snapshot = collect_inventory_now(config).await?;
+    base.cut_to_limits(&mut snapshot);
     let seq = spool.push(base.payload_for(&snapshot), now_ms())?;
     base.spooled(seq, &snapshot);
     drop(snapshot);
@@ -556,6 +597,9 @@ async fn once(
     // Whatever an earlier run left waiting goes too.
     let expected = spool.len();
     let mut session = connect(state, creds, config).await?;
+    if let Some(limits) = session.limits {
+        base.set_limits(limits);
+    }
     session.send(spool_counters(&spool)).await?;
     session.flush(&mut spool).await?;
     let wait = async {
@@ -580,7 +624,8 @@ async fn once(
                     session.flush(&mut spool).await?;
                 }
                 Ok(Some(message)) => {
-                    if handle_incoming(message, &mut spool, &mut base).resync {
+                    let handled = handle_incoming(message, &mut spool, &mut base);
+                    if handled.resync || session.recollect_after_refusal(handled) {
                         let snapshot = collect_inventory_now(config).await?;
                         push_inventory(&mut spool, &mut base, snapshot);
                         session.flush(&mut spool).await?;
@@ -712,6 +757,11 @@ pub async fn run_service(
                 match connect(state, &mut creds, config).await {
                     Ok(mut opened) => {
                         info!(collector = %creds.enrollment.collector, "connected");
+                        if let Some(limits) = opened.limits
+                            && base.set_limits(limits)
+                        {
+                            info!(%limits, "the collector's inventory limits");
+                        }
                         backoff.reset();
                         expired_said = false;
                         update(&live, |s| s.connected = true);
@@ -774,7 +824,8 @@ pub async fn run_service(
                         if handled.acknowledged {
                             update(&live, |s| s.last_success_unix_ms = Some(now_ms()));
                         }
-                        if handled.resync {
+                        let recollect = session.as_mut().is_some_and(|s| s.recollect_after_refusal(handled));
+                        if handled.resync || recollect {
                             collection.start_inventory();
                         }
                     }

@@ -44,6 +44,13 @@ const MAX_BATCH_WITH_INVENTORIES: usize = 512;
 /// The most full inventories stored in one transaction (the ingest bench
 /// stores first inventories in batches of this size).
 pub const INVENTORIES_PER_BATCH: usize = 32;
+/// The most inventory items (packages, services, accounts, in full
+/// inventories and deltas) one transaction takes, as a batch of 32 desktop
+/// inventories holds. While a transaction runs every other writer (a
+/// technician's tag, an enrollment) waits for the write lock, so a batch
+/// stops before an inventory that would take it past this; a single
+/// inventory at the policy's limits still goes alone (issue 20).
+pub const MAX_ITEMS_PER_BATCH: usize = 40_000;
 
 /// The outcome of one report once its transaction committed, or the
 /// store's error.
@@ -144,13 +151,30 @@ async fn write_batches(
     health: WriteHealth,
 ) {
     let mut jobs = Vec::new();
-    while let Some(first) = rx.recv().await {
+    // A job taken from the queue that did not fit the batch before: the
+    // next batch starts with it.
+    let mut held: Option<Job> = None;
+    loop {
+        let first = match held.take() {
+            Some(job) => job,
+            None => match rx.recv().await {
+                Some(job) => job,
+                None => break,
+            },
+        };
         let mut inventories = usize::from(is_inventory(&first.report));
+        let mut items = inventory_items(&first.report);
         jobs.push(first);
         // Take what is queued, up to the caps: a batch of many full
         // inventories would hold up the health reports queued behind it.
         while jobs.len() < batch_limit(inventories) && inventories < INVENTORIES_PER_BATCH {
             let Ok(job) = rx.try_recv() else { break };
+            let more = inventory_items(&job.report);
+            if items + more > MAX_ITEMS_PER_BATCH {
+                held = Some(job);
+                break;
+            }
+            items += more;
             inventories += usize::from(is_inventory(&job.report));
             jobs.push(job);
         }
@@ -219,6 +243,29 @@ fn batch_limit(inventories: usize) -> usize {
 
 fn is_inventory(report: &IncomingReport) -> bool {
     matches!(report.payload, ReportPayload::Inventory { .. })
+}
+
+/// The inventory items a report writes: what its transaction's length
+/// grows with.
+fn inventory_items(report: &IncomingReport) -> usize {
+    let counts = match &report.payload {
+        ReportPayload::Inventory { inventory, .. } => {
+            deskpulse_proto::limits::count_inventory(inventory)
+        }
+        ReportPayload::InventoryDelta { delta } => {
+            let mut counts = delta
+                .replaced
+                .as_ref()
+                .map(deskpulse_proto::limits::count_inventory)
+                .unwrap_or_default();
+            counts.packages += delta.packages_upserted.len() as u64;
+            counts.services += delta.services_upserted.len() as u64;
+            counts
+        }
+        _ => return 0,
+    };
+    usize::try_from(counts.packages + counts.services + counts.users + counts.sessions)
+        .unwrap_or(usize::MAX)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! What a hostile enrolled agent can send on its session stream: a sequence
 //! of `AgentMessage`s (frames), decoded as tonic decodes them, reports
-//! joined from their parts by the same `Assembler` and checked by the same
+//! joined from their parts by the same `Assembler` (under the default
+//! inventory limits, counted on the wire) and checked by the same
 //! `validate` as the collector's session (`server::agent`), including the
 //! canonical form of an inventory and the facts taken from it.
 #![no_main]
@@ -13,13 +14,17 @@ use libfuzzer_sys::fuzz_target;
 use prost::Message;
 
 fuzz_target!(|data: &[u8]| {
-    let mut parts = Assembler::new(MAX_AGENT_MESSAGE);
+    // The policy's default limits, as a session holds reports to them.
+    let mut parts = Assembler::with_limits(
+        MAX_AGENT_MESSAGE,
+        deskpulse_collector::rules::policy::DEFAULT_INVENTORY_LIMITS,
+    );
     for frame in deskpulse_fuzz::frames(data) {
         let Ok(message) = AgentMessage::decode(frame) else {
             return;
         };
         let report = match message.kind {
-            Some(Kind::Report(report)) => parts.whole().map(|()| Some(report)),
+            Some(Kind::Report(report)) => parts.whole(report).map(Some),
             Some(Kind::ReportPart(part)) => parts.push(part),
             _ => Ok(None),
         };
@@ -28,6 +33,8 @@ fuzz_target!(|data: &[u8]| {
                 let _ = validate("host-1", report);
             }
             Ok(None) => {}
+            // Answered Rejected; the session goes on.
+            Err(deskpulse_proto::parts::PartError::Refused { .. }) => {}
             // The session ends the stream here.
             Err(_) => return,
         }

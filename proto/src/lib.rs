@@ -17,11 +17,14 @@
 //! - [`render`]: the text form of inventories and health samples.
 //! - [`delta`]: inventory deltas, their canonical hashes and applying them.
 //! - [`parts`]: large reports split into parts on the session stream.
+//! - [`limits`]: the inventory limits the collector sets, counted on the
+//!   wire and applied by the agent.
 
 pub mod catalog;
 pub mod client;
 pub mod codec;
 pub mod delta;
+pub mod limits;
 pub mod parts;
 pub mod render;
 pub mod sections;

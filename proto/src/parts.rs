@@ -12,6 +12,7 @@
 
 use prost::Message;
 
+use crate::limits::{self, Limits};
 use crate::v1::agent_message::Kind;
 use crate::v1::{AgentMessage, Report, ReportPart};
 
@@ -46,7 +47,8 @@ pub fn report_messages(report: Report) -> Vec<AgentMessage> {
 /// Why a report's parts were refused.
 #[derive(Debug, thiserror::Error)]
 pub enum PartError {
-    /// The joined parts grew past the limit before the last one.
+    /// The joined parts grew past the limit before the last one, and their
+    /// first bytes do not name the report.
     #[error("a report sent in parts is larger than {limit} bytes")]
     TooLarge {
         /// The limit, in bytes.
@@ -58,13 +60,30 @@ pub enum PartError {
     /// The joined parts are not an encoded report.
     #[error("the parts of a report do not decode: {0}")]
     Undecodable(#[from] prost::DecodeError),
+    /// The report is over the inventory limits: it is answered `Rejected`
+    /// by its key and the stream goes on (its remaining parts are skipped).
+    #[error("{reason}")]
+    Refused {
+        /// The refused report's spool id.
+        spool_id: String,
+        /// Its seq.
+        seq: u64,
+        /// One line for the agent's log.
+        reason: String,
+    },
 }
+
+/// Bytes of a report's first part that are enough to read its key.
+const KEY_PREFIX: usize = 256;
 
 /// Joins one stream's report parts back into reports.
 #[derive(Debug)]
 pub struct Assembler {
     joined: Vec<u8>,
     limit: usize,
+    limits: Option<Limits>,
+    /// The rest of a refused report's parts are dropped as they come.
+    skipping: bool,
 }
 
 impl Assembler {
@@ -74,36 +93,97 @@ impl Assembler {
         Self {
             joined: Vec::new(),
             limit,
+            limits: None,
+            skipping: false,
+        }
+    }
+
+    /// An assembler that also holds reports to the inventory `limits`: a
+    /// report over them is refused by its key ([`PartError::Refused`])
+    /// before it is decoded, and one larger than `limits.max_bytes` as
+    /// soon as its parts pass that size (never past `limit`).
+    #[must_use]
+    pub fn with_limits(limit: usize, limits: Limits) -> Self {
+        Self {
+            limit: limit.min(usize::try_from(limits.max_bytes).unwrap_or(usize::MAX)),
+            limits: Some(limits),
+            ..Self::new(limit)
         }
     }
 
     /// True while a report's parts have started and not finished.
     #[must_use]
     pub fn in_progress(&self) -> bool {
-        !self.joined.is_empty()
+        !self.joined.is_empty() || self.skipping
     }
 
-    /// Checks that a whole report may arrive now.
+    /// How many bytes of the report under way have arrived.
+    #[must_use]
+    pub fn joined_len(&self) -> usize {
+        self.joined.len()
+    }
+
+    /// Checks a report that arrived whole: no other report's parts may be
+    /// unfinished, and it must be within the inventory limits.
     ///
     /// # Errors
-    /// [`PartError::Interleaved`] while another report's parts are unfinished.
-    pub fn whole(&self) -> Result<(), PartError> {
+    /// [`PartError::Interleaved`] while another report's parts are
+    /// unfinished; [`PartError::Refused`] over the limits.
+    pub fn whole(&self, report: Report) -> Result<Report, PartError> {
         if self.in_progress() {
-            Err(PartError::Interleaved)
-        } else {
-            Ok(())
+            return Err(PartError::Interleaved);
+        }
+        if let Some(reason) = self
+            .limits
+            .and_then(|l| l.refusal(&limits::count_decoded(&report)))
+        {
+            return Err(PartError::Refused {
+                spool_id: report.spool_id,
+                seq: report.seq,
+                reason,
+            });
+        }
+        Ok(report)
+    }
+
+    fn refused(&mut self, prefix: &[u8], last: bool, reason: String) -> PartError {
+        let key = limits::report_key(prefix);
+        self.joined = Vec::new();
+        match key {
+            Some((spool_id, seq)) => {
+                self.skipping = !last;
+                PartError::Refused {
+                    spool_id,
+                    seq,
+                    reason,
+                }
+            }
+            None => PartError::TooLarge { limit: self.limit },
         }
     }
 
     /// Adds a part: the finished report when it was the last.
     ///
     /// # Errors
-    /// When the report grows past the limit or its joined parts do not
-    /// decode; the parts so far are dropped either way.
+    /// When the report grows past the limit, is over the inventory limits,
+    /// or its joined parts do not decode; the parts so far are dropped
+    /// either way.
     pub fn push(&mut self, part: ReportPart) -> Result<Option<Report>, PartError> {
+        if self.skipping {
+            self.skipping = !part.last;
+            return Ok(None);
+        }
         if self.joined.len() + part.data.len() > self.limit {
-            self.joined = Vec::new();
-            return Err(PartError::TooLarge { limit: self.limit });
+            let mut prefix = self.joined[..self.joined.len().min(KEY_PREFIX)].to_vec();
+            prefix.extend(part.data.iter().take(KEY_PREFIX));
+            let Some(limits) = self.limits else {
+                self.joined = Vec::new();
+                return Err(PartError::TooLarge { limit: self.limit });
+            };
+            let reason = limits
+                .size_refusal(limits.max_bytes.saturating_add(1))
+                .unwrap_or_default();
+            return Err(self.refused(&prefix, part.last, reason));
         }
         self.joined.extend_from_slice(&part.data);
         if !part.last {
@@ -111,6 +191,18 @@ impl Assembler {
         }
         // Taken, not cleared: the buffer is as large as the report was.
         let joined = std::mem::take(&mut self.joined);
+        if let Some(limits) = self.limits {
+            // Counted on the wire: a report over the limits is never
+            // decoded. What the scan does not walk (groups, which prost
+            // skips) is decoded first, within the byte limit.
+            let counts = match limits::count_report(&joined) {
+                Ok(counts) => counts,
+                Err(_) => limits::count_decoded(&Report::decode(joined.as_slice())?),
+            };
+            if let Some(reason) = limits.refusal(&counts) {
+                return Err(self.refused(&joined, true, reason));
+            }
+        }
         Ok(Some(Report::decode(joined.as_slice())?))
     }
 }
@@ -194,7 +286,7 @@ mod tests {
         }
         assert_eq!(joined, Some(report));
         assert!(!assembler.in_progress());
-        assembler.whole().expect("a whole report may follow");
+        assert!(!assembler.in_progress());
     }
 
     #[test]
@@ -221,7 +313,14 @@ mod tests {
         let mut assembler = Assembler::new(1 << 20);
         let first = parts.next().expect("a first part");
         assembler.push(first).expect("first part");
-        assert!(matches!(assembler.whole(), Err(PartError::Interleaved)));
+        let health = Report {
+            payload: Some(Payload::Health(HealthSample::default())),
+            ..inventory_report(0)
+        };
+        assert!(matches!(
+            assembler.whole(health),
+            Err(PartError::Interleaved)
+        ));
     }
 
     #[test]
@@ -239,6 +338,76 @@ mod tests {
                 .starts_with("the parts of a report do not decode:"),
             "{error}"
         );
+        assert!(!assembler.in_progress());
+    }
+
+    fn limits(max_packages: u32, max_bytes: u64) -> Limits {
+        Limits {
+            max_packages,
+            max_services: 100,
+            max_users: 100,
+            max_bytes,
+        }
+    }
+
+    #[test]
+    fn a_report_over_the_counts_is_refused_by_its_key_and_the_stream_goes_on() {
+        let mut assembler = Assembler::with_limits(1 << 22, limits(200, 1 << 22));
+        let mut answers = Vec::new();
+        for part in parts(report_messages(inventory_report(2000))) {
+            answers.push(assembler.push(part));
+        }
+        let last = answers.pop().expect("answers");
+        assert!(answers.iter().all(|a| matches!(a, Ok(None))));
+        match last {
+            Err(PartError::Refused {
+                spool_id,
+                seq,
+                reason,
+            }) => {
+                assert_eq!((spool_id.as_str(), seq), ("s1", 7));
+                assert!(reason.contains("2,000 packages"), "{reason}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert!(!assembler.in_progress());
+        // The next report is taken as usual.
+        let small = inventory_report(10);
+        let mut joined = None;
+        for part in parts(report_messages(inventory_report(190))) {
+            joined = assembler.push(part).expect("within the limits");
+        }
+        assert!(joined.is_some());
+        assert_eq!(assembler.whole(small.clone()).expect("whole"), small);
+        let refused = assembler.whole(inventory_report(201));
+        assert!(
+            matches!(refused, Err(PartError::Refused { seq: 7, .. })),
+            "{refused:?}"
+        );
+    }
+
+    #[test]
+    fn a_report_past_the_byte_limit_is_refused_at_once_and_its_other_parts_skipped() {
+        let mut assembler = Assembler::with_limits(1 << 22, limits(1_000_000, 3 * 4096));
+        let all = parts(report_messages(inventory_report(3000)));
+        let count = all.len();
+        let mut refusals = 0;
+        for (i, part) in all.into_iter().enumerate() {
+            match assembler.push(part) {
+                Ok(None) => assert!(assembler.joined_len() <= 3 * 4096),
+                Err(PartError::Refused {
+                    spool_id,
+                    seq,
+                    reason,
+                }) => {
+                    refusals += 1;
+                    assert_eq!((spool_id.as_str(), seq, i), ("s1", 7, 3));
+                    assert!(reason.contains("limit of 12 KiB"), "{reason}");
+                }
+                other => panic!("part {i} of {count}: {other:?}"),
+            }
+        }
+        assert_eq!(refusals, 1);
         assert!(!assembler.in_progress());
     }
 }

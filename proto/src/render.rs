@@ -58,6 +58,7 @@ fn reason(value: i32) -> &'static str {
         Ok(UnavailableReason::NotPresent) => "not present",
         Ok(UnavailableReason::NotSupported) => "not supported",
         Ok(UnavailableReason::Failed) => "failed",
+        Ok(UnavailableReason::Truncated) => "truncated",
         _ => "unknown",
     }
 }

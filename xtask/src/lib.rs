@@ -3,6 +3,7 @@
 //!
 //! # Layout
 //! - [`bench_agent`]: what the agent costs, beside the peer agents.
+//! - [`bench_memory`]: what hostile inventories cost the collector.
 //! - [`check_targets`]: clippy for the agent on Windows and macOS targets,
 //!   provisioning the cross tools it needs.
 //! - [`codegen`]: compiles `proto/` into the committed Rust.
@@ -20,6 +21,7 @@
 //!   tests run in it (`test-windows`).
 
 pub mod bench_agent;
+pub mod bench_memory;
 pub mod check_targets;
 pub mod codegen;
 pub mod demo;

@@ -45,6 +45,9 @@ enum Task {
     /// Measure the agent's inventory cost, wire size and idle cost beside
     /// the peer agents from Debian's packages.
     BenchAgent(xtask::bench_agent::BenchArgs),
+    /// Measure the collector's peak memory and technician write latency
+    /// while hostile agents send huge inventories (issue 20).
+    BenchMemory(xtask::bench_memory::BenchMemoryArgs),
     /// Simulate a fleet of enrolled agents against a collector and print the
     /// achieved report rate, Ack latency, errors and collector cost.
     Loadgen(xtask::loadgen::LoadgenArgs),
@@ -139,6 +142,7 @@ fn run(task: Task) -> Result<()> {
         Task::TestPackages(args) => xtask::dist::install_test::run(&root, &args),
         Task::CheckTargets(args) => xtask::check_targets::run(&root, &args),
         Task::BenchAgent(args) => xtask::bench_agent::run(&root, &args),
+        Task::BenchMemory(args) => xtask::bench_memory::run(&root, &args),
         Task::Loadgen(args) => xtask::loadgen::run(&root, &args),
         Task::LoadgenWorker => xtask::loadgen::run_worker(),
         Task::LoadgenAnchors => xtask::loadgen::run_anchors(),

@@ -946,6 +946,18 @@ pub fn host(detail: &GetHostResponse, health_asked: bool, json: bool) -> Command
         }
         let packages = inv.software.as_ref().map_or(0, |s| s.packages.len());
         field("packages", packages.to_string());
+        // The agent cut its inventory to the collector's limits (issue 20):
+        // the host is shown with what fits, and says that more exists.
+        for cut in inv
+            .unavailable
+            .iter()
+            .filter(|u| u.reason == deskpulse_proto::v1::UnavailableReason::Truncated as i32)
+        {
+            field(
+                "truncated",
+                format!("inventory truncated: {}: {}", cut.field, cut.detail),
+            );
+        }
         field("inventory at", time(detail.inventory_at_unix_ms));
     } else {
         field("inventory", "none received yet".into());

@@ -36,6 +36,12 @@
 //! [clock]                  # how far a PC's clock is believed (issue 20)
 //! window = "5m"            # offsets beyond it are flagged; later times clamped
 //! oldest = "90d"           # report times older than this are clamped
+//!
+//! [inventory]              # per inventory; agents cut to these, the
+//! max_packages = 20000     # collector refuses more (issue 20)
+//! max_services = 5000
+//! max_users = 5000         # accounts, and sessions
+//! max_bytes = "4MiB"       # the encoded report
 //! ```
 
 use std::time::Duration;
@@ -46,6 +52,7 @@ use jiff::tz::TimeZone;
 use serde::Deserialize;
 
 use deskpulse_proto::catalog;
+use deskpulse_proto::limits::{Limits, bytes_text};
 use deskpulse_proto::v1::DiagnosticRisk;
 
 use super::Lifecycle;
@@ -75,6 +82,8 @@ pub struct Policy {
     /// How far the time an agent claims is believed
     /// ([`crate::clockskew`]).
     pub clock: crate::clockskew::ClockWindow,
+    /// What one inventory may hold: sent to agents, enforced on reports.
+    pub inventory_limits: Limits,
 }
 
 /// Host certificates live this long unless the policy says otherwise.
@@ -85,6 +94,30 @@ pub const DEFAULT_HOST_CERT_LIFETIME: Duration = Duration::from_secs(30 * 24 * 3
 const MIN_HOST_CERT_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// The longest: a stolen key stays usable this long.
 const MAX_HOST_CERT_LIFETIME: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The largest encoded report an agent may send, whatever the policy says:
+/// the collector's message limit.
+pub const MAX_INVENTORY_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The inventory limits unless the policy says otherwise. A desktop lists
+/// a few thousand packages at most, a large server 10,000-20,000; a few
+/// hundred services; local accounts and sessions in the tens, a terminal
+/// server in the thousands. An inventory at these limits decodes to tens
+/// of MB at most on the collector.
+pub const DEFAULT_INVENTORY_LIMITS: Limits = Limits {
+    max_packages: 20_000,
+    max_services: 5_000,
+    max_users: 5_000,
+    max_bytes: MAX_INVENTORY_BYTES,
+};
+
+/// What a policy may set each limit to: low enough bounds that a typo
+/// cannot cut every PC's inventory to nothing, high ones that keep an
+/// inventory's memory and write time bounded.
+const PACKAGES_RANGE: (u32, u32) = (100, 100_000);
+const SERVICES_RANGE: (u32, u32) = (50, 50_000);
+const USERS_RANGE: (u32, u32) = (10, 50_000);
+const MIN_INVENTORY_BYTES: u64 = 64 * 1024;
 
 impl Default for Policy {
     fn default() -> Self {
@@ -100,6 +133,7 @@ impl Default for Policy {
             diagnostic_roles: Vec::new(),
             host_cert_lifetime: DEFAULT_HOST_CERT_LIFETIME,
             clock: crate::clockskew::ClockWindow::default(),
+            inventory_limits: DEFAULT_INVENTORY_LIMITS,
         })
     }
 }
@@ -153,6 +187,7 @@ struct PolicyFile {
     certificates: Option<RawCertificates>,
     #[serde(default)]
     clock: Option<RawClock>,
+    inventory: Option<RawInventory>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -160,6 +195,98 @@ struct PolicyFile {
 struct RawClock {
     window: Option<String>,
     oldest: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInventory {
+    max_packages: Option<i64>,
+    max_services: Option<i64>,
+    max_users: Option<i64>,
+    max_bytes: Option<toml::Value>,
+}
+
+/// `inventory.KEY`, an integer within `range`.
+fn count_limit(
+    key: &str,
+    value: Option<i64>,
+    range: (u32, u32),
+    default: u32,
+) -> Result<u32, String> {
+    let Some(value) = value else {
+        return Ok(default);
+    };
+    u32::try_from(value)
+        .ok()
+        .filter(|v| (range.0..=range.1).contains(v))
+        .ok_or_else(|| {
+            format!(
+                "inventory.{key} must be a whole number between {} and {}; got {value}",
+                range.0, range.1
+            )
+        })
+}
+
+/// `inventory.max_bytes`: a number of bytes, or text such as "4MiB",
+/// "512KiB", "2MB" (KB/MB counted as KiB/MiB, as people mean them here).
+fn byte_limit(value: Option<&toml::Value>) -> Result<u64, String> {
+    let Some(value) = value else {
+        return Ok(DEFAULT_INVENTORY_LIMITS.max_bytes);
+    };
+    let bad = || {
+        format!(
+            "inventory.max_bytes must be a size between {} and {}, such as \"2MiB\" or \"512KiB\"; got {value}",
+            bytes_text(MIN_INVENTORY_BYTES),
+            bytes_text(MAX_INVENTORY_BYTES)
+        )
+    };
+    let bytes = match value {
+        toml::Value::Integer(n) => u64::try_from(*n).map_err(|_| bad())?,
+        toml::Value::String(text) => {
+            let text = text.trim();
+            let digits = text
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(text.len());
+            let (number, unit) = text.split_at(digits);
+            let number: u64 = number.parse().map_err(|_| bad())?;
+            let scale: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+                "" | "b" => 1,
+                "k" | "kb" | "kib" => 1 << 10,
+                "m" | "mb" | "mib" => 1 << 20,
+                _ => return Err(bad()),
+            };
+            number.checked_mul(scale).ok_or_else(bad)?
+        }
+        _ => return Err(bad()),
+    };
+    if (MIN_INVENTORY_BYTES..=MAX_INVENTORY_BYTES).contains(&bytes) {
+        Ok(bytes)
+    } else {
+        Err(bad())
+    }
+}
+
+fn inventory_limits(raw: Option<&RawInventory>) -> Result<Limits, String> {
+    let Some(raw) = raw else {
+        return Ok(DEFAULT_INVENTORY_LIMITS);
+    };
+    let d = DEFAULT_INVENTORY_LIMITS;
+    Ok(Limits {
+        max_packages: count_limit(
+            "max_packages",
+            raw.max_packages,
+            PACKAGES_RANGE,
+            d.max_packages,
+        )?,
+        max_services: count_limit(
+            "max_services",
+            raw.max_services,
+            SERVICES_RANGE,
+            d.max_services,
+        )?,
+        max_users: count_limit("max_users", raw.max_users, USERS_RANGE, d.max_users)?,
+        max_bytes: byte_limit(raw.max_bytes.as_ref())?,
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -378,6 +505,7 @@ pub fn parse_policy(text: &str) -> Result<Policy, String> {
             MAX_HOST_CERT_LIFETIME,
         )?,
     };
+    let inventory_limits = inventory_limits(file.inventory.as_ref())?;
     Ok(Policy {
         rules,
         change_rules,
@@ -388,6 +516,7 @@ pub fn parse_policy(text: &str) -> Result<Policy, String> {
         diagnostic_roles,
         host_cert_lifetime,
         clock: clock_window(file.clock.as_ref())?,
+        inventory_limits,
     })
 }
 

@@ -15,12 +15,22 @@
 //! at 5,000 agents). Sessions without a permit leave their inventory
 //! compressed in their HTTP/2 window, and the agents wait for their Acks as
 //! they would anyway.
+//!
+//! Each session holds reports to the policy's inventory limits (issue 20):
+//! the limits go to the agent in the response's metadata
+//! ([`deskpulse_proto::limits::HEADER`]), and a report over them is answered
+//! `Rejected` without being decoded, its remaining parts skipped, the
+//! session going on. A report whose parts pass [`LARGE_REPORT`] bytes is
+//! joined, decoded and stored only with its share of a fleet-wide budget
+//! ([`LARGE_REPORT_BUDGET`]), held until its commit, so a few hostile or
+//! merely huge inventories cost a bounded amount of memory however many
+//! agents send them.
 
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deskpulse_proto::parts::Assembler;
+use deskpulse_proto::parts::{Assembler, PartError};
 use deskpulse_proto::v1::agent_message::Kind;
 use deskpulse_proto::v1::agent_service_server::AgentService;
 use deskpulse_proto::v1::collector_message::Kind as Outgoing;
@@ -62,6 +72,17 @@ const MAX_SPOOL_ID: usize = 64;
 /// How long a revoked session waits for room to send its last line before
 /// it ends anyway.
 const REVOKED_SEND: Duration = Duration::from_secs(1);
+
+/// A report whose parts pass this many bytes is large: it needs its share
+/// of [`LARGE_REPORT_BUDGET`] to go on. A desktop's full inventory (about
+/// 60 KB for 1,000 packages) stays under it.
+pub const LARGE_REPORT: usize = 256 * 1024;
+/// The encoded bytes of large reports that may be joined, decoded and
+/// waiting for their commit at once, over all sessions. Each large report
+/// takes the policy's `inventory.max_bytes` of it (the most it can grow
+/// to), so at the default 4 MiB four are under way at once, and decoded
+/// inventories at the default limits stay in tens of MB.
+pub const LARGE_REPORT_BUDGET: usize = 16 * 1024 * 1024;
 
 /// Who is calling, from the verified client certificate.
 #[derive(Debug, Clone)]
@@ -124,6 +145,7 @@ pub struct AgentSessions {
     ctx: ServerContext,
     ingest: Ingest,
     intake: Arc<Semaphore>,
+    large: Arc<Semaphore>,
     user_reports: Arc<super::limits::UserReports>,
 }
 
@@ -134,6 +156,7 @@ impl AgentSessions {
             ctx,
             ingest,
             intake: Arc::new(Semaphore::new(MAX_FIRST_REPORTS)),
+            large: Arc::new(Semaphore::new(LARGE_REPORT_BUDGET / 1024)),
             user_reports: Arc::default(),
         }
     }
@@ -230,14 +253,10 @@ impl AgentService for AgentSessions {
                 self.ingest.health().record_failure(&error);
                 internal(error)
             })?;
-        // The policy's clock window holds for the whole session.
-        let window = match self.ctx.store.policy().await {
-            Ok(policy) => policy.policy.clock,
-            Err(error) => {
-                tracing::error!(%error, "reading the policy failed; using the default clock window");
-                crate::clockskew::ClockWindow::default()
-            }
-        };
+        // The policy's clock window and inventory limits hold for the whole
+        // session.
+        let record = self.ctx.store.policy().await.map_err(internal)?;
+        let (window, limits) = (record.policy.clock, record.policy.inventory_limits);
         let mut clock = crate::clockskew::Tracker::new(window);
         clock.sent(hello.sent_at_unix_ms, opened_at);
         record_clock(&self.ctx, &identity.host_id, &mut clock, opened_at).await;
@@ -277,7 +296,11 @@ impl AgentService for AgentSessions {
         let session = run_session(
             self.ctx.clone(),
             self.ingest.clone(),
-            self.intake.clone(),
+            Intake {
+                first: self.intake.clone(),
+                large: self.large.clone(),
+                limits,
+            },
             self.user_reports.clone(),
             identity,
             inbound,
@@ -286,7 +309,14 @@ impl AgentService for AgentSessions {
             clock,
         );
         tokio::spawn(crate::panics::contain_session(host_id, session, tx));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let mut response: Response<Self::SessionStream> =
+            Response::new(Box::pin(ReceiverStream::new(rx)));
+        if let Ok(value) = limits.to_string().parse() {
+            response
+                .metadata_mut()
+                .insert(deskpulse_proto::limits::HEADER, value);
+        }
+        Ok(response)
     }
 }
 
@@ -308,11 +338,28 @@ fn truncate(text: &str, max: usize) -> String {
     text.chars().take(max).collect()
 }
 
+/// What bounds a session's intake: the first-report permits, the large
+/// report budget, and the policy's inventory limits as the session began.
+struct Intake {
+    first: Arc<Semaphore>,
+    large: Arc<Semaphore>,
+    limits: deskpulse_proto::limits::Limits,
+}
+
+impl Intake {
+    /// The share of the large-report budget one large report takes: the
+    /// most it may grow to, in KiB (never more than the whole budget).
+    fn large_share(&self) -> u32 {
+        let kib = usize::try_from(self.limits.max_bytes / 1024).unwrap_or(usize::MAX);
+        u32::try_from(kib.min(LARGE_REPORT_BUDGET / 1024)).unwrap_or(u32::MAX)
+    }
+}
+
 #[allow(clippy::too_many_arguments)] // the session's own handles, each used once; a struct would only rename them
 async fn run_session(
     ctx: ServerContext,
     ingest: Ingest,
-    intake: Arc<Semaphore>,
+    intake: Intake,
     user_reports: Arc<super::limits::UserReports>,
     identity: AgentIdentity,
     mut inbound: Streaming<AgentMessage>,
@@ -326,12 +373,15 @@ async fn run_session(
     let mut goodbye: Option<&'static str> = None;
     metrics::gauge!(crate::metrics::AGENTS_CONNECTED).increment(1.0);
     let mut inbound_open = true;
-    let mut parts = Assembler::new(super::MAX_AGENT_MESSAGE);
+    let mut parts = Assembler::with_limits(super::MAX_AGENT_MESSAGE, intake.limits);
+    // This session's share of the large-report budget, while a large
+    // report's parts arrive; it then travels with the report to its commit.
+    let mut large: Option<OwnedSemaphorePermit> = None;
     // Held from here until the first message read has been dealt with (an
     // inventory: committed), or FIRST_REPORT_WAIT passes with nothing read.
     let mut permit: Option<OwnedSemaphorePermit> = tokio::select! {
         () = ctx.shutdown.cancelled() => None,
-        permit = intake.acquire_owned() => permit.ok(),
+        permit = intake.first.clone().acquire_owned() => permit.ok(),
     };
     let permit_until = tokio::time::Instant::now() + FIRST_REPORT_WAIT;
     let mut read_any = false;
@@ -389,8 +439,20 @@ async fn run_session(
                 read_any = true;
                 // A report arrives whole or as its last part.
                 let report = match message {
-                    Ok(Some(AgentMessage { kind: Some(Kind::Report(report)) })) => parts.whole().map(|()| Some(report)),
-                    Ok(Some(AgentMessage { kind: Some(Kind::ReportPart(part)) })) => parts.push(part),
+                    Ok(Some(AgentMessage { kind: Some(Kind::Report(report)) })) => parts.whole(report).map(Some),
+                    Ok(Some(AgentMessage { kind: Some(Kind::ReportPart(part)) })) => {
+                        let joined = parts.push(part);
+                        if matches!(joined, Ok(None)) && large.is_none() && parts.joined_len() >= LARGE_REPORT {
+                            // Nothing more of this stream is read until the
+                            // budget has room; the agent's HTTP/2 window
+                            // fills and it waits.
+                            tokio::select! {
+                                () = ctx.shutdown.cancelled() => break,
+                                permit = intake.large.clone().acquire_many_owned(intake.large_share()) => large = permit.ok(),
+                            }
+                        }
+                        joined
+                    }
                     Ok(Some(AgentMessage { kind: Some(Kind::Spool(counters)) })) => {
                         if let Err(error) = ctx.store.record_spool_counters(&host_id, &counters.encode_to_vec(), ctx.clock.now_ms()).await {
                             tracing::error!(%error, host = %host_id, "recording spool counters failed");
@@ -451,6 +513,16 @@ async fn run_session(
                 let mut report = match report {
                     Ok(Some(report)) => report,
                     Ok(None) => continue,
+                    Err(PartError::Refused { spool_id, seq, reason }) => {
+                        large = None;
+                        metrics::counter!(crate::metrics::REJECTED).increment(1);
+                        warn!(host = %host_id, seq, %reason, "rejected a report over the inventory limits");
+                        let rejected = Rejected { spool_id, seq, reason };
+                        if tx.send(outgoing(Outgoing::Rejected(rejected))).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
                     Err(error) => {
                         warn!(host = %host_id, %error, "refused a report's parts");
                         let _ = tx.send(Err(Status::invalid_argument(format!("malformed agent message: {error}")))).await;
@@ -500,12 +572,34 @@ async fn run_session(
                         };
                         metrics::counter!(crate::metrics::REPORTS, "kind" => report.payload.kind()).increment(1);
                         let received = std::time::Instant::now();
+                        // A large report's budget share is given back when
+                        // its commit is known, by a task of its own: this
+                        // loop may itself be waiting for budget then.
+                        let share = large.take();
                         match ingest.submit(report).await {
-                            Ok(committed) => pending.push_back(async move { (spool_id, seq, job, received, committed.await) }),
+                            Ok(committed) => {
+                                let (direct, given_back) = match share {
+                                    None => (Some(committed), None),
+                                    Some(share) => (None, Some(tokio::spawn(async move {
+                                        let outcome = committed.await;
+                                        drop(share);
+                                        outcome
+                                    }))),
+                                };
+                                pending.push_back(async move {
+                                    let outcome: Result<Committed, ()> = match (direct, given_back) {
+                                        (Some(committed), _) => committed.await.map_err(drop),
+                                        (None, Some(task)) => task.await.map_err(drop).and_then(|o| o.map_err(drop)),
+                                        (None, None) => Err(()),
+                                    };
+                                    (spool_id, seq, job, received, outcome)
+                                });
+                            }
                             Err(_) => break,
                         }
                     }
                     Err(rejected) => {
+                        large = None;
                         metrics::counter!(crate::metrics::REJECTED).increment(1);
                         warn!(host = %host_id, seq = rejected.seq, reason = %rejected.reason, "rejected a report");
                         if tx.send(outgoing(Outgoing::Rejected(rejected))).await.is_err() {

@@ -45,9 +45,16 @@ use crate::ingest::Ingest;
 use crate::pki::{CertificateAuthority, KeyAndCert};
 use crate::store::SharedStore;
 
-/// The largest message an agent may send: a full inventory of a PC with
-/// thousands of packages is well under 1 MiB.
-pub const MAX_AGENT_MESSAGE: usize = 4 * 1024 * 1024;
+/// The largest report an agent may send, joined from its parts: the
+/// ceiling of the policy's `inventory.max_bytes` (a full inventory of a PC
+/// with thousands of packages is well under 1 MiB).
+pub const MAX_AGENT_MESSAGE: usize = crate::rules::policy::MAX_INVENTORY_BYTES as usize;
+/// The largest single message on an agent's stream, which tonic refuses
+/// before decoding: reports larger than a part go in 4 KiB parts
+/// (`deskpulse_proto::parts`), and live diagnostic output comes in chunks
+/// under the largest catalog cap (128 KiB). A hostile agent's 3.5 MB
+/// inventory in one message ends its stream unread.
+pub const MAX_AGENT_FRAME: usize = 256 * 1024;
 /// The largest technician API request.
 pub const MAX_TECHNICIAN_MESSAGE: usize = 1024 * 1024;
 /// The largest enrollment request (a CSR and a few names).
@@ -329,7 +336,7 @@ pub async fn serve(
     // cannot shrink, and tonic builds a fresh compressor (over a MB of
     // tables to allocate and clear) for every message it sends.
     let agents = AgentServiceServer::new(agent::AgentSessions::new(ctx.clone(), ingest))
-        .max_decoding_message_size(MAX_AGENT_MESSAGE)
+        .max_decoding_message_size(MAX_AGENT_FRAME)
         .accept_compressed(CompressionEncoding::Zstd);
     let agents = tonic::service::interceptor::InterceptedService::new(
         agents,

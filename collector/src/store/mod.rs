@@ -103,6 +103,19 @@ pub(crate) fn decode_stored_inventory(
     })
 }
 
+/// Why the inventory a delta made is not kept: it is over the policy's
+/// inventory limits. Each delta is checked at the door, but deltas each
+/// within the limits could add up past them; the agent is asked for a full
+/// inventory instead, which it cuts to the limits.
+pub(crate) fn delta_over_limits(
+    inventory: &deskpulse_proto::v1::Inventory,
+    limits: &deskpulse_proto::limits::Limits,
+) -> Option<String> {
+    limits
+        .refusal(&deskpulse_proto::limits::count_inventory(inventory))
+        .map(|reason| format!("after this delta, {reason}"))
+}
+
 /// A report ready to store, already validated.
 #[derive(Debug, Clone)]
 pub struct IncomingReport {

@@ -1230,6 +1230,9 @@ pub enum UnavailableReason {
     NotSupported = 3,
     /// The source was there but could not be read or parsed.
     Failed = 4,
+    /// Collected, but more than the collector's inventory limits allow: the
+    /// list was cut to the limit and the detail says how many were left out.
+    Truncated = 5,
 }
 impl UnavailableReason {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -1243,6 +1246,7 @@ impl UnavailableReason {
             Self::NotPresent => "UNAVAILABLE_REASON_NOT_PRESENT",
             Self::NotSupported => "UNAVAILABLE_REASON_NOT_SUPPORTED",
             Self::Failed => "UNAVAILABLE_REASON_FAILED",
+            Self::Truncated => "UNAVAILABLE_REASON_TRUNCATED",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -1253,6 +1257,7 @@ impl UnavailableReason {
             "UNAVAILABLE_REASON_NOT_PRESENT" => Some(Self::NotPresent),
             "UNAVAILABLE_REASON_NOT_SUPPORTED" => Some(Self::NotSupported),
             "UNAVAILABLE_REASON_FAILED" => Some(Self::Failed),
+            "UNAVAILABLE_REASON_TRUNCATED" => Some(Self::Truncated),
             _ => None,
         }
     }
@@ -1760,6 +1765,12 @@ pub mod agent_service_client {
         /// One bidirectional stream per connected agent. The agent opens with a
         /// Hello, then sends reports; the collector answers each durably stored
         /// report with an Ack. Later work for the agent also flows down this stream.
+        ///
+        /// The response's initial metadata carries the fleet policy's inventory
+        /// limits, `x-deskpulse-inventory-limits: packages=N,services=N,users=N,bytes=N`
+        /// (deskpulse_proto::limits). The agent cuts its inventories to them and
+        /// says so in Inventory.unavailable (UNAVAILABLE_REASON_TRUNCATED); the
+        /// collector rejects a report over them (Rejected) before decoding it.
         pub async fn session(
             &mut self,
             request: impl tonic::IntoStreamingRequest<Message = super::AgentMessage>,
@@ -1808,6 +1819,12 @@ pub mod agent_service_server {
         /// One bidirectional stream per connected agent. The agent opens with a
         /// Hello, then sends reports; the collector answers each durably stored
         /// report with an Ack. Later work for the agent also flows down this stream.
+        ///
+        /// The response's initial metadata carries the fleet policy's inventory
+        /// limits, `x-deskpulse-inventory-limits: packages=N,services=N,users=N,bytes=N`
+        /// (deskpulse_proto::limits). The agent cuts its inventories to them and
+        /// says so in Inventory.unavailable (UNAVAILABLE_REASON_TRUNCATED); the
+        /// collector rejects a report over them (Rejected) before decoding it.
         async fn session(
             &self,
             request: tonic::Request<tonic::Streaming<super::AgentMessage>>,

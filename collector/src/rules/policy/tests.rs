@@ -253,3 +253,94 @@ fn the_clock_window_defaults_to_five_minutes_and_is_checked() {
         assert!(!got.contains('\n'), "{got}");
     }
 }
+
+#[test]
+fn inventory_limits_default_sanely_and_follow_the_policy() {
+    let defaults = Policy::default().inventory_limits;
+    assert_eq!(defaults, super::DEFAULT_INVENTORY_LIMITS);
+    assert_eq!(
+        (
+            defaults.max_packages,
+            defaults.max_services,
+            defaults.max_users,
+            defaults.max_bytes
+        ),
+        (20_000, 5_000, 5_000, 4 << 20)
+    );
+    let policy = parse_policy(
+        "[inventory]\nmax_packages = 30000\nmax_services = 800\nmax_users = 50\nmax_bytes = \"2MiB\"\n",
+    )
+    .expect("valid");
+    assert_eq!(
+        policy.inventory_limits,
+        deskpulse_proto::limits::Limits {
+            max_packages: 30_000,
+            max_services: 800,
+            max_users: 50,
+            max_bytes: 2 << 20,
+        }
+    );
+    // Keys left out keep their defaults; sizes as numbers or with units.
+    for (text, bytes) in [
+        ("max_bytes = 65536", 65_536),
+        ("max_bytes = \"512KiB\"", 512 << 10),
+        ("max_bytes = \"1 MB\"", 1 << 20),
+        ("max_packages = 500", 4 << 20),
+    ] {
+        let policy = parse_policy(&format!("[inventory]\n{text}\n")).expect(text);
+        assert_eq!(policy.inventory_limits.max_bytes, bytes, "{text}");
+        assert_eq!(policy.inventory_limits.max_services, 5_000, "{text}");
+    }
+}
+
+#[test]
+fn bad_inventory_limits_get_one_line_errors() {
+    let cases = [
+        (
+            "max_packages = 0",
+            "inventory.max_packages must be a whole number between 100 and 100000; got 0",
+        ),
+        (
+            "max_packages = 180000",
+            "inventory.max_packages must be a whole number between 100 and 100000; got 180000",
+        ),
+        (
+            "max_services = -1",
+            "inventory.max_services must be a whole number between 50 and 50000; got -1",
+        ),
+        (
+            "max_users = 5",
+            "inventory.max_users must be a whole number between 10 and 50000; got 5",
+        ),
+        (
+            "max_bytes = \"16MiB\"",
+            "inventory.max_bytes must be a size between 64 KiB and 4 MiB, such as \"2MiB\" or \"512KiB\"; got \"16MiB\"",
+        ),
+        (
+            "max_bytes = \"lots\"",
+            "inventory.max_bytes must be a size between 64 KiB and 4 MiB",
+        ),
+        (
+            "max_bytes = 1024",
+            "inventory.max_bytes must be a size between 64 KiB and 4 MiB",
+        ),
+        (
+            "max_bytes = 1.5",
+            "inventory.max_bytes must be a size between 64 KiB and 4 MiB",
+        ),
+        (
+            "max_packages = \"many\"",
+            "rule file: invalid type: string \"many\", expected i64",
+        ),
+        ("max_pakages = 10", "rule file: unknown field `max_pakages`"),
+    ];
+    for (line, expected) in cases {
+        let text = format!("[inventory]\n{line}\n");
+        let err = parse_policy(&text).expect_err(&text);
+        assert!(
+            err.starts_with(expected),
+            "{err:?} should start with {expected:?}"
+        );
+        assert!(!err.contains('\n'), "{err:?}");
+    }
+}

@@ -119,6 +119,9 @@ pub async fn apply_delta(
         Ok(new) => new,
         Err(error) => return Ok(ReportOutcome::Resync(error.to_string())),
     };
+    if let Some(reason) = crate::store::delta_over_limits(&new, &policy.inventory_limits) {
+        return Ok(ReportOutcome::Resync(reason));
+    }
     let os = new.os.clone().unwrap_or_default();
     let encoded = new.encode_to_vec();
     let facts = crate::facts::inventory_facts(&new);

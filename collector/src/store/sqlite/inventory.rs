@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 
 use deskpulse_proto::delta;
+use deskpulse_proto::limits::Limits;
 use deskpulse_proto::v1::{Inventory, InventoryDelta};
 use prost::Message;
 use sqlx::{Row, Sqlite, Transaction};
@@ -86,9 +87,13 @@ pub async fn store_batch(
         // A resent older report must not overwrite newer state.
         let superseded = old_at.is_some_and(|stored| stored > at);
         let made = match &report.payload {
-            ReportPayload::InventoryDelta { delta } => {
-                apply_delta(old.as_ref(), delta, at, superseded)
-            }
+            ReportPayload::InventoryDelta { delta } => apply_delta(
+                old.as_ref(),
+                delta,
+                at,
+                superseded,
+                &policy.inventory_limits,
+            ),
             _ if superseded => Err(ReportOutcome::Stored),
             ReportPayload::Inventory {
                 inventory,
@@ -146,6 +151,7 @@ fn apply_delta(
     delta: &InventoryDelta,
     at_ms: i64,
     superseded: bool,
+    limits: &Limits,
 ) -> Result<(Inventory, Stored<'static>), ReportOutcome> {
     if superseded {
         // Older than what is stored: a late resend, already superseded.
@@ -157,6 +163,10 @@ fn apply_delta(
         ));
     };
     let new = delta::apply(old, delta).map_err(|e| ReportOutcome::Resync(e.to_string()))?;
+    // Deltas each within the limits could add up past them.
+    if let Some(reason) = crate::store::delta_over_limits(&new, limits) {
+        return Err(ReportOutcome::Resync(reason));
+    }
     let os = new.os.clone().unwrap_or_default();
     let stored = Stored {
         encoded: Cow::Owned(new.encode_to_vec()),

@@ -193,6 +193,13 @@ impl AgentService for AgentSessions {
             })?;
         info!(agent_version = %session.agent_version, "agent connected");
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        // First on the stream: the CAs to trust, and during a CA rotation
+        // the word to renew onto the new CA now (docs/ca-rotation.md).
+        let trusted = super::rotation::trusted_cas(&self.ctx.ca.get(), &identity);
+        if trusted.renew_now {
+            info!("the host certificate is not from the active CA; asking the agent to renew now");
+        }
+        let _ = tx.try_send(outgoing(Outgoing::TrustedCas(trusted)));
         // Registered before the queued jobs are read, so a job made in
         // between is delivered one way or the other (the agent runs a job
         // id once).
@@ -261,6 +268,8 @@ async fn run_session(
 ) {
     let host_id = identity.host_id.clone();
     let mut renewed = false;
+    // A CA retired while this session is open ends it (below).
+    let mut cas = ctx.ca.subscribe();
     let mut pending = FuturesOrdered::new();
     let mut goodbye: Option<&'static str> = None;
     metrics::gauge!(crate::metrics::AGENTS_CONNECTED).increment(1.0);
@@ -285,6 +294,20 @@ async fn run_session(
         tokio::select! {
             biased;
             () = ctx.shutdown.cancelled() => break,
+            Ok(()) = cas.changed() => {
+                let set = cas.borrow_and_update().clone();
+                if let Some(refusal) = super::rotation::retired_refusal(&set, &identity) {
+                    info!(host = %host_id, "ended a session whose certificate's CA was retired");
+                    let _ = tx.send(Err(refusal)).await;
+                    break;
+                }
+                // The new bundle at once: a rotation's new CA to add, or a
+                // retired one to drop, and the word to renew.
+                let trusted = super::rotation::trusted_cas(&set, &identity);
+                if tx.send(outgoing(Outgoing::TrustedCas(trusted))).await.is_err() {
+                    break;
+                }
+            }
             () = tokio::time::sleep_until(permit_until), if permit.is_some() && !read_any => {
                 permit = None;
             }

@@ -11,6 +11,8 @@
 //!   delivering them to connected agents, relaying their output.
 //! - [`renewal`]: which host certificates open a session, and their
 //!   renewal over it.
+//! - [`rotation`]: the fleet CAs in force, followed from the store
+//!   (docs/ca-rotation.md).
 //! - [`relay`]: the live link between replicas sharing a PostgreSQL store
 //!   (LISTEN/NOTIFY), which `dispatch` publishes to and follows.
 //! - [`facts`]: what fleet queries search, taken from wire inventories.
@@ -24,6 +26,7 @@ pub mod enrollment;
 pub mod limits;
 pub mod relay;
 pub mod renewal;
+pub mod rotation;
 pub mod technician;
 
 use std::net::SocketAddr;
@@ -39,7 +42,7 @@ use tonic::codec::CompressionEncoding;
 
 use crate::clock::SharedClock;
 use crate::ingest::Ingest;
-use crate::pki::{CertificateAuthority, KeyAndCert};
+use crate::pki::KeyAndCert;
 use crate::store::SharedStore;
 
 /// The largest message an agent may send: a full inventory of a PC with
@@ -57,8 +60,9 @@ pub struct ServerContext {
     pub store: SharedStore,
     /// The clock.
     pub clock: SharedClock,
-    /// The fleet CA, for enrollment.
-    pub ca: Arc<CertificateAuthority>,
+    /// The fleet CAs in force: the active one issues host certificates
+    /// (enrollment, renewal); all of them say whose certificate is whose.
+    pub ca: Arc<rotation::LiveCas>,
     /// This replica's id, for presence.
     pub replica: String,
     /// Cancelled on shutdown; sessions end when it fires.
@@ -277,6 +281,7 @@ pub async fn serve(
     ctx: ServerContext,
     listener: TcpListener,
     identity: &KeyAndCert,
+    follow: rotation::CaFollow,
     limits: admission::ConnectionLimits,
     grace: Duration,
 ) -> Result<(), ServeError> {
@@ -285,7 +290,13 @@ pub async fn serve(
         "replica liveness",
         keep_replica_alive(ctx.clone()),
     ));
-    let tls = admission::tls_acceptor(identity, ctx.ca.cert_pem()).map_err(ServeError::Tls)?;
+    let tls = admission::tls_acceptor(identity, &ctx.ca.get().client_roots_pem())
+        .map_err(ServeError::Tls)?;
+    let (tls_updates, tls) = tokio::sync::watch::channel(tls);
+    tokio::spawn(crate::panics::critical(
+        "fleet CA follower",
+        rotation::follow(ctx.clone(), follow, tls_updates),
+    ));
 
     let (ingest, writer) = Ingest::spawn(ctx.store.clone(), ctx.clock.clone());
 

@@ -231,6 +231,9 @@ macro_rules! contract {
     };
 }
 
+mod ca_rotation;
+use ca_rotation::a_ca_rotation_moves_hosts_over_and_retires_the_old_ca_only_when_empty_or_forced;
+
 contract! {
     a_renewed_certificate_waits_beside_the_current_one_until_first_used,
     enrollment_tokens_expire_and_run_out,
@@ -265,7 +268,8 @@ contract! {
     a_hostile_agents_result_is_capped_at_its_catalog_cap_and_its_times_clamped,
     timer_passes_on_two_replicas_at_once_fire_each_due_timer_once,
     the_knowledge_base_finds_resolved_tickets_best_match_first,
-    audit_appends_from_two_replicas_form_one_chain_and_edits_are_named;
+    audit_appends_from_two_replicas_form_one_chain_and_edits_are_named,
+    a_ca_rotation_moves_hosts_over_and_retires_the_old_ca_only_when_empty_or_forced;
     // One SQLite database has one collector: no other cache to reach.
     postgres only:
     a_policy_applied_by_one_replica_reaches_the_others,
@@ -277,6 +281,7 @@ fn cert(host_id: &str) -> Result<HostCert, String> {
         cert_pem: format!("PEM for {host_id}"),
         serial_hex: "01".into(),
         sha256_hex: format!("sha-{host_id}"),
+        ca_sha256: "ca-1".into(),
     })
 }
 
@@ -322,6 +327,7 @@ async fn a_renewed_certificate_waits_beside_the_current_one_until_first_used(db:
         cert_pem: "renewed PEM".into(),
         serial_hex: "02".into(),
         sha256_hex: "sha-renewed".into(),
+        ca_sha256: "ca-1".into(),
     };
     // Only the current certificate may renew.
     assert!(

@@ -102,7 +102,7 @@ async fn enroll<B: BackendSql>(
     let cert = issue(&host_id).map_err(StoreError::Issue)?;
     let mut sql = QueryBuilder::new(
         "INSERT INTO hosts (id, hostname, hardware_uuid, hardware_serial, cert_serial, \
-         cert_sha256, enrolled_at_ms) VALUES (",
+         cert_sha256, cert_ca_sha256, enrolled_at_ms) VALUES (",
     );
     push_values(
         &mut sql,
@@ -113,6 +113,7 @@ async fn enroll<B: BackendSql>(
             Value::Text(&request.hardware_serial),
             Value::Text(&cert.serial_hex),
             Value::Text(&cert.sha256_hex),
+            Value::Text(&cert.ca_sha256),
             Value::Int(now_ms),
         ],
     );
@@ -222,6 +223,7 @@ async fn relink<B: BackendSql>(
         ("hardware_serial", &request.hardware_serial),
         ("cert_serial", &cert.serial_hex),
         ("cert_sha256", &cert.sha256_hex),
+        ("cert_ca_sha256", &cert.ca_sha256),
     ] {
         sql.push(format!(", {column} = "));
         B::text(&mut sql, value);

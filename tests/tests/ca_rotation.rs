@@ -131,7 +131,7 @@ async fn agents_move_to_a_rotated_ca_and_a_straggler_is_refused_after_a_forced_r
     let trusted = ders(&read(&moving.state_dir.path().join("ca.pem")));
     assert!(trusted.contains(&new_der) && trusted.contains(&ders(&first_ca)[0]));
     let logs = collector.logs();
-    assert!(logs.contains("asking the agent to renew now"), "{logs}");
+    assert!(logs.contains("renewed the host certificate"), "{logs}");
     wait_for(Duration::from_secs(60), || {
         (last_success(&moving) > Some(before_rotation)).then_some(())
     })

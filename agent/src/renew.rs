@@ -275,7 +275,9 @@ pub fn adopt_bundle(
         return Ok(false);
     }
     if !offered.iter().any(|der| held.contains(der)) {
-        return Err("the offered CA bundle shares no certificate with the CAs this agent trusts".into());
+        return Err(
+            "the offered CA bundle shares no certificate with the CAs this agent trusts".into(),
+        );
     }
     state.replace_ca(bundle_pem).map_err(|e| e.to_string())?;
     creds.ca_pem = bundle_pem.to_owned();

@@ -848,7 +848,9 @@ async fn maybe_renew(
     if rotation {
         info!("the collector is rotating its CA; asking for a host certificate from the new one");
     } else {
-        info!("two thirds of the host certificate's lifetime have passed; asking for a renewed one");
+        info!(
+            "two thirds of the host certificate's lifetime have passed; asking for a renewed one"
+        );
     }
     open.send(AgentMessage {
         kind: Some(Kind::RenewCertificate(RenewCertificate { csr_der })),

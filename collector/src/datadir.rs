@@ -350,12 +350,18 @@ impl DataDir {
 /// The CA set of the data dir at `root`, brought in line with the store's
 /// CAs (see [`rotation`]), under the init lock: `serve` calls it when the
 /// store's CAs change.
-pub async fn reload_cas(root: &Path, store: &dyn store::Store) -> Result<rotation::CaSet, DataDirError> {
+pub async fn reload_cas(
+    root: &Path,
+    store: &dyn store::Store,
+) -> Result<rotation::CaSet, DataDirError> {
     let _lock = InitLock::take(root)?;
     ca_set_locked(root, store).await
 }
 
-async fn ca_set_locked(root: &Path, store: &dyn store::Store) -> Result<rotation::CaSet, DataDirError> {
+async fn ca_set_locked(
+    root: &Path,
+    store: &dyn store::Store,
+) -> Result<rotation::CaSet, DataDirError> {
     let (cert, key) = match (read(&root.join(CA_CERT))?, read(&root.join(CA_KEY))?) {
         (Some(cert), Some(key)) => (cert, key),
         _ => {

@@ -93,7 +93,10 @@ pub async fn rotate(
     }
     let active = dir.ca.active.fingerprint();
     let active_key = std::fs::read_to_string(dir.root().join("ca.key")).map_err(|e| {
-        Failure::runtime(format!("cannot read {}: {e}", dir.root().join("ca.key").display()))
+        Failure::runtime(format!(
+            "cannot read {}: {e}",
+            dir.root().join("ca.key").display()
+        ))
     })?;
     let sealed = seal_key(&active_key, &new_key, &new.fingerprint()).map_err(Failure::runtime)?;
     let (_, expires) = validity_ms(new.cert_pem()).map_err(Failure::runtime)?;
@@ -146,24 +149,17 @@ pub async fn status(config: &StoreConfig, clock: &dyn Clock) -> CommandResult {
     let dir = open(config, clock).await?;
     let cas = dir.store.fleet_cas().await.map_err(store_failure)?;
     println!(
-        "{:<8} {:<64} {:<20} {:<20} {:>6}",
-        "STATE", "SHA256 (PIN)", "CREATED", "EXPIRES", "HOSTS"
+        "{:<8} {:<64} {:<20} {:<20} {:<20} {:>6}",
+        "STATE", "SHA256 (PIN)", "CREATED", "EXPIRES", "RETIRED", "HOSTS"
     );
     for ca in &cas {
-        let created = match ca.state {
-            CaState::Retired => format!(
-                "{} (retired {})",
-                &date(ca.created_at_ms),
-                ca.retired_at_ms.map(date).unwrap_or_default()
-            ),
-            _ => date(ca.created_at_ms),
-        };
         println!(
-            "{:<8} {:<64} {:<20} {:<20} {:>6}",
+            "{:<8} {:<64} {:<20} {:<20} {:<20} {:>6}",
             ca.state.as_str(),
             ca.sha256,
-            created,
+            date(ca.created_at_ms),
             date(ca.expires_at_ms),
+            ca.retired_at_ms.map_or_else(|| "-".to_owned(), date),
             ca.hosts
         );
     }
@@ -211,9 +207,7 @@ pub async fn retire(config: &StoreConfig, clock: &dyn Clock, force: bool) -> Com
                  enrollments is now {}",
                 short(&sha256),
                 if hosts > 0 {
-                    format!(
-                        "; {hosts} host(s) still on it must enroll again with a fresh token"
-                    )
+                    format!("; {hosts} host(s) still on it must enroll again with a fresh token")
                 } else {
                     String::new()
                 },

@@ -391,8 +391,8 @@ async fn serve(config: config::ServeConfig, init: bool) -> CommandResult {
         limits,
         config.shutdown_grace,
     )
-        .await
-        .map_err(Failure::runtime)?;
+    .await
+    .map_err(Failure::runtime)?;
     // The anchoring task signs the final head once shutdown is cancelled;
     // wait for it, briefly, so a clean stop leaves that anchor written.
     let _ = tokio::time::timeout(Duration::from_secs(5), anchoring).await;

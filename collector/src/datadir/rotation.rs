@@ -129,7 +129,11 @@ fn cannot(message: String) -> DataDirError {
 
 /// The key of `target` from its seal in the store, opened with `holder`'s
 /// key (the CA it replaced), checked against its certificate.
-fn unseal(target: &FleetCa, holder: &CertificateAuthority, holder_key: &str) -> Result<String, DataDirError> {
+fn unseal(
+    target: &FleetCa,
+    holder: &CertificateAuthority,
+    holder_key: &str,
+) -> Result<String, DataDirError> {
     let (Some(sealed), Some(by)) = (&target.sealed_key, &target.sealed_by) else {
         return Err(cannot(format!(
             "the fleet CA {} carries no sealed key; import it with `deskpulse-collector ca import`",
@@ -191,7 +195,9 @@ pub(super) async fn sync(
                 stored,
             });
         }
-        store.record_first_fleet_ca(&first_record(&primary)?).await?;
+        store
+            .record_first_fleet_ca(&first_record(&primary)?)
+            .await?;
         records = store.fleet_cas().await?;
     }
     let active = records
@@ -213,7 +219,11 @@ pub(super) async fn sync(
     };
     let next_matches = |pair: &Option<(String, String)>| {
         pair.as_ref()
-            .and_then(|(c, k)| CertificateAuthority::load(c, k).ok().filter(|_| is_pair(c, k)))
+            .and_then(|(c, k)| {
+                CertificateAuthority::load(c, k)
+                    .ok()
+                    .filter(|_| is_pair(c, k))
+            })
             .filter(|ca| ca.fingerprint() == active.sha256)
     };
     let (active_ca, old_ca) = if mine.sha256 == active.sha256 {

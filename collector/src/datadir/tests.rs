@@ -46,7 +46,11 @@ async fn init_is_idempotent_and_the_admin_token_is_private_and_written_once() {
     let second = DataDir::open(&config(&root), &SystemClock)
         .await
         .expect("second open");
-    assert_eq!(second.ca.active.fingerprint(), fingerprint, "the CA is reused");
+    assert_eq!(
+        second.ca.active.fingerprint(),
+        fingerprint,
+        "the CA is reused"
+    );
     assert_eq!(
         fs::read_to_string(root.join(INITIAL_ADMIN_TOKEN)).expect("token"),
         token,

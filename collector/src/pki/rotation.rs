@@ -166,8 +166,14 @@ mod tests {
             new.key_pem
         );
         let wrong_key = unseal_key(&other.key_pem, &sealed, "aa").expect_err("other key");
-        assert!(wrong_key.to_string().contains("does not open"), "{wrong_key}");
-        assert!(unseal_key(&old.key_pem, &sealed, "bb").is_err(), "bound to its CA");
+        assert!(
+            wrong_key.to_string().contains("does not open"),
+            "{wrong_key}"
+        );
+        assert!(
+            unseal_key(&old.key_pem, &sealed, "bb").is_err(),
+            "bound to its CA"
+        );
         let mut tampered = sealed.clone();
         tampered.pop();
         tampered.push('0');
@@ -202,7 +208,10 @@ mod tests {
         let now = time::OffsetDateTime::now_utc().unix_timestamp() * 1000;
         assert!(check_new_ca(&made.cert_pem, &made.key_pem, now, 0).is_ok());
         let mismatch = check_new_ca(&made.cert_pem, &other.key_pem, now, 0).expect_err("pair");
-        assert!(mismatch.to_string().contains("does not belong"), "{mismatch}");
+        assert!(
+            mismatch.to_string().contains("does not belong"),
+            "{mismatch}"
+        );
         let two = format!("{}{}", made.cert_pem, other.cert_pem);
         assert!(check_new_ca(&two, &made.key_pem, now, 0).is_err());
         assert!(check_new_ca("garbage", &made.key_pem, now, 0).is_err());
@@ -211,9 +220,19 @@ mod tests {
             .expect("load")
             .issue_server_cert(&["localhost".into()])
             .expect("leaf");
-        let leaf_only = leaf.cert_pem.split_inclusive("-----END CERTIFICATE-----\n").next().expect("leaf pem");
-        assert!(check_new_ca(leaf_only, &leaf.key_pem, now, 0).is_err(), "not a CA");
+        let leaf_only = leaf
+            .cert_pem
+            .split_inclusive("-----END CERTIFICATE-----\n")
+            .next()
+            .expect("leaf pem");
+        assert!(
+            check_new_ca(leaf_only, &leaf.key_pem, now, 0).is_err(),
+            "not a CA"
+        );
         let far = 30 * 365 * 24 * 3600 * 1000;
-        assert!(check_new_ca(&made.cert_pem, &made.key_pem, now, far).is_err(), "too short");
+        assert!(
+            check_new_ca(&made.cert_pem, &made.key_pem, now, far).is_err(),
+            "too short"
+        );
     }
 }

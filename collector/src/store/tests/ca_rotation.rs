@@ -53,9 +53,19 @@ pub(super) async fn a_ca_rotation_moves_hosts_over_and_retires_the_old_ca_only_w
         store.record_fleet_ca("ca-1").await.expect("record"),
         CaRecord::Recorded
     );
-    assert!(store.record_first_fleet_ca(&ca("ca-1", CaState::Active)).await.expect("first"));
+    assert!(
+        store
+            .record_first_fleet_ca(&ca("ca-1", CaState::Active))
+            .await
+            .expect("first")
+    );
     // Only ever the first: a second replica's call writes nothing.
-    assert!(!store.record_first_fleet_ca(&ca("ca-x", CaState::Active)).await.expect("again"));
+    assert!(
+        !store
+            .record_first_fleet_ca(&ca("ca-x", CaState::Active))
+            .await
+            .expect("again")
+    );
     let host = enrolled_host(&store).await;
     assert_eq!(
         states(&store.fleet_cas().await.expect("list")),
@@ -68,17 +78,31 @@ pub(super) async fn a_ca_rotation_moves_hosts_over_and_retires_the_old_ca_only_w
         .expect_err("nothing to retire");
     assert!(conflict(nothing).contains("nothing to retire"));
     let stale = store
-        .rotate_fleet_ca("ca-x", &ca("ca-2", CaState::Active), &entry("ca.rotate", "ca-2"), 20)
+        .rotate_fleet_ca(
+            "ca-x",
+            &ca("ca-2", CaState::Active),
+            &entry("ca.rotate", "ca-2"),
+            20,
+        )
         .await
         .expect_err("not the active CA");
     assert!(conflict(stale).contains("not this data dir's"));
 
     let head = store.audit_head().await.expect("head").seq;
     store
-        .rotate_fleet_ca("ca-1", &ca("ca-2", CaState::Active), &entry("ca.rotate", "ca-2"), 30)
+        .rotate_fleet_ca(
+            "ca-1",
+            &ca("ca-2", CaState::Active),
+            &entry("ca.rotate", "ca-2"),
+            30,
+        )
         .await
         .expect("rotate");
-    assert_eq!(store.audit_head().await.expect("head").seq, head + 1, "audited");
+    assert_eq!(
+        store.audit_head().await.expect("head").seq,
+        head + 1,
+        "audited"
+    );
     assert_eq!(
         states(&store.fleet_cas().await.expect("list")),
         vec![
@@ -92,7 +116,12 @@ pub(super) async fn a_ca_rotation_moves_hosts_over_and_retires_the_old_ca_only_w
         CaRecord::Matches
     );
     let twice = store
-        .rotate_fleet_ca("ca-2", &ca("ca-3", CaState::Active), &entry("ca.rotate", "ca-3"), 40)
+        .rotate_fleet_ca(
+            "ca-2",
+            &ca("ca-3", CaState::Active),
+            &entry("ca.rotate", "ca-3"),
+            40,
+        )
         .await
         .expect_err("a rotation is in progress");
     assert!(conflict(twice).contains("already in progress"));
@@ -108,7 +137,10 @@ pub(super) async fn a_ca_rotation_moves_hosts_over_and_retires_the_old_ca_only_w
             hosts: 1
         }
     );
-    assert_eq!(store.fleet_cas().await.expect("list")[0].state, CaState::Old);
+    assert_eq!(
+        store.fleet_cas().await.expect("list")[0].state,
+        CaState::Old
+    );
 
     // It renews onto the new CA: counted on the old one until it uses it.
     let next = HostCert {
@@ -118,10 +150,18 @@ pub(super) async fn a_ca_rotation_moves_hosts_over_and_retires_the_old_ca_only_w
         ca_sha256: "ca-2".into(),
     };
     let current = format!("sha-{host}");
-    assert!(store.record_cert_renewal(&host, &current, &next, 60).await.expect("renew"));
+    assert!(
+        store
+            .record_cert_renewal(&host, &current, &next, 60)
+            .await
+            .expect("renew")
+    );
     assert_eq!(store.fleet_cas().await.expect("list")[0].hosts, 1);
     assert_eq!(
-        store.present_host_cert(&host, "sha-renewed").await.expect("present"),
+        store
+            .present_host_cert(&host, "sha-renewed")
+            .await
+            .expect("present"),
         CertStanding::Renewed
     );
     assert_eq!(
@@ -149,7 +189,12 @@ pub(super) async fn a_ca_rotation_moves_hosts_over_and_retires_the_old_ca_only_w
 
     // A second rotation, retired by force with the host still on it.
     store
-        .rotate_fleet_ca("ca-2", &ca("ca-3", CaState::Active), &entry("ca.rotate", "ca-3"), 80)
+        .rotate_fleet_ca(
+            "ca-2",
+            &ca("ca-3", CaState::Active),
+            &entry("ca.rotate", "ca-3"),
+            80,
+        )
         .await
         .expect("rotate again");
     assert_eq!(

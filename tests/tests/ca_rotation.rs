@@ -284,8 +284,8 @@ fn sha256_of_first(pem: &str) -> String {
 /// Two replicas sharing PostgreSQL, each with its own data dir: the
 /// rotation run on one reaches the other through the store (its sealed
 /// key), and the agent streaming to the other moves onto the new CA.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_rotation_run_on_one_replica_reaches_the_other_and_its_agents() {
+#[test]
+fn a_rotation_run_on_one_replica_reaches_the_other_and_its_agents() {
     let Some(database) = postgres_database("ca_rotation") else {
         return;
     };

@@ -193,13 +193,20 @@ impl AgentService for AgentSessions {
             })?;
         info!(agent_version = %session.agent_version, "agent connected");
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
-        // First on the stream: the CAs to trust, and during a CA rotation
-        // the word to renew onto the new CA now (docs/ca-rotation.md).
-        let trusted = super::rotation::trusted_cas(&self.ctx.ca.get(), &identity);
-        if trusted.renew_now {
-            info!("the host certificate is not from the active CA; asking the agent to renew now");
+        // First on the stream, once the fleet has rotated its CA: the CAs to
+        // trust, and during an overlap the word to renew onto the new CA
+        // now (docs/ca-rotation.md). A fleet that never rotated sends
+        // nothing: its agents already trust its one CA.
+        let cas = self.ctx.ca.get();
+        if cas.known.len() > 1 {
+            let trusted = super::rotation::trusted_cas(&cas, &identity);
+            if trusted.renew_now {
+                info!(
+                    "the host certificate is not from the active CA; asking the agent to renew now"
+                );
+            }
+            let _ = tx.try_send(outgoing(Outgoing::TrustedCas(trusted)));
         }
-        let _ = tx.try_send(outgoing(Outgoing::TrustedCas(trusted)));
         // Registered before the queued jobs are read, so a job made in
         // between is delivered one way or the other (the agent runs a job
         // id once).

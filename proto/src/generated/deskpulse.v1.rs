@@ -1573,8 +1573,9 @@ pub mod collector_message {
         /// The answer to RenewCertificate.
         #[prost(message, tag = "6")]
         CertificateRenewed(super::CertificateRenewed),
-        /// The CAs to trust for the collector, sent at the start of every
-        /// session (CA rotation, docs/ca-rotation.md).
+        /// The CAs to trust for the collector: at the start of every session
+        /// once the fleet has rotated its CA, and on open sessions when its CAs
+        /// change (docs/ca-rotation.md).
         #[prost(message, tag = "7")]
         TrustedCas(super::TrustedCas),
     }

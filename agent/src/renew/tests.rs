@@ -119,7 +119,6 @@ fn a_certificate_for_another_key_or_a_corrupt_file_is_never_used() {
 
 #[test]
 fn a_ca_bundle_is_taken_only_when_it_shares_a_ca_and_is_written_privately() {
-    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().expect("tmp");
     let (state, mut creds) = enrolled(dir.path());
     let first = creds.ca_pem.clone();
@@ -142,11 +141,15 @@ fn a_ca_bundle_is_taken_only_when_it_shares_a_ca_and_is_written_privately() {
     assert_eq!(adopt_bundle(&state, &mut creds, &both), Ok(true));
     assert_eq!(on_disk(), both);
     assert_eq!(creds.ca_pem, both);
-    let mode = std::fs::metadata(dir.path().join("ca.pem"))
-        .expect("meta")
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o600);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("ca.pem"))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
     // ... and its retirement drops the old.
     assert_eq!(adopt_bundle(&state, &mut creds, &second), Ok(true));
     assert_eq!(on_disk(), second);

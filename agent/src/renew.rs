@@ -288,6 +288,53 @@ pub fn pending(state: &StateDir, current: &Credentials) -> Option<Credentials> {
     }
 }
 
+/// The DER certificates of a PEM bundle; an error for text holding none
+/// or one that does not parse.
+fn bundle_ders(pem: &str) -> Result<Vec<Vec<u8>>, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let ders = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .map(|der| der.map(|d| d.to_vec()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("the CA bundle does not parse: {e}"))?;
+    if ders.is_empty() {
+        return Err("the CA bundle holds no certificate".into());
+    }
+    for der in &ders {
+        use x509_cert::der::Decode;
+        x509_cert::Certificate::from_der(der)
+            .map_err(|e| format!("the CA bundle holds a certificate that does not parse: {e}"))?;
+    }
+    Ok(ders)
+}
+
+/// Takes `bundle_pem`, the CAs the collector says to trust (at each
+/// session's start; docs/ca-rotation.md), as the agent's CA bundle when it
+/// differs from the one in `creds` and shares a certificate with it: a
+/// rotation adds the new CA beside the old, then drops the old, and never
+/// both at once, so a bundle sharing nothing would cut this agent off and
+/// is refused. Written atomically, private. True when it changed.
+pub fn adopt_bundle(
+    state: &StateDir,
+    creds: &mut Credentials,
+    bundle_pem: &str,
+) -> Result<bool, String> {
+    let offered = bundle_ders(bundle_pem)?;
+    let held = bundle_ders(&creds.ca_pem).unwrap_or_default();
+    let same = offered.len() == held.len() && offered.iter().all(|der| held.contains(der));
+    if same {
+        return Ok(false);
+    }
+    if !offered.iter().any(|der| held.contains(der)) {
+        return Err(
+            "the offered CA bundle shares no certificate with the CAs this agent trusts".into(),
+        );
+    }
+    state.replace_ca(bundle_pem).map_err(|e| e.to_string())?;
+    creds.ca_pem = bundle_pem.to_owned();
+    Ok(true)
+}
+
 /// The collector accepted the renewed pair: it becomes the current one.
 /// Safe to repeat after a crash (the file goes last).
 pub fn promote(state: &StateDir, next: &Credentials) -> Result<(), String> {

@@ -394,10 +394,12 @@ fn handle_incoming(
         // `run --once` runs none: the collector delivers them again on the
         // service's next connect.
         // Renewal is the service loop's; `run --once` asks for none.
+        // So is following a CA rotation (`TrustedCas`).
         Some(
             Incoming::RunDiagnostic(_)
             | Incoming::CancelDiagnostic(_)
-            | Incoming::CertificateRenewed(_),
+            | Incoming::CertificateRenewed(_)
+            | Incoming::TrustedCas(_),
         )
         | None => {
             return Handled::default();
@@ -718,7 +720,7 @@ pub async fn run_service(
             _ = health_tick.tick() => {
                 collection.start_sample();
                 if let Some(open) = session.as_mut()
-                    && let Err(error) = maybe_renew(open, &creds, &mut renewal, &mut renew_not_before).await
+                    && let Err(error) = maybe_renew(open, &creds, &mut renewal, &mut renew_not_before, false).await
                 {
                     failure = Some(error);
                 }
@@ -766,7 +768,7 @@ pub async fn run_service(
                         expired_said = false;
                         update(&live, |s| s.connected = true);
                         renewal = None;
-                        if let Err(error) = maybe_renew(&mut opened, &creds, &mut renewal, &mut renew_not_before).await {
+                        if let Err(error) = maybe_renew(&mut opened, &creds, &mut renewal, &mut renew_not_before, false).await {
                             failure = Some(error);
                         }
                         session = Some(opened);
@@ -817,6 +819,19 @@ pub async fn run_service(
                                 }
                                 Err(error) => warn!(%error, "the collector sent a certificate this agent cannot use; ignored"),
                             },
+                        }
+                    }
+                    Ok(Some(CollectorMessage { kind: Some(Incoming::TrustedCas(trusted)) })) => {
+                        match renew::adopt_bundle(state, &mut creds, &trusted.ca_bundle_pem) {
+                            Ok(true) => info!("the collector's CA bundle changed (a CA rotation); trusting it from now on"),
+                            Ok(false) => {}
+                            Err(reason) => warn!(%reason, "kept the current CA bundle"),
+                        }
+                        if trusted.renew_now
+                            && let Some(open) = session.as_mut()
+                            && let Err(error) = maybe_renew(open, &creds, &mut renewal, &mut renew_not_before, true).await
+                        {
+                            failure = Some(error);
                         }
                     }
                     Ok(Some(message)) => {
@@ -918,18 +933,21 @@ pub async fn run_service(
 const EXPIRED_RECHECK: Duration = Duration::from_secs(3600);
 
 /// Asks for a renewed certificate over `open` when two thirds of the
-/// current one's lifetime have passed, unless one was asked for lately.
+/// current one's lifetime have passed, or at once when the collector says
+/// the certificate's CA is being rotated out (`rotation`), unless one was
+/// asked for lately.
 async fn maybe_renew(
     open: &mut Session,
     creds: &Credentials,
     renewal: &mut Option<renew::Renewal>,
     not_before: &mut Instant,
+    rotation: bool,
 ) -> Result<(), SessionError> {
     if renewal.is_some() || Instant::now() < *not_before {
         return Ok(());
     }
     let due = match renew::validity(&creds.cert_pem) {
-        Ok(validity) => validity.renewal_due(renew::now_ms()),
+        Ok(validity) => rotation || validity.renewal_due(renew::now_ms()),
         Err(reason) => {
             warn!(%reason, "cannot read the host certificate's validity; not renewing");
             false
@@ -946,7 +964,13 @@ async fn maybe_renew(
             return Ok(());
         }
     };
-    info!("two thirds of the host certificate's lifetime have passed; asking for a renewed one");
+    if rotation {
+        info!("the collector is rotating its CA; asking for a host certificate from the new one");
+    } else {
+        info!(
+            "two thirds of the host certificate's lifetime have passed; asking for a renewed one"
+        );
+    }
     open.send(AgentMessage {
         kind: Some(Kind::RenewCertificate(RenewCertificate { csr_der })),
     })

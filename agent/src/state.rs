@@ -296,6 +296,12 @@ impl StateDir {
         write_atomic(&self.root.join(CA), ca_pem.as_bytes(), 0o644)
     }
 
+    /// Replaces the CA bundle alone (the collector's, sent at each
+    /// session's start during a CA rotation, see `renew::adopt_bundle`).
+    pub fn replace_ca(&self, ca_pem: &str) -> Result<(), StateError> {
+        write_atomic(&self.root.join(CA), ca_pem.as_bytes(), 0o600)
+    }
+
     /// The enrollment, if any.
     pub fn enrollment(&self) -> Result<Option<Enrollment>, StateError> {
         let path = self.root.join(ENROLLMENT);

@@ -70,7 +70,7 @@ pub async fn connect(
     }
     let failed = |error: &(dyn std::error::Error + 'static)| TransportError::Connect {
         url: url.to_owned(),
-        reason: deskpulse_proto::client::describe_error(error),
+        reason: explain_untrusted(deskpulse_proto::client::describe_error(error)),
     };
     Endpoint::from(uri)
         .tls_config(tls)
@@ -83,6 +83,21 @@ pub async fn connect(
         .connect()
         .await
         .map_err(|e| failed(&e))
+}
+
+/// Says what a server certificate from an unknown CA most likely means
+/// for an enrolled agent: the fleet CA was rotated and the old one retired
+/// before this PC took the new one (docs/ca-rotation.md).
+fn explain_untrusted(reason: String) -> String {
+    if reason.contains("UnknownIssuer") {
+        format!(
+            "{reason} (the collector's certificate is not from a CA this agent trusts: if the \
+             fleet CA was rotated and the old one retired before this PC renewed, enroll it again \
+             with a fresh token)"
+        )
+    } else {
+        reason
+    }
 }
 
 /// Accepts any server certificate but remembers the chain. Used only to

@@ -101,6 +101,7 @@ async fn load(store: &SharedStore, hosts: usize, per_host: usize) -> Vec<String>
             cert_pem: String::new(),
             serial_hex: "01".into(),
             sha256_hex: "00".into(),
+            ca_sha256: "ca-1".into(),
         })
     };
     let mut ids = Vec::with_capacity(hosts);

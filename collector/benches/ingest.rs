@@ -292,6 +292,7 @@ async fn enroll(store: &SharedStore, hosts: usize) -> Vec<String> {
             cert_pem: String::new(),
             serial_hex: id.into(),
             sha256_hex: id.into(),
+            ca_sha256: "ca-1".into(),
         })
     };
     let mut ids = Vec::with_capacity(hosts);

@@ -135,6 +135,7 @@ async fn stored(hosts: u32, rounds: i64) {
                 cert_pem: String::new(),
                 serial_hex: id.into(),
                 sha256_hex: id.into(),
+                ca_sha256: "ca-1".into(),
             })
         };
         let outcome = store

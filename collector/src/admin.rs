@@ -17,6 +17,8 @@ use crate::secrets;
 use crate::server::technician::new_enrollment_token;
 use crate::store::{AuditEntry, NewApiToken, Role, StoreError};
 
+pub mod rotation;
+
 /// The audit actor name of commands run on the server itself.
 pub const LOCAL_ADMIN: &str = "local-admin";
 
@@ -302,11 +304,21 @@ pub async fn import_ca(
     Ok(())
 }
 
-/// `ca export`: the CA certificate on stdout, its pin on stderr (D3).
+/// `ca export`: the CA certificate on stdout, its pin on stderr (D3): the
+/// CA the collectors' server certificate comes from, which an enrolling
+/// agent's pin must name (during a rotation, the old CA until `ca retire`).
 pub async fn export_ca(config: &StoreConfig, clock: &dyn Clock) -> CommandResult {
     let dir = open(config, clock).await?;
-    print!("{}", dir.ca.cert_pem());
-    eprintln!("ca-sha256 {}", dir.ca.fingerprint());
+    let serving = dir.ca.serving();
+    print!("{}", serving.cert_pem());
+    eprintln!("ca-sha256 {}", serving.fingerprint());
+    if serving.fingerprint() != dir.ca.active.fingerprint() {
+        eprintln!(
+            "a CA rotation is in progress: this is the old CA's pin, which enrolling agents need \
+             until `deskpulse-collector ca retire`; from then on the pin is {}",
+            dir.ca.active.fingerprint()
+        );
+    }
     Ok(())
 }
 

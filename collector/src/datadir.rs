@@ -13,7 +13,7 @@ use crate::clock::Clock;
 use crate::config::StoreConfig;
 use crate::pki::{self, CertificateAuthority, KeyAndCert, PkiError};
 use crate::secrets;
-use crate::store::{self, AuditEntry, CaRecord, NewApiToken, Role, SharedStore, StoreError};
+use crate::store::{self, AuditEntry, NewApiToken, Role, SharedStore, StoreError};
 
 const CA_CERT: &str = "ca.pem";
 const CA_KEY: &str = "ca.key";
@@ -136,8 +136,9 @@ pub struct DataDir {
     root: PathBuf,
     /// The open store.
     pub store: SharedStore,
-    /// The fleet CA.
-    pub ca: CertificateAuthority,
+    /// The fleet CAs: the active one issues, the old one (during a
+    /// rotation) signs the server certificate.
+    pub ca: rotation::CaSet,
     /// This replica's stable id, kept in the data dir so a restart can clear
     /// the stream markers its previous run left.
     pub replica_id: String,
@@ -243,7 +244,7 @@ impl DataDir {
             .join(CA_CERT)
             .try_exists()
             .map_err(io("cannot read", &root.join(CA_CERT)))?;
-        let ca = load_or_create_ca(&root)?;
+        load_or_create_ca(&root)?;
         // Under the same lock as the CA: one key per data dir, ever.
         let audit = std::sync::Arc::new(crate::audit::AuditAnchor::load_or_create(&root)?);
         let replica_path = root.join(REPLICA_ID);
@@ -280,16 +281,11 @@ impl DataDir {
                 });
             }
         }
-        match store.record_fleet_ca(&ca.fingerprint()).await? {
-            CaRecord::Recorded | CaRecord::Matches => {}
-            CaRecord::Mismatch(stored) => {
-                return Err(DataDirError::CaMismatch {
-                    dir: root,
-                    local: ca.fingerprint(),
-                    stored,
-                });
-            }
-        }
+        // The store's CAs first: a replica another one rotated takes the
+        // new active CA here (docs/ca-rotation.md).
+        // D2 is checked there: the data dir's CA must be one the store
+        // holds as active or old.
+        let ca = ca_set_locked(&root, store.as_ref()).await?;
         if !store.has_technicians().await? {
             let token = secrets::new_token(secrets::API_TOKEN_PREFIX);
             // The file first: if the store write fails, the next start finds
@@ -348,32 +344,74 @@ impl DataDir {
         extra_names: &[String],
         now_ms: i64,
     ) -> Result<KeyAndCert, DataDirError> {
-        let _lock = InitLock::take(&self.root)?;
-        let mut wanted: Vec<String> = DEFAULT_SERVER_NAMES
-            .iter()
-            .map(|s| (*s).to_owned())
-            .collect();
-        for name in extra_names {
-            if !wanted.contains(name) {
-                wanted.push(name.clone());
-            }
-        }
-        let cert_path = self.root.join(SERVER_CERT);
-        let key_path = self.root.join(SERVER_KEY);
-        if let (Some(cert_pem), Some(key_pem)) = (read(&cert_path)?, read(&key_path)?) {
-            let (names, expiry) = pki::names_and_expiry(&cert_pem)?;
-            let fresh = expiry.saturating_mul(1000) > now_ms + SERVER_CERT_RENEW_BEFORE_SECS * 1000;
-            let issued_by_this_ca = cert_pem.ends_with(self.ca.cert_pem());
-            if fresh && issued_by_this_ca && wanted.iter().all(|n| names.contains(n)) {
-                return Ok(KeyAndCert { cert_pem, key_pem });
-            }
-        }
-        let made = self.ca.issue_server_cert(&wanted)?;
-        write_atomic(&key_path, made.key_pem.as_bytes(), 0o600)?;
-        write_atomic(&cert_path, made.cert_pem.as_bytes(), 0o644)?;
-        tracing::info!(names = ?wanted, "issued a new server certificate");
-        Ok(made)
+        server_identity(&self.root, &self.ca, extra_names, now_ms)
     }
+}
+
+/// The CA set of the data dir at `root`, brought in line with the store's
+/// CAs (see [`rotation`]), under the init lock: `serve` calls it when the
+/// store's CAs change.
+pub async fn reload_cas(
+    root: &Path,
+    store: &dyn store::Store,
+) -> Result<rotation::CaSet, DataDirError> {
+    let _lock = InitLock::take(root)?;
+    ca_set_locked(root, store).await
+}
+
+async fn ca_set_locked(
+    root: &Path,
+    store: &dyn store::Store,
+) -> Result<rotation::CaSet, DataDirError> {
+    let (cert, key) = match (read(&root.join(CA_CERT))?, read(&root.join(CA_KEY))?) {
+        (Some(cert), Some(key)) => (cert, key),
+        _ => {
+            return Err(DataDirError::Io {
+                what: "the CA is missing from",
+                path: root.to_path_buf(),
+                source: std::io::ErrorKind::NotFound.into(),
+            });
+        }
+    };
+    rotation::sync(root, store, cert, key).await
+}
+
+/// The server certificate chain and key in the data dir at `root` for
+/// `extra_names` plus the defaults, issued by the CA set's serving CA;
+/// the one on disk is reused while it covers every name, comes from that
+/// CA and is not close to expiry.
+pub fn server_identity(
+    root: &Path,
+    cas: &rotation::CaSet,
+    extra_names: &[String],
+    now_ms: i64,
+) -> Result<KeyAndCert, DataDirError> {
+    let _lock = InitLock::take(root)?;
+    let serving = cas.serving();
+    let mut wanted: Vec<String> = DEFAULT_SERVER_NAMES
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+    for name in extra_names {
+        if !wanted.contains(name) {
+            wanted.push(name.clone());
+        }
+    }
+    let cert_path = root.join(SERVER_CERT);
+    let key_path = root.join(SERVER_KEY);
+    if let (Some(cert_pem), Some(key_pem)) = (read(&cert_path)?, read(&key_path)?) {
+        let (names, expiry) = pki::names_and_expiry(&cert_pem)?;
+        let fresh = expiry.saturating_mul(1000) > now_ms + SERVER_CERT_RENEW_BEFORE_SECS * 1000;
+        let issued_by_this_ca = cert_pem.ends_with(serving.cert_pem());
+        if fresh && issued_by_this_ca && wanted.iter().all(|n| names.contains(n)) {
+            return Ok(KeyAndCert { cert_pem, key_pem });
+        }
+    }
+    let made = serving.issue_server_cert(&wanted)?;
+    write_atomic(&key_path, made.key_pem.as_bytes(), 0o600)?;
+    write_atomic(&cert_path, made.cert_pem.as_bytes(), 0o644)?;
+    tracing::info!(names = ?wanted, ca = %serving.fingerprint(), "issued a new server certificate");
+    Ok(made)
 }
 
 /// Installs the fleet CA's certificate and key into the data dir at `root`
@@ -397,7 +435,12 @@ pub fn import_ca(
     let _lock = InitLock::take(root)?;
     write_atomic(&root.join(CA_KEY), key_pem.as_bytes(), 0o600)?;
     write_atomic(&root.join(CA_CERT), cert_pem.as_bytes(), 0o644)?;
-    for stale in [SERVER_CERT, SERVER_KEY] {
+    for stale in [
+        SERVER_CERT,
+        SERVER_KEY,
+        rotation::NEXT_CA_CERT,
+        rotation::NEXT_CA_KEY,
+    ] {
         match fs::remove_file(root.join(stale)) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -559,6 +602,8 @@ fn load_or_create_ca(root: &Path) -> Result<CertificateAuthority, DataDirError> 
         }),
     }
 }
+
+pub mod rotation;
 
 #[cfg(test)]
 mod tests;

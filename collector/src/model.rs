@@ -234,6 +234,86 @@ pub struct HostCert {
     pub serial_hex: String,
     /// SHA-256 of the DER, hex.
     pub sha256_hex: String,
+    /// SHA-256 of the issuing fleet CA's DER, hex (CA rotation counts the
+    /// hosts still on an old CA by it).
+    pub ca_sha256: String,
+}
+
+/// Where a fleet CA stands in a rotation (docs/ca-rotation.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaState {
+    /// Issues host certificates; trusted.
+    Active,
+    /// Replaced by the active one but still trusted during the overlap,
+    /// and still the issuer of the server certificate agents verify.
+    Old,
+    /// No longer trusted: its host certificates are refused.
+    Retired,
+}
+
+impl CaState {
+    /// The word stored and printed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaState::Active => "active",
+            CaState::Old => "old",
+            CaState::Retired => "retired",
+        }
+    }
+
+    /// The state a stored word names.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "active" => Some(CaState::Active),
+            "old" => Some(CaState::Old),
+            "retired" => Some(CaState::Retired),
+            _ => None,
+        }
+    }
+}
+
+/// One CA the fleet has had, as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetCa {
+    /// SHA-256 of its DER, hex: its `--ca-sha256` pin.
+    pub sha256: String,
+    /// Its certificate, PEM.
+    pub cert_pem: String,
+    /// Its private key sealed under the key of the CA it replaced
+    /// (`crate::pki::seal_key`); `None` for the fleet's first CA.
+    pub sealed_key: Option<String>,
+    /// The CA whose key sealed it.
+    pub sealed_by: Option<String>,
+    /// Where it stands.
+    pub state: CaState,
+    /// When it was made (rotated in), ms since the Unix epoch.
+    pub created_at_ms: i64,
+    /// Its certificate's expiry, ms since the Unix epoch.
+    pub expires_at_ms: i64,
+    /// When it was retired.
+    pub retired_at_ms: Option<i64>,
+    /// Hosts whose current certificate it issued.
+    pub hosts: u64,
+}
+
+/// What retiring the old fleet CA did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CaRetirement {
+    /// The old CA is retired; `hosts` still held its certificates (forced).
+    Done {
+        /// The retired CA.
+        sha256: String,
+        /// Hosts whose current certificate it issued.
+        hosts: u64,
+    },
+    /// Not retired: hosts still hold its certificates and it was not
+    /// forced.
+    HostsRemain {
+        /// The old CA.
+        sha256: String,
+        /// How many.
+        hosts: u64,
+    },
 }
 
 /// Where a presented host certificate stands.

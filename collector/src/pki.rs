@@ -107,10 +107,16 @@ fn random_serial() -> SerialNumber {
 impl CertificateAuthority {
     /// Makes a new self-signed fleet CA.
     pub fn generate() -> Result<KeyAndCert, PkiError> {
+        Self::generate_named("Deskpulse fleet CA")
+    }
+
+    /// Makes a new self-signed fleet CA named `common_name` (a rotated-in
+    /// CA carries its date, so people and logs tell the two apart).
+    pub fn generate_named(common_name: &str) -> Result<KeyAndCert, PkiError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, "Deskpulse fleet CA");
+        dn.push(DnType::CommonName, common_name);
         dn.push(DnType::OrganizationName, "Deskpulse");
         params.distinguished_name = dn;
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -140,6 +146,11 @@ impl CertificateAuthority {
             cert_der,
             issuer,
         })
+    }
+
+    /// The CA certificate, DER.
+    pub fn cert_der(&self) -> &[u8] {
+        &self.cert_der
     }
 
     /// The CA certificate, PEM.
@@ -308,6 +319,8 @@ pub fn names_and_expiry(pem: &str) -> Result<(Vec<String>, i64), PkiError> {
     }
     Ok((names, cert.validity().not_after.timestamp()))
 }
+
+pub mod rotation;
 
 #[cfg(test)]
 mod tests;

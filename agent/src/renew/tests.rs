@@ -162,3 +162,53 @@ fn a_relinked_certificate_for_this_key_brings_its_host_id_and_another_keys_is_re
     assert_eq!(now.enrollment.collector, creds.enrollment.collector);
     assert!(pending(&state, &now).is_none());
 }
+
+#[test]
+fn a_ca_bundle_is_taken_only_when_it_shares_a_ca_and_is_written_privately() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let (state, mut creds) = enrolled(dir.path());
+    let first = creds.ca_pem.clone();
+    let second = cert_for(
+        &KeyPair::generate().expect("key"),
+        (2000, 1, 1),
+        (2100, 1, 1),
+    );
+    let stranger = cert_for(
+        &KeyPair::generate().expect("key"),
+        (2000, 1, 1),
+        (2100, 1, 1),
+    );
+    let on_disk = || std::fs::read_to_string(dir.path().join("ca.pem")).expect("ca.pem");
+
+    // The same CAs: nothing written.
+    assert_eq!(adopt_bundle(&state, &mut creds, &first), Ok(false));
+    // A rotation adds the new CA beside the old ...
+    let both = format!("{second}{first}");
+    assert_eq!(adopt_bundle(&state, &mut creds, &both), Ok(true));
+    assert_eq!(on_disk(), both);
+    assert_eq!(creds.ca_pem, both);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("ca.pem"))
+            .expect("meta")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    // ... and its retirement drops the old.
+    assert_eq!(adopt_bundle(&state, &mut creds, &second), Ok(true));
+    assert_eq!(on_disk(), second);
+    // A bundle sharing nothing would cut the agent off: refused, kept.
+    let refused = adopt_bundle(&state, &mut creds, &stranger).expect_err("no shared CA");
+    assert!(refused.contains("shares no certificate"), "{refused}");
+    for junk in [
+        "",
+        "not PEM",
+        "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    ] {
+        assert!(adopt_bundle(&state, &mut creds, junk).is_err(), "{junk:?}");
+    }
+    assert_eq!(on_disk(), second);
+    assert_eq!(creds.ca_pem, second);
+}

@@ -133,6 +133,33 @@ enum CaCommand {
         #[command(flatten)]
         store: StoreFlags,
     },
+    /// Start a CA rotation: a new CA issues host certificates, the current
+    /// one stays trusted until `ca retire` (docs/ca-rotation.md).
+    Rotate {
+        #[command(flatten)]
+        store: StoreFlags,
+        /// The new CA certificate, PEM, instead of one made here.
+        #[arg(long, value_name = "FILE", requires = "key")]
+        cert: Option<std::path::PathBuf>,
+        /// The new CA's private key, PEM (with --cert).
+        #[arg(long, value_name = "FILE", requires = "cert")]
+        key: Option<std::path::PathBuf>,
+    },
+    /// Each fleet CA: pin, dates, state, and the hosts holding its
+    /// certificates.
+    Status {
+        #[command(flatten)]
+        store: StoreFlags,
+    },
+    /// End a CA rotation: the old CA is no longer trusted.
+    Retire {
+        #[command(flatten)]
+        store: StoreFlags,
+        /// Retire even though hosts still hold certificates from the old
+        /// CA (they must enroll again).
+        #[arg(long)]
+        force: bool,
+    },
     /// Install the fleet CA (certificate and key, PEM) into this replica's
     /// data dir, so every replica issues from the same CA.
     Import {
@@ -243,6 +270,22 @@ fn run(command: Command) -> CommandResult {
             init_logging(false, "warn");
             runtime()?.block_on(admin::verify_audit(&store, &clock))
         }
+        Command::Ca(CaCommand::Rotate { store, cert, key }) => {
+            let store = config::resolve_store_flags(&store, &ProcessEnv).map_err(Failure::usage)?;
+            init_logging(false, "warn");
+            let files = cert.as_deref().zip(key.as_deref());
+            runtime()?.block_on(admin::rotation::rotate(&store, &clock, files))
+        }
+        Command::Ca(CaCommand::Status { store }) => {
+            let store = config::resolve_store_flags(&store, &ProcessEnv).map_err(Failure::usage)?;
+            init_logging(false, "warn");
+            runtime()?.block_on(admin::rotation::status(&store, &clock))
+        }
+        Command::Ca(CaCommand::Retire { store, force }) => {
+            let store = config::resolve_store_flags(&store, &ProcessEnv).map_err(Failure::usage)?;
+            init_logging(false, "warn");
+            runtime()?.block_on(admin::rotation::retire(&store, &clock, force))
+        }
         Command::Ca(CaCommand::Import { store, cert, key }) => {
             let store = config::resolve_store_flags(&store, &ProcessEnv).map_err(Failure::usage)?;
             init_logging(false, "warn");
@@ -295,7 +338,7 @@ async fn serve(config: config::ServeConfig, init: bool) -> CommandResult {
     let ctx = ServerContext {
         store: dir.store.clone(),
         clock,
-        ca: Arc::new(dir.ca),
+        ca: Arc::new(server::rotation::LiveCas::new(dir.ca)),
         replica: dir.replica_id.clone(),
         shutdown,
         dispatch,
@@ -355,9 +398,20 @@ async fn serve(config: config::ServeConfig, init: bool) -> CommandResult {
             ctx.shutdown.clone(),
         ),
     ));
-    server::serve(ctx, listener, &identity, limits, config.shutdown_grace)
-        .await
-        .map_err(Failure::runtime)?;
+    let follow = server::rotation::CaFollow {
+        data_dir: config.store.data_dir.clone(),
+        hostnames: config.hostnames.clone(),
+    };
+    server::serve(
+        ctx,
+        listener,
+        &identity,
+        follow,
+        limits,
+        config.shutdown_grace,
+    )
+    .await
+    .map_err(Failure::runtime)?;
     // The anchoring task signs the final head once shutdown is cancelled;
     // wait for it, briefly, so a clean stop leaves that anchor written.
     let _ = tokio::time::timeout(Duration::from_secs(5), anchoring).await;

@@ -41,13 +41,17 @@ async fn init_is_idempotent_and_the_admin_token_is_private_and_written_once() {
         .caller()
         .expect("the token works");
     assert_eq!(caller.role, Role::Admin);
-    let fingerprint = first.ca.fingerprint();
+    let fingerprint = first.ca.active.fingerprint();
     drop(first);
 
     let second = DataDir::open(&config(&root), &SystemClock)
         .await
         .expect("second open");
-    assert_eq!(second.ca.fingerprint(), fingerprint, "the CA is reused");
+    assert_eq!(
+        second.ca.active.fingerprint(),
+        fingerprint,
+        "the CA is reused"
+    );
     assert_eq!(
         fs::read_to_string(root.join(INITIAL_ADMIN_TOKEN)).expect("token"),
         token,
@@ -111,7 +115,7 @@ async fn a_data_dir_whose_ca_is_not_the_fleet_ca_is_a_config_error() {
     let b = DataDir::open(&replica("b"), &SystemClock)
         .await
         .expect("b opens now");
-    assert_eq!(b.ca.cert_pem(), cert);
+    assert_eq!(b.ca.active.cert_pem(), cert);
 }
 
 /// Issue 20: a data dir that holds a fleet (its CA) beside a database that

@@ -30,6 +30,7 @@ async fn enrolled(store: &SharedStore) -> String {
             cert_pem: String::new(),
             serial_hex: "01".into(),
             sha256_hex: "00".into(),
+            ca_sha256: "ca-1".into(),
         })
     };
     let request = EnrollRequest {

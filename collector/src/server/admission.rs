@@ -176,7 +176,7 @@ pub fn tls_acceptor(identity: &KeyAndCert, client_ca_pem: &str) -> Result<TlsAcc
 /// `Server::serve_with_incoming_shutdown`.
 pub fn admit(
     listener: TcpListener,
-    tls: TlsAcceptor,
+    tls: tokio::sync::watch::Receiver<TlsAcceptor>,
     limits: ConnectionLimits,
     shutdown: CancellationToken,
 ) -> ReceiverStream<io::Result<Admitted>> {
@@ -191,7 +191,7 @@ pub fn admit(
 
 async fn accept_loop(
     listener: TcpListener,
-    tls: TlsAcceptor,
+    tls: tokio::sync::watch::Receiver<TlsAcceptor>,
     gate: Arc<Gate>,
     sender: mpsc::Sender<io::Result<Admitted>>,
     shutdown: CancellationToken,
@@ -229,7 +229,8 @@ async fn accept_loop(
         }
         tokio::spawn(handshake(
             tcp,
-            tls.clone(),
+            // The settings in force now: a CA rotation swaps them.
+            tls.borrow().clone(),
             slot,
             evicted,
             gate.limits.handshake_deadline,

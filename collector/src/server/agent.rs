@@ -204,7 +204,7 @@ impl AgentService for AgentSessions {
             let handed = tokio_stream::once(Ok(CollectorMessage {
                 kind: Some(Outgoing::CertificateRenewed(CertificateRenewed {
                     certificate_pem: cert_pem,
-                    ca_bundle_pem: self.ctx.ca.cert_pem().to_owned(),
+                    ca_bundle_pem: self.ctx.ca.get().bundle_pem(),
                 })),
             }));
             let end = futures_util::stream::once(async move {
@@ -271,6 +271,20 @@ impl AgentService for AgentSessions {
         }
         info!(agent_version = %session.agent_version, "agent connected");
         let (tx, rx) = mpsc::channel(OUTBOUND_QUEUE);
+        // First on the stream, once the fleet has rotated its CA: the CAs to
+        // trust, and during an overlap the word to renew onto the new CA
+        // now (docs/ca-rotation.md). A fleet that never rotated sends
+        // nothing: its agents already trust its one CA.
+        let cas = self.ctx.ca.get();
+        if cas.known.len() > 1 {
+            let trusted = super::rotation::trusted_cas(&cas, &identity);
+            if trusted.renew_now {
+                info!(
+                    "the host certificate is not from the active CA; asking the agent to renew now"
+                );
+            }
+            let _ = tx.try_send(outgoing(Outgoing::TrustedCas(trusted)));
+        }
         // Registered before the queued jobs are read, so a job made in
         // between is delivered one way or the other (the agent runs a job
         // id once).
@@ -369,6 +383,8 @@ async fn run_session(
 ) {
     let host_id = identity.host_id.clone();
     let mut renewed = false;
+    // A CA retired while this session is open ends it (below).
+    let mut cas = ctx.ca.subscribe();
     let mut pending = FuturesOrdered::new();
     let mut goodbye: Option<&'static str> = None;
     metrics::gauge!(crate::metrics::AGENTS_CONNECTED).increment(1.0);
@@ -403,6 +419,20 @@ async fn run_session(
                 let _ = tokio::time::timeout(REVOKED_SEND, tx.send(Err(Status::unauthenticated(line)))).await;
                 goodbye = Some("revoked");
                 break;
+            }
+            Ok(()) = cas.changed() => {
+                let set = cas.borrow_and_update().clone();
+                if let Some(refusal) = super::rotation::retired_refusal(&set, &identity) {
+                    info!(host = %host_id, "ended a session whose certificate's CA was retired");
+                    let _ = tx.send(Err(refusal)).await;
+                    break;
+                }
+                // The new bundle at once: a rotation's new CA to add, or a
+                // retired one to drop, and the word to renew.
+                let trusted = super::rotation::trusted_cas(&set, &identity);
+                if tx.send(outgoing(Outgoing::TrustedCas(trusted))).await.is_err() {
+                    break;
+                }
             }
             () = tokio::time::sleep_until(permit_until), if permit.is_some() && !read_any => {
                 permit = None;

@@ -95,17 +95,21 @@ impl Enrollment for EnrollmentService {
         };
         // Parse the CSR before touching the token, so a malformed request
         // does not burn a use of it.
-        let ca = self.ctx.ca.clone();
+        let cas = self.ctx.ca.get();
+        let ca = cas.clone();
         let csr = request.csr_der;
         let terms = super::renewal::terms(&self.ctx).await?;
-        ca.sign_host_csr(&csr, &uuid::Uuid::nil().to_string(), terms)
+        ca.active
+            .sign_host_csr(&csr, &uuid::Uuid::nil().to_string(), terms)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let issue = move |host_id: &str| {
-            ca.sign_host_csr(&csr, host_id, terms)
+            ca.active
+                .sign_host_csr(&csr, host_id, terms)
                 .map(|c| HostCert {
                     cert_pem: c.cert_pem,
                     serial_hex: c.serial_hex,
                     sha256_hex: c.sha256_hex,
+                    ca_sha256: ca.active.fingerprint(),
                 })
                 .map_err(|e| e.to_string())
         };
@@ -129,7 +133,7 @@ impl Enrollment for EnrollmentService {
                 Ok(Response::new(EnrollResponse {
                     host_id,
                     certificate_pem: cert_pem,
-                    ca_bundle_pem: self.ctx.ca.cert_pem().to_owned(),
+                    ca_bundle_pem: cas.bundle_pem(),
                     relinked,
                     awaiting_approval: !awaiting_approval_for.is_empty(),
                 }))

@@ -13,6 +13,8 @@
 //!   renewal over it.
 //! - [`revocation`]: revoked hosts' sessions and revoked or expired API
 //!   tokens' streams cut at once, on every replica (issue 20).
+//! - [`rotation`]: the fleet CAs in force, followed from the store
+//!   (docs/ca-rotation.md).
 //! - [`relay`]: the live link between replicas sharing a PostgreSQL store
 //!   (LISTEN/NOTIFY), which `dispatch` publishes to and follows.
 //! - [`facts`]: what fleet queries search, taken from wire inventories.
@@ -27,6 +29,7 @@ pub mod limits;
 pub mod relay;
 pub mod renewal;
 pub mod revocation;
+pub mod rotation;
 pub mod technician;
 
 use std::net::SocketAddr;
@@ -42,7 +45,7 @@ use tonic::codec::CompressionEncoding;
 
 use crate::clock::SharedClock;
 use crate::ingest::Ingest;
-use crate::pki::{CertificateAuthority, KeyAndCert};
+use crate::pki::KeyAndCert;
 use crate::store::SharedStore;
 
 /// The largest report an agent may send, joined from its parts: the
@@ -67,8 +70,9 @@ pub struct ServerContext {
     pub store: SharedStore,
     /// The clock.
     pub clock: SharedClock,
-    /// The fleet CA, for enrollment.
-    pub ca: Arc<CertificateAuthority>,
+    /// The fleet CAs in force: the active one issues host certificates
+    /// (enrollment, renewal); all of them say whose certificate is whose.
+    pub ca: Arc<rotation::LiveCas>,
     /// This replica's id, for presence.
     pub replica: String,
     /// Cancelled on shutdown; sessions end when it fires.
@@ -296,6 +300,7 @@ pub async fn serve(
     ctx: ServerContext,
     listener: TcpListener,
     identity: &KeyAndCert,
+    follow: rotation::CaFollow,
     limits: admission::ConnectionLimits,
     grace: Duration,
 ) -> Result<(), ServeError> {
@@ -308,7 +313,13 @@ pub async fn serve(
         "revocation poll",
         revocation::poll(ctx.clone()),
     ));
-    let tls = admission::tls_acceptor(identity, ctx.ca.cert_pem()).map_err(ServeError::Tls)?;
+    let tls = admission::tls_acceptor(identity, &ctx.ca.get().client_roots_pem())
+        .map_err(ServeError::Tls)?;
+    let (tls_updates, tls) = tokio::sync::watch::channel(tls);
+    tokio::spawn(crate::panics::critical(
+        "fleet CA follower",
+        rotation::follow(ctx.clone(), follow, tls_updates),
+    ));
 
     let (ingest, writer) = Ingest::spawn(ctx.store.clone(), ctx.clock.clone());
 

@@ -44,7 +44,7 @@ pub fn expired_message(expired_at_ms: i64, host_id: &str) -> String {
     )
 }
 
-fn format_ms(ms: i64) -> String {
+pub(super) fn format_ms(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp(ms.div_euclid(1000))
         .ok()
         .and_then(|t| {
@@ -90,6 +90,10 @@ pub(super) async fn admit(
             identity.expires_at_ms,
             &identity.host_id,
         )));
+    }
+    if let Some(refusal) = super::rotation::retired_refusal(&ctx.ca.get(), identity) {
+        info!("refused a host certificate from a retired CA");
+        return Err(refusal);
     }
     let standing = ctx
         .store
@@ -149,14 +153,16 @@ pub(super) async fn renew(
         ));
     }
     let terms = terms(ctx).await?;
-    let issued = ctx
-        .ca
+    let cas = ctx.ca.get();
+    let issued = cas
+        .active
         .sign_host_csr(csr_der, &identity.host_id, terms)
         .map_err(|e| Status::invalid_argument(format!("certificate renewal refused: {e}")))?;
     let next = HostCert {
         cert_pem: issued.cert_pem,
         serial_hex: issued.serial_hex,
         sha256_hex: issued.sha256_hex,
+        ca_sha256: cas.active.fingerprint(),
     };
     let recorded = ctx
         .store
@@ -179,6 +185,6 @@ pub(super) async fn renew(
     info!(serial = %next.serial_hex, "renewed the host certificate");
     Ok(Outgoing::CertificateRenewed(CertificateRenewed {
         certificate_pem: next.cert_pem,
-        ca_bundle_pem: ctx.ca.cert_pem().to_owned(),
+        ca_bundle_pem: cas.bundle_pem(),
     }))
 }

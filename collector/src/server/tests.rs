@@ -23,7 +23,7 @@ async fn the_health_service_says_not_serving_while_the_store_does_not_answer() {
     let ctx = ServerContext {
         store: Arc::new(sqlite.clone()),
         clock: Arc::new(SystemClock),
-        ca: Arc::new(ca),
+        ca: Arc::new(crate::server::rotation::LiveCas::single(ca)),
         replica: "test".into(),
         shutdown: CancellationToken::new(),
         dispatch: Arc::default(),

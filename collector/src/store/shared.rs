@@ -467,6 +467,32 @@ pub trait SharedQueries: Send + Sync {
     /// room. The health watch uses it to learn that writes work again when
     /// no report arrives to show it (every agent backing off).
     async fn probe_write(&self, now_ms: i64) -> StoreResult<()>;
+
+    /// Every CA the fleet has had, oldest first, with how many hosts hold a
+    /// current certificate from each (docs/ca-rotation.md).
+    async fn fleet_cas(&self) -> StoreResult<Vec<crate::model::FleetCa>>;
+
+    /// Records `first` as the active CA when the store knows none yet.
+    async fn record_first_fleet_ca(&self, first: &crate::model::FleetCa) -> StoreResult<bool>;
+
+    /// Makes `new` the active CA and `expected_active` the old one, in one
+    /// audited transaction; a conflict while a rotation is in progress.
+    async fn rotate_fleet_ca(
+        &self,
+        expected_active: &str,
+        new: &crate::model::FleetCa,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> StoreResult<()>;
+
+    /// Retires the old CA (audited as `actor`'s) unless hosts still hold
+    /// its certificates and `force` is false; a conflict when there is none.
+    async fn retire_fleet_ca(
+        &self,
+        force: bool,
+        actor: &str,
+        now_ms: i64,
+    ) -> StoreResult<crate::model::CaRetirement>;
 }
 
 /// The rows of `sql`, a count `n` of each `what`.
@@ -1240,5 +1266,40 @@ impl<T: SqlBackend> SharedQueries for T {
 
     async fn first_unchained_audit(&self) -> StoreResult<Option<i64>> {
         Ok(sql::audit::first_unchained(self.reads()).await?.flatten())
+    }
+
+    async fn fleet_cas(&self) -> StoreResult<Vec<crate::model::FleetCa>> {
+        sql::fleet_ca::list(self.reads()).await
+    }
+
+    async fn record_first_fleet_ca(&self, first: &crate::model::FleetCa) -> StoreResult<bool> {
+        sql::fleet_ca::record_first(self.writes(), first).await
+    }
+
+    async fn rotate_fleet_ca(
+        &self,
+        expected_active: &str,
+        new: &crate::model::FleetCa,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sql::fleet_ca::rotate::<T::Db>(&mut tx, expected_active, new, audit, now_ms).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn retire_fleet_ca(
+        &self,
+        force: bool,
+        actor: &str,
+        now_ms: i64,
+    ) -> StoreResult<crate::model::CaRetirement> {
+        let mut tx = self.begin().await?;
+        let retired = sql::fleet_ca::retire::<T::Db>(&mut tx, force, actor, now_ms).await?;
+        if matches!(retired, crate::model::CaRetirement::Done { .. }) {
+            tx.commit().await?;
+        }
+        Ok(retired)
     }
 }

@@ -234,6 +234,9 @@ macro_rules! contract {
     };
 }
 
+mod ca_rotation;
+use ca_rotation::a_ca_rotation_moves_hosts_over_and_retires_the_old_ca_only_when_empty_or_forced;
+
 contract! {
     a_renewed_certificate_waits_beside_the_current_one_until_first_used,
     enrollment_tokens_expire_and_run_out,
@@ -273,7 +276,8 @@ contract! {
     audit_appends_from_two_replicas_form_one_chain_and_edits_are_named,
     a_revoked_host_is_refused_with_every_certificate,
     api_tokens_expire_are_revoked_and_the_last_admin_stays,
-    a_revoked_enrollment_token_enrolls_nothing;
+    a_revoked_enrollment_token_enrolls_nothing,
+    a_ca_rotation_moves_hosts_over_and_retires_the_old_ca_only_when_empty_or_forced;
     // One SQLite database has one collector: no other cache to reach.
     postgres only:
     a_policy_applied_by_one_replica_reaches_the_others,
@@ -285,6 +289,7 @@ fn cert(host_id: &str) -> Result<HostCert, String> {
         cert_pem: format!("PEM for {host_id}"),
         serial_hex: "01".into(),
         sha256_hex: format!("sha-{host_id}"),
+        ca_sha256: "ca-1".into(),
     })
 }
 
@@ -332,6 +337,7 @@ async fn a_renewed_certificate_waits_beside_the_current_one_until_first_used(db:
         cert_pem: "renewed PEM".into(),
         serial_hex: "02".into(),
         sha256_hex: "sha-renewed".into(),
+        ca_sha256: "ca-1".into(),
     };
     // Only the current certificate may renew.
     assert!(
@@ -598,6 +604,7 @@ fn reissued(csr: &[u8], host_id: &str) -> Result<HostCert, String> {
         cert_pem: format!("relinked PEM for {host_id}"),
         serial_hex: "02".into(),
         sha256_hex: format!("sha-relinked-{host_id}"),
+        ca_sha256: "ca-1".into(),
     })
 }
 
@@ -675,6 +682,7 @@ async fn an_approved_relink_request_takes_the_host_over_and_a_denied_one_stays_a
         cert_pem: "renewed".into(),
         serial_hex: "03".into(),
         sha256_hex: "sha-renewed-a".into(),
+        ca_sha256: "ca-1".into(),
     };
     assert!(
         store

@@ -146,6 +146,7 @@ async fn host(store: &SharedStore) -> String {
             cert_pem: String::new(),
             serial_hex: "01".into(),
             sha256_hex: format!("sha-{id}"),
+            ca_sha256: "ca-1".into(),
         })
     };
     let outcome = store
@@ -795,7 +796,7 @@ async fn api(
     crate::server::technician::TechnicianApi::new(crate::server::ServerContext {
         store: store.clone(),
         clock: Arc::new(clock.clone()),
-        ca: Arc::new(ca),
+        ca: Arc::new(crate::server::rotation::LiveCas::single(ca)),
         replica: "test".into(),
         shutdown: tokio_util::sync::CancellationToken::new(),
         dispatch: Arc::default(),

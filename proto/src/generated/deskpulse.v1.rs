@@ -1565,7 +1565,7 @@ pub struct Goodbye {
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct CollectorMessage {
     /// Exactly one kind is set.
-    #[prost(oneof = "collector_message::Kind", tags = "1, 2, 3, 4, 5, 6")]
+    #[prost(oneof = "collector_message::Kind", tags = "1, 2, 3, 4, 5, 6, 7")]
     pub kind: ::core::option::Option<collector_message::Kind>,
 }
 /// Nested message and enum types in `CollectorMessage`.
@@ -1593,7 +1593,30 @@ pub mod collector_message {
         /// The answer to RenewCertificate.
         #[prost(message, tag = "6")]
         CertificateRenewed(super::CertificateRenewed),
+        /// The CAs to trust for the collector: at the start of every session
+        /// once the fleet has rotated its CA, and on open sessions when its CAs
+        /// change (docs/ca-rotation.md).
+        #[prost(message, tag = "7")]
+        TrustedCas(super::TrustedCas),
     }
+}
+/// The CA certificates the agent should trust for the collector's server
+/// certificate from now on: during a CA rotation the new and the old CA,
+/// after it the new one alone. The agent replaces its CA bundle with this
+/// one when they differ and the two share a certificate (so a bundle that
+/// would cut the agent off from the CA it trusts today is never taken in
+/// one step).
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct TrustedCas {
+    /// The CA certificates, PEM, one or more.
+    #[prost(string, tag = "1")]
+    pub ca_bundle_pem: ::prost::alloc::string::String,
+    /// The agent's host certificate comes from a CA being rotated out: it
+    /// should renew now (RenewCertificate) rather than at two thirds of the
+    /// certificate's lifetime.
+    #[prost(bool, tag = "2")]
+    pub renew_now: bool,
 }
 /// The collector's inventory of this host does not match the base of the
 /// agent's delta (its snapshot hash differs). The agent forgets its base and

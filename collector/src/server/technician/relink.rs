@@ -69,12 +69,13 @@ impl TechnicianApi {
             )));
         }
         let terms = crate::server::renewal::terms(&self.ctx).await?;
-        let ca = self.ctx.ca.clone();
+        let cas = self.ctx.ca.get();
         // The certificate approval issued, for the agent's live session
         // once the decision is committed.
         let issued = std::sync::Mutex::new(None::<String>);
         let reissue = |csr: &[u8], host_id: &str| {
-            let cert = ca
+            let cert = cas
+                .active
                 .sign_host_csr(csr, host_id, terms)
                 .map_err(|e| e.to_string())?;
             if let Ok(mut slot) = issued.lock() {
@@ -84,6 +85,7 @@ impl TechnicianApi {
                 cert_pem: cert.cert_pem,
                 serial_hex: cert.serial_hex,
                 sha256_hex: cert.sha256_hex,
+                ca_sha256: cas.active.fingerprint(),
             })
         };
         let decision = RelinkDecision {
@@ -134,7 +136,7 @@ impl TechnicianApi {
             Ok(CollectorMessage {
                 kind: Some(Outgoing::CertificateRenewed(CertificateRenewed {
                     certificate_pem: cert_pem,
-                    ca_bundle_pem: self.ctx.ca.cert_pem().to_owned(),
+                    ca_bundle_pem: self.ctx.ca.get().bundle_pem(),
                 })),
             }),
             Err(Status::unauthenticated(

@@ -115,7 +115,7 @@ async fn enroll<B: BackendSql>(
     let cert = issue(&host_id).map_err(StoreError::Issue)?;
     let mut sql = QueryBuilder::new(
         "INSERT INTO hosts (id, hostname, hardware_uuid, hardware_serial, cert_serial, \
-         cert_sha256, enrolled_at_ms) VALUES (",
+         cert_sha256, cert_ca_sha256, enrolled_at_ms) VALUES (",
     );
     push_values(
         &mut sql,
@@ -126,6 +126,7 @@ async fn enroll<B: BackendSql>(
             Value::Text(&request.hardware_serial),
             Value::Text(&cert.serial_hex),
             Value::Text(&cert.sha256_hex),
+            Value::Text(&cert.ca_sha256),
             Value::Int(now_ms),
         ],
     );

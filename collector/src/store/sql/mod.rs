@@ -31,6 +31,7 @@
 pub(crate) mod access;
 pub(crate) mod audit;
 pub(crate) mod enroll;
+pub(crate) mod fleet_ca;
 pub(crate) mod health;
 pub(crate) mod hosts;
 pub(crate) mod jobs;

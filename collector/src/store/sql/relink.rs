@@ -149,7 +149,8 @@ pub(crate) async fn take_over<B: Dialect>(
 ) -> StoreResult<()> {
     let (hostname, hardware_uuid, hardware_serial) = identity;
     let mut sql = QueryBuilder::<B>::new(
-        "UPDATE hosts SET next_cert_serial = NULL, next_cert_sha256 = NULL, enrolled_at_ms = ",
+        "UPDATE hosts SET next_cert_serial = NULL, next_cert_sha256 = NULL, \
+         next_cert_ca_sha256 = NULL, enrolled_at_ms = ",
     );
     B::int(&mut sql, now_ms);
     for (column, value) in [
@@ -158,6 +159,7 @@ pub(crate) async fn take_over<B: Dialect>(
         ("hardware_serial", hardware_serial),
         ("cert_serial", &cert.serial_hex),
         ("cert_sha256", &cert.sha256_hex),
+        ("cert_ca_sha256", &cert.ca_sha256),
     ] {
         sql.push(format!(", {column} = "));
         B::text(&mut sql, value);

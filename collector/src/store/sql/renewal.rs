@@ -21,6 +21,8 @@ pub(crate) async fn record<B: Dialect>(
     B::text(&mut sql, &next.serial_hex);
     sql.push(", next_cert_sha256 = ");
     B::text(&mut sql, &next.sha256_hex);
+    sql.push(", next_cert_ca_sha256 = ");
+    B::text(&mut sql, &next.ca_sha256);
     sql.push(" WHERE id = ");
     B::text(&mut sql, host_id);
     sql.push(" AND cert_sha256 = ");
@@ -55,7 +57,8 @@ pub(crate) async fn present<B: Dialect>(
 ) -> StoreResult<CertStanding> {
     let mut sql = QueryBuilder::<B>::new(
         "UPDATE hosts SET cert_serial = next_cert_serial, cert_sha256 = next_cert_sha256, \
-         next_cert_serial = NULL, next_cert_sha256 = NULL WHERE id = ",
+         cert_ca_sha256 = next_cert_ca_sha256, next_cert_serial = NULL, \
+         next_cert_sha256 = NULL, next_cert_ca_sha256 = NULL WHERE id = ",
     );
     B::text(&mut sql, host_id);
     sql.push(" AND next_cert_sha256 = ");

@@ -38,6 +38,7 @@ pub(super) async fn a_revoked_host_is_refused_with_every_certificate(db: TestDb)
         cert_pem: "renewed".into(),
         serial_hex: "02".into(),
         sha256_hex: "sha-renewed".into(),
+        ca_sha256: "ca-1".into(),
     };
     assert!(
         store

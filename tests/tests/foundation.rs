@@ -536,9 +536,10 @@ async fn a_report_sent_in_parts_is_joined_and_acknowledged_and_bad_parts_get_cle
         "{status:?}"
     );
 
-    // Parts that add up past the largest report an agent may send.
+    // Parts that add up past the largest report an agent may send, each
+    // within the largest message the transport takes (256 KiB).
     let big = std::iter::once(test_hello())
-        .chain(std::iter::repeat_n(part(vec![0; 1024 * 1024], false), 6));
+        .chain(std::iter::repeat_n(part(vec![0; 128 * 1024], false), 40));
     let status = session_error(&collector, (&cert, &key), big).await;
     assert!(
         status

@@ -13,8 +13,10 @@ use deskpulse_proto::v1::report::Payload;
 use deskpulse_proto::v1::{AgentMessage, FilesystemUsage, HealthSample, Report};
 use deskpulse_tests::{Agent, Collector, test_hello};
 
+/// A sample `minute` minutes after an hour ago: recent enough that the
+/// collector's clock window (90 days back) believes its time.
 fn sample(seq: u64, minute: i64, used: f32) -> AgentMessage {
-    sample_at(seq, 1_764_000_000_000 + minute * 60_000, used)
+    sample_at(seq, now_ms() - 3_600_000 + minute * 60_000, used)
 }
 
 fn now_ms() -> i64 {

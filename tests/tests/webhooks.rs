@@ -74,6 +74,15 @@ fn receiver(listener: TcpListener) -> mpsc::UnboundedReceiver<Received> {
     rx
 }
 
+/// An hour ago: recent enough that the collector's clock window (90 days
+/// back) believes the samples' times.
+fn an_hour_ago_ms() -> i64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970");
+    i64::try_from(since.as_millis()).expect("fits") - 3_600_000
+}
+
 fn sample(seq: u64, minute: i64, used: f32) -> AgentMessage {
     AgentMessage {
         kind: Some(Kind::Report(Report {
@@ -81,7 +90,7 @@ fn sample(seq: u64, minute: i64, used: f32) -> AgentMessage {
             spool_id: "webhooks-test".into(),
             seq,
             held_from_seq: 0,
-            collected_at_unix_ms: 1_764_000_000_000 + minute * 60_000,
+            collected_at_unix_ms: an_hour_ago_ms() + minute * 60_000,
             payload: Some(Payload::Health(HealthSample {
                 cpu_percent: 3.0,
                 memory_used_percent: 30.0,

@@ -169,7 +169,10 @@ pub(crate) fn revoke_host<'a, B: Dialect>(
         B::text(&mut sql, revocation.by);
         sql.push(", revoked_reason = ");
         B::text(&mut sql, revocation.reason);
-        sql.push(", next_cert_serial = NULL, next_cert_sha256 = NULL WHERE id = ");
+        sql.push(
+            ", next_cert_serial = NULL, next_cert_sha256 = NULL, next_cert_ca_sha256 = NULL \
+             WHERE id = ",
+        );
         B::text(&mut sql, revocation.id);
         B::execute_in(&mut tx, sql).await?;
         super::audit::append::<B>(&mut tx, revocation.audit, now_ms).await?;

@@ -1,6 +1,10 @@
 //! `deskpulse-agent`: the Deskpulse agent binary. See the library docs for
 //! how it is built.
 
+// Output goes through `out!`, `outln!` and `errln!`, which end quietly on a
+// closed pipe instead of panicking (`deskpulse_proto::output`).
+#![deny(clippy::print_stdout, clippy::print_stderr)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -13,6 +17,29 @@ use deskpulse_agent::session;
 use deskpulse_agent::state::{StateDir, Status};
 use deskpulse_agent::{collect, local, spool, transport};
 use tokio_util::sync::CancellationToken;
+
+/// Writes to stdout like `print!`; a closed pipe ends the process quietly.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        deskpulse_proto::output::write_stdout(PROGRAM, format!($($arg)*).as_bytes())
+    };
+}
+
+/// Writes a line to stdout like `println!`, as `out!` does.
+macro_rules! outln {
+    ($($arg:tt)*) => { out!("{}\n", format_args!($($arg)*)) };
+}
+
+/// Writes a line to stderr like `eprintln!`, ending quietly on a closed
+/// pipe.
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        deskpulse_proto::output::write_stderr(format!("{}\n", format_args!($($arg)*)).as_bytes())
+    };
+}
+
+/// The name this program's error lines start with.
+const PROGRAM: &str = "deskpulse-agent";
 
 /// The Deskpulse agent: inventory and health of this PC, reported to the
 /// collector over mutual TLS.
@@ -193,7 +220,7 @@ fn main() -> ExitCode {
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!(
+            errln!(
                 "deskpulse-agent: error: {}",
                 failure.message.replace('\n', " ")
             );
@@ -212,7 +239,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 
 fn print_json<T: serde::Serialize>(value: &T) -> Result<(), Failure> {
     let text = serde_json::to_string_pretty(value).map_err(failed)?;
-    println!("{text}");
+    outln!("{text}");
     Ok(())
 }
 
@@ -235,9 +262,10 @@ fn run(command: Command) -> Result<(), Failure> {
                 let outcome = runtime()?
                     .block_on(session::run_once(&config, &state))
                     .map_err(failed)?;
-                println!(
+                outln!(
                     "reported {} records for host {}; all acknowledged",
-                    outcome.acknowledged, outcome.host_id
+                    outcome.acknowledged,
+                    outcome.host_id
                 );
                 return Ok(());
             }
@@ -254,7 +282,7 @@ fn run(command: Command) -> Result<(), Failure> {
             if args.json {
                 print_json(&inventory)
             } else {
-                print!("{}", collect::render_inventory(&inventory));
+                out!("{}", collect::render_inventory(&inventory));
                 Ok(())
             }
         }
@@ -270,7 +298,7 @@ fn run(command: Command) -> Result<(), Failure> {
             if args.json {
                 print_json(&sample)
             } else {
-                print!("{}", collect::render_health(&sample));
+                out!("{}", collect::render_health(&sample));
                 Ok(())
             }
         }
@@ -313,14 +341,14 @@ fn report_issue(config: &AgentConfig, text: String) -> Result<(), Failure> {
     let unreachable = match asked {
         Ok(Some(local::LocalReply::Reported { connected, .. })) => {
             if connected {
-                println!("reported; it is on its way to the help desk");
+                outln!("reported; it is on its way to the help desk");
             } else {
-                println!("reported; it will reach the help desk (queued while offline)");
+                outln!("reported; it will reach the help desk (queued while offline)");
             }
             return Ok(());
         }
         Ok(Some(local::LocalReply::AlreadySent { message, .. })) => {
-            println!("{message}");
+            outln!("{message}");
             return Ok(());
         }
         Ok(Some(local::LocalReply::Error { message })) => return Err(failed(message)),
@@ -337,13 +365,13 @@ fn report_issue(config: &AgentConfig, text: String) -> Result<(), Failure> {
         deskpulse_agent::issue::caller(&config.system_root),
     ) {
         Ok(_) => {
-            println!(
+            outln!(
                 "reported; the agent service is not running, so it is queued and will reach the help desk when the service next runs"
             );
             Ok(())
         }
         Err(deskpulse_agent::issue::IssueError::AlreadySent(line)) => {
-            println!("{line}");
+            outln!("{line}");
             Ok(())
         }
         Err(deskpulse_agent::issue::IssueError::State(
@@ -360,7 +388,7 @@ fn report_issue(config: &AgentConfig, text: String) -> Result<(), Failure> {
             let file =
                 deskpulse_agent::issue::dropbox::drop_report(&state, &text, session::now_ms())
                     .map_err(failed)?;
-            println!(
+            outln!(
                 "queued: the agent service is not running, so your report waits in {}; it will reach the help desk, in your name, when the service runs again",
                 file.display()
             );
@@ -465,16 +493,16 @@ fn status(config: &AgentConfig, json: bool) -> Result<(), Failure> {
         return print_json(&view);
     }
     match &enrollment {
-        Some(e) => println!(
+        Some(e) => outln!(
             "enrolled:        host {} with {} since {}",
             e.host_id,
             e.collector,
             format_time(Some(e.enrolled_at_unix_ms))
         ),
-        None if view.enrolled => println!("enrolled:        yes (ask as root for the host id)"),
-        None => println!("enrolled:        no (run `deskpulse-agent enroll`)"),
+        None if view.enrolled => outln!("enrolled:        yes (ask as root for the host id)"),
+        None => outln!("enrolled:        no (run `deskpulse-agent enroll`)"),
     }
-    println!(
+    outln!(
         "service:         {}",
         match (view.service_running, view.status.connected) {
             (true, true) => "running, connected",
@@ -482,25 +510,25 @@ fn status(config: &AgentConfig, json: bool) -> Result<(), Failure> {
             (false, _) => "not running",
         }
     );
-    println!(
+    outln!(
         "last report:     {}",
         format_time(view.status.last_success_unix_ms)
     );
     match &view.status.last_error {
-        Some(error) => println!(
+        Some(error) => outln!(
             "last error:      {error} ({})",
             format_time(view.status.last_error_unix_ms)
         ),
-        None => println!("last error:      none"),
+        None => outln!("last error:      none"),
     }
-    println!("unacknowledged:  {}", view.status.unacknowledged);
+    outln!("unacknowledged:  {}", view.status.unacknowledged);
     let spool = &view.status.spool;
     for (class, depth) in [
         ("health", &spool.health),
         ("inventory", &spool.inventory),
         ("results", &spool.results),
     ] {
-        println!(
+        outln!(
             "spool {class:<10} {} waiting, {} bytes, oldest {}",
             depth.records,
             depth.bytes,
@@ -508,9 +536,13 @@ fn status(config: &AgentConfig, json: bool) -> Result<(), Failure> {
         );
     }
     let d = &spool.dropped;
-    println!(
+    outln!(
         "spool dropped:   {} health thinned, {} health dropped, {} inventories superseded, {} results refused, {} unwritable",
-        d.health_thinned, d.health_dropped, d.inventory_superseded, d.results_refused, d.unwritable
+        d.health_thinned,
+        d.health_dropped,
+        d.inventory_superseded,
+        d.results_refused,
+        d.unwritable
     );
     Ok(())
 }
@@ -563,7 +595,7 @@ fn enroll_command(args: EnrollArgs) -> Result<(), Failure> {
         // A package upgrade runs its install script again: an enrolled
         // agent keeps its identity, and the unused token goes.
         enroll::forget_token(path, file).map_err(failed)?;
-        println!(
+        outln!(
             "already enrolled as host {} with {}; removed the unused token from {}",
             enrollment.host_id,
             enrollment.collector,
@@ -585,17 +617,17 @@ fn enroll_command(args: EnrollArgs) -> Result<(), Failure> {
         enroll::forget_token(path, file).map_err(failed)?;
     }
     if enrolled.relinked {
-        println!(
+        outln!(
             "enrolled as host {} (this hardware was enrolled before; linked to its existing host)",
             enrolled.host_id
         );
     } else if enrolled.awaiting_approval {
-        println!(
+        outln!(
             "enrolled as new host {} (this hardware matches an enrolled host: an admin may approve linking it to that host with `deskpulse enrollments approve`; the agent follows by itself)",
             enrolled.host_id
         );
     } else {
-        println!("enrolled as host {}", enrolled.host_id);
+        outln!("enrolled as host {}", enrolled.host_id);
     }
     Ok(())
 }
@@ -651,23 +683,23 @@ fn service_command(action: ServiceAction) -> Result<(), Failure> {
     match action {
         ServiceAction::Install { state } => {
             let installation = installation(state, None)?;
-            println!("{}", service::install(&installation).map_err(failed)?);
+            outln!("{}", service::install(&installation).map_err(failed)?);
             Ok(())
         }
         ServiceAction::Uninstall { purge, state } => {
             let installation = installation(state, None)?;
-            println!(
+            outln!(
                 "{}",
                 service::uninstall(purge, &installation).map_err(failed)?
             );
             Ok(())
         }
         ServiceAction::Start => {
-            println!("{}", service::start().map_err(failed)?);
+            outln!("{}", service::start().map_err(failed)?);
             Ok(())
         }
         ServiceAction::Stop => {
-            println!("{}", service::stop().map_err(failed)?);
+            outln!("{}", service::stop().map_err(failed)?);
             Ok(())
         }
         ServiceAction::Status { state, json } => service_status(state, json),
@@ -678,10 +710,10 @@ fn service_command(action: ServiceAction) -> Result<(), Failure> {
         } => {
             let installation = installation(state, binary)?;
             match manager {
-                Manager::Systemd => print!("{}", service::systemd::unit_file(&installation)),
+                Manager::Systemd => out!("{}", service::systemd::unit_file(&installation)),
                 Manager::Launchd => {
                     let xml = service::launchd::plist_xml(&installation).map_err(failed)?;
-                    print!("{}", String::from_utf8_lossy(&xml));
+                    out!("{}", String::from_utf8_lossy(&xml));
                 }
             }
             Ok(())
@@ -721,7 +753,7 @@ fn service_status(state: StateArgs, json: bool) -> Result<(), Failure> {
     if json {
         return print_json(&view);
     }
-    println!(
+    outln!(
         "service:   {}",
         match (view.service.installed, view.service.running) {
             (false, _) => "not installed (run `deskpulse-agent service install`)".to_owned(),
@@ -730,17 +762,17 @@ fn service_status(state: StateArgs, json: bool) -> Result<(), Failure> {
         }
     );
     if view.service.installed && !view.service.definition.is_empty() {
-        println!("defined:   {}", view.service.definition);
+        outln!("defined:   {}", view.service.definition);
     }
     match (&view.host_id, &view.enrollment_error) {
-        (Some(host), _) => println!("enrolled:  yes, host {host}"),
-        (None, Some(error)) => println!("enrolled:  unknown ({error})"),
-        (None, None) => println!(
+        (Some(host), _) => outln!("enrolled:  yes, host {host}"),
+        (None, Some(error)) => outln!("enrolled:  unknown ({error})"),
+        (None, None) => outln!(
             "enrolled:  no (run `deskpulse-agent enroll`, or `deskpulse-agent enroll --from-file {}`)",
             enroll_file_hint()
         ),
     }
-    println!("state dir: {}", view.state_dir.display());
+    outln!("state dir: {}", view.state_dir.display());
     Ok(())
 }
 

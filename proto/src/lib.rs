@@ -19,12 +19,15 @@
 //! - [`parts`]: large reports split into parts on the session stream.
 //! - [`limits`]: the inventory limits the collector sets, counted on the
 //!   wire and applied by the agent.
+//! - [`output`]: how the agent's commands and the CLI write stdout, ending
+//!   quietly on a closed pipe.
 
 pub mod catalog;
 pub mod client;
 pub mod codec;
 pub mod delta;
 pub mod limits;
+pub mod output;
 pub mod parts;
 pub mod render;
 pub mod sections;

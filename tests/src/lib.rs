@@ -12,6 +12,7 @@
 //!   prefix `cargo xtask test` prepared.
 //! - [`postgres_database`]: a fresh PostgreSQL database, when the run has
 //!   one (`DESKPULSE_TEST_DATABASE_URL`).
+//! - [`require_tool`]: a program a test needs, or a `SKIPPED` line.
 
 pub mod raw;
 pub mod wine;
@@ -654,6 +655,27 @@ pub fn test_hello() -> deskpulse_proto::v1::AgentMessage {
 /// The variable naming the PostgreSQL server the tests may use (an admin
 /// URL such as `postgres://postgres@127.0.0.1:5432/postgres`).
 pub const TEST_DATABASE_VAR: &str = "DESKPULSE_TEST_DATABASE_URL";
+
+/// Whether `program`, which `test` runs (directly or through the agent), is
+/// on `PATH`. When it is not, the test says `SKIPPED` with the reason and
+/// gets `false`; with `CI=true` it fails instead, so CI never skips
+/// silently. `cargo xtask test` installs every such program as root
+/// (`xtask/src/provision.rs` lists them; a test there finds this call).
+pub fn require_tool(program: &str, test: &str) -> bool {
+    let found = std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()));
+    if found {
+        return true;
+    }
+    assert!(
+        !std::env::var("CI").is_ok_and(|v| v == "true"),
+        "{test}: {program} is not installed, and CI runs every test; `cargo xtask provision` installs it"
+    );
+    eprintln!(
+        "SKIPPED {test}: {program} is not installed (`cargo xtask provision` installs it, as root)"
+    );
+    false
+}
 
 /// A fresh, empty PostgreSQL database for one test, dropped (with any
 /// connections still open to it) when this is dropped: declare it before

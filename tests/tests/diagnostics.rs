@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use deskpulse_tests::{Agent, AgentService, Collector, wait_for};
+use deskpulse_tests::{Agent, AgentService, Collector, require_tool, wait_for};
 
 fn enrolled(collector: &Collector) -> Agent {
     let agent = Agent::new();
@@ -77,6 +77,10 @@ fn an_online_run_streams_the_real_agents_output() {
         out.stdout
     );
 
+    // The agent runs the real ping (iputils).
+    if !require_tool("ping", "an_online_run_streams_the_real_agents_output") {
+        return;
+    }
     let out = collector
         .cli(
             &alice,
@@ -124,6 +128,9 @@ fn an_online_run_streams_the_real_agents_output() {
 
 #[test]
 fn a_queued_request_runs_when_the_agent_reconnects() {
+    if !require_tool("ping", "a_queued_request_runs_when_the_agent_reconnects") {
+        return;
+    }
     let collector = Collector::start();
     let agent = enrolled(&collector);
     let alice = collector.api_token("alice", "technician");

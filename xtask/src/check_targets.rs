@@ -9,7 +9,8 @@
 //! It first provisions what is missing: the rustup targets; the
 //! `gcc-mingw-w64-x86-64` package through apt-get when running as root
 //! (otherwise a one-line error names the command); cargo-zigbuild and
-//! ziglang from PyPI in a venv under `target/zigbuild-venv`. Every target
+//! ziglang from PyPI in a venv under `target/zigbuild-venv` (and, as root,
+//! Debian's `python3` and `python3-venv` when no venv can be made). Every target
 //! is checked even after one fails, one line per target gives the outcome
 //! and the time, and any failure fails the task. The targets build under the
 //! normal target dir (cargo keeps one subdir per target), so a second run
@@ -250,19 +251,20 @@ pub(crate) fn ensure_venv(
         pip_args.join(" "),
         venv.display()
     );
-    let made = Command::new("python3")
-        .args(["-m", "venv"])
-        .arg(venv)
-        .output();
-    let failure = match made {
-        Ok(out) if out.status.success() => None,
-        Ok(out) => Some(first_paragraph(&String::from_utf8_lossy(&out.stderr))),
-        Err(error) => Some(error.to_string()),
-    };
+    let mut failure = make_venv(venv);
+    // A fresh Debian may lack python3, or its venv module: only making one
+    // tells. As root, install them and try once more.
+    if failure.is_some() && is_root() {
+        let _ = std::fs::remove_dir_all(venv);
+        eprintln!("check-targets: installing {}", PYTHON_PACKAGES.join(" "));
+        crate::provision::apt_install(&PYTHON_PACKAGES)?;
+        failure = make_venv(venv);
+    }
     if let Some(reason) = failure {
         let _ = std::fs::remove_dir_all(venv);
         bail!(
-            "python3 -m venv failed ({reason}): install Python's venv module, on Debian `apt-get install -y python3-venv`"
+            "python3 -m venv failed ({reason}): install Python's venv module, on Debian `apt-get install -y {}`",
+            PYTHON_PACKAGES.join(" ")
         );
     }
     run_checked(
@@ -278,6 +280,22 @@ pub(crate) fn ensure_venv(
         );
     }
     Ok(bin)
+}
+
+/// Debian's packages of `python3 -m venv`.
+const PYTHON_PACKAGES: [&str; 2] = ["python3", "python3-venv"];
+
+/// Makes a venv at `venv`; the reason when that fails.
+fn make_venv(venv: &Path) -> Option<String> {
+    match Command::new("python3")
+        .args(["-m", "venv"])
+        .arg(venv)
+        .output()
+    {
+        Ok(out) if out.status.success() => None,
+        Ok(out) => Some(first_paragraph(&String::from_utf8_lossy(&out.stderr))),
+        Err(error) => Some(error.to_string()),
+    }
 }
 
 /// The first paragraph of a program's message, on one line.

@@ -17,6 +17,8 @@
 //! - [`loadgen`]: simulates a fleet of agents against a collector and
 //!   measures it.
 //! - [`pg`]: starts a local PostgreSQL for the tests when none answers.
+//! - [`provision`]: the programs the tests run, and their Debian packages,
+//!   installed as root (`provision`, and first thing in `test`).
 //! - [`wine`]: a Wine prefix for our Windows binaries, and the agent's
 //!   tests run in it (`test-windows`).
 
@@ -30,6 +32,7 @@ pub mod dist;
 pub mod fuzz;
 pub mod loadgen;
 pub mod pg;
+pub mod provision;
 pub mod wine;
 
 use std::path::{Path, PathBuf};

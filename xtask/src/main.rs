@@ -23,6 +23,8 @@ enum Task {
     Demo(xtask::demo::DemoArgs),
     /// Build every binary, then run every test: the workspace's on Linux,
     /// then the agent's and proto's for Windows under Wine (`test-windows`).
+    /// First installs the programs the tests run (`provision`) when root;
+    /// otherwise says which are missing, and their tests skip.
     Test {
         /// Run the Linux tests only: no Wine, no Windows build.
         #[arg(long)]
@@ -66,6 +68,13 @@ enum Task {
     /// Make sure PostgreSQL answers on 127.0.0.1:5432, starting a local
     /// cluster when none does.
     Pg,
+    /// Install the Debian packages of the programs the tests run
+    /// (xtask/src/provision.rs), as root; fails naming them otherwise.
+    Provision {
+        /// Only say what is missing; install nothing.
+        #[arg(long)]
+        check: bool,
+    },
     /// Build the packages into target/dist: the agent's and the collector's
     /// .deb and .rpm, the agent's .msi and its macOS tarballs.
     Dist(xtask::dist::DistArgs),
@@ -101,6 +110,7 @@ fn run(task: Task) -> Result<()> {
         Task::Codegen => xtask::codegen::run(&root),
         Task::Demo(args) => xtask::demo::run(&root, &args),
         Task::Test { skip_windows, args } => {
+            xtask::provision::ensure_test_tools(xtask::provision::WithoutRoot::Warn)?;
             cargo(&root, &["build", "--workspace", "--bins"])?;
             // Wine runs for the Linux tests too, with the agent's .exe
             // built, so an end-to-end test can drive the Windows agent.
@@ -138,6 +148,7 @@ fn run(task: Task) -> Result<()> {
             Ok(())
         }
         Task::Pg => xtask::pg::ensure_running(),
+        Task::Provision { check } => xtask::provision::run(check),
         Task::Dist(args) => xtask::dist::run(&root, &args).map(drop),
         Task::TestPackages(args) => xtask::dist::install_test::run(&root, &args),
         Task::CheckTargets(args) => xtask::check_targets::run(&root, &args),

@@ -410,9 +410,11 @@ fn require(program: &str, package: &str) -> bool {
     }
     assert!(
         std::env::var("CI").as_deref() != Ok("true"),
-        "{program} is missing; .ci/run installs {package}"
+        "{program} is missing, and CI runs every test; `cargo xtask provision` installs {package}"
     );
-    eprintln!("SKIPPED: {program} is not installed (apt-get install {package})");
+    eprintln!(
+        "SKIPPED: {program} is not installed (`cargo xtask provision` installs {package}, as root)"
+    );
     false
 }
 

@@ -9,6 +9,7 @@
 //! - `revocation`: `host revoke`, `tokens`, `token revoke`, `enroll-token
 //!   list|revoke` (issue 20).
 //! - `enrollments`: `deskpulse enrollments`, the re-link approval queue.
+//! - `login`: `deskpulse login` and `logout`, the token kept in `cli.toml`.
 //! - [`terminal`]: the one way to the terminal; untrusted text made inert.
 //! - this module: the commands and their dispatch.
 
@@ -20,6 +21,7 @@ pub mod terminal;
 mod audit;
 mod diagnostics;
 mod enrollments;
+mod login;
 pub mod output;
 mod revocation;
 pub mod settings;
@@ -120,6 +122,13 @@ enum Command {
     },
     /// Show who the API token belongs to.
     Whoami,
+    /// Check an API token with the collector and save it, with the
+    /// collector and CA file, in ~/.config/deskpulse/cli.toml (0600), so
+    /// no other command needs a token. The token is typed without echo, or
+    /// read from stdin when stdin is not a terminal.
+    Login,
+    /// Remove the saved API token from ~/.config/deskpulse/cli.toml.
+    Logout,
     /// Enrollment tokens (admin).
     #[command(subcommand, name = "enroll-token")]
     EnrollToken(EnrollTokenCommand),
@@ -581,6 +590,11 @@ async fn set_webhook_enabled(
 
 /// Runs the CLI; returns the failure to report, if any.
 pub fn main(cli: Cli, env: &dyn crate::config::Env) -> CommandResult {
+    match cli.command {
+        Command::Login => return login::login(&cli.connection, env, cli.json),
+        Command::Logout => return login::logout(env, cli.json),
+        _ => {}
+    }
     let settings = settings::resolve(&cli.connection, env).map_err(Failure::usage)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -857,6 +871,10 @@ async fn run(
             revocation::revoke_enrollment_token(&mut client, id, json).await
         }
         Command::Enrollments(command) => enrollments::run(&mut client, command, json).await,
+        // `main` runs these before any settings are resolved.
+        Command::Login | Command::Logout => {
+            Err(Failure::usage("login and logout run on their own"))
+        }
     }
 }
 

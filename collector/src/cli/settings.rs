@@ -1,6 +1,7 @@
 //! Where the CLI connects and with what: flags (`--collector`, `--token`,
 //! `--ca-file`), then env (`DESKPULSE_URL`, `DESKPULSE_TOKEN`,
-//! `DESKPULSE_CA_FILE`), then `~/.config/deskpulse/cli.toml` (D8).
+//! `DESKPULSE_CA_FILE`), then `~/.config/deskpulse/cli.toml` (D8), which
+//! `deskpulse login` writes (`login.rs`).
 
 use std::path::PathBuf;
 
@@ -65,8 +66,12 @@ pub fn resolve(flags: &ConnectionFlags, env: &dyn Env) -> Result<Settings, Strin
         },
         None => CliFile::default(),
     };
+    let shown = path.as_ref().map_or_else(
+        || "~/.config/deskpulse/cli.toml".to_owned(),
+        |path| path.display().to_string(),
+    );
     let where_ = |flag: &str, var: &str, key: &str| {
-        format!("pass {flag}, set {var}, or set `{key}` in ~/.config/deskpulse/cli.toml")
+        format!("pass {flag}, set {var}, or set `{key}` in {shown} (`deskpulse login` writes it)")
     };
     let url = flags
         .collector
@@ -111,7 +116,8 @@ pub fn resolve(flags: &ConnectionFlags, env: &dyn Env) -> Result<Settings, Strin
     })
 }
 
-fn parse_url(url: &str) -> Result<Uri, String> {
+/// The collector URL, checked: https, a host and a port.
+pub(super) fn parse_url(url: &str) -> Result<Uri, String> {
     let bad = |why: &str| format!("collector URL {url:?} {why}; expected https://HOST:PORT");
     let uri: Uri = url.parse().map_err(|_| bad("does not parse"))?;
     if uri.scheme_str() != Some("https") {

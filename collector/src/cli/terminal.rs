@@ -15,7 +15,6 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::io::Write as _;
 
 /// Prints to stdout through [`out`], like `print!`.
 macro_rules! out {
@@ -85,26 +84,28 @@ pub fn inert_text(text: &str) -> Cow<'_, str> {
     escape(text, |c| c == '\n' || c == '\t')
 }
 
+/// The name the CLI's own error lines start with.
+const PROGRAM: &str = "deskpulse";
+
 /// Writes human output to stdout. A closed pipe (`deskpulse hosts | head`)
-/// is not an error worth a panic, so write errors are dropped.
+/// ends the process quietly with exit code 141; another write error ends
+/// it with one line (`deskpulse_proto::output`).
 pub fn out(text: &str) {
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(inert_text(text).as_bytes());
-    let _ = stdout.flush();
+    deskpulse_proto::output::write_stdout(PROGRAM, inert_text(text).as_bytes());
 }
 
 /// Writes human output to stderr.
 pub fn err(text: &str) {
-    let _ = std::io::stderr()
-        .lock()
-        .write_all(inert_text(text).as_bytes());
+    deskpulse_proto::output::write_stderr(inert_text(text).as_bytes());
 }
 
-/// Writes JSON to stdout exactly as serialized, with a newline.
+/// Writes JSON to stdout exactly as serialized, with a newline, as [`out`]
+/// does.
 pub fn json(text: &str) {
-    let mut stdout = std::io::stdout().lock();
-    let _ = stdout.write_all(text.as_bytes());
-    let _ = stdout.write_all(b"\n");
+    let mut line = String::with_capacity(text.len() + 1);
+    line.push_str(text);
+    line.push('\n');
+    deskpulse_proto::output::write_stdout(PROGRAM, line.as_bytes());
 }
 
 /// A diagnostic's output, as bytes arrive in pieces: UTF-8 decoded across

@@ -18,9 +18,11 @@ fn free_percent(total: u64, available: u64) -> f32 {
 pub fn inventory_facts(inv: &Inventory) -> InventoryFacts {
     let mut facts: Vec<(&'static str, String)> = Vec::new();
     if let Some(os) = &inv.os {
+        // The OS line as technicians read it: name, version and, where the
+        // OS has one, its codename ("debian gnu/linux 12 (bookworm)").
         facts.push((
             "os",
-            format!("{} {}", os.name, os.version).trim().to_lowercase(),
+            deskpulse_proto::render::os_line(&os.name, &os.version, &os.build).to_lowercase(),
         ));
     }
     if let Some(system) = &inv.system {

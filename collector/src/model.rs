@@ -597,6 +597,11 @@ pub struct ChangeRow {
     pub new_value: Option<String>,
 }
 
+/// The resolution of a ticket its rule resolved when the condition
+/// recovered and no technician had resolved it. The knowledge base leaves
+/// such tickets out unless asked: they say nothing about a fix.
+pub const AUTO_RESOLUTION: &str = "recovered by itself";
+
 /// Ticket statuses (D22), in workflow order.
 pub const TICKET_STATUSES: [&str; 6] = [
     "new",
@@ -936,9 +941,11 @@ impl VersionOp {
 /// Conditions on hosts; `None` and empty match everything.
 #[derive(Debug, Clone, Default)]
 pub struct HostQuery {
-    /// Package name, with an optional version comparison.
+    /// Package name (any case; `*` matches any run of characters), with an
+    /// optional version comparison.
     pub software: Option<(String, Option<(VersionOp, String)>)>,
-    /// Substring of "os name version", lowercased.
+    /// Substring of the OS line (name, version, build or codename),
+    /// lowercased.
     pub os: Option<String>,
     /// System serial, lowercased.
     pub serial: Option<String>,
@@ -956,6 +963,19 @@ pub struct HostQuery {
     pub mac: Option<String>,
     /// Tags as (key, value).
     pub tags: Vec<(String, String)>,
+}
+
+/// An installed package a `--software` filter matched on a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SoftwareMatch {
+    /// The host.
+    pub host_id: String,
+    /// The package ecosystem ("dpkg", "rpm", ...).
+    pub ecosystem: String,
+    /// The package name, as installed.
+    pub name: String,
+    /// The installed version.
+    pub version: String,
 }
 
 /// A host's row, as the technician API shows it.

@@ -44,6 +44,36 @@ fn or_dash(text: &str) -> &str {
     if text.is_empty() { "-" } else { text }
 }
 
+/// The OS as one line, as each OS names itself: "Debian GNU/Linux 12
+/// (bookworm)", "Ubuntu 22.04.4 LTS (Jammy Jellyfish)", "Microsoft Windows
+/// 11 Pro 23H2 (22631.4460)", "macOS 14.4 (23E224)". On Linux the build is
+/// os-release's `VERSION`, which already starts with the version and holds
+/// the codename in its own parentheses: it stands in for the version
+/// instead of being wrapped in parentheses again. The fleet filter `hosts
+/// --os` searches this line.
+pub fn os_line(name: &str, version: &str, build: &str) -> String {
+    let (name, version, build) = (name.trim(), version.trim(), build.trim());
+    // "12 (bookworm)" and "22.04.4 LTS" carry the version "12" and "22.04";
+    // "10.0" does not carry "1".
+    let carries_version = build.strip_prefix(version).is_some_and(|rest| {
+        !version.is_empty() && !rest.starts_with(|c: char| c.is_ascii_alphanumeric())
+    });
+    let shown = if build.is_empty() || build == version {
+        version.to_owned()
+    } else if carries_version {
+        build.to_owned()
+    } else if version.is_empty() {
+        format!("({build})")
+    } else {
+        format!("{version} ({build})")
+    };
+    [name, shown.as_str()]
+        .into_iter()
+        .filter(|part| !part.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn state(value: i32) -> &'static str {
     match ProtectionState::try_from(value) {
         Ok(ProtectionState::On) => "on",
@@ -110,10 +140,8 @@ pub fn render_sections(inv: &Inventory, sections: &[InventorySection]) -> String
     {
         line("[os]".into());
         line(format!(
-            "  {} {} ({}) kernel {} {}",
-            or_dash(&os.name),
-            or_dash(&os.version),
-            or_dash(&os.build),
+            "  {} kernel {} {}",
+            or_dash(&os_line(&os.name, &os.version, &os.build)),
             or_dash(&os.kernel_version),
             os.arch
         ));
@@ -470,5 +498,58 @@ mod date_tests {
             format!("after 9999 ({} s since 1970)", i64::MAX)
         );
         assert!(super::date(super::YEAR_10000_S - 1).starts_with("9999-12-31"));
+    }
+}
+
+#[cfg(test)]
+mod os_line_tests {
+    //! The OS line names each OS once, with no doubled parentheses.
+
+    use super::os_line;
+
+    #[test]
+    fn every_os_form_reads_as_the_os_names_itself() {
+        for (name, version, build, line) in [
+            // Linux with a codename: VERSION is "12 (bookworm)".
+            (
+                "Debian GNU/Linux",
+                "12",
+                "12 (bookworm)",
+                "Debian GNU/Linux 12 (bookworm)",
+            ),
+            (
+                "Ubuntu",
+                "22.04",
+                "22.04.4 LTS (Jammy Jellyfish)",
+                "Ubuntu 22.04.4 LTS (Jammy Jellyfish)",
+            ),
+            // Linux without a codename, or without a VERSION.
+            ("Alpine Linux", "3.19.1", "", "Alpine Linux 3.19.1"),
+            ("Fedora Linux", "40", "40", "Fedora Linux 40"),
+            ("Arch Linux", "", "rolling", "Arch Linux (rolling)"),
+            // Windows and macOS: the build is a build number.
+            (
+                "Microsoft Windows 11 Pro",
+                "23H2",
+                "22631.4460",
+                "Microsoft Windows 11 Pro 23H2 (22631.4460)",
+            ),
+            (
+                "Microsoft Windows 10 Pro",
+                "10.0.19045",
+                "19045.4529",
+                "Microsoft Windows 10 Pro 10.0.19045 (19045.4529)",
+            ),
+            ("macOS", "14.4", "23E224", "macOS 14.4 (23E224)"),
+            // A build that only starts with the version's digits is not it.
+            ("Example OS", "1", "10 (ten)", "Example OS 1 (10 (ten))"),
+            ("", "", "", ""),
+        ] {
+            assert_eq!(
+                os_line(name, version, build),
+                line,
+                "{name} {version} {build}"
+            );
+        }
     }
 }

@@ -436,3 +436,39 @@ async fn a_hostile_agents_live_output_is_capped_and_its_forged_times_clamped() {
         "{reason}"
     );
 }
+
+/// Issue 21: `job show` and `job cancel` take a unique start of a job id,
+/// as host commands take one of a host id.
+#[tokio::test]
+async fn job_commands_take_a_unique_start_of_the_job_id() {
+    let collector = Collector::start();
+    let agent = enrolled(&collector);
+    let alice = collector.api_token("alice", "technician");
+    let host = agent.host_id();
+    let queued = collector
+        .cli(
+            &alice,
+            &["--json", "run", &host, "ping", "--param", "host=127.0.0.1"],
+        )
+        .expect_code(0);
+    let job: serde_json::Value = serde_json::from_str(&queued.stdout).expect("json");
+    let id = job["id"].as_str().expect("id").to_owned();
+
+    let shown = collector
+        .cli(&alice, &["--json", "job", "show", &id[..8].to_uppercase()])
+        .expect_code(0);
+    let shown: serde_json::Value = serde_json::from_str(&shown.stdout).expect("json");
+    assert_eq!(shown["id"], id.as_str());
+    let short = collector
+        .cli(&alice, &["job", "show", &id[..3]])
+        .expect_code(1);
+    assert!(short.error_line().contains("too short"), "{}", short.stderr);
+    let cancelled = collector
+        .cli(&alice, &["--json", "job", "cancel", &id[..6]])
+        .expect_code(0);
+    let cancelled: serde_json::Value = serde_json::from_str(&cancelled.stdout).expect("json");
+    assert_eq!(
+        (cancelled["id"].as_str(), cancelled["state"].as_str()),
+        (Some(id.as_str()), Some("cancelled"))
+    );
+}

@@ -198,3 +198,95 @@ fn hosts_filters_find_this_machine_and_only_when_they_match() {
         assert!(out.stderr.contains(needle), "{args:?}: {}", out.stderr);
     }
 }
+
+/// Issue 21: `--software` ignores case, takes `*` globs and names the
+/// versions it matched; `--os` finds the codename; the OS line names the
+/// version once.
+#[test]
+fn software_globs_name_their_versions_and_the_os_line_carries_the_codename() {
+    let (collector, agent, token) = reported();
+    let host = agent.host_id();
+    let inventory = json(
+        &collector
+            .cli(&token, &["inventory", &host, "--json"])
+            .expect_code(0)
+            .stdout,
+    );
+    let me = vec![host.clone()];
+    if let Some(pkg) = inventory["sections"]["software"]["packages"]
+        .as_array()
+        .and_then(|p| {
+            p.iter().find(|p| {
+                p["ecosystem"] == "dpkg" && p["name"].as_str().is_some_and(|n| n.len() > 3)
+            })
+        })
+    {
+        let name = pkg["name"].as_str().expect("name");
+        let version = pkg["version"].as_str().expect("version");
+        assert_eq!(
+            host_ids(&collector, &token, &["--software", &name.to_uppercase()]),
+            me,
+            "any case"
+        );
+        // `*` may match nothing; few names share this one's shape, so the
+        // 20 packages a host shows hold it.
+        let glob = format!("{}*{}", name[..1].to_uppercase(), &name[1..]);
+        let found = json(
+            &collector
+                .cli(&token, &["--json", "hosts", "--software", &glob])
+                .expect_code(0)
+                .stdout,
+        );
+        let software = found[0]["software"].as_array().expect("software");
+        assert!(
+            software
+                .iter()
+                .any(|s| s["name"] == name && s["version"] == version && s["ecosystem"] == "dpkg"),
+            "{glob}: {software:?}"
+        );
+        let table = collector
+            .cli(&token, &["hosts", "--software", name])
+            .expect_code(0);
+        assert!(table.stdout.starts_with("HOSTNAME"), "{}", table.stdout);
+        assert!(table.stdout.contains("INSTALLED"), "{}", table.stdout);
+        assert!(
+            table.stdout.contains(&format!("{name} {version}")),
+            "{}",
+            table.stdout
+        );
+        assert_eq!(
+            host_ids(&collector, &token, &["--software", &format!("{glob}<0")]),
+            Vec::<String>::new(),
+            "a glob still takes a version rule"
+        );
+    }
+
+    let text = collector.cli(&token, &["inventory", &host]).expect_code(0);
+    let os_line = text
+        .stdout
+        .lines()
+        .skip_while(|l| *l != "[os]")
+        .nth(1)
+        .expect("an [os] line");
+    assert!(!os_line.contains("(("), "{os_line}");
+    let os_release = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    if let Some(codename) = os_release
+        .lines()
+        .find_map(|l| l.strip_prefix("VERSION_CODENAME="))
+        .filter(|c| !c.is_empty())
+        && os_release
+            .lines()
+            .any(|l| l.starts_with("VERSION=") && l.contains(codename))
+    {
+        assert!(os_line.contains(&format!("({codename})")), "{os_line}");
+        assert_eq!(host_ids(&collector, &token, &["--os", codename]), me);
+        assert_eq!(
+            host_ids(&collector, &token, &["--os", &codename.to_uppercase()]),
+            me
+        );
+    }
+    assert_eq!(
+        host_ids(&collector, &token, &["--os", "no-such-codename"]),
+        Vec::<String>::new()
+    );
+}

@@ -326,3 +326,120 @@ async fn a_technician_works_a_ticket_and_an_admin_changes_the_rules() {
         none.stderr
     );
 }
+
+/// Issue 21: the ticket table shows the assignee and the escalation level;
+/// a ticket goes only to a technician who exists; a ticket that recovered
+/// by itself stays out of `kb search` unless asked; a reopen takes the
+/// latest value into its title, and a reopened ticket has no resolution.
+#[tokio::test]
+async fn tickets_show_who_has_them_and_reopen_without_their_old_resolution() {
+    let collector = Collector::start();
+    let agent = enrolled(&collector);
+    let alice = collector.api_token("alice", "technician");
+    collector.api_token("vic", "viewer");
+    // 95 % for 15 minutes fires disk-full; back to 50 % for longer than the
+    // quiet period (15 min) resolves it by itself.
+    let mut samples: Vec<AgentMessage> = (0..15)
+        .map(|m| sample(m + 1, i64::try_from(m).expect("small"), 95.0))
+        .collect();
+    samples.push(sample(16, 15, 50.0));
+    samples.push(sample(17, 31, 50.0));
+    send(&collector, &agent, samples).await;
+    let all = json(&collector.cli(&alice, &["--json", "tickets"]).expect_code(0));
+    let id = all[0]["id"].as_i64().expect("a ticket");
+    let id_arg = id.to_string();
+    assert_eq!(all[0]["status"], "resolved", "{all}");
+    assert_eq!(all[0]["resolution"], "recovered by itself");
+
+    let found = collector
+        .cli(&alice, &["--json", "kb", "search", "full"])
+        .expect_code(0);
+    assert_eq!(
+        json(&found),
+        serde_json::json!([]),
+        "auto-resolved: left out"
+    );
+    let asked = json(
+        &collector
+            .cli(
+                &alice,
+                &["--json", "kb", "search", "full", "--include-auto"],
+            )
+            .expect_code(0),
+    );
+    assert_eq!(asked[0]["ticket_id"], id, "{asked}");
+
+    // Fires again within the reopen window at 97 %: the same ticket, with
+    // the new value in its title and no resolution.
+    let again = (0..15).map(|m| sample(18 + m, 32 + i64::try_from(m).expect("small"), 97.0));
+    send(&collector, &agent, again.collect()).await;
+    let shown = json(
+        &collector
+            .cli(&alice, &["--json", "ticket", "show", &id_arg])
+            .expect_code(0),
+    );
+    assert_eq!(shown["ticket"]["status"], "open", "{shown}");
+    assert_eq!(shown["ticket"]["flaps"], 1);
+    assert_eq!(shown["ticket"]["title"], "disk-full: / is 97% full");
+    assert!(shown["ticket"]["resolution"].is_null(), "{shown}");
+
+    // Only a technician who exists takes a ticket.
+    for (who, needle) in [
+        ("bob", "no technician named \"bob\""),
+        ("vic", "\"vic\" is a viewer"),
+    ] {
+        let refused = collector
+            .cli(&alice, &["ticket", "assign", &id_arg, who])
+            .expect_code(1);
+        assert!(refused.error_line().contains(needle), "{}", refused.stderr);
+    }
+    collector
+        .cli(&alice, &["ticket", "assign", &id_arg, "alice"])
+        .expect_code(0);
+    collector
+        .cli(&alice, &["ticket", "escalate", &id_arg])
+        .expect_code(0);
+    let table = collector.cli(&alice, &["tickets"]).expect_code(0);
+    let mut lines = table.stdout.lines();
+    let header = lines.next().expect("header");
+    let row = lines.next().expect("a row");
+    // Columns are padded to line up: a cell starts where its heading does.
+    let cell = |column: &str| {
+        let at = header.find(column).expect(column);
+        row[at..].split_whitespace().next().unwrap_or_default()
+    };
+    assert_eq!(cell("assignee"), "alice", "{}", table.stdout);
+    assert_eq!(cell("esc"), "1", "{}", table.stdout);
+
+    // Resolved by hand, then reopened by hand: no current resolution.
+    collector
+        .cli(
+            &alice,
+            &[
+                "ticket",
+                "resolve",
+                &id_arg,
+                "--resolution",
+                "moved old logs",
+            ],
+        )
+        .expect_code(0);
+    collector
+        .cli(&alice, &["ticket", "reopen", &id_arg])
+        .expect_code(0);
+    let shown = json(
+        &collector
+            .cli(&alice, &["--json", "ticket", "show", &id_arg])
+            .expect_code(0),
+    );
+    assert!(shown["ticket"]["resolution"].is_null(), "{shown}");
+    let text = collector
+        .cli(&alice, &["ticket", "show", &id_arg])
+        .expect_code(0);
+    assert!(!text.stdout.contains("moved old logs\n"), "{}", text.stdout);
+    assert!(
+        !text.stdout.lines().any(|l| l.starts_with("resolved ")),
+        "{}",
+        text.stdout
+    );
+}

@@ -49,12 +49,12 @@ pub struct RunArgs {
 pub enum JobCommand {
     /// A job with its output.
     Show {
-        /// The job id.
+        /// The job id, or a unique start of it (at least 4 characters).
         id: String,
     },
     /// Cancel a queued or running job.
     Cancel {
-        /// The job id.
+        /// The job id, or a unique start of it (at least 4 characters).
         id: String,
     },
 }

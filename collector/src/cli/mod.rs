@@ -226,6 +226,10 @@ enum KbCommand {
         /// At most this many matches.
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..=200))]
         limit: u32,
+        /// Also tickets that only "recovered by itself" (resolved by their
+        /// rule, with no technician's resolution).
+        #[arg(long)]
+        include_auto: bool,
     },
 }
 
@@ -403,10 +407,12 @@ enum EnrollTokenCommand {
 #[derive(Debug, Clone, Default, clap::Args)]
 struct HostFilterArgs {
     /// Hosts with a package installed: NAME, or NAME<VERSION (also <=, =,
-    /// >=, >), ordered by the package's own ecosystem rules.
+    /// >=, >), ordered by the package's own ecosystem rules. Any case; `*`
+    /// matches any run of characters (`libssl*`). The matching installed
+    /// versions are shown.
     #[arg(long, value_name = "SPEC", value_parser = crate::query::parse_software)]
     software: Option<(String, Option<(crate::model::VersionOp, String)>)>,
-    /// OS name or version containing TEXT.
+    /// OS name, version or codename containing TEXT (`bookworm`, `11`).
     #[arg(long, value_name = "TEXT")]
     os: Option<String>,
     /// The system serial number.
@@ -640,7 +646,7 @@ async fn run(
                 }
                 page_token = page.next_page_token;
             }
-            output::hosts(&hosts, json)
+            output::hosts(&hosts, filter.software.is_some(), json)
         }
         Command::Host(HostCommand::Show { host, health }) => {
             let health_since_unix_ms = health.map_or(0, |window| {
@@ -850,9 +856,17 @@ async fn run(
         }
         Command::Job(command) => diagnostics::job(&mut client, command, json).await,
         Command::Diagnostics { host } => diagnostics::catalog(&mut client, host, json).await,
-        Command::Kb(KbCommand::Search { query, limit }) => {
+        Command::Kb(KbCommand::Search {
+            query,
+            limit,
+            include_auto,
+        }) => {
             let found = client
-                .search_kb(SearchKbRequest { query, limit })
+                .search_kb(SearchKbRequest {
+                    query,
+                    limit,
+                    include_auto,
+                })
                 .await
                 .map_err(call_failed)?
                 .into_inner();

@@ -133,9 +133,52 @@ impl<'a> From<&'a HostSummary> for HostJson<'a> {
     }
 }
 
-/// `deskpulse hosts`.
-pub fn hosts(hosts: &[HostSummary], json: bool) -> CommandResult {
+/// An installed package a `--software` filter matched, in `hosts --json`.
+#[derive(Debug, Serialize)]
+struct SoftwareJson<'a> {
+    name: &'a str,
+    version: &'a str,
+    ecosystem: &'a str,
+}
+
+/// One host in `hosts --software … --json`: the host and what matched.
+#[derive(Debug, Serialize)]
+struct MatchedHostJson<'a> {
+    #[serde(flatten)]
+    host: HostJson<'a>,
+    software: Vec<SoftwareJson<'a>>,
+}
+
+/// The packages a software filter matched on a host, for its table cell.
+fn matched_cell(h: &HostSummary) -> String {
+    h.matched_software
+        .iter()
+        .map(|p| format!("{} {}", p.name, p.version))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `deskpulse hosts`; with a software filter, the versions it matched too.
+pub fn hosts(hosts: &[HostSummary], software_filter: bool, json: bool) -> CommandResult {
     if json {
+        if software_filter {
+            let rows: Vec<MatchedHostJson<'_>> = hosts
+                .iter()
+                .map(|h| MatchedHostJson {
+                    host: HostJson::from(h),
+                    software: h
+                        .matched_software
+                        .iter()
+                        .map(|p| SoftwareJson {
+                            name: &p.name,
+                            version: &p.version,
+                            ecosystem: &p.ecosystem,
+                        })
+                        .collect(),
+                })
+                .collect();
+            return print_json(&rows);
+        }
         let rows: Vec<HostJson<'_>> = hosts.iter().map(HostJson::from).collect();
         return print_json(&rows);
     }
@@ -146,19 +189,34 @@ pub fn hosts(hosts: &[HostSummary], json: bool) -> CommandResult {
     let rows: Vec<Vec<String>> = hosts
         .iter()
         .map(|h| {
-            vec![
+            let mut row = vec![
                 h.hostname.clone(),
                 format!("{} {}", h.os_name, h.os_version).trim().to_owned(),
+            ];
+            if software_filter {
+                row.push(matched_cell(h));
+            }
+            row.extend([
                 ago(h.last_seen_unix_ms),
                 presence(h.presence).to_owned(),
                 h.host_id.clone(),
-            ]
+            ]);
+            row
         })
         .collect();
-    out!(
-        "{}",
-        table(&["HOSTNAME", "OS", "LAST SEEN", "STATUS", "HOST ID"], &rows)
-    );
+    let headers: &[&str] = if software_filter {
+        &[
+            "HOSTNAME",
+            "OS",
+            "INSTALLED",
+            "LAST SEEN",
+            "STATUS",
+            "HOST ID",
+        ]
+    } else {
+        &["HOSTNAME", "OS", "LAST SEEN", "STATUS", "HOST ID"]
+    };
+    out!("{}", table(headers, &rows));
     Ok(())
 }
 
@@ -747,6 +805,12 @@ pub fn tickets(list: &[Ticket], json: bool) -> CommandResult {
                 t.status.clone(),
                 t.hostname.clone(),
                 t.title.clone(),
+                if t.assignee.is_empty() {
+                    "-".into()
+                } else {
+                    t.assignee.clone()
+                },
+                t.escalation.to_string(),
                 if t.occurrences > 1 {
                     format!("x{}", t.occurrences)
                 } else {
@@ -759,7 +823,17 @@ pub fn tickets(list: &[Ticket], json: bool) -> CommandResult {
     out!(
         "{}",
         table(
-            &["id", "pri", "status", "host", "title", "seen", "resolve by"],
+            &[
+                "id",
+                "pri",
+                "status",
+                "host",
+                "title",
+                "assignee",
+                "esc",
+                "seen",
+                "resolve by"
+            ],
             &rows
         )
     );

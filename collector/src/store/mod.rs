@@ -262,8 +262,14 @@ pub trait Store: SharedQueries + Send + Sync + 'static {
 
     /// Resolved and closed tickets matching `terms` (any of them), best
     /// first by bm25, at most `limit`. Terms are plain words; the backend
-    /// quotes them, so no query syntax reaches the index.
-    async fn search_kb(&self, terms: &[String], limit: u32) -> StoreResult<Vec<KbHit>>;
+    /// quotes them, so no query syntax reaches the index. A ticket whose
+    /// resolution is [`AUTO_RESOLUTION`] is left out unless `include_auto`.
+    async fn search_kb(
+        &self,
+        terms: &[String],
+        limit: u32,
+        include_auto: bool,
+    ) -> StoreResult<Vec<KbHit>>;
 
     /// Writes a consistent copy of the whole database to `path` (which
     /// must not exist) while the store stays in use: `deskpulse-collector

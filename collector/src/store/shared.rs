@@ -27,8 +27,8 @@ use crate::store::{
     Delivery, DeliveryOutcome, EnrollOutcome, EnrollRequest, HealthPoint, HostCert, HostDetail,
     HostDiagnostics, HostQuery, HostRow, IssueCert, JobQuery, JobRow, NewApiToken,
     NewEnrollmentToken, NewJob, NewWebhook, PolicyRecord, ReissueCert, RelinkDecision,
-    RelinkRefusal, RelinkRequest, SessionOpen, StoreError, StoreGauges, StoreResult, TicketChange,
-    TicketQuery, TicketRefusal, TicketRow, WebhookStatus, WorklogEntry,
+    RelinkRefusal, RelinkRequest, SessionOpen, SoftwareMatch, StoreError, StoreGauges, StoreResult,
+    TicketChange, TicketQuery, TicketRefusal, TicketRow, WebhookStatus, WorklogEntry,
 };
 
 /// Makes an audited change's entry from what the change produced (a new
@@ -67,10 +67,10 @@ const WRITE_PROBE_KEY: &str = "write_probe_ms";
 pub(crate) trait SqlBackend: Send + Sync + 'static {
     /// Its database.
     type Db: BackendSql;
-    /// How a host filter finds the hosts that have a package: a subquery
-    /// up to `WHERE c.name = `, with `c` the software catalog (SQLite
-    /// shares package lists between hosts through `host_keys`).
-    const SOFTWARE_HOSTS: &'static str;
+    /// Where installed software is found: the software catalog `c` joined
+    /// to the hosts that have each entry (SQLite shares package lists
+    /// between hosts through `host_keys`).
+    const SOFTWARE: sql::hosts::SoftwareTables;
     /// What a host's detail is selected from: `hosts`, joined with where
     /// the backend keeps the latest inventory (`inventory`,
     /// `inventory_at_ms`).
@@ -352,6 +352,14 @@ pub trait SharedQueries: Send + Sync {
     /// A host's tags, ordered by key.
     async fn tags(&self, host_id: &str) -> StoreResult<Vec<(String, String)>>;
 
+    /// The installed packages of `hosts` that `query`'s software filter
+    /// matches, by host, name and version; none without that filter.
+    async fn matching_software(
+        &self,
+        hosts: &[&str],
+        query: &HostQuery,
+    ) -> StoreResult<Vec<SoftwareMatch>>;
+
     /// The host whose id is `query`, alone; else every host whose id
     /// starts with `query` or whose host name equals it
     /// (case-insensitively).
@@ -359,6 +367,10 @@ pub trait SharedQueries: Send + Sync {
 
     /// A job by id.
     async fn job(&self, id: &str) -> StoreResult<Option<JobRow>>;
+
+    /// The ids of the jobs whose id starts with `prefix` (lowercase hex and
+    /// dashes, as job ids are written), in id order, at most `limit`.
+    async fn job_ids_with_prefix(&self, prefix: &str, limit: u32) -> StoreResult<Vec<String>>;
 
     /// Jobs, newest first.
     async fn list_jobs(&self, query: &JobQuery) -> StoreResult<Vec<JobRow>>;
@@ -1043,7 +1055,7 @@ impl<T: SqlBackend> SharedQueries for T {
         sql.push(", ");
         T::Db::text(&mut sql, id);
         sql.push(")");
-        sql::hosts::push_conditions::<T::Db>(&mut sql, T::SOFTWARE_HOSTS, query);
+        sql::hosts::push_conditions::<T::Db>(&mut sql, &T::SOFTWARE, query);
         sql.push(format!(" ORDER BY {order} LIMIT "));
         T::Db::int(&mut sql, i64::from(limit));
         T::Db::all(self.reads(), sql, |r| host_row(r)).await
@@ -1086,6 +1098,30 @@ impl<T: SqlBackend> SharedQueries for T {
         .await
     }
 
+    async fn matching_software(
+        &self,
+        hosts: &[&str],
+        query: &HostQuery,
+    ) -> StoreResult<Vec<SoftwareMatch>> {
+        let Some((name, compare)) = &query.software else {
+            return Ok(Vec::new());
+        };
+        if hosts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql =
+            sql::hosts::matching_software::<T::Db>(&T::SOFTWARE, hosts, name, compare.as_ref())?;
+        T::Db::all(self.reads(), sql, |r| {
+            Ok(SoftwareMatch {
+                host_id: r.text("host_id")?,
+                ecosystem: r.text("ecosystem")?,
+                name: r.text("name")?,
+                version: r.text("version")?,
+            })
+        })
+        .await
+    }
+
     async fn find_hosts(&self, query: &str) -> StoreResult<Vec<HostRow>> {
         // An exact id is looked up alone, before names and prefixes: no
         // host name, whatever an agent reports, can shadow it (issue 20).
@@ -1114,6 +1150,10 @@ impl<T: SqlBackend> SharedQueries for T {
 
     async fn job(&self, id: &str) -> StoreResult<Option<JobRow>> {
         sql::jobs::get(self.reads(), id).await
+    }
+
+    async fn job_ids_with_prefix(&self, prefix: &str, limit: u32) -> StoreResult<Vec<String>> {
+        sql::jobs::ids_with_prefix(self.reads(), prefix, limit).await
     }
 
     async fn list_jobs(&self, query: &JobQuery) -> StoreResult<Vec<JobRow>> {

@@ -16,6 +16,8 @@ use sqlx::{Connection, PgConnection};
 use super::*;
 use crate::clock::{Clock, ManualClock};
 
+mod lookups;
+use lookups::*;
 mod revocation;
 use revocation::*;
 
@@ -277,7 +279,12 @@ contract! {
     a_revoked_host_is_refused_with_every_certificate,
     api_tokens_expire_are_revoked_and_the_last_admin_stays,
     a_revoked_enrollment_token_enrolls_nothing,
-    a_ca_rotation_moves_hosts_over_and_retires_the_old_ca_only_when_empty_or_forced;
+    a_ca_rotation_moves_hosts_over_and_retires_the_old_ca_only_when_empty_or_forced,
+    software_filters_ignore_case_take_globs_and_name_the_versions,
+    the_os_filter_finds_a_codename,
+    jobs_are_found_by_a_unique_start_of_their_id,
+    tickets_go_only_to_technicians_who_exist,
+    a_ticket_reopened_by_hand_has_no_current_resolution;
     // One SQLite database has one collector: no other cache to reach.
     postgres only:
     a_policy_applied_by_one_replica_reaches_the_others,
@@ -1959,6 +1966,22 @@ async fn a_full_disk_opens_one_ticket_resolves_after_quiet_and_reopens(db: TestD
     };
     let resolved = store.list_tickets(&all).await.expect("list");
     assert_eq!(resolved[0].status, "resolved");
+    assert_eq!(resolved[0].resolution.as_deref(), Some(AUTO_RESOLUTION));
+    // It only recovered by itself: the knowledge base leaves it out unless
+    // asked (issue 21).
+    let full = ["full".to_owned()];
+    assert!(
+        store
+            .search_kb(&full, 10, false)
+            .await
+            .expect("search")
+            .is_empty()
+    );
+    let asked = store.search_kb(&full, 10, true).await.expect("search");
+    assert_eq!(
+        asked.iter().map(|h| h.ticket_id).collect::<Vec<_>>(),
+        [ticket.id]
+    );
 
     // Fires again within the reopen window: the same ticket, one flap.
     for m in 30..42u64 {
@@ -1975,6 +1998,10 @@ async fn a_full_disk_opens_one_ticket_resolves_after_quiet_and_reopens(db: TestD
         (reopened[0].status.as_str(), reopened[0].flaps),
         ("open", 1)
     );
+    // Reopened: the title shows the value that fired it again, and the old
+    // resolution is no longer current (issue 21).
+    assert_eq!(reopened[0].title, "disk-full: / is 97% full");
+    assert_eq!(reopened[0].resolution, None);
 }
 
 async fn the_ticket_workflow_meets_response_pauses_while_waiting_and_escalates(db: TestDb) {
@@ -2012,6 +2039,7 @@ async fn the_ticket_workflow_meets_response_pauses_while_waiting_and_escalates(d
                 .expect("update")
         }
     };
+    technician(&store, "bob", Role::Technician).await;
     let assigned = change(TicketChange::Assign("bob".into()), t0 + 7 * 60 * min)
         .await
         .expect("assign");
@@ -2571,6 +2599,7 @@ async fn replica_reaches(replica: &SharedStore, applied: &PolicyRecord) {
 async fn tickets_filter_by_assignee(db: TestDb) {
     let store = db.store.clone();
     let id = enrolled_host(&store).await;
+    technician(&store, "alice", Role::Technician).await;
     let mine = store
         .create_ticket(&id, "printer", None, "alice", 1)
         .await
@@ -2970,7 +2999,7 @@ async fn the_knowledge_base_finds_resolved_tickets_best_match_first(db: TestDb) 
     let words = |text: &str| text.split(' ').map(str::to_owned).collect::<Vec<_>>();
 
     let hits = store
-        .search_kb(&words("spooler crash driver"), 10)
+        .search_kb(&words("spooler crash driver"), 10, false)
         .await
         .expect("search");
     // Three words (stemmed: "crashed") beat one ("crash dumps").
@@ -2984,7 +3013,10 @@ async fn the_knowledge_base_finds_resolved_tickets_best_match_first(db: TestDb) 
     assert_eq!(hits[0].resolved_at_ms, Some(2));
     assert!(hits[0].resolution.contains("corrupt driver"));
 
-    let by_title = store.search_kb(&words("hour"), 10).await.expect("search");
+    let by_title = store
+        .search_kb(&words("hour"), 10, false)
+        .await
+        .expect("search");
     assert_eq!(
         by_title.iter().map(|h| h.ticket_id).collect::<Vec<_>>(),
         [vpn]
@@ -3001,7 +3033,7 @@ async fn the_knowledge_base_finds_resolved_tickets_best_match_first(db: TestDb) 
         "or",
     ] {
         store
-            .search_kb(&[odd.to_owned()], 10)
+            .search_kb(&[odd.to_owned()], 10, false)
             .await
             .unwrap_or_else(|e| panic!("{odd:?}: {e}"));
     }
@@ -3013,7 +3045,7 @@ async fn the_knowledge_base_finds_resolved_tickets_best_match_first(db: TestDb) 
         .expect("reopened");
     assert!(
         store
-            .search_kb(&words("certificate"), 10)
+            .search_kb(&words("certificate"), 10, false)
             .await
             .expect("search")
             .is_empty()

@@ -550,6 +550,7 @@ async fn every_ticket_change_queues_its_event_for_the_webhooks_that_want_it() {
     )
     .await;
     let host = host(&store).await;
+    api_token(&store, "alice", Role::Technician).await;
     let t = store
         .create_ticket(&host, "Spooler", None, "alice", T0)
         .await
@@ -1045,6 +1046,7 @@ async fn the_knowledge_base_finds_past_resolutions_best_first() {
     let search = |query: &str| SearchKbRequest {
         query: query.into(),
         limit: 0,
+        include_auto: false,
     };
     let found = api
         .search_kb(authed(&viewer, search("spooler crash")))
@@ -1101,7 +1103,7 @@ async fn the_knowledge_base_finds_past_resolutions_best_first() {
         .expect("reopened");
     assert!(
         store
-            .search_kb(&["certificate".into()], 10)
+            .search_kb(&["certificate".into()], 10, false)
             .await
             .expect("search")
             .is_empty()
@@ -1127,9 +1129,88 @@ async fn the_knowledge_base_finds_past_resolutions_best_first() {
         .expect("update")
         .expect("resolved");
     let noted = store
-        .search_kb(&["token".into()], 10)
+        .search_kb(&["token".into()], 10, false)
         .await
         .expect("search");
     assert_eq!(noted.iter().map(|h| h.ticket_id).collect::<Vec<_>>(), [vpn]);
     assert_eq!(noted[0].resolution, "Reissued the VPN profile");
+}
+
+/// Issue 21: `job show` and `job cancel` take a unique start of a job id,
+/// as host ids are taken; too short, not hex, unknown or ambiguous starts
+/// are refused in one line.
+#[tokio::test]
+async fn a_job_is_named_by_a_unique_start_of_its_id() {
+    use deskpulse_proto::v1::GetJobRequest;
+    let (dir, store) = store().await;
+    let clock = ManualClock::new(T0);
+    let host = host(&store).await;
+    let ping = deskpulse_proto::catalog::parse("ping", &[("host".into(), "127.0.0.1".into())])
+        .expect("valid");
+    for id in [
+        "3f2a9c1e-0b7d-4c1a-9e2f-1d2c3b4a5f60",
+        "3f2a0000-0b7d-4c1a-9e2f-1d2c3b4a5f61",
+        "7c000000-0000-4000-8000-000000000001",
+    ] {
+        store
+            .create_job(
+                &crate::store::NewJob {
+                    id: id.into(),
+                    host_id: host.clone(),
+                    diagnostic: "ping".into(),
+                    params: prost::Message::encode_to_vec(&ping),
+                    params_text: deskpulse_proto::catalog::describe(&ping),
+                    risk: "read-only".into(),
+                    caller: crate::store::Caller {
+                        technician_id: "t1".into(),
+                        name: "alice".into(),
+                        role: Role::Technician,
+                        token_id: "k1".into(),
+                        expires_at_ms: None,
+                        last_used_at_ms: None,
+                    },
+                    ticket_id: None,
+                    expires_at_ms: T0 + 3_600_000,
+                },
+                T0,
+            )
+            .await
+            .expect("job");
+    }
+    let api = api(dir.path(), &store, &clock).await;
+    let viewer = api_token(&store, "vera", Role::Viewer).await;
+    let show = |id: &str| api.get_job(authed(&viewer, GetJobRequest { id: id.to_owned() }));
+    for (asked, found) in [
+        ("7c00", "7c000000-0000-4000-8000-000000000001"),
+        ("7C00", "7c000000-0000-4000-8000-000000000001"),
+        ("3f2a9", "3f2a9c1e-0b7d-4c1a-9e2f-1d2c3b4a5f60"),
+        (
+            "3F2A9C1E-0B7D-4C1A-9E2F-1D2C3B4A5F60",
+            "3f2a9c1e-0b7d-4c1a-9e2f-1d2c3b4a5f60",
+        ),
+    ] {
+        let job = show(asked).await.expect(asked).into_inner();
+        assert_eq!(job.id, found, "{asked}");
+    }
+    for (asked, code, needle) in [
+        (
+            "3f2a",
+            tonic::Code::InvalidArgument,
+            "\"3f2a\" matches 2 jobs; give more of the id: \
+             3f2a0000-0b7d-4c1a-9e2f-1d2c3b4a5f61, 3f2a9c1e-0b7d-4c1a-9e2f-1d2c3b4a5f60",
+        ),
+        ("7c0", tonic::Code::InvalidArgument, "too short"),
+        ("7c0%", tonic::Code::InvalidArgument, "not a job id"),
+        ("", tonic::Code::InvalidArgument, "empty"),
+        ("abcd", tonic::Code::NotFound, "no job matches \"abcd\""),
+    ] {
+        let status = show(asked).await.expect_err(asked);
+        assert_eq!(status.code(), code, "{asked}: {status:?}");
+        assert!(
+            status.message().contains(needle),
+            "{asked}: {}",
+            status.message()
+        );
+        assert!(!status.message().contains('\n'), "one line");
+    }
 }

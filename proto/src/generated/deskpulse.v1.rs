@@ -2406,7 +2406,9 @@ pub struct ListHostsRequest {
 #[derive(serde::Serialize)]
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct HostFilter {
-    /// A package name installed on the host, exact.
+    /// A package name installed on the host, compared without regard to case;
+    /// "*" matches any run of characters ("libssl*"), every other character is
+    /// itself.
     #[prost(string, tag = "1")]
     pub software_name: ::prost::alloc::string::String,
     /// Compare the installed version of software_name: "\<", "\<=", "=", ">=",
@@ -2417,7 +2419,8 @@ pub struct HostFilter {
     /// The version to compare with.
     #[prost(string, tag = "3")]
     pub software_version: ::prost::alloc::string::String,
-    /// Text the OS name and version contain, case-insensitive.
+    /// Text the OS line contains (name, version, and the build or codename,
+    /// e.g. "bookworm"), case-insensitive.
     #[prost(string, tag = "4")]
     pub os: ::prost::alloc::string::String,
     /// The system serial number, exact, case-insensitive.
@@ -2459,7 +2462,7 @@ pub struct ListHostsResponse {
 }
 /// One line of the host list.
 #[derive(serde::Serialize)]
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct HostSummary {
     /// The host id (a UUID).
     #[prost(string, tag = "1")]
@@ -2483,6 +2486,10 @@ pub struct HostSummary {
     /// When the host enrolled, ms since the Unix epoch.
     #[prost(int64, tag = "7")]
     pub enrolled_at_unix_ms: i64,
+    /// With a software filter: the host's installed packages it matched
+    /// (ecosystem, name and version set), ordered by name, at most 20.
+    #[prost(message, repeated, tag = "8")]
+    pub matched_software: ::prost::alloc::vec::Vec<Package>,
 }
 /// Asks for one host.
 #[derive(serde::Serialize)]
@@ -3161,7 +3168,7 @@ pub struct ListJobsResponse {
 #[derive(serde::Serialize)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct GetJobRequest {
-    /// The job id.
+    /// The job id, or a unique start of it of at least 4 characters.
     #[prost(string, tag = "1")]
     pub id: ::prost::alloc::string::String,
 }
@@ -3332,6 +3339,10 @@ pub struct SearchKbRequest {
     /// At most this many matches; 0 means 20, the most is 200.
     #[prost(uint32, tag = "2")]
     pub limit: u32,
+    /// Also tickets whose only resolution is "recovered by itself" (resolved
+    /// by their rule, with no technician's resolution); left out by default.
+    #[prost(bool, tag = "3")]
+    pub include_auto: bool,
 }
 /// One past resolution.
 #[derive(serde::Serialize)]

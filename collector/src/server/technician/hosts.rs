@@ -5,7 +5,7 @@
 
 use deskpulse_proto::v1::{
     GetHostRequest, GetHostResponse, GetTicketResponse, HealthPoint, HealthSample, HostSummary,
-    Inventory, ListHostsRequest, ListHostsResponse, Presence, SetHostTagRequest,
+    Inventory, ListHostsRequest, ListHostsResponse, Package, Presence, SetHostTagRequest,
     SetHostTagResponse, SpoolCounters,
 };
 use prost::Message;
@@ -20,6 +20,9 @@ use crate::store::{AuditEntry, ChangeQuery, HostRow, Role, TicketQuery, TicketRo
 const RECENT_CHANGES: u32 = 20;
 /// Earlier tickets shown with a ticket.
 const RELATED_TICKETS: u32 = 10;
+
+/// The most installed packages a software filter shows per host.
+const MATCHED_SOFTWARE: usize = 20;
 
 /// Default and largest page sizes of list calls (D19).
 const DEFAULT_PAGE: u32 = 100;
@@ -175,6 +178,7 @@ impl TechnicianApi {
                 Presence::Offline
             } as i32,
             enrolled_at_unix_ms: row.enrolled_at_ms,
+            matched_software: Vec::new(),
         }
     }
 
@@ -209,8 +213,32 @@ impl TechnicianApi {
             (true, Some(last)) => encode_page_token(last),
             _ => String::new(),
         };
+        let mut hosts: Vec<HostSummary> = rows.iter().map(|row| self.summary(row)).collect();
+        let ids: Vec<&str> = rows.iter().map(|row| row.id.as_str()).collect();
+        let matched = self
+            .ctx
+            .store
+            .matching_software(&ids, &query)
+            .await
+            .map_err(internal)?;
+        let mut by_host: std::collections::HashMap<String, Vec<Package>> =
+            std::collections::HashMap::new();
+        for m in matched {
+            let packages = by_host.entry(m.host_id).or_default();
+            if packages.len() < MATCHED_SOFTWARE {
+                packages.push(Package {
+                    ecosystem: m.ecosystem,
+                    name: m.name,
+                    version: m.version,
+                    ..Default::default()
+                });
+            }
+        }
+        for host in &mut hosts {
+            host.matched_software = by_host.remove(&host.host_id).unwrap_or_default();
+        }
         Ok(Response::new(ListHostsResponse {
-            hosts: rows.iter().map(|row| self.summary(row)).collect(),
+            hosts,
             next_page_token,
         }))
     }

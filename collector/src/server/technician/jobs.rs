@@ -37,6 +37,37 @@ const RECHECK: Duration = Duration::from_secs(1);
 /// Parameters a request may carry.
 const MAX_PARAMS: usize = 16;
 
+/// The fewest characters of a job id taken as its start: job ids are many
+/// (one per diagnostic), so one or two characters would name a crowd.
+const MIN_JOB_PREFIX: usize = 4;
+
+/// How many jobs an ambiguous start counts exactly; past this it says
+/// "more than".
+const MAX_JOB_CANDIDATES: u32 = 100;
+
+/// How many of an ambiguous start's jobs the error names.
+const SHOWN_JOB_CANDIDATES: usize = 5;
+
+/// The one line refusing a job id start that names several jobs: their
+/// count and the first few ids.
+fn ambiguous_job(query: &str, ids: &[String]) -> String {
+    let count = if ids.len() > MAX_JOB_CANDIDATES as usize {
+        format!("more than {MAX_JOB_CANDIDATES}")
+    } else {
+        ids.len().to_string()
+    };
+    let mut shown = ids
+        .iter()
+        .take(SHOWN_JOB_CANDIDATES)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if ids.len() > SHOWN_JOB_CANDIDATES {
+        shown.push_str(", …");
+    }
+    format!("{query:?} matches {count} jobs; give more of the id: {shown}")
+}
+
 fn risk_name(risk: DiagnosticRisk) -> &'static str {
     if risk == DiagnosticRisk::ReadOnly {
         "read-only"
@@ -364,19 +395,54 @@ impl TechnicianApi {
         }))
     }
 
-    async fn find_job(&self, id: &str) -> Result<JobRow, Status> {
-        let id = id.trim();
-        if uuid::Uuid::parse_str(id).is_err() {
+    /// The one job `query` names: a job id, or a unique start of one of at
+    /// least [`MIN_JOB_PREFIX`] characters, as host ids are taken (D4); an
+    /// ambiguous start is refused with the candidates.
+    async fn find_job(&self, query: &str) -> Result<JobRow, Status> {
+        let query = query.trim();
+        if query.is_empty() {
+            return Err(Status::invalid_argument(
+                "JOB is empty: give a job id or its first characters, as `deskpulse jobs` lists",
+            ));
+        }
+        if let Ok(id) = uuid::Uuid::parse_str(query) {
+            let id = id.hyphenated().to_string();
+            return self
+                .ctx
+                .store
+                .job(&id)
+                .await
+                .map_err(internal)?
+                .ok_or_else(|| Status::not_found(format!("no job {id}")));
+        }
+        let prefix = query.to_ascii_lowercase();
+        if !prefix.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
             return Err(Status::invalid_argument(format!(
-                "{id:?} is not a job id (a UUID, as `deskpulse jobs` lists)"
+                "{query:?} is not a job id (a UUID, as `deskpulse jobs` lists) or the start of one"
             )));
         }
-        self.ctx
+        if prefix.len() < MIN_JOB_PREFIX {
+            return Err(Status::invalid_argument(format!(
+                "{query:?} is too short: give at least {MIN_JOB_PREFIX} characters of the job id"
+            )));
+        }
+        let ids = self
+            .ctx
             .store
-            .job(id)
+            .job_ids_with_prefix(&prefix, MAX_JOB_CANDIDATES + 1)
             .await
-            .map_err(internal)?
-            .ok_or_else(|| Status::not_found(format!("no job {id}")))
+            .map_err(internal)?;
+        match ids.as_slice() {
+            [] => Err(Status::not_found(format!("no job matches {query:?}"))),
+            [id] => self
+                .ctx
+                .store
+                .job(id)
+                .await
+                .map_err(internal)?
+                .ok_or_else(|| Status::not_found(format!("no job {id}"))),
+            many => Err(Status::invalid_argument(ambiguous_job(query, many))),
+        }
     }
 
     pub(super) async fn get_job_impl(

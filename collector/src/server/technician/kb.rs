@@ -1,5 +1,6 @@
 //! The knowledge-base part of the technician API: `SearchKb`, a ranked
-//! search of resolved tickets.
+//! search of resolved tickets (those that only recovered by themselves
+//! when asked).
 
 use deskpulse_proto::v1::{KbMatch, SearchKbRequest, SearchKbResponse};
 use tonic::{Request, Response, Status};
@@ -37,7 +38,7 @@ impl TechnicianApi {
         let hits = self
             .ctx
             .store
-            .search_kb(&terms, limit)
+            .search_kb(&terms, limit, request.include_auto)
             .await
             .map_err(internal)?;
         Ok(Response::new(SearchKbResponse {

@@ -226,14 +226,23 @@ pub trait TicketTx: Send {
         host: &str,
         since_ms: i64,
     ) -> StoreResult<Vec<(i64, String)>>;
+    /// The role of the technician named `name` ("viewer", "technician",
+    /// "admin"), if there is one.
+    async fn technician_role(&mut self, name: &str) -> StoreResult<Option<String>>;
     /// Counts one more occurrence.
     async fn count_occurrence(&mut self, ticket: i64, now_ms: i64) -> StoreResult<()>;
     /// Resolves a ticket whose condition recovered, unless it is resolved
     /// or closed already; whether it did.
     async fn resolve_recovered(&mut self, ticket: i64, now_ms: i64) -> StoreResult<bool>;
     /// Opens a resolved ticket again because its rule fired again: one
-    /// more flap and occurrence, the resolution cleared.
-    async fn reopen_fired(&mut self, ticket: i64, now_ms: i64) -> StoreResult<()>;
+    /// more flap and occurrence, the resolution cleared, and the title
+    /// the firing gives it now, when it gives one.
+    async fn reopen_fired(
+        &mut self,
+        ticket: i64,
+        title: Option<&str>,
+        now_ms: i64,
+    ) -> StoreResult<()>;
     /// A ticket's status and when it resolved.
     async fn ticket_status(&mut self, ticket: i64) -> StoreResult<Option<(String, Option<i64>)>>;
     /// The host's latest `limit` changes since `since_ms`, newest first,
@@ -425,7 +434,12 @@ async fn act(
             Ok(Some(id))
         }
         (TicketAction::Reopen, Some(id)) => {
-            tx.reopen_fired(id, now_ms).await?;
+            // The title shows the value that fired it this time (a timer's
+            // firing has no reading: the title stays).
+            let title = firing
+                .value
+                .map(|value| rule.ticket_title(firing.subject, value));
+            tx.reopen_fired(id, title.as_deref(), now_ms).await?;
             let note = format!(
                 "reopened: {} fired again ({})",
                 rule.name,
@@ -651,7 +665,7 @@ async fn raise_event_ticket(
         Some((id, status, Some(resolved)))
             if status == "resolved" && now_ms - resolved <= policy.lifecycle.reopen_window_ms =>
         {
-            tx.reopen_fired(id, now_ms).await?;
+            tx.reopen_fired(id, Some(event.title), now_ms).await?;
             let note = format!("reopened: {}", event.detail);
             tx.worklog(id, now_ms, "system", &note).await?;
             enqueue(tx, TicketEvent::Opened, id, now_ms).await?;
@@ -968,6 +982,21 @@ pub async fn create(
         .ok_or_else(|| StoreError::Corrupt(format!("ticket {id} vanished")))
 }
 
+/// Why a ticket cannot go to `name`, if it cannot: a technician is a name
+/// an API token was made for, and a viewer cannot work tickets.
+async fn unassignable(tx: &mut impl TicketTx, name: &str) -> StoreResult<Option<String>> {
+    Ok(match tx.technician_role(name).await?.as_deref() {
+        None => Some(format!(
+            "no technician named {name:?}; assign the name of a technician with an API token \
+             (`deskpulse tokens` lists them)"
+        )),
+        Some("viewer") => Some(format!(
+            "{name:?} is a viewer and cannot work tickets; assign a technician or an admin"
+        )),
+        Some(_) => None,
+    })
+}
+
 /// Applies a technician's change.
 pub async fn update(
     tx: &mut impl TicketTx,
@@ -983,6 +1012,9 @@ pub async fn update(
     let closed = matches!(before.status.as_str(), "resolved" | "closed");
     let note = match change {
         TicketChange::Assign(name) => {
+            if let Some(why) = unassignable(tx, name).await? {
+                return Ok(Err(TicketRefusal::Invalid(why)));
+            }
             tx.write_ticket(id, TicketWrite::Assign(name), now_ms)
                 .await?;
             format!("assigned to {name}")

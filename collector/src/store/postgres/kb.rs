@@ -7,7 +7,7 @@
 use sqlx::PgPool;
 
 use crate::store::rows::{KB_HIT_COLUMNS, kb_hit_row};
-use crate::store::{KbHit, StoreResult};
+use crate::store::{AUTO_RESOLUTION, KbHit, StoreResult};
 
 /// `ts_rank` weights for the {D, C, B, A} labels; C is the notes, B the
 /// title, A the resolution: 1 : 2 : 4, the proportions of SQLite's bm25
@@ -27,9 +27,15 @@ pub fn ts_query(terms: &[String]) -> String {
         .join(" or ")
 }
 
-/// Matches, best first. `rank` is the negated `ts_rank`, so that, as on
-/// SQLite, a lower rank is a better match.
-pub async fn search(pool: &PgPool, terms: &[String], limit: u32) -> StoreResult<Vec<KbHit>> {
+/// Matches, best first; a ticket that only recovered by itself only when
+/// `include_auto`. `rank` is the negated `ts_rank`, so that, as on SQLite,
+/// a lower rank is a better match.
+pub async fn search(
+    pool: &PgPool,
+    terms: &[String],
+    limit: u32,
+    include_auto: bool,
+) -> StoreResult<Vec<KbHit>> {
     if terms.is_empty() {
         return Ok(Vec::new());
     }
@@ -38,11 +44,14 @@ pub async fn search(pool: &PgPool, terms: &[String], limit: u32) -> StoreResult<
          FROM (SELECT websearch_to_tsquery('english', $1) AS query) q \
          JOIN kb_fts k ON k.document @@ q.query \
          JOIN tickets t ON t.id = k.ticket_id JOIN hosts h ON h.id = t.host_id \
+         WHERE $3 OR t.resolution IS DISTINCT FROM $4 \
          ORDER BY rank, t.id DESC LIMIT $2"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(ts_query(terms))
         .bind(i64::from(limit))
+        .bind(include_auto)
+        .bind(AUTO_RESOLUTION)
         .fetch_all(pool)
         .await?;
     rows.iter().map(kb_hit_row).collect()

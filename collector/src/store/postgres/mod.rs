@@ -59,6 +59,7 @@ use super::{
 };
 use crate::rules::policy::Policy;
 use crate::store::sql::SendFuture;
+use crate::store::sql::hosts::SoftwareTables;
 
 /// The channel `apply_policy` notifies and every replica listens on.
 const POLICY_CHANNEL: &str = "deskpulse_policy";
@@ -453,8 +454,10 @@ fn seq_i64(seq: u64) -> StoreResult<i64> {
 impl SqlBackend for PostgresStore {
     type Db = Postgres;
     const HOST_DETAIL_FROM: &'static str = "hosts";
-    const SOFTWARE_HOSTS: &'static str = "SELECT hs.host_id FROM software_catalog c \
-         JOIN host_software hs ON hs.catalog_id = c.id WHERE c.name = ";
+    const SOFTWARE: SoftwareTables = SoftwareTables {
+        from: "software_catalog c JOIN host_software hs ON hs.catalog_id = c.id",
+        host: "hs.host_id",
+    };
 
     fn reads(&self) -> &PgPool {
         &self.pool
@@ -538,7 +541,12 @@ impl Store for PostgresStore {
         }
     }
 
-    async fn search_kb(&self, terms: &[String], limit: u32) -> StoreResult<Vec<KbHit>> {
-        kb::search(&self.pool, terms, limit).await
+    async fn search_kb(
+        &self,
+        terms: &[String],
+        limit: u32,
+        include_auto: bool,
+    ) -> StoreResult<Vec<KbHit>> {
+        kb::search(&self.pool, terms, limit, include_auto).await
     }
 }

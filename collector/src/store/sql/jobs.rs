@@ -32,6 +32,26 @@ pub(crate) fn get<'a, B: Dialect>(
     B::optional(pool, sql, |r| job_row(r))
 }
 
+/// The ids of jobs that start with `prefix`, in id order, at most `limit`.
+/// `substr`, not LIKE: whatever the prefix holds is text. The length is
+/// cast: PostgreSQL has no substr(text, int, bigint).
+pub(crate) fn ids_with_prefix<'a, B: Dialect>(
+    pool: &'a Pool<B>,
+    prefix: &str,
+    limit: u32,
+) -> impl Future<Output = StoreResult<Vec<String>>> + Send + 'a {
+    let mut sql = QueryBuilder::<B>::new("SELECT id FROM jobs WHERE substr(id, 1, CAST(");
+    B::int(
+        &mut sql,
+        i64::from(i32::try_from(prefix.chars().count()).unwrap_or(i32::MAX)),
+    );
+    sql.push(" AS INTEGER)) = ");
+    B::text(&mut sql, prefix);
+    sql.push(format!(" ORDER BY id{} LIMIT ", B::BYTE_ORDER));
+    B::int(&mut sql, i64::from(limit));
+    B::all(pool, sql, |r| r.text("id"))
+}
+
 /// Jobs, newest first.
 pub(crate) fn list<'a, B: Dialect>(
     pool: &'a Pool<B>,

@@ -319,6 +319,12 @@ impl<B: BackendSql> TicketTx for TicketConn<'_, B> {
             .collect()
     }
 
+    async fn technician_role(&mut self, name: &str) -> StoreResult<Option<String>> {
+        let mut sql = QueryBuilder::new("SELECT role FROM technicians WHERE name = ");
+        B::text(&mut sql, name);
+        B::optional_in(self.0, sql, |r| r.text("role")).await
+    }
+
     async fn count_occurrence(&mut self, ticket: i64, now_ms: i64) -> StoreResult<()> {
         let set = Self::set(
             "occurrences = occurrences + 1, updated_at_ms = ",
@@ -332,20 +338,28 @@ impl<B: BackendSql> TicketTx for TicketConn<'_, B> {
         let mut sql = Self::set("status = 'resolved', resolved_at_ms = ", Value::Int(now_ms));
         sql.push(", updated_at_ms = ");
         B::int(&mut sql, now_ms);
-        sql.push(
-            ", resolution = COALESCE(resolution, 'recovered by itself') \
-             WHERE status NOT IN ('resolved', 'closed') AND id = ",
-        );
+        sql.push(", resolution = COALESCE(resolution, ");
+        B::text(&mut sql, crate::store::AUTO_RESOLUTION);
+        sql.push(") WHERE status NOT IN ('resolved', 'closed') AND id = ");
         B::int(&mut sql, ticket);
         Ok(B::execute_in(self.0, sql).await? == 1)
     }
 
-    async fn reopen_fired(&mut self, ticket: i64, now_ms: i64) -> StoreResult<()> {
-        let set = Self::set(
+    async fn reopen_fired(
+        &mut self,
+        ticket: i64,
+        title: Option<&str>,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        let mut set = Self::set(
             "status = 'open', flaps = flaps + 1, occurrences = occurrences + 1, \
              resolved_at_ms = NULL, resolution = NULL, updated_at_ms = ",
             Value::Int(now_ms),
         );
+        if let Some(title) = title {
+            set.push(", title = ");
+            B::text(&mut set, title);
+        }
         self.update(set, ticket).await?;
         Ok(())
     }
@@ -485,9 +499,10 @@ impl<B: BackendSql> TicketTx for TicketConn<'_, B> {
             TicketWrite::Escalate => {
                 QueryBuilder::new("UPDATE tickets SET escalation = escalation + 1")
             }
-            TicketWrite::Reopen => {
-                QueryBuilder::new("UPDATE tickets SET status = 'open', resolved_at_ms = NULL")
-            }
+            // The resolution was the resolved ticket's; the worklog keeps it.
+            TicketWrite::Reopen => QueryBuilder::new(
+                "UPDATE tickets SET status = 'open', resolved_at_ms = NULL, resolution = NULL",
+            ),
         };
         self.update(set, id).await?;
         Ok(())

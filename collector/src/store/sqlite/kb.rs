@@ -6,7 +6,7 @@
 use sqlx::SqlitePool;
 
 use crate::store::rows::{KB_HIT_COLUMNS, kb_hit_row};
-use crate::store::{KbHit, StoreResult};
+use crate::store::{AUTO_RESOLUTION, KbHit, StoreResult};
 
 /// bm25 column weights for (title, resolution, notes): a word in the
 /// resolution says most about what fixed it, the title next.
@@ -24,18 +24,28 @@ pub fn fts_query(terms: &[String]) -> String {
         .join(" OR ")
 }
 
-/// Matches, best first.
-pub async fn search(pool: &SqlitePool, terms: &[String], limit: u32) -> StoreResult<Vec<KbHit>> {
+/// Matches, best first; a ticket that only recovered by itself only when
+/// `include_auto`. The index keeps every resolved ticket: what a search
+/// leaves out is the search's choice.
+pub async fn search(
+    pool: &SqlitePool,
+    terms: &[String],
+    limit: u32,
+    include_auto: bool,
+) -> StoreResult<Vec<KbHit>> {
     if terms.is_empty() {
         return Ok(Vec::new());
     }
     let sql = format!(
         "SELECT {KB_HIT_COLUMNS}, {RANK} AS rank \
          FROM kb_fts JOIN tickets t ON t.id = kb_fts.rowid JOIN hosts h ON h.id = t.host_id \
-         WHERE kb_fts MATCH ? ORDER BY rank, t.id DESC LIMIT ?"
+         WHERE kb_fts MATCH ? AND (? OR t.resolution IS NOT ?) \
+         ORDER BY rank, t.id DESC LIMIT ?"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(fts_query(terms))
+        .bind(include_auto)
+        .bind(AUTO_RESOLUTION)
         .bind(i64::from(limit))
         .fetch_all(pool)
         .await?;

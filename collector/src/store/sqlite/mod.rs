@@ -37,6 +37,7 @@ use super::KbHit;
 use super::SqlBackend;
 use super::{IncomingReport, PolicyRecord, ReportOutcome, Store, StoreError, StoreResult};
 use crate::store::sql::SendFuture;
+use crate::store::sql::hosts::SoftwareTables;
 
 /// The SQLite store.
 #[derive(Debug, Clone)]
@@ -188,9 +189,11 @@ impl SqlBackend for SqliteStore {
     const HOST_DETAIL_FROM: &'static str =
         "hosts LEFT JOIN host_inventories i ON i.host_id = hosts.id";
     // Hosts with equal package lists share them through host_keys.
-    const SOFTWARE_HOSTS: &'static str = "SELECT k.host_id FROM software_catalog c \
-         JOIN host_software hs ON hs.catalog_id = c.id JOIN host_keys k ON k.key = hs.host_key \
-         WHERE c.name = ";
+    const SOFTWARE: SoftwareTables = SoftwareTables {
+        from: "software_catalog c JOIN host_software hs ON hs.catalog_id = c.id \
+               JOIN host_keys k ON k.key = hs.host_key",
+        host: "k.host_id",
+    };
 
     fn reads(&self) -> &SqlitePool {
         &self.pool
@@ -245,8 +248,13 @@ impl Store for SqliteStore {
         Ok(outcomes)
     }
 
-    async fn search_kb(&self, terms: &[String], limit: u32) -> StoreResult<Vec<KbHit>> {
-        kb::search(&self.pool, terms, limit).await
+    async fn search_kb(
+        &self,
+        terms: &[String],
+        limit: u32,
+        include_auto: bool,
+    ) -> StoreResult<Vec<KbHit>> {
+        kb::search(&self.pool, terms, limit, include_auto).await
     }
 
     async fn backup_to(&self, path: &Path) -> StoreResult<()> {

@@ -181,7 +181,7 @@ pub async fn create_enrollment_token(
     eprintln!(
         "enrollment token {} allows {uses} enrollment(s) and expires in {}{relinks}",
         record.id,
-        humantime::format_duration(ttl)
+        crate::units::duration(ttl)
     );
     Ok(())
 }

@@ -104,24 +104,14 @@ pub fn offset_ms(sent_ms: i64, received_ms: i64) -> Option<i64> {
     )
 }
 
-/// An offset in words for a technician: "on time", "3 h 2 min ahead",
-/// "40 s behind".
+/// An offset in words for a technician: "on time", "3h 2m ahead",
+/// "40s behind" ([`crate::units::span`]).
 pub fn describe(offset_ms: i64) -> String {
     let secs = offset_ms.unsigned_abs() / 1000;
     if secs == 0 {
         return "on time".into();
     }
-    let (days, hours, minutes, seconds) =
-        (secs / 86_400, secs / 3600 % 24, secs / 60 % 60, secs % 60);
-    let amount = if days > 0 {
-        format!("{days} d {hours} h")
-    } else if hours > 0 {
-        format!("{hours} h {minutes} min")
-    } else if minutes > 0 {
-        format!("{minutes} min {seconds} s")
-    } else {
-        format!("{seconds} s")
-    };
+    let amount = crate::units::span(std::time::Duration::from_secs(secs));
     let side = if offset_ms > 0 { "ahead" } else { "behind" };
     format!("{amount} {side}")
 }

@@ -214,11 +214,8 @@ pub fn health_readings(health: &HealthSample, collected_at_ms: i64) -> Vec<Readi
 /// A health sample as ticket evidence (D23): the readings a technician
 /// looks at, as JSON.
 pub fn health_evidence(health: &HealthSample) -> serde_json::Value {
-    let state = |s: i32| match ProtectionState::try_from(s) {
-        Ok(ProtectionState::On) => "on",
-        Ok(ProtectionState::Off) => "off",
-        _ => "unknown",
-    };
+    // The words `--json` uses for the same fields (issue 21).
+    let state = deskpulse_proto::json::name_of::<ProtectionState>;
     serde_json::json!({
         "cpu_percent": health.cpu_percent,
         "memory_used_percent": health.memory_used_percent,
@@ -253,6 +250,37 @@ mod tests {
     };
 
     use super::*;
+
+    #[test]
+    fn evidence_and_json_use_the_same_posture_words() {
+        use deskpulse_proto::v1::SecurityPosture;
+        let sample = HealthSample {
+            posture: Some(SecurityPosture {
+                antivirus: 0,
+                firewall: ProtectionState::On as i32,
+                encryption: ProtectionState::Off as i32,
+                checked_at_unix_ms: 0,
+            }),
+            ..Default::default()
+        };
+        let evidence = health_evidence(&sample);
+        let json = serde_json::to_value(&sample).expect("json");
+        for key in ["antivirus", "firewall", "encryption"] {
+            assert_eq!(evidence["posture"][key], json["posture"][key], "{key}");
+        }
+        assert_eq!(
+            (
+                &json["posture"]["antivirus"],
+                &json["posture"]["firewall"],
+                &json["posture"]["encryption"]
+            ),
+            (
+                &serde_json::json!("unknown"),
+                &serde_json::json!("on"),
+                &serde_json::json!("off")
+            )
+        );
+    }
 
     #[test]
     fn facts_are_normalised_for_search() {

@@ -24,6 +24,7 @@
 //! - [`admin`]: the admin commands that work on the data dir directly.
 //! - [`cli`]: the technician CLI, `deskpulse`.
 //! - [`clock`]: injected time.
+//! - [`units`]: durations and measured values as people read them.
 //! - [`atomic_file`]: files replaced whole, for keys and certificates.
 //! - [`exit`]: errors that carry their process exit code (D11).
 
@@ -48,4 +49,5 @@ pub mod rules;
 pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod units;
 pub mod webhooks;

@@ -105,6 +105,13 @@ pub fn parse_tag(text: &str, allow_empty: bool) -> Result<(String, String), Stri
             "tag {text:?}: the value must be 1-256 printable characters"
         ));
     }
+    // A tag that drives ticket priority takes only the levels the rules
+    // know (issue 21): `criticality=urgent` would count as medium unseen.
+    if key == crate::rules::priority::Impact::TAG && !value.is_empty() {
+        let level = crate::rules::priority::Impact::check_level(&value)
+            .map_err(|e| format!("tag {text:?}: {e}"))?;
+        return Ok((key, level));
+    }
     Ok((key, value))
 }
 
@@ -212,6 +219,17 @@ mod tests {
         assert!(parse_tag("site=", false).is_err());
         assert_eq!(parse_tag("site=", true).expect("removal").1, "");
         assert!(parse_tag("no equals", false).is_err());
+        let urgent = parse_tag("criticality=urgent", true).expect_err("unknown level");
+        assert_eq!(
+            urgent,
+            "tag \"criticality=urgent\": criticality \"urgent\" is not a known level; \
+             ticket priority knows high, medium and low"
+        );
+        assert_eq!(
+            parse_tag("Criticality=High", false).expect("a known level"),
+            ("criticality".to_owned(), "high".to_owned())
+        );
+        assert_eq!(parse_tag("criticality=", true).expect("removal").1, "");
         assert!(parse_tag("bad key=x", false).is_err());
     }
 

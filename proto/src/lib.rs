@@ -16,6 +16,7 @@
 //! - [`sections`]: inventory section names (D16).
 //! - [`render`]: the text form of inventories and health samples.
 //! - [`delta`]: inventory deltas, their canonical hashes and applying them.
+//! - [`json`]: enum fields written as names, not numbers, in JSON.
 //! - [`parts`]: large reports split into parts on the session stream.
 //! - [`limits`]: the inventory limits the collector sets, counted on the
 //!   wire and applied by the agent.
@@ -26,6 +27,7 @@ pub mod catalog;
 pub mod client;
 pub mod codec;
 pub mod delta;
+pub mod json;
 pub mod limits;
 pub mod output;
 pub mod parts;

@@ -153,7 +153,7 @@ async fn a_sample_dated_2100_no_longer_freezes_the_latest_health_and_a_clock_3_h
     assert!(
         clock["offset"]
             .as_str()
-            .is_some_and(|words| words.starts_with("3 h ") && words.ends_with(" behind")),
+            .is_some_and(|words| words.starts_with("3h") && words.ends_with(" behind")),
         "{clock}"
     );
 
@@ -227,7 +227,7 @@ async fn hostile_times_are_clamped_or_refused_in_one_line_and_nothing_panics() {
     .expect("both clamped reports recorded once the session ended");
     assert_eq!(shown["health"]["cpu_percent"].as_f64(), Some(44.0));
     assert_eq!(shown["clock"]["beyond_window"], true);
-    assert_eq!(shown["clock"]["offset"], "36600 d 0 h ahead");
+    assert_eq!(shown["clock"]["offset"], "36600d ahead");
     let inventory_at = shown["inventory_at"].as_str().expect("inventory_at");
     assert!(!inventory_at.starts_with("after"), "{inventory_at}");
     for args in [

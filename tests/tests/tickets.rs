@@ -180,10 +180,12 @@ async fn a_technician_works_a_ticket_and_an_admin_changes_the_rules() {
     );
     assert_eq!(applied["version"], 1);
     let in_force = json(&collector.cli(&viewer, &["--json", "rules"]).expect_code(0));
+    // A switched-off default stays listed, as disabled (issue 21).
     let names: Vec<&str> = in_force["rules"]
         .as_array()
         .expect("rules")
         .iter()
+        .filter(|r| r["enabled"] == true)
         .filter_map(|r| r["name"].as_str())
         .collect();
     assert!(

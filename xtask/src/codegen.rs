@@ -31,17 +31,89 @@ pub fn generate(root: &Path, out_dir: &Path) -> Result<()> {
     fs::create_dir_all(out_dir).with_context(|| format!("creating {}", out_dir.display()))?;
     fs::write(out_dir.join("descriptor.bin"), fds.encode_to_vec())
         .context("writing descriptor.bin")?;
-    tonic_prost_build::configure()
+    let mut config = tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
         // Serialize lets `--json` output and fixtures reuse the wire types.
-        .type_attribute(".deskpulse.v1", "#[derive(serde::Serialize)]")
+        .type_attribute(".deskpulse.v1", "#[derive(serde::Serialize)]");
+    // prost keeps an enum field as its number; JSON shows its name, the
+    // same word everywhere (issue 21), through `deskpulse_proto::json`.
+    for (path, attribute) in enum_field_attributes(&fds) {
+        config = config.field_attribute(path, attribute);
+    }
+    config
         // Small per-stream buffers: see proto/src/codec.rs.
         .codec_path("crate::codec::SmallBufferCodec")
         .out_dir(out_dir)
         .compile_fds(fds)
         .context("generating Rust from the descriptors")?;
     Ok(())
+}
+
+/// A `serialize_with` attribute for every enum-typed field of every
+/// message, keyed by the field's full proto path: a plain field, a
+/// repeated one and a proto3 `optional` one each have their serializer.
+fn enum_field_attributes(fds: &prost_types::FileDescriptorSet) -> Vec<(String, String)> {
+    use prost_types::field_descriptor_proto::{Label, Type};
+    fn walk(
+        prefix: &str,
+        message: &prost_types::DescriptorProto,
+        out: &mut Vec<(String, String)>,
+    ) {
+        let path = format!("{prefix}.{}", message.name());
+        for field in &message.field {
+            if field.r#type() != Type::Enum {
+                continue;
+            }
+            // ".deskpulse.v1.ProtectionState" -> "ProtectionState"; an enum
+            // inside a message lives in the message's snake_case module.
+            let segments: Vec<&str> = field
+                .type_name()
+                .trim_start_matches(".deskpulse.v1.")
+                .split('.')
+                .collect();
+            let (last, modules) = segments.split_last().unwrap_or((&"", &[]));
+            let mut rust: Vec<String> = modules.iter().map(|m| snake_case(m)).collect();
+            rust.push((*last).to_owned());
+            let rust = rust.join("::");
+            let serializer = if field.label() == Label::Repeated {
+                "enum_names"
+            } else if field.proto3_optional() {
+                "optional_enum_name"
+            } else {
+                "enum_name"
+            };
+            out.push((
+                format!("{path}.{}", field.name()),
+                format!(
+                    "#[serde(serialize_with = \"crate::json::{serializer}::<crate::v1::{rust}, _>\")]"
+                ),
+            ));
+        }
+        for nested in &message.nested_type {
+            walk(&path, nested, out);
+        }
+    }
+    let mut out = Vec::new();
+    for file in &fds.file {
+        let prefix = format!(".{}", file.package());
+        for message in &file.message_type {
+            walk(&prefix, message, &mut out);
+        }
+    }
+    out
+}
+
+/// A message name as prost names its module: `HostSummary` -> `host_summary`.
+fn snake_case(name: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_lowercase());
+    }
+    out
 }
 
 /// `cargo xtask codegen`: regenerates the committed files in place.

@@ -115,7 +115,8 @@ enum Command {
     #[command(subcommand)]
     Ticket(TicketCommand),
     /// The rules in force, with SLA targets and business hours; `rules
-    /// apply FILE` applies a policy file (admin).
+    /// apply FILE` applies a policy file (admin), `rules export` prints
+    /// the policy in force as one.
     Rules {
         #[command(subcommand)]
         command: Option<RulesCommand>,
@@ -367,11 +368,20 @@ enum TicketCommand {
 #[derive(Debug, Subcommand)]
 enum RulesCommand {
     /// Check and apply a policy file (TOML; see docs/rules.md) to the
-    /// fleet. Admin only.
+    /// fleet, and print what it changed. Admin only.
     Apply {
         /// The policy file.
         file: std::path::PathBuf,
+        /// Check the file and print what it would change; apply nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Apply it even though it drops rules or SLA targets that the
+        /// policy in force set (refused without this, naming them).
+        #[arg(long)]
+        replace: bool,
     },
+    /// Print the policy in force as a file `rules apply` takes back.
+    Export,
 }
 
 fn parse_priority(text: &str) -> Result<String, String> {
@@ -569,6 +579,26 @@ async fn update(
             change: Some(change),
         })
         .await
+}
+
+/// A refused policy file: each error on its own line, named by the file
+/// (`rules.toml: line 12: rule x: op is required`), then the summary.
+fn rule_file_refused(file: &std::path::Path, status: tonic::Status) -> Failure {
+    if status.code() != tonic::Code::InvalidArgument {
+        return call_failed(status);
+    }
+    let errors: Vec<&str> = status.message().lines().collect();
+    if let [only] = errors.as_slice() {
+        return Failure::runtime(format!("{}: {only}", file.display()));
+    }
+    for line in &errors {
+        errln!("{}: {}", file.display(), terminal::inert(line));
+    }
+    Failure::runtime(format!(
+        "{}: {} errors; nothing was applied",
+        file.display(),
+        errors.len()
+    ))
 }
 
 fn call_failed(status: tonic::Status) -> Failure {
@@ -770,18 +800,40 @@ async fn run(
             };
             output::ticket(&reply.map_err(call_failed)?.into_inner(), json)
         }
-        Command::Rules { command } => {
-            let policy = match command {
-                None => client.list_rules(ListRulesRequest {}).await,
-                Some(RulesCommand::Apply { file }) => {
-                    let text = std::fs::read_to_string(&file).map_err(|e| {
-                        Failure::usage(format!("cannot read rule file {}: {e}", file.display()))
-                    })?;
-                    client.apply_rules(ApplyRulesRequest { text }).await
-                }
-            };
-            output::rules(&policy.map_err(call_failed)?.into_inner(), json)
-        }
+        Command::Rules { command } => match command {
+            None => {
+                let policy = client
+                    .list_rules(ListRulesRequest { export: false })
+                    .await
+                    .map_err(call_failed)?;
+                output::rules(&policy.into_inner(), json)
+            }
+            Some(RulesCommand::Export) => {
+                let policy = client
+                    .list_rules(ListRulesRequest { export: true })
+                    .await
+                    .map_err(call_failed)?;
+                output::rules_export(&policy.into_inner(), json)
+            }
+            Some(RulesCommand::Apply {
+                file,
+                dry_run,
+                replace,
+            }) => {
+                let text = std::fs::read_to_string(&file).map_err(|e| {
+                    Failure::usage(format!("cannot read rule file {}: {e}", file.display()))
+                })?;
+                let policy = client
+                    .apply_rules(ApplyRulesRequest {
+                        text,
+                        dry_run,
+                        replace,
+                    })
+                    .await
+                    .map_err(|status| rule_file_refused(&file, status))?;
+                output::rules_applied(&policy.into_inner(), dry_run, json)
+            }
+        },
         Command::Whoami => {
             let me = client
                 .who_am_i(WhoAmIRequest {})

@@ -41,7 +41,7 @@ pub fn ago(ms: i64) -> String {
     match SystemTime::now().duration_since(at) {
         Ok(age) => format!(
             "{} ago",
-            humantime::format_duration(Duration::from_secs(age.as_secs().max(1)))
+            crate::units::span(age.max(Duration::from_secs(1)))
         ),
         Err(_) => "just now".into(),
     }
@@ -249,7 +249,7 @@ struct HostDetailJson<'a> {
 struct ClockJson {
     /// The PC's clock minus the collector's, ms; null until measured.
     offset_ms: Option<i64>,
-    /// The same in words, e.g. "3 h 0 min behind".
+    /// The same in words, e.g. "3h 2m behind".
     offset: Option<String>,
     measured_at: Option<String>,
     window_ms: i64,
@@ -282,8 +282,7 @@ fn clock_json(clock: &deskpulse_proto::v1::HostClock) -> ClockJson {
 fn clock_line(clock: &deskpulse_proto::v1::HostClock) -> String {
     let mut line = if clock.measured_at_unix_ms > 0 {
         let words = crate::clockskew::describe(clock.offset_ms);
-        let window =
-            humantime::format_duration(Duration::from_secs(clock.window_ms.unsigned_abs() / 1000));
+        let window = crate::units::duration_ms(clock.window_ms);
         if clock.beyond_window {
             format!(
                 "{words} (measured {}), OFF: beyond the {window} window; report times past it are replaced by the time received",
@@ -468,21 +467,31 @@ fn evidence_lines(t: &Ticket) -> Vec<String> {
         other => other.to_string(),
     };
     if let Some(metric) = map.get("metric") {
+        // The evidence keeps the exact reading; people read it rounded to
+        // its unit, as the ticket's title shows it.
+        let metric_name = text(metric);
+        let value = match (
+            crate::rules::model::Metric::named(&metric_name),
+            map.get("value").and_then(serde_json::Value::as_f64),
+        ) {
+            (Some(m), Some(v)) => m.format(v),
+            _ => map.get("value").map(text).unwrap_or_default(),
+        };
+        let held = map
+            .get("for_ms")
+            .and_then(serde_json::Value::as_i64)
+            .filter(|ms| *ms > 0)
+            .map(|ms| format!(" for {}", crate::units::duration_ms(ms)))
+            .unwrap_or_default();
         lines.push(format!(
-            "{} {} {} for {} min{}: value {} at {}",
-            text(metric),
+            "{metric_name} {} {}{held}{}: value {value} at {}",
             map.get("op").map(text).unwrap_or_default(),
             map.get("threshold").map(text).unwrap_or_default(),
-            map.get("for_ms")
-                .and_then(serde_json::Value::as_i64)
-                .unwrap_or(0)
-                / 60_000,
             map.get("subject")
                 .and_then(serde_json::Value::as_str)
                 .filter(|s| !s.is_empty())
                 .map(|s| format!(" on {s}"))
                 .unwrap_or_default(),
-            map.get("value").map(text).unwrap_or_default(),
             time(
                 map.get("sample_at_ms")
                     .and_then(serde_json::Value::as_i64)
@@ -509,11 +518,16 @@ fn evidence_lines(t: &Ticket) -> Vec<String> {
             map.get("text").map(text).unwrap_or_default()
         ));
         if let Some(h) = map.get("health").filter(|h| !h.is_null()) {
+            let percent = |key: &str| {
+                h.get(key)
+                    .and_then(serde_json::Value::as_f64)
+                    .map_or_else(|| "?".to_owned(), crate::units::percent)
+            };
             lines.push(format!(
-                "health then: cpu {}%, memory {}%, swap {}%",
-                h.get("cpu_percent").map(text).unwrap_or_default(),
-                h.get("memory_used_percent").map(text).unwrap_or_default(),
-                h.get("swap_used_percent").map(text).unwrap_or_default(),
+                "health then: cpu {}, memory {}, swap {}",
+                percent("cpu_percent"),
+                percent("memory_used_percent"),
+                percent("swap_used_percent"),
             ));
         }
         if let Some(changes) = map
@@ -695,10 +709,47 @@ pub fn ticket(detail: &GetTicketResponse, json: bool) -> CommandResult {
     Ok(())
 }
 
-/// `deskpulse rules`: the policy in force.
-pub fn rules(policy: &ListRulesResponse, json: bool) -> CommandResult {
+/// `deskpulse rules export`: the policy in force as TOML, or
+/// `{"version", "toml"}`.
+pub fn rules_export(policy: &ListRulesResponse, json: bool) -> CommandResult {
     if json {
         return print_json(&serde_json::json!({
+            "version": policy.version,
+            "toml": policy.toml,
+        }));
+    }
+    out!("{}", policy.toml);
+    Ok(())
+}
+
+/// `deskpulse rules apply FILE [--dry-run]`: what the file changed, or
+/// would change, then the policy as in `rules`.
+pub fn rules_applied(policy: &ListRulesResponse, dry_run: bool, json: bool) -> CommandResult {
+    if json {
+        let mut shape = rules_json(policy);
+        shape["changes"] = serde_json::json!(policy.changes);
+        shape["dry_run"] = serde_json::json!(dry_run);
+        return print_json(&shape);
+    }
+    let verb = if dry_run { "would change" } else { "changed" };
+    if policy.changes.is_empty() {
+        outln!("the file {verb} nothing in force");
+    } else {
+        outln!("the file {verb}:");
+        for line in &policy.changes {
+            outln!("  {line}");
+        }
+    }
+    if dry_run {
+        outln!("dry run: nothing was applied; policy version {} stays in force", policy.version);
+        return Ok(());
+    }
+    outln!();
+    rules(policy, false)
+}
+
+fn rules_json(policy: &ListRulesResponse) -> serde_json::Value {
+    serde_json::json!({
             "version": policy.version,
             "applied_by": (!policy.applied_by.is_empty()).then_some(&policy.applied_by),
             "applied_at": iso(policy.applied_at_unix_ms),
@@ -715,16 +766,24 @@ pub fn rules(policy: &ListRulesResponse, json: bool) -> CommandResult {
                     "name": r.name, "kind": r.kind, "metric": r.on, "op": r.op,
                     "threshold": r.threshold, "recover": r.recover, "for_secs": r.for_secs,
                     "severity": r.severity, "scope": r.scope, "source": r.source,
+                    "enabled": !r.disabled,
                 })
             } else {
                 serde_json::json!({
                     "name": r.name, "kind": r.kind, "change": r.on,
                     "severity": r.severity, "scope": r.scope, "source": r.source,
+                    "enabled": !r.disabled,
                 })
             }).collect::<Vec<_>>(),
-        }));
+        })
+}
+
+/// `deskpulse rules`: the policy in force.
+pub fn rules(policy: &ListRulesResponse, json: bool) -> CommandResult {
+    if json {
+        return print_json(&rules_json(policy));
     }
-    let span = |secs: u64| humantime::format_duration(Duration::from_secs(secs)).to_string();
+    let span = crate::units::duration_secs;
     if policy.version == 0 {
         outln!("policy: the built-in defaults");
     } else {
@@ -775,7 +834,11 @@ pub fn rules(policy: &ListRulesResponse, json: bool) -> CommandResult {
                 r.severity.clone(),
                 condition,
                 r.scope.join(" "),
-                r.source.clone(),
+                if r.disabled {
+                    format!("{} (disabled)", r.source)
+                } else {
+                    r.source.clone()
+                },
             ]
         })
         .collect();

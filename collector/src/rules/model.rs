@@ -82,7 +82,7 @@ impl Metric {
         ("load_per_cpu", Metric::LoadPerCpu, ""),
         ("disk_used_percent", Metric::DiskUsedPercent, "%"),
         ("disk_free_mib", Metric::DiskFreeMib, " MiB"),
-        ("temperature_celsius", Metric::TemperatureCelsius, " C"),
+        ("temperature_celsius", Metric::TemperatureCelsius, " °C"),
         ("battery_health_percent", Metric::BatteryHealthPercent, "%"),
         ("uptime_days", Metric::UptimeDays, " days"),
         ("reboot_pending", Metric::RebootPending, ""),
@@ -105,17 +105,35 @@ impl Metric {
             .map_or("", |(n, _, _)| n)
     }
 
-    /// How a reading of this metric is written, e.g. "93%" or "1".
+    /// How a reading of this metric is written for people, rounded to
+    /// what its unit needs: "22.6%", "1235 MiB", "71.3 °C", "0.85", "1".
     pub fn format(self, value: f64) -> String {
         let unit = Self::ALL
             .iter()
             .find(|(_, m, _)| *m == self)
             .map_or("", |(_, _, u)| u);
-        if value.fract() == 0.0 {
-            format!("{value:.0}{unit}")
-        } else {
-            format!("{value:.1}{unit}")
-        }
+        let decimals = match self {
+            Metric::LoadPerCpu => 2,
+            Metric::CpuPercent
+            | Metric::MemoryUsedPercent
+            | Metric::SwapUsedPercent
+            | Metric::DiskUsedPercent
+            | Metric::TemperatureCelsius
+            | Metric::BatteryHealthPercent
+            | Metric::DiskWearPercent
+            | Metric::UptimeDays
+            | Metric::DaysSinceUpdate => 1,
+            _ => 0,
+        };
+        crate::units::rounded(value, decimals, unit)
+    }
+
+    /// The metric a rule file or ticket evidence names.
+    pub fn named(name: &str) -> Option<Self> {
+        Self::ALL
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map(|(_, m, _)| *m)
     }
 
     fn parse(text: &str) -> Result<Self, String> {

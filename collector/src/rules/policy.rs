@@ -50,6 +50,7 @@ use jiff::Timestamp;
 use jiff::civil::{Date, Weekday};
 use jiff::tz::TimeZone;
 use serde::Deserialize;
+use toml::Spanned;
 
 use deskpulse_proto::catalog;
 use deskpulse_proto::limits::{Limits, bytes_text};
@@ -67,10 +68,18 @@ pub struct Policy {
     pub rules: Vec<Rule>,
     /// Inventory-change rules.
     pub change_rules: Vec<ChangeRule>,
-    /// Which rules came from the applied file rather than the defaults.
+    /// Which rules came from the applied file rather than the defaults,
+    /// the ones it switched off among them.
     pub applied: Vec<String>,
+    /// Default metric rules the file switched off (`enabled = false`): not
+    /// in force, listed as disabled.
+    pub disabled: Vec<Rule>,
+    /// Default change rules the file switched off.
+    pub disabled_changes: Vec<ChangeRule>,
     /// SLA targets, P1 to P4.
     pub sla: [SlaTarget; 4],
+    /// The priorities whose SLA targets the file set.
+    pub sla_applied: Vec<Priority>,
     /// When SLA clocks run.
     pub calendar: Calendar,
     /// Quiet period and reopen window.
@@ -127,7 +136,10 @@ impl Default for Policy {
             rules: Vec::new(),
             change_rules: Vec::new(),
             applied: Vec::new(),
+            disabled: Vec::new(),
+            disabled_changes: Vec::new(),
             sla: PRIORITIES.map(default_sla),
+            sla_applied: Vec::new(),
             calendar: Calendar::Always,
             lifecycle: Lifecycle::default(),
             diagnostic_roles: Vec::new(),
@@ -138,7 +150,8 @@ impl Default for Policy {
     }
 }
 
-const PRIORITIES: [Priority; 4] = [Priority::P1, Priority::P2, Priority::P3, Priority::P4];
+/// P1 to P4.
+pub const PRIORITIES: [Priority; 4] = [Priority::P1, Priority::P2, Priority::P3, Priority::P4];
 
 impl Policy {
     /// The SLA target of a priority.
@@ -172,22 +185,24 @@ impl Policy {
 #[serde(deny_unknown_fields)]
 struct PolicyFile {
     #[serde(default)]
-    tickets: Option<RawTickets>,
+    tickets: Option<Spanned<toml::Table>>,
     #[serde(default)]
-    sla: std::collections::BTreeMap<String, RawSla>,
+    sla: std::collections::BTreeMap<String, Spanned<toml::Table>>,
     #[serde(default)]
-    business_hours: Option<RawHours>,
+    business_hours: Option<Spanned<toml::Table>>,
+    // Each table is checked on its own, so one bad rule does not hide the
+    // next (issue 21), and its span gives the line an error names.
     #[serde(default)]
-    rule: Vec<RawRule>,
+    rule: Vec<Spanned<toml::Table>>,
     #[serde(default)]
-    change_rule: Vec<RawChangeRule>,
+    change_rule: Vec<Spanned<toml::Table>>,
     #[serde(default)]
-    diagnostics: Option<RawDiagnostics>,
+    diagnostics: Option<Spanned<toml::Table>>,
     #[serde(default)]
-    certificates: Option<RawCertificates>,
+    certificates: Option<Spanned<toml::Table>>,
     #[serde(default)]
-    clock: Option<RawClock>,
-    inventory: Option<RawInventory>,
+    clock: Option<Spanned<toml::Table>>,
+    inventory: Option<Spanned<toml::Table>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -332,8 +347,8 @@ fn duration(what: &str, text: &str, min: Duration, max: Duration) -> Result<Dura
     if d < min || d > max {
         return Err(format!(
             "{what} must be between {} and {}",
-            humantime::format_duration(min),
-            humantime::format_duration(max)
+            crate::units::duration(min),
+            crate::units::duration(max)
         ));
     }
     Ok(d)
@@ -343,179 +358,410 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// Parses and checks a policy file and merges it over the defaults. Errors
-/// are one line and name the table or rule.
+/// One problem in a policy file: the line it is on, where known, and
+/// what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    /// 1-based line in the file.
+    pub line: Option<usize>,
+    /// One line for a person.
+    pub message: String,
+}
+
+impl std::fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}: {}", self.message),
+            None => f.write_str(&self.message),
+        }
+    }
+}
+
+/// Parses and checks a policy file and merges it over the defaults. Every
+/// error is reported, one line each with the line of the file it is on
+/// (`line 12: rule x: op is required`), joined by newlines.
 pub fn parse_policy(text: &str) -> Result<Policy, String> {
-    let defaults: PolicyFile = toml::from_str(model::DEFAULT_RULES)
-        .map_err(|e| format!("default rules: {}", e.message().trim()))?;
-    let file: PolicyFile =
-        toml::from_str(text).map_err(|e| format!("rule file: {}", e.message().trim()))?;
+    check_policy(text).map_err(|errors| {
+        errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
+}
+
+/// The 1-based line of a byte offset in `text`.
+fn line_at(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
+}
+
+/// The line a table's errors name: its `[header]` line. toml's span of a
+/// table starts at its header, or at its first key for a table made by a
+/// header, so the header line is looked for just above.
+fn table_line(text: &str, span: std::ops::Range<usize>) -> usize {
+    let line = line_at(text, span.start);
+    let lines: Vec<&str> = text.lines().collect();
+    (1..=line)
+        .rev()
+        .find(|l| lines.get(l - 1).is_some_and(|t| t.trim_start().starts_with('[')))
+        .unwrap_or(line)
+}
+
+/// A table checked into its raw type; the error is serde's, one line.
+fn raw<T: serde::de::DeserializeOwned>(table: &toml::Table) -> Result<T, String> {
+    toml::Value::Table(table.clone())
+        .try_into()
+        .map_err(|e: toml::de::Error| e.message().trim().replace('\n', " "))
+}
+
+/// Parses and checks a policy file, collecting every error.
+pub fn check_policy(text: &str) -> Result<Policy, Vec<PolicyError>> {
+    let mut errors: Vec<PolicyError> = Vec::new();
+    let defaults: PolicyFile = toml::from_str(model::DEFAULT_RULES).map_err(|e| {
+        vec![PolicyError {
+            line: None,
+            message: format!("default rules: {}", e.message().trim()),
+        }]
+    })?;
+    let file: PolicyFile = toml::from_str(text).map_err(|e| {
+        vec![PolicyError {
+            line: e.span().map(|span| line_at(text, span.start)),
+            message: e.message().trim().replace('\n', " "),
+        }]
+    })?;
+    let mut error = |line: usize, message: String| {
+        errors.push(PolicyError {
+            line: Some(line),
+            message,
+        });
+    };
 
     let mut applied = Vec::new();
+    let mut disabled = Vec::new();
+    let mut disabled_changes = Vec::new();
     let mut rules: Vec<Rule> = Vec::new();
-    for raw in defaults.rule {
-        rules.push(model::check(raw)?);
+    for table in &defaults.rule {
+        let checked = raw::<RawRule>(table.get_ref()).and_then(model::check);
+        rules.push(checked.map_err(|e| {
+            vec![PolicyError {
+                line: None,
+                message: format!("default rules: {e}"),
+            }]
+        })?);
     }
     let mut seen = std::collections::HashSet::new();
-    for raw in file.rule {
-        let name = model::check_name(&raw.name)?;
+    for table in &file.rule {
+        let line = table_line(text, table.span());
+        let raw_rule = match raw::<RawRule>(table.get_ref()) {
+            Ok(r) => r,
+            Err(e) => {
+                let name = table.get_ref().get("name").and_then(toml::Value::as_str);
+                error(
+                    line,
+                    match name {
+                        Some(name) => format!("rule {name}: {e}"),
+                        None => format!("rule: {e}"),
+                    },
+                );
+                continue;
+            }
+        };
+        let name = match model::check_name(&raw_rule.name) {
+            Ok(name) => name,
+            Err(e) => {
+                error(line, e);
+                continue;
+            }
+        };
         if !seen.insert(name.clone()) {
-            return Err(format!("rule {name} is defined twice"));
+            error(line, format!("rule {name} is defined twice"));
+            continue;
         }
         let existing = rules.iter().position(|r| r.name == name);
-        if !raw.enabled {
+        if !raw_rule.enabled {
             match existing {
                 Some(i) => {
-                    rules.remove(i);
+                    disabled.push(rules.remove(i));
                     applied.push(name);
-                    continue;
                 }
-                None => {
-                    return Err(format!(
-                        "rule {name}: enabled = false names no default rule"
-                    ));
+                None => error(
+                    line,
+                    format!("rule {name}: enabled = false names no default rule"),
+                ),
+            }
+            continue;
+        }
+        match model::check(raw_rule) {
+            Ok(rule) => {
+                applied.push(rule.name.clone());
+                match existing {
+                    Some(i) => rules[i] = rule,
+                    None => rules.push(rule),
                 }
             }
-        }
-        let rule = model::check(raw)?;
-        applied.push(rule.name.clone());
-        match existing {
-            Some(i) => rules[i] = rule,
-            None => rules.push(rule),
+            Err(e) => error(line, e),
         }
     }
 
     let mut change_rules: Vec<ChangeRule> = Vec::new();
-    for raw in defaults.change_rule {
-        change_rules.push(model::check_change(raw)?);
+    for table in &defaults.change_rule {
+        let checked = raw::<RawChangeRule>(table.get_ref()).and_then(model::check_change);
+        change_rules.push(checked.map_err(|e| {
+            vec![PolicyError {
+                line: None,
+                message: format!("default rules: {e}"),
+            }]
+        })?);
     }
-    for raw in file.change_rule {
-        let name = model::check_name(&raw.name)?;
+    for table in &file.change_rule {
+        let line = table_line(text, table.span());
+        let raw_rule = match raw::<RawChangeRule>(table.get_ref()) {
+            Ok(r) => r,
+            Err(e) => {
+                let name = table.get_ref().get("name").and_then(toml::Value::as_str);
+                error(
+                    line,
+                    match name {
+                        Some(name) => format!("change rule {name}: {e}"),
+                        None => format!("change rule: {e}"),
+                    },
+                );
+                continue;
+            }
+        };
+        let name = match model::check_name(&raw_rule.name) {
+            Ok(name) => name,
+            Err(e) => {
+                error(line, e);
+                continue;
+            }
+        };
         if !seen.insert(name.clone()) {
-            return Err(format!("rule {name} is defined twice"));
+            error(line, format!("rule {name} is defined twice"));
+            continue;
         }
         if rules.iter().any(|r| r.name == name) {
-            return Err(format!("change rule {name}: a metric rule has that name"));
+            error(
+                line,
+                format!("change rule {name}: a metric rule has that name"),
+            );
+            continue;
         }
         let existing = change_rules.iter().position(|r| r.name == name);
-        if !raw.enabled {
+        if !raw_rule.enabled {
             match existing {
                 Some(i) => {
-                    change_rules.remove(i);
+                    disabled_changes.push(change_rules.remove(i));
                     applied.push(name);
-                    continue;
                 }
-                None => {
-                    return Err(format!(
-                        "change rule {name}: enabled = false names no default rule"
-                    ));
+                None => error(
+                    line,
+                    format!("change rule {name}: enabled = false names no default rule"),
+                ),
+            }
+            continue;
+        }
+        match model::check_change(raw_rule) {
+            Ok(rule) => {
+                applied.push(rule.name.clone());
+                match existing {
+                    Some(i) => change_rules[i] = rule,
+                    None => change_rules.push(rule),
                 }
             }
-        }
-        let rule = model::check_change(raw)?;
-        applied.push(rule.name.clone());
-        match existing {
-            Some(i) => change_rules[i] = rule,
-            None => change_rules.push(rule),
+            Err(e) => error(line, e),
         }
     }
+    // A file's change rule may take a default metric rule's name only if
+    // the file also renamed that away; the checks above catch the rest.
     if let Some(clash) = change_rules
         .iter()
         .find(|c| rules.iter().any(|r| r.name == c.name))
     {
-        return Err(format!("rule {} is defined twice", clash.name));
+        let line = file
+            .change_rule
+            .iter()
+            .find(|t| t.get_ref().get("name").and_then(toml::Value::as_str) == Some(clash.name.as_str()))
+            .map_or(1, |t| table_line(text, t.span()));
+        error(line, format!("rule {} is defined twice", clash.name));
     }
 
     let mut sla = PRIORITIES.map(default_sla);
-    for (key, raw) in &file.sla {
-        let Some(i) = PRIORITIES.iter().position(|p| p.name() == key) else {
-            return Err(format!("sla.{key}: expected P1, P2, P3 or P4"));
-        };
-        let year = Duration::from_secs(365 * 24 * 3600);
-        let response = duration(
-            &format!("sla.{key}.response"),
-            &raw.response,
-            Duration::from_secs(60),
-            year,
-        )?;
-        let resolution = duration(
-            &format!("sla.{key}.resolution"),
-            &raw.resolution,
-            Duration::from_secs(60),
-            year,
-        )?;
-        if resolution < response {
-            return Err(format!(
-                "sla.{key}: resolution must not be shorter than response"
-            ));
+    let mut sla_applied = Vec::new();
+    for (key, table) in &file.sla {
+        let line = table_line(text, table.span());
+        let checked = (|| {
+            let Some(i) = PRIORITIES.iter().position(|p| p.name() == key) else {
+                return Err(format!("sla.{key}: expected P1, P2, P3 or P4"));
+            };
+            let raw_sla: RawSla = raw(table.get_ref()).map_err(|e| format!("sla.{key}: {e}"))?;
+            let year = Duration::from_secs(365 * 24 * 3600);
+            let response = duration(
+                &format!("sla.{key}.response"),
+                &raw_sla.response,
+                Duration::from_secs(60),
+                year,
+            )?;
+            let resolution = duration(
+                &format!("sla.{key}.resolution"),
+                &raw_sla.resolution,
+                Duration::from_secs(60),
+                year,
+            )?;
+            if resolution < response {
+                return Err(format!(
+                    "sla.{key}: resolution must not be shorter than response"
+                ));
+            }
+            Ok((
+                i,
+                SlaTarget {
+                    response,
+                    resolution,
+                },
+            ))
+        })();
+        match checked {
+            Ok((i, target)) => {
+                sla[i] = target;
+                sla_applied.push(PRIORITIES[i]);
+            }
+            Err(e) => error(line, e),
         }
-        sla[i] = SlaTarget {
-            response,
-            resolution,
-        };
     }
+    sla_applied.sort();
 
     let mut lifecycle = Lifecycle::default();
-    if let Some(t) = &file.tickets {
-        if let Some(q) = &t.quiet {
-            lifecycle.quiet_ms = ms(duration(
-                "tickets.quiet",
-                q,
-                Duration::ZERO,
-                Duration::from_secs(7 * 24 * 3600),
-            )?);
-        }
-        if let Some(w) = &t.reopen_window {
-            lifecycle.reopen_window_ms = ms(duration(
-                "tickets.reopen_window",
-                w,
-                Duration::ZERO,
-                Duration::from_secs(90 * 24 * 3600),
-            )?);
+    if let Some(table) = &file.tickets {
+        let line = table_line(text, table.span());
+        let checked = (|| {
+            let t: RawTickets = raw(table.get_ref()).map_err(|e| format!("tickets: {e}"))?;
+            if let Some(q) = &t.quiet {
+                lifecycle.quiet_ms = ms(duration(
+                    "tickets.quiet",
+                    q,
+                    Duration::ZERO,
+                    Duration::from_secs(7 * 24 * 3600),
+                )?);
+            }
+            if let Some(w) = &t.reopen_window {
+                lifecycle.reopen_window_ms = ms(duration(
+                    "tickets.reopen_window",
+                    w,
+                    Duration::ZERO,
+                    Duration::from_secs(90 * 24 * 3600),
+                )?);
+            }
+            Ok::<(), String>(())
+        })();
+        if let Err(e) = checked {
+            error(line, e);
         }
     }
 
     let calendar = match &file.business_hours {
         None => Calendar::Always,
-        Some(raw) => Calendar::Hours(BusinessHours::parse(raw)?),
+        Some(table) => {
+            let checked = raw::<RawHours>(table.get_ref())
+                .map_err(|e| format!("business_hours: {e}"))
+                .and_then(|h| BusinessHours::parse(&h));
+            match checked {
+                Ok(hours) => Calendar::Hours(hours),
+                Err(e) => {
+                    error(table_line(text, table.span()), e);
+                    Calendar::Always
+                }
+            }
+        }
     };
     let mut diagnostic_roles = Vec::new();
-    for (id, role) in file.diagnostics.iter().flat_map(|d| &d.roles) {
-        if catalog::spec(id).is_none() {
-            return Err(format!(
-                "diagnostics.roles: {id:?} is not in the diagnostic catalog"
-            ));
+    if let Some(table) = &file.diagnostics {
+        let line = table_line(text, table.span());
+        match raw::<RawDiagnostics>(table.get_ref()) {
+            Err(e) => error(line, format!("diagnostics: {e}")),
+            Ok(d) => {
+                for (id, role) in &d.roles {
+                    if catalog::spec(id).is_none() {
+                        error(
+                            line,
+                            format!("diagnostics.roles: {id:?} is not in the diagnostic catalog"),
+                        );
+                        continue;
+                    }
+                    match role.parse::<Role>() {
+                        Err(e) => error(line, format!("diagnostics.roles.{id}: {e}")),
+                        Ok(Role::Viewer) => error(
+                            line,
+                            format!(
+                                "diagnostics.roles.{id}: a viewer may not run diagnostics; use technician or admin"
+                            ),
+                        ),
+                        Ok(role) => diagnostic_roles.push((id.clone(), role)),
+                    }
+                }
+            }
         }
-        let role: Role = role
-            .parse()
-            .map_err(|e| format!("diagnostics.roles.{id}: {e}"))?;
-        if role == Role::Viewer {
-            return Err(format!(
-                "diagnostics.roles.{id}: a viewer may not run diagnostics; use technician or admin"
-            ));
-        }
-        diagnostic_roles.push((id.clone(), role));
     }
-    let host_cert_lifetime = match file.certificates.as_ref().and_then(|c| c.lifetime.as_ref()) {
-        None => DEFAULT_HOST_CERT_LIFETIME,
-        Some(text) => duration(
-            "certificates.lifetime",
-            text,
-            MIN_HOST_CERT_LIFETIME,
-            MAX_HOST_CERT_LIFETIME,
-        )?,
+    let mut host_cert_lifetime = DEFAULT_HOST_CERT_LIFETIME;
+    if let Some(table) = &file.certificates {
+        let checked = raw::<RawCertificates>(table.get_ref())
+            .map_err(|e| format!("certificates: {e}"))
+            .and_then(|c| match &c.lifetime {
+                None => Ok(DEFAULT_HOST_CERT_LIFETIME),
+                Some(text) => duration(
+                    "certificates.lifetime",
+                    text,
+                    MIN_HOST_CERT_LIFETIME,
+                    MAX_HOST_CERT_LIFETIME,
+                ),
+            });
+        match checked {
+            Ok(lifetime) => host_cert_lifetime = lifetime,
+            Err(e) => error(table_line(text, table.span()), e),
+        }
+    }
+    let inventory_limits = match &file.inventory {
+        None => DEFAULT_INVENTORY_LIMITS,
+        Some(table) => {
+            let checked = raw::<RawInventory>(table.get_ref())
+                .map_err(|e| format!("inventory: {e}"))
+                .and_then(|raw| inventory_limits(Some(&raw)));
+            checked.unwrap_or_else(|e| {
+                error(table_line(text, table.span()), e);
+                DEFAULT_INVENTORY_LIMITS
+            })
+        }
     };
-    let inventory_limits = inventory_limits(file.inventory.as_ref())?;
+    let clock = match &file.clock {
+        None => crate::clockskew::ClockWindow::default(),
+        Some(table) => {
+            let checked = raw::<RawClock>(table.get_ref())
+                .map_err(|e| format!("clock: {e}"))
+                .and_then(|raw| clock_window(Some(&raw)));
+            checked.unwrap_or_else(|e| {
+                error(table_line(text, table.span()), e);
+                crate::clockskew::ClockWindow::default()
+            })
+        }
+    };
+    if !errors.is_empty() {
+        errors.sort_by_key(|e| e.line);
+        return Err(errors);
+    }
     Ok(Policy {
         rules,
         change_rules,
         applied,
+        disabled,
+        disabled_changes,
         sla,
+        sla_applied,
         calendar,
         lifecycle,
         diagnostic_roles,
         host_cert_lifetime,
-        clock: clock_window(file.clock.as_ref())?,
+        clock,
         inventory_limits,
     })
 }
@@ -764,6 +1010,8 @@ pub fn parse_rules(text: &str) -> Result<Vec<Rule>, String> {
 pub fn default_rules() -> Vec<Rule> {
     Policy::default().rules
 }
+
+pub mod text;
 
 #[cfg(test)]
 mod tests;

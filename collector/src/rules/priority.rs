@@ -60,6 +60,22 @@ pub enum Impact {
 }
 
 impl Impact {
+    /// The tag that sets a host's impact.
+    pub const TAG: &'static str = "criticality";
+
+    /// Checks a `criticality` tag value: high, medium or low (any case),
+    /// as the rules read it; anything else would silently count as medium.
+    pub fn check_level(value: &str) -> Result<String, String> {
+        let level = value.trim().to_ascii_lowercase();
+        if matches!(level.as_str(), "high" | "medium" | "low") {
+            Ok(level)
+        } else {
+            Err(format!(
+                "criticality {value:?} is not a known level; ticket priority knows high, medium and low"
+            ))
+        }
+    }
+
     /// The impact a host's tags give it; an unknown value counts as medium.
     pub fn of(tags: &[(String, String)]) -> Self {
         match tags

@@ -261,6 +261,7 @@ contract! {
     health_history_is_downsampled_to_hours_then_purged,
     deltas_that_do_not_fit_ask_for_a_resync_and_changes_are_logged,
     a_full_disk_opens_one_ticket_resolves_after_quiet_and_reopens,
+    a_rule_in_seconds_says_its_seconds_in_the_worklog,
     the_ticket_workflow_meets_response_pauses_while_waiting_and_escalates,
     an_always_on_host_that_goes_silent_gets_one_offline_ticket_and_a_laptop_none,
     inventory_changes_open_tickets_once_and_the_first_inventory_none,
@@ -2002,6 +2003,74 @@ async fn a_full_disk_opens_one_ticket_resolves_after_quiet_and_reopens(db: TestD
     // resolution is no longer current (issue 21).
     assert_eq!(reopened[0].title, "disk-full: / is 97% full");
     assert_eq!(reopened[0].resolution, None);
+}
+
+/// Durations print as the policy wrote them (issue 21): a 20 s rule's
+/// worklog says `for 20s`, a 30 s quiet period `for 30s`, never `0 min`;
+/// the reading is rounded for people and exact in the evidence.
+async fn a_rule_in_seconds_says_its_seconds_in_the_worklog(db: TestDb) {
+    let store = db.store.clone();
+    let text = r#"
+[tickets]
+quiet = "30s"
+
+[[rule]]
+name = "disk-full"
+metric = "disk_used_percent"
+op = ">"
+threshold = 90
+recover = 85
+for = "20s"
+severity = "high"
+"#;
+    store
+        .apply_policy(
+            text,
+            "admin",
+            &|_: &PolicyRecord| AuditEntry::system("test", "", ""),
+            1,
+        )
+        .await
+        .expect("store")
+        .expect("valid");
+    let id = enrolled_host(&store).await;
+    let s = 1_000;
+    for (seq, at) in [(1, 0), (2, 10 * s), (3, 25 * s)] {
+        store
+            .store_reports(&[disk_sample(&id, seq, at, 95.37)], at)
+            .await
+            .expect("store");
+    }
+    let tickets = store.list_tickets(&open_tickets()).await.expect("list");
+    assert_eq!(tickets.len(), 1, "{tickets:?}");
+    assert_eq!(tickets[0].title, "disk-full: / is 95.4% full");
+    assert!(
+        tickets[0].evidence.contains("\"value\":95.37"),
+        "exact in JSON: {}",
+        tickets[0].evidence
+    );
+    store
+        .store_reports(&[disk_sample(&id, 4, 30 * s, 50.0)], 30 * s)
+        .await
+        .expect("store");
+    assert_eq!(
+        store.advance_rule_timers(61 * s).await.expect("timers"),
+        1,
+        "resolved 30 s after recovering"
+    );
+    let (_, worklog) = store
+        .ticket(tickets[0].id)
+        .await
+        .expect("ticket")
+        .expect("found");
+    let notes: Vec<&str> = worklog.iter().map(|w| w.note.as_str()).collect();
+    assert_eq!(
+        notes,
+        [
+            "opened by rule disk-full: disk_used_percent > 90 for 20s (value 95.4%)",
+            "auto-resolved: the condition recovered and stayed recovered for 30s",
+        ]
+    );
 }
 
 async fn the_ticket_workflow_meets_response_pauses_while_waiting_and_escalates(db: TestDb) {

@@ -296,7 +296,7 @@ impl Deliverer {
                 None,
                 format!(
                     "no response within {}",
-                    humantime::format_duration(self.timeout)
+                    crate::units::duration(self.timeout)
                 ),
             ),
             Ok(Err(e)) => failed(None, describe(&e)),

@@ -265,6 +265,9 @@ pub struct DiagnosticResult {
     pub diagnostic: ::prost::alloc::string::String,
     /// How it ended.
     #[prost(enumeration = "DiagnosticOutcome", tag = "3")]
+    #[serde(
+        serialize_with = "crate::json::enum_name::<crate::v1::DiagnosticOutcome, _>"
+    )]
     pub outcome: i32,
     /// The program's exit code when it completed; 0 for native diagnostics
     /// that succeeded, 1 for those that did not.
@@ -424,6 +427,9 @@ pub struct Unavailable {
     pub field: ::prost::alloc::string::String,
     /// Why.
     #[prost(enumeration = "UnavailableReason", tag = "2")]
+    #[serde(
+        serialize_with = "crate::json::enum_name::<crate::v1::UnavailableReason, _>"
+    )]
     pub reason: i32,
     /// One line for a person, e.g. "/sys/class/dmi/id/product_serial: permission denied".
     #[prost(string, tag = "3")]
@@ -606,6 +612,7 @@ pub struct Disk {
     pub size_bytes: u64,
     /// HDD, SSD or NVMe.
     #[prost(enumeration = "DiskKind", tag = "5")]
+    #[serde(serialize_with = "crate::json::enum_name::<crate::v1::DiskKind, _>")]
     pub kind: i32,
     /// True for removable media (USB sticks, card readers).
     #[prost(bool, tag = "6")]
@@ -843,6 +850,7 @@ pub struct UserSession {
 pub struct SecurityInfo {
     /// Host firewall state.
     #[prost(enumeration = "ProtectionState", tag = "1")]
+    #[serde(serialize_with = "crate::json::enum_name::<crate::v1::ProtectionState, _>")]
     pub firewall: i32,
     /// The firewall product or mechanism, e.g. "nftables", "ufw", "Windows Defender Firewall".
     #[prost(string, tag = "2")]
@@ -883,6 +891,7 @@ pub struct Antivirus {
     pub product: ::prost::alloc::string::String,
     /// Real-time protection on or off.
     #[prost(enumeration = "ProtectionState", tag = "2")]
+    #[serde(serialize_with = "crate::json::enum_name::<crate::v1::ProtectionState, _>")]
     pub state: i32,
     /// True when its signatures are up to date.
     #[prost(bool, tag = "3")]
@@ -1049,12 +1058,15 @@ pub struct SecurityPosture {
     /// Real-time antivirus protection; unspecified where no product is
     /// registered or the OS has no notion of one.
     #[prost(enumeration = "ProtectionState", tag = "1")]
+    #[serde(serialize_with = "crate::json::enum_name::<crate::v1::ProtectionState, _>")]
     pub antivirus: i32,
     /// The host firewall.
     #[prost(enumeration = "ProtectionState", tag = "2")]
+    #[serde(serialize_with = "crate::json::enum_name::<crate::v1::ProtectionState, _>")]
     pub firewall: i32,
     /// Encryption of the system volume.
     #[prost(enumeration = "ProtectionState", tag = "3")]
+    #[serde(serialize_with = "crate::json::enum_name::<crate::v1::ProtectionState, _>")]
     pub encryption: i32,
     /// When the probe ran, ms since the Unix epoch.
     #[prost(int64, tag = "4")]
@@ -1099,6 +1111,9 @@ pub struct InventoryDelta {
     /// Which sections are replaced whole. SOFTWARE here means the whole package
     /// and hotfix lists; otherwise packages change one by one below.
     #[prost(enumeration = "InventorySection", repeated, tag = "5")]
+    #[serde(
+        serialize_with = "crate::json::enum_names::<crate::v1::InventorySection, _>"
+    )]
     pub replaced_sections: ::prost::alloc::vec::Vec<i32>,
     /// Packages new or changed, keyed by (ecosystem, name, arch, source).
     #[prost(message, repeated, tag = "6")]
@@ -1558,6 +1573,7 @@ pub struct UserIssue {
 pub struct Goodbye {
     /// Why the agent is leaving.
     #[prost(enumeration = "GoodbyeReason", tag = "1")]
+    #[serde(serialize_with = "crate::json::enum_name::<crate::v1::GoodbyeReason, _>")]
     pub reason: i32,
 }
 /// A message from the collector.
@@ -2382,6 +2398,7 @@ pub struct WhoAmIResponse {
     pub name: ::prost::alloc::string::String,
     /// The technician's role.
     #[prost(enumeration = "Role", tag = "3")]
+    #[serde(serialize_with = "crate::json::enum_name::<crate::v1::Role, _>")]
     pub role: i32,
     /// The id of the token used (never the token itself).
     #[prost(string, tag = "4")]
@@ -2482,6 +2499,7 @@ pub struct HostSummary {
     pub last_seen_unix_ms: i64,
     /// Online or offline.
     #[prost(enumeration = "Presence", tag = "6")]
+    #[serde(serialize_with = "crate::json::enum_name::<crate::v1::Presence, _>")]
     pub presence: i32,
     /// When the host enrolled, ms since the Unix epoch.
     #[prost(int64, tag = "7")]
@@ -2935,15 +2953,30 @@ pub mod update_ticket_request {
 /// Asks for the policy in force.
 #[derive(serde::Serialize)]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
-pub struct ListRulesRequest {}
+pub struct ListRulesRequest {
+    /// Also write the policy in force as a file `ApplyRules` takes back
+    /// unchanged, in ListRulesResponse.toml.
+    #[prost(bool, tag = "1")]
+    pub export: bool,
+}
 /// Applies a policy file.
 #[derive(serde::Serialize)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct ApplyRulesRequest {
     /// The TOML text: [rule](rule), [change_rule](change_rule), \[sla.Pn\], \[business_hours\],
-    /// \[tickets\]; see docs/rules.md. At most 256 KiB.
+    /// \[tickets\]; see docs/rules.md. At most 256 KiB. Every error is
+    /// reported, one line each: "line N: what is wrong".
     #[prost(string, tag = "1")]
     pub text: ::prost::alloc::string::String,
+    /// Check it and say what would change (ListRulesResponse.changes),
+    /// applying nothing; the response shows the policy it would put in force.
+    #[prost(bool, tag = "2")]
+    pub dry_run: bool,
+    /// Apply it although it drops rules or SLA targets the policy in force
+    /// set; without it such a file is refused (FAILED_PRECONDITION), naming
+    /// what it drops.
+    #[prost(bool, tag = "3")]
+    pub replace: bool,
 }
 /// The fleet policy in force.
 #[derive(serde::Serialize)]
@@ -2974,6 +3007,13 @@ pub struct ListRulesResponse {
     /// A re-fire within this long after resolving reopens the same ticket.
     #[prost(uint64, tag = "8")]
     pub reopen_window_secs: u64,
+    /// From ApplyRules: what the file changes (or, in a dry run, would
+    /// change) against the policy that was in force, one line each.
+    #[prost(string, repeated, tag = "9")]
+    pub changes: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// With ListRulesRequest.export: the policy in force as TOML.
+    #[prost(string, tag = "10")]
+    pub toml: ::prost::alloc::string::String,
 }
 /// One rule in force.
 #[derive(serde::Serialize)]
@@ -3007,6 +3047,10 @@ pub struct RuleInfo {
     /// "default" or "applied".
     #[prost(string, tag = "10")]
     pub source: ::prost::alloc::string::String,
+    /// A default rule the applied file switched off (enabled = false): not
+    /// in force, listed so it is not forgotten.
+    #[prost(bool, tag = "11")]
+    pub disabled: bool,
 }
 /// One priority's SLA targets.
 #[derive(serde::Serialize)]
@@ -3517,6 +3561,7 @@ pub struct ApiToken {
     pub technician: ::prost::alloc::string::String,
     /// The technician's role.
     #[prost(enumeration = "Role", tag = "3")]
+    #[serde(serialize_with = "crate::json::enum_name::<crate::v1::Role, _>")]
     pub role: i32,
     /// When it was made, ms since the Unix epoch.
     #[prost(int64, tag = "4")]

@@ -179,7 +179,7 @@ fn bad_policies_get_one_line_errors() {
             "[tickets]\nquiet = \"later\"\n",
             "tickets.quiet \"later\" is not a duration",
         ),
-        ("[colour]\n", "rule file: unknown field `colour`"),
+        ("[colour]\n", "line 1: unknown field `colour`"),
         (
             "[diagnostics.roles]\nformat_disk = \"admin\"\n",
             "diagnostics.roles: \"format_disk\" is not in the diagnostic catalog",
@@ -191,10 +191,7 @@ fn bad_policies_get_one_line_errors() {
     ];
     for (text, expected) in cases {
         let err = parse_policy(text).expect_err(text);
-        assert!(
-            err.starts_with(expected),
-            "{err:?} should start with {expected:?}"
-        );
+        assert!(err.contains(expected), "{err:?} should say {expected:?}");
         assert!(!err.contains('\n'), "{err:?}");
     }
 }
@@ -233,7 +230,7 @@ fn the_clock_window_defaults_to_five_minutes_and_is_checked() {
     for (text, error) in [
         (
             "[clock]\nwindow = \"5s\"\n",
-            "clock.window must be between 1m and 1day",
+            "clock.window must be between 1m and 1d",
         ),
         (
             "[clock]\noldest = \"1h\"\n",
@@ -245,11 +242,11 @@ fn the_clock_window_defaults_to_five_minutes_and_is_checked() {
         ),
         (
             "[clock]\nahead = \"5m\"\n",
-            "rule file: unknown field `ahead`",
+            "line 1: clock: unknown field `ahead`",
         ),
     ] {
         let got = parse_policy(text).expect_err(text);
-        assert!(got.starts_with(error), "{text}: {got}");
+        assert!(got.contains(error), "{text}: {got}");
         assert!(!got.contains('\n'), "{got}");
     }
 }
@@ -330,17 +327,56 @@ fn bad_inventory_limits_get_one_line_errors() {
         ),
         (
             "max_packages = \"many\"",
-            "rule file: invalid type: string \"many\", expected i64",
+            "line 1: inventory: invalid type: string \"many\", expected i64",
         ),
-        ("max_pakages = 10", "rule file: unknown field `max_pakages`"),
+        ("max_pakages = 10", "line 1: inventory: unknown field `max_pakages`"),
     ];
     for (line, expected) in cases {
         let text = format!("[inventory]\n{line}\n");
         let err = parse_policy(&text).expect_err(&text);
-        assert!(
-            err.starts_with(expected),
-            "{err:?} should start with {expected:?}"
-        );
+        assert!(err.contains(expected), "{err:?} should say {expected:?}");
         assert!(!err.contains('\n'), "{err:?}");
     }
+}
+
+#[test]
+fn every_error_is_reported_with_the_line_of_its_table() {
+    let text = "\
+[tickets]
+quiet = \"later\"
+
+[[rule]]
+name = \"a\"
+metric = \"cpu_percent\"
+
+[[rule]]
+name = \"b\"
+metric = \"cpu_percent\"
+op = \">\"
+threshold = 1
+severity = \"high\"
+colour = \"red\"
+
+[[change_rule]]
+name = \"c\"
+change = \"moved_desk\"
+severity = \"low\"
+
+[sla.P9]
+response = \"1h\"
+resolution = \"2h\"
+";
+    let errors = super::check_policy(text).expect_err("four errors");
+    let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(shown.len(), 5, "{shown:#?}");
+    assert!(shown[0].starts_with("line 1: tickets.quiet \"later\" is not a duration"), "{shown:#?}");
+    assert_eq!(shown[1], "line 4: rule a: op is required");
+    assert!(shown[2].starts_with("line 8: rule b: unknown field `colour`"), "{shown:#?}");
+    assert!(shown[3].starts_with("line 16: change rule c: unknown change \"moved_desk\""), "{shown:#?}");
+    assert_eq!(shown[4], "line 21: sla.P9: expected P1, P2, P3 or P4");
+    assert_eq!(
+        parse_policy(text).expect_err("joined").lines().count(),
+        5,
+        "one line each"
+    );
 }

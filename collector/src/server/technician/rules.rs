@@ -1,6 +1,8 @@
 //! The rule part of the technician API: `ListRules` (the fleet policy in
-//! force: rules, SLA targets, business hours, lifecycle timing) and
-//! `ApplyRules` (admin, audited).
+//! force: rules, SLA targets, business hours, lifecycle timing; with
+//! `export`, as TOML) and `ApplyRules` (admin, audited; every error with
+//! its line, `dry_run` to see what would change, `replace` to drop what
+//! the file in force set).
 
 use deskpulse_proto::v1::{
     ApplyRulesRequest, ListRulesRequest, ListRulesResponse, RuleInfo, SlaTargetInfo,
@@ -9,6 +11,7 @@ use tonic::{Request, Response, Status};
 use tracing::info;
 
 use super::{TechnicianApi, internal};
+use crate::rules::policy::{parse_policy, text};
 use crate::rules::priority::Priority;
 use crate::secrets;
 use crate::store::{AuditEntry, PolicyRecord, Role};
@@ -41,17 +44,35 @@ fn rules_response(record: &PolicyRecord) -> ListRulesResponse {
             severity: r.severity.name().into(),
             scope: scope(&r.scope),
             source: source(&r.name).into(),
+            disabled: false,
         })
         .collect();
-    rules.extend(policy.change_rules.iter().map(|r| RuleInfo {
+    let metric = |r: &crate::rules::model::Rule, disabled: bool| RuleInfo {
+        name: r.name.clone(),
+        kind: "metric".into(),
+        on: r.metric.name().into(),
+        op: r.op.symbol().into(),
+        threshold: r.threshold,
+        recover: r.recover,
+        for_secs: secs(r.duration_ms),
+        severity: r.severity.name().into(),
+        scope: scope(&r.scope),
+        source: source(&r.name).into(),
+        disabled,
+    };
+    let change = |r: &crate::rules::model::ChangeRule, disabled: bool| RuleInfo {
         name: r.name.clone(),
         kind: "change".into(),
         on: r.change.name().into(),
         severity: r.severity.name().into(),
         scope: scope(&r.scope),
         source: source(&r.name).into(),
+        disabled,
         ..Default::default()
-    }));
+    };
+    rules.extend(policy.disabled.iter().map(|r| metric(r, true)));
+    rules.extend(policy.change_rules.iter().map(|r| change(r, false)));
+    rules.extend(policy.disabled_changes.iter().map(|r| change(r, true)));
     ListRulesResponse {
         version: record.version,
         applied_by: record.applied_by.clone(),
@@ -71,7 +92,27 @@ fn rules_response(record: &PolicyRecord) -> ListRulesResponse {
         business_hours: policy.calendar.summary(),
         quiet_secs: secs(policy.lifecycle.quiet_ms),
         reopen_window_secs: secs(policy.lifecycle.reopen_window_ms),
+        changes: Vec::new(),
+        toml: String::new(),
     }
+}
+
+/// The export's first lines: which version it is, and how to use it.
+fn export_header(record: &PolicyRecord) -> String {
+    let source = if record.version == 0 {
+        "the built-in defaults".to_owned()
+    } else {
+        format!(
+            "version {}, applied by {} at {}",
+            record.version,
+            record.applied_by,
+            crate::webhooks::format::rfc3339(record.applied_at_ms)
+        )
+    };
+    format!(
+        "# The Deskpulse fleet policy in force: {source}.\n\
+         # `deskpulse rules apply FILE` takes this file back unchanged; see docs/rules.md.\n\n"
+    )
 }
 
 impl TechnicianApi {
@@ -82,7 +123,11 @@ impl TechnicianApi {
         self.authorize(&request, Role::Viewer, "listing rules")
             .await?;
         let record = self.ctx.store.policy().await.map_err(internal)?;
-        Ok(Response::new(rules_response(&record)))
+        let mut response = rules_response(&record);
+        if request.get_ref().export {
+            response.toml = export_header(&record) + &record.policy.to_toml() + "\n";
+        }
+        Ok(Response::new(response))
     }
 
     pub(super) async fn apply_rules_impl(
@@ -92,12 +137,37 @@ impl TechnicianApi {
         let caller = self
             .authorize(&request, Role::Admin, "applying rules")
             .await?;
-        let text = request.into_inner().text;
+        let ApplyRulesRequest {
+            text,
+            dry_run,
+            replace,
+        } = request.into_inner();
         if text.len() > MAX_POLICY_TEXT {
             return Err(Status::invalid_argument(format!(
                 "the rule file is larger than {} KiB",
                 MAX_POLICY_TEXT / 1024
             )));
+        }
+        let new = parse_policy(&text).map_err(Status::invalid_argument)?;
+        // Compared with the policy in force when asked; an apply by another
+        // admin in between is caught by neither (both are audited).
+        let current = self.ctx.store.policy().await.map_err(internal)?;
+        let changes = text::changes(&current.policy, &new);
+        let dropped = text::dropped(&current.policy, &new);
+        if !dropped.is_empty() && !replace {
+            return Err(Status::failed_precondition(format!(
+                "this file drops what policy version {} set: {}; add them to the file, or apply it with --replace to drop them",
+                current.version,
+                dropped.join(", ")
+            )));
+        }
+        if dry_run {
+            let mut response = rules_response(&PolicyRecord {
+                policy: new,
+                ..(*current).clone()
+            });
+            response.changes = changes;
+            return Ok(Response::new(response));
         }
         let record = self
             .ctx
@@ -125,6 +195,8 @@ impl TechnicianApi {
             .map_err(Status::invalid_argument)?;
         self.anchor_audit().await;
         info!(version = record.version, technician = %caller.name, "fleet policy applied");
-        Ok(Response::new(rules_response(&record)))
+        let mut response = rules_response(&record);
+        response.changes = changes;
+        Ok(Response::new(response))
     }
 }

@@ -425,8 +425,8 @@ async fn act(
             // A technician may have resolved it by hand already.
             if tx.resolve_recovered(id, now_ms).await? {
                 let note = format!(
-                    "auto-resolved: the condition recovered and stayed recovered for {} min",
-                    policy.lifecycle.quiet_ms / 60_000
+                    "auto-resolved: the condition recovered and stayed recovered for {}",
+                    crate::units::duration_ms(policy.lifecycle.quiet_ms)
                 );
                 tx.worklog(id, now_ms, "system", &note).await?;
                 enqueue(tx, TicketEvent::Resolved, id, now_ms).await?;
@@ -463,12 +463,12 @@ async fn act(
                 "sample_at_ms": firing.sample_at_ms,
             });
             let note = format!(
-                "opened by rule {}: {} {} {} for {} min (value {})",
+                "opened by rule {}: {} {} {}{} (value {})",
                 rule.name,
                 rule.metric.name(),
                 rule.op.symbol(),
                 rule.threshold,
-                rule.duration_ms / 60_000,
+                held_for(rule.duration_ms),
                 rule.metric.format(value)
             );
             let id = open_ticket(
@@ -490,6 +490,16 @@ async fn act(
             .await?;
             Ok(Some(id))
         }
+    }
+}
+
+/// " for 20s": how long a rule's condition must hold, as its file says;
+/// nothing for a rule that fires at once.
+fn held_for(duration_ms: i64) -> String {
+    if duration_ms > 0 {
+        format!(" for {}", crate::units::duration_ms(duration_ms))
+    } else {
+        String::new()
     }
 }
 

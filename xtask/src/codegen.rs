@@ -36,6 +36,15 @@ pub fn generate(root: &Path, out_dir: &Path) -> Result<()> {
         .build_server(true)
         // Serialize lets `--json` output and fixtures reuse the wire types.
         .type_attribute(".deskpulse.v1", "#[derive(serde::Serialize)]")
+        // A value that was not read is absent from JSON, never 0 (issue 21).
+        .field_attribute(
+            ".deskpulse.v1.SecurityInfo.pending_updates",
+            "#[serde(skip_serializing_if = \"Option::is_none\")]",
+        )
+        .field_attribute(
+            ".deskpulse.v1.Filesystem.used_bytes",
+            "#[serde(skip_serializing_if = \"Option::is_none\")]",
+        )
         // Small per-stream buffers: see proto/src/codec.rs.
         .codec_path("crate::codec::SmallBufferCodec")
         .out_dir(out_dir)

@@ -61,6 +61,39 @@ fn program_data(vars: &dyn Env) -> Option<PathBuf> {
     }
 }
 
+/// Where `disk_usage` may look when the config does not say: the system's
+/// program and data directories, where a full disk's space goes. Never
+/// `/` or `/etc` whole; secret stores inside these are refused and skipped
+/// whatever the roots (`catalog::SECRET_STORES`).
+#[cfg(target_os = "macos")]
+pub const DEFAULT_DISK_USAGE_ROOTS: &[&str] = &[
+    "/Applications",
+    "/Library",
+    "/Users",
+    "/opt",
+    "/usr/local",
+    "/private/var",
+    "/private/tmp",
+    "/var",
+    "/tmp",
+];
+/// Where `disk_usage` may look when the config does not say: the whole
+/// system drive (secret stores inside it are refused and skipped whatever
+/// the roots, `catalog::SECRET_STORES`).
+#[cfg(windows)]
+pub const DEFAULT_DISK_USAGE_ROOTS: &[&str] = &["C:\\"];
+/// Where `disk_usage` may look when the config does not say: the system's
+/// program and data directories, where a full disk's space goes. Never
+/// `/` or `/etc` whole; secret stores inside these are refused and skipped
+/// whatever the roots (`catalog::SECRET_STORES`).
+#[cfg(not(any(target_os = "macos", windows)))]
+pub const DEFAULT_DISK_USAGE_ROOTS: &[&str] = &[
+    "/usr", "/opt", "/var", "/home", "/tmp", "/srv", "/boot", "/data", "/mnt", "/media",
+];
+
+/// The most `disk_usage_roots` one agent takes.
+const MAX_DISK_USAGE_ROOTS: usize = 64;
+
 /// A full inventory every six hours by default.
 pub const DEFAULT_INVENTORY_INTERVAL: Duration = Duration::from_secs(6 * 3600);
 /// A health sample every minute by default.
@@ -125,7 +158,7 @@ pub struct AgentFlags {
     /// inventory_max_mib, results_max_mib, and [health] watch_services,
     /// posture_interval, smart_interval, updates_interval,
     /// services_interval, and [diagnostics] enable, disable,
-    /// http_check_allow_loopback [env:
+    /// http_check_allow_loopback, disk_usage_roots [env:
     /// DESKPULSE_AGENT_CONFIG] [default: /etc/deskpulse/agent.toml,
     /// %ProgramData%\Deskpulse\agent.toml or /Library/Application
     /// Support/Deskpulse/agent.toml, when it exists]
@@ -182,6 +215,7 @@ struct DiagnosticsFile {
     enable: Option<Vec<String>>,
     disable: Option<Vec<String>>,
     http_check_allow_loopback: Option<bool>,
+    disk_usage_roots: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -221,6 +255,9 @@ pub struct AgentConfig {
     /// (off by default: a collector must not reach services that listen
     /// only locally).
     pub http_check_allow_loopback: bool,
+    /// Where `disk_usage` may look ([`DEFAULT_DISK_USAGE_ROOTS`] unless
+    /// `disk_usage_roots` says), checked against the resolved path.
+    pub disk_usage_roots: Vec<String>,
 }
 
 const PREFIX: &str = "DESKPULSE_AGENT_";
@@ -296,7 +333,7 @@ pub fn resolve(flags: &AgentFlags, vars: &dyn Env) -> Result<AgentConfig, Config
     };
     let spool_limits = spool_limits(file.spool.unwrap_or_default(), &var)?;
     let health = health_settings(file.health.unwrap_or_default(), &var)?;
-    let diagnostics = file.diagnostics.unwrap_or_default();
+    let mut diagnostics = file.diagnostics.unwrap_or_default();
     let http_check_allow_loopback = match var("HTTP_CHECK_ALLOW_LOOPBACK").as_deref() {
         Some("true" | "1") => true,
         Some("false" | "0") => false,
@@ -308,6 +345,7 @@ pub fn resolve(flags: &AgentFlags, vars: &dyn Env) -> Result<AgentConfig, Config
         }
         None => diagnostics.http_check_allow_loopback.unwrap_or(false),
     };
+    let disk_usage_roots = disk_usage_roots(diagnostics.disk_usage_roots.take(), &var)?;
     let enabled_diagnostics = enabled_diagnostics(diagnostics, &var)?;
     Ok(AgentConfig {
         state_dir,
@@ -319,7 +357,47 @@ pub fn resolve(flags: &AgentFlags, vars: &dyn Env) -> Result<AgentConfig, Config
         health,
         enabled_diagnostics,
         http_check_allow_loopback,
+        disk_usage_roots,
     })
+}
+
+/// The `disk_usage` roots: `DESKPULSE_AGENT_DISK_USAGE_ROOTS` (comma
+/// separated) when set, else `[diagnostics] disk_usage_roots`, else
+/// [`DEFAULT_DISK_USAGE_ROOTS`]. Each must be absolute and no secret store
+/// (`catalog::check_root`); a bad one stops the agent with one line.
+fn disk_usage_roots(
+    from_file: Option<Vec<String>>,
+    var: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<String>, ConfigError> {
+    let (roots, source) = match var("DISK_USAGE_ROOTS") {
+        Some(text) => (
+            text.split(',')
+                .map(|r| r.trim().to_owned())
+                .filter(|r| !r.is_empty())
+                .collect(),
+            format!("{PREFIX}DISK_USAGE_ROOTS"),
+        ),
+        None => match from_file {
+            Some(roots) => (roots, "[diagnostics] disk_usage_roots".to_owned()),
+            None => {
+                return Ok(DEFAULT_DISK_USAGE_ROOTS
+                    .iter()
+                    .map(|r| (*r).to_owned())
+                    .collect());
+            }
+        },
+    };
+    if roots.len() > MAX_DISK_USAGE_ROOTS {
+        return Err(ConfigError(format!(
+            "{source}: {} roots; at most {MAX_DISK_USAGE_ROOTS}",
+            roots.len()
+        )));
+    }
+    for root in &roots {
+        deskpulse_proto::catalog::check_root(root)
+            .map_err(|error| ConfigError(format!("{source}: {error}")))?;
+    }
+    Ok(roots)
 }
 
 /// The config file `--config` (`flag`) or `DESKPULSE_AGENT_CONFIG` names,

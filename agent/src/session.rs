@@ -235,6 +235,12 @@ fn hello(config: &AgentConfig) -> AgentMessage {
                 .collect(),
             // The collector measures this PC's clock from it.
             sent_at_unix_ms: now_ms(),
+            // A few file lookups per diagnostic, so checked afresh on each
+            // connect: a program installed since shows up without a restart.
+            unavailable_diagnostics: crate::diagnostics::available::unavailable(
+                &config.enabled_diagnostics,
+                &config.system_root,
+            ),
         })),
     }
 }
@@ -689,6 +695,7 @@ pub async fn run_service(
         diagnostics::Context {
             system_root: config.system_root.clone(),
             http_allow_loopback: config.http_check_allow_loopback,
+            disk_usage_roots: config.disk_usage_roots.clone(),
         },
         config.enabled_diagnostics.clone(),
     );

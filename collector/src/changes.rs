@@ -2,6 +2,11 @@
 //! per-host change log. Volatile readings (uptime, free memory and space,
 //! run states, logged-in sessions, battery wear) are left out: they change
 //! every cycle and belong to health, not history.
+//!
+//! Lists without an order (an interface's addresses, the gateways, the
+//! GPUs) compare as sets: inventories stored before the agent sorted them
+//! (`delta::sort_unordered`), and older agents, list them in whatever order
+//! the OS gave, which is not a change.
 
 use std::collections::BTreeMap;
 
@@ -25,6 +30,14 @@ type Items = BTreeMap<(&'static str, String), String>;
 
 fn put(items: &mut Items, section: &'static str, item: impl Into<String>, value: String) {
     items.insert((section, item.into()), value);
+}
+
+/// A list without an order, as one comparable value: sorted, joined.
+fn set(list: &[String]) -> String {
+    let mut sorted: Vec<&str> = list.iter().map(String::as_str).collect();
+    sorted.sort_unstable();
+    sorted.dedup();
+    sorted.join(",")
 }
 
 fn state(code: i32) -> &'static str {
@@ -107,27 +120,25 @@ pub fn items(inv: &Inventory) -> Items {
                 format!(
                     "mac {} ipv4 {} ipv6 {}",
                     i.mac,
-                    i.ipv4.join(","),
-                    i.ipv6.join(",")
+                    set(&i.ipv4),
+                    set(&i.ipv6)
                 ),
             );
         }
-        put(
-            &mut out,
-            "network",
-            "gateways",
-            n.default_gateways.join(","),
-        );
+        put(&mut out, "network", "gateways", set(&n.default_gateways));
         put(&mut out, "network", "dns servers", n.dns_servers.join(","));
     }
     if let Some(g) = &inv.gpu {
-        for (i, gpu) in g.gpus.iter().enumerate() {
-            put(
-                &mut out,
-                "gpu",
-                format!("gpu {i}"),
-                format!("{} {} driver {}", gpu.vendor, gpu.model, gpu.driver),
-            );
+        // Adapters have no stable name: numbered in sorted order, so the
+        // order the OS enumerates them in is no change.
+        let mut gpus: Vec<String> = g
+            .gpus
+            .iter()
+            .map(|gpu| format!("{} {} driver {}", gpu.vendor, gpu.model, gpu.driver))
+            .collect();
+        gpus.sort_unstable();
+        for (i, gpu) in gpus.into_iter().enumerate() {
+            put(&mut out, "gpu", format!("gpu {i}"), gpu);
         }
     }
     if let Some(b) = &inv.battery {
@@ -287,7 +298,9 @@ pub fn diff(old: Option<&Inventory>, new: &Inventory) -> Vec<Change> {
 
 #[cfg(test)]
 mod tests {
-    use deskpulse_proto::v1::{OsInfo, Package, SoftwareInfo};
+    use deskpulse_proto::v1::{
+        Gpu, GpuInfo, NetworkInfo, NetworkInterface, OsInfo, Package, SoftwareInfo,
+    };
 
     use super::*;
 
@@ -313,6 +326,97 @@ mod tests {
             }),
             ..Inventory::default()
         }
+    }
+
+    fn network(ipv6: &[&str], gateways: &[&str], gpus: &[&str]) -> Inventory {
+        let strings = |list: &[&str]| list.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        Inventory {
+            network: Some(NetworkInfo {
+                interfaces: vec![NetworkInterface {
+                    name: "eth0".into(),
+                    mac: "52:54:00:12:34:56".into(),
+                    ipv4: strings(&["10.0.2.15/24"]),
+                    ipv6: strings(ipv6),
+                    ..NetworkInterface::default()
+                }],
+                default_gateways: strings(gateways),
+                dns_servers: strings(&["10.0.2.3"]),
+            }),
+            gpu: Some(GpuInfo {
+                gpus: gpus
+                    .iter()
+                    .map(|model| Gpu {
+                        vendor: "Intel".into(),
+                        model: (*model).into(),
+                        driver: "i915".into(),
+                    })
+                    .collect(),
+            }),
+            ..Inventory::default()
+        }
+    }
+
+    #[test]
+    fn unordered_lists_in_another_order_are_no_change() {
+        // What three hosts logged twenty times in 13 minutes: the same IPv6
+        // addresses, listed by the kernel in another order.
+        let before = network(
+            &["2001:db8::15/64", "fd00::15/64", "fe80::5054:ff:fe12:3456/64"],
+            &["10.0.2.2", "fe80::2"],
+            &["UHD 620", "Arc A380"],
+        );
+        let after = network(
+            &["fe80::5054:ff:fe12:3456/64", "2001:db8::15/64", "fd00::15/64"],
+            &["fe80::2", "10.0.2.2"],
+            &["Arc A380", "UHD 620"],
+        );
+        assert_eq!(diff(Some(&before), &after), []);
+        let mut sorted = after.clone();
+        deskpulse_proto::delta::sort_unordered(&mut sorted);
+        assert_eq!(diff(Some(&before), &sorted), []);
+        // A real change is still one change.
+        let moved = network(
+            &["2001:db8::16/64", "fd00::15/64", "fe80::5054:ff:fe12:3456/64"],
+            &["10.0.2.2", "fe80::2"],
+            &["Arc A380", "UHD 620"],
+        );
+        let changes = diff(Some(&before), &moved);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(changes[0].item, "interface eth0");
+        assert!(
+            changes[0]
+                .new
+                .as_deref()
+                .is_some_and(|v| v.contains("2001:db8::16/64"))
+        );
+    }
+
+    #[test]
+    fn a_package_in_a_transitional_state_is_no_change() {
+        // An inventory taken while apt ran: libc6 unpacked at its new
+        // version, bash half-configured at the same one.
+        let before = inv(&[("bash", "5.2"), ("libc6", "2.36-9+deb12u8")], 1);
+        let mut during = inv(&[("bash", "5.2"), ("libc6", "2.36-9+deb12u9")], 2);
+        let software = during.software.as_mut().unwrap();
+        software.packages[0].state = "half-configured".into();
+        software.packages[1].state = "unpacked".into();
+        let after = inv(&[("bash", "5.2"), ("libc6", "2.36-9+deb12u9")], 3);
+        let changes = diff(Some(&before), &during);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(
+            (changes[0].item.as_str(), changes[0].old.as_deref(), changes[0].new.as_deref()),
+            ("package dpkg/libc6:amd64", Some("2.36-9+deb12u8"), Some("2.36-9+deb12u9"))
+        );
+        assert_eq!(diff(Some(&during), &after), [], "configured: nothing new");
+    }
+
+    #[test]
+    fn dns_server_order_is_a_change() {
+        let mut before = network(&[], &[], &[]);
+        let mut after = before.clone();
+        before.network.as_mut().unwrap().dns_servers = vec!["10.0.0.1".into(), "10.0.0.2".into()];
+        after.network.as_mut().unwrap().dns_servers = vec!["10.0.0.2".into(), "10.0.0.1".into()];
+        assert_eq!(diff(Some(&before), &after).len(), 1, "resolvers ask in turn");
     }
 
     #[test]

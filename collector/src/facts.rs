@@ -7,11 +7,17 @@ use deskpulse_proto::v1::{HealthSample, Inventory, ProtectionState};
 use crate::model::{HealthReading, InventoryFacts, PackageKey};
 use crate::rules::model::{Metric, Reading};
 
-fn free_percent(total: u64, available: u64) -> f32 {
-    if total == 0 {
-        return 100.0;
+/// Percent free as `df` would say (100 − its used percent,
+/// `deskpulse_proto::space`); from capacity alone for agents older than
+/// issue 21, which did not send the used bytes.
+fn free_percent(fs: &deskpulse_proto::v1::Filesystem) -> f32 {
+    match fs.used_bytes {
+        Some(used) if used > 0 || fs.available_bytes > 0 => {
+            100.0 - deskpulse_proto::space::used_percent(used, fs.available_bytes)
+        }
+        _ if fs.total_bytes == 0 => 100.0,
+        _ => (fs.available_bytes.min(fs.total_bytes) as f64 * 100.0 / fs.total_bytes as f64) as f32,
     }
-    (available.min(total) as f64 * 100.0 / total as f64) as f32
 }
 
 /// The facts of an inventory.
@@ -72,7 +78,7 @@ pub fn inventory_facts(inv: &Inventory) -> InventoryFacts {
         .map(|fs| {
             (
                 fs.mount_point.clone(),
-                free_percent(fs.total_bytes, fs.available_bytes),
+                free_percent(fs),
             )
         })
         .collect();
@@ -343,6 +349,12 @@ mod tests {
             );
         }
         assert_eq!(f.free, vec![("/".to_string(), 5.0)]);
+        // With the used bytes, df's definition: root's reserve (200 − 150 −
+        // 10 here) is neither used nor free.
+        let mut df = inv.clone();
+        df.storage.as_mut().unwrap().filesystems[0].used_bytes = Some(150);
+        let f = inventory_facts(&df);
+        assert!((f.free[0].1 - 6.25).abs() < 1e-4, "{:?}", f.free);
         assert_eq!(f.packages.len(), 1);
     }
 

@@ -393,6 +393,9 @@ pub struct SessionOpen {
     pub catalog_version: u32,
     /// The diagnostics the agent's own config enables (D25).
     pub enabled_diagnostics: Vec<String>,
+    /// Enabled diagnostics the agent cannot run on its PC, with why: (id,
+    /// one-line reason), checked by the session.
+    pub unavailable_diagnostics: Vec<(String, String)>,
 }
 
 /// A diagnostic's final result as the agent sent it (D26).
@@ -521,6 +524,19 @@ pub struct HostDiagnostics {
     pub catalog_version: u32,
     /// The diagnostics its config enables.
     pub enabled: Vec<String>,
+    /// Those it cannot run on its PC: (id, reason), e.g. ("ping", "ping is
+    /// not installed").
+    pub unavailable: Vec<(String, String)>,
+}
+
+impl HostDiagnostics {
+    /// Why the host cannot run `id`, if its agent said so.
+    pub fn unavailable_reason(&self, id: &str) -> Option<&str> {
+        self.unavailable
+            .iter()
+            .find(|(known, _)| known == id)
+            .map(|(_, reason)| reason.as_str())
+    }
 }
 
 /// The readings of one health sample that the history keeps.

@@ -5,11 +5,13 @@
 //!
 //! The checks are allowlists, not blocklists: a host is a DNS name or an IP
 //! address, a service name is `[A-Za-z0-9@._-]` and cannot start with `-`, a
-//! path is absolute, has no `..` and lies under [`ALLOWED_ROOTS`]. So shell
-//! metacharacters, option injection, traversal, NUL bytes and huge strings
-//! fail the check before anything runs — and nothing runs through a shell
-//! anyway. The agent runs [`check`] on every request it receives, whatever
-//! the collector checked.
+//! path is absolute, has no `..` and is no secret store ([`SECRET_STORES`]).
+//! So shell metacharacters, option injection, traversal, NUL bytes and huge
+//! strings fail the check before anything runs — and nothing runs through a
+//! shell anyway. The agent runs [`check`] on every request it receives,
+//! whatever the collector checked. Which roots `disk_usage` may list is the
+//! agent's own setting (`disk_usage_roots`), checked by the agent on the
+//! resolved path: the collector cannot know a PC's links or its config.
 
 use std::net::IpAddr;
 use std::time::Duration;
@@ -25,19 +27,6 @@ use crate::v1::{
 
 /// The catalog version this build carries; the agent reports it on connect.
 pub const CATALOG_VERSION: u32 = 1;
-
-/// Roots under which `disk_usage` may look. Anything else is refused.
-pub const ALLOWED_ROOTS: [&str; 9] = [
-    "/home",
-    "/Users",
-    "/tmp",
-    "/var",
-    "/opt",
-    "/srv",
-    "/data",
-    "C:\\Users",
-    "C:\\ProgramData",
-];
 
 /// Places `disk_usage` never lists, even under an allowed root: key and
 /// password stores on Linux, macOS and Windows (and the agent's own state
@@ -86,6 +75,55 @@ pub fn secret_store(path: &str) -> Option<&'static str> {
                 .zip(&parts)
                 .all(|(want, have)| *want == "*" || want.eq_ignore_ascii_case(have))
     })
+}
+
+/// True when `path` is `root` or lies below it, component by component
+/// (`/usr` holds `/usr/lib`, not `/usrx`); without regard to case for
+/// Windows paths (`C:\...`), whose file systems ignore it.
+pub fn is_under(path: &str, root: &str) -> bool {
+    let split = |p: &str| -> Vec<String> {
+        p.split(['/', '\\'])
+            .filter(|part| !part.is_empty())
+            .map(|part| {
+                if windows_path(p) {
+                    part.to_ascii_lowercase()
+                } else {
+                    part.to_owned()
+                }
+            })
+            .collect()
+    };
+    let (path, root) = (split(path), split(root));
+    path.len() >= root.len() && path.iter().zip(&root).all(|(a, b)| a == b)
+}
+
+fn windows_path(path: &str) -> bool {
+    path.len() >= 2 && path.as_bytes()[1] == b':' && path.as_bytes()[0].is_ascii_alphabetic()
+}
+
+/// Checks one of the agent's `disk_usage_roots`: absolute, no `.` or `..`,
+/// and neither a secret store nor inside one (a root may hold one: the
+/// walk skips it).
+pub fn check_root(root: &str) -> Result<(), String> {
+    let absolute = root.starts_with('/') || (windows_path(root) && root.len() >= 3);
+    if root.is_empty()
+        || root.len() > 1024
+        || root.chars().any(char::is_control)
+        || !absolute
+        || root.split(['/', '\\']).any(|part| part == ".." || part == ".")
+    {
+        return Err(format!(
+            "{:?} must be an absolute path without . or .. (at most 1024 characters)",
+            shown(root)
+        ));
+    }
+    match secret_store(root) {
+        Some(store) => Err(format!(
+            "{:?} is a secret store ({store}); disk_usage never lists it",
+            shown(root)
+        )),
+        None => Ok(()),
+    }
 }
 
 /// True when a walk from `path` could reach a secret store: some store
@@ -225,7 +263,7 @@ pub const CATALOG: [Spec; 19] = [
         params: &[
             (
                 "path",
-                "absolute path under /home, /tmp, /var, ... (required)",
+                "absolute path under the agent's disk_usage_roots (required)",
             ),
             ("depth", "1-3 (default 1)"),
         ],
@@ -431,9 +469,9 @@ fn check_range(what: &str, value: u32, min: u32, max: u32) -> Result<(), String>
     }
 }
 
-/// Checks a `disk_usage` path: absolute, no `.` or `..`, under one of
-/// [`ALLOWED_ROOTS`] and not a [`SECRET_STORES`] entry. The agent checks
-/// the path again once it has resolved its links.
+/// Checks a `disk_usage` path: absolute, no `.` or `..`, and not a
+/// [`SECRET_STORES`] entry. The agent checks the path again once it has
+/// resolved its links, and then its own roots (`disk_usage_roots`).
 pub fn check_path(path: &str) -> Result<(), String> {
     plain_text("path", path, 1024)?;
     if path.is_empty() {
@@ -452,30 +490,12 @@ pub fn check_path(path: &str) -> Result<(), String> {
             shown(path)
         ));
     }
-    let under = |root: &str| {
-        let rest = if windows {
-            path.to_ascii_lowercase()
-                .strip_prefix(&root.to_ascii_lowercase())
-                .map(str::to_owned)
-        } else {
-            path.strip_prefix(root).map(str::to_owned)
-        };
-        rest.is_some_and(|r| r.is_empty() || r.starts_with('/') || r.starts_with('\\'))
-    };
-    if let Some(store) = secret_store(path) {
-        return Err(format!(
+    match secret_store(path) {
+        Some(store) => Err(format!(
             "path {:?} is a secret store ({store}); disk_usage never lists it",
             shown(path)
-        ));
-    }
-    if ALLOWED_ROOTS.iter().any(|root| under(root)) {
-        Ok(())
-    } else {
-        Err(format!(
-            "path {:?} is not under an allowed root ({})",
-            shown(path),
-            ALLOWED_ROOTS.join(", ")
-        ))
+        )),
+        None => Ok(()),
     }
 }
 

@@ -70,6 +70,34 @@ pub fn canonicalize(inventory: &mut Inventory) {
     }
 }
 
+/// Sorts the lists whose order carries no meaning: each interface's
+/// addresses, the default gateways, the GPUs and the encryption and
+/// antivirus entries. DNS servers keep their order: a resolver asks them in
+/// turn. The agent applies it to what it collects, so an OS listing the
+/// same addresses in another order makes neither a delta nor a change; it
+/// is not part of [`canonicalize`], whose hash agents of every version and
+/// the collector agree on (a collector sorting what an older agent hashed
+/// unsorted would answer every delta of that agent with a resync).
+pub fn sort_unordered(inventory: &mut Inventory) {
+    if let Some(network) = inventory.network.as_mut() {
+        for interface in &mut network.interfaces {
+            interface.ipv4.sort();
+            interface.ipv6.sort();
+        }
+        network.interfaces.sort_by(|a, b| a.name.cmp(&b.name));
+        network.default_gateways.sort();
+    }
+    if let Some(gpu) = inventory.gpu.as_mut() {
+        gpu.gpus.sort_by(|a, b| {
+            (&a.vendor, &a.model, &a.driver).cmp(&(&b.vendor, &b.model, &b.driver))
+        });
+    }
+    if let Some(security) = inventory.security.as_mut() {
+        security.encryption.sort_by(|a, b| a.volume.cmp(&b.volume));
+        security.antivirus.sort_by(|a, b| a.product.cmp(&b.product));
+    }
+}
+
 /// SHA-256 of a canonical snapshot's encoding.
 pub fn snapshot_hash(inventory: &Inventory) -> Vec<u8> {
     Sha256::digest(inventory.encode_to_vec()).to_vec()

@@ -14,6 +14,7 @@
 //! - [`client`]: readable one-line errors for gRPC clients.
 //! - [`codec`]: the gRPC codec of every service, with small buffers.
 //! - [`sections`]: inventory section names (D16).
+//! - [`space`]: disk use as `df` defines it, for every reader.
 //! - [`render`]: the text form of inventories and health samples.
 //! - [`delta`]: inventory deltas, their canonical hashes and applying them.
 //! - [`json`]: enum fields written as names, not numbers, in JSON.
@@ -33,6 +34,7 @@ pub mod output;
 pub mod parts;
 pub mod render;
 pub mod sections;
+pub mod space;
 
 /// Generated from `proto/deskpulse/v1/*.proto`; never edit by hand.
 #[rustfmt::skip]

@@ -217,12 +217,18 @@ pub fn render_sections(inv: &Inventory, sections: &[InventorySection]) -> String
         }
         for fs in &storage.filesystems {
             line(format!(
-                "  {} {} on {} {} free of {}",
+                "  {} {} on {} {} free of {}{}",
                 fs.mount_point,
                 fs.fs_type,
                 fs.device,
                 size(fs.available_bytes),
-                size(fs.total_bytes)
+                size(fs.total_bytes),
+                fs.used_bytes
+                    .map(|used| format!(
+                        ", {:.0}% used",
+                        f64::from(crate::space::used_percent(used, fs.available_bytes)).ceil()
+                    ))
+                    .unwrap_or_default()
             ));
         }
     }
@@ -339,9 +345,18 @@ pub fn render_sections(inv: &Inventory, sections: &[InventorySection]) -> String
                 if a.up_to_date { "" } else { " out of date" }
             ));
         }
+        // An update count that was not read is not 0: it says why.
+        let updates = match sec.pending_updates {
+            Some(count) => count.to_string(),
+            None => inv
+                .unavailable
+                .iter()
+                .find(|u| u.field == "security.pending_updates")
+                .map_or_else(|| "unknown".to_owned(), |u| reason(u.reason).to_owned()),
+        };
         line(format!(
-            "  reboot pending: {}  pending updates: {}",
-            sec.reboot_pending, sec.pending_updates
+            "  reboot pending: {}  pending updates: {updates}",
+            sec.reboot_pending
         ));
     }
     if wants(InventorySection::Services)
@@ -363,12 +378,17 @@ pub fn render_sections(inv: &Inventory, sections: &[InventorySection]) -> String
         line(format!("[software] {} packages", software.packages.len()));
         for p in &software.packages {
             line(format!(
-                "  {} {} {} {} {}",
+                "  {} {} {} {} {}{}",
                 p.ecosystem,
                 p.name,
                 p.version,
                 or_dash(&p.arch),
-                or_dash(&p.publisher)
+                or_dash(&p.publisher),
+                if p.state.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", p.state)
+                }
             ));
         }
         for h in &software.hotfixes {
@@ -551,5 +571,63 @@ mod os_line_tests {
                 "{name} {version} {build}"
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod unread_tests {
+    //! A value the agent did not read is absent, in text and in JSON,
+    //! never a 0 (issue 21).
+
+    use crate::v1::{Filesystem, Inventory, SecurityInfo, StorageInfo, Unavailable, UnavailableReason};
+
+    fn inventory(pending: Option<u32>) -> Inventory {
+        Inventory {
+            security: Some(SecurityInfo {
+                pending_updates: pending,
+                ..SecurityInfo::default()
+            }),
+            storage: Some(StorageInfo {
+                filesystems: vec![Filesystem {
+                    mount_point: "/".into(),
+                    total_bytes: 100 << 30,
+                    available_bytes: 65 << 30,
+                    used_bytes: pending.map(|_| 30 << 30),
+                    ..Filesystem::default()
+                }],
+                ..StorageInfo::default()
+            }),
+            unavailable: match pending {
+                Some(_) => vec![],
+                None => vec![Unavailable {
+                    field: "security.pending_updates".into(),
+                    reason: UnavailableReason::NotSupported as i32,
+                    detail: "not counted here".into(),
+                }],
+            },
+            ..Inventory::default()
+        }
+    }
+
+    #[test]
+    fn an_unread_update_count_is_not_a_zero() {
+        let text = super::render_inventory(&inventory(None));
+        assert!(text.contains("pending updates: not supported"), "{text}");
+        assert!(!text.contains("pending updates: 0"), "{text}");
+        let json = serde_json::to_value(inventory(None)).expect("json");
+        assert!(json["security"].get("pending_updates").is_none(), "{json}");
+        assert!(json["storage"]["filesystems"][0].get("used_bytes").is_none(), "{json}");
+
+        let text = super::render_inventory(&inventory(Some(0)));
+        assert!(text.contains("pending updates: 0"), "{text}");
+        let json = serde_json::to_value(inventory(Some(0))).expect("json");
+        assert_eq!(json["security"]["pending_updates"], 0, "{json}");
+    }
+
+    #[test]
+    fn filesystems_show_dfs_percent() {
+        let text = super::render_inventory(&inventory(Some(1)));
+        // 30 used, 65 available: 31.6 %, rounded up as df does.
+        assert!(text.contains("65.0 GiB free of 100.0 GiB, 32% used"), "{text}");
     }
 }

@@ -278,3 +278,119 @@ fn deskpulse_run_returns_a_refusal_after_the_agents_refusal_budget_is_spent() {
     );
     assert_eq!(done["output"], "", "nothing ran");
 }
+
+/// Issue 21: an agent whose `PATH` holds no `ping` says so when it
+/// connects; the catalog for its host shows why, and queuing ping there is
+/// refused with that line, while diagnostics done in Rust stay runnable.
+#[test]
+fn a_diagnostic_whose_program_is_missing_is_listed_unavailable_and_refused() {
+    let collector = Collector::start();
+    let agent = enrolled(&collector);
+    let alice = collector.api_token("alice", "technician");
+    let host = agent.host_id();
+    let empty = tempfile::tempdir().expect("an empty PATH dir");
+    let path = empty.path().to_str().expect("utf-8 temp path");
+    let _service = AgentService::start_with_env(&agent, &[], &[("PATH", path)]);
+    connected(&agent);
+
+    let out = collector
+        .cli(&alice, &["diagnostics", &host])
+        .expect_code(0);
+    let line = |id: &str| {
+        out.stdout
+            .lines()
+            .find(|l| l.split_whitespace().next() == Some(id))
+            .unwrap_or_else(|| panic!("no {id} row: {}", out.stdout))
+            .to_owned()
+    };
+    assert!(
+        line("ping").contains("unavailable: ping is not installed"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        line("traceroute").contains("unavailable: tracepath is not installed"),
+        "{}",
+        out.stdout
+    );
+    assert!(!line("tcp_connect").contains("unavailable"), "{}", out.stdout);
+
+    let out = collector
+        .cli(&alice, &["--json", "diagnostics", &host])
+        .expect_code(0);
+    let listed: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+    let entry = |id: &str| {
+        listed["diagnostics"]
+            .as_array()
+            .and_then(|all| all.iter().find(|d| d["id"] == id))
+            .cloned()
+            .unwrap_or_else(|| panic!("no {id}: {listed}"))
+    };
+    assert_eq!(entry("ping")["unavailable_on_host"], "ping is not installed");
+    assert_eq!(entry("ping")["enabled_on_host"], true);
+    assert!(entry("dns_lookup")["unavailable_on_host"].is_null());
+
+    let out = collector.cli(&alice, &["run", &host, "ping", "--param", "host=127.0.0.1"]);
+    assert_eq!(out.code, 1, "{}", out.stdout);
+    assert!(
+        out.error_line()
+            .contains("is unavailable: ping is not installed"),
+        "{}",
+        out.stderr
+    );
+    let jobs = collector
+        .cli(&alice, &["--json", "jobs", "--host", &host])
+        .expect_code(0);
+    assert_eq!(jobs.stdout.trim(), "[]", "nothing was queued");
+}
+
+/// Issue 21: `disk_usage` reaches `/usr` with the default roots, through a
+/// real collector and agent; `/etc` is outside them, and refused by the
+/// agent (the collector cannot know an agent's roots).
+#[test]
+fn disk_usage_lists_usr_and_the_agent_refuses_what_its_roots_leave_out() {
+    let collector = Collector::start();
+    let agent = enrolled(&collector);
+    let alice = collector.api_token("alice", "technician");
+    let _service = AgentService::start(&agent, &[]);
+    connected(&agent);
+    let host = agent.host_id();
+
+    let out = collector
+        .cli(
+            &alice,
+            &["--json", "run", &host, "disk_usage", "--param", "path=/usr"],
+        )
+        .expect_code(0);
+    let usr: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+    assert_eq!(usr["state"], "completed", "{usr}");
+    let output = usr["output"].as_str().unwrap_or("");
+    assert!(output.starts_with("filesystem: "), "{usr}");
+    assert!(
+        output.lines().any(|l| l.trim_end().ends_with("/usr/lib")
+            || l.trim_end().ends_with("/usr/share")),
+        "{usr}"
+    );
+
+    let out = collector.cli(
+        &alice,
+        &["--json", "run", &host, "disk_usage", "--param", "path=/etc"],
+    );
+    let etc: serde_json::Value = serde_json::from_str(&out.stdout).expect("json");
+    assert_eq!(etc["state"], "failed", "{etc}");
+    assert!(
+        etc["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not under this agent's disk_usage_roots"),
+        "{etc}"
+    );
+    assert_eq!(etc["output"], "", "nothing listed");
+    // A secret store stays refused, by the collector already.
+    let out = collector.cli(
+        &alice,
+        &["run", &host, "disk_usage", "--param", "path=/etc/ssh"],
+    );
+    assert_eq!(out.code, 1);
+    assert!(out.error_line().contains("secret store"), "{}", out.stderr);
+}

@@ -41,6 +41,7 @@ impl FakeSession {
                 health_interval_secs: 60,
                 catalog_version: deskpulse_proto::catalog::CATALOG_VERSION,
                 enabled_diagnostics: enabled.iter().map(|s| (*s).to_owned()).collect(),
+                unavailable_diagnostics: Vec::new(),
             })),
         })
         .await

@@ -35,7 +35,16 @@ pub fn generate(root: &Path, out_dir: &Path) -> Result<()> {
         .build_client(true)
         .build_server(true)
         // Serialize lets `--json` output and fixtures reuse the wire types.
-        .type_attribute(".deskpulse.v1", "#[derive(serde::Serialize)]");
+        .type_attribute(".deskpulse.v1", "#[derive(serde::Serialize)]")
+        // A value that was not read is absent from JSON, never 0 (issue 21).
+        .field_attribute(
+            ".deskpulse.v1.SecurityInfo.pending_updates",
+            "#[serde(skip_serializing_if = \"Option::is_none\")]",
+        )
+        .field_attribute(
+            ".deskpulse.v1.Filesystem.used_bytes",
+            "#[serde(skip_serializing_if = \"Option::is_none\")]",
+        );
     // prost keeps an enum field as its number; JSON shows its name, the
     // same word everywhere (issue 21), through `deskpulse_proto::json`.
     for (path, attribute) in enum_field_attributes(&fds) {

@@ -29,6 +29,7 @@ pub mod windows;
 
 use std::path::Path;
 
+use deskpulse_proto::space::DiskSpace;
 use deskpulse_proto::v1::{Inventory, OsInfo, StorageInfo, Unavailable, UnavailableReason};
 
 pub use health::{HealthSampler, HealthSettings};
@@ -78,7 +79,9 @@ pub fn collect_inventory(system_root: &Path) -> Inventory {
         platform_sections(system_root, &mut inv);
     }
     packages::collect(system_root, &mut inv);
-    // Sorted as snapshot hashes expect, so deltas compare like with like.
+    // Sorted as snapshot hashes expect, so deltas compare like with like;
+    // unordered lists too, so an OS's listing order makes no delta.
+    deskpulse_proto::delta::sort_unordered(&mut inv);
     deskpulse_proto::delta::canonicalize(&mut inv);
     inv
 }
@@ -177,18 +180,18 @@ fn filesystems(root: &Path, inv: &mut Inventory) -> Vec<deskpulse_proto::v1::Fil
         mounts::real_mounts(&mounts, &pseudo)
             .into_iter()
             .map(|m| {
-                let (total, available) = space(&root.join(m.mount_point.trim_start_matches('/')));
+                let space = disk_space(&root.join(m.mount_point.trim_start_matches('/')));
                 let removable = removable
                     .iter()
                     .any(|dev| m.device.starts_with(dev.as_str()));
-                deskpulse_proto::v1::Filesystem {
+                let fs = deskpulse_proto::v1::Filesystem {
                     mount_point: m.mount_point,
                     device: m.device,
                     fs_type: m.fs_type,
-                    total_bytes: total,
-                    available_bytes: available,
                     removable,
-                }
+                    ..Default::default()
+                };
+                with_space(fs, space, (0, 0))
             })
             .collect()
     }
@@ -199,13 +202,19 @@ fn filesystems(root: &Path, inv: &mut Inventory) -> Vec<deskpulse_proto::v1::Fil
             .map(|disks| {
                 disks
                     .iter()
-                    .map(|d| deskpulse_proto::v1::Filesystem {
-                        mount_point: d.mount_point().display().to_string(),
-                        device: d.name().to_string_lossy().into_owned(),
-                        fs_type: d.file_system().to_string_lossy().into_owned(),
-                        total_bytes: d.total_space(),
-                        available_bytes: d.available_space(),
-                        removable: d.is_removable(),
+                    .map(|d| {
+                        let fs = deskpulse_proto::v1::Filesystem {
+                            mount_point: d.mount_point().display().to_string(),
+                            device: d.name().to_string_lossy().into_owned(),
+                            fs_type: d.file_system().to_string_lossy().into_owned(),
+                            removable: d.is_removable(),
+                            ..Default::default()
+                        };
+                        with_space(
+                            fs,
+                            disk_space(d.mount_point()),
+                            (d.total_space(), d.available_space()),
+                        )
                     })
                     .collect()
             })
@@ -227,13 +236,69 @@ fn removable_devices(root: &Path) -> Vec<String> {
         .collect()
 }
 
-/// Capacity and space available to unprivileged users, from statvfs.
-#[cfg(target_os = "linux")]
-fn space(path: &Path) -> (u64, u64) {
-    match rustix::fs::statvfs(path) {
-        Ok(s) => (s.f_blocks * s.f_frsize, s.f_bavail * s.f_frsize),
-        Err(_) => (0, 0),
+/// The space of the filesystem holding `path` (`df`'s definition,
+/// [`deskpulse_proto::space`]): statvfs on Unix.
+#[cfg(unix)]
+pub fn disk_space(path: &Path) -> std::io::Result<DiskSpace> {
+    let s = rustix::fs::statvfs(path)?;
+    Ok(DiskSpace {
+        total: s.f_blocks.saturating_mul(s.f_frsize),
+        free: s.f_bfree.saturating_mul(s.f_frsize),
+        available: s.f_bavail.saturating_mul(s.f_frsize),
+    })
+}
+
+/// The space of the volume holding `path` (`df`'s definition,
+/// [`deskpulse_proto::space`]): `GetDiskFreeSpaceExW`, whose "free to the
+/// caller" honours quotas as statvfs's `f_bavail` honours the root reserve.
+#[cfg(windows)]
+#[allow(unsafe_code)] // GetDiskFreeSpaceExW has no safe wrapper in windows-sys
+pub fn disk_space(path: &Path) -> std::io::Result<DiskSpace> {
+    use std::os::windows::ffi::OsStrExt;
+    let wide: Vec<u16> = path.as_os_str().encode_wide().chain([0]).collect();
+    let (mut available, mut total, mut free) = (0u64, 0u64, 0u64);
+    // SAFETY: `wide` is NUL-terminated and outlives the call; the three
+    // out-pointers are valid u64s.
+    let ok = unsafe {
+        windows_sys::Win32::Storage::FileSystem::GetDiskFreeSpaceExW(
+            wide.as_ptr(),
+            &mut available,
+            &mut total,
+            &mut free,
+        )
+    };
+    if ok == 0 {
+        return Err(std::io::Error::last_os_error());
     }
+    Ok(DiskSpace {
+        total,
+        free,
+        available,
+    })
+}
+
+/// No space reading on an OS that is neither Unix nor Windows.
+#[cfg(not(any(unix, windows)))]
+pub fn disk_space(_path: &Path) -> std::io::Result<DiskSpace> {
+    Err(std::io::ErrorKind::Unsupported.into())
+}
+
+/// An inventory filesystem with its space filled from [`disk_space`], or
+/// from `fallback` (total, available) when the call fails.
+fn with_space(
+    mut fs: deskpulse_proto::v1::Filesystem,
+    space: std::io::Result<DiskSpace>,
+    fallback: (u64, u64),
+) -> deskpulse_proto::v1::Filesystem {
+    match space {
+        Ok(space) => {
+            fs.total_bytes = space.total;
+            fs.available_bytes = space.available;
+            fs.used_bytes = Some(space.used());
+        }
+        Err(_) => (fs.total_bytes, fs.available_bytes) = fallback,
+    }
+    fs
 }
 
 /// `MemTotal` and `MemAvailable` from `/proc/meminfo`, in bytes.

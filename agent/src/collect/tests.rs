@@ -309,3 +309,47 @@ fn usr_lib_os_release_is_the_fallback() {
     );
     let _ = std::fs::remove_dir_all(root);
 }
+
+/// One definition of disk use (issue 21): this machine's `/` as `df` sees
+/// it, as the inventory lists it and as `disk_space` reads it, agree within
+/// what a live filesystem moves between the calls and df's rounding up.
+#[test]
+fn disk_use_is_what_df_says() {
+    let Some(out) = tool_output("df", &["-P".as_ref(), "-B1".as_ref(), "/".as_ref()]) else {
+        return;
+    };
+    let row: Vec<u64> = out
+        .lines()
+        .nth(1)
+        .expect("df prints a row for /")
+        .split_whitespace()
+        .skip(1)
+        .take(4)
+        .map(|v| v.trim_end_matches('%').parse().expect("a number"))
+        .collect();
+    let [size, used, available, percent] = row[..] else {
+        panic!("df -P printed {out}");
+    };
+    let close = |ours: u64, theirs: u64, what: &str| {
+        // 64 MiB: what another process may write between the two reads.
+        assert!(ours.abs_diff(theirs) <= 64 << 20, "{what}: ours {ours}, df {theirs}");
+    };
+    let space = super::disk_space(Path::new("/")).expect("statvfs /");
+    assert_eq!(space.total, size, "capacity");
+    close(space.used(), used, "used");
+    close(space.available, available, "available");
+    assert!(
+        (f64::from(space.used_percent()).ceil() - percent as f64).abs() <= 1.0,
+        "percent: ours {}, df {percent}",
+        space.used_percent()
+    );
+    let mut inv = Inventory::default();
+    let listed = super::filesystems(Path::new("/"), &mut inv);
+    let root = listed
+        .iter()
+        .find(|fs| fs.mount_point == "/")
+        .expect("/ is a real filesystem here");
+    assert_eq!(root.total_bytes, size);
+    close(root.used_bytes.expect("used is read"), used, "inventory used");
+    close(root.available_bytes, available, "inventory available");
+}

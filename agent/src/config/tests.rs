@@ -297,6 +297,67 @@ fn unknown_or_contradictory_diagnostics_are_one_line_errors() {
     assert!(error.0.contains("unknown field `enabled`"), "{error}");
 }
 
+#[test]
+fn disk_usage_roots_default_to_the_data_directories_and_may_be_set() {
+    let config = resolve(&AgentFlags::default(), &vars(&[])).expect("resolves");
+    assert_eq!(config.disk_usage_roots, DEFAULT_DISK_USAGE_ROOTS);
+    #[cfg(target_os = "linux")]
+    for root in ["/usr", "/opt", "/var", "/home", "/tmp"] {
+        assert!(config.disk_usage_roots.iter().any(|r| r == root), "{root}");
+    }
+    let f = config_file("[diagnostics]\ndisk_usage_roots = [\"/srv/shares\", \"/usr\"]\n");
+    let flags = AgentFlags {
+        config: Some(f.path().to_path_buf()),
+        ..AgentFlags::default()
+    };
+    let config = resolve(&flags, &vars(&[])).expect("resolves");
+    assert_eq!(config.disk_usage_roots, ["/srv/shares", "/usr"]);
+    let env = vars(&[("DESKPULSE_AGENT_DISK_USAGE_ROOTS", "/data, /opt")]);
+    let config = resolve(&flags, &env).expect("resolves");
+    assert_eq!(config.disk_usage_roots, ["/data", "/opt"], "env over file");
+}
+
+#[test]
+fn bad_disk_usage_roots_are_one_line_errors() {
+    for (file, expected) in [
+        (
+            "[diagnostics]\ndisk_usage_roots = [\"usr\"]\n",
+            "[diagnostics] disk_usage_roots: \"usr\" must be an absolute path",
+        ),
+        (
+            "[diagnostics]\ndisk_usage_roots = [\"/etc/ssh\"]\n",
+            "[diagnostics] disk_usage_roots: \"/etc/ssh\" is a secret store (/etc/ssh)",
+        ),
+        (
+            "[diagnostics]\ndisk_usage_roots = [\"/var/../root\"]\n",
+            "must be an absolute path without . or ..",
+        ),
+        (
+            "[diagnostics]\ndisk_usage_roots = \"/usr\"\n",
+            "invalid type: string \"/usr\", expected a sequence",
+        ),
+    ] {
+        let f = config_file(file);
+        let flags = AgentFlags {
+            config: Some(f.path().to_path_buf()),
+            ..AgentFlags::default()
+        };
+        let error = resolve(&flags, &vars(&[])).expect_err(file);
+        assert!(error.0.contains(expected), "{file}: {error}");
+        assert!(!error.0.contains('\n'), "{error}");
+    }
+    let many = (0..65).map(|i| format!("/d{i}")).collect::<Vec<_>>().join(",");
+    let error = resolve(
+        &AgentFlags::default(),
+        &vars(&[("DESKPULSE_AGENT_DISK_USAGE_ROOTS", &many)]),
+    )
+    .expect_err("too many");
+    assert!(
+        error.0.contains("DESKPULSE_AGENT_DISK_USAGE_ROOTS: 65 roots; at most 64"),
+        "{error}"
+    );
+}
+
 /// Variables plus a default config file, as the process environment has.
 struct WithDefaultFile(HashMap<String, String>, PathBuf);
 

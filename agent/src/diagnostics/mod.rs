@@ -12,6 +12,8 @@
 //! # Layout
 //! - this file: the executor (admission, queue, at most [`MAX_RUNNING`]
 //!   jobs at once, cancel, timeout) and the capped output [`Sink`].
+//! - [`available`]: which enabled diagnostics this PC can run (programs
+//!   installed), for the `Hello`.
 //! - [`journal`]: the job ids already started or answered, on disk, so a
 //!   request the collector delivers again after a reconnect or a restart is
 //!   not run twice.
@@ -24,6 +26,7 @@
 //! - [`parse`]: plain parsers of `/proc` tables and program output
 //!   (journal, `systemctl status`, `timedatectl`, `chronyc`).
 
+pub mod available;
 pub mod dns;
 pub mod http;
 pub mod journal;
@@ -212,6 +215,8 @@ pub struct Context {
     /// Whether `http_check` may connect to loopback addresses
     /// (`http_check_allow_loopback` in `[diagnostics]`).
     pub http_allow_loopback: bool,
+    /// Where `disk_usage` may look (`disk_usage_roots` in `[diagnostics]`).
+    pub disk_usage_roots: Vec<String>,
 }
 
 /// A job id the agent will echo: 1-64 characters of `[A-Za-z0-9_-]` (the

@@ -64,7 +64,15 @@ pub fn run(
         Native::TopProcesses { count, by_memory } => {
             top_processes(root, *count, *by_memory, deadline, stop, out)
         }
-        Native::DiskUsage { path, depth } => disk_usage(root, path, *depth, deadline, stop, out),
+        Native::DiskUsage { path, depth } => disk_usage(
+            root,
+            &context.disk_usage_roots,
+            path,
+            *depth,
+            deadline,
+            stop,
+            out,
+        ),
         Native::Battery => battery(root, out),
         Native::Clock => clock(root, out),
         Native::ClearTemp { days, dirs } => clear_temp(root, *days, dirs, deadline, stop, out),
@@ -347,30 +355,26 @@ fn allocated(meta: &std::fs::Metadata) -> u64 {
 /// swapped in halfway is not followed either), skips secret stores, stays
 /// on the path's filesystem, and stops (saying so) after
 /// [`DISK_USAGE_MAX_ENTRIES`] entries or at the deadline.
+#[allow(clippy::too_many_arguments)] // one step's inputs; a struct would only rename them
 fn disk_usage(
     root: &Path,
+    roots: &[String],
     path: &str,
     depth: usize,
     deadline: Instant,
     stop: &AtomicBool,
     out: &Out,
 ) -> Result<i32, Stop> {
-    let (real, logical) = resolve_checked(root, path).map_err(Stop::Failed)?;
-    #[cfg(unix)]
-    if let Ok(fs) = rustix::fs::statvfs(&real) {
-        let total = fs.f_blocks * fs.f_frsize;
-        let free = fs.f_bavail * fs.f_frsize;
-        let used = total.saturating_sub(fs.f_bfree * fs.f_frsize);
-        let percent = if total > 0 {
-            used as f64 * 100.0 / total as f64
-        } else {
-            0.0
-        };
+    let (real, logical) = resolve_checked(root, roots, path).map_err(Stop::Failed)?;
+    // The numbers df, health samples and the inventory show (one definition:
+    // deskpulse_proto::space), df's percent rounded up as df rounds it.
+    if let Ok(space) = crate::collect::disk_space(&real) {
         out.line(format!(
-            "filesystem: {} total, {} used ({percent:.0}%), {} free",
-            human(total),
-            human(used),
-            human(free)
+            "filesystem: {} total, {} used ({:.0}%), {} available",
+            human(space.total),
+            human(space.used()),
+            f64::from(space.used_percent()).ceil(),
+            human(space.available)
         ));
     }
     let mut walk = UsageWalk {
@@ -421,15 +425,37 @@ fn disk_usage(
 }
 
 /// Resolves `path` under the system root (every link followed) and checks
-/// the real path as the catalog would: under an allowed root and not a
-/// secret store. Returns the real path and its name as seen from inside
-/// the system root, or why it is refused, in one line.
-fn resolve_checked(root: &Path, path: &str) -> Result<(PathBuf, String), String> {
+/// the real path: no secret store (as the catalog checks), and under one of
+/// this agent's `disk_usage_roots`, each resolved too (so `/var` on macOS
+/// holds `/private/var/log`). Returns the real path and its name as seen
+/// from inside the system root, or why it is refused, in one line.
+fn resolve_checked(
+    root: &Path,
+    roots: &[String],
+    path: &str,
+) -> Result<(PathBuf, String), String> {
     let start = under_root(root, path);
     let real = std::fs::canonicalize(&start).map_err(|error| format!("{path}: {error}"))?;
     let logical = logical_path(root, &real)
         .ok_or_else(|| format!("{path} resolves outside the system root; refused"))?;
-    if let Err(error) = deskpulse_proto::catalog::check_path(&logical) {
+    let allowed = || {
+        roots.iter().any(|allowed| {
+            deskpulse_proto::catalog::is_under(&logical, allowed)
+                || std::fs::canonicalize(under_root(root, allowed))
+                    .is_ok_and(|allowed| real.starts_with(allowed))
+        })
+    };
+    let verdict = deskpulse_proto::catalog::check_path(&logical).and_then(|()| {
+        if allowed() {
+            Ok(())
+        } else {
+            Err(format!(
+                "path {logical:?} is not under this agent's disk_usage_roots ({})",
+                roots.join(", ")
+            ))
+        }
+    });
+    if let Err(error) = verdict {
         return Err(if logical == path.trim_end_matches(['/', '\\']) {
             format!("refused: {error}")
         } else {

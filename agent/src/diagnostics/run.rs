@@ -19,17 +19,15 @@ const POST_INPUT_CAP: usize = 4 * 1024 * 1024;
 
 /// Directories searched after `PATH`: a service's `PATH` often lacks the
 /// sbin dirs where `smartctl` and `dhclient` live.
-const EXTRA_PATH: [&str; 6] = [
-    "/usr/local/sbin",
-    "/usr/local/bin",
-    "/usr/sbin",
-    "/usr/bin",
-    "/sbin",
-    "/bin",
-];
+const EXTRA_PATH: [&str; 3] = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
+
+/// Searched when `PATH` is unset: the usual program dirs.
+const NO_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The absolute path of `program`: itself when it is a path, else the
-/// first executable file of that name on `PATH` or [`EXTRA_PATH`].
+/// first executable file of that name on `PATH` (the usual dirs when it is
+/// unset) or [`EXTRA_PATH`]. A `PATH` that leaves out a bin dir is obeyed,
+/// so what the agent reports as installed is what its runs find.
 pub fn which(program: &str) -> Option<PathBuf> {
     let executable = |p: &Path| {
         std::fs::metadata(p).is_ok_and(|m| {
@@ -48,7 +46,13 @@ pub fn which(program: &str) -> Option<PathBuf> {
         let path = PathBuf::from(program);
         return executable(&path).then_some(path);
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
+    let path = std::env::var_os("PATH").unwrap_or_else(|| {
+        if cfg!(unix) {
+            NO_PATH.into()
+        } else {
+            Default::default()
+        }
+    });
     // Unix directories: on Windows they would name folders on the current
     // drive (under Wine, the Linux host's own /usr/bin).
     let extra: &[&str] = if cfg!(unix) { &EXTRA_PATH } else { &[] };

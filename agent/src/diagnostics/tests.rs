@@ -39,6 +39,14 @@ fn ping(host: &str, count: u32) -> DiagnosticParams {
     }))
 }
 
+/// The agent's default `disk_usage` roots, as a config without the key has.
+fn default_roots() -> Vec<String> {
+    crate::config::DEFAULT_DISK_USAGE_ROOTS
+        .iter()
+        .map(|r| (*r).to_owned())
+        .collect()
+}
+
 struct Fixture {
     _state: tempfile::TempDir,
     executor: Executor,
@@ -52,6 +60,7 @@ fn executor_with(root: &Path, enabled: Vec<&'static str>) -> Fixture {
             system_root: root.to_path_buf(),
             // The tests' servers listen on loopback.
             http_allow_loopback: true,
+            disk_usage_roots: default_roots(),
         },
         enabled,
     );
@@ -199,10 +208,10 @@ async fn injection_attempts_are_refused_and_nothing_runs() {
         ),
         (
             params(Kind::DiskUsage(DiskUsageParams {
-                path: "/etc".into(),
+                path: "/etc/shadow".into(),
                 depth: 1,
             })),
-            "not under an allowed root",
+            "is a secret store",
         ),
         (
             params(Kind::ServiceStatus(ServiceStatusParams {
@@ -334,6 +343,7 @@ async fn a_job_delivered_again_is_not_run_twice_even_after_a_restart() {
     let context = Context {
         system_root: "/".into(),
         http_allow_loopback: true,
+        disk_usage_roots: default_roots(),
     };
     let (mut ex, _) = Executor::open(state.path(), context.clone(), catalog::default_enabled());
     let first = run(&mut ex, "job-1", connect()).await;
@@ -361,6 +371,7 @@ async fn a_job_cut_off_by_a_restart_is_answered_failed_not_rerun() {
     let context = Context {
         system_root: "/".into(),
         http_allow_loopback: true,
+        disk_usage_roots: default_roots(),
     };
     let (mut ex, interrupted) =
         Executor::open(state.path(), context.clone(), catalog::default_enabled());
@@ -546,6 +557,7 @@ async fn run_with_spec(spec: &'static Spec, p: DiagnosticParams) -> DiagnosticRe
         context: Context {
             system_root: "/".into(),
             http_allow_loopback: true,
+            disk_usage_roots: default_roots(),
         },
         token: CancellationToken::new(),
         live: None,
@@ -686,6 +698,7 @@ async fn http_check_by_default(url: &str) -> DiagnosticResult {
     let context = Context {
         system_root: "/".into(),
         http_allow_loopback: false,
+        disk_usage_roots: default_roots(),
     };
     let (mut ex, _) = Executor::open(state.path(), context, catalog::default_enabled());
     let p = params(Kind::HttpCheck(HttpCheckParams { url: url.into() }));
@@ -1153,7 +1166,7 @@ async fn disk_usage_totals_directories_and_never_follows_links() {
     assert_eq!(result.outcome(), DiagnosticOutcome::Failed, "{result:?}");
     assert!(
         result.reason.contains(
-            "resolves to /elsewhere; refused: path \"/elsewhere\" is not under an allowed root"
+            "resolves to /elsewhere; refused: path \"/elsewhere\" is not under this agent's disk_usage_roots"
         ),
         "{}",
         result.reason
@@ -1230,6 +1243,71 @@ async fn disk_usage_cannot_escape_its_roots_through_links() {
     assert!(out.contains("1 secret stores skipped"), "{out}");
 }
 
+/// `disk_usage` of `path` under `root` with the given roots.
+#[cfg(unix)]
+async fn disk_usage_with_roots(root: &Path, roots: &[&str], path: &str) -> DiagnosticResult {
+    let state = tempfile::tempdir().expect("state");
+    let context = Context {
+        system_root: root.to_path_buf(),
+        http_allow_loopback: false,
+        disk_usage_roots: roots.iter().map(|r| (*r).to_owned()).collect(),
+    };
+    let (mut ex, _) = Executor::open(state.path(), context, catalog::default_enabled());
+    let p = params(Kind::DiskUsage(DiskUsageParams {
+        path: path.into(),
+        depth: 1,
+    }));
+    run(&mut ex, "job-roots", p).await
+}
+
+// Issue 21: /usr, where a full root filesystem's space often is, is listed
+// by default; the roots are the agent's setting, checked on the resolved
+// path, and secret stores stay refused under any root.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg(unix)]
+async fn disk_usage_roots_are_the_agents_setting_checked_after_resolving() {
+    use std::os::unix::fs::symlink;
+    let root = tempfile::tempdir().expect("root");
+    let r = root.path();
+    write(r, "usr/lib/big.so", 2 << 20);
+    write(r, "usr/share/doc/readme", 10);
+    write(r, "etc/ssh/ssh_host_ed25519_key", 400);
+    write(r, "etc/app/conf", 10);
+    write(r, "srv/shares/a.bin", 1 << 20);
+    symlink("../etc", r.join("usr/etc-link")).expect("link");
+    symlink("srv/shares", r.join("shares")).expect("link");
+
+    let result = disk_usage_with_roots(r, &default_roots().iter().map(String::as_str).collect::<Vec<_>>(), "/usr").await;
+    assert_eq!(result.outcome(), DiagnosticOutcome::Completed, "{result:?}");
+    assert!(text(&result).contains("/usr/lib"), "{}", text(&result));
+
+    // A link out of the roots is refused once resolved.
+    let result = disk_usage_with_roots(r, &["/usr"], "/usr/etc-link").await;
+    assert_eq!(result.outcome(), DiagnosticOutcome::Failed, "{result:?}");
+    assert!(
+        result.reason.contains(
+            "/usr/etc-link resolves to /etc; refused: path \"/etc\" is not under this agent's disk_usage_roots (/usr)"
+        ),
+        "{}",
+        result.reason
+    );
+    // A path outside the configured roots is refused, inside them listed,
+    // and a link into them is followed to its real place.
+    let result = disk_usage_with_roots(r, &["/srv/shares"], "/usr").await;
+    assert!(result.reason.contains("refused: path \"/usr\" is not under"), "{}", result.reason);
+    let result = disk_usage_with_roots(r, &["/srv/shares"], "/shares").await;
+    assert_eq!(result.outcome(), DiagnosticOutcome::Completed, "{result:?}");
+    assert!(text(&result).contains("/shares resolves to /srv/shares"), "{}", text(&result));
+    // Even "/" as a root never lists a secret store.
+    let result = disk_usage_with_roots(r, &["/"], "/etc/ssh").await;
+    assert_eq!(result.outcome(), DiagnosticOutcome::Refused, "{result:?}");
+    let result = disk_usage_with_roots(r, &["/"], "/etc").await;
+    let out = text(&result);
+    assert_eq!(result.outcome(), DiagnosticOutcome::Completed, "{result:?}");
+    assert!(out.contains("/etc/app") && !out.contains("ssh"), "{out}");
+    assert!(out.contains("1 secret stores skipped"), "{out}");
+}
+
 /// Mounts a tmpfs of `size` at `dir`; false (and says so) when this
 /// machine refuses.
 fn mount_tmpfs(dir: &Path, size: &str) -> bool {
@@ -1270,7 +1348,7 @@ async fn disk_usage_of_a_full_filesystem() {
     umount(&mount);
     let out = text(&result);
     assert!(
-        out.starts_with("filesystem: 1.0 MiB total, 1.0 MiB used (100%), 0 B free"),
+        out.starts_with("filesystem: 1.0 MiB total, 1.0 MiB used (100%), 0 B available"),
         "{out}"
     );
     assert!(out.contains("/data/share/fill.bin"), "{out}");

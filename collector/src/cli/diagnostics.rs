@@ -373,6 +373,8 @@ pub async fn catalog(client: &mut Client, host: Option<String>, json_out: bool) 
                 "role": d.role,
                 "params": d.params.iter().map(|p| json!({"name": p.name, "help": p.help})).collect::<Vec<_>>(),
                 "enabled_on_host": for_host.then_some(d.enabled_on_host),
+                "unavailable_on_host": (for_host && !d.unavailable_on_host.is_empty())
+                    .then_some(&d.unavailable_on_host),
             })).collect::<Vec<_>>(),
         }));
     }
@@ -404,7 +406,13 @@ pub async fn catalog(client: &mut Client, host: Option<String>, json_out: bool) 
                 d.description.clone(),
             ];
             if for_host {
-                row.insert(1, if d.enabled_on_host { "yes" } else { "no" }.to_owned());
+                // Enabled but not runnable there: why, as its agent said.
+                let enabled = match (d.enabled_on_host, d.unavailable_on_host.as_str()) {
+                    (false, _) => "no".to_owned(),
+                    (true, "") => "yes".to_owned(),
+                    (true, why) => format!("unavailable: {why}"),
+                };
+                row.insert(1, enabled);
             }
             row
         })

@@ -242,6 +242,7 @@ impl AgentService for AgentSessions {
                 .take(deskpulse_proto::catalog::CATALOG.len())
                 .cloned()
                 .collect(),
+            unavailable_diagnostics: unavailable_diagnostics(&hello.unavailable_diagnostics),
         };
         let opened_at = self.ctx.clock.now_ms();
         self.ctx
@@ -350,6 +351,44 @@ fn malformed(status: Status) -> Status {
 
 fn truncate(text: &str, max: usize) -> String {
     text.chars().take(max).collect()
+}
+
+/// The longest reason kept for an unavailable diagnostic.
+const MAX_UNAVAILABLE_REASON: usize = 200;
+
+/// What a `Hello` says the agent cannot run, as the store keeps it and
+/// technicians read it: catalog ids only, each once, at most one per
+/// catalog entry; each reason one line of printable text, at most 200
+/// characters ("unavailable" when it is empty). The agent still refuses
+/// or fails anything it cannot run; this list only informs.
+pub fn unavailable_diagnostics(
+    said: &[deskpulse_proto::v1::UnavailableDiagnostic],
+) -> Vec<(String, String)> {
+    let mut kept: Vec<(String, String)> = Vec::new();
+    for entry in said.iter().take(deskpulse_proto::catalog::CATALOG.len() * 4) {
+        let Some(spec) = deskpulse_proto::catalog::spec(&entry.id) else {
+            continue;
+        };
+        if kept.iter().any(|(id, _)| id == spec.id) {
+            continue;
+        }
+        let reason: String = entry
+            .reason
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .take(MAX_UNAVAILABLE_REASON)
+            .collect();
+        let reason = reason.trim();
+        kept.push((
+            spec.id.to_owned(),
+            if reason.is_empty() {
+                "unavailable".to_owned()
+            } else {
+                reason.to_owned()
+            },
+        ));
+    }
+    kept
 }
 
 /// What bounds a session's intake: the first-report permits, the large

@@ -79,3 +79,35 @@ async fn the_health_service_says_not_serving_while_the_store_does_not_answer() {
     ctx.shutdown.cancel();
     assert!(not_serving, "the health service never reported NOT_SERVING");
 }
+
+/// What a hostile or broken agent says it cannot run is cut to what the
+/// catalog knows, once per id, one bounded line per reason.
+#[test]
+fn a_hellos_unavailable_diagnostics_are_checked() {
+    use deskpulse_proto::v1::UnavailableDiagnostic;
+    let entry = |id: &str, reason: &str| UnavailableDiagnostic {
+        id: id.into(),
+        reason: reason.into(),
+    };
+    let mut said = vec![
+        entry("ping", "ping is not installed"),
+        entry("rm -rf /", "not a diagnostic"),
+        entry("ping", "said twice; the first stands"),
+        entry("traceroute", &format!("tracepath\nis\tnot installed{}", "x".repeat(10_000))),
+        entry("smart_report", ""),
+    ];
+    said.extend((0..10_000).map(|i| entry(&format!("unknown{i}"), "flood")));
+    let kept = agent::unavailable_diagnostics(&said);
+    assert_eq!(kept.len(), 3, "{kept:?}");
+    assert_eq!(kept[0], ("ping".into(), "ping is not installed".into()));
+    assert_eq!(kept[1].0, "traceroute");
+    assert!(kept[1].1.starts_with("tracepath is not installed"));
+    assert_eq!(kept[1].1.chars().count(), 200);
+    assert!(!kept[1].1.contains(['\n', '\t']));
+    assert_eq!(kept[2], ("smart_report".into(), "unavailable".into()));
+    // Past the first 76 entries nothing more is read, known or not.
+    let mut late: Vec<UnavailableDiagnostic> =
+        (0..100).map(|i| entry(&format!("unknown{i}"), "x")).collect();
+    late.push(entry("ping", "too late"));
+    assert_eq!(agent::unavailable_diagnostics(&late), []);
+}

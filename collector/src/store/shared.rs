@@ -563,6 +563,13 @@ impl<T: SqlBackend> SharedQueries for T {
 
     async fn session_opened(&self, session: &SessionOpen, now_ms: i64) -> StoreResult<()> {
         let diagnostics = session.enabled_diagnostics.join(",");
+        // One "id<TAB>reason" line each; the session left no tab or newline
+        // in a reason.
+        let unavailable: String = session
+            .unavailable_diagnostics
+            .iter()
+            .map(|(id, reason)| format!("{id}\t{reason}\n"))
+            .collect();
         let mut sql = QueryBuilder::new("UPDATE hosts SET goodbye_reason = NULL");
         for (column, value) in [
             ("session_replica", Value::Text(&session.replica)),
@@ -577,6 +584,7 @@ impl<T: SqlBackend> SharedQueries for T {
                 Value::Int(i64::from(session.catalog_version)),
             ),
             ("enabled_diagnostics", Value::Text(&diagnostics)),
+            ("unavailable_diagnostics", Value::Text(&unavailable)),
         ] {
             sql.push(format!(", {column} = "));
             T::Db::value(&mut sql, value);

@@ -255,6 +255,7 @@ contract! {
     an_exact_host_id_wins_over_a_host_name_that_copies_it,
     an_audited_change_commits_with_its_entry_or_not_at_all,
     presence_follows_streams_goodbyes_and_silence,
+    what_an_agent_cannot_run_is_kept_per_host_until_its_next_hello,
     api_tokens_authenticate_their_technician_and_keep_roles,
     the_fleet_ca_is_recorded_once_and_a_different_one_is_a_mismatch,
     fleet_queries_use_each_ecosystems_version_order_and_the_facts,
@@ -1340,6 +1341,46 @@ async fn presence_follows_streams_goodbyes_and_silence(db: TestDb) {
     let gone = row(store.clone(), id.clone()).await;
     assert!(!gone.is_online(3001));
     assert_eq!(gone.goodbye_reason.as_deref(), Some("sleep"));
+}
+
+async fn what_an_agent_cannot_run_is_kept_per_host_until_its_next_hello(db: TestDb) {
+    let store = db.store.clone();
+    token(&store, "t", i64::MAX, 2).await;
+    let mut hosts = Vec::new();
+    for _ in 0..2 {
+        let enrolled = store
+            .enroll(&request("t", ""), 0, &cert)
+            .await
+            .expect("enroll");
+        hosts.push(host_id(&enrolled));
+    }
+    let before = store.host_diagnostics(&hosts[0]).await.expect("read");
+    assert_eq!(before.unavailable, [], "nothing said yet");
+    let mut session = SessionOpen {
+        host_id: hosts[0].clone(),
+        replica: "r1".into(),
+        agent_version: "1".into(),
+        health_interval_secs: 60,
+        catalog_version: 1,
+        enabled_diagnostics: vec!["ping".into(), "traceroute".into(), "dns_lookup".into()],
+        unavailable_diagnostics: vec![
+            ("ping".into(), "ping is not installed".into()),
+            ("traceroute".into(), "tracepath is not installed, nor, say, x".into()),
+        ],
+    };
+    store.session_opened(&session, 1000).await.expect("open");
+    let said = store.host_diagnostics(&hosts[0]).await.expect("read");
+    assert_eq!(said.enabled, ["ping", "traceroute", "dns_lookup"]);
+    assert_eq!(said.unavailable, session.unavailable_diagnostics);
+    assert_eq!(said.unavailable_reason("ping"), Some("ping is not installed"));
+    assert_eq!(said.unavailable_reason("dns_lookup"), None);
+    let other = store.host_diagnostics(&hosts[1]).await.expect("read");
+    assert_eq!(other.unavailable, [], "per host");
+    // Installed since: the next Hello clears it.
+    session.unavailable_diagnostics.clear();
+    store.session_opened(&session, 2000).await.expect("open");
+    let now = store.host_diagnostics(&hosts[0]).await.expect("read");
+    assert_eq!(now.unavailable, []);
 }
 
 async fn api_tokens_authenticate_their_technician_and_keep_roles(db: TestDb) {

@@ -96,11 +96,6 @@ fn injection_attempts_are_refused_with_a_clear_error() {
             "is a secret store",
         ),
         (
-            "disk_usage",
-            vec![("path", "/homeless")],
-            "is not under an allowed root",
-        ),
-        (
             "service_status",
             vec![("service", "cups; reboot")],
             "must be 1-128 characters",
@@ -200,7 +195,40 @@ fn disk_usage_refuses_secret_stores_under_allowed_roots_on_every_os() {
         );
     }
     assert!(parse("disk_usage", &kv(&[("path", "/home/alice/Videos")])).is_ok());
+    // Roots are the agent's setting, not the collector's to know (issue 21).
+    assert!(parse("disk_usage", &kv(&[("path", "/usr")])).is_ok());
     assert!(holds_secret_store("/home"));
     assert!(holds_secret_store("/var"));
     assert!(!holds_secret_store("/srv/media"));
+}
+
+#[test]
+fn a_path_is_under_a_root_by_whole_components() {
+    assert!(is_under("/usr", "/usr"));
+    assert!(is_under("/usr/lib/x86_64", "/usr/"));
+    assert!(!is_under("/usrx", "/usr"));
+    assert!(!is_under("/", "/usr"));
+    assert!(is_under("/anything", "/"));
+    assert!(is_under("c:\\users\\Bob", "C:\\"));
+    assert!(is_under("C:\\Program Files\\App", "c:\\program files"));
+    assert!(!is_under("/Usr/lib", "/usr"), "Unix paths keep their case");
+}
+
+#[test]
+fn disk_usage_roots_are_absolute_and_never_secret_stores() {
+    for root in ["/usr", "/", "C:\\", "/Users", "/private/var"] {
+        assert_eq!(check_root(root), Ok(()), "{root}");
+    }
+    for (root, why) in [
+        ("usr", "must be an absolute path"),
+        ("/usr/../etc", "must be an absolute path"),
+        ("", "must be an absolute path"),
+        ("C:", "must be an absolute path"),
+        ("/etc/ssh", "secret store"),
+        ("/home/alice/.gnupg/private", "secret store"),
+        ("C:\\ProgramData\\Deskpulse", "secret store"),
+    ] {
+        let error = check_root(root).expect_err(root);
+        assert!(error.contains(why), "{root}: {error}");
+    }
 }

@@ -82,7 +82,8 @@ pub struct TopProcessesParams {
 #[derive(serde::Serialize)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct DiskUsageParams {
-    /// An absolute path under an allowed root (catalog::ALLOWED_ROOTS).
+    /// An absolute path under one of the agent's disk_usage_roots, never a
+    /// secret store (catalog::SECRET_STORES).
     #[prost(string, tag = "1")]
     pub path: ::prost::alloc::string::String,
     /// How many directory levels to total, 1-3; 0 means 1.
@@ -640,6 +641,12 @@ pub struct Filesystem {
     /// True for removable media.
     #[prost(bool, tag = "6")]
     pub removable: bool,
+    /// Used space as df counts it: capacity minus free blocks (reserved ones
+    /// included in free). Used percent is used / (used + available_bytes).
+    /// Absent from agents older than issue 21.
+    #[prost(uint64, optional, tag = "7")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub used_bytes: ::core::option::Option<u64>,
 }
 /// Network interfaces.
 #[derive(serde::Serialize)]
@@ -732,6 +739,11 @@ pub struct Package {
     /// Homebrew tap, a snap channel, ...
     #[prost(string, tag = "7")]
     pub source: ::prost::alloc::string::String,
+    /// Empty when installed normally; else the package manager's transitional
+    /// state while it is being installed, upgraded or configured, e.g. dpkg's
+    /// "unpacked", "half-configured", "triggers-pending". Still installed.
+    #[prost(string, tag = "8")]
+    pub state: ::prost::alloc::string::String,
 }
 /// Graphics adapters.
 #[derive(serde::Serialize)]
@@ -864,9 +876,11 @@ pub struct SecurityInfo {
     /// True when the OS waits for a reboot to finish an update.
     #[prost(bool, tag = "5")]
     pub reboot_pending: bool,
-    /// Pending OS updates; see Inventory.unavailable when not counted.
-    #[prost(uint32, tag = "6")]
-    pub pending_updates: u32,
+    /// Pending OS updates. Absent when not counted (Inventory.unavailable
+    /// says why), never 0 for "unknown": 0 means counted and none.
+    #[prost(uint32, optional, tag = "6")]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending_updates: ::core::option::Option<u32>,
 }
 /// One volume's encryption.
 #[derive(serde::Serialize)]
@@ -1461,7 +1475,7 @@ pub struct SpoolCounters {
 /// The agent introduces itself. It carries no identity: that comes from the
 /// client certificate.
 #[derive(serde::Serialize)]
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Hello {
     /// The agent's version, e.g. "0.1.0".
     #[prost(string, tag = "1")]
@@ -1487,6 +1501,21 @@ pub struct Hello {
     /// agents older than issue 20.
     #[prost(int64, tag = "6")]
     pub sent_at_unix_ms: i64,
+    /// Enabled diagnostics this agent cannot run here, each with why (a program
+    /// not installed), as checked when it connected. At most one per catalog id.
+    #[prost(message, repeated, tag = "7")]
+    pub unavailable_diagnostics: ::prost::alloc::vec::Vec<UnavailableDiagnostic>,
+}
+/// A diagnostic the agent enables but cannot run on this PC.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct UnavailableDiagnostic {
+    /// The catalog id.
+    #[prost(string, tag = "1")]
+    pub id: ::prost::alloc::string::String,
+    /// One line, e.g. "ping is not installed"; at most 200 characters.
+    #[prost(string, tag = "2")]
+    pub reason: ::prost::alloc::string::String,
 }
 /// One report, keyed for idempotency by (host, spool_id, seq) (D14).
 #[derive(serde::Serialize)]
@@ -3267,6 +3296,10 @@ pub struct DiagnosticInfo {
     /// With a host: whether its agent enables it (the agent has the final say).
     #[prost(bool, tag = "8")]
     pub enabled_on_host: bool,
+    /// With a host: why its agent cannot run it although enabled, e.g. "ping is
+    /// not installed"; empty when it can (or the agent did not say).
+    #[prost(string, tag = "9")]
+    pub unavailable_on_host: ::prost::alloc::string::String,
 }
 /// One parameter of a diagnostic.
 #[derive(serde::Serialize)]

@@ -95,6 +95,7 @@ fn packages(index: usize, generation: u32, count: usize) -> Vec<Package> {
                 publisher: "Debian".into(),
                 install_date_unix_s: 1_700_000_000 + i64::try_from(id).unwrap_or(0) * 60,
                 source: String::new(),
+                state: String::new(),
             }
         })
         .collect();
@@ -111,6 +112,7 @@ fn packages(index: usize, generation: u32, count: usize) -> Vec<Package> {
             publisher: "Debian".into(),
             install_date_unix_s: 1_800_000_000,
             source: String::new(),
+            state: String::new(),
         });
     }
     out
@@ -175,6 +177,7 @@ fn inventory(index: usize, generation: u32, count: usize) -> Inventory {
                     total_bytes: 240 * gib,
                     available_bytes: 120 * gib,
                     removable: false,
+                    used_bytes: Some(108 * gib),
                 },
                 Filesystem {
                     mount_point: "/boot/efi".into(),
@@ -183,6 +186,7 @@ fn inventory(index: usize, generation: u32, count: usize) -> Inventory {
                     total_bytes: gib / 2,
                     available_bytes: gib / 4,
                     removable: false,
+                    used_bytes: Some(gib / 4),
                 },
             ],
             disks: vec![Disk {
@@ -392,6 +396,7 @@ pub async fn run_agent(mut run: AgentRun) {
                     .unwrap_or(u32::MAX),
                 catalog_version: deskpulse_proto::catalog::CATALOG_VERSION,
                 enabled_diagnostics: Vec::new(),
+                unavailable_diagnostics: Vec::new(),
             })),
         };
         let _ = tx.send(hello).await;

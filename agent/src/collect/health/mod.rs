@@ -247,12 +247,13 @@ impl HealthSampler {
         let filesystems = super::filesystems(&self.root, &mut scratch)
             .into_iter()
             .map(|fs| FilesystemUsage {
-                used_percent: if fs.total_bytes > 0 {
-                    (fs.total_bytes - fs.available_bytes.min(fs.total_bytes)) as f32 * 100.0
-                        / fs.total_bytes as f32
-                } else {
-                    0.0
-                },
+                // df's definition (deskpulse_proto::space): root's reserve
+                // is neither used nor available.
+                used_percent: deskpulse_proto::space::used_percent(
+                    fs.used_bytes
+                        .unwrap_or(fs.total_bytes.saturating_sub(fs.available_bytes)),
+                    fs.available_bytes,
+                ),
                 mount_point: fs.mount_point,
                 available_bytes: fs.available_bytes,
             })

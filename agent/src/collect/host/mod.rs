@@ -4,12 +4,14 @@
 //!
 //! # Layout
 //! - [`users`]: accounts, admin rights, sessions, last login.
-//! - [`security`]: firewall, encryption, antivirus, reboot, updates.
+//! - [`security`]: firewall, encryption, antivirus, reboot.
+//! - [`updates`]: the count of pending OS updates, kept between counts.
 //! - [`services`]: systemd units from their files.
 //! - this module: OS details and filling the sections.
 
 pub mod security;
 pub mod services;
+pub mod updates;
 pub mod users;
 
 use std::path::Path;
@@ -227,17 +229,9 @@ pub fn security_info(root: &Path, inv: &mut Inventory, slow: bool) -> SecurityIn
     sec.antivirus.extend(security::clamav(root, now_unix_s()));
     sec.reboot_pending = security::reboot_pending(root);
     if slow {
-        match std::fs::read_to_string(root.join("var/lib/update-notifier/updates-available"))
-            .ok()
-            .and_then(|t| security::pending_updates(&t))
-        {
-            Some(count) => sec.pending_updates = count,
-            None => unavailable(
-                inv,
-                "security.pending_updates",
-                UnavailableReason::NotSupported,
-                "no update-notifier count here; counting apt updates would cost more than the budget",
-            ),
+        match updates::pending(root) {
+            Ok(count) => sec.pending_updates = Some(count),
+            Err((reason, detail)) => unavailable(inv, "security.pending_updates", reason, detail),
         }
     }
     sec

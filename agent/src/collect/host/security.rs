@@ -1,8 +1,8 @@
 //! Security posture on Linux, from files: the host firewall manager that is
 //! enabled (ufw, firewalld, nftables), LUKS encryption under each real
 //! filesystem (following device-mapper slaves, so LVM on LUKS counts),
-//! ClamAV as the antivirus when installed, a pending reboot, and the count of
-//! pending updates that update-notifier leaves behind.
+//! ClamAV as the antivirus when installed, and a pending reboot (the count
+//! of pending updates is `updates`').
 
 use std::path::Path;
 
@@ -133,35 +133,4 @@ pub fn clamav(root: &Path, now_unix_s: i64) -> Option<Antivirus> {
 /// `reboot-required` flag file).
 pub fn reboot_pending(root: &Path) -> bool {
     root.join("run/reboot-required").exists() || root.join("var/run/reboot-required").exists()
-}
-
-/// The count update-notifier wrote, e.g. "12 updates can be applied
-/// immediately." or "3 packages can be updated."
-pub fn pending_updates(text: &str) -> Option<u32> {
-    text.lines().find_map(|l| {
-        let l = l.trim();
-        let (count, rest) = l.split_once(' ')?;
-        let count: u32 = count.parse().ok()?;
-        (rest.starts_with("update") || rest.starts_with("package")).then_some(count)
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn update_notifier_counts() {
-        assert_eq!(
-            pending_updates(
-                "\n12 updates can be applied immediately.\n5 of these updates are standard security updates.\n"
-            ),
-            Some(12)
-        );
-        assert_eq!(
-            pending_updates("3 packages can be updated.\n0 updates are security updates.\n"),
-            Some(3)
-        );
-        assert_eq!(pending_updates("nothing here\n"), None);
-    }
 }

@@ -562,9 +562,7 @@ fn security(
         encryption,
         antivirus,
         reboot_pending: false,
-        pending_updates: pending_updates
-            .and_then(|n| u32::try_from(n).ok())
-            .unwrap_or(0),
+        pending_updates: pending_updates.and_then(|n| u32::try_from(n).ok()),
     }
 }
 

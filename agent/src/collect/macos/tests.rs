@@ -196,7 +196,7 @@ fn users_security_and_services_from_files() {
     assert_eq!(security.encryption[0].method, "FileVault");
     assert_eq!(security.antivirus[0].product, "XProtect 5272");
     assert!(security.antivirus[0].up_to_date);
-    assert_eq!(security.pending_updates, 2);
+    assert_eq!(security.pending_updates, Some(2));
     assert_eq!(
         reason(&inv, "security.reboot_pending"),
         Some(UnavailableReason::NotSupported as i32)

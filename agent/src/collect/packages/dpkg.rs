@@ -1,7 +1,11 @@
 //! dpkg's status database (`/var/lib/dpkg/status`): RFC 822-style stanzas,
 //! continuation lines starting with a space. A package counts as installed
-//! when its Status is "install ok installed", which is what `dpkg-query`
-//! shows as `ii` (D35).
+//! when its files are on disk: its Status (want, error flag, state) ends in
+//! "installed" (`ii`, and `hi`/`ri` for held or marked packages, D35), or
+//! in one of the transitional states an apt run passes through
+//! ([`TRANSITIONAL`]), which the package keeps in its `state`. Only
+//! "not-installed" and "config-files" (removed, configuration kept) are
+//! gone: a package mid-upgrade is never logged as removed and added again.
 
 use deskpulse_proto::v1::Package;
 
@@ -18,6 +22,29 @@ pub struct DpkgPackage {
     pub origin: String,
     /// The Maintainer field, "Name <address>".
     pub maintainer: String,
+    /// Empty when installed; else the transitional state, e.g. "unpacked".
+    pub state: String,
+}
+
+/// dpkg's states between "not-installed" and "installed" (dpkg(1),
+/// "Package states"): the files are there, the package is being unpacked,
+/// configured or awaits a trigger.
+pub const TRANSITIONAL: [&str; 5] = [
+    "half-installed",
+    "unpacked",
+    "half-configured",
+    "triggers-awaited",
+    "triggers-pending",
+];
+
+/// The package state a Status field's value gives: `Some("")` installed,
+/// `Some(state)` present in a transitional state, `None` not installed.
+fn installed_state(status: &str) -> Option<&str> {
+    match status.split_whitespace().collect::<Vec<_>>()[..] {
+        [_want, _error, "installed"] => Some(""),
+        [_want, _error, state] => TRANSITIONAL.iter().copied().find(|s| *s == state),
+        _ => None,
+    }
 }
 
 /// The publisher (D17) of a dpkg package: its Origin when dpkg recorded
@@ -83,10 +110,13 @@ pub fn parse_status(text: &str) -> Vec<DpkgPackage> {
             "Architecture" => current.arch = value.to_owned(),
             "Origin" => current.origin = value.to_owned(),
             "Maintainer" => current.maintainer = value.to_owned(),
-            "Status" => {
-                installed =
-                    value.split_whitespace().collect::<Vec<_>>() == ["install", "ok", "installed"]
-            }
+            "Status" => match installed_state(value) {
+                Some(state) => {
+                    installed = true;
+                    current.state = state.to_owned();
+                }
+                None => installed = false,
+            },
             _ => {}
         }
     }
@@ -103,6 +133,7 @@ pub fn to_package(p: DpkgPackage) -> Package {
         arch: p.arch,
         publisher: publisher(&p.origin, &p.maintainer),
         source: "dpkg".into(),
+        state: p.state,
         ..Package::default()
     }
 }
@@ -117,18 +148,46 @@ Package: old-config\nStatus: deinstall ok config-files\nArchitecture: all\nVersi
 Package: held\nStatus: hold ok installed\nArchitecture: all\nVersion: 2.0\n\n\
 Package: libssl3\nStatus: install ok installed\nArchitecture: amd64\nVersion: 3.0.11-1~deb12u2\nOrigin: Debian\n\n\
 Package: epoch\nStatus: install ok installed\nArchitecture: all\nVersion: 1:2.3-4\n\n\
-Package: half-installed\nStatus: install reinstreq half-installed\nVersion: 0.1\n\n\
+Package: removed\nStatus: deinstall ok not-installed\nVersion: 0.2\n\n\
 Package: no-version\nStatus: install ok installed\n";
 
     #[test]
-    fn only_ii_packages_with_their_fields() {
+    fn installed_packages_with_their_fields() {
         let pkgs = parse_status(STATUS);
         let names: Vec<&str> = pkgs.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(names, ["bash", "libssl3", "epoch"]);
+        assert_eq!(names, ["bash", "held", "libssl3", "epoch"]);
         assert_eq!(pkgs[0].version, "5.2.15-2+b8");
         assert_eq!(pkgs[0].arch, "amd64");
-        assert_eq!(pkgs[1].origin, "Debian");
-        assert_eq!(pkgs[2].version, "1:2.3-4");
+        assert_eq!(pkgs[2].origin, "Debian");
+        assert_eq!(pkgs[3].version, "1:2.3-4");
+        assert!(pkgs.iter().all(|p| p.state.is_empty()));
+    }
+
+    /// Stanzas as dpkg leaves them in the middle of `apt-get upgrade`
+    /// (`agent/tests/fixtures/dpkg/status-mid-upgrade`): each package being upgraded is
+    /// still installed, in its transitional state; the one being removed and
+    /// the one whose configuration alone is left are gone.
+    #[test]
+    fn packages_mid_upgrade_are_installed_in_a_transitional_state() {
+        let text = include_str!("../../../tests/fixtures/dpkg/status-mid-upgrade");
+        let pkgs = parse_status(text);
+        let view: Vec<(&str, &str, &str)> = pkgs
+            .iter()
+            .map(|p| (p.name.as_str(), p.version.as_str(), p.state.as_str()))
+            .collect();
+        assert_eq!(
+            view,
+            [
+                ("base-files", "12.4+deb12u8", ""),
+                ("libc6", "2.36-9+deb12u9", "half-configured"),
+                ("libc-bin", "2.36-9+deb12u9", "unpacked"),
+                ("man-db", "2.11.2-2", "triggers-pending"),
+                ("openssh-server", "1:9.2p1-2+deb12u4", "triggers-awaited"),
+                ("tzdata", "2024b-0+deb12u1", "half-installed"),
+                ("vim-tiny", "2:9.0.1378-2", ""),
+            ]
+        );
+        assert_eq!(to_package(pkgs[1].clone()).state, "half-configured");
     }
 
     #[test]

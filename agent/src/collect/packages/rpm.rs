@@ -106,6 +106,7 @@ pub fn package(blob: &[u8]) -> Option<Package> {
         publisher: h.vendor,
         install_date_unix_s: h.install_time.map_or(0, i64::from),
         source: "rpm".into(),
+        ..Package::default()
     })
 }
 

@@ -217,6 +217,7 @@ pub fn uninstall_entries(keys: &RegKeys) -> Vec<Package> {
             publisher: text(values, "Publisher"),
             install_date_unix_s: install_date(&text(values, "InstallDate")),
             source: source_of(path).into(),
+            ..Package::default()
         });
     }
     out

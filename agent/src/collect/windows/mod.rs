@@ -604,7 +604,7 @@ fn security(doc: &Value, inv: &mut Inventory) -> SecurityInfo {
         encryption,
         antivirus,
         reboot_pending: !one_or_many(&doc["reboot_flags"]).is_empty(),
-        pending_updates: 0,
+        pending_updates: None,
     }
 }
 

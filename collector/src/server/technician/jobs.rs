@@ -194,6 +194,13 @@ impl TechnicianApi {
             ));
             return self.refuse(&caller, &host.id, &what, status).await;
         }
+        if let Some(reason) = reported.unavailable_reason(spec.id) {
+            let status = Status::failed_precondition(format!(
+                "{} on {} is unavailable: {reason}",
+                spec.id, host.hostname
+            ));
+            return self.refuse(&caller, &host.id, &what, status).await;
+        }
         let ticket_id = match request.ticket_id {
             0 => None,
             id => {
@@ -550,6 +557,11 @@ impl TechnicianApi {
                 enabled_on_host: reported
                     .as_ref()
                     .is_some_and(|r| r.enabled.iter().any(|id| id == spec.id)),
+                unavailable_on_host: reported
+                    .as_ref()
+                    .and_then(|r| r.unavailable_reason(spec.id))
+                    .unwrap_or_default()
+                    .to_owned(),
             })
             .collect();
         Ok(Response::new(ListDiagnosticsResponse {

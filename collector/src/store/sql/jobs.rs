@@ -95,7 +95,8 @@ pub(crate) fn host_diagnostics<'a, B: Dialect>(
     host: &str,
 ) -> impl Future<Output = StoreResult<Option<HostDiagnostics>>> + Send + 'a {
     let mut sql = QueryBuilder::<B>::new(
-        "SELECT catalog_version, enabled_diagnostics FROM hosts WHERE id = ",
+        "SELECT catalog_version, enabled_diagnostics, unavailable_diagnostics FROM hosts \
+         WHERE id = ",
     );
     B::text(&mut sql, host);
     B::optional(pool, sql, |r| {
@@ -106,6 +107,12 @@ pub(crate) fn host_diagnostics<'a, B: Dialect>(
                 .split(',')
                 .filter(|s| !s.is_empty())
                 .map(str::to_owned)
+                .collect(),
+            unavailable: r
+                .text("unavailable_diagnostics")?
+                .lines()
+                .filter_map(|line| line.split_once('\t'))
+                .map(|(id, reason)| (id.to_owned(), reason.to_owned()))
                 .collect(),
         })
     })

@@ -562,14 +562,26 @@ async fn every_ticket_change_queues_its_event_for_the_webhooks_that_want_it() {
         TicketChange::Reopen,
     ] {
         store
-            .update_ticket(t.id, &change, "alice", T0 + 1000)
+            .update_ticket(
+                t.id,
+                &change,
+                "alice",
+                &crate::store::AuditEntry::system("test", "", ""),
+                T0 + 1000,
+            )
             .await
             .expect("update")
             .expect("applies");
     }
     // A refused change queues nothing.
     let refused = store
-        .update_ticket(t.id, &TicketChange::Reopen, "alice", T0 + 2000)
+        .update_ticket(
+            t.id,
+            &TicketChange::Reopen,
+            "alice",
+            &crate::store::AuditEntry::system("test", "", ""),
+            T0 + 2000,
+        )
         .await
         .expect("update");
     assert!(refused.is_err());
@@ -644,7 +656,13 @@ async fn every_ticket_change_queues_its_event_for_the_webhooks_that_want_it() {
 
     // A new event for each webhook, then removal.
     store
-        .update_ticket(t.id, &TicketChange::Resolve("again".into()), "alice", now)
+        .update_ticket(
+            t.id,
+            &TicketChange::Resolve("again".into()),
+            "alice",
+            &crate::store::AuditEntry::system("test", "", ""),
+            now,
+        )
         .await
         .expect("update")
         .expect("resolved");
@@ -1015,6 +1033,7 @@ async fn the_knowledge_base_finds_past_resolutions_best_first() {
                     t.id,
                     &TicketChange::Resolve(resolution.into()),
                     "alice",
+                    &crate::store::AuditEntry::system("test", "", ""),
                     T0 + 1,
                 )
                 .await
@@ -1095,7 +1114,13 @@ async fn the_knowledge_base_finds_past_resolutions_best_first() {
     // Reopening takes a ticket out of the knowledge base; resolving again
     // puts it back with the new resolution.
     store
-        .update_ticket(vpn, &TicketChange::Reopen, "alice", T0 + 2)
+        .update_ticket(
+            vpn,
+            &TicketChange::Reopen,
+            "alice",
+            &crate::store::AuditEntry::system("test", "", ""),
+            T0 + 2,
+        )
         .await
         .expect("update")
         .expect("reopened");
@@ -1111,6 +1136,7 @@ async fn the_knowledge_base_finds_past_resolutions_best_first() {
             vpn,
             &TicketChange::Note("the token expired".into()),
             "alice",
+            &crate::store::AuditEntry::system("test", "", ""),
             T0 + 3,
         )
         .await
@@ -1121,6 +1147,7 @@ async fn the_knowledge_base_finds_past_resolutions_best_first() {
             vpn,
             &TicketChange::Resolve("Reissued the VPN profile".into()),
             "alice",
+            &crate::store::AuditEntry::system("test", "", ""),
             T0 + 4,
         )
         .await

@@ -4,8 +4,8 @@
 use sqlx::QueryBuilder;
 
 use super::Dialect;
-use crate::store::HostQuery;
 use crate::store::versions::sort_key;
+use crate::store::{HostQuery, RetiredHosts};
 
 /// Appends ` AND …` for each filter of `query`. `software_hosts` is the
 /// backend's subquery that finds the hosts with a package, up to
@@ -71,6 +71,11 @@ pub(crate) fn push_conditions<B: Dialect>(
         B::text(sql, value);
         sql.push(")");
     }
+    sql.push(match query.retired {
+        RetiredHosts::Excluded => " AND retired_at_ms IS NULL",
+        RetiredHosts::Only => " AND retired_at_ms IS NOT NULL",
+        RetiredHosts::Included => "",
+    });
     if let Some(now) = query.offline_at_ms {
         // The negation of HostRow::is_online (D18).
         sql.push(

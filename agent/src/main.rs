@@ -164,6 +164,11 @@ struct EnrollArgs {
     /// The SHA-256 pin of the collector's CA, printed by `ca export`.
     #[arg(long, value_name = "HEX")]
     ca_sha256: Option<String>,
+    /// Enroll a state dir that is enrolled already, as a new host (or as
+    /// the host a re-link token names); the host it was enrolled as stays
+    /// in the fleet until an admin retires it (`deskpulse host retire`).
+    #[arg(long, conflicts_with = "from_file")]
+    force: bool,
     #[command(flatten)]
     state: StateArgs,
     /// The root under which file-based sources are read [default: /].
@@ -603,6 +608,23 @@ fn enroll_command(args: EnrollArgs) -> Result<(), Failure> {
         );
         return Ok(());
     }
+    // Enrolling again mints a new host id and leaves the old host behind
+    // as a ghost in the fleet: only on purpose.
+    let previous = match state.enrollment() {
+        Ok(Some(enrollment)) if !args.force => {
+            return Err(failed(format!(
+                "the state dir {} is enrolled already as host {} with {}; --force enrolls it again as a new host (host {} then stays in the fleet until an admin retires it with `deskpulse host retire {}`)",
+                config.state_dir.display(),
+                enrollment.host_id,
+                enrollment.collector,
+                enrollment.host_id,
+                enrollment.host_id
+            )));
+        }
+        Ok(enrollment) => enrollment,
+        // An enrollment that cannot be read is replaced, as before.
+        Err(_) => None,
+    };
     let enrolled = runtime()?
         .block_on(enroll::enroll(
             &state,
@@ -628,6 +650,12 @@ fn enroll_command(args: EnrollArgs) -> Result<(), Failure> {
         );
     } else {
         outln!("enrolled as host {}", enrolled.host_id);
+    }
+    if let Some(previous) = previous.filter(|p| p.host_id != enrolled.host_id) {
+        println!(
+            "host {} that this state dir was enrolled as stays in the fleet: retire it with `deskpulse host retire {}`",
+            previous.host_id, previous.host_id
+        );
     }
     Ok(())
 }

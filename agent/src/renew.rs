@@ -171,7 +171,7 @@ pub fn format_ms(ms: i64) -> String {
 /// enrollment an admin then approves.
 pub fn expired_line(not_after_ms: i64, host_id: &str) -> String {
     format!(
-        "the host certificate expired at {}: this agent no longer connects; stop the service and enroll again with a fresh token (deskpulse-agent enroll --collector URL --token TOKEN …): a re-link token keeps host {host_id} (an admin runs deskpulse-collector enroll-token create --relink {host_id}); an ordinary token makes a new host until an admin approves it (deskpulse enrollments approve ID)",
+        "the host certificate expired at {}: this agent no longer connects; stop the service and enroll again with a fresh token (deskpulse-agent enroll --force --collector URL --token TOKEN …): a re-link token keeps host {host_id} (an admin runs deskpulse-collector enroll-token create --relink {host_id}); an ordinary token makes a new host until an admin approves it (deskpulse enrollments approve ID)",
         format_ms(not_after_ms)
     )
 }

@@ -62,7 +62,7 @@ pub enum StateError {
     },
     /// The key, certificate or CA on disk cannot be used to connect.
     #[error(
-        "{} {reason}; the agent cannot connect with it: enroll again (`deskpulse-agent enroll`)",
+        "{} {reason}; the agent cannot connect with it: enroll again (`deskpulse-agent enroll --force`)",
         path.display()
     )]
     BadCredential {

@@ -114,10 +114,14 @@ impl std::fmt::Debug for Job {
 pub struct IngestClosed;
 
 impl Ingest {
-    /// Starts the writer task.
-    pub fn spawn(store: SharedStore, clock: SharedClock) -> (Self, JoinHandle<()>) {
+    /// Starts the writer task, which keeps `health` (shared with gRPC
+    /// health and `/healthz`).
+    pub fn spawn(
+        store: SharedStore,
+        clock: SharedClock,
+        health: WriteHealth,
+    ) -> (Self, JoinHandle<()>) {
         let (queue, rx) = mpsc::channel(QUEUE_DEPTH);
-        let health = WriteHealth::default();
         let writer = tokio::spawn(crate::panics::critical(
             "ingest writer",
             write_batches(rx, store, clock, health.clone()),

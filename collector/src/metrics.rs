@@ -1,15 +1,21 @@
 //! Prometheus metrics on `serve --metrics-listen ADDR` (plain HTTP,
-//! `GET /metrics`, the text exposition format). Counters and histograms are
-//! recorded where things happen, through the `metrics` facade; the fleet's
-//! state (open tickets by priority, jobs by state, the webhook outbox) is
-//! read from the store at scrape time, so every replica reports the same.
+//! `GET /metrics`, the text exposition format), and `GET /healthz` for load
+//! balancers (200 while the store answers and writes, 503 otherwise).
+//! Counters and histograms are recorded where things happen, through the
+//! `metrics` facade, and registered at 0 when serving starts, so each one
+//! exists before its first event; the fleet's state (open tickets by
+//! priority, jobs by state, the webhook outbox) is read from the store at
+//! scrape time, every label value written each time (0 for none), so every
+//! replica reports the same and a state that emptied reads 0.
 //!
 //! Names: `deskpulse_agents_connected`, `deskpulse_reports_total{kind}`,
 //! `deskpulse_reports_rejected_total`, `deskpulse_ingest_latency_seconds`
 //! (report received to acknowledged), `deskpulse_store_batch_seconds`,
 //! `deskpulse_store_batch_reports`, `deskpulse_ingest_queue_depth`,
 //! `deskpulse_tickets_open{priority}`, `deskpulse_jobs{state}`,
-//! `deskpulse_webhook_outbox_pending`, `deskpulse_store_up`.
+//! `deskpulse_webhook_outbox_pending`, `deskpulse_store_up`,
+//! `deskpulse_build_info{version}`, and the `metrics-process` crate's
+//! `process_*` (resident memory, CPU seconds, open files, start time).
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,6 +29,8 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::ingest::WriteHealth;
+use crate::model::JOB_STATES;
 use crate::store::SharedStore;
 
 /// Report received to acknowledged, seconds.
@@ -39,6 +47,18 @@ pub const REJECTED: &str = "deskpulse_reports_rejected_total";
 pub const AGENTS_CONNECTED: &str = "deskpulse_agents_connected";
 /// Reports waiting for the ingest writer.
 pub const QUEUE_DEPTH: &str = "deskpulse_ingest_queue_depth";
+/// 1, labelled with the collector's version.
+pub const BUILD_INFO: &str = "deskpulse_build_info";
+/// Open tickets by priority, read at scrape time.
+const TICKETS_OPEN: &str = "deskpulse_tickets_open";
+/// Diagnostic jobs by state, read at scrape time.
+const JOBS: &str = "deskpulse_jobs";
+/// Webhook deliveries waiting, read at scrape time.
+const OUTBOX_PENDING: &str = "deskpulse_webhook_outbox_pending";
+/// Whether the store answered the last scrape.
+const STORE_UP: &str = "deskpulse_store_up";
+/// The ticket priorities `deskpulse_tickets_open` is labelled with.
+const PRIORITIES: [&str; 4] = ["P1", "P2", "P3", "P4"];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -85,43 +105,85 @@ fn describe() {
     );
     metrics::describe_histogram!(STORE_BATCH_REPORTS, "Reports per stored batch.");
     metrics::describe_gauge!(QUEUE_DEPTH, "Reports waiting for the ingest writer.");
+    metrics::describe_gauge!(TICKETS_OPEN, "Tickets not resolved or closed, by priority.");
+    metrics::describe_gauge!(JOBS, "Diagnostic jobs, by state.");
     metrics::describe_gauge!(
-        "deskpulse_tickets_open",
-        "Tickets not resolved or closed, by priority."
-    );
-    metrics::describe_gauge!("deskpulse_jobs", "Diagnostic jobs, by state.");
-    metrics::describe_gauge!(
-        "deskpulse_webhook_outbox_pending",
+        OUTBOX_PENDING,
         "Webhook deliveries waiting to be delivered."
     );
-    metrics::describe_gauge!(
-        "deskpulse_store_up",
-        "1 when the store answered the last scrape."
-    );
+    metrics::describe_gauge!(STORE_UP, "1 when the store answered the last scrape.");
+    metrics::describe_gauge!(BUILD_INFO, "1, labelled with the collector's version.");
 }
 
-/// Reads the fleet gauges from the store.
-async fn refresh(store: &SharedStore) {
+/// Registers every metric at 0 (an increment of 0 leaves one another task
+/// moved already as it is), so each exists from start-up: a rate or an
+/// alert over a series that appears only with its first event sees
+/// nothing before it.
+fn register() {
+    for kind in crate::store::REPORT_KINDS {
+        metrics::counter!(REPORTS, "kind" => kind).increment(0);
+    }
+    metrics::counter!(REJECTED).increment(0);
+    metrics::gauge!(AGENTS_CONNECTED).increment(0.0);
+    metrics::gauge!(QUEUE_DEPTH).increment(0.0);
+    for histogram in [INGEST_LATENCY, STORE_BATCH, STORE_BATCH_REPORTS] {
+        // A histogram is rendered once registered, samples or not.
+        let _ = metrics::histogram!(histogram);
+    }
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    write_fleet_gauges(&crate::model::StoreGauges::default());
+}
+
+/// Sets every label value of each fleet gauge: a state the store has no
+/// rows in reads 0, not the count it had when it last had some.
+fn write_fleet_gauges(gauges: &crate::model::StoreGauges) {
+    let count = |counts: &[(String, u64)], label: &str| {
+        counts
+            .iter()
+            .find(|(l, _)| l == label)
+            .map_or(0, |(_, n)| *n) as f64
+    };
+    for priority in PRIORITIES {
+        metrics::gauge!(TICKETS_OPEN, "priority" => priority)
+            .set(count(&gauges.open_tickets, priority));
+    }
+    for state in JOB_STATES {
+        metrics::gauge!(JOBS, "state" => state).set(count(&gauges.jobs, state));
+    }
+    metrics::gauge!(OUTBOX_PENDING).set(gauges.outbox_pending as f64);
+}
+
+/// Reads the fleet gauges from the store, and the process's own figures.
+async fn refresh(store: &SharedStore, process: &metrics_process::Collector) {
+    process.collect();
     match store.gauges().await {
         Ok(gauges) => {
-            metrics::gauge!("deskpulse_store_up").set(1.0);
-            for priority in ["P1", "P2", "P3", "P4"] {
-                let open = gauges
-                    .open_tickets
-                    .iter()
-                    .find(|(p, _)| p == priority)
-                    .map_or(0, |(_, n)| *n);
-                metrics::gauge!("deskpulse_tickets_open", "priority" => priority).set(open as f64);
-            }
-            for (state, count) in &gauges.jobs {
-                metrics::gauge!("deskpulse_jobs", "state" => state.clone()).set(*count as f64);
-            }
-            metrics::gauge!("deskpulse_webhook_outbox_pending").set(gauges.outbox_pending as f64);
+            metrics::gauge!(STORE_UP).set(1.0);
+            write_fleet_gauges(&gauges);
         }
         Err(error) => {
             tracing::warn!(%error, "reading the fleet gauges for /metrics failed");
-            metrics::gauge!("deskpulse_store_up").set(0.0);
+            metrics::gauge!(STORE_UP).set(0.0);
         }
+    }
+}
+
+/// `GET /healthz`: 200 while the store answers and the writer can write,
+/// 503 with the reason otherwise; the same judgement as gRPC health, for
+/// load balancers that speak only HTTP.
+async fn healthz(store: &SharedStore, writes: &WriteHealth) -> (StatusCode, &'static str) {
+    if writes.failing() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable: the store cannot write; reports are not stored\n",
+        );
+    }
+    match store.ping().await {
+        Ok(()) => (StatusCode::OK, "ok\n"),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable: the store does not answer\n",
+        ),
     }
 }
 
@@ -140,14 +202,19 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
         .map_err(|e| format!("cannot listen for metrics on {addr}: {e}"))
 }
 
-/// Serves `GET /metrics` until `shutdown`.
+/// Serves `GET /metrics` and `GET /healthz` until `shutdown`; `writes`
+/// says whether the ingest writer can store reports.
 pub async fn serve(
     listener: TcpListener,
     handle: PrometheusHandle,
     store: SharedStore,
+    writes: WriteHealth,
     shutdown: CancellationToken,
 ) {
     describe();
+    register();
+    let process = std::sync::Arc::new(metrics_process::Collector::default());
+    process.describe();
     // `install_recorder` leaves upkeep to its caller: without it every
     // histogram sample (one per report) is kept until the next scrape,
     // which grows without bound when nothing scrapes.
@@ -183,22 +250,40 @@ pub async fn serve(
                 }
             },
         };
-        let (handle, store) = (handle.clone(), store.clone());
+        let (handle, store, writes, process) = (
+            handle.clone(),
+            store.clone(),
+            writes.clone(),
+            process.clone(),
+        );
         tokio::spawn(async move {
             let _slot = slot;
             let service =
                 hyper::service::service_fn(move |request: Request<hyper::body::Incoming>| {
-                    let (handle, store) = (handle.clone(), store.clone());
+                    let (handle, store, writes, process) = (
+                        handle.clone(),
+                        store.clone(),
+                        writes.clone(),
+                        process.clone(),
+                    );
                     async move {
-                        let response = if request.uri().path() == "/metrics" {
-                            refresh(&store).await;
-                            Response::builder()
-                                .header("content-type", "text/plain; version=0.0.4")
-                                .body(Full::new(Bytes::from(handle.render())))
-                        } else {
-                            Response::builder()
+                        let response = match request.uri().path() {
+                            "/metrics" => {
+                                refresh(&store, &process).await;
+                                Response::builder()
+                                    .header("content-type", "text/plain; version=0.0.4")
+                                    .body(Full::new(Bytes::from(handle.render())))
+                            }
+                            "/healthz" => {
+                                let (status, text) = healthz(&store, &writes).await;
+                                Response::builder()
+                                    .status(status)
+                                    .header("content-type", "text/plain")
+                                    .body(Full::new(Bytes::from_static(text.as_bytes())))
+                            }
+                            _ => Response::builder()
                                 .status(StatusCode::NOT_FOUND)
-                                .body(Full::new(Bytes::from_static(b"try /metrics\n")))
+                                .body(Full::new(Bytes::from_static(b"try /metrics or /healthz\n"))),
                         };
                         Ok::<_, Infallible>(response.unwrap_or_default())
                     }

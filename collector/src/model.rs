@@ -506,6 +506,18 @@ pub struct JobQuery {
     pub limit: u32,
 }
 
+/// Every state a diagnostic job can be in (the `jobs.state` column).
+pub const JOB_STATES: [&str; 8] = [
+    "queued",
+    "sent",
+    "completed",
+    "failed",
+    "timed_out",
+    "refused",
+    "cancelled",
+    "expired",
+];
+
 /// The fleet's state as metrics read it at scrape time.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct StoreGauges {
@@ -979,6 +991,20 @@ pub struct HostQuery {
     pub mac: Option<String>,
     /// Tags as (key, value).
     pub tags: Vec<(String, String)>,
+    /// Whether retired hosts are listed (issue 21): left out by default.
+    pub retired: RetiredHosts,
+}
+
+/// Which hosts a list shows, by whether they are retired (issue 21).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RetiredHosts {
+    /// The fleet: retired hosts left out.
+    #[default]
+    Excluded,
+    /// Retired hosts only.
+    Only,
+    /// Every host.
+    Included,
 }
 
 /// An installed package a `--software` filter matched on a host.
@@ -1021,6 +1047,8 @@ pub struct HostRow {
     pub cert_serial: String,
     /// Certificate SHA-256, hex.
     pub cert_sha256: String,
+    /// When it was retired (issue 21), if it was.
+    pub retired_at_ms: Option<i64>,
 }
 
 /// How many health intervals of silence make a host offline (D18).
@@ -1055,6 +1083,8 @@ pub struct HostDetail {
     pub spool_counters: Option<(Vec<u8>, i64)>,
     /// When and by whom the host was revoked, and why (issue 20).
     pub revoked: Option<HostRevocation>,
+    /// When and by whom the host was retired, and why (issue 21).
+    pub retired: Option<HostRevocation>,
     /// How far the host's clock is off, as last recorded (issue 20).
     pub clock: HostClock,
 }
@@ -1176,7 +1206,7 @@ pub fn search_terms(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// A host's revocation (issue 20).
+/// A host's revocation (issue 20) or retirement (issue 21).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostRevocation {
     /// When, ms since the Unix epoch.
@@ -1185,6 +1215,17 @@ pub struct HostRevocation {
     pub by: String,
     /// The reason given, possibly empty.
     pub reason: String,
+}
+
+/// What retiring a host did (issue 21).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetireOutcome {
+    /// Retired now; the ids of the open tickets it closed.
+    Retired(Vec<i64>),
+    /// It was retired already, at this time.
+    AlreadyRetired(i64),
+    /// No such host.
+    Unknown,
 }
 
 /// What checking an API token found (issue 20).

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use deskpulse_proto::v1::HostFilter;
 
-use crate::model::{HostQuery, VersionOp};
+use crate::model::{HostQuery, RetiredHosts, VersionOp};
 
 /// `NAME`, or `NAME` followed by `<`, `<=`, `=`, `>=` or `>` and a version.
 pub fn parse_software(text: &str) -> Result<(String, Option<(VersionOp, String)>), String> {
@@ -163,6 +163,12 @@ pub fn from_filter(filter: &HostFilter, now_ms: i64) -> Result<HostQuery, String
             .iter()
             .map(|t| parse_tag(t, false))
             .collect::<Result<_, _>>()?,
+        retired: match deskpulse_proto::v1::RetiredHosts::try_from(filter.retired) {
+            Ok(deskpulse_proto::v1::RetiredHosts::Excluded) => RetiredHosts::Excluded,
+            Ok(deskpulse_proto::v1::RetiredHosts::Only) => RetiredHosts::Only,
+            Ok(deskpulse_proto::v1::RetiredHosts::Included) => RetiredHosts::Included,
+            Err(_) => return Err(format!("unknown retired-hosts choice {}", filter.retired)),
+        },
     })
 }
 

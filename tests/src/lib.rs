@@ -304,6 +304,22 @@ impl Collector {
         self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// The address of `--metrics-listen`, from its "metrics listening"
+    /// log line (waited for).
+    pub fn metrics_addr(&self) -> String {
+        wait_for(Duration::from_secs(30), || {
+            let logs = strip_ansi(&self.logs());
+            let line = logs.lines().find(|l| l.contains("metrics listening"))?;
+            let at = line.find("addr=")? + 5;
+            let addr: String = line[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | ':' | '[' | ']'))
+                .collect();
+            Some(addr)
+        })
+        .expect("the collector logs its metrics address")
+    }
+
     /// Stops the collector (SIGTERM) and hands back its data dir.
     pub fn into_data_dir(mut self) -> tempfile::TempDir {
         self.terminate();
@@ -776,4 +792,38 @@ mod tests {
             "postgres://h:5432/x"
         );
     }
+}
+
+/// A plain HTTP/1.1 `GET path` to `addr`: the response head and body.
+pub fn http_get(addr: &str, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    (head.to_owned(), body.to_owned())
+}
+
+/// `text` without terminal colour codes (the collector's log colours its
+/// field names when stderr looks like a terminal).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

@@ -269,3 +269,69 @@ fn a_consistently_rewritten_chain_fails_on_the_anchors() {
         caught.stderr
     );
 }
+
+#[test]
+fn a_technicians_ticket_changes_are_audited_with_the_host_named() {
+    let collector = Collector::start();
+    let alice = collector.api_token("alice", "technician");
+    let viewer = collector.api_token("vic", "viewer");
+    let agent = Agent::new();
+    agent
+        .enroll(&collector, &collector.enrollment_token(1))
+        .expect_code(0);
+    let host = agent.host_id();
+    let new = json(
+        &collector
+            .cli(
+                &alice,
+                &["--json", "ticket", "new", &host, "--title", "printer jams"],
+            )
+            .expect_code(0),
+    );
+    let id = new["ticket"]["id"].as_i64().expect("ticket id").to_string();
+    let hostname = new["ticket"]["hostname"]
+        .as_str()
+        .expect("hostname")
+        .to_owned();
+    collector
+        .cli(&alice, &["ticket", "note", &id, "swapped the fuser"])
+        .expect_code(0);
+    collector
+        .cli(
+            &alice,
+            &["ticket", "resolve", &id, "--resolution", "new fuser"],
+        )
+        .expect_code(0);
+
+    let listed = json(
+        &collector
+            .cli(&viewer, &["--json", "audit", "--action", "ticket."])
+            .expect_code(0),
+    );
+    assert_eq!(actions(&listed), ["ticket.resolve", "ticket.note"]);
+    let subject = format!("ticket {id} on host {host}");
+    for (entry, detail) in listed["entries"]
+        .as_array()
+        .expect("entries")
+        .iter()
+        .zip(["resolved: new fuser", "swapped the fuser"])
+    {
+        assert_eq!(entry["technician"], "alice", "{entry}");
+        assert_eq!(entry["subject"], subject.as_str(), "{entry}");
+        assert_eq!(entry["hostname"], hostname.as_str(), "{entry}");
+        assert_eq!(entry["detail"], detail, "{entry}");
+    }
+    // The table names the host beside its id, and `--host` takes the name.
+    let text = collector
+        .cli(
+            &viewer,
+            &["audit", "--host", &hostname, "--action", "ticket."],
+        )
+        .expect_code(0);
+    assert!(
+        text.stdout.contains(&format!("{subject} ({hostname})")),
+        "{}",
+        text.stdout
+    );
+    assert!(text.stdout.contains("alice"), "{}", text.stdout);
+}

@@ -601,7 +601,7 @@ async fn the_port_serves_grpc_health_and_reflection() {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let mut replies = ServerReflectionClient::new(channel)
+    let mut replies = ServerReflectionClient::new(channel.clone())
         .server_reflection_info(tokio_stream::iter(vec![request]))
         .await
         .expect("reflection")
@@ -620,5 +620,28 @@ async fn the_port_serves_grpc_health_and_reflection() {
             names.iter().any(|n| n == wanted),
             "{wanted} missing from {names:?}"
         );
+    }
+
+    // The same list through v1alpha, which grpcurl and older clients ask.
+    {
+        use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut replies = ServerReflectionClient::new(channel)
+            .server_reflection_info(tokio_stream::iter(vec![request]))
+            .await
+            .expect("v1alpha reflection")
+            .into_inner();
+        let reply = replies.message().await.expect("reply").expect("some");
+        let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+            panic!("expected a service list, got {reply:?}");
+        };
+        let alpha: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        assert_eq!(alpha, names, "v1alpha lists what v1 does");
     }
 }

@@ -1,7 +1,7 @@
 //! A full disk (issue 20), with the real collector and a real agent: the
 //! collector's data dir sits on a small tmpfs that is filled up while the
 //! agent reports, then grown again. The collector must say NOT_SERVING
-//! while it cannot write, recover by itself once there is room (no
+//! (and `/healthz` 503) while it cannot write, recover by itself once there is room (no
 //! restart, and no agent's write needed to notice), and every report the agent spooled meanwhile must arrive.
 //! Needs root (it mounts a tmpfs); without root it says so and passes.
 
@@ -92,7 +92,10 @@ fn a_full_disk_fails_writes_and_the_collector_recovers_once_there_is_room() {
         .expect("runtime");
     let disk = Tmpfs::mount("48m").expect("mount a tmpfs");
     let data_dir = tempfile::tempdir_in(disk.path()).expect("data dir on the tmpfs");
-    let collector = Collector::start_in(data_dir, &[]);
+    let collector = Collector::start_in(data_dir, &["--metrics-listen", "127.0.0.1:0"]);
+    let metrics = collector.metrics_addr();
+    let healthz = || deskpulse_tests::http_get(&metrics, "/healthz");
+    assert!(healthz().0.starts_with("HTTP/1.1 200"), "{:?}", healthz());
     let agent = Agent::new();
     agent
         .enroll(&collector, &collector.enrollment_token(1))
@@ -130,6 +133,12 @@ fn a_full_disk_fails_writes_and_the_collector_recovers_once_there_is_room() {
     if not_serving.is_none() {
         broken.push("health said SERVING while writes failed".to_owned());
     }
+    let (head, body) = healthz();
+    if !head.starts_with("HTTP/1.1 503") || !body.contains("cannot write") {
+        broken.push(format!(
+            "/healthz said {head:?} {body:?} while writes failed"
+        ));
+    }
     assert_eq!(service.stop(), Some(0), "the agent stops on SIGTERM");
     let waiting = SpoolView::read(agent.state_dir.path());
     assert!(
@@ -148,6 +157,12 @@ fn a_full_disk_fails_writes_and_the_collector_recovers_once_there_is_room() {
             "health did not say SERVING again after the disk was grown, with no agent writing"
                 .to_owned(),
         );
+    }
+    let (head, body) = healthz();
+    if !head.starts_with("HTTP/1.1 200") {
+        broken.push(format!(
+            "/healthz said {head:?} {body:?} once writes worked again"
+        ));
     }
     let service = AgentService::start(&agent, &[]);
     let arrived = wait_for(Duration::from_secs(120), || {

@@ -450,11 +450,20 @@ fn an_agent_offline_past_its_certificate_is_refused_and_comes_back_only_with_an_
     // accepts) makes a new host until an admin approves it.
     let collector = Collector::start_in(collector.into_data_dir(), &[]);
     let admin = collector.admin_token();
-    let out = enroll_in(
+    let ca = collector.ca_file();
+    let out = agent_in(
         &agent,
-        &collector,
-        &collector.enrollment_token(1),
         root.path(),
+        &[
+            "enroll",
+            "--force",
+            "--collector",
+            &collector.url(),
+            "--token",
+            &collector.enrollment_token(1),
+            "--ca-file",
+            ca.to_str().expect("utf-8 path"),
+        ],
     )
     .expect_code(0);
     assert!(

@@ -58,6 +58,36 @@ async fn metrics_are_served_in_the_exposition_format_and_count_reports() {
     })
     .expect("the collector logs its metrics address");
 
+    // Before anything happened, every metric is there at 0, with the
+    // build and the process's own figures.
+    let (_, body) = scrape(&addr, "/metrics");
+    for wanted in [
+        "deskpulse_reports_total{kind=\"health\"} 0",
+        "deskpulse_reports_total{kind=\"inventory\"} 0",
+        "deskpulse_reports_rejected_total 0",
+        "deskpulse_ingest_latency_seconds_count 0",
+        "deskpulse_store_batch_seconds_count 0",
+        "deskpulse_store_batch_reports_count 0",
+        "deskpulse_agents_connected 0",
+        "deskpulse_ingest_queue_depth 0",
+        "deskpulse_jobs{state=\"queued\"} 0",
+        "deskpulse_jobs{state=\"completed\"} 0",
+        concat!(
+            "deskpulse_build_info{version=\"",
+            env!("CARGO_PKG_VERSION"),
+            "\"} 1"
+        ),
+        "process_resident_memory_bytes ",
+        "process_cpu_seconds_total ",
+        "process_open_fds ",
+        "process_start_time_seconds ",
+    ] {
+        assert!(body.contains(wanted), "{wanted} at start-up in\n{body}");
+    }
+    let (head, body) = scrape(&addr, "/healthz");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, "ok\n");
+
     let agent = Agent::new();
     agent
         .enroll(&collector, &collector.enrollment_token(1))
@@ -103,6 +133,43 @@ async fn metrics_are_served_in_the_exposition_format_and_count_reports() {
     }
     let (head, _) = scrape(&addr, "/other");
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
+
+    // A job queued for a PC that is away counts as queued; once it leaves
+    // that state, queued reads 0 again, not the last count it had.
+    let away = Agent::new();
+    away.enroll(&collector, &collector.enrollment_token(1))
+        .expect_code(0);
+    let admin = collector.admin_token();
+    let queued = collector
+        .cli(
+            &admin,
+            &[
+                "--json",
+                "run",
+                &away.host_id(),
+                "ping",
+                "--param",
+                "host=127.0.0.1",
+            ],
+        )
+        .expect_code(0);
+    let job: serde_json::Value = serde_json::from_str(&queued.stdout).expect("job JSON");
+    let id = job["id"].as_str().expect("job id").to_owned();
+    let (_, during) = scrape(&addr, "/metrics");
+    assert!(
+        during.contains("deskpulse_jobs{state=\"queued\"} 1"),
+        "{during}"
+    );
+    collector
+        .cli(&admin, &["job", "cancel", &id])
+        .expect_code(0);
+    let (_, after) = scrape(&addr, "/metrics");
+    for wanted in [
+        "deskpulse_jobs{state=\"queued\"} 0",
+        "deskpulse_jobs{state=\"cancelled\"} 1",
+    ] {
+        assert!(after.contains(wanted), "{wanted} in\n{after}");
+    }
 
     match std::process::Command::new("promtool")
         .args(["check", "metrics"])

@@ -445,3 +445,67 @@ async fn tickets_show_who_has_them_and_reopen_without_their_old_resolution() {
         text.stdout
     );
 }
+
+/// The offline ticket of `host`, as `--json tickets --host` lists it.
+fn offline_ticket(collector: &Collector, token: &str, host: &str) -> Option<serde_json::Value> {
+    let out = collector
+        .cli(token, &["--json", "tickets", "--host", host])
+        .expect_code(0);
+    json(&out)
+        .as_array()
+        .expect("array")
+        .iter()
+        .find(|t| t["rule"] == "offline")
+        .cloned()
+}
+
+#[test]
+fn a_host_back_from_offline_resolves_its_ticket_when_the_quiet_period_ends() {
+    // A 30 s quiet period, and a PC whose collector jumps 15 minutes on:
+    // the always-on PC has been silent past the offline rule's 10 minutes.
+    let collector = Collector::start();
+    let admin = collector.admin_token();
+    let agent = enrolled(&collector);
+    agent.command(&["run", "--once"]).expect_code(0);
+    let host = agent.host_id();
+    collector
+        .cli(&admin, &["host", "tag", &host, "always-on=yes"])
+        .expect_code(0);
+    let dir = tempfile::tempdir().expect("temp dir");
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, "[tickets]\nquiet = \"30s\"\n").expect("write");
+    collector
+        .cli(&admin, &["rules", "apply", policy.to_str().expect("utf-8")])
+        .expect_code(0);
+    let addr = collector.addr.to_string();
+    let collector = Collector::start_with_env(
+        collector.into_data_dir(),
+        &addr,
+        &[],
+        &[("DESKPULSE_TEST_CLOCK_OFFSET_SECS", "900")],
+    );
+    let opened = deskpulse_tests::wait_for(std::time::Duration::from_secs(30), || {
+        offline_ticket(&collector, &admin, &host)
+    })
+    .expect("an offline ticket opens on the collector's first pass");
+    assert_eq!(opened["status"], "new", "{opened}");
+
+    // The PC comes back: its ticket resolves once it has streamed for the
+    // quiet period, within a few seconds of that, not on a minute's tick.
+    let back = std::time::Instant::now();
+    let _service = deskpulse_tests::AgentService::start(&agent, &[]);
+    let resolved = deskpulse_tests::wait_for(std::time::Duration::from_secs(150), || {
+        offline_ticket(&collector, &admin, &host).filter(|t| t["status"] == "resolved")
+    })
+    .expect("the offline ticket resolves");
+    let took = back.elapsed();
+    assert!(
+        took >= std::time::Duration::from_secs(30),
+        "resolved {took:?} after the PC came back, inside the 30 s quiet period"
+    );
+    assert!(
+        took <= std::time::Duration::from_secs(40),
+        "resolved {took:?} after the PC came back: its 30 s quiet period ended long before"
+    );
+    assert_eq!(resolved["id"], opened["id"]);
+}

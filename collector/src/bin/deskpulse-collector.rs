@@ -357,6 +357,7 @@ async fn serve(config: config::ServeConfig, init: bool) -> CommandResult {
         let _ = writeln!(stdout, "listening {addr}");
         let _ = stdout.flush();
     }
+    let writes = deskpulse_collector::ingest::WriteHealth::default();
     if let Some((listener, handle)) = metrics {
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "metrics listening");
@@ -367,6 +368,7 @@ async fn serve(config: config::ServeConfig, init: bool) -> CommandResult {
                 listener,
                 handle,
                 ctx.store.clone(),
+                writes.clone(),
                 ctx.shutdown.clone(),
             ),
         ));
@@ -404,6 +406,7 @@ async fn serve(config: config::ServeConfig, init: bool) -> CommandResult {
     };
     server::serve(
         ctx,
+        writes,
         listener,
         &identity,
         follow,

@@ -52,6 +52,7 @@ struct EntryJson<'a> {
     token_id: Option<&'a str>,
     action: &'a str,
     subject: &'a str,
+    hostname: Option<&'a str>,
     detail: &'a str,
     hash: &'a str,
 }
@@ -72,6 +73,7 @@ impl<'a> From<&'a AuditEntry> for EntryJson<'a> {
             token_id: some(&e.token_id),
             action: &e.action,
             subject: &e.subject,
+            hostname: some(&e.hostname),
             detail: &e.detail,
             hash: &e.hash,
         }
@@ -133,7 +135,13 @@ pub(super) async fn run(client: &mut Client, args: AuditArgs, json: bool) -> Com
                     e.technician.clone()
                 },
                 e.action.clone(),
-                e.subject.clone(),
+                // The host's name beside its id: ids alone say nothing to
+                // a reader.
+                if e.hostname.is_empty() {
+                    e.subject.clone()
+                } else {
+                    format!("{} ({})", e.subject, e.hostname)
+                },
                 e.detail.clone(),
             ]
         })

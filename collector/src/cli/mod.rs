@@ -302,6 +302,18 @@ enum HostCommand {
         #[arg(long, value_name = "TEXT")]
         reason: Option<String>,
     },
+    /// Retire a host gone for good (admin): it leaves the fleet lists and
+    /// raises no more tickets, its open tickets close with the reason, its
+    /// certificate is revoked (the PC comes back only by enrolling again),
+    /// and its history stays (`host show`, `hosts --retired`).
+    Retire {
+        /// A host name, a host id, or a unique prefix of an id.
+        host: String,
+        /// Why, kept in the audit log, written into each ticket it closes
+        /// and shown by `host show`.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -449,6 +461,12 @@ struct HostFilterArgs {
     /// A tag key=value; repeat for more.
     #[arg(long = "tag", value_name = "KEY=VALUE", value_parser = |t: &str| crate::query::parse_tag(t, false))]
     tags: Vec<(String, String)>,
+    /// Only retired hosts (`host retire`), which are left out otherwise.
+    #[arg(long, conflicts_with = "all")]
+    retired: bool,
+    /// Retired hosts too.
+    #[arg(long)]
+    all: bool,
 }
 
 impl HostFilterArgs {
@@ -475,6 +493,13 @@ impl HostFilterArgs {
             ip: self.ip.clone().unwrap_or_default(),
             mac: self.mac.clone().unwrap_or_default(),
             tags: self.tags.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            retired: if self.retired {
+                deskpulse_proto::v1::RetiredHosts::Only
+            } else if self.all {
+                deskpulse_proto::v1::RetiredHosts::Included
+            } else {
+                deskpulse_proto::v1::RetiredHosts::Excluded
+            } as i32,
         }
     }
 }
@@ -927,6 +952,9 @@ async fn run(
         Command::Audit(args) => audit::run(&mut client, args, json).await,
         Command::Host(HostCommand::Revoke { host, reason }) => {
             revocation::revoke_host(&mut client, host, reason, json).await
+        }
+        Command::Host(HostCommand::Retire { host, reason }) => {
+            revocation::retire_host(&mut client, host, reason, json).await
         }
         Command::Tokens => revocation::tokens(&mut client, json).await,
         Command::Token(command) => revocation::token(&mut client, command, json).await,

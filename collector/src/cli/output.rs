@@ -117,6 +117,8 @@ pub struct HostJson<'a> {
     pub last_seen: Option<String>,
     /// When enrolled, RFC 3339.
     pub enrolled_at: Option<String>,
+    /// When retired (issue 21), RFC 3339, or null.
+    pub retired_at: Option<String>,
 }
 
 impl<'a> From<&'a HostSummary> for HostJson<'a> {
@@ -129,6 +131,7 @@ impl<'a> From<&'a HostSummary> for HostJson<'a> {
             presence: presence(h.presence),
             last_seen: iso(h.last_seen_unix_ms),
             enrolled_at: iso(h.enrolled_at_unix_ms),
+            retired_at: iso(h.retired_at_unix_ms),
         }
     }
 }
@@ -198,7 +201,11 @@ pub fn hosts(hosts: &[HostSummary], software_filter: bool, json: bool) -> Comman
             }
             row.extend([
                 ago(h.last_seen_unix_ms),
-                presence(h.presence).to_owned(),
+                if h.retired_at_unix_ms > 0 {
+                    "retired".to_owned()
+                } else {
+                    presence(h.presence).to_owned()
+                },
                 h.host_id.clone(),
             ]);
             row
@@ -241,6 +248,8 @@ struct HostDetailJson<'a> {
     revoked_at: Option<String>,
     revoked_by: Option<&'a str>,
     revoke_reason: Option<&'a str>,
+    retired_by: Option<&'a str>,
+    retire_reason: Option<&'a str>,
     clock: Option<ClockJson>,
 }
 
@@ -969,6 +978,8 @@ pub fn host(detail: &GetHostResponse, health_asked: bool, json: bool) -> Command
             revoked_at: iso(detail.revoked_at_unix_ms),
             revoked_by: (detail.revoked_at_unix_ms > 0).then_some(detail.revoked_by.as_str()),
             revoke_reason: (detail.revoked_at_unix_ms > 0).then_some(detail.revoke_reason.as_str()),
+            retired_by: (detail.retired_at_unix_ms > 0).then_some(detail.retired_by.as_str()),
+            retire_reason: (detail.retired_at_unix_ms > 0).then_some(detail.retire_reason.as_str()),
             clock: detail.clock.as_ref().map(clock_json),
         });
     }
@@ -987,6 +998,21 @@ pub fn host(detail: &GetHostResponse, health_asked: bool, json: bool) -> Command
             ago(summary.last_seen_unix_ms)
         ),
     );
+    if detail.retired_at_unix_ms > 0 {
+        let reason = if detail.retire_reason.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", detail.retire_reason)
+        };
+        field(
+            "RETIRED",
+            format!(
+                "at {} by {}{reason}; out of the fleet, its history kept",
+                time(detail.retired_at_unix_ms),
+                detail.retired_by
+            ),
+        );
+    }
     if detail.revoked_at_unix_ms > 0 {
         let reason = if detail.revoke_reason.is_empty() {
             String::new()

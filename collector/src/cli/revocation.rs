@@ -1,12 +1,13 @@
 //! Revocation from the CLI (issue 20), all admin: `host revoke HOST
-//! [--reason TEXT]`, `tokens`, `token revoke ID`, `enroll-token list` and
+//! [--reason TEXT]`, `host retire HOST [--reason TEXT]` (issue 21), `tokens`, `token revoke ID`, `enroll-token list` and
 //! `enroll-token revoke ID`. Kept apart from the other commands so the
 //! CLI's dispatch grows by a few arms; the JSON shapes are in
 //! `docs/cli-json.md`.
 
 use deskpulse_proto::v1::{
     ApiToken, EnrollmentToken, ListApiTokensRequest, ListEnrollmentTokensRequest,
-    RevokeApiTokenRequest, RevokeEnrollmentTokenRequest, RevokeHostRequest, Role,
+    RetireHostRequest, RevokeApiTokenRequest, RevokeEnrollmentTokenRequest, RevokeHostRequest,
+    Role,
 };
 use serde::Serialize;
 
@@ -158,6 +159,50 @@ pub async fn revoke_host(
         revoked.hostname,
         revoked.host_id,
         time(revoked.revoked_at_unix_ms)
+    );
+    Ok(())
+}
+
+/// `deskpulse host retire HOST [--reason TEXT]`.
+pub async fn retire_host(
+    client: &mut Client,
+    host: String,
+    reason: Option<String>,
+    json: bool,
+) -> CommandResult {
+    let retired = client
+        .retire_host(RetireHostRequest {
+            host,
+            reason: reason.unwrap_or_default(),
+        })
+        .await
+        .map_err(call_failed)?
+        .into_inner();
+    if json {
+        return print_json(&serde_json::json!({
+            "host_id": retired.host_id,
+            "hostname": retired.hostname,
+            "retired_at": iso(retired.retired_at_unix_ms),
+            "closed_tickets": retired.closed_tickets,
+        }));
+    }
+    let closed = match retired.closed_tickets.as_slice() {
+        [] => "no open tickets".to_owned(),
+        ids => format!(
+            "closed ticket{} {}",
+            if ids.len() == 1 { "" } else { "s" },
+            ids.iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    outln!(
+        "retired {} ({}) at {}: {closed}; it is out of the fleet lists (`hosts --retired` lists it) \
+         and its certificate is revoked, so the PC comes back only by enrolling again",
+        retired.hostname,
+        retired.host_id,
+        time(retired.retired_at_unix_ms)
     );
     Ok(())
 }

@@ -70,7 +70,11 @@ async fn a_report_the_store_refuses_fails_alone_and_its_batch_commits() {
         .await
         .expect("open");
     let host = enrolled(&store).await;
-    let (ingest, writer) = Ingest::spawn(store.clone(), Arc::new(ManualClock::new(5_000)));
+    let (ingest, writer) = Ingest::spawn(
+        store.clone(),
+        Arc::new(ManualClock::new(5_000)),
+        crate::ingest::WriteHealth::default(),
+    );
     // Queued before the writer runs, so the three share one batch. A NaN
     // free figure cannot be stored (it becomes NULL in a NOT NULL column);
     // only the newest sample's free space is written.

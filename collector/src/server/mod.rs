@@ -154,36 +154,74 @@ pub async fn maintain_history(ctx: ServerContext, retention: crate::config::Rete
     }
 }
 
-/// Every minute until shutdown: advances rule timers, so a recovered
-/// condition auto-resolves its ticket after the quiet period even when no
-/// sample arrives, escalates tickets whose SLA targets passed, and expires
-/// diagnostic requests past their TTL.
+/// How often the timer task asks the store when the next timer falls due:
+/// beside the pass itself, the most a timer fires late. The question is one
+/// statement of indexed minimums (no lock, no write), so each replica asks
+/// it on its own and needs no word from the others about their writes.
+const TIMER_POLL: Duration = Duration::from_secs(2);
+/// How often the timer task sweeps every offline host, due or not: silence
+/// is counted in whole minutes (D18), so a finer sweep would find nothing
+/// new.
+const TIMER_SWEEP: Duration = Duration::from_secs(60);
+
+/// Until shutdown: advances rule timers, so a recovered condition
+/// auto-resolves its ticket when its quiet period ends even when no sample
+/// arrives, escalates tickets whose SLA targets passed, and expires
+/// diagnostic requests past their TTL, each within [`TIMER_POLL`] of its
+/// due time; and once a [`TIMER_SWEEP`] evaluates the offline rules on
+/// every silent host.
 pub async fn advance_rule_timers(ctx: ServerContext) {
-    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    let mut poll = tokio::time::interval(TIMER_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next_sweep = tokio::time::Instant::now();
     loop {
         tokio::select! {
             () = ctx.shutdown.cancelled() => return,
-            _ = tick.tick() => {}
+            _ = poll.tick() => {}
         }
-        match ctx.store.advance_rule_timers(ctx.clock.now_ms()).await {
-            Ok(0) => {}
-            Ok(actions) => tracing::info!(actions, "rule timers advanced"),
-            Err(error) => tracing::warn!(%error, "advancing rule timers failed"),
-        }
-        match ctx.store.advance_sla(ctx.clock.now_ms()).await {
-            Ok(0) => {}
-            Ok(changed) => tracing::info!(changed, "tickets escalated or closed on their SLA"),
-            Err(error) => tracing::warn!(%error, "advancing ticket SLAs failed"),
-        }
-        match ctx.store.expire_jobs(ctx.clock.now_ms()).await {
-            Ok(expired) => {
-                for job in expired {
-                    tracing::info!(job = %job.id, host = %job.host_id, diagnostic = %job.diagnostic, "diagnostic request expired");
-                    ctx.dispatch.finished(&job.id);
+        let now_ms = ctx.clock.now_ms();
+        let sweep = tokio::time::Instant::now() >= next_sweep;
+        if sweep {
+            next_sweep = tokio::time::Instant::now() + TIMER_SWEEP;
+        } else {
+            match ctx.store.next_timer_due(now_ms).await {
+                Ok(Some(due_ms)) if due_ms <= now_ms => {}
+                Ok(_) => continue,
+                Err(error) => {
+                    tracing::warn!(%error, "reading the next timer failed");
+                    continue;
                 }
             }
-            Err(error) => tracing::warn!(%error, "expiring diagnostic jobs failed"),
         }
+        advance_timers_once(&ctx, now_ms, sweep).await;
+    }
+}
+
+/// One pass of the timer task at `now_ms`.
+async fn advance_timers_once(ctx: &ServerContext, now_ms: i64, sweep: bool) {
+    let advanced = if sweep {
+        ctx.store.advance_rule_timers(now_ms).await
+    } else {
+        ctx.store.advance_due_rule_timers(now_ms).await
+    };
+    match advanced {
+        Ok(0) => {}
+        Ok(actions) => tracing::info!(actions, "rule timers advanced"),
+        Err(error) => tracing::warn!(%error, "advancing rule timers failed"),
+    }
+    match ctx.store.advance_sla(now_ms).await {
+        Ok(0) => {}
+        Ok(changed) => tracing::info!(changed, "tickets escalated or closed on their SLA"),
+        Err(error) => tracing::warn!(%error, "advancing ticket SLAs failed"),
+    }
+    match ctx.store.expire_jobs(now_ms).await {
+        Ok(expired) => {
+            for job in expired {
+                tracing::info!(job = %job.id, host = %job.host_id, diagnostic = %job.diagnostic, "diagnostic request expired");
+                ctx.dispatch.finished(&job.id);
+            }
+        }
+        Err(error) => tracing::warn!(%error, "expiring diagnostic jobs failed"),
     }
 }
 
@@ -295,9 +333,11 @@ async fn keep_replica_alive(ctx: ServerContext) {
 }
 
 /// Serves until `ctx.shutdown` is cancelled, then drains for at most
-/// `grace`, taking sockets within `limits`.
+/// `grace`, taking sockets within `limits`; the ingest writer keeps
+/// `writes` (which `/healthz` reads too).
 pub async fn serve(
     ctx: ServerContext,
+    writes: crate::ingest::WriteHealth,
     listener: TcpListener,
     identity: &KeyAndCert,
     follow: rotation::CaFollow,
@@ -321,7 +361,7 @@ pub async fn serve(
         rotation::follow(ctx.clone(), follow, tls_updates),
     ));
 
-    let (ingest, writer) = Ingest::spawn(ctx.store.clone(), ctx.clock.clone());
+    let (ingest, writer) = Ingest::spawn(ctx.store.clone(), ctx.clock.clone(), writes);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health
@@ -341,6 +381,11 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(deskpulse_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()?;
+    // grpcurl, Postman and older clients still ask v1alpha only.
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(deskpulse_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
 
     // Agents send zstd; the collector answers uncompressed. Its messages
     // are Acks of a few dozen bytes and small job requests, which zstd
@@ -375,6 +420,7 @@ pub async fn serve(
         ))
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(enroll)
         .add_service(agents)
         .add_service(technicians)

@@ -38,7 +38,7 @@ pub const POLL_WINDOW: Duration = Duration::from_secs(600);
 pub fn host_message(at: Option<&str>) -> String {
     let when = at.map(|at| format!(" at {at}")).unwrap_or_default();
     format!(
-        "this host was revoked by an admin{when}; its certificate is refused: the agent must enroll again with a fresh token"
+        "this host was revoked or retired by an admin{when}; its certificate is refused: the agent must enroll again with a fresh token (deskpulse-agent enroll --force …)"
     )
 }
 

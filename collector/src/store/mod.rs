@@ -207,6 +207,15 @@ pub enum ReportPayload {
     },
 }
 
+/// Every [`ReportPayload::kind`], for the metrics registered at start.
+pub const REPORT_KINDS: [&str; 5] = [
+    "inventory",
+    "inventory_delta",
+    "health",
+    "diagnostic_result",
+    "user_issue",
+];
+
 impl ReportPayload {
     /// The payload's kind, as metrics label it.
     pub fn kind(&self) -> &'static str {

@@ -11,7 +11,7 @@ use crate::store::{AuditRecord, HostRow, JobRow, KbHit, StoreError, StoreResult,
 /// The columns [`host_row`] reads.
 pub(crate) const HOST_COLUMNS: &str = "id, hostname, os_name, os_version, enrolled_at_ms, \
      last_seen_at_ms, session_replica, goodbye_reason, health_interval_secs, agent_version, \
-     cert_serial, cert_sha256";
+     cert_serial, cert_sha256, retired_at_ms";
 
 /// The columns [`ticket_row`] reads (`t` the ticket, `h` its host).
 pub(crate) const TICKET_COLUMNS: &str = "t.id, t.host_id, h.hostname, t.rule, t.subject, t.title, \
@@ -121,6 +121,7 @@ pub(crate) fn host_row(row: &(impl Columns + ?Sized)) -> StoreResult<HostRow> {
         agent_version: row.text("agent_version")?,
         cert_serial: row.text("cert_serial")?,
         cert_sha256: row.text("cert_sha256")?,
+        retired_at_ms: row.opt_int("retired_at_ms")?,
     })
 }
 

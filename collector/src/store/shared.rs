@@ -8,6 +8,7 @@
 //!
 //! [`Store`]: crate::store::Store
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 
@@ -20,7 +21,8 @@ use crate::store::rows::{HOST_COLUMNS, host_row};
 use crate::store::sql::tickets::BackendSql;
 use crate::store::sql::{self, Dialect, SendFuture, Value, push_values};
 use crate::store::{
-    ApiTokenRow, EnrollmentTokenRow, HostRevocation, RevokeOutcome, Revoked, TokenCheck,
+    ApiTokenRow, EnrollmentTokenRow, HostRevocation, RetireOutcome, RevokeOutcome, Revoked,
+    TokenCheck,
 };
 use crate::store::{
     AuditEntry, AuditHead, AuditQuery, AuditRecord, CaRecord, CertStanding, ChangeQuery, ChangeRow,
@@ -247,6 +249,20 @@ pub trait SharedQueries: Send + Sync {
         now_ms: i64,
     ) -> StoreResult<RevokeOutcome>;
 
+    /// Retires the host `host_id` by `by` for `reason`, with `audit` (its
+    /// action and subject; the tickets closed are added to its detail), in
+    /// one transaction (issue 21): it leaves the fleet lists, its
+    /// certificates are revoked, its rule states go, and its open tickets
+    /// are closed with the reason, each change audited as `audit`'s actor.
+    async fn retire_host(
+        &self,
+        host_id: &str,
+        by: &str,
+        reason: &str,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> StoreResult<RetireOutcome>;
+
     /// Revokes the API token `token_id` by `by`, with `audit`, unless it is
     /// the last working admin token ([`RevokeOutcome::LastAdmin`]).
     async fn revoke_api_token(
@@ -291,9 +307,21 @@ pub trait SharedQueries: Send + Sync {
     async fn list_tickets(&self, query: &TicketQuery) -> StoreResult<Vec<TicketRow>>;
 
     /// Advances rule timers (quiet periods, reopen windows) and evaluates
-    /// the offline rules (D18) at `now_ms`; returns how many ticket actions
-    /// that took.
+    /// the offline rules (D18) on every host at `now_ms`; returns how many
+    /// ticket actions that took.
     async fn advance_rule_timers(&self, now_ms: i64) -> StoreResult<u64>;
+
+    /// Advances the rule timers due at `now_ms`, and the offline rules only
+    /// of hosts whose offline ticket is open and that stream again: the
+    /// pass the timer task runs whenever [`SharedQueries::next_timer_due`]
+    /// says so; returns how many ticket actions that took.
+    async fn advance_due_rule_timers(&self, now_ms: i64) -> StoreResult<u64>;
+
+    /// When the next timer (a quiet period, a reopen window, an SLA
+    /// target, a job's expiry, a host back from offline) falls due, by the
+    /// policy in force; `None` when nothing waits. Reads indexed minimums,
+    /// takes no lock.
+    async fn next_timer_due(&self, now_ms: i64) -> StoreResult<Option<i64>>;
 
     /// The fleet policy in force.
     async fn policy(&self) -> StoreResult<Arc<PolicyRecord>>;
@@ -312,13 +340,16 @@ pub trait SharedQueries: Send + Sync {
     /// A ticket and its worklog, oldest first.
     async fn ticket(&self, id: i64) -> StoreResult<Option<(TicketRow, Vec<WorklogEntry>)>>;
 
-    /// Applies a technician's change, with a worklog entry. The first
-    /// action meets the response target (D22).
+    /// Applies a technician's change, with a worklog entry, audited in
+    /// the same transaction as `by` (who acted; the action is the change's,
+    /// `ticket.assign` … `ticket.reopen`, and the detail the worklog
+    /// entry's text). The first action meets the response target (D22).
     async fn update_ticket(
         &self,
         id: i64,
         change: &TicketChange,
         author: &str,
+        by: &AuditEntry,
         now_ms: i64,
     ) -> StoreResult<Result<TicketRow, TicketRefusal>>;
 
@@ -359,6 +390,9 @@ pub trait SharedQueries: Send + Sync {
         hosts: &[&str],
         query: &HostQuery,
     ) -> StoreResult<Vec<SoftwareMatch>>;
+
+    /// The current host name of each of `host_ids` that is a host.
+    async fn hostnames(&self, host_ids: &[&str]) -> StoreResult<HashMap<String, String>>;
 
     /// The host whose id is `query`, alone; else every host whose id
     /// starts with `query` or whose host name equals it
@@ -819,6 +853,7 @@ impl<T: SqlBackend> SharedQueries for T {
         let mut sql = QueryBuilder::new(format!(
             "SELECT {HOST_COLUMNS}, inventory, inventory_at_ms, last_health, health_at_ms, \
              spool_counters, spool_counters_at_ms, revoked_at_ms, revoked_by, revoked_reason, \
+             retired_by, retired_reason, \
              clock_offset_ms, clock_measured_at_ms, clock_clamped, clock_claimed_at_ms \
              FROM {} WHERE hosts.id = ",
             T::HOST_DETAIL_FROM
@@ -837,6 +872,14 @@ impl<T: SqlBackend> SharedQueries for T {
                         at_ms,
                         by: r.opt_text("revoked_by")?.unwrap_or_default(),
                         reason: r.opt_text("revoked_reason")?.unwrap_or_default(),
+                    }),
+                    None => None,
+                },
+                retired: match r.opt_int("retired_at_ms")? {
+                    Some(at_ms) => Some(HostRevocation {
+                        at_ms,
+                        by: r.opt_text("retired_by")?.unwrap_or_default(),
+                        reason: r.opt_text("retired_reason")?.unwrap_or_default(),
                     }),
                     None => None,
                 },
@@ -889,6 +932,24 @@ impl<T: SqlBackend> SharedQueries for T {
             audit,
         };
         sql::revocation::revoke_host(self.begin(), revocation, now_ms).await
+    }
+
+    async fn retire_host(
+        &self,
+        host_id: &str,
+        by: &str,
+        reason: &str,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> StoreResult<RetireOutcome> {
+        let policy = self.current_policy();
+        let retirement = sql::revocation::Revocation {
+            id: host_id,
+            by,
+            reason,
+            audit,
+        };
+        sql::revocation::retire_host(self.begin(), &policy.policy, retirement, now_ms).await
     }
 
     async fn revoke_api_token(
@@ -975,7 +1036,29 @@ impl<T: SqlBackend> SharedQueries for T {
 
     async fn advance_rule_timers(&self, now_ms: i64) -> StoreResult<u64> {
         let policy = self.current_policy();
-        sql::tickets::advance_timers(self.begin(), &policy.policy, now_ms).await
+        sql::tickets::advance_timers(self.begin(), &policy.policy, now_ms, true).await
+    }
+
+    async fn advance_due_rule_timers(&self, now_ms: i64) -> StoreResult<u64> {
+        let policy = self.current_policy();
+        sql::tickets::advance_timers(self.begin(), &policy.policy, now_ms, false).await
+    }
+
+    async fn next_timer_due(&self, now_ms: i64) -> StoreResult<Option<i64>> {
+        let policy = self.current_policy();
+        let offline_rules: Vec<&str> = policy
+            .policy
+            .rules
+            .iter()
+            .filter(|r| r.metric == crate::rules::model::Metric::OfflineMinutes)
+            .map(|r| r.name.as_str())
+            .collect();
+        let starts = sql::tickets::timer_starts(self.reads(), &offline_rules).await?;
+        Ok(crate::store::engine::tickets::next_due(
+            &starts,
+            &policy.policy,
+            now_ms,
+        ))
     }
 
     async fn policy(&self) -> StoreResult<Arc<PolicyRecord>> {
@@ -1013,10 +1096,12 @@ impl<T: SqlBackend> SharedQueries for T {
         id: i64,
         change: &TicketChange,
         author: &str,
+        by: &AuditEntry,
         now_ms: i64,
     ) -> StoreResult<Result<TicketRow, TicketRefusal>> {
         let policy = self.current_policy();
-        sql::tickets::update(self.begin(), &policy.policy, id, change, author, now_ms).await
+        let begin = self.begin();
+        sql::tickets::update(begin, &policy.policy, id, change, author, by, now_ms).await
     }
 
     async fn advance_sla(&self, now_ms: i64) -> StoreResult<u64> {
@@ -1094,6 +1179,19 @@ impl<T: SqlBackend> SharedQueries for T {
         }
         audited(self.begin(), sql, audit, now_ms).await?;
         Ok(())
+    }
+
+    async fn hostnames(&self, host_ids: &[&str]) -> StoreResult<HashMap<String, String>> {
+        if host_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut sql = QueryBuilder::new("SELECT id, hostname FROM hosts WHERE id");
+        T::Db::push_in(&mut sql, host_ids)?;
+        let rows = T::Db::all(self.reads(), sql, |r| {
+            Ok((r.text("id")?, r.text("hostname")?))
+        })
+        .await?;
+        Ok(rows.into_iter().collect())
     }
 
     async fn tags(&self, host_id: &str) -> StoreResult<Vec<(String, String)>> {

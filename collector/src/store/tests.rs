@@ -265,6 +265,7 @@ contract! {
     a_rule_in_seconds_says_its_seconds_in_the_worklog,
     the_ticket_workflow_meets_response_pauses_while_waiting_and_escalates,
     an_always_on_host_that_goes_silent_gets_one_offline_ticket_and_a_laptop_none,
+    the_next_timer_is_read_from_the_store_and_fires_at_its_due_time,
     inventory_changes_open_tickets_once_and_the_first_inventory_none,
     an_employee_report_opens_a_ticket_with_its_sample_and_is_stored_once,
     a_report_key_raises_one_ticket_even_from_a_rolled_back_spool,
@@ -278,7 +279,9 @@ contract! {
     timer_passes_on_two_replicas_at_once_fire_each_due_timer_once,
     the_knowledge_base_finds_resolved_tickets_best_match_first,
     audit_appends_from_two_replicas_form_one_chain_and_edits_are_named,
+    every_ticket_change_is_audited_in_its_transaction_and_a_refused_one_not,
     a_revoked_host_is_refused_with_every_certificate,
+    a_retired_host_leaves_the_fleet_with_its_tickets_closed_and_its_history_kept,
     api_tokens_expire_are_revoked_and_the_last_admin_stays,
     a_revoked_enrollment_token_enrolls_nothing,
     a_ca_rotation_moves_hosts_over_and_retires_the_old_ca_only_when_empty_or_forced,
@@ -2144,7 +2147,13 @@ async fn the_ticket_workflow_meets_response_pauses_while_waiting_and_escalates(d
         let store = store.clone();
         async move {
             store
-                .update_ticket(ticket.id, &c, "bob", at)
+                .update_ticket(
+                    ticket.id,
+                    &c,
+                    "bob",
+                    &crate::store::AuditEntry::system("test", "", ""),
+                    at,
+                )
                 .await
                 .expect("update")
         }
@@ -2192,7 +2201,13 @@ async fn the_ticket_workflow_meets_response_pauses_while_waiting_and_escalates(d
     assert_eq!(reopened.status, "open");
     assert_eq!(
         store
-            .update_ticket(9999, &TicketChange::Escalate, "bob", t0)
+            .update_ticket(
+                9999,
+                &TicketChange::Escalate,
+                "bob",
+                &crate::store::AuditEntry::system("test", "", ""),
+                t0
+            )
             .await
             .expect("update"),
         Err(TicketRefusal::NotFound)
@@ -2337,6 +2352,77 @@ async fn an_always_on_host_that_goes_silent_gets_one_offline_ticket_and_a_laptop
         open,
         std::slice::from_ref(&laptop),
         "the desktop's ticket auto-resolved"
+    );
+}
+
+async fn the_next_timer_is_read_from_the_store_and_fires_at_its_due_time(db: TestDb) {
+    use deskpulse_proto::v1::{Inventory, SystemInfo};
+    let store = db.store.clone();
+    let min = 60_000;
+    let quiet = 15 * min;
+    assert_eq!(store.next_timer_due(0).await.expect("due"), None);
+    let desktop = enrolled_host(&store).await;
+    let inv = Inventory {
+        system: Some(SystemInfo {
+            chassis_type: "desktop".into(),
+            ..SystemInfo::default()
+        }),
+        ..Inventory::default()
+    };
+    store
+        .store_reports(&[full_inventory(&desktop, 1, 0, &inv)], 0)
+        .await
+        .expect("store");
+    assert_eq!(
+        store.advance_rule_timers(11 * min).await.expect("timers"),
+        1
+    );
+    let ticket = store.list_tickets(&open_tickets()).await.expect("list")[0].clone();
+    // Nothing due before the offline ticket's SLA response target.
+    let due = store.next_timer_due(11 * min).await.expect("due");
+    assert_eq!(due, Some(ticket.response_due_ms + 1));
+
+    // The desktop streams again: due at once. The pass between sweeps
+    // starts its quiet period then, and resolves it when it ends, to the
+    // millisecond.
+    let back = 11 * min + 20_000;
+    store
+        .session_opened(
+            &SessionOpen {
+                host_id: desktop.clone(),
+                replica: "r1".into(),
+                agent_version: "0.1.0".into(),
+                health_interval_secs: 60,
+                ..SessionOpen::default()
+            },
+            back,
+        )
+        .await
+        .expect("session");
+    assert_eq!(store.next_timer_due(back).await.expect("due"), Some(back));
+    store.advance_due_rule_timers(back).await.expect("timers");
+    let due = store.next_timer_due(back).await.expect("due");
+    assert_eq!(due, Some((back + quiet).min(ticket.response_due_ms + 1)));
+    assert_eq!(
+        store
+            .advance_due_rule_timers(back + quiet - 1)
+            .await
+            .expect("timers"),
+        0
+    );
+    assert_eq!(
+        store
+            .advance_due_rule_timers(back + quiet)
+            .await
+            .expect("timers"),
+        1
+    );
+    assert!(
+        store
+            .list_tickets(&open_tickets())
+            .await
+            .expect("list")
+            .is_empty()
     );
 }
 
@@ -2719,7 +2805,13 @@ async fn tickets_filter_by_assignee(db: TestDb) {
         .await
         .expect("create");
     store
-        .update_ticket(mine.id, &TicketChange::Assign("alice".into()), "alice", 2)
+        .update_ticket(
+            mine.id,
+            &TicketChange::Assign("alice".into()),
+            "alice",
+            &crate::store::AuditEntry::system("test", "", ""),
+            2,
+        )
         .await
         .expect("update")
         .expect("allowed");
@@ -3087,7 +3179,13 @@ async fn the_knowledge_base_finds_resolved_tickets_best_match_first(db: TestDb) 
                 .await
                 .expect("ticket");
             store
-                .update_ticket(t.id, &TicketChange::Resolve(resolution.into()), "alice", 2)
+                .update_ticket(
+                    t.id,
+                    &TicketChange::Resolve(resolution.into()),
+                    "alice",
+                    &crate::store::AuditEntry::system("test", "", ""),
+                    2,
+                )
                 .await
                 .expect("update")
                 .expect("resolved");
@@ -3149,7 +3247,13 @@ async fn the_knowledge_base_finds_resolved_tickets_best_match_first(db: TestDb) 
     }
     // Reopened: out of the knowledge base until it resolves again.
     store
-        .update_ticket(vpn, &TicketChange::Reopen, "alice", 4)
+        .update_ticket(
+            vpn,
+            &TicketChange::Reopen,
+            "alice",
+            &crate::store::AuditEntry::system("test", "", ""),
+            4,
+        )
         .await
         .expect("update")
         .expect("reopened");
@@ -3228,6 +3332,237 @@ async fn audit_appends_from_two_replicas_form_one_chain_and_edits_are_named(db: 
     assert_eq!(
         verified.problem.as_deref(),
         Some(format!("audit row {edited}: hash does not match its contents (edited?)").as_str())
+    );
+}
+
+async fn every_ticket_change_is_audited_in_its_transaction_and_a_refused_one_not(db: TestDb) {
+    let store = db.store.clone();
+    let host = enrolled_host(&store).await;
+    let ticket = store
+        .create_ticket(&host, "printer jams", None, "alice", 1_000)
+        .await
+        .expect("ticket");
+    let alice = AuditEntry {
+        technician_id: Some("tech-alice".into()),
+        token_id: Some("token-alice".into()),
+        action: String::new(),
+        subject: String::new(),
+        detail: String::new(),
+    };
+    let changes = [
+        TicketChange::Assign("alice".into()),
+        TicketChange::Status("in_progress".into()),
+        TicketChange::Note("swapped the fuser".into()),
+        TicketChange::Escalate,
+        TicketChange::Resolve("new fuser".into()),
+        TicketChange::Reopen,
+    ];
+    for (at, change) in (2_000..).zip(&changes) {
+        store
+            .update_ticket(ticket.id, change, "alice", &alice, at)
+            .await
+            .expect("update")
+            .expect("applied");
+    }
+    // Refused changes leave no entry: an unknown status, a reopen of an
+    // open ticket, a ticket that does not exist.
+    for (id, change) in [
+        (ticket.id, TicketChange::Status("done".into())),
+        (ticket.id, TicketChange::Reopen),
+        (9_999, TicketChange::Note("lost".into())),
+    ] {
+        let refused = store
+            .update_ticket(id, &change, "alice", &alice, 3_000)
+            .await
+            .expect("update");
+        assert!(refused.is_err(), "{change:?}");
+    }
+    let query = AuditQuery {
+        action_prefix: Some("ticket.".into()),
+        limit: 100,
+        ..AuditQuery::default()
+    };
+    let mut entries = store.list_audit(&query).await.expect("audit");
+    entries.reverse();
+    let seen: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| (e.action.as_str(), e.detail.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("ticket.assign", "assigned to alice"),
+            ("ticket.status", "status open -> in_progress"),
+            ("ticket.note", "swapped the fuser"),
+            ("ticket.escalate", "escalated to level 1"),
+            ("ticket.resolve", "resolved: new fuser"),
+            ("ticket.reopen", "reopened by hand"),
+        ]
+    );
+    let subject = format!("ticket {} on host {host}", ticket.id);
+    for entry in &entries {
+        assert_eq!(entry.subject, subject);
+        assert_eq!(entry.technician_id.as_deref(), Some("tech-alice"));
+        assert_eq!(entry.token_id.as_deref(), Some("token-alice"));
+    }
+    // `audit --host` finds them by the host's id, and the listing can name
+    // the host.
+    let by_host = AuditQuery {
+        subject_contains: Some(host.clone()),
+        action_prefix: Some("ticket.".into()),
+        limit: 100,
+        ..AuditQuery::default()
+    };
+    assert_eq!(store.list_audit(&by_host).await.expect("audit").len(), 6);
+    let names = store
+        .hostnames(&[host.as_str(), "no-such-host"])
+        .await
+        .expect("names");
+    assert_eq!(names.len(), 1);
+    assert_eq!(names[&host], "pc-1");
+}
+
+async fn a_retired_host_leaves_the_fleet_with_its_tickets_closed_and_its_history_kept(db: TestDb) {
+    use deskpulse_proto::v1::{Inventory, SystemInfo};
+    let store = db.store.clone();
+    let min = 60_000;
+    let gone = enrolled_host(&store).await;
+    token(&store, "second", i64::MAX, 1).await;
+    let kept = host_id(
+        &store
+            .enroll(&request("second", "uuid-kept"), 0, &cert)
+            .await
+            .expect("enroll"),
+    );
+    // Both desktops, silent: each gets an offline ticket; the one to
+    // retire has a manual ticket too.
+    for (seq, host) in [(1, &gone), (1, &kept)] {
+        let inv = Inventory {
+            system: Some(SystemInfo {
+                chassis_type: "desktop".into(),
+                ..SystemInfo::default()
+            }),
+            ..Inventory::default()
+        };
+        store
+            .store_reports(&[full_inventory(host, seq, 0, &inv)], 0)
+            .await
+            .expect("store");
+    }
+    store.advance_rule_timers(11 * min).await.expect("timers");
+    let manual = store
+        .create_ticket(&gone, "monitor flickers", None, "alice", 11 * min)
+        .await
+        .expect("ticket");
+    let open_of = |host: String| {
+        let store = store.clone();
+        async move {
+            store
+                .list_tickets(&open_tickets())
+                .await
+                .expect("list")
+                .into_iter()
+                .filter(|t| t.host_id == host)
+                .map(|t| t.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let mut before = open_of(gone.clone()).await;
+    before.sort_unstable();
+    assert_eq!(before.len(), 2, "an offline and a manual ticket");
+
+    let admin = AuditEntry {
+        technician_id: Some("tech-admin".into()),
+        token_id: Some("token-admin".into()),
+        action: "host.retire".into(),
+        subject: gone.clone(),
+        detail: "reason \"sold\"".into(),
+    };
+    let outcome = store
+        .retire_host(&gone, "admin", "sold", &admin, 12 * min)
+        .await
+        .expect("retire");
+    assert_eq!(outcome, RetireOutcome::Retired(before.clone()));
+    assert!(open_of(gone.clone()).await.is_empty());
+    let (closed, log) = store.ticket(manual.id).await.expect("read").expect("kept");
+    assert_eq!(closed.status, "closed");
+    assert!(
+        log.iter()
+            .any(|e| e.author == "admin" && e.note == "the host was retired by admin: sold"),
+        "{log:?}"
+    );
+
+    // Out of the lists unless asked for; its history and its host row stay.
+    let listed = |retired| HostQuery {
+        retired,
+        ..HostQuery::default()
+    };
+    assert_eq!(
+        ids(&store, &listed(RetiredHosts::Excluded)).await,
+        [kept.clone()]
+    );
+    assert_eq!(
+        ids(&store, &listed(RetiredHosts::Only)).await,
+        [gone.clone()]
+    );
+    assert_eq!(ids(&store, &listed(RetiredHosts::Included)).await.len(), 2);
+    let detail = store
+        .host_detail(&gone)
+        .await
+        .expect("detail")
+        .expect("kept");
+    let retired = detail.retired.expect("retired");
+    assert_eq!(
+        (retired.at_ms, retired.by.as_str(), retired.reason.as_str()),
+        (12 * min, "admin", "sold")
+    );
+    assert_eq!(detail.row.retired_at_ms, Some(12 * min));
+    // Its certificate is revoked with it.
+    assert_eq!(detail.revoked.map(|r| r.at_ms), Some(12 * min));
+    assert!(matches!(
+        store
+            .present_host_cert(&gone, &cert(&gone).expect("cert").sha256_hex)
+            .await
+            .expect("cert"),
+        CertStanding::Revoked { .. }
+    ));
+
+    // Time passes: no offline ticket for it again, the other host's stays.
+    store.advance_rule_timers(90 * min).await.expect("timers");
+    assert!(open_of(gone.clone()).await.is_empty());
+    assert_eq!(open_of(kept.clone()).await.len(), 1);
+
+    // Once only, and only a host.
+    assert_eq!(
+        store
+            .retire_host(&gone, "admin", "again", &admin, 13 * min)
+            .await
+            .expect("retire"),
+        RetireOutcome::AlreadyRetired(12 * min)
+    );
+    assert_eq!(
+        store
+            .retire_host("no-such-host", "admin", "", &admin, 13 * min)
+            .await
+            .expect("retire"),
+        RetireOutcome::Unknown
+    );
+    let audit = store
+        .list_audit(&AuditQuery {
+            action_prefix: Some("host.retire".into()),
+            limit: 10,
+            ..AuditQuery::default()
+        })
+        .await
+        .expect("audit");
+    assert_eq!(audit.len(), 1);
+    let listed_ids: Vec<String> = before.iter().map(i64::to_string).collect();
+    assert_eq!(
+        audit[0].detail,
+        format!(
+            "reason \"sold\"; open tickets closed: {}",
+            listed_ids.join(", ")
+        )
     );
 }
 

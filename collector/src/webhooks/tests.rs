@@ -563,14 +563,26 @@ async fn every_ticket_change_queues_its_event_for_the_webhooks_that_want_it() {
         TicketChange::Reopen,
     ] {
         store
-            .update_ticket(t.id, &change, "alice", T0 + 1000)
+            .update_ticket(
+                t.id,
+                &change,
+                "alice",
+                &crate::store::AuditEntry::system("test", "", ""),
+                T0 + 1000,
+            )
             .await
             .expect("update")
             .expect("applies");
     }
     // A refused change queues nothing.
     let refused = store
-        .update_ticket(t.id, &TicketChange::Reopen, "alice", T0 + 2000)
+        .update_ticket(
+            t.id,
+            &TicketChange::Reopen,
+            "alice",
+            &crate::store::AuditEntry::system("test", "", ""),
+            T0 + 2000,
+        )
         .await
         .expect("update");
     assert!(refused.is_err());
@@ -645,7 +657,13 @@ async fn every_ticket_change_queues_its_event_for_the_webhooks_that_want_it() {
 
     // A new event for each webhook, then removal.
     store
-        .update_ticket(t.id, &TicketChange::Resolve("again".into()), "alice", now)
+        .update_ticket(
+            t.id,
+            &TicketChange::Resolve("again".into()),
+            "alice",
+            &crate::store::AuditEntry::system("test", "", ""),
+            now,
+        )
         .await
         .expect("update")
         .expect("resolved");
@@ -1016,6 +1034,7 @@ async fn the_knowledge_base_finds_past_resolutions_best_first() {
                     t.id,
                     &TicketChange::Resolve(resolution.into()),
                     "alice",
+                    &crate::store::AuditEntry::system("test", "", ""),
                     T0 + 1,
                 )
                 .await
@@ -1097,7 +1116,13 @@ async fn the_knowledge_base_finds_past_resolutions_best_first() {
     // Reopening takes a ticket out of the knowledge base; resolving again
     // puts it back with the new resolution.
     store
-        .update_ticket(vpn, &TicketChange::Reopen, "alice", T0 + 2)
+        .update_ticket(
+            vpn,
+            &TicketChange::Reopen,
+            "alice",
+            &crate::store::AuditEntry::system("test", "", ""),
+            T0 + 2,
+        )
         .await
         .expect("update")
         .expect("reopened");
@@ -1113,6 +1138,7 @@ async fn the_knowledge_base_finds_past_resolutions_best_first() {
             vpn,
             &TicketChange::Note("the token expired".into()),
             "alice",
+            &crate::store::AuditEntry::system("test", "", ""),
             T0 + 3,
         )
         .await
@@ -1123,6 +1149,7 @@ async fn the_knowledge_base_finds_past_resolutions_best_first() {
             vpn,
             &TicketChange::Resolve("Reissued the VPN profile".into()),
             "alice",
+            &crate::store::AuditEntry::system("test", "", ""),
             T0 + 4,
         )
         .await

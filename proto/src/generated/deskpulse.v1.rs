@@ -2494,6 +2494,9 @@ pub struct HostFilter {
     /// Tags the host carries, each "key=value".
     #[prost(string, repeated, tag = "12")]
     pub tags: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Whether retired hosts are listed: left out by default.
+    #[prost(enumeration = "RetiredHosts", tag = "13")]
+    pub retired: i32,
 }
 /// One page of hosts.
 #[derive(serde::Serialize)]
@@ -2537,6 +2540,9 @@ pub struct HostSummary {
     /// (ecosystem, name and version set), ordered by name, at most 20.
     #[prost(message, repeated, tag = "8")]
     pub matched_software: ::prost::alloc::vec::Vec<Package>,
+    /// When the host was retired, ms since the Unix epoch; 0 if it was not.
+    #[prost(int64, tag = "9")]
+    pub retired_at_unix_ms: i64,
 }
 /// Asks for one host.
 #[derive(serde::Serialize)]
@@ -2611,6 +2617,15 @@ pub struct GetHostResponse {
     /// agent that sends its clock connects.
     #[prost(message, optional, tag = "18")]
     pub clock: ::core::option::Option<HostClock>,
+    /// When the host was retired, ms since the Unix epoch; 0 if it was not.
+    #[prost(int64, tag = "19")]
+    pub retired_at_unix_ms: i64,
+    /// Who retired it: a technician name.
+    #[prost(string, tag = "20")]
+    pub retired_by: ::prost::alloc::string::String,
+    /// The reason given, possibly empty.
+    #[prost(string, tag = "21")]
+    pub retire_reason: ::prost::alloc::string::String,
 }
 /// A host's clock against the collector's, measured from the agent's send
 /// time and the collector's receive time at each session and report.
@@ -3517,6 +3532,11 @@ pub struct AuditEntry {
     /// The entry's hash in the chain, hex.
     #[prost(string, tag = "10")]
     pub hash: ::prost::alloc::string::String,
+    /// The current name of the host the subject names (a host id, or "... on
+    /// host ID"), looked up when listed; empty when it names none. Not part
+    /// of the hash: a host's name changes, its entries do not.
+    #[prost(string, tag = "11")]
+    pub hostname: ::prost::alloc::string::String,
 }
 /// A page of audit entries, newest first.
 #[derive(serde::Serialize)]
@@ -3577,6 +3597,38 @@ pub struct RevokeHostResponse {
     /// True when its session was live on the replica that answered (other
     /// replicas cut theirs as they hear of it).
     #[prost(bool, tag = "4")]
+    pub session_cut_here: bool,
+}
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RetireHostRequest {
+    /// A host id, a unique prefix of one, or a host name.
+    #[prost(string, tag = "1")]
+    pub host: ::prost::alloc::string::String,
+    /// Why, kept in the audit log, written into each ticket it closes and
+    /// shown by `host show` (at most 500 characters); may be empty.
+    #[prost(string, tag = "2")]
+    pub reason: ::prost::alloc::string::String,
+}
+/// A retired host.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct RetireHostResponse {
+    /// The host id.
+    #[prost(string, tag = "1")]
+    pub host_id: ::prost::alloc::string::String,
+    /// The host name.
+    #[prost(string, tag = "2")]
+    pub hostname: ::prost::alloc::string::String,
+    /// When, ms since the Unix epoch.
+    #[prost(int64, tag = "3")]
+    pub retired_at_unix_ms: i64,
+    /// The ids of the open tickets it closed.
+    #[prost(int64, repeated, tag = "4")]
+    pub closed_tickets: ::prost::alloc::vec::Vec<i64>,
+    /// True when its session was live on the replica that answered (other
+    /// replicas cut theirs as they hear of it).
+    #[prost(bool, tag = "5")]
     pub session_cut_here: bool,
 }
 #[derive(serde::Serialize)]
@@ -3778,6 +3830,40 @@ impl Role {
             "ROLE_VIEWER" => Some(Self::Viewer),
             "ROLE_TECHNICIAN" => Some(Self::Technician),
             "ROLE_ADMIN" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+}
+/// Which hosts a list shows, by whether they are retired (issue 21).
+#[derive(serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum RetiredHosts {
+    /// Only hosts in the fleet: retired ones are left out.
+    Excluded = 0,
+    /// Only retired hosts.
+    Only = 1,
+    /// Every host, retired or not.
+    Included = 2,
+}
+impl RetiredHosts {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Excluded => "RETIRED_HOSTS_EXCLUDED",
+            Self::Only => "RETIRED_HOSTS_ONLY",
+            Self::Included => "RETIRED_HOSTS_INCLUDED",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "RETIRED_HOSTS_EXCLUDED" => Some(Self::Excluded),
+            "RETIRED_HOSTS_ONLY" => Some(Self::Only),
+            "RETIRED_HOSTS_INCLUDED" => Some(Self::Included),
             _ => None,
         }
     }
@@ -4713,6 +4799,35 @@ pub mod technician_client {
                 .insert(GrpcMethod::new("deskpulse.v1.Technician", "DenyRelinkRequest"));
             self.inner.unary(req, path, codec).await
         }
+        /// Retires a host (issue 21): a PC gone for good leaves the fleet lists
+        /// and raises no more tickets; its open tickets close with the reason,
+        /// its certificates are revoked (a PC that comes back must enroll again),
+        /// and its history stays, shown by GetHost. Admin only; audited.
+        /// FAILED_PRECONDITION when it was retired already.
+        pub async fn retire_host(
+            &mut self,
+            request: impl tonic::IntoRequest<super::RetireHostRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RetireHostResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::SmallBufferCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/deskpulse.v1.Technician/RetireHost",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("deskpulse.v1.Technician", "RetireHost"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -4979,6 +5094,18 @@ pub mod technician_server {
             &self,
             request: tonic::Request<super::DecideRelinkRequest>,
         ) -> std::result::Result<tonic::Response<super::RelinkRequest>, tonic::Status>;
+        /// Retires a host (issue 21): a PC gone for good leaves the fleet lists
+        /// and raises no more tickets; its open tickets close with the reason,
+        /// its certificates are revoked (a PC that comes back must enroll again),
+        /// and its history stays, shown by GetHost. Admin only; audited.
+        /// FAILED_PRECONDITION when it was retired already.
+        async fn retire_host(
+            &self,
+            request: tonic::Request<super::RetireHostRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::RetireHostResponse>,
+            tonic::Status,
+        >;
     }
     /// Queries and actions for technicians and admins.
     #[derive(Debug)]
@@ -6484,6 +6611,51 @@ pub mod technician_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = DenyRelinkRequestSvc(inner);
+                        let codec = crate::codec::SmallBufferCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/deskpulse.v1.Technician/RetireHost" => {
+                    #[allow(non_camel_case_types)]
+                    struct RetireHostSvc<T: Technician>(pub Arc<T>);
+                    impl<
+                        T: Technician,
+                    > tonic::server::UnaryService<super::RetireHostRequest>
+                    for RetireHostSvc<T> {
+                        type Response = super::RetireHostResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::RetireHostRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Technician>::retire_host(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = RetireHostSvc(inner);
                         let codec = crate::codec::SmallBufferCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -2,6 +2,8 @@
 //! D19) and `VerifyAudit` (admin), plus anchoring the chain head after the
 //! admin actions this API audits (D28).
 
+use std::collections::HashMap;
+
 use deskpulse_proto::v1::{
     AuditEntry as WireEntry, ListAuditRequest, ListAuditResponse, VerifyAuditRequest,
     VerifyAuditResponse,
@@ -18,8 +20,13 @@ const MAX_PAGE: u32 = 1000;
 /// The longest action prefix or technician name accepted as a filter.
 const MAX_FILTER: usize = 200;
 
-fn entry_message(r: AuditRecord) -> WireEntry {
+fn entry_message(r: AuditRecord, hostnames: &HashMap<String, String>) -> WireEntry {
+    let hostname = ids_in(&r.subject)
+        .find_map(|id| hostnames.get(id))
+        .cloned()
+        .unwrap_or_default();
     WireEntry {
+        hostname,
         id: r.id,
         seq: r.seq.unwrap_or(0),
         at_unix_ms: r.at_ms,
@@ -31,6 +38,14 @@ fn entry_message(r: AuditRecord) -> WireEntry {
         detail: r.detail,
         hash: r.hash.unwrap_or_default(),
     }
+}
+
+/// The words of an audit subject shaped like a host id (a UUID): a host
+/// id alone, or the one in "job J on host H" and "ticket N on host H".
+fn ids_in(subject: &str) -> impl Iterator<Item = &str> {
+    subject
+        .split(|c: char| !(c.is_ascii_hexdigit() || c == '-'))
+        .filter(|word| uuid::Uuid::try_parse(word).is_ok())
 }
 
 fn filter(what: &str, text: &str) -> Result<Option<String>, Status> {
@@ -108,8 +123,15 @@ impl TechnicianApi {
             (true, Some(last)) => last.id.to_string(),
             _ => String::new(),
         };
+        let mut ids: Vec<&str> = rows.iter().flat_map(|r| ids_in(&r.subject)).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let hostnames = self.ctx.store.hostnames(&ids).await.map_err(internal)?;
         Ok(Response::new(ListAuditResponse {
-            entries: rows.into_iter().map(entry_message).collect(),
+            entries: rows
+                .into_iter()
+                .map(|r| entry_message(r, &hostnames))
+                .collect(),
             next_page_token,
         }))
     }

@@ -67,6 +67,12 @@ impl TechnicianApi {
             ));
         }
         let mut rows = self.ctx.store.find_hosts(query).await.map_err(internal)?;
+        // A name a retired host shares with one in the fleet (the same PC
+        // enrolled again) means the one in the fleet; the retired one is
+        // still reached by its id.
+        if rows.len() > 1 && rows.iter().filter(|r| r.retired_at_ms.is_none()).count() == 1 {
+            rows.retain(|r| r.retired_at_ms.is_none());
+        }
         match rows.len() {
             0 => Err(Status::not_found(format!("no host matches {query:?}"))),
             1 => Ok(rows.remove(0)),
@@ -179,6 +185,7 @@ impl TechnicianApi {
             } as i32,
             enrolled_at_unix_ms: row.enrolled_at_ms,
             matched_software: Vec::new(),
+            retired_at_unix_ms: row.retired_at_ms.unwrap_or(0),
         }
     }
 
@@ -327,6 +334,17 @@ impl TechnicianApi {
                 .map(|r| r.reason.clone())
                 .unwrap_or_default(),
             clock: self.host_clock(&detail.clock).await?,
+            retired_at_unix_ms: detail.retired.as_ref().map_or(0, |r| r.at_ms),
+            retired_by: detail
+                .retired
+                .as_ref()
+                .map(|r| r.by.clone())
+                .unwrap_or_default(),
+            retire_reason: detail
+                .retired
+                .as_ref()
+                .map(|r| r.reason.clone())
+                .unwrap_or_default(),
         }))
     }
 

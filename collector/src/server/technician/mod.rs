@@ -366,6 +366,13 @@ impl Technician for TechnicianApi {
         self.revoke_host_impl(request).await
     }
 
+    async fn retire_host(
+        &self,
+        request: Request<deskpulse_proto::v1::RetireHostRequest>,
+    ) -> Result<Response<deskpulse_proto::v1::RetireHostResponse>, Status> {
+        self.retire_host_impl(request).await
+    }
+
     async fn list_api_tokens(
         &self,
         request: Request<deskpulse_proto::v1::ListApiTokensRequest>,

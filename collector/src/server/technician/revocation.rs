@@ -1,20 +1,24 @@
 //! The revocation part of the technician API (issue 20), admin only:
-//! `RevokeHost`, `ListApiTokens`, `RevokeApiToken`, `ListEnrollmentTokens`
+//! `RevokeHost`, `RetireHost` (issue 21: a host gone for good, revoked
+//! with it), `ListApiTokens`, `RevokeApiToken`, `ListEnrollmentTokens`
 //! and `RevokeEnrollmentToken`. Each revocation commits with its audit
 //! entry, then ends what is live here and tells the other replicas
 //! (`server::revocation`).
 
 use deskpulse_proto::v1::{
     ApiToken, EnrollmentToken, ListApiTokensRequest, ListApiTokensResponse,
-    ListEnrollmentTokensRequest, ListEnrollmentTokensResponse, RevokeApiTokenRequest,
-    RevokeEnrollmentTokenRequest, RevokeHostRequest, RevokeHostResponse,
+    ListEnrollmentTokensRequest, ListEnrollmentTokensResponse, RetireHostRequest,
+    RetireHostResponse, RevokeApiTokenRequest, RevokeEnrollmentTokenRequest, RevokeHostRequest,
+    RevokeHostResponse,
 };
 use tonic::{Request, Response, Status};
 use tracing::info;
 
 use super::tokens::role_to_wire;
 use super::{TechnicianApi, format_ms, internal};
-use crate::store::{ApiTokenRow, AuditEntry, EnrollmentTokenRow, RevokeOutcome, Revoked, Role};
+use crate::store::{
+    ApiTokenRow, AuditEntry, EnrollmentTokenRow, RetireOutcome, RevokeOutcome, Revoked, Role,
+};
 
 /// The longest reason a host revocation may give.
 const MAX_REASON: usize = 500;
@@ -64,6 +68,23 @@ fn token_id_arg(id: &str) -> Result<String, Status> {
     Ok(id.to_owned())
 }
 
+/// A revocation's or retirement's reason, checked: trimmed, at most
+/// [`MAX_REASON`] characters, no control characters.
+fn reason_arg(reason: &str) -> Result<&str, Status> {
+    let reason = reason.trim();
+    if reason.chars().count() > MAX_REASON {
+        return Err(Status::invalid_argument(format!(
+            "the reason may be at most {MAX_REASON} characters"
+        )));
+    }
+    if reason.chars().any(char::is_control) {
+        return Err(Status::invalid_argument(
+            "the reason may not hold control characters",
+        ));
+    }
+    Ok(reason)
+}
+
 fn already(what: &str, at_ms: i64) -> Status {
     Status::failed_precondition(format!(
         "{what} was already revoked at {}",
@@ -80,17 +101,7 @@ impl TechnicianApi {
             .authorize(&request, Role::Admin, "revoking a host")
             .await?;
         let request = request.into_inner();
-        let reason = request.reason.trim();
-        if reason.chars().count() > MAX_REASON {
-            return Err(Status::invalid_argument(format!(
-                "the reason may be at most {MAX_REASON} characters"
-            )));
-        }
-        if reason.chars().any(char::is_control) {
-            return Err(Status::invalid_argument(
-                "the reason may not hold control characters",
-            ));
-        }
+        let reason = reason_arg(&request.reason)?;
         let host = self.resolve_host(&request.host).await?;
         let now = self.ctx.clock.now_ms();
         let entry = AuditEntry::by(
@@ -128,6 +139,60 @@ impl TechnicianApi {
             host_id: host.id,
             hostname: host.hostname,
             revoked_at_unix_ms: now,
+            session_cut_here: cut,
+        }))
+    }
+
+    /// Retires a host (issue 21). Its certificates are revoked with it, so
+    /// its live session is cut here and on the other replicas as a revoked
+    /// host's is.
+    pub(super) async fn retire_host_impl(
+        &self,
+        request: Request<RetireHostRequest>,
+    ) -> Result<Response<RetireHostResponse>, Status> {
+        let caller = self
+            .authorize(&request, Role::Admin, "retiring a host")
+            .await?;
+        let request = request.into_inner();
+        let reason = reason_arg(&request.reason)?;
+        let host = self.resolve_host(&request.host).await?;
+        let now = self.ctx.clock.now_ms();
+        let entry = AuditEntry::by(
+            &caller,
+            "host.retire",
+            host.id.clone(),
+            format!("hostname {:?}; reason {reason:?}", host.hostname),
+        );
+        let outcome = self
+            .ctx
+            .store
+            .retire_host(&host.id, &caller.name, reason, &entry, now)
+            .await
+            .map_err(internal)?;
+        let closed_tickets = match outcome {
+            RetireOutcome::Retired(closed) => closed,
+            RetireOutcome::AlreadyRetired(at) => {
+                return Err(Status::failed_precondition(format!(
+                    "host {} was already retired at {}",
+                    host.hostname,
+                    format_ms(at)
+                )));
+            }
+            RetireOutcome::Unknown => {
+                return Err(Status::not_found(format!(
+                    "host {} is no longer stored",
+                    host.id
+                )));
+            }
+        };
+        let cut = self.ctx.dispatch.revoke(&Revoked::Host(host.id.clone()));
+        info!(host = %host.id, hostname = %host.hostname, technician = %caller.name, tickets_closed = closed_tickets.len(), session_cut_here = cut, "host retired");
+        self.anchor_audit().await;
+        Ok(Response::new(RetireHostResponse {
+            host_id: host.id,
+            hostname: host.hostname,
+            retired_at_unix_ms: now,
+            closed_tickets,
             session_cut_here: cut,
         }))
     }

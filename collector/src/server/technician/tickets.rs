@@ -12,7 +12,8 @@ use tonic::{Request, Response, Status};
 use super::{DEFAULT_CHANGES, MAX_CHANGES, TechnicianApi, internal, text_arg};
 use crate::rules::priority::Priority;
 use crate::store::{
-    Role, TICKET_STATUSES, TicketChange, TicketQuery, TicketRefusal, TicketRow, WorklogEntry,
+    AuditEntry, Role, TICKET_STATUSES, TicketChange, TicketQuery, TicketRefusal, TicketRow,
+    WorklogEntry,
 };
 
 fn ticket_response(row: TicketRow, worklog: Vec<WorklogEntry>) -> GetTicketResponse {
@@ -219,11 +220,17 @@ impl TechnicianApi {
         let updated = self
             .ctx
             .store
-            .update_ticket(request.id, &change, &caller.name, self.ctx.clock.now_ms())
+            .update_ticket(
+                request.id,
+                &change,
+                &caller.name,
+                &AuditEntry::by(&caller, "", String::new(), String::new()),
+                self.ctx.clock.now_ms(),
+            )
             .await
             .map_err(internal)?;
         match updated {
-            Ok(_) => {}
+            Ok(_) => self.anchor_audit().await,
             Err(TicketRefusal::NotFound) => {
                 return Err(Status::not_found(format!("no ticket {}", request.id)));
             }

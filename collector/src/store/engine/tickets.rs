@@ -3,7 +3,8 @@
 //! stores the inventory, so rule state (D21) and the tickets it opens
 //! commit with the report, and a host's reports are evaluated in order.
 //! Timers (quiet periods, reopen windows, offline hosts, SLA targets)
-//! advance from the one-minute maintenance task.
+//! advance from the timer task, which runs a pass when [`next_due`] says
+//! one is due and sweeps every offline host once a minute.
 //!
 //! Everything here runs against [`TicketTx`], one open transaction of a
 //! backend: rule evaluation, the ticket actions (open, occurrence,
@@ -22,8 +23,8 @@ use crate::rules::policy::Policy;
 use crate::rules::priority::{Impact, Priority, Severity};
 use crate::rules::{DUPLICATE_IDENTITY_RULE, RuleState, TicketAction, USER_REPORT_RULE, step};
 use crate::store::{
-    OFFLINE_AFTER_INTERVALS, Reading, StoreError, StoreResult, TICKET_STATUSES, TicketChange,
-    TicketEvent, TicketRefusal, TicketRow,
+    AuditEntry, OFFLINE_AFTER_INTERVALS, Reading, StoreError, StoreResult, TICKET_STATUSES,
+    TicketChange, TicketEvent, TicketRefusal, TicketRow,
 };
 
 /// A host's tags, (key, value).
@@ -184,6 +185,73 @@ pub fn state_text(state: &RuleState) -> StoreResult<String> {
     serde_json::to_string(state).map_err(|e| StoreError::Corrupt(format!("rule state: {e}")))
 }
 
+/// When a stored state's timer started, as its `rule_states` columns
+/// (`recovering_since_ms`, `resolved_at_ms`) hold it: the timer task finds
+/// the earliest through their indexes instead of reading every state.
+pub fn timer_columns(state: &RuleState) -> (Option<i64>, Option<i64>) {
+    match *state {
+        RuleState::Recovering { since_ms } => (Some(since_ms), None),
+        RuleState::Resolved { resolved_at_ms } => (None, Some(resolved_at_ms)),
+        RuleState::Ok | RuleState::Pending { .. } | RuleState::Firing { .. } => (None, None),
+    }
+}
+
+/// The earliest start of each kind of timer, as the store reads them
+/// (each `None` when no timer of that kind runs).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TimerStarts {
+    /// The earliest `recovering_since_ms` of a rule state.
+    pub recovering_since_ms: Option<i64>,
+    /// The earliest `resolved_at_ms` of a rule state.
+    pub state_resolved_at_ms: Option<i64>,
+    /// Whether a host with a firing offline state streams again.
+    pub offline_host_back: bool,
+    /// The earliest response due time of an open ticket not yet answered
+    /// nor escalated for it.
+    pub response_due_ms: Option<i64>,
+    /// The earliest resolution due time of an open ticket not yet
+    /// escalated for it.
+    pub resolution_due_ms: Option<i64>,
+    /// The earliest `resolved_at_ms` of a resolved ticket.
+    pub ticket_resolved_at_ms: Option<i64>,
+    /// The earliest expiry of a queued job.
+    pub queued_job_expires_ms: Option<i64>,
+    /// The earliest expiry of a sent job.
+    pub sent_job_expires_ms: Option<i64>,
+}
+
+/// How long a sent job may wait for its result past its expiry before it
+/// expires (`push_expiry_due` in `store::sql::jobs`).
+pub const SENT_JOB_GRACE_MS: i64 = 3_600_000;
+
+/// When the next timer falls due (`now_ms` when a returning offline host
+/// waits), by the rules of [`step`], [`advance_sla`] and job expiry: the
+/// moment each one's comparison first holds. `None` when nothing waits.
+pub fn next_due(starts: &TimerStarts, policy: &Policy, now_ms: i64) -> Option<i64> {
+    let lifecycle = policy.lifecycle;
+    [
+        starts.offline_host_back.then_some(now_ms),
+        starts
+            .recovering_since_ms
+            .map(|at| at.saturating_add(lifecycle.quiet_ms)),
+        starts
+            .state_resolved_at_ms
+            .map(|at| at.saturating_add(lifecycle.reopen_window_ms + 1)),
+        starts.response_due_ms.map(|at| at.saturating_add(1)),
+        starts.resolution_due_ms.map(|at| at.saturating_add(1)),
+        starts
+            .ticket_resolved_at_ms
+            .map(|at| at.saturating_add(lifecycle.reopen_window_ms + 1)),
+        starts.queued_job_expires_ms,
+        starts
+            .sent_job_expires_ms
+            .map(|at| at.saturating_add(SENT_JOB_GRACE_MS)),
+    ]
+    .into_iter()
+    .flatten()
+    .min()
+}
+
 /// One open write transaction of a backend, as the ticket engine uses it:
 /// each method is one or a few SQL statements, and decides nothing.
 pub trait TicketTx: Send {
@@ -253,19 +321,28 @@ pub trait TicketTx: Send {
         since_ms: i64,
         limit: u32,
     ) -> StoreResult<Vec<LoggedChange>>;
-    /// Hosts the offline rules look at: always-on ones silent since before
-    /// `silent_before_ms`, and those with a state of one of `rules`; on
-    /// PostgreSQL only those this transaction could claim.
+    /// Hosts the offline rules look at: on a sweep, always-on ones silent
+    /// since before `silent_before_ms` and those with a state of one of
+    /// `rules`; otherwise only those with a firing state of one of `rules`
+    /// that stream again. On PostgreSQL only those this transaction could
+    /// claim.
     async fn offline_candidates(
         &mut self,
         rules: &[&str],
-        silent_before_ms: i64,
+        sweep: Option<i64>,
     ) -> StoreResult<Vec<Presence>>;
-    /// Rule states waiting on a timer (recovering, resolved), of the hosts
-    /// this transaction holds or could claim.
-    async fn waiting_states(&mut self) -> StoreResult<Vec<(StateKey, StoredState)>>;
+    /// Rule states whose timer is due (recovering since at most
+    /// `recovering_since_ms`, resolved before `resolved_before_ms`), of the
+    /// hosts this transaction holds or could claim.
+    async fn waiting_states(
+        &mut self,
+        recovering_since_ms: i64,
+        resolved_before_ms: i64,
+    ) -> StoreResult<Vec<(StateKey, StoredState)>>;
     /// A ticket, locked for this transaction's change where locks exist.
     async fn ticket_for_change(&mut self, id: i64) -> StoreResult<Option<TicketRow>>;
+    /// Appends an audit entry (`engine::audit::append`).
+    async fn audit(&mut self, entry: &AuditEntry, now_ms: i64) -> StoreResult<()>;
     /// A ticket as it stands now in this transaction.
     async fn ticket(&mut self, id: i64) -> StoreResult<Option<TicketRow>>;
     /// Carries out a technician's change of the ticket row.
@@ -873,12 +950,15 @@ pub async fn open_user_issue(
     .await
 }
 
-/// Evaluates the offline rules: each always-on host that has been silent
-/// past the smallest threshold, or has an offline rule state to move on.
+/// Evaluates the offline rules. A sweep looks at each always-on host that
+/// has been silent past the smallest threshold, or has an offline rule
+/// state to move on; otherwise only hosts whose offline ticket is open and
+/// that stream again, so their quiet period starts when they came back.
 async fn evaluate_offline(
     tx: &mut impl TicketTx,
     policy: &Policy,
     now_ms: i64,
+    sweep: bool,
 ) -> StoreResult<u64> {
     let rules: Vec<&Rule> = policy
         .rules
@@ -890,7 +970,9 @@ async fn evaluate_offline(
     };
     let silent_before = now_ms - (min_threshold.max(0.0) * 60_000.0) as i64;
     let names: Vec<&str> = rules.iter().map(|r| r.name.as_str()).collect();
-    let hosts = tx.offline_candidates(&names, silent_before).await?;
+    let hosts = tx
+        .offline_candidates(&names, sweep.then_some(silent_before))
+        .await?;
     let mut actions = 0;
     for presence in hosts {
         let host = presence.host.as_str();
@@ -921,15 +1003,24 @@ async fn evaluate_offline(
     Ok(actions)
 }
 
-/// Advances every waiting timer (quiet periods, reopen windows) and the
-/// offline rules to `now_ms`. Returns how many ticket actions it took.
+/// Advances every due timer (quiet periods, reopen windows) and the
+/// offline rules (all of them on a `sweep`, else only for hosts back
+/// online) to `now_ms`. Returns how many ticket actions it took.
 pub async fn advance_timers(
     tx: &mut impl TicketTx,
     policy: &Policy,
     now_ms: i64,
+    sweep: bool,
 ) -> StoreResult<u64> {
-    let mut actions = evaluate_offline(tx, policy, now_ms).await?;
-    for (key, (state, ticket)) in tx.waiting_states().await? {
+    let mut actions = evaluate_offline(tx, policy, now_ms, sweep).await?;
+    let lifecycle = policy.lifecycle;
+    let due = tx
+        .waiting_states(
+            now_ms.saturating_sub(lifecycle.quiet_ms),
+            now_ms.saturating_sub(lifecycle.reopen_window_ms),
+        )
+        .await?;
+    for (key, (state, ticket)) in due {
         let (host, name, subject) = &key;
         let Some(rule) = policy.rule(name) else {
             // A rule no longer in force: its state has nothing to wait for.
@@ -1007,13 +1098,15 @@ async fn unassignable(tx: &mut impl TicketTx, name: &str) -> StoreResult<Option<
     })
 }
 
-/// Applies a technician's change.
+/// Applies a technician's change, audited as `by` (who acted; the action,
+/// subject and detail are the change's) in the same transaction.
 pub async fn update(
     tx: &mut impl TicketTx,
     policy: &Policy,
     id: i64,
     change: &TicketChange,
     author: &str,
+    by: &AuditEntry,
     now_ms: i64,
 ) -> StoreResult<Result<TicketRow, TicketRefusal>> {
     let Some(before) = tx.ticket_for_change(id).await? else {
@@ -1092,12 +1185,31 @@ pub async fn update(
     // The first technician action meets the response target.
     tx.mark_response(id, now_ms).await?;
     tx.worklog(id, now_ms, author, &note).await?;
+    let entry = AuditEntry {
+        action: audit_action(change).into(),
+        subject: format!("ticket {id} on host {}", before.host_id),
+        detail: note,
+        ..by.clone()
+    };
+    tx.audit(&entry, now_ms).await?;
     enqueue(tx, crate::webhooks::format::event_of(change), id, now_ms).await?;
     let after = tx
         .ticket(id)
         .await?
         .ok_or_else(|| StoreError::Corrupt(format!("ticket {id} vanished")))?;
     Ok(Ok(after))
+}
+
+/// The audit action of a technician's change of a ticket.
+fn audit_action(change: &TicketChange) -> &'static str {
+    match change {
+        TicketChange::Assign(_) => "ticket.assign",
+        TicketChange::Note(_) => "ticket.note",
+        TicketChange::Status(_) => "ticket.status",
+        TicketChange::Resolve(_) => "ticket.resolve",
+        TicketChange::Escalate => "ticket.escalate",
+        TicketChange::Reopen => "ticket.reopen",
+    }
 }
 
 /// Escalates missed SLA targets once each, and closes resolved tickets past

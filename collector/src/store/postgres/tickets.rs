@@ -7,7 +7,7 @@ use sqlx::{PgConnection, Postgres, QueryBuilder};
 
 use super::try_lock_host;
 use crate::store::StoreResult;
-use crate::store::engine::tickets::{StateKey, StoredState, state_text};
+use crate::store::engine::tickets::{StateKey, StoredState, state_text, timer_columns};
 use crate::store::sql::SendFuture;
 use crate::store::sql::tickets::BackendSql;
 
@@ -50,16 +50,22 @@ impl BackendSql for Postgres {
                     .await?;
                     continue;
                 }
+                let (recovering_since_ms, resolved_at_ms) = timer_columns(state);
                 sqlx::query(
-                    "INSERT INTO rule_states (host_id, rule, subject, state, ticket_id) \
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (host_id, rule, subject) DO UPDATE \
-                     SET state = excluded.state, ticket_id = excluded.ticket_id",
+                    "INSERT INTO rule_states (host_id, rule, subject, state, ticket_id, \
+                     recovering_since_ms, resolved_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                     ON CONFLICT (host_id, rule, subject) DO UPDATE \
+                     SET state = excluded.state, ticket_id = excluded.ticket_id, \
+                     recovering_since_ms = excluded.recovering_since_ms, \
+                     resolved_at_ms = excluded.resolved_at_ms",
                 )
                 .bind(host)
                 .bind(rule)
                 .bind(subject)
                 .bind(state_text(state)?)
                 .bind(*ticket)
+                .bind(recovering_since_ms)
+                .bind(resolved_at_ms)
                 .execute(&mut *conn)
                 .await?;
             }

@@ -6,7 +6,7 @@ use sqlx::QueryBuilder;
 use super::Dialect;
 use crate::model::VersionOp;
 use crate::store::versions::sort_key;
-use crate::store::{HostQuery, StoreResult};
+use crate::store::{HostQuery, RetiredHosts, StoreResult};
 
 /// Where the backend keeps installed software, for the host filter and
 /// [`matching_software`]: a FROM fragment joining the software catalog `c`
@@ -131,6 +131,11 @@ pub(crate) fn push_conditions<B: Dialect>(
         B::text(sql, value);
         sql.push(")");
     }
+    sql.push(match query.retired {
+        RetiredHosts::Excluded => " AND retired_at_ms IS NULL",
+        RetiredHosts::Only => " AND retired_at_ms IS NOT NULL",
+        RetiredHosts::Included => "",
+    });
     if let Some(now) = query.offline_at_ms {
         // The negation of HostRow::is_online (D18).
         sql.push(

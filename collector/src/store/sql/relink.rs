@@ -217,7 +217,8 @@ pub(crate) async fn decide<B: BackendSql>(
     let author = format!("{} (re-link request {})", decision.by, request.id);
     let (status, detail) = if decision.approve {
         let cert = reissue(&csr_der, claimed).map_err(StoreError::Issue)?;
-        merge_host::<B>(conn, policy, interim, claimed, &author, now_ms).await?;
+        let by = (author.as_str(), &decision.audit);
+        merge_host::<B>(conn, policy, interim, claimed, by, now_ms).await?;
         take_over::<B>(
             conn,
             claimed,
@@ -241,6 +242,7 @@ pub(crate) async fn decide<B: BackendSql>(
                 ticket,
                 &TicketChange::Resolve(note.clone()),
                 &author,
+                &decision.audit,
                 now_ms,
             )
             .await?
@@ -284,6 +286,7 @@ pub(crate) async fn decide<B: BackendSql>(
                 ticket,
                 &TicketChange::Note(note.clone()),
                 &author,
+                &decision.audit,
                 now_ms,
             )
             .await?
@@ -348,7 +351,7 @@ async fn open_duplicate_tickets<B: Dialect>(
     open_tickets::<B>(conn, host, Some(DUPLICATE_IDENTITY_RULE)).await
 }
 
-async fn open_tickets<B: Dialect>(
+pub(crate) async fn open_tickets<B: Dialect>(
     conn: &mut B::Connection,
     host: &str,
     rule: Option<&str>,
@@ -375,7 +378,7 @@ async fn merge_host<B: BackendSql>(
     policy: &Policy,
     from: &str,
     into: &str,
-    author: &str,
+    (author, audit): (&str, &AuditEntry),
     now_ms: i64,
 ) -> StoreResult<()> {
     let note = format!("host {from} was merged into host {into} by an approved re-link");
@@ -386,6 +389,7 @@ async fn merge_host<B: BackendSql>(
             ticket,
             &TicketChange::Resolve(note.clone()),
             author,
+            audit,
             now_ms,
         )
         .await?

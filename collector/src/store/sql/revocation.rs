@@ -12,10 +12,12 @@ use std::str::FromStr;
 
 use sqlx::{Pool, QueryBuilder, Transaction};
 
+use super::tickets::{BackendSql, TicketConn};
 use super::{Dialect, SendFuture};
+use crate::rules::policy::Policy;
 use crate::store::{
-    ApiTokenRow, AuditEntry, Caller, EnrollmentTokenRow, RevokeOutcome, Revoked, Role, StoreError,
-    StoreResult, TokenCheck,
+    ApiTokenRow, AuditEntry, Caller, EnrollmentTokenRow, RetireOutcome, RevokeOutcome, Revoked,
+    Role, StoreError, StoreResult, TicketChange, TokenCheck,
 };
 
 /// A token's last use is written at most this often: one write a minute per
@@ -178,6 +180,106 @@ pub(crate) fn revoke_host<'a, B: Dialect>(
         super::audit::append::<B>(&mut tx, revocation.audit, now_ms).await?;
         tx.commit().await?;
         Ok(RevokeOutcome::Revoked)
+    })
+}
+
+/// Retires a host in the transaction `begin` opens (issue 21): it leaves
+/// the fleet lists, its certificates are revoked as by [`revoke_host`]
+/// unless they were already, its rule states go (no timer or offline rule
+/// touches it again), and each open ticket gets the reason as a note and
+/// is closed, each change audited as a technician's; then the retirement's
+/// own entry, naming the tickets closed. The host's evaluation lock comes
+/// first, as the ingest path takes it, then the audit head.
+pub(crate) fn retire_host<'a, B: BackendSql>(
+    begin: impl Future<Output = StoreResult<Transaction<'static, B>>> + Send + 'a,
+    policy: &'a Policy,
+    retirement: Revocation<'a>,
+    now_ms: i64,
+) -> SendFuture<'a, RetireOutcome> {
+    Box::pin(async move {
+        let host = retirement.id;
+        let mut tx = begin.await?;
+        if let Some(lock) = B::one_at_a_time(&format!("host:{host}")) {
+            B::execute_in(&mut tx, lock).await?;
+        }
+        super::audit::hold_head::<B>(&mut tx).await?;
+        let mut sql =
+            QueryBuilder::<B>::new("SELECT retired_at_ms, revoked_at_ms FROM hosts WHERE id = ");
+        B::text(&mut sql, host);
+        sql.push(B::LOCK_ROWS);
+        let found = B::optional_in(&mut tx, sql, |r| {
+            Ok((r.opt_int("retired_at_ms")?, r.opt_int("revoked_at_ms")?))
+        })
+        .await?;
+        let revoked = match found {
+            None => return Ok(RetireOutcome::Unknown),
+            Some((Some(at), _)) => return Ok(RetireOutcome::AlreadyRetired(at)),
+            Some((None, revoked)) => revoked.is_some(),
+        };
+        let mut sql = QueryBuilder::<B>::new("UPDATE hosts SET retired_at_ms = ");
+        B::int(&mut sql, now_ms);
+        sql.push(", retired_by = ");
+        B::text(&mut sql, retirement.by);
+        sql.push(", retired_reason = ");
+        B::text(&mut sql, retirement.reason);
+        if !revoked {
+            sql.push(", revoked_at_ms = ");
+            B::int(&mut sql, now_ms);
+            sql.push(", revoked_by = ");
+            B::text(&mut sql, retirement.by);
+            sql.push(", revoked_reason = ");
+            B::text(&mut sql, &format!("retired: {}", retirement.reason));
+        }
+        sql.push(
+            ", next_cert_serial = NULL, next_cert_sha256 = NULL, next_cert_ca_sha256 = NULL \
+             WHERE id = ",
+        );
+        B::text(&mut sql, host);
+        B::execute_in(&mut tx, sql).await?;
+        let mut sql = QueryBuilder::<B>::new("DELETE FROM rule_states WHERE host_id = ");
+        B::text(&mut sql, host);
+        B::execute_in(&mut tx, sql).await?;
+        let why = if retirement.reason.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", retirement.reason)
+        };
+        let note = format!("the host was retired by {}{why}", retirement.by);
+        let closed = super::relink::open_tickets::<B>(&mut tx, host, None).await?;
+        for &ticket in &closed {
+            for change in [
+                TicketChange::Note(note.clone()),
+                TicketChange::Status("closed".into()),
+            ] {
+                crate::store::engine::tickets::update(
+                    &mut TicketConn::<B>(&mut tx),
+                    policy,
+                    ticket,
+                    &change,
+                    retirement.by,
+                    retirement.audit,
+                    now_ms,
+                )
+                .await?
+                .map_err(|refusal| StoreError::Conflict(format!("{refusal:?}")))?;
+            }
+        }
+        let listed: Vec<String> = closed.iter().map(i64::to_string).collect();
+        let entry = AuditEntry {
+            detail: format!(
+                "{}; open tickets closed: {}",
+                retirement.audit.detail,
+                if listed.is_empty() {
+                    "none".into()
+                } else {
+                    listed.join(", ")
+                }
+            ),
+            ..retirement.audit.clone()
+        };
+        super::audit::append::<B>(&mut tx, &entry, now_ms).await?;
+        tx.commit().await?;
+        Ok(RetireOutcome::Retired(closed))
     })
 }
 

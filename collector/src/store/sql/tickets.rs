@@ -33,14 +33,14 @@ use crate::rules::policy::Policy;
 use crate::rules::priority::Priority;
 use crate::store::engine::tickets::{
     self as engine, Due, LoggedChange, NewTicket, OutboxEntry, Presence, Sample, SlaTarget,
-    StateKey, StoredState, Tags, TicketTx, TicketWrite, parse_state,
+    StateKey, StoredState, Tags, TicketTx, TicketWrite, TimerStarts, parse_state,
 };
 use crate::store::rows::{
     TICKET_COLUMNS, logged_change_row, presence_row, rule_state_row, ticket_row,
 };
 use crate::store::{
-    ALWAYS_ON_CHASSIS, ChangeQuery, ChangeRow, IncomingReport, ReportPayload, StoreResult,
-    TicketChange, TicketEvent, TicketQuery, TicketRefusal, TicketRow, WorklogEntry,
+    ALWAYS_ON_CHASSIS, AuditEntry, ChangeQuery, ChangeRow, IncomingReport, ReportPayload,
+    StoreResult, TicketChange, TicketEvent, TicketQuery, TicketRefusal, TicketRow, WorklogEntry,
 };
 
 /// Tickets, by priority then resolution due time.
@@ -125,9 +125,8 @@ pub(crate) trait BackendSql: Dialect {
     ) -> SendFuture<'a, ()>;
 }
 
-/// The phases of a rule state that wait on a timer.
-const WAITING: &str =
-    "(state LIKE '{\"phase\":\"recovering\"%' OR state LIKE '{\"phase\":\"resolved\"%')";
+/// A rule state that fired and has not recovered.
+const FIRING: &str = "state LIKE '{\"phase\":\"firing\"%'";
 
 /// One write transaction's connection as the ticket engine sees it.
 pub(crate) struct TicketConn<'a, B: BackendSql>(pub(crate) &'a mut B::Connection);
@@ -394,25 +393,36 @@ impl<B: BackendSql> TicketTx for TicketConn<'_, B> {
     async fn offline_candidates(
         &mut self,
         rules: &[&str],
-        silent_before_ms: i64,
+        sweep: Option<i64>,
     ) -> StoreResult<Vec<Presence>> {
-        let mut sql = QueryBuilder::new(
-            "SELECT h.id FROM hosts h WHERE ((h.session_replica IS NULL \
-             AND COALESCE(h.last_seen_at_ms, h.enrolled_at_ms) < ",
-        );
-        B::int(&mut sql, silent_before_ms);
-        // Always-on (D18): a desktop or server chassis, or the always-on tag;
-        // `always-on=no` opts a host out.
-        sql.push(
-            " AND NOT EXISTS (SELECT 1 FROM host_tags t WHERE t.host_id = h.id AND t.key = 'always-on' \
-             AND t.value IN ('no', 'false', '0')) \
-             AND (EXISTS (SELECT 1 FROM host_tags t WHERE t.host_id = h.id AND t.key = 'always-on') \
-             OR EXISTS (SELECT 1 FROM host_facts f WHERE f.host_id = h.id AND f.kind = 'chassis' AND f.value",
-        );
-        B::push_in(&mut sql, &ALWAYS_ON_CHASSIS)?;
-        sql.push("))) OR h.id IN (SELECT host_id FROM rule_states WHERE rule");
-        B::push_in(&mut sql, rules)?;
-        sql.push(")) ORDER BY h.id");
+        let mut sql = QueryBuilder::new("SELECT h.id FROM hosts h WHERE ");
+        if let Some(silent_before_ms) = sweep {
+            sql.push(
+                "((h.session_replica IS NULL \
+                 AND COALESCE(h.last_seen_at_ms, h.enrolled_at_ms) < ",
+            );
+            B::int(&mut sql, silent_before_ms);
+            // Always-on (D18): a desktop or server chassis, or the always-on tag;
+            // `always-on=no` opts a host out.
+            sql.push(
+                " AND NOT EXISTS (SELECT 1 FROM host_tags t WHERE t.host_id = h.id AND t.key = 'always-on' \
+                 AND t.value IN ('no', 'false', '0')) \
+                 AND (EXISTS (SELECT 1 FROM host_tags t WHERE t.host_id = h.id AND t.key = 'always-on') \
+                 OR EXISTS (SELECT 1 FROM host_facts f WHERE f.host_id = h.id AND f.kind = 'chassis' AND f.value",
+            );
+            B::push_in(&mut sql, &ALWAYS_ON_CHASSIS)?;
+            sql.push("))) OR h.id IN (SELECT host_id FROM rule_states WHERE rule");
+            B::push_in(&mut sql, rules)?;
+            // A retired host is gone for good: never offline (issue 21).
+            sql.push(")) AND h.retired_at_ms IS NULL ORDER BY h.id");
+        } else {
+            sql.push(format!(
+                "h.session_replica IS NOT NULL AND h.id IN (SELECT host_id FROM rule_states \
+                 WHERE {FIRING} AND rule"
+            ));
+            B::push_in(&mut sql, rules)?;
+            sql.push(") ORDER BY h.id");
+        }
         let candidates = B::all_in(&mut *self.0, sql, |r| r.text("id")).await?;
         // Claimed, not just read: a host being evaluated, or claimed by
         // another replica's pass, is left to that one. Presence is read
@@ -433,30 +443,46 @@ impl<B: BackendSql> TicketTx for TicketConn<'_, B> {
         B::all_in(self.0, sql, |r| presence_row(r.text("id")?, r)).await
     }
 
-    async fn waiting_states(&mut self) -> StoreResult<Vec<(StateKey, StoredState)>> {
-        // Hosts with a waiting timer, claimed (D21). A host held elsewhere
-        // is being evaluated there, or another replica's pass has it: either
-        // way its timers are not ours to move this minute, and the next pass
-        // sees them again. The states are read only once the host is held,
-        // so a timer another pass just fired is seen as fired.
-        let sql = QueryBuilder::new(format!(
-            "SELECT DISTINCT host_id FROM rule_states WHERE {WAITING} ORDER BY host_id"
-        ));
+    async fn waiting_states(
+        &mut self,
+        recovering_since_ms: i64,
+        resolved_before_ms: i64,
+    ) -> StoreResult<Vec<(StateKey, StoredState)>> {
+        // Hosts with a due timer, claimed (D21). A host held elsewhere is
+        // being evaluated there, or another replica's pass has it: either
+        // way its timers are not ours to move now, and the next pass sees
+        // them again. The states are read only once the host is held, so
+        // a timer another pass just fired is seen as fired.
+        let due = |sql: &mut QueryBuilder<B>| {
+            sql.push("(recovering_since_ms <= ");
+            B::int(sql, recovering_since_ms);
+            sql.push(" OR resolved_at_ms < ");
+            B::int(sql, resolved_before_ms);
+            sql.push(")");
+        };
+        let mut sql = QueryBuilder::new("SELECT DISTINCT host_id FROM rule_states WHERE ");
+        due(&mut sql);
+        sql.push(" ORDER BY host_id");
         let hosts = B::all_in(&mut *self.0, sql, |r| r.text("host_id")).await?;
         let claimed = B::claim_hosts(&mut *self.0, hosts).await?;
         if claimed.is_empty() {
             return Ok(Vec::new());
         }
-        let mut sql = QueryBuilder::new(format!(
-            "SELECT host_id, rule, subject, state, ticket_id FROM rule_states \
-             WHERE {WAITING} AND host_id"
-        ));
+        let mut sql = QueryBuilder::new(
+            "SELECT host_id, rule, subject, state, ticket_id FROM rule_states WHERE ",
+        );
+        due(&mut sql);
+        sql.push(" AND host_id");
         B::push_in(
             &mut sql,
             &claimed.iter().map(String::as_str).collect::<Vec<_>>(),
         )?;
         sql.push(" ORDER BY host_id, rule, subject");
         B::all_in(self.0, sql, |r| rule_state_row(r)).await
+    }
+
+    async fn audit(&mut self, entry: &AuditEntry, now_ms: i64) -> StoreResult<()> {
+        super::audit::append::<B>(self.0, entry, now_ms).await
     }
 
     async fn ticket_for_change(&mut self, id: i64) -> StoreResult<Option<TicketRow>> {
@@ -710,12 +736,65 @@ pub(crate) fn advance_timers<'a, B: BackendSql>(
     begin: impl Future<Output = StoreResult<Transaction<'static, B>>> + Send + 'a,
     policy: &'a Policy,
     now_ms: i64,
+    sweep: bool,
 ) -> SendFuture<'a, u64> {
     Box::pin(async move {
         let mut tx = begin.await?;
-        let actions = engine::advance_timers(&mut TicketConn::<B>(&mut tx), policy, now_ms).await?;
+        let tickets = &mut TicketConn::<B>(&mut tx);
+        let actions = engine::advance_timers(tickets, policy, now_ms, sweep).await?;
         tx.commit().await?;
         Ok(actions)
+    })
+}
+
+/// The earliest start of each kind of timer ([`engine::next_due`]), read
+/// without a lock: one statement of indexed minimums, cheap enough for
+/// the timer task to ask every second or two.
+pub(crate) fn timer_starts<'a, B: BackendSql>(
+    pool: &'a Pool<B>,
+    offline_rules: &'a [&'a str],
+) -> SendFuture<'a, TimerStarts> {
+    Box::pin(async move {
+        // Each minimum reads an index: the states' partial ones (hence the
+        // IS NOT NULL), the open statuses named (NOT IN would read every
+        // ticket ever opened), the jobs' by state, the states' by rule.
+        let open = "status IN ('new', 'open', 'in_progress')";
+        let mut sql = QueryBuilder::new(format!(
+            "SELECT \
+             (SELECT MIN(recovering_since_ms) FROM rule_states \
+              WHERE recovering_since_ms IS NOT NULL) AS recovering, \
+             (SELECT MIN(resolved_at_ms) FROM rule_states \
+              WHERE resolved_at_ms IS NOT NULL) AS state_resolved, \
+             (SELECT MIN(response_due_ms) FROM tickets WHERE {open} \
+              AND NOT response_breached AND responded_at_ms IS NULL) AS response_due, \
+             (SELECT MIN(resolution_due_ms) FROM tickets WHERE {open} \
+              AND NOT resolution_breached) AS resolution_due, \
+             (SELECT MIN(resolved_at_ms) FROM tickets WHERE status = 'resolved') AS ticket_resolved, \
+             (SELECT MIN(expires_at_ms) FROM jobs WHERE state = 'queued') AS queued_expires, \
+             (SELECT MIN(expires_at_ms) FROM jobs WHERE state = 'sent') AS sent_expires, \
+             (SELECT COUNT(*) FROM (SELECT 1 FROM rule_states r JOIN hosts h ON h.id = r.host_id \
+              WHERE h.session_replica IS NOT NULL AND r.{FIRING} AND r.rule"
+        ));
+        if offline_rules.is_empty() {
+            sql.push(" IS NULL");
+        } else {
+            B::push_in(&mut sql, offline_rules)?;
+        }
+        sql.push(" LIMIT 1) back) AS offline_back");
+        let starts = B::optional(pool, sql, |r| {
+            Ok(TimerStarts {
+                recovering_since_ms: r.opt_int("recovering")?,
+                state_resolved_at_ms: r.opt_int("state_resolved")?,
+                offline_host_back: r.int("offline_back")? > 0,
+                response_due_ms: r.opt_int("response_due")?,
+                resolution_due_ms: r.opt_int("resolution_due")?,
+                ticket_resolved_at_ms: r.opt_int("ticket_resolved")?,
+                queued_job_expires_ms: r.opt_int("queued_expires")?,
+                sent_job_expires_ms: r.opt_int("sent_expires")?,
+            })
+        })
+        .await?;
+        Ok(starts.unwrap_or_default())
     })
 }
 
@@ -766,19 +845,24 @@ pub(crate) fn create<'a, B: BackendSql>(
     })
 }
 
-/// Applies a technician's change ([`engine::update`]).
+/// Applies a technician's change ([`engine::update`]), audited as `by`.
+/// The audit head is taken before the ticket row: a report batch that
+/// finishes a job holds the head and then writes the job's ticket, so the
+/// other order could deadlock with it on PostgreSQL.
 pub(crate) fn update<'a, B: BackendSql>(
     begin: impl Future<Output = StoreResult<Transaction<'static, B>>> + Send + 'a,
     policy: &'a Policy,
     id: i64,
     change: &'a TicketChange,
     author: &'a str,
+    by: &'a AuditEntry,
     now_ms: i64,
 ) -> SendFuture<'a, Result<TicketRow, TicketRefusal>> {
     Box::pin(async move {
         let mut tx = begin.await?;
+        super::audit::hold_head::<B>(&mut tx).await?;
         let tickets = &mut TicketConn::<B>(&mut tx);
-        let outcome = engine::update(tickets, policy, id, change, author, now_ms).await?;
+        let outcome = engine::update(tickets, policy, id, change, author, by, now_ms).await?;
         if outcome.is_ok() {
             tx.commit().await?;
         }

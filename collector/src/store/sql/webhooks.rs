@@ -272,7 +272,13 @@ mod tests {
         // A ticket change that fails inside the store (an unknown status)
         // leaves no event either.
         let refused = store
-            .update_ticket(ticket.id, &TicketChange::Status("bogus".into()), "alice", 3)
+            .update_ticket(
+                ticket.id,
+                &TicketChange::Status("bogus".into()),
+                "alice",
+                &crate::store::AuditEntry::system("test", "", ""),
+                3,
+            )
             .await
             .expect("update");
         assert!(refused.is_err());

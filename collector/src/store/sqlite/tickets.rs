@@ -6,7 +6,7 @@
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
 use crate::store::StoreResult;
-use crate::store::engine::tickets::{StateKey, StoredState, state_text};
+use crate::store::engine::tickets::{StateKey, StoredState, state_text, timer_columns};
 use crate::store::rows::json_rows;
 use crate::store::sql::SendFuture;
 use crate::store::sql::tickets::BackendSql;
@@ -39,7 +39,16 @@ impl BackendSql for Sqlite {
                 if *state == crate::rules::RuleState::Ok {
                     gone.push((host, rule, subject));
                 } else {
-                    kept.push((host, rule, subject, state_text(state)?, *ticket));
+                    let (recovering_since_ms, resolved_at_ms) = timer_columns(state);
+                    kept.push((
+                        host,
+                        rule,
+                        subject,
+                        state_text(state)?,
+                        *ticket,
+                        recovering_since_ms,
+                        resolved_at_ms,
+                    ));
                 }
             }
             if !gone.is_empty() {
@@ -54,10 +63,14 @@ impl BackendSql for Sqlite {
             if !kept.is_empty() {
                 // `WHERE true` lets SQLite parse the upsert after a SELECT.
                 sqlx::query(
-                    "INSERT INTO rule_states (host_id, rule, subject, state, ticket_id) \
-                     SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM json_each(?1) \
+                    "INSERT INTO rule_states (host_id, rule, subject, state, ticket_id, \
+                     recovering_since_ms, resolved_at_ms) \
+                     SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, \
+                     value->>6 FROM json_each(?1) \
                      WHERE true ON CONFLICT (host_id, rule, subject) DO UPDATE SET \
-                     state = excluded.state, ticket_id = excluded.ticket_id",
+                     state = excluded.state, ticket_id = excluded.ticket_id, \
+                     recovering_since_ms = excluded.recovering_since_ms, \
+                     resolved_at_ms = excluded.resolved_at_ms",
                 )
                 .bind(json_rows(&kept)?)
                 .execute(&mut *conn)

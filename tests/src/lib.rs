@@ -678,8 +678,12 @@ pub const TEST_DATABASE_VAR: &str = "DESKPULSE_TEST_DATABASE_URL";
 /// silently. `cargo xtask test` installs every such program as root
 /// (`xtask/src/provision.rs` lists them; a test there finds this call).
 pub fn require_tool(program: &str, test: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(program).is_file()));
+    // The agent looks in the sbin dirs too (`diagnostics::run::which`).
+    let found = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path)
+            .chain(["/usr/sbin", "/sbin"].map(PathBuf::from))
+            .any(|dir| dir.join(program).is_file())
+    });
     if found {
         return true;
     }

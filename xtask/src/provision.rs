@@ -10,6 +10,7 @@
 //! `every_program_a_test_looks_for_is_provisioned` reads the tests' sources.
 
 use std::ffi::OsStr;
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Context, Result, bail};
@@ -66,8 +67,19 @@ pub fn missing<'a>(tools: &'a [TestTool], path: Option<&OsStr>) -> Vec<&'a TestT
         .collect()
 }
 
+/// Where administration programs live, searched after `PATH` as the
+/// agent's `which` does: a user's `PATH` often lacks them, although
+/// `dmidecode` and `smartctl` are there for any user to find.
+const SYSTEM_DIRS: [&str; 3] = ["/usr/local/sbin", "/usr/sbin", "/sbin"];
+
 fn on_path(program: &str, path: Option<&OsStr>) -> bool {
-    path.is_some_and(|path| std::env::split_paths(path).any(|dir| dir.join(program).is_file()))
+    let on_path =
+        path.is_some_and(|path| std::env::split_paths(path).any(|dir| dir.join(program).is_file()));
+    on_path
+        || path.is_some()
+            && SYSTEM_DIRS
+                .iter()
+                .any(|dir| Path::new(dir).join(program).is_file())
 }
 
 /// The packages that bring `tools`, sorted, each once.

@@ -87,6 +87,7 @@ fn deltas() {
             publisher: "Debian".into(),
             install_date_unix_s: 1_700_000_000 + i64::from(i) * 3_600,
             source: "dpkg".into(),
+            state: String::new(),
         });
         i += 1;
     }

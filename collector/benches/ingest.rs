@@ -118,6 +118,7 @@ fn pooled(id: usize, bumped: bool) -> Package {
         publisher: "Debian".into(),
         install_date_unix_s: 1_700_000_000 + i64::try_from(id).unwrap_or(0) * 60,
         source: String::new(),
+        state: String::new(),
     }
 }
 
@@ -142,6 +143,7 @@ fn packages(host: usize, count: usize) -> Vec<Package> {
         publisher: "Example IT".into(),
         install_date_unix_s: 1_760_000_000,
         source: String::new(),
+        state: String::new(),
     });
     out.sort_by(|a, b| a.name.cmp(&b.name));
     out.dedup_by(|a, b| a.name == b.name);

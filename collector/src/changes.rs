@@ -117,12 +117,7 @@ pub fn items(inv: &Inventory) -> Items {
                 &mut out,
                 "network",
                 format!("interface {}", i.name),
-                format!(
-                    "mac {} ipv4 {} ipv6 {}",
-                    i.mac,
-                    set(&i.ipv4),
-                    set(&i.ipv6)
-                ),
+                format!("mac {} ipv4 {} ipv6 {}", i.mac, set(&i.ipv4), set(&i.ipv6)),
             );
         }
         put(&mut out, "network", "gateways", set(&n.default_gateways));
@@ -361,12 +356,20 @@ mod tests {
         // What three hosts logged twenty times in 13 minutes: the same IPv6
         // addresses, listed by the kernel in another order.
         let before = network(
-            &["2001:db8::15/64", "fd00::15/64", "fe80::5054:ff:fe12:3456/64"],
+            &[
+                "2001:db8::15/64",
+                "fd00::15/64",
+                "fe80::5054:ff:fe12:3456/64",
+            ],
             &["10.0.2.2", "fe80::2"],
             &["UHD 620", "Arc A380"],
         );
         let after = network(
-            &["fe80::5054:ff:fe12:3456/64", "2001:db8::15/64", "fd00::15/64"],
+            &[
+                "fe80::5054:ff:fe12:3456/64",
+                "2001:db8::15/64",
+                "fd00::15/64",
+            ],
             &["fe80::2", "10.0.2.2"],
             &["Arc A380", "UHD 620"],
         );
@@ -376,7 +379,11 @@ mod tests {
         assert_eq!(diff(Some(&before), &sorted), []);
         // A real change is still one change.
         let moved = network(
-            &["2001:db8::16/64", "fd00::15/64", "fe80::5054:ff:fe12:3456/64"],
+            &[
+                "2001:db8::16/64",
+                "fd00::15/64",
+                "fe80::5054:ff:fe12:3456/64",
+            ],
             &["10.0.2.2", "fe80::2"],
             &["Arc A380", "UHD 620"],
         );
@@ -397,15 +404,23 @@ mod tests {
         // version, bash half-configured at the same one.
         let before = inv(&[("bash", "5.2"), ("libc6", "2.36-9+deb12u8")], 1);
         let mut during = inv(&[("bash", "5.2"), ("libc6", "2.36-9+deb12u9")], 2);
-        let software = during.software.as_mut().unwrap();
+        let software = during.software.as_mut().expect("software");
         software.packages[0].state = "half-configured".into();
         software.packages[1].state = "unpacked".into();
         let after = inv(&[("bash", "5.2"), ("libc6", "2.36-9+deb12u9")], 3);
         let changes = diff(Some(&before), &during);
         assert_eq!(changes.len(), 1, "{changes:?}");
         assert_eq!(
-            (changes[0].item.as_str(), changes[0].old.as_deref(), changes[0].new.as_deref()),
-            ("package dpkg/libc6:amd64", Some("2.36-9+deb12u8"), Some("2.36-9+deb12u9"))
+            (
+                changes[0].item.as_str(),
+                changes[0].old.as_deref(),
+                changes[0].new.as_deref()
+            ),
+            (
+                "package dpkg/libc6:amd64",
+                Some("2.36-9+deb12u8"),
+                Some("2.36-9+deb12u9")
+            )
         );
         assert_eq!(diff(Some(&during), &after), [], "configured: nothing new");
     }
@@ -414,9 +429,15 @@ mod tests {
     fn dns_server_order_is_a_change() {
         let mut before = network(&[], &[], &[]);
         let mut after = before.clone();
-        before.network.as_mut().unwrap().dns_servers = vec!["10.0.0.1".into(), "10.0.0.2".into()];
-        after.network.as_mut().unwrap().dns_servers = vec!["10.0.0.2".into(), "10.0.0.1".into()];
-        assert_eq!(diff(Some(&before), &after).len(), 1, "resolvers ask in turn");
+        before.network.as_mut().expect("network").dns_servers =
+            vec!["10.0.0.1".into(), "10.0.0.2".into()];
+        after.network.as_mut().expect("network").dns_servers =
+            vec!["10.0.0.2".into(), "10.0.0.1".into()];
+        assert_eq!(
+            diff(Some(&before), &after).len(),
+            1,
+            "resolvers ask in turn"
+        );
     }
 
     #[test]

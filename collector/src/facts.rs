@@ -75,12 +75,7 @@ pub fn inventory_facts(inv: &Inventory) -> InventoryFacts {
         .storage
         .iter()
         .flat_map(|s| &s.filesystems)
-        .map(|fs| {
-            (
-                fs.mount_point.clone(),
-                free_percent(fs),
-            )
-        })
+        .map(|fs| (fs.mount_point.clone(), free_percent(fs)))
         .collect();
     InventoryFacts {
         packages,
@@ -352,7 +347,7 @@ mod tests {
         // With the used bytes, df's definition: root's reserve (200 − 150 −
         // 10 here) is neither used nor free.
         let mut df = inv.clone();
-        df.storage.as_mut().unwrap().filesystems[0].used_bytes = Some(150);
+        df.storage.as_mut().expect("storage").filesystems[0].used_bytes = Some(150);
         let f = inventory_facts(&df);
         assert!((f.free[0].1 - 6.25).abs() < 1e-4, "{:?}", f.free);
         assert_eq!(f.packages.len(), 1);

@@ -110,7 +110,9 @@ pub fn check_root(root: &str) -> Result<(), String> {
         || root.len() > 1024
         || root.chars().any(char::is_control)
         || !absolute
-        || root.split(['/', '\\']).any(|part| part == ".." || part == ".")
+        || root
+            .split(['/', '\\'])
+            .any(|part| part == ".." || part == ".")
     {
         return Err(format!(
             "{:?} must be an absolute path without . or .. (at most 1024 characters)",

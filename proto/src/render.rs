@@ -579,7 +579,9 @@ mod unread_tests {
     //! A value the agent did not read is absent, in text and in JSON,
     //! never a 0 (issue 21).
 
-    use crate::v1::{Filesystem, Inventory, SecurityInfo, StorageInfo, Unavailable, UnavailableReason};
+    use crate::v1::{
+        Filesystem, Inventory, SecurityInfo, StorageInfo, Unavailable, UnavailableReason,
+    };
 
     fn inventory(pending: Option<u32>) -> Inventory {
         Inventory {
@@ -616,7 +618,12 @@ mod unread_tests {
         assert!(!text.contains("pending updates: 0"), "{text}");
         let json = serde_json::to_value(inventory(None)).expect("json");
         assert!(json["security"].get("pending_updates").is_none(), "{json}");
-        assert!(json["storage"]["filesystems"][0].get("used_bytes").is_none(), "{json}");
+        assert!(
+            json["storage"]["filesystems"][0]
+                .get("used_bytes")
+                .is_none(),
+            "{json}"
+        );
 
         let text = super::render_inventory(&inventory(Some(0)));
         assert!(text.contains("pending updates: 0"), "{text}");
@@ -628,6 +635,9 @@ mod unread_tests {
     fn filesystems_show_dfs_percent() {
         let text = super::render_inventory(&inventory(Some(1)));
         // 30 used, 65 available: 31.6 %, rounded up as df does.
-        assert!(text.contains("65.0 GiB free of 100.0 GiB, 32% used"), "{text}");
+        assert!(
+            text.contains("65.0 GiB free of 100.0 GiB, 32% used"),
+            "{text}"
+        );
     }
 }

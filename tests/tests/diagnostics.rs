@@ -313,7 +313,11 @@ fn a_diagnostic_whose_program_is_missing_is_listed_unavailable_and_refused() {
         "{}",
         out.stdout
     );
-    assert!(!line("tcp_connect").contains("unavailable"), "{}", out.stdout);
+    assert!(
+        !line("tcp_connect").contains("unavailable"),
+        "{}",
+        out.stdout
+    );
 
     let out = collector
         .cli(&alice, &["--json", "diagnostics", &host])
@@ -326,7 +330,10 @@ fn a_diagnostic_whose_program_is_missing_is_listed_unavailable_and_refused() {
             .cloned()
             .unwrap_or_else(|| panic!("no {id}: {listed}"))
     };
-    assert_eq!(entry("ping")["unavailable_on_host"], "ping is not installed");
+    assert_eq!(
+        entry("ping")["unavailable_on_host"],
+        "ping is not installed"
+    );
     assert_eq!(entry("ping")["enabled_on_host"], true);
     assert!(entry("dns_lookup")["unavailable_on_host"].is_null());
 
@@ -367,8 +374,9 @@ fn disk_usage_lists_usr_and_the_agent_refuses_what_its_roots_leave_out() {
     let output = usr["output"].as_str().unwrap_or("");
     assert!(output.starts_with("filesystem: "), "{usr}");
     assert!(
-        output.lines().any(|l| l.trim_end().ends_with("/usr/lib")
-            || l.trim_end().ends_with("/usr/share")),
+        output
+            .lines()
+            .any(|l| l.trim_end().ends_with("/usr/lib") || l.trim_end().ends_with("/usr/share")),
         "{usr}"
     );
 

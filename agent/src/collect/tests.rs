@@ -332,7 +332,10 @@ fn disk_use_is_what_df_says() {
     };
     let close = |ours: u64, theirs: u64, what: &str| {
         // 64 MiB: what another process may write between the two reads.
-        assert!(ours.abs_diff(theirs) <= 64 << 20, "{what}: ours {ours}, df {theirs}");
+        assert!(
+            ours.abs_diff(theirs) <= 64 << 20,
+            "{what}: ours {ours}, df {theirs}"
+        );
     };
     let space = super::disk_space(Path::new("/")).expect("statvfs /");
     assert_eq!(space.total, size, "capacity");
@@ -350,6 +353,10 @@ fn disk_use_is_what_df_says() {
         .find(|fs| fs.mount_point == "/")
         .expect("/ is a real filesystem here");
     assert_eq!(root.total_bytes, size);
-    close(root.used_bytes.expect("used is read"), used, "inventory used");
+    close(
+        root.used_bytes.expect("used is read"),
+        used,
+        "inventory used",
+    );
     close(root.available_bytes, available, "inventory available");
 }

@@ -346,14 +346,19 @@ fn bad_disk_usage_roots_are_one_line_errors() {
         assert!(error.0.contains(expected), "{file}: {error}");
         assert!(!error.0.contains('\n'), "{error}");
     }
-    let many = (0..65).map(|i| format!("/d{i}")).collect::<Vec<_>>().join(",");
+    let many = (0..65)
+        .map(|i| format!("/d{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
     let error = resolve(
         &AgentFlags::default(),
         &vars(&[("DESKPULSE_AGENT_DISK_USAGE_ROOTS", &many)]),
     )
     .expect_err("too many");
     assert!(
-        error.0.contains("DESKPULSE_AGENT_DISK_USAGE_ROOTS: 65 roots; at most 64"),
+        error
+            .0
+            .contains("DESKPULSE_AGENT_DISK_USAGE_ROOTS: 65 roots; at most 64"),
         "{error}"
     );
 }

@@ -164,6 +164,9 @@ mod tests {
 
     #[test]
     fn unknown_ids_are_left_out() {
-        assert_eq!(reason("shell", Platform::Linux, Path::new("/"), &|_| false), None);
+        assert_eq!(
+            reason("shell", Platform::Linux, Path::new("/"), &|_| false),
+            None
+        );
     }
 }

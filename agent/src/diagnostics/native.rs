@@ -429,11 +429,7 @@ fn disk_usage(
 /// this agent's `disk_usage_roots`, each resolved too (so `/var` on macOS
 /// holds `/private/var/log`). Returns the real path and its name as seen
 /// from inside the system root, or why it is refused, in one line.
-fn resolve_checked(
-    root: &Path,
-    roots: &[String],
-    path: &str,
-) -> Result<(PathBuf, String), String> {
+fn resolve_checked(root: &Path, roots: &[String], path: &str) -> Result<(PathBuf, String), String> {
     let start = under_root(root, path);
     let real = std::fs::canonicalize(&start).map_err(|error| format!("{path}: {error}"))?;
     let logical = logical_path(root, &real)

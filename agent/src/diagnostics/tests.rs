@@ -1277,7 +1277,15 @@ async fn disk_usage_roots_are_the_agents_setting_checked_after_resolving() {
     symlink("../etc", r.join("usr/etc-link")).expect("link");
     symlink("srv/shares", r.join("shares")).expect("link");
 
-    let result = disk_usage_with_roots(r, &default_roots().iter().map(String::as_str).collect::<Vec<_>>(), "/usr").await;
+    let result = disk_usage_with_roots(
+        r,
+        &default_roots()
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+        "/usr",
+    )
+    .await;
     assert_eq!(result.outcome(), DiagnosticOutcome::Completed, "{result:?}");
     assert!(text(&result).contains("/usr/lib"), "{}", text(&result));
 
@@ -1294,10 +1302,20 @@ async fn disk_usage_roots_are_the_agents_setting_checked_after_resolving() {
     // A path outside the configured roots is refused, inside them listed,
     // and a link into them is followed to its real place.
     let result = disk_usage_with_roots(r, &["/srv/shares"], "/usr").await;
-    assert!(result.reason.contains("refused: path \"/usr\" is not under"), "{}", result.reason);
+    assert!(
+        result
+            .reason
+            .contains("refused: path \"/usr\" is not under"),
+        "{}",
+        result.reason
+    );
     let result = disk_usage_with_roots(r, &["/srv/shares"], "/shares").await;
     assert_eq!(result.outcome(), DiagnosticOutcome::Completed, "{result:?}");
-    assert!(text(&result).contains("/shares resolves to /srv/shares"), "{}", text(&result));
+    assert!(
+        text(&result).contains("/shares resolves to /srv/shares"),
+        "{}",
+        text(&result)
+    );
     // Even "/" as a root never lists a secret store.
     let result = disk_usage_with_roots(r, &["/"], "/etc/ssh").await;
     assert_eq!(result.outcome(), DiagnosticOutcome::Refused, "{result:?}");

@@ -365,7 +365,10 @@ pub fn unavailable_diagnostics(
     said: &[deskpulse_proto::v1::UnavailableDiagnostic],
 ) -> Vec<(String, String)> {
     let mut kept: Vec<(String, String)> = Vec::new();
-    for entry in said.iter().take(deskpulse_proto::catalog::CATALOG.len() * 4) {
+    for entry in said
+        .iter()
+        .take(deskpulse_proto::catalog::CATALOG.len() * 4)
+    {
         let Some(spec) = deskpulse_proto::catalog::spec(&entry.id) else {
             continue;
         };

@@ -93,7 +93,10 @@ fn a_hellos_unavailable_diagnostics_are_checked() {
         entry("ping", "ping is not installed"),
         entry("rm -rf /", "not a diagnostic"),
         entry("ping", "said twice; the first stands"),
-        entry("traceroute", &format!("tracepath\nis\tnot installed{}", "x".repeat(10_000))),
+        entry(
+            "traceroute",
+            &format!("tracepath\nis\tnot installed{}", "x".repeat(10_000)),
+        ),
         entry("smart_report", ""),
     ];
     said.extend((0..10_000).map(|i| entry(&format!("unknown{i}"), "flood")));
@@ -106,8 +109,9 @@ fn a_hellos_unavailable_diagnostics_are_checked() {
     assert!(!kept[1].1.contains(['\n', '\t']));
     assert_eq!(kept[2], ("smart_report".into(), "unavailable".into()));
     // Past the first 76 entries nothing more is read, known or not.
-    let mut late: Vec<UnavailableDiagnostic> =
-        (0..100).map(|i| entry(&format!("unknown{i}"), "x")).collect();
+    let mut late: Vec<UnavailableDiagnostic> = (0..100)
+        .map(|i| entry(&format!("unknown{i}"), "x"))
+        .collect();
     late.push(entry("ping", "too late"));
     assert_eq!(agent::unavailable_diagnostics(&late), []);
 }

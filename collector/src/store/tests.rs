@@ -1368,14 +1368,20 @@ async fn what_an_agent_cannot_run_is_kept_per_host_until_its_next_hello(db: Test
         enabled_diagnostics: vec!["ping".into(), "traceroute".into(), "dns_lookup".into()],
         unavailable_diagnostics: vec![
             ("ping".into(), "ping is not installed".into()),
-            ("traceroute".into(), "tracepath is not installed, nor, say, x".into()),
+            (
+                "traceroute".into(),
+                "tracepath is not installed, nor, say, x".into(),
+            ),
         ],
     };
     store.session_opened(&session, 1000).await.expect("open");
     let said = store.host_diagnostics(&hosts[0]).await.expect("read");
     assert_eq!(said.enabled, ["ping", "traceroute", "dns_lookup"]);
     assert_eq!(said.unavailable, session.unavailable_diagnostics);
-    assert_eq!(said.unavailable_reason("ping"), Some("ping is not installed"));
+    assert_eq!(
+        said.unavailable_reason("ping"),
+        Some("ping is not installed")
+    );
     assert_eq!(said.unavailable_reason("dns_lookup"), None);
     let other = store.host_diagnostics(&hosts[1]).await.expect("read");
     assert_eq!(other.unavailable, [], "per host");

@@ -15,6 +15,7 @@ fn package(name: &str, version: &str) -> Package {
         publisher: "Debian".into(),
         install_date_unix_s: 1_700_000_000,
         source: "dpkg".into(),
+        state: String::new(),
     }
 }
 

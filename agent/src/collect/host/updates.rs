@@ -61,10 +61,12 @@ pub fn dnf_check_update(text: &str) -> u32 {
     let mut seen: Vec<&str> = text
         .lines()
         .filter(|line| !line.starts_with([' ', '\t']))
-        .filter_map(|line| match line.split_whitespace().collect::<Vec<_>>()[..] {
-            [package, _version, _repo] if package.contains('.') => Some(package),
-            _ => None,
-        })
+        .filter_map(
+            |line| match line.split_whitespace().collect::<Vec<_>>()[..] {
+                [package, _version, _repo] if package.contains('.') => Some(package),
+                _ => None,
+            },
+        )
         .collect();
     seen.sort_unstable();
     seen.dedup();
@@ -105,11 +107,10 @@ pub fn pending(root: &Path) -> Result<u32, Missing> {
             "under a system root other than /, only update-notifier's count is read".into(),
         ));
     }
-    let key: Vec<Option<SystemTime>> = STATE_FILES
-        .iter()
-        .map(|f| mtime(&root.join(f)))
-        .collect();
-    let mut kept = KEPT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let key: Vec<Option<SystemTime>> = STATE_FILES.iter().map(|f| mtime(&root.join(f))).collect();
+    let mut kept = KEPT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(k) = kept.as_ref()
         && (k.key == key || k.at.elapsed() < MIN_SPACING)
     {
@@ -212,7 +213,9 @@ mod tests {
         let (reason, why) = pending(root.path()).expect_err("not counted");
         assert_eq!(reason, UnavailableReason::NotSupported);
         assert!(why.contains("update-notifier"), "{why}");
-        let file = root.path().join("var/lib/update-notifier/updates-available");
+        let file = root
+            .path()
+            .join("var/lib/update-notifier/updates-available");
         std::fs::create_dir_all(file.parent().expect("dir")).expect("mkdir");
         std::fs::write(&file, "7 updates can be applied immediately.\n").expect("write");
         assert_eq!(pending(root.path()), Ok(7));

@@ -11,7 +11,12 @@
 
 use std::time::Duration;
 
-const UNITS: [(&str, u64); 4] = [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)];
+const UNITS: [(&str, u64); 4] = [
+    ("d", 86_400_000),
+    ("h", 3_600_000),
+    ("m", 60_000),
+    ("s", 1_000),
+];
 
 /// A duration exactly, e.g. `20s`, `1h 30m`, `1s 500ms`; `0s` for zero.
 pub fn duration(d: Duration) -> String {

@@ -67,10 +67,7 @@ pub fn enum_name<E: WireEnum, S: Serializer>(value: &i32, s: S) -> Result<S::Ok,
 
 /// `serialize_with` for a repeated enum field.
 #[allow(clippy::ptr_arg)] // serde hands `serialize_with` a reference to the field's own type
-pub fn enum_names<E: WireEnum, S: Serializer>(
-    values: &Vec<i32>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
+pub fn enum_names<E: WireEnum, S: Serializer>(values: &Vec<i32>, s: S) -> Result<S::Ok, S::Error> {
     s.collect_seq(values.iter().map(|v| name_of::<E>(*v)))
 }
 

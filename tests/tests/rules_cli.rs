@@ -91,7 +91,9 @@ change = "new_local_admin"
 severity = "urgent"
 "#,
     );
-    let refused = collector.cli(&admin, &["rules", "apply", &bad]).expect_code(1);
+    let refused = collector
+        .cli(&admin, &["rules", "apply", &bad])
+        .expect_code(1);
     let lines: Vec<&str> = refused.stderr.lines().collect();
     assert_eq!(
         lines,
@@ -311,9 +313,15 @@ fn criticality_takes_only_the_levels_priority_knows() {
         refused.stderr
     );
     let tagged = collector
-        .cli(&admin, &["--json", "host", "tag", &host, "Criticality=HIGH"])
+        .cli(
+            &admin,
+            &["--json", "host", "tag", &host, "Criticality=HIGH"],
+        )
         .expect_code(0);
-    assert_eq!(json(&tagged)["tags"], serde_json::json!(["criticality=high"]));
+    assert_eq!(
+        json(&tagged)["tags"],
+        serde_json::json!(["criticality=high"])
+    );
 
     // A rule scoped to a level no host can have is refused too.
     let files = Files::new();

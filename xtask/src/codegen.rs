@@ -64,11 +64,7 @@ pub fn generate(root: &Path, out_dir: &Path) -> Result<()> {
 /// repeated one and a proto3 `optional` one each have their serializer.
 fn enum_field_attributes(fds: &prost_types::FileDescriptorSet) -> Vec<(String, String)> {
     use prost_types::field_descriptor_proto::{Label, Type};
-    fn walk(
-        prefix: &str,
-        message: &prost_types::DescriptorProto,
-        out: &mut Vec<(String, String)>,
-    ) {
+    fn walk(prefix: &str, message: &prost_types::DescriptorProto, out: &mut Vec<(String, String)>) {
         let path = format!("{prefix}.{}", message.name());
         for field in &message.field {
             if field.r#type() != Type::Enum {

@@ -750,7 +750,10 @@ pub fn rules_applied(policy: &ListRulesResponse, dry_run: bool, json: bool) -> C
         }
     }
     if dry_run {
-        outln!("dry run: nothing was applied; policy version {} stays in force", policy.version);
+        outln!(
+            "dry run: nothing was applied; policy version {} stays in force",
+            policy.version
+        );
         return Ok(());
     }
     outln!();
@@ -759,32 +762,32 @@ pub fn rules_applied(policy: &ListRulesResponse, dry_run: bool, json: bool) -> C
 
 fn rules_json(policy: &ListRulesResponse) -> serde_json::Value {
     serde_json::json!({
-            "version": policy.version,
-            "applied_by": (!policy.applied_by.is_empty()).then_some(&policy.applied_by),
-            "applied_at": iso(policy.applied_at_unix_ms),
-            "business_hours": policy.business_hours,
-            "quiet_secs": policy.quiet_secs,
-            "reopen_window_secs": policy.reopen_window_secs,
-            "sla": policy.sla.iter().map(|t| serde_json::json!({
-                "priority": t.priority,
-                "response_secs": t.response_secs,
-                "resolution_secs": t.resolution_secs,
-            })).collect::<Vec<_>>(),
-            "rules": policy.rules.iter().map(|r| if r.kind == "metric" {
-                serde_json::json!({
-                    "name": r.name, "kind": r.kind, "metric": r.on, "op": r.op,
-                    "threshold": r.threshold, "recover": r.recover, "for_secs": r.for_secs,
-                    "severity": r.severity, "scope": r.scope, "source": r.source,
-                    "enabled": !r.disabled,
-                })
-            } else {
-                serde_json::json!({
-                    "name": r.name, "kind": r.kind, "change": r.on,
-                    "severity": r.severity, "scope": r.scope, "source": r.source,
-                    "enabled": !r.disabled,
-                })
-            }).collect::<Vec<_>>(),
-        })
+        "version": policy.version,
+        "applied_by": (!policy.applied_by.is_empty()).then_some(&policy.applied_by),
+        "applied_at": iso(policy.applied_at_unix_ms),
+        "business_hours": policy.business_hours,
+        "quiet_secs": policy.quiet_secs,
+        "reopen_window_secs": policy.reopen_window_secs,
+        "sla": policy.sla.iter().map(|t| serde_json::json!({
+            "priority": t.priority,
+            "response_secs": t.response_secs,
+            "resolution_secs": t.resolution_secs,
+        })).collect::<Vec<_>>(),
+        "rules": policy.rules.iter().map(|r| if r.kind == "metric" {
+            serde_json::json!({
+                "name": r.name, "kind": r.kind, "metric": r.on, "op": r.op,
+                "threshold": r.threshold, "recover": r.recover, "for_secs": r.for_secs,
+                "severity": r.severity, "scope": r.scope, "source": r.source,
+                "enabled": !r.disabled,
+            })
+        } else {
+            serde_json::json!({
+                "name": r.name, "kind": r.kind, "change": r.on,
+                "severity": r.severity, "scope": r.scope, "source": r.source,
+                "enabled": !r.disabled,
+            })
+        }).collect::<Vec<_>>(),
+    })
 }
 
 /// `deskpulse rules`: the policy in force.

@@ -393,7 +393,11 @@ pub fn parse_policy(text: &str) -> Result<Policy, String> {
 /// The 1-based line of a byte offset in `text`.
 fn line_at(text: &str, offset: usize) -> usize {
     let end = offset.min(text.len());
-    text.as_bytes()[..end].iter().filter(|b| **b == b'\n').count() + 1
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
 }
 
 /// The line a table's errors name: its `[header]` line. toml's span of a
@@ -404,7 +408,11 @@ fn table_line(text: &str, span: std::ops::Range<usize>) -> usize {
     let lines: Vec<&str> = text.lines().collect();
     (1..=line)
         .rev()
-        .find(|l| lines.get(l - 1).is_some_and(|t| t.trim_start().starts_with('[')))
+        .find(|l| {
+            lines
+                .get(l - 1)
+                .is_some_and(|t| t.trim_start().starts_with('['))
+        })
         .unwrap_or(line)
 }
 
@@ -582,7 +590,9 @@ pub fn check_policy(text: &str) -> Result<Policy, Vec<PolicyError>> {
         let line = file
             .change_rule
             .iter()
-            .find(|t| t.get_ref().get("name").and_then(toml::Value::as_str) == Some(clash.name.as_str()))
+            .find(|t| {
+                t.get_ref().get("name").and_then(toml::Value::as_str) == Some(clash.name.as_str())
+            })
             .map_or(1, |t| table_line(text, t.span()));
         error(line, format!("rule {} is defined twice", clash.name));
     }

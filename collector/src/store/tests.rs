@@ -2681,7 +2681,7 @@ async fn an_applied_policy_is_kept_across_restarts_and_drives_evaluation(db: Tes
         .expect("store");
     assert_eq!(
         refused.expect_err("bad").as_str(),
-        "rule x: metric is required"
+        "line 1: rule x: metric is required"
     );
     let text = r#"
 [sla.P3]

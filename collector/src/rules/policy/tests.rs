@@ -329,7 +329,10 @@ fn bad_inventory_limits_get_one_line_errors() {
             "max_packages = \"many\"",
             "line 1: inventory: invalid type: string \"many\", expected i64",
         ),
-        ("max_pakages = 10", "line 1: inventory: unknown field `max_pakages`"),
+        (
+            "max_pakages = 10",
+            "line 1: inventory: unknown field `max_pakages`",
+        ),
     ];
     for (line, expected) in cases {
         let text = format!("[inventory]\n{line}\n");
@@ -369,10 +372,19 @@ resolution = \"2h\"
     let errors = super::check_policy(text).expect_err("four errors");
     let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
     assert_eq!(shown.len(), 5, "{shown:#?}");
-    assert!(shown[0].starts_with("line 1: tickets.quiet \"later\" is not a duration"), "{shown:#?}");
+    assert!(
+        shown[0].starts_with("line 1: tickets.quiet \"later\" is not a duration"),
+        "{shown:#?}"
+    );
     assert_eq!(shown[1], "line 4: rule a: op is required");
-    assert!(shown[2].starts_with("line 8: rule b: unknown field `colour`"), "{shown:#?}");
-    assert!(shown[3].starts_with("line 16: change rule c: unknown change \"moved_desk\""), "{shown:#?}");
+    assert!(
+        shown[2].starts_with("line 8: rule b: unknown field `colour`"),
+        "{shown:#?}"
+    );
+    assert!(
+        shown[3].starts_with("line 16: change rule c: unknown change \"moved_desk\""),
+        "{shown:#?}"
+    );
     assert_eq!(shown[4], "line 21: sla.P9: expected P1, P2, P3 or P4");
     assert_eq!(
         parse_policy(text).expect_err("joined").lines().count(),

@@ -23,7 +23,10 @@ fn number(value: f64) -> String {
 }
 
 fn scope_text(scope: &[(String, String)]) -> String {
-    let items: Vec<String> = scope.iter().map(|(k, v)| quoted(&format!("{k}={v}"))).collect();
+    let items: Vec<String> = scope
+        .iter()
+        .map(|(k, v)| quoted(&format!("{k}={v}")))
+        .collect();
     format!("[{}]", items.join(", "))
 }
 
@@ -36,7 +39,11 @@ fn write_rule(out: &mut String, rule: &Rule) {
     let _ = writeln!(out, "threshold = {}", number(rule.threshold));
     let _ = writeln!(out, "recover = {}", number(rule.recover));
     if rule.duration_ms > 0 {
-        let _ = writeln!(out, "for = {}", quoted(&units::duration_ms(rule.duration_ms)));
+        let _ = writeln!(
+            out,
+            "for = {}",
+            quoted(&units::duration_ms(rule.duration_ms))
+        );
     }
     let _ = writeln!(out, "severity = {}", quoted(rule.severity.name()));
     if !rule.scope.is_empty() {
@@ -182,21 +189,22 @@ impl Policy {
             "default rules in force as built in (`deskpulse rules` shows them)",
             &untouched,
         );
-        for rule in self.rules.iter().filter(|r| from_file(&r.name)) {
-            write_rule(&mut out, rule);
-        }
-        for rule in &self.disabled {
-            let _ = writeln!(out, "[[rule]]\nname = {}\nenabled = false\n", quoted(&rule.name));
-        }
-        for rule in self.change_rules.iter().filter(|r| from_file(&r.name)) {
-            write_change_rule(&mut out, rule);
-        }
-        for rule in &self.disabled_changes {
-            let _ = writeln!(
-                out,
-                "[[change_rule]]\nname = {}\nenabled = false\n",
-                quoted(&rule.name)
-            );
+        // In the order the file had them, so the export's `applied` list
+        // (and the sources `deskpulse rules` shows) come back the same.
+        for name in &self.applied {
+            if let Some(rule) = self.rules.iter().find(|r| &r.name == name) {
+                write_rule(&mut out, rule);
+            } else if self.disabled.iter().any(|r| &r.name == name) {
+                let _ = writeln!(out, "[[rule]]\nname = {}\nenabled = false\n", quoted(name));
+            } else if let Some(rule) = self.change_rules.iter().find(|r| &r.name == name) {
+                write_change_rule(&mut out, rule);
+            } else if self.disabled_changes.iter().any(|r| &r.name == name) {
+                let _ = writeln!(
+                    out,
+                    "[[change_rule]]\nname = {}\nenabled = false\n",
+                    quoted(name)
+                );
+            }
         }
         while out.ends_with("\n\n") {
             out.pop();
@@ -208,7 +216,12 @@ impl Policy {
 /// A metric rule in one line: `disk_used_percent > 90 (clears at 85) for
 /// 10m, high, scope site=berlin`.
 pub fn describe_rule(rule: &Rule) -> String {
-    let mut text = format!("{} {} {}", rule.metric.name(), rule.op.symbol(), rule.threshold);
+    let mut text = format!(
+        "{} {} {}",
+        rule.metric.name(),
+        rule.op.symbol(),
+        rule.threshold
+    );
     if rule.recover != rule.threshold {
         let _ = write!(text, " (clears at {})", rule.recover);
     }
@@ -224,7 +237,11 @@ pub fn describe_rule(rule: &Rule) -> String {
 }
 
 fn describe_change_rule(rule: &ChangeRule) -> String {
-    let mut text = format!("inventory change {}, {}", rule.change.name(), rule.severity.name());
+    let mut text = format!(
+        "inventory change {}, {}",
+        rule.change.name(),
+        rule.severity.name()
+    );
     if !rule.scope.is_empty() {
         let scope: Vec<String> = rule.scope.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = write!(text, ", scope {}", scope.join(" "));
@@ -235,14 +252,24 @@ fn describe_change_rule(rule: &ChangeRule) -> String {
 /// Every rule of a policy by name, in force or disabled, described.
 fn rule_lines(policy: &Policy) -> Vec<(String, bool, String)> {
     let mut all: Vec<(String, bool, String)> = Vec::new();
-    all.extend(policy.rules.iter().map(|r| (r.name.clone(), true, describe_rule(r))));
+    all.extend(
+        policy
+            .rules
+            .iter()
+            .map(|r| (r.name.clone(), true, describe_rule(r))),
+    );
     all.extend(
         policy
             .change_rules
             .iter()
             .map(|r| (r.name.clone(), true, describe_change_rule(r))),
     );
-    all.extend(policy.disabled.iter().map(|r| (r.name.clone(), false, describe_rule(r))));
+    all.extend(
+        policy
+            .disabled
+            .iter()
+            .map(|r| (r.name.clone(), false, describe_rule(r))),
+    );
     all.extend(
         policy
             .disabled_changes
@@ -259,7 +286,9 @@ pub fn changes(old: &Policy, new: &Policy) -> Vec<String> {
     let before = rule_lines(old);
     let after = rule_lines(new);
     let find = |list: &[(String, bool, String)], name: &str| {
-        list.iter().find(|(n, _, _)| n == name).map(|(_, on, d)| (*on, d.clone()))
+        list.iter()
+            .find(|(n, _, _)| n == name)
+            .map(|(_, on, d)| (*on, d.clone()))
     };
     let mut names: Vec<&str> = before.iter().map(|(n, _, _)| n.as_str()).collect();
     for (name, _, _) in &after {
@@ -272,7 +301,9 @@ pub fn changes(old: &Policy, new: &Policy) -> Vec<String> {
             (None, Some((true, d))) => lines.push(format!("rule {name} added: {d}")),
             (None, Some((false, _))) => lines.push(format!("rule {name} disabled")),
             (Some((true, _)), None) => lines.push(format!("rule {name} removed")),
-            (Some((false, _)), None) => lines.push(format!("rule {name} removed (it was disabled)")),
+            (Some((false, _)), None) => {
+                lines.push(format!("rule {name} removed (it was disabled)"))
+            }
             (Some((true, _)), Some((false, _))) => lines.push(format!("rule {name} disabled")),
             (Some((false, _)), Some((true, d))) => {
                 lines.push(format!("rule {name} enabled again: {d}"));

@@ -68,7 +68,11 @@ fn an_export_applies_back_to_the_same_policy() {
     let policy = parse_policy(FULL).expect("valid");
     let exported = policy.to_toml();
     let again = parse_policy(&exported).unwrap_or_else(|e| panic!("{e}\n{exported}"));
-    assert_eq!(again.to_toml(), exported, "a second export is the same text");
+    assert_eq!(
+        again.to_toml(),
+        exported,
+        "a second export is the same text"
+    );
     assert_eq!(again.rules, policy.rules);
     assert_eq!(again.change_rules, policy.change_rules);
     assert_eq!(again.applied, policy.applied);
@@ -140,7 +144,10 @@ severity = "high"
         "tickets.reopen_window: 2d -> 1d",
         "business_hours: mon,tue,wed,thu,fri 08:00-18:00 Europe/Berlin -> 24x7",
     ] {
-        assert!(lines.iter().any(|l| l == expected), "{expected}\n{lines:#?}");
+        assert!(
+            lines.iter().any(|l| l == expected),
+            "{expected}\n{lines:#?}"
+        );
     }
     let dropped = dropped(&old, &new);
     assert_eq!(
@@ -160,5 +167,8 @@ severity = "high"
         super::dropped(&old, &no_sla)
     );
     let custom_gone = super::dropped(&old, &no_sla);
-    assert!(custom_gone.iter().any(|d| d == "rule hot (removed)"), "{custom_gone:?}");
+    assert!(
+        custom_gone.iter().any(|d| d == "rule hot (removed)"),
+        "{custom_gone:?}"
+    );
 }

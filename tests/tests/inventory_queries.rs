@@ -255,7 +255,20 @@ fn software_globs_name_their_versions_and_the_os_line_carries_the_codename() {
             table.stdout
         );
         assert_eq!(
-            host_ids(&collector, &token, &["--software", &format!("{glob}<0")]),
+            host_ids(
+                &collector,
+                &token,
+                &["--software", &format!("{glob}={version}")]
+            ),
+            me,
+            "a glob still takes a version rule"
+        );
+        assert_eq!(
+            host_ids(
+                &collector,
+                &token,
+                &["--software", &format!("{glob}<{version}")]
+            ),
             Vec::<String>::new(),
             "a glob still takes a version rule"
         );

@@ -3596,6 +3596,7 @@ async fn a_replica_that_stops_saying_it_is_alive_loses_its_streams(db: TestDb) {
                     health_interval_secs: 60,
                     catalog_version: 0,
                     enabled_diagnostics: Vec::new(),
+                    unavailable_diagnostics: Vec::new(),
                 },
                 0,
             )

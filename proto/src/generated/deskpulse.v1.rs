@@ -2496,6 +2496,7 @@ pub struct HostFilter {
     pub tags: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
     /// Whether retired hosts are listed: left out by default.
     #[prost(enumeration = "RetiredHosts", tag = "13")]
+    #[serde(serialize_with = "crate::json::enum_name::<crate::v1::RetiredHosts, _>")]
     pub retired: i32,
 }
 /// One page of hosts.

@@ -269,7 +269,13 @@ pub(super) async fn tickets_go_only_to_technicians_who_exist(db: TestDb) {
         let store = store.clone();
         async move {
             store
-                .update_ticket(ticket.id, &TicketChange::Assign(name.into()), "alice", 2)
+                .update_ticket(
+                    ticket.id,
+                    &TicketChange::Assign(name.into()),
+                    "alice",
+                    &crate::store::AuditEntry::system("test", "", ""),
+                    2,
+                )
                 .await
                 .expect("update")
         }
@@ -303,7 +309,13 @@ pub(super) async fn a_ticket_reopened_by_hand_has_no_current_resolution(db: Test
         let store = store.clone();
         async move {
             store
-                .update_ticket(ticket.id, &c, "alice", at)
+                .update_ticket(
+                    ticket.id,
+                    &c,
+                    "alice",
+                    &crate::store::AuditEntry::system("test", "", ""),
+                    at,
+                )
                 .await
                 .expect("update")
                 .expect("applies")

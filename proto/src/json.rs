@@ -38,6 +38,7 @@ wire_enums!(
     GoodbyeReason,
     InventorySection,
     Presence,
+    RetiredHosts,
     ProtectionState,
     Role,
     UnavailableReason,

@@ -652,9 +652,10 @@ fn enroll_command(args: EnrollArgs) -> Result<(), Failure> {
         outln!("enrolled as host {}", enrolled.host_id);
     }
     if let Some(previous) = previous.filter(|p| p.host_id != enrolled.host_id) {
-        println!(
+        outln!(
             "host {} that this state dir was enrolled as stays in the fleet: retire it with `deskpulse host retire {}`",
-            previous.host_id, previous.host_id
+            previous.host_id,
+            previous.host_id
         );
     }
     Ok(())

@@ -133,8 +133,11 @@ fn an_enrolled_state_dir_enrolls_again_only_with_force_and_the_old_host_can_be_r
     );
 
     // Out of the fleet list; listed on request; its history kept.
-    assert_eq!(listed(&collector, &admin, &[]), [new.clone()]);
-    assert_eq!(listed(&collector, &admin, &["--retired"]), [old.clone()]);
+    assert_eq!(listed(&collector, &admin, &[]), std::slice::from_ref(&new));
+    assert_eq!(
+        listed(&collector, &admin, &["--retired"]),
+        std::slice::from_ref(&old)
+    );
     assert_eq!(listed(&collector, &admin, &["--all"]), both);
     let shown = collector
         .cli(&admin, &["host", "show", &old])

@@ -428,8 +428,8 @@ enum EnrollTokenCommand {
 /// The filters of `deskpulse hosts`.
 #[derive(Debug, Clone, Default, clap::Args)]
 struct HostFilterArgs {
-    /// Hosts with a package installed: NAME, or NAME<VERSION (also <=, =,
-    /// >=, >), ordered by the package's own ecosystem rules. Any case; `*`
+    /// Hosts with a package installed: NAME, or NAME<VERSION (also `<=`,
+    /// `=`, `>=`, `>`), ordered by the package's own ecosystem rules. Any case; `*`
     /// matches any run of characters (`libssl*`). The matching installed
     /// versions are shown.
     #[arg(long, value_name = "SPEC", value_parser = crate::query::parse_software)]

@@ -3505,11 +3505,11 @@ async fn a_retired_host_leaves_the_fleet_with_its_tickets_closed_and_its_history
     };
     assert_eq!(
         ids(&store, &listed(RetiredHosts::Excluded)).await,
-        [kept.clone()]
+        std::slice::from_ref(&kept)
     );
     assert_eq!(
         ids(&store, &listed(RetiredHosts::Only)).await,
-        [gone.clone()]
+        std::slice::from_ref(&gone)
     );
     assert_eq!(ids(&store, &listed(RetiredHosts::Included)).await.len(), 2);
     let detail = store

@@ -212,20 +212,26 @@ mod tests {
 
     #[test]
     fn the_cli_writes_to_the_terminal_only_through_this_module() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cli");
+        let mut dirs = vec![std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cli")];
         let mut offenders = Vec::new();
-        for entry in std::fs::read_dir(&dir).expect("src/cli") {
-            let path = entry.expect("entry").path();
-            if path.file_name().is_some_and(|n| n == "terminal.rs") {
-                continue;
-            }
-            let source = std::fs::read_to_string(&path).expect("source");
-            for (n, line) in source.lines().enumerate() {
-                if ["stdout()", "stderr()", "print!(", "println!(", "eprint"]
-                    .iter()
-                    .any(|p| line.contains(p))
-                {
-                    offenders.push(format!("{}:{}: {line}", path.display(), n + 1));
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).expect("src/cli") {
+                let path = entry.expect("entry").path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                if path.file_name().is_some_and(|n| n == "terminal.rs") {
+                    continue;
+                }
+                let source = std::fs::read_to_string(&path).expect("source");
+                for (n, line) in source.lines().enumerate() {
+                    if ["stdout()", "stderr()", "print!(", "println!(", "eprint"]
+                        .iter()
+                        .any(|p| line.contains(p))
+                    {
+                        offenders.push(format!("{}:{}: {line}", path.display(), n + 1));
+                    }
                 }
             }
         }

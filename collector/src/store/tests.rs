@@ -3363,6 +3363,7 @@ async fn every_ticket_change_is_audited_in_its_transaction_and_a_refused_one_not
         TicketChange::Resolve("new fuser".into()),
         TicketChange::Reopen,
     ];
+    technician(&store, "alice", Role::Technician).await;
     for (at, change) in (2_000..).zip(&changes) {
         store
             .update_ticket(ticket.id, change, "alice", &alice, at)

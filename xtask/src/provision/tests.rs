@@ -1,3 +1,6 @@
+//! The one list of programs the tests run: every program a test looks for
+//! is on it, and `.ci/run` keeps no second list.
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 

@@ -1,3 +1,6 @@
+//! `deskpulse login` and `logout` on the config file: modes, kept keys,
+//! and nothing written when the file or the CA is wrong.
+
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt;
 

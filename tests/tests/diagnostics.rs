@@ -394,11 +394,12 @@ fn disk_usage_lists_usr_and_the_agent_refuses_what_its_roots_leave_out() {
         "{etc}"
     );
     assert_eq!(etc["output"], "", "nothing listed");
-    // A secret store stays refused, by the collector already.
+    // A secret store stays refused before it leaves the technician's PC:
+    // the CLI runs the catalog's check, a usage error (exit 2).
     let out = collector.cli(
         &alice,
         &["run", &host, "disk_usage", "--param", "path=/etc/ssh"],
     );
-    assert_eq!(out.code, 1);
+    assert_eq!(out.code, 2);
     assert!(out.error_line().contains("secret store"), "{}", out.stderr);
 }

@@ -225,13 +225,24 @@ async fn host_revoke_cuts_the_live_session_and_the_agent_is_refused_after() {
     assert_eq!(unknown.stderr.lines().count(), 1, "{}", unknown.stderr);
 
     // A re-link token cannot bring a revoked host back; a fresh ordinary
-    // token enrolls the PC as a new host.
+    // token enrolls the PC as a new host, with `--force` since its state
+    // dir is still enrolled as the revoked one.
     let relink = collector
         .admin(&["enroll-token", "create", "--relink", &host])
         .expect_code(2);
     assert!(relink.stderr.contains("was revoked"), "{}", relink.stderr);
+    let ca = collector.ca_file();
     agent
-        .enroll(&collector, &collector.enrollment_token(1))
+        .command(&[
+            "enroll",
+            "--force",
+            "--collector",
+            &collector.url(),
+            "--token",
+            &collector.enrollment_token(1),
+            "--ca-file",
+            ca.to_str().expect("utf-8 path"),
+        ])
         .expect_code(0);
     let new_host = agent.host_id();
     assert_ne!(new_host, host, "a revoked host comes back as a new host");

@@ -485,16 +485,32 @@ impl Agent {
 
     /// Enrolls with `collector` using the CA file and a token.
     pub fn enroll(&self, collector: &Collector, token: &str) -> Run {
+        self.enroll_with(collector, token, &[])
+    }
+
+    /// Enrolls a state dir that is enrolled already (`--force`): after its
+    /// host was revoked, or its certificate expired.
+    pub fn enroll_again(&self, collector: &Collector, token: &str) -> Run {
+        self.enroll_with(collector, token, &["--force"])
+    }
+
+    fn enroll_with(&self, collector: &Collector, token: &str, flags: &[&str]) -> Run {
         let ca = collector.ca_file();
-        self.command(&[
-            "enroll",
-            "--collector",
-            &collector.url(),
-            "--token",
-            token,
-            "--ca-file",
-            ca.to_str().expect("utf-8 path"),
-        ])
+        self.command(
+            &[
+                &["enroll"][..],
+                flags,
+                &[
+                    "--collector",
+                    &collector.url(),
+                    "--token",
+                    token,
+                    "--ca-file",
+                    ca.to_str().expect("utf-8 path"),
+                ],
+            ]
+            .concat(),
+        )
     }
 
     /// The host id after enrollment.

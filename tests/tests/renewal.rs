@@ -195,12 +195,12 @@ async fn an_agent_renews_with_a_new_key_and_an_expired_one_must_enroll_again() {
     );
     assert_eq!(service.stop(), Some(0));
 
-    // A fresh token enrolls it again (back on the wall clock, whose
+    // A fresh token enrolls it again, with `--force` (back on the wall clock, whose
     // certificates rustls accepts; whether it keeps its host id depends on
     // the hardware ids this container may lack, D4).
     let collector = Collector::start_in(collector.into_data_dir(), &[]);
     agent
-        .enroll(&collector, &collector.enrollment_token(1))
+        .enroll_again(&collector, &collector.enrollment_token(1))
         .expect_code(0);
     agent.command(&["run", "--once"]).expect_code(0);
 }

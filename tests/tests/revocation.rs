@@ -231,18 +231,8 @@ async fn host_revoke_cuts_the_live_session_and_the_agent_is_refused_after() {
         .admin(&["enroll-token", "create", "--relink", &host])
         .expect_code(2);
     assert!(relink.stderr.contains("was revoked"), "{}", relink.stderr);
-    let ca = collector.ca_file();
     agent
-        .command(&[
-            "enroll",
-            "--force",
-            "--collector",
-            &collector.url(),
-            "--token",
-            &collector.enrollment_token(1),
-            "--ca-file",
-            ca.to_str().expect("utf-8 path"),
-        ])
+        .enroll_again(&collector, &collector.enrollment_token(1))
         .expect_code(0);
     let new_host = agent.host_id();
     assert_ne!(new_host, host, "a revoked host comes back as a new host");

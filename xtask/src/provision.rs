@@ -40,7 +40,8 @@ pub const TEST_TOOLS: &[TestTool] = &[
     tool("dpkg", "dpkg"),
     tool("dpkg-query", "dpkg"),
     tool("findmnt", "util-linux"),
-    // The health probe and the diagnostics, live.
+    // The health probe and the diagnostics, live; df for the one
+    // definition of disk use.
     tool("smartctl", "smartmontools"),
     tool("ping", "iputils-ping"),
     tool("tracepath", "iputils-tracepath"),
@@ -56,6 +57,7 @@ pub const TEST_TOOLS: &[TestTool] = &[
     tool("id", "coreutils"),
     tool("cp", "coreutils"),
     tool("mkfifo", "coreutils"),
+    tool("df", "coreutils"),
     tool("kill", "procps"),
 ];
 

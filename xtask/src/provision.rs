@@ -46,6 +46,7 @@ pub const TEST_TOOLS: &[TestTool] = &[
     tool("ping", "iputils-ping"),
     tool("tracepath", "iputils-tracepath"),
     tool("apt", "apt"),
+    tool("df", "coreutils"),
     // The metrics output, checked by Prometheus' own linter (D31).
     tool("promtool", "prometheus"),
     // Test harness plumbing: other users, private mounts, limits, FIFOs.
@@ -57,7 +58,6 @@ pub const TEST_TOOLS: &[TestTool] = &[
     tool("id", "coreutils"),
     tool("cp", "coreutils"),
     tool("mkfifo", "coreutils"),
-    tool("df", "coreutils"),
     tool("kill", "procps"),
 ];
 

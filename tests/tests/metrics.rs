@@ -3,7 +3,7 @@
 //! `promtool check metrics` (Debian package `prometheus`; required in CI),
 //! and the counters move when an agent reports.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::Duration;
 
 use deskpulse_proto::v1::agent_message::Kind;
@@ -11,38 +11,7 @@ use deskpulse_proto::v1::agent_service_client::AgentServiceClient;
 use deskpulse_proto::v1::collector_message::Kind as Reply;
 use deskpulse_proto::v1::report::Payload;
 use deskpulse_proto::v1::{AgentMessage, HealthSample, Report};
-use deskpulse_tests::{Agent, Collector, test_hello, wait_for};
-
-/// The logs without terminal colour codes.
-fn strip_ansi(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn scrape(addr: &str, path: &str) -> (String, String) {
-    let mut stream = std::net::TcpStream::connect(addr).expect("connect to metrics");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response");
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    (head.to_owned(), body.to_owned())
-}
+use deskpulse_tests::{Agent, Collector, http_get, strip_ansi, test_hello, wait_for};
 
 #[tokio::test]
 async fn metrics_are_served_in_the_exposition_format_and_count_reports() {
@@ -60,7 +29,7 @@ async fn metrics_are_served_in_the_exposition_format_and_count_reports() {
 
     // Before anything happened, every metric is there at 0, with the
     // build and the process's own figures.
-    let (_, body) = scrape(&addr, "/metrics");
+    let (_, body) = http_get(&addr, "/metrics");
     for wanted in [
         "deskpulse_reports_total{kind=\"health\"} 0",
         "deskpulse_reports_total{kind=\"inventory\"} 0",
@@ -84,7 +53,7 @@ async fn metrics_are_served_in_the_exposition_format_and_count_reports() {
     ] {
         assert!(body.contains(wanted), "{wanted} at start-up in\n{body}");
     }
-    let (head, body) = scrape(&addr, "/healthz");
+    let (head, body) = http_get(&addr, "/healthz");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert_eq!(body, "ok\n");
 
@@ -118,7 +87,7 @@ async fn metrics_are_served_in_the_exposition_format_and_count_reports() {
     let reply = replies.message().await.expect("reply").expect("some");
     assert!(matches!(reply.kind, Some(Reply::Ack(_))), "{reply:?}");
 
-    let (head, body) = scrape(&addr, "/metrics");
+    let (head, body) = http_get(&addr, "/metrics");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     for wanted in [
         "deskpulse_reports_total{kind=\"health\"} 1",
@@ -131,7 +100,7 @@ async fn metrics_are_served_in_the_exposition_format_and_count_reports() {
     ] {
         assert!(body.contains(wanted), "{wanted} in\n{body}");
     }
-    let (head, _) = scrape(&addr, "/other");
+    let (head, _) = http_get(&addr, "/other");
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
 
     // A job queued for a PC that is away counts as queued; once it leaves
@@ -155,7 +124,7 @@ async fn metrics_are_served_in_the_exposition_format_and_count_reports() {
         .expect_code(0);
     let job: serde_json::Value = serde_json::from_str(&queued.stdout).expect("job JSON");
     let id = job["id"].as_str().expect("job id").to_owned();
-    let (_, during) = scrape(&addr, "/metrics");
+    let (_, during) = http_get(&addr, "/metrics");
     assert!(
         during.contains("deskpulse_jobs{state=\"queued\"} 1"),
         "{during}"
@@ -163,7 +132,7 @@ async fn metrics_are_served_in_the_exposition_format_and_count_reports() {
     collector
         .cli(&admin, &["job", "cancel", &id])
         .expect_code(0);
-    let (_, after) = scrape(&addr, "/metrics");
+    let (_, after) = http_get(&addr, "/metrics");
     for wanted in [
         "deskpulse_jobs{state=\"queued\"} 0",
         "deskpulse_jobs{state=\"cancelled\"} 1",
@@ -267,7 +236,7 @@ fn idle_scrapers_cannot_take_the_collectors_descriptors() {
         .expect_code(0);
     // Once the flood goes, the scrapers' turn comes again.
     drop(idle);
-    let (head, body) = scrape(&addr, "/metrics");
+    let (head, body) = http_get(&addr, "/metrics");
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(body.contains("deskpulse_store_up"), "{body}");
 }

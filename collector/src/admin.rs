@@ -5,6 +5,11 @@
 //! that appends to the audit log anchors the chain head before it exits
 //! (D28). A command that makes a secret
 //! prints the secret alone on stdout; everything else goes to stderr.
+//! Both go through `deskpulse_proto::output` (the macros below), so a
+//! closed pipe ends a command quietly with exit 141 and a full disk behind
+//! `> file` with one line, never with `println!`'s panic.
+
+#![deny(clippy::print_stdout, clippy::print_stderr)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -16,6 +21,26 @@ use crate::exit::{CommandResult, Failure};
 use crate::secrets;
 use crate::server::technician::new_enrollment_token;
 use crate::store::{AuditEntry, NewApiToken, Role, StoreError};
+
+/// Prints to stdout like `print!`; a closed pipe ends the command quietly.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        deskpulse_proto::output::write_stdout("deskpulse-collector", format!($($arg)*).as_bytes())
+    };
+}
+
+/// Prints a line to stdout like `println!`, as `out!` does.
+macro_rules! outln {
+    ($($arg:tt)*) => { out!("{}\n", format_args!($($arg)*)) };
+}
+
+/// Prints a line to stderr like `eprintln!`; a closed pipe ends the
+/// command quietly.
+macro_rules! errln {
+    ($($arg:tt)*) => {
+        deskpulse_proto::output::write_stderr(format!("{}\n", format_args!($($arg)*)).as_bytes())
+    };
+}
 
 pub mod rotation;
 
@@ -90,7 +115,7 @@ pub async fn backup(config: &StoreConfig, clock: &dyn Clock, to: &Path) -> Comma
             .map_err(|e| cannot("sync", parent, e))?;
     }
     let head = dir.store.audit_head().await.map_err(store_failure)?;
-    eprintln!(
+    errln!(
         "backed up the database to {} (audit chain through seq {})",
         to.display(),
         head.seq
@@ -104,14 +129,14 @@ pub async fn restore(config: &StoreConfig, clock: &dyn Clock, from: &Path) -> Co
     let restored = crate::datadir::restore(config, from, clock)
         .await
         .map_err(open_failure)?;
-    eprintln!(
+    errln!(
         "restored {} into {} (audit chain through seq {})",
         from.display(),
         restored.database.display(),
         restored.audit_head
     );
     if let Some((aside, count)) = restored.anchors_set_aside {
-        eprintln!(
+        errln!(
             "{count} audit anchor(s) past the backup were set aside: the whole anchor file is kept \
              as {}",
             aside.display()
@@ -177,8 +202,8 @@ pub async fn create_enrollment_token(
         .await
         .map_err(store_failure)?;
     dir.audit.anchor_or_warn(dir.store.as_ref(), now).await;
-    println!("{token}");
-    eprintln!(
+    outln!("{token}");
+    errln!(
         "enrollment token {} allows {uses} enrollment(s) and expires in {}{relinks}",
         record.id,
         crate::units::duration(ttl)
@@ -274,10 +299,10 @@ pub async fn create_api_token(
             other => Failure::runtime(other),
         })?;
     dir.audit.anchor_or_warn(dir.store.as_ref(), now).await;
-    println!("{token}");
+    outln!("{token}");
     match expires_at_ms {
-        None => eprintln!("API token {token_id} for {name} ({role})"),
-        Some(at) => eprintln!(
+        None => errln!("API token {token_id} for {name} ({role})"),
+        Some(at) => errln!(
             "API token {token_id} for {name} ({role}); expires {}",
             crate::server::technician::format_ms(at)
         ),
@@ -300,7 +325,7 @@ pub async fn import_ca(
     let (cert, key) = (read(cert_file)?, read(key_file)?);
     let ca = crate::datadir::import_ca(&config.data_dir, &cert, &key).map_err(open_failure)?;
     open(config, clock).await?;
-    eprintln!("imported the fleet CA (sha256 {})", ca.fingerprint());
+    errln!("imported the fleet CA (sha256 {})", ca.fingerprint());
     Ok(())
 }
 
@@ -310,10 +335,10 @@ pub async fn import_ca(
 pub async fn export_ca(config: &StoreConfig, clock: &dyn Clock) -> CommandResult {
     let dir = open(config, clock).await?;
     let serving = dir.ca.serving();
-    print!("{}", serving.cert_pem());
-    eprintln!("ca-sha256 {}", serving.fingerprint());
+    out!("{}", serving.cert_pem());
+    errln!("ca-sha256 {}", serving.fingerprint());
     if serving.fingerprint() != dir.ca.active.fingerprint() {
-        eprintln!(
+        errln!(
             "a CA rotation is in progress: this is the old CA's pin, which enrolling agents need \
              until `deskpulse-collector ca retire`; from then on the pin is {}",
             dir.ca.active.fingerprint()
@@ -338,9 +363,10 @@ pub async fn verify_audit(config: &StoreConfig, clock: &dyn Clock) -> CommandRes
     if let Some(problem) = v.problem {
         return Err(Failure::runtime(problem));
     }
-    println!(
+    outln!(
         "audit chain intact: {} entries, {} anchors",
-        v.entries, v.anchors
+        v.entries,
+        v.anchors
     );
     Ok(())
 }

@@ -246,6 +246,12 @@ impl Collector {
 
     /// Runs a `deskpulse-collector` admin command on this data dir.
     pub fn admin(&self, args: &[&str]) -> Run {
+        run(&mut self.admin_command(args))
+    }
+
+    /// A `deskpulse-collector` admin command on this data dir, to spawn
+    /// and wait for later.
+    pub fn admin_command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(bin("deskpulse-collector"));
         command
             .args(args)
@@ -254,7 +260,7 @@ impl Collector {
         if let Some(database) = &self.database {
             command.args(["--database", database]);
         }
-        run(&mut command)
+        command
     }
 
     /// A new enrollment token with `uses` uses.

@@ -1,7 +1,8 @@
 //! Every command exits quietly when its reader goes away (issue 21):
 //! `deskpulse hosts | head -1` and friends. Each command class of the CLI
 //! (tables, a host with its health trend, rules, tickets, JSON, a
-//! diagnostic's live output) and of the agent (`status`, `inventory`,
+//! diagnostic's live output), of the collector's admin commands (a token,
+//! the CA certificate) and of the agent (`status`, `inventory`,
 //! text and JSON) runs with stdout on a pipe whose read end is already
 //! closed, and again on one that is read for a few bytes and then closed.
 //! None may panic (exit 134 or 101, "panicked" on stderr): a closed pipe
@@ -136,6 +137,20 @@ fn every_command_exits_quietly_when_its_reader_goes_away() {
         for (what, args) in &cli {
             let ended = with_closed_stdout(&mut collector.cli_command(&admin, args), read_first);
             assert_quiet(&format!("deskpulse {what}"), &ended, read_first);
+        }
+        // The collector's admin commands, which print a secret or a
+        // certificate on stdout.
+        for args in [
+            &["ca", "export"][..],
+            &["token", "create", "--name", "pipe", "--role", "viewer"],
+            &["enroll-token", "create"],
+        ] {
+            let ended = with_closed_stdout(&mut collector.admin_command(args), read_first);
+            assert_quiet(
+                &format!("deskpulse-collector {}", args.join(" ")),
+                &ended,
+                read_first,
+            );
         }
         let ended = with_closed_stdout(&mut agent.cmd(&["status"]), read_first);
         assert_quiet("deskpulse-agent status", &ended, read_first);

@@ -131,8 +131,8 @@ pub async fn rotate(
         .iter()
         .find(|ca| ca.sha256 == active)
         .map_or(0, |ca| ca.hosts);
-    println!("{}", record.sha256);
-    eprintln!(
+    outln!("{}", record.sha256);
+    errln!(
         "rotated the fleet CA: the new active CA {} (expires {}) issues host certificates from \
          now on; the old CA {} stays trusted until `deskpulse-collector ca retire`. {on_old} \
          host(s) hold certificates from the old CA: connected agents renew onto the new one \
@@ -148,12 +148,17 @@ pub async fn rotate(
 pub async fn status(config: &StoreConfig, clock: &dyn Clock) -> CommandResult {
     let dir = open(config, clock).await?;
     let cas = dir.store.fleet_cas().await.map_err(store_failure)?;
-    println!(
+    outln!(
         "{:<8} {:<64} {:<20} {:<20} {:<20} {:>6}",
-        "STATE", "SHA256 (PIN)", "CREATED", "EXPIRES", "RETIRED", "HOSTS"
+        "STATE",
+        "SHA256 (PIN)",
+        "CREATED",
+        "EXPIRES",
+        "RETIRED",
+        "HOSTS"
     );
     for ca in &cas {
-        println!(
+        outln!(
             "{:<8} {:<64} {:<20} {:<20} {:<20} {:>6}",
             ca.state.as_str(),
             ca.sha256,
@@ -164,18 +169,18 @@ pub async fn status(config: &StoreConfig, clock: &dyn Clock) -> CommandResult {
         );
     }
     match cas.iter().find(|ca| ca.state == CaState::Old) {
-        Some(old) if old.hosts > 0 => eprintln!(
+        Some(old) if old.hosts > 0 => errln!(
             "rotation in progress: {} host(s) still hold certificates from the old CA {}; retire \
              it once none do",
             old.hosts,
             short(&old.sha256)
         ),
-        Some(old) => eprintln!(
+        Some(old) => errln!(
             "rotation in progress: no host holds a certificate from the old CA {} any more; \
              `deskpulse-collector ca retire` is safe",
             short(&old.sha256)
         ),
-        None => eprintln!("no rotation in progress"),
+        None => errln!("no rotation in progress"),
     }
     Ok(())
 }
@@ -201,7 +206,7 @@ pub async fn retire(config: &StoreConfig, clock: &dyn Clock, force: bool) -> Com
             crate::datadir::reload_cas(dir.root(), dir.store.as_ref())
                 .await
                 .map_err(Failure::runtime)?;
-            eprintln!(
+            errln!(
                 "retired the old CA {}: its host certificates are refused, and the collectors \
                  present a server certificate from the active CA within seconds{}; the pin for new \
                  enrollments is now {}",

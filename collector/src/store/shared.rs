@@ -327,13 +327,15 @@ pub trait SharedQueries: Send + Sync {
     async fn policy(&self) -> StoreResult<Arc<PolicyRecord>>;
 
     /// Opens a manual ticket on a host; priority from the host's impact
-    /// and medium urgency unless given.
+    /// and medium urgency unless given. Audited in the same transaction
+    /// as `by` (`ticket.create`, the title as detail).
     async fn create_ticket(
         &self,
         host_id: &str,
         title: &str,
         priority: Option<Priority>,
         author: &str,
+        by: &AuditEntry,
         now_ms: i64,
     ) -> StoreResult<TicketRow>;
 
@@ -1071,20 +1073,19 @@ impl<T: SqlBackend> SharedQueries for T {
         title: &str,
         priority: Option<Priority>,
         author: &str,
+        by: &AuditEntry,
         now_ms: i64,
     ) -> StoreResult<TicketRow> {
         let policy = self.current_policy();
         let begin = self.begin();
-        sql::tickets::create(
-            begin,
-            &policy.policy,
-            host_id,
+        let opened = crate::store::engine::tickets::NewManualTicket {
+            host: host_id,
             title,
             priority,
             author,
-            now_ms,
-        )
-        .await
+            by,
+        };
+        sql::tickets::create(begin, &policy.policy, &opened, now_ms).await
     }
 
     async fn ticket(&self, id: i64) -> StoreResult<Option<(TicketRow, Vec<WorklogEntry>)>> {

@@ -2129,7 +2129,14 @@ async fn the_ticket_workflow_meets_response_pauses_while_waiting_and_escalates(d
     let t0 = 1_000_000;
     let min = 60_000;
     let ticket = store
-        .create_ticket(&id, "Outlook keeps crashing", None, "alice", t0)
+        .create_ticket(
+            &id,
+            "Outlook keeps crashing",
+            None,
+            "alice",
+            &AuditEntry::system("", "", ""),
+            t0,
+        )
         .await
         .expect("create");
     assert_eq!(
@@ -2803,11 +2810,25 @@ async fn tickets_filter_by_assignee(db: TestDb) {
     let id = enrolled_host(&store).await;
     technician(&store, "alice", Role::Technician).await;
     let mine = store
-        .create_ticket(&id, "printer", None, "alice", 1)
+        .create_ticket(
+            &id,
+            "printer",
+            None,
+            "alice",
+            &AuditEntry::system("", "", ""),
+            1,
+        )
         .await
         .expect("create");
     store
-        .create_ticket(&id, "vpn", None, "alice", 1)
+        .create_ticket(
+            &id,
+            "vpn",
+            None,
+            "alice",
+            &AuditEntry::system("", "", ""),
+            1,
+        )
         .await
         .expect("create");
     store
@@ -3093,7 +3114,14 @@ async fn a_result_for_a_job_with_a_ticket_lands_in_the_tickets_worklog(db: TestD
     let store = db.store.clone();
     let host = enrolled_host(&store).await;
     let ticket = store
-        .create_ticket(&host, "network drops", None, "alice", 500)
+        .create_ticket(
+            &host,
+            "network drops",
+            None,
+            "alice",
+            &AuditEntry::system("", "", ""),
+            500,
+        )
         .await
         .expect("ticket");
     let id = "00000000-0000-4000-8000-000000000004";
@@ -3181,7 +3209,14 @@ async fn the_knowledge_base_finds_resolved_tickets_best_match_first(db: TestDb) 
         let host = host.clone();
         async move {
             let t = store
-                .create_ticket(&host, title, None, "alice", 1)
+                .create_ticket(
+                    &host,
+                    title,
+                    None,
+                    "alice",
+                    &AuditEntry::system("", "", ""),
+                    1,
+                )
                 .await
                 .expect("ticket");
             store
@@ -3207,7 +3242,14 @@ async fn the_knowledge_base_finds_resolved_tickets_best_match_first(db: TestDb) 
     let disk = resolve("Disk almost full", "Deleted old crash dumps").await;
     // Open: not a past resolution, however well it matches.
     store
-        .create_ticket(&host, "Spooler crashed driver", None, "alice", 3)
+        .create_ticket(
+            &host,
+            "Spooler crashed driver",
+            None,
+            "alice",
+            &AuditEntry::system("", "", ""),
+            3,
+        )
         .await
         .expect("open ticket");
     let words = |text: &str| text.split(' ').map(str::to_owned).collect::<Vec<_>>();
@@ -3344,10 +3386,6 @@ async fn audit_appends_from_two_replicas_form_one_chain_and_edits_are_named(db: 
 async fn every_ticket_change_is_audited_in_its_transaction_and_a_refused_one_not(db: TestDb) {
     let store = db.store.clone();
     let host = enrolled_host(&store).await;
-    let ticket = store
-        .create_ticket(&host, "printer jams", None, "alice", 1_000)
-        .await
-        .expect("ticket");
     let alice = AuditEntry {
         technician_id: Some("tech-alice".into()),
         token_id: Some("token-alice".into()),
@@ -3355,6 +3393,10 @@ async fn every_ticket_change_is_audited_in_its_transaction_and_a_refused_one_not
         subject: String::new(),
         detail: String::new(),
     };
+    let ticket = store
+        .create_ticket(&host, "printer jams", None, "alice", &alice, 1_000)
+        .await
+        .expect("ticket");
     let changes = [
         TicketChange::Assign("alice".into()),
         TicketChange::Status("in_progress".into()),
@@ -3398,6 +3440,7 @@ async fn every_ticket_change_is_audited_in_its_transaction_and_a_refused_one_not
     assert_eq!(
         seen,
         [
+            ("ticket.create", "printer jams"),
             ("ticket.assign", "assigned to alice"),
             ("ticket.status", "status open -> in_progress"),
             ("ticket.note", "swapped the fuser"),
@@ -3420,7 +3463,7 @@ async fn every_ticket_change_is_audited_in_its_transaction_and_a_refused_one_not
         limit: 100,
         ..AuditQuery::default()
     };
-    assert_eq!(store.list_audit(&by_host).await.expect("audit").len(), 6);
+    assert_eq!(store.list_audit(&by_host).await.expect("audit").len(), 7);
     let names = store
         .hostnames(&[host.as_str(), "no-such-host"])
         .await
@@ -3458,7 +3501,14 @@ async fn a_retired_host_leaves_the_fleet_with_its_tickets_closed_and_its_history
     }
     store.advance_rule_timers(11 * min).await.expect("timers");
     let manual = store
-        .create_ticket(&gone, "monitor flickers", None, "alice", 11 * min)
+        .create_ticket(
+            &gone,
+            "monitor flickers",
+            None,
+            "alice",
+            &AuditEntry::system("", "", ""),
+            11 * min,
+        )
         .await
         .expect("ticket");
     let open_of = |host: String| {

@@ -22,7 +22,8 @@ use super::*;
 use crate::clock::{Clock, ManualClock};
 use crate::model::TicketEvent;
 use crate::store::{
-    EnrollOutcome, EnrollRequest, HostCert, NewApiToken, NewEnrollmentToken, Role, TicketChange,
+    AuditEntry, EnrollOutcome, EnrollRequest, HostCert, NewApiToken, NewEnrollmentToken, Role,
+    TicketChange,
 };
 
 const SECRET: &str = "whsec-test-0123456789";
@@ -216,6 +217,7 @@ async fn a_delivered_ticket_opened_event_carries_a_signature_the_receiver_verifi
             "Print spooler crashes",
             Some(crate::rules::priority::Priority::P2),
             "alice",
+            &AuditEntry::system("", "", ""),
             T0,
         )
         .await
@@ -314,7 +316,14 @@ async fn a_down_receiver_is_retried_with_backoff_and_reached_once_it_is_up() {
     let hook = add_hook(&store, &format!("http://{addr}/"), &[TicketEvent::Opened]).await;
     let host = host(&store).await;
     store
-        .create_ticket(&host, "VPN drops", None, "alice", T0)
+        .create_ticket(
+            &host,
+            "VPN drops",
+            None,
+            "alice",
+            &AuditEntry::system("", "", ""),
+            T0,
+        )
         .await
         .expect("ticket");
     let deliverer = Deliverer::new(store.clone(), Arc::new(clock.clone()));
@@ -389,7 +398,14 @@ async fn a_receiver_that_never_answers_is_timed_out_while_ingest_goes_on() {
     let hook = add_hook(&store, &url, &TicketEvent::ALL).await;
     let host = host(&store).await;
     store
-        .create_ticket(&host, "Slow receiver", None, "alice", T0)
+        .create_ticket(
+            &host,
+            "Slow receiver",
+            None,
+            "alice",
+            &AuditEntry::system("", "", ""),
+            T0,
+        )
         .await
         .expect("ticket");
     let deliverer =
@@ -463,7 +479,14 @@ async fn https_receivers_are_reached_over_rustls_and_their_certificate_is_checke
     .await;
     let host = host(&store).await;
     store
-        .create_ticket(&host, "Over TLS", None, "alice", T0)
+        .create_ticket(
+            &host,
+            "Over TLS",
+            None,
+            "alice",
+            &AuditEntry::system("", "", ""),
+            T0,
+        )
         .await
         .expect("ticket");
 
@@ -499,7 +522,14 @@ async fn a_receiver_that_keeps_failing_is_given_up_after_a_day() {
     let hook = add_hook(&store, &url, &TicketEvent::ALL).await;
     let host = host(&store).await;
     store
-        .create_ticket(&host, "Outlook keeps crashing", None, "alice", T0)
+        .create_ticket(
+            &host,
+            "Outlook keeps crashing",
+            None,
+            "alice",
+            &AuditEntry::system("", "", ""),
+            T0,
+        )
         .await
         .expect("ticket");
     let deliverer = Deliverer::new(store.clone(), Arc::new(clock.clone()));
@@ -552,7 +582,14 @@ async fn every_ticket_change_queues_its_event_for_the_webhooks_that_want_it() {
     let host = host(&store).await;
     api_token(&store, "alice", Role::Technician).await;
     let t = store
-        .create_ticket(&host, "Spooler", None, "alice", T0)
+        .create_ticket(
+            &host,
+            "Spooler",
+            None,
+            "alice",
+            &AuditEntry::system("", "", ""),
+            T0,
+        )
         .await
         .expect("ticket");
     for change in [
@@ -913,7 +950,14 @@ async fn the_api_refuses_bad_webhooks_lets_only_admins_change_them_and_audits_ea
     // waiting delivery goes out.
     let host = host(&store).await;
     store
-        .create_ticket(&host, "queued before the pause", None, "bob", T0)
+        .create_ticket(
+            &host,
+            "queued before the pause",
+            None,
+            "bob",
+            &AuditEntry::system("", "", ""),
+            T0,
+        )
         .await
         .expect("ticket");
     let pause = |enabled| SetWebhookEnabledRequest {
@@ -932,7 +976,14 @@ async fn the_api_refuses_bad_webhooks_lets_only_admins_change_them_and_audits_ea
         .into_inner();
     assert!(!paused.enabled);
     store
-        .create_ticket(&host, "while paused", None, "bob", T0)
+        .create_ticket(
+            &host,
+            "while paused",
+            None,
+            "bob",
+            &AuditEntry::system("", "", ""),
+            T0,
+        )
         .await
         .expect("ticket");
     assert_eq!(status_of(&store, added.id).await.pending, 1);
@@ -1026,7 +1077,14 @@ async fn the_knowledge_base_finds_past_resolutions_best_first() {
         let host = host.clone();
         async move {
             let t = store
-                .create_ticket(&host, title, None, "alice", T0)
+                .create_ticket(
+                    &host,
+                    title,
+                    None,
+                    "alice",
+                    &AuditEntry::system("", "", ""),
+                    T0,
+                )
                 .await
                 .expect("ticket");
             store
@@ -1056,7 +1114,14 @@ async fn the_knowledge_base_finds_past_resolutions_best_first() {
     .await;
     // An open ticket is not a past resolution, whatever it says.
     store
-        .create_ticket(&host, "Spooler crash again", None, "alice", T0)
+        .create_ticket(
+            &host,
+            "Spooler crash again",
+            None,
+            "alice",
+            &AuditEntry::system("", "", ""),
+            T0,
+        )
         .await
         .expect("open ticket");
 

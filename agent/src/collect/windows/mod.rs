@@ -10,6 +10,8 @@
 //! # Layout
 //! - [`snapshot`]: the queries, and WMI values → document, checked.
 //! - `native`: the COM/WMI and registry calls (compiled for Windows only).
+//! - [`updates`]: the pending-update count from the Windows Update Agent,
+//!   kept for an hour, and what its errors mean.
 
 use deskpulse_proto::v1::{
     Antivirus, BatteryInfo, CpuInfo, Disk, DiskKind, Gpu, GpuInfo, Inventory, LocalUser,
@@ -24,6 +26,7 @@ use super::packages::windows::{hotfixes_from, one_or_many};
 use super::unavailable;
 
 pub mod snapshot;
+pub mod updates;
 
 /// Trimmed text of a JSON string or number; empty for anything else.
 fn text(value: &Value) -> String {
@@ -588,12 +591,17 @@ fn security(doc: &Value, inv: &mut Inventory) -> SecurityInfo {
             }
         })
         .collect();
-    unavailable(
-        inv,
-        "security.pending_updates",
-        UnavailableReason::NotSupported,
-        "counting pending Windows updates needs a Windows Update search, which is not cheap",
-    );
+    let pending_updates = number(&doc["pending_updates"]).and_then(|n| u32::try_from(n).ok());
+    if pending_updates.is_none() {
+        missing_key(
+            doc,
+            inv,
+            "pending_updates",
+            "security.pending_updates",
+            UnavailableReason::Failed,
+            "Windows Update gave no count of pending updates",
+        );
+    }
     SecurityInfo {
         firewall: firewall as i32,
         firewall_product: if profiles.is_empty() {
@@ -604,7 +612,7 @@ fn security(doc: &Value, inv: &mut Inventory) -> SecurityInfo {
         encryption,
         antivirus,
         reboot_pending: !one_or_many(&doc["reboot_flags"]).is_empty(),
-        pending_updates: None,
+        pending_updates,
     }
 }
 

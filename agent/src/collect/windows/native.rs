@@ -152,6 +152,7 @@ pub fn collect(inv: &mut Inventory) {
     admins(&mut conns, &mut doc);
     last_logon(&mut doc);
     doc.set("reboot_flags", reboot_flags());
+    pending_updates(&mut doc);
     if let Err(error) = super::apply_document(&doc.finish(), inv) {
         unavailable(inv, "system", UnavailableReason::Failed, error);
     }
@@ -169,7 +170,17 @@ pub fn security_now(inv: &mut Inventory) -> SecurityInfo {
         conns.query(&mut doc, query);
     }
     doc.set("reboot_flags", reboot_flags());
+    pending_updates(&mut doc);
     super::security(&doc.finish(), inv)
+}
+
+/// The Windows Update Agent's count, kept for an hour
+/// ([`super::updates`]).
+fn pending_updates(doc: &mut Document) {
+    match super::updates::pending() {
+        Ok(count) => doc.set("pending_updates", json!(count)),
+        Err((failure, detail)) => doc.failed_key("pending_updates", failure, &detail),
+    }
 }
 
 fn hklm(path: &str) -> std::io::Result<RegKey> {

@@ -143,10 +143,8 @@ fn laptop_os_users_security_services_hotfixes() {
     assert!(security.encryption[0].encrypted);
     assert_eq!(security.encryption[0].method, "BitLocker XTS-AES-128");
     assert!(security.reboot_pending);
-    assert_eq!(
-        reason(&inv, "security.pending_updates"),
-        Some(UnavailableReason::NotSupported as i32)
-    );
+    assert_eq!(security.pending_updates, Some(4));
+    assert_eq!(reason(&inv, "security.pending_updates"), None);
 
     let services = &inv.services.as_ref().expect("fixture").services;
     assert_eq!(services.len(), 3);
@@ -236,6 +234,15 @@ fn desktop_with_collapsed_lists_and_placeholders() {
         Some(UnavailableReason::NotPermitted as i32)
     );
     assert!(!security.reboot_pending);
+    // No Windows Update Agent: no count, and the reason why, never 0.
+    assert_eq!(security.pending_updates, None);
+    let why = inv
+        .unavailable
+        .iter()
+        .find(|u| u.field == "security.pending_updates")
+        .expect("the missing count is explained");
+    assert_eq!(why.reason, UnavailableReason::NotPresent as i32);
+    assert!(why.detail.contains("0x80040154"), "{}", why.detail);
     assert_eq!(
         inv.services.as_ref().expect("fixture").services[0].name,
         "Spooler"
@@ -306,8 +313,14 @@ fn dates_in_utc() {
 fn the_adapter_fills_every_key_the_parser_reads() {
     use snapshot::{INVENTORY_QUERIES, SECURITY_QUERIES};
     // Built by the adapter itself from registry values, the Administrators
-    // group and explorer.exe owners (native.rs).
-    let built = ["admins", "sessions", "last_logon", "reboot_flags"];
+    // group, explorer.exe owners and the Windows Update Agent (native.rs).
+    let built = [
+        "admins",
+        "sessions",
+        "last_logon",
+        "reboot_flags",
+        "pending_updates",
+    ];
     let queried: Vec<&str> = INVENTORY_QUERIES
         .iter()
         .chain(SECURITY_QUERIES)

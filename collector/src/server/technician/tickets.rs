@@ -168,6 +168,7 @@ impl TechnicianApi {
                 &title,
                 priority,
                 &caller.name,
+                &AuditEntry::by(&caller, "", String::new(), String::new()),
                 self.ctx.clock.now_ms(),
             )
             .await

@@ -36,6 +36,20 @@ pub type StateKey = (String, String, String);
 /// A rule state as stored, with the ticket it points to.
 pub type StoredState = (RuleState, Option<i64>);
 
+/// A ticket a technician opens by hand.
+pub struct NewManualTicket<'a> {
+    /// The host.
+    pub host: &'a str,
+    /// Its title.
+    pub title: &'a str,
+    /// Its priority; by the host's impact and medium urgency when `None`.
+    pub priority: Option<Priority>,
+    /// The worklog's author.
+    pub author: &'a str,
+    /// Who opened it, for the audit log.
+    pub by: &'a AuditEntry,
+}
+
 /// A ticket to open.
 pub struct NewTicket<'a> {
     /// The host.
@@ -1053,14 +1067,14 @@ pub async fn advance_timers(
 pub async fn create(
     tx: &mut impl TicketTx,
     policy: &Policy,
-    host: &str,
-    title: &str,
-    priority: Option<Priority>,
-    author: &str,
+    opened: &NewManualTicket<'_>,
     now_ms: i64,
 ) -> StoreResult<TicketRow> {
+    let host = opened.host;
     let tags = host_tags(tx, host).await?;
-    let priority = priority.unwrap_or_else(|| Priority::of(Impact::of(&tags), Severity::Medium));
+    let priority = opened
+        .priority
+        .unwrap_or_else(|| Priority::of(Impact::of(&tags), Severity::Medium));
     let id = open_ticket(
         tx,
         policy,
@@ -1068,16 +1082,23 @@ pub async fn create(
             host,
             rule: "",
             subject: "",
-            title,
+            title: opened.title,
             severity: Severity::Medium,
             priority,
             evidence: &serde_json::json!({}),
-            author,
+            author: opened.author,
             note: "opened by hand",
         },
         now_ms,
     )
     .await?;
+    let entry = AuditEntry {
+        action: "ticket.create".into(),
+        subject: format!("ticket {id} on host {host}"),
+        detail: opened.title.to_owned(),
+        ..opened.by.clone()
+    };
+    tx.audit(&entry, now_ms).await?;
     tx.ticket(id)
         .await?
         .ok_or_else(|| StoreError::Corrupt(format!("ticket {id} vanished")))

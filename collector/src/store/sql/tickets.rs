@@ -30,10 +30,9 @@ use sqlx::{Pool, QueryBuilder, Transaction};
 use super::{Dialect, SendFuture, Value, push_values};
 use crate::rules::events::ChangeEvent;
 use crate::rules::policy::Policy;
-use crate::rules::priority::Priority;
 use crate::store::engine::tickets::{
-    self as engine, Due, LoggedChange, NewTicket, OutboxEntry, Presence, Sample, SlaTarget,
-    StateKey, StoredState, Tags, TicketTx, TicketWrite, TimerStarts, parse_state,
+    self as engine, Due, LoggedChange, NewManualTicket, NewTicket, OutboxEntry, Presence, Sample,
+    SlaTarget, StateKey, StoredState, Tags, TicketTx, TicketWrite, TimerStarts, parse_state,
 };
 use crate::store::rows::{
     TICKET_COLUMNS, logged_change_row, presence_row, rule_state_row, ticket_row,
@@ -826,20 +825,19 @@ pub(crate) fn get<B: Dialect>(
     })
 }
 
-/// Opens a manual ticket ([`engine::create`]).
+/// Opens a manual ticket ([`engine::create`]), audited. The audit head
+/// is taken first, as in [`update`].
 pub(crate) fn create<'a, B: BackendSql>(
     begin: impl Future<Output = StoreResult<Transaction<'static, B>>> + Send + 'a,
     policy: &'a Policy,
-    host: &'a str,
-    title: &'a str,
-    priority: Option<Priority>,
-    author: &'a str,
+    opened: &'a NewManualTicket<'a>,
     now_ms: i64,
 ) -> SendFuture<'a, TicketRow> {
     Box::pin(async move {
         let mut tx = begin.await?;
+        super::audit::hold_head::<B>(&mut tx).await?;
         let tickets = &mut TicketConn::<B>(&mut tx);
-        let row = engine::create(tickets, policy, host, title, priority, author, now_ms).await?;
+        let row = engine::create(tickets, policy, opened, now_ms).await?;
         tx.commit().await?;
         Ok(row)
     })

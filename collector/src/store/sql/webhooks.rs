@@ -241,7 +241,14 @@ mod tests {
         .await
         .expect("host");
         let ticket = store
-            .create_ticket("h1", "Spooler", None, "alice", 1)
+            .create_ticket(
+                "h1",
+                "Spooler",
+                None,
+                "alice",
+                &crate::store::AuditEntry::system("", "", ""),
+                1,
+            )
             .await
             .expect("ticket");
         assert_eq!(outbox_rows(store.reads()).await, 1, "opened, committed");

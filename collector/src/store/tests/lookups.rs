@@ -262,7 +262,14 @@ pub(super) async fn tickets_go_only_to_technicians_who_exist(db: TestDb) {
     technician(&store, "alice", Role::Technician).await;
     technician(&store, "val", Role::Viewer).await;
     let ticket = store
-        .create_ticket(&host, "printer", None, "alice", 1)
+        .create_ticket(
+            &host,
+            "printer",
+            None,
+            "alice",
+            &AuditEntry::system("", "", ""),
+            1,
+        )
         .await
         .expect("create");
     let assign = |name: &'static str| {
@@ -302,7 +309,14 @@ pub(super) async fn a_ticket_reopened_by_hand_has_no_current_resolution(db: Test
     let store = db.store.clone();
     let host = enrolled_host(&store).await;
     let ticket = store
-        .create_ticket(&host, "VPN drops", None, "alice", 1)
+        .create_ticket(
+            &host,
+            "VPN drops",
+            None,
+            "alice",
+            &AuditEntry::system("", "", ""),
+            1,
+        )
         .await
         .expect("create");
     let change = |c: TicketChange, at: i64| {

@@ -251,6 +251,25 @@ fn a_windows_agent_enrolls_reports_its_inventory_and_raises_a_ticket() {
             .any(|u| u["field"] == "security.antivirus"),
         "{unavailable:?}"
     );
+    // The pending-update count comes from the Windows Update Agent's
+    // search, which Wine's stub cannot run: absent with its reason and
+    // HRESULT, never a false 0.
+    let why_no_count = unavailable
+        .iter()
+        .find(|u| u["field"] == "security.pending_updates");
+    eprintln!(
+        "pending updates: {} / {why_no_count:?}",
+        sections["security"]["pending_updates"]
+    );
+    match sections["security"]["pending_updates"].as_u64() {
+        Some(_) => assert!(why_no_count.is_none(), "{why_no_count:?}"),
+        None => {
+            let why = why_no_count.expect("the missing count is explained");
+            assert_eq!(why["reason"], "not_supported", "{why}");
+            let detail = why["detail"].as_str().expect("detail");
+            assert!(detail.contains("HRESULT 0x80004001"), "{detail}");
+        }
+    }
 
     let ticket = wait_for(Duration::from_secs(30), || {
         let out = collector.cli(&token, &["--json", "tickets", "--status", "open"]);

@@ -533,6 +533,9 @@ pub enum Failure {
     NotPresent,
     /// WMI refused: the agent is not an administrator.
     NotPermitted,
+    /// The source exists but cannot do this here (a stub, as Wine's
+    /// Windows Update Agent).
+    NotSupported,
     /// Anything else.
     Failed,
 }
@@ -542,6 +545,7 @@ impl Failure {
         match self {
             Failure::NotPresent => "not-present",
             Failure::NotPermitted => "not-permitted",
+            Failure::NotSupported => "not-supported",
             Failure::Failed => "failed",
         }
     }
@@ -581,6 +585,7 @@ impl Failure {
         match name {
             "not-present" => UnavailableReason::NotPresent,
             "not-permitted" => UnavailableReason::NotPermitted,
+            "not-supported" => UnavailableReason::NotSupported,
             _ => UnavailableReason::Failed,
         }
     }

@@ -25,6 +25,11 @@ pub fn failure_of(hresult: i32) -> (Failure, String) {
             Failure::NotPresent,
             "the Windows Update Agent is not installed here",
         ),
+        // Wine's stub of the agent, for one.
+        0x8000_4001 /* E_NOTIMPL */ => (
+            Failure::NotSupported,
+            "the Windows Update Agent here cannot search",
+        ),
         0x8007_0005 /* E_ACCESSDENIED */ => (
             Failure::NotPermitted,
             "the Windows Update Agent refused the search (access denied)",
@@ -58,6 +63,7 @@ mod tests {
             "the Windows Update Agent is not installed here (HRESULT 0x80040154)"
         );
         assert_eq!(failure_of(0x8007_0005_u32 as i32).0, Failure::NotPermitted);
+        assert_eq!(failure_of(0x8000_4001_u32 as i32).0, Failure::NotSupported);
         let (failure, detail) = failure_of(0x8024_4022_u32 as i32);
         assert_eq!(failure, Failure::Failed);
         assert!(detail.ends_with("(HRESULT 0x80244022)"), "{detail}");
@@ -93,11 +99,13 @@ mod native {
         {
             return count.clone();
         }
-        let count = search().map_err(|error| failure_of(error.code().0));
+        let count = search();
         *kept = Some((Instant::now(), count.clone()));
         count
     }
 
+    // The windows crate's COM methods are all `unsafe`.
+    #[allow(unsafe_code)]
     fn search() -> Count {
         let failed = |error: windows::core::Error| failure_of(error.code().0);
         let context = CLSCTX_INPROC_SERVER | CLSCTX_LOCAL_SERVER;

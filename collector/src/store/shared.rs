@@ -151,12 +151,15 @@ pub trait SharedQueries: Send + Sync {
     ) -> StoreResult<Option<EnrollOutcome>>;
 
     /// Checks and applies a policy file (D7); the previous one is kept as
-    /// history. `Ok(Err(line))` is a policy the checks refused. Audited
-    /// in the same transaction.
+    /// history. `Ok(Err(line))` is a policy the checks refused, or, with
+    /// `based_on`, one whose caller compared it with a version that is no
+    /// longer in force (another admin applied in between). Audited in the
+    /// same transaction.
     async fn apply_policy(
         &self,
         text: &str,
         applied_by: &str,
+        based_on: Option<i64>,
         audit: AuditOf<'_, PolicyRecord>,
         now_ms: i64,
     ) -> StoreResult<Result<std::sync::Arc<PolicyRecord>, String>>;
@@ -805,6 +808,7 @@ impl<T: SqlBackend> SharedQueries for T {
         &self,
         text: &str,
         applied_by: &str,
+        based_on: Option<i64>,
         audit: AuditOf<'_, PolicyRecord>,
         now_ms: i64,
     ) -> StoreResult<Result<Arc<PolicyRecord>, String>> {
@@ -813,7 +817,23 @@ impl<T: SqlBackend> SharedQueries for T {
             Err(line) => return Ok(Err(line)),
         };
         let mut tx = self.begin().await?;
+        // The audit head serialises every audited write, so no other apply
+        // can come between this check and the insert.
         sql::audit::hold_head::<T::Db>(&mut tx).await?;
+        if let Some(based_on) = based_on {
+            let in_force = T::Db::optional_in(
+                &mut tx,
+                QueryBuilder::new("SELECT COALESCE(MAX(version), 0) AS version FROM fleet_policy"),
+                |r| r.int("version"),
+            )
+            .await?
+            .unwrap_or(0);
+            if in_force != based_on {
+                return Ok(Err(format!(
+                    "policy version {in_force} was applied while this file was checked against version {based_on}; run the command again"
+                )));
+            }
+        }
         let mut sql = QueryBuilder::new(
             "INSERT INTO fleet_policy (text, applied_by, applied_at_ms) VALUES (",
         );

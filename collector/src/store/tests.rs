@@ -1271,7 +1271,7 @@ async fn an_audited_change_commits_with_its_entry_or_not_at_all(db: TestDb) {
 
     let policy = "[[rule]]\nname = \"cpu-saturated\"\nenabled = false\n";
     store
-        .apply_policy(policy, "admin", &|_: &PolicyRecord| entry(), 1)
+        .apply_policy(policy, "admin", None, &|_: &PolicyRecord| entry(), 1)
         .await
         .expect_err("policy without its audit entry");
     assert_eq!(store.policy().await.expect("policy").version, 0);
@@ -2077,6 +2077,7 @@ severity = "high"
         .apply_policy(
             text,
             "admin",
+            None,
             &|_: &PolicyRecord| AuditEntry::system("test", "", ""),
             1,
         )
@@ -2681,6 +2682,7 @@ async fn an_applied_policy_is_kept_across_restarts_and_drives_evaluation(db: Tes
         .apply_policy(
             "[[rule]]\nname = \"x\"\n",
             "admin",
+            None,
             &|_: &PolicyRecord| AuditEntry::system("test", "", ""),
             1,
         )
@@ -2712,6 +2714,7 @@ severity = "medium"
         .apply_policy(
             text,
             "admin",
+            None,
             &|_: &PolicyRecord| AuditEntry::system("test", "", ""),
             2,
         )
@@ -2719,6 +2722,23 @@ severity = "medium"
         .expect("store")
         .expect("valid");
     assert_eq!(applied.version, 1);
+    // A file checked against the defaults (version 0) by a second admin
+    // is refused now that version 1 is in force; nothing is written.
+    let stale = store
+        .apply_policy(
+            text,
+            "other-admin",
+            Some(0),
+            &|_: &PolicyRecord| AuditEntry::system("test", "", ""),
+            3,
+        )
+        .await
+        .expect("store");
+    assert_eq!(
+        stale.expect_err("stale").as_str(),
+        "policy version 1 was applied while this file was checked against version 0; run the command again"
+    );
+    assert_eq!(store.policy().await.expect("policy").version, 1);
     drop(store);
 
     let store = backend::open(&url).await.expect("reopen");
@@ -2754,6 +2774,7 @@ async fn a_policy_applied_by_one_replica_reaches_the_others(db: TestDb) {
         .apply_policy(
             "[[rule]]\nname = \"a\"\nmetric = \"cpu_percent\"\nop = \">\"\nthreshold = 90\nseverity = \"low\"\n",
             "admin",
+            None,
             &|_: &PolicyRecord| AuditEntry::system("test", "", ""),
             1,
         )
@@ -2777,6 +2798,7 @@ async fn a_policy_applied_by_one_replica_reaches_the_others(db: TestDb) {
         .apply_policy(
             "[[rule]]\nname = \"b\"\nmetric = \"cpu_percent\"\nop = \">\"\nthreshold = 95\nseverity = \"low\"\n",
             "admin",
+            None,
             &|_: &PolicyRecord| AuditEntry::system("test", "", ""),
             2,
         )

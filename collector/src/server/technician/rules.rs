@@ -30,23 +30,6 @@ fn rules_response(record: &PolicyRecord) -> ListRulesResponse {
         }
     };
     let scope = |tags: &[(String, String)]| tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let mut rules: Vec<RuleInfo> = policy
-        .rules
-        .iter()
-        .map(|r| RuleInfo {
-            name: r.name.clone(),
-            kind: "metric".into(),
-            on: r.metric.name().into(),
-            op: r.op.symbol().into(),
-            threshold: r.threshold,
-            recover: r.recover,
-            for_secs: secs(r.duration_ms),
-            severity: r.severity.name().into(),
-            scope: scope(&r.scope),
-            source: source(&r.name).into(),
-            disabled: false,
-        })
-        .collect();
     let metric = |r: &crate::rules::model::Rule, disabled: bool| RuleInfo {
         name: r.name.clone(),
         kind: "metric".into(),
@@ -70,6 +53,7 @@ fn rules_response(record: &PolicyRecord) -> ListRulesResponse {
         disabled,
         ..Default::default()
     };
+    let mut rules: Vec<RuleInfo> = policy.rules.iter().map(|r| metric(r, false)).collect();
     rules.extend(policy.disabled.iter().map(|r| metric(r, true)));
     rules.extend(policy.change_rules.iter().map(|r| change(r, false)));
     rules.extend(policy.disabled_changes.iter().map(|r| change(r, true)));
@@ -149,8 +133,8 @@ impl TechnicianApi {
             )));
         }
         let new = parse_policy(&text).map_err(Status::invalid_argument)?;
-        // Compared with the policy in force when asked; an apply by another
-        // admin in between is caught by neither (both are audited).
+        // Compared with the policy in force when asked; the store refuses
+        // the apply if another admin's came in between.
         let current = self.ctx.store.policy().await.map_err(internal)?;
         let changes = text::changes(&current.policy, &new);
         let dropped = text::dropped(&current.policy, &new);
@@ -175,6 +159,7 @@ impl TechnicianApi {
             .apply_policy(
                 &text,
                 &caller.name,
+                Some(current.version),
                 &|record: &PolicyRecord| {
                     AuditEntry::by(
                         &caller,
@@ -192,7 +177,7 @@ impl TechnicianApi {
             )
             .await
             .map_err(internal)?
-            .map_err(Status::invalid_argument)?;
+            .map_err(Status::failed_precondition)?;
         self.anchor_audit().await;
         info!(version = record.version, technician = %caller.name, "fleet policy applied");
         let mut response = rules_response(&record);

@@ -22,8 +22,9 @@ pub const SESSION_PREFIX: &str = "dps_";
 /// Prefix of web console CSRF tokens.
 pub const CSRF_PREFIX: &str = "dpc_";
 
-/// The shortest and the longest password a local account takes.
+/// The shortest password a local account takes, in characters.
 pub const MIN_PASSWORD_CHARS: usize = 12;
+/// The longest password a local account takes, in bytes.
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 
 /// Checks a new password: long enough to resist guessing offline, short

@@ -26,16 +26,22 @@
 //! - [`assets`]: the built-in files under `/assets/`.
 //! - [`queue`]: the ticket queue, and its rows for htmx polling.
 //! - [`ticket`]: one ticket with its context, and its actions.
+//! - [`fleet`]: the fleet overview and the host list with the CLI's
+//!   filters.
 //! - [`pages`]: knowledge-base search, the audit log (admin), rules and SLA
 //!   targets (read-only).
 //! - [`listener`]: the `--web-listen` address (TLS, HTTP/1.1 and HTTP/2).
 //!
-//! A new area (the fleet and host pages) is a file with a
-//! `pub(crate) fn routes() -> Router<Console>` merged in [`router`], whose
-//! handlers take [`auth::SignedIn`] and render through [`layout::page`].
+//! A new area (the host pages) is a file with a
+//! `pub(crate) fn routes() -> Router<Console>` merged in [`router`] (one
+//! line), whose handlers take [`auth::SignedIn`], check their role with
+//! [`auth::SignedIn::require`], render through [`layout::page`], and put
+//! [`layout::csrf_field`] in every form; the guard has checked the session
+//! and any POST's CSRF token before they run.
 
 pub mod assets;
 pub mod auth;
+mod fleet;
 pub mod layout;
 pub mod listener;
 mod pages;
@@ -96,6 +102,7 @@ pub fn router(console: Console) -> Router {
         .merge(auth::routes())
         .merge(queue::routes())
         .merge(ticket::routes())
+        .merge(fleet::routes())
         .merge(pages::routes())
         .merge(assets::routes())
         .fallback(not_found)

@@ -571,6 +571,7 @@ async fn text_from_employees_and_pcs_renders_as_text() {
         "/".to_owned(),
         "/queue/rows".to_owned(),
         format!("/tickets/{}", f.ticket),
+        "/fleet".to_owned(),
     ] {
         let page = body_text(send(&f.app, get(&path, Some(&cookie))).await).await;
         assert!(
@@ -587,6 +588,30 @@ async fn text_from_employees_and_pcs_renders_as_text() {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn the_fleet_takes_the_clis_filters_and_refuses_a_bad_one() {
+    let f = fixture().await;
+    let cookie = signed_in(&f.app, "viewer-token").await;
+    let page = body_text(send(&f.app, get("/fleet", Some(&cookie))).await).await;
+    assert!(
+        page.contains("0 online") && page.contains("1 offline"),
+        "the overview counts"
+    );
+    let filtered = body_text(
+        send(
+            &f.app,
+            get("/fleet?offline=on&os=nothing-like-it", Some(&cookie)),
+        )
+        .await,
+    )
+    .await;
+    assert!(filtered.contains("No hosts match."));
+    let bad = send(&f.app, get("/fleet?software=openssl%3C%3C3", Some(&cookie))).await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let bad_mac = send(&f.app, get("/fleet?mac=zz", Some(&cookie))).await;
+    assert_eq!(bad_mac.status(), StatusCode::BAD_REQUEST);
 }
 
 #[tokio::test]

@@ -31,16 +31,20 @@ struct Fixture {
     store: SharedStore,
     clock: ManualClock,
     ticket: i64,
+    /// The id of `viewer-token`.
+    viewer_token_id: String,
     _dir: tempfile::TempDir,
 }
 
-async fn api_token(store: &SharedStore, name: &str, role: Role, token: &str) {
+/// Makes an API token `token` for `name`; its id.
+async fn api_token(store: &SharedStore, name: &str, role: Role, token: &str) -> String {
+    let id = uuid::Uuid::new_v4().to_string();
     store
         .create_api_token(
             &NewApiToken {
                 technician_name: name.into(),
                 role,
-                token_id: uuid::Uuid::new_v4().to_string(),
+                token_id: id.clone(),
                 token_sha256: crate::secrets::token_hash(token),
                 expires_at_ms: None,
             },
@@ -49,6 +53,7 @@ async fn api_token(store: &SharedStore, name: &str, role: Role, token: &str) {
         )
         .await
         .expect("token");
+    id
 }
 
 /// A console with an admin token `admin-token`, a viewer token
@@ -73,7 +78,7 @@ async fn fixture() -> Fixture {
         audit: Arc::new(crate::audit::AuditAnchor::load_or_create(dir.path()).expect("audit key")),
     };
     api_token(&store, "ada", Role::Admin, "admin-token").await;
-    api_token(&store, "val", Role::Viewer, "viewer-token").await;
+    let viewer_token_id = api_token(&store, "val", Role::Viewer, "viewer-token").await;
     store
         .create_enrollment_token(
             &NewEnrollmentToken {
@@ -125,6 +130,7 @@ async fn fixture() -> Fixture {
         store,
         clock,
         ticket,
+        viewer_token_id,
         _dir: dir,
     }
 }
@@ -491,6 +497,59 @@ async fn an_idle_or_old_session_goes_back_to_sign_in() {
         }
     }
     panic!("a session used all along outlived its absolute expiry");
+}
+
+#[tokio::test]
+async fn revoking_its_api_token_ends_a_session_at_once() {
+    let f = fixture().await;
+    let cookie = signed_in(&f.app, "viewer-token").await;
+    assert_eq!(
+        send(&f.app, get("/", Some(&cookie))).await.status(),
+        StatusCode::OK
+    );
+    let revoked = f
+        .store
+        .revoke_api_token(
+            &f.viewer_token_id,
+            "ada",
+            &AuditEntry::system("api-token.revoke", &f.viewer_token_id, "test"),
+            f.clock.now_ms(),
+        )
+        .await
+        .expect("revoke");
+    assert!(
+        matches!(revoked, crate::store::RevokeOutcome::Revoked),
+        "{revoked:?}"
+    );
+    let response = send(&f.app, get("/", Some(&cookie))).await;
+    assert_eq!(location(&response), "/sign-in");
+    let again = sign_in(&f.app, "method=token&token=viewer-token")
+        .await
+        .expect_err("a revoked token signs in no more");
+    assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn failed_sign_ins_from_one_address_are_limited() {
+    let f = fixture().await;
+    let from = super::auth::ClientAddr("192.0.2.9:5000".parse().expect("address"));
+    let mut last = StatusCode::OK;
+    for _ in 0..=crate::server::limits::MAX_FAILED_ATTEMPTS {
+        let page = send(&f.app, get("/sign-in", None)).await;
+        let nonce = set_cookie(&page, SIGN_IN_COOKIE).expect("nonce");
+        let mut request = post(
+            "/sign-in",
+            &format!("{SIGN_IN_COOKIE}={nonce}"),
+            &format!("nonce={nonce}&method=token&token=dpt_guess"),
+        );
+        request.extensions_mut().insert(from);
+        last = send(&f.app, request).await.status();
+    }
+    assert_eq!(
+        last,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the 11th guess in a minute"
+    );
 }
 
 #[tokio::test]

@@ -689,3 +689,38 @@ async fn grpc_requests_are_told_apart_by_their_content_type() {
         &Request::get("/").body(()).expect("request")
     ));
 }
+
+#[tokio::test]
+async fn the_vendored_files_are_the_ones_their_readme_names() {
+    let readme = include_str!("../../web/vendor/README.md");
+    let files: [(&str, &[u8]); 3] = [
+        (
+            "htmx/htmx.min.js",
+            include_bytes!("../../web/vendor/htmx/htmx.min.js"),
+        ),
+        (
+            "uplot/uPlot.iife.min.js",
+            include_bytes!("../../web/vendor/uplot/uPlot.iife.min.js"),
+        ),
+        (
+            "uplot/uPlot.min.css",
+            include_bytes!("../../web/vendor/uplot/uPlot.min.css"),
+        ),
+    ];
+    for (path, bytes) in files {
+        let line = format!("{}  {path}", crate::secrets::sha256_hex(bytes));
+        assert!(
+            readme.lines().any(|l| l == line),
+            "collector/web/vendor/README.md does not list {line:?}: update its hashes"
+        );
+    }
+    let f = fixture().await;
+    let js = send(&f.app, get("/assets/htmx.min.js", None)).await;
+    assert_eq!(js.status(), StatusCode::OK);
+    assert_eq!(
+        js.headers()[header::CONTENT_TYPE],
+        "text/javascript; charset=utf-8"
+    );
+    let missing = send(&f.app, get("/assets/../Cargo.toml", None)).await;
+    assert_ne!(missing.status(), StatusCode::OK);
+}

@@ -39,11 +39,32 @@ pub(crate) fn routes() -> Router<Console> {
         .route("/tickets/{id}/{action}", post(ticket_action))
 }
 
-fn pretty_json(text: &str) -> String {
-    serde_json::from_str::<serde_json::Value>(text)
-        .ok()
-        .and_then(|value| serde_json::to_string_pretty(&value).ok())
-        .unwrap_or_else(|| text.to_owned())
+/// A ticket's evidence (D23): each field of its JSON object on a line, a
+/// time (a key ending `_ms`) as a time, a nested value (the samples) as
+/// indented JSON; anything else as the text it is.
+fn evidence(text: &str) -> Markup {
+    let Ok(serde_json::Value::Object(fields)) = serde_json::from_str(text) else {
+        return html! { pre { (text) } };
+    };
+    html! {
+        dl.facts {
+            @for (key, value) in &fields {
+                dt { (key) }
+                dd {
+                    @match value {
+                        serde_json::Value::String(text) => { (text) }
+                        serde_json::Value::Number(n) if key.ends_with("_ms") && n.as_i64().is_some() => {
+                            (time(n.as_i64().unwrap_or_default()))
+                        }
+                        serde_json::Value::Array(_) | serde_json::Value::Object(_) => {
+                            pre { (serde_json::to_string_pretty(value).unwrap_or_default()) }
+                        }
+                        other => { (other.to_string()) }
+                    }
+                }
+            }
+        }
+    }
 }
 
 async fn ticket_page(
@@ -117,7 +138,7 @@ async fn ticket_page(
         }
         section.card aria-label="Evidence" {
             h2 { "What fired it" }
-            pre { (pretty_json(&ticket.evidence)) }
+            (evidence(&ticket.evidence))
         }
         section.card aria-label="Worklog" {
             h2 { "Worklog" }

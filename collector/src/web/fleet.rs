@@ -132,7 +132,8 @@ fn glance(sample: Option<&(Vec<u8>, i64)>) -> Markup {
     html! {
         "CPU " (percent(sample.cpu_percent))
         " · memory " (percent(sample.memory_used_percent))
-        " · disk " span.overdue[disk >= 90.0] { (percent(disk)) }
+        " · disk "
+        @if disk >= 90.0 { span.overdue { (percent(disk)) } } @else { (percent(disk)) }
     }
 }
 

@@ -46,6 +46,9 @@ fn evidence(text: &str) -> Markup {
     let Ok(serde_json::Value::Object(fields)) = serde_json::from_str(text) else {
         return html! { pre { (text) } };
     };
+    if fields.is_empty() {
+        return html! { p.muted { "Nothing: the ticket was opened by hand." } };
+    }
     html! {
         dl.facts {
             @for (key, value) in &fields {

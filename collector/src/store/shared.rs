@@ -571,6 +571,14 @@ pub trait SharedQueries: Send + Sync {
         now_ms: i64,
     ) -> StoreResult<bool>;
 
+    /// The latest health sample of each of `host_ids` that has one: its
+    /// encoding and when it was collected. One statement for a page of
+    /// hosts (the web console's fleet list), without their inventories.
+    async fn latest_health(
+        &self,
+        host_ids: &[&str],
+    ) -> StoreResult<HashMap<String, (Vec<u8>, i64)>>;
+
     /// Every local account, by name; never the hashes.
     async fn list_local_users(&self) -> StoreResult<Vec<LocalUserRow>>;
 
@@ -1535,6 +1543,32 @@ impl<T: SqlBackend> SharedQueries for T {
         now_ms: i64,
     ) -> StoreResult<bool> {
         sql::web::delete_local_user(self.begin(), name, audit, now_ms).await
+    }
+
+    async fn latest_health(
+        &self,
+        host_ids: &[&str],
+    ) -> StoreResult<HashMap<String, (Vec<u8>, i64)>> {
+        if host_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut sql = QueryBuilder::new(
+            "SELECT id, last_health, health_at_ms FROM hosts \
+             WHERE last_health IS NOT NULL AND health_at_ms IS NOT NULL AND id",
+        );
+        T::Db::push_in(&mut sql, host_ids)?;
+        let rows = T::Db::all(self.reads(), sql, |r| {
+            Ok((
+                r.text("id")?,
+                r.opt_bytes("last_health")?.unwrap_or_default(),
+                r.opt_int("health_at_ms")?.unwrap_or(0),
+            ))
+        })
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, sample, at_ms)| (id, (sample, at_ms)))
+            .collect())
     }
 
     async fn list_local_users(&self) -> StoreResult<Vec<LocalUserRow>> {

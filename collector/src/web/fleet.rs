@@ -174,11 +174,9 @@ async fn fleet_page(
         .map_err(WebError::store)?;
     let more = rows.len() > PAGE as usize;
     rows.truncate(PAGE as usize);
-    let mut health = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let detail = store.host_detail(&row.id).await.map_err(WebError::store)?;
-        health.push(detail.and_then(|d| d.health));
-    }
+    let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+    let latest = store.latest_health(&ids).await.map_err(WebError::store)?;
+    let health: Vec<Option<&(Vec<u8>, i64)>> = rows.iter().map(|r| latest.get(&r.id)).collect();
     let next = rows.last().filter(|_| more).map(|last| {
         let mut next = filters.clone();
         next.after = hex::encode(format!("{}\0{}", last.hostname, last.id));
@@ -238,7 +236,7 @@ async fn fleet_page(
                             td { @if row.is_online(now) { span.online { "online" } } @else { span.offline { "offline" } } }
                             td { (row.os_name) " " (row.os_version) }
                             td { (maybe_time(row.last_seen_at_ms)) }
-                            td { (glance(sample.as_ref())) }
+                            td { (glance(*sample)) }
                             td { (row.agent_version) }
                         }
                     }

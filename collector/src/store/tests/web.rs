@@ -1,11 +1,13 @@
 //! Contract tests of the web console's rows (issue 22): local accounts made
 //! once, their password reset and their deletion each audited and ending
 //! the account's password sessions; a session found by its secret's hash,
-//! holding only while what it was signed in with still works.
+//! holding only while what it was signed in with still works; the latest
+//! health of a page of hosts, read at once for the fleet list.
 
-use super::TestDb;
+use super::{TestDb, enrolled_host, health_report};
 use crate::store::{
-    AuditEntry, AuditQuery, NewApiToken, NewLocalUser, NewWebSession, Role, SharedStore, StoreError,
+    AuditEntry, AuditQuery, NewApiToken, NewLocalUser, NewWebSession, ReportOutcome, ReportPayload,
+    Role, SharedStore, StoreError,
 };
 
 async fn audited(store: &SharedStore, action: &str) -> usize {
@@ -264,4 +266,30 @@ pub(super) async fn a_web_session_holds_while_its_api_token_works(db: TestDb) {
             .expect("read")
             .is_none()
     );
+}
+
+pub(super) async fn the_latest_health_of_a_page_of_hosts_is_read_at_once(db: TestDb) {
+    let store = db.store.clone();
+    let host = enrolled_host(&store).await;
+    assert!(
+        store
+            .latest_health(&[host.as_str()])
+            .await
+            .expect("read")
+            .is_empty(),
+        "no sample yet"
+    );
+    let mut report = health_report(&host, 1, 5_000, 10.0, 20.0);
+    if let ReportPayload::Health { encoded, .. } = &mut report.payload {
+        *encoded = b"the sample".to_vec();
+    }
+    let stored = store.store_reports(&[report], 6_000).await.expect("store");
+    assert_eq!(stored, vec![ReportOutcome::Stored]);
+    let latest = store
+        .latest_health(&[host.as_str(), "no-such-host"])
+        .await
+        .expect("read");
+    assert_eq!(latest.len(), 1);
+    assert_eq!(latest.get(&host), Some(&(b"the sample".to_vec(), 5_000)));
+    assert!(store.latest_health(&[]).await.expect("read").is_empty());
 }

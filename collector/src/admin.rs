@@ -1,6 +1,7 @@
 //! The admin commands of `deskpulse-collector` that work on the data dir and
 //! store directly, whether or not a server is running: `enroll-token
-//! create`, `token create`, `ca export`, `audit verify` and `backup`; and
+//! create`, `token create`, `user create|list|password|delete` (the web
+//! console's local accounts), `ca export`, `audit verify` and `backup`; and
 //! `restore`, with the server stopped. Each command
 //! that appends to the audit log anchors the chain head before it exits
 //! (D28). A command that makes a secret
@@ -368,5 +369,158 @@ pub async fn verify_audit(config: &StoreConfig, clock: &dyn Clock) -> CommandRes
         v.entries,
         v.anchors
     );
+    Ok(())
+}
+
+/// A new password for `name`'s local account: typed twice at the terminal
+/// (without echo), or one line of stdin; checked for length.
+fn read_new_password(name: &str) -> CommandResult<String> {
+    let read = |prompt: &str| {
+        crate::cli::login::read_secret_line(prompt)
+            .map_err(|e| Failure::runtime(format!("cannot read the password: {e}")))
+    };
+    let password = read(&format!("New password for {name}: "))?;
+    secrets::check_new_password(&password).map_err(Failure::usage)?;
+    if crate::cli::login::stdin_is_terminal() && read("Again: ")? != password {
+        return Err(Failure::usage("the two passwords differ; nothing changed"));
+    }
+    Ok(password)
+}
+
+/// Hashes a password off the async threads (Argon2id takes a while by
+/// design).
+async fn hash_password(password: String) -> CommandResult<String> {
+    tokio::task::spawn_blocking(move || secrets::hash_password(&password))
+        .await
+        .map_err(|e| Failure::runtime(format!("hashing the password failed: {e}")))?
+        .map_err(Failure::runtime)
+}
+
+/// `user create NAME --role ROLE`: a local account for the web console,
+/// its password read from the terminal or stdin; the technician is made if
+/// new (an existing one must have the role).
+pub async fn create_local_user(
+    config: &StoreConfig,
+    clock: &dyn Clock,
+    name: &str,
+    role: Role,
+) -> CommandResult {
+    validate_technician_name(name).map_err(Failure::usage)?;
+    let password = read_new_password(name)?;
+    let password_hash = hash_password(password).await?;
+    let dir = open(config, clock).await?;
+    let now = clock.now_ms();
+    dir.store
+        .create_local_user(
+            &crate::store::NewLocalUser {
+                name: name.to_owned(),
+                role,
+                password_hash,
+            },
+            &|technician_id: &String| AuditEntry {
+                technician_id: None,
+                token_id: None,
+                action: "local-user.create".into(),
+                subject: technician_id.clone(),
+                detail: format!("by {LOCAL_ADMIN}; technician {name}; role {role}"),
+            },
+            now,
+        )
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(message) => Failure::usage(message),
+            other => Failure::runtime(other),
+        })?;
+    dir.audit.anchor_or_warn(dir.store.as_ref(), now).await;
+    errln!("local account {name} ({role}) created; sign in to the web console with it");
+    Ok(())
+}
+
+/// `user password NAME`: a new password for a local account; its web
+/// sessions signed in with the old one end.
+pub async fn reset_local_password(
+    config: &StoreConfig,
+    clock: &dyn Clock,
+    name: &str,
+) -> CommandResult {
+    let dir = open(config, clock).await?;
+    if dir
+        .store
+        .local_user_login(name)
+        .await
+        .map_err(store_failure)?
+        .is_none()
+    {
+        return Err(Failure::usage(format!(
+            "{name:?} has no local account; make one with `user create`"
+        )));
+    }
+    let password = read_new_password(name)?;
+    let password_hash = hash_password(password).await?;
+    let now = clock.now_ms();
+    let audit = AuditEntry::system(
+        "local-user.password",
+        name,
+        &format!("by {LOCAL_ADMIN}; its password sessions ended"),
+    );
+    let changed = dir
+        .store
+        .set_local_password(name, &password_hash, &audit, now)
+        .await
+        .map_err(store_failure)?;
+    if !changed {
+        return Err(Failure::usage(format!("{name:?} has no local account")));
+    }
+    dir.audit.anchor_or_warn(dir.store.as_ref(), now).await;
+    errln!("password of {name} set; its web sessions were signed out");
+    Ok(())
+}
+
+/// `user delete NAME`: removes a local account and ends its password
+/// sessions; the technician, its API tokens and its history stay.
+pub async fn delete_local_user(
+    config: &StoreConfig,
+    clock: &dyn Clock,
+    name: &str,
+) -> CommandResult {
+    let dir = open(config, clock).await?;
+    let now = clock.now_ms();
+    let audit = AuditEntry::system(
+        "local-user.delete",
+        name,
+        &format!("by {LOCAL_ADMIN}; its password sessions ended"),
+    );
+    let deleted = dir
+        .store
+        .delete_local_user(name, &audit, now)
+        .await
+        .map_err(store_failure)?;
+    if !deleted {
+        return Err(Failure::usage(format!("{name:?} has no local account")));
+    }
+    dir.audit.anchor_or_warn(dir.store.as_ref(), now).await;
+    errln!("local account {name} deleted");
+    Ok(())
+}
+
+/// `user list`: every local account, one per line on stdout: name, role,
+/// when made, when its password was last set.
+pub async fn list_local_users(config: &StoreConfig, clock: &dyn Clock) -> CommandResult {
+    let dir = open(config, clock).await?;
+    let users = dir.store.list_local_users().await.map_err(store_failure)?;
+    if users.is_empty() {
+        errln!(
+            "no local accounts; make one with `deskpulse-collector user create NAME --role ROLE`"
+        );
+    }
+    for user in users {
+        outln!(
+            "{}\t{}\tcreated {}\tpassword set {}",
+            user.name,
+            user.role,
+            crate::server::technician::format_ms(user.created_at_ms),
+            crate::server::technician::format_ms(user.password_set_at_ms)
+        );
+    }
     Ok(())
 }

@@ -89,7 +89,7 @@ pub struct StoreFlags {
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ServeFlags {
     /// A TOML config file; its keys are those of the flags, with underscores
-    /// (listen, metrics_listen, data_dir, database, hostnames, log_format,
+    /// (listen, metrics_listen, web_listen, data_dir, database, hostnames, log_format,
     /// shutdown_grace, change_retention, health_raw_retention,
     /// health_retention, max_connections) [env: DESKPULSE_COLLECTOR_CONFIG] [default:
     /// /etc/deskpulse/collector.toml, when it exists]
@@ -103,6 +103,11 @@ pub struct ServeFlags {
     /// /metrics; off unless set [env: DESKPULSE_COLLECTOR_METRICS_LISTEN]
     #[arg(long, value_name = "ADDR")]
     pub metrics_listen: Option<String>,
+    /// Serve the web console on this address too (TLS with the server
+    /// certificate, HTTP/1.1 and HTTP/2); it is always on the TLS port
+    /// [env: DESKPULSE_COLLECTOR_WEB_LISTEN]
+    #[arg(long, value_name = "ADDR")]
+    pub web_listen: Option<String>,
     #[command(flatten)]
     pub store: StoreFlags,
     /// An extra name for the server certificate; repeat for more. localhost,
@@ -143,6 +148,7 @@ pub struct ServeFlags {
 struct ServeFile {
     listen: Option<String>,
     metrics_listen: Option<String>,
+    web_listen: Option<String>,
     data_dir: Option<PathBuf>,
     database: Option<String>,
     hostnames: Option<Vec<String>>,
@@ -170,6 +176,8 @@ pub struct ServeConfig {
     pub listen: SocketAddr,
     /// Where /metrics is served, if anywhere.
     pub metrics_listen: Option<SocketAddr>,
+    /// Where the web console is served besides the TLS port, if anywhere.
+    pub web_listen: Option<SocketAddr>,
     /// The store.
     pub store: StoreConfig,
     /// Extra server certificate names.
@@ -315,6 +323,28 @@ pub fn resolve_serve(flags: &ServeFlags, vars: &dyn Env) -> Result<ServeConfig, 
             "the metrics address {listen} is the TLS port's; give it its own port"
         )));
     }
+    let web_listen = flags
+        .web_listen
+        .clone()
+        .or_else(|| env(vars, "WEB_LISTEN"))
+        .or(file.web_listen)
+        .map(|text| {
+            text.parse::<SocketAddr>().map_err(|_| {
+                ConfigError(format!(
+                    "web listen address {text:?} is not IP:PORT, e.g. 0.0.0.0:8443"
+                ))
+            })
+        })
+        .transpose()?;
+    if let Some(web) = web_listen
+        && web.port() != 0
+        && (web == listen || Some(web) == metrics_listen)
+    {
+        return Err(ConfigError(format!(
+            "the web console address {web} is taken by another of the collector's ports; \
+             give it its own port"
+        )));
+    }
     let store = resolve_store(&flags.store, file.data_dir, file.database, vars)?;
     let hostnames = if !flags.hostnames.is_empty() {
         flags.hostnames.clone()
@@ -410,6 +440,7 @@ pub fn resolve_serve(flags: &ServeFlags, vars: &dyn Env) -> Result<ServeConfig, 
         retention,
         listen,
         metrics_listen,
+        web_listen,
         store,
         hostnames,
         log_format,

@@ -9,7 +9,8 @@
 //! - [`model`]: the plain domain types (roles, hosts, tickets, jobs,
 //!   changes, webhooks, audit entries), free of the store.
 //! - [`query`]: host filters as typed, checked and made into store queries.
-//! - [`secrets`]: API and enrollment tokens, stored only hashed.
+//! - [`secrets`]: API and enrollment tokens, stored only hashed; web
+//!   session secrets; local account passwords (Argon2id).
 //! - [`store`]: the storage interface and its SQLite and PostgreSQL
 //!   backends.
 //! - [`facts`]: the values of an inventory that fleet queries search.
@@ -18,6 +19,7 @@
 //! - [`ingest`]: the batching writer between agent sessions and the store.
 //! - [`metrics`]: Prometheus metrics on `--metrics-listen`.
 //! - [`server`]: the gRPC services on the single TLS port.
+//! - [`web`]: the web console, on the TLS port beside gRPC (issue 22).
 //! - [`webhooks`]: signed ticket-event deliveries from the store's outbox.
 //! - [`audit`]: the tamper-evident audit log: entry hash, audit key,
 //!   anchor file, verification (D28).
@@ -50,4 +52,5 @@ pub mod secrets;
 pub mod server;
 pub mod store;
 pub mod units;
+pub mod web;
 pub mod webhooks;

@@ -1318,3 +1318,91 @@ pub enum Revoked {
     /// An API token: its open streams end.
     ApiToken(String),
 }
+
+/// A local account to create (issue 22): a technician who signs in to the
+/// web console with a password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewLocalUser {
+    /// The technician's name; created with `role` when new.
+    pub name: String,
+    /// The technician's role; an existing technician must have it.
+    pub role: Role,
+    /// The password as an Argon2id PHC string, never the password.
+    pub password_hash: String,
+}
+
+/// One local account, as `user list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalUserRow {
+    /// The technician's id.
+    pub technician_id: String,
+    /// The technician's name.
+    pub name: String,
+    /// The technician's role.
+    pub role: Role,
+    /// When the account was made.
+    pub created_at_ms: i64,
+    /// When its password was last set.
+    pub password_set_at_ms: i64,
+}
+
+/// What signing in with a password checks: the account and its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalUserLogin {
+    /// The technician's id.
+    pub technician_id: String,
+    /// The technician's name.
+    pub name: String,
+    /// The technician's role.
+    pub role: Role,
+    /// The Argon2id PHC string to verify against.
+    pub password_hash: String,
+}
+
+/// How often a web session's last use is written at most: idle expiry is
+/// counted in minutes, so finer writes would say nothing more.
+pub const WEB_SESSION_TOUCH_EVERY_MS: i64 = 60_000;
+
+/// A web console session to store (issue 22).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewWebSession {
+    /// The session's id: public, named in the audit log.
+    pub id: String,
+    /// The SHA-256 of the cookie's secret; the secret itself is never
+    /// stored.
+    pub secret_sha256: String,
+    /// Who signed in.
+    pub technician_id: String,
+    /// The API token signed in with; `None` for a password.
+    pub api_token_id: Option<String>,
+    /// The session's CSRF token, sent back with every form.
+    pub csrf_token: String,
+    /// When the session ends whatever its use.
+    pub expires_at_ms: i64,
+}
+
+/// A stored web session, with what decides whether it still holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebSessionRow {
+    /// The session's id.
+    pub id: String,
+    /// Who signed in: id, current name and current role.
+    pub technician_id: String,
+    /// The technician's name.
+    pub name: String,
+    /// The technician's role now (a changed role applies at once).
+    pub role: Role,
+    /// The API token signed in with, if any.
+    pub api_token_id: Option<String>,
+    /// The CSRF token.
+    pub csrf_token: String,
+    /// When it was made.
+    pub created_at_ms: i64,
+    /// When it was last used (written at most once a minute).
+    pub last_seen_at_ms: i64,
+    /// When it ends whatever its use.
+    pub expires_at_ms: i64,
+    /// Whether what it was signed in with still works: the API token not
+    /// revoked or expired, or the local account still there.
+    pub credential_valid: bool,
+}

@@ -8,6 +8,7 @@
 //! - [`Collector`]: a `deskpulse-collector serve` child process.
 //! - [`Agent`]: a state dir and the `deskpulse-agent` commands on it.
 //! - [`raw`]: a gRPC codec that sends arbitrary bytes, for malformed input.
+//! - [`web`]: a small HTTPS client with a cookie jar, for the web console.
 //! - [`wine`]: the Windows agent's `.exe` and `wine` commands, under the
 //!   prefix `cargo xtask test` prepared.
 //! - [`postgres_database`]: a fresh PostgreSQL database, when the run has
@@ -15,6 +16,7 @@
 //! - [`require_tool`]: a program a test needs, or a `SKIPPED` line.
 
 pub mod raw;
+pub mod web;
 pub mod wine;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -109,6 +111,8 @@ pub struct Collector {
     child: Option<Child>,
     /// The bound address.
     pub addr: std::net::SocketAddr,
+    /// The web console's own address, when started with `--web-listen`.
+    pub web_addr: Option<std::net::SocketAddr>,
     /// The data dir (kept alive with the collector).
     pub data_dir: tempfile::TempDir,
     /// The `--database` URL it was started with, which admin commands
@@ -194,18 +198,42 @@ impl Collector {
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Some(addr) = line.strip_prefix("listening ") {
-                    let _ = tx.send(addr.to_owned());
-                }
+                let _ = tx.send(line);
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(addr) => addr.parse().expect("listening line holds an address"),
-            Err(_) => {
+        let wait_for_line = |prefix: &str| {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(line) => {
+                        if let Some(rest) = line.strip_prefix(prefix) {
+                            return Some(rest.to_owned());
+                        }
+                    }
+                    Err(_) => return None,
+                }
+            }
+        };
+        let addr = match wait_for_line("listening ") {
+            Some(addr) => addr.parse().expect("listening line holds an address"),
+            None => {
                 let _ = child.kill();
                 let logs = stderr.lock().map(|s| s.clone()).unwrap_or_default();
                 panic!("the collector printed no `listening` line within 60 s; stderr:\n{logs}");
             }
+        };
+        // The console's own address follows the `listening` line.
+        let web_addr = if extra.contains(&"--web-listen") {
+            let line = wait_for_line("web console https://")
+                .expect("the collector printed no `web console` line");
+            Some(
+                line.trim_end_matches('/')
+                    .parse()
+                    .expect("the web console line holds an address"),
+            )
+        } else {
+            None
         };
         let database = extra
             .iter()
@@ -215,6 +243,7 @@ impl Collector {
         Self {
             child: Some(child),
             addr,
+            web_addr,
             data_dir,
             database,
             stderr,

@@ -126,6 +126,7 @@ pub fn run(root: &Path, args: &DemoArgs) -> Result<()> {
         "collector listening on {url} (data in {})",
         data_dir.display()
     );
+    println!("web console: {url}/ (sign in with the admin API token, below)");
 
     let enroll_token = output(
         Command::new(&collector_bin)
@@ -214,13 +215,19 @@ pub fn run(root: &Path, args: &DemoArgs) -> Result<()> {
          {cli} rules\n\
          {cli} audit --verify\n\
          {agent_bin} report-issue \"Outlook keeps crashing\" --state-dir {state}\n\
-         {agent_bin} status --state-dir {state}\n",
+         {agent_bin} status --state-dir {state}\n\n\
+         The web console is on the same port: open {url}/ in a browser. Its certificate\n\
+         comes from the demo's own CA ({ca}): import that CA in the browser, or accept\n\
+         the warning. Sign in with the admin API token (`cat {data}/initial-admin-token`),\n\
+         or make a local account and sign in with its password:\n\n\
+         {collector_bin} user create alice --role admin --data-dir {data}\n",
         dir = demo.display(),
         data = data_dir.display(),
         ca = ca_file.display(),
         cli = cli_bin.display(),
         agent_bin = agent_bin.display(),
         state = state_dir.display(),
+        collector_bin = collector_bin.display(),
     );
     let mut collector = collector;
     let status = collector.0.wait()?;

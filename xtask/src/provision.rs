@@ -49,6 +49,8 @@ pub const TEST_TOOLS: &[TestTool] = &[
     tool("df", "coreutils"),
     // The metrics output, checked by Prometheus' own linter (D31).
     tool("promtool", "prometheus"),
+    // The web console on the TLS port over HTTP/2, as a browser speaks it.
+    tool("curl", "curl"),
     // Test harness plumbing: other users, private mounts, limits, FIFOs.
     tool("mount", "mount"),
     tool("umount", "mount"),

@@ -69,6 +69,10 @@ enum Command {
     /// Manage technician API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Manage local accounts: technicians who sign in to the web console
+    /// with a password.
+    #[command(subcommand)]
+    User(UserCommand),
     /// The fleet CA.
     #[command(subcommand)]
     Ca(CaCommand),
@@ -123,6 +127,42 @@ enum TokenCommand {
         /// revoked (`deskpulse token revoke ID`).
         #[arg(long, value_name = "DURATION", value_parser = parse_token_expiry)]
         expires: Option<Duration>,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Make a local account, creating the technician if new. The password
+    /// is typed twice without echo, or read as one line of stdin.
+    Create {
+        #[command(flatten)]
+        store: StoreFlags,
+        /// The technician's name.
+        name: String,
+        /// What the account may do.
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+    },
+    /// List the local accounts.
+    List {
+        #[command(flatten)]
+        store: StoreFlags,
+    },
+    /// Set a new password (typed or from stdin); the account's web
+    /// sessions end.
+    Password {
+        #[command(flatten)]
+        store: StoreFlags,
+        /// The technician's name.
+        name: String,
+    },
+    /// Delete a local account and end its web sessions; the technician's
+    /// API tokens and history stay.
+    Delete {
+        #[command(flatten)]
+        store: StoreFlags,
+        /// The technician's name.
+        name: String,
     },
 }
 
@@ -260,6 +300,32 @@ fn run(command: Command) -> CommandResult {
                 &store, &clock, &name, role, expires,
             ))
         }
+        Command::User(command) => {
+            init_logging(false, "warn");
+            let store_flags = match &command {
+                UserCommand::Create { store, .. }
+                | UserCommand::List { store }
+                | UserCommand::Password { store, .. }
+                | UserCommand::Delete { store, .. } => store,
+            };
+            let store =
+                config::resolve_store_flags(store_flags, &ProcessEnv).map_err(Failure::usage)?;
+            let runtime = runtime()?;
+            match command {
+                UserCommand::Create { name, role, .. } => {
+                    runtime.block_on(admin::create_local_user(&store, &clock, &name, role))
+                }
+                UserCommand::List { .. } => {
+                    runtime.block_on(admin::list_local_users(&store, &clock))
+                }
+                UserCommand::Password { name, .. } => {
+                    runtime.block_on(admin::reset_local_password(&store, &clock, &name))
+                }
+                UserCommand::Delete { name, .. } => {
+                    runtime.block_on(admin::delete_local_user(&store, &clock, &name))
+                }
+            }
+        }
         Command::Ca(CaCommand::Export { store }) => {
             let store = config::resolve_store_flags(&store, &ProcessEnv).map_err(Failure::usage)?;
             init_logging(false, "warn");
@@ -303,6 +369,10 @@ async fn serve(config: config::ServeConfig, init: bool) -> CommandResult {
     let listener = server::bind(config.listen)
         .await
         .map_err(Failure::runtime)?;
+    let web_listener = match config.web_listen {
+        Some(addr) => Some(server::bind(addr).await.map_err(Failure::runtime)?),
+        None => None,
+    };
     let metrics = match config.metrics_listen {
         Some(addr) => {
             let listener = deskpulse_collector::metrics::bind(addr)
@@ -351,10 +421,16 @@ async fn serve(config: config::ServeConfig, init: bool) -> CommandResult {
             .follow(ctx.store.clone(), ctx.clock.clone(), ctx.shutdown.clone()),
     ));
     tracing::info!(%addr, data_dir = %config.store.data_dir.display(), "collector listening");
+
     server::admission::log_limits(&limits, open_files);
     {
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "listening {addr}");
+        // After the `listening` line, which tests and scripts read first.
+        if let Some(web_addr) = web_listener.as_ref().and_then(|l| l.local_addr().ok()) {
+            tracing::info!(%web_addr, "web console listening");
+            let _ = writeln!(stdout, "web console https://{web_addr}/");
+        }
         let _ = stdout.flush();
     }
     let writes = deskpulse_collector::ingest::WriteHealth::default();
@@ -408,6 +484,7 @@ async fn serve(config: config::ServeConfig, init: bool) -> CommandResult {
         ctx,
         writes,
         listener,
+        web_listener,
         &identity,
         follow,
         limits,

@@ -207,16 +207,8 @@ fn checked_ca_file(path: &Path) -> CommandResult<PathBuf> {
 /// The API token: typed at the terminal without echo, or the first line
 /// of stdin when stdin is not a terminal (scripts, tests).
 fn read_token(url: &str) -> CommandResult<String> {
-    let stdin = std::io::stdin();
-    let mut line = String::new();
-    let read = if stdin.is_terminal() {
-        err(&format!("API token for {url}: "));
-        let _echo_off = EchoOff::on(&stdin);
-        stdin.lock().read_line(&mut line)
-    } else {
-        stdin.lock().read_line(&mut line)
-    };
-    read.map_err(|e| Failure::runtime(format!("cannot read the token: {e}")))?;
+    let line = read_secret_line(&format!("API token for {url}: "))
+        .map_err(|e| Failure::runtime(format!("cannot read the token: {e}")))?;
     let token = line.trim();
     if token.is_empty() {
         return Err(Failure::usage(
@@ -224,6 +216,29 @@ fn read_token(url: &str) -> CommandResult<String> {
         ));
     }
     Ok(token.to_owned())
+}
+
+/// One line of a secret: typed at `prompt` without echo when stdin is a
+/// terminal, else read from stdin. Only the line ending is removed.
+pub fn read_secret_line(prompt: &str) -> std::io::Result<String> {
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    if stdin.is_terminal() {
+        err(prompt);
+        let _echo_off = EchoOff::on(&stdin);
+        stdin.lock().read_line(&mut line)?;
+    } else {
+        stdin.lock().read_line(&mut line)?;
+    }
+    let kept = line.trim_end_matches(['\n', '\r']).len();
+    line.truncate(kept);
+    Ok(line)
+}
+
+/// Whether stdin is a terminal (a secret is then typed, and can be asked
+/// for twice).
+pub fn stdin_is_terminal() -> bool {
+    std::io::stdin().is_terminal()
 }
 
 /// The terminal's echo turned off while the token is typed (the newline

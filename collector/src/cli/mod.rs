@@ -21,7 +21,7 @@ pub mod terminal;
 mod audit;
 mod diagnostics;
 mod enrollments;
-mod login;
+pub(crate) mod login;
 pub mod output;
 mod revocation;
 pub mod settings;

@@ -334,11 +334,14 @@ async fn keep_replica_alive(ctx: ServerContext) {
 
 /// Serves until `ctx.shutdown` is cancelled, then drains for at most
 /// `grace`, taking sockets within `limits`; the ingest writer keeps
-/// `writes` (which `/healthz` reads too).
+/// `writes` (which `/healthz` reads too). The web console is served on the
+/// TLS port beside gRPC, and on `web_listener` too when given.
+#[allow(clippy::too_many_arguments)] // each is one of serve's distinct inputs, named at its one caller
 pub async fn serve(
     ctx: ServerContext,
     writes: crate::ingest::WriteHealth,
     listener: TcpListener,
+    web_listener: Option<TcpListener>,
     identity: &KeyAndCert,
     follow: rotation::CaFollow,
     limits: admission::ConnectionLimits,
@@ -406,6 +409,30 @@ pub async fn serve(
         .send_compressed(CompressionEncoding::Zstd);
 
     let shutdown = ctx.shutdown.clone();
+    let console = crate::web::Console::new(ctx.clone());
+    if let Some(web_listener) = web_listener {
+        tokio::spawn(crate::panics::critical(
+            "web console listener",
+            crate::web::listener::serve(
+                web_listener,
+                tls.clone(),
+                crate::web::router(console.clone()),
+                shutdown.clone(),
+            ),
+        ));
+    }
+    // One router for the port: gRPC by its content type to tonic's routes,
+    // everything else to the web console.
+    let grpc = tonic::service::Routes::new(health_service)
+        .add_service(reflection)
+        .add_service(reflection_v1alpha)
+        .add_service(enroll)
+        .add_service(agents)
+        .add_service(technicians)
+        .prepare()
+        .into_axum_router();
+    let routes =
+        tonic::service::Routes::from(crate::web::beside_grpc(grpc, crate::web::router(console)));
     let incoming = admission::admit(listener, tls, limits, shutdown.clone());
     let server = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -418,12 +445,7 @@ pub async fn serve(
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             crate::panics::grpc_internal,
         ))
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_service(reflection_v1alpha)
-        .add_service(enroll)
-        .add_service(agents)
-        .add_service(technicians)
+        .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
 
     // The block drops the server, and with it the services' ingest

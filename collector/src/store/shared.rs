@@ -21,8 +21,8 @@ use crate::store::rows::{HOST_COLUMNS, host_row};
 use crate::store::sql::tickets::BackendSql;
 use crate::store::sql::{self, Dialect, SendFuture, Value, push_values};
 use crate::store::{
-    ApiTokenRow, EnrollmentTokenRow, HostRevocation, RetireOutcome, RevokeOutcome, Revoked,
-    TokenCheck,
+    ApiTokenRow, EnrollmentTokenRow, HostRevocation, LocalUserLogin, LocalUserRow, NewLocalUser,
+    NewWebSession, RetireOutcome, RevokeOutcome, Revoked, TokenCheck, WebSessionRow,
 };
 use crate::store::{
     AuditEntry, AuditHead, AuditQuery, AuditRecord, CaRecord, CertStanding, ChangeQuery, ChangeRow,
@@ -544,6 +544,74 @@ pub trait SharedQueries: Send + Sync {
         actor: &str,
         now_ms: i64,
     ) -> StoreResult<crate::model::CaRetirement>;
+
+    /// Makes a local account for the web console (issue 22), creating its
+    /// technician if new; the technician's id. A technician with another
+    /// role, or one that has an account already, is a
+    /// [`StoreError::Conflict`]. Audited in the same transaction (`audit`
+    /// gets the technician id).
+    async fn create_local_user(
+        &self,
+        user: &NewLocalUser,
+        audit: AuditOf<'_, String>,
+        now_ms: i64,
+    ) -> StoreResult<String>;
+
+    /// Sets a new password hash on `name`'s local account and ends its
+    /// password sessions, audited; false when `name` has no account.
+    async fn set_local_password(
+        &self,
+        name: &str,
+        password_hash: &str,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
+
+    /// Deletes `name`'s local account and its password sessions, audited;
+    /// false when it has none. The technician and its tokens stay.
+    async fn delete_local_user(
+        &self,
+        name: &str,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> StoreResult<bool>;
+
+    /// The latest health sample of each of `host_ids` that has one: its
+    /// encoding and when it was collected. One statement for a page of
+    /// hosts (the web console's fleet list), without their inventories.
+    async fn latest_health(
+        &self,
+        host_ids: &[&str],
+    ) -> StoreResult<HashMap<String, (Vec<u8>, i64)>>;
+
+    /// Every local account, by name; never the hashes.
+    async fn list_local_users(&self) -> StoreResult<Vec<LocalUserRow>>;
+
+    /// The local account named `name` with its password hash, to check a
+    /// sign-in.
+    async fn local_user_login(&self, name: &str) -> StoreResult<Option<LocalUserLogin>>;
+
+    /// Stores a new web session with its sign-in's audit entry; sessions
+    /// past their absolute expiry are deleted on the way.
+    async fn create_web_session(
+        &self,
+        session: &NewWebSession,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> StoreResult<()>;
+
+    /// The web session whose cookie secret hashes to `secret_sha256`.
+    async fn web_session(
+        &self,
+        secret_sha256: &str,
+        now_ms: i64,
+    ) -> StoreResult<Option<WebSessionRow>>;
+
+    /// Records a session's use, at most once a minute; true if written.
+    async fn touch_web_session(&self, id: &str, now_ms: i64) -> StoreResult<bool>;
+
+    /// Deletes a web session; true if there was one.
+    async fn delete_web_session(&self, id: &str) -> StoreResult<bool>;
 }
 
 /// The rows of `sql`, a count `n` of each `what`.
@@ -1468,5 +1536,92 @@ impl<T: SqlBackend> SharedQueries for T {
             tx.commit().await?;
         }
         Ok(retired)
+    }
+
+    async fn create_local_user(
+        &self,
+        user: &NewLocalUser,
+        audit: AuditOf<'_, String>,
+        now_ms: i64,
+    ) -> StoreResult<String> {
+        sql::web::create_local_user(self.begin(), user, audit, now_ms).await
+    }
+
+    async fn set_local_password(
+        &self,
+        name: &str,
+        password_hash: &str,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        sql::web::set_local_password(self.begin(), name, password_hash, audit, now_ms).await
+    }
+
+    async fn delete_local_user(
+        &self,
+        name: &str,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> StoreResult<bool> {
+        sql::web::delete_local_user(self.begin(), name, audit, now_ms).await
+    }
+
+    async fn latest_health(
+        &self,
+        host_ids: &[&str],
+    ) -> StoreResult<HashMap<String, (Vec<u8>, i64)>> {
+        if host_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let mut sql = QueryBuilder::new(
+            "SELECT id, last_health, health_at_ms FROM hosts \
+             WHERE last_health IS NOT NULL AND health_at_ms IS NOT NULL AND id",
+        );
+        T::Db::push_in(&mut sql, host_ids)?;
+        let rows = T::Db::all(self.reads(), sql, |r| {
+            Ok((
+                r.text("id")?,
+                r.opt_bytes("last_health")?.unwrap_or_default(),
+                r.opt_int("health_at_ms")?.unwrap_or(0),
+            ))
+        })
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, sample, at_ms)| (id, (sample, at_ms)))
+            .collect())
+    }
+
+    async fn list_local_users(&self) -> StoreResult<Vec<LocalUserRow>> {
+        sql::web::local_users(self.reads()).await
+    }
+
+    async fn local_user_login(&self, name: &str) -> StoreResult<Option<LocalUserLogin>> {
+        sql::web::local_user_login(self.reads(), name).await
+    }
+
+    async fn create_web_session(
+        &self,
+        session: &NewWebSession,
+        audit: &AuditEntry,
+        now_ms: i64,
+    ) -> StoreResult<()> {
+        sql::web::create_web_session(self.begin(), session, audit, now_ms).await
+    }
+
+    async fn web_session(
+        &self,
+        secret_sha256: &str,
+        now_ms: i64,
+    ) -> StoreResult<Option<WebSessionRow>> {
+        sql::web::web_session(self.reads(), secret_sha256, now_ms).await
+    }
+
+    async fn touch_web_session(&self, id: &str, now_ms: i64) -> StoreResult<bool> {
+        Ok(sql::web::touch_web_session(self.writes(), id, now_ms).await? > 0)
+    }
+
+    async fn delete_web_session(&self, id: &str) -> StoreResult<bool> {
+        Ok(sql::web::delete_web_session(self.writes(), id).await? > 0)
     }
 }

@@ -20,6 +20,8 @@ mod lookups;
 use lookups::*;
 mod revocation;
 use revocation::*;
+mod web;
+use web::*;
 
 /// Names the variable the PostgreSQL contract tests need.
 const PG_URL_VAR: &str = "DESKPULSE_TEST_DATABASE_URL";
@@ -289,7 +291,10 @@ contract! {
     the_os_filter_finds_a_codename,
     jobs_are_found_by_a_unique_start_of_their_id,
     tickets_go_only_to_technicians_who_exist,
-    a_ticket_reopened_by_hand_has_no_current_resolution;
+    a_ticket_reopened_by_hand_has_no_current_resolution,
+    local_accounts_are_made_once_reset_and_deleted_with_their_sessions,
+    a_web_session_holds_while_its_api_token_works,
+    the_latest_health_of_a_page_of_hosts_is_read_at_once;
     // One SQLite database has one collector: no other cache to reach.
     postgres only:
     a_policy_applied_by_one_replica_reaches_the_others,

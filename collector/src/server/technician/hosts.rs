@@ -14,7 +14,11 @@ use tonic::{Request, Response, Status};
 use super::changes::change_message;
 use super::tickets::ticket_message;
 use super::{TechnicianApi, internal};
-use crate::store::{AuditEntry, ChangeQuery, HostRow, Role, TicketQuery, TicketRow};
+use crate::server::ServerContext;
+use crate::store::{
+    AuditEntry, ChangeQuery, ChangeRow, HostDetail, HostRow, Role, StoreError, TicketQuery,
+    TicketRow,
+};
 
 /// Change-log entries shown with a host.
 const RECENT_CHANGES: u32 = 20;
@@ -54,6 +58,74 @@ fn health_point(p: crate::store::HealthPoint) -> HealthPoint {
         memory_used_percent: p.memory_used_percent,
         disk_used_max_percent: p.disk_used_max_percent,
     }
+}
+
+/// What a ticket is shown with: its host, the host's changes of the last
+/// week and health of the last day, and related tickets (the host's
+/// others, and resolved or closed ones of the same rule, with their
+/// resolutions). Read once here for the API and the web console.
+#[derive(Debug, Clone)]
+pub(crate) struct TicketContext {
+    /// The host with its latest inventory, unless it is gone.
+    pub host: Option<HostDetail>,
+    /// Its recent inventory changes, newest first.
+    pub changes: Vec<ChangeRow>,
+    /// Its health over the last day.
+    pub health: Vec<crate::store::HealthPoint>,
+    /// Related tickets, newest first.
+    pub related: Vec<TicketRow>,
+}
+
+/// Reads the [`TicketContext`] of `ticket`.
+pub(crate) async fn ticket_context(
+    ctx: &ServerContext,
+    ticket: &TicketRow,
+) -> Result<TicketContext, StoreError> {
+    let store = &ctx.store;
+    let now = ctx.clock.now_ms();
+    let host = store.host_detail(&ticket.host_id).await?;
+    let changes = store
+        .list_changes(&ChangeQuery {
+            host_id: Some(ticket.host_id.clone()),
+            since_ms: now - 7 * 86_400_000,
+            sections: Vec::new(),
+            limit: RECENT_CHANGES,
+        })
+        .await?;
+    let health = store
+        .health_history(&ticket.host_id, now - 86_400_000)
+        .await?;
+    let mut related = store
+        .list_tickets(&TicketQuery {
+            host_id: Some(ticket.host_id.clone()),
+            limit: RELATED_TICKETS + 1,
+            ..Default::default()
+        })
+        .await?;
+    if !ticket.rule.is_empty() {
+        for status in ["resolved", "closed"] {
+            related.extend(
+                store
+                    .list_tickets(&TicketQuery {
+                        rule: Some(ticket.rule.clone()),
+                        status: Some(status.into()),
+                        limit: RELATED_TICKETS,
+                        ..Default::default()
+                    })
+                    .await?,
+            );
+        }
+    }
+    related.retain(|t| t.id != ticket.id);
+    related.sort_by_key(|t| std::cmp::Reverse(t.opened_at_ms));
+    related.dedup_by_key(|t| t.id);
+    related.truncate(RELATED_TICKETS as usize);
+    Ok(TicketContext {
+        host,
+        changes,
+        health,
+        related,
+    })
 }
 
 impl TechnicianApi {
@@ -108,9 +180,8 @@ impl TechnicianApi {
         response: &mut GetTicketResponse,
         ticket: &TicketRow,
     ) -> Result<(), Status> {
-        let store = &self.ctx.store;
-        let now = self.ctx.clock.now_ms();
-        if let Some(detail) = store.host_detail(&ticket.host_id).await.map_err(internal)? {
+        let context = ticket_context(&self.ctx, ticket).await.map_err(internal)?;
+        if let Some(detail) = context.host {
             response.host = Some(self.summary(&detail.row));
             response.inventory_summary = detail
                 .inventory
@@ -121,53 +192,9 @@ impl TechnicianApi {
                     inventory
                 });
         }
-        response.recent_changes = store
-            .list_changes(&ChangeQuery {
-                host_id: Some(ticket.host_id.clone()),
-                since_ms: now - 7 * 86_400_000,
-                sections: Vec::new(),
-                limit: RECENT_CHANGES,
-            })
-            .await
-            .map_err(internal)?
-            .into_iter()
-            .map(change_message)
-            .collect();
-        response.recent_health = store
-            .health_history(&ticket.host_id, now - 86_400_000)
-            .await
-            .map_err(internal)?
-            .into_iter()
-            .map(health_point)
-            .collect();
-        let mut related = store
-            .list_tickets(&TicketQuery {
-                host_id: Some(ticket.host_id.clone()),
-                limit: RELATED_TICKETS + 1,
-                ..Default::default()
-            })
-            .await
-            .map_err(internal)?;
-        if !ticket.rule.is_empty() {
-            for status in ["resolved", "closed"] {
-                related.extend(
-                    store
-                        .list_tickets(&TicketQuery {
-                            rule: Some(ticket.rule.clone()),
-                            status: Some(status.into()),
-                            limit: RELATED_TICKETS,
-                            ..Default::default()
-                        })
-                        .await
-                        .map_err(internal)?,
-                );
-            }
-        }
-        related.retain(|t| t.id != ticket.id);
-        related.sort_by_key(|t| std::cmp::Reverse(t.opened_at_ms));
-        related.dedup_by_key(|t| t.id);
-        related.truncate(RELATED_TICKETS as usize);
-        response.related = related.into_iter().map(ticket_message).collect();
+        response.recent_changes = context.changes.into_iter().map(change_message).collect();
+        response.recent_health = context.health.into_iter().map(health_point).collect();
+        response.related = context.related.into_iter().map(ticket_message).collect();
         Ok(())
     }
 

@@ -4,8 +4,10 @@
 //! # Layout
 //! - this module: the API, authorization, the helpers several concerns
 //!   share, and the `Technician` trait, each call forwarded to its concern.
-//! - `hosts`: hosts, host tags, page tokens, the host context of a ticket.
-//! - `tickets`: tickets: list, show, open, update.
+//! - [`hosts`]: hosts, host tags, page tokens, the host context of a
+//!   ticket (shared with the web console).
+//! - [`tickets`]: tickets: list, show, open, update; the checks and the
+//!   audited change the web console shares.
 //! - `rules`: the fleet policy: list and apply rules.
 //! - `changes`: the inventory change log.
 //! - `webhooks`: webhooks: add, remove, list, pause and resume.
@@ -19,13 +21,13 @@
 
 mod audit;
 mod changes;
-mod hosts;
+pub(crate) mod hosts;
 mod jobs;
 mod kb;
 mod relink;
 mod revocation;
-mod rules;
-mod tickets;
+pub(crate) mod rules;
+pub(crate) mod tickets;
 mod tokens;
 mod webhooks;
 
@@ -51,11 +53,14 @@ use crate::store::{AuditEntry, Caller, Role, StoreError, TokenCheck};
 pub use tokens::new_enrollment_token;
 
 fn text_arg(what: &str, text: &str, max: usize) -> Result<String, Status> {
+    text_check(what, text, max).map_err(Status::invalid_argument)
+}
+
+/// `text` trimmed, or the line saying it must be 1 to `max` characters.
+pub(crate) fn text_check(what: &str, text: &str, max: usize) -> Result<String, String> {
     let text = text.trim();
     if text.is_empty() || text.chars().count() > max {
-        return Err(Status::invalid_argument(format!(
-            "{what} must be 1-{max} characters"
-        )));
+        return Err(format!("{what} must be 1-{max} characters"));
     }
     Ok(text.to_owned())
 }
@@ -77,6 +82,48 @@ pub(crate) fn format_ms(ms: i64) -> String {
 fn internal(error: StoreError) -> Status {
     tracing::error!(%error, "store error in the technician API");
     Status::internal("the collector's store failed; retry later")
+}
+
+/// Checks an API token for every way in (the technician API, the web
+/// console's sign-in): the technician behind a working token, or the one
+/// line that says why it does not work. A working token's last use is
+/// recorded, at most once a minute (issue 20).
+pub(crate) async fn check_api_token(
+    ctx: &ServerContext,
+    token: &str,
+) -> Result<Result<Caller, String>, StoreError> {
+    let now = ctx.clock.now_ms();
+    let caller = match ctx.store.authenticate(&token_hash(token), now).await? {
+        TokenCheck::Valid(caller) => caller,
+        TokenCheck::Unknown => return Ok(Err("the API token is unknown or revoked".to_owned())),
+        TokenCheck::Revoked => return Ok(Err(super::revocation::TOKEN_REVOKED.to_owned())),
+        TokenCheck::Expired(at) => {
+            return Ok(Err(super::revocation::token_expired_message(&format_ms(
+                at,
+            ))));
+        }
+    };
+    // The row says when it was last written, so no write is needed before.
+    if caller
+        .last_used_at_ms
+        .is_none_or(|last| now.saturating_sub(last) >= LAST_USE_EVERY_MS)
+        && let Err(error) = ctx.store.touch_api_token(&caller.token_id, now).await
+    {
+        tracing::warn!(%error, "recording an API token's use failed");
+    }
+    Ok(Ok(caller))
+}
+
+/// The one line refusing `caller` an `action` that needs the `needed`
+/// role, or `None` when its role suffices. Every way in checks roles with
+/// this, so the API and the web console refuse alike.
+pub(crate) fn role_refusal(caller: &Caller, needed: Role, action: &str) -> Option<String> {
+    (caller.role < needed).then(|| {
+        format!(
+            "{action} needs the {needed} role; {} has the {} role",
+            caller.name, caller.role
+        )
+    })
 }
 
 /// The default and the largest page of change-log entries and tickets.
@@ -121,22 +168,7 @@ impl TechnicianApi {
             .ok_or_else(|| {
                 Status::unauthenticated("the authorization header must be \"Bearer TOKEN\"")
             })?;
-        let now = self.ctx.clock.now_ms();
-        let checked = self
-            .ctx
-            .store
-            .authenticate(&token_hash(token), now)
-            .await
-            .map_err(internal)?;
-        let refusal = match checked {
-            TokenCheck::Valid(caller) => Ok(caller),
-            TokenCheck::Unknown => Err("the API token is unknown or revoked".to_owned()),
-            TokenCheck::Revoked => Err(super::revocation::TOKEN_REVOKED.to_owned()),
-            TokenCheck::Expired(at) => {
-                Err(super::revocation::token_expired_message(&format_ms(at)))
-            }
-        };
-        let caller = match refusal {
+        let caller = match check_api_token(&self.ctx, token).await.map_err(internal)? {
             Ok(caller) => caller,
             Err(line) => {
                 attempt.failed();
@@ -145,21 +177,9 @@ impl TechnicianApi {
             }
         };
         drop(attempt);
-        // The last use, at most once a minute per token (issue 20): the
-        // row says when it was last written, so no write is needed before.
-        if caller
-            .last_used_at_ms
-            .is_none_or(|last| now.saturating_sub(last) >= LAST_USE_EVERY_MS)
-            && let Err(error) = self.ctx.store.touch_api_token(&caller.token_id, now).await
-        {
-            tracing::warn!(%error, "recording an API token's use failed");
-        }
-        if caller.role < needed {
+        if let Some(line) = role_refusal(&caller, needed, action) {
             info!(action, technician = %caller.name, role = %caller.role, "refused: role too low");
-            return Err(Status::permission_denied(format!(
-                "{action} needs the {needed} role; {} has the {} role",
-                caller.name, caller.role
-            )));
+            return Err(Status::permission_denied(line));
         }
         Ok(caller)
     }

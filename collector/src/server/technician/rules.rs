@@ -19,7 +19,7 @@ use crate::store::{AuditEntry, PolicyRecord, Role};
 /// The largest policy file `rules apply` takes.
 const MAX_POLICY_TEXT: usize = 256 * 1024;
 
-fn rules_response(record: &PolicyRecord) -> ListRulesResponse {
+pub(crate) fn rules_response(record: &PolicyRecord) -> ListRulesResponse {
     let policy = &record.policy;
     let secs = |ms: i64| u64::try_from(ms / 1000).unwrap_or(0);
     let source = |name: &str| {

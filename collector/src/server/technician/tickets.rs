@@ -9,11 +9,12 @@ use deskpulse_proto::v1::{
 };
 use tonic::{Request, Response, Status};
 
-use super::{DEFAULT_CHANGES, MAX_CHANGES, TechnicianApi, internal, text_arg};
+use super::{DEFAULT_CHANGES, MAX_CHANGES, TechnicianApi, internal, text_arg, text_check};
 use crate::rules::priority::Priority;
+use crate::server::ServerContext;
 use crate::store::{
-    AuditEntry, Role, TICKET_STATUSES, TicketChange, TicketQuery, TicketRefusal, TicketRow,
-    WorklogEntry,
+    AuditEntry, Caller, Role, StoreError, TICKET_STATUSES, TicketChange, TicketQuery,
+    TicketRefusal, TicketRow, WorklogEntry,
 };
 
 fn ticket_response(row: TicketRow, worklog: Vec<WorklogEntry>) -> GetTicketResponse {
@@ -58,6 +59,77 @@ pub(super) fn ticket_message(row: TicketRow) -> Ticket {
         resolution: row.resolution.unwrap_or_default(),
         responded_at_unix_ms: row.responded_at_ms.unwrap_or(0),
     }
+}
+
+/// What a technician asks of a ticket, before it is checked: the API's
+/// `UpdateTicket` and the web console's ticket actions both come to this.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ChangeAsked<'a> {
+    /// Assign to this technician ("me": the caller).
+    Assign(&'a str),
+    /// Add this note.
+    Note(&'a str),
+    /// Set this status.
+    Status(&'a str),
+    /// Resolve with this resolution.
+    Resolve(&'a str),
+    /// Escalate one level.
+    Escalate,
+    /// Reopen.
+    Reopen,
+}
+
+/// The change `caller` asked for, checked, or the one line saying what is
+/// wrong with it. Whether the ticket allows it is the store's to say.
+pub(crate) fn check_change(
+    caller: &Caller,
+    asked: ChangeAsked<'_>,
+) -> Result<TicketChange, String> {
+    Ok(match asked {
+        ChangeAsked::Assign(name) => {
+            let name = text_check("the assignee", name, 64)?;
+            TicketChange::Assign(if name == "me" {
+                caller.name.clone()
+            } else {
+                name
+            })
+        }
+        ChangeAsked::Note(text) => TicketChange::Note(text_check("the note", text, MAX_NOTE)?),
+        ChangeAsked::Status(status) => TicketChange::Status(status.trim().to_ascii_lowercase()),
+        ChangeAsked::Resolve(text) => {
+            TicketChange::Resolve(text_check("the resolution", text, MAX_NOTE)?)
+        }
+        ChangeAsked::Escalate => TicketChange::Escalate,
+        ChangeAsked::Reopen => TicketChange::Reopen,
+    })
+}
+
+/// Makes `change` to ticket `id` as `caller`: the store writes the change,
+/// its worklog line and its audit entry in one transaction, and the audit
+/// head is anchored at once after it. The caller's role must have been
+/// checked ([`super::role_refusal`], the technician role).
+pub(crate) async fn change_ticket(
+    ctx: &ServerContext,
+    caller: &Caller,
+    id: i64,
+    change: &TicketChange,
+) -> Result<Result<(), TicketRefusal>, StoreError> {
+    let updated = ctx
+        .store
+        .update_ticket(
+            id,
+            change,
+            &caller.name,
+            &AuditEntry::by(caller, "", String::new(), String::new()),
+            ctx.clock.now_ms(),
+        )
+        .await?;
+    if updated.is_ok() {
+        ctx.audit
+            .anchor_or_warn(ctx.store.as_ref(), ctx.clock.now_ms())
+            .await;
+    }
+    Ok(updated.map(|_| ()))
 }
 
 fn parse_priority(text: &str) -> Result<Option<Priority>, Status> {
@@ -194,44 +266,25 @@ impl TechnicianApi {
             .authorize(&request, Role::Technician, "changing a ticket")
             .await?;
         let request = request.into_inner();
-        let change = match request.change {
-            Some(Change::Assign(name)) => {
-                let name = text_arg("the assignee", &name, 64)?;
-                TicketChange::Assign(if name == "me" {
-                    caller.name.clone()
-                } else {
-                    name
-                })
-            }
-            Some(Change::Note(text)) => TicketChange::Note(text_arg("the note", &text, MAX_NOTE)?),
-            Some(Change::Status(status)) => {
-                TicketChange::Status(status.trim().to_ascii_lowercase())
-            }
-            Some(Change::Resolve(text)) => {
-                TicketChange::Resolve(text_arg("the resolution", &text, MAX_NOTE)?)
-            }
-            Some(Change::Escalate(true)) => TicketChange::Escalate,
-            Some(Change::Reopen(true)) => TicketChange::Reopen,
+        let asked = match &request.change {
+            Some(Change::Assign(name)) => ChangeAsked::Assign(name),
+            Some(Change::Note(text)) => ChangeAsked::Note(text),
+            Some(Change::Status(status)) => ChangeAsked::Status(status),
+            Some(Change::Resolve(text)) => ChangeAsked::Resolve(text),
+            Some(Change::Escalate(true)) => ChangeAsked::Escalate,
+            Some(Change::Reopen(true)) => ChangeAsked::Reopen,
             _ => {
                 return Err(Status::invalid_argument(
                     "a ticket update must set one change",
                 ));
             }
         };
-        let updated = self
-            .ctx
-            .store
-            .update_ticket(
-                request.id,
-                &change,
-                &caller.name,
-                &AuditEntry::by(&caller, "", String::new(), String::new()),
-                self.ctx.clock.now_ms(),
-            )
+        let change = check_change(&caller, asked).map_err(Status::invalid_argument)?;
+        match change_ticket(&self.ctx, &caller, request.id, &change)
             .await
-            .map_err(internal)?;
-        match updated {
-            Ok(_) => self.anchor_audit().await,
+            .map_err(internal)?
+        {
+            Ok(()) => {}
             Err(TicketRefusal::NotFound) => {
                 return Err(Status::not_found(format!("no ticket {}", request.id)));
             }

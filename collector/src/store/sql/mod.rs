@@ -25,6 +25,7 @@
 //!   token checks, expiry and last use; the token lists.
 //! - [`tickets`]: `TicketTx`, the ticket transactions, the reports that are
 //!   events, the ticket list and the change log.
+//! - [`web`]: the web console's local accounts and sessions (issue 22).
 //! - [`webhooks`]: the webhook rows, claiming and recording deliveries, the
 //!   list and the events column's text form.
 
@@ -40,6 +41,7 @@ pub(crate) mod relink;
 pub(crate) mod renewal;
 pub(crate) mod revocation;
 pub(crate) mod tickets;
+pub(crate) mod web;
 pub(crate) mod webhooks;
 
 use std::future::Future;

@@ -1,0 +1,733 @@
+//! The web console in-process, on real SQLite with a manual clock: the
+//! security headers on every response, CSRF and roles refused on the
+//! server, sessions that expire back to sign-in, both ways of signing in,
+//! and text from employees and PCs rendered inert.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, Response, StatusCode, header};
+use tokio_util::sync::CancellationToken;
+use tower::ServiceExt;
+
+use super::auth::{IDLE_TIMEOUT_MS, SESSION_COOKIE, SIGN_IN_COOKIE};
+use super::{Console, router};
+use crate::clock::{Clock, ManualClock};
+use crate::server::ServerContext;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{
+    AuditEntry, AuditQuery, EnrollOutcome, EnrollRequest, HostCert, NewApiToken,
+    NewEnrollmentToken, NewLocalUser, Role, SharedStore,
+};
+
+/// Text an employee or a PC could send that a browser would run if it were
+/// written into a page unescaped.
+const PAYLOAD: &str = "<script>alert(1)</script><img src=x onerror=alert(2)>";
+
+struct Fixture {
+    app: Router,
+    store: SharedStore,
+    clock: ManualClock,
+    ticket: i64,
+    /// The id of `viewer-token`.
+    viewer_token_id: String,
+    _dir: tempfile::TempDir,
+}
+
+/// Makes an API token `token` for `name`; its id.
+async fn api_token(store: &SharedStore, name: &str, role: Role, token: &str) -> String {
+    let id = uuid::Uuid::new_v4().to_string();
+    store
+        .create_api_token(
+            &NewApiToken {
+                technician_name: name.into(),
+                role,
+                token_id: id.clone(),
+                token_sha256: crate::secrets::token_hash(token),
+                expires_at_ms: None,
+            },
+            &|_: &String| AuditEntry::system("test", "", ""),
+            0,
+        )
+        .await
+        .expect("token");
+    id
+}
+
+/// A console with an admin token `admin-token`, a viewer token
+/// `viewer-token`, and a host named [`PAYLOAD`] with one ticket titled
+/// [`PAYLOAD`].
+async fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().expect("dir");
+    let sqlite = SqliteStore::open(&dir.path().join("test.db"))
+        .await
+        .expect("open");
+    let store: SharedStore = Arc::new(sqlite);
+    let clock = ManualClock::new(1_800_000_000_000);
+    let ca = crate::pki::CertificateAuthority::generate().expect("CA");
+    let ca = crate::pki::CertificateAuthority::load(&ca.cert_pem, &ca.key_pem).expect("load CA");
+    let ctx = ServerContext {
+        store: store.clone(),
+        clock: Arc::new(clock.clone()),
+        ca: Arc::new(crate::server::rotation::LiveCas::single(ca)),
+        replica: "test".into(),
+        shutdown: CancellationToken::new(),
+        dispatch: Arc::default(),
+        audit: Arc::new(crate::audit::AuditAnchor::load_or_create(dir.path()).expect("audit key")),
+    };
+    api_token(&store, "ada", Role::Admin, "admin-token").await;
+    let viewer_token_id = api_token(&store, "val", Role::Viewer, "viewer-token").await;
+    store
+        .create_enrollment_token(
+            &NewEnrollmentToken {
+                id: "e1".into(),
+                token_sha256: crate::secrets::token_hash("enroll"),
+                expires_at_ms: i64::MAX,
+                uses: 1,
+                created_by: "test".into(),
+                relink_host: None,
+            },
+            &AuditEntry::system("test", "", ""),
+            0,
+        )
+        .await
+        .expect("enrollment token");
+    let cert = |host_id: &str| {
+        Ok(HostCert {
+            cert_pem: format!("PEM for {host_id}"),
+            serial_hex: "01".into(),
+            sha256_hex: format!("sha-{host_id}"),
+            ca_sha256: "ca-1".into(),
+        })
+    };
+    let enrolled = store
+        .enroll(
+            &EnrollRequest {
+                token_sha256: crate::secrets::token_hash("enroll"),
+                hostname: PAYLOAD.into(),
+                hardware_uuid: String::new(),
+                hardware_serial: String::new(),
+                source_addr: "192.0.2.7".into(),
+                csr_der: b"csr".to_vec(),
+            },
+            0,
+            &cert,
+        )
+        .await
+        .expect("enroll");
+    let EnrollOutcome::Enrolled { host_id, .. } = enrolled else {
+        panic!("expected an enrolled host, got {enrolled:?}");
+    };
+    let ticket = store
+        .create_ticket(
+            &host_id,
+            PAYLOAD,
+            None,
+            "ada",
+            &AuditEntry::system("test", "", ""),
+            clock.now_ms(),
+        )
+        .await
+        .expect("ticket")
+        .id;
+    Fixture {
+        app: router(Console::new(ctx)),
+        store,
+        clock,
+        ticket,
+        viewer_token_id,
+        _dir: dir,
+    }
+}
+
+async fn send(app: &Router, request: Request<Body>) -> Response<Body> {
+    app.clone().oneshot(request).await.expect("infallible")
+}
+
+async fn body_text(response: Response<Body>) -> String {
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    String::from_utf8(bytes.to_vec()).expect("UTF-8")
+}
+
+fn get(path: &str, cookie: Option<&str>) -> Request<Body> {
+    let mut request = Request::get(path);
+    if let Some(cookie) = cookie {
+        request = request.header(header::COOKIE, cookie);
+    }
+    request.body(Body::empty()).expect("request")
+}
+
+fn post(path: &str, cookie: &str, form: &str) -> Request<Body> {
+    Request::post(path)
+        .header(header::COOKIE, cookie)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(form.to_owned()))
+        .expect("request")
+}
+
+/// The value a response sets for cookie `name`.
+fn set_cookie(response: &Response<Body>, name: &str) -> Option<String> {
+    response
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .filter_map(|pair| pair.split_once('='))
+        .find(|(key, _)| *key == name)
+        .map(|(_, value)| value.to_owned())
+}
+
+/// Signs in through the form with `fields` (after the nonce); the session
+/// cookie, or the failed response.
+async fn sign_in(app: &Router, fields: &str) -> Result<String, Response<Body>> {
+    let page = send(app, get("/sign-in", None)).await;
+    let nonce = set_cookie(&page, SIGN_IN_COOKIE).expect("a nonce cookie");
+    let response = send(
+        app,
+        post(
+            "/sign-in",
+            &format!("{SIGN_IN_COOKIE}={nonce}"),
+            &format!("nonce={nonce}&{fields}"),
+        ),
+    )
+    .await;
+    match set_cookie(&response, SESSION_COOKIE) {
+        Some(secret) if response.status() == StatusCode::SEE_OTHER => {
+            Ok(format!("{SESSION_COOKIE}={secret}"))
+        }
+        _ => Err(response),
+    }
+}
+
+async fn signed_in(app: &Router, token: &str) -> String {
+    sign_in(app, &format!("method=token&token={token}"))
+        .await
+        .unwrap_or_else(|r| panic!("sign-in failed: {}", r.status()))
+}
+
+/// The CSRF token a signed-in page carries.
+async fn csrf_of(app: &Router, cookie: &str) -> String {
+    let page = body_text(send(app, get("/", Some(cookie))).await).await;
+    let start = page
+        .find("name=\"csrf-token\" content=\"")
+        .expect("a CSRF meta tag")
+        + "name=\"csrf-token\" content=\"".len();
+    page[start..]
+        .split('"')
+        .next()
+        .expect("its value")
+        .to_owned()
+}
+
+async fn worklog_notes(store: &SharedStore, ticket: i64) -> Vec<String> {
+    let (_, log) = store.ticket(ticket).await.expect("read").expect("ticket");
+    log.into_iter().map(|e| e.note).collect()
+}
+
+fn location(response: &Response<Body>) -> &str {
+    response
+        .headers()
+        .get(header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+#[tokio::test]
+async fn every_response_carries_the_security_headers() {
+    let f = fixture().await;
+    let cookie = signed_in(&f.app, "admin-token").await;
+    for (path, cookie) in [
+        ("/sign-in", None),
+        ("/", None),
+        ("/", Some(cookie.as_str())),
+        ("/queue/rows", Some(cookie.as_str())),
+        ("/assets/console.js", None),
+        ("/no-such-page", Some(cookie.as_str())),
+    ] {
+        let response = send(&f.app, get(path, cookie)).await;
+        let headers = response.headers();
+        let csp = headers
+            .get(header::CONTENT_SECURITY_POLICY)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| panic!("{path}: no Content-Security-Policy"));
+        assert!(csp.contains("default-src 'self'"), "{path}: {csp}");
+        assert!(csp.contains("script-src 'self';"), "{path}: {csp}");
+        assert!(
+            !csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"),
+            "{csp}"
+        );
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY", "{path}");
+        assert_eq!(headers[header::REFERRER_POLICY], "no-referrer", "{path}");
+        assert_eq!(headers[header::X_CONTENT_TYPE_OPTIONS], "nosniff", "{path}");
+    }
+}
+
+#[tokio::test]
+async fn the_session_cookie_is_secure_http_only_and_same_site_strict() {
+    let f = fixture().await;
+    let page = send(&f.app, get("/sign-in", None)).await;
+    let nonce = set_cookie(&page, SIGN_IN_COOKIE).expect("nonce");
+    let response = send(
+        &f.app,
+        post(
+            "/sign-in",
+            &format!("{SIGN_IN_COOKIE}={nonce}"),
+            &format!("nonce={nonce}&method=token&token=admin-token"),
+        ),
+    )
+    .await;
+    let set = response
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find(|v| v.starts_with(SESSION_COOKIE))
+        .expect("a session cookie")
+        .to_owned();
+    for part in [
+        "Secure",
+        "HttpOnly",
+        "SameSite=Strict",
+        "Path=/",
+        "Max-Age=",
+    ] {
+        assert!(set.contains(part), "{set} lacks {part}");
+    }
+}
+
+#[tokio::test]
+async fn a_post_without_its_csrf_token_is_refused() {
+    let f = fixture().await;
+    let cookie = signed_in(&f.app, "admin-token").await;
+    let csrf = csrf_of(&f.app, &cookie).await;
+    let note = format!("/tickets/{}/note", f.ticket);
+    for form in [
+        "value=none".to_owned(),
+        "value=wrong&csrf=dpc_0000".to_owned(),
+    ] {
+        let response = send(&f.app, post(&note, &cookie, &form)).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{form}");
+    }
+    let header_wrong = Request::post(&note)
+        .header(header::COOKIE, &cookie)
+        .header("x-csrf-token", "dpc_0000")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from("value=header-wrong"))
+        .expect("request");
+    assert_eq!(
+        send(&f.app, header_wrong).await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let notes = worklog_notes(&f.store, f.ticket).await;
+    assert!(
+        !notes
+            .iter()
+            .any(|n| n.contains("none") || n.contains("wrong"))
+    );
+
+    let response = send(
+        &f.app,
+        post(&note, &cookie, &format!("value=by+form&csrf={csrf}")),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&response), format!("/tickets/{}", f.ticket));
+    let by_header = Request::post(&note)
+        .header(header::COOKIE, &cookie)
+        .header("x-csrf-token", &csrf)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from("value=by+header"))
+        .expect("request");
+    assert_eq!(
+        send(&f.app, by_header).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let notes = worklog_notes(&f.store, f.ticket).await;
+    assert!(notes.iter().any(|n| n.contains("by form")), "{notes:?}");
+    assert!(notes.iter().any(|n| n.contains("by header")), "{notes:?}");
+}
+
+#[tokio::test]
+async fn a_viewer_sees_no_actions_and_a_forged_post_is_refused() {
+    let f = fixture().await;
+    let cookie = signed_in(&f.app, "viewer-token").await;
+    let csrf = csrf_of(&f.app, &cookie).await;
+    let page = body_text(
+        send(
+            &f.app,
+            get(&format!("/tickets/{}", f.ticket), Some(&cookie)),
+        )
+        .await,
+    )
+    .await;
+    assert!(
+        page.contains("What fired it"),
+        "the viewer reads the ticket"
+    );
+    assert!(
+        !page.contains(&format!("/tickets/{}/note", f.ticket)),
+        "no action forms"
+    );
+    assert!(!page.contains("/audit\""), "no audit log in the navigation");
+
+    let audit_before = f
+        .store
+        .list_audit(&AuditQuery {
+            limit: 1000,
+            ..AuditQuery::default()
+        })
+        .await
+        .expect("audit")
+        .len();
+    for action in ["note", "resolve", "assign", "escalate"] {
+        let response = send(
+            &f.app,
+            post(
+                &format!("/tickets/{}/{action}", f.ticket),
+                &cookie,
+                &format!("value=forged&csrf={csrf}"),
+            ),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN, "{action}");
+        assert!(
+            body_text(response)
+                .await
+                .contains("needs the technician role")
+        );
+    }
+    let audit_page = send(&f.app, get("/audit", Some(&cookie))).await;
+    assert_eq!(audit_page.status(), StatusCode::FORBIDDEN);
+    assert!(
+        !worklog_notes(&f.store, f.ticket)
+            .await
+            .iter()
+            .any(|n| n.contains("forged"))
+    );
+    let audit_after = f
+        .store
+        .list_audit(&AuditQuery {
+            limit: 1000,
+            ..AuditQuery::default()
+        })
+        .await
+        .expect("audit")
+        .len();
+    assert_eq!(audit_before, audit_after, "a refused action is not audited");
+}
+
+#[tokio::test]
+async fn an_action_is_audited_as_the_api_audits_it() {
+    let f = fixture().await;
+    let cookie = signed_in(&f.app, "admin-token").await;
+    let csrf = csrf_of(&f.app, &cookie).await;
+    let response = send(
+        &f.app,
+        post(
+            &format!("/tickets/{}/resolve", f.ticket),
+            &cookie,
+            &format!("value=replaced+the+disk&csrf={csrf}"),
+        ),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let entries = f
+        .store
+        .list_audit(&AuditQuery {
+            action_prefix: Some("ticket.".into()),
+            limit: 100,
+            ..AuditQuery::default()
+        })
+        .await
+        .expect("audit");
+    let resolved = entries
+        .iter()
+        .find(|e| e.action.contains("resolve"))
+        .unwrap_or_else(|| panic!("no resolve entry in {entries:?}"));
+    assert_eq!(resolved.technician_name.as_deref(), Some("ada"));
+    let (ticket, _) = f
+        .store
+        .ticket(f.ticket)
+        .await
+        .expect("read")
+        .expect("ticket");
+    assert_eq!(ticket.status, "resolved");
+    let kb = body_text(send(&f.app, get("/kb?q=disk", Some(&cookie))).await).await;
+    assert!(
+        kb.contains("replaced the disk"),
+        "the resolution is found in the KB"
+    );
+}
+
+#[tokio::test]
+async fn an_idle_or_old_session_goes_back_to_sign_in() {
+    let f = fixture().await;
+    let cookie = signed_in(&f.app, "admin-token").await;
+    assert_eq!(
+        send(&f.app, get("/", Some(&cookie))).await.status(),
+        StatusCode::OK
+    );
+    f.clock.advance(Duration::from_millis(
+        u64::try_from(IDLE_TIMEOUT_MS).expect("positive"),
+    ));
+    let response = send(&f.app, get("/", Some(&cookie))).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&response), "/sign-in");
+    let htmx = Request::get("/queue/rows")
+        .header(header::COOKIE, &cookie)
+        .header("hx-request", "true")
+        .body(Body::empty())
+        .expect("request");
+    let response = send(&f.app, htmx).await;
+    assert_eq!(response.headers()["hx-redirect"], "/sign-in");
+
+    // Used every 50 minutes it stays, until 12 hours after sign-in.
+    let cookie = signed_in(&f.app, "admin-token").await;
+    for step in 1..=16 {
+        f.clock.advance(Duration::from_secs(50 * 60));
+        let response = send(&f.app, get("/", Some(&cookie))).await;
+        if response.status() != StatusCode::OK {
+            assert_eq!(location(&response), "/sign-in");
+            assert_eq!(
+                step,
+                15,
+                "ended after {} minutes, not at 12 hours",
+                step * 50
+            );
+            return;
+        }
+    }
+    panic!("a session used all along outlived its absolute expiry");
+}
+
+#[tokio::test]
+async fn revoking_its_api_token_ends_a_session_at_once() {
+    let f = fixture().await;
+    let cookie = signed_in(&f.app, "viewer-token").await;
+    assert_eq!(
+        send(&f.app, get("/", Some(&cookie))).await.status(),
+        StatusCode::OK
+    );
+    let revoked = f
+        .store
+        .revoke_api_token(
+            &f.viewer_token_id,
+            "ada",
+            &AuditEntry::system("api-token.revoke", &f.viewer_token_id, "test"),
+            f.clock.now_ms(),
+        )
+        .await
+        .expect("revoke");
+    assert!(
+        matches!(revoked, crate::store::RevokeOutcome::Revoked),
+        "{revoked:?}"
+    );
+    let response = send(&f.app, get("/", Some(&cookie))).await;
+    assert_eq!(location(&response), "/sign-in");
+    let again = sign_in(&f.app, "method=token&token=viewer-token")
+        .await
+        .expect_err("a revoked token signs in no more");
+    assert_eq!(again.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn failed_sign_ins_from_one_address_are_limited() {
+    let f = fixture().await;
+    let from = super::auth::ClientAddr("192.0.2.9:5000".parse().expect("address"));
+    let mut last = StatusCode::OK;
+    for _ in 0..=crate::server::limits::MAX_FAILED_ATTEMPTS {
+        let page = send(&f.app, get("/sign-in", None)).await;
+        let nonce = set_cookie(&page, SIGN_IN_COOKIE).expect("nonce");
+        let mut request = post(
+            "/sign-in",
+            &format!("{SIGN_IN_COOKIE}={nonce}"),
+            &format!("nonce={nonce}&method=token&token=dpt_guess"),
+        );
+        request.extensions_mut().insert(from);
+        last = send(&f.app, request).await.status();
+    }
+    assert_eq!(
+        last,
+        StatusCode::TOO_MANY_REQUESTS,
+        "the 11th guess in a minute"
+    );
+}
+
+#[tokio::test]
+async fn a_password_signs_in_a_wrong_one_does_not_and_sign_out_ends_the_session() {
+    let f = fixture().await;
+    let hash = crate::secrets::hash_password("a long enough password").expect("hash");
+    f.store
+        .create_local_user(
+            &NewLocalUser {
+                name: "wes".into(),
+                role: Role::Technician,
+                password_hash: hash,
+            },
+            &|_: &String| AuditEntry::system("test", "", ""),
+            0,
+        )
+        .await
+        .expect("account");
+    for wrong in [
+        "method=password&name=wes&password=wrong",
+        "method=password&name=nobody&password=a+long+enough+password",
+        "method=token&token=dpt_unknown",
+    ] {
+        let refused = sign_in(&f.app, wrong).await.expect_err("refused");
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED, "{wrong}");
+    }
+    let cookie = sign_in(
+        &f.app,
+        "method=password&name=wes&password=a+long+enough+password",
+    )
+    .await
+    .unwrap_or_else(|r| panic!("sign-in failed: {}", r.status()));
+    let page = body_text(send(&f.app, get("/", Some(&cookie))).await).await;
+    assert!(page.contains("wes (technician)"));
+    let csrf = csrf_of(&f.app, &cookie).await;
+    let out = send(&f.app, post("/sign-out", &cookie, &format!("csrf={csrf}"))).await;
+    assert_eq!(location(&out), "/sign-in");
+    assert_eq!(set_cookie(&out, SESSION_COOKIE).as_deref(), Some(""));
+    let after = send(&f.app, get("/", Some(&cookie))).await;
+    assert_eq!(
+        location(&after),
+        "/sign-in",
+        "the old cookie no longer works"
+    );
+
+    // A sign-in form posted without its own nonce cookie is refused.
+    let forged = send(
+        &f.app,
+        post(
+            "/sign-in",
+            "",
+            "nonce=abc&method=password&name=wes&password=a+long+enough+password",
+        ),
+    )
+    .await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+    assert!(set_cookie(&forged, SESSION_COOKIE).is_none());
+}
+
+#[tokio::test]
+async fn text_from_employees_and_pcs_renders_as_text() {
+    let f = fixture().await;
+    let cookie = signed_in(&f.app, "admin-token").await;
+    let csrf = csrf_of(&f.app, &cookie).await;
+    let note = format!(
+        "value={}&csrf={csrf}",
+        serde_urlencoded::to_string([("v", PAYLOAD)])
+            .expect("encode")
+            .trim_start_matches("v=")
+    );
+    let response = send(
+        &f.app,
+        post(&format!("/tickets/{}/note", f.ticket), &cookie, &note),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    for path in [
+        "/".to_owned(),
+        "/queue/rows".to_owned(),
+        format!("/tickets/{}", f.ticket),
+        "/fleet".to_owned(),
+    ] {
+        let page = body_text(send(&f.app, get(&path, Some(&cookie))).await).await;
+        assert!(
+            page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+            "{path}: the payload is not shown as text"
+        );
+        assert!(!page.contains("<script>alert"), "{path}: a live script tag");
+        assert!(!page.contains("<img src=x"), "{path}: a live img tag");
+        // Every script the page loads is a file of the console's.
+        for tag in page.split("<script").skip(1) {
+            assert!(
+                tag.starts_with(" src=\"/assets/"),
+                "{path}: inline script {tag}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_fleet_takes_the_clis_filters_and_refuses_a_bad_one() {
+    let f = fixture().await;
+    let cookie = signed_in(&f.app, "viewer-token").await;
+    let page = body_text(send(&f.app, get("/fleet", Some(&cookie))).await).await;
+    assert!(
+        page.contains("0 online") && page.contains("1 offline"),
+        "the overview counts"
+    );
+    let filtered = body_text(
+        send(
+            &f.app,
+            get("/fleet?offline=on&os=nothing-like-it", Some(&cookie)),
+        )
+        .await,
+    )
+    .await;
+    assert!(filtered.contains("No hosts match."));
+    let bad = send(&f.app, get("/fleet?software=openssl%3C%3C3", Some(&cookie))).await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let bad_mac = send(&f.app, get("/fleet?mac=zz", Some(&cookie))).await;
+    assert_eq!(bad_mac.status(), StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn grpc_requests_are_told_apart_by_their_content_type() {
+    let grpc = Request::post("/deskpulse.v1.Technician/WhoAmI")
+        .header(header::CONTENT_TYPE, "application/grpc+proto")
+        .body(())
+        .expect("request");
+    assert!(super::is_grpc(&grpc));
+    let form = Request::post("/sign-in")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(())
+        .expect("request");
+    assert!(!super::is_grpc(&form));
+    assert!(!super::is_grpc(
+        &Request::get("/").body(()).expect("request")
+    ));
+}
+
+#[tokio::test]
+async fn the_vendored_files_are_the_ones_their_readme_names() {
+    let readme = include_str!("../../web/vendor/README.md");
+    let files: [(&str, &[u8]); 3] = [
+        (
+            "htmx/htmx.min.js",
+            include_bytes!("../../web/vendor/htmx/htmx.min.js"),
+        ),
+        (
+            "uplot/uPlot.iife.min.js",
+            include_bytes!("../../web/vendor/uplot/uPlot.iife.min.js"),
+        ),
+        (
+            "uplot/uPlot.min.css",
+            include_bytes!("../../web/vendor/uplot/uPlot.min.css"),
+        ),
+    ];
+    for (path, bytes) in files {
+        let line = format!("{}  {path}", crate::secrets::sha256_hex(bytes));
+        assert!(
+            readme.lines().any(|l| l == line),
+            "collector/web/vendor/README.md does not list {line:?}: update its hashes"
+        );
+    }
+    let f = fixture().await;
+    let js = send(&f.app, get("/assets/htmx.min.js", None)).await;
+    assert_eq!(js.status(), StatusCode::OK);
+    assert_eq!(
+        js.headers()[header::CONTENT_TYPE],
+        "text/javascript; charset=utf-8"
+    );
+    let missing = send(&f.app, get("/assets/../Cargo.toml", None)).await;
+    assert_ne!(missing.status(), StatusCode::OK);
+}

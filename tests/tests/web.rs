@@ -1,0 +1,198 @@
+//! The web console end to end (issue 22): a real collector on loopback
+//! with `--web-listen`, a real agent whose employee reports a problem with
+//! markup in its text, and a technician who signs in with a local account
+//! made by `deskpulse-collector user create`, works the ticket and finds
+//! its resolution in the knowledge base; a viewer signed in with an API
+//! token is refused what the role does not allow. Requests go over real
+//! TLS: HTTP/1.1 to the console's own address, and HTTP/2 (curl, as a
+//! browser would) to the TLS port the agents and the CLI use.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use deskpulse_tests::web::{WebClient, csrf_token, form_value, sign_in_nonce};
+use deskpulse_tests::{Agent, AgentService, Collector, bin, require_tool, run, wait_for};
+
+/// What an employee could type that a browser would run if a page wrote
+/// it unescaped.
+const PAYLOAD: &str = "printer <script>alert(1)</script><img src=x onerror=alert(2)> jams";
+
+/// `user create NAME --role ROLE` on the collector's data dir, the
+/// password on stdin.
+fn create_user(collector: &Collector, name: &str, role: &str, password: &str) {
+    let mut child = Command::new(bin("deskpulse-collector"))
+        .args(["user", "create", name, "--role", role, "--data-dir"])
+        .arg(collector.data_dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run user create");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{password}\n").as_bytes())
+        .expect("write the password");
+    let out = child.wait_with_output().expect("user create finished");
+    assert!(
+        out.status.success(),
+        "user create failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Signs `client` in with the sign-in form's `fields`; the page it lands
+/// on must be the queue.
+fn sign_in(client: &mut WebClient, fields: &str) {
+    let page = client.get("/sign-in");
+    assert_eq!(page.status, 200);
+    let nonce = sign_in_nonce(&page.body);
+    let signed = client.post("/sign-in", &format!("nonce={nonce}&{fields}"));
+    assert_eq!(signed.status, 303, "{}", signed.body);
+    assert_eq!(signed.header("location"), Some("/"));
+    let session = signed
+        .set_cookies()
+        .into_iter()
+        .find(|c| c.starts_with("__Host-deskpulse="))
+        .expect("a session cookie")
+        .to_owned();
+    for part in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(session.contains(part), "{session} lacks {part}");
+    }
+}
+
+#[test]
+fn a_technician_works_an_employee_ticket_in_the_console_and_a_viewer_cannot() {
+    let collector = Collector::start_in(
+        tempfile::tempdir().expect("data dir"),
+        &["--web-listen", "127.0.0.1:0"],
+    );
+    let web_addr = collector.web_addr.expect("the console's address");
+    let agent = Agent::new();
+    agent
+        .enroll(&collector, &collector.enrollment_token(1))
+        .expect_code(0);
+    let _service = AgentService::start(&agent, &[]);
+    wait_for(Duration::from_secs(30), || {
+        let out = agent.command(&["status", "--json"]);
+        let s: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+        (s["service_running"] == true && s["connected"] == true).then_some(())
+    })
+    .expect("the service connects");
+    agent.command(&["report-issue", PAYLOAD]).expect_code(0);
+    let admin = collector.admin_token();
+    let ticket = wait_for(Duration::from_secs(30), || {
+        let out = collector.cli(&admin, &["--json", "tickets", "--status", "open"]);
+        let list: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+        list.as_array()?
+            .iter()
+            .find(|t| t["rule"] == "user-report")
+            .and_then(|t| t["id"].as_i64())
+    })
+    .expect("a user-report ticket");
+
+    // Signed out, every page goes to sign-in, with the security headers.
+    let mut tech = WebClient::new(web_addr, &collector.ca_file());
+    let away = tech.get("/");
+    assert_eq!(away.status, 303);
+    assert_eq!(away.header("location"), Some("/sign-in"));
+    let csp = away.header("content-security-policy").expect("a CSP");
+    assert!(
+        csp.contains("script-src 'self'") && !csp.contains("unsafe-inline"),
+        "{csp}"
+    );
+    assert_eq!(away.header("x-frame-options"), Some("DENY"));
+    assert_eq!(away.header("referrer-policy"), Some("no-referrer"));
+
+    create_user(&collector, "wes", "technician", "a long enough password");
+    sign_in(
+        &mut tech,
+        "method=password&name=wes&password=a+long+enough+password",
+    );
+    let queue = tech.get("/");
+    assert_eq!(queue.status, 200);
+    assert!(queue.body.contains("wes (technician)"));
+    assert!(
+        queue.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "the employee's text is shown as text"
+    );
+    assert!(!queue.body.contains("<script>alert") && !queue.body.contains("<img src=x"));
+    let page = tech.get(&format!("/tickets/{ticket}"));
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("What fired it"));
+    assert!(!page.body.contains("<script>alert") && !page.body.contains("<img src=x"));
+    let csrf = csrf_token(&page.body);
+
+    let note = format!("/tickets/{ticket}/note");
+    let refused = tech.post(&note, "value=no+token");
+    assert_eq!(refused.status, 403, "a form without its CSRF token");
+    let noted = tech.post(&note, &format!("value=looking+at+it&csrf={csrf}"));
+    assert_eq!(noted.status, 303);
+    let resolution = "cleared the paper path and restarted the spooler";
+    let resolved = tech.post(
+        &format!("/tickets/{ticket}/resolve"),
+        &format!("value={}&csrf={csrf}", form_value(resolution)),
+    );
+    assert_eq!(resolved.status, 303, "{}", resolved.body);
+    let page = tech.get(&format!("/tickets/{ticket}"));
+    assert!(page.body.contains("looking at it") && page.body.contains(resolution));
+    let kb = tech.get("/kb?q=spooler");
+    assert!(kb.body.contains(resolution), "the resolution is in the KB");
+
+    // The API sees the same change, made by wes.
+    let shown = collector.cli(&admin, &["--json", "ticket", "show", &ticket.to_string()]);
+    assert!(shown.stdout.contains("\"resolved\""), "{}", shown.stdout);
+    assert!(shown.stdout.contains("wes"), "{}", shown.stdout);
+
+    // A viewer reads the ticket, sees no action, and a forged one is refused.
+    let viewer_token = collector.api_token("val", "viewer");
+    let mut viewer = WebClient::new(web_addr, &collector.ca_file());
+    sign_in(
+        &mut viewer,
+        &format!("method=token&token={}", form_value(&viewer_token)),
+    );
+    let page = viewer.get(&format!("/tickets/{ticket}"));
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains(&format!("/tickets/{ticket}/reopen")));
+    let csrf = csrf_token(&page.body);
+    let forged = viewer.post(
+        &format!("/tickets/{ticket}/reopen"),
+        &format!("csrf={csrf}"),
+    );
+    assert_eq!(forged.status, 403);
+    assert!(
+        forged.body.contains("needs the technician role"),
+        "{}",
+        forged.body
+    );
+    assert_eq!(
+        viewer.get("/audit").status,
+        403,
+        "the audit log is for admins"
+    );
+
+    // Signing out ends the session.
+    let csrf = csrf_token(&tech.get("/").body);
+    let out = tech.post("/sign-out", &format!("csrf={csrf}"));
+    assert_eq!(out.header("location"), Some("/sign-in"));
+    assert_eq!(tech.get("/").header("location"), Some("/sign-in"));
+
+    // The TLS port serves the console too, over HTTP/2 as browsers speak it.
+    if require_tool("curl", "the console on the TLS port") {
+        let out = run(Command::new("curl")
+            .args([
+                "-sS",
+                "--http2",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_version} %{http_code}",
+            ])
+            .arg("--cacert")
+            .arg(collector.ca_file())
+            .arg(format!("{}/sign-in", collector.url())));
+        assert_eq!(out.stdout.trim(), "2 200", "{}", out.stderr);
+    }
+}

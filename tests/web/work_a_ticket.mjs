@@ -26,7 +26,6 @@ await flow("work_a_ticket", async (browser) => {
 
   await Promise.all([page.waitForURL(`${url()}/tickets/${ticket}`), row.click()]);
   await expectVisible(page.getByRole("heading", { name: "What fired it" }), "the ticket's evidence");
-  await screenshot(page, "ticket");
   step(`opened ticket ${ticket}`);
 
   const actions = page.locator('section[aria-label="Actions"]');
@@ -41,6 +40,7 @@ await flow("work_a_ticket", async (browser) => {
     "the note in the worklog",
   );
   step("added a note");
+  await screenshot(page, "ticket");
 
   await actions.locator(`form[action="/tickets/${ticket}/resolve"] textarea[name="value"]`).fill(resolution);
   await Promise.all([

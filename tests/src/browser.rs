@@ -10,8 +10,9 @@
 //! `SKIPPED` (or fails under `CI=true`) through [`crate::require_tool`].
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+use std::process::{Command, Output, Stdio};
+use std::sync::{OnceLock, mpsc};
+use std::time::Duration;
 
 use crate::{Run, require_tool, run};
 
@@ -93,30 +94,30 @@ fn install_driver() -> Result<(), String> {
     }
 }
 
-/// Runs the flow `tests/web/{flow}.mjs` in node with `env`; its output.
+/// The node command that runs the flow `tests/web/{flow}.mjs` with `env`.
 /// The flow finds Chromium in `DESKPULSE_CHROMIUM`, and writes screenshots
 /// when `DESKPULSE_SCREENSHOTS` names a directory (passed on from the
 /// test's own environment).
-pub fn run_flow(flow: &str, env: &[(&str, String)]) -> Run {
+fn flow_command(flow: &str, env: &[(&str, String)]) -> Command {
     let dir = web_dir();
     let mut command = Command::new("node");
     command
         .arg(dir.join(format!("{flow}.mjs")))
         .current_dir(&dir)
         .env("DESKPULSE_CHROMIUM", CHROMIUM)
-        .envs(env.iter().map(|(name, value)| (name, value)));
+        .envs(env.iter().map(|(name, value)| (name, value)))
+        .env_remove("RUST_BACKTRACE");
     if let Some(shots) = std::env::var_os("DESKPULSE_SCREENSHOTS") {
         // Relative to the workspace, where `cargo xtask test` runs.
         let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(shots);
         command.env("DESKPULSE_SCREENSHOTS", shots);
     }
-    run(&mut command)
+    command
 }
 
-/// Runs the flow and fails the test, with everything the flow printed,
-/// unless it exits 0; its output otherwise.
-pub fn expect_flow(flow: &str, env: &[(&str, String)]) -> Run {
-    let out = run_flow(flow, env);
+/// Fails the test, with everything the flow printed, unless it exited 0;
+/// prints its steps otherwise.
+fn expect_success(flow: &str, out: Run) -> Run {
     assert_eq!(
         out.code, 0,
         "the browser flow {flow}.mjs failed (exit {})\n--- stdout\n{}\n--- stderr\n{}",
@@ -125,4 +126,49 @@ pub fn expect_flow(flow: &str, env: &[(&str, String)]) -> Run {
     print!("{}", out.stdout);
     eprint!("{}", out.stderr);
     out
+}
+
+/// Runs the flow `tests/web/{flow}.mjs` with `env` to its end, and fails
+/// the test with its output unless it exits 0.
+pub fn expect_flow(flow: &str, env: &[(&str, String)]) -> Run {
+    expect_success(flow, run(&mut flow_command(flow, env)))
+}
+
+/// A flow started and still running, for a test that acts while the
+/// browser waits (the flow tells when, e.g. by writing a file).
+#[derive(Debug)]
+pub struct RunningFlow {
+    flow: String,
+    done: mpsc::Receiver<std::io::Result<Output>>,
+}
+
+/// Starts the flow `tests/web/{flow}.mjs` with `env`.
+pub fn spawn_flow(flow: &str, env: &[(&str, String)]) -> RunningFlow {
+    let child = flow_command(flow, env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start node for {flow}.mjs: {e}"));
+    let (tx, done) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    RunningFlow {
+        flow: flow.to_owned(),
+        done,
+    }
+}
+
+impl RunningFlow {
+    /// Waits for the flow's end (at most two minutes, as [`run`] does), and
+    /// fails the test with its output unless it exited 0.
+    pub fn expect_success(self) -> Run {
+        let output = self
+            .done
+            .recv_timeout(Duration::from_secs(120))
+            .unwrap_or_else(|_| panic!("{}.mjs did not finish within 120 s", self.flow))
+            .unwrap_or_else(|e| panic!("{}.mjs failed to run: {e}", self.flow));
+        expect_success(&self.flow, Run::from(output))
+    }
 }

@@ -20,7 +20,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use deskpulse_tests::browser::{driver_ready, expect_flow};
+use deskpulse_tests::browser::{driver_ready, expect_flow, spawn_flow};
 use deskpulse_tests::{
     Agent, AgentService, Collector, bin, health_history_ms, open_database, wait_for,
 };
@@ -195,27 +195,27 @@ fn the_console_works_in_a_real_browser() {
     assert!(shown.stdout.contains(RESOLUTION), "{}", shown.stdout);
     assert!(shown.stdout.contains("wes"), "{}", shown.stdout);
 
-    // An ended session: signed in, then an hour idle (the session's last
-    // use moved back past the console's idle timeout in the store, which is
-    // what the collector reads on each request), then back to sign-in.
+    // An ended session: ezra signs in and leaves the queue open; then an
+    // hour idle (the session's last use moved back past the console's idle
+    // timeout in the store, which the collector reads on each request).
     let state = tempfile::tempdir().expect("browser state dir");
-    let state_file = state.path().join("cookies.json");
-    let expiry = |phase: &str| {
-        vec![
+    let ready = state.path().join("signed-in");
+    // `with` puts these after wes's, and the last value of a variable wins.
+    let running = spawn_flow(
+        "expired_session",
+        &with(&[
             ("DESKPULSE_TECH_NAME", "ezra".to_owned()),
             (
                 "DESKPULSE_TECH_PASSWORD",
                 "another long password".to_owned(),
             ),
-            ("DESKPULSE_PHASE", phase.to_owned()),
-            (
-                "DESKPULSE_STATE_FILE",
-                state_file.to_string_lossy().into_owned(),
-            ),
-        ]
-    };
-    // `with` puts these after wes's, and the last value of a variable wins.
-    expect_flow("expired_session", &with(&expiry("sign-in")));
+            ("DESKPULSE_READY_FILE", ready.to_string_lossy().into_owned()),
+        ]),
+    );
+    if wait_for(Duration::from_secs(60), || ready.exists().then_some(())).is_none() {
+        running.expect_success();
+        panic!("expired_session.mjs ended without signing in");
+    }
     let idle_ms = deskpulse_collector::web::auth::IDLE_TIMEOUT_MS + 60_000;
     let aged = open_database(collector.data_dir.path())
         .execute(
@@ -225,7 +225,7 @@ fn the_console_works_in_a_real_browser() {
         )
         .expect("age ezra's session");
     assert_eq!(aged, 1, "ezra has one session");
-    expect_flow("expired_session", &with(&expiry("expired")));
+    running.expect_success();
 
     // The host page: a chart from real health history, and tcp_connect to
     // the collector's own port, which accepts connections.

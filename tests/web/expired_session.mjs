@@ -1,40 +1,41 @@
-// Flow: a session that has ended goes back to sign-in. Two runs, with the
-// Rust test between them: DESKPULSE_PHASE=sign-in signs in and keeps the
-// browser's cookies in DESKPULSE_STATE_FILE; the test then ages the
-// session in the collector's store past the console's idle timeout (as an
-// hour away from the keyboard would); DESKPULSE_PHASE=expired comes back
-// with those cookies, and every page, a ticket or the queue, goes to
-// sign-in, where signing in again works.
+// Flow: a session that ends goes back to sign-in, both from a page left
+// open and on the next page loaded. The flow signs in, opens the queue,
+// keeps the browser's cookies, and writes DESKPULSE_READY_FILE; the Rust
+// test then ages the session in the collector's store past the console's
+// idle timeout (as an hour away from the keyboard would). The open queue's
+// next htmx poll (every 15 s) is answered with HX-Redirect, and the page
+// goes to sign-in by itself; a fresh page with the kept cookies, asking
+// for a ticket or the queue, goes to sign-in too; signing in again works.
 //
 // Env: DESKPULSE_URL, DESKPULSE_CA_FILE, DESKPULSE_CHROMIUM,
 // DESKPULSE_TECH_NAME, DESKPULSE_TECH_PASSWORD, DESKPULSE_TICKET,
-// DESKPULSE_PHASE, DESKPULSE_STATE_FILE.
+// DESKPULSE_READY_FILE.
+import { writeFileSync } from "node:fs";
 import {
   check, env, expectVisible, flow, newPage, signInWithPassword, step, url,
 } from "./lib.mjs";
 
-const phase = env("DESKPULSE_PHASE");
-const stateFile = env("DESKPULSE_STATE_FILE");
-
-await flow(`expired_session (${phase})`, async (browser) => {
+await flow("expired_session", async (browser) => {
   const ticket = env("DESKPULSE_TICKET");
-  if (phase === "sign-in") {
-    const { context, page } = await newPage(browser);
-    await signInWithPassword(page, env("DESKPULSE_TECH_NAME"), env("DESKPULSE_TECH_PASSWORD"));
-    await page.goto(`${url()}/tickets/${ticket}`);
-    await expectVisible(page.getByRole("heading", { name: "What fired it" }), "the ticket");
-    await context.storageState({ path: stateFile });
-    step("signed in; the cookies are kept");
-    return;
-  }
-  check(phase === "expired", `unknown phase ${phase}`);
-  const { page } = await newPage(browser, { storageState: stateFile });
-  for (const path of [`/tickets/${ticket}`, "/"]) {
-    await page.goto(`${url()}${path}`);
-    check(page.url() === `${url()}/sign-in`, `${path} with an ended session went to ${page.url()}`);
-    await expectVisible(page.getByRole("heading", { name: "Sign in to Deskpulse" }), "the sign-in page");
-  }
-  step("with the session ended, a ticket and the queue go to sign-in");
+  const { context, page } = await newPage(browser);
   await signInWithPassword(page, env("DESKPULSE_TECH_NAME"), env("DESKPULSE_TECH_PASSWORD"));
+  const cookies = await context.storageState();
+  writeFileSync(env("DESKPULSE_READY_FILE"), "signed in\n");
+  step("signed in, the queue open; the test now ends the session");
+
+  // Two polls at most, and the test's own step, fit in 45 s.
+  await page.waitForURL(`${url()}/sign-in`, { timeout: 45_000 }).catch(() => {
+    throw new Error(`the open queue stayed at ${page.url()} after its session ended`);
+  });
+  await expectVisible(page.getByRole("heading", { name: "Sign in to Deskpulse" }), "the sign-in page");
+  step("the open queue's next refresh went to sign-in");
+
+  const { page: later } = await newPage(browser, { storageState: cookies });
+  for (const path of [`/tickets/${ticket}`, "/"]) {
+    await later.goto(`${url()}${path}`);
+    check(later.url() === `${url()}/sign-in`, `${path} with an ended session went to ${later.url()}`);
+  }
+  step("with the kept cookies, a ticket and the queue go to sign-in");
+  await signInWithPassword(later, env("DESKPULSE_TECH_NAME"), env("DESKPULSE_TECH_PASSWORD"));
   step("signing in again works");
 });

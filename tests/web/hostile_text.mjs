@@ -1,9 +1,9 @@
 // Flow: text from employees and PCs stays text. An employee's report-issue
 // text and a package name planted in an agent's inventory (a dpkg status
 // file under the agent's --system-root) both carry markup that would call
-// alert() if a page wrote it unescaped. In the queue and on the tickets
-// the text shows literally, no dialog opens, and no element the payload
-// describes exists.
+// alert() if a page wrote it unescaped. In the queue (as served, and as
+// htmx swaps its rows in again) and on the tickets the text shows
+// literally, no dialog opens, and no element the payload describes exists.
 //
 // Env: DESKPULSE_URL, DESKPULSE_CA_FILE, DESKPULSE_CHROMIUM,
 // DESKPULSE_TECH_NAME, DESKPULSE_TECH_PASSWORD, DESKPULSE_TICKET (the
@@ -44,6 +44,21 @@ await flow("hostile_text", async (browser) => {
   check(rowText.includes(report), `the queue shows ${JSON.stringify(rowText)}, not the text as typed`);
   await expectNothingInjected(page, "the queue");
   step("the queue shows the report's markup as text");
+
+  // The rows are swapped in again by htmx's poll (every 15 s): HTML put in
+  // by script is another way in, so the swapped rows are checked too.
+  const swapped = page.evaluate(() => new Promise((resolve) => {
+    document.body.addEventListener("htmx:afterSwap", (event) => resolve(event.target.id), { once: true });
+  }));
+  const target = await Promise.race([
+    swapped,
+    new Promise((_, reject) => setTimeout(() => reject(new Error("the queue's rows were not refreshed within 25 s")), 25_000)),
+  ]);
+  check(target === "queue", `htmx swapped #${target}, not the queue`);
+  const swappedText = await page.locator(`#queue a[href="/tickets/${ticket}"]`).textContent();
+  check(swappedText.includes(report), `the refreshed queue shows ${JSON.stringify(swappedText)}`);
+  await expectNothingInjected(page, "the refreshed queue");
+  step("the queue's rows, refreshed by htmx without a reload, still show it as text");
 
   await page.goto(`${url()}/tickets/${ticket}`);
   const title = await page.locator("h1").textContent();

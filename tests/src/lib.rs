@@ -9,12 +9,15 @@
 //! - [`Agent`]: a state dir and the `deskpulse-agent` commands on it.
 //! - [`raw`]: a gRPC codec that sends arbitrary bytes, for malformed input.
 //! - [`web`]: a small HTTPS client with a cookie jar, for the web console.
+//! - [`browser`]: the web console's flows in Debian's Chromium
+//!   (`tests/web/*.mjs`, driven by playwright-core installed by `npm ci`).
 //! - [`wine`]: the Windows agent's `.exe` and `wine` commands, under the
 //!   prefix `cargo xtask test` prepared.
 //! - [`postgres_database`]: a fresh PostgreSQL database, when the run has
 //!   one (`DESKPULSE_TEST_DATABASE_URL`).
 //! - [`require_tool`]: a program a test needs, or a `SKIPPED` line.
 
+pub mod browser;
 pub mod raw;
 pub mod web;
 pub mod wine;

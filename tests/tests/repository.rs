@@ -39,8 +39,10 @@ const MAPS: [&str; 4] = [
     "docs/product.md",
 ];
 
-/// Directories at the root that are not the repository's own files.
-const NOT_OURS: [&str; 3] = ["target", ".demo", ".git"];
+/// Directories that are not the repository's own files: build output, the
+/// demo's data, git's, and the browser driver `npm ci` installs
+/// (gitignored).
+const NOT_OURS: [&str; 4] = ["target", ".demo", ".git", "tests/web/node_modules"];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -51,6 +51,14 @@ pub const TEST_TOOLS: &[TestTool] = &[
     tool("promtool", "prometheus"),
     // The web console on the TLS port over HTTP/2, as a browser speaks it.
     tool("curl", "curl"),
+    // The web console in a real browser (tests/tests/web_browser.rs):
+    // Debian's Chromium, and node with npm for the pinned playwright-core
+    // that drives it (`npm ci` in tests/web, from the lock file). Debian
+    // 12's nodejs is 18, so the pin is the newest playwright-core that
+    // still runs on node 18; a newer node (NodeSource's) also works.
+    tool("chromium", "chromium"),
+    tool("node", "nodejs"),
+    tool("npm", "npm"),
     // Test harness plumbing: other users, private mounts, limits, FIFOs.
     tool("mount", "mount"),
     tool("umount", "mount"),

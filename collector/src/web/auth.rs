@@ -216,13 +216,15 @@ fn to_sign_in(headers: &HeaderMap) -> Response {
     }
 }
 
-/// Every console request passes here. Sign-in and the assets are open;
-/// everything else needs a live session, and every request but GET and
-/// HEAD the session's CSRF token, or it ends here (a redirect to sign-in,
-/// or 403).
+/// Every console request passes here. Sign-in, the assets and the favicon
+/// (a 404) are open; everything else needs a live session, and every
+/// request but GET and HEAD the session's CSRF token, or it ends here (a
+/// redirect to sign-in, or 403).
 pub async fn guard(State(console): State<Console>, request: Request<Body>, next: Next) -> Response {
     let path = request.uri().path();
-    if path == "/sign-in" || path.starts_with("/assets/") {
+    // The browser's own /favicon.ico request must not be sent to sign-in:
+    // that page sets a fresh nonce cookie, and the form on screen would fail.
+    if path == "/sign-in" || path == "/favicon.ico" || path.starts_with("/assets/") {
         return next.run(request).await;
     }
     let reading = matches!(*request.method(), Method::GET | Method::HEAD);

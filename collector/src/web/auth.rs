@@ -299,11 +299,23 @@ async fn sign_in_page(State(console): State<Console>, headers: HeaderMap) -> Res
     if let Ok(Some(_)) = current_session(&console, &headers).await {
         return Redirect::to("/").into_response();
     }
-    sign_in_form(StatusCode::OK, None)
+    sign_in_form(&headers, StatusCode::OK, None)
 }
 
-fn sign_in_form(status: StatusCode, problem: Option<&str>) -> Response {
-    let nonce = secrets::new_token("");
+/// The nonce of a sign-in form: the one in the browser's cookie when it
+/// has one of ours, so that a second tab (or a page the browser fetched by
+/// itself) does not void the form already on screen; else a fresh one.
+fn sign_in_nonce(headers: &HeaderMap) -> String {
+    match cookie(headers, SIGN_IN_COOKIE) {
+        Some(sent) if sent.len() == 64 && sent.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            sent.to_owned()
+        }
+        _ => secrets::new_token(""),
+    }
+}
+
+fn sign_in_form(headers: &HeaderMap, status: StatusCode, problem: Option<&str>) -> Response {
+    let nonce = sign_in_nonce(headers);
     let body = bare_page(
         "Sign in",
         html! {
@@ -371,6 +383,7 @@ async fn sign_in(
     // it, so it cannot sign a browser in to the attacker's account.
     if !cookie(&headers, SIGN_IN_COOKIE).is_some_and(|sent| same_secret(sent, &form.nonce)) {
         return sign_in_form(
+            &headers,
             StatusCode::FORBIDDEN,
             Some("the sign-in form expired: try again"),
         );
@@ -398,7 +411,7 @@ async fn sign_in(
         Err(line) => {
             attempt.failed();
             info!(?peer, refusal = %line, "web console: refused a sign-in");
-            return sign_in_form(StatusCode::UNAUTHORIZED, Some(&line));
+            return sign_in_form(&headers, StatusCode::UNAUTHORIZED, Some(&line));
         }
     };
     drop(attempt);

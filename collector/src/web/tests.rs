@@ -616,6 +616,38 @@ async fn a_password_signs_in_a_wrong_one_does_not_and_sign_out_ends_the_session(
     assert!(set_cookie(&forged, SESSION_COOKIE).is_none());
 }
 
+/// A second sign-in page (another tab, or a page the browser fetched by
+/// itself) keeps the browser's nonce, so the form on screen still works;
+/// a nonce that is not one of ours is replaced.
+#[tokio::test]
+async fn a_second_sign_in_page_does_not_void_the_first() {
+    let f = fixture().await;
+    let first = send(&f.app, get("/sign-in", None)).await;
+    let nonce = set_cookie(&first, SIGN_IN_COOKIE).expect("nonce");
+    let jar = format!("{SIGN_IN_COOKIE}={nonce}");
+    let second = send(&f.app, get("/sign-in", Some(&jar))).await;
+    assert_eq!(
+        set_cookie(&second, SIGN_IN_COOKIE).as_deref(),
+        Some(nonce.as_str())
+    );
+    let signed = send(
+        &f.app,
+        post(
+            "/sign-in",
+            &jar,
+            &format!("nonce={nonce}&method=token&token=admin-token"),
+        ),
+    )
+    .await;
+    assert_eq!(signed.status(), StatusCode::SEE_OTHER);
+    assert!(set_cookie(&signed, SESSION_COOKIE).is_some());
+
+    let odd = format!("{SIGN_IN_COOKIE}=<chosen-by-someone>");
+    let page = send(&f.app, get("/sign-in", Some(&odd))).await;
+    let minted = set_cookie(&page, SIGN_IN_COOKIE).expect("nonce");
+    assert_eq!(minted.len(), 64, "{minted}");
+}
+
 #[tokio::test]
 async fn text_from_employees_and_pcs_renders_as_text() {
     let f = fixture().await;

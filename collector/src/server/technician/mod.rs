@@ -22,7 +22,7 @@
 mod audit;
 mod changes;
 pub(crate) mod hosts;
-mod jobs;
+pub(crate) mod jobs;
 mod kb;
 mod relink;
 mod revocation;

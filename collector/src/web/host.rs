@@ -42,7 +42,7 @@ use super::auth::SignedIn;
 use super::layout::{CSRF_FIELD, WebError, csrf_field, maybe_time, page, time};
 use crate::server::technician::hosts::host_response;
 use crate::server::technician::jobs::{
-    Followed, RunAsked, RunRefused, diagnostics_for, follow_job, start_diagnostic,
+    Followed, RunAsked, RunRefused, Started, diagnostics_for, follow_job, start_diagnostic,
 };
 use crate::store::{HostRow, JobQuery, JobRow, Role, TicketQuery, TicketRow};
 
@@ -108,7 +108,11 @@ fn field_kind(help: &str) -> FieldKind {
             at += 1;
             continue;
         }
-        let low_end = at + bytes[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+        let low_end = at
+            + bytes[at..]
+                .iter()
+                .take_while(|b| b.is_ascii_digit())
+                .count();
         if bytes.get(low_end) == Some(&b'-') {
             let high_start = low_end + 1;
             let high_end = high_start
@@ -622,13 +626,18 @@ async fn run_diagnostic(
         Ok(started) => started,
         Err(refusal) => return Ok(refusal_response(refusal, streaming)),
     };
-    let job = started.job;
-    if !streaming || !started.online {
-        drop(started.live);
+    let Started { job, live, online } = started;
+    // Followed only by a script that reads the stream, and only when the
+    // host can run it now.
+    let live = if streaming && online {
+        Some(live)
+    } else {
+        drop(live);
         ctx.dispatch.unwatch(&job.id);
-        if !streaming {
-            return Ok(Redirect::to(&format!("/hosts/{}#jobs", row.id)).into_response());
-        }
+        None
+    };
+    if !streaming {
+        return Ok(Redirect::to(&format!("/hosts/{}#jobs", row.id)).into_response());
     }
     let first = ndjson_line(&serde_json::json!({ "job": {
         "id": job.id,
@@ -640,8 +649,8 @@ async fn run_diagnostic(
     // The first line is sent before anything else can be: the channel is
     // new and has room.
     let _ = tx.try_send(first);
-    if started.online {
-        let mut followed = follow_job(ctx.clone(), caller, job.id.clone(), started.live);
+    if let Some(live) = live {
+        let mut followed = follow_job(ctx.clone(), caller, job.id.clone(), live);
         tokio::spawn(async move {
             while let Some(heard) = followed.recv().await {
                 if tx.send(ndjson_line(&followed_line(heard))).await.is_err() {

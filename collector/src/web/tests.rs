@@ -866,7 +866,11 @@ async fn the_host_page_shows_every_section_with_pc_text_as_text() {
     }
     // The fleet, the queue and the ticket link to it.
     let link = format!("href=\"/hosts/{}\"", f.host);
-    for path in ["/fleet".to_owned(), "/".to_owned(), format!("/tickets/{}", f.ticket)] {
+    for path in [
+        "/fleet".to_owned(),
+        "/".to_owned(),
+        format!("/tickets/{}", f.ticket),
+    ] {
         let other = body_text(send(&f.app, get(&path, Some(&cookie))).await).await;
         assert!(other.contains(&link), "{path} does not link the host page");
     }
@@ -896,7 +900,10 @@ async fn the_chart_data_is_the_stored_health_history() {
         async move {
             let response = send(
                 &app,
-                get(&format!("/hosts/{host}/health?range={range}"), Some(&cookie)),
+                get(
+                    &format!("/hosts/{host}/health?range={range}"),
+                    Some(&cookie),
+                ),
             )
             .await;
             assert_eq!(response.status(), StatusCode::OK, "{range}");
@@ -938,8 +945,12 @@ async fn the_chart_data_is_the_stored_health_history() {
 async fn a_viewer_cannot_run_a_diagnostic_and_the_refusal_is_audited() {
     let f = fixture().await;
     let cookie = signed_in(&f.app, "viewer-token").await;
-    let page = body_text(send(&f.app, get(&format!("/hosts/{}", f.host), Some(&cookie))).await).await;
-    assert!(!page.contains("id=\"run-diagnostic\""), "a viewer has no run form");
+    let page =
+        body_text(send(&f.app, get(&format!("/hosts/{}", f.host), Some(&cookie))).await).await;
+    assert!(
+        !page.contains("id=\"run-diagnostic\""),
+        "a viewer has no run form"
+    );
     assert!(page.contains("needs the technician role"));
     let csrf = csrf_of(&f.app, &cookie).await;
     let form = format!("csrf={csrf}&diagnostic=tcp_connect&host=127.0.0.1&port=80");
@@ -1005,7 +1016,10 @@ async fn bad_parameters_are_refused_with_the_catalogs_one_line() {
             "port \\\"x\\\" is not a whole number in range",
         ),
         ("diagnostic=tcp_connect&host=127.0.0.1", "port is required"),
-        ("diagnostic=no_such_thing", "unknown diagnostic \\\"no_such_thing\\\""),
+        (
+            "diagnostic=no_such_thing",
+            "unknown diagnostic \\\"no_such_thing\\\"",
+        ),
         (
             "diagnostic=tcp_connect&host=127.0.0.1&port=80&url=http://x",
             "tcp_connect has no parameter \\\"url\\\"",
@@ -1049,7 +1063,10 @@ async fn a_run_for_an_offline_host_is_queued_and_said_so() {
         .expect("request");
     let response = send(&f.app, streamed).await;
     assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.headers()[header::CONTENT_TYPE], super::host::NDJSON);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        super::host::NDJSON
+    );
     let body = body_text(response).await;
     let lines: Vec<serde_json::Value> = body
         .lines()
@@ -1058,7 +1075,11 @@ async fn a_run_for_an_offline_host_is_queued_and_said_so() {
     assert_eq!(lines.len(), 2, "{body}");
     assert_eq!(lines[0]["job"]["state"], "queued");
     assert_eq!(lines[0]["job"]["params"], "host=127.0.0.1 port=80");
-    assert!(lines[1]["queued"].as_str().is_some_and(|q| q.contains("offline")));
+    assert!(
+        lines[1]["queued"]
+            .as_str()
+            .is_some_and(|q| q.contains("offline"))
+    );
 
     // Without script, the form is answered with the host's jobs.
     let plain = send(
@@ -1072,7 +1093,8 @@ async fn a_run_for_an_offline_host_is_queued_and_said_so() {
     .await;
     assert_eq!(plain.status(), StatusCode::SEE_OTHER);
     assert_eq!(location(&plain), format!("/hosts/{}#jobs", f.host));
-    let page = body_text(send(&f.app, get(&format!("/hosts/{}", f.host), Some(&cookie))).await).await;
+    let page =
+        body_text(send(&f.app, get(&format!("/hosts/{}", f.host), Some(&cookie))).await).await;
     assert!(page.contains("host=127.0.0.1 port=81"), "the job is listed");
     let asked: Vec<_> = audit_actions(&f.store)
         .await
@@ -1080,5 +1102,9 @@ async fn a_run_for_an_offline_host_is_queued_and_said_so() {
         .filter(|(action, _, _)| action == "diagnostic.request")
         .collect();
     assert_eq!(asked.len(), 2, "each run is audited: {asked:?}");
-    assert!(asked.iter().all(|(_, name, _)| name.as_deref() == Some("ada")));
+    assert!(
+        asked
+            .iter()
+            .all(|(_, name, _)| name.as_deref() == Some("ada"))
+    );
 }

@@ -1,7 +1,9 @@
 //! The host part of the technician API: `ListHosts` (paged by page
 //! tokens), `GetHost`, `SetHostTag`, and the host helpers the other calls
-//! share: resolving a host name or id, the host summary, and the host's
-//! context shown with a ticket.
+//! share: resolving a host name or id, the host summary, the host's
+//! context shown with a ticket ([`ticket_context`]) and a host as `GetHost`
+//! answers it ([`host_response`]); the last two are read for the web
+//! console too.
 
 use deskpulse_proto::v1::{
     GetHostRequest, GetHostResponse, GetTicketResponse, HealthPoint, HealthSample, HostSummary,
@@ -139,95 +141,88 @@ pub(crate) async fn host_response(
     health_since_ms: i64,
     changes: u32,
 ) -> Result<Option<GetHostResponse>, Status> {
-        let health_history = if health_since_ms > 0 {
-            ctx
-                .store
-                .health_history(host_id, health_since_ms)
-                .await
-                .map_err(internal)?
-                .into_iter()
-                .map(health_point)
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let Some(detail) = ctx
-            .store
-            .host_detail(host_id)
+    let health_history = if health_since_ms > 0 {
+        ctx.store
+            .health_history(host_id, health_since_ms)
             .await
             .map_err(internal)?
-        else {
-            return Ok(None);
-        };
-        let inventory = match &detail.inventory {
-            Some((bytes, _)) => Some(Inventory::decode(bytes.as_slice()).map_err(|e| {
-                tracing::error!(error = %e, host = %host_id, "stored inventory does not decode");
-                Status::internal("the stored inventory is corrupt")
-            })?),
-            None => None,
-        };
-        let last_health = match &detail.health {
-            Some((bytes, _)) => Some(HealthSample::decode(bytes.as_slice()).map_err(|e| {
-                tracing::error!(error = %e, host = %host_id, "stored health sample does not decode");
-                Status::internal("the stored health sample is corrupt")
-            })?),
-            None => None,
-        };
-        Ok(Some(GetHostResponse {
-            summary: Some(host_summary(ctx, &detail.row)),
-            inventory,
-            inventory_at_unix_ms: detail.inventory.as_ref().map_or(0, |(_, at)| *at),
-            last_health,
-            health_at_unix_ms: detail.health.as_ref().map_or(0, |(_, at)| *at),
-            certificate_serial: detail.row.cert_serial.clone(),
-            certificate_sha256: detail.row.cert_sha256.clone(),
-            goodbye_reason: detail.row.goodbye_reason.clone().unwrap_or_default(),
-            agent_version: detail.row.agent_version.clone(),
-            tags: tag_strings(ctx, &detail.row.id).await?,
-            recent_changes: self
-                .ctx
-                .store
-                .list_changes(&ChangeQuery {
-                    host_id: Some(detail.row.id.clone()),
-                    since_ms: 0,
-                    sections: Vec::new(),
-                    limit: changes,
-                })
-                .await
-                .map_err(internal)?
-                .into_iter()
-                .map(change_message)
-                .collect(),
-            spool: detail
-                .spool_counters
-                .as_ref()
-                .and_then(|(bytes, _)| SpoolCounters::decode(bytes.as_slice()).ok()),
-            spool_at_unix_ms: detail.spool_counters.as_ref().map_or(0, |(_, at)| *at),
-            health_history,
-            revoked_at_unix_ms: detail.revoked.as_ref().map_or(0, |r| r.at_ms),
-            revoked_by: detail
-                .revoked
-                .as_ref()
-                .map(|r| r.by.clone())
-                .unwrap_or_default(),
-            revoke_reason: detail
-                .revoked
-                .as_ref()
-                .map(|r| r.reason.clone())
-                .unwrap_or_default(),
-            clock: host_clock(ctx, &detail.clock).await?,
-            retired_at_unix_ms: detail.retired.as_ref().map_or(0, |r| r.at_ms),
-            retired_by: detail
-                .retired
-                .as_ref()
-                .map(|r| r.by.clone())
-                .unwrap_or_default(),
-            retire_reason: detail
-                .retired
-                .as_ref()
-                .map(|r| r.reason.clone())
-                .unwrap_or_default(),
-        }))
+            .into_iter()
+            .map(health_point)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let Some(detail) = ctx.store.host_detail(host_id).await.map_err(internal)? else {
+        return Ok(None);
+    };
+    let inventory = match &detail.inventory {
+        Some((bytes, _)) => Some(Inventory::decode(bytes.as_slice()).map_err(|e| {
+            tracing::error!(error = %e, host = %host_id, "stored inventory does not decode");
+            Status::internal("the stored inventory is corrupt")
+        })?),
+        None => None,
+    };
+    let last_health = match &detail.health {
+        Some((bytes, _)) => Some(HealthSample::decode(bytes.as_slice()).map_err(|e| {
+            tracing::error!(error = %e, host = %host_id, "stored health sample does not decode");
+            Status::internal("the stored health sample is corrupt")
+        })?),
+        None => None,
+    };
+    Ok(Some(GetHostResponse {
+        summary: Some(host_summary(ctx, &detail.row)),
+        inventory,
+        inventory_at_unix_ms: detail.inventory.as_ref().map_or(0, |(_, at)| *at),
+        last_health,
+        health_at_unix_ms: detail.health.as_ref().map_or(0, |(_, at)| *at),
+        certificate_serial: detail.row.cert_serial.clone(),
+        certificate_sha256: detail.row.cert_sha256.clone(),
+        goodbye_reason: detail.row.goodbye_reason.clone().unwrap_or_default(),
+        agent_version: detail.row.agent_version.clone(),
+        tags: tag_strings(ctx, &detail.row.id).await?,
+        recent_changes: ctx
+            .store
+            .list_changes(&ChangeQuery {
+                host_id: Some(detail.row.id.clone()),
+                since_ms: 0,
+                sections: Vec::new(),
+                limit: changes,
+            })
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .map(change_message)
+            .collect(),
+        spool: detail
+            .spool_counters
+            .as_ref()
+            .and_then(|(bytes, _)| SpoolCounters::decode(bytes.as_slice()).ok()),
+        spool_at_unix_ms: detail.spool_counters.as_ref().map_or(0, |(_, at)| *at),
+        health_history,
+        revoked_at_unix_ms: detail.revoked.as_ref().map_or(0, |r| r.at_ms),
+        revoked_by: detail
+            .revoked
+            .as_ref()
+            .map(|r| r.by.clone())
+            .unwrap_or_default(),
+        revoke_reason: detail
+            .revoked
+            .as_ref()
+            .map(|r| r.reason.clone())
+            .unwrap_or_default(),
+        clock: host_clock(ctx, &detail.clock).await?,
+        retired_at_unix_ms: detail.retired.as_ref().map_or(0, |r| r.at_ms),
+        retired_by: detail
+            .retired
+            .as_ref()
+            .map(|r| r.by.clone())
+            .unwrap_or_default(),
+        retire_reason: detail
+            .retired
+            .as_ref()
+            .map(|r| r.reason.clone())
+            .unwrap_or_default(),
+    }))
 }
 
 impl TechnicianApi {
@@ -319,7 +314,10 @@ impl TechnicianApi {
             (true, Some(last)) => encode_page_token(last),
             _ => String::new(),
         };
-        let mut hosts: Vec<HostSummary> = rows.iter().map(|row| host_summary(&self.ctx, row)).collect();
+        let mut hosts: Vec<HostSummary> = rows
+            .iter()
+            .map(|row| host_summary(&self.ctx, row))
+            .collect();
         let ids: Vec<&str> = rows.iter().map(|row| row.id.as_str()).collect();
         let matched = self
             .ctx
@@ -439,13 +437,7 @@ async fn host_clock(
     if clock.offset.is_none() && clock.clamped_reports == 0 {
         return Ok(None);
     }
-    let window = ctx
-        .store
-        .policy()
-        .await
-        .map_err(internal)?
-        .policy
-        .clock;
+    let window = ctx.store.policy().await.map_err(internal)?.policy.clock;
     let (offset_ms, measured_at_unix_ms) = clock.offset.unwrap_or_default();
     Ok(Some(deskpulse_proto::v1::HostClock {
         offset_ms,

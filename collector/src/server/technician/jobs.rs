@@ -3,6 +3,11 @@
 //! parameters (for an early, clear error), records and audits the request,
 //! delivers it to a connected agent at once, and streams the output back;
 //! the agent checks everything again and has the final say (D25).
+//!
+//! The checks and the start of a run ([`start_diagnostic`]), following it
+//! ([`follow_job`]) and the catalog ([`diagnostics_for`]) are free
+//! functions, so that the web console's host page runs a diagnostic with
+//! the same role rules, parameter checks and audit entries.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -172,7 +177,7 @@ pub(crate) struct Started {
 
 /// What a technician following a job hears, in order: output chunks, then
 /// the finished job, or the reason the following ended first.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) enum Followed {
     /// A chunk of live output (best effort; the finished job has it all).
     Output(Vec<u8>),
@@ -205,6 +210,8 @@ async fn refused(
             ctx.clock.now_ms(),
         )
         .await?;
+    // What a technician asks of a PC is rare and weighty: the signed head
+    // is anchored at once, not at the next periodic anchoring.
     ctx.audit
         .anchor_or_warn(ctx.store.as_ref(), ctx.clock.now_ms())
         .await;
@@ -322,7 +329,8 @@ pub(crate) async fn start_diagnostic(
                 risk: risk_name(spec.risk).to_owned(),
                 caller: caller.clone(),
                 ticket_id,
-                expires_at_ms: now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)),
+                expires_at_ms: now
+                    .saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)),
             },
             now,
         )
@@ -445,9 +453,7 @@ pub(crate) async fn diagnostics_for(
     host: Option<HostRow>,
 ) -> Result<ListDiagnosticsResponse, StoreError> {
     let reported = match &host {
-        Some(h) => Some(
-ctx.store.host_diagnostics(&h.id).await?
-        ),
+        Some(h) => Some(ctx.store.host_diagnostics(&h.id).await?),
         None => None,
     };
     let policy = ctx.store.policy().await?;

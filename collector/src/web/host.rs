@@ -651,10 +651,20 @@ async fn run_diagnostic(
     let _ = tx.try_send(first);
     if let Some(live) = live {
         let mut followed = follow_job(ctx.clone(), caller, job.id.clone(), live);
+        // Ends when the follower does, or as soon as the browser goes away
+        // (the follower then ends too), not only at the job's next word.
         tokio::spawn(async move {
-            while let Some(heard) = followed.recv().await {
-                if tx.send(ndjson_line(&followed_line(heard))).await.is_err() {
-                    break;
+            loop {
+                tokio::select! {
+                    () = tx.closed() => break,
+                    heard = followed.recv() => match heard {
+                        Some(heard) => {
+                            if tx.send(ndjson_line(&followed_line(heard))).await.is_err() {
+                                break;
+                            }
+                        }
+                        None => break,
+                    },
                 }
             }
         });

@@ -233,7 +233,6 @@ fn a_host_page_charts_real_health_and_runs_tcp_connect_on_the_real_agent() {
         "<option value=\"tcp_connect\"",
         "class=\"chart\"",
         "id=\"live-output\"",
-        "data-section=\"software\"",
     ] {
         assert!(page.body.contains(part), "the host page lacks {part}");
     }
@@ -253,6 +252,16 @@ fn a_host_page_charts_real_health_and_runs_tcp_connect_on_the_real_agent() {
             .all(|p| p["cpu_percent"].is_number() && p["memory_used_percent"].as_f64() > Some(0.0)),
         "{points:?}"
     );
+
+    // Every inventory section, once the agent's inventory is in.
+    wait_for(Duration::from_secs(30), || {
+        let page = tech.get(&format!("/hosts/{host}"));
+        ["system", "os", "network", "software"]
+            .iter()
+            .all(|section| page.body.contains(&format!("data-section=\"{section}\"")))
+            .then_some(())
+    })
+    .expect("the inventory's sections on the host page");
 
     // tcp_connect against a listener here, its output streamed as it comes.
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a listener");

@@ -206,7 +206,7 @@ fn facts(host: &GetHostResponse) -> Markup {
     let summary = host.summary.clone().unwrap_or_default();
     let online = summary.presence == Presence::Online as i32;
     html! {
-        dl.facts {
+        dl.facts.host-facts {
             dt { "Host id" } dd { (summary.host_id) }
             dt { "Presence" } dd {
                 @if online { span.online { "online" } } @else { span.offline { "offline" } }

@@ -5,7 +5,10 @@
 //! its resolution in the knowledge base; a viewer signed in with an API
 //! token is refused what the role does not allow. Requests go over real
 //! TLS: HTTP/1.1 to the console's own address, and HTTP/2 (curl, as a
-//! browser would) to the TLS port the agents and the CLI use.
+//! browser would) to the TLS port the agents and the CLI use. On a host's
+//! page, its charts' data is the agent's real health history, and a
+//! technician runs `tcp_connect` on the real agent against a listener on
+//! loopback and reads its output as it streams; a viewer's run is refused.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -195,4 +198,139 @@ fn a_technician_works_an_employee_ticket_in_the_console_and_a_viewer_cannot() {
             .arg(format!("{}/sign-in", collector.url())));
         assert_eq!(out.stdout.trim(), "2 200", "{}", out.stderr);
     }
+}
+
+#[test]
+fn a_host_page_charts_real_health_and_runs_tcp_connect_on_the_real_agent() {
+    let collector = Collector::start_in(
+        tempfile::tempdir().expect("data dir"),
+        &["--web-listen", "127.0.0.1:0"],
+    );
+    let web_addr = collector.web_addr.expect("the console's address");
+    let agent = Agent::new();
+    agent
+        .enroll(&collector, &collector.enrollment_token(1))
+        .expect_code(0);
+    let _service = AgentService::start(&agent, &[]);
+    wait_for(Duration::from_secs(30), || {
+        let out = agent.command(&["status", "--json"]);
+        let s: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+        (s["service_running"] == true && s["connected"] == true).then_some(())
+    })
+    .expect("the service connects");
+    let host = agent.host_id();
+
+    let token = collector.api_token("tess", "technician");
+    let mut tech = WebClient::new(web_addr, &collector.ca_file());
+    sign_in(
+        &mut tech,
+        &format!("method=token&token={}", form_value(&token)),
+    );
+    let page = tech.get(&format!("/hosts/{host}"));
+    assert_eq!(page.status, 200, "{}", page.body);
+    for part in [
+        "id=\"run-diagnostic\"",
+        "<option value=\"tcp_connect\"",
+        "class=\"chart\"",
+        "id=\"live-output\"",
+    ] {
+        assert!(page.body.contains(part), "the host page lacks {part}");
+    }
+    let csrf = csrf_token(&page.body);
+
+    // The charts' data is the health the agent reported (every second).
+    let points = wait_for(Duration::from_secs(30), || {
+        let data = tech.get(&format!("/hosts/{host}/health?range=24h"));
+        let data: serde_json::Value = serde_json::from_str(&data.body).ok()?;
+        let points = data["points"].as_array()?.clone();
+        (points.len() >= 2).then_some(points)
+    })
+    .expect("health history in the chart data");
+    assert!(
+        points
+            .iter()
+            .all(|p| p["cpu_percent"].is_number() && p["memory_used_percent"].as_f64() > Some(0.0)),
+        "{points:?}"
+    );
+
+    // Every inventory section, once the agent's inventory is in.
+    wait_for(Duration::from_secs(30), || {
+        let page = tech.get(&format!("/hosts/{host}"));
+        ["system", "os", "network", "software"]
+            .iter()
+            .all(|section| page.body.contains(&format!("data-section=\"{section}\"")))
+            .then_some(())
+    })
+    .expect("the inventory's sections on the host page");
+
+    // tcp_connect against a listener here, its output streamed as it comes.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a listener");
+    let port = listener.local_addr().expect("its address").port();
+    let run = tech.request(
+        "POST",
+        &format!("/hosts/{host}/run"),
+        &[
+            ("content-type", "application/x-www-form-urlencoded"),
+            ("accept", "application/x-ndjson"),
+            ("x-csrf-token", &csrf),
+        ],
+        &format!("diagnostic=tcp_connect&host=127.0.0.1&port={port}"),
+    );
+    assert_eq!(run.status, 200, "{}", run.body);
+    assert_eq!(run.header("content-type"), Some("application/x-ndjson"));
+    let lines: Vec<serde_json::Value> = run
+        .body
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l:?}")))
+        .collect();
+    assert_eq!(
+        lines.first().map(|l| &l["job"]["diagnostic"]),
+        Some(&serde_json::json!("tcp_connect"))
+    );
+    let finished = &lines.last().expect("lines")["finished"];
+    assert_eq!(finished["state"], "completed", "{}", run.body);
+    assert_eq!(finished["exit_code"], 0, "{}", run.body);
+    let wanted = format!("connected to 127.0.0.1:{port}");
+    assert!(
+        finished["output"]
+            .as_str()
+            .is_some_and(|o| o.contains(&wanted)),
+        "{}",
+        run.body
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["output"].as_str().is_some_and(|o| o.contains(&wanted))),
+        "the output arrived live before the result: {}",
+        run.body
+    );
+    let page = tech.get(&format!("/hosts/{host}"));
+    assert!(
+        page.body.contains(&format!("port={port}")),
+        "the job is listed"
+    );
+
+    // A viewer sees no form, and a forged run is refused.
+    let viewer_token = collector.api_token("val", "viewer");
+    let mut viewer = WebClient::new(web_addr, &collector.ca_file());
+    sign_in(
+        &mut viewer,
+        &format!("method=token&token={}", form_value(&viewer_token)),
+    );
+    let page = viewer.get(&format!("/hosts/{host}"));
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains("id=\"run-diagnostic\""));
+    let csrf = csrf_token(&page.body);
+    let forged = viewer.post(
+        &format!("/hosts/{host}/run"),
+        &format!("csrf={csrf}&diagnostic=tcp_connect&host=127.0.0.1&port={port}"),
+    );
+    assert_eq!(forged.status, 403, "{}", forged.body);
+    assert!(
+        forged.body.contains("needs the technician role"),
+        "{}",
+        forged.body
+    );
+    drop(listener);
 }

@@ -230,8 +230,9 @@ async fn fleet_page(
                     @for (row, sample) in rows.iter().zip(&health) {
                         tr {
                             td {
-                                a href={ "/?status=any&host=" (row.id) } title="Its tickets" { (row.hostname) }
+                                a href={ "/hosts/" (row.id) } { (row.hostname) }
                                 br; span.muted { (row.id) }
+                                " · " a.muted href={ "/?status=any&host=" (row.id) } { "tickets" }
                             }
                             td { @if row.is_online(now) { span.online { "online" } } @else { span.offline { "offline" } } }
                             td { (row.os_name) " " (row.os_version) }

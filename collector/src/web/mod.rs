@@ -28,11 +28,13 @@
 //! - [`ticket`]: one ticket with its context, and its actions.
 //! - [`fleet`]: the fleet overview and the host list with the CLI's
 //!   filters.
+//! - [`host`]: one host: its inventory, health charts, change timeline,
+//!   tickets and jobs, and running a diagnostic with its output live.
 //! - [`pages`]: knowledge-base search, the audit log (admin), rules and SLA
 //!   targets (read-only).
 //! - [`listener`]: the `--web-listen` address (TLS, HTTP/1.1 and HTTP/2).
 //!
-//! A new area (the host pages) is a file with a
+//! A new area is a file with a
 //! `pub(crate) fn routes() -> Router<Console>` merged in [`router`] (one
 //! line), whose handlers take [`auth::SignedIn`], check their role with
 //! [`auth::SignedIn::require`], render through [`layout::page`], and put
@@ -42,6 +44,7 @@
 pub mod assets;
 pub mod auth;
 mod fleet;
+mod host;
 pub mod layout;
 pub mod listener;
 mod pages;
@@ -103,6 +106,7 @@ pub fn router(console: Console) -> Router {
         .merge(queue::routes())
         .merge(ticket::routes())
         .merge(fleet::routes())
+        .merge(host::routes())
         .merge(pages::routes())
         .merge(assets::routes())
         .fallback(not_found)

@@ -159,7 +159,7 @@ fn rows_table(rows: &[TicketRow]) -> Markup {
                         tr {
                             td { span class={ "prio prio-" (t.priority) } { (t.priority) } }
                             td { a href={ "/tickets/" (t.id) } { "#" (t.id) " " (t.title) } }
-                            td { (t.hostname) }
+                            td { a href={ "/hosts/" (t.host_id) } { (t.hostname) } }
                             td { @if t.rule.is_empty() { span.muted { "manual" } } @else { (t.rule) } }
                             td { (t.status) }
                             td { (t.assignee.as_deref().unwrap_or("—")) }

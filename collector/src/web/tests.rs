@@ -1,7 +1,9 @@
 //! The web console in-process, on real SQLite with a manual clock: the
 //! security headers on every response, CSRF and roles refused on the
 //! server, sessions that expire back to sign-in, both ways of signing in,
-//! and text from employees and PCs rendered inert.
+//! text from employees and PCs rendered inert, and the host page: its
+//! sections, its chart data from the stored health history, and running a
+//! diagnostic under the API's role rules and parameter checks.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +33,8 @@ struct Fixture {
     store: SharedStore,
     clock: ManualClock,
     ticket: i64,
+    /// The host named [`PAYLOAD`].
+    host: String,
     /// The id of `viewer-token`.
     viewer_token_id: String,
     _dir: tempfile::TempDir,
@@ -137,6 +141,7 @@ async fn fixture() -> Fixture {
         store,
         clock,
         ticket,
+        host: host_id,
         viewer_token_id,
         _dir: dir,
     }
@@ -762,4 +767,383 @@ async fn the_vendored_files_are_the_ones_their_readme_names() {
     );
     let missing = send(&f.app, get("/assets/../Cargo.toml", None)).await;
     assert_ne!(missing.status(), StatusCode::OK);
+}
+
+/// Stores an inventory for the fixture's host whose host name, OS and a
+/// package name are [`PAYLOAD`], and health samples at `cpu_at` (ms, CPU
+/// percent) with a temperature reading.
+async fn host_reports(f: &Fixture, cpu_at: &[(i64, f32)]) {
+    use crate::store::{IncomingReport, ReportPayload};
+    use deskpulse_proto::v1::{
+        HealthSample, Inventory, OsInfo, Package, SoftwareInfo, TemperatureReading,
+    };
+    use prost::Message;
+    let inventory = Inventory {
+        os: Some(OsInfo {
+            hostname: PAYLOAD.into(),
+            name: PAYLOAD.into(),
+            version: "12".into(),
+            ..Default::default()
+        }),
+        software: Some(SoftwareInfo {
+            packages: vec![Package {
+                ecosystem: "deb".into(),
+                name: PAYLOAD.into(),
+                version: "1.0".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut reports = vec![IncomingReport {
+        host_id: f.host.clone(),
+        spool_id: "spool".into(),
+        seq: 1,
+        held_from_seq: 0,
+        collected_at_ms: f.clock.now_ms() - 3 * 3_600_000,
+        payload: ReportPayload::Inventory {
+            facts: Box::new(crate::facts::inventory_facts(&inventory)),
+            inventory: Box::new(inventory),
+            hostname: PAYLOAD.into(),
+            os_name: PAYLOAD.into(),
+            os_version: "12".into(),
+        },
+    }];
+    for (seq, (at, cpu)) in (2..).zip(cpu_at) {
+        let sample = HealthSample {
+            cpu_percent: *cpu,
+            memory_used_percent: 40.0,
+            temperatures: vec![TemperatureReading {
+                sensor: PAYLOAD.into(),
+                celsius: 55.0,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        reports.push(IncomingReport {
+            host_id: f.host.clone(),
+            spool_id: "spool".into(),
+            seq,
+            held_from_seq: 0,
+            collected_at_ms: *at,
+            payload: ReportPayload::Health {
+                encoded: sample.encode_to_vec(),
+                free: crate::facts::health_free(&sample),
+                reading: crate::facts::health_reading(&sample),
+                readings: crate::facts::health_readings(&sample, *at),
+            },
+        });
+    }
+    f.store
+        .store_reports(&reports, f.clock.now_ms())
+        .await
+        .expect("store the reports");
+}
+
+async fn audit_actions(store: &SharedStore) -> Vec<(String, Option<String>, String)> {
+    store
+        .list_audit(&AuditQuery {
+            limit: 1000,
+            ..AuditQuery::default()
+        })
+        .await
+        .expect("audit")
+        .into_iter()
+        .map(|e| (e.action, e.technician_name, e.detail))
+        .collect()
+}
+
+#[tokio::test]
+async fn the_host_page_shows_every_section_with_pc_text_as_text() {
+    let f = fixture().await;
+    let now = f.clock.now_ms();
+    host_reports(&f, &[(now - 3_600_000, 12.5)]).await;
+    let cookie = signed_in(&f.app, "admin-token").await;
+    let response = send(&f.app, get(&format!("/hosts/{}", f.host), Some(&cookie))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let page = body_text(response).await;
+    for section in deskpulse_proto::sections::ALL {
+        let name = deskpulse_proto::sections::name(section);
+        assert!(
+            page.contains(&format!("data-section=\"{name}\"")),
+            "no {name} section"
+        );
+    }
+    for part in [
+        "Health now",
+        "Health history",
+        "Change timeline",
+        "Diagnostic runs",
+        "class=\"chart\"",
+        &format!("data-health=\"/hosts/{}/health?range=24h\"", f.host),
+        &format!("data-health=\"/hosts/{}/health?range=7d\"", f.host),
+        &format!("href=\"/tickets/{}\"", f.ticket),
+        "id=\"run-diagnostic\"",
+        "name=\"diagnostic\"",
+        "<option value=\"tcp_connect\"",
+        "id=\"live-output\"",
+    ] {
+        assert!(page.contains(part), "the page lacks {part}");
+    }
+    // tcp_connect's fields, typed: a host name, and a port 1-65535.
+    let template = page
+        .split("<template data-diagnostic=\"tcp_connect\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</template>").next())
+        .expect("tcp_connect's fields");
+    assert!(template.contains("name=\"host\""), "{template}");
+    assert!(
+        template.contains("type=\"number\" name=\"port\" min=\"1\" max=\"65535\""),
+        "{template}"
+    );
+    assert!(page.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(!page.contains("<script>alert"), "a live script tag");
+    assert!(!page.contains("<img src=x"), "a live img tag");
+    for tag in page.split("<script").skip(1) {
+        assert!(tag.starts_with(" src=\"/assets/"), "inline script {tag}");
+    }
+    // The fleet, the queue and the ticket link to it.
+    let link = format!("href=\"/hosts/{}\"", f.host);
+    for path in [
+        "/fleet".to_owned(),
+        "/".to_owned(),
+        format!("/tickets/{}", f.ticket),
+    ] {
+        let other = body_text(send(&f.app, get(&path, Some(&cookie))).await).await;
+        assert!(other.contains(&link), "{path} does not link the host page");
+    }
+    let missing = send(&f.app, get("/hosts/no-such-host", Some(&cookie))).await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn the_chart_data_is_the_stored_health_history() {
+    let f = fixture().await;
+    let now = f.clock.now_ms();
+    host_reports(
+        &f,
+        &[
+            (now - 3 * 86_400_000, 5.0),
+            (now - 2 * 3_600_000, 10.0),
+            (now - 3_600_000, 20.0),
+            (now - 600_000, 30.0),
+        ],
+    )
+    .await;
+    let cookie = signed_in(&f.app, "viewer-token").await;
+    let read = |range: &'static str| {
+        let app = f.app.clone();
+        let cookie = cookie.clone();
+        let host = f.host.clone();
+        async move {
+            let response = send(
+                &app,
+                get(
+                    &format!("/hosts/{host}/health?range={range}"),
+                    Some(&cookie),
+                ),
+            )
+            .await;
+            assert_eq!(response.status(), StatusCode::OK, "{range}");
+            assert_eq!(response.headers()[header::CONTENT_TYPE], "application/json");
+            let data: serde_json::Value =
+                serde_json::from_str(&body_text(response).await).expect("JSON");
+            data
+        }
+    };
+    let day = read("24h").await;
+    let cpu: Vec<f64> = day["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .filter_map(|p| p["cpu_percent"].as_f64())
+        .collect();
+    assert_eq!(cpu, [10.0, 20.0, 30.0], "{day}");
+    assert_eq!(day["points"][2]["at_ms"], now - 600_000);
+    assert_eq!(day["points"][0]["memory_used_percent"], 40.0);
+    assert_eq!(day["to_ms"], now);
+    assert_eq!(day["from_ms"], now - 86_400_000);
+    let week = read("7d").await;
+    assert_eq!(
+        week["points"].as_array().map(Vec::len),
+        Some(4),
+        "the week has the older sample too: {week}"
+    );
+    let bad = send(
+        &f.app,
+        get(&format!("/hosts/{}/health?range=1y", f.host), Some(&cookie)),
+    )
+    .await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let missing = send(&f.app, get("/hosts/nope/health", Some(&cookie))).await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn a_viewer_cannot_run_a_diagnostic_and_the_refusal_is_audited() {
+    let f = fixture().await;
+    let cookie = signed_in(&f.app, "viewer-token").await;
+    let page =
+        body_text(send(&f.app, get(&format!("/hosts/{}", f.host), Some(&cookie))).await).await;
+    assert!(
+        !page.contains("id=\"run-diagnostic\""),
+        "a viewer has no run form"
+    );
+    assert!(page.contains("needs the technician role"));
+    let csrf = csrf_of(&f.app, &cookie).await;
+    let form = format!("csrf={csrf}&diagnostic=tcp_connect&host=127.0.0.1&port=80");
+    let run = format!("/hosts/{}/run", f.host);
+    let refused = send(&f.app, post(&run, &cookie, &form)).await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert!(
+        body_text(refused)
+            .await
+            .contains("running a diagnostic needs the technician role; val has the viewer role")
+    );
+    let streamed = Request::post(&run)
+        .header(header::COOKIE, &cookie)
+        .header(header::ACCEPT, super::host::NDJSON)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(form))
+        .expect("request");
+    assert_eq!(send(&f.app, streamed).await.status(), StatusCode::FORBIDDEN);
+    let jobs = f
+        .store
+        .list_jobs(&crate::store::JobQuery {
+            host_id: Some(f.host.clone()),
+            state: None,
+            limit: 10,
+        })
+        .await
+        .expect("jobs");
+    assert!(jobs.is_empty(), "no job was made: {jobs:?}");
+    let refusals: Vec<_> = audit_actions(&f.store)
+        .await
+        .into_iter()
+        .filter(|(action, _, _)| action == "diagnostic.refuse")
+        .collect();
+    assert_eq!(refusals.len(), 2, "{refusals:?}");
+    assert_eq!(refusals[0].1.as_deref(), Some("val"));
+    assert!(refusals[0].2.starts_with("tcp_connect: "), "{refusals:?}");
+}
+
+#[tokio::test]
+async fn bad_parameters_are_refused_with_the_catalogs_one_line() {
+    let f = fixture().await;
+    let cookie = signed_in(&f.app, "admin-token").await;
+    let csrf = csrf_of(&f.app, &cookie).await;
+    let run = format!("/hosts/{}/run", f.host);
+    let refused = send(
+        &f.app,
+        post(
+            &run,
+            &cookie,
+            &format!("csrf={csrf}&diagnostic=tcp_connect&host=127.0.0.1&port=70000"),
+        ),
+    )
+    .await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    let page = body_text(refused).await;
+    assert!(
+        page.contains("<p class=\"error\">port must be between 1 and 65535</p>"),
+        "{page}"
+    );
+    for (form, line) in [
+        (
+            "diagnostic=tcp_connect&host=127.0.0.1&port=x",
+            "port \\\"x\\\" is not a whole number in range",
+        ),
+        ("diagnostic=tcp_connect&host=127.0.0.1", "port is required"),
+        (
+            "diagnostic=no_such_thing",
+            "unknown diagnostic \\\"no_such_thing\\\"",
+        ),
+        (
+            "diagnostic=tcp_connect&host=127.0.0.1&port=80&url=http://x",
+            "tcp_connect has no parameter \\\"url\\\"",
+        ),
+    ] {
+        let streamed = Request::post(&run)
+            .header(header::COOKIE, &cookie)
+            .header(header::ACCEPT, super::host::NDJSON)
+            .header("x-csrf-token", &csrf)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(form))
+            .expect("request");
+        let response = send(&f.app, streamed).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{form}");
+        let body = body_text(response).await;
+        assert_eq!(body.lines().count(), 1, "{body}");
+        assert!(body.starts_with("{\"error\":"), "{body}");
+        assert!(body.contains(line), "{form}: {body}");
+    }
+    let refusals = audit_actions(&f.store)
+        .await
+        .into_iter()
+        .filter(|(action, _, _)| action == "diagnostic.refuse")
+        .count();
+    assert_eq!(refusals, 5, "every refusal is audited, as the API's are");
+}
+
+#[tokio::test]
+async fn a_run_for_an_offline_host_is_queued_and_said_so() {
+    let f = fixture().await;
+    let cookie = signed_in(&f.app, "admin-token").await;
+    let csrf = csrf_of(&f.app, &cookie).await;
+    let run = format!("/hosts/{}/run", f.host);
+    let streamed = Request::post(&run)
+        .header(header::COOKIE, &cookie)
+        .header(header::ACCEPT, super::host::NDJSON)
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(Body::from(format!(
+            "csrf={csrf}&diagnostic=tcp_connect&host=127.0.0.1&port=80&count="
+        )))
+        .expect("request");
+    let response = send(&f.app, streamed).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(
+        response.headers()[header::CONTENT_TYPE],
+        super::host::NDJSON
+    );
+    let body = body_text(response).await;
+    let lines: Vec<serde_json::Value> = body
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{body}");
+    assert_eq!(lines[0]["job"]["state"], "queued");
+    assert_eq!(lines[0]["job"]["params"], "host=127.0.0.1 port=80");
+    assert!(
+        lines[1]["queued"]
+            .as_str()
+            .is_some_and(|q| q.contains("offline"))
+    );
+
+    // Without script, the form is answered with the host's jobs.
+    let plain = send(
+        &f.app,
+        post(
+            &run,
+            &cookie,
+            &format!("csrf={csrf}&diagnostic=tcp_connect&host=127.0.0.1&port=81"),
+        ),
+    )
+    .await;
+    assert_eq!(plain.status(), StatusCode::SEE_OTHER);
+    assert_eq!(location(&plain), format!("/hosts/{}#jobs", f.host));
+    let page =
+        body_text(send(&f.app, get(&format!("/hosts/{}", f.host), Some(&cookie))).await).await;
+    assert!(page.contains("host=127.0.0.1 port=81"), "the job is listed");
+    let asked: Vec<_> = audit_actions(&f.store)
+        .await
+        .into_iter()
+        .filter(|(action, _, _)| action == "diagnostic.request")
+        .collect();
+    assert_eq!(asked.len(), 2, "each run is audited: {asked:?}");
+    assert!(
+        asked
+            .iter()
+            .all(|(_, name, _)| name.as_deref() == Some("ada"))
+    );
 }

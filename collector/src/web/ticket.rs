@@ -120,7 +120,7 @@ async fn ticket_page(
                 dl.facts {
                     dt { "Status" } dd { (ticket.status) }
                     dt { "Priority" } dd { span class={ "prio prio-" (ticket.priority) } { (ticket.priority) } " (" (ticket.severity) ")" }
-                    dt { "Host" } dd { (ticket.hostname) " " span.muted { (ticket.host_id) } }
+                    dt { "Host" } dd { a href={ "/hosts/" (ticket.host_id) } { (ticket.hostname) } " " span.muted { (ticket.host_id) } }
                     dt { "Rule" } dd { @if ticket.rule.is_empty() { "manual" } @else { (ticket.rule) } " " (ticket.subject) }
                     dt { "Assignee" } dd { (ticket.assignee.as_deref().unwrap_or("—")) }
                     dt { "Opened" } dd { (time(ticket.opened_at_ms)) }
@@ -175,7 +175,7 @@ async fn ticket_page(
                 @match &context.host {
                     Some(detail) => {
                         dl.facts {
-                            dt { "Name" } dd { (detail.row.hostname) }
+                            dt { "Name" } dd { a href={ "/hosts/" (detail.row.id) } { (detail.row.hostname) } }
                             dt { "Presence" } dd {
                                 @if detail.row.is_online(now) { span.online { "online" } } @else { span.offline { "offline" } }
                             }

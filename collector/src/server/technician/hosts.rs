@@ -1,7 +1,9 @@
 //! The host part of the technician API: `ListHosts` (paged by page
 //! tokens), `GetHost`, `SetHostTag`, and the host helpers the other calls
-//! share: resolving a host name or id, the host summary, and the host's
-//! context shown with a ticket.
+//! share: resolving a host name or id, the host summary, the host's
+//! context shown with a ticket ([`ticket_context`]) and a host as `GetHost`
+//! answers it ([`host_response`]); the last two are read for the web
+//! console too.
 
 use deskpulse_proto::v1::{
     GetHostRequest, GetHostResponse, GetTicketResponse, HealthPoint, HealthSample, HostSummary,
@@ -128,6 +130,101 @@ pub(crate) async fn ticket_context(
     })
 }
 
+/// Everything known of host `host_id`, as `GetHost` answers it: summary,
+/// inventory, latest health, tags, its `changes` latest inventory changes,
+/// certificate, clock, spool counters, revocation and retirement, and its
+/// health history since `health_since_ms` (none when 0); `None` when the
+/// host is gone. Read here for the API and the web console's host page.
+pub(crate) async fn host_response(
+    ctx: &ServerContext,
+    host_id: &str,
+    health_since_ms: i64,
+    changes: u32,
+) -> Result<Option<GetHostResponse>, Status> {
+    let health_history = if health_since_ms > 0 {
+        ctx.store
+            .health_history(host_id, health_since_ms)
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .map(health_point)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let Some(detail) = ctx.store.host_detail(host_id).await.map_err(internal)? else {
+        return Ok(None);
+    };
+    let inventory = match &detail.inventory {
+        Some((bytes, _)) => Some(Inventory::decode(bytes.as_slice()).map_err(|e| {
+            tracing::error!(error = %e, host = %host_id, "stored inventory does not decode");
+            Status::internal("the stored inventory is corrupt")
+        })?),
+        None => None,
+    };
+    let last_health = match &detail.health {
+        Some((bytes, _)) => Some(HealthSample::decode(bytes.as_slice()).map_err(|e| {
+            tracing::error!(error = %e, host = %host_id, "stored health sample does not decode");
+            Status::internal("the stored health sample is corrupt")
+        })?),
+        None => None,
+    };
+    Ok(Some(GetHostResponse {
+        summary: Some(host_summary(ctx, &detail.row)),
+        inventory,
+        inventory_at_unix_ms: detail.inventory.as_ref().map_or(0, |(_, at)| *at),
+        last_health,
+        health_at_unix_ms: detail.health.as_ref().map_or(0, |(_, at)| *at),
+        certificate_serial: detail.row.cert_serial.clone(),
+        certificate_sha256: detail.row.cert_sha256.clone(),
+        goodbye_reason: detail.row.goodbye_reason.clone().unwrap_or_default(),
+        agent_version: detail.row.agent_version.clone(),
+        tags: tag_strings(ctx, &detail.row.id).await?,
+        recent_changes: ctx
+            .store
+            .list_changes(&ChangeQuery {
+                host_id: Some(detail.row.id.clone()),
+                since_ms: 0,
+                sections: Vec::new(),
+                limit: changes,
+            })
+            .await
+            .map_err(internal)?
+            .into_iter()
+            .map(change_message)
+            .collect(),
+        spool: detail
+            .spool_counters
+            .as_ref()
+            .and_then(|(bytes, _)| SpoolCounters::decode(bytes.as_slice()).ok()),
+        spool_at_unix_ms: detail.spool_counters.as_ref().map_or(0, |(_, at)| *at),
+        health_history,
+        revoked_at_unix_ms: detail.revoked.as_ref().map_or(0, |r| r.at_ms),
+        revoked_by: detail
+            .revoked
+            .as_ref()
+            .map(|r| r.by.clone())
+            .unwrap_or_default(),
+        revoke_reason: detail
+            .revoked
+            .as_ref()
+            .map(|r| r.reason.clone())
+            .unwrap_or_default(),
+        clock: host_clock(ctx, &detail.clock).await?,
+        retired_at_unix_ms: detail.retired.as_ref().map_or(0, |r| r.at_ms),
+        retired_by: detail
+            .retired
+            .as_ref()
+            .map(|r| r.by.clone())
+            .unwrap_or_default(),
+        retire_reason: detail
+            .retired
+            .as_ref()
+            .map(|r| r.reason.clone())
+            .unwrap_or_default(),
+    }))
+}
+
 impl TechnicianApi {
     /// The one host `query` names, or NOT_FOUND, or INVALID_ARGUMENT naming
     /// the candidates when several match (D4).
@@ -161,18 +258,6 @@ impl TechnicianApi {
         }
     }
 
-    async fn tag_strings(&self, host_id: &str) -> Result<Vec<String>, Status> {
-        Ok(self
-            .ctx
-            .store
-            .tags(host_id)
-            .await
-            .map_err(internal)?
-            .into_iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect())
-    }
-
     /// Adds the host's context to a ticket: summary, inventory without the
     /// long lists, recent changes and health, and related tickets.
     pub(super) async fn add_context(
@@ -182,7 +267,7 @@ impl TechnicianApi {
     ) -> Result<(), Status> {
         let context = ticket_context(&self.ctx, ticket).await.map_err(internal)?;
         if let Some(detail) = context.host {
-            response.host = Some(self.summary(&detail.row));
+            response.host = Some(host_summary(&self.ctx, &detail.row));
             response.inventory_summary = detail
                 .inventory
                 .and_then(|(bytes, _)| Inventory::decode(bytes.as_slice()).ok())
@@ -196,24 +281,6 @@ impl TechnicianApi {
         response.recent_health = context.health.into_iter().map(health_point).collect();
         response.related = context.related.into_iter().map(ticket_message).collect();
         Ok(())
-    }
-
-    fn summary(&self, row: &HostRow) -> HostSummary {
-        HostSummary {
-            host_id: row.id.clone(),
-            hostname: row.hostname.clone(),
-            os_name: row.os_name.clone(),
-            os_version: row.os_version.clone(),
-            last_seen_unix_ms: row.last_seen_at_ms.unwrap_or(0),
-            presence: if row.is_online(self.ctx.clock.now_ms()) {
-                Presence::Online
-            } else {
-                Presence::Offline
-            } as i32,
-            enrolled_at_unix_ms: row.enrolled_at_ms,
-            matched_software: Vec::new(),
-            retired_at_unix_ms: row.retired_at_ms.unwrap_or(0),
-        }
     }
 
     pub(super) async fn list_hosts_impl(
@@ -247,7 +314,10 @@ impl TechnicianApi {
             (true, Some(last)) => encode_page_token(last),
             _ => String::new(),
         };
-        let mut hosts: Vec<HostSummary> = rows.iter().map(|row| self.summary(row)).collect();
+        let mut hosts: Vec<HostSummary> = rows
+            .iter()
+            .map(|row| host_summary(&self.ctx, row))
+            .collect();
         let ids: Vec<&str> = rows.iter().map(|row| row.id.as_str()).collect();
         let matched = self
             .ctx
@@ -285,94 +355,15 @@ impl TechnicianApi {
             .await?;
         let request = request.into_inner();
         let row = self.resolve_host(&request.host).await?;
-        let health_history = if request.health_since_unix_ms > 0 {
-            self.ctx
-                .store
-                .health_history(&row.id, request.health_since_unix_ms)
-                .await
-                .map_err(internal)?
-                .into_iter()
-                .map(health_point)
-                .collect()
-        } else {
-            Vec::new()
-        };
-        let detail = self
-            .ctx
-            .store
-            .host_detail(&row.id)
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| Status::not_found(format!("host {} was removed", row.id)))?;
-        let inventory = match &detail.inventory {
-            Some((bytes, _)) => Some(Inventory::decode(bytes.as_slice()).map_err(|e| {
-                tracing::error!(error = %e, host = %row.id, "stored inventory does not decode");
-                Status::internal("the stored inventory is corrupt")
-            })?),
-            None => None,
-        };
-        let last_health = match &detail.health {
-            Some((bytes, _)) => Some(HealthSample::decode(bytes.as_slice()).map_err(|e| {
-                tracing::error!(error = %e, host = %row.id, "stored health sample does not decode");
-                Status::internal("the stored health sample is corrupt")
-            })?),
-            None => None,
-        };
-        Ok(Response::new(GetHostResponse {
-            summary: Some(self.summary(&detail.row)),
-            inventory,
-            inventory_at_unix_ms: detail.inventory.as_ref().map_or(0, |(_, at)| *at),
-            last_health,
-            health_at_unix_ms: detail.health.as_ref().map_or(0, |(_, at)| *at),
-            certificate_serial: detail.row.cert_serial.clone(),
-            certificate_sha256: detail.row.cert_sha256.clone(),
-            goodbye_reason: detail.row.goodbye_reason.clone().unwrap_or_default(),
-            agent_version: detail.row.agent_version.clone(),
-            tags: self.tag_strings(&detail.row.id).await?,
-            recent_changes: self
-                .ctx
-                .store
-                .list_changes(&ChangeQuery {
-                    host_id: Some(detail.row.id.clone()),
-                    since_ms: 0,
-                    sections: Vec::new(),
-                    limit: RECENT_CHANGES,
-                })
-                .await
-                .map_err(internal)?
-                .into_iter()
-                .map(change_message)
-                .collect(),
-            spool: detail
-                .spool_counters
-                .as_ref()
-                .and_then(|(bytes, _)| SpoolCounters::decode(bytes.as_slice()).ok()),
-            spool_at_unix_ms: detail.spool_counters.as_ref().map_or(0, |(_, at)| *at),
-            health_history,
-            revoked_at_unix_ms: detail.revoked.as_ref().map_or(0, |r| r.at_ms),
-            revoked_by: detail
-                .revoked
-                .as_ref()
-                .map(|r| r.by.clone())
-                .unwrap_or_default(),
-            revoke_reason: detail
-                .revoked
-                .as_ref()
-                .map(|r| r.reason.clone())
-                .unwrap_or_default(),
-            clock: self.host_clock(&detail.clock).await?,
-            retired_at_unix_ms: detail.retired.as_ref().map_or(0, |r| r.at_ms),
-            retired_by: detail
-                .retired
-                .as_ref()
-                .map(|r| r.by.clone())
-                .unwrap_or_default(),
-            retire_reason: detail
-                .retired
-                .as_ref()
-                .map(|r| r.reason.clone())
-                .unwrap_or_default(),
-        }))
+        host_response(
+            &self.ctx,
+            &row.id,
+            request.health_since_unix_ms,
+            RECENT_CHANGES,
+        )
+        .await?
+        .map(Response::new)
+        .ok_or_else(|| Status::not_found(format!("host {} was removed", row.id)))
     }
 
     pub(super) async fn set_host_tag_impl(
@@ -400,38 +391,60 @@ impl TechnicianApi {
             .map_err(internal)?;
         self.anchor_audit().await;
         Ok(Response::new(SetHostTagResponse {
-            tags: self.tag_strings(&row.id).await?,
+            tags: tag_strings(&self.ctx, &row.id).await?,
             host_id: row.id,
         }))
     }
 }
 
-impl TechnicianApi {
-    /// A host's clock as recorded, judged by the policy's window in force;
-    /// `None` until one was measured or a report's time was replaced.
-    async fn host_clock(
-        &self,
-        clock: &crate::model::HostClock,
-    ) -> Result<Option<deskpulse_proto::v1::HostClock>, Status> {
-        if clock.offset.is_none() && clock.clamped_reports == 0 {
-            return Ok(None);
-        }
-        let window = self
-            .ctx
-            .store
-            .policy()
-            .await
-            .map_err(internal)?
-            .policy
-            .clock;
-        let (offset_ms, measured_at_unix_ms) = clock.offset.unwrap_or_default();
-        Ok(Some(deskpulse_proto::v1::HostClock {
-            offset_ms,
-            measured_at_unix_ms,
-            window_ms: window.window_ms,
-            beyond_window: clock.offset.is_some() && window.beyond(offset_ms),
-            clamped_reports: clock.clamped_reports,
-            last_clamped_claim_unix_ms: clock.last_clamped_claim_ms.unwrap_or(0),
-        }))
+/// A host's tags as `key=value`.
+async fn tag_strings(ctx: &ServerContext, host_id: &str) -> Result<Vec<String>, Status> {
+    Ok(ctx
+        .store
+        .tags(host_id)
+        .await
+        .map_err(internal)?
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect())
+}
+
+/// A host as the host lists show it.
+fn host_summary(ctx: &ServerContext, row: &HostRow) -> HostSummary {
+    HostSummary {
+        host_id: row.id.clone(),
+        hostname: row.hostname.clone(),
+        os_name: row.os_name.clone(),
+        os_version: row.os_version.clone(),
+        last_seen_unix_ms: row.last_seen_at_ms.unwrap_or(0),
+        presence: if row.is_online(ctx.clock.now_ms()) {
+            Presence::Online
+        } else {
+            Presence::Offline
+        } as i32,
+        enrolled_at_unix_ms: row.enrolled_at_ms,
+        matched_software: Vec::new(),
+        retired_at_unix_ms: row.retired_at_ms.unwrap_or(0),
     }
+}
+
+/// A host's clock as recorded, judged by the policy's window in force;
+/// `None` until one was measured or a report's time was replaced.
+async fn host_clock(
+    ctx: &ServerContext,
+    clock: &crate::model::HostClock,
+) -> Result<Option<deskpulse_proto::v1::HostClock>, Status> {
+    if clock.offset.is_none() && clock.clamped_reports == 0 {
+        return Ok(None);
+    }
+    let window = ctx.store.policy().await.map_err(internal)?.policy.clock;
+    let (offset_ms, measured_at_unix_ms) = clock.offset.unwrap_or_default();
+    Ok(Some(deskpulse_proto::v1::HostClock {
+        offset_ms,
+        measured_at_unix_ms,
+        window_ms: window.window_ms,
+        beyond_window: clock.offset.is_some() && window.beyond(offset_ms),
+        clamped_reports: clock.clamped_reports,
+        last_clamped_claim_unix_ms: clock.last_clamped_claim_ms.unwrap_or(0),
+    }))
 }

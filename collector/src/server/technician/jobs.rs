@@ -3,6 +3,11 @@
 //! parameters (for an early, clear error), records and audits the request,
 //! delivers it to a connected agent at once, and streams the output back;
 //! the agent checks everything again and has the final say (D25).
+//!
+//! The checks and the start of a run ([`start_diagnostic`]), following it
+//! ([`follow_job`]) and the catalog ([`diagnostics_for`]) are free
+//! functions, so that the web console's host page runs a diagnostic with
+//! the same role rules, parameter checks and audit entries.
 
 use std::pin::Pin;
 use std::time::Duration;
@@ -16,13 +21,15 @@ use deskpulse_proto::v1::{
 };
 use prost::Message;
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
 use super::{TechnicianApi, internal};
+use crate::server::ServerContext;
 use crate::server::dispatch::JobEvent as Live;
-use crate::store::{AuditEntry, Caller, JobQuery, JobRow, NewJob, Role};
+use crate::store::{AuditEntry, Caller, HostRow, JobQuery, JobRow, NewJob, Role, StoreError};
 
 /// The stream `RunDiagnostic` answers with.
 pub type JobStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<JobEvent, Status>> + Send>>;
@@ -106,26 +113,403 @@ pub fn job_message(row: &JobRow, with_output: bool) -> Job {
     }
 }
 
-impl TechnicianApi {
-    /// Audits a refused request, then returns the refusal.
-    async fn refuse(
-        &self,
-        caller: &Caller,
-        host: &str,
-        what: &str,
-        status: Status,
-    ) -> Result<Response<JobStream>, Status> {
-        info!(technician = %caller.name, host, what, reason = status.message(), "refused a diagnostic request");
-        self.audit(
-            caller,
-            "diagnostic.refuse",
-            format!("host {host}"),
-            format!("{what}: {}", status.message()),
-        )
-        .await?;
-        Err(status)
+/// What a technician asks to run, before it is checked: the API's
+/// `RunDiagnostic` and the web console's run form both come to this.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RunAsked {
+    /// The catalog id, as typed.
+    pub diagnostic: String,
+    /// The parameters as `key=value` pairs, as typed.
+    pub params: Vec<(String, String)>,
+    /// The ticket the run is attached to; 0 for none.
+    pub ticket_id: i64,
+    /// How long the request may wait for its agent; 0 for the default.
+    pub ttl_secs: u64,
+}
+
+/// Why a run was refused: the one line a technician reads, by kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum RunRefused {
+    /// The request is malformed: unknown diagnostic, bad parameters.
+    Invalid(String),
+    /// The caller's role does not allow it.
+    Denied(String),
+    /// The host cannot run it: its agent disables it, or it is unavailable.
+    Unavailable(String),
+    /// The ticket named does not exist.
+    NotFound(String),
+}
+
+impl RunRefused {
+    /// The one line.
+    pub(crate) fn line(&self) -> &str {
+        match self {
+            Self::Invalid(line)
+            | Self::Denied(line)
+            | Self::Unavailable(line)
+            | Self::NotFound(line) => line,
+        }
     }
 
+    /// The refusal as the API answers it.
+    fn status(self) -> Status {
+        match self {
+            Self::Invalid(line) => Status::invalid_argument(line),
+            Self::Denied(line) => Status::permission_denied(line),
+            Self::Unavailable(line) => Status::failed_precondition(line),
+            Self::NotFound(line) => Status::not_found(line),
+        }
+    }
+}
+
+/// A run that was accepted: its job as first recorded (sent when its agent
+/// streams to this replica), and its live output, watched since before it
+/// was delivered so none is missed.
+#[derive(Debug)]
+pub(crate) struct Started {
+    /// The job, queued or sent.
+    pub job: JobRow,
+    /// Its live output and finish.
+    pub live: tokio::sync::broadcast::Receiver<Live>,
+    /// Whether its host is online (or the job reached it): worth waiting.
+    pub online: bool,
+}
+
+/// What a technician following a job hears, in order: output chunks, then
+/// the finished job, or the reason the following ended first.
+#[derive(Debug, Clone)]
+pub(crate) enum Followed {
+    /// A chunk of live output (best effort; the finished job has it all).
+    Output(Vec<u8>),
+    /// The job's stored result, with its whole output.
+    Finished(Box<JobRow>),
+    /// The caller's API token was revoked or expired: one line.
+    Cut(String),
+    /// The store failed while reading the job.
+    StoreFailed,
+}
+
+/// Audits a refused run (`diagnostic.refuse`), anchors the audit head, and
+/// returns the refusal.
+async fn refused(
+    ctx: &ServerContext,
+    caller: &Caller,
+    host: &str,
+    what: &str,
+    refusal: RunRefused,
+) -> Result<RunRefused, StoreError> {
+    info!(technician = %caller.name, host, what, reason = refusal.line(), "refused a diagnostic request");
+    ctx.store
+        .append_audit(
+            &AuditEntry::by(
+                caller,
+                "diagnostic.refuse",
+                format!("host {host}"),
+                format!("{what}: {}", refusal.line()),
+            ),
+            ctx.clock.now_ms(),
+        )
+        .await?;
+    // What a technician asks of a PC is rare and weighty: the signed head
+    // is anchored at once, not at the next periodic anchoring.
+    ctx.audit
+        .anchor_or_warn(ctx.store.as_ref(), ctx.clock.now_ms())
+        .await;
+    Ok(refusal)
+}
+
+/// Checks and starts a run of `asked` on `host` for `caller`, who has been
+/// authenticated with at least the viewer role: the role the diagnostic
+/// needs under the policy, its parameters (the catalog's parser), whether
+/// the host's agent enables it; refusals of these are audited. An accepted
+/// run is recorded (and audited by the store), watched, and delivered at
+/// once when its agent streams here. The API's `RunDiagnostic` and the web
+/// console's run form are both this.
+pub(crate) async fn start_diagnostic(
+    ctx: &ServerContext,
+    caller: &Caller,
+    host: &HostRow,
+    asked: RunAsked,
+) -> Result<Result<Started, RunRefused>, StoreError> {
+    let what = asked.diagnostic.trim().to_owned();
+    // A viewer may not run anything; refused and audited like any other
+    // refusal.
+    if caller.role < Role::Technician {
+        let refusal = RunRefused::Denied(format!(
+            "running a diagnostic needs the technician role; {} has the {} role",
+            caller.name, caller.role
+        ));
+        return Ok(Err(refused(ctx, caller, &host.id, &what, refusal).await?));
+    }
+    if asked.params.len() > MAX_PARAMS {
+        let refusal = RunRefused::Invalid(format!("at most {MAX_PARAMS} parameters are allowed"));
+        return Ok(Err(refused(ctx, caller, &host.id, &what, refusal).await?));
+    }
+    let pairs: Vec<(String, String)> = asked
+        .params
+        .iter()
+        .map(|(key, value)| (key.trim().to_owned(), value.clone()))
+        .collect();
+    let params = match catalog::parse(&what, &pairs) {
+        Ok(params) => params,
+        Err(line) => {
+            let refusal = RunRefused::Invalid(line);
+            return Ok(Err(refused(ctx, caller, &host.id, &what, refusal).await?));
+        }
+    };
+    let Some(spec) = catalog::spec(&what) else {
+        return Ok(Err(RunRefused::Invalid("unknown diagnostic".into())));
+    };
+    let policy = ctx.store.policy().await?;
+    let needed = policy.policy.diagnostic_role(spec);
+    if caller.role < needed {
+        let refusal = RunRefused::Denied(format!(
+            "{} {} the PC and needs the {needed} role; {} has the {} role",
+            spec.id,
+            if spec.risk == DiagnosticRisk::ReadOnly {
+                "reads"
+            } else {
+                "changes"
+            },
+            caller.name,
+            caller.role
+        ));
+        return Ok(Err(refused(ctx, caller, &host.id, &what, refusal).await?));
+    }
+    let reported = ctx.store.host_diagnostics(&host.id).await?;
+    if reported.catalog_version > 0 && !reported.enabled.iter().any(|id| id == spec.id) {
+        let refusal = RunRefused::Unavailable(format!(
+            "the agent on {} does not enable {}; its own config decides (D25)",
+            host.hostname, spec.id
+        ));
+        return Ok(Err(refused(ctx, caller, &host.id, &what, refusal).await?));
+    }
+    if let Some(reason) = reported.unavailable_reason(spec.id) {
+        let refusal = RunRefused::Unavailable(format!(
+            "{} on {} is unavailable: {reason}",
+            spec.id, host.hostname
+        ));
+        return Ok(Err(refused(ctx, caller, &host.id, &what, refusal).await?));
+    }
+    let ticket_id = match asked.ticket_id {
+        0 => None,
+        id => match ctx.store.ticket(id).await? {
+            Some((ticket, _)) if ticket.host_id == host.id => Some(id),
+            Some(_) => {
+                return Ok(Err(RunRefused::Invalid(format!(
+                    "ticket {id} is not about {}",
+                    host.hostname
+                ))));
+            }
+            None => return Ok(Err(RunRefused::NotFound(format!("no ticket {id}")))),
+        },
+    };
+    let ttl = match asked.ttl_secs {
+        0 => DEFAULT_TTL,
+        secs => Duration::from_secs(secs),
+    };
+    if !(MIN_TTL..=MAX_TTL).contains(&ttl) {
+        return Ok(Err(RunRefused::Invalid(
+            "ttl must be between 1m and 7d".into(),
+        )));
+    }
+    let now = ctx.clock.now_ms();
+    let id = uuid::Uuid::new_v4().to_string();
+    // Watch before delivering, so no output is missed.
+    let live = ctx.dispatch.watch(&id);
+    let created = ctx
+        .store
+        .create_job(
+            &NewJob {
+                id: id.clone(),
+                host_id: host.id.clone(),
+                diagnostic: spec.id.to_owned(),
+                params: params.encode_to_vec(),
+                params_text: catalog::describe(&params),
+                risk: risk_name(spec.risk).to_owned(),
+                caller: caller.clone(),
+                ticket_id,
+                expires_at_ms: now
+                    .saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)),
+            },
+            now,
+        )
+        .await;
+    let job = match created {
+        Ok(job) => job,
+        Err(error) => {
+            drop(live);
+            ctx.dispatch.unwatch(&id);
+            return Err(error);
+        }
+    };
+    // A delivery that fails leaves the job queued: it goes out when the
+    // agent reconnects.
+    let delivered = match ctx.dispatch.deliver(&ctx.store, &job, now).await {
+        Ok(delivered) => delivered,
+        Err(error) => {
+            tracing::error!(%error, job = %id, "delivering a new job failed; it stays queued");
+            false
+        }
+    };
+    info!(job = %id, host = %host.id, diagnostic = spec.id, delivered, technician = %caller.name, "diagnostic requested");
+    let first = if delivered {
+        ctx.store.job(&id).await.ok().flatten().unwrap_or(job)
+    } else {
+        job
+    };
+    Ok(Ok(Started {
+        job: first,
+        live,
+        online: host.is_online(now) || delivered,
+    }))
+}
+
+/// Follows a started job for `caller` until it finishes, the receiver is
+/// dropped, the caller's API token is revoked or expires (issue 20), or
+/// the collector shuts down; what is heard comes out of the receiver.
+pub(crate) fn follow_job(
+    ctx: ServerContext,
+    caller: &Caller,
+    job_id: String,
+    mut live: tokio::sync::broadcast::Receiver<Live>,
+) -> mpsc::Receiver<Followed> {
+    let (tx, rx) = mpsc::channel(64);
+    let now = ctx.clock.now_ms();
+    // The following ends at once when its token is revoked or expires
+    // (issue 20). Held after the token was checked: a revocation in
+    // between is cut by the replica's revocation poll.
+    let mut held = ctx.dispatch.cuts.hold_token(&caller.token_id);
+    // An expiry too far off for the timer is as good as none.
+    let expiry = caller.expires_at_ms.and_then(|at| {
+        let left = u64::try_from(at.saturating_sub(now)).unwrap_or(0);
+        tokio::time::Instant::now()
+            .checked_add(Duration::from_millis(left))
+            .map(|deadline| (at, deadline))
+    });
+    tokio::spawn(async move {
+        let id = job_id;
+        let mut recheck = tokio::time::interval(RECHECK);
+        loop {
+            tokio::select! {
+                () = ctx.shutdown.cancelled() => break,
+                () = tx.closed() => break,
+                line = held.cut() => {
+                    let _ = tx.send(Followed::Cut(line)).await;
+                    break;
+                }
+                () = async {
+                    match expiry {
+                        Some((_, at)) => tokio::time::sleep_until(at).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let at = expiry.map_or(0, |(at, _)| at);
+                    let line = crate::server::revocation::token_expired_message(&super::format_ms(at));
+                    let _ = tx.send(Followed::Cut(line)).await;
+                    break;
+                }
+                event = live.recv() => match event {
+                    Ok(Live::Output(chunk)) => {
+                        if tx.send(Followed::Output(chunk)).await.is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                    Ok(Live::Finished) => {}
+                    // Lagged: chunks were dropped (best effort); closed:
+                    // the job finished on another path. Re-read.
+                    Err(_) => live = ctx.dispatch.watch(&id),
+                },
+                _ = recheck.tick() => {}
+            }
+            match ctx.store.job(&id).await {
+                Ok(Some(row)) if row.is_finished() => {
+                    let _ = tx.send(Followed::Finished(Box::new(row))).await;
+                    break;
+                }
+                // Not finished yet: a live finish always follows the
+                // commit, so this is a recheck tick or an output chunk.
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::error!(%error, job = %id, "reading a watched job failed");
+                    let _ = tx.send(Followed::StoreFailed).await;
+                    break;
+                }
+            }
+        }
+        drop(live);
+        ctx.dispatch.unwatch(&id);
+    });
+    rx
+}
+
+/// The catalog as `ListDiagnostics` answers it: each diagnostic with its
+/// parameters, risk and the role the policy asks for it, and for `host`
+/// whether its agent enables it or reports it unavailable. Read here for
+/// the API and the web console's run form.
+pub(crate) async fn diagnostics_for(
+    ctx: &ServerContext,
+    host: Option<HostRow>,
+) -> Result<ListDiagnosticsResponse, StoreError> {
+    let reported = match &host {
+        Some(h) => Some(ctx.store.host_diagnostics(&h.id).await?),
+        None => None,
+    };
+    let policy = ctx.store.policy().await?;
+    let diagnostics = catalog::CATALOG
+        .iter()
+        .map(|spec| DiagnosticInfo {
+            id: spec.id.into(),
+            description: spec.description.into(),
+            risk: risk_name(spec.risk).into(),
+            timeout_secs: spec.timeout.as_secs(),
+            output_cap_bytes: spec.output_cap as u64,
+            params: spec
+                .params
+                .iter()
+                .map(|(name, help)| DiagnosticParamInfo {
+                    name: (*name).into(),
+                    help: (*help).into(),
+                })
+                .collect(),
+            role: policy.policy.diagnostic_role(spec).as_str().into(),
+            enabled_on_host: reported
+                .as_ref()
+                .is_some_and(|r| r.enabled.iter().any(|id| id == spec.id)),
+            unavailable_on_host: reported
+                .as_ref()
+                .and_then(|r| r.unavailable_reason(spec.id))
+                .unwrap_or_default()
+                .to_owned(),
+        })
+        .collect();
+    Ok(ListDiagnosticsResponse {
+        catalog_version: catalog::CATALOG_VERSION,
+        diagnostics,
+        host_id: host.as_ref().map(|h| h.id.clone()).unwrap_or_default(),
+        hostname: host.map(|h| h.hostname).unwrap_or_default(),
+        host_catalog_version: reported.map_or(0, |r| r.catalog_version),
+    })
+}
+
+/// What the API streams for what a follower heard.
+fn job_event(followed: Followed) -> Result<JobEvent, Status> {
+    match followed {
+        Followed::Output(chunk) => Ok(JobEvent {
+            kind: Some(Event::Output(chunk)),
+        }),
+        Followed::Finished(row) => Ok(JobEvent {
+            kind: Some(Event::Job(job_message(&row, true))),
+        }),
+        Followed::Cut(line) => Err(Status::unauthenticated(line)),
+        Followed::StoreFailed => Err(Status::internal(
+            "the collector's store failed; retry later",
+        )),
+    }
+}
+
+impl TechnicianApi {
     pub(super) async fn run_diagnostic_impl(
         &self,
         request: Request<RunDiagnosticRequest>,
@@ -135,224 +519,32 @@ impl TechnicianApi {
             .await?;
         let request = request.into_inner();
         let host = self.resolve_host(&request.host).await?;
-        let what = request.diagnostic.trim().to_owned();
-        // A viewer may not run anything; refused and audited like any
-        // other refusal.
-        if caller.role < Role::Technician {
-            let status = Status::permission_denied(format!(
-                "running a diagnostic needs the technician role; {} has the {} role",
-                caller.name, caller.role
-            ));
-            return self.refuse(&caller, &host.id, &what, status).await;
-        }
-        if request.params.len() > MAX_PARAMS {
-            let status =
-                Status::invalid_argument(format!("at most {MAX_PARAMS} parameters are allowed"));
-            return self.refuse(&caller, &host.id, &what, status).await;
-        }
-        let pairs: Vec<(String, String)> = request
-            .params
-            .iter()
-            .map(|p| (p.key.trim().to_owned(), p.value.clone()))
-            .collect();
-        let params = match catalog::parse(&what, &pairs) {
-            Ok(params) => params,
-            Err(line) => {
-                let status = Status::invalid_argument(line);
-                return self.refuse(&caller, &host.id, &what, status).await;
-            }
+        let asked = RunAsked {
+            diagnostic: request.diagnostic.clone(),
+            params: request
+                .params
+                .iter()
+                .map(|p| (p.key.clone(), p.value.clone()))
+                .collect(),
+            ticket_id: request.ticket_id,
+            ttl_secs: request.ttl_secs,
         };
-        let Some(spec) = catalog::spec(&what) else {
-            return Err(Status::invalid_argument("unknown diagnostic"));
-        };
-        let policy = self.ctx.store.policy().await.map_err(internal)?;
-        let needed = policy.policy.diagnostic_role(spec);
-        if caller.role < needed {
-            let status = Status::permission_denied(format!(
-                "{} {} the PC and needs the {needed} role; {} has the {} role",
-                spec.id,
-                if spec.risk == DiagnosticRisk::ReadOnly {
-                    "reads"
-                } else {
-                    "changes"
-                },
-                caller.name,
-                caller.role
-            ));
-            return self.refuse(&caller, &host.id, &what, status).await;
-        }
-        let reported = self
-            .ctx
-            .store
-            .host_diagnostics(&host.id)
+        let started = start_diagnostic(&self.ctx, &caller, &host, asked)
             .await
-            .map_err(internal)?;
-        if reported.catalog_version > 0 && !reported.enabled.iter().any(|id| id == spec.id) {
-            let status = Status::failed_precondition(format!(
-                "the agent on {} does not enable {}; its own config decides (D25)",
-                host.hostname, spec.id
-            ));
-            return self.refuse(&caller, &host.id, &what, status).await;
-        }
-        if let Some(reason) = reported.unavailable_reason(spec.id) {
-            let status = Status::failed_precondition(format!(
-                "{} on {} is unavailable: {reason}",
-                spec.id, host.hostname
-            ));
-            return self.refuse(&caller, &host.id, &what, status).await;
-        }
-        let ticket_id = match request.ticket_id {
-            0 => None,
-            id => {
-                let found = self.ctx.store.ticket(id).await.map_err(internal)?;
-                match found {
-                    Some((ticket, _)) if ticket.host_id == host.id => Some(id),
-                    Some(_) => {
-                        return Err(Status::invalid_argument(format!(
-                            "ticket {id} is not about {}",
-                            host.hostname
-                        )));
-                    }
-                    None => return Err(Status::not_found(format!("no ticket {id}"))),
-                }
-            }
-        };
-        let ttl = match request.ttl_secs {
-            0 => DEFAULT_TTL,
-            secs => Duration::from_secs(secs),
-        };
-        if !(MIN_TTL..=MAX_TTL).contains(&ttl) {
-            return Err(Status::invalid_argument("ttl must be between 1m and 7d"));
-        }
-        let now = self.ctx.clock.now_ms();
-        let id = uuid::Uuid::new_v4().to_string();
-        // Watch before delivering, so no output is missed.
-        let mut live = self.ctx.dispatch.watch(&id);
-        let created = self
-            .ctx
-            .store
-            .create_job(
-                &NewJob {
-                    id: id.clone(),
-                    host_id: host.id.clone(),
-                    diagnostic: spec.id.to_owned(),
-                    params: params.encode_to_vec(),
-                    params_text: catalog::describe(&params),
-                    risk: risk_name(spec.risk).to_owned(),
-                    caller: caller.clone(),
-                    ticket_id,
-                    expires_at_ms: now
-                        .saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)),
-                },
-                now,
-            )
-            .await;
-        let job = match created {
-            Ok(job) => job,
-            Err(error) => {
-                self.ctx.dispatch.unwatch(&id);
-                return Err(internal(error));
-            }
-        };
-        // A delivery that fails leaves the job queued: it goes out when the
-        // agent reconnects.
-        let delivered = match self.ctx.dispatch.deliver(&self.ctx.store, &job, now).await {
-            Ok(delivered) => delivered,
-            Err(error) => {
-                tracing::error!(%error, job = %id, "delivering a new job failed; it stays queued");
-                false
-            }
-        };
-        info!(job = %id, host = %host.id, diagnostic = spec.id, delivered, technician = %caller.name, "diagnostic requested");
-        let first = if delivered {
-            self.ctx.store.job(&id).await.ok().flatten().unwrap_or(job)
-        } else {
-            job
-        };
-        let (tx, rx) = mpsc::channel(64);
-        let _ = tx
-            .send(Ok(JobEvent {
-                kind: Some(Event::Job(job_message(&first, false))),
-            }))
-            .await;
-        let online = host.is_online(now) || delivered;
-        if request.no_wait || (!online && !request.wait) {
+            .map_err(internal)?
+            .map_err(RunRefused::status)?;
+        let first = Ok(JobEvent {
+            kind: Some(Event::Job(job_message(&started.job, false))),
+        });
+        let id = started.job.id.clone();
+        if request.no_wait || (!started.online && !request.wait) {
+            drop(started.live);
             self.ctx.dispatch.unwatch(&id);
-            return Ok(Response::new(Box::pin(ReceiverStream::new(rx))));
+            return Ok(Response::new(Box::pin(tokio_stream::once(first))));
         }
-        let ctx = self.ctx.clone();
-        // The stream ends at once when its token is revoked or expires
-        // (issue 20). Held after the token was checked: a revocation in
-        // between is cut by the replica's revocation poll.
-        let mut held = ctx.dispatch.cuts.hold_token(&caller.token_id);
-        // An expiry too far off for the timer is as good as none.
-        let expiry = caller.expires_at_ms.and_then(|at| {
-            let left = u64::try_from(at.saturating_sub(now)).unwrap_or(0);
-            tokio::time::Instant::now()
-                .checked_add(Duration::from_millis(left))
-                .map(|deadline| (at, deadline))
-        });
-        tokio::spawn(async move {
-            let mut recheck = tokio::time::interval(RECHECK);
-            loop {
-                tokio::select! {
-                    () = ctx.shutdown.cancelled() => break,
-                    () = tx.closed() => break,
-                    line = held.cut() => {
-                        let _ = tx.send(Err(Status::unauthenticated(line))).await;
-                        break;
-                    }
-                    () = async {
-                        match expiry {
-                            Some((_, at)) => tokio::time::sleep_until(at).await,
-                            None => std::future::pending().await,
-                        }
-                    } => {
-                        let at = expiry.map_or(0, |(at, _)| at);
-                        let line = crate::server::revocation::token_expired_message(&super::format_ms(at));
-                        let _ = tx.send(Err(Status::unauthenticated(line))).await;
-                        break;
-                    }
-                    event = live.recv() => match event {
-                        Ok(Live::Output(chunk)) => {
-                            if tx.send(Ok(JobEvent { kind: Some(Event::Output(chunk)) })).await.is_err() {
-                                break;
-                            }
-                            continue;
-                        }
-                        Ok(Live::Finished) => {}
-                        // Lagged: chunks were dropped (best effort); closed:
-                        // the job finished on another path. Re-read.
-                        Err(_) => live = ctx.dispatch.watch(&id),
-                    },
-                    _ = recheck.tick() => {}
-                }
-                match ctx.store.job(&id).await {
-                    Ok(Some(row)) if row.is_finished() => {
-                        let _ = tx
-                            .send(Ok(JobEvent {
-                                kind: Some(Event::Job(job_message(&row, true))),
-                            }))
-                            .await;
-                        break;
-                    }
-                    // Not finished yet: a live finish always follows the
-                    // commit, so this is a recheck tick or an output chunk.
-                    Ok(_) => {}
-                    Err(error) => {
-                        tracing::error!(%error, job = %id, "reading a watched job failed");
-                        let _ = tx
-                            .send(Err(Status::internal(
-                                "the collector's store failed; retry later",
-                            )))
-                            .await;
-                        break;
-                    }
-                }
-            }
-            ctx.dispatch.unwatch(&id);
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let followed = follow_job(self.ctx.clone(), &caller, id, started.live);
+        let stream = tokio_stream::once(first).chain(ReceiverStream::new(followed).map(job_event));
+        Ok(Response::new(Box::pin(stream)))
     }
 
     pub(super) async fn list_jobs_impl(
@@ -526,50 +718,9 @@ impl TechnicianApi {
             "" => None,
             host => Some(self.resolve_host(host).await?),
         };
-        let reported = match &host {
-            Some(h) => Some(
-                self.ctx
-                    .store
-                    .host_diagnostics(&h.id)
-                    .await
-                    .map_err(internal)?,
-            ),
-            None => None,
-        };
-        let policy = self.ctx.store.policy().await.map_err(internal)?;
-        let diagnostics = catalog::CATALOG
-            .iter()
-            .map(|spec| DiagnosticInfo {
-                id: spec.id.into(),
-                description: spec.description.into(),
-                risk: risk_name(spec.risk).into(),
-                timeout_secs: spec.timeout.as_secs(),
-                output_cap_bytes: spec.output_cap as u64,
-                params: spec
-                    .params
-                    .iter()
-                    .map(|(name, help)| DiagnosticParamInfo {
-                        name: (*name).into(),
-                        help: (*help).into(),
-                    })
-                    .collect(),
-                role: policy.policy.diagnostic_role(spec).as_str().into(),
-                enabled_on_host: reported
-                    .as_ref()
-                    .is_some_and(|r| r.enabled.iter().any(|id| id == spec.id)),
-                unavailable_on_host: reported
-                    .as_ref()
-                    .and_then(|r| r.unavailable_reason(spec.id))
-                    .unwrap_or_default()
-                    .to_owned(),
-            })
-            .collect();
-        Ok(Response::new(ListDiagnosticsResponse {
-            catalog_version: catalog::CATALOG_VERSION,
-            diagnostics,
-            host_id: host.as_ref().map(|h| h.id.clone()).unwrap_or_default(),
-            hostname: host.map(|h| h.hostname).unwrap_or_default(),
-            host_catalog_version: reported.map_or(0, |r| r.catalog_version),
-        }))
+        diagnostics_for(&self.ctx, host)
+            .await
+            .map(Response::new)
+            .map_err(internal)
     }
 }

@@ -5,7 +5,8 @@
 //! - this module: the API, authorization, the helpers several concerns
 //!   share, and the `Technician` trait, each call forwarded to its concern.
 //! - [`hosts`]: hosts, host tags, page tokens, the host context of a
-//!   ticket (shared with the web console).
+//!   ticket and a host as `GetHost` answers it (shared with the web
+//!   console).
 //! - [`tickets`]: tickets: list, show, open, update; the checks and the
 //!   audited change the web console shares.
 //! - `rules`: the fleet policy: list and apply rules.
@@ -15,14 +16,15 @@
 //! - `tokens`: whoami and enrollment tokens.
 //! - `revocation`: revoking hosts, API tokens and enrollment tokens, and
 //!   the token lists (issue 20).
-//! - [`jobs`]: diagnostics: run, jobs, cancel, the catalog.
+//! - [`jobs`]: diagnostics: run, jobs, cancel, the catalog; the run checks
+//!   and the catalog the web console shares.
 //! - `audit`: the audit log: listing, verification, anchoring the head.
 //! - `relink`: the re-link approval queue: list, approve, deny.
 
 mod audit;
 mod changes;
 pub(crate) mod hosts;
-mod jobs;
+pub(crate) mod jobs;
 mod kb;
 mod relink;
 mod revocation;
@@ -48,7 +50,7 @@ use tracing::info;
 
 use super::ServerContext;
 use crate::secrets::token_hash;
-use crate::store::{AuditEntry, Caller, Role, StoreError, TokenCheck};
+use crate::store::{Caller, Role, StoreError, TokenCheck};
 
 pub use tokens::new_enrollment_token;
 
@@ -182,28 +184,6 @@ impl TechnicianApi {
             return Err(Status::permission_denied(line));
         }
         Ok(caller)
-    }
-
-    async fn audit(
-        &self,
-        caller: &Caller,
-        action: &str,
-        subject: String,
-        detail: String,
-    ) -> Result<(), Status> {
-        self.ctx
-            .store
-            .append_audit(
-                &AuditEntry::by(caller, action, subject, detail),
-                self.ctx.clock.now_ms(),
-            )
-            .await
-            .map_err(internal)?;
-        // What a technician changes through the API (tags, policy, tokens,
-        // webhooks, diagnostics) is rare and weighty: the signed head is
-        // anchored at once, not at the next periodic anchoring.
-        self.anchor_audit().await;
-        Ok(())
     }
 }
 

@@ -50,6 +50,21 @@ await flow("host_page", async (browser) => {
     throw new Error("the chart's canvas stayed empty");
   });
   step("a chart is drawn from the health history");
+  // The page's weight as the issue counts it: the HTML and every file it
+  // loaded (scripts, styles, the chart data), uncompressed. A figure for
+  // the note, printed, not a timed assertion.
+  const weight = await page.evaluate(() => {
+    const [document] = performance.getEntriesByType("navigation");
+    const files = performance.getEntriesByType("resource");
+    return {
+      html: document.decodedBodySize,
+      files: files.reduce((sum, r) => sum + r.decodedBodySize, 0),
+      count: files.length,
+    };
+  });
+  step(`page weight: ${((weight.html + weight.files) / 1024).toFixed(1)} KiB `
+    + `(HTML ${(weight.html / 1024).toFixed(1)} KiB, ${weight.count} files `
+    + `${(weight.files / 1024).toFixed(1)} KiB)`);
   await screenshot(page, "host");
 
   const form = page.locator("form#run-diagnostic");

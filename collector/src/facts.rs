@@ -108,6 +108,14 @@ pub fn health_reading(health: &HealthSample) -> HealthReading {
             .iter()
             .map(|f| f.used_percent.clamp(0.0, 100.0))
             .fold(0.0, f32::max),
+        // A hostile or broken sensor cannot push the chart off any scale:
+        // readings outside what a PC's sensors can show are left out.
+        temperature_max_celsius: health
+            .temperatures
+            .iter()
+            .map(|t| t.celsius)
+            .filter(|c| c.is_finite() && (-60.0..=200.0).contains(c))
+            .reduce(f32::max),
     }
 }
 

@@ -560,6 +560,8 @@ pub struct HealthReading {
     pub memory_used_percent: f32,
     /// The fullest filesystem's use, percent.
     pub disk_used_max_percent: f32,
+    /// The hottest sensor, Celsius; `None` when the PC reports none.
+    pub temperature_max_celsius: Option<f32>,
 }
 
 /// One point of a host's health history: a raw sample, or an hour of them.
@@ -579,6 +581,9 @@ pub struct HealthPoint {
     pub memory_used_percent: f32,
     /// Highest use of the fullest filesystem, percent.
     pub disk_used_max_percent: f32,
+    /// The hottest sensor's highest reading, Celsius; `None` when none was
+    /// reported.
+    pub temperature_max_celsius: Option<f32>,
 }
 
 /// What storing one report did.

@@ -64,7 +64,8 @@
     { key: "cpu_percent", label: "CPU %", stroke: "#1f5fbf" },
     { key: "cpu_max_percent", label: "CPU peak %", stroke: "#8fb3ea", dash: [4, 4] },
     { key: "memory_used_percent", label: "Memory %", stroke: "#1a7f37" },
-    { key: "disk_used_max_percent", label: "Fullest disk %", stroke: "#a15c00" }
+    { key: "disk_used_max_percent", label: "Fullest disk %", stroke: "#a15c00" },
+    { key: "temperature_max_celsius", label: "Hottest sensor \u00b0C", stroke: "#b42318", scale: "celsius" }
   ];
 
   function note(element, text) {
@@ -88,7 +89,7 @@
     var series = [{}];
     SERIES.forEach(function (s) {
       columns.push(points.map(function (p) { return typeof p[s.key] === "number" ? p[s.key] : null; }));
-      series.push({ label: s.label, stroke: s.stroke, width: 1.5, dash: s.dash });
+      series.push({ label: s.label, stroke: s.stroke, width: 1.5, dash: s.dash, scale: s.scale || "percent" });
     });
     var from = data.from_ms / 1000;
     var to = data.to_ms / 1000;
@@ -99,9 +100,14 @@
       series: series,
       scales: {
         x: { time: true, range: function () { return [from, to]; } },
-        y: { range: function () { return [0, 100]; } }
+        percent: { range: function () { return [0, 100]; } },
+        celsius: { range: function () { return [0, 110]; } }
       },
-      axes: [{}, { values: function (u, ticks) { return ticks.map(function (v) { return v + "%"; }); } }]
+      axes: [
+        {},
+        { scale: "percent", values: function (u, ticks) { return ticks.map(function (v) { return v + "%"; }); } },
+        { scale: "celsius", side: 1, grid: { show: false }, values: function (u, ticks) { return ticks.map(function (v) { return v + "\u00b0C"; }); } }
+      ]
     }, columns, element);
   }
 

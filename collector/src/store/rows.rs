@@ -43,6 +43,8 @@ pub(crate) trait Columns {
     fn flag(&self, name: &str) -> StoreResult<bool>;
     /// A REAL column.
     fn real(&self, name: &str) -> StoreResult<f32>;
+    /// A nullable REAL column.
+    fn opt_real(&self, name: &str) -> StoreResult<Option<f32>>;
     /// A double-precision column.
     fn double(&self, name: &str) -> StoreResult<f64>;
 
@@ -97,6 +99,10 @@ where
     }
 
     fn real(&self, name: &str) -> StoreResult<f32> {
+        Ok(self.try_get(name)?)
+    }
+
+    fn opt_real(&self, name: &str) -> StoreResult<Option<f32>> {
         Ok(self.try_get(name)?)
     }
 

@@ -1201,7 +1201,8 @@ impl<T: SqlBackend> SharedQueries for T {
     async fn health_history(&self, host_id: &str, since_ms: i64) -> StoreResult<Vec<HealthPoint>> {
         let mut sql = QueryBuilder::new(
             "SELECT at_ms, resolution_s, samples, cpu_percent, cpu_max_percent, \
-             memory_used_percent, disk_used_max_percent FROM health_samples \
+             memory_used_percent, disk_used_max_percent, temperature_max_celsius \
+             FROM health_samples \
              WHERE resolution_s IN (0, 3600) AND host_id = ",
         );
         T::Db::text(&mut sql, host_id);
@@ -1217,6 +1218,7 @@ impl<T: SqlBackend> SharedQueries for T {
                 cpu_max_percent: r.real("cpu_max_percent")?,
                 memory_used_percent: r.real("memory_used_percent")?,
                 disk_used_max_percent: r.real("disk_used_max_percent")?,
+                temperature_max_celsius: r.opt_real("temperature_max_celsius")?,
             })
         })
         .await

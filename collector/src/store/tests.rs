@@ -1715,6 +1715,8 @@ fn health_report(host: &str, seq: u64, at_ms: i64, cpu: f32, disk: f32) -> Incom
                 cpu_percent: cpu,
                 memory_used_percent: 50.0,
                 disk_used_max_percent: disk,
+                // The second sample of a run reports no sensor.
+                temperature_max_celsius: (seq != 2).then_some(40.0 + cpu / 10.0),
             },
         ),
     }
@@ -1772,6 +1774,8 @@ async fn health_history_is_downsampled_to_hours_then_purged(db: TestDb) {
     let raw = store.health_history(&id, 0).await.expect("history");
     assert_eq!(raw.len(), 6);
     assert!(raw.iter().all(|p| p.resolution_s == 0 && p.samples == 1));
+    assert_eq!(raw[0].temperature_max_celsius, Some(41.0));
+    assert_eq!(raw[1].temperature_max_celsius, None, "no sensor is not 0");
 
     // Fold everything before 11:30: only hour 10 is whole.
     let (folded, purged) = store
@@ -1792,6 +1796,11 @@ async fn health_history_is_downsampled_to_hours_then_purged(db: TestDb) {
     );
     assert!((hourly.cpu_max_percent - 30.0).abs() < 0.01);
     assert!((hourly.disk_used_max_percent - 62.0).abs() < 0.01);
+    assert_eq!(
+        hourly.temperature_max_celsius,
+        Some(43.0),
+        "the hottest of 41, none and 43"
+    );
 
     // Folding again adds nothing twice; purging drops the old hour.
     assert_eq!(
@@ -1943,6 +1952,7 @@ fn disk_sample(host: &str, seq: u64, at_ms: i64, used: f32) -> IncomingReport {
                 cpu_percent: 5.0,
                 memory_used_percent: 40.0,
                 disk_used_max_percent: used,
+                temperature_max_celsius: None,
             },
         ),
     }

@@ -8,9 +8,9 @@
 //! inventory is the CLI's text of each section. The charts are drawn by
 //! `console.js` with uPlot from [`health_data`], the host's stored health
 //! history as JSON (the CSP allows no inline script, so no data is written
-//! into a script). The history holds CPU (average and peak), memory and
-//! the fullest disk; temperatures are stored only in the latest sample,
-//! so they are shown as they are now, not charted.
+//! into a script). The history holds CPU (average and peak), memory, the
+//! fullest disk and the hottest sensor (absent where a PC reports none),
+//! each hourly point keeping its hour's average or peak.
 //!
 //! A run goes through [`crate::server::technician::jobs::start_diagnostic`]
 //! and [`crate::server::technician::jobs::follow_job`], as the API's
@@ -391,9 +391,10 @@ async fn host_page(
         }
         section.card aria-label="Health history" {
             h2 { "Health history" }
-            p.muted { "CPU (average and peak), memory and the fullest disk, percent, from the stored "
-                "health history: every sample for the last day, hourly before. Temperatures are "
-                "kept only as they are now (above)." }
+            p.muted { "CPU (average and peak), memory and the fullest disk in percent, and the "
+                "hottest sensor in °C (right axis; a gap where the PC reports none), from the "
+                "stored health history: every sample for the last day, hourly peaks and "
+                "averages before." }
             div.charts {
                 @for (range, _, caption) in RANGES {
                     figure {
@@ -466,6 +467,8 @@ struct ChartPoint {
     cpu_max_percent: f32,
     memory_used_percent: f32,
     disk_used_max_percent: f32,
+    /// `null` when the PC reported no sensor, so the chart leaves a gap.
+    temperature_max_celsius: Option<f32>,
 }
 
 /// The health history over a range, as the charts read it.
@@ -515,6 +518,7 @@ async fn health_data(
             cpu_max_percent: p.cpu_max_percent,
             memory_used_percent: p.memory_used_percent,
             disk_used_max_percent: p.disk_used_max_percent,
+            temperature_max_celsius: p.temperature_max_celsius,
         })
         .collect();
     let data = ChartData {

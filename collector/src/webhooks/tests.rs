@@ -736,6 +736,7 @@ fn disk_sample(host: &str, seq: u64, at_ms: i64, used: f32) -> crate::store::Inc
                 cpu_percent: 5.0,
                 memory_used_percent: 40.0,
                 disk_used_max_percent: used,
+                temperature_max_celsius: None,
             },
             readings: vec![(
                 crate::rules::model::Metric::DiskUsedPercent,

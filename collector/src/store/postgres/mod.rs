@@ -352,8 +352,9 @@ async fn store_reports_once(
             } => {
                 sqlx::query(
                     "INSERT INTO health_samples (host_id, resolution_s, at_ms, samples, \
-                     cpu_percent, cpu_max_percent, memory_used_percent, disk_used_max_percent) \
-                     VALUES ($1, 0, $2, 1, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                     cpu_percent, cpu_max_percent, memory_used_percent, disk_used_max_percent, \
+                     temperature_max_celsius) \
+                     VALUES ($1, 0, $2, 1, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
                 )
                 .bind(&report.host_id)
                 .bind(report.collected_at_ms)
@@ -361,6 +362,7 @@ async fn store_reports_once(
                 .bind(reading.cpu_percent)
                 .bind(reading.memory_used_percent)
                 .bind(reading.disk_used_max_percent)
+                .bind(reading.temperature_max_celsius)
                 .execute(&mut *tx)
                 .await?;
                 let sample = engine::tickets::Sample {

@@ -27,9 +27,10 @@ pub(crate) fn downsample<'a, B: Dialect>(
         let greatest = B::GREATEST;
         let mut sql = QueryBuilder::new(
             "INSERT INTO health_samples AS h (host_id, resolution_s, at_ms, samples, cpu_percent, \
-             cpu_max_percent, memory_used_percent, disk_used_max_percent) \
+             cpu_max_percent, memory_used_percent, disk_used_max_percent, temperature_max_celsius) \
              SELECT host_id, 3600, (at_ms / 3600000) * 3600000, COUNT(*), AVG(cpu_percent), \
-             MAX(cpu_max_percent), AVG(memory_used_percent), MAX(disk_used_max_percent) \
+             MAX(cpu_max_percent), AVG(memory_used_percent), MAX(disk_used_max_percent), \
+             MAX(temperature_max_celsius) \
              FROM health_samples WHERE resolution_s = 0 AND at_ms < ",
         );
         B::int(&mut sql, cut);
@@ -40,6 +41,7 @@ pub(crate) fn downsample<'a, B: Dialect>(
              memory_used_percent = (h.memory_used_percent * h.samples + excluded.memory_used_percent * excluded.samples) / (h.samples + excluded.samples), \
              cpu_max_percent = {greatest}(h.cpu_max_percent, excluded.cpu_max_percent), \
              disk_used_max_percent = {greatest}(h.disk_used_max_percent, excluded.disk_used_max_percent), \
+             temperature_max_celsius = COALESCE({greatest}(h.temperature_max_celsius, excluded.temperature_max_celsius), h.temperature_max_celsius, excluded.temperature_max_celsius), \
              samples = h.samples + excluded.samples"
         ));
         B::execute_in(&mut tx, sql).await?;

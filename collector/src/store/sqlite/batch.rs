@@ -174,6 +174,7 @@ async fn store_health(
             f64::from(reading.cpu_percent),
             f64::from(reading.memory_used_percent),
             f64::from(reading.disk_used_max_percent),
+            reading.temperature_max_celsius.map(f64::from),
         ));
         samples.push(crate::store::engine::tickets::Sample {
             host: &report.host_id,
@@ -184,8 +185,9 @@ async fn store_health(
     }
     sqlx::query(
         "INSERT OR IGNORE INTO health_samples (host_id, resolution_s, at_ms, samples, \
-         cpu_percent, cpu_max_percent, memory_used_percent, disk_used_max_percent) \
-         SELECT value->>0, 0, value->>1, 1, value->>2, value->>2, value->>3, value->>4 \
+         cpu_percent, cpu_max_percent, memory_used_percent, disk_used_max_percent, \
+         temperature_max_celsius) \
+         SELECT value->>0, 0, value->>1, 1, value->>2, value->>2, value->>3, value->>4, value->>5 \
          FROM json_each(?1)",
     )
     .bind(json_rows(&history)?)

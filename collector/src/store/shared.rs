@@ -584,6 +584,12 @@ pub trait SharedQueries: Send + Sync {
         host_ids: &[&str],
     ) -> StoreResult<HashMap<String, (Vec<u8>, i64)>>;
 
+    /// The fleet (retired hosts left out) by OS name: how many hosts, and
+    /// how many of them are online at `now_ms` as [`HostRow::is_online`]
+    /// decides it (D18), counted in one statement for the web console's
+    /// overview.
+    async fn presence_by_os(&self, now_ms: i64) -> StoreResult<Vec<(String, u64, u64)>>;
+
     /// Every local account, by name; never the hashes.
     async fn list_local_users(&self) -> StoreResult<Vec<LocalUserRow>>;
 
@@ -1592,6 +1598,32 @@ impl<T: SqlBackend> SharedQueries for T {
             .into_iter()
             .map(|(id, sample, at_ms)| (id, (sample, at_ms)))
             .collect())
+    }
+
+    async fn presence_by_os(&self, now_ms: i64) -> StoreResult<Vec<(String, u64, u64)>> {
+        // The same three cases as `HostRow::is_online`, in its order: a
+        // stream, else a goodbye, else seen within its offline window.
+        let mut sql = QueryBuilder::new(format!(
+            "SELECT os_name, COUNT(*) AS n, SUM(CASE \
+             WHEN session_replica IS NOT NULL THEN 1 \
+             WHEN goodbye_reason IS NOT NULL THEN 0 \
+             WHEN last_seen_at_ms IS NOT NULL AND last_seen_at_ms >= 0 - \
+             {} * health_interval_secs * 1000 + ",
+            crate::model::OFFLINE_AFTER_INTERVALS
+        ));
+        T::Db::int(&mut sql, now_ms);
+        sql.push(format!(
+            " THEN 1 ELSE 0 END) AS online FROM hosts WHERE retired_at_ms IS NULL \
+             GROUP BY os_name ORDER BY os_name{}",
+            T::Db::BYTE_ORDER
+        ));
+        T::Db::all(self.reads(), sql, |r| {
+            let count = |name: &str| -> StoreResult<u64> {
+                Ok(u64::try_from(r.opt_int(name)?.unwrap_or(0)).unwrap_or(0))
+            };
+            Ok((r.text("os_name")?, count("n")?, count("online")?))
+        })
+        .await
     }
 
     async fn list_local_users(&self) -> StoreResult<Vec<LocalUserRow>> {

@@ -294,7 +294,8 @@ contract! {
     a_ticket_reopened_by_hand_has_no_current_resolution,
     local_accounts_are_made_once_reset_and_deleted_with_their_sessions,
     a_web_session_holds_while_its_api_token_works,
-    the_latest_health_of_a_page_of_hosts_is_read_at_once;
+    the_latest_health_of_a_page_of_hosts_is_read_at_once,
+    presence_by_os_counts_as_is_online_decides;
     // One SQLite database has one collector: no other cache to reach.
     postgres only:
     a_policy_applied_by_one_replica_reaches_the_others,

@@ -23,8 +23,6 @@ use crate::store::{HostQuery, HostRow, Role};
 
 /// Hosts per page.
 const PAGE: u32 = 100;
-/// The most hosts the overview counts (the whole fleet, in practice).
-const OVERVIEW_LIMIT: u32 = 100_000;
 
 /// The fleet routes.
 pub(crate) fn routes() -> Router<Console> {
@@ -148,19 +146,17 @@ async fn fleet_page(
     let query = filters.query(now).map_err(WebError::BadRequest)?;
     let after = filters.after().map_err(WebError::BadRequest)?;
 
-    let fleet = store
-        .list_hosts(&HostQuery::default(), None, OVERVIEW_LIMIT)
-        .await
-        .map_err(WebError::store)?;
-    let online = fleet.iter().filter(|h| h.is_online(now)).count();
-    let mut os_mix: BTreeMap<String, usize> = BTreeMap::new();
-    for host in &fleet {
-        let name = if host.os_name.is_empty() {
-            "unknown".to_owned()
+    let by_os = store.presence_by_os(now).await.map_err(WebError::store)?;
+    let total: u64 = by_os.iter().map(|(_, n, _)| n).sum();
+    let online: u64 = by_os.iter().map(|(_, _, up)| up).sum();
+    let mut os_mix: BTreeMap<String, u64> = BTreeMap::new();
+    for (os, count, _) in &by_os {
+        let name = if os.is_empty() {
+            "unknown"
         } else {
-            host.os_name.clone()
+            os.as_str()
         };
-        *os_mix.entry(name).or_default() += 1;
+        *os_mix.entry(name.to_owned()).or_default() += count;
     }
     let open_by_priority = store.gauges().await.map_err(WebError::store)?.open_tickets;
 
@@ -189,7 +185,7 @@ async fn fleet_page(
         div.grid {
             section.card aria-label="Presence" {
                 h2 { "Presence" }
-                p { span.online { (online) " online" } " · " span.offline { (fleet.len() - online) " offline" } }
+                p { span.online { (online) " online" } " · " span.offline { (total - online) " offline" } }
             }
             section.card aria-label="Operating systems" {
                 h2 { "Operating systems" }

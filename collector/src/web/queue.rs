@@ -21,6 +21,10 @@ use crate::store::{HostQuery, Role, TICKET_STATUSES, TicketQuery, TicketRow};
 
 /// The most tickets the queue shows.
 const QUEUE_LIMIT: u32 = 500;
+/// The most tickets read when the host or tag filter (applied here, not in
+/// the store) narrows them after: enough that the queue's first
+/// [`QUEUE_LIMIT`] are found among far more open tickets.
+const FILTERED_READ_LIMIT: u32 = 5_000;
 /// How often the rows refresh.
 const REFRESH: &str = "every 15s";
 
@@ -91,6 +95,8 @@ async fn select(
         name => Some(name.to_owned()),
     };
     let rule = Some(filters.rule.trim().to_owned()).filter(|r| !r.is_empty());
+    let host = filters.host.trim().to_lowercase();
+    let narrowed_here = !host.is_empty() || !filters.tag.trim().is_empty();
     let store = &console.ctx.store;
     let mut rows = store
         .list_tickets(&TicketQuery {
@@ -100,11 +106,14 @@ async fn select(
             priority: (!priority.is_empty()).then_some(priority),
             assignee,
             rule,
-            limit: QUEUE_LIMIT,
+            limit: if narrowed_here {
+                FILTERED_READ_LIMIT
+            } else {
+                QUEUE_LIMIT
+            },
         })
         .await
         .map_err(WebError::store)?;
-    let host = filters.host.trim().to_lowercase();
     if !host.is_empty() {
         rows.retain(|t| t.hostname.to_lowercase().contains(&host) || t.host_id.starts_with(&host));
     }
@@ -127,6 +136,7 @@ async fn select(
             .collect();
         rows.retain(|t| tagged.contains(&t.host_id));
     }
+    rows.truncate(QUEUE_LIMIT as usize);
     rows.sort_by_key(|t| (t.priority.clone(), next_due(t).1, t.id));
     Ok(rows)
 }
@@ -147,6 +157,9 @@ fn rows_table(rows: &[TicketRow]) -> Markup {
         @if rows.is_empty() {
             p.muted { "No tickets match." }
         } @else {
+            @if rows.len() >= QUEUE_LIMIT as usize {
+                p.muted { "The " (QUEUE_LIMIT) " most urgent shown; filter to see others." }
+            }
             table {
                 thead { tr {
                     th scope="col" { "Priority" } th scope="col" { "Ticket" }

@@ -293,3 +293,25 @@ pub(super) async fn the_latest_health_of_a_page_of_hosts_is_read_at_once(db: Tes
     assert_eq!(latest.get(&host), Some(&(b"the sample".to_vec(), 5_000)));
     assert!(store.latest_health(&[]).await.expect("read").is_empty());
 }
+
+pub(super) async fn presence_by_os_counts_as_is_online_decides(db: TestDb) {
+    let store = db.store.clone();
+    let host = enrolled_host(&store).await;
+    let stored = store
+        .store_reports(&[health_report(&host, 1, 5_000, 10.0, 20.0)], 6_000)
+        .await
+        .expect("store");
+    assert_eq!(stored, vec![ReportOutcome::Stored]);
+    for now in [6_000, 6_001, 100_000, 10_000_000] {
+        let rows = store
+            .list_hosts(&crate::store::HostQuery::default(), None, 100)
+            .await
+            .expect("hosts");
+        let online = rows.iter().filter(|h| h.is_online(now)).count();
+        let counted = store.presence_by_os(now).await.expect("counts");
+        let total: u64 = counted.iter().map(|(_, n, _)| n).sum();
+        let up: u64 = counted.iter().map(|(_, _, up)| up).sum();
+        assert_eq!(total, 1, "{counted:?}");
+        assert_eq!(up, online as u64, "at {now}: {counted:?} against {rows:?}");
+    }
+}

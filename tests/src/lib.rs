@@ -23,7 +23,7 @@ pub mod web;
 pub mod wine;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
@@ -293,6 +293,30 @@ impl Collector {
             command.args(["--database", database]);
         }
         command
+    }
+
+    /// `user create NAME --role ROLE` on this data dir, the password on
+    /// stdin: a local account for the web console.
+    pub fn create_user(&self, name: &str, role: &str, password: &str) {
+        let mut child = self
+            .admin_command(&["user", "create", name, "--role", role])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run user create");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{password}\n").as_bytes())
+            .expect("write the password");
+        let out = child.wait_with_output().expect("user create finished");
+        assert!(
+            out.status.success(),
+            "user create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 
     /// A new enrollment token with `uses` uses.

@@ -10,41 +10,15 @@
 //! technician runs `tcp_connect` on the real agent against a listener on
 //! loopback and reads its output as it streams; a viewer's run is refused.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use deskpulse_tests::web::{WebClient, csrf_token, form_value, sign_in_nonce};
-use deskpulse_tests::{Agent, AgentService, Collector, bin, require_tool, run, wait_for};
+use deskpulse_tests::{Agent, AgentService, Collector, require_tool, run, wait_for};
 
 /// What an employee could type that a browser would run if a page wrote
 /// it unescaped.
 const PAYLOAD: &str = "printer <script>alert(1)</script><img src=x onerror=alert(2)> jams";
-
-/// `user create NAME --role ROLE` on the collector's data dir, the
-/// password on stdin.
-fn create_user(collector: &Collector, name: &str, role: &str, password: &str) {
-    let mut child = Command::new(bin("deskpulse-collector"))
-        .args(["user", "create", name, "--role", role, "--data-dir"])
-        .arg(collector.data_dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run user create");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{password}\n").as_bytes())
-        .expect("write the password");
-    let out = child.wait_with_output().expect("user create finished");
-    assert!(
-        out.status.success(),
-        "user create failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Signs `client` in with the sign-in form's `fields`; the page it lands
 /// on must be the queue.
@@ -109,7 +83,7 @@ fn a_technician_works_an_employee_ticket_in_the_console_and_a_viewer_cannot() {
     assert_eq!(away.header("x-frame-options"), Some("DENY"));
     assert_eq!(away.header("referrer-policy"), Some("no-referrer"));
 
-    create_user(&collector, "wes", "technician", "a long enough password");
+    collector.create_user("wes", "technician", "a long enough password");
     sign_in(
         &mut tech,
         "method=password&name=wes&password=a+long+enough+password",

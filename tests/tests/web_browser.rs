@@ -15,15 +15,11 @@
 //! built). `DESKPULSE_SCREENSHOTS=docs/screenshots` keeps the pages'
 //! screenshots for the README.
 
-use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use deskpulse_tests::browser::{driver_ready, expect_flow, spawn_flow};
-use deskpulse_tests::{
-    Agent, AgentService, Collector, bin, health_history_ms, open_database, wait_for,
-};
+use deskpulse_tests::{Agent, AgentService, Collector, health_history_ms, open_database, wait_for};
 
 /// What an employee could type that a browser would run if a page wrote
 /// it unescaped.
@@ -36,31 +32,6 @@ const PACKAGE_PAYLOAD: &str = "evil<img src=x onerror=alert('pkg')><script>alert
 /// How the technician resolves the employee's ticket; "spooler" finds it
 /// in the knowledge base.
 const RESOLUTION: &str = "cleared the paper path and restarted the spooler";
-
-/// `user create NAME --role ROLE` on the collector's data dir, the
-/// password on stdin.
-fn create_user(collector: &Collector, name: &str, role: &str, password: &str) {
-    let mut child = Command::new(bin("deskpulse-collector"))
-        .args(["user", "create", name, "--role", role, "--data-dir"])
-        .arg(collector.data_dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run user create");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{password}\n").as_bytes())
-        .expect("write the password");
-    let out = child.wait_with_output().expect("user create finished");
-    assert!(
-        out.status.success(),
-        "user create failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// The id of the open `user-report` ticket of `host`, once it exists.
 fn user_report_ticket(collector: &Collector, admin: &str, host: &str) -> i64 {
@@ -155,8 +126,8 @@ fn the_console_works_in_a_real_browser() {
         .expect_code(0);
     let planted_ticket = user_report_ticket(&collector, &admin, &planted.host_id());
 
-    create_user(&collector, "wes", "technician", "a long enough password");
-    create_user(&collector, "ezra", "technician", "another long password");
+    collector.create_user("wes", "technician", "a long enough password");
+    collector.create_user("ezra", "technician", "another long password");
     let viewer_token = collector.api_token("val", "viewer");
 
     let base = vec![

@@ -308,14 +308,16 @@ fn a_technicians_ticket_changes_are_audited_with_the_host_named() {
             .cli(&viewer, &["--json", "audit", "--action", "ticket."])
             .expect_code(0),
     );
-    assert_eq!(actions(&listed), ["ticket.resolve", "ticket.note"]);
+    assert_eq!(
+        actions(&listed),
+        ["ticket.resolve", "ticket.note", "ticket.create"]
+    );
     let subject = format!("ticket {id} on host {host}");
-    for (entry, detail) in listed["entries"]
-        .as_array()
-        .expect("entries")
-        .iter()
-        .zip(["resolved: new fuser", "swapped the fuser"])
-    {
+    for (entry, detail) in listed["entries"].as_array().expect("entries").iter().zip([
+        "resolved: new fuser",
+        "swapped the fuser",
+        "printer jams",
+    ]) {
         assert_eq!(entry["technician"], "alice", "{entry}");
         assert_eq!(entry["subject"], subject.as_str(), "{entry}");
         assert_eq!(entry["hostname"], hostname.as_str(), "{entry}");

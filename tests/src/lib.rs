@@ -525,6 +525,17 @@ impl Agent {
         }
     }
 
+    /// Waits until `status --json` says this agent's service runs and is
+    /// connected to its collector.
+    pub fn wait_service_connected(&self) {
+        wait_for(Duration::from_secs(30), || {
+            let out = self.command(&["status", "--json"]);
+            let s: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
+            (s["service_running"] == true && s["connected"] == true).then_some(())
+        })
+        .expect("the service connects");
+    }
+
     /// Runs `deskpulse-agent ARGS --state-dir DIR`.
     pub fn command(&self, args: &[&str]) -> Run {
         run(&mut self.cmd(args))

@@ -156,12 +156,7 @@ fn a_running_service_takes_the_report_over_its_local_socket() {
         .enroll(&collector, &collector.enrollment_token(1))
         .expect_code(0);
     let _service = AgentService::start(&agent, &[]);
-    wait_for(Duration::from_secs(30), || {
-        let out = agent.command(&["status", "--json"]);
-        let s: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
-        (s["service_running"] == true && s["connected"] == true).then_some(())
-    })
-    .expect("the service connects");
+    agent.wait_service_connected();
     let out = agent
         .command(&["report-issue", "The printer on floor 3 eats paper"])
         .expect_code(0);

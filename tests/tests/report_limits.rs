@@ -18,12 +18,7 @@ const REFUSED: &str = "you have sent 10 reports in the last 60 minutes and your 
 
 fn connected_service(agent: &Agent) -> AgentService {
     let service = AgentService::start(agent, &[]);
-    wait_for(Duration::from_secs(30), || {
-        let out = agent.command(&["status", "--json"]);
-        let s: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
-        (s["service_running"] == true && s["connected"] == true).then_some(())
-    })
-    .expect("the service connects");
+    agent.wait_service_connected();
     service
 }
 

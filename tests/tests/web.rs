@@ -52,12 +52,7 @@ fn a_technician_works_an_employee_ticket_in_the_console_and_a_viewer_cannot() {
         .enroll(&collector, &collector.enrollment_token(1))
         .expect_code(0);
     let _service = AgentService::start(&agent, &[]);
-    wait_for(Duration::from_secs(30), || {
-        let out = agent.command(&["status", "--json"]);
-        let s: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
-        (s["service_running"] == true && s["connected"] == true).then_some(())
-    })
-    .expect("the service connects");
+    agent.wait_service_connected();
     agent.command(&["report-issue", PAYLOAD]).expect_code(0);
     let admin = collector.admin_token();
     let ticket = wait_for(Duration::from_secs(30), || {
@@ -186,12 +181,7 @@ fn a_host_page_charts_real_health_and_runs_tcp_connect_on_the_real_agent() {
         .enroll(&collector, &collector.enrollment_token(1))
         .expect_code(0);
     let _service = AgentService::start(&agent, &[]);
-    wait_for(Duration::from_secs(30), || {
-        let out = agent.command(&["status", "--json"]);
-        let s: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
-        (s["service_running"] == true && s["connected"] == true).then_some(())
-    })
-    .expect("the service connects");
+    agent.wait_service_connected();
     let host = agent.host_id();
 
     let token = collector.api_token("tess", "technician");

@@ -85,12 +85,7 @@ fn the_console_works_in_a_real_browser() {
         .enroll(&collector, &collector.enrollment_token(1))
         .expect_code(0);
     let _service = AgentService::start(&agent, &[]);
-    wait_for(Duration::from_secs(30), || {
-        let out = agent.command(&["status", "--json"]);
-        let s: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
-        (s["service_running"] == true && s["connected"] == true).then_some(())
-    })
-    .expect("the service connects");
+    agent.wait_service_connected();
     agent
         .command(&["report-issue", REPORT_PAYLOAD])
         .expect_code(0);

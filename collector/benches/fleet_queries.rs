@@ -9,9 +9,11 @@
 use std::time::{Duration, Instant};
 
 use deskpulse_collector::store::{
-    self, EnrollOutcome, EnrollRequest, HostCert, HostQuery, IncomingReport, InventoryFacts,
-    NewEnrollmentToken, PackageKey, ReportPayload, SharedStore, VersionOp,
+    self, HostQuery, IncomingReport, InventoryFacts, PackageKey, ReportPayload, SharedStore,
+    VersionOp,
 };
+
+mod support;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -81,51 +83,7 @@ fn packages(rng: &mut Rng, host: usize, count: usize, rpm: bool) -> Vec<PackageK
 }
 
 async fn load(store: &SharedStore, hosts: usize, per_host: usize) -> Vec<String> {
-    store
-        .create_enrollment_token(
-            &NewEnrollmentToken {
-                id: "bench".into(),
-                token_sha256: "bench".into(),
-                expires_at_ms: i64::MAX,
-                uses: u32::try_from(hosts).unwrap_or(u32::MAX),
-                created_by: "bench".into(),
-                relink_host: None,
-            },
-            &deskpulse_collector::store::AuditEntry::system("test", "", ""),
-            0,
-        )
-        .await
-        .expect("token");
-    let issue = |_: &str| {
-        Ok(HostCert {
-            cert_pem: String::new(),
-            serial_hex: "01".into(),
-            sha256_hex: "00".into(),
-            ca_sha256: "ca-1".into(),
-        })
-    };
-    let mut ids = Vec::with_capacity(hosts);
-    for i in 0..hosts {
-        let outcome = store
-            .enroll(
-                &EnrollRequest {
-                    token_sha256: "bench".into(),
-                    hostname: format!("pc-{i:05}"),
-                    hardware_uuid: String::new(),
-                    hardware_serial: String::new(),
-                    source_addr: String::new(),
-                    csr_der: Vec::new(),
-                },
-                0,
-                &issue,
-            )
-            .await
-            .expect("enroll");
-        let EnrollOutcome::Enrolled { host_id, .. } = outcome else {
-            panic!("enrollment refused: {outcome:?}");
-        };
-        ids.push(host_id);
-    }
+    let ids = support::enroll_hosts(store, hosts).await;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let started = Instant::now();
     let mut rows = 0usize;

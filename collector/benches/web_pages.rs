@@ -17,13 +17,12 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use deskpulse_collector::clock::SystemClock;
 use deskpulse_collector::server::ServerContext;
-use deskpulse_collector::store::{
-    self, AuditEntry, EnrollOutcome, EnrollRequest, HostCert, NewApiToken, NewEnrollmentToken,
-    Role, SharedStore,
-};
+use deskpulse_collector::store::{self, AuditEntry, NewApiToken, Role, SharedStore};
 use deskpulse_collector::web::{Console, router};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
+
+mod support;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -35,51 +34,7 @@ fn env(name: &str, default: usize) -> usize {
 /// Enrolls `hosts` hosts and opens `tickets` tickets spread over them; the
 /// tickets' ids, and the host of the middle one.
 async fn load(store: &SharedStore, hosts: usize, tickets: usize) -> (Vec<i64>, String) {
-    store
-        .create_enrollment_token(
-            &NewEnrollmentToken {
-                id: "bench".into(),
-                token_sha256: "bench".into(),
-                expires_at_ms: i64::MAX,
-                uses: u32::try_from(hosts).unwrap_or(u32::MAX),
-                created_by: "bench".into(),
-                relink_host: None,
-            },
-            &AuditEntry::system("test", "", ""),
-            0,
-        )
-        .await
-        .expect("token");
-    let issue = |_: &str| {
-        Ok(HostCert {
-            cert_pem: String::new(),
-            serial_hex: "01".into(),
-            sha256_hex: "00".into(),
-            ca_sha256: "ca-1".into(),
-        })
-    };
-    let mut ids = Vec::with_capacity(hosts);
-    for i in 0..hosts {
-        let outcome = store
-            .enroll(
-                &EnrollRequest {
-                    token_sha256: "bench".into(),
-                    hostname: format!("pc-{i:05}"),
-                    hardware_uuid: String::new(),
-                    hardware_serial: String::new(),
-                    source_addr: String::new(),
-                    csr_der: Vec::new(),
-                },
-                0,
-                &issue,
-            )
-            .await
-            .expect("enroll");
-        let EnrollOutcome::Enrolled { host_id, .. } = outcome else {
-            panic!("enrollment refused: {outcome:?}");
-        };
-        ids.push(host_id);
-    }
+    let ids = support::enroll_hosts(store, hosts).await;
     let now = deskpulse_collector::clock::Clock::now_ms(&SystemClock);
     let mut opened = Vec::with_capacity(tickets);
     for i in 0..tickets {

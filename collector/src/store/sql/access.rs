@@ -18,6 +18,30 @@ pub(crate) fn host_cert_sha256<'a, B: Dialect>(
     B::optional(pool, sql, |r| r.text("cert_sha256"))
 }
 
+/// Adds the technician `name` with `role` unless one of that name exists
+/// (whatever its role: the caller reads it back and decides).
+pub(crate) async fn add_technician_if_absent<B: Dialect>(
+    tx: &mut Transaction<'static, B>,
+    name: &str,
+    role: crate::store::Role,
+    now_ms: i64,
+) -> StoreResult<()> {
+    let mut sql =
+        QueryBuilder::new("INSERT INTO technicians (id, name, role, created_at_ms) VALUES (");
+    push_values(
+        &mut sql,
+        &[
+            Value::Text(&uuid::Uuid::new_v4().to_string()),
+            Value::Text(name),
+            Value::Text(role.as_str()),
+            Value::Int(now_ms),
+        ],
+    );
+    sql.push(") ON CONFLICT (name) DO NOTHING");
+    B::execute_in(tx, sql).await?;
+    Ok(())
+}
+
 /// Stores an API token in the transaction `begin` opens, creating its
 /// technician if new; the technician's id. Insert-if-absent, then read:
 /// two replicas creating the same technician at once both end up with the
@@ -31,19 +55,7 @@ pub(crate) fn create_api_token<'a, B: Dialect>(
     Box::pin(async move {
         let mut tx = begin.await?;
         super::audit::hold_head::<B>(&mut tx).await?;
-        let mut sql =
-            QueryBuilder::new("INSERT INTO technicians (id, name, role, created_at_ms) VALUES (");
-        push_values(
-            &mut sql,
-            &[
-                Value::Text(&uuid::Uuid::new_v4().to_string()),
-                Value::Text(&token.technician_name),
-                Value::Text(token.role.as_str()),
-                Value::Int(now_ms),
-            ],
-        );
-        sql.push(") ON CONFLICT (name) DO NOTHING");
-        B::execute_in(&mut tx, sql).await?;
+        add_technician_if_absent::<B>(&mut tx, &token.technician_name, token.role, now_ms).await?;
         let mut sql = QueryBuilder::new("SELECT id, role FROM technicians WHERE name = ");
         B::text(&mut sql, &token.technician_name);
         let found = B::optional_in(&mut tx, sql, |r| Ok((r.text("id")?, r.text("role")?))).await?;

@@ -41,19 +41,8 @@ pub(crate) fn create_local_user<'a, B: Dialect>(
     Box::pin(async move {
         let mut tx = begin.await?;
         super::audit::hold_head::<B>(&mut tx).await?;
-        let mut sql =
-            QueryBuilder::new("INSERT INTO technicians (id, name, role, created_at_ms) VALUES (");
-        push_values(
-            &mut sql,
-            &[
-                Value::Text(&uuid::Uuid::new_v4().to_string()),
-                Value::Text(&user.name),
-                Value::Text(user.role.as_str()),
-                Value::Int(now_ms),
-            ],
-        );
-        sql.push(") ON CONFLICT (name) DO NOTHING");
-        B::execute_in(&mut tx, sql).await?;
+        super::access::add_technician_if_absent::<B>(&mut tx, &user.name, user.role, now_ms)
+            .await?;
         let mut sql = QueryBuilder::new(
             "SELECT p.id, p.role, u.technician_id AS account FROM technicians p \
              LEFT JOIN local_users u ON u.technician_id = p.id WHERE p.name = ",

@@ -435,12 +435,47 @@ pub struct NewJob {
     /// "read-only" or "changes-state".
     pub risk: String,
     /// Who asked.
-    pub caller: Caller,
+    pub requester: JobRequester,
     /// The ticket to attach the result to.
     pub ticket_id: Option<i64>,
     /// When the request expires if it has not reached the agent.
     pub expires_at_ms: i64,
 }
+
+/// Who asks for a diagnostic job.
+#[derive(Debug, Clone)]
+pub enum JobRequester {
+    /// A technician, through the API or the web console.
+    Technician(Caller),
+    /// A rule's automatic triage, when its ticket opened (issue 23).
+    Triage {
+        /// The rule.
+        rule: String,
+    },
+}
+
+impl JobRequester {
+    /// The name jobs list as who asked: the technician, or "triage".
+    pub fn name(&self) -> &str {
+        match self {
+            JobRequester::Technician(caller) => &caller.name,
+            JobRequester::Triage { .. } => TRIAGE_REQUESTER,
+        }
+    }
+
+    /// The technician and token, for the audit entry; none for triage.
+    pub fn ids(&self) -> (Option<&str>, Option<&str>) {
+        match self {
+            JobRequester::Technician(caller) => {
+                (Some(&caller.technician_id), Some(&caller.token_id))
+            }
+            JobRequester::Triage { .. } => (None, None),
+        }
+    }
+}
+
+/// Who asked, on a job a rule's triage queued.
+pub const TRIAGE_REQUESTER: &str = "triage";
 
 /// One diagnostic job.
 #[derive(Debug, Clone, PartialEq, Eq)]

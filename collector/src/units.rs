@@ -40,6 +40,16 @@ pub fn span(d: Duration) -> String {
     parts(ms - ms % 1000, 2)
 }
 
+/// How long before `now_ms` a moment was, as [`span`] writes it: `2h 5m
+/// before`; a moment not before `now_ms` reads `just before`.
+pub fn before(at_ms: i64, now_ms: i64) -> String {
+    let ms = u64::try_from(now_ms.saturating_sub(at_ms)).unwrap_or(0);
+    if ms < 1000 {
+        return "just before".into();
+    }
+    format!("{} before", span(Duration::from_millis(ms)))
+}
+
 fn parts(ms: u64, most: usize) -> String {
     let mut left = ms;
     let mut out: Vec<String> = Vec::new();

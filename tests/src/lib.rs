@@ -19,6 +19,7 @@
 
 pub mod browser;
 pub mod raw;
+pub mod triage;
 pub mod web;
 pub mod wine;
 

@@ -365,10 +365,43 @@ fn disk_usage(
     stop: &AtomicBool,
     out: &Out,
 ) -> Result<i32, Stop> {
-    let (real, logical) = resolve_checked(root, roots, path).map_err(Stop::Failed)?;
-    // The numbers df, health samples and the inventory show (one definition:
-    // deskpulse_proto::space), df's percent rounded up as df rounds it.
-    if let Ok(space) = crate::collect::disk_space(&real) {
+    let (real, logical) = match resolve_checked(root, roots, path) {
+        Ok(found) => found,
+        // A mount point above the roots, such as `/` itself (a full disk's
+        // ticket names its mount point): the roots on its filesystem are
+        // what may be shown of it.
+        Err(refused) => {
+            return match roots_on_filesystem(root, roots, path) {
+                Some((real, logical, below)) => {
+                    roots_usage(root, &real, &logical, &below, depth, deadline, stop, out)
+                }
+                None => Err(Stop::Failed(refused)),
+            };
+        }
+    };
+    filesystem_line(&real, out);
+    let walk = walk_one(root, &real, &logical, depth, deadline, stop)?;
+    let shown_as = if logical == path.trim_end_matches(['/', '\\']) {
+        path.trim_end_matches(['/', '\\']).to_owned()
+    } else {
+        out.line(format!("{path} resolves to {logical}"));
+        logical.clone()
+    };
+    out.line(walk.summary(&shown_as));
+    let mut rows: Vec<(String, u64)> = walk.rows(&shown_as);
+    rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    for (name, size) in rows.iter().take(DISK_USAGE_SHOWN) {
+        out.line(format!("{:>10}  {name}", human(*size)));
+    }
+    walk.footnotes(out);
+    Ok(0)
+}
+
+/// The filesystem's numbers as df, health samples and the inventory show
+/// them (one definition: `deskpulse_proto::space`), df's percent rounded
+/// up as df rounds it.
+fn filesystem_line(real: &Path, out: &Out) {
+    if let Ok(space) = crate::collect::disk_space(real) {
         out.line(format!(
             "filesystem: {} total, {} used ({:.0}%), {} available",
             human(space.total),
@@ -377,6 +410,17 @@ fn disk_usage(
             human(space.available)
         ));
     }
+}
+
+/// One walk from `real` (checked), to `depth`.
+fn walk_one<'a>(
+    root: &Path,
+    real: &Path,
+    logical: &str,
+    depth: usize,
+    deadline: Instant,
+    stop: &'a AtomicBool,
+) -> Result<UsageWalk<'a>, Stop> {
     let mut walk = UsageWalk {
         depth,
         deadline,
@@ -388,38 +432,87 @@ fn disk_usage(
         secrets_skipped: 0,
         stopped: None,
     };
-    walk.start(root, &real, &logical)?;
-    let mut rows: Vec<(PathBuf, u64)> = walk.totals.into_iter().collect();
-    rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-    let shown_as = if logical == path.trim_end_matches(['/', '\\']) {
-        path.trim_end_matches(['/', '\\']).to_owned()
-    } else {
-        out.line(format!("{path} resolves to {logical}"));
-        logical.clone()
-    };
+    walk.start(root, real, logical)?;
+    Ok(walk)
+}
+
+/// When `path` is not under the roots but is a directory above some of
+/// them (a mount point such as `/`): its real and logical path, and the
+/// roots under it on the same filesystem, each checked as a path asked
+/// for would be. `None` when there are none.
+fn roots_on_filesystem(
+    root: &Path,
+    roots: &[String],
+    path: &str,
+) -> Option<(PathBuf, String, Vec<(PathBuf, String)>)> {
+    let real = std::fs::canonicalize(under_root(root, path)).ok()?;
+    let logical = logical_path(root, &real)?;
+    deskpulse_proto::catalog::check_path(&logical).ok()?;
+    if !std::fs::symlink_metadata(&real).is_ok_and(|m| m.is_dir()) {
+        return None;
+    }
+    let mut below: Vec<(PathBuf, String)> = Vec::new();
+    for allowed in roots {
+        if !deskpulse_proto::catalog::is_under(allowed, &logical) {
+            continue;
+        }
+        let Ok((root_real, root_logical)) = resolve_checked(root, roots, allowed) else {
+            continue;
+        };
+        if same_filesystem(&real, &root_real)
+            && !below.iter().any(|(r, _)| root_real.starts_with(r))
+        {
+            below.retain(|(r, _)| !r.starts_with(&root_real));
+            below.push((root_real, root_logical));
+        }
+    }
+    (!below.is_empty()).then_some((real, logical, below))
+}
+
+#[cfg(unix)]
+fn same_filesystem(a: &Path, b: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn same_filesystem(a: &Path, b: &Path) -> bool {
+    // A drive letter is a filesystem.
+    a.components().next() == b.components().next()
+}
+
+/// `disk_usage` of a mount point above the roots: each root on its
+/// filesystem walked, and their largest directories together.
+#[allow(clippy::too_many_arguments)] // one step's inputs; a struct would only rename them
+fn roots_usage(
+    root: &Path,
+    real: &Path,
+    logical: &str,
+    below: &[(PathBuf, String)],
+    depth: usize,
+    deadline: Instant,
+    stop: &AtomicBool,
+    out: &Out,
+) -> Result<i32, Stop> {
+    filesystem_line(real, out);
+    let names: Vec<&str> = below.iter().map(|(_, l)| l.as_str()).collect();
     out.line(format!(
-        "{shown_as}: {} in {} entries{}",
-        human(walk.grand),
-        walk.entries,
-        walk.stopped
-            .map(|why| format!(" (stopped at {why}; totals are partial)"))
-            .unwrap_or_default()
+        "{logical} is not under this agent's disk_usage_roots; showing the roots on its filesystem: {}",
+        names.join(", ")
     ));
-    for (rel, size) in rows.iter().take(DISK_USAGE_SHOWN) {
-        out.line(format!(
-            "{:>10}  {shown_as}/{}",
-            human(*size),
-            rel.display()
-        ));
+    let mut rows: Vec<(String, u64)> = Vec::new();
+    for (root_real, root_logical) in below {
+        let walk = walk_one(root, root_real, root_logical, depth, deadline, stop)?;
+        out.line(walk.summary(root_logical));
+        rows.extend(walk.rows(root_logical));
+        walk.footnotes(out);
     }
-    if walk.unreadable > 0 {
-        out.line(format!("{} entries could not be read", walk.unreadable));
-    }
-    if walk.secrets_skipped > 0 {
-        out.line(format!(
-            "{} secret stores skipped, not listed",
-            walk.secrets_skipped
-        ));
+    rows.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    for (name, size) in rows.iter().take(DISK_USAGE_SHOWN) {
+        out.line(format!("{:>10}  {name}", human(*size)));
     }
     Ok(0)
 }
@@ -515,6 +608,39 @@ struct UsageWalk<'a> {
 }
 
 impl UsageWalk<'_> {
+    /// `/var: 1.2 GiB in 3000 entries`, and why it stopped early.
+    fn summary(&self, shown_as: &str) -> String {
+        format!(
+            "{shown_as}: {} in {} entries{}",
+            human(self.grand),
+            self.entries,
+            self.stopped
+                .map(|why| format!(" (stopped at {why}; totals are partial)"))
+                .unwrap_or_default()
+        )
+    }
+
+    /// Each directory's total, named under `shown_as`.
+    fn rows(&self, shown_as: &str) -> Vec<(String, u64)> {
+        self.totals
+            .iter()
+            .map(|(rel, size)| (format!("{shown_as}/{}", rel.display()), *size))
+            .collect()
+    }
+
+    /// What could not be read, and the secret stores left out.
+    fn footnotes(&self, out: &Out) {
+        if self.unreadable > 0 {
+            out.line(format!("{} entries could not be read", self.unreadable));
+        }
+        if self.secrets_skipped > 0 {
+            out.line(format!(
+                "{} secret stores skipped, not listed",
+                self.secrets_skipped
+            ));
+        }
+    }
+
     /// Counts one entry; false once the walk must stop.
     fn tick(&mut self) -> Result<bool, Stop> {
         self.entries += 1;

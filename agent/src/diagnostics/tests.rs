@@ -1243,6 +1243,45 @@ async fn disk_usage_cannot_escape_its_roots_through_links() {
     assert!(out.contains("1 secret stores skipped"), "{out}");
 }
 
+// A full disk's ticket names its mount point, `/` most often, which is
+// never a root itself: the roots on its filesystem are shown instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg(unix)]
+async fn disk_usage_of_a_mount_point_above_the_roots_shows_the_roots_on_it() {
+    let root = tempfile::tempdir().expect("root");
+    let r = root.path();
+    write(r, "var/log/huge.log", 4 << 20);
+    write(r, "home/alice/video.mp4", 2 << 20);
+    write(r, "etc/shadow", 1000);
+    write(r, "root/.ssh/id_ed25519", 400);
+    let result = disk_usage_of(r, "/").await;
+    assert_eq!(result.outcome(), DiagnosticOutcome::Completed, "{result:?}");
+    let out = text(&result);
+    assert!(
+        out.contains(
+            "/ is not under this agent's disk_usage_roots; showing the roots on its filesystem: "
+        ),
+        "{out}"
+    );
+    let listed: Vec<&str> = out.lines().filter(|l| l.contains("iB  /")).collect();
+    assert!(listed[0].ends_with("/var/log"), "{out}");
+    assert!(out.contains("/home/alice"), "{out}");
+    assert!(
+        !out.contains("/etc") && !out.contains("/root") && !out.contains("shadow"),
+        "only the roots are walked: {out}"
+    );
+    // A directory above no root is still refused.
+    let result = disk_usage_of(r, "/etc").await;
+    assert_eq!(result.outcome(), DiagnosticOutcome::Failed, "{result:?}");
+    assert!(
+        result
+            .reason
+            .contains("not under this agent's disk_usage_roots"),
+        "{}",
+        result.reason
+    );
+}
+
 /// `disk_usage` of `path` under `root` with the given roots.
 #[cfg(unix)]
 async fn disk_usage_with_roots(root: &Path, roots: &[&str], path: &str) -> DiagnosticResult {

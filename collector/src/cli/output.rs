@@ -778,13 +778,13 @@ fn rules_json(policy: &ListRulesResponse) -> serde_json::Value {
                 "name": r.name, "kind": r.kind, "metric": r.on, "op": r.op,
                 "threshold": r.threshold, "recover": r.recover, "for_secs": r.for_secs,
                 "severity": r.severity, "scope": r.scope, "source": r.source,
-                "enabled": !r.disabled,
+                "enabled": !r.disabled, "triage": r.triage,
             })
         } else {
             serde_json::json!({
                 "name": r.name, "kind": r.kind, "change": r.on,
                 "severity": r.severity, "scope": r.scope, "source": r.source,
-                "enabled": !r.disabled,
+                "enabled": !r.disabled, "triage": r.triage,
             })
         }).collect::<Vec<_>>(),
     })
@@ -846,6 +846,7 @@ pub fn rules(policy: &ListRulesResponse, json: bool) -> CommandResult {
                 r.severity.clone(),
                 condition,
                 r.scope.join(" "),
+                r.triage.join("; "),
                 if r.disabled {
                     format!("{} (disabled)", r.source)
                 } else {
@@ -856,7 +857,10 @@ pub fn rules(policy: &ListRulesResponse, json: bool) -> CommandResult {
         .collect();
     out!(
         "{}",
-        table(&["rule", "severity", "condition", "scope", "source"], &rows)
+        table(
+            &["rule", "severity", "condition", "scope", "triage", "source"],
+            &rows
+        )
     );
     Ok(())
 }

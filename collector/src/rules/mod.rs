@@ -17,6 +17,7 @@ pub mod events;
 pub mod model;
 pub mod policy;
 pub mod priority;
+pub mod triage;
 
 use model::Rule;
 use serde::{Deserialize, Serialize};

@@ -18,6 +18,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::priority::Severity;
+use super::triage::{self, TriageStep};
 
 /// What a rule measures. Per-subject metrics make one state (and one
 /// ticket) per subject (D20). Flags read 1 when true and 0 when false.
@@ -97,6 +98,21 @@ impl Metric {
         ("clock_offset_minutes", Metric::ClockOffsetMinutes, " min"),
     ];
 
+    /// Whether its readings, and so its tickets, have a subject: a mount
+    /// point, sensor, battery, service or device.
+    pub fn has_subject(self) -> bool {
+        matches!(
+            self,
+            Metric::DiskUsedPercent
+                | Metric::DiskFreeMib
+                | Metric::TemperatureCelsius
+                | Metric::BatteryHealthPercent
+                | Metric::ServiceDown
+                | Metric::SmartFailed
+                | Metric::DiskWearPercent
+        )
+    }
+
     /// The name used in rule files.
     pub fn name(self) -> &'static str {
         Self::ALL
@@ -168,6 +184,12 @@ pub enum ChangeKind {
 }
 
 impl ChangeKind {
+    /// Whether its tickets have a subject: a disk, account, product or
+    /// volume.
+    pub fn has_subject(self) -> bool {
+        self != ChangeKind::MemoryDecreased
+    }
+
     /// Every change kind with its rule-file name.
     pub const ALL: [(&'static str, ChangeKind); 5] = [
         ("memory_decreased", ChangeKind::MemoryDecreased),
@@ -250,6 +272,8 @@ pub struct Rule {
     pub severity: Severity,
     /// Host tags (key, value) that must all match; empty for every host.
     pub scope: Vec<(String, String)>,
+    /// What runs on the PC when its ticket opens (issue 23).
+    pub triage: Vec<TriageStep>,
 }
 
 impl Rule {
@@ -320,6 +344,8 @@ pub struct ChangeRule {
     pub severity: Severity,
     /// Host tags (key, value) that must all match; empty for every host.
     pub scope: Vec<(String, String)>,
+    /// What runs on the PC when its ticket opens (issue 23).
+    pub triage: Vec<TriageStep>,
 }
 
 impl ChangeRule {
@@ -343,6 +369,8 @@ pub(super) struct RawRule {
     severity: Option<String>,
     #[serde(default)]
     scope: Vec<String>,
+    #[serde(default)]
+    triage: Vec<String>,
     /// `false` switches off the default rule of the same name.
     #[serde(default = "yes")]
     pub(super) enabled: bool,
@@ -357,6 +385,8 @@ pub(super) struct RawChangeRule {
     severity: Option<String>,
     #[serde(default)]
     scope: Vec<String>,
+    #[serde(default)]
+    triage: Vec<String>,
     #[serde(default = "yes")]
     pub(super) enabled: bool,
 }
@@ -435,6 +465,15 @@ pub(super) fn check(raw: RawRule) -> Result<Rule, String> {
         duration_ms: i64::try_from(duration.as_millis()).unwrap_or(i64::MAX),
         severity,
         scope: scope(&raw.scope, &at)?,
+        triage: if metric == Metric::OfflineMinutes && !raw.triage.is_empty() {
+            return Err(at(
+                "an offline PC runs nothing, so offline rules take no triage; \
+                 their tickets get the last health and changes the PC sent"
+                    .into(),
+            ));
+        } else {
+            triage::parse_all(&raw.triage, metric.has_subject()).map_err(at)?
+        },
         name,
     })
 }
@@ -448,6 +487,7 @@ pub(super) fn check_change(raw: RawChangeRule) -> Result<ChangeRule, String> {
         change,
         severity,
         scope: scope(&raw.scope, &at)?,
+        triage: triage::parse_all(&raw.triage, change.has_subject()).map_err(at)?,
         name,
     })
 }
@@ -463,6 +503,7 @@ threshold = 90
 recover = 85
 for = "10m"
 severity = "high"
+triage = ["disk_usage path={subject}"]
 
 [[rule]]
 name = "disk-almost-full"
@@ -472,6 +513,7 @@ threshold = 80
 recover = 75
 for = "1h"
 severity = "low"
+triage = ["disk_usage path={subject}"]
 
 [[rule]]
 name = "memory-exhausted"
@@ -481,6 +523,7 @@ threshold = 95
 recover = 90
 for = "15m"
 severity = "medium"
+triage = ["top_processes sort=memory"]
 
 [[rule]]
 name = "cpu-saturated"
@@ -490,6 +533,7 @@ threshold = 95
 recover = 80
 for = "30m"
 severity = "medium"
+triage = ["top_processes sort=cpu"]
 
 [[rule]]
 name = "swap-exhausted"
@@ -499,6 +543,7 @@ threshold = 90
 recover = 70
 for = "15m"
 severity = "medium"
+triage = ["top_processes sort=memory"]
 
 [[rule]]
 name = "overheating"
@@ -508,6 +553,7 @@ threshold = 90
 recover = 80
 for = "5m"
 severity = "high"
+triage = ["top_processes sort=cpu"]
 
 [[rule]]
 name = "battery-worn"
@@ -517,6 +563,7 @@ threshold = 50
 recover = 55
 for = "1h"
 severity = "low"
+triage = ["battery_report"]
 
 [[rule]]
 name = "service-down"
@@ -525,6 +572,7 @@ op = "=="
 threshold = 1
 for = "5m"
 severity = "high"
+triage = ["service_status service={subject}"]
 
 [[rule]]
 name = "smart-failing"
@@ -532,6 +580,7 @@ metric = "smart_failed"
 op = "=="
 threshold = 1
 severity = "critical"
+triage = ["smart_report device={subject}"]
 
 [[rule]]
 name = "disk-worn-out"
@@ -540,6 +589,7 @@ op = ">"
 threshold = 90
 recover = 90
 severity = "medium"
+triage = ["smart_report device={subject}"]
 
 [[rule]]
 name = "updates-stale"
@@ -549,6 +599,7 @@ threshold = 30
 recover = 7
 for = "1h"
 severity = "medium"
+triage = ["pending_updates"]
 
 [[rule]]
 name = "reboot-overdue"
@@ -573,6 +624,7 @@ threshold = 5
 recover = 1
 for = "30m"
 severity = "low"
+triage = ["clock_status"]
 
 [[rule]]
 name = "offline"

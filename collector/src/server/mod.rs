@@ -31,6 +31,7 @@ pub mod renewal;
 pub mod revocation;
 pub mod rotation;
 pub mod technician;
+pub mod triage;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -355,6 +356,10 @@ pub async fn serve(
     tokio::spawn(crate::panics::critical(
         "revocation poll",
         revocation::poll(ctx.clone()),
+    ));
+    tokio::spawn(crate::panics::critical(
+        "triage delivery",
+        triage::deliver(ctx.clone()),
     ));
     let tls = admission::tls_acceptor(identity, &ctx.ca.get().client_roots_pem())
         .map_err(ServeError::Tls)?;

@@ -6,7 +6,9 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::store::engine::audit::UnchainedRow;
 use crate::store::engine::tickets::{LoggedChange, Presence, StateKey, StoredState, parse_state};
-use crate::store::{AuditRecord, HostRow, JobRow, KbHit, StoreError, StoreResult, TicketRow};
+use crate::store::{
+    AuditRecord, HealthPoint, HostRow, JobRow, KbHit, StoreError, StoreResult, TicketRow,
+};
 
 /// The columns [`host_row`] reads.
 pub(crate) const HOST_COLUMNS: &str = "id, hostname, os_name, os_version, enrolled_at_ms, \
@@ -273,5 +275,23 @@ pub(crate) fn kb_hit_row(r: &(impl Columns + ?Sized)) -> StoreResult<KbHit> {
         resolution: r.text("resolution")?,
         resolved_at_ms: r.opt_int("resolved_at_ms")?,
         rank: r.double("rank")?,
+    })
+}
+
+/// The columns [`health_point_row`] reads, from `health_samples`.
+pub(crate) const HEALTH_POINT_COLUMNS: &str = "at_ms, resolution_s, samples, cpu_percent, \
+     cpu_max_percent, memory_used_percent, disk_used_max_percent, temperature_max_celsius";
+
+/// One point of a host's health history.
+pub(crate) fn health_point_row(r: &(impl Columns + ?Sized)) -> StoreResult<HealthPoint> {
+    Ok(HealthPoint {
+        at_ms: r.int("at_ms")?,
+        resolution_s: r.count("resolution_s")?,
+        samples: r.count("samples")?,
+        cpu_percent: r.real("cpu_percent")?,
+        cpu_max_percent: r.real("cpu_max_percent")?,
+        memory_used_percent: r.real("memory_used_percent")?,
+        disk_used_max_percent: r.real("disk_used_max_percent")?,
+        temperature_max_celsius: r.opt_real("temperature_max_celsius")?,
     })
 }

@@ -17,7 +17,7 @@ use sqlx::{Database, Pool, QueryBuilder, Transaction};
 
 use crate::rules::policy::parse_policy;
 use crate::rules::priority::Priority;
-use crate::store::rows::{HOST_COLUMNS, host_row};
+use crate::store::rows::{HEALTH_POINT_COLUMNS, HOST_COLUMNS, health_point_row, host_row};
 use crate::store::sql::tickets::BackendSql;
 use crate::store::sql::{self, Dialect, SendFuture, Value, push_values};
 use crate::store::{
@@ -413,6 +413,10 @@ pub trait SharedQueries: Send + Sync {
 
     /// Jobs, newest first.
     async fn list_jobs(&self, query: &JobQuery) -> StoreResult<Vec<JobRow>>;
+
+    /// Triage jobs (issue 23) still queued, made at or after `since_ms`,
+    /// oldest first, at most `limit`.
+    async fn queued_triage_jobs(&self, since_ms: i64, limit: u32) -> StoreResult<Vec<JobRow>>;
 
     /// Records a diagnostic job, queued.
     async fn create_job(&self, job: &NewJob, now_ms: i64) -> StoreResult<JobRow>;
@@ -1205,29 +1209,15 @@ impl<T: SqlBackend> SharedQueries for T {
     }
 
     async fn health_history(&self, host_id: &str, since_ms: i64) -> StoreResult<Vec<HealthPoint>> {
-        let mut sql = QueryBuilder::new(
-            "SELECT at_ms, resolution_s, samples, cpu_percent, cpu_max_percent, \
-             memory_used_percent, disk_used_max_percent, temperature_max_celsius \
-             FROM health_samples \
-             WHERE resolution_s IN (0, 3600) AND host_id = ",
-        );
+        let mut sql = QueryBuilder::new(format!(
+            "SELECT {HEALTH_POINT_COLUMNS} FROM health_samples \
+             WHERE resolution_s IN (0, 3600) AND host_id = "
+        ));
         T::Db::text(&mut sql, host_id);
         sql.push(" AND at_ms >= ");
         T::Db::int(&mut sql, since_ms);
         sql.push(" ORDER BY at_ms");
-        T::Db::all(self.reads(), sql, |r| {
-            Ok(HealthPoint {
-                at_ms: r.int("at_ms")?,
-                resolution_s: r.count("resolution_s")?,
-                samples: r.count("samples")?,
-                cpu_percent: r.real("cpu_percent")?,
-                cpu_max_percent: r.real("cpu_max_percent")?,
-                memory_used_percent: r.real("memory_used_percent")?,
-                disk_used_max_percent: r.real("disk_used_max_percent")?,
-                temperature_max_celsius: r.opt_real("temperature_max_celsius")?,
-            })
-        })
-        .await
+        T::Db::all(self.reads(), sql, |r| health_point_row(r)).await
     }
 
     async fn list_hosts(
@@ -1361,6 +1351,10 @@ impl<T: SqlBackend> SharedQueries for T {
 
     async fn list_jobs(&self, query: &JobQuery) -> StoreResult<Vec<JobRow>> {
         sql::jobs::list(self.reads(), query).await
+    }
+
+    async fn queued_triage_jobs(&self, since_ms: i64, limit: u32) -> StoreResult<Vec<JobRow>> {
+        sql::jobs::queued_triage(self.reads(), since_ms, limit).await
     }
 
     async fn deliverable_jobs(&self, host_id: &str, now_ms: i64) -> StoreResult<Vec<JobRow>> {

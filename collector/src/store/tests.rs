@@ -240,6 +240,11 @@ macro_rules! contract {
 
 mod ca_rotation;
 use ca_rotation::a_ca_rotation_moves_hosts_over_and_retires_the_old_ca_only_when_empty_or_forced;
+mod triage;
+use triage::{
+    a_rule_that_fires_queues_its_triage_as_audited_jobs_for_its_ticket,
+    an_offline_ticket_gets_the_last_health_and_changes_instead_of_runs,
+};
 
 contract! {
     a_renewed_certificate_waits_beside_the_current_one_until_first_used,
@@ -295,7 +300,9 @@ contract! {
     local_accounts_are_made_once_reset_and_deleted_with_their_sessions,
     a_web_session_holds_while_its_api_token_works,
     the_latest_health_of_a_page_of_hosts_is_read_at_once,
-    presence_by_os_counts_as_is_online_decides;
+    presence_by_os_counts_as_is_online_decides,
+    a_rule_that_fires_queues_its_triage_as_audited_jobs_for_its_ticket,
+    an_offline_ticket_gets_the_last_health_and_changes_instead_of_runs;
     // One SQLite database has one collector: no other cache to reach.
     postgres only:
     a_policy_applied_by_one_replica_reaches_the_others,
@@ -2903,14 +2910,14 @@ fn ping_job(host: &str, id: &str, expires_at_ms: i64) -> NewJob {
         params: params.encode_to_vec(),
         params_text: deskpulse_proto::catalog::describe(&params),
         risk: "read-only".into(),
-        caller: Caller {
+        requester: crate::store::JobRequester::Technician(Caller {
             technician_id: "t1".into(),
             name: "alice".into(),
             role: Role::Technician,
             token_id: "k1".into(),
             expires_at_ms: None,
             last_used_at_ms: None,
-        },
+        }),
         ticket_id: None,
         expires_at_ms,
     }

@@ -1254,14 +1254,14 @@ async fn a_job_is_named_by_a_unique_start_of_its_id() {
                     params: prost::Message::encode_to_vec(&ping),
                     params_text: deskpulse_proto::catalog::describe(&ping),
                     risk: "read-only".into(),
-                    caller: crate::store::Caller {
+                    requester: crate::store::JobRequester::Technician(crate::store::Caller {
                         technician_id: "t1".into(),
                         name: "alice".into(),
                         role: Role::Technician,
                         token_id: "k1".into(),
                         expires_at_ms: None,
                         last_used_at_ms: None,
-                    },
+                    }),
                     ticket_id: None,
                     expires_at_ms: T0 + 3_600_000,
                 },

@@ -3096,6 +3096,10 @@ pub struct RuleInfo {
     /// in force, listed so it is not forgotten.
     #[prost(bool, tag = "11")]
     pub disabled: bool,
+    /// The read-only diagnostics run on the PC when its ticket opens, as the
+    /// rule file writes them ("disk_usage path={subject}"); see docs/rules.md.
+    #[prost(string, repeated, tag = "12")]
+    pub triage: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 /// One priority's SLA targets.
 #[derive(serde::Serialize)]

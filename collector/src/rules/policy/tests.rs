@@ -392,3 +392,110 @@ resolution = \"2h\"
         "one line each"
     );
 }
+
+#[test]
+fn triage_is_checked_with_the_line_of_its_rule_and_exported_back() {
+    let text = "\
+[[rule]]
+name = \"disk-full\"
+metric = \"disk_used_percent\"
+op = \">\"
+threshold = 95
+severity = \"high\"
+triage = [\"disk_usage path={subject} depth=2\", \"top_processes sort=memory\"]
+
+[[rule]]
+name = \"restarts\"
+metric = \"cpu_percent\"
+op = \">\"
+threshold = 99
+severity = \"low\"
+triage = [\"restart_service service=spooler\"]
+
+[[rule]]
+name = \"nosuch\"
+metric = \"cpu_percent\"
+op = \">\"
+threshold = 99
+severity = \"low\"
+triage = [\"defragment\"]
+
+[[rule]]
+name = \"away\"
+metric = \"offline_minutes\"
+op = \">\"
+threshold = 30
+severity = \"low\"
+triage = [\"ping host=example.com\"]
+
+[[change_rule]]
+name = \"admin\"
+change = \"new_local_admin\"
+severity = \"high\"
+triage = [\"log_errors hours=2 filter={subject}\"]
+";
+    let errors = super::check_policy(text).expect_err("three errors");
+    let shown: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    assert_eq!(shown.len(), 3, "{shown:#?}");
+    assert!(
+        shown[0].starts_with("line 9: rule restarts: triage may run only read-only diagnostics; restart_service changes state"),
+        "{shown:#?}"
+    );
+    assert!(
+        shown[1]
+            .starts_with("line 17: rule nosuch: triage names unknown diagnostic \"defragment\""),
+        "{shown:#?}"
+    );
+    assert!(
+        shown[2].starts_with("line 25: rule away: an offline PC runs nothing"),
+        "{shown:#?}"
+    );
+
+    let good: String = text
+        .split("\n\n")
+        .filter(|table| {
+            !table.contains("restarts") && !table.contains("nosuch") && !table.contains("away")
+        })
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    let policy = parse_policy(&good).expect("valid");
+    let disk = policy.rule("disk-full").expect("applied");
+    let steps: Vec<String> = disk.triage.iter().map(|s| s.text()).collect();
+    assert_eq!(
+        steps,
+        [
+            "disk_usage path={subject} depth=2",
+            "top_processes sort=memory"
+        ]
+    );
+    // The export applies back to the same triage.
+    let again = parse_policy(&policy.to_toml()).expect("the export applies");
+    assert_eq!(again.rule("disk-full").expect("kept").triage, disk.triage);
+    let admin = again
+        .change_rules
+        .iter()
+        .find(|r| r.name == "admin")
+        .expect("kept");
+    assert_eq!(
+        admin.triage[0].text(),
+        "log_errors hours=2 filter={subject}"
+    );
+}
+
+#[test]
+fn the_default_rules_come_with_triage() {
+    let policy = parse_policy("").expect("defaults are valid");
+    let triage = |name: &str| -> Vec<String> {
+        policy
+            .rule(name)
+            .expect("a default rule")
+            .triage
+            .iter()
+            .map(|s| s.text())
+            .collect()
+    };
+    assert_eq!(triage("disk-full"), ["disk_usage path={subject}"]);
+    assert_eq!(triage("service-down"), ["service_status service={subject}"]);
+    assert_eq!(triage("cpu-saturated"), ["top_processes sort=cpu"]);
+    assert!(triage("offline").is_empty());
+}

@@ -12,6 +12,7 @@ use std::fmt::Write;
 
 use super::{Calendar, PRIORITIES, Policy, default_sla};
 use crate::rules::model::{ChangeRule, Rule};
+use crate::rules::triage::TriageStep;
 use crate::units;
 
 fn quoted(text: &str) -> String {
@@ -27,6 +28,11 @@ fn scope_text(scope: &[(String, String)]) -> String {
         .iter()
         .map(|(k, v)| quoted(&format!("{k}={v}")))
         .collect();
+    format!("[{}]", items.join(", "))
+}
+
+fn triage_text(triage: &[TriageStep]) -> String {
+    let items: Vec<String> = triage.iter().map(|step| quoted(&step.text())).collect();
     format!("[{}]", items.join(", "))
 }
 
@@ -49,6 +55,9 @@ fn write_rule(out: &mut String, rule: &Rule) {
     if !rule.scope.is_empty() {
         let _ = writeln!(out, "scope = {}", scope_text(&rule.scope));
     }
+    if !rule.triage.is_empty() {
+        let _ = writeln!(out, "triage = {}", triage_text(&rule.triage));
+    }
     out.push('\n');
 }
 
@@ -59,6 +68,9 @@ fn write_change_rule(out: &mut String, rule: &ChangeRule) {
     let _ = writeln!(out, "severity = {}", quoted(rule.severity.name()));
     if !rule.scope.is_empty() {
         let _ = writeln!(out, "scope = {}", scope_text(&rule.scope));
+    }
+    if !rule.triage.is_empty() {
+        let _ = writeln!(out, "triage = {}", triage_text(&rule.triage));
     }
     out.push('\n');
 }
@@ -233,6 +245,7 @@ pub fn describe_rule(rule: &Rule) -> String {
         let scope: Vec<String> = rule.scope.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = write!(text, ", scope {}", scope.join(" "));
     }
+    describe_triage(&mut text, &rule.triage);
     text
 }
 
@@ -246,7 +259,16 @@ fn describe_change_rule(rule: &ChangeRule) -> String {
         let scope: Vec<String> = rule.scope.iter().map(|(k, v)| format!("{k}={v}")).collect();
         let _ = write!(text, ", scope {}", scope.join(" "));
     }
+    describe_triage(&mut text, &rule.triage);
     text
+}
+
+/// `, triage disk_usage path={subject}; top_processes`, or nothing.
+fn describe_triage(text: &mut String, triage: &[TriageStep]) {
+    if !triage.is_empty() {
+        let steps: Vec<String> = triage.iter().map(TriageStep::text).collect();
+        let _ = write!(text, ", triage {}", steps.join("; "));
+    }
 }
 
 /// Every rule of a policy by name, in force or disabled, described.

@@ -29,7 +29,9 @@ use tracing::info;
 use super::{TechnicianApi, internal};
 use crate::server::ServerContext;
 use crate::server::dispatch::JobEvent as Live;
-use crate::store::{AuditEntry, Caller, HostRow, JobQuery, JobRow, NewJob, Role, StoreError};
+use crate::store::{
+    AuditEntry, Caller, HostRow, JobQuery, JobRequester, JobRow, NewJob, Role, StoreError,
+};
 
 /// The stream `RunDiagnostic` answers with.
 pub type JobStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<JobEvent, Status>> + Send>>;
@@ -327,7 +329,7 @@ pub(crate) async fn start_diagnostic(
                 params: params.encode_to_vec(),
                 params_text: catalog::describe(&params),
                 risk: risk_name(spec.risk).to_owned(),
-                caller: caller.clone(),
+                requester: JobRequester::Technician(caller.clone()),
                 ticket_id,
                 expires_at_ms: now
                     .saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX)),

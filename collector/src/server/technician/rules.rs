@@ -13,6 +13,7 @@ use tracing::info;
 use super::{TechnicianApi, internal};
 use crate::rules::policy::{parse_policy, text};
 use crate::rules::priority::Priority;
+use crate::rules::triage::TriageStep;
 use crate::secrets;
 use crate::store::{AuditEntry, PolicyRecord, Role};
 
@@ -40,6 +41,7 @@ pub(crate) fn rules_response(record: &PolicyRecord) -> ListRulesResponse {
         for_secs: secs(r.duration_ms),
         severity: r.severity.name().into(),
         scope: scope(&r.scope),
+        triage: r.triage.iter().map(TriageStep::text).collect(),
         source: source(&r.name).into(),
         disabled,
     };
@@ -49,6 +51,7 @@ pub(crate) fn rules_response(record: &PolicyRecord) -> ListRulesResponse {
         on: r.change.name().into(),
         severity: r.severity.name().into(),
         scope: scope(&r.scope),
+        triage: r.triage.iter().map(TriageStep::text).collect(),
         source: source(&r.name).into(),
         disabled,
         ..Default::default()

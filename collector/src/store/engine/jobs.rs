@@ -5,7 +5,7 @@
 //! worklog. A job is finished only by a result from the host it was for,
 //! and only once.
 
-use crate::store::{AuditEntry, JobResult, JobRow, NewJob, StoreError, StoreResult};
+use crate::store::{AuditEntry, JobRequester, JobResult, JobRow, NewJob, StoreError, StoreResult};
 
 /// The most output kept of a job whose diagnostic this collector's catalog
 /// does not know (an older job after a catalog change); a known one keeps
@@ -82,25 +82,35 @@ fn system(action: &str, job: &JobRow, detail: String) -> AuditEntry {
 /// Records a job, queued, with its audit entry.
 pub async fn create(tx: &mut impl JobTx, job: &NewJob, now_ms: i64) -> StoreResult<JobRow> {
     tx.insert_job(job, now_ms).await?;
-    let entry = AuditEntry {
-        technician_id: Some(job.caller.technician_id.clone()),
-        token_id: Some(job.caller.token_id.clone()),
+    tx.audit(&request_entry(job), now_ms).await?;
+    tx.job(&job.id)
+        .await?
+        .ok_or_else(|| StoreError::Corrupt(format!("job {} vanished", job.id)))
+}
+
+/// The audit entry of a job's request: who asked (a technician, or a
+/// rule's triage with no technician), what, and for which ticket.
+pub fn request_entry(job: &NewJob) -> AuditEntry {
+    let (technician, token) = job.requester.ids();
+    AuditEntry {
+        technician_id: technician.map(str::to_owned),
+        token_id: token.map(str::to_owned),
         action: "diagnostic.request".into(),
         subject: format!("job {} on host {}", job.id, job.host_id),
         detail: format!(
-            "{} {} ({}){}",
+            "{} {} ({}){}{}",
             job.diagnostic,
             job.params_text,
             job.risk,
             job.ticket_id
                 .map(|t| format!(" for ticket {t}"))
-                .unwrap_or_default()
+                .unwrap_or_default(),
+            match &job.requester {
+                JobRequester::Triage { rule } => format!(", triage of rule {rule}"),
+                JobRequester::Technician(_) => String::new(),
+            }
         ),
-    };
-    tx.audit(&entry, now_ms).await?;
-    tx.job(&job.id)
-        .await?
-        .ok_or_else(|| StoreError::Corrupt(format!("job {} vanished", job.id)))
+    }
 }
 
 /// Marks a job sent; the first send is audited as its start.

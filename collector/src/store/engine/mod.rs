@@ -7,3 +7,4 @@
 pub mod audit;
 pub mod jobs;
 pub mod tickets;
+pub mod triage;

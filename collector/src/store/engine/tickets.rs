@@ -268,7 +268,7 @@ pub fn next_due(starts: &TimerStarts, policy: &Policy, now_ms: i64) -> Option<i6
 
 /// One open write transaction of a backend, as the ticket engine uses it:
 /// each method is one or a few SQL statements, and decides nothing.
-pub trait TicketTx: Send {
+pub trait TicketTx: super::triage::TriageTx + Send {
     /// The tags of each of `hosts` that has any.
     async fn tags_of(&mut self, hosts: &[&str]) -> StoreResult<HashMap<String, Tags>>;
     /// Every rule state of `hosts`.
@@ -480,6 +480,7 @@ async fn open_ticket(
     };
     let id = tx.insert_ticket(new, due, now_ms).await?;
     tx.worklog(id, now_ms, new.author, new.note).await?;
+    super::triage::on_open(tx, policy, new.host, new.rule, new.subject, id, now_ms).await?;
     enqueue(tx, TicketEvent::Opened, id, now_ms).await?;
     Ok(id)
 }
@@ -537,6 +538,8 @@ async fn act(
                 rule.metric.format(value)
             );
             tx.worklog(id, now_ms, "system", &note).await?;
+            super::triage::on_open(tx, policy, host, &rule.name, firing.subject, id, now_ms)
+                .await?;
             enqueue(tx, TicketEvent::Opened, id, now_ms).await?;
             Ok(Some(id))
         }
@@ -769,6 +772,7 @@ async fn raise_event_ticket(
             tx.reopen_fired(id, Some(event.title), now_ms).await?;
             let note = format!("reopened: {}", event.detail);
             tx.worklog(id, now_ms, "system", &note).await?;
+            super::triage::on_open(tx, policy, host, event.rule, event.subject, id, now_ms).await?;
             enqueue(tx, TicketEvent::Opened, id, now_ms).await?;
             id
         }

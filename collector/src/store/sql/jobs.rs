@@ -12,9 +12,10 @@ use sqlx::{Pool, QueryBuilder, Transaction};
 
 use super::{Dialect, SendFuture, Value, push_values};
 use crate::store::engine::jobs::{self as engine, Finish, JobTx};
-use crate::store::rows::{JOB_COLUMNS, job_row};
+use crate::store::rows::{Columns, JOB_COLUMNS, job_row};
 use crate::store::{
     AuditEntry, AuditOf, HostDiagnostics, JobQuery, JobResult, JobRow, NewJob, StoreResult,
+    TRIAGE_REQUESTER,
 };
 
 fn select() -> String {
@@ -72,6 +73,23 @@ pub(crate) fn list<'a, B: Dialect>(
     B::all(pool, sql, |r| job_row(r))
 }
 
+/// Triage jobs still queued, made at or after `since_ms`, oldest first.
+pub(crate) fn queued_triage<'a, B: Dialect>(
+    pool: &'a Pool<B>,
+    since_ms: i64,
+    limit: u32,
+) -> impl Future<Output = StoreResult<Vec<JobRow>>> + Send + 'a {
+    let mut sql = QueryBuilder::<B>::new(select());
+    // A technician may be named "triage" too; only triage has no technician.
+    sql.push("j.state = 'queued' AND j.technician_id IS NULL AND j.requested_by = ");
+    B::text(&mut sql, TRIAGE_REQUESTER);
+    sql.push(" AND j.created_at_ms >= ");
+    B::int(&mut sql, since_ms);
+    sql.push(" ORDER BY j.created_at_ms, j.id LIMIT ");
+    B::int(&mut sql, i64::from(limit));
+    B::all(pool, sql, |r| job_row(r))
+}
+
 /// Jobs still to deliver to a host, oldest first.
 pub(crate) fn deliverable<'a, B: Dialect>(
     pool: &'a Pool<B>,
@@ -94,27 +112,33 @@ pub(crate) fn host_diagnostics<'a, B: Dialect>(
     pool: &'a Pool<B>,
     host: &str,
 ) -> impl Future<Output = StoreResult<Option<HostDiagnostics>>> + Send + 'a {
-    let mut sql = QueryBuilder::<B>::new(
-        "SELECT catalog_version, enabled_diagnostics, unavailable_diagnostics FROM hosts \
-         WHERE id = ",
-    );
+    let mut sql = QueryBuilder::<B>::new(format!(
+        "SELECT {HOST_DIAGNOSTICS_COLUMNS} FROM hosts WHERE id = "
+    ));
     B::text(&mut sql, host);
-    B::optional(pool, sql, |r| {
-        Ok(HostDiagnostics {
-            catalog_version: u32::try_from(r.int("catalog_version")?).unwrap_or(0),
-            enabled: r
-                .text("enabled_diagnostics")?
-                .split(',')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
-            unavailable: r
-                .text("unavailable_diagnostics")?
-                .lines()
-                .filter_map(|line| line.split_once('\t'))
-                .map(|(id, reason)| (id.to_owned(), reason.to_owned()))
-                .collect(),
-        })
+    B::optional(pool, sql, |r| host_diagnostics_row(r))
+}
+
+/// The columns [`host_diagnostics_row`] reads, from `hosts`.
+pub(crate) const HOST_DIAGNOSTICS_COLUMNS: &str =
+    "catalog_version, enabled_diagnostics, unavailable_diagnostics";
+
+/// What a host's agent said about diagnostics, from its `hosts` row.
+pub(crate) fn host_diagnostics_row(r: &(impl Columns + ?Sized)) -> StoreResult<HostDiagnostics> {
+    Ok(HostDiagnostics {
+        catalog_version: u32::try_from(r.int("catalog_version")?).unwrap_or(0),
+        enabled: r
+            .text("enabled_diagnostics")?
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        unavailable: r
+            .text("unavailable_diagnostics")?
+            .lines()
+            .filter_map(|line| line.split_once('\t'))
+            .map(|(id, reason)| (id.to_owned(), reason.to_owned()))
+            .collect(),
     })
 }
 
@@ -168,6 +192,7 @@ impl<B: Dialect> JobTx for JobConn<'_, B> {
     }
 
     async fn insert_job(&mut self, job: &NewJob, now_ms: i64) -> StoreResult<()> {
+        let (technician, token) = job.requester.ids();
         let mut sql = QueryBuilder::new(
             "INSERT INTO jobs (id, host_id, diagnostic, params, params_text, risk, requested_by, \
              technician_id, token_id, ticket_id, created_at_ms, expires_at_ms, state) VALUES (",
@@ -181,9 +206,9 @@ impl<B: Dialect> JobTx for JobConn<'_, B> {
                 Value::Bytes(&job.params),
                 Value::Text(&job.params_text),
                 Value::Text(&job.risk),
-                Value::Text(&job.caller.name),
-                Value::Text(&job.caller.technician_id),
-                Value::Text(&job.caller.token_id),
+                Value::Text(job.requester.name()),
+                Value::MaybeText(technician),
+                Value::MaybeText(token),
                 Value::MaybeInt(job.ticket_id),
                 Value::Int(now_ms),
                 Value::Int(job.expires_at_ms),

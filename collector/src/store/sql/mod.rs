@@ -41,6 +41,7 @@ pub(crate) mod relink;
 pub(crate) mod renewal;
 pub(crate) mod revocation;
 pub(crate) mod tickets;
+pub(crate) mod triage;
 pub(crate) mod web;
 pub(crate) mod webhooks;
 

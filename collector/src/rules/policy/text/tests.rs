@@ -135,7 +135,7 @@ severity = "high"
     let lines = changes(&old, &new);
     for expected in [
         "rule disk-full changed: disk_used_percent > 95.5 (clears at 90) for 20s, critical, scope site=berlin criticality=high -> disk_used_percent > 97 (clears at 90) for 20s, critical",
-        "rule cpu-saturated enabled again: cpu_percent > 95 (clears at 80) for 30m, medium",
+        "rule cpu-saturated enabled again: cpu_percent > 95 (clears at 80) for 30m, medium, triage top_processes sort=cpu",
         "rule memory-exhausted disabled",
         "rule new-local-admin changed: inventory change new_local_admin, critical -> inventory change new_local_admin, high",
         "rule disk-replaced enabled again: inventory change disk_serial_changed, medium",

@@ -6,4 +6,5 @@
 
 pub mod audit;
 pub mod jobs;
+pub mod suggestions;
 pub mod tickets;

@@ -16,6 +16,8 @@
 //! - [`facts`]: the values of an inventory that fleet queries search.
 //! - [`changes`]: item-by-item inventory changes for the change log.
 //! - [`rules`]: health rules, their state machine and ticket priority.
+//! - [`suggest`]: suggested fixes from the knowledge base and change
+//!   correlation, as plain ranking and wording (issue 23).
 //! - [`ingest`]: the batching writer between agent sessions and the store.
 //! - [`metrics`]: Prometheus metrics on `--metrics-listen`.
 //! - [`server`]: the gRPC services on the single TLS port.
@@ -51,6 +53,7 @@ pub mod rules;
 pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod suggest;
 pub mod units;
 pub mod web;
 pub mod webhooks;

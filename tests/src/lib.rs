@@ -758,6 +758,32 @@ pub fn test_hello() -> deskpulse_proto::v1::AgentMessage {
     }
 }
 
+/// Sends `reports` on one session of `agent` (opened with [`test_hello`])
+/// and waits for the collector to acknowledge each: once this returns,
+/// every report is stored.
+pub async fn send_reports(
+    collector: &Collector,
+    agent: &Agent,
+    reports: Vec<deskpulse_proto::v1::AgentMessage>,
+) {
+    use deskpulse_proto::v1::agent_service_client::AgentServiceClient;
+    use deskpulse_proto::v1::collector_message::Kind as Reply;
+    let (cert, key) = agent.identity();
+    let channel = collector.channel(Some((&cert, &key))).await;
+    let expected = reports.len();
+    let mut messages = vec![test_hello()];
+    messages.extend(reports);
+    let mut replies = AgentServiceClient::new(channel)
+        .session(tokio_stream::iter(messages))
+        .await
+        .expect("session")
+        .into_inner();
+    for _ in 0..expected {
+        let reply = replies.message().await.expect("reply").expect("some");
+        assert!(matches!(reply.kind, Some(Reply::Ack(_))), "{reply:?}");
+    }
+}
+
 /// The variable naming the PostgreSQL server the tests may use (an admin
 /// URL such as `postgres://postgres@127.0.0.1:5432/postgres`).
 pub const TEST_DATABASE_VAR: &str = "DESKPULSE_TEST_DATABASE_URL";

@@ -25,6 +25,7 @@ pub(crate) mod login;
 pub mod output;
 mod revocation;
 pub mod settings;
+mod suggestions;
 
 use std::time::Duration;
 

@@ -569,6 +569,8 @@ pub fn ticket(detail: &GetTicketResponse, json: bool) -> CommandResult {
             "recent_changes": detail.recent_changes.iter().map(ChangeJson::from).collect::<Vec<_>>(),
             "recent_health": detail.recent_health.iter().map(health_point_json).collect::<Vec<_>>(),
             "related": detail.related.iter().map(ticket_json).collect::<Vec<_>>(),
+            "suggestions": super::suggestions::suggestions_json(detail),
+            "change_correlation": super::suggestions::correlation_json(detail),
         }));
     }
     let mut out = String::new();
@@ -688,6 +690,12 @@ pub fn ticket(detail: &GetTicketResponse, json: bool) -> CommandResult {
                 change_text(c)
             ),
         );
+    }
+    for line in super::suggestions::suggestion_lines(detail) {
+        field("suggestion", line);
+    }
+    for line in super::suggestions::correlation_lines(detail) {
+        field("correlation", line);
     }
     for r in &detail.related {
         field(

@@ -8,6 +8,8 @@
 //!   sharing one database.
 //! - [`SharedQueries`] (`shared.rs`): the calls whose SQL is the same on
 //!   both backends, written once over `sql`.
+//! - [`SuggestionQueries`] (`suggestions.rs`): a ticket's suggested fixes
+//!   and change correlation (issue 23), written once like `shared.rs`.
 //! - [`backend`]: opens a store by its URL; the only module that knows
 //!   every backend, so that this one depends on none.
 //! - `engine`: the ticket, job and audit logic written once, over the narrow
@@ -24,6 +26,7 @@ mod rows;
 mod shared;
 pub(crate) mod sql;
 pub mod sqlite;
+pub mod suggestions;
 pub mod versions;
 
 // The domain types cross the interface; they live in `crate::model`, free
@@ -32,6 +35,7 @@ pub use crate::model::*;
 pub use crate::rules::model::Reading;
 pub(crate) use shared::SqlBackend;
 pub use shared::{AuditOf, SharedQueries};
+pub use suggestions::SuggestionQueries;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -248,7 +252,7 @@ pub struct PolicyRecord {
 /// the backends (replica liveness, ingest, KB search), and those of
 /// [`SharedQueries`], written once.
 #[async_trait]
-pub trait Store: SharedQueries + Send + Sync + 'static {
+pub trait Store: SharedQueries + SuggestionQueries + Send + Sync + 'static {
     /// Records that `replica` is alive, and clears the stream markers of
     /// replicas that have not said so for `stale_after_ms`: they crashed or
     /// were cut off, and their agents reconnect elsewhere. Returns how many

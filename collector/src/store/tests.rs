@@ -20,6 +20,8 @@ mod lookups;
 use lookups::*;
 mod revocation;
 use revocation::*;
+mod suggestions;
+use suggestions::*;
 mod web;
 use web::*;
 
@@ -247,6 +249,10 @@ use triage::{
 };
 
 contract! {
+    an_opened_ticket_gets_earlier_human_resolutions_and_never_auto_ones,
+    a_rule_ticket_is_suggested_fixes_of_its_rule_and_software,
+    hostile_report_text_reaches_the_lookup_only_as_words,
+    change_correlation_counts_other_hosts_with_the_change_and_the_rule_open,
     a_renewed_certificate_waits_beside_the_current_one_until_first_used,
     enrollment_tokens_expire_and_run_out,
     a_token_is_checked_without_being_spent,

@@ -223,11 +223,43 @@ async fn ticket_page(
                     }
                 }
             }
-            section.card aria-label="Knowledge base" {
-                h2 { "Knowledge base" }
-                @if kb.is_empty() { p.muted { "No past resolution matches." } }
+            (suggested_fixes(&context.suggestions, &kb))
+        }
+        (change_correlation(&context.correlation, &ticket))
+    };
+    Ok(Html(
+        page(&who, &format!("Ticket {}", ticket.id), "/", body).into_string(),
+    ))
+}
+
+/// The fixes suggested when the ticket opened (issue 23), each with its
+/// score and reason; for a ticket opened before suggestions were stored,
+/// or one that got none, the knowledge-base entries its title matches now.
+fn suggested_fixes(
+    suggestions: &[crate::suggest::Suggestion],
+    kb: &[crate::store::KbHit],
+) -> Markup {
+    html! {
+        section.card aria-label="Suggested fixes" {
+            h2 { "Suggested fixes" }
+            @if !suggestions.is_empty() {
+                ol {
+                    @for s in suggestions {
+                        li {
+                            strong { (s.resolution) }
+                            " · " a href={ "/tickets/" (s.ticket_id) } { "#" (s.ticket_id) " " (s.title) }
+                            " · " (s.hostname)
+                            br;
+                            span.muted { (format!("{:.2}", s.score)) " · " (s.reason) }
+                        }
+                    }
+                }
+            } @else if kb.is_empty() {
+                p.muted { "No past resolution matches." }
+            } @else {
+                p.muted { "None were found when it opened; the knowledge base matches its title:" }
                 ul {
-                    @for hit in &kb {
+                    @for hit in kb {
                         li {
                             a href={ "/tickets/" (hit.ticket_id) } { "#" (hit.ticket_id) " " (hit.title) }
                             " · " (hit.hostname) " · " em { (hit.resolution) }
@@ -236,10 +268,30 @@ async fn ticket_page(
                 }
             }
         }
-    };
-    Ok(Html(
-        page(&who, &format!("Ticket {}", ticket.id), "/", body).into_string(),
-    ))
+    }
+}
+
+/// The host's changes in the day before the ticket opened, each with how
+/// many other hosts with the same change have the same rule firing
+/// (issue 23).
+fn change_correlation(
+    correlation: &[crate::suggest::CorrelatedChange],
+    ticket: &TicketRow,
+) -> Markup {
+    html! {
+        section.card aria-label="Change correlation" {
+            h2 { "Changes in the day before it fired" }
+            @if correlation.is_empty() {
+                p.muted { "None recorded." }
+            } @else {
+                ul {
+                    @for c in correlation {
+                        li { (crate::suggest::correlation_line(c, &ticket.rule, ticket.opened_at_ms)) }
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The action forms, for a caller who may change tickets; a viewer sees

@@ -133,6 +133,8 @@ pub struct TicketPayload {
     pub resolution_due: String,
     /// How it was resolved, if a technician resolved it.
     pub resolution: Option<String>,
+    /// Earlier resolutions suggested when it opened, best first (issue 23).
+    pub suggestions: Vec<crate::suggest::SuggestionPayload>,
 }
 
 /// An RFC 3339 UTC time with milliseconds.

@@ -1307,3 +1307,54 @@ async fn a_job_is_named_by_a_unique_start_of_its_id() {
         assert!(!status.message().contains('\n'), "one line");
     }
 }
+
+/// Issue 23: the `ticket.opened` payload, built in the opening transaction,
+/// carries the fixes suggested from earlier resolved tickets; one that
+/// recovered by itself is never among them.
+#[tokio::test]
+async fn a_ticket_opened_payload_carries_its_suggested_fixes() {
+    let (_dir, store) = store().await;
+    let host = host(&store).await;
+    let by = AuditEntry::system("test", "", "");
+    let earlier = store
+        .create_ticket(
+            &host,
+            "Print spooler crashes on start",
+            None,
+            "alice",
+            &by,
+            T0,
+        )
+        .await
+        .expect("ticket");
+    store
+        .update_ticket(
+            earlier.id,
+            &TicketChange::Resolve("Reinstalled the printer driver".into()),
+            "alice",
+            &by,
+            T0 + 1,
+        )
+        .await
+        .expect("update")
+        .expect("resolved");
+    add_hook(&store, "http://127.0.0.1:9/hook", &[TicketEvent::Opened]).await;
+    let new = store
+        .create_ticket(&host, "Spooler crashes again", None, "bob", &by, T0 + 2)
+        .await
+        .expect("ticket");
+    let deliveries = store.claim_deliveries(T0 + 3, 0, 10).await.expect("claim");
+    assert_eq!(deliveries.len(), 1);
+    let body: serde_json::Value = serde_json::from_str(&deliveries[0].body).expect("JSON");
+    assert_eq!(body["ticket"]["id"], new.id);
+    let suggestions = body["ticket"]["suggestions"].as_array().expect("a list");
+    assert_eq!(suggestions.len(), 1, "{body}");
+    let s = &suggestions[0];
+    assert_eq!(s["ticket_id"], earlier.id);
+    assert_eq!(s["resolution"], "Reinstalled the printer driver");
+    assert_eq!(s["title"], "Print spooler crashes on start");
+    assert_eq!(s["hostname"], "pc-0142");
+    assert_eq!(s["reason"], "similar text");
+    assert!(s["score"].as_f64().expect("a score") > 0.0);
+    assert_eq!(s["resolved_at"], "2026-11-24T10:00:00.001Z");
+}

@@ -2929,6 +2929,15 @@ pub struct GetTicketResponse {
     /// their resolutions (at most 10).
     #[prost(message, repeated, tag = "7")]
     pub related: ::prost::alloc::vec::Vec<Ticket>,
+    /// Earlier resolutions from the knowledge base, suggested when the ticket
+    /// opened, best first (at most 5; issue 23).
+    #[prost(message, repeated, tag = "8")]
+    pub suggestions: ::prost::alloc::vec::Vec<Suggestion>,
+    /// The host's changes in the 24 hours before the ticket opened, newest
+    /// first (at most 20), each with how many other hosts with the same
+    /// change have the same rule's ticket open (issue 23).
+    #[prost(message, repeated, tag = "9")]
+    pub change_correlation: ::prost::alloc::vec::Vec<CorrelatedChange>,
 }
 /// One worklog entry.
 #[derive(serde::Serialize)]
@@ -3800,6 +3809,49 @@ pub struct DecideRelinkRequest {
     /// The request's id.
     #[prost(int64, tag = "1")]
     pub id: i64,
+}
+/// An earlier resolution suggested for a ticket when it opened (issue 23).
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct Suggestion {
+    /// The earlier ticket.
+    #[prost(int64, tag = "1")]
+    pub ticket_id: i64,
+    /// Its title, as it was when suggested.
+    #[prost(string, tag = "2")]
+    pub title: ::prost::alloc::string::String,
+    /// Its host's name.
+    #[prost(string, tag = "3")]
+    pub hostname: ::prost::alloc::string::String,
+    /// The rule that opened it; empty for a manual ticket.
+    #[prost(string, tag = "4")]
+    pub rule: ::prost::alloc::string::String,
+    /// How a technician resolved it.
+    #[prost(string, tag = "5")]
+    pub resolution: ::prost::alloc::string::String,
+    /// When it resolved, ms since the Unix epoch; 0 when unknown.
+    #[prost(int64, tag = "6")]
+    pub resolved_at_unix_ms: i64,
+    /// How well it matches, higher is better (up to 2.6).
+    #[prost(double, tag = "7")]
+    pub score: f64,
+    /// Why: "same rule: disk-full", "same software: openssl", "similar
+    /// text", joined with ", ".
+    #[prost(string, tag = "8")]
+    pub reason: ::prost::alloc::string::String,
+}
+/// A change on a ticket's host before it opened (issue 23).
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CorrelatedChange {
+    /// The change.
+    #[prost(message, optional, tag = "1")]
+    pub change: ::core::option::Option<InventoryChange>,
+    /// How many other hosts made the same change (same section, item and new
+    /// value; both additions or both not) and have a ticket of the same rule
+    /// open. Absent for a ticket without a rule.
+    #[prost(uint64, optional, tag = "2")]
+    pub other_hosts: ::core::option::Option<u64>,
 }
 /// What a token may do. Each role includes the rights of the ones below it.
 #[derive(serde::Serialize)]

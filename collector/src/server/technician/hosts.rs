@@ -50,6 +50,19 @@ fn decode_page_token(token: &str) -> Result<Option<(String, String)>, Status> {
     Ok(Some((name.to_owned(), id.to_owned())))
 }
 
+fn suggestion_message(s: &crate::suggest::Suggestion) -> deskpulse_proto::v1::Suggestion {
+    deskpulse_proto::v1::Suggestion {
+        ticket_id: s.ticket_id,
+        title: s.title.clone(),
+        hostname: s.hostname.clone(),
+        rule: s.rule.clone(),
+        resolution: s.resolution.clone(),
+        resolved_at_unix_ms: s.resolved_at_ms.unwrap_or(0),
+        score: s.score,
+        reason: s.reason.clone(),
+    }
+}
+
 fn health_point(p: crate::store::HealthPoint) -> HealthPoint {
     HealthPoint {
         at_unix_ms: p.at_ms,
@@ -63,9 +76,9 @@ fn health_point(p: crate::store::HealthPoint) -> HealthPoint {
 }
 
 /// What a ticket is shown with: its host, the host's changes of the last
-/// week and health of the last day, and related tickets (the host's
-/// others, and resolved or closed ones of the same rule, with their
-/// resolutions). Read once here for the API and the web console.
+/// week and health of the last day, related tickets (the host's others,
+/// and resolved or closed ones of the same rule, with their resolutions),
+/// the fixes suggested when it opened and the change correlation. Read once here for the API and the web console.
 #[derive(Debug, Clone)]
 pub(crate) struct TicketContext {
     /// The host with its latest inventory, unless it is gone.
@@ -76,6 +89,11 @@ pub(crate) struct TicketContext {
     pub health: Vec<crate::store::HealthPoint>,
     /// Related tickets, newest first.
     pub related: Vec<TicketRow>,
+    /// The fixes suggested when it opened, best first (issue 23).
+    pub suggestions: Vec<crate::suggest::Suggestion>,
+    /// Its host's changes in the day before it opened, with the other
+    /// hosts that made each and have its rule firing (issue 23).
+    pub correlation: Vec<crate::suggest::CorrelatedChange>,
 }
 
 /// Reads the [`TicketContext`] of `ticket`.
@@ -127,6 +145,8 @@ pub(crate) async fn ticket_context(
         changes,
         health,
         related,
+        suggestions: store.ticket_suggestions(ticket.id).await?,
+        correlation: store.change_correlation(ticket).await?,
     })
 }
 
@@ -280,6 +300,15 @@ impl TechnicianApi {
         response.recent_changes = context.changes.into_iter().map(change_message).collect();
         response.recent_health = context.health.into_iter().map(health_point).collect();
         response.related = context.related.into_iter().map(ticket_message).collect();
+        response.suggestions = context.suggestions.iter().map(suggestion_message).collect();
+        response.change_correlation = context
+            .correlation
+            .into_iter()
+            .map(|c| deskpulse_proto::v1::CorrelatedChange {
+                change: Some(change_message(c.change)),
+                other_hosts: c.other_hosts,
+            })
+            .collect();
         Ok(())
     }
 

@@ -6,5 +6,6 @@
 
 pub mod audit;
 pub mod jobs;
+pub mod suggestions;
 pub mod tickets;
 pub mod triage;

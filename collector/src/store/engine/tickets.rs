@@ -268,7 +268,7 @@ pub fn next_due(starts: &TimerStarts, policy: &Policy, now_ms: i64) -> Option<i6
 
 /// One open write transaction of a backend, as the ticket engine uses it:
 /// each method is one or a few SQL statements, and decides nothing.
-pub trait TicketTx: super::triage::TriageTx + Send {
+pub trait TicketTx: super::triage::TriageTx + super::suggestions::SuggestTx + Send {
     /// The tags of each of `hosts` that has any.
     async fn tags_of(&mut self, hosts: &[&str]) -> StoreResult<HashMap<String, Tags>>;
     /// Every rule state of `hosts`.
@@ -406,7 +406,8 @@ pub async fn enqueue(
             event.name()
         )));
     };
-    let ticket = ticket_payload(ticket);
+    let mut ticket = ticket_payload(ticket);
+    ticket.suggestions = super::suggestions::payloads(tx, ticket_id).await?;
     for webhook_id in hooks {
         let delivery_id = uuid::Uuid::new_v4().to_string();
         let body = crate::webhooks::format::payload(event, &delivery_id, now_ms, &ticket);
@@ -445,6 +446,7 @@ fn ticket_payload(t: TicketRow) -> crate::webhooks::format::TicketPayload {
         response_due: rfc3339(t.response_due_ms),
         resolution_due: rfc3339(t.resolution_due_ms),
         resolution: t.resolution,
+        suggestions: Vec::new(),
     }
 }
 
@@ -481,6 +483,7 @@ async fn open_ticket(
     let id = tx.insert_ticket(new, due, now_ms).await?;
     tx.worklog(id, now_ms, new.author, new.note).await?;
     super::triage::on_open(tx, policy, new.host, new.rule, new.subject, id, now_ms).await?;
+    super::suggestions::attach(tx, new, id, now_ms).await?;
     enqueue(tx, TicketEvent::Opened, id, now_ms).await?;
     Ok(id)
 }

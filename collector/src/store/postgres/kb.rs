@@ -56,3 +56,19 @@ pub async fn search(
         .await?;
     rows.iter().map(kb_hit_row).collect()
 }
+
+impl crate::store::sql::suggestions::KbSql for sqlx::Postgres {
+    const NOTES: &'static str = "(SELECT string_agg(w.note, E'\\n' ORDER BY w.id) \
+         FROM ticket_worklog w WHERE w.ticket_id = t.id AND w.author <> 'system')";
+    const TEXT_RANK: &'static str =
+        "-ts_rank('{0.1, 0.25, 0.5, 1.0}', k.document, q.query)::float8";
+
+    fn push_text_match(query: &mut sqlx::QueryBuilder<sqlx::Postgres>, terms: &[String]) {
+        query.push("FROM (SELECT websearch_to_tsquery('english', ");
+        query.push_bind(ts_query(terms));
+        query.push(
+            ") AS query) q JOIN kb_fts k ON k.document @@ q.query \
+             JOIN tickets t ON t.id = k.ticket_id JOIN hosts h ON h.id = t.host_id WHERE TRUE",
+        );
+    }
+}

@@ -23,6 +23,9 @@
 //!   one and made current on first use.
 //! - [`revocation`]: revoking hosts, API tokens and enrollment tokens; API
 //!   token checks, expiry and last use; the token lists.
+//! - [`suggestions`]: `SuggestTx` (the knowledge-base reads and stored
+//!   suggestions of a ticket that opens), and the change correlation of a
+//!   ticket (issue 23).
 //! - [`tickets`]: `TicketTx`, the ticket transactions, the reports that are
 //!   events, the ticket list and the change log.
 //! - [`web`]: the web console's local accounts and sessions (issue 22).
@@ -40,6 +43,7 @@ pub(crate) mod policy;
 pub(crate) mod relink;
 pub(crate) mod renewal;
 pub(crate) mod revocation;
+pub(crate) mod suggestions;
 pub(crate) mod tickets;
 pub(crate) mod triage;
 pub(crate) mod web;

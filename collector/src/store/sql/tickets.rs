@@ -111,7 +111,7 @@ pub(crate) fn changes<'a, B: Dialect>(
 
 /// The SQL that differs between the backends, which the shared ticket
 /// transactions call; each backend implements it beside its other SQL.
-pub(crate) trait BackendSql: Dialect {
+pub(crate) trait BackendSql: super::suggestions::KbSql {
     /// Appends a test that the expression before it is one of `values`.
     fn push_in(query: &mut QueryBuilder<Self>, values: &[&str]) -> StoreResult<()>;
     /// The hosts of `hosts` this transaction claims for a timer pass: on

@@ -51,3 +51,17 @@ pub async fn search(
         .await?;
     rows.iter().map(kb_hit_row).collect()
 }
+
+impl crate::store::sql::suggestions::KbSql for sqlx::Sqlite {
+    const NOTES: &'static str = "(SELECT group_concat(w.note, char(10)) FROM ticket_worklog w \
+         WHERE w.ticket_id = t.id AND w.author <> 'system')";
+    const TEXT_RANK: &'static str = RANK;
+
+    fn push_text_match(query: &mut sqlx::QueryBuilder<sqlx::Sqlite>, terms: &[String]) {
+        query.push(
+            "FROM kb_fts JOIN tickets t ON t.id = kb_fts.rowid JOIN hosts h ON h.id = t.host_id \
+             WHERE kb_fts MATCH ",
+        );
+        query.push_bind(fts_query(terms));
+    }
+}

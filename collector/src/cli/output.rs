@@ -715,11 +715,13 @@ pub fn ticket(detail: &GetTicketResponse, json: bool) -> CommandResult {
     }
     out.push_str("worklog\n");
     for w in &detail.worklog {
+        // An attached run's output spans lines: indented under its entry,
+        // so the next entry stands out.
         out.push_str(&format!(
             "  {} {}: {}\n",
             time(w.at_unix_ms),
             w.author,
-            w.note
+            w.note.trim_end().replace('\n', "\n      ")
         ));
     }
     out!("{out}");

@@ -6,4 +6,5 @@
 
 pub mod audit;
 pub mod jobs;
+pub mod problems;
 pub mod tickets;

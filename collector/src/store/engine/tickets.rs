@@ -268,7 +268,7 @@ pub fn next_due(starts: &TimerStarts, policy: &Policy, now_ms: i64) -> Option<i6
 
 /// One open write transaction of a backend, as the ticket engine uses it:
 /// each method is one or a few SQL statements, and decides nothing.
-pub trait TicketTx: Send {
+pub trait TicketTx: Send + super::problems::ProblemTx {
     /// The tags of each of `hosts` that has any.
     async fn tags_of(&mut self, hosts: &[&str]) -> StoreResult<HashMap<String, Tags>>;
     /// Every rule state of `hosts`.
@@ -394,6 +394,7 @@ pub async fn enqueue(
     ticket_id: i64,
     now_ms: i64,
 ) -> StoreResult<()> {
+    super::problems::ticket_event(tx, event, ticket_id, now_ms).await?;
     // The common case on the ingest path is no webhooks at all: one indexed
     // read and done.
     let hooks = tx.subscribers(event).await?;
@@ -480,6 +481,7 @@ async fn open_ticket(
     };
     let id = tx.insert_ticket(new, due, now_ms).await?;
     tx.worklog(id, now_ms, new.author, new.note).await?;
+    super::problems::link(tx, policy, id, new, now_ms).await?;
     enqueue(tx, TicketEvent::Opened, id, now_ms).await?;
     Ok(id)
 }

@@ -363,6 +363,37 @@ mod tests {
     }
 
     #[test]
+    fn the_section_is_applied_exported_and_diffed_and_its_errors_name_the_line() {
+        use crate::rules::policy::{Policy, check_policy, parse_policy, text};
+        let policy = parse_policy("[problems]\nhosts = 25\nwindow = \"30m\"\n").expect("parses");
+        let expected = ProblemPolicy {
+            enabled: true,
+            hosts: 25,
+            window_ms: 30 * 60_000,
+            changes_window_ms: 2 * 3_600_000,
+        };
+        assert_eq!(policy.problems, expected);
+        let exported = policy.to_toml();
+        assert!(
+            exported.contains("[problems]\nenabled = true\nhosts = 25\nwindow = \"30m\"\nchanges_window = \"2h\"\n"),
+            "{exported}"
+        );
+        assert_eq!(parse_policy(&exported).expect("export parses").problems, expected);
+        let changes = text::changes(&Policy::default(), &policy);
+        assert!(changes.contains(&"problems.hosts: 10 -> 25".to_owned()), "{changes:?}");
+        assert!(changes.contains(&"problems.window: 15m -> 30m".to_owned()), "{changes:?}");
+        let errors = check_policy("[tickets]\nquiet = \"1m\"\n\n[problems]\nhosts = 1\n")
+            .expect_err("refused");
+        assert_eq!(errors[0].line, Some(4));
+        assert_eq!(
+            errors[0].message,
+            "problems.hosts must be between 2 and 100000, not 1"
+        );
+        let errors = check_policy("[problems]\nhots = 3\n").expect_err("refused");
+        assert!(errors[0].message.starts_with("problems: unknown field `hots`"), "{:?}", errors[0]);
+    }
+
+    #[test]
     fn the_section_is_checked() {
         let raw = |hosts, window: Option<&str>| RawProblems {
             enabled: None,

@@ -385,7 +385,7 @@ pub(super) async fn resolving_a_problem_resolves_its_open_tickets_each_through_t
         })
         .await
         .expect("audit");
-    let actions: Vec<&str> = audit.iter().map(|a| a.entry.action.as_str()).collect();
+    let actions: Vec<&str> = audit.iter().map(|a| a.action.as_str()).collect();
     assert_eq!(
         actions.iter().filter(|a| **a == "problem.resolve").count(),
         1

@@ -143,7 +143,7 @@ fn tickets_of_one_rule_on_several_real_agents_group_into_one_problem_resolved_at
     assert_eq!(no_text.code, 2);
     assert_eq!(
         no_text.error_line(),
-        "problem resolve needs the resolution: deskpulse problem resolve ID \"what fixed it\""
+        "deskpulse: error: problem resolve needs the resolution: deskpulse problem resolve ID \"what fixed it\""
     );
     let unknown = collector.cli(&admin, &["problem", "show", "9999"]);
     assert_eq!(unknown.code, 1);

@@ -378,10 +378,19 @@ mod tests {
             exported.contains("[problems]\nenabled = true\nhosts = 25\nwindow = \"30m\"\nchanges_window = \"2h\"\n"),
             "{exported}"
         );
-        assert_eq!(parse_policy(&exported).expect("export parses").problems, expected);
+        assert_eq!(
+            parse_policy(&exported).expect("export parses").problems,
+            expected
+        );
         let changes = text::changes(&Policy::default(), &policy);
-        assert!(changes.contains(&"problems.hosts: 10 -> 25".to_owned()), "{changes:?}");
-        assert!(changes.contains(&"problems.window: 15m -> 30m".to_owned()), "{changes:?}");
+        assert!(
+            changes.contains(&"problems.hosts: 10 -> 25".to_owned()),
+            "{changes:?}"
+        );
+        assert!(
+            changes.contains(&"problems.window: 15m -> 30m".to_owned()),
+            "{changes:?}"
+        );
         let errors = check_policy("[tickets]\nquiet = \"1m\"\n\n[problems]\nhosts = 1\n")
             .expect_err("refused");
         assert_eq!(errors[0].line, Some(4));
@@ -390,7 +399,13 @@ mod tests {
             "problems.hosts must be between 2 and 100000, not 1"
         );
         let errors = check_policy("[problems]\nhots = 3\n").expect_err("refused");
-        assert!(errors[0].message.starts_with("problems: unknown field `hots`"), "{:?}", errors[0]);
+        assert!(
+            errors[0]
+                .message
+                .starts_with("problems: unknown field `hots`"),
+            "{:?}",
+            errors[0]
+        );
     }
 
     #[test]

@@ -59,7 +59,9 @@ async fn list_page(
             }
         }
     };
-    Ok(Html(page(&who, "Problems", "/problems", body).into_string()))
+    Ok(Html(
+        page(&who, "Problems", "/problems", body).into_string(),
+    ))
 }
 
 async fn problem_page(

@@ -20,6 +20,11 @@ CREATE TABLE problems (
     hosts             INTEGER NOT NULL DEFAULT 0,
     tickets           INTEGER NOT NULL DEFAULT 0,
     open_tickets      INTEGER NOT NULL DEFAULT 0,
+    -- Its hosts' weight in quarters (criticality high 16, medium 4, low 1)
+    -- and its tickets' best priority: what its priority is raised from,
+    -- kept so a ticket joining adds to them instead of recounting.
+    weight_quarters   INTEGER NOT NULL DEFAULT 0,
+    best_ticket_priority TEXT NOT NULL DEFAULT 'P4',
     opened_at_ms      INTEGER NOT NULL,
     updated_at_ms     INTEGER NOT NULL,
     -- When its latest ticket joined: tickets join within the window of it.

@@ -245,6 +245,10 @@ pub struct ProblemRow {
     pub tickets: i64,
     /// How many of them are neither resolved nor closed.
     pub open_tickets: i64,
+    /// Its hosts' weight in quarters ([`weight_quarters`]).
+    pub weight_quarters: i64,
+    /// The best priority among its tickets, "P1" … "P4".
+    pub best_ticket_priority: String,
     /// When it opened.
     pub opened_at_ms: i64,
     /// When it last changed.

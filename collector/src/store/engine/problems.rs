@@ -88,6 +88,10 @@ pub trait ProblemTx: Send {
     ) -> StoreResult<Vec<i64>>;
     /// What `problem`'s tickets add up to.
     async fn tallies(&mut self, problem: i64) -> StoreResult<Tallies>;
+    /// What `joined`, tickets just linked to `problem`, add to its tallies:
+    /// their hosts that had no ticket in it yet, read through indexes, so
+    /// a join costs the same at the thousandth ticket as at the tenth.
+    async fn joined_tallies(&mut self, problem: i64, joined: &[i64]) -> StoreResult<Tallies>;
     /// Writes the tallies and priority; `joined_at_ms` moves its latest join.
     async fn write_tallies(
         &mut self,
@@ -227,7 +231,19 @@ async fn after_join(
         let note = format!("linked to problem {problem}: {}", before.title);
         tx.worklog(*ticket, now_ms, "system", &note).await?;
     }
-    let tallies = tx.tallies(problem).await?;
+    let tallies = if created {
+        tx.tallies(problem).await?
+    } else {
+        let added = tx.joined_tallies(problem, joined).await?;
+        let best = Priority::parse(&before.best_ticket_priority).ok();
+        Tallies {
+            hosts: before.hosts + added.hosts,
+            tickets: before.tickets + added.tickets,
+            open_tickets: before.open_tickets + added.open_tickets,
+            weight_quarters: before.weight_quarters + added.weight_quarters,
+            best_priority: best.into_iter().chain(added.best_priority).min(),
+        }
+    };
     let priority = priority_of(&tallies);
     tx.write_tallies(problem, &tallies, priority, Some(now_ms), now_ms)
         .await?;

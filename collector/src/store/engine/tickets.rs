@@ -481,8 +481,8 @@ async fn open_ticket(
     };
     let id = tx.insert_ticket(new, due, now_ms).await?;
     tx.worklog(id, now_ms, new.author, new.note).await?;
-    super::problems::link(tx, policy, id, new, now_ms).await?;
     enqueue(tx, TicketEvent::Opened, id, now_ms).await?;
+    super::problems::link(tx, policy, id, new, now_ms).await?;
     Ok(id)
 }
 

@@ -27,7 +27,7 @@ use crate::store::{AuditEntry, StoreResult, TicketRow, WorklogEntry};
 
 /// The columns [`problem_row`] reads.
 const PROBLEM_COLUMNS: &str = "id, kind, group_key, title, status, priority, hosts, tickets, \
-     open_tickets, opened_at_ms, updated_at_ms, last_joined_at_ms, resolved_at_ms, resolved_by, \
+     open_tickets, weight_quarters, best_ticket_priority, opened_at_ms, updated_at_ms, last_joined_at_ms, resolved_at_ms, resolved_by, \
      resolution";
 
 /// A problem row, from [`PROBLEM_COLUMNS`].
@@ -42,6 +42,8 @@ fn problem_row(r: &(impl Columns + ?Sized)) -> StoreResult<ProblemRow> {
         hosts: r.int("hosts")?,
         tickets: r.int("tickets")?,
         open_tickets: r.int("open_tickets")?,
+        weight_quarters: r.int("weight_quarters")?,
+        best_ticket_priority: r.text("best_ticket_priority")?,
         opened_at_ms: r.int("opened_at_ms")?,
         updated_at_ms: r.int("updated_at_ms")?,
         last_joined_at_ms: r.int("last_joined_at_ms")?,
@@ -196,6 +198,65 @@ impl<B: BackendSql> ProblemTx for TicketConn<'_, B> {
         })
     }
 
+    async fn joined_tallies(&mut self, problem: i64, joined: &[i64]) -> StoreResult<Tallies> {
+        if joined.is_empty() {
+            return Ok(Tallies {
+                hosts: 0,
+                tickets: 0,
+                open_tickets: 0,
+                weight_quarters: 0,
+                best_priority: None,
+            });
+        }
+        let ids = |sql: &mut QueryBuilder<B>| {
+            sql.push(" IN (");
+            for (i, id) in joined.iter().enumerate() {
+                if i > 0 {
+                    sql.push(", ");
+                }
+                B::int(sql, *id);
+            }
+            sql.push(")");
+        };
+        // The joined tickets' hosts that had no ticket in the problem yet,
+        // through the (problem, host) index: what they add.
+        let mut sql = QueryBuilder::new(
+            "SELECT CAST(COUNT(*) AS BIGINT) AS hosts, CAST(COALESCE(SUM(w), 0) AS BIGINT) AS weight \
+             FROM (SELECT m.host_id, MAX(CASE g.value WHEN 'high' THEN 16 WHEN 'low' THEN 1 \
+             ELSE 4 END) AS w FROM problem_tickets m LEFT JOIN host_tags g \
+             ON g.host_id = m.host_id AND g.key = 'criticality' WHERE m.ticket_id",
+        );
+        ids(&mut sql);
+        sql.push(" AND NOT EXISTS (SELECT 1 FROM problem_tickets o WHERE o.problem_id = ");
+        B::int(&mut sql, problem);
+        sql.push(" AND o.host_id = m.host_id AND o.ticket_id NOT");
+        ids(&mut sql);
+        sql.push(") GROUP BY m.host_id) added");
+        let (hosts, weight) =
+            B::optional_in(self.0, sql, |r| Ok((r.int("hosts")?, r.int("weight")?)))
+                .await?
+                .unwrap_or((0, 0));
+        let mut sql = QueryBuilder::new(format!(
+            "SELECT CAST(COUNT(*) AS BIGINT) AS tickets, \
+             CAST(COALESCE(SUM(CASE WHEN t.{OPEN} THEN 1 ELSE 0 END), 0) AS BIGINT) AS open, \
+             MIN(m.priority) AS best FROM problem_tickets m JOIN tickets t ON t.id = m.ticket_id \
+             WHERE m.ticket_id"
+        ));
+        ids(&mut sql);
+        let (tickets, open, best) = B::optional_in(self.0, sql, |r| {
+            Ok((r.int("tickets")?, r.int("open")?, r.opt_text("best")?))
+        })
+        .await?
+        .unwrap_or((0, 0, None));
+        Ok(Tallies {
+            hosts,
+            tickets,
+            open_tickets: open,
+            weight_quarters: weight,
+            best_priority: best.and_then(|p| Priority::parse(&p).ok()),
+        })
+    }
+
     async fn write_tallies(
         &mut self,
         problem: i64,
@@ -210,6 +271,13 @@ impl<B: BackendSql> ProblemTx for TicketConn<'_, B> {
         B::int(&mut sql, tallies.tickets);
         sql.push(", open_tickets = ");
         B::int(&mut sql, tallies.open_tickets);
+        sql.push(", weight_quarters = ");
+        B::int(&mut sql, tallies.weight_quarters);
+        sql.push(", best_ticket_priority = ");
+        B::text(
+            &mut sql,
+            tallies.best_priority.unwrap_or(Priority::P4).name(),
+        );
         sql.push(", priority = ");
         B::text(&mut sql, priority.name());
         sql.push(", updated_at_ms = ");

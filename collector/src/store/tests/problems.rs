@@ -530,3 +530,72 @@ pub(super) async fn two_replicas_opening_tickets_at_once_make_one_problem(db: Te
     // Every ticket joined, perhaps one seen late by the next to join.
     assert!(listed[0].problem.hosts >= 22, "{:?}", listed[0].problem);
 }
+
+/// `problem.opened`, `problem.updated` (priority raised) and
+/// `problem.resolved` reach a subscribed webhook through the outbox, each
+/// body carrying the problem as the event left it.
+pub(super) async fn problem_events_reach_the_webhook_outbox_with_the_problem(db: TestDb) {
+    let store = db.store.clone();
+    apply(&store, &POLICY.replace("hosts = 3", "hosts = 2")).await;
+    let hook = NewWebhook {
+        url: "https://hooks.example.com/".into(),
+        events: vec![
+            crate::model::TicketEvent::ProblemOpened,
+            crate::model::TicketEvent::ProblemUpdated,
+            crate::model::TicketEvent::ProblemResolved,
+        ],
+        secret: "s".repeat(32),
+        created_by: "admin".into(),
+    };
+    store
+        .add_webhook(&hook, &|_: &i64| AuditEntry::system("test", "", ""), 0)
+        .await
+        .expect("add");
+    let ids = hosts(&store, 10).await;
+    for (i, host) in ids.iter().enumerate() {
+        cpu(
+            &store,
+            host,
+            1,
+            i64::try_from(i).expect("small") * 1000,
+            95.0,
+        )
+        .await;
+    }
+    let id = only_problem(&store).await.problem.id;
+    store
+        .resolve_problem(id, "fixed fleet-wide", "bob", &by("bob"), 20_000)
+        .await
+        .expect("store")
+        .expect("resolves");
+    // One problem's deliveries go in order: each is claimable once the one
+    // before it is delivered.
+    let mut events: Vec<(String, serde_json::Value)> = Vec::new();
+    for _ in 0..4 {
+        let claimed = store
+            .claim_deliveries(30_000, 60_000, 50)
+            .await
+            .expect("claim");
+        assert!(claimed.len() <= 1, "{claimed:?}");
+        for d in claimed {
+            store
+                .record_delivery(d.id, &DeliveryOutcome::Delivered(200), 30_000)
+                .await
+                .expect("record");
+            let body: serde_json::Value = serde_json::from_str(&d.body).expect("json");
+            events.push((d.event.clone(), body));
+        }
+    }
+    let names: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(
+        names,
+        ["problem.opened", "problem.updated", "problem.resolved"],
+        "{events:?}"
+    );
+    assert_eq!(events[0].1["problem"]["hosts"], 2);
+    assert_eq!(events[1].1["problem"]["priority"], "P2");
+    assert_eq!(events[1].1["problem"]["hosts"], 10);
+    assert_eq!(events[2].1["problem"]["status"], "resolved");
+    assert_eq!(events[2].1["problem"]["resolution"], "fixed fleet-wide");
+    assert_eq!(events[2].1["event"], "problem.resolved");
+}

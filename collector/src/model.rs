@@ -794,15 +794,24 @@ pub enum TicketEvent {
     Escalated,
     /// A ticket resolved, automatically or by a technician.
     Resolved,
+    /// A fleet-wide problem opened (issue 23).
+    ProblemOpened,
+    /// A problem's priority rose, or it reopened.
+    ProblemUpdated,
+    /// A problem resolved.
+    ProblemResolved,
 }
 
 impl TicketEvent {
     /// Every event, in the order the CLI lists them.
-    pub const ALL: [TicketEvent; 4] = [
+    pub const ALL: [TicketEvent; 7] = [
         TicketEvent::Opened,
         TicketEvent::Updated,
         TicketEvent::Escalated,
         TicketEvent::Resolved,
+        TicketEvent::ProblemOpened,
+        TicketEvent::ProblemUpdated,
+        TicketEvent::ProblemResolved,
     ];
 
     /// The wire name, e.g. `ticket.opened`.
@@ -812,6 +821,9 @@ impl TicketEvent {
             TicketEvent::Updated => "ticket.updated",
             TicketEvent::Escalated => "ticket.escalated",
             TicketEvent::Resolved => "ticket.resolved",
+            TicketEvent::ProblemOpened => "problem.opened",
+            TicketEvent::ProblemUpdated => "problem.updated",
+            TicketEvent::ProblemResolved => "problem.resolved",
         }
     }
 }
@@ -825,7 +837,8 @@ impl FromStr for TicketEvent {
             .ok_or_else(|| {
                 format!(
                     "unknown event {s:?}: expected ticket.opened, ticket.updated, \
-                     ticket.escalated or ticket.resolved"
+                     ticket.escalated, ticket.resolved, problem.opened, problem.updated \
+                     or problem.resolved"
                 )
             })
     }

@@ -337,6 +337,18 @@ impl Collector {
         out.stdout.trim().to_owned()
     }
 
+    /// Applies `text` as the fleet policy with the admin token, through
+    /// `deskpulse rules apply FILE`; the run, to check its outcome.
+    pub fn apply_rules(&self, text: &str) -> Run {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("policy.toml");
+        std::fs::write(&file, text).expect("write the policy");
+        self.cli(
+            &self.admin_token(),
+            &["rules", "apply", file.to_str().expect("utf-8 path")],
+        )
+    }
+
     /// Runs the technician CLI against this collector with `token`.
     pub fn cli(&self, token: &str, args: &[&str]) -> Run {
         run(&mut self.cli_command(token, args))

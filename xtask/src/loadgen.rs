@@ -111,6 +111,13 @@ pub struct LoadgenArgs {
     /// batched SQLite inserts) and print ours as a fraction of them.
     #[arg(long)]
     pub anchors: bool,
+    /// Makes this many agents (the first ones) fire the same rule within
+    /// one health interval of the steady state: their health samples say
+    /// the antivirus is off, which the default `antivirus-off` rule turns
+    /// into a ticket at once, and the tickets group into one fleet-wide
+    /// problem (issue 23). 0: none.
+    #[arg(long, default_value_t = 0)]
+    pub fire_same_rule: usize,
 }
 
 /// Checks the flags before anything starts (exit code 2 material).
@@ -132,6 +139,12 @@ fn check_args(args: &LoadgenArgs) -> Result<usize> {
     }
     if args.concurrency == 0 {
         bail!("--concurrency must be at least 1");
+    }
+    if args.fire_same_rule > args.agents {
+        bail!(
+            "--fire-same-rule must be at most --agents ({})",
+            args.agents
+        );
     }
     let workers = args
         .workers
@@ -521,6 +534,7 @@ pub fn run(root: &Path, args: &LoadgenArgs) -> Result<()> {
             duration_ms: u64::try_from(args.duration.as_millis()).unwrap_or(u64::MAX),
             concurrency: args.concurrency.div_ceil(workers_wanted).max(1),
             run_id,
+            firing: args.fire_same_rule.saturating_sub(first).min(agents),
         });
         first += agents;
     }

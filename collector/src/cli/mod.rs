@@ -23,6 +23,7 @@ mod diagnostics;
 mod enrollments;
 pub(crate) mod login;
 pub mod output;
+mod problems;
 mod revocation;
 pub mod settings;
 mod suggestions;
@@ -181,6 +182,12 @@ enum Command {
     /// (admin).
     #[command(subcommand)]
     Enrollments(enrollments::EnrollmentsCommand),
+    /// Fleet-wide problems: tickets of one rule, or the same employee
+    /// report, from many hosts; open first, newest first.
+    Problems(problems::ListArgs),
+    /// One problem: `problem show ID`, `problem resolve ID TEXT`.
+    #[command(subcommand)]
+    Problem(problems::ProblemCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -966,6 +973,8 @@ async fn run(
             revocation::revoke_enrollment_token(&mut client, id, json).await
         }
         Command::Enrollments(command) => enrollments::run(&mut client, command, json).await,
+        Command::Problems(args) => problems::list(&mut client, args, json).await,
+        Command::Problem(command) => problems::run(&mut client, command, json).await,
         // `main` runs these before any settings are resolved.
         Command::Login | Command::Logout => {
             Err(Failure::usage("login and logout run on their own"))

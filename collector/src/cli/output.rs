@@ -427,7 +427,7 @@ fn change_text(c: &InventoryChange) -> String {
 
 /// One ticket as JSON: the wire fields with times in RFC 3339 and the
 /// evidence parsed.
-fn ticket_json(t: &Ticket) -> serde_json::Value {
+pub(super) fn ticket_json(t: &Ticket) -> serde_json::Value {
     serde_json::json!({
         "id": t.id,
         "host_id": t.host_id,
@@ -450,6 +450,7 @@ fn ticket_json(t: &Ticket) -> serde_json::Value {
         "resolution_due": iso(t.resolution_due_unix_ms),
         "resolution": (!t.resolution.is_empty()).then_some(&t.resolution),
         "evidence": serde_json::from_str::<serde_json::Value>(&t.evidence_json).ok(),
+        "problem_id": (t.problem_id > 0).then_some(t.problem_id),
     })
 }
 
@@ -591,6 +592,15 @@ pub fn ticket(detail: &GetTicketResponse, json: bool) -> CommandResult {
         ),
     );
     field("host", format!("{} ({})", t.hostname, t.host_id));
+    if t.problem_id > 0 {
+        field(
+            "problem",
+            format!(
+                "#{} (`deskpulse problem show {}`)",
+                t.problem_id, t.problem_id
+            ),
+        );
+    }
     if !t.rule.is_empty() {
         field(
             "rule",

@@ -10,6 +10,8 @@
 //! - [`policy`]: fleet policy as applied by admins: rules merged over the
 //!   defaults, SLA targets, the business-hours calendar, lifecycle timing.
 //! - [`events`]: the inventory changes change rules fire on.
+//! - [`problems`]: the `[problems]` section, group keys and a problem's
+//!   impact (issue 23).
 //! - this module: the per-(host, rule, subject) state machine with
 //!   duration, hysteresis, quiet period and reopen window.
 
@@ -18,6 +20,7 @@ pub mod model;
 pub mod policy;
 pub mod priority;
 pub mod triage;
+pub mod problems;
 
 use model::Rule;
 use serde::{Deserialize, Serialize};

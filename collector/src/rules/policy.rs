@@ -42,6 +42,11 @@
 //! max_services = 5000
 //! max_users = 5000         # accounts, and sessions
 //! max_bytes = "4MiB"       # the encoded report
+//!
+//! [problems]               # fleet-wide problems (issue 23; `problems`)
+//! hosts = 10
+//! window = "15m"
+//! changes_window = "2h"
 //! ```
 
 use std::time::Duration;
@@ -93,6 +98,8 @@ pub struct Policy {
     pub clock: crate::clockskew::ClockWindow,
     /// What one inventory may hold: sent to agents, enforced on reports.
     pub inventory_limits: Limits,
+    /// When tickets group into a fleet-wide problem (issue 23).
+    pub problems: super::problems::ProblemPolicy,
 }
 
 /// Host certificates live this long unless the policy says otherwise.
@@ -146,6 +153,7 @@ impl Default for Policy {
             host_cert_lifetime: DEFAULT_HOST_CERT_LIFETIME,
             clock: crate::clockskew::ClockWindow::default(),
             inventory_limits: DEFAULT_INVENTORY_LIMITS,
+            problems: super::problems::ProblemPolicy::default(),
         })
     }
 }
@@ -203,6 +211,8 @@ struct PolicyFile {
     #[serde(default)]
     clock: Option<Spanned<toml::Table>>,
     inventory: Option<Spanned<toml::Table>>,
+    #[serde(default)]
+    problems: Option<Spanned<toml::Table>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -755,6 +765,16 @@ pub fn check_policy(text: &str) -> Result<Policy, Vec<PolicyError>> {
             })
         }
     };
+    let problems = match &file.problems {
+        None => super::problems::ProblemPolicy::default(),
+        Some(table) => raw::<super::problems::RawProblems>(table.get_ref())
+            .map_err(|e| format!("problems: {e}"))
+            .and_then(|raw| super::problems::ProblemPolicy::check(&raw))
+            .unwrap_or_else(|e| {
+                error(table_line(text, table.span()), e);
+                super::problems::ProblemPolicy::default()
+            }),
+    };
     if !errors.is_empty() {
         errors.sort_by_key(|e| e.line);
         return Err(errors);
@@ -773,6 +793,7 @@ pub fn check_policy(text: &str) -> Result<Policy, Vec<PolicyError>> {
         host_cert_lifetime,
         clock,
         inventory_limits,
+        problems,
     })
 }
 

@@ -36,6 +36,7 @@ pub use crate::rules::model::Reading;
 pub(crate) use shared::SqlBackend;
 pub use shared::{AuditOf, SharedQueries};
 pub use suggestions::SuggestionQueries;
+pub use sql::problems::{ProblemDetail, ProblemQueries, ProblemSummary};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -252,7 +253,9 @@ pub struct PolicyRecord {
 /// the backends (replica liveness, ingest, KB search), and those of
 /// [`SharedQueries`], written once.
 #[async_trait]
-pub trait Store: SharedQueries + SuggestionQueries + Send + Sync + 'static {
+pub trait Store:
+    SharedQueries + SuggestionQueries + ProblemQueries + Send + Sync + 'static
+{
     /// Records that `replica` is alive, and clears the stream markers of
     /// replicas that have not said so for `stale_after_ms`: they crashed or
     /// were cut off, and their agents reconnect elsewhere. Returns how many

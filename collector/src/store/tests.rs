@@ -24,6 +24,8 @@ mod suggestions;
 use suggestions::*;
 mod web;
 use web::*;
+mod problems;
+use problems::*;
 
 /// Names the variable the PostgreSQL contract tests need.
 const PG_URL_VAR: &str = "DESKPULSE_TEST_DATABASE_URL";
@@ -308,9 +310,17 @@ contract! {
     the_latest_health_of_a_page_of_hosts_is_read_at_once,
     presence_by_os_counts_as_is_online_decides,
     a_rule_that_fires_queues_its_triage_as_audited_jobs_for_its_ticket,
-    an_offline_ticket_gets_the_last_health_and_changes_instead_of_runs;
+    an_offline_ticket_gets_the_last_health_and_changes_instead_of_runs,
+    tickets_of_one_rule_on_enough_hosts_in_the_window_make_one_problem,
+    employees_reporting_the_same_words_from_many_pcs_make_one_problem,
+    many_ordinary_hosts_raise_a_problems_priority_above_its_tickets,
+    a_problem_names_the_change_its_hosts_share,
+    resolving_a_problem_resolves_its_open_tickets_each_through_the_ticket_path,
+    a_problem_follows_its_tickets_resolved_one_by_one_reopened_and_retired,
+    problem_events_reach_the_webhook_outbox_with_the_problem;
     // One SQLite database has one collector: no other cache to reach.
     postgres only:
+    two_replicas_opening_tickets_at_once_make_one_problem,
     a_policy_applied_by_one_replica_reaches_the_others,
     a_replica_that_stops_saying_it_is_alive_loses_its_streams,
 }

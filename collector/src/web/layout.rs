@@ -23,9 +23,10 @@ pub const CSRF_FIELD: &str = "csrf";
 const HTMX_CONFIG: &str = r#"{"includeIndicatorStyles":false,"allowEval":false,"allowScriptTags":false,"selfRequestsOnly":true,"historyCacheSize":0}"#;
 
 /// A navigation entry: its path, its label, and the role that sees it.
-const NAV: [(&str, &str, Role); 5] = [
+const NAV: [(&str, &str, Role); 6] = [
     ("/", "Queue", Role::Viewer),
     ("/fleet", "Fleet", Role::Viewer),
+    ("/problems", "Problems", Role::Viewer),
     ("/kb", "Knowledge base", Role::Viewer),
     ("/rules", "Rules", Role::Viewer),
     ("/audit", "Audit log", Role::Admin),

@@ -32,6 +32,7 @@
 //!   tickets and jobs, and running a diagnostic with its output live.
 //! - [`pages`]: knowledge-base search, the audit log (admin), rules and SLA
 //!   targets (read-only).
+//! - [`problems`]: fleet-wide problems, listed and one by one (issue 23).
 //! - [`listener`]: the `--web-listen` address (TLS, HTTP/1.1 and HTTP/2).
 //!
 //! A new area is a file with a
@@ -48,6 +49,7 @@ mod host;
 pub mod layout;
 pub mod listener;
 mod pages;
+mod problems;
 mod queue;
 mod ticket;
 
@@ -108,6 +110,7 @@ pub fn router(console: Console) -> Router {
         .merge(fleet::routes())
         .merge(host::routes())
         .merge(pages::routes())
+        .merge(problems::routes())
         .merge(assets::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(console.clone(), auth::guard))

@@ -104,6 +104,7 @@ async fn ticket_page(
         .into_iter()
         .filter(|job| job.ticket_id == Some(id))
         .collect();
+    let problem = store.problem_of_ticket(id).await.map_err(WebError::store)?;
     let now = console.ctx.clock.now_ms();
     let inventory = context.host.as_ref().and_then(|detail| {
         let (bytes, _) = detail.inventory.as_ref()?;
@@ -122,6 +123,7 @@ async fn ticket_page(
                     dt { "Priority" } dd { span class={ "prio prio-" (ticket.priority) } { (ticket.priority) } " (" (ticket.severity) ")" }
                     dt { "Host" } dd { a href={ "/hosts/" (ticket.host_id) } { (ticket.hostname) } " " span.muted { (ticket.host_id) } }
                     dt { "Rule" } dd { @if ticket.rule.is_empty() { "manual" } @else { (ticket.rule) } " " (ticket.subject) }
+                    @if let Some(problem) = problem { dt { "Problem" } dd { a href={ "/problems/" (problem) } { "#" (problem) } } }
                     dt { "Assignee" } dd { (ticket.assignee.as_deref().unwrap_or("—")) }
                     dt { "Opened" } dd { (time(ticket.opened_at_ms)) }
                     dt { "Response due" } dd {

@@ -7,6 +7,7 @@
 //!   stored; [`event_of`] a ticket change and [`payload`], the JSON body
 //!   (documented in `docs/webhooks.md`). The ticket engine builds it inside
 //!   the ticket transaction, so it shows the ticket as the event left it.
+//! - [`problems`]: the body of a problem event (issue 23).
 //! - [`sign`], [`signature_header`], [`verify`]: the `X-Deskpulse-Signature`
 //!   scheme, HMAC-SHA256 over `"<unix seconds>.<body>"`.
 //! - [`Deliverer`]: claims due deliveries and POSTs them; [`run`] is the
@@ -27,6 +28,7 @@ use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 
 pub mod format;
+pub mod problems;
 
 pub use format::{
     TicketPayload, check_secret, check_url, event_of, parse_events, payload, rfc3339,

@@ -2894,6 +2894,9 @@ pub struct Ticket {
     /// 0 before.
     #[prost(int64, tag = "21")]
     pub responded_at_unix_ms: i64,
+    /// The fleet-wide problem it joined (issue 23); 0 when none.
+    #[prost(int64, tag = "22")]
+    pub problem_id: i64,
 }
 /// Asks for one ticket.
 #[derive(serde::Serialize)]
@@ -3852,6 +3855,123 @@ pub struct CorrelatedChange {
     /// open. Absent for a ticket without a rule.
     #[prost(uint64, optional, tag = "2")]
     pub other_hosts: ::core::option::Option<u64>,
+}
+/// A fleet-wide problem (issue 23).
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Problem {
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+    /// rule (tickets of one rule) or report (employee reports of the same
+    /// words).
+    #[prost(string, tag = "2")]
+    pub kind: ::prost::alloc::string::String,
+    /// The rule's name, or the report's normalised text.
+    #[prost(string, tag = "3")]
+    pub key: ::prost::alloc::string::String,
+    #[prost(string, tag = "4")]
+    pub title: ::prost::alloc::string::String,
+    /// open or resolved.
+    #[prost(string, tag = "5")]
+    pub status: ::prost::alloc::string::String,
+    /// P1…P4 from the number of hosts and their criticality (docs/rules.md).
+    #[prost(string, tag = "6")]
+    pub priority: ::prost::alloc::string::String,
+    /// How many hosts its tickets are on.
+    #[prost(int64, tag = "7")]
+    pub hosts: i64,
+    /// How many tickets it links, and how many of them are open.
+    #[prost(int64, tag = "8")]
+    pub tickets: i64,
+    #[prost(int64, tag = "9")]
+    pub open_tickets: i64,
+    /// ms since the Unix epoch; resolved_at_unix_ms 0 while open.
+    #[prost(int64, tag = "10")]
+    pub opened_at_unix_ms: i64,
+    #[prost(int64, tag = "11")]
+    pub updated_at_unix_ms: i64,
+    #[prost(int64, tag = "12")]
+    pub resolved_at_unix_ms: i64,
+    /// Who resolved it ("system" when its last ticket did), and how.
+    #[prost(string, tag = "13")]
+    pub resolved_by: ::prost::alloc::string::String,
+    #[prost(string, tag = "14")]
+    pub resolution: ::prost::alloc::string::String,
+    /// The change most of its hosts share, as a sentence; empty when none is
+    /// shared by at least a third of them. Set in lists.
+    #[prost(string, tag = "15")]
+    pub common_change: ::prost::alloc::string::String,
+}
+/// A change many of a problem's hosts share, from each host's change log in
+/// the policy's changes_window before its ticket opened.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct CommonChange {
+    #[prost(string, tag = "1")]
+    pub section: ::prost::alloc::string::String,
+    /// e.g. "package dpkg/openssl:amd64".
+    #[prost(string, tag = "2")]
+    pub item: ::prost::alloc::string::String,
+    /// What it changed to; empty when it was removed.
+    #[prost(string, tag = "3")]
+    pub new_value: ::prost::alloc::string::String,
+    /// Whether it was new on every host that has it.
+    #[prost(bool, tag = "4")]
+    pub added: bool,
+    #[prost(int64, tag = "5")]
+    pub hosts: i64,
+    #[prost(int64, tag = "6")]
+    pub of_hosts: i64,
+    /// "43 of 45 hosts changed `package dpkg/openssl:amd64` to 3.0.15 within
+    /// 2h before".
+    #[prost(string, tag = "7")]
+    pub text: ::prost::alloc::string::String,
+}
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ListProblemsRequest {
+    /// open or resolved; empty for both.
+    #[prost(string, tag = "1")]
+    pub status: ::prost::alloc::string::String,
+    /// At most this many; 0 means 50.
+    #[prost(uint32, tag = "2")]
+    pub limit: u32,
+}
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct ListProblemsResponse {
+    #[prost(message, repeated, tag = "1")]
+    pub problems: ::prost::alloc::vec::Vec<Problem>,
+}
+#[derive(serde::Serialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct GetProblemRequest {
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+}
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct GetProblemResponse {
+    #[prost(message, optional, tag = "1")]
+    pub problem: ::core::option::Option<Problem>,
+    /// Its tickets, oldest first (each names its host).
+    #[prost(message, repeated, tag = "2")]
+    pub tickets: ::prost::alloc::vec::Vec<Ticket>,
+    /// The changes its hosts share, most shared first.
+    #[prost(message, repeated, tag = "3")]
+    pub common_changes: ::prost::alloc::vec::Vec<CommonChange>,
+    /// Its timeline, oldest first: opened, priority raised, resolved.
+    #[prost(message, repeated, tag = "4")]
+    pub timeline: ::prost::alloc::vec::Vec<WorklogEntry>,
+}
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ResolveProblemRequest {
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+    /// What fixed it; required. Every open ticket is resolved with it.
+    #[prost(string, tag = "2")]
+    pub resolution: ::prost::alloc::string::String,
 }
 /// What a token may do. Each role includes the rights of the ones below it.
 #[derive(serde::Serialize)]
@@ -4885,6 +5005,87 @@ pub mod technician_client {
                 .insert(GrpcMethod::new("deskpulse.v1.Technician", "RetireHost"));
             self.inner.unary(req, path, codec).await
         }
+        /// Fleet-wide problems (issue 23): tickets of one rule, or employee
+        /// reports of the same words, from many hosts within the policy's window.
+        /// Lists problems, open first then newest first. Any role.
+        pub async fn list_problems(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ListProblemsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListProblemsResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::SmallBufferCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/deskpulse.v1.Technician/ListProblems",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("deskpulse.v1.Technician", "ListProblems"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// One problem with its tickets, the changes its hosts share and its
+        /// timeline. Any role; NOT_FOUND for an unknown id.
+        pub async fn get_problem(
+            &mut self,
+            request: impl tonic::IntoRequest<super::GetProblemRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetProblemResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::SmallBufferCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/deskpulse.v1.Technician/GetProblem",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("deskpulse.v1.Technician", "GetProblem"));
+            self.inner.unary(req, path, codec).await
+        }
+        /// Resolves a problem and each of its open tickets with the same
+        /// resolution (each through the ticket's own resolve: worklog, audit,
+        /// webhook event). Technician or admin; audited. INVALID_ARGUMENT without
+        /// a resolution, FAILED_PRECONDITION when it is resolved already.
+        pub async fn resolve_problem(
+            &mut self,
+            request: impl tonic::IntoRequest<super::ResolveProblemRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetProblemResponse>,
+            tonic::Status,
+        > {
+            self.inner
+                .ready()
+                .await
+                .map_err(|e| {
+                    tonic::Status::unknown(
+                        format!("Service was not ready: {}", e.into()),
+                    )
+                })?;
+            let codec = crate::codec::SmallBufferCodec::default();
+            let path = http::uri::PathAndQuery::from_static(
+                "/deskpulse.v1.Technician/ResolveProblem",
+            );
+            let mut req = request.into_request();
+            req.extensions_mut()
+                .insert(GrpcMethod::new("deskpulse.v1.Technician", "ResolveProblem"));
+            self.inner.unary(req, path, codec).await
+        }
     }
 }
 /// Generated server implementations.
@@ -5161,6 +5362,36 @@ pub mod technician_server {
             request: tonic::Request<super::RetireHostRequest>,
         ) -> std::result::Result<
             tonic::Response<super::RetireHostResponse>,
+            tonic::Status,
+        >;
+        /// Fleet-wide problems (issue 23): tickets of one rule, or employee
+        /// reports of the same words, from many hosts within the policy's window.
+        /// Lists problems, open first then newest first. Any role.
+        async fn list_problems(
+            &self,
+            request: tonic::Request<super::ListProblemsRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::ListProblemsResponse>,
+            tonic::Status,
+        >;
+        /// One problem with its tickets, the changes its hosts share and its
+        /// timeline. Any role; NOT_FOUND for an unknown id.
+        async fn get_problem(
+            &self,
+            request: tonic::Request<super::GetProblemRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetProblemResponse>,
+            tonic::Status,
+        >;
+        /// Resolves a problem and each of its open tickets with the same
+        /// resolution (each through the ticket's own resolve: worklog, audit,
+        /// webhook event). Technician or admin; audited. INVALID_ARGUMENT without
+        /// a resolution, FAILED_PRECONDITION when it is resolved already.
+        async fn resolve_problem(
+            &self,
+            request: tonic::Request<super::ResolveProblemRequest>,
+        ) -> std::result::Result<
+            tonic::Response<super::GetProblemResponse>,
             tonic::Status,
         >;
     }
@@ -6713,6 +6944,141 @@ pub mod technician_server {
                     let inner = self.inner.clone();
                     let fut = async move {
                         let method = RetireHostSvc(inner);
+                        let codec = crate::codec::SmallBufferCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/deskpulse.v1.Technician/ListProblems" => {
+                    #[allow(non_camel_case_types)]
+                    struct ListProblemsSvc<T: Technician>(pub Arc<T>);
+                    impl<
+                        T: Technician,
+                    > tonic::server::UnaryService<super::ListProblemsRequest>
+                    for ListProblemsSvc<T> {
+                        type Response = super::ListProblemsResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ListProblemsRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Technician>::list_problems(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ListProblemsSvc(inner);
+                        let codec = crate::codec::SmallBufferCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/deskpulse.v1.Technician/GetProblem" => {
+                    #[allow(non_camel_case_types)]
+                    struct GetProblemSvc<T: Technician>(pub Arc<T>);
+                    impl<
+                        T: Technician,
+                    > tonic::server::UnaryService<super::GetProblemRequest>
+                    for GetProblemSvc<T> {
+                        type Response = super::GetProblemResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::GetProblemRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Technician>::get_problem(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = GetProblemSvc(inner);
+                        let codec = crate::codec::SmallBufferCodec::default();
+                        let mut grpc = tonic::server::Grpc::new(codec)
+                            .apply_compression_config(
+                                accept_compression_encodings,
+                                send_compression_encodings,
+                            )
+                            .apply_max_message_size_config(
+                                max_decoding_message_size,
+                                max_encoding_message_size,
+                            );
+                        let res = grpc.unary(method, req).await;
+                        Ok(res)
+                    };
+                    Box::pin(fut)
+                }
+                "/deskpulse.v1.Technician/ResolveProblem" => {
+                    #[allow(non_camel_case_types)]
+                    struct ResolveProblemSvc<T: Technician>(pub Arc<T>);
+                    impl<
+                        T: Technician,
+                    > tonic::server::UnaryService<super::ResolveProblemRequest>
+                    for ResolveProblemSvc<T> {
+                        type Response = super::GetProblemResponse;
+                        type Future = BoxFuture<
+                            tonic::Response<Self::Response>,
+                            tonic::Status,
+                        >;
+                        fn call(
+                            &mut self,
+                            request: tonic::Request<super::ResolveProblemRequest>,
+                        ) -> Self::Future {
+                            let inner = Arc::clone(&self.0);
+                            let fut = async move {
+                                <T as Technician>::resolve_problem(&inner, request).await
+                            };
+                            Box::pin(fut)
+                        }
+                    }
+                    let accept_compression_encodings = self.accept_compression_encodings;
+                    let send_compression_encodings = self.send_compression_encodings;
+                    let max_decoding_message_size = self.max_decoding_message_size;
+                    let max_encoding_message_size = self.max_encoding_message_size;
+                    let inner = self.inner.clone();
+                    let fut = async move {
+                        let method = ResolveProblemSvc(inner);
                         let codec = crate::codec::SmallBufferCodec::default();
                         let mut grpc = tonic::server::Grpc::new(codec)
                             .apply_compression_config(

@@ -17,7 +17,8 @@ use deskpulse_proto::v1::report::Payload;
 use deskpulse_proto::v1::{
     AgentMessage, CpuInfo, Disk, DiskKind, EnrollRequest, Filesystem, FilesystemUsage, Goodbye,
     GoodbyeReason, HealthSample, Hello, Inventory, MemoryInfo, NetworkInfo, NetworkInterface,
-    OsInfo, Package, Report, SoftwareInfo, StorageInfo, SystemInfo,
+    OsInfo, Package, ProtectionState, Report, SecurityPosture, SoftwareInfo, StorageInfo,
+    SystemInfo,
 };
 use rand::Rng;
 use tokio::sync::{Semaphore, mpsc, watch};
@@ -231,9 +232,17 @@ fn inventory(index: usize, generation: u32, count: usize) -> Inventory {
     inv
 }
 
-fn health(uptime: u64) -> HealthSample {
+/// A health sample; one that `fires` says the antivirus is off.
+fn health(uptime: u64, fires: bool) -> HealthSample {
     let mut rng = rand::rng();
+    let posture = fires.then(|| SecurityPosture {
+        antivirus: ProtectionState::Off as i32,
+        firewall: ProtectionState::On as i32,
+        encryption: ProtectionState::On as i32,
+        checked_at_unix_ms: 0,
+    });
     HealthSample {
+        posture,
         cpu_percent: rng.random_range(1.0..40.0),
         memory_used_percent: rng.random_range(30.0..70.0),
         uptime_secs: uptime,
@@ -337,6 +346,9 @@ pub struct AgentRun {
     pub handshakes: Arc<Semaphore>,
     pub stats: Arc<Stats>,
     pub stop: watch::Receiver<bool>,
+    /// Whether its health samples fire the `antivirus-off` rule
+    /// (`--fire-same-rule`).
+    pub fires: bool,
 }
 
 struct Sent {
@@ -533,7 +545,7 @@ pub async fn run_agent(mut run: AgentRun) {
                 },
                 _ = ticker.tick(), if first_done && !stopping && !drop_now => {
                     let uptime = started.elapsed().as_secs() + 86_400;
-                    let (s, sent, msg) = send(&mut seq, pending.keys().next().copied(), Payload::Health(health(uptime)), HEALTH, 0);
+                    let (s, sent, msg) = send(&mut seq, pending.keys().next().copied(), Payload::Health(health(uptime, run.fires)), HEALTH, 0);
                     pending.insert(s, sent);
                     run.stats.sent.fetch_add(1, Ordering::Relaxed);
                     if send_all(&tx, msg).await.is_err() { run.stats.error("stream closed"); break true; }

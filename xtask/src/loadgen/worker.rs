@@ -57,6 +57,10 @@ pub struct WorkerConfig {
     /// Shared by every worker of a run, so hardware ids differ between runs
     /// but not between workers' views.
     pub run_id: u64,
+    /// How many of this worker's agents (its first ones) fire the same
+    /// rule (`--fire-same-rule`).
+    #[serde(default)]
+    pub firing: usize,
 }
 
 fn emit(line: &serde_json::Value) {
@@ -157,6 +161,7 @@ async fn drive(cfg: WorkerConfig, mut commands: mpsc::UnboundedReceiver<String>)
             handshakes: handshakes.clone(),
             stats: stats.clone(),
             stop: stop_rx.clone(),
+            fires: local < cfg.firing,
         }));
     }
     let mut sent_at_steady = None;

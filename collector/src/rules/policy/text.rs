@@ -181,6 +181,19 @@ impl Policy {
         let _ = writeln!(out, "max_services = {}", limits.max_services);
         let _ = writeln!(out, "max_users = {}", limits.max_users);
         let _ = writeln!(out, "max_bytes = {}\n", limits.max_bytes);
+        let _ = writeln!(out, "[problems]");
+        let _ = writeln!(out, "enabled = {}", self.problems.enabled);
+        let _ = writeln!(out, "hosts = {}", self.problems.hosts);
+        let _ = writeln!(
+            out,
+            "window = {}",
+            quoted(&units::duration_ms(self.problems.window_ms))
+        );
+        let _ = writeln!(
+            out,
+            "changes_window = {}\n",
+            quoted(&units::duration_ms(self.problems.changes_window_ms))
+        );
         if !self.diagnostic_roles.is_empty() {
             let _ = writeln!(out, "[diagnostics.roles]");
             for (id, role) in &self.diagnostic_roles {
@@ -412,6 +425,26 @@ pub fn changes(old: &Policy, new: &Policy) -> Vec<String> {
         "inventory.max_bytes",
         a.max_bytes.to_string(),
         b.max_bytes.to_string(),
+    );
+    setting(
+        "problems.enabled",
+        old.problems.enabled.to_string(),
+        new.problems.enabled.to_string(),
+    );
+    setting(
+        "problems.hosts",
+        old.problems.hosts.to_string(),
+        new.problems.hosts.to_string(),
+    );
+    setting(
+        "problems.window",
+        units::duration_ms(old.problems.window_ms),
+        units::duration_ms(new.problems.window_ms),
+    );
+    setting(
+        "problems.changes_window",
+        units::duration_ms(old.problems.changes_window_ms),
+        units::duration_ms(new.problems.changes_window_ms),
     );
     let roles = |p: &Policy| {
         let mut r: Vec<String> = p

@@ -26,6 +26,7 @@ mod changes;
 pub(crate) mod hosts;
 pub(crate) mod jobs;
 mod kb;
+pub(crate) mod problems;
 mod relink;
 mod revocation;
 pub(crate) mod rules;
@@ -420,5 +421,26 @@ impl Technician for TechnicianApi {
         request: Request<deskpulse_proto::v1::DecideRelinkRequest>,
     ) -> Result<Response<deskpulse_proto::v1::RelinkRequest>, Status> {
         self.decide_relink_impl(request, false).await
+    }
+
+    async fn list_problems(
+        &self,
+        request: Request<deskpulse_proto::v1::ListProblemsRequest>,
+    ) -> Result<Response<deskpulse_proto::v1::ListProblemsResponse>, Status> {
+        self.list_problems_impl(request).await
+    }
+
+    async fn get_problem(
+        &self,
+        request: Request<deskpulse_proto::v1::GetProblemRequest>,
+    ) -> Result<Response<deskpulse_proto::v1::GetProblemResponse>, Status> {
+        self.get_problem_impl(request).await
+    }
+
+    async fn resolve_problem(
+        &self,
+        request: Request<deskpulse_proto::v1::ResolveProblemRequest>,
+    ) -> Result<Response<deskpulse_proto::v1::GetProblemResponse>, Status> {
+        self.resolve_problem_impl(request).await
     }
 }

@@ -58,6 +58,8 @@ pub(super) fn ticket_message(row: TicketRow) -> Ticket {
         evidence_json: row.evidence,
         resolution: row.resolution.unwrap_or_default(),
         responded_at_unix_ms: row.responded_at_ms.unwrap_or(0),
+        // Named by `GetTicket` (and `GetProblem`); lists leave it 0.
+        problem_id: 0,
     }
 }
 
@@ -218,6 +220,9 @@ impl TechnicianApi {
             .ok_or_else(|| Status::not_found(format!("no ticket {id}")))?;
         let mut response = ticket_response(row.clone(), log);
         self.add_context(&mut response, &row).await?;
+        if let Some(ticket) = &mut response.ticket {
+            ticket.problem_id = self.problem_of(id).await?;
+        }
         Ok(Response::new(response))
     }
 

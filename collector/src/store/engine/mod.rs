@@ -7,5 +7,6 @@
 pub mod audit;
 pub mod jobs;
 pub mod suggestions;
+pub mod problems;
 pub mod tickets;
 pub mod triage;

@@ -268,7 +268,9 @@ pub fn next_due(starts: &TimerStarts, policy: &Policy, now_ms: i64) -> Option<i6
 
 /// One open write transaction of a backend, as the ticket engine uses it:
 /// each method is one or a few SQL statements, and decides nothing.
-pub trait TicketTx: super::triage::TriageTx + super::suggestions::SuggestTx + Send {
+pub trait TicketTx:
+    super::triage::TriageTx + super::suggestions::SuggestTx + super::problems::ProblemTx + Send
+{
     /// The tags of each of `hosts` that has any.
     async fn tags_of(&mut self, hosts: &[&str]) -> StoreResult<HashMap<String, Tags>>;
     /// Every rule state of `hosts`.
@@ -394,6 +396,7 @@ pub async fn enqueue(
     ticket_id: i64,
     now_ms: i64,
 ) -> StoreResult<()> {
+    super::problems::ticket_event(tx, event, ticket_id, now_ms).await?;
     // The common case on the ingest path is no webhooks at all: one indexed
     // read and done.
     let hooks = tx.subscribers(event).await?;
@@ -485,6 +488,7 @@ async fn open_ticket(
     super::triage::on_open(tx, policy, new.host, new.rule, new.subject, id, now_ms).await?;
     super::suggestions::attach(tx, new, id, now_ms).await?;
     enqueue(tx, TicketEvent::Opened, id, now_ms).await?;
+    super::problems::link(tx, policy, id, new, now_ms).await?;
     Ok(id)
 }
 

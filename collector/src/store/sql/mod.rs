@@ -16,6 +16,9 @@
 //! - [`hosts`]: the host filter.
 //! - [`jobs`]: `JobTx`, the job transactions and the job reads.
 //! - [`policy`]: the fleet policy in force.
+//! - [`problems`]: fleet-wide problems (issue 23): `ProblemTx` for the
+//!   ticket engine's connection, `ProblemQueries`, the list, show and
+//!   resolve.
 //! - [`relink`]: the re-link approval queue: requests recorded at
 //!   enrollment, approved (the new enrollment takes over the host it
 //!   claimed) or denied.
@@ -40,6 +43,7 @@ pub(crate) mod health;
 pub(crate) mod hosts;
 pub(crate) mod jobs;
 pub(crate) mod policy;
+pub(crate) mod problems;
 pub(crate) mod relink;
 pub(crate) mod renewal;
 pub(crate) mod revocation;

@@ -6,6 +6,7 @@
 use std::collections::HashMap;
 
 use super::*;
+use crate::mail::config::SmtpPassword;
 use crate::config::Env;
 
 fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {

@@ -920,6 +920,28 @@ async fn the_api_refuses_bad_webhooks_lets_only_admins_change_them_and_audits_ea
             "unknown event",
         ),
         (add("https://h.example.com/", &[], ""), "empty"),
+        (
+            AddWebhookRequest {
+                format: "slack".into(),
+                ..add("https://h.example.com/", &[], "s")
+            },
+            "its URL is the secret",
+        ),
+        (add("mailto:someone", &[], ""), "not an e-mail address"),
+        (
+            AddWebhookRequest {
+                format: "fax".into(),
+                ..add("https://h.example.com/", &[], "s")
+            },
+            "unknown format",
+        ),
+        (
+            AddWebhookRequest {
+                priorities: vec!["P0".into()],
+                ..add("https://h.example.com/", &[], "s")
+            },
+            "unknown priority",
+        ),
     ] {
         let status = api
             .add_webhook(authed(&admin, bad))

@@ -93,9 +93,12 @@ impl TechnicianApi {
                         "webhook.add",
                         id.to_string(),
                         format!(
-                            "{}; format {}; events {names}{}{}",
+                            "{}{}; events {names}{}{}",
                             crate::webhooks::route::shown_url(&url, route.format),
-                            route.format.name(),
+                            match route.format {
+                                crate::model::WebhookFormat::Generic => String::new(),
+                                other => format!("; format {}", other.name()),
+                            },
                             if route.priorities.is_empty() {
                                 String::new()
                             } else {

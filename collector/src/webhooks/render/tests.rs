@@ -123,7 +123,7 @@ fn a_change_and_suggestions_are_shown_when_the_payload_has_them() {
     );
     let body = mail_body(&view, Reader::HelpDesk);
     assert!(
-        body.contains("Change:") && body.contains("assign by alice: nothing → bob"),
+        body.contains("Change:") && body.contains("assign by alice: bob"),
         "{body}"
     );
     assert!(

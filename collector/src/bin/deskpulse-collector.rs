@@ -36,8 +36,10 @@ enum Command {
     /// Run the server. Prints `listening ADDR` on stdout once it accepts
     /// connections; logs go to stderr.
     Serve {
+        // Boxed: the serve flags (with the SMTP ones) are by far the
+        // largest variant.
         #[command(flatten)]
-        flags: ServeFlags,
+        flags: Box<ServeFlags>,
         /// Start a new, empty fleet although the data dir already holds one
         /// (its CA) and the database is new. Without it, `serve` refuses
         /// such a data dir: its database was lost and should be restored.

@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 
 use super::*;
-use crate::mail::config::SmtpPassword;
 use crate::config::Env;
+use crate::mail::config::SmtpPassword;
 
 fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs

@@ -91,7 +91,8 @@ pub struct ServeFlags {
     /// A TOML config file; its keys are those of the flags, with underscores
     /// (listen, metrics_listen, web_listen, data_dir, database, hostnames, log_format,
     /// shutdown_grace, change_retention, health_raw_retention,
-    /// health_retention, max_connections) [env: DESKPULSE_COLLECTOR_CONFIG] [default:
+    /// health_retention, max_connections, and an [smtp] table: host, port, tls,
+    /// from, username, password_file, ca_file) [env: DESKPULSE_COLLECTOR_CONFIG] [default:
     /// /etc/deskpulse/collector.toml, when it exists]
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -140,6 +141,8 @@ pub struct ServeFlags {
     /// less 256 kept for the store and files]
     #[arg(long, value_name = "N")]
     pub max_connections: Option<String>,
+    #[command(flatten)]
+    pub smtp: crate::mail::SmtpFlags,
 }
 
 /// The config file's shape. Unknown keys are errors.
@@ -158,6 +161,7 @@ struct ServeFile {
     health_raw_retention: Option<String>,
     health_retention: Option<String>,
     max_connections: Option<usize>,
+    smtp: Option<crate::mail::config::SmtpFile>,
 }
 
 /// Where the store lives, resolved.
@@ -191,6 +195,8 @@ pub struct ServeConfig {
     /// The connection cap asked for; checked against the open-file limit
     /// at start (`server::admission`).
     pub max_connections: Option<usize>,
+    /// The SMTP server e-mail notifications go through, if any.
+    pub smtp: Option<crate::mail::SmtpConfig>,
 }
 
 /// How long the collector keeps history.
@@ -435,7 +441,9 @@ pub fn resolve_serve(flags: &ServeFlags, vars: &dyn Env) -> Result<ServeConfig, 
         })?),
         None => file.max_connections,
     };
+    let smtp = crate::mail::config::resolve(&flags.smtp, file.smtp, vars)?;
     Ok(ServeConfig {
+        smtp,
         max_connections,
         retention,
         listen,

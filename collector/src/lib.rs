@@ -22,7 +22,9 @@
 //! - [`metrics`]: Prometheus metrics on `--metrics-listen`.
 //! - [`server`]: the gRPC services on the single TLS port.
 //! - [`web`]: the web console, on the TLS port beside gRPC (issue 22).
-//! - [`webhooks`]: signed ticket-event deliveries from the store's outbox.
+//! - [`webhooks`]: ticket-event deliveries from the store's outbox: signed
+//!   JSON, Slack and Teams messages, e-mail.
+//! - [`mail`]: the SMTP settings and the mailer e-mail deliveries use.
 //! - [`audit`]: the tamper-evident audit log: entry hash, audit key,
 //!   anchor file, verification (D28).
 //! - [`admin`]: the admin commands that work on the data dir directly.
@@ -44,6 +46,7 @@ pub mod datadir;
 pub mod exit;
 pub mod facts;
 pub mod ingest;
+pub mod mail;
 pub mod metrics;
 pub mod model;
 pub mod panics;

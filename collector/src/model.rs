@@ -855,6 +855,8 @@ pub struct NewWebhook {
     pub secret: String,
     /// Who added it.
     pub created_by: String,
+    /// Its format and which tickets' events it gets.
+    pub route: WebhookRoute,
 }
 
 impl fmt::Debug for NewWebhook {
@@ -864,6 +866,7 @@ impl fmt::Debug for NewWebhook {
             .field("events", &self.events)
             .field("secret", &"<redacted>")
             .field("created_by", &self.created_by)
+            .field("route", &self.route)
             .finish()
     }
 }
@@ -893,6 +896,12 @@ pub struct WebhookStatus {
     pub last_attempt_at_ms: Option<i64>,
     /// The last error, if the last attempt failed.
     pub last_error: Option<String>,
+    /// Its format and which tickets' events it gets.
+    pub route: WebhookRoute,
+    /// Attempts of the delivery tried last.
+    pub last_attempts: u32,
+    /// When the next pending delivery is due, if one waits.
+    pub next_attempt_at_ms: Option<i64>,
 }
 
 /// A claimed delivery, with what it takes to send it. Its `Debug` leaves
@@ -915,6 +924,10 @@ pub struct Delivery {
     pub attempts: u32,
     /// When the event happened.
     pub created_at_ms: i64,
+    /// How the body is sent: signed JSON, a chat message or an e-mail.
+    pub format: WebhookFormat,
+    /// The e-mail address of an e-mail delivery.
+    pub recipient: Option<String>,
 }
 
 impl fmt::Debug for Delivery {
@@ -927,6 +940,7 @@ impl fmt::Debug for Delivery {
             .field("secret", &"<redacted>")
             .field("attempts", &self.attempts)
             .field("created_at_ms", &self.created_at_ms)
+            .field("format", &self.format)
             .finish_non_exhaustive()
     }
 }
@@ -1458,4 +1472,74 @@ pub struct WebSessionRow {
     /// Whether what it was signed in with still works: the API token not
     /// revoked or expired, or the local account still there.
     pub credential_valid: bool,
+}
+
+/// How a webhook's deliveries are written (issue 23): the signed generic
+/// JSON, a Slack or Teams chat message, or an e-mail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum WebhookFormat {
+    /// The signed JSON of `docs/webhooks.md`.
+    #[default]
+    Generic,
+    /// A Slack incoming-webhook message (`text` and blocks), unsigned.
+    Slack,
+    /// A Teams incoming-webhook message (an Adaptive Card), unsigned.
+    Teams,
+    /// An e-mail through the collector's SMTP server.
+    Email,
+}
+
+impl WebhookFormat {
+    /// Every format, as `--format` lists them.
+    pub const ALL: [WebhookFormat; 4] = [
+        WebhookFormat::Generic,
+        WebhookFormat::Slack,
+        WebhookFormat::Teams,
+        WebhookFormat::Email,
+    ];
+
+    /// The name stored and shown: generic, slack, teams, email.
+    pub fn name(self) -> &'static str {
+        match self {
+            WebhookFormat::Generic => "generic",
+            WebhookFormat::Slack => "slack",
+            WebhookFormat::Teams => "teams",
+            WebhookFormat::Email => "email",
+        }
+    }
+}
+
+impl FromStr for WebhookFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        WebhookFormat::ALL
+            .into_iter()
+            .find(|f| f.name() == s)
+            .ok_or_else(|| format!("unknown format {s:?}: expected generic, slack, teams or email"))
+    }
+}
+
+/// A webhook's format and the tickets whose events it gets beyond its
+/// event list: only these priorities (none: all), only tickets assigned to
+/// this technician (none: any ticket).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct WebhookRoute {
+    /// How deliveries are written.
+    pub format: WebhookFormat,
+    /// "P1" … "P4"; empty for every priority.
+    pub priorities: Vec<String>,
+    /// Only tickets assigned to this technician.
+    pub assignee: Option<String>,
+}
+
+impl WebhookRoute {
+    /// Whether an event of a ticket with this priority and assignee is
+    /// for this webhook.
+    pub fn accepts(&self, priority: &str, assignee: Option<&str>) -> bool {
+        (self.priorities.is_empty() || self.priorities.iter().any(|p| p == priority))
+            && self
+                .assignee
+                .as_deref()
+                .is_none_or(|wanted| assignee == Some(wanted))
+    }
 }

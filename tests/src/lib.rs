@@ -7,6 +7,8 @@
 //! - [`bin`]: the path of a built binary, or a failure naming the build command.
 //! - [`Collector`]: a `deskpulse-collector serve` child process.
 //! - [`Agent`]: a state dir and the `deskpulse-agent` commands on it.
+//! - [`notify`]: an HTTP receiver for webhooks and a real SMTP server on
+//!   loopback (aiosmtpd) with a test CA, for the notification tests.
 //! - [`raw`]: a gRPC codec that sends arbitrary bytes, for malformed input.
 //! - [`web`]: a small HTTPS client with a cookie jar, for the web console.
 //! - [`browser`]: the web console's flows in Debian's Chromium
@@ -18,6 +20,7 @@
 //! - [`require_tool`]: a program a test needs, or a `SKIPPED` line.
 
 pub mod browser;
+pub mod notify;
 pub mod raw;
 pub mod triage;
 pub mod web;

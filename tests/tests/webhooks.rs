@@ -6,7 +6,6 @@
 //! technician resolves the ticket `deskpulse kb search` finds it. Bad input
 //! is refused with the documented exit codes.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use deskpulse_proto::v1::agent_message::Kind;
@@ -14,65 +13,9 @@ use deskpulse_proto::v1::agent_service_client::AgentServiceClient;
 use deskpulse_proto::v1::collector_message::Kind as Reply;
 use deskpulse_proto::v1::report::Payload;
 use deskpulse_proto::v1::{AgentMessage, FilesystemUsage, HealthSample, Report};
+use deskpulse_tests::notify::http_receiver as receiver;
 use deskpulse_tests::{Agent, Collector, test_hello, wait_for};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
-
-/// One request as the receiver read it: lowercased headers and the body.
-struct Received {
-    headers: HashMap<String, String>,
-    body: Vec<u8>,
-}
-
-/// A minimal HTTP/1.1 receiver: reads one request per connection (headers,
-/// then Content-Length bytes), answers 200 and closes.
-fn receiver(listener: TcpListener) -> mpsc::UnboundedReceiver<Received> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                let head_end = loop {
-                    if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                        break i + 4;
-                    }
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                };
-                let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-                let headers: HashMap<String, String> = head
-                    .lines()
-                    .skip(1)
-                    .filter_map(|l| l.split_once(':'))
-                    .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-                    .collect();
-                let length: usize = headers
-                    .get("content-length")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0);
-                while buf.len() < head_end + length {
-                    match stream.read(&mut chunk).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                    }
-                }
-                let _ = stream
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
-                    .await;
-                let _ = tx.send(Received {
-                    headers,
-                    body: buf[head_end..head_end + length].to_vec(),
-                });
-            });
-        }
-    });
-    rx
-}
 
 /// An hour ago: recent enough that the collector's clock window (90 days
 /// back) believes the samples' times.

@@ -59,6 +59,10 @@ pub const TEST_TOOLS: &[TestTool] = &[
     tool("chromium", "chromium"),
     tool("node", "nodejs"),
     tool("npm", "npm"),
+    // E-mail notifications against a real SMTP server on loopback
+    // (tests/smtp/server.py): aiosmtpd, the PyPI project as Debian
+    // packages it; the test runs the interpreter its `aiosmtpd` names.
+    tool("aiosmtpd", "python3-aiosmtpd"),
     // Test harness plumbing: other users, private mounts, limits, FIFOs.
     tool("mount", "mount"),
     tool("umount", "mount"),

@@ -36,8 +36,10 @@ enum Command {
     /// Run the server. Prints `listening ADDR` on stdout once it accepts
     /// connections; logs go to stderr.
     Serve {
+        // Boxed: the serve flags (with the SMTP ones) are by far the
+        // largest variant.
         #[command(flatten)]
-        flags: ServeFlags,
+        flags: Box<ServeFlags>,
         /// Start a new, empty fleet although the data dir already holds one
         /// (its CA) and the database is new. Without it, `serve` refuses
         /// such a data dir: its database was lost and should be restored.
@@ -365,6 +367,14 @@ async fn serve(config: config::ServeConfig, init: bool) -> CommandResult {
     let (limits, open_files) =
         server::admission::ConnectionLimits::for_this_process(config.max_connections)
             .map_err(Failure::usage)?;
+    // E-mail notifications' SMTP server: a bad setting stops here, before
+    // any port is bound.
+    let mailer = config
+        .smtp
+        .as_ref()
+        .map(deskpulse_collector::mail::Mailer::new)
+        .transpose()
+        .map_err(Failure::usage)?;
     let dir = admin::open_for_serve(&config.store, clock.as_ref(), init).await?;
     let listener = server::bind(config.listen)
         .await
@@ -459,8 +469,12 @@ async fn serve(config: config::ServeConfig, init: bool) -> CommandResult {
     ));
     // Webhooks go out from their own task: ingest and rules only write the
     // outbox, so a slow receiver never holds them up.
+    if let Some(smtp) = &config.smtp {
+        tracing::info!(host = %smtp.host, port = smtp.port, tls = ?smtp.tls, "e-mail notifications go through this SMTP server");
+    }
     let deliverer =
-        deskpulse_collector::webhooks::Deliverer::new(ctx.store.clone(), ctx.clock.clone());
+        deskpulse_collector::webhooks::Deliverer::new(ctx.store.clone(), ctx.clock.clone())
+            .with_mailer(mailer);
     tokio::spawn(panics::critical(
         "webhook delivery",
         deskpulse_collector::webhooks::run(deliverer, ctx.shutdown.clone()),

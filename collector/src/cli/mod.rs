@@ -192,17 +192,33 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum WebhookCommand {
-    /// Add a webhook (admin). The secret that signs its payloads is read
-    /// from --secret-file, or from DESKPULSE_WEBHOOK_SECRET, never from the
-    /// command line.
+    /// Add a webhook or an e-mail channel (admin). A generic webhook's
+    /// secret, which signs its payloads, is read from --secret-file, or
+    /// from DESKPULSE_WEBHOOK_SECRET, never from the command line; Slack,
+    /// Teams and e-mail take none.
     Add {
-        /// The receiver's http:// or https:// URL.
-        #[arg(value_parser = crate::webhooks::format::check_url)]
+        /// The receiver's http:// or https:// URL; or mailto:ADDRESS (e.g. a
+        /// group address), or mailto:reporter (the employee who reported).
+        #[arg(value_parser = parse_target)]
         url: String,
         /// ticket.opened, ticket.updated, ticket.escalated or
-        /// ticket.resolved; repeat for more. Default: all of them.
+        /// ticket.resolved; repeat for more. Default: all of them; for
+        /// e-mail, opened and escalated to an address, every event with
+        /// --assignee, resolved to mailto:reporter.
         #[arg(long = "event", value_name = "EVENT", value_parser = parse_event)]
         events: Vec<crate::model::TicketEvent>,
+        /// generic (signed JSON), slack, teams or email. Default: email for
+        /// a mailto: target, generic otherwise.
+        #[arg(long, value_name = "FORMAT", value_parser = parse_format)]
+        format: Option<crate::model::WebhookFormat>,
+        /// Only tickets of this priority (P1 … P4); repeat for more.
+        /// Default: every priority.
+        #[arg(long = "priority", value_name = "PRIORITY")]
+        priorities: Vec<String>,
+        /// Only tickets assigned to this technician (e.g. their own
+        /// mailto: address).
+        #[arg(long, value_name = "NAME")]
+        assignee: Option<String>,
         /// A file holding the secret (one line); "-" reads stdin.
         #[arg(long, value_name = "FILE")]
         secret_file: Option<std::path::PathBuf>,
@@ -246,11 +262,74 @@ fn parse_event(text: &str) -> Result<crate::model::TicketEvent, String> {
     text.trim().parse()
 }
 
+/// A webhook's target: an http(s) URL, or a `mailto:` address or
+/// `mailto:reporter`.
+fn parse_target(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    match text.get(..7) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("mailto:") => {
+            let target = &text[7..];
+            if target.trim() == "reporter" {
+                Ok(crate::webhooks::route::REPORTER_TARGET.to_owned())
+            } else {
+                crate::webhooks::route::check_address(target).map(|a| format!("mailto:{a}"))
+            }
+        }
+        _ => crate::webhooks::format::check_url(text),
+    }
+}
+
+fn parse_format(text: &str) -> Result<crate::model::WebhookFormat, String> {
+    text.trim().parse()
+}
+
 fn parse_kb_query(text: &str) -> Result<String, String> {
     if crate::model::search_terms(text).is_empty() {
         return Err("the search is empty: give one or more words".into());
     }
     Ok(text.to_owned())
+}
+
+/// Checks `webhooks add`'s arguments as the collector will, and reads the
+/// secret a generic webhook needs (Slack, Teams and e-mail take none); the
+/// secret, or an empty one.
+fn webhook_destination(
+    url: &str,
+    events: &[crate::model::TicketEvent],
+    format: Option<crate::model::WebhookFormat>,
+    priorities: &[String],
+    assignee: Option<&str>,
+    secret_file: Option<&std::path::Path>,
+    env: &dyn crate::config::Env,
+) -> CommandResult<String> {
+    let format_name = format.map_or("", |f| f.name());
+    let events: Vec<String> = events.iter().map(|e| e.name().to_owned()).collect();
+    let assignee = assignee.unwrap_or_default();
+    // The format the collector will take: --format, else by the target.
+    let generic = match format {
+        Some(format) => format == crate::model::WebhookFormat::Generic,
+        None => !url.trim().to_ascii_lowercase().starts_with("mailto:"),
+    };
+    let secret = if generic {
+        webhook_secret(secret_file, env)?
+    } else if secret_file.is_some() {
+        return Err(Failure::usage(
+            "--secret-file is for generic webhooks only: Slack and Teams URLs are their own \
+             secret, and e-mail is not signed",
+        ));
+    } else {
+        String::new()
+    };
+    crate::webhooks::route::check_destination(
+        url,
+        format_name,
+        &events,
+        priorities,
+        assignee,
+        &secret,
+    )
+    .map_err(Failure::usage)?;
+    Ok(secret)
 }
 
 /// The environment variable a webhook secret may come from.
@@ -669,11 +748,28 @@ pub fn main(cli: Cli, env: &dyn crate::config::Env) -> CommandResult {
         .enable_all()
         .build()
         .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))?;
-    // Read before any connection, so a missing secret is a usage error.
+    // Read and checked before any connection, so a missing secret or a bad
+    // destination is a usage error.
     let secret = match &cli.command {
         Command::Webhooks {
-            command: Some(WebhookCommand::Add { secret_file, .. }),
-        } => Some(webhook_secret(secret_file.as_deref(), env)?),
+            command:
+                Some(WebhookCommand::Add {
+                    url,
+                    events,
+                    format,
+                    priorities,
+                    assignee,
+                    secret_file,
+                }),
+        } => Some(webhook_destination(
+            url,
+            events,
+            *format,
+            priorities,
+            assignee.as_deref(),
+            secret_file.as_deref(),
+            env,
+        )?),
         _ => None,
     };
     if let Command::Run(args) = &cli.command {
@@ -901,13 +997,24 @@ async fn run(
             output::webhooks(&list.webhooks, json)
         }
         Command::Webhooks {
-            command: Some(WebhookCommand::Add { url, events, .. }),
+            command:
+                Some(WebhookCommand::Add {
+                    url,
+                    events,
+                    format,
+                    priorities,
+                    assignee,
+                    ..
+                }),
         } => {
             let added = client
                 .add_webhook(AddWebhookRequest {
                     url,
                     events: events.iter().map(|e| e.name().to_owned()).collect(),
                     secret: secret.unwrap_or_default(),
+                    format: format.map(|f| f.name().to_owned()).unwrap_or_default(),
+                    priorities,
+                    assignee: assignee.unwrap_or_default(),
                 })
                 .await
                 .map_err(call_failed)?

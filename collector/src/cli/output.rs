@@ -1299,6 +1299,11 @@ struct WebhookJson<'a> {
     failed: u64,
     last_attempt: Option<String>,
     last_error: Option<&'a str>,
+    format: &'a str,
+    priorities: &'a [String],
+    assignee: Option<&'a str>,
+    last_attempts: u32,
+    next_attempt: Option<String>,
 }
 
 impl<'a> From<&'a Webhook> for WebhookJson<'a> {
@@ -1315,6 +1320,11 @@ impl<'a> From<&'a Webhook> for WebhookJson<'a> {
             failed: w.failed,
             last_attempt: iso(w.last_attempt_unix_ms),
             last_error: (!w.last_error.is_empty()).then_some(w.last_error.as_str()),
+            format: &w.format,
+            priorities: &w.priorities,
+            assignee: (!w.assignee.is_empty()).then_some(w.assignee.as_str()),
+            last_attempts: w.last_attempts,
+            next_attempt: iso(w.next_attempt_unix_ms),
         }
     }
 }
@@ -1328,6 +1338,22 @@ fn events_text(events: &[String]) -> String {
             .map(|e| e.trim_start_matches("ticket."))
             .collect::<Vec<_>>()
             .join(",")
+    }
+}
+
+/// Which tickets a webhook gets: "all", or its priorities and assignee.
+fn webhook_filter(w: &Webhook) -> String {
+    let mut parts = Vec::new();
+    if !w.priorities.is_empty() {
+        parts.push(w.priorities.join(","));
+    }
+    if !w.assignee.is_empty() {
+        parts.push(format!("assigned to {}", w.assignee));
+    }
+    if parts.is_empty() {
+        "all".into()
+    } else {
+        parts.join(", ")
     }
 }
 
@@ -1349,15 +1375,27 @@ pub fn webhooks(list: &[Webhook], json: bool) -> CommandResult {
             vec![
                 w.id.to_string(),
                 w.url.clone(),
+                if w.format.is_empty() {
+                    "generic".into()
+                } else {
+                    w.format.clone()
+                },
                 if w.enabled {
                     events_text(&w.events)
                 } else {
                     format!("{} (paused)", events_text(&w.events))
                 },
+                webhook_filter(w),
                 w.pending.to_string(),
                 w.delivered.to_string(),
                 w.failed.to_string(),
                 ago(w.last_attempt_unix_ms),
+                w.last_attempts.to_string(),
+                if w.next_attempt_unix_ms > 0 {
+                    time(w.next_attempt_unix_ms)
+                } else {
+                    "-".into()
+                },
                 if w.last_error.is_empty() {
                     "-".into()
                 } else {
@@ -1372,11 +1410,15 @@ pub fn webhooks(list: &[Webhook], json: bool) -> CommandResult {
             &[
                 "id",
                 "url",
+                "format",
                 "events",
+                "tickets",
                 "pending",
                 "delivered",
                 "failed",
                 "last attempt",
+                "attempts",
+                "next try",
                 "last error"
             ],
             &rows
@@ -1391,10 +1433,16 @@ pub fn webhook_added(w: &Webhook, json: bool) -> CommandResult {
         return print_json(&WebhookJson::from(w));
     }
     outln!(
-        "webhook {} added: {} ({})",
+        "webhook {} added: {} ({}, {}; tickets: {})",
         w.id,
         w.url,
-        events_text(&w.events)
+        if w.format.is_empty() {
+            "generic"
+        } else {
+            &w.format
+        },
+        events_text(&w.events),
+        webhook_filter(w)
     );
     Ok(())
 }

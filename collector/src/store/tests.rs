@@ -1194,6 +1194,7 @@ async fn an_audited_change_commits_with_its_entry_or_not_at_all(db: TestDb) {
         events: vec![crate::model::TicketEvent::Opened],
         secret: "s".repeat(32),
         created_by: "admin".into(),
+        route: crate::model::WebhookRoute::default(),
     };
     let hook_id = store
         .add_webhook(&hook, &|_: &i64| entry(), 0)

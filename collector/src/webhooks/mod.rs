@@ -1,5 +1,6 @@
-//! Webhooks: ticket events delivered to HTTP receivers from the store's
-//! outbox, signed with HMAC-SHA256, retried with capped exponential backoff.
+//! Webhooks: ticket events delivered from the store's outbox to HTTP
+//! receivers (signed JSON, or Slack and Teams messages) and as e-mail,
+//! retried with capped exponential backoff.
 //!
 //! # Layout
 //! - [`format`]: what an admin may configure ([`check_url`],
@@ -8,6 +9,10 @@
 //!   (documented in `docs/webhooks.md`). The ticket engine builds it inside
 //!   the ticket transaction, so it shows the ticket as the event left it.
 //! - [`problems`]: the body of a problem event (issue 23).
+//! - [`route`]: formats, `mailto:` targets, priority and assignee filters,
+//!   and the address each e-mail goes to; [`render`]: the Slack and Teams
+//!   messages and the e-mail texts, made at delivery time from the stored
+//!   payload.
 //! - [`sign`], [`signature_header`], [`verify`]: the `X-Deskpulse-Signature`
 //!   scheme, HMAC-SHA256 over `"<unix seconds>.<body>"`.
 //! - [`Deliverer`]: claims due deliveries and POSTs them; [`run`] is the
@@ -29,13 +34,15 @@ use tokio_util::sync::CancellationToken;
 
 pub mod format;
 pub mod problems;
+pub mod render;
+pub mod route;
 
 pub use format::{
     TicketPayload, check_secret, check_url, event_of, parse_events, payload, rfc3339,
 };
 
 use crate::clock::SharedClock;
-use crate::store::{Delivery, DeliveryOutcome, SharedStore, StoreResult};
+use crate::store::{Delivery, DeliveryOutcome, SharedStore, StoreResult, WebhookFormat};
 
 /// How long one POST may take, connect to status line.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -142,6 +149,7 @@ pub struct Deliverer {
     clock: SharedClock,
     client: HttpClient,
     timeout: Duration,
+    mailer: Option<crate::mail::Mailer>,
 }
 
 impl std::fmt::Debug for Deliverer {
@@ -210,7 +218,15 @@ impl Deliverer {
             clock,
             client,
             timeout: REQUEST_TIMEOUT,
+            mailer: None,
         }
+    }
+
+    /// The same, sending e-mail deliveries through `mailer`; without one
+    /// they fail, are retried, and say why in `deskpulse webhooks`.
+    pub fn with_mailer(mut self, mailer: Option<crate::mail::Mailer>) -> Self {
+        self.mailer = mailer;
+        self
     }
 
     /// The same, with another per-request timeout (tests use a short one
@@ -243,7 +259,7 @@ impl Deliverer {
                     ..
                 } => {
                     run.retrying += 1;
-                    tracing::info!(delivery = %delivery.delivery_id, url = %delivery.url, %error, "webhook delivery failed; will retry");
+                    tracing::info!(delivery = %delivery.delivery_id, url = %route::shown_url(&delivery.url, delivery.format), %error, "webhook delivery failed; will retry");
                 }
                 DeliveryOutcome::Failed {
                     retry_at_ms: None,
@@ -251,7 +267,7 @@ impl Deliverer {
                     ..
                 } => {
                     run.gave_up += 1;
-                    tracing::warn!(delivery = %delivery.delivery_id, url = %delivery.url, %error, "webhook delivery given up");
+                    tracing::warn!(delivery = %delivery.delivery_id, url = %route::shown_url(&delivery.url, delivery.format), %error, "webhook delivery given up");
                 }
             }
             self.store
@@ -274,21 +290,37 @@ impl Deliverer {
                 retry_at_ms: (!give_up).then_some(retry_at),
             }
         };
-        let signature = signature_header(
-            &delivery.secret,
-            now.div_euclid(1000),
-            delivery.body.as_bytes(),
-        );
-        let request = hyper::Request::post(delivery.url.as_str())
+        let (body, signature) = match delivery.format {
+            WebhookFormat::Generic => {
+                let signature = signature_header(
+                    &delivery.secret,
+                    now.div_euclid(1000),
+                    delivery.body.as_bytes(),
+                );
+                (delivery.body.clone(), Some(signature))
+            }
+            // Slack and Teams check no signature: their URL is the secret.
+            WebhookFormat::Slack => (render::slack(&render::Stored::parse(&delivery.body)), None),
+            WebhookFormat::Teams => (render::teams(&render::Stored::parse(&delivery.body)), None),
+            WebhookFormat::Email => {
+                return match self.mail(delivery).await {
+                    Ok(()) => DeliveryOutcome::Delivered(250),
+                    Err(error) => failed(None, error),
+                };
+            }
+        };
+        let mut request = hyper::Request::post(delivery.url.as_str())
             .header(hyper::header::CONTENT_TYPE, "application/json")
             .header(
                 hyper::header::USER_AGENT,
                 concat!("deskpulse-collector/", env!("CARGO_PKG_VERSION")),
             )
             .header("X-Deskpulse-Event", delivery.event.as_str())
-            .header("X-Deskpulse-Delivery", delivery.delivery_id.as_str())
-            .header("X-Deskpulse-Signature", signature)
-            .body(Full::new(Bytes::from(delivery.body.clone())));
+            .header("X-Deskpulse-Delivery", delivery.delivery_id.as_str());
+        if let Some(signature) = signature {
+            request = request.header("X-Deskpulse-Signature", signature);
+        }
+        let request = request.body(Full::new(Bytes::from(body)));
         let request = match request {
             Ok(request) => request,
             Err(e) => return failed(None, format!("cannot build the request: {e}")),
@@ -317,8 +349,38 @@ impl Deliverer {
     }
 }
 
+impl Deliverer {
+    /// Sends an e-mail delivery through the configured SMTP server, within
+    /// the mailer's own timeout.
+    async fn mail(&self, delivery: &Delivery) -> Result<(), String> {
+        let Some(mailer) = &self.mailer else {
+            return Err(
+                "no SMTP server is configured on this collector (serve --smtp-host or [smtp])"
+                    .into(),
+            );
+        };
+        let Some(to) = delivery.recipient.as_deref() else {
+            return Err("this e-mail delivery has no recipient".into());
+        };
+        let stored = render::Stored::parse(&delivery.body);
+        let reader = if delivery.url == route::REPORTER_TARGET {
+            render::Reader::Reporter
+        } else {
+            render::Reader::HelpDesk
+        };
+        let message = crate::mail::message(
+            mailer.from(),
+            to,
+            &render::mail_subject(&stored, reader),
+            render::mail_body(&stored, reader),
+            &delivery.delivery_id,
+        )?;
+        mailer.send(message).await
+    }
+}
+
 /// A transport error and its causes, one line.
-fn describe(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn describe(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

@@ -179,6 +179,7 @@ async fn add_hook(store: &SharedStore, url: &str, events: &[TicketEvent]) -> i64
                 events: events.to_vec(),
                 secret: SECRET.into(),
                 created_by: "admin".into(),
+                route: crate::model::WebhookRoute::default(),
             },
             &|_: &i64| crate::store::AuditEntry::system("test", "", ""),
             T0,
@@ -294,6 +295,7 @@ async fn a_delivered_ticket_opened_event_carries_a_signature_the_receiver_verifi
             events: vec![],
             secret: SECRET.into(),
             created_by: String::new(),
+            route: crate::model::WebhookRoute::default(),
         }
     );
     assert!(!hook_debug.contains(SECRET), "{hook_debug}");
@@ -903,6 +905,7 @@ async fn the_api_refuses_bad_webhooks_lets_only_admins_change_them_and_audits_ea
         url: url.into(),
         events: events.iter().map(|e| (*e).to_owned()).collect(),
         secret: secret.into(),
+        ..AddWebhookRequest::default()
     };
 
     let refused = api
@@ -917,6 +920,28 @@ async fn the_api_refuses_bad_webhooks_lets_only_admins_change_them_and_audits_ea
             "unknown event",
         ),
         (add("https://h.example.com/", &[], ""), "empty"),
+        (
+            AddWebhookRequest {
+                format: "slack".into(),
+                ..add("https://h.example.com/", &[], "s")
+            },
+            "its URL is the secret",
+        ),
+        (add("mailto:someone", &[], ""), "not an e-mail address"),
+        (
+            AddWebhookRequest {
+                format: "fax".into(),
+                ..add("https://h.example.com/", &[], "s")
+            },
+            "unknown format",
+        ),
+        (
+            AddWebhookRequest {
+                priorities: vec!["P0".into()],
+                ..add("https://h.example.com/", &[], "s")
+            },
+            "unknown priority",
+        ),
     ] {
         let status = api
             .add_webhook(authed(&admin, bad))
@@ -1357,4 +1382,118 @@ async fn a_ticket_opened_payload_carries_its_suggested_fixes() {
     assert_eq!(s["reason"], "similar text");
     assert!(s["score"].as_f64().expect("a score") > 0.0);
     assert_eq!(s["resolved_at"], "2026-11-24T10:00:00.001Z");
+}
+
+async fn add_route(store: &SharedStore, url: &str, route: crate::model::WebhookRoute) -> i64 {
+    store
+        .add_webhook(
+            &NewWebhook {
+                url: url.into(),
+                events: TicketEvent::ALL.to_vec(),
+                secret: String::new(),
+                created_by: "admin".into(),
+                route,
+            },
+            &|_: &i64| crate::store::AuditEntry::system("test", "", ""),
+            T0,
+        )
+        .await
+        .expect("add webhook")
+}
+
+/// Issue 23: priority and reporter filters decide in the ticket's
+/// transaction which channels get a delivery; a Slack channel gets an
+/// unsigned chat message; an e-mail without an SMTP server fails, is
+/// retried and says why.
+#[tokio::test]
+async fn routes_pick_their_tickets_and_email_without_smtp_is_retried_with_its_reason() {
+    use crate::model::{WebhookFormat, WebhookRoute};
+    let (_dir, store) = store().await;
+    let clock = ManualClock::new(T0);
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!(
+        "http://{}/services/T/B/x",
+        listener.local_addr().expect("addr")
+    );
+    let mut got = receiver(listener, Arc::new(AtomicU16::new(200)));
+    let slack = add_route(
+        &store,
+        &url,
+        WebhookRoute {
+            format: WebhookFormat::Slack,
+            priorities: vec!["P1".into()],
+            assignee: None,
+        },
+    )
+    .await;
+    let group = add_route(
+        &store,
+        "mailto:oncall@example.com",
+        WebhookRoute {
+            format: WebhookFormat::Email,
+            ..WebhookRoute::default()
+        },
+    )
+    .await;
+    let reporter = add_route(
+        &store,
+        crate::webhooks::route::REPORTER_TARGET,
+        WebhookRoute {
+            format: WebhookFormat::Email,
+            ..WebhookRoute::default()
+        },
+    )
+    .await;
+    let host = host(&store).await;
+    for (title, priority) in [
+        ("Spooler crashes", crate::rules::priority::Priority::P3),
+        ("VPN is down", crate::rules::priority::Priority::P1),
+    ] {
+        store
+            .create_ticket(
+                &host,
+                title,
+                Some(priority),
+                "alice",
+                &AuditEntry::system("", "", ""),
+                T0,
+            )
+            .await
+            .expect("ticket");
+    }
+
+    let deliverer = Deliverer::new(store.clone(), Arc::new(clock.clone()));
+    let run = deliverer.deliver_due().await.expect("deliver");
+    assert_eq!((run.delivered, run.retrying), (1, 2), "{run:?}");
+    let request = got.recv().await.expect("the Slack message");
+    assert!(
+        request.signature.is_empty(),
+        "unsigned: {}",
+        request.signature
+    );
+    let message: serde_json::Value = serde_json::from_slice(&request.body).expect("json");
+    assert!(
+        message["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("VPN is down")),
+        "only the P1 ticket: {message}"
+    );
+    let slack_status = status_of(&store, slack).await;
+    assert_eq!(slack_status.route.priorities, vec!["P1"]);
+    assert_eq!(slack_status.delivered, 1);
+    // Both tickets reach the group address; the reporter channel skips
+    // tickets without a reporter's address.
+    let group_status = status_of(&store, group).await;
+    assert_eq!(group_status.pending, 2);
+    assert_eq!(group_status.last_attempts, 1);
+    assert!(
+        group_status
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("no SMTP server is configured")),
+        "{group_status:?}"
+    );
+    assert!(group_status.next_attempt_at_ms.is_some_and(|at| at > T0));
+    let reporter_status = status_of(&store, reporter).await;
+    assert_eq!((reporter_status.pending, reporter_status.delivered), (0, 0));
 }

@@ -3354,11 +3354,23 @@ pub struct AddWebhookRequest {
     #[prost(string, repeated, tag = "2")]
     pub events: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
     /// The HMAC-SHA256 key that signs each payload (X-Deskpulse-Signature).
-    /// Stored so it can sign; never returned by any call.
+    /// Stored so it can sign; never returned by any call. Only the generic
+    /// format takes one (and needs it).
     #[prost(string, tag = "3")]
     pub secret: ::prost::alloc::string::String,
+    /// generic (signed JSON), slack, teams or email; empty means email for a
+    /// mailto: URL and generic otherwise.
+    #[prost(string, tag = "4")]
+    pub format: ::prost::alloc::string::String,
+    /// Only tickets of these priorities (P1 … P4); empty means all.
+    #[prost(string, repeated, tag = "5")]
+    pub priorities: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Only tickets assigned to this technician; empty means any ticket.
+    #[prost(string, tag = "6")]
+    pub assignee: ::prost::alloc::string::String,
 }
-/// A webhook and how its deliveries stand. Carries no secret.
+/// A webhook and how its deliveries stand. Carries no secret; the URL of a
+/// Slack or Teams webhook, which is its secret, is shown as its host only.
 #[derive(serde::Serialize)]
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
 pub struct Webhook {
@@ -3395,6 +3407,22 @@ pub struct Webhook {
     /// The error of the most recent attempt; empty if it succeeded.
     #[prost(string, tag = "11")]
     pub last_error: ::prost::alloc::string::String,
+    /// generic, slack, teams or email.
+    #[prost(string, tag = "12")]
+    pub format: ::prost::alloc::string::String,
+    /// Only tickets of these priorities; empty means all.
+    #[prost(string, repeated, tag = "13")]
+    pub priorities: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// Only tickets assigned to this technician; empty means any ticket.
+    #[prost(string, tag = "14")]
+    pub assignee: ::prost::alloc::string::String,
+    /// When the next waiting delivery is due, ms since the Unix epoch; 0 if
+    /// none waits.
+    #[prost(int64, tag = "15")]
+    pub next_attempt_unix_ms: i64,
+    /// How many attempts the delivery tried last has had.
+    #[prost(uint32, tag = "16")]
+    pub last_attempts: u32,
 }
 /// Removes a webhook.
 #[derive(serde::Serialize)]

@@ -1,6 +1,7 @@
 //! The webhook part of the technician API: `AddWebhook`, `RemoveWebhook`
 //! and `SetWebhookEnabled` (admin, audited) and `ListWebhooks` (any role,
-//! with delivery counts).
+//! with delivery counts). A Slack or Teams URL, its own secret, is shown
+//! and audited as its host only.
 
 use deskpulse_proto::v1::{
     AddWebhookRequest, ListWebhooksRequest, ListWebhooksResponse, RemoveWebhookRequest,
@@ -14,7 +15,12 @@ use crate::store::{AuditEntry, NewWebhook, Role, WebhookStatus};
 fn webhook_message(w: WebhookStatus) -> Webhook {
     Webhook {
         id: w.id,
-        url: w.url,
+        url: crate::webhooks::route::shown_url(&w.url, w.route.format),
+        format: w.route.format.name().to_owned(),
+        priorities: w.route.priorities,
+        assignee: w.route.assignee.unwrap_or_default(),
+        next_attempt_unix_ms: w.next_attempt_at_ms.unwrap_or(0),
+        last_attempts: w.last_attempts,
         events: w.events.iter().map(|e| e.name().to_owned()).collect(),
         enabled: w.enabled,
         created_at_unix_ms: w.created_at_ms,
@@ -50,11 +56,21 @@ impl TechnicianApi {
             .authorize(&request, Role::Admin, "adding a webhook")
             .await?;
         let request = request.into_inner();
-        let url = crate::webhooks::check_url(&request.url).map_err(Status::invalid_argument)?;
-        let events =
-            crate::webhooks::parse_events(&request.events).map_err(Status::invalid_argument)?;
-        let secret =
-            crate::webhooks::check_secret(&request.secret).map_err(Status::invalid_argument)?;
+        let destination = crate::webhooks::route::check_destination(
+            &request.url,
+            &request.format,
+            &request.events,
+            &request.priorities,
+            &request.assignee,
+            &request.secret,
+        )
+        .map_err(Status::invalid_argument)?;
+        let crate::webhooks::route::Destination {
+            url,
+            route,
+            events,
+            secret,
+        } = destination;
         let names = events
             .iter()
             .map(|e| e.name())
@@ -69,13 +85,31 @@ impl TechnicianApi {
                     events: events.clone(),
                     secret,
                     created_by: caller.name.clone(),
+                    route: route.clone(),
                 },
                 &|id: &i64| {
                     AuditEntry::by(
                         &caller,
                         "webhook.add",
                         id.to_string(),
-                        format!("{url}; events {names}"),
+                        format!(
+                            "{}{}; events {names}{}{}",
+                            crate::webhooks::route::shown_url(&url, route.format),
+                            match route.format {
+                                crate::model::WebhookFormat::Generic => String::new(),
+                                other => format!("; format {}", other.name()),
+                            },
+                            if route.priorities.is_empty() {
+                                String::new()
+                            } else {
+                                format!("; priorities {}", route.priorities.join(","))
+                            },
+                            route
+                                .assignee
+                                .as_deref()
+                                .map(|a| format!("; assignee {a}"))
+                                .unwrap_or_default(),
+                        ),
                     )
                 },
                 self.ctx.clock.now_ms(),

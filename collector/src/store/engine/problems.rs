@@ -143,15 +143,21 @@ async fn enqueue_problem(
         return Err(StoreError::Corrupt(format!("problem {problem} vanished")));
     };
     let shown = crate::webhooks::problems::ProblemPayload::of(&row);
-    for webhook_id in hooks {
+    // Chat and e-mail formats are rendered from a ticket's payload; a
+    // problem's goes to the generic (signed JSON) webhooks only.
+    for hook in hooks
+        .iter()
+        .filter(|hook| hook.route.format == crate::model::WebhookFormat::Generic)
+    {
         let delivery_id = uuid::Uuid::new_v4().to_string();
         let body = crate::webhooks::problems::payload(event, &delivery_id, now_ms, &shown);
         let entry = OutboxEntry {
-            webhook_id,
+            webhook_id: hook.id,
             delivery_id: &delivery_id,
             event,
             ticket_id: -problem,
             body: &body,
+            recipient: None,
         };
         tx.insert_outbox(&entry, now_ms).await?;
     }

@@ -24,7 +24,7 @@ use crate::rules::priority::{Impact, Priority, Severity};
 use crate::rules::{DUPLICATE_IDENTITY_RULE, RuleState, TicketAction, USER_REPORT_RULE, step};
 use crate::store::{
     AuditEntry, OFFLINE_AFTER_INTERVALS, Reading, StoreError, StoreResult, TICKET_STATUSES,
-    TicketChange, TicketEvent, TicketRefusal, TicketRow,
+    TicketChange, TicketEvent, TicketRefusal, TicketRow, WebhookFormat,
 };
 
 /// A host's tags, (key, value).
@@ -161,6 +161,8 @@ pub struct OutboxEntry<'a> {
     pub ticket_id: i64,
     /// The body, built when the event happened.
     pub body: &'a str,
+    /// The address of an e-mail delivery.
+    pub recipient: Option<&'a str>,
 }
 
 /// A change-log entry, as an employee report's evidence copies it.
@@ -299,8 +301,12 @@ pub trait TicketTx:
         author: &str,
         note: &str,
     ) -> StoreResult<()>;
-    /// The enabled webhooks that subscribe to `event`, by id.
-    async fn subscribers(&mut self, event: TicketEvent) -> StoreResult<Vec<i64>>;
+    /// The enabled webhooks that subscribe to `event`, by id, with their
+    /// targets and filters.
+    async fn subscribers(
+        &mut self,
+        event: TicketEvent,
+    ) -> StoreResult<Vec<crate::webhooks::route::Subscriber>>;
     /// Puts one delivery into the webhook outbox, due now.
     async fn insert_outbox(&mut self, delivery: &OutboxEntry<'_>, now_ms: i64) -> StoreResult<()>;
     /// The host's employee-report tickets opened since `since_ms` that are
@@ -409,17 +415,29 @@ pub async fn enqueue(
             event.name()
         )));
     };
+    // Which webhooks this ticket's event is for (priority, assignee) and
+    // where each e-mail goes, decided now, in the ticket's transaction.
+    let routed: Vec<_> = hooks
+        .iter()
+        .filter_map(|hook| Some((hook, crate::webhooks::route::recipient(hook, &ticket)?)))
+        .collect();
+    let evidence = ticket.evidence.clone();
     let mut ticket = ticket_payload(ticket);
     ticket.suggestions = super::suggestions::payloads(tx, ticket_id).await?;
-    for webhook_id in hooks {
+    for (hook, recipient) in routed {
         let delivery_id = uuid::Uuid::new_v4().to_string();
         let body = crate::webhooks::format::payload(event, &delivery_id, now_ms, &ticket);
+        let body = match hook.route.format {
+            WebhookFormat::Generic => body,
+            _ => crate::webhooks::render::stored_body(&body, &evidence),
+        };
         let entry = OutboxEntry {
-            webhook_id,
+            webhook_id: hook.id,
             delivery_id: &delivery_id,
             event,
             ticket_id,
             body: &body,
+            recipient: recipient.as_deref(),
         };
         tx.insert_outbox(&entry, now_ms).await?;
     }

@@ -256,19 +256,34 @@ impl<B: BackendSql> TicketTx for TicketConn<'_, B> {
         Ok(())
     }
 
-    async fn subscribers(&mut self, event: TicketEvent) -> StoreResult<Vec<i64>> {
+    async fn subscribers(
+        &mut self,
+        event: TicketEvent,
+    ) -> StoreResult<Vec<crate::webhooks::route::Subscriber>> {
         let mut sql = QueryBuilder::new(
-            "SELECT id FROM webhooks WHERE enabled = TRUE AND (',' || events || ',') LIKE ",
+            "SELECT id, url, format, priorities, assignee FROM webhooks \
+             WHERE enabled = TRUE AND (',' || events || ',') LIKE ",
         );
         B::text(&mut sql, &format!("%,{},%", event.name()));
         sql.push(" ORDER BY id");
-        B::all_in(self.0, sql, |r| r.int("id")).await
+        B::all_in(self.0, sql, |r| {
+            Ok(crate::webhooks::route::Subscriber {
+                id: r.int("id")?,
+                url: r.text("url")?,
+                route: super::webhooks::route_of(
+                    &r.text("format")?,
+                    &r.text("priorities")?,
+                    r.opt_text("assignee")?,
+                )?,
+            })
+        })
+        .await
     }
 
     async fn insert_outbox(&mut self, entry: &OutboxEntry<'_>, now_ms: i64) -> StoreResult<()> {
         let mut sql = QueryBuilder::new(
             "INSERT INTO webhook_outbox (webhook_id, delivery_id, event, ticket_id, body, \
-             created_at_ms, next_attempt_at_ms) VALUES (",
+             recipient, created_at_ms, next_attempt_at_ms) VALUES (",
         );
         push_values(
             &mut sql,
@@ -278,6 +293,7 @@ impl<B: BackendSql> TicketTx for TicketConn<'_, B> {
                 Value::Text(entry.event.name()),
                 Value::Int(entry.ticket_id),
                 Value::Text(entry.body),
+                Value::MaybeText(entry.recipient),
                 Value::Int(now_ms),
                 Value::Int(now_ms),
             ],

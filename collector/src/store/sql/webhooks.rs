@@ -10,7 +10,8 @@ use sqlx::{Pool, QueryBuilder, Transaction};
 
 use super::{Dialect, SendFuture, Value, push_values};
 use crate::store::{
-    Delivery, DeliveryOutcome, NewWebhook, StoreError, StoreResult, TicketEvent, WebhookStatus,
+    Delivery, DeliveryOutcome, NewWebhook, StoreError, StoreResult, TicketEvent, WebhookFormat,
+    WebhookRoute, WebhookStatus,
 };
 
 /// Stores a webhook, enabled, in the transaction on `conn`; its id.
@@ -21,7 +22,8 @@ pub(crate) fn add<'a, B: Dialect>(
 ) -> SendFuture<'a, i64> {
     Box::pin(async move {
         let mut sql = QueryBuilder::new(
-            "INSERT INTO webhooks (url, events, secret, created_at_ms, created_by, enabled) VALUES (",
+            "INSERT INTO webhooks (url, events, secret, created_at_ms, created_by, format, \
+             priorities, assignee, enabled) VALUES (",
         );
         push_values(
             &mut sql,
@@ -31,6 +33,9 @@ pub(crate) fn add<'a, B: Dialect>(
                 Value::Text(&hook.secret),
                 Value::Int(now_ms),
                 Value::Text(&hook.created_by),
+                Value::Text(hook.route.format.name()),
+                Value::Text(&hook.route.priorities.join(",")),
+                Value::MaybeText(hook.route.assignee.as_deref()),
             ],
         );
         sql.push(", TRUE) RETURNING id");
@@ -61,7 +66,7 @@ pub(crate) fn claim<'a, B: Dialect>(
         let mut tx = begin.await?;
         let mut sql = QueryBuilder::new(
             "SELECT o.id, o.delivery_id, o.event, o.body, o.attempts, o.created_at_ms, w.url, \
-             w.secret FROM webhook_outbox o JOIN webhooks w ON w.id = o.webhook_id \
+             w.secret, w.format, o.recipient FROM webhook_outbox o JOIN webhooks w ON w.id = o.webhook_id \
              WHERE o.state = 'pending' AND w.enabled = TRUE \
              AND NOT EXISTS (SELECT 1 FROM webhook_outbox p WHERE p.webhook_id = o.webhook_id \
                AND p.ticket_id = o.ticket_id AND p.state = 'pending' AND p.id < o.id) \
@@ -81,6 +86,8 @@ pub(crate) fn claim<'a, B: Dialect>(
                 body: r.text("body")?,
                 attempts: u32::try_from(r.int("attempts")?).unwrap_or(u32::MAX),
                 created_at_ms: r.int("created_at_ms")?,
+                format: format_of(&r.text("format")?)?,
+                recipient: r.opt_text("recipient")?,
             })
         })
         .await?;
@@ -167,12 +174,40 @@ pub(crate) fn events_of(text: &str) -> StoreResult<Vec<TicketEvent>> {
         .collect()
 }
 
+/// The format column read back; a name this build does not know is a
+/// corrupt row.
+pub(crate) fn format_of(text: &str) -> StoreResult<WebhookFormat> {
+    text.parse().map_err(StoreError::Corrupt)
+}
+
+/// The route columns read back.
+pub(crate) fn route_of(
+    format: &str,
+    priorities: &str,
+    assignee: Option<String>,
+) -> StoreResult<WebhookRoute> {
+    Ok(WebhookRoute {
+        format: format_of(format)?,
+        priorities: priorities
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        assignee,
+    })
+}
+
 /// Every webhook with its delivery counts; the secret is never selected.
 pub(crate) fn list<B: Dialect>(
     pool: &Pool<B>,
 ) -> impl Future<Output = StoreResult<Vec<WebhookStatus>>> + Send + '_ {
     let sql = QueryBuilder::<B>::new(
         "SELECT w.id, w.url, w.events, w.enabled, w.created_at_ms, w.created_by, \
+         w.format, w.priorities, w.assignee, \
+         (SELECT MIN(o.next_attempt_at_ms) FROM webhook_outbox o WHERE o.webhook_id = w.id \
+          AND o.state = 'pending') AS next_attempt, \
+         (SELECT o.attempts FROM webhook_outbox o WHERE o.webhook_id = w.id \
+          AND o.last_attempt_at_ms IS NOT NULL ORDER BY o.last_attempt_at_ms DESC, o.id DESC LIMIT 1) AS last_attempts, \
          (SELECT COUNT(*) FROM webhook_outbox o WHERE o.webhook_id = w.id AND o.state = 'pending') AS pending, \
          (SELECT COUNT(*) FROM webhook_outbox o WHERE o.webhook_id = w.id AND o.state = 'delivered') AS delivered, \
          (SELECT COUNT(*) FROM webhook_outbox o WHERE o.webhook_id = w.id AND o.state = 'failed') AS failed, \
@@ -195,6 +230,13 @@ pub(crate) fn list<B: Dialect>(
             failed: count("failed")?,
             last_attempt_at_ms: r.opt_int("last_attempt")?,
             last_error: r.opt_text("last_error")?,
+            route: route_of(
+                &r.text("format")?,
+                &r.text("priorities")?,
+                r.opt_text("assignee")?,
+            )?,
+            last_attempts: u32::try_from(r.opt_int("last_attempts")?.unwrap_or(0)).unwrap_or(0),
+            next_attempt_at_ms: r.opt_int("next_attempt")?,
         })
     })
 }
@@ -227,6 +269,7 @@ mod tests {
                     events: TicketEvent::ALL.to_vec(),
                     secret: "s".into(),
                     created_by: "admin".into(),
+                    route: crate::store::WebhookRoute::default(),
                 },
                 &|_: &i64| crate::store::AuditEntry::system("test", "", ""),
                 0,

@@ -546,6 +546,7 @@ pub(super) async fn problem_events_reach_the_webhook_outbox_with_the_problem(db:
         ],
         secret: "s".repeat(32),
         created_by: "admin".into(),
+        route: crate::model::WebhookRoute::default(),
     };
     store
         .add_webhook(&hook, &|_: &i64| AuditEntry::system("test", "", ""), 0)

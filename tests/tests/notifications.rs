@@ -1,0 +1,575 @@
+//! Notifications through the real binaries (issue 23): e-mail through a
+//! real SMTP server on loopback (aiosmtpd, `tests/smtp/server.py`) with
+//! STARTTLS and AUTH, or implicit TLS, trusting a CA the test makes; the
+//! group address of a priority, a technician's own address for the tickets
+//! assigned to them, and the employee who reported on resolution. An SMTP
+//! server that is down is retried from the outbox and shown in `deskpulse
+//! webhooks`, then delivered once it is up. Slack and Teams messages reach
+//! a real HTTP listener. Bad settings and arguments are one line each.
+
+use std::time::Duration;
+
+use deskpulse_tests::notify::{MailCa, SmtpServer, SmtpTls, http_receiver};
+use deskpulse_tests::{Agent, Collector, Run, bin, open_database, run, wait_for};
+use tokio::net::TcpListener;
+
+fn json(run: &Run) -> serde_json::Value {
+    serde_json::from_str(&run.stdout).expect("json on stdout")
+}
+
+fn enrolled(collector: &Collector) -> Agent {
+    let agent = Agent::new();
+    agent
+        .enroll(collector, &collector.enrollment_token(1))
+        .expect_code(0);
+    agent
+}
+
+/// `serve` flags for the SMTP server on `port`.
+fn smtp_flags(port: u16, tls: &str, ca: &MailCa, password_file: Option<&str>) -> Vec<String> {
+    let mut flags = vec![
+        "--smtp-host".to_owned(),
+        "127.0.0.1".to_owned(),
+        "--smtp-port".to_owned(),
+        port.to_string(),
+        "--smtp-tls".to_owned(),
+        tls.to_owned(),
+        "--smtp-from".to_owned(),
+        "Deskpulse <deskpulse@example.com>".to_owned(),
+        "--smtp-ca-file".to_owned(),
+        ca.ca_file().to_str().expect("utf-8 path").to_owned(),
+    ];
+    if let Some(file) = password_file {
+        flags.extend([
+            "--smtp-username".to_owned(),
+            "mailer".to_owned(),
+            "--smtp-password-file".to_owned(),
+            file.to_owned(),
+        ]);
+    }
+    flags
+}
+
+fn new_ticket(collector: &Collector, token: &str, host: &str, title: &str, priority: &str) -> i64 {
+    let out = collector
+        .cli(
+            token,
+            &[
+                "--json",
+                "ticket",
+                "new",
+                host,
+                "--title",
+                title,
+                "--priority",
+                priority,
+            ],
+        )
+        .expect_code(0);
+    json(&out)["ticket"]["id"].as_i64().expect("ticket id")
+}
+
+#[test]
+fn email_goes_through_starttls_with_auth_to_the_group_the_assignee_and_the_reporter() {
+    let test = "email_goes_through_starttls_with_auth";
+    let ca = MailCa::new();
+    let Some(smtp) = SmtpServer::start(
+        test,
+        &ca,
+        SmtpTls::Starttls,
+        Some(("mailer", "s3cret-pass")),
+        0,
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let password_file = dir.path().join("smtp.password");
+    std::fs::write(&password_file, "s3cret-pass\n").expect("write password");
+    let flags = smtp_flags(
+        smtp.port,
+        "starttls",
+        &ca,
+        Some(password_file.to_str().expect("utf-8 path")),
+    );
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let collector = Collector::start_in(tempfile::tempdir().expect("data dir"), &flags);
+    let admin = collector.admin_token();
+    let alice = collector.api_token("alice", "technician");
+    let agent = enrolled(&collector);
+    let host = agent.host_id();
+
+    // The P2 group address hears of new and escalated P2 tickets; alice's
+    // own address of every event of the tickets assigned to her; the
+    // employee who reported, of the resolution.
+    let group = json(
+        &collector
+            .cli(
+                &admin,
+                &[
+                    "--json",
+                    "webhooks",
+                    "add",
+                    "mailto:helpdesk-p2@example.com",
+                    "--priority",
+                    "p2",
+                ],
+            )
+            .expect_code(0),
+    );
+    assert_eq!(group["format"], "email");
+    assert_eq!(
+        group["events"],
+        serde_json::json!(["ticket.opened", "ticket.escalated"])
+    );
+    assert_eq!(group["priorities"], serde_json::json!(["P2"]));
+    collector
+        .cli(
+            &admin,
+            &[
+                "webhooks",
+                "add",
+                "mailto:alice@example.com",
+                "--assignee",
+                "alice",
+            ],
+        )
+        .expect_code(0);
+    collector
+        .cli(&admin, &["webhooks", "add", "mailto:reporter"])
+        .expect_code(0);
+
+    // A P3 ticket reaches no group; a P2 one does.
+    new_ticket(&collector, &alice, &host, "Slow logins on a P3 PC", "p3");
+    let id = new_ticket(
+        &collector,
+        &alice,
+        &host,
+        "Printer jams on every page",
+        "p2",
+    );
+    let mail = smtp
+        .next_mail(Duration::from_secs(30))
+        .expect("the group mail arrives");
+    assert_eq!(mail.to, vec!["helpdesk-p2@example.com"]);
+    assert_eq!(mail.from, "deskpulse@example.com");
+    assert!(mail.tls, "sent after STARTTLS");
+    assert_eq!(mail.user.as_deref(), Some("mailer"), "authenticated");
+    let subject = mail.header("Subject").expect("subject");
+    assert!(
+        subject.starts_with(&format!("[Deskpulse #{id}] P2 ticket #{id} opened on ")),
+        "{subject}"
+    );
+    assert!(subject.ends_with("Printer jams on every page"), "{subject}");
+    assert_eq!(
+        mail.header("To").as_deref(),
+        Some("helpdesk-p2@example.com")
+    );
+    assert_eq!(
+        mail.header("From").as_deref(),
+        Some("Deskpulse <deskpulse@example.com>")
+    );
+    assert!(
+        mail.header("Content-Type")
+            .is_some_and(|t| t.starts_with("text/plain")),
+        "{:?}",
+        mail.header_names()
+    );
+    assert!(
+        mail.header("Message-ID")
+            .is_some_and(|m| m.ends_with("@deskpulse>")),
+        "{:?}",
+        mail.header("Message-ID")
+    );
+    let body = mail.body();
+    assert!(
+        body.contains(&format!("Ticket #{id} was opened.")),
+        "{body}"
+    );
+    assert!(
+        body.contains("Title:          Printer jams on every page"),
+        "{body}"
+    );
+    assert!(body.contains(&format!("({host})")), "{body}");
+    assert!(body.contains("Priority:       P2"), "{body}");
+    assert!(!body.contains("http"), "no links: {body}");
+
+    // Assigned to alice: her own address hears of it.
+    collector
+        .cli(&alice, &["ticket", "assign", &id.to_string(), "alice"])
+        .expect_code(0);
+    let mail = smtp
+        .next_mail(Duration::from_secs(30))
+        .expect("the assignee's mail arrives");
+    assert_eq!(mail.to, vec!["alice@example.com"]);
+    assert!(
+        mail.header("Subject")
+            .is_some_and(|s| s.contains(&format!("#{id} updated"))),
+        "{:?}",
+        mail.header("Subject")
+    );
+    assert!(
+        mail.body().contains("Assignee:       alice"),
+        "{}",
+        mail.body()
+    );
+
+    // The employee's address, as `report-issue --email` records it in the
+    // evidence; resolving mails them (and alice, whose ticket it is).
+    open_database(collector.data_dir.path())
+        .execute(
+            "UPDATE tickets SET evidence = ?1 WHERE id = ?2",
+            rusqlite::params![
+                r#"{"reported_by":"emma","text":"Printer jams","reporter_email":"emma@example.com"}"#,
+                id
+            ],
+        )
+        .expect("record the reporter's address");
+    collector
+        .cli(
+            &alice,
+            &[
+                "ticket",
+                "resolve",
+                &id.to_string(),
+                "--resolution",
+                "Replaced the fuser unit",
+            ],
+        )
+        .expect_code(0);
+    let mut mails: Vec<_> = (0..2)
+        .map(|_| {
+            smtp.next_mail(Duration::from_secs(30))
+                .expect("the resolution mails arrive")
+        })
+        .collect();
+    mails.sort_by(|a, b| a.to.cmp(&b.to));
+    assert_eq!(mails[0].to, vec!["alice@example.com"]);
+    let reporter = &mails[1];
+    assert_eq!(reporter.to, vec!["emma@example.com"]);
+    assert_eq!(
+        reporter.header("Subject").as_deref(),
+        Some(
+            format!(
+                "[Deskpulse #{id}] Your reported problem was resolved: Printer jams on every page"
+            )
+            .as_str()
+        )
+    );
+    let body = reporter.body();
+    assert!(body.contains("How:     Replaced the fuser unit"), "{body}");
+    assert!(!body.contains("emma@example.com"), "{body}");
+
+    // Every channel delivered; nothing failed.
+    let listed = json(
+        &collector
+            .cli(&admin, &["--json", "webhooks"])
+            .expect_code(0),
+    );
+    let delivered: Vec<u64> = listed
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|w| w["delivered"].as_u64().expect("count"))
+        .collect();
+    assert_eq!(delivered, vec![1, 2, 1], "{listed}");
+    assert!(!listed.to_string().contains("s3cret-pass"));
+    assert!(!collector.logs().contains("s3cret-pass"));
+    assert!(
+        smtp.next_mail(Duration::from_millis(500)).is_none(),
+        "no other mail"
+    );
+}
+
+#[test]
+fn smtp_down_is_retried_and_shown_then_delivered_over_implicit_tls() {
+    let test = "smtp_down_is_retried_and_shown";
+    let ca = MailCa::new();
+    // A port the server will listen on later: start it once, then stop it.
+    let Some(first) = SmtpServer::start(test, &ca, SmtpTls::Implicit, None, 0) else {
+        return;
+    };
+    let port = first.port;
+    first.stop();
+    let flags = smtp_flags(port, "tls", &ca, None);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let collector = Collector::start_in(tempfile::tempdir().expect("data dir"), &flags);
+    let admin = collector.admin_token();
+    let agent = enrolled(&collector);
+    collector
+        .cli(&admin, &["webhooks", "add", "mailto:oncall@example.com"])
+        .expect_code(0);
+    // The ticket is written at once: SMTP being down holds nothing up.
+    let started = std::time::Instant::now();
+    let id = new_ticket(&collector, &admin, &agent.host_id(), "VPN drops", "p1");
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    let failing = wait_for(Duration::from_secs(30), || {
+        let list = json(
+            &collector
+                .cli(&admin, &["--json", "webhooks"])
+                .expect_code(0),
+        );
+        (list[0]["last_attempts"] == 1).then_some(list)
+    })
+    .expect("a failed attempt is listed");
+    let hook = &failing[0];
+    assert_eq!(hook["pending"], 1, "{hook}");
+    assert_eq!(hook["delivered"], 0, "{hook}");
+    let error = hook["last_error"].as_str().expect("an error");
+    assert!(
+        error.starts_with(&format!("smtp 127.0.0.1:{port}: ")),
+        "{error}"
+    );
+    assert!(hook["next_attempt"].is_string(), "{hook}");
+    let table = collector.cli(&admin, &["webhooks"]).expect_code(0);
+    assert!(table.stdout.contains("next try"), "{}", table.stdout);
+    assert!(
+        table.stdout.contains(&format!("smtp 127.0.0.1:{port}")),
+        "{}",
+        table.stdout
+    );
+
+    // Up again: the retry (30 s ± 20 % after the failure) delivers it.
+    let smtp = SmtpServer::start(test, &ca, SmtpTls::Implicit, None, port).expect("restarted");
+    let mail = smtp
+        .next_mail(Duration::from_secs(60))
+        .expect("delivered by the retry");
+    assert!(mail.tls);
+    assert_eq!(mail.to, vec!["oncall@example.com"]);
+    assert!(
+        mail.header("Subject")
+            .is_some_and(|s| s.starts_with(&format!("[Deskpulse #{id}] P1 ticket #{id} opened"))),
+        "{:?}",
+        mail.header("Subject")
+    );
+    let delivered = wait_for(Duration::from_secs(10), || {
+        let list = json(
+            &collector
+                .cli(&admin, &["--json", "webhooks"])
+                .expect_code(0),
+        );
+        (list[0]["delivered"] == 1).then_some(list)
+    })
+    .expect("listed as delivered");
+    assert_eq!(delivered[0]["pending"], 0, "{delivered}");
+    assert!(delivered[0]["last_error"].is_null(), "{delivered}");
+    assert_eq!(delivered[0]["last_attempts"], 2, "{delivered}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slack_and_teams_messages_reach_a_real_listener_unsigned() {
+    let collector = Collector::start();
+    let admin = collector.admin_token();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let mut received = http_receiver(listener);
+    let slack_url = format!("http://{addr}/services/T000/B000/slack-secret-path");
+    let teams_url = format!("http://{addr}/webhookb2/teams-secret-path");
+    let slack = json(
+        &collector
+            .cli(
+                &admin,
+                &[
+                    "--json",
+                    "webhooks",
+                    "add",
+                    &slack_url,
+                    "--format",
+                    "slack",
+                    "--event",
+                    "ticket.opened",
+                ],
+            )
+            .expect_code(0),
+    );
+    assert_eq!(slack["format"], "slack");
+    assert_eq!(
+        slack["url"],
+        format!("http://{addr}/…"),
+        "the path is the secret"
+    );
+    collector
+        .cli(
+            &admin,
+            &[
+                "webhooks",
+                "add",
+                &teams_url,
+                "--format",
+                "teams",
+                "--event",
+                "ticket.opened",
+            ],
+        )
+        .expect_code(0);
+    let listed = collector.cli(&admin, &["webhooks"]).expect_code(0);
+    assert!(!listed.stdout.contains("secret-path"), "{}", listed.stdout);
+
+    let agent = enrolled(&collector);
+    let id = new_ticket(
+        &collector,
+        &admin,
+        &agent.host_id(),
+        "Outlook <!channel> crashes",
+        "p2",
+    );
+    let mut bodies = Vec::new();
+    for _ in 0..2 {
+        let request = tokio::time::timeout(Duration::from_secs(30), received.recv())
+            .await
+            .expect("a message arrives")
+            .expect("a request");
+        assert!(
+            !request.headers.contains_key("x-deskpulse-signature"),
+            "not signed: {:?}",
+            request.headers
+        );
+        assert_eq!(request.headers["content-type"], "application/json");
+        let body: serde_json::Value = serde_json::from_slice(&request.body).expect("json");
+        bodies.push(body);
+    }
+    let slack = bodies
+        .iter()
+        .find(|b| b.get("blocks").is_some())
+        .expect("the Slack message");
+    let text = slack["text"].as_str().expect("text");
+    assert!(
+        text.starts_with(&format!("P2 ticket #{id} opened on ")),
+        "{text}"
+    );
+    assert!(text.ends_with("Outlook &lt;!channel&gt; crashes"), "{text}");
+    assert_eq!(slack["blocks"][0]["type"], "header");
+    let teams = bodies
+        .iter()
+        .find(|b| b.get("attachments").is_some())
+        .expect("the Teams message");
+    assert_eq!(teams["type"], "message");
+    let card = &teams["attachments"][0]["content"];
+    assert_eq!(card["type"], "AdaptiveCard");
+    assert!(
+        card["body"][0]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains(&format!("#{id} opened"))),
+        "{card}"
+    );
+    let listed = wait_for(Duration::from_secs(10), || {
+        let list = json(
+            &collector
+                .cli(&admin, &["--json", "webhooks"])
+                .expect_code(0),
+        );
+        (list[0]["delivered"] == 1 && list[1]["delivered"] == 1).then_some(list)
+    });
+    assert!(listed.is_some(), "both listed as delivered");
+}
+
+#[test]
+fn bad_notification_settings_and_arguments_are_one_line_each() {
+    let collector_bin =
+        |args: &[&str]| run(std::process::Command::new(bin("deskpulse-collector")).args(args));
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data_dir = dir.path().join("data");
+    let data_dir = data_dir.to_str().expect("utf-8 path");
+    for (args, wanted) in [
+        (
+            &["--smtp-host", "smtp.example.com"][..],
+            "smtp: from is required",
+        ),
+        (
+            &[
+                "--smtp-host",
+                "smtp.example.com",
+                "--smtp-from",
+                "d@example.com",
+                "--smtp-tls",
+                "none",
+            ],
+            "allowed only to a loopback host",
+        ),
+        (&["--smtp-from", "d@example.com"], "smtp: host is required"),
+    ] {
+        let mut all = vec!["serve", "--listen", "127.0.0.1:0", "--data-dir", data_dir];
+        all.extend_from_slice(args);
+        let out = collector_bin(&all).expect_code(2);
+        let lines: Vec<&str> = out
+            .stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        assert_eq!(lines.len(), 1, "{args:?}: {}", out.stderr);
+        assert!(lines[0].contains(wanted), "{args:?}: {}", out.stderr);
+    }
+    // The config file's [smtp] table: an unknown key names itself.
+    let file = dir.path().join("collector.toml");
+    std::fs::write(
+        &file,
+        "[smtp]\nhost = \"smtp.example.com\"\npasword_file = \"x\"\n",
+    )
+    .expect("write");
+    let out = collector_bin(&["serve", "--config", file.to_str().expect("path")]).expect_code(2);
+    assert!(
+        out.stderr.contains("unknown field `pasword_file`"),
+        "{}",
+        out.stderr
+    );
+
+    let collector = Collector::start();
+    let admin = collector.admin_token();
+    let secret = dir.path().join("hook.secret");
+    std::fs::write(&secret, "s\n").expect("write");
+    let secret = secret.to_str().expect("utf-8 path");
+    for args in [
+        &["webhooks", "add", "mailto:not an address"][..],
+        &[
+            "webhooks",
+            "add",
+            "mailto:a@example.com\r\nBcc: b@example.com",
+        ],
+        &[
+            "webhooks",
+            "add",
+            "https://h.example/x",
+            "--format",
+            "email",
+        ],
+        &[
+            "webhooks",
+            "add",
+            "https://h.example/x",
+            "--format",
+            "pager",
+        ],
+        &[
+            "webhooks",
+            "add",
+            "https://h.example/x",
+            "--format",
+            "slack",
+            "--secret-file",
+            secret,
+        ],
+        &[
+            "webhooks",
+            "add",
+            "mailto:a@example.com",
+            "--secret-file",
+            secret,
+        ],
+        &[
+            "webhooks",
+            "add",
+            "mailto:a@example.com",
+            "--priority",
+            "P9",
+        ],
+    ] {
+        let out = collector.cli(&admin, args);
+        assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+        assert!(
+            out.stderr.starts_with("error") || out.stderr.starts_with("deskpulse: error"),
+            "{args:?}: {}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    }
+}

@@ -175,7 +175,9 @@ async fn a_report_is_spooled_under_the_name_the_transport_gives() {
     .await;
     answered.expect("answered");
     match serde_json::from_slice(&reply) {
-        Ok(LocalReply::Reported { connected, os_user }) => {
+        Ok(LocalReply::Reported {
+            connected, os_user, ..
+        }) => {
             assert!(connected);
             assert_eq!(os_user, r"OFFICE\alice");
         }

@@ -563,6 +563,7 @@ pub fn ticket(detail: &GetTicketResponse, json: bool) -> CommandResult {
                 "at": iso(w.at_unix_ms),
                 "author": w.author,
                 "note": w.note,
+                "public": w.public,
             })).collect::<Vec<_>>(),
             "host": detail.host.as_ref().map(HostJson::from),
             "inventory_summary": detail.inventory_summary.as_ref(),
@@ -708,9 +709,10 @@ pub fn ticket(detail: &GetTicketResponse, json: bool) -> CommandResult {
     out.push_str("worklog\n");
     for w in &detail.worklog {
         out.push_str(&format!(
-            "  {} {}: {}\n",
+            "  {} {}{}: {}\n",
             time(w.at_unix_ms),
             w.author,
+            if w.public { " (public)" } else { "" },
             w.note
         ));
     }

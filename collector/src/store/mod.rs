@@ -32,6 +32,10 @@ pub use crate::model::*;
 pub use crate::rules::model::Reading;
 pub(crate) use shared::SqlBackend;
 pub use shared::{AuditOf, SharedQueries};
+pub use sql::employee::{
+    EmployeeQueries, MAX_EMPLOYEE_TEXT, MAX_PUBLIC_NOTES, MAX_REPORTER_TICKETS, ReporterTicket,
+    ReporterTickets,
+};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -204,6 +208,9 @@ pub enum ReportPayload {
         report_key: Option<String>,
         /// The attached health sample, as evidence JSON.
         health: serde_json::Value,
+        /// The reporter's e-mail address, checked at the session; kept in
+        /// the ticket's evidence as `reporter_email` (issue 23).
+        reporter_email: Option<String>,
     },
 }
 
@@ -248,7 +255,7 @@ pub struct PolicyRecord {
 /// the backends (replica liveness, ingest, KB search), and those of
 /// [`SharedQueries`], written once.
 #[async_trait]
-pub trait Store: SharedQueries + Send + Sync + 'static {
+pub trait Store: SharedQueries + EmployeeQueries + Send + Sync + 'static {
     /// Records that `replica` is alive, and clears the stream markers of
     /// replicas that have not said so for `stale_after_ms`: they crashed or
     /// were cut off, and their agents reconnect elsewhere. Returns how many

@@ -149,7 +149,7 @@ async fn ticket_page(
                 thead { tr { th { "When" } th { "Who" } th { "Note" } } }
                 tbody {
                     @for entry in &worklog {
-                        tr { td { (time(entry.at_ms)) } td { (entry.author) } td { (entry.note) } }
+                        tr { td { (time(entry.at_ms)) } td { (entry.author) } td { @if entry.public { strong { "Public: " } } (entry.note) } }
                     }
                 }
             }
@@ -272,6 +272,7 @@ fn actions(who: &SignedIn, ticket: &TicketRow) -> Markup {
             form.inline method="post" action={ (base) "/note" } {
                 (csrf_field(who))
                 label { "Note" textarea name="value" required {} }
+                label { input type="checkbox" name="public" value="on"; " Public: the reporter reads it" }
                 button type="submit" { "Add note" }
             }
             @if done {
@@ -300,6 +301,9 @@ fn actions(who: &SignedIn, ticket: &TicketRow) -> Markup {
 struct ActionForm {
     #[serde(default)]
     value: String,
+    /// The note form's checkbox: present ("on") when the note is public.
+    #[serde(default)]
+    public: Option<String>,
 }
 
 async fn ticket_action(
@@ -311,6 +315,7 @@ async fn ticket_action(
     let caller = who.require(Role::Technician, "changing a ticket")?;
     let asked = match action.as_str() {
         "assign" => ChangeAsked::Assign(&form.value),
+        "note" if form.public.is_some() => ChangeAsked::PublicNote(&form.value),
         "note" => ChangeAsked::Note(&form.value),
         "status" => ChangeAsked::Status(&form.value),
         "resolve" => ChangeAsked::Resolve(&form.value),

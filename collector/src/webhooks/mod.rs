@@ -7,6 +7,8 @@
 //!   stored; [`event_of`] a ticket change and [`payload`], the JSON body
 //!   (documented in `docs/webhooks.md`). The ticket engine builds it inside
 //!   the ticket transaction, so it shows the ticket as the event left it.
+//! - [`change`]: the body's `change` object, what changed and who changed
+//!   it (a note's text only when the note is public).
 //! - [`sign`], [`signature_header`], [`verify`]: the `X-Deskpulse-Signature`
 //!   scheme, HMAC-SHA256 over `"<unix seconds>.<body>"`.
 //! - [`Deliverer`]: claims due deliveries and POSTs them; [`run`] is the
@@ -26,6 +28,7 @@ use rustls::pki_types::CertificateDer;
 use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 
+pub mod change;
 pub mod format;
 
 pub use format::{

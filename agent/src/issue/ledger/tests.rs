@@ -52,7 +52,8 @@ fn the_same_text_again_is_answered_with_the_earlier_reference() {
         ),
         Admission::AlreadySent {
             reference: key(1),
-            at_ms: NOW
+            at_ms: NOW,
+            ticket: None,
         }
     );
     assert_eq!(
@@ -61,8 +62,12 @@ fn the_same_text_again_is_answered_with_the_earlier_reference() {
         "not counted twice"
     );
     assert_eq!(
-        already_sent_line(&key(1), NOW, NOW + 5 * MINUTE),
+        already_sent_line(&key(1), NOW, NOW + 5 * MINUTE, None),
         "already sent: you reported the same thing 5m ago (reference 00000001); your help desk has it, so it was not sent again"
+    );
+    assert_eq!(
+        already_sent_line(&key(1), NOW, NOW + 5 * MINUTE, Some(42)),
+        "already sent: you reported the same thing 5m ago (ticket #42, reference 00000001); your help desk has it, so it was not sent again"
     );
     // Another user's same words are their own report.
     assert!(matches!(

@@ -5,5 +5,6 @@
 //! SQLite and PostgreSQL.
 
 pub mod audit;
+pub mod employee;
 pub mod jobs;
 pub mod tickets;

@@ -26,6 +26,7 @@ use crate::store::{
     AuditEntry, OFFLINE_AFTER_INTERVALS, Reading, StoreError, StoreResult, TICKET_STATUSES,
     TicketChange, TicketEvent, TicketRefusal, TicketRow,
 };
+use crate::webhooks::change::{Change, ChangeKind, SYSTEM};
 
 /// A host's tags, (key, value).
 pub type Tags = Vec<(String, String)>;
@@ -268,7 +269,7 @@ pub fn next_due(starts: &TimerStarts, policy: &Policy, now_ms: i64) -> Option<i6
 
 /// One open write transaction of a backend, as the ticket engine uses it:
 /// each method is one or a few SQL statements, and decides nothing.
-pub trait TicketTx: Send {
+pub trait TicketTx: Send + super::employee::EmployeeTx {
     /// The tags of each of `hosts` that has any.
     async fn tags_of(&mut self, hosts: &[&str]) -> StoreResult<HashMap<String, Tags>>;
     /// Every rule state of `hosts`.
@@ -394,6 +395,28 @@ pub async fn enqueue(
     ticket_id: i64,
     now_ms: i64,
 ) -> StoreResult<()> {
+    enqueue_with(tx, event, ticket_id, now_ms, None).await
+}
+
+/// [`enqueue`], with what changed and who changed it in the body's
+/// `change` (issue 23).
+pub async fn enqueue_change(
+    tx: &mut impl TicketTx,
+    event: TicketEvent,
+    ticket_id: i64,
+    now_ms: i64,
+    change: &Change,
+) -> StoreResult<()> {
+    enqueue_with(tx, event, ticket_id, now_ms, Some(change)).await
+}
+
+async fn enqueue_with(
+    tx: &mut impl TicketTx,
+    event: TicketEvent,
+    ticket_id: i64,
+    now_ms: i64,
+    change: Option<&Change>,
+) -> StoreResult<()> {
     // The common case on the ingest path is no webhooks at all: one indexed
     // read and done.
     let hooks = tx.subscribers(event).await?;
@@ -409,7 +432,13 @@ pub async fn enqueue(
     let ticket = ticket_payload(ticket);
     for webhook_id in hooks {
         let delivery_id = uuid::Uuid::new_v4().to_string();
-        let body = crate::webhooks::format::payload(event, &delivery_id, now_ms, &ticket);
+        let body = crate::webhooks::format::payload_with_change(
+            event,
+            &delivery_id,
+            now_ms,
+            &ticket,
+            change,
+        );
         let entry = OutboxEntry {
             webhook_id,
             delivery_id: &delivery_id,
@@ -480,7 +509,8 @@ async fn open_ticket(
     };
     let id = tx.insert_ticket(new, due, now_ms).await?;
     tx.worklog(id, now_ms, new.author, new.note).await?;
-    enqueue(tx, TicketEvent::Opened, id, now_ms).await?;
+    let change = Change::system(ChangeKind::Opened, new.author).to("new");
+    enqueue_change(tx, TicketEvent::Opened, id, now_ms, &change).await?;
     Ok(id)
 }
 
@@ -509,7 +539,8 @@ async fn act(
     match (action, ticket) {
         (TicketAction::Occurrence, Some(id)) => {
             tx.count_occurrence(id, now_ms).await?;
-            enqueue(tx, TicketEvent::Updated, id, now_ms).await?;
+            let change = Change::system(ChangeKind::Occurrence, SYSTEM);
+            enqueue_change(tx, TicketEvent::Updated, id, now_ms, &change).await?;
             Ok(Some(id))
         }
         (TicketAction::Resolve, Some(id)) => {
@@ -520,7 +551,8 @@ async fn act(
                     crate::units::duration_ms(policy.lifecycle.quiet_ms)
                 );
                 tx.worklog(id, now_ms, "system", &note).await?;
-                enqueue(tx, TicketEvent::Resolved, id, now_ms).await?;
+                let change = Change::system(ChangeKind::Resolved, SYSTEM).to("resolved");
+                enqueue_change(tx, TicketEvent::Resolved, id, now_ms, &change).await?;
             }
             Ok(Some(id))
         }
@@ -537,7 +569,8 @@ async fn act(
                 rule.metric.format(value)
             );
             tx.worklog(id, now_ms, "system", &note).await?;
-            enqueue(tx, TicketEvent::Opened, id, now_ms).await?;
+            let change = Change::system(ChangeKind::Reopened, SYSTEM).to("open");
+            enqueue_change(tx, TicketEvent::Opened, id, now_ms, &change).await?;
             Ok(Some(id))
         }
         // Open, or an action whose ticket is gone: a new ticket.
@@ -760,7 +793,8 @@ async fn raise_event_ticket(
             tx.count_occurrence(id, now_ms).await?;
             let note = format!("happened again: {}", event.detail);
             tx.worklog(id, now_ms, "system", &note).await?;
-            enqueue(tx, TicketEvent::Updated, id, now_ms).await?;
+            let change = Change::system(ChangeKind::Occurrence, SYSTEM);
+            enqueue_change(tx, TicketEvent::Updated, id, now_ms, &change).await?;
             id
         }
         Some((id, status, Some(resolved)))
@@ -769,7 +803,8 @@ async fn raise_event_ticket(
             tx.reopen_fired(id, Some(event.title), now_ms).await?;
             let note = format!("reopened: {}", event.detail);
             tx.worklog(id, now_ms, "system", &note).await?;
-            enqueue(tx, TicketEvent::Opened, id, now_ms).await?;
+            let change = Change::system(ChangeKind::Reopened, SYSTEM).to("open");
+            enqueue_change(tx, TicketEvent::Opened, id, now_ms, &change).await?;
             id
         }
         _ => {
@@ -1143,7 +1178,7 @@ pub async fn update(
                 .await?;
             format!("assigned to {name}")
         }
-        TicketChange::Note(text) => text.clone(),
+        TicketChange::Note(text) | TicketChange::PublicNote(text) => text.clone(),
         TicketChange::Status(status) => {
             if !TICKET_STATUSES.contains(&status.as_str()) {
                 return Ok(Err(TicketRefusal::Invalid(format!(
@@ -1195,7 +1230,10 @@ pub async fn update(
         && !waiting_now
         && !matches!(
             change,
-            TicketChange::Note(_) | TicketChange::Assign(_) | TicketChange::Escalate
+            TicketChange::Note(_)
+                | TicketChange::PublicNote(_)
+                | TicketChange::Assign(_)
+                | TicketChange::Escalate
         )
         && let Some(since) = tx.waiting_since(id).await?
     {
@@ -1205,15 +1243,26 @@ pub async fn update(
     }
     // The first technician action meets the response target.
     tx.mark_response(id, now_ms).await?;
-    tx.worklog(id, now_ms, author, &note).await?;
+    let public = matches!(change, TicketChange::PublicNote(_));
+    if public {
+        tx.public_worklog(id, now_ms, author, &note).await?;
+    } else {
+        tx.worklog(id, now_ms, author, &note).await?;
+    }
     let entry = AuditEntry {
         action: audit_action(change).into(),
         subject: format!("ticket {id} on host {}", before.host_id),
-        detail: note,
+        detail: if public {
+            format!("(public) {note}")
+        } else {
+            note
+        },
         ..by.clone()
     };
     tx.audit(&entry, now_ms).await?;
-    enqueue(tx, crate::webhooks::format::event_of(change), id, now_ms).await?;
+    let said = Change::of(change, &before, author);
+    let event = crate::webhooks::format::event_of(change);
+    enqueue_change(tx, event, id, now_ms, &said).await?;
     let after = tx
         .ticket(id)
         .await?
@@ -1225,7 +1274,7 @@ pub async fn update(
 fn audit_action(change: &TicketChange) -> &'static str {
     match change {
         TicketChange::Assign(_) => "ticket.assign",
-        TicketChange::Note(_) => "ticket.note",
+        TicketChange::Note(_) | TicketChange::PublicNote(_) => "ticket.note",
         TicketChange::Status(_) => "ticket.status",
         TicketChange::Resolve(_) => "ticket.resolve",
         TicketChange::Escalate => "ticket.escalate",
@@ -1246,7 +1295,13 @@ pub async fn advance_sla(tx: &mut impl TicketTx, policy: &Policy, now_ms: i64) -
                 level + 1
             );
             tx.worklog(id, now_ms, "system", &note).await?;
-            enqueue(tx, TicketEvent::Escalated, id, now_ms).await?;
+            let change = Change::moved(
+                ChangeKind::Escalated,
+                SYSTEM,
+                Some(level.to_string()),
+                Some((level + 1).to_string()),
+            );
+            enqueue_change(tx, TicketEvent::Escalated, id, now_ms, &change).await?;
             changed += 1;
         }
     }

@@ -13,7 +13,7 @@ use sqlx::QueryBuilder;
 use super::tickets::{BackendSql, TicketConn};
 use super::{Dialect, Value, push_values};
 use crate::store::engine::employee::EmployeeTx;
-use crate::store::rows::{Columns, TICKET_COLUMNS, ticket_row};
+use crate::store::rows::{TICKET_COLUMNS, ticket_row};
 use crate::store::{SqlBackend, StoreResult, TicketRow, WorklogEntry};
 
 /// The most tickets one `my-tickets` answer carries.
@@ -25,7 +25,7 @@ pub const MAX_PUBLIC_NOTES: usize = 10;
 pub const MAX_EMPLOYEE_TEXT: usize = 2000;
 
 /// One of a reporter's tickets, as the employee may see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ReporterTicket {
     /// The ticket.
     pub ticket: TicketRow,
@@ -37,7 +37,7 @@ pub struct ReporterTicket {
 }
 
 /// A reporter's tickets, newest first.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ReporterTickets {
     /// At most the limit asked for.
     pub tickets: Vec<ReporterTicket>,

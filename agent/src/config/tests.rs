@@ -433,14 +433,27 @@ fn the_reporter_email_domain_comes_from_file_then_env_and_junk_is_one_line() {
         ..AgentFlags::default()
     };
     let config = resolve(&flags, &vars(&[])).expect("resolves");
-    assert_eq!(config.reporter_email_domain.as_deref(), Some("corp.example"));
+    assert_eq!(
+        config.reporter_email_domain.as_deref(),
+        Some("corp.example")
+    );
     let env = vars(&[("DESKPULSE_AGENT_REPORTER_EMAIL_DOMAIN", "mail.example.org")]);
     let config = resolve(&flags, &env).expect("resolves");
-    assert_eq!(config.reporter_email_domain.as_deref(), Some("mail.example.org"));
-    assert_eq!(resolve(&AgentFlags::default(), &vars(&[])).expect("ok").reporter_email_domain, None);
+    assert_eq!(
+        config.reporter_email_domain.as_deref(),
+        Some("mail.example.org")
+    );
+    assert_eq!(
+        resolve(&AgentFlags::default(), &vars(&[]))
+            .expect("ok")
+            .reporter_email_domain,
+        None
+    );
     for junk in ["localhost", "exa mple.com", "a@b.com"] {
         let env = vars(&[("DESKPULSE_AGENT_REPORTER_EMAIL_DOMAIN", junk)]);
-        let error = resolve(&AgentFlags::default(), &env).expect_err(junk).to_string();
+        let error = resolve(&AgentFlags::default(), &env)
+            .expect_err(junk)
+            .to_string();
         assert!(
             error.contains("REPORTER_EMAIL_DOMAIN") && !error.contains('\n'),
             "{error}"
@@ -451,7 +464,10 @@ fn the_reporter_email_domain_comes_from_file_then_env_and_junk_is_one_line() {
         crate::issue::reporter_email(None, r"OFFICE\Ana", Some("corp.example")),
         Ok(Some("ana@corp.example".to_owned()))
     );
-    assert_eq!(crate::issue::reporter_email(None, "uid 1001", Some("corp.example")), Ok(None));
+    assert_eq!(
+        crate::issue::reporter_email(None, "uid 1001", Some("corp.example")),
+        Ok(None)
+    );
     assert_eq!(crate::issue::reporter_email(None, "ana", None), Ok(None));
     assert!(crate::issue::reporter_email(Some("not an address"), "ana", None).is_err());
 }

@@ -175,7 +175,9 @@ async fn a_report_over_the_local_socket_lands_in_the_spool_with_the_callers_name
     ran.expect("service ran");
     socket.await.expect("joined").expect("socket served");
     match reply {
-        Some(LocalReply::Reported { connected, os_user }) => {
+        Some(LocalReply::Reported {
+            connected, os_user, ..
+        }) => {
             assert!(!connected, "the collector is unreachable");
             assert_eq!(os_user, "tester");
         }

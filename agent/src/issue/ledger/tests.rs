@@ -164,7 +164,10 @@ fn a_reports_ticket_number_is_kept_across_a_restart_and_named_when_sent_again() 
     let later = NOW + 2 * 60 * MINUTE;
     let known = reopened.known("alice", later);
     assert_eq!(known.len(), 1);
-    assert_eq!((known[0].reference.as_str(), known[0].ticket), (key(1).as_str(), Some(42)));
+    assert_eq!(
+        (known[0].reference.as_str(), known[0].ticket),
+        (key(1).as_str(), Some(42))
+    );
     assert!(reopened.known("bob", later).is_empty());
     let much_later = NOW + KEEP_REPORTS.as_millis() as i64 + MINUTE;
     assert!(reopened.known("alice", much_later).is_empty());
@@ -180,6 +183,10 @@ fn a_ledger_from_before_issue_23_is_read_with_no_ticket_numbers() {
     );
     std::fs::write(dir.path().join(FILE), old).expect("write");
     let mut ledger = Ledger::open(dir.path());
-    assert_eq!(ledger.count("alice", NOW + MINUTE), 1, "the old file was read");
+    assert_eq!(
+        ledger.count("alice", NOW + MINUTE),
+        1,
+        "the old file was read"
+    );
     assert!(ledger.known("alice", NOW + MINUTE).is_empty());
 }

@@ -130,7 +130,7 @@ fn a_burst_of_reports_is_held_to_the_limit_duplicates_fold_and_a_restart_resets_
     assert!(
         repeated
             .stdout
-            .contains(&format!("(reference {reference})")),
+            .contains(&format!("(ticket #{number}, reference {reference})")),
         "{}",
         repeated.stdout
     );

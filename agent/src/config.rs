@@ -158,7 +158,8 @@ pub struct AgentFlags {
     /// inventory_max_mib, results_max_mib, and [health] watch_services,
     /// posture_interval, smart_interval, updates_interval,
     /// services_interval, and [diagnostics] enable, disable,
-    /// http_check_allow_loopback, disk_usage_roots [env:
+    /// http_check_allow_loopback, disk_usage_roots, and
+    /// reporter_email_domain [env:
     /// DESKPULSE_AGENT_CONFIG] [default: /etc/deskpulse/agent.toml,
     /// %ProgramData%\Deskpulse\agent.toml or /Library/Application
     /// Support/Deskpulse/agent.toml, when it exists]
@@ -229,6 +230,7 @@ struct AgentFile {
     spool: Option<SpoolFile>,
     health: Option<HealthFile>,
     diagnostics: Option<DiagnosticsFile>,
+    reporter_email_domain: Option<String>,
 }
 
 /// The resolved agent config.
@@ -258,6 +260,10 @@ pub struct AgentConfig {
     /// Where `disk_usage` may look ([`DEFAULT_DISK_USAGE_ROOTS`] unless
     /// `disk_usage_roots` says), checked against the resolved path.
     pub disk_usage_roots: Vec<String>,
+    /// The domain an employee's OS user name is made an e-mail address
+    /// with, for telling them when their ticket is resolved (issue 23);
+    /// `report-issue --email` overrides it.
+    pub reporter_email_domain: Option<String>,
 }
 
 const PREFIX: &str = "DESKPULSE_AGENT_";
@@ -347,6 +353,25 @@ pub fn resolve(flags: &AgentFlags, vars: &dyn Env) -> Result<AgentConfig, Config
     };
     let disk_usage_roots = disk_usage_roots(diagnostics.disk_usage_roots.take(), &var)?;
     let enabled_diagnostics = enabled_diagnostics(diagnostics, &var)?;
+    let reporter_email_domain = match var("REPORTER_EMAIL_DOMAIN") {
+        Some(domain) => Some((domain, format!("{PREFIX}REPORTER_EMAIL_DOMAIN"))),
+        None => file
+            .reporter_email_domain
+            .map(|domain| (domain, "reporter_email_domain".to_owned())),
+    }
+    .map(|(domain, source)| {
+        let domain = domain.trim().trim_start_matches('@').to_ascii_lowercase();
+        deskpulse_proto::email::check(&format!("user@{domain}"))
+            .map(|_| domain.clone())
+            .map_err(|_| {
+                ConfigError(format!(
+                    "{source}={:?}: expected a mail domain such as example.com",
+                    domain.chars().take(64).collect::<String>()
+                ))
+            })
+    })
+    .transpose()?
+    .filter(|domain| !domain.is_empty());
     Ok(AgentConfig {
         state_dir,
         system_root,
@@ -358,6 +383,7 @@ pub fn resolve(flags: &AgentFlags, vars: &dyn Env) -> Result<AgentConfig, Config
         enabled_diagnostics,
         http_check_allow_loopback,
         disk_usage_roots,
+        reporter_email_domain,
     })
 }
 

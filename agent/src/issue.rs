@@ -20,6 +20,11 @@
 //! restart does not reset it, and every path into the spool (the live
 //! endpoint, the drop box drain, the privileged offline CLI) goes through
 //! it.
+//!
+//! Once the collector has the report, its `Ack` names the ticket, which
+//! the ledger keeps beside the report's reference: the live endpoint waits
+//! a few seconds for it so that `report-issue` can print the number, and
+//! [`tickets`] (`my-tickets`) shows the employee their tickets (issue 23).
 
 use std::path::Path;
 
@@ -34,6 +39,7 @@ use crate::state::{StateDir, StateError};
 
 pub mod dropbox;
 pub mod ledger;
+pub mod tickets;
 
 /// The per-user ledger every path into the spool goes through, shared by
 /// the live endpoint and the drop box drain.
@@ -106,13 +112,41 @@ pub fn new_report_key() -> String {
 }
 
 /// The report's payload.
-pub fn payload(text: String, os_user: String, health: HealthSample, report_key: String) -> Payload {
+pub fn payload(
+    text: String,
+    os_user: String,
+    health: HealthSample,
+    report_key: String,
+    reporter_email: Option<String>,
+) -> Payload {
     Payload::UserIssue(UserIssue {
         text,
         os_user,
         health: Some(health),
         report_key,
+        reporter_email: reporter_email.unwrap_or_default(),
     })
+}
+
+/// The reporter's e-mail address (issue 23): the one they gave
+/// (`report-issue --email`, checked), else `os_user` at the config's
+/// `reporter_email_domain` when that makes a plain address (a Windows
+/// `DOMAIN\user` gives `user`; a name that is no address part gives none).
+pub fn reporter_email(
+    given: Option<&str>,
+    os_user: &str,
+    domain: Option<&str>,
+) -> Result<Option<String>, String> {
+    if let Some(given) = given {
+        return deskpulse_proto::email::check(given).map(Some);
+    }
+    let Some(domain) = domain else {
+        return Ok(None);
+    };
+    let user = os_user.rsplit('\\').next().unwrap_or(os_user);
+    Ok(deskpulse_proto::email::check(&format!("{user}@{domain}"))
+        .ok()
+        .map(|address| address.to_lowercase()))
 }
 
 /// A report handed from the local endpoint to the service loop, which owns
@@ -129,6 +163,8 @@ pub struct IssueRequest {
     pub reported_at_unix_ms: Option<i64>,
     /// Its idempotency key ([`new_report_key`]).
     pub report_key: String,
+    /// The reporter's e-mail address, checked ([`reporter_email`]).
+    pub reporter_email: Option<String>,
     /// Answered once the report is durable: `Ok(true)` when the service is
     /// connected to the collector, `Ok(false)` when it waits offline.
     pub reply: oneshot::Sender<Result<bool, String>>,
@@ -159,6 +195,7 @@ pub fn report_offline(
     state: &StateDir,
     text: String,
     os_user: String,
+    reporter_email: Option<String>,
 ) -> Result<u64, IssueError> {
     state.credentials()?;
     let _lock = state.lock()?;
@@ -169,9 +206,13 @@ pub fn report_offline(
     let now = crate::session::now_ms();
     let reference = match ledger.admit(&os_user, &text, &new_report_key(), now) {
         ledger::Admission::Admitted { reference } => reference,
-        ledger::Admission::AlreadySent { reference, at_ms } => {
+        ledger::Admission::AlreadySent {
+            reference,
+            at_ms,
+            ticket,
+        } => {
             return Err(IssueError::AlreadySent(ledger::already_sent_line(
-                &reference, at_ms, now,
+                &reference, at_ms, now, ticket,
             )));
         }
         ledger::Admission::Limited(line) => return Err(IssueError::Limited(line)),
@@ -179,7 +220,13 @@ pub fn report_offline(
     let health = HealthSampler::with_settings(&config.system_root, config.health.clone()).sample();
     spool
         .push(
-            payload(text, os_user.clone(), health, reference.clone()),
+            payload(
+                text,
+                os_user.clone(),
+                health,
+                reference.clone(),
+                reporter_email,
+            ),
             now,
         )
         .map_err(|error| {

@@ -1,5 +1,5 @@
-//! The running service's local endpoint (D12): `status` and `report-issue`
-//! ask the service through it. One JSON request line, one JSON reply line.
+//! The running service's local endpoint (D12): `status`, `report-issue`
+//! and `my-tickets` ask the service through it. One JSON request line, one JSON reply line.
 //!
 //! The transport is a Unix socket in the state dir on Linux and macOS
 //! (`unix`) and a named pipe on Windows (`windows`), whose name is derived
@@ -67,7 +67,13 @@ pub enum LocalRequest {
     ReportIssue {
         /// What is wrong.
         text: String,
+        /// The reporter's e-mail address, if they gave one (checked again
+        /// by the service).
+        #[serde(default)]
+        email: Option<String>,
     },
+    /// The asking employee's own tickets from this PC (issue 23).
+    MyTickets,
 }
 
 /// A reply from the running service.
@@ -83,6 +89,13 @@ pub enum LocalReply {
         connected: bool,
         /// Who the service recorded as the reporter.
         os_user: String,
+        /// The ticket number, when the collector said it within
+        /// [`issue::tickets::TICKET_WAIT`].
+        #[serde(default)]
+        ticket: Option<i64>,
+        /// The report's reference (its key's first block).
+        #[serde(default)]
+        reference: String,
     },
     /// The same text from the same user is already on its way; nothing
     /// new was spooled.
@@ -91,7 +104,12 @@ pub enum LocalReply {
         message: String,
         /// The earlier report's reference.
         reference: String,
+        /// The earlier report's ticket, when the collector said it.
+        #[serde(default)]
+        ticket: Option<i64>,
     },
+    /// The asking employee's tickets, or what this PC knows of them.
+    MyTickets(issue::tickets::MyTicketsView),
     /// The request was not understood or could not be carried out.
     Error {
         /// Why, one line.
@@ -160,6 +178,14 @@ pub struct Service {
     /// Reports per user, shared with the drop box drain and kept in the
     /// state dir ([`issue::ledger`]).
     pub ledger: SharedLedger,
+    /// Woken when the service loop records a report's ticket number in
+    /// the ledger.
+    pub tickets_recorded: Arc<tokio::sync::Notify>,
+    /// Where `my-tickets` requests go (the service loop, which owns the
+    /// session); none answers that the service cannot ask.
+    pub my_tickets: Option<mpsc::Sender<issue::tickets::TicketsAsk>>,
+    /// The config's `reporter_email_domain`.
+    pub reporter_email_domain: Option<String>,
 }
 
 impl Service {
@@ -175,6 +201,9 @@ impl Service {
             system_root,
             request_timeout: REQUEST_TIMEOUT,
             ledger: Arc::new(std::sync::Mutex::new(issue::ledger::Ledger::in_memory())),
+            tickets_recorded: Arc::new(tokio::sync::Notify::new()),
+            my_tickets: None,
+            reporter_email_domain: None,
         }
     }
 }
@@ -252,8 +281,8 @@ where
 /// error and no reply, and the caller drops it.
 ///
 /// `caller` names the asking user from the connection. It is called only
-/// for a report, and only after the request is read: a named pipe can tell
-/// who its client is only once it has read from it.
+/// for a report or `my-tickets`, and only after the request is read: a
+/// named pipe can tell who its client is only once it has read from it.
 pub async fn answer<S>(
     stream: &mut S,
     service: &Service,
@@ -273,7 +302,10 @@ where
                 .unwrap_or_default();
             LocalReply::Status(status)
         }
-        Ok(LocalRequest::ReportIssue { text }) => report(service, text, caller(stream)).await,
+        Ok(LocalRequest::ReportIssue { text, email }) => {
+            report(service, text, email, caller(stream)).await
+        }
+        Ok(LocalRequest::MyTickets) => my_tickets(service, caller(stream)).await,
     };
     let mut text = serde_json::to_vec(&reply).map_err(io::Error::other)?;
     text.push(b'\n');
@@ -315,7 +347,12 @@ where
 
 /// Checks a report (the client's check is not trusted), names the reporter
 /// and waits until the service loop has spooled it.
-async fn report(service: &Service, text: String, os_user: Option<String>) -> LocalReply {
+async fn report(
+    service: &Service,
+    text: String,
+    email: Option<String>,
+    os_user: Option<String>,
+) -> LocalReply {
     let error = |message: String| LocalReply::Error { message };
     let text = match issue::validate_text(&text) {
         Ok(text) => text,
@@ -324,16 +361,29 @@ async fn report(service: &Service, text: String, os_user: Option<String>) -> Loc
     let Some(os_user) = os_user.filter(|user| !user.is_empty()) else {
         return error("the service cannot tell which user is asking".into());
     };
+    let reporter_email = match issue::reporter_email(
+        email.as_deref(),
+        &os_user,
+        service.reporter_email_domain.as_deref(),
+    ) {
+        Ok(address) => address,
+        Err(message) => return error(message),
+    };
     let now = crate::session::now_ms();
     let admitted =
         issue::lock(&service.ledger).admit(&os_user, &text, &issue::new_report_key(), now);
     let reference = match admitted {
         issue::ledger::Admission::Admitted { reference } => reference,
-        issue::ledger::Admission::AlreadySent { reference, at_ms } => {
+        issue::ledger::Admission::AlreadySent {
+            reference,
+            at_ms,
+            ticket,
+        } => {
             debug!(user = %os_user, "a report already sent, answered with its reference");
             return LocalReply::AlreadySent {
-                message: issue::ledger::already_sent_line(&reference, at_ms, now),
+                message: issue::ledger::already_sent_line(&reference, at_ms, now, ticket),
                 reference,
+                ticket,
             };
         }
         issue::ledger::Admission::Limited(line) => {
@@ -353,6 +403,7 @@ async fn report(service: &Service, text: String, os_user: Option<String>) -> Loc
         os_user: os_user.clone(),
         reported_at_unix_ms: None,
         report_key: reference.clone(),
+        reporter_email,
         reply,
     };
     if service.issues.send(request).await.is_err() {
@@ -361,12 +412,91 @@ async fn report(service: &Service, text: String, os_user: Option<String>) -> Loc
     match tokio::time::timeout(REPORT_TIMEOUT, answer).await {
         Ok(Ok(Ok(connected))) => {
             debug!(user = %os_user, "issue reported on the local endpoint");
-            LocalReply::Reported { connected, os_user }
+            // Sent at once when connected: the collector's Ack names the
+            // ticket within moments, or `my-tickets` shows it later.
+            let ticket = if connected {
+                ticket_number(service, &reference, issue::tickets::TICKET_WAIT).await
+            } else {
+                None
+            };
+            LocalReply::Reported {
+                connected,
+                os_user,
+                ticket,
+                reference: issue::ledger::short_reference(&reference).to_owned(),
+            }
         }
         Ok(Ok(Err(message))) => withdraw(message),
         Ok(Err(_)) => withdraw("the agent service is stopping; try again".into()),
         // It may still be spooled: it keeps its place in the ledger.
         Err(_) => error("the agent service did not take the report in time".into()),
+    }
+}
+
+/// Waits up to `wait` for the ledger to hold the ticket of `reference`.
+async fn ticket_number(service: &Service, reference: &str, wait: Duration) -> Option<i64> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        // Registered before the ledger is read, so a number recorded in
+        // between still wakes this wait.
+        let recorded = service.tickets_recorded.notified();
+        tokio::pin!(recorded);
+        recorded.as_mut().enable();
+        if let Some(ticket) = issue::lock(&service.ledger).ticket_of(reference) {
+            return Some(ticket);
+        }
+        if tokio::time::timeout_at(deadline, recorded).await.is_err() {
+            return None;
+        }
+    }
+}
+
+/// `my-tickets`: asks the collector through the service loop for the
+/// caller's tickets; without an answer, what the ledger knows.
+async fn my_tickets(service: &Service, os_user: Option<String>) -> LocalReply {
+    let Some(os_user) = os_user.filter(|user| !user.is_empty()) else {
+        return LocalReply::Error {
+            message: "the service cannot tell which user is asking".into(),
+        };
+    };
+    let asked = match &service.my_tickets {
+        None => Err(issue::tickets::NOT_CONNECTED.to_owned()),
+        Some(asks) => {
+            let (reply, answer) = oneshot::channel();
+            let ask = issue::tickets::TicketsAsk {
+                os_user: os_user.clone(),
+                reply,
+            };
+            if asks.send(ask).await.is_err() {
+                Err("the agent service is stopping; try again".to_owned())
+            } else {
+                match tokio::time::timeout(issue::tickets::ANSWER_TIMEOUT, answer).await {
+                    Ok(Ok(answer)) => answer,
+                    Ok(Err(_)) => Err(
+                        "the connection to the help desk was lost before it answered; showing what this PC knows".to_owned(),
+                    ),
+                    Err(_) => Err(
+                        "the help desk did not answer in time; showing what this PC knows".to_owned(),
+                    ),
+                }
+            }
+        }
+    };
+    match asked {
+        Ok(answer) if !answer.error.is_empty() => LocalReply::Error {
+            message: format!(
+                "the help desk refused: {}",
+                issue::tickets::printable(&answer.error)
+            ),
+        },
+        Ok(answer) => {
+            debug!(user = %os_user, tickets = answer.tickets.len(), "my-tickets answered");
+            LocalReply::MyTickets(issue::tickets::MyTicketsView::answered(os_user, answer))
+        }
+        Err(why) => {
+            let known = issue::lock(&service.ledger).known(&os_user, crate::session::now_ms());
+            LocalReply::MyTickets(issue::tickets::MyTicketsView::offline(os_user, why, known))
+        }
     }
 }
 

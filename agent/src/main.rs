@@ -82,8 +82,22 @@ enum Command {
     ReportIssue {
         /// What is wrong, 1-2000 characters, e.g. "Outlook keeps crashing".
         text: String,
+        /// Your e-mail address, so the help desk can tell you when it is
+        /// fixed (default: your user name at the agent's
+        /// reporter_email_domain, when set).
+        #[arg(long, value_name = "ADDRESS")]
+        email: Option<String>,
         #[command(flatten)]
         state: StateArgs,
+    },
+    /// Show your own tickets from this PC: their number, status, the
+    /// resolution and the help desk's public notes.
+    MyTickets {
+        #[command(flatten)]
+        state: StateArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Show the enrollment, the last successful report and the last error.
     Status {
@@ -307,14 +321,25 @@ fn run(command: Command) -> Result<(), Failure> {
                 Ok(())
             }
         }
-        Command::ReportIssue { text, state } => {
+        Command::ReportIssue { text, email, state } => {
             let text = deskpulse_agent::issue::validate_text(&text).map_err(usage)?;
+            let email = email
+                .map(|address| deskpulse_proto::email::check(&address).map_err(usage))
+                .transpose()?;
             let config = resolve(AgentFlags {
                 config: state.config,
                 state_dir: state.state_dir,
                 ..AgentFlags::default()
             })?;
-            report_issue(&config, text)
+            report_issue(&config, text, email)
+        }
+        Command::MyTickets { state, json } => {
+            let config = resolve(AgentFlags {
+                config: state.config,
+                state_dir: state.state_dir,
+                ..AgentFlags::default()
+            })?;
+            my_tickets(&config, json)
         }
         Command::Status { state, json } => {
             let config = resolve(AgentFlags {
@@ -329,7 +354,7 @@ fn run(command: Command) -> Result<(), Failure> {
 
 /// `report-issue`: through the running service when there is one, else
 /// straight into the spool under the state dir lock.
-fn report_issue(config: &AgentConfig, text: String) -> Result<(), Failure> {
+fn report_issue(config: &AgentConfig, text: String, email: Option<String>) -> Result<(), Failure> {
     let state = StateDir::new(&config.state_dir);
     // An employee may not read the service's files; the service (or the
     // drop box) tells whether this agent is enrolled.
@@ -340,15 +365,27 @@ fn report_issue(config: &AgentConfig, text: String) -> Result<(), Failure> {
     }
     let asked = runtime()?.block_on(local::ask(
         &local::Endpoint::of(&state),
-        &local::LocalRequest::ReportIssue { text: text.clone() },
+        &local::LocalRequest::ReportIssue {
+            text: text.clone(),
+            email: email.clone(),
+        },
         local::REPORT_TIMEOUT,
     ));
     let unreachable = match asked {
-        Ok(Some(local::LocalReply::Reported { connected, .. })) => {
-            if connected {
-                outln!("reported; it is on its way to the help desk");
-            } else {
-                outln!("reported; it will reach the help desk (queued while offline)");
+        Ok(Some(local::LocalReply::Reported {
+            connected,
+            ticket,
+            reference,
+            ..
+        })) => {
+            match (connected, ticket) {
+                (_, Some(ticket)) => outln!("Reported. Ticket #{ticket}."),
+                (true, None) => outln!(
+                    "reported; it is on its way to the help desk (reference {reference}); `deskpulse-agent my-tickets` shows its ticket number once the help desk has it"
+                ),
+                (false, None) => outln!(
+                    "reported; saved on this PC and it will be sent to the help desk when the agent reconnects (reference {reference}); `deskpulse-agent my-tickets` shows its ticket number later"
+                ),
             }
             return Ok(());
         }
@@ -357,21 +394,29 @@ fn report_issue(config: &AgentConfig, text: String) -> Result<(), Failure> {
             return Ok(());
         }
         Ok(Some(local::LocalReply::Error { message })) => return Err(failed(message)),
-        Ok(Some(local::LocalReply::Status(_))) => {
+        Ok(Some(local::LocalReply::Status(_) | local::LocalReply::MyTickets(_))) => {
             return Err(failed("the agent service gave an unexpected answer"));
         }
         Ok(None) => None,
         Err(error) => Some(error),
     };
+    let caller = deskpulse_agent::issue::caller(&config.system_root);
+    let reporter_email = deskpulse_agent::issue::reporter_email(
+        email.as_deref(),
+        &caller,
+        config.reporter_email_domain.as_deref(),
+    )
+    .map_err(usage)?;
     match deskpulse_agent::issue::report_offline(
         config,
         &state,
         text.clone(),
-        deskpulse_agent::issue::caller(&config.system_root),
+        caller.clone(),
+        reporter_email,
     ) {
         Ok(_) => {
             outln!(
-                "reported; the agent service is not running, so it is queued and will reach the help desk when the service next runs"
+                "reported; the agent service is not running, so it is queued and will reach the help desk when the service next runs; `deskpulse-agent my-tickets` shows its ticket number later"
             );
             Ok(())
         }
@@ -401,6 +446,34 @@ fn report_issue(config: &AgentConfig, text: String) -> Result<(), Failure> {
         }
         Err(error) => Err(failed(error)),
     }
+}
+
+/// `my-tickets`: the caller's tickets, asked of the running service (which
+/// names the caller from the connection and asks the collector). Without
+/// a service there is no one to ask: one line, exit 1.
+fn my_tickets(config: &AgentConfig, json: bool) -> Result<(), Failure> {
+    let state = StateDir::new(&config.state_dir);
+    let asked = runtime()?.block_on(local::ask(
+        &local::Endpoint::of(&state),
+        &local::LocalRequest::MyTickets,
+        deskpulse_agent::issue::tickets::ANSWER_TIMEOUT + std::time::Duration::from_secs(5),
+    ));
+    let view = match asked {
+        Ok(Some(local::LocalReply::MyTickets(view))) => view,
+        Ok(Some(local::LocalReply::Error { message })) => return Err(failed(message)),
+        Ok(Some(_)) => return Err(failed("the agent service gave an unexpected answer")),
+        Ok(None) => {
+            return Err(failed(
+                "the agent service is not running, so your tickets cannot be looked up; start it (`deskpulse-agent service start`) or ask your help desk",
+            ));
+        }
+        Err(error) => return Err(failed(format!("the agent service did not answer: {error}"))),
+    };
+    if json {
+        return print_json(&view);
+    }
+    out!("{}", deskpulse_agent::issue::tickets::render(&view));
+    Ok(())
 }
 
 #[derive(serde::Serialize)]
@@ -462,7 +535,8 @@ fn status(config: &AgentConfig, json: bool) -> Result<(), Failure> {
             local::LocalReply::Status(status) => Some(status),
             local::LocalReply::Error { .. }
             | local::LocalReply::Reported { .. }
-            | local::LocalReply::AlreadySent { .. } => None,
+            | local::LocalReply::AlreadySent { .. }
+            | local::LocalReply::MyTickets(_) => None,
         });
     let service_running = live.is_some();
     let status = match live {

@@ -256,6 +256,15 @@ pub async fn serve(
         crate::local::Service::new(live.clone(), issues.clone(), config.system_root.clone());
     // The per-user ledger survives restarts: it is read from the state dir.
     local_service.ledger = Arc::new(Mutex::new(ledger::Ledger::open(state.root())));
+    let (asks, ask_queue) = tokio::sync::mpsc::channel(8);
+    local_service.my_tickets = Some(asks);
+    local_service.reporter_email_domain = config.reporter_email_domain.clone();
+    let employees = crate::issue::tickets::Employees {
+        ledger: local_service.ledger.clone(),
+        recorded: local_service.tickets_recorded.clone(),
+        asks: ask_queue,
+        pending: crate::issue::tickets::Pending::default(),
+    };
     match dropbox::prepare(state) {
         Ok(_) => {
             tokio::spawn(drain_dropbox(
@@ -263,6 +272,7 @@ pub async fn serve(
                 config.system_root.clone(),
                 issues,
                 local_service.ledger.clone(),
+                config.reporter_email_domain.clone(),
                 shutdown.clone(),
             ));
         }
@@ -278,7 +288,7 @@ pub async fn serve(
             }
         }
     });
-    session::run_service(config, state, live, issue_queue, shutdown)
+    session::run_service(config, state, live, issue_queue, employees, shutdown)
         .await
         .map_err(|e| e.to_string())
 }
@@ -292,6 +302,7 @@ async fn drain_dropbox(
     system_root: PathBuf,
     issues: mpsc::Sender<IssueRequest>,
     ledger: SharedLedger,
+    email_domain: Option<String>,
     shutdown: CancellationToken,
 ) {
     let mut tick = tokio::time::interval(dropbox::DRAIN_INTERVAL);
@@ -350,6 +361,13 @@ async fn drain_dropbox(
                 os_user: pending.os_user.clone(),
                 reported_at_unix_ms: Some(pending.reported_at_unix_ms),
                 report_key: reference.clone(),
+                reporter_email: crate::issue::reporter_email(
+                    None,
+                    &pending.os_user,
+                    email_domain.as_deref(),
+                )
+                .ok()
+                .flatten(),
                 reply,
             };
             if issues.send(request).await.is_err() {

@@ -401,11 +401,13 @@ fn handle_incoming(
         // service's next connect.
         // Renewal is the service loop's; `run --once` asks for none.
         // So is following a CA rotation (`TrustedCas`).
+        // So are employees' `my-tickets` answers.
         Some(
             Incoming::RunDiagnostic(_)
             | Incoming::CancelDiagnostic(_)
             | Incoming::CertificateRenewed(_)
-            | Incoming::TrustedCas(_),
+            | Incoming::TrustedCas(_)
+            | Incoming::MyTickets(_),
         )
         | None => {
             return Handled::default();
@@ -493,7 +495,13 @@ fn spool_issue(
     connected: bool,
 ) -> bool {
     let reported_at = request.reported_at_unix_ms.unwrap_or_else(now_ms);
-    let payload = issue::payload(request.text, request.os_user, sample, request.report_key);
+    let payload = issue::payload(
+        request.text,
+        request.os_user,
+        sample,
+        request.report_key,
+        request.reporter_email,
+    );
     let (spooled, answer) = match spool.push(payload, reported_at) {
         Ok(seq) => {
             info!(seq, "an employee reported an issue; spooled");
@@ -590,6 +598,8 @@ async fn once(
 ) -> Result<OnceOutcome, SessionError> {
     let mut spool = open_spool(config, state)?;
     let mut base = InventoryBase::open(&state.inventory_dir());
+    // Reports spooled offline get their ticket numbers here too.
+    let mut ledger = issue::ledger::Ledger::open(state.root());
     let mut snapshot = collect_inventory_now(config).await?;
     base.cut_to_limits(&mut snapshot);
     let seq = spool.push(base.payload_for(&snapshot), now_ms())?;
@@ -632,6 +642,7 @@ async fn once(
                     session.flush(&mut spool).await?;
                 }
                 Ok(Some(message)) => {
+                    issue::tickets::record_reported(&mut ledger, &message);
                     let handled = handle_incoming(message, &mut spool, &mut base);
                     if handled.resync || session.recollect_after_refusal(handled) {
                         let snapshot = collect_inventory_now(config).await?;
@@ -671,12 +682,14 @@ async fn collect_inventory_now(config: &AgentConfig) -> Result<Inventory, Sessio
 }
 
 /// The service loop: runs until `shutdown` is cancelled. Employees'
-/// reports arrive on `issues` from the local socket.
+/// reports arrive on `issues` from the local socket, their `my-tickets`
+/// requests on `employees.asks`.
 pub async fn run_service(
     config: &AgentConfig,
     state: &StateDir,
     live: SharedStatus,
     mut issues: mpsc::Receiver<IssueRequest>,
+    mut employees: issue::tickets::Employees,
     shutdown: CancellationToken,
 ) -> Result<(), SessionError> {
     let mut creds = state
@@ -735,6 +748,12 @@ pub async fn run_service(
             // A fresh sample: the cheap readings now, the slow probes from
             // their cache (D24).
             Some(request) = issues.recv() => collection.sample_for_issue(request),
+            Some(ask) = employees.asks.recv() => match session.as_ref() {
+                Some(open) => employees.pending.send(&open.tx, ask),
+                None => {
+                    let _ = ask.reply.send(Err(issue::tickets::NOT_CONNECTED.to_owned()));
+                }
+            },
             collected = collection.finished() => match collected {
                 Collected::Inventory(snapshot) => {
                     fresh = push_inventory(&mut spool, &mut base, snapshot);
@@ -841,7 +860,11 @@ pub async fn run_service(
                             failure = Some(error);
                         }
                     }
+                    Ok(Some(CollectorMessage { kind: Some(Incoming::MyTickets(answer)) })) => {
+                        employees.pending.answered(answer);
+                    }
                     Ok(Some(message)) => {
+                        employees.acknowledged(&message);
                         let handled = handle_incoming(message, &mut spool, &mut base);
                         if handled.acknowledged {
                             update(&live, |s| s.last_success_unix_ms = Some(now_ms()));
@@ -904,6 +927,11 @@ pub async fn run_service(
                 s.last_error = Some(error.to_string());
                 s.last_error_unix_ms = Some(now_ms());
             });
+        }
+        if session.is_none() {
+            // No answer comes over a session that ended: each asker is
+            // told at once.
+            employees.pending.clear();
         }
         update(&live, |s| {
             s.unacknowledged = spool.len() as u64;

@@ -216,6 +216,7 @@ impl Harness {
                     kind: Some(In::Ack(Ack {
                         spool_id: report.spool_id.clone(),
                         seq: report.seq,
+                        reported: None,
                     })),
                 }))
                 .await;

@@ -755,6 +755,8 @@ pub struct WorklogEntry {
     pub author: String,
     /// The note.
     pub note: String,
+    /// Marked public: the employee who reported the ticket reads it.
+    pub public: bool,
 }
 
 /// A technician's change to a ticket.
@@ -772,6 +774,8 @@ pub enum TicketChange {
     Escalate,
     /// Reopen a resolved or closed ticket.
     Reopen,
+    /// Add a worklog note the reporting employee may read (issue 23).
+    PublicNote(String),
 }
 
 /// What a changed ticket's update did not allow, one line.

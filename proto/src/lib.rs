@@ -17,6 +17,8 @@
 //! - [`space`]: disk use as `df` defines it, for every reader.
 //! - [`render`]: the text form of inventories and health samples.
 //! - [`delta`]: inventory deltas, their canonical hashes and applying them.
+//! - [`email`]: a reporter's e-mail address, checked alike by agent and
+//!   collector.
 //! - [`json`]: enum fields written as names, not numbers, in JSON.
 //! - [`parts`]: large reports split into parts on the session stream.
 //! - [`limits`]: the inventory limits the collector sets, counted on the
@@ -28,6 +30,7 @@ pub mod catalog;
 pub mod client;
 pub mod codec;
 pub mod delta;
+pub mod email;
 pub mod json;
 pub mod limits;
 pub mod output;

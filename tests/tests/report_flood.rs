@@ -39,6 +39,7 @@ fn issue(seq: u64) -> AgentMessage {
                 os_user: format!("user{seq}"),
                 health: None,
                 report_key: String::new(),
+                reporter_email: String::new(),
             })),
         })),
     }

@@ -424,3 +424,50 @@ fn windows_defaults_follow_program_data() {
         PathBuf::from(r"D:\Data\Deskpulse\agent")
     );
 }
+
+#[test]
+fn the_reporter_email_domain_comes_from_file_then_env_and_junk_is_one_line() {
+    let f = config_file("reporter_email_domain = \"@Corp.Example\"\n");
+    let flags = AgentFlags {
+        config: Some(f.path().to_path_buf()),
+        ..AgentFlags::default()
+    };
+    let config = resolve(&flags, &vars(&[])).expect("resolves");
+    assert_eq!(
+        config.reporter_email_domain.as_deref(),
+        Some("corp.example")
+    );
+    let env = vars(&[("DESKPULSE_AGENT_REPORTER_EMAIL_DOMAIN", "mail.example.org")]);
+    let config = resolve(&flags, &env).expect("resolves");
+    assert_eq!(
+        config.reporter_email_domain.as_deref(),
+        Some("mail.example.org")
+    );
+    assert_eq!(
+        resolve(&AgentFlags::default(), &vars(&[]))
+            .expect("ok")
+            .reporter_email_domain,
+        None
+    );
+    for junk in ["localhost", "exa mple.com", "a@b.com"] {
+        let env = vars(&[("DESKPULSE_AGENT_REPORTER_EMAIL_DOMAIN", junk)]);
+        let error = resolve(&AgentFlags::default(), &env)
+            .expect_err(junk)
+            .to_string();
+        assert!(
+            error.contains("REPORTER_EMAIL_DOMAIN") && !error.contains('\n'),
+            "{error}"
+        );
+    }
+    // The address an employee's report carries.
+    assert_eq!(
+        crate::issue::reporter_email(None, r"OFFICE\Ana", Some("corp.example")),
+        Ok(Some("ana@corp.example".to_owned()))
+    );
+    assert_eq!(
+        crate::issue::reporter_email(None, "uid 1001", Some("corp.example")),
+        Ok(None)
+    );
+    assert_eq!(crate::issue::reporter_email(None, "ana", None), Ok(None));
+    assert!(crate::issue::reporter_email(Some("not an address"), "ana", None).is_err());
+}

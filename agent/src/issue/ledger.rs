@@ -22,6 +22,14 @@
 //! Times are the PC's wall clock, which may jump: an entry dated more than
 //! a window in the future (the clock was set back) is forgotten rather than
 //! left to block its user until the clock catches up.
+//!
+//! Beside the window, the ledger remembers each user's reports for
+//! [`KEEP_REPORTS`] (at most [`MAX_REPORTS`] per user): their references,
+//! when they were made, and the ticket number once the collector's `Ack`
+//! says it ([`Ledger::record_ticket`], issue 23). `report-issue` waits on
+//! it for the number, "already sent" names the earlier report's ticket,
+//! and `my-tickets` shows what this PC knows while it cannot reach the
+//! collector.
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -37,6 +45,10 @@ pub const FILE: &str = "reports-sent.json";
 pub const LIMIT: usize = 10;
 /// The window of [`LIMIT`], and of duplicate texts.
 pub const WINDOW: Duration = Duration::from_secs(3600);
+/// How long a report's reference and ticket number are remembered.
+pub const KEEP_REPORTS: Duration = Duration::from_secs(90 * 24 * 3600);
+/// The most reports remembered per user (the oldest go first).
+pub const MAX_REPORTS: usize = 100;
 /// Users kept at most; past it, the ones whose last report is oldest go
 /// first (a PC has a handful of users, a terminal server a few hundred).
 const MAX_USERS: usize = 4096;
@@ -53,11 +65,28 @@ struct Sent {
     reference: String,
 }
 
+/// A report remembered with its ticket number, once known.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Known {
+    /// Its reference: the report key.
+    pub reference: String,
+    /// When it was reported, by the PC's clock, ms since the Unix epoch.
+    pub at_ms: i64,
+    /// The ticket the collector opened or counted it on, once an `Ack`
+    /// said so.
+    pub ticket: Option<i64>,
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Stored {
     /// Per OS user, oldest first.
     users: BTreeMap<String, Vec<Sent>>,
+    /// Per OS user, the reports of the last [`KEEP_REPORTS`], oldest
+    /// first (absent from ledgers written before issue 23).
+    #[serde(default)]
+    reports: BTreeMap<String, Vec<Known>>,
 }
 
 /// What [`Ledger::admit`] decided.
@@ -74,6 +103,8 @@ pub enum Admission {
         reference: String,
         /// When it was reported, ms since the Unix epoch.
         at_ms: i64,
+        /// Its ticket, when the collector said it.
+        ticket: Option<i64>,
     },
     /// The user used up the window; the line to show them.
     Limited(String),
@@ -128,6 +159,7 @@ impl Ledger {
             return Admission::AlreadySent {
                 reference: earlier.reference.clone(),
                 at_ms: earlier.at_ms,
+                ticket: self.ticket_of(&earlier.reference),
             };
         }
         if sent.len() >= LIMIT {
@@ -148,6 +180,14 @@ impl Ledger {
                 text_sha256: digest,
                 reference: reference.to_owned(),
             });
+        let known = self.stored.reports.entry(user.to_owned()).or_default();
+        known.push(Known {
+            reference: reference.to_owned(),
+            at_ms: now_ms,
+            ticket: None,
+        });
+        let over = known.len().saturating_sub(MAX_REPORTS);
+        known.drain(..over);
         self.save();
         Admission::Admitted {
             reference: reference.to_owned(),
@@ -162,8 +202,54 @@ impl Ledger {
             if sent.is_empty() {
                 self.stored.users.remove(user);
             }
-            self.save();
         }
+        if let Some(known) = self.stored.reports.get_mut(user) {
+            known.retain(|k| k.reference != reference);
+            if known.is_empty() {
+                self.stored.reports.remove(user);
+            }
+        }
+        self.save();
+    }
+
+    /// Records the ticket the collector says the report `reference` opened
+    /// or was counted on; true when it was a report this ledger knows and
+    /// the number is new to it (a collector cannot grow the ledger with
+    /// references it makes up).
+    pub fn record_ticket(&mut self, reference: &str, ticket: i64) -> bool {
+        let Some(known) = self
+            .stored
+            .reports
+            .values_mut()
+            .flat_map(|known| known.iter_mut())
+            .find(|k| k.reference == reference)
+        else {
+            return false;
+        };
+        if known.ticket == Some(ticket) {
+            return false;
+        }
+        known.ticket = Some(ticket);
+        self.save();
+        true
+    }
+
+    /// The ticket of the report `reference`, once the collector said it.
+    pub fn ticket_of(&self, reference: &str) -> Option<i64> {
+        self.stored
+            .reports
+            .values()
+            .flatten()
+            .find(|k| k.reference == reference)
+            .and_then(|k| k.ticket)
+    }
+
+    /// What this PC knows of `user`'s reports at `now_ms`, newest first.
+    pub fn known(&mut self, user: &str, now_ms: i64) -> Vec<Known> {
+        self.prune(now_ms);
+        let mut known = self.stored.reports.get(user).cloned().unwrap_or_default();
+        known.reverse();
+        known
     }
 
     /// How many reports `user` has in the window at `now_ms`.
@@ -178,6 +264,12 @@ impl Ledger {
         self.stored.users.retain(|_, sent| {
             sent.retain(|s| s.at_ms > earliest && s.at_ms <= latest);
             !sent.is_empty()
+        });
+        let kept_from =
+            now_ms.saturating_sub(i64::try_from(KEEP_REPORTS.as_millis()).unwrap_or(i64::MAX));
+        self.stored.reports.retain(|_, known| {
+            known.retain(|k| k.at_ms > kept_from && k.at_ms <= latest);
+            !known.is_empty()
         });
     }
 
@@ -235,17 +327,21 @@ fn limited_line(sent: usize, wait: Duration) -> String {
     )
 }
 
-/// The line an employee reads when the same text is already on its way.
-pub fn already_sent_line(reference: &str, at_ms: i64, now_ms: i64) -> String {
+/// The line an employee reads when the same text is already on its way,
+/// naming its ticket when the collector said it.
+pub fn already_sent_line(reference: &str, at_ms: i64, now_ms: i64, ticket: Option<i64>) -> String {
     let ago = Duration::from_secs((now_ms.saturating_sub(at_ms).max(0) / 1000) as u64);
     let ago = if ago.as_secs() < 60 {
         "moments".to_owned()
     } else {
         humantime::format_duration(Duration::from_secs(ago.as_secs() / 60 * 60)).to_string()
     };
+    let which = match ticket {
+        Some(ticket) => format!("ticket #{ticket}, reference {}", short_reference(reference)),
+        None => format!("reference {}", short_reference(reference)),
+    };
     format!(
-        "already sent: you reported the same thing {ago} ago (reference {}); your help desk has it, so it was not sent again",
-        short_reference(reference)
+        "already sent: you reported the same thing {ago} ago ({which}); your help desk has it, so it was not sent again"
     )
 }
 

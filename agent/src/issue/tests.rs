@@ -125,10 +125,19 @@ async fn a_report_over_the_local_socket_lands_in_the_spool_with_the_callers_name
     let endpoint = crate::local::Endpoint::of(&state);
     std::fs::create_dir_all(state.root()).expect("state dir");
     let served = crate::local::Service::new(live.clone(), issues, config.system_root.clone());
+    let served_ledger = served.ledger.clone();
     let (served_endpoint, stop) = (endpoint.clone(), shutdown.clone());
     let socket =
         tokio::spawn(async move { crate::local::serve(&served_endpoint, served, stop).await });
-    let service = crate::session::run_service(&config, &state, live, queue, shutdown.clone());
+    let (_asks, ask_queue) = tokio::sync::mpsc::channel(1);
+    let employees = crate::issue::tickets::Employees {
+        ledger: served_ledger,
+        recorded: Arc::new(tokio::sync::Notify::new()),
+        asks: ask_queue,
+        pending: crate::issue::tickets::Pending::default(),
+    };
+    let service =
+        crate::session::run_service(&config, &state, live, queue, employees, shutdown.clone());
     let client = async {
         // The socket is bound by the spawned task; wait until it answers.
         let mut reply = None;
@@ -137,6 +146,7 @@ async fn a_report_over_the_local_socket_lands_in_the_spool_with_the_callers_name
                 &endpoint,
                 &LocalRequest::ReportIssue {
                     text: "  The printer on floor 3 eats paper  ".into(),
+                    email: None,
                 },
                 crate::local::REPORT_TIMEOUT,
             )
@@ -153,6 +163,7 @@ async fn a_report_over_the_local_socket_lands_in_the_spool_with_the_callers_name
             &endpoint,
             &LocalRequest::ReportIssue {
                 text: "evil\u{1b}[2J".into(),
+                email: None,
             },
             crate::local::REPORT_TIMEOUT,
         )
@@ -164,7 +175,9 @@ async fn a_report_over_the_local_socket_lands_in_the_spool_with_the_callers_name
     ran.expect("service ran");
     socket.await.expect("joined").expect("socket served");
     match reply {
-        Some(LocalReply::Reported { connected, os_user }) => {
+        Some(LocalReply::Reported {
+            connected, os_user, ..
+        }) => {
             assert!(!connected, "the collector is unreachable");
             assert_eq!(os_user, "tester");
         }
@@ -193,6 +206,7 @@ fn without_the_service_the_report_goes_into_the_spool_directly() {
         &state,
         "VPN drops every hour".into(),
         caller(&config.system_root),
+        None,
     )
     .expect("spooled");
     assert!(seq >= 1);
@@ -206,7 +220,8 @@ fn without_the_service_the_report_goes_into_the_spool_directly() {
 
     // A running service holds the lock: the offline path must not write.
     let _held = state.lock().expect("lock");
-    let error = report_offline(&config, &state, "again".into(), "tester".into()).expect_err("busy");
+    let error =
+        report_offline(&config, &state, "again".into(), "tester".into(), None).expect_err("busy");
     assert!(
         matches!(error, IssueError::State(StateError::Busy { .. })),
         "{error}"

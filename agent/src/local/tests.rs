@@ -160,10 +160,15 @@ async fn a_silent_client_gets_no_reply_and_is_dropped() {
 #[tokio::test]
 async fn a_report_is_spooled_under_the_name_the_transport_gives() {
     let (service, mut queue) = service(REQUEST_TIMEOUT);
-    // The service loop's part: spool it and say it is connected.
+    // The service loop's part: spool it and say it is connected, then
+    // record the ticket the collector's Ack names (issue 23).
+    let (ledger, recorded) = (service.ledger.clone(), service.tickets_recorded.clone());
     let spooled = tokio::spawn(async move {
         let request = queue.recv().await.expect("a report");
         let _ = request.reply.send(Ok(true));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(issue::lock(&ledger).record_ticket(&request.report_key, 42));
+        recorded.notify_waiters();
         (request.text, request.os_user)
     });
     let (answered, reply) = answer_raw(
@@ -175,9 +180,15 @@ async fn a_report_is_spooled_under_the_name_the_transport_gives() {
     .await;
     answered.expect("answered");
     match serde_json::from_slice(&reply) {
-        Ok(LocalReply::Reported { connected, os_user }) => {
+        Ok(LocalReply::Reported {
+            connected,
+            os_user,
+            ticket,
+            ..
+        }) => {
             assert!(connected);
             assert_eq!(os_user, r"OFFICE\alice");
+            assert_eq!(ticket, Some(42), "the number the Ack named");
         }
         other => panic!("expected Reported, got {other:?}"),
     }

@@ -434,6 +434,11 @@ enum TicketCommand {
         id: i64,
         /// The note.
         text: String,
+        /// Mark the note public: the employee who reported the ticket reads
+        /// it (`deskpulse-agent my-tickets`), and webhooks carry its text.
+        /// Notes are private without it.
+        #[arg(long)]
+        public: bool,
     },
     /// Set a ticket's status: new, open, in_progress, waiting (pauses the
     /// SLA clock) or closed.
@@ -913,8 +918,13 @@ async fn run(
                 TicketCommand::Assign { id, technician } => {
                     update(&mut client, id, Change::Assign(technician)).await
                 }
-                TicketCommand::Note { id, text } => {
-                    update(&mut client, id, Change::Note(text)).await
+                TicketCommand::Note { id, text, public } => {
+                    let change = if public {
+                        Change::PublicNote(text)
+                    } else {
+                        Change::Note(text)
+                    };
+                    update(&mut client, id, change).await
                 }
                 TicketCommand::Status { id, status } => {
                     update(&mut client, id, Change::Status(status)).await

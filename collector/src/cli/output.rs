@@ -564,6 +564,7 @@ pub fn ticket(detail: &GetTicketResponse, json: bool) -> CommandResult {
                 "at": iso(w.at_unix_ms),
                 "author": w.author,
                 "note": w.note,
+                "public": w.public,
             })).collect::<Vec<_>>(),
             "host": detail.host.as_ref().map(HostJson::from),
             "inventory_summary": detail.inventory_summary.as_ref(),
@@ -728,9 +729,10 @@ pub fn ticket(detail: &GetTicketResponse, json: bool) -> CommandResult {
         // An attached run's output spans lines: indented under its entry,
         // so the next entry stands out.
         out.push_str(&format!(
-            "  {} {}: {}\n",
+            "  {} {}{}: {}\n",
             time(w.at_unix_ms),
             w.author,
+            if w.public { " (public)" } else { "" },
             w.note.trim_end().replace('\n', "\n      ")
         ));
     }

@@ -429,6 +429,7 @@ async fn run_session(
     let mut cas = ctx.ca.subscribe();
     let mut pending = FuturesOrdered::new();
     let mut goodbye: Option<&'static str> = None;
+    let mut my_tickets_pace = super::my_tickets::Pace::default();
     metrics::gauge!(crate::metrics::AGENTS_CONNECTED).increment(1.0);
     let mut inbound_open = true;
     let mut parts = Assembler::with_limits(super::MAX_AGENT_MESSAGE, intake.limits);
@@ -479,9 +480,10 @@ async fn run_session(
             () = tokio::time::sleep_until(permit_until), if permit.is_some() && !read_any => {
                 permit = None;
             }
-            Some((spool_id, seq, job, received, committed)) = pending.next(), if !pending.is_empty() => {
+            Some((spool_id, seq, (job, issue_key), received, committed)) = pending.next(), if !pending.is_empty() => {
                 let committed: Result<Committed, _> = committed;
                 let job: Option<String> = job;
+                let issue_key: Option<String> = issue_key;
                 let received: std::time::Instant = received;
                 metrics::histogram!(crate::metrics::INGEST_LATENCY).record(received.elapsed().as_secs_f64());
                 if let (Some(job), Ok(Ok(_))) = (job.as_deref(), &committed) {
@@ -490,12 +492,12 @@ async fn run_session(
                 let reply = match committed {
                     Ok(Ok(ReportOutcome::Resync(reason))) => {
                         warn!(host = %host_id, seq, %reason, "an inventory delta did not fit; asking for a full inventory");
-                        if tx.send(outgoing(Outgoing::Ack(Ack { spool_id, seq }))).await.is_err() {
+                        if tx.send(outgoing(Outgoing::Ack(Ack { spool_id, seq, reported: None }))).await.is_err() {
                             break;
                         }
                         Outgoing::ResyncInventory(ResyncInventory { reason })
                     }
-                    Ok(Ok(_)) => Outgoing::Ack(Ack { spool_id, seq }),
+                    Ok(Ok(_)) => Outgoing::Ack(super::my_tickets::ack(&ctx, &host_id, spool_id, seq, issue_key).await),
                     // Not stored: say nothing, so the agent keeps the report
                     // and sends it again on its next connection.
                     Ok(Err(_)) | Err(_) => {
@@ -536,6 +538,13 @@ async fn run_session(
                     }
                     Ok(Some(AgentMessage { kind: Some(Kind::DiagnosticOutput(chunk)) })) => {
                         ctx.dispatch.output(&host_id, chunk);
+                        Ok(None)
+                    }
+                    Ok(Some(AgentMessage { kind: Some(Kind::MyTickets(request)) })) => {
+                        let answer = super::my_tickets::answer(&ctx, &host_id, &mut my_tickets_pace, request).await;
+                        if tx.send(outgoing(Outgoing::MyTickets(answer))).await.is_err() {
+                            break;
+                        }
                         Ok(None)
                     }
                     Ok(Some(AgentMessage { kind: Some(Kind::Goodbye(bye)) })) => {
@@ -642,6 +651,10 @@ async fn run_session(
                             ReportPayload::DiagnosticResult(result) => Some(result.job_id.clone()),
                             _ => None,
                         };
+                        let issue_key: Option<String> = match &report.payload {
+                            ReportPayload::UserIssue { report_key, .. } => report_key.clone(),
+                            _ => None,
+                        };
                         metrics::counter!(crate::metrics::REPORTS, "kind" => report.payload.kind()).increment(1);
                         let received = std::time::Instant::now();
                         // A large report's budget share is given back when
@@ -664,7 +677,7 @@ async fn run_session(
                                         (None, Some(task)) => task.await.map_err(drop).and_then(|o| o.map_err(drop)),
                                         (None, None) => Err(()),
                                     };
-                                    (spool_id, seq, job, received, outcome)
+                                    (spool_id, seq, (job, issue_key), received, outcome)
                                 });
                             }
                             Err(_) => break,
@@ -851,6 +864,7 @@ pub fn validate(host_id: &str, mut report: Report) -> Result<IncomingReport, Rej
                     .health
                     .as_ref()
                     .map_or(serde_json::Value::Null, crate::facts::health_evidence),
+                reporter_email: super::my_tickets::reporter_email(host_id, &issue.reporter_email),
             }
         }
         Some(Payload::DiagnosticResult(result)) => {

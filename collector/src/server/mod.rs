@@ -7,6 +7,8 @@
 //! - [`enrollment`]: turns enrollment tokens and CSRs into host certificates.
 //! - [`agent`]: the agents' long-lived sessions, and the certificate check
 //!   that guards them.
+//! - [`my_tickets`]: an employee report's ticket number in its `Ack`, and
+//!   `my-tickets` answered for the session's own host (issue 23).
 //! - [`dispatch`]: the live side of diagnostic jobs on this replica:
 //!   delivering them to connected agents, relaying their output.
 //! - [`renewal`]: which host certificates open a session, and their
@@ -26,6 +28,7 @@ pub mod agent;
 pub mod dispatch;
 pub mod enrollment;
 pub mod limits;
+pub mod my_tickets;
 pub mod relay;
 pub mod renewal;
 pub mod revocation;

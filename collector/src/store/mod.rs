@@ -37,6 +37,10 @@ pub(crate) use shared::SqlBackend;
 pub use shared::{AuditOf, SharedQueries};
 pub use suggestions::SuggestionQueries;
 pub use sql::problems::{ProblemDetail, ProblemQueries, ProblemSummary};
+pub use sql::employee::{
+    EmployeeQueries, MAX_EMPLOYEE_TEXT, MAX_PUBLIC_NOTES, MAX_REPORTER_TICKETS, ReporterTicket,
+    ReporterTickets,
+};
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -209,6 +213,9 @@ pub enum ReportPayload {
         report_key: Option<String>,
         /// The attached health sample, as evidence JSON.
         health: serde_json::Value,
+        /// The reporter's e-mail address, checked at the session; kept in
+        /// the ticket's evidence as `reporter_email` (issue 23).
+        reporter_email: Option<String>,
     },
 }
 
@@ -254,7 +261,7 @@ pub struct PolicyRecord {
 /// [`SharedQueries`], written once.
 #[async_trait]
 pub trait Store:
-    SharedQueries + SuggestionQueries + ProblemQueries + Send + Sync + 'static
+    SharedQueries + SuggestionQueries + ProblemQueries + EmployeeQueries + Send + Sync + 'static
 {
     /// Records that `replica` is alive, and clears the stream markers of
     /// replicas that have not said so for `stale_after_ms`: they crashed or

@@ -26,6 +26,8 @@ mod web;
 use web::*;
 mod problems;
 use problems::*;
+mod employee;
+use employee::*;
 
 /// Names the variable the PostgreSQL contract tests need.
 const PG_URL_VAR: &str = "DESKPULSE_TEST_DATABASE_URL";
@@ -285,6 +287,10 @@ contract! {
     an_employee_report_opens_a_ticket_with_its_sample_and_is_stored_once,
     a_report_key_raises_one_ticket_even_from_a_rolled_back_spool,
     the_same_report_text_from_a_host_counts_on_its_open_ticket,
+    a_public_note_is_shown_as_public_and_audited_and_a_private_one_is_not,
+    a_report_key_names_its_ticket_and_the_reporter_sees_only_their_own,
+    a_reporters_tickets_are_bounded_newest_first,
+    ticket_updated_says_what_changed_and_who_with_public_note_text_only,
     an_applied_policy_is_kept_across_restarts_and_drives_evaluation,
     tickets_filter_by_assignee,
     jobs_are_queued_delivered_finished_once_and_only_by_their_host,
@@ -2571,6 +2577,7 @@ async fn an_employee_report_opens_a_ticket_with_its_sample_and_is_stored_once(db
             os_user: "alice".into(),
             report_key: None,
             health: serde_json::json!({"cpu_percent": 97.0}),
+            reporter_email: None,
         },
     };
     store
@@ -2612,6 +2619,7 @@ async fn a_report_key_raises_one_ticket_even_from_a_rolled_back_spool(db: TestDb
             os_user: "alice".into(),
             report_key: report_key.map(str::to_owned),
             health: serde_json::Value::Null,
+            reporter_email: None,
         },
     };
     let count = || async {
@@ -2680,6 +2688,7 @@ async fn the_same_report_text_from_a_host_counts_on_its_open_ticket(db: TestDb) 
             os_user: user.into(),
             report_key: None,
             health: serde_json::Value::Null,
+            reporter_email: None,
         },
     };
     // The attack: one host sends the same text 500 times, under users it

@@ -24,6 +24,8 @@ use crate::store::{
     NewEnrollmentToken, NewLocalUser, Role, SharedStore,
 };
 
+mod public_note;
+
 /// Text an employee or a PC could send that a browser would run if it were
 /// written into a page unescaped.
 const PAYLOAD: &str = "<script>alert(1)</script><img src=x onerror=alert(2)>";

@@ -151,7 +151,7 @@ async fn ticket_page(
                 thead { tr { th { "When" } th { "Who" } th { "Note" } } }
                 tbody {
                     @for entry in &worklog {
-                        tr { td { (time(entry.at_ms)) } td { (entry.author) } td { (entry.note) } }
+                        tr { td { (time(entry.at_ms)) } td { (entry.author) } td { @if entry.public { strong { "Public: " } } (entry.note) } }
                     }
                 }
             }
@@ -326,6 +326,7 @@ fn actions(who: &SignedIn, ticket: &TicketRow) -> Markup {
             form.inline method="post" action={ (base) "/note" } {
                 (csrf_field(who))
                 label { "Note" textarea name="value" required {} }
+                label { input type="checkbox" name="public" value="on"; " Public: the reporter reads it" }
                 button type="submit" { "Add note" }
             }
             @if done {
@@ -354,6 +355,9 @@ fn actions(who: &SignedIn, ticket: &TicketRow) -> Markup {
 struct ActionForm {
     #[serde(default)]
     value: String,
+    /// The note form's checkbox: present ("on") when the note is public.
+    #[serde(default)]
+    public: Option<String>,
 }
 
 async fn ticket_action(
@@ -365,6 +369,7 @@ async fn ticket_action(
     let caller = who.require(Role::Technician, "changing a ticket")?;
     let asked = match action.as_str() {
         "assign" => ChangeAsked::Assign(&form.value),
+        "note" if form.public.is_some() => ChangeAsked::PublicNote(&form.value),
         "note" => ChangeAsked::Note(&form.value),
         "status" => ChangeAsked::Status(&form.value),
         "resolve" => ChangeAsked::Resolve(&form.value),

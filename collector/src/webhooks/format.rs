@@ -86,9 +86,10 @@ pub fn event_of(change: &TicketChange) -> TicketEvent {
         TicketChange::Resolve(_) => TicketEvent::Resolved,
         TicketChange::Escalate => TicketEvent::Escalated,
         TicketChange::Reopen => TicketEvent::Opened,
-        TicketChange::Assign(_) | TicketChange::Note(_) | TicketChange::Status(_) => {
-            TicketEvent::Updated
-        }
+        TicketChange::Assign(_)
+        | TicketChange::Note(_)
+        | TicketChange::PublicNote(_)
+        | TicketChange::Status(_) => TicketEvent::Updated,
     }
 }
 
@@ -149,6 +150,10 @@ struct Payload<'a> {
     delivery_id: &'a str,
     occurred_at: String,
     ticket: &'a TicketPayload,
+    /// What changed and who changed it (`super::change`); absent only
+    /// from events raised without one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    change: Option<&'a super::change::Change>,
 }
 
 /// The JSON body of one delivery.
@@ -158,11 +163,23 @@ pub fn payload(
     occurred_at_ms: i64,
     ticket: &TicketPayload,
 ) -> String {
+    payload_with_change(event, delivery_id, occurred_at_ms, ticket, None)
+}
+
+/// The JSON body of one delivery, with what changed and who changed it.
+pub fn payload_with_change(
+    event: TicketEvent,
+    delivery_id: &str,
+    occurred_at_ms: i64,
+    ticket: &TicketPayload,
+    change: Option<&super::change::Change>,
+) -> String {
     let body = Payload {
         event: event.name(),
         delivery_id,
         occurred_at: rfc3339(occurred_at_ms),
         ticket,
+        change,
     };
     // Serialising plain strings and numbers cannot fail.
     serde_json::to_string(&body).unwrap_or_default()

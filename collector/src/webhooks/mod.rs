@@ -13,6 +13,8 @@
 //!   and the address each e-mail goes to; [`render`]: the Slack and Teams
 //!   messages and the e-mail texts, made at delivery time from the stored
 //!   payload.
+//! - [`change`]: the body's `change` object, what changed and who changed
+//!   it (a note's text only when the note is public).
 //! - [`sign`], [`signature_header`], [`verify`]: the `X-Deskpulse-Signature`
 //!   scheme, HMAC-SHA256 over `"<unix seconds>.<body>"`.
 //! - [`Deliverer`]: claims due deliveries and POSTs them; [`run`] is the
@@ -32,6 +34,7 @@ use rustls::pki_types::CertificateDer;
 use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
 
+pub mod change;
 pub mod format;
 pub mod problems;
 pub mod render;

@@ -1368,7 +1368,7 @@ impl ProtectionState {
 #[derive(Clone, PartialEq, ::prost::Message)]
 pub struct AgentMessage {
     /// Exactly one kind is set; a message with none is rejected.
-    #[prost(oneof = "agent_message::Kind", tags = "1, 2, 3, 4, 5, 6, 7")]
+    #[prost(oneof = "agent_message::Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
     pub kind: ::core::option::Option<agent_message::Kind>,
 }
 /// Nested message and enum types in `AgentMessage`.
@@ -1401,6 +1401,10 @@ pub mod agent_message {
         /// session); answered with CertificateRenewed.
         #[prost(message, tag = "7")]
         RenewCertificate(super::RenewCertificate),
+        /// An employee on this PC asks for their own tickets
+        /// (`deskpulse-agent my-tickets`); answered by CollectorMessage.my_tickets.
+        #[prost(message, tag = "8")]
+        MyTickets(super::MyTicketsRequest),
     }
 }
 /// A request for a new host certificate, made by the agent at two thirds of
@@ -1594,6 +1598,13 @@ pub struct UserIssue {
     /// raises no second ticket. Empty from agents older than issue 20.
     #[prost(string, tag = "4")]
     pub report_key: ::prost::alloc::string::String,
+    /// The reporter's e-mail address, for telling them when the ticket is
+    /// resolved: given with `report-issue --email`, or the OS user at the
+    /// agent's `reporter_email_domain`. Empty when unknown. The collector
+    /// keeps it in the ticket's evidence (`reporter_email`) only when it is a
+    /// plausible address, and drops it otherwise (the report still counts).
+    #[prost(string, tag = "5")]
+    pub reporter_email: ::prost::alloc::string::String,
 }
 /// The agent says goodbye, so the collector can tell a clean stop from a lost
 /// connection.
@@ -1607,17 +1618,17 @@ pub struct Goodbye {
 }
 /// A message from the collector.
 #[derive(serde::Serialize)]
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct CollectorMessage {
     /// Exactly one kind is set.
-    #[prost(oneof = "collector_message::Kind", tags = "1, 2, 3, 4, 5, 6, 7")]
+    #[prost(oneof = "collector_message::Kind", tags = "1, 2, 3, 4, 5, 6, 7, 8")]
     pub kind: ::core::option::Option<collector_message::Kind>,
 }
 /// Nested message and enum types in `CollectorMessage`.
 pub mod collector_message {
     /// Exactly one kind is set.
     #[derive(serde::Serialize)]
-    #[derive(Clone, PartialEq, Eq, Hash, ::prost::Oneof)]
+    #[derive(Clone, PartialEq, ::prost::Oneof)]
     pub enum Kind {
         /// A report is durably stored.
         #[prost(message, tag = "1")]
@@ -1643,6 +1654,9 @@ pub mod collector_message {
         /// change (docs/ca-rotation.md).
         #[prost(message, tag = "7")]
         TrustedCas(super::TrustedCas),
+        /// The answer to AgentMessage.my_tickets.
+        #[prost(message, tag = "8")]
+        MyTickets(super::MyTickets),
     }
 }
 /// The CA certificates the agent should trust for the collector's server
@@ -1684,6 +1698,11 @@ pub struct Ack {
     /// The sequence number of the acknowledged report.
     #[prost(uint64, tag = "2")]
     pub seq: u64,
+    /// For an employee's report (UserIssue with a report key): the ticket it
+    /// opened or was counted on, so the agent can tell the employee its
+    /// number. Unset for other reports.
+    #[prost(message, optional, tag = "3")]
+    pub reported: ::core::option::Option<ReportedTicket>,
 }
 /// The report (spool_id, seq) is invalid and was not stored. The agent drops it
 /// and logs the reason.
@@ -1699,6 +1718,98 @@ pub struct Rejected {
     /// A one-line reason, for the agent's log.
     #[prost(string, tag = "3")]
     pub reason: ::prost::alloc::string::String,
+}
+/// The ticket an employee's report opened or was counted on.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct ReportedTicket {
+    /// The report's key (UserIssue.report_key).
+    #[prost(string, tag = "1")]
+    pub report_key: ::prost::alloc::string::String,
+    /// The ticket number.
+    #[prost(int64, tag = "2")]
+    pub ticket_id: i64,
+}
+/// An employee asks for their own tickets from this PC. The collector
+/// answers only for the session's host (from its certificate) and only this
+/// OS user's reports, at most 50 tickets.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct MyTicketsRequest {
+    /// Chosen by the agent; the answer carries it back.
+    #[prost(uint64, tag = "1")]
+    pub request_id: u64,
+    /// The OS user asking, named by the agent from the local connection's
+    /// peer credentials or pipe token (D12), never from anything they typed.
+    #[prost(string, tag = "2")]
+    pub os_user: ::prost::alloc::string::String,
+}
+/// The answer to MyTicketsRequest.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct MyTickets {
+    /// The request's id.
+    #[prost(uint64, tag = "1")]
+    pub request_id: u64,
+    /// The user's tickets from this host, newest first.
+    #[prost(message, repeated, tag = "2")]
+    pub tickets: ::prost::alloc::vec::Vec<EmployeeTicket>,
+    /// More tickets exist than were sent.
+    #[prost(bool, tag = "3")]
+    pub truncated: bool,
+    /// Set when the request was refused (one line); tickets is empty then.
+    #[prost(string, tag = "4")]
+    pub error: ::prost::alloc::string::String,
+}
+/// A ticket as the employee who reported it sees it: never a private
+/// worklog note.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, ::prost::Message)]
+pub struct EmployeeTicket {
+    /// The ticket number.
+    #[prost(int64, tag = "1")]
+    pub id: i64,
+    /// The title.
+    #[prost(string, tag = "2")]
+    pub title: ::prost::alloc::string::String,
+    /// What the employee wrote (at most 2,000 characters).
+    #[prost(string, tag = "3")]
+    pub text: ::prost::alloc::string::String,
+    /// new, open, in_progress, waiting, resolved, closed.
+    #[prost(string, tag = "4")]
+    pub status: ::prost::alloc::string::String,
+    /// "P1" … "P4".
+    #[prost(string, tag = "5")]
+    pub priority: ::prost::alloc::string::String,
+    /// When it opened, ms since the Unix epoch.
+    #[prost(int64, tag = "6")]
+    pub opened_at_unix_ms: i64,
+    /// When it last changed, ms since the Unix epoch.
+    #[prost(int64, tag = "7")]
+    pub updated_at_unix_ms: i64,
+    /// When it resolved, ms since the Unix epoch; 0 while unresolved.
+    #[prost(int64, tag = "8")]
+    pub resolved_at_unix_ms: i64,
+    /// How a technician resolved it; empty while unresolved.
+    #[prost(string, tag = "9")]
+    pub resolution: ::prost::alloc::string::String,
+    /// The technicians' public notes, oldest first (the latest 10).
+    #[prost(message, repeated, tag = "10")]
+    pub notes: ::prost::alloc::vec::Vec<PublicNote>,
+}
+/// A worklog note a technician marked public.
+#[derive(serde::Serialize)]
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct PublicNote {
+    /// When, ms since the Unix epoch.
+    #[prost(int64, tag = "1")]
+    pub at_unix_ms: i64,
+    /// The technician's name.
+    #[prost(string, tag = "2")]
+    pub author: ::prost::alloc::string::String,
+    /// The note (at most 2,000 characters).
+    #[prost(string, tag = "3")]
+    pub note: ::prost::alloc::string::String,
 }
 /// Why the agent closes its stream.
 #[derive(serde::Serialize)]
@@ -2955,6 +3066,10 @@ pub struct WorklogEntry {
     /// The note.
     #[prost(string, tag = "3")]
     pub note: ::prost::alloc::string::String,
+    /// A note a technician marked public: the employee who reported the
+    /// ticket reads it with `deskpulse-agent my-tickets`.
+    #[prost(bool, tag = "4")]
+    pub public: bool,
 }
 /// Opens a ticket by hand.
 #[derive(serde::Serialize)]
@@ -2978,7 +3093,7 @@ pub struct UpdateTicketRequest {
     #[prost(int64, tag = "1")]
     pub id: i64,
     /// Exactly one change.
-    #[prost(oneof = "update_ticket_request::Change", tags = "2, 3, 4, 5, 6, 7")]
+    #[prost(oneof = "update_ticket_request::Change", tags = "2, 3, 4, 5, 6, 7, 8")]
     pub change: ::core::option::Option<update_ticket_request::Change>,
 }
 /// Nested message and enum types in `UpdateTicketRequest`.
@@ -3005,6 +3120,11 @@ pub mod update_ticket_request {
         /// Reopen a resolved or closed ticket.
         #[prost(bool, tag = "7")]
         Reopen(bool),
+        /// Add a worklog note marked public: the employee who reported the
+        /// ticket reads it (`deskpulse-agent my-tickets`), and `ticket.updated`
+        /// webhooks carry its text.
+        #[prost(string, tag = "8")]
+        PublicNote(::prost::alloc::string::String),
     }
 }
 /// Asks for the policy in force.

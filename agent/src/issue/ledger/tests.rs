@@ -52,7 +52,8 @@ fn the_same_text_again_is_answered_with_the_earlier_reference() {
         ),
         Admission::AlreadySent {
             reference: key(1),
-            at_ms: NOW
+            at_ms: NOW,
+            ticket: None,
         }
     );
     assert_eq!(
@@ -61,8 +62,12 @@ fn the_same_text_again_is_answered_with_the_earlier_reference() {
         "not counted twice"
     );
     assert_eq!(
-        already_sent_line(&key(1), NOW, NOW + 5 * MINUTE),
+        already_sent_line(&key(1), NOW, NOW + 5 * MINUTE, None),
         "already sent: you reported the same thing 5m ago (reference 00000001); your help desk has it, so it was not sent again"
+    );
+    assert_eq!(
+        already_sent_line(&key(1), NOW, NOW + 5 * MINUTE, Some(42)),
+        "already sent: you reported the same thing 5m ago (ticket #42, reference 00000001); your help desk has it, so it was not sent again"
     );
     // Another user's same words are their own report.
     assert!(matches!(
@@ -127,4 +132,61 @@ fn reports_dated_in_the_future_by_a_clock_set_back_do_not_block_forever() {
         let _ = ledger.admit("mallory", "x", &key(80), at);
         let _ = ledger.count("mallory", at);
     }
+}
+
+#[test]
+fn a_reports_ticket_number_is_kept_across_a_restart_and_named_when_sent_again() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut ledger = Ledger::open(dir.path());
+    assert!(matches!(
+        ledger.admit("alice", "The printer is on fire", &key(1), NOW),
+        Admission::Admitted { .. }
+    ));
+    assert_eq!(ledger.ticket_of(&key(1)), None);
+    // A collector naming a report this ledger never admitted grows nothing.
+    assert!(!ledger.record_ticket(&key(9), 7));
+    assert!(ledger.record_ticket(&key(1), 42));
+    assert!(!ledger.record_ticket(&key(1), 42), "already known");
+    drop(ledger);
+
+    let mut reopened = Ledger::open(dir.path());
+    assert_eq!(reopened.ticket_of(&key(1)), Some(42));
+    assert_eq!(
+        reopened.admit("alice", "The printer is on fire", &key(2), NOW + MINUTE),
+        Admission::AlreadySent {
+            reference: key(1),
+            at_ms: NOW,
+            ticket: Some(42),
+        }
+    );
+    // Past the duplicate window the report is still remembered, with its
+    // number, for `my-tickets` offline; past KEEP_REPORTS it is not.
+    let later = NOW + 2 * 60 * MINUTE;
+    let known = reopened.known("alice", later);
+    assert_eq!(known.len(), 1);
+    assert_eq!(
+        (known[0].reference.as_str(), known[0].ticket),
+        (key(1).as_str(), Some(42))
+    );
+    assert!(reopened.known("bob", later).is_empty());
+    let much_later = NOW + KEEP_REPORTS.as_millis() as i64 + MINUTE;
+    assert!(reopened.known("alice", much_later).is_empty());
+}
+
+#[test]
+fn a_ledger_from_before_issue_23_is_read_with_no_ticket_numbers() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let old = format!(
+        r#"{{"users":{{"alice":[{{"at_ms":{NOW},"text_sha256":"{}","reference":"{}"}}]}}}}"#,
+        "00".repeat(32),
+        key(1)
+    );
+    std::fs::write(dir.path().join(FILE), old).expect("write");
+    let mut ledger = Ledger::open(dir.path());
+    assert_eq!(
+        ledger.count("alice", NOW + MINUTE),
+        1,
+        "the old file was read"
+    );
+    assert!(ledger.known("alice", NOW + MINUTE).is_empty());
 }

@@ -79,6 +79,7 @@ fn report(text: &str) -> (IssueRequest, oneshot::Receiver<Result<bool, String>>)
         os_user: "alice".to_owned(),
         reported_at_unix_ms: None,
         report_key: crate::issue::new_report_key(),
+        reporter_email: None,
         reply,
     };
     (request, answer)

@@ -76,6 +76,7 @@ pub(crate) fn problem_response(detail: ProblemDetail) -> GetProblemResponse {
                 at_unix_ms: e.at_ms,
                 author: e.author,
                 note: e.note,
+                public: e.public,
             })
             .collect(),
     }

@@ -26,6 +26,7 @@ fn ticket_response(row: TicketRow, worklog: Vec<WorklogEntry>) -> GetTicketRespo
                 at_unix_ms: e.at_ms,
                 author: e.author,
                 note: e.note,
+                public: e.public,
             })
             .collect(),
         ..Default::default()
@@ -71,6 +72,8 @@ pub(crate) enum ChangeAsked<'a> {
     Assign(&'a str),
     /// Add this note.
     Note(&'a str),
+    /// Add this note, marked public: the reporting employee reads it.
+    PublicNote(&'a str),
     /// Set this status.
     Status(&'a str),
     /// Resolve with this resolution.
@@ -97,6 +100,9 @@ pub(crate) fn check_change(
             })
         }
         ChangeAsked::Note(text) => TicketChange::Note(text_check("the note", text, MAX_NOTE)?),
+        ChangeAsked::PublicNote(text) => {
+            TicketChange::PublicNote(text_check("the note", text, MAX_NOTE)?)
+        }
         ChangeAsked::Status(status) => TicketChange::Status(status.trim().to_ascii_lowercase()),
         ChangeAsked::Resolve(text) => {
             TicketChange::Resolve(text_check("the resolution", text, MAX_NOTE)?)
@@ -274,6 +280,7 @@ impl TechnicianApi {
         let asked = match &request.change {
             Some(Change::Assign(name)) => ChangeAsked::Assign(name),
             Some(Change::Note(text)) => ChangeAsked::Note(text),
+            Some(Change::PublicNote(text)) => ChangeAsked::PublicNote(text),
             Some(Change::Status(status)) => ChangeAsked::Status(status),
             Some(Change::Resolve(text)) => ChangeAsked::Resolve(text),
             Some(Change::Escalate(true)) => ChangeAsked::Escalate,

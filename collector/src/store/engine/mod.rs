@@ -5,6 +5,7 @@
 //! SQLite and PostgreSQL.
 
 pub mod audit;
+pub mod employee;
 pub mod jobs;
 pub mod suggestions;
 pub mod problems;

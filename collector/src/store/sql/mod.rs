@@ -11,6 +11,9 @@
 //!   current certificate.
 //! - [`audit`]: the audit log: `AuditTx`, the one append path, the chaining
 //!   of pre-0008 rows, and the reads.
+//! - [`employee`]: the employee's side of tickets (issue 23): public
+//!   notes, who reported each employee ticket, the reads `my-tickets` and
+//!   a report's `Ack` are answered from.
 //! - [`enroll`]: enrollment, in the caller's transaction.
 //! - [`health`]: health history retention.
 //! - [`hosts`]: the host filter.
@@ -37,6 +40,7 @@
 
 pub(crate) mod access;
 pub(crate) mod audit;
+pub(crate) mod employee;
 pub(crate) mod enroll;
 pub(crate) mod fleet_ca;
 pub(crate) mod health;

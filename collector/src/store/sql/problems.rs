@@ -516,6 +516,8 @@ fn get<B: Dialect>(
                 at_ms: r.int("at_ms")?,
                 author: r.text("author")?,
                 note: r.text("note")?,
+                // A problem's timeline is the help desk's own.
+                public: false,
             })
         })
         .await?;

@@ -404,6 +404,7 @@ async fn merge_host<B: BackendSql>(
         "host_changes",
         "received_reports",
         "user_report_keys",
+        "ticket_reporters",
     ] {
         let mut sql = QueryBuilder::<B>::new(format!("UPDATE {table} SET host_id = "));
         B::text(&mut sql, into);

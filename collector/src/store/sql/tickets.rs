@@ -688,13 +688,14 @@ pub(crate) fn store_event<'a, B: BackendSql>(
                 os_user,
                 report_key,
                 health,
+                reporter_email,
             } => {
                 if let Some(key) = report_key
                     && !claim_user_report_key::<B>(conn, &report.host_id, key, now_ms).await?
                 {
                     return Ok(());
                 }
-                engine::open_user_issue(
+                let ticket = engine::open_user_issue(
                     &mut TicketConn::<B>(conn),
                     policy,
                     &report.host_id,
@@ -706,7 +707,18 @@ pub(crate) fn store_event<'a, B: BackendSql>(
                     now_ms,
                 )
                 .await?;
-                Ok(())
+                let email = reporter_email.as_deref();
+                let key = report_key.as_deref();
+                super::employee::record_user_report::<B>(
+                    conn,
+                    &report.host_id,
+                    key,
+                    ticket,
+                    os_user,
+                    email,
+                    now_ms,
+                )
+                .await
             }
             _ => Ok(()),
         }
@@ -824,8 +836,9 @@ pub(crate) fn get<B: Dialect>(
         else {
             return Ok(None);
         };
-        let mut sql =
-            QueryBuilder::new("SELECT at_ms, author, note FROM ticket_worklog WHERE ticket_id = ");
+        let mut sql = QueryBuilder::new(
+            "SELECT at_ms, author, note, is_public FROM ticket_worklog WHERE ticket_id = ",
+        );
         B::int(&mut sql, id);
         sql.push(" ORDER BY at_ms, id");
         let log = B::all_in(&mut tx, sql, |r| {
@@ -833,6 +846,7 @@ pub(crate) fn get<B: Dialect>(
                 at_ms: r.int("at_ms")?,
                 author: r.text("author")?,
                 note: r.text("note")?,
+                public: r.flag("is_public")?,
             })
         })
         .await?;

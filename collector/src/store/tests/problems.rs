@@ -177,6 +177,7 @@ pub(super) async fn employees_reporting_the_same_words_from_many_pcs_make_one_pr
                 os_user: "alice".into(),
                 report_key: None,
                 health: serde_json::json!({}),
+                reporter_email: None,
             },
         };
         store.store_reports(&[issue], at).await.expect("store");

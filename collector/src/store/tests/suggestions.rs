@@ -61,6 +61,7 @@ fn report(host: &str, seq: u64, at: i64, text: &str) -> IncomingReport {
             os_user: "bob".into(),
             report_key: None,
             health: serde_json::json!({}),
+            reporter_email: None,
         },
     }
 }

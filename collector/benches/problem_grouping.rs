@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use deskpulse_collector::rules::model::Metric;
 use deskpulse_collector::store::{
-    self, AuditEntry, HealthReading, IncomingReport, PolicyRecord, ProblemQueries, ReportPayload,
+    self, AuditEntry, HealthReading, IncomingReport, PolicyRecord, ReportPayload,
 };
 
 mod support;

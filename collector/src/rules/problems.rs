@@ -82,8 +82,10 @@ impl ProblemPolicy {
     /// Checks `[problems]`: `hosts` 2 to 100,000, `window` 1 minute to 1
     /// day, `changes_window` 1 minute to 7 days.
     pub(crate) fn check(raw: &RawProblems) -> Result<Self, String> {
-        let mut policy = Self::default();
-        policy.enabled = raw.enabled.unwrap_or(true);
+        let mut policy = Self {
+            enabled: raw.enabled.unwrap_or(true),
+            ..Self::default()
+        };
         if let Some(hosts) = raw.hosts {
             policy.hosts = u32::try_from(hosts)
                 .ok()
@@ -426,17 +428,17 @@ mod tests {
         );
         assert!(
             ProblemPolicy::check(&raw(Some(1), None))
-                .unwrap_err()
+                .expect_err("refused")
                 .contains("problems.hosts must be between 2")
         );
         assert!(
             ProblemPolicy::check(&raw(None, Some("2d")))
-                .unwrap_err()
+                .expect_err("refused")
                 .contains("problems.window must be between")
         );
         assert!(
             ProblemPolicy::check(&raw(None, Some("soon")))
-                .unwrap_err()
+                .expect_err("refused")
                 .contains("is not a duration")
         );
     }

@@ -235,7 +235,7 @@ fn inventory(index: usize, generation: u32, count: usize) -> Inventory {
 /// A health sample; one that `fires` says the antivirus is off.
 fn health(uptime: u64, fires: bool) -> HealthSample {
     let mut rng = rand::rng();
-    let posture = fires.then(|| SecurityPosture {
+    let posture = fires.then_some(SecurityPosture {
         antivirus: ProtectionState::Off as i32,
         firewall: ProtectionState::On as i32,
         encryption: ProtectionState::On as i32,

@@ -52,9 +52,6 @@ impl Rng {
     fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
         items[self.below(items.len())]
     }
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
 }
 
 /// How a problem shows: a rule firing on a reading, or an employee's words.
@@ -574,6 +571,7 @@ fn issue(host: &str, seq: u64, at_ms: i64, text: &str) -> IncomingReport {
             os_user: "employee".into(),
             report_key: None,
             health: serde_json::json!({}),
+            reporter_email: None,
         },
     }
 }
@@ -736,7 +734,8 @@ fn symptom(rng: &mut Rng, problem: &Problem, held_out_ok: bool) -> String {
     } else {
         problem.symptoms.len() - 1
     };
-    report_text(rng, problem.symptoms[rng.below(n)])
+    let wording = problem.symptoms[rng.below(n)];
+    report_text(rng, wording)
 }
 
 fn noise(rng: &mut Rng) -> Vec<&'static str> {

@@ -1,3 +1,7 @@
+//! The ranking of suggested fixes and the wording of change correlation:
+//! what a lookup searches for, how candidates score and are cut, and the
+//! line `ticket show` prints; plain values, no store.
+
 use super::*;
 
 fn candidate(id: i64, rule: &str, title: &str, resolution: &str, rank: Option<f64>) -> Candidate {

@@ -1149,3 +1149,51 @@ async fn a_run_for_an_offline_host_is_queued_and_said_so() {
             .all(|(_, name, _)| name.as_deref() == Some("ada"))
     );
 }
+
+/// Issue 23: the ticket page shows the fixes suggested when the ticket
+/// opened, with their reason, and an earlier resolution written by anyone
+/// renders as text.
+#[tokio::test]
+async fn the_ticket_page_shows_its_suggested_fixes_as_text() {
+    let f = fixture().await;
+    let by = AuditEntry::system("test", "", "");
+    let fix = format!("Reinstalled the spooler {PAYLOAD}");
+    f.store
+        .update_ticket(
+            f.ticket,
+            &crate::store::TicketChange::Resolve(fix.clone()),
+            "ada",
+            &by,
+            f.clock.now_ms(),
+        )
+        .await
+        .expect("update")
+        .expect("resolved");
+    let new = f
+        .store
+        .create_ticket(
+            &f.host,
+            "alert script img spooler",
+            None,
+            "ada",
+            &by,
+            f.clock.now_ms(),
+        )
+        .await
+        .expect("ticket")
+        .id;
+    let cookie = signed_in(&f.app, "admin-token").await;
+    let page = body_text(send(&f.app, get(&format!("/tickets/{new}"), Some(&cookie))).await).await;
+    assert!(page.contains("aria-label=\"Suggested fixes\""), "{page}");
+    assert!(
+        page.contains("Reinstalled the spooler &lt;script&gt;"),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!("href=\"/tickets/{}\"", f.ticket)),
+        "{page}"
+    );
+    assert!(page.contains("similar text"), "{page}");
+    assert!(page.contains("aria-label=\"Change correlation\""), "{page}");
+    assert!(!page.contains("<script>alert"), "a live script tag");
+}

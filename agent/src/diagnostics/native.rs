@@ -436,6 +436,10 @@ fn walk_one<'a>(
     Ok(walk)
 }
 
+/// A path resolved and checked: its real path and its name as the catalog
+/// checks it.
+type Checked = (PathBuf, String);
+
 /// When `path` is not under the roots but is a directory above some of
 /// them (a mount point such as `/`): its real and logical path, and the
 /// roots under it on the same filesystem, each checked as a path asked
@@ -444,14 +448,14 @@ fn roots_on_filesystem(
     root: &Path,
     roots: &[String],
     path: &str,
-) -> Option<(PathBuf, String, Vec<(PathBuf, String)>)> {
+) -> Option<(PathBuf, String, Vec<Checked>)> {
     let real = std::fs::canonicalize(under_root(root, path)).ok()?;
     let logical = logical_path(root, &real)?;
     deskpulse_proto::catalog::check_path(&logical).ok()?;
     if !std::fs::symlink_metadata(&real).is_ok_and(|m| m.is_dir()) {
         return None;
     }
-    let mut below: Vec<(PathBuf, String)> = Vec::new();
+    let mut below: Vec<Checked> = Vec::new();
     for allowed in roots {
         if !deskpulse_proto::catalog::is_under(allowed, &logical) {
             continue;
@@ -491,7 +495,7 @@ fn roots_usage(
     root: &Path,
     real: &Path,
     logical: &str,
-    below: &[(PathBuf, String)],
+    below: &[Checked],
     depth: usize,
     deadline: Instant,
     stop: &AtomicBool,

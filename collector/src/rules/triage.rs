@@ -146,10 +146,10 @@ mod tests {
 
     #[test]
     fn an_entry_is_a_read_only_diagnostic_with_its_own_keys() {
-        let step = TriageStep::parse("disk_usage  path={subject} depth=2", true).unwrap();
+        let step = TriageStep::parse("disk_usage  path={subject} depth=2", true).expect("valid");
         assert_eq!(step.diagnostic, "disk_usage");
         assert_eq!(step.text(), "disk_usage path={subject} depth=2");
-        let params = step.params_for("/srv").unwrap();
+        let params = step.params_for("/srv").expect("valid");
         assert_eq!(catalog::describe(&params), "path=/srv depth=2");
         assert!(TriageStep::parse("top_processes", false).is_ok());
     }
@@ -167,7 +167,7 @@ mod tests {
             ("service_status service={subject}", "no subject"),
         ];
         for (entry, expected) in cases {
-            let error = TriageStep::parse(entry, false).unwrap_err();
+            let error = TriageStep::parse(entry, false).expect_err("refused");
             assert!(error.contains(expected), "{entry:?}: {error}");
         }
     }
@@ -179,14 +179,14 @@ mod tests {
             .chain(&["clock_status"])
             .map(|s| (*s).to_owned())
             .collect();
-        assert!(parse_all(&five, false).unwrap_err().contains("at most 4"));
+        assert!(parse_all(&five, false).expect_err("refused").contains("at most 4"));
         let twice = vec!["clock_status".to_owned(), "clock_status".to_owned()];
-        assert!(parse_all(&twice, false).unwrap_err().contains("twice"));
+        assert!(parse_all(&twice, false).expect_err("refused").contains("twice"));
     }
 
     #[test]
     fn a_subject_that_fails_the_catalog_is_an_error_when_the_ticket_opens() {
-        let step = TriageStep::parse("disk_usage path={subject}", true).unwrap();
+        let step = TriageStep::parse("disk_usage path={subject}", true).expect("valid");
         assert!(step.params_for("relative/path").is_err());
     }
 }

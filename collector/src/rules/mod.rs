@@ -19,8 +19,8 @@ pub mod events;
 pub mod model;
 pub mod policy;
 pub mod priority;
-pub mod triage;
 pub mod problems;
+pub mod triage;
 
 use model::Rule;
 use serde::{Deserialize, Serialize};

@@ -179,9 +179,17 @@ mod tests {
             .chain(&["clock_status"])
             .map(|s| (*s).to_owned())
             .collect();
-        assert!(parse_all(&five, false).expect_err("refused").contains("at most 4"));
+        assert!(
+            parse_all(&five, false)
+                .expect_err("refused")
+                .contains("at most 4")
+        );
         let twice = vec!["clock_status".to_owned(), "clock_status".to_owned()];
-        assert!(parse_all(&twice, false).expect_err("refused").contains("twice"));
+        assert!(
+            parse_all(&twice, false)
+                .expect_err("refused")
+                .contains("twice")
+        );
     }
 
     #[test]

@@ -35,12 +35,12 @@ pub use crate::model::*;
 pub use crate::rules::model::Reading;
 pub(crate) use shared::SqlBackend;
 pub use shared::{AuditOf, SharedQueries};
-pub use suggestions::SuggestionQueries;
-pub use sql::problems::{ProblemDetail, ProblemQueries, ProblemSummary};
 pub use sql::employee::{
     EmployeeQueries, MAX_EMPLOYEE_TEXT, MAX_PUBLIC_NOTES, MAX_REPORTER_TICKETS, ReporterTicket,
     ReporterTickets,
 };
+pub use sql::problems::{ProblemDetail, ProblemQueries, ProblemSummary};
+pub use suggestions::SuggestionQueries;
 
 use std::collections::HashMap;
 use std::sync::Arc;

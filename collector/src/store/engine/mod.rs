@@ -7,7 +7,7 @@
 pub mod audit;
 pub mod employee;
 pub mod jobs;
-pub mod suggestions;
 pub mod problems;
+pub mod suggestions;
 pub mod tickets;
 pub mod triage;

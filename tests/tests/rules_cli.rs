@@ -140,7 +140,7 @@ fn a_dry_run_says_what_would_change_and_dropping_needs_replace() {
         .expect_code(0);
     for expected in [
         "the file would change:",
-        "  rule disk-full changed: disk_used_percent > 90 (clears at 85) for 10m, high -> disk_used_percent > 95 (clears at 90) for 20s, critical",
+        "  rule disk-full changed: disk_used_percent > 90 (clears at 85) for 10m, high, triage disk_usage path={subject} -> disk_used_percent > 95 (clears at 90) for 20s, critical",
         "  rule cpu-saturated disabled",
         "  rule hot-room added: temperature_celsius > 70, high, scope site=lab",
         "  sla P1: response 15m -> 10m, resolution 4h -> 2h",

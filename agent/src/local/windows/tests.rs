@@ -139,13 +139,20 @@ async fn status_and_reports_go_through_the_pipe_and_name_the_caller_from_it() {
         &served.endpoint,
         &LocalRequest::ReportIssue {
             text: "  The printer on floor 3 eats paper  ".into(),
+            email: None,
         },
         PATIENCE,
     )
     .await;
     match reply {
-        Ok(Some(LocalReply::Reported { connected, os_user })) => {
+        Ok(Some(LocalReply::Reported {
+            connected,
+            os_user,
+            ticket,
+            ..
+        })) => {
             assert!(!connected, "the service loop said it is offline");
+            assert_eq!(ticket, None, "offline: no number yet");
             assert_eq!(os_user, me);
         }
         other => panic!("expected Reported, got {other:?}"),
@@ -155,6 +162,7 @@ async fn status_and_reports_go_through_the_pipe_and_name_the_caller_from_it() {
         &served.endpoint,
         &LocalRequest::ReportIssue {
             text: "evil\u{1b}[2J".into(),
+            email: None,
         },
         PATIENCE,
     )

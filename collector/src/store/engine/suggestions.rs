@@ -8,8 +8,7 @@
 //! opened ticket (the host's recent changes, unless the evidence carries
 //! them; at most [`RULE_CANDIDATES`] resolved tickets of the same rule
 //! through a partial index; at most [`TEXT_CANDIDATES`] full-text matches
-//! of at most 24 quoted words, only the software names when the rule's own
-//! tickets were found) and one insert. A ticket that only counts an
+//! of at most 24 quoted words) and one insert. A ticket that only counts an
 //! occurrence or reopens runs none of it.
 
 use super::tickets::{NewTicket, TicketTx};
@@ -73,27 +72,8 @@ pub async fn attach(
     if !lookup.rule.is_empty() {
         candidates.extend(tx.resolved_of_rule(&lookup.rule, RULE_CANDIDATES).await?);
     }
-    // A rule's own resolved tickets already stand for its symptoms: then
-    // the full-text index is asked only for the software, a few phrases,
-    // not the title's words too. Each phrase costs the index a seek on
-    // every ticket opened, and a burst of one rule opens hundreds.
-    let terms: Vec<String> = if candidates.is_empty() {
-        lookup.terms.clone()
-    } else {
-        lookup
-            .terms
-            .iter()
-            .filter(|t| {
-                lookup
-                    .software
-                    .iter()
-                    .any(|s| t.contains(s.as_str()) || s.contains(t.as_str()))
-            })
-            .cloned()
-            .collect()
-    };
-    if !terms.is_empty() {
-        candidates.extend(tx.text_matches(&terms, TEXT_CANDIDATES).await?);
+    if !lookup.terms.is_empty() {
+        candidates.extend(tx.text_matches(&lookup.terms, TEXT_CANDIDATES).await?);
     }
     candidates.retain(|c| c.ticket_id != id);
     let suggestions = crate::suggest::rank(&lookup, candidates);

@@ -873,6 +873,8 @@ async fn main() {
 
     // New tickets of known problems.
     let mut with_kb = Vec::new();
+    let mut rule_times = Vec::new();
+    let mut report_times = Vec::new();
     let (mut top1, mut top3, mut none, mut auto_suggested) = (0, 0, 0, 0);
     let (mut rule_n, mut rule_top3, mut report_n, mut report_top3) = (0, 0, 0, 0);
     for (i, host) in query_hosts.iter().enumerate() {
@@ -882,7 +884,12 @@ async fn main() {
         let noise = noise(&mut rng);
         let mut seq = 0;
         let at = NOW + i64::try_from(i).expect("small") * MINUTE;
-        with_kb.push(open(&store, host, problem, &text, &noise, &mut seq, at, true).await);
+        let took = open(&store, host, problem, &text, &noise, &mut seq, at, true).await;
+        with_kb.push(took);
+        match problem.shows {
+            Shows::Rule(..) => rule_times.push(took),
+            Shows::Report => report_times.push(took),
+        }
         let ticket = newest(&store, host).await.expect("a ticket opened");
         let suggestions = store
             .ticket_suggestions(ticket.id)
@@ -944,6 +951,11 @@ async fn main() {
     println!(
         "opening a ticket, seeded knowledge base: {}",
         summary(with_kb)
+    );
+    println!(
+        "  of which rule tickets: {}; employee reports: {}",
+        summary(rule_times),
+        summary(report_times)
     );
     assert_eq!(
         auto_suggested, 0,

@@ -177,22 +177,7 @@ impl<B: BackendSql> EmployeeTx for TicketConn<'_, B> {
         author: &str,
         note: &str,
     ) -> StoreResult<()> {
-        let mut sql = QueryBuilder::new(
-            "INSERT INTO ticket_worklog (ticket_id, at_ms, author, note, is_public) VALUES (",
-        );
-        push_values(
-            &mut sql,
-            &[
-                Value::Int(ticket),
-                Value::Int(at_ms),
-                Value::Text(author),
-                Value::Text(note),
-                Value::Flag(true),
-            ],
-        );
-        sql.push(")");
-        B::execute_in(self.0, sql).await?;
-        Ok(())
+        super::tickets::insert_worklog::<B>(self.0, ticket, at_ms, author, note, true).await
     }
 }
 

@@ -127,6 +127,33 @@ pub(crate) trait BackendSql: super::suggestions::KbSql {
 /// A rule state that fired and has not recovered.
 const FIRING: &str = "state LIKE '{\"phase\":\"firing\"%'";
 
+/// Appends a worklog entry, public (an employee may read it) or not.
+pub(crate) async fn insert_worklog<B: BackendSql>(
+    conn: &mut B::Connection,
+    ticket: i64,
+    at_ms: i64,
+    author: &str,
+    note: &str,
+    public: bool,
+) -> StoreResult<()> {
+    let mut sql = QueryBuilder::new(
+        "INSERT INTO ticket_worklog (ticket_id, at_ms, author, note, is_public) VALUES (",
+    );
+    push_values(
+        &mut sql,
+        &[
+            Value::Int(ticket),
+            Value::Int(at_ms),
+            Value::Text(author),
+            Value::Text(note),
+            Value::Flag(public),
+        ],
+    );
+    sql.push(")");
+    B::execute_in(conn, sql).await?;
+    Ok(())
+}
+
 /// One write transaction's connection as the ticket engine sees it.
 pub(crate) struct TicketConn<'a, B: BackendSql>(pub(crate) &'a mut B::Connection);
 
@@ -239,21 +266,7 @@ impl<B: BackendSql> TicketTx for TicketConn<'_, B> {
         author: &str,
         note: &str,
     ) -> StoreResult<()> {
-        let mut sql = QueryBuilder::new(
-            "INSERT INTO ticket_worklog (ticket_id, at_ms, author, note) VALUES (",
-        );
-        push_values(
-            &mut sql,
-            &[
-                Value::Int(ticket),
-                Value::Int(at_ms),
-                Value::Text(author),
-                Value::Text(note),
-            ],
-        );
-        sql.push(")");
-        B::execute_in(self.0, sql).await?;
-        Ok(())
+        insert_worklog::<B>(self.0, ticket, at_ms, author, note, false).await
     }
 
     async fn subscribers(

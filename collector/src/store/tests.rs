@@ -2415,13 +2415,11 @@ async fn an_always_on_host_that_goes_silent_gets_one_offline_ticket_and_a_laptop
     );
 }
 
-async fn the_next_timer_is_read_from_the_store_and_fires_at_its_due_time(db: TestDb) {
+/// A host whose first inventory, at 0, says it is a desktop: always on,
+/// so the offline rule watches it (D18). Its report's seq is 1.
+async fn desktop_host(store: &SharedStore) -> String {
     use deskpulse_proto::v1::{Inventory, SystemInfo};
-    let store = db.store.clone();
-    let min = 60_000;
-    let quiet = 15 * min;
-    assert_eq!(store.next_timer_due(0).await.expect("due"), None);
-    let desktop = enrolled_host(&store).await;
+    let desktop = enrolled_host(store).await;
     let inv = Inventory {
         system: Some(SystemInfo {
             chassis_type: "desktop".into(),
@@ -2433,6 +2431,15 @@ async fn the_next_timer_is_read_from_the_store_and_fires_at_its_due_time(db: Tes
         .store_reports(&[full_inventory(&desktop, 1, 0, &inv)], 0)
         .await
         .expect("store");
+    desktop
+}
+
+async fn the_next_timer_is_read_from_the_store_and_fires_at_its_due_time(db: TestDb) {
+    let store = db.store.clone();
+    let min = 60_000;
+    let quiet = 15 * min;
+    assert_eq!(store.next_timer_due(0).await.expect("due"), None);
+    let desktop = desktop_host(&store).await;
     assert_eq!(
         store.advance_rule_timers(11 * min).await.expect("timers"),
         1

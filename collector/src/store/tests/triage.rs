@@ -4,7 +4,7 @@
 //! noted, not queued; the result lands in the ticket's worklog; an offline
 //! ticket gets the host's last health and changes instead of runs.
 
-use super::{TestDb, disk_sample, enrolled_host, full_inventory, result_report};
+use super::{TestDb, desktop_host, disk_sample, enrolled_host, result_report};
 use crate::store::{
     AuditEntry, AuditQuery, JobQuery, PolicyRecord, SessionOpen, SharedStore, TRIAGE_REQUESTER,
 };
@@ -161,21 +161,9 @@ triage = ["disk_usage path={subject} depth=2", "service_status service=cron", "t
 }
 
 pub(super) async fn an_offline_ticket_gets_the_last_health_and_changes_instead_of_runs(db: TestDb) {
-    use deskpulse_proto::v1::{Inventory, SystemInfo};
     let store = db.store.clone();
     let min = 60_000;
-    let desktop = enrolled_host(&store).await;
-    let inventory = Inventory {
-        system: Some(SystemInfo {
-            chassis_type: "desktop".into(),
-            ..SystemInfo::default()
-        }),
-        ..Inventory::default()
-    };
-    store
-        .store_reports(&[full_inventory(&desktop, 1, 0, &inventory)], 0)
-        .await
-        .expect("store");
+    let desktop = desktop_host(&store).await;
     store
         .store_reports(&[disk_sample(&desktop, 2, 0, 42.0)], 0)
         .await

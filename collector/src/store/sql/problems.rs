@@ -56,6 +56,30 @@ fn problem_row(r: &(impl Columns + ?Sized)) -> StoreResult<ProblemRow> {
 /// The open statuses of a ticket, as SQL.
 const OPEN: &str = "status NOT IN ('resolved', 'closed')";
 
+/// How many tickets, how many of them open, and their best priority, of
+/// the `problem_tickets` rows (`m`) the caller's condition picks after
+/// `WHERE `.
+fn ticket_counts<B: BackendSql>() -> QueryBuilder<B> {
+    QueryBuilder::new(format!(
+        "SELECT CAST(COUNT(*) AS BIGINT) AS tickets, \
+         CAST(COALESCE(SUM(CASE WHEN t.{OPEN} THEN 1 ELSE 0 END), 0) AS BIGINT) AS open, \
+         MIN(m.priority) AS best FROM problem_tickets m JOIN tickets t ON t.id = m.ticket_id \
+         WHERE "
+    ))
+}
+
+/// Runs a [`ticket_counts`] query: (tickets, open, best priority).
+async fn read_ticket_counts<B: BackendSql>(
+    conn: &mut B::Connection,
+    sql: QueryBuilder<B>,
+) -> StoreResult<(i64, i64, Option<String>)> {
+    Ok(B::optional_in(conn, sql, |r| {
+        Ok((r.int("tickets")?, r.int("open")?, r.opt_text("best")?))
+    })
+    .await?
+    .unwrap_or((0, 0, None)))
+}
+
 impl<B: BackendSql> ProblemTx for TicketConn<'_, B> {
     async fn insert_member(
         &mut self,
@@ -177,18 +201,10 @@ impl<B: BackendSql> ProblemTx for TicketConn<'_, B> {
             B::optional_in(self.0, sql, |r| Ok((r.int("hosts")?, r.int("weight")?)))
                 .await?
                 .unwrap_or((0, 0));
-        let mut sql = QueryBuilder::new(format!(
-            "SELECT CAST(COUNT(*) AS BIGINT) AS tickets, \
-             CAST(COALESCE(SUM(CASE WHEN t.{OPEN} THEN 1 ELSE 0 END), 0) AS BIGINT) AS open, \
-             MIN(m.priority) AS best FROM problem_tickets m JOIN tickets t ON t.id = m.ticket_id \
-             WHERE m.problem_id = "
-        ));
+        let mut sql = ticket_counts::<B>();
+        sql.push("m.problem_id = ");
         B::int(&mut sql, problem);
-        let (tickets, open, best) = B::optional_in(self.0, sql, |r| {
-            Ok((r.int("tickets")?, r.int("open")?, r.opt_text("best")?))
-        })
-        .await?
-        .unwrap_or((0, 0, None));
+        let (tickets, open, best) = read_ticket_counts::<B>(self.0, sql).await?;
         Ok(Tallies {
             hosts,
             tickets,
@@ -236,18 +252,10 @@ impl<B: BackendSql> ProblemTx for TicketConn<'_, B> {
             B::optional_in(self.0, sql, |r| Ok((r.int("hosts")?, r.int("weight")?)))
                 .await?
                 .unwrap_or((0, 0));
-        let mut sql = QueryBuilder::new(format!(
-            "SELECT CAST(COUNT(*) AS BIGINT) AS tickets, \
-             CAST(COALESCE(SUM(CASE WHEN t.{OPEN} THEN 1 ELSE 0 END), 0) AS BIGINT) AS open, \
-             MIN(m.priority) AS best FROM problem_tickets m JOIN tickets t ON t.id = m.ticket_id \
-             WHERE m.ticket_id"
-        ));
+        let mut sql = ticket_counts::<B>();
+        sql.push("m.ticket_id");
         ids(&mut sql);
-        let (tickets, open, best) = B::optional_in(self.0, sql, |r| {
-            Ok((r.int("tickets")?, r.int("open")?, r.opt_text("best")?))
-        })
-        .await?
-        .unwrap_or((0, 0, None));
+        let (tickets, open, best) = read_ticket_counts::<B>(self.0, sql).await?;
         Ok(Tallies {
             hosts,
             tickets,

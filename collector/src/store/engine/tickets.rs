@@ -401,22 +401,8 @@ pub trait TicketTx:
 /// Queues `event` for `ticket_id` to every enabled webhook that subscribes
 /// to it, in the caller's transaction. The body is built now, so it shows
 /// the ticket as this change left it, even if it is delivered hours later.
-/// Every ticket write of this engine says its change ([`enqueue_change`]);
-/// this is for an event that has none to say.
-// Only the tests call it today (issue 23 moved the engine's own callers to
-// `enqueue_change`); it stays for events raised without a change.
-#[cfg_attr(not(test), allow(dead_code))]
-pub async fn enqueue(
-    tx: &mut impl TicketTx,
-    event: TicketEvent,
-    ticket_id: i64,
-    now_ms: i64,
-) -> StoreResult<()> {
-    enqueue_with(tx, event, ticket_id, now_ms, None).await
-}
-
-/// [`enqueue`], with what changed and who changed it in the body's
-/// `change` (issue 23).
+/// The body's `change` says what changed and who changed it (issue 23);
+/// every ticket write of this engine has one to say.
 pub async fn enqueue_change(
     tx: &mut impl TicketTx,
     event: TicketEvent,

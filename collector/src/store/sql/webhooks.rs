@@ -1,6 +1,6 @@
 //! Webhooks, the same SQL on both backends: the webhook policy rows, and
 //! the deliveries of the outbox that the ticket engine writes into inside
-//! the ticket change's own transaction (`engine::tickets::enqueue`, through
+//! the ticket change's own transaction (`engine::tickets::enqueue_change`, through
 //! `TicketTx`), so an event is queued if and only if its change commits.
 //! Delivery state (attempts, backoff, errors) lives on the outbox rows.
 
@@ -304,9 +304,19 @@ mod tests {
             .await
             .expect("update");
         let mut tickets = crate::store::sql::tickets::TicketConn::<Sqlite>(&mut tx);
-        crate::store::engine::tickets::enqueue(&mut tickets, TicketEvent::Updated, ticket.id, 2)
-            .await
-            .expect("enqueue");
+        let change = crate::webhooks::change::Change::system(
+            crate::webhooks::change::ChangeKind::Occurrence,
+            crate::webhooks::change::SYSTEM,
+        );
+        crate::store::engine::tickets::enqueue_change(
+            &mut tickets,
+            TicketEvent::Updated,
+            ticket.id,
+            2,
+            &change,
+        )
+        .await
+        .expect("enqueue");
         let inside: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM webhook_outbox")
             .fetch_one(&mut *tx)
             .await

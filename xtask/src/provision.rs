@@ -40,6 +40,9 @@ pub const TEST_TOOLS: &[TestTool] = &[
     tool("dpkg", "dpkg"),
     tool("dpkg-query", "dpkg"),
     tool("findmnt", "util-linux"),
+    // Automatic triage against a real filling disk: a small ext4 image
+    // on a loop mount (tests/src/triage.rs).
+    tool("mkfs.ext4", "e2fsprogs"),
     // The health probe and the diagnostics, live; df for the one
     // definition of disk use.
     tool("smartctl", "smartmontools"),

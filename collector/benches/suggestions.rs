@@ -15,7 +15,8 @@
 //! Sizes: DESKPULSE_BENCH_KB (default 1000), DESKPULSE_BENCH_QUERIES
 //! (default 300), DESKPULSE_BENCH_AUTO (default 200);
 //! DESKPULSE_BENCH_STORE_URL for another store (a PostgreSQL database URL),
-//! else a SQLite file in a temporary directory.
+//! else a SQLite file in a temporary directory. `RUST_LOG=sqlx::query=debug`
+//! prints every statement with its time, for finding where opening spends it.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -751,6 +752,10 @@ fn noise(rng: &mut Rng) -> Vec<&'static str> {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let kb_size = env("DESKPULSE_BENCH_KB", 1000);
     let queries = env("DESKPULSE_BENCH_QUERIES", 300);
     let auto = env("DESKPULSE_BENCH_AUTO", 200);

@@ -98,7 +98,8 @@ fn email_goes_through_starttls_with_auth_to_the_group_the_assignee_and_the_repor
     let agent = enrolled(&collector);
     let host = agent.host_id();
 
-    // The P2 group address hears of new and escalated P2 tickets; alice's
+    // The P2 group address hears of new and escalated P2 tickets (and of
+    // P2 problems, which this test makes none of); alice's
     // own address of every event of the tickets assigned to her; the
     // employee who reported, of the resolution.
     let group = json(
@@ -119,7 +120,7 @@ fn email_goes_through_starttls_with_auth_to_the_group_the_assignee_and_the_repor
     assert_eq!(group["format"], "email");
     assert_eq!(
         group["events"],
-        serde_json::json!(["ticket.opened", "ticket.escalated"])
+        serde_json::json!(["ticket.opened", "ticket.escalated", "problem.opened"])
     );
     assert_eq!(group["priorities"], serde_json::json!(["P2"]));
     collector

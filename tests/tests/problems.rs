@@ -132,7 +132,10 @@ fn tickets_of_one_rule_on_several_real_agents_group_into_one_problem_resolved_at
 
     // Bad input: a viewer may not resolve; no text; an unknown id.
     let viewer = collector.api_token("vera", "viewer");
-    let refused = collector.cli(&viewer, &["problem", "resolve", &id, "fixed"]);
+    let refused = collector.cli(
+        &viewer,
+        &["problem", "resolve", &id, "--resolution", "fixed"],
+    );
     assert_eq!(refused.code, 1);
     assert!(
         refused.error_line().contains("resolving a problem"),
@@ -141,9 +144,16 @@ fn tickets_of_one_rule_on_several_real_agents_group_into_one_problem_resolved_at
     );
     let no_text = collector.cli(&admin, &["problem", "resolve", &id]);
     assert_eq!(no_text.code, 2);
+    assert!(
+        no_text.stderr.contains("--resolution <RESOLUTION>"),
+        "{}",
+        no_text.stderr
+    );
+    let blank = collector.cli(&admin, &["problem", "resolve", &id, "--resolution", " "]);
+    assert_eq!(blank.code, 2);
     assert_eq!(
-        no_text.error_line(),
-        "deskpulse: error: problem resolve needs the resolution: deskpulse problem resolve ID \"what fixed it\""
+        blank.error_line(),
+        "deskpulse: error: problem resolve needs the resolution: deskpulse problem resolve ID --resolution \"what fixed it\""
     );
     let unknown = collector.cli(&admin, &["problem", "show", "9999"]);
     assert_eq!(unknown.code, 1);
@@ -163,6 +173,7 @@ fn tickets_of_one_rule_on_several_real_agents_group_into_one_problem_resolved_at
                 "problem",
                 "resolve",
                 &id,
+                "--resolution",
                 "raised the memory rule's threshold",
             ],
         )
@@ -174,7 +185,10 @@ fn tickets_of_one_rule_on_several_real_agents_group_into_one_problem_resolved_at
         assert_eq!(ticket["status"], "resolved");
         assert_eq!(ticket["resolution"], "raised the memory rule's threshold");
     }
-    let again = collector.cli(&admin, &["problem", "resolve", &id, "twice"]);
+    let again = collector.cli(
+        &admin,
+        &["problem", "resolve", &id, "--resolution", "twice"],
+    );
     assert_eq!(again.code, 1);
     assert!(
         again.error_line().contains("already resolved"),

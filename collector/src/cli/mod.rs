@@ -185,7 +185,7 @@ enum Command {
     /// Fleet-wide problems: tickets of one rule, or the same employee
     /// report, from many hosts; open first, newest first.
     Problems(problems::ListArgs),
-    /// One problem: `problem show ID`, `problem resolve ID TEXT`.
+    /// One problem: `problem show ID`, `problem resolve ID --resolution TEXT`.
     #[command(subcommand)]
     Problem(problems::ProblemCommand),
 }
@@ -201,10 +201,12 @@ enum WebhookCommand {
         /// group address), or mailto:reporter (the employee who reported).
         #[arg(value_parser = parse_target)]
         url: String,
-        /// ticket.opened, ticket.updated, ticket.escalated or
-        /// ticket.resolved; repeat for more. Default: all of them; for
-        /// e-mail, opened and escalated to an address, every event with
-        /// --assignee, resolved to mailto:reporter.
+        /// ticket.opened, ticket.updated, ticket.escalated,
+        /// ticket.resolved, problem.opened, problem.updated or
+        /// problem.resolved; repeat for more. Default: all of them; for
+        /// e-mail to an address, tickets opened and escalated and problems
+        /// opened; every ticket event with --assignee; resolved to
+        /// mailto:reporter.
         #[arg(long = "event", value_name = "EVENT", value_parser = parse_event)]
         events: Vec<crate::model::TicketEvent>,
         /// generic (signed JSON), slack, teams or email. Default: email for

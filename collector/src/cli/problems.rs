@@ -1,4 +1,4 @@
-//! `deskpulse problems`, `problem show ID` and `problem resolve ID TEXT`
+//! `deskpulse problems`, `problem show ID` and `problem resolve ID --resolution TEXT`
 //! (issue 23): fleet-wide problems, the tickets of one rule (or the same
 //! employee report) from many hosts. Kept apart from the other commands so
 //! the CLI's dispatch grows by two arms. JSON in `docs/cli-json.md`.
@@ -28,8 +28,10 @@ pub enum ProblemCommand {
     Resolve {
         /// The problem id.
         id: i64,
-        /// What fixed it, e.g. "rolled openssl back to 3.0.14".
-        resolution: Option<String>,
+        /// What fixed it, e.g. "rolled openssl back to 3.0.14", as
+        /// `ticket resolve` takes it.
+        #[arg(long)]
+        resolution: String,
     },
 }
 
@@ -168,11 +170,11 @@ pub(super) async fn run(client: &mut Client, command: ProblemCommand, json: bool
     let detail = match command {
         ProblemCommand::Show { id } => client.get_problem(GetProblemRequest { id }).await,
         ProblemCommand::Resolve { id, resolution } => {
-            let Some(resolution) = resolution.filter(|r| !r.trim().is_empty()) else {
+            if resolution.trim().is_empty() {
                 return Err(Failure::usage(
-                    "problem resolve needs the resolution: deskpulse problem resolve ID \"what fixed it\"",
+                    "problem resolve needs the resolution: deskpulse problem resolve ID --resolution \"what fixed it\"",
                 ));
-            };
+            }
             client
                 .resolve_problem(ResolveProblemRequest { id, resolution })
                 .await

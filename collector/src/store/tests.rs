@@ -323,7 +323,8 @@ contract! {
     a_problem_names_the_change_its_hosts_share,
     resolving_a_problem_resolves_its_open_tickets_each_through_the_ticket_path,
     a_problem_follows_its_tickets_resolved_one_by_one_reopened_and_retired,
-    problem_events_reach_the_webhook_outbox_with_the_problem;
+    problem_events_reach_the_webhook_outbox_with_the_problem,
+    problem_events_reach_chat_and_mail_by_the_problems_priority;
     // One SQLite database has one collector: no other cache to reach.
     postgres only:
     two_replicas_opening_tickets_at_once_make_one_problem,

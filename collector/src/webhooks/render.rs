@@ -4,6 +4,10 @@
 //! generic payload (`format::payload`) with a short evidence summary beside
 //! it ([`stored_body`]), so these texts show the ticket as its event left it.
 //!
+//! A problem event's payload (`webhooks::problems`) carries a `problem`
+//! instead of a `ticket`; the same texts then show the problem: its
+//! priority, hosts and tickets, with no evidence of one PC.
+//!
 //! The payload is read leniently ([`PayloadView`]): every field may be
 //! missing, and the `change` object of `ticket.updated` and the
 //! `suggestions` list are shown when the payload carries them. Text from
@@ -40,6 +44,32 @@ pub struct PayloadView {
     /// Earlier resolutions that may fit (when the payload carries them):
     /// a list, read item by item; anything else shows nothing.
     pub suggestions: Value,
+    /// The problem, on a `problem.*` event.
+    pub problem: Option<ProblemView>,
+}
+
+/// The problem part of a `problem.*` payload.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ProblemView {
+    /// The problem number.
+    pub id: i64,
+    /// The title.
+    pub title: String,
+    /// `open` or `resolved`.
+    pub status: String,
+    /// P1 … P4.
+    pub priority: String,
+    /// How many hosts its tickets are on.
+    pub hosts: i64,
+    /// How many tickets it links.
+    pub tickets: i64,
+    /// How many of them are open.
+    pub open_tickets: i64,
+    /// Who resolved it.
+    pub resolved_by: Option<String>,
+    /// How.
+    pub resolution: Option<String>,
 }
 
 /// The ticket part of [`PayloadView`].
@@ -193,7 +223,9 @@ fn happened(view: &PayloadView) -> String {
     match view.event.as_str() {
         "ticket.opened" => "opened".into(),
         "ticket.escalated" => format!("escalated (level {})", view.ticket.escalation),
-        "ticket.resolved" => "resolved".into(),
+        "ticket.resolved" | "problem.resolved" => "resolved".into(),
+        "problem.opened" => "opened".into(),
+        "problem.updated" => "updated".into(),
         "ticket.updated" => match &view.change {
             Some(change) if !change.kind.is_empty() => {
                 format!("updated ({})", one_line(&change.kind, 40))
@@ -208,6 +240,19 @@ fn happened(view: &PayloadView) -> String {
 /// The one-line headline every format leads with, e.g.
 /// `P1 ticket #17 opened on pc-0142: disk-full: / is 95% full`.
 pub fn headline(view: &PayloadView) -> String {
+    if let Some(p) = &view.problem {
+        return one_line(
+            &format!(
+                "{} problem #{} {} on {} hosts: {}",
+                p.priority,
+                p.id,
+                happened(view),
+                p.hosts,
+                p.title
+            ),
+            MAX_LINE,
+        );
+    }
     let t = &view.ticket;
     one_line(
         &format!(
@@ -224,6 +269,9 @@ pub fn headline(view: &PayloadView) -> String {
 
 /// The ticket's facts as (label, value) pairs, in reading order.
 pub fn facts(view: &PayloadView) -> Vec<(&'static str, String)> {
+    if let Some(p) = &view.problem {
+        return problem_facts(p);
+    }
     let t = &view.ticket;
     let mut facts = vec![
         ("Ticket", format!("#{}", t.id)),
@@ -278,6 +326,37 @@ pub fn facts(view: &PayloadView) -> Vec<(&'static str, String)> {
         }
     }
     facts
+}
+
+/// A problem's facts as (label, value) pairs, in reading order.
+fn problem_facts(p: &ProblemView) -> Vec<(&'static str, String)> {
+    let mut facts = vec![
+        ("Problem", format!("#{}", p.id)),
+        ("Title", one_line(&p.title, MAX_LINE)),
+        ("Priority", one_line(&p.priority, 40)),
+        ("Status", one_line(&p.status, 40)),
+        ("Hosts", p.hosts.to_string()),
+        (
+            "Tickets",
+            format!("{} ({} open)", p.tickets, p.open_tickets),
+        ),
+    ];
+    if let Some(resolution) = &p.resolution {
+        facts.push(("Resolution", one_line(resolution, 1000)));
+    }
+    if let Some(by) = &p.resolved_by {
+        facts.push(("Resolved by", one_line(by, 80)));
+    }
+    facts
+}
+
+/// What an e-mail's subject and first line call the event's subject:
+/// `#17` for a ticket, `problem #7` for a problem.
+fn numbered(view: &PayloadView) -> String {
+    match &view.problem {
+        Some(p) => format!("problem #{}", p.id),
+        None => format!("#{}", view.ticket.id),
+    }
 }
 
 /// Each suggestion as one line: `#12 (disk-full): Purged the logs`.
@@ -411,7 +490,7 @@ pub fn mail_subject(stored: &Stored, reader: Reader) -> String {
     let view = &stored.payload;
     let t = &view.ticket;
     let text = match reader {
-        Reader::HelpDesk => format!("[Deskpulse #{}] {}", t.id, headline(view)),
+        Reader::HelpDesk => format!("[Deskpulse {}] {}", numbered(view), headline(view)),
         Reader::Reporter => format!(
             "[Deskpulse #{}] Your reported problem was {}: {}",
             t.id,
@@ -429,7 +508,11 @@ pub fn mail_body(stored: &Stored, reader: Reader) -> String {
     let mut out = String::new();
     match reader {
         Reader::HelpDesk => {
-            out.push_str(&format!("Ticket #{} was {}.\n\n", t.id, happened(view)));
+            let what = match &view.problem {
+                Some(p) => format!("Problem #{}", p.id),
+                None => format!("Ticket #{}", t.id),
+            };
+            out.push_str(&format!("{what} was {}.\n\n", happened(view)));
             let facts = facts(view);
             let width = facts.iter().map(|(l, _)| l.len()).max().unwrap_or(0) + 1;
             for (label, value) in facts {

@@ -80,13 +80,18 @@ pub fn check_assignee(name: &str) -> Result<String, String> {
 
 /// The events a webhook gets when the admin names none: every event,
 /// except for e-mail, where a mailbox wants less: the reporter hears of the
-/// resolution, a group address of new and escalated tickets, and an
-/// assignee's own address of every event of their tickets.
+/// resolution, a group address of new and escalated tickets and of new
+/// fleet-wide problems, and an assignee's own address of every event of
+/// their tickets.
 pub fn default_events(route: &WebhookRoute, url: &str) -> Vec<TicketEvent> {
     match route.format {
         WebhookFormat::Email if url == REPORTER_TARGET => vec![TicketEvent::Resolved],
         WebhookFormat::Email if route.assignee.is_none() => {
-            vec![TicketEvent::Opened, TicketEvent::Escalated]
+            vec![
+                TicketEvent::Opened,
+                TicketEvent::Escalated,
+                TicketEvent::ProblemOpened,
+            ]
         }
         _ => TicketEvent::ALL.to_vec(),
     }
@@ -203,8 +208,28 @@ pub fn recipient(subscriber: &Subscriber, ticket: &TicketRow) -> Option<Option<S
     if subscriber.url == REPORTER_TARGET {
         return reporter_email(&ticket.evidence).map(Some);
     }
-    let address = subscriber.url.get(7..)?;
-    check_address(address).ok().map(Some)
+    mailbox(subscriber).map(Some)
+}
+
+/// As [`recipient`], for a fleet-wide problem's event, by the problem's
+/// priority. A problem has no assignee and no reporter, so a webhook kept
+/// to one assignee's tickets, or the reporters' channel, gets none.
+pub fn problem_recipient(subscriber: &Subscriber, priority: &str) -> Option<Option<String>> {
+    if subscriber.route.assignee.is_some()
+        || subscriber.url == REPORTER_TARGET
+        || !subscriber.route.accepts(priority, None)
+    {
+        return None;
+    }
+    if subscriber.route.format != WebhookFormat::Email {
+        return Some(None);
+    }
+    mailbox(subscriber).map(Some)
+}
+
+/// The address of a `mailto:ADDR` webhook.
+fn mailbox(subscriber: &Subscriber) -> Option<String> {
+    check_address(subscriber.url.get(7..)?).ok()
 }
 
 /// The employee's address an employee report's evidence carries
@@ -226,7 +251,11 @@ mod tests {
         assert_eq!(mail.route.priorities, vec!["P1"]);
         assert_eq!(
             mail.events,
-            vec![TicketEvent::Opened, TicketEvent::Escalated]
+            vec![
+                TicketEvent::Opened,
+                TicketEvent::Escalated,
+                TicketEvent::ProblemOpened
+            ]
         );
         let reporter =
             check_destination("mailto:reporter", "email", &[], &[], "", "").expect("reporter");

@@ -143,21 +143,29 @@ async fn enqueue_problem(
         return Err(StoreError::Corrupt(format!("problem {problem} vanished")));
     };
     let shown = crate::webhooks::problems::ProblemPayload::of(&row);
-    // Chat and e-mail formats are rendered from a ticket's payload; a
-    // problem's goes to the generic (signed JSON) webhooks only.
-    for hook in hooks
-        .iter()
-        .filter(|hook| hook.route.format == crate::model::WebhookFormat::Generic)
-    {
+    // Routed by the problem's priority, decided now, as a ticket's is.
+    let routed = hooks.iter().filter_map(|hook| {
+        Some((
+            hook,
+            crate::webhooks::route::problem_recipient(hook, &row.priority)?,
+        ))
+    });
+    for (hook, recipient) in routed {
         let delivery_id = uuid::Uuid::new_v4().to_string();
         let body = crate::webhooks::problems::payload(event, &delivery_id, now_ms, &shown);
+        // Chat and e-mail texts are rendered at delivery from the stored
+        // body; a problem has no one PC's evidence to summarise.
+        let body = match hook.route.format {
+            crate::model::WebhookFormat::Generic => body,
+            _ => crate::webhooks::render::stored_body(&body, ""),
+        };
         let entry = OutboxEntry {
             webhook_id: hook.id,
             delivery_id: &delivery_id,
             event,
             ticket_id: -problem,
             body: &body,
-            recipient: None,
+            recipient: recipient.as_deref(),
         };
         tx.insert_outbox(&entry, now_ms).await?;
     }

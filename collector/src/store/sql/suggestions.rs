@@ -87,6 +87,22 @@ fn select_suggestions<B: Dialect>(ticket: i64) -> QueryBuilder<B> {
     sql
 }
 
+/// Appends the `SELECT` of [`SuggestTx::text_matches`]; apart, so that a
+/// test can read its plan.
+pub(crate) fn push_text_matches<B: KbSql>(sql: &mut QueryBuilder<B>, terms: &[String], limit: u32) {
+    sql.push(format!(
+        "SELECT {}, {} AS rank ",
+        candidate_columns::<B>(),
+        B::TEXT_RANK
+    ));
+    B::push_text_match(sql, terms);
+    sql.push(format!(
+        " AND {} ORDER BY rank, t.id DESC LIMIT ",
+        human_resolution()
+    ));
+    B::int(sql, i64::from(limit));
+}
+
 impl<B: BackendSql> SuggestTx for TicketConn<'_, B> {
     async fn resolved_of_rule(&mut self, rule: &str, limit: u32) -> StoreResult<Vec<Candidate>> {
         let mut sql = QueryBuilder::new(format!(
@@ -104,17 +120,8 @@ impl<B: BackendSql> SuggestTx for TicketConn<'_, B> {
         if terms.is_empty() {
             return Ok(Vec::new());
         }
-        let mut sql = QueryBuilder::new(format!(
-            "SELECT {}, {} AS rank ",
-            candidate_columns::<B>(),
-            B::TEXT_RANK
-        ));
-        B::push_text_match(&mut sql, terms);
-        sql.push(format!(
-            " AND {} ORDER BY rank, t.id DESC LIMIT ",
-            human_resolution()
-        ));
-        B::int(&mut sql, i64::from(limit));
+        let mut sql = QueryBuilder::new("");
+        push_text_matches(&mut sql, terms, limit);
         B::all_in(self.0, sql, |r| {
             let rank = r.double("rank")?;
             candidate(r, Some(rank))

@@ -601,3 +601,110 @@ pub(super) async fn problem_events_reach_the_webhook_outbox_with_the_problem(db:
     assert_eq!(events[2].1["problem"]["resolution"], "fixed fleet-wide");
     assert_eq!(events[2].1["event"], "problem.resolved");
 }
+
+/// A problem event reaches Slack and e-mail channels too, routed by the
+/// problem's priority: a group address of that priority gets it with its
+/// address, one of another priority, an assignee's and the reporters'
+/// channel do not; the chat body renders as the problem.
+pub(super) async fn problem_events_reach_chat_and_mail_by_the_problems_priority(db: TestDb) {
+    use crate::model::{TicketEvent, WebhookFormat, WebhookRoute};
+    let store = db.store.clone();
+    apply(&store, &POLICY.replace("hosts = 3", "hosts = 2")).await;
+    let channels = [
+        (
+            "https://hooks.slack.com/services/T/B/X",
+            WebhookFormat::Slack,
+            vec![],
+            None,
+        ),
+        (
+            "mailto:desk@example.com",
+            WebhookFormat::Email,
+            vec![],
+            None,
+        ),
+        (
+            "mailto:p1@example.com",
+            WebhookFormat::Email,
+            vec!["P1".to_owned()],
+            None,
+        ),
+        (
+            "mailto:alice@example.com",
+            WebhookFormat::Email,
+            vec![],
+            Some("alice".to_owned()),
+        ),
+        (
+            crate::webhooks::route::REPORTER_TARGET,
+            WebhookFormat::Email,
+            vec![],
+            None,
+        ),
+    ];
+    for (url, format, priorities, assignee) in channels {
+        let hook = NewWebhook {
+            url: url.into(),
+            events: vec![TicketEvent::ProblemOpened],
+            secret: String::new(),
+            created_by: "admin".into(),
+            route: WebhookRoute {
+                format,
+                priorities,
+                assignee,
+            },
+        };
+        store
+            .add_webhook(&hook, &|_: &i64| AuditEntry::system("test", "", ""), 0)
+            .await
+            .expect("add");
+    }
+    for (i, host) in hosts(&store, 2).await.iter().enumerate() {
+        cpu(
+            &store,
+            host,
+            1,
+            i64::try_from(i).expect("small") * 1000,
+            95.0,
+        )
+        .await;
+    }
+    let problem = only_problem(&store).await.problem;
+    assert_ne!(problem.priority, "P1", "{problem:?}");
+
+    let claimed = store
+        .claim_deliveries(30_000, 60_000, 50)
+        .await
+        .expect("claim");
+    let mut reached: Vec<(String, Option<String>)> = claimed
+        .iter()
+        .map(|d| (d.url.clone(), d.recipient.clone()))
+        .collect();
+    reached.sort();
+    assert_eq!(
+        reached,
+        [
+            ("https://hooks.slack.com/services/T/B/X".to_owned(), None),
+            (
+                "mailto:desk@example.com".to_owned(),
+                Some("desk@example.com".to_owned())
+            ),
+        ],
+        "{claimed:?}"
+    );
+    let slack = claimed
+        .iter()
+        .find(|d| d.format == WebhookFormat::Slack)
+        .expect("slack");
+    let message: serde_json::Value = serde_json::from_str(&crate::webhooks::render::slack(
+        &crate::webhooks::render::Stored::parse(&slack.body),
+    ))
+    .expect("json");
+    assert_eq!(
+        message["text"],
+        format!(
+            "{} problem #{} opened on 2 hosts: {}",
+            problem.priority, problem.id, problem.title
+        )
+    );
+}

@@ -198,3 +198,67 @@ fn the_reporter_hears_the_resolution_without_the_evidence() {
         "{desk}"
     );
 }
+
+/// A problem event as the problem engine writes it (`webhooks::problems`).
+fn problem_stored(event: crate::model::TicketEvent, resolution: Option<&str>) -> Stored {
+    let problem = crate::webhooks::problems::ProblemPayload {
+        id: 7,
+        kind: "rule".into(),
+        key: "disk-full".into(),
+        title: "disk-full on 45 hosts".into(),
+        status: if resolution.is_some() {
+            "resolved"
+        } else {
+            "open"
+        }
+        .into(),
+        priority: "P1".into(),
+        hosts: 45,
+        tickets: 45,
+        open_tickets: if resolution.is_some() { 0 } else { 45 },
+        opened_at: "2026-11-24T10:00:00.000Z".into(),
+        updated_at: "2026-11-24T10:00:00.000Z".into(),
+        resolved_at: None,
+        resolved_by: resolution.map(|_| "bob".to_owned()),
+        resolution: resolution.map(str::to_owned),
+    };
+    let body = crate::webhooks::problems::payload(event, "d-9", 1_795_514_400_000, &problem);
+    Stored::parse(&stored_body(&body, ""))
+}
+
+#[test]
+fn a_problem_shows_its_priority_hosts_and_tickets_in_every_format() {
+    use crate::model::TicketEvent;
+    let opened = problem_stored(TicketEvent::ProblemOpened, None);
+    assert_eq!(
+        mail_subject(&opened, Reader::HelpDesk),
+        "[Deskpulse problem #7] P1 problem #7 opened on 45 hosts: disk-full on 45 hosts"
+    );
+    let body = mail_body(&opened, Reader::HelpDesk);
+    assert!(body.starts_with("Problem #7 was opened.\n\n"), "{body}");
+    assert!(body.contains("Tickets:  45 (45 open)"), "{body}");
+    assert!(!body.contains("Ticket #0"), "{body}");
+    assert!(!body.contains("Evidence"), "{body}");
+
+    let slack: serde_json::Value = serde_json::from_str(&slack(&opened)).expect("json");
+    assert_eq!(
+        slack["text"],
+        "P1 problem #7 opened on 45 hosts: disk-full on 45 hosts"
+    );
+    let teams: serde_json::Value = serde_json::from_str(&teams(&opened)).expect("json");
+    let facts = &teams["attachments"][0]["content"]["body"][1]["facts"];
+    assert_eq!(facts[0]["title"], "Problem");
+    assert_eq!(facts[0]["value"], "#7");
+
+    let resolved = problem_stored(
+        TicketEvent::ProblemResolved,
+        Some("rolled openssl back to 3.0.14"),
+    );
+    let body = mail_body(&resolved, Reader::HelpDesk);
+    assert!(body.starts_with("Problem #7 was resolved.\n\n"), "{body}");
+    assert!(
+        body.contains("Resolution:  rolled openssl back to 3.0.14"),
+        "{body}"
+    );
+    assert!(body.contains("Resolved by: bob"), "{body}");
+}

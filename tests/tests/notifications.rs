@@ -5,7 +5,9 @@
 //! assigned to them, and the employee who reported on resolution. An SMTP
 //! server that is down is retried from the outbox and shown in `deskpulse
 //! webhooks`, then delivered once it is up. Slack and Teams messages reach
-//! a real HTTP listener. Bad settings and arguments are one line each.
+//! a real HTTP listener. A fleet-wide problem made of several real agents'
+//! tickets mails the group address once, as the problem. Bad settings and
+//! arguments are one line each.
 
 use std::time::Duration;
 
@@ -462,6 +464,102 @@ async fn slack_and_teams_messages_reach_a_real_listener_unsigned() {
         (list[0]["delivered"] == 1 && list[1]["delivered"] == 1).then_some(list)
     });
     assert!(listed.is_some(), "both listed as delivered");
+}
+
+/// Three hosts within 15 minutes make a problem; the rule fires on any PC
+/// using more than 1 % of its memory, on its first sample.
+const PROBLEM_POLICY: &str = r#"
+[problems]
+hosts = 3
+window = "15m"
+
+[[rule]]
+name = "memory-in-use"
+metric = "memory_used_percent"
+op = ">"
+threshold = 1
+recover = 0.5
+severity = "low"
+"#;
+
+#[test]
+fn a_fleet_wide_problem_mails_the_group_address_once_and_not_an_assignee() {
+    let test = "a_fleet_wide_problem_mails_the_group_address";
+    let ca = MailCa::new();
+    let Some(smtp) = SmtpServer::start(test, &ca, SmtpTls::Implicit, None, 0) else {
+        return;
+    };
+    let flags = smtp_flags(smtp.port, "tls", &ca, None);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let collector = Collector::start_in(tempfile::tempdir().expect("data dir"), &flags);
+    let admin = collector.admin_token();
+    collector.apply_rules(PROBLEM_POLICY).expect_code(0);
+    // The group hears of problems without being asked; alice's own address
+    // is for her tickets, and a problem is nobody's.
+    for args in [
+        &[
+            "webhooks",
+            "add",
+            "mailto:oncall@example.com",
+            "--event",
+            "problem.opened",
+        ][..],
+        &[
+            "webhooks",
+            "add",
+            "mailto:alice@example.com",
+            "--assignee",
+            "alice",
+        ][..],
+    ] {
+        collector.cli(&admin, args).expect_code(0);
+    }
+    let agents: Vec<Agent> = (0..3).map(|_| enrolled(&collector)).collect();
+    for agent in &agents {
+        agent.command(&["run", "--once"]).expect_code(0);
+    }
+    let problem = wait_for(Duration::from_secs(30), || {
+        let listed = json(
+            &collector
+                .cli(&admin, &["--json", "problems"])
+                .expect_code(0),
+        );
+        listed.as_array()?.first().cloned()
+    })
+    .expect("a problem of three hosts");
+    let id = problem["id"].as_i64().expect("id");
+
+    let mail = smtp
+        .next_mail(Duration::from_secs(30))
+        .expect("the problem's mail arrives");
+    assert_eq!(mail.to, vec!["oncall@example.com"]);
+    let subject = mail.header("Subject").expect("subject");
+    let priority = problem["priority"].as_str().expect("priority");
+    assert!(
+        subject.starts_with(&format!(
+            "[Deskpulse problem #{id}] {priority} problem #{id} opened on 3 hosts: "
+        )),
+        "{subject}"
+    );
+    let body = mail.body();
+    assert!(
+        body.starts_with(&format!("Problem #{id} was opened.")),
+        "{body}"
+    );
+    assert!(body.contains("Hosts:    3"), "{body}");
+    assert!(body.contains("Tickets:  3 (3 open)"), "{body}");
+    // Nothing else: not alice, and not the group a second time.
+    assert!(
+        smtp.next_mail(Duration::from_secs(3)).is_none(),
+        "one mail only"
+    );
+    let listed = json(
+        &collector
+            .cli(&admin, &["--json", "webhooks"])
+            .expect_code(0),
+    );
+    assert_eq!(listed[0]["delivered"], 1, "{listed}");
+    assert_eq!(listed[1]["delivered"], 0, "{listed}");
 }
 
 #[test]

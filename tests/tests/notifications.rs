@@ -494,8 +494,9 @@ fn a_fleet_wide_problem_mails_the_group_address_once_and_not_an_assignee() {
     let collector = Collector::start_in(tempfile::tempdir().expect("data dir"), &flags);
     let admin = collector.admin_token();
     collector.apply_rules(PROBLEM_POLICY).expect_code(0);
-    // The group hears of problems without being asked; alice's own address
-    // is for her tickets, and a problem is nobody's.
+    // The group asks for problems only (its default would add every new
+    // ticket's mail); alice's own address is for her tickets, and a problem
+    // is nobody's.
     for args in [
         &[
             "webhooks",

@@ -1,7 +1,8 @@
 //! `deskpulse problems`, `problem show ID` and `problem resolve ID
 //! --resolution TEXT` (issue 23): fleet-wide problems, the tickets of one
-//! rule (or the same employee report) from many hosts. Kept apart from the other commands so
-//! the CLI's dispatch grows by two arms. JSON in `docs/cli-json.md`.
+//! rule (or the same employee report) from many hosts. Kept apart from the
+//! other commands so the CLI's dispatch grows by two arms. JSON in
+//! `docs/cli-json.md`.
 
 use deskpulse_proto::v1::{
     GetProblemRequest, GetProblemResponse, ListProblemsRequest, Problem, ResolveProblemRequest,

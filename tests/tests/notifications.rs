@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use deskpulse_tests::notify::{MailCa, SmtpServer, SmtpTls, http_receiver};
-use deskpulse_tests::{Agent, Collector, Run, bin, open_database, run, wait_for};
+use deskpulse_tests::{Agent, AgentService, Collector, Run, bin, run, wait_for};
 use tokio::net::TcpListener;
 
 fn json(run: &Run) -> serde_json::Value {
@@ -216,17 +216,8 @@ fn email_goes_through_starttls_with_auth_to_the_group_the_assignee_and_the_repor
         mail.body()
     );
 
-    // The employee's address, as `report-issue --email` records it in the
-    // evidence; resolving mails them (and alice, whose ticket it is).
-    open_database(collector.data_dir.path())
-        .execute(
-            "UPDATE tickets SET evidence = ?1 WHERE id = ?2",
-            rusqlite::params![
-                r#"{"reported_by":"emma","text":"Printer jams","reporter_email":"emma@example.com"}"#,
-                id
-            ],
-        )
-        .expect("record the reporter's address");
+    // Resolving mails alice, whose ticket it is; the reporter channel
+    // skips it: a ticket a technician opened has no reporter's address.
     collector
         .cli(
             &alice,
@@ -239,24 +230,68 @@ fn email_goes_through_starttls_with_auth_to_the_group_the_assignee_and_the_repor
             ],
         )
         .expect_code(0);
-    let mut mails: Vec<_> = (0..2)
+    let mail = smtp
+        .next_mail(Duration::from_secs(30))
+        .expect("the resolution mail arrives");
+    assert_eq!(mail.to, vec!["alice@example.com"]);
+
+    // An employee reports through the agent's service with their address;
+    // resolving their ticket mails them, without the evidence or the address.
+    let _service = AgentService::start(&agent, &[]);
+    agent.wait_service_connected();
+    let reported = agent
+        .command(&[
+            "report-issue",
+            "Printer jams on every page",
+            "--email",
+            "emma@example.com",
+        ])
+        .expect_code(0);
+    let report = reported
+        .stdout
+        .trim()
+        .strip_prefix("Reported. Ticket #")
+        .and_then(|rest| rest.strip_suffix('.'))
+        .unwrap_or_else(|| panic!("no ticket number in {:?}", reported.stdout))
+        .to_owned();
+    let report_priority = json(
+        &collector
+            .cli(&admin, &["--json", "ticket", "show", &report])
+            .expect_code(0),
+    )["ticket"]["priority"]
+        .as_str()
+        .expect("priority")
+        .to_owned();
+    collector
+        .cli(
+            &alice,
+            &[
+                "ticket",
+                "resolve",
+                &report,
+                "--resolution",
+                "Replaced the fuser unit",
+            ],
+        )
+        .expect_code(0);
+    // The P2 group also hears of the report's opening if it is a P2.
+    let group_hears_report = report_priority == "P2";
+    let mails: Vec<_> = (0..1 + usize::from(group_hears_report))
         .map(|_| {
             smtp.next_mail(Duration::from_secs(30))
-                .expect("the resolution mails arrive")
+                .expect("the report's mails arrive")
         })
         .collect();
-    mails.sort_by(|a, b| a.to.cmp(&b.to));
-    assert_eq!(mails[0].to, vec!["alice@example.com"]);
-    let reporter = &mails[1];
-    assert_eq!(reporter.to, vec!["emma@example.com"]);
-    assert_eq!(
-        reporter.header("Subject").as_deref(),
-        Some(
-            format!(
-                "[Deskpulse #{id}] Your reported problem was resolved: Printer jams on every page"
-            )
-            .as_str()
-        )
+    let reporter = mails
+        .iter()
+        .find(|m| m.to == vec!["emma@example.com"])
+        .unwrap_or_else(|| panic!("no mail to the reporter: {mails:?}"));
+    let subject = reporter.header("Subject").expect("subject");
+    assert!(
+        subject.starts_with(&format!(
+            "[Deskpulse #{report}] Your reported problem was resolved: "
+        )) && subject.ends_with("Printer jams on every page"),
+        "{subject}"
     );
     let body = reporter.body();
     assert!(body.contains("How:     Replaced the fuser unit"), "{body}");
@@ -274,7 +309,11 @@ fn email_goes_through_starttls_with_auth_to_the_group_the_assignee_and_the_repor
         .iter()
         .map(|w| w["delivered"].as_u64().expect("count"))
         .collect();
-    assert_eq!(delivered, vec![1, 2, 1], "{listed}");
+    assert_eq!(
+        delivered,
+        vec![1 + u64::from(group_hears_report), 2, 1],
+        "{listed}"
+    );
     assert!(!listed.to_string().contains("s3cret-pass"));
     assert!(!collector.logs().contains("s3cret-pass"));
     assert!(

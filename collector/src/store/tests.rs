@@ -1724,6 +1724,26 @@ async fn fleet_queries_use_each_ecosystems_version_order_and_the_facts(db: TestD
     assert!(!ids(&store, &offline).await.contains(&a));
 }
 
+/// Applies `text` as the policy at `at_ms`, audited as the system; it
+/// must be valid.
+async fn apply_valid_policy(
+    store: &SharedStore,
+    text: &str,
+    at_ms: i64,
+) -> std::sync::Arc<PolicyRecord> {
+    store
+        .apply_policy(
+            text,
+            "admin",
+            None,
+            &|_: &PolicyRecord| AuditEntry::system("test", "", ""),
+            at_ms,
+        )
+        .await
+        .expect("store")
+        .expect("valid")
+}
+
 async fn enrolled_host(store: &SharedStore) -> String {
     token(store, "h", i64::MAX, 1).await;
     host_id(
@@ -2120,17 +2140,7 @@ recover = 85
 for = "20s"
 severity = "high"
 "#;
-    store
-        .apply_policy(
-            text,
-            "admin",
-            None,
-            &|_: &PolicyRecord| AuditEntry::system("test", "", ""),
-            1,
-        )
-        .await
-        .expect("store")
-        .expect("valid");
+    apply_valid_policy(&store, text, 1).await;
     let id = enrolled_host(&store).await;
     let s = 1_000;
     for (seq, at) in [(1, 0), (2, 10 * s), (3, 25 * s)] {
@@ -2767,17 +2777,7 @@ threshold = 50
 recover = 40
 severity = "medium"
 "#;
-    let applied = store
-        .apply_policy(
-            text,
-            "admin",
-            None,
-            &|_: &PolicyRecord| AuditEntry::system("test", "", ""),
-            2,
-        )
-        .await
-        .expect("store")
-        .expect("valid");
+    let applied = apply_valid_policy(&store, text, 2).await;
     assert_eq!(applied.version, 1);
     // A file checked against the defaults (version 0) by a second admin
     // is refused now that version 1 is in force; nothing is written.
@@ -2826,18 +2826,12 @@ severity = "medium"
 async fn a_policy_applied_by_one_replica_reaches_the_others(db: TestDb) {
     let replica = backend::open(&db.url).await.expect("open a second replica");
     assert_eq!(replica.policy().await.expect("policy").version, 0);
-    let first = db
-        .store
-        .apply_policy(
-            "[[rule]]\nname = \"a\"\nmetric = \"cpu_percent\"\nop = \">\"\nthreshold = 90\nseverity = \"low\"\n",
-            "admin",
-            None,
-            &|_: &PolicyRecord| AuditEntry::system("test", "", ""),
-            1,
-        )
-        .await
-        .expect("store")
-        .expect("valid");
+    let first = apply_valid_policy(
+        &db.store,
+        "[[rule]]\nname = \"a\"\nmetric = \"cpu_percent\"\nop = \">\"\nthreshold = 90\nseverity = \"low\"\n",
+        1,
+    )
+    .await;
     replica_reaches(&replica, &first).await;
 
     // Cut every listener off; the one that reconnects must not miss an
@@ -2850,18 +2844,12 @@ async fn a_policy_applied_by_one_replica_reaches_the_others(db: TestDb) {
     .await
     .expect("terminate the listeners");
     assert_eq!(cut, [true, true], "one listener per replica");
-    let second = db
-        .store
-        .apply_policy(
-            "[[rule]]\nname = \"b\"\nmetric = \"cpu_percent\"\nop = \">\"\nthreshold = 95\nseverity = \"low\"\n",
-            "admin",
-            None,
-            &|_: &PolicyRecord| AuditEntry::system("test", "", ""),
-            2,
-        )
-        .await
-        .expect("store")
-        .expect("valid");
+    let second = apply_valid_policy(
+        &db.store,
+        "[[rule]]\nname = \"b\"\nmetric = \"cpu_percent\"\nop = \">\"\nthreshold = 95\nseverity = \"low\"\n",
+        2,
+    )
+    .await;
     replica_reaches(&replica, &second).await;
 }
 

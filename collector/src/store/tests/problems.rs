@@ -26,17 +26,7 @@ severity = "medium"
 "#;
 
 async fn apply(store: &SharedStore, text: &str) {
-    store
-        .apply_policy(
-            text,
-            "admin",
-            None,
-            &|_: &PolicyRecord| AuditEntry::system("test", "", ""),
-            1,
-        )
-        .await
-        .expect("store")
-        .expect("policy applies");
+    super::apply_valid_policy(store, text, 1).await;
 }
 
 /// Enrolls `n` hosts.
@@ -52,6 +42,23 @@ async fn hosts(store: &SharedStore, n: usize) -> Vec<String> {
         out.push(host_id(&outcome));
     }
     out
+}
+
+/// Enrolls `n` hosts and has each send a saturated CPU sample, `step_ms`
+/// after the one before, from 0.
+async fn hosts_firing(store: &SharedStore, n: usize, step_ms: i64) -> Vec<String> {
+    let ids = hosts(store, n).await;
+    for (i, host) in ids.iter().enumerate() {
+        cpu(
+            store,
+            host,
+            1,
+            i64::try_from(i).expect("small") * step_ms,
+            95.0,
+        )
+        .await;
+    }
+    ids
 }
 
 /// One CPU sample of `host` at `at_ms`, stored at that time.
@@ -196,17 +203,7 @@ pub(super) async fn employees_reporting_the_same_words_from_many_pcs_make_one_pr
 pub(super) async fn many_ordinary_hosts_raise_a_problems_priority_above_its_tickets(db: TestDb) {
     let store = db.store.clone();
     apply(&store, &POLICY.replace("hosts = 3", "hosts = 2")).await;
-    let ids = hosts(&store, 10).await;
-    for (i, host) in ids.iter().enumerate() {
-        cpu(
-            &store,
-            host,
-            1,
-            i64::try_from(i).expect("small") * 1000,
-            95.0,
-        )
-        .await;
-    }
+    hosts_firing(&store, 10, 1000).await;
     let detail = only_problem(&store).await;
     assert!(detail.tickets.iter().all(|t| t.priority == "P3"));
     // Ten medium-criticality hosts weigh 10: one level up.
@@ -299,17 +296,7 @@ pub(super) async fn resolving_a_problem_resolves_its_open_tickets_each_through_t
 ) {
     let store = db.store.clone();
     apply(&store, POLICY).await;
-    let ids = hosts(&store, 3).await;
-    for (i, host) in ids.iter().enumerate() {
-        cpu(
-            &store,
-            host,
-            1,
-            i64::try_from(i).expect("small") * MIN,
-            95.0,
-        )
-        .await;
-    }
+    hosts_firing(&store, 3, MIN).await;
     let detail = only_problem(&store).await;
     let id = detail.problem.id;
     // One ticket a technician resolved on their own keeps its resolution.
@@ -409,17 +396,7 @@ pub(super) async fn a_problem_follows_its_tickets_resolved_one_by_one_reopened_a
 ) {
     let store = db.store.clone();
     apply(&store, POLICY).await;
-    let ids = hosts(&store, 4).await;
-    for (i, host) in ids.iter().enumerate() {
-        cpu(
-            &store,
-            host,
-            1,
-            i64::try_from(i).expect("small") * MIN,
-            95.0,
-        )
-        .await;
-    }
+    let ids = hosts_firing(&store, 4, MIN).await;
     let detail = only_problem(&store).await;
     let tickets: Vec<i64> = detail.tickets.iter().map(|t| t.id).collect();
     assert_eq!(tickets.len(), 4);
@@ -553,17 +530,7 @@ pub(super) async fn problem_events_reach_the_webhook_outbox_with_the_problem(db:
         .add_webhook(&hook, &|_: &i64| AuditEntry::system("test", "", ""), 0)
         .await
         .expect("add");
-    let ids = hosts(&store, 10).await;
-    for (i, host) in ids.iter().enumerate() {
-        cpu(
-            &store,
-            host,
-            1,
-            i64::try_from(i).expect("small") * 1000,
-            95.0,
-        )
-        .await;
-    }
+    hosts_firing(&store, 10, 1000).await;
     let id = only_problem(&store).await.problem.id;
     store
         .resolve_problem(id, "fixed fleet-wide", "bob", &by("bob"), 20_000)
@@ -659,16 +626,7 @@ pub(super) async fn problem_events_reach_chat_and_mail_by_the_problems_priority(
             .await
             .expect("add");
     }
-    for (i, host) in hosts(&store, 2).await.iter().enumerate() {
-        cpu(
-            &store,
-            host,
-            1,
-            i64::try_from(i).expect("small") * 1000,
-            95.0,
-        )
-        .await;
-    }
+    hosts_firing(&store, 2, 1000).await;
     let problem = only_problem(&store).await.problem;
     assert_ne!(problem.priority, "P1", "{problem:?}");
 

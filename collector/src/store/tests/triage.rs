@@ -5,22 +5,10 @@
 //! ticket gets the host's last health and changes instead of runs.
 
 use super::{TestDb, desktop_host, disk_sample, enrolled_host, result_report};
-use crate::store::{
-    AuditEntry, AuditQuery, JobQuery, PolicyRecord, SessionOpen, SharedStore, TRIAGE_REQUESTER,
-};
+use crate::store::{AuditQuery, JobQuery, SessionOpen, SharedStore, TRIAGE_REQUESTER};
 
 async fn apply(store: &SharedStore, text: &str) {
-    store
-        .apply_policy(
-            text,
-            "admin",
-            None,
-            &|_: &PolicyRecord| AuditEntry::system("test", "", ""),
-            1,
-        )
-        .await
-        .expect("store")
-        .expect("valid");
+    super::apply_valid_policy(store, text, 1).await;
 }
 
 pub(super) async fn a_rule_that_fires_queues_its_triage_as_audited_jobs_for_its_ticket(db: TestDb) {

@@ -86,6 +86,17 @@ impl Run {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("{e}: {}", self.stdout))
     }
 
+    /// The ticket number `report-issue` printed ("Reported. Ticket #N.");
+    /// a failure quoting both streams when it printed none.
+    pub fn reported_ticket(&self) -> String {
+        self.stdout
+            .trim()
+            .strip_prefix("Reported. Ticket #")
+            .and_then(|rest| rest.strip_suffix('.'))
+            .unwrap_or_else(|| panic!("no ticket number in {:?} ({})", self.stdout, self.stderr))
+            .to_owned()
+    }
+
     /// The last stderr line: where the one-line error is.
     pub fn error_line(&self) -> &str {
         self.stderr.lines().last().unwrap_or("")

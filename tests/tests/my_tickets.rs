@@ -27,16 +27,6 @@ fn one_line(out: &Run, needle: &str) {
     assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
 }
 
-/// The ticket number in "Reported. Ticket #N.".
-fn ticket_number(out: &Run) -> String {
-    out.stdout
-        .trim()
-        .strip_prefix("Reported. Ticket #")
-        .and_then(|rest| rest.strip_suffix('.'))
-        .unwrap_or_else(|| panic!("no ticket number in {:?} ({})", out.stdout, out.stderr))
-        .to_owned()
-}
-
 fn is_root() -> bool {
     run(std::process::Command::new("id").arg("-u"))
         .stdout
@@ -76,7 +66,7 @@ fn an_employee_follows_their_ticket_and_sees_only_public_notes_and_the_resolutio
             "Ana.Lopez@example.com",
         ])
         .expect_code(0);
-    let id = ticket_number(&reported);
+    let id = reported.reported_ticket();
     let again = agent
         .command(&["report-issue", "Outlook crashes when I open the calendar"])
         .expect_code(0);

@@ -247,13 +247,7 @@ fn email_goes_through_starttls_with_auth_to_the_group_the_assignee_and_the_repor
             "emma@example.com",
         ])
         .expect_code(0);
-    let report = reported
-        .stdout
-        .trim()
-        .strip_prefix("Reported. Ticket #")
-        .and_then(|rest| rest.strip_suffix('.'))
-        .unwrap_or_else(|| panic!("no ticket number in {:?}", reported.stdout))
-        .to_owned();
+    let report = reported.reported_ticket();
     let report_priority = json(
         &collector
             .cli(&admin, &["--json", "ticket", "show", &report])

@@ -48,13 +48,7 @@ fn a_burst_of_reports_is_held_to_the_limit_duplicates_fold_and_a_restart_resets_
     let service = connected_service(&agent);
 
     let first = report(&agent, "The printer is on fire").expect_code(0);
-    let number = first
-        .stdout
-        .trim()
-        .strip_prefix("Reported. Ticket #")
-        .and_then(|rest| rest.strip_suffix('.'))
-        .unwrap_or_else(|| panic!("a ticket number: {}", first.stdout))
-        .to_owned();
+    let number = first.reported_ticket();
     let again = report(&agent, "The printer is on fire").expect_code(0);
     let said = again.stdout.trim().to_owned();
     assert!(

@@ -425,21 +425,31 @@ pub fn run_until_stopped(
     served
 }
 
-async fn cancel_on_signal(shutdown: CancellationToken) {
+/// Installs the stop signals' handlers at once, so that a SIGTERM from
+/// the service's first moment on is a clean stop (a handler installed by a
+/// spawned task would wait for the task's first poll, and until then the
+/// signal's default ends the process), and returns the wait for one.
+fn cancel_on_signal(shutdown: CancellationToken) -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
-    {
+    let stop_signals = {
         use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
+        signal(SignalKind::terminate())
+            .and_then(|term| Ok((term, signal(SignalKind::interrupt())?)))
+            .ok()
+    };
+    async move {
+        #[cfg(unix)]
+        if let Some((mut term, mut interrupt)) = stop_signals {
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
+                _ = interrupt.recv() => {}
             }
             shutdown.cancel();
             return;
         }
+        let _ = tokio::signal::ctrl_c().await;
+        shutdown.cancel();
     }
-    let _ = tokio::signal::ctrl_c().await;
-    shutdown.cancel();
 }
 
 /// The agent's runtime: one thread, because its work is small and a

@@ -137,6 +137,8 @@ pub struct Collector {
     /// need too.
     database: Option<String>,
     stderr: std::sync::Arc<std::sync::Mutex<String>>,
+    /// Closed when the reader has copied the collector's last stderr line.
+    stderr_read: Option<mpsc::Receiver<()>>,
 }
 
 impl Collector {
@@ -205,6 +207,7 @@ impl Collector {
         let stderr_pipe = child.stderr.take().expect("stderr");
         let stderr = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let sink = stderr.clone();
+        let (stderr_done, stderr_read) = mpsc::channel::<()>();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr_pipe).lines().map_while(Result::ok) {
                 if let Ok(mut s) = sink.lock() {
@@ -212,6 +215,7 @@ impl Collector {
                     s.push('\n');
                 }
             }
+            drop(stderr_done);
         });
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -265,6 +269,7 @@ impl Collector {
             data_dir,
             database,
             stderr,
+            stderr_read: Some(stderr_read),
         }
     }
 
@@ -388,6 +393,22 @@ impl Collector {
         command
     }
 
+    /// Waits until this collector has stored an inventory of `agent`'s
+    /// host. A session acknowledges its reports in order, so an employee's
+    /// report sent behind a fresh agent's first, full inventory waits for
+    /// that inventory's commit: tests that read `report-issue`'s ticket
+    /// number (which it waits a few seconds for) start after it.
+    pub fn wait_first_inventory(&self, agent: &Agent) {
+        let token = self.admin_token();
+        let host = agent.host_id();
+        wait_for(Duration::from_secs(60), || {
+            let shown = self.cli(&token, &["--json", "host", "show", &host]);
+            let shown: serde_json::Value = serde_json::from_str(&shown.stdout).ok()?;
+            shown["inventory"].is_object().then_some(())
+        })
+        .expect("the agent's first inventory is stored");
+    }
+
     /// The collector's stderr so far.
     pub fn logs(&self) -> String {
         self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
@@ -422,25 +443,40 @@ impl Collector {
             let _ = child.kill();
             let _ = child.wait();
         }
+        self.wait_stderr_read();
         std::mem::replace(&mut self.data_dir, tempfile::tempdir().expect("temp dir"))
     }
 
-    /// Sends SIGTERM and waits for the exit code.
+    /// Sends SIGTERM and waits for the exit code, and for its last log
+    /// lines to be in [`Collector::logs`].
     pub fn terminate(&mut self) -> Option<i32> {
         let mut child = self.child.take()?;
         let pid = i32::try_from(child.id()).ok()?;
         // SAFETY-free: kill(2) through libc is the only way to send SIGTERM.
         send_signal(pid, libc::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
+        let code = loop {
             if let Ok(Some(status)) = child.try_wait() {
-                return status.code();
+                break status.code();
             }
             if Instant::now() > deadline {
                 let _ = child.kill();
-                return None;
+                let _ = child.wait();
+                break None;
             }
             std::thread::sleep(Duration::from_millis(20));
+        };
+        self.wait_stderr_read();
+        code
+    }
+
+    /// Waits (a few seconds at most) until the stderr reader has copied
+    /// everything an exited collector wrote.
+    fn wait_stderr_read(&mut self) {
+        if let Some(read) = self.stderr_read.take() {
+            // Err(Disconnected) is the reader's end; a timeout leaves the
+            // logs as far as they got.
+            let _ = read.recv_timeout(Duration::from_secs(5));
         }
     }
 

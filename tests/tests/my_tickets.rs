@@ -58,6 +58,7 @@ fn an_employee_follows_their_ticket_and_sees_only_public_notes_and_the_resolutio
 
     let service = AgentService::start(&agent, &[]);
     agent.wait_service_connected();
+    collector.wait_first_inventory(&agent);
     let reported = agent
         .command(&[
             "report-issue",

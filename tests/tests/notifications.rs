@@ -239,6 +239,7 @@ fn email_goes_through_starttls_with_auth_to_the_group_the_assignee_and_the_repor
     // resolving their ticket mails them, without the evidence or the address.
     let _service = AgentService::start(&agent, &[]);
     agent.wait_service_connected();
+    collector.wait_first_inventory(&agent);
     let reported = agent
         .command(&[
             "report-issue",
@@ -291,23 +292,28 @@ fn email_goes_through_starttls_with_auth_to_the_group_the_assignee_and_the_repor
     assert!(body.contains("How:     Replaced the fuser unit"), "{body}");
     assert!(!body.contains("emma@example.com"), "{body}");
 
-    // Every channel delivered; nothing failed.
-    let listed = json(
-        &collector
-            .cli(&admin, &["--json", "webhooks"])
-            .expect_code(0),
-    );
-    let delivered: Vec<u64> = listed
-        .as_array()
-        .expect("list")
-        .iter()
-        .map(|w| w["delivered"].as_u64().expect("count"))
-        .collect();
-    assert_eq!(
-        delivered,
-        vec![1 + u64::from(group_hears_report), 2, 1],
-        "{listed}"
-    );
+    // Every channel delivered; nothing failed. The server prints a mail
+    // before it answers "250", and the deliverer records a pass's outcomes
+    // once the pass ends, so the counts may lag the last mail a moment.
+    let expected = vec![1 + u64::from(group_hears_report), 2, 1];
+    let counts = |listed: &serde_json::Value| -> Vec<u64> {
+        listed
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|w| w["delivered"].as_u64().expect("count"))
+            .collect()
+    };
+    let mut listed = serde_json::Value::Null;
+    let all_counted = wait_for(Duration::from_secs(10), || {
+        listed = json(
+            &collector
+                .cli(&admin, &["--json", "webhooks"])
+                .expect_code(0),
+        );
+        (counts(&listed) == expected).then_some(())
+    });
+    assert!(all_counted.is_some(), "delivered {listed}");
     assert!(!listed.to_string().contains("s3cret-pass"));
     assert!(!collector.logs().contains("s3cret-pass"));
     assert!(
@@ -334,10 +340,12 @@ fn smtp_down_is_retried_and_shown_then_delivered_over_implicit_tls() {
     collector
         .cli(&admin, &["webhooks", "add", "mailto:oncall@example.com"])
         .expect_code(0);
-    // The ticket is written at once: SMTP being down holds nothing up.
+    // The ticket is written at once: SMTP being down holds nothing up
+    // (the bound leaves room for one debug CLI call over TLS on a loaded
+    // machine; the write never waits for a delivery).
     let started = std::time::Instant::now();
     let id = new_ticket(&collector, &admin, &agent.host_id(), "VPN drops", "p1");
-    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(started.elapsed() < Duration::from_secs(20));
 
     let failing = wait_for(Duration::from_secs(30), || {
         let list = json(
@@ -365,11 +373,12 @@ fn smtp_down_is_retried_and_shown_then_delivered_over_implicit_tls() {
         table.stdout
     );
 
-    // Up again: the retry (30 s ± 20 % after the failure) delivers it.
+    // Up again: a retry (the first 30 s ± 20 % after the failure; the
+    // next, should the server not be up yet, twice as long) delivers it.
     let smtp = SmtpServer::start(test, &ca, SmtpTls::Implicit, None, port).expect("restarted");
     let mail = smtp
-        .next_mail(Duration::from_secs(60))
-        .expect("delivered by the retry");
+        .next_mail(Duration::from_secs(150))
+        .expect("delivered by a retry");
     assert!(mail.tls);
     assert_eq!(mail.to, vec!["oncall@example.com"]);
     assert!(
@@ -389,7 +398,10 @@ fn smtp_down_is_retried_and_shown_then_delivered_over_implicit_tls() {
     .expect("listed as delivered");
     assert_eq!(delivered[0]["pending"], 0, "{delivered}");
     assert!(delivered[0]["last_error"].is_null(), "{delivered}");
-    assert_eq!(delivered[0]["last_attempts"], 2, "{delivered}");
+    assert!(
+        delivered[0]["last_attempts"].as_u64() >= Some(2),
+        "{delivered}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

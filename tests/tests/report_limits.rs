@@ -46,6 +46,7 @@ fn a_burst_of_reports_is_held_to_the_limit_duplicates_fold_and_a_restart_resets_
         .enroll(&collector, &collector.enrollment_token(1))
         .expect_code(0);
     let service = connected_service(&agent);
+    collector.wait_first_inventory(&agent);
 
     let first = report(&agent, "The printer is on fire").expect_code(0);
     let number = first.reported_ticket();

@@ -192,7 +192,15 @@ async fn host_revoke_cuts_the_live_session_and_the_agent_is_refused_after() {
     // The agent does not retry in a loop: restarted, it tries once, says
     // so, and waits (an hour) before it looks again.
     assert_eq!(service.stop(), Some(0));
-    let before = collector.logs().matches(REFUSED_REVOKED).count();
+    // The probe's refusal is logged as it is sent: count once the log has
+    // taken it, and it stays the same for half a second.
+    let refused_so_far = || collector.logs().matches(REFUSED_REVOKED).count();
+    let before = wait_for(Duration::from_secs(10), || {
+        let now = refused_so_far();
+        std::thread::sleep(Duration::from_millis(500));
+        (now > 0 && refused_so_far() == now).then_some(now)
+    })
+    .expect("the probe's refusal is logged");
     let service = AgentService::start(&agent, &[]);
     wait_for(Duration::from_secs(30), || {
         (collector.logs().matches(REFUSED_REVOKED).count() > before).then_some(())

@@ -120,7 +120,9 @@ fn run(task: Task) -> Result<()> {
                 xtask::wine::build(&root)?;
                 Some(start_wine(&root)?)
             };
-            let mut test = vec!["test", "--workspace"];
+            // Every test binary runs even after one fails, so a run shows
+            // all of its failures, not only the first binary's.
+            let mut test = vec!["test", "--workspace", "--no-fail-fast"];
             test.extend(args.iter().map(String::as_str));
             let mut linux = cargo_command(&root, &test);
             if let Some(server) = &server {

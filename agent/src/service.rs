@@ -429,27 +429,33 @@ pub fn run_until_stopped(
 /// the service's first moment on is a clean stop (a handler installed by a
 /// spawned task would wait for the task's first poll, and until then the
 /// signal's default ends the process), and returns the wait for one.
+#[cfg(unix)]
 fn cancel_on_signal(shutdown: CancellationToken) -> impl std::future::Future<Output = ()> {
-    #[cfg(unix)]
-    let stop_signals = {
-        use tokio::signal::unix::{SignalKind, signal};
-        signal(SignalKind::terminate())
-            .and_then(|term| Ok((term, signal(SignalKind::interrupt())?)))
-            .ok()
-    };
+    use tokio::signal::unix::{SignalKind, signal};
+    let stop_signals = signal(SignalKind::terminate())
+        .and_then(|term| Ok((term, signal(SignalKind::interrupt())?)))
+        .ok();
     async move {
-        #[cfg(unix)]
-        if let Some((mut term, mut interrupt)) = stop_signals {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = interrupt.recv() => {}
+        match stop_signals {
+            Some((mut term, mut interrupt)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = interrupt.recv() => {}
+                }
             }
-            shutdown.cancel();
-            return;
+            None => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
         }
-        let _ = tokio::signal::ctrl_c().await;
         shutdown.cancel();
     }
+}
+
+/// Waits for Ctrl-C (the Windows service stops through the SCM instead).
+#[cfg(not(unix))]
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let _ = tokio::signal::ctrl_c().await;
+    shutdown.cancel();
 }
 
 /// The agent's runtime: one thread, because its work is small and a

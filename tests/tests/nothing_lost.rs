@@ -235,7 +235,8 @@ fn a_full_spool_thins_old_health_and_reports_the_drops() {
         .cli(&token, &["host", "show", &host])
         .expect_code(0);
     assert!(
-        text.stdout.contains("health samples thinned"),
+        text.stdout.contains("health samples thinned")
+            && text.stdout.contains("reports waiting to be sent"),
         "{}",
         text.stdout
     );

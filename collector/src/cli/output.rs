@@ -1176,7 +1176,8 @@ pub fn host(detail: &GetHostResponse, health_asked: bool, json: bool) -> Command
         field(
             "agent spool",
             format!(
-                "{} waiting; {} health samples thinned, {} dropped, {} unwritable, {} results refused{}",
+                "as of {}: {} reports waiting to be sent; {} health samples thinned, {} dropped, {} unwritable, {} results refused{}",
+                time(detail.spool_at_unix_ms),
                 spool.waiting,
                 spool.health_thinned,
                 spool.health_dropped,

@@ -231,7 +231,8 @@ fn facts(host: &GetHostResponse) -> Markup {
             }
             @if let Some(spool) = &host.spool {
                 dt { "Agent spool" } dd {
-                    (spool.waiting) " waiting · " (spool.health_thinned) " health samples thinned, "
+                    "as of " (time(host.spool_at_unix_ms)) ": " (spool.waiting) " reports waiting to be sent · "
+                    (spool.health_thinned) " health samples thinned, "
                     (spool.health_dropped) " dropped · " (spool.inventory_superseded) " inventories superseded · "
                     (spool.results_refused) " results refused · " (spool.unwritable) " unwritable"
                 }

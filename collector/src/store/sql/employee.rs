@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use sqlx::QueryBuilder;
 
 use super::tickets::{BackendSql, TicketConn};
-use super::{Dialect, Value, push_values};
+use super::{Dialect, Value, push_in, push_values};
 use crate::store::engine::employee::EmployeeTx;
 use crate::store::rows::{TICKET_COLUMNS, ticket_row};
 use crate::store::{SqlBackend, StoreResult, TicketRow, WorklogEntry};
@@ -103,19 +103,13 @@ impl<T: SqlBackend> EmployeeQueries for T {
         if rows.is_empty() {
             return Ok(ReporterTickets::default());
         }
-        let ids: Vec<i64> = rows.iter().map(|t| t.id).collect();
         let mut sql = QueryBuilder::<T::Db>::new(
             "SELECT ticket_id, at_ms, author, note FROM ticket_worklog WHERE is_public = ",
         );
         T::Db::flag(&mut sql, true);
-        sql.push(" AND ticket_id IN (");
-        for (n, id) in ids.iter().enumerate() {
-            if n > 0 {
-                sql.push(", ");
-            }
-            T::Db::int(&mut sql, *id);
-        }
-        sql.push(") ORDER BY ticket_id, at_ms DESC, id DESC");
+        sql.push(" AND ticket_id");
+        push_in(&mut sql, rows.iter().map(|t| Value::Int(t.id)));
+        sql.push(" ORDER BY ticket_id, at_ms DESC, id DESC");
         let notes = T::Db::all(self.reads(), sql, |r| {
             Ok((
                 r.int("ticket_id")?,

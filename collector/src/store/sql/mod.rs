@@ -116,6 +116,18 @@ pub(crate) fn push_values<B: Dialect>(query: &mut QueryBuilder<B>, values: &[Val
     }
 }
 
+/// Appends ` IN (…)` with `values` as bound parameters; `values` must not
+/// be empty (`IN ()` is not SQL).
+pub(crate) fn push_in<'v, B: Dialect>(
+    query: &mut QueryBuilder<B>,
+    values: impl IntoIterator<Item = Value<'v>>,
+) {
+    let values: Vec<Value<'v>> = values.into_iter().collect();
+    query.push(" IN (");
+    push_values(query, &values);
+    query.push(")");
+}
+
 /// What the shared queries need of a database: binding the value types the
 /// store uses, and fetching rows read through [`Columns`].
 pub(crate) trait Dialect: Database {

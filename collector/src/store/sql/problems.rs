@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use sqlx::{Pool, QueryBuilder, Transaction};
 
 use super::tickets::{BackendSql, TicketConn};
-use super::{Dialect, SendFuture, Value, push_values};
+use super::{Dialect, SendFuture, Value, push_in, push_values};
 use crate::rules::priority::Priority;
 use crate::rules::problems::{CommonChange, GroupKey, ProblemRefusal, ProblemRow, shared_enough};
 use crate::store::engine::problems::{self as engine, ProblemTx, Settle, Tallies};
@@ -224,16 +224,7 @@ impl<B: BackendSql> ProblemTx for TicketConn<'_, B> {
                 best_priority: None,
             });
         }
-        let ids = |sql: &mut QueryBuilder<B>| {
-            sql.push(" IN (");
-            for (i, id) in joined.iter().enumerate() {
-                if i > 0 {
-                    sql.push(", ");
-                }
-                B::int(sql, *id);
-            }
-            sql.push(")");
-        };
+        let ids = |sql: &mut QueryBuilder<B>| push_in(sql, joined.iter().map(|id| Value::Int(*id)));
         // The joined tickets' hosts that had no ticket in the problem yet,
         // through the (problem, host) index: what they add.
         let mut sql = QueryBuilder::new(

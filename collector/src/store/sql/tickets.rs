@@ -27,7 +27,7 @@ use std::future::Future;
 
 use sqlx::{Pool, QueryBuilder, Transaction};
 
-use super::{Dialect, SendFuture, Value, push_values};
+use super::{Dialect, SendFuture, Value, push_in, push_values};
 use crate::rules::events::ChangeEvent;
 use crate::rules::policy::Policy;
 use crate::store::engine::tickets::{
@@ -85,14 +85,8 @@ pub(crate) fn changes<'a, B: Dialect>(
         B::text(&mut sql, host);
     }
     if !query.sections.is_empty() {
-        sql.push(" AND c.section IN (");
-        for (i, section) in query.sections.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            B::text(&mut sql, section);
-        }
-        sql.push(")");
+        sql.push(" AND c.section");
+        push_in(&mut sql, query.sections.iter().map(|s| Value::Text(s)));
     }
     sql.push(" ORDER BY c.observed_at_ms DESC, c.id DESC LIMIT ");
     B::int(&mut sql, i64::from(query.limit));

@@ -8,7 +8,7 @@ use std::future::Future;
 
 use sqlx::{Pool, QueryBuilder, Transaction};
 
-use super::{Dialect, SendFuture, Value, push_values};
+use super::{Dialect, SendFuture, Value, push_in, push_values};
 use crate::store::{
     Delivery, DeliveryOutcome, NewWebhook, StoreError, StoreResult, TicketEvent, WebhookFormat,
     WebhookRoute, WebhookStatus,
@@ -96,14 +96,8 @@ pub(crate) fn claim<'a, B: Dialect>(
         }
         let mut sql = QueryBuilder::new("UPDATE webhook_outbox SET next_attempt_at_ms = ");
         B::int(&mut sql, now_ms.saturating_add(lease_ms));
-        sql.push(" WHERE id IN (");
-        for (i, delivery) in deliveries.iter().enumerate() {
-            if i > 0 {
-                sql.push(", ");
-            }
-            B::int(&mut sql, delivery.id);
-        }
-        sql.push(")");
+        sql.push(" WHERE id");
+        push_in(&mut sql, deliveries.iter().map(|d| Value::Int(d.id)));
         B::execute_in(&mut tx, sql).await?;
         tx.commit().await?;
         Ok(deliveries)

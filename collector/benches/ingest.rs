@@ -22,16 +22,15 @@ use std::time::Instant;
 
 use deskpulse_collector::facts;
 use deskpulse_collector::ingest;
-use deskpulse_collector::store::{
-    self, EnrollOutcome, EnrollRequest, HostCert, IncomingReport, NewEnrollmentToken,
-    ReportPayload, SharedStore,
-};
+use deskpulse_collector::store::{self, IncomingReport, ReportPayload, SharedStore};
 use deskpulse_proto::v1::{
     FilesystemUsage, HealthSample, Inventory, OsInfo, Package, ServiceHealth, SoftwareInfo,
     SystemInfo, TemperatureReading,
 };
 use prost::Message;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+
+mod support;
 
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -273,63 +272,20 @@ fn health_report(host_id: &str, host: usize, round: usize, at_ms: i64) -> Incomi
     }
 }
 
+/// The bench's fleet, every tenth host tagged `criticality=high`.
 async fn enroll(store: &SharedStore, hosts: usize) -> Vec<String> {
-    store
-        .create_enrollment_token(
-            &NewEnrollmentToken {
-                id: "bench".into(),
-                token_sha256: "bench".into(),
-                expires_at_ms: i64::MAX,
-                uses: u32::try_from(hosts).unwrap_or(u32::MAX),
-                created_by: "bench".into(),
-                relink_host: None,
-            },
-            &deskpulse_collector::store::AuditEntry::system("test", "", ""),
-            0,
-        )
-        .await
-        .expect("token");
-    let issue = |id: &str| {
-        Ok(HostCert {
-            cert_pem: String::new(),
-            serial_hex: id.into(),
-            sha256_hex: id.into(),
-            ca_sha256: "ca-1".into(),
-        })
-    };
-    let mut ids = Vec::with_capacity(hosts);
-    for i in 0..hosts {
-        let outcome = store
-            .enroll(
-                &EnrollRequest {
-                    token_sha256: "bench".into(),
-                    hostname: format!("pc-{i:05}"),
-                    hardware_uuid: String::new(),
-                    hardware_serial: String::new(),
-                    source_addr: String::new(),
-                    csr_der: Vec::new(),
-                },
+    let ids = support::enroll_hosts(store, hosts).await;
+    for host_id in ids.iter().step_by(10) {
+        store
+            .set_tag(
+                host_id,
+                "criticality",
+                "high",
+                &deskpulse_collector::store::AuditEntry::system("test", "", ""),
                 0,
-                &issue,
             )
             .await
-            .expect("enroll");
-        let EnrollOutcome::Enrolled { host_id, .. } = outcome else {
-            panic!("enrollment refused: {outcome:?}");
-        };
-        if i.is_multiple_of(10) {
-            store
-                .set_tag(
-                    &host_id,
-                    "criticality",
-                    "high",
-                    &deskpulse_collector::store::AuditEntry::system("test", "", ""),
-                    0,
-                )
-                .await
-                .expect("tag");
-        }
-        ids.push(host_id);
+            .expect("tag");
     }
     ids
 }

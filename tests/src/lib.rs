@@ -35,6 +35,23 @@ use std::time::{Duration, Instant};
 
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
+/// A policy under which every real agent's first health sample opens a
+/// ticket (rule `memory-in-use`: more than 1 % of memory in use), and three
+/// such tickets within 15 minutes make a fleet-wide problem.
+pub const MEMORY_PROBLEM_POLICY: &str = r#"
+[problems]
+hosts = 3
+window = "15m"
+
+[[rule]]
+name = "memory-in-use"
+metric = "memory_used_percent"
+op = ">"
+threshold = 1
+recover = 0.5
+severity = "low"
+"#;
+
 /// The path of a workspace binary built by `cargo build --workspace --bins`.
 pub fn bin(name: &str) -> PathBuf {
     let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -393,22 +410,6 @@ impl Collector {
         command
     }
 
-    /// Waits until this collector has stored an inventory of `agent`'s
-    /// host. A session acknowledges its reports in order, so an employee's
-    /// report sent behind a fresh agent's first, full inventory waits for
-    /// that inventory's commit: tests that read `report-issue`'s ticket
-    /// number (which it waits a few seconds for) start after it.
-    pub fn wait_first_inventory(&self, agent: &Agent) {
-        let token = self.admin_token();
-        let host = agent.host_id();
-        wait_for(Duration::from_secs(60), || {
-            let shown = self.cli(&token, &["--json", "host", "show", &host]);
-            let shown: serde_json::Value = serde_json::from_str(&shown.stdout).ok()?;
-            shown["inventory"].is_object().then_some(())
-        })
-        .expect("the agent's first inventory is stored");
-    }
-
     /// The collector's stderr so far.
     pub fn logs(&self) -> String {
         self.stderr.lock().map(|s| s.clone()).unwrap_or_default()
@@ -541,6 +542,26 @@ impl AgentService {
         Self(child)
     }
 
+    /// Starts `agent`'s service and waits until it is connected and
+    /// `collector` has stored its host's inventory. A session acknowledges
+    /// its reports in order, so an employee's report sent behind a fresh
+    /// agent's first, full inventory waits for that inventory's commit:
+    /// tests that read `report-issue`'s ticket number (which it waits a
+    /// few seconds for) start here.
+    pub fn start_ready(agent: &Agent, collector: &Collector) -> Self {
+        let service = Self::start(agent, &[]);
+        agent.wait_service_connected();
+        let token = collector.admin_token();
+        let host = agent.host_id();
+        wait_for(Duration::from_secs(60), || {
+            let shown = collector.cli(&token, &["--json", "host", "show", &host]);
+            let shown: serde_json::Value = serde_json::from_str(&shown.stdout).ok()?;
+            shown["inventory"].is_object().then_some(())
+        })
+        .expect("the agent's inventory is stored");
+        service
+    }
+
     /// Its process id.
     pub fn pid(&self) -> u32 {
         self.0.id()
@@ -586,6 +607,15 @@ impl Agent {
         Self {
             state_dir: tempfile::tempdir().expect("temp state dir"),
         }
+    }
+
+    /// A fresh agent enrolled to `collector` with a one-use token.
+    pub fn enrolled_to(collector: &Collector) -> Self {
+        let agent = Self::new();
+        agent
+            .enroll(collector, &collector.enrollment_token(1))
+            .expect_code(0);
+        agent
     }
 
     /// Waits until `status --json` says this agent's service runs and is

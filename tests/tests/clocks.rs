@@ -105,18 +105,10 @@ fn health(cpu: f32) -> Payload {
     })
 }
 
-fn enrolled(collector: &Collector) -> Agent {
-    let agent = Agent::new();
-    agent
-        .enroll(collector, &collector.enrollment_token(1))
-        .expect_code(0);
-    agent
-}
-
 #[tokio::test]
 async fn a_sample_dated_2100_no_longer_freezes_the_latest_health_and_a_clock_3_h_behind_shows() {
     let collector = Collector::start();
-    let agent = enrolled(&collector);
+    let agent = Agent::enrolled_to(&collector);
     let host = agent.host_id();
     let viewer = collector.api_token("vera", "viewer");
     let mut session = LyingSession::open(&collector, &agent, -3 * HOUR_MS).await;
@@ -183,7 +175,7 @@ async fn a_sample_dated_2100_no_longer_freezes_the_latest_health_and_a_clock_3_h
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_times_are_clamped_or_refused_in_one_line_and_nothing_panics() {
     let collector = Collector::start();
-    let agent = enrolled(&collector);
+    let agent = Agent::enrolled_to(&collector);
     let host = agent.host_id();
     let viewer = collector.api_token("vera", "viewer");
     // A clock at the end of time.

@@ -10,23 +10,6 @@ use std::time::Duration;
 
 use deskpulse_tests::{Agent, AgentService, Collector, require_tool, wait_for};
 
-fn enrolled(collector: &Collector) -> Agent {
-    let agent = Agent::new();
-    agent
-        .enroll(collector, &collector.enrollment_token(1))
-        .expect_code(0);
-    agent
-}
-
-fn connected(agent: &Agent) {
-    wait_for(Duration::from_secs(30), || {
-        let out = agent.command(&["status", "--json"]);
-        let s: serde_json::Value = serde_json::from_str(&out.stdout).ok()?;
-        (s["service_running"] == true && s["connected"] == true).then_some(())
-    })
-    .expect("the agent service connects");
-}
-
 fn job(collector: &Collector, token: &str, id: &str) -> serde_json::Value {
     let out = collector
         .cli(token, &["--json", "job", "show", id])
@@ -45,10 +28,10 @@ fn finished(collector: &Collector, token: &str, id: &str) -> serde_json::Value {
 #[test]
 fn an_online_run_streams_the_real_agents_output() {
     let collector = Collector::start();
-    let agent = enrolled(&collector);
+    let agent = Agent::enrolled_to(&collector);
     let alice = collector.api_token("alice", "technician");
     let _service = AgentService::start(&agent, &[]);
-    connected(&agent);
+    agent.wait_service_connected();
     let host = agent.host_id();
     let port = collector.addr.port().to_string();
 
@@ -132,7 +115,7 @@ fn a_queued_request_runs_when_the_agent_reconnects() {
         return;
     }
     let collector = Collector::start();
-    let agent = enrolled(&collector);
+    let agent = Agent::enrolled_to(&collector);
     let alice = collector.api_token("alice", "technician");
     let host = agent.host_id();
     let out = collector
@@ -166,13 +149,13 @@ fn a_queued_request_runs_when_the_agent_reconnects() {
 #[test]
 fn the_agent_refuses_a_diagnostic_its_config_disables_even_when_delivered() {
     let collector = Collector::start();
-    let agent = enrolled(&collector);
+    let agent = Agent::enrolled_to(&collector);
     let alice = collector.api_token("alice", "technician");
     let host = agent.host_id();
     // The agent first connects with the defaults, so the collector believes
     // ping is enabled.
     let service = AgentService::start(&agent, &[]);
-    connected(&agent);
+    agent.wait_service_connected();
     service.stop();
     // Queued while offline; then the agent comes back with ping disabled.
     let out = collector
@@ -214,11 +197,11 @@ fn the_agent_refuses_a_diagnostic_its_config_disables_even_when_delivered() {
 fn deskpulse_run_returns_a_refusal_after_the_agents_refusal_budget_is_spent() {
     const BUDGET: usize = 120; // diagnostics::REFUSALS_PER_HOUR
     let collector = Collector::start();
-    let agent = enrolled(&collector);
+    let agent = Agent::enrolled_to(&collector);
     let alice = collector.api_token("alice", "technician");
     let host = agent.host_id();
     let service = AgentService::start(&agent, &[]);
-    connected(&agent);
+    agent.wait_service_connected();
     service.stop();
     let ping = ["run", &host, "ping", "--param", "host=127.0.0.1"];
     for _ in 0..BUDGET {
@@ -285,13 +268,13 @@ fn deskpulse_run_returns_a_refusal_after_the_agents_refusal_budget_is_spent() {
 #[test]
 fn a_diagnostic_whose_program_is_missing_is_listed_unavailable_and_refused() {
     let collector = Collector::start();
-    let agent = enrolled(&collector);
+    let agent = Agent::enrolled_to(&collector);
     let alice = collector.api_token("alice", "technician");
     let host = agent.host_id();
     let empty = tempfile::tempdir().expect("an empty PATH dir");
     let path = empty.path().to_str().expect("utf-8 temp path");
     let _service = AgentService::start_with_env(&agent, &[], &[("PATH", path)]);
-    connected(&agent);
+    agent.wait_service_connected();
 
     let out = collector
         .cli(&alice, &["diagnostics", &host])
@@ -357,10 +340,10 @@ fn a_diagnostic_whose_program_is_missing_is_listed_unavailable_and_refused() {
 #[test]
 fn disk_usage_lists_usr_and_the_agent_refuses_what_its_roots_leave_out() {
     let collector = Collector::start();
-    let agent = enrolled(&collector);
+    let agent = Agent::enrolled_to(&collector);
     let alice = collector.api_token("alice", "technician");
     let _service = AgentService::start(&agent, &[]);
-    connected(&agent);
+    agent.wait_service_connected();
     let host = agent.host_id();
 
     let out = collector

@@ -109,14 +109,6 @@ impl FakeSession {
     }
 }
 
-fn enrolled(collector: &Collector) -> Agent {
-    let agent = Agent::new();
-    agent
-        .enroll(collector, &collector.enrollment_token(1))
-        .expect_code(0);
-    agent
-}
-
 async fn finish(child: std::process::Child) -> Run {
     tokio::task::spawn_blocking(move || Run::from(child.wait_with_output().expect("wait")))
         .await
@@ -126,7 +118,7 @@ async fn finish(child: std::process::Child) -> Run {
 #[tokio::test]
 async fn an_online_run_streams_the_output_and_ends_with_the_stored_result() {
     let collector = Collector::start();
-    let agent = enrolled(&collector);
+    let agent = Agent::enrolled_to(&collector);
     let alice = collector.api_token("alice", "technician");
     let mut session = FakeSession::open(&collector, &agent, &["ping"]).await;
     let host = agent.host_id();
@@ -190,7 +182,7 @@ async fn an_online_run_streams_the_output_and_ends_with_the_stored_result() {
 #[tokio::test]
 async fn an_offline_hosts_request_is_queued_and_delivered_when_it_connects() {
     let collector = Collector::start();
-    let agent = enrolled(&collector);
+    let agent = Agent::enrolled_to(&collector);
     let alice = collector.api_token("alice", "technician");
     let host = agent.host_id();
     let queued = collector
@@ -251,7 +243,7 @@ async fn an_offline_hosts_request_is_queued_and_delivered_when_it_connects() {
 #[tokio::test]
 async fn roles_parameters_and_the_agents_own_set_are_checked_before_anything_is_sent() {
     let collector = Collector::start();
-    let agent = enrolled(&collector);
+    let agent = Agent::enrolled_to(&collector);
     let admin = collector.admin_token();
     let alice = collector.api_token("alice", "technician");
     let viewer = collector.api_token("vic", "viewer");
@@ -354,7 +346,7 @@ async fn roles_parameters_and_the_agents_own_set_are_checked_before_anything_is_
 #[tokio::test]
 async fn a_hostile_agents_live_output_is_capped_and_its_forged_times_clamped() {
     let collector = Collector::start();
-    let agent = enrolled(&collector);
+    let agent = Agent::enrolled_to(&collector);
     let alice = collector.api_token("alice", "technician");
     let mut session = FakeSession::open(&collector, &agent, &["ping"]).await;
     let host = agent.host_id();
@@ -443,7 +435,7 @@ async fn a_hostile_agents_live_output_is_capped_and_its_forged_times_clamped() {
 #[tokio::test]
 async fn job_commands_take_a_unique_start_of_the_job_id() {
     let collector = Collector::start();
-    let agent = enrolled(&collector);
+    let agent = Agent::enrolled_to(&collector);
     let alice = collector.api_token("alice", "technician");
     let host = agent.host_id();
     let queued = collector

@@ -56,9 +56,7 @@ fn an_employee_follows_their_ticket_and_sees_only_public_notes_and_the_resolutio
     let stopped = agent.command(&["my-tickets"]).expect_code(1);
     one_line(&stopped, "the agent service is not running");
 
-    let service = AgentService::start(&agent, &[]);
-    agent.wait_service_connected();
-    collector.wait_first_inventory(&agent);
+    let service = AgentService::start_ready(&agent, &collector);
     let reported = agent
         .command(&[
             "report-issue",

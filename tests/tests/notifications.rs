@@ -19,16 +19,10 @@ fn json(run: &Run) -> serde_json::Value {
     serde_json::from_str(&run.stdout).expect("json on stdout")
 }
 
-fn enrolled(collector: &Collector) -> Agent {
-    let agent = Agent::new();
-    agent
-        .enroll(collector, &collector.enrollment_token(1))
-        .expect_code(0);
-    agent
-}
-
-/// `serve` flags for the SMTP server on `port`.
-fn smtp_flags(port: u16, tls: &str, ca: &MailCa, password_file: Option<&str>) -> Vec<String> {
+/// A collector that mails through the SMTP server on `port` (`--smtp-tls
+/// tls`, trusting `ca`), as `mailer` with the password in `password_file`
+/// when there is one.
+fn mailing_collector(port: u16, tls: &str, ca: &MailCa, password_file: Option<&str>) -> Collector {
     let mut flags = vec![
         "--smtp-host".to_owned(),
         "127.0.0.1".to_owned(),
@@ -49,7 +43,8 @@ fn smtp_flags(port: u16, tls: &str, ca: &MailCa, password_file: Option<&str>) ->
             file.to_owned(),
         ]);
     }
-    flags
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    Collector::start_in(tempfile::tempdir().expect("data dir"), &flags)
 }
 
 fn new_ticket(collector: &Collector, token: &str, host: &str, title: &str, priority: &str) -> i64 {
@@ -87,17 +82,15 @@ fn email_goes_through_starttls_with_auth_to_the_group_the_assignee_and_the_repor
     let dir = tempfile::tempdir().expect("temp dir");
     let password_file = dir.path().join("smtp.password");
     std::fs::write(&password_file, "s3cret-pass\n").expect("write password");
-    let flags = smtp_flags(
+    let collector = mailing_collector(
         smtp.port,
         "starttls",
         &ca,
         Some(password_file.to_str().expect("utf-8 path")),
     );
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let collector = Collector::start_in(tempfile::tempdir().expect("data dir"), &flags);
     let admin = collector.admin_token();
     let alice = collector.api_token("alice", "technician");
-    let agent = enrolled(&collector);
+    let agent = Agent::enrolled_to(&collector);
     let host = agent.host_id();
 
     // The P2 group address hears of new and escalated P2 tickets (and of
@@ -237,9 +230,7 @@ fn email_goes_through_starttls_with_auth_to_the_group_the_assignee_and_the_repor
 
     // An employee reports through the agent's service with their address;
     // resolving their ticket mails them, without the evidence or the address.
-    let _service = AgentService::start(&agent, &[]);
-    agent.wait_service_connected();
-    collector.wait_first_inventory(&agent);
+    let _service = AgentService::start_ready(&agent, &collector);
     let reported = agent
         .command(&[
             "report-issue",
@@ -332,11 +323,9 @@ fn smtp_down_is_retried_and_shown_then_delivered_over_implicit_tls() {
     };
     let port = first.port;
     first.stop();
-    let flags = smtp_flags(port, "tls", &ca, None);
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let collector = Collector::start_in(tempfile::tempdir().expect("data dir"), &flags);
+    let collector = mailing_collector(port, "tls", &ca, None);
     let admin = collector.admin_token();
-    let agent = enrolled(&collector);
+    let agent = Agent::enrolled_to(&collector);
     collector
         .cli(&admin, &["webhooks", "add", "mailto:oncall@example.com"])
         .expect_code(0);
@@ -453,7 +442,7 @@ async fn slack_and_teams_messages_reach_a_real_listener_unsigned() {
     let listed = collector.cli(&admin, &["webhooks"]).expect_code(0);
     assert!(!listed.stdout.contains("secret-path"), "{}", listed.stdout);
 
-    let agent = enrolled(&collector);
+    let agent = Agent::enrolled_to(&collector);
     let id = new_ticket(
         &collector,
         &admin,
@@ -511,22 +500,6 @@ async fn slack_and_teams_messages_reach_a_real_listener_unsigned() {
     assert!(listed.is_some(), "both listed as delivered");
 }
 
-/// Three hosts within 15 minutes make a problem; the rule fires on any PC
-/// using more than 1 % of its memory, on its first sample.
-const PROBLEM_POLICY: &str = r#"
-[problems]
-hosts = 3
-window = "15m"
-
-[[rule]]
-name = "memory-in-use"
-metric = "memory_used_percent"
-op = ">"
-threshold = 1
-recover = 0.5
-severity = "low"
-"#;
-
 #[test]
 fn a_fleet_wide_problem_mails_the_group_address_once_and_not_an_assignee() {
     let test = "a_fleet_wide_problem_mails_the_group_address";
@@ -534,11 +507,11 @@ fn a_fleet_wide_problem_mails_the_group_address_once_and_not_an_assignee() {
     let Some(smtp) = SmtpServer::start(test, &ca, SmtpTls::Implicit, None, 0) else {
         return;
     };
-    let flags = smtp_flags(smtp.port, "tls", &ca, None);
-    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-    let collector = Collector::start_in(tempfile::tempdir().expect("data dir"), &flags);
+    let collector = mailing_collector(smtp.port, "tls", &ca, None);
     let admin = collector.admin_token();
-    collector.apply_rules(PROBLEM_POLICY).expect_code(0);
+    collector
+        .apply_rules(deskpulse_tests::MEMORY_PROBLEM_POLICY)
+        .expect_code(0);
     // The group asks for problems only (its default would add every new
     // ticket's mail); alice's own address is for her tickets, and a problem
     // is nobody's.
@@ -560,7 +533,7 @@ fn a_fleet_wide_problem_mails_the_group_address_once_and_not_an_assignee() {
     ] {
         collector.cli(&admin, args).expect_code(0);
     }
-    let agents: Vec<Agent> = (0..3).map(|_| enrolled(&collector)).collect();
+    let agents: Vec<Agent> = (0..3).map(|_| Agent::enrolled_to(&collector)).collect();
     for agent in &agents {
         agent.command(&["run", "--once"]).expect_code(0);
     }

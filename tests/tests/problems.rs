@@ -8,23 +8,7 @@
 
 use std::time::Duration;
 
-use deskpulse_tests::{Agent, Collector, wait_for};
-
-/// Groups 3 hosts within 15 minutes; the rule fires on any PC using more
-/// than 1 % of its memory, on its first sample.
-const POLICY: &str = r#"
-[problems]
-hosts = 3
-window = "15m"
-
-[[rule]]
-name = "memory-in-use"
-metric = "memory_used_percent"
-op = ">"
-threshold = 1
-recover = 0.5
-severity = "low"
-"#;
+use deskpulse_tests::{Agent, Collector, MEMORY_PROBLEM_POLICY, wait_for};
 
 fn problems(collector: &Collector, token: &str) -> Vec<serde_json::Value> {
     collector
@@ -40,7 +24,7 @@ fn problems(collector: &Collector, token: &str) -> Vec<serde_json::Value> {
 fn tickets_of_one_rule_on_several_real_agents_group_into_one_problem_resolved_at_once() {
     let collector = Collector::start();
     let admin = collector.admin_token();
-    collector.apply_rules(POLICY).expect_code(0);
+    collector.apply_rules(MEMORY_PROBLEM_POLICY).expect_code(0);
     let agents: Vec<Agent> = (0..4)
         .map(|_| {
             let agent = Agent::new();

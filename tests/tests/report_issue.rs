@@ -155,9 +155,7 @@ fn a_running_service_takes_the_report_over_its_local_socket() {
     agent
         .enroll(&collector, &collector.enrollment_token(1))
         .expect_code(0);
-    let _service = AgentService::start(&agent, &[]);
-    agent.wait_service_connected();
-    collector.wait_first_inventory(&agent);
+    let _service = AgentService::start_ready(&agent, &collector);
     let out = agent
         .command(&["report-issue", "The printer on floor 3 eats paper"])
         .expect_code(0);

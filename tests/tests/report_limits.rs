@@ -16,12 +16,6 @@ const BURST: usize = 300;
 const LIMIT: usize = 10;
 const REFUSED: &str = "you have sent 10 reports in the last 60 minutes and your help desk has them all; this one was not sent: try again in ";
 
-fn connected_service(agent: &Agent) -> AgentService {
-    let service = AgentService::start(agent, &[]);
-    agent.wait_service_connected();
-    service
-}
-
 fn report(agent: &Agent, text: &str) -> Run {
     agent.command(&["report-issue", text])
 }
@@ -45,8 +39,7 @@ fn a_burst_of_reports_is_held_to_the_limit_duplicates_fold_and_a_restart_resets_
     agent
         .enroll(&collector, &collector.enrollment_token(1))
         .expect_code(0);
-    let service = connected_service(&agent);
-    collector.wait_first_inventory(&agent);
+    let service = AgentService::start_ready(&agent, &collector);
 
     let first = report(&agent, "The printer is on fire").expect_code(0);
     let number = first.reported_ticket();
@@ -118,7 +111,7 @@ fn a_burst_of_reports_is_held_to_the_limit_duplicates_fold_and_a_restart_resets_
 
     // A restart (or a reconnect) resets nothing.
     assert_eq!(service.stop(), Some(0));
-    let service = connected_service(&agent);
+    let service = AgentService::start_ready(&agent, &collector);
     let after = report(&agent, "Something new after the restart").expect_code(1);
     assert!(after.stderr.contains(REFUSED), "{}", after.stderr);
     let repeated = report(&agent, "The printer is on fire").expect_code(0);

@@ -83,20 +83,12 @@ async fn upgrade_then_fill(collector: &Collector, agent: &Agent) {
     send_reports(collector, agent, reports).await;
 }
 
-fn enrolled(collector: &Collector) -> Agent {
-    let agent = Agent::new();
-    agent
-        .enroll(collector, &collector.enrollment_token(1))
-        .expect_code(0);
-    agent
-}
-
 #[tokio::test]
 async fn ticket_show_prints_the_suggested_fix_and_the_change_on_other_hosts() {
     let collector = Collector::start();
     let token = collector.admin_token();
-    let pc = enrolled(&collector);
-    let other = enrolled(&collector);
+    let pc = Agent::enrolled_to(&collector);
+    let other = Agent::enrolled_to(&collector);
     let host = pc.host_id();
 
     // An earlier ticket a technician resolved, naming the software.

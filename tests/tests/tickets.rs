@@ -79,14 +79,6 @@ async fn send(collector: &Collector, agent: &Agent, reports: Vec<AgentMessage>) 
     }
 }
 
-fn enrolled(collector: &Collector) -> Agent {
-    let agent = Agent::new();
-    agent
-        .enroll(collector, &collector.enrollment_token(1))
-        .expect_code(0);
-    agent
-}
-
 fn json(run: &deskpulse_tests::Run) -> serde_json::Value {
     serde_json::from_str(&run.stdout).expect("json on stdout")
 }
@@ -94,7 +86,7 @@ fn json(run: &deskpulse_tests::Run) -> serde_json::Value {
 #[tokio::test]
 async fn a_full_disk_for_the_rules_duration_opens_one_prioritised_ticket() {
     let collector = Collector::start();
-    let agent = enrolled(&collector);
+    let agent = Agent::enrolled_to(&collector);
     let token = collector.admin_token();
     let host = agent.host_id();
     collector
@@ -142,7 +134,7 @@ async fn a_full_disk_for_the_rules_duration_opens_one_prioritised_ticket() {
 #[tokio::test]
 async fn a_technician_works_a_ticket_and_an_admin_changes_the_rules() {
     let collector = Collector::start();
-    let agent = enrolled(&collector);
+    let agent = Agent::enrolled_to(&collector);
     let admin = collector.admin_token();
     let alice = collector.api_token("alice", "technician");
     let viewer = collector.api_token("vic", "viewer");
@@ -342,7 +334,7 @@ async fn a_technician_works_a_ticket_and_an_admin_changes_the_rules() {
 #[tokio::test]
 async fn tickets_show_who_has_them_and_reopen_without_their_old_resolution() {
     let collector = Collector::start();
-    let agent = enrolled(&collector);
+    let agent = Agent::enrolled_to(&collector);
     let alice = collector.api_token("alice", "technician");
     collector.api_token("vic", "viewer");
     // 95 % for 15 minutes fires disk-full; back to 50 % for longer than the
@@ -472,7 +464,7 @@ fn a_host_back_from_offline_resolves_its_ticket_when_the_quiet_period_ends() {
     // the always-on PC has been silent past the offline rule's 10 minutes.
     let collector = Collector::start();
     let admin = collector.admin_token();
-    let agent = enrolled(&collector);
+    let agent = Agent::enrolled_to(&collector);
     agent.command(&["run", "--once"]).expect_code(0);
     let host = agent.host_id();
     collector

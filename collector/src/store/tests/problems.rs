@@ -25,10 +25,6 @@ recover = 50
 severity = "medium"
 "#;
 
-async fn apply(store: &SharedStore, text: &str) {
-    super::apply_valid_policy(store, text, 1).await;
-}
-
 /// Enrolls `n` hosts.
 async fn hosts(store: &SharedStore, n: usize) -> Vec<String> {
     let name = uuid::Uuid::new_v4().simple().to_string();
@@ -88,7 +84,7 @@ async fn only_problem(store: &SharedStore) -> ProblemDetail {
 
 pub(super) async fn tickets_of_one_rule_on_enough_hosts_in_the_window_make_one_problem(db: TestDb) {
     let store = db.store.clone();
-    apply(&store, POLICY).await;
+    apply_valid_policy(&store, POLICY, 1).await;
     let ids = hosts(&store, 5).await;
     // Two hosts: two tickets, no problem yet.
     cpu(&store, &ids[0], 1, 0, 95.0).await;
@@ -161,7 +157,7 @@ pub(super) async fn tickets_of_one_rule_on_enough_hosts_in_the_window_make_one_p
 
 pub(super) async fn employees_reporting_the_same_words_from_many_pcs_make_one_problem(db: TestDb) {
     let store = db.store.clone();
-    apply(&store, POLICY).await;
+    apply_valid_policy(&store, POLICY, 1).await;
     let ids = hosts(&store, 3).await;
     for (i, (host, text)) in ids
         .iter()
@@ -202,7 +198,7 @@ pub(super) async fn employees_reporting_the_same_words_from_many_pcs_make_one_pr
 
 pub(super) async fn many_ordinary_hosts_raise_a_problems_priority_above_its_tickets(db: TestDb) {
     let store = db.store.clone();
-    apply(&store, &POLICY.replace("hosts = 3", "hosts = 2")).await;
+    apply_valid_policy(&store, &POLICY.replace("hosts = 3", "hosts = 2"), 1).await;
     hosts_firing(&store, 10, 1000).await;
     let detail = only_problem(&store).await;
     assert!(detail.tickets.iter().all(|t| t.priority == "P3"));
@@ -221,7 +217,7 @@ pub(super) async fn many_ordinary_hosts_raise_a_problems_priority_above_its_tick
 pub(super) async fn a_problem_names_the_change_its_hosts_share(db: TestDb) {
     use deskpulse_proto::v1::{Inventory, OsInfo, Package, SoftwareInfo};
     let store = db.store.clone();
-    apply(&store, POLICY).await;
+    apply_valid_policy(&store, POLICY, 1).await;
     let ids = hosts(&store, 5).await;
     let inventory = |openssl: &str, extra: &str| {
         let mut inv = Inventory {
@@ -295,7 +291,7 @@ pub(super) async fn resolving_a_problem_resolves_its_open_tickets_each_through_t
     db: TestDb,
 ) {
     let store = db.store.clone();
-    apply(&store, POLICY).await;
+    apply_valid_policy(&store, POLICY, 1).await;
     hosts_firing(&store, 3, MIN).await;
     let detail = only_problem(&store).await;
     let id = detail.problem.id;
@@ -395,7 +391,7 @@ pub(super) async fn a_problem_follows_its_tickets_resolved_one_by_one_reopened_a
     db: TestDb,
 ) {
     let store = db.store.clone();
-    apply(&store, POLICY).await;
+    apply_valid_policy(&store, POLICY, 1).await;
     let ids = hosts_firing(&store, 4, MIN).await;
     let detail = only_problem(&store).await;
     let tickets: Vec<i64> = detail.tickets.iter().map(|t| t.id).collect();
@@ -492,7 +488,7 @@ pub(super) async fn a_problem_follows_its_tickets_resolved_one_by_one_reopened_a
 /// open one problem between them, never two.
 pub(super) async fn two_replicas_opening_tickets_at_once_make_one_problem(db: TestDb) {
     let first = db.store.clone();
-    apply(&first, &POLICY.replace("hosts = 3", "hosts = 2")).await;
+    apply_valid_policy(&first, &POLICY.replace("hosts = 3", "hosts = 2"), 1).await;
     let second = backend::open(&db.url).await.expect("second replica");
     let ids = hosts(&first, 24).await;
     let (a, b) = ids.split_at(12);
@@ -514,7 +510,7 @@ pub(super) async fn two_replicas_opening_tickets_at_once_make_one_problem(db: Te
 /// body carrying the problem as the event left it.
 pub(super) async fn problem_events_reach_the_webhook_outbox_with_the_problem(db: TestDb) {
     let store = db.store.clone();
-    apply(&store, &POLICY.replace("hosts = 3", "hosts = 2")).await;
+    apply_valid_policy(&store, &POLICY.replace("hosts = 3", "hosts = 2"), 1).await;
     let hook = NewWebhook {
         url: "https://hooks.example.com/".into(),
         events: vec![
@@ -576,7 +572,7 @@ pub(super) async fn problem_events_reach_the_webhook_outbox_with_the_problem(db:
 pub(super) async fn problem_events_reach_chat_and_mail_by_the_problems_priority(db: TestDb) {
     use crate::model::{TicketEvent, WebhookFormat, WebhookRoute};
     let store = db.store.clone();
-    apply(&store, &POLICY.replace("hosts = 3", "hosts = 2")).await;
+    apply_valid_policy(&store, &POLICY.replace("hosts = 3", "hosts = 2"), 1).await;
     let channels = [
         (
             "https://hooks.slack.com/services/T/B/X",

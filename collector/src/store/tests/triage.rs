@@ -4,16 +4,12 @@
 //! noted, not queued; the result lands in the ticket's worklog; an offline
 //! ticket gets the host's last health and changes instead of runs.
 
-use super::{TestDb, desktop_host, disk_sample, enrolled_host, result_report};
-use crate::store::{AuditQuery, JobQuery, SessionOpen, SharedStore, TRIAGE_REQUESTER};
-
-async fn apply(store: &SharedStore, text: &str) {
-    super::apply_valid_policy(store, text, 1).await;
-}
+use super::{TestDb, apply_valid_policy, desktop_host, disk_sample, enrolled_host, result_report};
+use crate::store::{AuditQuery, JobQuery, SessionOpen, TRIAGE_REQUESTER};
 
 pub(super) async fn a_rule_that_fires_queues_its_triage_as_audited_jobs_for_its_ticket(db: TestDb) {
     let store = db.store.clone();
-    apply(
+    apply_valid_policy(
         &store,
         r#"
 [[rule]]
@@ -25,6 +21,7 @@ recover = 85
 severity = "high"
 triage = ["disk_usage path={subject} depth=2", "service_status service=cron", "top_processes sort=memory"]
 "#,
+        1,
     )
     .await;
     let host = enrolled_host(&store).await;
